@@ -1,0 +1,79 @@
+/* Settings from the environment, driven by one table (config.c). An empty
+ * variable counts as unset. After ds_config_load the struct is read-only and
+ * handed to code explicitly. */
+#ifndef DEALSCORE_CONFIG_H
+#define DEALSCORE_CONFIG_H
+
+#include <stdio.h>
+#include <stddef.h>
+
+typedef enum {
+    DS_SVC_INGEST = 1 << 0,
+    DS_SVC_FEATURE = 1 << 1,
+    DS_SVC_SCORING = 1 << 2,
+    DS_SVC_BENCHMARK = 1 << 3,
+    DS_SVC_ALL = 0xf,
+} ds_svc_kind_t;
+
+typedef struct {
+    char *key;   /* librdkafka property, e.g. "security.protocol" */
+    char *value;
+} ds_kv_t;
+
+typedef struct ds_config_s {
+    ds_svc_kind_t svc;
+    const char *service_name;   /* "ingest", "feature", ... */
+
+    /* Common to every binary. */
+    char *database_url;         /* DEALSCORE_DATABASE_URL */
+    char *kafka_brokers;        /* DEALSCORE_KAFKA_BROKERS */
+    char *topic_prefix;         /* DEALSCORE_TOPIC_PREFIX ("" when unset) */
+    char *http_addr;            /* DEALSCORE_HTTP_ADDR as given */
+    char *http_host;            /* parsed from http_addr */
+    int http_port;
+    int log_level;              /* DEALSCORE_LOG_LEVEL, a ds_log_level_t */
+    int topic_partitions;       /* DEALSCORE_TOPIC_PARTITIONS */
+    int topic_replication;      /* DEALSCORE_TOPIC_REPLICATION */
+    char *group_id;             /* DEALSCORE_GROUP_ID, default "dealscore-<service>" */
+    int batch_size;             /* DEALSCORE_BATCH_SIZE: messages per consumer batch */
+    int batch_wait_ms;          /* DEALSCORE_BATCH_WAIT_MS */
+    int shutdown_timeout_ms;    /* DEALSCORE_SHUTDOWN_TIMEOUT_MS */
+
+    /* ingest */
+    int max_records;            /* DEALSCORE_MAX_RECORDS per webhook request */
+    int max_body_bytes;         /* DEALSCORE_MAX_BODY_BYTES */
+    int outbox_max;             /* DEALSCORE_OUTBOX_MAX: 503 above this many unsent rows */
+    int hmac_window_s;          /* DEALSCORE_HMAC_WINDOW_S */
+    int commit_batch;           /* DEALSCORE_COMMIT_BATCH: requests per group commit */
+
+    /* scoring */
+    char *supabase_jwks;        /* SUPABASE_JWKS: file path or URL */
+    char *supabase_jwt_secret;  /* SUPABASE_JWT_SECRET: legacy HS256 secret */
+    int top_k;                  /* DEALSCORE_TOP_K */
+    int min_closed;             /* DEALSCORE_MIN_CLOSED: won and lost deals needed for a model */
+
+    /* benchmark */
+    int bench_months;           /* DEALSCORE_BENCH_MONTHS */
+    int bench_min_won;          /* DEALSCORE_BENCH_MIN_WON */
+    int bench_refresh_s;        /* DEALSCORE_BENCH_REFRESH_S */
+
+    /* KAFKA_<PROPERTY> variables, passed to librdkafka as they are. */
+    ds_kv_t *kafka_props;
+    size_t kafka_props_count;
+} ds_config_t;
+
+/* Loads settings for service kind svc from envp (NULL-terminated
+ * "NAME=value" strings, usually environ). Validates every value. Returns 0,
+ * or DS_EINVAL with a one-line message naming the variable in errstr.
+ * On success the caller releases the strings with ds_config_close(). */
+int ds_config_load(ds_config_t *cfg, ds_svc_kind_t svc, char **envp, char *errstr,
+                   size_t errstr_size);
+void ds_config_close(ds_config_t *cfg);
+
+/* Prints every variable that applies to svc, with its default and meaning. */
+void ds_config_print_help(FILE *out, ds_svc_kind_t svc);
+
+/* Full topic name: prefix + base ("opportunity.changed"). Caller frees. */
+char *ds_config_topic(const ds_config_t *cfg, const char *base);
+
+#endif
