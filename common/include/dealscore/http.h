@@ -1,0 +1,50 @@
+/* HTTP server on a libuv loop through libh2o. Handlers run on the loop
+ * thread; a handler may respond later from the same thread (after an async
+ * database commit) as long as it keeps the request. */
+#ifndef DEALSCORE_HTTP_H
+#define DEALSCORE_HTTP_H
+
+#include <stddef.h>
+#include <uv.h>
+#ifndef H2O_USE_LIBUV
+#define H2O_USE_LIBUV 1
+#endif
+#include <h2o.h>
+#include <jansson.h>
+
+typedef struct ds_http_s ds_http_t;
+
+/* Returns 0 when the handler responded or will respond, -1 to fall through
+ * to the next route (404 at the end). */
+typedef int (*ds_http_handler_fn)(void *ud, h2o_req_t *req);
+
+/* Creates a server for host:port on loop; max_body bounds request bodies
+ * (h2o answers 413 above it). Free with ds_http_destroy. */
+ds_http_t *ds_http_new(uv_loop_t *loop, const char *host, int port, size_t max_body);
+/* Registers a handler for a path prefix; call before ds_http_start. */
+void ds_http_route(ds_http_t *h, const char *path, ds_http_handler_fn fn, void *ud);
+/* Binds and listens. Returns 0, or DS_EIO with the reason in errstr. */
+int ds_http_start(ds_http_t *h, char *errstr, size_t errstr_size);
+/* The port actually bound (useful with port 0 in tests). */
+int ds_http_port(const ds_http_t *h);
+/* Stops accepting connections and asks open ones to close. */
+void ds_http_stop(ds_http_t *h);
+/* Frees the server; call after the loop has run its close callbacks. NULL-safe. */
+void ds_http_destroy(ds_http_t *h);
+
+/* Responses. body is copied into the request's pool. */
+void ds_http_respond(h2o_req_t *req, int status, const char *content_type, const char *body,
+                     size_t len);
+/* Sends obj as JSON and drops one reference to it. */
+void ds_http_respond_json(h2o_req_t *req, int status, json_t *obj);
+/* {"error": code, "message": message} with the given status. */
+void ds_http_respond_error(h2o_req_t *req, int status, const char *code, const char *message);
+/* Adds a response header before responding (name and value are copied). */
+void ds_http_add_header(h2o_req_t *req, const char *name, const char *value);
+
+/* Returns true when the request's method is m ("GET", "POST", ...). */
+int ds_http_method_is(const h2o_req_t *req, const char *m);
+/* Copies a request header value into buf; returns its length or -1 when absent. */
+int ds_http_header(const h2o_req_t *req, const char *name, char *buf, size_t bufsz);
+
+#endif
