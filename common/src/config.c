@@ -139,9 +139,10 @@ static int parse_addr(const char *s, char **host, int *port) {
 }
 
 static int check_brokers(const char *s) {
-    char *copy = ds_strdup(s), *save = NULL;
+    char *copy = ds_strdup(s), *rest = copy, *tok;
     int rc = 0, n = 0;
-    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    /* strsep keeps empty entries ("a:1,,") so they are rejected. */
+    while ((tok = strsep(&rest, ",")) != NULL) {
         while (*tok == ' ') tok++;
         /* Accept an optional scheme like PLAINTEXT:// or SASL_SSL://. */
         char *scheme = strstr(tok, "://");

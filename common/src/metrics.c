@@ -173,7 +173,7 @@ static void fmt_num(char *out, size_t sz, double v) {
     else if (isnan(v))
         snprintf(out, sz, "NaN");
     else
-        snprintf(out, sz, "%.17g", v);
+        snprintf(out, sz, "%.15g", v);
 }
 
 char *ds_metrics_render(ds_metrics_t *m) {

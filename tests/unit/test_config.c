@@ -1,0 +1,123 @@
+/* Settings from the environment: defaults, validation, KAFKA_* passthrough. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "dealscore/config.h"
+#include "dealscore/common.h"
+
+static int load(ds_config_t *cfg, ds_svc_kind_t svc, char **env, char *err, size_t errsz) {
+    return ds_config_load(cfg, svc, env, err, errsz);
+}
+
+Test(config, defaults_per_service) {
+    char *env[] = {NULL};
+    ds_config_t cfg;
+    char err[256];
+    cr_assert_eq(load(&cfg, DS_SVC_SCORING, env, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(cfg.http_addr, "127.0.0.1:8081");
+    cr_assert_str_eq(cfg.http_host, "127.0.0.1");
+    cr_assert_eq(cfg.http_port, 8081);
+    cr_assert_str_eq(cfg.kafka_brokers, "127.0.0.1:9092");
+    cr_assert_str_eq(cfg.topic_prefix, "");
+    cr_assert_str_eq(cfg.group_id, "dealscore-scoring");
+    cr_assert_eq(cfg.top_k, 5);
+    cr_assert_eq(cfg.min_closed, 40);
+    ds_config_close(&cfg);
+
+    cr_assert_eq(load(&cfg, DS_SVC_INGEST, env, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(cfg.http_port, 8080);
+    cr_assert_eq(cfg.max_records, 1000);
+    ds_config_close(&cfg);
+    cr_assert_eq(load(&cfg, DS_SVC_FEATURE, env, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(cfg.http_port, 8082);
+    ds_config_close(&cfg);
+    cr_assert_eq(load(&cfg, DS_SVC_BENCHMARK, env, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(cfg.http_port, 8083);
+    cr_assert_eq(cfg.bench_months, 12);
+    ds_config_close(&cfg);
+}
+
+Test(config, reads_values_and_topic_prefix) {
+    char *env[] = {"DEALSCORE_TOPIC_PREFIX=staging.", "DEALSCORE_HTTP_ADDR=:9999",
+                   "DEALSCORE_LOG_LEVEL=debug", "DEALSCORE_BATCH_SIZE=42",
+                   "DEALSCORE_KAFKA_BROKERS=a:1,b:2", NULL};
+    ds_config_t cfg;
+    char err[256];
+    cr_assert_eq(load(&cfg, DS_SVC_FEATURE, env, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(cfg.http_host, "0.0.0.0");
+    cr_assert_eq(cfg.http_port, 9999);
+    cr_assert_eq(cfg.log_level, 0);
+    cr_assert_eq(cfg.batch_size, 42);
+    char *t = ds_config_topic(&cfg, "features.ready");
+    cr_assert_str_eq(t, "staging.features.ready");
+    free(t);
+    ds_config_close(&cfg);
+}
+
+Test(config, empty_variable_is_unset) {
+    char *env[] = {"DEALSCORE_HTTP_ADDR=", "DEALSCORE_BATCH_SIZE=", NULL};
+    ds_config_t cfg;
+    char err[256];
+    cr_assert_eq(load(&cfg, DS_SVC_INGEST, env, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(cfg.http_port, 8080);
+    cr_assert_eq(cfg.batch_size, 500);
+    ds_config_close(&cfg);
+}
+
+static void expect_reject(char *setting, const char *varname) {
+    char *env[] = {setting, NULL};
+    ds_config_t cfg;
+    char err[256] = "";
+    cr_assert_eq(load(&cfg, DS_SVC_INGEST, env, err, sizeof err), DS_EINVAL, "accepted %s", setting);
+    cr_assert(strstr(err, varname) == err, "message \"%s\" should start with %s", err, varname);
+    cr_assert_null(strchr(err, '\n'), "message should be one line: %s", err);
+}
+
+Test(config, rejects_out_of_range_port) {
+    expect_reject("DEALSCORE_HTTP_ADDR=127.0.0.1:70000", "DEALSCORE_HTTP_ADDR");
+    expect_reject("DEALSCORE_HTTP_ADDR=127.0.0.1:0", "DEALSCORE_HTTP_ADDR");
+    expect_reject("DEALSCORE_HTTP_ADDR=127.0.0.1", "DEALSCORE_HTTP_ADDR");
+    expect_reject("DEALSCORE_HTTP_ADDR=127.0.0.1:80x", "DEALSCORE_HTTP_ADDR");
+}
+
+Test(config, rejects_bad_broker_syntax) {
+    expect_reject("DEALSCORE_KAFKA_BROKERS=localhost", "DEALSCORE_KAFKA_BROKERS");
+    expect_reject("DEALSCORE_KAFKA_BROKERS=a:1,,", "DEALSCORE_KAFKA_BROKERS");
+    expect_reject("DEALSCORE_KAFKA_BROKERS=a:99999", "DEALSCORE_KAFKA_BROKERS");
+    expect_reject("DEALSCORE_KAFKA_BROKERS=:9092", "DEALSCORE_KAFKA_BROKERS");
+}
+
+Test(config, rejects_malformed_postgres_url) {
+    expect_reject("DEALSCORE_DATABASE_URL=postgresql://host:port:x/db?nonsense_option=1",
+                  "DEALSCORE_DATABASE_URL");
+    expect_reject("DEALSCORE_DATABASE_URL=host=a port", "DEALSCORE_DATABASE_URL");
+}
+
+Test(config, rejects_bad_integers_and_levels) {
+    expect_reject("DEALSCORE_MAX_RECORDS=0", "DEALSCORE_MAX_RECORDS");
+    expect_reject("DEALSCORE_MAX_RECORDS=12abc", "DEALSCORE_MAX_RECORDS");
+    expect_reject("DEALSCORE_LOG_LEVEL=loud", "DEALSCORE_LOG_LEVEL");
+}
+
+Test(config, kafka_passthrough) {
+    char *env[] = {"KAFKA_SECURITY_PROTOCOL=SASL_SSL", "KAFKA_SASL_MECHANISMS=PLAIN",
+                   "KAFKA_LINGER_MS=", NULL};
+    ds_config_t cfg;
+    char err[256];
+    cr_assert_eq(load(&cfg, DS_SVC_FEATURE, env, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(cfg.kafka_props_count, 2);
+    cr_assert_str_eq(cfg.kafka_props[0].key, "security.protocol");
+    cr_assert_str_eq(cfg.kafka_props[0].value, "SASL_SSL");
+    cr_assert_str_eq(cfg.kafka_props[1].key, "sasl.mechanisms");
+    ds_config_close(&cfg);
+}
+
+Test(config, service_specific_variables_only_apply_to_their_service) {
+    /* A malformed scoring-only setting does not stop the ingest binary. */
+    char *env[] = {"DEALSCORE_TOP_K=zero", NULL};
+    ds_config_t cfg;
+    char err[256];
+    cr_assert_eq(load(&cfg, DS_SVC_INGEST, env, err, sizeof err), 0, "%s", err);
+    ds_config_close(&cfg);
+    cr_assert_eq(load(&cfg, DS_SVC_SCORING, env, err, sizeof err), DS_EINVAL);
+}

@@ -1,0 +1,52 @@
+/* Time parsing and formatting, UUIDs, hashing. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "dealscore/common.h"
+
+Test(util, parses_iso8601_with_zone) {
+    int64_t us;
+    cr_assert_eq(ds_parse_time_us("2026-11-26T03:14:40Z", &us), 0);
+    cr_assert_eq(us, 1795662880LL * 1000000);
+    cr_assert_eq(ds_parse_time_us("2026-11-26T05:14:40+02:00", &us), 0);
+    cr_assert_eq(us, 1795662880LL * 1000000);
+    cr_assert_eq(ds_parse_time_us("2026-11-25T22:14:40.5-0500", &us), 0);
+    cr_assert_eq(us, 1795662880LL * 1000000 + 500000);
+    cr_assert_eq(ds_parse_time_us("1970-01-01", &us), 0);
+    cr_assert_eq(us, 0);
+    cr_assert_eq(ds_parse_time_us("2024-02-29", &us), 0);
+}
+
+Test(util, rejects_bad_times) {
+    int64_t us;
+    const char *bad[] = {"2026-11-26T03:14:40", "2026-13-01", "2025-02-29", "2026-11-26T25:00:00Z",
+                         "yesterday", "", "2026-11-26Z", "2026-11-26T03:14:40Zjunk",
+                         "2026-11-26T03:14:40.Z"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_eq(ds_parse_time_us(bad[i], &us), DS_EINVAL, "accepted %s", bad[i]);
+}
+
+Test(util, formats_rfc3339_round_trip) {
+    char buf[40];
+    ds_format_time_us(1795662880LL * 1000000 + 123456, buf, sizeof buf);
+    cr_assert_str_eq(buf, "2026-11-26T03:14:40.123456Z");
+    int64_t us;
+    cr_assert_eq(ds_parse_time_us(buf, &us), 0);
+    cr_assert_eq(us, 1795662880LL * 1000000 + 123456);
+}
+
+Test(util, uuid4_shape) {
+    char a[37], b[37];
+    ds_uuid4(a);
+    ds_uuid4(b);
+    cr_assert_eq(strlen(a), 36);
+    cr_assert_eq(a[14], '4');
+    cr_assert(strchr("89ab", a[19]) != NULL);
+    cr_assert_str_neq(a, b);
+}
+
+Test(util, sha256_known_vector) {
+    char hex[65];
+    ds_sha256_hex("abc", 3, hex);
+    cr_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
