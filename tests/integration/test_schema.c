@@ -1,0 +1,466 @@
+/* sql/migrate and the data model on a fresh database: migrating twice,
+ * concurrent runs, a failing migration, the tables and their privileges,
+ * constraints, and the model-activation notification. */
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include "pgtest.h"
+
+static pgt_db_t db;
+
+static void setup(void) {
+    pgt_db_create(&db);
+}
+
+static void teardown(void) {
+    pgt_db_drop(&db);
+}
+
+TestSuite(schema, .init = setup, .fini = teardown, .timeout = 240);
+
+/* The migration files of sql/migrations, sorted; returns how many. */
+static int migration_files(char names[][128], int max) {
+    DIR *d = opendir(DS_SOURCE_DIR "/sql/migrations");
+    cr_assert_not_null(d, "cannot open sql/migrations");
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l < 5 || strcmp(e->d_name + l - 4, ".sql") != 0) continue;
+        cr_assert_lt(n, max, "too many migration files for the test");
+        cr_assert_lt(l, (size_t)128, "migration file name too long: %s", e->d_name);
+        strcpy(names[n++], e->d_name);
+    }
+    closedir(d);
+    qsort(names, (size_t)n, sizeof names[0], (int (*)(const void *, const void *))strcmp);
+    return n;
+}
+
+Test(schema, migrate_twice_applies_everything_once) {
+    char files[64][128];
+    int nfiles = migration_files(files, 64);
+    cr_assert_gt(nfiles, 0, "no migration files found");
+
+    pgt_proc_t p;
+    int rc = pgt_migrate(&p, &db, NULL);
+    cr_assert_eq(rc, 0, "first migrate exited with %d:\n%s", rc, p.out);
+    for (int i = 0; i < nfiles; i++) {
+        char *line = pgt_fmt("applied %s", files[i]);
+        cr_assert(pgt_has_line(p.out, line), "first run did not print '%s':\n%s", line, p.out);
+        free(line);
+    }
+    char *summary = pgt_fmt("%d migration(s) applied", nfiles);
+    cr_assert(pgt_has_line(p.out, summary), "first run did not print '%s':\n%s", summary, p.out);
+    free(summary);
+    pgt_proc_close(&p);
+
+    PGconn *c = pgt_connect_db(&db);
+    cr_assert_eq(pgt_longf(c, "select count(*) from public.schema_migrations"), nfiles,
+                 "schema_migrations does not have one row per migration file");
+    for (int i = 0; i < nfiles; i++) {
+        char version[15];
+        memcpy(version, files[i], 14);
+        version[14] = '\0';
+        cr_assert_eq(pgt_longf(c, "select count(*) from public.schema_migrations where version = '%s'",
+                               version),
+                     1, "migration %s is not recorded", files[i]);
+    }
+    char *applied_at = pgt_valuef(c, "select max(applied_at)::text from public.schema_migrations");
+
+    rc = pgt_migrate(&p, &db, NULL);
+    cr_assert_eq(rc, 0, "second migrate exited with %d:\n%s", rc, p.out);
+    cr_assert_eq(pgt_count_lines(p.out, "applied 2"), 0, "second run applied something:\n%s",
+                 p.out);
+    cr_assert(pgt_has_line(p.out, "nothing to apply"), "second run did not say so:\n%s", p.out);
+    pgt_proc_close(&p);
+
+    cr_assert_eq(pgt_longf(c, "select count(*) from public.schema_migrations"), nfiles,
+                 "second run changed schema_migrations");
+    char *applied_at2 = pgt_valuef(c, "select max(applied_at)::text from public.schema_migrations");
+    cr_assert_str_eq(applied_at2, applied_at, "second run re-applied a migration");
+    free(applied_at);
+    free(applied_at2);
+    PQfinish(c);
+}
+
+Test(schema, concurrent_runs_apply_each_file_once) {
+    char files[64][128];
+    int nfiles = migration_files(files, 64);
+
+    pgt_proc_t a, b;
+    pgt_migrate_start(&a, &db, NULL);
+    pgt_migrate_start(&b, &db, NULL);
+    int rca = pgt_proc_wait(&a, PGT_MIGRATE_TIMEOUT_MS);
+    int rcb = pgt_proc_wait(&b, PGT_MIGRATE_TIMEOUT_MS);
+    cr_assert_eq(rca, 0, "first concurrent migrate exited with %d:\n%s", rca, a.out);
+    cr_assert_eq(rcb, 0, "second concurrent migrate exited with %d:\n%s", rcb, b.out);
+    for (int i = 0; i < nfiles; i++) {
+        char *line = pgt_fmt("applied %s", files[i]);
+        int times = pgt_has_line(a.out, line) + pgt_has_line(b.out, line);
+        cr_assert_eq(times, 1, "%s was applied %d times:\n--- a\n%s--- b\n%s", files[i], times,
+                     a.out, b.out);
+        free(line);
+    }
+    pgt_proc_close(&a);
+    pgt_proc_close(&b);
+
+    PGconn *c = pgt_connect_db(&db);
+    cr_assert_eq(pgt_longf(c, "select count(*) from public.schema_migrations"), nfiles,
+                 "schema_migrations does not have one row per migration file");
+    PQfinish(c);
+}
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+Test(schema, failing_migration_exits_nonzero_and_keeps_nothing_of_it) {
+    char dir[] = "/tmp/ds-migrate-test-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir), "mkdtemp failed");
+    char *ok = pgt_fmt("%s/20000101000000_first.sql", dir);
+    char *bad = pgt_fmt("%s/20000101000001_second.sql", dir);
+    char *later = pgt_fmt("%s/20000101000002_third.sql", dir);
+    write_file(ok, "create table public.t_first (id int);\n");
+    write_file(bad, "create table public.t_second (id int);\nselect 1 / 0;\n");
+    write_file(later, "create table public.t_third (id int);\n");
+
+    const char *args[] = {"--dir", dir, NULL};
+    pgt_proc_t p;
+    int rc = pgt_migrate(&p, &db, args);
+    cr_assert_neq(rc, 0, "migrate succeeded although a migration fails:\n%s", p.out);
+    cr_assert(pgt_has_line(p.out, "applied 20000101000000_first.sql"),
+              "the good migration before the failing one was not applied:\n%s", p.out);
+    cr_assert_eq(pgt_count_lines(p.out, "applied 20000101000001"), 0,
+                 "the failing migration was reported applied:\n%s", p.out);
+    cr_assert_eq(pgt_count_lines(p.out, "applied 20000101000002"), 0,
+                 "a migration after the failing one was applied:\n%s", p.out);
+    cr_assert_not_null(strstr(p.out, "division by zero"), "the error is not shown:\n%s", p.out);
+    pgt_proc_close(&p);
+
+    PGconn *c = pgt_connect_db(&db);
+    cr_assert_eq(pgt_longf(c, "select count(*) from public.schema_migrations"), 1,
+                 "only the first migration may be recorded");
+    char *t1 = pgt_valuef(c, "select to_regclass('public.t_first')::text");
+    char *t2 = pgt_valuef(c, "select to_regclass('public.t_second')::text");
+    char *t3 = pgt_valuef(c, "select to_regclass('public.t_third')::text");
+    cr_assert_not_null(t1, "t_first is missing");
+    cr_assert_null(t2, "the failing migration was not rolled back");
+    cr_assert_null(t3, "a migration after the failing one ran");
+    free(t1);
+
+    /* Once fixed, the rest applies. */
+    write_file(bad, "create table public.t_second (id int);\n");
+    rc = pgt_migrate(&p, &db, args);
+    cr_assert_eq(rc, 0, "migrate after the fix exited with %d:\n%s", rc, p.out);
+    cr_assert(pgt_has_line(p.out, "applied 20000101000001_second.sql"), "%s", p.out);
+    cr_assert(pgt_has_line(p.out, "applied 20000101000002_third.sql"), "%s", p.out);
+    cr_assert_eq(pgt_count_lines(p.out, "applied 20000101000000"), 0, "%s", p.out);
+    pgt_proc_close(&p);
+    cr_assert_eq(pgt_longf(c, "select count(*) from public.schema_migrations"), 3);
+    PQfinish(c);
+
+    unlink(ok);
+    unlink(bad);
+    unlink(later);
+    rmdir(dir);
+    free(ok);
+    free(bad);
+    free(later);
+}
+
+Test(schema, rejects_bad_file_names_and_missing_database) {
+    char dir[] = "/tmp/ds-migrate-test-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir), "mkdtemp failed");
+    char *bad = pgt_fmt("%s/2000_short.sql", dir);
+    write_file(bad, "select 1;\n");
+    const char *args[] = {"--dir", dir, NULL};
+    pgt_proc_t p;
+    int rc = pgt_migrate(&p, &db, args);
+    cr_assert_neq(rc, 0, "a bad file name was accepted:\n%s", p.out);
+    cr_assert_not_null(strstr(p.out, "bad migration file name"), "%s", p.out);
+    pgt_proc_close(&p);
+    unlink(bad);
+    rmdir(dir);
+    free(bad);
+
+    /* No URL and no DEALSCORE_DATABASE_URL. */
+    static const char *const unset[] = {"DEALSCORE_DATABASE_URL", NULL};
+    char *const argv[] = {DS_SOURCE_DIR "/sql/migrate", NULL};
+    pgt_proc_start(&p, argv, unset);
+    rc = pgt_proc_wait(&p, 30000);
+    cr_assert_neq(rc, 0, "migrate without a database succeeded:\n%s", p.out);
+    cr_assert_not_null(strstr(p.out, "DEALSCORE_DATABASE_URL"), "%s", p.out);
+    pgt_proc_close(&p);
+}
+
+/* Every table of the design exists, every table with an org_id has RLS, and
+ * the API roles have exactly the privileges they should. */
+Test(schema, tables_rls_and_privileges) {
+    pgt_migrate_ok(&db);
+    PGconn *c = pgt_connect_db(&db);
+
+    static const char *const tables[] = {
+        "orgs", "accounts", "opportunities", "opportunity_history", "interactions",
+        "transcripts", "features_snapshot", "predictions", "prediction_history",
+        "benchmarks_cached", "opportunity_benchmarks", "models", "outbox", "ingest_tokens",
+        "meddicc_lexicon", "account_members", "schema_migrations"};
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+        char *t = pgt_valuef(c, "select to_regclass('public.%s')::text", tables[i]);
+        cr_assert_not_null(t, "table %s is missing", tables[i]);
+        free(t);
+    }
+
+    PGresult *r = pgt_query(c, "select c.relname, c.relrowsecurity,"
+                               "  exists (select 1 from pg_attribute a where a.attrelid = c.oid"
+                               "          and a.attname = 'org_id' and not a.attisdropped),"
+                               "  has_table_privilege('anon', c.oid, 'select,insert,update,delete'),"
+                               "  has_table_privilege('authenticated', c.oid, 'insert,update,delete'),"
+                               "  has_any_column_privilege('authenticated', c.oid, 'select')"
+                               " from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+                               " where n.nspname = 'public' and c.relkind in ('r', 'p')"
+                               " order by 1");
+    cr_assert_geq(PQntuples(r), 17, "expected at least 17 tables in public");
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *name = PQgetvalue(r, i, 0);
+        bool rls = PQgetvalue(r, i, 1)[0] == 't';
+        bool has_org = PQgetvalue(r, i, 2)[0] == 't';
+        bool anon_any = PQgetvalue(r, i, 3)[0] == 't';
+        bool auth_write = PQgetvalue(r, i, 4)[0] == 't';
+        bool auth_read = PQgetvalue(r, i, 5)[0] == 't';
+        cr_expect(rls, "table %s has no row level security", name);
+        cr_expect(!anon_any, "anon has privileges on %s", name);
+        cr_expect(!auth_write, "authenticated may write to %s", name);
+        bool tenant = has_org || strcmp(name, "orgs") == 0;
+        if (tenant)
+            cr_expect(auth_read, "authenticated cannot read tenant table %s", name);
+        else
+            cr_expect(strcmp(name, "schema_migrations") == 0,
+                      "table %s has no org_id: every tenant row needs one", name);
+        if (has_org) {
+            /* Every tenant table has a select policy for authenticated. */
+            long long pol = pgt_longf(c,
+                                      "select count(*) from pg_policies where schemaname = 'public'"
+                                      " and tablename = '%s' and cmd = 'SELECT'"
+                                      " and 'authenticated' = any (roles)",
+                                      name);
+            cr_expect_eq(pol, 1, "table %s has %lld select policies for authenticated", name, pol);
+        }
+    }
+    PQclear(r);
+
+    /* Write policies would let API users write. */
+    cr_assert_eq(pgt_longf(c, "select count(*) from pg_policies where schemaname = 'public'"
+                              " and cmd <> 'SELECT'"),
+                 0, "a table has a write policy");
+    /* The token hashes are never readable by API users. */
+    cr_assert_eq(pgt_longf(c, "select has_column_privilege('authenticated',"
+                              " 'public.ingest_tokens', 'token_hash', 'select')::int"),
+                 0, "authenticated can read ingest_tokens.token_hash");
+    /* The policy helpers: security definer, stable, fixed search_path. */
+    r = pgt_query(c, "select p.proname, p.prosecdef, p.provolatile, p.proconfig::text"
+                     " from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
+                     " where n.nspname = 'dealscore' order by 1");
+    cr_assert_geq(PQntuples(r), 4, "the policy helper functions are missing");
+    for (int i = 0; i < PQntuples(r); i++) {
+        cr_expect_eq(PQgetvalue(r, i, 1)[0], 't', "%s is not security definer",
+                     PQgetvalue(r, i, 0));
+        cr_expect_eq(PQgetvalue(r, i, 2)[0], 's', "%s is not stable", PQgetvalue(r, i, 0));
+        cr_expect_not_null(strstr(PQgetvalue(r, i, 3), "search_path"),
+                           "%s has no fixed search_path", PQgetvalue(r, i, 0));
+    }
+    PQclear(r);
+
+    /* service_role bypasses RLS (the workers' role on the shim). */
+    cr_assert_eq(pgt_longf(c, "select rolbypassrls::int from pg_roles where rolname = 'service_role'"),
+                 1, "service_role does not bypass row level security");
+    cr_assert_eq(pgt_longf(c, "select has_table_privilege('service_role', 'public.predictions',"
+                              " 'select,insert,update,delete')::int"),
+                 1, "service_role cannot write predictions");
+    PQfinish(c);
+}
+
+static const char *const ORG_A = "a0000000-0000-4000-8000-000000000001";
+static const char *const ORG_B = "b0000000-0000-4000-8000-000000000001";
+
+static void insert_orgs_and_deals(PGconn *c) {
+    pgt_execf(c, "insert into orgs (id, slug) values ('%s', 'org-a'), ('%s', 'org-b')", ORG_A,
+              ORG_B);
+    pgt_execf(c,
+              "insert into accounts (id, org_id, external_id, name) values"
+              " ('a0000000-0000-4000-8000-0000000000a1', '%s', 'acc-1', 'Acme'),"
+              " ('b0000000-0000-4000-8000-0000000000b1', '%s', 'acc-1', 'Bolt')",
+              ORG_A, ORG_B);
+    pgt_execf(c,
+              "insert into opportunities (id, org_id, external_id, account_id, stage, created_at)"
+              " values ('a0000000-0000-4000-8000-00000000a001', '%s', 'opp-1',"
+              "         'a0000000-0000-4000-8000-0000000000a1', 'Prospecting', now()),"
+              "        ('b0000000-0000-4000-8000-00000000b001', '%s', 'opp-1',"
+              "         'b0000000-0000-4000-8000-0000000000b1', 'Prospecting', now())",
+              ORG_A, ORG_B);
+}
+
+static void expect_sqlstate(PGconn *c, const char *sql, const char *want, const char *why) {
+    char *got = pgt_try(c, sql);
+    cr_assert_not_null(got, "%s: the statement succeeded: %s", why, sql);
+    cr_assert_str_eq(got, want, "%s: sqlstate %s, want %s: %s", why, got, want, sql);
+    free(got);
+}
+
+Test(schema, constraints_keep_the_data_consistent) {
+    pgt_migrate_ok(&db);
+    PGconn *c = pgt_connect_db(&db);
+    insert_orgs_and_deals(c);
+
+    expect_sqlstate(c,
+                    "insert into accounts (org_id, external_id, name) values"
+                    " ('a0000000-0000-4000-8000-000000000001', 'acc-1', 'dup')",
+                    "23505", "natural key (org_id, external_id)");
+    expect_sqlstate(c,
+                    "update opportunities set outcome = 'maybe'"
+                    " where external_id = 'opp-1'",
+                    "23514", "outcome must be open, won or lost");
+    expect_sqlstate(c,
+                    "update opportunities set amount = -1 where external_id = 'opp-1'", "23514",
+                    "amount must not be negative");
+    expect_sqlstate(c,
+                    "insert into opportunities (org_id, external_id) values"
+                    " ('a0000000-0000-4000-8000-000000000001', 'opp-2')",
+                    "23514", "a real opportunity needs stage and created_at");
+    pgt_exec(c, "insert into opportunities (org_id, external_id, placeholder) values"
+                " ('a0000000-0000-4000-8000-000000000001', 'opp-2', true)");
+    expect_sqlstate(c,
+                    "insert into interactions (org_id, external_id, opportunity_id,"
+                    " opportunity_external_id, type, occurred_at) values"
+                    " ('a0000000-0000-4000-8000-000000000001', 'i-1',"
+                    " 'a0000000-0000-4000-8000-00000000a001', 'opp-1', 'fax', now())",
+                    "23514", "interaction type");
+    /* A row of org B may not point at org A's opportunity. */
+    expect_sqlstate(c,
+                    "insert into interactions (org_id, external_id, opportunity_id,"
+                    " opportunity_external_id, type, occurred_at) values"
+                    " ('b0000000-0000-4000-8000-000000000001', 'i-1',"
+                    " 'a0000000-0000-4000-8000-00000000a001', 'opp-1', 'email', now())",
+                    "23503", "cross-org reference");
+    expect_sqlstate(c,
+                    "insert into opportunity_history (org_id, opportunity_id, field, new_value,"
+                    " changed_at) values ('a0000000-0000-4000-8000-000000000001',"
+                    " 'a0000000-0000-4000-8000-00000000a001', 'owner', 'x', now())",
+                    "23514", "history field");
+    expect_sqlstate(c,
+                    "insert into predictions (org_id, opportunity_id, as_of, model_version,"
+                    " proba_close) values ('a0000000-0000-4000-8000-000000000001',"
+                    " 'a0000000-0000-4000-8000-00000000a001', now(), 'm1', 1.5)",
+                    "23514", "probability range");
+
+    /* At most one active model per org. */
+    pgt_exec(c, "insert into models (org_id, version, feature_names, status) values"
+                " ('a0000000-0000-4000-8000-000000000001', 'v1', '{a}', 'active'),"
+                " ('a0000000-0000-4000-8000-000000000001', 'v2', '{a}', 'candidate'),"
+                " ('b0000000-0000-4000-8000-000000000001', 'v1', '{a}', 'active')");
+    expect_sqlstate(c,
+                    "update models set status = 'active' where version = 'v2'"
+                    " and org_id = 'a0000000-0000-4000-8000-000000000001'",
+                    "23505", "a second active model");
+    pgt_exec(c, "begin;"
+                "update models set status = 'retired' where version = 'v1'"
+                " and org_id = 'a0000000-0000-4000-8000-000000000001';"
+                "update models set status = 'active' where version = 'v2'"
+                " and org_id = 'a0000000-0000-4000-8000-000000000001';"
+                "commit");
+
+    /* Idempotent upsert by natural key: an unchanged re-send changes nothing. */
+    const char *upsert = "insert into accounts (org_id, external_id, name, source_hash) values"
+                         " ('a0000000-0000-4000-8000-000000000001', 'acc-9', 'Nine', 'h1')"
+                         " on conflict (org_id, external_id) do update set name = excluded.name,"
+                         " source_hash = excluded.source_hash"
+                         " where accounts.source_hash is distinct from excluded.source_hash"
+                         " returning id";
+    PGresult *r = pgt_query(c, upsert);
+    cr_assert_eq(PQntuples(r), 1, "first upsert returned no row");
+    PQclear(r);
+    r = pgt_query(c, upsert);
+    cr_assert_eq(PQntuples(r), 0, "an unchanged re-send was treated as a change");
+    PQclear(r);
+
+    /* Default org settings carry the stage mapping and the benchmark window. */
+    char *won = pgt_valuef(c, "select settings->'stage_outcome'->>'Closed Won' from orgs"
+                              " where slug = 'org-a'");
+    cr_assert_not_null(won, "default settings lack stage_outcome");
+    cr_assert_str_eq(won, "won");
+    free(won);
+    cr_assert_eq(pgt_longf(c, "select (settings->>'benchmark_months')::int from orgs"
+                              " where slug = 'org-a'"),
+                 12);
+    PQfinish(c);
+}
+
+Test(schema, default_lexicon_covers_every_meddicc_element) {
+    pgt_migrate_ok(&db);
+    PGconn *c = pgt_connect_db(&db);
+    static const char *const elements[] = {"metrics",          "economic_buyer",
+                                           "decision_criteria", "decision_process",
+                                           "paper_process",     "identify_pain",
+                                           "champion",          "competition"};
+    for (size_t i = 0; i < sizeof elements / sizeof elements[0]; i++) {
+        long long n = pgt_longf(c,
+                                "select count(*) from meddicc_lexicon where org_id is null"
+                                " and element = '%s' and weight > 0",
+                                elements[i]);
+        cr_expect_geq(n, 3, "default lexicon has only %lld phrases for %s", n, elements[i]);
+    }
+    cr_assert_eq(pgt_longf(c, "select count(distinct element) from meddicc_lexicon"
+                              " where org_id is null"),
+                 8, "the default lexicon has elements outside MEDDICC");
+    PQfinish(c);
+}
+
+Test(schema, activating_a_model_notifies_its_org) {
+    pgt_migrate_ok(&db);
+    PGconn *c = pgt_connect_db(&db);
+    PGconn *listener = pgt_connect_db(&db);
+    insert_orgs_and_deals(c);
+    pgt_exec(listener, "listen dealscore_models; listen ds_test_barrier");
+
+    /* A candidate is not news. Notifications of one session arrive in commit
+     * order, so a barrier sent after a change proves it notified nothing. */
+    pgt_exec(c, "insert into models (org_id, version, feature_names) values"
+                " ('a0000000-0000-4000-8000-000000000001', 'v1', '{a}')");
+    pgt_exec(c, "select pg_notify('ds_test_barrier', 'x')");
+    PGnotify *n = pgt_wait_notify(listener, 10000);
+    cr_assert_not_null(n, "the barrier notification did not arrive");
+    cr_assert_str_eq(n->relname, "ds_test_barrier", "inserting a candidate model notified");
+    PQfreemem(n);
+
+    pgt_exec(c, "update models set status = 'active' where version = 'v1'");
+    n = pgt_wait_notify(listener, 10000);
+    cr_assert_not_null(n, "no notification within 10 s after activating a model");
+    cr_assert_str_eq(n->relname, "dealscore_models");
+    cr_assert_str_eq(n->extra, ORG_A, "the payload is not the model's org id");
+    PQfreemem(n);
+
+    /* Changes that do not activate a model stay silent. */
+    pgt_exec(c, "update models set metrics = '{\"auc\": 0.8}' where version = 'v1'");
+    pgt_exec(c, "update models set status = 'active' where version = 'v1'");
+    pgt_exec(c, "insert into models (org_id, version, feature_names) values"
+                " ('a0000000-0000-4000-8000-000000000001', 'v2', '{a}')");
+    pgt_exec(c, "select pg_notify('ds_test_barrier', 'x')");
+    n = pgt_wait_notify(listener, 10000);
+    cr_assert_not_null(n, "the barrier notification did not arrive");
+    cr_assert_str_eq(n->relname, "ds_test_barrier", "a change that activates nothing notified");
+    PQfreemem(n);
+
+    /* Inserting a model that is active right away notifies too. */
+    pgt_exec(c, "insert into models (org_id, version, feature_names, status) values"
+                " ('b0000000-0000-4000-8000-000000000001', 'v1', '{a}', 'active')");
+    n = pgt_wait_notify(listener, 10000);
+    cr_assert_not_null(n, "no notification after inserting an active model");
+    cr_assert_str_eq(n->relname, "dealscore_models");
+    cr_assert_str_eq(n->extra, ORG_B);
+    PQfreemem(n);
+
+    PQfinish(listener);
+    PQfinish(c);
+}
