@@ -174,8 +174,23 @@ static int check_pgurl(const char *s, char *why, size_t whysz) {
         PQfreemem(err);
         return -1;
     }
+    /* libpq checks ports only when connecting; check them now. */
+    int rc = 0;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "port") != 0 || !o->val || !*o->val) continue;
+        char *copy = ds_strdup(o->val), *rest = copy, *tok;
+        while ((tok = strsep(&rest, ",")) != NULL) {
+            int port;
+            if (*tok && parse_port(tok, &port)) {
+                snprintf(why, whysz, "invalid port \"%s\"", tok);
+                rc = -1;
+                break;
+            }
+        }
+        free(copy);
+    }
     PQconninfoFree(opts);
-    return 0;
+    return rc;
 }
 
 /* KAFKA_SECURITY_PROTOCOL -> security.protocol */

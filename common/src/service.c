@@ -133,10 +133,22 @@ static void close_walk_cb(uv_handle_t *h, void *arg) {
     if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
+static void on_drain_timer(uv_timer_t *t);
+
 static void finish_close(ds_service_t *svc) {
     if (svc->closing) return;
+    /* Let open HTTP connections finish their responses first; the deadline
+     * timer forces the close if a client keeps one open. */
+    if (ds_http_connections(svc->http) > 0 && !svc->forced) {
+        if (!uv_is_active((uv_handle_t *)&svc->drain_timer))
+            uv_timer_start(&svc->drain_timer, on_drain_timer, 5, 5);
+        return;
+    }
     svc->closing = true;
+    uv_timer_stop(&svc->drain_timer);
     uv_timer_stop(&svc->deadline_timer);
+    /* h2o closes its own timers; walk the rest afterwards. */
+    ds_http_close_context(svc->http);
     uv_walk(&svc->loop, close_walk_cb, NULL);
 }
 
@@ -148,9 +160,15 @@ static void on_worker_done(ds_service_t *svc) {
     finish_close(svc);
 }
 
+static void on_drain_timer(uv_timer_t *t) {
+    ds_service_t *svc = t->data;
+    if (ds_http_connections(svc->http) == 0 && !svc->worker_started) finish_close(svc);
+}
+
 static void on_deadline(uv_timer_t *t) {
     ds_service_t *svc = t->data;
     ds_warn("shutdown took longer than %d ms; closing anyway", svc->cfg->shutdown_timeout_ms);
+    svc->forced = true;
     finish_close(svc);
 }
 
@@ -164,8 +182,7 @@ static void begin_shutdown(ds_service_t *svc) {
     uv_signal_stop(&svc->sigint);
     if (svc->def->stopping) svc->def->stopping(svc, svc->state);
     /* Only a bound on the wait: the worker normally finishes well before. */
-    uv_timer_start(&svc->deadline_timer, on_deadline,
-                   (uint64_t)svc->cfg->shutdown_timeout_ms + 1000, 0);
+    uv_timer_start(&svc->deadline_timer, on_deadline, (uint64_t)svc->cfg->shutdown_timeout_ms, 0);
     /* Without a worker there is nothing in flight; otherwise the worker sees
      * the flag, finishes its batch and wakes the loop when it returns. */
     if (!svc->worker_started) finish_close(svc);
@@ -285,7 +302,8 @@ int ds_service_main(int argc, char **argv, const ds_service_def_t *def) {
     uv_signal_start(&svc->sigint, on_signal, SIGINT);
     uv_timer_init(&svc->loop, &svc->probe_timer);
     uv_timer_init(&svc->loop, &svc->deadline_timer);
-    svc->probe_timer.data = svc->deadline_timer.data = svc;
+    uv_timer_init(&svc->loop, &svc->drain_timer);
+    svc->probe_timer.data = svc->deadline_timer.data = svc->drain_timer.data = svc;
     uv_async_init(&svc->loop, &svc->worker_done, on_async);
     svc->worker_done.data = svc;
     uv_timer_start(&svc->probe_timer, on_probe_timer, 0, PROBE_INTERVAL_MS);
@@ -315,14 +333,10 @@ out:
         ds_producer_destroy(svc->producer);
     }
     if (svc->probe_conn) PQfinish(svc->probe_conn);
-    if (svc->http) {
-        /* Run close callbacks of anything still open before disposing h2o. */
-        uv_walk(&svc->loop, close_walk_cb, NULL);
-        uv_run(&svc->loop, UV_RUN_DEFAULT);
-        ds_http_destroy(svc->http);
-    }
+    ds_http_close_context(svc->http);
     uv_walk(&svc->loop, close_walk_cb, NULL);
     uv_run(&svc->loop, UV_RUN_DEFAULT);
+    ds_http_destroy(svc->http);
     if (uv_loop_close(&svc->loop) != 0) ds_warn("event loop closed with handles still open");
     ds_metrics_destroy(svc->metrics);
     ds_info("stopped (exit code %d)", rc);

@@ -29,6 +29,11 @@ int ds_http_start(ds_http_t *h, char *errstr, size_t errstr_size);
 int ds_http_port(const ds_http_t *h);
 /* Stops accepting connections and asks open ones to close. */
 void ds_http_stop(ds_http_t *h);
+/* Open client connections. */
+int ds_http_connections(const ds_http_t *h);
+/* Disposes the h2o context (closing its own timers); call once, on the loop
+ * thread, when shutting down, before closing the remaining handles. */
+void ds_http_close_context(ds_http_t *h);
 /* Frees the server; call after the loop has run its close callbacks. NULL-safe. */
 void ds_http_destroy(ds_http_t *h);
 

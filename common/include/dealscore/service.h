@@ -63,7 +63,7 @@ struct ds_service_s {
 
     /* internals */
     uv_signal_t sigterm, sigint;
-    uv_timer_t probe_timer, deadline_timer;
+    uv_timer_t probe_timer, deadline_timer, drain_timer;
     uv_async_t worker_done;
     uv_work_t probe_work;
     bool probe_running;
@@ -73,6 +73,7 @@ struct ds_service_s {
     atomic_int worker_finished;
     bool shutdown_begun;
     bool closing;
+    bool forced;
     bool topics_done; /* probe thread only */
 };
 

@@ -1,0 +1,197 @@
+/* Every binary: --help, bad settings, health and readiness against the real
+ * Postgres and Kafka, 503 while a dependency is down, clean SIGTERM. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "httpc.h"
+#include "proc.h"
+
+static const char *services[] = {"ingest", "feature", "scoring", "benchmark"};
+
+static const char *need_env(const char *name) {
+    const char *v = getenv(name);
+    if (!v || !*v) cr_assert_fail("%s must be set (tests/run sets it)", name);
+    return v;
+}
+
+typedef struct {
+    pid_t pid;
+    int port;
+    char errlog[64];
+} running_t;
+
+static running_t start(const char *svc, const char *db_url) {
+    running_t r = {0};
+    r.port = proc_free_port();
+    snprintf(r.errlog, sizeof r.errlog, "/tmp/ds-svc-%s-%d.log", svc, r.port);
+    char *bin = NULL, *binname = NULL;
+    if (asprintf(&binname, "dealscore-%s", svc) < 0) abort();
+    bin = proc_bin(binname);
+    char *argv[] = {bin, NULL};
+    static char addr[64], db[512], brokers[512], prefix[64];
+    snprintf(addr, sizeof addr, "DEALSCORE_HTTP_ADDR=127.0.0.1:%d", r.port);
+    snprintf(db, sizeof db, "DEALSCORE_DATABASE_URL=%s", db_url);
+    snprintf(brokers, sizeof brokers, "DEALSCORE_KAFKA_BROKERS=%s", need_env("DEALSCORE_KAFKA_BROKERS"));
+    snprintf(prefix, sizeof prefix, "DEALSCORE_TOPIC_PREFIX=svctest%d.", r.port);
+    char *env[] = {addr, db, brokers, prefix, "DEALSCORE_TOPIC_PARTITIONS=1", NULL};
+    r.pid = proc_spawn(argv, env, NULL, r.errlog);
+    free(bin);
+    free(binname);
+    return r;
+}
+
+/* Polls path until it answers want, or the deadline passes. */
+static int wait_status(int port, const char *path, int want, int timeout_ms) {
+    long long deadline = proc_now_ms() + timeout_ms;
+    int last = -1;
+    while (proc_now_ms() < deadline) {
+        httpc_resp_t r = httpc_get(port, path);
+        last = r.status;
+        httpc_free(&r);
+        if (last == want) return last;
+        struct timespec ts = {0, 50 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    return last;
+}
+
+static void stop_and_expect_clean_exit(running_t *r) {
+    kill(r->pid, SIGTERM);
+    long long t0 = proc_now_ms();
+    int rc = proc_wait(r->pid, 5000);
+    long long took = proc_now_ms() - t0;
+    if (rc < 0) {
+        kill(r->pid, SIGKILL);
+        proc_wait(r->pid, 5000);
+    }
+    char *log = proc_slurp(r->errlog);
+    cr_expect_eq(rc, 0, "exit code %d after SIGTERM (%lld ms); log:\n%s", rc, took, log);
+    cr_expect(strstr(log, "\"level\":\"info\",\"msg\":\"stopped (exit code 0)\"") != NULL,
+              "log should end with the stop line:\n%s", log);
+    free(log);
+    unlink(r->errlog);
+}
+
+Test(services, help_lists_every_setting) {
+    for (size_t i = 0; i < 4; i++) {
+        char *binname = NULL;
+        if (asprintf(&binname, "dealscore-%s", services[i]) < 0) abort();
+        char *bin = proc_bin(binname);
+        char *argv[] = {bin, "--help", NULL};
+        char *out = NULL, *err = NULL;
+        int rc = proc_run(argv, NULL, &out, &err, 10000);
+        cr_assert_eq(rc, 0, "%s --help exited %d: %s", services[i], rc, err);
+        const char *vars[] = {"DEALSCORE_DATABASE_URL", "DEALSCORE_KAFKA_BROKERS",
+                              "DEALSCORE_TOPIC_PREFIX", "DEALSCORE_HTTP_ADDR",
+                              "DEALSCORE_LOG_LEVEL", "KAFKA_<PROPERTY>", "/readyz"};
+        for (size_t v = 0; v < sizeof vars / sizeof vars[0]; v++)
+            cr_assert(strstr(out, vars[v]), "%s --help lacks %s:\n%s", services[i], vars[v], out);
+        if (strcmp(services[i], "scoring") == 0) {
+            cr_assert(strstr(out, "SUPABASE_JWKS") && strstr(out, "SUPABASE_JWT_SECRET"), "%s", out);
+            cr_assert(strstr(out, "127.0.0.1:8081"), "scoring default address: %s", out);
+        }
+        free(out);
+        free(err);
+        free(bin);
+        free(binname);
+    }
+}
+
+Test(services, bad_settings_exit_nonzero_naming_the_variable) {
+    struct {
+        char *setting;
+        const char *var;
+    } cases[] = {
+        {"DEALSCORE_HTTP_ADDR=127.0.0.1:65536", "DEALSCORE_HTTP_ADDR"},
+        {"DEALSCORE_KAFKA_BROKERS=broker-without-port", "DEALSCORE_KAFKA_BROKERS"},
+        {"DEALSCORE_DATABASE_URL=postgresql://u@h:notaport/db", "DEALSCORE_DATABASE_URL"},
+        {"DEALSCORE_LOG_LEVEL=chatty", "DEALSCORE_LOG_LEVEL"},
+    };
+    for (size_t i = 0; i < 4; i++) {
+        char *binname = NULL;
+        if (asprintf(&binname, "dealscore-%s", services[i]) < 0) abort();
+        char *bin = proc_bin(binname);
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            char *argv[] = {bin, NULL};
+            char *env[] = {cases[c].setting, NULL};
+            char *out = NULL, *err = NULL;
+            int rc = proc_run(argv, env, &out, &err, 10000);
+            cr_assert_eq(rc, 2, "%s with %s exited %d", services[i], cases[c].setting, rc);
+            cr_assert(strstr(err, cases[c].var), "%s: message should name %s: %s", services[i],
+                      cases[c].var, err);
+            cr_assert_eq(strchr(err, '\n'), err + strlen(err) - 1, "one line expected: %s", err);
+            free(out);
+            free(err);
+        }
+        free(bin);
+        free(binname);
+    }
+}
+
+Test(services, healthy_ready_metrics_and_clean_sigterm, .timeout = 120) {
+    const char *db = need_env("DEALSCORE_DATABASE_URL");
+    running_t r[4];
+    for (size_t i = 0; i < 4; i++) r[i] = start(services[i], db);
+    for (size_t i = 0; i < 4; i++) {
+        cr_expect_eq(wait_status(r[i].port, "/healthz", 200, 15000), 200, "%s /healthz", services[i]);
+        int st = wait_status(r[i].port, "/readyz", 200, 30000);
+        if (st != 200) {
+            char *log = proc_slurp(r[i].errlog);
+            cr_expect_eq(st, 200, "%s /readyz answered %d; log:\n%s", services[i], st, log);
+            free(log);
+        }
+        httpc_resp_t m = httpc_get(r[i].port, "/metrics");
+        cr_expect_eq(m.status, 200);
+        cr_expect(m.body && strstr(m.body, "dealscore_up 1\n"), "%s /metrics: %s", services[i], m.body);
+        cr_expect(m.body && strstr(m.body, "# TYPE dealscore_ready gauge"), "%s", m.body);
+        httpc_free(&m);
+        httpc_resp_t nf = httpc_get(r[i].port, "/nope");
+        cr_expect_eq(nf.status, 404, "%s unknown path", services[i]);
+        httpc_free(&nf);
+    }
+    for (size_t i = 0; i < 4; i++) stop_and_expect_clean_exit(&r[i]);
+}
+
+Test(services, not_ready_while_postgres_is_unreachable, .timeout = 60) {
+    /* Nothing listens on this port: the probe fails, /healthz still answers. */
+    char db[128];
+    snprintf(db, sizeof db, "postgresql://postgres@127.0.0.1:%d/postgres", proc_free_port());
+    running_t r = start("feature", db);
+    cr_expect_eq(wait_status(r.port, "/healthz", 200, 15000), 200);
+    /* Give the probe a full round; readiness must stay 503 all along. */
+    long long until = proc_now_ms() + 2500;
+    while (proc_now_ms() < until) {
+        httpc_resp_t rr = httpc_get(r.port, "/readyz");
+        cr_expect_eq(rr.status, 503, "readyz while postgres is down: %d %s", rr.status, rr.body);
+        cr_expect(rr.body && strstr(rr.body, "\"postgres\":false"), "%s", rr.body);
+        httpc_free(&rr);
+        struct timespec ts = {0, 200 * 1000000};
+        nanosleep(&ts, NULL); /* sampling interval */
+    }
+    stop_and_expect_clean_exit(&r);
+}
+
+Test(services, not_ready_while_kafka_is_unreachable, .timeout = 60) {
+    const char *db = need_env("DEALSCORE_DATABASE_URL");
+    char brokers[64];
+    snprintf(brokers, sizeof brokers, "127.0.0.1:%d", proc_free_port());
+    setenv("DEALSCORE_KAFKA_BROKERS_SAVED", need_env("DEALSCORE_KAFKA_BROKERS"), 1);
+    setenv("DEALSCORE_KAFKA_BROKERS", brokers, 1);
+    running_t r = start("scoring", db);
+    setenv("DEALSCORE_KAFKA_BROKERS", getenv("DEALSCORE_KAFKA_BROKERS_SAVED"), 1);
+    cr_expect_eq(wait_status(r.port, "/healthz", 200, 15000), 200);
+    /* Postgres becomes ready; Kafka never does. */
+    long long deadline = proc_now_ms() + 10000;
+    bool pg_seen = false;
+    while (proc_now_ms() < deadline && !pg_seen) {
+        httpc_resp_t rr = httpc_get(r.port, "/readyz");
+        cr_expect_eq(rr.status, 503, "%s", rr.body);
+        pg_seen = rr.body && strstr(rr.body, "\"postgres\":true") && strstr(rr.body, "\"kafka\":false");
+        httpc_free(&rr);
+        struct timespec ts = {0, 100 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    cr_expect(pg_seen, "readyz should report postgres up and kafka down");
+    stop_and_expect_clean_exit(&r);
+}
