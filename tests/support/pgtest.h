@@ -34,6 +34,8 @@
 #define cr_fatal(...) cr_assert_fail(__VA_ARGS__)
 #endif
 
+#define PGT_N(a) (sizeof(a) / sizeof((a)[0]))
+
 /* Default deadline for a sql/migrate run. */
 #define PGT_MIGRATE_TIMEOUT_MS 120000
 
