@@ -1,0 +1,109 @@
+/* The CRM simulator's generator: accounts, owners and opportunities whose
+ * state follows a documented daily Markov chain (README.md), emitted as
+ * records through a sink. Each deal draws from its own random stream derived
+ * from (seed, org, deal index), so deals can be generated in any order or in
+ * parallel and the output is still byte-identical. */
+#ifndef DS_SIM_H
+#define DS_SIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+typedef struct {
+    uint64_t seed;
+    long opportunities; /* per org */
+    int days;           /* length of the history window */
+    int64_t now;        /* end of the window, seconds since the epoch */
+} ds_sim_opts_t;
+
+/* Records: field names are the CSV columns of DESIGN.md "Records". Times are
+ * seconds since the epoch; 0 means empty. */
+typedef struct {
+    const char *external_id;
+    const char *name;
+    const char *industry;
+    const char *region;
+    const char *size_band;
+    int64_t created_at;
+} ds_sim_account_t;
+
+typedef struct {
+    const char *external_id;
+    const char *account_external_id;
+    const char *owner_id;
+    const char *product_category;
+    const char *persona;
+    double amount;
+    const char *currency;
+    const char *stage;
+    int64_t created_at;
+    int64_t close_date; /* any second of the day; written as a plain date */
+    int64_t closed_at;
+    const char *outcome; /* open, won, lost */
+    int64_t changed_at;
+} ds_sim_opp_row_t;
+
+typedef struct {
+    const char *external_id;
+    const char *opportunity_external_id;
+    const char *type; /* email, phone, meeting, demo, support */
+    const char *channel;
+    int64_t occurred_at;
+    int duration_min; /* -1: empty */
+    const char *outcome;
+    const char *meta_json; /* a JSON object */
+} ds_sim_interaction_t;
+
+typedef struct {
+    const char *external_id;
+    const char *opportunity_external_id;
+    int64_t occurred_at;
+    const char *text;
+    size_t text_len;
+} ds_sim_transcript_t;
+
+typedef struct {
+    const char *opportunity_external_id;
+    int checkpoint_day;
+    int64_t as_of;
+    double true_proba;
+    const char *outcome; /* open, won, lost: the deal's final state */
+} ds_sim_truth_t;
+
+/* Where records go. Every callback is required. A deal's records arrive in
+ * this order: its opportunity rows (time order), interactions (time order),
+ * transcripts (time order), truth rows (checkpoint order). */
+typedef struct {
+    void *ud;
+    void (*account)(void *ud, const ds_sim_account_t *a);
+    void (*opp)(void *ud, const ds_sim_opp_row_t *o);
+    void (*interaction)(void *ud, const ds_sim_interaction_t *it);
+    void (*transcript)(void *ud, const ds_sim_transcript_t *tr);
+    void (*truth)(void *ud, const ds_sim_truth_t *t);
+} ds_sim_sink_t;
+
+typedef struct ds_sim_s ds_sim_t;
+typedef struct ds_sim_scratch_s ds_sim_scratch_t;
+
+/* Builds an org's accounts and owners (kept in memory: ~N/4 accounts and
+ * ~N/100 owners, a few dozen bytes each). org numbers the org from 1 and
+ * feeds the streams. Never fails; free with ds_sim_destroy. */
+ds_sim_t *ds_sim_new(const ds_sim_opts_t *opts, int org);
+void ds_sim_destroy(ds_sim_t *sim);
+
+long ds_sim_account_count(const ds_sim_t *sim);
+/* Emits every account, in creation order. */
+void ds_sim_emit_accounts(const ds_sim_t *sim, const ds_sim_sink_t *sink);
+
+/* Per-thread working memory for ds_sim_deal. */
+ds_sim_scratch_t *ds_sim_scratch_new(void);
+void ds_sim_scratch_destroy(ds_sim_scratch_t *scratch);
+
+/* Simulates deal i (0 <= i < opportunities) and emits its records. Reads
+ * sim only, so several threads may call it at once with their own scratch. */
+void ds_sim_deal(const ds_sim_t *sim, long i, const ds_sim_sink_t *sink,
+                 ds_sim_scratch_t *scratch);
+
+#endif

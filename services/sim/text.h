@@ -1,0 +1,34 @@
+/* Call-transcript text for the simulator: varied sentences that carry
+ * MEDDICC cues for the elements a deal has covered, negated cues for some it
+ * has not, and noise (small talk and decoys that use cue words out of
+ * context). */
+#ifndef DS_SIM_TEXT_H
+#define DS_SIM_TEXT_H
+
+#include "buf.h"
+#include "rng.h"
+
+/* MEDDICC elements in the order of DESIGN.md. */
+enum {
+    DS_MEDDICC_METRICS,
+    DS_MEDDICC_ECONOMIC_BUYER,
+    DS_MEDDICC_DECISION_CRITERIA,
+    DS_MEDDICC_DECISION_PROCESS,
+    DS_MEDDICC_PAPER_PROCESS,
+    DS_MEDDICC_IDENTIFY_PAIN,
+    DS_MEDDICC_CHAMPION,
+    DS_MEDDICC_COMPETITION,
+    DS_MEDDICC_COUNT
+};
+
+extern const char *const ds_meddicc_names[DS_MEDDICC_COUNT];
+
+/* Appends one transcript to out: speaker-labelled lines separated by "\n".
+ * covered is a bit mask of discovered elements (bit i = element i).
+ * p_pos is the chance a covered element is mentioned, p_neg the chance an
+ * uncovered one gets a negated mention. Returns the mask of elements given a
+ * positive mention. */
+unsigned ds_sim_transcript_text(ds_rng_t *rng, ds_buf_t *out, unsigned covered,
+                                double p_pos, double p_neg);
+
+#endif
