@@ -1,0 +1,808 @@
+/* The point-in-time feature engine (definitions and rules in features.h). */
+#include "dealscore/features.h"
+#include "dealscore/common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- catalog ------------------------------------------------------------------ */
+
+typedef struct {
+    const char *name, *family, *unit, *label, *missing;
+} feature_def_t;
+
+static const feature_def_t feature_defs[DS_FEATURE_COUNT] = {
+#define DEF(id, name, family, unit, label, missing) {name, family, unit, label, missing},
+    DS_FEATURES(DEF)
+#undef DEF
+};
+
+const char *ds_feature_name(int id) {
+    if (id < 0 || id >= DS_FEATURE_COUNT) return NULL;
+    return feature_defs[id].name;
+}
+
+const char *ds_feature_label(int id) {
+    if (id < 0 || id >= DS_FEATURE_COUNT) return NULL;
+    return feature_defs[id].label;
+}
+
+int ds_feature_index(const char *name) {
+    if (!name) return -1;
+    for (int i = 0; i < DS_FEATURE_COUNT; i++)
+        if (strcmp(feature_defs[i].name, name) == 0) return i;
+    return -1;
+}
+
+static inline char ascii_lower(char c) {
+    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+}
+
+static inline bool ascii_alnum(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+static inline bool ascii_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+double ds_feature_category_code(const char *value) {
+    if (!value) return NAN;
+    /* FNV-1a over the normalized bytes, normalizing on the fly. */
+    uint64_t h = 0xcbf29ce484222325ULL;
+    const uint64_t prime = 0x100000001b3ULL;
+    bool any = false, pending_space = false;
+    for (const char *p = value; *p; p++) {
+        char c = *p;
+        if (ascii_space(c) || c == '_' || c == '-') {
+            pending_space = any;
+            continue;
+        }
+        if (pending_space) {
+            h = (h ^ (uint8_t)' ') * prime;
+            pending_space = false;
+        }
+        h = (h ^ (uint8_t)ascii_lower(c)) * prime;
+        any = true;
+    }
+    if (!any) return NAN;
+    return (double)(h >> 40);
+}
+
+/* ---- stage order -------------------------------------------------------------- */
+
+struct ds_stage_list {
+    const ds_stage_def_t *defs;
+    size_t n;
+    char *pool;
+};
+
+#define STAGE_NAME_MAX 64
+
+/* Normalizes a stage name into out (STAGE_NAME_MAX bytes): lowercase, each
+ * run of other characters as one '_', trimmed. Returns the length, 0 when
+ * empty, -1 when too long. */
+static int normalize_stage(const char *in, char *out) {
+    size_t n = 0;
+    bool pending = false;
+    for (const char *p = in; *p; p++) {
+        char c = *p;
+        if (!ascii_alnum(c) && !((unsigned char)c & 0x80)) {
+            pending = n > 0;
+            continue;
+        }
+        if (n + 2 >= STAGE_NAME_MAX) return -1;
+        if (pending) {
+            out[n++] = '_';
+            pending = false;
+        }
+        out[n++] = ascii_lower(c);
+    }
+    out[n] = '\0';
+    return (int)n;
+}
+
+static const ds_stage_def_t default_stage_defs[] = {
+    {"prospecting", 0}, {"qualification", 1}, {"discovery", 2},  {"demo", 3},
+    {"proposal", 4},    {"negotiation", 5},   {"closed_won", 6}, {"closed_lost", 6},
+};
+static const struct ds_stage_list default_stages = {default_stage_defs,
+                                                    DS_ARRAY_SIZE(default_stage_defs), NULL};
+
+const ds_stage_list_t *ds_stage_list_default(void) {
+    return &default_stages;
+}
+
+int ds_stage_list_new(const ds_stage_def_t *defs, size_t n, ds_stage_list_t **out, char *errstr,
+                      size_t errstr_size) {
+    char norm[STAGE_NAME_MAX];
+    ds_stage_list_t *sl = ds_calloc(1, sizeof *sl);
+    ds_stage_def_t *out_defs = ds_calloc(n, sizeof *out_defs);
+    sl->defs = out_defs;
+    sl->pool = ds_malloc(n * STAGE_NAME_MAX);
+    for (size_t i = 0; i < n; i++) {
+        int len = defs[i].name ? normalize_stage(defs[i].name, norm) : 0;
+        if (len <= 0) {
+            snprintf(errstr, errstr_size, "stage %zu: %s name", i + 1, len < 0 ? "too long a" : "empty");
+            goto fail;
+        }
+        if (defs[i].index < 0) {
+            snprintf(errstr, errstr_size, "stage %s: negative index %d", norm, defs[i].index);
+            goto fail;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(out_defs[j].name, norm) == 0) {
+                snprintf(errstr, errstr_size, "stage %s listed twice", norm);
+                goto fail;
+            }
+        }
+        char *name = sl->pool + i * STAGE_NAME_MAX;
+        memcpy(name, norm, (size_t)len + 1);
+        out_defs[i].name = name;
+        out_defs[i].index = defs[i].index;
+        sl->n = i + 1;
+    }
+    *out = sl;
+    return DS_OK;
+fail:
+    free(sl->pool);
+    free(out_defs);
+    free(sl);
+    return DS_EINVAL;
+}
+
+void ds_stage_list_destroy(ds_stage_list_t *stages) {
+    if (!stages || stages == &default_stages) return;
+    free(stages->pool);
+    free((void *)stages->defs);
+    free(stages);
+}
+
+static int stage_index_norm(const ds_stage_list_t *sl, const char *norm) {
+    for (size_t i = 0; i < sl->n; i++)
+        if (strcmp(sl->defs[i].name, norm) == 0) return sl->defs[i].index;
+    return -1;
+}
+
+int ds_stage_list_index(const ds_stage_list_t *stages, const char *stage) {
+    char norm[STAGE_NAME_MAX];
+    if (!stages || !stage || normalize_stage(stage, norm) <= 0) return -1;
+    return stage_index_norm(stages, norm);
+}
+
+/* ---- prior win rates ----------------------------------------------------------- */
+
+typedef struct {
+    const char *id; /* in the context's pool */
+    int64_t at;
+    bool won;
+} wr_entry_t;
+
+/* Deals grouped by key (account or owner), each group sorted by time, with
+ * a running count of wins so "wins before t" is two lookups. */
+typedef struct {
+    const char **keys;    /* distinct ids, sorted */
+    uint32_t *key_start;  /* n_keys + 1 offsets into at/cum_wins */
+    size_t n_keys;
+    int64_t *at;          /* closed_at per deal */
+    uint32_t *cum_wins;   /* n + 1: wins among the deals [0, i) */
+    size_t n;
+} wr_index_t;
+
+struct ds_winrate_ctx {
+    double m;
+    wr_index_t org, account, owner;
+    char *pool;
+};
+
+static int entry_cmp(const void *a, const void *b) {
+    const wr_entry_t *x = a, *y = b;
+    int c = strcmp(x->id, y->id);
+    if (c) return c;
+    if (x->at != y->at) return x->at < y->at ? -1 : 1;
+    return (int)x->won - (int)y->won;
+}
+
+/* Builds an index from entries (sorted here, in place). */
+static void wr_index_build(wr_index_t *ix, wr_entry_t *e, size_t n) {
+    qsort(e, n, sizeof *e, entry_cmp);
+    ix->n = n;
+    ix->at = ds_malloc(n * sizeof *ix->at);
+    ix->cum_wins = ds_malloc((n + 1) * sizeof *ix->cum_wins);
+    ix->keys = ds_malloc(n * sizeof *ix->keys);
+    ix->key_start = ds_malloc((n + 1) * sizeof *ix->key_start);
+    ix->n_keys = 0;
+    ix->cum_wins[0] = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i == 0 || strcmp(e[i].id, e[i - 1].id) != 0) {
+            ix->keys[ix->n_keys] = e[i].id;
+            ix->key_start[ix->n_keys++] = (uint32_t)i;
+        }
+        ix->at[i] = e[i].at;
+        ix->cum_wins[i + 1] = ix->cum_wins[i] + e[i].won;
+    }
+    ix->key_start[ix->n_keys] = (uint32_t)n;
+}
+
+static void wr_index_free(wr_index_t *ix) {
+    free(ix->keys);
+    free(ix->key_start);
+    free(ix->at);
+    free(ix->cum_wins);
+}
+
+/* First index in [lo, hi) with at[i] >= t. */
+static size_t lower_bound_time(const int64_t *at, size_t lo, size_t hi, int64_t t) {
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (at[mid] < t) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* Wins and closed deals of key before t; false when the key is unknown. */
+static bool wr_index_count(const wr_index_t *ix, const char *key, int64_t t, uint32_t *wins,
+                           uint32_t *closed) {
+    size_t lo = 0, hi = ix->n_keys;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(ix->keys[mid], key);
+        if (c == 0) {
+            size_t s = ix->key_start[mid], e = ix->key_start[mid + 1];
+            size_t k = lower_bound_time(ix->at, s, e, t);
+            *wins = ix->cum_wins[k] - ix->cum_wins[s];
+            *closed = (uint32_t)(k - s);
+            return true;
+        }
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return false;
+}
+
+int ds_winrate_ctx_new(const ds_closed_deal_t *deals, size_t n, double smoothing,
+                       ds_winrate_ctx_t **out) {
+    if (!isfinite(smoothing) || smoothing < 0 || (n > 0 && !deals)) return DS_EINVAL;
+    if (n > UINT32_MAX) return DS_EINVAL;
+    size_t pool_size = 1, n_acc = 0, n_own = 0, n_org = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (deals[i].closed_at_us == DS_TIME_NONE) continue;
+        n_org++;
+        if (deals[i].account_id && *deals[i].account_id) {
+            pool_size += strlen(deals[i].account_id) + 1;
+            n_acc++;
+        }
+        if (deals[i].owner_id && *deals[i].owner_id) {
+            pool_size += strlen(deals[i].owner_id) + 1;
+            n_own++;
+        }
+    }
+    ds_winrate_ctx_t *wr = ds_calloc(1, sizeof *wr);
+    wr->m = smoothing;
+    wr->pool = ds_malloc(pool_size);
+    wr_entry_t *org = ds_malloc(n_org * sizeof *org);
+    wr_entry_t *acc = ds_malloc(n_acc * sizeof *acc);
+    wr_entry_t *own = ds_malloc(n_own * sizeof *own);
+    char *pp = wr->pool;
+    *pp++ = '\0'; /* the org index uses "" as its one key */
+    size_t io = 0, ia = 0, iw = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ds_closed_deal_t *d = &deals[i];
+        if (d->closed_at_us == DS_TIME_NONE) continue;
+        org[io++] = (wr_entry_t){wr->pool, d->closed_at_us, d->won};
+        if (d->account_id && *d->account_id) {
+            size_t len = strlen(d->account_id) + 1;
+            memcpy(pp, d->account_id, len);
+            acc[ia++] = (wr_entry_t){pp, d->closed_at_us, d->won};
+            pp += len;
+        }
+        if (d->owner_id && *d->owner_id) {
+            size_t len = strlen(d->owner_id) + 1;
+            memcpy(pp, d->owner_id, len);
+            own[iw++] = (wr_entry_t){pp, d->closed_at_us, d->won};
+            pp += len;
+        }
+    }
+    wr_index_build(&wr->org, org, n_org);
+    wr_index_build(&wr->account, acc, n_acc);
+    wr_index_build(&wr->owner, own, n_own);
+    free(org);
+    free(acc);
+    free(own);
+    *out = wr;
+    return DS_OK;
+}
+
+void ds_winrate_ctx_destroy(ds_winrate_ctx_t *wr) {
+    if (!wr) return;
+    wr_index_free(&wr->org);
+    wr_index_free(&wr->account);
+    wr_index_free(&wr->owner);
+    free(wr->pool);
+    free(wr);
+}
+
+void ds_winrate_org(const ds_winrate_ctx_t *wr, int64_t before_us, ds_winrate_t *out) {
+    size_t k = lower_bound_time(wr->org.at, 0, wr->org.n, before_us);
+    out->wins = wr->org.cum_wins[k];
+    out->closed = (uint32_t)k;
+    out->rate = (out->wins + 1.0) / (out->closed + 2.0);
+}
+
+static int winrate_key(const ds_winrate_ctx_t *wr, const wr_index_t *ix, const char *id,
+                       int64_t before_us, ds_winrate_t *out) {
+    if (!id || !*id) return DS_EINVAL;
+    ds_winrate_t org;
+    ds_winrate_org(wr, before_us, &org);
+    uint32_t wins = 0, closed = 0;
+    (void)wr_index_count(ix, id, before_us, &wins, &closed);
+    out->wins = wins;
+    out->closed = closed;
+    if (closed == 0 && wr->m == 0) out->rate = org.rate;
+    else out->rate = (wins + wr->m * org.rate) / (closed + wr->m);
+    return DS_OK;
+}
+
+int ds_winrate_account(const ds_winrate_ctx_t *wr, const char *account_id, int64_t before_us,
+                       ds_winrate_t *out) {
+    return winrate_key(wr, &wr->account, account_id, before_us, out);
+}
+
+int ds_winrate_owner(const ds_winrate_ctx_t *wr, const char *owner_id, int64_t before_us,
+                     ds_winrate_t *out) {
+    return winrate_key(wr, &wr->owner, owner_id, before_us, out);
+}
+
+/* ---- raw input helpers ----------------------------------------------------------- */
+
+int ds_opp_history_set(ds_opp_history_t *row, const char *field, const char *value,
+                       int64_t changed_at_us) {
+    if (!row || !field) return DS_EINVAL;
+    ds_opp_history_t r = {.stage = NULL, .amount = NAN, .close_date_us = DS_TIME_NONE,
+                          .changed_at_us = changed_at_us};
+    bool empty = !value || !*value;
+    if (strcmp(field, "stage") == 0) {
+        r.field = DS_HIST_STAGE;
+        r.stage = empty ? NULL : value;
+    } else if (strcmp(field, "amount") == 0) {
+        r.field = DS_HIST_AMOUNT;
+        if (!empty) {
+            char *end;
+            double v = strtod(value, &end);
+            while (ascii_space(*end)) end++;
+            if (end == value || *end || !isfinite(v)) return DS_EINVAL;
+            r.amount = v;
+        }
+    } else if (strcmp(field, "close_date") == 0) {
+        r.field = DS_HIST_CLOSE_DATE;
+        if (!empty && ds_parse_time_us(value, &r.close_date_us) != DS_OK) return DS_EINVAL;
+    } else {
+        return DS_EINVAL;
+    }
+    *row = r;
+    return DS_OK;
+}
+
+ds_interaction_type_t ds_interaction_type_parse(const char *type) {
+    static const char *const names[] = {"email", "phone", "meeting", "demo", "support"};
+    if (!type) return DS_INTERACTION_OTHER;
+    for (size_t i = 0; i < DS_ARRAY_SIZE(names); i++)
+        if (strcasecmp(type, names[i]) == 0) return (ds_interaction_type_t)i;
+    return DS_INTERACTION_OTHER;
+}
+
+void ds_opp_raw_init(ds_opp_raw_t *raw) {
+    memset(raw, 0, sizeof *raw);
+    raw->created_at_us = DS_TIME_NONE;
+    raw->amount = NAN;
+    raw->close_date_us = DS_TIME_NONE;
+    raw->changed_at_us = DS_TIME_NONE;
+    raw->outcome = DS_OUTCOME_OPEN;
+    raw->closed_at_us = DS_TIME_NONE;
+}
+
+/* ---- the engine ------------------------------------------------------------------ */
+
+static inline double days_between(int64_t later, int64_t earlier) {
+    return (double)(later - earlier) / (double)DS_US_PER_DAY;
+}
+
+/* Sorts idx[0..n) by key[idx[i]] ascending, ties by index (stable). The
+ * arrays are small and usually already in order, so insertion sort wins;
+ * long ones fall back to qsort. */
+typedef struct {
+    int64_t t;
+    size_t i;
+} tkey_t;
+
+static int tkey_cmp(const void *a, const void *b) {
+    const tkey_t *x = a, *y = b;
+    if (x->t != y->t) return x->t < y->t ? -1 : 1;
+    return x->i < y->i ? -1 : (x->i > y->i);
+}
+
+static void sort_tkeys(tkey_t *k, size_t n) {
+    if (n > 64) {
+        qsort(k, n, sizeof *k, tkey_cmp);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        tkey_t v = k[i];
+        size_t j = i;
+        while (j > 0 && tkey_cmp(&k[j - 1], &v) > 0) {
+            k[j] = k[j - 1];
+            j--;
+        }
+        k[j] = v;
+    }
+}
+
+#define SMALL_N 128
+
+typedef struct {
+    /* stage */
+    bool stage_seen;        /* a row at or before as_of */
+    bool stage_known;
+    char stage_norm[STAGE_NAME_MAX];
+    int stage_idx;          /* -1 unknown or not in the list */
+    int64_t stage_entered;
+    int regressions;
+    /* amount */
+    bool amount_seen;
+    double amount, first_amount;
+    /* close date */
+    bool close_seen;
+    int64_t close_date;
+    int pushes;
+} hist_state_t;
+
+static void apply_history(const ds_opp_raw_t *raw, const ds_stage_list_t *stages, int64_t as_of,
+                          hist_state_t *st, bool any_row[3]) {
+    tkey_t small[SMALL_N];
+    tkey_t *keys = raw->n_history <= SMALL_N ? small : ds_malloc(raw->n_history * sizeof *keys);
+    size_t n = 0;
+    for (size_t i = 0; i < raw->n_history; i++) {
+        const ds_opp_history_t *h = &raw->history[i];
+        if ((unsigned)h->field <= DS_HIST_CLOSE_DATE) any_row[h->field] = true;
+        /* The point-in-time filter: nothing after as_of goes further. */
+        if (h->changed_at_us == DS_TIME_NONE || h->changed_at_us > as_of) continue;
+        keys[n++] = (tkey_t){h->changed_at_us, i};
+    }
+    sort_tkeys(keys, n);
+    for (size_t k = 0; k < n; k++) {
+        const ds_opp_history_t *h = &raw->history[keys[k].i];
+        switch (h->field) {
+        case DS_HIST_STAGE: {
+            char norm[STAGE_NAME_MAX];
+            bool known = h->stage && normalize_stage(h->stage, norm) > 0;
+            if (!known) norm[0] = '\0';
+            int idx = known ? stage_index_norm(stages, norm) : -1;
+            if (st->stage_seen && st->stage_idx >= 0 && idx >= 0 && idx < st->stage_idx)
+                st->regressions++;
+            /* A row repeating the stage in force does not re-enter it. */
+            if (!st->stage_seen || known != st->stage_known || strcmp(norm, st->stage_norm) != 0)
+                st->stage_entered = h->changed_at_us;
+            st->stage_seen = true;
+            st->stage_known = known;
+            memcpy(st->stage_norm, norm, sizeof norm);
+            st->stage_idx = idx;
+            break;
+        }
+        case DS_HIST_AMOUNT:
+            if (!st->amount_seen) st->first_amount = h->amount;
+            st->amount_seen = true;
+            st->amount = h->amount;
+            break;
+        case DS_HIST_CLOSE_DATE:
+            if (st->close_seen && st->close_date != DS_TIME_NONE &&
+                h->close_date_us != DS_TIME_NONE && h->close_date_us > st->close_date)
+                st->pushes++;
+            st->close_seen = true;
+            st->close_date = h->close_date_us;
+            break;
+        }
+    }
+    if (keys != small) free(keys);
+}
+
+static void temporal_features(const ds_opp_raw_t *raw, int64_t as_of, double *v) {
+    const ds_stage_list_t *stages = raw->stages ? raw->stages : ds_stage_list_default();
+    hist_state_t st = {.stage_idx = -1, .amount = NAN, .first_amount = NAN,
+                       .close_date = DS_TIME_NONE};
+    bool any_row[3] = {false, false, false};
+    apply_history(raw, stages, as_of, &st, any_row);
+    /* The current values stand in only for a field that has no history at
+     * all, and only if the row was last changed by as_of. */
+    bool current_ok = raw->changed_at_us == DS_TIME_NONE || raw->changed_at_us <= as_of;
+    double days_in_stage = NAN;
+    int stage_idx = -1;
+    if (st.stage_seen) {
+        stage_idx = st.stage_idx;
+        if (st.stage_known) days_in_stage = days_between(as_of, st.stage_entered);
+    } else if (!any_row[DS_HIST_STAGE] && current_ok) {
+        stage_idx = ds_stage_list_index(stages, raw->stage);
+    }
+    double amount = NAN, change = NAN;
+    if (st.amount_seen) {
+        amount = st.amount;
+        if (st.first_amount > 0 && isfinite(amount)) change = amount / st.first_amount;
+    } else if (!any_row[DS_HIST_AMOUNT] && current_ok) {
+        amount = raw->amount;
+    }
+    int64_t close = DS_TIME_NONE;
+    if (st.close_seen) close = st.close_date;
+    else if (!any_row[DS_HIST_CLOSE_DATE] && current_ok) close = raw->close_date_us;
+
+    v[DS_F_DAYS_OPEN] =
+        raw->created_at_us == DS_TIME_NONE ? NAN : days_between(as_of, raw->created_at_us);
+    v[DS_F_DAYS_TO_CLOSE] = close == DS_TIME_NONE ? NAN : days_between(close, as_of);
+    v[DS_F_CLOSE_DATE_PUSHES] = st.pushes;
+    v[DS_F_DAYS_IN_STAGE] = days_in_stage;
+    v[DS_F_STAGE_INDEX] = stage_idx >= 0 ? stage_idx : NAN;
+    v[DS_F_STAGE_REGRESSIONS] = st.regressions;
+    v[DS_F_AMOUNT_LOG] = isfinite(amount) && amount >= 0 ? log1p(amount) : NAN;
+    v[DS_F_AMOUNT_CHANGE_RATIO] = change;
+}
+
+static void interaction_features(const ds_opp_raw_t *raw, int64_t as_of, double *v) {
+    const int64_t d14 = 14 * DS_US_PER_DAY, d30 = 30 * DS_US_PER_DAY, d28 = 28 * DS_US_PER_DAY;
+    uint32_t counts[5][3] = {{0}};
+    uint32_t n_last14 = 0, n_prior14 = 0;
+    int64_t last_any = DS_TIME_NONE, last_meeting = DS_TIME_NONE;
+    double minutes30 = 0;
+    for (size_t i = 0; i < raw->n_interactions; i++) {
+        const ds_interaction_t *it = &raw->interactions[i];
+        int64_t t = it->occurred_at_us;
+        if (t == DS_TIME_NONE || t > as_of) continue;
+        int64_t age = as_of - t;
+        bool in14 = age < d14, in30 = age < d30;
+        if (in14) n_last14++;
+        else if (age < d28) n_prior14++;
+        if (t > last_any) last_any = t;
+        if ((unsigned)it->type < 5) {
+            uint32_t *c = counts[it->type];
+            c[0] += in14;
+            c[1] += in30;
+            c[2]++;
+        }
+        if (it->type == DS_INTERACTION_MEETING) {
+            if (t > last_meeting) last_meeting = t;
+            if (in30 && isfinite(it->duration_min) && it->duration_min > 0)
+                minutes30 += it->duration_min;
+        }
+    }
+    for (int ty = 0; ty < 5; ty++)
+        for (int w = 0; w < 3; w++) v[DS_F_N_EMAIL_14D + ty * 3 + w] = counts[ty][w];
+    v[DS_F_DAYS_SINCE_LAST_INTERACTION] =
+        last_any == DS_TIME_NONE ? NAN : days_between(as_of, last_any);
+    v[DS_F_DAYS_SINCE_LAST_MEETING] =
+        last_meeting == DS_TIME_NONE ? NAN : days_between(as_of, last_meeting);
+    v[DS_F_MEETING_MINUTES_30D] = minutes30;
+    v[DS_F_VELOCITY_14D] = (n_last14 + 1.0) / (n_prior14 + 1.0);
+}
+
+static void firmographic_features(const ds_opp_raw_t *raw, int64_t as_of,
+                                  const ds_winrate_ctx_t *wr, double *v) {
+    v[DS_F_INDUSTRY_CODE] = ds_feature_category_code(raw->industry);
+    v[DS_F_REGION_CODE] = ds_feature_category_code(raw->region);
+    v[DS_F_SIZE_BAND_CODE] = ds_feature_category_code(raw->size_band);
+    v[DS_F_PRODUCT_CATEGORY_CODE] = ds_feature_category_code(raw->product_category);
+    v[DS_F_PERSONA_CODE] = ds_feature_category_code(raw->persona);
+    v[DS_F_ACCOUNT_WIN_RATE] = v[DS_F_ACCOUNT_CLOSED_DEALS] = NAN;
+    v[DS_F_OWNER_WIN_RATE] = v[DS_F_OWNER_CLOSED_DEALS] = NAN;
+    if (!wr) return;
+    ds_winrate_t r;
+    if (ds_winrate_account(wr, raw->account_id, as_of, &r) == DS_OK) {
+        v[DS_F_ACCOUNT_WIN_RATE] = r.rate;
+        v[DS_F_ACCOUNT_CLOSED_DEALS] = r.closed;
+    }
+    if (ds_winrate_owner(wr, raw->owner_id, as_of, &r) == DS_OK) {
+        v[DS_F_OWNER_WIN_RATE] = r.rate;
+        v[DS_F_OWNER_CLOSED_DEALS] = r.closed;
+    }
+}
+
+/* Transcripts in time order (then id, then array order), so evidence is
+ * the same whatever order the loader used. */
+typedef struct {
+    int64_t t;
+    const char *id;
+    size_t i;
+} tr_key_t;
+
+static int tr_key_cmp(const tr_key_t *x, const tr_key_t *y) {
+    if (x->t != y->t) return x->t < y->t ? -1 : 1;
+    int c = strcmp(x->id ? x->id : "", y->id ? y->id : "");
+    if (c) return c;
+    return x->i < y->i ? -1 : (x->i > y->i);
+}
+
+static int tr_key_qcmp(const void *a, const void *b) {
+    return tr_key_cmp(a, b);
+}
+
+static void meddicc_features(const ds_opp_raw_t *raw, int64_t as_of,
+                             const ds_meddicc_lexicon_t *lex, ds_feature_vec_t *out) {
+    ds_meddicc_result_t *res = &out->meddicc;
+    ds_meddicc_result_init(res);
+    tr_key_t small[32];
+    tr_key_t *keys =
+        raw->n_transcripts <= DS_ARRAY_SIZE(small) ? small : ds_malloc(raw->n_transcripts * sizeof *keys);
+    size_t n = 0;
+    for (size_t i = 0; i < raw->n_transcripts; i++) {
+        const ds_transcript_t *tr = &raw->transcripts[i];
+        if (tr->occurred_at_us == DS_TIME_NONE || tr->occurred_at_us > as_of) continue;
+        keys[n++] = (tr_key_t){tr->occurred_at_us, tr->id, i};
+    }
+    if (n > 16) {
+        qsort(keys, n, sizeof *keys, tr_key_qcmp);
+    } else {
+        for (size_t i = 1; i < n; i++) {
+            tr_key_t k = keys[i];
+            size_t j = i;
+            while (j > 0 && tr_key_cmp(&keys[j - 1], &k) > 0) {
+                keys[j] = keys[j - 1];
+                j--;
+            }
+            keys[j] = k;
+        }
+    }
+    for (size_t k = 0; k < n; k++) {
+        const ds_transcript_t *tr = &raw->transcripts[keys[k].i];
+        ds_meddicc_scan(lex, tr->id, tr->text, tr->text ? tr->text_len : 0, res);
+    }
+    if (keys != small) free(keys);
+    double *v = out->values;
+    for (int el = 0; el < DS_MEDDICC_COUNT; el++) v[DS_F_MEDDICC_METRICS + el] = res->present[el];
+    v[DS_F_MEDDICC_COVERAGE] = res->coverage;
+    v[DS_F_N_TRANSCRIPTS] = (double)n;
+}
+
+_Static_assert(DS_F_N_SUPPORT_ALL - DS_F_N_EMAIL_14D == 14, "interaction counts are 5 types x 3");
+_Static_assert(DS_F_MEDDICC_COMPETITION - DS_F_MEDDICC_METRICS == DS_MEDDICC_COUNT - 1,
+               "one MEDDICC flag per element, in element order");
+
+int ds_features_compute(const ds_opp_raw_t *raw, int64_t as_of_us, const ds_winrate_ctx_t *wr,
+                        const ds_meddicc_lexicon_t *lex, ds_feature_vec_t *out) {
+    if (!out) return DS_EINVAL;
+    if (!raw || (raw->n_history && !raw->history) ||
+        (raw->n_interactions && !raw->interactions) ||
+        (raw->n_transcripts && !raw->transcripts)) {
+        for (int i = 0; i < DS_FEATURE_COUNT; i++) out->values[i] = NAN;
+        ds_meddicc_result_init(&out->meddicc);
+        return DS_EINVAL;
+    }
+    if (!lex) lex = ds_meddicc_lexicon_default();
+    double *v = out->values;
+    temporal_features(raw, as_of_us, v);
+    interaction_features(raw, as_of_us, v);
+    firmographic_features(raw, as_of_us, wr, v);
+    meddicc_features(raw, as_of_us, lex, out);
+    return DS_OK;
+}
+
+/* ---- JSON ------------------------------------------------------------------------- */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} sbuf_t;
+
+static void sb_reserve(sbuf_t *sb, size_t extra) {
+    if (sb->len + extra + 1 <= sb->cap) return;
+    size_t cap = sb->cap ? sb->cap : 256;
+    while (cap < sb->len + extra + 1) cap *= 2;
+    sb->p = ds_realloc(sb->p, cap);
+    sb->cap = cap;
+}
+
+static void sb_put(sbuf_t *sb, const char *s, size_t n) {
+    sb_reserve(sb, n);
+    memcpy(sb->p + sb->len, s, n);
+    sb->len += n;
+    sb->p[sb->len] = '\0';
+}
+
+static void sb_puts(sbuf_t *sb, const char *s) {
+    sb_put(sb, s, strlen(s));
+}
+
+/* Only for our own static ASCII strings: escapes quotes and backslashes. */
+static void sb_json_str(sbuf_t *sb, const char *s) {
+    sb_put(sb, "\"", 1);
+    for (const char *p = s; *p; p++) {
+        if (*p == '"' || *p == '\\') sb_put(sb, "\\", 1);
+        sb_put(sb, p, 1);
+    }
+    sb_put(sb, "\"", 1);
+}
+
+/* The shortest text that reads back as exactly v; "null" when not finite. */
+static int format_number(double v, char buf[40]) {
+    if (!isfinite(v)) {
+        memcpy(buf, "null", 5);
+        return 4;
+    }
+    if (v == 0) { /* also -0 */
+        buf[0] = '0';
+        buf[1] = '\0';
+        return 1;
+    }
+    if (v == floor(v) && fabs(v) < 1e15) return snprintf(buf, 40, "%lld", (long long)v);
+    int n = snprintf(buf, 40, "%.15g", v);
+    if (strtod(buf, NULL) != v) n = snprintf(buf, 40, "%.17g", v);
+    return n;
+}
+
+char *ds_features_to_json(const ds_feature_vec_t *vec) {
+    sbuf_t sb = {0};
+    sb_reserve(&sb, 2048);
+    char num[40];
+    sb_put(&sb, "{", 1);
+    for (int i = 0; i < DS_FEATURE_COUNT; i++) {
+        if (i) sb_put(&sb, ",", 1);
+        sb_put(&sb, "\"", 1);
+        sb_puts(&sb, feature_defs[i].name);
+        sb_put(&sb, "\":", 2);
+        int n = format_number(vec->values[i], num);
+        sb_put(&sb, num, (size_t)n);
+    }
+    sb_put(&sb, "}", 1);
+    return sb.p;
+}
+
+char *ds_features_catalog_json(void) {
+    sbuf_t sb = {0};
+    char num[40];
+    sb_puts(&sb, "{\"version\":");
+    sb_json_str(&sb, DS_FEATURE_VERSION);
+    sb_puts(&sb, ",\"count\":");
+    format_number(DS_FEATURE_COUNT, num);
+    sb_puts(&sb, num);
+    sb_puts(&sb, ",\"missing\":\"NaN in the vector, null in JSON\"");
+    sb_puts(&sb, ",\"categorical_encoding\":");
+    sb_json_str(&sb, "fnv1a64 of the value normalized (ASCII lowercase, trimmed, runs of "
+                     "whitespace, '_' or '-' as one space); code = top 24 bits as an integer in "
+                     "[0, 16777215]; unseen values get their own code; empty = null");
+    sb_puts(&sb, ",\"win_rate_smoothing\":");
+    format_number(DS_WINRATE_SMOOTHING, num);
+    sb_puts(&sb, num);
+    sb_puts(&sb, ",\"meddicc_negation_window\":");
+    format_number(DS_MEDDICC_NEGATION_WINDOW, num);
+    sb_puts(&sb, num);
+    sb_puts(&sb, ",\"meddicc_negation_cues\":");
+    sb_json_str(&sb, DS_MEDDICC_NEGATION_CUES);
+    sb_puts(&sb, ",\"default_stage_order\":{");
+    for (size_t i = 0; i < default_stages.n; i++) {
+        if (i) sb_puts(&sb, ",");
+        sb_json_str(&sb, default_stages.defs[i].name);
+        sb_puts(&sb, ":");
+        format_number(default_stages.defs[i].index, num);
+        sb_puts(&sb, num);
+    }
+    sb_puts(&sb, "},\"features\":[");
+    for (int i = 0; i < DS_FEATURE_COUNT; i++) {
+        const feature_def_t *d = &feature_defs[i];
+        if (i) sb_puts(&sb, ",");
+        sb_puts(&sb, "{\"index\":");
+        format_number(i, num);
+        sb_puts(&sb, num);
+        sb_puts(&sb, ",\"name\":");
+        sb_json_str(&sb, d->name);
+        sb_puts(&sb, ",\"family\":");
+        sb_json_str(&sb, d->family);
+        sb_puts(&sb, ",\"unit\":");
+        sb_json_str(&sb, d->unit);
+        sb_puts(&sb, ",\"label\":");
+        sb_json_str(&sb, d->label);
+        sb_puts(&sb, ",\"missing\":");
+        sb_json_str(&sb, d->missing);
+        sb_puts(&sb, "}");
+    }
+    sb_puts(&sb, "]}");
+    return sb.p;
+}
