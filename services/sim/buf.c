@@ -154,8 +154,9 @@ void ds_buf_put_csv(ds_buf_t *b, const char *s, size_t n)
 {
     int quote = 0;
     for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c == ',' || c == '"' || c == '\n' || c == '\r') {
+        unsigned char c = (unsigned char)s[i];
+        /* All four specials are below '-': one compare rejects most bytes. */
+        if (c < '-' && (c == ',' || c == '"' || c == '\n' || c == '\r')) {
             quote = 1;
             break;
         }

@@ -102,6 +102,18 @@ static inline int ds_rng_poisson(ds_rng_t *rng, double mean)
     return k - 1;
 }
 
+/* Poisson given l = exp(-mean), for callers that cache it. */
+static inline int ds_rng_poisson_l(ds_rng_t *rng, double l)
+{
+    double p = ds_rng_uniform(rng);
+    int k = 0;
+    while (p > l && k < 200) {
+        k++;
+        p *= ds_rng_uniform(rng);
+    }
+    return k;
+}
+
 /* Index drawn from unnormalised weights w[0..n). */
 static inline int ds_rng_pick(ds_rng_t *rng, const double *w, int n)
 {

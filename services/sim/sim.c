@@ -335,6 +335,25 @@ static void emit_row(const ds_sim_sink_t *sink, ds_sim_opp_row_t *row, int64_t t
     sink->opp(sink->ud, row);
 }
 
+/* prefix + v zero-padded to width digits (more if needed); out holds 48. */
+static void fmt_id(char *out, const char *prefix, long v, int width)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    size_t pl = strlen(prefix);
+    memcpy(out, prefix, pl);
+    char *p = out + pl;
+    for (int i = n; i < width; i++)
+        *p++ = '0';
+    while (n)
+        *p++ = tmp[--n];
+    *p = '\0';
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -346,6 +365,7 @@ typedef struct {
     ds_sim_scratch_t *sc;
     ds_rng_t *rng;
     const char *opp_id;
+    char id_i[40], id_t[40]; /* "<opp>-i", "<opp>-t" */
     int n_int, n_tr;
 } emit_ctx_t;
 
@@ -429,7 +449,7 @@ static void emit_interaction(emit_ctx_t *e, int s, int64_t t, unsigned mask, dou
     ds_buf_putc(meta, '\0');
 
     char iid[48];
-    snprintf(iid, sizeof(iid), "%s-i%03d", e->opp_id, ++e->n_int);
+    fmt_id(iid, e->id_i, ++e->n_int, 3);
     ds_sim_interaction_t it = {iid, e->opp_id, itypes[type], channel, t, dur, outcome, meta->p};
     e->sink->interaction(e->sink->ud, &it);
 
@@ -438,7 +458,7 @@ static void emit_interaction(emit_ctx_t *e, int s, int64_t t, unsigned mask, dou
         text->len = 0;
         ds_sim_transcript_text(rng, text, mask, 0.55, 0.25);
         char tid[48];
-        snprintf(tid, sizeof(tid), "%s-t%d", e->opp_id, ++e->n_tr);
+        fmt_id(tid, e->id_t, ++e->n_tr, 1);
         ds_sim_transcript_t tr = {tid, e->opp_id, t + 60, text->p, text->len};
         e->sink->transcript(e->sink->ud, &tr);
     }
@@ -457,7 +477,7 @@ void ds_sim_deal(const ds_sim_t *sim, long i, const ds_sim_sink_t *sink, ds_sim_
     ds_rng_t rng;
     ds_rng_seed(&rng, ds_rng_mix(ds_rng_mix(sim->stream, 1), (uint64_t)i));
     char opp_id[32];
-    snprintf(opp_id, sizeof(opp_id), "opp-%07ld", i + 1);
+    fmt_id(opp_id, "opp-", i + 1, 7);
 
     /* Creation: deal i gets its own slot of the window, so deals come out in
      * creation order; its account is one created before that day. */
@@ -518,12 +538,18 @@ void ds_sim_deal(const ds_sim_t *sim, long i, const ds_sim_sink_t *sink, ds_sim_
                             stages[s], t0, close_day * DAY, 0, "open", t0};
     emit_row(sink, &row, t0);
 
-    emit_ctx_t e = {sink, sc, &rng, opp_id, 0, 0};
+    emit_ctx_t e = {sink, sc, &rng, opp_id, "", "", 0, 0};
+    snprintf(e.id_i, sizeof(e.id_i), "%s-i", opp_id);
+    snprintf(e.id_t, sizeof(e.id_t), "%s-t", opp_id);
     int cp_day[N_CP], ncp = 0;
     int64_t cp_asof[N_CP];
     double cp_p[N_CP];
     int v_ready = 0;
     const char *final = "open";
+    /* Rates depend on the state only: recomputed when it changes. */
+    rates_t p;
+    double el_weekday = 1, el_weekend = 1;
+    int dirty = 1;
 
     for (int day = 1;; day++) {
         int64_t ds = t0 + (int64_t)(day - 1) * DAY;
@@ -532,8 +558,13 @@ void ds_sim_deal(const ds_sim_t *sim, long i, const ds_sim_sink_t *sink, ds_sim_
         int64_t today = day_of(ds);
 
         /* The chain's event of the day, from the state at its start. */
-        rates_t p;
-        chain_rates(&d, r, s, m, k, &p);
+        if (dirty) {
+            chain_rates(&d, r, s, m, k, &p);
+            double rho = RHO0 * rho_size[acc->size] * d.a_eng * pow_eng_k[k] * rho_stage[s];
+            el_weekday = exp(-rho);
+            el_weekend = exp(-rho * 0.15);
+            dirty = 0;
+        }
         double x = ds_rng_uniform(&rng);
         int64_t ev_t = ds + (int64_t)ds_rng_below(&rng, WORK_SECS);
         enum { EV_NONE, EV_CLOSE, EV_REGRESS, EV_ADVANCE, EV_DISCOVER, EV_STALE } ev = EV_NONE;
@@ -553,9 +584,7 @@ void ds_sim_deal(const ds_sim_t *sim, long i, const ds_sim_sink_t *sink, ds_sim_
 
         /* Interactions of the day (weekends are quiet), before the close. */
         int wd = (int)((today % 7 + 7 + 4) % 7); /* 0 = Sunday */
-        double rho = RHO0 * rho_size[acc->size] * d.a_eng * pow_eng_k[k] * rho_stage[s] *
-                     ((wd == 0 || wd == 6) ? 0.15 : 1.0);
-        int nint = ds_rng_poisson(&rng, rho);
+        int nint = ds_rng_poisson_l(&rng, (wd == 0 || wd == 6) ? el_weekend : el_weekday);
         if (nint > 0) {
             int64_t ts[32];
             if (nint > 32)
@@ -638,6 +667,8 @@ void ds_sim_deal(const ds_sim_t *sim, long i, const ds_sim_sink_t *sink, ds_sim_
         case EV_STALE: k++; break;
         default: break;
         }
+        if (ev != EV_NONE)
+            dirty = 1;
 
         if (ncp < N_CP && day == checkpoints[ncp]) {
             if (!v_ready) {
