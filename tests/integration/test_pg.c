@@ -1,0 +1,758 @@
+/* Integration tests for the libpq wrapper against a real Postgres
+ * (DEALSCORE_DATABASE_URL, a superuser URL). Each test gets a fresh database
+ * with one table, items(id int primary key, v text not null), and a second
+ * plain connection ("admin") to set things up, look at the results and
+ * terminate the wrapper's backend. Nothing sleeps to synchronise: waits are
+ * pg_terminate_backend(pid, timeout) and poll() with a deadline. */
+#include <criterion/criterion.h>
+
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include "pgtest.h"
+
+#include "dealscore/log.h"
+#include "dealscore/pg.h"
+
+static pgt_db_t db;
+static PGconn *admin;
+
+static void setup(void) {
+    ds_log_init("test_pg", DS_LOG_WARN);
+    pgt_db_create(&db);
+    admin = pgt_connect_db(&db);
+    pgt_exec(admin, "create table items (id int primary key, v text not null)");
+}
+
+static void teardown(void) {
+    if (admin) PQfinish(admin);
+    admin = NULL;
+    pgt_db_drop(&db);
+}
+
+TestSuite(pg, .init = setup, .fini = teardown, .timeout = 120);
+
+#define INS_SQL "insert into items (id, v) values ($1::int, $2::text)"
+#define UPSERT_SQL                                                                              \
+    "insert into items (id, v) values ($1::int, $2::text) "                                    \
+    "on conflict (id) do update set v = excluded.v returning (xmax = 0) as inserted"
+
+/* A session on the test database, connected. */
+static ds_pg_t *session(void) {
+    ds_pg_t *pg = NULL;
+    char err[512] = "";
+    cr_assert_eq(ds_pg_new(&pg, db.conninfo, "test_pg", err, sizeof err), DS_OK, "%s", err);
+    cr_assert_eq(ds_pg_add_statement(pg, "ins", INS_SQL, 2), DS_OK);
+    cr_assert_eq(ds_pg_add_statement(pg, "upsert", UPSERT_SQL, 2), DS_OK);
+    cr_assert_eq(ds_pg_ensure(pg, 10000, NULL, err, sizeof err), DS_OK, "%s", err);
+    return pg;
+}
+
+/* Terminates the session's backend from the admin connection and waits
+ * (inside the server) until it is gone. */
+static void kill_backend(ds_pg_t *pg) {
+    int pid = PQbackendPID(ds_pg_conn(pg));
+    cr_assert(pid > 0);
+    char *ok = pgt_valuef(admin, "select pg_terminate_backend(%d, 10000)", pid);
+    cr_assert_str_eq(ok, "t", "backend %d did not terminate", pid);
+    free(ok);
+}
+
+static long long count_items(void) { return pgt_longf(admin, "select count(*) from items"); }
+
+/* ---- connecting --------------------------------------------------------- */
+
+/* A TCP proxy on loopback that closes the first `refuse` connections at once
+ * (the server "goes away" during the handshake) and forwards the next one to
+ * the real server, so connecting must retry to succeed. */
+typedef struct {
+    int lfd;
+    int port;
+    int refuse;
+    int accepted;
+    char host[256]; /* upstream: a host name or a socket directory */
+    char port_s[16];
+    pthread_t thread;
+} proxy_t;
+
+static int upstream_connect(const proxy_t *p) {
+    if (p->host[0] == '/') {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        char *path = pgt_fmt("%s/.s.PGSQL.%s", p->host, p->port_s);
+        if (strlen(path) >= sizeof sa.sun_path) {
+            free(path);
+            return -1;
+        }
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        free(path);
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) return fd;
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    if (getaddrinfo(p->host, p->port_s, &hints, &ai) != 0) return -1;
+    int fd = -1;
+    for (struct addrinfo *a = ai; a; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+        if (fd >= 0 && connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
+        if (fd >= 0) close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+static bool copy_some(int from, int to) {
+    char buf[16384];
+    ssize_t n = read(from, buf, sizeof buf);
+    if (n <= 0) return false;
+    for (ssize_t off = 0; off < n;) {
+        ssize_t w = write(to, buf + off, (size_t)(n - off));
+        if (w <= 0) return false;
+        off += w;
+    }
+    return true;
+}
+
+static void *proxy_main(void *arg) {
+    proxy_t *p = arg;
+    for (;;) {
+        int c = accept(p->lfd, NULL, NULL);
+        if (c < 0) return NULL;
+        int n = __atomic_add_fetch(&p->accepted, 1, __ATOMIC_SEQ_CST);
+        if (n <= p->refuse) {
+            close(c);
+            continue;
+        }
+        int u = upstream_connect(p);
+        if (u >= 0) {
+            struct pollfd pf[2] = {{c, POLLIN, 0}, {u, POLLIN, 0}};
+            for (;;) {
+                if (poll(pf, 2, -1) < 0) break;
+                if (pf[0].revents && !copy_some(c, u)) break;
+                if (pf[1].revents && !copy_some(u, c)) break;
+            }
+            close(u);
+        }
+        close(c);
+        return NULL; /* one proxied session is all a test needs */
+    }
+}
+
+static void proxy_start(proxy_t *p, int refuse) {
+    memset(p, 0, sizeof *p);
+    p->refuse = refuse;
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(db.conninfo, &err);
+    cr_assert_not_null(opts, "%s", err ? err : "");
+    snprintf(p->host, sizeof p->host, "/var/run/postgresql");
+    snprintf(p->port_s, sizeof p->port_s, "5432");
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val || !*o->val) continue;
+        if (strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0)
+            snprintf(p->host, sizeof p->host, "%s", o->val);
+        if (strcmp(o->keyword, "port") == 0) snprintf(p->port_s, sizeof p->port_s, "%s", o->val);
+    }
+    PQconninfoFree(opts);
+
+    p->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(p->lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(listen(p->lfd, 16), 0);
+    socklen_t len = sizeof sa;
+    cr_assert_eq(getsockname(p->lfd, (struct sockaddr *)&sa, &len), 0);
+    p->port = ntohs(sa.sin_port);
+    cr_assert_eq(pthread_create(&p->thread, NULL, proxy_main, p), 0);
+}
+
+static void proxy_stop(proxy_t *p) {
+    /* The thread returns after its session ends; shutdown() also wakes an
+     * accept() that is still waiting. */
+    shutdown(p->lfd, SHUT_RDWR);
+    pthread_join(p->thread, NULL);
+    close(p->lfd);
+}
+
+Test(pg, connect_with_retry_succeeds) {
+    proxy_t px;
+    proxy_start(&px, 2);
+    char port[16], err[512] = "";
+    snprintf(port, sizeof port, "%d", px.port);
+    /* One TCP connection per try: no SSL or GSS negotiation retries. */
+    const char *keys[] = {"host", "hostaddr", "port", "sslmode", "gssencmode"};
+    const char *vals[] = {"127.0.0.1", NULL, port, "disable", "disable"};
+    char *url = ds_pg_url_with(db.conninfo, keys, vals, 5, err, sizeof err);
+    cr_assert_not_null(url, "%s", err);
+
+    PGconn *c = NULL;
+    int rc = ds_pg_connect_app(&c, url, "retry-test", 20000, NULL, err, sizeof err);
+    cr_assert_eq(rc, DS_OK, "%s: %s", ds_strerror(rc), err);
+    PGresult *r = PQexec(c, "select current_setting('application_name'), current_database()");
+    cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    cr_expect_str_eq(PQgetvalue(r, 0, 0), "retry-test");
+    cr_expect_str_eq(PQgetvalue(r, 0, 1), db.name);
+    PQclear(r);
+    PQfinish(c);
+    proxy_stop(&px);
+    cr_expect_eq(px.accepted, 3, "two refused tries and one that worked, not %d", px.accepted);
+    free(url);
+}
+
+Test(pg, connect_sets_application_name_unless_the_url_does) {
+    char err[512] = "";
+    PGconn *c = NULL;
+    cr_assert_eq(ds_pg_connect(&c, db.conninfo, 5000, NULL, err, sizeof err), DS_OK, "%s", err);
+    char *app = pgt_valuef(admin,
+                           "select application_name from pg_stat_activity where pid = %d",
+                           PQbackendPID(c));
+    cr_expect_str_eq(app, "dealscore");
+    free(app);
+    PQfinish(c);
+
+    const char *keys[] = {"application_name"};
+    const char *vals[] = {"from-url"};
+    char *url = ds_pg_url_with(db.conninfo, keys, vals, 1, err, sizeof err);
+    cr_assert_eq(ds_pg_connect_app(&c, url, "ignored", 5000, NULL, err, sizeof err), DS_OK, "%s",
+                 err);
+    cr_expect_str_eq(PQparameterStatus(c, "application_name"), "from-url");
+    PQfinish(c);
+    free(url);
+}
+
+Test(pg, ensure_keeps_a_healthy_connection) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    int pid = PQbackendPID(ds_pg_conn(pg));
+    cr_expect_eq(ds_pg_generation(pg), 1);
+    cr_expect_eq(ds_pg_ensure(pg, 0, NULL, err, sizeof err), DS_OK, "%s", err);
+    volatile int stop = 1; /* a stopping service can still use its connection */
+    cr_expect_eq(ds_pg_ensure(pg, 0, &stop, err, sizeof err), DS_OK, "%s", err);
+    cr_expect_eq(PQbackendPID(ds_pg_conn(pg)), pid);
+    cr_expect_eq(ds_pg_generation(pg), 1);
+    cr_expect(ds_pg_socket(pg) >= 0);
+    ds_pg_destroy(pg);
+}
+
+/* ---- error classes from a real server ------------------------------------ */
+
+Test(pg, classify_real_server_errors) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    PGresult *r = NULL;
+    cr_expect_eq(ds_pg_exec(pg, "select 1/0", &r, err, sizeof err), DS_EFATAL);
+    cr_expect_null(r);
+    cr_expect(strstr(err, "division by zero (SQLSTATE 22012)") != NULL, "%s", err);
+    cr_expect_eq(ds_pg_exec(pg, "selec 1", NULL, err, sizeof err), DS_EFATAL);
+    cr_expect(strstr(err, "42601") != NULL, "%s", err);
+    const char *v[] = {"1", NULL};
+    cr_expect_eq(ds_pg_exec_prepared(pg, "ins", 2, v, NULL, NULL, NULL, err, sizeof err),
+                 DS_EFATAL);
+    cr_expect(strstr(err, "23502") != NULL, "%s", err);
+    cr_expect_eq(ds_pg_exec_prepared(pg, "ins", 1, v, NULL, NULL, NULL, err, sizeof err),
+                 DS_EINVAL);
+
+    /* A lock held elsewhere: 55P03 lock_not_available is transient. */
+    pgt_exec(admin, "begin; lock table items in access exclusive mode");
+    cr_assert_eq(ds_pg_exec(pg, "begin", NULL, err, sizeof err), DS_OK, "%s", err);
+    cr_expect_eq(ds_pg_exec(pg, "lock table items in access share mode nowait", NULL, err,
+                            sizeof err),
+                 DS_ERETRY);
+    cr_expect(strstr(err, "55P03") != NULL, "%s", err);
+    cr_expect_eq(ds_pg_exec(pg, "rollback", NULL, err, sizeof err), DS_OK, "%s", err);
+    pgt_exec(admin, "rollback");
+
+    cr_expect_eq(ds_pg_exec(pg, "select 42", &r, err, sizeof err), DS_OK, "%s", err);
+    cr_expect_str_eq(PQgetvalue(r, 0, 0), "42");
+    PQclear(r);
+    ds_pg_destroy(pg);
+}
+
+/* ---- reconnects --------------------------------------------------------- */
+
+Test(pg, prepared_statements_survive_reconnect) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    cr_assert_eq(ds_pg_add_statement(pg, "plus1", "select $1::int + 1", 1), DS_OK);
+    const char *v[] = {"41"};
+    PGresult *r = NULL;
+    cr_assert_eq(ds_pg_exec_prepared(pg, "plus1", 1, v, NULL, NULL, &r, err, sizeof err), DS_OK,
+                 "%s", err);
+    cr_expect_str_eq(PQgetvalue(r, 0, 0), "42");
+    PQclear(r);
+
+    kill_backend(pg);
+    int rc = ds_pg_exec_prepared(pg, "plus1", 1, v, NULL, NULL, &r, err, sizeof err);
+    cr_expect_eq(rc, DS_ERETRY, "%s: %s", ds_strerror(rc), err);
+    cr_expect_not(ds_pg_is_connected(pg));
+    /* Without ds_pg_ensure nothing reconnects behind the caller's back. */
+    cr_expect_eq(ds_pg_exec(pg, "select 1", NULL, err, sizeof err), DS_ERETRY);
+
+    ds_pg_reset(pg);
+    cr_assert_eq(ds_pg_ensure(pg, 10000, NULL, err, sizeof err), DS_OK, "%s", err);
+    cr_expect_eq(ds_pg_generation(pg), 2);
+    cr_assert_eq(ds_pg_exec(pg,
+                            "select string_agg(name, ',' order by name) from pg_prepared_statements",
+                            &r, err, sizeof err),
+                 DS_OK, "%s", err);
+    cr_expect_str_eq(PQgetvalue(r, 0, 0), "ins,plus1,upsert");
+    PQclear(r);
+    cr_assert_eq(ds_pg_exec_prepared(pg, "plus1", 1, v, NULL, NULL, &r, err, sizeof err), DS_OK,
+                 "%s", err);
+    cr_expect_str_eq(PQgetvalue(r, 0, 0), "42");
+    PQclear(r);
+    ds_pg_destroy(pg);
+}
+
+typedef struct {
+    int attempts;
+    int first_rc;
+} kill_ud_t;
+
+/* Inserts rows 1 and 2; on the first attempt the backend is terminated
+ * between the two, so that attempt must fail as transient and roll back. */
+static int tx_two_rows(ds_pg_t *pg, void *arg, char *errstr, size_t sz) {
+    kill_ud_t *u = arg;
+    u->attempts++;
+    const char *v1[] = {"1", "one"};
+    int rc = ds_pg_exec_prepared(pg, "ins", 2, v1, NULL, NULL, NULL, errstr, sz);
+    if (rc != DS_OK) return rc;
+    if (u->attempts == 1) kill_backend(pg);
+    const char *v2[] = {"2", "two"};
+    rc = ds_pg_exec_prepared(pg, "ins", 2, v2, NULL, NULL, NULL, errstr, sz);
+    if (u->attempts == 1) u->first_rc = rc;
+    return rc;
+}
+
+Test(pg, tx_run_retries_after_terminate_backend) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    kill_ud_t u = {0};
+    int rc = ds_pg_tx_run(pg, tx_two_rows, &u, 5, NULL, err, sizeof err);
+    cr_assert_eq(rc, DS_OK, "%s: %s", ds_strerror(rc), err);
+    cr_expect_eq(u.first_rc, DS_ERETRY);
+    cr_expect_eq(u.attempts, 2);
+    cr_expect_eq(ds_pg_generation(pg), 2);
+    cr_expect_eq(count_items(), 2);
+    cr_expect_eq(PQtransactionStatus(ds_pg_conn(pg)), PQTRANS_IDLE);
+    ds_pg_destroy(pg);
+}
+
+static int tx_fatal(ds_pg_t *pg, void *arg, char *errstr, size_t sz) {
+    int *attempts = arg;
+    (*attempts)++;
+    const char *v1[] = {"1", "one"};
+    int rc = ds_pg_exec_prepared(pg, "ins", 2, v1, NULL, NULL, NULL, errstr, sz);
+    if (rc != DS_OK) return rc;
+    return ds_pg_exec_prepared(pg, "ins", 2, v1, NULL, NULL, NULL, errstr, sz); /* duplicate */
+}
+
+static int tx_swallow(ds_pg_t *pg, void *arg, char *errstr, size_t sz) {
+    (void)arg;
+    ds_pg_exec(pg, "select 1/0", NULL, errstr, sz);
+    return DS_OK; /* pretends all went well on a failed transaction */
+}
+
+Test(pg, tx_run_does_not_retry_fatal_errors) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    int attempts = 0;
+    cr_expect_eq(ds_pg_tx_run(pg, tx_fatal, &attempts, 5, NULL, err, sizeof err), DS_EFATAL);
+    cr_expect_eq(attempts, 1);
+    cr_expect(strstr(err, "23505") != NULL, "%s", err);
+    cr_expect_eq(count_items(), 0);
+    cr_expect_eq(PQtransactionStatus(ds_pg_conn(pg)), PQTRANS_IDLE);
+    cr_expect_eq(ds_pg_tx_run(pg, tx_swallow, NULL, 5, NULL, err, sizeof err), DS_EFATAL);
+    cr_expect_eq(PQtransactionStatus(ds_pg_conn(pg)), PQTRANS_IDLE);
+    ds_pg_destroy(pg);
+}
+
+/* ---- pipelined batches -------------------------------------------------- */
+
+typedef struct {
+    int n;
+    const char *suffix;
+    int results, inserted, updated, errors;
+    bool order_ok;
+} up_t;
+
+static int up_cb(void *ud, void *tag, const PGresult *res, int err) {
+    up_t *u = ud;
+    if ((intptr_t)tag != u->results) u->order_ok = false;
+    u->results++;
+    if (err != DS_OK) {
+        u->errors++;
+        return 0;
+    }
+    if (PQntuples(res) != 1) return DS_EFATAL;
+    if (strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+        u->inserted++;
+    else
+        u->updated++;
+    return 0;
+}
+
+static int tx_upsert(ds_pg_t *pg, void *arg, char *errstr, size_t sz) {
+    up_t *u = arg;
+    u->results = u->inserted = u->updated = u->errors = 0;
+    u->order_ok = true;
+    ds_pg_batch_t *b = NULL;
+    ds_pg_batch_begin(pg, &b);
+    for (int i = 0; i < u->n; i++) {
+        char id[16], v[64];
+        snprintf(id, sizeof id, "%d", i);
+        snprintf(v, sizeof v, "item %d %s", i, u->suffix);
+        const char *vals[] = {id, v};
+        cr_assert_eq(ds_pg_batch_add_prepared(b, "upsert", 2, vals, NULL, NULL, (void *)(intptr_t)i),
+                     DS_OK);
+    }
+    int rc = ds_pg_batch_run(b, up_cb, u, errstr, sz);
+    ds_pg_batch_end(b);
+    return rc;
+}
+
+Test(pg, batch_of_10000_upserts_lands_exactly) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    up_t u = {.n = 10000, .suffix = "a"};
+    cr_assert_eq(ds_pg_tx_run(pg, tx_upsert, &u, 3, NULL, err, sizeof err), DS_OK, "%s", err);
+    cr_expect_eq(u.results, 10000);
+    cr_expect(u.order_ok, "callbacks in statement order");
+    cr_expect_eq(u.inserted, 10000);
+    cr_expect_eq(u.updated, 0);
+    cr_expect_eq(count_items(), 10000);
+    cr_expect_eq(pgt_longf(admin, "select count(*) from items where v = 'item ' || id || ' a'"),
+                 10000);
+
+    /* The same keys again: every row updated, none added. */
+    u.suffix = "b";
+    cr_assert_eq(ds_pg_tx_run(pg, tx_upsert, &u, 3, NULL, err, sizeof err), DS_OK, "%s", err);
+    cr_expect_eq(u.updated, 10000);
+    cr_expect_eq(u.inserted, 0);
+    cr_expect_eq(count_items(), 10000);
+    cr_expect_eq(pgt_longf(admin, "select count(*) from items where v like '%% b'"), 10000);
+    ds_pg_destroy(pg);
+}
+
+typedef struct {
+    int results, ok, failed, aborted;
+} tally_t;
+
+static int tally_cb(void *ud, void *tag, const PGresult *res, int err) {
+    (void)tag;
+    tally_t *t = ud;
+    t->results++;
+    if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED)
+        t->aborted++;
+    else if (err == DS_OK)
+        t->ok++;
+    else
+        t->failed++;
+    return 0;
+}
+
+Test(pg, batch_error_in_transaction_rolls_back_everything) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    ds_pg_batch_t *b = NULL;
+    ds_pg_batch_begin(pg, &b);
+    cr_assert_eq(ds_pg_batch_add_sql(b, "BEGIN", NULL), DS_OK);
+    for (int i = 0; i < 10000; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "%d", i == 5000 ? 10 : i); /* row 5000 repeats id 10 */
+        const char *vals[] = {id, "x"};
+        cr_assert_eq(ds_pg_batch_add_prepared(b, "ins", 2, vals, NULL, NULL, NULL), DS_OK);
+    }
+    cr_assert_eq(ds_pg_batch_add_sql(b, "COMMIT", NULL), DS_OK);
+    cr_expect_eq(ds_pg_batch_count(b), 10002);
+
+    tally_t t = {0};
+    int rc = ds_pg_batch_run(b, tally_cb, &t, err, sizeof err);
+    cr_expect_eq(rc, DS_EFATAL, "%s: %s", ds_strerror(rc), err);
+    cr_expect_str_eq(ds_pg_batch_sqlstate(b), "23505");
+    cr_expect(strstr(err, "statement 5001: ") != NULL, "%s", err);
+    cr_expect(strstr(err, "(SQLSTATE 23505)") != NULL, "%s", err);
+    cr_expect_eq(t.results, 10002, "every statement reports its result");
+    /* BEGIN and rows 0-4999 succeed; row 5000 fails and the rest of its
+     * sync interval (statements 5000-5499) is skipped. In each of the ten
+     * later intervals the first statement fails (25P02, the transaction is
+     * aborted) and the others are skipped, the COMMIT among them, so the
+     * batch rolls back the transaction it opened. */
+    cr_expect_eq(t.ok, 5001, "%d ok", t.ok);
+    cr_expect_eq(t.failed, 1 + 10, "%d failed", t.failed);
+    cr_expect_eq(t.aborted, 498 + 9 * 499 + 1, "%d aborted", t.aborted);
+    ds_pg_batch_end(b);
+
+    cr_expect_eq(count_items(), 0);
+    cr_expect(ds_pg_is_connected(pg));
+    cr_expect_eq(PQtransactionStatus(ds_pg_conn(pg)), PQTRANS_IDLE);
+    cr_expect_eq(ds_pg_exec(pg, "select 1", NULL, err, sizeof err), DS_OK, "%s", err);
+    ds_pg_destroy(pg);
+}
+
+/* Error before the COMMIT's sync interval: the transaction is left failed
+ * in the server, and the batch that opened it must roll it back. */
+Test(pg, batch_rolls_back_its_own_failed_transaction) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    ds_pg_batch_t *b = NULL;
+    ds_pg_batch_begin(pg, &b);
+    ds_pg_batch_set_sync_every(b, 2);
+    ds_pg_batch_add_sql(b, "BEGIN", NULL);
+    const char *ok[] = {"1", "one"}, *bad[] = {"2", NULL};
+    ds_pg_batch_add_prepared(b, "ins", 2, ok, NULL, NULL, NULL);
+    ds_pg_batch_add_prepared(b, "ins", 2, bad, NULL, NULL, NULL);
+    ds_pg_batch_add_sql(b, "COMMIT", NULL);
+    cr_expect_eq(ds_pg_batch_run(b, NULL, NULL, err, sizeof err), DS_EFATAL);
+    cr_expect_str_eq(ds_pg_batch_sqlstate(b), "23502");
+    cr_expect_eq(ds_pg_batch_run(b, NULL, NULL, err, sizeof err), DS_EINVAL, "runs only once");
+    ds_pg_batch_end(b);
+    cr_expect_eq(PQtransactionStatus(ds_pg_conn(pg)), PQTRANS_IDLE);
+    cr_expect_eq(count_items(), 0);
+    ds_pg_destroy(pg);
+}
+
+static int tx_batch_with_bad_row(ds_pg_t *pg, void *arg, char *errstr, size_t sz) {
+    int *attempts = arg;
+    (*attempts)++;
+    ds_pg_batch_t *b = NULL;
+    ds_pg_batch_begin(pg, &b);
+    for (int i = 0; i < 3000; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "%d", i);
+        const char *vals[] = {id, i == 1234 ? NULL : "x"};
+        ds_pg_batch_add_prepared(b, "ins", 2, vals, NULL, NULL, NULL);
+    }
+    int rc = ds_pg_batch_run(b, NULL, NULL, errstr, sz);
+    ds_pg_batch_end(b);
+    return rc;
+}
+
+Test(pg, batch_inside_tx_run_is_atomic) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    int attempts = 0;
+    cr_expect_eq(ds_pg_tx_run(pg, tx_batch_with_bad_row, &attempts, 5, NULL, err, sizeof err),
+                 DS_EFATAL);
+    cr_expect_eq(attempts, 1);
+    cr_expect(strstr(err, "statement 1234: ") != NULL, "%s", err);
+    cr_expect(strstr(err, "23502") != NULL, "%s", err);
+    cr_expect_eq(count_items(), 0);
+    ds_pg_destroy(pg);
+}
+
+typedef struct {
+    int results;
+    size_t bytes;
+} big_t;
+
+static int big_cb(void *ud, void *tag, const PGresult *res, int err) {
+    (void)tag;
+    big_t *b = ud;
+    b->results++;
+    if (err == DS_OK && PQntuples(res) == 1) b->bytes += strlen(PQgetvalue(res, 0, 0));
+    return 0;
+}
+
+/* Large parameters and large results with one sync at the end: in blocking
+ * mode both sides would fill their send buffers and wait for each other. */
+Test(pg, batch_with_big_rows_does_not_deadlock) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    enum { N = 2000, SZ = 16384 };
+    char *big = malloc(SZ + 1);
+    memset(big, 'y', SZ);
+    big[SZ] = '\0';
+    ds_pg_batch_t *b = NULL;
+    ds_pg_batch_begin(pg, &b);
+    ds_pg_batch_set_sync_every(b, N + 2);
+    ds_pg_batch_add_sql(b, "BEGIN", NULL);
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "%d", i);
+        const char *vals[] = {id, big};
+        ds_pg_batch_add_params(b, "insert into items (id, v) values ($1::int, $2::text) returning v",
+                               2, vals, NULL, NULL, NULL);
+    }
+    ds_pg_batch_add_sql(b, "COMMIT", NULL);
+    free(big);
+    big_t r = {0};
+    cr_assert_eq(ds_pg_batch_run(b, big_cb, &r, err, sizeof err), DS_OK, "%s", err);
+    ds_pg_batch_end(b);
+    cr_expect_eq(r.results, N + 2);
+    cr_expect_eq(r.bytes, (size_t)N * SZ);
+    cr_expect_eq(count_items(), N);
+    ds_pg_destroy(pg);
+}
+
+static int stop_at_3(void *ud, void *tag, const PGresult *res, int err) {
+    (void)res, (void)err;
+    int *calls = ud;
+    (*calls)++;
+    return (intptr_t)tag == 3 ? DS_ECONFLICT : 0;
+}
+
+Test(pg, batch_callback_failure_is_reported) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    ds_pg_batch_t *b = NULL;
+    ds_pg_batch_begin(pg, &b);
+    ds_pg_batch_set_sync_every(b, 1);
+    for (int i = 0; i < 10; i++) ds_pg_batch_add_params(b, "select 1", 0, NULL, NULL, NULL,
+                                                        (void *)(intptr_t)i);
+    int calls = 0;
+    cr_expect_eq(ds_pg_batch_run(b, stop_at_3, &calls, err, sizeof err), DS_ECONFLICT);
+    cr_expect_eq(calls, 4, "no calls after the callback failed");
+    cr_expect(strstr(err, "statement 3: callback failed") != NULL, "%s", err);
+    ds_pg_batch_end(b);
+    cr_expect_eq(ds_pg_exec(pg, "select 1", NULL, err, sizeof err), DS_OK, "%s", err);
+    ds_pg_destroy(pg);
+}
+
+Test(pg, batch_reports_lost_connection_as_retry) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    kill_backend(pg);
+    ds_pg_batch_t *b = NULL;
+    ds_pg_batch_begin(pg, &b);
+    for (int i = 0; i < 100; i++) ds_pg_batch_add_sql(b, "select 1", NULL);
+    /* The connection still looks fine to libpq until it is used. */
+    int rc = ds_pg_batch_run(b, NULL, NULL, err, sizeof err);
+    cr_expect_eq(rc, DS_ERETRY, "%s: %s", ds_strerror(rc), err);
+    ds_pg_batch_end(b);
+    cr_expect_not(ds_pg_is_connected(pg));
+    cr_assert_eq(ds_pg_ensure(pg, 10000, NULL, err, sizeof err), DS_OK, "%s", err);
+    cr_expect_eq(ds_pg_exec(pg, "select 1", NULL, err, sizeof err), DS_OK, "%s", err);
+    ds_pg_destroy(pg);
+}
+
+/* ---- arrays ------------------------------------------------------------- */
+
+Test(pg, array_literal_roundtrips_through_unnest) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    const char *vals[] = {"plain", "say \"hi\"", "back\\slash", "a,b",   "{braces}", NULL,
+                          "",      "NULL",       " padded ",    "\\\"", "ünïcödé",  "tab\tnew\nline",
+                          "'single'", "}{", "\\N"};
+    size_t n = DS_ARRAY_SIZE(vals);
+    char *lit = ds_pg_array_text(vals, n);
+    const char *params[] = {lit};
+    PGresult *r = NULL;
+    cr_assert_eq(ds_pg_exec_params(pg,
+                                   "select v, v is null from unnest($1::text[]) "
+                                   "with ordinality as t(v, i) order by i",
+                                   1, params, NULL, NULL, &r, err, sizeof err),
+                 DS_OK, "%s", err);
+    free(lit);
+    cr_assert_eq((size_t)PQntuples(r), n);
+    for (size_t i = 0; i < n; i++) {
+        if (!vals[i]) {
+            cr_expect(PQgetisnull(r, (int)i, 0), "element %zu is NULL", i);
+        } else {
+            cr_expect_not(PQgetisnull(r, (int)i, 0), "element %zu", i);
+            cr_expect_str_eq(PQgetvalue(r, (int)i, 0), vals[i], "element %zu", i);
+        }
+    }
+    PQclear(r);
+
+    /* The bulk-upsert shape: parallel arrays into one statement. */
+    enum { ROWS = 1000 };
+    char *ids[ROWS], *texts[ROWS];
+    for (int i = 0; i < ROWS; i++) {
+        ids[i] = ds_asprintf("%d", i);
+        texts[i] = ds_asprintf("row \"%d\", {%d}\\", i, i);
+    }
+    char *a1 = ds_pg_array_text((const char *const *)ids, ROWS);
+    char *a2 = ds_pg_array_text((const char *const *)texts, ROWS);
+    const char *p2[] = {a1, a2};
+    cr_assert_eq(ds_pg_exec_params(pg,
+                                   "insert into items (id, v) select * from unnest($1::int[], "
+                                   "$2::text[]) on conflict (id) do update set v = excluded.v",
+                                   2, p2, NULL, NULL, &r, err, sizeof err),
+                 DS_OK, "%s", err);
+    cr_expect_str_eq(PQcmdTuples(r), "1000");
+    PQclear(r);
+    cr_expect_eq(pgt_longf(admin, "select count(*) from items "
+                                  "where v = format('row \"%%s\", {%%s}\\', id, id)"),
+                 ROWS);
+    for (int i = 0; i < ROWS; i++) {
+        free(ids[i]);
+        free(texts[i]);
+    }
+    free(a1);
+    free(a2);
+    ds_pg_destroy(pg);
+}
+
+/* ---- notifications ------------------------------------------------------ */
+
+typedef struct {
+    int count;
+    char channel[64];
+    char payload[64];
+    int pid;
+} note_t;
+
+static void note_cb(void *ud, const char *channel, const char *payload, int be_pid) {
+    note_t *n = ud;
+    n->count++;
+    snprintf(n->channel, sizeof n->channel, "%s", channel);
+    snprintf(n->payload, sizeof n->payload, "%s", payload);
+    n->pid = be_pid;
+}
+
+/* Polls the session's socket until a notification arrives or 10 s pass. */
+static void wait_note(ds_pg_t *pg, note_t *n) {
+    long long deadline = pgt_now_ms() + 10000;
+    for (;;) {
+        int got = ds_pg_notifies(pg, note_cb, n);
+        cr_assert(got >= 0, "connection lost");
+        if (n->count > 0) return;
+        long long left = deadline - pgt_now_ms();
+        cr_assert(left > 0, "no notification within 10 s");
+        struct pollfd pfd = {ds_pg_socket(pg), POLLIN, 0};
+        poll(&pfd, 1, (int)left);
+    }
+}
+
+/* Polls until ds_pg_notifies notices the connection is gone: the server's
+ * goodbye message and the end of the stream may take two reads. */
+static void wait_lost(ds_pg_t *pg) {
+    long long deadline = pgt_now_ms() + 10000;
+    while (ds_pg_notifies(pg, NULL, NULL) >= 0) {
+        long long left = deadline - pgt_now_ms();
+        cr_assert(left > 0, "the lost connection went unnoticed for 10 s");
+        struct pollfd pfd = {ds_pg_socket(pg), POLLIN, 0};
+        poll(&pfd, 1, (int)left);
+    }
+    cr_expect_not(ds_pg_is_connected(pg));
+}
+
+Test(pg, listen_notify_delivers_payload) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    cr_assert_eq(ds_pg_listen(pg, "Model Swap", err, sizeof err), DS_OK, "%s", err);
+    pgt_exec(admin, "select pg_notify('Model Swap', 'v42')");
+    note_t n = {0};
+    wait_note(pg, &n);
+    cr_expect_eq(n.count, 1);
+    cr_expect_str_eq(n.channel, "Model Swap");
+    cr_expect_str_eq(n.payload, "v42");
+    cr_expect_eq(n.pid, PQbackendPID(admin));
+
+    /* After a reconnect the session listens again by itself. */
+    kill_backend(pg);
+    wait_lost(pg);
+    cr_assert_eq(ds_pg_ensure(pg, 10000, NULL, err, sizeof err), DS_OK, "%s", err);
+    pgt_exec(admin, "notify \"Model Swap\", 'v43'");
+    n = (note_t){0};
+    wait_note(pg, &n);
+    cr_expect_str_eq(n.payload, "v43");
+    ds_pg_destroy(pg);
+}
