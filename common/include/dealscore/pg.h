@@ -119,8 +119,9 @@ void ds_pg_destroy(ds_pg_t *pg);
 
 /* Registers a statement that every connection of this session prepares
  * (at the next ds_pg_ensure, ds_pg_exec_prepared or ds_pg_batch_run).
- * Registering the same name with the same SQL again does nothing; with other
- * SQL it is DS_EINVAL. */
+ * nparams is checked against the count given to ds_pg_exec_prepared and
+ * ds_pg_batch_add_prepared (-1: not checked). Registering the same name with
+ * the same SQL again does nothing; with other SQL it is DS_EINVAL. */
 int ds_pg_add_statement(ds_pg_t *pg, const char *name, const char *sql, int nparams);
 
 /* Makes the session usable: connects if there is no healthy connection
