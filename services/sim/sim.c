@@ -17,7 +17,7 @@
 #define N_PROD 5
 #define N_PERS 6
 #define N_STAGE 6 /* open stages */
-#define N_M (DS_MEDDICC_COUNT + 1)
+#define N_M (DS_SIM_EL_COUNT + 1)
 #define N_K 5
 #define N_CP 6
 #define MAX_TRANSCRIPTS 4
@@ -87,7 +87,7 @@ static const double pow_eng_k[N_K] = {1, 1, 0.6, 0.36, 0.216};
 static const double rho_size[N_SIZE] = {0.9, 1.0, 1.25};
 static const double rho_stage[N_STAGE] = {0.7, 0.9, 1.1, 1.2, 1.0, 1.1};
 /* Discovery order preference of the MEDDICC elements. */
-static const double disc_w[DS_MEDDICC_COUNT] = {1.0, 0.7, 0.9, 0.8, 0.4, 1.5, 0.8, 1.0};
+static const double disc_w[DS_SIM_EL_COUNT] = {1.0, 0.7, 0.9, 0.8, 0.4, 1.5, 0.8, 1.0};
 static const int checkpoints[N_CP] = {7, 14, 30, 60, 90, 180};
 
 enum { IT_EMAIL, IT_PHONE, IT_MEETING, IT_DEMO, IT_SUPPORT, N_IT };
@@ -270,7 +270,7 @@ static void chain_rates(const deal_t *d, int r, int s, int m, int k, rates_t *p)
     p->close = close_tab[s] * d->pace * (1.0 + 0.5 * k);
     p->regress = (r == 0 && s >= 2) ? P_REGRESS : 0.0;
     p->advance = adv_tab[s] * d->pace * d->a_adv * (0.4 + 0.15 * m) * pow_adv_k[k];
-    p->discover = (DS_MEDDICC_COUNT - m) * P_DISCOVER * d->pace * d->a_disc *
+    p->discover = (DS_SIM_EL_COUNT - m) * P_DISCOVER * d->pace * d->a_disc *
                   (0.5 + 0.25 * (s < 4 ? s : 4)) * pow_disc_k[k];
     p->stale = k < N_K - 1 ? P_STALE : 0.0;
     double tot = p->close + p->regress + p->advance + p->discover + p->stale;
@@ -466,10 +466,10 @@ static void emit_interaction(emit_ctx_t *e, int s, int64_t t, unsigned mask, dou
 
 static int pick_element(ds_rng_t *rng, unsigned mask)
 {
-    double w[DS_MEDDICC_COUNT];
-    for (int i = 0; i < DS_MEDDICC_COUNT; i++)
+    double w[DS_SIM_EL_COUNT];
+    for (int i = 0; i < DS_SIM_EL_COUNT; i++)
         w[i] = (mask & (1u << i)) ? 0.0 : disc_w[i];
-    return ds_rng_pick(rng, w, DS_MEDDICC_COUNT);
+    return ds_rng_pick(rng, w, DS_SIM_EL_COUNT);
 }
 
 void ds_sim_deal(const ds_sim_t *sim, long i, const ds_sim_sink_t *sink, ds_sim_scratch_t *sc)
@@ -526,7 +526,7 @@ void ds_sim_deal(const ds_sim_t *sim, long i, const ds_sim_sink_t *sink, ds_sim_
     int r = 0, s = ds_rng_bernoulli(&rng, 0.25) ? 1 : 0, m = 0, k = 0;
     unsigned mask = 0;
     if (ds_rng_bernoulli(&rng, 0.3)) {
-        mask |= 1u << DS_MEDDICC_IDENTIFY_PAIN;
+        mask |= 1u << DS_SIM_EL_IDENTIFY_PAIN;
         m = 1;
     }
     static const double cycle_days[N_SIZE] = {40, 75, 120};

@@ -3,7 +3,7 @@
  * {Q} a quarter, {D} a day of month, {Y} a city. */
 #include "text.h"
 
-const char *const ds_meddicc_names[DS_MEDDICC_COUNT] = {
+const char *const ds_sim_element_names[DS_SIM_EL_COUNT] = {
     "metrics", "economic_buyer", "decision_criteria", "decision_process",
     "paper_process", "identify_pain", "champion", "competition",
 };
@@ -11,13 +11,13 @@ const char *const ds_meddicc_names[DS_MEDDICC_COUNT] = {
 #define NPOS 6
 #define NNEG 4
 
-static const char *const pos_cues[DS_MEDDICC_COUNT][NPOS] = {
+static const char *const pos_cues[DS_SIM_EL_COUNT][NPOS] = {
     { "We need to cut onboarding time by {N}% this year.",
       "If this saves us {N} hours a week, the ROI is obvious.",
       "Our main KPI is reducing churn by {N}% over the next year.",
       "The business case has to show payback within {N} months.",
-      "Leadership wants a {N}% improvement in forecast accuracy, that's how we'll measure success.",
-      "Success for us means {N}% more pipeline coverage by Q{Q}." },
+      "Leadership wants a {N}% improvement in forecast accuracy; those are the success metrics.",
+      "Our KPIs for this: {N}% more pipeline coverage by Q{Q}." },
     { "{P}, our {E}, owns the budget for this.",
       "The final sign-off is with our {E}.",
       "{P} controls the budget and has approved the spend in principle.",
@@ -25,7 +25,7 @@ static const char *const pos_cues[DS_MEDDICC_COUNT][NPOS] = {
       "Budget is approved: {N}0k is set aside for this in Q{Q}.",
       "The {E} signs anything above {N}0k, and {P} already said yes to the budget." },
     { "Our evaluation criteria are security, ease of use and the {S} integration.",
-      "It must integrate with {S}, that's a hard requirement.",
+      "Integration with {S} is top of our requirements, a deal breaker if it's missing.",
       "We score vendors against a requirements checklist of {N} items.",
       "SSO, audit logs, and data residency are must-haves for us.",
       "The decision criteria weigh total cost of ownership the most.",
@@ -35,7 +35,7 @@ static const char *const pos_cues[DS_MEDDICC_COUNT][NPOS] = {
       "We decide as a committee, and {P} runs the decision process.",
       "After the pilot we present to the steering committee for approval.",
       "The decision will be made by the end of Q{Q}; {P} owns the timeline.",
-      "Here's the process: security review, a business case, then {E} approval." },
+      "The buying committee meets on the {D}th to decide." },
     { "Legal will need to review the MSA before we sign.",
       "Procurement needs a security questionnaire and vendor onboarding forms.",
       "Send over the order form and we'll route it through procurement.",
@@ -45,24 +45,24 @@ static const char *const pos_cues[DS_MEDDICC_COUNT][NPOS] = {
     { "Our biggest challenge is that reps spend {N} hours a week on manual reporting.",
       "We're struggling with deals slipping every quarter.",
       "The pain point is that nobody trusts the forecast.",
-      "We lost {N} renewals last quarter because we saw the risk too late.",
+      "The problem is we lost {N} renewals last quarter because we saw the risk too late.",
       "Honestly, the current process is broken, and everyone knows it.",
       "The real problem is that our data lives in {N} different spreadsheets." },
     { "{P} is our champion here and is pushing for this internally.",
       "I'll champion this with the leadership team.",
-      "{P} has been selling this internally for us.",
+      "{P} is in our corner and has been selling internally for months.",
       "You have a strong internal advocate in {P}.",
       "{P} set up the meeting with the {E} on our behalf.",
       "{P} is our internal sponsor and will present it to the {E}." },
-    { "We're also evaluating {C}.",
-      "{C} came in about {N}% cheaper, to be honest.",
+    { "We're also looking at other vendors, {C} mainly.",
+      "Your competitor {C} came in about {N}% cheaper, to be honest.",
       "We had a demo from {C} last week.",
-      "Our incumbent is {C}, and the contract renews in {N} months.",
-      "Compared to {C}, your reporting looks stronger.",
-      "We shortlisted you and {C}, it's between the two of you." },
+      "Our incumbent is {C}, and their subscription renews in {N} months.",
+      "Compared to the competition, {C} mostly, your reporting looks stronger.",
+      "Our shortlist is you and {C}, it's between the two of you." },
 };
 
-static const char *const neg_cues[DS_MEDDICC_COUNT][NNEG] = {
+static const char *const neg_cues[DS_SIM_EL_COUNT][NNEG] = {
     { "We haven't put numbers on the impact yet.",
       "Honestly, we don't have any success metrics defined.",
       "There's no business case yet.",
@@ -86,7 +86,7 @@ static const char *const neg_cues[DS_MEDDICC_COUNT][NNEG] = {
     { "There's no real pain right now, things work okay.",
       "We're not sure this is a priority problem.",
       "Nothing is really broken today.",
-      "It's a nice-to-have, not an urgent problem." },
+      "It's not urgent, more of a wish-list item." },
     { "We haven't identified a champion yet.",
       "Nobody internally is driving this.",
       "There's no internal sponsor for this.",
@@ -123,6 +123,10 @@ static const char *const noise[] = {
     "Pricing, timing, and scope: we'll go through all of it later.",
     "The process for booking meeting rooms here is a mess.",
     "We ran a pilot of something similar years ago, long before my time.",
+    /* Discovery questions: cue words in a question are not evidence. */
+    "Who else is involved in the decision process?",
+    "What does the budget look like on your side?",
+    "Are you looking at any competitors?",
 };
 
 static const char *const people[] = {
@@ -179,7 +183,7 @@ unsigned ds_sim_transcript_text(ds_rng_t *rng, ds_buf_t *out, unsigned covered,
     sentence_t s[32];
     int n = 0;
     unsigned mentioned = 0;
-    for (int e = 0; e < DS_MEDDICC_COUNT; e++) {
+    for (int e = 0; e < DS_SIM_EL_COUNT; e++) {
         if (covered & (1u << e)) {
             if (ds_rng_bernoulli(rng, p_pos)) {
                 s[n++] = (sentence_t){pos_cues[e][ds_rng_below(rng, NPOS)], 1};

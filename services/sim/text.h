@@ -10,18 +10,18 @@
 
 /* MEDDICC elements in the order of DESIGN.md. */
 enum {
-    DS_MEDDICC_METRICS,
-    DS_MEDDICC_ECONOMIC_BUYER,
-    DS_MEDDICC_DECISION_CRITERIA,
-    DS_MEDDICC_DECISION_PROCESS,
-    DS_MEDDICC_PAPER_PROCESS,
-    DS_MEDDICC_IDENTIFY_PAIN,
-    DS_MEDDICC_CHAMPION,
-    DS_MEDDICC_COMPETITION,
-    DS_MEDDICC_COUNT
+    DS_SIM_EL_METRICS,
+    DS_SIM_EL_ECONOMIC_BUYER,
+    DS_SIM_EL_DECISION_CRITERIA,
+    DS_SIM_EL_DECISION_PROCESS,
+    DS_SIM_EL_PAPER_PROCESS,
+    DS_SIM_EL_IDENTIFY_PAIN,
+    DS_SIM_EL_CHAMPION,
+    DS_SIM_EL_COMPETITION,
+    DS_SIM_EL_COUNT
 };
 
-extern const char *const ds_meddicc_names[DS_MEDDICC_COUNT];
+extern const char *const ds_sim_element_names[DS_SIM_EL_COUNT];
 
 /* Appends one transcript to out: speaker-labelled lines separated by "\n".
  * covered is a bit mask of discovered elements (bit i = element i).
