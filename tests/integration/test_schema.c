@@ -255,10 +255,19 @@ Test(schema, tables_rls_and_privileges) {
     cr_assert_eq(pgt_longf(c, "select count(*) from pg_policies where schemaname = 'public'"
                               " and cmd <> 'SELECT'"),
                  0, "a table has a write policy");
-    /* The token hashes are never readable by API users. */
+    /* Token hashes and secrets are never readable by API users: only the
+     * descriptive columns of ingest_tokens are. */
     cr_assert_eq(pgt_longf(c, "select has_column_privilege('authenticated',"
                               " 'public.ingest_tokens', 'token_hash', 'select')::int"),
                  0, "authenticated can read ingest_tokens.token_hash");
+    char *cols = pgt_valuef(c, "select string_agg(attname, ',' order by attname)"
+                               " from pg_attribute where attrelid = 'public.ingest_tokens'::regclass"
+                               " and attnum > 0 and not attisdropped"
+                               " and has_column_privilege('authenticated', attrelid, attnum, 'select')");
+    cr_assert_not_null(cols, "authenticated can read no column of ingest_tokens");
+    cr_assert_str_eq(cols, "created_at,id,name,org_id,revoked_at",
+                     "authenticated can read these ingest_tokens columns: %s", cols);
+    free(cols);
     /* The policy helpers: security definer, stable, fixed search_path. */
     r = pgt_query(c, "select p.proname, p.prosecdef, p.provolatile, p.proconfig::text"
                      " from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
