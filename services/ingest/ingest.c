@@ -1,0 +1,679 @@
+/* Webhook API and the writer thread. The loop thread only checks the
+ * request's shape and hands the body over; the writer thread authenticates,
+ * validates and group-commits several requests per transaction, then hands
+ * the responses back to the loop. */
+#include "ingest.h"
+
+#include <ctype.h>
+#include <openssl/crypto.h>
+#include <openssl/hmac.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dealscore/common.h"
+#include "dealscore/log.h"
+#include "store.h"
+
+struct ingest_job_s {
+    ingest_job_t *next;
+    ds_rec_kind_t kind;
+    ds_rec_profile_t profile;
+    char *body;
+    size_t body_len;
+    char *auth;        /* Authorization header, or NULL */
+    char *sig;         /* x-dealscore-signature, or NULL */
+    char *sig_ts;      /* x-dealscore-timestamp, or NULL */
+    char traceparent[DS_TRACEPARENT_SIZE];
+    int64_t received_mono_us;
+
+    /* parsed by the writer */
+    char org_id[37];
+    json_t *stage_outcome;
+    ds_record_t *recs;
+    size_t nrecs;
+    ds_store_tag_t *tags;
+
+    /* result */
+    int status;
+    json_t *resp;
+    const char *retry_after;
+    bool www_auth;
+
+    /* the request, NULL once the client went away */
+    h2o_req_t *req;
+    struct req_link_s *link;
+};
+
+typedef struct req_link_s {
+    ingest_job_t *job;
+} req_link_t;
+
+/* ---- metrics ------------------------------------------------------------ */
+
+static void count_request(ingest_t *in, const char *route, int status) {
+    char labels[96];
+    snprintf(labels, sizeof labels, "route=\"%s\",status=\"%d\"", route, status);
+    ds_metric_add(ds_metrics_counter(in->svc->metrics, "http_requests_total",
+                                     "Webhook requests by route and status", labels),
+                  1);
+}
+
+static void count_records(ingest_t *in, ds_rec_kind_t kind, const char *result, double n) {
+    if (n <= 0) return;
+    char labels[96];
+    snprintf(labels, sizeof labels, "kind=\"%s\",result=\"%s\"", ds_rec_kind_plural(kind), result);
+    ds_metric_add(ds_metrics_counter(in->svc->metrics, "ingest_records_total",
+                                     "Records by kind and outcome (changed, unchanged, rejected)",
+                                     labels),
+                  n);
+}
+
+/* ---- jobs --------------------------------------------------------------- */
+
+static void job_free(ingest_job_t *j) {
+    free(j->body);
+    free(j->auth);
+    free(j->sig);
+    free(j->sig_ts);
+    json_decref(j->stage_outcome);
+    json_decref(j->resp);
+    for (size_t i = 0; i < j->nrecs; i++) ds_record_clear(&j->recs[i]);
+    free(j->recs);
+    free(j->tags);
+    free(j);
+}
+
+static void job_fail(ingest_job_t *j, int status, const char *code, const char *message) {
+    j->status = status;
+    json_decref(j->resp);
+    j->resp = json_pack("{s:s, s:s}", "error", code, "message", message);
+}
+
+/* ---- HTTP (loop thread) ------------------------------------------------- */
+
+static void on_req_dispose(void *p) {
+    req_link_t *link = p;
+    if (link->job) {
+        link->job->req = NULL;
+        link->job->link = NULL;
+    }
+}
+
+static char *header_dup(h2o_req_t *req, const char *name) {
+    ssize_t i = h2o_find_header_by_str(&req->headers, name, strlen(name), -1);
+    if (i < 0) return NULL;
+    return ds_strndup(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+}
+
+static int on_webhook(void *ud, h2o_req_t *req) {
+    ingest_t *in = ud;
+    /* path: /v1/<kind>[?query] */
+    const char *path = req->path_normalized.base;
+    size_t plen = req->path_normalized.len;
+    char kindname[32] = "";
+    if (plen > 4 && plen - 4 < sizeof kindname) {
+        memcpy(kindname, path + 4, plen - 4);
+        kindname[plen - 4] = '\0';
+        if (kindname[strlen(kindname) - 1] == '/') kindname[strlen(kindname) - 1] = '\0';
+    }
+    int kind = ds_rec_kind_parse(kindname);
+    if (kind < 0) return -1;
+    char route[48];
+    snprintf(route, sizeof route, "/v1/%s", kindname);
+    if (!ds_http_method_is(req, "POST")) {
+        count_request(in, route, 405);
+        ds_http_add_header(req, "allow", "POST");
+        ds_http_respond_error(req, 405, "method_not_allowed", "use POST");
+        return 0;
+    }
+    if (ds_service_stopping(in->svc)) {
+        count_request(in, route, 503);
+        ds_http_add_header(req, "retry-after", "1");
+        ds_http_respond_error(req, 503, "shutting_down", "the service is stopping; retry");
+        return 0;
+    }
+    char ctype[128];
+    if (ds_http_header(req, "content-type", ctype, sizeof ctype) < 0 ||
+        strncasecmp(ctype, "application/json", 16) != 0 ||
+        (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' ')) {
+        count_request(in, route, 415);
+        ds_http_respond_error(req, 415, "unsupported_media_type",
+                              "Content-Type must be application/json");
+        return 0;
+    }
+    if (req->entity.len > (size_t)in->cfg->max_body_bytes) {
+        count_request(in, route, 413);
+        char msg[96];
+        snprintf(msg, sizeof msg, "body is larger than %d bytes", in->cfg->max_body_bytes);
+        ds_http_respond_error(req, 413, "payload_too_large", msg);
+        return 0;
+    }
+    ds_rec_profile_t profile = DS_PROFILE_NATIVE;
+    if (req->query_at != SIZE_MAX) {
+        const char *q = req->path.base + req->query_at + 1;
+        size_t qlen = req->path.len - req->query_at - 1;
+        if (qlen >= 18 && memmem(q, qlen, "profile=salesforce", 18))
+            profile = DS_PROFILE_SALESFORCE;
+        else if (qlen >= 8 && memmem(q, qlen, "profile=", 8) && !memmem(q, qlen, "profile=native", 14)) {
+            count_request(in, route, 400);
+            ds_http_respond_error(req, 400, "bad_profile", "profile must be native or salesforce");
+            return 0;
+        }
+    }
+    ingest_job_t *j = ds_calloc(1, sizeof *j);
+    j->kind = (ds_rec_kind_t)kind;
+    j->profile = profile;
+    j->body = ds_strndup(req->entity.base ? req->entity.base : "", req->entity.len);
+    j->body_len = req->entity.len;
+    j->auth = header_dup(req, "authorization");
+    j->sig = header_dup(req, "x-dealscore-signature");
+    j->sig_ts = header_dup(req, "x-dealscore-timestamp");
+    char *tp = header_dup(req, "traceparent");
+    ds_event_traceparent_child(tp, j->traceparent);
+    free(tp);
+    j->received_mono_us = ds_mono_us();
+    j->req = req;
+    req_link_t *link = h2o_mem_alloc_shared(&req->pool, sizeof *link, on_req_dispose);
+    link->job = j;
+    j->link = link;
+
+    pthread_mutex_lock(&in->mu);
+    if (in->queue_tail)
+        in->queue_tail->next = j;
+    else
+        in->queue_head = j;
+    in->queue_tail = j;
+    in->queued++;
+    pthread_cond_signal(&in->cond);
+    pthread_mutex_unlock(&in->mu);
+    return 0;
+}
+
+static void drain_done(ingest_t *in, bool respond);
+
+static void on_done(uv_async_t *a) { drain_done(a->data, true); }
+
+static void drain_done(ingest_t *in, bool respond) {
+    pthread_mutex_lock(&in->mu);
+    ingest_job_t *j = in->done_head;
+    in->done_head = in->done_tail = NULL;
+    pthread_mutex_unlock(&in->mu);
+    while (j) {
+        ingest_job_t *next = j->next;
+        char route[48];
+        snprintf(route, sizeof route, "/v1/%s", ds_rec_kind_plural(j->kind));
+        count_request(in, route, j->status);
+        if (j->req && !respond) {
+            j->link->job = NULL;
+            j->req = NULL;
+        }
+        if (j->req) {
+            h2o_req_t *req = j->req;
+            /* Unlink first: responding may dispose the request at once. */
+            j->link->job = NULL;
+            j->req = NULL;
+            if (j->retry_after) ds_http_add_header(req, "retry-after", j->retry_after);
+            if (j->www_auth) ds_http_add_header(req, "www-authenticate", "Bearer realm=\"dealscore\"");
+            json_t *resp = j->resp;
+            j->resp = NULL;
+            ds_http_respond_json(req, j->status, resp ? resp : json_object());
+        }
+        job_free(j);
+        j = next;
+    }
+}
+
+/* ---- writer thread ------------------------------------------------------ */
+
+typedef struct {
+    char hash[65];
+    char org_id[37];
+    bool revoked;
+    char *hmac_secret;
+    json_t *stage_outcome;
+    int64_t fetched_us;
+} token_entry_t;
+
+typedef struct {
+    ingest_t *in;
+    ds_pg_t *pg;
+    token_entry_t *tokens;
+    size_t ntokens, captokens;
+    /* recently accepted signatures, for replay protection */
+    struct {
+        char sig[65];
+        int64_t ts;
+    } *seen;
+    size_t nseen, capseen;
+} writer_t;
+
+#define TOKEN_TTL_US (5 * 1000000LL)
+
+static void token_entry_clear(token_entry_t *t) {
+    free(t->hmac_secret);
+    json_decref(t->stage_outcome);
+    memset(t, 0, sizeof *t);
+}
+
+/* Returns the cached or freshly read token, NULL when unknown; *err set to a
+ * pg error class when the database could not be asked. */
+static token_entry_t *token_lookup(writer_t *w, const char *hash, int *err) {
+    int64_t now = ds_mono_us();
+    *err = 0;
+    for (size_t i = 0; i < w->ntokens; i++) {
+        if (strcmp(w->tokens[i].hash, hash) == 0) {
+            if (now - w->tokens[i].fetched_us < TOKEN_TTL_US) return w->tokens[i].org_id[0] ? &w->tokens[i] : NULL;
+            token_entry_clear(&w->tokens[i]);
+            w->tokens[i] = w->tokens[--w->ntokens];
+            break;
+        }
+    }
+    char errstr[256];
+    int rc = ds_pg_ensure(w->pg, 0, NULL, errstr, sizeof errstr);
+    PGresult *res = NULL;
+    const char *v[] = {hash};
+    if (rc == 0)
+        rc = ds_pg_exec_params(w->pg,
+                               "select t.org_id, t.revoked_at is not null, t.hmac_secret,"
+                               " o.settings->'stage_outcome'"
+                               " from public.ingest_tokens t join public.orgs o on o.id = t.org_id"
+                               " where t.token_hash = $1",
+                               1, v, NULL, NULL, &res, errstr, sizeof errstr);
+    if (rc != 0) {
+        ds_warn("could not look up a token: %s", errstr);
+        if (rc == DS_ERETRY) ds_pg_reset(w->pg);
+        *err = rc;
+        return NULL;
+    }
+    if (w->ntokens == w->captokens) {
+        /* Bounded cache: drop everything when full (tokens are few). */
+        if (w->captokens >= 4096) {
+            for (size_t i = 0; i < w->ntokens; i++) token_entry_clear(&w->tokens[i]);
+            w->ntokens = 0;
+        } else {
+            w->captokens = w->captokens ? w->captokens * 2 : 16;
+            w->tokens = ds_realloc(w->tokens, w->captokens * sizeof *w->tokens);
+        }
+    }
+    token_entry_t *t = &w->tokens[w->ntokens++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->hash, sizeof t->hash, "%s", hash);
+    t->fetched_us = now;
+    if (PQntuples(res) == 1) {
+        snprintf(t->org_id, sizeof t->org_id, "%s", PQgetvalue(res, 0, 0));
+        t->revoked = PQgetvalue(res, 0, 1)[0] == 't';
+        if (!PQgetisnull(res, 0, 2)) t->hmac_secret = ds_strdup(PQgetvalue(res, 0, 2));
+        if (!PQgetisnull(res, 0, 3)) t->stage_outcome = json_loads(PQgetvalue(res, 0, 3), 0, NULL);
+    }
+    PQclear(res);
+    return t->org_id[0] ? t : NULL;
+}
+
+static bool seen_signature(writer_t *w, const char *sig, int64_t now_s, int window_s) {
+    size_t k = 0;
+    bool found = false;
+    for (size_t i = 0; i < w->nseen; i++) {
+        if (now_s - w->seen[i].ts > window_s * 2) continue; /* expired: drop */
+        if (strcmp(w->seen[i].sig, sig) == 0) found = true;
+        w->seen[k++] = w->seen[i];
+    }
+    w->nseen = k;
+    return found;
+}
+
+static void remember_signature(writer_t *w, const char *sig, int64_t ts) {
+    if (w->nseen == w->capseen) {
+        w->capseen = w->capseen ? w->capseen * 2 : 64;
+        w->seen = ds_realloc(w->seen, w->capseen * sizeof *w->seen);
+    }
+    snprintf(w->seen[w->nseen].sig, sizeof w->seen[0].sig, "%s", sig);
+    w->seen[w->nseen].ts = ts;
+    w->nseen++;
+}
+
+/* Authenticates j; on failure sets its response and returns false. */
+static bool authenticate(writer_t *w, ingest_job_t *j) {
+    const char *a = j->auth;
+    if (!a || strncasecmp(a, "Bearer ", 7) != 0 || !a[7]) {
+        job_fail(j, 401, "unauthorized", "missing Authorization: Bearer <token>");
+        j->www_auth = true;
+        return false;
+    }
+    const char *token = a + 7;
+    while (*token == ' ') token++;
+    char hash[65];
+    ingest_token_hash(token, hash);
+    int err;
+    token_entry_t *t = token_lookup(w, hash, &err);
+    if (err) {
+        job_fail(j, 503, "database_unavailable", "could not check the token; retry");
+        j->retry_after = "1";
+        return false;
+    }
+    if (!t) {
+        job_fail(j, 401, "unauthorized", "unknown token");
+        j->www_auth = true;
+        return false;
+    }
+    if (t->revoked) {
+        job_fail(j, 403, "forbidden", "token revoked");
+        return false;
+    }
+    if (t->hmac_secret) {
+        if (!j->sig || !j->sig_ts) {
+            job_fail(j, 401, "signature_required",
+                     "this token requires X-Dealscore-Timestamp and X-Dealscore-Signature");
+            return false;
+        }
+        char *end;
+        long long ts = strtoll(j->sig_ts, &end, 10);
+        int64_t now_s = ds_now_us() / 1000000;
+        if (*end || end == j->sig_ts || llabs(now_s - ts) > w->in->cfg->hmac_window_s) {
+            job_fail(j, 401, "signature_expired",
+                     "X-Dealscore-Timestamp is not a Unix time within the replay window");
+            return false;
+        }
+        const char *given = j->sig;
+        if (strncasecmp(given, "sha256=", 7) == 0) given += 7;
+        unsigned char mac[32];
+        unsigned int maclen = 0;
+        size_t msglen = strlen(j->sig_ts) + 1 + j->body_len;
+        char *msg = ds_malloc(msglen);
+        memcpy(msg, j->sig_ts, strlen(j->sig_ts));
+        msg[strlen(j->sig_ts)] = '.';
+        memcpy(msg + strlen(j->sig_ts) + 1, j->body, j->body_len);
+        HMAC(EVP_sha256(), t->hmac_secret, (int)strlen(t->hmac_secret), (unsigned char *)msg, msglen,
+             mac, &maclen);
+        free(msg);
+        char hex[65];
+        static const char digits[] = "0123456789abcdef";
+        for (int i = 0; i < 32; i++) {
+            hex[2 * i] = digits[mac[i] >> 4];
+            hex[2 * i + 1] = digits[mac[i] & 15];
+        }
+        hex[64] = '\0';
+        char lower[65] = "";
+        size_t glen = strlen(given);
+        if (glen == 64)
+            for (size_t i = 0; i <= 64; i++) lower[i] = (char)tolower((unsigned char)given[i]);
+        /* Constant time: compare the full length whatever the input. */
+        if (glen != 64 || CRYPTO_memcmp(lower, hex, 64) != 0) {
+            job_fail(j, 401, "bad_signature", "X-Dealscore-Signature does not match the body");
+            return false;
+        }
+        if (seen_signature(w, hex, now_s, w->in->cfg->hmac_window_s)) {
+            job_fail(j, 401, "replayed_signature", "this signed request was already accepted");
+            return false;
+        }
+        /* Remembered only once the request commits (finish_ok), so a retry
+         * of a request that failed can still get in. */
+    }
+    snprintf(j->org_id, sizeof j->org_id, "%s", t->org_id);
+    j->stage_outcome = t->stage_outcome ? json_incref(t->stage_outcome) : NULL;
+    return true;
+}
+
+/* Parses and validates j's body; on failure sets a 400 and returns false. */
+static bool validate(writer_t *w, ingest_job_t *j) {
+    json_error_t jerr;
+    json_t *doc = json_loadb(j->body, j->body_len, 0, &jerr);
+    if (!doc) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "body is not valid JSON: %s (line %d, column %d)", jerr.text,
+                 jerr.line, jerr.column);
+        json_decref(j->resp);
+        j->status = 400;
+        j->resp = json_pack("{s:s, s:s, s:[{s:i, s:s, s:s}]}", "error", "invalid_json", "message",
+                            msg, "errors", "index", -1, "field", "", "problem", msg);
+        return false;
+    }
+    size_t n = json_is_array(doc) ? json_array_size(doc) : 1;
+    if (json_is_array(doc) && n == 0) {
+        json_decref(doc);
+        job_fail(j, 400, "empty", "the array holds no records");
+        return false;
+    }
+    if (n > (size_t)w->in->cfg->max_records) {
+        json_decref(doc);
+        char msg[128];
+        snprintf(msg, sizeof msg, "at most %d records per request", w->in->cfg->max_records);
+        j->status = 413;
+        json_decref(j->resp);
+        j->resp = json_pack("{s:s, s:s}", "error", "too_many_records", "message", msg);
+        return false;
+    }
+    ds_rec_problems_t probs = {0};
+    j->recs = ds_calloc(n, sizeof *j->recs);
+    j->tags = ds_calloc(n, sizeof *j->tags);
+    for (size_t i = 0; i < n; i++) {
+        json_t *obj = json_is_array(doc) ? json_array_get(doc, i) : doc;
+        json_t *mapped = NULL;
+        if (j->profile == DS_PROFILE_SALESFORCE) obj = mapped = ds_record_from_salesforce(j->kind, obj, &w->in->sf);
+        if (ds_record_parse(j->kind, obj, (int)i, false, &j->recs[j->nrecs], &probs) == 0) j->nrecs++;
+        json_decref(mapped);
+    }
+    json_decref(doc);
+    if (probs.n) {
+        count_records(w->in, j->kind, "rejected", (double)(n - j->nrecs));
+        json_decref(j->resp);
+        j->status = 400;
+        j->resp = json_pack("{s:s, s:s, s:o}", "error", "invalid_records", "message",
+                            "some records are invalid; nothing was stored", "errors",
+                            ds_rec_problems_json(&probs));
+        ds_rec_problems_free(&probs);
+        return false;
+    }
+    return true;
+}
+
+/* Runs the upserts of jobs[0..n) in one transaction. Returns 0 or the
+ * class of the failure with errstr. */
+static int run_group(writer_t *w, ingest_job_t **jobs, size_t n, char *errstr, size_t errsz) {
+    int rc = ds_pg_ensure(w->pg, 1000, NULL, errstr, errsz);
+    if (rc != 0) return rc == DS_EINVAL ? DS_EFATAL : DS_ERETRY;
+    ds_pg_batch_t *b = NULL;
+    rc = ds_pg_batch_begin(w->pg, &b);
+    if (rc != 0) return rc;
+    ds_pg_batch_add_sql(b, "BEGIN", NULL);
+    int64_t now = ds_now_us();
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        ds_store_ctx_t ctx = {jobs[i]->org_id,
+                              jobs[i]->profile == DS_PROFILE_SALESFORCE ? "salesforce" : "webhook",
+                              jobs[i]->traceparent, jobs[i]->stage_outcome, now};
+        rc = ds_store_queue(b, &ctx, jobs[i]->recs, jobs[i]->nrecs, jobs[i]->tags);
+    }
+    ds_pg_batch_add_sql(b, "COMMIT", NULL);
+    if (rc == 0) rc = ds_pg_batch_run(b, ds_store_batch_cb, NULL, errstr, errsz);
+    ds_pg_batch_end(b);
+    if (rc == DS_ERETRY && !ds_pg_is_connected(w->pg)) ds_pg_reset(w->pg);
+    return rc;
+}
+
+static void finish_ok(writer_t *w, ingest_job_t *j) {
+    ds_store_counts_t c = {0, 0, 0};
+    ds_store_collect(j->tags, j->nrecs, &c);
+    count_records(w->in, j->kind, "changed", c.changed);
+    count_records(w->in, j->kind, "unchanged", c.unchanged);
+    atomic_fetch_add(&w->in->outbox_depth, c.events);
+    j->status = 202;
+    json_decref(j->resp);
+    j->resp = json_pack("{s:i, s:i, s:i}", "accepted", (int)j->nrecs, "unchanged", c.unchanged,
+                        "events", c.events);
+    if (j->sig && j->sig_ts) {
+        const char *given = strncasecmp(j->sig, "sha256=", 7) == 0 ? j->sig + 7 : j->sig;
+        char lower[65];
+        for (size_t i = 0; i <= 64; i++) lower[i] = (char)tolower((unsigned char)given[i]);
+        remember_signature(w, lower, ds_now_us() / 1000000);
+    }
+}
+
+static void process(writer_t *w, ingest_job_t **jobs, size_t n) {
+    ingest_t *in = w->in;
+    ingest_job_t **ok = ds_calloc(n, sizeof *ok);
+    size_t nok = 0;
+    for (size_t i = 0; i < n; i++) {
+        ingest_job_t *j = jobs[i];
+        if (!authenticate(w, j)) continue;
+        if (!validate(w, j)) continue;
+        if (atomic_load(&in->outbox_depth) >= in->cfg->outbox_max) {
+            job_fail(j, 503, "outbox_full", "too many events wait for Kafka; retry later");
+            j->retry_after = "5";
+            continue;
+        }
+        ok[nok++] = j;
+    }
+    if (nok) {
+        ds_metric_observe(ds_metrics_histogram(in->svc->metrics, "ingest_group_commit_requests",
+                                               "Webhook requests per group-committed transaction",
+                                               NULL, (const double[]){1, 2, 4, 8, 16, 32, 64, 128}, 8),
+                          (double)nok);
+        char err[512];
+        int rc = run_group(w, ok, nok, err, sizeof err);
+        if (rc == DS_EFATAL && nok > 1) {
+            /* One request's data broke the transaction: isolate it. */
+            for (size_t i = 0; i < nok; i++) {
+                int r = run_group(w, &ok[i], 1, err, sizeof err);
+                if (r == 0)
+                    finish_ok(w, ok[i]);
+                else if (r == DS_EFATAL)
+                    job_fail(ok[i], 400, "rejected_by_database", err);
+                else {
+                    job_fail(ok[i], 503, "database_unavailable", "Postgres is unreachable; retry");
+                    ok[i]->retry_after = "1";
+                }
+            }
+        } else if (rc == 0) {
+            for (size_t i = 0; i < nok; i++) finish_ok(w, ok[i]);
+            atomic_store(&in->pg_down, 0);
+        } else if (rc == DS_EFATAL) {
+            ds_warn("a request was rejected by the database: %s", err);
+            job_fail(ok[0], 400, "rejected_by_database", err);
+        } else {
+            ds_warn("could not store records: %s", err);
+            atomic_store(&in->pg_down, 1);
+            for (size_t i = 0; i < nok; i++) {
+                job_fail(ok[i], 503, "database_unavailable", "Postgres is unreachable; retry");
+                ok[i]->retry_after = "1";
+            }
+        }
+        ingest_relay_kick(in);
+    }
+    free(ok);
+    for (size_t i = 0; i < n; i++) {
+        ds_metric_observe(ds_metrics_histogram(in->svc->metrics, "webhook_seconds",
+                                               "Time from request to response", NULL,
+                                               ds_metrics_latency_buckets, ds_metrics_latency_nbuckets),
+                          (double)(ds_mono_us() - jobs[i]->received_mono_us) / 1e6);
+    }
+    pthread_mutex_lock(&in->mu);
+    for (size_t i = 0; i < n; i++) {
+        jobs[i]->next = NULL;
+        if (in->done_tail)
+            in->done_tail->next = jobs[i];
+        else
+            in->done_head = jobs[i];
+        in->done_tail = jobs[i];
+    }
+    pthread_mutex_unlock(&in->mu);
+    uv_async_send(&in->done_async);
+}
+
+static void *writer_main(void *arg) {
+    ingest_t *in = arg;
+    writer_t w = {.in = in};
+    char err[256];
+    if (ds_pg_new(&w.pg, in->cfg->database_url, "dealscore-ingest", err, sizeof err) != 0)
+        ds_panic("database url rejected after validation: %s", err);
+    ds_store_register(w.pg);
+    size_t max = (size_t)in->cfg->commit_batch;
+    ingest_job_t **jobs = ds_calloc(max, sizeof *jobs);
+    for (;;) {
+        pthread_mutex_lock(&in->mu);
+        while (!in->queue_head && !in->writer_stop) pthread_cond_wait(&in->cond, &in->mu);
+        if (!in->queue_head && in->writer_stop) {
+            pthread_mutex_unlock(&in->mu);
+            break;
+        }
+        size_t n = 0;
+        while (in->queue_head && n < max) {
+            jobs[n++] = in->queue_head;
+            in->queue_head = in->queue_head->next;
+            in->queued--;
+        }
+        if (!in->queue_head) in->queue_tail = NULL;
+        pthread_mutex_unlock(&in->mu);
+        process(&w, jobs, n);
+    }
+    free(jobs);
+    for (size_t i = 0; i < w.ntokens; i++) token_entry_clear(&w.tokens[i]);
+    free(w.tokens);
+    free(w.seen);
+    ds_pg_destroy(w.pg);
+    return NULL;
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+int ingest_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_size) {
+    (void)errstr;
+    (void)errstr_size;
+    ingest_t *in = ds_calloc(1, sizeof *in);
+    in->svc = svc;
+    in->cfg = svc->cfg;
+    in->relay_batch = 1000;
+    const char *pf = getenv("DEALSCORE_SF_PRODUCT_FIELD"), *pe = getenv("DEALSCORE_SF_PERSONA_FIELD"),
+               *rf = getenv("DEALSCORE_SF_REGION_FIELD");
+    in->sf.product_field = pf && *pf ? pf : NULL;
+    in->sf.persona_field = pe && *pe ? pe : NULL;
+    in->sf.region_field = rf && *rf ? rf : NULL;
+    pthread_mutex_init(&in->mu, NULL);
+    pthread_cond_init(&in->cond, NULL);
+    pthread_mutex_init(&in->relay_mu, NULL);
+    pthread_cond_init(&in->relay_cond, NULL);
+    uv_async_init(&svc->loop, &in->done_async, on_done);
+    in->done_async.data = in;
+    ds_http_route(svc->http, "/v1/", on_webhook, in);
+    ds_metrics_gauge(svc->metrics, "outbox_depth", "Outbox rows not yet published", NULL);
+    if (pthread_create(&in->writer, NULL, writer_main, in) != 0) ds_panic("could not start the writer");
+    in->writer_started = true;
+    if (pthread_create(&in->relay, NULL, ingest_relay_main, in) != 0) ds_panic("could not start the relay");
+    in->relay_started = true;
+    *state = in;
+    return 0;
+}
+
+void ingest_stopping(ds_service_t *svc, void *state) {
+    (void)svc;
+    ingest_t *in = state;
+    /* The writer finishes what is queued (responses still go out while the
+     * loop drains connections), then the relay publishes what committed. */
+    pthread_mutex_lock(&in->mu);
+    in->writer_stop = true;
+    pthread_cond_signal(&in->cond);
+    pthread_mutex_unlock(&in->mu);
+    if (in->writer_started) {
+        pthread_join(in->writer, NULL);
+        in->writer_started = false;
+    }
+    drain_done(in, true);
+    ingest_relay_kick(in);
+    if (in->relay_started) {
+        pthread_join(in->relay, NULL);
+        in->relay_started = false;
+    }
+}
+
+void ingest_fini(ds_service_t *svc, void *state) {
+    (void)svc;
+    ingest_t *in = state;
+    if (!in) return;
+    if (in->writer_started || in->relay_started) ingest_stopping(svc, in);
+    /* Jobs left when the loop closed early: their clients are gone. */
+    drain_done(in, false);
+    pthread_mutex_destroy(&in->mu);
+    pthread_cond_destroy(&in->cond);
+    pthread_mutex_destroy(&in->relay_mu);
+    pthread_cond_destroy(&in->relay_cond);
+    free(in);
+}

@@ -1,0 +1,244 @@
+/* Outbox relay: publishes unsent outbox rows as OpportunityChanged events
+ * with the idempotent producer, in id order, and marks them sent once Kafka
+ * acknowledged them. One relay per database holds an advisory lock, so
+ * several ingest replicas never publish the same rows at once. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "dealscore/common.h"
+#include "dealscore/log.h"
+#include "dealscore/v1/events.pb-c.h"
+#include "ingest.h"
+
+#define RELAY_LOCK_KEY "7315030190512280001"
+#define RELAY_IDLE_MS 200
+
+typedef struct {
+    long long id;
+    int state; /* 0 pending, 1 delivered, -1 failed */
+} relay_msg_t;
+
+void ingest_relay_kick(ingest_t *in) {
+    pthread_mutex_lock(&in->relay_mu);
+    in->relay_kick = true;
+    pthread_cond_signal(&in->relay_cond);
+    pthread_mutex_unlock(&in->relay_mu);
+}
+
+static void wait_kick(ingest_t *in, int ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += (long)ms * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&in->relay_mu);
+    while (!in->relay_kick && !ds_service_stopping(in->svc)) {
+        if (pthread_cond_timedwait(&in->relay_cond, &in->relay_mu, &ts) != 0) break;
+    }
+    in->relay_kick = false;
+    pthread_mutex_unlock(&in->relay_mu);
+}
+
+static void on_delivery(void *opaque, void *msg_opaque, int err, const char *errmsg,
+                        const rd_kafka_message_t *m) {
+    (void)opaque;
+    (void)m;
+    relay_msg_t *rm = msg_opaque;
+    if (!rm) return;
+    rm->state = err == 0 ? 1 : -1;
+    if (err) ds_warn("outbox event %lld not delivered: %s", rm->id, errmsg);
+}
+
+static Dealscore__V1__ChangeKind kind_of(const char *k) {
+    if (!strcmp(k, "opportunity_upserted")) return DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_OPPORTUNITY_UPSERTED;
+    if (!strcmp(k, "stage_changed")) return DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_STAGE_CHANGED;
+    if (!strcmp(k, "outcome_set")) return DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_OUTCOME_SET;
+    if (!strcmp(k, "interaction_added")) return DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_INTERACTION_ADDED;
+    if (!strcmp(k, "transcript_added")) return DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_TRANSCRIPT_ADDED;
+    if (!strcmp(k, "account_updated")) return DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_ACCOUNT_UPDATED;
+    if (!strcmp(k, "rescore_requested")) return DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_RESCORE_REQUESTED;
+    return DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_UNSPECIFIED;
+}
+
+static const char *jstr(json_t *o, const char *k) {
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "";
+}
+
+/* Publishes one batch of unsent rows. Returns the number published, 0 when
+ * there was nothing to do, or a negative DS_E code. */
+static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
+    char err[512];
+    PGresult *res = NULL;
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", in->relay_batch);
+    const char *v[] = {lim};
+    int rc = ds_pg_exec_params(pg,
+                               "select id, org_id, coalesce(opportunity_id::text, ''),"
+                               " coalesce(account_id::text, ''), kind, headers::text,"
+                               " extract(epoch from created_at)::float8"
+                               " from public.outbox where sent_at is null order by id limit $1::int",
+                               1, v, NULL, NULL, &res, err, sizeof err);
+    if (rc != 0) {
+        ds_warn("relay could not read the outbox: %s", err);
+        return rc;
+    }
+    int n = PQntuples(res);
+    if (n == 0) {
+        PQclear(res);
+        return 0;
+    }
+    relay_msg_t *msgs = ds_calloc((size_t)n, sizeof *msgs);
+    int sent = 0;
+    double oldest = 0;
+    for (int i = 0; i < n; i++) {
+        msgs[i].id = atoll(PQgetvalue(res, i, 0));
+        json_t *h = json_loads(PQgetvalue(res, i, 5), 0, NULL);
+        if (i == 0) oldest = atof(PQgetvalue(res, i, 6));
+        Dealscore__V1__OpportunityChanged ev = DEALSCORE__V1__OPPORTUNITY_CHANGED__INIT;
+        ev.event_id = (char *)jstr(h, "event_id");
+        ev.org_id = PQgetvalue(res, i, 1);
+        ev.opportunity_id = PQgetvalue(res, i, 2);
+        ev.account_id = PQgetvalue(res, i, 3);
+        ev.kind = kind_of(PQgetvalue(res, i, 4));
+        int64_t occurred = 0;
+        ds_parse_time_us(jstr(h, "occurred_at"), &occurred);
+        ev.occurred_at_us = occurred;
+        ev.source = (char *)jstr(h, "source");
+        ev.source_hash = (char *)jstr(h, "source_hash");
+        size_t len = dealscore__v1__opportunity_changed__get_packed_size(&ev);
+        uint8_t *buf = ds_malloc(len ? len : 1);
+        dealscore__v1__opportunity_changed__pack(&ev, buf);
+        ds_event_meta_t meta = {.id = ev.event_id[0] ? ev.event_id : NULL,
+                                .source = "/dealscore/ingest",
+                                .type = DS_CE_TYPE_OPPORTUNITY_CHANGED,
+                                .time_us = occurred,
+                                .traceparent = jstr(h, "traceparent")[0] ? jstr(h, "traceparent") : NULL};
+        rc = ds_producer_send(in->svc->producer, topic, ev.opportunity_id, strlen(ev.opportunity_id),
+                              buf, len, &meta, &msgs[i]);
+        free(buf);
+        json_decref(h);
+        if (rc != 0) {
+            msgs[i].state = -1;
+            ds_warn("relay could not enqueue outbox event %lld: %s", msgs[i].id, ds_strerror(rc));
+            break; /* keep order: the rest waits for the next round */
+        }
+        sent++;
+    }
+    PQclear(res);
+    /* Wait for every delivery report: the rows are marked only when Kafka has
+     * them. While Kafka is down this waits (librdkafka keeps retrying until
+     * message.timeout.ms); on shutdown it gives up after a bounded flush. */
+    int64_t stop_deadline = 0;
+    for (;;) {
+        int pending = 0;
+        for (int i = 0; i < sent; i++) pending += msgs[i].state == 0;
+        if (!pending) break;
+        if (ds_service_stopping(in->svc)) {
+            if (!stop_deadline) stop_deadline = ds_mono_us() + 2000000;
+            if (ds_mono_us() > stop_deadline) break;
+        }
+        ds_producer_poll(in->svc->producer, 100);
+    }
+    /* Mark delivered rows, in one statement. */
+    char **ids = ds_calloc((size_t)sent + 1, sizeof *ids);
+    int ndel = 0;
+    for (int i = 0; i < sent; i++)
+        if (msgs[i].state == 1) ids[ndel++] = ds_asprintf("%lld", msgs[i].id);
+    int result = ndel;
+    if (ndel) {
+        char *arr = ds_pg_array_text((const char *const *)ids, (size_t)ndel);
+        const char *pv[] = {arr};
+        rc = ds_pg_exec_params(pg,
+                               "update public.outbox set sent_at = now()"
+                               " where id = any($1::bigint[]) and sent_at is null",
+                               1, pv, NULL, NULL, NULL, err, sizeof err);
+        free(arr);
+        if (rc != 0) {
+            /* Published but not marked: they will be published again (at-least-once). */
+            ds_warn("relay could not mark events sent: %s", err);
+            result = rc;
+        } else {
+            atomic_fetch_sub(&in->outbox_depth, ndel);
+            ds_metric_add(ds_metrics_counter(in->svc->metrics, "relay_published_total",
+                                             "Outbox events published to Kafka", NULL),
+                          ndel);
+            ds_metric_set(ds_metrics_gauge(in->svc->metrics, "outbox_oldest_age_seconds",
+                                           "Age of the oldest unsent outbox row when last read", NULL),
+                          (double)ds_now_us() / 1e6 - oldest);
+        }
+    }
+    for (int i = 0; i < ndel; i++) free(ids[i]);
+    free(ids);
+    free(msgs);
+    return result;
+}
+
+static void refresh_depth(ingest_t *in, ds_pg_t *pg) {
+    PGresult *res = NULL;
+    char err[256];
+    if (ds_pg_exec(pg, "select count(*) from public.outbox where sent_at is null", &res, err,
+                   sizeof err) == 0) {
+        atomic_store(&in->outbox_depth, atol(PQgetvalue(res, 0, 0)));
+        PQclear(res);
+    }
+}
+
+void *ingest_relay_main(void *arg) {
+    ingest_t *in = arg;
+    ds_pg_t *pg = NULL;
+    char err[512];
+    if (ds_pg_new(&pg, in->cfg->database_url, "dealscore-ingest-relay", err, sizeof err) != 0)
+        ds_panic("database url rejected after validation: %s", err);
+    ds_producer_set_delivery_cb(in->svc->producer, on_delivery, in);
+    char *topic = ds_config_topic(in->cfg, DS_TOPIC_OPPORTUNITY_CHANGED);
+    bool locked = false;
+    int64_t last_depth = 0;
+    uint64_t seed = (uint64_t)ds_now_us();
+    int attempt = 0;
+    while (!ds_service_stopping(in->svc) || locked) {
+        if (!ds_pg_is_connected(pg)) locked = false;
+        if (ds_pg_ensure(pg, 0, NULL, err, sizeof err) != 0) {
+            if (ds_service_stopping(in->svc)) break;
+            wait_kick(in, ds_pg_backoff_ms(attempt++ < 6 ? attempt : 6, &seed));
+            continue;
+        }
+        attempt = 0;
+        if (!locked) {
+            PGresult *res = NULL;
+            if (ds_pg_exec(pg, "select pg_try_advisory_lock(" RELAY_LOCK_KEY ")", &res, err,
+                           sizeof err) == 0) {
+                locked = PQgetvalue(res, 0, 0)[0] == 't';
+                PQclear(res);
+            }
+            if (!locked) {
+                if (ds_service_stopping(in->svc)) break;
+                wait_kick(in, 1000); /* another replica relays */
+                continue;
+            }
+            refresh_depth(in, pg);
+        }
+        if (ds_mono_us() - last_depth > 10 * 1000000LL) {
+            refresh_depth(in, pg);
+            last_depth = ds_mono_us();
+        }
+        int n = relay_once(in, pg, topic);
+        ds_metric_set(ds_metrics_gauge(in->svc->metrics, "outbox_depth",
+                                       "Outbox rows not yet published", NULL),
+                      (double)atomic_load(&in->outbox_depth));
+        if (n == DS_ERETRY) {
+            ds_pg_reset(pg);
+            locked = false;
+        }
+        if (ds_service_stopping(in->svc)) {
+            /* Publish what committed before the stop, then leave. */
+            if (n <= 0) break;
+            continue;
+        }
+        if (n < in->relay_batch) wait_kick(in, RELAY_IDLE_MS);
+    }
+    ds_producer_flush(in->svc->producer, 2000);
+    free(topic);
+    ds_pg_destroy(pg);
+    return NULL;
+}

@@ -1,0 +1,52 @@
+/* The validation-free half of ingest's core: idempotent upserts of parsed
+ * records into the raw layer, with opportunity_history and outbox rows in
+ * the same statement, shared by webhooks and CSV import. Every call blocks:
+ * use it from a database thread, never from the HTTP loop. */
+#ifndef DS_INGEST_STORE_H
+#define DS_INGEST_STORE_H
+
+#include <jansson.h>
+
+#include "dealscore/pg.h"
+#include "record.h"
+
+/* Registers the upsert statements on pg (call once per session). */
+void ds_store_register(ds_pg_t *pg);
+
+typedef struct {
+    int changed;    /* records that inserted or changed a row */
+    int unchanged;  /* records equal to what was stored (same source_hash) */
+    int events;     /* outbox rows written */
+} ds_store_counts_t;
+
+typedef struct {
+    const char *org_id;
+    const char *source;       /* "webhook", "csv", "salesforce" */
+    const char *traceparent;  /* carried to the events; NULL: none */
+    const json_t *stage_outcome; /* the org's stage -> outcome map, may be NULL */
+    int64_t now_us;           /* ingest time, for changes without changed_at */
+} ds_store_ctx_t;
+
+/* Queues the upserts of recs[0..n) on batch b; after ds_pg_batch_run,
+ * ds_store_collect adds up what happened. tags must have room for n
+ * entries and live until the batch ran. */
+typedef struct {
+    int changed, events;
+    int done;
+} ds_store_tag_t;
+
+int ds_store_queue(ds_pg_batch_t *b, const ds_store_ctx_t *ctx, const ds_record_t *recs, size_t n,
+                   ds_store_tag_t *tags);
+/* The batch callback to pass to ds_pg_batch_run for statements queued by
+ * ds_store_queue (ud unused; tag is a ds_store_tag_t or NULL). */
+int ds_store_batch_cb(void *ud, void *tag, const PGresult *res, int err);
+void ds_store_collect(const ds_store_tag_t *tags, size_t n, ds_store_counts_t *counts);
+
+/* Looks up an org by slug; creates it when create is true. Returns 0 with
+ * the id in org_id (37 bytes), DS_ENOTFOUND, or a pg error class. */
+int ds_store_org_by_slug(ds_pg_t *pg, const char *slug, bool create, char org_id[37],
+                         char *errstr, size_t errstr_size);
+/* Reads the org's settings.stage_outcome map (a new reference, or NULL). */
+json_t *ds_store_org_stage_outcome(ds_pg_t *pg, const char *org_id);
+
+#endif
