@@ -359,30 +359,40 @@ int ds_winrate_owner(const ds_winrate_ctx_t *wr, const char *owner_id, int64_t b
 
 /* ---- raw input helpers ----------------------------------------------------------- */
 
-int ds_opp_history_set(ds_opp_history_t *row, const char *field, const char *value,
-                       int64_t changed_at_us) {
-    if (!row || !field) return DS_EINVAL;
-    ds_opp_history_t r = {.stage = NULL, .amount = NAN, .close_date_us = DS_TIME_NONE,
-                          .changed_at_us = changed_at_us};
-    bool empty = !value || !*value;
-    if (strcmp(field, "stage") == 0) {
-        r.field = DS_HIST_STAGE;
-        r.stage = empty ? NULL : value;
-    } else if (strcmp(field, "amount") == 0) {
-        r.field = DS_HIST_AMOUNT;
-        if (!empty) {
-            char *end;
-            double v = strtod(value, &end);
-            while (ascii_space(*end)) end++;
-            if (end == value || *end || !isfinite(v)) return DS_EINVAL;
-            r.amount = v;
-        }
-    } else if (strcmp(field, "close_date") == 0) {
-        r.field = DS_HIST_CLOSE_DATE;
-        if (!empty && ds_parse_time_us(value, &r.close_date_us) != DS_OK) return DS_EINVAL;
-    } else {
-        return DS_EINVAL;
+static int parse_hist_value(ds_hist_field_t field, const char *text, ds_hist_value_t *out) {
+    *out = (ds_hist_value_t){NULL, NAN, DS_TIME_NONE};
+    if (!text || !*text) return DS_OK;
+    switch (field) {
+    case DS_HIST_STAGE:
+        out->stage = text;
+        return DS_OK;
+    case DS_HIST_AMOUNT: {
+        char *end;
+        double v = strtod(text, &end);
+        while (ascii_space(*end)) end++;
+        if (end == text || *end || !isfinite(v)) return DS_EINVAL;
+        out->amount = v;
+        return DS_OK;
     }
+    case DS_HIST_CLOSE_DATE:
+        return ds_parse_time_us(text, &out->close_date_us) == DS_OK ? DS_OK : DS_EINVAL;
+    default:
+        return DS_OK;
+    }
+}
+
+int ds_opp_history_set(ds_opp_history_t *row, const char *field, const char *old_value,
+                       const char *new_value, int64_t changed_at_us) {
+    if (!row || !field) return DS_EINVAL;
+    ds_opp_history_t r = {.changed_at_us = changed_at_us};
+    if (strcmp(field, "stage") == 0) r.field = DS_HIST_STAGE;
+    else if (strcmp(field, "amount") == 0) r.field = DS_HIST_AMOUNT;
+    else if (strcmp(field, "close_date") == 0) r.field = DS_HIST_CLOSE_DATE;
+    else if (strcmp(field, "outcome") == 0) r.field = DS_HIST_IGNORED;
+    else return DS_EINVAL;
+    if (parse_hist_value(r.field, old_value, &r.old_value) != DS_OK ||
+        parse_hist_value(r.field, new_value, &r.new_value) != DS_OK)
+        return DS_EINVAL;
     *row = r;
     return DS_OK;
 }
@@ -443,109 +453,103 @@ static void sort_tkeys(tkey_t *k, size_t n) {
 
 #define SMALL_N 128
 
+/* A stage as the engine compares it: normalized name and list index. */
 typedef struct {
-    /* stage */
-    bool stage_seen;        /* a row at or before as_of */
-    bool stage_known;
-    char stage_norm[STAGE_NAME_MAX];
-    int stage_idx;          /* -1 unknown or not in the list */
-    int64_t stage_entered;
-    int regressions;
-    /* amount */
-    bool amount_seen;
-    double amount, first_amount;
-    /* close date */
-    bool close_seen;
-    int64_t close_date;
-    int pushes;
-} hist_state_t;
+    bool known;
+    int idx; /* -1 when unknown or not in the list */
+    char norm[STAGE_NAME_MAX];
+} stage_val_t;
 
-static void apply_history(const ds_opp_raw_t *raw, const ds_stage_list_t *stages, int64_t as_of,
-                          hist_state_t *st, bool any_row[3]) {
+static void stage_val(const ds_stage_list_t *stages, const char *name, stage_val_t *out) {
+    out->known = name && normalize_stage(name, out->norm) > 0;
+    if (!out->known) out->norm[0] = '\0';
+    out->idx = out->known ? stage_index_norm(stages, out->norm) : -1;
+}
+
+static bool stage_same(const stage_val_t *a, const stage_val_t *b) {
+    return a->known == b->known && strcmp(a->norm, b->norm) == 0;
+}
+
+static void temporal_features(const ds_opp_raw_t *raw, int64_t as_of, double *v) {
+    const ds_stage_list_t *stages = raw->stages ? raw->stages : ds_stage_list_default();
+    const int64_t created = raw->created_at_us;
+
+    /* Every usable row in time order (ties keep array order). */
     tkey_t small[SMALL_N];
     tkey_t *keys = raw->n_history <= SMALL_N ? small : ds_malloc(raw->n_history * sizeof *keys);
     size_t n = 0;
     for (size_t i = 0; i < raw->n_history; i++) {
         const ds_opp_history_t *h = &raw->history[i];
-        if ((unsigned)h->field <= DS_HIST_CLOSE_DATE) any_row[h->field] = true;
-        /* The point-in-time filter: nothing after as_of goes further. */
-        if (h->changed_at_us == DS_TIME_NONE || h->changed_at_us > as_of) continue;
+        if ((unsigned)h->field >= DS_HIST_IGNORED || h->changed_at_us == DS_TIME_NONE) continue;
         keys[n++] = (tkey_t){h->changed_at_us, i};
     }
     sort_tkeys(keys, n);
+
+    /* Per field: the earliest row, past or future, gives the value in force
+     * before any recorded change (its old value); then only rows at or
+     * before as_of are applied. */
+    bool seen[3] = {false, false, false};
+    stage_val_t stage = {false, -1, ""}, next;
+    int64_t entered = DS_TIME_NONE;
+    int regressions = 0, pushes = 0;
+    double amount = NAN, base = NAN;
+    int64_t close = DS_TIME_NONE;
     for (size_t k = 0; k < n; k++) {
         const ds_opp_history_t *h = &raw->history[keys[k].i];
+        bool past = h->changed_at_us <= as_of;
+        bool first = !seen[h->field];
+        seen[h->field] = true;
         switch (h->field) {
-        case DS_HIST_STAGE: {
-            char norm[STAGE_NAME_MAX];
-            bool known = h->stage && normalize_stage(h->stage, norm) > 0;
-            if (!known) norm[0] = '\0';
-            int idx = known ? stage_index_norm(stages, norm) : -1;
-            if (st->stage_seen && st->stage_idx >= 0 && idx >= 0 && idx < st->stage_idx)
-                st->regressions++;
-            /* A row repeating the stage in force does not re-enter it. */
-            if (!st->stage_seen || known != st->stage_known || strcmp(norm, st->stage_norm) != 0)
-                st->stage_entered = h->changed_at_us;
-            st->stage_seen = true;
-            st->stage_known = known;
-            memcpy(st->stage_norm, norm, sizeof norm);
-            st->stage_idx = idx;
+        case DS_HIST_STAGE:
+            if (first) {
+                stage_val(stages, h->old_value.stage, &stage);
+                entered = stage.known ? created : DS_TIME_NONE;
+            }
+            if (!past) break;
+            stage_val(stages, h->new_value.stage, &next);
+            if (stage.idx >= 0 && next.idx >= 0 && next.idx < stage.idx) regressions++;
+            if (!stage_same(&stage, &next)) entered = next.known ? h->changed_at_us : DS_TIME_NONE;
+            stage = next;
             break;
-        }
         case DS_HIST_AMOUNT:
-            if (!st->amount_seen) st->first_amount = h->amount;
-            st->amount_seen = true;
-            st->amount = h->amount;
+            if (first) amount = base = h->old_value.amount;
+            if (!past) break;
+            amount = h->new_value.amount;
+            if (isnan(base)) base = amount; /* the creation row: the first known amount */
             break;
         case DS_HIST_CLOSE_DATE:
-            if (st->close_seen && st->close_date != DS_TIME_NONE &&
-                h->close_date_us != DS_TIME_NONE && h->close_date_us > st->close_date)
-                st->pushes++;
-            st->close_seen = true;
-            st->close_date = h->close_date_us;
+            if (first) close = h->old_value.close_date_us;
+            if (!past) break;
+            if (close != DS_TIME_NONE && h->new_value.close_date_us != DS_TIME_NONE &&
+                h->new_value.close_date_us > close)
+                pushes++;
+            close = h->new_value.close_date_us;
+            break;
+        default:
             break;
         }
     }
     if (keys != small) free(keys);
-}
 
-static void temporal_features(const ds_opp_raw_t *raw, int64_t as_of, double *v) {
-    const ds_stage_list_t *stages = raw->stages ? raw->stages : ds_stage_list_default();
-    hist_state_t st = {.stage_idx = -1, .amount = NAN, .first_amount = NAN,
-                       .close_date = DS_TIME_NONE};
-    bool any_row[3] = {false, false, false};
-    apply_history(raw, stages, as_of, &st, any_row);
-    /* The current values stand in only for a field that has no history at
-     * all, and only if the row was last changed by as_of. */
+    /* The current values stand in only for a field without any history,
+     * and only if the row was last changed by as_of. */
     bool current_ok = raw->changed_at_us == DS_TIME_NONE || raw->changed_at_us <= as_of;
-    double days_in_stage = NAN;
-    int stage_idx = -1;
-    if (st.stage_seen) {
-        stage_idx = st.stage_idx;
-        if (st.stage_known) days_in_stage = days_between(as_of, st.stage_entered);
-    } else if (!any_row[DS_HIST_STAGE] && current_ok) {
-        stage_idx = ds_stage_list_index(stages, raw->stage);
+    if (!seen[DS_HIST_STAGE] && current_ok) {
+        stage_val(stages, raw->stage, &stage);
+        entered = stage.known ? created : DS_TIME_NONE;
     }
-    double amount = NAN, change = NAN;
-    if (st.amount_seen) {
-        amount = st.amount;
-        if (st.first_amount > 0 && isfinite(amount)) change = amount / st.first_amount;
-    } else if (!any_row[DS_HIST_AMOUNT] && current_ok) {
-        amount = raw->amount;
-    }
-    int64_t close = DS_TIME_NONE;
-    if (st.close_seen) close = st.close_date;
-    else if (!any_row[DS_HIST_CLOSE_DATE] && current_ok) close = raw->close_date_us;
+    if (!seen[DS_HIST_AMOUNT] && current_ok) amount = base = raw->amount;
+    if (!seen[DS_HIST_CLOSE_DATE] && current_ok) close = raw->close_date_us;
 
-    v[DS_F_DAYS_OPEN] =
-        raw->created_at_us == DS_TIME_NONE ? NAN : days_between(as_of, raw->created_at_us);
+    v[DS_F_DAYS_OPEN] = created == DS_TIME_NONE ? NAN : days_between(as_of, created);
     v[DS_F_DAYS_TO_CLOSE] = close == DS_TIME_NONE ? NAN : days_between(close, as_of);
-    v[DS_F_CLOSE_DATE_PUSHES] = st.pushes;
-    v[DS_F_DAYS_IN_STAGE] = days_in_stage;
-    v[DS_F_STAGE_INDEX] = stage_idx >= 0 ? stage_idx : NAN;
-    v[DS_F_STAGE_REGRESSIONS] = st.regressions;
+    v[DS_F_CLOSE_DATE_PUSHES] = pushes;
+    v[DS_F_DAYS_IN_STAGE] =
+        stage.known && entered != DS_TIME_NONE ? days_between(as_of, entered) : NAN;
+    v[DS_F_STAGE_INDEX] = stage.idx >= 0 ? stage.idx : NAN;
+    v[DS_F_STAGE_REGRESSIONS] = regressions;
     v[DS_F_AMOUNT_LOG] = isfinite(amount) && amount >= 0 ? log1p(amount) : NAN;
-    v[DS_F_AMOUNT_CHANGE_RATIO] = change;
+    v[DS_F_AMOUNT_CHANGE_RATIO] = isfinite(amount) && base > 0 ? amount / base : NAN;
 }
 
 static void interaction_features(const ds_opp_raw_t *raw, int64_t as_of, double *v) {

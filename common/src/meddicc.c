@@ -36,111 +36,76 @@ int ds_meddicc_element_parse(const char *name) {
     return -1;
 }
 
-/* The default lexicon. Keep it in step with the default rows of the
- * meddicc_lexicon migration. Phrases that are questions in a discovery call
- * ("next steps", "what is your budget") are left out on purpose; questions do
- * not count anyway. */
+/* The default lexicon: the same rows, in the same order, as the default set
+ * that sql/migrations/20261126000500_meddicc_default_lexicon.sql inserts into
+ * meddicc_lexicon (a unit test compares the two). */
 static const ds_meddicc_phrase_t default_phrases[] = {
-    {"metrics", "metrics"},
-    {"metrics", "success metrics"},
-    {"metrics", "kpi"},
-    {"metrics", "kpis"},
-    {"metrics", "roi"},
-    {"metrics", "return on investment"},
-    {"metrics", "business case"},
-    {"metrics", "cost savings"},
-    {"metrics", "reduce costs"},
-    {"metrics", "payback"},
-    {"metrics", "measurable"},
-    {"metrics", "time savings"},
-    {"metrics", "revenue impact"},
-    {"metrics", "hours per week"},
-    {"economic_buyer", "economic buyer"},
-    {"economic_buyer", "budget"},
-    {"economic_buyer", "budget holder"},
-    {"economic_buyer", "budget owner"},
-    {"economic_buyer", "final approval"},
-    {"economic_buyer", "final say"},
-    {"economic_buyer", "sign off"},
-    {"economic_buyer", "signs off"},
-    {"economic_buyer", "signed off"},
-    {"economic_buyer", "cfo"},
-    {"economic_buyer", "chief financial officer"},
-    {"economic_buyer", "purse strings"},
-    {"economic_buyer", "approve the spend"},
-    {"decision_criteria", "decision criteria"},
-    {"decision_criteria", "evaluation criteria"},
-    {"decision_criteria", "selection criteria"},
-    {"decision_criteria", "requirements"},
-    {"decision_criteria", "must have"},
-    {"decision_criteria", "must haves"},
-    {"decision_criteria", "nice to have"},
-    {"decision_criteria", "scorecard"},
-    {"decision_criteria", "deal breaker"},
-    {"decision_criteria", "deal breakers"},
-    {"decision_process", "decision process"},
-    {"decision_process", "approval process"},
-    {"decision_process", "evaluation process"},
-    {"decision_process", "buying process"},
-    {"decision_process", "buying committee"},
-    {"decision_process", "steering committee"},
-    {"decision_process", "proof of concept"},
-    {"decision_process", "poc"},
-    {"decision_process", "pilot"},
-    {"decision_process", "timeline"},
-    {"decision_process", "go live"},
-    {"decision_process", "decide by"},
-    {"paper_process", "paper process"},
-    {"paper_process", "procurement"},
-    {"paper_process", "legal review"},
-    {"paper_process", "contract"},
-    {"paper_process", "msa"},
-    {"paper_process", "master services agreement"},
-    {"paper_process", "redlines"},
-    {"paper_process", "security review"},
-    {"paper_process", "security questionnaire"},
-    {"paper_process", "purchase order"},
-    {"paper_process", "vendor onboarding"},
-    {"paper_process", "order form"},
-    {"paper_process", "dpa"},
-    {"identify_pain", "pain"},
-    {"identify_pain", "pain point"},
-    {"identify_pain", "pain points"},
-    {"identify_pain", "challenge"},
-    {"identify_pain", "challenges"},
-    {"identify_pain", "struggling"},
-    {"identify_pain", "struggle with"},
-    {"identify_pain", "frustrated"},
-    {"identify_pain", "frustrating"},
-    {"identify_pain", "bottleneck"},
-    {"identify_pain", "bottlenecks"},
-    {"identify_pain", "problem"},
-    {"identify_pain", "problems"},
-    {"identify_pain", "manual process"},
-    {"identify_pain", "wasting time"},
-    {"identify_pain", "costing us"},
-    {"champion", "champion"},
-    {"champion", "champions"},
-    {"champion", "internal champion"},
-    {"champion", "advocate"},
-    {"champion", "executive sponsor"},
-    {"champion", "internal sponsor"},
-    {"champion", "pushing for"},
-    {"champion", "selling internally"},
-    {"champion", "sell it internally"},
-    {"champion", "in our corner"},
-    {"competition", "competitor"},
-    {"competition", "competitors"},
-    {"competition", "competition"},
-    {"competition", "competing"},
-    {"competition", "incumbent"},
-    {"competition", "alternatives"},
-    {"competition", "other vendor"},
-    {"competition", "other vendors"},
-    {"competition", "status quo"},
-    {"competition", "in house"},
-    {"competition", "shortlist"},
-    {"competition", "bake off"},
+    {"metrics", "roi", false},
+    {"metrics", "return on investment", false},
+    {"metrics", "payback period", false},
+    {"metrics", "cost savings", false},
+    {"metrics", "save hours", false},
+    {"metrics", "reduce churn", false},
+    {"metrics", "increase revenue", false},
+    {"metrics", "kpi", false},
+    {"metrics", "business case", false},
+    {"metrics", "per year", false},
+    {"economic_buyer", "economic buyer", false},
+    {"economic_buyer", "owns the budget", false},
+    {"economic_buyer", "budget holder", false},
+    {"economic_buyer", "sign off", false},
+    {"economic_buyer", "final approval", false},
+    {"economic_buyer", "cfo", false},
+    {"economic_buyer", "vp of finance", false},
+    {"economic_buyer", "approve the spend", false},
+    {"decision_criteria", "decision criteria", false},
+    {"decision_criteria", "evaluation criteria", false},
+    {"decision_criteria", "requirements", false},
+    {"decision_criteria", "must have", false},
+    {"decision_criteria", "nice to have", false},
+    {"decision_criteria", "scorecard", false},
+    {"decision_criteria", "security review", false},
+    {"decision_criteria", "integration with", false},
+    {"decision_process", "decision process", false},
+    {"decision_process", "next steps", false},
+    {"decision_process", "timeline", false},
+    {"decision_process", "steering committee", false},
+    {"decision_process", "proof of concept", false},
+    {"decision_process", "pilot", false},
+    {"decision_process", "decide by", false},
+    {"decision_process", "buying committee", false},
+    {"paper_process", "procurement", false},
+    {"paper_process", "legal review", false},
+    {"paper_process", "purchase order", false},
+    {"paper_process", "msa", false},
+    {"paper_process", "redlines", false},
+    {"paper_process", "contract", false},
+    {"paper_process", "vendor onboarding", false},
+    {"paper_process", "signature", false},
+    {"identify_pain", "pain point", false},
+    {"identify_pain", "struggling with", false},
+    {"identify_pain", "biggest challenge", false},
+    {"identify_pain", "frustrated", false},
+    {"identify_pain", "bottleneck", false},
+    {"identify_pain", "manual process", false},
+    {"identify_pain", "losing customers", false},
+    {"identify_pain", "too slow", false},
+    {"champion", "champion", false},
+    {"champion", "internal advocate", false},
+    {"champion", "i will push for", false},
+    {"champion", "sell this internally", false},
+    {"champion", "on our side", false},
+    {"champion", "introduce you to", false},
+    {"champion", "set up a meeting with", false},
+    {"champion", "i can present", false},
+    {"competition", "competitor", false},
+    {"competition", "alternatives", false},
+    {"competition", "other vendors", false},
+    {"competition", "also evaluating", false},
+    {"competition", "incumbent", false},
+    {"competition", "build it ourselves", false},
+    {"competition", "in-house solution", false},
+    {"competition", "compared to", false},
 };
 
 const ds_meddicc_phrase_t *ds_meddicc_default_phrases(size_t *n) {
@@ -276,6 +241,7 @@ typedef struct {
     uint16_t len;
     uint8_t element;
     bool last_word; /* the last character is a word character */
+    bool disabled;  /* only while compiling */
 } phrase_t;
 
 struct ds_meddicc_lexicon {
@@ -315,13 +281,17 @@ static int normalize_phrase(const char *in, char *out) {
     return (int)n;
 }
 
-static int phrase_cmp(const void *a, const void *b) {
-    const phrase_t *x = a, *y = b;
+/* Same element and phrase compare equal. */
+static int phrase_key_cmp(const phrase_t *x, const phrase_t *y) {
     uint8_t fx = (uint8_t)x->text[0], fy = (uint8_t)y->text[0];
     if (fx != fy) return fx < fy ? -1 : 1;
     if (x->len != y->len) return x->len > y->len ? -1 : 1;
     if (x->element != y->element) return x->element < y->element ? -1 : 1;
     return strcmp(x->text, y->text);
+}
+
+static int phrase_cmp(const void *a, const void *b) {
+    return phrase_key_cmp(a, b);
 }
 
 int ds_meddicc_lexicon_new(const ds_meddicc_phrase_t *rows, size_t n, ds_meddicc_lexicon_t **out,
@@ -357,14 +327,20 @@ int ds_meddicc_lexicon_new(const ds_meddicc_phrase_t *rows, size_t n, ds_meddicc
         size_t last;
         (void)utf8_decode_prev((const uint8_t *)pp, (size_t)len, &last);
         ph->last_word = word_at((const uint8_t *)pp, (size_t)len, last);
+        ph->disabled = rows[i].disabled;
         pp += len + 1;
     }
     qsort(lex->phrases, n, sizeof *lex->phrases, phrase_cmp);
-    /* Sorting puts duplicates next to each other. */
+    /* Sorting puts the rows of one element and phrase next to each other:
+     * keep one of each group, none when any row of the group is disabled. */
     size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (m > 0 && phrase_cmp(&lex->phrases[m - 1], &lex->phrases[i]) == 0) continue;
-        lex->phrases[m++] = lex->phrases[i];
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        bool off = false;
+        while (j < n && phrase_key_cmp(&lex->phrases[i], &lex->phrases[j]) == 0)
+            off |= lex->phrases[j++].disabled;
+        if (!off) lex->phrases[m++] = lex->phrases[i];
+        i = j;
     }
     lex->n = m;
     size_t j = 0;

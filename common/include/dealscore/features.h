@@ -9,14 +9,15 @@
  *
  * What "known at as_of" means (inclusive: a fact dated exactly as_of counts):
  * - interactions and transcripts with occurred_at <= as_of;
- * - stage, amount and close date: the latest opportunity_history row of that
- *   field with changed_at <= as_of. A field with history rows, none of them
- *   at or before as_of, is unknown (NaN): history holds new values only, so
- *   the value before the first recorded change cannot be known. The loader
- *   (ingest) should therefore write one history row per field when the
- *   opportunity is created. A field with no history rows at all falls back
- *   to the opportunity's current value, but only when the row's changed_at
- *   is unknown or <= as_of;
+ * - stage, amount and close date: the new value of the latest
+ *   opportunity_history row of that field with changed_at <= as_of; when all
+ *   of the field's rows are later, the old value of the earliest one (the
+ *   value in force until that change, so still a fact of as_of; ingest writes
+ *   the creation row with no old value, which makes the field unknown before
+ *   it). A field with no history rows at all falls back to the opportunity's
+ *   current value, but only when the row's changed_at is unknown or <= as_of.
+ *   A stage in force since before the first recorded change counts as
+ *   entered at created_at. Rows of other fields ("outcome") are ignored;
  * - account and owner win rates from deals closed strictly before as_of;
  * - the outcome and closed_at of the opportunity itself: never (they are in
  *   ds_opp_raw_t for the trainer's convenience and are not read).
@@ -69,7 +70,7 @@
       "NaN when no amount (>= 0) is known; value is ln(1 + amount)")                              \
     X(AMOUNT_CHANGE_RATIO, "amount_change_ratio", "temporal", "ratio",                            \
       "Amount vs first known amount",                                                             \
-      "NaN when the amount has no history at as_of or the first amount is 0")                     \
+      "NaN when either amount is unknown or the first is 0; 1 without amount history")                     \
     X(N_EMAIL_14D, "n_email_14d", "interaction", "count", "Emails, last 14 days", "0 when none")  \
     X(N_EMAIL_30D, "n_email_30d", "interaction", "count", "Emails, last 30 days", "0 when none")  \
     X(N_EMAIL_ALL, "n_email_all", "interaction", "count", "Emails, all time", "0 when none")      \
@@ -216,23 +217,35 @@ int ds_winrate_owner(const ds_winrate_ctx_t *wr, const char *owner_id, int64_t b
 
 /* ---- raw input -------------------------------------------------------------- */
 
-typedef enum { DS_HIST_STAGE = 0, DS_HIST_AMOUNT, DS_HIST_CLOSE_DATE } ds_hist_field_t;
+typedef enum {
+    DS_HIST_STAGE = 0,
+    DS_HIST_AMOUNT,
+    DS_HIST_CLOSE_DATE,
+    DS_HIST_IGNORED, /* "outcome" and anything else: never read */
+} ds_hist_field_t;
 
-/* One opportunity_history row: the new value of one field. */
+/* One field's value; only the member of the row's field is read. */
+typedef struct {
+    const char *stage;     /* NULL when none */
+    double amount;         /* NaN when none */
+    int64_t close_date_us; /* DS_TIME_NONE when none */
+} ds_hist_value_t;
+
+/* One opportunity_history row: a change of one field. */
 typedef struct {
     ds_hist_field_t field;
-    const char *stage;     /* DS_HIST_STAGE: the new stage, NULL when cleared */
-    double amount;         /* DS_HIST_AMOUNT: the new amount, NaN when cleared */
-    int64_t close_date_us; /* DS_HIST_CLOSE_DATE: the new close date, DS_TIME_NONE when cleared */
-    int64_t changed_at_us; /* rows with DS_TIME_NONE are never in force */
+    ds_hist_value_t old_value; /* none on the row that records the creation */
+    ds_hist_value_t new_value;
+    int64_t changed_at_us; /* rows with DS_TIME_NONE are ignored */
 } ds_opp_history_t;
 
-/* Fills row from the table's text columns: field "stage", "amount" or
- * "close_date"; value as text (NULL or "" = cleared; stage is borrowed,
- * amount parsed as a number, close_date as ISO 8601 via ds_parse_time_us).
- * Returns 0, or DS_EINVAL for an unknown field or an unparsable value. */
-int ds_opp_history_set(ds_opp_history_t *row, const char *field, const char *value,
-                       int64_t changed_at_us);
+/* Fills row from the table's text columns: field "stage", "amount",
+ * "close_date" (or "outcome", stored as DS_HIST_IGNORED); values as text
+ * (NULL or "" = none; stage borrowed, amount parsed as a number, close_date
+ * as ISO 8601 via ds_parse_time_us). Returns 0, or DS_EINVAL for an unknown
+ * field or an unparsable value (row untouched). */
+int ds_opp_history_set(ds_opp_history_t *row, const char *field, const char *old_value,
+                       const char *new_value, int64_t changed_at_us);
 
 typedef enum {
     DS_INTERACTION_EMAIL = 0,

@@ -77,6 +77,7 @@ int ds_meddicc_element_parse(const char *name);
 typedef struct {
     const char *element; /* an element name ds_meddicc_element_parse accepts */
     const char *phrase;
+    bool disabled; /* switches the phrase off for its element (weight = 0 in the table) */
 } ds_meddicc_phrase_t;
 
 /* The built-in default lexicon (the same set the default migration inserts
@@ -86,7 +87,9 @@ const ds_meddicc_phrase_t *ds_meddicc_default_phrases(size_t *n);
 typedef struct ds_meddicc_lexicon ds_meddicc_lexicon_t;
 
 /* Compiles n rows into a lexicon (normalized phrases indexed by first byte;
- * duplicates after normalization are dropped). Returns 0 and sets *out (free
+ * duplicates after normalization are dropped, and a disabled row removes
+ * every row of the same element and normalized phrase, so the loader can
+ * pass the default rows and the org's rows together). Returns 0 and sets *out (free
  * with ds_meddicc_lexicon_destroy), or DS_EINVAL with a sentence in errstr
  * (unknown element, empty or too long phrase) and *out untouched. The rows
  * are copied; the caller keeps ownership of its strings. */
