@@ -236,14 +236,18 @@ long ds_sim_account_count(const ds_sim_t *sim)
     return sim->nacc;
 }
 
+void ds_sim_emit_account(const ds_sim_t *sim, long i, const ds_sim_sink_t *sink)
+{
+    const account_t *a = &sim->acc[i];
+    ds_sim_account_t rec = {a->id, a->name, industries[a->industry], regions[a->region],
+                            sizes[a->size], a->created};
+    sink->account(sink->ud, &rec);
+}
+
 void ds_sim_emit_accounts(const ds_sim_t *sim, const ds_sim_sink_t *sink)
 {
-    for (long i = 0; i < sim->nacc; i++) {
-        const account_t *a = &sim->acc[i];
-        ds_sim_account_t rec = {a->id, a->name, industries[a->industry], regions[a->region],
-                                sizes[a->size], a->created};
-        sink->account(sink->ud, &rec);
-    }
+    for (long i = 0; i < sim->nacc; i++)
+        ds_sim_emit_account(sim, i, sink);
 }
 
 ds_sim_scratch_t *ds_sim_scratch_new(void)

@@ -96,6 +96,8 @@ void ds_sim_destroy(ds_sim_t *sim);
 long ds_sim_account_count(const ds_sim_t *sim);
 /* Emits every account, in creation order. */
 void ds_sim_emit_accounts(const ds_sim_t *sim, const ds_sim_sink_t *sink);
+/* Emits account i (0 <= i < ds_sim_account_count). */
+void ds_sim_emit_account(const ds_sim_t *sim, long i, const ds_sim_sink_t *sink);
 
 /* Per-thread working memory for ds_sim_deal. */
 ds_sim_scratch_t *ds_sim_scratch_new(void);

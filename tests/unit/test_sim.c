@@ -2,8 +2,13 @@
  * it wrote: determinism, RFC 4180 CSV with the DESIGN.md columns, a
  * consistent CRM history, truth rows only at checkpoints before the close,
  * outcomes that agree with the truth, MEDDICC cues in transcripts. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -555,6 +560,160 @@ Test(sim, bad_usage_exits_2_with_one_line_naming_the_option)
         free(msg);
     }
     cr_expect_eq(run_sim("--help", NULL), 0);
+    rm_rf(d);
+    free(d);
+}
+
+/* ---- stream mode against a tiny local listener ------------------------- */
+
+typedef struct {
+    int lfd;
+    pthread_mutex_t mu;
+    int requests, bad_auth, bad_body, records;
+    int by_path[4]; /* accounts, opportunities, interactions, transcripts */
+    int meta_objects;
+} listener_t;
+
+typedef struct {
+    listener_t *l;
+    int fd;
+} conn_arg_t;
+
+static void *serve_conn(void *arg)
+{
+    conn_arg_t *ca = arg;
+    listener_t *l = ca->l;
+    int fd = ca->fd;
+    free(ca);
+    static const char *const paths[4] = {
+        "/v1/accounts", "/v1/opportunities", "/v1/interactions", "/v1/transcripts",
+    };
+    size_t cap = 1 << 20, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        char *hend;
+        while (!(len > 0 && (hend = memmem(buf, len, "\r\n\r\n", 4)))) {
+            if (len + 4096 > cap)
+                buf = realloc(buf, cap *= 2);
+            ssize_t r = recv(fd, buf + len, cap - len, 0);
+            if (r <= 0)
+                goto done;
+            len += (size_t)r;
+        }
+        size_t hl = (size_t)(hend - buf) + 4;
+        buf[hl - 1] = '\0';
+        char *cl = strcasestr(buf, "content-length:");
+        size_t blen = cl ? (size_t)strtol(cl + 15, NULL, 10) : 0;
+        while (len < hl + blen) {
+            if (hl + blen > cap)
+                buf = realloc(buf, cap = hl + blen + 4096);
+            ssize_t r = recv(fd, buf + len, cap - len, 0);
+            if (r <= 0)
+                goto done;
+            len += (size_t)r;
+        }
+        int path = -1;
+        for (int i = 0; i < 4; i++) {
+            char want[64];
+            snprintf(want, sizeof(want), "POST %s HTTP/1.1\r\n", paths[i]);
+            if (!strncmp(buf, want, strlen(want)))
+                path = i;
+        }
+        int auth = strstr(buf, "\r\nAuthorization: Bearer s3cret\r\n") != NULL;
+        json_error_t jerr;
+        json_t *body = json_loadb(buf + hl, blen, 0, &jerr);
+        int ok_body = body && json_is_array(body) && json_array_size(body) > 0;
+        int nrec = 0, metas = 0;
+        size_t idx;
+        json_t *rec;
+        json_array_foreach(body, idx, rec) {
+            if (!json_is_object(rec) || !json_is_string(json_object_get(rec, "external_id")))
+                ok_body = 0;
+            if (json_is_object(json_object_get(rec, "meta")))
+                metas++;
+            nrec++;
+        }
+        json_decref(body);
+        pthread_mutex_lock(&l->mu);
+        l->requests++;
+        l->bad_auth += !auth;
+        l->bad_body += !ok_body || path < 0;
+        l->records += nrec;
+        l->meta_objects += metas;
+        if (path >= 0)
+            l->by_path[path]++;
+        pthread_mutex_unlock(&l->mu);
+        static const char resp[] = "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n";
+        if (send(fd, resp, sizeof(resp) - 1, MSG_NOSIGNAL) < 0)
+            break;
+        memmove(buf, buf + hl + blen, len - hl - blen);
+        len -= hl + blen;
+    }
+done:
+    free(buf);
+    close(fd);
+    return NULL;
+}
+
+static void *accept_loop(void *arg)
+{
+    listener_t *l = arg;
+    for (;;) {
+        int fd = accept(l->lfd, NULL, NULL);
+        if (fd < 0)
+            return NULL;
+        conn_arg_t *ca = malloc(sizeof(*ca));
+        ca->l = l;
+        ca->fd = fd;
+        pthread_t t;
+        pthread_create(&t, NULL, serve_conn, ca);
+        pthread_detach(t);
+    }
+}
+
+Test(sim, stream_posts_json_arrays_to_the_webhooks)
+{
+    static listener_t l;
+    pthread_mutex_init(&l.mu, NULL);
+    l.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(l.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(l.lfd, 64), 0);
+    socklen_t sl = sizeof(sa);
+    getsockname(l.lfd, (struct sockaddr *)&sa, &sl);
+    pthread_t t;
+    pthread_create(&t, NULL, accept_loop, &l);
+
+    char args[256];
+    snprintf(args, sizeof(args),
+             "--stream http://127.0.0.1:%d --token s3cret --rate 20000 --batch 25 "
+             "--concurrency 3 --duration 20 --opportunities 60 --seed 4",
+             ntohs(sa.sin_port));
+    cr_assert_eq(run_sim(args, NULL), 0, "stream run failed");
+    pthread_mutex_lock(&l.mu);
+    cr_expect(l.requests > 10, "only %d requests", l.requests);
+    cr_expect_eq(l.bad_auth, 0);
+    cr_expect_eq(l.bad_body, 0, "%d requests with a bad path or body", l.bad_body);
+    cr_expect(l.by_path[0] > 0 && l.by_path[1] > 0 && l.by_path[2] > 0 && l.by_path[3] > 0,
+              "requests by path %d %d %d %d", l.by_path[0], l.by_path[1], l.by_path[2],
+              l.by_path[3]);
+    cr_expect(l.meta_objects > 0, "interactions carry no meta object");
+    pthread_mutex_unlock(&l.mu);
+    close(l.lfd);
+}
+
+Test(sim, stream_reports_an_unreachable_server)
+{
+    char *d = tmpdir_new();
+    char err[512];
+    snprintf(err, sizeof(err), "%s/err.txt", d);
+    /* Port 1 on loopback: nothing listens there. */
+    cr_expect_eq(run_sim("--stream http://127.0.0.1:1 --token x --duration 1", err), 1);
+    char *msg = slurp(d, "err.txt", NULL);
+    cr_expect(strstr(msg, "could not connect") != NULL, "message: %s", msg);
+    free(msg);
+    unsetenv("DEALSCORE_INGEST_TOKEN");
+    cr_expect_eq(run_sim("--stream http://127.0.0.1:1", NULL), 2, "missing --token is usage");
     rm_rf(d);
     free(d);
 }
