@@ -28,7 +28,9 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     ds_producer_t *p = opaque;
     (void)rk;
     int err = ds__kafka_errcode(m->err);
-    const char *errmsg = m->err ? rd_kafka_message_errstr(m) : "";
+    /* Not rd_kafka_message_errstr(): for a delivery report it returns the
+     * message payload, which is not a string. */
+    const char *errmsg = m->err ? rd_kafka_err2str(m->err) : "";
     if (p->cb) {
         p->cb(p->cb_opaque, m->_private, err, errmsg, m);
     } else if (m->err) {
