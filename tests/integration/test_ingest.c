@@ -1,0 +1,469 @@
+/* Ingest webhooks against the real Postgres and Kafka: rows, history,
+ * outbox, events with key and headers, idempotency, placeholders, every bad
+ * input with its exact status and body, signatures. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <openssl/hmac.h>
+
+#include "dstest.h"
+#include "dealscore/v1/events.pb-c.h"
+
+static dst_t T;
+
+static void setup(void) {
+    dst_setup(&T);
+    free(dst_token(&T, "acme", NULL));
+    dst_start(&T, "ingest");
+}
+
+static void teardown(void) { dst_teardown(&T); }
+
+TestSuite(ingest, .init = setup, .fini = teardown, .timeout = 120);
+
+static json_t *body_json(const httpc_resp_t *r) {
+    json_t *j = json_loads(r->body ? r->body : "", 0, NULL);
+    cr_assert(j, "response body is not JSON: %s", r->body);
+    return j;
+}
+
+static void expect_accept(const char *path, const char *body, int accepted, int unchanged, int events) {
+    httpc_resp_t r = dst_post(&T, path, body, NULL, NULL);
+    cr_assert_eq(r.status, 202, "%s -> %d %s", path, r.status, r.body);
+    json_t *j = body_json(&r);
+    cr_expect_eq(json_integer_value(json_object_get(j, "accepted")), accepted, "%s", r.body);
+    cr_expect_eq(json_integer_value(json_object_get(j, "unchanged")), unchanged, "%s", r.body);
+    cr_expect_eq(json_integer_value(json_object_get(j, "events")), events, "%s", r.body);
+    json_decref(j);
+    httpc_free(&r);
+}
+
+static const char *OPP1 =
+    "{\"external_id\":\"OPP-1\",\"account_external_id\":\"ACC-1\",\"stage\":\"discovery\","
+    "\"created_at\":\"2026-03-01T09:00:00Z\",\"amount\":12000,\"owner_id\":\"u7\","
+    "\"product_category\":\"analytics\",\"persona\":\"cfo\",\"close_date\":\"2026-06-30\"}";
+
+Test(ingest, webhook_stores_rows_and_publishes_keyed_event_with_headers) {
+    ds_consumer_t *c = dst_consumer(&T, "opportunity.changed");
+    int64_t t0 = ds_now_us();
+    expect_accept("/v1/opportunities", OPP1, 1, 0, 1);
+    int64_t t1 = ds_now_us();
+    PGconn *db = pgt_connect_db(&T.db);
+    cr_assert_eq(pgt_longf(db, "select count(*) from opportunities where external_id = 'OPP-1'"
+                               " and stage = 'discovery' and amount = 12000 and outcome = 'open'"
+                               " and close_date = '2026-06-30' and not placeholder"), 1);
+    /* The account it references exists as a placeholder until it arrives. */
+    cr_assert_eq(pgt_longf(db, "select count(*) from accounts where external_id = 'ACC-1' and placeholder"), 1);
+    cr_assert_eq(pgt_longf(db, "select count(*) from opportunity_history h join opportunities o"
+                               " on o.id = h.opportunity_id where o.external_id = 'OPP-1'"
+                               " and h.changed_at = '2026-03-01T09:00:00Z'"
+                               " and ((field = 'stage' and new_value = 'discovery')"
+                               " or (field = 'amount' and new_value = '12000')"
+                               " or (field = 'close_date' and new_value = '2026-06-30'))"), 3);
+    char *opp_id = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-1'");
+    char *src_hash = pgt_valuef(db, "select source_hash from opportunities where external_id = 'OPP-1'");
+    rd_kafka_message_t *m[1];
+    dst_consume(c, m, 1, 15000);
+    cr_assert_eq(m[0]->key_len, strlen(opp_id));
+    cr_assert(memcmp(m[0]->key, opp_id, m[0]->key_len) == 0, "key is the opportunity id");
+    Dealscore__V1__OpportunityChanged *ev =
+        dealscore__v1__opportunity_changed__unpack(NULL, m[0]->len, m[0]->payload);
+    cr_assert(ev, "payload decodes as OpportunityChanged");
+    cr_expect_str_eq(ev->opportunity_id, opp_id);
+    cr_expect_str_eq(ev->org_id, T.org_id);
+    cr_expect_eq(ev->kind, DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_OPPORTUNITY_UPSERTED);
+    cr_expect_str_eq(ev->source, "webhook");
+    cr_expect_str_eq(ev->source_hash, src_hash);
+    /* Without changed_at the change happened when ingest received it. */
+    cr_expect(ev->occurred_at_us >= t0 - 1000000 && ev->occurred_at_us <= t1 + 1000000,
+              "occurred_at %lld not within the request", (long long)ev->occurred_at_us);
+    char h[128];
+    cr_expect_eq(ds_kafka_header_get(m[0], "ce_type", h, sizeof h), 0);
+    cr_expect_str_eq(h, "dealscore.opportunity.changed.v1");
+    cr_expect_eq(ds_kafka_header_get(m[0], "ce_id", h, sizeof h), 0);
+    cr_expect_str_eq(h, ev->event_id);
+    cr_expect_eq(ds_kafka_header_get(m[0], "ce_specversion", h, sizeof h), 0);
+    cr_expect_str_eq(h, "1.0");
+    cr_expect_eq(ds_kafka_header_get(m[0], "content-type", h, sizeof h), 0);
+    cr_expect_str_eq(h, "application/protobuf");
+    cr_expect_eq(ds_kafka_header_get(m[0], "traceparent", h, sizeof h), 0);
+    cr_expect(ds_event_traceparent_valid(h), "traceparent %s", h);
+    dealscore__v1__opportunity_changed__free_unpacked(ev, NULL);
+    cr_assert_eq(pgt_longf(db, "select count(*) from outbox where sent_at is null"), 0);
+    ds_consumer_release(m, 1);
+    ds_consumer_destroy(c);
+    free(opp_id);
+    free(src_hash);
+    PQfinish(db);
+}
+
+Test(ingest, traceparent_is_carried_from_the_webhook) {
+    ds_consumer_t *c = dst_consumer(&T, "opportunity.changed");
+    const char *tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    char *hdr = pgt_fmt("traceparent: %s\r\n", tp);
+    httpc_resp_t r = dst_post(&T, "/v1/opportunities", OPP1, NULL, hdr);
+    cr_assert_eq(r.status, 202, "%s", r.body);
+    httpc_free(&r);
+    free(hdr);
+    rd_kafka_message_t *m[1];
+    dst_consume(c, m, 1, 15000);
+    char h[128];
+    cr_assert_eq(ds_kafka_header_get(m[0], "traceparent", h, sizeof h), 0);
+    cr_expect(strncmp(h, "00-0af7651916cd43dd8448eb211c80319c-", 36) == 0,
+              "same trace id expected: %s", h);
+    ds_consumer_release(m, 1);
+    ds_consumer_destroy(c);
+}
+
+Test(ingest, identical_resend_changes_nothing_and_publishes_nothing) {
+    ds_consumer_t *c = dst_consumer(&T, "opportunity.changed");
+    expect_accept("/v1/opportunities", OPP1, 1, 0, 1);
+    long long hist = dst_count(&T, "select count(*) from opportunity_history");
+    char *ingested = NULL;
+    {
+        PGconn *db = pgt_connect_db(&T.db);
+        ingested = pgt_valuef(db, "select ingested_at from opportunities where external_id = 'OPP-1'");
+        PQfinish(db);
+    }
+    /* Same record, keys in another order and changed_at set: the same record. */
+    expect_accept("/v1/opportunities",
+                  "[{\"amount\":12000.0,\"stage\":\"discovery\",\"external_id\":\"OPP-1\","
+                  "\"account_external_id\":\"ACC-1\",\"created_at\":\"2026-03-01T10:00:00+01:00\","
+                  "\"owner_id\":\"u7\",\"product_category\":\"analytics\",\"persona\":\"cfo\","
+                  "\"close_date\":\"2026-06-30\",\"changed_at\":\"2026-03-02T00:00:00Z\"}]",
+                  1, 1, 0);
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunity_history"), hist);
+    cr_expect_eq(dst_count(&T, "select count(*) from outbox"), 1);
+    PGconn *db = pgt_connect_db(&T.db);
+    char *again = pgt_valuef(db, "select ingested_at from opportunities where external_id = 'OPP-1'");
+    cr_expect_str_eq(again, ingested, "the row was not rewritten");
+    free(again);
+    free(ingested);
+    PQfinish(db);
+    /* The next event on the topic is the next real change, not a duplicate. */
+    expect_accept("/v1/opportunities",
+                  "{\"external_id\":\"OPP-1\",\"account_external_id\":\"ACC-1\",\"stage\":\"proposal\","
+                  "\"created_at\":\"2026-03-01T09:00:00Z\",\"amount\":12000,\"owner_id\":\"u7\","
+                  "\"product_category\":\"analytics\",\"persona\":\"cfo\",\"close_date\":\"2026-06-30\","
+                  "\"changed_at\":\"2026-04-01T00:00:00Z\"}",
+                  1, 0, 1);
+    rd_kafka_message_t *m[2];
+    dst_consume(c, m, 2, 15000);
+    Dealscore__V1__OpportunityChanged *ev =
+        dealscore__v1__opportunity_changed__unpack(NULL, m[1]->len, m[1]->payload);
+    cr_assert(ev);
+    cr_expect_eq(ev->kind, DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_STAGE_CHANGED);
+    cr_expect_eq(ev->occurred_at_us, 1775001600LL * 1000000); /* 2026-04-01 */
+    dealscore__v1__opportunity_changed__free_unpacked(ev, NULL);
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunity_history where field = 'stage'"
+                               " and old_value = 'discovery' and new_value = 'proposal'"
+                               " and changed_at = '2026-04-01T00:00:00Z'"),
+                 1);
+    ds_consumer_release(m, 2);
+    ds_consumer_destroy(c);
+}
+
+Test(ingest, out_of_order_interaction_is_kept_until_its_opportunity_arrives) {
+    ds_consumer_t *c = dst_consumer(&T, "opportunity.changed");
+    expect_accept("/v1/interactions",
+                  "{\"external_id\":\"INT-1\",\"opportunity_external_id\":\"OPP-1\",\"type\":\"meeting\","
+                  "\"occurred_at\":\"2026-03-05T15:00:00Z\",\"duration_min\":45,\"meta\":{\"attendees\":3}}",
+                  1, 0, 0);
+    expect_accept("/v1/transcripts",
+                  "{\"external_id\":\"TR-1\",\"opportunity_external_id\":\"OPP-1\","
+                  "\"occurred_at\":\"2026-03-05T16:00:00Z\",\"text\":\"Our champion, Dana, is pushing.\"}",
+                  1, 0, 0);
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunities where external_id = 'OPP-1' and placeholder"), 1);
+    expect_accept("/v1/opportunities", OPP1, 1, 0, 1);
+    /* One opportunity row, the interaction and transcript attached to it. */
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunities where external_id = 'OPP-1'"), 1);
+    cr_expect_eq(dst_count(&T, "select count(*) from interactions i join opportunities o on o.id = i.opportunity_id"
+                               " where o.external_id = 'OPP-1' and not o.placeholder and i.duration_min = 45"
+                               " and i.meta = '{\"attendees\": 3}'::jsonb"),
+                 1);
+    cr_expect_eq(dst_count(&T, "select count(*) from transcripts t join opportunities o on o.id = t.opportunity_id"
+                               " where o.external_id = 'OPP-1'"),
+                 1);
+    rd_kafka_message_t *m[1];
+    dst_consume(c, m, 1, 15000);
+    ds_consumer_release(m, 1);
+    /* Further interactions of a known deal publish at once. */
+    expect_accept("/v1/interactions",
+                  "[{\"external_id\":\"INT-2\",\"opportunity_external_id\":\"OPP-1\",\"type\":\"EMAIL\","
+                  "\"occurred_at\":\"2026-03-06T08:00:00Z\"}]",
+                  1, 0, 1);
+    dst_consume(c, m, 1, 15000);
+    Dealscore__V1__OpportunityChanged *ev =
+        dealscore__v1__opportunity_changed__unpack(NULL, m[0]->len, m[0]->payload);
+    cr_expect_eq(ev->kind, DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_INTERACTION_ADDED);
+    dealscore__v1__opportunity_changed__free_unpacked(ev, NULL);
+    ds_consumer_release(m, 1);
+    ds_consumer_destroy(c);
+}
+
+Test(ingest, account_change_fans_out_to_open_opportunities) {
+    expect_accept("/v1/opportunities",
+                  "[{\"external_id\":\"O-A\",\"account_external_id\":\"ACC-9\",\"stage\":\"demo\",\"created_at\":\"2026-01-01T00:00:00Z\"},"
+                  "{\"external_id\":\"O-B\",\"account_external_id\":\"ACC-9\",\"stage\":\"proposal\",\"created_at\":\"2026-01-01T00:00:00Z\"},"
+                  "{\"external_id\":\"O-C\",\"account_external_id\":\"ACC-9\",\"stage\":\"Closed Lost\",\"created_at\":\"2026-01-01T00:00:00Z\"}]",
+                  3, 0, 3);
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunities where external_id = 'O-C' and outcome = 'lost'"
+                               " and closed_at is not null"),
+                 1);
+    expect_accept("/v1/accounts", "{\"external_id\":\"ACC-9\",\"name\":\"Initech\",\"industry\":\"software\"}",
+                  1, 0, 2);
+    cr_expect_eq(dst_count(&T, "select count(*) from outbox where kind = 'account_updated'"), 2);
+    cr_expect_eq(dst_count(&T, "select count(*) from accounts where external_id = 'ACC-9' and not placeholder"
+                               " and name = 'Initech'"),
+                 1);
+}
+
+typedef struct {
+    const char *what;
+    const char *path;
+    const char *body;
+    int status;
+    const char *field;   /* expected errors[0].field, or NULL */
+    const char *problem; /* expected errors[0].problem, or error code */
+} bad_case_t;
+
+static void expect_error(const bad_case_t *bc, const httpc_resp_t *r) {
+    cr_expect_eq(r->status, bc->status, "%s: status %d body %s", bc->what, r->status, r->body);
+    json_t *j = body_json(r);
+    if (bc->field) {
+        json_t *e0 = json_array_get(json_object_get(j, "errors"), 0);
+        cr_expect_str_eq(json_string_value(json_object_get(e0, "field")), bc->field, "%s: %s", bc->what, r->body);
+        cr_expect_str_eq(json_string_value(json_object_get(e0, "problem")), bc->problem, "%s: %s", bc->what, r->body);
+    } else {
+        cr_expect_str_eq(json_string_value(json_object_get(j, "error")), bc->problem, "%s: %s", bc->what, r->body);
+    }
+    json_decref(j);
+}
+
+Test(ingest, each_bad_input_gets_its_status_and_body_and_changes_nothing) {
+    expect_accept("/v1/opportunities", OPP1, 1, 0, 1);
+    const char *tables[] = {"accounts", "opportunities", "opportunity_history", "interactions", "transcripts", "outbox"};
+    long long before[6];
+    for (int i = 0; i < 6; i++) {
+        char *q = pgt_fmt("select count(*) from %s", tables[i]);
+        before[i] = dst_count(&T, q);
+        free(q);
+    }
+    bad_case_t cases[] = {
+        {"bad json", "/v1/opportunities", "{\"external_id\": ", 400, "", NULL},
+        {"wrong type", "/v1/opportunities",
+         "{\"external_id\":\"X\",\"stage\":\"demo\",\"created_at\":\"2026-01-01T00:00:00Z\",\"amount\":\"lots\"}",
+         400, "amount", "must be a number"},
+        {"missing field", "/v1/opportunities", "{\"external_id\":\"X\",\"created_at\":\"2026-01-01T00:00:00Z\"}",
+         400, "stage", "is required"},
+        {"unknown enum", "/v1/interactions",
+         "{\"external_id\":\"I\",\"opportunity_external_id\":\"OPP-1\",\"type\":\"fax\",\"occurred_at\":\"2026-01-01T00:00:00Z\"}",
+         400, "type", "must be one of email, phone, meeting, demo, support"},
+        {"negative amount", "/v1/opportunities",
+         "{\"external_id\":\"X\",\"stage\":\"demo\",\"created_at\":\"2026-01-01T00:00:00Z\",\"amount\":-5}",
+         400, "amount", "must be >= 0"},
+        {"bad date", "/v1/opportunities", "{\"external_id\":\"X\",\"stage\":\"demo\",\"created_at\":\"2026-02-30T00:00:00Z\"}",
+         400, "created_at", "must be an ISO 8601 timestamp with a zone (e.g. 2026-01-31T12:00:00Z)"},
+        {"no zone", "/v1/opportunities", "{\"external_id\":\"X\",\"stage\":\"demo\",\"created_at\":\"2026-01-01T00:00:00\"}",
+         400, "created_at", "must be an ISO 8601 timestamp with a zone (e.g. 2026-01-31T12:00:00Z)"},
+        {"not an object", "/v1/accounts", "[42]", 400, "", "record must be a JSON object"},
+        {"empty array", "/v1/accounts", "[]", 400, NULL, "empty"},
+    };
+    for (size_t i = 0; i < PGT_N(cases); i++) {
+        httpc_resp_t r = dst_post(&T, cases[i].path, cases[i].body, NULL, NULL);
+        if (i == 0) {
+            cr_expect_eq(r.status, 400, "%s", r.body);
+            json_t *j = body_json(&r);
+            cr_expect_str_eq(json_string_value(json_object_get(j, "error")), "invalid_json");
+            json_decref(j);
+        } else {
+            expect_error(&cases[i], &r);
+        }
+        httpc_free(&r);
+    }
+    /* A valid record beside an invalid one: the whole request changes nothing,
+     * and every problem is listed with its index. */
+    httpc_resp_t r = dst_post(&T, "/v1/accounts",
+                              "[{\"external_id\":\"OK\",\"name\":\"Fine\"},{\"name\":\"no id\"},"
+                              "{\"external_id\":\"B\",\"name\":true,\"created_at\":\"soon\"}]",
+                              NULL, NULL);
+    cr_expect_eq(r.status, 400);
+    json_t *j = body_json(&r);
+    json_t *errs = json_object_get(j, "errors");
+    cr_expect_eq(json_array_size(errs), 3, "%s", r.body);
+    cr_expect_eq(json_integer_value(json_object_get(json_array_get(errs, 0), "index")), 1);
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(errs, 0), "field")), "external_id");
+    cr_expect_eq(json_integer_value(json_object_get(json_array_get(errs, 1), "index")), 2);
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(errs, 1), "field")), "name");
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(errs, 2), "field")), "created_at");
+    json_decref(j);
+    httpc_free(&r);
+
+    /* Transport-level errors. */
+    r = httpc_request(T.port, "POST", "/v1/accounts", "Content-Type: text/csv\r\n", "a,b", 3, 5000);
+    cr_expect_eq(r.status, 415, "%s", r.body);
+    httpc_free(&r);
+    r = httpc_get(T.port, "/v1/accounts");
+    cr_expect_eq(r.status, 405, "%s", r.body);
+    httpc_free(&r);
+    r = dst_post(&T, "/v1/accounts", "{\"external_id\":\"Z\",\"name\":\"z\"}", "Bearer dsi_not_a_token", NULL);
+    cr_expect_eq(r.status, 401, "%s", r.body);
+    char wa[128];
+    cr_expect(httpc_header(&r, "www-authenticate", wa, sizeof wa) != NULL, "401 carries WWW-Authenticate");
+    httpc_free(&r);
+    r = dst_post(&T, "/v1/accounts", "{\"external_id\":\"Z\",\"name\":\"z\"}", "Basic Zm9vOmJhcg==", NULL);
+    cr_expect_eq(r.status, 401, "%s", r.body);
+    httpc_free(&r);
+    r = dst_post(&T, "/v1/unknown", "{}", NULL, NULL);
+    cr_expect_eq(r.status, 404, "%s", r.body);
+    httpc_free(&r);
+    /* Over the body limit (8 MiB by default). */
+    size_t big = 9u << 20;
+    char *huge = malloc(big + 1);
+    memset(huge, ' ', big);
+    huge[0] = '[';
+    huge[big - 1] = ']';
+    huge[big] = '\0';
+    r = dst_post(&T, "/v1/accounts", huge, NULL, NULL);
+    cr_expect_eq(r.status, 413, "oversized body: %d", r.status);
+    httpc_free(&r);
+    free(huge);
+
+    for (int i = 0; i < 6; i++) {
+        char *q = pgt_fmt("select count(*) from %s", tables[i]);
+        cr_expect_eq(dst_count(&T, q), before[i], "%s changed", tables[i]);
+        free(q);
+    }
+}
+
+Test(ingest, too_many_records_is_rejected) {
+    /* The default limit is 1,000 records per request. */
+    size_t n = 1001;
+    size_t cap = n * 48 + 16;
+    char *body = malloc(cap);
+    size_t len = 0;
+    body[len++] = '[';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(body + len, cap - len, "%s{\"external_id\":\"A%zu\",\"name\":\"n\"}",
+                                i ? "," : "", i);
+    body[len++] = ']';
+    body[len] = '\0';
+    httpc_resp_t r = dst_post(&T, "/v1/accounts", body, NULL, NULL);
+    cr_expect_eq(r.status, 413, "%s", r.body);
+    httpc_free(&r);
+    free(body);
+    cr_expect_eq(dst_count(&T, "select count(*) from accounts"), 0);
+}
+
+Test(ingest, revoked_token_is_forbidden) {
+    PGconn *db = pgt_connect_db(&T.db);
+    pgt_exec(db, "update ingest_tokens set revoked_at = now()");
+    PQfinish(db);
+    /* The token cache lives 5 s; poll until the revocation shows. */
+    long long deadline = proc_now_ms() + 15000;
+    int st = 0;
+    while (proc_now_ms() < deadline) {
+        httpc_resp_t r = dst_post(&T, "/v1/accounts", "{\"external_id\":\"Z\",\"name\":\"z\"}", NULL, NULL);
+        st = r.status;
+        httpc_free(&r);
+        if (st == 403) break;
+        struct timespec ts = {0, 200 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    cr_expect_eq(st, 403);
+}
+
+static char *sign(const char *secret, const char *ts, const char *body) {
+    char *msg = pgt_fmt("%s.%s", ts, body);
+    unsigned char mac[32];
+    unsigned int len = 0;
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)msg, strlen(msg), mac, &len);
+    free(msg);
+    char *hex = malloc(65);
+    for (int i = 0; i < 32; i++) sprintf(hex + 2 * i, "%02x", mac[i]);
+    return hex;
+}
+
+Test(ingest, signed_tokens_check_signature_window_and_replay) {
+    char *out = dst_token(&T, "signed-org", "--hmac");
+    char *sec = strstr(out, "signing secret ");
+    cr_assert(sec, "token create --hmac prints the secret: %s", out);
+    char secret[80];
+    sscanf(sec + 15, "%79s", secret);
+    free(out);
+    const char *body = "{\"external_id\":\"S1\",\"name\":\"Signed Inc\"}";
+    char ts[32];
+    snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
+    char *sig = sign(secret, ts, body);
+
+    httpc_resp_t r = dst_post(&T, "/v1/accounts", body, NULL, NULL);
+    cr_expect_eq(r.status, 401, "unsigned: %s", r.body);
+    cr_expect(strstr(r.body, "signature_required"), "%s", r.body);
+    httpc_free(&r);
+
+    char *hdr = pgt_fmt("X-Dealscore-Timestamp: %s\r\nX-Dealscore-Signature: sha256=%s\r\n", ts, "00");
+    r = dst_post(&T, "/v1/accounts", body, NULL, hdr);
+    cr_expect_eq(r.status, 401);
+    cr_expect(strstr(r.body, "bad_signature"), "%s", r.body);
+    httpc_free(&r);
+    free(hdr);
+
+    char old[32];
+    snprintf(old, sizeof old, "%lld", (long long)time(NULL) - 3600);
+    char *oldsig = sign(secret, old, body);
+    hdr = pgt_fmt("X-Dealscore-Timestamp: %s\r\nX-Dealscore-Signature: sha256=%s\r\n", old, oldsig);
+    r = dst_post(&T, "/v1/accounts", body, NULL, hdr);
+    cr_expect_eq(r.status, 401);
+    cr_expect(strstr(r.body, "signature_expired"), "%s", r.body);
+    httpc_free(&r);
+    free(hdr);
+    free(oldsig);
+
+    /* Tampered body with a valid signature of the original. */
+    hdr = pgt_fmt("X-Dealscore-Timestamp: %s\r\nX-Dealscore-Signature: sha256=%s\r\n", ts, sig);
+    r = dst_post(&T, "/v1/accounts", "{\"external_id\":\"S1\",\"name\":\"Evil Inc\"}", NULL, hdr);
+    cr_expect_eq(r.status, 401);
+    cr_expect(strstr(r.body, "bad_signature"), "%s", r.body);
+    httpc_free(&r);
+
+    r = dst_post(&T, "/v1/accounts", body, NULL, hdr);
+    cr_expect_eq(r.status, 202, "signed: %s", r.body);
+    httpc_free(&r);
+    r = dst_post(&T, "/v1/accounts", body, NULL, hdr);
+    cr_expect_eq(r.status, 401, "replay: %s", r.body);
+    cr_expect(strstr(r.body, "replayed_signature"), "%s", r.body);
+    httpc_free(&r);
+    free(hdr);
+    free(sig);
+    cr_expect_eq(dst_count(&T, "select count(*) from accounts a join orgs o on o.id = a.org_id"
+                               " where o.slug = 'signed-org' and a.name = 'Signed Inc'"),
+                 1);
+    cr_expect_eq(dst_count(&T, "select count(*) from accounts where name = 'Evil Inc'"), 0);
+}
+
+Test(ingest, salesforce_profile_maps_records) {
+    expect_accept("/v1/opportunities?profile=salesforce",
+                  "[{\"attributes\":{\"type\":\"Opportunity\"},\"Id\":\"006A\",\"AccountId\":\"001A\","
+                  "\"OwnerId\":\"005X\",\"StageName\":\"Closed Won\",\"Amount\":50000,"
+                  "\"CloseDate\":\"2026-05-31\",\"CreatedDate\":\"2026-01-15T10:00:00.000+0000\","
+                  "\"IsClosed\":true,\"IsWon\":true,\"Product_Category__c\":\"platform\"}]",
+                  1, 0, 1);
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunities where external_id = '006A' and outcome = 'won'"
+                               " and stage = 'Closed Won' and amount = 50000 and owner_id = '005X'"
+                               " and product_category = 'platform' and close_date = '2026-05-31'"
+                               " and closed_at = '2026-05-31T00:00:00Z'"),
+                 1);
+    expect_accept("/v1/accounts?profile=salesforce",
+                  "{\"Id\":\"001A\",\"Name\":\"Globex\",\"Industry\":\"Energy\",\"BillingCountry\":\"DE\","
+                  "\"NumberOfEmployees\":1200}",
+                  1, 0, 0);
+    cr_expect_eq(dst_count(&T, "select count(*) from accounts where external_id = '001A' and industry = 'Energy'"
+                               " and region = 'DE' and size_band = 'large'"),
+                 1);
+    expect_accept("/v1/interactions?profile=salesforce",
+                  "{\"attributes\":{\"type\":\"Task\"},\"Id\":\"00T1\",\"WhatId\":\"006A\",\"TaskSubtype\":\"Call\","
+                  "\"CreatedDate\":\"2026-02-01T10:00:00.000+0000\",\"CallDurationInSeconds\":600,\"Subject\":\"Intro\"}",
+                  1, 0, 1);
+    cr_expect_eq(dst_count(&T, "select count(*) from interactions where external_id = '00T1' and type = 'phone'"
+                               " and duration_min = 10 and meta->>'subject' = 'Intro'"),
+                 1);
+}

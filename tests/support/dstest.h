@@ -1,0 +1,178 @@
+/* Helpers for tests that run a dealscore service against a fresh migrated
+ * database and the real Kafka: start/stop the binary, make a token, POST
+ * JSON, and consume what it published. Header-only (one .c per test). */
+#ifndef DS_TEST_DSTEST_H
+#define DS_TEST_DSTEST_H
+
+#include "httpc.h"
+#include "pgtest.h"
+#include "proc.h"
+
+#include "dealscore/common.h"
+#include "dealscore/config.h"
+#include "dealscore/kafka.h"
+
+typedef struct {
+    pgt_db_t db;
+    char prefix[48];      /* topic prefix unique to this test */
+    int port;
+    pid_t pid;
+    char log[96];
+    char token[96];
+    char org_id[40];
+    char *env[16];        /* environment given to the service */
+    size_t nenv;
+} dst_t;
+
+static inline void dst_env_add(dst_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline void dst_env_add(dst_t *t, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = pgt_vfmt(fmt, ap);
+    va_end(ap);
+    if (t->nenv + 1 >= PGT_N(t->env)) cr_fatal("too many env entries");
+    t->env[t->nenv++] = s;
+    t->env[t->nenv] = NULL;
+}
+
+/* Fresh migrated database, unique topic prefix, free HTTP port. */
+static inline void dst_setup(dst_t *t) {
+    memset(t, 0, sizeof *t);
+    pgt_db_create(&t->db);
+    pgt_migrate_ok(&t->db);
+    unsigned char rnd[4];
+    if (getrandom(rnd, sizeof rnd, 0) != 4) cr_fatal("getrandom");
+    snprintf(t->prefix, sizeof t->prefix, "t%02x%02x%02x%02x.", rnd[0], rnd[1], rnd[2], rnd[3]);
+    t->port = proc_free_port();
+    const char *brokers = getenv("DEALSCORE_KAFKA_BROKERS");
+    if (!brokers || !*brokers) cr_fatal("DEALSCORE_KAFKA_BROKERS must be set (tests/run sets it)");
+    dst_env_add(t, "DEALSCORE_DATABASE_URL=%s", t->db.conninfo);
+    dst_env_add(t, "DEALSCORE_KAFKA_BROKERS=%s", brokers);
+    dst_env_add(t, "DEALSCORE_TOPIC_PREFIX=%s", t->prefix);
+    dst_env_add(t, "DEALSCORE_HTTP_ADDR=127.0.0.1:%d", t->port);
+    dst_env_add(t, "DEALSCORE_TOPIC_PARTITIONS=%d", 2);
+}
+
+/* Runs `dealscore-ingest token create --org slug [extra]` and keeps the
+ * token (last line of stdout). Returns the whole stdout (caller frees). */
+static inline char *dst_token(dst_t *t, const char *slug, const char *extra) {
+    char *bin = proc_bin("dealscore-ingest");
+    char *argv[] = {bin, "token", "create", "--org", (char *)slug, (char *)extra, NULL};
+    char *out = NULL, *err = NULL;
+    int rc = proc_run(argv, t->env, &out, &err, 30000);
+    if (rc != 0) cr_fatal("token create exited %d: %s", rc, err);
+    char *last = out + strlen(out);
+    while (last > out && last[-1] == '\n') *--last = '\0';
+    char *nl = strrchr(out, '\n');
+    snprintf(t->token, sizeof t->token, "%s", nl ? nl + 1 : out);
+    free(bin);
+    free(err);
+    PGconn *c = pgt_connect_db(&t->db);
+    char *id = pgt_valuef(c, "select id from orgs where slug = '%s'", slug);
+    snprintf(t->org_id, sizeof t->org_id, "%s", id ? id : "");
+    free(id);
+    PQfinish(c);
+    return out;
+}
+
+/* Starts dealscore-<svc> with the test environment and waits for /readyz. */
+static inline void dst_start(dst_t *t, const char *svc) {
+    char *name = pgt_fmt("dealscore-%s", svc);
+    char *bin = proc_bin(name);
+    snprintf(t->log, sizeof t->log, "/tmp/ds-test-%s-%d.log", svc, t->port);
+    char *argv[] = {bin, NULL};
+    t->pid = proc_spawn(argv, t->env, NULL, t->log);
+    free(bin);
+    free(name);
+    long long deadline = proc_now_ms() + 30000;
+    while (proc_now_ms() < deadline) {
+        httpc_resp_t r = httpc_get(t->port, "/readyz");
+        int st = r.status;
+        httpc_free(&r);
+        if (st == 200) return;
+        if (proc_wait(t->pid, 0) >= 0) break;
+        struct timespec ts = {0, 50 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    char *log = proc_slurp(t->log);
+    cr_fatal("%s did not become ready; log:\n%s", svc, log);
+}
+
+/* SIGTERM and expect exit 0 within 5 s. */
+static inline void dst_stop(dst_t *t) {
+    if (t->pid <= 0) return;
+    kill(t->pid, SIGTERM);
+    int rc = proc_wait(t->pid, 5000);
+    if (rc < 0) {
+        kill(t->pid, SIGKILL);
+        proc_wait(t->pid, 5000);
+    }
+    char *log = proc_slurp(t->log);
+    cr_expect_eq(rc, 0, "service exit code %d after SIGTERM; log:\n%s", rc, log);
+    free(log);
+    t->pid = 0;
+}
+
+static inline void dst_teardown(dst_t *t) {
+    if (t->pid > 0) dst_stop(t);
+    if (t->log[0]) unlink(t->log);
+    pgt_db_drop(&t->db);
+    for (size_t i = 0; i < t->nenv; i++) free(t->env[i]);
+    t->nenv = 0;
+}
+
+/* POSTs body to path with the test's token (or auth when not NULL). */
+static inline httpc_resp_t dst_post(dst_t *t, const char *path, const char *body, const char *auth,
+                                    const char *extra_headers) {
+    char *bearer = pgt_fmt("Bearer %s", t->token);
+    char *hdr = pgt_fmt("Content-Type: application/json\r\nAuthorization: %s\r\n%s",
+                        auth ? auth : bearer, extra_headers ? extra_headers : "");
+    httpc_resp_t r = httpc_request(t->port, "POST", path, hdr, body, strlen(body), 10000);
+    free(hdr);
+    free(bearer);
+    return r;
+}
+
+/* A consumer of <prefix><base> in a fresh group, from the beginning. */
+static inline ds_consumer_t *dst_consumer(dst_t *t, const char *base) {
+    char *envp[4] = {NULL};
+    envp[0] = pgt_fmt("DEALSCORE_KAFKA_BROKERS=%s", getenv("DEALSCORE_KAFKA_BROKERS"));
+    envp[1] = pgt_fmt("DEALSCORE_TOPIC_PREFIX=%s", t->prefix);
+    static ds_config_t cfg; /* lives for the test: the consumer keeps pointers */
+    char err[256];
+    if (ds_config_load(&cfg, DS_SVC_FEATURE, envp, err, sizeof err) != 0) cr_fatal("%s", err);
+    free(envp[0]);
+    free(envp[1]);
+    char *topic = ds_config_topic(&cfg, base);
+    const char *topics[] = {topic};
+    /* The topic may not exist yet when nothing was published: create it. */
+    if (ds_kafka_ensure_topics(&cfg, topics, 1, 2, 1, 10000, err, sizeof err) != 0)
+        cr_fatal("could not create %s: %s", topic, err);
+    char group[64];
+    snprintf(group, sizeof group, "%stest-%d", t->prefix, rand());
+    ds_consumer_t *c = NULL;
+    if (ds_consumer_new(&c, &cfg, group, topics, 1, err, sizeof err) != 0) cr_fatal("%s", err);
+    free(topic);
+    return c;
+}
+
+/* Collects exactly n messages within timeout_ms (fails the test otherwise). */
+static inline void dst_consume(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t n,
+                               int timeout_ms) {
+    size_t got = 0;
+    long long deadline = proc_now_ms() + timeout_ms;
+    while (got < n && proc_now_ms() < deadline) {
+        int k = ds_consumer_poll_batch(c, msgs + got, n - got, 200);
+        if (k > 0) got += (size_t)k;
+    }
+    if (got != n) cr_fatal("consumed %zu of %zu messages within %d ms", got, n, timeout_ms);
+}
+
+static inline long long dst_count(dst_t *t, const char *sql) {
+    PGconn *c = pgt_connect_db(&t->db);
+    long long n = pgt_longf(c, "%s", sql);
+    PQfinish(c);
+    return n;
+}
+
+#endif
