@@ -225,61 +225,63 @@ static batch_t *batch_new(batches_t *bs, int kind)
     return b;
 }
 
+/* The wave's open (unfinished) batch of a kind, as an index into bs: the
+ * array moves when it grows, so no pointers are kept across batch_new. */
+static batch_t *open_batch(batches_t *bs, long *open, int kind, int room, int max)
+{
+    if (open[kind] >= 0) {
+        batch_t *b = &bs->v[open[kind]];
+        if (b->nrec + room <= max)
+            return b;
+        ds_buf_putc(&b->body, ']');
+        open[kind] = -1;
+    }
+    batch_t *b = batch_new(bs, kind);
+    open[kind] = (long)(b - bs->v);
+    return b;
+}
+
 /* Moves a deal's pending records of one kind into the wave's batches. */
-static void add_records(batches_t *bs, batch_t **open, int kind, const ds_buf_t *rec, int n,
-                        int max)
+static void add_records(batches_t *bs, long *open, int kind, const ds_buf_t *rec, int n, int max)
 {
     if (n == 0)
         return;
-    batch_t *b = open[kind];
-    if (b && b->nrec + n > max) {
-        ds_buf_putc(&b->body, ']');
-        b = open[kind] = NULL;
-    }
-    if (n > max) {
-        /* Too many for one request: split at record boundaries. Records
-         * are flat objects ("{...}" with braces only in strings), so split
-         * by scanning for top-level "},{" outside strings. */
-        const char *p = rec->p, *end = rec->p + rec->len;
-        while (p < end) {
-            const char *q = p;
-            int depth = 0, in_str = 0;
-            for (; q < end; q++) {
-                if (in_str) {
-                    if (*q == '\\')
-                        q++;
-                    else if (*q == '"')
-                        in_str = 0;
-                } else if (*q == '"') {
-                    in_str = 1;
-                } else if (*q == '{') {
-                    depth++;
-                } else if (*q == '}' && --depth == 0) {
-                    q++;
-                    break;
-                }
-            }
-            b = open[kind];
-            if (b && b->nrec >= max) {
-                ds_buf_putc(&b->body, ']');
-                b = NULL;
-            }
-            if (!b)
-                b = open[kind] = batch_new(bs, kind);
-            if (b->nrec)
-                ds_buf_putc(&b->body, ',');
-            ds_buf_put(&b->body, p, (size_t)(q - p));
-            b->nrec++;
-            p = q < end && *q == ',' ? q + 1 : q;
-        }
+    if (n <= max) {
+        batch_t *b = open_batch(bs, open, kind, n, max);
+        if (b->nrec)
+            ds_buf_putc(&b->body, ',');
+        ds_buf_put(&b->body, rec->p, rec->len);
+        b->nrec += n;
         return;
     }
-    if (!b)
-        b = open[kind] = batch_new(bs, kind);
-    if (b->nrec)
-        ds_buf_putc(&b->body, ',');
-    ds_buf_put(&b->body, rec->p, rec->len);
-    b->nrec += n;
+    /* Too many for one request: split at record boundaries, found by
+     * matching braces outside strings. */
+    const char *p = rec->p, *end = rec->p + rec->len;
+    while (p < end) {
+        const char *q = p;
+        int depth = 0, in_str = 0;
+        for (; q < end; q++) {
+            if (in_str) {
+                if (*q == '\\')
+                    q++;
+                else if (*q == '"')
+                    in_str = 0;
+            } else if (*q == '"') {
+                in_str = 1;
+            } else if (*q == '{') {
+                depth++;
+            } else if (*q == '}' && --depth == 0) {
+                q++;
+                break;
+            }
+        }
+        batch_t *b = open_batch(bs, open, kind, 1, max);
+        if (b->nrec)
+            ds_buf_putc(&b->body, ',');
+        ds_buf_put(&b->body, p, (size_t)(q - p));
+        b->nrec++;
+        p = q < end && *q == ',' ? q + 1 : q;
+    }
 }
 
 /* ---- HTTP --------------------------------------------------------------- */
@@ -637,7 +639,7 @@ int ds_sim_run_stream(const ds_sim_stream_opts_t *o, char *errstr, size_t errstr
     long wave_target = (long)o->batch * o->concurrency * 2;
     while (i < o->sim.opportunities && !st->stop) {
         batches_t bs = {0};
-        batch_t *open[K_COUNT] = {0};
+        long open[K_COUNT] = {-1, -1, -1, -1};
         long wave_recs = 0;
         while (i < o->sim.opportunities && wave_recs < wave_target) {
             for (int k = 0; k < K_COUNT; k++) {
@@ -668,8 +670,8 @@ int ds_sim_run_stream(const ds_sim_stream_opts_t *o, char *errstr, size_t errstr
             }
         }
         for (int k = 0; k < K_COUNT; k++)
-            if (open[k])
-                ds_buf_putc(&open[k]->body, ']');
+            if (open[k] >= 0)
+                ds_buf_putc(&bs.v[open[k]].body, ']');
         run_phase(st, &bs, K_ACC, K_ACC);
         run_phase(st, &bs, K_OPP, K_OPP);
         run_phase(st, &bs, K_INT, K_TR);

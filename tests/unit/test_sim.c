@@ -671,7 +671,7 @@ static void *accept_loop(void *arg)
     }
 }
 
-Test(sim, stream_posts_json_arrays_to_the_webhooks)
+static void stream_run(int batch)
 {
     static listener_t l;
     pthread_mutex_init(&l.mu, NULL);
@@ -686,9 +686,9 @@ Test(sim, stream_posts_json_arrays_to_the_webhooks)
 
     char args[256];
     snprintf(args, sizeof(args),
-             "--stream http://127.0.0.1:%d --token s3cret --rate 20000 --batch 25 "
+             "--stream http://127.0.0.1:%d/ --token s3cret --rate 20000 --batch %d "
              "--concurrency 3 --duration 20 --opportunities 60 --seed 4",
-             ntohs(sa.sin_port));
+             ntohs(sa.sin_port), batch);
     cr_assert_eq(run_sim(args, NULL), 0, "stream run failed");
     pthread_mutex_lock(&l.mu);
     cr_expect(l.requests > 10, "only %d requests", l.requests);
@@ -700,6 +700,18 @@ Test(sim, stream_posts_json_arrays_to_the_webhooks)
     cr_expect(l.meta_objects > 0, "interactions carry no meta object");
     pthread_mutex_unlock(&l.mu);
     close(l.lfd);
+}
+
+Test(sim, stream_posts_json_arrays_to_the_webhooks)
+{
+    stream_run(25);
+}
+
+/* Regression: a batch smaller than a deal's records split it across many
+ * requests, and the batch list moved under a pointer to its open batch. */
+Test(sim, stream_splits_deals_larger_than_a_batch)
+{
+    stream_run(3);
 }
 
 Test(sim, stream_reports_an_unreachable_server)
