@@ -438,7 +438,10 @@ static void *worker(void *arg)
         batch_t *b = st->work[st->next++];
         double at = st->t0 + st->dispatched / st->o->rate;
         st->dispatched += b->nrec;
-        int skip = st->stop || at >= st->t0 + st->o->duration;
+        /* Past the duration by schedule or by the clock (a slow server
+         * makes the schedule lag behind). */
+        double end = st->t0 + st->o->duration;
+        int skip = st->stop || at >= end || mono_s() >= end;
         if (skip)
             st->stop = 1;
         pthread_mutex_unlock(&st->mu);
@@ -691,7 +694,7 @@ int ds_sim_run_stream(const ds_sim_stream_opts_t *o, char *errstr, size_t errstr
 
     qsort(st->lat, st->nlat, sizeof(double), cmp_double);
     fprintf(stderr,
-            "dealscore-sim stream: %ld opportunities in %.2f s; requests %llu (2xx %llu, "
+            "dealscore-sim stream: %ld opportunities generated in %.2f s; requests %llu (2xx %llu, "
             "errors %llu: 4xx %llu, 5xx %llu, I/O %llu); records sent %llu, accepted %llu "
             "(%.0f/s)\n",
             i, elapsed, st->requests, st->ok_requests, st->err_requests, st->status[4],
