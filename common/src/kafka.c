@@ -96,7 +96,11 @@ static ds_log_level_t log_level_of(int level) {
 
 /* Runs on librdkafka's threads; ds_log writes each line with one write(). */
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    ds_log(log_level_of(level), "kafka %s %s: %s", rd_kafka_name(rk), fac, buf);
+    ds_log_level_t lvl = log_level_of(level);
+    /* KAFKA_* settings go to the producer and the consumer alike, so a
+     * consumer-only property "ignored by this producer instance" is normal. */
+    if (strcmp(fac, "CONFWARN") == 0 && strstr(buf, "will be ignored by this")) lvl = DS_LOG_DEBUG;
+    ds_log(lvl, "kafka %s %s: %s", rd_kafka_name(rk), fac, buf);
 }
 
 void ds__kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
