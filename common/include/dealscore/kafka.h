@@ -3,10 +3,13 @@
  * consumer with manual offset storing (at-least-once), dead letters, topic
  * creation and a readiness probe (DESIGN.md, "Events" and "Delivery").
  *
- * Threads: a ds_producer_t or ds_consumer_t is driven from one thread. The
- * delivery callback and the rebalance callback run inside the calls that
- * serve librdkafka's queues (ds_producer_send, _poll, _flush, _destroy;
- * ds_consumer_poll_batch, _close). ds_consumer_assigned() may be read from
+ * Threads: ds_producer_send, ds_kafka_send_dlq, ds_producer_pending and
+ * ds_kafka_ping may be called from any thread. The delivery callback runs
+ * inside whichever call serves the producer's queue (ds_producer_poll,
+ * _flush, _destroy, and ds_producer_send while the queue is full), so with
+ * senders on several threads it must be thread-safe. A ds_consumer_t is
+ * driven from one thread; its rebalance handling runs inside
+ * ds_consumer_poll_batch and _close. ds_consumer_assigned() may be read from
  * any thread. librdkafka's own log lines go through ds_log from any thread. */
 #ifndef DEALSCORE_KAFKA_H
 #define DEALSCORE_KAFKA_H
