@@ -1,0 +1,214 @@
+/* Ingest when its dependencies fail: webhooks keep being accepted while
+ * Kafka is down and everything is published, in order, when it returns
+ * (librdkafka's mock cluster stands in for a broker that can be stopped);
+ * webhooks answer 503 with Retry-After while Postgres is unreachable (a
+ * loopback proxy cuts the real server) and succeed again when it is back. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+
+#include "dstest.h"
+#include <librdkafka/rdkafka_mock.h>
+#include "tcpproxy.h"
+#include "dealscore/pg.h"
+#include "dealscore/v1/events.pb-c.h"
+
+static dst_t T;
+
+static void setup(void) { dst_setup(&T); }
+static void teardown(void) { dst_teardown(&T); }
+
+TestSuite(ingest_faults, .init = setup, .fini = teardown, .timeout = 180);
+
+static void set_env(dst_t *t, const char *name, const char *value) {
+    size_t n = strlen(name);
+    for (size_t i = 0; i < t->nenv; i++) {
+        if (strncmp(t->env[i], name, n) == 0 && t->env[i][n] == '=') {
+            free(t->env[i]);
+            t->env[i] = pgt_fmt("%s=%s", name, value);
+            return;
+        }
+    }
+    dst_env_add(t, "%s=%s", name, value);
+}
+
+static void start_without_waiting_for_ready(dst_t *t) {
+    char *bin = proc_bin("dealscore-ingest");
+    snprintf(t->log, sizeof t->log, "/tmp/ds-fault-ingest-%d.log", t->port);
+    char *argv[] = {bin, NULL};
+    t->pid = proc_spawn(argv, t->env, NULL, t->log);
+    free(bin);
+    long long deadline = proc_now_ms() + 20000;
+    while (proc_now_ms() < deadline) {
+        httpc_resp_t r = httpc_get(t->port, "/healthz");
+        int st = r.status;
+        httpc_free(&r);
+        if (st == 200) return;
+        struct timespec ts = {0, 50 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    cr_fatal("ingest did not answer /healthz");
+}
+
+static int post_status(const char *path, const char *body, char *retry_after, size_t rasz) {
+    httpc_resp_t r = dst_post(&T, path, body, NULL, NULL);
+    int st = r.status;
+    if (retry_after) {
+        retry_after[0] = '\0';
+        httpc_header(&r, "retry-after", retry_after, rasz);
+    }
+    httpc_free(&r);
+    return st;
+}
+
+Test(ingest_faults, kafka_down_accepts_webhooks_and_publishes_all_when_back) {
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
+    rd_kafka_t *mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    cr_assert_not_null(mock_rk, "%s", err);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(mock_rk, 1);
+    cr_assert_not_null(mc);
+    char *topic = pgt_fmt("%sopportunity.changed", T.prefix);
+    cr_assert_eq(rd_kafka_mock_topic_create(mc, topic, 2, 1), 0);
+    set_env(&T, "DEALSCORE_KAFKA_BROKERS", rd_kafka_mock_cluster_bootstraps(mc));
+    free(dst_token(&T, "acme", NULL));
+    /* The broker is down before ingest starts and stays down for a while. */
+    rd_kafka_mock_broker_set_down(mc, 1);
+    start_without_waiting_for_ready(&T);
+
+    const int N = 30;
+    for (int i = 0; i < N; i++) {
+        /* Three changes of one deal, and 27 other deals. */
+        char *body = i < 3 ? pgt_fmt("{\"external_id\":\"OPP-0\",\"stage\":\"%s\","
+                                     "\"created_at\":\"2026-01-01T00:00:00Z\","
+                                     "\"changed_at\":\"2026-01-0%dT00:00:00Z\"}",
+                                     (const char *[]){"discovery", "demo", "proposal"}[i], i + 2)
+                           : pgt_fmt("{\"external_id\":\"OPP-%d\",\"stage\":\"discovery\","
+                                     "\"created_at\":\"2026-01-01T00:00:00Z\"}",
+                                     i);
+        cr_assert_eq(post_status("/v1/opportunities", body, NULL, 0), 202, "request %d while Kafka is down", i);
+        free(body);
+    }
+    cr_expect_eq(dst_count(&T, "select count(*) from outbox where sent_at is null"), N,
+                 "every event waits in the outbox");
+    httpc_resp_t rz = httpc_get(T.port, "/readyz");
+    cr_expect_eq(rz.status, 503, "not ready without Kafka: %s", rz.body);
+    httpc_free(&rz);
+
+    rd_kafka_mock_broker_set_up(mc, 1);
+
+    /* Consume everything from the (mock) broker. */
+    char *envp[] = {pgt_fmt("DEALSCORE_KAFKA_BROKERS=%s", rd_kafka_mock_cluster_bootstraps(mc)),
+                    pgt_fmt("DEALSCORE_TOPIC_PREFIX=%s", T.prefix), "KAFKA_SESSION_TIMEOUT_MS=3000",
+                    "KAFKA_HEARTBEAT_INTERVAL_MS=500", NULL};
+    ds_config_t cfg;
+    cr_assert_eq(ds_config_load(&cfg, DS_SVC_FEATURE, envp, err, sizeof err), 0, "%s", err);
+    const char *topics[] = {topic};
+    ds_consumer_t *c = NULL;
+    cr_assert_eq(ds_consumer_new(&c, &cfg, "fault-reader", topics, 1, err, sizeof err), 0, "%s", err);
+    rd_kafka_message_t *m[64];
+    size_t got = 0;
+    long long deadline = proc_now_ms() + 60000;
+    while (got < (size_t)N && proc_now_ms() < deadline) {
+        int k = ds_consumer_poll_batch(c, m + got, 64 - got, 200);
+        if (k > 0) got += (size_t)k;
+    }
+    cr_assert_geq(got, (size_t)N, "published %zu of %d after Kafka returned", got, N);
+    /* The three changes of OPP-0 arrive in the order they were made. */
+    char *opp0 = NULL;
+    {
+        PGconn *db = pgt_connect_db(&T.db);
+        opp0 = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-0'");
+        PQfinish(db);
+    }
+    int64_t last = 0;
+    int seen = 0;
+    for (size_t i = 0; i < got; i++) {
+        if (m[i]->key_len != strlen(opp0) || memcmp(m[i]->key, opp0, m[i]->key_len) != 0) continue;
+        Dealscore__V1__OpportunityChanged *ev =
+            dealscore__v1__opportunity_changed__unpack(NULL, m[i]->len, m[i]->payload);
+        cr_assert(ev);
+        cr_expect_gt(ev->occurred_at_us, last, "OPP-0 events in order");
+        last = ev->occurred_at_us;
+        seen++;
+        dealscore__v1__opportunity_changed__free_unpacked(ev, NULL);
+    }
+    cr_expect_eq(seen, 3);
+    /* The outbox drains once the delivery reports came back. */
+    long long unsent = -1;
+    deadline = proc_now_ms() + 20000;
+    while (proc_now_ms() < deadline && (unsent = dst_count(&T, "select count(*) from outbox where sent_at is null")) != 0) {
+        struct timespec ts = {0, 100 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    cr_expect_eq(unsent, 0);
+    ds_consumer_release(m, got);
+    ds_consumer_close(c);
+    ds_consumer_destroy(c);
+    ds_config_close(&cfg);
+    free(envp[0]);
+    free(envp[1]);
+    dst_stop(&T);
+    free(opp0);
+    free(topic);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(mock_rk);
+}
+
+Test(ingest_faults, postgres_down_answers_503_with_retry_after_then_recovers) {
+    /* Route ingest's database connections through a proxy we can cut. */
+    char host[256] = "127.0.0.1", port[16] = "5432", err[256];
+    PQconninfoOption *opts = PQconninfoParse(T.db.conninfo, NULL);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (!o->val || !*o->val) continue;
+        if (!strcmp(o->keyword, "host")) snprintf(host, sizeof host, "%s", o->val);
+        if (!strcmp(o->keyword, "port")) snprintf(port, sizeof port, "%s", o->val);
+    }
+    PQconninfoFree(opts);
+    tcpproxy_t px;
+    cr_assert_eq(tcpproxy_start(&px, host, port), 0);
+    char pport[16];
+    snprintf(pport, sizeof pport, "%d", px.port);
+    const char *keys[] = {"host", "port", "hostaddr"};
+    const char *vals[] = {"127.0.0.1", pport, NULL};
+    char *via = ds_pg_url_with(T.db.conninfo, keys, vals, 3, err, sizeof err);
+    cr_assert(via, "%s", err);
+    set_env(&T, "DEALSCORE_DATABASE_URL", via);
+    free(via);
+    free(dst_token(&T, "acme", NULL));
+    dst_start(&T, "ingest");
+
+    const char *acc = "{\"external_id\":\"A1\",\"name\":\"One\"}";
+    cr_assert_eq(post_status("/v1/accounts", acc, NULL, 0), 202);
+    tcpproxy_set_up(&px, 0);
+    char ra[32];
+    int st = post_status("/v1/accounts", "{\"external_id\":\"A2\",\"name\":\"Two\"}", ra, sizeof ra);
+    cr_expect_eq(st, 503, "while Postgres is unreachable");
+    cr_expect_str_eq(ra, "1", "Retry-After");
+    /* /readyz follows within a probe interval. */
+    long long deadline = proc_now_ms() + 10000;
+    int rs = 0;
+    for (;;) {
+        httpc_resp_t rr = httpc_get(T.port, "/readyz");
+        rs = rr.status;
+        httpc_free(&rr);
+        if (rs == 503 || proc_now_ms() > deadline) break;
+        struct timespec ts = {0, 100 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    cr_expect_eq(rs, 503);
+    tcpproxy_set_up(&px, 1);
+    /* A client retrying (as n8n does, 1 s apart) gets in once Postgres is back. */
+    deadline = proc_now_ms() + 20000;
+    st = 0;
+    while (proc_now_ms() < deadline &&
+           (st = post_status("/v1/accounts", "{\"external_id\":\"A2\",\"name\":\"Two\"}", NULL, 0)) != 202) {
+        cr_expect_eq(st, 503, "only 503 while recovering");
+        struct timespec ts = {0, 200 * 1000000};
+        nanosleep(&ts, NULL); /* client retry interval */
+    }
+    cr_expect_eq(st, 202);
+    cr_expect_eq(dst_count(&T, "select count(*) from accounts where external_id in ('A1', 'A2')"), 2);
+    dst_stop(&T);
+    tcpproxy_stop(&px);
+}
