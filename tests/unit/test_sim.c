@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -485,6 +486,26 @@ Test(sim, outcomes_agree_with_the_truth)
     }
     cr_assert(nw > 50 && nl > 50);
     cr_expect(sw / nw > sl / nl + 0.15, "mean p won %.3f vs lost %.3f", sw / nw, sl / nl);
+
+    /* Calibration: on deals created in the window's first year (nearly all
+     * closed by now), the mean true probability over all checkpoints is the
+     * observed win rate. */
+    qsort(deals, (size_t)n, sizeof(deal_t), cmp_deal);
+    int64_t cutoff = parse_ts(NOW) - 365LL * 86400;
+    double sp = 0;
+    int rows = 0, wins = 0;
+    for (int i = 1; i < t.n; i++) {
+        char **f = t.rows[i].f;
+        const deal_t *dl = find_deal(deals, n, f[0]);
+        if (dl->created >= cutoff || !strcmp(f[4], "open"))
+            continue;
+        sp += atof(f[3]);
+        wins += !strcmp(f[4], "won");
+        rows++;
+    }
+    cr_assert(rows > 1000);
+    cr_expect(fabs(sp / rows - (double)wins / rows) < 0.04, "mean truth %.3f vs win rate %.3f",
+              sp / rows, (double)wins / rows);
     free(deals);
     table_free(&o);
     table_free(&t);
