@@ -1,0 +1,284 @@
+/* The feature worker: coalesces a batch of opportunity.changed events per
+ * opportunity, loads their raw rows in a few queries, computes the features
+ * as of the newest change, writes features_snapshot in one transaction and
+ * publishes features.ready (causation id = the last event coalesced). */
+#include "feature.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <openssl/sha.h>
+
+#include "dealscore/common.h"
+#include "dealscore/feature_loader.h"
+#include "dealscore/features.h"
+#include "dealscore/log.h"
+#include "dealscore/pg.h"
+#include "dealscore/v1/events.pb-c.h"
+#include "dealscore/worker.h"
+
+typedef struct {
+    ds_service_t *svc;
+    ds_pg_t *pg;
+    ds_org_cache_t *orgs;
+    ds_metric_t *m_coalesce, *m_compute, *m_phase_load, *m_phase_compute, *m_phase_write,
+        *m_skipped, *m_snapshots;
+} feature_state_t;
+
+typedef struct {
+    const char *opp_id;   /* borrowed from the decoded event */
+    const char *org_id;
+    const char *event_id; /* the last event of this opportunity in the batch */
+    int64_t as_of_us;
+    char traceparent[DS_TRACEPARENT_SIZE];
+} change_t;
+
+void feature_derived_uuid(const char *name, char out[37]) {
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)name, strlen(name), md);
+    md[6] = (unsigned char)((md[6] & 0x0f) | 0x50);
+    md[8] = (unsigned char)((md[8] & 0x3f) | 0x80);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", md[0],
+             md[1], md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10], md[11], md[12],
+             md[13], md[14], md[15]);
+}
+
+static bool is_uuid(const char *s) {
+    if (!s || strlen(s) != 36) return false;
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-') return false;
+        } else if (!isxdigit((unsigned char)s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static const char *sql_snapshot =
+    "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version, features, meddicc)"
+    " values ($1::uuid, $2::uuid, $3::timestamptz, $4, $5::jsonb, $6::jsonb)"
+    " on conflict (opportunity_id, as_of, feature_version) do update"
+    " set features = excluded.features, meddicc = excluded.meddicc, computed_at = now()";
+
+static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr,
+                   size_t errsz) {
+    feature_state_t *st = ud;
+    Dealscore__V1__OpportunityChanged **evs = ds_calloc(n, sizeof *evs);
+    change_t *ch = ds_calloc(n, sizeof *ch);
+    size_t nch = 0;
+    int rc = DS_OK;
+    int64_t now = ds_now_us();
+
+    /* Decode and coalesce: later messages of the same deal win. */
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_message_t *m = items[i].msg;
+        evs[i] = dealscore__v1__opportunity_changed__unpack(NULL, m->len, m->payload);
+        if (!evs[i]) {
+            items[i].status = DS_EINVAL;
+            snprintf(items[i].error, sizeof items[i].error, "payload is not a dealscore.v1.OpportunityChanged");
+            continue;
+        }
+        if (!is_uuid(evs[i]->opportunity_id) || !is_uuid(evs[i]->org_id)) {
+            items[i].status = DS_EINVAL;
+            snprintf(items[i].error, sizeof items[i].error, "opportunity_id and org_id must be UUIDs");
+            continue;
+        }
+        int64_t at = evs[i]->occurred_at_us > 0 && evs[i]->occurred_at_us < now ? evs[i]->occurred_at_us : now;
+        size_t k;
+        for (k = 0; k < nch; k++)
+            if (strcmp(ch[k].opp_id, evs[i]->opportunity_id) == 0) break;
+        if (k == nch) {
+            memset(&ch[nch], 0, sizeof ch[nch]);
+            ch[nch].opp_id = evs[i]->opportunity_id;
+            ch[nch].org_id = evs[i]->org_id;
+            nch++;
+        }
+        if (at > ch[k].as_of_us) ch[k].as_of_us = at;
+        ch[k].event_id = evs[i]->event_id;
+        char tp[DS_TRACEPARENT_SIZE];
+        if (ds_kafka_header_get(m, DS_HDR_TRACEPARENT, tp, sizeof tp) == 0)
+            ds_event_traceparent_child(tp, ch[k].traceparent);
+        else
+            ds_event_traceparent_child(NULL, ch[k].traceparent);
+    }
+    if (nch) ds_metric_set(st->m_coalesce, (double)n / (double)nch);
+    if (nch == 0) goto out;
+
+    rc = ds_pg_ensure(st->pg, 2000, NULL, errstr, errsz);
+    if (rc != 0) {
+        rc = DS_ERETRY;
+        goto out;
+    }
+    int64_t t0 = ds_mono_us();
+    const char **ids = ds_calloc(nch, sizeof *ids);
+    for (size_t k = 0; k < nch; k++) ids[k] = ch[k].opp_id;
+    ds_opp_batch_t *b = NULL;
+    rc = ds_opp_batch_load(st->pg, ids, nch, &b, errstr, errsz);
+    free(ids);
+    if (rc != 0) {
+        if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
+        rc = DS_ERETRY; /* the ids are valid UUIDs: a failure here is the database's */
+        goto out;
+    }
+    int64_t t1 = ds_mono_us();
+
+    ds_pg_batch_t *pb = NULL;
+    ds_pg_batch_begin(st->pg, &pb);
+    ds_pg_batch_add_sql(pb, "BEGIN", NULL);
+    typedef struct {
+        ds_feature_vec_t vec;
+        int idx;
+    } computed_t;
+    computed_t *out = ds_calloc(nch, sizeof *out);
+    char **jsons = ds_calloc(nch * 2, sizeof *jsons);
+    size_t nout = 0;
+    for (size_t k = 0; k < nch; k++) {
+        int idx = ds_opp_batch_find(b, ch[k].opp_id);
+        if (idx < 0 || ds_opp_batch_placeholder(b, (size_t)idx) ||
+            strcmp(ds_opp_batch_org(b, (size_t)idx), ch[k].org_id) != 0) {
+            /* Unknown, not yet sent by the CRM, or of another org: nothing to compute. */
+            ds_metric_add(st->m_skipped, 1);
+            continue;
+        }
+        const ds_org_ctx_t *org = NULL;
+        rc = ds_org_cache_get(st->orgs, st->pg, ch[k].org_id, &org, errstr, errsz);
+        if (rc != 0) {
+            if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
+            rc = DS_ERETRY;
+            break;
+        }
+        ds_opp_raw_t *raw = ds_opp_batch_raw(b, (size_t)idx);
+        raw->stages = org->stages;
+        int64_t c0 = ds_mono_us();
+        ds_features_compute(raw, ch[k].as_of_us, org->winrate, org->lexicon, &out[nout].vec);
+        ds_metric_observe(st->m_compute, (double)(ds_mono_us() - c0) / 1e6);
+        out[nout].idx = (int)k;
+        jsons[2 * nout] = ds_features_to_json(&out[nout].vec);
+        jsons[2 * nout + 1] = ds_meddicc_result_to_json(&out[nout].vec.meddicc);
+        char asof[40];
+        ds_format_time_us(ch[k].as_of_us, asof, sizeof asof);
+        const char *v[] = {ch[k].org_id, ch[k].opp_id, asof, DS_FEATURE_VERSION, jsons[2 * nout],
+                           jsons[2 * nout + 1]};
+        ds_pg_batch_add_params(pb, sql_snapshot, 6, v, NULL, NULL, NULL);
+        nout++;
+    }
+    int64_t t2 = ds_mono_us();
+    if (rc == 0 && nout) {
+        ds_pg_batch_add_sql(pb, "COMMIT", NULL);
+        rc = ds_pg_batch_run(pb, NULL, NULL, errstr, errsz);
+        if (rc != 0) {
+            if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
+            /* Data errors cannot come from our own JSON; treat every failure as
+             * transient so nothing is dropped. */
+            rc = DS_ERETRY;
+        }
+    }
+    ds_pg_batch_end(pb);
+    int64_t t3 = ds_mono_us();
+    if (rc == 0) {
+        ds_metric_add(st->m_snapshots, (double)nout);
+        ds_metric_add(st->m_phase_load, (double)(t1 - t0) / 1e6);
+        ds_metric_add(st->m_phase_compute, (double)(t2 - t1) / 1e6);
+        ds_metric_add(st->m_phase_write, (double)(t3 - t2) / 1e6);
+        const char *topic = ds_worker_topic(w, DS_TOPIC_FEATURES_READY);
+        for (size_t j = 0; j < nout && rc == 0; j++) {
+            change_t *c = &ch[out[j].idx];
+            const ds_feature_vec_t *vec = &out[j].vec;
+            Dealscore__V1__FeaturesReady fr = DEALSCORE__V1__FEATURES_READY__INIT;
+            char eid[37], seed[160];
+            snprintf(seed, sizeof seed, "features.ready:%s:%s:%lld", c->event_id, c->opp_id, (long long)c->as_of_us);
+            feature_derived_uuid(seed, eid);
+            fr.event_id = eid;
+            fr.causation_id = (char *)c->event_id;
+            fr.org_id = (char *)c->org_id;
+            fr.opportunity_id = (char *)c->opp_id;
+            fr.as_of_us = c->as_of_us;
+            fr.feature_version = DS_FEATURE_VERSION;
+            Dealscore__V1__Feature feats[DS_FEATURE_COUNT];
+            Dealscore__V1__Feature *fptr[DS_FEATURE_COUNT];
+            for (int f = 0; f < DS_FEATURE_COUNT; f++) {
+                dealscore__v1__feature__init(&feats[f]);
+                feats[f].name = (char *)ds_feature_name(f);
+                feats[f].value = vec->values[f];
+                fptr[f] = &feats[f];
+            }
+            fr.n_features = DS_FEATURE_COUNT;
+            fr.features = fptr;
+            Dealscore__V1__MeddiccFlags mf = DEALSCORE__V1__MEDDICC_FLAGS__INIT;
+            const double *vals = vec->values;
+            mf.metrics = vals[DS_F_MEDDICC_METRICS] > 0;
+            mf.economic_buyer = vals[DS_F_MEDDICC_ECONOMIC_BUYER] > 0;
+            mf.decision_criteria = vals[DS_F_MEDDICC_DECISION_CRITERIA] > 0;
+            mf.decision_process = vals[DS_F_MEDDICC_DECISION_PROCESS] > 0;
+            mf.paper_process = vals[DS_F_MEDDICC_PAPER_PROCESS] > 0;
+            mf.identify_pain = vals[DS_F_MEDDICC_IDENTIFY_PAIN] > 0;
+            mf.champion = vals[DS_F_MEDDICC_CHAMPION] > 0;
+            mf.competition = vals[DS_F_MEDDICC_COMPETITION] > 0;
+            mf.coverage = isnan(vals[DS_F_MEDDICC_COVERAGE]) ? 0 : (uint32_t)vals[DS_F_MEDDICC_COVERAGE];
+            fr.meddicc = &mf;
+            size_t len = dealscore__v1__features_ready__get_packed_size(&fr);
+            uint8_t *buf = ds_malloc(len ? len : 1);
+            dealscore__v1__features_ready__pack(&fr, buf);
+            ds_event_meta_t meta = {.id = eid,
+                                    .source = "/dealscore/feature",
+                                    .type = DS_CE_TYPE_FEATURES_READY,
+                                    .time_us = c->as_of_us,
+                                    .traceparent = c->traceparent};
+            rc = ds_worker_produce(w, topic, c->opp_id, strlen(c->opp_id), buf, len, &meta);
+            free(buf);
+            if (rc != 0) {
+                snprintf(errstr, errsz, "could not produce features.ready: %s", ds_strerror(rc));
+                rc = DS_ERETRY;
+            }
+        }
+    }
+    for (size_t j = 0; j < nch * 2; j++) free(jsons[j]);
+    free(jsons);
+    free(out);
+    ds_opp_batch_destroy(b);
+out:
+    for (size_t i = 0; i < n; i++)
+        if (evs[i]) dealscore__v1__opportunity_changed__free_unpacked(evs[i], NULL);
+    free(evs);
+    free(ch);
+    return rc;
+}
+
+void feature_worker(ds_service_t *svc, void *state) {
+    (void)state;
+    feature_state_t st = {.svc = svc};
+    char err[256];
+    if (ds_pg_new(&st.pg, svc->cfg->database_url, "dealscore-feature", err, sizeof err) != 0)
+        ds_panic("database url rejected after validation: %s", err);
+    st.orgs = ds_org_cache_new(60000);
+    ds_metrics_t *m = svc->metrics;
+    st.m_coalesce = ds_metrics_gauge(m, "feature_coalescing_ratio", "Events per opportunity in the last batch", NULL);
+    st.m_compute = ds_metrics_histogram(m, "feature_compute_seconds", "Feature computation time per opportunity", NULL,
+                                        (const double[]){1e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2}, 9);
+    st.m_phase_load = ds_metrics_counter(m, "feature_phase_seconds_total", "Time spent per phase", "phase=\"load\"");
+    st.m_phase_compute = ds_metrics_counter(m, "feature_phase_seconds_total", "Time spent per phase", "phase=\"compute\"");
+    st.m_phase_write = ds_metrics_counter(m, "feature_phase_seconds_total", "Time spent per phase", "phase=\"write\"");
+    st.m_skipped = ds_metrics_counter(m, "feature_skipped_total",
+                                      "Changes of unknown or placeholder opportunities (nothing to compute)", NULL);
+    st.m_snapshots = ds_metrics_counter(m, "feature_snapshots_total", "Feature snapshots written", NULL);
+    static const char *const topics[] = {DS_TOPIC_OPPORTUNITY_CHANGED};
+    ds_worker_def_t def = {.name = "feature", .topics = topics, .ntopics = 1, .process = process, .ud = &st};
+    ds_worker_run(svc, &def);
+    ds_org_cache_destroy(st.orgs);
+    ds_pg_destroy(st.pg);
+}
+
+int feature_cmd_catalog(const ds_config_t *cfg, int argc, char **argv) {
+    (void)cfg;
+    (void)argc;
+    (void)argv;
+    char *json = ds_features_catalog_json();
+    puts(json);
+    free(json);
+    return 0;
+}
