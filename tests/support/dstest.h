@@ -53,6 +53,38 @@ static inline void dst_setup(dst_t *t) {
     dst_env_add(t, "DEALSCORE_TOPIC_PARTITIONS=%d", 2);
 }
 
+/* A second service on the same database and topics as t (another port).
+ * Tear it down before t; it never drops the database. */
+static inline void dst_clone(dst_t *c, const dst_t *t) {
+    memset(c, 0, sizeof *c);
+    c->db = t->db;
+    c->db.conninfo = strdup(t->db.conninfo);
+    c->db.created = false;
+    snprintf(c->prefix, sizeof c->prefix, "%s", t->prefix);
+    snprintf(c->token, sizeof c->token, "%s", t->token);
+    snprintf(c->org_id, sizeof c->org_id, "%s", t->org_id);
+    c->port = proc_free_port();
+    const char *brokers = getenv("DEALSCORE_KAFKA_BROKERS");
+    dst_env_add(c, "DEALSCORE_DATABASE_URL=%s", c->db.conninfo);
+    dst_env_add(c, "DEALSCORE_KAFKA_BROKERS=%s", brokers ? brokers : "");
+    dst_env_add(c, "DEALSCORE_TOPIC_PREFIX=%s", c->prefix);
+    dst_env_add(c, "DEALSCORE_HTTP_ADDR=127.0.0.1:%d", c->port);
+    dst_env_add(c, "DEALSCORE_TOPIC_PARTITIONS=%d", 2);
+}
+
+/* A producer for the test's topics (caller destroys it and closes cfg). */
+static inline ds_producer_t *dst_producer(dst_t *t, ds_config_t *cfg) {
+    char *envp[3] = {pgt_fmt("DEALSCORE_KAFKA_BROKERS=%s", getenv("DEALSCORE_KAFKA_BROKERS")),
+                     pgt_fmt("DEALSCORE_TOPIC_PREFIX=%s", t->prefix), NULL};
+    char err[256];
+    if (ds_config_load(cfg, DS_SVC_FEATURE, envp, err, sizeof err) != 0) cr_fatal("%s", err);
+    free(envp[0]);
+    free(envp[1]);
+    ds_producer_t *p = NULL;
+    if (ds_producer_new(&p, cfg, err, sizeof err) != 0) cr_fatal("%s", err);
+    return p;
+}
+
 /* Runs `dealscore-ingest token create --org slug [extra]` and keeps the
  * token (last line of stdout). Returns the whole stdout (caller frees). */
 static inline char *dst_token(dst_t *t, const char *slug, const char *extra) {

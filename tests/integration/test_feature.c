@@ -1,0 +1,215 @@
+/* The feature worker through the real Kafka and Postgres: a webhook change
+ * yields features.ready for that opportunity; a replayed event gives the same
+ * snapshot and no duplicate; a poison message lands in the DLQ with the error
+ * header and the next message is processed. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <math.h>
+
+#include "dstest.h"
+#include "dealscore/features.h"
+#include "dealscore/v1/events.pb-c.h"
+
+static dst_t T; /* the feature worker */
+static dst_t I; /* ingest, same database and topics */
+
+static void setup(void) {
+    dst_setup(&T);
+    free(dst_token(&T, "acme", NULL));
+    dst_start(&T, "feature");
+}
+
+static void teardown(void) {
+    if (I.nenv) dst_teardown(&I);
+    memset(&I, 0, sizeof I);
+    dst_teardown(&T);
+}
+
+TestSuite(feature, .init = setup, .fini = teardown, .timeout = 120);
+
+static double feature_value(const Dealscore__V1__FeaturesReady *fr, const char *name) {
+    for (size_t i = 0; i < fr->n_features; i++)
+        if (strcmp(fr->features[i]->name, name) == 0) return fr->features[i]->value;
+    cr_fatal("feature %s missing from features.ready", name);
+    return NAN;
+}
+
+Test(feature, webhook_change_yields_features_ready) {
+    dst_clone(&I, &T);
+    dst_start(&I, "ingest");
+    ds_consumer_t *c = dst_consumer(&T, "features.ready");
+    httpc_resp_t r = dst_post(&I, "/v1/opportunities",
+                              "{\"external_id\":\"OPP-1\",\"stage\":\"proposal\",\"created_at\":\"2026-03-01T00:00:00Z\","
+                              "\"amount\":999,\"changed_at\":\"2026-03-11T00:00:00Z\",\"close_date\":\"2026-03-31\"}",
+                              NULL, NULL);
+    cr_assert_eq(r.status, 202, "%s", r.body);
+    httpc_free(&r);
+    r = dst_post(&I, "/v1/transcripts",
+                 "{\"external_id\":\"TR-1\",\"opportunity_external_id\":\"OPP-1\",\"occurred_at\":\"2026-03-12T00:00:00Z\","
+                 "\"text\":\"Dana is our champion. We have not found the economic buyer.\"}",
+                 NULL, NULL);
+    cr_assert_eq(r.status, 202, "%s", r.body);
+    httpc_free(&r);
+    PGconn *db = pgt_connect_db(&T.db);
+    char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-1'");
+    char *ev2 = pgt_valuef(db, "select headers->>'event_id' from outbox where kind = 'transcript_added'");
+    /* Both events may be coalesced into one computation or come one by one:
+     * read until the transcript's event has been accounted for. */
+    Dealscore__V1__FeaturesReady *last = NULL;
+    long long deadline = proc_now_ms() + 30000;
+    while (proc_now_ms() < deadline) {
+        rd_kafka_message_t *m[1];
+        dst_consume(c, m, 1, 30000);
+        cr_assert_eq(m[0]->key_len, strlen(opp));
+        cr_assert(memcmp(m[0]->key, opp, m[0]->key_len) == 0);
+        if (last) dealscore__v1__features_ready__free_unpacked(last, NULL);
+        last = dealscore__v1__features_ready__unpack(NULL, m[0]->len, m[0]->payload);
+        cr_assert(last, "features.ready decodes");
+        char h[64];
+        cr_expect_eq(ds_kafka_header_get(m[0], "ce_type", h, sizeof h), 0);
+        cr_expect_str_eq(h, "dealscore.features.ready.v1");
+        ds_consumer_release(m, 1);
+        if (strcmp(last->causation_id, ev2) == 0) break;
+    }
+    cr_assert(last && strcmp(last->causation_id, ev2) == 0, "a features.ready caused by the transcript event");
+    cr_expect_str_eq(last->opportunity_id, opp);
+    cr_expect_str_eq(last->org_id, T.org_id);
+    cr_expect_str_eq(last->feature_version, DS_FEATURE_VERSION);
+    cr_expect_eq(last->as_of_us, 1773273600LL * 1000000); /* 2026-03-12T00:00:00Z: the transcript */
+    cr_expect_eq(last->n_features, (size_t)DS_FEATURE_COUNT);
+    cr_expect_eq(feature_value(last, "stage_index"), 4.0); /* proposal */
+    cr_expect_eq(feature_value(last, "days_open"), 11.0);
+    cr_expect_eq(feature_value(last, "days_to_close"), 19.0);
+    cr_expect_eq(feature_value(last, "meddicc_champion"), 1.0);
+    cr_expect_eq(feature_value(last, "meddicc_economic_buyer"), 0.0, "negated mention does not count");
+    cr_expect(last->meddicc && last->meddicc->champion && !last->meddicc->economic_buyer);
+    cr_expect_eq(last->meddicc->coverage, 1);
+    dealscore__v1__features_ready__free_unpacked(last, NULL);
+    /* The snapshot row holds the same values and the evidence span. */
+    cr_expect_eq(pgt_longf(db, "select count(*) from features_snapshot where opportunity_id = '%s'"
+                               " and as_of = '2026-03-12T00:00:00Z' and (features->>'stage_index')::int = 4"
+                               " and meddicc->'champion'->'evidence'->0->>'start' = '12'"
+                               " and meddicc->'champion'->'evidence'->0->>'end' = '20'"
+                               " and meddicc->'champion'->'evidence'->0->>'transcript_id' is not null",
+                               opp),
+                 1);
+    free(opp);
+    free(ev2);
+    PQfinish(db);
+    ds_consumer_destroy(c);
+}
+
+static void produce_change(ds_producer_t *p, const char *topic, const char *event_id, const char *org,
+                           const char *opp, int64_t at_us) {
+    Dealscore__V1__OpportunityChanged ev = DEALSCORE__V1__OPPORTUNITY_CHANGED__INIT;
+    ev.event_id = (char *)event_id;
+    ev.org_id = (char *)org;
+    ev.opportunity_id = (char *)opp;
+    ev.account_id = "";
+    ev.kind = DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_STAGE_CHANGED;
+    ev.occurred_at_us = at_us;
+    ev.source = "test";
+    ev.source_hash = "";
+    uint8_t buf[512];
+    size_t len = dealscore__v1__opportunity_changed__pack(&ev, buf);
+    ds_event_meta_t meta = {.id = event_id, .type = DS_CE_TYPE_OPPORTUNITY_CHANGED, .time_us = at_us};
+    cr_assert_eq(ds_producer_send(p, topic, opp, strlen(opp), buf, len, &meta, NULL), 0);
+    cr_assert_eq(ds_producer_flush(p, 10000), 0);
+}
+
+static char *insert_opportunity(PGconn *db, const char *ext) {
+    pgt_execf(db,
+              "insert into opportunities (org_id, external_id, stage, created_at, amount)"
+              " values ('%s', '%s', 'demo', '2026-01-01T00:00:00Z', 5000)",
+              T.org_id, ext);
+    return pgt_valuef(db, "select id from opportunities where external_id = '%s'", ext);
+}
+
+Test(feature, replayed_event_gives_the_same_snapshot_and_no_duplicate) {
+    PGconn *db = pgt_connect_db(&T.db);
+    char *opp = insert_opportunity(db, "OPP-R");
+    ds_config_t cfg;
+    ds_producer_t *p = dst_producer(&T, &cfg);
+    char *topic = pgt_fmt("%sopportunity.changed", T.prefix);
+    ds_consumer_t *c = dst_consumer(&T, "features.ready");
+    const char *eid = "0b7f4a52-9d55-4c38-b2c1-43a1c1f0a001";
+    produce_change(p, topic, eid, T.org_id, opp, 1770000000LL * 1000000);
+    rd_kafka_message_t *m[2];
+    dst_consume(c, m, 1, 30000);
+    char *features1 = pgt_valuef(db, "select features::text from features_snapshot where opportunity_id = '%s'", opp);
+    produce_change(p, topic, eid, T.org_id, opp, 1770000000LL * 1000000);
+    dst_consume(c, m + 1, 1, 30000);
+    cr_expect_eq(pgt_longf(db, "select count(*) from features_snapshot where opportunity_id = '%s'", opp), 1);
+    char *features2 = pgt_valuef(db, "select features::text from features_snapshot where opportunity_id = '%s'", opp);
+    cr_expect_str_eq(features2, features1);
+    /* The re-published features.ready is the same event (same id). */
+    char id1[64], id2[64];
+    cr_assert_eq(ds_kafka_header_get(m[0], "ce_id", id1, sizeof id1), 0);
+    cr_assert_eq(ds_kafka_header_get(m[1], "ce_id", id2, sizeof id2), 0);
+    cr_expect_str_eq(id1, id2);
+    cr_expect(m[0]->len == m[1]->len && memcmp(m[0]->payload, m[1]->payload, m[0]->len) == 0,
+              "identical payloads");
+    ds_consumer_release(m, 2);
+    ds_consumer_destroy(c);
+    ds_producer_destroy(p);
+    ds_config_close(&cfg);
+    free(features1);
+    free(features2);
+    free(topic);
+    free(opp);
+    PQfinish(db);
+}
+
+Test(feature, poison_message_goes_to_dlq_and_the_next_is_processed) {
+    PGconn *db = pgt_connect_db(&T.db);
+    char *opp = insert_opportunity(db, "OPP-P");
+    ds_config_t cfg;
+    ds_producer_t *p = dst_producer(&T, &cfg);
+    char *topic = pgt_fmt("%sopportunity.changed", T.prefix);
+    ds_consumer_t *dlq = dst_consumer(&T, "opportunity.changed.dlq");
+    ds_consumer_t *ready = dst_consumer(&T, "features.ready");
+    /* Same key as the good one: same partition, so it really comes first. */
+    const char junk[] = "\xff\xff\xff this is not protobuf";
+    ds_event_meta_t meta = {.type = DS_CE_TYPE_OPPORTUNITY_CHANGED};
+    cr_assert_eq(ds_producer_send(p, topic, opp, strlen(opp), junk, sizeof junk - 1, &meta, NULL), 0);
+    produce_change(p, topic, "0b7f4a52-9d55-4c38-b2c1-43a1c1f0a002", T.org_id, opp, 1770000000LL * 1000000);
+    rd_kafka_message_t *m[1];
+    dst_consume(dlq, m, 1, 30000);
+    cr_expect_eq(m[0]->len, sizeof junk - 1);
+    cr_expect(memcmp(m[0]->payload, junk, m[0]->len) == 0, "the DLQ holds the original bytes");
+    char h[256];
+    cr_assert_eq(ds_kafka_header_get(m[0], "dlq_error", h, sizeof h), 0);
+    cr_expect(strstr(h, "OpportunityChanged") != NULL, "dlq_error says why: %s", h);
+    cr_assert_eq(ds_kafka_header_get(m[0], "dlq_topic", h, sizeof h), 0);
+    cr_expect_str_eq(h, topic);
+    ds_consumer_release(m, 1);
+    dst_consume(ready, m, 1, 30000);
+    Dealscore__V1__FeaturesReady *fr = dealscore__v1__features_ready__unpack(NULL, m[0]->len, m[0]->payload);
+    cr_assert(fr);
+    cr_expect_str_eq(fr->opportunity_id, opp);
+    dealscore__v1__features_ready__free_unpacked(fr, NULL);
+    ds_consumer_release(m, 1);
+    ds_consumer_destroy(dlq);
+    ds_consumer_destroy(ready);
+    ds_producer_destroy(p);
+    ds_config_close(&cfg);
+    free(topic);
+    free(opp);
+    PQfinish(db);
+}
+
+Test(feature, catalog_lists_every_feature) {
+    char *bin = proc_bin("dealscore-feature");
+    char *argv[] = {bin, "catalog", NULL};
+    char *out = NULL, *err = NULL;
+    cr_assert_eq(proc_run(argv, NULL, &out, &err, 10000), 0, "%s", err);
+    json_t *j = json_loads(out, 0, NULL);
+    cr_assert(j, "catalog is JSON: %s", out);
+    json_t *feats = json_object_get(j, "features");
+    cr_expect_eq(json_array_size(feats), (size_t)DS_FEATURE_COUNT);
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(feats, 0), "name")), "days_open");
+    json_decref(j);
+    free(out);
+    free(err);
+    free(bin);
+}
