@@ -611,7 +611,7 @@ static void parser_restart(file_t *f) {
 
 /* A record that is not valid CSV: report it, drop it, and resynchronize at
  * the next line. */
-static void bad_csv(file_t *f, const char *what) {
+static void bad_csv(file_t *f, const char *what, bool at_eof) {
     long start = f->row_open ? f->row_line : f->line;
     if (!f->have_header) {
         report(f, start, "record", "the header is not valid CSV: %s", what);
@@ -620,7 +620,7 @@ static void bad_csv(file_t *f, const char *what) {
         f->done = true;
         return;
     }
-    if (f->line != start)
+    if (f->line != start && !at_eof)
         report(f, start, "record", "is not valid CSV: %s (on line %ld)", what, f->line);
     else
         report(f, start, "record", "is not valid CSV: %s", what);
@@ -656,7 +656,8 @@ static void feed(file_t *f, const char *buf, size_t len) {
         if (used < seg && !f->done) {
             bad_csv(f, csv_error(&f->csv) == CSV_EPARSE
                            ? "a quote inside an unquoted field, or text after a closing quote"
-                           : csv_strerror(csv_error(&f->csv)));
+                           : csv_strerror(csv_error(&f->csv)),
+                    false);
             parser_restart(f);
             if (!nl) f->skip_line = true;
         }
@@ -699,7 +700,7 @@ static void import_file(importer_t *im, file_t *f) {
         im->file_failed = true;
     } else if (!f->done && !im->stopped) {
         if (csv_fini(&f->csv, on_field, on_row, f) != 0) {
-            bad_csv(f, "a quoted field is never closed (end of file inside quotes)");
+            bad_csv(f, "a quoted field is never closed (end of file inside quotes)", true);
             row_reset(f);
         }
     }
