@@ -417,8 +417,14 @@ void ds_opp_raw_init(ds_opp_raw_t *raw) {
 
 /* ---- the engine ------------------------------------------------------------------ */
 
+/* Days from earlier to later, rounded (half away from zero) to a millionth
+ * of a day (86.4 ms), so values are short decimals that print and read
+ * back exactly. */
 static inline double days_between(int64_t later, int64_t earlier) {
-    return (double)(later - earlier) / (double)DS_US_PER_DAY;
+    const int64_t unit = DS_US_PER_DAY / 1000000; /* 86400 us */
+    int64_t d = later - earlier;
+    int64_t q = d >= 0 ? (d + unit / 2) / unit : -((-d + unit / 2) / unit);
+    return (double)q / 1e6;
 }
 
 /* Sorts idx[0..n) by key[idx[i]] ascending, ties by index (stable). The
@@ -725,20 +731,61 @@ static void sb_json_str(sbuf_t *sb, const char *s) {
     sb_put(sb, "\"", 1);
 }
 
-/* The shortest text that reads back as exactly v; "null" when not finite. */
+/* Decimal digits of v into the end of buf; returns the start. */
+static char *u64_digits(uint64_t v, char *end) {
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return end;
+}
+
+/* The text for v that reads back as exactly v, short for the values the
+ * engine produces; "null" when not finite. Integers and values with at most
+ * six decimals (durations, counts, 0.5) take an integer path; others the
+ * shortest of %.15g, %.16g and %.17g that round-trips. */
 static int format_number(double v, char buf[40]) {
     if (!isfinite(v)) {
         memcpy(buf, "null", 5);
         return 4;
     }
     if (v == 0) { /* also -0 */
-        buf[0] = '0';
-        buf[1] = '\0';
+        memcpy(buf, "0", 2);
         return 1;
     }
-    if (v == floor(v) && fabs(v) < 1e15) return snprintf(buf, 40, "%lld", (long long)v);
-    int n = snprintf(buf, 40, "%.15g", v);
-    if (strtod(buf, NULL) != v) n = snprintf(buf, 40, "%.17g", v);
+    double scaled = v * 1e6;
+    if (fabs(scaled) < 9e15) {
+        double r = nearbyint(scaled);
+        if (r / 1e6 == v) {
+            uint64_t m = (uint64_t)fabs(r);
+            uint64_t ip = m / 1000000, fp = m % 1000000;
+            char tmp[40], *end = tmp + sizeof tmp;
+            char *p = end;
+            if (fp) {
+                int digits = 6;
+                while (fp % 10 == 0) {
+                    fp /= 10;
+                    digits--;
+                }
+                for (int i = 0; i < digits; i++) {
+                    *--p = (char)('0' + fp % 10);
+                    fp /= 10;
+                }
+                *--p = '.';
+            }
+            p = u64_digits(ip, p);
+            if (r < 0) *--p = '-';
+            int n = (int)(end - p);
+            memcpy(buf, p, (size_t)n);
+            buf[n] = '\0';
+            return n;
+        }
+    }
+    int n = 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(buf, 40, "%.*g", prec, v);
+        if (prec == 17 || strtod(buf, NULL) == v) break;
+    }
     return n;
 }
 

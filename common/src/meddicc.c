@@ -119,16 +119,26 @@ const char DS_MEDDICC_NEGATION_CUES[] =
     "won't, can't, cannot, couldn't, wouldn't, havent, hasnt, dont, doesnt, didnt, isnt, arent, "
     "cant";
 
-/* Single-word cues, compared against a lowercased word with U+2019 folded to
- * an ASCII apostrophe. "have not" and "has not" are covered by "not". */
-static const char *const cue_words[] = {
-    "no",      "not",    "never",  "without", "lack",     "lacks",    "lacking", "nobody",
-    "none",    "haven't", "hasn't", "hadn't", "don't",    "doesn't",  "didn't",  "isn't",
-    "aren't",  "wasn't", "weren't", "won't",  "can't",    "cannot",   "couldn't", "wouldn't",
-    "havent",  "hasnt",  "dont",   "doesnt",  "didnt",    "isnt",     "arent",   "cant",
+/* Words the negation check recognizes, lowercased, U+2019 folded to an
+ * ASCII apostrophe. "have not" and "has not" are covered by "not"; the
+ * two-word cues are "no one" and "yet to". */
+typedef enum { W_NONE = 0, W_CUE, W_NO, W_YET, W_ONE, W_TO, W_BREAK } word_class_t;
+
+static const struct {
+    const char *word;
+    uint8_t cls;
+} class_words[] = {
+    {"no", W_NO},          {"not", W_CUE},      {"never", W_CUE},     {"without", W_CUE},
+    {"lack", W_CUE},       {"lacks", W_CUE},    {"lacking", W_CUE},   {"nobody", W_CUE},
+    {"none", W_CUE},       {"haven't", W_CUE},  {"hasn't", W_CUE},    {"hadn't", W_CUE},
+    {"don't", W_CUE},      {"doesn't", W_CUE},  {"didn't", W_CUE},    {"isn't", W_CUE},
+    {"aren't", W_CUE},     {"wasn't", W_CUE},   {"weren't", W_CUE},   {"won't", W_CUE},
+    {"can't", W_CUE},      {"cannot", W_CUE},   {"couldn't", W_CUE},  {"wouldn't", W_CUE},
+    {"havent", W_CUE},     {"hasnt", W_CUE},    {"dont", W_CUE},      {"doesnt", W_CUE},
+    {"didnt", W_CUE},      {"isnt", W_CUE},     {"arent", W_CUE},     {"cant", W_CUE},
+    {"yet", W_YET},        {"one", W_ONE},      {"to", W_TO},         {"but", W_BREAK},
+    {"however", W_BREAK},  {"although", W_BREAK}, {"though", W_BREAK}, {"whereas", W_BREAK},
 };
-static const char *const cue_pairs[][2] = {{"no", "one"}, {"yet", "to"}};
-static const char *const breaker_words[] = {"but", "however", "although", "though", "whereas"};
 
 /* ---- character classes ------------------------------------------------- */
 
@@ -199,11 +209,17 @@ static uint32_t utf8_decode(const uint8_t *s, size_t n, size_t *len) {
 
 /* Decodes the code point that ends right before position i (i > 0); sets
  * *start to where it begins. A stray byte decodes as CP_INVALID. */
-static uint32_t utf8_decode_prev(const uint8_t *t, size_t i, size_t *start) {
+static uint32_t utf8_decode_prev_slow(const uint8_t *t, size_t i, size_t *start);
+
+static inline uint32_t utf8_decode_prev(const uint8_t *t, size_t i, size_t *start) {
     if (t[i - 1] < 0x80) {
         *start = i - 1;
         return t[i - 1];
     }
+    return utf8_decode_prev_slow(t, i, start);
+}
+
+static uint32_t utf8_decode_prev_slow(const uint8_t *t, size_t i, size_t *start) {
     size_t s = i - 1;
     while (s > 0 && i - s < 4 && (t[s] & 0xc0) == 0x80) s--;
     size_t len;
@@ -240,16 +256,49 @@ typedef struct {
     const char *text; /* normalized, NUL-terminated, in the lexicon's pool */
     uint16_t len;
     uint8_t element;
-    bool last_word; /* the last character is a word character */
-    bool disabled;  /* only while compiling */
+    uint8_t second;  /* second byte as second_key() folds text, 0 for a 1-byte phrase */
+    bool last_word;  /* the last character is a word character */
+    bool plural_ok;  /* the last character is an ASCII letter: "s"/"es" may follow */
+    bool disabled;   /* only while compiling */
 } phrase_t;
+
+/* Class words packed into 8 bytes, in an open-addressing table. */
+#define WORD_SLOTS 128
 
 struct ds_meddicc_lexicon {
     phrase_t *phrases; /* by first byte, then longest first, element, text */
     size_t n;
     uint32_t bucket[257]; /* phrases starting with byte b: [bucket[b], bucket[b + 1]) */
+    /* Bit (b0 << 8 | b1) is set when some phrase can start with the bytes
+     * b0 b1 (b1 as second_key() folds it): most word starts stop here. */
+    uint64_t pair[65536 / 64];
+    uint64_t word_key[WORD_SLOTS];
+    uint8_t word_cls[WORD_SLOTS];
+    uint8_t byte_cls[256];   /* BC_* class of each byte */
+    uint8_t second_tab[256]; /* second_key() of each byte */
     char *pool;
 };
+
+/* Byte classes for the scan loop. */
+enum {
+    BC_OTHER = 0,   /* ASCII non-word byte that starts no phrase */
+    BC_WORD = 1,    /* ASCII word byte */
+    BC_HIGH = 2,    /* >= 0x80: decode to classify */
+    BC_STARTS = 3,  /* ASCII non-word byte that starts some phrase */
+};
+
+static inline size_t word_slot(uint64_t key) {
+    return (size_t)((key * 0x9e3779b97f4a7c15ULL) >> 57) & (WORD_SLOTS - 1);
+}
+
+/* Folds the text byte after a phrase's first one the way the phrase's
+ * second byte is compared: lowercase; whitespace and '-' match a phrase
+ * space; 0xE2 may start U+2019, which matches an apostrophe. */
+static inline uint8_t second_key(uint8_t c) {
+    if (ascii_space(c) || c == '-') return ' ';
+    if (c == 0xe2) return '\'';
+    return lower_tab[c];
+}
 
 /* Normalizes a phrase into out (room for DS_MEDDICC_MAX_PHRASE + 1); returns
  * the length, 0 when empty, or -1 when too long. */
@@ -328,6 +377,8 @@ int ds_meddicc_lexicon_new(const ds_meddicc_phrase_t *rows, size_t n, ds_meddicc
         (void)utf8_decode_prev((const uint8_t *)pp, (size_t)len, &last);
         ph->last_word = word_at((const uint8_t *)pp, (size_t)len, last);
         ph->disabled = rows[i].disabled;
+        uint8_t lc = (uint8_t)pp[len - 1];
+        ph->plural_ok = lc >= 'a' && lc <= 'z';
         pp += len + 1;
     }
     qsort(lex->phrases, n, sizeof *lex->phrases, phrase_cmp);
@@ -349,6 +400,34 @@ int ds_meddicc_lexicon_new(const ds_meddicc_phrase_t *rows, size_t n, ds_meddicc
         while (j < m && (uint8_t)lex->phrases[j].text[0] == b) j++;
     }
     lex->bucket[256] = (uint32_t)m;
+    for (size_t i = 0; i < m; i++) {
+        phrase_t *ph = &lex->phrases[i];
+        unsigned b0 = (uint8_t)ph->text[0];
+        ph->second = ph->len > 1 ? second_key((uint8_t)ph->text[1]) : 0;
+        if (ph->second) {
+            unsigned bit = b0 << 8 | ph->second;
+            lex->pair[bit >> 6] |= 1ULL << (bit & 63);
+        } else {
+            for (unsigned b1 = 0; b1 < 256; b1++) {
+                unsigned bit = b0 << 8 | b1;
+                lex->pair[bit >> 6] |= 1ULL << (bit & 63);
+            }
+        }
+    }
+    for (unsigned c = 0; c < 256; c++) {
+        lex->second_tab[c] = second_key((uint8_t)c);
+        if (c >= 0x80) lex->byte_cls[c] = BC_HIGH;
+        else if (ascii_word((uint8_t)c)) lex->byte_cls[c] = BC_WORD;
+        else lex->byte_cls[c] = lex->bucket[lower_tab[c]] != lex->bucket[lower_tab[c] + 1] ? BC_STARTS : BC_OTHER;
+    }
+    for (size_t i = 0; i < DS_ARRAY_SIZE(class_words); i++) {
+        uint64_t key = 0;
+        memcpy(&key, class_words[i].word, strlen(class_words[i].word));
+        size_t slot = word_slot(key);
+        while (lex->word_key[slot]) slot = (slot + 1) & (WORD_SLOTS - 1);
+        lex->word_key[slot] = key;
+        lex->word_cls[slot] = class_words[i].cls;
+    }
     *out = lex;
     return DS_OK;
 }
@@ -426,29 +505,48 @@ static inline bool period_ends(const uint8_t *t, size_t n, size_t q) {
     return q + 1 >= n || ascii_space(t[q + 1]);
 }
 
+/* The first sentence end at or after a position, remembered between
+ * matches: the scan moves forward, so one lookup serves every match up to
+ * that end. */
+typedef struct {
+    size_t from, at; /* no sentence end in [from, at); at is one, or n */
+    bool question;
+} sentence_cache_t;
+
 /* Whether the sentence holding a match that ends at e is a question. */
-static bool in_question(const uint8_t *t, size_t n, size_t e) {
-    for (size_t q = e; q < n; q++) {
+static bool in_question(const uint8_t *t, size_t n, size_t e, sentence_cache_t *sc) {
+    if (e >= sc->from && e <= sc->at && sc->at != SIZE_MAX) return sc->question;
+    size_t q = e;
+    bool question = false;
+    for (; q < n; q++) {
         uint8_t c = t[q];
-        if (c == '?') return true;
-        if (c == '!' || c == ';' || c == '\n') return false;
-        if (c == '.' && period_ends(t, n, q)) return false;
+        if (c == '?') {
+            question = true;
+            break;
+        }
+        if (c == '!' || c == ';' || c == '\n') break;
+        if (c == '.' && period_ends(t, n, q)) break;
     }
-    return false;
+    sc->from = e;
+    sc->at = q;
+    sc->question = question;
+    return question;
 }
 
-static bool word_in(const char *w, const char *const *list, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(w, list[i]) == 0) return true;
-    return false;
+static word_class_t classify(const ds_meddicc_lexicon_t *lex, uint64_t key) {
+    size_t slot = word_slot(key);
+    while (lex->word_key[slot]) {
+        if (lex->word_key[slot] == key) return (word_class_t)lex->word_cls[slot];
+        slot = (slot + 1) & (WORD_SLOTS - 1);
+    }
+    return W_NONE;
 }
 
-#define CUE_WORD_MAX 16
-
-/* Whether a negation cue cancels a match that starts at s (see meddicc.h). */
-static bool negated(const uint8_t *t, size_t n, size_t s) {
-    char words[DS_MEDDICC_NEGATION_WINDOW + 2][CUE_WORD_MAX];
-    bool comma_after[DS_MEDDICC_NEGATION_WINDOW + 2];
+/* Whether a negation cue cancels a match that starts at s (see meddicc.h).
+ * Reads back at most DS_MEDDICC_NEGATION_WINDOW + 2 words. */
+static bool negated(const ds_meddicc_lexicon_t *lex, const uint8_t *t, size_t n, size_t s) {
+    word_class_t prev_cls = W_NONE; /* the word read before (nearer the phrase) */
+    bool prev_comma = false;        /* a comma right after that word */
     size_t p = s;
     for (int k = 0; k < DS_MEDDICC_NEGATION_WINDOW + 2; k++) {
         /* Skip separators backwards, stopping at a sentence end. */
@@ -463,46 +561,47 @@ static bool negated(const uint8_t *t, size_t n, size_t s) {
             if (cp == ',') comma = true;
             p = cs;
         }
-        /* Read the word that ends at p, apostrophes included. */
+        /* Read the word that ends at p backwards, packing up to 8 bytes. */
+        uint8_t rev[9];
         size_t len = 0;
-        bool too_long = false;
-        char rev[CUE_WORD_MAX];
+        bool ascii = true;
         while (p > 0) {
             size_t cs;
             uint32_t cp = utf8_decode_prev(t, p, &cs);
-            if (cp == '\'' || cp == 0x2019) {
-                if (len < CUE_WORD_MAX - 1) rev[len++] = '\'';
-                else too_long = true;
-            } else if (cp_is_word(cp)) {
-                if (cp < 0x80 && len < CUE_WORD_MAX - 1) rev[len++] = (char)lower_tab[cp];
-                else too_long = true; /* non-ASCII words are never cues */
+            uint8_t ch;
+            if (cp == '\'' || cp == 0x2019) ch = '\'';
+            else if (cp < 0x80 && ascii_word((uint8_t)cp)) ch = lower_tab[cp];
+            else if (cp_is_word(cp)) {
+                ch = 0;
+                ascii = false; /* non-ASCII words are never cues */
             } else {
                 break;
             }
+            if (len < sizeof rev) rev[len] = ch;
+            len++;
             p = cs;
         }
-        char *w = words[k];
-        size_t wl = 0;
-        if (!too_long) {
-            /* Quotes around a word are not part of it: 'no' is "no". */
-            size_t lo = 0, hi = len;
-            while (lo < hi && rev[lo] == '\'') lo++;
-            while (hi > lo && rev[hi - 1] == '\'') hi--;
-            for (size_t i = hi; i > lo; i--) w[wl++] = rev[i - 1];
+        /* Quotes around a word are not part of it: 'no' is "no". */
+        size_t lo = 0, hi = len < sizeof rev ? len : sizeof rev;
+        while (lo < hi && rev[lo] == '\'') lo++;
+        while (hi > lo && rev[hi - 1] == '\'') hi--;
+        word_class_t cls = W_NONE;
+        if (ascii && len <= 8 && hi > lo) {
+            uint8_t w[8] = {0};
+            for (size_t i = hi; i > lo; i--) w[hi - i] = rev[i - 1];
+            uint64_t key;
+            memcpy(&key, w, 8);
+            cls = classify(lex, key);
         }
-        w[wl] = '\0';
-        comma_after[k] = comma;
-        if (word_in(w, breaker_words, DS_ARRAY_SIZE(breaker_words))) return false;
-        if (k <= DS_MEDDICC_NEGATION_WINDOW && !comma &&
-            word_in(w, cue_words, DS_ARRAY_SIZE(cue_words)))
+        if (cls == W_BREAK) return false;
+        if (k <= DS_MEDDICC_NEGATION_WINDOW && !comma && (cls == W_CUE || cls == W_NO))
             return true;
-        /* Two-word cue: this word is the first, the previous one read (k-1,
-         * nearer the phrase) the second. */
-        if (k >= 1 && k - 1 <= DS_MEDDICC_NEGATION_WINDOW && !comma && !comma_after[k - 1]) {
-            for (size_t i = 0; i < DS_ARRAY_SIZE(cue_pairs); i++)
-                if (strcmp(w, cue_pairs[i][0]) == 0 && strcmp(words[k - 1], cue_pairs[i][1]) == 0)
-                    return true;
-        }
+        /* Two-word cues: this word first, the one read before second. */
+        if (k >= 1 && k - 1 <= DS_MEDDICC_NEGATION_WINDOW && !comma && !prev_comma &&
+            ((cls == W_NO && prev_cls == W_ONE) || (cls == W_YET && prev_cls == W_TO)))
+            return true;
+        prev_cls = cls;
+        prev_comma = comma;
     }
     return false;
 }
@@ -520,41 +619,96 @@ static void add_evidence(ds_meddicc_result_t *res, int el, const char *tid, size
     }
 }
 
+typedef struct {
+    const ds_meddicc_lexicon_t *lex;
+    const uint8_t *t;
+    size_t n;
+    const char *tid;
+    size_t last_end[DS_MEDDICC_COUNT]; /* end of the last counted match per element */
+    sentence_cache_t sc;
+    ds_meddicc_result_t *res;
+} scan_t;
+
+/* Whether some phrase may start with the two bytes at i. */
+static inline bool pair_may_match(const ds_meddicc_lexicon_t *lex, const uint8_t *t, size_t n,
+                                  size_t i) {
+    unsigned b1 = i + 1 < n ? lex->second_tab[t[i + 1]] : 0;
+    unsigned bit = (unsigned)lower_tab[t[i]] << 8 | b1;
+    return lex->pair[bit >> 6] & (1ULL << (bit & 63));
+}
+
+/* Tries every phrase that may start at i, where a phrase may start (a word
+ * start, or a non-word character) and pair_may_match said yes. */
+static void try_at(scan_t *sc, size_t i) {
+    const ds_meddicc_lexicon_t *lex = sc->lex;
+    const uint8_t *t = sc->t;
+    uint8_t b0 = lower_tab[t[i]];
+    uint8_t b1 = i + 1 < sc->n ? lex->second_tab[t[i + 1]] : 0;
+    bool done[DS_MEDDICC_COUNT] = {false};
+    int neg = -1; /* computed on the first match at this position */
+    for (uint32_t k = lex->bucket[b0]; k < lex->bucket[b0 + 1]; k++) {
+        const phrase_t *ph = &lex->phrases[k];
+        if (ph->second && ph->second != b1) continue;
+        if (done[ph->element] || i < sc->last_end[ph->element]) continue;
+        size_t e = match_phrase(ph, t, sc->n, i);
+        if (e == 0) continue;
+        if (ph->last_word && e < sc->n && word_at(t, sc->n, e)) {
+            /* Only a plural ending may follow: "competitors", "KPIs". */
+            size_t e2 = 0;
+            if (ph->plural_ok && lower_tab[t[e]] == 's') e2 = e + 1;
+            else if (ph->plural_ok && lower_tab[t[e]] == 'e' && e + 1 < sc->n &&
+                     lower_tab[t[e + 1]] == 's')
+                e2 = e + 2;
+            if (e2 == 0 || (e2 < sc->n && word_at(t, sc->n, e2))) continue;
+            e = e2;
+        }
+        done[ph->element] = true;
+        if (neg < 0) neg = negated(lex, t, sc->n, i);
+        if (neg || in_question(t, sc->n, e, &sc->sc)) continue;
+        sc->last_end[ph->element] = e;
+        add_evidence(sc->res, ph->element, sc->tid, i, e, ph->text);
+    }
+}
+
 void ds_meddicc_scan(const ds_meddicc_lexicon_t *lex, const char *transcript_id, const char *text,
                      size_t len, ds_meddicc_result_t *res) {
     if (!text) len = 0;
     if (len > UINT32_MAX) len = UINT32_MAX;
     const uint8_t *t = (const uint8_t *)text;
-    size_t last_end[DS_MEDDICC_COUNT] = {0}; /* end of the last counted match per element */
-    bool prev_word = false;
+    const uint8_t *cls = lex->byte_cls;
+    scan_t sc = {.lex = lex, .t = t, .n = len, .tid = transcript_id, .res = res,
+                 .sc = {0, SIZE_MAX, false}};
     size_t i = 0;
     while (i < len) {
-        uint8_t c = t[i];
+        uint8_t k = cls[t[i]];
         size_t clen = 1;
-        bool w;
-        if (c < 0x80) w = ascii_word(c);
-        else w = cp_is_word(utf8_decode(t + i, len - i, &clen));
-        uint32_t b0 = lex->bucket[lower_tab[c]], b1 = lex->bucket[lower_tab[c] + 1];
-        /* Inside a word no phrase can start: a phrase that begins with a
-         * word character needs a boundary before it. */
-        if (b0 != b1 && !(w && prev_word)) {
-            bool done[DS_MEDDICC_COUNT] = {false};
-            int neg = -1; /* computed on the first match at this position */
-            for (uint32_t k = b0; k < b1; k++) {
-                const phrase_t *ph = &lex->phrases[k];
-                if (done[ph->element] || i < last_end[ph->element]) continue;
-                size_t e = match_phrase(ph, t, len, i);
-                if (e == 0) continue;
-                if (ph->last_word && e < len && word_at(t, len, e)) continue;
-                done[ph->element] = true;
-                if (neg < 0) neg = negated(t, len, i);
-                if (neg || in_question(t, len, e)) continue;
-                last_end[ph->element] = e;
-                add_evidence(res, ph->element, transcript_id, i, e, ph->text);
-            }
+        if (k == BC_OTHER) {
+            i++;
+            continue;
         }
-        prev_word = w;
+        if (k == BC_STARTS) {
+            /* A phrase may start with a non-word character, boundary-free. */
+            if (pair_may_match(lex, t, len, i)) try_at(&sc, i);
+            i++;
+            continue;
+        }
+        if (k == BC_HIGH && !cp_is_word(utf8_decode(t + i, len - i, &clen))) {
+            if (lex->bucket[t[i]] != lex->bucket[t[i] + 1] && pair_may_match(lex, t, len, i))
+                try_at(&sc, i);
+            i += clen;
+            continue;
+        }
+        /* A word start: try it, then skip the rest of the word, where no
+         * phrase that starts with a word character can begin. */
+        if (pair_may_match(lex, t, len, i)) try_at(&sc, i);
         i += clen;
+        for (;;) {
+            while (i < len && cls[t[i]] == BC_WORD) i++;
+            if (i >= len || cls[t[i]] != BC_HIGH ||
+                !cp_is_word(utf8_decode(t + i, len - i, &clen)))
+                break;
+            i += clen;
+        }
     }
     res->coverage = 0;
     for (int el = 0; el < DS_MEDDICC_COUNT; el++) res->coverage += res->present[el];
@@ -587,9 +741,12 @@ static void sb_puts(sbuf_t *sb, const char *s) {
 }
 
 static void sb_u64(sbuf_t *sb, uint64_t v) {
-    char buf[24];
-    int n = snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
-    sb_put(sb, buf, (size_t)n);
+    char buf[24], *end = buf + sizeof buf, *p = end;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    sb_put(sb, p, (size_t)(end - p));
 }
 
 /* A JSON string; invalid UTF-8 becomes U+FFFD, control characters \u00XX. */
@@ -600,6 +757,14 @@ static void sb_json_str(sbuf_t *sb, const char *s) {
     size_t n = strlen(s);
     size_t i = 0;
     while (i < n) {
+        /* Plain ASCII goes out in one piece. */
+        size_t j = i;
+        while (j < n && p[j] >= 0x20 && p[j] < 0x80 && p[j] != '"' && p[j] != '\\') j++;
+        if (j > i) {
+            sb_put(sb, (const char *)p + i, j - i);
+            i = j;
+            continue;
+        }
         uint8_t c = p[i];
         if (c == '"' || c == '\\') {
             char esc[2] = {'\\', (char)c};

@@ -187,6 +187,8 @@ Test(meddicc, word_boundaries) {
         "The config key is pre_champion.",  /* '_' is a word character */
         "Unchampioned ideas.",
         "\xc3\xa9" "champion stuff.",           /* a letter before: "échampion" */
+        "The championess arrived.",           /* "es" + more letters is no plural */
+        "Our champions_ group.",
     };
     for (size_t i = 0; i < DS_ARRAY_SIZE(not_matched); i++) {
         ds_meddicc_result_t r = scan(lex, not_matched[i]);
@@ -199,6 +201,8 @@ Test(meddicc, word_boundaries) {
         "\xe2\x80\x9c" "champion\xe2\x80\x9d", /* curly quotes around it */
         "(champion)",
         "champion",
+        "Two champions.",
+        "CHAMPIONS!",
     };
     for (size_t i = 0; i < DS_ARRAY_SIZE(matched); i++) {
         ds_meddicc_result_t r = scan(lex, matched[i]);
@@ -230,6 +234,34 @@ Test(meddicc, case_whitespace_and_hyphens) {
     cr_assert(r.present[DS_MEDDICC_COMPETITION]);
     /* Two hyphens are not one separator. */
     r = scan(lex, "sign--off");
+    cr_assert_eq(r.coverage, 0);
+}
+
+Test(meddicc, plurals_match_with_the_ending_in_the_span) {
+    const ds_meddicc_lexicon_t *lex = ds_meddicc_lexicon_default();
+    /* "Our " 4 bytes, "KPIs" 4: [4, 8). */
+    ds_meddicc_result_t r = scan(lex, "Our KPIs are set.");
+    cr_assert(r.present[DS_MEDDICC_METRICS]);
+    cr_assert_eq(r.evidence[DS_MEDDICC_METRICS][0].start, 4);
+    cr_assert_eq(r.evidence[DS_MEDDICC_METRICS][0].end, 8);
+    cr_assert_str_eq(r.evidence[DS_MEDDICC_METRICS][0].phrase, "kpi");
+    /* "SSO and audit logs are " is 23 bytes; "must-haves" 10. */
+    r = scan(lex, "SSO and audit logs are must-haves for us.");
+    cr_assert(r.present[DS_MEDDICC_DECISION_CRITERIA]);
+    cr_assert_eq(r.evidence[DS_MEDDICC_DECISION_CRITERIA][0].start, 23);
+    cr_assert_eq(r.evidence[DS_MEDDICC_DECISION_CRITERIA][0].end, 33);
+    /* A phrase ending in a digit or a non-letter takes no ending. */
+    ds_meddicc_phrase_t rows[] = {{"metrics", "q3", false}};
+    ds_meddicc_lexicon_t *own = NULL;
+    char err[64];
+    cr_assert_eq(ds_meddicc_lexicon_new(rows, 1, &own, err, sizeof err), DS_OK);
+    r = scan(own, "Targets for q3s.");
+    cr_assert_eq(r.coverage, 0);
+    r = scan(own, "Targets for Q3.");
+    cr_assert_eq(r.coverage, 1);
+    ds_meddicc_lexicon_destroy(own);
+    /* Negation still applies to plurals. */
+    r = scan(lex, "There are no competitors in this deal.");
     cr_assert_eq(r.coverage, 0);
 }
 

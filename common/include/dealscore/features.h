@@ -22,6 +22,9 @@
  * - the outcome and closed_at of the opportunity itself: never (they are in
  *   ds_opp_raw_t for the trainer's convenience and are not read).
  *
+ * Durations in days are rounded to the nearest millionth of a day (86.4 ms):
+ * short decimals that print and read back exactly.
+ *
  * Categorical encoding (industry, region, size band, product category,
  * persona): the value is normalized (ASCII lowercased, trimmed, each run of
  * whitespace, '_' or '-' turned into one space), hashed with 64-bit FNV-1a,

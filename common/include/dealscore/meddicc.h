@@ -19,7 +19,10 @@
  *   only where the text character before (after) is not one. Word characters
  *   are ASCII letters, digits, '_' and every non-ASCII code point except
  *   spaces and punctuation (U+00A0-U+00BF, U+2000-U+206F, U+3000-U+303F), so
- *   "champion's" and "champion’s" count and "championship" does not.
+ *   "champion's" and "champion’s" count and "championship" does not. The one
+ *   exception is a plural: a phrase ending in a letter also matches with "s"
+ *   or "es" appended ("competitor" matches "Competitors", "must have" matches
+ *   "must-haves"); the evidence span then covers the ending.
  * - At one position the longest phrase of an element wins; a match that
  *   overlaps an earlier counted match of the same element in the same
  *   transcript is skipped ("budget holder" is one piece of evidence).
