@@ -1,0 +1,442 @@
+/* POST /api/predict: verifies the caller's Supabase session JWT, lets RLS
+ * decide whether the caller may see the opportunity (reading as role
+ * authenticated with request.jwt.claims set), recomputes the features now,
+ * scores, persists like the worker and answers with the score, its drivers,
+ * what moved it, the MEDDICC coverage and the peer benchmark. The HTTP loop
+ * only hands requests to the API thread, which does the blocking work. */
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dealscore/common.h"
+#include "dealscore/jwt.h"
+#include "dealscore/log.h"
+#include "scoring.h"
+
+#define API_MAX_BODY 65536
+
+typedef struct api_job_s api_job_t;
+
+typedef struct {
+    api_job_t *job;
+} api_link_t;
+
+struct api_job_s {
+    api_job_t *next;
+    char *auth;
+    char *body;
+    size_t body_len;
+    char traceparent[DS_TRACEPARENT_SIZE];
+    int64_t received_mono_us;
+    int status;
+    json_t *resp;
+    char www_auth[256];
+    h2o_req_t *req;
+    api_link_t *link;
+};
+
+typedef struct {
+    ds_service_t *svc;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    api_job_t *head, *tail, *done_head, *done_tail;
+    bool stop;
+    pthread_t thread;
+    bool started;
+    uv_async_t done_async;
+    ds_jwt_verifier_t *jwt;
+    ds_metric_t *m_latency;
+} api_t;
+
+static void job_free(api_job_t *j) {
+    free(j->auth);
+    free(j->body);
+    json_decref(j->resp);
+    free(j);
+}
+
+static void fail(api_job_t *j, int status, const char *code, const char *msg) {
+    j->status = status;
+    json_decref(j->resp);
+    j->resp = json_pack("{s:s, s:s}", "error", code, "message", msg);
+}
+
+/* ---- loop thread -------------------------------------------------------------- */
+
+static void on_dispose(void *p) {
+    api_link_t *l = p;
+    if (l->job) {
+        l->job->req = NULL;
+        l->job->link = NULL;
+    }
+}
+
+static void count(api_t *a, int status) {
+    char lab[64];
+    snprintf(lab, sizeof lab, "route=\"/api/predict\",status=\"%d\"", status);
+    ds_metric_add(ds_metrics_counter(a->svc->metrics, "http_requests_total", "API requests by route and status", lab), 1);
+}
+
+static int on_predict(void *ud, h2o_req_t *req) {
+    api_t *a = ud;
+    if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/api/predict"))) return -1;
+    if (!ds_http_method_is(req, "POST")) {
+        count(a, 405);
+        ds_http_add_header(req, "allow", "POST");
+        ds_http_respond_error(req, 405, "method_not_allowed", "use POST");
+        return 0;
+    }
+    if (req->entity.len > API_MAX_BODY) {
+        count(a, 413);
+        ds_http_respond_error(req, 413, "payload_too_large", "the body is larger than 64 KiB");
+        return 0;
+    }
+    if (ds_service_stopping(a->svc)) {
+        count(a, 503);
+        ds_http_add_header(req, "retry-after", "1");
+        ds_http_respond_error(req, 503, "shutting_down", "the service is stopping; retry");
+        return 0;
+    }
+    api_job_t *j = ds_calloc(1, sizeof *j);
+    char buf[8192];
+    if (ds_http_header(req, "authorization", buf, sizeof buf) >= 0) j->auth = ds_strdup(buf);
+    char tp[128];
+    ds_event_traceparent_child(ds_http_header(req, "traceparent", tp, sizeof tp) >= 0 ? tp : NULL, j->traceparent);
+    char ctype[128];
+    if (ds_http_header(req, "content-type", ctype, sizeof ctype) < 0 || strncasecmp(ctype, "application/json", 16) != 0)
+        j->status = 415; /* decided after authentication, so 401 wins */
+    j->body = ds_strndup(req->entity.base ? req->entity.base : "", req->entity.len);
+    j->body_len = req->entity.len;
+    j->received_mono_us = ds_mono_us();
+    j->req = req;
+    j->link = h2o_mem_alloc_shared(&req->pool, sizeof *j->link, on_dispose);
+    j->link->job = j;
+    pthread_mutex_lock(&a->mu);
+    if (a->tail) a->tail->next = j;
+    else a->head = j;
+    a->tail = j;
+    pthread_cond_signal(&a->cond);
+    pthread_mutex_unlock(&a->mu);
+    return 0;
+}
+
+static void drain(api_t *a, bool respond) {
+    pthread_mutex_lock(&a->mu);
+    api_job_t *j = a->done_head;
+    a->done_head = a->done_tail = NULL;
+    pthread_mutex_unlock(&a->mu);
+    while (j) {
+        api_job_t *next = j->next;
+        count(a, j->status);
+        if (j->req && respond) {
+            h2o_req_t *req = j->req;
+            j->link->job = NULL;
+            j->req = NULL;
+            if (j->www_auth[0]) ds_http_add_header(req, "www-authenticate", j->www_auth);
+            if (j->status == 503) ds_http_add_header(req, "retry-after", "1");
+            json_t *resp = j->resp;
+            j->resp = NULL;
+            ds_http_respond_json(req, j->status, resp ? resp : json_object());
+        } else if (j->req) {
+            j->link->job = NULL;
+            j->req = NULL;
+        }
+        ds_metric_observe(a->m_latency, (double)(ds_mono_us() - j->received_mono_us) / 1e6);
+        job_free(j);
+        j = next;
+    }
+}
+
+static void on_done(uv_async_t *h) { drain(h->data, true); }
+
+/* ---- API thread ------------------------------------------------------------------ */
+
+typedef struct {
+    api_t *a;
+    ds_pg_t *pg;
+    ds_org_cache_t *orgs;
+    scorer_t *scorer;
+    uint64_t generation;
+} api_thread_t;
+
+static bool is_uuid(const char *s) {
+    if (!s || strlen(s) != 36) return false;
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-') return false;
+        } else if (!isxdigit((unsigned char)s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void on_notify(void *ud, const char *channel, const char *payload, int pid) {
+    (void)channel;
+    (void)pid;
+    api_thread_t *t = ud;
+    scorer_invalidate(t->scorer, payload && *payload ? payload : NULL);
+}
+
+/* Runs the RLS check: is the opportunity visible to the caller? Returns 1
+ * visible, 0 not, or a negative pg class. Fills org_id and account_id. */
+static int visible(api_thread_t *t, const ds_jwt_claims_t *c, const char *opp, char org_id[37], char account_id[37],
+                   char *errstr, size_t errsz) {
+    int rc = ds_pg_exec(t->pg, "begin", NULL, errstr, errsz);
+    if (rc != 0) return rc;
+    PGresult *r = NULL;
+    rc = ds_pg_exec(t->pg, "set local role authenticated", NULL, errstr, errsz);
+    const char *v1[] = {c->claims_json};
+    if (rc == 0)
+        rc = ds_pg_exec_params(t->pg, "select set_config('request.jwt.claims', $1, true)", 1, v1, NULL, NULL, NULL,
+                               errstr, errsz);
+    const char *v2[] = {opp};
+    if (rc == 0)
+        rc = ds_pg_exec_params(t->pg,
+                               "select org_id, coalesce(account_id::text, '') from public.opportunities"
+                               " where id = $1::uuid and not placeholder",
+                               1, v2, NULL, NULL, &r, errstr, errsz);
+    int vis = 0;
+    if (rc == 0 && PQntuples(r) == 1) {
+        snprintf(org_id, 37, "%s", PQgetvalue(r, 0, 0));
+        snprintf(account_id, 37, "%s", PQgetvalue(r, 0, 1));
+        vis = 1;
+    }
+    PQclear(r);
+    char e2[128];
+    ds_pg_exec(t->pg, "rollback", NULL, e2, sizeof e2);
+    return rc != 0 ? rc : vis;
+}
+
+static json_t *benchmark_of(api_thread_t *t, const char *opp) {
+    const char *v[] = {opp};
+    PGresult *r = NULL;
+    char err[256];
+    if (ds_pg_exec_params(t->pg,
+                          "select b.cohort_key, b.match_level, c.cohort_size, c.metrics::text, c.as_of"
+                          " from public.opportunity_benchmarks b join public.benchmarks_cached c"
+                          " on c.org_id = b.org_id and c.cohort_key = b.cohort_key where b.opportunity_id = $1::uuid",
+                          1, v, NULL, NULL, &r, err, sizeof err) != 0)
+        return json_null();
+    json_t *out = json_null();
+    if (PQntuples(r) == 1) {
+        json_t *metrics = json_loads(PQgetvalue(r, 0, 3), 0, NULL);
+        out = json_pack("{s:s, s:s, s:i, s:o, s:s}", "cohort_key", PQgetvalue(r, 0, 0), "match_level",
+                        PQgetvalue(r, 0, 1), "cohort_size", atoi(PQgetvalue(r, 0, 2)), "metrics",
+                        metrics ? metrics : json_object(), "as_of", PQgetvalue(r, 0, 4));
+    }
+    PQclear(r);
+    return out;
+}
+
+static void handle(api_thread_t *t, api_job_t *j) {
+    api_t *a = t->a;
+    char err[512];
+    const char *token = j->auth ? ds_jwt_bearer_token(j->auth) : NULL;
+    if (!token) {
+        fail(j, 401, "unauthorized", "missing Authorization: Bearer <session JWT>");
+        ds_jwt_www_authenticate(NULL, j->www_auth, sizeof j->www_auth);
+        return;
+    }
+    ds_jwt_claims_t claims;
+    if (!a->jwt || ds_jwt_verify(a->jwt, token, ds_now_us() / 1000000, &claims, err, sizeof err) != 0) {
+        if (!a->jwt) snprintf(err, sizeof err, "no JWT keys are configured");
+        fail(j, 401, "invalid_token", err);
+        ds_jwt_www_authenticate(err, j->www_auth, sizeof j->www_auth);
+        return;
+    }
+    if (j->status == 415) {
+        ds_jwt_claims_clear(&claims);
+        fail(j, 415, "unsupported_media_type", "Content-Type must be application/json");
+        return;
+    }
+    json_error_t jerr;
+    json_t *body = json_loadb(j->body, j->body_len, 0, &jerr);
+    const char *opp = body ? json_string_value(json_object_get(body, "opportunity_id")) : NULL;
+    if (!body || !json_is_object(body)) {
+        fail(j, 400, "invalid_json", "the body must be a JSON object {\"opportunity_id\": \"<uuid>\"}");
+        goto done;
+    }
+    if (!opp || !is_uuid(opp)) {
+        j->status = 400;
+        json_decref(j->resp);
+        j->resp = json_pack("{s:s, s:s, s:[{s:s, s:s}]}", "error", "invalid_request", "message",
+                            "opportunity_id must be a UUID", "errors", "field", "opportunity_id", "problem",
+                            opp ? "must be a UUID" : "is required");
+        goto done;
+    }
+    if (ds_pg_ensure(t->pg, 1000, NULL, err, sizeof err) != 0) {
+        fail(j, 503, "database_unavailable", "Postgres is unreachable; retry");
+        goto done;
+    }
+    if (ds_pg_generation(t->pg) != t->generation) {
+        t->generation = ds_pg_generation(t->pg);
+        scorer_invalidate(t->scorer, NULL);
+    }
+    ds_pg_notifies(t->pg, on_notify, t);
+    char org_id[37] = "", account_id[37] = "";
+    int vis = visible(t, &claims, opp, org_id, account_id, err, sizeof err);
+    if (vis < 0) {
+        if (!ds_pg_is_connected(t->pg)) ds_pg_reset(t->pg);
+        ds_warn("predict: visibility check failed: %s", err);
+        fail(j, vis == DS_ERETRY ? 503 : 500, vis == DS_ERETRY ? "database_unavailable" : "internal", err);
+        goto done;
+    }
+    if (vis == 0) {
+        /* Missing and not visible look the same. */
+        fail(j, 404, "not_found", "no such opportunity");
+        goto done;
+    }
+    /* Features now, through the same loader and engine as the worker. */
+    const char *ids[] = {opp};
+    ds_opp_batch_t *b = NULL;
+    const ds_org_ctx_t *oc = NULL;
+    int rc = ds_opp_batch_load(t->pg, ids, 1, &b, err, sizeof err);
+    if (rc == 0) rc = ds_org_cache_get(t->orgs, t->pg, org_id, &oc, err, sizeof err);
+    if (rc != 0 || ds_opp_batch_count(b) != 1) {
+        if (!ds_pg_is_connected(t->pg)) ds_pg_reset(t->pg);
+        ds_opp_batch_destroy(b);
+        fail(j, 503, "database_unavailable", "could not load the opportunity; retry");
+        goto done;
+    }
+    ds_opp_raw_t *raw = ds_opp_batch_raw(b, 0);
+    raw->stages = oc->stages;
+    int64_t now = ds_now_us();
+    ds_feature_vec_t vec;
+    ds_features_compute(raw, now, oc->winrate, oc->lexicon, &vec);
+    char *fjson = ds_features_to_json(&vec), *mjson = ds_meddicc_result_to_json(&vec.meddicc);
+    char asof[40];
+    ds_format_time_us(now, asof, sizeof asof);
+    const char *sv[] = {org_id, opp, asof, DS_FEATURE_VERSION, fjson, mjson};
+    rc = ds_pg_exec_params(t->pg,
+                           "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version,"
+                           " features, meddicc) values ($1::uuid, $2::uuid, $3::timestamptz, $4, $5::jsonb, $6::jsonb)"
+                           " on conflict (opportunity_id, as_of, feature_version) do nothing",
+                           6, sv, NULL, NULL, NULL, err, sizeof err);
+    scoring_item_t it = {.org_id = org_id, .opp_id = opp, .account_id = account_id[0] ? account_id : NULL,
+                         .as_of_us = now, .traceparent = j->traceparent, .values = vec.values,
+                         .meddicc_json = mjson};
+    if (rc == 0) rc = scoring_persist(t->pg, t->orgs, t->scorer, a->svc->cfg->top_k, &it, 1, err, sizeof err);
+    if (rc != 0) {
+        if (!ds_pg_is_connected(t->pg)) ds_pg_reset(t->pg);
+        ds_warn("predict: could not score %s: %s", opp, err);
+        fail(j, rc == DS_ERETRY ? 503 : 500, rc == DS_ERETRY ? "database_unavailable" : "internal",
+             "could not score the opportunity");
+    } else {
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        char eid[37];
+        scoring_event(&it, &buf, &len, eid);
+        char *topic = ds_config_topic(a->svc->cfg, DS_TOPIC_PREDICTION_MADE);
+        ds_event_meta_t meta = {.id = eid, .source = "/dealscore/scoring/api", .type = DS_CE_TYPE_PREDICTION_MADE,
+                                .time_us = now, .traceparent = j->traceparent};
+        if (ds_producer_send(a->svc->producer, topic, opp, strlen(opp), buf, len, &meta, NULL) != 0)
+            ds_warn("predict: prediction.made for %s was not queued (the row is stored)", opp);
+        free(topic);
+        free(buf);
+        json_t *meddicc = json_loads(mjson, 0, NULL);
+        json_t *change = json_pack("{s:o, s:O}", "previous_proba", isnan(it.previous) ? json_null() : json_real(it.previous),
+                                   "drivers", it.change);
+        j->status = 200;
+        json_decref(j->resp);
+        j->resp = json_pack("{s:s, s:f, s:s, s:s, s:b, s:O, s:o, s:o, s:o}", "opportunity_id", opp, "proba_close",
+                            it.score.proba, "model_version", it.version, "as_of", asof, "is_prior", it.score.is_prior,
+                            "drivers", it.score.drivers, "change", change, "meddicc", meddicc ? meddicc : json_object(),
+                            "benchmark", benchmark_of(t, opp));
+    }
+    scoring_item_clear(&it);
+    free(fjson);
+    free(mjson);
+    ds_opp_batch_destroy(b);
+done:
+    json_decref(body);
+    ds_jwt_claims_clear(&claims);
+}
+
+static void *api_main(void *arg) {
+    api_t *a = arg;
+    api_thread_t t = {.a = a};
+    char err[256];
+    if (ds_pg_new(&t.pg, a->svc->cfg->database_url, "dealscore-scoring-api", err, sizeof err) != 0)
+        ds_panic("database url rejected after validation: %s", err);
+    ds_pg_listen(t.pg, "dealscore_models", err, sizeof err);
+    scorer_register(t.pg);
+    t.orgs = ds_org_cache_new(60000);
+    t.scorer = scorer_new(60000);
+    for (;;) {
+        pthread_mutex_lock(&a->mu);
+        while (!a->head && !a->stop) pthread_cond_wait(&a->cond, &a->mu);
+        api_job_t *j = a->head;
+        if (!j) {
+            pthread_mutex_unlock(&a->mu);
+            break;
+        }
+        a->head = j->next;
+        if (!a->head) a->tail = NULL;
+        pthread_mutex_unlock(&a->mu);
+        j->next = NULL;
+        handle(&t, j);
+        pthread_mutex_lock(&a->mu);
+        if (a->done_tail) a->done_tail->next = j;
+        else a->done_head = j;
+        a->done_tail = j;
+        pthread_mutex_unlock(&a->mu);
+        uv_async_send(&a->done_async);
+    }
+    scorer_destroy(t.scorer);
+    ds_org_cache_destroy(t.orgs);
+    ds_pg_destroy(t.pg);
+    return NULL;
+}
+
+int scoring_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_size) {
+    api_t *a = ds_calloc(1, sizeof *a);
+    a->svc = svc;
+    const ds_config_t *cfg = svc->cfg;
+    if ((cfg->supabase_jwks && *cfg->supabase_jwks) || (cfg->supabase_jwt_secret && *cfg->supabase_jwt_secret)) {
+        if (ds_jwt_verifier_new(&a->jwt, cfg->supabase_jwks, cfg->supabase_jwt_secret, errstr, errstr_size) != 0) {
+            free(a);
+            return DS_EINVAL;
+        }
+    } else {
+        ds_warn("neither SUPABASE_JWKS nor SUPABASE_JWT_SECRET is set: /api/predict answers 401 to everyone");
+    }
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cond, NULL);
+    uv_async_init(&svc->loop, &a->done_async, on_done);
+    a->done_async.data = a;
+    a->m_latency = ds_metrics_histogram(svc->metrics, "api_predict_seconds", "POST /api/predict latency", NULL,
+                                        ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
+    ds_http_route(svc->http, "/api/predict", on_predict, a);
+    if (pthread_create(&a->thread, NULL, api_main, a) != 0) ds_panic("could not start the API thread");
+    a->started = true;
+    *state = a;
+    return 0;
+}
+
+void scoring_stopping(ds_service_t *svc, void *state) {
+    (void)svc;
+    api_t *a = state;
+    pthread_mutex_lock(&a->mu);
+    a->stop = true;
+    pthread_cond_signal(&a->cond);
+    pthread_mutex_unlock(&a->mu);
+    if (a->started) {
+        pthread_join(a->thread, NULL);
+        a->started = false;
+    }
+    drain(a, true);
+}
+
+void scoring_fini(ds_service_t *svc, void *state) {
+    api_t *a = state;
+    if (!a) return;
+    if (a->started) scoring_stopping(svc, a);
+    drain(a, false);
+    ds_jwt_verifier_destroy(a->jwt);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cond);
+    free(a);
+}

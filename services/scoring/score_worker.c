@@ -1,0 +1,354 @@
+/* The scoring worker and the persistence every scoring path shares. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/sha.h>
+
+#include "dealscore/common.h"
+#include "dealscore/log.h"
+#include "dealscore/v1/events.pb-c.h"
+#include "dealscore/worker.h"
+#include "scoring.h"
+
+static const char *sql_previous =
+    "select opportunity_id, proba_close, contributions::text, "
+    "(extract(epoch from as_of) * 1000000)::bigint, model_version from ("
+    " select opportunity_id, proba_close, contributions, as_of, model_version,"
+    "  row_number() over (partition by opportunity_id order by as_of desc, id desc) as rn"
+    " from public.prediction_history where opportunity_id = any($1::uuid[])) x where rn <= 2";
+
+static const char *sql_history =
+    "insert into public.prediction_history (org_id, opportunity_id, as_of, model_version, proba_close, contributions)"
+    " values ($1::uuid, $2::uuid, $3::timestamptz, $4, $5::float8, $6::jsonb)"
+    " on conflict (opportunity_id, as_of, model_version) do nothing";
+
+static const char *sql_prediction =
+    "insert into public.predictions as p (org_id, opportunity_id, account_id, as_of, model_version, proba_close,"
+    " previous_proba, top_features, change, meddicc, is_prior, updated_at)"
+    " values ($1::uuid, $2::uuid, $3::uuid, $4::timestamptz, $5, $6::float8, $7::float8, $8::jsonb, $9::jsonb,"
+    " $10::jsonb, $11::boolean, now())"
+    " on conflict (opportunity_id) do update set account_id = excluded.account_id, as_of = excluded.as_of,"
+    " model_version = excluded.model_version, proba_close = excluded.proba_close,"
+    " previous_proba = excluded.previous_proba, top_features = excluded.top_features,"
+    " change = excluded.change, meddicc = excluded.meddicc, is_prior = excluded.is_prior, updated_at = now()"
+    " where p.as_of <= excluded.as_of";
+
+void scoring_item_clear(scoring_item_t *it) {
+    score_clear(&it->score);
+    json_decref(it->change);
+    it->change = NULL;
+}
+
+static int cmp_org(const void *a, const void *b) {
+    const scoring_item_t *const *x = a, *const *y = b;
+    return strcmp((*x)->org_id, (*y)->org_id);
+}
+
+int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
+                    size_t n, char *errstr, size_t errsz) {
+    if (n == 0) return DS_OK;
+    /* Score per org, one model call per org. */
+    scoring_item_t **order = ds_calloc(n, sizeof *order);
+    for (size_t i = 0; i < n; i++) order[i] = &items[i];
+    qsort(order, n, sizeof *order, cmp_org);
+    int rc = DS_OK;
+    for (size_t i = 0; i < n && rc == 0;) {
+        size_t j = i;
+        while (j < n && strcmp(order[j]->org_id, order[i]->org_id) == 0) j++;
+        const ds_org_ctx_t *oc = NULL;
+        const scorer_org_t *so = NULL;
+        rc = ds_org_cache_get(orgs, pg, order[i]->org_id, &oc, errstr, errsz);
+        if (rc == 0) rc = scorer_get(scorer, pg, order[i]->org_id, oc, &so, errstr, errsz);
+        if (rc != 0) break;
+        size_t m = j - i;
+        double *vals = ds_malloc(m * DS_FEATURE_COUNT * sizeof *vals);
+        score_t *sc = ds_calloc(m, sizeof *sc);
+        for (size_t k = 0; k < m; k++)
+            memcpy(vals + k * DS_FEATURE_COUNT, order[i + k]->values, DS_FEATURE_COUNT * sizeof *vals);
+        rc = scorer_score(so, vals, m, top_k, sc, errstr, errsz);
+        for (size_t k = 0; k < m; k++) {
+            order[i + k]->score = sc[k];
+            snprintf(order[i + k]->version, sizeof order[i + k]->version, "%s", so->version);
+        }
+        free(vals);
+        free(sc);
+        i = j;
+    }
+    free(order);
+    if (rc != 0) return rc;
+
+    /* Previous scores: the latest history row that is not this very score
+     * (a replay must find the same previous score as the first time). */
+    const char **ids = ds_calloc(n, sizeof *ids);
+    for (size_t i = 0; i < n; i++) ids[i] = items[i].opp_id;
+    char *arr = ds_pg_array_text(ids, n);
+    free(ids);
+    const char *pv[] = {arr};
+    PGresult *r = NULL;
+    rc = ds_pg_exec_params(pg, sql_previous, 1, pv, NULL, NULL, &r, errstr, errsz);
+    free(arr);
+    if (rc != 0) return rc;
+    for (size_t i = 0; i < n; i++) {
+        items[i].previous = NAN;
+        json_t *prev = NULL;
+        for (int row = 0; row < PQntuples(r); row++) {
+            if (strcmp(PQgetvalue(r, row, 0), items[i].opp_id) != 0) continue;
+            if (strtoll(PQgetvalue(r, row, 3), NULL, 10) == items[i].as_of_us &&
+                strcmp(PQgetvalue(r, row, 4), items[i].version) == 0)
+                continue;
+            items[i].previous = strtod(PQgetvalue(r, row, 1), NULL);
+            if (!PQgetisnull(r, row, 2)) prev = json_loads(PQgetvalue(r, row, 2), 0, NULL);
+            break;
+        }
+        items[i].change = scorer_change(prev, items[i].score.contribs, top_k);
+        json_decref(prev);
+    }
+    PQclear(r);
+
+    ds_pg_batch_t *b = NULL;
+    ds_pg_batch_begin(pg, &b);
+    ds_pg_batch_add_sql(b, "BEGIN", NULL);
+    char **keep = ds_calloc(n * 5, sizeof *keep);
+    for (size_t i = 0; i < n; i++) {
+        scoring_item_t *it = &items[i];
+        char asof[40], proba[40], prev[40];
+        ds_format_time_us(it->as_of_us, asof, sizeof asof);
+        snprintf(proba, sizeof proba, "%.17g", it->score.proba);
+        snprintf(prev, sizeof prev, "%.17g", it->previous);
+        keep[5 * i] = json_dumps(it->score.contribs, JSON_COMPACT | JSON_REAL_PRECISION(9));
+        keep[5 * i + 1] = json_dumps(it->score.drivers, JSON_COMPACT | JSON_REAL_PRECISION(9));
+        keep[5 * i + 2] = json_dumps(it->change, JSON_COMPACT | JSON_REAL_PRECISION(9));
+        const char *hv[] = {it->org_id, it->opp_id, asof, it->version, proba, keep[5 * i]};
+        ds_pg_batch_add_params(b, sql_history, 6, hv, NULL, NULL, NULL);
+        const char *pvv[] = {it->org_id, it->opp_id, it->account_id, asof, it->version, proba,
+                             isnan(it->previous) ? NULL : prev, keep[5 * i + 1], keep[5 * i + 2],
+                             it->meddicc_json, it->score.is_prior ? "true" : "false"};
+        ds_pg_batch_add_params(b, sql_prediction, 11, pvv, NULL, NULL, NULL);
+    }
+    ds_pg_batch_add_sql(b, "COMMIT", NULL);
+    rc = ds_pg_batch_run(b, NULL, NULL, errstr, errsz);
+    ds_pg_batch_end(b);
+    for (size_t i = 0; i < n * 5; i++) free(keep[i]);
+    free(keep);
+    return rc;
+}
+
+static void derived_uuid(const char *name, char out[37]) {
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)name, strlen(name), md);
+    md[6] = (unsigned char)((md[6] & 0x0f) | 0x50);
+    md[8] = (unsigned char)((md[8] & 0x3f) | 0x80);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", md[0], md[1],
+             md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10], md[11], md[12], md[13], md[14],
+             md[15]);
+}
+
+void scoring_event(const scoring_item_t *it, uint8_t **buf, size_t *len, char event_id[37]) {
+    char seed[200];
+    snprintf(seed, sizeof seed, "prediction.made:%s:%lld:%s", it->opp_id, (long long)it->as_of_us, it->version);
+    derived_uuid(seed, event_id);
+    Dealscore__V1__PredictionMade pm = DEALSCORE__V1__PREDICTION_MADE__INIT;
+    pm.event_id = event_id;
+    pm.causation_id = (char *)(it->causation_id ? it->causation_id : "");
+    pm.org_id = (char *)it->org_id;
+    pm.opportunity_id = (char *)it->opp_id;
+    pm.as_of_us = it->as_of_us;
+    pm.model_version = (char *)it->version;
+    pm.proba_close = it->score.proba;
+    pm.has_previous = !isnan(it->previous);
+    pm.previous_proba = it->previous;
+    const char *sides[] = {"positive", "negative"};
+    size_t nd = 0;
+    Dealscore__V1__Driver drv[64];
+    Dealscore__V1__Driver *dp[64];
+    for (int s = 0; s < 2; s++) {
+        json_t *a = json_object_get(it->score.drivers, sides[s]);
+        size_t i;
+        json_t *d;
+        json_array_foreach(a, i, d) {
+            if (nd >= 64) break;
+            dealscore__v1__driver__init(&drv[nd]);
+            drv[nd].name = (char *)json_string_value(json_object_get(d, "feature"));
+            json_t *v = json_object_get(d, "value");
+            drv[nd].value = json_is_number(v) ? json_number_value(v) : NAN;
+            drv[nd].contribution = json_number_value(json_object_get(d, "contribution"));
+            dp[nd] = &drv[nd];
+            nd++;
+        }
+    }
+    pm.n_top_drivers = nd;
+    pm.top_drivers = dp;
+    *len = dealscore__v1__prediction_made__get_packed_size(&pm);
+    *buf = ds_malloc(*len ? *len : 1);
+    dealscore__v1__prediction_made__pack(&pm, *buf);
+}
+
+/* ---- the worker ------------------------------------------------------------ */
+
+typedef struct {
+    ds_service_t *svc;
+    ds_pg_t *pg;
+    ds_org_cache_t *orgs;
+    scorer_t *scorer;
+    uint64_t generation;
+    ds_metric_t *m_predictions, *m_score_secs;
+} worker_state_t;
+
+static void on_notify(void *ud, const char *channel, const char *payload, int pid) {
+    (void)channel;
+    (void)pid;
+    worker_state_t *st = ud;
+    ds_info("model change for org %s: reloading", payload);
+    scorer_invalidate(st->scorer, payload && *payload ? payload : NULL);
+}
+
+static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr, size_t errsz) {
+    worker_state_t *st = ud;
+    int rc = ds_pg_ensure(st->pg, 2000, NULL, errstr, errsz);
+    if (rc != 0) return DS_ERETRY;
+    if (ds_pg_generation(st->pg) != st->generation) {
+        /* A new connection may have missed notifications. */
+        st->generation = ds_pg_generation(st->pg);
+        scorer_invalidate(st->scorer, NULL);
+    }
+    ds_pg_notifies(st->pg, on_notify, st);
+
+    Dealscore__V1__FeaturesReady **evs = ds_calloc(n, sizeof *evs);
+    scoring_item_t *its = ds_calloc(n, sizeof *its);
+    double *vals = ds_malloc(n * DS_FEATURE_COUNT * sizeof *vals);
+    char (*tps)[DS_TRACEPARENT_SIZE] = ds_calloc(n, sizeof *tps);
+    size_t nit = 0;
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_message_t *m = items[i].msg;
+        evs[i] = dealscore__v1__features_ready__unpack(NULL, m->len, m->payload);
+        if (!evs[i] || !evs[i]->opportunity_id || strlen(evs[i]->opportunity_id) != 36 || !evs[i]->org_id ||
+            strlen(evs[i]->org_id) != 36) {
+            items[i].status = DS_EINVAL;
+            snprintf(items[i].error, sizeof items[i].error,
+                     "payload is not a dealscore.v1.FeaturesReady with UUID ids");
+            continue;
+        }
+        size_t k;
+        for (k = 0; k < nit; k++)
+            if (strcmp(its[k].opp_id, evs[i]->opportunity_id) == 0) break;
+        if (k < nit && evs[i]->as_of_us < its[k].as_of_us) continue; /* an older state: superseded */
+        if (k == nit) nit++;
+        scoring_item_t *it = &its[k];
+        it->org_id = evs[i]->org_id;
+        it->opp_id = evs[i]->opportunity_id;
+        it->as_of_us = evs[i]->as_of_us;
+        it->causation_id = evs[i]->event_id;
+        double *v = vals + k * DS_FEATURE_COUNT;
+        for (int f = 0; f < DS_FEATURE_COUNT; f++) v[f] = NAN;
+        for (size_t f = 0; f < evs[i]->n_features; f++) {
+            int idx = ds_feature_index(evs[i]->features[f]->name);
+            if (idx >= 0) v[idx] = evs[i]->features[f]->value;
+        }
+        it->values = v;
+        char tp[DS_TRACEPARENT_SIZE];
+        ds_event_traceparent_child(ds_kafka_header_get(m, DS_HDR_TRACEPARENT, tp, sizeof tp) == 0 ? tp : NULL, tps[k]);
+        it->traceparent = tps[k];
+    }
+    PGresult *r = NULL;
+    if (nit) {
+        /* Account ids and the MEDDICC evidence of the scored snapshots. */
+        const char **ids = ds_calloc(nit, sizeof *ids), **ats = ds_calloc(nit, sizeof *ats);
+        char (*atbuf)[40] = ds_calloc(nit, sizeof *atbuf);
+        for (size_t k = 0; k < nit; k++) {
+            ids[k] = its[k].opp_id;
+            ds_format_time_us(its[k].as_of_us, atbuf[k], sizeof atbuf[k]);
+            ats[k] = atbuf[k];
+        }
+        char *a1 = ds_pg_array_text(ids, nit), *a2 = ds_pg_array_text(ats, nit);
+        const char *v[] = {a1, a2, DS_FEATURE_VERSION};
+        rc = ds_pg_exec_params(st->pg,
+                               "select u.id::text, o.account_id, f.meddicc::text"
+                               " from unnest($1::uuid[], $2::timestamptz[]) as u(id, at)"
+                               " join public.opportunities o on o.id = u.id"
+                               " left join public.features_snapshot f on f.opportunity_id = u.id"
+                               " and f.as_of = u.at and f.feature_version = $3",
+                               3, v, NULL, NULL, &r, errstr, errsz);
+        free(a1);
+        free(a2);
+        free(ids);
+        free(ats);
+        free(atbuf);
+        if (rc != 0) {
+            if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
+            rc = DS_ERETRY;
+            goto out;
+        }
+        /* Opportunities that no longer exist are dropped. */
+        size_t kept = 0;
+        for (size_t k = 0; k < nit; k++) {
+            int row;
+            for (row = 0; row < PQntuples(r); row++)
+                if (strcmp(PQgetvalue(r, row, 0), its[k].opp_id) == 0) break;
+            if (row == PQntuples(r)) continue;
+            its[k].account_id = PQgetisnull(r, row, 1) ? NULL : PQgetvalue(r, row, 1);
+            its[k].meddicc_json = PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2);
+            its[kept++] = its[k];
+        }
+        nit = kept;
+        int64_t t0 = ds_mono_us();
+        rc = scoring_persist(st->pg, st->orgs, st->scorer, st->svc->cfg->top_k, its, nit, errstr, errsz);
+        ds_metric_observe(st->m_score_secs, (double)(ds_mono_us() - t0) / 1e6);
+        if (rc != 0) {
+            if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
+            rc = rc == DS_EFATAL && !ds_pg_is_connected(st->pg) ? DS_ERETRY : rc;
+            if (rc == DS_EFATAL) {
+                /* A database error on our own rows is not the message's fault:
+                 * retry rather than drop; the log says why. */
+                rc = DS_ERETRY;
+            }
+            goto out;
+        }
+        ds_metric_add(st->m_predictions, (double)nit);
+        const char *topic = ds_worker_topic(w, DS_TOPIC_PREDICTION_MADE);
+        for (size_t k = 0; k < nit && rc == 0; k++) {
+            uint8_t *buf = NULL;
+            size_t len = 0;
+            char eid[37];
+            scoring_event(&its[k], &buf, &len, eid);
+            ds_event_meta_t meta = {.id = eid, .source = "/dealscore/scoring", .type = DS_CE_TYPE_PREDICTION_MADE,
+                                    .time_us = its[k].as_of_us, .traceparent = its[k].traceparent};
+            if (ds_worker_produce(w, topic, its[k].opp_id, strlen(its[k].opp_id), buf, len, &meta) != 0) {
+                snprintf(errstr, errsz, "could not produce prediction.made");
+                rc = DS_ERETRY;
+            }
+            free(buf);
+        }
+    }
+out:
+    for (size_t k = 0; k < nit; k++) scoring_item_clear(&its[k]);
+    PQclear(r);
+    for (size_t i = 0; i < n; i++)
+        if (evs[i]) dealscore__v1__features_ready__free_unpacked(evs[i], NULL);
+    free(evs);
+    free(its);
+    free(vals);
+    free(tps);
+    return rc;
+}
+
+void scoring_worker(ds_service_t *svc, void *state) {
+    (void)state;
+    worker_state_t st = {.svc = svc};
+    char err[256];
+    if (ds_pg_new(&st.pg, svc->cfg->database_url, "dealscore-scoring", err, sizeof err) != 0)
+        ds_panic("database url rejected after validation: %s", err);
+    ds_pg_listen(st.pg, "dealscore_models", err, sizeof err);
+    scorer_register(st.pg);
+    st.orgs = ds_org_cache_new(60000);
+    st.scorer = scorer_new(60000);
+    st.m_predictions = ds_metrics_counter(svc->metrics, "predictions_total", "Predictions written", "path=\"worker\"");
+    st.m_score_secs = ds_metrics_histogram(svc->metrics, "scoring_batch_seconds", "Scoring and persisting one batch",
+                                           NULL, ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
+    static const char *const topics[] = {DS_TOPIC_FEATURES_READY};
+    ds_worker_def_t def = {.name = "scoring", .topics = topics, .ntopics = 1, .process = process, .ud = &st};
+    ds_worker_run(svc, &def);
+    scorer_destroy(st.scorer);
+    ds_org_cache_destroy(st.orgs);
+    ds_pg_destroy(st.pg);
+}

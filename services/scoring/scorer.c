@@ -1,0 +1,295 @@
+/* Model registry cache and scoring. */
+#include "scorer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dealscore/common.h"
+#include "dealscore/log.h"
+
+struct scorer_s {
+    scorer_org_t **orgs;
+    size_t n, cap;
+    int ttl_ms;
+};
+
+scorer_t *scorer_new(int ttl_ms) {
+    scorer_t *s = ds_calloc(1, sizeof *s);
+    s->ttl_ms = ttl_ms;
+    return s;
+}
+
+static void org_free(scorer_org_t *o) {
+    if (!o) return;
+    ds_model_destroy(o->model);
+    ds_calib_destroy(o->calib);
+    ds_stage_prior_destroy(o->prior);
+    free(o->map);
+    free(o);
+}
+
+void scorer_destroy(scorer_t *s) {
+    if (!s) return;
+    for (size_t i = 0; i < s->n; i++) org_free(s->orgs[i]);
+    free(s->orgs);
+    free(s);
+}
+
+void scorer_invalidate(scorer_t *s, const char *org_id) {
+    for (size_t i = 0; i < s->n; i++)
+        if (!org_id || strcmp(s->orgs[i]->org_id, org_id) == 0) s->orgs[i]->loaded_mono_us = 0;
+}
+
+void scorer_register(ds_pg_t *pg) {
+    ds_pg_add_statement(pg, "ds_active_model",
+                        "select version, artifact, calibration::text from public.models"
+                        " where org_id = $1::uuid and status = 'active'",
+                        1);
+    ds_pg_add_statement(pg, "ds_stage_reached",
+                        "select h.new_value, bool_or(o.outcome = 'won')"
+                        " from public.opportunity_history h join public.opportunities o on o.id = h.opportunity_id"
+                        " where o.org_id = $1::uuid and o.outcome <> 'open' and h.field = 'stage'"
+                        " and h.new_value is not null"
+                        " group by h.opportunity_id, h.new_value",
+                        1);
+}
+
+/* The cold-start prior: for every closed deal and every stage it reached,
+ * (stage, won); p(stage) smoothed toward the org's win rate. */
+static int load_prior(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, ds_stage_prior_t **out,
+                      char *errstr, size_t errsz) {
+    const char *v[] = {org_id};
+    PGresult *r = NULL;
+    int rc = ds_pg_exec_prepared(pg, "ds_stage_reached", 1, v, NULL, NULL, &r, errstr, errsz);
+    if (rc != 0) return rc;
+    int n = PQntuples(r);
+    int *stage = ds_calloc((size_t)n + 3, sizeof *stage);
+    double *won = ds_calloc((size_t)n + 3, sizeof *won);
+    /* One pseudo win and one pseudo loss keep the org rate away from 0 and 1
+     * when an org has closed only a handful of deals. */
+    stage[0] = stage[1] = -1;
+    won[0] = 1;
+    won[1] = 0;
+    size_t k = 2;
+    for (int i = 0; i < n; i++) {
+        int idx = org && org->stages ? ds_stage_list_index(org->stages, PQgetvalue(r, i, 0)) : -1;
+        stage[k] = idx;
+        won[k] = PQgetvalue(r, i, 1)[0] == 't' ? 1.0 : 0.0;
+        k++;
+    }
+    PQclear(r);
+    ds_stage_prior_t *sp = NULL;
+    char err[256];
+    if (ds_stage_prior_fit(stage, won, NULL, k, DS_STAGE_PRIOR_SMOOTHING, &sp, err, sizeof err) != 0) {
+        ds_warn("org %s: could not fit the stage prior: %s", org_id, err);
+        int s0[2] = {-1, -1};
+        double w0[2] = {1, 0};
+        ds_stage_prior_fit(s0, w0, NULL, 2, DS_STAGE_PRIOR_SMOOTHING, &sp, err, sizeof err);
+    }
+    free(stage);
+    free(won);
+    *out = sp;
+    return DS_OK;
+}
+
+static int load_org(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, const scorer_org_t *old,
+                    scorer_org_t **out, char *errstr, size_t errsz) {
+    const char *v[] = {org_id};
+    PGresult *r = NULL;
+    int rc = ds_pg_exec_params(pg, "select version, artifact, calibration::text from public.models"
+                                   " where org_id = $1::uuid and status = 'active'",
+                               1, v, NULL, NULL, &r, errstr, errsz);
+    if (rc != 0) return rc;
+    scorer_org_t *o = ds_calloc(1, sizeof *o);
+    snprintf(o->org_id, sizeof o->org_id, "%s", org_id);
+    if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 1)) {
+        const char *version = PQgetvalue(r, 0, 0);
+        if (old && old->model && strcmp(old->version, version) == 0) {
+            /* Same model as before: nothing to reload. */
+            PQclear(r);
+            free(o);
+            return 1;
+        }
+        size_t blen = 0;
+        unsigned char *bytes = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 1), &blen);
+        char err[512];
+        ds_model_t *m = NULL;
+        int *map = NULL;
+        ds_calib_t *cal = NULL;
+        bool ok = bytes && ds_model_load(bytes, blen, 1, &m, err, sizeof err) == 0;
+        if (ok) {
+            const char *names[DS_FEATURE_COUNT];
+            for (int i = 0; i < DS_FEATURE_COUNT; i++) names[i] = ds_feature_name(i);
+            map = ds_calloc(ds_model_n_features(m), sizeof *map);
+            ok = ds_model_feature_map(m, names, DS_FEATURE_COUNT, map, err, sizeof err) == 0;
+        }
+        if (ok && !PQgetisnull(r, 0, 2)) ok = ds_calib_from_json(PQgetvalue(r, 0, 2), &cal, err, sizeof err) == 0;
+        if (bytes) PQfreemem(bytes);
+        if (!ok) {
+            ds_error("refusing model %s of org %s: %s; keeping %s", version, org_id, err,
+                     old ? old->version : DS_STAGE_PRIOR_VERSION);
+            ds_model_destroy(m);
+            free(map);
+            ds_calib_destroy(cal);
+        } else {
+            o->model = m;
+            o->map = map;
+            o->nf = ds_model_n_features(m);
+            o->calib = cal;
+            snprintf(o->version, sizeof o->version, "%s", version);
+            ds_info("org %s scores with model %s (%zu features)", org_id, version, o->nf);
+        }
+    }
+    PQclear(r);
+    if (!o->model && old && old->model) {
+        /* A refused model keeps the previous one. */
+        free(o);
+        return 1;
+    }
+    if (!o->model) {
+        rc = load_prior(pg, org_id, org, &o->prior, errstr, errsz);
+        if (rc != 0) {
+            free(o);
+            return rc;
+        }
+        snprintf(o->version, sizeof o->version, "%s", DS_STAGE_PRIOR_VERSION);
+    }
+    o->loaded_mono_us = ds_mono_us();
+    *out = o;
+    return DS_OK;
+}
+
+int scorer_get(scorer_t *s, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org,
+               const scorer_org_t **out, char *errstr, size_t errstr_size) {
+    size_t i;
+    for (i = 0; i < s->n; i++)
+        if (strcmp(s->orgs[i]->org_id, org_id) == 0) break;
+    int64_t now = ds_mono_us();
+    if (i < s->n && s->orgs[i]->loaded_mono_us && now - s->orgs[i]->loaded_mono_us < (int64_t)s->ttl_ms * 1000) {
+        *out = s->orgs[i];
+        return DS_OK;
+    }
+    scorer_org_t *o = NULL;
+    int rc = load_org(pg, org_id, org, i < s->n ? s->orgs[i] : NULL, &o, errstr, errstr_size);
+    if (rc == 1) {
+        s->orgs[i]->loaded_mono_us = now;
+        *out = s->orgs[i];
+        return DS_OK;
+    }
+    if (rc != 0) return rc;
+    if (i < s->n) {
+        org_free(s->orgs[i]);
+        s->orgs[i] = o;
+    } else {
+        if (s->n == s->cap) {
+            s->cap = s->cap ? s->cap * 2 : 8;
+            s->orgs = ds_realloc(s->orgs, s->cap * sizeof *s->orgs);
+        }
+        s->orgs[s->n++] = o;
+    }
+    *out = o;
+    return DS_OK;
+}
+
+void score_clear(score_t *s) {
+    json_decref(s->drivers);
+    json_decref(s->contribs);
+    memset(s, 0, sizeof *s);
+}
+
+static double logit(double p) {
+    if (p < 1e-6) p = 1e-6;
+    if (p > 1 - 1e-6) p = 1 - 1e-6;
+    return log(p / (1 - p));
+}
+
+/* The stage prior's explanation: the bias is the org's log-odds and the
+ * stage moves it to p(stage). */
+static void score_prior(const scorer_org_t *o, const double *values, score_t *out) {
+    double si = values[DS_F_STAGE_INDEX];
+    int stage = isnan(si) ? -1 : (int)si;
+    double p = ds_stage_prior_predict(o->prior, stage);
+    double bias = logit(ds_stage_prior_org_rate(o->prior));
+    double c = logit(p) - bias;
+    out->proba = p;
+    out->margin = logit(p);
+    out->is_prior = true;
+    out->contribs = json_object();
+    json_object_set_new(out->contribs, ds_feature_name(DS_F_STAGE_INDEX), json_real(c));
+    json_object_set_new(out->contribs, DS_CONTRIB_BIAS_NAME, json_real(bias));
+    json_t *d = json_pack("{s:s, s:s, s:i, s:o, s:f, s:f}", "feature", ds_feature_name(DS_F_STAGE_INDEX),
+                          "label", ds_feature_label(DS_F_STAGE_INDEX), "index", DS_F_STAGE_INDEX, "value",
+                          isnan(si) ? json_null() : json_real(si), "contribution", c, "pp",
+                          100.0 * (p - ds_stage_prior_org_rate(o->prior)));
+    out->drivers = json_pack("{s:[], s:[]}", "positive", "negative");
+    if (c > 0)
+        json_array_append_new(json_object_get(out->drivers, "positive"), d);
+    else if (c < 0)
+        json_array_append_new(json_object_get(out->drivers, "negative"), d);
+    else
+        json_decref(d);
+}
+
+int scorer_score(const scorer_org_t *o, const double *values, size_t n, int top_k, score_t *out,
+                 char *errstr, size_t errstr_size) {
+    memset(out, 0, n * sizeof *out);
+    if (!o->model) {
+        for (size_t r = 0; r < n; r++) score_prior(o, values + r * DS_FEATURE_COUNT, &out[r]);
+        return DS_OK;
+    }
+    size_t nf = o->nf;
+    float *x = ds_malloc(n * nf * sizeof *x);
+    for (size_t r = 0; r < n; r++)
+        for (size_t j = 0; j < nf; j++) x[r * nf + j] = (float)values[r * DS_FEATURE_COUNT + o->map[j]];
+    float *contribs = ds_malloc(n * (nf + 1) * sizeof *contribs);
+    int rc = ds_model_contribs(o->model, x, n, contribs, errstr, errstr_size);
+    if (rc != 0) {
+        free(x);
+        free(contribs);
+        return DS_EFATAL;
+    }
+    size_t nnames = 0;
+    const char *const *names = ds_model_feature_names(o->model, &nnames);
+    size_t k = (size_t)top_k;
+    ds_driver_t *pos = ds_calloc(k + 1, sizeof *pos), *neg = ds_calloc(k + 1, sizeof *neg);
+    for (size_t r = 0; r < n; r++) {
+        const float *row = contribs + r * (nf + 1);
+        double margin = 0;
+        for (size_t j = 0; j <= nf; j++) margin += row[j];
+        out[r].margin = margin;
+        out[r].proba = ds_calib_apply(o->calib, margin);
+        size_t np = 0, nn = 0;
+        ds_drivers_top(row, nf, x + r * nf, names, o->calib, k, pos, &np, neg, &nn);
+        out[r].drivers = ds_drivers_json(pos, np, neg, nn);
+        out[r].contribs = ds_contribs_json(row, nf, names);
+    }
+    free(pos);
+    free(neg);
+    free(x);
+    free(contribs);
+    return DS_OK;
+}
+
+json_t *scorer_change(const json_t *prev, const json_t *cur, int top_k) {
+    if (!prev || !cur || !json_is_object(prev)) return json_array();
+    ds_named_contrib_t *p = NULL, *c = NULL;
+    size_t np = 0, nc = 0;
+    json_t *out = NULL;
+    if (ds_contribs_from_json(prev, &p, &np) == 0 && ds_contribs_from_json(cur, &c, &nc) == 0) {
+        ds_contrib_change_t *ch = ds_calloc((size_t)top_k + 1, sizeof *ch);
+        size_t n = 0;
+        if (ds_drivers_diff(p, np, c, nc, (size_t)top_k, ch, &n) == 0) {
+            /* Contributions are stored with 9 significant digits: changes
+             * below that are rounding, not movement. */
+            size_t kept = 0;
+            for (size_t i = 0; i < n; i++)
+                if (fabs(ch[i].change) >= 1e-6) ch[kept++] = ch[i];
+            out = ds_drivers_diff_json(ch, kept);
+        }
+        free(ch);
+    }
+    free(p);
+    free(c);
+    return out ? out : json_array();
+}

@@ -1,0 +1,63 @@
+/* The scorer: each org's active model (or the stage prior while the org has
+ * none), loaded from the models table and cached; scoring one feature vector
+ * into a calibrated probability, exact TreeSHAP drivers and the named
+ * contributions stored for the next "why did it move". Used by the worker,
+ * /api/predict and rescore, so they can never disagree. */
+#ifndef DS_SCORER_H
+#define DS_SCORER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "dealscore/feature_loader.h"
+#include "dealscore/features.h"
+#include "dealscore/model.h"
+#include "dealscore/pg.h"
+
+typedef struct {
+    char org_id[37];
+    char version[64];       /* model version, or "stage-prior" */
+    ds_model_t *model;      /* NULL: stage prior */
+    ds_calib_t *calib;
+    int *map;               /* model column -> engine feature index */
+    size_t nf;
+    ds_stage_prior_t *prior;
+    int64_t loaded_mono_us;
+} scorer_org_t;
+
+typedef struct scorer_s scorer_t;
+
+scorer_t *scorer_new(int ttl_ms);
+void scorer_destroy(scorer_t *s);
+/* The org's scorer, loaded when missing, stale or invalidated. A model the
+ * engine cannot supply features for is refused with a log line; the org
+ * keeps what it had (or the stage prior). Returns 0 or a pg error class. */
+int scorer_get(scorer_t *s, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org,
+               const scorer_org_t **out, char *errstr, size_t errstr_size);
+/* Forgets the org (after NOTIFY dealscore_models); NULL forgets every org. */
+void scorer_invalidate(scorer_t *s, const char *org_id);
+
+typedef struct {
+    double proba;
+    double margin;
+    bool is_prior;
+    json_t *drivers;   /* {"positive":[..],"negative":[..]} */
+    json_t *contribs;  /* {"<feature>":log-odds, ..., "_bias":..} */
+} score_t;
+
+/* Scores rows of engine feature values (n rows of DS_FEATURE_COUNT doubles)
+ * into out[n]. top_k drivers each way. Returns 0 or DS_EFATAL with errstr.
+ * Free each result with score_clear. */
+int scorer_score(const scorer_org_t *o, const double *values, size_t n, int top_k, score_t *out,
+                 char *errstr, size_t errstr_size);
+void score_clear(score_t *s);
+
+/* "Why did it move": the change of contributions between a previous score's
+ * contributions (may be NULL) and the current one, top k by |change|. New
+ * reference (an empty array without a previous score). */
+json_t *scorer_change(const json_t *prev_contribs, const json_t *cur_contribs, int top_k);
+
+/* Registers the statements scorer_get uses on pg. */
+void scorer_register(ds_pg_t *pg);
+
+#endif

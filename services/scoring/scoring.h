@@ -1,0 +1,48 @@
+/* dealscore-scoring: features.ready -> predictions (+ history) -> prediction.made,
+ * POST /api/predict, and the train and rescore subcommands. */
+#ifndef DS_SCORING_H
+#define DS_SCORING_H
+
+#include <pthread.h>
+
+#include "dealscore/feature_loader.h"
+#include "dealscore/pg.h"
+#include "dealscore/service.h"
+#include "scorer.h"
+
+/* One opportunity to persist and publish. */
+typedef struct {
+    const char *org_id;
+    const char *opp_id;
+    const char *account_id;     /* may be NULL */
+    int64_t as_of_us;
+    const char *causation_id;   /* the FeaturesReady event, or NULL */
+    const char *traceparent;    /* may be NULL */
+    const double *values;       /* DS_FEATURE_COUNT engine values */
+    const char *meddicc_json;   /* features_snapshot.meddicc, may be NULL */
+    /* filled by scoring_persist */
+    score_t score;
+    double previous;            /* NaN without a previous prediction */
+    json_t *change;
+    char version[64];
+} scoring_item_t;
+
+/* Scores items[0..n) of one or more orgs (scorer and org caches given),
+ * reads their previous predictions, and writes prediction_history and
+ * predictions in one transaction. Returns 0 or a pg class (DS_ERETRY for a
+ * database that is away). */
+int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k,
+                    scoring_item_t *items, size_t n, char *errstr, size_t errstr_size);
+void scoring_item_clear(scoring_item_t *it);
+/* Packs the PredictionMade event of a persisted item (caller frees *buf). */
+void scoring_event(const scoring_item_t *it, uint8_t **buf, size_t *len, char event_id[37]);
+
+void scoring_worker(ds_service_t *svc, void *state);
+int scoring_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_size);
+void scoring_stopping(ds_service_t *svc, void *state);
+void scoring_fini(ds_service_t *svc, void *state);
+
+int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv);
+int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv);
+
+#endif
