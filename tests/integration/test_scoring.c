@@ -1,0 +1,330 @@
+/* Scoring through the real Kafka and Postgres: cold start with the stage
+ * prior, previous_proba from the earlier score, hot swap to a newly
+ * activated model (and refusal of one whose features the engine cannot
+ * supply), and POST /api/predict: JWT checks, RLS (cross-org and
+ * cross-account answer 404), errors. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <math.h>
+
+#include "dstest.h"
+#include "dealscore/features.h"
+#include "dealscore/jwt.h"
+#include "dealscore/model.h"
+#include "dealscore/v1/events.pb-c.h"
+
+#define SECRET "test-secret-for-hs256-that-is-long-enough-0123456789"
+
+static dst_t S; /* scoring (its port is the API) */
+static dst_t F; /* feature */
+static dst_t I; /* ingest */
+
+static void setup(void) {
+    dst_setup(&S);
+    dst_env_add(&S, "SUPABASE_JWT_SECRET=%s", SECRET);
+    free(dst_token(&S, "acme", NULL));
+    /* History for the stage prior: 3 deals reached demo (2 won), 2 reached proposal (2 won). */
+    PGconn *db = pgt_connect_db(&S.db);
+    const char *deals[][3] = {{"H1", "won", "demo"}, {"H2", "won", "demo"}, {"H3", "lost", "demo"},
+                              {"H4", "won", "proposal"}, {"H5", "won", "proposal"}};
+    for (int i = 0; i < 5; i++) {
+        pgt_execf(db,
+                  "insert into opportunities (org_id, external_id, stage, created_at, outcome, closed_at)"
+                  " values ('%s', '%s', 'closed_%s', '2025-01-01Z', '%s', '2025-06-01Z')",
+                  S.org_id, deals[i][0], deals[i][1], deals[i][1]);
+        pgt_execf(db,
+                  "insert into opportunity_history (org_id, opportunity_id, field, new_value, changed_at)"
+                  " select org_id, id, 'stage', '%s', '2025-02-01Z' from opportunities where external_id = '%s'",
+                  deals[i][2], deals[i][0]);
+    }
+    PQfinish(db);
+    dst_start(&S, "scoring");
+    dst_clone(&F, &S);
+    dst_start(&F, "feature");
+    dst_clone(&I, &S);
+    dst_start(&I, "ingest");
+}
+
+static void teardown(void) {
+    dst_teardown(&I);
+    dst_teardown(&F);
+    dst_teardown(&S);
+}
+
+TestSuite(scoring, .init = setup, .fini = teardown, .timeout = 180);
+
+static void post_ok(const char *path, const char *body) {
+    httpc_resp_t r = dst_post(&I, path, body, NULL, NULL);
+    cr_assert_eq(r.status, 202, "%s: %s", path, r.body);
+    httpc_free(&r);
+}
+
+/* Consumes prediction.made until one for opp with as_of at_us arrives. */
+static Dealscore__V1__PredictionMade *await_prediction(ds_consumer_t *c, const char *opp, int64_t at_us) {
+    long long deadline = proc_now_ms() + 30000;
+    while (proc_now_ms() < deadline) {
+        rd_kafka_message_t *m[1];
+        dst_consume(c, m, 1, 30000);
+        Dealscore__V1__PredictionMade *pm = dealscore__v1__prediction_made__unpack(NULL, m[0]->len, m[0]->payload);
+        ds_consumer_release(m, 1);
+        cr_assert(pm, "prediction.made decodes");
+        if (strcmp(pm->opportunity_id, opp) == 0 && pm->as_of_us == at_us) return pm;
+        dealscore__v1__prediction_made__free_unpacked(pm, NULL);
+    }
+    cr_fatal("no prediction.made for %s", opp);
+    return NULL;
+}
+
+static const char *OPP_DEMO =
+    "{\"external_id\":\"OPP-1\",\"stage\":\"demo\",\"created_at\":\"2026-03-01T00:00:00Z\","
+    "\"changed_at\":\"2026-03-02T00:00:00Z\",\"account_external_id\":\"ACC-1\"}";
+static const char *OPP_PROPOSAL =
+    "{\"external_id\":\"OPP-1\",\"stage\":\"proposal\",\"created_at\":\"2026-03-01T00:00:00Z\","
+    "\"changed_at\":\"2026-03-09T00:00:00Z\",\"account_external_id\":\"ACC-1\"}";
+
+Test(scoring, cold_start_scores_with_the_stage_prior_and_keeps_the_previous_score) {
+    ds_consumer_t *c = dst_consumer(&S, "prediction.made");
+    post_ok("/v1/opportunities", OPP_DEMO);
+    PGconn *db = pgt_connect_db(&S.db);
+    char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-1'");
+    Dealscore__V1__PredictionMade *pm = await_prediction(c, opp, 1772409600LL * 1000000); /* 2026-03-02 */
+    cr_expect_str_eq(pm->model_version, "stage-prior");
+    cr_expect(!pm->has_previous);
+    /* Smoothed: (wins_s + m * org) / (n_s + m) with m = 10 and the org rate
+     * (4 wins + 1 pseudo) / (5 deals + 2 pseudo) = 5/7; demo: 2 of 3. */
+    double org = 5.0 / 7.0;
+    double p_demo = (2 + 10 * org) / (3 + 10);
+    cr_expect(fabs(pm->proba_close - p_demo) < 1e-9, "demo prior %.12f, expected %.12f", pm->proba_close, p_demo);
+    double first = pm->proba_close;
+    dealscore__v1__prediction_made__free_unpacked(pm, NULL);
+    cr_expect_eq(pgt_longf(db, "select count(*) from predictions where opportunity_id = '%s' and is_prior"
+                               " and model_version = 'stage-prior' and previous_proba is null", opp), 1);
+
+    post_ok("/v1/opportunities", OPP_PROPOSAL);
+    pm = await_prediction(c, opp, 1773014400LL * 1000000); /* 2026-03-09 */
+    double p_prop = (2 + 10 * org) / (2 + 10);
+    cr_expect(fabs(pm->proba_close - p_prop) < 1e-9, "proposal prior %.12f, expected %.12f", pm->proba_close, p_prop);
+    cr_expect(pm->has_previous);
+    cr_expect(fabs(pm->previous_proba - first) < 1e-12);
+    dealscore__v1__prediction_made__free_unpacked(pm, NULL);
+    char *prev = pgt_valuef(db, "select previous_proba from predictions where opportunity_id = '%s'", opp);
+    cr_expect(fabs(strtod(prev, NULL) - first) < 1e-12, "predictions.previous_proba %s", prev);
+    cr_expect_eq(pgt_longf(db, "select count(*) from prediction_history where opportunity_id = '%s'", opp), 2);
+    /* The change names the stage as what moved the score. */
+    cr_expect_eq(pgt_longf(db, "select count(*) from predictions where opportunity_id = '%s'"
+                               " and change->0->>'feature' = 'stage_index'", opp), 1);
+    free(prev);
+    free(opp);
+    PQfinish(db);
+    ds_consumer_destroy(c);
+}
+
+/* Registers a model trained on synthetic rows with the engine's names (the
+ * first one takes stage_index as its signal), active unless told. */
+static void register_model(PGconn *db, const char *version, const char *bad_feature) {
+    enum { N = 400, NF = 3 };
+    const char *names[NF] = {"stage_index", "days_open", bad_feature ? bad_feature : "amount_log"};
+    float x[N * NF], y[N];
+    for (int i = 0; i < N; i++) {
+        x[i * NF] = (float)(i % 6);
+        x[i * NF + 1] = (float)(i % 50);
+        x[i * NF + 2] = (float)(i % 7);
+        y[i] = (i % 6) >= 3 ? ((i % 5) != 0) : ((i % 5) == 0);
+    }
+    ds_model_params_t p;
+    ds_model_params_default(&p);
+    p.n_trees = 20;
+    p.max_depth = 3;
+    p.nthread = 1;
+    ds_model_t *m = NULL;
+    char err[256];
+    cr_assert_eq(ds_model_train(&p, x, N, NF, names, y, NULL, &m, err, sizeof err), 0, "%s", err);
+    char *buf = NULL;
+    size_t len = 0;
+    cr_assert_eq(ds_model_save(m, &buf, &len, err, sizeof err), 0, "%s", err);
+    size_t elen = 0;
+    unsigned char *esc = PQescapeByteaConn(db, (unsigned char *)buf, len, &elen);
+    pgt_execf(db, "update models set status = 'retired' where org_id = '%s' and status = 'active'", S.org_id);
+    pgt_execf(db,
+              "insert into models (org_id, version, feature_names, artifact, status)"
+              " values ('%s', '%s', array['%s','%s','%s'], '%s'::bytea, 'active')",
+              S.org_id, version, names[0], names[1], names[2], esc);
+    PQfreemem(esc);
+    free(buf);
+    ds_model_destroy(m);
+}
+
+Test(scoring, hot_swap_to_a_new_model_and_refusal_of_an_unsupported_one) {
+    ds_consumer_t *c = dst_consumer(&S, "prediction.made");
+    post_ok("/v1/opportunities", OPP_DEMO);
+    PGconn *db = pgt_connect_db(&S.db);
+    char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-1'");
+    Dealscore__V1__PredictionMade *pm = await_prediction(c, opp, 1772409600LL * 1000000);
+    cr_expect_str_eq(pm->model_version, "stage-prior");
+    dealscore__v1__prediction_made__free_unpacked(pm, NULL);
+
+    register_model(db, "m-test-1", NULL);
+    post_ok("/v1/opportunities", OPP_PROPOSAL);
+    pm = await_prediction(c, opp, 1773014400LL * 1000000);
+    cr_expect_str_eq(pm->model_version, "m-test-1", "the worker swapped to the activated model without a restart");
+    cr_expect(pm->n_top_drivers > 0, "a trained model explains its score");
+    dealscore__v1__prediction_made__free_unpacked(pm, NULL);
+    /* TreeSHAP: the stored contributions add up to the margin of the score. */
+    char *sum = pgt_valuef(db, "select sum(value::float8) from prediction_history h, jsonb_each_text(h.contributions)"
+                               " where h.opportunity_id = '%s' and h.model_version = 'm-test-1'", opp);
+    char *proba = pgt_valuef(db, "select proba_close from predictions where opportunity_id = '%s'", opp);
+    double margin = strtod(sum, NULL), p = strtod(proba, NULL);
+    cr_expect(fabs(1.0 / (1.0 + exp(-margin)) - p) < 1e-5, "sigmoid(sum of contributions) %.8f vs proba %.8f",
+              1.0 / (1.0 + exp(-margin)), p);
+    free(sum);
+    free(proba);
+
+    /* A model with a feature the engine does not compute is refused. */
+    register_model(db, "m-test-bad", "favourite_colour");
+    post_ok("/v1/opportunities",
+            "{\"external_id\":\"OPP-1\",\"stage\":\"negotiation\",\"created_at\":\"2026-03-01T00:00:00Z\","
+            "\"changed_at\":\"2026-03-15T00:00:00Z\",\"account_external_id\":\"ACC-1\"}");
+    pm = await_prediction(c, opp, 1773532800LL * 1000000); /* 2026-03-15 */
+    cr_expect_str_eq(pm->model_version, "m-test-1", "the refused model is not used");
+    dealscore__v1__prediction_made__free_unpacked(pm, NULL);
+    char *log = proc_slurp(S.log);
+    cr_expect(strstr(log, "refusing model m-test-bad") && strstr(log, "favourite_colour"),
+              "a clear log line names the model and the feature");
+    free(log);
+    free(opp);
+    PQfinish(db);
+    ds_consumer_destroy(c);
+}
+
+static char *token(const char *org, const char *extra_claims, long exp_offset) {
+    char *claims = pgt_fmt("{\"sub\":\"7d8f0a1e-0000-4000-8000-000000000001\",\"role\":\"authenticated\","
+                           "\"aud\":\"authenticated\",\"iat\":%ld,\"exp\":%ld,"
+                           "\"app_metadata\":{\"org_id\":\"%s\"%s}}",
+                           (long)time(NULL) - 10, (long)time(NULL) + exp_offset, org, extra_claims ? extra_claims : "");
+    char *t = NULL;
+    cr_assert_eq(ds_jwt_sign_hs256(SECRET, claims, &t), 0);
+    free(claims);
+    return t;
+}
+
+static httpc_resp_t predict(const char *jwt, const char *body) {
+    char *hdr = jwt ? pgt_fmt("Content-Type: application/json\r\nAuthorization: Bearer %s\r\n", jwt)
+                    : strdup("Content-Type: application/json\r\n");
+    httpc_resp_t r = httpc_request(S.port, "POST", "/api/predict", hdr, body, strlen(body), 15000);
+    free(hdr);
+    return r;
+}
+
+Test(scoring, api_predict_scores_visible_opportunities_and_hides_the_rest) {
+    post_ok("/v1/opportunities", OPP_DEMO);
+    PGconn *db = pgt_connect_db(&S.db);
+    char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-1'");
+    char *acc = pgt_valuef(db, "select id from accounts where external_id = 'ACC-1'");
+    char *body = pgt_fmt("{\"opportunity_id\":\"%s\"}", opp);
+
+    char *ok = token(S.org_id, NULL, 3600);
+    httpc_resp_t r = predict(ok, body);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    json_t *j = json_loads(r.body, 0, NULL);
+    cr_assert(j);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "opportunity_id")), opp);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "model_version")), "stage-prior");
+    double p = json_real_value(json_object_get(j, "proba_close"));
+    cr_expect(p > 0 && p < 1);
+    cr_expect(json_is_object(json_object_get(json_object_get(j, "meddicc"), "champion")));
+    cr_expect(json_is_array(json_object_get(json_object_get(j, "drivers"), "positive")));
+    cr_expect(json_object_get(json_object_get(j, "change"), "previous_proba") != NULL);
+    cr_expect(json_object_get(j, "benchmark") != NULL);
+    json_decref(j);
+    httpc_free(&r);
+    /* It persisted like the worker. */
+    cr_expect_geq(pgt_longf(db, "select count(*) from prediction_history where opportunity_id = '%s'", opp), 1);
+
+    /* Another org's user: 404, exactly like a missing opportunity. */
+    char *other = token("3f1c2b8e-1111-4a2b-9c3d-5e6f7a8b9c0d", NULL, 3600);
+    httpc_resp_t r1 = predict(other, body);
+    httpc_resp_t r2 = predict(ok, "{\"opportunity_id\":\"00000000-0000-4000-8000-000000000000\"}");
+    cr_expect_eq(r1.status, 404, "%s", r1.body);
+    cr_expect_eq(r2.status, 404, "%s", r2.body);
+    cr_expect_str_eq(r1.body, r2.body, "cross-org and missing look the same");
+    httpc_free(&r1);
+    httpc_free(&r2);
+
+    /* Account-scoped user: only member accounts. */
+    char *scoped = token(S.org_id, ",\"account_scoped\":true", 3600);
+    r = predict(scoped, body);
+    cr_expect_eq(r.status, 404, "not a member yet: %s", r.body);
+    httpc_free(&r);
+    pgt_execf(db, "insert into account_members (org_id, account_id, user_id) values ('%s', '%s',"
+                  " '7d8f0a1e-0000-4000-8000-000000000001')", S.org_id, acc);
+    r = predict(scoped, body);
+    cr_expect_eq(r.status, 200, "member: %s", r.body);
+    httpc_free(&r);
+
+    /* Errors. */
+    r = predict(NULL, body);
+    cr_expect_eq(r.status, 401);
+    char wa[256];
+    cr_expect(httpc_header(&r, "www-authenticate", wa, sizeof wa) != NULL);
+    httpc_free(&r);
+    char *expired = token(S.org_id, NULL, -3600);
+    r = predict(expired, body);
+    cr_expect_eq(r.status, 401, "expired: %s", r.body);
+    httpc_free(&r);
+    /* Tampered payload: another org spliced into a valid token. */
+    char *tampered = strdup(ok);
+    char *dot1 = strchr(tampered, '.'), *dot2 = strchr(dot1 + 1, '.');
+    char *fake_claims = pgt_fmt("{\"sub\":\"x\",\"role\":\"authenticated\",\"aud\":\"authenticated\",\"exp\":%ld,"
+                                "\"app_metadata\":{\"org_id\":\"%s\"}}", (long)time(NULL) + 3600, S.org_id);
+    char *fake_b64 = ds_jwt_b64url_encode(fake_claims, strlen(fake_claims));
+    char *forged = pgt_fmt("%.*s.%s%s", (int)(dot1 - tampered), tampered, fake_b64, dot2);
+    r = predict(forged, body);
+    cr_expect_eq(r.status, 401, "tampered: %s", r.body);
+    httpc_free(&r);
+    /* alg: none. */
+    char *none_hdr = ds_jwt_b64url_encode("{\"alg\":\"none\",\"typ\":\"JWT\"}", 27);
+    char *none = pgt_fmt("%s.%s.", none_hdr, fake_b64);
+    r = predict(none, body);
+    cr_expect_eq(r.status, 401, "alg none: %s", r.body);
+    httpc_free(&r);
+    r = predict(ok, "{\"opportunity_id\":42}");
+    cr_expect_eq(r.status, 400, "%s", r.body);
+    cr_expect(strstr(r.body, "opportunity_id"), "%s", r.body);
+    httpc_free(&r);
+    r = predict(ok, "not json");
+    cr_expect_eq(r.status, 400, "%s", r.body);
+    httpc_free(&r);
+    char *hdr = pgt_fmt("Content-Type: text/plain\r\nAuthorization: Bearer %s\r\n", ok);
+    r = httpc_request(S.port, "POST", "/api/predict", hdr, body, strlen(body), 10000);
+    cr_expect_eq(r.status, 415, "%s", r.body);
+    httpc_free(&r);
+    free(hdr);
+    r = httpc_get(S.port, "/api/predict");
+    cr_expect_eq(r.status, 405, "%s", r.body);
+    httpc_free(&r);
+    size_t big = 70000;
+    char *huge = malloc(big + 1);
+    memset(huge, ' ', big);
+    huge[big] = '\0';
+    huge[0] = '{';
+    huge[big - 1] = '}';
+    r = predict(ok, huge);
+    cr_expect_eq(r.status, 413, "%d", r.status);
+    httpc_free(&r);
+    free(huge);
+
+    free(none_hdr);
+    free(none);
+    free(fake_claims);
+    free(fake_b64);
+    free(forged);
+    free(tampered);
+    free(expired);
+    free(scoped);
+    free(other);
+    free(ok);
+    free(body);
+    free(acc);
+    free(opp);
+    PQfinish(db);
+}
