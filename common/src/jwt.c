@@ -226,7 +226,8 @@ static EVP_PKEY *ec_from_jwk(json_t *jwk, const char **why) {
     memcpy(pub + 1, x, 32);
     memcpy(pub + 33, y, 32);
     bld = OSSL_PARAM_BLD_new();
-    if (!bld || !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
+    if (!bld ||
+        !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
         !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof pub)) {
         *why = "could not build the key parameters";
         goto out;
@@ -687,7 +688,8 @@ static int tls_start(conn_t *c, SSL_CTX *ctx, const url_t *u, char *errstr, size
     if (is_ip) {
         if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), u->host)) goto fail;
     } else {
-        if (!SSL_set_tlsext_host_name(c->ssl, u->host) || !SSL_set1_host(c->ssl, u->host)) goto fail;
+        if (!SSL_set_tlsext_host_name(c->ssl, u->host) || !SSL_set1_host(c->ssl, u->host))
+            goto fail;
     }
     for (;;) {
         int r = SSL_connect(c->ssl);
@@ -1414,7 +1416,8 @@ void ds_jwt_www_authenticate(const char *reason, char *buf, size_t bufsz) {
     }
     clean[i] = '\0';
     snprintf(buf, bufsz,
-             "Bearer realm=\"dealscore\", error=\"invalid_token\", error_description=\"%s\"", clean);
+             "Bearer realm=\"dealscore\", error=\"invalid_token\", error_description=\"%s\"",
+             clean);
 }
 
 /* ------------------------------------------------------------- signing -- */

@@ -210,7 +210,8 @@ static char *craft(const char *header, const char *payload, const void *sig, siz
 
 /* header.payload signed with HMAC-SHA256 under key. */
 static char *craft_hs(const char *header, const char *payload, const void *key, size_t keylen) {
-    char *in = keep(ds_asprintf("%s.%s", b64(header, strlen(header)), b64(payload, strlen(payload))));
+    char *in = keep(
+        ds_asprintf("%s.%s", b64(header, strlen(header)), b64(payload, strlen(payload))));
     unsigned char mac[32];
     unsigned int maclen = 0;
     cr_assert(HMAC(EVP_sha256(), key, (int)keylen, (unsigned char *)in, strlen(in), mac, &maclen));
@@ -452,7 +453,8 @@ Test(jwt, ignores_a_key_embedded_in_the_header) {
     /* The attacker's own key, offered in the header under the real kid. */
     char *header = keep(ds_asprintf("{\"alg\":\"RS256\",\"kid\":\"rsa-1\",\"jwk\":%s}", jwk));
     char *payload = dump(base_claims());
-    char *in = keep(ds_asprintf("%s.%s", b64(header, strlen(header)), b64(payload, strlen(payload))));
+    char *in = keep(
+        ds_asprintf("%s.%s", b64(header, strlen(header)), b64(payload, strlen(payload))));
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     unsigned char sig[512];
     size_t siglen = sizeof sig;
@@ -552,7 +554,8 @@ Test(jwt, rejects_es256_signature_in_der_form) {
 Test(jwt, rejects_duplicate_claim_names) {
     ds_jwt_verifier_t *v = verifier(NULL, SECRET);
     /* Parsers disagree on which duplicate wins; Postgres keeps the last. */
-    const char *payload = "{\"sub\":\"" SUB "\",\"role\":\"authenticated\",\"aud\":\"authenticated\","
+    const char *payload = "{\"sub\":\"" SUB "\",\"role\":\"authenticated\","
+                          "\"aud\":\"authenticated\","
                           "\"exp\":1795666480,\"app_metadata\":{\"org_id\":\"" ORG "\"},"
                           "\"app_metadata\":{\"org_id\":\"11111111-2222-4333-8444-555555555555\"}}";
     refuses(v, craft_hs("{\"alg\":\"HS256\"}", payload, SECRET, strlen(SECRET)),
@@ -861,7 +864,8 @@ static void serve_one(server_t *s, int fd) {
     if (s->chunked) {
         size_t half = strlen(s->body) / 2;
         resp = ds_asprintf("HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
-                           "Transfer-Encoding: chunked\r\n\r\n%zx\r\n%.*s\r\n%zx;ext=1\r\n%s\r\n0\r\n\r\n",
+                           "Transfer-Encoding: chunked\r\n\r\n"
+                           "%zx\r\n%.*s\r\n%zx;ext=1\r\n%s\r\n0\r\n\r\n",
                            s->status, half, (int)half, s->body, strlen(s->body) - half,
                            s->body + half);
     } else {
