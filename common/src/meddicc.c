@@ -275,8 +275,20 @@ struct ds_meddicc_lexicon {
     uint64_t word_key[WORD_SLOTS];
     uint8_t word_cls[WORD_SLOTS];
     uint8_t byte_cls[256];   /* BC_* class of each byte */
+    uint8_t neg_cls[256];    /* NC_* class of each byte, for the negation check */
     uint8_t second_tab[256]; /* second_key() of each byte */
     char *pool;
+};
+
+/* Byte classes for reading words backwards in the negation check. */
+enum {
+    NC_SEP = 0, /* space and other punctuation */
+    NC_WORD,    /* ASCII word byte */
+    NC_APOS,    /* ASCII apostrophe */
+    NC_HIGH,    /* >= 0x80: decode */
+    NC_END,     /* '!', '?', ';', '\n': a sentence end */
+    NC_DOT,     /* '.': a sentence end when followed by space or the end */
+    NC_COMMA,
 };
 
 /* Byte classes for the scan loop. */
@@ -286,6 +298,13 @@ enum {
     BC_HIGH = 2,    /* >= 0x80: decode to classify */
     BC_STARTS = 3,  /* ASCII non-word byte that starts some phrase */
 };
+
+/* Up to 8 bytes of a word, the first in the lowest byte. */
+static uint64_t pack_word(const char *w) {
+    uint64_t key = 0;
+    for (size_t i = 0; w[i] && i < 8; i++) key |= (uint64_t)(uint8_t)w[i] << (8 * i);
+    return key;
+}
 
 static inline size_t word_slot(uint64_t key) {
     return (size_t)((key * 0x9e3779b97f4a7c15ULL) >> 57) & (WORD_SLOTS - 1);
@@ -415,17 +434,23 @@ int ds_meddicc_lexicon_new(const ds_meddicc_phrase_t *rows, size_t n, ds_meddicc
         }
     }
     for (unsigned c = 0; c < 256; c++) {
+        uint8_t nc = NC_SEP;
+        if (c >= 0x80) nc = NC_HIGH;
+        else if (ascii_word((uint8_t)c)) nc = NC_WORD;
+        else if (c == '\'') nc = NC_APOS;
+        else if (c == '!' || c == '?' || c == ';' || c == '\n') nc = NC_END;
+        else if (c == '.') nc = NC_DOT;
+        else if (c == ',') nc = NC_COMMA;
+        lex->neg_cls[c] = nc;
         lex->second_tab[c] = second_key((uint8_t)c);
         if (c >= 0x80) lex->byte_cls[c] = BC_HIGH;
         else if (ascii_word((uint8_t)c)) lex->byte_cls[c] = BC_WORD;
         else lex->byte_cls[c] = lex->bucket[lower_tab[c]] != lex->bucket[lower_tab[c] + 1] ? BC_STARTS : BC_OTHER;
     }
     for (size_t i = 0; i < DS_ARRAY_SIZE(class_words); i++) {
-        uint64_t key = 0;
-        memcpy(&key, class_words[i].word, strlen(class_words[i].word));
-        size_t slot = word_slot(key);
+        size_t slot = word_slot(pack_word(class_words[i].word));
         while (lex->word_key[slot]) slot = (slot + 1) & (WORD_SLOTS - 1);
-        lex->word_key[slot] = key;
+        lex->word_key[slot] = pack_word(class_words[i].word);
         lex->word_cls[slot] = class_words[i].cls;
     }
     *out = lex;
@@ -545,6 +570,7 @@ static word_class_t classify(const ds_meddicc_lexicon_t *lex, uint64_t key) {
 /* Whether a negation cue cancels a match that starts at s (see meddicc.h).
  * Reads back at most DS_MEDDICC_NEGATION_WINDOW + 2 words. */
 static bool negated(const ds_meddicc_lexicon_t *lex, const uint8_t *t, size_t n, size_t s) {
+    const uint8_t *nc = lex->neg_cls;
     word_class_t prev_cls = W_NONE; /* the word read before (nearer the phrase) */
     bool prev_comma = false;        /* a comma right after that word */
     size_t p = s;
@@ -553,45 +579,63 @@ static bool negated(const ds_meddicc_lexicon_t *lex, const uint8_t *t, size_t n,
         bool comma = false;
         for (;;) {
             if (p == 0) return false;
-            size_t cs;
-            uint32_t cp = utf8_decode_prev(t, p, &cs);
-            if (cp == '\'' || cp == 0x2019 || cp_is_word(cp)) break;
-            if (cp == '\n' || cp == '!' || cp == '?' || cp == ';') return false;
-            if (cp == '.' && period_ends(t, n, cs)) return false;
-            if (cp == ',') comma = true;
-            p = cs;
+            uint8_t cl = nc[t[p - 1]];
+            if (cl == NC_WORD || cl == NC_APOS) break;
+            if (cl == NC_HIGH) {
+                size_t cs;
+                uint32_t cp = utf8_decode_prev(t, p, &cs);
+                if (cp == 0x2019 || cp_is_word(cp)) break;
+                p = cs;
+                continue;
+            }
+            if (cl == NC_END) return false;
+            if (cl == NC_DOT && period_ends(t, n, p - 1)) return false;
+            if (cl == NC_COMMA) comma = true;
+            p--;
         }
-        /* Read the word that ends at p backwards, packing up to 8 bytes. */
-        uint8_t rev[9];
+        /* Read the word that ends at p backwards; its first 8 bytes are
+         * packed with the first byte lowest, like pack_word(). */
+        uint64_t key = 0;
         size_t len = 0;
         bool ascii = true;
         while (p > 0) {
-            size_t cs;
-            uint32_t cp = utf8_decode_prev(t, p, &cs);
-            uint8_t ch;
-            if (cp == '\'' || cp == 0x2019) ch = '\'';
-            else if (cp < 0x80 && ascii_word((uint8_t)cp)) ch = lower_tab[cp];
-            else if (cp_is_word(cp)) {
-                ch = 0;
-                ascii = false; /* non-ASCII words are never cues */
+            uint8_t c = t[p - 1], ch;
+            uint8_t cl = nc[c];
+            if (cl == NC_WORD) {
+                ch = lower_tab[c];
+                p--;
+            } else if (cl == NC_APOS) {
+                ch = '\'';
+                p--;
+            } else if (cl == NC_HIGH) {
+                size_t cs;
+                uint32_t cp = utf8_decode_prev(t, p, &cs);
+                if (cp == 0x2019) {
+                    ch = '\'';
+                } else if (cp_is_word(cp)) {
+                    ch = 0;
+                    ascii = false; /* non-ASCII words are never cues */
+                } else {
+                    break;
+                }
+                p = cs;
             } else {
                 break;
             }
-            if (len < sizeof rev) rev[len] = ch;
+            key = key << 8 | ch;
             len++;
-            p = cs;
         }
-        /* Quotes around a word are not part of it: 'no' is "no". */
-        size_t lo = 0, hi = len < sizeof rev ? len : sizeof rev;
-        while (lo < hi && rev[lo] == '\'') lo++;
-        while (hi > lo && rev[hi - 1] == '\'') hi--;
         word_class_t cls = W_NONE;
-        if (ascii && len <= 8 && hi > lo) {
-            uint8_t w[8] = {0};
-            for (size_t i = hi; i > lo; i--) w[hi - i] = rev[i - 1];
-            uint64_t key;
-            memcpy(&key, w, 8);
-            cls = classify(lex, key);
+        if (ascii && len <= 8) {
+            /* Quotes around a word are not part of it: 'no' is "no". */
+            while (key && (key & 0xff) == '\'') key >>= 8;
+            for (int sh = 56; sh >= 0; sh -= 8) {
+                uint64_t b = key >> sh & 0xff;
+                if (!b) continue;
+                if (b != '\'') break;
+                key &= ~(0xffULL << sh);
+            }
+            if (key) cls = classify(lex, key);
         }
         if (cls == W_BREAK) return false;
         if (k <= DS_MEDDICC_NEGATION_WINDOW && !comma && (cls == W_CUE || cls == W_NO))

@@ -113,6 +113,8 @@ Test(meddicc, negation_cues_cancel_the_match) {
         "It hasn't got budget.",
         "NOT A CHAMPION.",
         "we didn't get budget",
+        "They said 'no' to the budget.",        /* a quoted cue */
+        "We don\xe2\x80\x99t have a champion.",
     };
     for (size_t i = 0; i < DS_ARRAY_SIZE(negated); i++) {
         ds_meddicc_result_t r = scan(lex, negated[i]);
