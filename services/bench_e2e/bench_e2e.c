@@ -1,0 +1,457 @@
+/* dealscore-bench-e2e: streams opportunity changes through the webhook API at
+ * given rates and measures, per change, the time from the HTTP 202 to the
+ * prediction.made event of a score that covers it (the predictions row is
+ * committed before that event is produced), and per stage: to
+ * opportunity.changed (outbox relay), features.ready and prediction.made.
+ * Prints p50/p95/p99 per rate and the highest rate whose backlog drained.
+ * A measurement program, not a test: it asserts nothing.
+ *
+ *   eval "$(deploy/local/stack env)"
+ *   build/bin/dealscore-bench-e2e --token TOKEN [--rates 100,500,1000] [--seconds 10]
+ *       [--opportunities 2000] [--threads 8] [--drain 10]
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "dealscore/common.h"
+#include "dealscore/config.h"
+#include "dealscore/kafka.h"
+#include "dealscore/log.h"
+#include "dealscore/v1/events.pb-c.h"
+
+extern char **environ;
+
+/* ---- a keep-alive HTTP/1.1 client ------------------------------------------ */
+
+typedef struct {
+    int fd;
+    char host[128];
+    int port;
+    char *rbuf;
+    size_t rcap, rlen;
+} conn_t;
+
+static int conn_open(conn_t *c) {
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port)};
+    if (inet_pton(AF_INET, c->host, &sa.sin_addr) != 1) return -1;
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0) return -1;
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return 0;
+}
+
+/* POSTs body; returns the status (or -1), reading one whole response. */
+static int conn_post(conn_t *c, const char *path, const char *auth, const char *body, size_t len) {
+    char head[1024];
+    int n = snprintf(head, sizeof head,
+                     "POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                     path, c->host, auth, len);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (c->fd < 0 && conn_open(c) != 0) {
+            if (c->fd >= 0) close(c->fd);
+            c->fd = -1;
+            return -1;
+        }
+        struct iovec iov[2] = {{head, (size_t)n}, {(void *)body, len}};
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+        ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        if (w != (ssize_t)(n + len)) {
+            close(c->fd);
+            c->fd = -1;
+            continue;
+        }
+        c->rlen = 0;
+        for (;;) {
+            if (c->rcap - c->rlen < 4096) c->rbuf = ds_realloc(c->rbuf, c->rcap = c->rcap * 2 + 8192);
+            ssize_t r = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen - 1, 0);
+            if (r <= 0) break;
+            c->rlen += (size_t)r;
+            c->rbuf[c->rlen] = '\0';
+            char *hend = strstr(c->rbuf, "\r\n\r\n");
+            if (!hend) continue;
+            char *cl = strcasestr(c->rbuf, "content-length:");
+            size_t blen = cl && cl < hend ? strtoul(cl + 15, NULL, 10) : 0;
+            if (c->rlen >= (size_t)(hend + 4 - c->rbuf) + blen) return atoi(c->rbuf + 9);
+        }
+        close(c->fd);
+        c->fd = -1;
+    }
+    return -1;
+}
+
+/* ---- changes and their timings ------------------------------------------------- */
+
+enum { ST_CHANGED = 0, ST_FEATURES, ST_PREDICTION, ST_N };
+
+typedef struct {
+    int opp;              /* index into opps */
+    int64_t as_of_us;     /* changed_at we sent = the as_of of the covering events */
+    int64_t accepted_us;  /* monotonic time of the 202 */
+    int64_t done_us[ST_N];
+    int status;
+} change_t;
+
+typedef struct {
+    char ext[48];
+    char id[37];
+    /* pending changes of this opportunity, in as_of order (indexes) */
+    int *pend;
+    size_t npend, cap;
+    size_t first[ST_N]; /* first pending index not yet covered, per stage */
+} opp_t;
+
+typedef struct {
+    const char *host;
+    int port;
+    const char *token;
+    opp_t *opps;
+    size_t nopps;
+    change_t *ch;
+    size_t nch;
+    atomic_size_t next;
+    int64_t start_mono;
+    double rate;
+    int batch;
+    pthread_mutex_t mu;
+    atomic_long errors;
+    atomic_int stop;
+} run_t;
+
+static const char *stages[] = {"prospecting", "qualification", "discovery", "demo", "proposal", "negotiation"};
+
+static void *sender(void *arg) {
+    run_t *r = arg;
+    conn_t c = {.fd = -1, .port = r->port};
+    snprintf(c.host, sizeof c.host, "%s", r->host);
+    char body[1024];
+    for (;;) {
+        size_t i = atomic_fetch_add(&r->next, 1);
+        if (i >= r->nch || atomic_load(&r->stop)) break;
+        /* Open loop: change i is due at start + i / rate. */
+        int64_t due = r->start_mono + (int64_t)((double)i * 1e6 / r->rate);
+        int64_t now = ds_mono_us();
+        if (due > now) {
+            struct timespec ts = {(due - now) / 1000000, ((due - now) % 1000000) * 1000};
+            nanosleep(&ts, NULL);
+        }
+        change_t *ch = &r->ch[i];
+        opp_t *o = &r->opps[ch->opp];
+        /* The change happens now (never in the future: the workers take
+         * min(change time, now) as the as_of). */
+        __atomic_store_n(&ch->as_of_us, ds_now_us(), __ATOMIC_RELEASE);
+        char at[40];
+        ds_format_time_us(ch->as_of_us, at, sizeof at);
+        int n = snprintf(body, sizeof body,
+                         "{\"external_id\":\"%s\",\"stage\":\"%s\",\"created_at\":\"2026-01-01T00:00:00Z\","
+                         "\"amount\":%zu,\"account_external_id\":\"bench-acc-%d\",\"changed_at\":\"%s\"}",
+                         o->ext, stages[i % 6], 1000 + (i % 997) * 10, ch->opp % 50, at);
+        int st = conn_post(&c, "/v1/opportunities", r->token, body, (size_t)n);
+        ch->accepted_us = ds_mono_us();
+        ch->status = st;
+        if (st != 202) atomic_fetch_add(&r->errors, 1);
+    }
+    if (c.fd >= 0) close(c.fd);
+    free(c.rbuf);
+    return NULL;
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct(int64_t *v, size_t n, double p) {
+    if (!n) return NAN;
+    size_t k = (size_t)ceil(p / 100.0 * (double)n);
+    if (k < 1) k = 1;
+    return (double)v[k - 1] / 1000.0; /* ms */
+}
+
+/* Consumes the three topics and marks changes covered. */
+typedef struct {
+    ds_consumer_t *c;
+    run_t *r;
+    char *topic[ST_N];
+    atomic_int stop;
+    atomic_long covered;
+} watcher_t;
+
+static int opp_find(run_t *r, const char *id, size_t len) {
+    for (size_t i = 0; i < r->nopps; i++)
+        if (strlen(r->opps[i].id) == len && memcmp(r->opps[i].id, id, len) == 0) return (int)i;
+    return -1;
+}
+
+static void cover(watcher_t *w, int stage, const char *opp_id, size_t len, int64_t as_of, int64_t now) {
+    run_t *r = w->r;
+    if (!r) return;
+    int k = opp_find(r, opp_id, len);
+    if (k < 0) return;
+    opp_t *o = &r->opps[k];
+    pthread_mutex_lock(&r->mu);
+    while (o->first[stage] < o->npend) {
+        change_t *ch = &r->ch[o->pend[o->first[stage]]];
+        int64_t at = __atomic_load_n(&ch->as_of_us, __ATOMIC_ACQUIRE);
+        if (at == 0 || at > as_of) break; /* not sent yet, or a later change */
+        ch->done_us[stage] = now;
+        o->first[stage]++;
+        if (stage == ST_PREDICTION) atomic_fetch_add(&w->covered, 1);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void *watch(void *arg) {
+    watcher_t *w = arg;
+    rd_kafka_message_t *msgs[256];
+    while (!atomic_load(&w->stop)) {
+        int n = ds_consumer_poll_batch(w->c, msgs, 256, 20);
+        int64_t now = ds_mono_us();
+        for (int i = 0; i < n; i++) {
+            rd_kafka_message_t *m = msgs[i];
+            const char *t = rd_kafka_topic_name(m->rkt);
+            if (!strcmp(t, w->topic[ST_CHANGED])) {
+                Dealscore__V1__OpportunityChanged *e = dealscore__v1__opportunity_changed__unpack(NULL, m->len, m->payload);
+                if (e) cover(w, ST_CHANGED, e->opportunity_id, strlen(e->opportunity_id), e->occurred_at_us, now);
+                dealscore__v1__opportunity_changed__free_unpacked(e, NULL);
+            } else if (!strcmp(t, w->topic[ST_FEATURES])) {
+                Dealscore__V1__FeaturesReady *e = dealscore__v1__features_ready__unpack(NULL, m->len, m->payload);
+                if (e) cover(w, ST_FEATURES, e->opportunity_id, strlen(e->opportunity_id), e->as_of_us, now);
+                dealscore__v1__features_ready__free_unpacked(e, NULL);
+            } else {
+                Dealscore__V1__PredictionMade *e = dealscore__v1__prediction_made__unpack(NULL, m->len, m->payload);
+                if (e) cover(w, ST_PREDICTION, e->opportunity_id, strlen(e->opportunity_id), e->as_of_us, now);
+                dealscore__v1__prediction_made__free_unpacked(e, NULL);
+            }
+        }
+        if (n > 0) ds_consumer_release(msgs, (size_t)n);
+    }
+    return NULL;
+}
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: dealscore-bench-e2e --token TOKEN [--url URL] [--rates R1,R2,...] [--seconds S]\n"
+            "       [--opportunities N] [--threads T] [--drain S]\n"
+            "Settings from the environment as the services (DEALSCORE_DATABASE_URL, DEALSCORE_KAFKA_BROKERS,\n"
+            "DEALSCORE_TOPIC_PREFIX); --url defaults to $DEALSCORE_INGEST_URL.\n");
+}
+
+int main(int argc, char **argv) {
+    const char *url = getenv("DEALSCORE_INGEST_URL"), *token = NULL, *rates_s = "100,250,500,1000";
+    double seconds = 10, drain = 10;
+    int nopps = 2000, nthreads = 8;
+    static const struct option opts[] = {{"token", 1, 0, 't'}, {"url", 1, 0, 'u'}, {"rates", 1, 0, 'r'},
+                                         {"seconds", 1, 0, 's'}, {"opportunities", 1, 0, 'o'},
+                                         {"threads", 1, 0, 'n'}, {"drain", 1, 0, 'd'}, {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 't': token = optarg; break;
+        case 'u': url = optarg; break;
+        case 'r': rates_s = optarg; break;
+        case 's': seconds = atof(optarg); break;
+        case 'o': nopps = atoi(optarg); break;
+        case 'n': nthreads = atoi(optarg); break;
+        case 'd': drain = atof(optarg); break;
+        case 'h': usage(); return 0;
+        default: usage(); return 2;
+        }
+    }
+    if (!token || !url || nopps < 1 || nthreads < 1 || seconds <= 0) {
+        usage();
+        return 2;
+    }
+    char host[128] = "127.0.0.1";
+    int port = 8080;
+    if (sscanf(url, "http://%127[^:]:%d", host, &port) != 2) {
+        fprintf(stderr, "dealscore-bench-e2e: --url must be http://HOST:PORT\n");
+        return 2;
+    }
+    if (!strcmp(host, "localhost")) snprintf(host, sizeof host, "127.0.0.1");
+    ds_config_t cfg;
+    char err[512];
+    /* Only new events matter: a fresh group starting at the end. */
+    size_t ne = 0;
+    while (environ[ne]) ne++;
+    char **envp = ds_calloc(ne + 2, sizeof *envp);
+    memcpy(envp, environ, ne * sizeof *envp);
+    envp[ne] = "KAFKA_AUTO_OFFSET_RESET=latest";
+    if (ds_config_load(&cfg, DS_SVC_FEATURE, envp, err, sizeof err) != 0) {
+        fprintf(stderr, "dealscore-bench-e2e: %s\n", err);
+        return 2;
+    }
+    free(envp);
+    ds_log_init("bench-e2e", DS_LOG_WARN);
+
+    run_t r = {.host = host, .port = port, .token = token, .nopps = (size_t)nopps};
+    pthread_mutex_init(&r.mu, NULL);
+    r.opps = ds_calloc(r.nopps, sizeof *r.opps);
+    char runid[9];
+    snprintf(runid, sizeof runid, "%08x", (unsigned)(ds_now_us() & 0xffffffff));
+    for (size_t i = 0; i < r.nopps; i++) snprintf(r.opps[i].ext, sizeof r.opps[i].ext, "bench-%s-%zu", runid, i);
+
+    /* Create the opportunities (batched) and find their ids. */
+    conn_t cn = {.fd = -1, .port = port};
+    snprintf(cn.host, sizeof cn.host, "%s", host);
+    size_t cap = 256 * 1024;
+    char *body = ds_malloc(cap);
+    for (size_t i = 0; i < r.nopps; i += 500) {
+        size_t len = 0;
+        body[len++] = '[';
+        for (size_t k = i; k < r.nopps && k < i + 500; k++)
+            len += (size_t)snprintf(body + len, cap - len,
+                                    "%s{\"external_id\":\"%s\",\"stage\":\"prospecting\",\"created_at\":"
+                                    "\"2026-01-01T00:00:00Z\",\"amount\":5000,\"account_external_id\":\"bench-acc-%zu\","
+                                    "\"changed_at\":\"2026-01-01T00:00:00Z\"}",
+                                    k > i ? "," : "", r.opps[k].ext, k % 50);
+        body[len++] = ']';
+        int st = conn_post(&cn, "/v1/opportunities", token, body, len);
+        if (st != 202) {
+            fprintf(stderr, "dealscore-bench-e2e: creating opportunities failed with HTTP %d\n", st);
+            return 1;
+        }
+    }
+    free(body);
+    if (cn.fd >= 0) close(cn.fd);
+    free(cn.rbuf);
+    PGconn *db = PQconnectdb(cfg.database_url);
+    if (PQstatus(db) != CONNECTION_OK) {
+        fprintf(stderr, "dealscore-bench-e2e: %s", PQerrorMessage(db));
+        return 1;
+    }
+    char like[64];
+    snprintf(like, sizeof like, "bench-%s-%%", runid);
+    const char *pv[] = {like};
+    PGresult *res = PQexecParams(db, "select external_id, id from opportunities where external_id like $1", 1, NULL,
+                                 pv, NULL, NULL, 0);
+    for (int i = 0; i < PQntuples(res); i++) {
+        size_t k = strtoul(strrchr(PQgetvalue(res, i, 0), '-') + 1, NULL, 10);
+        if (k < r.nopps) snprintf(r.opps[k].id, sizeof r.opps[k].id, "%s", PQgetvalue(res, i, 1));
+    }
+    PQclear(res);
+
+    watcher_t w = {0};
+    w.topic[ST_CHANGED] = ds_config_topic(&cfg, DS_TOPIC_OPPORTUNITY_CHANGED);
+    w.topic[ST_FEATURES] = ds_config_topic(&cfg, DS_TOPIC_FEATURES_READY);
+    w.topic[ST_PREDICTION] = ds_config_topic(&cfg, DS_TOPIC_PREDICTION_MADE);
+    char group[64];
+    snprintf(group, sizeof group, "bench-e2e-%s", runid);
+    if (ds_consumer_new(&w.c, &cfg, group, (const char *const *)w.topic, ST_N, err, sizeof err) != 0) {
+        fprintf(stderr, "dealscore-bench-e2e: %s\n", err);
+        return 1;
+    }
+    pthread_t wt;
+    pthread_create(&wt, NULL, watch, &w);
+    /* Wait for the assignment so no event is missed. */
+    for (int i = 0; i < 300 && !ds_consumer_assigned(w.c); i++) {
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+    }
+    printf("dealscore-bench-e2e: %zu opportunities, %d sender threads, %.0f s per rate, drain %.0f s\n", r.nopps,
+           nthreads, seconds, drain);
+    printf("%8s %8s %8s %7s | %9s %9s %9s | %9s %9s %9s %9s | %s\n", "rate/s", "sent", "done", "errors", "p50 ms",
+           "p95 ms", "p99 ms", "relay p50", "feat p50", "pred p50", "pred p99", "backlog");
+    double best = 0;
+    char *rates = ds_strdup(rates_s), *rest = rates, *tok;
+    while ((tok = strsep(&rest, ",")) != NULL) {
+        double rate = atof(tok);
+        if (rate <= 0) continue;
+        size_t n = (size_t)(rate * seconds);
+        pthread_mutex_lock(&r.mu);
+        for (size_t i = 0; i < r.nopps; i++) {
+            r.opps[i].npend = 0;
+            memset(r.opps[i].first, 0, sizeof r.opps[i].first);
+        }
+        free(r.ch);
+        r.ch = ds_calloc(n, sizeof *r.ch);
+        r.nch = n;
+        for (size_t i = 0; i < n; i++) {
+            r.ch[i].opp = (int)(i % r.nopps);
+            r.ch[i].as_of_us = 0; /* set when sent */
+            opp_t *o = &r.opps[r.ch[i].opp];
+            if (o->npend == o->cap) o->pend = ds_realloc(o->pend, (o->cap = o->cap * 2 + 16) * sizeof(int));
+            o->pend[o->npend++] = (int)i;
+        }
+        atomic_store(&r.next, 0);
+        atomic_store(&r.errors, 0);
+        atomic_store(&w.covered, 0);
+        r.rate = rate;
+        r.start_mono = ds_mono_us() + 10000;
+        w.r = &r;
+        pthread_mutex_unlock(&r.mu);
+        pthread_t *th = ds_calloc((size_t)nthreads, sizeof *th);
+        for (int t = 0; t < nthreads; t++) pthread_create(&th[t], NULL, sender, &r);
+        for (int t = 0; t < nthreads; t++) pthread_join(th[t], NULL);
+        free(th);
+        int64_t sent_end = ds_mono_us();
+        double achieved = (double)n / ((double)(sent_end - r.start_mono) / 1e6);
+        long ok = (long)n - atomic_load(&r.errors);
+        while (atomic_load(&w.covered) < ok && ds_mono_us() - sent_end < (int64_t)(drain * 1e6)) {
+            struct timespec ts = {0, 20000000};
+            nanosleep(&ts, NULL);
+        }
+        pthread_mutex_lock(&r.mu);
+        int64_t *lat = ds_calloc(n + 1, sizeof *lat), *st[ST_N];
+        size_t nl = 0, ns[ST_N] = {0};
+        for (int s = 0; s < ST_N; s++) st[s] = ds_calloc(n + 1, sizeof(int64_t));
+        for (size_t i = 0; i < n; i++) {
+            if (r.ch[i].status != 202) continue;
+            /* An event can be read a moment before the sender thread noted
+             * its 202: count that as no delay. */
+            for (int s = 0; s < ST_N; s++)
+                if (r.ch[i].done_us[s]) {
+                    int64_t d = r.ch[i].done_us[s] - r.ch[i].accepted_us;
+                    st[s][ns[s]++] = d > 0 ? d : 0;
+                }
+            if (r.ch[i].done_us[ST_PREDICTION]) {
+                int64_t d = r.ch[i].done_us[ST_PREDICTION] - r.ch[i].accepted_us;
+                lat[nl++] = d > 0 ? d : 0;
+            }
+        }
+        w.r = NULL;
+        pthread_mutex_unlock(&r.mu);
+        qsort(lat, nl, sizeof *lat, cmp_i64);
+        for (int s = 0; s < ST_N; s++) qsort(st[s], ns[s], sizeof(int64_t), cmp_i64);
+        long backlog = ok - (long)nl;
+        printf("%8.0f %8zu %8zu %7ld | %9.1f %9.1f %9.1f | %9.1f %9.1f %9.1f %9.1f | %ld%s\n", achieved, n, nl,
+               atomic_load(&r.errors), pct(lat, nl, 50), pct(lat, nl, 95), pct(lat, nl, 99),
+               pct(st[ST_CHANGED], ns[ST_CHANGED], 50), pct(st[ST_FEATURES], ns[ST_FEATURES], 50),
+               pct(st[ST_PREDICTION], ns[ST_PREDICTION], 50), pct(st[ST_PREDICTION], ns[ST_PREDICTION], 99), backlog,
+               achieved < rate * 0.9 ? " (sender could not keep the rate)" : "");
+        fflush(stdout);
+        if (backlog == 0 && atomic_load(&r.errors) == 0 && achieved >= rate * 0.9) best = rate;
+        free(lat);
+        for (int s = 0; s < ST_N; s++) free(st[s]);
+    }
+    printf("highest rate with every change scored within the drain time: %.0f changes/s\n", best);
+    atomic_store(&w.stop, 1);
+    pthread_join(wt, NULL);
+    ds_consumer_close(w.c);
+    ds_consumer_destroy(w.c);
+    for (int s = 0; s < ST_N; s++) free(w.topic[s]);
+    for (size_t i = 0; i < r.nopps; i++) free(r.opps[i].pend);
+    free(r.opps);
+    free(r.ch);
+    free(rates);
+    PQfinish(db);
+    ds_config_close(&cfg);
+    return 0;
+}
