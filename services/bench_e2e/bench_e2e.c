@@ -111,6 +111,9 @@ typedef struct {
 typedef struct {
     char ext[48];
     char id[37];
+    char *fields;  /* --existing: the deal's other fields as JSON members, or NULL */
+    int stage0;    /* --existing: index of its current stage */
+    int moves;
     /* pending changes of this opportunity, in as_of order (indexes) */
     int *pend;
     size_t npend, cap;
@@ -158,10 +161,20 @@ static void *sender(void *arg) {
         __atomic_store_n(&ch->as_of_us, ds_now_us(), __ATOMIC_RELEASE);
         char at[40];
         ds_format_time_us(ch->as_of_us, at, sizeof at);
-        int n = snprintf(body, sizeof body,
+        int n;
+        if (o->fields) {
+            /* A real deal moves one stage on (and back from the last open one). */
+            int k = __atomic_add_fetch(&o->moves, 1, __ATOMIC_RELAXED);
+            int st = (o->stage0 + k) % 10;
+            st = st < 6 ? st : 10 - st;
+            n = snprintf(body, sizeof body, "{\"external_id\":\"%s\",\"stage\":\"%s\",%s,\"changed_at\":\"%s\"}",
+                         o->ext, stages[st], o->fields, at);
+        } else {
+            n = snprintf(body, sizeof body,
                          "{\"external_id\":\"%s\",\"stage\":\"%s\",\"created_at\":\"2026-01-01T00:00:00Z\","
                          "\"amount\":%zu,\"account_external_id\":\"bench-acc-%d\",\"changed_at\":\"%s\"}",
                          o->ext, stages[i % 6], 1000 + (i % 997) * 10, ch->opp % 50, at);
+        }
         int st = conn_post(&c, "/v1/opportunities", r->token, body, (size_t)n);
         ch->accepted_us = ds_mono_us();
         ch->status = st;
@@ -248,7 +261,9 @@ static void *watch(void *arg) {
 static void usage(void) {
     fprintf(stderr,
             "usage: dealscore-bench-e2e --token TOKEN [--url URL] [--rates R1,R2,...] [--seconds S]\n"
-            "       [--opportunities N] [--threads T] [--drain S]\n"
+            "       [--opportunities N] [--threads T] [--drain S] [--existing]\n"
+            "--existing moves up to N open deals of the token's org one stage at a time instead of\n"
+            "creating N new ones.\n"
             "Settings from the environment as the services (DEALSCORE_DATABASE_URL, DEALSCORE_KAFKA_BROKERS,\n"
             "DEALSCORE_TOPIC_PREFIX); --url defaults to $DEALSCORE_INGEST_URL.\n");
 }
@@ -256,10 +271,10 @@ static void usage(void) {
 int main(int argc, char **argv) {
     const char *url = getenv("DEALSCORE_INGEST_URL"), *token = NULL, *rates_s = "100,250,500,1000";
     double seconds = 10, drain = 10;
-    int nopps = 2000, nthreads = 8;
+    int nopps = 2000, nthreads = 8, existing = 0;
     static const struct option opts[] = {{"token", 1, 0, 't'}, {"url", 1, 0, 'u'}, {"rates", 1, 0, 'r'},
                                          {"seconds", 1, 0, 's'}, {"opportunities", 1, 0, 'o'},
-                                         {"threads", 1, 0, 'n'}, {"drain", 1, 0, 'd'}, {"help", 0, 0, 'h'},
+                                         {"threads", 1, 0, 'n'}, {"drain", 1, 0, 'd'}, {"help", 0, 0, 'h'}, {"existing", 0, 0, 'e'},
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -271,6 +286,7 @@ int main(int argc, char **argv) {
         case 'o': nopps = atoi(optarg); break;
         case 'n': nthreads = atoi(optarg); break;
         case 'd': drain = atof(optarg); break;
+        case 'e': existing = 1; break;
         case 'h': usage(); return 0;
         default: usage(); return 2;
         }
@@ -308,45 +324,78 @@ int main(int argc, char **argv) {
     snprintf(runid, sizeof runid, "%08x", (unsigned)(ds_now_us() & 0xffffffff));
     for (size_t i = 0; i < r.nopps; i++) snprintf(r.opps[i].ext, sizeof r.opps[i].ext, "bench-%s-%zu", runid, i);
 
-    /* Create the opportunities (batched) and find their ids. */
-    conn_t cn = {.fd = -1, .port = port};
-    snprintf(cn.host, sizeof cn.host, "%s", host);
-    size_t cap = 256 * 1024;
-    char *body = ds_malloc(cap);
-    for (size_t i = 0; i < r.nopps; i += 500) {
-        size_t len = 0;
-        body[len++] = '[';
-        for (size_t k = i; k < r.nopps && k < i + 500; k++)
-            len += (size_t)snprintf(body + len, cap - len,
-                                    "%s{\"external_id\":\"%s\",\"stage\":\"prospecting\",\"created_at\":"
-                                    "\"2026-01-01T00:00:00Z\",\"amount\":5000,\"account_external_id\":\"bench-acc-%zu\","
-                                    "\"changed_at\":\"2026-01-01T00:00:00Z\"}",
-                                    k > i ? "," : "", r.opps[k].ext, k % 50);
-        body[len++] = ']';
-        int st = conn_post(&cn, "/v1/opportunities", token, body, len);
-        if (st != 202) {
-            fprintf(stderr, "dealscore-bench-e2e: creating opportunities failed with HTTP %d\n", st);
-            return 1;
-        }
-    }
-    free(body);
-    if (cn.fd >= 0) close(cn.fd);
-    free(cn.rbuf);
     PGconn *db = PQconnectdb(cfg.database_url);
     if (PQstatus(db) != CONNECTION_OK) {
         fprintf(stderr, "dealscore-bench-e2e: %s", PQerrorMessage(db));
         return 1;
     }
-    char like[64];
-    snprintf(like, sizeof like, "bench-%s-%%", runid);
-    const char *pv[] = {like};
-    PGresult *res = PQexecParams(db, "select external_id, id from opportunities where external_id like $1", 1, NULL,
-                                 pv, NULL, NULL, 0);
-    for (int i = 0; i < PQntuples(res); i++) {
-        size_t k = strtoul(strrchr(PQgetvalue(res, i, 0), '-') + 1, NULL, 10);
-        if (k < r.nopps) snprintf(r.opps[k].id, sizeof r.opps[k].id, "%s", PQgetvalue(res, i, 1));
+    if (existing) {
+        char hash[65], lim[16];
+        ds_sha256_hex(token, strlen(token), hash);
+        snprintf(lim, sizeof lim, "%d", nopps);
+        const char *qv[] = {hash, lim};
+        PGresult *res = PQexecParams(
+            db,
+            "select o.external_id, o.id, o.stage, json_build_object('created_at', o.created_at,"
+            " 'account_external_id', o.account_external_id, 'owner_id', o.owner_id, 'product_category',"
+            " o.product_category, 'persona', o.persona, 'amount', o.amount, 'currency', o.currency,"
+            " 'close_date', o.close_date)::text"
+            " from opportunities o join ingest_tokens t on t.org_id = o.org_id"
+            " where t.token_hash = $1 and o.outcome = 'open' and not o.placeholder"
+            " order by o.created_at desc limit $2::int",
+            2, NULL, qv, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) == 0) {
+            fprintf(stderr, "dealscore-bench-e2e: no open deals found for this token's org\n");
+            return 1;
+        }
+        r.nopps = (size_t)PQntuples(res);
+        for (size_t i = 0; i < r.nopps; i++) {
+            opp_t *o = &r.opps[i];
+            snprintf(o->ext, sizeof o->ext, "%s", PQgetvalue(res, (int)i, 0));
+            snprintf(o->id, sizeof o->id, "%s", PQgetvalue(res, (int)i, 1));
+            for (int k = 0; k < 6; k++)
+                if (!strcmp(PQgetvalue(res, (int)i, 2), stages[k])) o->stage0 = k;
+            /* {"a":..,"b":..} -> "a":..,"b":.. (nulls dropped by the webhook as absent) */
+            const char *js = PQgetvalue(res, (int)i, 3);
+            o->fields = ds_strndup(js + 1, strlen(js) - 2);
+        }
+        PQclear(res);
+    } else {
+        /* Create the opportunities (batched) and find their ids. */
+        conn_t cn = {.fd = -1, .port = port};
+        snprintf(cn.host, sizeof cn.host, "%s", host);
+        size_t cap = 256 * 1024;
+        char *body = ds_malloc(cap);
+        for (size_t i = 0; i < r.nopps; i += 500) {
+            size_t len = 0;
+            body[len++] = '[';
+            for (size_t k = i; k < r.nopps && k < i + 500; k++)
+                len += (size_t)snprintf(body + len, cap - len,
+                                        "%s{\"external_id\":\"%s\",\"stage\":\"prospecting\",\"created_at\":"
+                                        "\"2026-01-01T00:00:00Z\",\"amount\":5000,\"account_external_id\":\"bench-acc-%zu\","
+                                        "\"changed_at\":\"2026-01-01T00:00:00Z\"}",
+                                        k > i ? "," : "", r.opps[k].ext, k % 50);
+            body[len++] = ']';
+            int st = conn_post(&cn, "/v1/opportunities", token, body, len);
+            if (st != 202) {
+                fprintf(stderr, "dealscore-bench-e2e: creating opportunities failed with HTTP %d\n", st);
+                return 1;
+            }
+        }
+        free(body);
+        if (cn.fd >= 0) close(cn.fd);
+        free(cn.rbuf);
+        char like[64];
+        snprintf(like, sizeof like, "bench-%s-%%", runid);
+        const char *pv[] = {like};
+        PGresult *res = PQexecParams(db, "select external_id, id from opportunities where external_id like $1", 1,
+                                     NULL, pv, NULL, NULL, 0);
+        for (int i = 0; i < PQntuples(res); i++) {
+            size_t k = strtoul(strrchr(PQgetvalue(res, i, 0), '-') + 1, NULL, 10);
+            if (k < r.nopps) snprintf(r.opps[k].id, sizeof r.opps[k].id, "%s", PQgetvalue(res, i, 1));
+        }
+        PQclear(res);
     }
-    PQclear(res);
 
     watcher_t w = {0};
     w.topic[ST_CHANGED] = ds_config_topic(&cfg, DS_TOPIC_OPPORTUNITY_CHANGED);
@@ -447,7 +496,10 @@ int main(int argc, char **argv) {
     ds_consumer_close(w.c);
     ds_consumer_destroy(w.c);
     for (int s = 0; s < ST_N; s++) free(w.topic[s]);
-    for (size_t i = 0; i < r.nopps; i++) free(r.opps[i].pend);
+    for (size_t i = 0; i < r.nopps; i++) {
+        free(r.opps[i].pend);
+        free(r.opps[i].fields);
+    }
     free(r.opps);
     free(r.ch);
     free(rates);
