@@ -296,25 +296,38 @@ typedef struct {
     bool check_stale;
 } chunk_t;
 
-/* Marks the change rows of an opportunities chunk that are older than the
- * newest change already stored for their deal. opportunities.csv can be a
- * change log (one row per change, in time order): re-importing it must not
- * replay old states over the current one, which would add history rows and
- * events for changes that are already there. */
+/* Marks the change rows of an opportunities chunk that are older than a
+ * change already applied to their deal: the newest change stored for it
+ * (its latest opportunity_history row) or an earlier row of the chunk.
+ * opportunities.csv can be a change log (one row per change, in time order):
+ * re-importing it must not replay old states over the current one, which
+ * would add history rows and events for changes that are already there. */
+typedef struct {
+    const char *id;  /* first member: compared by cmp_str_ptr */
+    int64_t us;      /* newest change applied so far, INT64_MIN: none */
+} newest_t;
+
 static int mark_stale(importer_t *im, chunk_t *ck, char *errstr, size_t errstr_size) {
     file_t *f = ck->f;
+    newest_t *nw = ds_calloc(ck->n ? ck->n : 1, sizeof *nw);
     const char **ids = ds_calloc(ck->n ? ck->n : 1, sizeof *ids);
-    size_t nids = 0;
+    size_t nnw = 0;
     for (size_t i = ck->from; i < ck->from + ck->n; i++) {
         f->stale[i] = false;
-        if (f->recs[i].changed_at_us) ids[nids++] = f->recs[i].external_id;
+        if (f->recs[i].changed_at_us) {
+            nw[nnw].id = f->recs[i].external_id;
+            nw[nnw].us = INT64_MIN;
+            nnw++;
+        }
     }
-    if (!nids) {
-        free(ids);
-        return DS_OK;
-    }
-    char *arr = ds_pg_array_text(ids, nids);
-    free(ids);
+    if (!nnw) goto done;
+    qsort(nw, nnw, sizeof *nw, cmp_str_ptr);
+    size_t u = 0;
+    for (size_t i = 0; i < nnw; i++)
+        if (u == 0 || strcmp(nw[u - 1].id, nw[i].id) != 0) nw[u++] = nw[i];
+    nnw = u;
+    for (size_t i = 0; i < nnw; i++) ids[i] = nw[i].id;
+    char *arr = ds_pg_array_text(ids, nnw);
     const char *v[] = {im->org_id, arr};
     PGresult *res = NULL;
     int rc = ds_pg_exec_params(
@@ -326,30 +339,31 @@ static int mark_stale(importer_t *im, chunk_t *ck, char *errstr, size_t errstr_s
         " group by o.external_id",
         2, v, NULL, NULL, &res, errstr, errstr_size);
     free(arr);
-    if (rc != DS_OK) return rc;
-    int nrows = PQntuples(res);
-    if (nrows > 0) {
-        /* rows[i] points at "id" followed by the newest change time. */
-        typedef struct {
-            const char *id;
-            int64_t us;
-        } newest_t;
-        newest_t *nw = ds_calloc((size_t)nrows, sizeof *nw);
-        for (int r = 0; r < nrows; r++) {
-            nw[r].id = PQgetvalue(res, r, 0);
-            nw[r].us = strtoll(PQgetvalue(res, r, 1), NULL, 10);
-        }
-        qsort(nw, (size_t)nrows, sizeof *nw, cmp_str_ptr);
-        for (size_t i = ck->from; i < ck->from + ck->n; i++) {
-            const ds_record_t *rec = &f->recs[i];
-            if (!rec->changed_at_us) continue;
-            const char *key = rec->external_id;
-            newest_t *hit = bsearch(&key, nw, (size_t)nrows, sizeof *nw, cmp_str_ptr);
-            if (hit && rec->changed_at_us < hit->us) f->stale[i] = true;
-        }
+    if (rc != DS_OK) {
         free(nw);
+        free(ids);
+        return rc;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *key = PQgetvalue(res, r, 0);
+        newest_t *hit = bsearch(&key, nw, nnw, sizeof *nw, cmp_str_ptr);
+        if (hit) hit->us = strtoll(PQgetvalue(res, r, 1), NULL, 10);
     }
     PQclear(res);
+    for (size_t i = ck->from; i < ck->from + ck->n; i++) {
+        const ds_record_t *rec = &f->recs[i];
+        if (!rec->changed_at_us) continue;
+        const char *key = rec->external_id;
+        newest_t *hit = bsearch(&key, nw, nnw, sizeof *nw, cmp_str_ptr);
+        ds_assert(hit != NULL);
+        if (rec->changed_at_us < hit->us)
+            f->stale[i] = true;
+        else
+            hit->us = rec->changed_at_us;
+    }
+done:
+    free(nw);
+    free(ids);
     return DS_OK;
 }
 
@@ -429,8 +443,8 @@ static void flush(file_t *f) {
         count_stored(f, 0, f->nrecs);
     } else if (rc == DS_EFATAL) {
         for (size_t i = 0; i < f->nrecs && !im->stopped; i++) {
-            /* The stale marks of the chunk attempt stay right: rows of one
-             * chunk are never compared with each other. */
+            /* The stale marks of the chunk attempt still hold: they depend
+             * on what was stored before the chunk and on its own rows. */
             chunk_t one = {f, i, 1, false};
             int r = with_retry(im, store_step, &one, err, sizeof err);
             if (r == DS_OK) {
@@ -583,7 +597,10 @@ static void on_row(int c, void *data) {
     (void)c;
     file_t *f = data;
     if (!f->row_open) f->row_line = f->line;
-    if (!f->done && !f->im->stopped) {
+    bool blank = true;
+    for (size_t i = 0; i < f->nfields && blank; i++) blank = f->lens[i] == 0;
+    /* Spreadsheets leave rows of empty cells (",,,,") behind. */
+    if (!f->done && !f->im->stopped && !(blank && f->have_header)) {
         if (!f->have_header)
             on_header(f);
         else
@@ -746,8 +763,9 @@ static void help(FILE *out) {
             "gets one warning and is ignored; an empty cell is an absent value. Columns are the\n"
             "DESIGN.md record fields (interactions: meta_json holds the meta JSON object).\n"
             "opportunities.csv may be a change log (one row per change with changed_at, in time\n"
-            "order): rows older than the newest change stored for their deal are skipped (counted\n"
-            "as unchanged), so importing the same files again changes nothing.\n"
+            "order): a row older than a change already applied to its deal is skipped (counted as\n"
+            "unchanged), so importing the same files again changes nothing. Rows whose cells are\n"
+            "all empty are skipped like blank lines.\n"
             "\n"
             "Aliases map other column names onto fields: built in are id, account_id,\n"
             "opportunity_id, opp_id, deal_id, owner, meta (account_id is external_id in accounts.csv,\n"
@@ -970,7 +988,7 @@ int ingest_cmd_import(const ds_config_t *cfg, int argc, char **argv) {
         double secs = (double)(ds_mono_us() - f->start_us) / 1e6;
         printf("%s: %ld rows: %ld imported (%ld changed, %ld unchanged", f->path, f->c.rows,
                f->c.changed + f->c.unchanged, f->c.changed, f->c.unchanged);
-        if (f->c.stale) printf(" of which %ld older than stored changes", f->c.stale);
+        if (f->c.stale) printf(" of which %ld older than applied changes", f->c.stale);
         printf(", %ld events), %ld rejected, in %.2f s (%.0f rows/s)\n", f->c.events, f->c.rejected,
                secs, secs > 0 ? (double)f->c.rows / secs : 0.0);
         fflush(stdout);
