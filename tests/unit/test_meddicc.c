@@ -430,3 +430,38 @@ Test(meddicc, json_parses_and_is_deterministic) {
     free(a);
     free(b);
 }
+
+/* Random bytes, cut UTF-8 and phrase pieces in buffers of exactly len bytes
+ * (no NUL after them), so a sanitizer build catches any read past the end. */
+Test(meddicc, arbitrary_bytes_are_safe) {
+    static const char *const pieces[] = {"champion", " ", "no ", "\xe2\x80", "\xe2\x80\x99", "-",
+                                         "s", ".", "?", "\n", "KPI", "sign", "'", "\xc3", ","};
+    const ds_meddicc_lexicon_t *lex = ds_meddicc_lexicon_default();
+    uint64_t x = 88172645463325252ULL;
+    for (int round = 0; round < 3000; round++) {
+        size_t len = (size_t)(round % 97);
+        char *buf = malloc(len ? len : 1);
+        size_t k = 0;
+        while (k < len) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if (x % 3 == 0) {
+                buf[k++] = (char)(x >> 24);
+            } else {
+                const char *p = pieces[(x >> 8) % DS_ARRAY_SIZE(pieces)];
+                while (*p && k < len) buf[k++] = *p++;
+            }
+        }
+        ds_meddicc_result_t r;
+        ds_meddicc_result_init(&r);
+        ds_meddicc_scan(lex, "t", buf, len, &r);
+        for (int el = 0; el < DS_MEDDICC_COUNT; el++) {
+            for (uint32_t e = 0; e < r.n_evidence[el]; e++) {
+                cr_assert_lt(r.evidence[el][e].start, r.evidence[el][e].end);
+                cr_assert_leq(r.evidence[el][e].end, len);
+            }
+        }
+        free(buf);
+    }
+}
