@@ -758,6 +758,9 @@ Test(features, json_parses_and_is_deterministic) {
     compute(&f, f.as_of, &v);
     v.values[DS_F_MEETING_MINUTES_30D] = 0.1;  /* shortest round trip: "0.1" */
     v.values[DS_F_VELOCITY_14D] = -0.0;        /* "0" */
+    v.values[DS_F_STAGE_REGRESSIONS] = -3.25;  /* "-3.25" */
+    v.values[DS_F_N_DEMO_ALL] = 1e20;          /* "1e+20" */
+    v.values[DS_F_N_DEMO_30D] = 1.0 / 3.0;     /* 16-17 digits, read back exactly below */
     char *a = ds_features_to_json(&v), *b = ds_features_to_json(&v);
     cr_assert_str_eq(a, b);
     const char *prefix = "{\"days_open\":40.5,\"days_to_close\":29.5,\"close_date_pushes\":1,";
@@ -765,6 +768,9 @@ Test(features, json_parses_and_is_deterministic) {
     cr_assert_not_null(strstr(a, "\"region_code\":null"), "%s", a);
     cr_assert_not_null(strstr(a, "\"meeting_minutes_30d\":0.1,"), "%s", a);
     cr_assert_not_null(strstr(a, "\"velocity_14d\":0,"), "%s", a);
+    cr_assert_not_null(strstr(a, "\"stage_regressions\":-3.25,"), "%s", a);
+    cr_assert_not_null(strstr(a, "\"n_demo_all\":1e+20,"), "%s", a);
+    cr_assert_not_null(strstr(a, "\"n_demo_30d\":0.3333333333333333,"), "%s", a);
     cr_assert_not_null(strstr(a, "\"industry_code\":9124623,"), "%s", a);
     json_error_t jerr;
     json_t *root = json_loads(a, 0, &jerr);
