@@ -30,6 +30,9 @@
 
 #define READ_BLOCK (64 * 1024)
 #define DEFAULT_BATCH 500
+/* A chunk is also stored once its rows add up to this much text, so long
+ * transcripts do not multiply memory by the batch size. */
+#define CHUNK_MAX_BYTES ((size_t)8 << 20)
 #define MAX_BATCH 10000
 /* A row larger than this is an unterminated quote that swallowed the rest of
  * the file (transcripts are at most 1 MiB of text, see record.c). */
@@ -147,6 +150,7 @@ typedef struct {
     int *lines;
     bool *stale;
     size_t nrecs;
+    size_t chunk_bytes;
 
     json_t *obj;
     ds_rec_problems_t problems;
@@ -175,7 +179,6 @@ struct importer_s {
 
     /* scratch for storing a chunk */
     ds_record_t *send;
-    int *send_idx;
     ds_store_tag_t *tags;
 };
 
@@ -378,9 +381,7 @@ static int store_step(importer_t *im, void *ud, char *errstr, size_t errstr_size
     size_t n = 0;
     for (size_t i = ck->from; i < ck->from + ck->n; i++) {
         if (f->stale[i]) continue;
-        im->send[n] = f->recs[i]; /* a shallow copy: f->recs keeps ownership */
-        im->send_idx[n] = (int)i;
-        n++;
+        im->send[n++] = f->recs[i]; /* a shallow copy: f->recs keeps ownership */
     }
     if (!n) return DS_OK;
     ds_store_ctx_t ctx = {im->org_id, "csv", NULL, im->stage_outcome, ds_now_us()};
@@ -462,6 +463,7 @@ static void flush(file_t *f) {
 out:
     for (size_t i = 0; i < f->nrecs; i++) ds_record_clear(&f->recs[i]);
     f->nrecs = 0;
+    f->chunk_bytes = 0;
 }
 
 /* ---- rows --------------------------------------------------------------- */
@@ -500,7 +502,7 @@ static void on_header(file_t *f) {
         } else {
             for (size_t j = 0; j < i; j++) {
                 if (f->colmap[j] == fi) {
-                    warn_line(f, line, "column \"%s\" is %s again (as column \"%s\"); ignored",
+                    warn_line(f, line, "column \"%s\" is %s, like column \"%s\"; ignored",
                               f->colname[i], kind_fields[f->kind][fi], f->colname[j]);
                     fi = -1;
                     break;
@@ -567,7 +569,8 @@ static void on_data_row(file_t *f) {
     }
     f->lines[f->nrecs] = (int)line;
     f->stale[f->nrecs] = false;
-    if (++f->nrecs == f->im->batch) flush(f);
+    f->chunk_bytes += f->rowlen;
+    if (++f->nrecs == f->im->batch || f->chunk_bytes >= CHUNK_MAX_BYTES) flush(f);
 }
 
 static void on_field(void *s, size_t len, void *data) {
@@ -977,7 +980,6 @@ int ingest_cmd_import(const ds_config_t *cfg, int argc, char **argv) {
     ds_store_register(im.pg);
     im.seed = (uint64_t)ds_now_us();
     im.send = ds_calloc(im.batch, sizeof *im.send);
-    im.send_idx = ds_calloc(im.batch, sizeof *im.send_idx);
     im.tags = ds_calloc(im.batch, sizeof *im.tags);
 
     int64_t t0 = ds_mono_us();
@@ -1021,7 +1023,6 @@ out:
     }
     free(im.aliases);
     free(im.send);
-    free(im.send_idx);
     free(im.tags);
     json_decref(im.stage_outcome);
     ds_pg_destroy(im.pg);

@@ -381,6 +381,29 @@ Test(import, change_rows_older_than_applied_ones_are_skipped) {
     free(path);
 }
 
+Test(import, bom_duplicate_columns_and_bad_bytes) {
+    char *path = pgt_fmt("%s/accounts.csv", tmpdir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f != NULL);
+    /* A UTF-8 byte order mark, a second id column, Latin-1 bytes, a NUL. */
+    fprintf(f, "\xEF\xBB\xBF" "External_ID,name,id\n"
+               "acc-1,Caf\xC3\xA9 Ltd,x\n"
+               "acc-2,Caf\xE9 Ltd,y\n");
+    fwrite("acc-3,A\0B,z\n", 1, 12, f);
+    fclose(f);
+    run_t r = run_import(tmpdir, "--org", "acme", "--accounts", "accounts.csv");
+    cr_assert_eq(r.rc, 1, "exit %d:\n%s%s", r.rc, r.out, r.err);
+    expect_line(r.err, "accounts.csv:1: warning: column \"id\" is external_id, like column \"External_ID\"; ignored");
+    expect_line(r.err, "accounts.csv:3: name: is not valid UTF-8");
+    expect_line(r.err, "accounts.csv:4: name: contains a NUL byte");
+    char *name = pgt_valuef(conn, "select name from public.accounts where external_id = 'acc-1'");
+    cr_expect_str_eq(name, "Caf\xC3\xA9 Ltd");
+    free(name);
+    cr_expect_eq(count("accounts"), 1);
+    run_free(&r);
+    free(path);
+}
+
 Test(import, parents_may_arrive_after_children) {
     char *dir = pgt_fmt("%s/clean", FIXTURES);
     run_t r = run_import(dir, "--org", "acme", "--interactions", "interactions.csv");
