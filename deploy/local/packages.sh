@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Debian packages dealscore needs to build, test and run locally.
 # Sourced by deploy/local/stack and tests/run: `ds_ensure_packages` installs
 # whatever is missing (one `apt-get update` first), and does nothing at all on
