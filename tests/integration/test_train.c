@@ -1,0 +1,584 @@
+/* dealscore-scoring train and rescore on a simulated org (dealscore-sim
+ * --seed 7 --opportunities 1500, imported with dealscore-ingest import):
+ * a trained model beats the stage prior on the test window and becomes
+ * active, a worse one stays a candidate with the reason, a better one
+ * retires the active one, too few closed deals refuse to train; rescore
+ * scores every open opportunity with the active model, runs again as a new
+ * run, resumes an interrupted run after its last opportunity, and --restart
+ * abandons it.
+ *
+ * The org is simulated and imported once per run of this executable into a
+ * template database; every test gets a fresh copy of it (CREATE DATABASE ...
+ * TEMPLATE), and the template is dropped when the run ends. Needs
+ * DEALSCORE_DATABASE_URL (superuser) and DEALSCORE_KAFKA_BROKERS. */
+#include <criterion/criterion.h>
+#include <criterion/hooks.h>
+#include <dirent.h>
+#include <jansson.h>
+#include <sys/stat.h>
+
+#include "dstest.h"
+
+#define RUN_TIMEOUT_MS 180000
+#define SIM_SEED "7"
+#define SIM_OPPORTUNITIES "1500"
+
+/* ---- helpers ----------------------------------------------------------------- */
+
+static void rm_rf(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char *p = pgt_fmt("%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) rm_rf(p);
+        else unlink(p);
+        free(p);
+    }
+    if (d) closedir(d);
+    rmdir(dir);
+}
+
+static char *make_tmpdir(const char *tag) {
+    char *dir = pgt_fmt("/tmp/ds-train-%s-XXXXXX", tag);
+    if (!mkdtemp(dir)) cr_fatal("mkdtemp: %s", strerror(errno));
+    return dir;
+}
+
+typedef struct {
+    int rc;
+    char *out, *err;
+} run_t;
+
+static void run_free(run_t *r) {
+    free(r->out);
+    free(r->err);
+}
+
+/* Runs build/bin/<bin> with args (NULL-terminated) and the test's
+ * environment plus extra (may be NULL). OpenMP threads wait passively: on a
+ * busy 2-core machine spinning threads cost XGBoost ten times its time. */
+static run_t run_env(dst_t *t, const char *extra, const char *bin, ...) {
+    char *argv[40];
+    size_t n = 0;
+    argv[n++] = proc_bin(bin);
+    va_list ap;
+    va_start(ap, bin);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) && n < 38) argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+    char *env[24];
+    size_t k = 0;
+    for (size_t i = 0; i < t->nenv && k < 20; i++) env[k++] = t->env[i];
+    env[k++] = "OMP_WAIT_POLICY=passive";
+    if (extra) env[k++] = (char *)extra;
+    env[k] = NULL;
+    run_t r = {0};
+    r.rc = proc_run(argv, env, &r.out, &r.err, RUN_TIMEOUT_MS);
+    free(argv[0]);
+    return r;
+}
+
+#define run(t, bin, ...) run_env(t, NULL, bin, __VA_ARGS__, NULL)
+
+/* Simulates an org into a new temporary directory (caller rm_rf's it). */
+static char *simulate(const char *opportunities) {
+    char *dir = make_tmpdir("sim");
+    char *bin = proc_bin("dealscore-sim");
+    char *argv[] = {bin, "--seed", SIM_SEED, "--opportunities", (char *)opportunities, "--out", dir, NULL};
+    char *out = NULL, *err = NULL;
+    int rc = proc_run(argv, NULL, &out, &err, RUN_TIMEOUT_MS);
+    if (rc != 0) cr_fatal("dealscore-sim exited %d:\n%s", rc, err);
+    free(out);
+    free(err);
+    free(bin);
+    return dir;
+}
+
+static void import_sim(dst_t *t, const char *slug, const char *dir) {
+    char *acc = pgt_fmt("%s/accounts.csv", dir), *opp = pgt_fmt("%s/opportunities.csv", dir),
+         *inter = pgt_fmt("%s/interactions.csv", dir), *tr = pgt_fmt("%s/transcripts.csv", dir);
+    run_t r = run(t, "dealscore-ingest", "import", "--quiet", "--org", slug, "--accounts", acc, "--opportunities", opp,
+                  "--interactions", inter, "--transcripts", tr);
+    /* 1: a few rows the importer reports (the simulator writes none today). */
+    if (r.rc != 0 && r.rc != 1) cr_fatal("import exited %d:\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+    free(acc);
+    free(opp);
+    free(inter);
+    free(tr);
+}
+
+/* dst_setup with the database copied from template tmpl. */
+static void setup_from_template(dst_t *t, const char *tmpl) {
+    memset(t, 0, sizeof *t);
+    unsigned char rnd[6];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) cr_fatal("getrandom failed");
+    snprintf(t->db.name, sizeof t->db.name, "ds_test_%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3],
+             rnd[4], rnd[5]);
+    PGconn *admin = pgt_connect(pgt_admin_url());
+    pgt_execf(admin, "create database %s template %s", t->db.name, tmpl);
+    PQfinish(admin);
+    t->db.created = true;
+    t->db.conninfo = pgt_conninfo_for(pgt_admin_url(), t->db.name);
+    snprintf(t->prefix, sizeof t->prefix, "t%02x%02x%02x%02x.", rnd[0], rnd[1], rnd[2], rnd[3]);
+    t->port = proc_free_port();
+    const char *brokers = getenv("DEALSCORE_KAFKA_BROKERS");
+    if (!brokers || !*brokers) cr_fatal("DEALSCORE_KAFKA_BROKERS must be set (tests/run sets it)");
+    dst_env_add(t, "DEALSCORE_DATABASE_URL=%s", t->db.conninfo);
+    dst_env_add(t, "DEALSCORE_KAFKA_BROKERS=%s", brokers);
+    dst_env_add(t, "DEALSCORE_TOPIC_PREFIX=%s", t->prefix);
+    dst_env_add(t, "DEALSCORE_HTTP_ADDR=127.0.0.1:%d", t->port);
+    dst_env_add(t, "DEALSCORE_TOPIC_PARTITIONS=%d", 2);
+    PGconn *c = pgt_connect_db(&t->db);
+    char *id = pgt_valuef(c, "select id from orgs where slug = 'acme'");
+    snprintf(t->org_id, sizeof t->org_id, "%s", id ? id : "");
+    free(id);
+    PQfinish(c);
+}
+
+/* The template of this run: the simulated org "acme", imported once. */
+static void template_name(char out[64], pid_t runner) { snprintf(out, 64, "ds_trtmpl_%d", (int)runner); }
+
+/* A fresh database holding the simulated org acme (t->org_id set). */
+static void setup_acme(dst_t *t) {
+    char tmpl[64];
+    template_name(tmpl, getppid());
+    PGconn *admin = pgt_connect(pgt_admin_url());
+    long long exists = pgt_longf(admin, "select count(*) from pg_database where datname = '%s'", tmpl);
+    PQfinish(admin);
+    if (!exists) {
+        /* Build it in a database of its own, then copy that as the template. */
+        dst_t b;
+        dst_setup(&b);
+        free(dst_token(&b, "acme", NULL));
+        char *dir = simulate(SIM_OPPORTUNITIES);
+        long long t0 = proc_now_ms();
+        import_sim(&b, "acme", dir);
+        cr_log_info("simulated org imported in %.1f s", (double)(proc_now_ms() - t0) / 1000.0);
+        rm_rf(dir);
+        free(dir);
+        admin = pgt_connect(pgt_admin_url());
+        pgt_execf(admin, "create database %s template %s", tmpl, b.db.name);
+        PQfinish(admin);
+        dst_teardown(&b);
+    }
+    setup_from_template(t, tmpl);
+}
+
+/* Drops the template when the whole run is over (the runner's process). */
+ReportHook(POST_ALL)(struct criterion_global_stats *stats) {
+    (void)stats;
+    const char *url = getenv("DEALSCORE_DATABASE_URL");
+    if (!url || !*url) return;
+    char tmpl[64];
+    template_name(tmpl, getpid());
+    PGconn *admin = PQconnectdb(url);
+    if (PQstatus(admin) == CONNECTION_OK) {
+        char *sql = pgt_fmt("drop database if exists %s with (force)", tmpl);
+        PQclear(PQexec(admin, sql));
+        free(sql);
+    }
+    PQfinish(admin);
+}
+
+static json_t *json_of(PGconn *c, const char *fmt, const char *arg) {
+    char *text = pgt_valuef(c, fmt, arg);
+    cr_assert_not_null(text, "no JSON from: %s", fmt);
+    json_error_t je;
+    json_t *j = json_loads(text, 0, &je);
+    cr_assert_not_null(j, "invalid JSON (%s): %.200s", je.text, text);
+    free(text);
+    return j;
+}
+
+static double num(const json_t *j, const char *path) {
+    /* path: "a.b.c" */
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", path);
+    const json_t *cur = j;
+    for (char *tok = strtok(buf, "."); tok && cur; tok = strtok(NULL, ".")) cur = json_object_get(cur, tok);
+    cr_assert(json_is_number(cur), "%s is not a number", path);
+    return json_number_value(cur);
+}
+
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "cannot read %s", path);
+    fclose(f);
+    return proc_slurp(path);
+}
+
+/* The version of the newest model with the given status, or NULL. */
+static char *version_with(PGconn *c, const char *status) {
+    return pgt_valuef(c,
+                      "select (select version from models where status = '%s' order by created_at desc, version desc"
+                      " limit 1)",
+                      status);
+}
+
+/* ---- train ------------------------------------------------------------------ */
+
+TestSuite(train, .timeout = 300);
+
+Test(train, beats_stage_prior_and_activates_then_a_worse_model_stays_candidate) {
+    dst_t t;
+    setup_acme(&t);
+    char *reports = make_tmpdir("reports");
+    char *sim = simulate(SIM_OPPORTUNITIES); /* the same data: only its truth.csv is read */
+    char *truth = pgt_fmt("%s/truth.csv", sim);
+
+    long long t0 = proc_now_ms();
+    run_t r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports, "--truth", truth);
+    cr_log_info("train took %.1f s:\n%s", (double)(proc_now_ms() - t0) / 1000.0, r.out);
+    cr_assert_eq(r.rc, 0, "train exited %d:\n%s%s", r.rc, r.out, r.err);
+    cr_expect(strstr(r.out, "now ACTIVE") != NULL, "%s", r.out);
+    cr_expect(strstr(r.out, "Bayes-optimal") != NULL, "no Bayes comparison:\n%s", r.out);
+
+    PGconn *c = pgt_connect_db(&t.db);
+    cr_assert_eq(pgt_longf(c, "select count(*) from models"), 1);
+    char *v1 = version_with(c, "active");
+    cr_assert_not_null(v1, "no active model");
+    cr_expect(strncmp(v1, "m20", 3) == 0 && strlen(v1) >= 17, "version %s", v1);
+    /* Feature names in order, the engine's (the trainer leaves out the two
+     * closed-deal counts by default). */
+    cr_expect_eq(pgt_longf(c, "select array_length(feature_names, 1) from models"), 44);
+    cr_expect_eq(pgt_longf(c, "select (feature_names[1] = 'days_open')::int from models"), 1);
+    cr_expect_eq(pgt_longf(c, "select ('owner_closed_deals' <> all (feature_names))::int from models"), 1);
+    /* The artifact is XGBoost's own JSON. */
+    json_t *art = json_of(c, "select convert_from(artifact, 'UTF8') from models where version = '%s'", v1);
+    cr_expect(json_is_object(json_object_get(art, "learner")), "the artifact has no \"learner\"");
+    json_t *fn = json_object_get(json_object_get(art, "learner"), "feature_names");
+    cr_expect_eq(json_array_size(fn), 44);
+    json_decref(art);
+    json_t *cal = json_of(c, "select calibration::text from models where version = '%s'", v1);
+    cr_expect(json_is_string(json_object_get(cal, "method")));
+    json_decref(cal);
+    json_t *win = json_of(c, "select training_window::text from models where version = '%s'", v1);
+    cr_expect(num(win, "n_deals") > 1000 && num(win, "n_rows") > 3000);
+    cr_expect(num(win, "split.train.deals") > num(win, "split.test.deals"));
+    json_decref(win);
+
+    /* The model beats the stage prior on the same test rows. */
+    json_t *m = json_of(c, "select metrics::text from models where version = '%s'", v1);
+    double auc = num(m, "test.model.roc_auc"), auc_prior = num(m, "test.stage_prior.roc_auc");
+    double ll = num(m, "test.model.log_loss"), ll_prior = num(m, "test.stage_prior.log_loss");
+    cr_log_info("test window: model AUC %.4f log loss %.4f, stage prior AUC %.4f log loss %.4f", auc, ll, auc_prior,
+                ll_prior);
+    cr_expect_gt(auc, auc_prior, "model AUC %.4f vs stage prior %.4f", auc, auc_prior);
+    cr_expect_lt(ll, ll_prior, "model log loss %.4f vs stage prior %.4f", ll, ll_prior);
+    cr_expect_eq(num(m, "test.model.n"), num(m, "test.stage_prior.n"));
+    cr_expect(json_is_true(json_object_get(json_object_get(m, "decision"), "activate")));
+    cr_expect_gt(json_array_size(json_object_get(m, "per_checkpoint")), 3);
+    cr_expect_gt(json_array_size(json_object_get(m, "per_industry")), 3);
+    cr_expect_eq(json_array_size(json_object_get(m, "per_region")), 4);
+    /* The simulator's truth: the Bayes-optimal ceiling is above the model. */
+    cr_expect_gt(num(m, "bayes.matched_rows"), 0);
+    cr_expect_gt(num(m, "bayes.bayes_optimal.roc_auc"), auc);
+    json_decref(m);
+
+    /* The report: a self-contained page and the same figures as JSON. */
+    char *html_path = pgt_fmt("%s/model-%s.html", reports, v1), *json_path = pgt_fmt("%s/model-%s.json", reports, v1);
+    char *html = read_file(html_path);
+    cr_expect(strstr(html, "<svg") != NULL, "the report draws no SVG");
+    cr_expect(strstr(html, "<script") == NULL && strstr(html, "src=\"http") == NULL &&
+                  strstr(html, "href=\"http") == NULL,
+              "the report refers to something outside the file");
+    cr_expect(strstr(html, v1) != NULL);
+    char *jtext = read_file(json_path);
+    json_t *rj = json_loads(jtext, 0, NULL);
+    cr_assert_not_null(rj, "the JSON report does not parse");
+    cr_expect_float_eq(num(rj, "overall.model.roc_auc"), auc, 1e-6);
+    cr_expect_float_eq(num(rj, "overall.stage_prior.roc_auc"), auc_prior, 1e-6);
+    cr_expect_gt(json_array_size(json_object_get(rj, "features")), 10);
+    cr_expect(json_is_object(json_object_get(rj, "bayes")));
+    json_decref(rj);
+    free(html);
+    free(jtext);
+    free(html_path);
+    free(json_path);
+    run_free(&r);
+
+    /* A deliberately worse model (one stump) stays a candidate, with why. */
+    r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports, "--trees", "1", "--depth", "1");
+    cr_assert_eq(r.rc, 0, "train exited %d:\n%s%s", r.rc, r.out, r.err);
+    cr_expect(strstr(r.out, "a CANDIDATE") != NULL, "%s", r.out);
+    cr_expect_eq(pgt_longf(c, "select count(*) from models"), 2);
+    cr_expect_eq(pgt_longf(c, "select count(*) from models where status = 'active'"), 1);
+    char *still = version_with(c, "active");
+    cr_expect_str_eq(still, v1, "the active model changed to %s", still);
+    char *v2 = version_with(c, "candidate");
+    cr_assert_not_null(v2);
+    cr_expect_str_neq(v2, v1);
+    json_t *m2 = json_of(c, "select metrics::text from models where version = '%s'", v2);
+    json_t *dec = json_object_get(m2, "decision");
+    cr_expect(json_is_false(json_object_get(dec, "activate")));
+    const char *why = json_string_value(json_object_get(dec, "reason"));
+    cr_expect(why && strstr(why, "does not beat the active model") && strstr(why, v1), "reason: %s", why);
+    const char *compared = json_string_value(json_object_get(json_object_get(m2, "test"), "active_version"));
+    cr_expect(compared && strcmp(compared, v1) == 0, "compared with %s", compared);
+    cr_expect_gt(num(m2, "test.model.log_loss"), num(m2, "test.active.log_loss"));
+    /* The active model was evaluated on the very same rows. */
+    cr_expect_float_eq(num(m2, "test.active.log_loss"), ll, 1e-9);
+    json_decref(m2);
+    run_free(&r);
+
+    free(v1);
+    free(v2);
+    free(still);
+    PQfinish(c);
+    rm_rf(reports);
+    rm_rf(sim);
+    free(reports);
+    free(sim);
+    free(truth);
+    dst_teardown(&t);
+}
+
+Test(train, better_model_retires_the_active_one) {
+    dst_t t;
+    setup_acme(&t);
+    char *reports = make_tmpdir("reports");
+    PGconn *c = pgt_connect_db(&t.db);
+    pgt_exec(c, "listen dealscore_models");
+
+    run_t r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports);
+    cr_assert_eq(r.rc, 0, "train exited %d:\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+    char *v1 = version_with(c, "active");
+    cr_assert_not_null(v1);
+    PGnotify *n = pgt_wait_notify(c, 5000);
+    cr_assert_not_null(n, "no NOTIFY dealscore_models on activation");
+    cr_expect_str_eq(n->extra, t.org_id);
+    PQfreemem(n);
+
+    /* Shallow trees generalize better on 800 training deals. */
+    r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports, "--trees", "30", "--depth", "2");
+    cr_assert_eq(r.rc, 0, "train exited %d:\n%s%s", r.rc, r.out, r.err);
+    cr_expect(strstr(r.out, "now ACTIVE") != NULL && strstr(r.out, "retired") != NULL, "%s", r.out);
+    run_free(&r);
+    char *v2 = version_with(c, "active");
+    cr_assert_not_null(v2);
+    cr_expect_str_neq(v2, v1);
+    char *st1 = pgt_valuef(c, "select status from models where version = '%s'", v1);
+    cr_expect_str_eq(st1, "retired");
+    cr_expect_eq(pgt_longf(c, "select count(*) from models where status = 'active'"), 1);
+    json_t *m = json_of(c, "select metrics::text from models where version = '%s'", v2);
+    cr_expect_lt(num(m, "test.model.log_loss"), num(m, "test.active.log_loss"));
+    json_decref(m);
+    n = pgt_wait_notify(c, 5000);
+    cr_expect_not_null(n, "no NOTIFY for the second activation");
+    PQfreemem(n);
+
+    free(v1);
+    free(v2);
+    free(st1);
+    PQfinish(c);
+    rm_rf(reports);
+    free(reports);
+    dst_teardown(&t);
+}
+
+Test(train, refuses_an_org_with_too_few_closed_deals) {
+    dst_t t;
+    dst_setup(&t);
+    free(dst_token(&t, "tiny", NULL));
+    char *sim = simulate("100");
+    import_sim(&t, "tiny", sim);
+    PGconn *c = pgt_connect_db(&t.db);
+    long long won = pgt_longf(c, "select count(*) from opportunities where outcome = 'won'");
+    cr_assert_lt(won, 40, "the small org has %lld won deals", won);
+
+    char *reports = make_tmpdir("reports");
+    run_t r = run(&t, "dealscore-scoring", "train", "--org", "tiny", "--report", reports);
+    cr_expect_eq(r.rc, 1, "train exited %d:\n%s%s", r.rc, r.out, r.err);
+    cr_expect(strstr(r.err, "keeps scoring with the stage prior") != NULL, "%s", r.err);
+    cr_expect(strstr(r.err, "at least 40") != NULL, "%s", r.err);
+    run_free(&r);
+    cr_expect_eq(pgt_longf(c, "select count(*) from models"), 0);
+
+    /* DEALSCORE_MIN_CLOSED lowers the bar. */
+    r = run_env(&t, "DEALSCORE_MIN_CLOSED=1000000", "dealscore-scoring", "train", "--org", "tiny", NULL);
+    cr_expect_eq(r.rc, 1);
+    cr_expect(strstr(r.err, "at least 1000000") != NULL, "%s", r.err);
+    run_free(&r);
+    cr_expect_eq(pgt_longf(c, "select count(*) from models"), 0);
+
+    /* Rescore still works: every open deal gets the stage prior. */
+    long long open = pgt_longf(c, "select count(*) from opportunities where outcome = 'open' and not placeholder");
+    r = run(&t, "dealscore-scoring", "rescore", "--org", "tiny", "--no-publish");
+    cr_expect_eq(r.rc, 0, "rescore exited %d:\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+    cr_expect_eq(pgt_longf(c, "select count(*) from predictions where model_version = 'stage-prior' and is_prior"),
+                 open);
+
+    PQfinish(c);
+    rm_rf(reports);
+    rm_rf(sim);
+    free(reports);
+    free(sim);
+    dst_teardown(&t);
+}
+
+Test(train, usage_errors) {
+    dst_t t;
+    memset(&t, 0, sizeof t);
+    dst_env_add(&t, "DEALSCORE_DATABASE_URL=postgresql://nobody@127.0.0.1:1/none");
+    const char *cases[][4] = {
+        {"train", NULL},
+        {"train", "--org", "acme", "--checkpoints"},
+        {"train", "--org", "acme", "--bogus"},
+        {"rescore", "--chunk", "0", NULL},
+        {"rescore", "extra", NULL, NULL},
+    };
+    for (size_t i = 0; i < PGT_N(cases); i++) {
+        run_t r = run_env(&t, NULL, "dealscore-scoring", cases[i][0], cases[i][1], cases[i][2], cases[i][3], NULL);
+        cr_expect_eq(r.rc, 2, "case %zu exited %d: %s", i, r.rc, r.err);
+        run_free(&r);
+    }
+    run_t r = run_env(&t, NULL, "dealscore-scoring", "train", "--org", "acme", "--checkpoints", "7,x", NULL);
+    cr_expect_eq(r.rc, 2);
+    cr_expect(strstr(r.err, "--checkpoints") != NULL, "%s", r.err);
+    run_free(&r);
+    r = run_env(&t, NULL, "dealscore-scoring", "train", "--org", "acme", "--exclude", "no_such_feature", NULL);
+    cr_expect_eq(r.rc, 2);
+    run_free(&r);
+    for (size_t i = 0; i < t.nenv; i++) free(t.env[i]);
+}
+
+/* ---- rescore ------------------------------------------------------------------ */
+
+TestSuite(rescore, .timeout = 300);
+
+Test(rescore, scores_every_open_opportunity_with_the_active_model) {
+    dst_t t;
+    setup_acme(&t);
+    char *reports = make_tmpdir("reports");
+    run_t r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports);
+    cr_assert_eq(r.rc, 0, "train exited %d:\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+    PGconn *c = pgt_connect_db(&t.db);
+    char *version = version_with(c, "active");
+    cr_assert_not_null(version);
+    long long open = pgt_longf(c, "select count(*) from opportunities where outcome = 'open' and not placeholder");
+    cr_assert_gt(open, 100);
+    ds_consumer_t *cons = dst_consumer(&t, DS_TOPIC_PREDICTION_MADE);
+
+    long long t0 = proc_now_ms();
+    r = run(&t, "dealscore-scoring", "rescore", "--org", "acme", "--chunk", "50");
+    double secs = (double)(proc_now_ms() - t0) / 1000.0;
+    cr_assert_eq(r.rc, 0, "rescore exited %d:\n%s%s", r.rc, r.out, r.err);
+    cr_log_info("rescore of %lld open opportunities: %.1f s\n%s", open, secs, r.out);
+    cr_expect(strstr(r.out, "finished") != NULL, "%s", r.out);
+    run_free(&r);
+    cr_expect_eq(pgt_longf(c, "select count(*) from predictions"), open);
+    cr_expect_eq(pgt_longf(c, "select count(*) from predictions p join opportunities o on o.id = p.opportunity_id"
+                              " where o.outcome = 'open' and p.model_version = '%s' and not p.is_prior"
+                              " and jsonb_array_length(p.top_features -> 'positive') +"
+                              " jsonb_array_length(p.top_features -> 'negative') > 0",
+                              version),
+                 open);
+    cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), open);
+    cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot"), open);
+    cr_expect_eq(pgt_longf(c, "select count(distinct as_of) from predictions"), 1);
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where status = 'finished'"
+                              " and scored = %lld and total = %lld and finished_at is not null",
+                              open, open),
+                 1);
+    /* Every first score is news: one prediction.made each. */
+    rd_kafka_message_t **msgs = calloc((size_t)open, sizeof *msgs);
+    dst_consume(cons, msgs, (size_t)open, 30000);
+    for (long long i = 0; i < open; i++) rd_kafka_message_destroy(msgs[i]);
+    free(msgs);
+    ds_consumer_destroy(cons);
+
+    /* Right after: a new run (the last one finished), new as_of, one more
+     * history row per opportunity, still one prediction each. */
+    r = run(&t, "dealscore-scoring", "rescore", "--org", "acme", "--no-publish");
+    cr_assert_eq(r.rc, 0, "rescore exited %d:\n%s%s", r.rc, r.out, r.err);
+    cr_expect(strstr(r.out, "resuming") == NULL);
+    run_free(&r);
+    cr_expect_eq(pgt_longf(c, "select count(*) from predictions"), open);
+    cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), 2 * open);
+    cr_expect_eq(pgt_longf(c, "select count(*) from predictions where previous_proba is not null"), open);
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where status = 'finished'"), 2);
+
+    /* Every org (one here), walking (org_id, id). */
+    r = run(&t, "dealscore-scoring", "rescore", "--no-publish", "--no-snapshot", "--chunk", "7");
+    cr_assert_eq(r.rc, 0, "rescore exited %d:\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+    cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), 3 * open);
+    cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot"), 2 * open);
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where org_id is null"
+                              " and status = 'finished' and scored = %lld",
+                              open),
+                 1);
+
+    free(version);
+    PQfinish(c);
+    rm_rf(reports);
+    free(reports);
+    dst_teardown(&t);
+}
+
+Test(rescore, resumes_an_interrupted_run_after_its_last_opportunity) {
+    dst_t t;
+    setup_acme(&t);
+    PGconn *c = pgt_connect_db(&t.db);
+    long long open = pgt_longf(c, "select count(*) from opportunities where outcome = 'open' and not placeholder");
+    long long half = open / 2;
+    char *last = pgt_valuef(c,
+                            "select id from opportunities where outcome = 'open' and not placeholder"
+                            " order by id offset %lld limit 1",
+                            half - 1);
+    /* A run interrupted an hour ago after the first half. */
+    pgt_execf(c,
+              "insert into dealscore.rescore_runs (org_id, as_of, started_at, last_opportunity_id, scored, total)"
+              " values ('%s', now() - interval '1 hour', now() - interval '1 hour', '%s', %lld, %lld)",
+              t.org_id, last, half, open);
+    /* And an older one that is too old to resume. */
+    pgt_execf(c,
+              "insert into dealscore.rescore_runs (org_id, as_of, started_at, scored)"
+              " values ('%s', now() - interval '30 hours', now() - interval '30 hours', 5)",
+              t.org_id);
+
+    run_t r = run(&t, "dealscore-scoring", "rescore", "--org", "acme", "--no-publish", "--chunk", "40");
+    cr_assert_eq(r.rc, 0, "rescore exited %d:\n%s%s", r.rc, r.out, r.err);
+    cr_expect(strstr(r.err, "resuming") != NULL, "%s", r.err);
+    run_free(&r);
+    /* Only the opportunities after the last one done, as of the run's as_of. */
+    cr_expect_eq(pgt_longf(c, "select count(*) from predictions"), open - half);
+    cr_expect_eq(pgt_longf(c, "select count(*) from predictions where opportunity_id <= '%s'", last), 0);
+    cr_expect_eq(pgt_longf(c, "select count(*) from predictions p where p.as_of = (select as_of from"
+                              " dealscore.rescore_runs where status = 'finished')"),
+                 open - half);
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs"), 2, "the run was not resumed");
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where status = 'finished'"
+                              " and scored = %lld",
+                              open),
+                 1);
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where status = 'abandoned'"
+                              " and started_at < now() - interval '1 day'"),
+                 1);
+    /* Stage prior: the org has no model. */
+    cr_expect_eq(pgt_longf(c, "select count(*) from predictions where not is_prior"), 0);
+
+    /* --restart abandons an unfinished run and scores everything. */
+    pgt_execf(c,
+              "insert into dealscore.rescore_runs (org_id, started_at, last_opportunity_id, scored)"
+              " values ('%s', now() - interval '5 minutes', '%s', %lld)",
+              t.org_id, last, half);
+    r = run(&t, "dealscore-scoring", "rescore", "--org", "acme", "--no-publish", "--restart");
+    cr_assert_eq(r.rc, 0, "rescore exited %d:\n%s%s", r.rc, r.out, r.err);
+    cr_expect(strstr(r.err, "resuming") == NULL, "%s", r.err);
+    run_free(&r);
+    cr_expect_eq(pgt_longf(c, "select count(*) from predictions"), open);
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where status = 'abandoned'"), 2);
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where finished_at is null"), 0);
+
+    free(last);
+    PQfinish(c);
+    dst_teardown(&t);
+}
