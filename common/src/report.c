@@ -112,7 +112,7 @@ static void svg_axes(sb_t *sb, const char *title, const char *xlabel, const char
     sb_printf(sb,
               "<svg class=\"chart\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" "
               "aria-label=\"",
-              LEFT + PLOT + 20, TOP + PLOT + 60, LEFT + PLOT + 20, TOP + PLOT + 60);
+              LEFT + PLOT + 20, TOP + PLOT + 44, LEFT + PLOT + 20, TOP + PLOT + 44);
     sb_esc(sb, title);
     sb_puts(sb, "\">\n");
     sb_printf(sb, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#fff\" "
@@ -145,14 +145,24 @@ static void svg_axes(sb_t *sb, const char *title, const char *xlabel, const char
     sb_puts(sb, "</text>\n");
 }
 
-static void svg_legend(sb_t *sb, int slot, const char *color, const char *dash, const char *text) {
-    double x = LEFT + slot * 105.0, y = TOP + PLOT + 50;
+/* Legend entries stacked inside the plot from (x, y): a corner the curves
+ * leave empty (top left for reliability, bottom right for ROC). */
+static void svg_legend_box(sb_t *sb, double x, double y, size_t n) {
+    sb_printf(sb,
+              "<rect x=\"%.1f\" y=\"%.1f\" width=\"150\" height=\"%.1f\" fill=\"#fff\" "
+              "fill-opacity=\"0.9\" stroke=\"#ddd\"/>\n",
+              x, y, 8.0 + 16.0 * (double)n);
+}
+
+static void svg_legend(sb_t *sb, double x, double y, size_t slot, const char *color,
+                       const char *dash, const char *text) {
+    double ly = y + 16.0 * (double)slot + 16;
     sb_printf(sb,
               "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
               "stroke-width=\"2\"%s%s%s/>",
-              x, y - 4, x + 18, y - 4, color, dash ? " stroke-dasharray=\"" : "", dash ? dash : "",
-              dash ? "\"" : "");
-    sb_printf(sb, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">", x + 22, y);
+              x + 8, ly - 4, x + 26, ly - 4, color, dash ? " stroke-dasharray=\"" : "",
+              dash ? dash : "", dash ? "\"" : "");
+    sb_printf(sb, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">", x + 32, ly);
     sb_esc(sb, text);
     sb_puts(sb, "</text>\n");
 }
@@ -183,9 +193,11 @@ static void svg_reliability(sb_t *sb, const ds_report_t *r) {
     svg_axes(sb, "Reliability diagram", "Mean predicted probability", "Observed win rate");
     svg_bins(sb, r->prior_bins, r->prior_bins ? r->n_prior_bins : 0, COLOR_PRIOR);
     svg_bins(sb, r->model_bins, r->model_bins ? r->n_model_bins : 0, COLOR_MODEL);
-    svg_legend(sb, 0, COLOR_MODEL, NULL, "Model");
-    svg_legend(sb, 1, COLOR_PRIOR, NULL, "Stage prior");
-    svg_legend(sb, 2, "#999", "4 4", "Perfect");
+    double lx = LEFT + 8, ly = TOP + 8;
+    svg_legend_box(sb, lx, ly, 3);
+    svg_legend(sb, lx, ly, 0, COLOR_MODEL, NULL, "Model");
+    svg_legend(sb, lx, ly, 1, COLOR_PRIOR, NULL, "Stage prior");
+    svg_legend(sb, lx, ly, 2, "#999", "4 4", "Perfectly calibrated");
     sb_puts(sb, "</svg>\n");
 }
 
@@ -200,14 +212,16 @@ static void svg_roc(sb_t *sb, const ds_report_t *r) {
     svg_axes(sb, "ROC curves", "False positive rate", "True positive rate");
     svg_roc_line(sb, r->prior_roc, r->n_prior_roc, COLOR_PRIOR);
     svg_roc_line(sb, r->model_roc, r->n_model_roc, COLOR_MODEL);
+    double lx = LEFT + PLOT - 158, ly = TOP + PLOT - 64;
     char text[64];
+    svg_legend_box(sb, lx, ly, 3);
     snprintf(text, sizeof text, isfinite(r->model.roc_auc) ? "Model (AUC %.3f)" : "Model",
              r->model.roc_auc);
-    svg_legend(sb, 0, COLOR_MODEL, NULL, text);
-    snprintf(text, sizeof text, isfinite(r->prior.roc_auc) ? "Prior (AUC %.3f)" : "Prior",
+    svg_legend(sb, lx, ly, 0, COLOR_MODEL, NULL, text);
+    snprintf(text, sizeof text, isfinite(r->prior.roc_auc) ? "Stage prior (AUC %.3f)" : "Stage prior",
              r->prior.roc_auc);
-    svg_legend(sb, 1, COLOR_PRIOR, NULL, text);
-    svg_legend(sb, 2, "#999", "4 4", "Random");
+    svg_legend(sb, lx, ly, 1, COLOR_PRIOR, NULL, text);
+    svg_legend(sb, lx, ly, 2, "#999", "4 4", "Random");
     sb_puts(sb, "</svg>\n");
 }
 
