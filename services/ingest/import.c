@@ -388,6 +388,12 @@ static int store_step(importer_t *im, void *ud, char *errstr, size_t errstr_size
     ds_pg_batch_t *b = NULL;
     int rc = ds_pg_batch_begin(im->pg, &b);
     if (rc != DS_OK) return rc;
+    /* The upserts are prepared once per session, and Postgres keeps a
+     * generic plan once it has one. Made while the tables were nearly empty
+     * (the start of an import into a new org), that plan can pick an index
+     * that fits then and scans the whole org later; nothing invalidates it
+     * until an ANALYZE. Re-planning at every chunk follows the growth. */
+    ds_pg_batch_add_sql(b, "DISCARD PLANS", NULL);
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
     rc = ds_store_queue(b, &ctx, im->send, n, im->tags);
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
