@@ -22,6 +22,8 @@ typedef struct {
     char org_id[40];
     char *env[16];        /* environment given to the service */
     size_t nenv;
+    ds_config_t cfgs[8];  /* configs of consumers made by dst_consumer */
+    int ncfgs;
 } dst_t;
 
 static inline void dst_env_add(dst_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -151,6 +153,8 @@ static inline void dst_teardown(dst_t *t) {
     pgt_db_drop(&t->db);
     for (size_t i = 0; i < t->nenv; i++) free(t->env[i]);
     t->nenv = 0;
+    for (int i = 0; i < t->ncfgs; i++) ds_config_close(&t->cfgs[i]);
+    t->ncfgs = 0;
 }
 
 /* POSTs body to path with the test's token (or auth when not NULL). */
@@ -170,7 +174,10 @@ static inline ds_consumer_t *dst_consumer(dst_t *t, const char *base) {
     char *envp[4] = {NULL};
     envp[0] = pgt_fmt("DEALSCORE_KAFKA_BROKERS=%s", getenv("DEALSCORE_KAFKA_BROKERS"));
     envp[1] = pgt_fmt("DEALSCORE_TOPIC_PREFIX=%s", t->prefix);
-    static ds_config_t cfg; /* lives for the test: the consumer keeps pointers */
+    /* Kept until dst_teardown: the consumer may keep pointers into it. */
+    if (t->ncfgs >= (int)PGT_N(t->cfgs)) cr_fatal("too many consumers in one test");
+    ds_config_t *cfgp = &t->cfgs[t->ncfgs++];
+#define cfg (*cfgp)
     char err[256];
     if (ds_config_load(&cfg, DS_SVC_FEATURE, envp, err, sizeof err) != 0) cr_fatal("%s", err);
     free(envp[0]);
@@ -184,6 +191,7 @@ static inline ds_consumer_t *dst_consumer(dst_t *t, const char *base) {
     snprintf(group, sizeof group, "%stest-%d", t->prefix, rand());
     ds_consumer_t *c = NULL;
     if (ds_consumer_new(&c, &cfg, group, topics, 1, err, sizeof err) != 0) cr_fatal("%s", err);
+#undef cfg
     free(topic);
     return c;
 }
