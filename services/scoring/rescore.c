@@ -2,12 +2,16 @@
  * (a Kubernetes CronJob). Walks the open, non-placeholder opportunities of
  * one org (or of every org) in (org_id, id) order in chunks; each chunk goes
  * through the same loader, feature engine, scorer and persistence as the
- * worker and /api/predict. Progress is stored in dealscore.rescore_runs
- * after every chunk, so an interrupted run resumes where it stopped.
+ * worker and /api/predict, all as of the run's as_of.
  *
- * Two threads share the work: a fetch thread (its own Postgres session)
- * loads the next chunk's raw rows and computes its features while the main
- * thread scores and writes the chunk before it. */
+ * Threads: the main thread pages through the ids (keyset on (org_id, id)),
+ * hands chunks to --workers worker threads (each with its own Postgres
+ * session, org cache and scorer: loading, features, TreeSHAP and writing all
+ * run in parallel), and records the progress in dealscore.rescore_runs once
+ * a chunk and every chunk before it are committed. An interrupted run
+ * resumes after the last recorded opportunity; chunks that were committed
+ * beyond it are scored again with the same as_of, which writes nothing new
+ * (prediction_history is unique on opportunity, as_of and model version). */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -16,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dealscore/common.h"
 #include "dealscore/kafka.h"
@@ -24,13 +29,16 @@
 
 #define RESCORE_DEFAULT_CHUNK 2000
 #define RESCORE_MAX_CHUNK 50000
+#define RESCORE_DEFAULT_WORKERS 2
+#define RESCORE_MAX_WORKERS 64
 #define RESCORE_ATTEMPTS 6
 #define RESCORE_RESUME_HOURS 24
 #define RESCORE_PROGRESS_US 2000000
+#define RESCORE_MAX_VERSIONS 8
 #define ZERO_UUID "00000000-0000-0000-0000-000000000000"
 
-/* Set by SIGTERM/SIGINT: stop after the chunk in hand. An int, because
- * ds_pg_ensure and ds_pg_tx_run take the stop flag as const volatile int *. */
+/* Set by SIGTERM/SIGINT: stop after the chunks in hand. sig_atomic_t is an
+ * int here, the type ds_pg_ensure takes its stop flag as. */
 static volatile sig_atomic_t stop_requested;
 
 static void on_signal(int sig) {
@@ -41,313 +49,283 @@ static void on_signal(int sig) {
 typedef struct {
     const char *org;
     int chunk;
+    int workers;
     bool restart;
     bool publish;
     bool snapshot;
 } rescore_opts_t;
 
-/* One chunk: the keyset page, its raw rows and features, ready to score. */
+/* What a worker did, summed over the workers at the end. */
 typedef struct {
-    PGresult *keys; /* id, org_id, account_id */
+    long long changed;   /* first score, or the probability moved */
+    long long prior;     /* scored with the stage prior */
+    long long published; /* prediction.made queued */
+    char versions[RESCORE_MAX_VERSIONS][64];
+    long long version_n[RESCORE_MAX_VERSIONS];
+    int n_versions;
+    int64_t us_load, us_features, us_snapshot, us_persist;
+} tally_t;
+
+/* One chunk of the walk. */
+typedef struct job_s {
+    struct job_s *next_queued; /* waiting for a worker */
+    struct job_s *next_flight; /* in seq order, until recorded */
+    long long seq;
+    PGresult *keys; /* id, org_id, account_id (freed by the worker) */
+    size_t n_keys;
+    char last_org[37], last_id[37];
+    /* set by the worker under the pool lock */
+    int status; /* 0 pending, 1 done, -1 failed */
+    size_t scored;
+    char errstr[512];
+} job_t;
+
+typedef struct pool_s pool_t;
+
+typedef struct {
+    pool_t *pool;
+    pthread_t thread;
+    ds_pg_t *pg;
+    ds_org_cache_t *orgs;
+    scorer_t *scorer;
+    uint64_t generation;
+    tally_t tally;
+} worker_t;
+
+struct pool_s {
+    const ds_config_t *cfg;
+    const rescore_opts_t *o;
+    int64_t as_of_us;
+    ds_producer_t *producer; /* NULL: no events */
+    char *topic;
+    long long delivery_failed; /* delivery callback, on the polling thread */
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    job_t *queue_head, *queue_tail;
+    bool closing;
+    worker_t *workers;
+    int n_workers;
+};
+
+/* ---- a worker: load, features, score, write ------------------------------------------ */
+
+typedef struct {
     ds_opp_batch_t *batch;
     scoring_item_t *items;
     size_t n;
     double *values;
     char **fjson, **mjson;
-    char last_org[37], last_id[37];
-    bool end; /* the walk is over (no chunk) */
-    int err;  /* fetch failed: the error class, message in errstr */
-    char errstr[512];
 } chunk_t;
 
-typedef struct {
-    const ds_config_t *cfg;
-    const rescore_opts_t *o;
-    const char *org_id; /* NULL: every org */
-    int64_t as_of_us;
-    /* fetch thread */
-    ds_pg_t *pg;
-    ds_org_cache_t *orgs;
-    uint64_t generation;
-    char cur_org[37], cur_id[37];
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    chunk_t *ready; /* the next chunk, handed to the main thread */
-    bool taken;     /* the main thread wants another */
-    bool quit;
-} fetcher_t;
-
-static void chunk_destroy(chunk_t *c) {
-    if (!c) return;
+static void chunk_clear(chunk_t *c) {
     for (size_t i = 0; i < c->n; i++) {
         scoring_item_clear(&c->items[i]);
-        free(c->fjson ? c->fjson[i] : NULL);
-        free(c->mjson ? c->mjson[i] : NULL);
+        free(c->fjson[i]);
+        free(c->mjson[i]);
     }
     free(c->items);
     free(c->values);
     free(c->fjson);
     free(c->mjson);
     ds_opp_batch_destroy(c->batch);
-    PQclear(c->keys);
-    free(c);
+    memset(c, 0, sizeof *c);
 }
 
-static const char *sql_page_org =
-    "select id::text, org_id::text, account_id::text from public.opportunities"
-    " where org_id = $1::uuid and outcome = 'open' and not placeholder and id > $2::uuid"
-    " order by id limit $3::int";
-static const char *sql_page_all =
-    "select id::text, org_id::text, account_id::text from public.opportunities"
-    " where outcome = 'open' and not placeholder and (org_id, id) > ($1::uuid, $2::uuid)"
-    " order by org_id, id limit $3::int";
-
-/* Reads the next page after (cur_org, cur_id) and computes its features as
- * of the run's as_of. Returns 0 with *out (end set when nothing is left), or
- * a pg error class with the message in errstr. */
-static int fetch_once(fetcher_t *f, chunk_t **out, char *errstr, size_t errsz) {
-    chunk_t *c = ds_calloc(1, sizeof *c);
-    char lim[16];
-    snprintf(lim, sizeof lim, "%d", f->o->chunk);
-    const char *v[] = {f->org_id ? f->org_id : f->cur_org, f->cur_id, lim};
-    int rc = ds_pg_exec_params(f->pg, f->org_id ? sql_page_org : sql_page_all, 3, v, NULL, NULL, &c->keys, errstr, errsz);
-    if (rc != 0) goto fail;
-    size_t n = (size_t)PQntuples(c->keys);
-    if (n == 0) {
-        c->end = true;
-        *out = c;
-        return 0;
-    }
+/* Loads the job's opportunities and computes their features as of the
+ * run's as_of. Returns 0 or a pg error class. */
+static int chunk_build(worker_t *wk, job_t *job, chunk_t *c, char *errstr, size_t errsz) {
+    pool_t *p = wk->pool;
+    size_t n = job->n_keys;
+    int64_t t0 = ds_mono_us();
     const char **ids = ds_calloc(n, sizeof *ids);
-    for (size_t i = 0; i < n; i++) ids[i] = PQgetvalue(c->keys, (int)i, 0);
-    rc = ds_opp_batch_load(f->pg, ids, n, &c->batch, errstr, errsz);
+    for (size_t i = 0; i < n; i++) ids[i] = PQgetvalue(job->keys, (int)i, 0);
+    int rc = ds_opp_batch_load(wk->pg, ids, n, &c->batch, errstr, errsz);
     free(ids);
-    if (rc != 0) goto fail;
+    if (rc != 0) return rc;
+    int64_t t1 = ds_mono_us();
+    wk->tally.us_load += t1 - t0;
     c->items = ds_calloc(n, sizeof *c->items);
     c->values = ds_malloc(n * DS_FEATURE_COUNT * sizeof *c->values);
     c->fjson = ds_calloc(n, sizeof *c->fjson);
     c->mjson = ds_calloc(n, sizeof *c->mjson);
     for (size_t i = 0; i < n; i++) {
-        const char *id = PQgetvalue(c->keys, (int)i, 0), *org = PQgetvalue(c->keys, (int)i, 1);
+        const char *id = PQgetvalue(job->keys, (int)i, 0), *org = PQgetvalue(job->keys, (int)i, 1);
         int bi = ds_opp_batch_find(c->batch, id);
-        if (bi < 0 || ds_opp_batch_placeholder(c->batch, (size_t)bi)) continue; /* gone or changed meanwhile */
+        if (bi < 0 || ds_opp_batch_placeholder(c->batch, (size_t)bi)) continue; /* gone meanwhile */
         const ds_org_ctx_t *oc = NULL;
-        rc = ds_org_cache_get(f->orgs, f->pg, org, &oc, errstr, errsz);
-        if (rc != 0) goto fail;
+        rc = ds_org_cache_get(wk->orgs, wk->pg, org, &oc, errstr, errsz);
+        if (rc != 0) return rc;
         ds_opp_raw_t *raw = ds_opp_batch_raw(c->batch, (size_t)bi);
         raw->stages = oc->stages;
         double *vals = c->values + c->n * DS_FEATURE_COUNT;
         ds_feature_vec_t vec;
-        if (ds_features_compute(raw, f->as_of_us, oc->winrate, oc->lexicon, &vec) != 0) continue;
+        if (ds_features_compute(raw, p->as_of_us, oc->winrate, oc->lexicon, &vec) != 0) continue;
         memcpy(vals, vec.values, sizeof vec.values);
-        if (f->o->snapshot) c->fjson[c->n] = ds_features_to_json(&vec);
+        if (p->o->snapshot) c->fjson[c->n] = ds_features_to_json(&vec);
         /* The MEDDICC evidence borrows the batch's transcripts: serialize now. */
         c->mjson[c->n] = ds_meddicc_result_to_json(&vec.meddicc);
-        scoring_item_t *it = &c->items[c->n++];
+        scoring_item_t *it = &c->items[c->n];
         it->org_id = org;
         it->opp_id = id;
-        it->account_id = PQgetisnull(c->keys, (int)i, 2) ? NULL : PQgetvalue(c->keys, (int)i, 2);
-        it->as_of_us = f->as_of_us;
+        it->account_id = PQgetisnull(job->keys, (int)i, 2) ? NULL : PQgetvalue(job->keys, (int)i, 2);
+        it->as_of_us = p->as_of_us;
         it->values = vals;
-        it->meddicc_json = c->mjson[c->n - 1];
+        it->meddicc_json = c->mjson[c->n];
+        c->n++;
     }
-    snprintf(c->last_id, sizeof c->last_id, "%s", PQgetvalue(c->keys, (int)n - 1, 0));
-    snprintf(c->last_org, sizeof c->last_org, "%s", PQgetvalue(c->keys, (int)n - 1, 1));
-    *out = c;
+    wk->tally.us_features += ds_mono_us() - t1;
     return 0;
-fail:
-    chunk_destroy(c);
-    return rc;
 }
-
-/* The next chunk with retries on a database that is away. */
-static chunk_t *fetch_next(fetcher_t *f) {
-    char err[512] = "";
-    int rc = DS_ERETRY;
-    uint64_t seed = (uint64_t)ds_now_us();
-    for (int attempt = 0; attempt < RESCORE_ATTEMPTS && !stop_requested; attempt++) {
-        if (attempt) {
-            ds_warn("rescore: reading the next chunk failed (%s); retrying", err);
-            struct timespec ts = {0, 0};
-            int ms = ds_pg_backoff_ms(attempt, &seed) * 4;
-            ts.tv_sec = ms / 1000;
-            ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-            nanosleep(&ts, NULL); /* backoff before the retry */
-            if (!ds_pg_is_connected(f->pg)) ds_pg_reset(f->pg);
-        }
-        rc = ds_pg_ensure(f->pg, 10000, (const volatile int *)&stop_requested, err, sizeof err);
-        if (rc != 0) continue;
-        if (ds_pg_generation(f->pg) != f->generation) {
-            /* A new session: the cached org contexts may be stale. */
-            if (f->generation) ds_org_cache_clear(f->orgs);
-            f->generation = ds_pg_generation(f->pg);
-        }
-        chunk_t *c = NULL;
-        rc = fetch_once(f, &c, err, sizeof err);
-        if (rc == 0) return c;
-        if (rc != DS_ERETRY && ds_pg_is_connected(f->pg)) break;
-    }
-    chunk_t *c = ds_calloc(1, sizeof *c);
-    c->err = rc ? rc : DS_ESHUTDOWN;
-    snprintf(c->errstr, sizeof c->errstr, "%s", stop_requested && !err[0] ? "stopped" : err);
-    return c;
-}
-
-/* The fetch thread: keeps one chunk ready ahead of the main thread. */
-static void *fetch_main(void *arg) {
-    fetcher_t *f = arg;
-    for (;;) {
-        chunk_t *c = fetch_next(f);
-        bool last = c->end || c->err;
-        if (!last) {
-            snprintf(f->cur_org, sizeof f->cur_org, "%s", c->last_org);
-            snprintf(f->cur_id, sizeof f->cur_id, "%s", c->last_id);
-        }
-        pthread_mutex_lock(&f->mu);
-        while (f->ready && !f->quit) pthread_cond_wait(&f->cond, &f->mu);
-        if (f->quit) {
-            pthread_mutex_unlock(&f->mu);
-            chunk_destroy(c);
-            break;
-        }
-        f->ready = c;
-        pthread_cond_broadcast(&f->cond);
-        /* Wait until the main thread takes it and asks for more. */
-        while (!f->taken && !f->quit) pthread_cond_wait(&f->cond, &f->mu);
-        f->taken = false;
-        bool quit = f->quit || last;
-        pthread_mutex_unlock(&f->mu);
-        if (quit) break;
-    }
-    return NULL;
-}
-
-static chunk_t *take_chunk(fetcher_t *f) {
-    pthread_mutex_lock(&f->mu);
-    while (!f->ready) pthread_cond_wait(&f->cond, &f->mu);
-    chunk_t *c = f->ready;
-    f->ready = NULL;
-    f->taken = true;
-    pthread_cond_broadcast(&f->cond);
-    pthread_mutex_unlock(&f->mu);
-    return c;
-}
-
-/* ---- the main thread: scoring, writing, progress ---------------------------------------- */
-
-typedef struct {
-    ds_pg_t *pg;
-    ds_org_cache_t *orgs;
-    scorer_t *scorer;
-    const ds_config_t *cfg;
-    const rescore_opts_t *o;
-    long long run_id;
-    long long scored;   /* by this run, including earlier attempts of it */
-    long long changed;  /* probability moved (or first score) in this process */
-    long long prior;    /* scored with the stage prior in this process */
-    long long published, delivery_failed;
-    ds_producer_t *producer;
-    char *topic;
-    char versions[8][64];
-    long long version_n[8];
-    int n_versions;
-} writer_t;
 
 static const char *sql_snapshot =
     "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version, features, meddicc)"
-    " select u.o, u.i, $3::timestamptz, $4, u.f::jsonb, u.m::jsonb"
-    " from unnest($1::uuid[], $2::uuid[], $5::text[], $6::text[]) as u(o, i, f, m)"
+    " select x.o, x.i, $2::timestamptz, $3, x.f, x.m"
+    " from jsonb_to_recordset($1::jsonb) as x(o uuid, i uuid, f jsonb, m jsonb)"
     " on conflict (opportunity_id, as_of, feature_version) do nothing";
 
-static int write_snapshots(writer_t *w, chunk_t *c, char *errstr, size_t errsz) {
-    const char **orgs = ds_calloc(c->n + 1, sizeof *orgs), **ids = ds_calloc(c->n + 1, sizeof *ids);
-    for (size_t i = 0; i < c->n; i++) {
-        orgs[i] = c->items[i].org_id;
-        ids[i] = c->items[i].opp_id;
-    }
+/* The feature vectors of the chunk in one statement: a JSON array of
+ * {o, i, f, m} records (the vectors are JSON already, so nothing is
+ * escaped twice). */
+static int write_snapshots(worker_t *wk, chunk_t *c, char *errstr, size_t errsz) {
+    size_t cap = 64;
+    for (size_t i = 0; i < c->n; i++) cap += strlen(c->fjson[i]) + strlen(c->mjson[i]) + 128;
+    char *buf = ds_malloc(cap), *w = buf;
+    *w++ = '[';
+    for (size_t i = 0; i < c->n; i++)
+        w += snprintf(w, cap - (size_t)(w - buf), "%s{\"o\":\"%s\",\"i\":\"%s\",\"f\":%s,\"m\":%s}", i ? "," : "",
+                      c->items[i].org_id, c->items[i].opp_id, c->fjson[i], c->mjson[i]);
+    *w++ = ']';
+    *w = '\0';
     char asof[40];
-    ds_format_time_us(c->items[0].as_of_us, asof, sizeof asof);
-    char *a1 = ds_pg_array_text(orgs, c->n), *a2 = ds_pg_array_text(ids, c->n),
-         *a5 = ds_pg_array_text((const char *const *)c->fjson, c->n),
-         *a6 = ds_pg_array_text((const char *const *)c->mjson, c->n);
-    const char *v[] = {a1, a2, asof, DS_FEATURE_VERSION, a5, a6};
-    int rc = ds_pg_exec_params(w->pg, sql_snapshot, 6, v, NULL, NULL, NULL, errstr, errsz);
-    free(a1);
-    free(a2);
-    free(a5);
-    free(a6);
-    free(orgs);
-    free(ids);
+    ds_format_time_us(wk->pool->as_of_us, asof, sizeof asof);
+    const char *v[] = {buf, asof, DS_FEATURE_VERSION};
+    int rc = ds_pg_exec_params(wk->pg, sql_snapshot, 3, v, NULL, NULL, NULL, errstr, errsz);
+    free(buf);
     return rc;
 }
 
-static void on_delivery(void *opaque, void *msg_opaque, int err, const char *errmsg, const rd_kafka_message_t *m) {
-    (void)msg_opaque;
-    (void)m;
-    writer_t *w = opaque;
-    if (err != 0) {
-        if (w->delivery_failed++ == 0) ds_warn("rescore: prediction.made not delivered: %s", errmsg);
-    }
-}
-
-static void count_version(writer_t *w, const char *version) {
-    for (int i = 0; i < w->n_versions; i++)
-        if (strcmp(w->versions[i], version) == 0) {
-            w->version_n[i]++;
+static void count_version(tally_t *t, const char *version) {
+    for (int i = 0; i < t->n_versions; i++)
+        if (strcmp(t->versions[i], version) == 0) {
+            t->version_n[i]++;
             return;
         }
-    if (w->n_versions < 8) {
-        snprintf(w->versions[w->n_versions], sizeof w->versions[0], "%s", version);
-        w->version_n[w->n_versions++] = 1;
+    if (t->n_versions < RESCORE_MAX_VERSIONS) {
+        snprintf(t->versions[t->n_versions], sizeof t->versions[0], "%s", version);
+        t->version_n[t->n_versions++] = 1;
     }
 }
 
-/* Scores and writes one chunk, then records the progress. Returns 0 or a
- * pg error class; retried by the caller. */
-static int write_chunk(writer_t *w, chunk_t *c, char *errstr, size_t errsz) {
-    int rc;
-    if (c->n > 0) {
-        if (w->o->snapshot && (rc = write_snapshots(w, c, errstr, errsz)) != 0) return rc;
-        for (size_t i = 0; i < c->n; i++) scoring_item_clear(&c->items[i]);
-        rc = scoring_persist(w->pg, w->orgs, w->scorer, w->cfg->top_k, c->items, c->n, errstr, errsz);
-        if (rc != 0) return rc;
-    }
-    char id[32], scored[32];
-    snprintf(id, sizeof id, "%lld", w->run_id);
-    snprintf(scored, sizeof scored, "%lld", w->scored + (long long)c->n);
-    const char *v[] = {id, c->last_org, c->last_id, scored};
-    return ds_pg_exec_params(w->pg,
-                             "update dealscore.rescore_runs set last_org_id = $2::uuid, last_opportunity_id = $3::uuid,"
-                             " scored = $4::bigint, updated_at = now() where id = $1::bigint",
-                             4, v, NULL, NULL, NULL, errstr, errsz);
-}
-
-static void publish_chunk(writer_t *w, const chunk_t *c) {
+/* Events for the scores that moved: best effort, the rows are what counts. */
+static void publish(worker_t *wk, const chunk_t *c) {
+    pool_t *p = wk->pool;
     for (size_t i = 0; i < c->n; i++) {
         const scoring_item_t *it = &c->items[i];
-        count_version(w, it->version);
-        if (it->score.is_prior) w->prior++;
-        bool moved = isnan(it->previous) || fabs(it->score.proba - it->previous) > 1e-9;
-        if (!moved) continue;
-        w->changed++;
-        if (!w->producer) continue;
+        count_version(&wk->tally, it->version);
+        if (it->score.is_prior) wk->tally.prior++;
+        if (!isnan(it->previous) && fabs(it->score.proba - it->previous) <= 1e-12) continue;
+        wk->tally.changed++;
+        if (!p->producer) continue;
         uint8_t *buf = NULL;
         size_t len = 0;
         char eid[37];
         scoring_event(it, &buf, &len, eid);
         ds_event_meta_t meta = {.id = eid, .source = "/dealscore/scoring/rescore", .type = DS_CE_TYPE_PREDICTION_MADE,
                                 .time_us = it->as_of_us};
-        if (ds_producer_send(w->producer, w->topic, it->opp_id, strlen(it->opp_id), buf, len, &meta, NULL) == 0)
-            w->published++;
-        else
-            w->delivery_failed++;
+        if (ds_producer_send(p->producer, p->topic, it->opp_id, strlen(it->opp_id), buf, len, &meta, NULL) == 0)
+            wk->tally.published++;
         free(buf);
     }
-    if (w->producer) ds_producer_poll(w->producer, 0);
 }
 
-/* ---- the command ---------------------------------------------------------------------- */
+static void backoff(int attempt, uint64_t *seed) {
+    int ms = ds_pg_backoff_ms(attempt, seed) * 4;
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL); /* backoff before the retry */
+}
+
+/* Does one job, retrying the whole chunk while the database is away.
+ * Returns 0 or the error class of the last attempt (errstr). */
+static int do_job(worker_t *wk, job_t *job, char *errstr, size_t errsz) {
+    pool_t *p = wk->pool;
+    uint64_t seed = (uint64_t)ds_now_us() ^ (uint64_t)job->seq;
+    int rc = DS_ERETRY;
+    for (int attempt = 0; attempt < RESCORE_ATTEMPTS; attempt++) {
+        if (attempt) {
+            ds_warn("rescore: chunk %lld failed (%s); retrying", job->seq, errstr);
+            backoff(attempt, &seed);
+            if (!ds_pg_is_connected(wk->pg)) ds_pg_reset(wk->pg);
+        }
+        rc = ds_pg_ensure(wk->pg, 10000, NULL, errstr, errsz);
+        if (rc != 0) continue;
+        if (ds_pg_generation(wk->pg) != wk->generation) {
+            /* A new session may have missed model changes. */
+            if (wk->generation) {
+                ds_org_cache_clear(wk->orgs);
+                scorer_invalidate(wk->scorer, NULL);
+            }
+            wk->generation = ds_pg_generation(wk->pg);
+        }
+        chunk_t c = {0};
+        rc = chunk_build(wk, job, &c, errstr, errsz);
+        if (rc == 0 && c.n > 0) {
+            int64_t t0 = ds_mono_us();
+            if (p->o->snapshot) rc = write_snapshots(wk, &c, errstr, errsz);
+            int64_t t1 = ds_mono_us();
+            wk->tally.us_snapshot += t1 - t0;
+            if (rc == 0) rc = scoring_persist(wk->pg, wk->orgs, wk->scorer, p->cfg->top_k, c.items, c.n, errstr, errsz);
+            wk->tally.us_persist += ds_mono_us() - t1;
+        }
+        if (rc == 0) {
+            publish(wk, &c);
+            job->scored = c.n;
+            chunk_clear(&c);
+            return 0;
+        }
+        chunk_clear(&c);
+        /* A permanent error on a healthy session will not go away. */
+        if (rc != DS_ERETRY && ds_pg_is_connected(wk->pg)) break;
+    }
+    return rc;
+}
+
+static void *worker_main(void *arg) {
+    worker_t *wk = arg;
+    pool_t *p = wk->pool;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->queue_head && !p->closing) pthread_cond_wait(&p->cond, &p->mu);
+        job_t *job = p->queue_head;
+        if (!job) {
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        p->queue_head = job->next_queued;
+        if (!p->queue_head) p->queue_tail = NULL;
+        pthread_mutex_unlock(&p->mu);
+
+        char err[512] = "";
+        int rc = do_job(wk, job, err, sizeof err);
+        PQclear(job->keys);
+        job->keys = NULL;
+
+        pthread_mutex_lock(&p->mu);
+        job->status = rc == 0 ? 1 : -1;
+        snprintf(job->errstr, sizeof job->errstr, "%s", err);
+        pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->mu);
+    }
+    return NULL;
+}
+
+static void on_delivery(void *opaque, void *msg_opaque, int err, const char *errmsg, const rd_kafka_message_t *m) {
+    (void)msg_opaque;
+    (void)m;
+    pool_t *p = opaque;
+    if (err != 0 && p->delivery_failed++ == 0) ds_warn("rescore: prediction.made not delivered: %s", errmsg);
+}
+
+/* ---- the command ------------------------------------------------------------------------ */
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...) {
@@ -367,28 +345,85 @@ static void help(FILE *out) {
             "Re-scores every open opportunity (of one org, or of every org) with the org's\n"
             "active model or the stage prior, through the same feature engine and scorer as\n"
             "the worker, all as of the run's start. Resumes the latest unfinished run of the\n"
-            "same scope started within %d hours. SIGTERM or SIGINT stops after the current\n"
-            "chunk; the next run resumes there.\n"
+            "same scope started within %d hours. SIGTERM or SIGINT stops after the chunks in\n"
+            "hand; the next run resumes there.\n"
             "\n"
             "  --org SLUG     only this org (default: every org)\n"
             "  --chunk N      opportunities per chunk (default %d)\n"
+            "  --workers N    chunks scored in parallel, one Postgres session each (default %d)\n"
             "  --restart      abandon an unfinished run and start over\n"
             "  --no-publish   do not publish prediction.made for the scores that moved\n"
             "  --no-snapshot  do not store the feature vectors in features_snapshot\n"
             "\n"
             "Progress goes to stderr every 2 s, the summary to stdout.\n"
             "Exit status: 0 finished, 1 failed or interrupted (resumable), 2 bad usage.\n",
-            RESCORE_RESUME_HOURS, RESCORE_DEFAULT_CHUNK);
+            RESCORE_RESUME_HOURS, RESCORE_DEFAULT_CHUNK, RESCORE_DEFAULT_WORKERS);
 }
 
-static int query_one(ds_pg_t *pg, const char *sql, int n, const char *const *v, PGresult **r, char *err, size_t errsz) {
+static bool parse_int(const char *s, long min, long max, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) return false;
+    *out = (int)v;
+    return true;
+}
+
+static int exec(ds_pg_t *pg, const char *sql, int n, const char *const *v, PGresult **r, char *err, size_t errsz) {
     return ds_pg_exec_params(pg, sql, n, v, NULL, NULL, r, err, errsz);
 }
 
+static const char *sql_lock = "select pg_try_advisory_lock(hashtext('dealscore.rescore'), hashtext(coalesce($1, '*')))";
+
+static const char *sql_page_org =
+    "select id::text, org_id::text, account_id::text from public.opportunities"
+    " where org_id = $1::uuid and outcome = 'open' and not placeholder and id > $2::uuid"
+    " order by id limit $3::int";
+static const char *sql_page_all =
+    "select id::text, org_id::text, account_id::text from public.opportunities"
+    " where outcome = 'open' and not placeholder and (org_id, id) > ($1::uuid, $2::uuid)"
+    " order by org_id, id limit $3::int";
+
+/* The main thread's session with retries (paging and progress). */
+static int main_exec(ds_pg_t *pg, const char *scope, const char *sql, int n, const char *const *v, PGresult **r,
+                     char *err, size_t errsz) {
+    uint64_t seed = (uint64_t)ds_now_us();
+    uint64_t gen = ds_pg_generation(pg);
+    int rc = DS_ERETRY;
+    for (int attempt = 0; attempt < RESCORE_ATTEMPTS; attempt++) {
+        if (attempt) {
+            ds_warn("rescore: %s; retrying", err);
+            backoff(attempt, &seed);
+            if (!ds_pg_is_connected(pg)) ds_pg_reset(pg);
+        }
+        rc = ds_pg_ensure(pg, 10000, NULL, err, errsz);
+        if (rc != 0) continue;
+        if (ds_pg_generation(pg) != gen) {
+            /* A new session has lost the advisory lock: take it again. */
+            PGresult *lr = NULL;
+            const char *lv[] = {scope};
+            rc = exec(pg, sql_lock, 1, lv, &lr, err, errsz);
+            if (rc != 0) continue;
+            bool again = PQgetvalue(lr, 0, 0)[0] == 't';
+            PQclear(lr);
+            if (!again) {
+                snprintf(err, errsz, "another rescore took over while the database was away");
+                return DS_EFATAL;
+            }
+            gen = ds_pg_generation(pg);
+        }
+        rc = exec(pg, sql, n, v, r, err, errsz);
+        if (rc == 0 || (rc != DS_ERETRY && ds_pg_is_connected(pg))) break;
+    }
+    return rc;
+}
+
 int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv) {
-    rescore_opts_t o = {.chunk = RESCORE_DEFAULT_CHUNK, .publish = true, .snapshot = true};
+    rescore_opts_t o = {.chunk = RESCORE_DEFAULT_CHUNK, .workers = RESCORE_DEFAULT_WORKERS, .publish = true,
+                        .snapshot = true};
     static const struct option opts[] = {{"org", required_argument, 0, 'o'},
                                          {"chunk", required_argument, 0, 'c'},
+                                         {"workers", required_argument, 0, 'w'},
                                          {"restart", no_argument, 0, 'r'},
                                          {"no-publish", no_argument, 0, 'P'},
                                          {"no-snapshot", no_argument, 0, 'N'},
@@ -401,15 +436,14 @@ int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv) {
         switch (c) {
         case 'h': help(stdout); return 0;
         case 'o': o.org = optarg; break;
-        case 'c': {
-            char *end;
-            errno = 0;
-            long v = strtol(optarg, &end, 10);
-            if (errno || end == optarg || *end || v < 1 || v > RESCORE_MAX_CHUNK)
+        case 'c':
+            if (!parse_int(optarg, 1, RESCORE_MAX_CHUNK, &o.chunk))
                 return usage_error("--chunk must be a number from 1 to %d", RESCORE_MAX_CHUNK);
-            o.chunk = (int)v;
             break;
-        }
+        case 'w':
+            if (!parse_int(optarg, 1, RESCORE_MAX_WORKERS, &o.workers))
+                return usage_error("--workers must be a number from 1 to %d", RESCORE_MAX_WORKERS);
+            break;
         case 'r': o.restart = true; break;
         case 'P': o.publish = false; break;
         case 'N': o.snapshot = false; break;
@@ -429,22 +463,22 @@ int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv) {
     int rc = 1;
     char err[1024];
     char org_id[37] = "";
-    writer_t w = {.cfg = cfg, .o = &o};
-    fetcher_t f = {.cfg = cfg, .o = &o};
-    bool fetch_started = false;
-    pthread_mutex_init(&f.mu, NULL);
-    pthread_cond_init(&f.cond, NULL);
+    ds_pg_t *pg = NULL;
     PGresult *r = NULL;
+    pool_t pool = {.cfg = cfg, .o = &o};
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.cond, NULL);
+    int started = 0;
+    job_t *flight_head = NULL, *flight_tail = NULL;
 
-    if (ds_pg_new(&w.pg, cfg->database_url, "dealscore-scoring-rescore", err, sizeof err) != 0 ||
-        ds_pg_ensure(w.pg, 30000, (const volatile int *)&stop_requested, err, sizeof err) != 0) {
+    if (ds_pg_new(&pg, cfg->database_url, "dealscore-scoring-rescore", err, sizeof err) != 0 ||
+        ds_pg_ensure(pg, 30000, (const volatile int *)&stop_requested, err, sizeof err) != 0) {
         fprintf(stderr, "dealscore-scoring rescore: could not connect to Postgres: %s\n", err);
         goto out;
     }
-    scorer_register(w.pg);
     if (o.org) {
         const char *v[] = {o.org};
-        if (query_one(w.pg, "select id::text from public.orgs where slug = $1", 1, v, &r, err, sizeof err) != 0) {
+        if (exec(pg, "select id::text from public.orgs where slug = $1", 1, v, &r, err, sizeof err) != 0) {
             fprintf(stderr, "dealscore-scoring rescore: could not look up the org: %s\n", err);
             goto out;
         }
@@ -456,11 +490,10 @@ int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv) {
         PQclear(r);
         r = NULL;
     }
-    const char *scope[] = {o.org ? org_id : NULL};
+    const char *scope = o.org ? org_id : NULL;
 
-    /* One rescore per scope at a time (held for this session). */
-    if (query_one(w.pg, "select pg_try_advisory_lock(hashtext('dealscore.rescore'), hashtext(coalesce($1, '*')))", 1,
-                  scope, &r, err, sizeof err) != 0) {
+    /* One rescore per scope at a time (held by this session). */
+    if (exec(pg, sql_lock, 1, &scope, &r, err, sizeof err) != 0) {
         fprintf(stderr, "dealscore-scoring rescore: could not take the rescore lock: %s\n", err);
         goto out;
     }
@@ -472,226 +505,313 @@ int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv) {
         goto out;
     }
 
-    /* Resume or start a run. */
-    char resume_hours[16];
-    snprintf(resume_hours, sizeof resume_hours, "%d", RESCORE_RESUME_HOURS);
-    if (query_one(w.pg,
-                  "update dealscore.rescore_runs set finished_at = now(), status = 'abandoned'"
-                  " where org_id is not distinct from $1::uuid and finished_at is null and ($2::boolean"
-                  " or started_at <= now() - make_interval(hours => $3::int))",
-                  3, (const char *const[]){scope[0], o.restart ? "true" : "false", resume_hours}, NULL, err,
-                  sizeof err) != 0) {
+    /* Resume the latest unfinished run, or start one. */
+    char hours[16];
+    snprintf(hours, sizeof hours, "%d", RESCORE_RESUME_HOURS);
+    const char *av[] = {scope, o.restart ? "true" : "false", hours};
+    if (exec(pg,
+             "update dealscore.rescore_runs set finished_at = now(), updated_at = now(), status = 'abandoned'"
+             " where org_id is not distinct from $1::uuid and finished_at is null"
+             " and ($2::boolean or started_at <= now() - make_interval(hours => $3::int))",
+             3, av, NULL, err, sizeof err) != 0 ||
+        exec(pg,
+             "select id, (extract(epoch from as_of) * 1000000)::bigint, coalesce(last_org_id, org_id)::text,"
+             " last_opportunity_id::text, scored,"
+             " to_char(started_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+             " from dealscore.rescore_runs where org_id is not distinct from $1::uuid and finished_at is null"
+             " order by started_at desc, id desc limit 1",
+             1, &scope, &r, err, sizeof err) != 0) {
         fprintf(stderr, "dealscore-scoring rescore: could not read the runs: %s\n", err);
         goto out;
     }
-    if (query_one(w.pg,
-                  "select id, (extract(epoch from as_of) * 1000000)::bigint, coalesce(last_org_id, org_id)::text,"
-                  " last_opportunity_id::text, scored, to_char(started_at at time zone 'UTC',"
-                  " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-                  " from dealscore.rescore_runs where org_id is not distinct from $1::uuid and finished_at is null"
-                  " order by started_at desc, id desc limit 1",
-                  1, scope, &r, err, sizeof err) != 0) {
-        fprintf(stderr, "dealscore-scoring rescore: could not read the runs: %s\n", err);
-        goto out;
-    }
-    snprintf(f.cur_org, sizeof f.cur_org, "%s", o.org ? org_id : ZERO_UUID);
-    snprintf(f.cur_id, sizeof f.cur_id, "%s", ZERO_UUID);
+    long long run_id = 0, scored = 0;
+    char cur_org[37], cur_id[37];
+    snprintf(cur_org, sizeof cur_org, "%s", o.org ? org_id : ZERO_UUID);
+    snprintf(cur_id, sizeof cur_id, "%s", ZERO_UUID);
     bool resumed = PQntuples(r) == 1;
     if (resumed) {
-        w.run_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-        f.as_of_us = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+        run_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        pool.as_of_us = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
         if (!PQgetisnull(r, 0, 3)) {
-            if (!PQgetisnull(r, 0, 2)) snprintf(f.cur_org, sizeof f.cur_org, "%s", PQgetvalue(r, 0, 2));
-            snprintf(f.cur_id, sizeof f.cur_id, "%s", PQgetvalue(r, 0, 3));
+            if (!PQgetisnull(r, 0, 2)) snprintf(cur_org, sizeof cur_org, "%s", PQgetvalue(r, 0, 2));
+            snprintf(cur_id, sizeof cur_id, "%s", PQgetvalue(r, 0, 3));
         }
-        w.scored = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
-        fprintf(stderr, "rescore: resuming run %lld started %s after %lld opportunities\n", w.run_id,
-                PQgetvalue(r, 0, 5), w.scored);
+        scored = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
+        fprintf(stderr, "rescore: resuming run %lld started %s after %lld opportunities\n", run_id,
+                PQgetvalue(r, 0, 5), scored);
     }
     PQclear(r);
     r = NULL;
-    /* What is left, for the progress line. */
-    const char *cv[] = {f.cur_org, f.cur_id};
-    if (query_one(w.pg,
-                  o.org ? "select count(*) from public.opportunities where org_id = $1::uuid and outcome = 'open'"
-                          " and not placeholder and id > $2::uuid"
-                        : "select count(*) from public.opportunities where outcome = 'open' and not placeholder"
-                          " and (org_id, id) > ($1::uuid, $2::uuid)",
-                  2, cv, &r, err, sizeof err) != 0) {
+    const char *cv[] = {cur_org, cur_id};
+    if (exec(pg,
+             o.org ? "select count(*) from public.opportunities where org_id = $1::uuid and outcome = 'open'"
+                     " and not placeholder and id > $2::uuid"
+                   : "select count(*) from public.opportunities where outcome = 'open' and not placeholder"
+                     " and (org_id, id) > ($1::uuid, $2::uuid)",
+             2, cv, &r, err, sizeof err) != 0) {
         fprintf(stderr, "dealscore-scoring rescore: could not count open opportunities: %s\n", err);
         goto out;
     }
-    long long remaining = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    long long total = scored + strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     r = NULL;
-    long long total = w.scored + remaining;
     if (!resumed) {
         char tot[32];
         snprintf(tot, sizeof tot, "%lld", total);
-        const char *iv[] = {scope[0], tot};
-        if (query_one(w.pg,
-                      "insert into dealscore.rescore_runs (org_id, total) values ($1::uuid, $2::bigint)"
-                      " returning id, (extract(epoch from as_of) * 1000000)::bigint",
-                      2, iv, &r, err, sizeof err) != 0) {
+        const char *iv[] = {scope, tot};
+        if (exec(pg,
+                 "insert into dealscore.rescore_runs (org_id, total) values ($1::uuid, $2::bigint)"
+                 " returning id, (extract(epoch from as_of) * 1000000)::bigint",
+                 2, iv, &r, err, sizeof err) != 0) {
             fprintf(stderr, "dealscore-scoring rescore: could not start a run: %s\n", err);
             goto out;
         }
-        w.run_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-        f.as_of_us = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+        run_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        pool.as_of_us = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
         PQclear(r);
         r = NULL;
     }
     char asof_text[40];
-    ds_format_time_us(f.as_of_us, asof_text, sizeof asof_text);
+    ds_format_time_us(pool.as_of_us, asof_text, sizeof asof_text);
 
-    /* Events for the scores that moved (best effort: the rows are what counts). */
     if (o.publish) {
-        w.topic = ds_config_topic(cfg, DS_TOPIC_PREDICTION_MADE);
-        const char *topics[] = {w.topic};
+        pool.topic = ds_config_topic(cfg, DS_TOPIC_PREDICTION_MADE);
+        const char *topics[] = {pool.topic};
         if (ds_kafka_ensure_topics(cfg, topics, 1, cfg->topic_partitions, cfg->topic_replication, 10000, err,
                                    sizeof err) != 0 ||
-            ds_producer_new(&w.producer, cfg, err, sizeof err) != 0) {
+            ds_producer_new(&pool.producer, cfg, err, sizeof err) != 0) {
             ds_warn("rescore: Kafka is not usable (%s): prediction.made will not be published", err);
-            w.producer = NULL;
+            pool.producer = NULL;
         } else {
-            ds_producer_set_delivery_cb(w.producer, on_delivery, &w);
+            ds_producer_set_delivery_cb(pool.producer, on_delivery, &pool);
         }
     }
 
-    w.orgs = ds_org_cache_new(3600 * 1000);
-    w.scorer = scorer_new(60000);
-    f.org_id = o.org ? org_id : NULL;
-    f.orgs = ds_org_cache_new(3600 * 1000);
-    if (ds_pg_new(&f.pg, cfg->database_url, "dealscore-scoring-rescore-fetch", err, sizeof err) != 0) {
-        fprintf(stderr, "dealscore-scoring rescore: %s\n", err);
-        goto out;
+    pool.n_workers = o.workers;
+    pool.workers = ds_calloc((size_t)o.workers, sizeof *pool.workers);
+    for (int i = 0; i < o.workers; i++) {
+        worker_t *wk = &pool.workers[i];
+        wk->pool = &pool;
+        if (ds_pg_new(&wk->pg, cfg->database_url, "dealscore-scoring-rescore", err, sizeof err) != 0) {
+            fprintf(stderr, "dealscore-scoring rescore: %s\n", err);
+            goto out;
+        }
+        scorer_register(wk->pg);
+        wk->orgs = ds_org_cache_new(3600 * 1000);
+        wk->scorer = scorer_new(60000);
     }
-    if (pthread_create(&f.thread, NULL, fetch_main, &f) != 0) ds_panic("could not start the fetch thread");
-    fetch_started = true;
+    for (int i = 0; i < o.workers; i++) {
+        if (pthread_create(&pool.workers[i].thread, NULL, worker_main, &pool.workers[i]) != 0)
+            ds_panic("could not start a rescore worker thread");
+        started++;
+    }
 
-    fprintf(stderr, "rescore: run %lld, %s, as of %s: %lld open opportunities%s\n", w.run_id,
-            o.org ? o.org : "every org", asof_text, total, resumed ? " in scope" : "");
+    fprintf(stderr, "rescore: run %lld, %s, as of %s: %lld open opportunities, %d workers, chunks of %d\n", run_id,
+            o.org ? o.org : "every org", asof_text, total, o.workers, o.chunk);
     int64_t t0 = ds_mono_us(), last_progress = t0;
-    long long done_here = 0;
-    bool finished = false, failed = false;
-    uint64_t seed = (uint64_t)t0;
-    while (!stop_requested) {
-        chunk_t *ch = take_chunk(&f);
-        if (ch->err) {
-            fprintf(stderr, "dealscore-scoring rescore: could not read opportunities: %s\n", ch->errstr);
-            failed = ch->err != DS_ESHUTDOWN;
-            chunk_destroy(ch);
-            break;
+    long long done_here = 0, seq = 0;
+    int in_flight = 0;
+    bool end = false, failed = false;
+    char fail_text[600] = "";
+    for (;;) {
+        /* Record the chunks that are committed, in order: the run resumes
+         * after the last one whose predecessors are all committed too. */
+        long long advanced = 0;
+        bool moved = false, busy = false;
+        char rec_org[37] = "", rec_id[37] = "";
+        pthread_mutex_lock(&pool.mu);
+        while (flight_head && flight_head->status == 1) {
+            job_t *j = flight_head;
+            advanced += (long long)j->scored;
+            moved = true;
+            snprintf(rec_org, sizeof rec_org, "%s", j->last_org);
+            snprintf(rec_id, sizeof rec_id, "%s", j->last_id);
+            flight_head = j->next_flight;
+            if (!flight_head) flight_tail = NULL;
+            in_flight--;
+            free(j);
         }
-        if (ch->end) {
-            chunk_destroy(ch);
-            finished = true;
-            break;
-        }
-        int wrc = DS_ERETRY;
-        for (int attempt = 0; attempt < RESCORE_ATTEMPTS; attempt++) {
-            if (attempt) {
-                ds_warn("rescore: writing a chunk failed (%s); retrying", err);
-                int ms = ds_pg_backoff_ms(attempt, &seed) * 4;
-                struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-                nanosleep(&ts, NULL); /* backoff before the retry */
-                if (!ds_pg_is_connected(w.pg)) ds_pg_reset(w.pg);
-                if (ds_pg_ensure(w.pg, 10000, NULL, err, sizeof err) != 0) continue;
-                /* A new session has lost the advisory lock: take it again. */
-                if (query_one(w.pg,
-                              "select pg_try_advisory_lock(hashtext('dealscore.rescore'), hashtext(coalesce($1, '*')))",
-                              1, scope, &r, err, sizeof err) != 0)
-                    continue;
-                bool again = PQgetvalue(r, 0, 0)[0] == 't';
-                PQclear(r);
-                r = NULL;
-                if (!again) {
-                    snprintf(err, sizeof err, "another rescore took over the scope");
-                    wrc = DS_EFATAL;
-                    break;
-                }
-                ds_org_cache_clear(w.orgs);
-                scorer_invalidate(w.scorer, NULL);
+        for (job_t *j = flight_head; j; j = j->next_flight) {
+            if (j->status < 0 && !failed) {
+                failed = true;
+                snprintf(fail_text, sizeof fail_text, "%s", j->errstr);
             }
-            wrc = write_chunk(&w, ch, err, sizeof err);
-            if (wrc == 0 || (wrc != DS_ERETRY && ds_pg_is_connected(w.pg))) break;
+            busy |= j->status == 0;
         }
-        if (wrc != 0) {
-            fprintf(stderr, "dealscore-scoring rescore: could not write a chunk: %s\n", err);
-            chunk_destroy(ch);
-            failed = true;
-            break;
+        pthread_mutex_unlock(&pool.mu);
+        if (moved) {
+            scored += advanced;
+            done_here += advanced;
+            char id[32], sc[32];
+            snprintf(id, sizeof id, "%lld", run_id);
+            snprintf(sc, sizeof sc, "%lld", scored);
+            const char *v[] = {id, rec_org, rec_id, sc};
+            if (main_exec(pg, scope,
+                          "update dealscore.rescore_runs set last_org_id = $2::uuid, last_opportunity_id = $3::uuid,"
+                          " scored = $4::bigint, updated_at = now() where id = $1::bigint",
+                          4, v, NULL, err, sizeof err) != 0 &&
+                !failed) {
+                failed = true;
+                snprintf(fail_text, sizeof fail_text, "could not record the progress: %.500s", err);
+            }
         }
-        publish_chunk(&w, ch);
-        w.scored += (long long)ch->n;
-        done_here += (long long)ch->n;
-        chunk_destroy(ch);
         int64_t now = ds_mono_us();
         if (now - last_progress >= RESCORE_PROGRESS_US) {
             last_progress = now;
-            fprintf(stderr, "rescore: %lld/%lld (%.0f/s)\n", w.scored, total,
+            fprintf(stderr, "rescore: %lld/%lld (%.0f/s)\n", scored, total,
                     (double)done_here / ((double)(now - t0) / 1e6));
         }
+        if (pool.producer) ds_producer_poll(pool.producer, 0);
+        bool stopping = failed || stop_requested;
+        if (stopping) {
+            /* Hand out nothing more; chunks no worker has taken are dropped. */
+            pthread_mutex_lock(&pool.mu);
+            for (job_t *q = pool.queue_head; q; q = q->next_queued) q->status = 2;
+            pool.queue_head = pool.queue_tail = NULL;
+            pthread_mutex_unlock(&pool.mu);
+        } else if (!end && in_flight < o.workers + 1) {
+            char lim[16];
+            snprintf(lim, sizeof lim, "%d", o.chunk);
+            const char *v[] = {o.org ? org_id : cur_org, cur_id, lim};
+            if (main_exec(pg, scope, o.org ? sql_page_org : sql_page_all, 3, v, &r, err, sizeof err) != 0) {
+                failed = true;
+                snprintf(fail_text, sizeof fail_text, "could not read opportunities: %.500s", err);
+                continue;
+            }
+            size_t n = (size_t)PQntuples(r);
+            if (n == 0) {
+                end = true;
+                PQclear(r);
+                r = NULL;
+                continue;
+            }
+            job_t *j = ds_calloc(1, sizeof *j);
+            j->seq = seq++;
+            j->keys = r;
+            r = NULL;
+            j->n_keys = n;
+            snprintf(j->last_id, sizeof j->last_id, "%s", PQgetvalue(j->keys, (int)n - 1, 0));
+            snprintf(j->last_org, sizeof j->last_org, "%s", PQgetvalue(j->keys, (int)n - 1, 1));
+            snprintf(cur_org, sizeof cur_org, "%s", j->last_org);
+            snprintf(cur_id, sizeof cur_id, "%s", j->last_id);
+            pthread_mutex_lock(&pool.mu);
+            if (flight_tail) flight_tail->next_flight = j;
+            else flight_head = j;
+            flight_tail = j;
+            if (pool.queue_tail) pool.queue_tail->next_queued = j;
+            else pool.queue_head = j;
+            pool.queue_tail = j;
+            in_flight++;
+            pthread_cond_broadcast(&pool.cond);
+            pthread_mutex_unlock(&pool.mu);
+            continue;
+        }
+        pthread_mutex_lock(&pool.mu);
+        busy = false;
+        for (job_t *j = flight_head; j; j = j->next_flight) busy |= j->status == 0;
+        if (!busy && (end || stopping)) {
+            pthread_mutex_unlock(&pool.mu);
+            if (flight_head && flight_head->status == 1) continue; /* record it first */
+            break;
+        }
+        if (flight_head && flight_head->status == 1) {
+            pthread_mutex_unlock(&pool.mu);
+            continue;
+        }
+        /* Wait for a chunk to finish, waking every 200 ms for signals. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&pool.cond, &pool.mu, &ts);
+        pthread_mutex_unlock(&pool.mu);
     }
-    /* Stop the fetch thread (it may be waiting to hand over a chunk). */
-    pthread_mutex_lock(&f.mu);
-    f.quit = true;
-    pthread_cond_broadcast(&f.cond);
-    pthread_mutex_unlock(&f.mu);
-    pthread_join(f.thread, NULL);
-    fetch_started = false;
-    chunk_destroy(f.ready);
-    f.ready = NULL;
+    bool finished = end && !failed && !stop_requested && !flight_head;
+
+    /* Stop the workers. */
+    pthread_mutex_lock(&pool.mu);
+    pool.closing = true;
+    pthread_cond_broadcast(&pool.cond);
+    pthread_mutex_unlock(&pool.mu);
+    for (int i = 0; i < started; i++) pthread_join(pool.workers[i].thread, NULL);
+    started = 0;
 
     double secs = (double)(ds_mono_us() - t0) / 1e6;
     if (finished) {
         char id[32];
-        snprintf(id, sizeof id, "%lld", w.run_id);
+        snprintf(id, sizeof id, "%lld", run_id);
         const char *v[] = {id};
-        if (query_one(w.pg,
+        if (main_exec(pg, scope,
                       "update dealscore.rescore_runs set finished_at = now(), updated_at = now(), status = 'finished'"
                       " where id = $1::bigint",
                       1, v, NULL, err, sizeof err) != 0) {
-            fprintf(stderr, "dealscore-scoring rescore: could not mark the run finished: %s\n", err);
+            snprintf(fail_text, sizeof fail_text, "could not mark the run finished: %.500s", err);
             finished = false;
             failed = true;
         }
     }
-    if (w.producer) {
-        if (ds_producer_flush(w.producer, 30000) != 0)
-            ds_warn("rescore: %d prediction.made messages still undelivered", ds_producer_pending(w.producer));
+    if (failed) fprintf(stderr, "dealscore-scoring rescore: %s\n", fail_text);
+    if (pool.producer && ds_producer_flush(pool.producer, 30000) != 0)
+        ds_warn("rescore: %d prediction.made messages still undelivered", ds_producer_pending(pool.producer));
+
+    tally_t sum = {0};
+    for (int i = 0; i < pool.n_workers; i++) {
+        tally_t *t = &pool.workers[i].tally;
+        sum.changed += t->changed;
+        sum.prior += t->prior;
+        sum.published += t->published;
+        sum.us_load += t->us_load;
+        sum.us_features += t->us_features;
+        sum.us_snapshot += t->us_snapshot;
+        sum.us_persist += t->us_persist;
+        for (int k = 0; k < t->n_versions; k++)
+            for (long long m = 0; m < t->version_n[k]; m++) count_version(&sum, t->versions[k]);
     }
-    printf("rescore: run %lld %s: %lld opportunities scored as of %s (%lld in this process, %.1f s, %.0f/s)\n",
-           w.run_id, finished ? "finished" : failed ? "failed" : "interrupted", w.scored, asof_text, done_here, secs,
+    printf("rescore: run %lld %s: %lld opportunities scored as of %s (%lld in this process, %.1f s, %.0f/s)\n", run_id,
+           finished ? "finished" : failed ? "failed" : "interrupted", scored, asof_text, done_here, secs,
            secs > 0 ? (double)done_here / secs : 0.0);
-    printf("rescore: %lld changed", w.changed);
-    if (w.prior) printf(", %lld with the stage prior", w.prior);
-    for (int i = 0; i < w.n_versions; i++) printf("%s%s %lld", i ? ", " : "; models: ", w.versions[i], w.version_n[i]);
+    printf("rescore: %lld changed", sum.changed);
+    if (sum.prior) printf(", %lld with the stage prior", sum.prior);
+    for (int i = 0; i < sum.n_versions; i++) printf("%s%s %lld", i ? ", " : "; models: ", sum.versions[i], sum.version_n[i]);
     printf("\n");
     if (o.publish)
-        printf("rescore: %lld prediction.made published%s\n", w.published, w.producer ? "" : " (Kafka unavailable)");
-    if (!finished && !failed) printf("rescore: the next run resumes after %lld opportunities\n", w.scored);
+        printf("rescore: %lld prediction.made published%s%s\n", sum.published, pool.producer ? "" : " (Kafka unavailable)",
+               pool.delivery_failed ? ", some not delivered (see the log)" : "");
+    if (!finished) printf("rescore: the next run resumes after %lld opportunities\n", scored);
+    ds_info("rescore: worker seconds (summed): load %.2f, features %.2f, snapshots %.2f, scoring and writing %.2f",
+            (double)sum.us_load / 1e6, (double)sum.us_features / 1e6, (double)sum.us_snapshot / 1e6,
+            (double)sum.us_persist / 1e6);
     fflush(stdout);
     rc = finished ? 0 : 1;
 
 out:
     PQclear(r);
-    if (fetch_started) {
-        pthread_mutex_lock(&f.mu);
-        f.quit = true;
-        pthread_cond_broadcast(&f.cond);
-        pthread_mutex_unlock(&f.mu);
-        pthread_join(f.thread, NULL);
-        chunk_destroy(f.ready);
+    if (started) {
+        pthread_mutex_lock(&pool.mu);
+        pool.closing = true;
+        pthread_cond_broadcast(&pool.cond);
+        pthread_mutex_unlock(&pool.mu);
+        for (int i = 0; i < started; i++) pthread_join(pool.workers[i].thread, NULL);
     }
-    ds_producer_destroy(w.producer);
-    free(w.topic);
-    scorer_destroy(w.scorer);
-    ds_org_cache_destroy(w.orgs);
-    ds_org_cache_destroy(f.orgs);
-    ds_pg_destroy(f.pg);
-    ds_pg_destroy(w.pg);
-    pthread_mutex_destroy(&f.mu);
-    pthread_cond_destroy(&f.cond);
+    while (flight_head) {
+        job_t *j = flight_head;
+        flight_head = j->next_flight;
+        PQclear(j->keys);
+        free(j);
+    }
+    ds_producer_destroy(pool.producer);
+    free(pool.topic);
+    for (int i = 0; pool.workers && i < pool.n_workers; i++) {
+        scorer_destroy(pool.workers[i].scorer);
+        ds_org_cache_destroy(pool.workers[i].orgs);
+        ds_pg_destroy(pool.workers[i].pg);
+    }
+    free(pool.workers);
+    ds_pg_destroy(pg);
+    pthread_mutex_destroy(&pool.mu);
+    pthread_cond_destroy(&pool.cond);
     return rc;
 }
