@@ -272,6 +272,9 @@ int ds_config_load(ds_config_t *cfg, ds_svc_kind_t svc, char **envp, char *errst
     }
     for (char **e = envp; e && *e; e++) {
         if (strncmp(*e, "KAFKA_", 6) != 0) continue;
+        /* Kubernetes injects KAFKA_PORT, KAFKA_PORT_9092_TCP..., KAFKA_SERVICE_HOST
+         * for a Service named kafka: those are not librdkafka properties. */
+        if (strncmp(*e, "KAFKA_PORT", 10) == 0 || strncmp(*e, "KAFKA_SERVICE_", 14) == 0) continue;
         const char *eq = strchr(*e, '=');
         if (!eq || eq == *e + 6 || !eq[1]) continue;
         char *name = ds_strndup(*e, (size_t)(eq - *e));

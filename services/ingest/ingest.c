@@ -583,8 +583,14 @@ static void *writer_main(void *arg) {
     ingest_t *in = arg;
     writer_t w = {.in = in};
     char err[256];
-    if (ds_pg_new(&w.pg, in->cfg->database_url, "dealscore-ingest", err, sizeof err) != 0)
+    /* The upserts are prepared once; a generic plan made while the tables were
+     * nearly empty would scan the org on every row later. Plan each call. */
+    const char *keys[] = {"options"};
+    const char *vals[] = {"-c plan_cache_mode=force_custom_plan"};
+    char *url = ds_pg_url_with(in->cfg->database_url, keys, vals, 1, err, sizeof err);
+    if (!url || ds_pg_new(&w.pg, url, "dealscore-ingest", err, sizeof err) != 0)
         ds_panic("database url rejected after validation: %s", err);
+    free(url);
     ds_store_register(w.pg);
     size_t max = (size_t)in->cfg->commit_batch;
     ingest_job_t **jobs = ds_calloc(max, sizeof *jobs);

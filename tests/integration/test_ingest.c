@@ -475,3 +475,25 @@ Test(ingest, salesforce_profile_maps_records) {
                                " and duration_min = 10 and meta->>'subject' = 'Intro'"),
                  1);
 }
+
+Test(ingest, an_older_change_arriving_late_does_not_overwrite_a_newer_one) {
+    expect_accept("/v1/opportunities",
+                  "{\"external_id\":\"OPP-L\",\"stage\":\"proposal\",\"created_at\":\"2026-03-01T00:00:00Z\","
+                  "\"changed_at\":\"2026-04-01T00:00:00Z\"}",
+                  1, 0, 1);
+    /* From another workflow, later: the state of mid-March. */
+    expect_accept("/v1/opportunities",
+                  "{\"external_id\":\"OPP-L\",\"stage\":\"demo\",\"created_at\":\"2026-03-01T00:00:00Z\","
+                  "\"changed_at\":\"2026-03-15T00:00:00Z\"}",
+                  1, 1, 0);
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunities where external_id = 'OPP-L' and stage = 'proposal'"
+                               " and changed_at = '2026-04-01T00:00:00Z'"),
+                 1);
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunity_history where field = 'stage' and new_value = 'demo'"), 0);
+    /* A newer change still applies. */
+    expect_accept("/v1/opportunities",
+                  "{\"external_id\":\"OPP-L\",\"stage\":\"negotiation\",\"created_at\":\"2026-03-01T00:00:00Z\","
+                  "\"changed_at\":\"2026-04-02T00:00:00Z\"}",
+                  1, 0, 1);
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunities where external_id = 'OPP-L' and stage = 'negotiation'"), 1);
+}

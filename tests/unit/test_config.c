@@ -121,3 +121,14 @@ Test(config, service_specific_variables_only_apply_to_their_service) {
     ds_config_close(&cfg);
     cr_assert_eq(load(&cfg, DS_SVC_SCORING, env, err, sizeof err), DS_EINVAL);
 }
+
+Test(config, kubernetes_service_links_are_not_kafka_properties) {
+    char *env[] = {"KAFKA_PORT=tcp://10.0.0.1:9092", "KAFKA_PORT_9092_TCP_ADDR=10.0.0.1",
+                   "KAFKA_SERVICE_HOST=10.0.0.1", "KAFKA_CLIENT_RACK=eu-1a", NULL};
+    ds_config_t cfg;
+    char err[256];
+    cr_assert_eq(ds_config_load(&cfg, DS_SVC_INGEST, env, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(cfg.kafka_props_count, 1);
+    cr_assert_str_eq(cfg.kafka_props[0].key, "client.rack");
+    ds_config_close(&cfg);
+}
