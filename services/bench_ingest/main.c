@@ -911,8 +911,8 @@ static void usage(FILE *out) {
             "  --concurrency C     keep-alive connections (threads) for the batched webhooks (default 4)\n"
             "  --rate R            single-record POSTs per second (default 500)\n"
             "  --seconds S         duration of the single-record phase (default 10)\n"
-            "  --single-threads T  sender threads of the single-record phase (default 64); a
-                      thread waits for each response, so threads / latency caps the rate\n"
+            "  --single-threads T  sender threads of the single-record phase (default 64); a\n"
+            "                      thread waits for each response, so threads / latency caps the rate\n"
             "  --repeat N          repetitions of every phase, each into fresh orgs; medians (default 1)\n"
             "  --phases LIST       subset of ceiling,batch,single,csv (default all)\n"
             "  --settle S          wait up to S s between phases for the outbox to drain and the\n"
