@@ -271,7 +271,7 @@ static void usage(void) {
 int main(int argc, char **argv) {
     const char *url = getenv("DEALSCORE_INGEST_URL"), *token = NULL, *rates_s = "100,250,500,1000";
     double seconds = 10, drain = 10;
-    int nopps = 2000, nthreads = 8, existing = 0;
+    int nopps = 2000, nthreads = 32, existing = 0;
     static const struct option opts[] = {{"token", 1, 0, 't'}, {"url", 1, 0, 'u'}, {"rates", 1, 0, 'r'},
                                          {"seconds", 1, 0, 's'}, {"opportunities", 1, 0, 'o'},
                                          {"threads", 1, 0, 'n'}, {"drain", 1, 0, 'd'}, {"help", 0, 0, 'h'}, {"existing", 0, 0, 'e'},
