@@ -381,6 +381,39 @@ Test(train, better_model_retires_the_active_one) {
     dst_teardown(&t);
 }
 
+Test(train, an_active_model_that_cannot_be_evaluated_is_reported_and_replaced) {
+    dst_t t;
+    setup_acme(&t);
+    char *reports = make_tmpdir("reports");
+    PGconn *c = pgt_connect_db(&t.db);
+    /* An active model whose artifact does not load (the scorer refuses it
+     * too, so the org really scores with the stage prior). */
+    pgt_execf(c,
+              "insert into models (org_id, version, feature_names, artifact, status)"
+              " values ('%s', 'm-broken', '{days_open}', convert_to('{\"not\": \"a model\"}', 'UTF8'), 'active')",
+              t.org_id);
+    run_t r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports);
+    cr_assert_eq(r.rc, 0, "train exited %d:\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+    char *v = version_with(c, "active");
+    cr_assert_not_null(v);
+    cr_expect_str_neq(v, "m-broken");
+    char *old = pgt_valuef(c, "select status from models where version = 'm-broken'");
+    cr_expect_str_eq(old, "retired");
+    json_t *m = json_of(c, "select metrics::text from models where version = '%s'", v);
+    const char *why = json_string_value(json_object_get(json_object_get(m, "decision"), "reason"));
+    cr_expect(why && strstr(why, "m-broken could not be evaluated") && strstr(why, "stage prior"), "reason: %s", why);
+    cr_expect(json_is_string(json_object_get(m, "active_error")));
+    cr_expect(json_is_null(json_object_get(json_object_get(m, "test"), "active")));
+    json_decref(m);
+    free(v);
+    free(old);
+    PQfinish(c);
+    rm_rf(reports);
+    free(reports);
+    dst_teardown(&t);
+}
+
 Test(train, refuses_an_org_with_too_few_closed_deals) {
     dst_t t;
     dst_setup(&t);
