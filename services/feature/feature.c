@@ -59,9 +59,12 @@ static bool is_uuid(const char *s) {
     return true;
 }
 
+/* One statement for the whole batch: rows as a JSON array of
+ * [org, opportunity, as_of, features, meddicc]. */
 static const char *sql_snapshot =
     "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version, features, meddicc)"
-    " values ($1::uuid, $2::uuid, $3::timestamptz, $4, $5::jsonb, $6::jsonb)"
+    " select (r->>0)::uuid, (r->>1)::uuid, (r->>2)::timestamptz, $2, r->3, r->4"
+    " from jsonb_array_elements($1::jsonb) as r"
     " on conflict (opportunity_id, as_of, feature_version) do update"
     " set features = excluded.features, meddicc = excluded.meddicc, computed_at = now()";
 
@@ -127,9 +130,6 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
     }
     int64_t t1 = ds_mono_us();
 
-    ds_pg_batch_t *pb = NULL;
-    ds_pg_batch_begin(st->pg, &pb);
-    ds_pg_batch_add_sql(pb, "BEGIN", NULL);
     typedef struct {
         ds_feature_vec_t vec;
         int idx;
@@ -137,6 +137,10 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
     computed_t *out = ds_calloc(nch, sizeof *out);
     char **jsons = ds_calloc(nch * 2, sizeof *jsons);
     size_t nout = 0;
+    /* Rows built as text: the features and MEDDICC JSON go in as they are. */
+    size_t rcap = 4096, rlen = 0;
+    char *rows = ds_malloc(rcap);
+    rows[rlen++] = '[';
     for (size_t k = 0; k < nch; k++) {
         int idx = ds_opp_batch_find(b, ch[k].opp_id);
         if (idx < 0 || ds_opp_batch_placeholder(b, (size_t)idx) ||
@@ -162,15 +166,18 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
         jsons[2 * nout + 1] = ds_meddicc_result_to_json(&out[nout].vec.meddicc);
         char asof[40];
         ds_format_time_us(ch[k].as_of_us, asof, sizeof asof);
-        const char *v[] = {ch[k].org_id, ch[k].opp_id, asof, DS_FEATURE_VERSION, jsons[2 * nout],
-                           jsons[2 * nout + 1]};
-        ds_pg_batch_add_params(pb, sql_snapshot, 6, v, NULL, NULL, NULL);
+        size_t need = strlen(jsons[2 * nout]) + strlen(jsons[2 * nout + 1]) + 200;
+        if (rlen + need > rcap) rows = ds_realloc(rows, rcap = (rcap + need) * 2);
+        rlen += (size_t)snprintf(rows + rlen, rcap - rlen, "%s[\"%s\",\"%s\",\"%s\",%s,%s]", nout ? "," : "",
+                                 ch[k].org_id, ch[k].opp_id, asof, jsons[2 * nout], jsons[2 * nout + 1]);
         nout++;
     }
+    rows[rlen++] = ']';
+    rows[rlen] = '\0';
     int64_t t2 = ds_mono_us();
     if (rc == 0 && nout) {
-        ds_pg_batch_add_sql(pb, "COMMIT", NULL);
-        rc = ds_pg_batch_run(pb, NULL, NULL, errstr, errsz);
+        const char *v[] = {rows, DS_FEATURE_VERSION};
+        rc = ds_pg_exec_params(st->pg, sql_snapshot, 2, v, NULL, NULL, NULL, errstr, errsz);
         if (rc != 0) {
             if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
             /* Data errors cannot come from our own JSON; treat every failure as
@@ -178,7 +185,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
             rc = DS_ERETRY;
         }
     }
-    ds_pg_batch_end(pb);
+    free(rows);
     int64_t t3 = ds_mono_us();
     if (rc == 0) {
         ds_metric_add(st->m_snapshots, (double)nout);

@@ -246,6 +246,7 @@ typedef struct {
         int64_t ts;
     } *seen;
     size_t nseen, capseen;
+    int64_t plans_at;
 } writer_t;
 
 #define TOKEN_TTL_US (5 * 1000000LL)
@@ -472,6 +473,15 @@ static bool validate(writer_t *w, ingest_job_t *j) {
 static int run_group(writer_t *w, ingest_job_t **jobs, size_t n, char *errstr, size_t errsz) {
     int rc = ds_pg_ensure(w->pg, 1000, NULL, errstr, errsz);
     if (rc != 0) return rc == DS_EINVAL ? DS_EFATAL : DS_ERETRY;
+    /* The upserts are prepared once, and Postgres may settle on a generic
+     * plan made while the tables were nearly empty, which scans the org on
+     * every row once they have grown. Re-plan every few seconds: cheap, and
+     * plans follow the data. */
+    if (ds_mono_us() - w->plans_at > 5 * 1000000LL) {
+        char e2[256];
+        ds_pg_exec(w->pg, "discard plans", NULL, e2, sizeof e2);
+        w->plans_at = ds_mono_us();
+    }
     ds_pg_batch_t *b = NULL;
     rc = ds_pg_batch_begin(w->pg, &b);
     if (rc != 0) return rc;
@@ -583,14 +593,8 @@ static void *writer_main(void *arg) {
     ingest_t *in = arg;
     writer_t w = {.in = in};
     char err[256];
-    /* The upserts are prepared once; a generic plan made while the tables were
-     * nearly empty would scan the org on every row later. Plan each call. */
-    const char *keys[] = {"options"};
-    const char *vals[] = {"-c plan_cache_mode=force_custom_plan"};
-    char *url = ds_pg_url_with(in->cfg->database_url, keys, vals, 1, err, sizeof err);
-    if (!url || ds_pg_new(&w.pg, url, "dealscore-ingest", err, sizeof err) != 0)
+    if (ds_pg_new(&w.pg, in->cfg->database_url, "dealscore-ingest", err, sizeof err) != 0)
         ds_panic("database url rejected after validation: %s", err);
-    free(url);
     ds_store_register(w.pg);
     size_t max = (size_t)in->cfg->commit_batch;
     ingest_job_t **jobs = ds_calloc(max, sizeof *jobs);

