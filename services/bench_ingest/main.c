@@ -230,7 +230,7 @@ typedef struct {
 } opp_rec_t;
 
 typedef struct {
-    char ext[40], occurred[40], duration[16], meta[128];
+    char ext[64], occurred[40], duration[16], meta[128];
     size_t opp;
     const char *type, *channel, *outcome;
     bool has_duration;
