@@ -184,7 +184,7 @@ typedef struct {
 } sample_t;
 
 static void latency(cohort_engine_t *e, const char *org_id, sample_t *s, int n, cohort_level_t level) {
-    double *lat = ds_calloc((size_t)n, sizeof *lat);
+    double *lat = ds_calloc((size_t)n, sizeof *lat), *qlat = ds_calloc((size_t)n, sizeof *qlat);
     int64_t t_all = ds_mono_us();
     long long won_sum = 0, closed_sum = 0;
     char err[512];
@@ -196,16 +196,21 @@ static void latency(cohort_engine_t *e, const char *org_id, sample_t *s, int n, 
             exit(1);
         }
         lat[i] = (double)(ds_mono_us() - t0) / 1000.0;
+        qlat[i] = (double)cohort_engine_last_query_us(e) / 1000.0;
         won_sum += won;
         closed_sum += closed;
     }
     double total = secs(ds_mono_us() - t_all);
     qsort(lat, (size_t)n, sizeof *lat, cmp_double);
-    printf("  %-8s level: %d cohorts, mean %.1f won / %.1f closed deals each;"
-           " latency ms p50 %.2f p90 %.2f p99 %.2f max %.2f; %.0f computations/s\n",
-           cohort_level_name(level), n, (double)won_sum / n, (double)closed_sum / n, pct(lat, n, 0.5),
-           pct(lat, n, 0.9), pct(lat, n, 0.99), lat[n - 1], n / total);
+    qsort(qlat, (size_t)n, sizeof *qlat, cmp_double);
+    printf("  %s level: %d cohorts, mean %.1f won / %.1f closed deals each\n"
+           "    query ms       p50 %6.2f p90 %6.2f p99 %6.2f max %6.2f\n"
+           "    transaction ms p50 %6.2f p90 %6.2f p99 %6.2f max %6.2f; %.0f computations/s\n",
+           cohort_level_name(level), n, (double)won_sum / n, (double)closed_sum / n, pct(qlat, n, 0.5),
+           pct(qlat, n, 0.9), pct(qlat, n, 0.99), qlat[n - 1], pct(lat, n, 0.5), pct(lat, n, 0.9),
+           pct(lat, n, 0.99), lat[n - 1], n / total);
     free(lat);
+    free(qlat);
 }
 
 static void explain(PGconn *c, const char *org_id, const sample_t *s) {
@@ -335,6 +340,13 @@ static int run_bench(PGconn *c, const opts_t *o) {
         free(bl);
         free(ids);
     }
+    r = must(ds_pg_conn(pg),
+             "select count(*), coalesce(sum(generic_plans), 0), coalesce(sum(custom_plans), 0)"
+             " from pg_prepared_statements where name like 'bench_cohort_%'",
+             0, NULL);
+    printf("\n  cohort statements prepared: %s, executions with a generic plan %s, with a custom plan %s\n",
+           PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+    PQclear(r);
     if (o->explain) explain(c, org_id, &s[0]);
     cohort_engine_destroy(e);
     ds_pg_destroy(pg);

@@ -160,6 +160,10 @@ int cohort_compute_one(cohort_engine_t *e, const char *org_id, const cohort_attr
                        cohort_level_t level, int64_t *won, int64_t *closed, char *errstr,
                        size_t errstr_size);
 
+/* Microseconds the last cohort query took (the statement alone, without
+ * the transaction around it), 0 before the first. */
+int64_t cohort_engine_last_query_us(const cohort_engine_t *e);
+
 /* The SQL text of the cohort query for a level with the given NULL pattern
  * (bit 0 industry, 1 product, 2 region, 3 persona is NULL); parameters as in
  * cohort.c. The caller frees it. For EXPLAIN in the benchmark program. */
