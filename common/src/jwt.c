@@ -1137,13 +1137,6 @@ static int64_t json_seconds(const json_t *j) {
     return d > lim ? (int64_t)lim : d < -lim ? -(int64_t)lim : (int64_t)d;
 }
 
-static bool is_uuid(const char *s) {
-    static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
-    for (size_t i = 0; i < sizeof shape - 1; i++) {
-        if (shape[i] == '-' ? s[i] != '-' : !isxdigit((unsigned char)s[i])) return false;
-    }
-    return s[sizeof shape - 1] == '\0';
-}
 
 static bool aud_ok(const json_t *aud) {
     if (json_is_string(aud)) return strcmp(json_string_value(aud), "authenticated") == 0;
@@ -1182,7 +1175,7 @@ static const char *check_claims(json_t *p, int64_t now, ds_jwt_claims_t *out) {
     json_t *am = json_object_get(p, "app_metadata");
     if (json_is_object(am)) {
         const char *org = json_string_value(json_object_get(am, "org_id"));
-        if (org && is_uuid(org)) {
+        if (org && ds_uuid_valid(org)) {
             out->org_id = ds_strdup(org);
             for (char *c = out->org_id; *c; c++) *c = (char)tolower((unsigned char)*c);
         }

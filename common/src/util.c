@@ -109,14 +109,34 @@ int64_t ds_mono_us(void) {
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+static void format_uuid(const unsigned char *b, char out[37]) {
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+}
+
 void ds_uuid4(char out[37]) {
     unsigned char b[16];
     if (RAND_bytes(b, sizeof b) != 1) ds_panic("could not read random bytes");
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
+    format_uuid(b, out);
+}
+
+void ds_uuid_derived(const char *name, char out[37]) {
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)name, strlen(name), md);
+    md[6] = (unsigned char)((md[6] & 0x0f) | 0x50);
+    md[8] = (unsigned char)((md[8] & 0x3f) | 0x80);
+    format_uuid(md, out);
+}
+
+bool ds_uuid_valid(const char *s) {
+    static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+    if (!s) return false;
+    for (size_t i = 0; i < sizeof shape - 1; i++)
+        if (shape[i] == '-' ? s[i] != '-' : !isxdigit((unsigned char)s[i])) return false;
+    return s[sizeof shape - 1] == '\0';
 }
 
 void ds_format_time_us(int64_t us, char *out, size_t outsz) {

@@ -6,7 +6,6 @@
  * sweeps for open opportunities that have no mapping yet. */
 #include "benchmark.h"
 
-#include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,17 +38,6 @@ typedef struct {
     ds_metric_t *m_rounds, *m_round_s, *m_sweeps;
 } refresh_ctx_t;
 
-static bool is_uuid(const char *s) {
-    if (!s || strlen(s) != 36) return false;
-    for (int i = 0; i < 36; i++) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (s[i] != '-') return false;
-        } else if (!isxdigit((unsigned char)s[i])) {
-            return false;
-        }
-    }
-    return true;
-}
 
 typedef struct {
     const char *org_id; /* borrowed from the decoded event */
@@ -79,7 +67,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
             snprintf(items[i].error, sizeof items[i].error, "payload is not a dealscore.v1.OpportunityChanged");
             continue;
         }
-        if (!is_uuid(evs[i]->opportunity_id) || !is_uuid(evs[i]->org_id)) {
+        if (!ds_uuid_valid(evs[i]->opportunity_id) || !ds_uuid_valid(evs[i]->org_id)) {
             items[i].status = DS_EINVAL;
             snprintf(items[i].error, sizeof items[i].error, "opportunity_id and org_id must be UUIDs");
             continue;

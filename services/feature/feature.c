@@ -4,14 +4,12 @@
  * publishes features.ready (causation id = the last event coalesced). */
 #include "feature.h"
 
-#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
-#include <openssl/sha.h>
 
 #include "dealscore/common.h"
 #include "dealscore/feature_loader.h"
@@ -37,27 +35,7 @@ typedef struct {
     char traceparent[DS_TRACEPARENT_SIZE];
 } change_t;
 
-void feature_derived_uuid(const char *name, char out[37]) {
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)name, strlen(name), md);
-    md[6] = (unsigned char)((md[6] & 0x0f) | 0x50);
-    md[8] = (unsigned char)((md[8] & 0x3f) | 0x80);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", md[0],
-             md[1], md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10], md[11], md[12],
-             md[13], md[14], md[15]);
-}
 
-static bool is_uuid(const char *s) {
-    if (!s || strlen(s) != 36) return false;
-    for (int i = 0; i < 36; i++) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (s[i] != '-') return false;
-        } else if (!isxdigit((unsigned char)s[i])) {
-            return false;
-        }
-    }
-    return true;
-}
 
 /* One statement for the whole batch: rows as a JSON array of
  * [org, opportunity, as_of, features, meddicc]. */
@@ -86,7 +64,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
             snprintf(items[i].error, sizeof items[i].error, "payload is not a dealscore.v1.OpportunityChanged");
             continue;
         }
-        if (!is_uuid(evs[i]->opportunity_id) || !is_uuid(evs[i]->org_id)) {
+        if (!ds_uuid_valid(evs[i]->opportunity_id) || !ds_uuid_valid(evs[i]->org_id)) {
             items[i].status = DS_EINVAL;
             snprintf(items[i].error, sizeof items[i].error, "opportunity_id and org_id must be UUIDs");
             continue;
@@ -199,7 +177,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
             Dealscore__V1__FeaturesReady fr = DEALSCORE__V1__FEATURES_READY__INIT;
             char eid[37], seed[160];
             snprintf(seed, sizeof seed, "features.ready:%s:%s:%lld", c->event_id, c->opp_id, (long long)c->as_of_us);
-            feature_derived_uuid(seed, eid);
+            ds_uuid_derived(seed, eid);
             fr.event_id = eid;
             fr.causation_id = (char *)c->event_id;
             fr.org_id = (char *)c->org_id;

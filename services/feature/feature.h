@@ -7,8 +7,4 @@
 void feature_worker(ds_service_t *svc, void *state);
 int feature_cmd_catalog(const ds_config_t *cfg, int argc, char **argv);
 
-/* Writes a deterministic UUID derived from name (SHA-256, version 5 layout)
- * into out: a replayed input gives the same event id downstream. */
-void feature_derived_uuid(const char *name, char out[37]);
-
 #endif

@@ -4,7 +4,6 @@
  * scores, persists like the worker and answers with the score, its drivers,
  * what moved it, the MEDDICC coverage and the peer benchmark. The HTTP loop
  * only hands requests to the API thread, which does the blocking work. */
-#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,17 +165,6 @@ typedef struct {
     uint64_t generation;
 } api_thread_t;
 
-static bool is_uuid(const char *s) {
-    if (!s || strlen(s) != 36) return false;
-    for (int i = 0; i < 36; i++) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (s[i] != '-') return false;
-        } else if (!isxdigit((unsigned char)s[i])) {
-            return false;
-        }
-    }
-    return true;
-}
 
 static void on_notify(void *ud, const char *channel, const char *payload, int pid) {
     (void)channel;
@@ -264,7 +252,7 @@ static void handle(api_thread_t *t, api_job_t *j) {
         fail(j, 400, "invalid_json", "the body must be a JSON object {\"opportunity_id\": \"<uuid>\"}");
         goto done;
     }
-    if (!opp || !is_uuid(opp)) {
+    if (!opp || !ds_uuid_valid(opp)) {
         j->status = 400;
         json_decref(j->resp);
         j->resp = json_pack("{s:s, s:s, s:[{s:s, s:s}]}", "error", "invalid_request", "message",

@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/sha.h>
 
 #include "dealscore/common.h"
 #include "dealscore/log.h"
@@ -152,20 +151,11 @@ int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top
     return rc;
 }
 
-static void derived_uuid(const char *name, char out[37]) {
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)name, strlen(name), md);
-    md[6] = (unsigned char)((md[6] & 0x0f) | 0x50);
-    md[8] = (unsigned char)((md[8] & 0x3f) | 0x80);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", md[0], md[1],
-             md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10], md[11], md[12], md[13], md[14],
-             md[15]);
-}
 
 void scoring_event(const scoring_item_t *it, uint8_t **buf, size_t *len, char event_id[37]) {
     char seed[200];
     snprintf(seed, sizeof seed, "prediction.made:%s:%lld:%s", it->opp_id, (long long)it->as_of_us, it->version);
-    derived_uuid(seed, event_id);
+    ds_uuid_derived(seed, event_id);
     Dealscore__V1__PredictionMade pm = DEALSCORE__V1__PREDICTION_MADE__INIT;
     pm.event_id = event_id;
     pm.causation_id = (char *)(it->causation_id ? it->causation_id : "");

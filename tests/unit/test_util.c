@@ -50,3 +50,21 @@ Test(util, sha256_known_vector) {
     ds_sha256_hex("abc", 3, hex);
     cr_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
+
+Test(util, uuid_valid_and_derived) {
+    cr_assert(ds_uuid_valid("0b7f4a52-9d55-4c38-b2c1-43a1c1f0A001"));
+    cr_assert(!ds_uuid_valid(NULL));
+    cr_assert(!ds_uuid_valid("0b7f4a52-9d55-4c38-b2c1-43a1c1f0a00"));
+    cr_assert(!ds_uuid_valid("0b7f4a52-9d55-4c38-b2c1-43a1c1f0a0011"));
+    cr_assert(!ds_uuid_valid("0b7f4a52x9d55-4c38-b2c1-43a1c1f0a001"));
+    cr_assert(!ds_uuid_valid("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"));
+    char a[37], b[37], c[37];
+    ds_uuid_derived("features.ready:e1", a);
+    ds_uuid_derived("features.ready:e1", b);
+    ds_uuid_derived("features.ready:e2", c);
+    cr_assert_str_eq(a, b);
+    cr_assert_str_neq(a, c);
+    cr_assert(ds_uuid_valid(a));
+    cr_assert_eq(a[14], '5', "version 5 layout: %s", a);
+    cr_assert(strchr("89ab", a[19]) != NULL);
+}

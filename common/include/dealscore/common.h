@@ -52,6 +52,12 @@ int64_t ds_mono_us(void);
 
 /* Writes a random version-4 UUID (36 chars + NUL) into out. */
 void ds_uuid4(char out[37]);
+/* True when s is a UUID in its 36-character text form (any hex case). NULL: false. */
+bool ds_uuid_valid(const char *s);
+/* Writes a UUID derived from name (SHA-256, version-5 layout) into out: the
+ * same name always gives the same id, so a replayed input republishes an
+ * event with the same id. */
+void ds_uuid_derived(const char *name, char out[37]);
 /* Formats microseconds since the epoch as RFC 3339 UTC with microseconds
  * ("2026-11-26T03:14:40.123456Z") into out (at least 32 bytes). */
 void ds_format_time_us(int64_t us, char *out, size_t outsz);
