@@ -230,8 +230,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
     for (size_t i = 0; i < n; i++) {
         rd_kafka_message_t *m = items[i].msg;
         evs[i] = dealscore__v1__features_ready__unpack(NULL, m->len, m->payload);
-        if (!evs[i] || !evs[i]->opportunity_id || strlen(evs[i]->opportunity_id) != 36 || !evs[i]->org_id ||
-            strlen(evs[i]->org_id) != 36) {
+        if (!evs[i] || !ds_uuid_valid(evs[i]->opportunity_id) || !ds_uuid_valid(evs[i]->org_id)) {
             items[i].status = DS_EINVAL;
             snprintf(items[i].error, sizeof items[i].error,
                      "payload is not a dealscore.v1.FeaturesReady with UUID ids");

@@ -328,3 +328,34 @@ Test(scoring, api_predict_scores_visible_opportunities_and_hides_the_rest) {
     free(opp);
     PQfinish(db);
 }
+
+Test(scoring, a_features_ready_with_malformed_ids_goes_to_the_dlq) {
+    /* 36 characters but not a UUID: the worker used to let it through, the
+     * database refused the cast and the batch was retried for ever. */
+    ds_config_t cfg;
+    ds_producer_t *p = dst_producer(&S, &cfg);
+    ds_consumer_t *dlq = dst_consumer(&S, "features.ready.dlq");
+    char *topic = pgt_fmt("%sfeatures.ready", S.prefix);
+    const char *bad = "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz";
+    Dealscore__V1__FeaturesReady fr = DEALSCORE__V1__FEATURES_READY__INIT;
+    fr.event_id = "e";
+    fr.causation_id = "";
+    fr.org_id = S.org_id;
+    fr.opportunity_id = (char *)bad;
+    fr.feature_version = DS_FEATURE_VERSION;
+    uint8_t buf[256];
+    size_t len = dealscore__v1__features_ready__pack(&fr, buf);
+    ds_event_meta_t meta = {.type = DS_CE_TYPE_FEATURES_READY};
+    cr_assert_eq(ds_producer_send(p, topic, bad, strlen(bad), buf, len, &meta, NULL), 0);
+    cr_assert_eq(ds_producer_flush(p, 10000), 0);
+    rd_kafka_message_t *m[1];
+    dst_consume(dlq, m, 1, 30000);
+    char h[256];
+    cr_assert_eq(ds_kafka_header_get(m[0], "dlq_error", h, sizeof h), 0);
+    cr_expect(strstr(h, "UUID") != NULL, "dlq_error: %s", h);
+    ds_consumer_release(m, 1);
+    ds_consumer_destroy(dlq);
+    ds_producer_destroy(p);
+    ds_config_close(&cfg);
+    free(topic);
+}
