@@ -64,8 +64,8 @@ static int load_prior(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, 
     int rc = ds_pg_exec_prepared(pg, "ds_stage_reached", 1, v, NULL, NULL, &r, errstr, errsz);
     if (rc != 0) return rc;
     int n = PQntuples(r);
-    int *stage = ds_calloc((size_t)n + 3, sizeof *stage);
-    double *won = ds_calloc((size_t)n + 3, sizeof *won);
+    int *stage = ds_calloc((size_t)n + 2, sizeof *stage);
+    double *won = ds_calloc((size_t)n + 2, sizeof *won);
     /* One pseudo win and one pseudo loss keep the org rate away from 0 and 1
      * when an org has closed only a handful of deals. */
     stage[0] = stage[1] = -1;
@@ -83,9 +83,8 @@ static int load_prior(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, 
     char err[256];
     if (ds_stage_prior_fit(stage, won, NULL, k, DS_STAGE_PRIOR_SMOOTHING, &sp, err, sizeof err) != 0) {
         ds_warn("org %s: could not fit the stage prior: %s", org_id, err);
-        int s0[2] = {-1, -1};
-        double w0[2] = {1, 0};
-        ds_stage_prior_fit(s0, w0, NULL, 2, DS_STAGE_PRIOR_SMOOTHING, &sp, err, sizeof err);
+        /* The two pseudo rows alone: an even prior. */
+        ds_stage_prior_fit(stage, won, NULL, 2, DS_STAGE_PRIOR_SMOOTHING, &sp, err, sizeof err);
     }
     free(stage);
     free(won);
@@ -97,9 +96,7 @@ static int load_org(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, co
                     scorer_org_t **out, char *errstr, size_t errsz) {
     const char *v[] = {org_id};
     PGresult *r = NULL;
-    int rc = ds_pg_exec_params(pg, "select version, artifact, calibration::text from public.models"
-                                   " where org_id = $1::uuid and status = 'active'",
-                               1, v, NULL, NULL, &r, errstr, errsz);
+    int rc = ds_pg_exec_prepared(pg, "ds_active_model", 1, v, NULL, NULL, &r, errstr, errsz);
     if (rc != 0) return rc;
     scorer_org_t *o = ds_calloc(1, sizeof *o);
     snprintf(o->org_id, sizeof o->org_id, "%s", org_id);
