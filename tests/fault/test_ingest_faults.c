@@ -8,8 +8,6 @@
 
 #include "dstest.h"
 #include <librdkafka/rdkafka_mock.h>
-#include "tcpproxy.h"
-#include "dealscore/pg.h"
 #include "dealscore/v1/events.pb-c.h"
 
 static dst_t T;
@@ -18,36 +16,6 @@ static void setup(void) { dst_setup(&T); }
 static void teardown(void) { dst_teardown(&T); }
 
 TestSuite(ingest_faults, .init = setup, .fini = teardown, .timeout = 180);
-
-static void set_env(dst_t *t, const char *name, const char *value) {
-    size_t n = strlen(name);
-    for (size_t i = 0; i < t->nenv; i++) {
-        if (strncmp(t->env[i], name, n) == 0 && t->env[i][n] == '=') {
-            free(t->env[i]);
-            t->env[i] = pgt_fmt("%s=%s", name, value);
-            return;
-        }
-    }
-    dst_env_add(t, "%s=%s", name, value);
-}
-
-static void start_without_waiting_for_ready(dst_t *t) {
-    char *bin = proc_bin("dealscore-ingest");
-    snprintf(t->log, sizeof t->log, "/tmp/ds-fault-ingest-%d.log", t->port);
-    char *argv[] = {bin, NULL};
-    t->pid = proc_spawn(argv, t->env, NULL, t->log);
-    free(bin);
-    long long deadline = proc_now_ms() + 20000;
-    while (proc_now_ms() < deadline) {
-        httpc_resp_t r = httpc_get(t->port, "/healthz");
-        int st = r.status;
-        httpc_free(&r);
-        if (st == 200) return;
-        struct timespec ts = {0, 50 * 1000000};
-        nanosleep(&ts, NULL); /* polling interval */
-    }
-    cr_fatal("ingest did not answer /healthz");
-}
 
 static int post_status(const char *path, const char *body, char *retry_after, size_t rasz) {
     httpc_resp_t r = dst_post(&T, path, body, NULL, NULL);
@@ -70,11 +38,11 @@ Test(ingest_faults, kafka_down_accepts_webhooks_and_publishes_all_when_back) {
     cr_assert_not_null(mc);
     char *topic = pgt_fmt("%sopportunity.changed", T.prefix);
     cr_assert_eq(rd_kafka_mock_topic_create(mc, topic, 2, 1), 0);
-    set_env(&T, "DEALSCORE_KAFKA_BROKERS", rd_kafka_mock_cluster_bootstraps(mc));
+    dst_env_set(&T, "DEALSCORE_KAFKA_BROKERS", rd_kafka_mock_cluster_bootstraps(mc));
     free(dst_token(&T, "acme", NULL));
     /* The broker is down before ingest starts and stays down for a while. */
     rd_kafka_mock_broker_set_down(mc, 1);
-    start_without_waiting_for_ready(&T);
+    dst_start_until(&T, "ingest", "/healthz");
 
     const int N = 30;
     for (int i = 0; i < N; i++) {
@@ -157,24 +125,8 @@ Test(ingest_faults, kafka_down_accepts_webhooks_and_publishes_all_when_back) {
 
 Test(ingest_faults, postgres_down_answers_503_with_retry_after_then_recovers) {
     /* Route ingest's database connections through a proxy we can cut. */
-    char host[256] = "127.0.0.1", port[16] = "5432", err[256];
-    PQconninfoOption *opts = PQconninfoParse(T.db.conninfo, NULL);
-    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
-        if (!o->val || !*o->val) continue;
-        if (!strcmp(o->keyword, "host")) snprintf(host, sizeof host, "%s", o->val);
-        if (!strcmp(o->keyword, "port")) snprintf(port, sizeof port, "%s", o->val);
-    }
-    PQconninfoFree(opts);
     tcpproxy_t px;
-    cr_assert_eq(tcpproxy_start(&px, host, port), 0);
-    char pport[16];
-    snprintf(pport, sizeof pport, "%d", px.port);
-    const char *keys[] = {"host", "port", "hostaddr"};
-    const char *vals[] = {"127.0.0.1", pport, NULL};
-    char *via = ds_pg_url_with(T.db.conninfo, keys, vals, 3, err, sizeof err);
-    cr_assert(via, "%s", err);
-    set_env(&T, "DEALSCORE_DATABASE_URL", via);
-    free(via);
+    dst_db_through_proxy(&T, &px);
     free(dst_token(&T, "acme", NULL));
     dst_start(&T, "ingest");
 

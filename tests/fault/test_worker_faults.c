@@ -5,8 +5,6 @@
 #include <criterion/criterion.h>
 
 #include "dstest.h"
-#include "tcpproxy.h"
-#include "dealscore/pg.h"
 #include "dealscore/v1/events.pb-c.h"
 
 static dst_t T;
@@ -24,25 +22,8 @@ static int readyz(int port) {
 }
 
 Test(worker_faults, postgres_outage_delays_but_loses_nothing) {
-    char host[256] = "127.0.0.1", port[16] = "5432", err[256];
-    PQconninfoOption *opts = PQconninfoParse(T.db.conninfo, NULL);
-    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
-        if (!o->val || !*o->val) continue;
-        if (!strcmp(o->keyword, "host")) snprintf(host, sizeof host, "%s", o->val);
-        if (!strcmp(o->keyword, "port")) snprintf(port, sizeof port, "%s", o->val);
-    }
-    PQconninfoFree(opts);
     tcpproxy_t px;
-    cr_assert_eq(tcpproxy_start(&px, host, port), 0);
-    char pport[16];
-    snprintf(pport, sizeof pport, "%d", px.port);
-    const char *keys[] = {"host", "port", "hostaddr"};
-    const char *vals[] = {"127.0.0.1", pport, NULL};
-    char *via = ds_pg_url_with(T.db.conninfo, keys, vals, 3, err, sizeof err);
-    cr_assert(via, "%s", err);
-    free(T.env[0]);
-    T.env[0] = pgt_fmt("DEALSCORE_DATABASE_URL=%s", via);
-    free(via);
+    dst_db_through_proxy(&T, &px);
     free(dst_token(&T, "acme", NULL));
     PGconn *db = pgt_connect_db(&T.db);
     enum { N = 6 };

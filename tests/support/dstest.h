@@ -7,10 +7,12 @@
 #include "httpc.h"
 #include "pgtest.h"
 #include "proc.h"
+#include "tcpproxy.h"
 
 #include "dealscore/common.h"
 #include "dealscore/config.h"
 #include "dealscore/kafka.h"
+#include "dealscore/pg.h"
 
 typedef struct {
     pgt_db_t db;
@@ -35,6 +37,19 @@ static inline void dst_env_add(dst_t *t, const char *fmt, ...) {
     if (t->nenv + 1 >= PGT_N(t->env)) cr_fatal("too many env entries");
     t->env[t->nenv++] = s;
     t->env[t->nenv] = NULL;
+}
+
+/* Replaces the setting name (or adds it) in the service's environment. */
+static inline void dst_env_set(dst_t *t, const char *name, const char *value) {
+    size_t n = strlen(name);
+    for (size_t i = 0; i < t->nenv; i++) {
+        if (strncmp(t->env[i], name, n) == 0 && t->env[i][n] == '=') {
+            free(t->env[i]);
+            t->env[i] = pgt_fmt("%s=%s", name, value);
+            return;
+        }
+    }
+    dst_env_add(t, "%s=%s", name, value);
 }
 
 /* Fresh migrated database, unique topic prefix, free HTTP port. */
@@ -109,8 +124,10 @@ static inline char *dst_token(dst_t *t, const char *slug, const char *extra) {
     return out;
 }
 
-/* Starts dealscore-<svc> with the test environment and waits for /readyz. */
-static inline void dst_start(dst_t *t, const char *svc) {
+/* Starts dealscore-<svc> with the test environment and waits until path
+ * ("/readyz", or "/healthz" for a service whose dependency is down on
+ * purpose) answers 200. */
+static inline void dst_start_until(dst_t *t, const char *svc, const char *path) {
     char *name = pgt_fmt("dealscore-%s", svc);
     char *bin = proc_bin(name);
     snprintf(t->log, sizeof t->log, "/tmp/ds-test-%s-%d.log", svc, t->port);
@@ -120,7 +137,7 @@ static inline void dst_start(dst_t *t, const char *svc) {
     free(name);
     long long deadline = proc_now_ms() + 30000;
     while (proc_now_ms() < deadline) {
-        httpc_resp_t r = httpc_get(t->port, "/readyz");
+        httpc_resp_t r = httpc_get(t->port, path);
         int st = r.status;
         httpc_free(&r);
         if (st == 200) return;
@@ -129,7 +146,32 @@ static inline void dst_start(dst_t *t, const char *svc) {
         nanosleep(&ts, NULL); /* polling interval */
     }
     char *log = proc_slurp(t->log);
-    cr_fatal("%s did not become ready; log:\n%s", svc, log);
+    cr_fatal("%s did not answer %s with 200; log:\n%s", svc, path, log);
+}
+
+/* Starts dealscore-<svc> and waits for /readyz. */
+static inline void dst_start(dst_t *t, const char *svc) { dst_start_until(t, svc, "/readyz"); }
+
+/* Routes the service's database connections through a loopback proxy px
+ * (started here) that the test can cut with tcpproxy_set_up. */
+static inline void dst_db_through_proxy(dst_t *t, tcpproxy_t *px) {
+    char host[256] = "127.0.0.1", port[16] = "5432", err[256];
+    PQconninfoOption *opts = PQconninfoParse(t->db.conninfo, NULL);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (!o->val || !*o->val) continue;
+        if (!strcmp(o->keyword, "host")) snprintf(host, sizeof host, "%s", o->val);
+        if (!strcmp(o->keyword, "port")) snprintf(port, sizeof port, "%s", o->val);
+    }
+    PQconninfoFree(opts);
+    cr_assert_eq(tcpproxy_start(px, host, port), 0);
+    char pport[16];
+    snprintf(pport, sizeof pport, "%d", px->port);
+    const char *keys[] = {"host", "port", "hostaddr"};
+    const char *vals[] = {"127.0.0.1", pport, NULL};
+    char *via = ds_pg_url_with(t->db.conninfo, keys, vals, 3, err, sizeof err);
+    cr_assert(via, "%s", err);
+    dst_env_set(t, "DEALSCORE_DATABASE_URL", via);
+    free(via);
 }
 
 /* SIGTERM and expect exit 0 within 5 s. */
