@@ -12,6 +12,8 @@
 
 #include "dealscore/common.h"
 #include "dealscore/features.h"
+#include "dealscore/log.h"
+#include "dealscore/treeshap.h"
 
 #define ERR(...)                                                                                  \
     do {                                                                                          \
@@ -26,6 +28,7 @@ struct ds_model {
     BoosterHandle bst;
     size_t n_features;
     char **names;
+    ds_treeshap_t *ts; /* our engine over the same trees; NULL: XGBoost predicts */
 };
 
 /* XGBoost's own message of the last failed call on this thread. */
@@ -228,6 +231,31 @@ static char *objective_name(BoosterHandle bst) {
     return copy;
 }
 
+/* Builds our TreeSHAP engine from the booster's own JSON (whatever format
+ * the artifact came in). A model the engine does not handle still works,
+ * through XGBoost, only slower: say so once. */
+static void build_treeshap(ds_model_t *m) {
+    bst_ulong len = 0;
+    const char *raw = NULL;
+    char err[256] = "";
+    if (XGBoosterSaveModelToBuffer(m->bst, "{\"format\":\"json\"}", &len, &raw) != 0) {
+        ds_warn("could not build the TreeSHAP engine, XGBoost explains scores: %s",
+                XGBGetLastError());
+        return;
+    }
+    if (ds_treeshap_new(raw, (size_t)len, DS_TREESHAP_TABLE_BITS, &m->ts, err, sizeof err) != 0) {
+        ds_warn("could not build the TreeSHAP engine, XGBoost explains scores: %s", err);
+        return;
+    }
+    if (ds_treeshap_n_features(m->ts) != m->n_features) {
+        ds_warn("could not build the TreeSHAP engine, XGBoost explains scores: %zu features in "
+                "the trees for %zu in the model",
+                ds_treeshap_n_features(m->ts), m->n_features);
+        ds_treeshap_destroy(m->ts);
+        m->ts = NULL;
+    }
+}
+
 int ds_model_load(const void *buf, size_t len, int nthread, ds_model_t **out, char *errstr,
                   size_t errstr_size) {
     if (!buf || !len || !out || nthread < 0) {
@@ -287,9 +315,10 @@ int ds_model_load(const void *buf, size_t len, int nthread, ds_model_t **out, ch
     float *row = ds_malloc(m->n_features * sizeof *row);
     for (size_t j = 0; j < m->n_features; j++) row[j] = NAN;
     double margin;
-    rc = ds_model_predict_margin(m, row, 1, &margin, errstr, errstr_size);
+    rc = ds_model_predict_margin_xgb(m, row, 1, &margin, errstr, errstr_size);
     free(row);
     if (rc) goto fail;
+    build_treeshap(m);
     free(objective);
     *out = m;
     return 0;
@@ -304,6 +333,7 @@ fail:
 void ds_model_destroy(ds_model_t *m) {
     if (!m) return;
     if (m->bst) XGBoosterFree(m->bst);
+    ds_treeshap_destroy(m->ts);
     if (m->names)
         for (size_t j = 0; j < m->n_features; j++) free(m->names[j]);
     free(m->names);
@@ -381,9 +411,20 @@ done:
     return rc;
 }
 
+int ds_model_predict_margin_xgb(const ds_model_t *m, const float *x, size_t n_rows, double *out,
+                                char *errstr, size_t errstr_size) {
+    return predict(m, x, n_rows, 1, 1, NULL, out, errstr, errstr_size);
+}
+
 int ds_model_predict_margin(const ds_model_t *m, const float *x, size_t n_rows, double *out,
                             char *errstr, size_t errstr_size) {
-    return predict(m, x, n_rows, 1, 1, NULL, out, errstr, errstr_size);
+    if (!m || !m->ts) return ds_model_predict_margin_xgb(m, x, n_rows, out, errstr, errstr_size);
+    if (!x || !n_rows || !out) {
+        ERR("missing model, rows or output");
+        return DS_EINVAL;
+    }
+    ds_treeshap_margin(m->ts, x, n_rows, out);
+    return 0;
 }
 
 int ds_model_predict_proba(const ds_model_t *m, const float *x, size_t n_rows, double *out,
@@ -394,11 +435,24 @@ int ds_model_predict_proba(const ds_model_t *m, const float *x, size_t n_rows, d
     return 0;
 }
 
-int ds_model_contribs(const ds_model_t *m, const float *x, size_t n_rows, float *out,
-                      char *errstr, size_t errstr_size) {
+int ds_model_contribs_xgb(const ds_model_t *m, const float *x, size_t n_rows, float *out,
+                          char *errstr, size_t errstr_size) {
     if (!m) return DS_EINVAL;
     return predict(m, x, n_rows, 2, m->n_features + 1, out, NULL, errstr, errstr_size);
 }
+
+int ds_model_contribs(const ds_model_t *m, const float *x, size_t n_rows, float *out,
+                      char *errstr, size_t errstr_size) {
+    if (!m || !m->ts) return ds_model_contribs_xgb(m, x, n_rows, out, errstr, errstr_size);
+    if (!x || !n_rows || !out) {
+        ERR("missing model, rows or output");
+        return DS_EINVAL;
+    }
+    ds_treeshap_contribs(m->ts, x, n_rows, out);
+    return 0;
+}
+
+bool ds_model_has_treeshap(const ds_model_t *m) { return m && m->ts; }
 
 void ds_contribs_mean_abs(const float *contribs, size_t n_rows, size_t n_features, double *out) {
     for (size_t j = 0; j < n_features; j++) out[j] = 0;

@@ -17,12 +17,19 @@
  * are n_rows x (n_features + 1) floats, the last column of a row being the
  * bias; a row's contributions sum to its margin.
  *
+ * Engines: XGBoost trains, saves and loads. Margins and contributions come
+ * from our own engine over the same trees (dealscore/treeshap.h), built
+ * when the model is loaded: exact TreeSHAP at a fraction of XGBoost's cost,
+ * equal to XGBoost's pred_contribs to float rounding (tests/unit/
+ * test_treeshap.c). A model that engine does not handle (logged once at
+ * load) is served by XGBoost. The _xgb functions always ask XGBoost.
+ *
  * Threads: a trained or loaded ds_model_t is read-only; every prediction
  * function may run on any number of threads at once on the same model
  * (XGBoost >= 1.4 predicts thread-safely; each call builds its own DMatrix,
  * which also avoids XGBoost's per-DMatrix prediction cache, and nothing sets
- * a parameter after ds_model_load returns). ds_calib_t and ds_stage_prior_t
- * are read-only after they are built, too.
+ * a parameter after ds_model_load returns; our engine is read-only). ds_calib_t
+ * and ds_stage_prior_t are read-only after they are built, too.
  */
 #ifndef DEALSCORE_MODEL_H
 #define DEALSCORE_MODEL_H
@@ -103,10 +110,16 @@ int ds_model_feature_map(const ds_model_t *m, const char *const *engine_names, s
                          char *errstr, size_t errstr_size);
 
 /* Margins (log-odds, before calibration) of n_rows rows of x
- * (ds_model_n_features columns) into out[n_rows]. Returns 0, or DS_EINVAL
- * (NULL pointer, n_rows 0) or DS_EFATAL (XGBoost's message in errstr). */
+ * (ds_model_n_features columns) into out[n_rows]: the base margin plus the
+ * leaf values, summed in double. Returns 0, or DS_EINVAL (NULL pointer,
+ * n_rows 0) or DS_EFATAL (XGBoost's message in errstr). */
 int ds_model_predict_margin(const ds_model_t *m, const float *x, size_t n_rows, double *out,
                             char *errstr, size_t errstr_size);
+
+/* The same margins from XGBoost itself (summed in float). Errors as
+ * ds_model_predict_margin. */
+int ds_model_predict_margin_xgb(const ds_model_t *m, const float *x, size_t n_rows, double *out,
+                                char *errstr, size_t errstr_size);
 
 /* Uncalibrated probabilities 1 / (1 + exp(-margin)) into out[n_rows].
  * Errors as ds_model_predict_margin. */
@@ -116,11 +129,21 @@ int ds_model_predict_proba(const ds_model_t *m, const float *x, size_t n_rows, d
 /* Exact (path-dependent) TreeSHAP contributions, XGBoost's prediction type
  * 2, into out[n_rows * (n_features + 1)]: row r's contribution of feature j
  * is out[r * (n_features + 1) + j], its bias out[r * (n_features + 1) +
- * n_features]; the row sums to its margin (within float rounding). Cost grows
- * with trees x leaves x depth^2 per row: see services/bench. Errors as
- * ds_model_predict_margin. */
+ * n_features]; the row sums to its margin (within float rounding). Cost
+ * grows with trees x leaves x depth per row (see dealscore/treeshap.h and
+ * services/bench). Errors as ds_model_predict_margin. */
 int ds_model_contribs(const ds_model_t *m, const float *x, size_t n_rows, float *out,
                       char *errstr, size_t errstr_size);
+
+/* The same contributions from XGBoost itself (XGBoosterPredictFromDMatrix,
+ * type 2): the reference the tests and benchmarks compare with; trees x
+ * leaves x depth^2 per row. Errors as ds_model_predict_margin. */
+int ds_model_contribs_xgb(const ds_model_t *m, const float *x, size_t n_rows, float *out,
+                          char *errstr, size_t errstr_size);
+
+/* True when margins and contributions come from our engine, false when
+ * the model falls back to XGBoost. */
+bool ds_model_has_treeshap(const ds_model_t *m);
 
 /* Mean |contribution| per feature (bias excluded) over n_rows rows of
  * contributions as ds_model_contribs returns them, into out[n_features]:
