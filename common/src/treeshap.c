@@ -44,7 +44,7 @@ struct ds_treeshap {
     float *thr;
     uint8_t *dleft;
     uint8_t *pos; /* position of the node's feature among its path's distinct features */
-    uint32_t *left, *right;
+    uint32_t *child; /* left child 2 i, right child 2 i + 1 */
     /* Leaves, tree by tree, depth-first. */
     double *value;
     uint8_t *nu;   /* distinct features on the path */
@@ -53,10 +53,10 @@ struct ds_treeshap {
     /* Path features of each leaf, by position. */
     int32_t *ufeat;
     double *uz; /* z: product of the cover ratios of the path's splits on the feature */
-    double *ur; /* (1 - z) / z, for table leaves */
+    double *ucoef; /* table leaves: {-1, 1 / z - 1}, the factor of G when unsatisfied, satisfied */
     size_t n_path;
     double *tables;
-    size_t max_tree_nodes;
+    size_t max_tree_nodes, max_tree_leaves;
     int max_nu;
     double gl_t[GL_INDEX(MAX_POINTS + 1)], gl_w[GL_INDEX(MAX_POINTS + 1)];
     ds_treeshap_stats_t stats;
@@ -112,7 +112,7 @@ static void path_reserve(build_t *b, size_t more) {
     while (ts->n_path + more > b->path_cap) b->path_cap = b->path_cap ? 2 * b->path_cap : 1024;
     ts->ufeat = ds_realloc(ts->ufeat, b->path_cap * sizeof *ts->ufeat);
     ts->uz = ds_realloc(ts->uz, b->path_cap * sizeof *ts->uz);
-    ts->ur = ds_realloc(ts->ur, b->path_cap * sizeof *ts->ur);
+    ts->ucoef = ds_realloc(ts->ucoef, 2 * b->path_cap * sizeof *ts->ucoef);
 }
 
 /* Fills the leaf's table: T[A] = v G(A) for every subset A of its d path
@@ -155,7 +155,8 @@ static void add_leaf(build_t *b, size_t node, int nu) {
     for (int p = 0; p < nu; p++) {
         ts->ufeat[ts->n_path + p] = b->pfeat[p];
         ts->uz[ts->n_path + p] = b->pz[p];
-        ts->ur[ts->n_path + p] = b->pz[p] > 0 ? (1 - b->pz[p]) / b->pz[p] : 0;
+        ts->ucoef[2 * (ts->n_path + p)] = -1;
+        ts->ucoef[2 * (ts->n_path + p) + 1] = b->pz[p] > 0 ? (1 - b->pz[p]) / b->pz[p] : 0;
         zprod *= b->pz[p];
         if (!(b->pz[p] > 0)) positive = false;
     }
@@ -319,14 +320,15 @@ static int add_tree(build_t *b, const json_t *tree, size_t ti, char *errstr, siz
         ts->thr[k] = (float)num_at(b->sc, i);
         json_t *d = json_array_get(b->dl, i);
         ts->dleft[k] = (uint8_t)(json_is_true(d) || (json_is_integer(d) && json_integer_value(d)));
-        ts->left[k] = b->newid[int_at(b->lc, i)];
-        ts->right[k] = b->newid[int_at(b->rc, i)];
+        ts->child[2 * k] = b->newid[int_at(b->lc, i)];
+        ts->child[2 * k + 1] = b->newid[int_at(b->rc, i)];
     }
     ts->bias += b->expected;
     b->node_off += ni;
     b->leaf_off += nl;
     ts->stats.n_nodes += ni + nl;
     if (ni + nl > ts->max_tree_nodes) ts->max_tree_nodes = ni + nl;
+    if (nl > ts->max_tree_leaves) ts->max_tree_leaves = nl;
 done:
     free(queue);
     free(seen);
@@ -423,8 +425,7 @@ int ds_treeshap_new(const char *json, size_t len, int table_bits, ds_treeshap_t 
     ts->thr = ds_malloc(cap * sizeof *ts->thr);
     ts->dleft = ds_malloc(cap * sizeof *ts->dleft);
     ts->pos = ds_malloc(cap * sizeof *ts->pos);
-    ts->left = ds_malloc(cap * sizeof *ts->left);
-    ts->right = ds_malloc(cap * sizeof *ts->right);
+    ts->child = ds_malloc(2 * cap * sizeof *ts->child);
     ts->value = ds_malloc(cap * sizeof *ts->value);
     ts->nu = ds_malloc(cap * sizeof *ts->nu);
     ts->uoff = ds_malloc(cap * sizeof *ts->uoff);
@@ -456,15 +457,14 @@ void ds_treeshap_destroy(ds_treeshap_t *ts) {
     free(ts->thr);
     free(ts->dleft);
     free(ts->pos);
-    free(ts->left);
-    free(ts->right);
+    free(ts->child);
     free(ts->value);
     free(ts->nu);
     free(ts->uoff);
     free(ts->toff);
     free(ts->ufeat);
     free(ts->uz);
-    free(ts->ur);
+    free(ts->ucoef);
     free(ts->tables);
     free(ts);
 }
@@ -477,8 +477,10 @@ void ds_treeshap_stats(const ds_treeshap_t *ts, ds_treeshap_stats_t *out) { *out
 
 /* ---- prediction -------------------------------------------------------------- */
 
-static inline int goes_left(float v, float thr, uint8_t dleft) {
-    return isnan(v) ? dleft : v < thr;
+/* 1 when the row goes left: x < threshold, or missing and default left.
+ * Without a branch: NaN is rare but not predictable. */
+static inline unsigned goes_left(float v, float thr, uint8_t dleft) {
+    return (unsigned)(v < thr) | ((unsigned)isnan(v) & dleft);
 }
 
 void ds_treeshap_margin(const ds_treeshap_t *ts, const float *x, size_t n_rows, double *out) {
@@ -491,13 +493,15 @@ void ds_treeshap_margin(const ds_treeshap_t *ts, const float *x, size_t n_rows, 
             const int32_t *feat = ts->feat + tr->node_off;
             const float *thr = ts->thr + tr->node_off;
             const uint8_t *dl = ts->dleft + tr->node_off;
-            const uint32_t *left = ts->left + tr->node_off, *right = ts->right + tr->node_off;
+            const uint32_t *child = ts->child + 2 * tr->node_off;
             const double *value = ts->value + tr->leaf_off;
             uint32_t ni = tr->n_internal;
             for (size_t r = r0; r < r1; r++) {
                 const float *row = x + r * nf;
                 uint32_t n = 0;
-                while (n < ni) n = goes_left(row[feat[n]], thr[n], dl[n]) ? left[n] : right[n];
+                /* An index, not a branch: the way a row goes is not
+                 * predictable. */
+                while (n < ni) n = child[2 * n + (goes_left(row[feat[n]], thr[n], dl[n]) ^ 1)];
                 out[r] += value[n - ni];
             }
         }
@@ -533,62 +537,77 @@ void ds_treeshap_contribs(const ds_treeshap_t *ts, const float *x, size_t n_rows
     size_t nf = ts->n_features, stride = nf + 1;
     double *phi = ds_malloc(BLOCK_ROWS * stride * sizeof *phi);
     uint64_t *mask = ds_malloc((ts->max_tree_nodes ? ts->max_tree_nodes : 1) * sizeof *mask);
+    /* The satisfied set of each table leaf for each row of the block. */
+    uint32_t *lset = ds_malloc((ts->max_tree_leaves ? ts->max_tree_leaves : 1) * BLOCK_ROWS *
+                               sizeof *lset);
     size_t qn = (size_t)ts->max_nu + 1;
     double *q = ds_malloc(3 * qn * sizeof *q), *pre = q + qn, *acc = q + 2 * qn;
     for (size_t r0 = 0; r0 < n_rows; r0 += BLOCK_ROWS) {
-        size_t r1 = r0 + BLOCK_ROWS < n_rows ? r0 + BLOCK_ROWS : n_rows;
-        memset(phi, 0, (r1 - r0) * stride * sizeof *phi);
+        size_t r1 = r0 + BLOCK_ROWS < n_rows ? r0 + BLOCK_ROWS : n_rows, nr = r1 - r0;
+        memset(phi, 0, nr * stride * sizeof *phi);
         for (size_t t = 0; t < ts->n_trees; t++) {
             const tree_t *tr = &ts->trees[t];
             const int32_t *feat = ts->feat + tr->node_off;
             const float *thr = ts->thr + tr->node_off;
             const uint8_t *dl = ts->dleft + tr->node_off, *pos = ts->pos + tr->node_off;
-            const uint32_t *left = ts->left + tr->node_off, *right = ts->right + tr->node_off;
+            const uint32_t *child = ts->child + 2 * tr->node_off;
             size_t lo = tr->leaf_off;
             uint32_t ni = tr->n_internal, nl = tr->n_leaves;
-            for (size_t r = r0; r < r1; r++) {
-                const float *row = x + r * nf;
-                double *ph = phi + (r - r0) * stride;
+            /* Row by row: where the row satisfies each leaf's path; the
+             * per-row leaves right away. */
+            for (size_t r = 0; r < nr; r++) {
+                const float *row = x + (r0 + r) * nf;
                 /* Bit p of a node's mask: the row satisfies every split on
                  * the path's p-th distinct feature so far. */
                 mask[0] = ~(uint64_t)0;
                 for (uint32_t i = 0; i < ni; i++) {
                     uint64_t go = (uint64_t)goes_left(row[feat[i]], thr[i], dl[i]);
                     uint64_t m = mask[i], bit = (uint64_t)1 << pos[i];
-                    mask[left[i]] = m & ~((go ^ 1) << pos[i]);
-                    mask[right[i]] = m & ~(go * bit);
+                    mask[child[2 * i]] = m & ~((go ^ 1) << pos[i]);
+                    mask[child[2 * i + 1]] = m & ~(go * bit);
                 }
                 for (uint32_t l = 0; l < nl; l++) {
                     int d = ts->nu[lo + l];
-                    if (d == 0) continue;
                     uint64_t set = mask[ni + l] & (((uint64_t)1 << d) - 1);
-                    const int32_t *f = ts->ufeat + ts->uoff[lo + l];
-                    size_t toff = ts->toff[lo + l];
-                    if (toff == NO_TABLE) {
-                        leaf_by_quadrature(ts, ts->value[lo + l], set, f, ts->uz + ts->uoff[lo + l],
-                                           d, ph, q, pre, acc);
-                        continue;
-                    }
-                    const double *tab = ts->tables + toff, *rr = ts->ur + ts->uoff[lo + l];
-                    /* Unsatisfied features get -v G(B), satisfied ones
-                     * v (1 - z) / z G(B \ {i}). */
-                    double off = -tab[set];
-                    for (int p = 0; p < d; p++) {
-                        uint64_t bit = (uint64_t)1 << p;
-                        double on = rr[p] * tab[set & ~bit];
-                        ph[f[p]] += (set & bit) ? on : off;
+                    if (ts->toff[lo + l] != NO_TABLE) {
+                        lset[(size_t)l * BLOCK_ROWS + r] = (uint32_t)set;
+                    } else if (d > 0) {
+                        size_t u = ts->uoff[lo + l];
+                        leaf_by_quadrature(ts, ts->value[lo + l], set, ts->ufeat + u, ts->uz + u,
+                                           d, phi + r * stride, q, pre, acc);
                     }
                 }
             }
+            /* Leaf by leaf, every row: consecutive updates go to different
+             * rows, so they do not wait for each other. Unsatisfied
+             * features get -v G(B), satisfied ones v (1 - z) / z G(B \ {i}):
+             * the bit picks the factor and, since B \ {i} = B when i is
+             * unsatisfied, the table entry too, without a branch on the
+             * row's (unpredictable) bits. */
+            for (uint32_t l = 0; l < nl; l++) {
+                size_t toff = ts->toff[lo + l];
+                if (toff == NO_TABLE) continue;
+                int d = ts->nu[lo + l];
+                const double *tab = ts->tables + toff, *cf = ts->ucoef + 2 * ts->uoff[lo + l];
+                const int32_t *f = ts->ufeat + ts->uoff[lo + l];
+                const uint32_t *sets = lset + (size_t)l * BLOCK_ROWS;
+                for (size_t r = 0; r < nr; r++) {
+                    uint32_t set = sets[r];
+                    double *ph = phi + r * stride;
+                    for (int p = 0; p < d; p++)
+                        ph[f[p]] += cf[2 * p + ((set >> p) & 1)] * tab[set & ~((uint32_t)1 << p)];
+                }
+            }
         }
-        for (size_t r = r0; r < r1; r++) {
-            const double *ph = phi + (r - r0) * stride;
-            float *o = out + r * stride;
+        for (size_t r = 0; r < nr; r++) {
+            const double *ph = phi + r * stride;
+            float *o = out + (r0 + r) * stride;
             for (size_t j = 0; j < nf; j++) o[j] = (float)ph[j];
             o[nf] = (float)ts->bias;
         }
     }
     free(q);
+    free(lset);
     free(mask);
     free(phi);
 }
