@@ -375,7 +375,10 @@ int ds_treeshap_new(const char *json, size_t len, int table_bits, ds_treeshap_t 
     const char *s_base = param_str(mp, "base_score"), *s_nf = param_str(mp, "num_feature");
     const char *s_class = param_str(mp, "num_class"), *s_target = param_str(mp, "num_target");
     char *end = NULL;
-    double base = s_base ? strtod(s_base, &end) : NAN;
+    /* XGBoost 2 writes a vector, "[5E-1]". */
+    bool vec = s_base && *s_base == '[';
+    double base = s_base ? strtod(s_base + vec, &end) : NAN;
+    if (vec && end && *end == ']') end++;
     if (!s_base || *end || !(base > 0 && base < 1)) {
         ERR("base_score %s is not a probability", s_base ? s_base : "(none)");
         goto fail;
@@ -438,6 +441,8 @@ int ds_treeshap_new(const char *json, size_t len, int table_bits, ds_treeshap_t 
         if (rc) goto fail;
     }
     ts->stats.n_trees = ts->n_trees;
+    if (ts->tables) /* give back what the doubling reserved */
+        ts->tables = ds_realloc(ts->tables, ts->stats.table_bytes);
     free(b.scratch);
     json_decref(root);
     *out = ts;

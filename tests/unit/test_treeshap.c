@@ -76,6 +76,7 @@ typedef struct {
     const char *tree_method;
     const char *booster;
     double min_child_weight;
+    double gamma; /* > 0: pruning, which leaves deleted nodes in the arrays */
 } train_t;
 
 /* Trains through XGBoost's C API and returns the model's JSON (caller
@@ -97,6 +98,8 @@ static char *train_json(const train_t *t, const float *x, const float *y, size_t
     cr_assert_eq(XGBoosterSetParam(bst, "base_score", v), 0);
     snprintf(v, sizeof v, "%.17g", t->min_child_weight);
     cr_assert_eq(XGBoosterSetParam(bst, "min_child_weight", v), 0);
+    snprintf(v, sizeof v, "%.17g", t->gamma);
+    cr_assert_eq(XGBoosterSetParam(bst, "gamma", v), 0);
     cr_assert_eq(XGBoosterSetParam(bst, "eta", "0.3"), 0);
     cr_assert_eq(XGBoosterSetParam(bst, "nthread", "1"), 0);
     cr_assert_eq(XGBoosterSetParam(bst, "seed", "3"), 0);
@@ -211,7 +214,8 @@ static worst_t check_against_xgboost(const char *json, size_t len, const float *
     return w;
 }
 
-static void run_case(const train_t *t, size_t nf, uint64_t seed) {
+/* Returns the model's JSON, for checks of its own. */
+static char *run_case(const train_t *t, size_t nf, uint64_t seed) {
     size_t n_train = 1500;
     float *x = malloc(n_train * nf * sizeof *x), *y = malloc(n_train * sizeof *y);
     make_data(n_train, nf, 0.15, seed, x, y);
@@ -245,9 +249,9 @@ static void run_case(const train_t *t, size_t nf, uint64_t seed) {
                 t->trees, t->depth, t->tree_method, st.max_depth, st.n_leaves, st.n_table_leaves,
                 nf, t->base_score, n, a.contrib, b.contrib, a.margin_ours, a.sum);
     free(ev);
-    free(json);
     free(x);
     free(y);
+    return json;
 }
 
 Test(treeshap, depth4_matches_xgboost) {
@@ -255,7 +259,7 @@ Test(treeshap, depth4_matches_xgboost) {
     for (size_t i = 0; i < DS_ARRAY_SIZE(nfs); i++) {
         train_t t = {.depth = 4, .trees = 60, .base_score = 0.3, .tree_method = "hist",
                      .min_child_weight = 1};
-        run_case(&t, nfs[i], 100 + i);
+        free(run_case(&t, nfs[i], 100 + i));
     }
 }
 
@@ -264,16 +268,33 @@ Test(treeshap, depth6_matches_xgboost) {
     for (size_t i = 0; i < DS_ARRAY_SIZE(nfs); i++) {
         train_t t = {.depth = 6, .trees = 80, .base_score = 0.72, .tree_method = "hist",
                      .min_child_weight = 0.5};
-        run_case(&t, nfs[i], 200 + i);
+        free(run_case(&t, nfs[i], 200 + i));
     }
 }
 
 Test(treeshap, exact_splits_match_xgboost) {
     /* tree_method exact splits halfway between data values; small covers
-     * with min_child_weight 0. */
+     * with min_child_weight 0; gamma makes the pruner delete nodes, which
+     * stay in the arrays, unreachable. */
     train_t t = {.depth = 6, .trees = 40, .base_score = 0.2, .tree_method = "exact",
-                 .min_child_weight = 0};
-    run_case(&t, 8, 300);
+                 .min_child_weight = 0, .gamma = 0.5};
+    char *json = run_case(&t, 8, 300);
+    json_t *root = json_loads(json, 0, NULL);
+    json_t *trees = json_object_get(
+        json_object_get(json_object_get(json_object_get(root, "learner"), "gradient_booster"),
+                        "model"),
+        "trees");
+    long deleted = 0;
+    size_t ti;
+    json_t *tree;
+    json_array_foreach(trees, ti, tree) {
+        deleted += atol(json_string_value(
+            json_object_get(json_object_get(tree, "tree_param"), "num_deleted")));
+    }
+    cr_assert(deleted > 0, "no tree has deleted nodes");
+    cr_log_info("%ld deleted nodes", deleted);
+    json_decref(root);
+    free(json);
 }
 
 Test(treeshap, deep_trees_match_xgboost) {
@@ -281,7 +302,7 @@ Test(treeshap, deep_trees_match_xgboost) {
      * row even with tables on. */
     train_t t = {.depth = 12, .trees = 15, .base_score = 0.55, .tree_method = "hist",
                  .min_child_weight = 0};
-    run_case(&t, 30, 400);
+    free(run_case(&t, 30, 400));
 }
 
 Test(treeshap, single_row_equals_batch) {
@@ -352,6 +373,13 @@ Test(treeshap, stump_hand_computed) {
         cr_assert_eq(c[r * 3 + 1], 0.0f);
         cr_assert_float_eq(c[r * 3 + 2], 0.125f, 1e-7);
     }
+    ds_treeshap_destroy(ts);
+    free(json);
+    /* XGBoost 2 writes base_score as a vector. */
+    json = model_json(tree, 2, "[5E-1]");
+    cr_assert_eq(ds_treeshap_new(json, strlen(json), DS_TREESHAP_TABLE_BITS, &ts, err, sizeof err),
+                 0, "%s", err);
+    cr_assert_float_eq(ds_treeshap_bias(ts), 0.125, 1e-12);
     ds_treeshap_destroy(ts);
     free(json);
 }
