@@ -85,15 +85,19 @@ size_t ds_treeshap_n_features(const ds_treeshap_t *ts);
  * expected values (cover-weighted means of their leaves). */
 double ds_treeshap_bias(const ds_treeshap_t *ts);
 
+/* Copies what the engine holds into *out. */
 void ds_treeshap_stats(const ds_treeshap_t *ts, ds_treeshap_stats_t *out);
 
 /* Margins (log-odds) of n_rows rows of x (row-major float, n_features
  * columns, NaN missing) into out[n_rows]: the base margin plus each tree's
- * leaf value, summed in double. */
+ * leaf value, summed in double. Cannot fail; n_rows 0 does nothing. */
 void ds_treeshap_margin(const ds_treeshap_t *ts, const float *x, size_t n_rows, double *out);
 
 /* Exact path-dependent TreeSHAP contributions of n_rows rows of x into
- * out[n_rows * (n_features + 1)], bias last. */
+ * out[n_rows * (n_features + 1)], bias last. Rows go through the trees in
+ * blocks, so one call with many rows costs less per row than many calls
+ * with one; a row's result does not depend on the batch it comes in. Cannot
+ * fail (scratch comes from ds_malloc); n_rows 0 does nothing. */
 void ds_treeshap_contribs(const ds_treeshap_t *ts, const float *x, size_t n_rows, float *out);
 
 #endif
