@@ -173,55 +173,54 @@ static void on_notify(void *ud, const char *channel, const char *payload, int pi
     scorer_invalidate(t->scorer, payload && *payload ? payload : NULL);
 }
 
-/* Runs the RLS check: is the opportunity visible to the caller? Returns 1
- * visible, 0 not, or a negative pg class. Fills org_id and account_id. */
-static int visible(api_thread_t *t, const ds_jwt_claims_t *c, const char *opp, char org_id[37], char account_id[37],
-                   char *errstr, size_t errsz) {
-    int rc = ds_pg_exec(t->pg, "begin", NULL, errstr, errsz);
-    if (rc != 0) return rc;
-    PGresult *r = NULL;
-    rc = ds_pg_exec(t->pg, "set local role authenticated", NULL, errstr, errsz);
-    const char *v1[] = {c->claims_json};
-    if (rc == 0)
-        rc = ds_pg_exec_params(t->pg, "select set_config('request.jwt.claims', $1, true)", 1, v1, NULL, NULL, NULL,
-                               errstr, errsz);
-    const char *v2[] = {opp};
-    if (rc == 0)
-        rc = ds_pg_exec_params(t->pg,
-                               "select org_id, coalesce(account_id::text, '') from public.opportunities"
-                               " where id = $1::uuid and not placeholder",
-                               1, v2, NULL, NULL, &r, errstr, errsz);
-    int vis = 0;
-    if (rc == 0 && PQntuples(r) == 1) {
-        snprintf(org_id, 37, "%s", PQgetvalue(r, 0, 0));
-        snprintf(account_id, 37, "%s", PQgetvalue(r, 0, 1));
-        vis = 1;
+/* What the RLS-scoped read found: the opportunity's org and account, and its
+ * peer benchmark (json null when it has none yet). */
+typedef struct {
+    int found;
+    char org_id[37], account_id[37];
+    json_t *benchmark;
+} api_visible_t;
+
+static int on_visible_row(void *ud, void *tag, const PGresult *res, int err) {
+    api_visible_t *v = ud;
+    if (!tag || err != 0 || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) return 0;
+    v->found = 1;
+    snprintf(v->org_id, sizeof v->org_id, "%s", PQgetvalue(res, 0, 0));
+    snprintf(v->account_id, sizeof v->account_id, "%s", PQgetvalue(res, 0, 1));
+    if (!PQgetisnull(res, 0, 2)) {
+        json_t *metrics = json_loads(PQgetvalue(res, 0, 5), 0, NULL);
+        v->benchmark = json_pack("{s:s, s:s, s:i, s:o, s:s}", "cohort_key", PQgetvalue(res, 0, 2), "match_level",
+                                 PQgetvalue(res, 0, 3), "cohort_size", atoi(PQgetvalue(res, 0, 4)), "metrics",
+                                 metrics ? metrics : json_object(), "as_of", PQgetvalue(res, 0, 6));
     }
-    PQclear(r);
-    char e2[128];
-    ds_pg_exec(t->pg, "rollback", NULL, e2, sizeof e2);
-    return rc != 0 ? rc : vis;
+    return 0;
 }
 
-static json_t *benchmark_of(api_thread_t *t, const char *opp) {
-    const char *v[] = {opp};
-    PGresult *r = NULL;
-    char err[256];
-    if (ds_pg_exec_params(t->pg,
-                          "select b.cohort_key, b.match_level, c.cohort_size, c.metrics::text, c.as_of"
-                          " from public.opportunity_benchmarks b join public.benchmarks_cached c"
-                          " on c.org_id = b.org_id and c.cohort_key = b.cohort_key where b.opportunity_id = $1::uuid",
-                          1, v, NULL, NULL, &r, err, sizeof err) != 0)
-        return json_null();
-    json_t *out = json_null();
-    if (PQntuples(r) == 1) {
-        json_t *metrics = json_loads(PQgetvalue(r, 0, 3), 0, NULL);
-        out = json_pack("{s:s, s:s, s:i, s:o, s:s}", "cohort_key", PQgetvalue(r, 0, 0), "match_level",
-                        PQgetvalue(r, 0, 1), "cohort_size", atoi(PQgetvalue(r, 0, 2)), "metrics",
-                        metrics ? metrics : json_object(), "as_of", PQgetvalue(r, 0, 4));
+/* The RLS check and the benchmark read, in one round trip: as role
+ * authenticated with the caller's claims, is the opportunity visible, and
+ * what is its peer benchmark? Returns 1 visible, 0 not (missing and hidden
+ * look the same), or a negative pg class. */
+static int visible(api_thread_t *t, const ds_jwt_claims_t *c, const char *opp, api_visible_t *out, char *errstr,
+                   size_t errsz) {
+    static int row_tag;
+    ds_pg_batch_t *b = NULL;
+    int rc = ds_pg_batch_begin(t->pg, &b);
+    if (rc != 0) return rc;
+    ds_pg_batch_add_sql(b, "BEGIN", NULL);
+    ds_pg_batch_add_sql(b, "SET LOCAL ROLE authenticated", NULL);
+    const char *v1[] = {c->claims_json};
+    ds_pg_batch_add_params(b, "select set_config('request.jwt.claims', $1, true)", 1, v1, NULL, NULL, NULL);
+    const char *v2[] = {opp};
+    ds_pg_batch_add_prepared(b, "ds_api_visible", 1, v2, NULL, NULL, &row_tag);
+    ds_pg_batch_add_sql(b, "ROLLBACK", NULL);
+    rc = ds_pg_batch_run(b, on_visible_row, out, errstr, errsz);
+    ds_pg_batch_end(b);
+    if (rc != 0) {
+        json_decref(out->benchmark);
+        out->benchmark = NULL;
+        return rc;
     }
-    PQclear(r);
-    return out;
+    return out->found;
 }
 
 static void handle(api_thread_t *t, api_job_t *j) {
@@ -245,6 +244,7 @@ static void handle(api_thread_t *t, api_job_t *j) {
         fail(j, 415, "unsupported_media_type", "Content-Type must be application/json");
         return;
     }
+    api_visible_t v = {0};
     json_error_t jerr;
     json_t *body = json_loadb(j->body, j->body_len, 0, &jerr);
     const char *opp = body ? json_string_value(json_object_get(body, "opportunity_id")) : NULL;
@@ -267,10 +267,15 @@ static void handle(api_thread_t *t, api_job_t *j) {
     if (ds_pg_generation(t->pg) != t->generation) {
         t->generation = ds_pg_generation(t->pg);
         scorer_invalidate(t->scorer, NULL);
+        /* The rows an API call writes are derived (the features and score of
+         * now, recomputed by the next change or call): they need not wait for
+         * the WAL flush. A crash can lose the last few hundred ms of them,
+         * never an input. */
+        ds_pg_exec(t->pg, "set synchronous_commit to off", NULL, err, sizeof err);
     }
     ds_pg_notifies(t->pg, on_notify, t);
-    char org_id[37] = "", account_id[37] = "";
-    int vis = visible(t, &claims, opp, org_id, account_id, err, sizeof err);
+    int vis = visible(t, &claims, opp, &v, err, sizeof err);
+    const char *org_id = v.org_id, *account_id = v.account_id;
     if (vis < 0) {
         if (!ds_pg_is_connected(t->pg)) ds_pg_reset(t->pg);
         ds_warn("predict: visibility check failed: %s", err);
@@ -303,11 +308,7 @@ static void handle(api_thread_t *t, api_job_t *j) {
     char asof[40];
     ds_format_time_us(now, asof, sizeof asof);
     const char *sv[] = {org_id, opp, asof, DS_FEATURE_VERSION, fjson, mjson};
-    rc = ds_pg_exec_params(t->pg,
-                           "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version,"
-                           " features, meddicc) values ($1::uuid, $2::uuid, $3::timestamptz, $4, $5::jsonb, $6::jsonb)"
-                           " on conflict (opportunity_id, as_of, feature_version) do nothing",
-                           6, sv, NULL, NULL, NULL, err, sizeof err);
+    rc = ds_pg_exec_prepared(t->pg, "ds_api_snapshot", 6, sv, NULL, NULL, NULL, err, sizeof err);
     scoring_item_t it = {.org_id = org_id, .opp_id = opp, .account_id = account_id[0] ? account_id : NULL,
                          .as_of_us = now, .traceparent = j->traceparent, .values = vec.values,
                          .meddicc_json = mjson};
@@ -337,13 +338,14 @@ static void handle(api_thread_t *t, api_job_t *j) {
         j->resp = json_pack("{s:s, s:f, s:s, s:s, s:b, s:O, s:o, s:o, s:o}", "opportunity_id", opp, "proba_close",
                             it.score.proba, "model_version", it.version, "as_of", asof, "is_prior", it.score.is_prior,
                             "drivers", it.score.drivers, "change", change, "meddicc", meddicc ? meddicc : json_object(),
-                            "benchmark", benchmark_of(t, opp));
+                            "benchmark", v.benchmark ? json_incref(v.benchmark) : json_null());
     }
     scoring_item_clear(&it);
     free(fjson);
     free(mjson);
     ds_opp_batch_destroy(b);
 done:
+    json_decref(v.benchmark);
     json_decref(body);
     ds_jwt_claims_clear(&claims);
 }
@@ -356,6 +358,21 @@ static void *api_main(void *arg) {
         ds_panic("database url rejected after validation: %s", err);
     ds_pg_listen(t.pg, "dealscore_models", err, sizeof err);
     scorer_register(t.pg);
+    /* Prepared once per connection: with RLS, planning the visibility read
+     * cost about as much as running it. */
+    ds_pg_add_statement(t.pg, "ds_api_visible",
+                        "select o.org_id, coalesce(o.account_id::text, ''), b.cohort_key, b.match_level,"
+                        " c.cohort_size, c.metrics::text, c.as_of"
+                        " from public.opportunities o"
+                        " left join public.opportunity_benchmarks b on b.opportunity_id = o.id"
+                        " left join public.benchmarks_cached c on c.org_id = b.org_id and c.cohort_key = b.cohort_key"
+                        " where o.id = $1::uuid and not o.placeholder",
+                        1);
+    ds_pg_add_statement(t.pg, "ds_api_snapshot",
+                        "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version,"
+                        " features, meddicc) values ($1::uuid, $2::uuid, $3::timestamptz, $4, $5::jsonb, $6::jsonb)"
+                        " on conflict (opportunity_id, as_of, feature_version) do nothing",
+                        6);
     t.orgs = ds_org_cache_new(60000);
     t.scorer = scorer_new(60000);
     for (;;) {

@@ -234,7 +234,22 @@ Test(scoring, api_predict_scores_visible_opportunities_and_hides_the_rest) {
     cr_expect(json_is_object(json_object_get(json_object_get(j, "meddicc"), "champion")));
     cr_expect(json_is_array(json_object_get(json_object_get(j, "drivers"), "positive")));
     cr_expect(json_object_get(json_object_get(j, "change"), "previous_proba") != NULL);
-    cr_expect(json_object_get(j, "benchmark") != NULL);
+    cr_expect(json_is_null(json_object_get(j, "benchmark")), "no cohort yet: benchmark is null");
+    json_decref(j);
+    httpc_free(&r);
+    /* Once the benchmark worker has placed it in a cohort, the body carries it. */
+    pgt_execf(db, "insert into benchmarks_cached (org_id, cohort_key, as_of, match_level, cohort_size, metrics)"
+                  " values ('%s', 'v1|test', '2026-11-01T00:00:00Z', 'full', 12, '{\"win_rate\": 0.25}')", S.org_id);
+    pgt_execf(db, "insert into opportunity_benchmarks (org_id, opportunity_id, account_id, cohort_key, match_level)"
+                  " values ('%s', '%s', '%s', 'v1|test', 'industry')", S.org_id, opp, acc);
+    r = predict(ok, body);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    j = json_loads(r.body, 0, NULL);
+    json_t *bm = json_object_get(j, "benchmark");
+    cr_expect_str_eq(json_string_value(json_object_get(bm, "cohort_key")), "v1|test", "%s", r.body);
+    cr_expect_str_eq(json_string_value(json_object_get(bm, "match_level")), "industry", "%s", r.body);
+    cr_expect_eq(json_integer_value(json_object_get(bm, "cohort_size")), 12, "%s", r.body);
+    cr_expect_eq(json_real_value(json_object_get(json_object_get(bm, "metrics"), "win_rate")), 0.25, "%s", r.body);
     json_decref(j);
     httpc_free(&r);
     /* It persisted like the worker. */
