@@ -487,15 +487,18 @@ static int run_group(writer_t *w, ingest_job_t **jobs, size_t n, char *errstr, s
     if (rc != 0) return rc;
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
     int64_t now = ds_now_us();
-    for (size_t i = 0; i < n && rc == 0; i++) {
+    ds_store_set_t *set = ds_store_set_new();
+    for (size_t i = 0; i < n; i++) {
         ds_store_ctx_t ctx = {jobs[i]->org_id,
                               jobs[i]->profile == DS_PROFILE_SALESFORCE ? "salesforce" : "webhook",
                               jobs[i]->traceparent, jobs[i]->stage_outcome, now};
-        rc = ds_store_queue(b, &ctx, jobs[i]->recs, jobs[i]->nrecs, jobs[i]->tags);
+        ds_store_set_add(set, &ctx, jobs[i]->recs, jobs[i]->nrecs, jobs[i]->tags);
     }
+    rc = ds_store_set_queue(set, b);
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
     if (rc == 0) rc = ds_pg_batch_run(b, ds_store_batch_cb, NULL, errstr, errsz);
     ds_pg_batch_end(b);
+    ds_store_set_destroy(set);
     if (rc == DS_ERETRY && !ds_pg_is_connected(w->pg)) ds_pg_reset(w->pg);
     return rc;
 }
