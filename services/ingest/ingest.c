@@ -542,7 +542,12 @@ static void process(writer_t *w, ingest_job_t **jobs, size_t n) {
                                                NULL, (const double[]){1, 2, 4, 8, 16, 32, 64, 128}, 8),
                           (double)nok);
         char err[512];
+        int64_t t0 = ds_mono_us();
         int rc = run_group(w, ok, nok, err, sizeof err);
+        ds_metric_observe(ds_metrics_histogram(in->svc->metrics, "ingest_group_commit_seconds",
+                                               "Time of one group-committed transaction", NULL,
+                                               ds_metrics_latency_buckets, ds_metrics_latency_nbuckets),
+                          (double)(ds_mono_us() - t0) / 1e6);
         if (rc == DS_EFATAL && nok > 1) {
             /* One request's data broke the transaction: isolate it. */
             for (size_t i = 0; i < nok; i++) {

@@ -62,13 +62,17 @@ static const char *sql_opportunity =
     "   stage, created_at, close_date, closed_at, outcome, source_hash, source, traceparent,"
     "   changed_at, now_at)),"
     " keys as (select distinct org_id, acct_ext from inp where acct_ext is not null),"
+    " found as (select a.id, a.org_id, a.external_id from public.accounts a"
+    "  join keys k on a.org_id = k.org_id and a.external_id = k.acct_ext),"
+    /* Only the accounts not found: a conflict check costs as much as the
+     * lookup. */
     " ins_acct as ("
     " insert into public.accounts (org_id, external_id, placeholder)"
-    " select org_id, acct_ext, true from keys"
+    " select k.org_id, k.acct_ext, true from keys k where not exists (select 1 from found f"
+    "  where f.org_id = k.org_id and f.external_id = k.acct_ext)"
     " on conflict (org_id, external_id) do nothing returning id, org_id, external_id),"
-    " acct as (select id, org_id, external_id from ins_acct"
-    "  union all select a.id, a.org_id, a.external_id from public.accounts a"
-    "  join keys k on a.org_id = k.org_id and a.external_id = k.acct_ext),"
+    " acct as (select id, org_id, external_id from found"
+    "  union all select id, org_id, external_id from ins_acct),"
     " prev as (select o.org_id, o.external_id, o.id, o.stage, o.amount, o.close_date, o.outcome,"
     "  o.placeholder from public.opportunities o"
     "  join inp i on o.org_id = i.org_id and o.external_id = i.ext),"
@@ -135,15 +139,17 @@ static const char *sql_opportunity =
     "with inp as (select * from unnest($1::int[], $2::uuid[], $3::text[], $4::text[], " unnest   \
     ")),"                                                                                      \
     " keys as (select distinct org_id, opp_ext from inp),"                                      \
-    " ins_opp as ("                                                                            \
-    " insert into public.opportunities (org_id, external_id, placeholder)"                       \
-    " select org_id, opp_ext, true from keys"                                                  \
-    " on conflict (org_id, external_id) do nothing"                                            \
-    " returning id, org_id, external_id, account_id, placeholder),"                            \
-    " opp as (select id, org_id, external_id, account_id, placeholder from ins_opp"             \
-    "  union all select o.id, o.org_id, o.external_id, o.account_id, o.placeholder"             \
+    " found as (select o.id, o.org_id, o.external_id, o.account_id, o.placeholder"              \
     "  from public.opportunities o join keys k on o.org_id = k.org_id"                          \
     "  and o.external_id = k.opp_ext),"                                                        \
+    " ins_opp as ("                                                                            \
+    " insert into public.opportunities (org_id, external_id, placeholder)"                       \
+    " select k.org_id, k.opp_ext, true from keys k where not exists (select 1 from found f"     \
+    "  where f.org_id = k.org_id and f.external_id = k.opp_ext)"                                \
+    " on conflict (org_id, external_id) do nothing"                                            \
+    " returning id, org_id, external_id, account_id, placeholder),"                            \
+    " opp as (select id, org_id, external_id, account_id, placeholder from found"               \
+    "  union all select id, org_id, external_id, account_id, placeholder from ins_opp),"        \
     " up as ("                                                                                 \
     " insert into public." table " as t (org_id, external_id, opportunity_id,"                   \
     "  opportunity_external_id, " cols ", source_hash)"                                         \
