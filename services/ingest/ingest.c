@@ -473,18 +473,17 @@ static bool validate(writer_t *w, ingest_job_t *j) {
 static int run_group(writer_t *w, ingest_job_t **jobs, size_t n, char *errstr, size_t errsz) {
     int rc = ds_pg_ensure(w->pg, 1000, NULL, errstr, errsz);
     if (rc != 0) return rc == DS_EINVAL ? DS_EFATAL : DS_ERETRY;
-    /* The upserts are prepared once, and Postgres may settle on a generic
-     * plan made while the tables were nearly empty, which scans the org on
-     * every row once they have grown. Re-plan every few seconds: cheap, and
-     * plans follow the data. */
-    if (ds_mono_us() - w->plans_at > 5 * 1000000LL) {
-        char e2[256];
-        ds_pg_exec(w->pg, "discard plans", NULL, e2, sizeof e2);
-        w->plans_at = ds_mono_us();
-    }
     ds_pg_batch_t *b = NULL;
     rc = ds_pg_batch_begin(w->pg, &b);
     if (rc != 0) return rc;
+    /* The upserts are prepared once, and Postgres may settle on a generic
+     * plan made while the tables were nearly empty, which scans the org on
+     * every row once they have grown. Re-plan every few seconds: cheap, and
+     * plans follow the data. In the batch, so it costs no round trip. */
+    if (ds_mono_us() - w->plans_at > 5 * 1000000LL) {
+        ds_pg_batch_add_sql(b, "DISCARD PLANS", NULL);
+        w->plans_at = ds_mono_us();
+    }
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
     int64_t now = ds_now_us();
     ds_store_set_t *set = ds_store_set_new();
