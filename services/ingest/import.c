@@ -395,10 +395,13 @@ static int store_step(importer_t *im, void *ud, char *errstr, size_t errstr_size
      * until an ANALYZE. Re-planning at every chunk follows the growth. */
     ds_pg_batch_add_sql(b, "DISCARD PLANS", NULL);
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
-    rc = ds_store_queue(b, &ctx, im->send, n, im->tags);
+    ds_store_set_t *set = ds_store_set_new();
+    ds_store_set_add(set, &ctx, im->send, n, im->tags);
+    rc = ds_store_set_queue(set, b);
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
     if (rc == DS_OK) rc = ds_pg_batch_run(b, ds_store_batch_cb, NULL, errstr, errstr_size);
     ds_pg_batch_end(b);
+    ds_store_set_destroy(set);
     return rc;
 }
 

@@ -206,8 +206,14 @@ void *ingest_relay_main(void *arg) {
         attempt = 0;
         if (!locked) {
             PGresult *res = NULL;
-            if (ds_pg_exec(pg, "select pg_try_advisory_lock(" RELAY_LOCK_KEY ")", &res, err,
-                           sizeof err) == 0) {
+            /* Marking rows sent need not wait for its WAL flush: a mark
+             * lost in a crash only publishes those rows again, which
+             * at-least-once delivery allows (DESIGN.md, "Delivery"), and
+             * the webhooks' commits no longer queue behind the relay's. */
+            if (ds_pg_exec(pg,
+                           "set synchronous_commit = off;"
+                           " select pg_try_advisory_lock(" RELAY_LOCK_KEY ")",
+                           &res, err, sizeof err) == 0) {
                 locked = PQgetvalue(res, 0, 0)[0] == 't';
                 PQclear(res);
             }

@@ -1,6 +1,8 @@
-/* Idempotent upserts of the raw layer: one statement per record does the
- * upsert, the placeholder parent, the history rows and the outbox row, so a
- * whole request or CSV chunk is one pipelined transaction. */
+/* Idempotent upserts of the raw layer, set-based: one statement per record
+ * kind (and per repeat of a key) does, for every record of a group commit or
+ * CSV chunk at once, the upsert, the placeholder parents, the history rows
+ * and the outbox rows; the statements of a group go out as one pipelined
+ * transaction. */
 #include "store.h"
 
 #include <stdio.h>
@@ -14,42 +16,75 @@
     "jsonb_build_object('event_id', gen_random_uuid(), 'occurred_at', " occurred            \
     ", 'source', " source ", 'source_hash', " hash ", 'traceparent', " tp ")"
 
+/* Every statement takes the records of one kind as parallel arrays (one
+ * element per record, "idx" its position in the statement) and does, for
+ * all of them at once, what a record needs: the upsert, placeholder parents,
+ * history rows and outbox rows. It returns one row (idx, events) for every
+ * record that inserted or changed a row. One external id appears at most
+ * once per statement (ds_store_set_queue splits repeats into later
+ * statements), so the joins on (org_id, external_id) are one to one. The
+ * INSERT ... SELECT ... ORDER BY idx keep the outbox and history ids in
+ * record order. */
 static const char *sql_account =
-    "with up as ("
+    "with inp as (select * from unnest($1::int[], $2::uuid[], $3::text[], $4::text[], $5::text[],"
+    "  $6::text[], $7::text[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],"
+    "  $12::timestamptz[])"
+    "  as i(idx, org_id, ext, name, industry, region, size_band, created_at, source_hash, source,"
+    "   traceparent, now_at)),"
+    " up as ("
     " insert into public.accounts as a (org_id, external_id, name, industry, region, size_band,"
     "  created_at, placeholder, source_hash)"
-    " values ($1::uuid, $2, $3, $4, $5, $6, $7::timestamptz, false, $8)"
+    " select org_id, ext, name, industry, region, size_band, created_at, false, source_hash"
+    " from inp order by inp.idx"
     " on conflict (org_id, external_id) do update set name = excluded.name,"
     "  industry = excluded.industry, region = excluded.region, size_band = excluded.size_band,"
     "  created_at = excluded.created_at, placeholder = false, source_hash = excluded.source_hash,"
     "  ingested_at = now()"
     " where a.source_hash is distinct from excluded.source_hash"
-    " returning a.id),"
+    " returning a.id, a.org_id, a.external_id),"
+    " ch as (select i.*, up.id from up join inp i on i.org_id = up.org_id and i.ext = up.external_id),"
+    " fan as (select ch.*, o.id as opportunity_id from ch join public.opportunities o"
+    "  on o.org_id = ch.org_id and o.account_id = ch.id"
+    "  where o.outcome = 'open' and not o.placeholder),"
     " ev as ("
     " insert into public.outbox (org_id, opportunity_id, account_id, kind, payload, headers, key)"
-    " select $1::uuid, o.id, up.id, 'account_updated', ''::bytea, "
-    OUTBOX_HEADERS("$11::timestamptz", "$9::text", "$8::text", "$10::text") ", o.id::text"
-    " from up join public.opportunities o on o.org_id = $1::uuid and o.account_id = up.id"
-    " where o.outcome = 'open' and not o.placeholder"
-    " order by o.id"
-    " returning 1)"
-    " select (select count(*) from up)::int, (select count(*) from ev)::int";
+    " select org_id, opportunity_id, id, 'account_updated', ''::bytea, "
+    OUTBOX_HEADERS("now_at", "source", "source_hash", "traceparent") ", opportunity_id::text"
+    " from fan order by fan.idx, fan.opportunity_id)"
+    " select ch.idx, (select count(*) from fan where fan.idx = ch.idx)::int from ch";
 
 static const char *sql_opportunity =
-    "with ins_acct as ("
+    "with inp as (select * from unnest($1::int[], $2::uuid[], $3::text[], $4::text[], $5::text[],"
+    "  $6::text[], $7::text[], $8::numeric[], $9::text[], $10::text[], $11::timestamptz[],"
+    "  $12::date[], $13::timestamptz[], $14::text[], $15::text[], $16::text[], $17::text[],"
+    "  $18::timestamptz[], $19::timestamptz[])"
+    "  as i(idx, org_id, ext, acct_ext, owner_id, product_category, persona, amount, currency,"
+    "   stage, created_at, close_date, closed_at, outcome, source_hash, source, traceparent,"
+    "   changed_at, now_at)),"
+    " keys as (select distinct org_id, acct_ext from inp where acct_ext is not null),"
+    " found as (select a.id, a.org_id, a.external_id from public.accounts a"
+    "  join keys k on a.org_id = k.org_id and a.external_id = k.acct_ext),"
+    /* Only the accounts not found: a conflict check costs as much as the
+     * lookup. */
+    " ins_acct as ("
     " insert into public.accounts (org_id, external_id, placeholder)"
-    " select $1::uuid, $3, true where $3::text is not null"
-    " on conflict (org_id, external_id) do nothing returning id),"
-    " acct as (select id from ins_acct"
-    "  union all select id from public.accounts where org_id = $1::uuid and external_id = $3),"
-    " prev as (select id, stage, amount, close_date, outcome, placeholder"
-    "  from public.opportunities where org_id = $1::uuid and external_id = $2),"
+    " select k.org_id, k.acct_ext, true from keys k where not exists (select 1 from found f"
+    "  where f.org_id = k.org_id and f.external_id = k.acct_ext)"
+    " on conflict (org_id, external_id) do nothing returning id, org_id, external_id),"
+    " acct as (select id, org_id, external_id from found"
+    "  union all select id, org_id, external_id from ins_acct),"
+    " prev as (select o.org_id, o.external_id, o.id, o.stage, o.amount, o.close_date, o.outcome,"
+    "  o.placeholder from public.opportunities o"
+    "  join inp i on o.org_id = i.org_id and o.external_id = i.ext),"
     " up as ("
     " insert into public.opportunities as o (org_id, external_id, account_id, account_external_id,"
     "  owner_id, product_category, persona, amount, currency, stage, created_at, close_date,"
     "  closed_at, outcome, placeholder, source_hash, changed_at)"
-    " values ($1::uuid, $2, (select id from acct limit 1), $3, $4, $5, $6, $7::numeric, $8, $9,"
-    "  $10::timestamptz, $11::date, $12::timestamptz, $13, false, $14, $17::timestamptz)"
+    " select i.org_id, i.ext, acct.id, i.acct_ext, i.owner_id, i.product_category, i.persona,"
+    "  i.amount, i.currency, i.stage, i.created_at, i.close_date, i.closed_at, i.outcome, false,"
+    "  i.source_hash, i.changed_at"
+    " from inp i left join acct on acct.org_id = i.org_id and acct.external_id = i.acct_ext"
+    " order by i.idx"
     " on conflict (org_id, external_id) do update set account_id = excluded.account_id,"
     "  account_external_id = excluded.account_external_id, owner_id = excluded.owner_id,"
     "  product_category = excluded.product_category, persona = excluded.persona,"
@@ -62,122 +97,244 @@ static const char *sql_opportunity =
      * the newer state. Undated changes always apply (nothing to compare). */
     "  and (o.placeholder or o.changed_at is null or excluded.changed_at is null"
     "   or excluded.changed_at >= o.changed_at)"
-    " returning o.id, o.account_id, o.stage, o.amount, o.close_date, o.outcome),"
+    " returning o.id, o.org_id, o.external_id, o.account_id, o.stage, o.amount, o.close_date,"
+    "  o.outcome),"
+    " ch as (select i.idx, i.org_id, i.created_at, i.changed_at, i.now_at, i.source, i.source_hash,"
+    "  i.traceparent, up.id, up.account_id, up.stage, up.amount, up.close_date, up.outcome,"
+    "  p.id is null or p.placeholder as fresh, p.stage as prev_stage, p.amount as prev_amount,"
+    "  p.close_date as prev_close_date, p.outcome as prev_outcome, p.id is null as is_new"
+    "  from up join inp i on i.org_id = up.org_id and i.ext = up.external_id"
+    "  left join prev p on p.org_id = up.org_id and p.external_id = up.external_id),"
     " hist as ("
     " insert into public.opportunity_history (org_id, opportunity_id, field, old_value, new_value,"
     "  changed_at)"
-    " select $1::uuid, up.id, f.field, f.old_value, f.new_value,"
-    "  case when prev.id is null or prev.placeholder then coalesce($17::timestamptz, $10::timestamptz)"
-    "  else coalesce($17::timestamptz, $18::timestamptz) end"
-    " from up left join prev on true"
-    " cross join lateral (values"
-    "  ('stage', prev.stage, up.stage, prev.stage is distinct from up.stage),"
-    "  ('amount', prev.amount::text, up.amount::text, prev.amount is distinct from up.amount),"
-    "  ('close_date', prev.close_date::text, up.close_date::text,"
-    "   prev.close_date is distinct from up.close_date),"
-    "  ('outcome', prev.outcome, up.outcome, prev.outcome is distinct from up.outcome)"
-    " ) as f(field, old_value, new_value, changed)"
-    " where f.changed and not (prev.id is null and f.field = 'outcome' and up.outcome = 'open')"
-    " returning 1),"
+    " select c.org_id, c.id, f.field, f.old_value, f.new_value,"
+    "  case when c.fresh then coalesce(c.changed_at, c.created_at)"
+    "  else coalesce(c.changed_at, c.now_at) end"
+    " from ch c cross join lateral (values"
+    "  (1, 'stage', c.prev_stage, c.stage, c.prev_stage is distinct from c.stage),"
+    "  (2, 'amount', c.prev_amount::text, c.amount::text, c.prev_amount is distinct from c.amount),"
+    "  (3, 'close_date', c.prev_close_date::text, c.close_date::text,"
+    "   c.prev_close_date is distinct from c.close_date),"
+    "  (4, 'outcome', c.prev_outcome, c.outcome, c.prev_outcome is distinct from c.outcome)"
+    " ) as f(ord, field, old_value, new_value, changed)"
+    " where f.changed and not (c.is_new and f.field = 'outcome' and c.outcome = 'open')"
+    " order by c.idx, f.ord),"
     " ev as ("
     " insert into public.outbox (org_id, opportunity_id, account_id, kind, payload, headers, key)"
-    " select $1::uuid, up.id, up.account_id,"
-    "  case when prev.id is null or prev.placeholder then 'opportunity_upserted'"
-    "   when up.outcome is distinct from prev.outcome and up.outcome <> 'open' then 'outcome_set'"
-    "   when up.stage is distinct from prev.stage then 'stage_changed'"
+    " select c.org_id, c.id, c.account_id,"
+    "  case when c.fresh then 'opportunity_upserted'"
+    "   when c.outcome is distinct from c.prev_outcome and c.outcome <> 'open' then 'outcome_set'"
+    "   when c.stage is distinct from c.prev_stage then 'stage_changed'"
     "   else 'opportunity_upserted' end, ''::bytea, "
-    OUTBOX_HEADERS("coalesce($17::timestamptz, $18::timestamptz)", "$15::text", "$14::text",
-                   "$16::text") ", up.id::text"
-    " from up left join prev on true"
-    " returning 1)"
-    " select (select count(*) from up)::int, (select count(*) from ev)::int,"
-    "  (select count(*) from hist)::int";
+    OUTBOX_HEADERS("coalesce(c.changed_at, c.now_at)", "c.source", "c.source_hash", "c.traceparent")
+    ", c.id::text"
+    " from ch c order by c.idx)"
+    " select idx, 1 from ch";
 
 /* Interactions and transcripts share the shape: a placeholder opportunity
  * when the parent is not known yet, the upsert, an event unless the parent is
  * still a placeholder (its own arrival publishes then). */
-#define CHILD_SQL(table, cols, vals, sets, kind, occurred)                                         \
-    "with ins_opp as ("                                                                        \
+#define CHILD_SQL(table, unnest, cols, vals, sets, kind, occurred)                                 \
+    "with inp as (select * from unnest($1::int[], $2::uuid[], $3::text[], $4::text[], " unnest   \
+    ")),"                                                                                      \
+    " keys as (select distinct org_id, opp_ext from inp),"                                      \
+    " found as (select o.id, o.org_id, o.external_id, o.account_id, o.placeholder"              \
+    "  from public.opportunities o join keys k on o.org_id = k.org_id"                          \
+    "  and o.external_id = k.opp_ext),"                                                        \
+    " ins_opp as ("                                                                            \
     " insert into public.opportunities (org_id, external_id, placeholder)"                       \
-    " values ($1::uuid, $3, true)"                                                             \
-    " on conflict (org_id, external_id) do nothing returning id, account_id, placeholder),"     \
-    " opp as (select * from (select id, account_id, placeholder from ins_opp"                  \
-    "  union all select id, account_id, placeholder from public.opportunities"                 \
-    "  where org_id = $1::uuid and external_id = $3) x limit 1),"                              \
+    " select k.org_id, k.opp_ext, true from keys k where not exists (select 1 from found f"     \
+    "  where f.org_id = k.org_id and f.external_id = k.opp_ext)"                                \
+    " on conflict (org_id, external_id) do nothing"                                            \
+    " returning id, org_id, external_id, account_id, placeholder),"                            \
+    " opp as (select id, org_id, external_id, account_id, placeholder from found"               \
+    "  union all select id, org_id, external_id, account_id, placeholder from ins_opp),"        \
     " up as ("                                                                                 \
     " insert into public." table " as t (org_id, external_id, opportunity_id,"                   \
     "  opportunity_external_id, " cols ", source_hash)"                                         \
-    " values ($1::uuid, $2, (select id from opp), $3, " vals ")"                                \
+    " select i.org_id, i.ext, p.id, i.opp_ext, " vals ", i.source_hash"                         \
+    " from inp i left join opp p on p.org_id = i.org_id and p.external_id = i.opp_ext"           \
+    " order by i.idx"                                                                          \
     " on conflict (org_id, external_id) do update set opportunity_id = excluded.opportunity_id," \
     "  opportunity_external_id = excluded.opportunity_external_id, " sets ","                   \
     "  source_hash = excluded.source_hash, ingested_at = now()"                                 \
     " where t.source_hash is distinct from excluded.source_hash"                                \
-    " returning t.id, t.opportunity_id),"                                                       \
+    " returning t.org_id, t.external_id, t.opportunity_id),"                                    \
+    " ch as (select i.idx, i.org_id, i." occurred " as occurred, i.source, i.source_hash,"       \
+    "  i.traceparent, up.opportunity_id, p.account_id, not p.placeholder as pub"                 \
+    "  from up join inp i on i.org_id = up.org_id and i.ext = up.external_id"                    \
+    "  join opp p on p.org_id = i.org_id and p.external_id = i.opp_ext),"                        \
     " ev as ("                                                                                 \
     " insert into public.outbox (org_id, opportunity_id, account_id, kind, payload, headers, key)" \
-    " select $1::uuid, up.opportunity_id, opp.account_id, '" kind "', ''::bytea, "
+    " select org_id, opportunity_id, account_id, '" kind "', ''::bytea, "                      \
+    OUTBOX_HEADERS("occurred", "source", "source_hash", "traceparent")                        \
+    ", opportunity_id::text from ch where ch.pub order by ch.idx)"                                   \
+    " select idx, pub::int from ch"
 
 static const char *sql_interaction =
-    CHILD_SQL("interactions", "type, channel, occurred_at, duration_min, outcome, meta",
-              "$4, $5, $6::timestamptz, $7::numeric, $8, coalesce($9::jsonb, '{}'::jsonb), $10",
+    CHILD_SQL("interactions",
+              "$5::text[], $6::text[], $7::timestamptz[], $8::numeric[], $9::text[], $10::text[],"
+              " $11::text[], $12::text[], $13::text[]) as i(idx, org_id, ext, opp_ext, type, channel,"
+              " occurred_at, duration_min, outcome, meta, source_hash, source, traceparent",
+              "type, channel, occurred_at, duration_min, outcome, meta",
+              "i.type, i.channel, i.occurred_at, i.duration_min, i.outcome,"
+              " coalesce(i.meta::jsonb, '{}'::jsonb)",
               "type = excluded.type, channel = excluded.channel, occurred_at = excluded.occurred_at,"
               " duration_min = excluded.duration_min, outcome = excluded.outcome, meta = excluded.meta",
-              "interaction_added", "$6")
-    OUTBOX_HEADERS("$6::timestamptz", "$11::text", "$10::text", "$12::text")
-    ", up.opportunity_id::text"
-    " from up cross join opp where not opp.placeholder"
-    " returning 1)"
-    " select (select count(*) from up)::int, (select count(*) from ev)::int";
+              "interaction_added", "occurred_at");
 
 static const char *sql_transcript =
-    CHILD_SQL("transcripts", "occurred_at, text", "$4::timestamptz, $5, $6",
-              "occurred_at = excluded.occurred_at, text = excluded.text", "transcript_added", "$4")
-    OUTBOX_HEADERS("$4::timestamptz", "$7::text", "$6::text", "$8::text")
-    ", up.opportunity_id::text"
-    " from up cross join opp where not opp.placeholder"
-    " returning 1)"
-    " select (select count(*) from up)::int, (select count(*) from ev)::int";
+    CHILD_SQL("transcripts",
+              "$5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[])"
+              " as i(idx, org_id, ext, opp_ext, occurred_at, text, source_hash, source, traceparent",
+              "occurred_at, text", "i.occurred_at, i.text",
+              "occurred_at = excluded.occurred_at, text = excluded.text", "transcript_added",
+              "occurred_at");
+
+#define NPARAMS_ACCOUNT 12
+#define NPARAMS_OPPORTUNITY 19
+#define NPARAMS_INTERACTION 13
+#define NPARAMS_TRANSCRIPT 9
+#define NPARAMS_MAX 19
+
+static const struct {
+    const char *name;
+    const char **sql;
+    int nparams;
+} stmts[DS_REC_KIND_COUNT] = {
+    [DS_REC_ACCOUNT] = {"ds_upsert_accounts", &sql_account, NPARAMS_ACCOUNT},
+    [DS_REC_OPPORTUNITY] = {"ds_upsert_opportunities", &sql_opportunity, NPARAMS_OPPORTUNITY},
+    [DS_REC_INTERACTION] = {"ds_upsert_interactions", &sql_interaction, NPARAMS_INTERACTION},
+    [DS_REC_TRANSCRIPT] = {"ds_upsert_transcripts", &sql_transcript, NPARAMS_TRANSCRIPT},
+};
 
 void ds_store_register(ds_pg_t *pg) {
-    ds_pg_add_statement(pg, "ds_upsert_account", sql_account, 11);
-    ds_pg_add_statement(pg, "ds_upsert_opportunity", sql_opportunity, 18);
-    ds_pg_add_statement(pg, "ds_upsert_interaction", sql_interaction, 12);
-    ds_pg_add_statement(pg, "ds_upsert_transcript", sql_transcript, 8);
+    for (int k = 0; k < DS_REC_KIND_COUNT; k++)
+        ds_pg_add_statement(pg, stmts[k].name, *stmts[k].sql, stmts[k].nparams);
 }
 
+/* ---- sets of records ---------------------------------------------------- */
+
 typedef struct {
-    char buf[8][48];
-    int used;
+    const ds_record_t *rec;
+    ds_store_tag_t *tag;
+    size_t part;   /* index into the set's contexts */
+    size_t seq;    /* position in the set: the order records apply in */
+    int round;     /* how many earlier records of the set have the same key */
+} item_t;
+
+/* The records of one statement, for the batch callback: idx -> tag. */
+typedef struct {
+    ds_store_tag_t **tags;
+    size_t n;
+} stmt_t;
+
+struct ds_store_set_s {
+    ds_store_ctx_t *ctxs;
+    size_t nctxs, capctxs;
+    item_t *items;
+    size_t n, cap;
+    stmt_t **stmts;
+    size_t nstmts, capstmts;
+};
+
+ds_store_set_t *ds_store_set_new(void) { return ds_calloc(1, sizeof(ds_store_set_t)); }
+
+void ds_store_set_destroy(ds_store_set_t *s) {
+    if (!s) return;
+    for (size_t i = 0; i < s->nstmts; i++) {
+        free(s->stmts[i]->tags);
+        free(s->stmts[i]);
+    }
+    free(s->stmts);
+    free(s->items);
+    free(s->ctxs);
+    free(s);
+}
+
+void ds_store_set_add(ds_store_set_t *s, const ds_store_ctx_t *ctx, const ds_record_t *recs,
+                      size_t n, ds_store_tag_t *tags) {
+    if (s->nctxs == s->capctxs) {
+        s->capctxs = s->capctxs ? s->capctxs * 2 : 8;
+        s->ctxs = ds_realloc(s->ctxs, s->capctxs * sizeof *s->ctxs);
+    }
+    s->ctxs[s->nctxs] = *ctx;
+    for (size_t i = 0; i < n; i++) {
+        if (s->n == s->cap) {
+            s->cap = s->cap ? s->cap * 2 : 64;
+            s->items = ds_realloc(s->items, s->cap * sizeof *s->items);
+        }
+        memset(&tags[i], 0, sizeof tags[i]);
+        s->items[s->n] = (item_t){&recs[i], &tags[i], s->nctxs, s->n, 0};
+        s->n++;
+    }
+    s->nctxs++;
+}
+
+/* Order for finding repeated keys: kind, org, external id, then position. */
+static int cmp_key(const void *a, const void *b, void *ud) {
+    const ds_store_set_t *s = ud;
+    const item_t *x = *(item_t *const *)a, *y = *(item_t *const *)b;
+    if (x->rec->kind != y->rec->kind) return x->rec->kind < y->rec->kind ? -1 : 1;
+    int c = strcmp(s->ctxs[x->part].org_id, s->ctxs[y->part].org_id);
+    if (c) return c;
+    c = strcmp(x->rec->external_id, y->rec->external_id);
+    if (c) return c;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Text of the values the statements take: formatted numbers and times live
+ * here until the arrays are built. */
+typedef struct {
+    char (*buf)[48];
+    size_t used, cap;
 } scratch_t;
 
 static const char *ts(scratch_t *s, int64_t us) {
     if (!us) return NULL;
-    ds_assert(s->used < 8);
+    ds_assert(s->used < s->cap);
     ds_format_time_us(us, s->buf[s->used], sizeof s->buf[0]);
     return s->buf[s->used++];
 }
 
 static const char *num(scratch_t *s, bool has, double v) {
     if (!has) return NULL;
-    ds_assert(s->used < 8);
+    ds_assert(s->used < s->cap);
     snprintf(s->buf[s->used], sizeof s->buf[0], "%.17g", v);
     return s->buf[s->used++];
 }
 
-int ds_store_queue(ds_pg_batch_t *b, const ds_store_ctx_t *ctx, const ds_record_t *recs, size_t n,
-                   ds_store_tag_t *tags) {
+static const char *integer(scratch_t *s, long v) {
+    ds_assert(s->used < s->cap);
+    snprintf(s->buf[s->used], sizeof s->buf[0], "%ld", v);
+    return s->buf[s->used++];
+}
+
+/* Queues one statement for the records its[0..n) (all of one kind, no key
+ * twice). */
+static int queue_stmt(ds_store_set_t *s, ds_pg_batch_t *b, ds_rec_kind_t kind, item_t **its,
+                      size_t n) {
+    const int np = stmts[kind].nparams;
+    const char **cols = ds_calloc((size_t)np * n, sizeof *cols); /* cols[p * n + i] */
+    scratch_t sc = {ds_calloc(n * 6, sizeof *sc.buf), 0, n * 6};
+    stmt_t *st = ds_calloc(1, sizeof *st);
+    st->tags = ds_calloc(n, sizeof *st->tags);
+    st->n = n;
+#define COL(p) cols[(size_t)(p)*n + i]
     for (size_t i = 0; i < n; i++) {
-        const ds_record_t *r = &recs[i];
-        scratch_t s = {.used = 0};
-        const char *now = ts(&s, ctx->now_us);
-        int rc;
-        memset(&tags[i], 0, sizeof tags[i]);
-        switch (r->kind) {
+        const ds_record_t *r = its[i]->rec;
+        const ds_store_ctx_t *ctx = &s->ctxs[its[i]->part];
+        st->tags[i] = its[i]->tag;
+        COL(0) = integer(&sc, (long)i);
+        COL(1) = ctx->org_id;
+        COL(2) = r->external_id;
+        switch (kind) {
         case DS_REC_ACCOUNT: {
-            const char *v[] = {ctx->org_id, r->external_id, r->name, r->industry, r->region,
-                               r->size_band, ts(&s, r->created_at_us), r->source_hash,
-                               ctx->source, ctx->traceparent, now};
-            rc = ds_pg_batch_add_prepared(b, "ds_upsert_account", 11, v, NULL, NULL, &tags[i]);
+            const char *v[] = {r->name, r->industry, r->region, r->size_band,
+                               ts(&sc, r->created_at_us), r->source_hash, ctx->source,
+                               ctx->traceparent, ts(&sc, ctx->now_us)};
+            for (int p = 0; p < 9; p++) COL(3 + p) = v[p];
             break;
         }
         case DS_REC_OPPORTUNITY: {
@@ -187,47 +344,99 @@ int ds_store_queue(ds_pg_batch_t *b, const ds_store_ctx_t *ctx, const ds_record_
             /* A closed deal without a close time closed when the change was made. */
             if (!closed && strcmp(outcome, "open") != 0)
                 closed = r->changed_at_us ? r->changed_at_us : ctx->now_us;
-            const char *v[] = {ctx->org_id, r->external_id, r->account_external_id, r->owner_id,
-                               r->product_category, r->persona, num(&s, r->has_amount, r->amount),
-                               r->currency, r->stage, ts(&s, r->created_at_us),
-                               r->close_date[0] ? r->close_date : NULL, ts(&s, closed), outcome,
+            const char *v[] = {r->account_external_id, r->owner_id, r->product_category,
+                               r->persona, num(&sc, r->has_amount, r->amount), r->currency,
+                               r->stage, ts(&sc, r->created_at_us),
+                               r->close_date[0] ? r->close_date : NULL, ts(&sc, closed), outcome,
                                r->source_hash, ctx->source, ctx->traceparent,
-                               ts(&s, r->changed_at_us), now};
-            rc = ds_pg_batch_add_prepared(b, "ds_upsert_opportunity", 18, v, NULL, NULL, &tags[i]);
+                               ts(&sc, r->changed_at_us), ts(&sc, ctx->now_us)};
+            for (int p = 0; p < 16; p++) COL(3 + p) = v[p];
             break;
         }
         case DS_REC_INTERACTION: {
-            const char *v[] = {ctx->org_id, r->external_id, r->opportunity_external_id, r->type,
-                               r->channel, ts(&s, r->occurred_at_us),
-                               num(&s, r->has_duration, r->duration_min), r->result, r->meta_json,
-                               r->source_hash, ctx->source, ctx->traceparent};
-            rc = ds_pg_batch_add_prepared(b, "ds_upsert_interaction", 12, v, NULL, NULL, &tags[i]);
+            const char *v[] = {r->opportunity_external_id, r->type, r->channel,
+                               ts(&sc, r->occurred_at_us), num(&sc, r->has_duration, r->duration_min),
+                               r->result, r->meta_json, r->source_hash, ctx->source,
+                               ctx->traceparent};
+            for (int p = 0; p < 10; p++) COL(3 + p) = v[p];
             break;
         }
         case DS_REC_TRANSCRIPT: {
-            const char *v[] = {ctx->org_id, r->external_id, r->opportunity_external_id,
-                               ts(&s, r->occurred_at_us), r->text, r->source_hash, ctx->source,
-                               ctx->traceparent};
-            rc = ds_pg_batch_add_prepared(b, "ds_upsert_transcript", 8, v, NULL, NULL, &tags[i]);
+            const char *v[] = {r->opportunity_external_id, ts(&sc, r->occurred_at_us), r->text,
+                               r->source_hash, ctx->source, ctx->traceparent};
+            for (int p = 0; p < 6; p++) COL(3 + p) = v[p];
             break;
         }
         default:
-            return DS_EINVAL;
+            ds_panic("record kind %d", (int)kind);
         }
-        if (rc != 0) return rc;
     }
-    return DS_OK;
+#undef COL
+    char *arrays[NPARAMS_MAX];
+    for (int p = 0; p < np; p++) arrays[p] = ds_pg_array_text(&cols[(size_t)p * n], n);
+    if (s->nstmts == s->capstmts) {
+        s->capstmts = s->capstmts ? s->capstmts * 2 : 4;
+        s->stmts = ds_realloc(s->stmts, s->capstmts * sizeof *s->stmts);
+    }
+    s->stmts[s->nstmts++] = st; /* now owned by the set */
+    int rc = ds_pg_batch_add_prepared(b, stmts[kind].name, np, (const char *const *)arrays, NULL,
+                                      NULL, st);
+    for (int p = 0; p < np; p++) free(arrays[p]);
+    free(sc.buf);
+    free(cols);
+    return rc;
+}
+
+int ds_store_set_queue(ds_store_set_t *s, ds_pg_batch_t *b) {
+    if (!s->n) return DS_OK;
+    for (size_t i = 0; i < s->n; i++)
+        if ((unsigned)s->items[i].rec->kind >= DS_REC_KIND_COUNT) return DS_EINVAL;
+    /* A key that repeats must apply in order, and one statement can change
+     * a row only once: number the repeats (round 0 for a key's first
+     * record, 1 for its second...) and give every round its own statement. */
+    item_t **byk = ds_calloc(s->n, sizeof *byk);
+    for (size_t i = 0; i < s->n; i++) byk[i] = &s->items[i];
+    qsort_r(byk, s->n, sizeof *byk, cmp_key, s);
+    int rounds = 1;
+    for (size_t i = 1; i < s->n; i++) {
+        const item_t *p = byk[i - 1];
+        if (p->rec->kind == byk[i]->rec->kind &&
+            strcmp(s->ctxs[p->part].org_id, s->ctxs[byk[i]->part].org_id) == 0 &&
+            strcmp(p->rec->external_id, byk[i]->rec->external_id) == 0) {
+            byk[i]->round = p->round + 1;
+            if (byk[i]->round + 1 > rounds) rounds = byk[i]->round + 1;
+        }
+    }
+    /* Kinds in parent-to-child order: the requests of a group are
+     * concurrent, so applying the accounts before the opportunities before
+     * their interactions is one of the orders they could have come in. */
+    item_t **its = byk; /* reused: one statement's records in set order */
+    int rc = DS_OK;
+    for (int k = 0; k < DS_REC_KIND_COUNT && rc == DS_OK; k++) {
+        for (int r = 0; r < rounds && rc == DS_OK; r++) {
+            size_t m = 0;
+            for (size_t i = 0; i < s->n; i++)
+                if (s->items[i].rec->kind == (ds_rec_kind_t)k && s->items[i].round == r)
+                    its[m++] = &s->items[i];
+            if (m) rc = queue_stmt(s, b, (ds_rec_kind_t)k, its, m);
+        }
+    }
+    free(byk);
+    return rc;
 }
 
 int ds_store_batch_cb(void *ud, void *tag, const PGresult *res, int err) {
     (void)ud;
-    ds_store_tag_t *t = tag;
-    if (!t || err != DS_OK) return DS_OK; /* the batch reports the first error itself */
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-        t->changed = atoi(PQgetvalue(res, 0, 0));
-        t->events = atoi(PQgetvalue(res, 0, 1));
-        t->done = 1;
+    stmt_t *st = tag;
+    if (!st || err != DS_OK) return DS_OK; /* the batch reports the first error itself */
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) return DS_OK;
+    for (int row = 0; row < PQntuples(res); row++) {
+        long idx = strtol(PQgetvalue(res, row, 0), NULL, 10);
+        ds_assert(idx >= 0 && (size_t)idx < st->n);
+        st->tags[idx]->changed = 1;
+        st->tags[idx]->events = atoi(PQgetvalue(res, row, 1));
     }
+    for (size_t i = 0; i < st->n; i++) st->tags[i]->done = 1;
     return DS_OK;
 }
 

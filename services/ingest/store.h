@@ -1,6 +1,6 @@
 /* The validation-free half of ingest's core: idempotent upserts of parsed
  * records into the raw layer, with opportunity_history and outbox rows in
- * the same statement, shared by webhooks and CSV import. Every call blocks:
+ * the same statements, shared by webhooks and CSV import. Every call blocks:
  * use it from a database thread, never from the HTTP loop. */
 #ifndef DS_INGEST_STORE_H
 #define DS_INGEST_STORE_H
@@ -27,18 +27,35 @@ typedef struct {
     int64_t now_us;           /* ingest time, for changes without changed_at */
 } ds_store_ctx_t;
 
-/* Queues the upserts of recs[0..n) on batch b; after ds_pg_batch_run,
- * ds_store_collect adds up what happened. tags must have room for n
- * entries and live until the batch ran. */
+/* What one record's upsert did, filled in by the batch callback. */
 typedef struct {
     int changed, events;
     int done;
 } ds_store_tag_t;
 
-int ds_store_queue(ds_pg_batch_t *b, const ds_store_ctx_t *ctx, const ds_record_t *recs, size_t n,
-                   ds_store_tag_t *tags);
+/* A set of records to store in one transaction: the records of several
+ * requests (each with its own context) or one CSV chunk. Records apply as
+ * if one after the other in the order added, with the kinds in
+ * parent-to-child order (accounts, opportunities, interactions,
+ * transcripts): one statement per kind, plus one more for every repeat of
+ * an external id. Free with ds_store_set_destroy. */
+typedef struct ds_store_set_s ds_store_set_t;
+
+ds_store_set_t *ds_store_set_new(void);
+/* Adds recs[0..n) under ctx (copied; the strings it points to, recs and
+ * tags must live until the batch ran). tags must have room for n entries;
+ * they are zeroed here. */
+void ds_store_set_add(ds_store_set_t *s, const ds_store_ctx_t *ctx, const ds_record_t *recs,
+                      size_t n, ds_store_tag_t *tags);
+/* Queues the set's statements on b. Returns 0, or DS_EINVAL for a record
+ * of no known kind. After ds_pg_batch_run (with ds_store_batch_cb),
+ * ds_store_collect adds up what happened. */
+int ds_store_set_queue(ds_store_set_t *s, ds_pg_batch_t *b);
+/* Frees the set (after the batch ran); NULL does nothing. */
+void ds_store_set_destroy(ds_store_set_t *s);
+
 /* The batch callback to pass to ds_pg_batch_run for statements queued by
- * ds_store_queue (ud unused; tag is a ds_store_tag_t or NULL). */
+ * ds_store_set_queue (ud unused; other statements have a NULL tag). */
 int ds_store_batch_cb(void *ud, void *tag, const PGresult *res, int err);
 void ds_store_collect(const ds_store_tag_t *tags, size_t n, ds_store_counts_t *counts);
 

@@ -497,3 +497,43 @@ Test(ingest, an_older_change_arriving_late_does_not_overwrite_a_newer_one) {
                   1, 0, 1);
     cr_expect_eq(dst_count(&T, "select count(*) from opportunities where external_id = 'OPP-L' and stage = 'negotiation'"), 1);
 }
+
+Test(ingest, repeated_ids_in_one_request_apply_in_order) {
+    /* Three states of one deal in one array, then the same record twice:
+     * each applies after the one before it, as if posted one by one. */
+    expect_accept("/v1/opportunities",
+                  "[{\"external_id\":\"OPP-R\",\"stage\":\"discovery\",\"amount\":100,"
+                  "\"created_at\":\"2026-03-01T00:00:00Z\",\"changed_at\":\"2026-03-01T00:00:00Z\"},"
+                  "{\"external_id\":\"OPP-S\",\"stage\":\"demo\",\"created_at\":\"2026-03-01T00:00:00Z\"},"
+                  "{\"external_id\":\"OPP-R\",\"stage\":\"demo\",\"amount\":100,"
+                  "\"created_at\":\"2026-03-01T00:00:00Z\",\"changed_at\":\"2026-03-02T00:00:00Z\"},"
+                  "{\"external_id\":\"OPP-R\",\"stage\":\"Closed Won\",\"amount\":150,"
+                  "\"created_at\":\"2026-03-01T00:00:00Z\",\"changed_at\":\"2026-03-03T00:00:00Z\"},"
+                  "{\"external_id\":\"OPP-S\",\"stage\":\"demo\",\"created_at\":\"2026-03-01T00:00:00Z\"}]",
+                  5, 1, 4);
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunities where external_id = 'OPP-R'"
+                               " and stage = 'Closed Won' and amount = 150 and outcome = 'won'"),
+                 1);
+    PGconn *db = pgt_connect_db(&T.db);
+    PGresult *h = pgt_query(
+        db, "select h.field || '|' || coalesce(h.old_value, '-') || '|' || coalesce(h.new_value, '-')"
+            " || '|' || to_char(h.changed_at at time zone 'UTC', 'MM-DD')"
+            " from opportunity_history h join opportunities o on o.id = h.opportunity_id"
+            " where o.external_id = 'OPP-R' order by h.id");
+    static const char *const want[] = {
+        "stage|-|discovery|03-01", "amount|-|100|03-01",     "stage|discovery|demo|03-02",
+        "stage|demo|Closed Won|03-03", "amount|100|150|03-03", "outcome|open|won|03-03",
+    };
+    cr_assert_eq(PQntuples(h), (int)PGT_N(want), "OPP-R has %d history rows", PQntuples(h));
+    for (int i = 0; i < PQntuples(h); i++)
+        cr_expect_str_eq(PQgetvalue(h, i, 0), want[i], "history row %d", i);
+    PQclear(h);
+    /* The events of one deal are in the outbox in the order of its changes. */
+    PGresult *e = pgt_query(db, "select x.kind from outbox x join opportunities o on o.id = x.opportunity_id"
+                                " where o.external_id = 'OPP-R' order by x.id");
+    static const char *const kinds[] = {"opportunity_upserted", "stage_changed", "outcome_set"};
+    cr_assert_eq(PQntuples(e), 3);
+    for (int i = 0; i < 3; i++) cr_expect_str_eq(PQgetvalue(e, i, 0), kinds[i], "event %d", i);
+    PQclear(e);
+    PQfinish(db);
+}
