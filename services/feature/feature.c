@@ -37,14 +37,100 @@ typedef struct {
 
 
 
-/* One statement for the whole batch: rows as a JSON array of
- * [org, opportunity, as_of, features, meddicc]. */
+/* One statement for the whole batch: the columns as binary arrays (uuid[],
+ * timestamptz[], jsonb[]), so the server parses each snapshot's JSON once
+ * and nothing else (no outer JSON document to parse and take apart, no
+ * text to cast). */
 static const char *sql_snapshot =
     "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version, features, meddicc)"
-    " select (r->>0)::uuid, (r->>1)::uuid, (r->>2)::timestamptz, $2, r->3, r->4"
-    " from jsonb_array_elements($1::jsonb) as r"
+    " select u.org_id, u.opportunity_id, u.as_of, $6, u.features, u.meddicc"
+    " from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::jsonb[], $5::jsonb[])"
+    " as u(org_id, opportunity_id, as_of, features, meddicc)"
     " on conflict (opportunity_id, as_of, feature_version) do update"
     " set features = excluded.features, meddicc = excluded.meddicc, computed_at = now()";
+
+#define OID_UUID 2950
+#define OID_TIMESTAMPTZ 1184
+#define OID_JSONB 3802
+/* 2000-01-01 in Unix microseconds: the origin of binary timestamps. */
+#define PG_EPOCH_US (10957LL * 86400LL * 1000000LL)
+
+/* A one-dimensional array in Postgres's binary format (array_recv): header,
+ * then each element as a 4-byte length and its bytes. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} bin_array_t;
+
+static void ba_reserve(bin_array_t *a, size_t extra) {
+    if (a->len + extra <= a->cap) return;
+    size_t cap = a->cap ? a->cap : 4096;
+    while (cap < a->len + extra) cap *= 2;
+    a->p = ds_realloc(a->p, cap);
+    a->cap = cap;
+}
+
+static void put32(char *p, uint32_t v) {
+    p[0] = (char)(v >> 24);
+    p[1] = (char)(v >> 16);
+    p[2] = (char)(v >> 8);
+    p[3] = (char)v;
+}
+
+static void ba_begin(bin_array_t *a, uint32_t elem_oid) {
+    a->len = 0;
+    ba_reserve(a, 20);
+    put32(a->p, 1);          /* dimensions */
+    put32(a->p + 4, 0);      /* no NULLs */
+    put32(a->p + 8, elem_oid);
+    put32(a->p + 12, 0);     /* element count: ba_finish */
+    put32(a->p + 16, 1);     /* lower bound */
+    a->len = 20;
+}
+
+static void ba_finish(bin_array_t *a, size_t n) { put32(a->p + 12, (uint32_t)n); }
+
+/* Starts an element of len bytes and returns where they go. */
+static char *ba_elem(bin_array_t *a, size_t len) {
+    ba_reserve(a, 4 + len);
+    put32(a->p + a->len, (uint32_t)len);
+    char *at = a->p + a->len + 4;
+    a->len += 4 + len;
+    return at;
+}
+
+static int hexval(int c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; }
+
+/* A UUID already checked by ds_uuid_valid. */
+static void ba_uuid(bin_array_t *a, const char *s) {
+    char *out = ba_elem(a, 16);
+    for (int i = 0; i < 16; i++) {
+        if (*s == '-') s++;
+        out[i] = (char)(hexval((unsigned char)s[0]) << 4 | hexval((unsigned char)s[1]));
+        s += 2;
+    }
+}
+
+static void ba_timestamptz(bin_array_t *a, int64_t us) {
+    char *out = ba_elem(a, 8);
+    uint64_t v = (uint64_t)(us - PG_EPOCH_US);
+    put32(out, (uint32_t)(v >> 32));
+    put32(out + 4, (uint32_t)v);
+}
+
+/* jsonb's binary input is a version byte (1) and the JSON text. */
+static void ba_jsonb(bin_array_t *a, const char *json) {
+    size_t n = strlen(json);
+    char *out = ba_elem(a, n + 1);
+    out[0] = 1;
+    memcpy(out + 1, json, n);
+}
+
+static uint64_t hash_str(const char *s) {
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
 
 static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr,
                    size_t errsz) {
@@ -54,6 +140,11 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
     size_t nch = 0;
     int rc = DS_OK;
     int64_t now = ds_now_us();
+    /* opportunity id -> its change, open addressing */
+    size_t nslots = 16;
+    while (nslots < n * 2) nslots *= 2;
+    int *slots = ds_malloc(nslots * sizeof *slots);
+    for (size_t i = 0; i < nslots; i++) slots[i] = -1;
 
     /* Decode and coalesce: later messages of the same deal win. */
     for (size_t i = 0; i < n; i++) {
@@ -70,14 +161,17 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
             continue;
         }
         int64_t at = evs[i]->occurred_at_us > 0 && evs[i]->occurred_at_us < now ? evs[i]->occurred_at_us : now;
+        size_t s = hash_str(evs[i]->opportunity_id) & (nslots - 1);
+        while (slots[s] >= 0 && strcmp(ch[slots[s]].opp_id, evs[i]->opportunity_id) != 0) s = (s + 1) & (nslots - 1);
         size_t k;
-        for (k = 0; k < nch; k++)
-            if (strcmp(ch[k].opp_id, evs[i]->opportunity_id) == 0) break;
-        if (k == nch) {
-            memset(&ch[nch], 0, sizeof ch[nch]);
-            ch[nch].opp_id = evs[i]->opportunity_id;
-            ch[nch].org_id = evs[i]->org_id;
-            nch++;
+        if (slots[s] < 0) {
+            k = nch++;
+            slots[s] = (int)k;
+            memset(&ch[k], 0, sizeof ch[k]);
+            ch[k].opp_id = evs[i]->opportunity_id;
+            ch[k].org_id = evs[i]->org_id;
+        } else {
+            k = (size_t)slots[s];
         }
         if (at > ch[k].as_of_us) ch[k].as_of_us = at;
         ch[k].event_id = evs[i]->event_id;
@@ -87,6 +181,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
         else
             ds_event_traceparent_child(NULL, ch[k].traceparent);
     }
+    free(slots);
     if (nch) ds_metric_set(st->m_coalesce, (double)n / (double)nch);
     if (nch == 0) goto out;
 
@@ -113,12 +208,13 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
         int idx;
     } computed_t;
     computed_t *out = ds_calloc(nch, sizeof *out);
-    char **jsons = ds_calloc(nch * 2, sizeof *jsons);
     size_t nout = 0;
-    /* Rows built as text: the features and MEDDICC JSON go in as they are. */
-    size_t rcap = 4096, rlen = 0;
-    char *rows = ds_malloc(rcap);
-    rows[rlen++] = '[';
+    bin_array_t a_org = {0}, a_opp = {0}, a_asof = {0}, a_feat = {0}, a_med = {0};
+    ba_begin(&a_org, OID_UUID);
+    ba_begin(&a_opp, OID_UUID);
+    ba_begin(&a_asof, OID_TIMESTAMPTZ);
+    ba_begin(&a_feat, OID_JSONB);
+    ba_begin(&a_med, OID_JSONB);
     for (size_t k = 0; k < nch; k++) {
         int idx = ds_opp_batch_find(b, ch[k].opp_id);
         if (idx < 0 || ds_opp_batch_placeholder(b, (size_t)idx) ||
@@ -140,22 +236,28 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
         ds_features_compute(raw, ch[k].as_of_us, org->winrate, org->lexicon, &out[nout].vec);
         ds_metric_observe(st->m_compute, (double)(ds_mono_us() - c0) / 1e6);
         out[nout].idx = (int)k;
-        jsons[2 * nout] = ds_features_to_json(&out[nout].vec);
-        jsons[2 * nout + 1] = ds_meddicc_result_to_json(&out[nout].vec.meddicc);
-        char asof[40];
-        ds_format_time_us(ch[k].as_of_us, asof, sizeof asof);
-        size_t need = strlen(jsons[2 * nout]) + strlen(jsons[2 * nout + 1]) + 200;
-        if (rlen + need > rcap) rows = ds_realloc(rows, rcap = (rcap + need) * 2);
-        rlen += (size_t)snprintf(rows + rlen, rcap - rlen, "%s[\"%s\",\"%s\",\"%s\",%s,%s]", nout ? "," : "",
-                                 ch[k].org_id, ch[k].opp_id, asof, jsons[2 * nout], jsons[2 * nout + 1]);
+        char *fj = ds_features_to_json(&out[nout].vec);
+        char *mj = ds_meddicc_result_to_json(&out[nout].vec.meddicc);
+        ba_uuid(&a_org, ch[k].org_id);
+        ba_uuid(&a_opp, ch[k].opp_id);
+        ba_timestamptz(&a_asof, ch[k].as_of_us);
+        ba_jsonb(&a_feat, fj);
+        ba_jsonb(&a_med, mj);
+        free(fj);
+        free(mj);
         nout++;
     }
-    rows[rlen++] = ']';
-    rows[rlen] = '\0';
+    ba_finish(&a_org, nout);
+    ba_finish(&a_opp, nout);
+    ba_finish(&a_asof, nout);
+    ba_finish(&a_feat, nout);
+    ba_finish(&a_med, nout);
     int64_t t2 = ds_mono_us();
     if (rc == 0 && nout) {
-        const char *v[] = {rows, DS_FEATURE_VERSION};
-        rc = ds_pg_exec_params(st->pg, sql_snapshot, 2, v, NULL, NULL, NULL, errstr, errsz);
+        const char *v[] = {a_org.p, a_opp.p, a_asof.p, a_feat.p, a_med.p, DS_FEATURE_VERSION};
+        const int lens[] = {(int)a_org.len, (int)a_opp.len, (int)a_asof.len, (int)a_feat.len, (int)a_med.len, 0};
+        const int fmts[] = {1, 1, 1, 1, 1, 0};
+        rc = ds_pg_exec_params(st->pg, sql_snapshot, 6, v, lens, fmts, NULL, errstr, errsz);
         if (rc != 0) {
             if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
             /* Data errors cannot come from our own JSON; treat every failure as
@@ -163,7 +265,11 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
             rc = DS_ERETRY;
         }
     }
-    free(rows);
+    free(a_org.p);
+    free(a_opp.p);
+    free(a_asof.p);
+    free(a_feat.p);
+    free(a_med.p);
     int64_t t3 = ds_mono_us();
     if (rc == 0) {
         ds_metric_add(st->m_snapshots, (double)nout);
@@ -222,8 +328,6 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
             }
         }
     }
-    for (size_t j = 0; j < nch * 2; j++) free(jsons[j]);
-    free(jsons);
     free(out);
     ds_opp_batch_destroy(b);
 out:
