@@ -21,9 +21,10 @@
 
 typedef struct {
     ds_service_t *svc;
-    ds_pg_t *pg;
+    ds_pg_t *pg;  /* loads (and the org cache) */
+    ds_pg_t *pgw; /* the snapshot transaction, so it runs while the next chunk loads */
     ds_org_cache_t *orgs;
-    ds_metric_t *m_coalesce, *m_compute, *m_phase_load, *m_phase_compute, *m_phase_write,
+    ds_metric_t *m_coalesce, *m_compute, *m_phase_load, *m_phase_compute, *m_phase_write, *m_phase_produce,
         *m_skipped, *m_snapshots;
 } feature_state_t;
 
@@ -132,12 +133,190 @@ static uint64_t hash_str(const char *s) {
     return h;
 }
 
+/* A computed opportunity: its change and its packed features.ready. */
+typedef struct {
+    size_t idx; /* into the batch's changes */
+    char event_id[37];
+    uint8_t *buf;
+    size_t len;
+} computed_t;
+
+
+/* Packs the features.ready of change c into out (event id derived from the
+ * change, so a replay produces the same event). */
+static void pack_ready(const change_t *c, const ds_feature_vec_t *vec, computed_t *out) {
+    Dealscore__V1__FeaturesReady fr = DEALSCORE__V1__FEATURES_READY__INIT;
+    char seed[160];
+    snprintf(seed, sizeof seed, "features.ready:%s:%s:%lld", c->event_id, c->opp_id, (long long)c->as_of_us);
+    ds_uuid_derived(seed, out->event_id);
+    fr.event_id = out->event_id;
+    fr.causation_id = (char *)c->event_id;
+    fr.org_id = (char *)c->org_id;
+    fr.opportunity_id = (char *)c->opp_id;
+    fr.as_of_us = c->as_of_us;
+    fr.feature_version = DS_FEATURE_VERSION;
+    Dealscore__V1__Feature feats[DS_FEATURE_COUNT];
+    Dealscore__V1__Feature *fptr[DS_FEATURE_COUNT];
+    for (int f = 0; f < DS_FEATURE_COUNT; f++) {
+        dealscore__v1__feature__init(&feats[f]);
+        feats[f].name = (char *)ds_feature_name(f);
+        feats[f].value = vec->values[f];
+        fptr[f] = &feats[f];
+    }
+    fr.n_features = DS_FEATURE_COUNT;
+    fr.features = fptr;
+    Dealscore__V1__MeddiccFlags mf = DEALSCORE__V1__MEDDICC_FLAGS__INIT;
+    const double *vals = vec->values;
+    mf.metrics = vals[DS_F_MEDDICC_METRICS] > 0;
+    mf.economic_buyer = vals[DS_F_MEDDICC_ECONOMIC_BUYER] > 0;
+    mf.decision_criteria = vals[DS_F_MEDDICC_DECISION_CRITERIA] > 0;
+    mf.decision_process = vals[DS_F_MEDDICC_DECISION_PROCESS] > 0;
+    mf.paper_process = vals[DS_F_MEDDICC_PAPER_PROCESS] > 0;
+    mf.identify_pain = vals[DS_F_MEDDICC_IDENTIFY_PAIN] > 0;
+    mf.champion = vals[DS_F_MEDDICC_CHAMPION] > 0;
+    mf.competition = vals[DS_F_MEDDICC_COMPETITION] > 0;
+    mf.coverage = isnan(vals[DS_F_MEDDICC_COVERAGE]) ? 0 : (uint32_t)vals[DS_F_MEDDICC_COVERAGE];
+    fr.meddicc = &mf;
+    out->len = dealscore__v1__features_ready__get_packed_size(&fr);
+    out->buf = ds_malloc(out->len ? out->len : 1);
+    dealscore__v1__features_ready__pack(&fr, out->buf);
+}
+
+/* Leaves the writer connection outside any transaction, or drops it. */
+static void writer_abort(feature_state_t *st, bool in_flight) {
+    char err[256];
+    if (in_flight) (void)ds_pg_send_wait(st->pgw, NULL, err, sizeof err);
+    if (!ds_pg_is_connected(st->pgw) || ds_pg_exec(st->pgw, "rollback", NULL, err, sizeof err) != 0)
+        ds_pg_reset(st->pgw);
+}
+
+/* Loads, computes and writes the batch's snapshots in chunks of
+ * DEALSCORE_FEATURE_CHUNK opportunities, in one transaction on the writer
+ * connection, and packs each features.ready into out[0 .. *nout). Postgres
+ * writes chunk i while the worker loads and computes chunk i + 1 on the
+ * other connection: two backends busy instead of one at a time. Returns 0
+ * once committed, or DS_ERETRY with errstr (rolled back; both connections
+ * usable or reset). */
+static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch, computed_t *out, size_t *nout,
+                             char *errstr, size_t errsz) {
+    int rc = DS_OK;
+    bool in_tx = false, in_flight = false;
+    int64_t t_load = 0, t_compute = 0, t_write = 0;
+    size_t done = 0;
+    bin_array_t a[5] = {{0}};
+    ds_feature_vec_t vec;
+    const size_t chunk = (size_t)st->svc->cfg->feature_chunk;
+    const char **ids = ds_calloc(chunk, sizeof *ids);
+    for (size_t c0 = 0; c0 < nch && rc == 0; c0 += chunk) {
+        size_t cn = nch - c0 < chunk ? nch - c0 : chunk;
+        int64_t t0 = ds_mono_us();
+        for (size_t k = 0; k < cn; k++) ids[k] = ch[c0 + k].opp_id;
+        ds_opp_batch_t *b = NULL;
+        rc = ds_opp_batch_load(st->pg, ids, cn, &b, errstr, errsz);
+        int64_t t1 = ds_mono_us();
+        t_load += t1 - t0;
+        if (rc != 0) {
+            if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
+            break; /* the ids are valid UUIDs: a failure here is the database's */
+        }
+        ba_begin(&a[0], OID_UUID);
+        ba_begin(&a[1], OID_UUID);
+        ba_begin(&a[2], OID_TIMESTAMPTZ);
+        ba_begin(&a[3], OID_JSONB);
+        ba_begin(&a[4], OID_JSONB);
+        size_t rows = 0;
+        for (size_t k = c0; k < c0 + cn; k++) {
+            int idx = ds_opp_batch_find(b, ch[k].opp_id);
+            if (idx < 0 || ds_opp_batch_placeholder(b, (size_t)idx) ||
+                strcmp(ds_opp_batch_org(b, (size_t)idx), ch[k].org_id) != 0) {
+                /* Unknown, not yet sent by the CRM, or of another org: nothing to compute. */
+                ds_metric_add(st->m_skipped, 1);
+                continue;
+            }
+            const ds_org_ctx_t *org = NULL;
+            rc = ds_org_cache_get(st->orgs, st->pg, ch[k].org_id, &org, errstr, errsz);
+            if (rc != 0) {
+                if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
+                break;
+            }
+            ds_opp_raw_t *raw = ds_opp_batch_raw(b, (size_t)idx);
+            raw->stages = org->stages;
+            int64_t c0us = ds_mono_us();
+            ds_features_compute(raw, ch[k].as_of_us, org->winrate, org->lexicon, &vec);
+            ds_metric_observe(st->m_compute, (double)(ds_mono_us() - c0us) / 1e6);
+            /* The MEDDICC evidence points into the batch: serialise before it goes. */
+            char *fj = ds_features_to_json(&vec);
+            char *mj = ds_meddicc_result_to_json(&vec.meddicc);
+            ba_uuid(&a[0], ch[k].org_id);
+            ba_uuid(&a[1], ch[k].opp_id);
+            ba_timestamptz(&a[2], ch[k].as_of_us);
+            ba_jsonb(&a[3], fj);
+            ba_jsonb(&a[4], mj);
+            free(fj);
+            free(mj);
+            out[*nout].idx = k;
+            pack_ready(&ch[k], &vec, &out[*nout]);
+            (*nout)++;
+            rows++;
+        }
+        ds_opp_batch_destroy(b);
+        int64_t t2 = ds_mono_us();
+        t_compute += t2 - t1;
+        if (rc != 0) break;
+        for (int i = 0; i < 5; i++) ba_finish(&a[i], rows);
+        /* The previous chunk's INSERT has had the load and compute of this
+         * one to run; collect it before sending the next. */
+        if (in_flight) {
+            in_flight = false;
+            rc = ds_pg_send_wait(st->pgw, NULL, errstr, errsz);
+            if (rc != 0) break;
+        }
+        if (rows) {
+            if (!in_tx) {
+                rc = ds_pg_exec(st->pgw, "begin", NULL, errstr, errsz);
+                if (rc != 0) break;
+                in_tx = true;
+            }
+            const char *v[] = {a[0].p, a[1].p, a[2].p, a[3].p, a[4].p, DS_FEATURE_VERSION};
+            const int lens[] = {(int)a[0].len, (int)a[1].len, (int)a[2].len, (int)a[3].len, (int)a[4].len, 0};
+            const int fmts[] = {1, 1, 1, 1, 1, 0};
+            rc = ds_pg_send_params(st->pgw, sql_snapshot, 6, v, lens, fmts, errstr, errsz);
+            if (rc != 0) break;
+            in_flight = true;
+            done += rows;
+        }
+        t_write += ds_mono_us() - t2;
+    }
+    int64_t t3 = ds_mono_us();
+    if (rc == 0 && in_flight) {
+        in_flight = false;
+        rc = ds_pg_send_wait(st->pgw, NULL, errstr, errsz);
+    }
+    if (rc == 0 && in_tx) rc = ds_pg_exec(st->pgw, "commit", NULL, errstr, errsz);
+    t_write += ds_mono_us() - t3;
+    free(ids);
+    for (int i = 0; i < 5; i++) free(a[i].p);
+    if (rc != 0) {
+        /* Data errors cannot come from our own rows; treat every failure as
+         * transient so nothing is dropped. */
+        if (in_tx || in_flight) writer_abort(st, in_flight);
+        if (!ds_pg_is_connected(st->pgw)) ds_pg_reset(st->pgw);
+        return DS_ERETRY;
+    }
+    ds_metric_add(st->m_snapshots, (double)done);
+    ds_metric_add(st->m_phase_load, (double)t_load / 1e6);
+    ds_metric_add(st->m_phase_compute, (double)t_compute / 1e6);
+    ds_metric_add(st->m_phase_write, (double)t_write / 1e6);
+    return DS_OK;
+}
+
 static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr,
                    size_t errsz) {
     feature_state_t *st = ud;
     Dealscore__V1__OpportunityChanged **evs = ds_calloc(n, sizeof *evs);
     change_t *ch = ds_calloc(n, sizeof *ch);
-    size_t nch = 0;
+    computed_t *out = ds_calloc(n, sizeof *out);
+    size_t nch = 0, nout = 0;
     int rc = DS_OK;
     int64_t now = ds_now_us();
     /* opportunity id -> its change, open addressing */
@@ -186,151 +365,33 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
     if (nch == 0) goto out;
 
     rc = ds_pg_ensure(st->pg, 2000, NULL, errstr, errsz);
+    if (rc == 0) rc = ds_pg_ensure(st->pgw, 2000, NULL, errstr, errsz);
     if (rc != 0) {
         rc = DS_ERETRY;
         goto out;
     }
-    int64_t t0 = ds_mono_us();
-    const char **ids = ds_calloc(nch, sizeof *ids);
-    for (size_t k = 0; k < nch; k++) ids[k] = ch[k].opp_id;
-    ds_opp_batch_t *b = NULL;
-    rc = ds_opp_batch_load(st->pg, ids, nch, &b, errstr, errsz);
-    free(ids);
-    if (rc != 0) {
-        if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
-        rc = DS_ERETRY; /* the ids are valid UUIDs: a failure here is the database's */
-        goto out;
-    }
-    int64_t t1 = ds_mono_us();
-
-    typedef struct {
-        ds_feature_vec_t vec;
-        int idx;
-    } computed_t;
-    computed_t *out = ds_calloc(nch, sizeof *out);
-    size_t nout = 0;
-    bin_array_t a_org = {0}, a_opp = {0}, a_asof = {0}, a_feat = {0}, a_med = {0};
-    ba_begin(&a_org, OID_UUID);
-    ba_begin(&a_opp, OID_UUID);
-    ba_begin(&a_asof, OID_TIMESTAMPTZ);
-    ba_begin(&a_feat, OID_JSONB);
-    ba_begin(&a_med, OID_JSONB);
-    for (size_t k = 0; k < nch; k++) {
-        int idx = ds_opp_batch_find(b, ch[k].opp_id);
-        if (idx < 0 || ds_opp_batch_placeholder(b, (size_t)idx) ||
-            strcmp(ds_opp_batch_org(b, (size_t)idx), ch[k].org_id) != 0) {
-            /* Unknown, not yet sent by the CRM, or of another org: nothing to compute. */
-            ds_metric_add(st->m_skipped, 1);
-            continue;
-        }
-        const ds_org_ctx_t *org = NULL;
-        rc = ds_org_cache_get(st->orgs, st->pg, ch[k].org_id, &org, errstr, errsz);
-        if (rc != 0) {
-            if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
-            rc = DS_ERETRY;
-            break;
-        }
-        ds_opp_raw_t *raw = ds_opp_batch_raw(b, (size_t)idx);
-        raw->stages = org->stages;
-        int64_t c0 = ds_mono_us();
-        ds_features_compute(raw, ch[k].as_of_us, org->winrate, org->lexicon, &out[nout].vec);
-        ds_metric_observe(st->m_compute, (double)(ds_mono_us() - c0) / 1e6);
-        out[nout].idx = (int)k;
-        char *fj = ds_features_to_json(&out[nout].vec);
-        char *mj = ds_meddicc_result_to_json(&out[nout].vec.meddicc);
-        ba_uuid(&a_org, ch[k].org_id);
-        ba_uuid(&a_opp, ch[k].opp_id);
-        ba_timestamptz(&a_asof, ch[k].as_of_us);
-        ba_jsonb(&a_feat, fj);
-        ba_jsonb(&a_med, mj);
-        free(fj);
-        free(mj);
-        nout++;
-    }
-    ba_finish(&a_org, nout);
-    ba_finish(&a_opp, nout);
-    ba_finish(&a_asof, nout);
-    ba_finish(&a_feat, nout);
-    ba_finish(&a_med, nout);
-    int64_t t2 = ds_mono_us();
-    if (rc == 0 && nout) {
-        const char *v[] = {a_org.p, a_opp.p, a_asof.p, a_feat.p, a_med.p, DS_FEATURE_VERSION};
-        const int lens[] = {(int)a_org.len, (int)a_opp.len, (int)a_asof.len, (int)a_feat.len, (int)a_med.len, 0};
-        const int fmts[] = {1, 1, 1, 1, 1, 0};
-        rc = ds_pg_exec_params(st->pg, sql_snapshot, 6, v, lens, fmts, NULL, errstr, errsz);
-        if (rc != 0) {
-            if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
-            /* Data errors cannot come from our own JSON; treat every failure as
-             * transient so nothing is dropped. */
-            rc = DS_ERETRY;
-        }
-    }
-    free(a_org.p);
-    free(a_opp.p);
-    free(a_asof.p);
-    free(a_feat.p);
-    free(a_med.p);
-    int64_t t3 = ds_mono_us();
+    rc = compute_and_write(st, ch, nch, out, &nout, errstr, errsz);
     if (rc == 0) {
-        ds_metric_add(st->m_snapshots, (double)nout);
-        ds_metric_add(st->m_phase_load, (double)(t1 - t0) / 1e6);
-        ds_metric_add(st->m_phase_compute, (double)(t2 - t1) / 1e6);
-        ds_metric_add(st->m_phase_write, (double)(t3 - t2) / 1e6);
+        int64_t p0 = ds_mono_us();
         const char *topic = ds_worker_topic(w, DS_TOPIC_FEATURES_READY);
         for (size_t j = 0; j < nout && rc == 0; j++) {
-            change_t *c = &ch[out[j].idx];
-            const ds_feature_vec_t *vec = &out[j].vec;
-            Dealscore__V1__FeaturesReady fr = DEALSCORE__V1__FEATURES_READY__INIT;
-            char eid[37], seed[160];
-            snprintf(seed, sizeof seed, "features.ready:%s:%s:%lld", c->event_id, c->opp_id, (long long)c->as_of_us);
-            ds_uuid_derived(seed, eid);
-            fr.event_id = eid;
-            fr.causation_id = (char *)c->event_id;
-            fr.org_id = (char *)c->org_id;
-            fr.opportunity_id = (char *)c->opp_id;
-            fr.as_of_us = c->as_of_us;
-            fr.feature_version = DS_FEATURE_VERSION;
-            Dealscore__V1__Feature feats[DS_FEATURE_COUNT];
-            Dealscore__V1__Feature *fptr[DS_FEATURE_COUNT];
-            for (int f = 0; f < DS_FEATURE_COUNT; f++) {
-                dealscore__v1__feature__init(&feats[f]);
-                feats[f].name = (char *)ds_feature_name(f);
-                feats[f].value = vec->values[f];
-                fptr[f] = &feats[f];
-            }
-            fr.n_features = DS_FEATURE_COUNT;
-            fr.features = fptr;
-            Dealscore__V1__MeddiccFlags mf = DEALSCORE__V1__MEDDICC_FLAGS__INIT;
-            const double *vals = vec->values;
-            mf.metrics = vals[DS_F_MEDDICC_METRICS] > 0;
-            mf.economic_buyer = vals[DS_F_MEDDICC_ECONOMIC_BUYER] > 0;
-            mf.decision_criteria = vals[DS_F_MEDDICC_DECISION_CRITERIA] > 0;
-            mf.decision_process = vals[DS_F_MEDDICC_DECISION_PROCESS] > 0;
-            mf.paper_process = vals[DS_F_MEDDICC_PAPER_PROCESS] > 0;
-            mf.identify_pain = vals[DS_F_MEDDICC_IDENTIFY_PAIN] > 0;
-            mf.champion = vals[DS_F_MEDDICC_CHAMPION] > 0;
-            mf.competition = vals[DS_F_MEDDICC_COMPETITION] > 0;
-            mf.coverage = isnan(vals[DS_F_MEDDICC_COVERAGE]) ? 0 : (uint32_t)vals[DS_F_MEDDICC_COVERAGE];
-            fr.meddicc = &mf;
-            size_t len = dealscore__v1__features_ready__get_packed_size(&fr);
-            uint8_t *buf = ds_malloc(len ? len : 1);
-            dealscore__v1__features_ready__pack(&fr, buf);
-            ds_event_meta_t meta = {.id = eid,
+            const change_t *c = &ch[out[j].idx];
+            ds_event_meta_t meta = {.id = out[j].event_id,
                                     .source = "/dealscore/feature",
                                     .type = DS_CE_TYPE_FEATURES_READY,
                                     .time_us = c->as_of_us,
                                     .traceparent = c->traceparent};
-            rc = ds_worker_produce(w, topic, c->opp_id, strlen(c->opp_id), buf, len, &meta);
-            free(buf);
+            rc = ds_worker_produce(w, topic, c->opp_id, strlen(c->opp_id), out[j].buf, out[j].len, &meta);
             if (rc != 0) {
                 snprintf(errstr, errsz, "could not produce features.ready: %s", ds_strerror(rc));
                 rc = DS_ERETRY;
             }
         }
+        ds_metric_add(st->m_phase_produce, (double)(ds_mono_us() - p0) / 1e6);
     }
-    free(out);
-    ds_opp_batch_destroy(b);
 out:
+    for (size_t j = 0; j < nout; j++) free(out[j].buf);
+    free(out);
     for (size_t i = 0; i < n; i++)
         if (evs[i]) dealscore__v1__opportunity_changed__free_unpacked(evs[i], NULL);
     free(evs);
@@ -344,6 +405,8 @@ void feature_worker(ds_service_t *svc, void *state) {
     char err[256];
     if (ds_pg_new(&st.pg, svc->cfg->database_url, "dealscore-feature", err, sizeof err) != 0)
         ds_panic("database url rejected after validation: %s", err);
+    if (ds_pg_new(&st.pgw, svc->cfg->database_url, "dealscore-feature", err, sizeof err) != 0)
+        ds_panic("database url rejected after validation: %s", err);
     st.orgs = ds_org_cache_new(60000);
     ds_metrics_t *m = svc->metrics;
     st.m_coalesce = ds_metrics_gauge(m, "feature_coalescing_ratio", "Events per opportunity in the last batch", NULL);
@@ -352,6 +415,8 @@ void feature_worker(ds_service_t *svc, void *state) {
     st.m_phase_load = ds_metrics_counter(m, "feature_phase_seconds_total", "Time spent per phase", "phase=\"load\"");
     st.m_phase_compute = ds_metrics_counter(m, "feature_phase_seconds_total", "Time spent per phase", "phase=\"compute\"");
     st.m_phase_write = ds_metrics_counter(m, "feature_phase_seconds_total", "Time spent per phase", "phase=\"write\"");
+    st.m_phase_produce =
+        ds_metrics_counter(m, "feature_phase_seconds_total", "Time spent per phase", "phase=\"produce\"");
     st.m_skipped = ds_metrics_counter(m, "feature_skipped_total",
                                       "Changes of unknown or placeholder opportunities (nothing to compute)", NULL);
     st.m_snapshots = ds_metrics_counter(m, "feature_snapshots_total", "Feature snapshots written", NULL);
@@ -359,6 +424,7 @@ void feature_worker(ds_service_t *svc, void *state) {
     ds_worker_def_t def = {.name = "feature", .topics = topics, .ntopics = 1, .process = process, .ud = &st};
     ds_worker_run(svc, &def);
     ds_org_cache_destroy(st.orgs);
+    ds_pg_destroy(st.pgw);
     ds_pg_destroy(st.pg);
 }
 
