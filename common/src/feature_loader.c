@@ -2,7 +2,9 @@
  * the PGresults the batch keeps until it is destroyed. */
 #include "dealscore/feature_loader.h"
 
+#include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -224,6 +226,8 @@ struct ds_opp_batch_s {
     /* id -> index, open addressing */
     int *slots;
     size_t nslots;
+    size_t nids; /* distinct ids asked for */
+    bool sent;   /* ds_opp_batch_send done, ds_opp_batch_recv not yet */
 };
 
 static uint64_t hash_str(const char *s) {
@@ -258,13 +262,13 @@ void ds_opp_batch_destroy(ds_opp_batch_t *b) {
     free(b);
 }
 
-/* ---- binary columns ----
-
-The queries return binary results (ds_pg_exec_params_binary): timestamps
-arrive as the server's int64 microseconds since 2000-01-01 and need no
-formatting on the server nor parsing here, numbers as float8, text as its
-bytes. Every column's type is checked once per result, so a schema change
-fails the load with a message instead of misreading bytes. */
+/* ---- binary columns -------------------------------------------------------------
+ *
+ * The queries return binary results (resultFormat 1): timestamps arrive as
+ * the server's int64 microseconds since 2000-01-01 and need no formatting on
+ * the server nor parsing here, numbers as float8, text as its bytes. Every
+ * column's type is checked once per result, so a schema change fails the
+ * load with a message instead of misreading bytes. */
 
 #define PG_OID_BOOL 16
 #define PG_OID_INT8 20
@@ -406,41 +410,149 @@ static int *group_rows(const PGresult *r, const int *pos_entry, size_t npos, siz
     return order;
 }
 
-int ds_opp_batch_load(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_batch_t **out,
-                      char *errstr, size_t errstr_size) {
-    ds_opp_batch_t *b = ds_calloc(1, sizeof *b);
-    int rc = DS_OK;
-    /* The distinct ids, in their first order: a position is one opportunity. */
+/* The distinct ids of opp_ids, in their first order (a position is one
+ * opportunity), as an array literal; their count in *nids. */
+static char *distinct_ids(const char *const *opp_ids, size_t n, size_t *nids) {
     size_t nslots = 16;
     while (nslots < n * 2) nslots *= 2;
     int *seen = ds_malloc(nslots * sizeof *seen);
     for (size_t i = 0; i < nslots; i++) seen[i] = -1;
     const char **ids = ds_calloc(n + 1, sizeof *ids);
-    size_t nids = 0;
+    size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         size_t s = hash_str(opp_ids[i]) & (nslots - 1);
         while (seen[s] >= 0 && strcmp(ids[seen[s]], opp_ids[i]) != 0) s = (s + 1) & (nslots - 1);
         if (seen[s] >= 0) continue;
-        seen[s] = (int)nids;
-        ids[nids++] = opp_ids[i];
+        seen[s] = (int)k;
+        ids[k++] = opp_ids[i];
     }
     free(seen);
-    char *arr = ds_pg_array_text(ids, nids);
+    char *arr = ds_pg_array_text(ids, k);
     free(ids);
+    *nids = k;
+    return arr;
+}
+
+static int build_batch(ds_opp_batch_t *b);
+
+int ds_opp_batch_send(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_batch_t **out, char *errstr,
+                      size_t errstr_size) {
+    *out = NULL;
+    PGconn *conn = ds_pg_conn(pg);
+    if (!ds_pg_is_connected(pg)) {
+        snprintf(errstr, errstr_size, "no connection to postgres");
+        return DS_ERETRY;
+    }
+    if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF) {
+        snprintf(errstr, errstr_size, "a batch is running on this connection");
+        return DS_EINVAL;
+    }
+    ds_opp_batch_t *b = ds_calloc(1, sizeof *b);
+    char *arr = distinct_ids(opp_ids, n, &b->nids);
     const char *v[] = {arr};
+    bool ok = PQenterPipelineMode(conn) && PQsetnonblocking(conn, 1) == 0;
+    for (int q = 0; q < 4 && ok; q++) ok = PQsendQueryParams(conn, load_sql[q], 1, NULL, v, NULL, NULL, 1) == 1;
+    ok = ok && PQpipelineSync(conn) == 1;
+    free(arr);
+    /* Non-blocking until everything is written, reading whatever the server
+     * answers meanwhile: a full send buffer can never wait on a full
+     * receive buffer. */
+    while (ok) {
+        int f = PQflush(conn);
+        if (f <= 0) {
+            ok = f == 0;
+            break;
+        }
+        struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN | POLLOUT};
+        if (poll(&pfd, 1, -1) < 0 && errno != EINTR) ok = false;
+        if (ok && (pfd.revents & POLLIN)) ok = PQconsumeInput(conn) == 1;
+    }
+    if (ok) ok = PQsetnonblocking(conn, 0) == 0;
+    if (!ok) {
+        char buf[512];
+        snprintf(errstr, errstr_size, "could not send the loader queries: %s",
+                 ds_pg_error_text(NULL, conn, buf, sizeof buf));
+        ds_pg_reset(pg); /* the pipeline is in an unknown state */
+        ds_opp_batch_destroy(b);
+        return DS_ERETRY;
+    }
+    b->sent = true;
+    *out = b;
+    return DS_OK;
+}
+
+int ds_opp_batch_recv(ds_pg_t *pg, ds_opp_batch_t *b, char *errstr, size_t errstr_size) {
+    if (!b->sent) {
+        snprintf(errstr, errstr_size, "the batch was not sent");
+        return DS_EINVAL;
+    }
+    b->sent = false;
+    PGconn *conn = ds_pg_conn(pg);
     static const unsigned *const types[4] = {load_types0, load_types1, load_types2, load_types3};
     static const int ntypes[4] = {DS_ARRAY_SIZE(load_types0), DS_ARRAY_SIZE(load_types1),
                                   DS_ARRAY_SIZE(load_types2), DS_ARRAY_SIZE(load_types3)};
-    for (int q = 0; q < 4 && rc == DS_OK; q++) {
-        rc = ds_pg_exec_params_binary(pg, load_sql[q], 1, v, NULL, NULL, &b->res[q], errstr, errstr_size);
-        if (rc == DS_OK) rc = check_types(b->res[q], types[q], ntypes[q], q, errstr, errstr_size);
+    int rc = DS_OK;
+    bool clean = conn != NULL;
+    /* Each query gives its result and then NULL; after an error the rest
+     * come back PGRES_PIPELINE_ABORTED; then the sync. */
+    for (int q = 0; q < 4 && clean; q++) {
+        PGresult *r = PQgetResult(conn);
+        if (!r) {
+            clean = false;
+            break;
+        }
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            b->res[q] = r;
+            if (rc == DS_OK) rc = check_types(r, types[q], ntypes[q], q, errstr, errstr_size);
+        } else {
+            if (rc == DS_OK) {
+                char buf[512];
+                rc = ds_pg_classify(r, conn);
+                if (rc == DS_OK) rc = DS_EFATAL;
+                snprintf(errstr, errstr_size, "%s", ds_pg_error_text(r, conn, buf, sizeof buf));
+            }
+            PQclear(r);
+        }
+        PGresult *end = PQgetResult(conn);
+        if (end) {
+            PQclear(end);
+            clean = false;
+        }
     }
-    free(arr);
+    if (clean) {
+        PGresult *sync = PQgetResult(conn);
+        clean = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+        PQclear(sync);
+    }
+    if (clean) clean = PQexitPipelineMode(conn) == 1;
+    if (!clean) {
+        if (rc == DS_OK) {
+            char buf[512];
+            snprintf(errstr, errstr_size, "loader queries: %s", ds_pg_error_text(NULL, conn, buf, sizeof buf));
+            rc = DS_ERETRY;
+        }
+        ds_pg_reset(pg);
+    }
+    if (rc != DS_OK) return rc;
+    return build_batch(b);
+}
+
+int ds_opp_batch_load(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_batch_t **out,
+                      char *errstr, size_t errstr_size) {
+    ds_opp_batch_t *b = NULL;
+    int rc = ds_opp_batch_send(pg, opp_ids, n, &b, errstr, errstr_size);
+    if (rc == DS_OK) rc = ds_opp_batch_recv(pg, b, errstr, errstr_size);
     if (rc != DS_OK) {
         ds_opp_batch_destroy(b);
-        return rc;
+        b = NULL;
     }
+    *out = b;
+    return rc;
+}
 
+/* Turns the four results into the raw structs (strings stay in them). */
+static int build_batch(ds_opp_batch_t *b) {
+    size_t nids = b->nids;
     PGresult *r = b->res[0];
     int no = PQntuples(r);
     /* pos_entry[position - 1] = the entry loaded for it, or -1 */
@@ -557,6 +669,5 @@ int ds_opp_batch_load(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_
     free(first);
     free(count);
     free(pos_entry);
-    *out = b;
     return DS_OK;
 }

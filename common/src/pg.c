@@ -687,16 +687,6 @@ int ds_pg_exec_params(ds_pg_t *pg, const char *sql, int nparams, const char *con
     return take_result(pg, r, res, errstr, errstr_size);
 }
 
-int ds_pg_exec_params_binary(ds_pg_t *pg, const char *sql, int nparams, const char *const *values,
-                             const int *lengths, const int *formats, PGresult **res, char *errstr,
-                             size_t errstr_size) {
-    if (res) *res = NULL;
-    int rc = check_usable(pg, errstr, errstr_size);
-    if (rc != DS_OK) return rc;
-    PGresult *r = PQexecParams(pg->conn, sql, nparams, NULL, values, lengths, formats, 1);
-    return take_result(pg, r, res, errstr, errstr_size);
-}
-
 int ds_pg_send_params(ds_pg_t *pg, const char *sql, int nparams, const char *const *values,
                       const int *lengths, const int *formats, char *errstr, size_t errstr_size) {
     int rc = check_usable(pg, errstr, errstr_size);

@@ -207,17 +207,60 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
     ds_feature_vec_t vec;
     const size_t chunk = (size_t)st->svc->cfg->feature_chunk;
     const char **ids = ds_calloc(chunk, sizeof *ids);
+    /* Per change of the chunk: its loaded row (-1 none) and its org. */
+    int *row = ds_calloc(chunk, sizeof *row);
+    const ds_org_ctx_t **corg = ds_calloc(chunk, sizeof *corg);
+    const char **dorg = ds_calloc(chunk, sizeof *dorg);
+    const ds_org_ctx_t **dctx = ds_calloc(chunk, sizeof *dctx);
+    ds_opp_batch_t *next = NULL; /* the next chunk's load, sent, not read yet */
+    for (size_t k = 0; k < (nch < chunk ? nch : chunk); k++) ids[k] = ch[k].opp_id;
+    int64_t ts = ds_mono_us();
+    rc = ds_opp_batch_send(st->pg, ids, nch < chunk ? nch : chunk, &next, errstr, errsz);
+    t_load += ds_mono_us() - ts;
     for (size_t c0 = 0; c0 < nch && rc == 0; c0 += chunk) {
         size_t cn = nch - c0 < chunk ? nch - c0 : chunk;
         int64_t t0 = ds_mono_us();
-        for (size_t k = 0; k < cn; k++) ids[k] = ch[c0 + k].opp_id;
-        ds_opp_batch_t *b = NULL;
-        rc = ds_opp_batch_load(st->pg, ids, cn, &b, errstr, errsz);
+        ds_opp_batch_t *b = next;
+        next = NULL;
+        rc = ds_opp_batch_recv(st->pg, b, errstr, errsz);
+        if (rc != 0) {
+            ds_opp_batch_destroy(b);
+            break; /* the ids are valid UUIDs: a failure here is the database's */
+        }
+        /* The connection is idle until the next chunk's load is sent: look
+         * up the orgs now, each once (a second lookup of the same org could
+         * refresh it and free the context the first one returned). */
+        size_t nd = 0;
+        for (size_t j = 0; j < cn && rc == 0; j++) {
+            const change_t *c = &ch[c0 + j];
+            int idx = ds_opp_batch_find(b, c->opp_id);
+            row[j] = idx;
+            corg[j] = NULL;
+            if (idx < 0 || ds_opp_batch_placeholder(b, (size_t)idx) ||
+                strcmp(ds_opp_batch_org(b, (size_t)idx), c->org_id) != 0) {
+                row[j] = -1; /* unknown, not yet sent by the CRM, or of another org */
+                continue;
+            }
+            size_t d;
+            for (d = 0; d < nd; d++)
+                if (strcmp(dorg[d], c->org_id) == 0) break;
+            if (d == nd) {
+                rc = ds_org_cache_get(st->orgs, st->pg, c->org_id, &dctx[d], errstr, errsz);
+                dorg[nd++] = c->org_id;
+            }
+            corg[j] = dctx[d];
+        }
+        if (rc == 0 && c0 + chunk < nch) {
+            size_t nn = nch - (c0 + chunk) < chunk ? nch - (c0 + chunk) : chunk;
+            for (size_t k = 0; k < nn; k++) ids[k] = ch[c0 + chunk + k].opp_id;
+            rc = ds_opp_batch_send(st->pg, ids, nn, &next, errstr, errsz);
+        }
         int64_t t1 = ds_mono_us();
         t_load += t1 - t0;
         if (rc != 0) {
+            ds_opp_batch_destroy(b);
             if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
-            break; /* the ids are valid UUIDs: a failure here is the database's */
+            break;
         }
         ba_begin(&a[0], OID_UUID);
         ba_begin(&a[1], OID_UUID);
@@ -226,19 +269,12 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
         ba_begin(&a[4], OID_JSONB);
         size_t rows = 0;
         for (size_t k = c0; k < c0 + cn; k++) {
-            int idx = ds_opp_batch_find(b, ch[k].opp_id);
-            if (idx < 0 || ds_opp_batch_placeholder(b, (size_t)idx) ||
-                strcmp(ds_opp_batch_org(b, (size_t)idx), ch[k].org_id) != 0) {
-                /* Unknown, not yet sent by the CRM, or of another org: nothing to compute. */
+            int idx = row[k - c0];
+            if (idx < 0) {
                 ds_metric_add(st->m_skipped, 1);
                 continue;
             }
-            const ds_org_ctx_t *org = NULL;
-            rc = ds_org_cache_get(st->orgs, st->pg, ch[k].org_id, &org, errstr, errsz);
-            if (rc != 0) {
-                if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
-                break;
-            }
+            const ds_org_ctx_t *org = corg[k - c0];
             ds_opp_raw_t *raw = ds_opp_batch_raw(b, (size_t)idx);
             raw->stages = org->stages;
             int64_t c0us = ds_mono_us();
@@ -295,7 +331,16 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
     if (rc == 0 && in_tx) rc = ds_pg_exec(st->pgw, "commit", NULL, errstr, errsz);
     t_write += ds_mono_us() - t3;
     free(ids);
+    free(row);
+    free(corg);
+    free(dorg);
+    free(dctx);
     for (int i = 0; i < 5; i++) free(a[i].p);
+    if (next) {
+        /* A load still in flight after a failure: its pipeline is mid-way. */
+        ds_opp_batch_destroy(next);
+        ds_pg_reset(st->pg);
+    }
     if (rc != 0) {
         /* Data errors cannot come from our own rows; treat every failure as
          * transient so nothing is dropped. */

@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "dstest.h"
+#include "dealscore/feature_loader.h"
 #include "dealscore/features.h"
 #include "dealscore/v1/events.pb-c.h"
 
@@ -276,5 +277,48 @@ Test(feature, chunked_batch_writes_every_snapshot_in_one_transaction) {
     ds_producer_destroy(p);
     ds_config_close(&cfg);
     free(topic);
+    PQfinish(db);
+}
+
+/* The loader sends its four queries in one pipeline: a failing query is
+ * reported with its class and leaves the connection usable; duplicate ids
+ * load once; a send followed by a recv is the same as a load. */
+Test(feature, loader_pipeline_reports_errors_and_stays_usable) {
+    PGconn *db = pgt_connect_db(&T.db);
+    char *opp = insert_opportunity(db, "OPP-L");
+    pgt_execf(db,
+              "insert into interactions (org_id, opportunity_id, opportunity_external_id, external_id, type,"
+              " occurred_at, duration_min) values ('%s', '%s', 'OPP-L', 'I-L', 'demo', '2026-01-05T00:00:00Z', 30)",
+              T.org_id, opp);
+    ds_pg_t *pg = NULL;
+    char err[512];
+    cr_assert_eq(ds_pg_new(&pg, T.db.conninfo, "test", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(ds_pg_ensure(pg, 5000, NULL, err, sizeof err), 0, "%s", err);
+    ds_opp_batch_t *b = NULL;
+    const char *bad[] = {"not-a-uuid"};
+    cr_expect_eq(ds_opp_batch_load(pg, bad, 1, &b, err, sizeof err), DS_EFATAL);
+    cr_expect_null(b);
+    cr_expect(strstr(err, "uuid") != NULL, "the error says why: %s", err);
+    const char *ids[] = {opp, "7d1f0000-0000-4000-8000-000000000002", opp};
+    cr_assert_eq(ds_opp_batch_send(pg, ids, 3, &b, err, sizeof err), 0, "%s", err);
+    /* While the queries are out, the connection takes nothing else. */
+    cr_expect_eq(ds_pg_exec(pg, "select 1", NULL, err, sizeof err), DS_EINVAL);
+    cr_assert_eq(ds_opp_batch_recv(pg, b, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(ds_opp_batch_count(b), 1);
+    int i = ds_opp_batch_find(b, opp);
+    cr_assert_eq(i, 0);
+    const ds_opp_raw_t *raw = ds_opp_batch_raw(b, 0);
+    cr_expect_eq(raw->n_interactions, 1);
+    cr_expect_eq(raw->interactions[0].type, DS_INTERACTION_DEMO);
+    cr_expect_eq(raw->interactions[0].occurred_at_us, 1767571200LL * 1000000); /* 2026-01-05 */
+    cr_expect_eq(raw->interactions[0].duration_min, 30.0);
+    cr_expect_eq(raw->created_at_us, 1767225600LL * 1000000); /* 2026-01-01 */
+    cr_expect_eq(raw->amount, 5000.0);
+    cr_expect_str_eq(raw->stage, "demo");
+    cr_expect_str_eq(ds_opp_batch_org(b, 0), T.org_id);
+    ds_opp_batch_destroy(b);
+    cr_expect_eq(ds_pg_exec(pg, "select 1", NULL, err, sizeof err), 0, "%s", err);
+    ds_pg_destroy(pg);
+    free(opp);
     PQfinish(db);
 }

@@ -161,13 +161,6 @@ int ds_pg_exec(ds_pg_t *pg, const char *sql, PGresult **res, char *errstr, size_
 int ds_pg_exec_params(ds_pg_t *pg, const char *sql, int nparams, const char *const *values,
                       const int *lengths, const int *formats, PGresult **res, char *errstr,
                       size_t errstr_size);
-/* As ds_pg_exec_params with every result column in binary format
- * (resultFormat 1): integers, floats and timestamps in network byte order,
- * text as its bytes (libpq still puts a NUL after every value). Cheaper to
- * produce and to read than text for numbers and timestamps. */
-int ds_pg_exec_params_binary(ds_pg_t *pg, const char *sql, int nparams, const char *const *values,
-                             const int *lengths, const int *formats, PGresult **res, char *errstr,
-                             size_t errstr_size);
 /* Sends sql with parameters (as ds_pg_exec_params, text results) and
  * returns without waiting for the outcome, so the server works on it while
  * the caller does something else (e.g. on another connection). Every other
