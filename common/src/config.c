@@ -59,6 +59,8 @@ static const cfg_entry_t entries[] = {
      "replay window for signed webhooks, seconds"},
     {"DEALSCORE_COMMIT_BATCH", T_INT, DS_SVC_INGEST, 1, 10000, "64", OFF(commit_batch),
      "most webhook requests group-committed in one transaction"},
+    {"DEALSCORE_FEATURE_CHUNK", T_INT, DS_SVC_FEATURE, 1, 100000, "250", OFF(feature_chunk),
+     "opportunities per load and snapshot INSERT within a batch (one chunk is written while the next loads)"},
     {"SUPABASE_JWKS", T_STR, DS_SVC_SCORING, 0, 0, NULL, OFF(supabase_jwks),
      "JWKS file path or URL with the keys that sign session JWTs"},
     {"SUPABASE_JWT_SECRET", T_STR, DS_SVC_SCORING, 0, 0, NULL, OFF(supabase_jwt_secret),

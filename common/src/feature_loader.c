@@ -2,7 +2,9 @@
  * the PGresults the batch keeps until it is destroyed. */
 #include "dealscore/feature_loader.h"
 
+#include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,10 +52,6 @@ void ds_org_cache_destroy(ds_org_cache_t *c) {
 static int64_t col_i64(const PGresult *r, int row, int col, int64_t none) {
     if (PQgetisnull(r, row, col)) return none;
     return strtoll(PQgetvalue(r, row, col), NULL, 10);
-}
-
-static const char *col_str(const PGresult *r, int row, int col) {
-    return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
 }
 
 static const char *const default_stages[] = {"prospecting", "qualification", "discovery", "demo",
@@ -228,6 +226,8 @@ struct ds_opp_batch_s {
     /* id -> index, open addressing */
     int *slots;
     size_t nslots;
+    size_t nids; /* distinct ids asked for */
+    bool sent;   /* ds_opp_batch_send done, ds_opp_batch_recv not yet */
 };
 
 static uint64_t hash_str(const char *s) {
@@ -262,120 +262,412 @@ void ds_opp_batch_destroy(ds_opp_batch_t *b) {
     free(b);
 }
 
-/* Groups rows (already sorted by their opportunity id column 0) onto their
- * opportunities: sets *start and *count per opportunity through the
- * callback-free pattern of two passes. */
-static int row_owner(const ds_opp_batch_t *b, const PGresult *r, int row) {
-    return ds_opp_batch_find(b, PQgetvalue(r, row, 0));
+/* ---- binary columns -------------------------------------------------------------
+ *
+ * The queries return binary results (resultFormat 1): timestamps arrive as
+ * the server's int64 microseconds since 2000-01-01 and need no formatting on
+ * the server nor parsing here, numbers as float8, text as its bytes. Every
+ * column's type is checked once per result, so a schema change fails the
+ * load with a message instead of misreading bytes. */
+
+#define PG_OID_BOOL 16
+#define PG_OID_INT8 20
+#define PG_OID_TEXT 25
+#define PG_OID_FLOAT8 701
+#define PG_OID_DATE 1082
+#define PG_OID_TIMESTAMPTZ 1184
+/* 2000-01-01 minus 1970-01-01, the Postgres epoch in Unix time. */
+#define PG_EPOCH_DAYS 10957
+#define PG_EPOCH_US ((int64_t)PG_EPOCH_DAYS * DS_US_PER_DAY)
+
+static uint64_t be64(const char *p) {
+    const unsigned char *u = (const unsigned char *)p;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = v << 8 | u[i];
+    return v;
+}
+
+static uint32_t be32(const char *p) {
+    const unsigned char *u = (const unsigned char *)p;
+    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
+}
+
+/* Microseconds since the Unix epoch; NULL and +-infinity are DS_TIME_NONE. */
+static int64_t bin_ts(const PGresult *r, int row, int col) {
+    if (PQgetisnull(r, row, col)) return DS_TIME_NONE;
+    int64_t v = (int64_t)be64(PQgetvalue(r, row, col));
+    if (v == INT64_MAX || v == INT64_MIN) return DS_TIME_NONE;
+    return v + PG_EPOCH_US;
+}
+
+/* A date as its midnight UTC (what extract(epoch from date) gives). */
+static int64_t bin_date(const PGresult *r, int row, int col) {
+    if (PQgetisnull(r, row, col)) return DS_TIME_NONE;
+    int32_t d = (int32_t)be32(PQgetvalue(r, row, col));
+    if (d == INT32_MAX || d == INT32_MIN) return DS_TIME_NONE;
+    return ((int64_t)d + PG_EPOCH_DAYS) * DS_US_PER_DAY;
+}
+
+static double bin_f8(const PGresult *r, int row, int col) {
+    if (PQgetisnull(r, row, col)) return NAN;
+    uint64_t u = be64(PQgetvalue(r, row, col));
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
+
+static int64_t bin_i8(const PGresult *r, int row, int col) {
+    return PQgetisnull(r, row, col) ? -1 : (int64_t)be64(PQgetvalue(r, row, col));
+}
+
+static bool bin_bool(const PGresult *r, int row, int col) {
+    return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] != 0;
+}
+
+static int check_types(const PGresult *r, const unsigned *oids, int n, int q, char *errstr, size_t errsz) {
+    if (PQnfields(r) != n) {
+        snprintf(errstr, errsz, "loader query %d returned %d columns, not %d", q, PQnfields(r), n);
+        return DS_EFATAL;
+    }
+    for (int c = 0; c < n; c++)
+        if (PQftype(r, c) != oids[c] || PQfformat(r, c) != 1) {
+            snprintf(errstr, errsz, "loader query %d: column %d has type oid %u, not %u", q, c,
+                     (unsigned)PQftype(r, c), oids[c]);
+            return DS_EFATAL;
+        }
+    return DS_OK;
+}
+
+/* Each query walks the id array (with its 1-based position n) and reaches
+ * every table through its opportunity_id index: LATERAL ... OFFSET 0 keeps
+ * the planner from turning that into a hash join over a scan of the whole
+ * table, which it prefers for a few thousand ids and which costs a full read
+ * of the table per batch once the tables are large. Child rows carry n
+ * instead of the opportunity's UUID, so grouping them needs no lookup. */
+static const char *const load_sql[4] = {
+    "select k.n, o.id::text, o.org_id::text, o.external_id, o.account_id::text, o.owner_id, o.created_at,"
+    " o.stage, o.amount::float8, o.close_date, o.product_category, o.persona, a.industry, a.region,"
+    " a.size_band, o.placeholder, o.outcome, o.closed_at"
+    " from unnest($1::uuid[]) with ordinality as k(id, n)"
+    " cross join lateral (select * from public.opportunities o where o.id = k.id offset 0) o"
+    " left join lateral (select * from public.accounts a where a.id = o.account_id offset 0) a on true",
+    "select k.n, h.field, h.old_value, h.new_value, h.changed_at, h.id"
+    " from unnest($1::uuid[]) with ordinality as k(id, n)"
+    " cross join lateral (select field, old_value, new_value, changed_at, id from public.opportunity_history h"
+    " where h.opportunity_id = k.id offset 0) h",
+    "select k.n, i.type, i.occurred_at, i.duration_min::float8"
+    " from unnest($1::uuid[]) with ordinality as k(id, n)"
+    " cross join lateral (select type, occurred_at, duration_min from public.interactions i"
+    " where i.opportunity_id = k.id offset 0) i",
+    "select k.n, t.id::text, t.occurred_at, t.text"
+    " from unnest($1::uuid[]) with ordinality as k(id, n)"
+    " cross join lateral (select id, occurred_at, text from public.transcripts t"
+    " where t.opportunity_id = k.id offset 0) t",
+};
+
+static const unsigned load_types0[] = {PG_OID_INT8, PG_OID_TEXT,  PG_OID_TEXT,  PG_OID_TEXT,       PG_OID_TEXT,
+                                       PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_TEXT, PG_OID_FLOAT8, PG_OID_DATE,
+                                       PG_OID_TEXT, PG_OID_TEXT,  PG_OID_TEXT,  PG_OID_TEXT,       PG_OID_TEXT,
+                                       PG_OID_BOOL, PG_OID_TEXT,  PG_OID_TIMESTAMPTZ};
+static const unsigned load_types1[] = {PG_OID_INT8, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TIMESTAMPTZ,
+                                       PG_OID_INT8};
+static const unsigned load_types2[] = {PG_OID_INT8, PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_FLOAT8};
+static const unsigned load_types3[] = {PG_OID_INT8, PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_TEXT};
+
+static const char *bin_str(const PGresult *r, int row, int col) {
+    return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
+/* Counting sort of a child result's rows by their opportunity: first[k] is
+ * where entry k's rows start in the returned order (rows keep their result
+ * order within an entry). Rows of unknown positions get no place. */
+static int *group_rows(const PGresult *r, const int *pos_entry, size_t npos, size_t nent, size_t *first,
+                       size_t *count) {
+    int nr = PQntuples(r);
+    int *owner = ds_malloc(((size_t)nr + 1) * sizeof *owner);
+    memset(count, 0, nent * sizeof *count);
+    for (int row = 0; row < nr; row++) {
+        int64_t n = bin_i8(r, row, 0);
+        int k = n >= 1 && (size_t)n <= npos ? pos_entry[n - 1] : -1;
+        owner[row] = k;
+        if (k >= 0) count[k]++;
+    }
+    size_t at = 0;
+    for (size_t k = 0; k < nent; k++) {
+        first[k] = at;
+        at += count[k];
+    }
+    /* order[i] = the row that goes to place i */
+    int *order = ds_malloc((at + 1) * sizeof *order);
+    size_t *fill = ds_calloc(nent + 1, sizeof *fill);
+    for (int row = 0; row < nr; row++) {
+        int k = owner[row];
+        if (k < 0) continue;
+        order[first[k] + fill[k]++] = row;
+    }
+    free(fill);
+    free(owner);
+    return order;
+}
+
+/* The distinct ids of opp_ids, in their first order (a position is one
+ * opportunity), as an array literal; their count in *nids. */
+static char *distinct_ids(const char *const *opp_ids, size_t n, size_t *nids) {
+    size_t nslots = 16;
+    while (nslots < n * 2) nslots *= 2;
+    int *seen = ds_malloc(nslots * sizeof *seen);
+    for (size_t i = 0; i < nslots; i++) seen[i] = -1;
+    const char **ids = ds_calloc(n + 1, sizeof *ids);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t s = hash_str(opp_ids[i]) & (nslots - 1);
+        while (seen[s] >= 0 && strcmp(ids[seen[s]], opp_ids[i]) != 0) s = (s + 1) & (nslots - 1);
+        if (seen[s] >= 0) continue;
+        seen[s] = (int)k;
+        ids[k++] = opp_ids[i];
+    }
+    free(seen);
+    char *arr = ds_pg_array_text(ids, k);
+    free(ids);
+    *nids = k;
+    return arr;
+}
+
+static int build_batch(ds_opp_batch_t *b);
+
+int ds_opp_batch_send(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_batch_t **out, char *errstr,
+                      size_t errstr_size) {
+    *out = NULL;
+    PGconn *conn = ds_pg_conn(pg);
+    if (!ds_pg_is_connected(pg)) {
+        snprintf(errstr, errstr_size, "no connection to postgres");
+        return DS_ERETRY;
+    }
+    if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF) {
+        snprintf(errstr, errstr_size, "a batch is running on this connection");
+        return DS_EINVAL;
+    }
+    ds_opp_batch_t *b = ds_calloc(1, sizeof *b);
+    char *arr = distinct_ids(opp_ids, n, &b->nids);
+    const char *v[] = {arr};
+    bool ok = PQenterPipelineMode(conn) && PQsetnonblocking(conn, 1) == 0;
+    for (int q = 0; q < 4 && ok; q++) ok = PQsendQueryParams(conn, load_sql[q], 1, NULL, v, NULL, NULL, 1) == 1;
+    ok = ok && PQpipelineSync(conn) == 1;
+    free(arr);
+    /* Non-blocking until everything is written, reading whatever the server
+     * answers meanwhile: a full send buffer can never wait on a full
+     * receive buffer. */
+    while (ok) {
+        int f = PQflush(conn);
+        if (f <= 0) {
+            ok = f == 0;
+            break;
+        }
+        struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN | POLLOUT};
+        if (poll(&pfd, 1, -1) < 0 && errno != EINTR) ok = false;
+        if (ok && (pfd.revents & POLLIN)) ok = PQconsumeInput(conn) == 1;
+    }
+    if (ok) ok = PQsetnonblocking(conn, 0) == 0;
+    if (!ok) {
+        char buf[512];
+        snprintf(errstr, errstr_size, "could not send the loader queries: %s",
+                 ds_pg_error_text(NULL, conn, buf, sizeof buf));
+        ds_pg_reset(pg); /* the pipeline is in an unknown state */
+        ds_opp_batch_destroy(b);
+        return DS_ERETRY;
+    }
+    b->sent = true;
+    *out = b;
+    return DS_OK;
+}
+
+int ds_opp_batch_recv(ds_pg_t *pg, ds_opp_batch_t *b, char *errstr, size_t errstr_size) {
+    if (!b->sent) {
+        snprintf(errstr, errstr_size, "the batch was not sent");
+        return DS_EINVAL;
+    }
+    b->sent = false;
+    PGconn *conn = ds_pg_conn(pg);
+    static const unsigned *const types[4] = {load_types0, load_types1, load_types2, load_types3};
+    static const int ntypes[4] = {DS_ARRAY_SIZE(load_types0), DS_ARRAY_SIZE(load_types1),
+                                  DS_ARRAY_SIZE(load_types2), DS_ARRAY_SIZE(load_types3)};
+    int rc = DS_OK;
+    bool clean = conn != NULL;
+    /* Each query gives its result and then NULL; after an error the rest
+     * come back PGRES_PIPELINE_ABORTED; then the sync. */
+    for (int q = 0; q < 4 && clean; q++) {
+        PGresult *r = PQgetResult(conn);
+        if (!r) {
+            clean = false;
+            break;
+        }
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            b->res[q] = r;
+            if (rc == DS_OK) rc = check_types(r, types[q], ntypes[q], q, errstr, errstr_size);
+        } else {
+            if (rc == DS_OK) {
+                char buf[512];
+                rc = ds_pg_classify(r, conn);
+                if (rc == DS_OK) rc = DS_EFATAL;
+                snprintf(errstr, errstr_size, "%s", ds_pg_error_text(r, conn, buf, sizeof buf));
+            }
+            PQclear(r);
+        }
+        PGresult *end = PQgetResult(conn);
+        if (end) {
+            PQclear(end);
+            clean = false;
+        }
+    }
+    if (clean) {
+        PGresult *sync = PQgetResult(conn);
+        clean = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+        PQclear(sync);
+    }
+    if (clean) clean = PQexitPipelineMode(conn) == 1;
+    if (!clean) {
+        if (rc == DS_OK) {
+            char buf[512];
+            snprintf(errstr, errstr_size, "loader queries: %s", ds_pg_error_text(NULL, conn, buf, sizeof buf));
+            rc = DS_ERETRY;
+        }
+        ds_pg_reset(pg);
+    }
+    if (rc != DS_OK) return rc;
+    return build_batch(b);
 }
 
 int ds_opp_batch_load(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_batch_t **out,
                       char *errstr, size_t errstr_size) {
-    ds_opp_batch_t *b = ds_calloc(1, sizeof *b);
-    char *arr = ds_pg_array_text(opp_ids, n);
-    const char *v[] = {arr};
-    int rc;
-    static const char *sql[4] = {
-        "select o.id, o.org_id, o.external_id, o.account_id, o.owner_id, " US("o.created_at") ","
-        " o.stage, o.amount, " US("o.close_date") ", o.product_category, o.persona,"
-        " a.industry, a.region, a.size_band, o.placeholder, o.outcome, " US("o.closed_at")
-        " from public.opportunities o left join public.accounts a on a.id = o.account_id"
-        " where o.id = any($1::uuid[])",
-        "select opportunity_id, field, old_value, new_value, " US("changed_at")
-        " from public.opportunity_history where opportunity_id = any($1::uuid[])"
-        " order by opportunity_id, changed_at, id",
-        "select opportunity_id, type, " US("occurred_at") ", duration_min"
-        " from public.interactions where opportunity_id = any($1::uuid[]) order by opportunity_id, occurred_at",
-        "select opportunity_id, id, " US("occurred_at") ", text"
-        " from public.transcripts where opportunity_id = any($1::uuid[]) order by opportunity_id, occurred_at",
-    };
-    for (int q = 0; q < 4; q++) {
-        rc = ds_pg_exec_params(pg, sql[q], 1, v, NULL, NULL, &b->res[q], errstr, errstr_size);
-        if (rc != 0) {
-            free(arr);
-            ds_opp_batch_destroy(b);
-            return rc;
-        }
+    ds_opp_batch_t *b = NULL;
+    int rc = ds_opp_batch_send(pg, opp_ids, n, &b, errstr, errstr_size);
+    if (rc == DS_OK) rc = ds_opp_batch_recv(pg, b, errstr, errstr_size);
+    if (rc != DS_OK) {
+        ds_opp_batch_destroy(b);
+        b = NULL;
     }
-    free(arr);
+    *out = b;
+    return rc;
+}
+
+/* Turns the four results into the raw structs (strings stay in them). */
+static int build_batch(ds_opp_batch_t *b) {
+    size_t nids = b->nids;
     PGresult *r = b->res[0];
-    b->n = (size_t)PQntuples(r);
-    b->opps = ds_calloc(b->n + 1, sizeof *b->opps);
+    int no = PQntuples(r);
+    /* pos_entry[position - 1] = the entry loaded for it, or -1 */
+    int *pos_entry = ds_malloc((nids + 1) * sizeof *pos_entry);
+    for (size_t i = 0; i < nids; i++) pos_entry[i] = -1;
+    b->opps = ds_calloc((size_t)no + 1, sizeof *b->opps);
     b->nslots = 16;
-    while (b->nslots < b->n * 2) b->nslots *= 2;
+    while (b->nslots < (size_t)no * 2) b->nslots *= 2;
     b->slots = ds_malloc(b->nslots * sizeof(int));
     for (size_t i = 0; i < b->nslots; i++) b->slots[i] = -1;
-    for (size_t i = 0; i < b->n; i++) {
-        opp_entry_t *e = &b->opps[i];
+    for (int row = 0; row < no; row++) {
+        int64_t pos = bin_i8(r, row, 0);
+        if (pos < 1 || (size_t)pos > nids || pos_entry[pos - 1] >= 0) continue;
+        opp_entry_t *e = &b->opps[b->n];
         ds_opp_raw_init(&e->raw);
-        int row = (int)i;
-        e->raw.opportunity_id = PQgetvalue(r, row, 0);
-        e->org_id = PQgetvalue(r, row, 1);
-        e->raw.external_id = PQgetvalue(r, row, 2);
-        e->raw.account_id = col_str(r, row, 3);
-        e->raw.owner_id = col_str(r, row, 4);
-        e->raw.created_at_us = col_i64(r, row, 5, DS_TIME_NONE);
-        e->raw.stage = col_str(r, row, 6);
-        e->raw.amount = PQgetisnull(r, row, 7) ? NAN : strtod(PQgetvalue(r, row, 7), NULL);
-        e->raw.close_date_us = col_i64(r, row, 8, DS_TIME_NONE);
-        e->raw.product_category = col_str(r, row, 9);
-        e->raw.persona = col_str(r, row, 10);
-        e->raw.industry = col_str(r, row, 11);
-        e->raw.region = col_str(r, row, 12);
-        e->raw.size_band = col_str(r, row, 13);
-        e->placeholder = PQgetvalue(r, row, 14)[0] == 't';
-        const char *oc = PQgetvalue(r, row, 15);
+        e->raw.opportunity_id = PQgetvalue(r, row, 1);
+        e->org_id = PQgetvalue(r, row, 2);
+        e->raw.external_id = PQgetvalue(r, row, 3);
+        e->raw.account_id = bin_str(r, row, 4);
+        e->raw.owner_id = bin_str(r, row, 5);
+        e->raw.created_at_us = bin_ts(r, row, 6);
+        e->raw.stage = bin_str(r, row, 7);
+        e->raw.amount = bin_f8(r, row, 8);
+        e->raw.close_date_us = bin_date(r, row, 9);
+        e->raw.product_category = bin_str(r, row, 10);
+        e->raw.persona = bin_str(r, row, 11);
+        e->raw.industry = bin_str(r, row, 12);
+        e->raw.region = bin_str(r, row, 13);
+        e->raw.size_band = bin_str(r, row, 14);
+        e->placeholder = bin_bool(r, row, 15);
+        const char *oc = PQgetvalue(r, row, 16);
         e->raw.outcome = !strcmp(oc, "won") ? DS_OUTCOME_WON : !strcmp(oc, "lost") ? DS_OUTCOME_LOST : DS_OUTCOME_OPEN;
-        e->raw.closed_at_us = col_i64(r, row, 16, DS_TIME_NONE);
+        e->raw.closed_at_us = bin_ts(r, row, 17);
         size_t mask = b->nslots - 1;
         size_t s = hash_str(e->raw.opportunity_id) & mask;
         while (b->slots[s] >= 0) s = (s + 1) & mask;
-        b->slots[s] = (int)i;
+        b->slots[s] = (int)b->n;
+        pos_entry[pos - 1] = (int)b->n;
+        b->n++;
     }
-    /* History. Rows are sorted by opportunity, so each one's rows are contiguous. */
+    size_t *first = ds_calloc(b->n + 1, sizeof *first), *count = ds_calloc(b->n + 1, sizeof *count);
+
+    /* History, in (changed_at, id) order per opportunity: ties in time keep
+     * the array order in the engine, so the order must not depend on the plan. */
     r = b->res[1];
-    int nh = PQntuples(r);
-    b->hist = ds_calloc((size_t)nh + 1, sizeof *b->hist);
-    for (int row = 0; row < nh; row++) {
-        int k = row_owner(b, r, row);
-        if (k < 0) continue;
+    int *order = group_rows(r, pos_entry, nids, b->n, first, count);
+    b->hist = ds_calloc((size_t)PQntuples(r) + 1, sizeof *b->hist);
+    int64_t *hid = ds_calloc((size_t)PQntuples(r) + 1, sizeof *hid);
+    for (size_t k = 0; k < b->n; k++) {
         ds_opp_raw_t *raw = &b->opps[k].raw;
-        ds_opp_history_t *h = &b->hist[row];
-        if (ds_opp_history_set(h, PQgetvalue(r, row, 1), col_str(r, row, 2), col_str(r, row, 3),
-                               col_i64(r, row, 4, DS_TIME_NONE)) != 0)
-            h->field = DS_HIST_IGNORED;
-        if (!raw->history) raw->history = h;
-        raw->n_history++;
+        ds_opp_history_t *h = &b->hist[first[k]];
+        int64_t *id = &hid[first[k]];
+        for (size_t j = 0; j < count[k]; j++) {
+            int row = order[first[k] + j];
+            ds_opp_history_t cur;
+            memset(&cur, 0, sizeof cur);
+            if (ds_opp_history_set(&cur, PQgetvalue(r, row, 1), bin_str(r, row, 2), bin_str(r, row, 3),
+                                   bin_ts(r, row, 4)) != 0)
+                cur.field = DS_HIST_IGNORED;
+            int64_t cid = bin_i8(r, row, 5);
+            /* Insertion sort: a handful of rows per deal, usually in order already. */
+            size_t at = j;
+            while (at > 0 && (h[at - 1].changed_at_us > cur.changed_at_us ||
+                              (h[at - 1].changed_at_us == cur.changed_at_us && id[at - 1] > cid))) {
+                h[at] = h[at - 1];
+                id[at] = id[at - 1];
+                at--;
+            }
+            h[at] = cur;
+            id[at] = cid;
+        }
+        raw->history = count[k] ? h : NULL;
+        raw->n_history = count[k];
     }
+    free(hid);
+    free(order);
+
+    /* Interactions: the engine only counts and takes maxima, so any order does. */
     r = b->res[2];
-    int ni = PQntuples(r);
-    b->inter = ds_calloc((size_t)ni + 1, sizeof *b->inter);
-    for (int row = 0; row < ni; row++) {
-        int k = row_owner(b, r, row);
-        if (k < 0) continue;
+    order = group_rows(r, pos_entry, nids, b->n, first, count);
+    b->inter = ds_calloc((size_t)PQntuples(r) + 1, sizeof *b->inter);
+    for (size_t k = 0; k < b->n; k++) {
         ds_opp_raw_t *raw = &b->opps[k].raw;
-        ds_interaction_t *it = &b->inter[row];
-        it->type = ds_interaction_type_parse(PQgetvalue(r, row, 1));
-        it->occurred_at_us = col_i64(r, row, 2, DS_TIME_NONE);
-        it->duration_min = PQgetisnull(r, row, 3) ? NAN : strtod(PQgetvalue(r, row, 3), NULL);
-        if (!raw->interactions) raw->interactions = it;
-        raw->n_interactions++;
+        for (size_t j = 0; j < count[k]; j++) {
+            int row = order[first[k] + j];
+            ds_interaction_t *it = &b->inter[first[k] + j];
+            it->type = ds_interaction_type_parse(PQgetvalue(r, row, 1));
+            it->occurred_at_us = bin_ts(r, row, 2);
+            it->duration_min = bin_f8(r, row, 3);
+        }
+        raw->interactions = count[k] ? &b->inter[first[k]] : NULL;
+        raw->n_interactions = count[k];
     }
+    free(order);
+
+    /* Transcripts: the engine puts them in (time, id) order itself. */
     r = b->res[3];
-    int nt = PQntuples(r);
-    b->trans = ds_calloc((size_t)nt + 1, sizeof *b->trans);
-    for (int row = 0; row < nt; row++) {
-        int k = row_owner(b, r, row);
-        if (k < 0) continue;
+    order = group_rows(r, pos_entry, nids, b->n, first, count);
+    b->trans = ds_calloc((size_t)PQntuples(r) + 1, sizeof *b->trans);
+    for (size_t k = 0; k < b->n; k++) {
         ds_opp_raw_t *raw = &b->opps[k].raw;
-        ds_transcript_t *t = &b->trans[row];
-        t->id = PQgetvalue(r, row, 1);
-        t->occurred_at_us = col_i64(r, row, 2, DS_TIME_NONE);
-        t->text = PQgetvalue(r, row, 3);
-        t->text_len = (size_t)PQgetlength(r, row, 3);
-        if (!raw->transcripts) raw->transcripts = t;
-        raw->n_transcripts++;
+        for (size_t j = 0; j < count[k]; j++) {
+            int row = order[first[k] + j];
+            ds_transcript_t *t = &b->trans[first[k] + j];
+            t->id = PQgetvalue(r, row, 1);
+            t->occurred_at_us = bin_ts(r, row, 2);
+            t->text = PQgetvalue(r, row, 3);
+            t->text_len = (size_t)PQgetlength(r, row, 3);
+        }
+        raw->transcripts = count[k] ? &b->trans[first[k]] : NULL;
+        raw->n_transcripts = count[k];
     }
-    *out = b;
+    free(order);
+    free(first);
+    free(count);
+    free(pos_entry);
     return DS_OK;
 }

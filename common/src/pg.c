@@ -475,6 +475,7 @@ struct ds_pg_s {
     size_t nstmts, stmts_cap;
     chan_t *chans;
     size_t nchans, chans_cap;
+    bool sent; /* ds_pg_send_params sent a command whose result is unread */
 };
 
 int ds_pg_new(ds_pg_t **out, const char *url, const char *app_name, char *errstr,
@@ -496,6 +497,7 @@ void ds_pg_reset(ds_pg_t *pg) {
         PQfinish(pg->conn);
         pg->conn = NULL;
     }
+    pg->sent = false;
     for (size_t i = 0; i < pg->nstmts; i++) pg->stmts[i].prepared = false;
     for (size_t i = 0; i < pg->nchans; i++) pg->chans[i].active = false;
 }
@@ -645,6 +647,10 @@ static int check_usable(ds_pg_t *pg, char *errstr, size_t errstr_size) {
         seterr(errstr, errstr_size, "a batch is running on this connection");
         return DS_EINVAL;
     }
+    if (pg->sent) {
+        seterr(errstr, errstr_size, "a command sent on this connection was not waited for");
+        return DS_EINVAL;
+    }
     return DS_OK;
 }
 
@@ -679,6 +685,38 @@ int ds_pg_exec_params(ds_pg_t *pg, const char *sql, int nparams, const char *con
     if (rc != DS_OK) return rc;
     PGresult *r = PQexecParams(pg->conn, sql, nparams, NULL, values, lengths, formats, 0);
     return take_result(pg, r, res, errstr, errstr_size);
+}
+
+int ds_pg_send_params(ds_pg_t *pg, const char *sql, int nparams, const char *const *values,
+                      const int *lengths, const int *formats, char *errstr, size_t errstr_size) {
+    int rc = check_usable(pg, errstr, errstr_size);
+    if (rc != DS_OK) return rc;
+    /* Blocking mode: returns once the whole command is written, and the
+     * server reads all of it before it answers, so this cannot deadlock. */
+    if (!PQsendQueryParams(pg->conn, sql, nparams, NULL, values, lengths, formats, 0)) {
+        char buf[512];
+        seterr(errstr, errstr_size, "%s", ds_pg_error_text(NULL, pg->conn, buf, sizeof buf));
+        return PQstatus(pg->conn) == CONNECTION_OK ? DS_EFATAL : DS_ERETRY;
+    }
+    pg->sent = true;
+    return DS_OK;
+}
+
+int ds_pg_send_wait(ds_pg_t *pg, PGresult **res, char *errstr, size_t errstr_size) {
+    if (res) *res = NULL;
+    if (!pg->sent) {
+        seterr(errstr, errstr_size, "no command was sent on this connection");
+        return DS_EINVAL;
+    }
+    pg->sent = false;
+    if (!pg->conn) {
+        seterr(errstr, errstr_size, "no connection to postgres");
+        return DS_ERETRY;
+    }
+    /* One command gives one result, then NULL; keep the first. */
+    PGresult *first = PQgetResult(pg->conn), *more;
+    while ((more = PQgetResult(pg->conn)) != NULL) PQclear(more);
+    return take_result(pg, first, res, errstr, errstr_size);
 }
 
 int ds_pg_exec_prepared(ds_pg_t *pg, const char *name, int nparams, const char *const *values,

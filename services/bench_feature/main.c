@@ -301,7 +301,7 @@ typedef struct {
     bool done, timed_out;
     long snapshots, skipped, db_rows, dead_letters;
     double produce_s, startup_s, secs, secs_from_start;
-    double load, compute, write, batch_secs, batches, batch_msgs, batches_timed;
+    double load, compute, write, produce, batch_secs, batches, batch_msgs, batches_timed;
 } trial_t;
 
 static PGresult *query(bench_t *b, const char *sql, int n, const char *const *v) {
@@ -505,13 +505,17 @@ static int trial_config(ds_config_t *cfg, const char *prefix, char *err, size_t 
 static int fill_topic(bench_t *b, const ds_config_t *cfg, int64_t as_of_us, double *secs) {
     char err[512];
     char *topic = ds_config_topic(cfg, DS_TOPIC_OPPORTUNITY_CHANGED);
-    const char *topics[] = {topic};
+    /* features.ready too, as in a running system: left to the broker's
+     * auto-creation on the first produce, it held up the worker's first
+     * batch for ~0.5 s (creation, leader election, metadata refresh). */
+    char *ready = ds_config_topic(cfg, DS_TOPIC_FEATURES_READY);
+    const char *topics[] = {topic, ready};
     int rc = -1;
     ds_producer_t *p = NULL;
     dr_t dr = {0};
-    if (ds_kafka_ensure_topics(cfg, topics, 1, cfg->topic_partitions, cfg->topic_replication, 15000, err,
+    if (ds_kafka_ensure_topics(cfg, topics, 2, cfg->topic_partitions, cfg->topic_replication, 15000, err,
                                sizeof err) != 0) {
-        fprintf(stderr, PROG ": could not create topic %s: %s\n", topic, err);
+        fprintf(stderr, PROG ": could not create topics %s and %s: %s\n", topic, ready, err);
         goto out;
     }
     if (ds_producer_new(&p, cfg, err, sizeof err) != 0) {
@@ -555,6 +559,7 @@ static int fill_topic(bench_t *b, const ds_config_t *cfg, int64_t as_of_us, doub
 out:
     ds_producer_destroy(p);
     free(topic);
+    free(ready);
     return rc;
 }
 
@@ -600,6 +605,7 @@ static int scrape(conn_t *c, trial_t *t) {
     t->load = metric_sum(p, n, "dealscore_feature_phase_seconds_total", "phase=\"load\"");
     t->compute = metric_sum(p, n, "dealscore_feature_phase_seconds_total", "phase=\"compute\"");
     t->write = metric_sum(p, n, "dealscore_feature_phase_seconds_total", "phase=\"write\"");
+    t->produce = metric_sum(p, n, "dealscore_feature_phase_seconds_total", "phase=\"produce\"");
     t->batch_secs = metric_sum(p, n, "dealscore_worker_batch_seconds_sum", NULL);
     t->batches_timed = metric_sum(p, n, "dealscore_worker_batch_seconds_count", NULL);
     t->batches = metric_sum(p, n, "dealscore_worker_batch_size_count", NULL);
@@ -803,7 +809,7 @@ static void remove_work_dir(bench_t *b) {
 }
 
 static double share(double part, const trial_t *t) {
-    double total = t->batch_secs > 0 ? t->batch_secs : t->load + t->compute + t->write;
+    double total = t->batch_secs > 0 ? t->batch_secs : t->load + t->compute + t->write + t->produce;
     return total > 0 ? 100.0 * part / total : NAN;
 }
 
@@ -947,8 +953,8 @@ int main(int argc, char **argv) {
     settle(&b);
 
     trials = ds_calloc((size_t)(b.nbatch_sizes * b.repeat), sizeof *trials);
-    printf("\n%6s %4s %7s %8s %8s %8s %9s %6s %8s %6s %6s %10s %11s\n", "batch", "rep", "opps", "produce", "startup",
-           "seconds", "opps/s", "load", "compute", "write", "other", "mean batch", "busy opps/s");
+    printf("\n%6s %4s %7s %8s %8s %8s %9s %6s %8s %6s %8s %6s %10s %11s\n", "batch", "rep", "opps", "fill",
+           "startup", "seconds", "opps/s", "load", "compute", "write", "produce", "other", "mean batch", "busy opps/s");
     for (int r = 1; r <= b.repeat && !interrupted; r++) {
         /* Alternate the batch sizes within a repetition, so slow drifts of the
          * shared machine's load hit each size alike. */
@@ -958,11 +964,13 @@ int main(int argc, char **argv) {
             if (interrupted) break;
             ntrials++;
             double busy = t->batch_secs > 0 ? (double)t->snapshots / t->batch_secs : NAN;
-            double other = 100.0 - share(t->load, t) - share(t->compute, t) - share(t->write, t);
-            printf("%6d %4d %7ld %7.2fs %7.2fs %7.2fs %9.0f %5.1f%% %7.1f%% %5.1f%% %5.1f%% %10.1f %11.0f%s\n",
+            double other =
+                100.0 - share(t->load, t) - share(t->compute, t) - share(t->write, t) - share(t->produce, t);
+            printf("%6d %4d %7ld %7.2fs %7.2fs %7.2fs %9.0f %5.1f%% %7.1f%% %5.1f%% %7.1f%% %5.1f%% %10.1f %11.0f%s\n",
                    t->batch_size, t->rep, t->snapshots, t->produce_s, t->startup_s, t->secs,
                    t->secs > 0 ? (double)t->snapshots / t->secs : 0, share(t->load, t), share(t->compute, t),
-                   share(t->write, t), other, t->batches > 0 ? t->batch_msgs / t->batches : 0, busy,
+                   share(t->write, t), share(t->produce, t), other, t->batches > 0 ? t->batch_msgs / t->batches : 0,
+                   busy,
                    t->timed_out ? "  TIMED OUT" : "");
             if (t->db_rows != t->snapshots || t->skipped || t->dead_letters)
                 printf("       note: %ld snapshot rows in the database, %ld skipped, %ld dead letters\n", t->db_rows,
@@ -978,14 +986,14 @@ int main(int argc, char **argv) {
     loadavg(la1, sizeof la1);
     printf("\nmedians of %d trial%s per batch size (%zu opportunities; load average at start %s, at end %s; %ld CPUs):\n",
            b.repeat, b.repeat > 1 ? "s" : "", b.nids, la0, la1, ncpu);
-    printf("%6s %9s %9s %6s %8s %6s %6s %10s %11s\n", "batch", "opps/s", "seconds", "load", "compute", "write",
-           "other", "mean batch", "busy opps/s");
+    printf("%6s %9s %9s %6s %8s %6s %8s %6s %10s %11s\n", "batch", "opps/s", "seconds", "load", "compute", "write",
+           "produce", "other", "mean batch", "busy opps/s");
     double best = 0;
     int best_size = 0;
     double *x = ds_calloc((size_t)b.repeat, sizeof *x);
     for (int i = 0; i < b.nbatch_sizes; i++) {
-        double m[8];
-        for (int f = 0; f < 8; f++) {
+        double m[9];
+        for (int f = 0; f < 9; f++) {
             size_t n = 0;
             for (size_t k = 0; k < ntrials; k++) {
                 const trial_t *t = &trials[k];
@@ -996,15 +1004,19 @@ int main(int argc, char **argv) {
                 case 2: x[n++] = share(t->load, t); break;
                 case 3: x[n++] = share(t->compute, t); break;
                 case 4: x[n++] = share(t->write, t); break;
-                case 5: x[n++] = 100.0 - share(t->load, t) - share(t->compute, t) - share(t->write, t); break;
+                case 5:
+                    x[n++] = 100.0 - share(t->load, t) - share(t->compute, t) - share(t->write, t) -
+                             share(t->produce, t);
+                    break;
                 case 6: x[n++] = t->batches > 0 ? t->batch_msgs / t->batches : 0; break;
+                case 8: x[n++] = share(t->produce, t); break;
                 default: x[n++] = t->batch_secs > 0 ? (double)t->snapshots / t->batch_secs : NAN; break;
                 }
             }
             m[f] = median(x, n);
         }
-        printf("%6d %9.0f %8.2fs %5.1f%% %7.1f%% %5.1f%% %5.1f%% %10.1f %11.0f\n", b.batch_sizes[i], m[0], m[1], m[2],
-               m[3], m[4], m[5], m[6], m[7]);
+        printf("%6d %9.0f %8.2fs %5.1f%% %7.1f%% %5.1f%% %7.1f%% %5.1f%% %10.1f %11.0f\n", b.batch_sizes[i], m[0],
+               m[1], m[2], m[3], m[4], m[8], m[5], m[6], m[7]);
         if (m[0] > best) best = m[0], best_size = b.batch_sizes[i];
     }
     free(x);
@@ -1014,8 +1026,11 @@ int main(int argc, char **argv) {
            "  snapshot counter reached every opportunity (polled every 50 ms); startup (process start to\n"
            "  ready: connect, topic check, group join) is not included. load/compute/write/other are\n"
            "  shares of the worker's batch time (dealscore_worker_batch_seconds_sum): load = reading the\n"
-           "  raw rows, compute = features + JSON, write = the features_snapshot transaction, other =\n"
-           "  decoding, coalescing, producing features.ready and waiting for its delivery. busy opps/s =\n"
+           "  raw rows, compute = features + JSON + packing features.ready, write = waiting for the\n"
+           "  features_snapshot INSERTs and COMMIT (the part not overlapped with loading and computing\n"
+           "  the next chunk), produce = handing features.ready to the producer, other = decoding,\n"
+           "  coalescing, waiting for the deliveries, storing offsets. fill = producing the trial's\n"
+           "  events to the input topic (before the worker starts). busy opps/s =\n"
            "  opportunities / batch time (the rate without idle polling; it also counts publishing the\n"
            "  last batch's features.ready after its snapshots committed, so with one or two batches it\n"
            "  can come out below opps/s). One event per opportunity, so nothing coalesces. The stack's\n"

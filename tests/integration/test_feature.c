@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "dstest.h"
+#include "dealscore/feature_loader.h"
 #include "dealscore/features.h"
 #include "dealscore/v1/events.pb-c.h"
 
@@ -212,4 +213,112 @@ Test(feature, catalog_lists_every_feature) {
     free(out);
     free(err);
     free(bin);
+}
+
+/* A batch bigger than DEALSCORE_FEATURE_CHUNK is loaded and written chunk by
+ * chunk (one chunk's INSERT runs while the next one loads): every snapshot
+ * still lands, in one transaction, and changes of unknown deals in between
+ * are skipped. */
+Test(feature, chunked_batch_writes_every_snapshot_in_one_transaction) {
+    dst_stop(&T);
+    dst_env_set(&T, "DEALSCORE_FEATURE_CHUNK", "2");
+    dst_env_set(&T, "DEALSCORE_BATCH_WAIT_MS", "2000");
+    PGconn *db = pgt_connect_db(&T.db);
+    enum { N = 7 };
+    char *opps[N];
+    ds_config_t cfg;
+    ds_producer_t *p = dst_producer(&T, &cfg);
+    char *topic = pgt_fmt("%sopportunity.changed", T.prefix);
+    /* All events are in the topic before the worker starts: one batch. */
+    for (int i = 0; i < N; i++) {
+        char ext[32], eid[40];
+        snprintf(ext, sizeof ext, "OPP-C%d", i);
+        opps[i] = insert_opportunity(db, ext);
+        snprintf(eid, sizeof eid, "0b7f4a52-9d55-4c38-b2c1-43a1c1f0b%03d", i);
+        if (i == 3)
+            produce_change(p, topic, "0b7f4a52-9d55-4c38-b2c1-43a1c1f0b999", T.org_id,
+                           "7d1f0000-0000-4000-8000-000000000001", 1770000000LL * 1000000); /* unknown */
+        produce_change(p, topic, eid, T.org_id, opps[i], 1770000000LL * 1000000 + i);
+    }
+    pgt_execf(db,
+              "insert into interactions (org_id, opportunity_id, opportunity_external_id, external_id, type,"
+              " occurred_at, duration_min) values ('%s', '%s', 'OPP-C5', 'I-1', 'meeting', '2026-01-20T00:00:00Z', 45)",
+              T.org_id, opps[5]);
+    ds_consumer_t *c = dst_consumer(&T, "features.ready");
+    dst_start(&T, "feature");
+    int seen[N] = {0};
+    for (int got = 0; got < N; got++) {
+        rd_kafka_message_t *m[1];
+        dst_consume(c, m, 1, 30000);
+        Dealscore__V1__FeaturesReady *fr = dealscore__v1__features_ready__unpack(NULL, m[0]->len, m[0]->payload);
+        cr_assert(fr);
+        for (int i = 0; i < N; i++)
+            if (strcmp(fr->opportunity_id, opps[i]) == 0) {
+                seen[i]++;
+                cr_expect_eq(fr->as_of_us, 1770000000LL * 1000000 + i);
+                cr_expect_eq(feature_value(fr, "n_meeting_all"), i == 5 ? 1.0 : 0.0);
+            }
+        dealscore__v1__features_ready__free_unpacked(fr, NULL);
+        ds_consumer_release(m, 1);
+    }
+    for (int i = 0; i < N; i++) cr_expect_eq(seen[i], 1, "one features.ready for OPP-C%d", i);
+    cr_expect_eq(pgt_longf(db, "select count(*) from features_snapshot where org_id = '%s'", T.org_id), N);
+    /* computed_at is the transaction's start: one value for the whole batch. */
+    cr_expect_eq(pgt_longf(db, "select count(distinct computed_at) from features_snapshot where org_id = '%s'",
+                           T.org_id),
+                 1);
+    cr_expect_eq(pgt_longf(db,
+                           "select count(*) from features_snapshot where opportunity_id = '%s'"
+                           " and (features->>'n_meeting_all')::int = 1 and (features->>'stage_index')::int = 3",
+                           opps[5]),
+                 1);
+    for (int i = 0; i < N; i++) free(opps[i]);
+    ds_consumer_destroy(c);
+    ds_producer_destroy(p);
+    ds_config_close(&cfg);
+    free(topic);
+    PQfinish(db);
+}
+
+/* The loader sends its four queries in one pipeline: a failing query is
+ * reported with its class and leaves the connection usable; duplicate ids
+ * load once; a send followed by a recv is the same as a load. */
+Test(feature, loader_pipeline_reports_errors_and_stays_usable) {
+    PGconn *db = pgt_connect_db(&T.db);
+    char *opp = insert_opportunity(db, "OPP-L");
+    pgt_execf(db,
+              "insert into interactions (org_id, opportunity_id, opportunity_external_id, external_id, type,"
+              " occurred_at, duration_min) values ('%s', '%s', 'OPP-L', 'I-L', 'demo', '2026-01-05T00:00:00Z', 30)",
+              T.org_id, opp);
+    ds_pg_t *pg = NULL;
+    char err[512];
+    cr_assert_eq(ds_pg_new(&pg, T.db.conninfo, "test", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(ds_pg_ensure(pg, 5000, NULL, err, sizeof err), 0, "%s", err);
+    ds_opp_batch_t *b = NULL;
+    const char *bad[] = {"not-a-uuid"};
+    cr_expect_eq(ds_opp_batch_load(pg, bad, 1, &b, err, sizeof err), DS_EFATAL);
+    cr_expect_null(b);
+    cr_expect(strstr(err, "uuid") != NULL, "the error says why: %s", err);
+    const char *ids[] = {opp, "7d1f0000-0000-4000-8000-000000000002", opp};
+    cr_assert_eq(ds_opp_batch_send(pg, ids, 3, &b, err, sizeof err), 0, "%s", err);
+    /* While the queries are out, the connection takes nothing else. */
+    cr_expect_eq(ds_pg_exec(pg, "select 1", NULL, err, sizeof err), DS_EINVAL);
+    cr_assert_eq(ds_opp_batch_recv(pg, b, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(ds_opp_batch_count(b), 1);
+    int i = ds_opp_batch_find(b, opp);
+    cr_assert_eq(i, 0);
+    const ds_opp_raw_t *raw = ds_opp_batch_raw(b, 0);
+    cr_expect_eq(raw->n_interactions, 1);
+    cr_expect_eq(raw->interactions[0].type, DS_INTERACTION_DEMO);
+    cr_expect_eq(raw->interactions[0].occurred_at_us, 1767571200LL * 1000000); /* 2026-01-05 */
+    cr_expect_eq(raw->interactions[0].duration_min, 30.0);
+    cr_expect_eq(raw->created_at_us, 1767225600LL * 1000000); /* 2026-01-01 */
+    cr_expect_eq(raw->amount, 5000.0);
+    cr_expect_str_eq(raw->stage, "demo");
+    cr_expect_str_eq(ds_opp_batch_org(b, 0), T.org_id);
+    ds_opp_batch_destroy(b);
+    cr_expect_eq(ds_pg_exec(pg, "select 1", NULL, err, sizeof err), 0, "%s", err);
+    ds_pg_destroy(pg);
+    free(opp);
+    PQfinish(db);
 }

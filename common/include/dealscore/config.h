@@ -46,6 +46,9 @@ typedef struct ds_config_s {
     int hmac_window_s;          /* DEALSCORE_HMAC_WINDOW_S */
     int commit_batch;           /* DEALSCORE_COMMIT_BATCH: requests per group commit */
 
+    /* feature */
+    int feature_chunk;          /* DEALSCORE_FEATURE_CHUNK: opportunities per load and INSERT */
+
     /* scoring */
     char *supabase_jwks;        /* SUPABASE_JWKS: file path or URL */
     char *supabase_jwt_secret;  /* SUPABASE_JWT_SECRET: legacy HS256 secret */

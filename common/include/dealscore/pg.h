@@ -161,6 +161,19 @@ int ds_pg_exec(ds_pg_t *pg, const char *sql, PGresult **res, char *errstr, size_
 int ds_pg_exec_params(ds_pg_t *pg, const char *sql, int nparams, const char *const *values,
                       const int *lengths, const int *formats, PGresult **res, char *errstr,
                       size_t errstr_size);
+/* Sends sql with parameters (as ds_pg_exec_params, text results) and
+ * returns without waiting for the outcome, so the server works on it while
+ * the caller does something else (e.g. on another connection). Every other
+ * call on pg is DS_EINVAL until ds_pg_send_wait has collected it.
+ * Returns 0 once sent; DS_ERETRY without a healthy connection; DS_EINVAL
+ * if a batch or another sent command is pending. */
+int ds_pg_send_params(ds_pg_t *pg, const char *sql, int nparams, const char *const *values,
+                      const int *lengths, const int *formats, char *errstr, size_t errstr_size);
+/* Waits for the command ds_pg_send_params sent and returns what
+ * ds_pg_exec_params would have: 0 and *res (if res is not NULL; the caller
+ * PQclears it), or DS_ERETRY / DS_EFATAL with errstr. DS_EINVAL if nothing
+ * was sent. */
+int ds_pg_send_wait(ds_pg_t *pg, PGresult **res, char *errstr, size_t errstr_size);
 /* As ds_pg_exec_params for the statement name: a registered statement not
  * yet prepared on this connection is prepared first. */
 int ds_pg_exec_prepared(ds_pg_t *pg, const char *name, int nparams, const char *const *values,
