@@ -889,13 +889,27 @@ int ds_contribs_from_json(const json_t *obj, ds_named_contrib_t **out, size_t *n
     return 0;
 }
 
+static int cmp_name_ptr(const void *pa, const void *pb) {
+    return strcmp(*(const char *const *)pa, *(const char *const *)pb);
+}
+
+/* A NULL name or a name twice: sorts a copy of the names (n log n compares;
+ * a rescore diffs millions of rows of ~45 names). */
 static int has_duplicate(const ds_named_contrib_t *a, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        if (!a[i].name) return 1;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(a[i].name, a[j].name) == 0) return 1;
+    if (n < 2) return n == 1 && !a[0].name;
+    const char **names = ds_malloc(n * sizeof *names);
+    int dup = 0;
+    for (size_t i = 0; i < n && !dup; i++) {
+        if (!a[i].name) dup = 1;
+        names[i] = a[i].name;
     }
-    return 0;
+    if (!dup) {
+        qsort(names, n, sizeof *names, cmp_name_ptr);
+        for (size_t i = 1; i < n && !dup; i++)
+            if (strcmp(names[i - 1], names[i]) == 0) dup = 1;
+    }
+    free(names);
+    return dup;
 }
 
 /* Largest |change| first, then name. */
@@ -917,28 +931,35 @@ int ds_drivers_diff(const ds_named_contrib_t *prev, size_t n_prev, const ds_name
     size_t m = 0;
     for (size_t i = 0; i < n_cur; i++) {
         double before = NAN;
-        for (size_t j = 0; j < n_prev; j++) {
+        /* Same model, same order: the name at the same place matches first. */
+        size_t j0 = i < n_prev ? i : 0;
+        for (size_t t = 0; t < n_prev; t++) {
+            size_t j = (j0 + t) % n_prev;
             if (strcmp(prev[j].name, cur[i].name) == 0) {
                 before = prev[j].contribution;
                 matched[j] = true;
                 break;
             }
         }
-        all[m++] = (ds_contrib_change_t){cur[i].name, label_of(cur[i].name), before,
-                                         cur[i].contribution,
+        all[m++] = (ds_contrib_change_t){cur[i].name, NULL, before, cur[i].contribution,
                                          cur[i].contribution - (isnan(before) ? 0 : before)};
     }
     for (size_t j = 0; j < n_prev; j++)
         if (!matched[j])
-            all[m++] = (ds_contrib_change_t){prev[j].name, label_of(prev[j].name),
-                                             prev[j].contribution, NAN, -prev[j].contribution};
+            all[m++] = (ds_contrib_change_t){prev[j].name, NULL, prev[j].contribution, NAN,
+                                             -prev[j].contribution};
     free(matched);
-    /* Drop zero (and non-finite) changes, then rank. */
+    /* Drop zero (and non-finite) changes, then rank; labels only for the
+     * ones kept (a label is a lookup by name). */
     size_t kept = 0;
     for (size_t i = 0; i < m; i++)
         if (all[i].change != 0 && isfinite(all[i].change)) all[kept++] = all[i];
     qsort(all, kept, sizeof *all, cmp_change);
-    for (size_t i = 0; i < kept && i < k; i++) out[(*n_out)++] = all[i];
+    for (size_t i = 0; i < kept && i < k; i++) {
+        out[*n_out] = all[i];
+        out[*n_out].label = label_of(all[i].name);
+        (*n_out)++;
+    }
     free(all);
     return 0;
 }

@@ -11,13 +11,15 @@
 #include "scoring.h"
 
 /* The two latest history rows of each opportunity, through
- * prediction_history_opp_asof_idx (a replay must skip its own row). */
+ * prediction_history_opp_asof_idx (a replay must skip its own row); n is
+ * the opportunity's place in $1, from 1. */
 static const char *sql_previous =
-    "select x.id::text, h.proba_close, h.contributions::text,"
+    "select x.n, h.proba_close, h.contributions::text,"
     " (extract(epoch from h.as_of) * 1000000)::bigint, h.model_version"
-    " from unnest($1::uuid[]) as x(id) cross join lateral ("
-    "  select proba_close, contributions, as_of, model_version from public.prediction_history"
-    "  where opportunity_id = x.id order by as_of desc, id desc limit 2) h";
+    " from unnest($1::uuid[]) with ordinality as x(id, n) cross join lateral ("
+    "  select id, proba_close, contributions, as_of, model_version from public.prediction_history"
+    "  where opportunity_id = x.id order by as_of desc, id desc limit 2) h"
+    " order by x.n, h.as_of desc, h.id desc";
 
 /* One statement per table for the whole batch. */
 static const char *sql_history =
@@ -52,9 +54,195 @@ static int cmp_org(const void *a, const void *b) {
     return strcmp((*x)->org_id, (*y)->org_id);
 }
 
+/* ---- JSON text for the batch statements, written directly ------------------------------ */
+
+/* jansson's json_pack + json_dumps + json_loads of every row were most of a
+ * rescore's CPU: the records are written as text here instead. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} sbuf_t;
+
+static void sb_put(sbuf_t *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n + 1) cap *= 2;
+        b->buf = ds_realloc(b->buf, cap);
+        b->cap = cap;
+    }
+    memcpy(b->buf + b->len, s, n);
+    b->len += n;
+    b->buf[b->len] = '\0';
+}
+
+static void sb_puts(sbuf_t *b, const char *s) {
+    sb_put(b, s, strlen(s));
+}
+
+static void sb_str(sbuf_t *b, const char *s) {
+    sb_put(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        sb_put(b, run, (size_t)(s - run));
+        char esc[8];
+        if (c == '"' || c == '\\') snprintf(esc, sizeof esc, "\\%c", c);
+        else snprintf(esc, sizeof esc, "\\u%04x", c);
+        sb_puts(b, esc);
+        run = s + 1;
+    }
+    sb_put(b, run, (size_t)(s - run));
+    sb_put(b, "\"", 1);
+}
+
+/* A double exactly: 17 significant digits. */
+static void sb_double(sbuf_t *b, double v) {
+    if (!isfinite(v)) {
+        sb_puts(b, "null");
+        return;
+    }
+    char num[32];
+    int n = snprintf(num, sizeof num, "%.17g", v);
+    sb_put(b, num, (size_t)n);
+}
+
+/* A value of the scores: contributions and feature values are floats, for
+ * which 9 significant digits are exact (model.h, ds_drivers_json); other
+ * values (probabilities, pp, the stage prior's contributions) keep 17. */
+static void sb_real(sbuf_t *b, double v) {
+    if (isfinite(v) && (double)(float)v == v) {
+        char num[32];
+        int n = snprintf(num, sizeof num, "%.9g", v);
+        sb_put(b, num, (size_t)n);
+    } else {
+        sb_double(b, v);
+    }
+}
+
+static void sb_json(sbuf_t *b, json_t *j) {
+    switch (json_typeof(j)) {
+    case JSON_OBJECT: {
+        const char *key;
+        json_t *v;
+        bool first = true;
+        sb_put(b, "{", 1);
+        json_object_foreach(j, key, v) {
+            if (!first) sb_put(b, ",", 1);
+            first = false;
+            sb_str(b, key);
+            sb_put(b, ":", 1);
+            sb_json(b, v);
+        }
+        sb_put(b, "}", 1);
+        break;
+    }
+    case JSON_ARRAY: {
+        size_t i;
+        json_t *v;
+        sb_put(b, "[", 1);
+        json_array_foreach(j, i, v) {
+            if (i) sb_put(b, ",", 1);
+            sb_json(b, v);
+        }
+        sb_put(b, "]", 1);
+        break;
+    }
+    case JSON_STRING: sb_str(b, json_string_value(j)); break;
+    case JSON_INTEGER: {
+        char num[32];
+        int n = snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
+        sb_put(b, num, (size_t)n);
+        break;
+    }
+    case JSON_REAL: sb_real(b, json_real_value(j)); break;
+    case JSON_TRUE: sb_puts(b, "true"); break;
+    case JSON_FALSE: sb_puts(b, "false"); break;
+    default: sb_puts(b, "null"); break;
+    }
+}
+
+/* Reads stored contributions, a flat object of numbers as Postgres prints
+ * jsonb ({"a": 0.5, "_bias": -1}), into *out, the names pointing into *text
+ * (modified in place). Returns 0, or -1 for anything else (an escaped name,
+ * a null, nesting): the caller then goes through jansson. */
+static int parse_contribs(char *text, ds_named_contrib_t **out, size_t *n) {
+    size_t cap = 64, k = 0;
+    ds_named_contrib_t *a = ds_malloc(cap * sizeof *a);
+    char *p = text;
+#define SKIP_WS() while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++
+    SKIP_WS();
+    if (*p++ != '{') goto fail;
+    SKIP_WS();
+    if (*p == '}') goto done;
+    for (;;) {
+        SKIP_WS();
+        if (*p++ != '"') goto fail;
+        char *name = p;
+        while (*p && *p != '"' && *p != '\\') p++;
+        if (*p != '"') goto fail;
+        *p++ = '\0';
+        SKIP_WS();
+        if (*p++ != ':') goto fail;
+        SKIP_WS();
+        if (!(*p == '-' || (*p >= '0' && *p <= '9'))) goto fail;
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p) goto fail;
+        p = end;
+        if (k == cap) {
+            cap *= 2;
+            a = ds_realloc(a, cap * sizeof *a);
+        }
+        a[k++] = (ds_named_contrib_t){name, v};
+        SKIP_WS();
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p == '}') break;
+        goto fail;
+    }
+done:
+    *out = a;
+    *n = k;
+    return 0;
+fail:
+    free(a);
+    return -1;
+#undef SKIP_WS
+}
+
+/* "Why did it move" from the previous score's stored contributions (text,
+ * may be NULL) to the current ones. */
+static json_t *change_from_text(const char *prev_text, const json_t *cur, int top_k) {
+    if (!prev_text || !cur) return json_array();
+    char *copy = ds_strdup(prev_text);
+    ds_named_contrib_t *p = NULL, *c = NULL;
+    size_t np = 0, nc = 0;
+    json_t *out = NULL;
+    if (parse_contribs(copy, &p, &np) == 0) {
+        if (ds_contribs_from_json(cur, &c, &nc) == 0) out = scorer_change_named(p, np, c, nc, top_k);
+        free(p);
+        free(c);
+    } else {
+        json_t *prev = json_loads(prev_text, 0, NULL);
+        out = scorer_change(prev, cur, top_k);
+        json_decref(prev);
+    }
+    free(copy);
+    return out ? out : json_array();
+}
+
 int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
                     size_t n, char *errstr, size_t errsz) {
+    return scoring_persist_stats(pg, orgs, scorer, top_k, items, n, NULL, errstr, errsz);
+}
+
+int scoring_persist_stats(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
+                          size_t n, scoring_stats_t *stats, char *errstr, size_t errsz) {
     if (n == 0) return DS_OK;
+    int64_t t0 = ds_mono_us();
     /* Score per org, one model call per org. */
     scoring_item_t **order = ds_calloc(n, sizeof *order);
     for (size_t i = 0; i < n; i++) order[i] = &items[i];
@@ -84,6 +272,7 @@ int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top
     }
     free(order);
     if (rc != 0) return rc;
+    int64_t t1 = ds_mono_us();
 
     /* Previous scores: the latest history row that is not this very score
      * (a replay must find the same previous score as the first time). */
@@ -96,58 +285,99 @@ int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top
     rc = ds_pg_exec_params(pg, sql_previous, 1, pv, NULL, NULL, &r, errstr, errsz);
     free(arr);
     if (rc != 0) return rc;
-    for (size_t i = 0; i < n; i++) {
-        items[i].previous = NAN;
-        json_t *prev = NULL;
-        for (int row = 0; row < PQntuples(r); row++) {
-            if (strcmp(PQgetvalue(r, row, 0), items[i].opp_id) != 0) continue;
-            if (strtoll(PQgetvalue(r, row, 3), NULL, 10) == items[i].as_of_us &&
-                strcmp(PQgetvalue(r, row, 4), items[i].version) == 0)
-                continue;
-            items[i].previous = strtod(PQgetvalue(r, row, 1), NULL);
-            if (!PQgetisnull(r, row, 2)) prev = json_loads(PQgetvalue(r, row, 2), 0, NULL);
-            break;
-        }
-        items[i].change = scorer_change(prev, items[i].score.contribs, top_k);
-        json_decref(prev);
+    int64_t t2 = ds_mono_us();
+    for (size_t i = 0; i < n; i++) items[i].previous = NAN;
+    /* Rows come by place in $1, latest first: the first row of a place that
+     * is not this very score is the previous one. */
+    bool *done = ds_calloc(n, sizeof *done);
+    for (int row = 0; row < PQntuples(r); row++) {
+        long long place = strtoll(PQgetvalue(r, row, 0), NULL, 10) - 1;
+        if (place < 0 || (size_t)place >= n || done[place]) continue;
+        scoring_item_t *it = &items[place];
+        if (strtoll(PQgetvalue(r, row, 3), NULL, 10) == it->as_of_us && strcmp(PQgetvalue(r, row, 4), it->version) == 0)
+            continue;
+        done[place] = true;
+        it->previous = strtod(PQgetvalue(r, row, 1), NULL);
+        it->change = change_from_text(PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2), it->score.contribs, top_k);
     }
+    for (size_t i = 0; i < n; i++)
+        if (!done[i]) items[i].change = json_array(); /* nothing to explain without a previous score */
+    free(done);
     PQclear(r);
 
-    json_t *hist = json_array(), *preds = json_array();
+    sbuf_t hb = {0}, pb = {0};
+    sb_put(&hb, "[", 1);
+    sb_put(&pb, "[", 1);
     for (size_t i = 0; i < n; i++) {
         scoring_item_t *it = &items[i];
         char asof[40];
         ds_format_time_us(it->as_of_us, asof, sizeof asof);
-        json_array_append_new(hist, json_pack("{s:s, s:s, s:s, s:s, s:f, s:O}", "org_id", it->org_id,
-                                              "opportunity_id", it->opp_id, "as_of", asof, "model_version",
-                                              it->version, "proba_close", it->score.proba, "contributions",
-                                              it->score.contribs));
-        json_t *meddicc = it->meddicc_json ? json_loads(it->meddicc_json, 0, NULL) : NULL;
-        json_array_append_new(
-            preds, json_pack("{s:s, s:o, s:s, s:s, s:f, s:o, s:O, s:O, s:o, s:b}", "org_id", it->org_id,
-                             "account_id", it->account_id ? json_string(it->account_id) : json_null(),
-                             "opportunity_id", it->opp_id, "as_of", asof, "proba_close", it->score.proba,
-                             "previous_proba", isnan(it->previous) ? json_null() : json_real(it->previous),
-                             "top_features", it->score.drivers, "change", it->change, "meddicc",
-                             meddicc ? meddicc : json_null(), "is_prior", it->score.is_prior));
-        json_object_set_new(json_array_get(preds, i), "model_version", json_string(it->version));
+        if (i) {
+            sb_put(&hb, ",", 1);
+            sb_put(&pb, ",", 1);
+        }
+        sb_puts(&hb, "{\"org_id\":");
+        sb_str(&hb, it->org_id);
+        sb_puts(&hb, ",\"opportunity_id\":");
+        sb_str(&hb, it->opp_id);
+        sb_puts(&hb, ",\"as_of\":");
+        sb_str(&hb, asof);
+        sb_puts(&hb, ",\"model_version\":");
+        sb_str(&hb, it->version);
+        sb_puts(&hb, ",\"proba_close\":");
+        sb_double(&hb, it->score.proba);
+        sb_puts(&hb, ",\"contributions\":");
+        sb_json(&hb, it->score.contribs);
+        sb_put(&hb, "}", 1);
+
+        sb_puts(&pb, "{\"org_id\":");
+        sb_str(&pb, it->org_id);
+        sb_puts(&pb, ",\"account_id\":");
+        if (it->account_id) sb_str(&pb, it->account_id);
+        else sb_puts(&pb, "null");
+        sb_puts(&pb, ",\"opportunity_id\":");
+        sb_str(&pb, it->opp_id);
+        sb_puts(&pb, ",\"as_of\":");
+        sb_str(&pb, asof);
+        sb_puts(&pb, ",\"proba_close\":");
+        sb_double(&pb, it->score.proba);
+        sb_puts(&pb, ",\"previous_proba\":");
+        sb_double(&pb, it->previous); /* null when NaN */
+        sb_puts(&pb, ",\"top_features\":");
+        sb_json(&pb, it->score.drivers);
+        sb_puts(&pb, ",\"change\":");
+        sb_json(&pb, it->change);
+        /* The MEDDICC evidence is JSON text already (the engine's or the
+         * stored snapshot's). */
+        sb_puts(&pb, ",\"meddicc\":");
+        sb_puts(&pb, it->meddicc_json ? it->meddicc_json : "null");
+        sb_puts(&pb, it->score.is_prior ? ",\"is_prior\":true" : ",\"is_prior\":false");
+        sb_puts(&pb, ",\"model_version\":");
+        sb_str(&pb, it->version);
+        sb_put(&pb, "}", 1);
     }
-    char *hj = json_dumps(hist, JSON_COMPACT | JSON_REAL_PRECISION(17));
-    char *pj = json_dumps(preds, JSON_COMPACT | JSON_REAL_PRECISION(17));
-    json_decref(hist);
-    json_decref(preds);
+    sb_put(&hb, "]", 1);
+    sb_put(&pb, "]", 1);
+    int64_t t3 = ds_mono_us();
     ds_pg_batch_t *b = NULL;
     ds_pg_batch_begin(pg, &b);
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
-    const char *hv[] = {hj};
+    const char *hv[] = {hb.buf};
     ds_pg_batch_add_params(b, sql_history, 1, hv, NULL, NULL, NULL);
-    const char *pvv[] = {pj};
+    const char *pvv[] = {pb.buf};
     ds_pg_batch_add_params(b, sql_prediction, 1, pvv, NULL, NULL, NULL);
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
     rc = ds_pg_batch_run(b, NULL, NULL, errstr, errsz);
     ds_pg_batch_end(b);
-    free(hj);
-    free(pj);
+    free(hb.buf);
+    free(pb.buf);
+    if (stats) {
+        int64_t t4 = ds_mono_us();
+        stats->us_score += t1 - t0;
+        stats->us_previous += t2 - t1;
+        stats->us_json += t3 - t2;
+        stats->us_write += t4 - t3;
+    }
     return rc;
 }
 

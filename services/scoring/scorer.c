@@ -268,24 +268,30 @@ int scorer_score(const scorer_org_t *o, const double *values, size_t n, int top_
     return DS_OK;
 }
 
+json_t *scorer_change_named(const ds_named_contrib_t *prev, size_t n_prev, const ds_named_contrib_t *cur,
+                           size_t n_cur, int top_k) {
+    json_t *out = NULL;
+    ds_contrib_change_t *ch = ds_calloc((size_t)top_k + 1, sizeof *ch);
+    size_t n = 0;
+    if (ds_drivers_diff(prev, n_prev, cur, n_cur, (size_t)top_k, ch, &n) == 0) {
+        /* Contributions are stored with 9 significant digits: changes
+         * below that are rounding, not movement. */
+        size_t kept = 0;
+        for (size_t i = 0; i < n; i++)
+            if (fabs(ch[i].change) >= 1e-6) ch[kept++] = ch[i];
+        out = ds_drivers_diff_json(ch, kept);
+    }
+    free(ch);
+    return out ? out : json_array();
+}
+
 json_t *scorer_change(const json_t *prev, const json_t *cur, int top_k) {
     if (!prev || !cur || !json_is_object(prev)) return json_array();
     ds_named_contrib_t *p = NULL, *c = NULL;
     size_t np = 0, nc = 0;
     json_t *out = NULL;
-    if (ds_contribs_from_json(prev, &p, &np) == 0 && ds_contribs_from_json(cur, &c, &nc) == 0) {
-        ds_contrib_change_t *ch = ds_calloc((size_t)top_k + 1, sizeof *ch);
-        size_t n = 0;
-        if (ds_drivers_diff(p, np, c, nc, (size_t)top_k, ch, &n) == 0) {
-            /* Contributions are stored with 9 significant digits: changes
-             * below that are rounding, not movement. */
-            size_t kept = 0;
-            for (size_t i = 0; i < n; i++)
-                if (fabs(ch[i].change) >= 1e-6) ch[kept++] = ch[i];
-            out = ds_drivers_diff_json(ch, kept);
-        }
-        free(ch);
-    }
+    if (ds_contribs_from_json(prev, &p, &np) == 0 && ds_contribs_from_json(cur, &c, &nc) == 0)
+        out = scorer_change_named(p, np, c, nc, top_k);
     free(p);
     free(c);
     return out ? out : json_array();

@@ -56,6 +56,9 @@ void score_clear(score_t *s);
  * contributions (may be NULL) and the current one, top k by |change|. New
  * reference (an empty array without a previous score). */
 json_t *scorer_change(const json_t *prev_contribs, const json_t *cur_contribs, int top_k);
+/* The same from named contributions (ds_contribs_from_json's form). */
+json_t *scorer_change_named(const ds_named_contrib_t *prev, size_t n_prev, const ds_named_contrib_t *cur,
+                           size_t n_cur, int top_k);
 
 /* Registers the statements scorer_get uses on pg. */
 void scorer_register(ds_pg_t *pg);

@@ -33,6 +33,16 @@ typedef struct {
  * database that is away). */
 int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k,
                     scoring_item_t *items, size_t n, char *errstr, size_t errstr_size);
+/* Where scoring_persist_stats spent its time, added to (microseconds):
+ * scoring (TreeSHAP, drivers), reading the previous scores, building the
+ * statements' JSON, and the history + predictions transaction. */
+typedef struct {
+    int64_t us_score, us_previous, us_json, us_write;
+} scoring_stats_t;
+/* scoring_persist that also adds its timings to *stats (may be NULL). */
+int scoring_persist_stats(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k,
+                          scoring_item_t *items, size_t n, scoring_stats_t *stats, char *errstr,
+                          size_t errstr_size);
 void scoring_item_clear(scoring_item_t *it);
 /* Packs the PredictionMade event of a persisted item (caller frees *buf). */
 void scoring_event(const scoring_item_t *it, uint8_t **buf, size_t *len, char event_id[37]);

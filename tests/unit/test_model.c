@@ -718,6 +718,33 @@ Test(model, move_diff_hand_made) {
     cr_assert_eq(ds_drivers_diff(dup, 2, cur, 4, 2, out, &n), DS_EINVAL);
 }
 
+Test(model, move_diff_matches_names_in_any_order) {
+    /* The same names in the same order (one model), and shuffled (another
+     * model's order): the same changes either way. */
+    ds_named_contrib_t cur[] = {{"a", 1.0}, {"b", 2.0}, {"c", -3.0}, {"d", 0.5}};
+    ds_named_contrib_t same[] = {{"a", 0.5}, {"b", 2.0}, {"c", -1.0}, {"d", 0.25}};
+    ds_named_contrib_t shuffled[] = {{"d", 0.25}, {"c", -1.0}, {"a", 0.5}, {"b", 2.0}};
+    ds_contrib_change_t x[4], y[4];
+    size_t nx = 0, ny = 0;
+    cr_assert_eq(ds_drivers_diff(same, 4, cur, 4, 4, x, &nx), 0);
+    cr_assert_eq(ds_drivers_diff(shuffled, 4, cur, 4, 4, y, &ny), 0);
+    cr_assert_eq(nx, 3);
+    cr_assert_eq(ny, 3);
+    const char *want[] = {"c", "a", "d"};
+    double change[] = {-2.0, 0.5, 0.25};
+    for (size_t i = 0; i < 3; i++) {
+        cr_expect_str_eq(x[i].name, want[i]);
+        cr_expect_str_eq(y[i].name, want[i]);
+        cr_expect(x[i].change == change[i] && y[i].change == change[i]);
+        cr_expect_str_eq(x[i].label, want[i]); /* not engine features: the name */
+    }
+    /* A name twice, not next to each other, or a NULL name: refused. */
+    ds_named_contrib_t dup[] = {{"b", 1}, {"a", 2}, {"b", 3}};
+    cr_expect_eq(ds_drivers_diff(cur, 4, dup, 3, 4, x, &nx), DS_EINVAL);
+    ds_named_contrib_t null_name[] = {{"a", 1}, {NULL, 2}};
+    cr_expect_eq(ds_drivers_diff(null_name, 2, cur, 4, 4, x, &nx), DS_EINVAL);
+}
+
 Test(model, contribs_json_round_trip) {
     const char *names[] = {"days_open", "stage_index"};
     float c[] = {0.5f, -0.25f, 0.125f};
