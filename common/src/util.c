@@ -241,3 +241,36 @@ void ds_sha256_hex(const void *buf, size_t len, char out[65]) {
     }
     out[64] = '\0';
 }
+
+/* ---- string buffer ------------------------------------------------------ */
+
+void ds_sb_put(ds_sb_t *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n + 1) cap *= 2;
+        b->p = ds_realloc(b->p, cap);
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void ds_sb_puts(ds_sb_t *b, const char *s) { ds_sb_put(b, s, strlen(s)); }
+
+void ds_sb_json_str(ds_sb_t *b, const char *s) {
+    ds_sb_put(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        ds_sb_put(b, run, (size_t)(s - run));
+        char esc[8];
+        if (c == '"' || c == '\\') snprintf(esc, sizeof esc, "\\%c", c);
+        else snprintf(esc, sizeof esc, "\\u%04x", c);
+        ds_sb_puts(b, esc);
+        run = s + 1;
+    }
+    ds_sb_put(b, run, (size_t)(s - run));
+    ds_sb_put(b, "\"", 1);
+}

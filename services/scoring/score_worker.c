@@ -57,108 +57,71 @@ static int cmp_org(const void *a, const void *b) {
 /* ---- JSON text for the batch statements, written directly ------------------------------ */
 
 /* jansson's json_pack + json_dumps + json_loads of every row were most of a
- * rescore's CPU: the records are written as text here instead. */
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} sbuf_t;
-
-static void sb_put(sbuf_t *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1) cap *= 2;
-        b->buf = ds_realloc(b->buf, cap);
-        b->cap = cap;
-    }
-    memcpy(b->buf + b->len, s, n);
-    b->len += n;
-    b->buf[b->len] = '\0';
-}
-
-static void sb_puts(sbuf_t *b, const char *s) {
-    sb_put(b, s, strlen(s));
-}
-
-static void sb_str(sbuf_t *b, const char *s) {
-    sb_put(b, "\"", 1);
-    const char *run = s;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        sb_put(b, run, (size_t)(s - run));
-        char esc[8];
-        if (c == '"' || c == '\\') snprintf(esc, sizeof esc, "\\%c", c);
-        else snprintf(esc, sizeof esc, "\\u%04x", c);
-        sb_puts(b, esc);
-        run = s + 1;
-    }
-    sb_put(b, run, (size_t)(s - run));
-    sb_put(b, "\"", 1);
-}
+ * rescore's CPU: the records are written as text here, into a ds_sb_t. */
 
 /* A double exactly: 17 significant digits. */
-static void sb_double(sbuf_t *b, double v) {
+static void sb_double(ds_sb_t *b, double v) {
     if (!isfinite(v)) {
-        sb_puts(b, "null");
+        ds_sb_puts(b, "null");
         return;
     }
     char num[32];
     int n = snprintf(num, sizeof num, "%.17g", v);
-    sb_put(b, num, (size_t)n);
+    ds_sb_put(b, num, (size_t)n);
 }
 
 /* A value of the scores: contributions and feature values are floats, for
  * which 9 significant digits are exact (model.h, ds_drivers_json); other
  * values (probabilities, pp, the stage prior's contributions) keep 17. */
-static void sb_real(sbuf_t *b, double v) {
+static void sb_real(ds_sb_t *b, double v) {
     if (isfinite(v) && (double)(float)v == v) {
         char num[32];
         int n = snprintf(num, sizeof num, "%.9g", v);
-        sb_put(b, num, (size_t)n);
+        ds_sb_put(b, num, (size_t)n);
     } else {
         sb_double(b, v);
     }
 }
 
-static void sb_json(sbuf_t *b, json_t *j) {
+static void sb_json(ds_sb_t *b, json_t *j) {
     switch (json_typeof(j)) {
     case JSON_OBJECT: {
         const char *key;
         json_t *v;
         bool first = true;
-        sb_put(b, "{", 1);
+        ds_sb_put(b, "{", 1);
         json_object_foreach(j, key, v) {
-            if (!first) sb_put(b, ",", 1);
+            if (!first) ds_sb_put(b, ",", 1);
             first = false;
-            sb_str(b, key);
-            sb_put(b, ":", 1);
+            ds_sb_json_str(b, key);
+            ds_sb_put(b, ":", 1);
             sb_json(b, v);
         }
-        sb_put(b, "}", 1);
+        ds_sb_put(b, "}", 1);
         break;
     }
     case JSON_ARRAY: {
         size_t i;
         json_t *v;
-        sb_put(b, "[", 1);
+        ds_sb_put(b, "[", 1);
         json_array_foreach(j, i, v) {
-            if (i) sb_put(b, ",", 1);
+            if (i) ds_sb_put(b, ",", 1);
             sb_json(b, v);
         }
-        sb_put(b, "]", 1);
+        ds_sb_put(b, "]", 1);
         break;
     }
-    case JSON_STRING: sb_str(b, json_string_value(j)); break;
+    case JSON_STRING: ds_sb_json_str(b, json_string_value(j)); break;
     case JSON_INTEGER: {
         char num[32];
         int n = snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
-        sb_put(b, num, (size_t)n);
+        ds_sb_put(b, num, (size_t)n);
         break;
     }
     case JSON_REAL: sb_real(b, json_real_value(j)); break;
-    case JSON_TRUE: sb_puts(b, "true"); break;
-    case JSON_FALSE: sb_puts(b, "false"); break;
-    default: sb_puts(b, "null"); break;
+    case JSON_TRUE: ds_sb_puts(b, "true"); break;
+    case JSON_FALSE: ds_sb_puts(b, "false"); break;
+    default: ds_sb_puts(b, "null"); break;
     }
 }
 
@@ -305,72 +268,72 @@ int scoring_persist_stats(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, i
     free(done);
     PQclear(r);
 
-    sbuf_t hb = {0}, pb = {0};
-    sb_put(&hb, "[", 1);
-    sb_put(&pb, "[", 1);
+    ds_sb_t hb = {0}, pb = {0};
+    ds_sb_put(&hb, "[", 1);
+    ds_sb_put(&pb, "[", 1);
     for (size_t i = 0; i < n; i++) {
         scoring_item_t *it = &items[i];
         char asof[40];
         ds_format_time_us(it->as_of_us, asof, sizeof asof);
         if (i) {
-            sb_put(&hb, ",", 1);
-            sb_put(&pb, ",", 1);
+            ds_sb_put(&hb, ",", 1);
+            ds_sb_put(&pb, ",", 1);
         }
-        sb_puts(&hb, "{\"org_id\":");
-        sb_str(&hb, it->org_id);
-        sb_puts(&hb, ",\"opportunity_id\":");
-        sb_str(&hb, it->opp_id);
-        sb_puts(&hb, ",\"as_of\":");
-        sb_str(&hb, asof);
-        sb_puts(&hb, ",\"model_version\":");
-        sb_str(&hb, it->version);
-        sb_puts(&hb, ",\"proba_close\":");
+        ds_sb_puts(&hb, "{\"org_id\":");
+        ds_sb_json_str(&hb, it->org_id);
+        ds_sb_puts(&hb, ",\"opportunity_id\":");
+        ds_sb_json_str(&hb, it->opp_id);
+        ds_sb_puts(&hb, ",\"as_of\":");
+        ds_sb_json_str(&hb, asof);
+        ds_sb_puts(&hb, ",\"model_version\":");
+        ds_sb_json_str(&hb, it->version);
+        ds_sb_puts(&hb, ",\"proba_close\":");
         sb_double(&hb, it->score.proba);
-        sb_puts(&hb, ",\"contributions\":");
+        ds_sb_puts(&hb, ",\"contributions\":");
         sb_json(&hb, it->score.contribs);
-        sb_put(&hb, "}", 1);
+        ds_sb_put(&hb, "}", 1);
 
-        sb_puts(&pb, "{\"org_id\":");
-        sb_str(&pb, it->org_id);
-        sb_puts(&pb, ",\"account_id\":");
-        if (it->account_id) sb_str(&pb, it->account_id);
-        else sb_puts(&pb, "null");
-        sb_puts(&pb, ",\"opportunity_id\":");
-        sb_str(&pb, it->opp_id);
-        sb_puts(&pb, ",\"as_of\":");
-        sb_str(&pb, asof);
-        sb_puts(&pb, ",\"proba_close\":");
+        ds_sb_puts(&pb, "{\"org_id\":");
+        ds_sb_json_str(&pb, it->org_id);
+        ds_sb_puts(&pb, ",\"account_id\":");
+        if (it->account_id) ds_sb_json_str(&pb, it->account_id);
+        else ds_sb_puts(&pb, "null");
+        ds_sb_puts(&pb, ",\"opportunity_id\":");
+        ds_sb_json_str(&pb, it->opp_id);
+        ds_sb_puts(&pb, ",\"as_of\":");
+        ds_sb_json_str(&pb, asof);
+        ds_sb_puts(&pb, ",\"proba_close\":");
         sb_double(&pb, it->score.proba);
-        sb_puts(&pb, ",\"previous_proba\":");
+        ds_sb_puts(&pb, ",\"previous_proba\":");
         sb_double(&pb, it->previous); /* null when NaN */
-        sb_puts(&pb, ",\"top_features\":");
+        ds_sb_puts(&pb, ",\"top_features\":");
         sb_json(&pb, it->score.drivers);
-        sb_puts(&pb, ",\"change\":");
+        ds_sb_puts(&pb, ",\"change\":");
         sb_json(&pb, it->change);
         /* The MEDDICC evidence is JSON text already (the engine's or the
          * stored snapshot's). */
-        sb_puts(&pb, ",\"meddicc\":");
-        sb_puts(&pb, it->meddicc_json ? it->meddicc_json : "null");
-        sb_puts(&pb, it->score.is_prior ? ",\"is_prior\":true" : ",\"is_prior\":false");
-        sb_puts(&pb, ",\"model_version\":");
-        sb_str(&pb, it->version);
-        sb_put(&pb, "}", 1);
+        ds_sb_puts(&pb, ",\"meddicc\":");
+        ds_sb_puts(&pb, it->meddicc_json ? it->meddicc_json : "null");
+        ds_sb_puts(&pb, it->score.is_prior ? ",\"is_prior\":true" : ",\"is_prior\":false");
+        ds_sb_puts(&pb, ",\"model_version\":");
+        ds_sb_json_str(&pb, it->version);
+        ds_sb_put(&pb, "}", 1);
     }
-    sb_put(&hb, "]", 1);
-    sb_put(&pb, "]", 1);
+    ds_sb_put(&hb, "]", 1);
+    ds_sb_put(&pb, "]", 1);
     int64_t t3 = ds_mono_us();
     ds_pg_batch_t *b = NULL;
     ds_pg_batch_begin(pg, &b);
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
-    const char *hv[] = {hb.buf};
+    const char *hv[] = {hb.p};
     ds_pg_batch_add_params(b, sql_history, 1, hv, NULL, NULL, NULL);
-    const char *pvv[] = {pb.buf};
+    const char *pvv[] = {pb.p};
     ds_pg_batch_add_params(b, sql_prediction, 1, pvv, NULL, NULL, NULL);
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
     rc = ds_pg_batch_run(b, NULL, NULL, errstr, errsz);
     ds_pg_batch_end(b);
-    free(hb.buf);
-    free(pb.buf);
+    free(hb.p);
+    free(pb.p);
     if (stats) {
         int64_t t4 = ds_mono_us();
         stats->us_score += t1 - t0;

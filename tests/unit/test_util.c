@@ -68,3 +68,12 @@ Test(util, uuid_valid_and_derived) {
     cr_assert_eq(a[14], '5', "version 5 layout: %s", a);
     cr_assert(strchr("89ab", a[19]) != NULL);
 }
+
+Test(util, sb_builds_json_string_literals) {
+    ds_sb_t b = {0};
+    ds_sb_puts(&b, "x=");
+    ds_sb_json_str(&b, "a\"b\\c\n\x01\xc3\xa9");
+    cr_expect_str_eq(b.p, "x=\"a\\\"b\\\\c\\u000a\\u0001\xc3\xa9\"");
+    cr_expect_eq(b.len, strlen(b.p));
+    free(b.p);
+}

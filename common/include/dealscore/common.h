@@ -33,6 +33,18 @@ void *ds_calloc(size_t n, size_t size);
 void *ds_realloc(void *ptr, size_t size);
 char *ds_strdup(const char *s);
 char *ds_strndup(const char *s, size_t n);
+
+/* A growing, always NUL-terminated string buffer; {0} is empty. The caller
+ * frees p. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} ds_sb_t;
+void ds_sb_put(ds_sb_t *b, const char *s, size_t n);
+void ds_sb_puts(ds_sb_t *b, const char *s);
+/* s as a JSON string literal (quotes, backslash and control characters
+ * escaped; other bytes as they are). */
+void ds_sb_json_str(ds_sb_t *b, const char *s);
 /* printf into a new string; the caller frees it. */
 char *ds_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
