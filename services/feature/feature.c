@@ -16,6 +16,7 @@
 #include "dealscore/features.h"
 #include "dealscore/log.h"
 #include "dealscore/pg.h"
+#include "dealscore/pgbin.h"
 #include "dealscore/v1/events.pb-c.h"
 #include "dealscore/worker.h"
 
@@ -49,83 +50,6 @@ static const char *sql_snapshot =
     " as u(org_id, opportunity_id, as_of, features, meddicc)"
     " on conflict (opportunity_id, as_of, feature_version) do update"
     " set features = excluded.features, meddicc = excluded.meddicc, computed_at = now()";
-
-#define OID_UUID 2950
-#define OID_TIMESTAMPTZ 1184
-#define OID_JSONB 3802
-/* 2000-01-01 in Unix microseconds: the origin of binary timestamps. */
-#define PG_EPOCH_US (10957LL * 86400LL * 1000000LL)
-
-/* A one-dimensional array in Postgres's binary format (array_recv): header,
- * then each element as a 4-byte length and its bytes. */
-typedef struct {
-    char *p;
-    size_t len, cap;
-} bin_array_t;
-
-static void ba_reserve(bin_array_t *a, size_t extra) {
-    if (a->len + extra <= a->cap) return;
-    size_t cap = a->cap ? a->cap : 4096;
-    while (cap < a->len + extra) cap *= 2;
-    a->p = ds_realloc(a->p, cap);
-    a->cap = cap;
-}
-
-static void put32(char *p, uint32_t v) {
-    p[0] = (char)(v >> 24);
-    p[1] = (char)(v >> 16);
-    p[2] = (char)(v >> 8);
-    p[3] = (char)v;
-}
-
-static void ba_begin(bin_array_t *a, uint32_t elem_oid) {
-    a->len = 0;
-    ba_reserve(a, 20);
-    put32(a->p, 1);          /* dimensions */
-    put32(a->p + 4, 0);      /* no NULLs */
-    put32(a->p + 8, elem_oid);
-    put32(a->p + 12, 0);     /* element count: ba_finish */
-    put32(a->p + 16, 1);     /* lower bound */
-    a->len = 20;
-}
-
-static void ba_finish(bin_array_t *a, size_t n) { put32(a->p + 12, (uint32_t)n); }
-
-/* Starts an element of len bytes and returns where they go. */
-static char *ba_elem(bin_array_t *a, size_t len) {
-    ba_reserve(a, 4 + len);
-    put32(a->p + a->len, (uint32_t)len);
-    char *at = a->p + a->len + 4;
-    a->len += 4 + len;
-    return at;
-}
-
-static int hexval(int c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; }
-
-/* A UUID already checked by ds_uuid_valid. */
-static void ba_uuid(bin_array_t *a, const char *s) {
-    char *out = ba_elem(a, 16);
-    for (int i = 0; i < 16; i++) {
-        if (*s == '-') s++;
-        out[i] = (char)(hexval((unsigned char)s[0]) << 4 | hexval((unsigned char)s[1]));
-        s += 2;
-    }
-}
-
-static void ba_timestamptz(bin_array_t *a, int64_t us) {
-    char *out = ba_elem(a, 8);
-    uint64_t v = (uint64_t)(us - PG_EPOCH_US);
-    put32(out, (uint32_t)(v >> 32));
-    put32(out + 4, (uint32_t)v);
-}
-
-/* jsonb's binary input is a version byte (1) and the JSON text. */
-static void ba_jsonb(bin_array_t *a, const char *json) {
-    size_t n = strlen(json);
-    char *out = ba_elem(a, n + 1);
-    out[0] = 1;
-    memcpy(out + 1, json, n);
-}
 
 static uint64_t hash_str(const char *s) {
     uint64_t h = 1469598103934665603ULL;
@@ -203,7 +127,7 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
     bool in_tx = false, in_flight = false;
     int64_t t_load = 0, t_compute = 0, t_write = 0;
     size_t done = 0;
-    bin_array_t a[5] = {{0}};
+    ds_pgba_t a[5] = {{0}};
     ds_feature_vec_t vec;
     const size_t chunk = (size_t)st->svc->cfg->feature_chunk;
     const char **ids = ds_calloc(chunk, sizeof *ids);
@@ -262,11 +186,11 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
             if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
             break;
         }
-        ba_begin(&a[0], OID_UUID);
-        ba_begin(&a[1], OID_UUID);
-        ba_begin(&a[2], OID_TIMESTAMPTZ);
-        ba_begin(&a[3], OID_JSONB);
-        ba_begin(&a[4], OID_JSONB);
+        ds_pgba_begin(&a[0], DS_OID_UUID);
+        ds_pgba_begin(&a[1], DS_OID_UUID);
+        ds_pgba_begin(&a[2], DS_OID_TIMESTAMPTZ);
+        ds_pgba_begin(&a[3], DS_OID_JSONB);
+        ds_pgba_begin(&a[4], DS_OID_JSONB);
         size_t rows = 0;
         for (size_t k = c0; k < c0 + cn; k++) {
             int idx = row[k - c0];
@@ -283,11 +207,11 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
             /* The MEDDICC evidence points into the batch: serialise before it goes. */
             char *fj = ds_features_to_json(&vec);
             char *mj = ds_meddicc_result_to_json(&vec.meddicc);
-            ba_uuid(&a[0], ch[k].org_id);
-            ba_uuid(&a[1], ch[k].opp_id);
-            ba_timestamptz(&a[2], ch[k].as_of_us);
-            ba_jsonb(&a[3], fj);
-            ba_jsonb(&a[4], mj);
+            ds_pgba_uuid(&a[0], ch[k].org_id);
+            ds_pgba_uuid(&a[1], ch[k].opp_id);
+            ds_pgba_timestamptz(&a[2], ch[k].as_of_us);
+            ds_pgba_jsonb(&a[3], fj, strlen(fj));
+            ds_pgba_jsonb(&a[4], mj, strlen(mj));
             free(fj);
             free(mj);
             out[*nout].idx = k;
@@ -299,7 +223,7 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
         int64_t t2 = ds_mono_us();
         t_compute += t2 - t1;
         if (rc != 0) break;
-        for (int i = 0; i < 5; i++) ba_finish(&a[i], rows);
+        for (int i = 0; i < 5; i++) ds_pgba_finish(&a[i]);
         /* The previous chunk's INSERT has had the load and compute of this
          * one to run; collect it before sending the next. */
         if (in_flight) {

@@ -25,6 +25,7 @@
 #include "dealscore/common.h"
 #include "dealscore/kafka.h"
 #include "dealscore/log.h"
+#include "dealscore/pgbin.h"
 #include "scoring.h"
 
 #define RESCORE_DEFAULT_CHUNK 2000
@@ -180,28 +181,32 @@ static int chunk_build(worker_t *wk, job_t *job, chunk_t *c, char *errstr, size_
 
 static const char *sql_snapshot =
     "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version, features, meddicc)"
-    " select x.o, x.i, $2::timestamptz, $3, x.f, x.m"
-    " from jsonb_to_recordset($1::jsonb) as x(o uuid, i uuid, f jsonb, m jsonb)"
+    " select x.o, x.i, $3::timestamptz, $4, x.f, x.m"
+    " from unnest($1::uuid[], $2::uuid[], $5::jsonb[], $6::jsonb[]) as x(o, i, f, m)"
     " on conflict (opportunity_id, as_of, feature_version) do nothing";
 
-/* The feature vectors of the chunk in one statement: a JSON array of
- * {o, i, f, m} records (the vectors are JSON already, so nothing is
- * escaped twice). */
+/* The feature vectors of the chunk in one statement, as binary arrays
+ * (pgbin.h). */
 static int write_snapshots(worker_t *wk, chunk_t *c, char *errstr, size_t errsz) {
-    size_t cap = 64;
-    for (size_t i = 0; i < c->n; i++) cap += strlen(c->fjson[i]) + strlen(c->mjson[i]) + 128;
-    char *buf = ds_malloc(cap), *w = buf;
-    *w++ = '[';
-    for (size_t i = 0; i < c->n; i++)
-        w += snprintf(w, cap - (size_t)(w - buf), "%s{\"o\":\"%s\",\"i\":\"%s\",\"f\":%s,\"m\":%s}", i ? "," : "",
-                      c->items[i].org_id, c->items[i].opp_id, c->fjson[i], c->mjson[i]);
-    *w++ = ']';
-    *w = '\0';
+    ds_pgba_t a[4] = {{0}};
+    ds_pgba_begin(&a[0], DS_OID_UUID);
+    ds_pgba_begin(&a[1], DS_OID_UUID);
+    ds_pgba_begin(&a[2], DS_OID_JSONB);
+    ds_pgba_begin(&a[3], DS_OID_JSONB);
+    for (size_t i = 0; i < c->n; i++) {
+        ds_pgba_uuid(&a[0], c->items[i].org_id);
+        ds_pgba_uuid(&a[1], c->items[i].opp_id);
+        ds_pgba_jsonb(&a[2], c->fjson[i], strlen(c->fjson[i]));
+        ds_pgba_jsonb(&a[3], c->mjson[i], strlen(c->mjson[i]));
+    }
+    for (int k = 0; k < 4; k++) ds_pgba_finish(&a[k]);
     char asof[40];
     ds_format_time_us(wk->pool->as_of_us, asof, sizeof asof);
-    const char *v[] = {buf, asof, DS_FEATURE_VERSION};
-    int rc = ds_pg_exec_params(wk->pg, sql_snapshot, 3, v, NULL, NULL, NULL, errstr, errsz);
-    free(buf);
+    const char *v[] = {a[0].p, a[1].p, asof, DS_FEATURE_VERSION, a[2].p, a[3].p};
+    const int lens[] = {(int)a[0].len, (int)a[1].len, 0, 0, (int)a[2].len, (int)a[3].len};
+    const int fmts[] = {1, 1, 0, 0, 1, 1};
+    int rc = ds_pg_exec_params(wk->pg, sql_snapshot, 6, v, lens, fmts, NULL, errstr, errsz);
+    for (int k = 0; k < 4; k++) ds_pgba_free(&a[k]);
     return rc;
 }
 

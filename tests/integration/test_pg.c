@@ -19,6 +19,7 @@
 
 #include "dealscore/log.h"
 #include "dealscore/pg.h"
+#include "dealscore/pgbin.h"
 
 static pgt_db_t db;
 static PGconn *admin;
@@ -687,6 +688,83 @@ Test(pg, array_literal_roundtrips_through_unnest) {
     }
     free(a1);
     free(a2);
+    ds_pg_destroy(pg);
+}
+
+Test(pg, binary_arrays_roundtrip_through_unnest) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    enum { COLS = 6, ROWS = 3 };
+    ds_pgba_t a[COLS] = {{0}};
+    static const uint32_t oids[COLS] = {DS_OID_UUID,   DS_OID_TIMESTAMPTZ, DS_OID_FLOAT8,
+                                        DS_OID_BOOL,   DS_OID_TEXT,        DS_OID_JSONB};
+    for (int c = 0; c < COLS; c++) ds_pgba_begin(&a[c], oids[c]);
+    /* Row 1: ordinary values; row 2: extremes; row 3: NULLs where a column allows. */
+    ds_pgba_uuid(&a[0], "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d");
+    ds_pgba_timestamptz(&a[1], 1764115200123456LL); /* 2025-11-26T00:00:00.123456Z */
+    ds_pgba_float8(&a[2], 0.1);
+    ds_pgba_bool(&a[3], true);
+    ds_pgba_text(&a[4], "m20261126T095059Z", 17);
+    const char *doc = "{\"b\": [1, 2.5], \"a\": \"x\\\"y\"}";
+    ds_pgba_jsonb(&a[5], doc, strlen(doc));
+    ds_pgba_uuid(&a[0], "FFFFFFFF-FFFF-4FFF-BFFF-FFFFFFFFFFFF");
+    ds_pgba_timestamptz(&a[1], -1000000LL); /* before 1970 and before 2000 */
+    ds_pgba_float8(&a[2], -1.0 / 3.0);
+    ds_pgba_bool(&a[3], false);
+    ds_pgba_text(&a[4], "ünï \"q\" ,{}", strlen("ünï \"q\" ,{}"));
+    ds_pgba_jsonb(&a[5], "[]", 2);
+    ds_pgba_null(&a[0]);
+    ds_pgba_null(&a[1]);
+    ds_pgba_null(&a[2]);
+    ds_pgba_null(&a[3]);
+    ds_pgba_text(&a[4], NULL, 0);
+    ds_pgba_jsonb(&a[5], NULL, 0);
+    const char *v[COLS];
+    int lens[COLS], fmts[COLS];
+    for (int c = 0; c < COLS; c++) {
+        ds_pgba_finish(&a[c]);
+        cr_expect_eq(a[c].n, (size_t)ROWS);
+        v[c] = a[c].p;
+        lens[c] = (int)a[c].len;
+        fmts[c] = 1;
+    }
+    PGresult *r = NULL;
+    cr_assert_eq(ds_pg_exec_params(pg,
+                                   "select u::text, to_char(t at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'),"
+                                   " f = 0.1::float8, f = -1::float8 / 3, b::text, x, j::text, i"
+                                   " from unnest($1::uuid[], $2::timestamptz[], $3::float8[], $4::bool[],"
+                                   " $5::text[], $6::jsonb[]) with ordinality as z(u, t, f, b, x, j, i) order by i",
+                                   COLS, v, lens, fmts, &r, err, sizeof err),
+                 DS_OK, "%s", err);
+    for (int c = 0; c < COLS; c++) ds_pgba_free(&a[c]);
+    cr_assert_eq(PQntuples(r), ROWS);
+    cr_expect_str_eq(PQgetvalue(r, 0, 0), "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d");
+    cr_expect_str_eq(PQgetvalue(r, 0, 1), "2025-11-26T00:00:00.123456");
+    cr_expect_str_eq(PQgetvalue(r, 0, 2), "t", "0.1 arrives bit-exact");
+    cr_expect_str_eq(PQgetvalue(r, 0, 4), "true");
+    cr_expect_str_eq(PQgetvalue(r, 0, 5), "m20261126T095059Z");
+    cr_expect_str_eq(PQgetvalue(r, 0, 6), "{\"a\": \"x\\\"y\", \"b\": [1, 2.5]}");
+    cr_expect_str_eq(PQgetvalue(r, 1, 0), "ffffffff-ffff-4fff-bfff-ffffffffffff");
+    cr_expect_str_eq(PQgetvalue(r, 1, 1), "1969-12-31T23:59:59.000000");
+    cr_expect_str_eq(PQgetvalue(r, 1, 3), "t", "-1/3 arrives bit-exact");
+    cr_expect_str_eq(PQgetvalue(r, 1, 4), "false");
+    cr_expect_str_eq(PQgetvalue(r, 1, 5), "ünï \"q\" ,{}");
+    cr_expect_str_eq(PQgetvalue(r, 1, 6), "[]");
+    for (int c = 0; c < 7; c++) cr_expect(PQgetisnull(r, 2, c), "row 3, column %d is NULL", c + 1);
+    PQclear(r);
+
+    /* Invalid JSON in a jsonb element is the server's error, not a crash. */
+    ds_pgba_t bad = {0};
+    ds_pgba_begin(&bad, DS_OID_JSONB);
+    ds_pgba_jsonb(&bad, "{nope", 5);
+    ds_pgba_finish(&bad);
+    const char *bv[] = {bad.p};
+    const int bl[] = {(int)bad.len}, bf[] = {1};
+    cr_expect_neq(ds_pg_exec_params(pg, "select count(*) from unnest($1::jsonb[])", 1, bv, bl, bf, NULL, err,
+                                    sizeof err),
+                  DS_OK);
+    cr_expect(strstr(err, "json") != NULL, "the error names JSON: %s", err);
+    ds_pgba_free(&bad);
     ds_pg_destroy(pg);
 }
 
