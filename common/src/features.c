@@ -697,40 +697,6 @@ int ds_features_compute(const ds_opp_raw_t *raw, int64_t as_of_us, const ds_winr
 
 /* ---- JSON ------------------------------------------------------------------------- */
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-} sbuf_t;
-
-static void sb_reserve(sbuf_t *sb, size_t extra) {
-    if (sb->len + extra + 1 <= sb->cap) return;
-    size_t cap = sb->cap ? sb->cap : 256;
-    while (cap < sb->len + extra + 1) cap *= 2;
-    sb->p = ds_realloc(sb->p, cap);
-    sb->cap = cap;
-}
-
-static void sb_put(sbuf_t *sb, const char *s, size_t n) {
-    sb_reserve(sb, n);
-    memcpy(sb->p + sb->len, s, n);
-    sb->len += n;
-    sb->p[sb->len] = '\0';
-}
-
-static void sb_puts(sbuf_t *sb, const char *s) {
-    sb_put(sb, s, strlen(s));
-}
-
-/* Only for our own static ASCII strings: escapes quotes and backslashes. */
-static void sb_json_str(sbuf_t *sb, const char *s) {
-    sb_put(sb, "\"", 1);
-    for (const char *p = s; *p; p++) {
-        if (*p == '"' || *p == '\\') sb_put(sb, "\\", 1);
-        sb_put(sb, p, 1);
-    }
-    sb_put(sb, "\"", 1);
-}
-
 /* Decimal digits of v into the end of buf; returns the start. */
 static char *u64_digits(uint64_t v, char *end) {
     do {
@@ -790,70 +756,69 @@ static int format_number(double v, char buf[40]) {
 }
 
 char *ds_features_to_json(const ds_feature_vec_t *vec) {
-    sbuf_t sb = {0};
-    sb_reserve(&sb, 2048);
+    ds_sb_t sb = {0};
     char num[40];
-    sb_put(&sb, "{", 1);
+    ds_sb_put(&sb, "{", 1);
     for (int i = 0; i < DS_FEATURE_COUNT; i++) {
-        if (i) sb_put(&sb, ",", 1);
-        sb_put(&sb, "\"", 1);
-        sb_puts(&sb, feature_defs[i].name);
-        sb_put(&sb, "\":", 2);
+        if (i) ds_sb_put(&sb, ",", 1);
+        ds_sb_put(&sb, "\"", 1);
+        ds_sb_puts(&sb, feature_defs[i].name);
+        ds_sb_put(&sb, "\":", 2);
         int n = format_number(vec->values[i], num);
-        sb_put(&sb, num, (size_t)n);
+        ds_sb_put(&sb, num, (size_t)n);
     }
-    sb_put(&sb, "}", 1);
+    ds_sb_put(&sb, "}", 1);
     return sb.p;
 }
 
 char *ds_features_catalog_json(void) {
-    sbuf_t sb = {0};
+    ds_sb_t sb = {0};
     char num[40];
-    sb_puts(&sb, "{\"version\":");
-    sb_json_str(&sb, DS_FEATURE_VERSION);
-    sb_puts(&sb, ",\"count\":");
+    ds_sb_puts(&sb, "{\"version\":");
+    ds_sb_json_str(&sb, DS_FEATURE_VERSION);
+    ds_sb_puts(&sb, ",\"count\":");
     format_number(DS_FEATURE_COUNT, num);
-    sb_puts(&sb, num);
-    sb_puts(&sb, ",\"missing\":\"NaN in the vector, null in JSON\"");
-    sb_puts(&sb, ",\"categorical_encoding\":");
-    sb_json_str(&sb, "fnv1a64 of the value normalized (ASCII lowercase, trimmed, runs of "
+    ds_sb_puts(&sb, num);
+    ds_sb_puts(&sb, ",\"missing\":\"NaN in the vector, null in JSON\"");
+    ds_sb_puts(&sb, ",\"categorical_encoding\":");
+    ds_sb_json_str(&sb, "fnv1a64 of the value normalized (ASCII lowercase, trimmed, runs of "
                      "whitespace, '_' or '-' as one space); code = top 24 bits as an integer in "
                      "[0, 16777215]; unseen values get their own code; empty = null");
-    sb_puts(&sb, ",\"win_rate_smoothing\":");
+    ds_sb_puts(&sb, ",\"win_rate_smoothing\":");
     format_number(DS_WINRATE_SMOOTHING, num);
-    sb_puts(&sb, num);
-    sb_puts(&sb, ",\"meddicc_negation_window\":");
+    ds_sb_puts(&sb, num);
+    ds_sb_puts(&sb, ",\"meddicc_negation_window\":");
     format_number(DS_MEDDICC_NEGATION_WINDOW, num);
-    sb_puts(&sb, num);
-    sb_puts(&sb, ",\"meddicc_negation_cues\":");
-    sb_json_str(&sb, DS_MEDDICC_NEGATION_CUES);
-    sb_puts(&sb, ",\"default_stage_order\":{");
+    ds_sb_puts(&sb, num);
+    ds_sb_puts(&sb, ",\"meddicc_negation_cues\":");
+    ds_sb_json_str(&sb, DS_MEDDICC_NEGATION_CUES);
+    ds_sb_puts(&sb, ",\"default_stage_order\":{");
     for (size_t i = 0; i < default_stages.n; i++) {
-        if (i) sb_puts(&sb, ",");
-        sb_json_str(&sb, default_stages.defs[i].name);
-        sb_puts(&sb, ":");
+        if (i) ds_sb_puts(&sb, ",");
+        ds_sb_json_str(&sb, default_stages.defs[i].name);
+        ds_sb_puts(&sb, ":");
         format_number(default_stages.defs[i].index, num);
-        sb_puts(&sb, num);
+        ds_sb_puts(&sb, num);
     }
-    sb_puts(&sb, "},\"features\":[");
+    ds_sb_puts(&sb, "},\"features\":[");
     for (int i = 0; i < DS_FEATURE_COUNT; i++) {
         const feature_def_t *d = &feature_defs[i];
-        if (i) sb_puts(&sb, ",");
-        sb_puts(&sb, "{\"index\":");
+        if (i) ds_sb_puts(&sb, ",");
+        ds_sb_puts(&sb, "{\"index\":");
         format_number(i, num);
-        sb_puts(&sb, num);
-        sb_puts(&sb, ",\"name\":");
-        sb_json_str(&sb, d->name);
-        sb_puts(&sb, ",\"family\":");
-        sb_json_str(&sb, d->family);
-        sb_puts(&sb, ",\"unit\":");
-        sb_json_str(&sb, d->unit);
-        sb_puts(&sb, ",\"label\":");
-        sb_json_str(&sb, d->label);
-        sb_puts(&sb, ",\"missing\":");
-        sb_json_str(&sb, d->missing);
-        sb_puts(&sb, "}");
+        ds_sb_puts(&sb, num);
+        ds_sb_puts(&sb, ",\"name\":");
+        ds_sb_json_str(&sb, d->name);
+        ds_sb_puts(&sb, ",\"family\":");
+        ds_sb_json_str(&sb, d->family);
+        ds_sb_puts(&sb, ",\"unit\":");
+        ds_sb_json_str(&sb, d->unit);
+        ds_sb_puts(&sb, ",\"label\":");
+        ds_sb_json_str(&sb, d->label);
+        ds_sb_puts(&sb, ",\"missing\":");
+        ds_sb_json_str(&sb, d->missing);
+        ds_sb_puts(&sb, "}");
     }
-    sb_puts(&sb, "]}");
+    ds_sb_puts(&sb, "]}");
     return sb.p;
 }

@@ -760,43 +760,20 @@ void ds_meddicc_scan(const ds_meddicc_lexicon_t *lex, const char *transcript_id,
 
 /* ---- JSON ----------------------------------------------------------------- */
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-} sbuf_t;
-
-static void sb_reserve(sbuf_t *sb, size_t extra) {
-    if (sb->len + extra + 1 <= sb->cap) return;
-    size_t cap = sb->cap ? sb->cap : 256;
-    while (cap < sb->len + extra + 1) cap *= 2;
-    sb->p = ds_realloc(sb->p, cap);
-    sb->cap = cap;
-}
-
-static void sb_put(sbuf_t *sb, const char *s, size_t n) {
-    sb_reserve(sb, n);
-    memcpy(sb->p + sb->len, s, n);
-    sb->len += n;
-    sb->p[sb->len] = '\0';
-}
-
-static void sb_puts(sbuf_t *sb, const char *s) {
-    sb_put(sb, s, strlen(s));
-}
-
-static void sb_u64(sbuf_t *sb, uint64_t v) {
+static void sb_u64(ds_sb_t *sb, uint64_t v) {
     char buf[24], *end = buf + sizeof buf, *p = end;
     do {
         *--p = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    sb_put(sb, p, (size_t)(end - p));
+    ds_sb_put(sb, p, (size_t)(end - p));
 }
 
-/* A JSON string; invalid UTF-8 becomes U+FFFD, control characters \u00XX. */
-static void sb_json_str(sbuf_t *sb, const char *s) {
+/* A JSON string; invalid UTF-8 becomes U+FFFD (ds_sb_json_str would pass it
+ * through), control characters \u00XX. */
+static void sb_json_str(ds_sb_t *sb, const char *s) {
     static const char hex[] = "0123456789abcdef";
-    sb_put(sb, "\"", 1);
+    ds_sb_put(sb, "\"", 1);
     const uint8_t *p = (const uint8_t *)s;
     size_t n = strlen(s);
     size_t i = 0;
@@ -805,63 +782,62 @@ static void sb_json_str(sbuf_t *sb, const char *s) {
         size_t j = i;
         while (j < n && p[j] >= 0x20 && p[j] < 0x80 && p[j] != '"' && p[j] != '\\') j++;
         if (j > i) {
-            sb_put(sb, (const char *)p + i, j - i);
+            ds_sb_put(sb, (const char *)p + i, j - i);
             i = j;
             continue;
         }
         uint8_t c = p[i];
         if (c == '"' || c == '\\') {
             char esc[2] = {'\\', (char)c};
-            sb_put(sb, esc, 2);
+            ds_sb_put(sb, esc, 2);
             i++;
         } else if (c < 0x20) {
             char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            sb_put(sb, esc, 6);
+            ds_sb_put(sb, esc, 6);
             i++;
         } else if (c < 0x80) {
-            sb_put(sb, (const char *)p + i, 1);
+            ds_sb_put(sb, (const char *)p + i, 1);
             i++;
         } else {
             size_t len;
             if (utf8_decode(p + i, n - i, &len) == CP_INVALID) {
-                sb_put(sb, "\xef\xbf\xbd", 3);
+                ds_sb_put(sb, "\xef\xbf\xbd", 3);
                 i++;
             } else {
-                sb_put(sb, (const char *)p + i, len);
+                ds_sb_put(sb, (const char *)p + i, len);
                 i += len;
             }
         }
     }
-    sb_put(sb, "\"", 1);
+    ds_sb_put(sb, "\"", 1);
 }
 
 char *ds_meddicc_result_to_json(const ds_meddicc_result_t *res) {
-    sbuf_t sb = {0};
-    sb_reserve(&sb, 512);
-    sb_puts(&sb, "{");
+    ds_sb_t sb = {0};
+    ds_sb_puts(&sb, "{");
     for (int el = 0; el < DS_MEDDICC_COUNT; el++) {
-        if (el) sb_puts(&sb, ",");
+        if (el) ds_sb_puts(&sb, ",");
         sb_json_str(&sb, element_names[el]);
-        sb_puts(&sb, res->present[el] ? ":{\"present\":true,\"matches\":"
+        ds_sb_puts(&sb, res->present[el] ? ":{\"present\":true,\"matches\":"
                                       : ":{\"present\":false,\"matches\":");
         sb_u64(&sb, res->n_matches[el]);
-        sb_puts(&sb, ",\"evidence\":[");
+        ds_sb_puts(&sb, ",\"evidence\":[");
         for (uint32_t k = 0; k < res->n_evidence[el] && k < DS_MEDDICC_MAX_EVIDENCE; k++) {
             const ds_meddicc_evidence_t *ev = &res->evidence[el][k];
-            if (k) sb_puts(&sb, ",");
-            sb_puts(&sb, "{\"transcript_id\":");
+            if (k) ds_sb_puts(&sb, ",");
+            ds_sb_puts(&sb, "{\"transcript_id\":");
             if (ev->transcript_id) sb_json_str(&sb, ev->transcript_id);
-            else sb_puts(&sb, "null");
-            sb_puts(&sb, ",\"start\":");
+            else ds_sb_puts(&sb, "null");
+            ds_sb_puts(&sb, ",\"start\":");
             sb_u64(&sb, ev->start);
-            sb_puts(&sb, ",\"end\":");
+            ds_sb_puts(&sb, ",\"end\":");
             sb_u64(&sb, ev->end);
-            sb_puts(&sb, ",\"phrase\":");
+            ds_sb_puts(&sb, ",\"phrase\":");
             sb_json_str(&sb, ev->phrase ? ev->phrase : "");
-            sb_puts(&sb, "}");
+            ds_sb_puts(&sb, "}");
         }
-        sb_puts(&sb, "]}");
+        ds_sb_puts(&sb, "]}");
     }
-    sb_puts(&sb, "}");
+    ds_sb_puts(&sb, "}");
     return sb.p;
 }

@@ -5,7 +5,6 @@
 
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,27 +134,6 @@ double ds_metric_value(const ds_metric_t *x) {
     return v;
 }
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} sbuf_t;
-
-static void sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf_t *b, const char *fmt, ...) {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->buf + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n >= 0 && (size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        b->cap = b->cap * 2 + (size_t)(n > 0 ? n : 0) + 256;
-        b->buf = ds_realloc(b->buf, b->cap);
-    }
-}
-
 static void fmt_labels(char *out, size_t sz, const char *labels, const char *extra) {
     if (!*labels && !extra)
         out[0] = '\0';
@@ -177,15 +155,15 @@ static void fmt_num(char *out, size_t sz, double v) {
 }
 
 char *ds_metrics_render(ds_metrics_t *m) {
-    sbuf_t b = {ds_malloc(4096), 0, 4096};
-    b.buf[0] = '\0';
+    ds_sb_t b = {0};
+    ds_sb_put(&b, "", 0); /* "" rather than NULL when there is nothing to render */
     static const char *tnames[] = {"counter", "gauge", "histogram"};
     pthread_mutex_lock(&m->mu);
     bool *done = ds_calloc(m->n + 1, sizeof(bool));
     for (size_t i = 0; i < m->n; i++) {
         if (done[i]) continue;
         ds_metric_t *head = m->items[i];
-        sb_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", head->name, head->help, head->name,
+        ds_sb_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", head->name, head->help, head->name,
                   tnames[head->type]);
         for (size_t j = i; j < m->n; j++) {
             ds_metric_t *x = m->items[j];
@@ -195,7 +173,7 @@ char *ds_metrics_render(ds_metrics_t *m) {
             if (x->type != M_HISTOGRAM) {
                 fmt_labels(lab, sizeof lab, x->labels, NULL);
                 fmt_num(num, sizeof num, x->value);
-                sb_printf(&b, "%s%s %s\n", x->name, lab, num);
+                ds_sb_printf(&b, "%s%s %s\n", x->name, lab, num);
                 continue;
             }
             unsigned long long cum = 0;
@@ -205,14 +183,14 @@ char *ds_metrics_render(ds_metrics_t *m) {
                 fmt_num(bound, sizeof bound, k < x->nbounds ? x->bounds[k] : INFINITY);
                 snprintf(le, sizeof le, "le=\"%s\"", bound);
                 fmt_labels(lab, sizeof lab, x->labels, le);
-                sb_printf(&b, "%s_bucket%s %llu\n", x->name, lab, cum);
+                ds_sb_printf(&b, "%s_bucket%s %llu\n", x->name, lab, cum);
             }
             fmt_labels(lab, sizeof lab, x->labels, NULL);
             fmt_num(num, sizeof num, x->sum);
-            sb_printf(&b, "%s_sum%s %s\n%s_count%s %llu\n", x->name, lab, num, x->name, lab, x->count);
+            ds_sb_printf(&b, "%s_sum%s %s\n%s_count%s %llu\n", x->name, lab, num, x->name, lab, x->count);
         }
     }
     free(done);
     pthread_mutex_unlock(&m->mu);
-    return b.buf;
+    return b.p;
 }

@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,63 +16,32 @@
         if (errstr && errstr_size) snprintf(errstr, errstr_size, __VA_ARGS__);                    \
     } while (0)
 
-/* ---- string buffer ---------------------------------------------------------- */
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-} sb_t;
-
-static void sb_put(sb_t *sb, const char *s, size_t n) {
-    if (sb->len + n + 1 > sb->cap) {
-        size_t cap = sb->cap ? sb->cap : 4096;
-        while (sb->len + n + 1 > cap) cap *= 2;
-        sb->p = ds_realloc(sb->p, cap);
-        sb->cap = cap;
-    }
-    memcpy(sb->p + sb->len, s, n);
-    sb->len += n;
-    sb->p[sb->len] = '\0';
-}
-
-static void sb_puts(sb_t *sb, const char *s) { sb_put(sb, s, strlen(s)); }
-
-static void sb_printf(sb_t *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sb_t *sb, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    int n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (n < 0) ds_panic("out of memory formatting the report");
-    sb_put(sb, s, (size_t)n);
-    free(s);
-}
+/* ---- HTML text -------------------------------------------------------------- */
 
 /* Text as HTML (also safe inside attribute values); NULL as "-". */
-static void sb_esc(sb_t *sb, const char *s) {
+static void sb_esc(ds_sb_t *sb, const char *s) {
     if (!s) {
-        sb_puts(sb, "-");
+        ds_sb_puts(sb, "-");
         return;
     }
     for (; *s; s++) {
         switch (*s) {
-        case '&': sb_puts(sb, "&amp;"); break;
-        case '<': sb_puts(sb, "&lt;"); break;
-        case '>': sb_puts(sb, "&gt;"); break;
-        case '"': sb_puts(sb, "&quot;"); break;
-        case '\'': sb_puts(sb, "&#39;"); break;
-        default: sb_put(sb, s, 1);
+        case '&': ds_sb_puts(sb, "&amp;"); break;
+        case '<': ds_sb_puts(sb, "&lt;"); break;
+        case '>': ds_sb_puts(sb, "&gt;"); break;
+        case '"': ds_sb_puts(sb, "&quot;"); break;
+        case '\'': ds_sb_puts(sb, "&#39;"); break;
+        default: ds_sb_put(sb, s, 1);
         }
     }
 }
 
 /* A figure with `digits` decimals, or "-" when not computed. */
-static void sb_num(sb_t *sb, double v, int digits) {
+static void sb_num(ds_sb_t *sb, double v, int digits) {
     if (!isfinite(v))
-        sb_puts(sb, "-");
+        ds_sb_puts(sb, "-");
     else
-        sb_printf(sb, "%.*f", digits, v);
+        ds_sb_printf(sb, "%.*f", digits, v);
 }
 
 /* ---- sorting features ------------------------------------------------------- */
@@ -108,88 +76,88 @@ static const ds_report_feature_t **sorted_features(const ds_report_t *r) {
 static double px(double v) { return LEFT + v * PLOT; }
 static double py(double v) { return TOP + (1 - v) * PLOT; }
 
-static void svg_axes(sb_t *sb, const char *title, const char *xlabel, const char *ylabel) {
-    sb_printf(sb,
+static void svg_axes(ds_sb_t *sb, const char *title, const char *xlabel, const char *ylabel) {
+    ds_sb_printf(sb,
               "<svg class=\"chart\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" "
               "aria-label=\"",
               LEFT + PLOT + 20, TOP + PLOT + 44, LEFT + PLOT + 20, TOP + PLOT + 44);
     sb_esc(sb, title);
-    sb_puts(sb, "\">\n");
-    sb_printf(sb, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#fff\" "
+    ds_sb_puts(sb, "\">\n");
+    ds_sb_printf(sb, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#fff\" "
                   "stroke=\"#888\"/>\n",
               LEFT, TOP, PLOT, PLOT);
     for (int i = 0; i <= 5; i++) {
         double v = i / 5.0;
-        sb_printf(sb,
+        ds_sb_printf(sb,
                   "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#eee\"/>"
                   "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#eee\"/>\n",
                   px(v), TOP, px(v), TOP + PLOT, LEFT, py(v), LEFT + PLOT, py(v));
-        sb_printf(sb,
+        ds_sb_printf(sb,
                   "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">%.1f</text>"
                   "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.1f</text>\n",
                   px(v), TOP + PLOT + 15, v, LEFT - 6, py(v) + 4, v);
     }
     /* The diagonal: perfect calibration, or a random ranking. */
-    sb_printf(sb,
+    ds_sb_printf(sb,
               "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#999\" "
               "stroke-dasharray=\"4 4\"/>\n",
               px(0), py(0), px(1), py(1));
-    sb_printf(sb, "<text x=\"%.1f\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">",
+    ds_sb_printf(sb, "<text x=\"%.1f\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">",
               px(0.5), TOP + PLOT + 32);
     sb_esc(sb, xlabel);
-    sb_printf(sb,
+    ds_sb_printf(sb,
               "</text>\n<text x=\"14\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\" "
               "transform=\"rotate(-90 14 %.1f)\">",
               py(0.5), py(0.5));
     sb_esc(sb, ylabel);
-    sb_puts(sb, "</text>\n");
+    ds_sb_puts(sb, "</text>\n");
 }
 
 /* Legend entries stacked inside the plot from (x, y): a corner the curves
  * leave empty (top left for reliability, bottom right for ROC). */
-static void svg_legend_box(sb_t *sb, double x, double y, size_t n) {
-    sb_printf(sb,
+static void svg_legend_box(ds_sb_t *sb, double x, double y, size_t n) {
+    ds_sb_printf(sb,
               "<rect x=\"%.1f\" y=\"%.1f\" width=\"150\" height=\"%.1f\" fill=\"#fff\" "
               "fill-opacity=\"0.9\" stroke=\"#ddd\"/>\n",
               x, y, 8.0 + 16.0 * (double)n);
 }
 
-static void svg_legend(sb_t *sb, double x, double y, size_t slot, const char *color,
+static void svg_legend(ds_sb_t *sb, double x, double y, size_t slot, const char *color,
                        const char *dash, const char *text) {
     double ly = y + 16.0 * (double)slot + 16;
-    sb_printf(sb,
+    ds_sb_printf(sb,
               "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
               "stroke-width=\"2\"%s%s%s/>",
               x + 8, ly - 4, x + 26, ly - 4, color, dash ? " stroke-dasharray=\"" : "",
               dash ? dash : "", dash ? "\"" : "");
-    sb_printf(sb, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">", x + 32, ly);
+    ds_sb_printf(sb, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">", x + 32, ly);
     sb_esc(sb, text);
-    sb_puts(sb, "</text>\n");
+    ds_sb_puts(sb, "</text>\n");
 }
 
-static void svg_bins(sb_t *sb, const ds_eval_bin_t *bins, size_t n, const char *color) {
+static void svg_bins(ds_sb_t *sb, const ds_eval_bin_t *bins, size_t n, const char *color) {
     size_t drawn = 0;
     for (size_t i = 0; i < n; i++)
         if (isfinite(bins[i].mean_predicted) && isfinite(bins[i].observed_rate)) drawn++;
     if (drawn > 1) {
-        sb_printf(sb, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", color);
+        ds_sb_printf(sb, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", color);
         for (size_t i = 0; i < n; i++)
             if (isfinite(bins[i].mean_predicted) && isfinite(bins[i].observed_rate))
-                sb_printf(sb, "%.1f,%.1f ", px(bins[i].mean_predicted),
+                ds_sb_printf(sb, "%.1f,%.1f ", px(bins[i].mean_predicted),
                           py(bins[i].observed_rate));
-        sb_puts(sb, "\"/>\n");
+        ds_sb_puts(sb, "\"/>\n");
     }
     for (size_t i = 0; i < n; i++) {
         if (!isfinite(bins[i].mean_predicted) || !isfinite(bins[i].observed_rate)) continue;
-        sb_printf(sb, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"><title>",
+        ds_sb_printf(sb, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"><title>",
                   px(bins[i].mean_predicted), py(bins[i].observed_rate), color);
-        sb_printf(sb, "predicted %.3f, observed %.3f, %zu rows", bins[i].mean_predicted,
+        ds_sb_printf(sb, "predicted %.3f, observed %.3f, %zu rows", bins[i].mean_predicted,
                   bins[i].observed_rate, bins[i].count);
-        sb_puts(sb, "</title></circle>\n");
+        ds_sb_puts(sb, "</title></circle>\n");
     }
 }
 
-static void svg_reliability(sb_t *sb, const ds_report_t *r) {
+static void svg_reliability(ds_sb_t *sb, const ds_report_t *r) {
     svg_axes(sb, "Reliability diagram", "Mean predicted probability", "Observed win rate");
     svg_bins(sb, r->prior_bins, r->prior_bins ? r->n_prior_bins : 0, COLOR_PRIOR);
     svg_bins(sb, r->model_bins, r->model_bins ? r->n_model_bins : 0, COLOR_MODEL);
@@ -198,17 +166,17 @@ static void svg_reliability(sb_t *sb, const ds_report_t *r) {
     svg_legend(sb, lx, ly, 0, COLOR_MODEL, NULL, "Model");
     svg_legend(sb, lx, ly, 1, COLOR_PRIOR, NULL, "Stage prior");
     svg_legend(sb, lx, ly, 2, "#999", "4 4", "Perfectly calibrated");
-    sb_puts(sb, "</svg>\n");
+    ds_sb_puts(sb, "</svg>\n");
 }
 
-static void svg_roc_line(sb_t *sb, const ds_roc_point_t *pts, size_t n, const char *color) {
+static void svg_roc_line(ds_sb_t *sb, const ds_roc_point_t *pts, size_t n, const char *color) {
     if (!pts || n < 2) return;
-    sb_printf(sb, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", color);
-    for (size_t i = 0; i < n; i++) sb_printf(sb, "%.1f,%.1f ", px(pts[i].fpr), py(pts[i].tpr));
-    sb_puts(sb, "\"/>\n");
+    ds_sb_printf(sb, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", color);
+    for (size_t i = 0; i < n; i++) ds_sb_printf(sb, "%.1f,%.1f ", px(pts[i].fpr), py(pts[i].tpr));
+    ds_sb_puts(sb, "\"/>\n");
 }
 
-static void svg_roc(sb_t *sb, const ds_report_t *r) {
+static void svg_roc(ds_sb_t *sb, const ds_report_t *r) {
     svg_axes(sb, "ROC curves", "False positive rate", "True positive rate");
     svg_roc_line(sb, r->prior_roc, r->n_prior_roc, COLOR_PRIOR);
     svg_roc_line(sb, r->model_roc, r->n_model_roc, COLOR_MODEL);
@@ -222,17 +190,17 @@ static void svg_roc(sb_t *sb, const ds_report_t *r) {
              r->prior.roc_auc);
     svg_legend(sb, lx, ly, 1, COLOR_PRIOR, NULL, text);
     svg_legend(sb, lx, ly, 2, "#999", "4 4", "Random");
-    sb_puts(sb, "</svg>\n");
+    ds_sb_puts(sb, "</svg>\n");
 }
 
-static void svg_features(sb_t *sb, const ds_report_feature_t *const *f, size_t n) {
+static void svg_features(ds_sb_t *sb, const ds_report_feature_t *const *f, size_t n) {
     if (n > DS_REPORT_TOP_FEATURES) n = DS_REPORT_TOP_FEATURES;
     const int label_w = 260, bar_w = 300, row_h = 22, width = label_w + bar_w + 70;
     double max = 0;
     for (size_t i = 0; i < n; i++)
         if (isfinite(f[i]->mean_abs_shap) && f[i]->mean_abs_shap > max) max = f[i]->mean_abs_shap;
     int height = (int)n * row_h + 30;
-    sb_printf(sb,
+    ds_sb_printf(sb,
               "<svg class=\"chart\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" "
               "aria-label=\"Top features by mean |SHAP|\">\n",
               width, height, width, height);
@@ -240,17 +208,17 @@ static void svg_features(sb_t *sb, const ds_report_feature_t *const *f, size_t n
         double v = isfinite(f[i]->mean_abs_shap) ? f[i]->mean_abs_shap : 0;
         double w = max > 0 ? v / max * bar_w : 0;
         int y = (int)i * row_h + 4;
-        sb_printf(sb, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"end\">",
+        ds_sb_printf(sb, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"end\">",
                   label_w - 8, y + 14);
         sb_esc(sb, f[i]->label ? f[i]->label : f[i]->name);
-        sb_printf(sb,
+        ds_sb_printf(sb,
                   "</text><rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\"><title>",
                   label_w, y + 2, w, row_h - 6, COLOR_MODEL);
         sb_esc(sb, f[i]->name);
-        sb_printf(sb, "</title></rect><text x=\"%.1f\" y=\"%d\" font-size=\"11\">%.4f</text>\n",
+        ds_sb_printf(sb, "</title></rect><text x=\"%.1f\" y=\"%d\" font-size=\"11\">%.4f</text>\n",
                   label_w + w + 6, y + 14, v);
     }
-    sb_printf(sb,
+    ds_sb_printf(sb,
               "<text x=\"%d\" y=\"%d\" font-size=\"11\" fill=\"#555\">mean |contribution|, "
               "log-odds</text>\n</svg>\n",
               label_w, (int)n * row_h + 22);
@@ -260,14 +228,14 @@ static void svg_features(sb_t *sb, const ds_report_feature_t *const *f, size_t n
 
 /* The better of two figures gets class "best": higher for AUC, lower for
  * losses. */
-static void sb_cell(sb_t *sb, double v, double other, int higher_is_better, int digits) {
+static void sb_cell(ds_sb_t *sb, double v, double other, int higher_is_better, int digits) {
     int best = isfinite(v) && isfinite(other) && (higher_is_better ? v > other : v < other);
-    sb_puts(sb, best ? "<td class=\"best\">" : "<td>");
+    ds_sb_puts(sb, best ? "<td class=\"best\">" : "<td>");
     sb_num(sb, v, digits);
-    sb_puts(sb, "</td>");
+    ds_sb_puts(sb, "</td>");
 }
 
-static void overall_table(sb_t *sb, const ds_report_t *r) {
+static void overall_table(ds_sb_t *sb, const ds_report_t *r) {
     static const struct {
         const char *name;
         size_t off;
@@ -280,18 +248,18 @@ static void overall_table(sb_t *sb, const ds_report_t *r) {
         {"Expected calibration error", offsetof(ds_eval_metrics_t, ece), 0, 4},
         {"Win rate", offsetof(ds_eval_metrics_t, positive_rate), -1, 4},
     };
-    sb_puts(sb, "<table><thead><tr><th>Metric</th><th>Model</th><th>Stage prior</th>");
+    ds_sb_puts(sb, "<table><thead><tr><th>Metric</th><th>Model</th><th>Stage prior</th>");
     if (r->has_active) {
-        sb_puts(sb, "<th>Active model (");
+        ds_sb_puts(sb, "<th>Active model (");
         sb_esc(sb, r->active_version);
-        sb_puts(sb, ")</th>");
+        ds_sb_puts(sb, ")</th>");
     }
-    sb_puts(sb, "</tr></thead><tbody>\n");
+    ds_sb_puts(sb, "</tr></thead><tbody>\n");
     for (size_t i = 0; i < DS_ARRAY_SIZE(rows); i++) {
         double m = *(const double *)((const char *)&r->model + rows[i].off);
         double p = *(const double *)((const char *)&r->prior + rows[i].off);
         double a = *(const double *)((const char *)&r->active + rows[i].off);
-        sb_printf(sb, "<tr><th>%s</th>", rows[i].name);
+        ds_sb_printf(sb, "<tr><th>%s</th>", rows[i].name);
         if (rows[i].higher < 0) {
             sb_cell(sb, m, NAN, 1, rows[i].digits);
             sb_cell(sb, p, NAN, 1, rows[i].digits);
@@ -305,30 +273,30 @@ static void overall_table(sb_t *sb, const ds_report_t *r) {
             sb_cell(sb, p, m, rows[i].higher, rows[i].digits);
             if (r->has_active) sb_cell(sb, a, m, rows[i].higher, rows[i].digits);
         }
-        sb_puts(sb, "</tr>\n");
+        ds_sb_puts(sb, "</tr>\n");
     }
-    sb_printf(sb, "<tr><th>Rows</th><td>%zu</td><td>%zu</td>", r->model.n, r->prior.n);
-    if (r->has_active) sb_printf(sb, "<td>%zu</td>", r->active.n);
-    sb_puts(sb, "</tr>\n</tbody></table>\n");
+    ds_sb_printf(sb, "<tr><th>Rows</th><td>%zu</td><td>%zu</td>", r->model.n, r->prior.n);
+    if (r->has_active) ds_sb_printf(sb, "<td>%zu</td>", r->active.n);
+    ds_sb_puts(sb, "</tr>\n</tbody></table>\n");
 }
 
-static void breakdown_table(sb_t *sb, const ds_report_table_t *t) {
-    sb_puts(sb, "<h2>");
+static void breakdown_table(ds_sb_t *sb, const ds_report_table_t *t) {
+    ds_sb_puts(sb, "<h2>");
     sb_esc(sb, t->title ? t->title : "Breakdown");
-    sb_puts(sb, "</h2>\n<table><thead><tr><th rowspan=\"2\">");
+    ds_sb_puts(sb, "</h2>\n<table><thead><tr><th rowspan=\"2\">");
     sb_esc(sb, t->key_header ? t->key_header : "Group");
-    sb_puts(sb, "</th><th rowspan=\"2\">Rows</th><th rowspan=\"2\">Win rate</th>"
+    ds_sb_puts(sb, "</th><th rowspan=\"2\">Rows</th><th rowspan=\"2\">Win rate</th>"
                 "<th colspan=\"2\">ROC AUC</th><th colspan=\"2\">Log loss</th>"
                 "<th colspan=\"2\">Brier</th><th colspan=\"2\">ECE</th></tr>\n<tr>"
                 "<th>model</th><th>prior</th><th>model</th><th>prior</th>"
                 "<th>model</th><th>prior</th><th>model</th><th>prior</th></tr></thead><tbody>\n");
     for (size_t i = 0; i < t->n_rows; i++) {
         const ds_report_row_t *row = &t->rows[i];
-        sb_puts(sb, "<tr><th>");
+        ds_sb_puts(sb, "<tr><th>");
         sb_esc(sb, row->key);
-        sb_printf(sb, "</th><td>%zu</td><td>", row->model.n);
+        ds_sb_printf(sb, "</th><td>%zu</td><td>", row->model.n);
         sb_num(sb, row->model.positive_rate, 3);
-        sb_puts(sb, "</td>");
+        ds_sb_puts(sb, "</td>");
         sb_cell(sb, row->model.roc_auc, row->prior.roc_auc, 1, 3);
         sb_cell(sb, row->prior.roc_auc, row->model.roc_auc, 1, 3);
         sb_cell(sb, row->model.log_loss, row->prior.log_loss, 0, 3);
@@ -337,27 +305,27 @@ static void breakdown_table(sb_t *sb, const ds_report_table_t *t) {
         sb_cell(sb, row->prior.brier, row->model.brier, 0, 3);
         sb_cell(sb, row->model.ece, row->prior.ece, 0, 3);
         sb_cell(sb, row->prior.ece, row->model.ece, 0, 3);
-        sb_puts(sb, "</tr>\n");
+        ds_sb_puts(sb, "</tr>\n");
     }
-    if (!t->n_rows) sb_puts(sb, "<tr><td colspan=\"11\">no rows</td></tr>\n");
-    sb_puts(sb, "</tbody></table>\n");
+    if (!t->n_rows) ds_sb_puts(sb, "<tr><td colspan=\"11\">no rows</td></tr>\n");
+    ds_sb_puts(sb, "</tbody></table>\n");
 }
 
-static void meta_item(sb_t *sb, const char *name, const char *value) {
+static void meta_item(ds_sb_t *sb, const char *name, const char *value) {
     if (!value) return;
-    sb_printf(sb, "<dt>%s</dt><dd>", name);
+    ds_sb_printf(sb, "<dt>%s</dt><dd>", name);
     sb_esc(sb, value);
-    sb_puts(sb, "</dd>\n");
+    ds_sb_puts(sb, "</dd>\n");
 }
 
 char *ds_report_html(const ds_report_t *r) {
-    sb_t sb = {0};
+    ds_sb_t sb = {0};
     const char *title = r->title ? r->title : "dealscore model report";
-    sb_puts(&sb, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+    ds_sb_puts(&sb, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                  "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
                  "<title>");
     sb_esc(&sb, title);
-    sb_puts(&sb,
+    ds_sb_puts(&sb,
             "</title>\n<style>\n"
             "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;"
             "max-width:1100px;padding:0 16px;color:#1f2328;line-height:1.4}\n"
@@ -375,7 +343,7 @@ char *ds_report_html(const ds_report_t *r) {
             ".chart{background:#fff}figure{margin:0}figcaption{font-weight:bold;margin:4px 0}\n"
             "</style>\n</head>\n<body>\n<h1>");
     sb_esc(&sb, title);
-    sb_puts(&sb, "</h1>\n<dl>\n");
+    ds_sb_puts(&sb, "</h1>\n<dl>\n");
     meta_item(&sb, "Model version", r->model_version);
     meta_item(&sb, "Organization", r->org);
     meta_item(&sb, "Generated at", r->generated_at);
@@ -384,34 +352,34 @@ char *ds_report_html(const ds_report_t *r) {
     meta_item(&sb, "Calibration", r->calibration);
     meta_item(&sb, "Training window", r->train_window);
     meta_item(&sb, "Test window", r->test_window);
-    sb_printf(&sb, "<dt>Rows</dt><dd>%zu train, %zu calibration, %zu test</dd>\n</dl>\n",
+    ds_sb_printf(&sb, "<dt>Rows</dt><dd>%zu train, %zu calibration, %zu test</dd>\n</dl>\n",
               r->n_train, r->n_calib, r->n_test);
 
-    sb_printf(&sb, "<div class=\"decision %s\"><strong>%s.</strong> ",
+    ds_sb_printf(&sb, "<div class=\"decision %s\"><strong>%s.</strong> ",
               r->activate ? "activate" : "keep",
               r->activate ? "Activate this model" : "Do not activate this model");
     sb_esc(&sb, r->decision_reason ? r->decision_reason : "");
-    sb_puts(&sb, "</div>\n");
+    ds_sb_puts(&sb, "</div>\n");
 
-    sb_puts(&sb, "<h2>Test window: model vs stage prior</h2>\n");
+    ds_sb_puts(&sb, "<h2>Test window: model vs stage prior</h2>\n");
     overall_table(&sb, r);
 
-    sb_puts(&sb, "<div class=\"charts\">\n<figure><figcaption>Reliability</figcaption>\n");
+    ds_sb_puts(&sb, "<div class=\"charts\">\n<figure><figcaption>Reliability</figcaption>\n");
     svg_reliability(&sb, r);
-    sb_puts(&sb, "</figure>\n<figure><figcaption>ROC</figcaption>\n");
+    ds_sb_puts(&sb, "</figure>\n<figure><figcaption>ROC</figcaption>\n");
     svg_roc(&sb, r);
-    sb_puts(&sb, "</figure>\n</div>\n");
+    ds_sb_puts(&sb, "</figure>\n</div>\n");
 
     const ds_report_feature_t **feat = sorted_features(r);
-    sb_printf(&sb, "<h2>Top features by mean |SHAP|</h2>\n");
+    ds_sb_printf(&sb, "<h2>Top features by mean |SHAP|</h2>\n");
     if (r->n_features)
         svg_features(&sb, feat, r->n_features);
     else
-        sb_puts(&sb, "<p>No feature contributions were computed.</p>\n");
+        ds_sb_puts(&sb, "<p>No feature contributions were computed.</p>\n");
     free(feat);
 
     for (size_t i = 0; i < r->n_tables; i++) breakdown_table(&sb, &r->tables[i]);
-    sb_puts(&sb, "</body>\n</html>\n");
+    ds_sb_puts(&sb, "</body>\n</html>\n");
     return sb.p;
 }
 

@@ -244,16 +244,38 @@ void ds_sha256_hex(const void *buf, size_t len, char out[65]) {
 
 /* ---- string buffer ------------------------------------------------------ */
 
+/* Makes room for n more bytes and the NUL. */
+static void sb_reserve(ds_sb_t *b, size_t n) {
+    if (b->len + n + 1 <= b->cap) return;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n + 1) cap *= 2;
+    b->p = ds_realloc(b->p, cap);
+    b->cap = cap;
+}
+
 void ds_sb_put(ds_sb_t *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1) cap *= 2;
-        b->p = ds_realloc(b->p, cap);
-        b->cap = cap;
-    }
+    sb_reserve(b, n);
     memcpy(b->p + b->len, s, n);
     b->len += n;
     b->p[b->len] = '\0';
+}
+
+void ds_sb_printf(ds_sb_t *b, const char *fmt, ...) {
+    /* Format straight into the free space; only when it is too small, grow
+     * and format once more. */
+    size_t room = b->cap - b->len;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(room ? b->p + b->len : NULL, room, fmt, ap);
+    va_end(ap);
+    if (n < 0) ds_panic("bad format string %s", fmt);
+    if ((size_t)n >= room) {
+        sb_reserve(b, (size_t)n);
+        va_start(ap, fmt);
+        vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
+    b->len += (size_t)n;
 }
 
 void ds_sb_puts(ds_sb_t *b, const char *s) { ds_sb_put(b, s, strlen(s)); }

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "dealscore/common.h"
 #include "dealscore/features.h"
 #include "dealscore/model.h"
@@ -78,11 +79,6 @@ static int64_t cpu_us(void) {
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static int cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
 static void die(const char *what, const char *err) {
     fprintf(stderr, "dealscore-bench-model: %s: %s\n", what, err);
     exit(1);
@@ -102,11 +98,6 @@ static ds_model_t *reload(const ds_model_t *m, int nthread) {
 typedef struct {
     double wall, cpu;
 } cost_t;
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 enum { XGB_MARGIN, OUR_MARGIN, XGB_CONTRIBS, OUR_CONTRIBS };
 
@@ -130,8 +121,8 @@ static cost_t measure(const ds_model_t *m, int kind, const float *x, size_t n, d
         wall[rep] = (double)(ds_mono_us() - t0) / 1e6;
         cpu[rep] = (double)(cpu_us() - c0) / 1e6;
     }
-    qsort(wall, REPS, sizeof *wall, cmp_double);
-    qsort(cpu, REPS, sizeof *cpu, cmp_double);
+    qsort(wall, REPS, sizeof *wall, ds_bench_cmp_dbl);
+    qsort(cpu, REPS, sizeof *cpu, ds_bench_cmp_dbl);
     return (cost_t){wall[REPS / 2], cpu[REPS / 2]};
 }
 
@@ -237,8 +228,8 @@ static void bench(int n_trees, int depth, const float *xtr, const float *ytr, si
             lat[i] = ds_mono_us() - t0;
             cpu[i] = cpu_us() - c0;
         }
-        qsort(lat, n_single, sizeof *lat, cmp_i64);
-        qsort(cpu, n_single, sizeof *cpu, cmp_i64);
+        qsort(lat, n_single, sizeof *lat, ds_bench_cmp_i64);
+        qsort(cpu, n_single, sizeof *cpu, ds_bench_cmp_i64);
         printf("one row, %-22s wall p50 %5lld us, p99 %5lld us; CPU p50 %5lld us, p99 %5lld us\n",
                kinds[kind], (long long)lat[n_single / 2], (long long)lat[(n_single * 99) / 100],
                (long long)cpu[n_single / 2], (long long)cpu[(n_single * 99) / 100]);

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench.h"
 #include "cohort.h"
 #include "dealscore/common.h"
 #include "dealscore/log.h"
@@ -165,11 +166,6 @@ static int generate(PGconn *c, const opts_t *o) {
     return 0;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double pct(const double *sorted, int n, double p) {
     if (n == 0) return NAN;
     double pos = p * (n - 1);
@@ -201,8 +197,8 @@ static void latency(cohort_engine_t *e, const char *org_id, sample_t *s, int n, 
         closed_sum += closed;
     }
     double total = secs(ds_mono_us() - t_all);
-    qsort(lat, (size_t)n, sizeof *lat, cmp_double);
-    qsort(qlat, (size_t)n, sizeof *qlat, cmp_double);
+    qsort(lat, (size_t)n, sizeof *lat, ds_bench_cmp_dbl);
+    qsort(qlat, (size_t)n, sizeof *qlat, ds_bench_cmp_dbl);
     printf("  %s level: %d cohorts, mean %.1f won / %.1f closed deals each\n"
            "    query ms       p50 %6.2f p90 %6.2f p99 %6.2f max %6.2f\n"
            "    transaction ms p50 %6.2f p90 %6.2f p99 %6.2f max %6.2f; %.0f computations/s\n",
@@ -322,7 +318,7 @@ static int run_bench(PGconn *c, const opts_t *o) {
             bl[nb++] = (double)(ds_mono_us() - b0) / 1000.0;
         }
         double total = secs(ds_mono_us() - t0);
-        qsort(bl, (size_t)nb, sizeof *bl, cmp_double);
+        qsort(bl, (size_t)nb, sizeof *bl, ds_bench_cmp_dbl);
         printf("  %d opportunities in %.1f s: %.0f opportunities/s; %zu cohort computations (%.0f/s),"
                " %zu cache hits, %zu misses (hit ratio %.2f); %zu mappings written;"
                " batch of 500 ms p50 %.0f p99 %.0f\n",

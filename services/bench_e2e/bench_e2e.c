@@ -10,24 +10,20 @@
  *   build/bin/dealscore-bench-e2e --token TOKEN [--rates 100,500,1000] [--seconds 10]
  *       [--opportunities 2000] [--threads 8] [--drain 10]
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
 
+#include "bench.h"
 #include "dealscore/common.h"
 #include "dealscore/config.h"
 #include "dealscore/kafka.h"
@@ -35,66 +31,6 @@
 #include "dealscore/v1/events.pb-c.h"
 
 extern char **environ;
-
-/* ---- a keep-alive HTTP/1.1 client ------------------------------------------ */
-
-typedef struct {
-    int fd;
-    char host[128];
-    int port;
-    char *rbuf;
-    size_t rcap, rlen;
-} conn_t;
-
-static int conn_open(conn_t *c) {
-    c->fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port)};
-    if (inet_pton(AF_INET, c->host, &sa.sin_addr) != 1) return -1;
-    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0) return -1;
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return 0;
-}
-
-/* POSTs body; returns the status (or -1), reading one whole response. */
-static int conn_post(conn_t *c, const char *path, const char *auth, const char *body, size_t len) {
-    char head[1024];
-    int n = snprintf(head, sizeof head,
-                     "POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
-                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                     path, c->host, auth, len);
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (c->fd < 0 && conn_open(c) != 0) {
-            if (c->fd >= 0) close(c->fd);
-            c->fd = -1;
-            return -1;
-        }
-        struct iovec iov[2] = {{head, (size_t)n}, {(void *)body, len}};
-        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
-        ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-        if (w != (ssize_t)(n + len)) {
-            close(c->fd);
-            c->fd = -1;
-            continue;
-        }
-        c->rlen = 0;
-        for (;;) {
-            if (c->rcap - c->rlen < 4096) c->rbuf = ds_realloc(c->rbuf, c->rcap = c->rcap * 2 + 8192);
-            ssize_t r = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen - 1, 0);
-            if (r <= 0) break;
-            c->rlen += (size_t)r;
-            c->rbuf[c->rlen] = '\0';
-            char *hend = strstr(c->rbuf, "\r\n\r\n");
-            if (!hend) continue;
-            char *cl = strcasestr(c->rbuf, "content-length:");
-            size_t blen = cl && cl < hend ? strtoul(cl + 15, NULL, 10) : 0;
-            if (c->rlen >= (size_t)(hend + 4 - c->rbuf) + blen) return atoi(c->rbuf + 9);
-        }
-        close(c->fd);
-        c->fd = -1;
-    }
-    return -1;
-}
 
 /* ---- changes and their timings ------------------------------------------------- */
 
@@ -141,7 +77,7 @@ static const char *stages[] = {"prospecting", "qualification", "discovery", "dem
 
 static void *sender(void *arg) {
     run_t *r = arg;
-    conn_t c = {.fd = -1, .port = r->port};
+    ds_bench_conn_t c = {.fd = -1, .port = r->port};
     snprintf(c.host, sizeof c.host, "%s", r->host);
     char body[1024];
     for (;;) {
@@ -175,26 +111,13 @@ static void *sender(void *arg) {
                          "\"amount\":%zu,\"account_external_id\":\"bench-acc-%d\",\"changed_at\":\"%s\"}",
                          o->ext, stages[i % 6], 1000 + (i % 997) * 10, ch->opp % 50, at);
         }
-        int st = conn_post(&c, "/v1/opportunities", r->token, body, (size_t)n);
+        int st = ds_bench_conn_request(&c, "/v1/opportunities", r->token, body, (size_t)n);
         ch->accepted_us = ds_mono_us();
         ch->status = st;
         if (st != 202) atomic_fetch_add(&r->errors, 1);
     }
-    if (c.fd >= 0) close(c.fd);
-    free(c.rbuf);
+    ds_bench_conn_close(&c);
     return NULL;
-}
-
-static int cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-static double pct(int64_t *v, size_t n, double p) {
-    if (!n) return NAN;
-    size_t k = (size_t)ceil(p / 100.0 * (double)n);
-    if (k < 1) k = 1;
-    return (double)v[k - 1] / 1000.0; /* ms */
 }
 
 /* Consumes the three topics and marks changes covered. */
@@ -295,21 +218,17 @@ int main(int argc, char **argv) {
         usage();
         return 2;
     }
-    char host[128] = "127.0.0.1";
-    int port = 8080;
-    if (sscanf(url, "http://%127[^:]:%d", host, &port) != 2) {
+    char host[128];
+    int port;
+    if (ds_bench_parse_url(url, host, sizeof host, &port) != 0) {
         fprintf(stderr, "dealscore-bench-e2e: --url must be http://HOST:PORT\n");
         return 2;
     }
-    if (!strcmp(host, "localhost")) snprintf(host, sizeof host, "127.0.0.1");
     ds_config_t cfg;
     char err[512];
     /* Only new events matter: a fresh group starting at the end. */
-    size_t ne = 0;
-    while (environ[ne]) ne++;
-    char **envp = ds_calloc(ne + 2, sizeof *envp);
-    memcpy(envp, environ, ne * sizeof *envp);
-    envp[ne] = "KAFKA_AUTO_OFFSET_RESET=latest";
+    static const char *const latest[] = {"KAFKA_AUTO_OFFSET_RESET=latest"};
+    char **envp = ds_bench_environ_with(latest, 1);
     if (ds_config_load(&cfg, DS_SVC_FEATURE, envp, err, sizeof err) != 0) {
         fprintf(stderr, "dealscore-bench-e2e: %s\n", err);
         return 2;
@@ -362,7 +281,7 @@ int main(int argc, char **argv) {
         PQclear(res);
     } else {
         /* Create the opportunities (batched) and find their ids. */
-        conn_t cn = {.fd = -1, .port = port};
+        ds_bench_conn_t cn = {.fd = -1, .port = port};
         snprintf(cn.host, sizeof cn.host, "%s", host);
         size_t cap = 256 * 1024;
         char *body = ds_malloc(cap);
@@ -376,15 +295,14 @@ int main(int argc, char **argv) {
                                         "\"changed_at\":\"2026-01-01T00:00:00Z\"}",
                                         k > i ? "," : "", r.opps[k].ext, k % 50);
             body[len++] = ']';
-            int st = conn_post(&cn, "/v1/opportunities", token, body, len);
+            int st = ds_bench_conn_request(&cn, "/v1/opportunities", token, body, len);
             if (st != 202) {
                 fprintf(stderr, "dealscore-bench-e2e: creating opportunities failed with HTTP %d\n", st);
                 return 1;
             }
         }
         free(body);
-        if (cn.fd >= 0) close(cn.fd);
-        free(cn.rbuf);
+        ds_bench_conn_close(&cn);
         char like[64];
         snprintf(like, sizeof like, "bench-%s-%%", runid);
         const char *pv[] = {like};
@@ -446,10 +364,7 @@ int main(int argc, char **argv) {
         r.start_mono = ds_mono_us() + 10000;
         w.r = &r;
         pthread_mutex_unlock(&r.mu);
-        pthread_t *th = ds_calloc((size_t)nthreads, sizeof *th);
-        for (int t = 0; t < nthreads; t++) pthread_create(&th[t], NULL, sender, &r);
-        for (int t = 0; t < nthreads; t++) pthread_join(th[t], NULL);
-        free(th);
+        ds_bench_run_threads(nthreads, sender, &r);
         int64_t sent_end = ds_mono_us();
         double achieved = (double)n / ((double)(sent_end - r.start_mono) / 1e6);
         long ok = (long)n - atomic_load(&r.errors);
@@ -477,13 +392,15 @@ int main(int argc, char **argv) {
         }
         w.r = NULL;
         pthread_mutex_unlock(&r.mu);
-        qsort(lat, nl, sizeof *lat, cmp_i64);
-        for (int s = 0; s < ST_N; s++) qsort(st[s], ns[s], sizeof(int64_t), cmp_i64);
+        qsort(lat, nl, sizeof *lat, ds_bench_cmp_i64);
+        for (int s = 0; s < ST_N; s++) qsort(st[s], ns[s], sizeof(int64_t), ds_bench_cmp_i64);
         long backlog = ok - (long)nl;
         printf("%8.0f %8zu %8zu %7ld | %9.1f %9.1f %9.1f | %9.1f %9.1f %9.1f %9.1f | %ld%s\n", achieved, n, nl,
-               atomic_load(&r.errors), pct(lat, nl, 50), pct(lat, nl, 95), pct(lat, nl, 99),
-               pct(st[ST_CHANGED], ns[ST_CHANGED], 50), pct(st[ST_FEATURES], ns[ST_FEATURES], 50),
-               pct(st[ST_PREDICTION], ns[ST_PREDICTION], 50), pct(st[ST_PREDICTION], ns[ST_PREDICTION], 99), backlog,
+               atomic_load(&r.errors), ds_bench_pct_ms(lat, nl, 50), ds_bench_pct_ms(lat, nl, 95),
+               ds_bench_pct_ms(lat, nl, 99), ds_bench_pct_ms(st[ST_CHANGED], ns[ST_CHANGED], 50),
+               ds_bench_pct_ms(st[ST_FEATURES], ns[ST_FEATURES], 50),
+               ds_bench_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 50),
+               ds_bench_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 99), backlog,
                achieved < rate * 0.9 ? " (sender could not keep the rate)" : "");
         fflush(stdout);
         if (backlog == 0 && atomic_load(&r.errors) == 0 && achieved >= rate * 0.9) best = rate;

@@ -14,27 +14,24 @@
  * See README.md next to this file. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
 
+#include "bench.h"
 #include "dealscore/common.h"
 #include "dealscore/config.h"
 #include "dealscore/kafka.h"
@@ -61,129 +58,6 @@ static void sleep_us(int64_t us) {
     nanosleep(&ts, NULL); /* an interrupting signal ends the wait early, as it should */
 }
 
-static void loadavg(char *out, size_t n) {
-    snprintf(out, n, "unknown");
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (!f) return;
-    double a, b, c;
-    if (fscanf(f, "%lf %lf %lf", &a, &b, &c) == 3) snprintf(out, n, "%.2f %.2f %.2f", a, b, c);
-    fclose(f);
-}
-
-static int cmp_dbl(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(const double *v, size_t n) {
-    if (!n) return NAN;
-    double *s = ds_calloc(n, sizeof *s);
-    memcpy(s, v, n * sizeof *s);
-    qsort(s, n, sizeof *s, cmp_dbl);
-    double m = n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-    free(s);
-    return m;
-}
-
-/* ---- a small HTTP/1.1 GET client (the pattern of bench_e2e's conn_post) ---- */
-
-typedef struct {
-    int fd;
-    char host[128];
-    int port;
-    char *rbuf;
-    size_t rcap, rlen;
-    const char *body; /* the last response's body, inside rbuf */
-    size_t body_len;
-} conn_t;
-
-static int conn_open(conn_t *c) {
-    c->fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (c->fd < 0) return -1;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port)};
-    if (inet_pton(AF_INET, c->host, &sa.sin_addr) != 1) return -1;
-    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0) return -1;
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return 0;
-}
-
-static void conn_close(conn_t *c) {
-    if (c->fd >= 0) close(c->fd);
-    c->fd = -1;
-    free(c->rbuf);
-    c->rbuf = NULL;
-    c->rcap = c->rlen = 0;
-}
-
-/* GETs path on a keep-alive connection; returns the status or -1. */
-static int conn_get(conn_t *c, const char *path) {
-    char head[512];
-    int n = snprintf(head, sizeof head, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, c->host);
-    c->body = NULL;
-    c->body_len = 0;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (c->fd < 0 && conn_open(c) != 0) {
-            if (c->fd >= 0) close(c->fd);
-            c->fd = -1;
-            return -1;
-        }
-        if (send(c->fd, head, (size_t)n, MSG_NOSIGNAL) != n) {
-            close(c->fd);
-            c->fd = -1;
-            continue;
-        }
-        c->rlen = 0;
-        for (;;) {
-            if (c->rcap - c->rlen < 4096) c->rbuf = ds_realloc(c->rbuf, c->rcap = c->rcap * 2 + 8192);
-            ssize_t r = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen - 1, 0);
-            if (r <= 0) break;
-            c->rlen += (size_t)r;
-            c->rbuf[c->rlen] = '\0';
-            char *hend = strstr(c->rbuf, "\r\n\r\n");
-            if (!hend) continue;
-            char *cl = strcasestr(c->rbuf, "content-length:");
-            size_t blen = cl && cl < hend ? strtoul(cl + 15, NULL, 10) : 0;
-            if (c->rlen >= (size_t)(hend + 4 - c->rbuf) + blen) {
-                c->body = hend + 4;
-                c->body_len = blen;
-                return atoi(c->rbuf + 9);
-            }
-        }
-        close(c->fd);
-        c->fd = -1;
-    }
-    return -1;
-}
-
-static int parse_url(const char *url, char *host, size_t hostsz, int *port) {
-    char h[128];
-    int p;
-    if (!url || sscanf(url, "http://%127[^:/]:%d", h, &p) != 2 || p <= 0 || p > 65535) return -1;
-    snprintf(host, hostsz, "%s", strcmp(h, "localhost") ? h : "127.0.0.1");
-    *port = p;
-    return 0;
-}
-
-/* Sums the samples of metric name (exact name) whose line contains label
- * (NULL: any) in a Prometheus text page. */
-static double metric_sum(const char *page, size_t len, const char *name, const char *label) {
-    double sum = 0;
-    size_t nl = strlen(name);
-    const char *p = page, *end = page + len;
-    while (p && p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        if (!eol) eol = end;
-        if ((size_t)(eol - p) > nl && strncmp(p, name, nl) == 0 && (p[nl] == '{' || p[nl] == ' ')) {
-            const char *v = p[nl] == '{' ? memchr(p, '}', (size_t)(eol - p)) : p + nl;
-            bool match = !label || (memmem(p, (size_t)(eol - p), label, strlen(label)) != NULL);
-            if (v && match) sum += strtod(v + 1, NULL);
-        }
-        p = eol + 1;
-    }
-    return sum;
-}
-
 /* A free TCP port on 127.0.0.1 (the kernel's pick; free again at once). */
 static int free_port(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -199,31 +73,13 @@ static int free_port(void) {
 
 /* ---- processes --------------------------------------------------------------- */
 
-static pid_t spawn(char *const argv[], char *const envp[], const char *out_path, const char *err_path) {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    if (out_path) posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (err_path) posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, envp);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-        fprintf(stderr, PROG ": could not run %s: %s\n", argv[0], strerror(rc));
-        return -1;
-    }
-    return pid;
-}
-
-static int wait_exit(pid_t pid) {
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR) return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
+/* Runs argv, stdout and stderr into files (NULL: inherited); its exit
+ * status, or -1. */
 static int run_cmd(char *const argv[], const char *out_path, const char *err_path) {
-    pid_t pid = spawn(argv, environ, out_path, err_path);
-    return pid < 0 ? -1 : wait_exit(pid);
+    char why[PATH_MAX + 256];
+    int rc = ds_bench_run_cmd(argv, out_path, err_path, why, sizeof why);
+    if (why[0]) fprintf(stderr, PROG ": %s\n", why);
+    return rc;
 }
 
 /* SIGTERM, up to timeout_s for a clean exit, then SIGKILL. */
@@ -237,24 +93,7 @@ static void stop_child(pid_t pid, int timeout_s) {
     }
     fprintf(stderr, PROG ": the feature worker did not stop within %d s; killing it\n", timeout_s);
     kill(pid, SIGKILL);
-    wait_exit(pid);
-}
-
-static void last_line(const char *path, char *out, size_t n) {
-    out[0] = '\0';
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    char line[4096];
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\r\n")] = '\0';
-        if (line[0]) {
-            size_t len = strlen(line);
-            if (len >= n) len = n - 1;
-            memcpy(out, line, len);
-            out[len] = '\0';
-        }
-    }
-    fclose(f);
+    ds_bench_wait_exit(pid);
 }
 
 static void print_file_tail(const char *path, int lines) {
@@ -321,17 +160,6 @@ static long outbox_unsent(bench_t *b) {
     return n;
 }
 
-static double workers_lag(bench_t *b) {
-    double lag = 0;
-    for (size_t i = 0; i < DS_ARRAY_SIZE(b->worker_urls); i++) {
-        conn_t c = {.fd = -1};
-        if (parse_url(b->worker_urls[i], c.host, sizeof c.host, &c.port) != 0) continue;
-        if (conn_get(&c, "/metrics") == 200) lag += metric_sum(c.body, c.body_len, "dealscore_consumer_lag", NULL);
-        conn_close(&c);
-    }
-    return lag;
-}
-
 /* Waits until the import's events are relayed and the stack's own workers
  * are idle, so they do not compete with the measured worker. Without a relay
  * (stack up infra) the outbox never drains: a count that stays put for 5 s
@@ -344,7 +172,7 @@ static void settle(bench_t *b) {
     double lag = 0;
     while (!interrupted && (double)(ds_mono_us() - t0) / 1e6 < b->settle_s) {
         unsent = outbox_unsent(b);
-        lag = workers_lag(b);
+        lag = ds_bench_workers_lag(b->worker_urls, DS_ARRAY_SIZE(b->worker_urls));
         still = unsent == prev ? still + 1 : 0;
         prev = unsent;
         quiet = (unsent == 0 || still >= 5) && lag == 0 ? quiet + 1 : 0;
@@ -415,7 +243,7 @@ static int prepare_org(bench_t *b) {
     rc = run_cmd(imp_argv, out, err);
     double imp_s = (double)(ds_mono_us() - t0) / 1e6;
     char summary[512];
-    last_line(out, summary, sizeof summary);
+    ds_bench_last_line(out, summary, sizeof summary);
     if (rc != 0) {
         fprintf(stderr, PROG ": dealscore-ingest import exited %d (%s):\n", rc, summary);
         print_file_tail(err, 20);
@@ -486,14 +314,8 @@ static void on_delivery(void *opaque, void *msg_opaque, int err, const char *err
 
 /* A config for the trial's topic prefix (the rest from the environment). */
 static int trial_config(ds_config_t *cfg, const char *prefix, char *err, size_t errsz) {
-    size_t ne = 0;
-    while (environ[ne]) ne++;
-    char **envp = ds_calloc(ne + 2, sizeof *envp);
-    size_t k = 0;
-    for (size_t i = 0; i < ne; i++)
-        if (strncmp(environ[i], "DEALSCORE_TOPIC_PREFIX=", 23) != 0) envp[k++] = environ[i];
     char *pv = ds_asprintf("DEALSCORE_TOPIC_PREFIX=%s", prefix);
-    envp[k++] = pv;
+    char **envp = ds_bench_environ_with((const char *const *)&pv, 1);
     int rc = ds_config_load(cfg, DS_SVC_FEATURE, envp, err, errsz);
     free(pv);
     free(envp);
@@ -595,21 +417,21 @@ static void delete_topics(const ds_config_t *cfg) {
     rd_kafka_destroy(rk);
 }
 
-static int scrape(conn_t *c, trial_t *t) {
-    if (conn_get(c, "/metrics") != 200) return -1;
+static int scrape(ds_bench_conn_t *c, trial_t *t) {
+    if (ds_bench_conn_request(c, "/metrics", NULL, NULL, 0) != 200) return -1;
     const char *p = c->body;
     size_t n = c->body_len;
-    t->snapshots = (long)metric_sum(p, n, "dealscore_feature_snapshots_total", NULL);
-    t->skipped = (long)metric_sum(p, n, "dealscore_feature_skipped_total", NULL);
-    t->dead_letters = (long)metric_sum(p, n, "dealscore_worker_dead_letters_total", NULL);
-    t->load = metric_sum(p, n, "dealscore_feature_phase_seconds_total", "phase=\"load\"");
-    t->compute = metric_sum(p, n, "dealscore_feature_phase_seconds_total", "phase=\"compute\"");
-    t->write = metric_sum(p, n, "dealscore_feature_phase_seconds_total", "phase=\"write\"");
-    t->produce = metric_sum(p, n, "dealscore_feature_phase_seconds_total", "phase=\"produce\"");
-    t->batch_secs = metric_sum(p, n, "dealscore_worker_batch_seconds_sum", NULL);
-    t->batches_timed = metric_sum(p, n, "dealscore_worker_batch_seconds_count", NULL);
-    t->batches = metric_sum(p, n, "dealscore_worker_batch_size_count", NULL);
-    t->batch_msgs = metric_sum(p, n, "dealscore_worker_batch_size_sum", NULL);
+    t->snapshots = (long)ds_bench_metric_sum(p, n, "dealscore_feature_snapshots_total", NULL);
+    t->skipped = (long)ds_bench_metric_sum(p, n, "dealscore_feature_skipped_total", NULL);
+    t->dead_letters = (long)ds_bench_metric_sum(p, n, "dealscore_worker_dead_letters_total", NULL);
+    t->load = ds_bench_metric_sum(p, n, "dealscore_feature_phase_seconds_total", "phase=\"load\"");
+    t->compute = ds_bench_metric_sum(p, n, "dealscore_feature_phase_seconds_total", "phase=\"compute\"");
+    t->write = ds_bench_metric_sum(p, n, "dealscore_feature_phase_seconds_total", "phase=\"write\"");
+    t->produce = ds_bench_metric_sum(p, n, "dealscore_feature_phase_seconds_total", "phase=\"produce\"");
+    t->batch_secs = ds_bench_metric_sum(p, n, "dealscore_worker_batch_seconds_sum", NULL);
+    t->batches_timed = ds_bench_metric_sum(p, n, "dealscore_worker_batch_seconds_count", NULL);
+    t->batches = ds_bench_metric_sum(p, n, "dealscore_worker_batch_size_count", NULL);
+    t->batch_msgs = ds_bench_metric_sum(p, n, "dealscore_worker_batch_size_sum", NULL);
     return 0;
 }
 
@@ -634,7 +456,7 @@ static int run_trial(bench_t *b, int batch_size, int rep, trial_t *t) {
     ds_format_time_us(as_of, as_of_s, sizeof as_of_s);
     int rc = -1;
     pid_t pid = -1;
-    conn_t c = {.fd = -1};
+    ds_bench_conn_t c = {.fd = -1};
     fprintf(stderr, PROG ": batch %d, rep %d: filling %sopportunity.changed with %zu events\n", batch_size, rep,
             prefix, b->nids);
     if (fill_topic(b, &cfg, as_of, &t->produce_s) != 0) goto out;
@@ -649,28 +471,21 @@ static int run_trial(bench_t *b, int batch_size, int rep, trial_t *t) {
     char exe[PATH_MAX + 32], logp[PATH_MAX + 64];
     snprintf(exe, sizeof exe, "%s/dealscore-feature", b->bin_dir);
     snprintf(logp, sizeof logp, "%s/feature-b%d-r%d.log", b->work_dir, batch_size, rep);
-    size_t ne = 0;
-    while (environ[ne]) ne++;
-    char **envp = ds_calloc(ne + 8, sizeof *envp);
-    size_t k = 0;
-    static const char *const ours[] = {"DEALSCORE_TOPIC_PREFIX=", "DEALSCORE_GROUP_ID=", "DEALSCORE_BATCH_SIZE=",
-                                       "DEALSCORE_HTTP_ADDR=", "DEALSCORE_LOG_LEVEL="};
-    for (size_t i = 0; i < ne; i++) {
-        bool skip = false;
-        for (size_t j = 0; j < DS_ARRAY_SIZE(ours); j++) skip |= strncmp(environ[i], ours[j], strlen(ours[j])) == 0;
-        if (!skip) envp[k++] = environ[i];
-    }
     char *mine[] = {ds_asprintf("DEALSCORE_TOPIC_PREFIX=%s", prefix),
                     ds_asprintf("DEALSCORE_GROUP_ID=bench-feature-%s", prefix),
                     ds_asprintf("DEALSCORE_BATCH_SIZE=%d", batch_size),
                     ds_asprintf("DEALSCORE_HTTP_ADDR=127.0.0.1:%d", port), ds_strdup("DEALSCORE_LOG_LEVEL=warn")};
-    for (size_t j = 0; j < DS_ARRAY_SIZE(mine); j++) envp[k++] = mine[j];
+    char **envp = ds_bench_environ_with((const char *const *)mine, DS_ARRAY_SIZE(mine));
     char *argv[] = {exe, NULL};
     int64_t t_spawn = ds_mono_us(), t_ready = 0, t_done = 0;
-    pid = spawn(argv, envp, NULL, logp);
+    char why[PATH_MAX + 256];
+    pid = ds_bench_spawn(argv, envp, NULL, logp, why, sizeof why);
     for (size_t j = 0; j < DS_ARRAY_SIZE(mine); j++) free(mine[j]);
     free(envp);
-    if (pid < 0) goto out;
+    if (pid < 0) {
+        fprintf(stderr, PROG ": %s\n", why);
+        goto out;
+    }
 
     /* Ready = Postgres and Kafka reachable and partitions assigned: from then
      * on the worker only consumes. */
@@ -685,7 +500,7 @@ static int run_trial(bench_t *b, int batch_size, int rep, trial_t *t) {
             goto out;
         }
         if (!t_ready) {
-            if (conn_get(&c, "/readyz") == 200) t_ready = ds_mono_us();
+            if (ds_bench_conn_request(&c, "/readyz", NULL, NULL, 0) == 200) t_ready = ds_mono_us();
             sleep_us(10000);
             continue;
         }
@@ -710,7 +525,7 @@ static int run_trial(bench_t *b, int batch_size, int rep, trial_t *t) {
     t->startup_s = (double)(t_ready - t_spawn) / 1e6;
     t->secs = (double)(t_done - t_ready) / 1e6;
     t->secs_from_start = (double)(t_done - t_spawn) / 1e6;
-    conn_close(&c);
+    ds_bench_conn_close(&c);
     stop_child(pid, 30);
     pid = -1;
 
@@ -726,7 +541,7 @@ static int run_trial(bench_t *b, int batch_size, int rep, trial_t *t) {
     }
     rc = 0;
 out:
-    conn_close(&c);
+    ds_bench_conn_close(&c);
     if (pid > 0) stop_child(pid, 30);
     ds_config_close(&cfg);
     return rc;
@@ -772,27 +587,6 @@ static void usage(FILE *out) {
             "Exit status: 0 after printing the figures, 2 bad usage or settings, 1 a step failed.\n");
 }
 
-static int self_dir(char *out, size_t n) {
-    char exe[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len <= 0) return -1;
-    exe[len] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (!slash) return -1;
-    *slash = '\0';
-    snprintf(out, n, "%s", exe);
-    return 0;
-}
-
-static bool parse_long(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
 static void remove_work_dir(bench_t *b) {
     static const char *const files[] = {"sim.out", "sim.err", "token.out", "token.err", "import.out", "import.err"};
     char path[PATH_MAX + 64];
@@ -827,14 +621,14 @@ int main(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         const char *bad = NULL;
         switch (c) {
-        case 'o': if (!parse_long(optarg, 1, 10000000, &b.nopps)) bad = "--opportunities must be 1 to 10000000"; break;
-        case 'e': if (!parse_long(optarg, 0, LONG_MAX, &b.seed)) bad = "--seed must be a number >= 0"; break;
+        case 'o': if (!ds_bench_parse_long(optarg, 1, 10000000, &b.nopps)) bad = "--opportunities must be 1 to 10000000"; break;
+        case 'e': if (!ds_bench_parse_long(optarg, 0, LONG_MAX, &b.seed)) bad = "--seed must be a number >= 0"; break;
         case 'g': org = optarg; break;
         case 'f': b.fresh = true; break;
         case 'b': sizes = optarg; break;
-        case 'n': if (!parse_long(optarg, 1, 100, &v)) bad = "--repeat must be 1 to 100"; else b.repeat = (int)v; break;
-        case 't': if (!parse_long(optarg, 1, 86400, &v)) bad = "--timeout must be 1 to 86400 seconds"; else b.timeout_s = (double)v; break;
-        case 'S': if (!parse_long(optarg, 0, 86400, &v)) bad = "--settle must be 0 to 86400 seconds"; else b.settle_s = (double)v; break;
+        case 'n': if (!ds_bench_parse_long(optarg, 1, 100, &v)) bad = "--repeat must be 1 to 100"; else b.repeat = (int)v; break;
+        case 't': if (!ds_bench_parse_long(optarg, 1, 86400, &v)) bad = "--timeout must be 1 to 86400 seconds"; else b.timeout_s = (double)v; break;
+        case 'S': if (!ds_bench_parse_long(optarg, 0, 86400, &v)) bad = "--settle must be 0 to 86400 seconds"; else b.settle_s = (double)v; break;
         case 'B': bin_dir = optarg; break;
         case 'w': work_dir = optarg; break;
         case 'k': b.keep = true; break;
@@ -864,7 +658,7 @@ int main(int argc, char **argv) {
     }
     if (bin_dir && *bin_dir)
         snprintf(b.bin_dir, sizeof b.bin_dir, "%s", bin_dir);
-    else if (self_dir(b.bin_dir, sizeof b.bin_dir) != 0) {
+    else if (ds_bench_self_dir(b.bin_dir, sizeof b.bin_dir) != 0) {
         fprintf(stderr, PROG ": cannot find my own directory; give --bin-dir\n");
         return 2;
     }
@@ -928,23 +722,16 @@ int main(int argc, char **argv) {
             goto out;
         }
     }
-    if (work_dir) {
-        snprintf(b.work_dir, sizeof b.work_dir, "%s", work_dir);
-        if (mkdir(b.work_dir, 0755) != 0 && errno != EEXIST) {
-            fprintf(stderr, PROG ": cannot create %s: %s\n", b.work_dir, strerror(errno));
-            goto out;
-        }
-    } else {
-        snprintf(b.work_dir, sizeof b.work_dir, "/tmp/dealscore-bench-feature-XXXXXX");
-        if (!mkdtemp(b.work_dir)) {
-            fprintf(stderr, PROG ": cannot create a directory in /tmp: %s\n", strerror(errno));
-            goto out;
-        }
-        b.own_work_dir = !b.keep;
+    bool made = false;
+    if (ds_bench_work_dir(work_dir, "dealscore-bench-feature", b.work_dir, sizeof b.work_dir, &made, err,
+                          sizeof err) != 0) {
+        fprintf(stderr, PROG ": %s\n", err);
+        goto out;
     }
+    b.own_work_dir = made && !b.keep;
 
     char la0[64], la1[64];
-    loadavg(la0, sizeof la0);
+    ds_bench_loadavg(la0, sizeof la0);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     printf(PROG ": run %s; %ld CPUs; load average %s\n", b.runid, ncpu, la0);
     fflush(stdout);
@@ -983,7 +770,7 @@ int main(int argc, char **argv) {
         goto out;
     }
 
-    loadavg(la1, sizeof la1);
+    ds_bench_loadavg(la1, sizeof la1);
     printf("\nmedians of %d trial%s per batch size (%zu opportunities; load average at start %s, at end %s; %ld CPUs):\n",
            b.repeat, b.repeat > 1 ? "s" : "", b.nids, la0, la1, ncpu);
     printf("%6s %9s %9s %6s %8s %6s %8s %6s %10s %11s\n", "batch", "opps/s", "seconds", "load", "compute", "write",
@@ -1013,7 +800,7 @@ int main(int argc, char **argv) {
                 default: x[n++] = t->batch_secs > 0 ? (double)t->snapshots / t->batch_secs : NAN; break;
                 }
             }
-            m[f] = median(x, n);
+            m[f] = ds_bench_median(x, n);
         }
         printf("%6d %9.0f %8.2fs %5.1f%% %7.1f%% %5.1f%% %7.1f%% %5.1f%% %10.1f %11.0f\n", b.batch_sizes[i], m[0],
                m[1], m[2], m[3], m[4], m[8], m[5], m[6], m[7]);

@@ -13,29 +13,20 @@
  *       [--concurrency 4] [--rate 500] [--seconds 10] [--repeat 1] ...
  *
  * See README.md next to this file. */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <pthread.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
 
+#include "bench.h"
 #include "dealscore/common.h"
 #include "dealscore/config.h"
 #include "dealscore/log.h"
@@ -54,40 +45,6 @@ static void sleep_us(int64_t us) {
     }
 }
 
-static void loadavg(char *out, size_t n) {
-    snprintf(out, n, "unknown");
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (!f) return;
-    double a, b, c;
-    if (fscanf(f, "%lf %lf %lf", &a, &b, &c) == 3) snprintf(out, n, "%.2f %.2f %.2f", a, b, c);
-    fclose(f);
-}
-
-static int cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-static int cmp_dbl(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of sorted v, in milliseconds. */
-static double pct_ms(const int64_t *v, size_t n, double p) {
-    if (!n) return NAN;
-    size_t k = (size_t)ceil(p / 100.0 * (double)n);
-    if (k < 1) k = 1;
-    if (k > n) k = n;
-    return (double)v[k - 1] / 1000.0;
-}
-
-static double median(double *v, size_t n) {
-    if (!n) return NAN;
-    qsort(v, n, sizeof *v, cmp_dbl);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 /* splitmix64: the data are the same for the same --seed. */
 static uint64_t rnd(uint64_t *s) {
     uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
@@ -98,122 +55,6 @@ static uint64_t rnd(uint64_t *s) {
 
 static int64_t rnd_range(uint64_t *s, int64_t lo, int64_t hi) {
     return lo + (int64_t)(rnd(s) % (uint64_t)(hi - lo + 1));
-}
-
-/* ---- a keep-alive HTTP/1.1 client (the pattern of bench_e2e's conn_post) ---- */
-
-typedef struct {
-    int fd;
-    char host[128];
-    int port;
-    char *rbuf;
-    size_t rcap, rlen;
-    const char *body; /* the last response's body, inside rbuf */
-    size_t body_len;
-    int retry_after;  /* seconds, from the last response; 0 if none */
-} conn_t;
-
-static int conn_open(conn_t *c) {
-    c->fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (c->fd < 0) return -1;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port)};
-    if (inet_pton(AF_INET, c->host, &sa.sin_addr) != 1) return -1;
-    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0) return -1;
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return 0;
-}
-
-static void conn_close(conn_t *c) {
-    if (c->fd >= 0) close(c->fd);
-    c->fd = -1;
-    free(c->rbuf);
-    c->rbuf = NULL;
-    c->rcap = c->rlen = 0;
-}
-
-/* Sends one request (a POST of body with the bearer token, or a GET when
- * body is NULL) and reads the whole response. Returns the status, or -1
- * when the connection failed twice. */
-static int conn_request(conn_t *c, const char *path, const char *auth, const char *body, size_t len) {
-    char head[1024];
-    int n;
-    if (body)
-        n = snprintf(head, sizeof head,
-                     "POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
-                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                     path, c->host, auth ? auth : "", len);
-    else
-        n = snprintf(head, sizeof head, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, c->host);
-    if (!body) len = 0;
-    c->body = NULL;
-    c->body_len = 0;
-    c->retry_after = 0;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (c->fd < 0 && conn_open(c) != 0) {
-            if (c->fd >= 0) close(c->fd);
-            c->fd = -1;
-            return -1;
-        }
-        struct iovec iov[2] = {{head, (size_t)n}, {(void *)body, len}};
-        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = body ? 2 : 1};
-        ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-        if (w != (ssize_t)((size_t)n + len)) {
-            close(c->fd);
-            c->fd = -1;
-            continue;
-        }
-        c->rlen = 0;
-        for (;;) {
-            if (c->rcap - c->rlen < 4096) c->rbuf = ds_realloc(c->rbuf, c->rcap = c->rcap * 2 + 8192);
-            ssize_t r = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen - 1, 0);
-            if (r <= 0) break;
-            c->rlen += (size_t)r;
-            c->rbuf[c->rlen] = '\0';
-            char *hend = strstr(c->rbuf, "\r\n\r\n");
-            if (!hend) continue;
-            char *cl = strcasestr(c->rbuf, "content-length:");
-            size_t blen = cl && cl < hend ? strtoul(cl + 15, NULL, 10) : 0;
-            if (c->rlen >= (size_t)(hend + 4 - c->rbuf) + blen) {
-                c->body = hend + 4;
-                c->body_len = blen;
-                char *ra = strcasestr(c->rbuf, "retry-after:");
-                if (ra && ra < hend) c->retry_after = atoi(ra + 12);
-                return atoi(c->rbuf + 9);
-            }
-        }
-        close(c->fd);
-        c->fd = -1;
-    }
-    return -1;
-}
-
-/* Parses "http://HOST:PORT[/]" ("localhost" becomes 127.0.0.1). */
-static int parse_url(const char *url, char *host, size_t hostsz, int *port) {
-    char h[128];
-    int p;
-    if (!url || sscanf(url, "http://%127[^:/]:%d", h, &p) != 2 || p <= 0 || p > 65535) return -1;
-    snprintf(host, hostsz, "%s", strcmp(h, "localhost") ? h : "127.0.0.1");
-    *port = p;
-    return 0;
-}
-
-/* Sums the values of every sample of metric name (exact name, any labels)
- * in a Prometheus text page. */
-static double metric_sum(const char *page, size_t len, const char *name) {
-    double sum = 0;
-    size_t nl = strlen(name);
-    const char *p = page, *end = page + len;
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        if (!eol) eol = end;
-        if ((size_t)(eol - p) > nl && strncmp(p, name, nl) == 0 && (p[nl] == '{' || p[nl] == ' ')) {
-            const char *v = p[nl] == '{' ? memchr(p, '}', (size_t)(eol - p)) : p + nl;
-            if (v) sum += strtod(v + 1, NULL);
-        }
-        p = eol + 1;
-    }
-    return sum;
 }
 
 /* ---- the data ----------------------------------------------------------------- */
@@ -347,39 +188,10 @@ typedef struct {
 /* Runs argv with stdout and stderr into files (NULL: inherited). Returns the
  * exit status, or -1 if it could not run or was killed. */
 static int run_cmd(char *const argv[], const char *out_path, const char *err_path) {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    if (out_path) posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (err_path) posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-        fprintf(stderr, PROG ": could not run %s: %s\n", argv[0], strerror(rc));
-        return -1;
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* The last non-empty line of a file, or "" (out has n bytes). */
-static void last_line(const char *path, char *out, size_t n) {
-    out[0] = '\0';
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    char line[4096];
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\r\n")] = '\0';
-        if (line[0]) {
-            size_t len = strlen(line);
-            if (len >= n) len = n - 1;
-            memcpy(out, line, len);
-            out[len] = '\0';
-        }
-    }
-    fclose(f);
+    char why[PATH_MAX + 256];
+    int rc = ds_bench_run_cmd(argv, out_path, err_path, why, sizeof why);
+    if (why[0]) fprintf(stderr, PROG ": %s\n", why);
+    return rc;
 }
 
 static void print_file(const char *path) {
@@ -399,7 +211,7 @@ static int org_create(bench_t *b, const char *slug, char *token, size_t tokensz,
     snprintf(err, sizeof err, "%s/token.err", b->work_dir);
     char *argv[] = {exe, "token", "create", "--org", (char *)slug, NULL};
     int rc = run_cmd(argv, out, err);
-    last_line(out, token, tokensz);
+    ds_bench_last_line(out, token, tokensz);
     if (rc != 0 || !token[0]) {
         fprintf(stderr, PROG ": dealscore-ingest token create --org %s failed (exit %d):\n", slug, rc);
         print_file(err);
@@ -439,19 +251,6 @@ static long outbox_unsent(bench_t *b) {
     return n;
 }
 
-/* Sum of dealscore_consumer_lag over the stack's workers that answer. */
-static double workers_lag(bench_t *b) {
-    double lag = 0;
-    for (size_t i = 0; i < DS_ARRAY_SIZE(b->worker_urls); i++) {
-        conn_t c = {.fd = -1};
-        if (parse_url(b->worker_urls[i], c.host, sizeof c.host, &c.port) != 0) continue;
-        if (conn_request(&c, "/metrics", NULL, NULL, 0) == 200)
-            lag += metric_sum(c.body, c.body_len, "dealscore_consumer_lag");
-        conn_close(&c);
-    }
-    return lag;
-}
-
 /* Waits until the outbox is empty and the stack's workers have no lag (twice
  * in a row, the lag gauge is refreshed once a second), so one phase's events
  * do not load the machine during the next phase. */
@@ -463,7 +262,7 @@ static void settle(bench_t *b, const char *after) {
     double lag = 0;
     while ((double)(ds_mono_us() - t0) / 1e6 < b->settle_s) {
         unsent = outbox_unsent(b);
-        lag = workers_lag(b);
+        lag = ds_bench_workers_lag(b->worker_urls, DS_ARRAY_SIZE(b->worker_urls));
         quiet = unsent == 0 && lag == 0 ? quiet + 1 : 0;
         if (quiet >= 2) break;
         sleep_us(1000000);
@@ -502,11 +301,11 @@ typedef struct {
 
 /* POSTs one job, retrying 503 (after Retry-After, at most 1 s) and lost
  * connections for up to a minute. Returns the final status. */
-static int post_job(wave_t *w, conn_t *c, const job_t *j) {
+static int post_job(wave_t *w, ds_bench_conn_t *c, const job_t *j) {
     int64_t t0 = ds_mono_us();
     int st;
     for (;;) {
-        st = conn_request(c, j->path, w->token, j->body, j->len);
+        st = ds_bench_conn_request(c, j->path, w->token, j->body, j->len);
         if (st == 202) return st;
         if ((st != 503 && st != -1) || ds_mono_us() - t0 > 60 * 1000000LL) break;
         atomic_fetch_add(&w->retries, 1);
@@ -521,7 +320,7 @@ static int post_job(wave_t *w, conn_t *c, const job_t *j) {
 
 static void *batch_worker(void *arg) {
     wave_t *w = arg;
-    conn_t c = {.fd = -1, .port = w->b->port};
+    ds_bench_conn_t c = {.fd = -1, .port = w->b->port};
     snprintf(c.host, sizeof c.host, "%s", w->b->host);
     for (;;) {
         size_t i = atomic_fetch_add(&w->next, 1);
@@ -531,15 +330,8 @@ static void *batch_worker(void *arg) {
         else
             atomic_fetch_add(&w->errors, 1);
     }
-    conn_close(&c);
+    ds_bench_conn_close(&c);
     return NULL;
-}
-
-static void run_wave(wave_t *w, int threads, void *(*fn)(void *)) {
-    pthread_t *th = ds_calloc((size_t)threads, sizeof *th);
-    for (int t = 0; t < threads; t++) pthread_create(&th[t], NULL, fn, w);
-    for (int t = 0; t < threads; t++) pthread_join(th[t], NULL);
-    free(th);
 }
 
 /* Builds JSON array bodies of up to per records of one kind. */
@@ -599,7 +391,7 @@ static int phase_batch(bench_t *b, int rep, result_t *res) {
         w.jobs = jobs[k];
         w.njobs = nj[k];
         atomic_store(&w.next, 0);
-        run_wave(&w, b->concurrency, batch_worker);
+        ds_bench_run_threads(b->concurrency, batch_worker, &w);
     }
     res->secs = (double)(ds_mono_us() - t0) / 1e6;
     res->records = atomic_load(&w.records);
@@ -617,7 +409,7 @@ static int phase_batch(bench_t *b, int rep, result_t *res) {
 
 static void *single_worker(void *arg) {
     wave_t *w = arg;
-    conn_t c = {.fd = -1, .port = w->b->port};
+    ds_bench_conn_t c = {.fd = -1, .port = w->b->port};
     snprintf(c.host, sizeof c.host, "%s", w->b->host);
     for (;;) {
         size_t i = atomic_fetch_add(&w->next, 1);
@@ -637,7 +429,7 @@ static void *single_worker(void *arg) {
         else
             atomic_fetch_add(&w->errors, 1);
     }
-    conn_close(&c);
+    ds_bench_conn_close(&c);
     return NULL;
 }
 
@@ -674,7 +466,7 @@ static int phase_single(bench_t *b, int rep, result_t *res) {
     w.lat_due = ds_calloc(n, sizeof(int64_t));
     w.status = ds_calloc(n, sizeof(int));
     w.start_us = ds_mono_us() + 20000;
-    run_wave(&w, b->single_threads, single_worker);
+    ds_bench_run_threads(b->single_threads, single_worker, &w);
     int64_t end = ds_mono_us();
     res->secs = (double)(end - w.start_us) / 1e6;
     res->records = atomic_load(&w.records);
@@ -684,13 +476,13 @@ static int phase_single(bench_t *b, int rep, result_t *res) {
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
         if (w.status[i] == 202) w.lat_send[m] = w.lat_send[i], w.lat_due[m] = w.lat_due[i], m++;
-    qsort(w.lat_send, m, sizeof(int64_t), cmp_i64);
-    qsort(w.lat_due, m, sizeof(int64_t), cmp_i64);
-    res->p50 = pct_ms(w.lat_send, m, 50);
-    res->p95 = pct_ms(w.lat_send, m, 95);
-    res->p99 = pct_ms(w.lat_send, m, 99);
+    qsort(w.lat_send, m, sizeof(int64_t), ds_bench_cmp_i64);
+    qsort(w.lat_due, m, sizeof(int64_t), ds_bench_cmp_i64);
+    res->p50 = ds_bench_pct_ms(w.lat_send, m, 50);
+    res->p95 = ds_bench_pct_ms(w.lat_send, m, 95);
+    res->p99 = ds_bench_pct_ms(w.lat_send, m, 99);
     res->max = m ? (double)w.lat_send[m - 1] / 1000.0 : NAN;
-    res->due_p99 = pct_ms(w.lat_due, m, 99);
+    res->due_p99 = ds_bench_pct_ms(w.lat_due, m, 99);
     org_counts(b, org_id, &res->db_opps, &res->db_ints);
     free(w.lat_send);
     free(w.lat_due);
@@ -752,7 +544,7 @@ static int phase_csv(bench_t *b, int rep, result_t *res, char *summary, size_t s
     int64_t t0 = ds_mono_us();
     int rc = run_cmd(argv, out, err);
     res->secs = (double)(ds_mono_us() - t0) / 1e6;
-    last_line(out, summary, sumsz);
+    ds_bench_last_line(out, summary, sumsz);
     org_counts(b, org_id, &res->db_opps, &res->db_ints);
     res->records = res->db_opps + res->db_ints;
     if (rc != 0) {
@@ -931,36 +723,6 @@ static void usage(FILE *out) {
             CEILING_ROWS);
 }
 
-static int self_dir(char *out, size_t n) {
-    char exe[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len <= 0) return -1;
-    exe[len] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (!slash) return -1;
-    *slash = '\0';
-    snprintf(out, n, "%s", exe);
-    return 0;
-}
-
-static bool parse_long(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_double(const char *s, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) return false;
-    *out = v;
-    return true;
-}
-
 static void remove_work_dir(bench_t *b) {
     static const char *const files[] = {"opportunities.csv", "interactions.csv", "import.out", "import.err",
                                         "token.out", "token.err"};
@@ -989,16 +751,16 @@ int main(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         const char *bad = NULL;
         switch (c) {
-        case 'o': if (!parse_long(optarg, 1, 100000000, &nopps)) bad = "--opportunities must be 1 to 100000000"; break;
-        case 'i': if (!parse_long(optarg, 0, 1000000000, &nints)) bad = "--interactions must be 0 to 1000000000"; break;
-        case 'b': if (!parse_long(optarg, 1, 100000, &v)) bad = "--batch must be 1 to 100000"; else b.batch = (int)v; break;
-        case 'c': if (!parse_long(optarg, 1, 1024, &v)) bad = "--concurrency must be 1 to 1024"; else b.concurrency = (int)v; break;
-        case 'r': if (!parse_double(optarg, 1, 100000, &b.rate)) bad = "--rate must be 1 to 100000"; break;
-        case 's': if (!parse_double(optarg, 0.1, 3600, &b.seconds)) bad = "--seconds must be 0.1 to 3600"; break;
-        case 'T': if (!parse_long(optarg, 1, 1024, &v)) bad = "--single-threads must be 1 to 1024"; else b.single_threads = (int)v; break;
-        case 'n': if (!parse_long(optarg, 1, 100, &v)) bad = "--repeat must be 1 to 100"; else b.repeat = (int)v; break;
-        case 'S': if (!parse_double(optarg, 0, 86400, &b.settle_s)) bad = "--settle must be 0 to 86400 seconds"; break;
-        case 'e': if (!parse_long(optarg, 0, LONG_MAX, &seed)) bad = "--seed must be a number >= 0"; break;
+        case 'o': if (!ds_bench_parse_long(optarg, 1, 100000000, &nopps)) bad = "--opportunities must be 1 to 100000000"; break;
+        case 'i': if (!ds_bench_parse_long(optarg, 0, 1000000000, &nints)) bad = "--interactions must be 0 to 1000000000"; break;
+        case 'b': if (!ds_bench_parse_long(optarg, 1, 100000, &v)) bad = "--batch must be 1 to 100000"; else b.batch = (int)v; break;
+        case 'c': if (!ds_bench_parse_long(optarg, 1, 1024, &v)) bad = "--concurrency must be 1 to 1024"; else b.concurrency = (int)v; break;
+        case 'r': if (!ds_bench_parse_double(optarg, 1, 100000, &b.rate)) bad = "--rate must be 1 to 100000"; break;
+        case 's': if (!ds_bench_parse_double(optarg, 0.1, 3600, &b.seconds)) bad = "--seconds must be 0.1 to 3600"; break;
+        case 'T': if (!ds_bench_parse_long(optarg, 1, 1024, &v)) bad = "--single-threads must be 1 to 1024"; else b.single_threads = (int)v; break;
+        case 'n': if (!ds_bench_parse_long(optarg, 1, 100, &v)) bad = "--repeat must be 1 to 100"; else b.repeat = (int)v; break;
+        case 'S': if (!ds_bench_parse_double(optarg, 0, 86400, &b.settle_s)) bad = "--settle must be 0 to 86400 seconds"; break;
+        case 'e': if (!ds_bench_parse_long(optarg, 0, LONG_MAX, &seed)) bad = "--seed must be a number >= 0"; break;
         case 'u': url = optarg; break;
         case 'B': bin_dir = optarg; break;
         case 'w': work_dir = optarg; break;
@@ -1024,13 +786,13 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (!url || !*url) url = "http://127.0.0.1:8080";
-    if (parse_url(url, b.host, sizeof b.host, &b.port) != 0) {
+    if (ds_bench_parse_url(url, b.host, sizeof b.host, &b.port) != 0) {
         fprintf(stderr, PROG ": the ingest URL must be http://HOST:PORT, not \"%s\"\n", url);
         return 2;
     }
     if (bin_dir && *bin_dir)
         snprintf(b.bin_dir, sizeof b.bin_dir, "%s", bin_dir);
-    else if (self_dir(b.bin_dir, sizeof b.bin_dir) != 0) {
+    else if (ds_bench_self_dir(b.bin_dir, sizeof b.bin_dir) != 0) {
         fprintf(stderr, PROG ": cannot find my own directory; give --bin-dir\n");
         return 2;
     }
@@ -1057,33 +819,24 @@ int main(int argc, char **argv) {
         goto out;
     }
     {
-        conn_t probe = {.fd = -1, .port = b.port};
+        ds_bench_conn_t probe = {.fd = -1, .port = b.port};
         snprintf(probe.host, sizeof probe.host, "%s", b.host);
-        int st = conn_request(&probe, "/readyz", NULL, NULL, 0);
-        conn_close(&probe);
+        int st = ds_bench_conn_request(&probe, "/readyz", NULL, NULL, 0);
+        ds_bench_conn_close(&probe);
         if (st != 200) {
             fprintf(stderr, PROG ": ingest at %s is not ready (GET /readyz: %d); start the stack first\n", url, st);
             goto out;
         }
     }
-    if (work_dir) {
-        snprintf(b.work_dir, sizeof b.work_dir, "%s", work_dir);
-        if (mkdir(b.work_dir, 0755) != 0 && errno != EEXIST) {
-            fprintf(stderr, PROG ": cannot create %s: %s\n", b.work_dir, strerror(errno));
-            goto out;
-        }
-    } else {
-        snprintf(b.work_dir, sizeof b.work_dir, "/tmp/dealscore-bench-ingest-XXXXXX");
-        if (!mkdtemp(b.work_dir)) {
-            fprintf(stderr, PROG ": cannot create a directory in /tmp: %s\n", strerror(errno));
-            goto out;
-        }
-        b.own_work_dir = true;
+    if (ds_bench_work_dir(work_dir, "dealscore-bench-ingest", b.work_dir, sizeof b.work_dir, &b.own_work_dir, err,
+                          sizeof err) != 0) {
+        fprintf(stderr, PROG ": %s\n", err);
+        goto out;
     }
     snprintf(b.runid, sizeof b.runid, "%08x", (unsigned)(ds_now_us() & 0xffffffff));
 
     char la0[64], la1[64];
-    loadavg(la0, sizeof la0);
+    ds_bench_loadavg(la0, sizeof la0);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     dataset_generate(&b.data, (size_t)nopps, (size_t)nints, (uint64_t)seed);
     long total = nopps + nints;
@@ -1150,13 +903,13 @@ int main(int argc, char **argv) {
             tmp[k] = res[k][p].secs > 0 ? (double)res[k][p].records / res[k][p].secs : 0;
             tmp2[k] = res[k][p].secs;
         }
-        med_rate[p] = median(tmp, (size_t)b.repeat);
-        med_secs[p] = median(tmp2, (size_t)b.repeat);
+        med_rate[p] = ds_bench_median(tmp, (size_t)b.repeat);
+        med_secs[p] = ds_bench_median(tmp2, (size_t)b.repeat);
     }
 #define MED(field, dst)                                                     \
     do {                                                                    \
         for (int k = 0; k < b.repeat; k++) tmp[k] = res[k][P_SINGLE].field; \
-        dst = median(tmp, (size_t)b.repeat);                                \
+        dst = ds_bench_median(tmp, (size_t)b.repeat);                       \
     } while (0)
     MED(p50, p50);
     MED(p95, p95);
@@ -1164,7 +917,7 @@ int main(int argc, char **argv) {
     MED(due_p99, due99);
     MED(achieved, ach);
 #undef MED
-    loadavg(la1, sizeof la1);
+    ds_bench_loadavg(la1, sizeof la1);
     printf("\nmedians of %d repetition%s (load average at start %s, at end %s, %ld CPUs):\n", b.repeat,
            b.repeat > 1 ? "s" : "", la0, la1, ncpu);
     printf("  %-34s %9s %9s %11s %10s\n", "path", "records", "seconds", "records/s", "vs ceiling");

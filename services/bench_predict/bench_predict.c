@@ -6,27 +6,22 @@
  *   eval "$(deploy/local/stack env)"
  *   build/bin/dealscore-bench-predict --org SLUG [--rates 50,200] [--seconds 10] [--threads 32]
  */
-#include <arpa/inet.h>
 #include <getopt.h>
 #include <math.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <libpq-fe.h>
 
+#include "bench.h"
 #include "dealscore/common.h"
 #include "dealscore/jwt.h"
 
 typedef struct {
-    char host[64];
+    char host[128];
     int port;
     const char *jwt;
     char **opps;
@@ -39,55 +34,10 @@ typedef struct {
     int *status;
 } run_t;
 
-static int post(int *fd, const run_t *r, const char *body, size_t len) {
-    char head[4096];
-    int n = snprintf(head, sizeof head,
-                     "POST /api/predict HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
-                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                     r->host, r->jwt, len);
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (*fd < 0) {
-            *fd = socket(AF_INET, SOCK_STREAM, 0);
-            struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)r->port)};
-            inet_pton(AF_INET, r->host, &sa.sin_addr);
-            if (connect(*fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-                close(*fd);
-                *fd = -1;
-                return -1;
-            }
-            int one = 1;
-            setsockopt(*fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        }
-        struct iovec iov[2] = {{head, (size_t)n}, {(void *)body, len}};
-        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
-        if (sendmsg(*fd, &mh, MSG_NOSIGNAL) != (ssize_t)(n + len)) {
-            close(*fd);
-            *fd = -1;
-            continue;
-        }
-        char buf[65536];
-        size_t got = 0;
-        for (;;) {
-            ssize_t k = recv(*fd, buf + got, sizeof buf - got - 1, 0);
-            if (k <= 0) break;
-            got += (size_t)k;
-            buf[got] = '\0';
-            char *hend = strstr(buf, "\r\n\r\n");
-            if (!hend) continue;
-            char *cl = strcasestr(buf, "content-length:");
-            size_t blen = cl && cl < hend ? strtoul(cl + 15, NULL, 10) : 0;
-            if (got >= (size_t)(hend + 4 - buf) + blen) return atoi(buf + 9);
-            if (got >= sizeof buf - 1) return atoi(buf + 9);
-        }
-        close(*fd);
-        *fd = -1;
-    }
-    return -1;
-}
-
 static void *sender(void *arg) {
     run_t *r = arg;
-    int fd = -1;
+    ds_bench_conn_t c = {.fd = -1, .port = r->port};
+    snprintf(c.host, sizeof c.host, "%s", r->host);
     char body[128];
     for (;;) {
         size_t i = atomic_fetch_add(&r->next, 1);
@@ -99,22 +49,11 @@ static void *sender(void *arg) {
         }
         int len = snprintf(body, sizeof body, "{\"opportunity_id\":\"%s\"}", r->opps[i % r->nopps]);
         int64_t t0 = ds_mono_us();
-        r->status[i] = post(&fd, r, body, (size_t)len);
+        r->status[i] = ds_bench_conn_request(&c, "/api/predict", r->jwt, body, (size_t)len);
         r->lat[i] = ds_mono_us() - t0;
     }
-    if (fd >= 0) close(fd);
+    ds_bench_conn_close(&c);
     return NULL;
-}
-
-static int cmp(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-static double pct(const int64_t *v, size_t n, double p) {
-    if (!n) return NAN;
-    size_t k = (size_t)ceil(p / 100.0 * (double)n);
-    return (double)v[k ? k - 1 : 0] / 1000.0;
 }
 
 int main(int argc, char **argv) {
@@ -145,8 +84,8 @@ int main(int argc, char **argv) {
                         " SUPABASE_JWT_SECRET are required (see --help)\n");
         return 2;
     }
-    run_t r = {.port = 8081};
-    if (sscanf(url, "http://%63[^:]:%d", r.host, &r.port) != 2) {
+    run_t r = {0};
+    if (ds_bench_parse_url(url, r.host, sizeof r.host, &r.port) != 0) {
         fprintf(stderr, "dealscore-bench-predict: the scoring URL must be http://HOST:PORT\n");
         return 2;
     }
@@ -186,18 +125,15 @@ int main(int argc, char **argv) {
         r.status = ds_calloc(r.n, sizeof *r.status);
         atomic_store(&r.next, 0);
         r.start = ds_mono_us() + 10000;
-        pthread_t *th = ds_calloc((size_t)threads, sizeof *th);
-        for (int t = 0; t < threads; t++) pthread_create(&th[t], NULL, sender, &r);
-        for (int t = 0; t < threads; t++) pthread_join(th[t], NULL);
+        ds_bench_run_threads(threads, sender, &r);
         double achieved = (double)r.n / ((double)(ds_mono_us() - r.start) / 1e6);
         size_t bad = 0;
         for (size_t i = 0; i < r.n; i++) bad += r.status[i] != 200;
-        qsort(r.lat, r.n, sizeof *r.lat, cmp);
-        printf("%8.0f %8zu %7zu | %8.1f %8.1f %8.1f %8.1f%s\n", achieved, r.n, bad, pct(r.lat, r.n, 50),
-               pct(r.lat, r.n, 95), pct(r.lat, r.n, 99), (double)r.lat[r.n - 1] / 1000.0,
+        qsort(r.lat, r.n, sizeof *r.lat, ds_bench_cmp_i64);
+        printf("%8.0f %8zu %7zu | %8.1f %8.1f %8.1f %8.1f%s\n", achieved, r.n, bad, ds_bench_pct_ms(r.lat, r.n, 50),
+               ds_bench_pct_ms(r.lat, r.n, 95), ds_bench_pct_ms(r.lat, r.n, 99), (double)r.lat[r.n - 1] / 1000.0,
                achieved < r.rate * 0.9 ? "  (could not keep the rate)" : "");
         fflush(stdout);
-        free(th);
         free(r.lat);
         free(r.status);
     }

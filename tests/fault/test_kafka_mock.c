@@ -11,6 +11,7 @@
 #include "dealscore/config.h"
 #include "dealscore/kafka.h"
 #include "dealscore/log.h"
+#include "kafkatest.h"
 
 /* Kafka protocol ApiKeys (rdkafka_protocol.h is not installed). */
 #define API_PRODUCE 0
@@ -94,19 +95,6 @@ static ds_producer_t *new_producer(void) {
 static int send_text(ds_producer_t *p, const char *topic, const char *text, slot_t *slot) {
     const ds_event_meta_t meta = {.type = DS_CE_TYPE_OPPORTUNITY_CHANGED};
     return ds_producer_send(p, topic, "key", 3, text, strlen(text), &meta, slot);
-}
-
-/* Polls until want messages arrived or timeout_ms passed; returns the count. */
-static size_t consume_n(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t want,
-                        int timeout_ms) {
-    int64_t deadline = ds_mono_us() + (int64_t)timeout_ms * 1000;
-    size_t n = 0;
-    while (n < want && ds_mono_us() < deadline) {
-        int r = ds_consumer_poll_batch(c, msgs + n, want - n, 200);
-        cr_assert_geq(r, 0, "poll_batch: %s", ds_strerror(r));
-        n += (size_t)r;
-    }
-    return n;
 }
 
 static int64_t high_watermark(ds_producer_t *p, const char *topic) {
@@ -217,7 +205,7 @@ Test(kafka, stored_offsets_are_committed_on_close) {
     cr_assert_eq(ds_consumer_new(&c, &cfg, "store-group", topics, 1, err, sizeof err), 0, "%s",
                  err);
     cr_assert_not(ds_consumer_assigned(c));
-    size_t n = consume_n(c, msgs, 4, 30000);
+    size_t n = kt_consume_n(c, msgs, 4, 30000);
     cr_assert_eq(n, 4);
     cr_assert(ds_consumer_assigned(c));
     for (size_t i = 0; i < n; i++) cr_assert_eq(msgs[i]->offset, (int64_t)i);
@@ -232,7 +220,7 @@ Test(kafka, stored_offsets_are_committed_on_close) {
     /* A new member of the same group resumes after the stored offset. */
     cr_assert_eq(ds_consumer_new(&c, &cfg, "store-group", topics, 1, err, sizeof err), 0, "%s",
                  err);
-    n = consume_n(c, msgs, 6, 30000);
+    n = kt_consume_n(c, msgs, 6, 30000);
     cr_assert_eq(n, 6);
     for (size_t i = 0; i < n; i++) {
         cr_assert_eq(msgs[i]->offset, (int64_t)(i + 4));
@@ -261,14 +249,14 @@ Test(kafka, unstored_batch_is_redelivered) {
     ds_consumer_t *c = NULL;
     cr_assert_eq(ds_consumer_new(&c, &cfg, "redeliver-group", topics, 1, err, sizeof err), 0,
                  "%s", err);
-    cr_assert_eq(consume_n(c, msgs, 3, 30000), 3);
+    cr_assert_eq(kt_consume_n(c, msgs, 3, 30000), 3);
     /* The "database commit" failed: nothing stored. */
     ds_consumer_release(msgs, 3);
     ds_consumer_destroy(c);
 
     cr_assert_eq(ds_consumer_new(&c, &cfg, "redeliver-group", topics, 1, err, sizeof err), 0,
                  "%s", err);
-    cr_assert_eq(consume_n(c, msgs, 1, 30000), 1);
+    cr_assert_eq(kt_consume_n(c, msgs, 1, 30000), 1);
     cr_assert_eq(msgs[0]->offset, 0);
     ds_consumer_release(msgs, 1);
     ds_consumer_destroy(c);
@@ -290,7 +278,7 @@ Test(kafka, pause_all_stops_fetching_until_resume) {
     ds_consumer_t *c = NULL;
     cr_assert_eq(ds_consumer_new(&c, &cfg, "pause-group", topics, 1, err, sizeof err), 0, "%s",
                  err);
-    cr_assert_eq(consume_n(c, msgs, 1, 30000), 1);
+    cr_assert_eq(kt_consume_n(c, msgs, 1, 30000), 1);
     ds_consumer_release(msgs, 1);
 
     cr_assert_eq(ds_consumer_pause_all(c), 0);
@@ -301,7 +289,7 @@ Test(kafka, pause_all_stops_fetching_until_resume) {
     cr_assert(ds_consumer_assigned(c));
 
     cr_assert_eq(ds_consumer_resume_all(c), 0);
-    cr_assert_eq(consume_n(c, msgs, 1, 30000), 1);
+    cr_assert_eq(kt_consume_n(c, msgs, 1, 30000), 1);
     cr_assert_eq(msgs[0]->len, strlen("during"));
     ds_consumer_release(msgs, 1);
     ds_consumer_destroy(c);
@@ -330,7 +318,7 @@ Test(kafka, headers_and_dlq_round_trip) {
     ds_consumer_t *c = NULL;
     cr_assert_eq(ds_consumer_new(&c, &cfg, "dlq-group", src_topics, 1, err, sizeof err), 0,
                  "%s", err);
-    cr_assert_eq(consume_n(c, msgs, 1, 30000), 1);
+    cr_assert_eq(kt_consume_n(c, msgs, 1, 30000), 1);
     cr_assert_eq(ds_kafka_header_get(msgs[0], DS_HDR_CE_ID, buf, sizeof buf), 0);
     cr_assert_str_eq(buf, meta.id);
     cr_assert_eq(ds_kafka_header_get(msgs[0], DS_HDR_CE_SOURCE, buf, sizeof buf), 0);
@@ -352,7 +340,7 @@ Test(kafka, headers_and_dlq_round_trip) {
 
     cr_assert_eq(ds_consumer_new(&c, &cfg, "dlq-reader", dlq_topics, 1, err, sizeof err), 0,
                  "%s", err);
-    cr_assert_eq(consume_n(c, msgs, 1, 30000), 1);
+    cr_assert_eq(kt_consume_n(c, msgs, 1, 30000), 1);
     cr_assert_eq(msgs[0]->key_len, 5);
     cr_assert(memcmp(msgs[0]->key, "opp-1", 5) == 0);
     cr_assert_eq(msgs[0]->len, 2);

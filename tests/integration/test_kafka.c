@@ -11,6 +11,7 @@
 #include "dealscore/kafka.h"
 #include "dealscore/log.h"
 #include "dealscore/v1/events.pb-c.h"
+#include "kafkatest.h"
 
 static ds_config_t cfg;
 static bool cfg_loaded;
@@ -81,19 +82,6 @@ static ds_consumer_t *new_consumer(const char *group, const char *topic) {
     const char *topics[] = {topic};
     cr_assert_eq(ds_consumer_new(&c, &cfg, group, topics, 1, err, sizeof err), 0, "%s", err);
     return c;
-}
-
-/* Polls until want messages arrived or timeout_ms passed; returns the count. */
-static size_t consume_n(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t want,
-                        int timeout_ms) {
-    int64_t deadline = ds_mono_us() + (int64_t)timeout_ms * 1000;
-    size_t n = 0;
-    while (n < want && ds_mono_us() < deadline) {
-        int r = ds_consumer_poll_batch(c, msgs + n, want - n, 200);
-        cr_assert_geq(r, 0, "poll_batch: %s", ds_strerror(r));
-        n += (size_t)r;
-    }
-    return n;
 }
 
 static void assert_header(const rd_kafka_message_t *m, const char *name, const char *want) {
@@ -167,7 +155,7 @@ Test(kafka, opportunity_changed_round_trips_byte_identical) {
     snprintf(group, sizeof group, "%sgroup", prefix);
     ds_consumer_t *c = new_consumer(group, topic);
     rd_kafka_message_t *msgs[2] = {0};
-    cr_assert_eq(consume_n(c, msgs, 2, 60000), 2);
+    cr_assert_eq(kt_consume_n(c, msgs, 2, 60000), 2);
     cr_assert(ds_consumer_assigned(c));
 
     const rd_kafka_message_t *m = msgs[0];
@@ -240,7 +228,7 @@ Test(kafka, dlq_gets_message_with_error_headers) {
     snprintf(group, sizeof group, "%sworker", prefix);
     ds_consumer_t *c = new_consumer(group, topic);
     rd_kafka_message_t *msgs[1] = {0};
-    cr_assert_eq(consume_n(c, msgs, 1, 60000), 1);
+    cr_assert_eq(kt_consume_n(c, msgs, 1, 60000), 1);
     /* The worker cannot decode it: dead-letter it, then move on. */
     cr_assert_null(dealscore__v1__features_ready__unpack(NULL, msgs[0]->len, msgs[0]->payload));
     cr_assert_eq(ds_kafka_send_dlq(p, msgs[0], "could not decode FeaturesReady"), 0);
@@ -252,7 +240,7 @@ Test(kafka, dlq_gets_message_with_error_headers) {
 
     snprintf(group, sizeof group, "%sdlq-reader", prefix);
     c = new_consumer(group, dlq);
-    cr_assert_eq(consume_n(c, msgs, 1, 60000), 1);
+    cr_assert_eq(kt_consume_n(c, msgs, 1, 60000), 1);
     const rd_kafka_message_t *m = msgs[0];
     cr_assert_eq(m->key_len, 5);
     cr_assert(memcmp(m->key, "opp-9", 5) == 0);
@@ -298,7 +286,7 @@ Test(kafka, restart_resumes_after_last_stored_offset) {
     snprintf(group, sizeof group, "%sscorer", prefix);
     ds_consumer_t *c = new_consumer(group, topic);
     rd_kafka_message_t *msgs[10] = {0};
-    cr_assert_eq(consume_n(c, msgs, 10, 60000), 10);
+    cr_assert_eq(kt_consume_n(c, msgs, 10, 60000), 10);
     /* Only the first six were processed (their DB commit succeeded) before
      * the worker stopped; the other four were in hand, never stored. */
     cr_assert_eq(ds_consumer_store(c, msgs, 3), 0);
@@ -308,7 +296,7 @@ Test(kafka, restart_resumes_after_last_stored_offset) {
     ds_consumer_destroy(c);
 
     c = new_consumer(group, topic);
-    size_t n = consume_n(c, msgs, 4, 60000);
+    size_t n = kt_consume_n(c, msgs, 4, 60000);
     cr_assert_eq(n, 4);
     for (size_t i = 0; i < n; i++) {
         char want[16];

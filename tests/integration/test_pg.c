@@ -6,7 +6,6 @@
  * pg_terminate_backend(pid, timeout) and poll() with a deadline. */
 #include <criterion/criterion.h>
 
-#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -16,6 +15,7 @@
 #include <arpa/inet.h>
 
 #include "pgtest.h"
+#include "tcpproxy.h"
 
 #include "dealscore/log.h"
 #include "dealscore/pg.h"
@@ -97,17 +97,7 @@ static int upstream_connect(const proxy_t *p) {
         if (fd >= 0) close(fd);
         return -1;
     }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
-    if (getaddrinfo(p->host, p->port_s, &hints, &ai) != 0) return -1;
-    int fd = -1;
-    for (struct addrinfo *a = ai; a; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
-        if (fd >= 0 && connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
-        if (fd >= 0) close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(ai);
-    return fd;
+    return tcpproxy_connect(p->host, p->port_s);
 }
 
 static bool copy_some(int from, int to) {

@@ -123,15 +123,7 @@ static void setup_from_template(dst_t *t, const char *tmpl) {
     PQfinish(admin);
     t->db.created = true;
     t->db.conninfo = pgt_conninfo_for(pgt_admin_url(), t->db.name);
-    snprintf(t->prefix, sizeof t->prefix, "t%02x%02x%02x%02x.", rnd[0], rnd[1], rnd[2], rnd[3]);
-    t->port = proc_free_port();
-    const char *brokers = getenv("DEALSCORE_KAFKA_BROKERS");
-    if (!brokers || !*brokers) cr_fatal("DEALSCORE_KAFKA_BROKERS must be set (tests/run sets it)");
-    dst_env_add(t, "DEALSCORE_DATABASE_URL=%s", t->db.conninfo);
-    dst_env_add(t, "DEALSCORE_KAFKA_BROKERS=%s", brokers);
-    dst_env_add(t, "DEALSCORE_TOPIC_PREFIX=%s", t->prefix);
-    dst_env_add(t, "DEALSCORE_HTTP_ADDR=127.0.0.1:%d", t->port);
-    dst_env_add(t, "DEALSCORE_TOPIC_PARTITIONS=%d", 2);
+    dst_setup_service(t);
     PGconn *c = pgt_connect_db(&t->db);
     char *id = pgt_valuef(c, "select id from orgs where slug = 'acme'");
     snprintf(t->org_id, sizeof t->org_id, "%s", id ? id : "");

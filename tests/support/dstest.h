@@ -52,11 +52,9 @@ static inline void dst_env_set(dst_t *t, const char *name, const char *value) {
     dst_env_add(t, "%s=%s", name, value);
 }
 
-/* Fresh migrated database, unique topic prefix, free HTTP port. */
-static inline void dst_setup(dst_t *t) {
-    memset(t, 0, sizeof *t);
-    pgt_db_create(&t->db);
-    pgt_migrate_ok(&t->db);
+/* Unique topic prefix, free HTTP port and the service's environment, for
+ * the database t->db already holds. */
+static inline void dst_setup_service(dst_t *t) {
     unsigned char rnd[4];
     if (getrandom(rnd, sizeof rnd, 0) != 4) cr_fatal("getrandom");
     snprintf(t->prefix, sizeof t->prefix, "t%02x%02x%02x%02x.", rnd[0], rnd[1], rnd[2], rnd[3]);
@@ -68,6 +66,14 @@ static inline void dst_setup(dst_t *t) {
     dst_env_add(t, "DEALSCORE_TOPIC_PREFIX=%s", t->prefix);
     dst_env_add(t, "DEALSCORE_HTTP_ADDR=127.0.0.1:%d", t->port);
     dst_env_add(t, "DEALSCORE_TOPIC_PARTITIONS=%d", 2);
+}
+
+/* Fresh migrated database, unique topic prefix, free HTTP port. */
+static inline void dst_setup(dst_t *t) {
+    memset(t, 0, sizeof *t);
+    pgt_db_create(&t->db);
+    pgt_migrate_ok(&t->db);
+    dst_setup_service(t);
 }
 
 /* A second service on the same database and topics as t (another port).

@@ -28,9 +28,10 @@ typedef struct {
     pthread_t thread;
 } tcpproxy_t;
 
-static inline int tcpproxy_upstream(tcpproxy_t *p) {
+/* A TCP connection to host:port (the first address that answers), or -1. */
+static inline int tcpproxy_connect(const char *host, const char *port) {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
-    if (getaddrinfo(p->host, p->port_s, &hints, &ai) != 0) return -1;
+    if (getaddrinfo(host, port, &hints, &ai) != 0) return -1;
     int fd = -1;
     for (struct addrinfo *a = ai; a; a = a->ai_next) {
         fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
@@ -41,6 +42,8 @@ static inline int tcpproxy_upstream(tcpproxy_t *p) {
     freeaddrinfo(ai);
     return fd;
 }
+
+static inline int tcpproxy_upstream(tcpproxy_t *p) { return tcpproxy_connect(p->host, p->port_s); }
 
 static inline void tcpproxy_drop_all(tcpproxy_t *p) {
     for (int i = 0; i < p->npairs; i++) {

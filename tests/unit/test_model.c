@@ -17,6 +17,7 @@
 #include "dealscore/metrics_eval.h"
 #include "dealscore/model.h"
 #include "dealscore/report.h"
+#include "rng.h"
 
 /* ---- synthetic data ---------------------------------------------------------- */
 
@@ -26,19 +27,6 @@
 /* Engine names, so labels and the feature map have something to find. */
 static const char *const NAMES[NF] = {"days_open", "stage_index", "n_meeting_30d", "amount_log",
                                       "meddicc_champion"};
-
-typedef struct {
-    uint64_t s;
-} rng_t;
-
-static double rng_u(rng_t *r) {
-    r->s += 0x9E3779B97F4A7C15ULL;
-    uint64_t z = r->s;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    return (double)(z >> 11) / 9007199254740992.0;
-}
 
 static double rng_normal(rng_t *r) {
     double u = rng_u(r), v = rng_u(r);

@@ -15,21 +15,9 @@
 #include "dealscore/common.h"
 #include "dealscore/model.h"
 #include "dealscore/treeshap.h"
+#include "rng.h"
 
 #define TOL 1e-5
-
-typedef struct {
-    uint64_t s;
-} rng_t;
-
-static double rng_u(rng_t *r) {
-    r->s += 0x9E3779B97F4A7C15ULL;
-    uint64_t z = r->s;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    return (double)(z >> 11) / 9007199254740992.0;
-}
 
 /* Continuous, integer (many ties, so thresholds fall on data values) and
  * binary columns, nan_rate missing; the label mixes interactions so the

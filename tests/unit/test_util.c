@@ -77,3 +77,33 @@ Test(util, sb_builds_json_string_literals) {
     cr_expect_eq(b.len, strlen(b.p));
     free(b.p);
 }
+
+Test(util, sb_printf_appends_and_grows) {
+    ds_sb_t b = {0};
+    ds_sb_printf(&b, "%s=%d", "n", 42);
+    cr_expect_str_eq(b.p, "n=42");
+    cr_expect_eq(b.len, 4);
+    /* Pieces of every length from 0 to 299 bytes: some fit the free space
+     * exactly, some miss it by one, and the buffer grows past its first
+     * 4096 bytes several times. */
+    char digits[300];
+    for (int i = 0; i < 300; i++) digits[i] = (char)('0' + i % 10);
+    size_t want_len = 4 + 300 + 299 * 300 / 2;
+    char *want = ds_malloc(want_len + 1), *w = want;
+    memcpy(w, "n=42", 4);
+    w += 4;
+    for (int i = 0; i < 300; i++) {
+        ds_sb_printf(&b, "%.*s|", i, digits);
+        memcpy(w, digits, (size_t)i);
+        w += i;
+        *w++ = '|';
+    }
+    *w = '\0';
+    cr_expect_eq(b.len, want_len);
+    cr_expect_str_eq(b.p, want);
+    cr_expect_gt(b.cap, b.len);
+    ds_sb_printf(&b, "%s", "");
+    cr_expect_eq(b.len, want_len);
+    free(want);
+    free(b.p);
+}

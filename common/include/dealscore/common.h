@@ -42,6 +42,8 @@ typedef struct {
 } ds_sb_t;
 void ds_sb_put(ds_sb_t *b, const char *s, size_t n);
 void ds_sb_puts(ds_sb_t *b, const char *s);
+/* printf at the end of b. */
+void ds_sb_printf(ds_sb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* s as a JSON string literal (quotes, backslash and control characters
  * escaped; other bytes as they are). */
 void ds_sb_json_str(ds_sb_t *b, const char *s);
