@@ -1,6 +1,7 @@
 /* Supabase Realtime's source: the supabase_realtime publication streams
- * changes of predictions, with the whole old row (org_id included) on UPDATE
- * and DELETE, and nothing of tables outside it. Read through a logical
+ * changes of predictions, with org_id in every change (the new row of an
+ * INSERT or UPDATE, the replica identity (opportunity_id, org_id) of a
+ * DELETE), and nothing of tables outside it. Read through a logical
  * replication slot with pgoutput, the plugin Realtime uses, and decoded
  * here (protocol version 1). Needs wal_level=logical. */
 #include <arpa/inet.h>
@@ -258,7 +259,7 @@ static int wait_change(stream_t *s, char kind, const char *table, int from, int 
     }
 }
 
-Test(realtime, predictions_stream_with_org_id_and_full_old_row) {
+Test(realtime, predictions_stream_with_org_id_in_every_change) {
     static stream_t s;
     pgt_exec(conn, "insert into predictions (org_id, opportunity_id, account_id, as_of,"
                    " model_version, proba_close, top_features)"
@@ -274,7 +275,7 @@ Test(realtime, predictions_stream_with_org_id_and_full_old_row) {
     int ins = wait_change(&s, 'I', "predictions", 0, 10000);
     cr_assert_geq(ins, 0, "no insert on predictions came through the publication in 10 s");
     const rel_t *rel = rel_of(&s, s.changes[ins].oid);
-    cr_assert_eq(rel->replident, 'f', "predictions has replica identity '%c', want full",
+    cr_assert_eq(rel->replident, 'i', "predictions has replica identity '%c', want its identity index",
                  rel->replident);
     const char *org = col(rel, &s.changes[ins].new, "org_id");
     cr_assert_not_null(org, "the inserted row has no org_id");
@@ -284,19 +285,19 @@ Test(realtime, predictions_stream_with_org_id_and_full_old_row) {
 
     int upd = wait_change(&s, 'U', "predictions", ins + 1, 10000);
     cr_assert_geq(upd, 0, "no update on predictions came through in 10 s");
-    cr_assert_eq(s.changes[upd].old_kind, 'O',
-                 "the update carries no full old row (replica identity is not full)");
-    cr_assert_str_eq(col(rel, &s.changes[upd].old, "org_id"), ORG_A,
-                     "the old row of the update lacks org_id");
-    cr_assert_str_eq(col(rel, &s.changes[upd].old, "proba_close"), "0.25");
+    /* The identity did not change: no old tuple, the new row says it all. */
+    cr_assert_eq(s.changes[upd].old_kind, 0, "the update carries an old tuple ('%c')", s.changes[upd].old_kind);
+    cr_assert_str_eq(col(rel, &s.changes[upd].new, "org_id"), ORG_A, "the updated row lacks org_id");
+    cr_assert_str_eq(col(rel, &s.changes[upd].new, "opportunity_id"), OPP_A1);
     cr_assert_str_eq(col(rel, &s.changes[upd].new, "proba_close"), "0.6");
     cr_assert_str_eq(col(rel, &s.changes[upd].new, "previous_proba"), "0.25");
 
     int del = wait_change(&s, 'D', "predictions", upd + 1, 10000);
     cr_assert_geq(del, 0, "no delete on predictions came through in 10 s");
-    cr_assert_eq(s.changes[del].old_kind, 'O', "the delete carries no full old row");
-    cr_assert_str_eq(col(rel, &s.changes[del].old, "org_id"), ORG_A,
-                     "the old row of the delete lacks org_id");
+    cr_assert_eq(s.changes[del].old_kind, 'K', "the delete carries no identity ('%c')", s.changes[del].old_kind);
+    cr_assert_str_eq(col(rel, &s.changes[del].old, "org_id"), ORG_A, "the identity of the delete lacks org_id");
+    cr_assert_str_eq(col(rel, &s.changes[del].old, "opportunity_id"), OPP_A1,
+                     "the identity of the delete lacks opportunity_id");
 
     /* The outbox insert committed before the update, so the stream has
      * passed it: it must not be there. */
