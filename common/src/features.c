@@ -749,7 +749,7 @@ static int format_number(double v, char buf[40]) {
     }
     int n = 0;
     for (int prec = 15; prec <= 17; prec++) {
-        n = snprintf(buf, 40, "%.*g", prec, v);
+        n = ds_fmt_g(buf, v, prec);
         if (prec == 17 || strtod(buf, NULL) == v) break;
     }
     return n;

@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -295,4 +296,108 @@ void ds_sb_json_str(ds_sb_t *b, const char *s) {
     }
     ds_sb_put(b, run, (size_t)(s - run));
     ds_sb_put(b, "\"", 1);
+}
+
+/* ---- %g, fast ------------------------------------------------------------ */
+
+typedef unsigned __int128 u128;
+
+/* |v| = m * 2^-sh exactly (m < 2^53). The prec significant digits are
+ * q = round-half-even(m * 10^p / 2^sh) with p = prec - 1 - d and d the
+ * decimal exponent; m * 10^p < 2^128 needs p <= 22. */
+int ds_fmt_g(char out[32], double v, int prec) {
+    static const uint64_t p10[20] = {1ULL,
+                                     10ULL,
+                                     100ULL,
+                                     1000ULL,
+                                     10000ULL,
+                                     100000ULL,
+                                     1000000ULL,
+                                     10000000ULL,
+                                     100000000ULL,
+                                     1000000000ULL,
+                                     10000000000ULL,
+                                     100000000000ULL,
+                                     1000000000000ULL,
+                                     10000000000000ULL,
+                                     100000000000000ULL,
+                                     1000000000000000ULL,
+                                     10000000000000000ULL,
+                                     100000000000000000ULL,
+                                     1000000000000000000ULL,
+                                     10000000000000000000ULL};
+    double a = fabs(v);
+    if (prec < 1 || prec > 17 || !isfinite(v) || a < 1e-14 || a >= 1e15) goto slow;
+    int e2;
+    double f = frexp(a, &e2);
+    uint64_t m = (uint64_t)ldexp(f, 53);
+    int sh = 53 - e2; /* 3 .. 99 in this range */
+    int d = (int)floor(log10(a));
+    uint64_t q = 0;
+    for (int tries = 0;; tries++) {
+        int p = prec - 1 - d;
+        if (p < 0 || p > 22 || tries > 3) goto slow;
+        u128 pw = p <= 19 ? (u128)p10[p] : (u128)p10[19] * p10[p - 19];
+        u128 num = (u128)m * pw;
+        u128 t = num >> sh;
+        if (t >= p10[prec]) { /* d was too small */
+            d++;
+            continue;
+        }
+        if (t < p10[prec - 1]) { /* d was too large */
+            d--;
+            continue;
+        }
+        u128 rem = num - (t << sh), half = (u128)1 << (sh - 1);
+        q = (uint64_t)t;
+        if (rem > half || (rem == half && (q & 1))) q++;
+        if (q == p10[prec]) { /* 9.99..5 rounds up to the next decade */
+            q = p10[prec - 1];
+            d++;
+        }
+        break;
+    }
+    char dig[20];
+    for (int i = prec - 1; i >= 0; i--) {
+        dig[i] = (char)('0' + q % 10);
+        q /= 10;
+    }
+    int nd = prec; /* significant digits without trailing zeros */
+    while (nd > 1 && dig[nd - 1] == '0') nd--;
+    char *o = out;
+    if (v < 0) *o++ = '-';
+    if (d < -4 || d >= prec) {
+        *o++ = dig[0];
+        if (nd > 1) {
+            *o++ = '.';
+            memcpy(o, dig + 1, (size_t)nd - 1);
+            o += nd - 1;
+        }
+        *o++ = 'e';
+        int x = d;
+        *o++ = x < 0 ? '-' : '+';
+        if (x < 0) x = -x;
+        if (x >= 100) *o++ = (char)('0' + x / 100);
+        *o++ = (char)('0' + x / 10 % 10);
+        *o++ = (char)('0' + x % 10);
+    } else if (d >= 0) {
+        int ip = d + 1; /* digits before the point, <= prec */
+        memcpy(o, dig, (size_t)ip);
+        o += ip;
+        if (nd > ip) {
+            *o++ = '.';
+            memcpy(o, dig + ip, (size_t)(nd - ip));
+            o += nd - ip;
+        }
+    } else {
+        *o++ = '0';
+        *o++ = '.';
+        for (int i = 0; i < -d - 1; i++) *o++ = '0';
+        memcpy(o, dig, (size_t)nd);
+        o += nd;
+    }
+    *o = '\0';
+    return (int)(o - out);
+slow:
+    return snprintf(out, 32, "%.*g", prec, v);
 }

@@ -73,7 +73,7 @@ static void sb_double(ds_sb_t *b, double v) {
         return;
     }
     char num[32];
-    int n = snprintf(num, sizeof num, "%.17g", v);
+    int n = ds_fmt_g(num, v, 17);
     ds_sb_put(b, num, (size_t)n);
 }
 
@@ -83,7 +83,7 @@ static void sb_double(ds_sb_t *b, double v) {
 static void sb_real(ds_sb_t *b, double v) {
     if (isfinite(v) && (double)(float)v == v) {
         char num[32];
-        int n = snprintf(num, sizeof num, "%.9g", v);
+        int n = ds_fmt_g(num, v, 9);
         ds_sb_put(b, num, (size_t)n);
     } else {
         sb_double(b, v);

@@ -1,5 +1,8 @@
 /* Time parsing and formatting, UUIDs, hashing. */
 #include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "dealscore/common.h"
@@ -106,4 +109,43 @@ Test(util, sb_printf_appends_and_grows) {
     cr_expect_eq(b.len, want_len);
     free(want);
     free(b.p);
+}
+
+/* ds_fmt_g against snprintf's %.*g, byte for byte. */
+static void expect_fmt(double v, int prec) {
+    char want[64], got[32];
+    snprintf(want, sizeof want, "%.*g", prec, v);
+    int n = ds_fmt_g(got, v, prec);
+    cr_assert_str_eq(got, want, "ds_fmt_g(%a, %d)", v, prec);
+    cr_assert_eq(n, (int)strlen(want));
+}
+
+Test(util, fmt_g_matches_snprintf) {
+    static const double fixed[] = {0.0,       -0.0,     1.0,        -1.0,       0.5,       0.1,
+                                   1e-5,      1e-4,     9.9999999995e-5, 99999.99999, 123456789.0,
+                                   1234567890.0, 1e15,  9.999999999e14, 1e-14,  1e-15,    0.30000000000000004,
+                                   2.5,       3.5,      1.0 / 3.0,  2.0 / 3.0, 1e21,      -7.25e-9,
+                                   INFINITY,  -INFINITY, NAN,       5e-324,    1.7976931348623157e308};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        for (int prec = 1; prec <= 17; prec++) expect_fmt(fixed[i], prec);
+    /* Random doubles and floats (the contributions) over the exponents a
+     * score produces and beyond, and decimal ties of every precision. */
+    uint64_t x = 0x9e3779b97f4a7c15ULL;
+    for (int i = 0; i < 400000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        double mant = (double)(x >> 11) / 9007199254740992.0; /* [0, 1) */
+        int e = (int)(x % 70) - 50;                          /* 2^-50 .. 2^19 */
+        double v = ldexp(mant + 0.5, e) * ((x >> 7) & 1 ? -1 : 1);
+        expect_fmt(v, 17);
+        expect_fmt(v, 9);
+        expect_fmt((double)(float)v, 9);
+        expect_fmt((double)(float)v, 6);
+        int prec = 1 + (int)(x % 17);
+        expect_fmt(v, prec);
+        /* k + 0.5 units of the last place: exact ties (binary fractions). */
+        double tie = ldexp((double)((x >> 20) % 100000) + 0.5, -(int)((x >> 40) % 12));
+        expect_fmt(tie, 1 + (int)((x >> 50) % 6));
+    }
 }
