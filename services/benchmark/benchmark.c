@@ -28,7 +28,7 @@ typedef struct {
     ds_service_t *svc;
     ds_pg_t *pg;
     cohort_engine_t *eng;
-    ds_metric_t *m_coalesce, *m_skipped, *m_fatal;
+    ds_metric_t *m_coalesce, *m_skipped, *m_fatal, *m_activity;
 } bench_state_t;
 
 typedef struct {
@@ -42,6 +42,7 @@ typedef struct {
 typedef struct {
     const char *org_id; /* borrowed from the decoded event */
     const char *opp_id;
+    bool activity_only; /* every event of it in the batch: interaction or transcript added */
 } change_t;
 
 static int cmp_change(const void *a, const void *b) {
@@ -75,13 +76,21 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
         /* Every kind can change what the benchmark needs (attributes,
          * outcome, the account's industry or region, interactions of a
          * closed deal), and the work reads the current rows, so the kinds
-         * coalesce into one change per opportunity. */
-        ch[nch++] = (change_t){evs[i]->org_id, evs[i]->opportunity_id};
+         * coalesce into one change per opportunity. One whose events were
+         * all interactions or transcripts keeps its mapping if it is open
+         * and mapped (cohort_apply_changes). */
+        bool activity = evs[i]->kind == DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_INTERACTION_ADDED ||
+                        evs[i]->kind == DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_TRANSCRIPT_ADDED;
+        ch[nch++] = (change_t){evs[i]->org_id, evs[i]->opportunity_id, activity};
     }
     qsort(ch, nch, sizeof *ch, cmp_change);
     size_t uniq = 0;
-    for (size_t i = 0; i < nch; i++)
-        if (uniq == 0 || cmp_change(&ch[uniq - 1], &ch[i]) != 0) ch[uniq++] = ch[i];
+    for (size_t i = 0; i < nch; i++) {
+        if (uniq == 0 || cmp_change(&ch[uniq - 1], &ch[i]) != 0)
+            ch[uniq++] = ch[i];
+        else
+            ch[uniq - 1].activity_only = ch[uniq - 1].activity_only && ch[i].activity_only;
+    }
     nch = uniq;
     if (nch) ds_metric_set(st->m_coalesce, (double)n / (double)nch);
     if (nch == 0) goto out;
@@ -92,12 +101,16 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
         goto out;
     }
     const char **ids = ds_calloc(nch, sizeof *ids);
+    bool *activity = ds_calloc(nch, sizeof *activity);
     for (size_t i = 0; i < nch && rc == 0;) {
         size_t j = i, k = 0;
-        while (j < nch && strcasecmp(ch[j].org_id, ch[i].org_id) == 0) ids[k++] = ch[j++].opp_id;
+        while (j < nch && strcasecmp(ch[j].org_id, ch[i].org_id) == 0) {
+            activity[k] = ch[j].activity_only;
+            ids[k++] = ch[j++].opp_id;
+        }
         cohort_stats_t stats = {0};
         char err[512];
-        int r = cohort_apply(st->eng, ch[i].org_id, ids, k, &stats, err, sizeof err);
+        int r = cohort_apply_changes(st->eng, ch[i].org_id, ids, activity, k, &stats, err, sizeof err);
         if (r == DS_ERETRY || !ds_pg_is_connected(st->pg)) {
             if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
             snprintf(errstr, errsz, "%s", err);
@@ -114,6 +127,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
             }
         } else {
             ds_metric_add(st->m_skipped, (double)stats.skipped);
+            ds_metric_add(st->m_activity, (double)stats.activity);
             ds_debug("org %s: %zu changes, %zu computed (%zu hits, %zu misses), %zu refreshed, %zu mapped, %zu unmapped",
                      ch[i].org_id, k, stats.computed, stats.hits, stats.misses, stats.refreshed,
                      stats.mapped, stats.unmapped);
@@ -121,6 +135,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
         i = j;
     }
     free(ids);
+    free(activity);
 out:
     for (size_t i = 0; i < n; i++)
         if (evs[i]) dealscore__v1__opportunity_changed__free_unpacked(evs[i], NULL);
@@ -222,6 +237,10 @@ void benchmark_worker(ds_service_t *svc, void *state) {
     st.m_coalesce = ds_metrics_gauge(m, "benchmark_coalescing_ratio", "Events per opportunity in the last batch", NULL);
     st.m_skipped = ds_metrics_counter(m, "benchmark_skipped_total",
                                       "Changes of unknown or placeholder opportunities or unknown orgs", NULL);
+    st.m_activity = ds_metrics_counter(m, "benchmark_activity_only_total",
+                                       "Open, mapped opportunities whose changes in a batch were only interactions or"
+                                       " transcripts: their mapping stands, no walk",
+                                       NULL);
     st.m_fatal = ds_metrics_counter(m, "benchmark_failed_orgs_total",
                                     "Org groups of a batch dead-lettered after a permanent database error", NULL);
 

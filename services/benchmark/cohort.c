@@ -472,6 +472,7 @@ typedef struct {
     char *industry, *product, *region, *persona;
     char *mapped_key;
     bool open, placeholder, reopened, has_amount;
+    bool activity_only; /* only interactions or transcripts changed */
     double amount;
 } opp_t;
 
@@ -791,18 +792,26 @@ static void row_projections(const cohort_engine_t *e, const row_t *r, strv_t *ou
         strv_push(out, cohort_key(&a, (cohort_level_t)l, &band, r->months > 0 ? r->months : e->set.months));
 }
 
+/* An open deal is walked unless only its activity changed and it is mapped
+ * already (its attributes, and so its cohort, are what they were). */
+static bool needs_walk(const opp_t *o) {
+    return o->open && !o->placeholder && !(o->activity_only && o->mapped_key && !o->reopened);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
 /* Walks each open opportunity of v through the levels (cached rows first,
  * computing the missing ones) and writes the mappings that changed. */
 static int walk_and_map(cohort_engine_t *e, oppv_t *v, cohort_stats_t *st, char *err, size_t esz) {
     size_t nopen = 0;
-    for (size_t i = 0; i < v->n; i++) nopen += v->v[i].open && !v->v[i].placeholder;
+    for (size_t i = 0; i < v->n; i++) nopen += needs_walk(&v->v[i]);
     if (nopen == 0) return 0;
     char **keys = ds_calloc(nopen * COHORT_LEVELS, sizeof *keys);
     opp_t **opps = ds_calloc(nopen, sizeof *opps);
     size_t k = 0;
     for (size_t i = 0; i < v->n; i++) {
         opp_t *o = &v->v[i];
-        if (!o->open || o->placeholder) continue;
+        if (!needs_walk(o)) continue;
         cohort_attrs_t a = opp_attrs(o);
         cohort_band_t band;
         cohort_band_of(&e->set, o->has_amount, o->amount, &band);
@@ -920,8 +929,8 @@ static int add_affected(cohort_engine_t *e, const strv_t *flipped, oppv_t *v, ch
 }
 
 /* The work of cohort_apply inside its transaction. */
-static int apply_locked(cohort_engine_t *e, const char *const *ids, size_t n, cohort_stats_t *st,
-                        char *err, size_t esz) {
+static int apply_locked(cohort_engine_t *e, const char *const *ids, const bool *activity_only, size_t n,
+                        cohort_stats_t *st, char *err, size_t esz) {
     oppv_t v = {0};
     strv_t containing = {0}, flipped = {0}, unmap = {0};
     row_t *rows = NULL;
@@ -930,6 +939,21 @@ static int apply_locked(cohort_engine_t *e, const char *const *ids, size_t n, co
     if (rc != 0) goto out;
     st->skipped += n - v.n;
     size_t nbatch = v.n;
+    if (activity_only) {
+        /* The ids whose changes were activity only, sorted, to mark the
+         * loaded deals. */
+        const char **act = ds_calloc(n ? n : 1, sizeof *act);
+        size_t na = 0;
+        for (size_t i = 0; i < n; i++)
+            if (activity_only[i]) act[na++] = ids[i];
+        qsort(act, na, sizeof *act, cmp_str);
+        for (size_t i = 0; i < nbatch; i++) {
+            const char *id = v.v[i].id;
+            v.v[i].activity_only = na && bsearch(&id, act, na, sizeof *act, cmp_str) != NULL;
+            if (v.v[i].open && !v.v[i].placeholder && !needs_walk(&v.v[i])) st->activity++;
+        }
+        free(act);
+    }
 
     /* Cached cohorts that may hold a deal of the batch: it is closed, or was
      * closed before. A deal is in a cohort when its attributes match at the
@@ -986,13 +1010,19 @@ out:
 
 int cohort_apply(cohort_engine_t *e, const char *org_id, const char *const *ids, size_t n,
                  cohort_stats_t *stats, char *errstr, size_t errstr_size) {
+    return cohort_apply_changes(e, org_id, ids, NULL, n, stats, errstr, errstr_size);
+}
+
+int cohort_apply_changes(cohort_engine_t *e, const char *org_id, const char *const *ids,
+                         const bool *activity_only, size_t n, cohort_stats_t *stats, char *errstr,
+                         size_t errstr_size) {
     cohort_stats_t local = {0};
     cohort_stats_t *st = stats ? stats : &local;
     bool found = false;
     int rc = begin_org(e, org_id, &found, errstr, errstr_size);
     if (rc == 0) {
         if (found)
-            rc = apply_locked(e, ids, n, st, errstr, errstr_size);
+            rc = apply_locked(e, ids, activity_only, n, st, errstr, errstr_size);
         else
             st->skipped += n;
     }

@@ -115,6 +115,7 @@ typedef struct {
 
 typedef struct {
     size_t computed, hits, misses, mapped, unmapped, refreshed, flips, deleted, skipped;
+    size_t activity; /* open, mapped deals whose changes were interactions or transcripts only */
 } cohort_stats_t;
 
 typedef struct cohort_engine_s cohort_engine_t;
@@ -138,6 +139,14 @@ void cohort_metrics_register(ds_metrics_t *m, cohort_metrics_t *out);
  * NULL; counts add up. */
 int cohort_apply(cohort_engine_t *e, const char *org_id, const char *const *ids, size_t n,
                  cohort_stats_t *stats, char *errstr, size_t errstr_size);
+/* cohort_apply where activity_only[i] says that ids[i] only gained
+ * interactions or transcripts: its attributes and outcome did not change,
+ * so an open deal that is mapped keeps its mapping and is not walked again
+ * (a closed or reopened one still recomputes its cohorts: their
+ * interactions-before-close count it). activity_only may be NULL. */
+int cohort_apply_changes(cohort_engine_t *e, const char *org_id, const char *const *ids,
+                         const bool *activity_only, size_t n, cohort_stats_t *stats, char *errstr,
+                         size_t errstr_size);
 
 /* One round of the periodic refresh: recomputes up to limit cached rows not
  * refreshed for refresh_s seconds (oldest first; drops rows no mapping can

@@ -437,6 +437,44 @@ Test(benchmark, relaxation_order_and_match_level) {
     cr_expect_eq(pgt_longf(db, "select count(*) from benchmarks_cached"), 13);
 }
 
+#define INTERACTION DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_INTERACTION_ADDED
+
+/* Interactions of an open deal that is mapped leave its mapping alone (its
+ * attributes did not change), a change of the deal itself remaps it, and an
+ * open deal without a mapping is mapped whatever the change. */
+Test(benchmark, activity_of_a_mapped_open_deal_keeps_its_mapping) {
+    fixture_relax();
+    start(0);
+    publish_targets();
+    expect_mapping(OPP(601), "v1|ind=software|prod=analytics|reg=emea|" AMT, "industry_product_region");
+
+    /* T1 moves to another product behind the worker's back: an interaction
+     * event does not walk it again. */
+    pgt_exec(db, "update opportunities set product_category = 'security' where id = '" OPP(601) "'");
+    publish("e0000000-0000-4000-8000-000000000701", ORG_A, OPP(601), INTERACTION);
+    long long deadline = proc_now_ms() + 30000;
+    while (metric("dealscore_benchmark_activity_only_total") < 1) {
+        cr_assert_lt(proc_now_ms(), deadline, "the interaction event was not handled in 30 s");
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    cr_expect_eq(metric("dealscore_benchmark_activity_only_total"), 1);
+    expect_mapping(OPP(601), "v1|ind=software|prod=analytics|reg=emea|" AMT, "industry_product_region");
+
+    /* The deal's own change remaps it. */
+    publish("e0000000-0000-4000-8000-000000000702", ORG_A, OPP(601), UPSERTED);
+    wait_value("v1|ind=software|prod=security|" AMT,
+               "select cohort_key from opportunity_benchmarks where opportunity_id = '" OPP(601) "'");
+    expect_mapping(OPP(601), "v1|ind=software|prod=security|" AMT, "industry_product");
+
+    /* An open deal without a mapping is mapped on an interaction too. */
+    pgt_exec(db, "delete from opportunity_benchmarks where opportunity_id = '" OPP(604) "'");
+    publish("e0000000-0000-4000-8000-000000000703", ORG_A, OPP(604), INTERACTION);
+    wait_value("1", "select count(*) from opportunity_benchmarks where opportunity_id = '" OPP(604) "'");
+    expect_mapping(OPP(604), "v1|ind=retail|" AMT, "industry");
+    cr_expect_eq(metric("dealscore_benchmark_activity_only_total"), 1);
+}
+
 /* A deal of T's cohort closes won: the cached cohort counts it, T's mapping
  * stays, the closed deal loses its own mapping. */
 Test(benchmark, won_deal_updates_cached_cohort) {
