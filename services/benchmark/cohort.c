@@ -4,7 +4,6 @@
 
 #include <ctype.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,36 +22,6 @@ const char *cohort_level_name(cohort_level_t level) {
 }
 
 /* ---- small containers ------------------------------------------------------ */
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-} sb_t;
-
-static void sb_putn(sb_t *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 128;
-        while (cap < b->len + n + 1) cap *= 2;
-        b->p = ds_realloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(sb_t *b, const char *s) { sb_putn(b, s, strlen(s)); }
-
-static void sb_printf(sb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sb_t *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0) ds_panic("out of memory");
-    va_end(ap);
-    sb_puts(b, s);
-    free(s);
-}
 
 typedef struct {
     char **v;
@@ -199,40 +168,40 @@ size_t cohort_bands_containing(const cohort_settings_t *s, double amount, cohort
     return n;
 }
 
-static void put_value(sb_t *b, const char *v) {
+static void put_value(ds_sb_t *b, const char *v) {
     if (!v) {
-        sb_puts(b, "~");
+        ds_sb_puts(b, "~");
         return;
     }
     for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
         if (isalnum(*p) || *p == '.' || *p == '_' || *p == '-') {
-            sb_putn(b, (const char *)p, 1);
+            ds_sb_put(b, (const char *)p, 1);
         } else {
             char hex[4];
             snprintf(hex, sizeof hex, "%%%02X", *p);
-            sb_puts(b, hex);
+            ds_sb_puts(b, hex);
         }
     }
 }
 
 char *cohort_key(const cohort_attrs_t *a, cohort_level_t level, const cohort_band_t *band,
                  int months) {
-    sb_t b = {0};
-    sb_puts(&b, "v1|ind=");
+    ds_sb_t b = {0};
+    ds_sb_puts(&b, "v1|ind=");
     put_value(&b, a->industry);
     if (level <= COHORT_INDUSTRY_PRODUCT) {
-        sb_puts(&b, "|prod=");
+        ds_sb_puts(&b, "|prod=");
         put_value(&b, a->product);
     }
     if (level <= COHORT_INDUSTRY_PRODUCT_REGION) {
-        sb_puts(&b, "|reg=");
+        ds_sb_puts(&b, "|reg=");
         put_value(&b, a->region);
     }
     if (level == COHORT_FULL) {
-        sb_puts(&b, "|per=");
+        ds_sb_puts(&b, "|per=");
         put_value(&b, a->persona);
     }
-    sb_printf(&b, "|amt=%s|m=%d", band->label, months);
+    ds_sb_printf(&b, "|amt=%s|m=%d", band->label, months);
     return b.p;
 }
 
@@ -364,16 +333,16 @@ static const char *const sql_cohort_tail =
     " select ins.won_count, ins.cohort_size, (select won_count from prev) from ins";
 
 char *cohort_query_sql(cohort_level_t level, unsigned null_mask) {
-    sb_t b = {0};
-    sb_puts(&b, sql_cohort_head);
-    sb_puts(&b, null_mask & 1 ? " and a.industry is null" : " and a.industry = $4::text");
+    ds_sb_t b = {0};
+    ds_sb_puts(&b, sql_cohort_head);
+    ds_sb_puts(&b, null_mask & 1 ? " and a.industry is null" : " and a.industry = $4::text");
     if (level <= COHORT_INDUSTRY_PRODUCT)
-        sb_puts(&b, null_mask & 2 ? " and o.product_category is null" : " and o.product_category = $5::text");
+        ds_sb_puts(&b, null_mask & 2 ? " and o.product_category is null" : " and o.product_category = $5::text");
     if (level <= COHORT_INDUSTRY_PRODUCT_REGION)
-        sb_puts(&b, null_mask & 4 ? " and a.region is null" : " and a.region = $6::text");
+        ds_sb_puts(&b, null_mask & 4 ? " and a.region is null" : " and a.region = $6::text");
     if (level == COHORT_FULL)
-        sb_puts(&b, null_mask & 8 ? " and o.persona is null" : " and o.persona = $7::text");
-    sb_puts(&b, sql_cohort_tail);
+        ds_sb_puts(&b, null_mask & 8 ? " and o.persona is null" : " and o.persona = $7::text");
+    ds_sb_puts(&b, sql_cohort_tail);
     return b.p;
 }
 

@@ -349,16 +349,7 @@ static void on_delivery(void *opaque, void *msg_opaque, int err, const char *err
 
 /* ---- the command ------------------------------------------------------------------------ */
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "dealscore-scoring rescore: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, " (see --help)\n");
-    va_end(ap);
-    return 2;
-}
+#define usage_error(...) scoring_usage_error("rescore", __VA_ARGS__)
 
 static void help(FILE *out) {
     fprintf(out,
@@ -383,10 +374,8 @@ static void help(FILE *out) {
 }
 
 static bool parse_int(const char *s, long min, long max, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max) return false;
+    long v;
+    if (!scoring_parse_long(s, min, max, &v)) return false;
     *out = (int)v;
     return true;
 }

@@ -82,16 +82,7 @@ typedef struct {
     double weight;
 } seg_t;
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "dealscore-scoring train: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, " (see --help)\n");
-    va_end(ap);
-    return 2;
-}
+#define usage_error(...) scoring_usage_error("train", __VA_ARGS__)
 
 static void help(FILE *out) {
     fprintf(out,
@@ -126,14 +117,6 @@ static void help(FILE *out) {
             DS_CALIB_ISOTONIC_MIN_ROWS);
 }
 
-static bool parse_long(const char *s, long min, long max, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max) return false;
-    *out = v;
-    return true;
-}
 
 static bool parse_double(const char *s, double *out) {
     char *end;
@@ -589,11 +572,11 @@ int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv) {
                                    TRAIN_MAX_CHECKPOINTS);
             break;
         case 't':
-            if (!parse_long(optarg, 1, 100000, &lv)) return usage_error("--trees must be a number from 1 to 100000");
+            if (!scoring_parse_long(optarg, 1, 100000, &lv)) return usage_error("--trees must be a number from 1 to 100000");
             o.params.n_trees = (int)lv;
             break;
         case 'd':
-            if (!parse_long(optarg, 1, 30, &lv)) return usage_error("--depth must be a number from 1 to 30");
+            if (!scoring_parse_long(optarg, 1, 30, &lv)) return usage_error("--depth must be a number from 1 to 30");
             o.params.max_depth = (int)lv;
             break;
         case 'e':
@@ -609,11 +592,11 @@ int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv) {
             o.params.subsample = dv;
             break;
         case 'S':
-            if (!parse_long(optarg, 0, 1L << 30, &lv)) return usage_error("--seed must be a number >= 0");
+            if (!scoring_parse_long(optarg, 0, 1L << 30, &lv)) return usage_error("--seed must be a number >= 0");
             o.params.seed = (int)lv;
             break;
         case 'j':
-            if (!parse_long(optarg, 1, 256, &lv)) return usage_error("--threads must be a number from 1 to 256");
+            if (!scoring_parse_long(optarg, 1, 256, &lv)) return usage_error("--threads must be a number from 1 to 256");
             o.params.nthread = (int)lv;
             break;
         case 'C':
@@ -623,7 +606,7 @@ int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv) {
             else return usage_error("--calibration must be auto, isotonic or platt");
             break;
         case 'm':
-            if (!parse_long(optarg, 1, 1000000, &lv)) return usage_error("--min-closed must be a number from 1 to 1000000");
+            if (!scoring_parse_long(optarg, 1, 1000000, &lv)) return usage_error("--min-closed must be a number from 1 to 1000000");
             o.min_closed = (int)lv;
             break;
         case 'r': o.report_dir = optarg; break;
