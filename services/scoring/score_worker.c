@@ -185,23 +185,38 @@ fail:
 
 /* "Why did it move" from the previous score's stored contributions (text,
  * may be NULL) to the current ones. */
-static json_t *change_from_text(const char *prev_text, const json_t *cur, int top_k) {
-    if (!prev_text || !cur) return json_array();
+static json_t *change_from_text(const char *prev_text, const score_t *cur, int top_k) {
+    if (!prev_text || !cur->contribs) return json_array();
     char *copy = ds_strdup(prev_text);
-    ds_named_contrib_t *p = NULL, *c = NULL;
-    size_t np = 0, nc = 0;
+    ds_named_contrib_t *p = NULL;
+    size_t np = 0;
     json_t *out = NULL;
     if (parse_contribs(copy, &p, &np) == 0) {
-        if (ds_contribs_from_json(cur, &c, &nc) == 0) out = scorer_change_named(p, np, c, nc, top_k);
+        out = scorer_change_named(p, np, cur->contribs, cur->n_contribs, top_k);
         free(p);
-        free(c);
     } else {
         json_t *prev = json_loads(prev_text, 0, NULL);
-        out = scorer_change(prev, cur, top_k);
+        ds_named_contrib_t *pp = NULL;
+        size_t npp = 0;
+        if (prev && ds_contribs_from_json(prev, &pp, &npp) == 0)
+            out = scorer_change_named(pp, npp, cur->contribs, cur->n_contribs, top_k);
+        free(pp);
         json_decref(prev);
     }
     free(copy);
     return out ? out : json_array();
+}
+
+/* The contributions as a JSON object, names in the scorer's order. */
+static void sb_contribs(ds_sb_t *b, const ds_named_contrib_t *c, size_t n) {
+    ds_sb_put(b, "{", 1);
+    for (size_t i = 0; i < n; i++) {
+        if (i) ds_sb_put(b, ",", 1);
+        ds_sb_json_str(b, c[i].name);
+        ds_sb_put(b, ":", 1);
+        sb_real(b, c[i].contribution);
+    }
+    ds_sb_put(b, "}", 1);
 }
 
 int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
@@ -268,7 +283,7 @@ int scoring_persist_stats(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, i
             continue;
         done[place] = true;
         it->previous = strtod(PQgetvalue(r, row, 1), NULL);
-        it->change = change_from_text(PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2), it->score.contribs, top_k);
+        it->change = change_from_text(PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2), &it->score, top_k);
     }
     for (size_t i = 0; i < n; i++)
         if (!done[i]) items[i].change = json_array(); /* nothing to explain without a previous score */
@@ -293,7 +308,7 @@ int scoring_persist_stats(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, i
         ds_pgba_text(&h[3], it->version, vlen);
         ds_pgba_float8(&h[4], it->score.proba);
         js.len = 0;
-        sb_json(&js, it->score.contribs);
+        sb_contribs(&js, it->score.contribs, it->score.n_contribs);
         ds_pgba_jsonb(&h[5], js.p, js.len);
 
         ds_pgba_uuid(&pr[0], it->org_id);

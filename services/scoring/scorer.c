@@ -191,7 +191,7 @@ int scorer_get(scorer_t *s, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t 
 
 void score_clear(score_t *s) {
     json_decref(s->drivers);
-    json_decref(s->contribs);
+    free(s->contribs);
     memset(s, 0, sizeof *s);
 }
 
@@ -212,9 +212,10 @@ static void score_prior(const scorer_org_t *o, const double *values, score_t *ou
     out->proba = p;
     out->margin = logit(p);
     out->is_prior = true;
-    out->contribs = json_object();
-    json_object_set_new(out->contribs, ds_feature_name(DS_F_STAGE_INDEX), json_real(c));
-    json_object_set_new(out->contribs, DS_CONTRIB_BIAS_NAME, json_real(bias));
+    out->contribs = ds_malloc(2 * sizeof *out->contribs);
+    out->contribs[0] = (ds_named_contrib_t){ds_feature_name(DS_F_STAGE_INDEX), c};
+    out->contribs[1] = (ds_named_contrib_t){DS_CONTRIB_BIAS_NAME, bias};
+    out->n_contribs = 2;
     json_t *d = json_pack("{s:s, s:s, s:i, s:o, s:f, s:f}", "feature", ds_feature_name(DS_F_STAGE_INDEX),
                           "label", ds_feature_label(DS_F_STAGE_INDEX), "index", DS_F_STAGE_INDEX, "value",
                           isnan(si) ? json_null() : json_real(si), "contribution", c, "pp",
@@ -259,7 +260,11 @@ int scorer_score(const scorer_org_t *o, const double *values, size_t n, int top_
         size_t np = 0, nn = 0;
         ds_drivers_top(row, nf, x + r * nf, names, o->calib, k, pos, &np, neg, &nn);
         out[r].drivers = ds_drivers_json(pos, np, neg, nn);
-        out[r].contribs = ds_contribs_json(row, nf, names);
+        ds_named_contrib_t *nc = ds_malloc((nf + 1) * sizeof *nc);
+        for (size_t j = 0; j < nf; j++) nc[j] = (ds_named_contrib_t){names[j], row[j]};
+        nc[nf] = (ds_named_contrib_t){DS_CONTRIB_BIAS_NAME, row[nf]};
+        out[r].contribs = nc;
+        out[r].n_contribs = nf + 1;
     }
     free(pos);
     free(neg);
@@ -282,17 +287,5 @@ json_t *scorer_change_named(const ds_named_contrib_t *prev, size_t n_prev, const
         out = ds_drivers_diff_json(ch, kept);
     }
     free(ch);
-    return out ? out : json_array();
-}
-
-json_t *scorer_change(const json_t *prev, const json_t *cur, int top_k) {
-    if (!prev || !cur || !json_is_object(prev)) return json_array();
-    ds_named_contrib_t *p = NULL, *c = NULL;
-    size_t np = 0, nc = 0;
-    json_t *out = NULL;
-    if (ds_contribs_from_json(prev, &p, &np) == 0 && ds_contribs_from_json(cur, &c, &nc) == 0)
-        out = scorer_change_named(p, np, c, nc, top_k);
-    free(p);
-    free(c);
     return out ? out : json_array();
 }

@@ -42,7 +42,12 @@ typedef struct {
     double margin;
     bool is_prior;
     json_t *drivers;   /* {"positive":[..],"negative":[..]} */
-    json_t *contribs;  /* {"<feature>":log-odds, ..., "_bias":..} */
+    /* Every feature's log-odds contribution and "_bias" last, in the
+     * model's order (what prediction_history.contributions stores). The
+     * names point into the scorer's model or are static: valid while the
+     * scorer keeps the org. */
+    ds_named_contrib_t *contribs;
+    size_t n_contribs;
 } score_t;
 
 /* Scores rows of engine feature values (n rows of DS_FEATURE_COUNT doubles)
@@ -52,11 +57,9 @@ int scorer_score(const scorer_org_t *o, const double *values, size_t n, int top_
                  char *errstr, size_t errstr_size);
 void score_clear(score_t *s);
 
-/* "Why did it move": the change of contributions between a previous score's
- * contributions (may be NULL) and the current one, top k by |change|. New
- * reference (an empty array without a previous score). */
-json_t *scorer_change(const json_t *prev_contribs, const json_t *cur_contribs, int top_k);
-/* The same from named contributions (ds_contribs_from_json's form). */
+/* "Why did it move": the change of contributions between a previous
+ * score's named contributions and the current ones, top k by |change|. New
+ * reference (an empty array when nothing moved). */
 json_t *scorer_change_named(const ds_named_contrib_t *prev, size_t n_prev, const ds_named_contrib_t *cur,
                            size_t n_cur, int top_k);
 
