@@ -50,6 +50,15 @@ void ds_pgba_finish(ds_pgba_t *a) {
     put32(a->p + 12, (uint32_t)a->n);
 }
 
+void ds_pgba_params(ds_pgba_t *a, size_t n, const char **values, int *lengths, int *formats) {
+    for (size_t i = 0; i < n; i++) {
+        ds_pgba_finish(&a[i]);
+        values[i] = a[i].p;
+        lengths[i] = (int)a[i].len;
+        formats[i] = 1;
+    }
+}
+
 void ds_pgba_free(ds_pgba_t *a) {
     free(a->p);
     memset(a, 0, sizeof *a);

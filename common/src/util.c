@@ -298,6 +298,15 @@ void ds_sb_json_str(ds_sb_t *b, const char *s) {
     ds_sb_put(b, "\"", 1);
 }
 
+bool ds_parse_long(const char *s, long min, long max, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) return false;
+    *out = v;
+    return true;
+}
+
 /* ---- %g, fast ------------------------------------------------------------ */
 
 typedef unsigned __int128 u128;

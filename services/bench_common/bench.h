@@ -96,10 +96,8 @@ int ds_bench_work_dir(const char *given, const char *name, char *out, size_t n, 
 
 /* ---- options and environment (bench_opts.c) ---------------------------------- */
 
-/* A whole decimal number (parse_long) or a number as strtod reads it
- * (parse_double), in [lo, hi], into *out; false, *out untouched, for
- * anything else. */
-bool ds_bench_parse_long(const char *s, long lo, long hi, long *out);
+/* A number as strtod reads it, in [lo, hi], into *out; false, *out
+ * untouched, for anything else (whole numbers: ds_parse_long, common.h). */
 bool ds_bench_parse_double(const char *s, double lo, double hi, double *out);
 
 /* This process's environment without the variables that assignments

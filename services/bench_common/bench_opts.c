@@ -9,15 +9,6 @@
 
 extern char **environ;
 
-bool ds_bench_parse_long(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
 bool ds_bench_parse_double(const char *s, double lo, double hi, double *out) {
     char *end;
     errno = 0;

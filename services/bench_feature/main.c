@@ -621,14 +621,14 @@ int main(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         const char *bad = NULL;
         switch (c) {
-        case 'o': if (!ds_bench_parse_long(optarg, 1, 10000000, &b.nopps)) bad = "--opportunities must be 1 to 10000000"; break;
-        case 'e': if (!ds_bench_parse_long(optarg, 0, LONG_MAX, &b.seed)) bad = "--seed must be a number >= 0"; break;
+        case 'o': if (!ds_parse_long(optarg, 1, 10000000, &b.nopps)) bad = "--opportunities must be 1 to 10000000"; break;
+        case 'e': if (!ds_parse_long(optarg, 0, LONG_MAX, &b.seed)) bad = "--seed must be a number >= 0"; break;
         case 'g': org = optarg; break;
         case 'f': b.fresh = true; break;
         case 'b': sizes = optarg; break;
-        case 'n': if (!ds_bench_parse_long(optarg, 1, 100, &v)) bad = "--repeat must be 1 to 100"; else b.repeat = (int)v; break;
-        case 't': if (!ds_bench_parse_long(optarg, 1, 86400, &v)) bad = "--timeout must be 1 to 86400 seconds"; else b.timeout_s = (double)v; break;
-        case 'S': if (!ds_bench_parse_long(optarg, 0, 86400, &v)) bad = "--settle must be 0 to 86400 seconds"; else b.settle_s = (double)v; break;
+        case 'n': if (!ds_parse_long(optarg, 1, 100, &v)) bad = "--repeat must be 1 to 100"; else b.repeat = (int)v; break;
+        case 't': if (!ds_parse_long(optarg, 1, 86400, &v)) bad = "--timeout must be 1 to 86400 seconds"; else b.timeout_s = (double)v; break;
+        case 'S': if (!ds_parse_long(optarg, 0, 86400, &v)) bad = "--settle must be 0 to 86400 seconds"; else b.settle_s = (double)v; break;
         case 'B': bin_dir = optarg; break;
         case 'w': work_dir = optarg; break;
         case 'k': b.keep = true; break;

@@ -751,16 +751,16 @@ int main(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         const char *bad = NULL;
         switch (c) {
-        case 'o': if (!ds_bench_parse_long(optarg, 1, 100000000, &nopps)) bad = "--opportunities must be 1 to 100000000"; break;
-        case 'i': if (!ds_bench_parse_long(optarg, 0, 1000000000, &nints)) bad = "--interactions must be 0 to 1000000000"; break;
-        case 'b': if (!ds_bench_parse_long(optarg, 1, 100000, &v)) bad = "--batch must be 1 to 100000"; else b.batch = (int)v; break;
-        case 'c': if (!ds_bench_parse_long(optarg, 1, 1024, &v)) bad = "--concurrency must be 1 to 1024"; else b.concurrency = (int)v; break;
+        case 'o': if (!ds_parse_long(optarg, 1, 100000000, &nopps)) bad = "--opportunities must be 1 to 100000000"; break;
+        case 'i': if (!ds_parse_long(optarg, 0, 1000000000, &nints)) bad = "--interactions must be 0 to 1000000000"; break;
+        case 'b': if (!ds_parse_long(optarg, 1, 100000, &v)) bad = "--batch must be 1 to 100000"; else b.batch = (int)v; break;
+        case 'c': if (!ds_parse_long(optarg, 1, 1024, &v)) bad = "--concurrency must be 1 to 1024"; else b.concurrency = (int)v; break;
         case 'r': if (!ds_bench_parse_double(optarg, 1, 100000, &b.rate)) bad = "--rate must be 1 to 100000"; break;
         case 's': if (!ds_bench_parse_double(optarg, 0.1, 3600, &b.seconds)) bad = "--seconds must be 0.1 to 3600"; break;
-        case 'T': if (!ds_bench_parse_long(optarg, 1, 1024, &v)) bad = "--single-threads must be 1 to 1024"; else b.single_threads = (int)v; break;
-        case 'n': if (!ds_bench_parse_long(optarg, 1, 100, &v)) bad = "--repeat must be 1 to 100"; else b.repeat = (int)v; break;
+        case 'T': if (!ds_parse_long(optarg, 1, 1024, &v)) bad = "--single-threads must be 1 to 1024"; else b.single_threads = (int)v; break;
+        case 'n': if (!ds_parse_long(optarg, 1, 100, &v)) bad = "--repeat must be 1 to 100"; else b.repeat = (int)v; break;
         case 'S': if (!ds_bench_parse_double(optarg, 0, 86400, &b.settle_s)) bad = "--settle must be 0 to 86400 seconds"; break;
-        case 'e': if (!ds_bench_parse_long(optarg, 0, LONG_MAX, &seed)) bad = "--seed must be a number >= 0"; break;
+        case 'e': if (!ds_parse_long(optarg, 0, LONG_MAX, &seed)) bad = "--seed must be a number >= 0"; break;
         case 'u': url = optarg; break;
         case 'B': bin_dir = optarg; break;
         case 'w': work_dir = optarg; break;

@@ -223,7 +223,6 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
         int64_t t2 = ds_mono_us();
         t_compute += t2 - t1;
         if (rc != 0) break;
-        for (int i = 0; i < 5; i++) ds_pgba_finish(&a[i]);
         /* The previous chunk's INSERT has had the load and compute of this
          * one to run; collect it before sending the next. */
         if (in_flight) {
@@ -237,9 +236,9 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
                 if (rc != 0) break;
                 in_tx = true;
             }
-            const char *v[] = {a[0].p, a[1].p, a[2].p, a[3].p, a[4].p, DS_FEATURE_VERSION};
-            const int lens[] = {(int)a[0].len, (int)a[1].len, (int)a[2].len, (int)a[3].len, (int)a[4].len, 0};
-            const int fmts[] = {1, 1, 1, 1, 1, 0};
+            const char *v[6] = {[5] = DS_FEATURE_VERSION};
+            int lens[6] = {0}, fmts[6] = {0};
+            ds_pgba_params(a, 5, v, lens, fmts);
             rc = ds_pg_send_params(st->pgw, sql_snapshot, 6, v, lens, fmts, errstr, errsz);
             if (rc != 0) break;
             in_flight = true;
@@ -259,7 +258,7 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
     free(corg);
     free(dorg);
     free(dctx);
-    for (int i = 0; i < 5; i++) free(a[i].p);
+    for (int i = 0; i < 5; i++) ds_pgba_free(&a[i]);
     if (next) {
         /* A load still in flight after a failure: its pipeline is mid-way. */
         ds_opp_batch_destroy(next);

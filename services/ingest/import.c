@@ -840,15 +840,6 @@ static int add_alias(importer_t *im, const char *spec, size_t len, const char *o
     return 0;
 }
 
-static bool parse_long(const char *s, long min, long max, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max) return false;
-    *out = v;
-    return true;
-}
-
 static void print_counts(const char *label, const counts_t *c, double secs) {
     printf("%s%ld records (%ld changed, %ld unchanged, %ld events), %ld rejected, in %.2f s "
            "(%.0f rows/s)\n",
@@ -898,21 +889,21 @@ int ingest_cmd_import(const ds_config_t *cfg, int argc, char **argv) {
             break;
         case 'e': im.errors_path = optarg; break;
         case 'm':
-            if (!parse_long(optarg, -1, 1L << 30, &v)) {
+            if (!ds_parse_long(optarg, -1, 1L << 30, &v)) {
                 usage_error("--max-errors must be a number >= -1");
                 goto out;
             }
             im.max_shown = v;
             break;
         case 'b':
-            if (!parse_long(optarg, 1, MAX_BATCH, &v)) {
+            if (!ds_parse_long(optarg, 1, MAX_BATCH, &v)) {
                 usage_error("--batch must be a number from 1 to %d", MAX_BATCH);
                 goto out;
             }
             im.batch = (size_t)v;
             break;
         case 'r':
-            if (!parse_long(optarg, 0, 86400, &v)) {
+            if (!ds_parse_long(optarg, 0, 86400, &v)) {
                 usage_error("--retry-for must be a number of seconds from 0 to 86400");
                 goto out;
             }

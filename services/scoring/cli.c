@@ -1,8 +1,6 @@
 /* What the subcommands (train, rescore) share on their command line. */
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 
 #include "scoring.h"
 
@@ -14,13 +12,4 @@ int scoring_usage_error(const char *cmd, const char *fmt, ...) {
     fprintf(stderr, " (see --help)\n");
     va_end(ap);
     return 2;
-}
-
-bool scoring_parse_long(const char *s, long min, long max, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max) return false;
-    *out = v;
-    return true;
 }

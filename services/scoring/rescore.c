@@ -181,8 +181,8 @@ static int chunk_build(worker_t *wk, job_t *job, chunk_t *c, char *errstr, size_
 
 static const char *sql_snapshot =
     "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version, features, meddicc)"
-    " select x.o, x.i, $3::timestamptz, $4, x.f, x.m"
-    " from unnest($1::uuid[], $2::uuid[], $5::jsonb[], $6::jsonb[]) as x(o, i, f, m)"
+    " select x.o, x.i, $5::timestamptz, $6, x.f, x.m"
+    " from unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::jsonb[]) as x(o, i, f, m)"
     " on conflict (opportunity_id, as_of, feature_version) do nothing";
 
 /* The feature vectors of the chunk in one statement, as binary arrays
@@ -199,12 +199,11 @@ static int write_snapshots(worker_t *wk, chunk_t *c, char *errstr, size_t errsz)
         ds_pgba_jsonb(&a[2], c->fjson[i], strlen(c->fjson[i]));
         ds_pgba_jsonb(&a[3], c->mjson[i], strlen(c->mjson[i]));
     }
-    for (int k = 0; k < 4; k++) ds_pgba_finish(&a[k]);
     char asof[40];
     ds_format_time_us(wk->pool->as_of_us, asof, sizeof asof);
-    const char *v[] = {a[0].p, a[1].p, asof, DS_FEATURE_VERSION, a[2].p, a[3].p};
-    const int lens[] = {(int)a[0].len, (int)a[1].len, 0, 0, (int)a[2].len, (int)a[3].len};
-    const int fmts[] = {1, 1, 0, 0, 1, 1};
+    const char *v[6] = {[4] = asof, [5] = DS_FEATURE_VERSION};
+    int lens[6] = {0}, fmts[6] = {0};
+    ds_pgba_params(a, 4, v, lens, fmts);
     int rc = ds_pg_exec_params(wk->pg, sql_snapshot, 6, v, lens, fmts, NULL, errstr, errsz);
     for (int k = 0; k < 4; k++) ds_pgba_free(&a[k]);
     return rc;
@@ -375,7 +374,7 @@ static void help(FILE *out) {
 
 static bool parse_int(const char *s, long min, long max, int *out) {
     long v;
-    if (!scoring_parse_long(s, min, max, &v)) return false;
+    if (!ds_parse_long(s, min, max, &v)) return false;
     *out = (int)v;
     return true;
 }

@@ -334,18 +334,8 @@ int scoring_persist_stats(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, i
     free(js.p);
     const char *hv[HISTORY_COLS], *pv2[PREDICTION_COLS];
     int hl[HISTORY_COLS], pl[PREDICTION_COLS], hf[HISTORY_COLS], pf[PREDICTION_COLS];
-    for (int c = 0; c < HISTORY_COLS; c++) {
-        ds_pgba_finish(&h[c]);
-        hv[c] = h[c].p;
-        hl[c] = (int)h[c].len;
-        hf[c] = 1;
-    }
-    for (int c = 0; c < PREDICTION_COLS; c++) {
-        ds_pgba_finish(&pr[c]);
-        pv2[c] = pr[c].p;
-        pl[c] = (int)pr[c].len;
-        pf[c] = 1;
-    }
+    ds_pgba_params(h, HISTORY_COLS, hv, hl, hf);
+    ds_pgba_params(pr, PREDICTION_COLS, pv2, pl, pf);
     int64_t t3 = ds_mono_us();
     ds_pg_batch_t *b = NULL;
     ds_pg_batch_begin(pg, &b);

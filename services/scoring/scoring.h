@@ -55,8 +55,6 @@ void scoring_fini(ds_service_t *svc, void *state);
 /* "dealscore-scoring <cmd>: <message> (see --help)" on stderr; returns 2,
  * the exit status of bad usage. */
 int scoring_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* A whole decimal number in [min, max]. */
-bool scoring_parse_long(const char *s, long min, long max, long *out);
 
 int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv);
 int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv);

@@ -572,11 +572,11 @@ int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv) {
                                    TRAIN_MAX_CHECKPOINTS);
             break;
         case 't':
-            if (!scoring_parse_long(optarg, 1, 100000, &lv)) return usage_error("--trees must be a number from 1 to 100000");
+            if (!ds_parse_long(optarg, 1, 100000, &lv)) return usage_error("--trees must be a number from 1 to 100000");
             o.params.n_trees = (int)lv;
             break;
         case 'd':
-            if (!scoring_parse_long(optarg, 1, 30, &lv)) return usage_error("--depth must be a number from 1 to 30");
+            if (!ds_parse_long(optarg, 1, 30, &lv)) return usage_error("--depth must be a number from 1 to 30");
             o.params.max_depth = (int)lv;
             break;
         case 'e':
@@ -592,11 +592,11 @@ int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv) {
             o.params.subsample = dv;
             break;
         case 'S':
-            if (!scoring_parse_long(optarg, 0, 1L << 30, &lv)) return usage_error("--seed must be a number >= 0");
+            if (!ds_parse_long(optarg, 0, 1L << 30, &lv)) return usage_error("--seed must be a number >= 0");
             o.params.seed = (int)lv;
             break;
         case 'j':
-            if (!scoring_parse_long(optarg, 1, 256, &lv)) return usage_error("--threads must be a number from 1 to 256");
+            if (!ds_parse_long(optarg, 1, 256, &lv)) return usage_error("--threads must be a number from 1 to 256");
             o.params.nthread = (int)lv;
             break;
         case 'C':
@@ -606,7 +606,7 @@ int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv) {
             else return usage_error("--calibration must be auto, isotonic or platt");
             break;
         case 'm':
-            if (!scoring_parse_long(optarg, 1, 1000000, &lv)) return usage_error("--min-closed must be a number from 1 to 1000000");
+            if (!ds_parse_long(optarg, 1, 1000000, &lv)) return usage_error("--min-closed must be a number from 1 to 1000000");
             o.min_closed = (int)lv;
             break;
         case 'r': o.report_dir = optarg; break;

@@ -210,13 +210,13 @@ Test(bench, percentiles_and_medians) {
 
 Test(bench, parse_numbers) {
     long l = 7;
-    cr_assert(ds_bench_parse_long("42", 1, 100, &l));
+    cr_assert(ds_parse_long("42", 1, 100, &l));
     cr_assert_eq(l, 42);
-    cr_assert_not(ds_bench_parse_long("0", 1, 100, &l));
-    cr_assert_not(ds_bench_parse_long("101", 1, 100, &l));
-    cr_assert_not(ds_bench_parse_long("4x", 1, 100, &l));
-    cr_assert_not(ds_bench_parse_long("", 1, 100, &l));
-    cr_assert_not(ds_bench_parse_long("99999999999999999999999", 0, LONG_MAX, &l));
+    cr_assert_not(ds_parse_long("0", 1, 100, &l));
+    cr_assert_not(ds_parse_long("101", 1, 100, &l));
+    cr_assert_not(ds_parse_long("4x", 1, 100, &l));
+    cr_assert_not(ds_parse_long("", 1, 100, &l));
+    cr_assert_not(ds_parse_long("99999999999999999999999", 0, LONG_MAX, &l));
     cr_assert_eq(l, 42);
     double d = 0;
     cr_assert(ds_bench_parse_double("0.5", 0.1, 3600, &d));

@@ -49,6 +49,9 @@ void ds_sb_printf(ds_sb_t *b, const char *fmt, ...) __attribute__((format(printf
 void ds_sb_json_str(ds_sb_t *b, const char *s);
 /* printf into a new string; the caller frees it. */
 char *ds_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* s, a whole decimal number in [min, max], into *out; false (and *out
+ * untouched) for anything else. */
+bool ds_parse_long(const char *s, long min, long max, long *out);
 /* v as snprintf(out, 32, "%.*g", prec, v) writes it, byte for byte, in
  * about a tenth of the time for the values a score is made of (exact
  * integer arithmetic on the double's bits; other values go through

@@ -34,6 +34,9 @@ void ds_pgba_begin(ds_pgba_t *a, uint32_t elem_oid);
  * as (a->p, a->len). Elements may still be appended (then finish again). */
 void ds_pgba_finish(ds_pgba_t *a);
 void ds_pgba_free(ds_pgba_t *a);
+/* Finishes the n arrays a[0..n-1] and fills the first n entries of a
+ * statement's parameter values, lengths and formats (binary) with them. */
+void ds_pgba_params(ds_pgba_t *a, size_t n, const char **values, int *lengths, int *formats);
 
 /* Appends an element of len bytes and returns where its bytes go. */
 char *ds_pgba_elem(ds_pgba_t *a, size_t len);
