@@ -18,6 +18,7 @@
 struct ds_consumer_s {
     rd_kafka_t *rk;
     atomic_int assigned; /* partitions assigned now; read by /readyz threads */
+    atomic_uint rebalances; /* assignment changes seen (assign and revoke) */
     bool paused;         /* pause_all in force: pause new assignments too */
     bool closed;
 };
@@ -60,6 +61,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     char list[512];
 
     format_parts(parts, list, sizeof list);
+    atomic_fetch_add(&c->rebalances, 1u);
     switch (err) {
     case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
         ds_info("kafka partitions assigned: %s", list);
@@ -129,6 +131,7 @@ int ds_consumer_new(ds_consumer_t **out, const ds_config_t *cfg, const char *gro
     }
     c = ds_calloc(1, sizeof *c);
     atomic_init(&c->assigned, 0);
+    atomic_init(&c->rebalances, 0u);
     if ((rc = ds__kafka_conf_new(&conf, cfg, defaults, forced, errstr, errstr_size)) != 0)
         goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
@@ -285,6 +288,8 @@ int ds_consumer_pause_all(ds_consumer_t *c) {
 int ds_consumer_resume_all(ds_consumer_t *c) {
     return pause_resume(c, false);
 }
+
+unsigned ds_consumer_rebalances(const ds_consumer_t *c) { return atomic_load(&c->rebalances); }
 
 bool ds_consumer_assigned(const ds_consumer_t *c) {
     return atomic_load(&c->assigned) > 0;

@@ -27,6 +27,8 @@ struct ds_worker_s {
 
 ds_service_t *ds_worker_service(ds_worker_t *w) { return w->svc; }
 
+unsigned ds_worker_rebalances(ds_worker_t *w) { return w->consumer ? ds_consumer_rebalances(w->consumer) : 0; }
+
 const char *ds_worker_topic(ds_worker_t *w, const char *base) {
     for (size_t i = 0; i < w->ntopic_names; i++)
         if (strcmp(w->topic_bases[i], base) == 0) return w->topic_names[i];

@@ -28,7 +28,8 @@ typedef struct {
     ds_service_t *svc;
     ds_pg_t *pg;
     cohort_engine_t *eng;
-    ds_metric_t *m_coalesce, *m_skipped, *m_fatal, *m_activity;
+    ds_metric_t *m_coalesce, *m_skipped, *m_fatal, *m_activity, *m_settled, *m_settled_n;
+    unsigned rebalances; /* ds_worker_rebalances when the settled deals were last valid */
 } bench_state_t;
 
 typedef struct {
@@ -53,8 +54,13 @@ static int cmp_change(const void *a, const void *b) {
 
 static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr,
                    size_t errsz) {
-    (void)w;
     bench_state_t *st = ud;
+    unsigned rb = ds_worker_rebalances(w);
+    if (rb != st->rebalances) {
+        /* Another consumer may have changed our deals meanwhile. */
+        cohort_engine_forget(st->eng);
+        st->rebalances = rb;
+    }
     Dealscore__V1__OpportunityChanged **evs = ds_calloc(n, sizeof *evs);
     change_t *ch = ds_calloc(n, sizeof *ch);
     size_t nch = 0;
@@ -127,13 +133,15 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
             }
         } else {
             ds_metric_add(st->m_skipped, (double)stats.skipped);
-            ds_metric_add(st->m_activity, (double)stats.activity);
+            ds_metric_add(st->m_activity, (double)(stats.activity + stats.settled));
+            ds_metric_add(st->m_settled, (double)stats.settled);
             ds_debug("org %s: %zu changes, %zu computed (%zu hits, %zu misses), %zu refreshed, %zu mapped, %zu unmapped",
                      ch[i].org_id, k, stats.computed, stats.hits, stats.misses, stats.refreshed,
                      stats.mapped, stats.unmapped);
         }
         i = j;
     }
+    ds_metric_set(st->m_settled_n, (double)cohort_engine_settled(st->eng));
     free(ids);
     free(activity);
 out:
@@ -241,6 +249,12 @@ void benchmark_worker(ds_service_t *svc, void *state) {
                                        "Open, mapped opportunities whose changes in a batch were only interactions or"
                                        " transcripts: their mapping stands, no walk",
                                        NULL);
+    st.m_settled = ds_metrics_counter(m, "benchmark_settled_total",
+                                      "Activity-only changes of open deals this worker had mapped: handled without a"
+                                      " transaction (counted in activity_only_total too)",
+                                      NULL);
+    st.m_settled_n = ds_metrics_gauge(m, "benchmark_settled_deals",
+                                      "Open, mapped deals the worker remembers (forgotten on a rebalance)", NULL);
     st.m_fatal = ds_metrics_counter(m, "benchmark_failed_orgs_total",
                                     "Org groups of a batch dead-lettered after a permanent database error", NULL);
 

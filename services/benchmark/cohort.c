@@ -10,6 +10,7 @@
 
 #include "dealscore/common.h"
 #include "dealscore/log.h"
+#include "dealscore/uuidset.h"
 
 static const char *const level_names[COHORT_LEVELS] = {"full", "industry_product_region",
                                                        "industry_product", "industry"};
@@ -377,6 +378,13 @@ static const char *const sql_load =
     " where o.org_id = $1::uuid and o.id = any($2::uuid[])"
     " order by o.id";
 
+/* Won deals of the org in the window, counted up to $3: every cohort is a
+ * subset of these (cohort_query_sql adds conditions, never removes one). */
+static const char *const sql_org_won =
+    "select count(*) from (select 1 from public.opportunities o where o.org_id = $1::uuid and o.outcome = 'won'"
+    " and o.closed_at >= (date_trunc('day', now() at time zone 'UTC') - make_interval(months => $2::int))"
+    " at time zone 'UTC' limit $3::int) x";
+
 static const char *const sql_lookup =
     "select cohort_key, won_count from public.benchmarks_cached"
     " where org_id = $1::uuid and cohort_key = any($2::text[]) and won_count is not null";
@@ -425,6 +433,10 @@ static const char *const sql_sweep =
 
 /* ---- the engine --------------------------------------------------------------- */
 
+/* ---- the engine ------------------------------------------------------------ */
+
+#define SETTLED_MAX ((size_t)1 << 19) /* deals; 16 MB of slots at most */
+
 struct cohort_engine_s {
     ds_pg_t *pg;
     cohort_settings_t defaults;
@@ -434,6 +446,10 @@ struct cohort_engine_s {
     /* The transaction in progress. */
     char org[37];
     cohort_settings_t set;
+    /* Open, never reopened deals that a committed cohort_apply_changes left
+     * mapped; settling: the ones the transaction in progress will leave so. */
+    ds_uuidset_t settled;
+    strv_t settling;
 };
 
 typedef struct {
@@ -494,6 +510,7 @@ cohort_engine_t *cohort_engine_new(ds_pg_t *pg, const cohort_settings_t *default
     ds_pg_add_statement(pg, "bench_settings", sql_settings, 1);
     ds_pg_add_statement(pg, "bench_load", sql_load, 2);
     ds_pg_add_statement(pg, "bench_lookup", sql_lookup, 2);
+    ds_pg_add_statement(pg, "bench_org_won", sql_org_won, 3);
     ds_pg_add_statement(pg, "bench_rows", sql_rows, 2);
     ds_pg_add_statement(pg, "bench_stale", sql_stale, 2);
     ds_pg_add_statement(pg, "bench_mapped_to", sql_mapped_to, 2);
@@ -504,7 +521,16 @@ cohort_engine_t *cohort_engine_new(ds_pg_t *pg, const cohort_settings_t *default
     return e;
 }
 
-void cohort_engine_destroy(cohort_engine_t *e) { free(e); }
+void cohort_engine_destroy(cohort_engine_t *e) {
+    if (!e) return;
+    ds_uuidset_clear(&e->settled);
+    strv_free(&e->settling);
+    free(e);
+}
+
+void cohort_engine_forget(cohort_engine_t *e) { ds_uuidset_clear(&e->settled); }
+
+size_t cohort_engine_settled(const cohort_engine_t *e) { return e->settled.n; }
 
 int64_t cohort_engine_last_query_us(const cohort_engine_t *e) { return e->last_query_us; }
 
@@ -769,6 +795,27 @@ static bool needs_walk(const opp_t *o) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
+/* The won count of one level of a walk: the batch's cached rows, else the
+ * cohort query (whose row is cached then). */
+static int level_won(cohort_engine_t *e, kmap_t *cache, const cohort_attrs_t *a, cohort_level_t level,
+                     const cohort_band_t *band, const char *key, int64_t *w, cohort_stats_t *st, char *err,
+                     size_t esz) {
+    int64_t *won = kmap_find(cache, key);
+    if (won) {
+        *w = *won;
+        st->hits++;
+        metric_add(e->m.hits, 1);
+        return 0;
+    }
+    int rc = compute(e, a, level, band, key, w, NULL, NULL, err, esz);
+    if (rc != 0) return rc;
+    kmap_put(cache, key, *w);
+    st->computed++;
+    st->misses++;
+    metric_add(e->m.misses, 1);
+    return 0;
+}
+
 /* Walks each open opportunity of v through the levels (cached rows first,
  * computing the missing ones) and writes the mappings that changed. */
 static int walk_and_map(cohort_engine_t *e, oppv_t *v, cohort_stats_t *st, char *err, size_t esz) {
@@ -799,6 +846,7 @@ static int walk_and_map(cohort_engine_t *e, oppv_t *v, cohort_stats_t *st, char 
             kmap_put(&cache, PQgetvalue(res, i, 0), atoll(PQgetvalue(res, i, 1)));
         PQclear(res);
     }
+    int64_t org_won = -1; /* not counted yet */
     const char **ids = ds_calloc(nopen, sizeof *ids);
     const char **accs = ds_calloc(nopen, sizeof *accs);
     const char **chosen = ds_calloc(nopen, sizeof *chosen);
@@ -808,27 +856,44 @@ static int walk_and_map(cohort_engine_t *e, oppv_t *v, cohort_stats_t *st, char 
         cohort_attrs_t a = opp_attrs(o);
         cohort_band_t band;
         cohort_band_of(&e->set, o->has_amount, o->amount, &band);
-        int l;
-        for (l = 0; l < COHORT_LEVELS; l++) {
-            const char *key = keys[j * COHORT_LEVELS + (size_t)l];
-            int64_t *won = kmap_find(&cache, key);
-            int64_t w;
-            if (won) {
-                w = *won;
-                st->hits++;
-                metric_add(e->m.hits, 1);
-            } else {
-                rc = compute(e, &a, (cohort_level_t)l, &band, key, &w, NULL, NULL, err, esz);
-                if (rc != 0) break;
-                kmap_put(&cache, key, w);
-                st->computed++;
-                st->misses++;
-                metric_add(e->m.misses, 1);
-            }
-            if (w >= e->set.min_won) break;
+        /* Every narrower cohort is a subset of the widest one (the same
+         * window and band, more attributes matched), and every cohort a
+         * subset of the org's won deals in the window. So when the widest
+         * is cached and has too few won deals, or the whole org has, none
+         * has enough: map to the widest without computing the others (a
+         * young org: one cohort query per band instead of four, and after
+         * the first deal of a band none). Otherwise walk from the most
+         * specific level. */
+        int64_t *widest = kmap_find(&cache, keys[j * COHORT_LEVELS + COHORT_INDUSTRY]);
+        if (!widest && org_won < 0) {
+            char mo[16], lim[24];
+            snprintf(mo, sizeof mo, "%d", e->set.months);
+            snprintf(lim, sizeof lim, "%d", e->set.min_won);
+            const char *ov[] = {e->org, mo, lim};
+            PGresult *r = NULL;
+            rc = run(e, "bench_org_won", 3, ov, &r, err, esz);
+            if (rc != 0) break;
+            org_won = atoll(PQgetvalue(r, 0, 0));
+            PQclear(r);
         }
-        if (rc != 0) break;
-        if (l == COHORT_LEVELS) l = COHORT_INDUSTRY; /* nothing sufficient: the widest */
+        int l = COHORT_INDUSTRY;
+        int64_t w = 0;
+        if (widest && *widest < e->set.min_won) {
+            st->hits++;
+            metric_add(e->m.hits, 1);
+        } else if (!widest && org_won < e->set.min_won) {
+            rc = level_won(e, &cache, &a, COHORT_INDUSTRY, &band, keys[j * COHORT_LEVELS + COHORT_INDUSTRY], &w, st,
+                           err, esz);
+            if (rc != 0) break;
+        } else {
+            for (l = 0; l < COHORT_LEVELS; l++) {
+                rc = level_won(e, &cache, &a, (cohort_level_t)l, &band, keys[j * COHORT_LEVELS + (size_t)l], &w, st,
+                               err, esz);
+                if (rc != 0 || w >= e->set.min_won) break;
+            }
+            if (rc != 0) break;
+            if (l == COHORT_LEVELS) l = COHORT_INDUSTRY; /* nothing sufficient: the widest */
+        }
         ids[j] = o->id;
         accs[j] = o->account_id;
         chosen[j] = keys[j * COHORT_LEVELS + (size_t)l];
@@ -920,6 +985,9 @@ static int apply_locked(cohort_engine_t *e, const char *const *ids, const bool *
             const char *id = v.v[i].id;
             v.v[i].activity_only = na && bsearch(&id, act, na, sizeof *act, cmp_str) != NULL;
             if (v.v[i].open && !v.v[i].placeholder && !needs_walk(&v.v[i])) st->activity++;
+            /* Open and never reopened: mapped once this commits (the walk
+             * maps every open deal it sees). */
+            if (v.v[i].open && !v.v[i].placeholder && !v.v[i].reopened) strv_push(&e->settling, ds_strdup(id));
         }
         free(act);
     }
@@ -987,16 +1055,51 @@ int cohort_apply_changes(cohort_engine_t *e, const char *org_id, const char *con
                          size_t errstr_size) {
     cohort_stats_t local = {0};
     cohort_stats_t *st = stats ? stats : &local;
-    bool found = false;
-    int rc = begin_org(e, org_id, &found, errstr, errstr_size);
-    if (rc == 0) {
-        if (found)
-            rc = apply_locked(e, ids, activity_only, n, st, errstr, errstr_size);
-        else
-            st->skipped += n;
+    /* Activity of a settled deal: nothing can have moved it or its cohorts
+     * (it is open, so no cached cohort counts it), so no transaction at all.
+     * Every other id leaves the settled set until its transaction commits. */
+    const char **rest = NULL;
+    bool *rest_act = NULL;
+    if (activity_only) {
+        rest = ds_calloc(n ? n : 1, sizeof *rest);
+        rest_act = ds_calloc(n ? n : 1, sizeof *rest_act);
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (activity_only[i] && ds_uuidset_has(&e->settled, ids[i])) {
+                st->settled++;
+                continue;
+            }
+            ds_uuidset_remove(&e->settled, ids[i]);
+            rest[k] = ids[i];
+            rest_act[k++] = activity_only[i];
+        }
+        ids = rest;
+        activity_only = rest_act;
+        n = k;
+        strv_free(&e->settling);
     }
-    if (rc == 0) rc = commit(e, errstr, errstr_size);
-    if (rc != 0) rollback(e);
+    int rc = 0;
+    if (n > 0) {
+        bool found = false;
+        rc = begin_org(e, org_id, &found, errstr, errstr_size);
+        if (rc == 0) {
+            if (found)
+                rc = apply_locked(e, ids, activity_only, n, st, errstr, errstr_size);
+            else
+                st->skipped += n;
+        }
+        if (rc == 0) rc = commit(e, errstr, errstr_size);
+        if (rc != 0) rollback(e);
+        if (rc == 0)
+            for (size_t i = 0; i < e->settling.n; i++) {
+                /* Bounded memory: when full, start over (the next changes take the long way). */
+                if (e->settled.n >= SETTLED_MAX) ds_uuidset_clear(&e->settled);
+                ds_uuidset_add(&e->settled, e->settling.v[i]);
+            }
+    }
+    strv_free(&e->settling);
+    free(rest);
+    free(rest_act);
     return rc;
 }
 

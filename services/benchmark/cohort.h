@@ -116,6 +116,7 @@ typedef struct {
 typedef struct {
     size_t computed, hits, misses, mapped, unmapped, refreshed, flips, deleted, skipped;
     size_t activity; /* open, mapped deals whose changes were interactions or transcripts only */
+    size_t settled;  /* of those, deals known settled: no transaction (cohort_apply_changes) */
 } cohort_stats_t;
 
 typedef struct cohort_engine_s cohort_engine_t;
@@ -147,6 +148,16 @@ int cohort_apply(cohort_engine_t *e, const char *org_id, const char *const *ids,
 int cohort_apply_changes(cohort_engine_t *e, const char *org_id, const char *const *ids,
                          const bool *activity_only, size_t n, cohort_stats_t *stats, char *errstr,
                          size_t errstr_size);
+/* With activity_only, the engine remembers the deals its committed
+ * transactions left open, mapped and never reopened ("settled", up to about
+ * half a million, then it starts over): a later activity-only change of one
+ * needs no transaction and is only counted (stats->settled). That holds only
+ * while every change of those deals comes through this engine: forget
+ * everything when the consumer's partitions move (ds_worker_rebalances). No
+ * path unmaps an open deal, so the sweep and the refresh need no hook. */
+void cohort_engine_forget(cohort_engine_t *e);
+/* How many deals the engine holds settled. */
+size_t cohort_engine_settled(const cohort_engine_t *e);
 
 /* One round of the periodic refresh: recomputes up to limit cached rows not
  * refreshed for refresh_s seconds (oldest first; drops rows no mapping can

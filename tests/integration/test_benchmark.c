@@ -435,21 +435,37 @@ Test(benchmark, relaxation_order_and_match_level) {
     expect_row("v1|ind=retail|" AMT, "metrics->'amount'", "null");
     /* Walked: T1 2 levels, T2 3, T3 4, T4 4; shared rows counted once. */
     cr_expect_eq(pgt_longf(db, "select count(*) from benchmarks_cached"), 13);
+
+    /* Another retail deal in the same band, with another product and
+     * persona: the widest retail cohort is cached and not sufficient, so no
+     * narrower one can be (they are subsets): mapped there, no cohort query. */
+    double computed = metric("dealscore_benchmark_cohorts_computed_total");
+    pgt_exec(db, "insert into opportunities (id, org_id, external_id, account_id, product_category, persona,"
+                 " amount, stage, created_at, outcome) values ('" OPP(606) "', '" ORG_A "', 'T6', '" ACC3 "',"
+                 " 'analytics', 'cto', 10000, 'Proposal', now() - interval '40 days', 'open')");
+    publish("e0000000-0000-4000-8000-000000000606", ORG_A, OPP(606), UPSERTED);
+    wait_value("1", "select count(*) from opportunity_benchmarks where opportunity_id = '" OPP(606) "'");
+    expect_mapping(OPP(606), "v1|ind=retail|" AMT, "industry");
+    cr_expect_eq(metric("dealscore_benchmark_cohorts_computed_total"), computed);
+    cr_expect_eq(pgt_longf(db, "select count(*) from benchmarks_cached"), 13);
 }
 
 #define INTERACTION DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_INTERACTION_ADDED
 
 /* Interactions of an open deal that is mapped leave its mapping alone (its
  * attributes did not change), a change of the deal itself remaps it, and an
- * open deal without a mapping is mapped whatever the change. */
+ * open deal without a mapping is mapped whatever the change. A deal the
+ * worker itself mapped is "settled": its interactions cost no transaction,
+ * until a restart or a rebalance makes the worker forget. */
 Test(benchmark, activity_of_a_mapped_open_deal_keeps_its_mapping) {
     fixture_relax();
     start(0);
     publish_targets();
     expect_mapping(OPP(601), "v1|ind=software|prod=analytics|reg=emea|" AMT, "industry_product_region");
+    cr_expect_eq(metric("dealscore_benchmark_settled_deals"), 4);
 
     /* T1 moves to another product behind the worker's back: an interaction
-     * event does not walk it again. */
+     * event does not walk it again (the worker mapped it: settled). */
     pgt_exec(db, "update opportunities set product_category = 'security' where id = '" OPP(601) "'");
     publish("e0000000-0000-4000-8000-000000000701", ORG_A, OPP(601), INTERACTION);
     long long deadline = proc_now_ms() + 30000;
@@ -459,6 +475,7 @@ Test(benchmark, activity_of_a_mapped_open_deal_keeps_its_mapping) {
         nanosleep(&ts, NULL); /* polling interval */
     }
     cr_expect_eq(metric("dealscore_benchmark_activity_only_total"), 1);
+    cr_expect_eq(metric("dealscore_benchmark_settled_total"), 1);
     expect_mapping(OPP(601), "v1|ind=software|prod=analytics|reg=emea|" AMT, "industry_product_region");
 
     /* The deal's own change remaps it. */
@@ -467,12 +484,69 @@ Test(benchmark, activity_of_a_mapped_open_deal_keeps_its_mapping) {
                "select cohort_key from opportunity_benchmarks where opportunity_id = '" OPP(601) "'");
     expect_mapping(OPP(601), "v1|ind=software|prod=security|" AMT, "industry_product");
 
-    /* An open deal without a mapping is mapped on an interaction too. */
+    /* An open deal the worker never saw, without a mapping, is mapped on an
+     * interaction too. */
+    pgt_exec(db, "insert into opportunities (id, org_id, external_id, account_id, product_category, persona,"
+                 " amount, stage, created_at, outcome) values ('" OPP(605) "', '" ORG_A "', 'T5', '" ACC3 "',"
+                 " 'services', 'cfo', 10000, 'Proposal', now() - interval '40 days', 'open')");
+    publish("e0000000-0000-4000-8000-000000000703", ORG_A, OPP(605), INTERACTION);
+    wait_value("1", "select count(*) from opportunity_benchmarks where opportunity_id = '" OPP(605) "'");
+    expect_mapping(OPP(605), "v1|ind=retail|" AMT, "industry");
+    cr_expect_eq(metric("dealscore_benchmark_activity_only_total"), 1);
+
+    /* A mapping deleted behind the worker's back: the settled deal's
+     * interaction does not look (the sweep would restore it); after a
+     * restart the worker looks again and maps it. */
     pgt_exec(db, "delete from opportunity_benchmarks where opportunity_id = '" OPP(604) "'");
-    publish("e0000000-0000-4000-8000-000000000703", ORG_A, OPP(604), INTERACTION);
+    publish("e0000000-0000-4000-8000-000000000704", ORG_A, OPP(604), INTERACTION);
+    deadline = proc_now_ms() + 30000;
+    while (metric("dealscore_benchmark_settled_total") < 2) {
+        cr_assert_lt(proc_now_ms(), deadline, "the interaction event was not handled in 30 s");
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunity_benchmarks where opportunity_id = '" OPP(604) "'"), 0);
+    dst_stop(&T);
+    start(0);
+    publish("e0000000-0000-4000-8000-000000000705", ORG_A, OPP(604), INTERACTION);
     wait_value("1", "select count(*) from opportunity_benchmarks where opportunity_id = '" OPP(604) "'");
     expect_mapping(OPP(604), "v1|ind=retail|" AMT, "industry");
-    cr_expect_eq(metric("dealscore_benchmark_activity_only_total"), 1);
+    cr_expect_eq(metric("dealscore_benchmark_settled_total"), 0);
+}
+
+/* An org without enough won deals in the window (none here): no cohort can
+ * be sufficient, so each deal maps to its widest cohort, computed once per
+ * band, and the narrower ones are not computed at all. */
+Test(benchmark, young_org_maps_to_the_widest_cohort_with_one_query_per_band) {
+    pgt_exec(db, "insert into orgs (id, slug, name) values ('" ORG_B "', 'org-b', 'Org B');"
+                 "insert into accounts (id, org_id, external_id, name, industry, region) values"
+                 " ('" ACC_B "', '" ORG_B "', 'acc-1', 'B 1', 'software', 'emea');"
+                 "insert into opportunities (id, org_id, external_id, account_id, product_category, persona,"
+                 " amount, stage, created_at, outcome) values"
+                 " ('b0000000-0000-4000-8000-000000000101', '" ORG_B "', 'Y1', '" ACC_B "', 'analytics', 'cfo',"
+                 "  10000, 'Proposal', now() - interval '10 days', 'open'),"
+                 " ('b0000000-0000-4000-8000-000000000102', '" ORG_B "', 'Y2', '" ACC_B "', 'security', 'cto',"
+                 "  10050, 'Proposal', now() - interval '10 days', 'open'),"
+                 " ('b0000000-0000-4000-8000-000000000103', '" ORG_B "', 'Y3', '" ACC_B "', 'analytics', 'cfo',"
+                 "  500000, 'Proposal', now() - interval '10 days', 'open'),"
+                 /* lost deals count toward the cohort's size, not its won deals */
+                 " (gen_random_uuid(), '" ORG_B "', 'L1', '" ACC_B "', 'analytics', 'cfo', 10000, 'Closed Lost',"
+                 "  now() - interval '10 days', 'lost');"
+                 "update opportunities set closed_at = now() - interval '1 day' where external_id = 'L1'");
+    start(0);
+    publish("e0000000-0000-4000-8000-000000000801", ORG_B, "b0000000-0000-4000-8000-000000000101", UPSERTED);
+    publish("e0000000-0000-4000-8000-000000000802", ORG_B, "b0000000-0000-4000-8000-000000000102", UPSERTED);
+    publish("e0000000-0000-4000-8000-000000000803", ORG_B, "b0000000-0000-4000-8000-000000000103", UPSERTED);
+    wait_value("3", "select count(*) from opportunity_benchmarks");
+    expect_mapping("b0000000-0000-4000-8000-000000000101", "v1|ind=software|" AMT, "industry");
+    expect_mapping("b0000000-0000-4000-8000-000000000102", "v1|ind=software|" AMT, "industry");
+    cr_expect_eq(pgt_longf(db, "select count(*) from opportunity_benchmarks where match_level = 'industry'"), 3);
+    cr_expect_eq(pgt_longf(db, "select count(*) from benchmarks_cached"), 2, "one widest cohort per band");
+    cr_expect_eq(pgt_longf(db, "select count(*) from benchmarks_cached where level = 3"), 2);
+    expect_row("v1|ind=software|" AMT, "won_count", "0");
+    expect_row("v1|ind=software|" AMT, "cohort_size", "1");
+    expect_row("v1|ind=software|" AMT, "metrics->>'sufficient'", "false");
+    cr_expect_eq(metric("dealscore_benchmark_cohorts_computed_total"), 2);
 }
 
 /* A deal of T's cohort closes won: the cached cohort counts it, T's mapping
@@ -595,7 +669,10 @@ static char *claims_for(const char *user, const char *org, bool scoped) {
 
 Test(benchmark, rls_hides_other_orgs_benchmarks) {
     fixture_org_a();
-    pgt_exec(db, "insert into orgs (id, slug, name) values ('" ORG_B "', 'org-b', 'Org B');"
+    /* Org B's one won deal is enough for its cohorts (min 1), so its walk
+     * computes T's key too. */
+    pgt_exec(db, "insert into orgs (id, slug, name, settings) values ('" ORG_B "', 'org-b', 'Org B',"
+                 " '{\"benchmark_min_cohort\": 1}');"
                  "insert into accounts (id, org_id, external_id, name, industry, region) values"
                  " ('" ACC_B "', '" ORG_B "', 'acc-1', 'B 1', 'software', 'emea');"
                  "insert into opportunities (id, org_id, external_id, account_id, product_category, persona,"

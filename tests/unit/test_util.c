@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "dealscore/common.h"
+#include "dealscore/uuidset.h"
 
 Test(util, parses_iso8601_with_zone) {
     int64_t us;
@@ -148,4 +149,59 @@ Test(util, fmt_g_matches_snprintf) {
         double tie = ldexp((double)((x >> 20) % 100000) + 0.5, -(int)((x >> 40) % 12));
         expect_fmt(tie, 1 + (int)((x >> 50) % 6));
     }
+}
+
+/* The UUID set against a plain array, through random adds and removes over
+ * a small key space (long probe runs, wrap-around, removals in the middle
+ * of runs), then the parser's edges. */
+Test(util, uuidset_matches_a_reference) {
+    enum { KEYS = 3000, OPS = 200000 };
+    static char ids[KEYS][37];
+    static bool in[KEYS];
+    uint64_t x = 88172645463325252ull;
+    for (int k = 0; k < KEYS; k++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        /* Half of the keys share their last 16 hex digits with another. */
+        snprintf(ids[k], sizeof ids[k], "%08x-%04x-4%03x-8%03x-%012llx", (unsigned)(x >> 32) ^ (unsigned)k,
+                 (unsigned)(x >> 16) & 0xffff, (unsigned)k & 0xfff, (unsigned)(k / 2) & 0xfff,
+                 (unsigned long long)(k / 2) & 0xffffffffffffull);
+    }
+    ds_uuidset_t s = {0};
+    size_t n = 0;
+    for (int op = 0; op < OPS; op++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int k = (int)(x % KEYS);
+        if ((x >> 20) % 3 == 0) {
+            ds_uuidset_remove(&s, ids[k]);
+            n -= in[k];
+            in[k] = false;
+        } else {
+            cr_assert(ds_uuidset_add(&s, ids[k]));
+            n += !in[k];
+            in[k] = true;
+        }
+        if (op % 1000 == 0 || op == OPS - 1) {
+            cr_assert_eq(s.n, n);
+            for (int j = 0; j < KEYS; j++) cr_assert_eq(ds_uuidset_has(&s, ids[j]), in[j], "op %d key %d", op, j);
+        }
+    }
+    /* Upper case is the same UUID. */
+    char up[37];
+    for (int i = 0; i < 37; i++) up[i] = (char)(ids[0][i] >= 'a' && ids[0][i] <= 'f' ? ids[0][i] - 32 : ids[0][i]);
+    cr_expect_eq(ds_uuidset_has(&s, up), in[0]);
+    ds_uuidset_clear(&s);
+    cr_expect_eq(s.n, 0);
+    cr_expect_not(ds_uuidset_has(&s, ids[1]));
+
+    ds_uuid128_t u;
+    cr_expect(ds_uuid_parse128("0123abcd-4567-89ef-0123-456789ABCDEF", &u));
+    cr_expect_eq(u.hi, 0x0123abcd456789efull);
+    cr_expect_eq(u.lo, 0x0123456789abcdefull);
+    cr_expect_not(ds_uuid_parse128("00000000-0000-0000-0000-000000000000", &u), "nil is the empty mark");
+    cr_expect_not(ds_uuid_parse128("0123abcd-4567-89ef-0123-456789abcde", &u), "short");
+    cr_expect_not(ds_uuid_parse128("0123abcd-4567-89ef-0123-456789abcdef0", &u), "long");
+    cr_expect_not(ds_uuid_parse128("0123abcd_4567-89ef-0123-456789abcdef", &u), "separator");
+    cr_expect_not(ds_uuid_parse128("0123abcg-4567-89ef-0123-456789abcdef", &u), "not hex");
+    cr_expect_not(ds_uuidset_add(&s, "not a uuid"));
+    cr_expect_eq(s.n, 0);
 }

@@ -214,6 +214,10 @@ int ds_consumer_resume_all(ds_consumer_t *c);
 
 /* True while at least one partition is assigned (for /readyz). Any thread. */
 bool ds_consumer_assigned(const ds_consumer_t *c);
+/* How many times partitions were assigned or revoked (lost included) so far:
+ * state a process keeps about the keys of its partitions is only valid while
+ * this does not move. */
+unsigned ds_consumer_rebalances(const ds_consumer_t *c);
 
 /* The underlying handle, owned by c. */
 rd_kafka_t *ds_consumer_handle(ds_consumer_t *c);

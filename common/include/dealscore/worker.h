@@ -49,6 +49,10 @@ int ds_worker_produce(ds_worker_t *w, const char *topic, const void *key, size_t
                       const void *payload, size_t len, const ds_event_meta_t *meta);
 
 ds_service_t *ds_worker_service(ds_worker_t *w);
+/* ds_consumer_rebalances of the worker's consumer: a process that remembers
+ * something about the keys it consumed forgets it when this moves (another
+ * consumer may have had the partition meanwhile). */
+unsigned ds_worker_rebalances(ds_worker_t *w);
 /* The full name of a topic (prefix included); owned by the worker. */
 const char *ds_worker_topic(ds_worker_t *w, const char *base);
 
