@@ -104,8 +104,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 int ds_consumer_new(ds_consumer_t **out, const ds_config_t *cfg, const char *group_id,
                     const char *const *topics, size_t ntopics, char *errstr,
                     size_t errstr_size) {
+    /* fetch.wait.max.ms: how long the broker holds a fetch that finds no
+     * data; data that arrives meanwhile answers it at once, so this costs
+     * no latency. At 10 ms the idle consumers of the stack cost the broker
+     * 15 % of a core, at 100 ms 7 %. */
     static const char *const defaults[] = {
-        "fetch.wait.max.ms", "10",
+        "fetch.wait.max.ms", "100",
         "partition.assignment.strategy", "cooperative-sticky",
         "auto.offset.reset", "earliest",
         NULL,

@@ -112,6 +112,9 @@ void ds_pgba_text(ds_pgba_t *a, const char *s, size_t len) {
     memcpy(ds_pgba_elem(a, len), s, len);
 }
 
+/* json's binary input is the JSON text. */
+void ds_pgba_json(ds_pgba_t *a, const char *json, size_t len) { ds_pgba_text(a, json, len); }
+
 /* jsonb's binary input is a version byte (1) and the JSON text. */
 void ds_pgba_jsonb(ds_pgba_t *a, const char *json, size_t len) {
     if (!json) {

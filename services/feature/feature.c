@@ -40,13 +40,14 @@ typedef struct {
 
 
 /* One statement for the whole batch: the columns as binary arrays (uuid[],
- * timestamptz[], jsonb[]), so the server parses each snapshot's JSON once
+ * timestamptz[], json[]), so the server validates each snapshot's JSON once
  * and nothing else (no outer JSON document to parse and take apart, no
- * text to cast). */
+ * text to cast). The documents are json, not jsonb: written for every
+ * change, read rarely (migration 20261126007200). */
 static const char *sql_snapshot =
     "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version, features, meddicc)"
     " select u.org_id, u.opportunity_id, u.as_of, $6, u.features, u.meddicc"
-    " from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::jsonb[], $5::jsonb[])"
+    " from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::json[], $5::json[])"
     " as u(org_id, opportunity_id, as_of, features, meddicc)"
     " on conflict (opportunity_id, as_of, feature_version) do update"
     " set features = excluded.features, meddicc = excluded.meddicc, computed_at = now()";
@@ -189,8 +190,8 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
         ds_pgba_begin(&a[0], DS_OID_UUID);
         ds_pgba_begin(&a[1], DS_OID_UUID);
         ds_pgba_begin(&a[2], DS_OID_TIMESTAMPTZ);
-        ds_pgba_begin(&a[3], DS_OID_JSONB);
-        ds_pgba_begin(&a[4], DS_OID_JSONB);
+        ds_pgba_begin(&a[3], DS_OID_JSON);
+        ds_pgba_begin(&a[4], DS_OID_JSON);
         size_t rows = 0;
         for (size_t k = c0; k < c0 + cn; k++) {
             int idx = row[k - c0];
@@ -210,8 +211,8 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
             ds_pgba_uuid(&a[0], ch[k].org_id);
             ds_pgba_uuid(&a[1], ch[k].opp_id);
             ds_pgba_timestamptz(&a[2], ch[k].as_of_us);
-            ds_pgba_jsonb(&a[3], fj, strlen(fj));
-            ds_pgba_jsonb(&a[4], mj, strlen(mj));
+            ds_pgba_json(&a[3], fj, strlen(fj));
+            ds_pgba_json(&a[4], mj, strlen(mj));
             free(fj);
             free(mj);
             out[*nout].idx = k;

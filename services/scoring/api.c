@@ -370,7 +370,7 @@ static void *api_main(void *arg) {
                         1);
     ds_pg_add_statement(t.pg, "ds_api_snapshot",
                         "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version,"
-                        " features, meddicc) values ($1::uuid, $2::uuid, $3::timestamptz, $4, $5::jsonb, $6::jsonb)"
+                        " features, meddicc) values ($1::uuid, $2::uuid, $3::timestamptz, $4, $5::json, $6::json)"
                         " on conflict (opportunity_id, as_of, feature_version) do nothing",
                         6);
     t.orgs = ds_org_cache_new(60000);

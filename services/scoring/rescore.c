@@ -65,6 +65,7 @@ typedef struct {
     long long version_n[RESCORE_MAX_VERSIONS];
     int n_versions;
     int64_t us_load, us_features, us_snapshot;
+    long long conflicts; /* chunks written again with ON CONFLICT (committed before, by an interrupted run) */
     scoring_stats_t persist; /* score, previous scores, JSON, history + predictions */
 } tally_t;
 
@@ -179,34 +180,48 @@ static int chunk_build(worker_t *wk, job_t *job, chunk_t *c, char *errstr, size_
     return 0;
 }
 
-static const char *sql_snapshot =
-    "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version, features, meddicc)"
-    " select x.o, x.i, $5::timestamptz, $6, x.f, x.m"
-    " from unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::jsonb[]) as x(o, i, f, m)"
-    " on conflict (opportunity_id, as_of, feature_version) do nothing";
+#define SQL_SNAPSHOT                                                                                        \
+    "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version, features, meddicc)" \
+    " select x.o, x.i, $5::timestamptz, $6, x.f, x.m"                                                        \
+    " from unnest($1::uuid[], $2::uuid[], $3::json[], $4::json[]) as x(o, i, f, m)"
+static const char *sql_snapshot = SQL_SNAPSHOT " on conflict (opportunity_id, as_of, feature_version) do nothing";
+static const char *sql_snapshot_plain = SQL_SNAPSHOT;
 
-/* The feature vectors of the chunk in one statement, as binary arrays
- * (pgbin.h). */
-static int write_snapshots(worker_t *wk, chunk_t *c, char *errstr, size_t errsz) {
-    ds_pgba_t a[4] = {{0}};
+/* The feature vectors of the chunk as one statement over binary arrays
+ * (pgbin.h), run in the chunk's write transaction (scoring_persist_opts):
+ * its foreign-key checks then find the opportunities already locked by the
+ * same transaction, where a transaction of their own would lock each row
+ * again. */
+typedef struct {
+    ds_pgba_t a[4];
+    char asof[40];
+    const char *v[6];
+    int lens[6], fmts[6];
+    scoring_stmt_t stmt;
+} snapshot_stmt_t;
+
+static void snapshots_build(worker_t *wk, const chunk_t *c, bool plain, snapshot_stmt_t *s) {
+    memset(s, 0, sizeof *s);
+    ds_pgba_t *a = s->a;
     ds_pgba_begin(&a[0], DS_OID_UUID);
     ds_pgba_begin(&a[1], DS_OID_UUID);
-    ds_pgba_begin(&a[2], DS_OID_JSONB);
-    ds_pgba_begin(&a[3], DS_OID_JSONB);
+    ds_pgba_begin(&a[2], DS_OID_JSON);
+    ds_pgba_begin(&a[3], DS_OID_JSON);
     for (size_t i = 0; i < c->n; i++) {
         ds_pgba_uuid(&a[0], c->items[i].org_id);
         ds_pgba_uuid(&a[1], c->items[i].opp_id);
-        ds_pgba_jsonb(&a[2], c->fjson[i], strlen(c->fjson[i]));
-        ds_pgba_jsonb(&a[3], c->mjson[i], strlen(c->mjson[i]));
+        ds_pgba_json(&a[2], c->fjson[i], strlen(c->fjson[i]));
+        ds_pgba_json(&a[3], c->mjson[i], strlen(c->mjson[i]));
     }
-    char asof[40];
-    ds_format_time_us(wk->pool->as_of_us, asof, sizeof asof);
-    const char *v[6] = {[4] = asof, [5] = DS_FEATURE_VERSION};
-    int lens[6] = {0}, fmts[6] = {0};
-    ds_pgba_params(a, 4, v, lens, fmts);
-    int rc = ds_pg_exec_params(wk->pg, sql_snapshot, 6, v, lens, fmts, NULL, errstr, errsz);
-    for (int k = 0; k < 4; k++) ds_pgba_free(&a[k]);
-    return rc;
+    ds_format_time_us(wk->pool->as_of_us, s->asof, sizeof s->asof);
+    s->v[4] = s->asof;
+    s->v[5] = DS_FEATURE_VERSION;
+    ds_pgba_params(a, 4, s->v, s->lens, s->fmts);
+    s->stmt = (scoring_stmt_t){plain ? sql_snapshot_plain : sql_snapshot, 6, s->v, s->lens, s->fmts};
+}
+
+static void snapshots_free(snapshot_stmt_t *s) {
+    for (int k = 0; k < 4; k++) ds_pgba_free(&s->a[k]);
 }
 
 static void count_version(tally_t *t, const char *version) {
@@ -290,12 +305,26 @@ static int do_job(worker_t *wk, job_t *job, char *errstr, size_t errsz) {
         chunk_t c = {0};
         rc = chunk_build(wk, job, &c, errstr, errsz);
         if (rc == 0 && c.n > 0) {
-            int64_t t0 = ds_mono_us();
-            if (p->o->snapshot) rc = write_snapshots(wk, &c, errstr, errsz);
-            wk->tally.us_snapshot += ds_mono_us() - t0;
-            if (rc == 0)
-                rc = scoring_persist_stats(wk->pg, wk->orgs, wk->scorer, p->cfg->top_k, c.items, c.n,
-                                           &wk->tally.persist, errstr, errsz);
+            /* Plain INSERTs first: a chunk is new unless an interrupted run
+             * committed it beyond its recorded progress; then (a unique
+             * violation) the same chunk again with ON CONFLICT DO NOTHING. */
+            for (int pass = 0; pass < 2; pass++) {
+                bool plain = pass == 0, conflict = false;
+                int64_t t0 = ds_mono_us();
+                snapshot_stmt_t snap = {0};
+                if (p->o->snapshot) snapshots_build(wk, &c, plain, &snap);
+                wk->tally.us_snapshot += ds_mono_us() - t0;
+                scoring_persist_opts_t po = {.stats = &wk->tally.persist,
+                                             .first = p->o->snapshot ? &snap.stmt : NULL,
+                                             .plain = plain,
+                                             .conflict = &conflict};
+                rc = scoring_persist_opts(wk->pg, wk->orgs, wk->scorer, p->cfg->top_k, c.items, c.n, &po, errstr,
+                                          errsz);
+                if (p->o->snapshot) snapshots_free(&snap);
+                if (!conflict) break;
+                for (size_t i = 0; i < c.n; i++) scoring_item_clear(&c.items[i]);
+                wk->tally.conflicts++;
+            }
         }
         if (rc == 0) {
             publish(wk, &c);
@@ -779,6 +808,7 @@ int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv) {
         sum.us_load += t->us_load;
         sum.us_features += t->us_features;
         sum.us_snapshot += t->us_snapshot;
+        sum.conflicts += t->conflicts;
         sum.persist.us_score += t->persist.us_score;
         sum.persist.us_previous += t->persist.us_previous;
         sum.persist.us_json += t->persist.us_json;
@@ -798,10 +828,10 @@ int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv) {
                pool.delivery_failed ? ", some not delivered (see the log)" : "");
     if (!finished) printf("rescore: the next run resumes after %lld opportunities\n", scored);
     ds_info("rescore: worker seconds (summed): load %.2f, features %.2f, snapshots %.2f, scoring %.2f,"
-            " previous %.2f, json %.2f, writing %.2f",
+            " previous %.2f, json %.2f, writing %.2f; %lld chunks written again over an earlier attempt's rows",
             (double)sum.us_load / 1e6, (double)sum.us_features / 1e6, (double)sum.us_snapshot / 1e6,
             (double)sum.persist.us_score / 1e6, (double)sum.persist.us_previous / 1e6,
-            (double)sum.persist.us_json / 1e6, (double)sum.persist.us_write / 1e6);
+            (double)sum.persist.us_json / 1e6, (double)sum.persist.us_write / 1e6, sum.conflicts);
     fflush(stdout);
     rc = finished ? 0 : 1;
 

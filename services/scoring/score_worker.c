@@ -25,12 +25,15 @@ static const char *sql_previous =
 /* One statement per table for the whole batch, the columns as binary
  * arrays (pgbin.h): the server parses each JSON value once and nothing
  * around it. */
-static const char *sql_history =
-    "insert into public.prediction_history (org_id, opportunity_id, as_of, model_version, proba_close, contributions)"
-    " select org_id, opportunity_id, as_of, model_version, proba_close, contributions"
-    " from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::float8[], $6::jsonb[])"
+#define SQL_HISTORY                                                                                            \
+    "insert into public.prediction_history (org_id, opportunity_id, as_of, model_version, proba_close, contributions)" \
+    " select org_id, opportunity_id, as_of, model_version, proba_close, contributions"                          \
+    " from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::float8[], $6::json[])"            \
     "  as x(org_id, opportunity_id, as_of, model_version, proba_close, contributions)"
-    " on conflict (opportunity_id, as_of, model_version) do nothing";
+static const char *sql_history = SQL_HISTORY " on conflict (opportunity_id, as_of, model_version) do nothing";
+/* Without the speculative insertion of ON CONFLICT (an index probe and one
+ * more WAL record per row): for rows that cannot exist yet. */
+static const char *sql_history_plain = SQL_HISTORY;
 
 static const char *sql_prediction =
     "insert into public.predictions as p (org_id, opportunity_id, account_id, as_of, model_version, proba_close,"
@@ -132,8 +135,10 @@ static void sb_json(ds_sb_t *b, json_t *j) {
     }
 }
 
-/* Reads stored contributions, a flat object of numbers as Postgres prints
- * jsonb ({"a": 0.5, "_bias": -1}), into *out, the names pointing into *text
+/* Reads stored contributions, a flat object of numbers as sb_contribs
+ * writes it (json keeps the text; a row written as jsonb before migration
+ * 20261126007200 prints as {"a": 0.5, "_bias": -1}), into *out, the names
+ * pointing into *text
  * (modified in place). Returns 0, or -1 for anything else (an escaped name,
  * a null, nesting): the caller then goes through jansson. */
 static int parse_contribs(char *text, ds_named_contrib_t **out, size_t *n) {
@@ -221,11 +226,15 @@ static void sb_contribs(ds_sb_t *b, const ds_named_contrib_t *c, size_t n) {
 
 int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
                     size_t n, char *errstr, size_t errsz) {
-    return scoring_persist_stats(pg, orgs, scorer, top_k, items, n, NULL, errstr, errsz);
+    return scoring_persist_opts(pg, orgs, scorer, top_k, items, n, NULL, errstr, errsz);
 }
 
-int scoring_persist_stats(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
-                          size_t n, scoring_stats_t *stats, char *errstr, size_t errsz) {
+int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
+                         size_t n, const scoring_persist_opts_t *o, char *errstr, size_t errsz) {
+    static const scoring_persist_opts_t none = {0};
+    if (!o) o = &none;
+    scoring_stats_t *stats = o->stats;
+    if (o->conflict) *o->conflict = false;
     if (n == 0) return DS_OK;
     int64_t t0 = ds_mono_us();
     /* Score per org, one model call per org. */
@@ -292,7 +301,7 @@ int scoring_persist_stats(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, i
 
     ds_pgba_t h[HISTORY_COLS] = {{0}}, pr[PREDICTION_COLS] = {{0}};
     static const uint32_t h_oids[HISTORY_COLS] = {DS_OID_UUID, DS_OID_UUID, DS_OID_TIMESTAMPTZ,
-                                                  DS_OID_TEXT, DS_OID_FLOAT8, DS_OID_JSONB};
+                                                  DS_OID_TEXT, DS_OID_FLOAT8, DS_OID_JSON};
     static const uint32_t p_oids[PREDICTION_COLS] = {DS_OID_UUID,   DS_OID_UUID,  DS_OID_UUID,  DS_OID_TIMESTAMPTZ,
                                                      DS_OID_TEXT,   DS_OID_FLOAT8, DS_OID_FLOAT8, DS_OID_JSONB,
                                                      DS_OID_JSONB,  DS_OID_JSONB, DS_OID_BOOL};
@@ -309,7 +318,7 @@ int scoring_persist_stats(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, i
         ds_pgba_float8(&h[4], it->score.proba);
         js.len = 0;
         sb_contribs(&js, it->score.contribs, it->score.n_contribs);
-        ds_pgba_jsonb(&h[5], js.p, js.len);
+        ds_pgba_json(&h[5], js.p, js.len);
 
         ds_pgba_uuid(&pr[0], it->org_id);
         ds_pgba_uuid(&pr[1], it->opp_id);
@@ -340,10 +349,14 @@ int scoring_persist_stats(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, i
     ds_pg_batch_t *b = NULL;
     ds_pg_batch_begin(pg, &b);
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
-    ds_pg_batch_add_params(b, sql_history, HISTORY_COLS, hv, hl, hf, NULL);
+    if (o->first)
+        ds_pg_batch_add_params(b, o->first->sql, o->first->nparams, o->first->values, o->first->lengths,
+                               o->first->formats, NULL);
+    ds_pg_batch_add_params(b, o->plain ? sql_history_plain : sql_history, HISTORY_COLS, hv, hl, hf, NULL);
     ds_pg_batch_add_params(b, sql_prediction, PREDICTION_COLS, pv2, pl, pf, NULL);
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
     rc = ds_pg_batch_run(b, NULL, NULL, errstr, errsz);
+    if (rc != 0 && o->conflict && strcmp(ds_pg_batch_sqlstate(b), "23505") == 0) *o->conflict = true;
     ds_pg_batch_end(b);
     for (int c = 0; c < HISTORY_COLS; c++) ds_pgba_free(&h[c]);
     for (int c = 0; c < PREDICTION_COLS; c++) ds_pgba_free(&pr[c]);

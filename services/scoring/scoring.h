@@ -39,10 +39,27 @@ int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top
 typedef struct {
     int64_t us_score, us_previous, us_json, us_write;
 } scoring_stats_t;
-/* scoring_persist that also adds its timings to *stats (may be NULL). */
-int scoring_persist_stats(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k,
-                          scoring_item_t *items, size_t n, scoring_stats_t *stats, char *errstr,
-                          size_t errstr_size);
+/* A statement with its parameters (as PQexecParams takes them). */
+typedef struct {
+    const char *sql;
+    int nparams;
+    const char *const *values;
+    const int *lengths, *formats;
+} scoring_stmt_t;
+typedef struct {
+    scoring_stats_t *stats;     /* timings added here, or NULL */
+    const scoring_stmt_t *first; /* run inside the write transaction before the history insert, or NULL */
+    /* The history rows as a plain INSERT instead of ON CONFLICT DO NOTHING:
+     * cheaper for rows that cannot exist yet (a rescore's chunk scored for
+     * the first time). If one does exist the transaction fails and
+     * *conflict is set (SQLSTATE 23505, from the history or from first):
+     * the caller does the chunk again without plain. */
+    bool plain;
+    bool *conflict;
+} scoring_persist_opts_t;
+/* scoring_persist with options (o may be NULL). */
+int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
+                         size_t n, const scoring_persist_opts_t *o, char *errstr, size_t errstr_size);
 void scoring_item_clear(scoring_item_t *it);
 /* Packs the PredictionMade event of a persisted item (caller frees *buf). */
 void scoring_event(const scoring_item_t *it, uint8_t **buf, size_t *len, char event_id[37]);

@@ -170,7 +170,7 @@ Test(scoring, hot_swap_to_a_new_model_and_refusal_of_an_unsupported_one) {
     cr_expect(pm->n_top_drivers > 0, "a trained model explains its score");
     dealscore__v1__prediction_made__free_unpacked(pm, NULL);
     /* TreeSHAP: the stored contributions add up to the margin of the score. */
-    char *sum = pgt_valuef(db, "select sum(value::float8) from prediction_history h, jsonb_each_text(h.contributions)"
+    char *sum = pgt_valuef(db, "select sum(value::float8) from prediction_history h, json_each_text(h.contributions)"
                                " where h.opportunity_id = '%s' and h.model_version = 'm-test-1'", opp);
     char *proba = pgt_valuef(db, "select proba_close from predictions where opportunity_id = '%s'", opp);
     double margin = strtod(sum, NULL), p = strtod(proba, NULL);

@@ -603,6 +603,35 @@ Test(rescore, resumes_an_interrupted_run_after_its_last_opportunity) {
     cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where status = 'abandoned'"), 2);
     cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where finished_at is null"), 0);
 
+    /* A run killed after committing chunks but before recording them: its
+     * resumption scores them again with the same as_of, over rows that are
+     * there already (the plain INSERTs fail, the chunk is redone with ON
+     * CONFLICT DO NOTHING), and adds no row twice. */
+    char *asof = pgt_valuef(c, "select as_of::text from dealscore.rescore_runs where status = 'finished'"
+                               " order by started_at desc limit 1");
+    pgt_execf(c,
+              "update dealscore.rescore_runs set finished_at = null, status = 'running', last_opportunity_id = '%s',"
+              " scored = %lld where as_of = '%s'",
+              last, half, asof);
+    long long hist = pgt_longf(c, "select count(*) from prediction_history");
+    long long snaps = pgt_longf(c, "select count(*) from features_snapshot");
+    r = run(&t, "dealscore-scoring", "rescore", "--org", "acme", "--no-publish", "--chunk", "40");
+    cr_assert_eq(r.rc, 0, "rescore exited %d:\n%s%s", r.rc, r.out, r.err);
+    cr_expect(strstr(r.err, "resuming") != NULL, "%s", r.err);
+    long long again = (open - half + 39) / 40;
+    char *want = pgt_fmt("; %lld chunks written again over an earlier attempt's rows", again);
+    cr_expect(strstr(r.err, want) != NULL, "expected \"%s\" in:\n%s", want, r.err);
+    free(want);
+    run_free(&r);
+    cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), hist);
+    cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot"), snaps);
+    cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history where as_of = '%s'", asof), open);
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where status = 'finished'"
+                              " and as_of = '%s' and scored = %lld",
+                              asof, open),
+                 1);
+    free(asof);
+
     free(last);
     PQfinish(c);
     dst_teardown(&t);

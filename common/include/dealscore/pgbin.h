@@ -16,6 +16,7 @@
 #define DS_OID_FLOAT8 701
 #define DS_OID_TIMESTAMPTZ 1184
 #define DS_OID_UUID 2950
+#define DS_OID_JSON 114
 #define DS_OID_JSONB 3802
 
 /* {0} is not ready: call ds_pgba_begin first. The caller frees p
@@ -52,5 +53,8 @@ void ds_pgba_text(ds_pgba_t *a, const char *s, size_t len);
 /* JSON text of len bytes as jsonb (NULL: a NULL element); the server parses
  * it as jsonb_in would. */
 void ds_pgba_jsonb(ds_pgba_t *a, const char *json, size_t len);
+/* JSON text of len bytes as json (NULL: a NULL element): stored as the
+ * text, which the server only validates (a third of jsonb's parse). */
+void ds_pgba_json(ds_pgba_t *a, const char *json, size_t len);
 
 #endif
