@@ -331,13 +331,13 @@ static void handle(api_thread_t *t, api_job_t *j) {
         free(topic);
         free(buf);
         json_t *meddicc = json_loads(mjson, 0, NULL);
-        json_t *change = json_pack("{s:o, s:O}", "previous_proba", isnan(it.previous) ? json_null() : json_real(it.previous),
-                                   "drivers", it.change);
+        json_t *change = json_pack("{s:o, s:o}", "previous_proba", isnan(it.previous) ? json_null() : json_real(it.previous),
+                                   "drivers", ds_drivers_diff_json(it.changes, it.n_changes));
         j->status = 200;
         json_decref(j->resp);
-        j->resp = json_pack("{s:s, s:f, s:s, s:s, s:b, s:O, s:o, s:o, s:o}", "opportunity_id", opp, "proba_close",
+        j->resp = json_pack("{s:s, s:f, s:s, s:s, s:b, s:o, s:o, s:o, s:o}", "opportunity_id", opp, "proba_close",
                             it.score.proba, "model_version", it.version, "as_of", asof, "is_prior", it.score.is_prior,
-                            "drivers", it.score.drivers, "change", change, "meddicc", meddicc ? meddicc : json_object(),
+                            "drivers", score_drivers_json(&it.score), "change", change, "meddicc", meddicc ? meddicc : json_object(),
                             "benchmark", v.benchmark ? json_incref(v.benchmark) : json_null());
     }
     scoring_item_clear(&it);

@@ -55,8 +55,11 @@ static const char *sql_prediction =
 
 void scoring_item_clear(scoring_item_t *it) {
     score_clear(&it->score);
-    json_decref(it->change);
-    it->change = NULL;
+    free(it->changes);
+    free(it->prev_text);
+    it->changes = NULL;
+    it->n_changes = 0;
+    it->prev_text = NULL;
 }
 
 static int cmp_org(const void *a, const void *b) {
@@ -90,48 +93,6 @@ static void sb_real(ds_sb_t *b, double v) {
         ds_sb_put(b, num, (size_t)n);
     } else {
         sb_double(b, v);
-    }
-}
-
-static void sb_json(ds_sb_t *b, json_t *j) {
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: {
-        const char *key;
-        json_t *v;
-        bool first = true;
-        ds_sb_put(b, "{", 1);
-        json_object_foreach(j, key, v) {
-            if (!first) ds_sb_put(b, ",", 1);
-            first = false;
-            ds_sb_json_str(b, key);
-            ds_sb_put(b, ":", 1);
-            sb_json(b, v);
-        }
-        ds_sb_put(b, "}", 1);
-        break;
-    }
-    case JSON_ARRAY: {
-        size_t i;
-        json_t *v;
-        ds_sb_put(b, "[", 1);
-        json_array_foreach(j, i, v) {
-            if (i) ds_sb_put(b, ",", 1);
-            sb_json(b, v);
-        }
-        ds_sb_put(b, "]", 1);
-        break;
-    }
-    case JSON_STRING: ds_sb_json_str(b, json_string_value(j)); break;
-    case JSON_INTEGER: {
-        char num[32];
-        int n = snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
-        ds_sb_put(b, num, (size_t)n);
-        break;
-    }
-    case JSON_REAL: sb_real(b, json_real_value(j)); break;
-    case JSON_TRUE: ds_sb_puts(b, "true"); break;
-    case JSON_FALSE: ds_sb_puts(b, "false"); break;
-    default: ds_sb_puts(b, "null"); break;
     }
 }
 
@@ -189,27 +150,92 @@ fail:
 }
 
 /* "Why did it move" from the previous score's stored contributions (text,
- * may be NULL) to the current ones. */
-static json_t *change_from_text(const char *prev_text, const score_t *cur, int top_k) {
-    if (!prev_text || !cur->contribs) return json_array();
-    char *copy = ds_strdup(prev_text);
+ * may be NULL) to the current ones, into it->changes (names may point into
+ * it->prev_text, kept with the item). */
+static void change_from_text(scoring_item_t *it, const char *prev_text, int top_k) {
+    const score_t *cur = &it->score;
+    if (!prev_text || !cur->contribs) return;
+    it->prev_text = ds_strdup(prev_text);
     ds_named_contrib_t *p = NULL;
     size_t np = 0;
-    json_t *out = NULL;
-    if (parse_contribs(copy, &p, &np) == 0) {
-        out = scorer_change_named(p, np, cur->contribs, cur->n_contribs, top_k);
+    if (parse_contribs(it->prev_text, &p, &np) == 0) {
+        scorer_change_named(p, np, cur->contribs, cur->n_contribs, top_k, &it->changes, &it->n_changes);
         free(p);
-    } else {
-        json_t *prev = json_loads(prev_text, 0, NULL);
-        ds_named_contrib_t *pp = NULL;
-        size_t npp = 0;
-        if (prev && ds_contribs_from_json(prev, &pp, &npp) == 0)
-            out = scorer_change_named(pp, npp, cur->contribs, cur->n_contribs, top_k);
-        free(pp);
-        json_decref(prev);
+        return;
     }
-    free(copy);
-    return out ? out : json_array();
+    /* Not the plain shape parse_contribs reads: through jansson, whose
+     * strings the change's names would borrow, so they are copied into one
+     * block that replaces prev_text. */
+    json_t *prev = json_loads(prev_text, 0, NULL);
+    ds_named_contrib_t *pp = NULL;
+    size_t npp = 0;
+    if (prev && ds_contribs_from_json(prev, &pp, &npp) == 0) {
+        size_t total = 0;
+        for (size_t i = 0; i < npp; i++) total += strlen(pp[i].name) + 1;
+        char *names = ds_malloc(total ? total : 1), *w = names;
+        for (size_t i = 0; i < npp; i++) {
+            size_t l = strlen(pp[i].name) + 1;
+            memcpy(w, pp[i].name, l);
+            pp[i].name = w;
+            w += l;
+        }
+        free(it->prev_text);
+        it->prev_text = names;
+        scorer_change_named(pp, npp, cur->contribs, cur->n_contribs, top_k, &it->changes, &it->n_changes);
+    }
+    free(pp);
+    json_decref(prev);
+}
+
+/* The drivers as {"positive":[D..],"negative":[D..]}, D as ds_drivers_json
+ * writes it (the same keys in the same order, numbers as sb_real). */
+static void sb_driver_list(ds_sb_t *b, const ds_driver_t *d, size_t n) {
+    ds_sb_put(b, "[", 1);
+    for (size_t i = 0; i < n; i++) {
+        char num[32];
+        if (i) ds_sb_put(b, ",", 1);
+        ds_sb_puts(b, "{\"feature\":");
+        ds_sb_json_str(b, d[i].name);
+        ds_sb_puts(b, ",\"label\":");
+        ds_sb_json_str(b, d[i].label ? d[i].label : d[i].name);
+        ds_sb_put(b, num, (size_t)snprintf(num, sizeof num, ",\"index\":%d", d[i].feature));
+        ds_sb_puts(b, ",\"value\":");
+        sb_real(b, d[i].value);
+        ds_sb_puts(b, ",\"contribution\":");
+        sb_real(b, d[i].contribution);
+        ds_sb_puts(b, ",\"pp\":");
+        sb_real(b, d[i].pp);
+        ds_sb_put(b, "}", 1);
+    }
+    ds_sb_put(b, "]", 1);
+}
+
+static void sb_drivers(ds_sb_t *b, const score_t *s) {
+    ds_sb_puts(b, "{\"positive\":");
+    sb_driver_list(b, s->pos, s->n_pos);
+    ds_sb_puts(b, ",\"negative\":");
+    sb_driver_list(b, s->neg, s->n_neg);
+    ds_sb_put(b, "}", 1);
+}
+
+/* The change as ds_drivers_diff_json writes it. */
+static void sb_changes(ds_sb_t *b, const ds_contrib_change_t *c, size_t n) {
+    ds_sb_put(b, "[", 1);
+    for (size_t i = 0; i < n; i++) {
+        if (i) ds_sb_put(b, ",", 1);
+        ds_sb_puts(b, "{\"feature\":");
+        ds_sb_json_str(b, c[i].name);
+        ds_sb_puts(b, ",\"label\":");
+        ds_sb_json_str(b, c[i].label ? c[i].label : c[i].name);
+        ds_sb_puts(b, ",\"previous\":");
+        sb_real(b, c[i].previous);
+        ds_sb_puts(b, ",\"current\":");
+        sb_real(b, c[i].current);
+        ds_sb_puts(b, ",\"change\":");
+        sb_real(b, c[i].change);
+        ds_sb_put(b, "}", 1);
+    }
+    ds_sb_put(b, "]", 1);
 }
 
 /* The contributions as a JSON object, names in the scorer's order. */
@@ -292,11 +318,9 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
             continue;
         done[place] = true;
         it->previous = strtod(PQgetvalue(r, row, 1), NULL);
-        it->change = change_from_text(PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2), &it->score, top_k);
+        change_from_text(it, PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2), top_k);
     }
-    for (size_t i = 0; i < n; i++)
-        if (!done[i]) items[i].change = json_array(); /* nothing to explain without a previous score */
-    free(done);
+    free(done); /* without a previous score there is nothing to explain: no changes */
     PQclear(r);
 
     ds_pgba_t h[HISTORY_COLS] = {{0}}, pr[PREDICTION_COLS] = {{0}};
@@ -330,10 +354,10 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
         if (isnan(it->previous)) ds_pgba_null(&pr[6]);
         else ds_pgba_float8(&pr[6], it->previous);
         js.len = 0;
-        sb_json(&js, it->score.drivers);
+        sb_drivers(&js, &it->score);
         ds_pgba_jsonb(&pr[7], js.p, js.len);
         js.len = 0;
-        sb_json(&js, it->change);
+        sb_changes(&js, it->changes, it->n_changes);
         ds_pgba_jsonb(&pr[8], js.p, js.len);
         /* The MEDDICC evidence is JSON text already (the engine's or the
          * stored snapshot's). */
@@ -385,21 +409,18 @@ void scoring_event(const scoring_item_t *it, uint8_t **buf, size_t *len, char ev
     pm.proba_close = it->score.proba;
     pm.has_previous = !isnan(it->previous);
     pm.previous_proba = it->previous;
-    const char *sides[] = {"positive", "negative"};
     size_t nd = 0;
     Dealscore__V1__Driver drv[64];
     Dealscore__V1__Driver *dp[64];
+    const ds_driver_t *sides[2] = {it->score.pos, it->score.neg};
+    size_t counts[2] = {it->score.n_pos, it->score.n_neg};
     for (int s = 0; s < 2; s++) {
-        json_t *a = json_object_get(it->score.drivers, sides[s]);
-        size_t i;
-        json_t *d;
-        json_array_foreach(a, i, d) {
-            if (nd >= 64) break;
+        for (size_t i = 0; i < counts[s] && nd < 64; i++) {
+            const ds_driver_t *d = &sides[s][i];
             dealscore__v1__driver__init(&drv[nd]);
-            drv[nd].name = (char *)json_string_value(json_object_get(d, "feature"));
-            json_t *v = json_object_get(d, "value");
-            drv[nd].value = json_is_number(v) ? json_number_value(v) : NAN;
-            drv[nd].contribution = json_number_value(json_object_get(d, "contribution"));
+            drv[nd].name = (char *)d->name;
+            drv[nd].value = isfinite(d->value) ? d->value : NAN;
+            drv[nd].contribution = d->contribution;
             dp[nd] = &drv[nd];
             nd++;
         }

@@ -190,10 +190,13 @@ int scorer_get(scorer_t *s, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t 
 }
 
 void score_clear(score_t *s) {
-    json_decref(s->drivers);
+    free(s->pos);
+    free(s->neg);
     free(s->contribs);
     memset(s, 0, sizeof *s);
 }
+
+json_t *score_drivers_json(const score_t *s) { return ds_drivers_json(s->pos, s->n_pos, s->neg, s->n_neg); }
 
 static double logit(double p) {
     if (p < 1e-6) p = 1e-6;
@@ -216,17 +219,21 @@ static void score_prior(const scorer_org_t *o, const double *values, score_t *ou
     out->contribs[0] = (ds_named_contrib_t){ds_feature_name(DS_F_STAGE_INDEX), c};
     out->contribs[1] = (ds_named_contrib_t){DS_CONTRIB_BIAS_NAME, bias};
     out->n_contribs = 2;
-    json_t *d = json_pack("{s:s, s:s, s:i, s:o, s:f, s:f}", "feature", ds_feature_name(DS_F_STAGE_INDEX),
-                          "label", ds_feature_label(DS_F_STAGE_INDEX), "index", DS_F_STAGE_INDEX, "value",
-                          isnan(si) ? json_null() : json_real(si), "contribution", c, "pp",
-                          100.0 * (p - ds_stage_prior_org_rate(o->prior)));
-    out->drivers = json_pack("{s:[], s:[]}", "positive", "negative");
-    if (c > 0)
-        json_array_append_new(json_object_get(out->drivers, "positive"), d);
-    else if (c < 0)
-        json_array_append_new(json_object_get(out->drivers, "negative"), d);
-    else
-        json_decref(d);
+    ds_driver_t d = {.feature = DS_F_STAGE_INDEX,
+                     .name = ds_feature_name(DS_F_STAGE_INDEX),
+                     .label = ds_feature_label(DS_F_STAGE_INDEX),
+                     .value = si,
+                     .contribution = c,
+                     .pp = 100.0 * (p - ds_stage_prior_org_rate(o->prior))};
+    if (c > 0) {
+        out->pos = ds_malloc(sizeof *out->pos);
+        out->pos[0] = d;
+        out->n_pos = 1;
+    } else if (c < 0) {
+        out->neg = ds_malloc(sizeof *out->neg);
+        out->neg[0] = d;
+        out->n_neg = 1;
+    }
 }
 
 int scorer_score(const scorer_org_t *o, const double *values, size_t n, int top_k, score_t *out,
@@ -250,42 +257,44 @@ int scorer_score(const scorer_org_t *o, const double *values, size_t n, int top_
     size_t nnames = 0;
     const char *const *names = ds_model_feature_names(o->model, &nnames);
     size_t k = (size_t)top_k;
-    ds_driver_t *pos = ds_calloc(k + 1, sizeof *pos), *neg = ds_calloc(k + 1, sizeof *neg);
     for (size_t r = 0; r < n; r++) {
         const float *row = contribs + r * (nf + 1);
         double margin = 0;
         for (size_t j = 0; j <= nf; j++) margin += row[j];
         out[r].margin = margin;
         out[r].proba = ds_calib_apply(o->calib, margin);
+        ds_driver_t *pos = ds_calloc(k + 1, sizeof *pos), *neg = ds_calloc(k + 1, sizeof *neg);
         size_t np = 0, nn = 0;
         ds_drivers_top(row, nf, x + r * nf, names, o->calib, k, pos, &np, neg, &nn);
-        out[r].drivers = ds_drivers_json(pos, np, neg, nn);
+        out[r].pos = pos;
+        out[r].n_pos = np;
+        out[r].neg = neg;
+        out[r].n_neg = nn;
         ds_named_contrib_t *nc = ds_malloc((nf + 1) * sizeof *nc);
         for (size_t j = 0; j < nf; j++) nc[j] = (ds_named_contrib_t){names[j], row[j]};
         nc[nf] = (ds_named_contrib_t){DS_CONTRIB_BIAS_NAME, row[nf]};
         out[r].contribs = nc;
         out[r].n_contribs = nf + 1;
     }
-    free(pos);
-    free(neg);
     free(x);
     free(contribs);
     return DS_OK;
 }
 
-json_t *scorer_change_named(const ds_named_contrib_t *prev, size_t n_prev, const ds_named_contrib_t *cur,
-                           size_t n_cur, int top_k) {
-    json_t *out = NULL;
+void scorer_change_named(const ds_named_contrib_t *prev, size_t n_prev, const ds_named_contrib_t *cur, size_t n_cur,
+                         int top_k, ds_contrib_change_t **out, size_t *n_out) {
     ds_contrib_change_t *ch = ds_calloc((size_t)top_k + 1, sizeof *ch);
-    size_t n = 0;
+    size_t n = 0, kept = 0;
     if (ds_drivers_diff(prev, n_prev, cur, n_cur, (size_t)top_k, ch, &n) == 0) {
         /* Contributions are stored with 9 significant digits: changes
          * below that are rounding, not movement. */
-        size_t kept = 0;
         for (size_t i = 0; i < n; i++)
             if (fabs(ch[i].change) >= 1e-6) ch[kept++] = ch[i];
-        out = ds_drivers_diff_json(ch, kept);
     }
-    free(ch);
-    return out ? out : json_array();
+    if (kept == 0) {
+        free(ch);
+        ch = NULL;
+    }
+    *out = ch;
+    *n_out = kept;
 }

@@ -41,7 +41,10 @@ typedef struct {
     double proba;
     double margin;
     bool is_prior;
-    json_t *drivers;   /* {"positive":[..],"negative":[..]} */
+    /* The top drivers each way (ds_drivers_top's order); names and labels
+     * borrowed like contribs'. score_drivers_json gives them as JSON. */
+    ds_driver_t *pos, *neg;
+    size_t n_pos, n_neg;
     /* Every feature's log-odds contribution and "_bias" last, in the
      * model's order (what prediction_history.contributions stores). The
      * names point into the scorer's model or are static: valid while the
@@ -56,12 +59,15 @@ typedef struct {
 int scorer_score(const scorer_org_t *o, const double *values, size_t n, int top_k, score_t *out,
                  char *errstr, size_t errstr_size);
 void score_clear(score_t *s);
+/* {"positive":[..],"negative":[..]} (ds_drivers_json). New reference. */
+json_t *score_drivers_json(const score_t *s);
 
 /* "Why did it move": the change of contributions between a previous
- * score's named contributions and the current ones, top k by |change|. New
- * reference (an empty array when nothing moved). */
-json_t *scorer_change_named(const ds_named_contrib_t *prev, size_t n_prev, const ds_named_contrib_t *cur,
-                           size_t n_cur, int top_k);
+ * score's named contributions and the current ones, top k by |change|
+ * (changes below the stored precision left out), into *out (a new array,
+ * NULL when nothing moved; free() it) and *n. */
+void scorer_change_named(const ds_named_contrib_t *prev, size_t n_prev, const ds_named_contrib_t *cur, size_t n_cur,
+                         int top_k, ds_contrib_change_t **out, size_t *n);
 
 /* Registers the statements scorer_get uses on pg. */
 void scorer_register(ds_pg_t *pg);

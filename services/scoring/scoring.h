@@ -23,7 +23,11 @@ typedef struct {
     /* filled by scoring_persist */
     score_t score;
     double previous;            /* NaN without a previous prediction */
-    json_t *change;
+    /* "Why did it move" (scorer_change_named; none without a previous
+     * score); names may point into prev_text, which the item owns. */
+    ds_contrib_change_t *changes;
+    size_t n_changes;
+    char *prev_text;
     char version[64];
 } scoring_item_t;
 
