@@ -898,7 +898,7 @@ void ds_pg_batch_end(ds_pg_batch_t *b) {
     free(b);
 }
 
-static int batch_add(ds_pg_batch_t *b, bool prepared, const char *text, int nparams,
+static int batch_add(ds_pg_batch_t *b, bool prepared, bool borrow, const char *text, int nparams,
                      const char *const *values, const int *lengths, const int *formats,
                      void *tag) {
     if (!text || nparams < 0 || (nparams > 0 && !values) || b->ran) return DS_EINVAL;
@@ -922,6 +922,9 @@ static int batch_add(ds_pg_batch_t *b, bool prepared, const char *text, int npar
         for (int i = 0; i < nparams; i++) {
             if (!values[i]) {
                 s->values[i] = NULL;
+            } else if (borrow) {
+                if (formats && formats[i] == 1 && (!lengths || lengths[i] < 0)) return DS_EINVAL;
+                s->values[i] = (char *)values[i];
             } else if (formats && formats[i] == 1) {
                 if (!lengths || lengths[i] < 0) return DS_EINVAL;
                 char *v = batch_alloc(b, (size_t)lengths[i] + 1);
@@ -941,17 +944,29 @@ int ds_pg_batch_add_prepared(ds_pg_batch_t *b, const char *name, int nparams,
                              void *tag) {
     const stmt_t *st = name ? find_stmt(b->pg, name) : NULL;
     if (st && st->nparams >= 0 && st->nparams != nparams) return DS_EINVAL;
-    return batch_add(b, true, name, nparams, values, lengths, formats, tag);
+    return batch_add(b, true, false, name, nparams, values, lengths, formats, tag);
+}
+
+int ds_pg_batch_add_prepared_ref(ds_pg_batch_t *b, const char *name, int nparams, const char *const *values,
+                                 const int *lengths, const int *formats, void *tag) {
+    const stmt_t *st = name ? find_stmt(b->pg, name) : NULL;
+    if (st && st->nparams >= 0 && st->nparams != nparams) return DS_EINVAL;
+    return batch_add(b, true, true, name, nparams, values, lengths, formats, tag);
+}
+
+int ds_pg_batch_add_params_ref(ds_pg_batch_t *b, const char *sql, int nparams, const char *const *values,
+                               const int *lengths, const int *formats, void *tag) {
+    return batch_add(b, false, true, sql, nparams, values, lengths, formats, tag);
 }
 
 int ds_pg_batch_add_params(ds_pg_batch_t *b, const char *sql, int nparams,
                            const char *const *values, const int *lengths, const int *formats,
                            void *tag) {
-    return batch_add(b, false, sql, nparams, values, lengths, formats, tag);
+    return batch_add(b, false, false, sql, nparams, values, lengths, formats, tag);
 }
 
 int ds_pg_batch_add_sql(ds_pg_batch_t *b, const char *sql, void *tag) {
-    return batch_add(b, false, sql, 0, NULL, NULL, NULL, tag);
+    return batch_add(b, false, false, sql, 0, NULL, NULL, NULL, tag);
 }
 
 /* State of one ds_pg_batch_run. */

@@ -374,10 +374,11 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
     ds_pg_batch_begin(pg, &b);
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
     if (o->first)
-        ds_pg_batch_add_params(b, o->first->sql, o->first->nparams, o->first->values, o->first->lengths,
-                               o->first->formats, NULL);
-    ds_pg_batch_add_params(b, o->plain ? sql_history_plain : sql_history, HISTORY_COLS, hv, hl, hf, NULL);
-    ds_pg_batch_add_params(b, sql_prediction, PREDICTION_COLS, pv2, pl, pf, NULL);
+        ds_pg_batch_add_params_ref(b, o->first->sql, o->first->nparams, o->first->values, o->first->lengths,
+                                   o->first->formats, NULL);
+    /* The arrays live until after the run: no copy of them. */
+    ds_pg_batch_add_params_ref(b, o->plain ? sql_history_plain : sql_history, HISTORY_COLS, hv, hl, hf, NULL);
+    ds_pg_batch_add_params_ref(b, sql_prediction, PREDICTION_COLS, pv2, pl, pf, NULL);
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
     rc = ds_pg_batch_run(b, NULL, NULL, errstr, errsz);
     if (rc != 0 && o->conflict && strcmp(ds_pg_batch_sqlstate(b), "23505") == 0) *o->conflict = true;

@@ -758,6 +758,82 @@ Test(pg, binary_arrays_roundtrip_through_unnest) {
     ds_pg_destroy(pg);
 }
 
+/* Parameters queued by reference (not copied) go out as they are when the
+ * batch runs; json elements are stored verbatim (key order, spacing), and
+ * an invalid one fails the transaction with nothing written. */
+Test(pg, batch_by_reference_sends_the_callers_arrays) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    cr_assert_eq(ds_pg_exec(pg, "create table bt (id uuid primary key, d json, note text)", NULL, err, sizeof err),
+                 DS_OK, "%s", err);
+    enum { ROWS = 3000 };
+    ds_pgba_t a[2] = {{0}};
+    ds_pgba_begin(&a[0], DS_OID_UUID);
+    ds_pgba_begin(&a[1], DS_OID_JSON);
+    for (int i = 0; i < ROWS; i++) {
+        char id[37], doc[64];
+        snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", i + 1);
+        int n = snprintf(doc, sizeof doc, "{\"z\":%d,  \"a\":[1,2.50]}", i);
+        ds_pgba_uuid(&a[0], id);
+        if (i == 7) ds_pgba_null(&a[1]);
+        else ds_pgba_json(&a[1], doc, (size_t)n);
+    }
+    for (int c = 0; c < 2; c++) ds_pgba_finish(&a[c]);
+    const char *v[3] = {a[0].p, a[1].p, NULL};
+    int lens[3] = {(int)a[0].len, (int)a[1].len, 0}, fmts[3] = {1, 1, 0};
+    ds_pg_batch_t *b = NULL;
+    ds_pg_batch_begin(pg, &b);
+    cr_assert_eq(ds_pg_batch_add_sql(b, "BEGIN", NULL), DS_OK);
+    cr_assert_eq(ds_pg_batch_add_params_ref(b, "insert into bt (id, d, note) select x.i, x.d, $3"
+                                               " from unnest($1::uuid[], $2::json[]) as x(i, d)",
+                                            3, v, lens, fmts, NULL),
+                 DS_OK);
+    cr_assert_eq(ds_pg_batch_add_sql(b, "COMMIT", NULL), DS_OK);
+    cr_assert_eq(ds_pg_batch_run(b, NULL, NULL, err, sizeof err), DS_OK, "%s", err);
+    ds_pg_batch_end(b);
+    PGresult *r = NULL;
+    cr_assert_eq(ds_pg_exec(pg,
+                            "select count(*), count(d), count(note), min(d::text) filter (where id ="
+                            " '00000000-0000-4000-8000-000000000043'), sum((d->>'z')::int)"
+                            " from bt",
+                            &r, err, sizeof err),
+                 DS_OK, "%s", err);
+    cr_expect_str_eq(PQgetvalue(r, 0, 0), "3000");
+    cr_expect_str_eq(PQgetvalue(r, 0, 1), "2999", "one NULL element");
+    cr_expect_str_eq(PQgetvalue(r, 0, 2), "0", "a NULL parameter");
+    cr_expect_str_eq(PQgetvalue(r, 0, 3), "{\"z\":42,  \"a\":[1,2.50]}", "json keeps the text as sent");
+    cr_expect_str_eq(PQgetvalue(r, 0, 4), "4498493", "0 + ... + 2999 - 7");
+    PQclear(r);
+
+    /* An invalid document: the server's error, the transaction rolled back. */
+    ds_pgba_t bad[2] = {{0}};
+    ds_pgba_begin(&bad[0], DS_OID_UUID);
+    ds_pgba_begin(&bad[1], DS_OID_JSON);
+    ds_pgba_uuid(&bad[0], "00000000-0000-4000-8000-999999999999");
+    ds_pgba_json(&bad[1], "{nope", 5);
+    for (int c = 0; c < 2; c++) ds_pgba_finish(&bad[c]);
+    const char *bv[3] = {bad[0].p, bad[1].p, "x"};
+    int bl[3] = {(int)bad[0].len, (int)bad[1].len, 1};
+    ds_pg_batch_begin(pg, &b);
+    ds_pg_batch_add_sql(b, "BEGIN", NULL);
+    ds_pg_batch_add_params_ref(b, "insert into bt (id, d, note) select x.i, x.d, $3"
+                                  " from unnest($1::uuid[], $2::json[]) as x(i, d)",
+                               3, bv, bl, fmts, NULL);
+    ds_pg_batch_add_sql(b, "COMMIT", NULL);
+    cr_expect_eq(ds_pg_batch_run(b, NULL, NULL, err, sizeof err), DS_EFATAL);
+    cr_expect_str_eq(ds_pg_batch_sqlstate(b), "22P02", "%s", err);
+    ds_pg_batch_end(b);
+    cr_expect_eq(PQtransactionStatus(ds_pg_conn(pg)), PQTRANS_IDLE);
+    cr_assert_eq(ds_pg_exec(pg, "select count(*) from bt", &r, err, sizeof err), DS_OK, "%s", err);
+    cr_expect_str_eq(PQgetvalue(r, 0, 0), "3000");
+    PQclear(r);
+    for (int c = 0; c < 2; c++) {
+        ds_pgba_free(&a[c]);
+        ds_pgba_free(&bad[c]);
+    }
+    ds_pg_destroy(pg);
+}
+
 /* ---- notifications ------------------------------------------------------ */
 
 typedef struct {
