@@ -251,28 +251,40 @@ static long outbox_unsent(bench_t *b) {
     return n;
 }
 
-/* Waits until the outbox is empty and the stack's workers have no lag (twice
- * in a row, the lag gauge is refreshed once a second), so one phase's events
- * do not load the machine during the next phase. */
+/* Autovacuum workers at work now (they follow a phase's writes). */
+static long autovacuum_running(bench_t *b) {
+    PGresult *res = PQexec(b->db, "select count(*) from pg_stat_activity where backend_type = 'autovacuum worker'");
+    long n = PQresultStatus(res) == PGRES_TUPLES_OK ? atol(PQgetvalue(res, 0, 0)) : -1;
+    PQclear(res);
+    return n;
+}
+
+/* Waits until the outbox is empty, the stack's workers have no lag and no
+ * autovacuum worker runs (twice in a row, the lag gauge is refreshed once a
+ * second), so one phase's events and their aftermath do not load the
+ * machine during the next phase, the ceiling included. */
 static void settle(bench_t *b, const char *after) {
     if (b->settle_s <= 0) return;
     int64_t t0 = ds_mono_us();
     int quiet = 0;
-    long unsent = 0;
+    long unsent = 0, vacuums = 0;
     double lag = 0;
     while ((double)(ds_mono_us() - t0) / 1e6 < b->settle_s) {
         unsent = outbox_unsent(b);
         lag = ds_bench_workers_lag(b->worker_urls, DS_ARRAY_SIZE(b->worker_urls));
-        quiet = unsent == 0 && lag == 0 ? quiet + 1 : 0;
+        vacuums = autovacuum_running(b);
+        quiet = unsent == 0 && lag == 0 && vacuums == 0 ? quiet + 1 : 0;
         if (quiet >= 2) break;
         sleep_us(1000000);
     }
     double s = (double)(ds_mono_us() - t0) / 1e6;
     if (quiet >= 2)
-        fprintf(stderr, PROG ": after %s: outbox drained and workers idle after %.1f s\n", after, s);
+        fprintf(stderr, PROG ": after %s: outbox drained, workers and autovacuum idle after %.1f s\n", after, s);
     else
-        fprintf(stderr, PROG ": after %s: still %ld unsent outbox rows, worker lag %.0f after %.0f s; going on\n",
-                after, unsent, lag, s);
+        fprintf(stderr,
+                PROG ": after %s: still %ld unsent outbox rows, worker lag %.0f, %ld autovacuum workers after %.0f s;"
+                     " going on\n",
+                after, unsent, lag, vacuums, s);
 }
 
 /* ---- webhooks ------------------------------------------------------------------ */
@@ -707,8 +719,9 @@ static void usage(FILE *out) {
             "                      thread waits for each response, so threads / latency caps the rate\n"
             "  --repeat N          repetitions of every phase, each into fresh orgs; medians (default 1)\n"
             "  --phases LIST       subset of ceiling,batch,single,csv (default all)\n"
-            "  --settle S          wait up to S s between phases for the outbox to drain and the\n"
-            "                      stack's workers to go idle (default 300; 0: do not wait)\n"
+            "  --settle S          wait up to S s before each phase for the outbox to drain, the\n"
+            "                      stack's workers and autovacuum to go idle (default 300; 0: do\n"
+            "                      not wait)\n"
             "  --seed N            data seed (default 1)\n"
             "  --url URL           ingest base URL (default $DEALSCORE_INGEST_URL)\n"
             "  --bin-dir DIR       where dealscore-ingest is (default $DEALSCORE_BIN_DIR, else\n"
@@ -850,6 +863,10 @@ int main(int argc, char **argv) {
     for (int rep = 1; rep <= b.repeat; rep++) {
         result_t *r = res[rep - 1];
         if (b.do_ceiling) {
+            /* The previous repetition's events are still being consumed
+             * (before this wait, the ceilings of later repetitions ran
+             * beside them and came out 2-3x slower than the first). */
+            if (rep > 1) settle(&b, "the previous repetition");
             fprintf(stderr, PROG ": rep %d: ceiling (multi-row INSERT ... ON CONFLICT)\n", rep);
             if (phase_ceiling(&b, rep, &r[P_CEILING]) != 0) goto out;
         }
