@@ -947,13 +947,6 @@ int ds_pg_batch_add_prepared(ds_pg_batch_t *b, const char *name, int nparams,
     return batch_add(b, true, false, name, nparams, values, lengths, formats, tag);
 }
 
-int ds_pg_batch_add_prepared_ref(ds_pg_batch_t *b, const char *name, int nparams, const char *const *values,
-                                 const int *lengths, const int *formats, void *tag) {
-    const stmt_t *st = name ? find_stmt(b->pg, name) : NULL;
-    if (st && st->nparams >= 0 && st->nparams != nparams) return DS_EINVAL;
-    return batch_add(b, true, true, name, nparams, values, lengths, formats, tag);
-}
-
 int ds_pg_batch_add_params_ref(ds_pg_batch_t *b, const char *sql, int nparams, const char *const *values,
                                const int *lengths, const int *formats, void *tag) {
     return batch_add(b, false, true, sql, nparams, values, lengths, formats, tag);

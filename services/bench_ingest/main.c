@@ -244,16 +244,9 @@ static void org_counts(bench_t *b, const char *org_id, long *opps, long *ints) {
     PQclear(res);
 }
 
-static long outbox_unsent(bench_t *b) {
-    PGresult *res = PQexec(b->db, "select count(*) from public.outbox where sent_at is null");
-    long n = PQresultStatus(res) == PGRES_TUPLES_OK ? atol(PQgetvalue(res, 0, 0)) : -1;
-    PQclear(res);
-    return n;
-}
-
-/* Autovacuum workers at work now (they follow a phase's writes). */
-static long autovacuum_running(bench_t *b) {
-    PGresult *res = PQexec(b->db, "select count(*) from pg_stat_activity where backend_type = 'autovacuum worker'");
+/* A count(*) query's answer, -1 on error. */
+static long count_of(bench_t *b, const char *sql) {
+    PGresult *res = PQexec(b->db, sql);
     long n = PQresultStatus(res) == PGRES_TUPLES_OK ? atol(PQgetvalue(res, 0, 0)) : -1;
     PQclear(res);
     return n;
@@ -270,9 +263,10 @@ static void settle(bench_t *b, const char *after) {
     long unsent = 0, vacuums = 0;
     double lag = 0;
     while ((double)(ds_mono_us() - t0) / 1e6 < b->settle_s) {
-        unsent = outbox_unsent(b);
+        unsent = count_of(b, "select count(*) from public.outbox where sent_at is null");
         lag = ds_bench_workers_lag(b->worker_urls, DS_ARRAY_SIZE(b->worker_urls));
-        vacuums = autovacuum_running(b);
+        /* autovacuum workers follow a phase's writes */
+        vacuums = count_of(b, "select count(*) from pg_stat_activity where backend_type = 'autovacuum worker'");
         quiet = unsent == 0 && lag == 0 && vacuums == 0 ? quiet + 1 : 0;
         if (quiet >= 2) break;
         sleep_us(1000000);

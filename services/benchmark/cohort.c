@@ -447,9 +447,8 @@ struct cohort_engine_s {
     char org[37];
     cohort_settings_t set;
     /* Open, never reopened deals that a committed cohort_apply_changes left
-     * mapped; settling: the ones the transaction in progress will leave so. */
+     * mapped. */
     ds_uuidset_t settled;
-    strv_t settling;
 };
 
 typedef struct {
@@ -524,7 +523,6 @@ cohort_engine_t *cohort_engine_new(ds_pg_t *pg, const cohort_settings_t *default
 void cohort_engine_destroy(cohort_engine_t *e) {
     if (!e) return;
     ds_uuidset_clear(&e->settled);
-    strv_free(&e->settling);
     free(e);
 }
 
@@ -963,8 +961,10 @@ static int add_affected(cohort_engine_t *e, const strv_t *flipped, oppv_t *v, ch
 }
 
 /* The work of cohort_apply inside its transaction. */
+/* With activity_only, the open, never reopened deals of the batch (mapped
+ * once this commits) go to *settling. */
 static int apply_locked(cohort_engine_t *e, const char *const *ids, const bool *activity_only, size_t n,
-                        cohort_stats_t *st, char *err, size_t esz) {
+                        strv_t *settling, cohort_stats_t *st, char *err, size_t esz) {
     oppv_t v = {0};
     strv_t containing = {0}, flipped = {0}, unmap = {0};
     row_t *rows = NULL;
@@ -987,7 +987,7 @@ static int apply_locked(cohort_engine_t *e, const char *const *ids, const bool *
             if (v.v[i].open && !v.v[i].placeholder && !needs_walk(&v.v[i])) st->activity++;
             /* Open and never reopened: mapped once this commits (the walk
              * maps every open deal it sees). */
-            if (v.v[i].open && !v.v[i].placeholder && !v.v[i].reopened) strv_push(&e->settling, ds_strdup(id));
+            if (v.v[i].open && !v.v[i].placeholder && !v.v[i].reopened) strv_push(settling, ds_strdup(id));
         }
         free(act);
     }
@@ -1076,28 +1076,28 @@ int cohort_apply_changes(cohort_engine_t *e, const char *org_id, const char *con
         ids = rest;
         activity_only = rest_act;
         n = k;
-        strv_free(&e->settling);
     }
+    strv_t settling = {0};
     int rc = 0;
     if (n > 0) {
         bool found = false;
         rc = begin_org(e, org_id, &found, errstr, errstr_size);
         if (rc == 0) {
             if (found)
-                rc = apply_locked(e, ids, activity_only, n, st, errstr, errstr_size);
+                rc = apply_locked(e, ids, activity_only, n, &settling, st, errstr, errstr_size);
             else
                 st->skipped += n;
         }
         if (rc == 0) rc = commit(e, errstr, errstr_size);
         if (rc != 0) rollback(e);
         if (rc == 0)
-            for (size_t i = 0; i < e->settling.n; i++) {
+            for (size_t i = 0; i < settling.n; i++) {
                 /* Bounded memory: when full, start over (the next changes take the long way). */
                 if (e->settled.n >= SETTLED_MAX) ds_uuidset_clear(&e->settled);
-                ds_uuidset_add(&e->settled, e->settling.v[i]);
+                ds_uuidset_add(&e->settled, settling.v[i]);
             }
     }
-    strv_free(&e->settling);
+    strv_free(&settling);
     free(rest);
     free(rest_act);
     return rc;

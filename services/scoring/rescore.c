@@ -200,7 +200,7 @@ typedef struct {
     scoring_stmt_t stmt;
 } snapshot_stmt_t;
 
-static void snapshots_build(worker_t *wk, const chunk_t *c, bool plain, snapshot_stmt_t *s) {
+static void snapshots_build(worker_t *wk, const chunk_t *c, snapshot_stmt_t *s) {
     memset(s, 0, sizeof *s);
     ds_pgba_t *a = s->a;
     ds_pgba_begin(&a[0], DS_OID_UUID);
@@ -217,7 +217,7 @@ static void snapshots_build(worker_t *wk, const chunk_t *c, bool plain, snapshot
     s->v[4] = s->asof;
     s->v[5] = DS_FEATURE_VERSION;
     ds_pgba_params(a, 4, s->v, s->lens, s->fmts);
-    s->stmt = (scoring_stmt_t){plain ? sql_snapshot_plain : sql_snapshot, 6, s->v, s->lens, s->fmts};
+    s->stmt = (scoring_stmt_t){sql_snapshot_plain, 6, s->v, s->lens, s->fmts};
 }
 
 static void snapshots_free(snapshot_stmt_t *s) {
@@ -308,23 +308,24 @@ static int do_job(worker_t *wk, job_t *job, char *errstr, size_t errsz) {
             /* Plain INSERTs first: a chunk is new unless an interrupted run
              * committed it beyond its recorded progress; then (a unique
              * violation) the same chunk again with ON CONFLICT DO NOTHING. */
+            int64_t t0 = ds_mono_us();
+            snapshot_stmt_t snap = {0};
+            if (p->o->snapshot) snapshots_build(wk, &c, &snap);
+            wk->tally.us_snapshot += ds_mono_us() - t0;
             for (int pass = 0; pass < 2; pass++) {
                 bool plain = pass == 0, conflict = false;
-                int64_t t0 = ds_mono_us();
-                snapshot_stmt_t snap = {0};
-                if (p->o->snapshot) snapshots_build(wk, &c, plain, &snap);
-                wk->tally.us_snapshot += ds_mono_us() - t0;
+                snap.stmt.sql = plain ? sql_snapshot_plain : sql_snapshot;
                 scoring_persist_opts_t po = {.stats = &wk->tally.persist,
                                              .first = p->o->snapshot ? &snap.stmt : NULL,
                                              .plain = plain,
                                              .conflict = &conflict};
                 rc = scoring_persist_opts(wk->pg, wk->orgs, wk->scorer, p->cfg->top_k, c.items, c.n, &po, errstr,
                                           errsz);
-                if (p->o->snapshot) snapshots_free(&snap);
                 if (!conflict) break;
                 for (size_t i = 0; i < c.n; i++) scoring_item_clear(&c.items[i]);
                 wk->tally.conflicts++;
             }
+            if (p->o->snapshot) snapshots_free(&snap);
         }
         if (rc == 0) {
             publish(wk, &c);

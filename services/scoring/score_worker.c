@@ -187,6 +187,15 @@ static void change_from_text(scoring_item_t *it, const char *prev_text, int top_
     json_decref(prev);
 }
 
+/* The start of a driver or change object: {"feature":name,"label":label,
+ * the label falling back to the name, as model.c's JSON does. */
+static void sb_feature_open(ds_sb_t *b, const char *name, const char *label) {
+    ds_sb_puts(b, "{\"feature\":");
+    ds_sb_json_str(b, name);
+    ds_sb_puts(b, ",\"label\":");
+    ds_sb_json_str(b, label ? label : name);
+}
+
 /* The drivers as {"positive":[D..],"negative":[D..]}, D as ds_drivers_json
  * writes it (the same keys in the same order, numbers as sb_real). */
 static void sb_driver_list(ds_sb_t *b, const ds_driver_t *d, size_t n) {
@@ -194,10 +203,7 @@ static void sb_driver_list(ds_sb_t *b, const ds_driver_t *d, size_t n) {
     for (size_t i = 0; i < n; i++) {
         char num[32];
         if (i) ds_sb_put(b, ",", 1);
-        ds_sb_puts(b, "{\"feature\":");
-        ds_sb_json_str(b, d[i].name);
-        ds_sb_puts(b, ",\"label\":");
-        ds_sb_json_str(b, d[i].label ? d[i].label : d[i].name);
+        sb_feature_open(b, d[i].name, d[i].label);
         ds_sb_put(b, num, (size_t)snprintf(num, sizeof num, ",\"index\":%d", d[i].feature));
         ds_sb_puts(b, ",\"value\":");
         sb_real(b, d[i].value);
@@ -223,10 +229,7 @@ static void sb_changes(ds_sb_t *b, const ds_contrib_change_t *c, size_t n) {
     ds_sb_put(b, "[", 1);
     for (size_t i = 0; i < n; i++) {
         if (i) ds_sb_put(b, ",", 1);
-        ds_sb_puts(b, "{\"feature\":");
-        ds_sb_json_str(b, c[i].name);
-        ds_sb_puts(b, ",\"label\":");
-        ds_sb_json_str(b, c[i].label ? c[i].label : c[i].name);
+        sb_feature_open(b, c[i].name, c[i].label);
         ds_sb_puts(b, ",\"previous\":");
         sb_real(b, c[i].previous);
         ds_sb_puts(b, ",\"current\":");

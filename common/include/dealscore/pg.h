@@ -231,12 +231,10 @@ int ds_pg_batch_add_prepared(ds_pg_batch_t *b, const char *name, int nparams,
 int ds_pg_batch_add_params(ds_pg_batch_t *b, const char *sql, int nparams,
                            const char *const *values, const int *lengths, const int *formats,
                            void *tag);
-/* The same two without copying the values (names, lengths and formats are
- * still copied): the caller keeps every values[i] alive and unchanged until
- * ds_pg_batch_run returns. For parameters of megabytes (a whole batch as
- * binary arrays), whose copy cost as much as building them. */
-int ds_pg_batch_add_prepared_ref(ds_pg_batch_t *b, const char *name, int nparams, const char *const *values,
-                                 const int *lengths, const int *formats, void *tag);
+/* ds_pg_batch_add_params without copying the values (the SQL, lengths and
+ * formats are still copied): the caller keeps every values[i] alive and
+ * unchanged until ds_pg_batch_run returns. For parameters of megabytes (a
+ * whole batch as binary arrays), whose copy cost as much as building them. */
 int ds_pg_batch_add_params_ref(ds_pg_batch_t *b, const char *sql, int nparams, const char *const *values,
                                const int *lengths, const int *formats, void *tag);
 /* Queues one statement without parameters: "BEGIN", "COMMIT" ... */
