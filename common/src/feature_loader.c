@@ -276,6 +276,10 @@ void ds_opp_batch_destroy(ds_opp_batch_t *b) {
 #define PG_OID_FLOAT8 701
 #define PG_OID_DATE 1082
 #define PG_OID_TIMESTAMPTZ 1184
+#define PG_OID_INT8_ARRAY 1016
+#define PG_OID_TEXT_ARRAY 1009
+#define PG_OID_FLOAT8_ARRAY 1022
+#define PG_OID_TIMESTAMPTZ_ARRAY 1185
 /* 2000-01-01 minus 1970-01-01, the Postgres epoch in Unix time. */
 #define PG_EPOCH_DAYS 10957
 #define PG_EPOCH_US ((int64_t)PG_EPOCH_DAYS * DS_US_PER_DAY)
@@ -343,7 +347,13 @@ static int check_types(const PGresult *r, const unsigned *oids, int n, int q, ch
  * the planner from turning that into a hash join over a scan of the whole
  * table, which it prefers for a few thousand ids and which costs a full read
  * of the table per batch once the tables are large. Child rows carry n
- * instead of the opportunity's UUID, so grouping them needs no lookup. */
+ * instead of the opportunity's UUID, so grouping them needs no lookup.
+ * History and interactions (~6 and ~15 rows a deal) come as one row per
+ * deal with a binary array per column (the aggregate keeps the planner on
+ * the index as OFFSET 0 does): a 1M-deal rescore reads ~20M child rows,
+ * and a row costs the server and libpq more than an array element. The
+ * arrays of one row list the same rows in the same order (one aggregation
+ * over one scan). A deal without rows has no row. */
 static const char *const load_sql[4] = {
     "select k.n, o.id::text, o.org_id::text, o.external_id, o.account_id::text, o.owner_id, o.created_at,"
     " o.stage, o.amount::float8, o.close_date, o.product_category, o.persona, a.industry, a.region,"
@@ -351,14 +361,15 @@ static const char *const load_sql[4] = {
     " from unnest($1::uuid[]) with ordinality as k(id, n)"
     " cross join lateral (select * from public.opportunities o where o.id = k.id offset 0) o"
     " left join lateral (select * from public.accounts a where a.id = o.account_id offset 0) a on true",
-    "select k.n, h.field, h.old_value, h.new_value, h.changed_at, h.id"
+    "select k.n, h.f, h.o, h.v, h.c, h.i"
     " from unnest($1::uuid[]) with ordinality as k(id, n)"
-    " cross join lateral (select field, old_value, new_value, changed_at, id from public.opportunity_history h"
-    " where h.opportunity_id = k.id offset 0) h",
-    "select k.n, i.type, i.occurred_at, i.duration_min::float8"
+    " cross join lateral (select array_agg(field) f, array_agg(old_value) o, array_agg(new_value) v,"
+    " array_agg(changed_at) c, array_agg(id) i from public.opportunity_history h"
+    " where h.opportunity_id = k.id) h where h.f is not null",
+    "select k.n, i.t, i.o, i.d"
     " from unnest($1::uuid[]) with ordinality as k(id, n)"
-    " cross join lateral (select type, occurred_at, duration_min from public.interactions i"
-    " where i.opportunity_id = k.id offset 0) i",
+    " cross join lateral (select array_agg(type) t, array_agg(occurred_at) o, array_agg(duration_min::float8) d"
+    " from public.interactions i where i.opportunity_id = k.id) i where i.t is not null",
     "select k.n, t.id::text, t.occurred_at, t.text"
     " from unnest($1::uuid[]) with ordinality as k(id, n)"
     " cross join lateral (select id, occurred_at, text from public.transcripts t"
@@ -369,13 +380,98 @@ static const unsigned load_types0[] = {PG_OID_INT8, PG_OID_TEXT,  PG_OID_TEXT,  
                                        PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_TEXT, PG_OID_FLOAT8, PG_OID_DATE,
                                        PG_OID_TEXT, PG_OID_TEXT,  PG_OID_TEXT,  PG_OID_TEXT,       PG_OID_TEXT,
                                        PG_OID_BOOL, PG_OID_TEXT,  PG_OID_TIMESTAMPTZ};
-static const unsigned load_types1[] = {PG_OID_INT8, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TIMESTAMPTZ,
-                                       PG_OID_INT8};
-static const unsigned load_types2[] = {PG_OID_INT8, PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_FLOAT8};
+static const unsigned load_types1[] = {PG_OID_INT8, PG_OID_TEXT_ARRAY, PG_OID_TEXT_ARRAY, PG_OID_TEXT_ARRAY,
+                                       PG_OID_TIMESTAMPTZ_ARRAY, PG_OID_INT8_ARRAY};
+static const unsigned load_types2[] = {PG_OID_INT8, PG_OID_TEXT_ARRAY, PG_OID_TIMESTAMPTZ_ARRAY, PG_OID_FLOAT8_ARRAY};
 static const unsigned load_types3[] = {PG_OID_INT8, PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_TEXT};
+
+/* ---- binary arrays: a one-dimensional array column as (pointer, length)
+ * elements, length -1 for NULL. ---------------------------------------------------- */
+
+typedef struct {
+    char *p;
+    int len;
+} arr_elem_t;
+
+typedef struct {
+    arr_elem_t *e;
+    size_t n, cap;
+} arr_t;
+
+/* Parses the array of (row, col) into a->e (a->n elements), checking the
+ * element type and every length against the value's size. Text elements
+ * are then NUL-terminated in place (arr_terminate). Returns 0, or -1 for a
+ * malformed value. */
+static int arr_parse(const PGresult *r, int row, int col, uint32_t elem_oid, arr_t *a) {
+    a->n = 0;
+    if (PQgetisnull(r, row, col)) return 0;
+    char *p = PQgetvalue(r, row, col), *end = p + PQgetlength(r, row, col);
+    if (end - p < 12) return -1;
+    int32_t ndim = (int32_t)be32(p);
+    if (be32(p + 8) != elem_oid || ndim < 0 || ndim > 1) return -1;
+    p += 12;
+    if (ndim == 0) return 0;
+    if (end - p < 8) return -1;
+    int32_t count = (int32_t)be32(p);
+    p += 8;
+    if (count < 0) return -1;
+    if ((size_t)count > a->cap) {
+        a->cap = (size_t)count;
+        a->e = ds_realloc(a->e, a->cap * sizeof *a->e);
+    }
+    for (int32_t i = 0; i < count; i++) {
+        if (end - p < 4) return -1;
+        int32_t len = (int32_t)be32(p);
+        p += 4;
+        if (len < -1 || (len > 0 && end - p < len)) return -1;
+        a->e[i] = (arr_elem_t){len < 0 ? NULL : p, len};
+        if (len > 0) p += len;
+    }
+    a->n = (size_t)count;
+    return p == end ? 0 : -1;
+}
+
+/* NUL-terminates every text element in place: the byte after an element
+ * is the next one's length (already read by arr_parse) or libpq's
+ * terminator after the value. */
+static void arr_terminate(arr_t *a) {
+    for (size_t i = 0; i < a->n; i++)
+        if (a->e[i].p) a->e[i].p[a->e[i].len] = '\0';
+}
+
+static int64_t arr_ts(const arr_elem_t *e) {
+    if (e->len != 8) return DS_TIME_NONE;
+    int64_t v = (int64_t)be64(e->p);
+    if (v == INT64_MAX || v == INT64_MIN) return DS_TIME_NONE;
+    return v + PG_EPOCH_US;
+}
+
+static double arr_f8(const arr_elem_t *e) {
+    if (e->len != 8) return NAN;
+    uint64_t u = be64(e->p);
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
+
+static int64_t arr_i8(const arr_elem_t *e) { return e->len == 8 ? (int64_t)be64(e->p) : -1; }
+
+/* The element count of a one-dimensional array column, from its header. */
+static size_t arr_count(const PGresult *r, int row, int col) {
+    if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) < 20) return 0;
+    const char *p = PQgetvalue(r, row, col);
+    int32_t ndim = (int32_t)be32(p), n = (int32_t)be32(p + 12);
+    return ndim == 1 && n > 0 ? (size_t)n : 0;
+}
 
 static const char *bin_str(const PGresult *r, int row, int col) {
     return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
+/* The entry of a child row (its opportunity's position in column 0), or -1. */
+static int row_entry(const PGresult *r, int row, const int *pos_entry, size_t npos) {
+    int64_t n = bin_i8(r, row, 0);
+    return n >= 1 && (size_t)n <= npos ? pos_entry[n - 1] : -1;
 }
 
 /* Counting sort of a child result's rows by their opportunity: first[k] is
@@ -433,7 +529,7 @@ static char *distinct_ids(const char *const *opp_ids, size_t n, size_t *nids) {
     return arr;
 }
 
-static int build_batch(ds_opp_batch_t *b);
+static int build_batch(ds_opp_batch_t *b, char *errstr, size_t errsz);
 
 int ds_opp_batch_send(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_batch_t **out, char *errstr,
                       size_t errstr_size) {
@@ -534,7 +630,7 @@ int ds_opp_batch_recv(ds_pg_t *pg, ds_opp_batch_t *b, char *errstr, size_t errst
         ds_pg_reset(pg);
     }
     if (rc != DS_OK) return rc;
-    return build_batch(b);
+    return build_batch(b, errstr, errstr_size);
 }
 
 int ds_opp_batch_load(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_batch_t **out,
@@ -551,7 +647,7 @@ int ds_opp_batch_load(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_
 }
 
 /* Turns the four results into the raw structs (strings stay in them). */
-static int build_batch(ds_opp_batch_t *b) {
+static int build_batch(ds_opp_batch_t *b, char *errstr, size_t errsz) {
     size_t nids = b->nids;
     PGresult *r = b->res[0];
     int no = PQntuples(r);
@@ -597,22 +693,32 @@ static int build_batch(ds_opp_batch_t *b) {
 
     /* History, in (changed_at, id) order per opportunity: ties in time keep
      * the array order in the engine, so the order must not depend on the plan. */
+    int rc = DS_OK;
+    arr_t a[5] = {{0}};
     r = b->res[1];
-    int *order = group_rows(r, pos_entry, nids, b->n, first, count);
-    b->hist = ds_calloc((size_t)PQntuples(r) + 1, sizeof *b->hist);
-    int64_t *hid = ds_calloc((size_t)PQntuples(r) + 1, sizeof *hid);
-    for (size_t k = 0; k < b->n; k++) {
+    size_t total = 0;
+    for (int row = 0; row < PQntuples(r); row++) total += arr_count(r, row, 1);
+    b->hist = ds_calloc(total + 1, sizeof *b->hist);
+    int64_t *hid = ds_calloc(total + 1, sizeof *hid);
+    size_t at0 = 0;
+    for (int row = 0; row < PQntuples(r) && rc == DS_OK; row++) {
+        int k = row_entry(r, row, pos_entry, nids);
+        if (k < 0) continue;
+        static const uint32_t oids[5] = {PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_INT8};
+        for (int c = 0; c < 5 && rc == DS_OK; c++)
+            if (arr_parse(r, row, c + 1, oids[c], &a[c]) != 0 || a[c].n != a[0].n || at0 + a[c].n > total) rc = DS_EFATAL;
+        if (rc != DS_OK) break;
+        for (int c = 0; c < 3; c++) arr_terminate(&a[c]);
         ds_opp_raw_t *raw = &b->opps[k].raw;
-        ds_opp_history_t *h = &b->hist[first[k]];
-        int64_t *id = &hid[first[k]];
-        for (size_t j = 0; j < count[k]; j++) {
-            int row = order[first[k] + j];
+        ds_opp_history_t *h = &b->hist[at0];
+        int64_t *id = &hid[at0];
+        for (size_t j = 0; j < a[0].n; j++) {
             ds_opp_history_t cur;
             memset(&cur, 0, sizeof cur);
-            if (ds_opp_history_set(&cur, PQgetvalue(r, row, 1), bin_str(r, row, 2), bin_str(r, row, 3),
-                                   bin_ts(r, row, 4)) != 0)
+            if (!a[0].e[j].p ||
+                ds_opp_history_set(&cur, a[0].e[j].p, a[1].e[j].p, a[2].e[j].p, arr_ts(&a[3].e[j])) != 0)
                 cur.field = DS_HIST_IGNORED;
-            int64_t cid = bin_i8(r, row, 5);
+            int64_t cid = arr_i8(&a[4].e[j]);
             /* Insertion sort: a handful of rows per deal, usually in order already. */
             size_t at = j;
             while (at > 0 && (h[at - 1].changed_at_us > cur.changed_at_us ||
@@ -624,33 +730,49 @@ static int build_batch(ds_opp_batch_t *b) {
             h[at] = cur;
             id[at] = cid;
         }
-        raw->history = count[k] ? h : NULL;
-        raw->n_history = count[k];
+        raw->history = a[0].n ? h : NULL;
+        raw->n_history = a[0].n;
+        at0 += a[0].n;
     }
     free(hid);
-    free(order);
 
     /* Interactions: the engine only counts and takes maxima, so any order does. */
     r = b->res[2];
-    order = group_rows(r, pos_entry, nids, b->n, first, count);
-    b->inter = ds_calloc((size_t)PQntuples(r) + 1, sizeof *b->inter);
-    for (size_t k = 0; k < b->n; k++) {
+    total = 0;
+    for (int row = 0; row < PQntuples(r); row++) total += arr_count(r, row, 1);
+    b->inter = ds_calloc(total + 1, sizeof *b->inter);
+    at0 = 0;
+    for (int row = 0; row < PQntuples(r) && rc == DS_OK; row++) {
+        int k = row_entry(r, row, pos_entry, nids);
+        if (k < 0) continue;
+        static const uint32_t oids[3] = {PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_FLOAT8};
+        for (int c = 0; c < 3 && rc == DS_OK; c++)
+            if (arr_parse(r, row, c + 1, oids[c], &a[c]) != 0 || a[c].n != a[0].n || at0 + a[c].n > total) rc = DS_EFATAL;
+        if (rc != DS_OK) break;
+        arr_terminate(&a[0]);
         ds_opp_raw_t *raw = &b->opps[k].raw;
-        for (size_t j = 0; j < count[k]; j++) {
-            int row = order[first[k] + j];
-            ds_interaction_t *it = &b->inter[first[k] + j];
-            it->type = ds_interaction_type_parse(PQgetvalue(r, row, 1));
-            it->occurred_at_us = bin_ts(r, row, 2);
-            it->duration_min = bin_f8(r, row, 3);
+        for (size_t j = 0; j < a[0].n; j++) {
+            ds_interaction_t *it = &b->inter[at0 + j];
+            it->type = ds_interaction_type_parse(a[0].e[j].p);
+            it->occurred_at_us = arr_ts(&a[1].e[j]);
+            it->duration_min = arr_f8(&a[2].e[j]);
         }
-        raw->interactions = count[k] ? &b->inter[first[k]] : NULL;
-        raw->n_interactions = count[k];
+        raw->interactions = a[0].n ? &b->inter[at0] : NULL;
+        raw->n_interactions = a[0].n;
+        at0 += a[0].n;
     }
-    free(order);
+    for (int c = 0; c < 5; c++) free(a[c].e);
+    if (rc != DS_OK) {
+        snprintf(errstr, errsz, "loader: a malformed array in the %s result", r == b->res[1] ? "history" : "interactions");
+        free(first);
+        free(count);
+        free(pos_entry);
+        return rc;
+    }
 
     /* Transcripts: the engine puts them in (time, id) order itself. */
     r = b->res[3];
-    order = group_rows(r, pos_entry, nids, b->n, first, count);
+    int *order = group_rows(r, pos_entry, nids, b->n, first, count);
     b->trans = ds_calloc((size_t)PQntuples(r) + 1, sizeof *b->trans);
     for (size_t k = 0; k < b->n; k++) {
         ds_opp_raw_t *raw = &b->opps[k].raw;

@@ -318,6 +318,64 @@ Test(feature, loader_pipeline_reports_errors_and_stays_usable) {
     cr_expect_str_eq(ds_opp_batch_org(b, 0), T.org_id);
     ds_opp_batch_destroy(b);
     cr_expect_eq(ds_pg_exec(pg, "select 1", NULL, err, sizeof err), 0, "%s", err);
+
+    /* History and interactions arrive as arrays per deal: each deal gets its
+     * own rows, NULLs stay NULLs, history in (changed_at, id) order. */
+    char *opp2 = insert_opportunity(db, "OPP-M");
+    char *opp3 = insert_opportunity(db, "OPP-N"); /* no child rows */
+    pgt_execf(db,
+              "insert into interactions (org_id, opportunity_id, opportunity_external_id, external_id, type,"
+              " occurred_at, duration_min) values"
+              " ('%s', '%s', 'OPP-M', 'I-M1', 'email', '2026-01-02T00:00:00Z', null),"
+              " ('%s', '%s', 'OPP-M', 'I-M2', 'meeting', '2026-01-03T12:00:00Z', 45.5),"
+              " ('%s', '%s', 'OPP-M', 'I-M3', 'support', '2026-01-04T00:00:00Z', 0)",
+              T.org_id, opp2, T.org_id, opp2, T.org_id, opp2);
+    pgt_execf(db,
+              "insert into opportunity_history (org_id, opportunity_id, field, old_value, new_value, changed_at) values"
+              " ('%s', '%s', 'amount', '100', '200', '2026-01-03T00:00:00Z'),"
+              " ('%s', '%s', 'stage', 'prospecting', 'discovery', '2026-01-02T00:00:00Z'),"
+              " ('%s', '%s', 'stage', 'discovery', 'demo', '2026-01-03T00:00:00Z'),"
+              " ('%s', '%s', 'close_date', null, '2026-03-01', '2026-01-01T00:00:00Z')",
+              T.org_id, opp2, T.org_id, opp2, T.org_id, opp2, T.org_id, opp2);
+    const char *ids2[] = {opp3, opp2, opp};
+    cr_assert_eq(ds_opp_batch_load(pg, ids2, 3, &b, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(ds_opp_batch_count(b), 3);
+    const ds_opp_raw_t *none = ds_opp_batch_raw(b, (size_t)ds_opp_batch_find(b, opp3));
+    cr_expect_eq(none->n_interactions, 0);
+    cr_expect_eq(none->n_history, 0);
+    const ds_opp_raw_t *one = ds_opp_batch_raw(b, (size_t)ds_opp_batch_find(b, opp));
+    cr_expect_eq(one->n_interactions, 1);
+    cr_expect_eq(one->n_history, 0);
+    const ds_opp_raw_t *m = ds_opp_batch_raw(b, (size_t)ds_opp_batch_find(b, opp2));
+    cr_assert_eq(m->n_interactions, 3);
+    double minutes = 0;
+    int nulls = 0, types = 0;
+    for (size_t k = 0; k < 3; k++) {
+        if (isnan(m->interactions[k].duration_min)) nulls++;
+        else minutes += m->interactions[k].duration_min;
+        types |= 1 << m->interactions[k].type;
+        if (m->interactions[k].type == DS_INTERACTION_MEETING)
+            cr_expect_eq(m->interactions[k].occurred_at_us, 1767441600LL * 1000000); /* 2026-01-03T12:00Z */
+    }
+    cr_expect_eq(nulls, 1);
+    cr_expect_eq(minutes, 45.5);
+    cr_expect_eq(types, 1 << DS_INTERACTION_EMAIL | 1 << DS_INTERACTION_MEETING | 1 << DS_INTERACTION_SUPPORT);
+    cr_assert_eq(m->n_history, 4);
+    cr_expect_eq(m->history[0].field, DS_HIST_CLOSE_DATE);
+    cr_expect_eq(m->history[0].old_value.close_date_us, DS_TIME_NONE);
+    cr_expect_eq(m->history[0].new_value.close_date_us, 1772323200LL * 1000000); /* 2026-03-01 */
+    cr_expect_eq(m->history[1].field, DS_HIST_STAGE);
+    cr_expect_str_eq(m->history[1].old_value.stage, "prospecting");
+    cr_expect_str_eq(m->history[1].new_value.stage, "discovery");
+    /* Same time: insertion (id) order. */
+    cr_expect_eq(m->history[2].field, DS_HIST_AMOUNT);
+    cr_expect_eq(m->history[2].old_value.amount, 100.0);
+    cr_expect_eq(m->history[2].new_value.amount, 200.0);
+    cr_expect_str_eq(m->history[3].new_value.stage, "demo");
+    cr_expect_eq(m->history[3].changed_at_us, 1767398400LL * 1000000); /* 2026-01-03 */
+    ds_opp_batch_destroy(b);
+    free(opp2);
+    free(opp3);
     ds_pg_destroy(pg);
     free(opp);
     PQfinish(db);
