@@ -11,16 +11,16 @@
 #include "dealscore/worker.h"
 #include "scoring.h"
 
-/* The two latest history rows of each opportunity, through
- * prediction_history_opp_asof_idx (a replay must skip its own row); n is
- * the opportunity's place in $1, from 1. */
+/* The two latest history rows of each opportunity, through the unique
+ * index (opportunity_id, as_of, model_version) scanned backwards (a replay
+ * must skip its own row); n is the opportunity's place in $1, from 1. */
 static const char *sql_previous =
     "select x.n, h.proba_close, h.contributions::text,"
     " (extract(epoch from h.as_of) * 1000000)::bigint, h.model_version"
     " from unnest($1::uuid[]) with ordinality as x(id, n) cross join lateral ("
-    "  select id, proba_close, contributions, as_of, model_version from public.prediction_history"
-    "  where opportunity_id = x.id order by as_of desc, id desc limit 2) h"
-    " order by x.n, h.as_of desc, h.id desc";
+    "  select proba_close, contributions, as_of, model_version from public.prediction_history"
+    "  where opportunity_id = x.id order by as_of desc, model_version desc limit 2) h"
+    " order by x.n, h.as_of desc, h.model_version desc";
 
 /* One statement per table for the whole batch, the columns as binary
  * arrays (pgbin.h): the server parses each JSON value once and nothing
