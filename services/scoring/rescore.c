@@ -14,6 +14,7 @@
  * (prediction_history is unique on opportunity, as_of and model version). */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -461,7 +462,21 @@ static int main_exec(ds_pg_t *pg, const char *scope, const char *sql, int n, con
     return rc;
 }
 
+/* Each chunk allocates and frees megabytes (the statements' binary arrays,
+ * libpq's buffers and results) in every worker thread. With glibc's
+ * defaults the freed top of a thread's arena goes back to the kernel and
+ * the next chunk faults it in again, zeroed: in a perf profile of a 1M run
+ * the page clearing and the copies into fresh pages were ~13 % of the
+ * process. Keeping up to 512 MB and serving blocks under 32 MB from the
+ * arenas cut the process's CPU by ~10 s of ~95 s (the same settings through
+ * GLIBC_TUNABLES, 1M run). */
+static void keep_freed_memory(void) {
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+}
+
 int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv) {
+    keep_freed_memory();
     rescore_opts_t o = {.chunk = RESCORE_DEFAULT_CHUNK, .workers = RESCORE_DEFAULT_WORKERS, .publish = true,
                         .snapshot = true};
     static const struct option opts[] = {{"org", required_argument, 0, 'o'},

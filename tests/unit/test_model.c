@@ -731,6 +731,25 @@ Test(model, move_diff_matches_names_in_any_order) {
     cr_expect_eq(ds_drivers_diff(cur, 4, dup, 3, 4, x, &nx), DS_EINVAL);
     ds_named_contrib_t null_name[] = {{"a", 1}, {NULL, 2}};
     cr_expect_eq(ds_drivers_diff(null_name, 2, cur, 4, 4, x, &nx), DS_EINVAL);
+
+    /* Long lists (past the duplicate check's table on the stack): distinct
+     * names pass, one name again far from the first does not, whichever
+     * list it is in. */
+    enum { N = 150 };
+    static char names[N][8];
+    ds_named_contrib_t big[N], big_prev[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "f%d", i);
+        big[i] = (ds_named_contrib_t){names[i], i};
+        big_prev[i] = (ds_named_contrib_t){names[i], i - 1};
+    }
+    ds_contrib_change_t many[N];
+    size_t nm = 0;
+    cr_expect_eq(ds_drivers_diff(big_prev, N, big, N, N, many, &nm), 0);
+    cr_expect_eq(nm, N);
+    big[N - 3].name = names[7];
+    cr_expect_eq(ds_drivers_diff(big_prev, N, big, N, N, many, &nm), DS_EINVAL);
+    cr_expect_eq(ds_drivers_diff(big, N, big_prev, N, N, many, &nm), DS_EINVAL);
 }
 
 Test(model, contribs_json_round_trip) {
