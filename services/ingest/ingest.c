@@ -1,7 +1,9 @@
-/* Webhook API and the writer thread. The loop thread only checks the
- * request's shape and hands the body over; the writer thread authenticates,
- * validates and group-commits several requests per transaction, then hands
- * the responses back to the loop. */
+/* Webhook API, the validator thread and the writer thread. The loop thread
+ * only checks the request's shape and hands the body over; the validator
+ * authenticates and validates; the writer group-commits several requests
+ * per transaction. Both hand responses back to the loop. The validator
+ * parses the next requests while the writer's transaction runs, so the
+ * writer's connection is busy nearly all the time under load. */
 #include "ingest.h"
 
 #include <ctype.h>
@@ -27,7 +29,7 @@ struct ingest_job_s {
     char traceparent[DS_TRACEPARENT_SIZE];
     int64_t received_mono_us;
 
-    /* parsed by the writer */
+    /* parsed by the validator */
     char org_id[37];
     json_t *stage_outcome;
     ds_record_t *recs;
@@ -224,7 +226,7 @@ static void drain_done(ingest_t *in, bool respond) {
     }
 }
 
-/* ---- writer thread ------------------------------------------------------ */
+/* ---- validator and writer threads ---------------------------------------- */
 
 typedef struct {
     char hash[65];
@@ -235,17 +237,18 @@ typedef struct {
     int64_t fetched_us;
 } token_entry_t;
 
+struct seen_sig_s {
+    char sig[65];
+    int64_t ts;
+};
+
+/* One thread's state: the validator uses pg for token lookups and keeps the
+ * token cache; the writer uses pg for the group commits. */
 typedef struct {
     ingest_t *in;
     ds_pg_t *pg;
     token_entry_t *tokens;
     size_t ntokens, captokens;
-    /* recently accepted signatures, for replay protection */
-    struct {
-        char sig[65];
-        int64_t ts;
-    } *seen;
-    size_t nseen, capseen;
     int64_t plans_at;
 } writer_t;
 
@@ -311,26 +314,30 @@ static token_entry_t *token_lookup(writer_t *w, const char *hash, int *err) {
     return t->org_id[0] ? t : NULL;
 }
 
-static bool seen_signature(writer_t *w, const char *sig, int64_t now_s, int window_s) {
+static bool seen_signature(ingest_t *in, const char *sig, int64_t now_s, int window_s) {
     size_t k = 0;
     bool found = false;
-    for (size_t i = 0; i < w->nseen; i++) {
-        if (now_s - w->seen[i].ts > window_s * 2) continue; /* expired: drop */
-        if (strcmp(w->seen[i].sig, sig) == 0) found = true;
-        w->seen[k++] = w->seen[i];
+    pthread_mutex_lock(&in->seen_mu);
+    for (size_t i = 0; i < in->nseen; i++) {
+        if (now_s - in->seen[i].ts > window_s * 2) continue; /* expired: drop */
+        if (strcmp(in->seen[i].sig, sig) == 0) found = true;
+        in->seen[k++] = in->seen[i];
     }
-    w->nseen = k;
+    in->nseen = k;
+    pthread_mutex_unlock(&in->seen_mu);
     return found;
 }
 
-static void remember_signature(writer_t *w, const char *sig, int64_t ts) {
-    if (w->nseen == w->capseen) {
-        w->capseen = w->capseen ? w->capseen * 2 : 64;
-        w->seen = ds_realloc(w->seen, w->capseen * sizeof *w->seen);
+static void remember_signature(ingest_t *in, const char *sig, int64_t ts) {
+    pthread_mutex_lock(&in->seen_mu);
+    if (in->nseen == in->capseen) {
+        in->capseen = in->capseen ? in->capseen * 2 : 64;
+        in->seen = ds_realloc(in->seen, in->capseen * sizeof *in->seen);
     }
-    snprintf(w->seen[w->nseen].sig, sizeof w->seen[0].sig, "%s", sig);
-    w->seen[w->nseen].ts = ts;
-    w->nseen++;
+    snprintf(in->seen[in->nseen].sig, sizeof in->seen[0].sig, "%s", sig);
+    in->seen[in->nseen].ts = ts;
+    in->nseen++;
+    pthread_mutex_unlock(&in->seen_mu);
 }
 
 /* Authenticates j; on failure sets its response and returns false. */
@@ -403,7 +410,7 @@ static bool authenticate(writer_t *w, ingest_job_t *j) {
             job_fail(j, 401, "bad_signature", "X-Dealscore-Signature does not match the body");
             return false;
         }
-        if (seen_signature(w, hex, now_s, w->in->cfg->hmac_window_s)) {
+        if (seen_signature(w->in, hex, now_s, w->in->cfg->hmac_window_s)) {
             job_fail(j, 401, "replayed_signature", "this signed request was already accepted");
             return false;
         }
@@ -516,67 +523,13 @@ static void finish_ok(writer_t *w, ingest_job_t *j) {
         const char *given = strncasecmp(j->sig, "sha256=", 7) == 0 ? j->sig + 7 : j->sig;
         char lower[65];
         for (size_t i = 0; i <= 64; i++) lower[i] = (char)tolower((unsigned char)given[i]);
-        remember_signature(w, lower, ds_now_us() / 1000000);
+        remember_signature(w->in, lower, ds_now_us() / 1000000);
     }
 }
 
-static void process(writer_t *w, ingest_job_t **jobs, size_t n) {
-    ingest_t *in = w->in;
-    ingest_job_t **ok = ds_calloc(n, sizeof *ok);
-    size_t nok = 0;
-    for (size_t i = 0; i < n; i++) {
-        ingest_job_t *j = jobs[i];
-        if (!authenticate(w, j)) continue;
-        if (!validate(w, j)) continue;
-        if (atomic_load(&in->outbox_depth) >= in->cfg->outbox_max) {
-            job_fail(j, 503, "outbox_full", "too many events wait for Kafka; retry later");
-            j->retry_after = "5";
-            continue;
-        }
-        ok[nok++] = j;
-    }
-    if (nok) {
-        ds_metric_observe(ds_metrics_histogram(in->svc->metrics, "ingest_group_commit_requests",
-                                               "Webhook requests per group-committed transaction",
-                                               NULL, (const double[]){1, 2, 4, 8, 16, 32, 64, 128}, 8),
-                          (double)nok);
-        char err[512];
-        int64_t t0 = ds_mono_us();
-        int rc = run_group(w, ok, nok, err, sizeof err);
-        ds_metric_observe(ds_metrics_histogram(in->svc->metrics, "ingest_group_commit_seconds",
-                                               "Time of one group-committed transaction", NULL,
-                                               ds_metrics_latency_buckets, ds_metrics_latency_nbuckets),
-                          (double)(ds_mono_us() - t0) / 1e6);
-        if (rc == DS_EFATAL && nok > 1) {
-            /* One request's data broke the transaction: isolate it. */
-            for (size_t i = 0; i < nok; i++) {
-                int r = run_group(w, &ok[i], 1, err, sizeof err);
-                if (r == 0)
-                    finish_ok(w, ok[i]);
-                else if (r == DS_EFATAL)
-                    job_fail(ok[i], 400, "rejected_by_database", err);
-                else {
-                    job_fail(ok[i], 503, "database_unavailable", "Postgres is unreachable; retry");
-                    ok[i]->retry_after = "1";
-                }
-            }
-        } else if (rc == 0) {
-            for (size_t i = 0; i < nok; i++) finish_ok(w, ok[i]);
-            atomic_store(&in->pg_down, 0);
-        } else if (rc == DS_EFATAL) {
-            ds_warn("a request was rejected by the database: %s", err);
-            job_fail(ok[0], 400, "rejected_by_database", err);
-        } else {
-            ds_warn("could not store records: %s", err);
-            atomic_store(&in->pg_down, 1);
-            for (size_t i = 0; i < nok; i++) {
-                job_fail(ok[i], 503, "database_unavailable", "Postgres is unreachable; retry");
-                ok[i]->retry_after = "1";
-            }
-        }
-        ingest_relay_kick(in);
-    }
-    free(ok);
+/* Hands finished jobs back to the loop thread. */
+static void complete_jobs(ingest_t *in, ingest_job_t **jobs, size_t n) {
+    if (!n) return;
     for (size_t i = 0; i < n; i++) {
         ds_metric_observe(ds_metrics_histogram(in->svc->metrics, "webhook_seconds",
                                                "Time from request to response", NULL,
@@ -596,6 +549,124 @@ static void process(writer_t *w, ingest_job_t **jobs, size_t n) {
     uv_async_send(&in->done_async);
 }
 
+/* Validator: authenticates and validates jobs[0..n); the good ones go to the
+ * writer's queue, the others straight back to the loop. */
+static void screen(writer_t *v, ingest_job_t **jobs, size_t n) {
+    ingest_t *in = v->in;
+    size_t nok = 0, nbad = 0;
+    ingest_job_t **ok = ds_calloc(n, sizeof *ok), **bad = ds_calloc(n, sizeof *bad);
+    for (size_t i = 0; i < n; i++) {
+        ingest_job_t *j = jobs[i];
+        if (!authenticate(v, j) || !validate(v, j)) {
+            bad[nbad++] = j;
+            continue;
+        }
+        if (atomic_load(&in->outbox_depth) >= in->cfg->outbox_max) {
+            job_fail(j, 503, "outbox_full", "too many events wait for Kafka; retry later");
+            j->retry_after = "5";
+            bad[nbad++] = j;
+            continue;
+        }
+        ok[nok++] = j;
+    }
+    if (nok) {
+        pthread_mutex_lock(&in->mu);
+        for (size_t i = 0; i < nok; i++) {
+            ok[i]->next = NULL;
+            if (in->ready_tail)
+                in->ready_tail->next = ok[i];
+            else
+                in->ready_head = ok[i];
+            in->ready_tail = ok[i];
+        }
+        pthread_cond_signal(&in->ready_cond);
+        pthread_mutex_unlock(&in->mu);
+    }
+    complete_jobs(in, bad, nbad);
+    free(ok);
+    free(bad);
+}
+
+/* Writer: stores the validated jobs[0..n) in one transaction. */
+static void commit_jobs(writer_t *w, ingest_job_t **ok, size_t nok) {
+    ingest_t *in = w->in;
+    ds_metric_observe(ds_metrics_histogram(in->svc->metrics, "ingest_group_commit_requests",
+                                           "Webhook requests per group-committed transaction",
+                                           NULL, (const double[]){1, 2, 4, 8, 16, 32, 64, 128}, 8),
+                      (double)nok);
+    char err[512];
+    int64_t t0 = ds_mono_us();
+    int rc = run_group(w, ok, nok, err, sizeof err);
+    ds_metric_observe(ds_metrics_histogram(in->svc->metrics, "ingest_group_commit_seconds",
+                                           "Time of one group-committed transaction", NULL,
+                                           ds_metrics_latency_buckets, ds_metrics_latency_nbuckets),
+                      (double)(ds_mono_us() - t0) / 1e6);
+    if (rc == DS_EFATAL && nok > 1) {
+        /* One request's data broke the transaction: isolate it. */
+        for (size_t i = 0; i < nok; i++) {
+            int r = run_group(w, &ok[i], 1, err, sizeof err);
+            if (r == 0)
+                finish_ok(w, ok[i]);
+            else if (r == DS_EFATAL)
+                job_fail(ok[i], 400, "rejected_by_database", err);
+            else {
+                job_fail(ok[i], 503, "database_unavailable", "Postgres is unreachable; retry");
+                ok[i]->retry_after = "1";
+            }
+        }
+    } else if (rc == 0) {
+        for (size_t i = 0; i < nok; i++) finish_ok(w, ok[i]);
+        atomic_store(&in->pg_down, 0);
+    } else if (rc == DS_EFATAL) {
+        ds_warn("a request was rejected by the database: %s", err);
+        job_fail(ok[0], 400, "rejected_by_database", err);
+    } else {
+        ds_warn("could not store records: %s", err);
+        atomic_store(&in->pg_down, 1);
+        for (size_t i = 0; i < nok; i++) {
+            job_fail(ok[i], 503, "database_unavailable", "Postgres is unreachable; retry");
+            ok[i]->retry_after = "1";
+        }
+    }
+    ingest_relay_kick(in);
+    complete_jobs(in, ok, nok);
+}
+
+/* Takes up to max jobs from *head (under in->mu), waiting on cond while it
+ * is empty and *stop is false. Returns the number taken; 0 means stop. */
+static size_t take_jobs(ingest_t *in, pthread_cond_t *cond, ingest_job_t **head, ingest_job_t **tail,
+                        const bool *stop, ingest_job_t **jobs, size_t max) {
+    pthread_mutex_lock(&in->mu);
+    while (!*head && !*stop) pthread_cond_wait(cond, &in->mu);
+    size_t n = 0;
+    while (*head && n < max) {
+        jobs[n++] = *head;
+        *head = (*head)->next;
+    }
+    if (!*head) *tail = NULL;
+    if (head == &in->queue_head) in->queued -= n;
+    pthread_mutex_unlock(&in->mu);
+    return n;
+}
+
+static void *validator_main(void *arg) {
+    ingest_t *in = arg;
+    writer_t v = {.in = in};
+    char err[256];
+    if (ds_pg_new(&v.pg, in->cfg->database_url, "dealscore-ingest-auth", err, sizeof err) != 0)
+        ds_panic("database url rejected after validation: %s", err);
+    size_t max = (size_t)in->cfg->commit_batch;
+    ingest_job_t **jobs = ds_calloc(max, sizeof *jobs);
+    size_t n;
+    while ((n = take_jobs(in, &in->cond, &in->queue_head, &in->queue_tail, &in->validator_stop, jobs, max)))
+        screen(&v, jobs, n);
+    free(jobs);
+    for (size_t i = 0; i < v.ntokens; i++) token_entry_clear(&v.tokens[i]);
+    free(v.tokens);
+    ds_pg_destroy(v.pg);
+    return NULL;
+}
+
 static void *writer_main(void *arg) {
     ingest_t *in = arg;
     writer_t w = {.in = in};
@@ -605,27 +676,10 @@ static void *writer_main(void *arg) {
     ds_store_register(w.pg);
     size_t max = (size_t)in->cfg->commit_batch;
     ingest_job_t **jobs = ds_calloc(max, sizeof *jobs);
-    for (;;) {
-        pthread_mutex_lock(&in->mu);
-        while (!in->queue_head && !in->writer_stop) pthread_cond_wait(&in->cond, &in->mu);
-        if (!in->queue_head && in->writer_stop) {
-            pthread_mutex_unlock(&in->mu);
-            break;
-        }
-        size_t n = 0;
-        while (in->queue_head && n < max) {
-            jobs[n++] = in->queue_head;
-            in->queue_head = in->queue_head->next;
-            in->queued--;
-        }
-        if (!in->queue_head) in->queue_tail = NULL;
-        pthread_mutex_unlock(&in->mu);
-        process(&w, jobs, n);
-    }
+    size_t n;
+    while ((n = take_jobs(in, &in->ready_cond, &in->ready_head, &in->ready_tail, &in->writer_stop, jobs, max)))
+        commit_jobs(&w, jobs, n);
     free(jobs);
-    for (size_t i = 0; i < w.ntokens; i++) token_entry_clear(&w.tokens[i]);
-    free(w.tokens);
-    free(w.seen);
     ds_pg_destroy(w.pg);
     return NULL;
 }
@@ -646,6 +700,8 @@ int ingest_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_siz
     in->sf.region_field = rf && *rf ? rf : NULL;
     pthread_mutex_init(&in->mu, NULL);
     pthread_cond_init(&in->cond, NULL);
+    pthread_cond_init(&in->ready_cond, NULL);
+    pthread_mutex_init(&in->seen_mu, NULL);
     pthread_mutex_init(&in->relay_mu, NULL);
     pthread_cond_init(&in->relay_cond, NULL);
     uv_async_init(&svc->loop, &in->done_async, on_done);
@@ -654,6 +710,9 @@ int ingest_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_siz
     ds_metrics_gauge(svc->metrics, "outbox_depth", "Outbox rows not yet published", NULL);
     if (pthread_create(&in->writer, NULL, writer_main, in) != 0) ds_panic("could not start the writer");
     in->writer_started = true;
+    if (pthread_create(&in->validator, NULL, validator_main, in) != 0)
+        ds_panic("could not start the validator");
+    in->validator_started = true;
     if (pthread_create(&in->relay, NULL, ingest_relay_main, in) != 0) ds_panic("could not start the relay");
     in->relay_started = true;
     *state = in;
@@ -663,11 +722,20 @@ int ingest_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_siz
 void ingest_stopping(ds_service_t *svc, void *state) {
     (void)svc;
     ingest_t *in = state;
-    /* The writer finishes what is queued (responses still go out while the
-     * loop drains connections), then the relay publishes what committed. */
+    /* The validator, then the writer, finish what is queued (responses still
+     * go out while the loop drains connections), then the relay publishes
+     * what committed. */
+    pthread_mutex_lock(&in->mu);
+    in->validator_stop = true;
+    pthread_cond_signal(&in->cond);
+    pthread_mutex_unlock(&in->mu);
+    if (in->validator_started) {
+        pthread_join(in->validator, NULL);
+        in->validator_started = false;
+    }
     pthread_mutex_lock(&in->mu);
     in->writer_stop = true;
-    pthread_cond_signal(&in->cond);
+    pthread_cond_signal(&in->ready_cond);
     pthread_mutex_unlock(&in->mu);
     if (in->writer_started) {
         pthread_join(in->writer, NULL);
@@ -685,11 +753,14 @@ void ingest_fini(ds_service_t *svc, void *state) {
     (void)svc;
     ingest_t *in = state;
     if (!in) return;
-    if (in->writer_started || in->relay_started) ingest_stopping(svc, in);
+    if (in->validator_started || in->writer_started || in->relay_started) ingest_stopping(svc, in);
     /* Jobs left when the loop closed early: their clients are gone. */
     drain_done(in, false);
     pthread_mutex_destroy(&in->mu);
     pthread_cond_destroy(&in->cond);
+    pthread_cond_destroy(&in->ready_cond);
+    pthread_mutex_destroy(&in->seen_mu);
+    free(in->seen);
     pthread_mutex_destroy(&in->relay_mu);
     pthread_cond_destroy(&in->relay_cond);
     free(in);

@@ -1,5 +1,7 @@
-/* dealscore-ingest: webhook API (HTTP loop) → writer thread (group commit
- * into the raw layer and outbox) → relay thread (outbox → Kafka). */
+/* dealscore-ingest: webhook API (HTTP loop) → validator thread (token,
+ * signature, JSON, records) → writer thread (group commit into the raw layer
+ * and outbox) → relay thread (outbox → Kafka). The validator works on the
+ * next requests while the writer's transaction runs. */
 #ifndef DS_INGEST_H
 #define DS_INGEST_H
 
@@ -16,16 +18,26 @@ typedef struct {
     ds_service_t *svc;
     const ds_config_t *cfg;
 
-    /* writer: jobs from the loop, results back to it */
+    /* jobs from the loop to the validator (queue), from the validator to
+     * the writer (ready), results from both back to the loop (done); all
+     * under mu */
     pthread_mutex_t mu;
-    pthread_cond_t cond;
+    pthread_cond_t cond;        /* queue has jobs, or validator_stop */
+    pthread_cond_t ready_cond;  /* ready has jobs, or writer_stop */
     ingest_job_t *queue_head, *queue_tail;
     size_t queued;
+    ingest_job_t *ready_head, *ready_tail;
     ingest_job_t *done_head, *done_tail;
     uv_async_t done_async;
-    pthread_t writer;
-    bool writer_started;
-    bool writer_stop;   /* under mu */
+    pthread_t validator, writer;
+    bool validator_started, writer_started;
+    bool validator_stop, writer_stop;
+
+    /* signatures of committed signed requests, for replay protection:
+     * checked by the validator, added by the writer */
+    pthread_mutex_t seen_mu;
+    struct seen_sig_s *seen;
+    size_t nseen, capseen;
 
     /* relay */
     pthread_mutex_t relay_mu;
