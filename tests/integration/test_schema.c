@@ -406,6 +406,30 @@ Test(schema, constraints_keep_the_data_consistent) {
     PQfinish(c);
 }
 
+/* Deleting an org takes its raw rows and its outbox events with it (the
+ * outbox has no foreign key: a trigger on orgs does that), and leaves the
+ * other org's alone. */
+Test(schema, deleting_an_org_removes_its_rows_and_events) {
+    pgt_migrate_ok(&db);
+    PGconn *c = pgt_connect_db(&db);
+    insert_orgs_and_deals(c);
+    pgt_execf(c,
+              "insert into outbox (org_id, opportunity_id, account_id, kind, payload) values"
+              " ('%s', 'a0000000-0000-4000-8000-00000000a001', null, 'opportunity_upserted', ''),"
+              " ('%s', 'a0000000-0000-4000-8000-00000000a001', null, 'stage_changed', ''),"
+              " ('%s', 'b0000000-0000-4000-8000-00000000b001', null, 'opportunity_upserted', '')",
+              ORG_A, ORG_A, ORG_B);
+    cr_assert_eq(pgt_longf(c, "select count(*) from outbox"), 3);
+    pgt_execf(c, "delete from orgs where id = '%s'", ORG_A);
+    cr_expect_eq(pgt_longf(c, "select count(*) from outbox where org_id = '%s'", ORG_A), 0,
+                 "the deleted org's events stayed in the outbox");
+    cr_expect_eq(pgt_longf(c, "select count(*) from outbox where org_id = '%s'", ORG_B), 1,
+                 "the other org's event went too");
+    cr_expect_eq(pgt_longf(c, "select count(*) from opportunities where org_id = '%s'", ORG_A), 0);
+    cr_expect_eq(pgt_longf(c, "select count(*) from accounts where org_id = '%s'", ORG_B), 1);
+    PQfinish(c);
+}
+
 Test(schema, default_lexicon_covers_every_meddicc_element) {
     pgt_migrate_ok(&db);
     PGconn *c = pgt_connect_db(&db);
