@@ -597,6 +597,13 @@ static void commit_jobs(writer_t *w, ingest_job_t **ok, size_t nok) {
     char err[512];
     int64_t t0 = ds_mono_us();
     int rc = run_group(w, ok, nok, err, sizeof err);
+    /* A deadlock with another writer of the same rows (a CSV import) or a
+     * serialization failure rolls the transaction back; running it again
+     * is all it takes. A lost connection is not retried here. */
+    for (int attempt = 0; rc == DS_ERETRY && ds_pg_is_connected(w->pg) && attempt < 3; attempt++) {
+        ds_warn("a group commit was rolled back (%s); running it again", err);
+        rc = run_group(w, ok, nok, err, sizeof err);
+    }
     ds_metric_observe(ds_metrics_histogram(in->svc->metrics, "ingest_group_commit_seconds",
                                            "Time of one group-committed transaction", NULL,
                                            ds_metrics_latency_buckets, ds_metrics_latency_nbuckets),
