@@ -41,7 +41,14 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 int ds_producer_new(ds_producer_t **out, const ds_config_t *cfg, char *errstr,
                     size_t errstr_size) {
     static const char *const defaults[] = {
-        "linger.ms", "2",
+        /* Under a burst, 20 ms lets each produce request carry many
+         * events (the relay's rounds and the workers' batches grow too):
+         * in bench-ingest with every worker running, the broker's CPU fell
+         * by ~28 % and batched webhooks rose by ~30 % against 2 ms, for
+         * ~85 ms more webhook-to-prediction latency at 50 changes/s
+         * (bench-e2e: p50 58 -> 142 ms). KAFKA_LINGER_MS=2 buys the latency
+         * back. */
+        "linger.ms", "20",
         NULL,
     };
     /* At-least-once without duplicates from retries: not for KAFKA_* to undo. */

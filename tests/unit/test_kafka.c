@@ -120,7 +120,7 @@ Test(kafka, producer_cannot_turn_off_idempotence) {
     cr_assert_str_eq(buf, "true");
     sz = sizeof buf;
     cr_assert_eq(rd_kafka_conf_get(conf, "linger.ms", buf, &sz), RD_KAFKA_CONF_OK);
-    cr_assert_str_eq(buf, "2");
+    cr_assert_str_eq(buf, "20");
     ds_producer_destroy(p);
 }
 

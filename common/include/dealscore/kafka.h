@@ -117,7 +117,7 @@ typedef void (*ds_delivery_cb_t)(void *opaque, void *msg_opaque, int err, const 
                                  const rd_kafka_message_t *m);
 
 /* Creates an idempotent producer (enable.idempotence=true, acks=all, which
- * KAFKA_* cannot turn off) with linger.ms=2 by default. Returns 0 and *out,
+ * KAFKA_* cannot turn off) with linger.ms=20 by default. Returns 0 and *out,
  * or DS_EINVAL/DS_EIO with errstr. Free with ds_producer_destroy(). */
 int ds_producer_new(ds_producer_t **out, const ds_config_t *cfg, char *errstr,
                     size_t errstr_size);
