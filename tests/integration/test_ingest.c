@@ -4,6 +4,8 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <openssl/hmac.h>
+#include <pthread.h>
+#include <time.h>
 
 #include "dstest.h"
 #include "dealscore/v1/events.pb-c.h"
@@ -536,4 +538,67 @@ Test(ingest, repeated_ids_in_one_request_apply_in_order) {
     for (int i = 0; i < 3; i++) cr_expect_str_eq(PQgetvalue(e, i, 0), kinds[i], "event %d", i);
     PQclear(e);
     PQfinish(db);
+}
+
+typedef struct {
+    const char *body;
+    httpc_resp_t resp;
+} post_arg_t;
+
+static void *post_opportunities(void *p) {
+    post_arg_t *a = p;
+    a->resp = dst_post(&T, "/v1/opportunities", a->body, NULL, NULL);
+    return NULL;
+}
+
+/* Another session holds DL-X and then asks for DL-Y, which the webhook's
+ * transaction holds while it waits for DL-X: a deadlock. The other session
+ * waits 30 s before it checks for one, so Postgres rolls the webhook's
+ * transaction back; ingest runs it again, and the webhook gets its 202
+ * once the other session commits. */
+Test(ingest, a_group_commit_rolled_back_by_a_deadlock_runs_again) {
+    expect_accept("/v1/opportunities",
+                  "[{\"external_id\":\"DL-X\",\"stage\":\"discovery\",\"amount\":10,"
+                  "\"created_at\":\"2026-03-01T00:00:00Z\"},"
+                  "{\"external_id\":\"DL-Y\",\"stage\":\"discovery\",\"amount\":20,"
+                  "\"created_at\":\"2026-03-01T00:00:00Z\"}]",
+                  2, 0, 2);
+    PGconn *other = pgt_connect_db(&T.db), *watch = pgt_connect_db(&T.db);
+    pgt_exec(other, "set deadlock_timeout = '30s'");
+    pgt_exec(other, "begin");
+    pgt_exec(other, "update opportunities set owner_id = 'other' where external_id = 'DL-X'");
+    post_arg_t a = {.body = "[{\"external_id\":\"DL-Y\",\"stage\":\"demo\",\"amount\":21,"
+                            "\"created_at\":\"2026-03-01T00:00:00Z\"},"
+                            "{\"external_id\":\"DL-X\",\"stage\":\"demo\",\"amount\":11,"
+                            "\"created_at\":\"2026-03-01T00:00:00Z\"}]"};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, post_opportunities, &a), 0);
+    /* Until the webhook's transaction holds DL-Y and waits for DL-X. */
+    long long waiting = 0;
+    long long deadline = proc_now_ms() + 20000;
+    while (proc_now_ms() < deadline &&
+           (waiting = pgt_longf(watch, "select count(*) from pg_stat_activity"
+                                       " where application_name = 'dealscore-ingest'"
+                                       " and wait_event_type = 'Lock'")) == 0) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    cr_assert_eq(waiting, 1, "the webhook's transaction never waited for DL-X");
+    cr_assert_eq(PQsendQuery(other, "update opportunities set owner_id = 'other' where external_id = 'DL-Y'"), 1);
+    PGresult *r;
+    while ((r = PQgetResult(other))) {
+        cr_expect_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(r));
+        PQclear(r);
+    }
+    pgt_exec(other, "commit");
+    pthread_join(th, NULL);
+    cr_assert_eq(a.resp.status, 202, "%d %s", a.resp.status, a.resp.body);
+    httpc_free(&a.resp);
+    /* The webhook's change came after the other session's. */
+    cr_expect_eq(pgt_longf(watch, "select count(*) from opportunities where external_id = 'DL-X'"
+                                  " and stage = 'demo' and amount = 11 and owner_id is null"), 1);
+    cr_expect_eq(pgt_longf(watch, "select count(*) from opportunities where external_id = 'DL-Y'"
+                                  " and stage = 'demo' and amount = 21 and owner_id is null"), 1);
+    PQfinish(other);
+    PQfinish(watch);
 }
