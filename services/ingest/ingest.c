@@ -92,6 +92,18 @@ static void job_fail(ingest_job_t *j, int status, const char *code, const char *
     j->resp = json_pack("{s:s, s:s}", "error", code, "message", message);
 }
 
+/* Appends jobs[0..n) to the list head/tail (the caller holds in->mu). */
+static void jobs_append(ingest_job_t **head, ingest_job_t **tail, ingest_job_t *const *jobs, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        jobs[i]->next = NULL;
+        if (*tail)
+            (*tail)->next = jobs[i];
+        else
+            *head = jobs[i];
+        *tail = jobs[i];
+    }
+}
+
 /* ---- HTTP (loop thread) ------------------------------------------------- */
 
 static void on_req_dispose(void *p) {
@@ -181,12 +193,7 @@ static int on_webhook(void *ud, h2o_req_t *req) {
     j->link = link;
 
     pthread_mutex_lock(&in->mu);
-    if (in->queue_tail)
-        in->queue_tail->next = j;
-    else
-        in->queue_head = j;
-    in->queue_tail = j;
-    in->queued++;
+    jobs_append(&in->queue_head, &in->queue_tail, &j, 1);
     pthread_cond_signal(&in->cond);
     pthread_mutex_unlock(&in->mu);
     return 0;
@@ -537,14 +544,7 @@ static void complete_jobs(ingest_t *in, ingest_job_t **jobs, size_t n) {
                           (double)(ds_mono_us() - jobs[i]->received_mono_us) / 1e6);
     }
     pthread_mutex_lock(&in->mu);
-    for (size_t i = 0; i < n; i++) {
-        jobs[i]->next = NULL;
-        if (in->done_tail)
-            in->done_tail->next = jobs[i];
-        else
-            in->done_head = jobs[i];
-        in->done_tail = jobs[i];
-    }
+    jobs_append(&in->done_head, &in->done_tail, jobs, n);
     pthread_mutex_unlock(&in->mu);
     uv_async_send(&in->done_async);
 }
@@ -571,14 +571,7 @@ static void screen(writer_t *v, ingest_job_t **jobs, size_t n) {
     }
     if (nok) {
         pthread_mutex_lock(&in->mu);
-        for (size_t i = 0; i < nok; i++) {
-            ok[i]->next = NULL;
-            if (in->ready_tail)
-                in->ready_tail->next = ok[i];
-            else
-                in->ready_head = ok[i];
-            in->ready_tail = ok[i];
-        }
+        jobs_append(&in->ready_head, &in->ready_tail, ok, nok);
         pthread_cond_signal(&in->ready_cond);
         pthread_mutex_unlock(&in->mu);
     }
@@ -651,7 +644,6 @@ static size_t take_jobs(ingest_t *in, pthread_cond_t *cond, ingest_job_t **head,
         *head = (*head)->next;
     }
     if (!*head) *tail = NULL;
-    if (head == &in->queue_head) in->queued -= n;
     pthread_mutex_unlock(&in->mu);
     return n;
 }

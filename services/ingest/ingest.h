@@ -25,7 +25,6 @@ typedef struct {
     pthread_cond_t cond;        /* queue has jobs, or validator_stop */
     pthread_cond_t ready_cond;  /* ready has jobs, or writer_stop */
     ingest_job_t *queue_head, *queue_tail;
-    size_t queued;
     ingest_job_t *ready_head, *ready_tail;
     ingest_job_t *done_head, *done_tail;
     uv_async_t done_async;
