@@ -47,6 +47,13 @@ static const cfg_entry_t entries[] = {
      "most messages or records handled in one batch"},
     {"DEALSCORE_BATCH_WAIT_MS", T_INT, ALL, 0, 60000, "20", OFF(batch_wait_ms),
      "longest wait to fill a batch, milliseconds"},
+    {"DEALSCORE_BURST_BATCH_SIZE", T_INT, WORKERS, 1, 1000000, "20000", OFF(burst_batch_size),
+     "after a full batch, most messages gathered into the next one (coalesced per deal); "
+     "at most DEALSCORE_BATCH_SIZE turns bursts off"},
+    {"DEALSCORE_BURST_WAIT_MS", T_INT, WORKERS, 0, 60000, "1000", OFF(burst_wait_ms),
+     "longest time a burst batch gathers, milliseconds"},
+    {"DEALSCORE_BURST_QUIET_MS", T_INT, WORKERS, 1, 60000, "100", OFF(burst_quiet_ms),
+     "a burst batch is complete when no message came for this long, milliseconds"},
     {"DEALSCORE_SHUTDOWN_TIMEOUT_MS", T_INT, ALL, 100, 600000, "4000", OFF(shutdown_timeout_ms),
      "time allowed to finish in-flight work on SIGTERM, milliseconds"},
     {"DEALSCORE_MAX_RECORDS", T_INT, DS_SVC_INGEST, 1, 1000000, "1000", OFF(max_records),

@@ -109,6 +109,32 @@ static void update_lag(ds_worker_t *w, ds_metric_t *lag) {
     ds_metric_set(lag, (double)total);
 }
 
+/* A burst: a poll that comes back full means the input arrives faster than
+ * plain batches let through (a bulk import, a backlog after a restart).
+ * Then the batch goes on gathering, up to cap more messages, in windows of
+ * quiet_ms until a window brings none (the input paused), cap is reached,
+ * wait_ms have passed or the service stops. One big batch coalesces the
+ * burst's repeated deals into one computation each, and leaves the cores to
+ * the writers of the burst while it lasts. Returns the count gathered, or
+ * DS_EFATAL (those released). */
+static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, int wait_ms, int quiet_ms) {
+    int64_t deadline = ds_mono_us() + (int64_t)wait_ms * 1000;
+    size_t n = 0;
+    while (n < cap && !ds_service_stopping(w->svc)) {
+        int64_t left = (deadline - ds_mono_us()) / 1000;
+        if (left <= 0 && n > 0) break;
+        int window = left < quiet_ms ? (int)(left > 0 ? left : 0) : quiet_ms;
+        int got = ds_consumer_poll_batch(w->consumer, msgs + n, cap - n, window);
+        if (got == DS_EFATAL) {
+            ds_consumer_release(msgs, n);
+            return DS_EFATAL;
+        }
+        if (got <= 0) break;
+        n += (size_t)got;
+    }
+    return (int)n;
+}
+
 void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
     ds_worker_t w = {.svc = svc, .def = def};
     char err[512];
@@ -127,6 +153,8 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
     ds_metric_t *m_secs = ds_metrics_histogram(m, "worker_batch_seconds", "Time to process a batch", lab,
                                                ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
     ds_metric_t *m_lag = ds_metrics_gauge(m, "consumer_lag", "Messages behind the end of the assigned partitions", lab);
+    ds_metric_t *m_burst = ds_metrics_counter(m, "worker_burst_batches_total",
+                                              "Batches gathered as a burst (after a full batch)", lab);
 
     /* Subscribing to a topic that does not exist yet would leave the consumer
      * waiting for a metadata refresh: make sure they exist first. */
@@ -152,12 +180,23 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
         backoff(&w, 1000);
     }
     size_t max = (size_t)svc->cfg->batch_size;
-    rd_kafka_message_t **msgs = ds_calloc(max, sizeof *msgs);
-    ds_worker_item_t *items = ds_calloc(max, sizeof *items);
+    size_t cap = svc->cfg->burst_batch_size > svc->cfg->batch_size ? (size_t)svc->cfg->burst_batch_size : max;
+    rd_kafka_message_t **msgs = ds_calloc(cap, sizeof *msgs);
+    ds_worker_item_t *items = ds_calloc(cap, sizeof *items);
     uint64_t seed = (uint64_t)ds_now_us();
     int64_t last_lag = 0;
     while (w.consumer && !ds_service_stopping(svc)) {
         int n = ds_consumer_poll_batch(w.consumer, msgs, max, svc->cfg->batch_wait_ms);
+        if (n > 0 && (size_t)n == max && cap > max) {
+            int more = gather_burst(&w, msgs + n, cap - max, svc->cfg->burst_wait_ms, svc->cfg->burst_quiet_ms);
+            if (more == DS_EFATAL) {
+                ds_consumer_release(msgs, (size_t)n);
+                n = DS_EFATAL;
+            } else {
+                n += more;
+                ds_metric_add(m_burst, 1);
+            }
+        }
         ds_service_set_consumer_ready(svc, ds_consumer_assigned(w.consumer));
         if (ds_mono_us() - last_lag > 1000000) {
             update_lag(&w, m_lag);

@@ -280,6 +280,74 @@ Test(feature, chunked_batch_writes_every_snapshot_in_one_transaction) {
     PQfinish(db);
 }
 
+static double worker_metric(const char *name) {
+    httpc_resp_t r = httpc_get(T.port, "/metrics");
+    double v = -1;
+    char pat[160];
+    snprintf(pat, sizeof pat, "\n%s ", name);
+    const char *p = r.body ? strstr(r.body, pat) : NULL;
+    if (p) v = strtod(p + strlen(pat), NULL);
+    httpc_free(&r);
+    return v;
+}
+
+/* A poll that comes back full (DEALSCORE_BATCH_SIZE=1 here) makes the batch
+ * go on gathering as a burst: the 100 changes waiting in the topic, 20 to
+ * each of 5 deals, become one batch and one computation per deal, each as
+ * of that deal's latest change. Without bursts they would be 100 batches and
+ * 100 snapshots. */
+Test(feature, a_full_poll_gathers_the_burst_into_one_coalesced_batch) {
+    dst_stop(&T);
+    dst_env_set(&T, "DEALSCORE_BATCH_SIZE", "1");
+    dst_env_set(&T, "DEALSCORE_BURST_QUIET_MS", "1000");
+    dst_env_set(&T, "DEALSCORE_BURST_WAIT_MS", "20000");
+    PGconn *db = pgt_connect_db(&T.db);
+    enum { D = 5, R = 20 };
+    const int64_t base = 1770000000LL * 1000000;
+    char *opps[D];
+    for (int i = 0; i < D; i++) {
+        char ext[32];
+        snprintf(ext, sizeof ext, "OPP-B%d", i);
+        opps[i] = insert_opportunity(db, ext);
+    }
+    ds_config_t cfg;
+    ds_producer_t *p = dst_producer(&T, &cfg);
+    char *topic = pgt_fmt("%sopportunity.changed", T.prefix);
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < D; i++) {
+            char eid[40];
+            snprintf(eid, sizeof eid, "5e1f4a52-9d55-4c38-b2c1-43a1c1f0%04d", r * D + i);
+            produce_change(p, topic, eid, T.org_id, opps[i], base + r * D + i);
+        }
+    ds_consumer_t *c = dst_consumer(&T, "features.ready");
+    dst_start(&T, "feature");
+    int seen[D] = {0};
+    for (int got = 0; got < D; got++) {
+        rd_kafka_message_t *m[1];
+        dst_consume(c, m, 1, 30000);
+        Dealscore__V1__FeaturesReady *fr = dealscore__v1__features_ready__unpack(NULL, m[0]->len, m[0]->payload);
+        cr_assert(fr);
+        for (int i = 0; i < D; i++)
+            if (strcmp(fr->opportunity_id, opps[i]) == 0) {
+                seen[i]++;
+                cr_expect_eq(fr->as_of_us, base + (R - 1) * D + i, "OPP-B%d as of its latest change", i);
+            }
+        dealscore__v1__features_ready__free_unpacked(fr, NULL);
+        ds_consumer_release(m, 1);
+    }
+    for (int i = 0; i < D; i++) cr_expect_eq(seen[i], 1, "one features.ready for OPP-B%d", i);
+    cr_expect_eq(worker_metric("dealscore_worker_messages_total{worker=\"feature\"}"), (double)(R * D));
+    cr_expect_eq(worker_metric("dealscore_worker_batch_size_count{worker=\"feature\"}"), 1.0);
+    cr_expect_eq(worker_metric("dealscore_worker_burst_batches_total{worker=\"feature\"}"), 1.0);
+    cr_expect_eq(pgt_longf(db, "select count(*) from features_snapshot where org_id = '%s'", T.org_id), D);
+    for (int i = 0; i < D; i++) free(opps[i]);
+    ds_consumer_destroy(c);
+    ds_producer_destroy(p);
+    ds_config_close(&cfg);
+    free(topic);
+    PQfinish(db);
+}
+
 /* The loader sends its four queries in one pipeline: a failing query is
  * reported with its class and leaves the connection usable; duplicate ids
  * load once; a send followed by a recv is the same as a load. */

@@ -38,6 +38,9 @@ typedef struct ds_config_s {
     int batch_size;             /* DEALSCORE_BATCH_SIZE: messages per consumer batch */
     int batch_wait_ms;          /* DEALSCORE_BATCH_WAIT_MS */
     int shutdown_timeout_ms;    /* DEALSCORE_SHUTDOWN_TIMEOUT_MS */
+    int burst_batch_size;       /* DEALSCORE_BURST_BATCH_SIZE: workers' batch after a full one */
+    int burst_wait_ms;          /* DEALSCORE_BURST_WAIT_MS */
+    int burst_quiet_ms;         /* DEALSCORE_BURST_QUIET_MS */
 
     /* ingest */
     int max_records;            /* DEALSCORE_MAX_RECORDS per webhook request */
