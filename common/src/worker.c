@@ -118,20 +118,32 @@ static void update_lag(ds_worker_t *w, ds_metric_t *lag) {
  * the writers of the burst while it lasts. Returns the count gathered, or
  * DS_EFATAL (those released). */
 static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, int wait_ms, int quiet_ms) {
-    int64_t deadline = ds_mono_us() + (int64_t)wait_ms * 1000;
+    int64_t t0 = ds_mono_us(), deadline = t0 + (int64_t)wait_ms * 1000;
     size_t n = 0;
-    while (n < cap && !ds_service_stopping(w->svc)) {
+    const char *end = "the service is stopping";
+    while (!ds_service_stopping(w->svc)) {
+        if (n >= cap) {
+            end = "the batch is full";
+            break;
+        }
         int64_t left = (deadline - ds_mono_us()) / 1000;
-        if (left <= 0 && n > 0) break;
+        if (left <= 0 && n > 0) {
+            end = "DEALSCORE_BURST_WAIT_MS passed";
+            break;
+        }
         int window = left < quiet_ms ? (int)(left > 0 ? left : 0) : quiet_ms;
         int got = ds_consumer_poll_batch(w->consumer, msgs + n, cap - n, window);
         if (got == DS_EFATAL) {
             ds_consumer_release(msgs, n);
             return DS_EFATAL;
         }
-        if (got <= 0) break;
+        if (got <= 0) {
+            end = window < quiet_ms ? "DEALSCORE_BURST_WAIT_MS passed" : "the input paused";
+            break;
+        }
         n += (size_t)got;
     }
+    ds_info("burst: %zu more messages gathered in %lld ms (%s)", n, (long long)((ds_mono_us() - t0) / 1000), end);
     return (int)n;
 }
 
