@@ -98,23 +98,25 @@ static void *sender(void *arg) {
         char at[40];
         ds_format_time_us(ch->as_of_us, at, sizeof at);
         int n;
+        /* Every change moves the deal one stage on (and back from the last
+         * open one), so no change repeats the deal's previous record: a
+         * repeat would be a no-op for ingest, with no event to wait for. */
+        int k = __atomic_add_fetch(&o->moves, 1, __ATOMIC_RELAXED);
+        int st = (o->stage0 + k) % 10;
+        st = st < 6 ? st : 10 - st;
         if (o->fields) {
-            /* A real deal moves one stage on (and back from the last open one). */
-            int k = __atomic_add_fetch(&o->moves, 1, __ATOMIC_RELAXED);
-            int st = (o->stage0 + k) % 10;
-            st = st < 6 ? st : 10 - st;
             n = snprintf(body, sizeof body, "{\"external_id\":\"%s\",\"stage\":\"%s\",%s,\"changed_at\":\"%s\"}",
                          o->ext, stages[st], o->fields, at);
         } else {
             n = snprintf(body, sizeof body,
                          "{\"external_id\":\"%s\",\"stage\":\"%s\",\"created_at\":\"2026-01-01T00:00:00Z\","
                          "\"amount\":%zu,\"account_external_id\":\"bench-acc-%d\",\"changed_at\":\"%s\"}",
-                         o->ext, stages[i % 6], 1000 + (i % 997) * 10, ch->opp % 50, at);
+                         o->ext, stages[st], 1000 + (i % 997) * 10, ch->opp % 50, at);
         }
-        int st = ds_bench_conn_request(&c, "/v1/opportunities", r->token, body, (size_t)n);
+        int status = ds_bench_conn_request(&c, "/v1/opportunities", r->token, body, (size_t)n);
         ch->accepted_us = ds_mono_us();
-        ch->status = st;
-        if (st != 202) atomic_fetch_add(&r->errors, 1);
+        ch->status = status;
+        if (status != 202) atomic_fetch_add(&r->errors, 1);
     }
     ds_bench_conn_close(&c);
     return NULL;
@@ -313,6 +315,23 @@ int main(int argc, char **argv) {
             if (k < r.nopps) snprintf(r.opps[k].id, sizeof r.opps[k].id, "%s", PQgetvalue(res, i, 1));
         }
         PQclear(res);
+        /* The creations are a burst for the workers: measure after they
+         * are scored, not while their backlog is worked off. */
+        int64_t t0 = ds_mono_us();
+        long scored = 0;
+        while (ds_mono_us() - t0 < (int64_t)(drain * 1e6) + 60000000) {
+            res = PQexecParams(db,
+                               "select count(*) from predictions p join opportunities o on o.id = p.opportunity_id"
+                               " where o.external_id like $1",
+                               1, NULL, pv, NULL, NULL, 0);
+            scored = PQresultStatus(res) == PGRES_TUPLES_OK ? atol(PQgetvalue(res, 0, 0)) : -1;
+            PQclear(res);
+            if (scored < 0 || scored >= (long)r.nopps) break;
+            struct timespec ts = {0, 100000000};
+            nanosleep(&ts, NULL); /* polling interval */
+        }
+        printf("dealscore-bench-e2e: %ld of %zu new opportunities scored %.1f s after their creation\n", scored,
+               r.nopps, (double)(ds_mono_us() - t0) / 1e6);
     }
 
     watcher_t w = {0};
