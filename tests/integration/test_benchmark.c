@@ -140,16 +140,7 @@ static void expect_row(const char *key, const char *expr, const char *want) {
     free(v);
 }
 
-static double metric(const char *name) {
-    httpc_resp_t r = httpc_get(T.port, "/metrics");
-    double v = -1;
-    char pat[160];
-    snprintf(pat, sizeof pat, "\n%s ", name);
-    const char *p = r.body ? strstr(r.body, pat) : NULL;
-    if (p) v = strtod(p + strlen(pat), NULL);
-    httpc_free(&r);
-    return v;
-}
+static double metric(const char *name) { return dst_metric(&T, name); }
 
 /* Polls the worker's /metrics until the metric reaches at_least (30 s). */
 static void wait_metric(const char *name, double at_least) {

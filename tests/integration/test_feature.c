@@ -280,17 +280,6 @@ Test(feature, chunked_batch_writes_every_snapshot_in_one_transaction) {
     PQfinish(db);
 }
 
-static double worker_metric(const char *name) {
-    httpc_resp_t r = httpc_get(T.port, "/metrics");
-    double v = -1;
-    char pat[160];
-    snprintf(pat, sizeof pat, "\n%s ", name);
-    const char *p = r.body ? strstr(r.body, pat) : NULL;
-    if (p) v = strtod(p + strlen(pat), NULL);
-    httpc_free(&r);
-    return v;
-}
-
 /* A poll that comes back full (DEALSCORE_BATCH_SIZE=1 here) makes the batch
  * go on gathering as a burst: the 100 changes waiting in the topic, 20 to
  * each of 5 deals, become one batch and one computation per deal, each as
@@ -336,9 +325,9 @@ Test(feature, a_full_poll_gathers_the_burst_into_one_coalesced_batch) {
         ds_consumer_release(m, 1);
     }
     for (int i = 0; i < D; i++) cr_expect_eq(seen[i], 1, "one features.ready for OPP-B%d", i);
-    cr_expect_eq(worker_metric("dealscore_worker_messages_total{worker=\"feature\"}"), (double)(R * D));
-    cr_expect_eq(worker_metric("dealscore_worker_batch_size_count{worker=\"feature\"}"), 1.0);
-    cr_expect_eq(worker_metric("dealscore_worker_burst_batches_total{worker=\"feature\"}"), 1.0);
+    cr_expect_eq(dst_metric(&T, "dealscore_worker_messages_total{worker=\"feature\"}"), (double)(R * D));
+    cr_expect_eq(dst_metric(&T, "dealscore_worker_batch_size_count{worker=\"feature\"}"), 1.0);
+    cr_expect_eq(dst_metric(&T, "dealscore_worker_burst_batches_total{worker=\"feature\"}"), 1.0);
     cr_expect_eq(pgt_longf(db, "select count(*) from features_snapshot where org_id = '%s'", T.org_id), D);
     for (int i = 0; i < D; i++) free(opps[i]);
     ds_consumer_destroy(c);
