@@ -111,38 +111,48 @@ static void update_lag(ds_worker_t *w, ds_metric_t *lag) {
 
 /* A burst: a poll that comes back full means the input arrives faster than
  * plain batches let through (a bulk import, a backlog after a restart).
- * Then the batch goes on gathering, up to cap more messages, in windows of
- * quiet_ms until a window brings none (the input paused), cap is reached,
- * wait_ms have passed or the service stops. One big batch coalesces the
- * burst's repeated deals into one computation each, and leaves the cores to
- * the writers of the burst while it lasts. Returns the count gathered, or
- * DS_EFATAL (those released). */
-static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, int wait_ms, int quiet_ms) {
-    int64_t t0 = ds_mono_us(), deadline = t0 + (int64_t)wait_ms * 1000;
+ * Then the batch goes on gathering, up to cap more messages, until no
+ * message came for quiet_ms (the input paused), cap is reached, wait_ms
+ * have passed or the service stops (checked every 100 ms at most, whatever
+ * the settings). One big batch coalesces the burst's repeated deals into
+ * one computation each, and leaves the cores to the writers of the burst
+ * while it lasts. gathering shows the count meanwhile. Returns the count
+ * gathered, or DS_EFATAL (those released). */
+static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, int wait_ms, int quiet_ms,
+                        ds_metric_t *gathering) {
+    int64_t t0 = ds_mono_us(), deadline = t0 + (int64_t)wait_ms * 1000, last = t0;
     size_t n = 0;
     const char *end = "the service is stopping";
     while (!ds_service_stopping(w->svc)) {
+        int64_t now = ds_mono_us();
         if (n >= cap) {
             end = "the batch is full";
             break;
         }
-        int64_t left = (deadline - ds_mono_us()) / 1000;
-        if (left <= 0 && n > 0) {
+        if (now >= deadline) {
             end = "DEALSCORE_BURST_WAIT_MS passed";
             break;
         }
-        int window = left < quiet_ms ? (int)(left > 0 ? left : 0) : quiet_ms;
-        int got = ds_consumer_poll_batch(w->consumer, msgs + n, cap - n, window);
-        if (got == DS_EFATAL) {
-            ds_consumer_release(msgs, n);
-            return DS_EFATAL;
-        }
-        if (got <= 0) {
-            end = window < quiet_ms ? "DEALSCORE_BURST_WAIT_MS passed" : "the input paused";
+        int64_t quiet_end = last + (int64_t)quiet_ms * 1000;
+        if (now >= quiet_end) {
+            end = "the input paused";
             break;
         }
-        n += (size_t)got;
+        int64_t until = quiet_end < deadline ? quiet_end : deadline;
+        int64_t window = (until - now + 999) / 1000;
+        int got = ds_consumer_poll_batch(w->consumer, msgs + n, cap - n, window < 100 ? (int)window : 100);
+        if (got == DS_EFATAL) {
+            ds_consumer_release(msgs, n);
+            ds_metric_set(gathering, 0);
+            return DS_EFATAL;
+        }
+        if (got > 0) {
+            n += (size_t)got;
+            last = ds_mono_us();
+            ds_metric_set(gathering, (double)n);
+        }
     }
+    ds_metric_set(gathering, 0);
     ds_info("burst: %zu more messages gathered in %lld ms (%s)", n, (long long)((ds_mono_us() - t0) / 1000), end);
     return (int)n;
 }
@@ -167,6 +177,8 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
     ds_metric_t *m_lag = ds_metrics_gauge(m, "consumer_lag", "Messages behind the end of the assigned partitions", lab);
     ds_metric_t *m_burst = ds_metrics_counter(m, "worker_burst_batches_total",
                                               "Batches gathered as a burst (after a full batch)", lab);
+    ds_metric_t *m_gathering = ds_metrics_gauge(m, "worker_burst_gathering",
+                                                "Messages held by the burst being gathered now", lab);
 
     /* Subscribing to a topic that does not exist yet would leave the consumer
      * waiting for a metadata refresh: make sure they exist first. */
@@ -200,7 +212,8 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
     while (w.consumer && !ds_service_stopping(svc)) {
         int n = ds_consumer_poll_batch(w.consumer, msgs, max, svc->cfg->batch_wait_ms);
         if (n > 0 && (size_t)n == max && cap > max) {
-            int more = gather_burst(&w, msgs + n, cap - max, svc->cfg->burst_wait_ms, svc->cfg->burst_quiet_ms);
+            int more = gather_burst(&w, msgs + n, cap - max, svc->cfg->burst_wait_ms, svc->cfg->burst_quiet_ms,
+                                    m_gathering);
             if (more == DS_EFATAL) {
                 ds_consumer_release(msgs, (size_t)n);
                 n = DS_EFATAL;

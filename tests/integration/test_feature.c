@@ -337,6 +337,49 @@ Test(feature, a_full_poll_gathers_the_burst_into_one_coalesced_batch) {
     PQfinish(db);
 }
 
+/* SIGTERM while a burst is gathering (here it would wait a minute for the
+ * input to pause) stops the gathering at once: the batch in hand is
+ * computed and written, and the worker exits 0 within dst_stop's 5 s. */
+Test(feature, sigterm_ends_a_gathering_burst_and_finishes_its_batch) {
+    dst_stop(&T);
+    dst_env_set(&T, "DEALSCORE_BATCH_SIZE", "1");
+    dst_env_set(&T, "DEALSCORE_BURST_QUIET_MS", "60000");
+    dst_env_set(&T, "DEALSCORE_BURST_WAIT_MS", "60000");
+    PGconn *db = pgt_connect_db(&T.db);
+    char *opps[2] = {insert_opportunity(db, "OPP-S0"), insert_opportunity(db, "OPP-S1")};
+    ds_config_t cfg;
+    ds_producer_t *p = dst_producer(&T, &cfg);
+    char *topic = pgt_fmt("%sopportunity.changed", T.prefix);
+    for (int i = 0; i < 10; i++) {
+        char eid[40];
+        snprintf(eid, sizeof eid, "6a2f4a52-9d55-4c38-b2c1-43a1c1f0%04d", i);
+        produce_change(p, topic, eid, T.org_id, opps[i % 2], 1770000000LL * 1000000 + i);
+    }
+    dst_start_until(&T, "feature", "/healthz");
+    /* The first poll (1 message) was full: the other 9 are being gathered. */
+    long long deadline = proc_now_ms() + 30000;
+    while (dst_metric(&T, "dealscore_worker_burst_gathering{worker=\"feature\"}") != 9.0) {
+        cr_assert_lt(proc_now_ms(), deadline, "the burst did not gather the 9 messages in 30 s");
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    cr_expect_eq(pgt_longf(db, "select count(*) from features_snapshot where org_id = '%s'", T.org_id), 0,
+                 "nothing is computed while the burst gathers");
+    dst_stop(&T); /* expects exit 0 within 5 s */
+    cr_expect_eq(pgt_longf(db, "select count(*) from features_snapshot where org_id = '%s'", T.org_id), 2);
+    for (int i = 0; i < 2; i++)
+        cr_expect_eq(pgt_longf(db,
+                               "select count(*) from features_snapshot where opportunity_id = '%s'"
+                               " and as_of = to_timestamp(%lld / 1e6)",
+                               opps[i], 1770000000LL * 1000000 + 8 + i),
+                     1, "OPP-S%d as of its latest change", i);
+    for (int i = 0; i < 2; i++) free(opps[i]);
+    ds_producer_destroy(p);
+    ds_config_close(&cfg);
+    free(topic);
+    PQfinish(db);
+}
+
 /* The loader sends its four queries in one pipeline: a failing query is
  * reported with its class and leaves the connection usable; duplicate ids
  * load once; a send followed by a recv is the same as a load. */
