@@ -139,8 +139,11 @@ static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, i
             break;
         }
         int64_t until = quiet_end < deadline ? quiet_end : deadline;
-        int64_t window = (until - now + 999) / 1000;
-        int got = ds_consumer_poll_batch(w->consumer, msgs + n, cap - n, window < 100 ? (int)window : 100);
+        /* Short windows: a poll waits out its whole window, so the pause is
+         * noticed at most a quarter of quiet_ms late. */
+        int64_t window = (until - now + 999) / 1000, slice = quiet_ms / 4 < 100 ? quiet_ms / 4 : 100;
+        if (slice < 1) slice = 1;
+        int got = ds_consumer_poll_batch(w->consumer, msgs + n, cap - n, (int)(window < slice ? window : slice));
         if (got == DS_EFATAL) {
             ds_consumer_release(msgs, n);
             ds_metric_set(gathering, 0);
