@@ -142,16 +142,6 @@ static void expect_row(const char *key, const char *expr, const char *want) {
 
 static double metric(const char *name) { return dst_metric(&T, name); }
 
-/* Polls the worker's /metrics until the metric reaches at_least (30 s). */
-static void wait_metric(const char *name, double at_least) {
-    long long deadline = proc_now_ms() + 30000;
-    while (metric(name) < at_least) {
-        cr_assert_lt(proc_now_ms(), deadline, "%s did not reach %g in 30 s", name, at_least);
-        struct timespec ts = {0, 20 * 1000000};
-        nanosleep(&ts, NULL); /* polling interval */
-    }
-}
-
 /* ---- fixtures ------------------------------------------------------------ */
 
 /* Org A (window 12 months, min 3 won deals, band 0.2) with T and the deals
@@ -469,7 +459,7 @@ Test(benchmark, activity_of_a_mapped_open_deal_keeps_its_mapping) {
      * event does not walk it again (the worker mapped it: settled). */
     pgt_exec(db, "update opportunities set product_category = 'security' where id = '" OPP(601) "'");
     publish("e0000000-0000-4000-8000-000000000701", ORG_A, OPP(601), INTERACTION);
-    wait_metric("dealscore_benchmark_activity_only_total", 1);
+    dst_wait_metric(&T, "dealscore_benchmark_activity_only_total", 1);
     cr_expect_eq(metric("dealscore_benchmark_activity_only_total"), 1);
     cr_expect_eq(metric("dealscore_benchmark_settled_total"), 1);
     expect_mapping(OPP(601), "v1|ind=software|prod=analytics|reg=emea|" AMT, "industry_product_region");
@@ -495,7 +485,7 @@ Test(benchmark, activity_of_a_mapped_open_deal_keeps_its_mapping) {
      * restart the worker looks again and maps it. */
     pgt_exec(db, "delete from opportunity_benchmarks where opportunity_id = '" OPP(604) "'");
     publish("e0000000-0000-4000-8000-000000000704", ORG_A, OPP(604), INTERACTION);
-    wait_metric("dealscore_benchmark_settled_total", 2);
+    dst_wait_metric(&T, "dealscore_benchmark_settled_total", 2);
     cr_expect_eq(dst_count(&T, "select count(*) from opportunity_benchmarks where opportunity_id = '" OPP(604) "'"), 0);
     dst_stop(&T);
     start(0);

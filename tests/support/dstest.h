@@ -269,6 +269,16 @@ static inline double dst_metric(dst_t *t, const char *name) {
     return v;
 }
 
+/* Polls the service's /metrics until the sample reaches at_least (30 s). */
+static inline void dst_wait_metric(dst_t *t, const char *name, double at_least) {
+    long long deadline = proc_now_ms() + 30000;
+    while (dst_metric(t, name) < at_least) {
+        cr_assert_lt(proc_now_ms(), deadline, "%s did not reach %g in 30 s", name, at_least);
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+}
+
 static inline long long dst_count(dst_t *t, const char *sql) {
     PGconn *c = pgt_connect_db(&t->db);
     long long n = pgt_longf(c, "%s", sql);
