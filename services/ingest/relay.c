@@ -1,5 +1,5 @@
 /* Outbox relay: publishes unsent outbox rows as OpportunityChanged events
- * with the idempotent producer, in id order, and marks them sent once Kafka
+ * with the idempotent producer, in id order, and deletes them once Kafka
  * acknowledged them. One relay per database holds an advisory lock, so
  * several ingest replicas never publish the same rows at once. */
 #include <stdlib.h>
@@ -60,11 +60,6 @@ static Dealscore__V1__ChangeKind kind_of(const char *k) {
     return DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_UNSPECIFIED;
 }
 
-static const char *jstr(json_t *o, const char *k) {
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "";
-}
-
 /* Publishes one batch of unsent rows. Returns the number published, 0 when
  * there was nothing to do, or a negative DS_E code. */
 static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
@@ -75,9 +70,11 @@ static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
     const char *v[] = {lim};
     int rc = ds_pg_exec_params(pg,
                                "select id, org_id, coalesce(opportunity_id::text, ''),"
-                               " coalesce(account_id::text, ''), kind, headers::text,"
-                               " extract(epoch from created_at)::float8"
-                               " from public.outbox where sent_at is null order by id limit $1::int",
+                               " coalesce(account_id::text, ''), kind,"
+                               " (extract(epoch from occurred_at) * 1000000)::int8,"
+                               " coalesce(source, ''), coalesce(source_hash, ''), coalesce(traceparent, ''),"
+                               " (extract(epoch from created_at) * 1000000)::int8"
+                               " from public.outbox order by id limit $1::int",
                                1, v, NULL, NULL, &res, err, sizeof err);
     if (rc != 0) {
         ds_warn("relay could not read the outbox: %s", err);
@@ -90,34 +87,35 @@ static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
     }
     relay_msg_t *msgs = ds_calloc((size_t)n, sizeof *msgs);
     int sent = 0;
-    double oldest = 0;
+    int64_t oldest_us = atoll(PQgetvalue(res, 0, 9));
     for (int i = 0; i < n; i++) {
         msgs[i].id = atoll(PQgetvalue(res, i, 0));
-        json_t *h = json_loads(PQgetvalue(res, i, 5), 0, NULL);
-        if (i == 0) oldest = atof(PQgetvalue(res, i, 6));
+        /* The event id is derived from the row, so an event published again
+         * (its delete lost in a crash) keeps its id and consumers can tell. */
+        char event_id[37], seed[96];
+        snprintf(seed, sizeof seed, "opportunity.changed:%lld:%s", msgs[i].id, PQgetvalue(res, i, 9));
+        ds_uuid_derived(seed, event_id);
         Dealscore__V1__OpportunityChanged ev = DEALSCORE__V1__OPPORTUNITY_CHANGED__INIT;
-        ev.event_id = (char *)jstr(h, "event_id");
+        ev.event_id = event_id;
         ev.org_id = PQgetvalue(res, i, 1);
         ev.opportunity_id = PQgetvalue(res, i, 2);
         ev.account_id = PQgetvalue(res, i, 3);
         ev.kind = kind_of(PQgetvalue(res, i, 4));
-        int64_t occurred = 0;
-        ds_parse_time_us(jstr(h, "occurred_at"), &occurred);
-        ev.occurred_at_us = occurred;
-        ev.source = (char *)jstr(h, "source");
-        ev.source_hash = (char *)jstr(h, "source_hash");
+        ev.occurred_at_us = PQgetisnull(res, i, 5) ? 0 : atoll(PQgetvalue(res, i, 5));
+        ev.source = PQgetvalue(res, i, 6);
+        ev.source_hash = PQgetvalue(res, i, 7);
+        const char *tp = PQgetvalue(res, i, 8);
         size_t len = dealscore__v1__opportunity_changed__get_packed_size(&ev);
         uint8_t *buf = ds_malloc(len ? len : 1);
         dealscore__v1__opportunity_changed__pack(&ev, buf);
-        ds_event_meta_t meta = {.id = ev.event_id[0] ? ev.event_id : NULL,
+        ds_event_meta_t meta = {.id = event_id,
                                 .source = "/dealscore/ingest",
                                 .type = DS_CE_TYPE_OPPORTUNITY_CHANGED,
-                                .time_us = occurred,
-                                .traceparent = jstr(h, "traceparent")[0] ? jstr(h, "traceparent") : NULL};
+                                .time_us = ev.occurred_at_us,
+                                .traceparent = tp[0] ? tp : NULL};
         rc = ds_producer_send(in->svc->producer, topic, ev.opportunity_id, strlen(ev.opportunity_id),
                               buf, len, &meta, &msgs[i]);
         free(buf);
-        json_decref(h);
         if (rc != 0) {
             msgs[i].state = -1;
             ds_warn("relay could not enqueue outbox event %lld: %s", msgs[i].id, ds_strerror(rc));
@@ -126,9 +124,10 @@ static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
         sent++;
     }
     PQclear(res);
-    /* Wait for every delivery report: the rows are marked only when Kafka has
-     * them. While Kafka is down this waits (librdkafka keeps retrying until
-     * message.timeout.ms); on shutdown it gives up after a bounded flush. */
+    /* Wait for every delivery report: the rows are removed only when Kafka
+     * has them. While Kafka is down this waits (librdkafka keeps retrying
+     * until message.timeout.ms); on shutdown it gives up after a bounded
+     * flush. */
     int64_t stop_deadline = 0;
     for (;;) {
         int pending = 0;
@@ -140,7 +139,9 @@ static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
         }
         ds_producer_poll(in->svc->producer, 100);
     }
-    /* Mark delivered rows, in one statement. */
+    /* Delete the delivered rows, in one statement: cheaper than marking them
+     * (no new row version, no index entry), and the table holds only what
+     * waits for Kafka. */
     char **ids = ds_calloc((size_t)sent + 1, sizeof *ids);
     int ndel = 0;
     for (int i = 0; i < sent; i++)
@@ -149,14 +150,12 @@ static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
     if (ndel) {
         char *arr = ds_pg_array_text((const char *const *)ids, (size_t)ndel);
         const char *pv[] = {arr};
-        rc = ds_pg_exec_params(pg,
-                               "update public.outbox set sent_at = now()"
-                               " where id = any($1::bigint[]) and sent_at is null",
-                               1, pv, NULL, NULL, NULL, err, sizeof err);
+        rc = ds_pg_exec_params(pg, "delete from public.outbox where id = any($1::bigint[])", 1, pv, NULL,
+                               NULL, NULL, err, sizeof err);
         free(arr);
         if (rc != 0) {
-            /* Published but not marked: they will be published again (at-least-once). */
-            ds_warn("relay could not mark events sent: %s", err);
+            /* Published but not removed: they will be published again (at-least-once). */
+            ds_warn("relay could not remove published events: %s", err);
             result = rc;
         } else {
             atomic_fetch_sub(&in->outbox_depth, ndel);
@@ -165,7 +164,7 @@ static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
                           ndel);
             ds_metric_set(ds_metrics_gauge(in->svc->metrics, "outbox_oldest_age_seconds",
                                            "Age of the oldest unsent outbox row when last read", NULL),
-                          (double)ds_now_us() / 1e6 - oldest);
+                          (double)(ds_now_us() - oldest_us) / 1e6);
         }
     }
     for (int i = 0; i < ndel; i++) free(ids[i]);
@@ -177,7 +176,7 @@ static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
 static void refresh_depth(ingest_t *in, ds_pg_t *pg) {
     PGresult *res = NULL;
     char err[256];
-    if (ds_pg_exec(pg, "select count(*) from public.outbox where sent_at is null", &res, err,
+    if (ds_pg_exec(pg, "select count(*) from public.outbox", &res, err,
                    sizeof err) == 0) {
         atomic_store(&in->outbox_depth, atol(PQgetvalue(res, 0, 0)));
         PQclear(res);
@@ -206,7 +205,7 @@ void *ingest_relay_main(void *arg) {
         attempt = 0;
         if (!locked) {
             PGresult *res = NULL;
-            /* Marking rows sent need not wait for its WAL flush: a mark
+            /* Removing sent rows need not wait for its WAL flush: a delete
              * lost in a crash only publishes those rows again, which
              * at-least-once delivery allows (DESIGN.md, "Delivery"), and
              * the webhooks' commits no longer queue behind the relay's. */

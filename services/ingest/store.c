@@ -12,9 +12,10 @@
 #include "dealscore/common.h"
 #include "dealscore/log.h"
 
-#define OUTBOX_HEADERS(occurred, source, hash, tp)                                          \
-    "jsonb_build_object('event_id', gen_random_uuid(), 'occurred_at', " occurred            \
-    ", 'source', " source ", 'source_hash', " hash ", 'traceparent', " tp ")"
+/* The columns of an outbox row after its ids and kind; the relay derives the
+ * event id from the row. */
+#define OUTBOX_COLUMNS "org_id, opportunity_id, account_id, kind, occurred_at, source, source_hash, traceparent"
+#define OUTBOX_EVENT(occurred, source, hash, tp) occurred ", " source ", " hash ", " tp
 
 /* Every statement takes the records of one kind as parallel arrays (one
  * element per record, "idx" its position in the statement) and does, for
@@ -47,9 +48,9 @@ static const char *sql_account =
     "  on o.org_id = ch.org_id and o.account_id = ch.id"
     "  where o.outcome = 'open' and not o.placeholder),"
     " ev as ("
-    " insert into public.outbox (org_id, opportunity_id, account_id, kind, payload, headers, key)"
-    " select org_id, opportunity_id, id, 'account_updated', ''::bytea, "
-    OUTBOX_HEADERS("now_at", "source", "source_hash", "traceparent") ", opportunity_id::text"
+    " insert into public.outbox (" OUTBOX_COLUMNS ")"
+    " select org_id, opportunity_id, id, 'account_updated', "
+    OUTBOX_EVENT("now_at", "source", "source_hash", "traceparent")
     " from fan order by fan.idx, fan.opportunity_id)"
     " select ch.idx, (select count(*) from fan where fan.idx = ch.idx)::int from ch";
 
@@ -121,14 +122,13 @@ static const char *sql_opportunity =
     " where f.changed and not (c.is_new and f.field = 'outcome' and c.outcome = 'open')"
     " order by c.idx, f.ord),"
     " ev as ("
-    " insert into public.outbox (org_id, opportunity_id, account_id, kind, payload, headers, key)"
+    " insert into public.outbox (" OUTBOX_COLUMNS ")"
     " select c.org_id, c.id, c.account_id,"
     "  case when c.fresh then 'opportunity_upserted'"
     "   when c.outcome is distinct from c.prev_outcome and c.outcome <> 'open' then 'outcome_set'"
     "   when c.stage is distinct from c.prev_stage then 'stage_changed'"
-    "   else 'opportunity_upserted' end, ''::bytea, "
-    OUTBOX_HEADERS("coalesce(c.changed_at, c.now_at)", "c.source", "c.source_hash", "c.traceparent")
-    ", c.id::text"
+    "   else 'opportunity_upserted' end, "
+    OUTBOX_EVENT("coalesce(c.changed_at, c.now_at)", "c.source", "c.source_hash", "c.traceparent")
     " from ch c order by c.idx)"
     " select idx, 1 from ch";
 
@@ -166,10 +166,10 @@ static const char *sql_opportunity =
     "  from up join inp i on i.org_id = up.org_id and i.ext = up.external_id"                    \
     "  join opp p on p.org_id = i.org_id and p.external_id = i.opp_ext),"                        \
     " ev as ("                                                                                 \
-    " insert into public.outbox (org_id, opportunity_id, account_id, kind, payload, headers, key)" \
-    " select org_id, opportunity_id, account_id, '" kind "', ''::bytea, "                      \
-    OUTBOX_HEADERS("occurred", "source", "source_hash", "traceparent")                        \
-    ", opportunity_id::text from ch where ch.pub order by ch.idx)"                                   \
+    " insert into public.outbox (" OUTBOX_COLUMNS ")" \
+    " select org_id, opportunity_id, account_id, '" kind "', "                                  \
+    OUTBOX_EVENT("occurred", "source", "source_hash", "traceparent")                          \
+    " from ch where ch.pub order by ch.idx)"                                                   \
     " select idx, pub::int from ch"
 
 static const char *sql_interaction =

@@ -39,6 +39,7 @@ Test(feature, webhook_change_yields_features_ready) {
     dst_clone(&I, &T);
     dst_start(&I, "ingest");
     ds_consumer_t *c = dst_consumer(&T, "features.ready");
+    ds_consumer_t *oc = dst_consumer(&T, "opportunity.changed");
     httpc_resp_t r = dst_post(&I, "/v1/opportunities",
                               "{\"external_id\":\"OPP-1\",\"stage\":\"proposal\",\"created_at\":\"2026-03-01T00:00:00Z\","
                               "\"amount\":999,\"changed_at\":\"2026-03-11T00:00:00Z\",\"close_date\":\"2026-03-31\"}",
@@ -53,7 +54,21 @@ Test(feature, webhook_change_yields_features_ready) {
     httpc_free(&r);
     PGconn *db = pgt_connect_db(&T.db);
     char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-1'");
-    char *ev2 = pgt_valuef(db, "select headers->>'event_id' from outbox where kind = 'transcript_added'");
+    /* The transcript's opportunity.changed event, as the relay published it. */
+    char ev2[37] = "";
+    for (int seen = 0; seen < 2 && !ev2[0]; seen++) {
+        rd_kafka_message_t *m[1];
+        dst_consume(oc, m, 1, 30000);
+        Dealscore__V1__OpportunityChanged *oe =
+            dealscore__v1__opportunity_changed__unpack(NULL, m[0]->len, m[0]->payload);
+        cr_assert(oe, "opportunity.changed decodes");
+        if (oe->kind == DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_TRANSCRIPT_ADDED)
+            snprintf(ev2, sizeof ev2, "%s", oe->event_id);
+        dealscore__v1__opportunity_changed__free_unpacked(oe, NULL);
+        ds_consumer_release(m, 1);
+    }
+    cr_assert(ev2[0], "the transcript's opportunity.changed event");
+    ds_consumer_destroy(oc);
     /* Both events may be coalesced into one computation or come one by one:
      * read until the transcript's event has been accounted for. */
     Dealscore__V1__FeaturesReady *last = NULL;
@@ -95,7 +110,6 @@ Test(feature, webhook_change_yields_features_ready) {
                                opp),
                  1);
     free(opp);
-    free(ev2);
     PQfinish(db);
     ds_consumer_destroy(c);
 }

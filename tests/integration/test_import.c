@@ -158,7 +158,7 @@ Test(import, clean_files_give_exact_rows_and_history) {
     cr_expect_eq(count("opportunity_history"), 19);
     /* accounts came first (no deals to announce); every other row is one event */
     cr_expect_eq(count("outbox"), 17);
-    cr_expect_eq(pgt_longf(conn, "select count(*) from public.outbox where headers->>'source' = 'csv'"),
+    cr_expect_eq(pgt_longf(conn, "select count(*) from public.outbox where source = 'csv'"),
                  17);
     cr_expect_eq(pgt_longf(conn, "select count(*) from public.opportunities where placeholder"), 0);
     cr_expect_eq(pgt_longf(conn, "select count(*) from public.accounts where placeholder"), 0);

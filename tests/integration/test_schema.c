@@ -414,10 +414,10 @@ Test(schema, deleting_an_org_removes_its_rows_and_events) {
     PGconn *c = pgt_connect_db(&db);
     insert_orgs_and_deals(c);
     pgt_execf(c,
-              "insert into outbox (org_id, opportunity_id, account_id, kind, payload) values"
-              " ('%s', 'a0000000-0000-4000-8000-00000000a001', null, 'opportunity_upserted', ''),"
-              " ('%s', 'a0000000-0000-4000-8000-00000000a001', null, 'stage_changed', ''),"
-              " ('%s', 'b0000000-0000-4000-8000-00000000b001', null, 'opportunity_upserted', '')",
+              "insert into outbox (org_id, opportunity_id, account_id, kind) values"
+              " ('%s', 'a0000000-0000-4000-8000-00000000a001', null, 'opportunity_upserted'),"
+              " ('%s', 'a0000000-0000-4000-8000-00000000a001', null, 'stage_changed'),"
+              " ('%s', 'b0000000-0000-4000-8000-00000000b001', null, 'opportunity_upserted')",
               ORG_A, ORG_A, ORG_B);
     cr_assert_eq(pgt_longf(c, "select count(*) from outbox"), 3);
     pgt_execf(c, "delete from orgs where id = '%s'", ORG_A);
@@ -496,4 +496,60 @@ Test(schema, activating_a_model_notifies_its_org) {
 
     PQfinish(listener);
     PQfinish(c);
+}
+
+/* Upgrading to the lean outbox (20261127000100) on a database with events in
+ * it: an unsent event keeps its kind, time, source, hash and trace context
+ * as columns and is still published; an event already sent is removed. */
+Test(schema, outbox_upgrade_keeps_unsent_events_and_drops_sent_ones) {
+    static const char *lean = "20261127000100_outbox_lean.sql";
+    static char names[256][128];
+    int n = migration_files(names, 256);
+    char dir[] = "/tmp/ds-migrate-test-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir), "mkdtemp failed");
+    int linked = 0;
+    for (int i = 0; i < n && strcmp(names[i], lean) < 0; i++, linked++) {
+        char *src = pgt_fmt(DS_SOURCE_DIR "/sql/migrations/%s", names[i]);
+        char *dst = pgt_fmt("%s/%s", dir, names[i]);
+        cr_assert_eq(symlink(src, dst), 0, "symlink %s", dst);
+        free(src);
+        free(dst);
+    }
+    cr_assert(linked > 0 && linked < n, "the lean outbox migration is missing");
+    const char *args[] = {"--dir", dir, NULL};
+    pgt_proc_t p;
+    int rc = pgt_migrate(&p, &db, args);
+    cr_assert_eq(rc, 0, "migrate up to the lean outbox exited with %d:\n%s", rc, p.out);
+    pgt_proc_close(&p);
+
+    PGconn *c = pgt_connect_db(&db);
+    insert_orgs_and_deals(c);
+    pgt_execf(c,
+              "insert into outbox (org_id, opportunity_id, kind, payload, headers, key, sent_at) values"
+              " ('%s', 'a0000000-0000-4000-8000-00000000a001', 'stage_changed', '',"
+              "  '{\"event_id\": \"e0000000-0000-4000-8000-000000000001\","
+              "    \"occurred_at\": \"2026-03-01T09:00:00+00:00\", \"source\": \"webhook\","
+              "    \"source_hash\": \"abc\", \"traceparent\": null}', 'a0000000-0000-4000-8000-00000000a001', null),"
+              " ('%s', 'a0000000-0000-4000-8000-00000000a001', 'opportunity_upserted', '',"
+              "  '{\"occurred_at\": \"2026-02-01T09:00:00+00:00\", \"source\": \"csv\"}',"
+              "  'a0000000-0000-4000-8000-00000000a001', now())",
+              ORG_A, ORG_A);
+
+    pgt_migrate_ok(&db);
+    cr_expect_eq(pgt_longf(c, "select count(*) from outbox"), 1, "the sent event was kept");
+    char *row = pgt_valuef(c, "select kind || '|' || to_char(occurred_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI')"
+                              " || '|' || source || '|' || source_hash || '|' || coalesce(traceparent, '-')"
+                              " from outbox");
+    cr_expect_str_eq(row, "stage_changed|2026-03-01 09:00|webhook|abc|-");
+    free(row);
+    cr_expect_eq(pgt_longf(c, "select count(*) from information_schema.columns where table_schema = 'public'"
+                              " and table_name = 'outbox' and column_name in ('headers', 'payload', 'key', 'sent_at')"),
+                 0, "the old columns are still there");
+    PQfinish(c);
+    for (int i = 0; i < linked; i++) {
+        char *dst = pgt_fmt("%s/%s", dir, names[i]);
+        unlink(dst);
+        free(dst);
+    }
+    rmdir(dir);
 }
