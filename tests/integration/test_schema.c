@@ -406,9 +406,9 @@ Test(schema, constraints_keep_the_data_consistent) {
     PQfinish(c);
 }
 
-/* Deleting an org takes its raw rows and its outbox events with it (the
- * outbox has no foreign key: a trigger on orgs does that), and leaves the
- * other org's alone. */
+/* Deleting an org takes its raw rows, its deals' history and its outbox
+ * events with it (neither the outbox nor the history has a foreign key:
+ * triggers do that), and leaves the other org's alone. */
 Test(schema, deleting_an_org_removes_its_rows_and_events) {
     pgt_migrate_ok(&db);
     PGconn *c = pgt_connect_db(&db);
@@ -420,7 +420,16 @@ Test(schema, deleting_an_org_removes_its_rows_and_events) {
               " ('%s', 'b0000000-0000-4000-8000-00000000b001', null, 'opportunity_upserted')",
               ORG_A, ORG_A, ORG_B);
     cr_assert_eq(pgt_longf(c, "select count(*) from outbox"), 3);
+    pgt_execf(c,
+              "insert into opportunity_history (org_id, opportunity_id, field, new_value, changed_at) values"
+              " ('%s', 'a0000000-0000-4000-8000-00000000a001', 'stage', 'Prospecting', now()),"
+              " ('%s', 'b0000000-0000-4000-8000-00000000b001', 'stage', 'Prospecting', now())",
+              ORG_A, ORG_B);
     pgt_execf(c, "delete from orgs where id = '%s'", ORG_A);
+    cr_expect_eq(pgt_longf(c, "select count(*) from opportunity_history where org_id = '%s'", ORG_A), 0,
+                 "the deleted org's deal history stayed");
+    cr_expect_eq(pgt_longf(c, "select count(*) from opportunity_history where org_id = '%s'", ORG_B), 1,
+                 "the other org's deal history went too");
     cr_expect_eq(pgt_longf(c, "select count(*) from outbox where org_id = '%s'", ORG_A), 0,
                  "the deleted org's events stayed in the outbox");
     cr_expect_eq(pgt_longf(c, "select count(*) from outbox where org_id = '%s'", ORG_B), 1,
@@ -552,4 +561,24 @@ Test(schema, outbox_upgrade_keeps_unsent_events_and_drops_sent_ones) {
         free(dst);
     }
     rmdir(dir);
+}
+
+/* Deleting an opportunity takes its history with it (a statement-level
+ * trigger, since the history has no foreign key), and only its own. */
+Test(schema, deleting_an_opportunity_removes_its_history) {
+    pgt_migrate_ok(&db);
+    PGconn *c = pgt_connect_db(&db);
+    insert_orgs_and_deals(c);
+    pgt_execf(c,
+              "insert into opportunity_history (org_id, opportunity_id, field, new_value, changed_at) values"
+              " ('%s', 'a0000000-0000-4000-8000-00000000a001', 'stage', 'Prospecting', now()),"
+              " ('%s', 'a0000000-0000-4000-8000-00000000a001', 'amount', '100', now()),"
+              " ('%s', 'b0000000-0000-4000-8000-00000000b001', 'stage', 'Prospecting', now())",
+              ORG_A, ORG_A, ORG_B);
+    pgt_exec(c, "delete from opportunities where id = 'a0000000-0000-4000-8000-00000000a001'");
+    cr_expect_eq(pgt_longf(c, "select count(*) from opportunity_history"
+                              " where opportunity_id = 'a0000000-0000-4000-8000-00000000a001'"),
+                 0, "the deleted deal's history stayed");
+    cr_expect_eq(pgt_longf(c, "select count(*) from opportunity_history"), 1, "another deal's history went too");
+    PQfinish(c);
 }
