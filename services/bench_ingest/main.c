@@ -179,7 +179,7 @@ typedef struct {
     char work_dir[PATH_MAX];
     bool own_work_dir;
     char runid[16];
-    int concurrency, batch, single_threads, repeat;
+    int concurrency, batch, single_threads, repeat, warmup;
     double rate, seconds, settle_s;
     bool do_ceiling, do_batch, do_single, do_csv;
     const char *worker_urls[3];
@@ -380,7 +380,10 @@ typedef struct {
  * connections. */
 static int phase_batch(bench_t *b, int rep, result_t *res) {
     char slug[80], token[256], org_id[37];
-    snprintf(slug, sizeof slug, "bi-%s-r%d-batch", b->runid, rep);
+    if (rep > 0)
+        snprintf(slug, sizeof slug, "bi-%s-r%d-batch", b->runid, rep);
+    else
+        snprintf(slug, sizeof slug, "bi-%s-w%d-batch", b->runid, 1 - rep); /* a warm-up pass */
     if (org_create(b, slug, token, sizeof token, org_id) != 0) return -1;
     dataset_t *d = &b->data;
     char **oj = ds_calloc(d->nopps, sizeof *oj), **ij = ds_calloc(d->nints ? d->nints : 1, sizeof *ij);
@@ -713,6 +716,10 @@ static void usage(FILE *out) {
             "                      thread waits for each response, so threads / latency caps the rate\n"
             "  --repeat N          repetitions of every phase, each into fresh orgs; medians (default 1)\n"
             "  --phases LIST       subset of ceiling,batch,single,csv (default all)\n"
+            "  --warmup N          untimed passes of the batched webhooks before the repetitions, each\n"
+            "                      into a fresh org, so the broker's JIT, Postgres's caches and the\n"
+            "                      workers are warm (default 1; 0: none); their figure is printed\n"
+            "                      and not counted\n"
             "  --settle S          wait up to S s before each phase for the outbox to drain, the\n"
             "                      stack's workers and autovacuum to go idle (default 300; 0: do\n"
             "                      not wait)\n"
@@ -742,7 +749,7 @@ static void remove_work_dir(bench_t *b) {
 }
 
 int main(int argc, char **argv) {
-    bench_t b = {.concurrency = 4, .batch = 100, .single_threads = 64, .repeat = 1, .rate = 500, .seconds = 10,
+    bench_t b = {.concurrency = 4, .batch = 100, .single_threads = 64, .repeat = 1, .warmup = 1, .rate = 500, .seconds = 10,
                  .settle_s = 300, .do_ceiling = true, .do_batch = true, .do_single = true, .do_csv = true};
     long nopps = 20000, nints = 100000, seed = 1, v;
     const char *url = getenv("DEALSCORE_INGEST_URL"), *bin_dir = getenv("DEALSCORE_BIN_DIR"), *work_dir = NULL;
@@ -752,6 +759,7 @@ int main(int argc, char **argv) {
         {"single-threads", 1, 0, 'T'}, {"repeat", 1, 0, 'n'},      {"phases", 1, 0, 'p'},
         {"settle", 1, 0, 'S'},        {"seed", 1, 0, 'e'},         {"url", 1, 0, 'u'},
         {"bin-dir", 1, 0, 'B'},       {"work-dir", 1, 0, 'w'},     {"help", 0, 0, 'h'},
+        {"warmup", 1, 0, 'W'},
         {0, 0, 0, 0}};
     int c;
     opterr = 0;
@@ -766,6 +774,7 @@ int main(int argc, char **argv) {
         case 's': if (!ds_bench_parse_double(optarg, 0.1, 3600, &b.seconds)) bad = "--seconds must be 0.1 to 3600"; break;
         case 'T': if (!ds_parse_long(optarg, 1, 1024, &v)) bad = "--single-threads must be 1 to 1024"; else b.single_threads = (int)v; break;
         case 'n': if (!ds_parse_long(optarg, 1, 100, &v)) bad = "--repeat must be 1 to 100"; else b.repeat = (int)v; break;
+        case 'W': if (!ds_parse_long(optarg, 0, 100, &v)) bad = "--warmup must be 0 to 100"; else b.warmup = (int)v; break;
         case 'S': if (!ds_bench_parse_double(optarg, 0, 86400, &b.settle_s)) bad = "--settle must be 0 to 86400 seconds"; break;
         case 'e': if (!ds_parse_long(optarg, 0, LONG_MAX, &seed)) bad = "--seed must be a number >= 0"; break;
         case 'u': url = optarg; break;
@@ -854,13 +863,32 @@ int main(int argc, char **argv) {
 
     res = ds_calloc((size_t)b.repeat, sizeof *res);
     char csv_summary[512] = "";
+    /* Warm-up passes (rep 0, -1, ...: orgs of their own), printed, not counted:
+     * the first pass on a fresh stack runs while the broker's JIT compiles
+     * and Postgres's caches fill, which neither a long-running stack nor
+     * the ceiling (no Kafka) has. */
+    if (b.do_batch || b.do_single || b.do_csv) {
+        for (int k = 0; k < b.warmup; k++) {
+            result_t w = {0};
+            settle(&b, k ? "the previous warm-up" : "the start");
+            fprintf(stderr, PROG ": warm-up %d: webhooks, arrays of %d over %d connections\n", k + 1, b.batch,
+                    b.concurrency);
+            if (phase_batch(&b, -k, &w) != 0) goto out;
+            printf("warm-up %d (not counted): webhook arrays of %d, %d conns: %ld records in %.2f s, %.0f records/s,"
+                   " 503/retries %ld, errors %ld\n",
+                   k + 1, b.batch, b.concurrency, w.records, w.secs, w.secs > 0 ? (double)w.records / w.secs : 0,
+                   w.retries, w.errors);
+            fflush(stdout);
+        }
+    }
     for (int rep = 1; rep <= b.repeat; rep++) {
         result_t *r = res[rep - 1];
         if (b.do_ceiling) {
             /* The previous repetition's events are still being consumed
              * (before this wait, the ceilings of later repetitions ran
              * beside them and came out 2-3x slower than the first). */
-            if (rep > 1) settle(&b, "the previous repetition");
+            if (rep > 1 || (b.warmup > 0 && (b.do_batch || b.do_single || b.do_csv)))
+                settle(&b, rep > 1 ? "the previous repetition" : "the warm-up");
             fprintf(stderr, PROG ": rep %d: ceiling (multi-row INSERT ... ON CONFLICT)\n", rep);
             if (phase_ceiling(&b, rep, &r[P_CEILING]) != 0) goto out;
         }
