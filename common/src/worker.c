@@ -111,17 +111,19 @@ static void update_lag(ds_worker_t *w, ds_metric_t *lag) {
 
 /* A burst: a poll that comes back full means the input arrives faster than
  * plain batches let through (a bulk import, a backlog after a restart).
- * Then the batch goes on gathering, up to cap more messages, until no
- * message came for quiet_ms (the input paused), cap is reached, wait_ms
+ * Then the batch goes on gathering, up to cap more messages, until a window
+ * of quiet_ms brings fewer than trickle messages (the input paused, or
+ * slowed to a trickle: the backlog is drained and what comes now is the
+ * ordinary flow, which must not wait for the cap), cap is reached, wait_ms
  * have passed or the service stops (checked every 100 ms at most, whatever
  * the settings). One big batch coalesces the burst's repeated deals into
  * one computation each, and leaves the cores to the writers of the burst
  * while it lasts. gathering shows the count meanwhile. Returns the count
  * gathered, or DS_EFATAL (those released). */
 static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, int wait_ms, int quiet_ms,
-                        ds_metric_t *gathering) {
-    int64_t t0 = ds_mono_us(), deadline = t0 + (int64_t)wait_ms * 1000, last = t0;
-    size_t n = 0;
+                        size_t trickle, ds_metric_t *gathering) {
+    int64_t t0 = ds_mono_us(), deadline = t0 + (int64_t)wait_ms * 1000, win_start = t0;
+    size_t n = 0, win_n = 0;
     const char *end = "the service is stopping";
     while (!ds_service_stopping(w->svc)) {
         int64_t now = ds_mono_us();
@@ -133,14 +135,20 @@ static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, i
             end = "DEALSCORE_BURST_WAIT_MS passed";
             break;
         }
-        int64_t quiet_end = last + (int64_t)quiet_ms * 1000;
-        if (now >= quiet_end) {
-            end = "the input paused";
-            break;
+        int64_t win_end = win_start + (int64_t)quiet_ms * 1000;
+        if (now >= win_end) {
+            if (win_n < trickle) {
+                end = win_n ? "the input slowed to a trickle" : "the input paused";
+                break;
+            }
+            win_start = now;
+            win_n = 0;
+            win_end = now + (int64_t)quiet_ms * 1000;
         }
-        int64_t until = quiet_end < deadline ? quiet_end : deadline;
-        /* Short windows: a poll waits out its whole window, so the pause is
-         * noticed at most a quarter of quiet_ms late. */
+        int64_t until = win_end < deadline ? win_end : deadline;
+        /* Short polls: a poll waits out its whole window, so the stop is
+         * seen within 100 ms and the window's end at most a quarter of
+         * quiet_ms late. */
         int64_t window = (until - now + 999) / 1000, slice = quiet_ms / 4 < 100 ? quiet_ms / 4 : 100;
         if (slice < 1) slice = 1;
         int got = ds_consumer_poll_batch(w->consumer, msgs + n, cap - n, (int)(window < slice ? window : slice));
@@ -151,7 +159,7 @@ static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, i
         }
         if (got > 0) {
             n += (size_t)got;
-            last = ds_mono_us();
+            win_n += (size_t)got;
             ds_metric_set(gathering, (double)n);
         }
     }
@@ -215,8 +223,11 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
     while (w.consumer && !ds_service_stopping(svc)) {
         int n = ds_consumer_poll_batch(w.consumer, msgs, max, svc->cfg->batch_wait_ms);
         if (n > 0 && (size_t)n == max && cap > max) {
+            /* A tenth of a batch per quiet window: with the defaults, the
+             * burst ends when the input falls under 500 messages/s. */
+            size_t trickle = max / 10 > 1 ? max / 10 : 1;
             int more = gather_burst(&w, msgs + n, cap - max, svc->cfg->burst_wait_ms, svc->cfg->burst_quiet_ms,
-                                    m_gathering);
+                                    trickle, m_gathering);
             if (more == DS_EFATAL) {
                 ds_consumer_release(msgs, (size_t)n);
                 n = DS_EFATAL;

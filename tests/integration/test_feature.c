@@ -351,6 +351,65 @@ Test(feature, a_full_poll_gathers_the_burst_into_one_coalesced_batch) {
     PQfinish(db);
 }
 
+/* A burst ends when the backlog is drained and the input slows to its
+ * ordinary flow, even though that flow never pauses for a whole quiet window
+ * (a change every ~175 ms against 500 ms): a change of that flow is computed
+ * while the flow goes on, long before the burst's 60 s cap. */
+Test(feature, a_burst_ends_when_the_input_slows_to_a_trickle) {
+    dst_stop(&T);
+    dst_env_set(&T, "DEALSCORE_BATCH_SIZE", "50");
+    dst_env_set(&T, "DEALSCORE_BURST_QUIET_MS", "500");
+    dst_env_set(&T, "DEALSCORE_BURST_WAIT_MS", "60000");
+    PGconn *db = pgt_connect_db(&T.db);
+    enum { D = 5, R = 20 };
+    const int64_t base = 1770000000LL * 1000000;
+    char *opps[D];
+    for (int i = 0; i < D; i++) {
+        char ext[32];
+        snprintf(ext, sizeof ext, "OPP-T%d", i);
+        opps[i] = insert_opportunity(db, ext);
+    }
+    char *flow = insert_opportunity(db, "OPP-FLOW");
+    ds_config_t cfg;
+    ds_producer_t *p = dst_producer(&T, &cfg);
+    char *topic = pgt_fmt("%sopportunity.changed", T.prefix);
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < D; i++) {
+            char eid[40];
+            snprintf(eid, sizeof eid, "7b3f4a52-9d55-4c38-b2c1-43a1c1f0%04d", r * D + i);
+            produce_change(p, topic, eid, T.org_id, opps[i], base + r * D + i);
+        }
+    ds_consumer_t *c = dst_consumer(&T, "features.ready");
+    dst_start(&T, "feature");
+    bool computed = false;
+    int sent = 0;
+    for (long long until = proc_now_ms() + 30000; !computed && proc_now_ms() < until; sent++) {
+        char eid[48];
+        snprintf(eid, sizeof eid, "7b3f4a52-9d55-4c38-b2c1-43a1c1f1%04d", sent % 10000);
+        produce_change(p, topic, eid, T.org_id, flow, base + 1000 + sent);
+        rd_kafka_message_t *m[16];
+        int got = ds_consumer_poll_batch(c, m, 16, 150); /* the flow's pace */
+        cr_assert_geq(got, 0, "polling features.ready failed");
+        for (int k = 0; k < got; k++) {
+            Dealscore__V1__FeaturesReady *fr = dealscore__v1__features_ready__unpack(NULL, m[k]->len, m[k]->payload);
+            cr_assert(fr);
+            if (strcmp(fr->opportunity_id, flow) == 0) computed = true;
+            dealscore__v1__features_ready__free_unpacked(fr, NULL);
+        }
+        ds_consumer_release(m, (size_t)got);
+    }
+    cr_assert(computed, "no change of the flow was computed in 30 s (%d sent): the burst waited for its cap", sent);
+    cr_expect_geq(dst_metric(&T, "dealscore_worker_burst_batches_total{worker=\"feature\"}"), 1.0,
+                  "the backlog was gathered as a burst");
+    for (int i = 0; i < D; i++) free(opps[i]);
+    free(flow);
+    ds_consumer_destroy(c);
+    ds_producer_destroy(p);
+    ds_config_close(&cfg);
+    free(topic);
+    PQfinish(db);
+}
+
 /* SIGTERM while a burst is gathering (here it would wait a minute for the
  * input to pause) stops the gathering at once: the batch in hand is
  * computed and written, and the worker exits 0 within dst_stop's 5 s. */
