@@ -190,7 +190,9 @@ static void usage(void) {
             "--existing moves up to N open deals of the token's org one stage at a time instead of\n"
             "creating N new ones.\n"
             "Settings from the environment as the services (DEALSCORE_DATABASE_URL, DEALSCORE_KAFKA_BROKERS,\n"
-            "DEALSCORE_TOPIC_PREFIX); --url defaults to $DEALSCORE_INGEST_URL.\n");
+            "DEALSCORE_TOPIC_PREFIX); --url defaults to $DEALSCORE_INGEST_URL. Before the first rate it waits\n"
+            "until the workers at DEALSCORE_FEATURE_URL, DEALSCORE_SCORING_URL and DEALSCORE_BENCHMARK_URL\n"
+            "(those set) report no consumer lag.\n");
 }
 
 int main(int argc, char **argv) {
@@ -332,6 +334,37 @@ int main(int argc, char **argv) {
         }
         printf("dealscore-bench-e2e: %ld of %zu new opportunities scored %.1f s after their creation\n", scored,
                r.nopps, (double)(ds_mono_us() - t0) / 1e6);
+    }
+
+    /* Measure the ordinary flow, not the digestion of what came before
+     * (an import, the creations above, a model's rescore): wait until the
+     * stack's workers report no consumer lag, twice in a row. */
+    {
+        const char *urls[] = {getenv("DEALSCORE_FEATURE_URL"), getenv("DEALSCORE_SCORING_URL"),
+                              getenv("DEALSCORE_BENCHMARK_URL")};
+        const char *set[3];
+        size_t nset = 0;
+        for (size_t i = 0; i < 3; i++)
+            if (urls[i] && *urls[i]) set[nset++] = urls[i];
+        if (nset) {
+            int64_t t0 = ds_mono_us();
+            double lag = 0;
+            int quiet = 0;
+            while (quiet < 2 && ds_mono_us() - t0 < (int64_t)(drain * 1e6) + 60000000) {
+                lag = ds_bench_workers_lag(set, nset);
+                quiet = lag == 0 ? quiet + 1 : 0;
+                if (quiet < 2) {
+                    struct timespec ts = {0, 250000000};
+                    nanosleep(&ts, NULL); /* polling interval */
+                }
+            }
+            if (quiet >= 2)
+                printf("dealscore-bench-e2e: the workers had no backlog after %.1f s\n",
+                       (double)(ds_mono_us() - t0) / 1e6);
+            else
+                printf("dealscore-bench-e2e: the workers still lag %.0f messages after %.0f s; going on\n", lag,
+                       (double)(ds_mono_us() - t0) / 1e6);
+        }
     }
 
     watcher_t w = {0};
