@@ -294,34 +294,60 @@ Test(feature, chunked_batch_writes_every_snapshot_in_one_transaction) {
     PQfinish(db);
 }
 
+/* A backlog for the burst tests: the feature worker stopped and set up with
+ * the given batch and burst settings, BACKLOG_DEALS deals named
+ * <ext_prefix><i>, and BACKLOG_ROUNDS changes to each waiting in the topic,
+ * change r of deal i at BACKLOG_BASE + r * BACKLOG_DEALS + i. */
+enum { BACKLOG_DEALS = 5, BACKLOG_ROUNDS = 20 };
+#define BACKLOG_BASE (1770000000LL * 1000000)
+
+typedef struct {
+    PGconn *db;
+    ds_config_t cfg;
+    ds_producer_t *p;
+    char *topic;
+    char *opps[BACKLOG_DEALS];
+} backlog_t;
+
+static void backlog_start(backlog_t *b, const char *batch_size, const char *quiet_ms, const char *wait_ms,
+                          const char *ext_prefix, const char *eid_prefix) {
+    dst_stop(&T);
+    dst_env_set(&T, "DEALSCORE_BATCH_SIZE", batch_size);
+    dst_env_set(&T, "DEALSCORE_BURST_QUIET_MS", quiet_ms);
+    dst_env_set(&T, "DEALSCORE_BURST_WAIT_MS", wait_ms);
+    b->db = pgt_connect_db(&T.db);
+    for (int i = 0; i < BACKLOG_DEALS; i++) {
+        char ext[32];
+        snprintf(ext, sizeof ext, "%s%d", ext_prefix, i);
+        b->opps[i] = insert_opportunity(b->db, ext);
+    }
+    b->p = dst_producer(&T, &b->cfg);
+    b->topic = pgt_fmt("%sopportunity.changed", T.prefix);
+    for (int r = 0; r < BACKLOG_ROUNDS; r++)
+        for (int i = 0; i < BACKLOG_DEALS; i++) {
+            char eid[48];
+            snprintf(eid, sizeof eid, "%s%04d", eid_prefix, r * BACKLOG_DEALS + i);
+            produce_change(b->p, b->topic, eid, T.org_id, b->opps[i], BACKLOG_BASE + r * BACKLOG_DEALS + i);
+        }
+}
+
+static void backlog_free(backlog_t *b) {
+    for (int i = 0; i < BACKLOG_DEALS; i++) free(b->opps[i]);
+    ds_producer_destroy(b->p);
+    ds_config_close(&b->cfg);
+    free(b->topic);
+    PQfinish(b->db);
+}
+
 /* A poll that comes back full (DEALSCORE_BATCH_SIZE=1 here) makes the batch
  * go on gathering as a burst: the 100 changes waiting in the topic, 20 to
  * each of 5 deals, become one batch and one computation per deal, each as
  * of that deal's latest change. Without bursts they would be 100 batches and
  * 100 snapshots. */
 Test(feature, a_full_poll_gathers_the_burst_into_one_coalesced_batch) {
-    dst_stop(&T);
-    dst_env_set(&T, "DEALSCORE_BATCH_SIZE", "1");
-    dst_env_set(&T, "DEALSCORE_BURST_QUIET_MS", "1000");
-    dst_env_set(&T, "DEALSCORE_BURST_WAIT_MS", "20000");
-    PGconn *db = pgt_connect_db(&T.db);
-    enum { D = 5, R = 20 };
-    const int64_t base = 1770000000LL * 1000000;
-    char *opps[D];
-    for (int i = 0; i < D; i++) {
-        char ext[32];
-        snprintf(ext, sizeof ext, "OPP-B%d", i);
-        opps[i] = insert_opportunity(db, ext);
-    }
-    ds_config_t cfg;
-    ds_producer_t *p = dst_producer(&T, &cfg);
-    char *topic = pgt_fmt("%sopportunity.changed", T.prefix);
-    for (int r = 0; r < R; r++)
-        for (int i = 0; i < D; i++) {
-            char eid[40];
-            snprintf(eid, sizeof eid, "5e1f4a52-9d55-4c38-b2c1-43a1c1f0%04d", r * D + i);
-            produce_change(p, topic, eid, T.org_id, opps[i], base + r * D + i);
-        }
+    enum { D = BACKLOG_DEALS, R = BACKLOG_ROUNDS };
+    backlog_t b;
+    backlog_start(&b, "1", "1000", "20000", "OPP-B", "5e1f4a52-9d55-4c38-b2c1-43a1c1f0");
     ds_consumer_t *c = dst_consumer(&T, "features.ready");
     dst_start(&T, "feature");
     int seen[D] = {0};
@@ -331,9 +357,9 @@ Test(feature, a_full_poll_gathers_the_burst_into_one_coalesced_batch) {
         Dealscore__V1__FeaturesReady *fr = dealscore__v1__features_ready__unpack(NULL, m[0]->len, m[0]->payload);
         cr_assert(fr);
         for (int i = 0; i < D; i++)
-            if (strcmp(fr->opportunity_id, opps[i]) == 0) {
+            if (strcmp(fr->opportunity_id, b.opps[i]) == 0) {
                 seen[i]++;
-                cr_expect_eq(fr->as_of_us, base + (R - 1) * D + i, "OPP-B%d as of its latest change", i);
+                cr_expect_eq(fr->as_of_us, BACKLOG_BASE + (R - 1) * D + i, "OPP-B%d as of its latest change", i);
             }
         dealscore__v1__features_ready__free_unpacked(fr, NULL);
         ds_consumer_release(m, 1);
@@ -342,13 +368,9 @@ Test(feature, a_full_poll_gathers_the_burst_into_one_coalesced_batch) {
     cr_expect_eq(dst_metric(&T, "dealscore_worker_messages_total{worker=\"feature\"}"), (double)(R * D));
     cr_expect_eq(dst_metric(&T, "dealscore_worker_batch_size_count{worker=\"feature\"}"), 1.0);
     cr_expect_eq(dst_metric(&T, "dealscore_worker_burst_batches_total{worker=\"feature\"}"), 1.0);
-    cr_expect_eq(pgt_longf(db, "select count(*) from features_snapshot where org_id = '%s'", T.org_id), D);
-    for (int i = 0; i < D; i++) free(opps[i]);
+    cr_expect_eq(pgt_longf(b.db, "select count(*) from features_snapshot where org_id = '%s'", T.org_id), D);
     ds_consumer_destroy(c);
-    ds_producer_destroy(p);
-    ds_config_close(&cfg);
-    free(topic);
-    PQfinish(db);
+    backlog_free(&b);
 }
 
 /* A burst ends when the backlog is drained and the input slows to its
@@ -356,29 +378,9 @@ Test(feature, a_full_poll_gathers_the_burst_into_one_coalesced_batch) {
  * (a change every ~175 ms against 500 ms): a change of that flow is computed
  * while the flow goes on, long before the burst's 60 s cap. */
 Test(feature, a_burst_ends_when_the_input_slows_to_a_trickle) {
-    dst_stop(&T);
-    dst_env_set(&T, "DEALSCORE_BATCH_SIZE", "50");
-    dst_env_set(&T, "DEALSCORE_BURST_QUIET_MS", "500");
-    dst_env_set(&T, "DEALSCORE_BURST_WAIT_MS", "60000");
-    PGconn *db = pgt_connect_db(&T.db);
-    enum { D = 5, R = 20 };
-    const int64_t base = 1770000000LL * 1000000;
-    char *opps[D];
-    for (int i = 0; i < D; i++) {
-        char ext[32];
-        snprintf(ext, sizeof ext, "OPP-T%d", i);
-        opps[i] = insert_opportunity(db, ext);
-    }
-    char *flow = insert_opportunity(db, "OPP-FLOW");
-    ds_config_t cfg;
-    ds_producer_t *p = dst_producer(&T, &cfg);
-    char *topic = pgt_fmt("%sopportunity.changed", T.prefix);
-    for (int r = 0; r < R; r++)
-        for (int i = 0; i < D; i++) {
-            char eid[40];
-            snprintf(eid, sizeof eid, "7b3f4a52-9d55-4c38-b2c1-43a1c1f0%04d", r * D + i);
-            produce_change(p, topic, eid, T.org_id, opps[i], base + r * D + i);
-        }
+    backlog_t b;
+    backlog_start(&b, "50", "500", "60000", "OPP-T", "7b3f4a52-9d55-4c38-b2c1-43a1c1f0");
+    char *flow = insert_opportunity(b.db, "OPP-FLOW");
     ds_consumer_t *c = dst_consumer(&T, "features.ready");
     dst_start(&T, "feature");
     bool computed = false;
@@ -386,7 +388,7 @@ Test(feature, a_burst_ends_when_the_input_slows_to_a_trickle) {
     for (long long until = proc_now_ms() + 30000; !computed && proc_now_ms() < until; sent++) {
         char eid[48];
         snprintf(eid, sizeof eid, "7b3f4a52-9d55-4c38-b2c1-43a1c1f1%04d", sent % 10000);
-        produce_change(p, topic, eid, T.org_id, flow, base + 1000 + sent);
+        produce_change(b.p, b.topic, eid, T.org_id, flow, BACKLOG_BASE + 1000 + sent);
         rd_kafka_message_t *m[16];
         int got = ds_consumer_poll_batch(c, m, 16, 150); /* the flow's pace */
         cr_assert_geq(got, 0, "polling features.ready failed");
@@ -401,13 +403,9 @@ Test(feature, a_burst_ends_when_the_input_slows_to_a_trickle) {
     cr_assert(computed, "no change of the flow was computed in 30 s (%d sent): the burst waited for its cap", sent);
     cr_expect_geq(dst_metric(&T, "dealscore_worker_burst_batches_total{worker=\"feature\"}"), 1.0,
                   "the backlog was gathered as a burst");
-    for (int i = 0; i < D; i++) free(opps[i]);
     free(flow);
     ds_consumer_destroy(c);
-    ds_producer_destroy(p);
-    ds_config_close(&cfg);
-    free(topic);
-    PQfinish(db);
+    backlog_free(&b);
 }
 
 /* SIGTERM while a burst is gathering (here it would wait a minute for the
