@@ -69,11 +69,19 @@ static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
     snprintf(lim, sizeof lim, "%d", in->relay_batch);
     const char *v[] = {lim};
     int rc = ds_pg_exec_params(pg,
+                               /* Rows of the previous version (written by its ingest
+                                * pods during a rolling upgrade) carry their event in
+                                * headers, and those its relay published are marked
+                                * sent_at: deleted here, not published again. */
                                "select id, org_id, coalesce(opportunity_id::text, ''),"
                                " coalesce(account_id::text, ''), kind,"
-                               " (extract(epoch from occurred_at) * 1000000)::int8,"
-                               " coalesce(source, ''), coalesce(source_hash, ''), coalesce(traceparent, ''),"
-                               " (extract(epoch from created_at) * 1000000)::int8"
+                               " (extract(epoch from coalesce(occurred_at,"
+                               "  (headers ->> 'occurred_at')::timestamptz)) * 1000000)::int8,"
+                               " coalesce(source, headers ->> 'source', ''),"
+                               " coalesce(source_hash, headers ->> 'source_hash', ''),"
+                               " coalesce(traceparent, headers ->> 'traceparent', ''),"
+                               " (extract(epoch from created_at) * 1000000)::int8,"
+                               " coalesce(headers ->> 'event_id', ''), sent_at is not null"
                                " from public.outbox order by id limit $1::int",
                                1, v, NULL, NULL, &res, err, sizeof err);
     if (rc != 0) {
@@ -90,11 +98,21 @@ static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
     int64_t oldest_us = atoll(PQgetvalue(res, 0, 9));
     for (int i = 0; i < n; i++) {
         msgs[i].id = atoll(PQgetvalue(res, i, 0));
+        if (PQgetvalue(res, i, 11)[0] == 't') {
+            msgs[i].state = 1; /* published by the previous version's relay: only delete it */
+            sent++;
+            continue;
+        }
         /* The event id is derived from the row, so an event published again
-         * (its delete lost in a crash) keeps its id and consumers can tell. */
+         * (its delete lost in a crash) keeps its id and consumers can tell;
+         * a row of the previous version keeps the id it was given. */
         char event_id[37], seed[96];
+        const char *old_id = PQgetvalue(res, i, 10);
         snprintf(seed, sizeof seed, "opportunity.changed:%lld:%s", msgs[i].id, PQgetvalue(res, i, 9));
-        ds_uuid_derived(seed, event_id);
+        if (ds_uuid_valid(old_id))
+            snprintf(event_id, sizeof event_id, "%s", old_id);
+        else
+            ds_uuid_derived(seed, event_id);
         Dealscore__V1__OpportunityChanged ev = DEALSCORE__V1__OPPORTUNITY_CHANGED__INIT;
         ev.event_id = event_id;
         ev.org_id = PQgetvalue(res, i, 1);

@@ -8,7 +8,7 @@
 --   * sent rows were never removed, so the table grew with every event.
 -- Now the headers are plain columns, the relay derives the event id from
 -- the row (so an event published twice keeps its id), and it deletes a row
--- once Kafka acknowledged its event. Every row in the table is unsent.
+-- once Kafka acknowledged its event.
 alter table public.outbox
     add column if not exists occurred_at timestamptz,
     add column if not exists source text,
@@ -26,13 +26,17 @@ delete from public.outbox where sent_at is not null;
 
 drop index if exists public.outbox_unsent_idx;
 
-alter table public.outbox
-    drop column if exists payload,
-    drop column if exists headers,
-    drop column if exists key,
-    drop column if exists sent_at;
+-- The old columns stay for one release, so that ingest pods of the previous
+-- version, still running while a rolling upgrade replaces them, can go on
+-- writing (their inserts name payload, headers and key) and their relay
+-- can go on reading. The new relay reads an old row's headers when its
+-- columns are empty, and deletes a row the old relay marked sent without
+-- publishing it again. New rows leave them at their defaults. A later
+-- migration drops them.
+alter table public.outbox alter column payload set default ''::bytea;
 
 comment on table public.outbox is
     'events not yet published to Kafka: ingest inserts a row in the transaction that writes the'
     ' raw rows it announces; the relay publishes rows in id order and deletes them once Kafka'
-    ' acknowledged them';
+    ' acknowledged them. payload, headers, key and sent_at are kept for one release for ingest'
+    ' pods of the previous version during a rolling upgrade';

@@ -172,6 +172,61 @@ Test(ingest, identical_resend_changes_nothing_and_publishes_nothing) {
     ds_consumer_destroy(c);
 }
 
+/* During a rolling upgrade, ingest pods of the previous version write outbox
+ * rows with their event in headers, and their relay marks what it published
+ * with sent_at. This relay publishes the former with the event they carry
+ * and deletes the latter without publishing them again, in id order (one
+ * deal: one partition, so the order on the topic is the order of the rows). */
+Test(ingest, relay_handles_rows_of_the_previous_version) {
+    ds_consumer_t *c = dst_consumer(&T, "opportunity.changed");
+    expect_accept("/v1/opportunities", OPP1, 1, 0, 1);
+    rd_kafka_message_t *m[2];
+    dst_consume(c, m, 1, 15000);
+    ds_consumer_release(m, 1);
+    PGconn *db = pgt_connect_db(&T.db);
+    char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-1'");
+    pgt_execf(db,
+              "insert into outbox (org_id, opportunity_id, kind, payload, headers, key, sent_at) values"
+              " ('%s', '%s', 'stage_changed', '', '{\"event_id\": \"e0000000-0000-4000-8000-000000000001\","
+              "   \"occurred_at\": \"2026-03-04T10:00:00+00:00\", \"source\": \"webhook\"}', '%s', now()),"
+              " ('%s', '%s', 'interaction_added', '', '{\"event_id\": \"e0000000-0000-4000-8000-000000000002\","
+              "   \"occurred_at\": \"2026-03-05T10:00:00+00:00\", \"source\": \"csv\","
+              "   \"source_hash\": \"h2\", \"traceparent\": null}', '%s', null)",
+              T.org_id, opp, opp, T.org_id, opp, opp);
+    expect_accept("/v1/opportunities",
+                  "{\"external_id\":\"OPP-1\",\"account_external_id\":\"ACC-1\",\"stage\":\"proposal\","
+                  "\"created_at\":\"2026-03-01T09:00:00Z\",\"amount\":12000,\"owner_id\":\"u7\","
+                  "\"product_category\":\"analytics\",\"persona\":\"cfo\",\"close_date\":\"2026-06-30\","
+                  "\"changed_at\":\"2026-04-01T00:00:00Z\"}",
+                  1, 0, 1);
+    dst_consume(c, m, 2, 15000);
+    Dealscore__V1__OpportunityChanged *old = dealscore__v1__opportunity_changed__unpack(NULL, m[0]->len, m[0]->payload);
+    Dealscore__V1__OpportunityChanged *now = dealscore__v1__opportunity_changed__unpack(NULL, m[1]->len, m[1]->payload);
+    cr_assert(old && now);
+    cr_expect_str_eq(old->event_id, "e0000000-0000-4000-8000-000000000002", "the unsent old row, not the sent one");
+    cr_expect_eq(old->kind, DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_INTERACTION_ADDED);
+    cr_expect_eq(old->occurred_at_us, 1772704800LL * 1000000); /* 2026-03-05T10:00:00Z */
+    cr_expect_str_eq(old->source, "csv");
+    cr_expect_str_eq(old->source_hash, "h2");
+    cr_expect_str_eq(old->opportunity_id, opp);
+    cr_expect_eq(now->kind, DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_STAGE_CHANGED);
+    cr_expect_eq(now->occurred_at_us, 1775001600LL * 1000000); /* 2026-04-01 */
+    cr_expect_str_eq(now->source, "webhook");
+    dealscore__v1__opportunity_changed__free_unpacked(old, NULL);
+    dealscore__v1__opportunity_changed__free_unpacked(now, NULL);
+    ds_consumer_release(m, 2);
+    long long left = -1;
+    for (long long until = proc_now_ms() + 10000; proc_now_ms() < until;) {
+        if ((left = pgt_longf(db, "select count(*) from outbox")) == 0) break;
+        struct timespec ts = {0, 50 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    cr_expect_eq(left, 0, "every row, the sent old one too, is gone from the outbox");
+    free(opp);
+    PQfinish(db);
+    ds_consumer_destroy(c);
+}
+
 Test(ingest, out_of_order_interaction_is_kept_until_its_opportunity_arrives) {
     ds_consumer_t *c = dst_consumer(&T, "opportunity.changed");
     expect_accept("/v1/interactions",
