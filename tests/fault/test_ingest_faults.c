@@ -103,13 +103,7 @@ Test(ingest_faults, kafka_down_accepts_webhooks_and_publishes_all_when_back) {
     }
     cr_expect_eq(seen, 3);
     /* The outbox drains once the delivery reports came back. */
-    long long unsent = -1;
-    deadline = proc_now_ms() + 20000;
-    while (proc_now_ms() < deadline && (unsent = dst_count(&T, "select count(*) from outbox")) != 0) {
-        struct timespec ts = {0, 100 * 1000000};
-        nanosleep(&ts, NULL); /* polling interval */
-    }
-    cr_expect_eq(unsent, 0);
+    cr_expect_eq(dst_wait_count(&T, "select count(*) from outbox", 0, 20000), 0);
     ds_consumer_release(m, got);
     ds_consumer_close(c);
     ds_consumer_destroy(c);

@@ -44,6 +44,13 @@ static const char *OPP1 =
     "\"created_at\":\"2026-03-01T09:00:00Z\",\"amount\":12000,\"owner_id\":\"u7\","
     "\"product_category\":\"analytics\",\"persona\":\"cfo\",\"close_date\":\"2026-06-30\"}";
 
+/* OPP-1 moved to proposal, dated 2026-04-01. */
+static const char *OPP1_PROPOSAL =
+    "{\"external_id\":\"OPP-1\",\"account_external_id\":\"ACC-1\",\"stage\":\"proposal\","
+    "\"created_at\":\"2026-03-01T09:00:00Z\",\"amount\":12000,\"owner_id\":\"u7\","
+    "\"product_category\":\"analytics\",\"persona\":\"cfo\",\"close_date\":\"2026-06-30\","
+    "\"changed_at\":\"2026-04-01T00:00:00Z\"}";
+
 Test(ingest, webhook_stores_rows_and_publishes_keyed_event_with_headers) {
     ds_consumer_t *c = dst_consumer(&T, "opportunity.changed");
     int64_t t0 = ds_now_us();
@@ -92,13 +99,8 @@ Test(ingest, webhook_stores_rows_and_publishes_keyed_event_with_headers) {
     dealscore__v1__opportunity_changed__free_unpacked(ev, NULL);
     /* The relay removes the row after the delivery report, which may come a
      * moment after a consumer already sees the event. */
-    long long unsent = -1;
-    for (long long until = proc_now_ms() + 10000; proc_now_ms() < until;) {
-        if ((unsent = pgt_longf(db, "select count(*) from outbox")) == 0) break;
-        struct timespec ts = {0, 50 * 1000000};
-        nanosleep(&ts, NULL); /* polling interval */
-    }
-    cr_expect_eq(unsent, 0, "the outbox row is removed once published");
+    cr_expect_eq(dst_wait_count(&T, "select count(*) from outbox", 0, 10000), 0,
+                 "the outbox row is removed once published");
     ds_consumer_release(m, 1);
     ds_consumer_destroy(c);
     free(opp_id);
@@ -150,12 +152,7 @@ Test(ingest, identical_resend_changes_nothing_and_publishes_nothing) {
     free(ingested);
     PQfinish(db);
     /* The next event on the topic is the next real change, not a duplicate. */
-    expect_accept("/v1/opportunities",
-                  "{\"external_id\":\"OPP-1\",\"account_external_id\":\"ACC-1\",\"stage\":\"proposal\","
-                  "\"created_at\":\"2026-03-01T09:00:00Z\",\"amount\":12000,\"owner_id\":\"u7\","
-                  "\"product_category\":\"analytics\",\"persona\":\"cfo\",\"close_date\":\"2026-06-30\","
-                  "\"changed_at\":\"2026-04-01T00:00:00Z\"}",
-                  1, 0, 1);
+    expect_accept("/v1/opportunities", OPP1_PROPOSAL, 1, 0, 1);
     rd_kafka_message_t *m[2];
     dst_consume(c, m, 2, 15000);
     Dealscore__V1__OpportunityChanged *ev =
@@ -193,12 +190,7 @@ Test(ingest, relay_handles_rows_of_the_previous_version) {
               "   \"occurred_at\": \"2026-03-05T10:00:00+00:00\", \"source\": \"csv\","
               "   \"source_hash\": \"h2\", \"traceparent\": null}', '%s', null)",
               T.org_id, opp, opp, T.org_id, opp, opp);
-    expect_accept("/v1/opportunities",
-                  "{\"external_id\":\"OPP-1\",\"account_external_id\":\"ACC-1\",\"stage\":\"proposal\","
-                  "\"created_at\":\"2026-03-01T09:00:00Z\",\"amount\":12000,\"owner_id\":\"u7\","
-                  "\"product_category\":\"analytics\",\"persona\":\"cfo\",\"close_date\":\"2026-06-30\","
-                  "\"changed_at\":\"2026-04-01T00:00:00Z\"}",
-                  1, 0, 1);
+    expect_accept("/v1/opportunities", OPP1_PROPOSAL, 1, 0, 1);
     dst_consume(c, m, 2, 15000);
     Dealscore__V1__OpportunityChanged *old = dealscore__v1__opportunity_changed__unpack(NULL, m[0]->len, m[0]->payload);
     Dealscore__V1__OpportunityChanged *now = dealscore__v1__opportunity_changed__unpack(NULL, m[1]->len, m[1]->payload);
@@ -215,13 +207,8 @@ Test(ingest, relay_handles_rows_of_the_previous_version) {
     dealscore__v1__opportunity_changed__free_unpacked(old, NULL);
     dealscore__v1__opportunity_changed__free_unpacked(now, NULL);
     ds_consumer_release(m, 2);
-    long long left = -1;
-    for (long long until = proc_now_ms() + 10000; proc_now_ms() < until;) {
-        if ((left = pgt_longf(db, "select count(*) from outbox")) == 0) break;
-        struct timespec ts = {0, 50 * 1000000};
-        nanosleep(&ts, NULL); /* polling interval */
-    }
-    cr_expect_eq(left, 0, "every row, the sent old one too, is gone from the outbox");
+    cr_expect_eq(dst_wait_count(&T, "select count(*) from outbox", 0, 10000), 0,
+                 "every row, the sent old one too, is gone from the outbox");
     free(opp);
     PQfinish(db);
     ds_consumer_destroy(c);

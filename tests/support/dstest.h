@@ -286,4 +286,15 @@ static inline long long dst_count(dst_t *t, const char *sql) {
     return n;
 }
 
+/* Polls a count query until it returns want or timeout_ms have passed;
+ * returns the last count, for the caller to assert on. */
+static inline long long dst_wait_count(dst_t *t, const char *sql, long long want, int timeout_ms) {
+    long long deadline = proc_now_ms() + timeout_ms, n;
+    while ((n = dst_count(t, sql)) != want && proc_now_ms() < deadline) {
+        struct timespec ts = {0, 50 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    return n;
+}
+
 #endif
