@@ -124,6 +124,10 @@ static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, i
                         size_t trickle, ds_metric_t *gathering) {
     int64_t t0 = ds_mono_us(), deadline = t0 + (int64_t)wait_ms * 1000, win_start = t0;
     size_t n = 0, win_n = 0;
+    /* Short polls: a poll waits out its whole window, so the stop is seen
+     * within 100 ms and the window's end at most a quarter of quiet_ms late. */
+    int slice = quiet_ms / 4 < 100 ? quiet_ms / 4 : 100;
+    if (slice < 1) slice = 1;
     const char *end = "the service is stopping";
     while (!ds_service_stopping(w->svc)) {
         int64_t now = ds_mono_us();
@@ -146,12 +150,8 @@ static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, i
             win_end = now + (int64_t)quiet_ms * 1000;
         }
         int64_t until = win_end < deadline ? win_end : deadline;
-        /* Short polls: a poll waits out its whole window, so the stop is
-         * seen within 100 ms and the window's end at most a quarter of
-         * quiet_ms late. */
-        int64_t window = (until - now + 999) / 1000, slice = quiet_ms / 4 < 100 ? quiet_ms / 4 : 100;
-        if (slice < 1) slice = 1;
-        int got = ds_consumer_poll_batch(w->consumer, msgs + n, cap - n, (int)(window < slice ? window : slice));
+        int64_t window = (until - now + 999) / 1000;
+        int got = ds_consumer_poll_batch(w->consumer, msgs + n, cap - n, window < slice ? (int)window : slice);
         if (got == DS_EFATAL) {
             ds_consumer_release(msgs, n);
             ds_metric_set(gathering, 0);

@@ -867,19 +867,18 @@ int main(int argc, char **argv) {
      * the first pass on a fresh stack runs while the broker's JIT compiles
      * and Postgres's caches fill, which neither a long-running stack nor
      * the ceiling (no Kafka) has. */
-    if (b.do_batch || b.do_single || b.do_csv) {
-        for (int k = 0; k < b.warmup; k++) {
-            result_t w = {0};
-            settle(&b, k ? "the previous warm-up" : "the start");
-            fprintf(stderr, PROG ": warm-up %d: webhooks, arrays of %d over %d connections\n", k + 1, b.batch,
-                    b.concurrency);
-            if (phase_batch(&b, -k, &w) != 0) goto out;
-            printf("warm-up %d (not counted): webhook arrays of %d, %d conns: %ld records in %.2f s, %.0f records/s,"
-                   " 503/retries %ld, errors %ld\n",
-                   k + 1, b.batch, b.concurrency, w.records, w.secs, w.secs > 0 ? (double)w.records / w.secs : 0,
-                   w.retries, w.errors);
-            fflush(stdout);
-        }
+    int warmups = b.do_batch || b.do_single || b.do_csv ? b.warmup : 0;
+    for (int k = 0; k < warmups; k++) {
+        result_t w = {0};
+        settle(&b, k ? "the previous warm-up" : "the start");
+        fprintf(stderr, PROG ": warm-up %d: webhooks, arrays of %d over %d connections\n", k + 1, b.batch,
+                b.concurrency);
+        if (phase_batch(&b, -k, &w) != 0) goto out;
+        printf("warm-up %d (not counted): webhook arrays of %d, %d conns: %ld records in %.2f s, %.0f records/s,"
+               " 503/retries %ld, errors %ld\n",
+               k + 1, b.batch, b.concurrency, w.records, w.secs, w.secs > 0 ? (double)w.records / w.secs : 0,
+               w.retries, w.errors);
+        fflush(stdout);
     }
     for (int rep = 1; rep <= b.repeat; rep++) {
         result_t *r = res[rep - 1];
@@ -887,7 +886,7 @@ int main(int argc, char **argv) {
             /* The previous repetition's events are still being consumed
              * (before this wait, the ceilings of later repetitions ran
              * beside them and came out 2-3x slower than the first). */
-            if (rep > 1 || (b.warmup > 0 && (b.do_batch || b.do_single || b.do_csv)))
+            if (rep > 1 || warmups > 0)
                 settle(&b, rep > 1 ? "the previous repetition" : "the warm-up");
             fprintf(stderr, PROG ": rep %d: ceiling (multi-row INSERT ... ON CONFLICT)\n", rep);
             if (phase_ceiling(&b, rep, &r[P_CEILING]) != 0) goto out;

@@ -106,13 +106,15 @@ static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
         /* The event id is derived from the row, so an event published again
          * (its delete lost in a crash) keeps its id and consumers can tell;
          * a row of the previous version keeps the id it was given. */
-        char event_id[37], seed[96];
+        char event_id[37];
         const char *old_id = PQgetvalue(res, i, 10);
-        snprintf(seed, sizeof seed, "opportunity.changed:%lld:%s", msgs[i].id, PQgetvalue(res, i, 9));
-        if (ds_uuid_valid(old_id))
+        if (ds_uuid_valid(old_id)) {
             snprintf(event_id, sizeof event_id, "%s", old_id);
-        else
+        } else {
+            char seed[96];
+            snprintf(seed, sizeof seed, "opportunity.changed:%lld:%s", msgs[i].id, PQgetvalue(res, i, 9));
             ds_uuid_derived(seed, event_id);
+        }
         Dealscore__V1__OpportunityChanged ev = DEALSCORE__V1__OPPORTUNITY_CHANGED__INIT;
         ev.event_id = event_id;
         ev.org_id = PQgetvalue(res, i, 1);
