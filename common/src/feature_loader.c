@@ -12,6 +12,7 @@
 
 #include "dealscore/common.h"
 #include "dealscore/log.h"
+#include "dealscore/strindex.h"
 
 #define US(col) "(extract(epoch from " col ") * 1000000)::bigint"
 
@@ -223,27 +224,13 @@ struct ds_opp_batch_s {
     ds_opp_history_t *hist;
     ds_interaction_t *inter;
     ds_transcript_t *trans;
-    /* id -> index, open addressing */
-    int *slots;
-    size_t nslots;
+    ds_strindex_t index; /* opportunity id -> its place in opps; keys NULL until built */
     size_t nids; /* distinct ids asked for */
     bool sent;   /* ds_opp_batch_send done, ds_opp_batch_recv not yet */
 };
 
-static uint64_t hash_str(const char *s) {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 int ds_opp_batch_find(const ds_opp_batch_t *b, const char *opp_id) {
-    if (!b->nslots) return -1;
-    size_t mask = b->nslots - 1;
-    for (size_t i = hash_str(opp_id) & mask;; i = (i + 1) & mask) {
-        int k = b->slots[i];
-        if (k < 0) return -1;
-        if (strcmp(b->opps[k].raw.opportunity_id, opp_id) == 0) return k;
-    }
+    return b->index.keys ? ds_strindex_find(&b->index, opp_id) : -1;
 }
 
 size_t ds_opp_batch_count(const ds_opp_batch_t *b) { return b->n; }
@@ -258,7 +245,7 @@ void ds_opp_batch_destroy(ds_opp_batch_t *b) {
     free(b->hist);
     free(b->inter);
     free(b->trans);
-    free(b->slots);
+    ds_strindex_free(&b->index);
     free(b);
 }
 
@@ -509,20 +496,13 @@ static int *group_rows(const PGresult *r, const int *pos_entry, size_t npos, siz
 /* The distinct ids of opp_ids, in their first order (a position is one
  * opportunity), as an array literal; their count in *nids. */
 static char *distinct_ids(const char *const *opp_ids, size_t n, size_t *nids) {
-    size_t nslots = 16;
-    while (nslots < n * 2) nslots *= 2;
-    int *seen = ds_malloc(nslots * sizeof *seen);
-    for (size_t i = 0; i < nslots; i++) seen[i] = -1;
+    ds_strindex_t seen;
+    ds_strindex_init(&seen, n);
     const char **ids = ds_calloc(n + 1, sizeof *ids);
     size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t s = hash_str(opp_ids[i]) & (nslots - 1);
-        while (seen[s] >= 0 && strcmp(ids[seen[s]], opp_ids[i]) != 0) s = (s + 1) & (nslots - 1);
-        if (seen[s] >= 0) continue;
-        seen[s] = (int)k;
-        ids[k++] = opp_ids[i];
-    }
-    free(seen);
+    for (size_t i = 0; i < n; i++)
+        if (ds_strindex_add(&seen, opp_ids[i], (int)k) == (int)k) ids[k++] = opp_ids[i];
+    ds_strindex_free(&seen);
     char *arr = ds_pg_array_text(ids, k);
     free(ids);
     *nids = k;
@@ -655,10 +635,7 @@ static int build_batch(ds_opp_batch_t *b, char *errstr, size_t errsz) {
     int *pos_entry = ds_malloc((nids + 1) * sizeof *pos_entry);
     for (size_t i = 0; i < nids; i++) pos_entry[i] = -1;
     b->opps = ds_calloc((size_t)no + 1, sizeof *b->opps);
-    b->nslots = 16;
-    while (b->nslots < (size_t)no * 2) b->nslots *= 2;
-    b->slots = ds_malloc(b->nslots * sizeof(int));
-    for (size_t i = 0; i < b->nslots; i++) b->slots[i] = -1;
+    ds_strindex_init(&b->index, (size_t)no);
     for (int row = 0; row < no; row++) {
         int64_t pos = bin_i8(r, row, 0);
         if (pos < 1 || (size_t)pos > nids || pos_entry[pos - 1] >= 0) continue;
@@ -682,10 +659,7 @@ static int build_batch(ds_opp_batch_t *b, char *errstr, size_t errsz) {
         const char *oc = PQgetvalue(r, row, 16);
         e->raw.outcome = !strcmp(oc, "won") ? DS_OUTCOME_WON : !strcmp(oc, "lost") ? DS_OUTCOME_LOST : DS_OUTCOME_OPEN;
         e->raw.closed_at_us = bin_ts(r, row, 17);
-        size_t mask = b->nslots - 1;
-        size_t s = hash_str(e->raw.opportunity_id) & mask;
-        while (b->slots[s] >= 0) s = (s + 1) & mask;
-        b->slots[s] = (int)b->n;
+        ds_strindex_add(&b->index, e->raw.opportunity_id, (int)b->n);
         pos_entry[pos - 1] = (int)b->n;
         b->n++;
     }

@@ -17,6 +17,7 @@
 #include "dealscore/log.h"
 #include "dealscore/pg.h"
 #include "dealscore/pgbin.h"
+#include "dealscore/strindex.h"
 #include "dealscore/v1/events.pb-c.h"
 #include "dealscore/worker.h"
 
@@ -51,12 +52,6 @@ static const char *sql_snapshot =
     " as u(org_id, opportunity_id, as_of, features, meddicc)"
     " on conflict (opportunity_id, as_of, feature_version) do update"
     " set features = excluded.features, meddicc = excluded.meddicc, computed_at = now()";
-
-static uint64_t hash_str(const char *s) {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
 
 /* A computed opportunity: its change and its packed features.ready. */
 typedef struct {
@@ -288,11 +283,8 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
     size_t nch = 0, nout = 0;
     int rc = DS_OK;
     int64_t now = ds_now_us();
-    /* opportunity id -> its change, open addressing */
-    size_t nslots = 16;
-    while (nslots < n * 2) nslots *= 2;
-    int *slots = ds_malloc(nslots * sizeof *slots);
-    for (size_t i = 0; i < nslots; i++) slots[i] = -1;
+    ds_strindex_t byopp; /* opportunity id -> its change */
+    ds_strindex_init(&byopp, n);
 
     /* Decode and coalesce: later messages of the same deal win. */
     for (size_t i = 0; i < n; i++) {
@@ -309,17 +301,12 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
             continue;
         }
         int64_t at = evs[i]->occurred_at_us > 0 && evs[i]->occurred_at_us < now ? evs[i]->occurred_at_us : now;
-        size_t s = hash_str(evs[i]->opportunity_id) & (nslots - 1);
-        while (slots[s] >= 0 && strcmp(ch[slots[s]].opp_id, evs[i]->opportunity_id) != 0) s = (s + 1) & (nslots - 1);
-        size_t k;
-        if (slots[s] < 0) {
-            k = nch++;
-            slots[s] = (int)k;
+        size_t k = (size_t)ds_strindex_add(&byopp, evs[i]->opportunity_id, (int)nch);
+        if (k == nch) {
+            nch++;
             memset(&ch[k], 0, sizeof ch[k]);
             ch[k].opp_id = evs[i]->opportunity_id;
             ch[k].org_id = evs[i]->org_id;
-        } else {
-            k = (size_t)slots[s];
         }
         if (at > ch[k].as_of_us) ch[k].as_of_us = at;
         ch[k].event_id = evs[i]->event_id;
@@ -329,7 +316,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
         else
             ds_event_traceparent_child(NULL, ch[k].traceparent);
     }
-    free(slots);
+    ds_strindex_free(&byopp);
     if (nch) ds_metric_set(st->m_coalesce, (double)n / (double)nch);
     if (nch == 0) goto out;
 

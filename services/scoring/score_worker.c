@@ -7,6 +7,7 @@
 #include "dealscore/common.h"
 #include "dealscore/log.h"
 #include "dealscore/pgbin.h"
+#include "dealscore/strindex.h"
 #include "dealscore/v1/events.pb-c.h"
 #include "dealscore/worker.h"
 #include "scoring.h"
@@ -471,6 +472,8 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
     double *vals = ds_malloc(n * DS_FEATURE_COUNT * sizeof *vals);
     char (*tps)[DS_TRACEPARENT_SIZE] = ds_calloc(n, sizeof *tps);
     size_t nit = 0;
+    ds_strindex_t byopp; /* opportunity id -> its place in its */
+    ds_strindex_init(&byopp, n);
     for (size_t i = 0; i < n; i++) {
         rd_kafka_message_t *m = items[i].msg;
         evs[i] = dealscore__v1__features_ready__unpack(NULL, m->len, m->payload);
@@ -480,9 +483,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
                      "payload is not a dealscore.v1.FeaturesReady with UUID ids");
             continue;
         }
-        size_t k;
-        for (k = 0; k < nit; k++)
-            if (strcmp(its[k].opp_id, evs[i]->opportunity_id) == 0) break;
+        size_t k = (size_t)ds_strindex_add(&byopp, evs[i]->opportunity_id, (int)nit);
         if (k < nit && evs[i]->as_of_us < its[k].as_of_us) continue; /* an older state: superseded */
         if (k == nit) nit++;
         scoring_item_t *it = &its[k];
@@ -531,16 +532,21 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
             goto out;
         }
         /* Opportunities that no longer exist are dropped. */
+        int *rowof = ds_malloc(nit * sizeof *rowof);
+        for (size_t k = 0; k < nit; k++) rowof[k] = -1;
+        for (int row = 0; row < PQntuples(r); row++) {
+            int k = ds_strindex_find(&byopp, PQgetvalue(r, row, 0));
+            if (k >= 0 && rowof[k] < 0) rowof[k] = row;
+        }
         size_t kept = 0;
         for (size_t k = 0; k < nit; k++) {
-            int row;
-            for (row = 0; row < PQntuples(r); row++)
-                if (strcmp(PQgetvalue(r, row, 0), its[k].opp_id) == 0) break;
-            if (row == PQntuples(r)) continue;
+            int row = rowof[k];
+            if (row < 0) continue;
             its[k].account_id = PQgetisnull(r, row, 1) ? NULL : PQgetvalue(r, row, 1);
             its[k].meddicc_json = PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2);
             its[kept++] = its[k];
         }
+        free(rowof);
         nit = kept;
         int64_t t0 = ds_mono_us();
         rc = scoring_persist(st->pg, st->orgs, st->scorer, st->svc->cfg->top_k, its, nit, errstr, errsz);
@@ -576,6 +582,7 @@ out:
     PQclear(r);
     for (size_t i = 0; i < n; i++)
         if (evs[i]) dealscore__v1__features_ready__free_unpacked(evs[i], NULL);
+    ds_strindex_free(&byopp);
     free(evs);
     free(its);
     free(vals);
