@@ -23,6 +23,10 @@ struct ds_worker_s {
     char *topic_names[16];
     char *topic_bases[16];
     size_t ntopic_names;
+    /* Committed offsets of assigned partitions, for those the worker has
+     * consumed nothing from since their assignment (see update_lag). */
+    rd_kafka_topic_partition_list_t *committed;
+    int64_t committed_mono_us;
 };
 
 ds_service_t *ds_worker_service(ds_worker_t *w) { return w->svc; }
@@ -90,11 +94,43 @@ static void backoff(ds_worker_t *w, int ms) {
     for (int slept = 0; slept < ms && !ds_service_stopping(w->svc); slept += 50) sleep_ms(50);
 }
 
+/* How often the committed offsets of idle partitions are asked for again:
+ * soon for a partition not asked about yet, rarely for the others (another
+ * consumer of the group may have moved them); and how long the worker's loop
+ * waits for the answer at most. A failed query counts as asked. */
+#define COMMITTED_MISSING_US 2000000
+#define COMMITTED_REFRESH_US 10000000
+#define COMMITTED_TIMEOUT_MS 200
+
+/* Messages behind the end of the assigned partitions: the high watermark
+ * minus the position, the offset after the last message consumed. A
+ * partition the worker has consumed nothing from since its assignment (after
+ * a restart, on an idle topic) has no position: its committed offset stands
+ * in, else (a new group) its low watermark. Counting from the low watermark
+ * alone reported a restarted idle worker as behind by the whole history. */
 static void update_lag(ds_worker_t *w, ds_metric_t *lag) {
     rd_kafka_t *rk = ds_consumer_handle(w->consumer);
     rd_kafka_topic_partition_list_t *parts = NULL;
     if (rd_kafka_assignment(rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || !parts) return;
     rd_kafka_position(rk, parts);
+    rd_kafka_topic_partition_list_t *q = rd_kafka_topic_partition_list_new(parts->cnt);
+    bool missing = false;
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        if (p->offset >= 0) continue;
+        rd_kafka_topic_partition_list_add(q, p->topic, p->partition);
+        if (!w->committed || !rd_kafka_topic_partition_list_find(w->committed, p->topic, p->partition)) missing = true;
+    }
+    int64_t since = ds_mono_us() - w->committed_mono_us;
+    if (q->cnt && (!w->committed_mono_us || since > (missing ? COMMITTED_MISSING_US : COMMITTED_REFRESH_US))) {
+        w->committed_mono_us = ds_mono_us();
+        if (rd_kafka_committed(rk, q, COMMITTED_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            if (w->committed) rd_kafka_topic_partition_list_destroy(w->committed);
+            w->committed = q;
+            q = NULL;
+        }
+    }
+    if (q) rd_kafka_topic_partition_list_destroy(q);
     int64_t total = 0;
     for (int i = 0; i < parts->cnt; i++) {
         int64_t lo = 0, hi = 0;
@@ -102,7 +138,12 @@ static void update_lag(ds_worker_t *w, ds_metric_t *lag) {
             RD_KAFKA_RESP_ERR_NO_ERROR)
             continue;
         int64_t pos = parts->elems[i].offset;
-        if (pos < 0) pos = lo;
+        if (pos < 0 && w->committed) {
+            rd_kafka_topic_partition_t *c =
+                rd_kafka_topic_partition_list_find(w->committed, parts->elems[i].topic, parts->elems[i].partition);
+            if (c && c->err == RD_KAFKA_RESP_ERR_NO_ERROR) pos = c->offset;
+        }
+        if (pos < lo) pos = lo;
         if (hi > pos) total += hi - pos;
     }
     rd_kafka_topic_partition_list_destroy(parts);
@@ -322,6 +363,7 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
         if (ds_consumer_close(w.consumer) != 0) ds_warn("could not commit offsets on close");
         ds_consumer_destroy(w.consumer);
     }
+    if (w.committed) rd_kafka_topic_partition_list_destroy(w.committed);
     ds_producer_flush(svc->producer, 2000);
     free(msgs);
     free(items);
