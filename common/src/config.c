@@ -47,11 +47,15 @@ static const cfg_entry_t entries[] = {
      "most messages or records handled in one batch"},
     {"DEALSCORE_BATCH_WAIT_MS", T_INT, ALL, 0, 60000, "20", OFF(batch_wait_ms),
      "longest wait to fill a batch, milliseconds"},
-    {"DEALSCORE_BURST_BATCH_SIZE", T_INT, WORKERS, 1, 1000000, "20000", OFF(burst_batch_size),
+    {"DEALSCORE_BURST_BATCH_SIZE", T_INT, WORKERS, 1, 1000000, "60000", OFF(burst_batch_size),
      "after a full batch, most messages gathered into the next one (coalesced per deal); "
      "at most DEALSCORE_BATCH_SIZE turns bursts off"},
     {"DEALSCORE_BURST_WAIT_MS", T_INT, WORKERS, 0, 60000, "1000", OFF(burst_wait_ms),
-     "longest time a burst batch gathers, milliseconds"},
+     "longest time a burst batch gathers, milliseconds, unless the input floods"},
+    {"DEALSCORE_BURST_FLOOD_MS", T_INT, WORKERS, 0, 600000, "5000", OFF(burst_flood_ms),
+     "longest time a burst batch gathers while the input floods (every window of "
+     "DEALSCORE_BURST_QUIET_MS brings at least DEALSCORE_BATCH_SIZE messages), milliseconds; "
+     "at most DEALSCORE_BURST_WAIT_MS: no longer than that"},
     {"DEALSCORE_BURST_QUIET_MS", T_INT, WORKERS, 1, 60000, "100", OFF(burst_quiet_ms),
      "a burst batch is complete when a window this long brought fewer than a tenth of "
      "DEALSCORE_BATCH_SIZE messages (the input paused or slowed to a trickle), milliseconds"},

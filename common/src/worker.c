@@ -157,13 +157,17 @@ static void update_lag(ds_worker_t *w, ds_metric_t *lag) {
  * slowed to a trickle: the backlog is drained and what comes now is the
  * ordinary flow, which must not wait for the cap), cap is reached, wait_ms
  * have passed or the service stops (checked every 100 ms at most, whatever
- * the settings). One big batch coalesces the burst's repeated deals into
- * one computation each, and leaves the cores to the writers of the burst
- * while it lasts. gathering shows the count meanwhile. Returns the count
+ * the settings). Past wait_ms, a flood (every window brings at least flood
+ * messages: the input outruns any worker, as in a bulk import) keeps it
+ * gathering up to flood_ms in all; a lesser flow ends it at the next
+ * window's end. One big batch coalesces the burst's repeated deals into one
+ * computation each, and leaves the cores to the writers of the burst while
+ * it lasts. gathering shows the count meanwhile. Returns the count
  * gathered, or DS_EFATAL (those released). */
-static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, int wait_ms, int quiet_ms,
-                        size_t trickle, ds_metric_t *gathering) {
-    int64_t t0 = ds_mono_us(), deadline = t0 + (int64_t)wait_ms * 1000, win_start = t0;
+static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, int wait_ms, int flood_ms,
+                        int quiet_ms, size_t trickle, size_t flood, ds_metric_t *gathering) {
+    int64_t t0 = ds_mono_us(), firm = t0 + (int64_t)wait_ms * 1000, win_start = t0;
+    int64_t deadline = flood_ms > wait_ms ? t0 + (int64_t)flood_ms * 1000 : firm;
     size_t n = 0, win_n = 0;
     /* Short polls: a poll waits out its whole window, so the stop is seen
      * within 100 ms and the window's end at most a quarter of quiet_ms late. */
@@ -177,13 +181,17 @@ static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, i
             break;
         }
         if (now >= deadline) {
-            end = "DEALSCORE_BURST_WAIT_MS passed";
+            end = deadline > firm ? "DEALSCORE_BURST_FLOOD_MS passed" : "DEALSCORE_BURST_WAIT_MS passed";
             break;
         }
         int64_t win_end = win_start + (int64_t)quiet_ms * 1000;
         if (now >= win_end) {
             if (win_n < trickle) {
                 end = win_n ? "the input slowed to a trickle" : "the input paused";
+                break;
+            }
+            if (now >= firm && win_n < flood) {
+                end = "DEALSCORE_BURST_WAIT_MS passed and the input no longer floods";
                 break;
             }
             win_start = now;
@@ -265,10 +273,11 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
         int n = ds_consumer_poll_batch(w.consumer, msgs, max, svc->cfg->batch_wait_ms);
         if (n > 0 && (size_t)n == max && cap > max) {
             /* A tenth of a batch per quiet window: with the defaults, the
-             * burst ends when the input falls under 500 messages/s. */
+             * burst ends when the input falls under 500 messages/s; a whole
+             * batch per window (5,000/s) is a flood. */
             size_t trickle = max / 10 > 1 ? max / 10 : 1;
-            int more = gather_burst(&w, msgs + n, cap - max, svc->cfg->burst_wait_ms, svc->cfg->burst_quiet_ms,
-                                    trickle, m_gathering);
+            int more = gather_burst(&w, msgs + n, cap - max, svc->cfg->burst_wait_ms, svc->cfg->burst_flood_ms,
+                                    svc->cfg->burst_quiet_ms, trickle, max, m_gathering);
             if (more == DS_EFATAL) {
                 ds_consumer_release(msgs, (size_t)n);
                 n = DS_EFATAL;

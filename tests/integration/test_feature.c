@@ -373,6 +373,26 @@ Test(feature, a_full_poll_gathers_the_burst_into_one_coalesced_batch) {
     backlog_free(&b);
 }
 
+/* Past DEALSCORE_BURST_WAIT_MS (here 0: a plain burst would end at once),
+ * a flood keeps the burst gathering: the backlog comes faster than a batch
+ * (1 message here) per quiet window, so the 100 changes become one batch,
+ * which ends when the input pauses. With DEALSCORE_BURST_FLOOD_MS=0 they are
+ * 100 batches (checked). */
+Test(feature, a_flood_keeps_the_burst_gathering_past_its_wait) {
+    enum { D = BACKLOG_DEALS, R = BACKLOG_ROUNDS };
+    backlog_t b;
+    backlog_start(&b, "1", "500", "0", "OPP-F", "9d2e4a52-9d55-4c38-b2c1-43a1c1f0");
+    dst_env_set(&T, "DEALSCORE_BURST_FLOOD_MS", "20000");
+    dst_start(&T, "feature");
+    dst_wait_metric(&T, "dealscore_worker_messages_total{worker=\"feature\"}", (double)(R * D));
+    char sql[200];
+    snprintf(sql, sizeof sql, "select count(*) from features_snapshot where org_id = '%s'", T.org_id);
+    cr_assert_eq(dst_wait_count(&T, sql, D, 10000), D, "one snapshot per deal");
+    cr_expect_eq(dst_metric(&T, "dealscore_worker_batch_size_count{worker=\"feature\"}"), 1.0);
+    cr_expect_eq(dst_metric(&T, "dealscore_worker_burst_batches_total{worker=\"feature\"}"), 1.0);
+    backlog_free(&b);
+}
+
 /* A burst ends when the backlog is drained and the input slows to its
  * ordinary flow, even though that flow never pauses for a whole quiet window
  * (a change every ~175 ms against 500 ms): a change of that flow is computed

@@ -40,6 +40,7 @@ typedef struct ds_config_s {
     int shutdown_timeout_ms;    /* DEALSCORE_SHUTDOWN_TIMEOUT_MS */
     int burst_batch_size;       /* DEALSCORE_BURST_BATCH_SIZE: workers' batch after a full one */
     int burst_wait_ms;          /* DEALSCORE_BURST_WAIT_MS */
+    int burst_flood_ms;         /* DEALSCORE_BURST_FLOOD_MS */
     int burst_quiet_ms;         /* DEALSCORE_BURST_QUIET_MS */
 
     /* ingest */
