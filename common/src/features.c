@@ -768,7 +768,7 @@ char *ds_features_to_json(const ds_feature_vec_t *vec) {
         ds_sb_put(&sb, num, (size_t)n);
     }
     ds_sb_put(&sb, "}", 1);
-    return sb.p;
+    return ds_sb_take(&sb);
 }
 
 char *ds_features_catalog_json(void) {
@@ -820,5 +820,5 @@ char *ds_features_catalog_json(void) {
         ds_sb_puts(&sb, "}");
     }
     ds_sb_puts(&sb, "]}");
-    return sb.p;
+    return ds_sb_take(&sb);
 }

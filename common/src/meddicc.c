@@ -839,5 +839,5 @@ char *ds_meddicc_result_to_json(const ds_meddicc_result_t *res) {
         ds_sb_puts(&sb, "]}");
     }
     ds_sb_puts(&sb, "}");
-    return sb.p;
+    return ds_sb_take(&sb);
 }

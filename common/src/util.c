@@ -281,6 +281,12 @@ void ds_sb_printf(ds_sb_t *b, const char *fmt, ...) {
 
 void ds_sb_puts(ds_sb_t *b, const char *s) { ds_sb_put(b, s, strlen(s)); }
 
+char *ds_sb_take(ds_sb_t *b) {
+    char *s = b->p ? ds_realloc(b->p, b->len + 1) : ds_strdup("");
+    *b = (ds_sb_t){0};
+    return s;
+}
+
 void ds_sb_json_str(ds_sb_t *b, const char *s) {
     ds_sb_put(b, "\"", 1);
     const char *run = s;

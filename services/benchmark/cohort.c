@@ -203,7 +203,7 @@ char *cohort_key(const cohort_attrs_t *a, cohort_level_t level, const cohort_ban
         put_value(&b, a->persona);
     }
     ds_sb_printf(&b, "|amt=%s|m=%d", band->label, months);
-    return b.p;
+    return ds_sb_take(&b);
 }
 
 /* ---- SQL ------------------------------------------------------------------- */

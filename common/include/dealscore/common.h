@@ -47,6 +47,10 @@ void ds_sb_printf(ds_sb_t *b, const char *fmt, ...) __attribute__((format(printf
 /* s as a JSON string literal (quotes, backslash and control characters
  * escaped; other bytes as they are). */
 void ds_sb_json_str(ds_sb_t *b, const char *s);
+/* b's string, its memory cut to its length ("" for an empty b), for the
+ * caller to free; b is empty after. The buffer starts at 4 kB, so a string
+ * kept for long (a batch holds one per deal) is taken, not b.p. */
+char *ds_sb_take(ds_sb_t *b);
 /* printf into a new string; the caller frees it. */
 char *ds_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* s, a whole decimal number in [min, max], into *out; false (and *out
