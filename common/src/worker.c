@@ -102,13 +102,14 @@ static void backoff(ds_worker_t *w, int ms) {
 #define COMMITTED_REFRESH_US 10000000
 #define COMMITTED_TIMEOUT_MS 200
 
-/* Messages behind the end of the assigned partitions: the high watermark
- * minus the position, the offset after the last message consumed. A
+/* Messages behind the end of the assigned partitions: the messages in hand
+ * (consumed, about to be processed: a burst can take seconds), plus the high
+ * watermark minus the position, the offset after the last message consumed. A
  * partition the worker has consumed nothing from since its assignment (after
  * a restart, on an idle topic) has no position: its committed offset stands
  * in, else (a new group) its low watermark. Counting from the low watermark
  * alone reported a restarted idle worker as behind by the whole history. */
-static void update_lag(ds_worker_t *w, ds_metric_t *lag) {
+static void update_lag(ds_worker_t *w, ds_metric_t *lag, size_t in_hand) {
     rd_kafka_t *rk = ds_consumer_handle(w->consumer);
     rd_kafka_topic_partition_list_t *parts = NULL;
     if (rd_kafka_assignment(rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || !parts) return;
@@ -131,7 +132,7 @@ static void update_lag(ds_worker_t *w, ds_metric_t *lag) {
         }
     }
     if (q) rd_kafka_topic_partition_list_destroy(q);
-    int64_t total = 0;
+    int64_t total = (int64_t)in_hand;
     for (int i = 0; i < parts->cnt; i++) {
         int64_t lo = 0, hi = 0;
         if (rd_kafka_get_watermark_offsets(rk, parts->elems[i].topic, parts->elems[i].partition, &lo, &hi) !=
@@ -234,7 +235,7 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
                                                 (const double[]){1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}, 10);
     ds_metric_t *m_secs = ds_metrics_histogram(m, "worker_batch_seconds", "Time to process a batch", lab,
                                                ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
-    ds_metric_t *m_lag = ds_metrics_gauge(m, "consumer_lag", "Messages behind the end of the assigned partitions", lab);
+    ds_metric_t *m_lag = ds_metrics_gauge(m, "consumer_lag", "Messages behind the end of the assigned partitions, those in hand included", lab);
     ds_metric_t *m_burst = ds_metrics_counter(m, "worker_burst_batches_total",
                                               "Batches gathered as a burst (after a full batch)", lab);
     ds_metric_t *m_gathering = ds_metrics_gauge(m, "worker_burst_gathering",
@@ -287,8 +288,9 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
             }
         }
         ds_service_set_consumer_ready(svc, ds_consumer_assigned(w.consumer));
-        if (ds_mono_us() - last_lag > 1000000) {
-            update_lag(&w, m_lag);
+        /* A burst is counted at once: its processing can take seconds. */
+        if (ds_mono_us() - last_lag > 1000000 || (n > 0 && (size_t)n > max)) {
+            update_lag(&w, m_lag, n > 0 ? (size_t)n : 0);
             last_lag = ds_mono_us();
         }
         if (n == DS_EFATAL) {
@@ -351,6 +353,8 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
             attempt++;
             ds_warn("batch of %d messages failed (attempt %d), retrying in %d ms: %s", n, attempt, delay, err);
             backoff(&w, delay);
+            update_lag(&w, m_lag, (size_t)n); /* the batch is still to do */
+            last_lag = ds_mono_us();
             if (ds_service_stopping(svc)) break;
         }
         if (paused) ds_consumer_resume_all(w.consumer);
