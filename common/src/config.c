@@ -47,12 +47,12 @@ static const cfg_entry_t entries[] = {
      "most messages or records handled in one batch"},
     {"DEALSCORE_BATCH_WAIT_MS", T_INT, ALL, 0, 60000, "20", OFF(batch_wait_ms),
      "longest wait to fill a batch, milliseconds"},
-    {"DEALSCORE_BURST_BATCH_SIZE", T_INT, WORKERS, 1, 1000000, "60000", OFF(burst_batch_size),
+    {"DEALSCORE_BURST_BATCH_SIZE", T_INT, WORKERS, 1, 1000000, "100000", OFF(burst_batch_size),
      "after a full batch, most messages gathered into the next one (coalesced per deal); "
      "at most DEALSCORE_BATCH_SIZE turns bursts off"},
     {"DEALSCORE_BURST_WAIT_MS", T_INT, WORKERS, 0, 60000, "1000", OFF(burst_wait_ms),
      "longest time a burst batch gathers, milliseconds, unless the input floods"},
-    {"DEALSCORE_BURST_FLOOD_MS", T_INT, WORKERS, 0, 600000, "5000", OFF(burst_flood_ms),
+    {"DEALSCORE_BURST_FLOOD_MS", T_INT, WORKERS, 0, 600000, "10000", OFF(burst_flood_ms),
      "longest time a burst batch gathers while the input floods (every window of "
      "DEALSCORE_BURST_QUIET_MS brings at least DEALSCORE_BATCH_SIZE messages), milliseconds; "
      "at most DEALSCORE_BURST_WAIT_MS: no longer than that"},

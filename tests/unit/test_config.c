@@ -31,9 +31,9 @@ Test(config, defaults_per_service) {
     cr_assert_eq(load(&cfg, DS_SVC_FEATURE, env, err, sizeof err), 0, "%s", err);
     cr_assert_eq(cfg.http_port, 8082);
     cr_assert_eq(cfg.batch_size, 500);
-    cr_assert_eq(cfg.burst_batch_size, 60000);
+    cr_assert_eq(cfg.burst_batch_size, 100000);
     cr_assert_eq(cfg.burst_wait_ms, 1000);
-    cr_assert_eq(cfg.burst_flood_ms, 5000);
+    cr_assert_eq(cfg.burst_flood_ms, 10000);
     cr_assert_eq(cfg.burst_quiet_ms, 100);
     ds_config_close(&cfg);
     cr_assert_eq(load(&cfg, DS_SVC_BENCHMARK, env, err, sizeof err), 0, "%s", err);
