@@ -120,7 +120,8 @@ static void update_lag(ds_worker_t *w, ds_metric_t *lag, size_t in_hand) {
         rd_kafka_topic_partition_t *p = &parts->elems[i];
         if (p->offset >= 0) continue;
         rd_kafka_topic_partition_list_add(q, p->topic, p->partition);
-        if (!w->committed || !rd_kafka_topic_partition_list_find(w->committed, p->topic, p->partition)) missing = true;
+        if (!w->committed || !rd_kafka_topic_partition_list_find(w->committed, p->topic, p->partition))
+            missing = true;
     }
     int64_t since = ds_mono_us() - w->committed_mono_us;
     if (q->cnt && (!w->committed_mono_us || since > (missing ? COMMITTED_MISSING_US : COMMITTED_REFRESH_US))) {
@@ -235,7 +236,8 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
                                                 (const double[]){1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}, 10);
     ds_metric_t *m_secs = ds_metrics_histogram(m, "worker_batch_seconds", "Time to process a batch", lab,
                                                ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
-    ds_metric_t *m_lag = ds_metrics_gauge(m, "consumer_lag", "Messages behind the end of the assigned partitions, those in hand included", lab);
+    ds_metric_t *m_lag = ds_metrics_gauge(
+        m, "consumer_lag", "Messages behind the end of the assigned partitions, those in hand included", lab);
     ds_metric_t *m_burst = ds_metrics_counter(m, "worker_burst_batches_total",
                                               "Batches gathered as a burst (after a full batch)", lab);
     ds_metric_t *m_gathering = ds_metrics_gauge(m, "worker_burst_gathering",
