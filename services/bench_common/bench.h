@@ -47,6 +47,14 @@ double ds_bench_metric_sum(const char *page, size_t len, const char *name, const
  * entries skipped) that answer GET /metrics. */
 double ds_bench_workers_lag(const char *const *urls, size_t n);
 
+/* Waits until the stack is quiet: the workers at urls (NULL entries
+ * skipped) report no consumer lag and also(ctx) (NULL: no other condition)
+ * holds, twice in a row one second apart (the workers refresh their lag
+ * gauge once a second), or timeout_s has passed. True when quiet; *lag (if
+ * not NULL) gets the last lag read. */
+bool ds_bench_wait_quiet(const char *const *urls, size_t n, double timeout_s, bool (*also)(void *ctx),
+                         void *ctx, double *lag);
+
 /* ---- figures (bench_stats.c) ------------------------------------------------- */
 
 /* qsort comparators. */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dealscore/common.h"
@@ -111,6 +112,22 @@ double ds_bench_metric_sum(const char *page, size_t len, const char *name, const
         p = eol + 1;
     }
     return sum;
+}
+
+bool ds_bench_wait_quiet(const char *const *urls, size_t n, double timeout_s, bool (*also)(void *ctx),
+                         void *ctx, double *lag) {
+    int64_t t0 = ds_mono_us();
+    int quiet = 0;
+    for (;;) {
+        double l = ds_bench_workers_lag(urls, n);
+        if (lag) *lag = l;
+        bool ok = also ? also(ctx) : true; /* called every round: it may report what it saw */
+        quiet = l == 0 && ok ? quiet + 1 : 0;
+        if (quiet >= 2) return true;
+        if ((double)(ds_mono_us() - t0) / 1e6 >= timeout_s) return false;
+        struct timespec ts = {1, 0};
+        nanosleep(&ts, NULL); /* the gauges' refresh interval */
+    }
 }
 
 double ds_bench_workers_lag(const char *const *urls, size_t n) {

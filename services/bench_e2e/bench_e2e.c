@@ -349,16 +349,7 @@ int main(int argc, char **argv) {
         if (nset) {
             int64_t t0 = ds_mono_us();
             double lag = 0;
-            int quiet = 0;
-            while (quiet < 2 && ds_mono_us() - t0 < (int64_t)(drain * 1e6) + 60000000) {
-                lag = ds_bench_workers_lag(set, nset);
-                quiet = lag == 0 ? quiet + 1 : 0;
-                if (quiet < 2) {
-                    struct timespec ts = {0, 250000000};
-                    nanosleep(&ts, NULL); /* polling interval */
-                }
-            }
-            if (quiet >= 2)
+            if (ds_bench_wait_quiet(set, nset, drain + 60, NULL, NULL, &lag))
                 printf("dealscore-bench-e2e: the workers had no backlog after %.1f s\n",
                        (double)(ds_mono_us() - t0) / 1e6);
             else

@@ -259,26 +259,31 @@ static long count_of(bench_t *b, const char *sql) {
  * the ceiling included. Without the sync, the kernel wrote a batched phase's
  * Kafka segments back 30 s later, during the single-record phase, and its
  * commits waited behind that writeback: p99 44-84 ms against 4 ms. */
+typedef struct {
+    bench_t *b;
+    long unsent, vacuums;
+} db_quiet_t;
+
+/* No unsent outbox row and no autovacuum worker (they follow a phase's
+ * writes); the counts stay in q for the message. */
+static bool db_quiet(void *ctx) {
+    db_quiet_t *q = ctx;
+    q->unsent = count_of(q->b, "select count(*) from public.outbox");
+    q->vacuums = count_of(q->b, "select count(*) from pg_stat_activity where backend_type = 'autovacuum worker'");
+    return q->unsent == 0 && q->vacuums == 0;
+}
+
 static void settle(bench_t *b, const char *after) {
     if (b->settle_s <= 0) return;
     int64_t t0 = ds_mono_us();
-    int quiet = 0;
-    long unsent = 0, vacuums = 0;
+    db_quiet_t q = {b, 0, 0};
     double lag = 0;
-    while ((double)(ds_mono_us() - t0) / 1e6 < b->settle_s) {
-        unsent = count_of(b, "select count(*) from public.outbox");
-        lag = ds_bench_workers_lag(b->worker_urls, DS_ARRAY_SIZE(b->worker_urls));
-        /* autovacuum workers follow a phase's writes */
-        vacuums = count_of(b, "select count(*) from pg_stat_activity where backend_type = 'autovacuum worker'");
-        quiet = unsent == 0 && lag == 0 && vacuums == 0 ? quiet + 1 : 0;
-        if (quiet >= 2) break;
-        sleep_us(1000000);
-    }
+    bool quiet = ds_bench_wait_quiet(b->worker_urls, DS_ARRAY_SIZE(b->worker_urls), b->settle_s, db_quiet, &q, &lag);
     double s = (double)(ds_mono_us() - t0) / 1e6;
     int64_t t1 = ds_mono_us();
     sync();
     double sync_s = (double)(ds_mono_us() - t1) / 1e6;
-    if (quiet >= 2)
+    if (quiet)
         fprintf(stderr,
                 PROG ": after %s: outbox drained, workers and autovacuum idle after %.1f s;"
                      " dirty pages written in %.1f s\n",
@@ -287,7 +292,7 @@ static void settle(bench_t *b, const char *after) {
         fprintf(stderr,
                 PROG ": after %s: still %ld unsent outbox rows, worker lag %.0f, %ld autovacuum workers after %.0f s;"
                      " going on\n",
-                after, unsent, lag, vacuums, s);
+                after, q.unsent, lag, q.vacuums, s);
 }
 
 /* ---- webhooks ------------------------------------------------------------------ */

@@ -128,6 +128,35 @@ Test(bench, conn_reconnects_when_the_server_closed_it) {
     cr_assert(strncmp(s.reqs[1], "GET /b ", 7) == 0);
 }
 
+/* The quiet wait reads the workers' lag and the extra condition once a
+ * second and needs both quiet twice in a row: a condition that turns true
+ * at its second call makes three calls; a worker that keeps a lag makes it
+ * give up at the timeout with the lag it read. */
+static bool true_from_second(void *ctx) { return ++*(int *)ctx >= 2; }
+
+Test(bench, wait_quiet_needs_two_quiet_reads_and_gives_up_at_the_timeout) {
+    int calls = 0;
+    double lag = -1;
+    cr_assert(ds_bench_wait_quiet(NULL, 0, 30, true_from_second, &calls, &lag));
+    cr_expect_eq(calls, 3);
+    cr_expect_eq(lag, 0);
+
+    static char resp[512];
+    snprintf(resp, sizeof resp, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(METRICS_PAGE),
+             METRICS_PAGE);
+    server_t s;
+    server_start(&s, resp, 1, 2);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", s.port);
+    const char *urls[] = {url, NULL};
+    int64_t t0 = ds_mono_us();
+    cr_expect_not(ds_bench_wait_quiet(urls, 2, 1.0, NULL, NULL, &lag));
+    cr_expect_eq(lag, 7.5, "the last lag read");
+    cr_expect_lt(ds_mono_us() - t0, 3000000);
+    server_stop(&s);
+    cr_expect_eq(s.nreqs, 2);
+}
+
 Test(bench, conn_fails_without_a_server) {
     server_t s;
     server_start(&s, "", 0, 0); /* a port that was free a moment ago */
