@@ -128,6 +128,14 @@ Test(bench, conn_reconnects_when_the_server_closed_it) {
     cr_assert(strncmp(s.reqs[1], "GET /b ", 7) == 0);
 }
 
+/* A server answering METRICS_PAGE twice, one request a connection; resp
+ * (512 bytes) holds the response meanwhile, url (64) gets its base URL. */
+static void metrics_server(server_t *s, char *resp, char *url) {
+    snprintf(resp, 512, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(METRICS_PAGE), METRICS_PAGE);
+    server_start(s, resp, 1, 2);
+    snprintf(url, 64, "http://localhost:%d/", s->port);
+}
+
 /* The quiet wait reads the workers' lag and the extra condition once a
  * second and needs both quiet twice in a row: a condition that turns true
  * at its second call makes three calls; a worker that keeps a lag makes it
@@ -141,13 +149,9 @@ Test(bench, wait_quiet_needs_two_quiet_reads_and_gives_up_at_the_timeout) {
     cr_expect_eq(calls, 3);
     cr_expect_eq(lag, 0);
 
-    static char resp[512];
-    snprintf(resp, sizeof resp, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(METRICS_PAGE),
-             METRICS_PAGE);
+    char resp[512], url[64];
     server_t s;
-    server_start(&s, resp, 1, 2);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", s.port);
+    metrics_server(&s, resp, url);
     const char *urls[] = {url, NULL};
     int64_t t0 = ds_mono_us();
     cr_expect_not(ds_bench_wait_quiet(urls, 2, 1.0, NULL, NULL, &lag));
@@ -171,13 +175,9 @@ Test(bench, conn_fails_without_a_server) {
 }
 
 Test(bench, workers_lag_sums_the_answering_workers) {
-    char resp[512];
-    snprintf(resp, sizeof resp, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(METRICS_PAGE),
-             METRICS_PAGE);
+    char resp[512], url[64];
     server_t s;
-    server_start(&s, resp, 1, 2);
-    char url[64];
-    snprintf(url, sizeof url, "http://localhost:%d/", s.port);
+    metrics_server(&s, resp, url);
     const char *urls[] = {url, NULL, "ftp://x", url};
     double lag = ds_bench_workers_lag(urls, 4); /* once: the assertion macros evaluate twice */
     cr_assert_float_eq(lag, 15.0, 1e-9);
