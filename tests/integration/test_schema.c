@@ -574,20 +574,34 @@ Test(schema, outbox_upgrade_keeps_unsent_events_and_drops_sent_ones) {
 
 /* Deleting an opportunity takes its history with it (a statement-level
  * trigger, since the history has no foreign key), and only its own. */
-Test(schema, deleting_an_opportunity_removes_its_history) {
+/* A deal's history and the rows the workers derived from it have no
+ * foreign key (a check and a row lock per row); deleting the deal removes
+ * them all, and only them. */
+Test(schema, deleting_an_opportunity_removes_its_history_and_derived_rows) {
     pgt_migrate_ok(&db);
     PGconn *c = pgt_connect_db(&db);
     insert_orgs_and_deals(c);
-    pgt_execf(c,
-              "insert into opportunity_history (org_id, opportunity_id, field, new_value, changed_at) values"
-              " ('%s', 'a0000000-0000-4000-8000-00000000a001', 'stage', 'Prospecting', now()),"
-              " ('%s', 'a0000000-0000-4000-8000-00000000a001', 'amount', '100', now()),"
-              " ('%s', 'b0000000-0000-4000-8000-00000000b001', 'stage', 'Prospecting', now())",
-              ORG_A, ORG_A, ORG_B);
-    pgt_exec(c, "delete from opportunities where id = 'a0000000-0000-4000-8000-00000000a001'");
-    cr_expect_eq(pgt_longf(c, "select count(*) from opportunity_history"
-                              " where opportunity_id = 'a0000000-0000-4000-8000-00000000a001'"),
-                 0, "the deleted deal's history stayed");
-    cr_expect_eq(pgt_longf(c, "select count(*) from opportunity_history"), 1, "another deal's history went too");
+    static const char *const tables[] = {"opportunity_history", "features_snapshot", "predictions",
+                                         "prediction_history", "opportunity_benchmarks"};
+    static const char *const values[] = {
+        "(org_id, opportunity_id, field, new_value, changed_at) values ('%s', '%s', 'stage', 'Prospecting', now())",
+        "(org_id, opportunity_id, as_of, feature_version, features) values ('%s', '%s', now(), 'v1', '{}')",
+        "(org_id, opportunity_id, as_of, model_version, proba_close) values ('%s', '%s', now(), 'm1', 0.5)",
+        "(org_id, opportunity_id, as_of, model_version, proba_close) values ('%s', '%s', now(), 'm1', 0.5)",
+        "(org_id, opportunity_id, cohort_key, match_level) values ('%s', '%s', 'k', 'industry')"};
+    const char *a = "a0000000-0000-4000-8000-00000000a001", *b = "b0000000-0000-4000-8000-00000000b001";
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
+        char fmt[300];
+        snprintf(fmt, sizeof fmt, "insert into %s %s", tables[t], values[t]);
+        pgt_execf(c, fmt, ORG_A, a);
+        pgt_execf(c, fmt, ORG_B, b);
+    }
+    pgt_execf(c, "delete from opportunities where id = '%s'", a);
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
+        cr_expect_eq(pgt_longf(c, "select count(*) from %s where opportunity_id = '%s'", tables[t], a), 0,
+                     "the deleted deal's %s rows stayed", tables[t]);
+        cr_expect_eq(pgt_longf(c, "select count(*) from %s", tables[t]), 1, "another deal's %s rows went too",
+                     tables[t]);
+    }
     PQfinish(c);
 }
