@@ -162,15 +162,20 @@ static void update_lag(ds_worker_t *w, ds_metric_t *lag, size_t in_hand) {
  * the settings). Past wait_ms, a flood (every window brings at least flood
  * messages: the input outruns any worker, as in a bulk import) keeps it
  * gathering up to flood_ms in all; a lesser flow ends it at the next
- * window's end. One big batch coalesces the burst's repeated deals into one
- * computation each, and leaves the cores to the writers of the burst while
- * it lasts. gathering shows the count meanwhile. Returns the count
- * gathered, or DS_EFATAL (those released). */
+ * window's end (at once, when the last window that ended was no flood; a
+ * first window longer than wait_ms is waited out, to judge it). One
+ * big batch coalesces the burst's repeated deals into one computation each,
+ * and leaves the cores to the writers of the burst while it lasts.
+ * gathering shows the count meanwhile, and the lag gauge counts it with the
+ * held messages already in hand, once a second. Returns the count gathered,
+ * or DS_EFATAL (those released). */
 static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, int wait_ms, int flood_ms,
-                        int quiet_ms, size_t trickle, size_t flood, ds_metric_t *gathering) {
-    int64_t t0 = ds_mono_us(), firm = t0 + (int64_t)wait_ms * 1000, win_start = t0;
+                        int quiet_ms, size_t trickle, size_t flood, ds_metric_t *gathering, ds_metric_t *lag,
+                        size_t held) {
+    int64_t t0 = ds_mono_us(), firm = t0 + (int64_t)wait_ms * 1000, win_start = t0, lag_at = t0;
     int64_t deadline = flood_ms > wait_ms ? t0 + (int64_t)flood_ms * 1000 : firm;
     size_t n = 0, win_n = 0;
+    bool windows = false, flooding = false; /* a window has ended; the last one to end was a flood */
     /* Short polls: a poll waits out its whole window, so the stop is seen
      * within 100 ms and the window's end at most a quarter of quiet_ms late. */
     int slice = quiet_ms / 4 < 100 ? quiet_ms / 4 : 100;
@@ -186,6 +191,14 @@ static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, i
             end = deadline > firm ? "DEALSCORE_BURST_FLOOD_MS passed" : "DEALSCORE_BURST_WAIT_MS passed";
             break;
         }
+        if (now >= firm && windows && !flooding) {
+            end = "DEALSCORE_BURST_WAIT_MS passed";
+            break;
+        }
+        if (now - lag_at >= 1000000) {
+            update_lag(w, lag, held + n);
+            lag_at = now;
+        }
         int64_t win_end = win_start + (int64_t)quiet_ms * 1000;
         if (now >= win_end) {
             if (win_n < trickle) {
@@ -196,6 +209,8 @@ static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, i
                 end = "DEALSCORE_BURST_WAIT_MS passed and the input no longer floods";
                 break;
             }
+            windows = true;
+            flooding = win_n >= flood;
             win_start = now;
             win_n = 0;
             win_end = now + (int64_t)quiet_ms * 1000;
@@ -280,7 +295,7 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
              * batch per window (5,000/s) is a flood. */
             size_t trickle = max / 10 > 1 ? max / 10 : 1;
             int more = gather_burst(&w, msgs + n, cap - max, svc->cfg->burst_wait_ms, svc->cfg->burst_flood_ms,
-                                    svc->cfg->burst_quiet_ms, trickle, max, m_gathering);
+                                    svc->cfg->burst_quiet_ms, trickle, max, m_gathering, m_lag, (size_t)n);
             if (more == DS_EFATAL) {
                 ds_consumer_release(msgs, (size_t)n);
                 n = DS_EFATAL;

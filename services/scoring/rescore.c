@@ -184,15 +184,15 @@ static int chunk_build(worker_t *wk, job_t *job, chunk_t *c, char *errstr, size_
 #define SQL_SNAPSHOT                                                                                        \
     "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version, features, meddicc)" \
     " select x.o, x.i, $5::timestamptz, $6, x.f, x.m"                                                        \
-    " from unnest($1::uuid[], $2::uuid[], $3::json[], $4::json[]) as x(o, i, f, m)"
+    " from unnest($1::uuid[], $2::uuid[], $3::json[], $4::json[]) as x(o, i, f, m)"                              \
+    /* no foreign key: a deal deleted meanwhile gets no row */                                                \
+    " where exists (select 1 from public.opportunities o where o.id = x.i and o.org_id = x.o)"
 static const char *sql_snapshot = SQL_SNAPSHOT " on conflict (opportunity_id, as_of, feature_version) do nothing";
 static const char *sql_snapshot_plain = SQL_SNAPSHOT;
 
 /* The feature vectors of the chunk as one statement over binary arrays
- * (pgbin.h), run in the chunk's write transaction (scoring_persist_opts):
- * its foreign-key checks then find the opportunities already locked by the
- * same transaction, where a transaction of their own would lock each row
- * again. */
+ * (pgbin.h), run in the chunk's write transaction (scoring_persist_opts),
+ * with the chunk's predictions. */
 typedef struct {
     ds_pgba_t a[4];
     char asof[40];

@@ -15,9 +15,10 @@
 --   here too);
 -- - refusing rows for a deal that is gone: each worker's insert now writes
 --   only rows whose deal exists (a join, no row lock).
--- What they did that nothing does now: a deal deleted between a worker's
--- insert and its commit (a window of one statement; deals are deleted by
--- hand or with their org) leaves that insert's rows behind.
+-- What they did that nothing does now: a deal deleted while a worker's
+-- write transaction is open (deals are deleted by hand or with their org)
+-- leaves that transaction's rows behind; deleting the org removes them
+-- (20261127000400).
 alter table public.features_snapshot
     drop constraint if exists features_snapshot_org_id_opportunity_id_fkey;
 alter table public.predictions

@@ -376,8 +376,8 @@ Test(feature, a_full_poll_gathers_the_burst_into_one_coalesced_batch) {
 /* Past DEALSCORE_BURST_WAIT_MS (here 0: a plain burst would end at once),
  * a flood keeps the burst gathering: the backlog comes faster than a batch
  * (1 message here) per quiet window, so the 100 changes become one batch,
- * which ends when the input pauses. With DEALSCORE_BURST_FLOOD_MS=0 they are
- * 100 batches (checked). */
+ * which ends when the input pauses. With DEALSCORE_BURST_FLOOD_MS=0 this
+ * test fails: the changes become many batches and snapshots (tried). */
 Test(feature, a_flood_keeps_the_burst_gathering_past_its_wait) {
     enum { D = BACKLOG_DEALS, R = BACKLOG_ROUNDS };
     backlog_t b;
@@ -484,6 +484,9 @@ Test(feature, sigterm_ends_a_gathering_burst_and_finishes_its_batch) {
     /* The first poll (1 message) was full: the other 9 are being gathered
      * (the gauge can reach 9 at most, and goes back to 0 when it ends). */
     dst_wait_metric(&T, "dealscore_worker_burst_gathering{worker=\"feature\"}", 9);
+    /* The lag counts the 10 messages in hand while the burst gathers (it
+     * stayed at its value from before the burst, 0, until it ended). */
+    dst_wait_metric(&T, "dealscore_consumer_lag{worker=\"feature\"}", 10);
     cr_expect_eq(pgt_longf(db, "select count(*) from features_snapshot where org_id = '%s'", T.org_id), 0,
                  "nothing is computed while the burst gathers");
     dst_stop(&T); /* expects exit 0 within 5 s */

@@ -572,11 +572,9 @@ Test(schema, outbox_upgrade_keeps_unsent_events_and_drops_sent_ones) {
     rmdir(dir);
 }
 
-/* Deleting an opportunity takes its history with it (a statement-level
- * trigger, since the history has no foreign key), and only its own. */
 /* A deal's history and the rows the workers derived from it have no
  * foreign key (a check and a row lock per row); deleting the deal removes
- * them all, and only them. */
+ * them all, and only them; deleting the org removes what is left of its. */
 Test(schema, deleting_an_opportunity_removes_its_history_and_derived_rows) {
     pgt_migrate_ok(&db);
     PGconn *c = pgt_connect_db(&db);
@@ -596,11 +594,30 @@ Test(schema, deleting_an_opportunity_removes_its_history_and_derived_rows) {
         pgt_execf(c, fmt, ORG_A, a);
         pgt_execf(c, fmt, ORG_B, b);
     }
+    cr_expect_eq(pgt_longf(c, "select count(*) from pg_constraint where contype = 'f'"
+                              " and confrelid = 'public.opportunities'::regclass and conrelid = any(array["
+                              "'opportunity_history', 'features_snapshot', 'predictions', 'prediction_history',"
+                              " 'opportunity_benchmarks']::regclass[])"),
+                 0, "no foreign key locks the deal for each derived row");
     pgt_execf(c, "delete from opportunities where id = '%s'", a);
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
         cr_expect_eq(pgt_longf(c, "select count(*) from %s where opportunity_id = '%s'", tables[t], a), 0,
                      "the deleted deal's %s rows stayed", tables[t]);
         cr_expect_eq(pgt_longf(c, "select count(*) from %s", tables[t]), 1, "another deal's %s rows went too",
+                     tables[t]);
+    }
+    /* Rows a worker wrote for a deal deleted under it match no deal delete;
+     * they go with their org. */
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
+        char fmt[300];
+        snprintf(fmt, sizeof fmt, "insert into %s %s", tables[t], values[t]);
+        pgt_execf(c, fmt, ORG_A, a);
+    }
+    pgt_execf(c, "delete from orgs where id = '%s'", ORG_A);
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
+        cr_expect_eq(pgt_longf(c, "select count(*) from %s where org_id = '%s'", tables[t], ORG_A), 0,
+                     "the deleted org's orphan %s rows stayed", tables[t]);
+        cr_expect_eq(pgt_longf(c, "select count(*) from %s", tables[t]), 1, "the other org's %s rows went too",
                      tables[t]);
     }
     PQfinish(c);

@@ -2,7 +2,7 @@
  * over a table sized once for at most `capacity` keys, at most half full.
  * Keys are borrowed, not copied: they must outlive the index. Used to
  * coalesce a batch's messages per deal and to match result rows to them in
- * linear time (a burst holds up to 20,000 messages). Not thread-safe. */
+ * linear time (a burst holds up to DEALSCORE_BURST_BATCH_SIZE messages). Not thread-safe. */
 #ifndef DEALSCORE_STRINDEX_H
 #define DEALSCORE_STRINDEX_H
 
