@@ -572,53 +572,58 @@ Test(schema, outbox_upgrade_keeps_unsent_events_and_drops_sent_ones) {
     rmdir(dir);
 }
 
-/* A deal's history and the rows the workers derived from it have no
- * foreign key (a check and a row lock per row); deleting the deal removes
- * them all, and only them; deleting the org removes what is left of its. */
-Test(schema, deleting_an_opportunity_removes_its_history_and_derived_rows) {
-    pgt_migrate_ok(&db);
-    PGconn *c = pgt_connect_db(&db);
-    insert_orgs_and_deals(c);
-    static const char *const tables[] = {"opportunity_history", "features_snapshot", "predictions",
-                                         "prediction_history", "opportunity_benchmarks"};
+/* The tables that hold a deal's history and what the workers derived from
+ * it, and a row of each for org and deal. */
+static const char *const derived_tables[] = {"opportunity_history", "features_snapshot", "predictions",
+                                             "prediction_history", "opportunity_benchmarks"};
+
+static void insert_derived_rows(PGconn *c, const char *org, const char *opp) {
     static const char *const values[] = {
         "(org_id, opportunity_id, field, new_value, changed_at) values ('%s', '%s', 'stage', 'Prospecting', now())",
         "(org_id, opportunity_id, as_of, feature_version, features) values ('%s', '%s', now(), 'v1', '{}')",
         "(org_id, opportunity_id, as_of, model_version, proba_close) values ('%s', '%s', now(), 'm1', 0.5)",
         "(org_id, opportunity_id, as_of, model_version, proba_close) values ('%s', '%s', now(), 'm1', 0.5)",
         "(org_id, opportunity_id, cohort_key, match_level) values ('%s', '%s', 'k', 'industry')"};
-    const char *a = "a0000000-0000-4000-8000-00000000a001", *b = "b0000000-0000-4000-8000-00000000b001";
-    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
+    for (size_t t = 0; t < sizeof values / sizeof values[0]; t++) {
         char fmt[300];
-        snprintf(fmt, sizeof fmt, "insert into %s %s", tables[t], values[t]);
-        pgt_execf(c, fmt, ORG_A, a);
-        pgt_execf(c, fmt, ORG_B, b);
+        snprintf(fmt, sizeof fmt, "insert into %s %s", derived_tables[t], values[t]);
+        pgt_execf(c, fmt, org, opp);
     }
+}
+
+/* Expects where_fmt (one %s, filled with arg) to match no row of each
+ * derived table, and one row to be left in each. */
+static void expect_derived_rows_gone(PGconn *c, const char *where_fmt, const char *arg, const char *what) {
+    for (size_t t = 0; t < sizeof derived_tables / sizeof derived_tables[0]; t++) {
+        char where[200];
+        snprintf(where, sizeof where, where_fmt, arg);
+        cr_expect_eq(pgt_longf(c, "select count(*) from %s where %s", derived_tables[t], where), 0,
+                     "the %s's %s rows stayed", what, derived_tables[t]);
+        cr_expect_eq(pgt_longf(c, "select count(*) from %s", derived_tables[t]), 1, "another %s's %s rows went too",
+                     what, derived_tables[t]);
+    }
+}
+
+/* A deal's history and the rows the workers derived from it have no
+ * foreign key (a check and a row lock per row); deleting the deal removes
+ * them all, and only them; deleting the org removes what is left of its
+ * (rows a worker wrote for a deal deleted under it match no deal delete). */
+Test(schema, deleting_an_opportunity_removes_its_history_and_derived_rows) {
+    pgt_migrate_ok(&db);
+    PGconn *c = pgt_connect_db(&db);
+    insert_orgs_and_deals(c);
+    const char *a = "a0000000-0000-4000-8000-00000000a001", *b = "b0000000-0000-4000-8000-00000000b001";
+    insert_derived_rows(c, ORG_A, a);
+    insert_derived_rows(c, ORG_B, b);
     cr_expect_eq(pgt_longf(c, "select count(*) from pg_constraint where contype = 'f'"
                               " and confrelid = 'public.opportunities'::regclass and conrelid = any(array["
                               "'opportunity_history', 'features_snapshot', 'predictions', 'prediction_history',"
                               " 'opportunity_benchmarks']::regclass[])"),
                  0, "no foreign key locks the deal for each derived row");
     pgt_execf(c, "delete from opportunities where id = '%s'", a);
-    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
-        cr_expect_eq(pgt_longf(c, "select count(*) from %s where opportunity_id = '%s'", tables[t], a), 0,
-                     "the deleted deal's %s rows stayed", tables[t]);
-        cr_expect_eq(pgt_longf(c, "select count(*) from %s", tables[t]), 1, "another deal's %s rows went too",
-                     tables[t]);
-    }
-    /* Rows a worker wrote for a deal deleted under it match no deal delete;
-     * they go with their org. */
-    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
-        char fmt[300];
-        snprintf(fmt, sizeof fmt, "insert into %s %s", tables[t], values[t]);
-        pgt_execf(c, fmt, ORG_A, a);
-    }
+    expect_derived_rows_gone(c, "opportunity_id = '%s'", a, "deleted deal");
+    insert_derived_rows(c, ORG_A, a); /* as a worker racing the delete would */
     pgt_execf(c, "delete from orgs where id = '%s'", ORG_A);
-    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
-        cr_expect_eq(pgt_longf(c, "select count(*) from %s where org_id = '%s'", tables[t], ORG_A), 0,
-                     "the deleted org's orphan %s rows stayed", tables[t]);
-        cr_expect_eq(pgt_longf(c, "select count(*) from %s", tables[t]), 1, "the other org's %s rows went too",
-                     tables[t]);
-    }
+    expect_derived_rows_gone(c, "org_id = '%s'", ORG_A, "deleted org");
     PQfinish(c);
 }
