@@ -410,8 +410,7 @@ static const char *const sql_map =
     " cohort_key, match_level)"
     " select $1::uuid, x.id, x.acc, x.key, x.lvl"
     " from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[]) as x(id, acc, key, lvl)"
-    /* no foreign key: a deal deleted meanwhile gets no row */
-    " where exists (select 1 from public.opportunities o where o.id = x.id and o.org_id = $1::uuid)"
+    DS_SQL_WHERE_DEAL_EXISTS("x.id", "$1::uuid")
     " on conflict (opportunity_id) do update set org_id = excluded.org_id,"
     "  account_id = excluded.account_id, cohort_key = excluded.cohort_key,"
     "  match_level = excluded.match_level, updated_at = now()"

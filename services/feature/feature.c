@@ -50,8 +50,7 @@ static const char *sql_snapshot =
     " select u.org_id, u.opportunity_id, u.as_of, $6, u.features, u.meddicc"
     " from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::json[], $5::json[])"
     " as u(org_id, opportunity_id, as_of, features, meddicc)"
-    /* no foreign key: a deal deleted meanwhile gets no row */
-    " where exists (select 1 from public.opportunities o where o.id = u.opportunity_id and o.org_id = u.org_id)"
+    DS_SQL_WHERE_DEAL_EXISTS("u.opportunity_id", "u.org_id")
     " on conflict (opportunity_id, as_of, feature_version) do update"
     " set features = excluded.features, meddicc = excluded.meddicc, computed_at = now()";
 

@@ -371,9 +371,7 @@ static void *api_main(void *arg) {
     ds_pg_add_statement(t.pg, "ds_api_snapshot",
                         "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version,"
                         " features, meddicc) select $1::uuid, $2::uuid, $3::timestamptz, $4, $5::json, $6::json"
-                        /* no foreign key: a deal deleted meanwhile gets no row */
-                        " where exists (select 1 from public.opportunities o where o.id = $2::uuid"
-                        " and o.org_id = $1::uuid)"
+                        DS_SQL_WHERE_DEAL_EXISTS("$2::uuid", "$1::uuid")
                         " on conflict (opportunity_id, as_of, feature_version) do nothing",
                         6);
     t.orgs = ds_org_cache_new(60000);

@@ -185,8 +185,7 @@ static int chunk_build(worker_t *wk, job_t *job, chunk_t *c, char *errstr, size_
     "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version, features, meddicc)" \
     " select x.o, x.i, $5::timestamptz, $6, x.f, x.m"                                                        \
     " from unnest($1::uuid[], $2::uuid[], $3::json[], $4::json[]) as x(o, i, f, m)"                              \
-    /* no foreign key: a deal deleted meanwhile gets no row */                                                \
-    " where exists (select 1 from public.opportunities o where o.id = x.i and o.org_id = x.o)"
+    DS_SQL_WHERE_DEAL_EXISTS("x.i", "x.o")
 static const char *sql_snapshot = SQL_SNAPSHOT " on conflict (opportunity_id, as_of, feature_version) do nothing";
 static const char *sql_snapshot_plain = SQL_SNAPSHOT;
 

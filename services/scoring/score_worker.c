@@ -31,8 +31,7 @@ static const char *sql_previous =
     " select org_id, opportunity_id, as_of, model_version, proba_close, contributions"                          \
     " from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::float8[], $6::json[])"            \
     "  as x(org_id, opportunity_id, as_of, model_version, proba_close, contributions)"                          \
-    /* no foreign key: a deal deleted meanwhile gets no row */                                                \
-    " where exists (select 1 from public.opportunities o where o.id = x.opportunity_id and o.org_id = x.org_id)"
+    DS_SQL_WHERE_DEAL_EXISTS("x.opportunity_id", "x.org_id")
 static const char *sql_history = SQL_HISTORY " on conflict (opportunity_id, as_of, model_version) do nothing";
 /* Without the speculative insertion of ON CONFLICT (an index probe and one
  * more WAL record per row): for rows that cannot exist yet. */
@@ -47,8 +46,7 @@ static const char *sql_prediction =
     "  $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::bool[])"
     "  as x(org_id, opportunity_id, account_id, as_of, model_version, proba_close, previous_proba, top_features,"
     "  change, meddicc, is_prior)"
-    /* no foreign key: a deal deleted meanwhile gets no row */
-    " where exists (select 1 from public.opportunities o where o.id = x.opportunity_id and o.org_id = x.org_id)"
+    DS_SQL_WHERE_DEAL_EXISTS("x.opportunity_id", "x.org_id")
     " on conflict (opportunity_id) do update set account_id = excluded.account_id, as_of = excluded.as_of,"
     " model_version = excluded.model_version, proba_close = excluded.proba_close,"
     " previous_proba = excluded.previous_proba, top_features = excluded.top_features,"

@@ -82,13 +82,8 @@ Test(worker_faults, postgres_outage_delays_but_loses_nothing) {
     cr_expect_eq(pgt_longf(db, "select count(*) from features_snapshot"), 0);
     /* Consumed but not done: the lag counts the batch in hand (it read 0,
      * the consumer's position being past the batch). */
-    double lag = -1;
-    deadline = proc_now_ms() + 10000;
-    while ((lag = dst_metric(&T, "dealscore_consumer_lag{worker=\"feature\"}")) < N && proc_now_ms() < deadline) {
-        struct timespec ts = {0, 100 * 1000000};
-        nanosleep(&ts, NULL); /* polling interval */
-    }
-    cr_expect_eq(lag, N, "the lag counts the %d events in hand", N);
+    cr_expect_eq(dst_wait_metric_eq(&T, "dealscore_consumer_lag{worker=\"feature\"}", N, 10000), N,
+                 "the lag counts the %d events in hand", N);
 
     tcpproxy_set_up(&px, 1);
     long long n = 0;

@@ -441,11 +441,7 @@ Test(feature, a_restarted_idle_worker_reports_no_lag) {
     backlog_start(&b, "500", "100", "1000", "OPP-L", "3c9e4a52-9d55-4c38-b2c1-43a1c1f0");
     dst_start(&T, "feature");
     dst_wait_metric(&T, "dealscore_worker_messages_total{worker=\"feature\"}", (double)(R * D));
-    double v = -1;
-    for (long long until = proc_now_ms() + 10000; (v = dst_metric(&T, lag)) != 0 && proc_now_ms() < until;) {
-        struct timespec ts = {0, 50 * 1000000};
-        nanosleep(&ts, NULL); /* polling interval */
-    }
+    double v = dst_wait_metric_eq(&T, lag, 0, 10000);
     cr_assert_eq(v, 0, "lag %g after consuming the backlog", v);
     dst_stop(&T);
     dst_start(&T, "feature");

@@ -279,6 +279,18 @@ static inline void dst_wait_metric(dst_t *t, const char *name, double at_least) 
     }
 }
 
+/* Polls the service's /metrics until the sample equals want or timeout_ms
+ * have passed; returns the last value, for the caller to assert on. */
+static inline double dst_wait_metric_eq(dst_t *t, const char *name, double want, int timeout_ms) {
+    long long deadline = proc_now_ms() + timeout_ms;
+    double v;
+    while ((v = dst_metric(t, name)) != want && proc_now_ms() < deadline) {
+        struct timespec ts = {0, 50 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    return v;
+}
+
 static inline long long dst_count(dst_t *t, const char *sql) {
     PGconn *c = pgt_connect_db(&t->db);
     long long n = pgt_longf(c, "%s", sql);

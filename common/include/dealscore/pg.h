@@ -34,6 +34,15 @@
 /* Statements between two pipeline syncs unless ds_pg_batch_set_sync_every. */
 #define DS_PG_BATCH_SYNC_EVERY 500
 
+/* The WHERE clause of an insert ... select into a table derived from deals
+ * (features_snapshot, predictions, prediction_history,
+ * opportunity_benchmarks): only rows whose deal exists in its org. Those
+ * tables have no foreign key to opportunities (its row lock per row made
+ * multixacts of three workers' checks; migration 20261127000300), so a deal
+ * deleted meanwhile gets no row this way. id and org are SQL expressions. */
+#define DS_SQL_WHERE_DEAL_EXISTS(id, org) \
+    " where exists (select 1 from public.opportunities o where o.id = " id " and o.org_id = " org ")"
+
 /* ---- URLs and connecting ------------------------------------------------ */
 
 /* Validates a libpq URI ("postgresql://...") or key=value conninfo string
