@@ -14,11 +14,11 @@
 #include <time.h>
 
 #include "cohort.h"
-#include "dealscore/common.h"
-#include "dealscore/log.h"
-#include "dealscore/pg.h"
+#include "base/common.h"
+#include "base/log.h"
+#include "infra/pg.h"
 #include "dealscore/v1/events.pb-c.h"
-#include "dealscore/worker.h"
+#include "runtime/worker.h"
 
 /* Cached rows recomputed per refresh round, opportunities per sweep step. */
 #define REFRESH_ROWS_PER_ROUND 200

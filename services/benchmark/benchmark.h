@@ -4,7 +4,7 @@
 #ifndef DS_BENCHMARK_SVC_H
 #define DS_BENCHMARK_SVC_H
 
-#include "dealscore/service.h"
+#include "runtime/service.h"
 
 /* The service's worker thread: consumes opportunity.changed until the service
  * stops, and runs the periodic refresh on a second thread of its own

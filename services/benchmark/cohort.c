@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dealscore/common.h"
-#include "dealscore/log.h"
-#include "dealscore/uuidset.h"
+#include "base/common.h"
+#include "base/log.h"
+#include "base/uuidset.h"
 
 static const char *const level_names[COHORT_LEVELS] = {"full", "industry_product_region",
                                                        "industry_product", "industry"};

@@ -52,8 +52,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dealscore/metrics.h"
-#include "dealscore/pg.h"
+#include "runtime/metrics.h"
+#include "infra/pg.h"
 
 typedef enum {
     COHORT_FULL = 0,

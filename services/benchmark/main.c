@@ -1,6 +1,6 @@
 /* dealscore-benchmark: settings from the environment, then the shared runtime. */
 #include "benchmark.h"
-#include "dealscore/service.h"
+#include "runtime/service.h"
 
 static const char *const topics[] = {DS_TOPIC_OPPORTUNITY_CHANGED};
 

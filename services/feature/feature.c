@@ -11,15 +11,15 @@
 
 #include <jansson.h>
 
-#include "dealscore/common.h"
-#include "dealscore/feature_loader.h"
-#include "dealscore/features.h"
-#include "dealscore/log.h"
-#include "dealscore/pg.h"
-#include "dealscore/pgbin.h"
-#include "dealscore/strindex.h"
+#include "base/common.h"
+#include "store/feature_loader.h"
+#include "domain/features.h"
+#include "base/log.h"
+#include "infra/pg.h"
+#include "infra/pgarray.h"
+#include "base/strindex.h"
 #include "dealscore/v1/events.pb-c.h"
-#include "dealscore/worker.h"
+#include "runtime/worker.h"
 
 typedef struct {
     ds_service_t *svc;
@@ -124,7 +124,7 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
     bool in_tx = false, in_flight = false;
     int64_t t_load = 0, t_compute = 0, t_write = 0;
     size_t done = 0;
-    ds_pgba_t a[5] = {{0}};
+    ds_pgarray_t a[5] = {{0}};
     ds_feature_vec_t vec;
     const size_t chunk = (size_t)st->svc->cfg->feature_chunk;
     const char **ids = ds_calloc(chunk, sizeof *ids);
@@ -183,11 +183,11 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
             if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
             break;
         }
-        ds_pgba_begin(&a[0], DS_OID_UUID);
-        ds_pgba_begin(&a[1], DS_OID_UUID);
-        ds_pgba_begin(&a[2], DS_OID_TIMESTAMPTZ);
-        ds_pgba_begin(&a[3], DS_OID_JSON);
-        ds_pgba_begin(&a[4], DS_OID_JSON);
+        ds_pgarray_begin(&a[0], DS_OID_UUID);
+        ds_pgarray_begin(&a[1], DS_OID_UUID);
+        ds_pgarray_begin(&a[2], DS_OID_TIMESTAMPTZ);
+        ds_pgarray_begin(&a[3], DS_OID_JSON);
+        ds_pgarray_begin(&a[4], DS_OID_JSON);
         size_t rows = 0;
         for (size_t k = c0; k < c0 + cn; k++) {
             int idx = row[k - c0];
@@ -204,11 +204,11 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
             /* The MEDDICC evidence points into the batch: serialise before it goes. */
             char *fj = ds_features_to_json(&vec);
             char *mj = ds_meddicc_result_to_json(&vec.meddicc);
-            ds_pgba_uuid(&a[0], ch[k].org_id);
-            ds_pgba_uuid(&a[1], ch[k].opp_id);
-            ds_pgba_timestamptz(&a[2], ch[k].as_of_us);
-            ds_pgba_json(&a[3], fj, strlen(fj));
-            ds_pgba_json(&a[4], mj, strlen(mj));
+            ds_pgarray_uuid(&a[0], ch[k].org_id);
+            ds_pgarray_uuid(&a[1], ch[k].opp_id);
+            ds_pgarray_timestamptz(&a[2], ch[k].as_of_us);
+            ds_pgarray_json(&a[3], fj, strlen(fj));
+            ds_pgarray_json(&a[4], mj, strlen(mj));
             free(fj);
             free(mj);
             out[*nout].idx = k;
@@ -235,7 +235,7 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
             }
             const char *v[6] = {[5] = DS_FEATURE_VERSION};
             int lens[6] = {0}, fmts[6] = {0};
-            ds_pgba_params(a, 5, v, lens, fmts);
+            ds_pgarray_params(a, 5, v, lens, fmts);
             rc = ds_pg_send_params(st->pgw, sql_snapshot, 6, v, lens, fmts, errstr, errsz);
             if (rc != 0) break;
             in_flight = true;
@@ -255,7 +255,7 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
     free(corg);
     free(dorg);
     free(dctx);
-    for (int i = 0; i < 5; i++) ds_pgba_free(&a[i]);
+    for (int i = 0; i < 5; i++) ds_pgarray_free(&a[i]);
     if (next) {
         /* A load still in flight after a failure: its pipeline is mid-way. */
         ds_opp_batch_destroy(next);

@@ -2,7 +2,7 @@
 #ifndef DS_FEATURE_SVC_H
 #define DS_FEATURE_SVC_H
 
-#include "dealscore/service.h"
+#include "runtime/service.h"
 
 void feature_worker(ds_service_t *svc, void *state);
 int feature_cmd_catalog(const ds_config_t *cfg, int argc, char **argv);

@@ -1,5 +1,5 @@
 /* dealscore-feature: settings from the environment, then the shared runtime. */
-#include "dealscore/service.h"
+#include "runtime/service.h"
 #include "feature.h"
 
 static const char *const topics[] = {DS_TOPIC_OPPORTUNITY_CHANGED, DS_TOPIC_FEATURES_READY};

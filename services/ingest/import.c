@@ -22,8 +22,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "dealscore/common.h"
-#include "dealscore/log.h"
+#include "base/common.h"
+#include "base/log.h"
 #include "ingest.h"
 #include "record.h"
 #include "store.h"
@@ -54,17 +54,17 @@ static const char *const fields_interaction[] = {
     "duration_min", "outcome",                "meta_json", NULL};
 static const char *const fields_transcript[] = {"external_id", "opportunity_external_id",
                                                 "occurred_at", "text", NULL};
-static const char *const *const kind_fields[DS_REC_KIND_COUNT] = {
+static const char *const *const kind_fields[REC_KIND_COUNT] = {
     fields_account, fields_opportunity, fields_interaction, fields_transcript};
 
-/* The fields ds_record_parse requires (DESIGN.md, "Records"). */
+/* The fields record_parse requires (DESIGN.md, "Records"). */
 static const char *const req_account[] = {"external_id", "name", NULL};
 static const char *const req_opportunity[] = {"external_id", "stage", "created_at", NULL};
 static const char *const req_interaction[] = {"external_id", "opportunity_external_id", "type",
                                               "occurred_at", NULL};
 static const char *const req_transcript[] = {"external_id", "opportunity_external_id",
                                              "occurred_at", "text", NULL};
-static const char *const *const kind_required[DS_REC_KIND_COUNT] = {
+static const char *const *const kind_required[REC_KIND_COUNT] = {
     req_account, req_opportunity, req_interaction, req_transcript};
 
 /* Built-in aliases; kind -1 applies to every file whose kind has the target
@@ -74,10 +74,10 @@ static const struct {
     int kind;
     const char *from, *to;
 } builtin_aliases[] = {
-    {DS_REC_ACCOUNT, "account_id", "external_id"},
-    {DS_REC_OPPORTUNITY, "opportunity_id", "external_id"},
-    {DS_REC_INTERACTION, "interaction_id", "external_id"},
-    {DS_REC_TRANSCRIPT, "transcript_id", "external_id"},
+    {REC_ACCOUNT, "account_id", "external_id"},
+    {REC_OPPORTUNITY, "opportunity_id", "external_id"},
+    {REC_INTERACTION, "interaction_id", "external_id"},
+    {REC_TRANSCRIPT, "transcript_id", "external_id"},
     {-1, "id", "external_id"},
     {-1, "account_id", "account_external_id"},
     {-1, "opportunity_id", "opportunity_external_id"},
@@ -91,15 +91,15 @@ typedef struct {
     char *from, *to; /* normalized */
 } alias_t;
 
-static int field_index(ds_rec_kind_t kind, const char *name) {
+static int field_index(rec_kind_t kind, const char *name) {
     for (int i = 0; kind_fields[kind][i]; i++)
         if (strcmp(kind_fields[kind][i], name) == 0) return i;
     return -1;
 }
 
 static bool is_any_field(const char *name) {
-    for (int k = 0; k < DS_REC_KIND_COUNT; k++)
-        if (field_index((ds_rec_kind_t)k, name) >= 0) return true;
+    for (int k = 0; k < REC_KIND_COUNT; k++)
+        if (field_index((rec_kind_t)k, name) >= 0) return true;
     return false;
 }
 
@@ -123,7 +123,7 @@ typedef struct importer_s importer_t;
 typedef struct {
     importer_t *im;
     const char *path;
-    ds_rec_kind_t kind;
+    rec_kind_t kind;
     FILE *fp;
 
     struct csv_parser csv;
@@ -146,14 +146,14 @@ typedef struct {
     char **colname;  /* column name as written (trimmed) */
 
     /* the chunk of valid records waiting to be stored */
-    ds_record_t *recs;
+    record_t *recs;
     int *lines;
     bool *stale;
     size_t nrecs;
     size_t chunk_bytes;
 
     json_t *obj;
-    ds_rec_problems_t problems;
+    rec_problems_t problems;
     counts_t c;
     int64_t start_us, last_progress_us;
     long progress_rows;
@@ -178,8 +178,8 @@ struct importer_s {
     counts_t total;
 
     /* scratch for storing a chunk */
-    ds_record_t *send;
-    ds_store_tag_t *tags;
+    record_t *send;
+    store_tag_t *tags;
 };
 
 /* ---- reporting ---------------------------------------------------------- */
@@ -354,7 +354,7 @@ static int mark_stale(importer_t *im, chunk_t *ck, char *errstr, size_t errstr_s
     }
     PQclear(res);
     for (size_t i = ck->from; i < ck->from + ck->n; i++) {
-        const ds_record_t *rec = &f->recs[i];
+        const record_t *rec = &f->recs[i];
         if (!rec->changed_at_us) continue;
         const char *key = rec->external_id;
         newest_t *hit = bsearch(&key, nw, nnw, sizeof *nw, cmp_str_ptr);
@@ -384,7 +384,7 @@ static int store_step(importer_t *im, void *ud, char *errstr, size_t errstr_size
         im->send[n++] = f->recs[i]; /* a shallow copy: f->recs keeps ownership */
     }
     if (!n) return DS_OK;
-    ds_store_ctx_t ctx = {im->org_id, "csv", NULL, im->stage_outcome, ds_now_us()};
+    store_ctx_t ctx = {im->org_id, "csv", NULL, im->stage_outcome, ds_now_us()};
     ds_pg_batch_t *b = NULL;
     int rc = ds_pg_batch_begin(im->pg, &b);
     if (rc != DS_OK) return rc;
@@ -395,13 +395,13 @@ static int store_step(importer_t *im, void *ud, char *errstr, size_t errstr_size
      * until an ANALYZE. Re-planning at every chunk follows the growth. */
     ds_pg_batch_add_sql(b, "DISCARD PLANS", NULL);
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
-    ds_store_set_t *set = ds_store_set_new();
-    ds_store_set_add(set, &ctx, im->send, n, im->tags);
-    rc = ds_store_set_queue(set, b);
+    store_set_t *set = store_set_new();
+    store_set_add(set, &ctx, im->send, n, im->tags);
+    rc = store_set_queue(set, b);
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
-    if (rc == DS_OK) rc = ds_pg_batch_run(b, ds_store_batch_cb, NULL, errstr, errstr_size);
+    if (rc == DS_OK) rc = ds_pg_batch_run(b, store_batch_cb, NULL, errstr, errstr_size);
     ds_pg_batch_end(b);
-    ds_store_set_destroy(set);
+    store_set_destroy(set);
     return rc;
 }
 
@@ -416,8 +416,8 @@ static void count_stored(file_t *f, size_t from, size_t n) {
             nsent++;
         }
     }
-    ds_store_counts_t sc = {0, 0, 0};
-    ds_store_collect(im->tags, nsent, &sc);
+    store_counts_t sc = {0, 0, 0};
+    store_collect(im->tags, nsent, &sc);
     f->c.changed += sc.changed;
     f->c.unchanged += sc.unchanged;
     f->c.events += sc.events;
@@ -447,7 +447,7 @@ static void flush(file_t *f) {
     importer_t *im = f->im;
     if (!f->nrecs || im->stopped) goto out;
     char err[1024];
-    chunk_t ck = {f, 0, f->nrecs, f->kind == DS_REC_OPPORTUNITY};
+    chunk_t ck = {f, 0, f->nrecs, f->kind == REC_OPPORTUNITY};
     int rc = with_retry(im, store_step, &ck, err, sizeof err);
     if (rc == DS_OK) {
         count_stored(f, 0, f->nrecs);
@@ -470,7 +470,7 @@ static void flush(file_t *f) {
         give_up(f, err);
     }
 out:
-    for (size_t i = 0; i < f->nrecs; i++) ds_record_clear(&f->recs[i]);
+    for (size_t i = 0; i < f->nrecs; i++) record_clear(&f->recs[i]);
     f->nrecs = 0;
     f->chunk_bytes = 0;
 }
@@ -490,7 +490,7 @@ static void on_header(file_t *f) {
     f->ncols = f->nfields;
     f->colmap = ds_calloc(f->ncols ? f->ncols : 1, sizeof *f->colmap);
     f->colname = ds_calloc(f->ncols ? f->ncols : 1, sizeof *f->colname);
-    const char *kname = ds_rec_kind_plural(f->kind);
+    const char *kname = rec_kind_plural(f->kind);
     for (size_t i = 0; i < f->ncols; i++) {
         const char *raw = f->rowbuf + f->offs[i];
         size_t rl = f->lens[i];
@@ -567,9 +567,9 @@ static void on_data_row(file_t *f) {
         f->c.rejected++;
         return;
     }
-    ds_record_t *rec = &f->recs[f->nrecs];
+    record_t *rec = &f->recs[f->nrecs];
     f->problems.n = 0;
-    if (ds_record_parse(f->kind, f->obj, (int)line, true, rec, &f->problems) != 0) {
+    if (record_parse(f->kind, f->obj, (int)line, true, rec, &f->problems) != 0) {
         for (size_t i = 0; i < f->problems.n; i++)
             report(f, f->problems.items[i].index, column_for(f, f->problems.items[i].field), "%s",
                    f->problems.items[i].problem);
@@ -754,7 +754,7 @@ static void file_free(file_t *f) {
     free(f->colmap);
     for (size_t i = 0; f->colname && i < f->ncols; i++) free(f->colname[i]);
     free(f->colname);
-    ds_rec_problems_free(&f->problems);
+    rec_problems_free(&f->problems);
 }
 
 /* ---- command line ------------------------------------------------------- */
@@ -852,7 +852,7 @@ int ingest_cmd_import(const ds_config_t *cfg, int argc, char **argv) {
                      .batch = DEFAULT_BATCH,
                      .retry_for_s = DEFAULT_RETRY_FOR_S,
                      .max_shown = DEFAULT_MAX_SHOWN};
-    file_t files[DS_REC_KIND_COUNT];
+    file_t files[REC_KIND_COUNT];
     memset(files, 0, sizeof files);
     const char *org = NULL;
     int rc = 2;
@@ -880,10 +880,10 @@ int ingest_cmd_import(const ds_config_t *cfg, int argc, char **argv) {
             rc = 0;
             goto out;
         case 'o': org = optarg; break;
-        case 'A': files[DS_REC_ACCOUNT].path = optarg; break;
-        case 'O': files[DS_REC_OPPORTUNITY].path = optarg; break;
-        case 'I': files[DS_REC_INTERACTION].path = optarg; break;
-        case 'T': files[DS_REC_TRANSCRIPT].path = optarg; break;
+        case 'A': files[REC_ACCOUNT].path = optarg; break;
+        case 'O': files[REC_OPPORTUNITY].path = optarg; break;
+        case 'I': files[REC_INTERACTION].path = optarg; break;
+        case 'T': files[REC_TRANSCRIPT].path = optarg; break;
         case 'a':
             if (add_alias(&im, optarg, strlen(optarg), "--alias") != 0) goto out;
             break;
@@ -933,10 +933,10 @@ int ingest_cmd_import(const ds_config_t *cfg, int argc, char **argv) {
         }
     }
     size_t nfiles = 0;
-    for (int k = 0; k < DS_REC_KIND_COUNT; k++) {
+    for (int k = 0; k < REC_KIND_COUNT; k++) {
         file_t *f = &files[k];
         f->im = &im;
-        f->kind = (ds_rec_kind_t)k;
+        f->kind = (rec_kind_t)k;
         if (!f->path) continue;
         nfiles++;
         /* Check every file up front: a typo should not leave a half import. */
@@ -966,7 +966,7 @@ int ingest_cmd_import(const ds_config_t *cfg, int argc, char **argv) {
         fprintf(stderr, "dealscore-ingest import: could not connect to Postgres: %s\n", err);
         goto out;
     }
-    int r = ds_store_org_by_slug(im.pg, org, false, im.org_id, err, sizeof err);
+    int r = store_org_by_slug(im.pg, org, false, im.org_id, err, sizeof err);
     if (r == DS_ENOTFOUND) {
         fprintf(stderr,
                 "dealscore-ingest import: %s (create it with: dealscore-ingest token create --org %s)\n",
@@ -976,14 +976,14 @@ int ingest_cmd_import(const ds_config_t *cfg, int argc, char **argv) {
         fprintf(stderr, "dealscore-ingest import: could not look up the org: %s\n", err);
         goto out;
     }
-    im.stage_outcome = ds_store_org_stage_outcome(im.pg, im.org_id);
-    ds_store_register(im.pg);
+    im.stage_outcome = store_org_stage_outcome(im.pg, im.org_id);
+    store_register(im.pg);
     im.seed = (uint64_t)ds_now_us();
     im.send = ds_calloc(im.batch, sizeof *im.send);
     im.tags = ds_calloc(im.batch, sizeof *im.tags);
 
     int64_t t0 = ds_mono_us();
-    for (int k = 0; k < DS_REC_KIND_COUNT && !im.stopped; k++) {
+    for (int k = 0; k < REC_KIND_COUNT && !im.stopped; k++) {
         file_t *f = &files[k];
         if (!f->path) continue;
         import_file(&im, f);
@@ -1016,7 +1016,7 @@ out:
                 strerror(errno));
         if (rc == 0) rc = 1;
     }
-    for (int k = 0; k < DS_REC_KIND_COUNT; k++) file_free(&files[k]);
+    for (int k = 0; k < REC_KIND_COUNT; k++) file_free(&files[k]);
     for (size_t i = 0; i < im.naliases; i++) {
         free(im.aliases[i].from);
         free(im.aliases[i].to);

@@ -13,14 +13,14 @@
 #include <string.h>
 #include <strings.h>
 
-#include "dealscore/common.h"
-#include "dealscore/log.h"
+#include "base/common.h"
+#include "base/log.h"
 #include "store.h"
 
 struct ingest_job_s {
     ingest_job_t *next;
-    ds_rec_kind_t kind;
-    ds_rec_profile_t profile;
+    rec_kind_t kind;
+    rec_profile_t profile;
     char *body;
     size_t body_len;
     char *auth;        /* Authorization header, or NULL */
@@ -32,9 +32,9 @@ struct ingest_job_s {
     /* parsed by the validator */
     char org_id[37];
     json_t *stage_outcome;
-    ds_record_t *recs;
+    record_t *recs;
     size_t nrecs;
-    ds_store_tag_t *tags;
+    store_tag_t *tags;
 
     /* result */
     int status;
@@ -61,10 +61,10 @@ static void count_request(ingest_t *in, const char *route, int status) {
                   1);
 }
 
-static void count_records(ingest_t *in, ds_rec_kind_t kind, const char *result, double n) {
+static void count_records(ingest_t *in, rec_kind_t kind, const char *result, double n) {
     if (n <= 0) return;
     char labels[96];
-    snprintf(labels, sizeof labels, "kind=\"%s\",result=\"%s\"", ds_rec_kind_plural(kind), result);
+    snprintf(labels, sizeof labels, "kind=\"%s\",result=\"%s\"", rec_kind_plural(kind), result);
     ds_metric_add(ds_metrics_counter(in->svc->metrics, "ingest_records_total",
                                      "Records by kind and outcome (changed, unchanged, rejected)",
                                      labels),
@@ -80,7 +80,7 @@ static void job_free(ingest_job_t *j) {
     free(j->sig_ts);
     json_decref(j->stage_outcome);
     json_decref(j->resp);
-    for (size_t i = 0; i < j->nrecs; i++) ds_record_clear(&j->recs[i]);
+    for (size_t i = 0; i < j->nrecs; i++) record_clear(&j->recs[i]);
     free(j->recs);
     free(j->tags);
     free(j);
@@ -131,7 +131,7 @@ static int on_webhook(void *ud, h2o_req_t *req) {
         kindname[plen - 4] = '\0';
         if (kindname[strlen(kindname) - 1] == '/') kindname[strlen(kindname) - 1] = '\0';
     }
-    int kind = ds_rec_kind_parse(kindname);
+    int kind = rec_kind_parse(kindname);
     if (kind < 0) return -1;
     char route[48];
     snprintf(route, sizeof route, "/v1/%s", kindname);
@@ -163,12 +163,12 @@ static int on_webhook(void *ud, h2o_req_t *req) {
         ds_http_respond_error(req, 413, "payload_too_large", msg);
         return 0;
     }
-    ds_rec_profile_t profile = DS_PROFILE_NATIVE;
+    rec_profile_t profile = PROFILE_NATIVE;
     if (req->query_at != SIZE_MAX) {
         const char *q = req->path.base + req->query_at + 1;
         size_t qlen = req->path.len - req->query_at - 1;
         if (qlen >= 18 && memmem(q, qlen, "profile=salesforce", 18))
-            profile = DS_PROFILE_SALESFORCE;
+            profile = PROFILE_SALESFORCE;
         else if (qlen >= 8 && memmem(q, qlen, "profile=", 8) && !memmem(q, qlen, "profile=native", 14)) {
             count_request(in, route, 400);
             ds_http_respond_error(req, 400, "bad_profile", "profile must be native or salesforce");
@@ -176,7 +176,7 @@ static int on_webhook(void *ud, h2o_req_t *req) {
         }
     }
     ingest_job_t *j = ds_calloc(1, sizeof *j);
-    j->kind = (ds_rec_kind_t)kind;
+    j->kind = (rec_kind_t)kind;
     j->profile = profile;
     j->body = ds_strndup(req->entity.base ? req->entity.base : "", req->entity.len);
     j->body_len = req->entity.len;
@@ -211,7 +211,7 @@ static void drain_done(ingest_t *in, bool respond) {
     while (j) {
         ingest_job_t *next = j->next;
         char route[48];
-        snprintf(route, sizeof route, "/v1/%s", ds_rec_kind_plural(j->kind));
+        snprintf(route, sizeof route, "/v1/%s", rec_kind_plural(j->kind));
         count_request(in, route, j->status);
         if (j->req && !respond) {
             j->link->job = NULL;
@@ -458,14 +458,14 @@ static bool validate(writer_t *w, ingest_job_t *j) {
         j->resp = json_pack("{s:s, s:s}", "error", "too_many_records", "message", msg);
         return false;
     }
-    ds_rec_problems_t probs = {0};
+    rec_problems_t probs = {0};
     j->recs = ds_calloc(n, sizeof *j->recs);
     j->tags = ds_calloc(n, sizeof *j->tags);
     for (size_t i = 0; i < n; i++) {
         json_t *obj = json_is_array(doc) ? json_array_get(doc, i) : doc;
         json_t *mapped = NULL;
-        if (j->profile == DS_PROFILE_SALESFORCE) obj = mapped = ds_record_from_salesforce(j->kind, obj, &w->in->sf);
-        if (ds_record_parse(j->kind, obj, (int)i, false, &j->recs[j->nrecs], &probs) == 0) j->nrecs++;
+        if (j->profile == PROFILE_SALESFORCE) obj = mapped = record_from_salesforce(j->kind, obj, &w->in->sf);
+        if (record_parse(j->kind, obj, (int)i, false, &j->recs[j->nrecs], &probs) == 0) j->nrecs++;
         json_decref(mapped);
     }
     json_decref(doc);
@@ -475,8 +475,8 @@ static bool validate(writer_t *w, ingest_job_t *j) {
         j->status = 400;
         j->resp = json_pack("{s:s, s:s, s:o}", "error", "invalid_records", "message",
                             "some records are invalid; nothing was stored", "errors",
-                            ds_rec_problems_json(&probs));
-        ds_rec_problems_free(&probs);
+                            rec_problems_json(&probs));
+        rec_problems_free(&probs);
         return false;
     }
     return true;
@@ -500,25 +500,25 @@ static int run_group(writer_t *w, ingest_job_t **jobs, size_t n, char *errstr, s
     }
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
     int64_t now = ds_now_us();
-    ds_store_set_t *set = ds_store_set_new();
+    store_set_t *set = store_set_new();
     for (size_t i = 0; i < n; i++) {
-        ds_store_ctx_t ctx = {jobs[i]->org_id,
-                              jobs[i]->profile == DS_PROFILE_SALESFORCE ? "salesforce" : "webhook",
+        store_ctx_t ctx = {jobs[i]->org_id,
+                              jobs[i]->profile == PROFILE_SALESFORCE ? "salesforce" : "webhook",
                               jobs[i]->traceparent, jobs[i]->stage_outcome, now};
-        ds_store_set_add(set, &ctx, jobs[i]->recs, jobs[i]->nrecs, jobs[i]->tags);
+        store_set_add(set, &ctx, jobs[i]->recs, jobs[i]->nrecs, jobs[i]->tags);
     }
-    rc = ds_store_set_queue(set, b);
+    rc = store_set_queue(set, b);
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
-    if (rc == 0) rc = ds_pg_batch_run(b, ds_store_batch_cb, NULL, errstr, errsz);
+    if (rc == 0) rc = ds_pg_batch_run(b, store_batch_cb, NULL, errstr, errsz);
     ds_pg_batch_end(b);
-    ds_store_set_destroy(set);
+    store_set_destroy(set);
     if (rc == DS_ERETRY && !ds_pg_is_connected(w->pg)) ds_pg_reset(w->pg);
     return rc;
 }
 
 static void finish_ok(writer_t *w, ingest_job_t *j) {
-    ds_store_counts_t c = {0, 0, 0};
-    ds_store_collect(j->tags, j->nrecs, &c);
+    store_counts_t c = {0, 0, 0};
+    store_collect(j->tags, j->nrecs, &c);
     count_records(w->in, j->kind, "changed", c.changed);
     count_records(w->in, j->kind, "unchanged", c.unchanged);
     atomic_fetch_add(&w->in->outbox_depth, c.events);
@@ -672,7 +672,7 @@ static void *writer_main(void *arg) {
     char err[256];
     if (ds_pg_new(&w.pg, in->cfg->database_url, "dealscore-ingest", err, sizeof err) != 0)
         ds_panic("database url rejected after validation: %s", err);
-    ds_store_register(w.pg);
+    store_register(w.pg);
     size_t max = (size_t)in->cfg->commit_batch;
     ingest_job_t **jobs = ds_calloc(max, sizeof *jobs);
     size_t n;

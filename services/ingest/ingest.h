@@ -8,8 +8,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "dealscore/pg.h"
-#include "dealscore/service.h"
+#include "infra/pg.h"
+#include "runtime/service.h"
 #include "record.h"
 
 typedef struct ingest_job_s ingest_job_t;
@@ -47,7 +47,7 @@ typedef struct {
     atomic_long outbox_depth;
     atomic_int pg_down;       /* writer saw Postgres unreachable */
 
-    ds_sf_fields_t sf;
+    sf_fields_t sf;
     int relay_batch;
 } ingest_t;
 

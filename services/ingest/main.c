@@ -1,5 +1,5 @@
 /* dealscore-ingest: settings from the environment, then the shared runtime. */
-#include "dealscore/service.h"
+#include "runtime/service.h"
 #include "ingest.h"
 
 static const char *const topics[] = {DS_TOPIC_OPPORTUNITY_CHANGED};

@@ -10,26 +10,26 @@
 #include <string.h>
 #include <strings.h>
 
-#include "dealscore/common.h"
+#include "base/common.h"
 
 static const char *plural[] = {"accounts", "opportunities", "interactions", "transcripts"};
 
-const char *ds_rec_kind_plural(ds_rec_kind_t kind) { return plural[kind]; }
+const char *rec_kind_plural(rec_kind_t kind) { return plural[kind]; }
 
-int ds_rec_kind_parse(const char *s) {
-    for (int i = 0; i < DS_REC_KIND_COUNT; i++)
+int rec_kind_parse(const char *s) {
+    for (int i = 0; i < REC_KIND_COUNT; i++)
         if (strcmp(s, plural[i]) == 0) return i;
     return -1;
 }
 
-void ds_rec_problems_add(ds_rec_problems_t *p, int index, const char *field, const char *fmt, ...) {
+void rec_problems_add(rec_problems_t *p, int index, const char *field, const char *fmt, ...) {
     size_t max = p->max ? p->max : 1000;
     if (p->n >= max) return;
     if (p->n == p->cap) {
         p->cap = p->cap ? p->cap * 2 : 8;
         p->items = ds_realloc(p->items, p->cap * sizeof *p->items);
     }
-    ds_rec_problem_t *it = &p->items[p->n++];
+    rec_problem_t *it = &p->items[p->n++];
     it->index = index;
     snprintf(it->field, sizeof it->field, "%s", field);
     va_list ap;
@@ -38,13 +38,13 @@ void ds_rec_problems_add(ds_rec_problems_t *p, int index, const char *field, con
     va_end(ap);
 }
 
-void ds_rec_problems_free(ds_rec_problems_t *p) {
+void rec_problems_free(rec_problems_t *p) {
     free(p->items);
     p->items = NULL;
     p->n = p->cap = 0;
 }
 
-json_t *ds_rec_problems_json(const ds_rec_problems_t *p) {
+json_t *rec_problems_json(const rec_problems_t *p) {
     json_t *a = json_array();
     for (size_t i = 0; i < p->n; i++)
         json_array_append_new(a, json_pack("{s:i, s:s, s:s}", "index", p->items[i].index, "field",
@@ -52,7 +52,7 @@ json_t *ds_rec_problems_json(const ds_rec_problems_t *p) {
     return a;
 }
 
-void ds_record_clear(ds_record_t *r) {
+void record_clear(record_t *r) {
     char **strs[] = {&r->external_id, &r->name, &r->industry, &r->region, &r->size_band,
                      &r->account_external_id, &r->owner_id, &r->product_category, &r->persona,
                      &r->currency, &r->stage, &r->outcome, &r->opportunity_external_id, &r->type,
@@ -70,7 +70,7 @@ typedef struct {
     const json_t *obj;
     int index;
     bool strings_ok;
-    ds_rec_problems_t *problems;
+    rec_problems_t *problems;
     int nprob;
 } reader_t;
 
@@ -82,7 +82,7 @@ static void problem(reader_t *rd, const char *field, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    ds_rec_problems_add(rd->problems, rd->index, field, "%s", msg);
+    rec_problems_add(rd->problems, rd->index, field, "%s", msg);
     rd->nprob++;
 }
 
@@ -255,8 +255,8 @@ static char *read_meta(reader_t *rd) {
 static const char *const outcomes[] = {"open", "won", "lost"};
 static const char *const types[] = {"email", "phone", "meeting", "demo", "support"};
 
-int ds_record_parse(ds_rec_kind_t kind, const json_t *obj, int index, bool strings_ok,
-                    ds_record_t *rec, ds_rec_problems_t *problems) {
+int record_parse(rec_kind_t kind, const json_t *obj, int index, bool strings_ok,
+                    record_t *rec, rec_problems_t *problems) {
     memset(rec, 0, sizeof *rec);
     rec->kind = kind;
     reader_t rd = {obj, index, strings_ok, problems, 0};
@@ -266,14 +266,14 @@ int ds_record_parse(ds_rec_kind_t kind, const json_t *obj, int index, bool strin
     }
     rec->external_id = read_str(&rd, "external_id", true, 255);
     switch (kind) {
-    case DS_REC_ACCOUNT:
+    case REC_ACCOUNT:
         rec->name = read_str(&rd, "name", true, 1000);
         rec->industry = read_str(&rd, "industry", false, 255);
         rec->region = read_str(&rd, "region", false, 255);
         rec->size_band = read_str(&rd, "size_band", false, 255);
         read_time(&rd, "created_at", false, &rec->created_at_us);
         break;
-    case DS_REC_OPPORTUNITY:
+    case REC_OPPORTUNITY:
         rec->stage = read_str(&rd, "stage", true, 255);
         read_time(&rd, "created_at", true, &rec->created_at_us);
         rec->account_external_id = read_str(&rd, "account_external_id", false, 255);
@@ -287,7 +287,7 @@ int ds_record_parse(ds_rec_kind_t kind, const json_t *obj, int index, bool strin
         rec->outcome = read_enum(&rd, "outcome", false, outcomes, 3);
         read_time(&rd, "changed_at", false, &rec->changed_at_us);
         break;
-    case DS_REC_INTERACTION:
+    case REC_INTERACTION:
         rec->opportunity_external_id = read_str(&rd, "opportunity_external_id", true, 255);
         rec->type = read_enum(&rd, "type", true, types, 5);
         read_time(&rd, "occurred_at", true, &rec->occurred_at_us);
@@ -296,7 +296,7 @@ int ds_record_parse(ds_rec_kind_t kind, const json_t *obj, int index, bool strin
         rec->result = read_str(&rd, "outcome", false, 255);
         rec->meta_json = read_meta(&rd);
         break;
-    case DS_REC_TRANSCRIPT:
+    case REC_TRANSCRIPT:
         rec->opportunity_external_id = read_str(&rd, "opportunity_external_id", true, 255);
         read_time(&rd, "occurred_at", true, &rec->occurred_at_us);
         rec->text = read_str(&rd, "text", true, 1 << 20);
@@ -305,10 +305,10 @@ int ds_record_parse(ds_rec_kind_t kind, const json_t *obj, int index, bool strin
         ds_panic("bad record kind %d", kind);
     }
     if (rd.nprob) {
-        ds_record_clear(rec);
+        record_clear(rec);
         return rd.nprob;
     }
-    char *canon = ds_record_canonical(rec);
+    char *canon = record_canonical(rec);
     ds_sha256_hex(canon, strlen(canon), rec->source_hash);
     free(canon);
     return 0;
@@ -335,7 +335,7 @@ static void set_num(json_t *o, const char *k, bool has, double v) {
     json_object_set_new(o, k, json_string(buf));
 }
 
-char *ds_record_canonical(const ds_record_t *r) {
+char *record_canonical(const record_t *r) {
     json_t *o = json_object();
     json_object_set_new(o, "kind", json_string(plural[r->kind]));
     set_str(o, "external_id", r->external_id);
@@ -369,7 +369,7 @@ char *ds_record_canonical(const ds_record_t *r) {
 
 /* ---- outcomes ----------------------------------------------------------- */
 
-const char *ds_record_stage_outcome(const char *stage, const json_t *map) {
+const char *record_stage_outcome(const char *stage, const json_t *map) {
     if (!stage) return "open";
     if (map && json_is_object(map)) {
         const char *k;
@@ -405,7 +405,7 @@ static const char *size_band_for(double employees) {
     return "enterprise";
 }
 
-json_t *ds_record_from_salesforce(ds_rec_kind_t kind, const json_t *sf, const ds_sf_fields_t *f) {
+json_t *record_from_salesforce(rec_kind_t kind, const json_t *sf, const sf_fields_t *f) {
     json_t *out = json_object();
     if (!json_is_object(sf)) {
         json_decref(out);
@@ -413,7 +413,7 @@ json_t *ds_record_from_salesforce(ds_rec_kind_t kind, const json_t *sf, const ds
     }
     copy(out, "external_id", sf, "Id");
     switch (kind) {
-    case DS_REC_ACCOUNT: {
+    case REC_ACCOUNT: {
         copy(out, "name", sf, "Name");
         copy(out, "industry", sf, "Industry");
         copy(out, "region", sf, f && f->region_field ? f->region_field : "BillingCountry");
@@ -422,7 +422,7 @@ json_t *ds_record_from_salesforce(ds_rec_kind_t kind, const json_t *sf, const ds
         if (json_is_number(emp)) json_object_set_new(out, "size_band", json_string(size_band_for(json_number_value(emp))));
         break;
     }
-    case DS_REC_OPPORTUNITY: {
+    case REC_OPPORTUNITY: {
         copy(out, "account_external_id", sf, "AccountId");
         copy(out, "owner_id", sf, "OwnerId");
         copy(out, "stage", sf, "StageName");
@@ -449,7 +449,7 @@ json_t *ds_record_from_salesforce(ds_rec_kind_t kind, const json_t *sf, const ds
         }
         break;
     }
-    case DS_REC_INTERACTION: {
+    case REC_INTERACTION: {
         copy(out, "opportunity_external_id", sf, "WhatId");
         const char *type = "email";
         json_t *sub = json_object_get(sf, "TaskSubtype");
@@ -479,7 +479,7 @@ json_t *ds_record_from_salesforce(ds_rec_kind_t kind, const json_t *sf, const ds
         json_decref(meta);
         break;
     }
-    case DS_REC_TRANSCRIPT:
+    case REC_TRANSCRIPT:
         copy(out, "opportunity_external_id", sf, "WhatId");
         copy(out, "occurred_at", sf, "CreatedDate");
         copy(out, "text", sf, "Body");

@@ -12,20 +12,20 @@
 #include <jansson.h>
 
 typedef enum {
-    DS_REC_ACCOUNT = 0,
-    DS_REC_OPPORTUNITY,
-    DS_REC_INTERACTION,
-    DS_REC_TRANSCRIPT,
-    DS_REC_KIND_COUNT
-} ds_rec_kind_t;
+    REC_ACCOUNT = 0,
+    REC_OPPORTUNITY,
+    REC_INTERACTION,
+    REC_TRANSCRIPT,
+    REC_KIND_COUNT
+} rec_kind_t;
 
 /* "accounts", "opportunities", "interactions", "transcripts". */
-const char *ds_rec_kind_plural(ds_rec_kind_t kind);
+const char *rec_kind_plural(rec_kind_t kind);
 /* Parses the plural name; returns -1 when unknown. */
-int ds_rec_kind_parse(const char *plural);
+int rec_kind_parse(const char *plural);
 
 typedef struct {
-    ds_rec_kind_t kind;
+    rec_kind_t kind;
     char *external_id;
     /* account */
     char *name, *industry, *region, *size_band;
@@ -50,59 +50,59 @@ typedef struct {
     char *text;
     /* canonical form */
     char source_hash[65];
-} ds_record_t;
+} record_t;
 
 typedef struct {
     int index;        /* record index in the request, or CSV line number */
     char field[48];
     char problem[160];
-} ds_rec_problem_t;
+} rec_problem_t;
 
 typedef struct {
-    ds_rec_problem_t *items;
+    rec_problem_t *items;
     size_t n, cap;
     size_t max;       /* stop collecting after this many (0 = 1000) */
-} ds_rec_problems_t;
+} rec_problems_t;
 
-void ds_rec_problems_add(ds_rec_problems_t *p, int index, const char *field, const char *fmt, ...)
+void rec_problems_add(rec_problems_t *p, int index, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-void ds_rec_problems_free(ds_rec_problems_t *p);
+void rec_problems_free(rec_problems_t *p);
 /* [{index, field, problem}, ...] */
-json_t *ds_rec_problems_json(const ds_rec_problems_t *p);
+json_t *rec_problems_json(const rec_problems_t *p);
 
 typedef enum {
-    DS_PROFILE_NATIVE = 0,
-    DS_PROFILE_SALESFORCE,
-} ds_rec_profile_t;
+    PROFILE_NATIVE = 0,
+    PROFILE_SALESFORCE,
+} rec_profile_t;
 
 /* Salesforce field names that vary between orgs. */
 typedef struct {
     const char *product_field;  /* default "Product_Category__c" */
     const char *persona_field;  /* default "Persona__c" */
     const char *region_field;   /* default "BillingCountry" */
-} ds_sf_fields_t;
+} sf_fields_t;
 
 /* Parses one record of kind from obj. With strings_ok, numbers may be given
  * as strings (CSV). Appends every problem found to problems (with index) and
  * returns how many were added; on 0 rec is filled (free with
- * ds_record_clear) and its source_hash is set. */
-int ds_record_parse(ds_rec_kind_t kind, const json_t *obj, int index, bool strings_ok,
-                    ds_record_t *rec, ds_rec_problems_t *problems);
+ * record_clear) and its source_hash is set. */
+int record_parse(rec_kind_t kind, const json_t *obj, int index, bool strings_ok,
+                    record_t *rec, rec_problems_t *problems);
 
 /* Maps a raw Salesforce record (Opportunity, Account, Task or Event) onto
  * the native field names. Returns a new object (caller decrefs). */
-json_t *ds_record_from_salesforce(ds_rec_kind_t kind, const json_t *sf, const ds_sf_fields_t *f);
+json_t *record_from_salesforce(rec_kind_t kind, const json_t *sf, const sf_fields_t *f);
 
 /* The canonical JSON text of rec (sorted keys, normalized values, no
  * changed_at): equal records give equal text. Caller frees. */
-char *ds_record_canonical(const ds_record_t *rec);
+char *record_canonical(const record_t *rec);
 
-void ds_record_clear(ds_record_t *rec);
+void record_clear(record_t *rec);
 
 /* Outcome for a stage when a record gives none: the org's stage_outcome
  * mapping (a JSON object stage -> "won"/"lost"/"open", may be NULL) first,
  * then "closed won"/"closed_won"/"won" → won, "closed lost"/... → lost
  * (case-insensitive), else open. */
-const char *ds_record_stage_outcome(const char *stage, const json_t *stage_outcome);
+const char *record_stage_outcome(const char *stage, const json_t *stage_outcome);
 
 #endif

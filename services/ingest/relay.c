@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dealscore/common.h"
-#include "dealscore/log.h"
+#include "base/common.h"
+#include "base/log.h"
 #include "dealscore/v1/events.pb-c.h"
 #include "ingest.h"
 

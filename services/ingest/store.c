@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dealscore/common.h"
-#include "dealscore/log.h"
+#include "base/common.h"
+#include "base/log.h"
 
 /* The columns of an outbox row after its ids and kind; the relay derives the
  * event id from the row. */
@@ -22,7 +22,7 @@
  * all of them at once, what a record needs: the upsert, placeholder parents,
  * history rows and outbox rows. It returns one row (idx, events) for every
  * record that inserted or changed a row. One external id appears at most
- * once per statement (ds_store_set_queue splits repeats into later
+ * once per statement (store_set_queue splits repeats into later
  * statements), so the joins on (org_id, external_id) are one to one. The
  * INSERT ... SELECT ... ORDER BY idx keep the outbox and history ids in
  * record order. */
@@ -202,23 +202,23 @@ static const struct {
     const char *name;
     const char **sql;
     int nparams;
-} stmts[DS_REC_KIND_COUNT] = {
-    [DS_REC_ACCOUNT] = {"ds_upsert_accounts", &sql_account, NPARAMS_ACCOUNT},
-    [DS_REC_OPPORTUNITY] = {"ds_upsert_opportunities", &sql_opportunity, NPARAMS_OPPORTUNITY},
-    [DS_REC_INTERACTION] = {"ds_upsert_interactions", &sql_interaction, NPARAMS_INTERACTION},
-    [DS_REC_TRANSCRIPT] = {"ds_upsert_transcripts", &sql_transcript, NPARAMS_TRANSCRIPT},
+} stmts[REC_KIND_COUNT] = {
+    [REC_ACCOUNT] = {"ds_upsert_accounts", &sql_account, NPARAMS_ACCOUNT},
+    [REC_OPPORTUNITY] = {"ds_upsert_opportunities", &sql_opportunity, NPARAMS_OPPORTUNITY},
+    [REC_INTERACTION] = {"ds_upsert_interactions", &sql_interaction, NPARAMS_INTERACTION},
+    [REC_TRANSCRIPT] = {"ds_upsert_transcripts", &sql_transcript, NPARAMS_TRANSCRIPT},
 };
 
-void ds_store_register(ds_pg_t *pg) {
-    for (int k = 0; k < DS_REC_KIND_COUNT; k++)
+void store_register(ds_pg_t *pg) {
+    for (int k = 0; k < REC_KIND_COUNT; k++)
         ds_pg_add_statement(pg, stmts[k].name, *stmts[k].sql, stmts[k].nparams);
 }
 
 /* ---- sets of records ---------------------------------------------------- */
 
 typedef struct {
-    const ds_record_t *rec;
-    ds_store_tag_t *tag;
+    const record_t *rec;
+    store_tag_t *tag;
     size_t part;   /* index into the set's contexts */
     size_t seq;    /* position in the set: the order records apply in */
     int round;     /* how many earlier records of the set have the same key */
@@ -226,12 +226,12 @@ typedef struct {
 
 /* The records of one statement, for the batch callback: idx -> tag. */
 typedef struct {
-    ds_store_tag_t **tags;
+    store_tag_t **tags;
     size_t n;
 } stmt_t;
 
-struct ds_store_set_s {
-    ds_store_ctx_t *ctxs;
+struct store_set_s {
+    store_ctx_t *ctxs;
     size_t nctxs, capctxs;
     item_t *items;
     size_t n, cap;
@@ -239,9 +239,9 @@ struct ds_store_set_s {
     size_t nstmts, capstmts;
 };
 
-ds_store_set_t *ds_store_set_new(void) { return ds_calloc(1, sizeof(ds_store_set_t)); }
+store_set_t *store_set_new(void) { return ds_calloc(1, sizeof(store_set_t)); }
 
-void ds_store_set_destroy(ds_store_set_t *s) {
+void store_set_destroy(store_set_t *s) {
     if (!s) return;
     for (size_t i = 0; i < s->nstmts; i++) {
         free(s->stmts[i]->tags);
@@ -253,8 +253,8 @@ void ds_store_set_destroy(ds_store_set_t *s) {
     free(s);
 }
 
-void ds_store_set_add(ds_store_set_t *s, const ds_store_ctx_t *ctx, const ds_record_t *recs,
-                      size_t n, ds_store_tag_t *tags) {
+void store_set_add(store_set_t *s, const store_ctx_t *ctx, const record_t *recs,
+                      size_t n, store_tag_t *tags) {
     if (s->nctxs == s->capctxs) {
         s->capctxs = s->capctxs ? s->capctxs * 2 : 8;
         s->ctxs = ds_realloc(s->ctxs, s->capctxs * sizeof *s->ctxs);
@@ -274,7 +274,7 @@ void ds_store_set_add(ds_store_set_t *s, const ds_store_ctx_t *ctx, const ds_rec
 
 /* Order for finding repeated keys: kind, org, external id, then position. */
 static int cmp_key(const void *a, const void *b, void *ud) {
-    const ds_store_set_t *s = ud;
+    const store_set_t *s = ud;
     const item_t *x = *(item_t *const *)a, *y = *(item_t *const *)b;
     if (x->rec->kind != y->rec->kind) return x->rec->kind < y->rec->kind ? -1 : 1;
     int c = strcmp(s->ctxs[x->part].org_id, s->ctxs[y->part].org_id);
@@ -313,7 +313,7 @@ static const char *integer(scratch_t *s, long v) {
 
 /* Queues one statement for the records its[0..n) (all of one kind, no key
  * twice). */
-static int queue_stmt(ds_store_set_t *s, ds_pg_batch_t *b, ds_rec_kind_t kind, item_t **its,
+static int queue_stmt(store_set_t *s, ds_pg_batch_t *b, rec_kind_t kind, item_t **its,
                       size_t n) {
     const int np = stmts[kind].nparams;
     const char **cols = ds_calloc((size_t)np * n, sizeof *cols); /* cols[p * n + i] */
@@ -323,23 +323,23 @@ static int queue_stmt(ds_store_set_t *s, ds_pg_batch_t *b, ds_rec_kind_t kind, i
     st->n = n;
 #define COL(p) cols[(size_t)(p)*n + i]
     for (size_t i = 0; i < n; i++) {
-        const ds_record_t *r = its[i]->rec;
-        const ds_store_ctx_t *ctx = &s->ctxs[its[i]->part];
+        const record_t *r = its[i]->rec;
+        const store_ctx_t *ctx = &s->ctxs[its[i]->part];
         st->tags[i] = its[i]->tag;
         COL(0) = integer(&sc, (long)i);
         COL(1) = ctx->org_id;
         COL(2) = r->external_id;
         switch (kind) {
-        case DS_REC_ACCOUNT: {
+        case REC_ACCOUNT: {
             const char *v[] = {r->name, r->industry, r->region, r->size_band,
                                ts(&sc, r->created_at_us), r->source_hash, ctx->source,
                                ctx->traceparent, ts(&sc, ctx->now_us)};
             for (int p = 0; p < 9; p++) COL(3 + p) = v[p];
             break;
         }
-        case DS_REC_OPPORTUNITY: {
+        case REC_OPPORTUNITY: {
             const char *outcome = r->outcome ? r->outcome
-                                             : ds_record_stage_outcome(r->stage, ctx->stage_outcome);
+                                             : record_stage_outcome(r->stage, ctx->stage_outcome);
             int64_t closed = r->closed_at_us;
             /* A closed deal without a close time closed when the change was made. */
             if (!closed && strcmp(outcome, "open") != 0)
@@ -353,7 +353,7 @@ static int queue_stmt(ds_store_set_t *s, ds_pg_batch_t *b, ds_rec_kind_t kind, i
             for (int p = 0; p < 16; p++) COL(3 + p) = v[p];
             break;
         }
-        case DS_REC_INTERACTION: {
+        case REC_INTERACTION: {
             const char *v[] = {r->opportunity_external_id, r->type, r->channel,
                                ts(&sc, r->occurred_at_us), num(&sc, r->has_duration, r->duration_min),
                                r->result, r->meta_json, r->source_hash, ctx->source,
@@ -361,7 +361,7 @@ static int queue_stmt(ds_store_set_t *s, ds_pg_batch_t *b, ds_rec_kind_t kind, i
             for (int p = 0; p < 10; p++) COL(3 + p) = v[p];
             break;
         }
-        case DS_REC_TRANSCRIPT: {
+        case REC_TRANSCRIPT: {
             const char *v[] = {r->opportunity_external_id, ts(&sc, r->occurred_at_us), r->text,
                                r->source_hash, ctx->source, ctx->traceparent};
             for (int p = 0; p < 6; p++) COL(3 + p) = v[p];
@@ -387,10 +387,10 @@ static int queue_stmt(ds_store_set_t *s, ds_pg_batch_t *b, ds_rec_kind_t kind, i
     return rc;
 }
 
-int ds_store_set_queue(ds_store_set_t *s, ds_pg_batch_t *b) {
+int store_set_queue(store_set_t *s, ds_pg_batch_t *b) {
     if (!s->n) return DS_OK;
     for (size_t i = 0; i < s->n; i++)
-        if ((unsigned)s->items[i].rec->kind >= DS_REC_KIND_COUNT) return DS_EINVAL;
+        if ((unsigned)s->items[i].rec->kind >= REC_KIND_COUNT) return DS_EINVAL;
     /* A key that repeats must apply in order, and one statement can change
      * a row only once: number the repeats (round 0 for a key's first
      * record, 1 for its second...) and give every round its own statement. */
@@ -412,20 +412,20 @@ int ds_store_set_queue(ds_store_set_t *s, ds_pg_batch_t *b) {
      * their interactions is one of the orders they could have come in. */
     item_t **its = byk; /* reused: one statement's records in set order */
     int rc = DS_OK;
-    for (int k = 0; k < DS_REC_KIND_COUNT && rc == DS_OK; k++) {
+    for (int k = 0; k < REC_KIND_COUNT && rc == DS_OK; k++) {
         for (int r = 0; r < rounds && rc == DS_OK; r++) {
             size_t m = 0;
             for (size_t i = 0; i < s->n; i++)
-                if (s->items[i].rec->kind == (ds_rec_kind_t)k && s->items[i].round == r)
+                if (s->items[i].rec->kind == (rec_kind_t)k && s->items[i].round == r)
                     its[m++] = &s->items[i];
-            if (m) rc = queue_stmt(s, b, (ds_rec_kind_t)k, its, m);
+            if (m) rc = queue_stmt(s, b, (rec_kind_t)k, its, m);
         }
     }
     free(byk);
     return rc;
 }
 
-int ds_store_batch_cb(void *ud, void *tag, const PGresult *res, int err) {
+int store_batch_cb(void *ud, void *tag, const PGresult *res, int err) {
     (void)ud;
     stmt_t *st = tag;
     if (!st || err != DS_OK) return DS_OK; /* the batch reports the first error itself */
@@ -440,7 +440,7 @@ int ds_store_batch_cb(void *ud, void *tag, const PGresult *res, int err) {
     return DS_OK;
 }
 
-void ds_store_collect(const ds_store_tag_t *tags, size_t n, ds_store_counts_t *c) {
+void store_collect(const store_tag_t *tags, size_t n, store_counts_t *c) {
     for (size_t i = 0; i < n; i++) {
         if (tags[i].changed)
             c->changed++;
@@ -450,7 +450,7 @@ void ds_store_collect(const ds_store_tag_t *tags, size_t n, ds_store_counts_t *c
     }
 }
 
-int ds_store_org_by_slug(ds_pg_t *pg, const char *slug, bool create, char org_id[37], char *errstr,
+int store_org_by_slug(ds_pg_t *pg, const char *slug, bool create, char org_id[37], char *errstr,
                          size_t errstr_size) {
     PGresult *res = NULL;
     const char *v[] = {slug};
@@ -475,7 +475,7 @@ int ds_store_org_by_slug(ds_pg_t *pg, const char *slug, bool create, char org_id
     return DS_OK;
 }
 
-json_t *ds_store_org_stage_outcome(ds_pg_t *pg, const char *org_id) {
+json_t *store_org_stage_outcome(ds_pg_t *pg, const char *org_id) {
     PGresult *res = NULL;
     char err[256];
     const char *v[] = {org_id};

@@ -7,17 +7,17 @@
 
 #include <jansson.h>
 
-#include "dealscore/pg.h"
+#include "infra/pg.h"
 #include "record.h"
 
 /* Registers the upsert statements on pg (call once per session). */
-void ds_store_register(ds_pg_t *pg);
+void store_register(ds_pg_t *pg);
 
 typedef struct {
     int changed;    /* records that inserted or changed a row */
     int unchanged;  /* records equal to what was stored (same source_hash) */
     int events;     /* outbox rows written */
-} ds_store_counts_t;
+} store_counts_t;
 
 typedef struct {
     const char *org_id;
@@ -25,45 +25,45 @@ typedef struct {
     const char *traceparent;  /* carried to the events; NULL: none */
     const json_t *stage_outcome; /* the org's stage -> outcome map, may be NULL */
     int64_t now_us;           /* ingest time, for changes without changed_at */
-} ds_store_ctx_t;
+} store_ctx_t;
 
 /* What one record's upsert did, filled in by the batch callback. */
 typedef struct {
     int changed, events;
     int done;
-} ds_store_tag_t;
+} store_tag_t;
 
 /* A set of records to store in one transaction: the records of several
  * requests (each with its own context) or one CSV chunk. Records apply as
  * if one after the other in the order added, with the kinds in
  * parent-to-child order (accounts, opportunities, interactions,
  * transcripts): one statement per kind, plus one more for every repeat of
- * an external id. Free with ds_store_set_destroy. */
-typedef struct ds_store_set_s ds_store_set_t;
+ * an external id. Free with store_set_destroy. */
+typedef struct store_set_s store_set_t;
 
-ds_store_set_t *ds_store_set_new(void);
+store_set_t *store_set_new(void);
 /* Adds recs[0..n) under ctx (copied; the strings it points to, recs and
  * tags must live until the batch ran). tags must have room for n entries;
  * they are zeroed here. */
-void ds_store_set_add(ds_store_set_t *s, const ds_store_ctx_t *ctx, const ds_record_t *recs,
-                      size_t n, ds_store_tag_t *tags);
+void store_set_add(store_set_t *s, const store_ctx_t *ctx, const record_t *recs,
+                      size_t n, store_tag_t *tags);
 /* Queues the set's statements on b. Returns 0, or DS_EINVAL for a record
- * of no known kind. After ds_pg_batch_run (with ds_store_batch_cb),
- * ds_store_collect adds up what happened. */
-int ds_store_set_queue(ds_store_set_t *s, ds_pg_batch_t *b);
+ * of no known kind. After ds_pg_batch_run (with store_batch_cb),
+ * store_collect adds up what happened. */
+int store_set_queue(store_set_t *s, ds_pg_batch_t *b);
 /* Frees the set (after the batch ran); NULL does nothing. */
-void ds_store_set_destroy(ds_store_set_t *s);
+void store_set_destroy(store_set_t *s);
 
 /* The batch callback to pass to ds_pg_batch_run for statements queued by
- * ds_store_set_queue (ud unused; other statements have a NULL tag). */
-int ds_store_batch_cb(void *ud, void *tag, const PGresult *res, int err);
-void ds_store_collect(const ds_store_tag_t *tags, size_t n, ds_store_counts_t *counts);
+ * store_set_queue (ud unused; other statements have a NULL tag). */
+int store_batch_cb(void *ud, void *tag, const PGresult *res, int err);
+void store_collect(const store_tag_t *tags, size_t n, store_counts_t *counts);
 
 /* Looks up an org by slug; creates it when create is true. Returns 0 with
  * the id in org_id (37 bytes), DS_ENOTFOUND, or a pg error class. */
-int ds_store_org_by_slug(ds_pg_t *pg, const char *slug, bool create, char org_id[37],
+int store_org_by_slug(ds_pg_t *pg, const char *slug, bool create, char org_id[37],
                          char *errstr, size_t errstr_size);
 /* Reads the org's settings.stage_outcome map (a new reference, or NULL). */
-json_t *ds_store_org_stage_outcome(ds_pg_t *pg, const char *org_id);
+json_t *store_org_stage_outcome(ds_pg_t *pg, const char *org_id);
 
 #endif

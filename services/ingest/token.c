@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dealscore/common.h"
-#include "dealscore/log.h"
+#include "base/common.h"
+#include "base/log.h"
 #include "ingest.h"
 #include "store.h"
 
@@ -60,7 +60,7 @@ int ingest_cmd_token(const ds_config_t *cfg, int argc, char **argv) {
     int rc = 1;
     char org_id[37];
     bool create = strcmp(verb, "create") == 0;
-    if (ds_store_org_by_slug(pg, org, create, org_id, err, sizeof err) != 0) {
+    if (store_org_by_slug(pg, org, create, org_id, err, sizeof err) != 0) {
         fprintf(stderr, "dealscore-ingest token: %s\n", err);
         goto out;
     }

@@ -9,9 +9,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "dealscore/common.h"
-#include "dealscore/jwt.h"
-#include "dealscore/log.h"
+#include "base/common.h"
+#include "infra/jwt.h"
+#include "base/log.h"
 #include "scoring.h"
 
 #define API_MAX_BODY 65536

@@ -1,5 +1,5 @@
 /* dealscore-scoring: settings from the environment, then the shared runtime. */
-#include "dealscore/service.h"
+#include "runtime/service.h"
 #include "scoring.h"
 
 static const char *const topics[] = {DS_TOPIC_FEATURES_READY, DS_TOPIC_PREDICTION_MADE};

@@ -23,10 +23,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "dealscore/common.h"
-#include "dealscore/kafka.h"
-#include "dealscore/log.h"
-#include "dealscore/pgbin.h"
+#include "base/common.h"
+#include "infra/kafka.h"
+#include "base/log.h"
+#include "infra/pgarray.h"
 #include "scoring.h"
 
 #define RESCORE_DEFAULT_CHUNK 2000
@@ -193,7 +193,7 @@ static const char *sql_snapshot_plain = SQL_SNAPSHOT;
  * (pgbin.h), run in the chunk's write transaction (scoring_persist_opts),
  * with the chunk's predictions. */
 typedef struct {
-    ds_pgba_t a[4];
+    ds_pgarray_t a[4];
     char asof[40];
     const char *v[6];
     int lens[6], fmts[6];
@@ -202,26 +202,26 @@ typedef struct {
 
 static void snapshots_build(worker_t *wk, const chunk_t *c, snapshot_stmt_t *s) {
     memset(s, 0, sizeof *s);
-    ds_pgba_t *a = s->a;
-    ds_pgba_begin(&a[0], DS_OID_UUID);
-    ds_pgba_begin(&a[1], DS_OID_UUID);
-    ds_pgba_begin(&a[2], DS_OID_JSON);
-    ds_pgba_begin(&a[3], DS_OID_JSON);
+    ds_pgarray_t *a = s->a;
+    ds_pgarray_begin(&a[0], DS_OID_UUID);
+    ds_pgarray_begin(&a[1], DS_OID_UUID);
+    ds_pgarray_begin(&a[2], DS_OID_JSON);
+    ds_pgarray_begin(&a[3], DS_OID_JSON);
     for (size_t i = 0; i < c->n; i++) {
-        ds_pgba_uuid(&a[0], c->items[i].org_id);
-        ds_pgba_uuid(&a[1], c->items[i].opp_id);
-        ds_pgba_json(&a[2], c->fjson[i], strlen(c->fjson[i]));
-        ds_pgba_json(&a[3], c->mjson[i], strlen(c->mjson[i]));
+        ds_pgarray_uuid(&a[0], c->items[i].org_id);
+        ds_pgarray_uuid(&a[1], c->items[i].opp_id);
+        ds_pgarray_json(&a[2], c->fjson[i], strlen(c->fjson[i]));
+        ds_pgarray_json(&a[3], c->mjson[i], strlen(c->mjson[i]));
     }
     ds_format_time_us(wk->pool->as_of_us, s->asof, sizeof s->asof);
     s->v[4] = s->asof;
     s->v[5] = DS_FEATURE_VERSION;
-    ds_pgba_params(a, 4, s->v, s->lens, s->fmts);
+    ds_pgarray_params(a, 4, s->v, s->lens, s->fmts);
     s->stmt = (scoring_stmt_t){sql_snapshot_plain, 6, s->v, s->lens, s->fmts};
 }
 
 static void snapshots_free(snapshot_stmt_t *s) {
-    for (int k = 0; k < 4; k++) ds_pgba_free(&s->a[k]);
+    for (int k = 0; k < 4; k++) ds_pgarray_free(&s->a[k]);
 }
 
 static void count_version(tally_t *t, const char *version) {

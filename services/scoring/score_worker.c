@@ -4,12 +4,12 @@
 #include <string.h>
 
 
-#include "dealscore/common.h"
-#include "dealscore/log.h"
-#include "dealscore/pgbin.h"
-#include "dealscore/strindex.h"
+#include "base/common.h"
+#include "base/log.h"
+#include "infra/pgarray.h"
+#include "base/strindex.h"
 #include "dealscore/v1/events.pb-c.h"
-#include "dealscore/worker.h"
+#include "runtime/worker.h"
 #include "scoring.h"
 
 /* The two latest history rows of each opportunity, through the unique
@@ -329,52 +329,52 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
     free(done); /* without a previous score there is nothing to explain: no changes */
     PQclear(r);
 
-    ds_pgba_t h[HISTORY_COLS] = {{0}}, pr[PREDICTION_COLS] = {{0}};
+    ds_pgarray_t h[HISTORY_COLS] = {{0}}, pr[PREDICTION_COLS] = {{0}};
     static const uint32_t h_oids[HISTORY_COLS] = {DS_OID_UUID, DS_OID_UUID, DS_OID_TIMESTAMPTZ,
                                                   DS_OID_TEXT, DS_OID_FLOAT8, DS_OID_JSON};
     static const uint32_t p_oids[PREDICTION_COLS] = {DS_OID_UUID,   DS_OID_UUID,  DS_OID_UUID,  DS_OID_TIMESTAMPTZ,
                                                      DS_OID_TEXT,   DS_OID_FLOAT8, DS_OID_FLOAT8, DS_OID_JSONB,
                                                      DS_OID_JSONB,  DS_OID_JSONB, DS_OID_BOOL};
-    for (int c = 0; c < HISTORY_COLS; c++) ds_pgba_begin(&h[c], h_oids[c]);
-    for (int c = 0; c < PREDICTION_COLS; c++) ds_pgba_begin(&pr[c], p_oids[c]);
+    for (int c = 0; c < HISTORY_COLS; c++) ds_pgarray_begin(&h[c], h_oids[c]);
+    for (int c = 0; c < PREDICTION_COLS; c++) ds_pgarray_begin(&pr[c], p_oids[c]);
     ds_sb_t js = {0};
     for (size_t i = 0; i < n; i++) {
         scoring_item_t *it = &items[i];
         size_t vlen = strlen(it->version);
-        ds_pgba_uuid(&h[0], it->org_id);
-        ds_pgba_uuid(&h[1], it->opp_id);
-        ds_pgba_timestamptz(&h[2], it->as_of_us);
-        ds_pgba_text(&h[3], it->version, vlen);
-        ds_pgba_float8(&h[4], it->score.proba);
+        ds_pgarray_uuid(&h[0], it->org_id);
+        ds_pgarray_uuid(&h[1], it->opp_id);
+        ds_pgarray_timestamptz(&h[2], it->as_of_us);
+        ds_pgarray_text(&h[3], it->version, vlen);
+        ds_pgarray_float8(&h[4], it->score.proba);
         js.len = 0;
         sb_contribs(&js, it->score.contribs, it->score.n_contribs);
-        ds_pgba_json(&h[5], js.p, js.len);
+        ds_pgarray_json(&h[5], js.p, js.len);
 
-        ds_pgba_uuid(&pr[0], it->org_id);
-        ds_pgba_uuid(&pr[1], it->opp_id);
-        if (it->account_id) ds_pgba_uuid(&pr[2], it->account_id);
-        else ds_pgba_null(&pr[2]);
-        ds_pgba_timestamptz(&pr[3], it->as_of_us);
-        ds_pgba_text(&pr[4], it->version, vlen);
-        ds_pgba_float8(&pr[5], it->score.proba);
-        if (isnan(it->previous)) ds_pgba_null(&pr[6]);
-        else ds_pgba_float8(&pr[6], it->previous);
+        ds_pgarray_uuid(&pr[0], it->org_id);
+        ds_pgarray_uuid(&pr[1], it->opp_id);
+        if (it->account_id) ds_pgarray_uuid(&pr[2], it->account_id);
+        else ds_pgarray_null(&pr[2]);
+        ds_pgarray_timestamptz(&pr[3], it->as_of_us);
+        ds_pgarray_text(&pr[4], it->version, vlen);
+        ds_pgarray_float8(&pr[5], it->score.proba);
+        if (isnan(it->previous)) ds_pgarray_null(&pr[6]);
+        else ds_pgarray_float8(&pr[6], it->previous);
         js.len = 0;
         sb_drivers(&js, &it->score);
-        ds_pgba_jsonb(&pr[7], js.p, js.len);
+        ds_pgarray_jsonb(&pr[7], js.p, js.len);
         js.len = 0;
         sb_changes(&js, it->changes, it->n_changes);
-        ds_pgba_jsonb(&pr[8], js.p, js.len);
+        ds_pgarray_jsonb(&pr[8], js.p, js.len);
         /* The MEDDICC evidence is JSON text already (the engine's or the
          * stored snapshot's). */
-        ds_pgba_jsonb(&pr[9], it->meddicc_json, it->meddicc_json ? strlen(it->meddicc_json) : 0);
-        ds_pgba_bool(&pr[10], it->score.is_prior);
+        ds_pgarray_jsonb(&pr[9], it->meddicc_json, it->meddicc_json ? strlen(it->meddicc_json) : 0);
+        ds_pgarray_bool(&pr[10], it->score.is_prior);
     }
     free(js.p);
     const char *hv[HISTORY_COLS], *pv2[PREDICTION_COLS];
     int hl[HISTORY_COLS], pl[PREDICTION_COLS], hf[HISTORY_COLS], pf[PREDICTION_COLS];
-    ds_pgba_params(h, HISTORY_COLS, hv, hl, hf);
-    ds_pgba_params(pr, PREDICTION_COLS, pv2, pl, pf);
+    ds_pgarray_params(h, HISTORY_COLS, hv, hl, hf);
+    ds_pgarray_params(pr, PREDICTION_COLS, pv2, pl, pf);
     int64_t t3 = ds_mono_us();
     ds_pg_batch_t *b = NULL;
     ds_pg_batch_begin(pg, &b);
@@ -389,8 +389,8 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
     rc = ds_pg_batch_run(b, NULL, NULL, errstr, errsz);
     if (rc != 0 && o->conflict && strcmp(ds_pg_batch_sqlstate(b), "23505") == 0) *o->conflict = true;
     ds_pg_batch_end(b);
-    for (int c = 0; c < HISTORY_COLS; c++) ds_pgba_free(&h[c]);
-    for (int c = 0; c < PREDICTION_COLS; c++) ds_pgba_free(&pr[c]);
+    for (int c = 0; c < HISTORY_COLS; c++) ds_pgarray_free(&h[c]);
+    for (int c = 0; c < PREDICTION_COLS; c++) ds_pgarray_free(&pr[c]);
     if (stats) {
         int64_t t4 = ds_mono_us();
         stats->us_score += t1 - t0;

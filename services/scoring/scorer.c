@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dealscore/common.h"
-#include "dealscore/log.h"
+#include "base/common.h"
+#include "base/log.h"
 
 struct scorer_s {
     scorer_org_t **orgs;

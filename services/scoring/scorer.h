@@ -9,10 +9,10 @@
 #include <jansson.h>
 #include <stdbool.h>
 
-#include "dealscore/feature_loader.h"
-#include "dealscore/features.h"
-#include "dealscore/model.h"
-#include "dealscore/pg.h"
+#include "store/feature_loader.h"
+#include "domain/features.h"
+#include "domain/model.h"
+#include "infra/pg.h"
 
 typedef struct {
     char org_id[37];

@@ -5,9 +5,9 @@
 
 #include <pthread.h>
 
-#include "dealscore/feature_loader.h"
-#include "dealscore/pg.h"
-#include "dealscore/service.h"
+#include "store/feature_loader.h"
+#include "infra/pg.h"
+#include "runtime/service.h"
 #include "scorer.h"
 
 /* One opportunity to persist and publish. */

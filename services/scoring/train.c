@@ -14,11 +14,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "dealscore/common.h"
-#include "dealscore/log.h"
-#include "dealscore/metrics_eval.h"
-#include "dealscore/model.h"
-#include "dealscore/report.h"
+#include "base/common.h"
+#include "base/log.h"
+#include "domain/eval.h"
+#include "domain/model.h"
+#include "domain/report.h"
 #include "scoring.h"
 
 #define TRAIN_MAX_CHECKPOINTS 32

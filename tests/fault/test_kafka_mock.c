@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dealscore/common.h"
-#include "dealscore/config.h"
-#include "dealscore/kafka.h"
-#include "dealscore/log.h"
+#include "base/common.h"
+#include "base/config.h"
+#include "infra/kafka.h"
+#include "base/log.h"
 #include "kafkatest.h"
 
 /* Kafka protocol ApiKeys (rdkafka_protocol.h is not installed). */

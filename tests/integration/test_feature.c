@@ -7,8 +7,8 @@
 #include <math.h>
 
 #include "dstest.h"
-#include "dealscore/feature_loader.h"
-#include "dealscore/features.h"
+#include "store/feature_loader.h"
+#include "domain/features.h"
 #include "dealscore/v1/events.pb-c.h"
 
 static dst_t T; /* the feature worker */

@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dealscore/common.h"
-#include "dealscore/config.h"
-#include "dealscore/kafka.h"
-#include "dealscore/log.h"
+#include "base/common.h"
+#include "base/config.h"
+#include "infra/kafka.h"
+#include "base/log.h"
 #include "dealscore/v1/events.pb-c.h"
 #include "kafkatest.h"
 

@@ -17,9 +17,9 @@
 #include "pgtest.h"
 #include "tcpproxy.h"
 
-#include "dealscore/log.h"
-#include "dealscore/pg.h"
-#include "dealscore/pgbin.h"
+#include "base/log.h"
+#include "infra/pg.h"
+#include "infra/pgarray.h"
 
 static pgt_db_t db;
 static PGconn *admin;
@@ -685,34 +685,34 @@ Test(pg, binary_arrays_roundtrip_through_unnest) {
     ds_pg_t *pg = session();
     char err[512] = "";
     enum { COLS = 6, ROWS = 3 };
-    ds_pgba_t a[COLS] = {{0}};
+    ds_pgarray_t a[COLS] = {{0}};
     static const uint32_t oids[COLS] = {DS_OID_UUID,   DS_OID_TIMESTAMPTZ, DS_OID_FLOAT8,
                                         DS_OID_BOOL,   DS_OID_TEXT,        DS_OID_JSONB};
-    for (int c = 0; c < COLS; c++) ds_pgba_begin(&a[c], oids[c]);
+    for (int c = 0; c < COLS; c++) ds_pgarray_begin(&a[c], oids[c]);
     /* Row 1: ordinary values; row 2: extremes; row 3: NULLs where a column allows. */
-    ds_pgba_uuid(&a[0], "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d");
-    ds_pgba_timestamptz(&a[1], 1764115200123456LL); /* 2025-11-26T00:00:00.123456Z */
-    ds_pgba_float8(&a[2], 0.1);
-    ds_pgba_bool(&a[3], true);
-    ds_pgba_text(&a[4], "m20261126T095059Z", 17);
+    ds_pgarray_uuid(&a[0], "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d");
+    ds_pgarray_timestamptz(&a[1], 1764115200123456LL); /* 2025-11-26T00:00:00.123456Z */
+    ds_pgarray_float8(&a[2], 0.1);
+    ds_pgarray_bool(&a[3], true);
+    ds_pgarray_text(&a[4], "m20261126T095059Z", 17);
     const char *doc = "{\"b\": [1, 2.5], \"a\": \"x\\\"y\"}";
-    ds_pgba_jsonb(&a[5], doc, strlen(doc));
-    ds_pgba_uuid(&a[0], "FFFFFFFF-FFFF-4FFF-BFFF-FFFFFFFFFFFF");
-    ds_pgba_timestamptz(&a[1], -1000000LL); /* before 1970 and before 2000 */
-    ds_pgba_float8(&a[2], -1.0 / 3.0);
-    ds_pgba_bool(&a[3], false);
-    ds_pgba_text(&a[4], "ünï \"q\" ,{}", strlen("ünï \"q\" ,{}"));
-    ds_pgba_jsonb(&a[5], "[]", 2);
-    ds_pgba_null(&a[0]);
-    ds_pgba_null(&a[1]);
-    ds_pgba_null(&a[2]);
-    ds_pgba_null(&a[3]);
-    ds_pgba_text(&a[4], NULL, 0);
-    ds_pgba_jsonb(&a[5], NULL, 0);
+    ds_pgarray_jsonb(&a[5], doc, strlen(doc));
+    ds_pgarray_uuid(&a[0], "FFFFFFFF-FFFF-4FFF-BFFF-FFFFFFFFFFFF");
+    ds_pgarray_timestamptz(&a[1], -1000000LL); /* before 1970 and before 2000 */
+    ds_pgarray_float8(&a[2], -1.0 / 3.0);
+    ds_pgarray_bool(&a[3], false);
+    ds_pgarray_text(&a[4], "ünï \"q\" ,{}", strlen("ünï \"q\" ,{}"));
+    ds_pgarray_jsonb(&a[5], "[]", 2);
+    ds_pgarray_null(&a[0]);
+    ds_pgarray_null(&a[1]);
+    ds_pgarray_null(&a[2]);
+    ds_pgarray_null(&a[3]);
+    ds_pgarray_text(&a[4], NULL, 0);
+    ds_pgarray_jsonb(&a[5], NULL, 0);
     const char *v[COLS];
     int lens[COLS], fmts[COLS];
     for (int c = 0; c < COLS; c++) {
-        ds_pgba_finish(&a[c]);
+        ds_pgarray_finish(&a[c]);
         cr_expect_eq(a[c].n, (size_t)ROWS);
         v[c] = a[c].p;
         lens[c] = (int)a[c].len;
@@ -726,7 +726,7 @@ Test(pg, binary_arrays_roundtrip_through_unnest) {
                                    " $5::text[], $6::jsonb[]) with ordinality as z(u, t, f, b, x, j, i) order by i",
                                    COLS, v, lens, fmts, &r, err, sizeof err),
                  DS_OK, "%s", err);
-    for (int c = 0; c < COLS; c++) ds_pgba_free(&a[c]);
+    for (int c = 0; c < COLS; c++) ds_pgarray_free(&a[c]);
     cr_assert_eq(PQntuples(r), ROWS);
     cr_expect_str_eq(PQgetvalue(r, 0, 0), "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d");
     cr_expect_str_eq(PQgetvalue(r, 0, 1), "2025-11-26T00:00:00.123456");
@@ -744,17 +744,17 @@ Test(pg, binary_arrays_roundtrip_through_unnest) {
     PQclear(r);
 
     /* Invalid JSON in a jsonb element is the server's error, not a crash. */
-    ds_pgba_t bad = {0};
-    ds_pgba_begin(&bad, DS_OID_JSONB);
-    ds_pgba_jsonb(&bad, "{nope", 5);
-    ds_pgba_finish(&bad);
+    ds_pgarray_t bad = {0};
+    ds_pgarray_begin(&bad, DS_OID_JSONB);
+    ds_pgarray_jsonb(&bad, "{nope", 5);
+    ds_pgarray_finish(&bad);
     const char *bv[] = {bad.p};
     const int bl[] = {(int)bad.len}, bf[] = {1};
     cr_expect_neq(ds_pg_exec_params(pg, "select count(*) from unnest($1::jsonb[])", 1, bv, bl, bf, NULL, err,
                                     sizeof err),
                   DS_OK);
     cr_expect(strstr(err, "json") != NULL, "the error names JSON: %s", err);
-    ds_pgba_free(&bad);
+    ds_pgarray_free(&bad);
     ds_pg_destroy(pg);
 }
 
@@ -767,18 +767,18 @@ Test(pg, batch_by_reference_sends_the_callers_arrays) {
     cr_assert_eq(ds_pg_exec(pg, "create table bt (id uuid primary key, d json, note text)", NULL, err, sizeof err),
                  DS_OK, "%s", err);
     enum { ROWS = 3000 };
-    ds_pgba_t a[2] = {{0}};
-    ds_pgba_begin(&a[0], DS_OID_UUID);
-    ds_pgba_begin(&a[1], DS_OID_JSON);
+    ds_pgarray_t a[2] = {{0}};
+    ds_pgarray_begin(&a[0], DS_OID_UUID);
+    ds_pgarray_begin(&a[1], DS_OID_JSON);
     for (int i = 0; i < ROWS; i++) {
         char id[37], doc[64];
         snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", i + 1);
         int n = snprintf(doc, sizeof doc, "{\"z\":%d,  \"a\":[1,2.50]}", i);
-        ds_pgba_uuid(&a[0], id);
-        if (i == 7) ds_pgba_null(&a[1]);
-        else ds_pgba_json(&a[1], doc, (size_t)n);
+        ds_pgarray_uuid(&a[0], id);
+        if (i == 7) ds_pgarray_null(&a[1]);
+        else ds_pgarray_json(&a[1], doc, (size_t)n);
     }
-    for (int c = 0; c < 2; c++) ds_pgba_finish(&a[c]);
+    for (int c = 0; c < 2; c++) ds_pgarray_finish(&a[c]);
     const char *v[3] = {a[0].p, a[1].p, NULL};
     int lens[3] = {(int)a[0].len, (int)a[1].len, 0}, fmts[3] = {1, 1, 0};
     ds_pg_batch_t *b = NULL;
@@ -806,12 +806,12 @@ Test(pg, batch_by_reference_sends_the_callers_arrays) {
     PQclear(r);
 
     /* An invalid document: the server's error, the transaction rolled back. */
-    ds_pgba_t bad[2] = {{0}};
-    ds_pgba_begin(&bad[0], DS_OID_UUID);
-    ds_pgba_begin(&bad[1], DS_OID_JSON);
-    ds_pgba_uuid(&bad[0], "00000000-0000-4000-8000-999999999999");
-    ds_pgba_json(&bad[1], "{nope", 5);
-    for (int c = 0; c < 2; c++) ds_pgba_finish(&bad[c]);
+    ds_pgarray_t bad[2] = {{0}};
+    ds_pgarray_begin(&bad[0], DS_OID_UUID);
+    ds_pgarray_begin(&bad[1], DS_OID_JSON);
+    ds_pgarray_uuid(&bad[0], "00000000-0000-4000-8000-999999999999");
+    ds_pgarray_json(&bad[1], "{nope", 5);
+    for (int c = 0; c < 2; c++) ds_pgarray_finish(&bad[c]);
     const char *bv[3] = {bad[0].p, bad[1].p, "x"};
     int bl[3] = {(int)bad[0].len, (int)bad[1].len, 1};
     ds_pg_batch_begin(pg, &b);
@@ -828,8 +828,8 @@ Test(pg, batch_by_reference_sends_the_callers_arrays) {
     cr_expect_str_eq(PQgetvalue(r, 0, 0), "3000");
     PQclear(r);
     for (int c = 0; c < 2; c++) {
-        ds_pgba_free(&a[c]);
-        ds_pgba_free(&bad[c]);
+        ds_pgarray_free(&a[c]);
+        ds_pgarray_free(&bad[c]);
     }
     ds_pg_destroy(pg);
 }

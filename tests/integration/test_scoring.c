@@ -8,9 +8,9 @@
 #include <math.h>
 
 #include "dstest.h"
-#include "dealscore/features.h"
-#include "dealscore/jwt.h"
-#include "dealscore/model.h"
+#include "domain/features.h"
+#include "infra/jwt.h"
+#include "domain/model.h"
 #include "dealscore/v1/events.pb-c.h"
 
 #define SECRET "test-secret-for-hs256-that-is-long-enough-0123456789"

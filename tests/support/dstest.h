@@ -9,10 +9,10 @@
 #include "proc.h"
 #include "tcpproxy.h"
 
-#include "dealscore/common.h"
-#include "dealscore/config.h"
-#include "dealscore/kafka.h"
-#include "dealscore/pg.h"
+#include "base/common.h"
+#include "base/config.h"
+#include "infra/kafka.h"
+#include "infra/pg.h"
 
 typedef struct {
     pgt_db_t db;

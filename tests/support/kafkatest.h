@@ -5,8 +5,8 @@
 
 #include <criterion/criterion.h>
 
-#include "dealscore/common.h"
-#include "dealscore/kafka.h"
+#include "base/common.h"
+#include "infra/kafka.h"
 
 /* Polls until want messages arrived or timeout_ms passed; returns the count
  * (fewer than want is not a failure: tests use it to see nothing more

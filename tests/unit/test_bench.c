@@ -1,4 +1,4 @@
-/* The benchmark programs' shared library (services/bench_common): the HTTP
+/* The benchmark programs' shared library (tools/bench/perf): the HTTP
  * client against a server in a thread, Prometheus sums, figures, processes
  * and option helpers. */
 #include <arpa/inet.h>
@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "bench.h"
-#include "dealscore/common.h"
+#include "perf.h"
+#include "base/common.h"
 
 extern char **environ;
 
@@ -98,14 +98,14 @@ Test(bench, conn_gets_and_posts_on_one_connection) {
                                "Retry-After: 2\r\nContent-Length: 11\r\n\r\n{\"ok\":true}";
     server_t s;
     server_start(&s, resp, 2, 2);
-    ds_bench_conn_t c = {.fd = -1, .port = s.port};
+    perf_conn_t c = {.fd = -1, .port = s.port};
     snprintf(c.host, sizeof c.host, "127.0.0.1");
-    cr_assert_eq(ds_bench_conn_request(&c, "/readyz", NULL, NULL, 0), 202);
+    cr_assert_eq(perf_conn_request(&c, "/readyz", NULL, NULL, 0), 202);
     cr_assert_eq(c.body_len, 11);
     cr_assert(strncmp(c.body, "{\"ok\":true}", 11) == 0);
     cr_assert_eq(c.retry_after, 2);
-    cr_assert_eq(ds_bench_conn_request(&c, "/v1/opportunities", "tok", "[1,2]", 5), 202);
-    ds_bench_conn_close(&c);
+    cr_assert_eq(perf_conn_request(&c, "/v1/opportunities", "tok", "[1,2]", 5), 202);
+    perf_conn_close(&c);
     server_stop(&s);
     cr_assert_eq(s.conns, 1, "keep-alive: one connection for both requests");
     cr_assert_str_eq(s.reqs[0], "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
@@ -117,12 +117,12 @@ Test(bench, conn_reconnects_when_the_server_closed_it) {
     static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
     server_t s;
     server_start(&s, resp, 1, 2);
-    ds_bench_conn_t c = {.fd = -1, .port = s.port};
+    perf_conn_t c = {.fd = -1, .port = s.port};
     snprintf(c.host, sizeof c.host, "127.0.0.1");
-    cr_assert_eq(ds_bench_conn_request(&c, "/a", NULL, NULL, 0), 200);
-    cr_assert_eq(ds_bench_conn_request(&c, "/b", NULL, NULL, 0), 200);
+    cr_assert_eq(perf_conn_request(&c, "/a", NULL, NULL, 0), 200);
+    cr_assert_eq(perf_conn_request(&c, "/b", NULL, NULL, 0), 200);
     cr_assert_eq(c.retry_after, 0);
-    ds_bench_conn_close(&c);
+    perf_conn_close(&c);
     server_stop(&s);
     cr_assert_eq(s.conns, 2);
     cr_assert(strncmp(s.reqs[1], "GET /b ", 7) == 0);
@@ -145,7 +145,7 @@ static bool true_from_second(void *ctx) { return ++*(int *)ctx >= 2; }
 Test(bench, wait_quiet_needs_two_quiet_reads_and_gives_up_at_the_timeout) {
     int calls = 0;
     double lag = -1;
-    cr_assert(ds_bench_wait_quiet(NULL, 0, 30, true_from_second, &calls, &lag));
+    cr_assert(perf_wait_quiet(NULL, 0, 30, true_from_second, &calls, &lag));
     cr_expect_eq(calls, 3);
     cr_expect_eq(lag, 0);
 
@@ -154,7 +154,7 @@ Test(bench, wait_quiet_needs_two_quiet_reads_and_gives_up_at_the_timeout) {
     metrics_server(&s, resp, url);
     const char *urls[] = {url, NULL};
     int64_t t0 = ds_mono_us();
-    cr_expect_not(ds_bench_wait_quiet(urls, 2, 1.0, NULL, NULL, &lag));
+    cr_expect_not(perf_wait_quiet(urls, 2, 1.0, NULL, NULL, &lag));
     cr_expect_eq(lag, 7.5, "the last lag read");
     cr_expect_lt(ds_mono_us() - t0, 3000000);
     server_stop(&s);
@@ -165,13 +165,13 @@ Test(bench, conn_fails_without_a_server) {
     server_t s;
     server_start(&s, "", 0, 0); /* a port that was free a moment ago */
     server_stop(&s);
-    ds_bench_conn_t c = {.fd = -1, .port = s.port};
+    perf_conn_t c = {.fd = -1, .port = s.port};
     snprintf(c.host, sizeof c.host, "127.0.0.1");
-    cr_assert_eq(ds_bench_conn_request(&c, "/", NULL, NULL, 0), -1);
+    cr_assert_eq(perf_conn_request(&c, "/", NULL, NULL, 0), -1);
     cr_assert_eq(c.fd, -1);
     snprintf(c.host, sizeof c.host, "not-an-address");
-    cr_assert_eq(ds_bench_conn_request(&c, "/", NULL, NULL, 0), -1);
-    ds_bench_conn_close(&c);
+    cr_assert_eq(perf_conn_request(&c, "/", NULL, NULL, 0), -1);
+    perf_conn_close(&c);
 }
 
 Test(bench, workers_lag_sums_the_answering_workers) {
@@ -179,7 +179,7 @@ Test(bench, workers_lag_sums_the_answering_workers) {
     server_t s;
     metrics_server(&s, resp, url);
     const char *urls[] = {url, NULL, "ftp://x", url};
-    double lag = ds_bench_workers_lag(urls, 4); /* once: the assertion macros evaluate twice */
+    double lag = perf_workers_lag(urls, 4); /* once: the assertion macros evaluate twice */
     cr_assert_float_eq(lag, 15.0, 1e-9);
     server_stop(&s);
 }
@@ -187,52 +187,52 @@ Test(bench, workers_lag_sums_the_answering_workers) {
 Test(bench, metric_sum_matches_exact_names_and_labels) {
     const char *p = METRICS_PAGE;
     size_t n = strlen(p);
-    cr_assert_float_eq(ds_bench_metric_sum(p, n, "dealscore_consumer_lag", NULL), 7.5, 1e-9);
-    cr_assert_float_eq(ds_bench_metric_sum(p, n, "dealscore_consumer_lag", "topic=\"b\""), 4.5, 1e-9);
-    cr_assert_float_eq(ds_bench_metric_sum(p, n, "dealscore_consumer_lag_seconds", NULL), 100, 1e-9);
-    cr_assert_float_eq(ds_bench_metric_sum(p, n, "dealscore_other", NULL), 7, 1e-9);
-    cr_assert_float_eq(ds_bench_metric_sum(p, n, "dealscore_missing", NULL), 0, 1e-9);
+    cr_assert_float_eq(perf_metric_sum(p, n, "dealscore_consumer_lag", NULL), 7.5, 1e-9);
+    cr_assert_float_eq(perf_metric_sum(p, n, "dealscore_consumer_lag", "topic=\"b\""), 4.5, 1e-9);
+    cr_assert_float_eq(perf_metric_sum(p, n, "dealscore_consumer_lag_seconds", NULL), 100, 1e-9);
+    cr_assert_float_eq(perf_metric_sum(p, n, "dealscore_other", NULL), 7, 1e-9);
+    cr_assert_float_eq(perf_metric_sum(p, n, "dealscore_missing", NULL), 0, 1e-9);
     /* The last line needs no newline. */
-    cr_assert_float_eq(ds_bench_metric_sum("x 1\nx 2", 7, "x", NULL), 3, 1e-9);
+    cr_assert_float_eq(perf_metric_sum("x 1\nx 2", 7, "x", NULL), 3, 1e-9);
 }
 
 Test(bench, parse_url) {
     char host[128];
     int port = 0;
-    cr_assert_eq(ds_bench_parse_url("http://localhost:8080", host, sizeof host, &port), 0);
+    cr_assert_eq(perf_parse_url("http://localhost:8080", host, sizeof host, &port), 0);
     cr_assert_str_eq(host, "127.0.0.1");
     cr_assert_eq(port, 8080);
-    cr_assert_eq(ds_bench_parse_url("http://10.0.0.2:81/", host, sizeof host, &port), 0);
+    cr_assert_eq(perf_parse_url("http://10.0.0.2:81/", host, sizeof host, &port), 0);
     cr_assert_str_eq(host, "10.0.0.2");
     cr_assert_eq(port, 81);
-    cr_assert_eq(ds_bench_parse_url(NULL, host, sizeof host, &port), -1);
-    cr_assert_eq(ds_bench_parse_url("https://h:1", host, sizeof host, &port), -1);
-    cr_assert_eq(ds_bench_parse_url("http://h", host, sizeof host, &port), -1);
-    cr_assert_eq(ds_bench_parse_url("http://h:0", host, sizeof host, &port), -1);
-    cr_assert_eq(ds_bench_parse_url("http://h:65536", host, sizeof host, &port), -1);
+    cr_assert_eq(perf_parse_url(NULL, host, sizeof host, &port), -1);
+    cr_assert_eq(perf_parse_url("https://h:1", host, sizeof host, &port), -1);
+    cr_assert_eq(perf_parse_url("http://h", host, sizeof host, &port), -1);
+    cr_assert_eq(perf_parse_url("http://h:0", host, sizeof host, &port), -1);
+    cr_assert_eq(perf_parse_url("http://h:65536", host, sizeof host, &port), -1);
 }
 
 Test(bench, percentiles_and_medians) {
     int64_t v[] = {9000, 1000, 5000, 3000, 7000, 2000, 4000, 6000, 8000, 10000};
-    qsort(v, 10, sizeof *v, ds_bench_cmp_i64);
+    qsort(v, 10, sizeof *v, perf_cmp_i64);
     cr_assert_eq(v[0], 1000);
     cr_assert_eq(v[9], 10000);
     /* Nearest rank: ceil(p / 100 * n). */
-    cr_assert_float_eq(ds_bench_pct_ms(v, 10, 50), 5.0, 1e-12);
-    cr_assert_float_eq(ds_bench_pct_ms(v, 10, 95), 10.0, 1e-12);
-    cr_assert_float_eq(ds_bench_pct_ms(v, 10, 99), 10.0, 1e-12);
-    cr_assert_float_eq(ds_bench_pct_ms(v, 10, 0), 1.0, 1e-12);
-    cr_assert_float_eq(ds_bench_pct_ms(v, 1, 99), 1.0, 1e-12);
-    cr_assert(isnan(ds_bench_pct_ms(v, 0, 50)));
+    cr_assert_float_eq(perf_pct_ms(v, 10, 50), 5.0, 1e-12);
+    cr_assert_float_eq(perf_pct_ms(v, 10, 95), 10.0, 1e-12);
+    cr_assert_float_eq(perf_pct_ms(v, 10, 99), 10.0, 1e-12);
+    cr_assert_float_eq(perf_pct_ms(v, 10, 0), 1.0, 1e-12);
+    cr_assert_float_eq(perf_pct_ms(v, 1, 99), 1.0, 1e-12);
+    cr_assert(isnan(perf_pct_ms(v, 0, 50)));
     double d[] = {3, 1, 2, 10};
-    cr_assert_float_eq(ds_bench_median(d, 4), 2.5, 1e-12);
-    cr_assert_float_eq(ds_bench_median(d, 3), 2, 1e-12);
+    cr_assert_float_eq(perf_median(d, 4), 2.5, 1e-12);
+    cr_assert_float_eq(perf_median(d, 3), 2, 1e-12);
     cr_assert_eq(d[0], 3, "the input stays as it was");
-    cr_assert(isnan(ds_bench_median(d, 0)));
-    qsort(d, 4, sizeof *d, ds_bench_cmp_dbl);
+    cr_assert(isnan(perf_median(d, 0)));
+    qsort(d, 4, sizeof *d, perf_cmp_dbl);
     cr_assert(d[0] == 1 && d[1] == 2 && d[2] == 3 && d[3] == 10);
     char la[64];
-    ds_bench_loadavg(la, sizeof la);
+    perf_loadavg(la, sizeof la);
     double a, b, c;
     cr_assert_eq(sscanf(la, "%lf %lf %lf", &a, &b, &c), 3, "%s", la);
 }
@@ -248,18 +248,18 @@ Test(bench, parse_numbers) {
     cr_assert_not(ds_parse_long("99999999999999999999999", 0, LONG_MAX, &l));
     cr_assert_eq(l, 42);
     double d = 0;
-    cr_assert(ds_bench_parse_double("0.5", 0.1, 3600, &d));
+    cr_assert(perf_parse_double("0.5", 0.1, 3600, &d));
     cr_assert_float_eq(d, 0.5, 1e-12);
-    cr_assert_not(ds_bench_parse_double("nan", 0, 1, &d));
-    cr_assert_not(ds_bench_parse_double("0.05", 0.1, 3600, &d));
-    cr_assert_not(ds_bench_parse_double("1s", 0, 10, &d));
+    cr_assert_not(perf_parse_double("nan", 0, 1, &d));
+    cr_assert_not(perf_parse_double("0.05", 0.1, 3600, &d));
+    cr_assert_not(perf_parse_double("1s", 0, 10, &d));
 }
 
 Test(bench, environ_with_replaces_and_appends) {
     setenv("DS_BENCH_TEST_A", "old", 1);
     setenv("DS_BENCH_TEST_AB", "keep", 1);
     const char *mine[] = {"DS_BENCH_TEST_A=new", "DS_BENCH_TEST_C=c"};
-    char **envp = ds_bench_environ_with(mine, 2);
+    char **envp = perf_environ_with(mine, 2);
     size_t n = 0, a = 0, ab = 0;
     while (envp[n]) {
         if (strncmp(envp[n], "DS_BENCH_TEST_A=", 16) == 0) a++;
@@ -279,40 +279,40 @@ Test(bench, environ_with_replaces_and_appends) {
 Test(bench, run_cmd_last_line_and_work_dir) {
     char dir[PATH_MAX], err[512];
     bool made = false;
-    cr_assert_eq(ds_bench_work_dir(NULL, "ds-test-bench", dir, sizeof dir, &made, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(perf_work_dir(NULL, "ds-test-bench", dir, sizeof dir, &made, err, sizeof err), 0, "%s", err);
     cr_assert(made);
     cr_assert(strncmp(dir, "/tmp/ds-test-bench-", 19) == 0, "%s", dir);
     /* An existing directory is fine when given. */
     char again[PATH_MAX];
-    cr_assert_eq(ds_bench_work_dir(dir, "x", again, sizeof again, &made, err, sizeof err), 0);
+    cr_assert_eq(perf_work_dir(dir, "x", again, sizeof again, &made, err, sizeof err), 0);
     cr_assert_not(made);
     cr_assert_str_eq(again, dir);
     char bad[64];
-    cr_assert_eq(ds_bench_work_dir("/nonexistent/x", "x", bad, sizeof bad, &made, err, sizeof err), -1);
+    cr_assert_eq(perf_work_dir("/nonexistent/x", "x", bad, sizeof bad, &made, err, sizeof err), -1);
     cr_assert(strstr(err, "cannot create"), "%s", err);
 
     char out[PATH_MAX + 16], errp[PATH_MAX + 16];
     snprintf(out, sizeof out, "%s/out", dir);
     snprintf(errp, sizeof errp, "%s/err", dir);
     char *argv[] = {"/bin/sh", "-c", "printf 'first\\nlast one\\n\\n'; echo oops >&2; exit 3", NULL};
-    cr_assert_eq(ds_bench_run_cmd(argv, out, errp, err, sizeof err), 3);
+    cr_assert_eq(perf_run_cmd(argv, out, errp, err, sizeof err), 3);
     cr_assert_str_eq(err, "");
     char line[8];
-    ds_bench_last_line(out, line, sizeof line);
+    perf_last_line(out, line, sizeof line);
     cr_assert_str_eq(line, "last on", "cut to the buffer");
-    ds_bench_last_line(errp, line, sizeof line);
+    perf_last_line(errp, line, sizeof line);
     cr_assert_str_eq(line, "oops");
-    ds_bench_last_line("/nonexistent", line, sizeof line);
+    perf_last_line("/nonexistent", line, sizeof line);
     cr_assert_str_eq(line, "");
     char *nope[] = {"/nonexistent/prog", NULL};
-    cr_assert_eq(ds_bench_run_cmd(nope, NULL, NULL, err, sizeof err), -1);
+    cr_assert_eq(perf_run_cmd(nope, NULL, NULL, err, sizeof err), -1);
     cr_assert(strstr(err, "could not run /nonexistent/prog"), "%s", err);
     unlink(out);
     unlink(errp);
     cr_assert_eq(rmdir(dir), 0);
 
     char self[PATH_MAX];
-    cr_assert_eq(ds_bench_self_dir(self, sizeof self), 0);
+    cr_assert_eq(perf_self_dir(self, sizeof self), 0);
     cr_assert(strstr(self, "/tests"), "%s", self);
 }
 
@@ -323,6 +323,6 @@ static void *count_up(void *arg) {
 
 Test(bench, run_threads_joins_every_thread) {
     int n = 0;
-    ds_bench_run_threads(5, count_up, &n);
+    perf_run_threads(5, count_up, &n);
     cr_assert_eq(n, 5);
 }

@@ -2,8 +2,8 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "dealscore/config.h"
-#include "dealscore/common.h"
+#include "base/config.h"
+#include "base/common.h"
 
 static int load(ds_config_t *cfg, ds_svc_kind_t svc, char **env, char *err, size_t errsz) {
     return ds_config_load(cfg, svc, env, err, errsz);

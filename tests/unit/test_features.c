@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dealscore/common.h"
-#include "dealscore/features.h"
+#include "base/common.h"
+#include "domain/features.h"
 
 #define DAY DS_US_PER_DAY
 #define HOUR (DS_US_PER_DAY / 24)

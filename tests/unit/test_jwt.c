@@ -28,7 +28,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "dealscore/jwt.h"
+#include "infra/jwt.h"
 
 #define NOW 1795662880LL
 #define SECRET "dev-secret-for-tests-0123456789abcdef-0123456789"

@@ -3,10 +3,10 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "dealscore/common.h"
-#include "dealscore/config.h"
-#include "dealscore/kafka.h"
-#include "dealscore/log.h"
+#include "base/common.h"
+#include "base/config.h"
+#include "infra/kafka.h"
+#include "base/log.h"
 
 static ds_config_t cfg;
 static bool cfg_loaded;

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dealscore/common.h"
-#include "dealscore/meddicc.h"
+#include "base/common.h"
+#include "domain/meddicc.h"
 
 /* A small lexicon with the phrases the examples use. */
 static const ds_meddicc_phrase_t test_rows[] = {

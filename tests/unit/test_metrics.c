@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dealscore/metrics.h"
+#include "runtime/metrics.h"
 
 Test(metrics, renders_counters_gauges_histograms) {
     ds_metrics_t *m = ds_metrics_new();

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dealscore/common.h"
-#include "dealscore/metrics_eval.h"
+#include "base/common.h"
+#include "domain/eval.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 #define NEAR(x, y) cr_assert(fabs((x) - (y)) < 1e-12, "%s = %.17g, expected %.17g", #x, (double)(x), (double)(y))

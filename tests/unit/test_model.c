@@ -12,11 +12,11 @@
 #include <unistd.h>
 #include <xgboost/c_api.h>
 
-#include "dealscore/common.h"
-#include "dealscore/features.h"
-#include "dealscore/metrics_eval.h"
-#include "dealscore/model.h"
-#include "dealscore/report.h"
+#include "base/common.h"
+#include "domain/features.h"
+#include "domain/eval.h"
+#include "domain/model.h"
+#include "domain/report.h"
 #include "rng.h"
 
 /* ---- synthetic data ---------------------------------------------------------- */

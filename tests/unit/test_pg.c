@@ -9,8 +9,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "dealscore/log.h"
-#include "dealscore/pg.h"
+#include "base/log.h"
+#include "infra/pg.h"
 
 static void quiet(void) { ds_log_init("test", DS_LOG_ERROR); }
 

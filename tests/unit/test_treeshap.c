@@ -12,9 +12,9 @@
 #include <string.h>
 #include <xgboost/c_api.h>
 
-#include "dealscore/common.h"
-#include "dealscore/model.h"
-#include "dealscore/treeshap.h"
+#include "base/common.h"
+#include "domain/model.h"
+#include "domain/treeshap.h"
 #include "rng.h"
 
 #define TOL 1e-5

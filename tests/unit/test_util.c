@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "dealscore/common.h"
-#include "dealscore/strindex.h"
-#include "dealscore/uuidset.h"
+#include "base/common.h"
+#include "base/strindex.h"
+#include "base/uuidset.h"
 
 Test(util, parses_iso8601_with_zone) {
     int64_t us;

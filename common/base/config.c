@@ -1,0 +1,351 @@
+/* Settings from the environment, driven by one table (as redis's static_configs[]). */
+#include "base/config.h"
+#include "base/common.h"
+#include "base/log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <libpq-fe.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { T_STR, T_INT, T_LOGLEVEL, T_ADDR, T_BROKERS, T_PGURL } cfg_type_t;
+
+typedef struct {
+    const char *env;
+    cfg_type_t type;
+    unsigned svcs;      /* DS_SVC_* mask of services that read it */
+    long min, max;      /* for T_INT */
+    const char *def;    /* default as text; NULL = unset */
+    size_t off;         /* offsetof in ds_config_t */
+    const char *help;
+} cfg_entry_t;
+
+#define OFF(f) offsetof(ds_config_t, f)
+#define ALL DS_SVC_ALL
+#define WORKERS (DS_SVC_FEATURE | DS_SVC_SCORING | DS_SVC_BENCHMARK)
+
+static const cfg_entry_t entries[] = {
+    {"DEALSCORE_DATABASE_URL", T_PGURL, ALL, 0, 0, "postgresql://postgres@127.0.0.1:5432/dealscore",
+     OFF(database_url), "Postgres connection URI or conninfo (libpq)"},
+    {"DEALSCORE_KAFKA_BROKERS", T_BROKERS, ALL, 0, 0, "127.0.0.1:9092", OFF(kafka_brokers),
+     "Kafka bootstrap servers, host:port[,host:port...]"},
+    {"DEALSCORE_TOPIC_PREFIX", T_STR, ALL, 0, 0, "", OFF(topic_prefix),
+     "prefix for every topic name (several environments on one cluster)"},
+    {"DEALSCORE_HTTP_ADDR", T_ADDR, ALL, 0, 0, NULL, OFF(http_addr),
+     "HTTP listen address host:port (health, metrics, API)"},
+    {"DEALSCORE_LOG_LEVEL", T_LOGLEVEL, ALL, 0, 0, "info", OFF(log_level),
+     "debug, info, warn or error"},
+    {"DEALSCORE_TOPIC_PARTITIONS", T_INT, ALL, 1, 1024, "6", OFF(topic_partitions),
+     "partitions for topics this service creates"},
+    {"DEALSCORE_TOPIC_REPLICATION", T_INT, ALL, 1, 16, "1", OFF(topic_replication),
+     "replication factor for topics this service creates"},
+    {"DEALSCORE_GROUP_ID", T_STR, WORKERS, 0, 0, NULL, OFF(group_id),
+     "Kafka consumer group (default dealscore-<service>)"},
+    {"DEALSCORE_BATCH_SIZE", T_INT, ALL, 1, 100000, "500", OFF(batch_size),
+     "most messages or records handled in one batch"},
+    {"DEALSCORE_BATCH_WAIT_MS", T_INT, ALL, 0, 60000, "20", OFF(batch_wait_ms),
+     "longest wait to fill a batch, milliseconds"},
+    {"DEALSCORE_BURST_BATCH_SIZE", T_INT, WORKERS, 1, 1000000, "100000", OFF(burst_batch_size),
+     "after a full batch, most messages gathered into the next one (coalesced per deal); "
+     "at most DEALSCORE_BATCH_SIZE turns bursts off"},
+    {"DEALSCORE_BURST_WAIT_MS", T_INT, WORKERS, 0, 60000, "1000", OFF(burst_wait_ms),
+     "longest time a burst batch gathers, milliseconds, unless the input floods"},
+    {"DEALSCORE_BURST_FLOOD_MS", T_INT, WORKERS, 0, 600000, "10000", OFF(burst_flood_ms),
+     "longest time a burst batch gathers while the input floods (every window of "
+     "DEALSCORE_BURST_QUIET_MS brings at least DEALSCORE_BATCH_SIZE messages), milliseconds; "
+     "at most DEALSCORE_BURST_WAIT_MS: no longer than that"},
+    {"DEALSCORE_BURST_QUIET_MS", T_INT, WORKERS, 1, 60000, "100", OFF(burst_quiet_ms),
+     "a burst batch is complete when a window this long brought fewer than a tenth of "
+     "DEALSCORE_BATCH_SIZE messages (the input paused or slowed to a trickle), milliseconds"},
+    {"DEALSCORE_SHUTDOWN_TIMEOUT_MS", T_INT, ALL, 100, 600000, "4000", OFF(shutdown_timeout_ms),
+     "time allowed to finish in-flight work on SIGTERM, milliseconds"},
+    {"DEALSCORE_MAX_RECORDS", T_INT, DS_SVC_INGEST, 1, 1000000, "1000", OFF(max_records),
+     "most records in one webhook request"},
+    {"DEALSCORE_MAX_BODY_BYTES", T_INT, DS_SVC_INGEST, 1024, 1 << 30, "8388608", OFF(max_body_bytes),
+     "largest webhook body accepted, bytes (413 above)"},
+    {"DEALSCORE_OUTBOX_MAX", T_INT, DS_SVC_INGEST, 1, INT_MAX, "1000000", OFF(outbox_max),
+     "unsent outbox rows above which webhooks answer 503"},
+    {"DEALSCORE_HMAC_WINDOW_S", T_INT, DS_SVC_INGEST, 1, 86400, "300", OFF(hmac_window_s),
+     "replay window for signed webhooks, seconds"},
+    {"DEALSCORE_COMMIT_BATCH", T_INT, DS_SVC_INGEST, 1, 10000, "64", OFF(commit_batch),
+     "most webhook requests group-committed in one transaction"},
+    {"DEALSCORE_FEATURE_CHUNK", T_INT, DS_SVC_FEATURE, 1, 100000, "250", OFF(feature_chunk),
+     "opportunities per load and snapshot INSERT within a batch (one chunk is written while the next loads)"},
+    {"SUPABASE_JWKS", T_STR, DS_SVC_SCORING, 0, 0, NULL, OFF(supabase_jwks),
+     "JWKS file path or URL with the keys that sign session JWTs"},
+    {"SUPABASE_JWT_SECRET", T_STR, DS_SVC_SCORING, 0, 0, NULL, OFF(supabase_jwt_secret),
+     "legacy HS256 JWT secret (optional)"},
+    {"DEALSCORE_TOP_K", T_INT, DS_SVC_SCORING, 1, 100, "5", OFF(top_k),
+     "drivers reported each way (positive, negative)"},
+    {"DEALSCORE_MIN_CLOSED", T_INT, DS_SVC_SCORING, 1, 1000000, "40", OFF(min_closed),
+     "won and lost deals each needed before a trained model replaces the stage prior"},
+    {"DEALSCORE_BENCH_MONTHS", T_INT, DS_SVC_BENCHMARK, 1, 120, "12", OFF(bench_months),
+     "cohort window: deals closed in the last N months"},
+    {"DEALSCORE_BENCH_MIN_WON", T_INT, DS_SVC_BENCHMARK, 1, 100000, "10", OFF(bench_min_won),
+     "won deals a cohort needs before attributes are relaxed"},
+    {"DEALSCORE_BENCH_REFRESH_S", T_INT, DS_SVC_BENCHMARK, 0, 86400 * 7, "3600", OFF(bench_refresh_s),
+     "periodic refresh of cached cohorts, seconds (0 = off)"},
+};
+
+static const char *svc_name(ds_svc_kind_t svc) {
+    switch (svc) {
+    case DS_SVC_INGEST: return "ingest";
+    case DS_SVC_FEATURE: return "feature";
+    case DS_SVC_SCORING: return "scoring";
+    case DS_SVC_BENCHMARK: return "benchmark";
+    default: return "dealscore";
+    }
+}
+
+static const char *default_http_addr(ds_svc_kind_t svc) {
+    switch (svc) {
+    case DS_SVC_INGEST: return "127.0.0.1:8080";
+    case DS_SVC_SCORING: return "127.0.0.1:8081";
+    case DS_SVC_FEATURE: return "127.0.0.1:8082";
+    case DS_SVC_BENCHMARK: return "127.0.0.1:8083";
+    default: return "127.0.0.1:8080";
+    }
+}
+
+static const char *env_lookup(char **envp, const char *name) {
+    size_t n = strlen(name);
+    for (char **e = envp; e && *e; e++)
+        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return *e + n + 1;
+    return NULL;
+}
+
+static int parse_port(const char *s, int *port) {
+    if (!*s) return -1;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < 1 || v > 65535) return -1;
+    *port = (int)v;
+    return 0;
+}
+
+/* host:port, [v6]:port or :port. */
+static int parse_addr(const char *s, char **host, int *port) {
+    const char *colon;
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || rb[1] != ':') return -1;
+        if (parse_port(rb + 2, port)) return -1;
+        *host = ds_strndup(s + 1, (size_t)(rb - s - 1));
+        return 0;
+    }
+    colon = strrchr(s, ':');
+    if (!colon) return -1;
+    if (parse_port(colon + 1, port)) return -1;
+    if (colon == s)
+        *host = ds_strdup("0.0.0.0");
+    else
+        *host = ds_strndup(s, (size_t)(colon - s));
+    for (const char *p = *host; *p; p++)
+        if (isspace((unsigned char)*p) || *p == '/') {
+            free(*host);
+            *host = NULL;
+            return -1;
+        }
+    return 0;
+}
+
+static int check_brokers(const char *s) {
+    char *copy = ds_strdup(s), *rest = copy, *tok;
+    int rc = 0, n = 0;
+    /* strsep keeps empty entries ("a:1,,") so they are rejected. */
+    while ((tok = strsep(&rest, ",")) != NULL) {
+        while (*tok == ' ') tok++;
+        /* Accept an optional scheme like PLAINTEXT:// or SASL_SSL://. */
+        char *scheme = strstr(tok, "://");
+        if (scheme) tok = scheme + 3;
+        char *host = NULL;
+        int port;
+        if (parse_addr(tok, &host, &port) || !host[0] || strcmp(host, "0.0.0.0") == 0) rc = -1;
+        free(host);
+        n++;
+        if (rc) break;
+    }
+    free(copy);
+    return n == 0 ? -1 : rc;
+}
+
+static int check_pgurl(const char *s, char *why, size_t whysz) {
+    char *err = NULL;
+    if (!*s) {
+        snprintf(why, whysz, "empty");
+        return -1;
+    }
+    PQconninfoOption *opts = PQconninfoParse(s, &err);
+    if (!opts) {
+        snprintf(why, whysz, "%s", err ? err : "cannot parse");
+        if (err) {
+            size_t n = strlen(why);
+            while (n && (why[n - 1] == '\n' || why[n - 1] == ' ')) why[--n] = '\0';
+        }
+        PQfreemem(err);
+        return -1;
+    }
+    /* libpq checks ports only when connecting; check them now. */
+    int rc = 0;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "port") != 0 || !o->val || !*o->val) continue;
+        char *copy = ds_strdup(o->val), *rest = copy, *tok;
+        while ((tok = strsep(&rest, ",")) != NULL) {
+            int port;
+            if (*tok && parse_port(tok, &port)) {
+                snprintf(why, whysz, "invalid port \"%s\"", tok);
+                rc = -1;
+                break;
+            }
+        }
+        free(copy);
+    }
+    PQconninfoFree(opts);
+    return rc;
+}
+
+/* KAFKA_SECURITY_PROTOCOL -> security.protocol */
+static char *kafka_prop_name(const char *env_name) {
+    char *p = ds_strdup(env_name + 6);
+    for (char *c = p; *c; c++) *c = *c == '_' ? '.' : (char)tolower((unsigned char)*c);
+    return p;
+}
+
+int ds_config_load(ds_config_t *cfg, ds_svc_kind_t svc, char **envp, char *errstr,
+                   size_t errstr_size) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->svc = svc;
+    cfg->service_name = svc_name(svc);
+    for (size_t i = 0; i < DS_ARRAY_SIZE(entries); i++) {
+        const cfg_entry_t *e = &entries[i];
+        if (!(e->svcs & (unsigned)svc)) continue;
+        const char *v = env_lookup(envp, e->env);
+        if (v && !*v) v = NULL; /* an empty variable is unset */
+        const char *def = e->def;
+        if (e->off == OFF(http_addr)) def = default_http_addr(svc);
+        if (e->off == OFF(group_id) && !v) {
+            cfg->group_id = ds_asprintf("dealscore-%s", cfg->service_name);
+            continue;
+        }
+        if (!v) v = def;
+        void *field = (char *)cfg + e->off;
+        char why[256] = "";
+        switch (e->type) {
+        case T_STR:
+            *(char **)field = v ? ds_strdup(v) : NULL;
+            break;
+        case T_INT: {
+            char *end;
+            errno = 0;
+            long n = strtol(v, &end, 10);
+            if (errno || end == v || *end || n < e->min || n > e->max) {
+                snprintf(errstr, errstr_size, "%s: invalid value \"%s\" (an integer from %ld to %ld)",
+                         e->env, v, e->min, e->max);
+                goto fail;
+            }
+            *(int *)field = (int)n;
+            break;
+        }
+        case T_LOGLEVEL: {
+            int lv = ds_log_level_parse(v);
+            if (lv < 0) {
+                snprintf(errstr, errstr_size,
+                         "%s: invalid value \"%s\" (one of debug, info, warn, error)", e->env, v);
+                goto fail;
+            }
+            *(int *)field = lv;
+            break;
+        }
+        case T_ADDR:
+            if (parse_addr(v, &cfg->http_host, &cfg->http_port)) {
+                snprintf(errstr, errstr_size,
+                         "%s: invalid address \"%s\" (host:port with port 1-65535)", e->env, v);
+                goto fail;
+            }
+            *(char **)field = ds_strdup(v);
+            break;
+        case T_BROKERS:
+            if (check_brokers(v)) {
+                snprintf(errstr, errstr_size,
+                         "%s: invalid broker list \"%s\" (host:port[,host:port...])", e->env, v);
+                goto fail;
+            }
+            *(char **)field = ds_strdup(v);
+            break;
+        case T_PGURL:
+            if (check_pgurl(v, why, sizeof why)) {
+                snprintf(errstr, errstr_size, "%s: invalid Postgres URL: %s", e->env, why);
+                goto fail;
+            }
+            *(char **)field = ds_strdup(v);
+            break;
+        }
+    }
+    for (char **e = envp; e && *e; e++) {
+        if (strncmp(*e, "KAFKA_", 6) != 0) continue;
+        /* Kubernetes injects KAFKA_PORT, KAFKA_PORT_9092_TCP..., KAFKA_SERVICE_HOST
+         * for a Service named kafka: those are not librdkafka properties. */
+        if (strncmp(*e, "KAFKA_PORT", 10) == 0 || strncmp(*e, "KAFKA_SERVICE_", 14) == 0) continue;
+        const char *eq = strchr(*e, '=');
+        if (!eq || eq == *e + 6 || !eq[1]) continue;
+        char *name = ds_strndup(*e, (size_t)(eq - *e));
+        cfg->kafka_props = ds_realloc(cfg->kafka_props, (cfg->kafka_props_count + 1) * sizeof(ds_kv_t));
+        cfg->kafka_props[cfg->kafka_props_count].key = kafka_prop_name(name);
+        cfg->kafka_props[cfg->kafka_props_count].value = ds_strdup(eq + 1);
+        cfg->kafka_props_count++;
+        free(name);
+    }
+    return DS_OK;
+fail:
+    ds_config_close(cfg);
+    return DS_EINVAL;
+}
+
+void ds_config_close(ds_config_t *cfg) {
+    if (!cfg) return;
+    for (size_t i = 0; i < DS_ARRAY_SIZE(entries); i++) {
+        const cfg_entry_t *e = &entries[i];
+        if (e->type == T_STR || e->type == T_ADDR || e->type == T_BROKERS || e->type == T_PGURL) {
+            char **field = (char **)((char *)cfg + e->off);
+            free(*field);
+            *field = NULL;
+        }
+    }
+    free(cfg->http_host);
+    cfg->http_host = NULL;
+    free(cfg->group_id); /* also freed above when set from env; guarded below */
+    cfg->group_id = NULL;
+    for (size_t i = 0; i < cfg->kafka_props_count; i++) {
+        free(cfg->kafka_props[i].key);
+        free(cfg->kafka_props[i].value);
+    }
+    free(cfg->kafka_props);
+    cfg->kafka_props = NULL;
+    cfg->kafka_props_count = 0;
+}
+
+void ds_config_print_help(FILE *out, ds_svc_kind_t svc) {
+    fprintf(out, "Settings (environment variables; an empty variable counts as unset):\n");
+    for (size_t i = 0; i < DS_ARRAY_SIZE(entries); i++) {
+        const cfg_entry_t *e = &entries[i];
+        if (!(e->svcs & (unsigned)svc)) continue;
+        const char *def = e->def;
+        char buf[64];
+        if (e->off == OFF(http_addr)) def = default_http_addr(svc);
+        if (e->off == OFF(group_id)) {
+            snprintf(buf, sizeof buf, "dealscore-%s", svc_name(svc));
+            def = buf;
+        }
+        fprintf(out, "  %-30s %s\n  %-30s default: %s\n", e->env, e->help, "",
+                def ? (*def ? def : "(empty)") : "(unset)");
+    }
+    fprintf(out, "  %-30s %s\n", "KAFKA_<PROPERTY>",
+                 "passed to librdkafka as <property> (KAFKA_SECURITY_PROTOCOL=SASL_SSL sets security.protocol)");
+}
+
+char *ds_config_topic(const ds_config_t *cfg, const char *base) {
+    return ds_asprintf("%s%s", cfg->topic_prefix ? cfg->topic_prefix : "", base);
+}

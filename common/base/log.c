@@ -1,0 +1,65 @@
+/* JSON-lines logger: {"ts":..,"svc":..,"level":..,"msg":..} on stderr. */
+#include "base/log.h"
+#include "base/common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+int ds__log_level = DS_LOG_INFO;
+static char log_service[32] = "dealscore";
+
+void ds_log_init(const char *service, ds_log_level_t level) {
+    snprintf(log_service, sizeof log_service, "%s", service ? service : "dealscore");
+    ds__log_level = (int)level;
+}
+
+int ds_log_level_parse(const char *s) {
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcasecmp(s, names[i]) == 0) return i;
+    if (strcasecmp(s, "warning") == 0) return DS_LOG_WARN;
+    return -1;
+}
+
+/* Appends s to out as JSON string content, escaping as needed; truncates safely. */
+static size_t json_escape(char *out, size_t pos, size_t cap, const char *s) {
+    for (; *s && pos + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[pos++] = '\\';
+            out[pos++] = (char)c;
+        } else if (c == '\n') {
+            out[pos++] = '\\';
+            out[pos++] = 'n';
+        } else if (c < 0x20) {
+            pos += (size_t)snprintf(out + pos, cap - pos, "\\u%04x", c);
+        } else {
+            out[pos++] = (char)c;
+        }
+    }
+    return pos;
+}
+
+void ds__log(ds_log_level_t level, const char *fmt, ...) {
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    char ts[40];
+    ds_format_time_us(ds_now_us(), ts, sizeof ts);
+    char line[4600];
+    int n = snprintf(line, sizeof line, "{\"ts\":\"%s\",\"svc\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts,
+                     log_service, names[level < 0 || level > 3 ? 1 : level]);
+    size_t pos = json_escape(line, (size_t)n, sizeof line - 4, msg);
+    line[pos++] = '"';
+    line[pos++] = '}';
+    line[pos++] = '\n';
+    /* One write() per line so concurrent threads never interleave. */
+    ssize_t w = write(STDERR_FILENO, line, pos);
+    (void)w;
+}

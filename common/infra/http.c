@@ -1,0 +1,226 @@
+/* HTTP server: libh2o on the service's libuv loop. */
+#include "infra/http.h"
+#include "base/common.h"
+#include "base/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct {
+    h2o_handler_t super;
+    ds_http_handler_fn fn;
+    void *ud;
+} route_handler_t;
+
+struct ds_http_s {
+    uv_loop_t *loop;
+    char *host;
+    int port;
+    h2o_globalconf_t config;
+    h2o_hostconf_t *hostconf;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    uv_tcp_t listener;
+    int ctx_inited;
+    int listening;
+    int nconns;
+};
+
+/* Each accepted connection remembers its server so closing can count down. */
+typedef struct {
+    uv_tcp_t tcp;
+    ds_http_t *server;
+} conn_t;
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req) {
+    route_handler_t *rh = (route_handler_t *)self;
+    return rh->fn(rh->ud, req);
+}
+
+ds_http_t *ds_http_new(uv_loop_t *loop, const char *host, int port, size_t max_body) {
+    ds_http_t *h = ds_calloc(1, sizeof *h);
+    h->loop = loop;
+    h->host = ds_strdup(host);
+    h->port = port;
+    h2o_config_init(&h->config);
+    h->config.max_request_entity_size = max_body;
+    h->config.server_name = h2o_iovec_init(H2O_STRLIT("dealscore"));
+    h->hostconf = h2o_config_register_host(&h->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    return h;
+}
+
+void ds_http_route(ds_http_t *h, const char *path, ds_http_handler_fn fn, void *ud) {
+    h2o_pathconf_t *pc = h2o_config_register_path(h->hostconf, path, 0);
+    route_handler_t *rh = (route_handler_t *)h2o_create_handler(pc, sizeof *rh);
+    rh->super.on_req = on_req;
+    rh->fn = fn;
+    rh->ud = ud;
+}
+
+static void on_conn_close(uv_handle_t *handle) {
+    conn_t *c = (conn_t *)handle;
+    if (c->server) c->server->nconns--;
+    free(c);
+}
+
+static void on_accept(uv_stream_t *listener, int status) {
+    ds_http_t *h = listener->data;
+    if (status != 0) return;
+    conn_t *c = ds_calloc(1, sizeof *c);
+    uv_tcp_t *conn = &c->tcp;
+    uv_tcp_init(listener->loop, conn);
+    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
+        uv_close((uv_handle_t *)conn, on_conn_close);
+        return;
+    }
+    c->server = h;
+    h->nconns++;
+    uv_tcp_nodelay(conn, 1);
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, on_conn_close);
+    h2o_accept(&h->accept_ctx, sock);
+}
+
+int ds_http_start(ds_http_t *h, char *errstr, size_t errstr_size) {
+    struct sockaddr_storage ss;
+    int r;
+    if (strchr(h->host, ':'))
+        r = uv_ip6_addr(h->host, h->port, (struct sockaddr_in6 *)&ss);
+    else
+        r = uv_ip4_addr(strcmp(h->host, "localhost") == 0 ? "127.0.0.1" : h->host, h->port,
+                        (struct sockaddr_in *)&ss);
+    if (r != 0) {
+        snprintf(errstr, errstr_size, "invalid listen address %s:%d: %s", h->host, h->port,
+                 uv_strerror(r));
+        return DS_EINVAL;
+    }
+    h2o_context_init(&h->ctx, h->loop, &h->config);
+    h->ctx_inited = 1;
+    h->accept_ctx.ctx = &h->ctx;
+    h->accept_ctx.hosts = h->config.hosts;
+    uv_tcp_init(h->loop, &h->listener);
+    h->listener.data = h;
+    h->listening = 1;
+    if ((r = uv_tcp_bind(&h->listener, (struct sockaddr *)&ss, 0)) != 0 ||
+        (r = uv_listen((uv_stream_t *)&h->listener, 256, on_accept)) != 0) {
+        snprintf(errstr, errstr_size, "could not listen on %s:%d: %s", h->host, h->port,
+                 uv_strerror(r));
+        return DS_EIO;
+    }
+    struct sockaddr_storage bound;
+    int len = sizeof bound;
+    if (uv_tcp_getsockname(&h->listener, (struct sockaddr *)&bound, &len) == 0) {
+        if (bound.ss_family == AF_INET)
+            h->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+        else if (bound.ss_family == AF_INET6)
+            h->port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
+    }
+    return DS_OK;
+}
+
+int ds_http_port(const ds_http_t *h) { return h->port; }
+
+int ds_http_connections(const ds_http_t *h) { return h ? h->nconns : 0; }
+
+void ds_http_stop(ds_http_t *h) {
+    if (!h) return;
+    if (h->listening && !uv_is_closing((uv_handle_t *)&h->listener)) uv_close((uv_handle_t *)&h->listener, NULL);
+    /* h2o_context_request_shutdown is not used: in libh2o 2.2 it arms a timer that
+     * h2o_context_dispose then asserts on; connections close on their own. */
+    (void)0;
+}
+
+void ds_http_close_context(ds_http_t *h) {
+    if (!h || !h->ctx_inited) return;
+    /* h2o asserts that no connection still uses the context; after a forced
+     * shutdown with connections open, leave it (the process is exiting). */
+    if (h->nconns > 0) {
+        h->ctx_inited = 0;
+        return;
+    }
+    h2o_context_dispose(&h->ctx);
+    h->ctx_inited = 0;
+}
+
+void ds_http_destroy(ds_http_t *h) {
+    if (!h) return;
+    ds_http_close_context(h);
+    h2o_config_dispose(&h->config);
+    free(h->host);
+    free(h);
+}
+
+void ds_http_add_header(h2o_req_t *req, const char *name, const char *value) {
+    size_t nl = strlen(name), vl = strlen(value);
+    char *n = h2o_mem_alloc_pool(&req->pool, nl);
+    char *v = h2o_mem_alloc_pool(&req->pool, vl);
+    memcpy(n, name, nl);
+    memcpy(v, value, vl);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, n, nl, 1, NULL, v, vl);
+}
+
+static const char *reason(int status) {
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Status";
+    }
+}
+
+void ds_http_respond(h2o_req_t *req, int status, const char *content_type, const char *body,
+                     size_t len) {
+    req->res.status = status;
+    req->res.reason = reason(status);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
+                   strlen(content_type));
+    static h2o_generator_t generator = {NULL, NULL};
+    h2o_iovec_t buf = h2o_strdup(&req->pool, body, len);
+    req->res.content_length = len;
+    h2o_start_response(req, &generator);
+    h2o_send(req, &buf, 1, H2O_SEND_STATE_FINAL);
+}
+
+void ds_http_respond_json(h2o_req_t *req, int status, json_t *obj) {
+    char *s = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (!s) s = ds_strdup("{}");
+    size_t n = strlen(s);
+    char *body = ds_malloc(n + 2);
+    memcpy(body, s, n);
+    body[n] = '\n';
+    ds_http_respond(req, status, "application/json", body, n + 1);
+    free(body);
+    free(s);
+}
+
+void ds_http_respond_error(h2o_req_t *req, int status, const char *code, const char *message) {
+    ds_http_respond_json(req, status, json_pack("{s:s, s:s}", "error", code, "message", message));
+}
+
+int ds_http_method_is(const h2o_req_t *req, const char *m) {
+    return h2o_memis(req->method.base, req->method.len, m, strlen(m));
+}
+
+int ds_http_header(const h2o_req_t *req, const char *name, char *buf, size_t bufsz) {
+    ssize_t i = h2o_find_header_by_str(&req->headers, name, strlen(name), -1);
+    if (i < 0) return -1;
+    const h2o_iovec_t *v = &req->headers.entries[i].value;
+    size_t n = v->len < bufsz - 1 ? v->len : bufsz - 1;
+    memcpy(buf, v->base, n);
+    buf[n] = '\0';
+    return (int)v->len;
+}

@@ -1,0 +1,405 @@
+/* The shared consumer loop of the Kafka workers. */
+#include "runtime/worker.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/common.h"
+#include "base/log.h"
+#include "infra/pg.h"
+
+typedef struct {
+    int sent;
+    int acked;
+    int failed;
+} deliveries_t;
+
+struct ds_worker_s {
+    ds_service_t *svc;
+    const ds_worker_def_t *def;
+    ds_consumer_t *consumer;
+    deliveries_t dl;
+    char *topic_names[16];
+    char *topic_bases[16];
+    size_t ntopic_names;
+    /* Committed offsets of assigned partitions, for those the worker has
+     * consumed nothing from since their assignment (see update_lag). */
+    rd_kafka_topic_partition_list_t *committed;
+    int64_t committed_mono_us;
+};
+
+ds_service_t *ds_worker_service(ds_worker_t *w) { return w->svc; }
+
+unsigned ds_worker_rebalances(ds_worker_t *w) { return w->consumer ? ds_consumer_rebalances(w->consumer) : 0; }
+
+const char *ds_worker_topic(ds_worker_t *w, const char *base) {
+    for (size_t i = 0; i < w->ntopic_names; i++)
+        if (strcmp(w->topic_bases[i], base) == 0) return w->topic_names[i];
+    ds_assert(w->ntopic_names < DS_ARRAY_SIZE(w->topic_names));
+    w->topic_bases[w->ntopic_names] = ds_strdup(base);
+    w->topic_names[w->ntopic_names] = ds_config_topic(w->svc->cfg, base);
+    return w->topic_names[w->ntopic_names++];
+}
+
+static void on_delivery(void *opaque, void *msg_opaque, int err, const char *errmsg,
+                        const rd_kafka_message_t *m) {
+    (void)opaque;
+    (void)m;
+    deliveries_t *d = msg_opaque;
+    if (!d) {
+        /* Messages produced outside a batch (e.g. by an HTTP handler). */
+        if (err) ds_warn("a message was not delivered: %s", errmsg);
+        return;
+    }
+    if (err) {
+        d->failed++;
+        ds_warn("downstream message not delivered: %s", errmsg);
+    } else {
+        d->acked++;
+    }
+}
+
+int ds_worker_produce(ds_worker_t *w, const char *topic, const void *key, size_t keylen,
+                      const void *payload, size_t len, const ds_event_meta_t *meta) {
+    int rc = ds_producer_send(w->svc->producer, topic, key, keylen, payload, len, meta, &w->dl);
+    if (rc == 0) w->dl.sent++;
+    return rc;
+}
+
+/* Waits until every message of the batch is acknowledged or failed. */
+static void await_deliveries(ds_worker_t *w) {
+    int64_t stop_deadline = 0;
+    while (w->dl.acked + w->dl.failed < w->dl.sent) {
+        if (ds_service_stopping(w->svc)) {
+            if (!stop_deadline) stop_deadline = ds_mono_us() + (int64_t)w->svc->cfg->shutdown_timeout_ms * 500;
+            if (ds_mono_us() > stop_deadline) {
+                ds_warn("stopping before %d downstream messages were acknowledged; their batch will be redelivered",
+                        w->dl.sent - w->dl.acked - w->dl.failed);
+                w->dl.failed += w->dl.sent - w->dl.acked - w->dl.failed;
+                return;
+            }
+        }
+        ds_producer_poll(w->svc->producer, 50);
+    }
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Backoff that notices a stop within 50 ms. */
+static void backoff(ds_worker_t *w, int ms) {
+    for (int slept = 0; slept < ms && !ds_service_stopping(w->svc); slept += 50) sleep_ms(50);
+}
+
+/* How often the committed offsets of idle partitions are asked for again:
+ * soon for a partition not asked about yet, rarely for the others (another
+ * consumer of the group may have moved them); and how long the worker's loop
+ * waits for the answer at most. A failed query counts as asked. */
+#define COMMITTED_MISSING_US 2000000
+#define COMMITTED_REFRESH_US 10000000
+#define COMMITTED_TIMEOUT_MS 200
+
+/* Messages behind the end of the assigned partitions: the messages in hand
+ * (consumed, about to be processed: a burst can take seconds), plus the high
+ * watermark minus the position, the offset after the last message consumed. A
+ * partition the worker has consumed nothing from since its assignment (after
+ * a restart, on an idle topic) has no position: its committed offset stands
+ * in, else (a new group) its low watermark. Counting from the low watermark
+ * alone reported a restarted idle worker as behind by the whole history. */
+static void update_lag(ds_worker_t *w, ds_metric_t *lag, size_t in_hand) {
+    rd_kafka_t *rk = ds_consumer_handle(w->consumer);
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || !parts) return;
+    rd_kafka_position(rk, parts);
+    rd_kafka_topic_partition_list_t *q = rd_kafka_topic_partition_list_new(parts->cnt);
+    bool missing = false;
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        if (p->offset >= 0) continue;
+        rd_kafka_topic_partition_list_add(q, p->topic, p->partition);
+        if (!w->committed || !rd_kafka_topic_partition_list_find(w->committed, p->topic, p->partition))
+            missing = true;
+    }
+    int64_t since = ds_mono_us() - w->committed_mono_us;
+    if (q->cnt && (!w->committed_mono_us || since > (missing ? COMMITTED_MISSING_US : COMMITTED_REFRESH_US))) {
+        w->committed_mono_us = ds_mono_us();
+        if (rd_kafka_committed(rk, q, COMMITTED_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            if (w->committed) rd_kafka_topic_partition_list_destroy(w->committed);
+            w->committed = q;
+            q = NULL;
+        }
+    }
+    if (q) rd_kafka_topic_partition_list_destroy(q);
+    int64_t total = (int64_t)in_hand;
+    for (int i = 0; i < parts->cnt; i++) {
+        int64_t lo = 0, hi = 0;
+        if (rd_kafka_get_watermark_offsets(rk, parts->elems[i].topic, parts->elems[i].partition, &lo, &hi) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR)
+            continue;
+        int64_t pos = parts->elems[i].offset;
+        if (pos < 0 && w->committed) {
+            rd_kafka_topic_partition_t *c =
+                rd_kafka_topic_partition_list_find(w->committed, parts->elems[i].topic, parts->elems[i].partition);
+            if (c && c->err == RD_KAFKA_RESP_ERR_NO_ERROR) pos = c->offset;
+        }
+        if (pos < lo) pos = lo;
+        if (hi > pos) total += hi - pos;
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    ds_metric_set(lag, (double)total);
+}
+
+/* A burst: a poll that comes back full means the input arrives faster than
+ * plain batches let through (a bulk import, a backlog after a restart).
+ * Then the batch goes on gathering, up to cap more messages, until a window
+ * of quiet_ms brings fewer than trickle messages (the input paused, or
+ * slowed to a trickle: the backlog is drained and what comes now is the
+ * ordinary flow, which must not wait for the cap), cap is reached, wait_ms
+ * have passed or the service stops (checked every 100 ms at most, whatever
+ * the settings). Past wait_ms, a flood (every window brings at least flood
+ * messages: the input outruns any worker, as in a bulk import) keeps it
+ * gathering up to flood_ms in all; a lesser flow ends it at the next
+ * window's end (at once, when the last window that ended was no flood; a
+ * first window longer than wait_ms is waited out, to judge it). One
+ * big batch coalesces the burst's repeated deals into one computation each,
+ * and leaves the cores to the writers of the burst while it lasts.
+ * gathering shows the count meanwhile, and the lag gauge counts it with the
+ * held messages already in hand, once a second. Returns the count gathered,
+ * or DS_EFATAL (those released). */
+static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, int wait_ms, int flood_ms,
+                        int quiet_ms, size_t trickle, size_t flood, ds_metric_t *gathering, ds_metric_t *lag,
+                        size_t held) {
+    int64_t t0 = ds_mono_us(), firm = t0 + (int64_t)wait_ms * 1000, win_start = t0, lag_at = t0;
+    int64_t deadline = flood_ms > wait_ms ? t0 + (int64_t)flood_ms * 1000 : firm;
+    size_t n = 0, win_n = 0;
+    bool windows = false, flooding = false; /* a window has ended; the last one to end was a flood */
+    /* Short polls: a poll waits out its whole window, so the stop is seen
+     * within 100 ms and the window's end at most a quarter of quiet_ms late. */
+    int slice = quiet_ms / 4 < 100 ? quiet_ms / 4 : 100;
+    if (slice < 1) slice = 1;
+    const char *end = "the service is stopping";
+    while (!ds_service_stopping(w->svc)) {
+        int64_t now = ds_mono_us();
+        if (n >= cap) {
+            end = "the batch is full";
+            break;
+        }
+        if (now >= deadline) {
+            end = deadline > firm ? "DEALSCORE_BURST_FLOOD_MS passed" : "DEALSCORE_BURST_WAIT_MS passed";
+            break;
+        }
+        if (now >= firm && windows && !flooding) {
+            end = "DEALSCORE_BURST_WAIT_MS passed";
+            break;
+        }
+        if (now - lag_at >= 1000000) {
+            update_lag(w, lag, held + n);
+            lag_at = now;
+        }
+        int64_t win_end = win_start + (int64_t)quiet_ms * 1000;
+        if (now >= win_end) {
+            if (win_n < trickle) {
+                end = win_n ? "the input slowed to a trickle" : "the input paused";
+                break;
+            }
+            if (now >= firm && win_n < flood) {
+                end = "DEALSCORE_BURST_WAIT_MS passed and the input no longer floods";
+                break;
+            }
+            windows = true;
+            flooding = win_n >= flood;
+            win_start = now;
+            win_n = 0;
+            win_end = now + (int64_t)quiet_ms * 1000;
+        }
+        int64_t until = win_end < deadline ? win_end : deadline;
+        int64_t window = (until - now + 999) / 1000;
+        int got = ds_consumer_poll_batch(w->consumer, msgs + n, cap - n, window < slice ? (int)window : slice);
+        if (got == DS_EFATAL) {
+            ds_consumer_release(msgs, n);
+            ds_metric_set(gathering, 0);
+            return DS_EFATAL;
+        }
+        if (got > 0) {
+            n += (size_t)got;
+            win_n += (size_t)got;
+            ds_metric_set(gathering, (double)n);
+        }
+    }
+    ds_metric_set(gathering, 0);
+    ds_info("burst: %zu more messages gathered in %lld ms (%s)", n, (long long)((ds_mono_us() - t0) / 1000), end);
+    return (int)n;
+}
+
+void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
+    ds_worker_t w = {.svc = svc, .def = def};
+    char err[512];
+    const char **topics = ds_calloc(def->ntopics, sizeof *topics);
+    for (size_t i = 0; i < def->ntopics; i++) topics[i] = ds_worker_topic(&w, def->topics[i]);
+    ds_producer_set_delivery_cb(svc->producer, on_delivery, &w);
+    ds_metrics_t *m = svc->metrics;
+    char lab[64];
+    snprintf(lab, sizeof lab, "worker=\"%s\"", def->name);
+    ds_metric_t *m_msgs = ds_metrics_counter(m, "worker_messages_total", "Messages consumed", lab);
+    ds_metric_t *m_dlq = ds_metrics_counter(m, "worker_dead_letters_total", "Messages sent to the DLQ", lab);
+    ds_metric_t *m_retry = ds_metrics_counter(m, "worker_batch_retries_total",
+                                              "Batches retried after a transient failure", lab);
+    ds_metric_t *m_batch = ds_metrics_histogram(m, "worker_batch_size", "Messages per batch", lab,
+                                                (const double[]){1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}, 10);
+    ds_metric_t *m_secs = ds_metrics_histogram(m, "worker_batch_seconds", "Time to process a batch", lab,
+                                               ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
+    ds_metric_t *m_lag = ds_metrics_gauge(
+        m, "consumer_lag", "Messages behind the end of the assigned partitions, those in hand included", lab);
+    ds_metric_t *m_burst = ds_metrics_counter(m, "worker_burst_batches_total",
+                                              "Batches gathered as a burst (after a full batch)", lab);
+    ds_metric_t *m_gathering = ds_metrics_gauge(m, "worker_burst_gathering",
+                                                "Messages held by the burst being gathered now", lab);
+
+    /* Subscribing to a topic that does not exist yet would leave the consumer
+     * waiting for a metadata refresh: make sure they exist first. */
+    const char **all = ds_calloc(def->ntopics * 2, sizeof *all);
+    char **dlqs = ds_calloc(def->ntopics, sizeof *dlqs);
+    for (size_t i = 0; i < def->ntopics; i++) {
+        all[2 * i] = topics[i];
+        dlqs[i] = ds_asprintf("%s%s", topics[i], DS_TOPIC_DLQ_SUFFIX);
+        all[2 * i + 1] = dlqs[i];
+    }
+    while (!ds_service_stopping(svc) &&
+           ds_kafka_ensure_topics(svc->cfg, all, def->ntopics * 2, svc->cfg->topic_partitions,
+                                  svc->cfg->topic_replication, 5000, err, sizeof err) != 0) {
+        ds_warn("could not make sure the topics exist: %s", err);
+        backoff(&w, 1000);
+    }
+    for (size_t i = 0; i < def->ntopics; i++) free(dlqs[i]);
+    free(dlqs);
+    free(all);
+    while (!ds_service_stopping(svc)) {
+        if (ds_consumer_new(&w.consumer, svc->cfg, NULL, topics, def->ntopics, err, sizeof err) == 0) break;
+        ds_error("could not create the kafka consumer: %s", err);
+        backoff(&w, 1000);
+    }
+    size_t max = (size_t)svc->cfg->batch_size;
+    size_t cap = svc->cfg->burst_batch_size > svc->cfg->batch_size ? (size_t)svc->cfg->burst_batch_size : max;
+    rd_kafka_message_t **msgs = ds_calloc(cap, sizeof *msgs);
+    ds_worker_item_t *items = ds_calloc(cap, sizeof *items);
+    uint64_t seed = (uint64_t)ds_now_us();
+    int64_t last_lag = 0;
+    while (w.consumer && !ds_service_stopping(svc)) {
+        int n = ds_consumer_poll_batch(w.consumer, msgs, max, svc->cfg->batch_wait_ms);
+        if (n > 0 && (size_t)n == max && cap > max) {
+            /* A tenth of a batch per quiet window: with the defaults, the
+             * burst ends when the input falls under 500 messages/s; a whole
+             * batch per window (5,000/s) is a flood. */
+            size_t trickle = max / 10 > 1 ? max / 10 : 1;
+            int more = gather_burst(&w, msgs + n, cap - max, svc->cfg->burst_wait_ms, svc->cfg->burst_flood_ms,
+                                    svc->cfg->burst_quiet_ms, trickle, max, m_gathering, m_lag, (size_t)n);
+            if (more == DS_EFATAL) {
+                ds_consumer_release(msgs, (size_t)n);
+                n = DS_EFATAL;
+            } else {
+                n += more;
+                ds_metric_add(m_burst, 1);
+            }
+        }
+        ds_service_set_consumer_ready(svc, ds_consumer_assigned(w.consumer));
+        /* A burst is counted at once: its processing can take seconds. */
+        if (ds_mono_us() - last_lag > 1000000 || (n > 0 && (size_t)n > max)) {
+            update_lag(&w, m_lag, n > 0 ? (size_t)n : 0);
+            last_lag = ds_mono_us();
+        }
+        if (n == DS_EFATAL) {
+            ds_error("fatal kafka consumer error; stopping");
+            ds_service_request_stop(svc, 1);
+            break;
+        }
+        if (n <= 0) continue;
+        int64_t t0 = ds_mono_us();
+        ds_metric_add(m_msgs, n);
+        ds_metric_observe(m_batch, n);
+        int attempt = 0;
+        bool paused = false;
+        int rc;
+        for (;;) {
+            for (int i = 0; i < n; i++) {
+                items[i].msg = msgs[i];
+                items[i].status = 0;
+                items[i].error[0] = '\0';
+            }
+            memset(&w.dl, 0, sizeof w.dl);
+            err[0] = '\0';
+            rc = def->process(&w, def->ud, items, (size_t)n, err, sizeof err);
+            if (rc == 0) {
+                for (int i = 0; i < n; i++) {
+                    if (items[i].status == 0) continue;
+                    ds_warn("message %s[%d]@%lld goes to the dead-letter topic: %s",
+                            rd_kafka_topic_name(msgs[i]->rkt), msgs[i]->partition,
+                            (long long)msgs[i]->offset, items[i].error);
+                    int r = ds_kafka_send_dlq(svc->producer, msgs[i], items[i].error);
+                    if (r == 0) {
+                        /* Counted like a downstream message: awaited below. */
+                        ds_metric_add(m_dlq, 1);
+                    } else {
+                        ds_warn("could not produce to the dead-letter topic: %s", ds_strerror(r));
+                        rc = DS_ERETRY;
+                    }
+                }
+                await_deliveries(&w);
+                /* Dead letters carry no batch opaque: flush to know they landed. */
+                bool any_dlq = false;
+                for (int i = 0; i < n; i++) any_dlq |= items[i].status != 0;
+                if (any_dlq && rc == 0 && ds_producer_flush(svc->producer, 10000) != 0) {
+                    rc = DS_ERETRY;
+                    snprintf(err, sizeof err, "dead letters were not acknowledged");
+                }
+                if (w.dl.failed) {
+                    rc = DS_ERETRY;
+                    snprintf(err, sizeof err, "%d downstream messages were not delivered", w.dl.failed);
+                }
+            }
+            if (rc != DS_ERETRY) break;
+            ds_metric_add(m_retry, 1);
+            if (ds_service_stopping(svc)) break;
+            if (!paused) {
+                ds_consumer_pause_all(w.consumer);
+                paused = true;
+            }
+            int delay = ds_pg_backoff_ms(attempt < 6 ? attempt : 6, &seed);
+            attempt++;
+            ds_warn("batch of %d messages failed (attempt %d), retrying in %d ms: %s", n, attempt, delay, err);
+            backoff(&w, delay);
+            update_lag(&w, m_lag, (size_t)n); /* the batch is still to do */
+            last_lag = ds_mono_us();
+            if (ds_service_stopping(svc)) break;
+        }
+        if (paused) ds_consumer_resume_all(w.consumer);
+        if (rc == 0) {
+            if (ds_consumer_store(w.consumer, msgs, (size_t)n) != 0) ds_warn("could not store offsets");
+        } else if (rc != DS_ERETRY) {
+            ds_error("%s worker stops: %s", def->name, err);
+            ds_consumer_release(msgs, (size_t)n);
+            ds_service_request_stop(svc, 1);
+            break;
+        }
+        /* On DS_ERETRY here the service is stopping: nothing stored, the
+         * batch is redelivered to whoever consumes next. */
+        ds_consumer_release(msgs, (size_t)n);
+        ds_metric_observe(m_secs, (double)(ds_mono_us() - t0) / 1e6);
+    }
+    ds_service_set_consumer_ready(svc, false);
+    if (w.consumer) {
+        if (ds_consumer_close(w.consumer) != 0) ds_warn("could not commit offsets on close");
+        ds_consumer_destroy(w.consumer);
+    }
+    if (w.committed) rd_kafka_topic_partition_list_destroy(w.committed);
+    ds_producer_flush(svc->producer, 2000);
+    free(msgs);
+    free(items);
+    free(topics);
+    for (size_t i = 0; i < w.ntopic_names; i++) {
+        free(w.topic_names[i]);
+        free(w.topic_bases[i]);
+    }
+}

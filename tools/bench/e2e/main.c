@@ -1,0 +1,469 @@
+/* dealscore-bench-e2e: streams opportunity changes through the webhook API at
+ * given rates and measures, per change, the time from the HTTP 202 to the
+ * prediction.made event of a score that covers it (the predictions row is
+ * committed before that event is produced), and per stage: to
+ * opportunity.changed (outbox relay), features.ready and prediction.made.
+ * Prints p50/p95/p99 per rate and the highest rate whose backlog drained.
+ * A measurement program, not a test: it asserts nothing.
+ *
+ *   eval "$(deploy/local/stack env)"
+ *   build/bin/dealscore-bench-e2e --token TOKEN [--rates 100,500,1000] [--seconds 10]
+ *       [--opportunities 2000] [--threads 8] [--drain 10]
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "perf.h"
+#include "base/common.h"
+#include "base/config.h"
+#include "infra/kafka.h"
+#include "base/log.h"
+#include "dealscore/v1/events.pb-c.h"
+
+extern char **environ;
+
+/* ---- changes and their timings ------------------------------------------------- */
+
+enum { ST_CHANGED = 0, ST_FEATURES, ST_PREDICTION, ST_N };
+
+typedef struct {
+    int opp;              /* index into opps */
+    int64_t as_of_us;     /* changed_at we sent = the as_of of the covering events */
+    int64_t accepted_us;  /* monotonic time of the 202 */
+    int64_t done_us[ST_N];
+    int status;
+} change_t;
+
+typedef struct {
+    char ext[48];
+    char id[37];
+    char *fields;  /* --existing: the deal's other fields as JSON members, or NULL */
+    int stage0;    /* --existing: index of its current stage */
+    int moves;
+    /* pending changes of this opportunity, in as_of order (indexes) */
+    int *pend;
+    size_t npend, cap;
+    size_t first[ST_N]; /* first pending index not yet covered, per stage */
+} opp_t;
+
+typedef struct {
+    const char *host;
+    int port;
+    const char *token;
+    opp_t *opps;
+    size_t nopps;
+    change_t *ch;
+    size_t nch;
+    atomic_size_t next;
+    int64_t start_mono;
+    double rate;
+    int batch;
+    pthread_mutex_t mu;
+    atomic_long errors;
+    atomic_int stop;
+} run_t;
+
+static const char *stages[] = {"prospecting", "qualification", "discovery", "demo", "proposal", "negotiation"};
+
+static void *sender(void *arg) {
+    run_t *r = arg;
+    perf_conn_t c = {.fd = -1, .port = r->port};
+    snprintf(c.host, sizeof c.host, "%s", r->host);
+    char body[1024];
+    for (;;) {
+        size_t i = atomic_fetch_add(&r->next, 1);
+        if (i >= r->nch || atomic_load(&r->stop)) break;
+        /* Open loop: change i is due at start + i / rate. */
+        int64_t due = r->start_mono + (int64_t)((double)i * 1e6 / r->rate);
+        int64_t now = ds_mono_us();
+        if (due > now) {
+            struct timespec ts = {(due - now) / 1000000, ((due - now) % 1000000) * 1000};
+            nanosleep(&ts, NULL);
+        }
+        change_t *ch = &r->ch[i];
+        opp_t *o = &r->opps[ch->opp];
+        /* The change happens now (never in the future: the workers take
+         * min(change time, now) as the as_of). */
+        __atomic_store_n(&ch->as_of_us, ds_now_us(), __ATOMIC_RELEASE);
+        char at[40];
+        ds_format_time_us(ch->as_of_us, at, sizeof at);
+        int n;
+        /* Every change moves the deal one stage on (and back from the last
+         * open one), so no change repeats the deal's previous record: a
+         * repeat would be a no-op for ingest, with no event to wait for. */
+        int k = __atomic_add_fetch(&o->moves, 1, __ATOMIC_RELAXED);
+        int st = (o->stage0 + k) % 10;
+        st = st < 6 ? st : 10 - st;
+        if (o->fields) {
+            n = snprintf(body, sizeof body, "{\"external_id\":\"%s\",\"stage\":\"%s\",%s,\"changed_at\":\"%s\"}",
+                         o->ext, stages[st], o->fields, at);
+        } else {
+            n = snprintf(body, sizeof body,
+                         "{\"external_id\":\"%s\",\"stage\":\"%s\",\"created_at\":\"2026-01-01T00:00:00Z\","
+                         "\"amount\":%zu,\"account_external_id\":\"bench-acc-%d\",\"changed_at\":\"%s\"}",
+                         o->ext, stages[st], 1000 + (i % 997) * 10, ch->opp % 50, at);
+        }
+        int status = perf_conn_request(&c, "/v1/opportunities", r->token, body, (size_t)n);
+        ch->accepted_us = ds_mono_us();
+        ch->status = status;
+        if (status != 202) atomic_fetch_add(&r->errors, 1);
+    }
+    perf_conn_close(&c);
+    return NULL;
+}
+
+/* Consumes the three topics and marks changes covered. */
+typedef struct {
+    ds_consumer_t *c;
+    run_t *r;
+    char *topic[ST_N];
+    atomic_int stop;
+    atomic_long covered;
+} watcher_t;
+
+static int opp_find(run_t *r, const char *id, size_t len) {
+    for (size_t i = 0; i < r->nopps; i++)
+        if (strlen(r->opps[i].id) == len && memcmp(r->opps[i].id, id, len) == 0) return (int)i;
+    return -1;
+}
+
+static void cover(watcher_t *w, int stage, const char *opp_id, size_t len, int64_t as_of, int64_t now) {
+    run_t *r = w->r;
+    if (!r) return;
+    int k = opp_find(r, opp_id, len);
+    if (k < 0) return;
+    opp_t *o = &r->opps[k];
+    pthread_mutex_lock(&r->mu);
+    while (o->first[stage] < o->npend) {
+        change_t *ch = &r->ch[o->pend[o->first[stage]]];
+        int64_t at = __atomic_load_n(&ch->as_of_us, __ATOMIC_ACQUIRE);
+        if (at == 0 || at > as_of) break; /* not sent yet, or a later change */
+        ch->done_us[stage] = now;
+        o->first[stage]++;
+        if (stage == ST_PREDICTION) atomic_fetch_add(&w->covered, 1);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void *watch(void *arg) {
+    watcher_t *w = arg;
+    rd_kafka_message_t *msgs[256];
+    while (!atomic_load(&w->stop)) {
+        int n = ds_consumer_poll_batch(w->c, msgs, 256, 20);
+        int64_t now = ds_mono_us();
+        for (int i = 0; i < n; i++) {
+            rd_kafka_message_t *m = msgs[i];
+            const char *t = rd_kafka_topic_name(m->rkt);
+            if (!strcmp(t, w->topic[ST_CHANGED])) {
+                Dealscore__V1__OpportunityChanged *e = dealscore__v1__opportunity_changed__unpack(NULL, m->len, m->payload);
+                if (e) cover(w, ST_CHANGED, e->opportunity_id, strlen(e->opportunity_id), e->occurred_at_us, now);
+                dealscore__v1__opportunity_changed__free_unpacked(e, NULL);
+            } else if (!strcmp(t, w->topic[ST_FEATURES])) {
+                Dealscore__V1__FeaturesReady *e = dealscore__v1__features_ready__unpack(NULL, m->len, m->payload);
+                if (e) cover(w, ST_FEATURES, e->opportunity_id, strlen(e->opportunity_id), e->as_of_us, now);
+                dealscore__v1__features_ready__free_unpacked(e, NULL);
+            } else {
+                Dealscore__V1__PredictionMade *e = dealscore__v1__prediction_made__unpack(NULL, m->len, m->payload);
+                if (e) cover(w, ST_PREDICTION, e->opportunity_id, strlen(e->opportunity_id), e->as_of_us, now);
+                dealscore__v1__prediction_made__free_unpacked(e, NULL);
+            }
+        }
+        if (n > 0) ds_consumer_release(msgs, (size_t)n);
+    }
+    return NULL;
+}
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: dealscore-bench-e2e --token TOKEN [--url URL] [--rates R1,R2,...] [--seconds S]\n"
+            "       [--opportunities N] [--threads T] [--drain S] [--existing]\n"
+            "--existing moves up to N open deals of the token's org one stage at a time instead of\n"
+            "creating N new ones.\n"
+            "Settings from the environment as the services (DEALSCORE_DATABASE_URL, DEALSCORE_KAFKA_BROKERS,\n"
+            "DEALSCORE_TOPIC_PREFIX); --url defaults to $DEALSCORE_INGEST_URL. Before the first rate it waits\n"
+            "until the workers at DEALSCORE_FEATURE_URL, DEALSCORE_SCORING_URL and DEALSCORE_BENCHMARK_URL\n"
+            "(those set) report no consumer lag.\n");
+}
+
+int main(int argc, char **argv) {
+    const char *url = getenv("DEALSCORE_INGEST_URL"), *token = NULL, *rates_s = "100,250,500,1000";
+    double seconds = 10, drain = 10;
+    int nopps = 2000, nthreads = 32, existing = 0;
+    static const struct option opts[] = {{"token", 1, 0, 't'}, {"url", 1, 0, 'u'}, {"rates", 1, 0, 'r'},
+                                         {"seconds", 1, 0, 's'}, {"opportunities", 1, 0, 'o'},
+                                         {"threads", 1, 0, 'n'}, {"drain", 1, 0, 'd'}, {"help", 0, 0, 'h'}, {"existing", 0, 0, 'e'},
+                                         {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 't': token = optarg; break;
+        case 'u': url = optarg; break;
+        case 'r': rates_s = optarg; break;
+        case 's': seconds = atof(optarg); break;
+        case 'o': nopps = atoi(optarg); break;
+        case 'n': nthreads = atoi(optarg); break;
+        case 'd': drain = atof(optarg); break;
+        case 'e': existing = 1; break;
+        case 'h': usage(); return 0;
+        default: usage(); return 2;
+        }
+    }
+    if (!token || !url || nopps < 1 || nthreads < 1 || seconds <= 0) {
+        usage();
+        return 2;
+    }
+    char host[128];
+    int port;
+    if (perf_parse_url(url, host, sizeof host, &port) != 0) {
+        fprintf(stderr, "dealscore-bench-e2e: --url must be http://HOST:PORT\n");
+        return 2;
+    }
+    ds_config_t cfg;
+    char err[512];
+    /* Only new events matter: a fresh group starting at the end. */
+    static const char *const latest[] = {"KAFKA_AUTO_OFFSET_RESET=latest"};
+    char **envp = perf_environ_with(latest, 1);
+    if (ds_config_load(&cfg, DS_SVC_FEATURE, envp, err, sizeof err) != 0) {
+        fprintf(stderr, "dealscore-bench-e2e: %s\n", err);
+        return 2;
+    }
+    free(envp);
+    ds_log_init("bench-e2e", DS_LOG_WARN);
+
+    run_t r = {.host = host, .port = port, .token = token, .nopps = (size_t)nopps};
+    pthread_mutex_init(&r.mu, NULL);
+    r.opps = ds_calloc(r.nopps, sizeof *r.opps);
+    char runid[9];
+    snprintf(runid, sizeof runid, "%08x", (unsigned)(ds_now_us() & 0xffffffff));
+    for (size_t i = 0; i < r.nopps; i++) snprintf(r.opps[i].ext, sizeof r.opps[i].ext, "bench-%s-%zu", runid, i);
+
+    PGconn *db = PQconnectdb(cfg.database_url);
+    if (PQstatus(db) != CONNECTION_OK) {
+        fprintf(stderr, "dealscore-bench-e2e: %s", PQerrorMessage(db));
+        return 1;
+    }
+    if (existing) {
+        char hash[65], lim[16];
+        ds_sha256_hex(token, strlen(token), hash);
+        snprintf(lim, sizeof lim, "%d", nopps);
+        const char *qv[] = {hash, lim};
+        PGresult *res = PQexecParams(
+            db,
+            "select o.external_id, o.id, o.stage, json_build_object('created_at', o.created_at,"
+            " 'account_external_id', o.account_external_id, 'owner_id', o.owner_id, 'product_category',"
+            " o.product_category, 'persona', o.persona, 'amount', o.amount, 'currency', o.currency,"
+            " 'close_date', o.close_date)::text"
+            " from opportunities o join ingest_tokens t on t.org_id = o.org_id"
+            " where t.token_hash = $1 and o.outcome = 'open' and not o.placeholder"
+            " order by o.created_at desc limit $2::int",
+            2, NULL, qv, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) == 0) {
+            fprintf(stderr, "dealscore-bench-e2e: no open deals found for this token's org\n");
+            return 1;
+        }
+        r.nopps = (size_t)PQntuples(res);
+        for (size_t i = 0; i < r.nopps; i++) {
+            opp_t *o = &r.opps[i];
+            snprintf(o->ext, sizeof o->ext, "%s", PQgetvalue(res, (int)i, 0));
+            snprintf(o->id, sizeof o->id, "%s", PQgetvalue(res, (int)i, 1));
+            for (int k = 0; k < 6; k++)
+                if (!strcmp(PQgetvalue(res, (int)i, 2), stages[k])) o->stage0 = k;
+            /* {"a":..,"b":..} -> "a":..,"b":.. (nulls dropped by the webhook as absent) */
+            const char *js = PQgetvalue(res, (int)i, 3);
+            o->fields = ds_strndup(js + 1, strlen(js) - 2);
+        }
+        PQclear(res);
+    } else {
+        /* Create the opportunities (batched) and find their ids. */
+        perf_conn_t cn = {.fd = -1, .port = port};
+        snprintf(cn.host, sizeof cn.host, "%s", host);
+        size_t cap = 256 * 1024;
+        char *body = ds_malloc(cap);
+        for (size_t i = 0; i < r.nopps; i += 500) {
+            size_t len = 0;
+            body[len++] = '[';
+            for (size_t k = i; k < r.nopps && k < i + 500; k++)
+                len += (size_t)snprintf(body + len, cap - len,
+                                        "%s{\"external_id\":\"%s\",\"stage\":\"prospecting\",\"created_at\":"
+                                        "\"2026-01-01T00:00:00Z\",\"amount\":5000,\"account_external_id\":\"bench-acc-%zu\","
+                                        "\"changed_at\":\"2026-01-01T00:00:00Z\"}",
+                                        k > i ? "," : "", r.opps[k].ext, k % 50);
+            body[len++] = ']';
+            int st = perf_conn_request(&cn, "/v1/opportunities", token, body, len);
+            if (st != 202) {
+                fprintf(stderr, "dealscore-bench-e2e: creating opportunities failed with HTTP %d\n", st);
+                return 1;
+            }
+        }
+        free(body);
+        perf_conn_close(&cn);
+        char like[64];
+        snprintf(like, sizeof like, "bench-%s-%%", runid);
+        const char *pv[] = {like};
+        PGresult *res = PQexecParams(db, "select external_id, id from opportunities where external_id like $1", 1,
+                                     NULL, pv, NULL, NULL, 0);
+        for (int i = 0; i < PQntuples(res); i++) {
+            size_t k = strtoul(strrchr(PQgetvalue(res, i, 0), '-') + 1, NULL, 10);
+            if (k < r.nopps) snprintf(r.opps[k].id, sizeof r.opps[k].id, "%s", PQgetvalue(res, i, 1));
+        }
+        PQclear(res);
+        /* The creations are a burst for the workers: measure after they
+         * are scored, not while their backlog is worked off. */
+        int64_t t0 = ds_mono_us();
+        long scored = 0;
+        while (ds_mono_us() - t0 < (int64_t)(drain * 1e6) + 60000000) {
+            res = PQexecParams(db,
+                               "select count(*) from predictions p join opportunities o on o.id = p.opportunity_id"
+                               " where o.external_id like $1",
+                               1, NULL, pv, NULL, NULL, 0);
+            scored = PQresultStatus(res) == PGRES_TUPLES_OK ? atol(PQgetvalue(res, 0, 0)) : -1;
+            PQclear(res);
+            if (scored < 0 || scored >= (long)r.nopps) break;
+            struct timespec ts = {0, 100000000};
+            nanosleep(&ts, NULL); /* polling interval */
+        }
+        printf("dealscore-bench-e2e: %ld of %zu new opportunities scored %.1f s after their creation\n", scored,
+               r.nopps, (double)(ds_mono_us() - t0) / 1e6);
+    }
+
+    /* Measure the ordinary flow, not the digestion of what came before
+     * (an import, the creations above, a model's rescore): wait until the
+     * stack's workers report no consumer lag, twice in a row. */
+    {
+        const char *urls[] = {getenv("DEALSCORE_FEATURE_URL"), getenv("DEALSCORE_SCORING_URL"),
+                              getenv("DEALSCORE_BENCHMARK_URL")};
+        const char *set[3];
+        size_t nset = 0;
+        for (size_t i = 0; i < 3; i++)
+            if (urls[i] && *urls[i]) set[nset++] = urls[i];
+        if (nset) {
+            int64_t t0 = ds_mono_us();
+            double lag = 0;
+            if (perf_wait_quiet(set, nset, drain + 60, NULL, NULL, &lag))
+                printf("dealscore-bench-e2e: the workers had no backlog after %.1f s\n",
+                       (double)(ds_mono_us() - t0) / 1e6);
+            else
+                printf("dealscore-bench-e2e: the workers still lag %.0f messages after %.0f s; going on\n", lag,
+                       (double)(ds_mono_us() - t0) / 1e6);
+        }
+    }
+
+    watcher_t w = {0};
+    w.topic[ST_CHANGED] = ds_config_topic(&cfg, DS_TOPIC_OPPORTUNITY_CHANGED);
+    w.topic[ST_FEATURES] = ds_config_topic(&cfg, DS_TOPIC_FEATURES_READY);
+    w.topic[ST_PREDICTION] = ds_config_topic(&cfg, DS_TOPIC_PREDICTION_MADE);
+    char group[64];
+    snprintf(group, sizeof group, "bench-e2e-%s", runid);
+    if (ds_consumer_new(&w.c, &cfg, group, (const char *const *)w.topic, ST_N, err, sizeof err) != 0) {
+        fprintf(stderr, "dealscore-bench-e2e: %s\n", err);
+        return 1;
+    }
+    pthread_t wt;
+    pthread_create(&wt, NULL, watch, &w);
+    /* Wait for the assignment so no event is missed. */
+    for (int i = 0; i < 300 && !ds_consumer_assigned(w.c); i++) {
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+    }
+    printf("dealscore-bench-e2e: %zu opportunities, %d sender threads, %.0f s per rate, drain %.0f s\n", r.nopps,
+           nthreads, seconds, drain);
+    printf("%8s %8s %8s %7s | %9s %9s %9s | %9s %9s %9s %9s | %s\n", "rate/s", "sent", "done", "errors", "p50 ms",
+           "p95 ms", "p99 ms", "relay p50", "feat p50", "pred p50", "pred p99", "backlog");
+    double best = 0;
+    char *rates = ds_strdup(rates_s), *rest = rates, *tok;
+    while ((tok = strsep(&rest, ",")) != NULL) {
+        double rate = atof(tok);
+        if (rate <= 0) continue;
+        size_t n = (size_t)(rate * seconds);
+        pthread_mutex_lock(&r.mu);
+        for (size_t i = 0; i < r.nopps; i++) {
+            r.opps[i].npend = 0;
+            memset(r.opps[i].first, 0, sizeof r.opps[i].first);
+        }
+        free(r.ch);
+        r.ch = ds_calloc(n, sizeof *r.ch);
+        r.nch = n;
+        for (size_t i = 0; i < n; i++) {
+            r.ch[i].opp = (int)(i % r.nopps);
+            r.ch[i].as_of_us = 0; /* set when sent */
+            opp_t *o = &r.opps[r.ch[i].opp];
+            if (o->npend == o->cap) o->pend = ds_realloc(o->pend, (o->cap = o->cap * 2 + 16) * sizeof(int));
+            o->pend[o->npend++] = (int)i;
+        }
+        atomic_store(&r.next, 0);
+        atomic_store(&r.errors, 0);
+        atomic_store(&w.covered, 0);
+        r.rate = rate;
+        r.start_mono = ds_mono_us() + 10000;
+        w.r = &r;
+        pthread_mutex_unlock(&r.mu);
+        perf_run_threads(nthreads, sender, &r);
+        int64_t sent_end = ds_mono_us();
+        double achieved = (double)n / ((double)(sent_end - r.start_mono) / 1e6);
+        long ok = (long)n - atomic_load(&r.errors);
+        while (atomic_load(&w.covered) < ok && ds_mono_us() - sent_end < (int64_t)(drain * 1e6)) {
+            struct timespec ts = {0, 20000000};
+            nanosleep(&ts, NULL);
+        }
+        pthread_mutex_lock(&r.mu);
+        int64_t *lat = ds_calloc(n + 1, sizeof *lat), *st[ST_N];
+        size_t nl = 0, ns[ST_N] = {0};
+        for (int s = 0; s < ST_N; s++) st[s] = ds_calloc(n + 1, sizeof(int64_t));
+        for (size_t i = 0; i < n; i++) {
+            if (r.ch[i].status != 202) continue;
+            /* An event can be read a moment before the sender thread noted
+             * its 202: count that as no delay. */
+            for (int s = 0; s < ST_N; s++)
+                if (r.ch[i].done_us[s]) {
+                    int64_t d = r.ch[i].done_us[s] - r.ch[i].accepted_us;
+                    st[s][ns[s]++] = d > 0 ? d : 0;
+                }
+            if (r.ch[i].done_us[ST_PREDICTION]) {
+                int64_t d = r.ch[i].done_us[ST_PREDICTION] - r.ch[i].accepted_us;
+                lat[nl++] = d > 0 ? d : 0;
+            }
+        }
+        w.r = NULL;
+        pthread_mutex_unlock(&r.mu);
+        qsort(lat, nl, sizeof *lat, perf_cmp_i64);
+        for (int s = 0; s < ST_N; s++) qsort(st[s], ns[s], sizeof(int64_t), perf_cmp_i64);
+        long backlog = ok - (long)nl;
+        printf("%8.0f %8zu %8zu %7ld | %9.1f %9.1f %9.1f | %9.1f %9.1f %9.1f %9.1f | %ld%s\n", achieved, n, nl,
+               atomic_load(&r.errors), perf_pct_ms(lat, nl, 50), perf_pct_ms(lat, nl, 95),
+               perf_pct_ms(lat, nl, 99), perf_pct_ms(st[ST_CHANGED], ns[ST_CHANGED], 50),
+               perf_pct_ms(st[ST_FEATURES], ns[ST_FEATURES], 50),
+               perf_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 50),
+               perf_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 99), backlog,
+               achieved < rate * 0.9 ? " (sender could not keep the rate)" : "");
+        fflush(stdout);
+        if (backlog == 0 && atomic_load(&r.errors) == 0 && achieved >= rate * 0.9) best = rate;
+        free(lat);
+        for (int s = 0; s < ST_N; s++) free(st[s]);
+    }
+    printf("highest rate with every change scored within the drain time: %.0f changes/s\n", best);
+    atomic_store(&w.stop, 1);
+    pthread_join(wt, NULL);
+    ds_consumer_close(w.c);
+    ds_consumer_destroy(w.c);
+    for (int s = 0; s < ST_N; s++) free(w.topic[s]);
+    for (size_t i = 0; i < r.nopps; i++) {
+        free(r.opps[i].pend);
+        free(r.opps[i].fields);
+    }
+    free(r.opps);
+    free(r.ch);
+    free(rates);
+    PQfinish(db);
+    ds_config_close(&cfg);
+    return 0;
+}

@@ -1,0 +1,116 @@
+/* What the benchmark programs (tools/bench/*) share: a keep-alive
+ * HTTP/1.1 client, sums over a Prometheus page, percentiles and medians,
+ * child processes, option and environment helpers. Measurement programs
+ * only: nothing here is built into a service. */
+#ifndef PERF_H
+#define PERF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- HTTP (bench_http.c) ----------------------------------------------------- */
+
+/* One keep-alive connection to host:port; {.fd = -1} with host and port set
+ * is closed. Not for concurrent use: one per thread. */
+typedef struct {
+    int fd;
+    char host[128]; /* IPv4 address as text */
+    int port;
+    char *rbuf;
+    size_t rcap, rlen;
+    const char *body; /* the last response's body, inside rbuf */
+    size_t body_len;
+    int retry_after; /* seconds, from the last response; 0 if none */
+} perf_conn_t;
+
+/* Sends one request (a POST of body as JSON with the bearer token auth, or
+ * a GET when body is NULL), opening the connection if needed, and reads the
+ * whole response. A send that fails on a reused connection is tried once
+ * more on a new one. Returns the HTTP status, or -1 when the connection
+ * failed. */
+int perf_conn_request(perf_conn_t *c, const char *path, const char *auth, const char *body,
+                          size_t len);
+/* Closes the socket and frees the buffer; c can be used again. */
+void perf_conn_close(perf_conn_t *c);
+
+/* Parses "http://HOST:PORT[/]" ("localhost" becomes 127.0.0.1). Returns 0,
+ * or -1 for NULL or anything else. */
+int perf_parse_url(const char *url, char *host, size_t hostsz, int *port);
+
+/* Sums the samples of metric name (exact name, any labels) whose line
+ * contains label (NULL: every sample) in a Prometheus text page. */
+double perf_metric_sum(const char *page, size_t len, const char *name, const char *label);
+
+/* Sum of dealscore_consumer_lag over the workers at urls (base URLs, NULL
+ * entries skipped) that answer GET /metrics. */
+double perf_workers_lag(const char *const *urls, size_t n);
+
+/* Waits until the stack is quiet: the workers at urls (NULL entries
+ * skipped) report no consumer lag and also(ctx) (NULL: no other condition)
+ * holds, twice in a row one second apart (the workers refresh their lag
+ * gauge once a second), or timeout_s has passed. True when quiet; *lag (if
+ * not NULL) gets the last lag read. */
+bool perf_wait_quiet(const char *const *urls, size_t n, double timeout_s, bool (*also)(void *ctx),
+                         void *ctx, double *lag);
+
+/* ---- figures (bench_stats.c) ------------------------------------------------- */
+
+/* qsort comparators. */
+int perf_cmp_i64(const void *a, const void *b);
+int perf_cmp_dbl(const void *a, const void *b);
+
+/* Nearest-rank percentile p (0-100) of n sorted microsecond values, in
+ * milliseconds; NaN when n is 0. */
+double perf_pct_ms(const int64_t *sorted_us, size_t n, double p);
+
+/* Median of n values (v is left as it is); NaN when n is 0. */
+double perf_median(const double *v, size_t n);
+
+/* The three load averages as "0.52 0.58 0.59", or "unknown". */
+void perf_loadavg(char *out, size_t n);
+
+/* ---- processes (bench_proc.c) ------------------------------------------------ */
+
+/* Starts argv[0] (a path) with envp, stdout and stderr into the files
+ * out_path and err_path (created or truncated; NULL: inherited). Returns the
+ * pid, or -1 with errstr set (it is "" otherwise). */
+pid_t perf_spawn(char *const argv[], char *const envp[], const char *out_path, const char *err_path,
+                     char *errstr, size_t errstr_size);
+/* Waits for pid; returns its exit status, or -1 if it was killed. */
+int perf_wait_exit(pid_t pid);
+/* perf_spawn with this process's environment, then perf_wait_exit:
+ * -1 with errstr set when it could not start, -1 with errstr "" when it
+ * was killed. */
+int perf_run_cmd(char *const argv[], const char *out_path, const char *err_path, char *errstr,
+                     size_t errstr_size);
+
+/* Runs fn(arg) on n threads and joins them. */
+void perf_run_threads(int n, void *(*fn)(void *), void *arg);
+
+/* The last non-empty line of a file (without its newline, cut to n - 1
+ * bytes), or "". */
+void perf_last_line(const char *path, char *out, size_t n);
+
+/* The directory of this program's executable. Returns 0, or -1. */
+int perf_self_dir(char *out, size_t n);
+
+/* Makes the work directory: given (which may exist already) or, when given
+ * is NULL, a new "/tmp/<name>-XXXXXX" (*made set). Returns 0, or -1 with
+ * errstr set. */
+int perf_work_dir(const char *given, const char *name, char *out, size_t n, bool *made, char *errstr,
+                      size_t errstr_size);
+
+/* ---- options and environment (bench_opts.c) ---------------------------------- */
+
+/* A number as strtod reads it, in [lo, hi], into *out; false, *out
+ * untouched, for anything else (whole numbers: ds_parse_long, common.h). */
+bool perf_parse_double(const char *s, double lo, double hi, double *out);
+
+/* This process's environment without the variables that assignments
+ * ("NAME=value") name, followed by assignments. The caller frees the array
+ * with free(); the strings stay borrowed from environ and assignments. */
+char **perf_environ_with(const char *const *assignments, size_t n);
+
+#endif

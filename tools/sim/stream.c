@@ -1,0 +1,723 @@
+/* Stream mode: generates deals and posts their records as JSON arrays to the
+ * ingest webhooks, over C keep-alive HTTP/1.1 connections (plain blocking
+ * sockets, one thread each), paced to R records per second.
+ *
+ * Records go out in waves of deals. Within a wave, new accounts go first,
+ * then opportunity rows, then interactions and transcripts, each phase
+ * finished before the next starts, so a record never arrives before the
+ * opportunity it refers to. A deal's records of one kind stay in one request
+ * unless they alone exceed --batch. */
+#include <errno.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "run.h"
+#include "sim.h"
+
+enum { K_ACC, K_OPP, K_INT, K_TR, K_COUNT };
+static const char *const kind_path[K_COUNT] = {
+    "/v1/accounts", "/v1/opportunities", "/v1/interactions", "/v1/transcripts",
+};
+
+typedef struct {
+    int kind;
+    int nrec;
+    buf_t body; /* a JSON array */
+} batch_t;
+
+typedef struct {
+    batch_t *v;
+    size_t n, cap;
+} batches_t;
+
+/* One deal's records of each kind: JSON objects joined by ','. */
+typedef struct {
+    buf_t rec[K_COUNT];
+    int n[K_COUNT];
+} pending_t;
+
+typedef struct {
+    const sim_stream_opts_t *o;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char host_hdr[300];
+    char prefix[1024];
+
+    /* Work of the current phase, handed out under mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    batch_t **work;
+    size_t nwork, next, done;
+    int quit; /* workers exit */
+    int stop; /* duration elapsed: send nothing more */
+    double t0;
+    double dispatched; /* records handed out, for pacing */
+
+    /* Results. */
+    unsigned long long requests, ok_requests, err_requests, sent, accepted;
+    unsigned long long status[6]; /* by first digit, [0] = I/O error */
+    double *lat;
+    size_t nlat, caplat;
+    char last_error[256];
+} stream_t;
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void sleep_until(double t)
+{
+    double d = t - mono_s();
+    if (d <= 0)
+        return;
+    struct timespec ts = {(time_t)d, (long)((d - floor(d)) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* ---- JSON records ------------------------------------------------------- */
+
+static void js_key(buf_t *b, const char *k, int *first)
+{
+    if (!*first)
+        buf_putc(b, ',');
+    *first = 0;
+    buf_putc(b, '"');
+    buf_puts(b, k);
+    buf_put(b, "\":", 2);
+}
+
+static void js_str(buf_t *b, const char *k, const char *v, int *first)
+{
+    if (!v || !*v)
+        return;
+    js_key(b, k, first);
+    buf_put_json_str(b, v, strlen(v));
+}
+
+static void js_time(buf_t *b, const char *k, int64_t t, int *first)
+{
+    if (!t)
+        return;
+    js_key(b, k, first);
+    buf_putc(b, '"');
+    buf_put_time(b, t);
+    buf_putc(b, '"');
+}
+
+static buf_t *rec_begin(pending_t *p, int kind)
+{
+    buf_t *b = &p->rec[kind];
+    if (p->n[kind]++)
+        buf_putc(b, ',');
+    buf_putc(b, '{');
+    return b;
+}
+
+static void on_account(void *ud, const sim_account_t *a)
+{
+    buf_t *b = rec_begin(ud, K_ACC);
+    int f = 1;
+    js_str(b, "external_id", a->external_id, &f);
+    js_str(b, "name", a->name, &f);
+    js_str(b, "industry", a->industry, &f);
+    js_str(b, "region", a->region, &f);
+    js_str(b, "size_band", a->size_band, &f);
+    js_time(b, "created_at", a->created_at, &f);
+    buf_putc(b, '}');
+}
+
+static void on_opp(void *ud, const sim_opp_row_t *o)
+{
+    buf_t *b = rec_begin(ud, K_OPP);
+    int f = 1;
+    js_str(b, "external_id", o->external_id, &f);
+    js_str(b, "account_external_id", o->account_external_id, &f);
+    js_str(b, "owner_id", o->owner_id, &f);
+    js_str(b, "product_category", o->product_category, &f);
+    js_str(b, "persona", o->persona, &f);
+    js_key(b, "amount", &f);
+    buf_put_fixed(b, o->amount, 2);
+    js_str(b, "currency", o->currency, &f);
+    js_str(b, "stage", o->stage, &f);
+    js_time(b, "created_at", o->created_at, &f);
+    if (o->close_date) {
+        js_key(b, "close_date", &f);
+        buf_putc(b, '"');
+        buf_put_date(b, o->close_date);
+        buf_putc(b, '"');
+    }
+    js_time(b, "closed_at", o->closed_at, &f);
+    js_str(b, "outcome", o->outcome, &f);
+    js_time(b, "changed_at", o->changed_at, &f);
+    buf_putc(b, '}');
+}
+
+static void on_interaction(void *ud, const sim_interaction_t *it)
+{
+    buf_t *b = rec_begin(ud, K_INT);
+    int f = 1;
+    js_str(b, "external_id", it->external_id, &f);
+    js_str(b, "opportunity_external_id", it->opportunity_external_id, &f);
+    js_str(b, "type", it->type, &f);
+    js_str(b, "channel", it->channel, &f);
+    js_time(b, "occurred_at", it->occurred_at, &f);
+    if (it->duration_min >= 0) {
+        js_key(b, "duration_min", &f);
+        buf_put_i64(b, it->duration_min);
+    }
+    js_str(b, "outcome", it->outcome, &f);
+    if (it->meta_json && *it->meta_json) {
+        js_key(b, "meta", &f);
+        buf_puts(b, it->meta_json); /* already a JSON object */
+    }
+    buf_putc(b, '}');
+}
+
+static void on_transcript(void *ud, const sim_transcript_t *tr)
+{
+    buf_t *b = rec_begin(ud, K_TR);
+    int f = 1;
+    js_str(b, "external_id", tr->external_id, &f);
+    js_str(b, "opportunity_external_id", tr->opportunity_external_id, &f);
+    js_time(b, "occurred_at", tr->occurred_at, &f);
+    js_key(b, "text", &f);
+    buf_put_json_str(b, tr->text, tr->text_len);
+    buf_putc(b, '}');
+}
+
+static void on_truth(void *ud, const sim_truth_t *t)
+{
+    (void)ud;
+    (void)t; /* the truth is not part of the CRM feed */
+}
+
+/* ---- batching ----------------------------------------------------------- */
+
+static batch_t *batch_new(batches_t *bs, int kind)
+{
+    if (bs->n == bs->cap) {
+        bs->cap = bs->cap ? bs->cap * 2 : 16;
+        bs->v = realloc(bs->v, bs->cap * sizeof(batch_t));
+        if (!bs->v)
+            abort();
+    }
+    batch_t *b = &bs->v[bs->n++];
+    b->kind = kind;
+    b->nrec = 0;
+    buf_init(&b->body, 4096);
+    buf_putc(&b->body, '[');
+    return b;
+}
+
+/* The wave's open (unfinished) batch of a kind, as an index into bs: the
+ * array moves when it grows, so no pointers are kept across batch_new. */
+static batch_t *open_batch(batches_t *bs, long *open, int kind, int room, int max)
+{
+    if (open[kind] >= 0) {
+        batch_t *b = &bs->v[open[kind]];
+        if (b->nrec + room <= max)
+            return b;
+        buf_putc(&b->body, ']');
+        open[kind] = -1;
+    }
+    batch_t *b = batch_new(bs, kind);
+    open[kind] = (long)(b - bs->v);
+    return b;
+}
+
+/* Moves a deal's pending records of one kind into the wave's batches. */
+static void add_records(batches_t *bs, long *open, int kind, const buf_t *rec, int n, int max)
+{
+    if (n == 0)
+        return;
+    if (n <= max) {
+        batch_t *b = open_batch(bs, open, kind, n, max);
+        if (b->nrec)
+            buf_putc(&b->body, ',');
+        buf_put(&b->body, rec->p, rec->len);
+        b->nrec += n;
+        return;
+    }
+    /* Too many for one request: split at record boundaries, found by
+     * matching braces outside strings. */
+    const char *p = rec->p, *end = rec->p + rec->len;
+    while (p < end) {
+        const char *q = p;
+        int depth = 0, in_str = 0;
+        for (; q < end; q++) {
+            if (in_str) {
+                if (*q == '\\')
+                    q++;
+                else if (*q == '"')
+                    in_str = 0;
+            } else if (*q == '"') {
+                in_str = 1;
+            } else if (*q == '{') {
+                depth++;
+            } else if (*q == '}' && --depth == 0) {
+                q++;
+                break;
+            }
+        }
+        batch_t *b = open_batch(bs, open, kind, 1, max);
+        if (b->nrec)
+            buf_putc(&b->body, ',');
+        buf_put(&b->body, p, (size_t)(q - p));
+        b->nrec++;
+        p = q < end && *q == ',' ? q + 1 : q;
+    }
+}
+
+/* ---- HTTP --------------------------------------------------------------- */
+
+static int conn_open(stream_t *st)
+{
+    int fd = socket(st->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {30, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (struct sockaddr *)&st->addr, st->addrlen) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Reads one response; returns the status code, or -1 on an I/O or protocol
+ * error (*got_any tells whether any byte arrived). *keep is cleared when the
+ * server closes the connection. */
+static int read_response(int fd, buf_t *in, int *got_any, int *keep)
+{
+    in->len = 0;
+    *got_any = 0;
+    size_t hdr_end = 0;
+    for (;;) {
+        buf_reserve(in, 4096);
+        ssize_t r = recv(fd, in->p + in->len, in->cap - in->len - 1, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        *got_any = 1;
+        in->len += (size_t)r;
+        in->p[in->len] = '\0';
+        char *e = strstr(in->p, "\r\n\r\n");
+        if (e) {
+            hdr_end = (size_t)(e - in->p) + 4;
+            break;
+        }
+        if (in->len > (1 << 20))
+            return -1;
+    }
+    int status = 0;
+    if (sscanf(in->p, "HTTP/1.%*d %d", &status) != 1)
+        return -1;
+    long clen = -1;
+    int chunked = 0;
+    *keep = strncmp(in->p, "HTTP/1.0", 8) != 0;
+    for (char *line = strstr(in->p, "\r\n"); line && (size_t)(line - in->p) < hdr_end - 4;
+         line = strstr(line + 2, "\r\n")) {
+        char *h = line + 2;
+        if (!strncasecmp(h, "content-length:", 15))
+            clen = strtol(h + 15, NULL, 10);
+        else if (!strncasecmp(h, "transfer-encoding:", 18) && strstr(h, "chunked"))
+            chunked = 1;
+        else if (!strncasecmp(h, "connection:", 11)) {
+            const char *v = h + 11;
+            while (*v == ' ')
+                v++;
+            if (!strncasecmp(v, "close", 5))
+                *keep = 0;
+            else if (!strncasecmp(v, "keep-alive", 10))
+                *keep = 1;
+        }
+    }
+    size_t have = in->len - hdr_end;
+    if (chunked) {
+        /* Read until the terminating "0\r\n\r\n"; the body is discarded. */
+        while (!(in->len >= 5 && memmem(in->p + hdr_end, in->len - hdr_end, "0\r\n\r\n", 5))) {
+            buf_reserve(in, 4096);
+            ssize_t r = recv(fd, in->p + in->len, in->cap - in->len - 1, 0);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                return -1;
+            in->len += (size_t)r;
+        }
+    } else if (clen >= 0) {
+        while (have < (size_t)clen) {
+            char tmp[16384];
+            size_t want = (size_t)clen - have;
+            ssize_t r = recv(fd, tmp, want < sizeof(tmp) ? want : sizeof(tmp), 0);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                return -1;
+            have += (size_t)r;
+        }
+    } else if (status >= 200 && status != 204 && status != 304) {
+        *keep = 0; /* body until close: not worth reading */
+    }
+    return status;
+}
+
+static void record(stream_t *st, const batch_t *b, int status, double lat, const char *err)
+{
+    pthread_mutex_lock(&st->mu);
+    st->requests++;
+    st->sent += (unsigned long long)b->nrec;
+    if (status >= 200 && status < 300) {
+        st->ok_requests++;
+        st->accepted += (unsigned long long)b->nrec;
+    } else {
+        st->err_requests++;
+        if (err)
+            snprintf(st->last_error, sizeof(st->last_error), "%s", err);
+        else
+            snprintf(st->last_error, sizeof(st->last_error), "HTTP %d from %s", status,
+                     kind_path[b->kind]);
+    }
+    st->status[status > 0 && status < 600 ? status / 100 : 0]++;
+    if (st->nlat == st->caplat) {
+        st->caplat = st->caplat ? st->caplat * 2 : 1024;
+        st->lat = realloc(st->lat, st->caplat * sizeof(double));
+        if (!st->lat)
+            abort();
+    }
+    st->lat[st->nlat++] = lat;
+    pthread_mutex_unlock(&st->mu);
+}
+
+static void *worker(void *arg)
+{
+    stream_t *st = arg;
+    int fd = -1;
+    buf_t req, in;
+    buf_init(&req, 1 << 16);
+    buf_init(&in, 1 << 14);
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        while (!st->quit && st->next >= st->nwork)
+            pthread_cond_wait(&st->cv, &st->mu);
+        if (st->quit)
+            break;
+        batch_t *b = st->work[st->next++];
+        double at = st->t0 + st->dispatched / st->o->rate;
+        st->dispatched += b->nrec;
+        /* Past the duration by schedule or by the clock (a slow server
+         * makes the schedule lag behind). */
+        double end = st->t0 + st->o->duration;
+        int skip = st->stop || at >= end || mono_s() >= end;
+        if (skip)
+            st->stop = 1;
+        pthread_mutex_unlock(&st->mu);
+
+        if (!skip) {
+            sleep_until(at);
+            req.len = 0;
+            buf_puts(&req, "POST ");
+            buf_puts(&req, st->prefix);
+            buf_puts(&req, kind_path[b->kind]);
+            buf_puts(&req, " HTTP/1.1\r\nHost: ");
+            buf_puts(&req, st->host_hdr);
+            buf_puts(&req, "\r\nAuthorization: Bearer ");
+            buf_puts(&req, st->o->token);
+            buf_puts(&req, "\r\nContent-Type: application/json\r\nUser-Agent: dealscore-sim\r\n"
+                              "Content-Length: ");
+            buf_put_i64(&req, (int64_t)b->body.len);
+            buf_puts(&req, "\r\n\r\n");
+            buf_put(&req, b->body.p, b->body.len);
+
+            double t1 = mono_s();
+            int status = -1, keep = 0;
+            const char *err = NULL;
+            /* A reused connection may have been closed by the server while
+             * idle: retry once on a fresh one if nothing came back. */
+            for (int attempt = 0; attempt < 2; attempt++) {
+                int fresh = fd < 0;
+                if (fd < 0 && (fd = conn_open(st)) < 0) {
+                    err = "could not connect";
+                    break;
+                }
+                int got_any = 0;
+                if (send_all(fd, req.p, req.len) == 0)
+                    status = read_response(fd, &in, &got_any, &keep);
+                else
+                    status = -1;
+                if (status < 0) {
+                    close(fd);
+                    fd = -1;
+                    err = "connection failed";
+                    if (!fresh && !got_any)
+                        continue;
+                    break;
+                }
+                err = NULL;
+                if (!keep) {
+                    close(fd);
+                    fd = -1;
+                }
+                break;
+            }
+            record(st, b, status, mono_s() - t1, err);
+        }
+
+        pthread_mutex_lock(&st->mu);
+        st->done++;
+        pthread_cond_broadcast(&st->cv);
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (fd >= 0)
+        close(fd);
+    buf_close(&req);
+    buf_close(&in);
+    return NULL;
+}
+
+/* Sends the batches of one kind group and waits for all of them. */
+static void run_phase(stream_t *st, batches_t *bs, int k_lo, int k_hi)
+{
+    batch_t **work = malloc((bs->n ? bs->n : 1) * sizeof(batch_t *));
+    if (!work)
+        abort();
+    size_t n = 0;
+    for (size_t i = 0; i < bs->n; i++)
+        if (bs->v[i].kind >= k_lo && bs->v[i].kind <= k_hi)
+            work[n++] = &bs->v[i];
+    pthread_mutex_lock(&st->mu);
+    st->work = work;
+    st->nwork = n;
+    st->next = 0;
+    st->done = 0;
+    pthread_cond_broadcast(&st->cv);
+    while (st->done < n)
+        pthread_cond_wait(&st->cv, &st->mu);
+    st->work = NULL;
+    st->nwork = st->next = st->done = 0;
+    pthread_mutex_unlock(&st->mu);
+    free(work);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct(const double *v, size_t n, double p)
+{
+    if (!n)
+        return NAN;
+    size_t i = (size_t)ceil(p * (double)n) - 1;
+    return v[i < n ? i : n - 1];
+}
+
+/* Splits http://host[:port][/prefix] into st. */
+static int parse_url(stream_t *st, const char *url, char *errstr, size_t errstr_size)
+{
+    const char *p = url + 7; /* after "http://" */
+    const char *slash = strchr(p, '/');
+    size_t hl = slash ? (size_t)(slash - p) : strlen(p);
+    char hostport[256], host[256], port[16] = "80";
+    if (hl == 0 || hl >= sizeof(hostport)) {
+        snprintf(errstr, errstr_size, "invalid --stream URL %s", url);
+        return -1;
+    }
+    memcpy(hostport, p, hl);
+    hostport[hl] = '\0';
+    snprintf(st->host_hdr, sizeof(st->host_hdr), "%s", hostport);
+    snprintf(st->prefix, sizeof(st->prefix), "%s", slash ? slash : "");
+    size_t pl = strlen(st->prefix);
+    while (pl && st->prefix[pl - 1] == '/')
+        st->prefix[--pl] = '\0';
+    if (hostport[0] == '[') {
+        char *rb = strchr(hostport, ']');
+        if (!rb) {
+            snprintf(errstr, errstr_size, "invalid --stream URL %s", url);
+            return -1;
+        }
+        *rb = '\0';
+        snprintf(host, sizeof(host), "%s", hostport + 1);
+        if (rb[1] == ':')
+            snprintf(port, sizeof(port), "%s", rb + 2);
+    } else {
+        char *colon = strrchr(hostport, ':');
+        if (colon) {
+            *colon = '\0';
+            snprintf(port, sizeof(port), "%s", colon + 1);
+        }
+        snprintf(host, sizeof(host), "%s", hostport);
+    }
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0 || !res) {
+        snprintf(errstr, errstr_size, "could not resolve %s: %s", host, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(&st->addr, res->ai_addr, res->ai_addrlen);
+    st->addrlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+int sim_run_stream(const sim_stream_opts_t *o, char *errstr, size_t errstr_size)
+{
+    stream_t *st = calloc(1, sizeof(*st));
+    if (!st)
+        abort();
+    st->o = o;
+    if (parse_url(st, o->url, errstr, errstr_size) != 0) {
+        free(st);
+        return -1;
+    }
+    /* Fail fast when nothing listens. */
+    int probe = conn_open(st);
+    if (probe < 0) {
+        snprintf(errstr, errstr_size, "could not connect to %s: %s", o->url, strerror(errno));
+        free(st);
+        return -1;
+    }
+    close(probe);
+
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cv, NULL);
+    pthread_t *tids = calloc((size_t)o->concurrency, sizeof(pthread_t));
+    if (!tids)
+        abort();
+    for (int i = 0; i < o->concurrency; i++)
+        pthread_create(&tids[i], NULL, worker, st);
+
+    sim_t *sim = sim_new(&o->sim, 1);
+    sim_scratch_t *sc = sim_scratch_new();
+    long nacc = sim_account_count(sim);
+    unsigned char *acc_sent = calloc((size_t)nacc, 1);
+    /* All accounts are generated up front (cheap) and sent when a deal first
+     * refers to one. */
+    pending_t accs;
+    for (int k = 0; k < K_COUNT; k++)
+        buf_init(&accs.rec[k], 1 << 16);
+    memset(accs.n, 0, sizeof(accs.n));
+    pending_t pd;
+    for (int k = 0; k < K_COUNT; k++)
+        buf_init(&pd.rec[k], 1 << 14);
+    sim_sink_t sink = {&pd, on_account, on_opp, on_interaction, on_transcript, on_truth};
+
+    st->t0 = mono_s();
+    long i = 0;
+    long wave_target = (long)o->batch * o->concurrency * 2;
+    while (i < o->sim.opportunities && !st->stop) {
+        batches_t bs = {0};
+        long open[K_COUNT] = {-1, -1, -1, -1};
+        long wave_recs = 0;
+        while (i < o->sim.opportunities && wave_recs < wave_target) {
+            for (int k = 0; k < K_COUNT; k++) {
+                pd.rec[k].len = 0;
+                pd.n[k] = 0;
+            }
+            sim_deal(sim, i++, &sink, sc);
+            /* The deal's account, if not sent yet: its id is in the first
+             * opportunity row ("account_external_id":"acc-NNNNNNN"). */
+            const char *ap = memmem(pd.rec[K_OPP].p, pd.rec[K_OPP].len,
+                                    "\"account_external_id\":\"acc-", 27);
+            if (ap) {
+                long ai = strtol(ap + 27, NULL, 10) - 1;
+                if (ai >= 0 && ai < nacc && !acc_sent[ai]) {
+                    acc_sent[ai] = 1;
+                    accs.rec[K_ACC].len = 0;
+                    accs.n[K_ACC] = 0;
+                    sim_sink_t as = {&accs, on_account, on_opp, on_interaction,
+                                        on_transcript, on_truth};
+                    sim_emit_account(sim, ai, &as);
+                    add_records(&bs, open, K_ACC, &accs.rec[K_ACC], accs.n[K_ACC], o->batch);
+                    wave_recs++;
+                }
+            }
+            for (int k = K_OPP; k < K_COUNT; k++) {
+                add_records(&bs, open, k, &pd.rec[k], pd.n[k], o->batch);
+                wave_recs += pd.n[k];
+            }
+        }
+        for (int k = 0; k < K_COUNT; k++)
+            if (open[k] >= 0)
+                buf_putc(&bs.v[open[k]].body, ']');
+        run_phase(st, &bs, K_ACC, K_ACC);
+        run_phase(st, &bs, K_OPP, K_OPP);
+        run_phase(st, &bs, K_INT, K_TR);
+        for (size_t j = 0; j < bs.n; j++)
+            buf_close(&bs.v[j].body);
+        free(bs.v);
+    }
+    double elapsed = mono_s() - st->t0;
+
+    pthread_mutex_lock(&st->mu);
+    st->quit = 1;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    for (int t = 0; t < o->concurrency; t++)
+        pthread_join(tids[t], NULL);
+    free(tids);
+
+    qsort(st->lat, st->nlat, sizeof(double), cmp_double);
+    fprintf(stderr,
+            "dealscore-sim stream: %ld opportunities generated in %.2f s; requests %llu (2xx %llu, "
+            "errors %llu: 4xx %llu, 5xx %llu, I/O %llu); records sent %llu, accepted %llu "
+            "(%.0f/s)\n",
+            i, elapsed, st->requests, st->ok_requests, st->err_requests, st->status[4],
+            st->status[5], st->status[0], st->sent, st->accepted,
+            elapsed > 0 ? (double)st->sent / elapsed : 0.0);
+    fprintf(stderr,
+            "dealscore-sim stream: latency ms p50 %.2f p90 %.2f p99 %.2f max %.2f\n",
+            pct(st->lat, st->nlat, 0.50) * 1e3, pct(st->lat, st->nlat, 0.90) * 1e3,
+            pct(st->lat, st->nlat, 0.99) * 1e3, st->nlat ? st->lat[st->nlat - 1] * 1e3 : NAN);
+    if (st->err_requests)
+        fprintf(stderr, "dealscore-sim stream: last error: %s\n", st->last_error);
+    int rc = st->err_requests ? 1 : 0;
+
+    for (int k = 0; k < K_COUNT; k++) {
+        buf_close(&pd.rec[k]);
+        buf_close(&accs.rec[k]);
+    }
+    free(acc_sent);
+    sim_scratch_destroy(sc);
+    sim_destroy(sim);
+    free(st->lat);
+    pthread_cond_destroy(&st->cv);
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+    return rc;
+}

@@ -1,0 +1,34 @@
+/* Call-transcript text for the simulator: varied sentences that carry
+ * MEDDICC cues for the elements a deal has covered, negated cues for some it
+ * has not, and noise (small talk and decoys that use cue words out of
+ * context). */
+#ifndef SIM_TEXT_H
+#define SIM_TEXT_H
+
+#include "buf.h"
+#include "rng.h"
+
+/* MEDDICC elements in the order of DESIGN.md. */
+enum {
+    SIM_EL_METRICS,
+    SIM_EL_ECONOMIC_BUYER,
+    SIM_EL_DECISION_CRITERIA,
+    SIM_EL_DECISION_PROCESS,
+    SIM_EL_PAPER_PROCESS,
+    SIM_EL_IDENTIFY_PAIN,
+    SIM_EL_CHAMPION,
+    SIM_EL_COMPETITION,
+    SIM_EL_COUNT
+};
+
+extern const char *const sim_element_names[SIM_EL_COUNT];
+
+/* Appends one transcript to out: speaker-labelled lines separated by "\n".
+ * covered is a bit mask of discovered elements (bit i = element i).
+ * p_pos is the chance a covered element is mentioned, p_neg the chance an
+ * uncovered one gets a negated mention. Returns the mask of elements given a
+ * positive mention. */
+unsigned sim_transcript_text(rng_t *rng, buf_t *out, unsigned covered,
+                                double p_pos, double p_neg);
+
+#endif
