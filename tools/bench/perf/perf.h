@@ -1,4 +1,4 @@
-/* What the benchmark programs (tools/bench/*) share: a keep-alive
+/* What the benchmark programs (tools/bench/) share: a keep-alive
  * HTTP/1.1 client, sums over a Prometheus page, percentiles and medians,
  * child processes, option and environment helpers. Measurement programs
  * only: nothing here is built into a service. */
