@@ -161,6 +161,8 @@ typedef struct {
 
 struct importer_s {
     const ds_config_t *cfg;
+    const char *org;       /* --org */
+    file_t files[REC_KIND_COUNT];
     ds_pg_t *pg;
     char org_id[37];
     json_t *stage_outcome;
@@ -847,15 +849,11 @@ static void print_counts(const char *label, const counts_t *c, double secs) {
            secs > 0 ? (double)c->rows / secs : 0.0);
 }
 
-int ingest_cmd_import(const ds_config_t *cfg, int argc, char **argv) {
-    importer_t im = {.cfg = cfg,
-                     .batch = DEFAULT_BATCH,
-                     .retry_for_s = DEFAULT_RETRY_FOR_S,
-                     .max_shown = DEFAULT_MAX_SHOWN};
-    file_t files[REC_KIND_COUNT];
-    memset(files, 0, sizeof files);
-    const char *org = NULL;
-    int rc = 2;
+/* A phase of the command returns IMPORT_GO_ON to let the next one run, or
+ * the exit status to stop with. */
+#define IMPORT_GO_ON (-1)
+
+static int parse_options(importer_t *im, int argc, char **argv) {
     static const struct option opts[] = {{"org", required_argument, 0, 'o'},
                                          {"accounts", required_argument, 0, 'A'},
                                          {"opportunities", required_argument, 0, 'O'},
@@ -869,162 +867,188 @@ int ingest_cmd_import(const ds_config_t *cfg, int argc, char **argv) {
                                          {"quiet", no_argument, 0, 'q'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
+    file_t *files = im->files;
     optind = 1;
     opterr = 0;
     int c;
     long v;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
-        case 'h':
-            help(stdout);
-            rc = 0;
-            goto out;
-        case 'o': org = optarg; break;
+        case 'h': help(stdout); return 0;
+        case 'o': im->org = optarg; break;
         case 'A': files[REC_ACCOUNT].path = optarg; break;
         case 'O': files[REC_OPPORTUNITY].path = optarg; break;
         case 'I': files[REC_INTERACTION].path = optarg; break;
         case 'T': files[REC_TRANSCRIPT].path = optarg; break;
         case 'a':
-            if (add_alias(&im, optarg, strlen(optarg), "--alias") != 0) goto out;
+            if (add_alias(im, optarg, strlen(optarg), "--alias") != 0) return 2;
             break;
-        case 'e': im.errors_path = optarg; break;
+        case 'e': im->errors_path = optarg; break;
         case 'm':
-            if (!ds_parse_long(optarg, -1, 1L << 30, &v)) {
-                usage_error("--max-errors must be a number >= -1");
-                goto out;
-            }
-            im.max_shown = v;
+            if (!ds_parse_long(optarg, -1, 1L << 30, &v)) return usage_error("--max-errors must be a number >= -1");
+            im->max_shown = v;
             break;
         case 'b':
-            if (!ds_parse_long(optarg, 1, MAX_BATCH, &v)) {
-                usage_error("--batch must be a number from 1 to %d", MAX_BATCH);
-                goto out;
-            }
-            im.batch = (size_t)v;
+            if (!ds_parse_long(optarg, 1, MAX_BATCH, &v))
+                return usage_error("--batch must be a number from 1 to %d", MAX_BATCH);
+            im->batch = (size_t)v;
             break;
         case 'r':
-            if (!ds_parse_long(optarg, 0, 86400, &v)) {
-                usage_error("--retry-for must be a number of seconds from 0 to 86400");
-                goto out;
-            }
-            im.retry_for_s = (int)v;
+            if (!ds_parse_long(optarg, 0, 86400, &v))
+                return usage_error("--retry-for must be a number of seconds from 0 to 86400");
+            im->retry_for_s = (int)v;
             break;
-        case 'q': im.quiet = true; break;
-        case ':': usage_error("%s needs a value", argv[optind - 1]); goto out;
-        default: usage_error("unknown option %s", argv[optind - 1]); goto out;
+        case 'q': im->quiet = true; break;
+        case ':': return usage_error("%s needs a value", argv[optind - 1]);
+        default: return usage_error("unknown option %s", argv[optind - 1]);
         }
     }
-    if (optind < argc) {
-        usage_error("unexpected argument \"%s\"", argv[optind]);
-        goto out;
-    }
-    if (!org) {
-        usage_error("--org is required");
-        goto out;
-    }
+    if (optind < argc) return usage_error("unexpected argument \"%s\"", argv[optind]);
+    if (!im->org) return usage_error("--org is required");
+    return IMPORT_GO_ON;
+}
+
+/* DEALSCORE_CSV_ALIASES, after --alias so that the option wins. */
+static int add_env_aliases(importer_t *im) {
     const char *env_aliases = getenv("DEALSCORE_CSV_ALIASES");
-    if (env_aliases && *env_aliases) {
-        for (const char *p = env_aliases; *p;) {
-            size_t len = strcspn(p, ",");
-            bool blank = !has_content(p, len);
-            if (!blank && add_alias(&im, p, len, "DEALSCORE_CSV_ALIASES") != 0) goto out;
-            p += len;
-            if (*p == ',') p++;
-        }
+    if (!env_aliases) return IMPORT_GO_ON;
+    for (const char *p = env_aliases; *p;) {
+        size_t len = strcspn(p, ",");
+        bool blank = !has_content(p, len);
+        if (!blank && add_alias(im, p, len, "DEALSCORE_CSV_ALIASES") != 0) return 2;
+        p += len;
+        if (*p == ',') p++;
     }
+    return IMPORT_GO_ON;
+}
+
+/* Opens every input file and the --errors file before anything is stored:
+ * a typo should not leave a half import. */
+static int open_files(importer_t *im) {
     size_t nfiles = 0;
     for (int k = 0; k < REC_KIND_COUNT; k++) {
-        file_t *f = &files[k];
-        f->im = &im;
-        f->kind = (rec_kind_t)k;
+        file_t *f = &im->files[k];
         if (!f->path) continue;
         nfiles++;
-        /* Check every file up front: a typo should not leave a half import. */
         f->fp = fopen(f->path, "rb");
         if (!f->fp) {
             fprintf(stderr, "dealscore-ingest import: cannot read %s: %s\n", f->path, strerror(errno));
-            goto out;
+            return 2;
         }
     }
-    if (!nfiles) {
-        usage_error("give at least one of --accounts, --opportunities, --interactions, --transcripts");
-        goto out;
-    }
-    if (im.errors_path) {
-        im.errors = fopen(im.errors_path, "w");
-        if (!im.errors) {
-            fprintf(stderr, "dealscore-ingest import: cannot write %s: %s\n", im.errors_path,
+    if (!nfiles)
+        return usage_error("give at least one of --accounts, --opportunities, --interactions, --transcripts");
+    if (im->errors_path) {
+        im->errors = fopen(im->errors_path, "w");
+        if (!im->errors) {
+            fprintf(stderr, "dealscore-ingest import: cannot write %s: %s\n", im->errors_path,
                     strerror(errno));
-            goto out;
+            return 2;
         }
-        fprintf(im.errors, "file,line,field,problem\n");
+        fprintf(im->errors, "file,line,field,problem\n");
     }
+    return IMPORT_GO_ON;
+}
 
+static int connect_to_org(importer_t *im) {
     char err[512];
-    if (ds_pg_new(&im.pg, cfg->database_url, "dealscore-ingest-import", err, sizeof err) != 0 ||
-        ds_pg_ensure(im.pg, im.retry_for_s * 1000, NULL, err, sizeof err) != 0) {
+    if (ds_pg_new(&im->pg, im->cfg->database_url, "dealscore-ingest-import", err, sizeof err) != 0 ||
+        ds_pg_ensure(im->pg, im->retry_for_s * 1000, NULL, err, sizeof err) != 0) {
         fprintf(stderr, "dealscore-ingest import: could not connect to Postgres: %s\n", err);
-        goto out;
+        return 2;
     }
-    int r = store_org_by_slug(im.pg, org, false, im.org_id, err, sizeof err);
+    int r = store_org_by_slug(im->pg, im->org, false, im->org_id, err, sizeof err);
     if (r == DS_ENOTFOUND) {
         fprintf(stderr,
                 "dealscore-ingest import: %s (create it with: dealscore-ingest token create --org %s)\n",
-                err, org);
-        goto out;
+                err, im->org);
+        return 2;
     } else if (r != DS_OK) {
         fprintf(stderr, "dealscore-ingest import: could not look up the org: %s\n", err);
-        goto out;
+        return 2;
     }
-    im.stage_outcome = store_org_stage_outcome(im.pg, im.org_id);
-    store_register(im.pg);
-    im.seed = (uint64_t)ds_now_us();
-    im.send = ds_calloc(im.batch, sizeof *im.send);
-    im.tags = ds_calloc(im.batch, sizeof *im.tags);
+    im->stage_outcome = store_org_stage_outcome(im->pg, im->org_id);
+    store_register(im->pg);
+    return IMPORT_GO_ON;
+}
 
+static void counts_add(counts_t *total, const counts_t *c) {
+    total->rows += c->rows;
+    total->changed += c->changed;
+    total->unchanged += c->unchanged;
+    total->stale += c->stale;
+    total->events += c->events;
+    total->rejected += c->rejected;
+}
+
+static void print_file_summary(const file_t *f) {
+    double secs = (double)(ds_mono_us() - f->start_us) / 1e6;
+    printf("%s: %ld rows: %ld imported (%ld changed, %ld unchanged", f->path, f->c.rows,
+           f->c.changed + f->c.unchanged, f->c.changed, f->c.unchanged);
+    if (f->c.stale) printf(" of which %ld older than applied changes", f->c.stale);
+    printf(", %ld events), %ld rejected, in %.2f s (%.0f rows/s)\n", f->c.events, f->c.rejected,
+           secs, secs > 0 ? (double)f->c.rows / secs : 0.0);
+    fflush(stdout);
+}
+
+/* Imports the files in the order of the record kinds and prints the
+ * summary; returns the exit status. */
+static int import_files(importer_t *im) {
+    im->seed = (uint64_t)ds_now_us();
+    im->send = ds_calloc(im->batch, sizeof *im->send);
+    im->tags = ds_calloc(im->batch, sizeof *im->tags);
     int64_t t0 = ds_mono_us();
-    for (int k = 0; k < REC_KIND_COUNT && !im.stopped; k++) {
-        file_t *f = &files[k];
+    for (int k = 0; k < REC_KIND_COUNT && !im->stopped; k++) {
+        file_t *f = &im->files[k];
         if (!f->path) continue;
-        import_file(&im, f);
-        double secs = (double)(ds_mono_us() - f->start_us) / 1e6;
-        printf("%s: %ld rows: %ld imported (%ld changed, %ld unchanged", f->path, f->c.rows,
-               f->c.changed + f->c.unchanged, f->c.changed, f->c.unchanged);
-        if (f->c.stale) printf(" of which %ld older than applied changes", f->c.stale);
-        printf(", %ld events), %ld rejected, in %.2f s (%.0f rows/s)\n", f->c.events, f->c.rejected,
-               secs, secs > 0 ? (double)f->c.rows / secs : 0.0);
-        fflush(stdout);
-        im.total.rows += f->c.rows;
-        im.total.changed += f->c.changed;
-        im.total.unchanged += f->c.unchanged;
-        im.total.stale += f->c.stale;
-        im.total.events += f->c.events;
-        im.total.rejected += f->c.rejected;
+        import_file(im, f);
+        print_file_summary(f);
+        counts_add(&im->total, &f->c);
     }
-    if (im.hidden)
-        fprintf(stderr, "%ld more problems not shown (--errors FILE writes them all)\n", im.hidden);
-    print_counts("imported ", &im.total, (double)(ds_mono_us() - t0) / 1e6);
-    if (im.stopped) printf("stopped early: postgres was unavailable\n");
+    if (im->hidden)
+        fprintf(stderr, "%ld more problems not shown (--errors FILE writes them all)\n", im->hidden);
+    print_counts("imported ", &im->total, (double)(ds_mono_us() - t0) / 1e6);
+    if (im->stopped) printf("stopped early: postgres was unavailable\n");
 
-    long imported = im.total.changed + im.total.unchanged;
-    bool trouble = im.total.rejected > 0 || im.stopped || im.file_failed;
-    rc = !trouble ? 0 : imported > 0 ? 1 : 2;
+    long imported = im->total.changed + im->total.unchanged;
+    bool trouble = im->total.rejected > 0 || im->stopped || im->file_failed;
+    return !trouble ? 0 : imported > 0 ? 1 : 2;
+}
 
-out:
-    if (im.errors && fclose(im.errors) != 0) {
-        fprintf(stderr, "dealscore-ingest import: could not write %s: %s\n", im.errors_path,
+/* Closes the --errors file (a failed close turns success into 1) and frees
+ * the importer; returns the exit status. */
+static int importer_close(importer_t *im, int rc) {
+    if (im->errors && fclose(im->errors) != 0) {
+        fprintf(stderr, "dealscore-ingest import: could not write %s: %s\n", im->errors_path,
                 strerror(errno));
         if (rc == 0) rc = 1;
     }
-    for (int k = 0; k < REC_KIND_COUNT; k++) file_free(&files[k]);
-    for (size_t i = 0; i < im.naliases; i++) {
-        free(im.aliases[i].from);
-        free(im.aliases[i].to);
+    for (int k = 0; k < REC_KIND_COUNT; k++) file_free(&im->files[k]);
+    for (size_t i = 0; i < im->naliases; i++) {
+        free(im->aliases[i].from);
+        free(im->aliases[i].to);
     }
-    free(im.aliases);
-    free(im.send);
-    free(im.tags);
-    json_decref(im.stage_outcome);
-    ds_pg_destroy(im.pg);
+    free(im->aliases);
+    free(im->send);
+    free(im->tags);
+    json_decref(im->stage_outcome);
+    ds_pg_destroy(im->pg);
     return rc;
+}
+
+int ingest_cmd_import(const ds_config_t *cfg, int argc, char **argv) {
+    importer_t im = {.cfg = cfg,
+                     .batch = DEFAULT_BATCH,
+                     .retry_for_s = DEFAULT_RETRY_FOR_S,
+                     .max_shown = DEFAULT_MAX_SHOWN};
+    for (int k = 0; k < REC_KIND_COUNT; k++) {
+        im.files[k].im = &im;
+        im.files[k].kind = (rec_kind_t)k;
+    }
+    int rc = parse_options(&im, argc, argv);
+    if (rc == IMPORT_GO_ON) rc = add_env_aliases(&im);
+    if (rc == IMPORT_GO_ON) rc = open_files(&im);
+    if (rc == IMPORT_GO_ON) rc = connect_to_org(&im);
+    if (rc == IMPORT_GO_ON) rc = import_files(&im);
+    return importer_close(&im, rc);
 }
