@@ -527,19 +527,153 @@ static int mkdir_p(const char *dir) {
     return rc;
 }
 
-int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv) {
-    train_opts_t o = {.report_dir = "reports", .min_closed = cfg->min_closed};
-    memcpy(o.checkpoints, default_checkpoints, sizeof default_checkpoints);
-    o.n_checkpoints = DS_ARRAY_SIZE(default_checkpoints);
-    ds_model_params_default(&o.params);
+/* A phase returns TRAIN_GO_ON to let the next one run, or the exit status
+ * to stop with (its message printed). */
+#define TRAIN_GO_ON (-1)
+#define train_fail(...) (fprintf(stderr, "dealscore-scoring train: " __VA_ARGS__), 1)
+
+/* One run of the command: what each phase leaves for the next ones. */
+typedef struct {
+    const ds_config_t *cfg;
+    train_opts_t o;
+    int cols[DS_FEATURE_COUNT];          /* the model's columns, as engine feature ids */
+    const char *names[DS_FEATURE_COUNT]; /* and their names */
+    size_t nf;
+    int64_t t_start;
+    char err[1024];
+
+    ds_pg_t *pg;
+    char org_id[37];
+    ds_org_cache_t *orgs;
+
+    /* the training set: closed deals in close order, a row per checkpoint */
+    deal_t *deals;
+    size_t nd, n_won, n_lost;
+    row_t *rows;
+    float *x; /* engine values, DS_FEATURE_COUNT per row */
+    size_t nr, rcap;
+    double feat_secs;
+
+    /* the split by close date */
+    size_t *part_rows[PART_COUNT];
+    size_t part_n[PART_COUNT], part_deals[PART_COUNT];
+    char dates[PART_COUNT][2][16]; /* first and last close of each part */
+
+    ds_model_t *model;
+    double train_secs;
+    ds_calib_t *cal;
+    ds_stage_prior_t *prior;
+
+    /* the evaluation on the test window */
+    size_t nt;
+    const size_t *test; /* part_rows[PART_TEST] */
+    float *x_test, *xm_test;
+    double *y_test, *w_test, *p_model, *p_prior, *p_active;
+    ds_eval_metrics_t m_model, m_prior, m_active;
+    int act; /* score_active's result */
+    char active_version[64], active_why[600];
+    bool activate;
+    char reason[1024];
+    ds_report_feature_t *feats;
+    seg_t *cps, *ind, *reg;
+    size_t n_cps, n_ind, n_reg;
+    double *truth;
+    long n_truth;
+    ds_eval_metrics_t b_truth, b_model, b_prior;
+    json_t *bayes; /* NULL without --truth */
+
+    /* registration and the report */
+    char *artifact;
+    size_t artifact_len;
+    char base_version[64]; /* from the time; register_tx may add a suffix */
+    char params_text[1024], calib_text[128];
+    json_t *metrics;
+    reg_t g;
+    char *html_path, *json_path;
+    bool report_ok;
+} train_t;
+
+static void train_init(train_t *t, const ds_config_t *cfg) {
+    memset(t, 0, sizeof *t);
+    t->cfg = cfg;
+    train_opts_t *o = &t->o;
+    o->report_dir = "reports";
+    o->min_closed = cfg->min_closed;
+    memcpy(o->checkpoints, default_checkpoints, sizeof default_checkpoints);
+    o->n_checkpoints = DS_ARRAY_SIZE(default_checkpoints);
+    ds_model_params_default(&o->params);
     /* Exact TreeSHAP costs trees x leaves x depth^2 per score: 100 trees of
      * depth 4 explain a score about 13x faster than 200 of depth 6, and on
      * the simulated orgs they rank at least as well. */
-    o.params.n_trees = 100;
-    o.params.max_depth = 4;
-    o.params.eta = 0.08;
-    o.params.nthread = 2;
+    o->params.n_trees = 100;
+    o->params.max_depth = 4;
+    o->params.eta = 0.08;
+    o->params.nthread = 2;
+}
 
+/* Applies one option of the getopt loop below. */
+static int apply_option(train_t *t, int c, char **argv, const char **exclude) {
+    train_opts_t *o = &t->o;
+    long lv;
+    double dv;
+    switch (c) {
+    case 'h': help(stdout); return 0;
+    case 'o': o->org = optarg; break;
+    case 'c':
+        if (!parse_checkpoints(optarg, o))
+            return usage_error("--checkpoints must be a comma-separated list of 1 to %d days from 1 to 3650",
+                               TRAIN_MAX_CHECKPOINTS);
+        break;
+    case 't':
+        if (!ds_parse_long(optarg, 1, 100000, &lv)) return usage_error("--trees must be a number from 1 to 100000");
+        o->params.n_trees = (int)lv;
+        break;
+    case 'd':
+        if (!ds_parse_long(optarg, 1, 30, &lv)) return usage_error("--depth must be a number from 1 to 30");
+        o->params.max_depth = (int)lv;
+        break;
+    case 'e':
+        if (!parse_double(optarg, &dv) || !(dv > 0 && dv <= 1)) return usage_error("--eta must be in (0, 1]");
+        o->params.eta = dv;
+        break;
+    case 'w':
+        if (!parse_double(optarg, &dv) || dv < 0) return usage_error("--min-child-weight must be >= 0");
+        o->params.min_child_weight = dv;
+        break;
+    case 's':
+        if (!parse_double(optarg, &dv) || !(dv > 0 && dv <= 1)) return usage_error("--subsample must be in (0, 1]");
+        o->params.subsample = dv;
+        break;
+    case 'S':
+        if (!ds_parse_long(optarg, 0, 1L << 30, &lv)) return usage_error("--seed must be a number >= 0");
+        o->params.seed = (int)lv;
+        break;
+    case 'j':
+        if (!ds_parse_long(optarg, 1, 256, &lv)) return usage_error("--threads must be a number from 1 to 256");
+        o->params.nthread = (int)lv;
+        break;
+    case 'C':
+        if (strcmp(optarg, "auto") == 0) o->calib = 0;
+        else if (strcmp(optarg, "isotonic") == 0) o->calib = DS_CALIB_ISOTONIC;
+        else if (strcmp(optarg, "platt") == 0) o->calib = DS_CALIB_PLATT;
+        else return usage_error("--calibration must be auto, isotonic or platt");
+        break;
+    case 'm':
+        if (!ds_parse_long(optarg, 1, 1000000, &lv)) return usage_error("--min-closed must be a number from 1 to 1000000");
+        o->min_closed = (int)lv;
+        break;
+    case 'r': o->report_dir = optarg; break;
+    case 'T': o->truth_path = optarg; break;
+    case 'x': *exclude = optarg; break;
+    case ':': return usage_error("%s needs a value", argv[optind - 1]);
+    default: return usage_error("unknown option %s", argv[optind - 1]);
+    }
+    return TRAIN_GO_ON;
+}
+
+/* Reads the options and chooses the model's columns (all engine features
+ * but the excluded ones). */
+static int parse_options(train_t *t, int argc, char **argv) {
     static const struct option opts[] = {{"org", required_argument, 0, 'o'},
                                          {"checkpoints", required_argument, 0, 'c'},
                                          {"trees", required_argument, 0, 't'},
@@ -559,580 +693,541 @@ int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv) {
     const char *exclude = TRAIN_DEFAULT_EXCLUDE;
     optind = 1;
     opterr = 0;
-    int c;
-    long lv;
-    double dv;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'h': help(stdout); return 0;
-        case 'o': o.org = optarg; break;
-        case 'c':
-            if (!parse_checkpoints(optarg, &o))
-                return usage_error("--checkpoints must be a comma-separated list of 1 to %d days from 1 to 3650",
-                                   TRAIN_MAX_CHECKPOINTS);
-            break;
-        case 't':
-            if (!ds_parse_long(optarg, 1, 100000, &lv)) return usage_error("--trees must be a number from 1 to 100000");
-            o.params.n_trees = (int)lv;
-            break;
-        case 'd':
-            if (!ds_parse_long(optarg, 1, 30, &lv)) return usage_error("--depth must be a number from 1 to 30");
-            o.params.max_depth = (int)lv;
-            break;
-        case 'e':
-            if (!parse_double(optarg, &dv) || !(dv > 0 && dv <= 1)) return usage_error("--eta must be in (0, 1]");
-            o.params.eta = dv;
-            break;
-        case 'w':
-            if (!parse_double(optarg, &dv) || dv < 0) return usage_error("--min-child-weight must be >= 0");
-            o.params.min_child_weight = dv;
-            break;
-        case 's':
-            if (!parse_double(optarg, &dv) || !(dv > 0 && dv <= 1)) return usage_error("--subsample must be in (0, 1]");
-            o.params.subsample = dv;
-            break;
-        case 'S':
-            if (!ds_parse_long(optarg, 0, 1L << 30, &lv)) return usage_error("--seed must be a number >= 0");
-            o.params.seed = (int)lv;
-            break;
-        case 'j':
-            if (!ds_parse_long(optarg, 1, 256, &lv)) return usage_error("--threads must be a number from 1 to 256");
-            o.params.nthread = (int)lv;
-            break;
-        case 'C':
-            if (strcmp(optarg, "auto") == 0) o.calib = 0;
-            else if (strcmp(optarg, "isotonic") == 0) o.calib = DS_CALIB_ISOTONIC;
-            else if (strcmp(optarg, "platt") == 0) o.calib = DS_CALIB_PLATT;
-            else return usage_error("--calibration must be auto, isotonic or platt");
-            break;
-        case 'm':
-            if (!ds_parse_long(optarg, 1, 1000000, &lv)) return usage_error("--min-closed must be a number from 1 to 1000000");
-            o.min_closed = (int)lv;
-            break;
-        case 'r': o.report_dir = optarg; break;
-        case 'T': o.truth_path = optarg; break;
-        case 'x': exclude = optarg; break;
-        case ':': return usage_error("%s needs a value", argv[optind - 1]);
-        default: return usage_error("unknown option %s", argv[optind - 1]);
-        }
-    }
+    int c, rc;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1)
+        if ((rc = apply_option(t, c, argv, &exclude)) != TRAIN_GO_ON) return rc;
     if (optind < argc) return usage_error("unexpected argument \"%s\"", argv[optind]);
-    if (!o.org) return usage_error("--org is required");
+    if (!t->o.org) return usage_error("--org is required");
     char bad[96];
-    if (!parse_exclude(exclude, &o, bad, sizeof bad))
+    if (!parse_exclude(exclude, &t->o, bad, sizeof bad))
         return usage_error("--exclude: \"%s\" is not a feature of the engine", bad);
-    int cols[DS_FEATURE_COUNT];
-    const char *names[DS_FEATURE_COUNT];
-    size_t nf = 0;
     for (int i = 0; i < DS_FEATURE_COUNT; i++)
-        if (!o.excluded[i]) {
-            cols[nf] = i;
-            names[nf++] = ds_feature_name(i);
+        if (!t->o.excluded[i]) {
+            t->cols[t->nf] = i;
+            t->names[t->nf++] = ds_feature_name(i);
         }
-    if (nf == 0) return usage_error("--exclude leaves no feature");
+    if (t->nf == 0) return usage_error("--exclude leaves no feature");
+    return TRAIN_GO_ON;
+}
 
-    int rc = 1;
-    char err[1024];
-    ds_pg_t *pg = NULL;
-    ds_org_cache_t *orgs = NULL;
-    deal_t *deals = NULL;
-    size_t nd = 0;
-    row_t *rows = NULL;
-    float *x = NULL;
-    size_t nr = 0, rcap = 0;
-    size_t *part_rows[PART_COUNT] = {0};
-    size_t part_n[PART_COUNT] = {0};
-    float *xp = NULL, *yp = NULL, *wp = NULL;
-    double *y_test = NULL, *w_test = NULL, *p_model = NULL, *p_prior = NULL, *p_active = NULL, *truth = NULL;
-    double *margin = NULL;
-    float *x_test = NULL, *xm_test = NULL, *contribs = NULL;
-    ds_model_t *model = NULL;
-    ds_calib_t *cal = NULL;
-    ds_stage_prior_t *prior = NULL;
-    char *artifact = NULL;
-    size_t artifact_len = 0;
-    seg_t *ind = NULL, *reg = NULL, *cps = NULL;
-    size_t n_ind = 0, n_reg = 0, n_cps = 0;
-    json_t *metrics = NULL;
-    ds_report_feature_t *feats = NULL;
-    reg_t g = {0};
-    char *report_json_text = NULL;
-
-    int64_t t_start = ds_mono_us();
-    if (ds_pg_new(&pg, cfg->database_url, "dealscore-scoring-train", err, sizeof err) != 0 ||
-        ds_pg_ensure(pg, 30000, NULL, err, sizeof err) != 0) {
-        fprintf(stderr, "dealscore-scoring train: could not connect to Postgres: %s\n", err);
-        goto out;
-    }
-    const char *sv[] = {o.org};
+static int connect_to_org(train_t *t) {
+    t->t_start = ds_mono_us();
+    if (ds_pg_new(&t->pg, t->cfg->database_url, "dealscore-scoring-train", t->err, sizeof t->err) != 0 ||
+        ds_pg_ensure(t->pg, 30000, NULL, t->err, sizeof t->err) != 0)
+        return train_fail("could not connect to Postgres: %s\n", t->err);
+    const char *sv[] = {t->o.org};
     PGresult *r = NULL;
-    if (ds_pg_exec_params(pg, "select id::text from public.orgs where slug = $1", 1, sv, NULL, NULL, &r, err,
-                          sizeof err) != 0) {
-        fprintf(stderr, "dealscore-scoring train: could not look up the org: %s\n", err);
-        goto out;
-    }
+    if (ds_pg_exec_params(t->pg, "select id::text from public.orgs where slug = $1", 1, sv, NULL, NULL, &r, t->err,
+                          sizeof t->err) != 0)
+        return train_fail("could not look up the org: %s\n", t->err);
     if (PQntuples(r) != 1) {
         PQclear(r);
-        fprintf(stderr, "dealscore-scoring train: no org \"%s\"\n", o.org);
-        goto out;
+        return train_fail("no org \"%s\"\n", t->o.org);
     }
-    char org_id[37];
-    snprintf(org_id, sizeof org_id, "%s", PQgetvalue(r, 0, 0));
+    snprintf(t->org_id, sizeof t->org_id, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
+    return TRAIN_GO_ON;
+}
 
-    /* Closed deals, oldest close first: the split follows this order. */
-    const char *ov[] = {org_id};
-    if (ds_pg_exec_params(pg,
+/* Closed deals, oldest close first: the split follows this order. */
+static int load_closed_deals(train_t *t) {
+    const char *ov[] = {t->org_id};
+    PGresult *r = NULL;
+    if (ds_pg_exec_params(t->pg,
                           "select id::text, outcome = 'won', (extract(epoch from closed_at) * 1000000)::bigint"
                           " from public.opportunities where org_id = $1::uuid and outcome in ('won', 'lost')"
                           " and closed_at is not null and created_at is not null and not placeholder"
                           " order by closed_at, id",
-                          1, ov, NULL, NULL, &r, err, sizeof err) != 0) {
-        fprintf(stderr, "dealscore-scoring train: could not read closed deals: %s\n", err);
-        goto out;
-    }
-    nd = (size_t)PQntuples(r);
-    deals = ds_calloc(nd + 1, sizeof *deals);
-    size_t n_won = 0;
-    for (size_t i = 0; i < nd; i++) {
-        deals[i].id = ds_strdup(PQgetvalue(r, (int)i, 0));
-        deals[i].won = PQgetvalue(r, (int)i, 1)[0] == 't';
-        deals[i].closed_at_us = strtoll(PQgetvalue(r, (int)i, 2), NULL, 10);
-        n_won += deals[i].won;
+                          1, ov, NULL, NULL, &r, t->err, sizeof t->err) != 0)
+        return train_fail("could not read closed deals: %s\n", t->err);
+    t->nd = (size_t)PQntuples(r);
+    t->deals = ds_calloc(t->nd + 1, sizeof *t->deals);
+    for (size_t i = 0; i < t->nd; i++) {
+        deal_t *d = &t->deals[i];
+        d->id = ds_strdup(PQgetvalue(r, (int)i, 0));
+        d->won = PQgetvalue(r, (int)i, 1)[0] == 't';
+        d->closed_at_us = strtoll(PQgetvalue(r, (int)i, 2), NULL, 10);
+        t->n_won += d->won;
     }
     PQclear(r);
-    size_t n_lost = nd - n_won;
-    if (n_won < (size_t)o.min_closed || n_lost < (size_t)o.min_closed) {
-        fprintf(stderr,
-                "dealscore-scoring train: org %s has %zu won and %zu lost closed deals; a model needs at least %d "
-                "of each (DEALSCORE_MIN_CLOSED): the org keeps scoring with the stage prior, nothing registered\n",
-                o.org, n_won, n_lost, o.min_closed);
-        goto out;
-    }
+    t->n_lost = t->nd - t->n_won;
+    if (t->n_won < (size_t)t->o.min_closed || t->n_lost < (size_t)t->o.min_closed)
+        return train_fail("org %s has %zu won and %zu lost closed deals; a model needs at least %d "
+                          "of each (DEALSCORE_MIN_CLOSED): the org keeps scoring with the stage prior, nothing "
+                          "registered\n",
+                          t->o.org, t->n_won, t->n_lost, t->o.min_closed);
+    return TRAIN_GO_ON;
+}
 
-    /* The split, by deal in close order. */
-    size_t n_tr = (size_t)((double)nd * TRAIN_SHARE_TRAIN);
-    size_t n_ca = (size_t)((double)nd * (TRAIN_SHARE_TRAIN + TRAIN_SHARE_CALIB)) - n_tr;
-    for (size_t i = 0; i < nd; i++) deals[i].part = i < n_tr ? PART_TRAIN : i < n_tr + n_ca ? PART_CALIB : PART_TEST;
-
-    /* Features at every checkpoint before the close, through the engine. */
-    orgs = ds_org_cache_new(3600 * 1000);
-    const ds_org_ctx_t *oc = NULL;
-    if (ds_org_cache_get(orgs, pg, org_id, &oc, err, sizeof err) != 0) {
-        fprintf(stderr, "dealscore-scoring train: could not load the org's context: %s\n", err);
-        goto out;
-    }
-    int64_t t_feat = ds_mono_us(), last_progress = t_feat;
-    for (size_t b = 0; b < nd; b += TRAIN_LOAD_BATCH) {
-        size_t m = nd - b < TRAIN_LOAD_BATCH ? nd - b : TRAIN_LOAD_BATCH;
-        const char **ids = ds_calloc(m, sizeof *ids);
-        for (size_t k = 0; k < m; k++) ids[k] = deals[b + k].id;
-        ds_opp_batch_t *batch = NULL;
-        int lrc = ds_opp_batch_load(pg, ids, m, &batch, err, sizeof err);
-        if (lrc != 0) {
-            free(ids);
-            fprintf(stderr, "dealscore-scoring train: could not load deals: %s\n", err);
-            goto out;
+/* Adds the rows of deal di: its features at every checkpoint before its
+ * close, each row weighing 1 / the deal's rows. */
+static void add_deal_rows(train_t *t, size_t di, ds_opp_raw_t *raw, const ds_org_ctx_t *oc) {
+    deal_t *d = &t->deals[di];
+    raw->stages = oc->stages;
+    d->external_id = dup_or_null(raw->external_id);
+    d->industry = dup_or_null(raw->industry);
+    d->region = dup_or_null(raw->region);
+    d->created_at_us = raw->created_at_us;
+    size_t first = t->nr;
+    for (size_t ci = 0; ci < t->o.n_checkpoints; ci++) {
+        int64_t as_of = d->created_at_us + (int64_t)t->o.checkpoints[ci] * DS_US_PER_DAY;
+        if (as_of >= d->closed_at_us) break; /* checkpoints are sorted */
+        ds_feature_vec_t vec;
+        if (ds_features_compute(raw, as_of, oc->winrate, oc->lexicon, &vec) != 0) continue;
+        if (t->nr == t->rcap) {
+            t->rcap = t->rcap ? t->rcap * 2 : 4096;
+            t->rows = ds_realloc(t->rows, t->rcap * sizeof *t->rows);
+            t->x = ds_realloc(t->x, t->rcap * DS_FEATURE_COUNT * sizeof *t->x);
         }
+        row_t *row = &t->rows[t->nr];
+        row->deal = di;
+        row->day = t->o.checkpoints[ci];
+        double si = vec.values[DS_F_STAGE_INDEX];
+        row->stage = isnan(si) ? -1 : (int)si;
+        row->label = d->won ? 1.0 : 0.0;
+        for (int f = 0; f < DS_FEATURE_COUNT; f++) t->x[t->nr * DS_FEATURE_COUNT + (size_t)f] = (float)vec.values[f];
+        t->nr++;
+    }
+    d->n_rows = (int)(t->nr - first);
+    for (size_t i = first; i < t->nr; i++) t->rows[i].weight = 1.0 / (double)d->n_rows;
+}
+
+/* Features at every checkpoint before the close, through the engine, in
+ * batches of deals. */
+static int load_training_set(train_t *t) {
+    t->orgs = ds_org_cache_new(3600 * 1000);
+    const ds_org_ctx_t *oc = NULL;
+    if (ds_org_cache_get(t->orgs, t->pg, t->org_id, &oc, t->err, sizeof t->err) != 0)
+        return train_fail("could not load the org's context: %s\n", t->err);
+    int64_t t_feat = ds_mono_us(), last_progress = t_feat;
+    for (size_t b = 0; b < t->nd; b += TRAIN_LOAD_BATCH) {
+        size_t m = t->nd - b < TRAIN_LOAD_BATCH ? t->nd - b : TRAIN_LOAD_BATCH;
+        const char **ids = ds_calloc(m, sizeof *ids);
+        for (size_t k = 0; k < m; k++) ids[k] = t->deals[b + k].id;
+        ds_opp_batch_t *batch = NULL;
+        int lrc = ds_opp_batch_load(t->pg, ids, m, &batch, t->err, sizeof t->err);
+        free(ids);
+        if (lrc != 0) return train_fail("could not load deals: %s\n", t->err);
         for (size_t k = 0; k < m; k++) {
-            deal_t *d = &deals[b + k];
-            int bi = ds_opp_batch_find(batch, d->id);
+            int bi = ds_opp_batch_find(batch, t->deals[b + k].id);
             if (bi < 0) continue; /* deleted meanwhile */
-            ds_opp_raw_t *raw = ds_opp_batch_raw(batch, (size_t)bi);
-            raw->stages = oc->stages;
-            d->external_id = dup_or_null(raw->external_id);
-            d->industry = dup_or_null(raw->industry);
-            d->region = dup_or_null(raw->region);
-            d->created_at_us = raw->created_at_us;
-            size_t first = nr;
-            for (size_t ci = 0; ci < o.n_checkpoints; ci++) {
-                int64_t as_of = d->created_at_us + (int64_t)o.checkpoints[ci] * DS_US_PER_DAY;
-                if (as_of >= d->closed_at_us) break; /* checkpoints are sorted */
-                ds_feature_vec_t vec;
-                if (ds_features_compute(raw, as_of, oc->winrate, oc->lexicon, &vec) != 0) continue;
-                if (nr == rcap) {
-                    rcap = rcap ? rcap * 2 : 4096;
-                    rows = ds_realloc(rows, rcap * sizeof *rows);
-                    x = ds_realloc(x, rcap * DS_FEATURE_COUNT * sizeof *x);
-                }
-                row_t *row = &rows[nr];
-                row->deal = b + k;
-                row->day = o.checkpoints[ci];
-                double si = vec.values[DS_F_STAGE_INDEX];
-                row->stage = isnan(si) ? -1 : (int)si;
-                row->label = d->won ? 1.0 : 0.0;
-                for (int f = 0; f < DS_FEATURE_COUNT; f++) x[nr * DS_FEATURE_COUNT + (size_t)f] = (float)vec.values[f];
-                nr++;
-            }
-            d->n_rows = (int)(nr - first);
-            for (size_t i = first; i < nr; i++) rows[i].weight = 1.0 / (double)d->n_rows;
+            add_deal_rows(t, b + k, ds_opp_batch_raw(batch, (size_t)bi), oc);
         }
         ds_opp_batch_destroy(batch);
-        free(ids);
         if (ds_mono_us() - last_progress > 2000000) {
             last_progress = ds_mono_us();
-            fprintf(stderr, "train: features of %zu/%zu deals (%zu rows)\n", b + m, nd, nr);
+            fprintf(stderr, "train: features of %zu/%zu deals (%zu rows)\n", b + m, t->nd, t->nr);
         }
     }
-    double feat_secs = (double)(ds_mono_us() - t_feat) / 1e6;
+    t->feat_secs = (double)(ds_mono_us() - t_feat) / 1e6;
+    return TRAIN_GO_ON;
+}
 
-    for (int p = 0; p < PART_COUNT; p++) part_rows[p] = ds_malloc((nr + 1) * sizeof(size_t));
-    size_t part_deals[PART_COUNT] = {0};
+/* Splits the deals by close date (oldest train, then calibration, newest
+ * test) and their rows with them; each part needs won and lost rows. */
+static int split_by_close_date(train_t *t) {
+    size_t nd = t->nd;
+    size_t n_tr = (size_t)((double)nd * TRAIN_SHARE_TRAIN);
+    size_t n_ca = (size_t)((double)nd * (TRAIN_SHARE_TRAIN + TRAIN_SHARE_CALIB)) - n_tr;
+    for (size_t i = 0; i < nd; i++)
+        t->deals[i].part = i < n_tr ? PART_TRAIN : i < n_tr + n_ca ? PART_CALIB : PART_TEST;
+
     double part_pos[PART_COUNT] = {0}, part_neg[PART_COUNT] = {0};
     int64_t part_from[PART_COUNT], part_to[PART_COUNT];
-    for (int p = 0; p < PART_COUNT; p++) part_from[p] = INT64_MAX, part_to[p] = INT64_MIN;
+    for (int p = 0; p < PART_COUNT; p++) {
+        t->part_rows[p] = ds_malloc((t->nr + 1) * sizeof(size_t));
+        part_from[p] = INT64_MAX, part_to[p] = INT64_MIN;
+    }
     for (size_t i = 0; i < nd; i++) {
-        deal_t *d = &deals[i];
+        deal_t *d = &t->deals[i];
         if (!d->n_rows) continue;
-        part_deals[d->part]++;
+        t->part_deals[d->part]++;
         if (d->closed_at_us < part_from[d->part]) part_from[d->part] = d->closed_at_us;
         if (d->closed_at_us > part_to[d->part]) part_to[d->part] = d->closed_at_us;
     }
-    for (size_t i = 0; i < nr; i++) {
-        int p = deals[rows[i].deal].part;
-        part_rows[p][part_n[p]++] = i;
-        if (rows[i].label > 0) part_pos[p] += 1;
+    for (size_t i = 0; i < t->nr; i++) {
+        int p = t->deals[t->rows[i].deal].part;
+        t->part_rows[p][t->part_n[p]++] = i;
+        if (t->rows[i].label > 0) part_pos[p] += 1;
         else part_neg[p] += 1;
     }
     for (int p = 0; p < PART_COUNT; p++) {
-        if (part_pos[p] < 1 || part_neg[p] < 1) {
-            fprintf(stderr,
-                    "dealscore-scoring train: the %s part (%zu rows) lacks won or lost rows; with checkpoints %d.. "
-                    "days, too few deals lived long enough: nothing registered\n",
-                    part_names[p], part_n[p], o.checkpoints[0]);
-            goto out;
-        }
+        if (part_pos[p] < 1 || part_neg[p] < 1)
+            return train_fail("the %s part (%zu rows) lacks won or lost rows; with checkpoints %d.. "
+                              "days, too few deals lived long enough: nothing registered\n",
+                              part_names[p], t->part_n[p], t->o.checkpoints[0]);
+        fmt_date(part_from[p], t->dates[p][0]);
+        fmt_date(part_to[p], t->dates[p][1]);
     }
+    return TRAIN_GO_ON;
+}
 
-    /* Train. */
-    size_t ntr = part_n[PART_TRAIN];
-    xp = gather(x, part_rows[PART_TRAIN], ntr, cols, nf);
-    yp = ds_malloc(ntr * sizeof *yp);
-    wp = ds_malloc(ntr * sizeof *wp);
+static int train_model(train_t *t) {
+    size_t ntr = t->part_n[PART_TRAIN];
+    const size_t *train = t->part_rows[PART_TRAIN];
+    float *xp = gather(t->x, train, ntr, t->cols, t->nf);
+    float *yp = ds_malloc(ntr * sizeof *yp), *wp = ds_malloc(ntr * sizeof *wp);
     for (size_t i = 0; i < ntr; i++) {
-        size_t ri = part_rows[PART_TRAIN][i];
-        yp[i] = (float)rows[ri].label;
-        wp[i] = (float)rows[ri].weight;
+        yp[i] = (float)t->rows[train[i]].label;
+        wp[i] = (float)t->rows[train[i]].weight;
     }
     int64_t t_train = ds_mono_us();
-    if (ds_model_train(&o.params, xp, ntr, nf, names, yp, wp, &model, err, sizeof err) != 0) {
-        fprintf(stderr, "dealscore-scoring train: training failed: %s\n", err);
-        goto out;
-    }
-    double train_secs = (double)(ds_mono_us() - t_train) / 1e6;
+    int rc = ds_model_train(&t->o.params, xp, ntr, t->nf, t->names, yp, wp, &t->model, t->err, sizeof t->err);
+    t->train_secs = (double)(ds_mono_us() - t_train) / 1e6;
+    free(xp);
+    free(yp);
+    free(wp);
+    if (rc != 0) return train_fail("training failed: %s\n", t->err);
+    return TRAIN_GO_ON;
+}
 
-    /* Calibrate on the held-out fold. */
-    size_t nca = part_n[PART_CALIB];
-    {
-        float *xc = gather(x, part_rows[PART_CALIB], nca, cols, nf);
-        double *mc = ds_malloc(nca * sizeof *mc), *yc = ds_malloc(nca * sizeof *yc), *wc = ds_malloc(nca * sizeof *wc);
-        for (size_t i = 0; i < nca; i++) {
-            size_t ri = part_rows[PART_CALIB][i];
-            yc[i] = rows[ri].label;
-            wc[i] = rows[ri].weight;
-        }
-        int crc = ds_model_predict_margin(model, xc, nca, mc, err, sizeof err);
-        if (crc == 0) {
-            if (o.calib == DS_CALIB_PLATT) crc = ds_calib_fit_platt(mc, yc, wc, nca, &cal, err, sizeof err);
-            else if (o.calib == DS_CALIB_ISOTONIC) crc = ds_calib_fit_isotonic(mc, yc, wc, nca, &cal, err, sizeof err);
-            else crc = ds_calib_fit(mc, yc, wc, nca, &cal, err, sizeof err);
-        }
-        free(xc);
-        free(mc);
-        free(yc);
-        free(wc);
-        if (crc != 0) {
-            fprintf(stderr, "dealscore-scoring train: could not calibrate: %s; nothing registered\n", err);
-            goto out;
-        }
+/* Calibrates the model's margins on the held-out fold. */
+static int calibrate(train_t *t) {
+    size_t nca = t->part_n[PART_CALIB];
+    const size_t *calib = t->part_rows[PART_CALIB];
+    float *xc = gather(t->x, calib, nca, t->cols, t->nf);
+    double *mc = ds_malloc(nca * sizeof *mc), *yc = ds_malloc(nca * sizeof *yc), *wc = ds_malloc(nca * sizeof *wc);
+    for (size_t i = 0; i < nca; i++) {
+        yc[i] = t->rows[calib[i]].label;
+        wc[i] = t->rows[calib[i]].weight;
     }
-
-    /* The stage prior, fitted on the training rows. */
-    {
-        int *st = ds_malloc(ntr * sizeof *st);
-        double *yy = ds_malloc(ntr * sizeof *yy), *ww = ds_malloc(ntr * sizeof *ww);
-        for (size_t i = 0; i < ntr; i++) {
-            size_t ri = part_rows[PART_TRAIN][i];
-            st[i] = rows[ri].stage;
-            yy[i] = rows[ri].label;
-            ww[i] = rows[ri].weight;
-        }
-        int prc = ds_stage_prior_fit(st, yy, ww, ntr, DS_STAGE_PRIOR_SMOOTHING, &prior, err, sizeof err);
-        free(st);
-        free(yy);
-        free(ww);
-        if (prc != 0) {
-            fprintf(stderr, "dealscore-scoring train: could not fit the stage prior: %s\n", err);
-            goto out;
-        }
+    char *err = t->err;
+    size_t errsz = sizeof t->err;
+    int crc = ds_model_predict_margin(t->model, xc, nca, mc, err, errsz);
+    if (crc == 0) {
+        if (t->o.calib == DS_CALIB_PLATT) crc = ds_calib_fit_platt(mc, yc, wc, nca, &t->cal, err, errsz);
+        else if (t->o.calib == DS_CALIB_ISOTONIC) crc = ds_calib_fit_isotonic(mc, yc, wc, nca, &t->cal, err, errsz);
+        else crc = ds_calib_fit(mc, yc, wc, nca, &t->cal, err, errsz);
     }
+    free(xc);
+    free(mc);
+    free(yc);
+    free(wc);
+    if (crc != 0) return train_fail("could not calibrate: %s; nothing registered\n", t->err);
+    return TRAIN_GO_ON;
+}
 
-    /* The test window: model, prior and (when there is one) the active model. */
-    size_t nt = part_n[PART_TEST];
-    const size_t *test = part_rows[PART_TEST];
-    x_test = ds_malloc(nt * DS_FEATURE_COUNT * sizeof *x_test);
-    y_test = ds_malloc(nt * sizeof *y_test);
-    w_test = ds_malloc(nt * sizeof *w_test);
-    p_model = ds_malloc(nt * sizeof *p_model);
-    p_prior = ds_malloc(nt * sizeof *p_prior);
-    p_active = ds_malloc(nt * sizeof *p_active);
-    margin = ds_malloc(nt * sizeof *margin);
+/* The stage prior the model must beat, fitted on the training rows. */
+static int fit_stage_prior(train_t *t) {
+    size_t ntr = t->part_n[PART_TRAIN];
+    const size_t *train = t->part_rows[PART_TRAIN];
+    int *st = ds_malloc(ntr * sizeof *st);
+    double *yy = ds_malloc(ntr * sizeof *yy), *ww = ds_malloc(ntr * sizeof *ww);
+    for (size_t i = 0; i < ntr; i++) {
+        st[i] = t->rows[train[i]].stage;
+        yy[i] = t->rows[train[i]].label;
+        ww[i] = t->rows[train[i]].weight;
+    }
+    int prc = ds_stage_prior_fit(st, yy, ww, ntr, DS_STAGE_PRIOR_SMOOTHING, &t->prior, t->err, sizeof t->err);
+    free(st);
+    free(yy);
+    free(ww);
+    if (prc != 0) return train_fail("could not fit the stage prior: %s\n", t->err);
+    return TRAIN_GO_ON;
+}
+
+/* The test window: model, prior and (when there is one) the active model. */
+static int evaluate(train_t *t) {
+    size_t nt = t->nt = t->part_n[PART_TEST];
+    const size_t *test = t->test = t->part_rows[PART_TEST];
+    t->x_test = ds_malloc(nt * DS_FEATURE_COUNT * sizeof *t->x_test);
+    t->y_test = ds_malloc(nt * sizeof *t->y_test);
+    t->w_test = ds_malloc(nt * sizeof *t->w_test);
+    t->p_model = ds_malloc(nt * sizeof *t->p_model);
+    t->p_prior = ds_malloc(nt * sizeof *t->p_prior);
+    t->p_active = ds_malloc(nt * sizeof *t->p_active);
     for (size_t i = 0; i < nt; i++) {
-        size_t ri = test[i];
-        memcpy(x_test + i * DS_FEATURE_COUNT, x + ri * DS_FEATURE_COUNT, DS_FEATURE_COUNT * sizeof *x_test);
-        y_test[i] = rows[ri].label;
-        w_test[i] = rows[ri].weight;
-        p_prior[i] = ds_stage_prior_predict(prior, rows[ri].stage);
+        const row_t *row = &t->rows[test[i]];
+        memcpy(t->x_test + i * DS_FEATURE_COUNT, t->x + test[i] * DS_FEATURE_COUNT, DS_FEATURE_COUNT * sizeof *t->x_test);
+        t->y_test[i] = row->label;
+        t->w_test[i] = row->weight;
+        t->p_prior[i] = ds_stage_prior_predict(t->prior, row->stage);
     }
-    xm_test = gather(x, test, nt, cols, nf);
-    if (ds_model_predict_margin(model, xm_test, nt, margin, err, sizeof err) != 0) {
-        fprintf(stderr, "dealscore-scoring train: could not score the test window: %s\n", err);
-        goto out;
+    t->xm_test = gather(t->x, test, nt, t->cols, t->nf);
+    double *margin = ds_malloc(nt * sizeof *margin);
+    int rc = ds_model_predict_margin(t->model, t->xm_test, nt, margin, t->err, sizeof t->err);
+    for (size_t i = 0; rc == 0 && i < nt; i++) t->p_model[i] = ds_calib_apply(t->cal, margin[i]);
+    free(margin);
+    if (rc != 0) return train_fail("could not score the test window: %s\n", t->err);
+    ds_eval_metrics_clear(&t->m_active);
+    if (ds_eval_metrics(t->p_model, t->y_test, t->w_test, nt, &t->m_model, t->err, sizeof t->err) != 0 ||
+        ds_eval_metrics(t->p_prior, t->y_test, t->w_test, nt, &t->m_prior, t->err, sizeof t->err) != 0)
+        return train_fail("could not evaluate: %s\n", t->err);
+    t->act = score_active(t->pg, t->org_id, t->x_test, nt, t->p_active, t->active_version, t->active_why,
+                          sizeof t->active_why);
+    if (t->act == 1 && ds_eval_metrics(t->p_active, t->y_test, t->w_test, nt, &t->m_active, t->err, sizeof t->err) != 0) {
+        t->act = -1;
+        snprintf(t->active_why, sizeof t->active_why, "%.500s", t->err);
     }
-    for (size_t i = 0; i < nt; i++) p_model[i] = ds_calib_apply(cal, margin[i]);
-    ds_eval_metrics_t m_model, m_prior, m_active;
-    ds_eval_metrics_clear(&m_active);
-    if (ds_eval_metrics(p_model, y_test, w_test, nt, &m_model, err, sizeof err) != 0 ||
-        ds_eval_metrics(p_prior, y_test, w_test, nt, &m_prior, err, sizeof err) != 0) {
-        fprintf(stderr, "dealscore-scoring train: could not evaluate: %s\n", err);
-        goto out;
-    }
-    char active_version[64] = "", active_why[600] = "";
-    int act = score_active(pg, org_id, x_test, nt, p_active, active_version, active_why, sizeof active_why);
-    if (act == 1 && ds_eval_metrics(p_active, y_test, w_test, nt, &m_active, err, sizeof err) != 0) {
-        act = -1;
-        snprintf(active_why, sizeof active_why, "%.500s", err);
-    }
+    return TRAIN_GO_ON;
+}
 
-    /* The decision. */
-    char reason[1024];
-    bool activate;
-    if (act == 1) {
-        activate = m_model.log_loss < m_active.log_loss;
-        snprintf(reason, sizeof reason,
-                 activate ? "its log loss %.4f beats the active model %s's %.4f on the same test window (%zu rows)"
-                          : "its log loss %.4f does not beat the active model %s's %.4f on the same test window "
-                            "(%zu rows): it stays a candidate",
-                 m_model.log_loss, active_version, m_active.log_loss, nt);
-    } else {
-        activate = m_model.log_loss < m_prior.log_loss;
-        char pre[700] = "";
-        if (act < 0)
-            snprintf(pre, sizeof pre, "the active model %s could not be evaluated on this window (%s); ",
-                     active_version, active_why);
-        else
-            snprintf(pre, sizeof pre, "no active model: ");
-        snprintf(reason, sizeof reason,
-                 activate ? "%sits log loss %.4f beats the stage prior's %.4f on the test window (%zu rows)"
-                          : "%sits log loss %.4f does not beat the stage prior's %.4f on the test window (%zu rows): "
-                            "it stays a candidate",
-                 pre, m_model.log_loss, m_prior.log_loss, nt);
+/* Active when the model's log loss beats the active model's, or without
+ * one that can be evaluated, the stage prior's. */
+static void decide(train_t *t) {
+    const ds_eval_metrics_t *mm = &t->m_model;
+    if (t->act == 1) {
+        t->activate = mm->log_loss < t->m_active.log_loss;
+        snprintf(t->reason, sizeof t->reason,
+                 t->activate ? "its log loss %.4f beats the active model %s's %.4f on the same test window (%zu rows)"
+                             : "its log loss %.4f does not beat the active model %s's %.4f on the same test window "
+                               "(%zu rows): it stays a candidate",
+                 mm->log_loss, t->active_version, t->m_active.log_loss, t->nt);
+        return;
     }
+    t->activate = mm->log_loss < t->m_prior.log_loss;
+    char pre[64 + sizeof t->active_version + sizeof t->active_why] = "";
+    if (t->act < 0)
+        snprintf(pre, sizeof pre, "the active model %s could not be evaluated on this window (%s); ",
+                 t->active_version, t->active_why);
+    else
+        snprintf(pre, sizeof pre, "no active model: ");
+    snprintf(t->reason, sizeof t->reason,
+             t->activate ? "%sits log loss %.4f beats the stage prior's %.4f on the test window (%zu rows)"
+                         : "%sits log loss %.4f does not beat the stage prior's %.4f on the test window (%zu rows): "
+                           "it stays a candidate",
+             pre, mm->log_loss, t->m_prior.log_loss, t->nt);
+}
 
-    /* Importance: mean |SHAP| on the test rows. */
-    contribs = ds_malloc(nt * (nf + 1) * sizeof *contribs);
+/* Importance: mean |SHAP| on the test rows. */
+static int explain(train_t *t) {
+    float *contribs = ds_malloc(t->nt * (t->nf + 1) * sizeof *contribs);
     double imp[DS_FEATURE_COUNT];
-    if (ds_model_contribs(model, xm_test, nt, contribs, err, sizeof err) != 0) {
-        fprintf(stderr, "dealscore-scoring train: could not compute contributions: %s\n", err);
-        goto out;
-    }
-    ds_contribs_mean_abs(contribs, nt, nf, imp);
-    feats = ds_calloc(nf, sizeof *feats);
-    for (size_t j = 0; j < nf; j++)
-        feats[j] = (ds_report_feature_t){.name = names[j], .label = ds_feature_label(cols[j]), .mean_abs_shap = imp[j]};
+    int rc = ds_model_contribs(t->model, t->xm_test, t->nt, contribs, t->err, sizeof t->err);
+    if (rc == 0) ds_contribs_mean_abs(contribs, t->nt, t->nf, imp);
+    free(contribs);
+    if (rc != 0) return train_fail("could not compute contributions: %s\n", t->err);
+    t->feats = ds_calloc(t->nf, sizeof *t->feats);
+    for (size_t j = 0; j < t->nf; j++)
+        t->feats[j] = (ds_report_feature_t){
+            .name = t->names[j], .label = ds_feature_label(t->cols[j]), .mean_abs_shap = imp[j]};
+    return TRAIN_GO_ON;
+}
 
-    /* Breakdowns. */
-    {
-        size_t *idx = ds_malloc((nt + 1) * sizeof *idx);
-        cps = ds_calloc(o.n_checkpoints, sizeof *cps);
-        for (size_t ci = 0; ci < o.n_checkpoints; ci++) {
-            size_t n = 0;
-            for (size_t i = 0; i < nt; i++)
-                if (rows[test[i]].day == o.checkpoints[ci]) idx[n++] = i;
-            if (!n) continue;
-            seg_t *s = &cps[n_cps++];
-            s->key = ds_asprintf("day %d", o.checkpoints[ci]);
-            s->weight = (double)n;
-            /* One row per deal at a checkpoint: rows count equally. */
-            eval_subset(p_model, y_test, NULL, idx, n, &s->model);
-            eval_subset(p_prior, y_test, NULL, idx, n, &s->prior);
-        }
-        free(idx);
-    }
-    n_ind = segments(deals, rows, test, nt, p_model, p_prior, y_test, w_test, true, &ind);
-    n_reg = segments(deals, rows, test, nt, p_model, p_prior, y_test, w_test, false, &reg);
-
-    /* Bayes-optimal figures from the simulator's truth. */
-    json_t *bayes = NULL;
-    ds_eval_metrics_t b_truth, b_model, b_prior;
-    long n_truth = 0;
-    if (o.truth_path) {
-        truth = ds_malloc((nt + 1) * sizeof *truth);
-        n_truth = read_truth(o.truth_path, deals, rows, test, nt, truth);
-        if (n_truth < 0) goto out;
-        size_t *idx = ds_malloc((nt + 1) * sizeof *idx);
+/* Model and prior per checkpoint, industry and region. */
+static void evaluate_segments(train_t *t) {
+    size_t *idx = ds_malloc((t->nt + 1) * sizeof *idx);
+    t->cps = ds_calloc(t->o.n_checkpoints, sizeof *t->cps);
+    for (size_t ci = 0; ci < t->o.n_checkpoints; ci++) {
         size_t n = 0;
-        for (size_t i = 0; i < nt; i++)
-            if (!isnan(truth[i])) idx[n++] = i;
-        ds_eval_metrics_clear(&b_truth);
-        ds_eval_metrics_clear(&b_model);
-        ds_eval_metrics_clear(&b_prior);
-        if (n) {
-            eval_subset(truth, y_test, w_test, idx, n, &b_truth);
-            eval_subset(p_model, y_test, w_test, idx, n, &b_model);
-            eval_subset(p_prior, y_test, w_test, idx, n, &b_prior);
-        }
-        free(idx);
-        bayes = json_pack("{s:s, s:I, s:I, s:o, s:o, s:o}", "truth_file", o.truth_path, "matched_rows",
-                          (json_int_t)n_truth, "test_rows", (json_int_t)nt, "bayes_optimal", metrics_json(&b_truth),
-                          "model", metrics_json(&b_model), "stage_prior", metrics_json(&b_prior));
+        for (size_t i = 0; i < t->nt; i++)
+            if (t->rows[t->test[i]].day == t->o.checkpoints[ci]) idx[n++] = i;
+        if (!n) continue;
+        seg_t *s = &t->cps[t->n_cps++];
+        s->key = ds_asprintf("day %d", t->o.checkpoints[ci]);
+        s->weight = (double)n;
+        /* One row per deal at a checkpoint: rows count equally. */
+        eval_subset(t->p_model, t->y_test, NULL, idx, n, &s->model);
+        eval_subset(t->p_prior, t->y_test, NULL, idx, n, &s->prior);
     }
+    free(idx);
+    t->n_ind = segments(t->deals, t->rows, t->test, t->nt, t->p_model, t->p_prior, t->y_test, t->w_test, true, &t->ind);
+    t->n_reg = segments(t->deals, t->rows, t->test, t->nt, t->p_model, t->p_prior, t->y_test, t->w_test, false, &t->reg);
+}
 
-    /* Registration. */
-    if (ds_model_save(model, &artifact, &artifact_len, err, sizeof err) != 0) {
-        fprintf(stderr, "dealscore-scoring train: could not serialize the model: %s\n", err);
-        json_decref(bayes);
-        goto out;
+/* Bayes-optimal figures from the simulator's truth (--truth). */
+static int compare_with_truth(train_t *t) {
+    if (!t->o.truth_path) return TRAIN_GO_ON;
+    size_t nt = t->nt;
+    t->truth = ds_malloc((nt + 1) * sizeof *t->truth);
+    t->n_truth = read_truth(t->o.truth_path, t->deals, t->rows, t->test, nt, t->truth);
+    if (t->n_truth < 0) return 1;
+    size_t *idx = ds_malloc((nt + 1) * sizeof *idx);
+    size_t n = 0;
+    for (size_t i = 0; i < nt; i++)
+        if (!isnan(t->truth[i])) idx[n++] = i;
+    ds_eval_metrics_clear(&t->b_truth);
+    ds_eval_metrics_clear(&t->b_model);
+    ds_eval_metrics_clear(&t->b_prior);
+    if (n) {
+        eval_subset(t->truth, t->y_test, t->w_test, idx, n, &t->b_truth);
+        eval_subset(t->p_model, t->y_test, t->w_test, idx, n, &t->b_model);
+        eval_subset(t->p_prior, t->y_test, t->w_test, idx, n, &t->b_prior);
     }
-    char base_version[64];
-    {
-        time_t now = (time_t)(ds_now_us() / 1000000);
-        struct tm tm;
-        gmtime_r(&now, &tm);
-        strftime(base_version, sizeof base_version, "m%Y%m%dT%H%M%SZ", &tm);
-    }
-    char dates[PART_COUNT][2][16];
-    for (int p = 0; p < PART_COUNT; p++) {
-        fmt_date(part_from[p], dates[p][0]);
-        fmt_date(part_to[p], dates[p][1]);
-    }
-    json_t *window = json_pack("{s:s, s:s, s:I, s:I, s:[], s:s, s:{}}", "from", dates[PART_TRAIN][0], "to",
-                               dates[PART_TEST][1], "n_deals", (json_int_t)(part_deals[0] + part_deals[1] + part_deals[2]),
-                               "n_rows", (json_int_t)nr, "checkpoints", "weight", "1 / checkpoints of the deal",
-                               "split");
-    for (size_t ci = 0; ci < o.n_checkpoints; ci++)
-        json_array_append_new(json_object_get(window, "checkpoints"), json_integer(o.checkpoints[ci]));
+    free(idx);
+    t->bayes = json_pack("{s:s, s:I, s:I, s:o, s:o, s:o}", "truth_file", t->o.truth_path, "matched_rows",
+                         (json_int_t)t->n_truth, "test_rows", (json_int_t)nt, "bayes_optimal",
+                         metrics_json(&t->b_truth), "model", metrics_json(&t->b_model), "stage_prior",
+                         metrics_json(&t->b_prior));
+    return TRAIN_GO_ON;
+}
+
+/* The models.training_window document: dates, sizes and the split. */
+static json_t *training_window_json(const train_t *t) {
+    const size_t *pd = t->part_deals;
+    json_t *window = json_pack("{s:s, s:s, s:I, s:I, s:[], s:s, s:{}}", "from", t->dates[PART_TRAIN][0], "to",
+                               t->dates[PART_TEST][1], "n_deals", (json_int_t)(pd[0] + pd[1] + pd[2]), "n_rows",
+                               (json_int_t)t->nr, "checkpoints", "weight", "1 / checkpoints of the deal", "split");
+    for (size_t ci = 0; ci < t->o.n_checkpoints; ci++)
+        json_array_append_new(json_object_get(window, "checkpoints"), json_integer(t->o.checkpoints[ci]));
     for (int p = 0; p < PART_COUNT; p++)
         json_object_set_new(json_object_get(window, "split"), part_names[p],
-                            json_pack("{s:s, s:s, s:I, s:I}", "closed_from", dates[p][0], "closed_to", dates[p][1],
-                                      "deals", (json_int_t)part_deals[p], "rows", (json_int_t)part_n[p]));
-    json_object_set_new(window, "closed_deals", json_pack("{s:I, s:I}", "won", (json_int_t)n_won, "lost", (json_int_t)n_lost));
+                            json_pack("{s:s, s:s, s:I, s:I}", "closed_from", t->dates[p][0], "closed_to",
+                                      t->dates[p][1], "deals", (json_int_t)pd[p], "rows", (json_int_t)t->part_n[p]));
+    json_object_set_new(window, "closed_deals",
+                        json_pack("{s:I, s:I}", "won", (json_int_t)t->n_won, "lost", (json_int_t)t->n_lost));
+    return window;
+}
 
-    char params_text[1024], calib_text[128];
-    int pn = snprintf(params_text, sizeof params_text,
+/* The one-line descriptions of the parameters and the calibration. */
+static void describe_params(train_t *t) {
+    const ds_model_params_t *mp = &t->o.params;
+    char *params_text = t->params_text;
+    size_t size = sizeof t->params_text;
+    int pn = snprintf(params_text, size,
                       "%d trees, depth %d, eta %g, min_child_weight %g, subsample %g, seed %d; %zu features",
-                      o.params.n_trees, o.params.max_depth, o.params.eta, o.params.min_child_weight,
-                      o.params.subsample, o.params.seed, nf);
-    for (int i = 0, k = 0; i < DS_FEATURE_COUNT && pn > 0 && (size_t)pn < sizeof params_text; i++)
-        if (o.excluded[i])
-            pn += snprintf(params_text + pn, sizeof params_text - (size_t)pn, "%s%s", k++ ? ", " : " (without ",
-                           ds_feature_name(i));
-    if (nf < DS_FEATURE_COUNT && pn > 0 && (size_t)pn + 1 < sizeof params_text) strcat(params_text, ")");
-    snprintf(calib_text, sizeof calib_text, "%s on %zu rows", ds_calib_method_name(cal->method), nca);
+                      mp->n_trees, mp->max_depth, mp->eta, mp->min_child_weight, mp->subsample, mp->seed, t->nf);
+    for (int i = 0, k = 0; i < DS_FEATURE_COUNT && pn > 0 && (size_t)pn < size; i++)
+        if (t->o.excluded[i])
+            pn += snprintf(params_text + pn, size - (size_t)pn, "%s%s", k++ ? ", " : " (without ", ds_feature_name(i));
+    if (t->nf < DS_FEATURE_COUNT && pn > 0 && (size_t)pn + 1 < size) strcat(params_text, ")");
+    snprintf(t->calib_text, sizeof t->calib_text, "%s on %zu rows", ds_calib_method_name(t->cal->method),
+             t->part_n[PART_CALIB]);
+}
 
-    metrics = json_object();
+/* The models.metrics document ("decision" is added at registration). */
+static json_t *model_metrics_json(const train_t *t) {
+    const ds_model_params_t *mp = &t->o.params;
+    size_t nca = t->part_n[PART_CALIB];
+    json_t *metrics = json_object();
     json_object_set_new(metrics, "feature_version", json_string(DS_FEATURE_VERSION));
     json_object_set_new(metrics, "params",
-                        json_pack("{s:i, s:i, s:f, s:f, s:f, s:i, s:s}", "trees", o.params.n_trees, "depth",
-                                  o.params.max_depth, "eta", o.params.eta, "min_child_weight", o.params.min_child_weight,
-                                  "subsample", o.params.subsample, "seed", o.params.seed, "objective",
-                                  "binary:logistic"));
-    {
-        json_t *ex = json_array();
-        for (int i = 0; i < DS_FEATURE_COUNT; i++)
-            if (o.excluded[i]) json_array_append_new(ex, json_string(ds_feature_name(i)));
-        json_object_set_new(metrics, "features", json_pack("{s:I, s:o}", "count", (json_int_t)nf, "excluded", ex));
-    }
-    json_object_set_new(metrics, "calibration", json_pack("{s:s, s:I}", "method", ds_calib_method_name(cal->method),
-                                                          "rows", (json_int_t)nca));
-    json_object_set_new(metrics, "rows", json_pack("{s:I, s:I, s:I}", "train", (json_int_t)ntr, "calibration",
-                                                   (json_int_t)nca, "test", (json_int_t)nt));
+                        json_pack("{s:i, s:i, s:f, s:f, s:f, s:i, s:s}", "trees", mp->n_trees, "depth", mp->max_depth,
+                                  "eta", mp->eta, "min_child_weight", mp->min_child_weight, "subsample",
+                                  mp->subsample, "seed", mp->seed, "objective", "binary:logistic"));
+    json_t *ex = json_array();
+    for (int i = 0; i < DS_FEATURE_COUNT; i++)
+        if (t->o.excluded[i]) json_array_append_new(ex, json_string(ds_feature_name(i)));
+    json_object_set_new(metrics, "features", json_pack("{s:I, s:o}", "count", (json_int_t)t->nf, "excluded", ex));
+    json_object_set_new(metrics, "calibration",
+                        json_pack("{s:s, s:I}", "method", ds_calib_method_name(t->cal->method), "rows", (json_int_t)nca));
+    json_object_set_new(metrics, "rows", json_pack("{s:I, s:I, s:I}", "train", (json_int_t)t->part_n[PART_TRAIN],
+                                                   "calibration", (json_int_t)nca, "test", (json_int_t)t->nt));
     json_object_set_new(metrics, "test",
-                        json_pack("{s:o, s:o, s:o, s:o}", "model", metrics_json(&m_model), "stage_prior",
-                                  metrics_json(&m_prior), "active", act == 1 ? metrics_json(&m_active) : json_null(),
-                                  "active_version", active_version[0] ? json_string(active_version) : json_null()));
-    if (act < 0) json_object_set_new(metrics, "active_error", json_string(active_why));
-    json_object_set_new(metrics, "per_checkpoint", table_json(cps, n_cps));
-    json_object_set_new(metrics, "per_industry", table_json(ind, n_ind));
-    json_object_set_new(metrics, "per_region", table_json(reg, n_reg));
-    {
-        ds_report_feature_t *sorted = ds_malloc(nf * sizeof *sorted);
-        memcpy(sorted, feats, nf * sizeof *sorted);
-        qsort(sorted, nf, sizeof *sorted, cmp_desc_importance);
-        json_t *tf = json_array();
-        for (size_t i = 0; i < TRAIN_REPORT_FEATURES && i < nf; i++)
-            json_array_append_new(tf, json_pack("{s:s, s:o}", "name", sorted[i].name, "mean_abs_shap",
-                                                ds_eval_json_number(sorted[i].mean_abs_shap)));
-        json_object_set_new(metrics, "top_features", tf);
-        free(sorted);
-    }
-    if (bayes) json_object_set_new(metrics, "bayes", json_incref(bayes));
-    json_object_set_new(metrics, "seconds", json_pack("{s:f, s:f}", "features", feat_secs, "training", train_secs));
+                        json_pack("{s:o, s:o, s:o, s:o}", "model", metrics_json(&t->m_model), "stage_prior",
+                                  metrics_json(&t->m_prior), "active",
+                                  t->act == 1 ? metrics_json(&t->m_active) : json_null(), "active_version",
+                                  t->active_version[0] ? json_string(t->active_version) : json_null()));
+    if (t->act < 0) json_object_set_new(metrics, "active_error", json_string(t->active_why));
+    json_object_set_new(metrics, "per_checkpoint", table_json(t->cps, t->n_cps));
+    json_object_set_new(metrics, "per_industry", table_json(t->ind, t->n_ind));
+    json_object_set_new(metrics, "per_region", table_json(t->reg, t->n_reg));
+    ds_report_feature_t *sorted = ds_malloc(t->nf * sizeof *sorted);
+    memcpy(sorted, t->feats, t->nf * sizeof *sorted);
+    qsort(sorted, t->nf, sizeof *sorted, cmp_desc_importance);
+    json_t *tf = json_array();
+    for (size_t i = 0; i < TRAIN_REPORT_FEATURES && i < t->nf; i++)
+        json_array_append_new(tf, json_pack("{s:s, s:o}", "name", sorted[i].name, "mean_abs_shap",
+                                            ds_eval_json_number(sorted[i].mean_abs_shap)));
+    json_object_set_new(metrics, "top_features", tf);
+    free(sorted);
+    if (t->bayes) json_object_set_new(metrics, "bayes", json_incref(t->bayes));
+    json_object_set_new(metrics, "seconds",
+                        json_pack("{s:f, s:f}", "features", t->feat_secs, "training", t->train_secs));
+    return metrics;
+}
 
-    g.org_id = org_id;
-    g.base_version = base_version;
-    g.activate = activate;
-    g.incumbent = act != 0 ? active_version : "";
-    g.reason = reason;
-    g.artifact = artifact;
-    g.artifact_len = artifact_len;
-    g.names_arr = ds_pg_array_text(names, nf);
-    g.calib_json = ds_calib_to_json(cal);
-    g.window_json = json_dumps(window, JSON_COMPACT);
-    g.metrics = metrics;
+/* Registers the model in public.models (register_tx decides its status
+ * and version). */
+static int register_model(train_t *t) {
+    if (ds_model_save(t->model, &t->artifact, &t->artifact_len, t->err, sizeof t->err) != 0)
+        return train_fail("could not serialize the model: %s\n", t->err);
+    time_t now = (time_t)(ds_now_us() / 1000000);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(t->base_version, sizeof t->base_version, "m%Y%m%dT%H%M%SZ", &tm);
+    json_t *window = training_window_json(t);
+    describe_params(t);
+    t->metrics = model_metrics_json(t);
+
+    reg_t *g = &t->g;
+    g->org_id = t->org_id;
+    g->base_version = t->base_version;
+    g->activate = t->activate;
+    g->incumbent = t->act != 0 ? t->active_version : "";
+    g->reason = t->reason;
+    g->artifact = t->artifact;
+    g->artifact_len = t->artifact_len;
+    g->names_arr = ds_pg_array_text(t->names, t->nf);
+    g->calib_json = ds_calib_to_json(t->cal);
+    g->window_json = json_dumps(window, JSON_COMPACT);
+    g->metrics = t->metrics;
     json_decref(window);
-    if (ds_pg_tx_run(pg, register_tx, &g, 5, NULL, err, sizeof err) != 0) {
-        fprintf(stderr, "dealscore-scoring train: could not register the model: %s\n", err);
-        json_decref(bayes);
-        goto out;
-    }
+    if (ds_pg_tx_run(t->pg, register_tx, g, 5, NULL, t->err, sizeof t->err) != 0)
+        return train_fail("could not register the model: %s\n", t->err);
+    return TRAIN_GO_ON;
+}
 
-    /* The report. */
+/* Writes the model report's JSON (the report plus what the page has no
+ * place for) to t->json_path. */
+static bool write_report_json(train_t *t, const ds_report_t *rep) {
+    json_t *rj = ds_report_json(rep);
+    if (t->bayes) json_object_set_new(rj, "bayes", json_incref(t->bayes));
+    json_object_set_new(rj, "training_window", json_loads(t->g.window_json, 0, NULL));
+    char *text = json_dumps(rj, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
+    json_decref(rj);
+    bool ok = true;
+    FILE *f = fopen(t->json_path, "w");
+    if (!f || fputs(text, f) < 0 || fputc('\n', f) < 0) {
+        snprintf(t->err, sizeof t->err, "cannot write %s: %s", t->json_path, strerror(errno));
+        ok = false;
+    }
+    if (f && fclose(f) != 0 && ok) {
+        snprintf(t->err, sizeof t->err, "cannot write %s: %s", t->json_path, strerror(errno));
+        ok = false;
+    }
+    free(text);
+    return ok;
+}
+
+/* Writes model-<version>.html and .json into --report; a failure is
+ * reported by the summary (the model is registered by then). */
+static void write_report(train_t *t) {
     char generated[40];
     ds_format_time_us(ds_now_us(), generated, sizeof generated);
     char train_window[160], test_window[160];
     snprintf(train_window, sizeof train_window, "closed %s .. %s (%zu deals; calibration %s .. %s, %zu deals)",
-             dates[PART_TRAIN][0], dates[PART_TRAIN][1], part_deals[PART_TRAIN], dates[PART_CALIB][0],
-             dates[PART_CALIB][1], part_deals[PART_CALIB]);
-    snprintf(test_window, sizeof test_window, "closed %s .. %s (%zu deals)", dates[PART_TEST][0], dates[PART_TEST][1],
-             part_deals[PART_TEST]);
+             t->dates[PART_TRAIN][0], t->dates[PART_TRAIN][1], t->part_deals[PART_TRAIN], t->dates[PART_CALIB][0],
+             t->dates[PART_CALIB][1], t->part_deals[PART_CALIB]);
+    snprintf(test_window, sizeof test_window, "closed %s .. %s (%zu deals)", t->dates[PART_TEST][0],
+             t->dates[PART_TEST][1], t->part_deals[PART_TEST]);
     ds_eval_bin_t bins_m[10], bins_p[10];
     ds_roc_point_t *roc_m = ds_calloc(DS_EVAL_ROC_MAX_POINTS, sizeof *roc_m);
     ds_roc_point_t *roc_p = ds_calloc(DS_EVAL_ROC_MAX_POINTS, sizeof *roc_p);
     size_t n_roc_m = 0, n_roc_p = 0;
-    ds_eval_reliability(p_model, y_test, w_test, nt, 10, bins_m);
-    ds_eval_reliability(p_prior, y_test, w_test, nt, 10, bins_p);
-    ds_eval_roc_curve(p_model, y_test, w_test, nt, DS_EVAL_ROC_MAX_POINTS, roc_m, &n_roc_m);
-    ds_eval_roc_curve(p_prior, y_test, w_test, nt, DS_EVAL_ROC_MAX_POINTS, roc_p, &n_roc_p);
+    ds_eval_reliability(t->p_model, t->y_test, t->w_test, t->nt, 10, bins_m);
+    ds_eval_reliability(t->p_prior, t->y_test, t->w_test, t->nt, 10, bins_p);
+    ds_eval_roc_curve(t->p_model, t->y_test, t->w_test, t->nt, DS_EVAL_ROC_MAX_POINTS, roc_m, &n_roc_m);
+    ds_eval_roc_curve(t->p_prior, t->y_test, t->w_test, t->nt, DS_EVAL_ROC_MAX_POINTS, roc_p, &n_roc_p);
     ds_report_row_t *trows[3];
-    size_t tn[3] = {n_cps, n_ind, n_reg};
-    seg_t *tsrc[3] = {cps, ind, reg};
-    for (int t = 0; t < 3; t++) {
-        trows[t] = ds_calloc(tn[t] + 1, sizeof *trows[t]);
-        for (size_t i = 0; i < tn[t]; i++)
-            trows[t][i] = (ds_report_row_t){.key = tsrc[t][i].key, .model = tsrc[t][i].model, .prior = tsrc[t][i].prior};
+    size_t tn[3] = {t->n_cps, t->n_ind, t->n_reg};
+    seg_t *tsrc[3] = {t->cps, t->ind, t->reg};
+    for (int k = 0; k < 3; k++) {
+        trows[k] = ds_calloc(tn[k] + 1, sizeof *trows[k]);
+        for (size_t i = 0; i < tn[k]; i++)
+            trows[k][i] = (ds_report_row_t){.key = tsrc[k][i].key, .model = tsrc[k][i].model, .prior = tsrc[k][i].prior};
     }
     ds_report_table_t tables[3] = {
-        {.title = "Per checkpoint (rows count equally)", .key_header = "Checkpoint", .rows = trows[0], .n_rows = n_cps},
-        {.title = "Per industry", .key_header = "Industry", .rows = trows[1], .n_rows = n_ind},
-        {.title = "Per region", .key_header = "Region", .rows = trows[2], .n_rows = n_reg},
+        {.title = "Per checkpoint (rows count equally)", .key_header = "Checkpoint", .rows = trows[0], .n_rows = tn[0]},
+        {.title = "Per industry", .key_header = "Industry", .rows = trows[1], .n_rows = tn[1]},
+        {.title = "Per region", .key_header = "Region", .rows = trows[2], .n_rows = tn[2]},
     };
-    ds_report_t rep = {.model_version = g.version,
-                       .org = o.org,
+    ds_report_t rep = {.model_version = t->g.version,
+                       .org = t->o.org,
                        .generated_at = generated,
                        .feature_version = DS_FEATURE_VERSION,
-                       .params = params_text,
-                       .calibration = calib_text,
+                       .params = t->params_text,
+                       .calibration = t->calib_text,
                        .train_window = train_window,
                        .test_window = test_window,
-                       .n_train = ntr,
-                       .n_calib = nca,
-                       .n_test = nt,
-                       .model = m_model,
-                       .prior = m_prior,
-                       .has_active = act == 1,
-                       .active_version = act == 1 ? active_version : NULL,
-                       .active = m_active,
+                       .n_train = t->part_n[PART_TRAIN],
+                       .n_calib = t->part_n[PART_CALIB],
+                       .n_test = t->nt,
+                       .model = t->m_model,
+                       .prior = t->m_prior,
+                       .has_active = t->act == 1,
+                       .active_version = t->act == 1 ? t->active_version : NULL,
+                       .active = t->m_active,
                        .model_bins = bins_m,
                        .n_model_bins = 10,
                        .prior_bins = bins_p,
@@ -1141,119 +1236,134 @@ int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv) {
                        .n_model_roc = n_roc_m,
                        .prior_roc = roc_p,
                        .n_prior_roc = n_roc_p,
-                       .features = feats,
-                       .n_features = nf,
+                       .features = t->feats,
+                       .n_features = t->nf,
                        .tables = tables,
                        .n_tables = 3,
-                       .activate = g.activated,
-                       .decision_reason = g.final_reason};
-    char *html_path = ds_asprintf("%s/model-%s.html", o.report_dir, g.version);
-    char *json_path = ds_asprintf("%s/model-%s.json", o.report_dir, g.version);
-    bool report_ok = mkdir_p(o.report_dir) == 0;
-    if (!report_ok) snprintf(err, sizeof err, "cannot create %s: %s", o.report_dir, strerror(errno));
-    if (report_ok) report_ok = ds_report_write_html(html_path, &rep, err, sizeof err) == 0;
-    if (report_ok) {
-        /* The report's JSON plus what the page has no place for. */
-        json_t *rj = ds_report_json(&rep);
-        if (bayes) json_object_set_new(rj, "bayes", json_incref(bayes));
-        json_object_set_new(rj, "training_window", json_loads(g.window_json, 0, NULL));
-        report_json_text = json_dumps(rj, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
-        json_decref(rj);
-        FILE *f = fopen(json_path, "w");
-        if (!f || fputs(report_json_text, f) < 0 || fputc('\n', f) < 0) {
-            snprintf(err, sizeof err, "cannot write %s: %s", json_path, strerror(errno));
-            report_ok = false;
-        }
-        if (f && fclose(f) != 0 && report_ok) {
-            snprintf(err, sizeof err, "cannot write %s: %s", json_path, strerror(errno));
-            report_ok = false;
-        }
-    }
-    for (int t = 0; t < 3; t++) free(trows[t]);
+                       .activate = t->g.activated,
+                       .decision_reason = t->g.final_reason};
+    t->html_path = ds_asprintf("%s/model-%s.html", t->o.report_dir, t->g.version);
+    t->json_path = ds_asprintf("%s/model-%s.json", t->o.report_dir, t->g.version);
+    t->report_ok = mkdir_p(t->o.report_dir) == 0;
+    if (!t->report_ok) snprintf(t->err, sizeof t->err, "cannot create %s: %s", t->o.report_dir, strerror(errno));
+    if (t->report_ok) t->report_ok = ds_report_write_html(t->html_path, &rep, t->err, sizeof t->err) == 0;
+    if (t->report_ok) t->report_ok = write_report_json(t, &rep);
+    for (int k = 0; k < 3; k++) free(trows[k]);
     free(roc_m);
     free(roc_p);
+}
 
-    /* The summary. */
-    printf("train: org %s: %zu closed deals (%zu won, %zu lost), %zu checkpoint rows at days", o.org, nd, n_won, n_lost,
-           nr);
-    for (size_t ci = 0; ci < o.n_checkpoints; ci++) printf("%s%d", ci ? "," : " ", o.checkpoints[ci]);
+/* The summary on stdout; returns the exit status (1 when the report could
+ * not be written). */
+static int print_summary(const train_t *t) {
+    printf("train: org %s: %zu closed deals (%zu won, %zu lost), %zu checkpoint rows at days", t->o.org, t->nd,
+           t->n_won, t->n_lost, t->nr);
+    for (size_t ci = 0; ci < t->o.n_checkpoints; ci++) printf("%s%d", ci ? "," : " ", t->o.checkpoints[ci]);
     printf("\n");
     for (int p = 0; p < PART_COUNT; p++)
-        printf("train: %-11s closed %s .. %s: %zu deals, %zu rows\n", part_names[p], dates[p][0], dates[p][1],
-               part_deals[p], part_n[p]);
-    printf("train: %s; %s calibration on %zu rows; features %.2f s, training %.2f s\n", params_text,
-           ds_calib_method_name(cal->method), nca, feat_secs, train_secs);
-    printf("train: test window, %zu rows (weighted: each deal counts once):\n", nt);
+        printf("train: %-11s closed %s .. %s: %zu deals, %zu rows\n", part_names[p], t->dates[p][0], t->dates[p][1],
+               t->part_deals[p], t->part_n[p]);
+    printf("train: %s; %s calibration on %zu rows; features %.2f s, training %.2f s\n", t->params_text,
+           ds_calib_method_name(t->cal->method), t->part_n[PART_CALIB], t->feat_secs, t->train_secs);
+    printf("train: test window, %zu rows (weighted: each deal counts once):\n", t->nt);
     printf("  %-34s %8s %8s %9s %8s %8s\n", "", "ROC AUC", "PR AUC", "log loss", "Brier", "ECE");
     char label[80];
-    snprintf(label, sizeof label, "model %s", g.version);
-    print_metrics_line(label, &m_model);
-    print_metrics_line("stage prior", &m_prior);
-    if (act == 1) {
-        snprintf(label, sizeof label, "active %s", active_version);
-        print_metrics_line(label, &m_active);
+    snprintf(label, sizeof label, "model %s", t->g.version);
+    print_metrics_line(label, &t->m_model);
+    print_metrics_line("stage prior", &t->m_prior);
+    if (t->act == 1) {
+        snprintf(label, sizeof label, "active %s", t->active_version);
+        print_metrics_line(label, &t->m_active);
     }
-    if (bayes) {
-        printf("train: on the %ld test rows with a truth row (%s):\n", n_truth, o.truth_path);
-        print_metrics_line("Bayes-optimal (simulator truth)", &b_truth);
-        print_metrics_line("model", &b_model);
-        print_metrics_line("stage prior", &b_prior);
+    if (t->bayes) {
+        printf("train: on the %ld test rows with a truth row (%s):\n", t->n_truth, t->o.truth_path);
+        print_metrics_line("Bayes-optimal (simulator truth)", &t->b_truth);
+        print_metrics_line("model", &t->b_model);
+        print_metrics_line("stage prior", &t->b_prior);
     }
-    json_decref(bayes);
-    if (g.retired[0]) printf("train: retired %s\n", g.retired);
-    printf("train: %s is %s\ntrain: why: %s\n", g.version, g.activated ? "now ACTIVE" : "a CANDIDATE", g.final_reason);
-    if (report_ok) {
-        printf("report: %s\nreport: %s\n", html_path, json_path);
+    if (t->g.retired[0]) printf("train: retired %s\n", t->g.retired);
+    printf("train: %s is %s\ntrain: why: %s\n", t->g.version, t->g.activated ? "now ACTIVE" : "a CANDIDATE",
+           t->g.final_reason);
+    if (t->report_ok) {
+        printf("report: %s\nreport: %s\n", t->html_path, t->json_path);
     } else {
-        fprintf(stderr, "dealscore-scoring train: the model is registered but the report was not written: %s\n", err);
+        fprintf(stderr, "dealscore-scoring train: the model is registered but the report was not written: %s\n",
+                t->err);
     }
-    printf("train: done in %.1f s\n", (double)(ds_mono_us() - t_start) / 1e6);
+    printf("train: done in %.1f s\n", (double)(ds_mono_us() - t->t_start) / 1e6);
     fflush(stdout);
-    free(html_path);
-    free(json_path);
-    rc = report_ok ? 0 : 1;
+    return t->report_ok ? 0 : 1;
+}
 
-out:
-    free(report_json_text);
-    free(g.names_arr);
-    free(g.calib_json);
-    free(g.window_json);
-    json_decref(metrics);
-    free(feats);
-    for (size_t i = 0; i < n_cps; i++) free(cps[i].key);
-    for (size_t i = 0; i < n_ind; i++) free(ind[i].key);
-    for (size_t i = 0; i < n_reg; i++) free(reg[i].key);
-    free(cps);
-    free(ind);
-    free(reg);
-    free(artifact);
-    ds_stage_prior_destroy(prior);
-    ds_calib_destroy(cal);
-    ds_model_destroy(model);
-    free(contribs);
-    free(x_test);
-    free(xm_test);
-    free(margin);
-    free(truth);
-    free(y_test);
-    free(w_test);
-    free(p_model);
-    free(p_prior);
-    free(p_active);
-    free(xp);
-    free(yp);
-    free(wp);
-    for (int p = 0; p < PART_COUNT; p++) free(part_rows[p]);
-    free(rows);
-    free(x);
-    for (size_t i = 0; i < nd; i++) {
-        free(deals[i].id);
-        free(deals[i].external_id);
-        free(deals[i].industry);
-        free(deals[i].region);
+static void free_segs(seg_t *segs, size_t n) {
+    for (size_t i = 0; i < n; i++) free(segs[i].key);
+    free(segs);
+}
+
+static void train_close(train_t *t) {
+    free(t->html_path);
+    free(t->json_path);
+    free(t->g.names_arr);
+    free(t->g.calib_json);
+    free(t->g.window_json);
+    json_decref(t->metrics);
+    free(t->artifact);
+    json_decref(t->bayes);
+    free(t->truth);
+    free_segs(t->cps, t->n_cps);
+    free_segs(t->ind, t->n_ind);
+    free_segs(t->reg, t->n_reg);
+    free(t->feats);
+    free(t->x_test);
+    free(t->xm_test);
+    free(t->y_test);
+    free(t->w_test);
+    free(t->p_model);
+    free(t->p_prior);
+    free(t->p_active);
+    ds_stage_prior_destroy(t->prior);
+    ds_calib_destroy(t->cal);
+    ds_model_destroy(t->model);
+    for (int p = 0; p < PART_COUNT; p++) free(t->part_rows[p]);
+    free(t->rows);
+    free(t->x);
+    for (size_t i = 0; i < t->nd; i++) {
+        free(t->deals[i].id);
+        free(t->deals[i].external_id);
+        free(t->deals[i].industry);
+        free(t->deals[i].region);
     }
-    free(deals);
-    ds_org_cache_destroy(orgs);
-    ds_pg_destroy(pg);
+    free(t->deals);
+    ds_org_cache_destroy(t->orgs);
+    ds_pg_destroy(t->pg);
+}
+
+int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv) {
+    train_t *t = ds_malloc(sizeof *t);
+    train_init(t, cfg);
+    int rc = parse_options(t, argc, argv);
+    if (rc == TRAIN_GO_ON) rc = connect_to_org(t);
+    if (rc == TRAIN_GO_ON) rc = load_closed_deals(t);
+    if (rc == TRAIN_GO_ON) rc = load_training_set(t);
+    if (rc == TRAIN_GO_ON) rc = split_by_close_date(t);
+    if (rc == TRAIN_GO_ON) rc = train_model(t);
+    if (rc == TRAIN_GO_ON) rc = calibrate(t);
+    if (rc == TRAIN_GO_ON) rc = fit_stage_prior(t);
+    if (rc == TRAIN_GO_ON) rc = evaluate(t);
+    if (rc == TRAIN_GO_ON) {
+        decide(t);
+        rc = explain(t);
+    }
+    if (rc == TRAIN_GO_ON) {
+        evaluate_segments(t);
+        rc = compare_with_truth(t);
+    }
+    if (rc == TRAIN_GO_ON) rc = register_model(t);
+    if (rc == TRAIN_GO_ON) {
+        write_report(t);
+        rc = print_summary(t);
+    }
+    train_close(t);
+    free(t);
     return rc;
 }
