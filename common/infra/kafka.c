@@ -4,7 +4,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,45 +243,6 @@ int ds_kafka_header_get(const rd_kafka_message_t *m, const char *name, char *buf
     if (n) memcpy(buf, val, n);
     buf[n] = '\0';
     return size < bufsz ? 0 : DS_EFULL;
-}
-
-/* ---- dead letters ------------------------------------------------------- */
-
-int ds_kafka_send_dlq(ds_producer_t *p, const rd_kafka_message_t *m, const char *error) {
-    rd_kafka_headers_t *orig = NULL, *hdrs;
-    char num[32], now[40];
-    const char *topic;
-
-    if (!m || !m->rkt) return DS_EINVAL;
-    topic = rd_kafka_topic_name(m->rkt);
-    if (rd_kafka_message_headers(m, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR)
-        hdrs = rd_kafka_headers_copy(orig);
-    else
-        hdrs = rd_kafka_headers_new(5);
-
-    /* A message that fails again in a reprocessing of the DLQ keeps one set
-     * of dlq_* headers, the newest. */
-    static const char *const names[] = {DS_HDR_DLQ_ERROR, DS_HDR_DLQ_TOPIC,
-                                        DS_HDR_DLQ_PARTITION, DS_HDR_DLQ_OFFSET,
-                                        DS_HDR_DLQ_TIME};
-    for (size_t i = 0; i < DS_ARRAY_SIZE(names); i++) rd_kafka_header_remove(hdrs, names[i]);
-    rd_kafka_header_add(hdrs, DS_HDR_DLQ_ERROR, -1, error ? error : "", -1);
-    rd_kafka_header_add(hdrs, DS_HDR_DLQ_TOPIC, -1, topic, -1);
-    snprintf(num, sizeof num, "%" PRId32, m->partition);
-    rd_kafka_header_add(hdrs, DS_HDR_DLQ_PARTITION, -1, num, -1);
-    snprintf(num, sizeof num, "%" PRId64, m->offset);
-    rd_kafka_header_add(hdrs, DS_HDR_DLQ_OFFSET, -1, num, -1);
-    ds_format_time_us(ds_now_us(), now, sizeof now);
-    rd_kafka_header_add(hdrs, DS_HDR_DLQ_TIME, -1, now, -1);
-
-    char *dlq = ds_asprintf("%s%s", topic, DS_TOPIC_DLQ_SUFFIX);
-    int rc = ds__producer_produce(p, dlq, m->key, m->key_len, m->payload, m->len, hdrs, NULL);
-    hdrs = NULL; /* now owned by the message, or destroyed */
-    if (rc == 0)
-        ds_warn("kafka message %s [%" PRId32 "] at offset %" PRId64 " sent to %s: %s", topic,
-                m->partition, m->offset, dlq, error ? error : "");
-    free(dlq);
-    return rc;
 }
 
 /* ---- topic creation ----------------------------------------------------- */

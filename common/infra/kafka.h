@@ -3,7 +3,7 @@
  * consumer with manual offset storing (at-least-once), dead letters, topic
  * creation and a readiness probe (DESIGN.md, "Events" and "Delivery").
  *
- * Threads: ds_producer_send, ds_kafka_send_dlq, ds_producer_pending and
+ * Threads: ds_producer_send, ds_producer_send_dlq, ds_producer_pending and
  * ds_kafka_ping may be called from any thread. The delivery callback runs
  * inside whichever call serves the producer's queue (ds_producer_poll,
  * _flush, _destroy, and ds_producer_send while the queue is full), so with
@@ -107,7 +107,7 @@ typedef struct {
 } ds_event_meta_t;
 
 /* Called exactly once per message accepted by ds_producer_send or
- * ds_kafka_send_dlq, on the thread that polls the producer. err is 0 on
+ * ds_producer_send_dlq, on the thread that polls the producer. err is 0 on
  * success, or DS_ETIMEDOUT (message.timeout.ms passed), DS_ESHUTDOWN (purged
  * by ds_producer_destroy), DS_EFATAL (fatal producer error), DS_EAUTH, or
  * DS_EIO (any other permanent failure; librdkafka already retried what it
@@ -168,7 +168,7 @@ void ds_producer_destroy(ds_producer_t *p);
  * extra headers dlq_error (error), dlq_topic, dlq_partition, dlq_offset and
  * dlq_time (RFC 3339). The delivery callback runs with msg_opaque NULL.
  * Returns as ds_producer_send. */
-int ds_kafka_send_dlq(ds_producer_t *p, const rd_kafka_message_t *m, const char *error);
+int ds_producer_send_dlq(ds_producer_t *p, const rd_kafka_message_t *m, const char *error);
 
 /* ---- consumer ----------------------------------------------------------- */
 

@@ -1,4 +1,5 @@
-/* Shared by kafka.c, kafka_producer.c and kafka_consumer.c; not public API. */
+/* What kafka.c gives kafka_producer.c and kafka_consumer.c; not public API.
+ * The dependency goes one way: kafka.c calls neither of them. */
 #ifndef DEALSCORE_KAFKA_INTERNAL_H
 #define DEALSCORE_KAFKA_INTERNAL_H
 
@@ -16,11 +17,5 @@ int ds__kafka_errcode(rd_kafka_resp_err_t err);
 
 /* Routes librdkafka's error_cb through ds_log. */
 void ds__kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque);
-
-/* Enqueues one message; takes ownership of hdrs in every case. Polls and
- * retries while the queue is full. Returns 0 or a DS_E* code. */
-int ds__producer_produce(ds_producer_t *p, const char *topic, const void *key, size_t keylen,
-                         const void *payload, size_t len, rd_kafka_headers_t *hdrs,
-                         void *msg_opaque);
 
 #endif

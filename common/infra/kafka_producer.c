@@ -99,9 +99,10 @@ void ds_producer_set_full_timeout(ds_producer_t *p, int timeout_ms) {
     p->full_timeout_ms = timeout_ms < 0 ? 0 : timeout_ms;
 }
 
-int ds__producer_produce(ds_producer_t *p, const char *topic, const void *key, size_t keylen,
-                         const void *payload, size_t len, rd_kafka_headers_t *hdrs,
-                         void *msg_opaque) {
+/* Enqueues one message; takes ownership of hdrs in every case. Polls and
+ * retries while the queue is full. Returns 0 or a DS_E* code. */
+static int produce(ds_producer_t *p, const char *topic, const void *key, size_t keylen,
+                   const void *payload, size_t len, rd_kafka_headers_t *hdrs, void *msg_opaque) {
     int64_t deadline = ds_mono_us() + (int64_t)p->full_timeout_ms * 1000;
     rd_kafka_resp_err_t err;
 
@@ -151,7 +152,46 @@ int ds_producer_send(ds_producer_t *p, const char *topic, const void *key, size_
     rd_kafka_header_add(hdrs, DS_HDR_CONTENT_TYPE, -1,
                         meta->content_type ? meta->content_type : DS_CE_CONTENT_TYPE, -1);
     rd_kafka_header_add(hdrs, DS_HDR_TRACEPARENT, -1, trace, -1);
-    return ds__producer_produce(p, topic, key, keylen, payload, len, hdrs, msg_opaque);
+    return produce(p, topic, key, keylen, payload, len, hdrs, msg_opaque);
+}
+
+/* ---- dead letters ------------------------------------------------------- */
+
+int ds_producer_send_dlq(ds_producer_t *p, const rd_kafka_message_t *m, const char *error) {
+    rd_kafka_headers_t *orig = NULL, *hdrs;
+    char num[32], now[40];
+    const char *topic;
+
+    if (!m || !m->rkt) return DS_EINVAL;
+    topic = rd_kafka_topic_name(m->rkt);
+    if (rd_kafka_message_headers(m, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        hdrs = rd_kafka_headers_copy(orig);
+    else
+        hdrs = rd_kafka_headers_new(5);
+
+    /* A message that fails again in a reprocessing of the DLQ keeps one set
+     * of dlq_* headers, the newest. */
+    static const char *const names[] = {DS_HDR_DLQ_ERROR, DS_HDR_DLQ_TOPIC,
+                                        DS_HDR_DLQ_PARTITION, DS_HDR_DLQ_OFFSET,
+                                        DS_HDR_DLQ_TIME};
+    for (size_t i = 0; i < DS_ARRAY_SIZE(names); i++) rd_kafka_header_remove(hdrs, names[i]);
+    rd_kafka_header_add(hdrs, DS_HDR_DLQ_ERROR, -1, error ? error : "", -1);
+    rd_kafka_header_add(hdrs, DS_HDR_DLQ_TOPIC, -1, topic, -1);
+    snprintf(num, sizeof num, "%" PRId32, m->partition);
+    rd_kafka_header_add(hdrs, DS_HDR_DLQ_PARTITION, -1, num, -1);
+    snprintf(num, sizeof num, "%" PRId64, m->offset);
+    rd_kafka_header_add(hdrs, DS_HDR_DLQ_OFFSET, -1, num, -1);
+    ds_format_time_us(ds_now_us(), now, sizeof now);
+    rd_kafka_header_add(hdrs, DS_HDR_DLQ_TIME, -1, now, -1);
+
+    char *dlq = ds_asprintf("%s%s", topic, DS_TOPIC_DLQ_SUFFIX);
+    int rc = produce(p, dlq, m->key, m->key_len, m->payload, m->len, hdrs, NULL);
+    hdrs = NULL; /* now owned by the message, or destroyed */
+    if (rc == 0)
+        ds_warn("kafka message %s [%" PRId32 "] at offset %" PRId64 " sent to %s: %s", topic,
+                m->partition, m->offset, dlq, error ? error : "");
+    free(dlq);
+    return rc;
 }
 
 int ds_producer_poll(ds_producer_t *p, int timeout_ms) {

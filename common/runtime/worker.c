@@ -337,7 +337,7 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
                     ds_warn("message %s[%d]@%lld goes to the dead-letter topic: %s",
                             rd_kafka_topic_name(msgs[i]->rkt), msgs[i]->partition,
                             (long long)msgs[i]->offset, items[i].error);
-                    int r = ds_kafka_send_dlq(svc->producer, msgs[i], items[i].error);
+                    int r = ds_producer_send_dlq(svc->producer, msgs[i], items[i].error);
                     if (r == 0) {
                         /* Counted like a downstream message: awaited below. */
                         ds_metric_add(m_dlq, 1);

@@ -330,7 +330,7 @@ Test(kafka, headers_and_dlq_round_trip) {
 
     /* The DLQ delivery report comes once, with msg_opaque NULL. */
     total_reports = 0;
-    cr_assert_eq(ds_kafka_send_dlq(p, msgs[0], "could not decode"), 0);
+    cr_assert_eq(ds_producer_send_dlq(p, msgs[0], "could not decode"), 0);
     ds_consumer_release(msgs, 1);
     ds_consumer_destroy(c);
     cr_assert_eq(ds_producer_flush(p, 10000), 0);

@@ -231,7 +231,7 @@ Test(kafka, dlq_gets_message_with_error_headers) {
     cr_assert_eq(kt_consume_n(c, msgs, 1, 60000), 1);
     /* The worker cannot decode it: dead-letter it, then move on. */
     cr_assert_null(dealscore__v1__features_ready__unpack(NULL, msgs[0]->len, msgs[0]->payload));
-    cr_assert_eq(ds_kafka_send_dlq(p, msgs[0], "could not decode FeaturesReady"), 0);
+    cr_assert_eq(ds_producer_send_dlq(p, msgs[0], "could not decode FeaturesReady"), 0);
     cr_assert_eq(ds_producer_flush(p, 30000), 0);
     cr_assert_eq(ds_consumer_store(c, msgs, 1), 0);
     int64_t src_offset = msgs[0]->offset;
