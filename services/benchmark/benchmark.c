@@ -16,8 +16,8 @@
 #include "cohort.h"
 #include "base/common.h"
 #include "base/log.h"
+#include "infra/event.h"
 #include "infra/pg.h"
-#include "dealscore/v1/events.pb-c.h"
 #include "runtime/worker.h"
 
 /* Cached rows recomputed per refresh round, opportunities per sweep step. */
@@ -67,18 +67,9 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
     int rc = DS_OK;
 
     for (size_t i = 0; i < n; i++) {
-        rd_kafka_message_t *m = items[i].msg;
-        evs[i] = dealscore__v1__opportunity_changed__unpack(NULL, m->len, m->payload);
-        if (!evs[i]) {
-            items[i].status = DS_EINVAL;
-            snprintf(items[i].error, sizeof items[i].error, "payload is not a dealscore.v1.OpportunityChanged");
-            continue;
-        }
-        if (!ds_uuid_valid(evs[i]->opportunity_id) || !ds_uuid_valid(evs[i]->org_id)) {
-            items[i].status = DS_EINVAL;
-            snprintf(items[i].error, sizeof items[i].error, "opportunity_id and org_id must be UUIDs");
-            continue;
-        }
+        items[i].status =
+            ds_event_decode_opportunity_changed(items[i].msg, &evs[i], NULL, items[i].error, sizeof items[i].error);
+        if (items[i].status != 0) continue;
         /* Every kind can change what the benchmark needs (attributes,
          * outcome, the account's industry or region, interactions of a
          * closed deal), and the work reads the current rows, so the kinds
@@ -146,7 +137,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
     free(activity);
 out:
     for (size_t i = 0; i < n; i++)
-        if (evs[i]) dealscore__v1__opportunity_changed__free_unpacked(evs[i], NULL);
+        ds_event_opportunity_changed_free(evs[i]);
     free(evs);
     free(ch);
     return rc;

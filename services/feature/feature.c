@@ -15,10 +15,10 @@
 #include "store/feature_loader.h"
 #include "domain/features.h"
 #include "base/log.h"
+#include "infra/event.h"
 #include "infra/pg.h"
 #include "infra/pgarray.h"
 #include "base/strindex.h"
-#include "dealscore/v1/events.pb-c.h"
 #include "runtime/worker.h"
 
 typedef struct {
@@ -289,18 +289,10 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
 
     /* Decode and coalesce: later messages of the same deal win. */
     for (size_t i = 0; i < n; i++) {
-        rd_kafka_message_t *m = items[i].msg;
-        evs[i] = dealscore__v1__opportunity_changed__unpack(NULL, m->len, m->payload);
-        if (!evs[i]) {
-            items[i].status = DS_EINVAL;
-            snprintf(items[i].error, sizeof items[i].error, "payload is not a dealscore.v1.OpportunityChanged");
-            continue;
-        }
-        if (!ds_uuid_valid(evs[i]->opportunity_id) || !ds_uuid_valid(evs[i]->org_id)) {
-            items[i].status = DS_EINVAL;
-            snprintf(items[i].error, sizeof items[i].error, "opportunity_id and org_id must be UUIDs");
-            continue;
-        }
+        char tp[DS_TRACEPARENT_SIZE];
+        items[i].status =
+            ds_event_decode_opportunity_changed(items[i].msg, &evs[i], tp, items[i].error, sizeof items[i].error);
+        if (items[i].status != 0) continue;
         int64_t at = evs[i]->occurred_at_us > 0 && evs[i]->occurred_at_us < now ? evs[i]->occurred_at_us : now;
         size_t k = (size_t)ds_strindex_add(&byopp, evs[i]->opportunity_id, (int)nch);
         if (k == nch) {
@@ -311,11 +303,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
         }
         if (at > ch[k].as_of_us) ch[k].as_of_us = at;
         ch[k].event_id = evs[i]->event_id;
-        char tp[DS_TRACEPARENT_SIZE];
-        if (ds_kafka_header_get(m, DS_HDR_TRACEPARENT, tp, sizeof tp) == 0)
-            ds_event_traceparent_child(tp, ch[k].traceparent);
-        else
-            ds_event_traceparent_child(NULL, ch[k].traceparent);
+        memcpy(ch[k].traceparent, tp, sizeof tp);
     }
     ds_strindex_free(&byopp);
     if (nch) ds_metric_set(st->m_coalesce, (double)n / (double)nch);
@@ -350,7 +338,7 @@ out:
     for (size_t j = 0; j < nout; j++) free(out[j].buf);
     free(out);
     for (size_t i = 0; i < n; i++)
-        if (evs[i]) dealscore__v1__opportunity_changed__free_unpacked(evs[i], NULL);
+        ds_event_opportunity_changed_free(evs[i]);
     free(evs);
     free(ch);
     return rc;

@@ -8,6 +8,7 @@
 
 #include "base/common.h"
 #include "base/config.h"
+#include "infra/event.h"
 #include "infra/kafka.h"
 #include "base/log.h"
 #include "dealscore/v1/events.pb-c.h"
@@ -203,6 +204,74 @@ Test(kafka, opportunity_changed_round_trips_byte_identical) {
     ds_consumer_destroy(c);
     ds_producer_destroy(p);
     free(payload);
+    free(topic);
+}
+
+/* The workers' decode of opportunity.changed (infra/event.h): a good event
+ * comes back with the next hop's trace (same trace id, new parent id); a
+ * payload that is not the message, or ids that are not UUIDs, come back as
+ * DS_EINVAL with the dead letter's reason. */
+Test(kafka, decode_opportunity_changed_checks_payload_ids_and_trace) {
+    char *topic = topic_name(DS_TOPIC_OPPORTUNITY_CHANGED);
+    const char *topics[] = {topic};
+    ensure(topics, 1, 1);
+
+    Dealscore__V1__OpportunityChanged ev = DEALSCORE__V1__OPPORTUNITY_CHANGED__INIT;
+    ev.event_id = "0b7e4d52-5b8c-4b53-9a43-3f0f4a6b2c11";
+    ev.org_id = "7d9a4c58-8a5c-4f0e-a1a8-96b8f3e0d001";
+    ev.opportunity_id = "c3f1e2d4-1111-4222-8333-944455556666";
+    ev.kind = DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_INTERACTION_ADDED;
+    ev.occurred_at_us = 1795650000123456;
+    uint8_t good[256], bad_ids[256];
+    size_t good_len = dealscore__v1__opportunity_changed__pack(&ev, good);
+    ev.org_id = "not-a-uuid";
+    size_t bad_ids_len = dealscore__v1__opportunity_changed__pack(&ev, bad_ids);
+    const uint8_t garbage[] = {0xff, 0xff, 0xff, 0x07};
+
+    const char *trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const ds_event_meta_t meta = {.type = DS_CE_TYPE_OPPORTUNITY_CHANGED, .traceparent = trace};
+    ds_producer_t *p = new_producer();
+    const char *key = ev.opportunity_id;
+    cr_assert_eq(ds_producer_send(p, topic, key, strlen(key), good, good_len, &meta, NULL), 0);
+    cr_assert_eq(ds_producer_send(p, topic, key, strlen(key), garbage, sizeof garbage, &meta, NULL), 0);
+    cr_assert_eq(ds_producer_send(p, topic, key, strlen(key), bad_ids, bad_ids_len, &meta, NULL), 0);
+    cr_assert_eq(ds_producer_flush(p, 30000), 0);
+
+    char group[128];
+    snprintf(group, sizeof group, "%sdecoder", prefix);
+    ds_consumer_t *c = new_consumer(group, topic);
+    rd_kafka_message_t *msgs[3] = {0};
+    cr_assert_eq(kt_consume_n(c, msgs, 3, 60000), 3);
+
+    Dealscore__V1__OpportunityChanged *out = NULL;
+    char tp[DS_TRACEPARENT_SIZE], err[256] = "";
+    cr_assert_eq(ds_event_decode_opportunity_changed(msgs[0], &out, tp, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(out->event_id, "0b7e4d52-5b8c-4b53-9a43-3f0f4a6b2c11");
+    cr_assert_str_eq(out->org_id, "7d9a4c58-8a5c-4f0e-a1a8-96b8f3e0d001");
+    cr_assert_str_eq(out->opportunity_id, key);
+    cr_assert_eq(out->kind, DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_INTERACTION_ADDED);
+    cr_assert_eq(out->occurred_at_us, 1795650000123456);
+    cr_assert(ds_event_traceparent_valid(tp), "%s", tp);
+    cr_assert(strncmp(tp, trace, 36) == 0, "same trace id: %s", tp);
+    cr_assert_str_neq(tp, trace, "a new parent id");
+    ds_event_opportunity_changed_free(out);
+    /* Without a traceparent buffer the event decodes all the same. */
+    cr_assert_eq(ds_event_decode_opportunity_changed(msgs[0], &out, NULL, err, sizeof err), 0);
+    ds_event_opportunity_changed_free(out);
+
+    out = (Dealscore__V1__OpportunityChanged *)&ev; /* must be reset */
+    cr_assert_eq(ds_event_decode_opportunity_changed(msgs[1], &out, tp, err, sizeof err), DS_EINVAL);
+    cr_assert_null(out);
+    cr_assert_str_eq(err, "payload is not a dealscore.v1.OpportunityChanged");
+    cr_assert_eq(ds_event_decode_opportunity_changed(msgs[2], &out, tp, err, sizeof err), DS_EINVAL);
+    cr_assert_null(out);
+    cr_assert_str_eq(err, "opportunity_id and org_id must be UUIDs");
+    ds_event_opportunity_changed_free(NULL);
+
+    ds_consumer_release(msgs, 3);
+    cr_assert_eq(ds_consumer_close(c), 0);
+    ds_consumer_destroy(c);
+    ds_producer_destroy(p);
     free(topic);
 }
 
