@@ -26,6 +26,7 @@
 #include "base/common.h"
 #include "infra/kafka.h"
 #include "base/log.h"
+#include "base/queue.h"
 #include "infra/pgarray.h"
 #include "scoring.h"
 
@@ -72,7 +73,6 @@ typedef struct {
 
 /* One chunk of the walk. */
 typedef struct job_s {
-    struct job_s *next_queued; /* waiting for a worker */
     struct job_s *next_flight; /* in seq order, until recorded */
     long long seq;
     PGresult *keys; /* id, org_id, account_id (freed by the worker) */
@@ -103,10 +103,9 @@ struct pool_s {
     ds_producer_t *producer; /* NULL: no events */
     char *topic;
     long long delivery_failed; /* delivery callback, on the polling thread */
-    pthread_mutex_t mu;
+    ds_queue_t *queue;         /* chunks waiting for a worker */
+    pthread_mutex_t mu;        /* the jobs' status; cond: a job finished */
     pthread_cond_t cond;
-    job_t *queue_head, *queue_tail;
-    bool closing;
     worker_t *workers;
     int n_workers;
 };
@@ -343,18 +342,9 @@ static int do_job(worker_t *wk, job_t *job, char *errstr, size_t errsz) {
 static void *worker_main(void *arg) {
     worker_t *wk = arg;
     pool_t *p = wk->pool;
-    for (;;) {
-        pthread_mutex_lock(&p->mu);
-        while (!p->queue_head && !p->closing) pthread_cond_wait(&p->cond, &p->mu);
-        job_t *job = p->queue_head;
-        if (!job) {
-            pthread_mutex_unlock(&p->mu);
-            break;
-        }
-        p->queue_head = job->next_queued;
-        if (!p->queue_head) p->queue_tail = NULL;
-        pthread_mutex_unlock(&p->mu);
-
+    void *item;
+    while (ds_queue_pop(p->queue, &item, 1)) {
+        job_t *job = item;
         char err[512] = "";
         int rc = do_job(wk, job, err, sizeof err);
         PQclear(job->keys);
@@ -525,6 +515,8 @@ int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv) {
     pool_t pool = {.cfg = cfg, .o = &o};
     pthread_mutex_init(&pool.mu, NULL);
     pthread_cond_init(&pool.cond, NULL);
+    /* At most workers + 1 chunks are in flight (below), so a push never waits. */
+    pool.queue = ds_queue_new((size_t)o.workers + 1);
     int started = 0;
     job_t *flight_head = NULL, *flight_tail = NULL;
 
@@ -722,10 +714,12 @@ int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv) {
         bool stopping = failed || stop_requested;
         if (stopping) {
             /* Hand out nothing more; chunks no worker has taken are dropped. */
-            pthread_mutex_lock(&pool.mu);
-            for (job_t *q = pool.queue_head; q; q = q->next_queued) q->status = 2;
-            pool.queue_head = pool.queue_tail = NULL;
-            pthread_mutex_unlock(&pool.mu);
+            void *q;
+            while (ds_queue_try_pop(pool.queue, &q, 1)) {
+                pthread_mutex_lock(&pool.mu);
+                ((job_t *)q)->status = 2;
+                pthread_mutex_unlock(&pool.mu);
+            }
         } else if (!end && in_flight < o.workers + 1) {
             char lim[16];
             snprintf(lim, sizeof lim, "%d", o.chunk);
@@ -755,12 +749,9 @@ int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv) {
             if (flight_tail) flight_tail->next_flight = j;
             else flight_head = j;
             flight_tail = j;
-            if (pool.queue_tail) pool.queue_tail->next_queued = j;
-            else pool.queue_head = j;
-            pool.queue_tail = j;
             in_flight++;
-            pthread_cond_broadcast(&pool.cond);
             pthread_mutex_unlock(&pool.mu);
+            ds_queue_push(pool.queue, j);
             continue;
         }
         pthread_mutex_lock(&pool.mu);
@@ -789,10 +780,7 @@ int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv) {
     bool finished = end && !failed && !stop_requested && !flight_head;
 
     /* Stop the workers. */
-    pthread_mutex_lock(&pool.mu);
-    pool.closing = true;
-    pthread_cond_broadcast(&pool.cond);
-    pthread_mutex_unlock(&pool.mu);
+    ds_queue_shutdown(pool.queue);
     for (int i = 0; i < started; i++) pthread_join(pool.workers[i].thread, NULL);
     started = 0;
 
@@ -853,10 +841,7 @@ int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv) {
 out:
     PQclear(r);
     if (started) {
-        pthread_mutex_lock(&pool.mu);
-        pool.closing = true;
-        pthread_cond_broadcast(&pool.cond);
-        pthread_mutex_unlock(&pool.mu);
+        ds_queue_shutdown(pool.queue);
         for (int i = 0; i < started; i++) pthread_join(pool.workers[i].thread, NULL);
     }
     while (flight_head) {
@@ -874,6 +859,7 @@ out:
     }
     free(pool.workers);
     ds_pg_destroy(pg);
+    ds_queue_destroy(pool.queue);
     pthread_mutex_destroy(&pool.mu);
     pthread_cond_destroy(&pool.cond);
     return rc;
