@@ -3,6 +3,7 @@
 #include "base/common.h"
 #include "base/log.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -209,6 +210,106 @@ void ds_http_respond_json(h2o_req_t *req, int status, json_t *obj) {
 
 void ds_http_respond_error(h2o_req_t *req, int status, const char *code, const char *message) {
     ds_http_respond_json(req, status, json_pack("{s:s, s:s}", "error", code, "message", message));
+}
+
+/* ---- deferred responses ---------------------------------------------------- */
+
+struct ds_http_deferred_s {
+    uv_async_t async;
+    ds_http_finish_fn finish;
+    void *ud;
+    pthread_mutex_t mu; /* the done list */
+    ds_http_pending_t *done_head, *done_tail;
+};
+
+/* Lives in the request's pool, so h2o tells it (dispose) when the request
+ * goes away: the client left, or the response was sent. */
+typedef struct {
+    ds_http_pending_t *p;
+} req_link_t;
+
+struct ds_http_pending_s {
+    ds_http_pending_t *next;
+    void *job;
+    h2o_req_t *req; /* NULL once the request went away; loop thread only */
+    req_link_t *link;
+};
+
+static void on_req_dispose(void *arg) {
+    req_link_t *link = arg;
+    if (link->p) {
+        link->p->req = NULL;
+        link->p->link = NULL;
+    }
+}
+
+/* Calls finish for the list from p on; respond false hands NULL for every
+ * request. */
+static void finish_list(ds_http_deferred_t *d, ds_http_pending_t *p, bool respond) {
+    while (p) {
+        ds_http_pending_t *next = p->next;
+        h2o_req_t *req = p->req;
+        /* Unlink first: responding may dispose the request at once. */
+        if (p->link) p->link->p = NULL;
+        d->finish(d->ud, p->job, respond ? req : NULL);
+        free(p);
+        p = next;
+    }
+}
+
+static ds_http_pending_t *take_done(ds_http_deferred_t *d) {
+    pthread_mutex_lock(&d->mu);
+    ds_http_pending_t *p = d->done_head;
+    d->done_head = d->done_tail = NULL;
+    pthread_mutex_unlock(&d->mu);
+    return p;
+}
+
+static void on_done_async(uv_async_t *a) {
+    ds_http_deferred_t *d = a->data;
+    finish_list(d, take_done(d), true);
+}
+
+ds_http_deferred_t *ds_http_deferred_new(uv_loop_t *loop, ds_http_finish_fn finish, void *ud) {
+    ds_http_deferred_t *d = ds_calloc(1, sizeof *d);
+    d->finish = finish;
+    d->ud = ud;
+    pthread_mutex_init(&d->mu, NULL);
+    uv_async_init(loop, &d->async, on_done_async);
+    d->async.data = d;
+    return d;
+}
+
+ds_http_pending_t *ds_http_defer(ds_http_deferred_t *d, h2o_req_t *req, void *job) {
+    (void)d;
+    ds_http_pending_t *p = ds_calloc(1, sizeof *p);
+    p->job = job;
+    p->req = req;
+    p->link = h2o_mem_alloc_shared(&req->pool, sizeof *p->link, on_req_dispose);
+    p->link->p = p;
+    return p;
+}
+
+void ds_http_deferred_done(ds_http_deferred_t *d, ds_http_pending_t *p) {
+    p->next = NULL;
+    pthread_mutex_lock(&d->mu);
+    if (d->done_tail)
+        d->done_tail->next = p;
+    else
+        d->done_head = p;
+    d->done_tail = p;
+    pthread_mutex_unlock(&d->mu);
+    uv_async_send(&d->async);
+}
+
+void ds_http_deferred_flush(ds_http_deferred_t *d) { finish_list(d, take_done(d), true); }
+
+void ds_http_deferred_destroy(ds_http_deferred_t *d) {
+    if (!d) return;
+    /* The loop is closed: any request still linked is gone with it. */
+    finish_list(d, take_done(d), false);
+    pthread_mutex_destroy(&d->mu);
+    free(d);
 }
 
 int ds_http_method_is(const h2o_req_t *req, const char *m) {

@@ -1,6 +1,6 @@
 /* HTTP server on a libuv loop through libh2o. Handlers run on the loop
- * thread; a handler may respond later from the same thread (after an async
- * database commit) as long as it keeps the request. */
+ * thread; a handler may respond later from the same thread, and work done on
+ * other threads is answered through the deferred responses below. */
 #ifndef DEALSCORE_HTTP_H
 #define DEALSCORE_HTTP_H
 
@@ -46,6 +46,40 @@ void ds_http_respond_json(h2o_req_t *req, int status, json_t *obj);
 void ds_http_respond_error(h2o_req_t *req, int status, const char *code, const char *message);
 /* Adds a response header before responding (name and value are copied). */
 void ds_http_add_header(h2o_req_t *req, const char *name, const char *value);
+
+/* ---- deferred responses ----------------------------------------------------
+ * A handler that gives a request's work to another thread keeps the request
+ * with ds_http_defer. The thread calls ds_http_deferred_done when the work is
+ * finished, and the loop thread then calls the finish function, which
+ * answers the request if its client is still there: a request whose client
+ * went away meanwhile has been freed by h2o, and finish gets NULL. */
+
+typedef struct ds_http_deferred_s ds_http_deferred_t;
+typedef struct ds_http_pending_s ds_http_pending_t;
+
+/* Runs on the loop thread once per deferred job, after ds_http_deferred_done.
+ * req is the request to answer (exactly once, with ds_http_respond*), or
+ * NULL when the client went away or the server is shutting down. job is the
+ * caller's, to free here. */
+typedef void (*ds_http_finish_fn)(void *ud, void *job, h2o_req_t *req);
+
+/* Hands finished jobs back to loop's thread through a uv_async_t, which the
+ * loop's shutdown closes like every other handle. Free with
+ * ds_http_deferred_destroy. */
+ds_http_deferred_t *ds_http_deferred_new(uv_loop_t *loop, ds_http_finish_fn finish, void *ud);
+/* Loop thread, in a handler that returns 0: keeps req open for job. Returns
+ * the handle to pass to ds_http_deferred_done exactly once. */
+ds_http_pending_t *ds_http_defer(ds_http_deferred_t *d, h2o_req_t *req, void *job);
+/* Any thread: p's job is finished; the loop thread will call finish for it
+ * (p is freed after that). */
+void ds_http_deferred_done(ds_http_deferred_t *d, ds_http_pending_t *p);
+/* Loop thread: calls finish now for every job done so far (at shutdown,
+ * once the worker threads have stopped). */
+void ds_http_deferred_flush(ds_http_deferred_t *d);
+/* After the loop has closed its handles: calls finish with req NULL for the
+ * jobs done but not finished, then frees d. Jobs never marked done are not
+ * seen. NULL does nothing. */
+void ds_http_deferred_destroy(ds_http_deferred_t *d);
 
 /* Returns true when the request's method is m ("GET", "POST", ...). */
 int ds_http_method_is(const h2o_req_t *req, const char *m);

@@ -17,8 +17,11 @@
 #include "base/log.h"
 #include "store.h"
 
+/* Requests waiting for the validator; past this the webhook answers 503
+ * (retry-after 1) instead of holding more bodies in memory. */
+#define INGEST_QUEUE_MAX 4096
+
 struct ingest_job_s {
-    ingest_job_t *next;
     rec_kind_t kind;
     rec_profile_t profile;
     char *body;
@@ -42,14 +45,9 @@ struct ingest_job_s {
     const char *retry_after;
     bool www_auth;
 
-    /* the request, NULL once the client went away */
-    h2o_req_t *req;
-    struct req_link_s *link;
+    /* the request, answered by finish_job */
+    ds_http_pending_t *pending;
 };
-
-typedef struct req_link_s {
-    ingest_job_t *job;
-} req_link_t;
 
 /* ---- metrics ------------------------------------------------------------ */
 
@@ -92,27 +90,9 @@ static void job_fail(ingest_job_t *j, int status, const char *code, const char *
     j->resp = json_pack("{s:s, s:s}", "error", code, "message", message);
 }
 
-/* Appends jobs[0..n) to the list head/tail (the caller holds in->mu). */
-static void jobs_append(ingest_job_t **head, ingest_job_t **tail, ingest_job_t *const *jobs, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        jobs[i]->next = NULL;
-        if (*tail)
-            (*tail)->next = jobs[i];
-        else
-            *head = jobs[i];
-        *tail = jobs[i];
-    }
-}
-
 /* ---- HTTP (loop thread) ------------------------------------------------- */
 
-static void on_req_dispose(void *p) {
-    req_link_t *link = p;
-    if (link->job) {
-        link->job->req = NULL;
-        link->job->link = NULL;
-    }
-}
+static void complete_jobs(ingest_t *in, ingest_job_t **jobs, size_t n);
 
 static char *header_dup(h2o_req_t *req, const char *name) {
     ssize_t i = h2o_find_header_by_str(&req->headers, name, strlen(name), -1);
@@ -187,50 +167,30 @@ static int on_webhook(void *ud, h2o_req_t *req) {
     ds_event_traceparent_child(tp, j->traceparent);
     free(tp);
     j->received_mono_us = ds_mono_us();
-    j->req = req;
-    req_link_t *link = h2o_mem_alloc_shared(&req->pool, sizeof *link, on_req_dispose);
-    link->job = j;
-    j->link = link;
-
-    pthread_mutex_lock(&in->mu);
-    jobs_append(&in->queue_head, &in->queue_tail, &j, 1);
-    pthread_cond_signal(&in->cond);
-    pthread_mutex_unlock(&in->mu);
+    j->pending = ds_http_defer(in->deferred, req, j);
+    if (ds_queue_try_push(in->queue, j) != 0) {
+        job_fail(j, 503, "overloaded", "too many requests are waiting; retry");
+        j->retry_after = "1";
+        complete_jobs(in, &j, 1);
+    }
     return 0;
 }
 
-static void drain_done(ingest_t *in, bool respond);
-
-static void on_done(uv_async_t *a) { drain_done(a->data, true); }
-
-static void drain_done(ingest_t *in, bool respond) {
-    pthread_mutex_lock(&in->mu);
-    ingest_job_t *j = in->done_head;
-    in->done_head = in->done_tail = NULL;
-    pthread_mutex_unlock(&in->mu);
-    while (j) {
-        ingest_job_t *next = j->next;
-        char route[48];
-        snprintf(route, sizeof route, "/v1/%s", rec_kind_plural(j->kind));
-        count_request(in, route, j->status);
-        if (j->req && !respond) {
-            j->link->job = NULL;
-            j->req = NULL;
-        }
-        if (j->req) {
-            h2o_req_t *req = j->req;
-            /* Unlink first: responding may dispose the request at once. */
-            j->link->job = NULL;
-            j->req = NULL;
-            if (j->retry_after) ds_http_add_header(req, "retry-after", j->retry_after);
-            if (j->www_auth) ds_http_add_header(req, "www-authenticate", "Bearer realm=\"dealscore\"");
-            json_t *resp = j->resp;
-            j->resp = NULL;
-            ds_http_respond_json(req, j->status, resp ? resp : json_object());
-        }
-        job_free(j);
-        j = next;
+/* Answers a finished job (req NULL: its client is gone) and frees it. */
+static void finish_job(void *ud, void *job, h2o_req_t *req) {
+    ingest_t *in = ud;
+    ingest_job_t *j = job;
+    char route[48];
+    snprintf(route, sizeof route, "/v1/%s", rec_kind_plural(j->kind));
+    count_request(in, route, j->status);
+    if (req) {
+        if (j->retry_after) ds_http_add_header(req, "retry-after", j->retry_after);
+        if (j->www_auth) ds_http_add_header(req, "www-authenticate", "Bearer realm=\"dealscore\"");
+        json_t *resp = j->resp;
+        j->resp = NULL;
+        ds_http_respond_json(req, j->status, resp ? resp : json_object());
     }
+    job_free(j);
 }
 
 /* ---- validator and writer threads ---------------------------------------- */
@@ -543,10 +503,7 @@ static void complete_jobs(ingest_t *in, ingest_job_t **jobs, size_t n) {
                                                ds_metrics_latency_buckets, ds_metrics_latency_nbuckets),
                           (double)(ds_mono_us() - jobs[i]->received_mono_us) / 1e6);
     }
-    pthread_mutex_lock(&in->mu);
-    jobs_append(&in->done_head, &in->done_tail, jobs, n);
-    pthread_mutex_unlock(&in->mu);
-    uv_async_send(&in->done_async);
+    for (size_t i = 0; i < n; i++) ds_http_deferred_done(in->deferred, jobs[i]->pending);
 }
 
 /* Validator: authenticates and validates jobs[0..n); the good ones go to the
@@ -569,11 +526,11 @@ static void screen(writer_t *v, ingest_job_t **jobs, size_t n) {
         }
         ok[nok++] = j;
     }
-    if (nok) {
-        pthread_mutex_lock(&in->mu);
-        jobs_append(&in->ready_head, &in->ready_tail, ok, nok);
-        pthread_cond_signal(&in->ready_cond);
-        pthread_mutex_unlock(&in->mu);
+    /* Waits while the writer is two groups behind. The ready queue shuts
+     * down only after this thread ended, so the push cannot fail. */
+    for (size_t i = 0; i < nok; i++) {
+        int rc = ds_queue_push(in->ready, ok[i]);
+        ds_assert(rc == 0);
     }
     complete_jobs(in, bad, nbad);
     free(ok);
@@ -632,19 +589,11 @@ static void commit_jobs(writer_t *w, ingest_job_t **ok, size_t nok) {
     complete_jobs(in, ok, nok);
 }
 
-/* Takes up to max jobs from *head (under in->mu), waiting on cond while it
- * is empty and *stop is false. Returns the number taken; 0 means stop. */
-static size_t take_jobs(ingest_t *in, pthread_cond_t *cond, ingest_job_t **head, ingest_job_t **tail,
-                        const bool *stop, ingest_job_t **jobs, size_t max) {
-    pthread_mutex_lock(&in->mu);
-    while (!*head && !*stop) pthread_cond_wait(cond, &in->mu);
-    size_t n = 0;
-    while (*head && n < max) {
-        jobs[n++] = *head;
-        *head = (*head)->next;
-    }
-    if (!*head) *tail = NULL;
-    pthread_mutex_unlock(&in->mu);
+/* Takes up to max jobs from q (through items, room for max), waiting while
+ * it is empty. Returns how many; 0 once q is shut down and empty. */
+static size_t take_jobs(ds_queue_t *q, void **items, ingest_job_t **jobs, size_t max) {
+    size_t n = ds_queue_pop(q, items, max);
+    for (size_t i = 0; i < n; i++) jobs[i] = items[i];
     return n;
 }
 
@@ -656,9 +605,10 @@ static void *validator_main(void *arg) {
         ds_panic("database url rejected after validation: %s", err);
     size_t max = (size_t)in->cfg->commit_batch;
     ingest_job_t **jobs = ds_calloc(max, sizeof *jobs);
+    void **items = ds_calloc(max, sizeof *items);
     size_t n;
-    while ((n = take_jobs(in, &in->cond, &in->queue_head, &in->queue_tail, &in->validator_stop, jobs, max)))
-        screen(&v, jobs, n);
+    while ((n = take_jobs(in->queue, items, jobs, max))) screen(&v, jobs, n);
+    free(items);
     free(jobs);
     for (size_t i = 0; i < v.ntokens; i++) token_entry_clear(&v.tokens[i]);
     free(v.tokens);
@@ -675,9 +625,10 @@ static void *writer_main(void *arg) {
     store_register(w.pg);
     size_t max = (size_t)in->cfg->commit_batch;
     ingest_job_t **jobs = ds_calloc(max, sizeof *jobs);
+    void **items = ds_calloc(max, sizeof *items);
     size_t n;
-    while ((n = take_jobs(in, &in->ready_cond, &in->ready_head, &in->ready_tail, &in->writer_stop, jobs, max)))
-        commit_jobs(&w, jobs, n);
+    while ((n = take_jobs(in->ready, items, jobs, max))) commit_jobs(&w, jobs, n);
+    free(items);
     free(jobs);
     ds_pg_destroy(w.pg);
     return NULL;
@@ -697,14 +648,14 @@ int ingest_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_siz
     in->sf.product_field = pf && *pf ? pf : NULL;
     in->sf.persona_field = pe && *pe ? pe : NULL;
     in->sf.region_field = rf && *rf ? rf : NULL;
-    pthread_mutex_init(&in->mu, NULL);
-    pthread_cond_init(&in->cond, NULL);
-    pthread_cond_init(&in->ready_cond, NULL);
+    in->queue = ds_queue_new(INGEST_QUEUE_MAX);
+    /* Room for two groups: the validator checks the next one while the
+     * writer commits, then waits. */
+    in->ready = ds_queue_new(2 * (size_t)in->cfg->commit_batch);
     pthread_mutex_init(&in->seen_mu, NULL);
     pthread_mutex_init(&in->relay_mu, NULL);
     pthread_cond_init(&in->relay_cond, NULL);
-    uv_async_init(&svc->loop, &in->done_async, on_done);
-    in->done_async.data = in;
+    in->deferred = ds_http_deferred_new(&svc->loop, finish_job, in);
     ds_http_route(svc->http, "/v1/", on_webhook, in);
     ds_metrics_gauge(svc->metrics, "outbox_depth", "Outbox rows not yet published", NULL);
     if (pthread_create(&in->writer, NULL, writer_main, in) != 0) ds_panic("could not start the writer");
@@ -724,23 +675,17 @@ void ingest_stopping(ds_service_t *svc, void *state) {
     /* The validator, then the writer, finish what is queued (responses still
      * go out while the loop drains connections), then the relay publishes
      * what committed. */
-    pthread_mutex_lock(&in->mu);
-    in->validator_stop = true;
-    pthread_cond_signal(&in->cond);
-    pthread_mutex_unlock(&in->mu);
+    ds_queue_shutdown(in->queue);
     if (in->validator_started) {
         pthread_join(in->validator, NULL);
         in->validator_started = false;
     }
-    pthread_mutex_lock(&in->mu);
-    in->writer_stop = true;
-    pthread_cond_signal(&in->ready_cond);
-    pthread_mutex_unlock(&in->mu);
+    ds_queue_shutdown(in->ready);
     if (in->writer_started) {
         pthread_join(in->writer, NULL);
         in->writer_started = false;
     }
-    drain_done(in, true);
+    ds_http_deferred_flush(in->deferred);
     ingest_relay_kick(in);
     if (in->relay_started) {
         pthread_join(in->relay, NULL);
@@ -754,10 +699,9 @@ void ingest_fini(ds_service_t *svc, void *state) {
     if (!in) return;
     if (in->validator_started || in->writer_started || in->relay_started) ingest_stopping(svc, in);
     /* Jobs left when the loop closed early: their clients are gone. */
-    drain_done(in, false);
-    pthread_mutex_destroy(&in->mu);
-    pthread_cond_destroy(&in->cond);
-    pthread_cond_destroy(&in->ready_cond);
+    ds_http_deferred_destroy(in->deferred);
+    ds_queue_destroy(in->queue);
+    ds_queue_destroy(in->ready);
     pthread_mutex_destroy(&in->seen_mu);
     free(in->seen);
     pthread_mutex_destroy(&in->relay_mu);

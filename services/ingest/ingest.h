@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "base/queue.h"
 #include "infra/pg.h"
 #include "runtime/service.h"
 #include "record.h"
@@ -19,18 +20,11 @@ typedef struct {
     const ds_config_t *cfg;
 
     /* jobs from the loop to the validator (queue), from the validator to
-     * the writer (ready), results from both back to the loop (done); all
-     * under mu */
-    pthread_mutex_t mu;
-    pthread_cond_t cond;        /* queue has jobs, or validator_stop */
-    pthread_cond_t ready_cond;  /* ready has jobs, or writer_stop */
-    ingest_job_t *queue_head, *queue_tail;
-    ingest_job_t *ready_head, *ready_tail;
-    ingest_job_t *done_head, *done_tail;
-    uv_async_t done_async;
+     * the writer (ready); results from both back to the loop (deferred) */
+    ds_queue_t *queue, *ready;
+    ds_http_deferred_t *deferred;
     pthread_t validator, writer;
     bool validator_started, writer_started;
-    bool validator_stop, writer_stop;
 
     /* signatures of committed signed requests, for replay protection:
      * checked by the validator, added by the writer */

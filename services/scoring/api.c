@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "base/common.h"
+#include "base/queue.h"
 #include "infra/jwt.h"
 #include "base/log.h"
 #include "scoring.h"
@@ -19,15 +20,13 @@
  * session and caches: a request waits on a dozen round trips and two
  * commits, so one thread would cap the endpoint near 60 requests/s. */
 #define API_THREADS 4
+/* Requests waiting for a thread; past this /api/predict answers 503
+ * (retry-after 1). */
+#define API_QUEUE_MAX 1024
 
 typedef struct api_job_s api_job_t;
 
-typedef struct {
-    api_job_t *job;
-} api_link_t;
-
 struct api_job_s {
-    api_job_t *next;
     char *auth;
     char *body;
     size_t body_len;
@@ -36,19 +35,15 @@ struct api_job_s {
     int status;
     json_t *resp;
     char www_auth[256];
-    h2o_req_t *req;
-    api_link_t *link;
+    ds_http_pending_t *pending; /* the request, answered by finish */
 };
 
 typedef struct {
     ds_service_t *svc;
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    api_job_t *head, *tail, *done_head, *done_tail;
-    bool stop;
+    ds_queue_t *queue;
+    ds_http_deferred_t *deferred;
     pthread_t threads[API_THREADS];
     int started;
-    uv_async_t done_async;
     ds_jwt_verifier_t *jwt;
     ds_metric_t *m_latency;
 } api_t;
@@ -67,14 +62,6 @@ static void fail(api_job_t *j, int status, const char *code, const char *msg) {
 }
 
 /* ---- loop thread -------------------------------------------------------------- */
-
-static void on_dispose(void *p) {
-    api_link_t *l = p;
-    if (l->job) {
-        l->job->req = NULL;
-        l->job->link = NULL;
-    }
-}
 
 static void count(api_t *a, int status) {
     char lab[64];
@@ -113,47 +100,30 @@ static int on_predict(void *ud, h2o_req_t *req) {
     j->body = ds_strndup(req->entity.base ? req->entity.base : "", req->entity.len);
     j->body_len = req->entity.len;
     j->received_mono_us = ds_mono_us();
-    j->req = req;
-    j->link = h2o_mem_alloc_shared(&req->pool, sizeof *j->link, on_dispose);
-    j->link->job = j;
-    pthread_mutex_lock(&a->mu);
-    if (a->tail) a->tail->next = j;
-    else a->head = j;
-    a->tail = j;
-    pthread_cond_signal(&a->cond);
-    pthread_mutex_unlock(&a->mu);
+    j->pending = ds_http_defer(a->deferred, req, j);
+    if (ds_queue_try_push(a->queue, j) != 0) {
+        fail(j, 503, "overloaded", "too many requests are waiting; retry");
+        ds_http_deferred_done(a->deferred, j->pending);
+    }
     return 0;
 }
 
 
-static void drain(api_t *a, bool respond) {
-    pthread_mutex_lock(&a->mu);
-    api_job_t *j = a->done_head;
-    a->done_head = a->done_tail = NULL;
-    pthread_mutex_unlock(&a->mu);
-    while (j) {
-        api_job_t *next = j->next;
-        count(a, j->status);
-        if (j->req && respond) {
-            h2o_req_t *req = j->req;
-            j->link->job = NULL;
-            j->req = NULL;
-            if (j->www_auth[0]) ds_http_add_header(req, "www-authenticate", j->www_auth);
-            if (j->status == 503) ds_http_add_header(req, "retry-after", "1");
-            json_t *resp = j->resp;
-            j->resp = NULL;
-            ds_http_respond_json(req, j->status, resp ? resp : json_object());
-        } else if (j->req) {
-            j->link->job = NULL;
-            j->req = NULL;
-        }
-        ds_metric_observe(a->m_latency, (double)(ds_mono_us() - j->received_mono_us) / 1e6);
-        job_free(j);
-        j = next;
+/* Answers a finished job (req NULL: its client is gone) and frees it. */
+static void finish(void *ud, void *job, h2o_req_t *req) {
+    api_t *a = ud;
+    api_job_t *j = job;
+    count(a, j->status);
+    if (req) {
+        if (j->www_auth[0]) ds_http_add_header(req, "www-authenticate", j->www_auth);
+        if (j->status == 503) ds_http_add_header(req, "retry-after", "1");
+        json_t *resp = j->resp;
+        j->resp = NULL;
+        ds_http_respond_json(req, j->status, resp ? resp : json_object());
     }
+    ds_metric_observe(a->m_latency, (double)(ds_mono_us() - j->received_mono_us) / 1e6);
+    job_free(j);
 }
-
-static void on_done(uv_async_t *h) { drain(h->data, true); }
 
 /* ---- API thread ------------------------------------------------------------------ */
 
@@ -376,25 +346,11 @@ static void *api_main(void *arg) {
                         6);
     t.orgs = ds_org_cache_new(60000);
     t.scorer = scorer_new(60000);
-    for (;;) {
-        pthread_mutex_lock(&a->mu);
-        while (!a->head && !a->stop) pthread_cond_wait(&a->cond, &a->mu);
-        api_job_t *j = a->head;
-        if (!j) {
-            pthread_mutex_unlock(&a->mu);
-            break;
-        }
-        a->head = j->next;
-        if (!a->head) a->tail = NULL;
-        pthread_mutex_unlock(&a->mu);
-        j->next = NULL;
+    void *item;
+    while (ds_queue_pop(a->queue, &item, 1)) {
+        api_job_t *j = item;
         handle(&t, j);
-        pthread_mutex_lock(&a->mu);
-        if (a->done_tail) a->done_tail->next = j;
-        else a->done_head = j;
-        a->done_tail = j;
-        pthread_mutex_unlock(&a->mu);
-        uv_async_send(&a->done_async);
+        ds_http_deferred_done(a->deferred, j->pending);
     }
     scorer_destroy(t.scorer);
     ds_org_cache_destroy(t.orgs);
@@ -414,10 +370,8 @@ int scoring_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_si
     } else {
         ds_warn("neither SUPABASE_JWKS nor SUPABASE_JWT_SECRET is set: /api/predict answers 401 to everyone");
     }
-    pthread_mutex_init(&a->mu, NULL);
-    pthread_cond_init(&a->cond, NULL);
-    uv_async_init(&svc->loop, &a->done_async, on_done);
-    a->done_async.data = a;
+    a->queue = ds_queue_new(API_QUEUE_MAX);
+    a->deferred = ds_http_deferred_new(&svc->loop, finish, a);
     a->m_latency = ds_metrics_histogram(svc->metrics, "api_predict_seconds", "POST /api/predict latency", NULL,
                                         ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
     ds_http_route(svc->http, "/api/predict", on_predict, a);
@@ -432,22 +386,18 @@ int scoring_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_si
 void scoring_stopping(ds_service_t *svc, void *state) {
     (void)svc;
     api_t *a = state;
-    pthread_mutex_lock(&a->mu);
-    a->stop = true;
-    pthread_cond_broadcast(&a->cond);
-    pthread_mutex_unlock(&a->mu);
+    ds_queue_shutdown(a->queue);
     for (int i = 0; i < a->started; i++) pthread_join(a->threads[i], NULL);
     a->started = 0;
-    drain(a, true);
+    ds_http_deferred_flush(a->deferred);
 }
 
 void scoring_fini(ds_service_t *svc, void *state) {
     api_t *a = state;
     if (!a) return;
     if (a->started) scoring_stopping(svc, a);
-    drain(a, false);
+    ds_http_deferred_destroy(a->deferred);
     ds_jwt_verifier_destroy(a->jwt);
-    pthread_mutex_destroy(&a->mu);
-    pthread_cond_destroy(&a->cond);
+    ds_queue_destroy(a->queue);
     free(a);
 }
