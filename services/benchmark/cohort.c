@@ -10,6 +10,7 @@
 
 #include "base/common.h"
 #include "base/log.h"
+#include "base/strindex.h"
 #include "base/uuidset.h"
 
 static const char *const level_names[COHORT_LEVELS] = {"full", "industry_product_region",
@@ -44,25 +45,17 @@ static void strv_free(strv_t *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* A string -> int64 map (open addressing) for the keys of one transaction. */
+/* Won counts by cohort key for one transaction: the keys are copies kept in
+ * keys, found through the string index. */
 typedef struct {
-    char **keys;
-    int64_t *vals;
-    size_t cap, n;
+    strv_t keys;
+    int64_t *won; /* won[i] belongs to keys.v[i] */
+    ds_strindex_t index;
 } kmap_t;
 
-static uint64_t fnv1a(const char *s) {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 static int64_t *kmap_find(kmap_t *m, const char *key) {
-    if (!m->cap) return NULL;
-    for (size_t i = fnv1a(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
-        if (!m->keys[i]) return NULL;
-        if (strcmp(m->keys[i], key) == 0) return &m->vals[i];
-    }
+    int i = ds_strindex_find(&m->index, key);
+    return i < 0 ? NULL : &m->won[i];
 }
 
 static void kmap_put(kmap_t *m, const char *key, int64_t v) {
@@ -71,34 +64,16 @@ static void kmap_put(kmap_t *m, const char *key, int64_t v) {
         *p = v;
         return;
     }
-    if ((m->n + 1) * 2 > m->cap) {
-        kmap_t bigger = {.cap = m->cap ? m->cap * 2 : 64};
-        bigger.keys = ds_calloc(bigger.cap, sizeof *bigger.keys);
-        bigger.vals = ds_calloc(bigger.cap, sizeof *bigger.vals);
-        for (size_t i = 0; i < m->cap; i++) {
-            if (!m->keys[i]) continue;
-            size_t j = fnv1a(m->keys[i]) & (bigger.cap - 1);
-            while (bigger.keys[j]) j = (j + 1) & (bigger.cap - 1);
-            bigger.keys[j] = m->keys[i];
-            bigger.vals[j] = m->vals[i];
-        }
-        bigger.n = m->n;
-        free(m->keys);
-        free(m->vals);
-        *m = bigger;
-    }
-    size_t i = fnv1a(key) & (m->cap - 1);
-    while (m->keys[i]) i = (i + 1) & (m->cap - 1);
-    m->keys[i] = ds_strdup(key);
-    m->vals[i] = v;
-    m->n++;
+    strv_push(&m->keys, ds_strdup(key));
+    m->won = ds_realloc(m->won, m->keys.cap * sizeof *m->won);
+    m->won[m->keys.n - 1] = v;
+    ds_strindex_add(&m->index, m->keys.v[m->keys.n - 1], (int)m->keys.n - 1);
 }
 
 static void kmap_free(kmap_t *m) {
-    for (size_t i = 0; i < m->cap; i++) free(m->keys[i]);
-    free(m->keys);
-    free(m->vals);
-    memset(m, 0, sizeof *m);
+    strv_free(&m->keys);
+    free(m->won);
+    ds_strindex_free(&m->index);
 }
 
 /* ---- bands and keys ---------------------------------------------------------- */

@@ -732,7 +732,7 @@ Test(model, move_diff_matches_names_in_any_order) {
     ds_named_contrib_t null_name[] = {{"a", 1}, {NULL, 2}};
     cr_expect_eq(ds_drivers_diff(null_name, 2, cur, 4, 4, x, &nx), DS_EINVAL);
 
-    /* Long lists (past the duplicate check's table on the stack): distinct
+    /* Long lists (past the first table of the duplicate check): distinct
      * names pass, one name again far from the first does not, whichever
      * list it is in. */
     enum { N = 150 };

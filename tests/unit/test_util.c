@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "base/common.h"
-#include "base/strindex.h"
 #include "base/uuidset.h"
 
 Test(util, parses_iso8601_with_zone) {
@@ -172,45 +171,6 @@ Test(util, sb_take_cuts_the_buffer_to_the_string) {
     s = ds_sb_take(&b);
     cr_expect_str_eq(s, "again");
     free(s);
-}
-
-/* The string index gives each distinct key the position of its first add,
- * as a linear search would, over a full table of keys with many repeats
- * (a burst of changes to fewer deals), and -1 for keys never added. */
-Test(util, strindex_keeps_the_first_position_of_each_key) {
-    enum { ADDS = 5000, KEYS = 1200 };
-    static char keys[KEYS][16];
-    for (int k = 0; k < KEYS; k++) snprintf(keys[k], sizeof keys[k], "deal-%d", k);
-    static const char *first[ADDS];
-    ds_strindex_t x;
-    ds_strindex_init(&x, ADDS);
-    int npos = 0;
-    uint64_t r = 2463534242ull;
-    for (int i = 0; i < ADDS; i++) {
-        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-        const char *key = keys[r % KEYS];
-        int want = -1;
-        for (int j = 0; j < npos && want < 0; j++)
-            if (strcmp(first[j], key) == 0) want = j;
-        int got = ds_strindex_add(&x, key, npos);
-        if (want < 0) {
-            cr_assert_eq(got, npos, "add %d: a new key takes the position offered", i);
-            first[npos] = key;
-            npos++;
-        } else {
-            cr_assert_eq(got, want, "add %d: %s was first added at %d", i, key, want);
-        }
-    }
-    cr_assert_gt(npos, 1000, "the draw covers most keys");
-    cr_assert_lt(npos, ADDS, "and repeats them");
-    for (int j = 0; j < npos; j++) cr_assert_eq(ds_strindex_find(&x, first[j]), j);
-    cr_expect_eq(ds_strindex_find(&x, "deal-1200"), -1);
-    cr_expect_eq(ds_strindex_find(&x, ""), -1);
-    char copy[16];
-    snprintf(copy, sizeof copy, "%s", first[7]);
-    cr_expect_eq(ds_strindex_find(&x, copy), 7, "keys compare by content, not address");
-    ds_strindex_free(&x);
-    cr_expect_null(x.keys);
 }
 
 /* The UUID set against a plain array, through random adds and removes over
