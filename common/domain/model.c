@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <jansson.h>
 #include <xgboost/c_api.h>
 
 #include "base/common.h"
@@ -839,57 +840,6 @@ int ds_drivers_top(const float *contribs, size_t n_features, const float *values
     return 0;
 }
 
-static json_t *driver_json(const ds_driver_t *d) {
-    json_t *o = json_object();
-    json_object_set_new(o, "feature", json_string(d->name));
-    json_object_set_new(o, "label", json_string(d->label ? d->label : d->name));
-    json_object_set_new(o, "index", json_integer(d->feature));
-    json_object_set_new(o, "value", isfinite(d->value) ? json_real(d->value) : json_null());
-    json_object_set_new(o, "contribution", json_real(d->contribution));
-    json_object_set_new(o, "pp", isfinite(d->pp) ? json_real(d->pp) : json_null());
-    return o;
-}
-
-json_t *ds_drivers_json(const ds_driver_t *pos, size_t n_pos, const ds_driver_t *neg,
-                        size_t n_neg) {
-    json_t *o = json_object(), *p = json_array(), *n = json_array();
-    for (size_t i = 0; i < n_pos; i++) json_array_append_new(p, driver_json(&pos[i]));
-    for (size_t i = 0; i < n_neg; i++) json_array_append_new(n, driver_json(&neg[i]));
-    json_object_set_new(o, "positive", p);
-    json_object_set_new(o, "negative", n);
-    return o;
-}
-
-json_t *ds_contribs_json(const float *contribs, size_t n_features, const char *const *names) {
-    json_t *o = json_object();
-    for (size_t j = 0; j < n_features; j++)
-        json_object_set_new(o, names[j],
-                            isfinite(contribs[j]) ? json_real(contribs[j]) : json_null());
-    json_object_set_new(o, DS_CONTRIB_BIAS_NAME,
-                        isfinite(contribs[n_features]) ? json_real(contribs[n_features])
-                                                       : json_null());
-    return o;
-}
-
-int ds_contribs_from_json(const json_t *obj, ds_named_contrib_t **out, size_t *n) {
-    if (!json_is_object(obj) || !out || !n) return DS_EINVAL;
-    size_t cap = json_object_size(obj), k = 0;
-    ds_named_contrib_t *arr = ds_malloc((cap ? cap : 1) * sizeof *arr);
-    const char *key;
-    json_t *v;
-    /* json_object_foreach wants a non-const object; it only reads. */
-    json_object_foreach((json_t *)obj, key, v) {
-        if (!json_is_number(v)) {
-            free(arr);
-            return DS_EINVAL;
-        }
-        arr[k++] = (ds_named_contrib_t){key, json_number_value(v)};
-    }
-    *out = arr;
-    *n = k;
-    return 0;
-}
-
 /* Whether a name is missing or repeated (a string index rather than a sort:
  * a sort cost ~250 strcmp calls per 46-name list, twice per score of a
  * rescore). */
@@ -956,21 +906,250 @@ int ds_drivers_diff(const ds_named_contrib_t *prev, size_t n_prev, const ds_name
     return 0;
 }
 
-json_t *ds_drivers_diff_json(const ds_contrib_change_t *changes, size_t n) {
-    json_t *a = json_array();
-    for (size_t i = 0; i < n; i++) {
-        const ds_contrib_change_t *c = &changes[i];
-        json_t *o = json_object();
-        json_object_set_new(o, "feature", json_string(c->name));
-        json_object_set_new(o, "label", json_string(c->label ? c->label : c->name));
-        json_object_set_new(o, "previous", isfinite(c->previous) ? json_real(c->previous)
-                                                                 : json_null());
-        json_object_set_new(o, "current",
-                            isfinite(c->current) ? json_real(c->current) : json_null());
-        json_object_set_new(o, "change", isfinite(c->change) ? json_real(c->change) : json_null());
-        json_array_append_new(a, o);
+/* ---- drivers as JSON text ------------------------------------------------- */
+
+/* A double exactly: 17 significant digits; null when not finite. */
+static void sb_double(ds_sb_t *b, double v) {
+    if (!isfinite(v)) {
+        ds_sb_puts(b, "null");
+        return;
     }
-    return a;
+    char num[32];
+    int n = ds_fmt_g(num, v, 17);
+    ds_sb_put(b, num, (size_t)n);
+}
+
+/* A value of the scores: contributions and feature values are floats, for
+ * which 9 significant digits are exact; other values (probabilities, pp,
+ * the stage prior's contributions) keep 17. */
+static void sb_real(ds_sb_t *b, double v) {
+    if (isfinite(v) && (double)(float)v == v) {
+        char num[32];
+        int n = ds_fmt_g(num, v, 9);
+        ds_sb_put(b, num, (size_t)n);
+    } else {
+        sb_double(b, v);
+    }
+}
+
+/* The start of a driver or change object: {"feature":name,"label":label,
+ * the label falling back to the name. */
+static void sb_feature_open(ds_sb_t *b, const char *name, const char *label) {
+    ds_sb_puts(b, "{\"feature\":");
+    ds_sb_json_str(b, name);
+    ds_sb_puts(b, ",\"label\":");
+    ds_sb_json_str(b, label ? label : name);
+}
+
+/* ,"key":v with v as sb_real writes it. */
+static void sb_field(ds_sb_t *b, const char *key, double v) {
+    ds_sb_put(b, ",\"", 2);
+    ds_sb_puts(b, key);
+    ds_sb_put(b, "\":", 2);
+    sb_real(b, v);
+}
+
+static void sb_driver_list(ds_sb_t *b, const ds_driver_t *d, size_t n) {
+    ds_sb_put(b, "[", 1);
+    for (size_t i = 0; i < n; i++) {
+        char num[32];
+        if (i) ds_sb_put(b, ",", 1);
+        sb_feature_open(b, d[i].name, d[i].label);
+        ds_sb_put(b, num, (size_t)snprintf(num, sizeof num, ",\"index\":%d", d[i].feature));
+        sb_field(b, "value", d[i].value);
+        sb_field(b, "contribution", d[i].contribution);
+        sb_field(b, "pp", d[i].pp);
+        ds_sb_put(b, "}", 1);
+    }
+    ds_sb_put(b, "]", 1);
+}
+
+void ds_drivers_write(ds_sb_t *b, const ds_driver_t *pos, size_t n_pos, const ds_driver_t *neg, size_t n_neg) {
+    ds_sb_puts(b, "{\"positive\":");
+    sb_driver_list(b, pos, n_pos);
+    ds_sb_puts(b, ",\"negative\":");
+    sb_driver_list(b, neg, n_neg);
+    ds_sb_put(b, "}", 1);
+}
+
+void ds_drivers_diff_write(ds_sb_t *b, const ds_contrib_change_t *c, size_t n) {
+    ds_sb_put(b, "[", 1);
+    for (size_t i = 0; i < n; i++) {
+        if (i) ds_sb_put(b, ",", 1);
+        sb_feature_open(b, c[i].name, c[i].label);
+        sb_field(b, "previous", c[i].previous);
+        sb_field(b, "current", c[i].current);
+        sb_field(b, "change", c[i].change);
+        ds_sb_put(b, "}", 1);
+    }
+    ds_sb_put(b, "]", 1);
+}
+
+void ds_contribs_write(ds_sb_t *b, const ds_named_contrib_t *c, size_t n) {
+    ds_sb_put(b, "{", 1);
+    for (size_t i = 0; i < n; i++) {
+        if (i) ds_sb_put(b, ",", 1);
+        ds_sb_json_str(b, c[i].name);
+        ds_sb_put(b, ":", 1);
+        sb_real(b, c[i].contribution);
+    }
+    ds_sb_put(b, "}", 1);
+}
+
+static char *skip_ws(char *p) {
+    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+    return p;
+}
+
+static int hex4(const char *p, unsigned *out) {
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + (unsigned)d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Writes code point u as UTF-8 at w; returns the byte after it. */
+static char *put_utf8(char *w, unsigned u) {
+    if (u < 0x80) {
+        *w++ = (char)u;
+    } else if (u < 0x800) {
+        *w++ = (char)(0xc0 | (u >> 6));
+        *w++ = (char)(0x80 | (u & 0x3f));
+    } else if (u < 0x10000) {
+        *w++ = (char)(0xe0 | (u >> 12));
+        *w++ = (char)(0x80 | ((u >> 6) & 0x3f));
+        *w++ = (char)(0x80 | (u & 0x3f));
+    } else {
+        *w++ = (char)(0xf0 | (u >> 18));
+        *w++ = (char)(0x80 | ((u >> 12) & 0x3f));
+        *w++ = (char)(0x80 | ((u >> 6) & 0x3f));
+        *w++ = (char)(0x80 | (u & 0x3f));
+    }
+    return w;
+}
+
+/* Reads the JSON string at *pp (past its opening quote), unescaping it in
+ * place (the text never grows: an escape is longer than what it stands
+ * for) and NUL-terminating it. Returns its start, *pp past the closing
+ * quote, or NULL for a malformed string or an escaped NUL. */
+static char *parse_string(char **pp) {
+    char *p = *pp, *w = p, *start = p;
+    for (;;) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"') break;
+        if (c < 0x20) return NULL; /* the end of the text, or a raw control character */
+        if (c != '\\') {
+            *w++ = *p++;
+            continue;
+        }
+        p++;
+        switch (*p++) {
+        case '"': *w++ = '"'; break;
+        case '\\': *w++ = '\\'; break;
+        case '/': *w++ = '/'; break;
+        case 'b': *w++ = '\b'; break;
+        case 'f': *w++ = '\f'; break;
+        case 'n': *w++ = '\n'; break;
+        case 'r': *w++ = '\r'; break;
+        case 't': *w++ = '\t'; break;
+        case 'u': {
+            unsigned u, lo;
+            if (hex4(p, &u) != 0 || u == 0) return NULL;
+            p += 4;
+            if (u >= 0xd800 && u <= 0xdbff) {
+                if (p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) != 0 || lo < 0xdc00 || lo > 0xdfff) return NULL;
+                p += 6;
+                u = 0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00);
+            } else if (u >= 0xdc00 && u <= 0xdfff) {
+                return NULL;
+            }
+            w = put_utf8(w, u);
+            break;
+        }
+        default: return NULL;
+        }
+    }
+    *w = '\0';
+    *pp = p + 1;
+    return start;
+}
+
+/* Reads a JSON number at *pp (the grammar of RFC 8259, nothing strtod
+ * would take beyond it: no inf, nan or hex). */
+static int parse_number(char **pp, double *out) {
+    char *p = *pp, *s = p;
+    if (*p == '-') p++;
+    if (*p == '0') {
+        p++;
+    } else if (*p >= '1' && *p <= '9') {
+        while (*p >= '0' && *p <= '9') p++;
+    } else {
+        return -1;
+    }
+    if (*p == '.') {
+        p++;
+        if (!(*p >= '0' && *p <= '9')) return -1;
+        while (*p >= '0' && *p <= '9') p++;
+    }
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-') p++;
+        if (!(*p >= '0' && *p <= '9')) return -1;
+        while (*p >= '0' && *p <= '9') p++;
+    }
+    *out = strtod(s, NULL);
+    *pp = p;
+    return 0;
+}
+
+int ds_contribs_parse(char *text, ds_named_contrib_t **out, size_t *n) {
+    size_t cap = 64, k = 0;
+    ds_named_contrib_t *a = ds_malloc(cap * sizeof *a);
+    char *p = skip_ws(text);
+    *out = NULL;
+    *n = 0;
+    if (*p++ != '{') goto fail;
+    p = skip_ws(p);
+    if (*p == '}') {
+        p++;
+        goto done;
+    }
+    for (;;) {
+        p = skip_ws(p);
+        if (*p++ != '"') goto fail;
+        char *name = parse_string(&p);
+        if (!name) goto fail;
+        p = skip_ws(p);
+        if (*p++ != ':') goto fail;
+        p = skip_ws(p);
+        double v;
+        if (parse_number(&p, &v) != 0) goto fail;
+        if (k == cap) {
+            cap *= 2;
+            a = ds_realloc(a, cap * sizeof *a);
+        }
+        a[k++] = (ds_named_contrib_t){name, v};
+        p = skip_ws(p);
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p++ == '}') break;
+        goto fail;
+    }
+done:
+    if (*skip_ws(p) != '\0') goto fail;
+    *out = a;
+    *n = k;
+    return 0;
+fail:
+    free(a);
+    return DS_EINVAL;
 }
 
 /* ---- stage prior (cold start) ---------------------------------------------- */

@@ -34,9 +34,10 @@
 #ifndef DEALSCORE_MODEL_H
 #define DEALSCORE_MODEL_H
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+
+#include "base/common.h"
 
 /* ---- model ---------------------------------------------------------------- */
 
@@ -224,7 +225,7 @@ void ds_calib_destroy(ds_calib_t *cal);
 /* ---- drivers ---------------------------------------------------------------- */
 
 /* The name under which the bias (the model's base margin) appears in named
- * contributions (ds_contribs_json); no engine feature starts with '_'. */
+ * contributions (ds_contribs_write); no engine feature starts with '_'. */
 #define DS_CONTRIB_BIAS_NAME "_bias"
 
 /* One driver of a score.
@@ -258,31 +259,11 @@ int ds_drivers_top(const float *contribs, size_t n_features, const float *values
                    const char *const *names, const ds_calib_t *cal, size_t k, ds_driver_t *pos,
                    size_t *n_pos, ds_driver_t *neg, size_t *n_neg);
 
-/* {"positive":[D,..],"negative":[D,..]} with D = {"feature":name,
- * "label":..,"index":..,"value":..|null,"contribution":..,"pp":..}, in the
- * order given. New reference; never NULL. Numbers are doubles as computed;
- * a caller that wants short text dumps with JSON_REAL_PRECISION(9), which
- * keeps every float-derived value exact. */
-json_t *ds_drivers_json(const ds_driver_t *pos, size_t n_pos, const ds_driver_t *neg,
-                        size_t n_neg);
-
 /* A named contribution, as stored with a prediction. */
 typedef struct {
     const char *name;
     double contribution;
 } ds_named_contrib_t;
-
-/* {"<name>":contribution, ..., "_bias":bias}: one row's contributions by
- * feature name in model order, bias last, for storing with a prediction
- * (the "previous contributions" of the next score). New reference; never
- * NULL. */
-json_t *ds_contribs_json(const float *contribs, size_t n_features, const char *const *names);
-
-/* Reads an object made by ds_contribs_json into a new array *out (*n
- * entries; free the array with free(); names borrow obj's keys, valid while
- * obj lives). Returns 0, or DS_EINVAL when obj is not an object or a value
- * is not a number. */
-int ds_contribs_from_json(const json_t *obj, ds_named_contrib_t **out, size_t *n);
 
 /* One feature's change of contribution between two scores. */
 typedef struct {
@@ -294,7 +275,7 @@ typedef struct {
 } ds_contrib_change_t;
 
 /* "Why did the score move": the per-feature change of contribution from
- * prev (n_prev entries, e.g. from ds_contribs_from_json of the previous
+ * prev (n_prev entries, e.g. from ds_contribs_parse of the previous
  * prediction; the model may have changed, so features are matched by name
  * and may be missing on either side) to cur; the top k by |change|
  * descending, ties by name (strcmp), zero changes left out. With both sides
@@ -306,9 +287,37 @@ typedef struct {
 int ds_drivers_diff(const ds_named_contrib_t *prev, size_t n_prev, const ds_named_contrib_t *cur,
                     size_t n_cur, size_t k, ds_contrib_change_t *out, size_t *n_out);
 
-/* [{"feature":name,"label":..,"previous":..|null,"current":..|null,
- * "change":..}, ...] in the order given. New reference; never NULL. */
-json_t *ds_drivers_diff_json(const ds_contrib_change_t *changes, size_t n);
+/* ---- drivers as JSON text ---------------------------------------------------
+ * One writer of the documents predictions and prediction_history store (and
+ * /api/predict answers with), one reader of the stored contributions. Text
+ * goes straight into a ds_sb_t: a nightly rescore writes three documents
+ * per deal for a million deals, and building and dumping jansson trees was
+ * most of its CPU. Numbers: float values (contributions, feature values)
+ * with the 9 significant digits that keep them exact, others (probability
+ * points, a stage prior's contributions) with 17; NaN and infinities as
+ * null. */
+
+/* Appends {"positive":[D,..],"negative":[D,..]} to b, D = {"feature":name,
+ * "label":label (the name without one),"index":..,"value":..|null,
+ * "contribution":..,"pp":..}, in the order given. */
+void ds_drivers_write(ds_sb_t *b, const ds_driver_t *pos, size_t n_pos, const ds_driver_t *neg, size_t n_neg);
+
+/* Appends [{"feature":name,"label":..,"previous":..|null,"current":..|null,
+ * "change":..}, ...] to b, in the order given. */
+void ds_drivers_diff_write(ds_sb_t *b, const ds_contrib_change_t *changes, size_t n);
+
+/* Appends {"<name>":contribution, ...} to b in the order given: a score's
+ * contributions by feature name, "_bias" (DS_CONTRIB_BIAS_NAME) last as
+ * the scorer has them, stored as the next score's "previous". */
+void ds_contribs_write(ds_sb_t *b, const ds_named_contrib_t *c, size_t n);
+
+/* Reads an object of numbers, as ds_contribs_write writes it or as
+ * Postgres prints it back from jsonb (spaces after ':' and ','), into a new
+ * array *out of *n entries (free it with free()). The text is modified in
+ * place: the names are unescaped into it and point into it. Returns 0, or
+ * DS_EINVAL (*out NULL) for anything else: a value that is not a number,
+ * nesting, an escaped NUL, text after the object. */
+int ds_contribs_parse(char *text, ds_named_contrib_t **out, size_t *n);
 
 /* ---- stage prior (cold start) ---------------------------------------------- */
 

@@ -70,90 +70,8 @@ static int cmp_org(const void *a, const void *b) {
     return strcmp((*x)->org_id, (*y)->org_id);
 }
 
-/* ---- JSON text for the batch statements, written directly ------------------------------ */
-
-/* jansson's json_pack + json_dumps + json_loads of every row were most of a
- * rescore's CPU: the JSON values are written as text here, into a ds_sb_t. */
-
-/* A double exactly: 17 significant digits. */
-static void sb_double(ds_sb_t *b, double v) {
-    if (!isfinite(v)) {
-        ds_sb_puts(b, "null");
-        return;
-    }
-    char num[32];
-    int n = ds_fmt_g(num, v, 17);
-    ds_sb_put(b, num, (size_t)n);
-}
-
-/* A value of the scores: contributions and feature values are floats, for
- * which 9 significant digits are exact (model.h, ds_drivers_json); other
- * values (probabilities, pp, the stage prior's contributions) keep 17. */
-static void sb_real(ds_sb_t *b, double v) {
-    if (isfinite(v) && (double)(float)v == v) {
-        char num[32];
-        int n = ds_fmt_g(num, v, 9);
-        ds_sb_put(b, num, (size_t)n);
-    } else {
-        sb_double(b, v);
-    }
-}
-
-/* Reads stored contributions, a flat object of numbers as sb_contribs
- * writes it (json keeps the text; a row written as jsonb before migration
- * 20261126007200 prints as {"a": 0.5, "_bias": -1}), into *out, the names
- * pointing into *text
- * (modified in place). Returns 0, or -1 for anything else (an escaped name,
- * a null, nesting): the caller then goes through jansson. */
-static int parse_contribs(char *text, ds_named_contrib_t **out, size_t *n) {
-    size_t cap = 64, k = 0;
-    ds_named_contrib_t *a = ds_malloc(cap * sizeof *a);
-    char *p = text;
-#define SKIP_WS() while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++
-    SKIP_WS();
-    if (*p++ != '{') goto fail;
-    SKIP_WS();
-    if (*p == '}') goto done;
-    for (;;) {
-        SKIP_WS();
-        if (*p++ != '"') goto fail;
-        char *name = p;
-        while (*p && *p != '"' && *p != '\\') p++;
-        if (*p != '"') goto fail;
-        *p++ = '\0';
-        SKIP_WS();
-        if (*p++ != ':') goto fail;
-        SKIP_WS();
-        if (!(*p == '-' || (*p >= '0' && *p <= '9'))) goto fail;
-        char *end;
-        double v = strtod(p, &end);
-        if (end == p) goto fail;
-        p = end;
-        if (k == cap) {
-            cap *= 2;
-            a = ds_realloc(a, cap * sizeof *a);
-        }
-        a[k++] = (ds_named_contrib_t){name, v};
-        SKIP_WS();
-        if (*p == ',') {
-            p++;
-            continue;
-        }
-        if (*p == '}') break;
-        goto fail;
-    }
-done:
-    *out = a;
-    *n = k;
-    return 0;
-fail:
-    free(a);
-    return -1;
-#undef SKIP_WS
-}
-
 /* "Why did it move" from the previous score's stored contributions (text,
- * may be NULL) to the current ones, into it->changes (names may point into
+ * may be NULL) to the current ones, into it->changes (names point into
  * it->prev_text, kept with the item). */
 static void change_from_text(scoring_item_t *it, const char *prev_text, int top_k) {
     const score_t *cur = &it->score;
@@ -161,99 +79,9 @@ static void change_from_text(scoring_item_t *it, const char *prev_text, int top_
     it->prev_text = ds_strdup(prev_text);
     ds_named_contrib_t *p = NULL;
     size_t np = 0;
-    if (parse_contribs(it->prev_text, &p, &np) == 0) {
+    if (ds_contribs_parse(it->prev_text, &p, &np) == 0)
         scorer_change_named(p, np, cur->contribs, cur->n_contribs, top_k, &it->changes, &it->n_changes);
-        free(p);
-        return;
-    }
-    /* Not the plain shape parse_contribs reads: through jansson, whose
-     * strings the change's names would borrow, so they are copied into one
-     * block that replaces prev_text. */
-    json_t *prev = json_loads(prev_text, 0, NULL);
-    ds_named_contrib_t *pp = NULL;
-    size_t npp = 0;
-    if (prev && ds_contribs_from_json(prev, &pp, &npp) == 0) {
-        size_t total = 0;
-        for (size_t i = 0; i < npp; i++) total += strlen(pp[i].name) + 1;
-        char *names = ds_malloc(total ? total : 1), *w = names;
-        for (size_t i = 0; i < npp; i++) {
-            size_t l = strlen(pp[i].name) + 1;
-            memcpy(w, pp[i].name, l);
-            pp[i].name = w;
-            w += l;
-        }
-        free(it->prev_text);
-        it->prev_text = names;
-        scorer_change_named(pp, npp, cur->contribs, cur->n_contribs, top_k, &it->changes, &it->n_changes);
-    }
-    free(pp);
-    json_decref(prev);
-}
-
-/* The start of a driver or change object: {"feature":name,"label":label,
- * the label falling back to the name, as model.c's JSON does. */
-static void sb_feature_open(ds_sb_t *b, const char *name, const char *label) {
-    ds_sb_puts(b, "{\"feature\":");
-    ds_sb_json_str(b, name);
-    ds_sb_puts(b, ",\"label\":");
-    ds_sb_json_str(b, label ? label : name);
-}
-
-/* The drivers as {"positive":[D..],"negative":[D..]}, D as ds_drivers_json
- * writes it (the same keys in the same order, numbers as sb_real). */
-static void sb_driver_list(ds_sb_t *b, const ds_driver_t *d, size_t n) {
-    ds_sb_put(b, "[", 1);
-    for (size_t i = 0; i < n; i++) {
-        char num[32];
-        if (i) ds_sb_put(b, ",", 1);
-        sb_feature_open(b, d[i].name, d[i].label);
-        ds_sb_put(b, num, (size_t)snprintf(num, sizeof num, ",\"index\":%d", d[i].feature));
-        ds_sb_puts(b, ",\"value\":");
-        sb_real(b, d[i].value);
-        ds_sb_puts(b, ",\"contribution\":");
-        sb_real(b, d[i].contribution);
-        ds_sb_puts(b, ",\"pp\":");
-        sb_real(b, d[i].pp);
-        ds_sb_put(b, "}", 1);
-    }
-    ds_sb_put(b, "]", 1);
-}
-
-static void sb_drivers(ds_sb_t *b, const score_t *s) {
-    ds_sb_puts(b, "{\"positive\":");
-    sb_driver_list(b, s->pos, s->n_pos);
-    ds_sb_puts(b, ",\"negative\":");
-    sb_driver_list(b, s->neg, s->n_neg);
-    ds_sb_put(b, "}", 1);
-}
-
-/* The change as ds_drivers_diff_json writes it. */
-static void sb_changes(ds_sb_t *b, const ds_contrib_change_t *c, size_t n) {
-    ds_sb_put(b, "[", 1);
-    for (size_t i = 0; i < n; i++) {
-        if (i) ds_sb_put(b, ",", 1);
-        sb_feature_open(b, c[i].name, c[i].label);
-        ds_sb_puts(b, ",\"previous\":");
-        sb_real(b, c[i].previous);
-        ds_sb_puts(b, ",\"current\":");
-        sb_real(b, c[i].current);
-        ds_sb_puts(b, ",\"change\":");
-        sb_real(b, c[i].change);
-        ds_sb_put(b, "}", 1);
-    }
-    ds_sb_put(b, "]", 1);
-}
-
-/* The contributions as a JSON object, names in the scorer's order. */
-static void sb_contribs(ds_sb_t *b, const ds_named_contrib_t *c, size_t n) {
-    ds_sb_put(b, "{", 1);
-    for (size_t i = 0; i < n; i++) {
-        if (i) ds_sb_put(b, ",", 1);
-        ds_sb_json_str(b, c[i].name);
-        ds_sb_put(b, ":", 1);
-        sb_real(b, c[i].contribution);
-    }
-    ds_sb_put(b, "}", 1);
+    free(p);
 }
 
 int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
@@ -347,7 +175,7 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
         ds_pgarray_text(&h[3], it->version, vlen);
         ds_pgarray_float8(&h[4], it->score.proba);
         js.len = 0;
-        sb_contribs(&js, it->score.contribs, it->score.n_contribs);
+        ds_contribs_write(&js, it->score.contribs, it->score.n_contribs);
         ds_pgarray_json(&h[5], js.p, js.len);
 
         ds_pgarray_uuid(&pr[0], it->org_id);
@@ -360,10 +188,10 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
         if (isnan(it->previous)) ds_pgarray_null(&pr[6]);
         else ds_pgarray_float8(&pr[6], it->previous);
         js.len = 0;
-        sb_drivers(&js, &it->score);
+        score_drivers_write(&js, &it->score);
         ds_pgarray_jsonb(&pr[7], js.p, js.len);
         js.len = 0;
-        sb_changes(&js, it->changes, it->n_changes);
+        ds_drivers_diff_write(&js, it->changes, it->n_changes);
         ds_pgarray_jsonb(&pr[8], js.p, js.len);
         /* The MEDDICC evidence is JSON text already (the engine's or the
          * stored snapshot's). */

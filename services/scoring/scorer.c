@@ -196,7 +196,7 @@ void score_clear(score_t *s) {
     memset(s, 0, sizeof *s);
 }
 
-json_t *score_drivers_json(const score_t *s) { return ds_drivers_json(s->pos, s->n_pos, s->neg, s->n_neg); }
+void score_drivers_write(ds_sb_t *b, const score_t *s) { ds_drivers_write(b, s->pos, s->n_pos, s->neg, s->n_neg); }
 
 static double logit(double p) {
     if (p < 1e-6) p = 1e-6;

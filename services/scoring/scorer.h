@@ -42,7 +42,7 @@ typedef struct {
     double margin;
     bool is_prior;
     /* The top drivers each way (ds_drivers_top's order); names and labels
-     * borrowed like contribs'. score_drivers_json gives them as JSON. */
+     * borrowed like contribs'. score_drivers_write gives them as JSON. */
     ds_driver_t *pos, *neg;
     size_t n_pos, n_neg;
     /* Every feature's log-odds contribution and "_bias" last, in the
@@ -59,8 +59,8 @@ typedef struct {
 int scorer_score(const scorer_org_t *o, const double *values, size_t n, int top_k, score_t *out,
                  char *errstr, size_t errstr_size);
 void score_clear(score_t *s);
-/* {"positive":[..],"negative":[..]} (ds_drivers_json). New reference. */
-json_t *score_drivers_json(const score_t *s);
+/* Appends {"positive":[..],"negative":[..]} to b (ds_drivers_write). */
+void score_drivers_write(ds_sb_t *b, const score_t *s);
 
 /* "Why did it move": the change of contributions between a previous
  * score's named contributions and the current ones, top k by |change|

@@ -611,18 +611,20 @@ Test(model, drivers_sorted_k_each_way_ties_by_index) {
     cr_assert_eq(ds_drivers_top(c, 6, v, names, &cal, 1, pos, &np, neg, &nn), 0);
     cr_assert(fabs(pos[0].pp - 100 * (sigm(0.5 * 0.5 - 1) - sigm(0.5 * 0.0 - 1))) < 1e-12);
 
-    /* JSON: deterministic, NaN as null. */
+    /* JSON: deterministic, NaN as null. The value 12 is written as the
+     * stored documents have it, "12" (jansson's tree printed "12.0"). */
     cr_assert_eq(ds_drivers_top(c, 6, v, names, NULL, 2, pos, &np, neg, &nn), 0);
-    json_t *j = ds_drivers_json(pos, np, neg, nn);
-    char *s1 = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9));
-    json_decref(j);
-    j = ds_drivers_json(pos, np, neg, nn);
-    char *s2 = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    ds_sb_t b1 = {0}, b2 = {0};
+    ds_drivers_write(&b1, pos, np, neg, nn);
+    ds_drivers_write(&b2, pos, np, neg, nn);
+    char *s1 = b1.p, *s2 = b2.p;
     cr_assert_str_eq(s1, s2);
     cr_assert(strncmp(s1, "{\"positive\":[{\"feature\":\"days_open\",\"label\":\"Days open\","
-                          "\"index\":0,\"value\":12.0,\"contribution\":0.5,\"pp\":",
-                      90) == 0,
+                          "\"index\":0,\"value\":12,\"contribution\":0.5,\"pp\":",
+                      88) == 0,
               "%s", s1);
+    json_t *j = json_loads(s1, 0, NULL);
+    cr_assert_not_null(j, "%s", s1);
     json_t *second = json_array_get(json_object_get(j, "positive"), 1);
     cr_assert(json_is_null(json_object_get(second, "value")));
     cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(j, "negative"), 0), "feature")),
@@ -693,14 +695,14 @@ Test(model, move_diff_hand_made) {
     cr_assert_eq(n, 2);
     cr_assert_str_eq(out[1].name, "amount_log");
 
-    json_t *j = ds_drivers_diff_json(out, n);
-    char *s = json_dumps(j, JSON_COMPACT);
+    ds_sb_t sb = {0};
+    ds_drivers_diff_write(&sb, out, n);
+    char *s = sb.p;
     cr_assert_str_eq(s, "[{\"feature\":\"n_meeting_30d\",\"label\":\"Meetings, last 30 days\","
                         "\"previous\":null,\"current\":-0.625,\"change\":-0.625},"
                         "{\"feature\":\"amount_log\",\"label\":\"Deal amount (log)\","
                         "\"previous\":0.25,\"current\":0.75,\"change\":0.5}]");
     free(s);
-    json_decref(j);
 
     ds_named_contrib_t dup[] = {{"a", 1}, {"a", 2}};
     cr_assert_eq(ds_drivers_diff(dup, 2, cur, 4, 2, out, &n), DS_EINVAL);
@@ -753,26 +755,88 @@ Test(model, move_diff_matches_names_in_any_order) {
 }
 
 Test(model, contribs_json_round_trip) {
-    const char *names[] = {"days_open", "stage_index"};
-    float c[] = {0.5f, -0.25f, 0.125f};
-    json_t *j = ds_contribs_json(c, 2, names);
-    char *s = json_dumps(j, JSON_COMPACT);
+    ds_named_contrib_t c[] = {{"days_open", 0.5f}, {"stage_index", -0.25f}, {DS_CONTRIB_BIAS_NAME, 0.125f}};
+    ds_sb_t sb = {0};
+    ds_contribs_write(&sb, c, 3);
+    char *s = sb.p;
     cr_assert_str_eq(s, "{\"days_open\":0.5,\"stage_index\":-0.25,\"_bias\":0.125}");
-    json_decref(j);
-    j = json_loads(s, 0, NULL);
     ds_named_contrib_t *nc = NULL;
     size_t n = 0;
-    cr_assert_eq(ds_contribs_from_json(j, &nc, &n), 0);
+    cr_assert_eq(ds_contribs_parse(s, &nc, &n), 0);
     cr_assert_eq(n, 3);
     cr_assert_str_eq(nc[0].name, "days_open");
     cr_assert_str_eq(nc[2].name, DS_CONTRIB_BIAS_NAME);
     cr_assert(nc[1].contribution == -0.25 && nc[2].contribution == 0.125);
     free(nc);
-    json_decref(j);
     free(s);
-    j = json_loads("{\"a\":\"x\"}", 0, NULL);
-    cr_assert_eq(ds_contribs_from_json(j, &nc, &n), DS_EINVAL);
-    json_decref(j);
+    char bad[] = "{\"a\":\"x\"}";
+    cr_assert_eq(ds_contribs_parse(bad, &nc, &n), DS_EINVAL);
+}
+
+Test(model, contribs_round_trip_every_name_and_float_exactly) {
+    /* Names the writer must escape; floats whose 9 digits are exact, a
+     * double that needs 17, and NaN, written as null (which the reader
+     * refuses, as the stored contributions never hold one). */
+    ds_named_contrib_t c[] = {{"plain", 0.1f},
+                              {"quote\"back\\slash", -3.4028235e38f},
+                              {"tab\tnew\nline\x01", 1e-45f},
+                              {"caf\xc3\xa9 \xf0\x9f\x93\x88", 0.1},
+                              {DS_CONTRIB_BIAS_NAME, -0.0f}};
+    ds_sb_t sb = {0};
+    ds_contribs_write(&sb, c, DS_ARRAY_SIZE(c));
+    ds_named_contrib_t *back = NULL;
+    size_t n = 0;
+    cr_assert_eq(ds_contribs_parse(sb.p, &back, &n), 0, "%s", sb.p);
+    cr_assert_eq(n, DS_ARRAY_SIZE(c));
+    for (size_t i = 0; i < n; i++) {
+        cr_expect_str_eq(back[i].name, c[i].name);
+        /* A float comes back as the float it was; the double 0.1 exactly. */
+        if (i == 3)
+            cr_expect(back[i].contribution == c[i].contribution, "%.17g", back[i].contribution);
+        else
+            cr_expect((float)back[i].contribution == (float)c[i].contribution, "%s: %.17g", c[i].name,
+                      back[i].contribution);
+    }
+    free(back);
+    free(sb.p);
+
+    ds_named_contrib_t nan_one[] = {{"x", NAN}};
+    ds_sb_t nb = {0};
+    ds_contribs_write(&nb, nan_one, 1);
+    cr_assert_str_eq(nb.p, "{\"x\":null}");
+    cr_assert_eq(ds_contribs_parse(nb.p, &back, &n), DS_EINVAL);
+    cr_assert_null(back);
+    free(nb.p);
+}
+
+Test(model, contribs_parse_reads_jsonb_text_and_refuses_the_rest) {
+    /* As Postgres prints a jsonb object back, with \u escapes (a surrogate
+     * pair among them) as any JSON writer may use. */
+    char jsonb[] = " {\"a\": 0.5, \"\\u00e9t\\u00e9\": -1, \"\\ud83d\\udcc8\": 2.5e-3, \"_bias\": 1E2} ";
+    ds_named_contrib_t *nc = NULL;
+    size_t n = 0;
+    cr_assert_eq(ds_contribs_parse(jsonb, &nc, &n), 0);
+    cr_assert_eq(n, 4);
+    cr_assert_str_eq(nc[1].name, "\xc3\xa9t\xc3\xa9");
+    cr_assert_str_eq(nc[2].name, "\xf0\x9f\x93\x88");
+    cr_assert(nc[0].contribution == 0.5 && nc[1].contribution == -1 && nc[2].contribution == 2.5e-3 &&
+              nc[3].contribution == 100);
+    free(nc);
+    char empty[] = "{}";
+    cr_assert_eq(ds_contribs_parse(empty, &nc, &n), 0);
+    cr_assert_eq(n, 0);
+    free(nc);
+
+    const char *bad[] = {"", "[]", "{\"a\":1", "{\"a\":1,}", "{\"a\":{}}", "{\"a\":null}", "{\"a\":-inf}",
+                         "{\"a\":0x10}", "{\"a\":1.}", "{\"a\":01}", "{\"a\":1} x", "{\"a\\u0000\":1}",
+                         "{\"\\udc00\":1}", "{\"a\\q\":1}", "{\"a\tb\":1}", "{a:1}"};
+    for (size_t i = 0; i < DS_ARRAY_SIZE(bad); i++) {
+        char *t = ds_strdup(bad[i]);
+        nc = (ds_named_contrib_t *)1;
+        cr_expect_eq(ds_contribs_parse(t, &nc, &n), DS_EINVAL, "%s", bad[i]);
+        cr_expect_null(nc, "%s", bad[i]);
+        free(t);
+    }
 }
 
 /* ---- stage prior --------------------------------------------------------------- */
