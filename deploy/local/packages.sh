@@ -7,7 +7,7 @@
 DS_PACKAGES=(
   build-essential cmake pkg-config git ca-certificates
   librdkafka-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev libh2o-dev
-  libjansson-dev libjwt-dev libssl-dev libxgboost-dev libcriterion-dev
+  libjansson-dev libcurl4-openssl-dev libssl-dev libxgboost-dev libcriterion-dev
   libcsv-dev libpq-dev
   postgresql postgresql-contrib
   default-jre-headless maven curl
