@@ -7,8 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <netdb.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -16,11 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 
 #include <jansson.h>
 #include <openssl/bn.h>
@@ -31,10 +27,9 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/param_build.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
 #include "base/log.h"
+#include "infra/httpc.h"
 
 #define REFRESH_US (600LL * 1000000)      /* periodic JWKS refetch */
 #define RETRY_MIN_US (30LL * 1000000)     /* first retry after a failed fetch */
@@ -358,14 +353,6 @@ typedef struct {
     struct timespec mtime;
 } fsig_t;
 
-typedef struct {
-    bool tls;
-    char *host;      /* without brackets */
-    char *port;
-    char *authority; /* for the Host header */
-    char *path;      /* path and query */
-} url_t;
-
 struct ds_jwt_verifier_s {
     int src;
     unsigned char *secret;
@@ -381,16 +368,16 @@ struct ds_jwt_verifier_s {
     pthread_mutex_t reload_mu; /* one reload at a time */
 
     /* SRC_URL */
-    url_t url;
-    SSL_CTX *ssl_ctx;
+    char *url;
+    char *origin; /* scheme://host:port, for the log */
+    ds_httpc_t *httpc;
     pthread_t thread;
     bool thread_started;
     pthread_cond_t cond;      /* wakes the fetch thread */
     pthread_cond_t done_cond; /* first fetch attempt finished */
     bool stop, wake, first_done;
     int64_t last_kid_refetch_us; /* monotonic; 0: never */
-    int wakefd[2];               /* written by destroy to interrupt a fetch */
-    char last_err[160];
+    char last_err[320];
 };
 
 static keyset_t *keys_get(ds_jwt_verifier_t *v) {
@@ -532,381 +519,33 @@ static void maybe_reload_file(ds_jwt_verifier_t *v) {
     pthread_mutex_unlock(&v->reload_mu);
 }
 
-/* ---------------------------------------------------------- HTTP client -- */
+/* ---------------------------------------------------------- URL source -- */
 
-static void url_free(url_t *u) {
-    free(u->host);
-    free(u->port);
-    free(u->authority);
-    free(u->path);
-    memset(u, 0, sizeof *u);
-}
-
-static int url_parse(const char *s, url_t *u, char *errstr, size_t errstr_size) {
-    memset(u, 0, sizeof *u);
-    if (strncasecmp(s, "https://", 8) == 0) {
-        u->tls = true;
-        s += 8;
-    } else if (strncasecmp(s, "http://", 7) == 0) {
-        s += 7;
-    } else {
-        snprintf(errstr, errstr_size, "JWKS URL must start with http:// or https://");
-        return DS_EINVAL;
-    }
-    size_t alen = strcspn(s, "/?#");
-    const char *a = s, *rest = s + alen;
-    if (alen == 0 || memchr(a, '@', alen)) {
-        snprintf(errstr, errstr_size, "JWKS URL has no host, or has user info");
-        return DS_EINVAL;
-    }
-    const char *hend, *portp = NULL;
-    if (a[0] == '[') {
-        hend = memchr(a, ']', alen);
-        if (!hend) goto bad;
-        u->host = ds_strndup(a + 1, (size_t)(hend - a - 1));
-        hend++;
-        if (hend < a + alen) {
-            if (*hend != ':') goto bad;
-            portp = hend + 1;
-        }
-    } else {
-        hend = memchr(a, ':', alen);
-        if (hend) portp = hend + 1;
-        else hend = a + alen;
-        u->host = ds_strndup(a, (size_t)(hend - a));
-    }
-    if (!*u->host) goto bad;
-    if (portp) {
-        size_t plen = (size_t)(a + alen - portp);
-        if (plen == 0 || plen > 5 || strspn(portp, "0123456789") < plen) goto bad;
-        u->port = ds_strndup(portp, plen);
-        long p = strtol(u->port, NULL, 10);
-        if (p < 1 || p > 65535) goto bad;
-    } else {
-        u->port = ds_strdup(u->tls ? "443" : "80");
-    }
-    u->authority = ds_strndup(a, alen);
-    size_t plen = strcspn(rest, "#");
-    if (plen == 0) u->path = ds_strdup("/");
-    else if (rest[0] == '?') u->path = ds_asprintf("/%.*s", (int)plen, rest);
-    else u->path = ds_strndup(rest, plen);
-    for (const char *p = u->path; *p; p++)
-        if ((unsigned char)*p <= ' ' || *p == 0x7f) goto bad;
-    return 0;
-bad:
-    snprintf(errstr, errstr_size, "JWKS URL has an invalid host, port or path");
-    url_free(u);
-    return DS_EINVAL;
-}
-
-typedef struct {
-    int fd;
-    SSL *ssl;
-    int wakefd;
-    int64_t deadline_us;
-} conn_t;
-
-/* Waits for events on the connection. Returns 0, DS_ETIMEDOUT, DS_ESHUTDOWN
- * (the verifier is being destroyed) or DS_EIO. */
-static int conn_wait(conn_t *c, short events) {
-    for (;;) {
-        int64_t left = c->deadline_us - ds_mono_us();
-        if (left <= 0) return DS_ETIMEDOUT;
-        struct pollfd p[2] = {{.fd = c->fd, .events = events}, {.fd = c->wakefd, .events = POLLIN}};
-        int r = poll(p, 2, (int)((left + 999) / 1000));
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return DS_EIO;
-        if (p[1].revents) return DS_ESHUTDOWN;
-        if (r > 0) return 0;
-    }
-}
-
-static int conn_open(conn_t *c, const url_t *u, char *errstr, size_t errstr_size) {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
-    int rc = getaddrinfo(u->host, u->port, &hints, &res);
+/* GETs the JWKS URL into resp. Returns 0, or a DS_E with errstr set. */
+static int http_get(ds_jwt_verifier_t *v, ds_httpc_resp_t *resp, char *errstr, size_t errstr_size) {
+    static const char *const headers[] = {"Accept: application/json", NULL};
+    ds_httpc_req_t req = {.url = v->url, .headers = headers};
+    char why[256];
+    int rc = ds_httpc_request(v->httpc, &req, resp, why, sizeof why);
     if (rc != 0) {
-        snprintf(errstr, errstr_size, "could not resolve %s: %s", u->host, gai_strerror(rc));
-        return DS_EIO;
-    }
-    int err = 0;
-    rc = DS_EIO;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                        ai->ai_protocol);
-        if (fd < 0) {
-            err = errno;
-            continue;
-        }
-        c->fd = fd;
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-            rc = 0;
-            break;
-        }
-        if (errno == EINPROGRESS) {
-            int w = conn_wait(c, POLLOUT);
-            socklen_t sl = sizeof err;
-            if (w == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) == 0 && err == 0) {
-                rc = 0;
-                break;
-            }
-            if (w != 0) {
-                close(fd);
-                c->fd = -1;
-                rc = w;
-                err = w == DS_ETIMEDOUT ? ETIMEDOUT : ECANCELED;
-                break;
-            }
-        } else {
-            err = errno;
-        }
-        close(fd);
-        c->fd = -1;
-    }
-    freeaddrinfo(res);
-    if (rc != 0)
-        snprintf(errstr, errstr_size, "could not connect to %s:%s: %s", u->host, u->port,
-                 strerror(err ? err : ECONNREFUSED));
-    return rc;
-}
-
-static void ssl_errstr(SSL *ssl, const char *what, char *errstr, size_t errstr_size) {
-    char buf[200] = "";
-    long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-    unsigned long e = ERR_get_error();
-    if (vr != X509_V_OK) snprintf(buf, sizeof buf, "%s", X509_verify_cert_error_string(vr));
-    else if (e) ERR_error_string_n(e, buf, sizeof buf);
-    else snprintf(buf, sizeof buf, "connection closed");
-    ERR_clear_error();
-    snprintf(errstr, errstr_size, "%s: %s", what, buf);
-}
-
-static int tls_start(conn_t *c, SSL_CTX *ctx, const url_t *u, char *errstr, size_t errstr_size) {
-    unsigned char addr[16];
-    bool is_ip = inet_pton(AF_INET, u->host, addr) == 1 || inet_pton(AF_INET6, u->host, addr) == 1;
-    c->ssl = SSL_new(ctx);
-    if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) goto fail;
-    if (is_ip) {
-        if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), u->host)) goto fail;
-    } else {
-        if (!SSL_set_tlsext_host_name(c->ssl, u->host) || !SSL_set1_host(c->ssl, u->host))
-            goto fail;
-    }
-    for (;;) {
-        int r = SSL_connect(c->ssl);
-        if (r == 1) return 0;
-        int e = SSL_get_error(c->ssl, r), w;
-        if (e == SSL_ERROR_WANT_READ) w = conn_wait(c, POLLIN);
-        else if (e == SSL_ERROR_WANT_WRITE) w = conn_wait(c, POLLOUT);
-        else break;
-        if (w != 0) {
-            snprintf(errstr, errstr_size, "TLS handshake with %s: %s", u->host, ds_strerror(w));
-            return w;
-        }
-    }
-fail:
-    ssl_errstr(c->ssl, "TLS handshake failed", errstr, errstr_size);
-    return DS_EIO;
-}
-
-static int conn_write(conn_t *c, const char *buf, size_t len) {
-    size_t off = 0;
-    while (off < len) {
-        int w;
-        if (c->ssl) {
-            int r = SSL_write(c->ssl, buf + off, (int)(len - off));
-            if (r > 0) {
-                off += (size_t)r;
-                continue;
-            }
-            int e = SSL_get_error(c->ssl, r);
-            if (e == SSL_ERROR_WANT_READ) w = conn_wait(c, POLLIN);
-            else if (e == SSL_ERROR_WANT_WRITE) w = conn_wait(c, POLLOUT);
-            else return DS_EIO;
-        } else {
-            ssize_t r = send(c->fd, buf + off, len - off, MSG_NOSIGNAL);
-            if (r > 0) {
-                off += (size_t)r;
-                continue;
-            }
-            if (r < 0 && errno == EINTR) continue;
-            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) w = conn_wait(c, POLLOUT);
-            else return DS_EIO;
-        }
-        if (w != 0) return w;
-    }
-    return 0;
-}
-
-/* Reads up to len bytes; returns the count, 0 at end of stream, or a DS_E. */
-static ssize_t conn_read(conn_t *c, char *buf, size_t len) {
-    for (;;) {
-        int w;
-        if (c->ssl) {
-            int r = SSL_read(c->ssl, buf, (int)len);
-            if (r > 0) return r;
-            int e = SSL_get_error(c->ssl, r);
-            if (e == SSL_ERROR_ZERO_RETURN) return 0;
-            if (e == SSL_ERROR_WANT_READ) w = conn_wait(c, POLLIN);
-            else if (e == SSL_ERROR_WANT_WRITE) w = conn_wait(c, POLLOUT);
-            else return DS_EIO;
-        } else {
-            ssize_t r = recv(c->fd, buf, len, 0);
-            if (r >= 0) return r;
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) w = conn_wait(c, POLLIN);
-            else return DS_EIO;
-        }
-        if (w != 0) return w;
-    }
-}
-
-static void conn_close(conn_t *c) {
-    if (c->ssl) {
-        SSL_shutdown(c->ssl); /* best effort, non-blocking */
-        SSL_free(c->ssl);
-        c->ssl = NULL;
-    }
-    if (c->fd >= 0) close(c->fd);
-    c->fd = -1;
-    ERR_clear_error();
-}
-
-/* Decodes a chunked body in place. Returns its length or -1 when malformed or
- * truncated. */
-static ssize_t dechunk(char *b, size_t len) {
-    size_t in = 0, out = 0;
-    for (;;) {
-        char *eol = memmem(b + in, len - in, "\r\n", 2);
-        if (!eol) return -1;
-        char *end;
-        errno = 0;
-        unsigned long long n = strtoull(b + in, &end, 16);
-        if (end == b + in || errno || (end < eol && *end != ';' && *end != ' ')) return -1;
-        in = (size_t)(eol - b) + 2;
-        if (n == 0) return (ssize_t)out;
-        if (n > len - in || len - in - n < 2 || memcmp(b + in + n, "\r\n", 2) != 0) return -1;
-        memmove(b + out, b + in, n);
-        out += n;
-        in += n + 2;
-    }
-}
-
-/* Finds header name (case-insensitive) in the header block [h, end); returns
- * its value (blanks skipped) and length, or NULL. */
-static const char *header_value(const char *h, const char *end, const char *name, size_t *vlen) {
-    size_t nlen = strlen(name);
-    while (h < end) {
-        const char *eol = memmem(h, (size_t)(end - h), "\r\n", 2);
-        if (!eol) eol = end;
-        if ((size_t)(eol - h) > nlen && strncasecmp(h, name, nlen) == 0 && h[nlen] == ':') {
-            const char *v = h + nlen + 1;
-            while (v < eol && (*v == ' ' || *v == '\t')) v++;
-            *vlen = (size_t)(eol - v);
-            return v;
-        }
-        h = eol + 2;
-    }
-    return NULL;
-}
-
-/* GETs the URL; returns 0 and the body (NUL-terminated, caller frees). */
-static int http_get(ds_jwt_verifier_t *v, char **body, size_t *blen, char *errstr,
-                    size_t errstr_size) {
-    const url_t *u = &v->url;
-    conn_t c = {.fd = -1, .wakefd = v->wakefd[0], .deadline_us = ds_mono_us() + FETCH_TIMEOUT_US};
-    char *buf = NULL, *req = NULL;
-    size_t len = 0, cap = 16384;
-    int rc;
-    *body = NULL;
-    if ((rc = conn_open(&c, u, errstr, errstr_size)) != 0) return rc;
-    if (u->tls && (rc = tls_start(&c, v->ssl_ctx, u, errstr, errstr_size)) != 0) goto out;
-    req = ds_asprintf("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: dealscore-jwks/1\r\n"
-                      "Accept: application/json\r\nConnection: close\r\n\r\n",
-                      u->path, u->authority);
-    if ((rc = conn_write(&c, req, strlen(req))) != 0) {
-        snprintf(errstr, errstr_size, "could not send the JWKS request: %s", ds_strerror(rc));
-        goto out;
-    }
-    buf = ds_malloc(cap + 1);
-    for (;;) {
-        if (len == cap) {
-            if (cap > MAX_JWKS_BYTES) {
-                snprintf(errstr, errstr_size, "JWKS response is larger than %d bytes",
-                         MAX_JWKS_BYTES);
-                rc = DS_EINVAL;
-                goto out;
-            }
-            cap *= 2;
-            buf = ds_realloc(buf, cap + 1);
-        }
-        ssize_t r = conn_read(&c, buf + len, cap - len);
-        if (r == 0) break;
-        if (r < 0) {
-            rc = (int)r;
-            snprintf(errstr, errstr_size, "could not read the JWKS response: %s", ds_strerror(rc));
-            goto out;
-        }
-        len += (size_t)r;
-    }
-    buf[len] = '\0';
-
-    char *hend = memmem(buf, len, "\r\n\r\n", 4);
-    int status = 0;
-    if (!hend || sscanf(buf, "HTTP/1.%*1[01] %3d", &status) != 1) {
-        snprintf(errstr, errstr_size, "JWKS response is not HTTP/1.x");
+        snprintf(errstr, errstr_size, "could not fetch the JWKS: %s", why);
+    } else if (resp->status != 200) {
+        snprintf(errstr, errstr_size, "JWKS request answered HTTP %d", resp->status);
         rc = DS_EIO;
-        goto out;
     }
-    if (status != 200) {
-        snprintf(errstr, errstr_size, "JWKS request answered HTTP %d", status);
-        rc = DS_EIO;
-        goto out;
-    }
-    char *b = hend + 4;
-    size_t bl = len - (size_t)(b - buf), vl;
-    const char *te = header_value(buf, hend + 2, "Transfer-Encoding", &vl);
-    const char *cl = header_value(buf, hend + 2, "Content-Length", &vl);
-    if (te && vl >= 7 && strncasecmp(te + vl - 7, "chunked", 7) == 0) {
-        ssize_t n = dechunk(b, bl);
-        if (n < 0) {
-            snprintf(errstr, errstr_size, "JWKS response has a malformed chunked body");
-            rc = DS_EIO;
-            goto out;
-        }
-        bl = (size_t)n;
-    } else if (cl) {
-        unsigned long long n = strtoull(cl, NULL, 10);
-        if (n > bl) {
-            snprintf(errstr, errstr_size, "JWKS response is truncated");
-            rc = DS_EIO;
-            goto out;
-        }
-        bl = (size_t)n;
-    }
-    memmove(buf, b, bl);
-    buf[bl] = '\0';
-    *body = buf;
-    *blen = bl;
-    buf = NULL;
-    rc = 0;
-out:
-    free(req);
-    free(buf);
-    conn_close(&c);
     return rc;
 }
 
 /* One fetch: GET, parse, swap. Returns 0 or a DS_E with last_err set. */
 static int fetch_once(ds_jwt_verifier_t *v) {
-    char err[160] = "", *body = NULL;
-    size_t len = 0;
+    char err[320] = "";
+    ds_httpc_resp_t resp = {0};
     keyset_t *ks = NULL;
-    int rc = http_get(v, &body, &len, err, sizeof err);
-    if (rc == 0) rc = keyset_parse(body, len, &ks, err, sizeof err);
-    free(body);
+    int rc = http_get(v, &resp, err, sizeof err);
+    if (rc == 0) rc = keyset_parse(resp.body.p, resp.body.len, &ks, err, sizeof err);
+    ds_httpc_resp_clear(&resp);
     if (rc == 0) {
-        ds_debug("fetched JWKS from %s://%s: %zu keys", v->url.tls ? "https" : "http",
-                 v->url.authority, ks->n);
+        ds_debug("fetched JWKS from %s: %zu keys", v->origin, ks->n);
         keys_swap(v, ks);
     }
     pthread_mutex_lock(&v->mu);
@@ -925,8 +564,7 @@ static void mono_deadline(struct timespec *ts, int64_t at_us) {
 static void *fetch_main(void *arg) {
     ds_jwt_verifier_t *v = arg;
     sigset_t all;
-    /* Signals go to the service's own threads; a write to a closed TLS
-     * socket then fails with EPIPE here instead of killing the process. */
+    /* Signals go to the service's own threads. */
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     int64_t next = 0, backoff = RETRY_MIN_US;
@@ -977,6 +615,32 @@ static void request_refetch(ds_jwt_verifier_t *v) {
 
 /* -------------------------------------------------------- construction -- */
 
+/* Checks the URL and sets up the client the fetch thread uses. */
+static int url_source_init(ds_jwt_verifier_t *v, const char *url, char *errstr, size_t errstr_size) {
+    ds_httpc_url_t u;
+    char why[160];
+    if (ds_httpc_url_parse(url, &u, why, sizeof why) != 0) {
+        snprintf(errstr, errstr_size, "invalid JWKS URL: %s", why);
+        return DS_EINVAL;
+    }
+    bool v6 = strchr(u.host, ':') != NULL;
+    v->url = ds_strdup(url);
+    v->origin = ds_asprintf("%s://%s%s%s:%d", u.tls ? "https" : "http", v6 ? "[" : "", u.host,
+                            v6 ? "]" : "", u.port);
+    if (!u.tls && strcmp(u.host, "127.0.0.1") != 0 && strcmp(u.host, "::1") != 0 &&
+        strcasecmp(u.host, "localhost") != 0)
+        ds_warn("JWKS URL uses plain http to %s: keys can be replaced in transit", u.host);
+    ds_httpc_opts_t o = {.connect_timeout_ms = FETCH_TIMEOUT_US / 1000,
+                         .timeout_ms = FETCH_TIMEOUT_US / 1000,
+                         .max_body = MAX_JWKS_BYTES,
+                         .user_agent = "dealscore-jwks/1"};
+    if (ds_httpc_new(&v->httpc, &o, why, sizeof why) != 0) {
+        snprintf(errstr, errstr_size, "could not set up the JWKS client: %s", why);
+        return DS_EINVAL;
+    }
+    return 0;
+}
+
 int ds_jwt_verifier_new(ds_jwt_verifier_t **vp, const char *jwks, const char *hs256_secret,
                         char *errstr, size_t errstr_size) {
     *vp = NULL;
@@ -996,7 +660,6 @@ int ds_jwt_verifier_new(ds_jwt_verifier_t **vp, const char *jwks, const char *hs
     ds_jwt_verifier_t *v = ds_calloc(1, sizeof *v);
     pthread_condattr_t ca;
     int rc = 0;
-    v->wakefd[0] = v->wakefd[1] = -1;
     pthread_mutex_init(&v->mu, NULL);
     pthread_mutex_init(&v->reload_mu, NULL);
     pthread_condattr_init(&ca);
@@ -1019,27 +682,7 @@ int ds_jwt_verifier_new(ds_jwt_verifier_t **vp, const char *jwks, const char *hs
         keys_swap(v, ks);
     } else if (strncasecmp(jwks, "http://", 7) == 0 || strncasecmp(jwks, "https://", 8) == 0) {
         v->src = SRC_URL;
-        if ((rc = url_parse(jwks, &v->url, errstr, errstr_size)) != 0) goto fail;
-        if (v->url.tls) {
-            v->ssl_ctx = SSL_CTX_new(TLS_client_method());
-            if (!v->ssl_ctx || !SSL_CTX_set_min_proto_version(v->ssl_ctx, TLS1_2_VERSION) ||
-                SSL_CTX_set_default_verify_paths(v->ssl_ctx) != 1) {
-                ssl_errstr(NULL, "could not set up TLS", errstr, errstr_size);
-                rc = DS_EINVAL;
-                goto fail;
-            }
-            SSL_CTX_set_verify(v->ssl_ctx, SSL_VERIFY_PEER, NULL);
-            SSL_CTX_set_options(v->ssl_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
-        } else if (strcmp(v->url.host, "127.0.0.1") != 0 && strcmp(v->url.host, "::1") != 0 &&
-                   strcasecmp(v->url.host, "localhost") != 0) {
-            ds_warn("JWKS URL uses plain http to %s: keys can be replaced in transit",
-                    v->url.host);
-        }
-        if (pipe2(v->wakefd, O_CLOEXEC | O_NONBLOCK) != 0) {
-            snprintf(errstr, errstr_size, "could not create a pipe: %s", strerror(errno));
-            rc = DS_EINVAL;
-            goto fail;
-        }
+        if ((rc = url_source_init(v, jwks, errstr, errstr_size)) != 0) goto fail;
         if (pthread_create(&v->thread, NULL, fetch_main, v) != 0) {
             snprintf(errstr, errstr_size, "could not start the JWKS fetch thread");
             rc = DS_EINVAL;
@@ -1052,8 +695,7 @@ int ds_jwt_verifier_new(ds_jwt_verifier_t **vp, const char *jwks, const char *hs
         while (!v->first_done)
             if (pthread_cond_timedwait(&v->done_cond, &v->mu, &ts) == ETIMEDOUT) break;
         if (v->keys->n == 0)
-            ds_warn("no JWT keys from %s://%s yet (%s); retrying in the background",
-                    v->url.tls ? "https" : "http", v->url.authority,
+            ds_warn("no JWT keys from %s yet (%s); retrying in the background", v->origin,
                     v->last_err[0] ? v->last_err : "fetch still running or empty key set");
         pthread_mutex_unlock(&v->mu);
     } else {
@@ -1093,14 +735,12 @@ void ds_jwt_verifier_destroy(ds_jwt_verifier_t *v) {
         v->stop = true;
         pthread_cond_signal(&v->cond);
         pthread_mutex_unlock(&v->mu);
-        ssize_t w = write(v->wakefd[1], "x", 1);
-        (void)w;
+        ds_httpc_cancel(v->httpc); /* a fetch in progress returns at once */
         pthread_join(v->thread, NULL);
     }
-    if (v->wakefd[0] >= 0) close(v->wakefd[0]);
-    if (v->wakefd[1] >= 0) close(v->wakefd[1]);
-    SSL_CTX_free(v->ssl_ctx);
-    url_free(&v->url);
+    ds_httpc_destroy(v->httpc);
+    free(v->url);
+    free(v->origin);
     keyset_put(v->keys);
     if (v->secret) {
         OPENSSL_cleanse(v->secret, v->secret_len);

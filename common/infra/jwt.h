@@ -29,8 +29,9 @@
  *   one stat() per verification), so rotating keys needs no restart. A file
  *   that cannot be read or parsed keeps the last good key set (logged);
  * - an http:// or https:// URL (Supabase: <project>/auth/v1/.well-known/
- *   jwks.json): fetched by a background thread of the verifier, never by
- *   ds_jwt_verify. Refreshed every 10 minutes; after a failure the last
+ *   jwks.json): fetched with ds_httpc (infra/httpc.h: proxies from the
+ *   environment, keep-alive) by a background thread of the verifier, never
+ *   by ds_jwt_verify. Refreshed every 10 minutes; after a failure the last
  *   good key set stays and the fetch is retried after 30 s, doubling up to
  *   10 minutes. An unknown `kid` asks for a refetch at most once per 30 s,
  *   but that token itself still fails: Supabase publishes a standby key in

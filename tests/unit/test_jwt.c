@@ -840,6 +840,7 @@ typedef struct {
     char *body;
     int status;
     bool chunked;
+    bool hang; /* read the request, never answer */
     int requests;
     atomic_bool stop;
 } server_t;
@@ -861,6 +862,14 @@ static void serve_one(server_t *s, int fd) {
     }
     pthread_mutex_lock(&s->mu);
     s->requests++;
+    bool hang = s->hang;
+    pthread_mutex_unlock(&s->mu);
+    while (hang && !s->stop) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 50) > 0 && recv(fd, req, sizeof req, 0) <= 0) goto out; /* client left */
+    }
+    if (hang) goto out;
+    pthread_mutex_lock(&s->mu);
     char *resp;
     if (s->chunked) {
         size_t half = strlen(s->body) / 2;
@@ -1005,6 +1014,27 @@ Test(jwt, keeps_the_last_good_keys_when_a_fetch_fails) {
     ds_jwt_claims_clear(&cl);
     ds_jwt_verifier_destroy(v);
     nverifiers--;
+    server_stop(&s);
+}
+
+/* Destroying the verifier interrupts a fetch that waits on a server which
+ * never answers, instead of waiting out the fetch timeout. */
+Test(jwt, destroy_interrupts_a_hanging_fetch) {
+    server_t s;
+    server_start(&s, jwks_of(1, rsa, "rsa-1"), NULL);
+    char *url = keep(ds_asprintf("http://127.0.0.1:%d/jwks", s.port));
+    ds_jwt_verifier_t *v = verifier(url, NULL);
+    pthread_mutex_lock(&s.mu);
+    s.hang = true;
+    pthread_mutex_unlock(&s.mu);
+    refuses(v, tok_key(rsa, "RS256", "rsa-2", base_claims()), "unknown kid");
+    for (int i = 0; i < 100 && server_requests(&s) < 2; i++) usleep(20 * 1000);
+    cr_assert_eq(server_requests(&s), 2, "the refetch reached the server");
+    int64_t t0 = ds_mono_us();
+    ds_jwt_verifier_destroy(v);
+    nverifiers--;
+    int64_t took = ds_mono_us() - t0;
+    cr_assert_lt(took, 500000, "destroy took %lld us", (long long)took);
     server_stop(&s);
 }
 
