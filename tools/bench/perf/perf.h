@@ -1,5 +1,5 @@
-/* What the benchmark programs (tools/bench/) share: a keep-alive
- * HTTP/1.1 client, sums over a Prometheus page, percentiles and medians,
+/* What the benchmark programs (tools/bench/) share: a keep-alive HTTP
+ * connection over ds_httpc, sums over a Prometheus page, percentiles and medians,
  * child processes, option and environment helpers. Measurement programs
  * only: nothing here is built into a service. */
 #ifndef PERF_H
@@ -10,19 +10,25 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* ---- HTTP (bench_http.c) ----------------------------------------------------- */
+#include "infra/httpc.h"
 
-/* One keep-alive connection to host:port; {.fd = -1} with host and port set
- * is closed. Not for concurrent use: one per thread. */
+/* ---- HTTP (http.c) ---------------------------------------------------------- */
+
+/* One keep-alive connection to host:port, over ds_httpc (infra/httpc.h);
+ * {.fd = -1} with host and port set is closed. Not for concurrent use: one
+ * per thread. */
 typedef struct {
-    int fd;
+    int fd;         /* the open connection's socket; -1 when there is none */
     char host[128]; /* IPv4 address as text */
     int port;
-    char *rbuf;
-    size_t rcap, rlen;
-    const char *body; /* the last response's body, inside rbuf */
+    const char *body; /* the last response's body, inside resp */
     size_t body_len;
     int retry_after; /* seconds, from the last response; 0 if none */
+    /* Kept between requests: the client, the response, the URL and the
+     * Authorization line. */
+    ds_httpc_t *http;
+    ds_httpc_resp_t resp;
+    ds_sb_t url, auth;
 } perf_conn_t;
 
 /* Sends one request (a POST of body as JSON with the bearer token auth, or
@@ -32,7 +38,7 @@ typedef struct {
  * failed. */
 int perf_conn_request(perf_conn_t *c, const char *path, const char *auth, const char *body,
                           size_t len);
-/* Closes the socket and frees the buffer; c can be used again. */
+/* Closes the connection and frees the client; c can be used again. */
 void perf_conn_close(perf_conn_t *c);
 
 /* Parses "http://HOST:PORT[/]" ("localhost" becomes 127.0.0.1). Returns 0,
