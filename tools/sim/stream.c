@@ -1,6 +1,6 @@
 /* Stream mode: generates deals and posts their records as JSON arrays to the
- * ingest webhooks, over C keep-alive HTTP/1.1 connections (plain blocking
- * sockets, one thread each), paced to R records per second.
+ * ingest webhooks, over C keep-alive connections (one ds_httpc client and
+ * one thread each), paced to R records per second.
  *
  * Records go out in waves of deals. Within a wave, new accounts go first,
  * then opportunity rows, then interactions and transcripts, each phase
@@ -9,20 +9,14 @@
  * unless they alone exceed --batch. */
 #include <errno.h>
 #include <math.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "buf.h"
+#include "infra/httpc.h"
 #include "run.h"
 #include "sim.h"
 
@@ -50,10 +44,8 @@ typedef struct {
 
 typedef struct {
     const sim_stream_opts_t *o;
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
-    char host_hdr[300];
-    char prefix[1024];
+    char *url[K_COUNT]; /* the webhook of each kind */
+    char *auth;         /* the Authorization header */
 
     /* Work of the current phase, handed out under mu. */
     pthread_mutex_t mu;
@@ -286,113 +278,12 @@ static void add_records(batches_t *bs, long *open, int kind, const buf_t *rec, i
 
 /* ---- HTTP --------------------------------------------------------------- */
 
-static int conn_open(stream_t *st)
+/* A worker's client: the user agent, curl's default timeouts, proxies from
+ * the environment. */
+static int client_new(ds_httpc_t **http, char *errstr, size_t errstr_size)
 {
-    int fd = socket(st->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct timeval tv = {30, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(fd, (struct sockaddr *)&st->addr, st->addrlen) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int send_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Reads one response; returns the status code, or -1 on an I/O or protocol
- * error (*got_any tells whether any byte arrived). *keep is cleared when the
- * server closes the connection. */
-static int read_response(int fd, buf_t *in, int *got_any, int *keep)
-{
-    in->len = 0;
-    *got_any = 0;
-    size_t hdr_end = 0;
-    for (;;) {
-        buf_reserve(in, 4096);
-        ssize_t r = recv(fd, in->p + in->len, in->cap - in->len - 1, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        *got_any = 1;
-        in->len += (size_t)r;
-        in->p[in->len] = '\0';
-        char *e = strstr(in->p, "\r\n\r\n");
-        if (e) {
-            hdr_end = (size_t)(e - in->p) + 4;
-            break;
-        }
-        if (in->len > (1 << 20))
-            return -1;
-    }
-    int status = 0;
-    if (sscanf(in->p, "HTTP/1.%*d %d", &status) != 1)
-        return -1;
-    long clen = -1;
-    int chunked = 0;
-    *keep = strncmp(in->p, "HTTP/1.0", 8) != 0;
-    for (char *line = strstr(in->p, "\r\n"); line && (size_t)(line - in->p) < hdr_end - 4;
-         line = strstr(line + 2, "\r\n")) {
-        char *h = line + 2;
-        if (!strncasecmp(h, "content-length:", 15))
-            clen = strtol(h + 15, NULL, 10);
-        else if (!strncasecmp(h, "transfer-encoding:", 18) && strstr(h, "chunked"))
-            chunked = 1;
-        else if (!strncasecmp(h, "connection:", 11)) {
-            const char *v = h + 11;
-            while (*v == ' ')
-                v++;
-            if (!strncasecmp(v, "close", 5))
-                *keep = 0;
-            else if (!strncasecmp(v, "keep-alive", 10))
-                *keep = 1;
-        }
-    }
-    size_t have = in->len - hdr_end;
-    if (chunked) {
-        /* Read until the terminating "0\r\n\r\n"; the body is discarded. */
-        while (!(in->len >= 5 && memmem(in->p + hdr_end, in->len - hdr_end, "0\r\n\r\n", 5))) {
-            buf_reserve(in, 4096);
-            ssize_t r = recv(fd, in->p + in->len, in->cap - in->len - 1, 0);
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r <= 0)
-                return -1;
-            in->len += (size_t)r;
-        }
-    } else if (clen >= 0) {
-        while (have < (size_t)clen) {
-            char tmp[16384];
-            size_t want = (size_t)clen - have;
-            ssize_t r = recv(fd, tmp, want < sizeof(tmp) ? want : sizeof(tmp), 0);
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r <= 0)
-                return -1;
-            have += (size_t)r;
-        }
-    } else if (status >= 200 && status != 204 && status != 304) {
-        *keep = 0; /* body until close: not worth reading */
-    }
-    return status;
+    ds_httpc_opts_t o = {.user_agent = "dealscore-sim"};
+    return ds_httpc_new(http, &o, errstr, errstr_size);
 }
 
 static void record(stream_t *st, const batch_t *b, int status, double lat, const char *err)
@@ -422,13 +313,29 @@ static void record(stream_t *st, const batch_t *b, int status, double lat, const
     pthread_mutex_unlock(&st->mu);
 }
 
+typedef struct {
+    stream_t *st;
+    ds_httpc_t *http; /* owned by sim_run_stream */
+} worker_t;
+
+/* Posts one batch and records the outcome. ds_httpc keeps the connection
+ * alive and replaces once a reused one the server closed while idle. */
+static void post_batch(stream_t *st, ds_httpc_t *http, ds_httpc_resp_t *resp, const batch_t *b)
+{
+    const char *headers[] = {st->auth, "Content-Type: application/json", NULL};
+    ds_httpc_req_t req = {.url = st->url[b->kind], .headers = headers, .body = b->body.p,
+                          .body_len = b->body.len};
+    char err[256];
+    double t1 = mono_s();
+    int rc = ds_httpc_request(http, &req, resp, err, sizeof(err));
+    record(st, b, rc == 0 ? resp->status : -1, mono_s() - t1, rc == 0 ? NULL : err);
+}
+
 static void *worker(void *arg)
 {
-    stream_t *st = arg;
-    int fd = -1;
-    buf_t req, in;
-    buf_init(&req, 1 << 16);
-    buf_init(&in, 1 << 14);
+    worker_t *w = arg;
+    stream_t *st = w->st;
+    ds_httpc_resp_t resp = {0};
     pthread_mutex_lock(&st->mu);
     for (;;) {
         while (!st->quit && st->next >= st->nwork)
@@ -448,52 +355,7 @@ static void *worker(void *arg)
 
         if (!skip) {
             sleep_until(at);
-            req.len = 0;
-            buf_puts(&req, "POST ");
-            buf_puts(&req, st->prefix);
-            buf_puts(&req, kind_path[b->kind]);
-            buf_puts(&req, " HTTP/1.1\r\nHost: ");
-            buf_puts(&req, st->host_hdr);
-            buf_puts(&req, "\r\nAuthorization: Bearer ");
-            buf_puts(&req, st->o->token);
-            buf_puts(&req, "\r\nContent-Type: application/json\r\nUser-Agent: dealscore-sim\r\n"
-                              "Content-Length: ");
-            buf_put_i64(&req, (int64_t)b->body.len);
-            buf_puts(&req, "\r\n\r\n");
-            buf_put(&req, b->body.p, b->body.len);
-
-            double t1 = mono_s();
-            int status = -1, keep = 0;
-            const char *err = NULL;
-            /* A reused connection may have been closed by the server while
-             * idle: retry once on a fresh one if nothing came back. */
-            for (int attempt = 0; attempt < 2; attempt++) {
-                int fresh = fd < 0;
-                if (fd < 0 && (fd = conn_open(st)) < 0) {
-                    err = "could not connect";
-                    break;
-                }
-                int got_any = 0;
-                if (send_all(fd, req.p, req.len) == 0)
-                    status = read_response(fd, &in, &got_any, &keep);
-                else
-                    status = -1;
-                if (status < 0) {
-                    close(fd);
-                    fd = -1;
-                    err = "connection failed";
-                    if (!fresh && !got_any)
-                        continue;
-                    break;
-                }
-                err = NULL;
-                if (!keep) {
-                    close(fd);
-                    fd = -1;
-                }
-                break;
-            }
-            record(st, b, status, mono_s() - t1, err);
+            post_batch(st, w->http, &resp, b);
         }
 
         pthread_mutex_lock(&st->mu);
@@ -501,10 +363,7 @@ static void *worker(void *arg)
         pthread_cond_broadcast(&st->cv);
     }
     pthread_mutex_unlock(&st->mu);
-    if (fd >= 0)
-        close(fd);
-    buf_close(&req);
-    buf_close(&in);
+    ds_httpc_resp_clear(&resp);
     return NULL;
 }
 
@@ -546,53 +405,57 @@ static double pct(const double *v, size_t n, double p)
     return v[i < n ? i : n - 1];
 }
 
-/* Splits http://host[:port][/prefix] into st. */
-static int parse_url(stream_t *st, const char *url, char *errstr, size_t errstr_size)
+/* The webhook URLs under the base URL http://host[:port][/prefix], and the
+ * Authorization header. */
+static int stream_urls(stream_t *st, const char *url, char *errstr, size_t errstr_size)
 {
-    const char *p = url + 7; /* after "http://" */
-    const char *slash = strchr(p, '/');
-    size_t hl = slash ? (size_t)(slash - p) : strlen(p);
-    char hostport[256], host[256], port[16] = "80";
-    if (hl == 0 || hl >= sizeof(hostport)) {
-        snprintf(errstr, errstr_size, "invalid --stream URL %s", url);
+    ds_httpc_url_t u;
+    char why[160];
+    if (ds_httpc_url_parse(url, &u, why, sizeof(why)) != 0) {
+        snprintf(errstr, errstr_size, "invalid --stream URL %s: %s", url, why);
         return -1;
     }
-    memcpy(hostport, p, hl);
-    hostport[hl] = '\0';
-    snprintf(st->host_hdr, sizeof(st->host_hdr), "%s", hostport);
-    snprintf(st->prefix, sizeof(st->prefix), "%s", slash ? slash : "");
-    size_t pl = strlen(st->prefix);
-    while (pl && st->prefix[pl - 1] == '/')
-        st->prefix[--pl] = '\0';
-    if (hostport[0] == '[') {
-        char *rb = strchr(hostport, ']');
-        if (!rb) {
-            snprintf(errstr, errstr_size, "invalid --stream URL %s", url);
-            return -1;
-        }
-        *rb = '\0';
-        snprintf(host, sizeof(host), "%s", hostport + 1);
-        if (rb[1] == ':')
-            snprintf(port, sizeof(port), "%s", rb + 2);
-    } else {
-        char *colon = strrchr(hostport, ':');
-        if (colon) {
-            *colon = '\0';
-            snprintf(port, sizeof(port), "%s", colon + 1);
-        }
-        snprintf(host, sizeof(host), "%s", hostport);
+    size_t n = strlen(url);
+    while (n && url[n - 1] == '/')
+        n--;
+    for (int k = 0; k < K_COUNT; k++) {
+        buf_t b;
+        buf_init(&b, n + 32);
+        buf_put(&b, url, n);
+        buf_puts(&b, kind_path[k]);
+        buf_putc(&b, '\0');
+        st->url[k] = b.p;
     }
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = getaddrinfo(host, port, &hints, &res);
-    if (rc != 0 || !res) {
-        snprintf(errstr, errstr_size, "could not resolve %s: %s", host, gai_strerror(rc));
-        return -1;
-    }
-    memcpy(&st->addr, res->ai_addr, res->ai_addrlen);
-    st->addrlen = res->ai_addrlen;
-    freeaddrinfo(res);
+    buf_t a;
+    buf_init(&a, 64);
+    buf_puts(&a, "Authorization: Bearer ");
+    buf_puts(&a, st->o->token);
+    buf_putc(&a, '\0');
+    st->auth = a.p;
     return 0;
+}
+
+/* Fails fast when nothing listens: a connection, no request. */
+static int probe(stream_t *st, char *errstr, size_t errstr_size)
+{
+    ds_httpc_t *http;
+    char why[256];
+    int rc = client_new(&http, why, sizeof(why));
+    if (rc == 0)
+        rc = ds_httpc_connect(http, st->url[0], why, sizeof(why));
+    ds_httpc_destroy(http);
+    if (rc != 0)
+        snprintf(errstr, errstr_size, "could not connect to %s: %s", st->o->url, why);
+    return rc;
+}
+
+static void stream_free(stream_t *st)
+{
+    for (int k = 0; k < K_COUNT; k++)
+        free(st->url[k]);
+    free(st->auth);
+    free(st->lat);
+    free(st);
 }
 
 int sim_run_stream(const sim_stream_opts_t *o, char *errstr, size_t errstr_size)
@@ -601,18 +464,23 @@ int sim_run_stream(const sim_stream_opts_t *o, char *errstr, size_t errstr_size)
     if (!st)
         abort();
     st->o = o;
-    if (parse_url(st, o->url, errstr, errstr_size) != 0) {
-        free(st);
+    if (stream_urls(st, o->url, errstr, errstr_size) != 0 || probe(st, errstr, errstr_size) != 0) {
+        stream_free(st);
         return -1;
     }
-    /* Fail fast when nothing listens. */
-    int probe = conn_open(st);
-    if (probe < 0) {
-        snprintf(errstr, errstr_size, "could not connect to %s: %s", o->url, strerror(errno));
-        free(st);
-        return -1;
+    worker_t *ws = calloc((size_t)o->concurrency, sizeof(worker_t));
+    if (!ws)
+        abort();
+    for (int i = 0; i < o->concurrency; i++) {
+        ws[i].st = st;
+        if (client_new(&ws[i].http, errstr, errstr_size) != 0) {
+            for (int j = 0; j < i; j++)
+                ds_httpc_destroy(ws[j].http);
+            free(ws);
+            stream_free(st);
+            return -1;
+        }
     }
-    close(probe);
 
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv, NULL);
@@ -620,7 +488,7 @@ int sim_run_stream(const sim_stream_opts_t *o, char *errstr, size_t errstr_size)
     if (!tids)
         abort();
     for (int i = 0; i < o->concurrency; i++)
-        pthread_create(&tids[i], NULL, worker, st);
+        pthread_create(&tids[i], NULL, worker, &ws[i]);
 
     sim_t *sim = sim_new(&o->sim, 1);
     sim_scratch_t *sc = sim_scratch_new();
@@ -688,9 +556,12 @@ int sim_run_stream(const sim_stream_opts_t *o, char *errstr, size_t errstr_size)
     st->quit = 1;
     pthread_cond_broadcast(&st->cv);
     pthread_mutex_unlock(&st->mu);
-    for (int t = 0; t < o->concurrency; t++)
+    for (int t = 0; t < o->concurrency; t++) {
         pthread_join(tids[t], NULL);
+        ds_httpc_destroy(ws[t].http);
+    }
     free(tids);
+    free(ws);
 
     qsort(st->lat, st->nlat, sizeof(double), cmp_double);
     fprintf(stderr,
@@ -715,9 +586,8 @@ int sim_run_stream(const sim_stream_opts_t *o, char *errstr, size_t errstr_size)
     free(acc_sent);
     sim_scratch_destroy(sc);
     sim_destroy(sim);
-    free(st->lat);
     pthread_cond_destroy(&st->cv);
     pthread_mutex_destroy(&st->mu);
-    free(st);
+    stream_free(st);
     return rc;
 }
