@@ -1,19 +1,18 @@
-/* A tiny blocking HTTP/1.1 client for tests: one request per connection. */
+/* The tests' HTTP calls to a service on 127.0.0.1: one ds_httpc request
+ * (common/infra/httpc.h) on a fresh client each, so every call opens its
+ * own connection. */
 #ifndef DS_TEST_HTTPC_H
 #define DS_TEST_HTTPC_H
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
+
+#include "infra/httpc.h"
 
 typedef struct {
-    int status;        /* -1 when the connection failed */
-    char *headers;     /* raw header block, lowercase not guaranteed */
+    int status;        /* -1 when the request failed (no connection, timeout) */
+    char *headers;     /* the status line and header lines, each ending in "\r\n" */
     char *body;        /* NUL-terminated */
     size_t body_len;
 } httpc_resp_t;
@@ -25,74 +24,43 @@ static inline void httpc_free(httpc_resp_t *r) {
 }
 
 /* Sends method path with optional extra header lines ("Name: v\r\n...") and
- * body to 127.0.0.1:port; waits at most timeout_ms. */
+ * body to 127.0.0.1:port; waits at most timeout_ms for the whole response. */
 static inline httpc_resp_t httpc_request(int port, const char *method, const char *path,
                                          const char *extra_headers, const char *body,
                                          size_t body_len, int timeout_ms) {
     httpc_resp_t r = {-1, NULL, NULL, 0};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return r;
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        close(fd);
-        return r;
-    }
-    size_t hcap = 1024 + (extra_headers ? strlen(extra_headers) : 0) + strlen(path);
-    char *req = malloc(hcap + body_len);
-    int n = snprintf(req, hcap,
-                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%sContent-Length: %zu\r\n\r\n",
-                     method, path, extra_headers ? extra_headers : "", body_len);
-    if (body_len) memcpy(req + n, body, body_len);
-    size_t total = (size_t)n + body_len, off = 0;
-    while (off < total) {
-        ssize_t w = send(fd, req + off, total - off, MSG_NOSIGNAL);
-        if (w <= 0) break;
-        off += (size_t)w;
-    }
-    free(req);
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        struct pollfd pfd = {fd, POLLIN, 0};
-        if (poll(&pfd, 1, timeout_ms) <= 0) break;
-        if (len + 2048 > cap) buf = realloc(buf, cap *= 2);
-        ssize_t rd = recv(fd, buf + len, cap - len - 1, 0);
-        if (rd <= 0) break;
-        len += (size_t)rd;
-    }
-    close(fd);
-    buf[len] = '\0';
-    char *sep = strstr(buf, "\r\n\r\n");
-    if (strncmp(buf, "HTTP/1.", 7) == 0 && sep) {
-        r.status = atoi(buf + 9);
-        r.headers = strndup(buf, (size_t)(sep - buf));
-        r.body_len = len - (size_t)(sep + 4 - buf);
-        r.body = malloc(r.body_len + 1);
-        memcpy(r.body, sep + 4, r.body_len);
-        r.body[r.body_len] = '\0';
-        /* Undo chunked transfer encoding if present. */
-        if (strcasestr(r.headers, "transfer-encoding: chunked")) {
-            char *in = r.body, *out = malloc(r.body_len + 1);
-            size_t olen = 0;
-            for (;;) {
-                size_t sz = strtoul(in, &in, 16);
-                in = strstr(in, "\r\n");
-                if (!in || sz == 0) break;
-                in += 2;
-                memcpy(out + olen, in, sz);
-                olen += sz;
-                in += sz + 2;
-            }
-            out[olen] = '\0';
-            free(r.body);
-            r.body = out;
-            r.body_len = olen;
+    char *lines = ds_strdup(extra_headers ? extra_headers : "");
+    const char *headers[32];
+    size_t n = 0;
+    for (char *line = lines, *next; *line && n < DS_ARRAY_SIZE(headers) - 1; line = next) {
+        next = strstr(line, "\r\n");
+        if (next) {
+            *next = '\0';
+            next += 2;
+        } else {
+            next = line + strlen(line);
         }
+        if (*line) headers[n++] = line;
     }
-    free(buf);
+    headers[n] = NULL;
+    char *url = ds_asprintf("http://127.0.0.1:%d%s", port, path);
+    ds_httpc_opts_t o = {.timeout_ms = timeout_ms, .proxy = ""};
+    ds_httpc_req_t req = {.method = method, .url = url, .headers = headers, .body = body,
+                          .body_len = body_len};
+    ds_httpc_resp_t resp = {0};
+    ds_httpc_t *h = NULL;
+    char err[256];
+    if (ds_httpc_new(&h, &o, err, sizeof err) == 0 &&
+        ds_httpc_request(h, &req, &resp, err, sizeof err) == 0) {
+        r.status = resp.status;
+        r.body_len = resp.body.len;
+        r.headers = ds_sb_take(&resp.headers);
+        r.body = ds_sb_take(&resp.body);
+    }
+    ds_httpc_resp_clear(&resp);
+    ds_httpc_destroy(h);
+    free(url);
+    free(lines);
     return r;
 }
 
@@ -104,19 +72,8 @@ static inline httpc_resp_t httpc_get(int port, const char *path) {
 static inline const char *httpc_header(const httpc_resp_t *r, const char *name, char *buf,
                                        size_t bufsz) {
     if (!r->headers) return NULL;
-    size_t nl = strlen(name);
-    for (const char *p = r->headers; (p = strstr(p, "\r\n")); ) {
-        p += 2;
-        if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
-            p += nl + 1;
-            while (*p == ' ') p++;
-            size_t i = 0;
-            while (p[i] && p[i] != '\r' && i + 1 < bufsz) { buf[i] = p[i]; i++; }
-            buf[i] = '\0';
-            return buf;
-        }
-    }
-    return NULL;
+    ds_httpc_resp_t v = {.headers = {.p = r->headers, .len = strlen(r->headers)}};
+    return ds_httpc_header(&v, name, buf, bufsz);
 }
 
 #endif
