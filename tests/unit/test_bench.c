@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "loopback.h"
 #include "perf.h"
 #include "base/common.h"
 
@@ -47,11 +48,7 @@ static void *serve(void *arg) {
                 if (r <= 0) break;
                 len += (size_t)r;
                 buf[len] = '\0';
-                char *hend = strstr(buf, "\r\n\r\n");
-                if (!hend) continue;
-                char *cl = strcasestr(buf, "content-length:");
-                size_t blen = cl && cl < hend ? strtoul(cl + 15, NULL, 10) : 0;
-                if (len >= (size_t)(hend + 4 - buf) + blen) break;
+                if (loopback_request_complete(buf, len)) break;
             }
             if (!len) break;
             memcpy(s->reqs[s->nreqs++ % 8], buf, len + 1);
@@ -71,13 +68,7 @@ static void server_start(server_t *s, const char *resp, int per_conn, int total)
     s->resp = resp;
     s->per_conn = per_conn;
     s->total = total;
-    s->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof sa;
-    cr_assert_eq(bind(s->lfd, (struct sockaddr *)&sa, sizeof sa), 0);
-    cr_assert_eq(getsockname(s->lfd, (struct sockaddr *)&sa, &sl), 0);
-    cr_assert_eq(listen(s->lfd, 8), 0);
-    s->port = ntohs(sa.sin_port);
+    s->lfd = loopback_listen(&s->port);
     pthread_create(&s->th, NULL, serve, s);
 }
 

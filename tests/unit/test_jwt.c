@@ -29,6 +29,7 @@
 #include <openssl/x509v3.h>
 
 #include "infra/jwt.h"
+#include "loopback.h"
 
 #define NOW 1795662880LL
 #define SECRET "dev-secret-for-tests-0123456789abcdef-0123456789"
@@ -918,13 +919,7 @@ static void server_start(server_t *s, const char *body, SSL_CTX *tls) {
     s->body = ds_strdup(body);
     s->status = 200;
     s->tls = tls;
-    s->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    cr_assert_eq(bind(s->lfd, (struct sockaddr *)&a, sizeof a), 0);
-    cr_assert_eq(listen(s->lfd, 8), 0);
-    cr_assert_eq(getsockname(s->lfd, (struct sockaddr *)&a, &al), 0);
-    s->port = ntohs(a.sin_port);
+    s->lfd = loopback_listen(&s->port);
     cr_assert_eq(pthread_create(&s->th, NULL, server_main, s), 0);
 }
 
@@ -1039,14 +1034,7 @@ Test(jwt, destroy_interrupts_a_hanging_fetch) {
 }
 
 Test(jwt, starts_without_keys_when_the_url_is_unreachable) {
-    /* A port nobody listens on: bind, read the port, close. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &al), 0);
-    close(fd);
-    char *url = keep(ds_asprintf("http://127.0.0.1:%d/jwks", ntohs(a.sin_port)));
+    char *url = keep(ds_asprintf("http://127.0.0.1:%d/jwks", loopback_free_port()));
     ds_jwt_verifier_t *v = verifier(url, SECRET);
     cr_assert_eq(ds_jwt_verifier_key_count(v), 0);
     refuses(v, tok_key(rsa, "RS256", "rsa-1", base_claims()), "no signing keys available");
