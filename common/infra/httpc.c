@@ -250,7 +250,7 @@ static int map_error(ds_httpc_t *h, CURLcode cc, char *errstr, size_t errstr_siz
 }
 
 /* Runs the easy handle on the multi until it is done or cancelled. Returns
- * curl's result; *sock gets the kept connection's socket or -1. */
+ * curl's result; h->sock gets the kept connection's socket or -1. */
 static CURLcode run(ds_httpc_t *h) {
     CURLcode cc = CURLE_ABORTED_BY_CALLBACK;
     int running = 1;
@@ -294,7 +294,6 @@ int ds_httpc_request(ds_httpc_t *h, const ds_httpc_req_t *req, ds_httpc_resp_t *
     h->resp = resp;
     h->too_big = false;
     h->errbuf[0] = '\0';
-    curl_easy_setopt(h->easy, CURLOPT_CONNECT_ONLY, 0L);
     curl_easy_setopt(h->easy, CURLOPT_URL, req->url);
     set_headers(h, req, set_method(h->easy, req));
     CURLcode cc = run(h);
@@ -316,6 +315,8 @@ int ds_httpc_connect(ds_httpc_t *h, const char *url, char *errstr, size_t errstr
     if (!e) ds_panic("out of memory");
     h->errbuf[0] = '\0';
     h->too_big = false;
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L); /* forgets the last request's body pointer */
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(e, CURLOPT_CONNECT_ONLY, 1L);
     curl_easy_setopt(e, CURLOPT_URL, url);
     CURLcode cc = atomic_load(&h->cancelled) ? CURLE_ABORTED_BY_CALLBACK : curl_easy_perform(e);
