@@ -1,5 +1,5 @@
 /* Evaluation metrics of a probabilistic binary classifier (see
- * dealscore/metrics_eval.h). Sums run in double over rows in input order, or
+ * eval.h). Sums run in double over rows in input order, or
  * in score order where ranks matter, so results are deterministic. */
 #include "domain/eval.h"
 

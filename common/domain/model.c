@@ -1,5 +1,5 @@
 /* The model layer of scoring: XGBoost wrapper, calibration, drivers and the
- * stage prior (see dealscore/model.h). */
+ * stage prior (see model.h). */
 #include "domain/model.h"
 
 #include <limits.h>

@@ -18,7 +18,7 @@
  * bias; a row's contributions sum to its margin.
  *
  * Engines: XGBoost trains, saves and loads. Margins and contributions come
- * from our own engine over the same trees (dealscore/treeshap.h), built
+ * from our own engine over the same trees (treeshap.h), built
  * when the model is loaded: exact TreeSHAP at a fraction of XGBoost's cost,
  * equal to XGBoost's pred_contribs to float rounding (tests/unit/
  * test_treeshap.c). A model that engine does not handle (logged once at
@@ -131,7 +131,7 @@ int ds_model_predict_proba(const ds_model_t *m, const float *x, size_t n_rows, d
  * 2, into out[n_rows * (n_features + 1)]: row r's contribution of feature j
  * is out[r * (n_features + 1) + j], its bias out[r * (n_features + 1) +
  * n_features]; the row sums to its margin (within float rounding). Cost
- * grows with trees x leaves x depth per row (see dealscore/treeshap.h and
+ * grows with trees x leaves x depth per row (see treeshap.h and
  * tools/bench/model). Errors as ds_model_predict_margin. */
 int ds_model_contribs(const ds_model_t *m, const float *x, size_t n_rows, float *out,
                       char *errstr, size_t errstr_size);

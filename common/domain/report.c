@@ -1,5 +1,5 @@
 /* The model report as self-contained HTML with inline SVG, and as JSON (see
- * dealscore/report.h). Inline SVG in HTML5 needs no xmlns, so the page holds
+ * report.h). Inline SVG in HTML5 needs no xmlns, so the page holds
  * no URL at all. */
 #include "domain/report.h"
 

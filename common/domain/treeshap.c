@@ -1,5 +1,5 @@
 /* Margins and exact path-dependent TreeSHAP over an XGBoost model's trees
- * (see dealscore/treeshap.h for the algorithm). */
+ * (see treeshap.h for the algorithm). */
 #include "domain/treeshap.h"
 
 #include <jansson.h>

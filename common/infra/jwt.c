@@ -1,6 +1,6 @@
 /* Supabase session JWT verification: key sets from a JWKS (inline, file or
  * URL), HS256/RS256/ES256 signatures with OpenSSL, claim checks. See
- * dealscore/jwt.h for the rules and why OpenSSL is used directly. */
+ * jwt.h for the rules and why OpenSSL is used directly. */
 #include "infra/jwt.h"
 
 #include <ctype.h>
