@@ -227,8 +227,8 @@ void *ingest_relay_main(void *arg) {
             PGresult *res = NULL;
             /* Removing sent rows need not wait for its WAL flush: a delete
              * lost in a crash only publishes those rows again, which
-             * at-least-once delivery allows (DESIGN.md, "Delivery"), and
-             * the webhooks' commits no longer queue behind the relay's. */
+             * at-least-once delivery allows (DESIGN.md, "Delivery"); the
+             * webhooks' commits then do not queue behind the relay's. */
             if (ds_pg_exec(pg,
                            "set synchronous_commit = off;"
                            " select pg_try_advisory_lock(" RELAY_LOCK_KEY ")",

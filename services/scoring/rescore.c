@@ -455,10 +455,9 @@ static int main_exec(ds_pg_t *pg, const char *scope, const char *sql, int n, con
  * libpq's buffers and results) in every worker thread. With glibc's
  * defaults the freed top of a thread's arena goes back to the kernel and
  * the next chunk faults it in again, zeroed: in a perf profile of a 1M run
- * the page clearing and the copies into fresh pages were ~13 % of the
+ * the page clearing and the copies into fresh pages take ~13 % of the
  * process. Keeping up to 512 MB and serving blocks under 32 MB from the
- * arenas cut the process's CPU by ~10 s of ~95 s (the same settings through
- * GLIBC_TUNABLES, 1M run). */
+ * arenas saves ~10 s of the process's ~95 s of CPU in a 1M run. */
 static void keep_freed_memory(void) {
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
