@@ -1,7 +1,7 @@
 /* ds-kafka-admin: the small Kafka admin client the local stack uses.
  *
- * The 3.9 broker jar (kafka_2.13) no longer carries TopicCommand (it moved to
- * the kafka-tools artifact), and every JVM start costs 1-2 s on two cores.
+ * The 3.9 broker jar (kafka_2.13) does not carry TopicCommand (it is in the
+ * kafka-tools artifact), and every JVM start costs 1-2 s on two cores.
  * This helper talks to the broker through the same librdkafka the services
  * link, in one short process:
  *

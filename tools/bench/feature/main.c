@@ -328,7 +328,7 @@ static int fill_topic(bench_t *b, const ds_config_t *cfg, int64_t as_of_us, doub
     char err[512];
     char *topic = ds_config_topic(cfg, DS_TOPIC_OPPORTUNITY_CHANGED);
     /* features.ready too, as in a running system: left to the broker's
-     * auto-creation on the first produce, it held up the worker's first
+     * auto-creation on the first produce, it holds up the worker's first
      * batch for ~0.5 s (creation, leader election, metadata refresh). */
     char *ready = ds_config_topic(cfg, DS_TOPIC_FEATURES_READY);
     const char *topics[] = {topic, ready};

@@ -256,9 +256,9 @@ static long count_of(bench_t *b, const char *sql) {
  * autovacuum worker runs (twice in a row, the lag gauge is refreshed once a
  * second), then writes the machine's dirty pages out (sync), so one phase's
  * events and their aftermath do not load the machine during the next phase,
- * the ceiling included. Without the sync, the kernel wrote a batched phase's
- * Kafka segments back 30 s later, during the single-record phase, and its
- * commits waited behind that writeback: p99 44-84 ms against 4 ms. */
+ * the ceiling included. Without the sync, the kernel writes a batched
+ * phase's Kafka segments back 30 s later, during the single-record phase,
+ * and its commits wait behind that writeback: p99 44-84 ms against 4 ms. */
 typedef struct {
     bench_t *b;
     long unsent, vacuums;
@@ -897,9 +897,9 @@ int main(int argc, char **argv) {
     for (int rep = 1; rep <= b.repeat; rep++) {
         result_t *r = res[rep - 1];
         if (b.do_ceiling) {
-            /* The previous repetition's events are still being consumed
-             * (before this wait, the ceilings of later repetitions ran
-             * beside them and came out 2-3x slower than the first). */
+            /* The previous repetition's events may still be being consumed
+             * (a ceiling run beside them comes out 2-3x slower than the
+             * first repetition's). */
             if (rep > 1 || warmups > 0)
                 settle(&b, rep > 1 ? "the previous repetition" : "the warm-up");
             fprintf(stderr, PROG ": rep %d: ceiling (multi-row INSERT ... ON CONFLICT)\n", rep);
