@@ -145,8 +145,8 @@ static slot_t produce_against(ds_producer_t *p, const char *topic, rd_kafka_resp
     cr_assert_eq(send_text(p, topic, "refused", &bad), 0);
     cr_assert_eq(ds_producer_flush(p, 20000), 0);
     cr_assert_eq(bad.calls, 1);
-    /* The error's text, never the payload (regression: the payload used to
-     * come back through rd_kafka_message_errstr). */
+    /* The error's text, never the payload (rd_kafka_message_errstr returns
+     * the payload for a delivery report). */
     cr_assert_str_eq(bad.errmsg, rd_kafka_err2str(err));
     return bad;
 }

@@ -431,7 +431,7 @@ Test(feature, a_burst_ends_when_the_input_slows_to_a_trickle) {
 /* The lag gauge counts what is not consumed yet. A worker restarted on a
  * topic it has consumed, with nothing new in it, has no position on its
  * partitions until a message comes: its committed offsets stand in, so it
- * reports no lag, not the topic's whole history (as it did, which kept
+ * reports no lag, not the topic's whole history (which would keep
  * dealscore-bench-ingest's settle waiting its full 300 s after a restart).
  * The gauge is updated once a second; the readings span three updates. */
 Test(feature, a_restarted_idle_worker_reports_no_lag) {

@@ -345,8 +345,8 @@ Test(scoring, api_predict_scores_visible_opportunities_and_hides_the_rest) {
 }
 
 Test(scoring, a_features_ready_with_malformed_ids_goes_to_the_dlq) {
-    /* 36 characters but not a UUID: the worker used to let it through, the
-     * database refused the cast and the batch was retried for ever. */
+    /* 36 characters but not a UUID: let through, the database would refuse
+     * the cast and the batch would be retried for ever. */
     ds_config_t cfg;
     ds_producer_t *p = dst_producer(&S, &cfg);
     ds_consumer_t *dlq = dst_consumer(&S, "features.ready.dlq");
