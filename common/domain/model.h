@@ -291,7 +291,7 @@ int ds_drivers_diff(const ds_named_contrib_t *prev, size_t n_prev, const ds_name
  * One writer of the documents predictions and prediction_history store (and
  * /api/predict answers with), one reader of the stored contributions. Text
  * goes straight into a ds_sb_t: a nightly rescore writes three documents
- * per deal for a million deals, and building and dumping jansson trees was
+ * per deal for a million deals, and building and dumping jansson trees would be
  * most of its CPU. Numbers: float values (contributions, feature values)
  * with the 9 significant digits that keep them exact, others (probability
  * points, a stage prior's contributions) with 17; NaN and infinities as
