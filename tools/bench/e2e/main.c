@@ -195,10 +195,28 @@ static void usage(void) {
             "(those set) report no consumer lag.\n");
 }
 
-int main(int argc, char **argv) {
-    const char *url = getenv("DEALSCORE_INGEST_URL"), *token = NULL, *rates_s = "100,250,500,1000";
-    double seconds = 10, drain = 10;
-    int nopps = 2000, nthreads = 32, existing = 0;
+/* A phase returns GO_ON to let the next one run, or the exit status. */
+#define GO_ON (-1)
+
+/* One run of the program. */
+typedef struct {
+    const char *url, *token, *rates;
+    double seconds, drain;
+    int nopps, nthreads;
+    bool existing;
+    char host[128];
+    int port;
+    ds_config_t cfg;
+    bool cfg_loaded;
+    char runid[9];
+    PGconn *db;
+    run_t r;
+    watcher_t w;
+    pthread_t watch_thread;
+    bool watching;
+} bench_t;
+
+static int parse_options(bench_t *b, int argc, char **argv) {
     static const struct option opts[] = {{"token", 1, 0, 't'}, {"url", 1, 0, 'u'}, {"rates", 1, 0, 'r'},
                                          {"seconds", 1, 0, 's'}, {"opportunities", 1, 0, 'o'},
                                          {"threads", 1, 0, 'n'}, {"drain", 1, 0, 'd'}, {"help", 0, 0, 'h'}, {"existing", 0, 0, 'e'},
@@ -206,264 +224,337 @@ int main(int argc, char **argv) {
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 't': token = optarg; break;
-        case 'u': url = optarg; break;
-        case 'r': rates_s = optarg; break;
-        case 's': seconds = atof(optarg); break;
-        case 'o': nopps = atoi(optarg); break;
-        case 'n': nthreads = atoi(optarg); break;
-        case 'd': drain = atof(optarg); break;
-        case 'e': existing = 1; break;
+        case 't': b->token = optarg; break;
+        case 'u': b->url = optarg; break;
+        case 'r': b->rates = optarg; break;
+        case 's': b->seconds = atof(optarg); break;
+        case 'o': b->nopps = atoi(optarg); break;
+        case 'n': b->nthreads = atoi(optarg); break;
+        case 'd': b->drain = atof(optarg); break;
+        case 'e': b->existing = true; break;
         case 'h': usage(); return 0;
         default: usage(); return 2;
         }
     }
-    if (!token || !url || nopps < 1 || nthreads < 1 || seconds <= 0) {
+    if (!b->token || !b->url || b->nopps < 1 || b->nthreads < 1 || b->seconds <= 0) {
         usage();
         return 2;
     }
-    char host[128];
-    int port;
-    if (perf_parse_url(url, host, sizeof host, &port) != 0) {
+    if (perf_parse_url(b->url, b->host, sizeof b->host, &b->port) != 0) {
         fprintf(stderr, "dealscore-bench-e2e: --url must be http://HOST:PORT\n");
         return 2;
     }
-    ds_config_t cfg;
+    return GO_ON;
+}
+
+/* The services' settings, and the database. */
+static int connect_db(bench_t *b) {
     char err[512];
     /* Only new events matter: a fresh group starting at the end. */
     static const char *const latest[] = {"KAFKA_AUTO_OFFSET_RESET=latest"};
     char **envp = perf_environ_with(latest, 1);
-    if (ds_config_load(&cfg, DS_SVC_FEATURE, envp, err, sizeof err) != 0) {
+    int rc = ds_config_load(&b->cfg, DS_SVC_FEATURE, envp, err, sizeof err);
+    free(envp);
+    if (rc != 0) {
         fprintf(stderr, "dealscore-bench-e2e: %s\n", err);
         return 2;
     }
-    free(envp);
+    b->cfg_loaded = true;
     ds_log_init("bench-e2e", DS_LOG_WARN);
-
-    run_t r = {.host = host, .port = port, .token = token, .nopps = (size_t)nopps};
-    pthread_mutex_init(&r.mu, NULL);
-    r.opps = ds_calloc(r.nopps, sizeof *r.opps);
-    char runid[9];
-    snprintf(runid, sizeof runid, "%08x", (unsigned)(ds_now_us() & 0xffffffff));
-    for (size_t i = 0; i < r.nopps; i++) snprintf(r.opps[i].ext, sizeof r.opps[i].ext, "bench-%s-%zu", runid, i);
-
-    PGconn *db = PQconnectdb(cfg.database_url);
-    if (PQstatus(db) != CONNECTION_OK) {
-        fprintf(stderr, "dealscore-bench-e2e: %s", PQerrorMessage(db));
+    b->db = PQconnectdb(b->cfg.database_url);
+    if (PQstatus(b->db) != CONNECTION_OK) {
+        fprintf(stderr, "dealscore-bench-e2e: %s", PQerrorMessage(b->db));
         return 1;
     }
-    if (existing) {
-        char hash[65], lim[16];
-        ds_sha256_hex(token, strlen(token), hash);
-        snprintf(lim, sizeof lim, "%d", nopps);
-        const char *qv[] = {hash, lim};
-        PGresult *res = PQexecParams(
-            db,
-            "select o.external_id, o.id, o.stage, json_build_object('created_at', o.created_at,"
-            " 'account_external_id', o.account_external_id, 'owner_id', o.owner_id, 'product_category',"
-            " o.product_category, 'persona', o.persona, 'amount', o.amount, 'currency', o.currency,"
-            " 'close_date', o.close_date)::text"
-            " from opportunities o join ingest_tokens t on t.org_id = o.org_id"
-            " where t.token_hash = $1 and o.outcome = 'open' and not o.placeholder"
-            " order by o.created_at desc limit $2::int",
-            2, NULL, qv, NULL, NULL, 0);
-        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) == 0) {
-            fprintf(stderr, "dealscore-bench-e2e: no open deals found for this token's org\n");
-            return 1;
-        }
-        r.nopps = (size_t)PQntuples(res);
-        for (size_t i = 0; i < r.nopps; i++) {
-            opp_t *o = &r.opps[i];
-            snprintf(o->ext, sizeof o->ext, "%s", PQgetvalue(res, (int)i, 0));
-            snprintf(o->id, sizeof o->id, "%s", PQgetvalue(res, (int)i, 1));
-            for (int k = 0; k < 6; k++)
-                if (!strcmp(PQgetvalue(res, (int)i, 2), stages[k])) o->stage0 = k;
-            /* {"a":..,"b":..} -> "a":..,"b":.. (nulls dropped by the webhook as absent) */
-            const char *js = PQgetvalue(res, (int)i, 3);
-            o->fields = ds_strndup(js + 1, strlen(js) - 2);
-        }
-        PQclear(res);
-    } else {
-        /* Create the opportunities (batched) and find their ids. */
-        perf_conn_t cn = {.fd = -1, .port = port};
-        snprintf(cn.host, sizeof cn.host, "%s", host);
-        size_t cap = 256 * 1024;
-        char *body = ds_malloc(cap);
-        for (size_t i = 0; i < r.nopps; i += 500) {
-            size_t len = 0;
-            body[len++] = '[';
-            for (size_t k = i; k < r.nopps && k < i + 500; k++)
-                len += (size_t)snprintf(body + len, cap - len,
-                                        "%s{\"external_id\":\"%s\",\"stage\":\"prospecting\",\"created_at\":"
-                                        "\"2026-01-01T00:00:00Z\",\"amount\":5000,\"account_external_id\":\"bench-acc-%zu\","
-                                        "\"changed_at\":\"2026-01-01T00:00:00Z\"}",
-                                        k > i ? "," : "", r.opps[k].ext, k % 50);
-            body[len++] = ']';
-            int st = perf_conn_request(&cn, "/v1/opportunities", token, body, len);
-            if (st != 202) {
-                fprintf(stderr, "dealscore-bench-e2e: creating opportunities failed with HTTP %d\n", st);
-                return 1;
-            }
-        }
-        free(body);
-        perf_conn_close(&cn);
-        char like[64];
-        snprintf(like, sizeof like, "bench-%s-%%", runid);
-        const char *pv[] = {like};
-        PGresult *res = PQexecParams(db, "select external_id, id from opportunities where external_id like $1", 1,
-                                     NULL, pv, NULL, NULL, 0);
-        for (int i = 0; i < PQntuples(res); i++) {
-            size_t k = strtoul(strrchr(PQgetvalue(res, i, 0), '-') + 1, NULL, 10);
-            if (k < r.nopps) snprintf(r.opps[k].id, sizeof r.opps[k].id, "%s", PQgetvalue(res, i, 1));
-        }
-        PQclear(res);
-        /* The creations are a burst for the workers: measure after they
-         * are scored, not while their backlog is worked off. */
-        int64_t t0 = ds_mono_us();
-        long scored = 0;
-        while (ds_mono_us() - t0 < (int64_t)(drain * 1e6) + 60000000) {
-            res = PQexecParams(db,
-                               "select count(*) from predictions p join opportunities o on o.id = p.opportunity_id"
-                               " where o.external_id like $1",
-                               1, NULL, pv, NULL, NULL, 0);
-            scored = PQresultStatus(res) == PGRES_TUPLES_OK ? atol(PQgetvalue(res, 0, 0)) : -1;
-            PQclear(res);
-            if (scored < 0 || scored >= (long)r.nopps) break;
-            struct timespec ts = {0, 100000000};
-            nanosleep(&ts, NULL); /* polling interval */
-        }
-        printf("dealscore-bench-e2e: %ld of %zu new opportunities scored %.1f s after their creation\n", scored,
-               r.nopps, (double)(ds_mono_us() - t0) / 1e6);
-    }
+    return GO_ON;
+}
 
-    /* Measure the ordinary flow, not the digestion of what came before
-     * (an import, the creations above, a model's rescore): wait until the
-     * stack's workers report no consumer lag, twice in a row. */
-    {
-        const char *urls[] = {getenv("DEALSCORE_FEATURE_URL"), getenv("DEALSCORE_SCORING_URL"),
-                              getenv("DEALSCORE_BENCHMARK_URL")};
-        const char *set[3];
-        size_t nset = 0;
-        for (size_t i = 0; i < 3; i++)
-            if (urls[i] && *urls[i]) set[nset++] = urls[i];
-        if (nset) {
-            int64_t t0 = ds_mono_us();
-            double lag = 0;
-            if (perf_wait_quiet(set, nset, drain + 60, NULL, NULL, &lag))
-                printf("dealscore-bench-e2e: the workers had no backlog after %.1f s\n",
-                       (double)(ds_mono_us() - t0) / 1e6);
-            else
-                printf("dealscore-bench-e2e: the workers still lag %.0f messages after %.0f s; going on\n", lag,
-                       (double)(ds_mono_us() - t0) / 1e6);
+/* --existing: up to --opportunities open deals of the token's org, newest
+ * first, with their other fields so that a change resends them. */
+static int load_existing_opps(bench_t *b) {
+    run_t *r = &b->r;
+    char hash[65], lim[16];
+    ds_sha256_hex(b->token, strlen(b->token), hash);
+    snprintf(lim, sizeof lim, "%d", b->nopps);
+    const char *qv[] = {hash, lim};
+    PGresult *res = PQexecParams(
+        b->db,
+        "select o.external_id, o.id, o.stage, json_build_object('created_at', o.created_at,"
+        " 'account_external_id', o.account_external_id, 'owner_id', o.owner_id, 'product_category',"
+        " o.product_category, 'persona', o.persona, 'amount', o.amount, 'currency', o.currency,"
+        " 'close_date', o.close_date)::text"
+        " from opportunities o join ingest_tokens t on t.org_id = o.org_id"
+        " where t.token_hash = $1 and o.outcome = 'open' and not o.placeholder"
+        " order by o.created_at desc limit $2::int",
+        2, NULL, qv, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) == 0) {
+        fprintf(stderr, "dealscore-bench-e2e: no open deals found for this token's org\n");
+        PQclear(res);
+        return 1;
+    }
+    r->nopps = (size_t)PQntuples(res);
+    for (size_t i = 0; i < r->nopps; i++) {
+        opp_t *o = &r->opps[i];
+        snprintf(o->ext, sizeof o->ext, "%s", PQgetvalue(res, (int)i, 0));
+        snprintf(o->id, sizeof o->id, "%s", PQgetvalue(res, (int)i, 1));
+        for (int k = 0; k < 6; k++)
+            if (!strcmp(PQgetvalue(res, (int)i, 2), stages[k])) o->stage0 = k;
+        /* {"a":..,"b":..} -> "a":..,"b":.. (nulls dropped by the webhook as absent) */
+        const char *js = PQgetvalue(res, (int)i, 3);
+        o->fields = ds_strndup(js + 1, strlen(js) - 2);
+    }
+    PQclear(res);
+    return GO_ON;
+}
+
+/* Creates the new opportunities through the webhook, 500 a request. */
+static int post_new_opps(bench_t *b) {
+    run_t *r = &b->r;
+    perf_conn_t cn = {.fd = -1, .port = b->port};
+    snprintf(cn.host, sizeof cn.host, "%s", b->host);
+    size_t cap = 256 * 1024;
+    char *body = ds_malloc(cap);
+    int rc = GO_ON;
+    for (size_t i = 0; i < r->nopps && rc == GO_ON; i += 500) {
+        size_t len = 0;
+        body[len++] = '[';
+        for (size_t k = i; k < r->nopps && k < i + 500; k++)
+            len += (size_t)snprintf(body + len, cap - len,
+                                    "%s{\"external_id\":\"%s\",\"stage\":\"prospecting\",\"created_at\":"
+                                    "\"2026-01-01T00:00:00Z\",\"amount\":5000,\"account_external_id\":\"bench-acc-%zu\","
+                                    "\"changed_at\":\"2026-01-01T00:00:00Z\"}",
+                                    k > i ? "," : "", r->opps[k].ext, k % 50);
+        body[len++] = ']';
+        int st = perf_conn_request(&cn, "/v1/opportunities", b->token, body, len);
+        if (st != 202) {
+            fprintf(stderr, "dealscore-bench-e2e: creating opportunities failed with HTTP %d\n", st);
+            rc = 1;
         }
     }
+    free(body);
+    perf_conn_close(&cn);
+    return rc;
+}
 
-    watcher_t w = {0};
-    w.topic[ST_CHANGED] = ds_config_topic(&cfg, DS_TOPIC_OPPORTUNITY_CHANGED);
-    w.topic[ST_FEATURES] = ds_config_topic(&cfg, DS_TOPIC_FEATURES_READY);
-    w.topic[ST_PREDICTION] = ds_config_topic(&cfg, DS_TOPIC_PREDICTION_MADE);
+/* Creates the opportunities, finds their ids, and waits until they are
+ * scored: the creations are a burst for the workers, to be worked off
+ * before the measurement. */
+static int create_opps(bench_t *b) {
+    run_t *r = &b->r;
+    int rc = post_new_opps(b);
+    if (rc != GO_ON) return rc;
+    char like[64];
+    snprintf(like, sizeof like, "bench-%s-%%", b->runid);
+    const char *pv[] = {like};
+    PGresult *res = PQexecParams(b->db, "select external_id, id from opportunities where external_id like $1", 1,
+                                 NULL, pv, NULL, NULL, 0);
+    for (int i = 0; i < PQntuples(res); i++) {
+        size_t k = strtoul(strrchr(PQgetvalue(res, i, 0), '-') + 1, NULL, 10);
+        if (k < r->nopps) snprintf(r->opps[k].id, sizeof r->opps[k].id, "%s", PQgetvalue(res, i, 1));
+    }
+    PQclear(res);
+    int64_t t0 = ds_mono_us();
+    long scored = 0;
+    while (ds_mono_us() - t0 < (int64_t)(b->drain * 1e6) + 60000000) {
+        res = PQexecParams(b->db,
+                           "select count(*) from predictions p join opportunities o on o.id = p.opportunity_id"
+                           " where o.external_id like $1",
+                           1, NULL, pv, NULL, NULL, 0);
+        scored = PQresultStatus(res) == PGRES_TUPLES_OK ? atol(PQgetvalue(res, 0, 0)) : -1;
+        PQclear(res);
+        if (scored < 0 || scored >= (long)r->nopps) break;
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    printf("dealscore-bench-e2e: %ld of %zu new opportunities scored %.1f s after their creation\n", scored,
+           r->nopps, (double)(ds_mono_us() - t0) / 1e6);
+    return GO_ON;
+}
+
+static int prepare_opps(bench_t *b) {
+    run_t *r = &b->r;
+    r->host = b->host;
+    r->port = b->port;
+    r->token = b->token;
+    r->nopps = (size_t)b->nopps;
+    r->opps = ds_calloc(r->nopps, sizeof *r->opps);
+    snprintf(b->runid, sizeof b->runid, "%08x", (unsigned)(ds_now_us() & 0xffffffff));
+    for (size_t i = 0; i < r->nopps; i++) snprintf(r->opps[i].ext, sizeof r->opps[i].ext, "bench-%s-%zu", b->runid, i);
+    return b->existing ? load_existing_opps(b) : create_opps(b);
+}
+
+/* Measure the ordinary flow, not the digestion of what came before (an
+ * import, the creations above, a model's rescore): wait until the stack's
+ * workers report no consumer lag, twice in a row. */
+static void wait_for_quiet_workers(const bench_t *b) {
+    const char *urls[] = {getenv("DEALSCORE_FEATURE_URL"), getenv("DEALSCORE_SCORING_URL"),
+                          getenv("DEALSCORE_BENCHMARK_URL")};
+    const char *set[3];
+    size_t nset = 0;
+    for (size_t i = 0; i < 3; i++)
+        if (urls[i] && *urls[i]) set[nset++] = urls[i];
+    if (!nset) return;
+    int64_t t0 = ds_mono_us();
+    double lag = 0;
+    if (perf_wait_quiet(set, nset, b->drain + 60, NULL, NULL, &lag))
+        printf("dealscore-bench-e2e: the workers had no backlog after %.1f s\n", (double)(ds_mono_us() - t0) / 1e6);
+    else
+        printf("dealscore-bench-e2e: the workers still lag %.0f messages after %.0f s; going on\n", lag,
+               (double)(ds_mono_us() - t0) / 1e6);
+}
+
+/* Starts the watcher thread on the three topics once its consumer has its
+ * assignment, so that no event is missed. */
+static int start_watcher(bench_t *b) {
+    watcher_t *w = &b->w;
+    char err[512];
+    w->topic[ST_CHANGED] = ds_config_topic(&b->cfg, DS_TOPIC_OPPORTUNITY_CHANGED);
+    w->topic[ST_FEATURES] = ds_config_topic(&b->cfg, DS_TOPIC_FEATURES_READY);
+    w->topic[ST_PREDICTION] = ds_config_topic(&b->cfg, DS_TOPIC_PREDICTION_MADE);
     char group[64];
-    snprintf(group, sizeof group, "bench-e2e-%s", runid);
-    if (ds_consumer_new(&w.c, &cfg, group, (const char *const *)w.topic, ST_N, err, sizeof err) != 0) {
+    snprintf(group, sizeof group, "bench-e2e-%s", b->runid);
+    if (ds_consumer_new(&w->c, &b->cfg, group, (const char *const *)w->topic, ST_N, err, sizeof err) != 0) {
         fprintf(stderr, "dealscore-bench-e2e: %s\n", err);
         return 1;
     }
-    pthread_t wt;
-    pthread_create(&wt, NULL, watch, &w);
-    /* Wait for the assignment so no event is missed. */
-    for (int i = 0; i < 300 && !ds_consumer_assigned(w.c); i++) {
+    pthread_create(&b->watch_thread, NULL, watch, w);
+    b->watching = true;
+    for (int i = 0; i < 300 && !ds_consumer_assigned(w->c); i++) {
         struct timespec ts = {0, 50000000};
         nanosleep(&ts, NULL);
     }
-    printf("dealscore-bench-e2e: %zu opportunities, %d sender threads, %.0f s per rate, drain %.0f s\n", r.nopps,
-           nthreads, seconds, drain);
+    return GO_ON;
+}
+
+/* n changes, round robin over the opportunities, none sent yet. */
+static void plan_changes(bench_t *b, size_t n, double rate) {
+    run_t *r = &b->r;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < r->nopps; i++) {
+        r->opps[i].npend = 0;
+        memset(r->opps[i].first, 0, sizeof r->opps[i].first);
+    }
+    free(r->ch);
+    r->ch = ds_calloc(n, sizeof *r->ch);
+    r->nch = n;
+    for (size_t i = 0; i < n; i++) {
+        r->ch[i].opp = (int)(i % r->nopps);
+        r->ch[i].as_of_us = 0; /* set when sent */
+        opp_t *o = &r->opps[r->ch[i].opp];
+        if (o->npend == o->cap) o->pend = ds_realloc(o->pend, (o->cap = o->cap * 2 + 16) * sizeof(int));
+        o->pend[o->npend++] = (int)i;
+    }
+    atomic_store(&r->next, 0);
+    atomic_store(&r->errors, 0);
+    atomic_store(&b->w.covered, 0);
+    r->rate = rate;
+    r->start_mono = ds_mono_us() + 10000;
+    b->w.r = r;
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Sends one rate's changes, waits up to --drain for their predictions and
+ * prints the table row; returns true when every change was scored at the
+ * rate asked. */
+static bool measure_rate(bench_t *b, double rate) {
+    run_t *r = &b->r;
+    size_t n = (size_t)(rate * b->seconds);
+    plan_changes(b, n, rate);
+    perf_run_threads(b->nthreads, sender, r);
+    int64_t sent_end = ds_mono_us();
+    double achieved = (double)n / ((double)(sent_end - r->start_mono) / 1e6);
+    long ok = (long)n - atomic_load(&r->errors);
+    while (atomic_load(&b->w.covered) < ok && ds_mono_us() - sent_end < (int64_t)(b->drain * 1e6)) {
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+    pthread_mutex_lock(&r->mu);
+    int64_t *lat = ds_calloc(n + 1, sizeof *lat), *st[ST_N];
+    size_t nl = 0, ns[ST_N] = {0};
+    for (int s = 0; s < ST_N; s++) st[s] = ds_calloc(n + 1, sizeof(int64_t));
+    for (size_t i = 0; i < n; i++) {
+        if (r->ch[i].status != 202) continue;
+        /* An event can be read a moment before the sender thread noted
+         * its 202: count that as no delay. */
+        for (int s = 0; s < ST_N; s++)
+            if (r->ch[i].done_us[s]) {
+                int64_t d = r->ch[i].done_us[s] - r->ch[i].accepted_us;
+                st[s][ns[s]++] = d > 0 ? d : 0;
+            }
+        if (r->ch[i].done_us[ST_PREDICTION]) {
+            int64_t d = r->ch[i].done_us[ST_PREDICTION] - r->ch[i].accepted_us;
+            lat[nl++] = d > 0 ? d : 0;
+        }
+    }
+    b->w.r = NULL;
+    pthread_mutex_unlock(&r->mu);
+    qsort(lat, nl, sizeof *lat, perf_cmp_i64);
+    for (int s = 0; s < ST_N; s++) qsort(st[s], ns[s], sizeof(int64_t), perf_cmp_i64);
+    long backlog = ok - (long)nl;
+    printf("%8.0f %8zu %8zu %7ld | %9.1f %9.1f %9.1f | %9.1f %9.1f %9.1f %9.1f | %ld%s\n", achieved, n, nl,
+           atomic_load(&r->errors), perf_pct_ms(lat, nl, 50), perf_pct_ms(lat, nl, 95), perf_pct_ms(lat, nl, 99),
+           perf_pct_ms(st[ST_CHANGED], ns[ST_CHANGED], 50), perf_pct_ms(st[ST_FEATURES], ns[ST_FEATURES], 50),
+           perf_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 50), perf_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 99),
+           backlog, achieved < rate * 0.9 ? " (sender could not keep the rate)" : "");
+    fflush(stdout);
+    free(lat);
+    for (int s = 0; s < ST_N; s++) free(st[s]);
+    return backlog == 0 && atomic_load(&r->errors) == 0 && achieved >= rate * 0.9;
+}
+
+/* The table, one row per rate of --rates, and the highest rate passed. */
+static int measure_rates(bench_t *b) {
+    printf("dealscore-bench-e2e: %zu opportunities, %d sender threads, %.0f s per rate, drain %.0f s\n", b->r.nopps,
+           b->nthreads, b->seconds, b->drain);
     printf("%8s %8s %8s %7s | %9s %9s %9s | %9s %9s %9s %9s | %s\n", "rate/s", "sent", "done", "errors", "p50 ms",
            "p95 ms", "p99 ms", "relay p50", "feat p50", "pred p50", "pred p99", "backlog");
     double best = 0;
-    char *rates = ds_strdup(rates_s), *rest = rates, *tok;
+    char *rates = ds_strdup(b->rates), *rest = rates, *tok;
     while ((tok = strsep(&rest, ",")) != NULL) {
         double rate = atof(tok);
         if (rate <= 0) continue;
-        size_t n = (size_t)(rate * seconds);
-        pthread_mutex_lock(&r.mu);
-        for (size_t i = 0; i < r.nopps; i++) {
-            r.opps[i].npend = 0;
-            memset(r.opps[i].first, 0, sizeof r.opps[i].first);
-        }
-        free(r.ch);
-        r.ch = ds_calloc(n, sizeof *r.ch);
-        r.nch = n;
-        for (size_t i = 0; i < n; i++) {
-            r.ch[i].opp = (int)(i % r.nopps);
-            r.ch[i].as_of_us = 0; /* set when sent */
-            opp_t *o = &r.opps[r.ch[i].opp];
-            if (o->npend == o->cap) o->pend = ds_realloc(o->pend, (o->cap = o->cap * 2 + 16) * sizeof(int));
-            o->pend[o->npend++] = (int)i;
-        }
-        atomic_store(&r.next, 0);
-        atomic_store(&r.errors, 0);
-        atomic_store(&w.covered, 0);
-        r.rate = rate;
-        r.start_mono = ds_mono_us() + 10000;
-        w.r = &r;
-        pthread_mutex_unlock(&r.mu);
-        perf_run_threads(nthreads, sender, &r);
-        int64_t sent_end = ds_mono_us();
-        double achieved = (double)n / ((double)(sent_end - r.start_mono) / 1e6);
-        long ok = (long)n - atomic_load(&r.errors);
-        while (atomic_load(&w.covered) < ok && ds_mono_us() - sent_end < (int64_t)(drain * 1e6)) {
-            struct timespec ts = {0, 20000000};
-            nanosleep(&ts, NULL);
-        }
-        pthread_mutex_lock(&r.mu);
-        int64_t *lat = ds_calloc(n + 1, sizeof *lat), *st[ST_N];
-        size_t nl = 0, ns[ST_N] = {0};
-        for (int s = 0; s < ST_N; s++) st[s] = ds_calloc(n + 1, sizeof(int64_t));
-        for (size_t i = 0; i < n; i++) {
-            if (r.ch[i].status != 202) continue;
-            /* An event can be read a moment before the sender thread noted
-             * its 202: count that as no delay. */
-            for (int s = 0; s < ST_N; s++)
-                if (r.ch[i].done_us[s]) {
-                    int64_t d = r.ch[i].done_us[s] - r.ch[i].accepted_us;
-                    st[s][ns[s]++] = d > 0 ? d : 0;
-                }
-            if (r.ch[i].done_us[ST_PREDICTION]) {
-                int64_t d = r.ch[i].done_us[ST_PREDICTION] - r.ch[i].accepted_us;
-                lat[nl++] = d > 0 ? d : 0;
-            }
-        }
-        w.r = NULL;
-        pthread_mutex_unlock(&r.mu);
-        qsort(lat, nl, sizeof *lat, perf_cmp_i64);
-        for (int s = 0; s < ST_N; s++) qsort(st[s], ns[s], sizeof(int64_t), perf_cmp_i64);
-        long backlog = ok - (long)nl;
-        printf("%8.0f %8zu %8zu %7ld | %9.1f %9.1f %9.1f | %9.1f %9.1f %9.1f %9.1f | %ld%s\n", achieved, n, nl,
-               atomic_load(&r.errors), perf_pct_ms(lat, nl, 50), perf_pct_ms(lat, nl, 95),
-               perf_pct_ms(lat, nl, 99), perf_pct_ms(st[ST_CHANGED], ns[ST_CHANGED], 50),
-               perf_pct_ms(st[ST_FEATURES], ns[ST_FEATURES], 50),
-               perf_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 50),
-               perf_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 99), backlog,
-               achieved < rate * 0.9 ? " (sender could not keep the rate)" : "");
-        fflush(stdout);
-        if (backlog == 0 && atomic_load(&r.errors) == 0 && achieved >= rate * 0.9) best = rate;
-        free(lat);
-        for (int s = 0; s < ST_N; s++) free(st[s]);
+        if (measure_rate(b, rate)) best = rate;
     }
-    printf("highest rate with every change scored within the drain time: %.0f changes/s\n", best);
-    atomic_store(&w.stop, 1);
-    pthread_join(wt, NULL);
-    ds_consumer_close(w.c);
-    ds_consumer_destroy(w.c);
-    for (int s = 0; s < ST_N; s++) free(w.topic[s]);
-    for (size_t i = 0; i < r.nopps; i++) {
-        free(r.opps[i].pend);
-        free(r.opps[i].fields);
-    }
-    free(r.opps);
-    free(r.ch);
     free(rates);
-    PQfinish(db);
-    ds_config_close(&cfg);
+    printf("highest rate with every change scored within the drain time: %.0f changes/s\n", best);
     return 0;
+}
+
+static void bench_close(bench_t *b) {
+    if (b->watching) {
+        atomic_store(&b->w.stop, 1);
+        pthread_join(b->watch_thread, NULL);
+        ds_consumer_close(b->w.c);
+    }
+    ds_consumer_destroy(b->w.c);
+    for (int s = 0; s < ST_N; s++) free(b->w.topic[s]);
+    for (size_t i = 0; b->r.opps && i < b->r.nopps; i++) {
+        free(b->r.opps[i].pend);
+        free(b->r.opps[i].fields);
+    }
+    free(b->r.opps);
+    free(b->r.ch);
+    pthread_mutex_destroy(&b->r.mu);
+    PQfinish(b->db);
+    if (b->cfg_loaded) ds_config_close(&b->cfg);
+}
+
+int main(int argc, char **argv) {
+    bench_t b = {.url = getenv("DEALSCORE_INGEST_URL"),
+                 .rates = "100,250,500,1000",
+                 .seconds = 10,
+                 .drain = 10,
+                 .nopps = 2000,
+                 .nthreads = 32};
+    pthread_mutex_init(&b.r.mu, NULL);
+    int rc = parse_options(&b, argc, argv);
+    if (rc == GO_ON) rc = connect_db(&b);
+    if (rc == GO_ON) rc = prepare_opps(&b);
+    if (rc == GO_ON) {
+        wait_for_quiet_workers(&b);
+        rc = start_watcher(&b);
+    }
+    if (rc == GO_ON) rc = measure_rates(&b);
+    bench_close(&b);
+    return rc;
 }
