@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -762,11 +763,56 @@ static void remove_work_dir(bench_t *b) {
     rmdir(b->work_dir);
 }
 
-int main(int argc, char **argv) {
-    bench_t b = {.concurrency = 4, .batch = 100, .single_threads = 64, .repeat = 1, .warmup = 1, .rate = 500, .seconds = 10,
-                 .settle_s = 300, .do_ceiling = true, .do_batch = true, .do_single = true, .do_csv = true};
-    long nopps = 20000, nints = 100000, seed = 1, v;
-    const char *url = getenv("DEALSCORE_INGEST_URL"), *bin_dir = getenv("DEALSCORE_BIN_DIR"), *work_dir = NULL;
+/* ---- the program ------------------------------------------------------------------ */
+
+/* A phase of main returns GO_ON to let the next one run, or the exit status. */
+#define GO_ON (-1)
+
+/* One run of the program: the bench, the options that only main reads, and
+ * the results of every repetition. */
+typedef struct {
+    bench_t b;
+    long nopps, nints, seed;
+    const char *url, *bin_dir, *work_dir;
+    char la0[64]; /* load average at the start */
+    long ncpu;
+    int warmups;
+    result_t (*res)[P_N]; /* [repetition][phase] */
+    char csv_summary[512];
+} prog_t;
+
+/* Applies one option; returns the complaint about its value, or NULL. */
+static const char *apply_option(prog_t *p, int c) {
+    bench_t *b = &p->b;
+    long v;
+    switch (c) {
+    case 'o': if (!ds_parse_long(optarg, 1, 100000000, &p->nopps)) return "--opportunities must be 1 to 100000000"; break;
+    case 'i': if (!ds_parse_long(optarg, 0, 1000000000, &p->nints)) return "--interactions must be 0 to 1000000000"; break;
+    case 'b': if (!ds_parse_long(optarg, 1, 100000, &v)) return "--batch must be 1 to 100000"; b->batch = (int)v; break;
+    case 'c': if (!ds_parse_long(optarg, 1, 1024, &v)) return "--concurrency must be 1 to 1024"; b->concurrency = (int)v; break;
+    case 'r': if (!perf_parse_double(optarg, 1, 100000, &b->rate)) return "--rate must be 1 to 100000"; break;
+    case 's': if (!perf_parse_double(optarg, 0.1, 3600, &b->seconds)) return "--seconds must be 0.1 to 3600"; break;
+    case 'T': if (!ds_parse_long(optarg, 1, 1024, &v)) return "--single-threads must be 1 to 1024"; b->single_threads = (int)v; break;
+    case 'n': if (!ds_parse_long(optarg, 1, 100, &v)) return "--repeat must be 1 to 100"; b->repeat = (int)v; break;
+    case 'W': if (!ds_parse_long(optarg, 0, 100, &v)) return "--warmup must be 0 to 100"; b->warmup = (int)v; break;
+    case 'S': if (!perf_parse_double(optarg, 0, 86400, &b->settle_s)) return "--settle must be 0 to 86400 seconds"; break;
+    case 'e': if (!ds_parse_long(optarg, 0, LONG_MAX, &p->seed)) return "--seed must be a number >= 0"; break;
+    case 'u': p->url = optarg; break;
+    case 'B': p->bin_dir = optarg; break;
+    case 'w': p->work_dir = optarg; break;
+    case 'p':
+        b->do_ceiling = strstr(optarg, "ceiling") != NULL;
+        b->do_batch = strstr(optarg, "batch") != NULL;
+        b->do_single = strstr(optarg, "single") != NULL;
+        b->do_csv = strstr(optarg, "csv") != NULL;
+        if (!b->do_ceiling && !b->do_batch && !b->do_single && !b->do_csv)
+            return "--phases: give some of ceiling,batch,single,csv";
+        break;
+    }
+    return NULL;
+}
+
+static int parse_options(prog_t *p, int argc, char **argv) {
     static const struct option opts[] = {
         {"opportunities", 1, 0, 'o'}, {"interactions", 1, 0, 'i'}, {"batch", 1, 0, 'b'},
         {"concurrency", 1, 0, 'c'},   {"rate", 1, 0, 'r'},         {"seconds", 1, 0, 's'},
@@ -778,34 +824,12 @@ int main(int argc, char **argv) {
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        const char *bad = NULL;
         switch (c) {
-        case 'o': if (!ds_parse_long(optarg, 1, 100000000, &nopps)) bad = "--opportunities must be 1 to 100000000"; break;
-        case 'i': if (!ds_parse_long(optarg, 0, 1000000000, &nints)) bad = "--interactions must be 0 to 1000000000"; break;
-        case 'b': if (!ds_parse_long(optarg, 1, 100000, &v)) bad = "--batch must be 1 to 100000"; else b.batch = (int)v; break;
-        case 'c': if (!ds_parse_long(optarg, 1, 1024, &v)) bad = "--concurrency must be 1 to 1024"; else b.concurrency = (int)v; break;
-        case 'r': if (!perf_parse_double(optarg, 1, 100000, &b.rate)) bad = "--rate must be 1 to 100000"; break;
-        case 's': if (!perf_parse_double(optarg, 0.1, 3600, &b.seconds)) bad = "--seconds must be 0.1 to 3600"; break;
-        case 'T': if (!ds_parse_long(optarg, 1, 1024, &v)) bad = "--single-threads must be 1 to 1024"; else b.single_threads = (int)v; break;
-        case 'n': if (!ds_parse_long(optarg, 1, 100, &v)) bad = "--repeat must be 1 to 100"; else b.repeat = (int)v; break;
-        case 'W': if (!ds_parse_long(optarg, 0, 100, &v)) bad = "--warmup must be 0 to 100"; else b.warmup = (int)v; break;
-        case 'S': if (!perf_parse_double(optarg, 0, 86400, &b.settle_s)) bad = "--settle must be 0 to 86400 seconds"; break;
-        case 'e': if (!ds_parse_long(optarg, 0, LONG_MAX, &seed)) bad = "--seed must be a number >= 0"; break;
-        case 'u': url = optarg; break;
-        case 'B': bin_dir = optarg; break;
-        case 'w': work_dir = optarg; break;
-        case 'p': {
-            b.do_ceiling = strstr(optarg, "ceiling") != NULL;
-            b.do_batch = strstr(optarg, "batch") != NULL;
-            b.do_single = strstr(optarg, "single") != NULL;
-            b.do_csv = strstr(optarg, "csv") != NULL;
-            if (!b.do_ceiling && !b.do_batch && !b.do_single && !b.do_csv) bad = "--phases: give some of ceiling,batch,single,csv";
-            break;
-        }
         case 'h': usage(stdout); return 0;
         case ':': fprintf(stderr, PROG ": %s needs a value (see --help)\n", argv[optind - 1]); return 2;
-        default: fprintf(stderr, PROG ": unknown option %s (see --help)\n", argv[optind - 1]); return 2;
+        case '?': fprintf(stderr, PROG ": unknown option %s (see --help)\n", argv[optind - 1]); return 2;
         }
+        const char *bad = apply_option(p, c);
         if (bad) {
             fprintf(stderr, PROG ": %s\n", bad);
             return 2;
@@ -815,190 +839,232 @@ int main(int argc, char **argv) {
         fprintf(stderr, PROG ": unexpected argument \"%s\" (see --help)\n", argv[optind]);
         return 2;
     }
-    if (!url || !*url) url = "http://127.0.0.1:8080";
-    if (perf_parse_url(url, b.host, sizeof b.host, &b.port) != 0) {
-        fprintf(stderr, PROG ": the ingest URL must be http://HOST:PORT, not \"%s\"\n", url);
+    return GO_ON;
+}
+
+/* The ingest URL, dealscore-ingest and the services' settings. */
+static int check_settings(prog_t *p) {
+    bench_t *b = &p->b;
+    if (!p->url || !*p->url) p->url = "http://127.0.0.1:8080";
+    if (perf_parse_url(p->url, b->host, sizeof b->host, &b->port) != 0) {
+        fprintf(stderr, PROG ": the ingest URL must be http://HOST:PORT, not \"%s\"\n", p->url);
         return 2;
     }
-    if (bin_dir && *bin_dir)
-        snprintf(b.bin_dir, sizeof b.bin_dir, "%s", bin_dir);
-    else if (perf_self_dir(b.bin_dir, sizeof b.bin_dir) != 0) {
+    if (p->bin_dir && *p->bin_dir)
+        snprintf(b->bin_dir, sizeof b->bin_dir, "%s", p->bin_dir);
+    else if (perf_self_dir(b->bin_dir, sizeof b->bin_dir) != 0) {
         fprintf(stderr, PROG ": cannot find my own directory; give --bin-dir\n");
         return 2;
     }
     char exe[PATH_MAX + 32];
-    snprintf(exe, sizeof exe, "%s/dealscore-ingest", b.bin_dir);
+    snprintf(exe, sizeof exe, "%s/dealscore-ingest", b->bin_dir);
     if (access(exe, X_OK) != 0) {
         fprintf(stderr, PROG ": %s is not an executable (build it, or give --bin-dir / DEALSCORE_BIN_DIR)\n", exe);
         return 2;
     }
     char err[512];
-    if (ds_config_load(&b.cfg, DS_SVC_FEATURE, environ, err, sizeof err) != 0) {
+    if (ds_config_load(&b->cfg, DS_SVC_FEATURE, environ, err, sizeof err) != 0) {
         fprintf(stderr, PROG ": %s\n", err);
         return 2;
     }
     ds_log_init("bench-ingest", DS_LOG_WARN);
-    b.worker_urls[0] = getenv("DEALSCORE_FEATURE_URL");
-    b.worker_urls[1] = getenv("DEALSCORE_SCORING_URL");
-    b.worker_urls[2] = getenv("DEALSCORE_BENCHMARK_URL");
-    int rc = 1;
-    result_t(*res)[P_N] = NULL;
-    b.db = PQconnectdb(b.cfg.database_url);
-    if (PQstatus(b.db) != CONNECTION_OK) {
-        fprintf(stderr, PROG ": could not connect to Postgres: %s", PQerrorMessage(b.db));
-        goto out;
+    b->worker_urls[0] = getenv("DEALSCORE_FEATURE_URL");
+    b->worker_urls[1] = getenv("DEALSCORE_SCORING_URL");
+    b->worker_urls[2] = getenv("DEALSCORE_BENCHMARK_URL");
+    return GO_ON;
+}
+
+/* Postgres, a ready ingest, and the work directory. */
+static int connect_stack(prog_t *p) {
+    bench_t *b = &p->b;
+    b->db = PQconnectdb(b->cfg.database_url);
+    if (PQstatus(b->db) != CONNECTION_OK) {
+        fprintf(stderr, PROG ": could not connect to Postgres: %s", PQerrorMessage(b->db));
+        return 1;
     }
-    {
-        perf_conn_t probe = {.fd = -1, .port = b.port};
-        snprintf(probe.host, sizeof probe.host, "%s", b.host);
-        int st = perf_conn_request(&probe, "/readyz", NULL, NULL, 0);
-        perf_conn_close(&probe);
-        if (st != 200) {
-            fprintf(stderr, PROG ": ingest at %s is not ready (GET /readyz: %d); start the stack first\n", url, st);
-            goto out;
-        }
+    perf_conn_t probe = {.fd = -1, .port = b->port};
+    snprintf(probe.host, sizeof probe.host, "%s", b->host);
+    int st = perf_conn_request(&probe, "/readyz", NULL, NULL, 0);
+    perf_conn_close(&probe);
+    if (st != 200) {
+        fprintf(stderr, PROG ": ingest at %s is not ready (GET /readyz: %d); start the stack first\n", p->url, st);
+        return 1;
     }
-    if (perf_work_dir(work_dir, "dealscore-bench-ingest", b.work_dir, sizeof b.work_dir, &b.own_work_dir, err,
-                          sizeof err) != 0) {
+    char err[512];
+    if (perf_work_dir(p->work_dir, "dealscore-bench-ingest", b->work_dir, sizeof b->work_dir, &b->own_work_dir, err,
+                      sizeof err) != 0) {
         fprintf(stderr, PROG ": %s\n", err);
-        goto out;
+        return 1;
     }
-    snprintf(b.runid, sizeof b.runid, "%08x", (unsigned)(ds_now_us() & 0xffffffff));
+    snprintf(b->runid, sizeof b->runid, "%08x", (unsigned)(ds_now_us() & 0xffffffff));
+    return GO_ON;
+}
 
-    char la0[64], la1[64];
-    perf_loadavg(la0, sizeof la0);
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    dataset_generate(&b.data, (size_t)nopps, (size_t)nints, (uint64_t)seed);
-    long total = nopps + nints;
-    printf(PROG ": %ld opportunities + %ld interactions = %ld records; run %s; %ld CPUs; load average %s\n", nopps,
-           nints, total, b.runid, ncpu, la0);
+/* The records every phase sends (and the CSV files of the csv phase). */
+static int generate_data(prog_t *p) {
+    bench_t *b = &p->b;
+    perf_loadavg(p->la0, sizeof p->la0);
+    p->ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    dataset_generate(&b->data, (size_t)p->nopps, (size_t)p->nints, (uint64_t)p->seed);
+    long total = p->nopps + p->nints;
+    printf(PROG ": %ld opportunities + %ld interactions = %ld records; run %s; %ld CPUs; load average %s\n",
+           p->nopps, p->nints, total, b->runid, p->ncpu, p->la0);
     fflush(stdout);
-    if (b.do_csv && write_csv(&b) != 0) goto out;
+    if (b->do_csv && write_csv(b) != 0) return 1;
+    return GO_ON;
+}
 
-    res = ds_calloc((size_t)b.repeat, sizeof *res);
-    char csv_summary[512] = "";
-    /* Warm-up passes (rep 0, -1, ...: orgs of their own), printed, not counted:
-     * the first pass on a fresh stack runs while the broker's JIT compiles
-     * and Postgres's caches fill, which neither a long-running stack nor
-     * the ceiling (no Kafka) has. */
-    int warmups = b.do_batch || b.do_single || b.do_csv ? b.warmup : 0;
-    for (int k = 0; k < warmups; k++) {
+/* Warm-up passes (rep 0, -1, ...: orgs of their own), printed, not counted:
+ * the first pass on a fresh stack runs while the broker's JIT compiles and
+ * Postgres's caches fill, which neither a long-running stack nor the
+ * ceiling (no Kafka) has. */
+static int warm_up(prog_t *p) {
+    bench_t *b = &p->b;
+    p->warmups = b->do_batch || b->do_single || b->do_csv ? b->warmup : 0;
+    for (int k = 0; k < p->warmups; k++) {
         result_t w = {0};
-        settle(&b, k ? "the previous warm-up" : "the start");
-        fprintf(stderr, PROG ": warm-up %d: webhooks, arrays of %d over %d connections\n", k + 1, b.batch,
-                b.concurrency);
-        if (phase_batch(&b, -k, &w) != 0) goto out;
+        settle(b, k ? "the previous warm-up" : "the start");
+        fprintf(stderr, PROG ": warm-up %d: webhooks, arrays of %d over %d connections\n", k + 1, b->batch,
+                b->concurrency);
+        if (phase_batch(b, -k, &w) != 0) return 1;
         printf("warm-up %d (not counted): webhook arrays of %d, %d conns: %ld records in %.2f s, %.0f records/s,"
                " 503/retries %ld, errors %ld\n",
-               k + 1, b.batch, b.concurrency, w.records, w.secs, w.secs > 0 ? (double)w.records / w.secs : 0,
+               k + 1, b->batch, b->concurrency, w.records, w.secs, w.secs > 0 ? (double)w.records / w.secs : 0,
                w.retries, w.errors);
         fflush(stdout);
     }
-    for (int rep = 1; rep <= b.repeat; rep++) {
-        result_t *r = res[rep - 1];
-        if (b.do_ceiling) {
-            /* The previous repetition's events may still be being consumed
-             * (a ceiling run beside them comes out 2-3x slower than the
-             * first repetition's). */
-            if (rep > 1 || warmups > 0)
-                settle(&b, rep > 1 ? "the previous repetition" : "the warm-up");
-            fprintf(stderr, PROG ": rep %d: ceiling (multi-row INSERT ... ON CONFLICT)\n", rep);
-            if (phase_ceiling(&b, rep, &r[P_CEILING]) != 0) goto out;
-        }
-        if (b.do_batch) {
-            settle(&b, "the previous phase");
-            fprintf(stderr, PROG ": rep %d: webhooks, arrays of %d over %d connections\n", rep, b.batch, b.concurrency);
-            if (phase_batch(&b, rep, &r[P_BATCH]) != 0) goto out;
-        }
-        if (b.do_single) {
-            settle(&b, "the batched webhooks");
-            fprintf(stderr, PROG ": rep %d: webhooks, single records at %.0f/s for %.0f s\n", rep, b.rate, b.seconds);
-            if (phase_single(&b, rep, &r[P_SINGLE]) != 0) goto out;
-        }
-        if (b.do_csv) {
-            settle(&b, "the single-record webhooks");
-            fprintf(stderr, PROG ": rep %d: CSV import\n", rep);
-            if (phase_csv(&b, rep, &r[P_CSV], csv_summary, sizeof csv_summary) != 0) goto out;
-        }
-        printf("repetition %d:\n", rep);
-        printf("  %-34s %9s %9s %11s %10s   %s\n", "path", "records", "seconds", "records/s", "vs ceiling", "notes");
-        double crate = b.do_ceiling && r[P_CEILING].secs > 0 ? (double)r[P_CEILING].records / r[P_CEILING].secs : 0;
-        char note[256], label[64];
-        for (int p = 0; p < P_N; p++) {
-            const result_t *x = &r[p];
-            if ((p == P_CEILING && !b.do_ceiling) || (p == P_BATCH && !b.do_batch) ||
-                (p == P_SINGLE && !b.do_single) || (p == P_CSV && !b.do_csv))
-                continue;
-            switch (p) {
-            case P_CEILING: snprintf(label, sizeof label, "ceiling: INSERT..ON CONFLICT x%d", CEILING_ROWS); break;
-            case P_BATCH: snprintf(label, sizeof label, "webhook arrays of %d, %d conns", b.batch, b.concurrency); break;
-            case P_SINGLE: snprintf(label, sizeof label, "webhook single records @%.0f/s", b.rate); break;
-            default: snprintf(label, sizeof label, "csv import"); break;
-            }
-            int n = snprintf(note, sizeof note, "db rows %ld+%ld", x->db_opps, x->db_ints);
-            if (p == P_BATCH || p == P_SINGLE)
-                n += snprintf(note + n, sizeof note - (size_t)n, ", 503/retries %ld, errors %ld", x->retries, x->errors);
-            if (p == P_SINGLE)
-                snprintf(note + n, sizeof note - (size_t)n, ", p50 %.1f p95 %.1f p99 %.1f max %.1f ms", x->p50, x->p95,
-                         x->p99, x->max);
-            if (p == P_CSV && x->errors) snprintf(note + n, sizeof note - (size_t)n, ", import FAILED");
-            print_row(label, x, crate, note);
-        }
-        fflush(stdout);
-    }
+    return GO_ON;
+}
 
-    /* Medians over the repetitions. */
-    double med_rate[P_N] = {0}, med_secs[P_N] = {0}, p50 = NAN, p95 = NAN, p99 = NAN, due99 = NAN, ach = NAN;
-    double *tmp = ds_calloc((size_t)b.repeat, sizeof *tmp), *tmp2 = ds_calloc((size_t)b.repeat, sizeof *tmp2);
-    for (int p = 0; p < P_N; p++) {
-        for (int k = 0; k < b.repeat; k++) {
-            tmp[k] = res[k][p].secs > 0 ? (double)res[k][p].records / res[k][p].secs : 0;
-            tmp2[k] = res[k][p].secs;
-        }
-        med_rate[p] = perf_median(tmp, (size_t)b.repeat);
-        med_secs[p] = perf_median(tmp2, (size_t)b.repeat);
+/* The phases of one repetition, each after the stack settled. */
+static int run_repetition(prog_t *p, int rep, result_t *r) {
+    bench_t *b = &p->b;
+    if (b->do_ceiling) {
+        /* The previous repetition's events may still be being consumed
+         * (a ceiling run beside them comes out 2-3x slower than the
+         * first repetition's). */
+        if (rep > 1 || p->warmups > 0) settle(b, rep > 1 ? "the previous repetition" : "the warm-up");
+        fprintf(stderr, PROG ": rep %d: ceiling (multi-row INSERT ... ON CONFLICT)\n", rep);
+        if (phase_ceiling(b, rep, &r[P_CEILING]) != 0) return 1;
     }
-#define MED(field, dst)                                                     \
-    do {                                                                    \
-        for (int k = 0; k < b.repeat; k++) tmp[k] = res[k][P_SINGLE].field; \
-        dst = perf_median(tmp, (size_t)b.repeat);                       \
-    } while (0)
-    MED(p50, p50);
-    MED(p95, p95);
-    MED(p99, p99);
-    MED(due_p99, due99);
-    MED(achieved, ach);
-#undef MED
+    if (b->do_batch) {
+        settle(b, "the previous phase");
+        fprintf(stderr, PROG ": rep %d: webhooks, arrays of %d over %d connections\n", rep, b->batch, b->concurrency);
+        if (phase_batch(b, rep, &r[P_BATCH]) != 0) return 1;
+    }
+    if (b->do_single) {
+        settle(b, "the batched webhooks");
+        fprintf(stderr, PROG ": rep %d: webhooks, single records at %.0f/s for %.0f s\n", rep, b->rate, b->seconds);
+        if (phase_single(b, rep, &r[P_SINGLE]) != 0) return 1;
+    }
+    if (b->do_csv) {
+        settle(b, "the single-record webhooks");
+        fprintf(stderr, PROG ": rep %d: CSV import\n", rep);
+        if (phase_csv(b, rep, &r[P_CSV], p->csv_summary, sizeof p->csv_summary) != 0) return 1;
+    }
+    return GO_ON;
+}
+
+/* The table of one repetition: a row per phase run. */
+static void print_repetition(const bench_t *b, int rep, const result_t *r) {
+    printf("repetition %d:\n", rep);
+    printf("  %-34s %9s %9s %11s %10s   %s\n", "path", "records", "seconds", "records/s", "vs ceiling", "notes");
+    double crate = b->do_ceiling && r[P_CEILING].secs > 0 ? (double)r[P_CEILING].records / r[P_CEILING].secs : 0;
+    bool on[P_N] = {b->do_ceiling, b->do_batch, b->do_single, b->do_csv};
+    char note[256], label[64];
+    for (int p = 0; p < P_N; p++) {
+        const result_t *x = &r[p];
+        if (!on[p]) continue;
+        switch (p) {
+        case P_CEILING: snprintf(label, sizeof label, "ceiling: INSERT..ON CONFLICT x%d", CEILING_ROWS); break;
+        case P_BATCH: snprintf(label, sizeof label, "webhook arrays of %d, %d conns", b->batch, b->concurrency); break;
+        case P_SINGLE: snprintf(label, sizeof label, "webhook single records @%.0f/s", b->rate); break;
+        default: snprintf(label, sizeof label, "csv import"); break;
+        }
+        int n = snprintf(note, sizeof note, "db rows %ld+%ld", x->db_opps, x->db_ints);
+        if (p == P_BATCH || p == P_SINGLE)
+            n += snprintf(note + n, sizeof note - (size_t)n, ", 503/retries %ld, errors %ld", x->retries, x->errors);
+        if (p == P_SINGLE)
+            snprintf(note + n, sizeof note - (size_t)n, ", p50 %.1f p95 %.1f p99 %.1f max %.1f ms", x->p50, x->p95,
+                     x->p99, x->max);
+        if (p == P_CSV && x->errors) snprintf(note + n, sizeof note - (size_t)n, ", import FAILED");
+        print_row(label, x, crate, note);
+    }
+    fflush(stdout);
+}
+
+static int run_repetitions(prog_t *p) {
+    p->res = ds_calloc((size_t)p->b.repeat, sizeof *p->res);
+    for (int rep = 1; rep <= p->b.repeat; rep++) {
+        if (run_repetition(p, rep, p->res[rep - 1]) != GO_ON) return 1;
+        print_repetition(&p->b, rep, p->res[rep - 1]);
+    }
+    return GO_ON;
+}
+
+/* The median over the repetitions of the single-record phase's double at
+ * offset off of result_t. */
+static double single_median(const prog_t *p, size_t off, double *tmp) {
+    for (int k = 0; k < p->b.repeat; k++) tmp[k] = *(const double *)((const char *)&p->res[k][P_SINGLE] + off);
+    return perf_median(tmp, (size_t)p->b.repeat);
+}
+
+/* The medians over the repetitions, and the two targets. */
+static int print_medians(prog_t *p) {
+    const bench_t *b = &p->b;
+    double med_rate[P_N] = {0}, med_secs[P_N] = {0};
+    double *tmp = ds_calloc((size_t)b->repeat, sizeof *tmp), *tmp2 = ds_calloc((size_t)b->repeat, sizeof *tmp2);
+    for (int ph = 0; ph < P_N; ph++) {
+        for (int k = 0; k < b->repeat; k++) {
+            const result_t *x = &p->res[k][ph];
+            tmp[k] = x->secs > 0 ? (double)x->records / x->secs : 0;
+            tmp2[k] = x->secs;
+        }
+        med_rate[ph] = perf_median(tmp, (size_t)b->repeat);
+        med_secs[ph] = perf_median(tmp2, (size_t)b->repeat);
+    }
+    double p50 = single_median(p, offsetof(result_t, p50), tmp), p95 = single_median(p, offsetof(result_t, p95), tmp),
+           p99 = single_median(p, offsetof(result_t, p99), tmp),
+           due99 = single_median(p, offsetof(result_t, due_p99), tmp),
+           ach = single_median(p, offsetof(result_t, achieved), tmp);
+    char la1[64];
     perf_loadavg(la1, sizeof la1);
-    printf("\nmedians of %d repetition%s (load average at start %s, at end %s, %ld CPUs):\n", b.repeat,
-           b.repeat > 1 ? "s" : "", la0, la1, ncpu);
+    printf("\nmedians of %d repetition%s (load average at start %s, at end %s, %ld CPUs):\n", b->repeat,
+           b->repeat > 1 ? "s" : "", p->la0, la1, p->ncpu);
     printf("  %-34s %9s %9s %11s %10s\n", "path", "records", "seconds", "records/s", "vs ceiling");
     const char *labels[P_N] = {"ceiling (multi-row INSERT)", "webhook, batched", "webhook, single records",
                                "csv import"};
-    bool on[P_N] = {b.do_ceiling, b.do_batch, b.do_single, b.do_csv};
-    for (int p = 0; p < P_N; p++) {
-        if (!on[p]) continue;
-        double ratio = b.do_ceiling && med_rate[P_CEILING] > 0 ? 100.0 * med_rate[p] / med_rate[P_CEILING] : NAN;
-        printf("  %-34s %9ld %9.2f %11.0f %9.1f%%\n", labels[p], res[0][p].records, med_secs[p], med_rate[p], ratio);
+    bool on[P_N] = {b->do_ceiling, b->do_batch, b->do_single, b->do_csv};
+    for (int ph = 0; ph < P_N; ph++) {
+        if (!on[ph]) continue;
+        double ratio = b->do_ceiling && med_rate[P_CEILING] > 0 ? 100.0 * med_rate[ph] / med_rate[P_CEILING] : NAN;
+        printf("  %-34s %9ld %9.2f %11.0f %9.1f%%\n", labels[ph], p->res[0][ph].records, med_secs[ph], med_rate[ph],
+               ratio);
     }
     printf("\n");
-    if (b.do_batch && b.do_ceiling) {
+    if (b->do_batch && b->do_ceiling) {
         double ratio = 100.0 * med_rate[P_BATCH] / med_rate[P_CEILING];
         printf("target: batched webhooks >= 50%% of the ceiling: %.1f%% (%.0f vs %.0f records/s): %s\n", ratio,
                med_rate[P_BATCH], med_rate[P_CEILING], ratio >= 50 ? "met" : "NOT met");
     }
-    if (b.do_single)
+    if (b->do_single)
         printf("target: single-record POSTs p99 < 10 ms at 500 req/s: p50 %.1f, p95 %.1f, p99 %.1f ms (p99 from the "
                "scheduled send %.1f ms) at %.0f req/s achieved (--rate %.0f): %s\n",
-               p50, p95, p99, due99, ach, b.rate,
-               b.rate < 500 ? (p99 < 10 ? "met below the target rate only" : "NOT met, even below the target rate")
+               p50, p95, p99, due99, ach, b->rate,
+               b->rate < 500 ? (p99 < 10 ? "met below the target rate only" : "NOT met, even below the target rate")
                : p99 < 10 && ach >= 0.95 * 500 ? "met" : "NOT met");
-    if (b.do_single && ach < 0.95 * b.rate)
+    if (b->do_single && ach < 0.95 * b->rate)
         printf("note: the single-record senders could not keep %.0f req/s (each of the %d threads waits for its\n"
                "  response): the service's latency times the rate exceeded the threads; the p99 from the\n"
                "  scheduled send shows the backlog that built up\n",
-               b.rate, b.single_threads);
-    if (b.do_csv && csv_summary[0]) printf("csv import's own summary (last run): %s\n", csv_summary);
+               b->rate, b->single_threads);
+    free(tmp);
+    free(tmp2);
+    return GO_ON;
+}
+
+static int print_notes(const prog_t *p) {
+    if (p->b.do_csv && p->csv_summary[0]) printf("csv import's own summary (last run): %s\n", p->csv_summary);
     printf("note: the webhook and CSV paths validate each record and write, in the same transaction, the\n"
            "  raw row plus its opportunity_history and outbox rows; the relay then publishes the outbox to\n"
            "  Kafka and the stack's workers consume the events, on the same machine. The ceiling writes\n"
@@ -1006,15 +1072,37 @@ int main(int argc, char **argv) {
            "  Phases run one after the other, each into a fresh org; between them the program waits for\n"
            "  the outbox to drain and the workers to go idle (--settle).\n",
            CEILING_ROWS);
-    free(tmp);
-    free(tmp2);
-    rc = 0;
+    return 0;
+}
 
-out:
-    free(res);
-    if (b.own_work_dir) remove_work_dir(&b);
-    dataset_close(&b.data);
-    PQfinish(b.db);
-    ds_config_close(&b.cfg);
+static void prog_close(prog_t *p) {
+    bench_t *b = &p->b;
+    free(p->res);
+    if (b->own_work_dir) remove_work_dir(b);
+    dataset_close(&b->data);
+    PQfinish(b->db);
+    ds_config_close(&b->cfg);
+}
+
+int main(int argc, char **argv) {
+    prog_t p = {.b = {.concurrency = 4, .batch = 100, .single_threads = 64, .repeat = 1, .warmup = 1, .rate = 500,
+                      .seconds = 10, .settle_s = 300, .do_ceiling = true, .do_batch = true, .do_single = true,
+                      .do_csv = true},
+                .nopps = 20000,
+                .nints = 100000,
+                .seed = 1,
+                .url = getenv("DEALSCORE_INGEST_URL"),
+                .bin_dir = getenv("DEALSCORE_BIN_DIR")};
+    int rc = parse_options(&p, argc, argv);
+    if (rc != GO_ON) return rc;
+    rc = check_settings(&p);
+    if (rc != GO_ON) return rc;
+    rc = connect_stack(&p);
+    if (rc == GO_ON) rc = generate_data(&p);
+    if (rc == GO_ON) rc = warm_up(&p);
+    if (rc == GO_ON) rc = run_repetitions(&p);
+    if (rc == GO_ON) rc = print_medians(&p);
+    if (rc == GO_ON) rc = print_notes(&p);
+    prog_close(&p);
     return rc;
 }
