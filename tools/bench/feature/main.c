@@ -435,6 +435,35 @@ static int scrape(perf_conn_t *c, trial_t *t) {
     return 0;
 }
 
+/* Watches the worker until it is ready (Postgres and Kafka reachable and
+ * partitions assigned: from then on it only consumes), then until every
+ * opportunity has its snapshot, up to --timeout or an interruption; sets
+ * *t_ready and *t_done when reached. Returns -1 when the worker exited. */
+static int watch_worker(bench_t *b, pid_t pid, perf_conn_t *c, const char *logp, trial_t *t, int64_t t_spawn,
+                        int64_t *t_ready, int64_t *t_done) {
+    long target = (long)b->nids;
+    int64_t deadline = t_spawn + (int64_t)(b->timeout_s * 1e6);
+    while (!interrupted && ds_mono_us() < deadline) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            fprintf(stderr, PROG ": the feature worker exited early; its log (%s):\n", logp);
+            print_file_tail(logp, 20);
+            return -1;
+        }
+        if (!*t_ready) {
+            if (perf_conn_request(c, "/readyz", NULL, NULL, 0) == 200) *t_ready = ds_mono_us();
+            sleep_us(10000);
+            continue;
+        }
+        if (scrape(c, t) == 0 && t->snapshots + t->skipped >= target) {
+            *t_done = ds_mono_us();
+            break;
+        }
+        sleep_us(50000);
+    }
+    return 0;
+}
+
 /* One trial: a fresh prefix and group, the topic filled, then the worker
  * started and watched until every opportunity has its snapshot. */
 static int run_trial(bench_t *b, int batch_size, int rep, trial_t *t) {
@@ -487,28 +516,10 @@ static int run_trial(bench_t *b, int batch_size, int rep, trial_t *t) {
         goto out;
     }
 
-    /* Ready = Postgres and Kafka reachable and partitions assigned: from then
-     * on the worker only consumes. */
     long target = (long)b->nids;
-    int64_t deadline = t_spawn + (int64_t)(b->timeout_s * 1e6);
-    while (!interrupted && ds_mono_us() < deadline) {
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            fprintf(stderr, PROG ": the feature worker exited early; its log (%s):\n", logp);
-            print_file_tail(logp, 20);
-            pid = -1;
-            goto out;
-        }
-        if (!t_ready) {
-            if (perf_conn_request(&c, "/readyz", NULL, NULL, 0) == 200) t_ready = ds_mono_us();
-            sleep_us(10000);
-            continue;
-        }
-        if (scrape(&c, t) == 0 && t->snapshots + t->skipped >= target) {
-            t_done = ds_mono_us();
-            break;
-        }
-        sleep_us(50000);
+    if (watch_worker(b, pid, &c, logp, t, t_spawn, &t_ready, &t_done) != 0) {
+        pid = -1;
+        goto out;
     }
     if (interrupted) goto out;
     t->done = t_done != 0;
@@ -607,35 +618,56 @@ static double share(double part, const trial_t *t) {
     return total > 0 ? 100.0 * part / total : NAN;
 }
 
-int main(int argc, char **argv) {
-    bench_t b = {.nopps = 10000, .seed = 1, .repeat = 3, .settle_s = 600, .timeout_s = 600};
-    const char *bin_dir = getenv("DEALSCORE_BIN_DIR"), *work_dir = NULL, *org = NULL, *sizes = "500,2000";
+/* A phase of main returns GO_ON to let the next one run, or the exit status. */
+#define GO_ON (-1)
+
+/* One run of the program: the bench, the options only main reads, and the
+ * trials. */
+typedef struct {
+    bench_t b;
+    const char *bin_dir, *work_dir, *org, *sizes;
+    char la0[64]; /* load average at the start */
+    long ncpu;
+    trial_t *trials;
+    size_t ntrials;
+} prog_t;
+
+/* Applies one option; returns the complaint about its value, or NULL. */
+static const char *apply_option(prog_t *p, int c) {
+    bench_t *b = &p->b;
     long v;
+    switch (c) {
+    case 'o': if (!ds_parse_long(optarg, 1, 10000000, &b->nopps)) return "--opportunities must be 1 to 10000000"; break;
+    case 'e': if (!ds_parse_long(optarg, 0, LONG_MAX, &b->seed)) return "--seed must be a number >= 0"; break;
+    case 'g': p->org = optarg; break;
+    case 'f': b->fresh = true; break;
+    case 'b': p->sizes = optarg; break;
+    case 'n': if (!ds_parse_long(optarg, 1, 100, &v)) return "--repeat must be 1 to 100"; b->repeat = (int)v; break;
+    case 't': if (!ds_parse_long(optarg, 1, 86400, &v)) return "--timeout must be 1 to 86400 seconds"; b->timeout_s = (double)v; break;
+    case 'S': if (!ds_parse_long(optarg, 0, 86400, &v)) return "--settle must be 0 to 86400 seconds"; b->settle_s = (double)v; break;
+    case 'B': p->bin_dir = optarg; break;
+    case 'w': p->work_dir = optarg; break;
+    case 'k': b->keep = true; break;
+    }
+    return NULL;
+}
+
+static int parse_options(prog_t *p, int argc, char **argv) {
     static const struct option opts[] = {
         {"opportunities", 1, 0, 'o'}, {"seed", 1, 0, 'e'},    {"org", 1, 0, 'g'},      {"fresh", 0, 0, 'f'},
         {"batch-sizes", 1, 0, 'b'},   {"repeat", 1, 0, 'n'},  {"timeout", 1, 0, 't'},  {"settle", 1, 0, 'S'},
         {"bin-dir", 1, 0, 'B'},       {"work-dir", 1, 0, 'w'}, {"keep", 0, 0, 'k'},    {"help", 0, 0, 'h'},
         {0, 0, 0, 0}};
+    bench_t *b = &p->b;
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        const char *bad = NULL;
         switch (c) {
-        case 'o': if (!ds_parse_long(optarg, 1, 10000000, &b.nopps)) bad = "--opportunities must be 1 to 10000000"; break;
-        case 'e': if (!ds_parse_long(optarg, 0, LONG_MAX, &b.seed)) bad = "--seed must be a number >= 0"; break;
-        case 'g': org = optarg; break;
-        case 'f': b.fresh = true; break;
-        case 'b': sizes = optarg; break;
-        case 'n': if (!ds_parse_long(optarg, 1, 100, &v)) bad = "--repeat must be 1 to 100"; else b.repeat = (int)v; break;
-        case 't': if (!ds_parse_long(optarg, 1, 86400, &v)) bad = "--timeout must be 1 to 86400 seconds"; else b.timeout_s = (double)v; break;
-        case 'S': if (!ds_parse_long(optarg, 0, 86400, &v)) bad = "--settle must be 0 to 86400 seconds"; else b.settle_s = (double)v; break;
-        case 'B': bin_dir = optarg; break;
-        case 'w': work_dir = optarg; break;
-        case 'k': b.keep = true; break;
         case 'h': usage(stdout); return 0;
         case ':': fprintf(stderr, PROG ": %s needs a value (see --help)\n", argv[optind - 1]); return 2;
-        default: fprintf(stderr, PROG ": unknown option %s (see --help)\n", argv[optind - 1]); return 2;
+        case '?': fprintf(stderr, PROG ": unknown option %s (see --help)\n", argv[optind - 1]); return 2;
         }
+        const char *bad = apply_option(p, c);
         if (bad) {
             fprintf(stderr, PROG ": %s\n", bad);
             return 2;
@@ -645,27 +677,33 @@ int main(int argc, char **argv) {
         fprintf(stderr, PROG ": unexpected argument \"%s\" (see --help)\n", argv[optind]);
         return 2;
     }
-    for (const char *p = sizes; *p;) {
+    for (const char *s = p->sizes; *s;) {
         char *end;
-        long s = strtol(p, &end, 10);
-        if (end == p || s < 1 || s > 100000 || (*end && *end != ',') || b.nbatch_sizes == MAX_BATCH_SIZES) {
+        long n = strtol(s, &end, 10);
+        if (end == s || n < 1 || n > 100000 || (*end && *end != ',') || b->nbatch_sizes == MAX_BATCH_SIZES) {
             fprintf(stderr, PROG ": --batch-sizes must be up to %d numbers from 1 to 100000, comma-separated\n",
                     MAX_BATCH_SIZES);
             return 2;
         }
-        b.batch_sizes[b.nbatch_sizes++] = (int)s;
-        p = *end ? end + 1 : end;
+        b->batch_sizes[b->nbatch_sizes++] = (int)n;
+        s = *end ? end + 1 : end;
     }
-    if (bin_dir && *bin_dir)
-        snprintf(b.bin_dir, sizeof b.bin_dir, "%s", bin_dir);
-    else if (perf_self_dir(b.bin_dir, sizeof b.bin_dir) != 0) {
+    return GO_ON;
+}
+
+/* The programs the bench runs, the services' settings and the org's slug. */
+static int check_settings(prog_t *p) {
+    bench_t *b = &p->b;
+    if (p->bin_dir && *p->bin_dir)
+        snprintf(b->bin_dir, sizeof b->bin_dir, "%s", p->bin_dir);
+    else if (perf_self_dir(b->bin_dir, sizeof b->bin_dir) != 0) {
         fprintf(stderr, PROG ": cannot find my own directory; give --bin-dir\n");
         return 2;
     }
     static const char *const needed[] = {"dealscore-sim", "dealscore-ingest", "dealscore-feature"};
     for (size_t i = 0; i < DS_ARRAY_SIZE(needed); i++) {
         char exe[PATH_MAX + 32];
-        snprintf(exe, sizeof exe, "%s/%s", b.bin_dir, needed[i]);
+        snprintf(exe, sizeof exe, "%s/%s", b->bin_dir, needed[i]);
         if (access(exe, X_OK) != 0) {
             fprintf(stderr, PROG ": %s is not an executable (build it, or give --bin-dir / DEALSCORE_BIN_DIR)\n",
                     exe);
@@ -673,142 +711,157 @@ int main(int argc, char **argv) {
         }
     }
     char err[512];
-    if (ds_config_load(&b.cfg, DS_SVC_FEATURE, environ, err, sizeof err) != 0) {
+    if (ds_config_load(&b->cfg, DS_SVC_FEATURE, environ, err, sizeof err) != 0) {
         fprintf(stderr, PROG ": %s\n", err);
         return 2;
     }
     ds_log_init("bench-feature", DS_LOG_WARN);
-    b.worker_urls[0] = getenv("DEALSCORE_FEATURE_URL");
-    b.worker_urls[1] = getenv("DEALSCORE_SCORING_URL");
-    b.worker_urls[2] = getenv("DEALSCORE_BENCHMARK_URL");
-    snprintf(b.runid, sizeof b.runid, "%08x", (unsigned)(ds_now_us() & 0xffffffff));
-    if (org && *org)
-        snprintf(b.slug, sizeof b.slug, "%s", org);
-    else if (b.fresh)
-        snprintf(b.slug, sizeof b.slug, "bf-%ld-s%ld-%s", b.nopps, b.seed, b.runid);
+    b->worker_urls[0] = getenv("DEALSCORE_FEATURE_URL");
+    b->worker_urls[1] = getenv("DEALSCORE_SCORING_URL");
+    b->worker_urls[2] = getenv("DEALSCORE_BENCHMARK_URL");
+    snprintf(b->runid, sizeof b->runid, "%08x", (unsigned)(ds_now_us() & 0xffffffff));
+    if (p->org && *p->org)
+        snprintf(b->slug, sizeof b->slug, "%s", p->org);
+    else if (b->fresh)
+        snprintf(b->slug, sizeof b->slug, "bf-%ld-s%ld-%s", b->nopps, b->seed, b->runid);
     else
-        snprintf(b.slug, sizeof b.slug, "bf-%ld-s%ld", b.nopps, b.seed);
+        snprintf(b->slug, sizeof b->slug, "bf-%ld-s%ld", b->nopps, b->seed);
+    return GO_ON;
+}
 
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-
-    int rc = 1;
-    trial_t *trials = NULL;
-    size_t ntrials = 0;
-    b.db = PQconnectdb(b.cfg.database_url);
-    if (PQstatus(b.db) != CONNECTION_OK) {
-        fprintf(stderr, PROG ": could not connect to Postgres: %s", PQerrorMessage(b.db));
-        goto out;
+/* Postgres, Kafka answering, and the work directory. */
+static int connect_stack(prog_t *p) {
+    bench_t *b = &p->b;
+    char err[512];
+    b->db = PQconnectdb(b->cfg.database_url);
+    if (PQstatus(b->db) != CONNECTION_OK) {
+        fprintf(stderr, PROG ": could not connect to Postgres: %s", PQerrorMessage(b->db));
+        return 1;
     }
-    {
-        rd_kafka_conf_t *conf = NULL;
-        if (ds_kafka_conf_new(&conf, &b.cfg, err, sizeof err) != 0) {
-            fprintf(stderr, PROG ": %s\n", err);
-            rc = 2;
-            goto out;
-        }
-        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-        if (!rk) {
-            rd_kafka_conf_destroy(conf);
-            fprintf(stderr, PROG ": could not create a Kafka client: %s\n", err);
-            goto out;
-        }
-        int pr = ds_kafka_ping(rk, 10000);
-        rd_kafka_destroy(rk);
-        if (pr != 0) {
-            fprintf(stderr, PROG ": Kafka at %s does not answer: %s\n", b.cfg.kafka_brokers, ds_strerror(pr));
-            goto out;
-        }
+    rd_kafka_conf_t *conf = NULL;
+    if (ds_kafka_conf_new(&conf, &b->cfg, err, sizeof err) != 0) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return 2;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        fprintf(stderr, PROG ": could not create a Kafka client: %s\n", err);
+        return 1;
+    }
+    int pr = ds_kafka_ping(rk, 10000);
+    rd_kafka_destroy(rk);
+    if (pr != 0) {
+        fprintf(stderr, PROG ": Kafka at %s does not answer: %s\n", b->cfg.kafka_brokers, ds_strerror(pr));
+        return 1;
     }
     bool made = false;
-    if (perf_work_dir(work_dir, "dealscore-bench-feature", b.work_dir, sizeof b.work_dir, &made, err,
-                          sizeof err) != 0) {
+    if (perf_work_dir(p->work_dir, "dealscore-bench-feature", b->work_dir, sizeof b->work_dir, &made, err,
+                      sizeof err) != 0) {
         fprintf(stderr, PROG ": %s\n", err);
-        goto out;
+        return 1;
     }
-    b.own_work_dir = made && !b.keep;
+    b->own_work_dir = made && !b->keep;
+    return GO_ON;
+}
 
-    char la0[64], la1[64];
-    perf_loadavg(la0, sizeof la0);
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    printf(PROG ": run %s; %ld CPUs; load average %s\n", b.runid, ncpu, la0);
+/* The org with its opportunities, and a quiet stack. */
+static int prepare(prog_t *p) {
+    bench_t *b = &p->b;
+    perf_loadavg(p->la0, sizeof p->la0);
+    p->ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    printf(PROG ": run %s; %ld CPUs; load average %s\n", b->runid, p->ncpu, p->la0);
     fflush(stdout);
-    if (prepare_org(&b) != 0 || load_ids(&b) != 0) goto out;
+    if (prepare_org(b) != 0 || load_ids(b) != 0) return 1;
     fflush(stdout);
-    settle(&b);
+    settle(b);
+    return GO_ON;
+}
 
-    trials = ds_calloc((size_t)(b.nbatch_sizes * b.repeat), sizeof *trials);
+/* The figures of a trial that the tables show. */
+enum { M_RATE, M_SECS, M_LOAD, M_COMPUTE, M_WRITE, M_OTHER, M_MEAN_BATCH, M_BUSY_RATE, M_PRODUCE, M_N };
+
+static double trial_metric(const trial_t *t, int m) {
+    switch (m) {
+    case M_RATE: return t->secs > 0 ? (double)t->snapshots / t->secs : 0;
+    case M_SECS: return t->secs;
+    case M_LOAD: return share(t->load, t);
+    case M_COMPUTE: return share(t->compute, t);
+    case M_WRITE: return share(t->write, t);
+    case M_OTHER: return 100.0 - share(t->load, t) - share(t->compute, t) - share(t->write, t) - share(t->produce, t);
+    case M_MEAN_BATCH: return t->batches > 0 ? t->batch_msgs / t->batches : 0;
+    case M_PRODUCE: return share(t->produce, t);
+    default: return t->batch_secs > 0 ? (double)t->snapshots / t->batch_secs : NAN;
+    }
+}
+
+static void print_trial(const trial_t *t) {
+    printf("%6d %4d %7ld %7.2fs %7.2fs %7.2fs %9.0f %5.1f%% %7.1f%% %5.1f%% %7.1f%% %5.1f%% %10.1f %11.0f%s\n",
+           t->batch_size, t->rep, t->snapshots, t->produce_s, t->startup_s, t->secs, trial_metric(t, M_RATE),
+           trial_metric(t, M_LOAD), trial_metric(t, M_COMPUTE), trial_metric(t, M_WRITE), trial_metric(t, M_PRODUCE),
+           trial_metric(t, M_OTHER), trial_metric(t, M_MEAN_BATCH), trial_metric(t, M_BUSY_RATE),
+           t->timed_out ? "  TIMED OUT" : "");
+    if (t->db_rows != t->snapshots || t->skipped || t->dead_letters)
+        printf("       note: %ld snapshot rows in the database, %ld skipped, %ld dead letters\n", t->db_rows,
+               t->skipped, t->dead_letters);
+    fflush(stdout);
+}
+
+static int run_trials(prog_t *p) {
+    bench_t *b = &p->b;
+    p->trials = ds_calloc((size_t)(b->nbatch_sizes * b->repeat), sizeof *p->trials);
     printf("\n%6s %4s %7s %8s %8s %8s %9s %6s %8s %6s %8s %6s %10s %11s\n", "batch", "rep", "opps", "fill",
            "startup", "seconds", "opps/s", "load", "compute", "write", "produce", "other", "mean batch", "busy opps/s");
-    for (int r = 1; r <= b.repeat && !interrupted; r++) {
+    for (int r = 1; r <= b->repeat && !interrupted; r++) {
         /* Alternate the batch sizes within a repetition, so slow drifts of the
          * shared machine's load hit each size alike. */
-        for (int i = 0; i < b.nbatch_sizes && !interrupted; i++) {
-            trial_t *t = &trials[ntrials];
-            if (run_trial(&b, b.batch_sizes[i], r, t) != 0) goto out;
+        for (int i = 0; i < b->nbatch_sizes && !interrupted; i++) {
+            trial_t *t = &p->trials[p->ntrials];
+            if (run_trial(b, b->batch_sizes[i], r, t) != 0) return 1;
             if (interrupted) break;
-            ntrials++;
-            double busy = t->batch_secs > 0 ? (double)t->snapshots / t->batch_secs : NAN;
-            double other =
-                100.0 - share(t->load, t) - share(t->compute, t) - share(t->write, t) - share(t->produce, t);
-            printf("%6d %4d %7ld %7.2fs %7.2fs %7.2fs %9.0f %5.1f%% %7.1f%% %5.1f%% %7.1f%% %5.1f%% %10.1f %11.0f%s\n",
-                   t->batch_size, t->rep, t->snapshots, t->produce_s, t->startup_s, t->secs,
-                   t->secs > 0 ? (double)t->snapshots / t->secs : 0, share(t->load, t), share(t->compute, t),
-                   share(t->write, t), share(t->produce, t), other, t->batches > 0 ? t->batch_msgs / t->batches : 0,
-                   busy,
-                   t->timed_out ? "  TIMED OUT" : "");
-            if (t->db_rows != t->snapshots || t->skipped || t->dead_letters)
-                printf("       note: %ld snapshot rows in the database, %ld skipped, %ld dead letters\n", t->db_rows,
-                       t->skipped, t->dead_letters);
-            fflush(stdout);
+            p->ntrials++;
+            print_trial(t);
         }
     }
     if (interrupted) {
         fprintf(stderr, PROG ": interrupted\n");
-        goto out;
+        return 1;
     }
+    return GO_ON;
+}
 
+/* The medians per batch size and the target. */
+static int print_medians(prog_t *p) {
+    const bench_t *b = &p->b;
+    char la1[64];
     perf_loadavg(la1, sizeof la1);
     printf("\nmedians of %d trial%s per batch size (%zu opportunities; load average at start %s, at end %s; %ld CPUs):\n",
-           b.repeat, b.repeat > 1 ? "s" : "", b.nids, la0, la1, ncpu);
+           b->repeat, b->repeat > 1 ? "s" : "", b->nids, p->la0, la1, p->ncpu);
     printf("%6s %9s %9s %6s %8s %6s %8s %6s %10s %11s\n", "batch", "opps/s", "seconds", "load", "compute", "write",
            "produce", "other", "mean batch", "busy opps/s");
     double best = 0;
     int best_size = 0;
-    double *x = ds_calloc((size_t)b.repeat, sizeof *x);
-    for (int i = 0; i < b.nbatch_sizes; i++) {
-        double m[9];
-        for (int f = 0; f < 9; f++) {
+    double *x = ds_calloc((size_t)b->repeat, sizeof *x);
+    for (int i = 0; i < b->nbatch_sizes; i++) {
+        double m[M_N];
+        for (int f = 0; f < M_N; f++) {
             size_t n = 0;
-            for (size_t k = 0; k < ntrials; k++) {
-                const trial_t *t = &trials[k];
-                if (t->batch_size != b.batch_sizes[i]) continue;
-                switch (f) {
-                case 0: x[n++] = t->secs > 0 ? (double)t->snapshots / t->secs : 0; break;
-                case 1: x[n++] = t->secs; break;
-                case 2: x[n++] = share(t->load, t); break;
-                case 3: x[n++] = share(t->compute, t); break;
-                case 4: x[n++] = share(t->write, t); break;
-                case 5:
-                    x[n++] = 100.0 - share(t->load, t) - share(t->compute, t) - share(t->write, t) -
-                             share(t->produce, t);
-                    break;
-                case 6: x[n++] = t->batches > 0 ? t->batch_msgs / t->batches : 0; break;
-                case 8: x[n++] = share(t->produce, t); break;
-                default: x[n++] = t->batch_secs > 0 ? (double)t->snapshots / t->batch_secs : NAN; break;
-                }
-            }
+            for (size_t k = 0; k < p->ntrials; k++)
+                if (p->trials[k].batch_size == b->batch_sizes[i]) x[n++] = trial_metric(&p->trials[k], f);
             m[f] = perf_median(x, n);
         }
-        printf("%6d %9.0f %8.2fs %5.1f%% %7.1f%% %5.1f%% %7.1f%% %5.1f%% %10.1f %11.0f\n", b.batch_sizes[i], m[0],
-               m[1], m[2], m[3], m[4], m[8], m[5], m[6], m[7]);
-        if (m[0] > best) best = m[0], best_size = b.batch_sizes[i];
+        printf("%6d %9.0f %8.2fs %5.1f%% %7.1f%% %5.1f%% %7.1f%% %5.1f%% %10.1f %11.0f\n", b->batch_sizes[i],
+               m[M_RATE], m[M_SECS], m[M_LOAD], m[M_COMPUTE], m[M_WRITE], m[M_PRODUCE], m[M_OTHER], m[M_MEAN_BATCH],
+               m[M_BUSY_RATE]);
+        if (m[M_RATE] > best) best = m[M_RATE], best_size = b->batch_sizes[i];
     }
     free(x);
     printf("\ntarget: >= 5,000 opportunities/s on 2 cores: best median %.0f opportunities/s (batch %d) on %ld CPUs: %s\n",
-           best, best_size, ncpu, best >= 5000 ? "met" : "NOT met");
+           best, best_size, p->ncpu, best >= 5000 ? "met" : "NOT met");
+    return GO_ON;
+}
+
+static int print_notes(void) {
     printf("notes: opps/s = opportunities / seconds from the worker's /readyz (consumer assigned) until its\n"
            "  snapshot counter reached every opportunity (polled every 50 ms); startup (process start to\n"
            "  ready: connect, topic check, group join) is not included. load/compute/write/other are\n"
@@ -822,13 +875,36 @@ int main(int argc, char **argv) {
            "  last batch's features.ready after its snapshots committed, so with one or two batches it\n"
            "  can come out below opps/s). One event per opportunity, so nothing coalesces. The stack's\n"
            "  Postgres and Kafka (and whatever else runs) share the CPUs.\n");
-    rc = 0;
-out:
-    free(trials);
-    free(b.opp_ids);
-    free(b.acc_ids);
-    if (b.own_work_dir) remove_work_dir(&b);
-    PQfinish(b.db);
-    ds_config_close(&b.cfg);
+    return 0;
+}
+
+static void prog_close(prog_t *p) {
+    bench_t *b = &p->b;
+    free(p->trials);
+    free(b->opp_ids);
+    free(b->acc_ids);
+    if (b->own_work_dir) remove_work_dir(b);
+    PQfinish(b->db);
+    ds_config_close(&b->cfg);
+}
+
+int main(int argc, char **argv) {
+    prog_t p = {.b = {.nopps = 10000, .seed = 1, .repeat = 3, .settle_s = 600, .timeout_s = 600},
+                .bin_dir = getenv("DEALSCORE_BIN_DIR"),
+                .sizes = "500,2000"};
+    int rc = parse_options(&p, argc, argv);
+    if (rc != GO_ON) return rc;
+    rc = check_settings(&p);
+    if (rc != GO_ON) return rc;
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    rc = connect_stack(&p);
+    if (rc == GO_ON) rc = prepare(&p);
+    if (rc == GO_ON) rc = run_trials(&p);
+    if (rc == GO_ON) rc = print_medians(&p);
+    if (rc == GO_ON) rc = print_notes();
+    prog_close(&p);
     return rc;
 }
