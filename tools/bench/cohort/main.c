@@ -231,38 +231,38 @@ static void explain(PGconn *c, const char *org_id, const sample_t *s) {
     free(key);
 }
 
-static int run_bench(PGconn *c, const opts_t *o) {
-    const char *v[] = {o->org};
+/* Prints the org's size and sets org_id; returns -1 without such an org. */
+static int find_org(PGconn *c, const char *slug, char org_id[40]) {
+    const char *v[] = {slug};
     PGresult *r = must(c, "select id::text from public.orgs where slug = $1", 1, v);
     if (PQntuples(r) != 1) {
-        fprintf(stderr, "no org %s\n", o->org);
-        return 1;
+        fprintf(stderr, "no org %s\n", slug);
+        return -1;
     }
-    char org_id[40];
-    snprintf(org_id, sizeof org_id, "%s", PQgetvalue(r, 0, 0));
+    snprintf(org_id, 40, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
     const char *p[] = {org_id};
     r = must(c, "select count(*), count(*) filter (where outcome = 'open') from public.opportunities where org_id = $1", 1,
              p);
-    printf("org %s: %s opportunities, %s open\n", o->org, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
+    printf("org %s: %s opportunities, %s open\n", slug, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
     PQclear(r);
+    return 0;
+}
 
+/* Up to n random open opportunities' cohort attributes; sets *count. */
+static sample_t *load_samples(PGconn *c, const char *org_id, int n, int *count) {
     char ns[16];
-    snprintf(ns, sizeof ns, "%d", o->samples);
+    snprintf(ns, sizeof ns, "%d", n);
     const char *ps[] = {org_id, ns};
-    r = must(c,
-             "select a.industry, o.product_category, a.region, o.persona, o.amount::float8"
-             " from public.opportunities o left join public.accounts a on a.id = o.account_id"
-             " where o.org_id = $1::uuid and o.outcome = 'open' and not o.placeholder"
-             " order by random() limit $2::int",
-             2, ps);
-    int n = PQntuples(r);
-    if (n == 0) {
-        fprintf(stderr, "the org has no open opportunities\n");
-        return 1;
-    }
-    sample_t *s = ds_calloc((size_t)n, sizeof *s);
-    for (int i = 0; i < n; i++) {
+    PGresult *r = must(c,
+                       "select a.industry, o.product_category, a.region, o.persona, o.amount::float8"
+                       " from public.opportunities o left join public.accounts a on a.id = o.account_id"
+                       " where o.org_id = $1::uuid and o.outcome = 'open' and not o.placeholder"
+                       " order by random() limit $2::int",
+                       2, ps);
+    *count = PQntuples(r);
+    sample_t *s = ds_calloc((size_t)*count + 1, sizeof *s);
+    for (int i = 0; i < *count; i++) {
         s[i].ind = PQgetisnull(r, i, 0) ? NULL : ds_strdup(PQgetvalue(r, i, 0));
         s[i].prod = PQgetisnull(r, i, 1) ? NULL : ds_strdup(PQgetvalue(r, i, 1));
         s[i].reg = PQgetisnull(r, i, 2) ? NULL : ds_strdup(PQgetvalue(r, i, 2));
@@ -271,7 +271,91 @@ static int run_bench(PGconn *c, const opts_t *o) {
         s[i].amount = s[i].has_amount ? atof(PQgetvalue(r, i, 4)) : 0;
     }
     PQclear(r);
+    return s;
+}
 
+static void samples_free(sample_t *s, int n) {
+    for (int i = 0; i < n; i++) {
+        free(s[i].ind);
+        free(s[i].prod);
+        free(s[i].reg);
+        free(s[i].per);
+    }
+    free(s);
+}
+
+/* Part 2: maps up to n open opportunities from an empty cache, in batches
+ * of 500 as the worker does. */
+static int measure_mapping(PGconn *c, cohort_engine_t *e, const char *org_id, int n) {
+    printf("\n2. mapping open opportunities from an empty cache (batches of 500, as the worker):\n");
+    const char *p[] = {org_id};
+    PQclear(must(c, "delete from public.opportunity_benchmarks where org_id = $1", 1, p));
+    PQclear(must(c, "delete from public.benchmarks_cached where org_id = $1", 1, p));
+    char nm[16], err[512];
+    snprintf(nm, sizeof nm, "%d", n);
+    const char *pm[] = {org_id, nm};
+    PGresult *r = must(c,
+                       "select id::text from public.opportunities where org_id = $1::uuid and outcome = 'open'"
+                       " order by id limit $2::int",
+                       2, pm);
+    int m = PQntuples(r);
+    const char **ids = ds_calloc((size_t)m + 1, sizeof *ids);
+    for (int i = 0; i < m; i++) ids[i] = PQgetvalue(r, i, 0);
+    cohort_stats_t st = {0};
+    int64_t t0 = ds_mono_us();
+    double *bl = ds_calloc((size_t)m / 500 + 2, sizeof *bl);
+    int nb = 0;
+    for (int i = 0; i < m; i += 500) {
+        int k = m - i < 500 ? m - i : 500;
+        int64_t b0 = ds_mono_us();
+        if (cohort_apply(e, org_id, ids + i, (size_t)k, &st, err, sizeof err) != 0) {
+            fprintf(stderr, "mapping failed: %s\n", err);
+            return 1;
+        }
+        bl[nb++] = (double)(ds_mono_us() - b0) / 1000.0;
+    }
+    double total = secs(ds_mono_us() - t0);
+    qsort(bl, (size_t)nb, sizeof *bl, perf_cmp_dbl);
+    printf("  %d opportunities in %.1f s: %.0f opportunities/s; %zu cohort computations (%.0f/s),"
+           " %zu cache hits, %zu misses (hit ratio %.2f); %zu mappings written;"
+           " batch of 500 ms p50 %.0f p99 %.0f\n",
+           m, total, m / total, st.computed, st.computed / total, st.hits, st.misses,
+           st.hits + st.misses ? (double)st.hits / (double)(st.hits + st.misses) : 0, st.mapped,
+           pct(bl, nb, 0.5), pct(bl, nb, 0.99));
+    free(bl);
+    free(ids);
+    PQclear(r);
+    r = must(c,
+             "select match_level, count(*) from public.opportunity_benchmarks where org_id = $1"
+             " group by 1 order by 2 desc",
+             1, p);
+    printf("  match levels:");
+    for (int i = 0; i < PQntuples(r); i++) printf(" %s %s", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
+    printf("\n");
+    PQclear(r);
+    return 0;
+}
+
+static void print_prepared(ds_pg_t *pg) {
+    PGresult *r = must(ds_pg_conn(pg),
+                       "select count(*), coalesce(sum(generic_plans), 0), coalesce(sum(custom_plans), 0)"
+                       " from pg_prepared_statements where name like 'bench_cohort_%'",
+                       0, NULL);
+    printf("\n  cohort statements prepared: %s, executions with a generic plan %s, with a custom plan %s\n",
+           PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+    PQclear(r);
+}
+
+static int run_bench(PGconn *c, const opts_t *o) {
+    char org_id[40];
+    if (find_org(c, o->org, org_id) != 0) return 1;
+    int n;
+    sample_t *s = load_samples(c, org_id, o->samples, &n);
+    if (n == 0) {
+        fprintf(stderr, "the org has no open opportunities\n");
+        free(s);
+        return 1;
+    }
     ds_pg_t *pg = NULL;
     char err[512];
     if (ds_pg_new(&pg, o->db, "dealscore-bench-cohort", err, sizeof err) != 0 ||
@@ -289,70 +373,12 @@ static int run_bench(PGconn *c, const opts_t *o) {
     latency(e, org_id, s, n, COHORT_FULL);
     latency(e, org_id, s, n, COHORT_INDUSTRY_PRODUCT);
     latency(e, org_id, s, n, COHORT_INDUSTRY);
-
-    if (o->map > 0) {
-        printf("\n2. mapping open opportunities from an empty cache (batches of 500, as the worker):\n");
-        PQclear(must(c, "delete from public.opportunity_benchmarks where org_id = $1", 1, p));
-        PQclear(must(c, "delete from public.benchmarks_cached where org_id = $1", 1, p));
-        char nm[16];
-        snprintf(nm, sizeof nm, "%d", o->map);
-        const char *pm[] = {org_id, nm};
-        r = must(c,
-                 "select id::text from public.opportunities where org_id = $1::uuid and outcome = 'open'"
-                 " order by id limit $2::int",
-                 2, pm);
-        int m = PQntuples(r);
-        const char **ids = ds_calloc((size_t)m + 1, sizeof *ids);
-        for (int i = 0; i < m; i++) ids[i] = PQgetvalue(r, i, 0);
-        cohort_stats_t st = {0};
-        int64_t t0 = ds_mono_us();
-        double *bl = ds_calloc((size_t)m / 500 + 2, sizeof *bl);
-        int nb = 0;
-        for (int i = 0; i < m; i += 500) {
-            int k = m - i < 500 ? m - i : 500;
-            int64_t b0 = ds_mono_us();
-            if (cohort_apply(e, org_id, ids + i, (size_t)k, &st, err, sizeof err) != 0) {
-                fprintf(stderr, "mapping failed: %s\n", err);
-                return 1;
-            }
-            bl[nb++] = (double)(ds_mono_us() - b0) / 1000.0;
-        }
-        double total = secs(ds_mono_us() - t0);
-        qsort(bl, (size_t)nb, sizeof *bl, perf_cmp_dbl);
-        printf("  %d opportunities in %.1f s: %.0f opportunities/s; %zu cohort computations (%.0f/s),"
-               " %zu cache hits, %zu misses (hit ratio %.2f); %zu mappings written;"
-               " batch of 500 ms p50 %.0f p99 %.0f\n",
-               m, total, m / total, st.computed, st.computed / total, st.hits, st.misses,
-               st.hits + st.misses ? (double)st.hits / (double)(st.hits + st.misses) : 0, st.mapped,
-               pct(bl, nb, 0.5), pct(bl, nb, 0.99));
-        r = must(c,
-                 "select match_level, count(*) from public.opportunity_benchmarks where org_id = $1"
-                 " group by 1 order by 2 desc",
-                 1, p);
-        printf("  match levels:");
-        for (int i = 0; i < PQntuples(r); i++) printf(" %s %s", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
-        printf("\n");
-        PQclear(r);
-        free(bl);
-        free(ids);
-    }
-    r = must(ds_pg_conn(pg),
-             "select count(*), coalesce(sum(generic_plans), 0), coalesce(sum(custom_plans), 0)"
-             " from pg_prepared_statements where name like 'bench_cohort_%'",
-             0, NULL);
-    printf("\n  cohort statements prepared: %s, executions with a generic plan %s, with a custom plan %s\n",
-           PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
-    PQclear(r);
+    if (o->map > 0 && measure_mapping(c, e, org_id, o->map) != 0) return 1;
+    print_prepared(pg);
     if (o->explain) explain(c, org_id, &s[0]);
     cohort_engine_destroy(e);
     ds_pg_destroy(pg);
-    for (int i = 0; i < n; i++) {
-        free(s[i].ind);
-        free(s[i].prod);
-        free(s[i].reg);
-        free(s[i].per);
-    }
-    free(s);
+    samples_free(s, n);
     return 0;
 }
 

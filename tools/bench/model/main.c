@@ -131,8 +131,9 @@ static void print_rate(const char *what, size_t n, cost_t c) {
            (double)n / c.wall);
 }
 
-static void bench(int n_trees, int depth, const float *xtr, const float *ytr, size_t n_train,
-                  const float *x, size_t n, size_t n_single) {
+/* Trains n_trees of depth on the training rows and returns the model as
+ * the services load it (with the TreeSHAP engine). */
+static ds_model_t *train(int n_trees, int depth, const float *xtr, const float *ytr, size_t n_train) {
     char err[512];
     ds_model_params_t p;
     ds_model_params_default(&p);
@@ -152,9 +153,13 @@ static void bench(int n_trees, int depth, const float *xtr, const float *ytr, si
     if (!ds_model_has_treeshap(m1)) die("load", "the TreeSHAP engine refused the model");
     printf("\n== %d trees, depth %d (%d features; trained on %zu rows in %.1f s, 2 threads)\n",
            n_trees, depth, NF, n_train, train_s);
+    return m1;
+}
 
-    /* The engine alone: what it holds and what building it costs (done
-     * once per ds_model_load). */
+/* The engine alone: what it holds and what building it costs (done once
+ * per ds_model_load). */
+static void print_engine(const ds_model_t *m1) {
+    char err[512];
     char *json;
     size_t len;
     if (ds_model_save(m1, &json, &len, err, sizeof err) != 0) die("save", err);
@@ -171,27 +176,12 @@ static void bench(int n_trees, int depth, const float *xtr, const float *ytr, si
            (double)st.table_bytes / 1048576.0, build_s * 1e3);
     ds_treeshap_destroy(ts);
     free(json);
+}
 
-    double *margin = ds_malloc(n * sizeof *margin), *margin_x = ds_malloc(n * sizeof *margin_x);
-    float *contribs = ds_malloc(n * (NF + 1) * sizeof *contribs);
-    float *contribs_x = ds_malloc(n * (NF + 1) * sizeof *contribs_x);
-
-    /* Every batch figure is the median of REPS calls on the same n rows,
-     * 1 thread; CPU time is the cost of the work whatever else runs. */
-    printf("batch of %zu rows, 1 thread, median of %d:\n", n, REPS);
-    cost_t mx = measure(m1, XGB_MARGIN, x, n, margin_x, NULL);
-    cost_t mo = measure(m1, OUR_MARGIN, x, n, margin, NULL);
-    print_rate("  margins, XGBoost:", n, mx);
-    print_rate("  margins, ours:", n, mo);
-    cost_t cx = measure(m1, XGB_CONTRIBS, x, n, NULL, contribs_x);
-    cost_t co = measure(m1, OUR_CONTRIBS, x, n, NULL, contribs);
-    print_rate("  contributions, XGBoost (ref):", n, cx);
-    print_rate("  contributions, ours:", n, co);
-    printf("  contributions speed-up, ours / XGBoost: %.1fx CPU (%.1fx wall)\n", cx.cpu / co.cpu,
-           cx.wall / co.wall);
-
-    /* The figures are of correct output: ours against XGBoost's, and each
-     * row's contributions against its margin. */
+/* The figures are of correct output: ours against XGBoost's, and each
+ * row's contributions against its margin. */
+static void print_agreement(size_t n, const double *margin, const double *margin_x, const float *contribs,
+                            const float *contribs_x) {
     double worst_c = 0, worst_sum = 0, worst_m = 0;
     for (size_t i = 0; i < n; i++) {
         double sum = 0;
@@ -206,17 +196,48 @@ static void bench(int n_trees, int depth, const float *xtr, const float *ytr, si
     printf("  max |ours - XGBoost|: contributions %.2g, margins %.2g; max |sum(contributions) - "
            "margin|: %.2g\n",
            worst_c, worst_m, worst_sum);
+}
 
-    /* One row at a time, as /api/predict does: wall latency, and the CPU
-     * time of each call (what the latency is on an idle core). */
+/* Every batch figure is the median of REPS calls on the same n rows, 1
+ * thread; CPU time is the cost of the work whatever else runs. Returns the
+ * cost of our contributions and sets *xgb_contribs to XGBoost's. */
+static cost_t measure_batches(const ds_model_t *m1, const float *x, size_t n, cost_t *xgb_contribs) {
+    double *margin = ds_malloc(n * sizeof *margin), *margin_x = ds_malloc(n * sizeof *margin_x);
+    float *contribs = ds_malloc(n * (NF + 1) * sizeof *contribs);
+    float *contribs_x = ds_malloc(n * (NF + 1) * sizeof *contribs_x);
+    printf("batch of %zu rows, 1 thread, median of %d:\n", n, REPS);
+    cost_t mx = measure(m1, XGB_MARGIN, x, n, margin_x, NULL);
+    cost_t mo = measure(m1, OUR_MARGIN, x, n, margin, NULL);
+    print_rate("  margins, XGBoost:", n, mx);
+    print_rate("  margins, ours:", n, mo);
+    cost_t cx = measure(m1, XGB_CONTRIBS, x, n, NULL, contribs_x);
+    cost_t co = measure(m1, OUR_CONTRIBS, x, n, NULL, contribs);
+    print_rate("  contributions, XGBoost (ref):", n, cx);
+    print_rate("  contributions, ours:", n, co);
+    printf("  contributions speed-up, ours / XGBoost: %.1fx CPU (%.1fx wall)\n", cx.cpu / co.cpu,
+           cx.wall / co.wall);
+    print_agreement(n, margin, margin_x, contribs, contribs_x);
+    free(margin);
+    free(margin_x);
+    free(contribs);
+    free(contribs_x);
+    *xgb_contribs = cx;
+    return co;
+}
+
+/* One row at a time, as /api/predict does: wall latency, and the CPU time
+ * of each call (what the latency is on an idle core). */
+static void measure_one_row(const ds_model_t *m1, const float *x, size_t n, size_t n_single) {
+    char err[512];
+    double margin[1];
+    float contribs[NF + 1];
     int64_t *lat = ds_malloc(n_single * sizeof *lat), *cpu = ds_malloc(n_single * sizeof *cpu);
     static const char *const kinds[] = {"margin, XGBoost", "margin, ours",
                                         "contributions, XGBoost", "contributions, ours"};
     for (int kind = 0; kind < 4; kind++) {
         for (size_t i = 0; i < n_single; i++) {
             const float *row = x + (i % n) * NF;
-            c0 = cpu_us();
-            t0 = ds_mono_us();
+            int64_t c0 = cpu_us(), t0 = ds_mono_us();
             int rc;
             switch (kind) {
             case XGB_MARGIN: rc = ds_model_predict_margin_xgb(m1, row, 1, margin, err, sizeof err); break;
@@ -234,19 +255,22 @@ static void bench(int n_trees, int depth, const float *xtr, const float *ytr, si
                kinds[kind], (long long)lat[n_single / 2], (long long)lat[(n_single * 99) / 100],
                (long long)cpu[n_single / 2], (long long)cpu[(n_single * 99) / 100]);
     }
+    free(cpu);
+    free(lat);
+}
 
+static void bench(int n_trees, int depth, const float *xtr, const float *ytr, size_t n_train,
+                  const float *x, size_t n, size_t n_single) {
+    ds_model_t *m1 = train(n_trees, depth, xtr, ytr, n_train);
+    print_engine(m1);
+    cost_t cx, co = measure_batches(m1, x, n, &cx);
+    measure_one_row(m1, x, n, n_single);
     /* The nightly target: 1M opportunities in <= 120 s on 2 cores, from
      * the CPU rate (2 cores to ourselves). */
     double ours_s = 1e6 / (2.0 * (double)n / co.cpu), xgb_s = 1e6 / (2.0 * (double)n / cx.cpu);
     printf("projected rescore of 1M with contributions on 2 cores: ours %.1f s (%s the 120 s "
            "target), XGBoost %.0f s\n",
            ours_s, ours_s <= 120 ? "within" : "OVER", xgb_s);
-    free(cpu);
-    free(lat);
-    free(margin);
-    free(margin_x);
-    free(contribs);
-    free(contribs_x);
     ds_model_destroy(m1);
 }
 
