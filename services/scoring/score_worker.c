@@ -89,15 +89,9 @@ int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top
     return scoring_persist_opts(pg, orgs, scorer, top_k, items, n, NULL, errstr, errsz);
 }
 
-int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
-                         size_t n, const scoring_persist_opts_t *o, char *errstr, size_t errsz) {
-    static const scoring_persist_opts_t none = {0};
-    if (!o) o = &none;
-    scoring_stats_t *stats = o->stats;
-    if (o->conflict) *o->conflict = false;
-    if (n == 0) return DS_OK;
-    int64_t t0 = ds_mono_us();
-    /* Score per org, one model call per org. */
+/* Scores the items per org, one model call per org. */
+static int score_by_org(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
+                        size_t n, char *errstr, size_t errsz) {
     scoring_item_t **order = ds_calloc(n, sizeof *order);
     for (size_t i = 0; i < n; i++) order[i] = &items[i];
     qsort(order, n, sizeof *order, cmp_org);
@@ -125,21 +119,24 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
         i = j;
     }
     free(order);
-    if (rc != 0) return rc;
-    int64_t t1 = ds_mono_us();
+    return rc;
+}
 
-    /* Previous scores: the latest history row that is not this very score
-     * (a replay must find the same previous score as the first time). */
+/* Previous scores: the latest history row that is not this very score (a
+ * replay must find the same previous score as the first time), and the
+ * changes of the contributions since. Sets *t_read when the rows are read. */
+static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n, int64_t *t_read, char *errstr,
+                         size_t errsz) {
     const char **ids = ds_calloc(n, sizeof *ids);
     for (size_t i = 0; i < n; i++) ids[i] = items[i].opp_id;
     char *arr = ds_pg_array_text(ids, n);
     free(ids);
     const char *pv[] = {arr};
     PGresult *r = NULL;
-    rc = ds_pg_exec_params(pg, sql_previous, 1, pv, NULL, NULL, &r, errstr, errsz);
+    int rc = ds_pg_exec_params(pg, sql_previous, 1, pv, NULL, NULL, &r, errstr, errsz);
     free(arr);
     if (rc != 0) return rc;
-    int64_t t2 = ds_mono_us();
+    *t_read = ds_mono_us();
     for (size_t i = 0; i < n; i++) items[i].previous = NAN;
     /* Rows come by place in $1, latest first: the first row of a place that
      * is not this very score is the previous one. */
@@ -156,8 +153,13 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
     }
     free(done); /* without a previous score there is nothing to explain: no changes */
     PQclear(r);
+    return DS_OK;
+}
 
-    ds_pgarray_t h[HISTORY_COLS] = {{0}}, pr[PREDICTION_COLS] = {{0}};
+/* The columns of the history and predictions statements, one element per
+ * item (the caller frees them with ds_pgarray_free). */
+static void build_rows(const scoring_item_t *items, size_t n, ds_pgarray_t h[HISTORY_COLS],
+                       ds_pgarray_t pr[PREDICTION_COLS]) {
     static const uint32_t h_oids[HISTORY_COLS] = {DS_OID_UUID, DS_OID_UUID, DS_OID_TIMESTAMPTZ,
                                                   DS_OID_TEXT, DS_OID_FLOAT8, DS_OID_JSON};
     static const uint32_t p_oids[PREDICTION_COLS] = {DS_OID_UUID,   DS_OID_UUID,  DS_OID_UUID,  DS_OID_TIMESTAMPTZ,
@@ -167,7 +169,7 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
     for (int c = 0; c < PREDICTION_COLS; c++) ds_pgarray_begin(&pr[c], p_oids[c]);
     ds_sb_t js = {0};
     for (size_t i = 0; i < n; i++) {
-        scoring_item_t *it = &items[i];
+        const scoring_item_t *it = &items[i];
         size_t vlen = strlen(it->version);
         ds_pgarray_uuid(&h[0], it->org_id);
         ds_pgarray_uuid(&h[1], it->opp_id);
@@ -199,11 +201,15 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
         ds_pgarray_bool(&pr[10], it->score.is_prior);
     }
     free(js.p);
-    const char *hv[HISTORY_COLS], *pv2[PREDICTION_COLS];
+}
+
+/* One pipelined transaction: o->first, the history rows, the predictions. */
+static int write_rows(ds_pg_t *pg, const scoring_persist_opts_t *o, ds_pgarray_t h[HISTORY_COLS],
+                      ds_pgarray_t pr[PREDICTION_COLS], char *errstr, size_t errsz) {
+    const char *hv[HISTORY_COLS], *pv[PREDICTION_COLS];
     int hl[HISTORY_COLS], pl[PREDICTION_COLS], hf[HISTORY_COLS], pf[PREDICTION_COLS];
     ds_pgarray_params(h, HISTORY_COLS, hv, hl, hf);
-    ds_pgarray_params(pr, PREDICTION_COLS, pv2, pl, pf);
-    int64_t t3 = ds_mono_us();
+    ds_pgarray_params(pr, PREDICTION_COLS, pv, pl, pf);
     ds_pg_batch_t *b = NULL;
     ds_pg_batch_begin(pg, &b);
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
@@ -212,19 +218,38 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
                                    o->first->formats, NULL);
     /* The arrays live until after the run: no copy of them. */
     ds_pg_batch_add_params_ref(b, o->plain ? sql_history_plain : sql_history, HISTORY_COLS, hv, hl, hf, NULL);
-    ds_pg_batch_add_params_ref(b, sql_prediction, PREDICTION_COLS, pv2, pl, pf, NULL);
+    ds_pg_batch_add_params_ref(b, sql_prediction, PREDICTION_COLS, pv, pl, pf, NULL);
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
-    rc = ds_pg_batch_run(b, NULL, NULL, errstr, errsz);
+    int rc = ds_pg_batch_run(b, NULL, NULL, errstr, errsz);
     if (rc != 0 && o->conflict && strcmp(ds_pg_batch_sqlstate(b), "23505") == 0) *o->conflict = true;
     ds_pg_batch_end(b);
+    return rc;
+}
+
+int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
+                         size_t n, const scoring_persist_opts_t *o, char *errstr, size_t errsz) {
+    static const scoring_persist_opts_t none = {0};
+    if (!o) o = &none;
+    if (o->conflict) *o->conflict = false;
+    if (n == 0) return DS_OK;
+    int64_t t0 = ds_mono_us();
+    int rc = score_by_org(pg, orgs, scorer, top_k, items, n, errstr, errsz);
+    if (rc != 0) return rc;
+    int64_t t1 = ds_mono_us(), t2 = 0;
+    rc = load_previous(pg, top_k, items, n, &t2, errstr, errsz);
+    if (rc != 0) return rc;
+    ds_pgarray_t h[HISTORY_COLS] = {{0}}, pr[PREDICTION_COLS] = {{0}};
+    build_rows(items, n, h, pr);
+    int64_t t3 = ds_mono_us();
+    rc = write_rows(pg, o, h, pr, errstr, errsz);
     for (int c = 0; c < HISTORY_COLS; c++) ds_pgarray_free(&h[c]);
     for (int c = 0; c < PREDICTION_COLS; c++) ds_pgarray_free(&pr[c]);
-    if (stats) {
+    if (o->stats) {
         int64_t t4 = ds_mono_us();
-        stats->us_score += t1 - t0;
-        stats->us_previous += t2 - t1;
-        stats->us_json += t3 - t2;
-        stats->us_write += t4 - t3;
+        o->stats->us_score += t1 - t0;
+        o->stats->us_previous += t2 - t1;
+        o->stats->us_json += t3 - t2;
+        o->stats->us_write += t4 - t3;
     }
     return rc;
 }
@@ -286,6 +311,143 @@ static void on_notify(void *ud, const char *channel, const char *payload, int pi
     scorer_invalidate(st->scorer, payload && *payload ? payload : NULL);
 }
 
+/* One poll batch of features.ready: the events, and the items to score
+ * (one per opportunity, its latest state). */
+typedef struct {
+    Dealscore__V1__FeaturesReady **evs;
+    size_t n;
+    scoring_item_t *its;
+    size_t nit;
+    double *vals;
+    char (*tps)[DS_TRACEPARENT_SIZE];
+    ds_strindex_t byopp; /* opportunity id -> its place in its */
+    PGresult *r;         /* account ids and MEDDICC evidence; its point into it */
+} score_batch_t;
+
+static void batch_init(score_batch_t *sb, size_t n) {
+    memset(sb, 0, sizeof *sb);
+    sb->n = n;
+    sb->evs = ds_calloc(n, sizeof *sb->evs);
+    sb->its = ds_calloc(n, sizeof *sb->its);
+    sb->vals = ds_malloc(n * DS_FEATURE_COUNT * sizeof *sb->vals);
+    sb->tps = ds_calloc(n, sizeof *sb->tps);
+    ds_strindex_init(&sb->byopp, n);
+}
+
+static void batch_close(score_batch_t *sb) {
+    for (size_t k = 0; k < sb->nit; k++) scoring_item_clear(&sb->its[k]);
+    PQclear(sb->r);
+    for (size_t i = 0; i < sb->n; i++)
+        if (sb->evs[i]) dealscore__v1__features_ready__free_unpacked(sb->evs[i], NULL);
+    ds_strindex_free(&sb->byopp);
+    free(sb->evs);
+    free(sb->its);
+    free(sb->vals);
+    free(sb->tps);
+}
+
+/* Decodes the messages (a bad one gets DS_EINVAL) and keeps the latest
+ * state of each opportunity as an item. */
+static void decode_and_coalesce(score_batch_t *sb, ds_worker_item_t *items) {
+    for (size_t i = 0; i < sb->n; i++) {
+        rd_kafka_message_t *m = items[i].msg;
+        Dealscore__V1__FeaturesReady *ev = sb->evs[i] = dealscore__v1__features_ready__unpack(NULL, m->len, m->payload);
+        if (!ev || !ds_uuid_valid(ev->opportunity_id) || !ds_uuid_valid(ev->org_id)) {
+            items[i].status = DS_EINVAL;
+            snprintf(items[i].error, sizeof items[i].error,
+                     "payload is not a dealscore.v1.FeaturesReady with UUID ids");
+            continue;
+        }
+        size_t k = (size_t)ds_strindex_add(&sb->byopp, ev->opportunity_id, (int)sb->nit);
+        if (k < sb->nit && ev->as_of_us < sb->its[k].as_of_us) continue; /* an older state: superseded */
+        if (k == sb->nit) sb->nit++;
+        scoring_item_t *it = &sb->its[k];
+        it->org_id = ev->org_id;
+        it->opp_id = ev->opportunity_id;
+        it->as_of_us = ev->as_of_us;
+        it->causation_id = ev->event_id;
+        double *v = sb->vals + k * DS_FEATURE_COUNT;
+        for (int f = 0; f < DS_FEATURE_COUNT; f++) v[f] = NAN;
+        for (size_t f = 0; f < ev->n_features; f++) {
+            int idx = ds_feature_index(ev->features[f]->name);
+            if (idx >= 0) v[idx] = ev->features[f]->value;
+        }
+        it->values = v;
+        char tp[DS_TRACEPARENT_SIZE];
+        ds_event_traceparent_child(ds_kafka_header_get(m, DS_HDR_TRACEPARENT, tp, sizeof tp) == 0 ? tp : NULL,
+                                   sb->tps[k]);
+        it->traceparent = sb->tps[k];
+    }
+}
+
+/* Account ids and the MEDDICC evidence of the scored snapshots; items of
+ * opportunities that no longer exist are dropped. */
+static int attach_accounts(worker_state_t *st, score_batch_t *sb, char *errstr, size_t errsz) {
+    size_t nit = sb->nit;
+    scoring_item_t *its = sb->its;
+    const char **ids = ds_calloc(nit, sizeof *ids), **ats = ds_calloc(nit, sizeof *ats);
+    char (*atbuf)[40] = ds_calloc(nit, sizeof *atbuf);
+    for (size_t k = 0; k < nit; k++) {
+        ids[k] = its[k].opp_id;
+        ds_format_time_us(its[k].as_of_us, atbuf[k], sizeof atbuf[k]);
+        ats[k] = atbuf[k];
+    }
+    char *a1 = ds_pg_array_text(ids, nit), *a2 = ds_pg_array_text(ats, nit);
+    const char *v[] = {a1, a2, DS_FEATURE_VERSION};
+    int rc = ds_pg_exec_params(st->pg,
+                               "select u.id::text, o.account_id, f.meddicc::text"
+                               " from unnest($1::uuid[], $2::timestamptz[]) as u(id, at)"
+                               " join public.opportunities o on o.id = u.id"
+                               " left join public.features_snapshot f on f.opportunity_id = u.id"
+                               " and f.as_of = u.at and f.feature_version = $3",
+                               3, v, NULL, NULL, &sb->r, errstr, errsz);
+    free(a1);
+    free(a2);
+    free(ids);
+    free(ats);
+    free(atbuf);
+    if (rc != 0) return rc;
+    PGresult *r = sb->r;
+    int *rowof = ds_malloc(nit * sizeof *rowof);
+    for (size_t k = 0; k < nit; k++) rowof[k] = -1;
+    for (int row = 0; row < PQntuples(r); row++) {
+        int k = ds_strindex_find(&sb->byopp, PQgetvalue(r, row, 0));
+        if (k >= 0 && rowof[k] < 0) rowof[k] = row;
+    }
+    size_t kept = 0;
+    for (size_t k = 0; k < nit; k++) {
+        int row = rowof[k];
+        if (row < 0) continue;
+        its[k].account_id = PQgetisnull(r, row, 1) ? NULL : PQgetvalue(r, row, 1);
+        its[k].meddicc_json = PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2);
+        its[kept++] = its[k];
+    }
+    free(rowof);
+    sb->nit = kept;
+    return DS_OK;
+}
+
+/* prediction.made for every item written. */
+static int publish_predictions(ds_worker_t *w, const score_batch_t *sb, char *errstr, size_t errsz) {
+    const char *topic = ds_worker_topic(w, DS_TOPIC_PREDICTION_MADE);
+    for (size_t k = 0; k < sb->nit; k++) {
+        const scoring_item_t *it = &sb->its[k];
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        char eid[37];
+        scoring_event(it, &buf, &len, eid);
+        ds_event_meta_t meta = {.id = eid, .source = "/dealscore/scoring", .type = DS_CE_TYPE_PREDICTION_MADE,
+                                .time_us = it->as_of_us, .traceparent = it->traceparent};
+        int rc = ds_worker_produce(w, topic, it->opp_id, strlen(it->opp_id), buf, len, &meta);
+        free(buf);
+        if (rc != 0) {
+            snprintf(errstr, errsz, "could not produce prediction.made");
+            return DS_ERETRY;
+        }
+    }
+    return DS_OK;
+}
+
 static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr, size_t errsz) {
     worker_state_t *st = ud;
     int rc = ds_pg_ensure(st->pg, 2000, NULL, errstr, errsz);
@@ -297,126 +459,30 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
     }
     ds_pg_notifies(st->pg, on_notify, st);
 
-    Dealscore__V1__FeaturesReady **evs = ds_calloc(n, sizeof *evs);
-    scoring_item_t *its = ds_calloc(n, sizeof *its);
-    double *vals = ds_malloc(n * DS_FEATURE_COUNT * sizeof *vals);
-    char (*tps)[DS_TRACEPARENT_SIZE] = ds_calloc(n, sizeof *tps);
-    size_t nit = 0;
-    ds_strindex_t byopp; /* opportunity id -> its place in its */
-    ds_strindex_init(&byopp, n);
-    for (size_t i = 0; i < n; i++) {
-        rd_kafka_message_t *m = items[i].msg;
-        evs[i] = dealscore__v1__features_ready__unpack(NULL, m->len, m->payload);
-        if (!evs[i] || !ds_uuid_valid(evs[i]->opportunity_id) || !ds_uuid_valid(evs[i]->org_id)) {
-            items[i].status = DS_EINVAL;
-            snprintf(items[i].error, sizeof items[i].error,
-                     "payload is not a dealscore.v1.FeaturesReady with UUID ids");
-            continue;
-        }
-        size_t k = (size_t)ds_strindex_add(&byopp, evs[i]->opportunity_id, (int)nit);
-        if (k < nit && evs[i]->as_of_us < its[k].as_of_us) continue; /* an older state: superseded */
-        if (k == nit) nit++;
-        scoring_item_t *it = &its[k];
-        it->org_id = evs[i]->org_id;
-        it->opp_id = evs[i]->opportunity_id;
-        it->as_of_us = evs[i]->as_of_us;
-        it->causation_id = evs[i]->event_id;
-        double *v = vals + k * DS_FEATURE_COUNT;
-        for (int f = 0; f < DS_FEATURE_COUNT; f++) v[f] = NAN;
-        for (size_t f = 0; f < evs[i]->n_features; f++) {
-            int idx = ds_feature_index(evs[i]->features[f]->name);
-            if (idx >= 0) v[idx] = evs[i]->features[f]->value;
-        }
-        it->values = v;
-        char tp[DS_TRACEPARENT_SIZE];
-        ds_event_traceparent_child(ds_kafka_header_get(m, DS_HDR_TRACEPARENT, tp, sizeof tp) == 0 ? tp : NULL, tps[k]);
-        it->traceparent = tps[k];
+    score_batch_t sb;
+    batch_init(&sb, n);
+    decode_and_coalesce(&sb, items);
+    if (sb.nit && attach_accounts(st, &sb, errstr, errsz) != 0) {
+        if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
+        rc = DS_ERETRY;
+        goto out;
     }
-    PGresult *r = NULL;
-    if (nit) {
-        /* Account ids and the MEDDICC evidence of the scored snapshots. */
-        const char **ids = ds_calloc(nit, sizeof *ids), **ats = ds_calloc(nit, sizeof *ats);
-        char (*atbuf)[40] = ds_calloc(nit, sizeof *atbuf);
-        for (size_t k = 0; k < nit; k++) {
-            ids[k] = its[k].opp_id;
-            ds_format_time_us(its[k].as_of_us, atbuf[k], sizeof atbuf[k]);
-            ats[k] = atbuf[k];
-        }
-        char *a1 = ds_pg_array_text(ids, nit), *a2 = ds_pg_array_text(ats, nit);
-        const char *v[] = {a1, a2, DS_FEATURE_VERSION};
-        rc = ds_pg_exec_params(st->pg,
-                               "select u.id::text, o.account_id, f.meddicc::text"
-                               " from unnest($1::uuid[], $2::timestamptz[]) as u(id, at)"
-                               " join public.opportunities o on o.id = u.id"
-                               " left join public.features_snapshot f on f.opportunity_id = u.id"
-                               " and f.as_of = u.at and f.feature_version = $3",
-                               3, v, NULL, NULL, &r, errstr, errsz);
-        free(a1);
-        free(a2);
-        free(ids);
-        free(ats);
-        free(atbuf);
-        if (rc != 0) {
-            if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
-            rc = DS_ERETRY;
-            goto out;
-        }
-        /* Opportunities that no longer exist are dropped. */
-        int *rowof = ds_malloc(nit * sizeof *rowof);
-        for (size_t k = 0; k < nit; k++) rowof[k] = -1;
-        for (int row = 0; row < PQntuples(r); row++) {
-            int k = ds_strindex_find(&byopp, PQgetvalue(r, row, 0));
-            if (k >= 0 && rowof[k] < 0) rowof[k] = row;
-        }
-        size_t kept = 0;
-        for (size_t k = 0; k < nit; k++) {
-            int row = rowof[k];
-            if (row < 0) continue;
-            its[k].account_id = PQgetisnull(r, row, 1) ? NULL : PQgetvalue(r, row, 1);
-            its[k].meddicc_json = PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2);
-            its[kept++] = its[k];
-        }
-        free(rowof);
-        nit = kept;
+    if (sb.nit) {
         int64_t t0 = ds_mono_us();
-        rc = scoring_persist(st->pg, st->orgs, st->scorer, st->svc->cfg->top_k, its, nit, errstr, errsz);
+        rc = scoring_persist(st->pg, st->orgs, st->scorer, st->svc->cfg->top_k, sb.its, sb.nit, errstr, errsz);
         ds_metric_observe(st->m_score_secs, (double)(ds_mono_us() - t0) / 1e6);
         if (rc != 0) {
             if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
-            rc = rc == DS_EFATAL && !ds_pg_is_connected(st->pg) ? DS_ERETRY : rc;
-            if (rc == DS_EFATAL) {
-                /* A database error on our own rows is not the message's fault:
-                 * retry rather than drop; the log says why. */
-                rc = DS_ERETRY;
-            }
+            /* A database error on our own rows is not the message's fault:
+             * retry rather than drop; the log says why. */
+            if (rc == DS_EFATAL) rc = DS_ERETRY;
             goto out;
         }
-        ds_metric_add(st->m_predictions, (double)nit);
-        const char *topic = ds_worker_topic(w, DS_TOPIC_PREDICTION_MADE);
-        for (size_t k = 0; k < nit && rc == 0; k++) {
-            uint8_t *buf = NULL;
-            size_t len = 0;
-            char eid[37];
-            scoring_event(&its[k], &buf, &len, eid);
-            ds_event_meta_t meta = {.id = eid, .source = "/dealscore/scoring", .type = DS_CE_TYPE_PREDICTION_MADE,
-                                    .time_us = its[k].as_of_us, .traceparent = its[k].traceparent};
-            if (ds_worker_produce(w, topic, its[k].opp_id, strlen(its[k].opp_id), buf, len, &meta) != 0) {
-                snprintf(errstr, errsz, "could not produce prediction.made");
-                rc = DS_ERETRY;
-            }
-            free(buf);
-        }
+        ds_metric_add(st->m_predictions, (double)sb.nit);
+        rc = publish_predictions(w, &sb, errstr, errsz);
     }
 out:
-    for (size_t k = 0; k < nit; k++) scoring_item_clear(&its[k]);
-    PQclear(r);
-    for (size_t i = 0; i < n; i++)
-        if (evs[i]) dealscore__v1__features_ready__free_unpacked(evs[i], NULL);
-    ds_strindex_free(&byopp);
-    free(evs);
-    free(its);
-    free(vals);
-    free(tps);
+    batch_close(&sb);
     return rc;
 }
 
