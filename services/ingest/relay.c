@@ -60,6 +60,98 @@ static Dealscore__V1__ChangeKind kind_of(const char *k) {
     return DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_UNSPECIFIED;
 }
 
+/* Encodes outbox row i of res as an OpportunityChanged and enqueues it;
+ * the delivery report sets msg->state. */
+static int send_row(ingest_t *in, const char *topic, PGresult *res, int i, relay_msg_t *msg) {
+    /* The event id is derived from the row, so an event published again
+     * (its delete lost in a crash) keeps its id and consumers can tell; a
+     * row of the previous version keeps the id it was given. */
+    char event_id[37];
+    const char *old_id = PQgetvalue(res, i, 10);
+    if (ds_uuid_valid(old_id)) {
+        snprintf(event_id, sizeof event_id, "%s", old_id);
+    } else {
+        char seed[96];
+        snprintf(seed, sizeof seed, "opportunity.changed:%lld:%s", msg->id, PQgetvalue(res, i, 9));
+        ds_uuid_derived(seed, event_id);
+    }
+    Dealscore__V1__OpportunityChanged ev = DEALSCORE__V1__OPPORTUNITY_CHANGED__INIT;
+    ev.event_id = event_id;
+    ev.org_id = PQgetvalue(res, i, 1);
+    ev.opportunity_id = PQgetvalue(res, i, 2);
+    ev.account_id = PQgetvalue(res, i, 3);
+    ev.kind = kind_of(PQgetvalue(res, i, 4));
+    ev.occurred_at_us = PQgetisnull(res, i, 5) ? 0 : atoll(PQgetvalue(res, i, 5));
+    ev.source = PQgetvalue(res, i, 6);
+    ev.source_hash = PQgetvalue(res, i, 7);
+    const char *tp = PQgetvalue(res, i, 8);
+    size_t len = dealscore__v1__opportunity_changed__get_packed_size(&ev);
+    uint8_t *buf = ds_malloc(len ? len : 1);
+    dealscore__v1__opportunity_changed__pack(&ev, buf);
+    ds_event_meta_t meta = {.id = event_id,
+                            .source = "/dealscore/ingest",
+                            .type = DS_CE_TYPE_OPPORTUNITY_CHANGED,
+                            .time_us = ev.occurred_at_us,
+                            .traceparent = tp[0] ? tp : NULL};
+    int rc = ds_producer_send(in->svc->producer, topic, ev.opportunity_id, strlen(ev.opportunity_id), buf, len,
+                              &meta, msg);
+    free(buf);
+    return rc;
+}
+
+/* Waits for every delivery report: the rows are removed only when Kafka
+ * has them. While Kafka is down this waits (librdkafka keeps retrying
+ * until message.timeout.ms); on shutdown it gives up after a bounded
+ * flush. */
+static void await_deliveries(ingest_t *in, const relay_msg_t *msgs, int sent) {
+    int64_t stop_deadline = 0;
+    for (;;) {
+        int pending = 0;
+        for (int i = 0; i < sent; i++) pending += msgs[i].state == 0;
+        if (!pending) break;
+        if (ds_service_stopping(in->svc)) {
+            if (!stop_deadline) stop_deadline = ds_mono_us() + 2000000;
+            if (ds_mono_us() > stop_deadline) break;
+        }
+        ds_producer_poll(in->svc->producer, 100);
+    }
+}
+
+/* Deletes the delivered rows, in one statement: cheaper than marking them
+ * (no new row version, no index entry), and the table holds only what
+ * waits for Kafka. Returns the number deleted, or the error. */
+static int delete_delivered(ingest_t *in, ds_pg_t *pg, const relay_msg_t *msgs, int sent, int64_t oldest_us) {
+    char err[512];
+    char **ids = ds_calloc((size_t)sent + 1, sizeof *ids);
+    int ndel = 0;
+    for (int i = 0; i < sent; i++)
+        if (msgs[i].state == 1) ids[ndel++] = ds_asprintf("%lld", msgs[i].id);
+    int result = ndel;
+    if (ndel) {
+        char *arr = ds_pg_array_text((const char *const *)ids, (size_t)ndel);
+        const char *pv[] = {arr};
+        int rc = ds_pg_exec_params(pg, "delete from public.outbox where id = any($1::bigint[])", 1, pv, NULL,
+                                   NULL, NULL, err, sizeof err);
+        free(arr);
+        if (rc != 0) {
+            /* Published but not removed: they will be published again (at-least-once). */
+            ds_warn("relay could not remove published events: %s", err);
+            result = rc;
+        } else {
+            atomic_fetch_sub(&in->outbox_depth, ndel);
+            ds_metric_add(ds_metrics_counter(in->svc->metrics, "relay_published_total",
+                                             "Outbox events published to Kafka", NULL),
+                          ndel);
+            ds_metric_set(ds_metrics_gauge(in->svc->metrics, "outbox_oldest_age_seconds",
+                                           "Age of the oldest unsent outbox row when last read", NULL),
+                          (double)(ds_now_us() - oldest_us) / 1e6);
+        }
+    }
+    for (int i = 0; i < ndel; i++) free(ids[i]);
+    free(ids);
+    return result;
+}
+
 /* Publishes one batch of unsent rows. Returns the number published, 0 when
  * there was nothing to do, or a negative DS_E code. */
 static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
@@ -103,39 +195,7 @@ static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
             sent++;
             continue;
         }
-        /* The event id is derived from the row, so an event published again
-         * (its delete lost in a crash) keeps its id and consumers can tell;
-         * a row of the previous version keeps the id it was given. */
-        char event_id[37];
-        const char *old_id = PQgetvalue(res, i, 10);
-        if (ds_uuid_valid(old_id)) {
-            snprintf(event_id, sizeof event_id, "%s", old_id);
-        } else {
-            char seed[96];
-            snprintf(seed, sizeof seed, "opportunity.changed:%lld:%s", msgs[i].id, PQgetvalue(res, i, 9));
-            ds_uuid_derived(seed, event_id);
-        }
-        Dealscore__V1__OpportunityChanged ev = DEALSCORE__V1__OPPORTUNITY_CHANGED__INIT;
-        ev.event_id = event_id;
-        ev.org_id = PQgetvalue(res, i, 1);
-        ev.opportunity_id = PQgetvalue(res, i, 2);
-        ev.account_id = PQgetvalue(res, i, 3);
-        ev.kind = kind_of(PQgetvalue(res, i, 4));
-        ev.occurred_at_us = PQgetisnull(res, i, 5) ? 0 : atoll(PQgetvalue(res, i, 5));
-        ev.source = PQgetvalue(res, i, 6);
-        ev.source_hash = PQgetvalue(res, i, 7);
-        const char *tp = PQgetvalue(res, i, 8);
-        size_t len = dealscore__v1__opportunity_changed__get_packed_size(&ev);
-        uint8_t *buf = ds_malloc(len ? len : 1);
-        dealscore__v1__opportunity_changed__pack(&ev, buf);
-        ds_event_meta_t meta = {.id = event_id,
-                                .source = "/dealscore/ingest",
-                                .type = DS_CE_TYPE_OPPORTUNITY_CHANGED,
-                                .time_us = ev.occurred_at_us,
-                                .traceparent = tp[0] ? tp : NULL};
-        rc = ds_producer_send(in->svc->producer, topic, ev.opportunity_id, strlen(ev.opportunity_id),
-                              buf, len, &meta, &msgs[i]);
-        free(buf);
+        rc = send_row(in, topic, res, i, &msgs[i]);
         if (rc != 0) {
             msgs[i].state = -1;
             ds_warn("relay could not enqueue outbox event %lld: %s", msgs[i].id, ds_strerror(rc));
@@ -144,51 +204,8 @@ static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
         sent++;
     }
     PQclear(res);
-    /* Wait for every delivery report: the rows are removed only when Kafka
-     * has them. While Kafka is down this waits (librdkafka keeps retrying
-     * until message.timeout.ms); on shutdown it gives up after a bounded
-     * flush. */
-    int64_t stop_deadline = 0;
-    for (;;) {
-        int pending = 0;
-        for (int i = 0; i < sent; i++) pending += msgs[i].state == 0;
-        if (!pending) break;
-        if (ds_service_stopping(in->svc)) {
-            if (!stop_deadline) stop_deadline = ds_mono_us() + 2000000;
-            if (ds_mono_us() > stop_deadline) break;
-        }
-        ds_producer_poll(in->svc->producer, 100);
-    }
-    /* Delete the delivered rows, in one statement: cheaper than marking them
-     * (no new row version, no index entry), and the table holds only what
-     * waits for Kafka. */
-    char **ids = ds_calloc((size_t)sent + 1, sizeof *ids);
-    int ndel = 0;
-    for (int i = 0; i < sent; i++)
-        if (msgs[i].state == 1) ids[ndel++] = ds_asprintf("%lld", msgs[i].id);
-    int result = ndel;
-    if (ndel) {
-        char *arr = ds_pg_array_text((const char *const *)ids, (size_t)ndel);
-        const char *pv[] = {arr};
-        rc = ds_pg_exec_params(pg, "delete from public.outbox where id = any($1::bigint[])", 1, pv, NULL,
-                               NULL, NULL, err, sizeof err);
-        free(arr);
-        if (rc != 0) {
-            /* Published but not removed: they will be published again (at-least-once). */
-            ds_warn("relay could not remove published events: %s", err);
-            result = rc;
-        } else {
-            atomic_fetch_sub(&in->outbox_depth, ndel);
-            ds_metric_add(ds_metrics_counter(in->svc->metrics, "relay_published_total",
-                                             "Outbox events published to Kafka", NULL),
-                          ndel);
-            ds_metric_set(ds_metrics_gauge(in->svc->metrics, "outbox_oldest_age_seconds",
-                                           "Age of the oldest unsent outbox row when last read", NULL),
-                          (double)(ds_now_us() - oldest_us) / 1e6);
-        }
-    }
-    for (int i = 0; i < ndel; i++) free(ids[i]);
-    free(ids);
+    await_deliveries(in, msgs, sent);
+    int result = delete_delivered(in, pg, msgs, sent, oldest_us);
     free(msgs);
     return result;
 }
