@@ -27,6 +27,14 @@ struct ds_worker_s {
      * consumed nothing from since their assignment (see update_lag). */
     rd_kafka_topic_partition_list_t *committed;
     int64_t committed_mono_us;
+    /* ds_worker_run's loop */
+    ds_metric_t *m_msgs, *m_dlq, *m_retry, *m_batch, *m_secs, *m_lag, *m_burst, *m_gathering;
+    rd_kafka_message_t **msgs;
+    ds_worker_item_t *items;
+    size_t max, cap; /* a batch, a burst */
+    uint64_t seed;
+    int64_t last_lag;
+    char err[512];
 };
 
 ds_service_t *ds_worker_service(ds_worker_t *w) { return w->svc; }
@@ -234,82 +242,185 @@ static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, i
     return (int)n;
 }
 
-void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
-    ds_worker_t w = {.svc = svc, .def = def};
-    char err[512];
-    const char **topics = ds_calloc(def->ntopics, sizeof *topics);
-    for (size_t i = 0; i < def->ntopics; i++) topics[i] = ds_worker_topic(&w, def->topics[i]);
-    ds_producer_set_delivery_cb(svc->producer, on_delivery, &w);
-    ds_metrics_t *m = svc->metrics;
+static void register_metrics(ds_worker_t *w) {
+    ds_metrics_t *m = w->svc->metrics;
     char lab[64];
-    snprintf(lab, sizeof lab, "worker=\"%s\"", def->name);
-    ds_metric_t *m_msgs = ds_metrics_counter(m, "worker_messages_total", "Messages consumed", lab);
-    ds_metric_t *m_dlq = ds_metrics_counter(m, "worker_dead_letters_total", "Messages sent to the DLQ", lab);
-    ds_metric_t *m_retry = ds_metrics_counter(m, "worker_batch_retries_total",
-                                              "Batches retried after a transient failure", lab);
-    ds_metric_t *m_batch = ds_metrics_histogram(m, "worker_batch_size", "Messages per batch", lab,
-                                                (const double[]){1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}, 10);
-    ds_metric_t *m_secs = ds_metrics_histogram(m, "worker_batch_seconds", "Time to process a batch", lab,
-                                               ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
-    ds_metric_t *m_lag = ds_metrics_gauge(
+    snprintf(lab, sizeof lab, "worker=\"%s\"", w->def->name);
+    w->m_msgs = ds_metrics_counter(m, "worker_messages_total", "Messages consumed", lab);
+    w->m_dlq = ds_metrics_counter(m, "worker_dead_letters_total", "Messages sent to the DLQ", lab);
+    w->m_retry = ds_metrics_counter(m, "worker_batch_retries_total", "Batches retried after a transient failure", lab);
+    w->m_batch = ds_metrics_histogram(m, "worker_batch_size", "Messages per batch", lab,
+                                      (const double[]){1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}, 10);
+    w->m_secs = ds_metrics_histogram(m, "worker_batch_seconds", "Time to process a batch", lab,
+                                     ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
+    w->m_lag = ds_metrics_gauge(
         m, "consumer_lag", "Messages behind the end of the assigned partitions, those in hand included", lab);
-    ds_metric_t *m_burst = ds_metrics_counter(m, "worker_burst_batches_total",
-                                              "Batches gathered as a burst (after a full batch)", lab);
-    ds_metric_t *m_gathering = ds_metrics_gauge(m, "worker_burst_gathering",
-                                                "Messages held by the burst being gathered now", lab);
+    w->m_burst = ds_metrics_counter(m, "worker_burst_batches_total",
+                                    "Batches gathered as a burst (after a full batch)", lab);
+    w->m_gathering = ds_metrics_gauge(m, "worker_burst_gathering",
+                                      "Messages held by the burst being gathered now", lab);
+}
 
-    /* Subscribing to a topic that does not exist yet would leave the consumer
-     * waiting for a metadata refresh: make sure they exist first. */
-    const char **all = ds_calloc(def->ntopics * 2, sizeof *all);
-    char **dlqs = ds_calloc(def->ntopics, sizeof *dlqs);
-    for (size_t i = 0; i < def->ntopics; i++) {
+/* Subscribing to a topic that does not exist yet would leave the consumer
+ * waiting for a metadata refresh: make sure they exist first (the input
+ * topics and their dead-letter topics), then subscribe. Both retry until
+ * they succeed or the service stops (w->consumer stays NULL). */
+static void subscribe(ds_worker_t *w, const char **topics) {
+    ds_service_t *svc = w->svc;
+    size_t nt = w->def->ntopics;
+    const char **all = ds_calloc(nt * 2, sizeof *all);
+    char **dlqs = ds_calloc(nt, sizeof *dlqs);
+    for (size_t i = 0; i < nt; i++) {
         all[2 * i] = topics[i];
         dlqs[i] = ds_asprintf("%s%s", topics[i], DS_TOPIC_DLQ_SUFFIX);
         all[2 * i + 1] = dlqs[i];
     }
     while (!ds_service_stopping(svc) &&
-           ds_kafka_ensure_topics(svc->cfg, all, def->ntopics * 2, svc->cfg->topic_partitions,
-                                  svc->cfg->topic_replication, 5000, err, sizeof err) != 0) {
-        ds_warn("could not make sure the topics exist: %s", err);
-        backoff(&w, 1000);
+           ds_kafka_ensure_topics(svc->cfg, all, nt * 2, svc->cfg->topic_partitions, svc->cfg->topic_replication,
+                                  5000, w->err, sizeof w->err) != 0) {
+        ds_warn("could not make sure the topics exist: %s", w->err);
+        backoff(w, 1000);
     }
-    for (size_t i = 0; i < def->ntopics; i++) free(dlqs[i]);
+    for (size_t i = 0; i < nt; i++) free(dlqs[i]);
     free(dlqs);
     free(all);
     while (!ds_service_stopping(svc)) {
-        if (ds_consumer_new(&w.consumer, svc->cfg, NULL, topics, def->ntopics, err, sizeof err) == 0) break;
-        ds_error("could not create the kafka consumer: %s", err);
-        backoff(&w, 1000);
+        if (ds_consumer_new(&w->consumer, svc->cfg, NULL, topics, nt, w->err, sizeof w->err) == 0) break;
+        ds_error("could not create the kafka consumer: %s", w->err);
+        backoff(w, 1000);
     }
-    size_t max = (size_t)svc->cfg->batch_size;
-    size_t cap = svc->cfg->burst_batch_size > svc->cfg->batch_size ? (size_t)svc->cfg->burst_batch_size : max;
-    rd_kafka_message_t **msgs = ds_calloc(cap, sizeof *msgs);
-    ds_worker_item_t *items = ds_calloc(cap, sizeof *items);
-    uint64_t seed = (uint64_t)ds_now_us();
-    int64_t last_lag = 0;
+}
+
+/* Polls a batch into w->msgs and, when it comes back full, gathers a burst
+ * behind it. Returns the count, 0, or DS_EFATAL (nothing held). */
+static int poll_batch(ds_worker_t *w) {
+    const ds_config_t *cfg = w->svc->cfg;
+    size_t max = w->max;
+    int n = ds_consumer_poll_batch(w->consumer, w->msgs, max, cfg->batch_wait_ms);
+    if (n > 0 && (size_t)n == max && w->cap > max) {
+        /* A tenth of a batch per quiet window: with the defaults, the
+         * burst ends when the input falls under 500 messages/s; a whole
+         * batch per window (5,000/s) is a flood. */
+        size_t trickle = max / 10 > 1 ? max / 10 : 1;
+        int more = gather_burst(w, w->msgs + n, w->cap - max, cfg->burst_wait_ms, cfg->burst_flood_ms,
+                                cfg->burst_quiet_ms, trickle, max, w->m_gathering, w->m_lag, (size_t)n);
+        if (more == DS_EFATAL) {
+            ds_consumer_release(w->msgs, (size_t)n);
+            n = DS_EFATAL;
+        } else {
+            n += more;
+            ds_metric_add(w->m_burst, 1);
+        }
+    }
+    ds_service_set_consumer_ready(w->svc, ds_consumer_assigned(w->consumer));
+    /* A burst is counted at once: its processing can take seconds. */
+    if (ds_mono_us() - w->last_lag > 1000000 || (n > 0 && (size_t)n > max)) {
+        update_lag(w, w->m_lag, n > 0 ? (size_t)n : 0);
+        w->last_lag = ds_mono_us();
+    }
+    return n;
+}
+
+/* Sends the messages the process callback refused to the dead-letter
+ * topic and waits for the batch's downstream deliveries. Returns 0, or
+ * DS_ERETRY (why in w->err) when any of them did not land. */
+static int send_dead_letters(ds_worker_t *w, int n) {
+    rd_kafka_message_t **msgs = w->msgs;
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        if (w->items[i].status == 0) continue;
+        ds_warn("message %s[%d]@%lld goes to the dead-letter topic: %s", rd_kafka_topic_name(msgs[i]->rkt),
+                msgs[i]->partition, (long long)msgs[i]->offset, w->items[i].error);
+        int r = ds_producer_send_dlq(w->svc->producer, msgs[i], w->items[i].error);
+        if (r == 0) {
+            /* Counted like a downstream message: awaited below. */
+            ds_metric_add(w->m_dlq, 1);
+        } else {
+            ds_warn("could not produce to the dead-letter topic: %s", ds_strerror(r));
+            rc = DS_ERETRY;
+        }
+    }
+    await_deliveries(w);
+    /* Dead letters carry no batch opaque: flush to know they landed. */
+    bool any_dlq = false;
+    for (int i = 0; i < n; i++) any_dlq |= w->items[i].status != 0;
+    if (any_dlq && rc == 0 && ds_producer_flush(w->svc->producer, 10000) != 0) {
+        rc = DS_ERETRY;
+        snprintf(w->err, sizeof w->err, "dead letters were not acknowledged");
+    }
+    if (w->dl.failed) {
+        rc = DS_ERETRY;
+        snprintf(w->err, sizeof w->err, "%d downstream messages were not delivered", w->dl.failed);
+    }
+    return rc;
+}
+
+/* Processes the batch of n messages, pausing the consumer and backing off
+ * while it fails with DS_ERETRY, until it succeeds, fails for good or the
+ * service stops. Returns the last result. */
+static int process_batch(ds_worker_t *w, int n) {
+    int attempt = 0;
+    bool paused = false;
+    int rc;
+    for (;;) {
+        for (int i = 0; i < n; i++) {
+            w->items[i].msg = w->msgs[i];
+            w->items[i].status = 0;
+            w->items[i].error[0] = '\0';
+        }
+        memset(&w->dl, 0, sizeof w->dl);
+        w->err[0] = '\0';
+        rc = w->def->process(w, w->def->ud, w->items, (size_t)n, w->err, sizeof w->err);
+        if (rc == 0) rc = send_dead_letters(w, n);
+        if (rc != DS_ERETRY) break;
+        ds_metric_add(w->m_retry, 1);
+        if (ds_service_stopping(w->svc)) break;
+        if (!paused) {
+            ds_consumer_pause_all(w->consumer);
+            paused = true;
+        }
+        int delay = ds_pg_backoff_ms(attempt < 6 ? attempt : 6, &w->seed);
+        attempt++;
+        ds_warn("batch of %d messages failed (attempt %d), retrying in %d ms: %s", n, attempt, delay, w->err);
+        backoff(w, delay);
+        update_lag(w, w->m_lag, (size_t)n); /* the batch is still to do */
+        w->last_lag = ds_mono_us();
+        if (ds_service_stopping(w->svc)) break;
+    }
+    if (paused) ds_consumer_resume_all(w->consumer);
+    return rc;
+}
+
+static void worker_close(ds_worker_t *w) {
+    ds_service_set_consumer_ready(w->svc, false);
+    if (w->consumer) {
+        if (ds_consumer_close(w->consumer) != 0) ds_warn("could not commit offsets on close");
+        ds_consumer_destroy(w->consumer);
+    }
+    if (w->committed) rd_kafka_topic_partition_list_destroy(w->committed);
+    ds_producer_flush(w->svc->producer, 2000);
+    free(w->msgs);
+    free(w->items);
+    for (size_t i = 0; i < w->ntopic_names; i++) {
+        free(w->topic_names[i]);
+        free(w->topic_bases[i]);
+    }
+}
+
+void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
+    ds_worker_t w = {.svc = svc, .def = def};
+    const char **topics = ds_calloc(def->ntopics, sizeof *topics);
+    for (size_t i = 0; i < def->ntopics; i++) topics[i] = ds_worker_topic(&w, def->topics[i]);
+    ds_producer_set_delivery_cb(svc->producer, on_delivery, &w);
+    register_metrics(&w);
+    subscribe(&w, topics);
+    w.max = (size_t)svc->cfg->batch_size;
+    w.cap = svc->cfg->burst_batch_size > svc->cfg->batch_size ? (size_t)svc->cfg->burst_batch_size : w.max;
+    w.msgs = ds_calloc(w.cap, sizeof *w.msgs);
+    w.items = ds_calloc(w.cap, sizeof *w.items);
+    w.seed = (uint64_t)ds_now_us();
     while (w.consumer && !ds_service_stopping(svc)) {
-        int n = ds_consumer_poll_batch(w.consumer, msgs, max, svc->cfg->batch_wait_ms);
-        if (n > 0 && (size_t)n == max && cap > max) {
-            /* A tenth of a batch per quiet window: with the defaults, the
-             * burst ends when the input falls under 500 messages/s; a whole
-             * batch per window (5,000/s) is a flood. */
-            size_t trickle = max / 10 > 1 ? max / 10 : 1;
-            int more = gather_burst(&w, msgs + n, cap - max, svc->cfg->burst_wait_ms, svc->cfg->burst_flood_ms,
-                                    svc->cfg->burst_quiet_ms, trickle, max, m_gathering, m_lag, (size_t)n);
-            if (more == DS_EFATAL) {
-                ds_consumer_release(msgs, (size_t)n);
-                n = DS_EFATAL;
-            } else {
-                n += more;
-                ds_metric_add(m_burst, 1);
-            }
-        }
-        ds_service_set_consumer_ready(svc, ds_consumer_assigned(w.consumer));
-        /* A burst is counted at once: its processing can take seconds. */
-        if (ds_mono_us() - last_lag > 1000000 || (n > 0 && (size_t)n > max)) {
-            update_lag(&w, m_lag, n > 0 ? (size_t)n : 0);
-            last_lag = ds_mono_us();
-        }
+        int n = poll_batch(&w);
         if (n == DS_EFATAL) {
             ds_error("fatal kafka consumer error; stopping");
             ds_service_request_stop(svc, 1);
@@ -317,89 +428,22 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
         }
         if (n <= 0) continue;
         int64_t t0 = ds_mono_us();
-        ds_metric_add(m_msgs, n);
-        ds_metric_observe(m_batch, n);
-        int attempt = 0;
-        bool paused = false;
-        int rc;
-        for (;;) {
-            for (int i = 0; i < n; i++) {
-                items[i].msg = msgs[i];
-                items[i].status = 0;
-                items[i].error[0] = '\0';
-            }
-            memset(&w.dl, 0, sizeof w.dl);
-            err[0] = '\0';
-            rc = def->process(&w, def->ud, items, (size_t)n, err, sizeof err);
-            if (rc == 0) {
-                for (int i = 0; i < n; i++) {
-                    if (items[i].status == 0) continue;
-                    ds_warn("message %s[%d]@%lld goes to the dead-letter topic: %s",
-                            rd_kafka_topic_name(msgs[i]->rkt), msgs[i]->partition,
-                            (long long)msgs[i]->offset, items[i].error);
-                    int r = ds_producer_send_dlq(svc->producer, msgs[i], items[i].error);
-                    if (r == 0) {
-                        /* Counted like a downstream message: awaited below. */
-                        ds_metric_add(m_dlq, 1);
-                    } else {
-                        ds_warn("could not produce to the dead-letter topic: %s", ds_strerror(r));
-                        rc = DS_ERETRY;
-                    }
-                }
-                await_deliveries(&w);
-                /* Dead letters carry no batch opaque: flush to know they landed. */
-                bool any_dlq = false;
-                for (int i = 0; i < n; i++) any_dlq |= items[i].status != 0;
-                if (any_dlq && rc == 0 && ds_producer_flush(svc->producer, 10000) != 0) {
-                    rc = DS_ERETRY;
-                    snprintf(err, sizeof err, "dead letters were not acknowledged");
-                }
-                if (w.dl.failed) {
-                    rc = DS_ERETRY;
-                    snprintf(err, sizeof err, "%d downstream messages were not delivered", w.dl.failed);
-                }
-            }
-            if (rc != DS_ERETRY) break;
-            ds_metric_add(m_retry, 1);
-            if (ds_service_stopping(svc)) break;
-            if (!paused) {
-                ds_consumer_pause_all(w.consumer);
-                paused = true;
-            }
-            int delay = ds_pg_backoff_ms(attempt < 6 ? attempt : 6, &seed);
-            attempt++;
-            ds_warn("batch of %d messages failed (attempt %d), retrying in %d ms: %s", n, attempt, delay, err);
-            backoff(&w, delay);
-            update_lag(&w, m_lag, (size_t)n); /* the batch is still to do */
-            last_lag = ds_mono_us();
-            if (ds_service_stopping(svc)) break;
-        }
-        if (paused) ds_consumer_resume_all(w.consumer);
+        ds_metric_add(w.m_msgs, n);
+        ds_metric_observe(w.m_batch, n);
+        int rc = process_batch(&w, n);
         if (rc == 0) {
-            if (ds_consumer_store(w.consumer, msgs, (size_t)n) != 0) ds_warn("could not store offsets");
+            if (ds_consumer_store(w.consumer, w.msgs, (size_t)n) != 0) ds_warn("could not store offsets");
         } else if (rc != DS_ERETRY) {
-            ds_error("%s worker stops: %s", def->name, err);
-            ds_consumer_release(msgs, (size_t)n);
+            ds_error("%s worker stops: %s", def->name, w.err);
+            ds_consumer_release(w.msgs, (size_t)n);
             ds_service_request_stop(svc, 1);
             break;
         }
         /* On DS_ERETRY here the service is stopping: nothing stored, the
          * batch is redelivered to whoever consumes next. */
-        ds_consumer_release(msgs, (size_t)n);
-        ds_metric_observe(m_secs, (double)(ds_mono_us() - t0) / 1e6);
+        ds_consumer_release(w.msgs, (size_t)n);
+        ds_metric_observe(w.m_secs, (double)(ds_mono_us() - t0) / 1e6);
     }
-    ds_service_set_consumer_ready(svc, false);
-    if (w.consumer) {
-        if (ds_consumer_close(w.consumer) != 0) ds_warn("could not commit offsets on close");
-        ds_consumer_destroy(w.consumer);
-    }
-    if (w.committed) rd_kafka_topic_partition_list_destroy(w.committed);
-    ds_producer_flush(svc->producer, 2000);
-    free(msgs);
-    free(items);
+    worker_close(&w);
     free(topics);
-    for (size_t i = 0; i < w.ntopic_names; i++) {
-        free(w.topic_names[i]);
-        free(w.topic_bases[i]);
-    }
 }
