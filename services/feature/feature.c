@@ -118,149 +118,213 @@ static void writer_abort(feature_state_t *st, bool in_flight) {
  * other connection: two backends busy instead of one at a time. Returns 0
  * once committed, or DS_ERETRY with errstr (rolled back; both connections
  * usable or reset). */
+/* The chunks of one compute_and_write: chunk k+1's rows are loading and
+ * chunk k-1's snapshots inserting (on the writer's session) while chunk k
+ * is computed. */
+typedef struct {
+    feature_state_t *st;
+    const change_t *ch;
+    size_t nch, chunk;
+    const char **ids;
+    /* Per change of the chunk: its loaded row (-1 none) and its org. */
+    int *row;
+    const ds_org_ctx_t **corg;
+    /* The chunk's distinct orgs and their contexts. */
+    const char **dorg;
+    const ds_org_ctx_t **dctx;
+    ds_opp_batch_t *next; /* the next chunk's load, sent, not read yet */
+    ds_pgarray_t a[5];    /* the snapshot columns of the chunk */
+    bool in_tx, in_flight;
+    int64_t t_load, t_compute, t_write;
+    size_t done;
+} pipeline_t;
+
+static void pipeline_init(pipeline_t *p, feature_state_t *st, const change_t *ch, size_t nch) {
+    memset(p, 0, sizeof *p);
+    p->st = st;
+    p->ch = ch;
+    p->nch = nch;
+    p->chunk = (size_t)st->svc->cfg->feature_chunk;
+    p->ids = ds_calloc(p->chunk, sizeof *p->ids);
+    p->row = ds_calloc(p->chunk, sizeof *p->row);
+    p->corg = ds_calloc(p->chunk, sizeof *p->corg);
+    p->dorg = ds_calloc(p->chunk, sizeof *p->dorg);
+    p->dctx = ds_calloc(p->chunk, sizeof *p->dctx);
+}
+
+static void pipeline_close(pipeline_t *p) {
+    free(p->ids);
+    free(p->row);
+    free(p->corg);
+    free(p->dorg);
+    free(p->dctx);
+    for (int i = 0; i < 5; i++) ds_pgarray_free(&p->a[i]);
+    if (p->next) {
+        /* A load still in flight after a failure: its pipeline is mid-way. */
+        ds_opp_batch_destroy(p->next);
+        ds_pg_reset(p->st->pg);
+    }
+}
+
+/* Sends the load of the chunk of changes from c0. */
+static int send_load(pipeline_t *p, size_t c0, char *errstr, size_t errsz) {
+    size_t nn = p->nch - c0 < p->chunk ? p->nch - c0 : p->chunk;
+    for (size_t k = 0; k < nn; k++) p->ids[k] = p->ch[c0 + k].opp_id;
+    return ds_opp_batch_send(p->st->pg, p->ids, nn, &p->next, errstr, errsz);
+}
+
+/* Reads the chunk's load into *out, finds each change's row and org, and
+ * sends the next chunk's load. */
+static int load_chunk(pipeline_t *p, size_t c0, size_t cn, ds_opp_batch_t **out, char *errstr, size_t errsz) {
+    feature_state_t *st = p->st;
+    ds_opp_batch_t *b = p->next;
+    p->next = NULL;
+    int rc = ds_opp_batch_recv(st->pg, b, errstr, errsz);
+    if (rc != 0) {
+        ds_opp_batch_destroy(b);
+        return rc; /* the ids are valid UUIDs: a failure here is the database's */
+    }
+    /* The connection is idle until the next chunk's load is sent: look up
+     * the orgs now, each once (a second lookup of the same org could
+     * refresh it and free the context the first one returned). */
+    size_t nd = 0;
+    for (size_t j = 0; j < cn && rc == 0; j++) {
+        const change_t *c = &p->ch[c0 + j];
+        int idx = ds_opp_batch_find(b, c->opp_id);
+        p->row[j] = idx;
+        p->corg[j] = NULL;
+        if (idx < 0 || ds_opp_batch_placeholder(b, (size_t)idx) ||
+            strcmp(ds_opp_batch_org(b, (size_t)idx), c->org_id) != 0) {
+            p->row[j] = -1; /* unknown, not yet sent by the CRM, or of another org */
+            continue;
+        }
+        size_t d;
+        for (d = 0; d < nd; d++)
+            if (strcmp(p->dorg[d], c->org_id) == 0) break;
+        if (d == nd) {
+            rc = ds_org_cache_get(st->orgs, st->pg, c->org_id, &p->dctx[d], errstr, errsz);
+            p->dorg[nd++] = c->org_id;
+        }
+        p->corg[j] = p->dctx[d];
+    }
+    if (rc == 0 && c0 + p->chunk < p->nch) rc = send_load(p, c0 + p->chunk, errstr, errsz);
+    if (rc != 0) {
+        ds_opp_batch_destroy(b);
+        if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
+        return rc;
+    }
+    *out = b;
+    return DS_OK;
+}
+
+/* Computes the features of the chunk's changes into the snapshot columns
+ * and their features.ready into out; returns the rows. */
+static size_t compute_chunk(pipeline_t *p, ds_opp_batch_t *b, size_t c0, size_t cn, computed_t *out, size_t *nout) {
+    feature_state_t *st = p->st;
+    const change_t *ch = p->ch;
+    ds_pgarray_t *a = p->a;
+    ds_feature_vec_t vec;
+    ds_pgarray_begin(&a[0], DS_OID_UUID);
+    ds_pgarray_begin(&a[1], DS_OID_UUID);
+    ds_pgarray_begin(&a[2], DS_OID_TIMESTAMPTZ);
+    ds_pgarray_begin(&a[3], DS_OID_JSON);
+    ds_pgarray_begin(&a[4], DS_OID_JSON);
+    size_t rows = 0;
+    for (size_t k = c0; k < c0 + cn; k++) {
+        int idx = p->row[k - c0];
+        if (idx < 0) {
+            ds_metric_add(st->m_skipped, 1);
+            continue;
+        }
+        const ds_org_ctx_t *org = p->corg[k - c0];
+        ds_opp_raw_t *raw = ds_opp_batch_raw(b, (size_t)idx);
+        raw->stages = org->stages;
+        int64_t c0us = ds_mono_us();
+        ds_features_compute(raw, ch[k].as_of_us, org->winrate, org->lexicon, &vec);
+        ds_metric_observe(st->m_compute, (double)(ds_mono_us() - c0us) / 1e6);
+        /* The MEDDICC evidence points into the batch: serialise before it goes. */
+        char *fj = ds_features_to_json(&vec);
+        char *mj = ds_meddicc_result_to_json(&vec.meddicc);
+        ds_pgarray_uuid(&a[0], ch[k].org_id);
+        ds_pgarray_uuid(&a[1], ch[k].opp_id);
+        ds_pgarray_timestamptz(&a[2], ch[k].as_of_us);
+        ds_pgarray_json(&a[3], fj, strlen(fj));
+        ds_pgarray_json(&a[4], mj, strlen(mj));
+        free(fj);
+        free(mj);
+        out[*nout].idx = k;
+        pack_ready(&ch[k], &vec, &out[*nout]);
+        (*nout)++;
+        rows++;
+    }
+    return rows;
+}
+
+/* Collects the previous chunk's INSERT (it has had the load and compute of
+ * this one to run) and sends this one's, in the batch's transaction. */
+static int write_chunk(pipeline_t *p, size_t rows, char *errstr, size_t errsz) {
+    ds_pg_t *pgw = p->st->pgw;
+    int rc;
+    if (p->in_flight) {
+        p->in_flight = false;
+        rc = ds_pg_send_wait(pgw, NULL, errstr, errsz);
+        if (rc != 0) return rc;
+    }
+    if (!rows) return DS_OK;
+    if (!p->in_tx) {
+        rc = ds_pg_exec(pgw, "begin", NULL, errstr, errsz);
+        if (rc != 0) return rc;
+        p->in_tx = true;
+    }
+    const char *v[6] = {[5] = DS_FEATURE_VERSION};
+    int lens[6] = {0}, fmts[6] = {0};
+    ds_pgarray_params(p->a, 5, v, lens, fmts);
+    rc = ds_pg_send_params(pgw, sql_snapshot, 6, v, lens, fmts, errstr, errsz);
+    if (rc != 0) return rc;
+    p->in_flight = true;
+    p->done += rows;
+    return DS_OK;
+}
+
+/* Waits for the last INSERT and commits. */
+static int finish_writes(pipeline_t *p, char *errstr, size_t errsz) {
+    int64_t t3 = ds_mono_us();
+    int rc = DS_OK;
+    if (p->in_flight) {
+        p->in_flight = false;
+        rc = ds_pg_send_wait(p->st->pgw, NULL, errstr, errsz);
+    }
+    if (rc == 0 && p->in_tx) rc = ds_pg_exec(p->st->pgw, "commit", NULL, errstr, errsz);
+    p->t_write += ds_mono_us() - t3;
+    return rc;
+}
+
 static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch, computed_t *out, size_t *nout,
                              char *errstr, size_t errsz) {
-    int rc = DS_OK;
-    bool in_tx = false, in_flight = false;
-    int64_t t_load = 0, t_compute = 0, t_write = 0;
-    size_t done = 0;
-    ds_pgarray_t a[5] = {{0}};
-    ds_feature_vec_t vec;
-    const size_t chunk = (size_t)st->svc->cfg->feature_chunk;
-    const char **ids = ds_calloc(chunk, sizeof *ids);
-    /* Per change of the chunk: its loaded row (-1 none) and its org. */
-    int *row = ds_calloc(chunk, sizeof *row);
-    const ds_org_ctx_t **corg = ds_calloc(chunk, sizeof *corg);
-    const char **dorg = ds_calloc(chunk, sizeof *dorg);
-    const ds_org_ctx_t **dctx = ds_calloc(chunk, sizeof *dctx);
-    ds_opp_batch_t *next = NULL; /* the next chunk's load, sent, not read yet */
-    for (size_t k = 0; k < (nch < chunk ? nch : chunk); k++) ids[k] = ch[k].opp_id;
+    pipeline_t p;
+    pipeline_init(&p, st, ch, nch);
     int64_t ts = ds_mono_us();
-    rc = ds_opp_batch_send(st->pg, ids, nch < chunk ? nch : chunk, &next, errstr, errsz);
-    t_load += ds_mono_us() - ts;
-    for (size_t c0 = 0; c0 < nch && rc == 0; c0 += chunk) {
-        size_t cn = nch - c0 < chunk ? nch - c0 : chunk;
+    int rc = send_load(&p, 0, errstr, errsz);
+    p.t_load += ds_mono_us() - ts;
+    for (size_t c0 = 0; c0 < nch && rc == 0; c0 += p.chunk) {
+        size_t cn = nch - c0 < p.chunk ? nch - c0 : p.chunk;
         int64_t t0 = ds_mono_us();
-        ds_opp_batch_t *b = next;
-        next = NULL;
-        rc = ds_opp_batch_recv(st->pg, b, errstr, errsz);
-        if (rc != 0) {
-            ds_opp_batch_destroy(b);
-            break; /* the ids are valid UUIDs: a failure here is the database's */
-        }
-        /* The connection is idle until the next chunk's load is sent: look
-         * up the orgs now, each once (a second lookup of the same org could
-         * refresh it and free the context the first one returned). */
-        size_t nd = 0;
-        for (size_t j = 0; j < cn && rc == 0; j++) {
-            const change_t *c = &ch[c0 + j];
-            int idx = ds_opp_batch_find(b, c->opp_id);
-            row[j] = idx;
-            corg[j] = NULL;
-            if (idx < 0 || ds_opp_batch_placeholder(b, (size_t)idx) ||
-                strcmp(ds_opp_batch_org(b, (size_t)idx), c->org_id) != 0) {
-                row[j] = -1; /* unknown, not yet sent by the CRM, or of another org */
-                continue;
-            }
-            size_t d;
-            for (d = 0; d < nd; d++)
-                if (strcmp(dorg[d], c->org_id) == 0) break;
-            if (d == nd) {
-                rc = ds_org_cache_get(st->orgs, st->pg, c->org_id, &dctx[d], errstr, errsz);
-                dorg[nd++] = c->org_id;
-            }
-            corg[j] = dctx[d];
-        }
-        if (rc == 0 && c0 + chunk < nch) {
-            size_t nn = nch - (c0 + chunk) < chunk ? nch - (c0 + chunk) : chunk;
-            for (size_t k = 0; k < nn; k++) ids[k] = ch[c0 + chunk + k].opp_id;
-            rc = ds_opp_batch_send(st->pg, ids, nn, &next, errstr, errsz);
-        }
+        ds_opp_batch_t *b = NULL;
+        rc = load_chunk(&p, c0, cn, &b, errstr, errsz);
         int64_t t1 = ds_mono_us();
-        t_load += t1 - t0;
-        if (rc != 0) {
-            ds_opp_batch_destroy(b);
-            if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
-            break;
-        }
-        ds_pgarray_begin(&a[0], DS_OID_UUID);
-        ds_pgarray_begin(&a[1], DS_OID_UUID);
-        ds_pgarray_begin(&a[2], DS_OID_TIMESTAMPTZ);
-        ds_pgarray_begin(&a[3], DS_OID_JSON);
-        ds_pgarray_begin(&a[4], DS_OID_JSON);
-        size_t rows = 0;
-        for (size_t k = c0; k < c0 + cn; k++) {
-            int idx = row[k - c0];
-            if (idx < 0) {
-                ds_metric_add(st->m_skipped, 1);
-                continue;
-            }
-            const ds_org_ctx_t *org = corg[k - c0];
-            ds_opp_raw_t *raw = ds_opp_batch_raw(b, (size_t)idx);
-            raw->stages = org->stages;
-            int64_t c0us = ds_mono_us();
-            ds_features_compute(raw, ch[k].as_of_us, org->winrate, org->lexicon, &vec);
-            ds_metric_observe(st->m_compute, (double)(ds_mono_us() - c0us) / 1e6);
-            /* The MEDDICC evidence points into the batch: serialise before it goes. */
-            char *fj = ds_features_to_json(&vec);
-            char *mj = ds_meddicc_result_to_json(&vec.meddicc);
-            ds_pgarray_uuid(&a[0], ch[k].org_id);
-            ds_pgarray_uuid(&a[1], ch[k].opp_id);
-            ds_pgarray_timestamptz(&a[2], ch[k].as_of_us);
-            ds_pgarray_json(&a[3], fj, strlen(fj));
-            ds_pgarray_json(&a[4], mj, strlen(mj));
-            free(fj);
-            free(mj);
-            out[*nout].idx = k;
-            pack_ready(&ch[k], &vec, &out[*nout]);
-            (*nout)++;
-            rows++;
-        }
+        p.t_load += t1 - t0;
+        if (rc != 0) break;
+        size_t rows = compute_chunk(&p, b, c0, cn, out, nout);
         ds_opp_batch_destroy(b);
         int64_t t2 = ds_mono_us();
-        t_compute += t2 - t1;
+        p.t_compute += t2 - t1;
+        rc = write_chunk(&p, rows, errstr, errsz);
         if (rc != 0) break;
-        /* The previous chunk's INSERT has had the load and compute of this
-         * one to run; collect it before sending the next. */
-        if (in_flight) {
-            in_flight = false;
-            rc = ds_pg_send_wait(st->pgw, NULL, errstr, errsz);
-            if (rc != 0) break;
-        }
-        if (rows) {
-            if (!in_tx) {
-                rc = ds_pg_exec(st->pgw, "begin", NULL, errstr, errsz);
-                if (rc != 0) break;
-                in_tx = true;
-            }
-            const char *v[6] = {[5] = DS_FEATURE_VERSION};
-            int lens[6] = {0}, fmts[6] = {0};
-            ds_pgarray_params(a, 5, v, lens, fmts);
-            rc = ds_pg_send_params(st->pgw, sql_snapshot, 6, v, lens, fmts, errstr, errsz);
-            if (rc != 0) break;
-            in_flight = true;
-            done += rows;
-        }
-        t_write += ds_mono_us() - t2;
+        p.t_write += ds_mono_us() - t2;
     }
-    int64_t t3 = ds_mono_us();
-    if (rc == 0 && in_flight) {
-        in_flight = false;
-        rc = ds_pg_send_wait(st->pgw, NULL, errstr, errsz);
-    }
-    if (rc == 0 && in_tx) rc = ds_pg_exec(st->pgw, "commit", NULL, errstr, errsz);
-    t_write += ds_mono_us() - t3;
-    free(ids);
-    free(row);
-    free(corg);
-    free(dorg);
-    free(dctx);
-    for (int i = 0; i < 5; i++) ds_pgarray_free(&a[i]);
-    if (next) {
-        /* A load still in flight after a failure: its pipeline is mid-way. */
-        ds_opp_batch_destroy(next);
-        ds_pg_reset(st->pg);
-    }
+    if (rc == 0) rc = finish_writes(&p, errstr, errsz);
+    bool in_tx = p.in_tx, in_flight = p.in_flight;
+    pipeline_close(&p);
     if (rc != 0) {
         /* Data errors cannot come from our own rows; treat every failure as
          * transient so nothing is dropped. */
@@ -268,10 +332,10 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
         if (!ds_pg_is_connected(st->pgw)) ds_pg_reset(st->pgw);
         return DS_ERETRY;
     }
-    ds_metric_add(st->m_snapshots, (double)done);
-    ds_metric_add(st->m_phase_load, (double)t_load / 1e6);
-    ds_metric_add(st->m_phase_compute, (double)t_compute / 1e6);
-    ds_metric_add(st->m_phase_write, (double)t_write / 1e6);
+    ds_metric_add(st->m_snapshots, (double)p.done);
+    ds_metric_add(st->m_phase_load, (double)p.t_load / 1e6);
+    ds_metric_add(st->m_phase_compute, (double)p.t_compute / 1e6);
+    ds_metric_add(st->m_phase_write, (double)p.t_write / 1e6);
     return DS_OK;
 }
 
