@@ -856,172 +856,148 @@ static bool pkey_verify(EVP_PKEY *pkey, const unsigned char *sig, size_t siglen,
 
 enum { ALG_HS256 = 1, ALG_RS256, ALG_ES256 };
 
-int ds_jwt_verify(ds_jwt_verifier_t *v, const char *token, int64_t now_s, ds_jwt_claims_t *out,
-                  char *errstr, size_t errstr_size) {
-    const char *why = NULL;
-    unsigned char *hdr = NULL, *pay = NULL, *sig = NULL, *der = NULL;
-    size_t hlen = 0, plen = 0, slen = 0;
-    json_t *h = NULL, *p = NULL;
-    keyset_t *ks = NULL;
-    int alg = 0;
-    ds_assert(v);
-    memset(out, 0, sizeof *out);
+/* A token being verified: its three decoded parts and what the header
+ * says. */
+typedef struct {
+    const char *token;
+    size_t inlen; /* of the signing input "header.payload" at token */
+    unsigned char *hdr, *pay, *sig, *der;
+    size_t hlen, plen, slen;
+    json_t *h, *p;
+    int alg;
+    const char *algs, *kid; /* in h */
+    keyset_t *ks;
+} jws_t;
 
+static void jws_free(jws_t *t) {
+    keyset_put(t->ks);
+    json_decref(t->h);
+    json_decref(t->p);
+    free(t->hdr);
+    free(t->pay);
+    free(t->sig);
+    OPENSSL_free(t->der);
+}
+
+/* Splits the compact serialization and decodes its three parts. Returns
+ * NULL or the reason. */
+static const char *decode_parts(jws_t *t, const char *token) {
     size_t len = token ? strnlen(token, DS_JWT_MAX_TOKEN_LEN + 1) : 0;
-    if (len == 0) {
-        why = "malformed token: empty";
-        goto done;
-    }
-    if (len > DS_JWT_MAX_TOKEN_LEN) {
-        why = "malformed token: too long";
-        goto done;
-    }
+    if (len == 0) return "malformed token: empty";
+    if (len > DS_JWT_MAX_TOKEN_LEN) return "malformed token: too long";
     const char *d1 = memchr(token, '.', len);
     const char *d2 = d1 ? memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - token)) : NULL;
-    if (!d1 || !d2 || memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - token))) {
-        why = "malformed token: not three parts";
-        goto done;
-    }
-    if (ds_jwt_b64url_decode(token, (size_t)(d1 - token), &hdr, &hlen) != 0 ||
-        ds_jwt_b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), &pay, &plen) != 0 ||
-        ds_jwt_b64url_decode(d2 + 1, len - (size_t)(d2 + 1 - token), &sig, &slen) != 0) {
-        why = "malformed token: invalid base64url";
-        goto done;
-    }
+    if (!d1 || !d2 || memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - token))) return "malformed token: not three parts";
+    if (ds_jwt_b64url_decode(token, (size_t)(d1 - token), &t->hdr, &t->hlen) != 0 ||
+        ds_jwt_b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), &t->pay, &t->plen) != 0 ||
+        ds_jwt_b64url_decode(d2 + 1, len - (size_t)(d2 + 1 - token), &t->sig, &t->slen) != 0)
+        return "malformed token: invalid base64url";
+    t->token = token;
+    t->inlen = (size_t)(d2 - token);
+    return NULL;
+}
 
-    /* Header: which algorithm, which key. */
-    h = memchr(hdr, 0, hlen) ? NULL : json_loadb((char *)hdr, hlen, JSON_REJECT_DUPLICATES, NULL);
-    if (!json_is_object(h)) {
-        why = "malformed token: header is not a JSON object";
-        goto done;
-    }
-    const char *algs = json_string_value(json_object_get(h, "alg"));
-    json_t *kidj = json_object_get(h, "kid"), *typ = json_object_get(h, "typ");
-    if (!algs) {
-        why = "malformed token: header has no alg";
-        goto done;
-    }
-    if (strcasecmp(algs, "none") == 0) {
-        why = "alg none is not accepted";
-        goto done;
-    }
-    if (strcmp(algs, "HS256") == 0) alg = ALG_HS256;
-    else if (strcmp(algs, "RS256") == 0) alg = ALG_RS256;
-    else if (strcmp(algs, "ES256") == 0) alg = ALG_ES256;
-    else {
-        why = "unsupported alg";
-        goto done;
-    }
-    if (json_object_get(h, "crit")) {
-        why = "crit header is not supported";
-        goto done;
-    }
-    if (typ && (!json_is_string(typ) || strcasecmp(json_string_value(typ), "JWT") != 0)) {
-        why = "typ is not JWT";
-        goto done;
-    }
-    if (kidj && !json_is_string(kidj)) {
-        why = "malformed token: kid is not a string";
-        goto done;
-    }
-    const char *kid = json_string_value(kidj);
+/* The header: which algorithm, which key. Returns NULL or the reason. */
+static const char *read_header(jws_t *t) {
+    t->h = memchr(t->hdr, 0, t->hlen) ? NULL : json_loadb((char *)t->hdr, t->hlen, JSON_REJECT_DUPLICATES, NULL);
+    if (!json_is_object(t->h)) return "malformed token: header is not a JSON object";
+    const char *algs = json_string_value(json_object_get(t->h, "alg"));
+    json_t *kidj = json_object_get(t->h, "kid"), *typ = json_object_get(t->h, "typ");
+    if (!algs) return "malformed token: header has no alg";
+    if (strcasecmp(algs, "none") == 0) return "alg none is not accepted";
+    if (strcmp(algs, "HS256") == 0) t->alg = ALG_HS256;
+    else if (strcmp(algs, "RS256") == 0) t->alg = ALG_RS256;
+    else if (strcmp(algs, "ES256") == 0) t->alg = ALG_ES256;
+    else return "unsupported alg";
+    if (json_object_get(t->h, "crit")) return "crit header is not supported";
+    if (typ && (!json_is_string(typ) || strcasecmp(json_string_value(typ), "JWT") != 0)) return "typ is not JWT";
+    if (kidj && !json_is_string(kidj)) return "malformed token: kid is not a string";
+    t->algs = algs;
+    t->kid = json_string_value(kidj);
+    return NULL;
+}
 
-    /* Signature over the ASCII "header.payload", before the payload is
-     * parsed at all. */
-    const char *input = token;
-    size_t inlen = (size_t)(d2 - token);
-    if (alg == ALG_HS256) {
-        if (!v->secret) {
-            why = "HS256 is not accepted: no shared secret configured";
-            goto done;
-        }
-        if (kid && v->src != SRC_NONE) {
-            /* An HS256 token naming one of the asymmetric keys is the
-             * classic confusion attack (public key used as HMAC secret). */
-            if (v->src == SRC_FILE) maybe_reload_file(v);
-            ks = keys_get(v);
-            if (keyset_find(ks, kid)) {
-                why = "alg does not match the key type";
-                goto done;
-            }
-        }
-        unsigned char mac[EVP_MAX_MD_SIZE];
-        unsigned int maclen = 0;
-        if (!HMAC(EVP_sha256(), v->secret, (int)v->secret_len, (const unsigned char *)input,
-                  inlen, mac, &maclen) ||
-            slen != maclen || CRYPTO_memcmp(mac, sig, maclen) != 0) {
-            why = "bad signature";
-            goto done;
-        }
-    } else {
-        if (v->src == SRC_NONE) {
-            why = "RS256 and ES256 are not accepted: no JWKS configured";
-            goto done;
-        }
+/* The HMAC over the signing input with the shared secret. */
+static const char *verify_hs256(ds_jwt_verifier_t *v, jws_t *t) {
+    if (!v->secret) return "HS256 is not accepted: no shared secret configured";
+    if (t->kid && v->src != SRC_NONE) {
+        /* An HS256 token naming one of the asymmetric keys is the classic
+         * confusion attack (public key used as HMAC secret). */
         if (v->src == SRC_FILE) maybe_reload_file(v);
-        ks = keys_get(v);
-        const jwk_t *k;
-        if (ks->n == 0) {
+        t->ks = keys_get(v);
+        if (keyset_find(t->ks, t->kid)) return "alg does not match the key type";
+    }
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+    if (!HMAC(EVP_sha256(), v->secret, (int)v->secret_len, (const unsigned char *)t->token, t->inlen, mac,
+              &maclen) ||
+        t->slen != maclen || CRYPTO_memcmp(mac, t->sig, maclen) != 0)
+        return "bad signature";
+    return NULL;
+}
+
+/* An RS256 or ES256 signature with the JWKS key the token names (or the
+ * only one); an unknown kid asks for a refetch. */
+static const char *verify_jwks(ds_jwt_verifier_t *v, jws_t *t) {
+    if (v->src == SRC_NONE) return "RS256 and ES256 are not accepted: no JWKS configured";
+    if (v->src == SRC_FILE) maybe_reload_file(v);
+    keyset_t *ks = t->ks = keys_get(v);
+    const jwk_t *k;
+    if (ks->n == 0) {
+        request_refetch(v);
+        return "no signing keys available";
+    }
+    if (t->kid) {
+        if (!(k = keyset_find(ks, t->kid))) {
             request_refetch(v);
-            why = "no signing keys available";
-            goto done;
+            return "unknown kid";
         }
-        if (kid) {
-            if (!(k = keyset_find(ks, kid))) {
-                request_refetch(v);
-                why = "unknown kid";
-                goto done;
-            }
-        } else if (ks->n == 1) {
-            k = &ks->keys[0];
-        } else {
-            why = "token has no kid and several keys are configured";
-            goto done;
-        }
-        if (k->kty != (alg == ALG_RS256 ? KTY_RSA : KTY_EC)) {
-            why = "alg does not match the key type";
-            goto done;
-        }
-        const unsigned char *vs = sig;
-        size_t vslen = slen;
-        if (alg == ALG_ES256) {
-            int derlen = 0;
-            if (slen != 64 || !es256_to_der(sig, &der, &derlen)) {
-                why = "bad signature encoding";
-                goto done;
-            }
-            vs = der;
-            vslen = (size_t)derlen;
-        }
-        if (!pkey_verify(k->pkey, vs, vslen, input, inlen)) {
-            why = "bad signature";
-            goto done;
-        }
+    } else if (ks->n == 1) {
+        k = &ks->keys[0];
+    } else {
+        return "token has no kid and several keys are configured";
     }
-
-    /* Claims. */
-    p = memchr(pay, 0, plen) ? NULL : json_loadb((char *)pay, plen, JSON_REJECT_DUPLICATES, NULL);
-    if (!json_is_object(p)) {
-        why = "malformed token: payload is not a JSON object";
-        goto done;
+    if (k->kty != (t->alg == ALG_RS256 ? KTY_RSA : KTY_EC)) return "alg does not match the key type";
+    const unsigned char *vs = t->sig;
+    size_t vslen = t->slen;
+    if (t->alg == ALG_ES256) {
+        int derlen = 0;
+        if (t->slen != 64 || !es256_to_der(t->sig, &t->der, &derlen)) return "bad signature encoding";
+        vs = t->der;
+        vslen = (size_t)derlen;
     }
-    if ((why = check_claims(p, now_s, out)) != NULL) goto done;
-    snprintf(out->alg, sizeof out->alg, "%s", algs);
-    out->claims_json = (char *)pay; /* NUL-terminated by the decoder */
-    pay = NULL;
+    if (!pkey_verify(k->pkey, vs, vslen, t->token, t->inlen)) return "bad signature";
+    return NULL;
+}
 
-done:
+/* The payload's claims into out (which takes the payload's text). */
+static const char *read_claims(jws_t *t, int64_t now_s, ds_jwt_claims_t *out) {
+    t->p = memchr(t->pay, 0, t->plen) ? NULL : json_loadb((char *)t->pay, t->plen, JSON_REJECT_DUPLICATES, NULL);
+    if (!json_is_object(t->p)) return "malformed token: payload is not a JSON object";
+    const char *why = check_claims(t->p, now_s, out);
+    if (why) return why;
+    snprintf(out->alg, sizeof out->alg, "%s", t->algs);
+    out->claims_json = (char *)t->pay; /* NUL-terminated by the decoder */
+    t->pay = NULL;
+    return NULL;
+}
+
+int ds_jwt_verify(ds_jwt_verifier_t *v, const char *token, int64_t now_s, ds_jwt_claims_t *out,
+                  char *errstr, size_t errstr_size) {
+    ds_assert(v);
+    memset(out, 0, sizeof *out);
+    jws_t t = {0};
+    const char *why = decode_parts(&t, token);
+    if (!why) why = read_header(&t);
+    /* The signature over the ASCII "header.payload", before the payload is
+     * parsed at all. */
+    if (!why) why = t.alg == ALG_HS256 ? verify_hs256(v, &t) : verify_jwks(v, &t);
+    if (!why) why = read_claims(&t, now_s, out);
     if (why) {
         ds_jwt_claims_clear(out);
         snprintf(errstr, errstr_size, "%s", why);
     }
-    keyset_put(ks);
-    json_decref(h);
-    json_decref(p);
-    free(hdr);
-    free(pay);
-    free(sig);
-    OPENSSL_free(der);
+    jws_free(&t);
     return why ? DS_EAUTH : 0;
 }
 
