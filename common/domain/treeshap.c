@@ -212,20 +212,22 @@ static int walk(build_t *b, size_t node, int depth, int nu, char *errstr, size_t
     return 0;
 }
 
-static int add_tree(build_t *b, const json_t *tree, size_t ti, char *errstr, size_t errstr_size) {
-    ds_treeshap_t *ts = b->ts;
+/* Points b at the tree's node arrays and checks their shape; sets *n
+ * and *st (split types, or NULL). */
+static int read_arrays(build_t *b, const json_t *tree, size_t ti, size_t *n, const json_t **st, char *errstr,
+                       size_t errstr_size) {
     b->lc = json_object_get(tree, "left_children");
     b->rc = json_object_get(tree, "right_children");
     b->si = json_object_get(tree, "split_indices");
     b->sc = json_object_get(tree, "split_conditions");
     b->dl = json_object_get(tree, "default_left");
     b->hess = json_object_get(tree, "sum_hessian");
-    const json_t *st = json_object_get(tree, "split_type");
+    *st = json_object_get(tree, "split_type");
     const json_t *cat = json_object_get(tree, "categories_nodes");
-    size_t n = json_array_size(b->lc);
-    if (n == 0 || json_array_size(b->rc) != n || json_array_size(b->si) != n ||
-        json_array_size(b->sc) != n || json_array_size(b->dl) != n ||
-        json_array_size(b->hess) != n || (st && json_array_size(st) != n)) {
+    *n = json_array_size(b->lc);
+    if (*n == 0 || json_array_size(b->rc) != *n || json_array_size(b->si) != *n ||
+        json_array_size(b->sc) != *n || json_array_size(b->dl) != *n ||
+        json_array_size(b->hess) != *n || (*st && json_array_size(*st) != *n)) {
         ERR("tree %zu: node arrays missing or of different lengths", ti);
         return DS_EINVAL;
     }
@@ -239,8 +241,12 @@ static int add_tree(build_t *b, const json_t *tree, size_t ti, char *errstr, siz
         ERR("tree %zu has vector leaves", ti);
         return DS_EINVAL;
     }
-    /* Validate every node, reachable or not (deleted nodes stay in the
-     * arrays). */
+    return 0;
+}
+
+/* Validates every node, reachable or not (deleted nodes stay in the
+ * arrays). */
+static int check_nodes(build_t *b, size_t n, const json_t *st, size_t ti, char *errstr, size_t errstr_size) {
     for (size_t i = 0; i < n; i++) {
         long long l = int_at(b->lc, i), r = int_at(b->rc, i);
         if (!json_is_integer(json_array_get(b->lc, i)) ||
@@ -257,9 +263,9 @@ static int add_tree(build_t *b, const json_t *tree, size_t ti, char *errstr, siz
             ERR("tree %zu node %zu: bad children %lld, %lld", ti, i, l, r);
             return DS_EINVAL;
         }
-        if (!json_is_integer(json_array_get(b->si, i)) || f < 0 || (size_t)f >= ts->n_features) {
+        if (!json_is_integer(json_array_get(b->si, i)) || f < 0 || (size_t)f >= b->ts->n_features) {
             ERR("tree %zu node %zu: split feature %lld outside 0 .. %zu", ti, i, f,
-                ts->n_features - 1);
+                b->ts->n_features - 1);
             return DS_EINVAL;
         }
         if (!(h > 0) || !isfinite(h) || !(num_at(b->hess, (size_t)l) >= 0) ||
@@ -273,45 +279,45 @@ static int add_tree(build_t *b, const json_t *tree, size_t ti, char *errstr, siz
             return DS_EINVAL;
         }
     }
-    /* Breadth-first from the root: internal nodes get ids in that order;
-     * a node seen twice means the arrays are not a tree. */
-    uint32_t *queue = ds_malloc(n * sizeof *queue);
-    uint8_t *seen = ds_calloc(n, 1);
-    b->newid = ds_malloc(n * sizeof *b->newid);
-    size_t head = 0, tail = 0;
-    uint32_t ni = 0, nl = 0;
+    return 0;
+}
+
+/* Breadth-first from the root: internal nodes get ids (b->newid) in that
+ * order, and queue[0 .. *tail) holds the nodes in it; a node seen twice
+ * means the arrays are not a tree. Counts the internal nodes and leaves. */
+static int number_nodes(build_t *b, size_t ti, uint32_t *queue, size_t *tail, uint32_t *ni, uint32_t *nl,
+                        char *errstr, size_t errstr_size) {
+    uint8_t *seen = ds_calloc(b->n, 1);
+    size_t head = 0;
     int rc = 0;
-    queue[tail++] = 0;
+    *tail = 0;
+    queue[(*tail)++] = 0;
     seen[0] = 1;
-    while (head < tail) {
+    while (head < *tail && rc == 0) {
         size_t i = queue[head++];
         if (int_at(b->lc, i) < 0) {
-            nl++;
+            (*nl)++;
             continue;
         }
-        b->newid[i] = ni++;
+        b->newid[i] = (*ni)++;
         size_t kids[2] = {(size_t)int_at(b->lc, i), (size_t)int_at(b->rc, i)};
-        for (int c = 0; c < 2; c++) {
+        for (int c = 0; c < 2 && rc == 0; c++) {
             if (seen[kids[c]]) {
                 ERR("tree %zu: node %zu is reached twice", ti, kids[c]);
                 rc = DS_EINVAL;
-                goto done;
+                break;
             }
             seen[kids[c]] = 1;
-            queue[tail++] = (uint32_t)kids[c];
+            queue[(*tail)++] = (uint32_t)kids[c];
         }
     }
-    tree_t *t = &ts->trees[ti];
-    t->n_internal = ni;
-    t->n_leaves = nl;
-    t->node_off = b->node_off;
-    t->leaf_off = b->leaf_off;
-    b->n = n;
-    b->n_internal = ni;
-    b->leaf_next = 0;
-    b->expected = 0;
-    rc = walk(b, 0, 0, 0, errstr, errstr_size);
-    if (rc) goto done;
+    free(seen);
+    return rc;
+}
+
+/* The split of every internal node, at its new id. */
+static void store_splits(build_t *b, const uint32_t *queue, size_t tail) {
+    ds_treeshap_t *ts = b->ts;
     for (size_t q = 0; q < tail; q++) {
         size_t i = queue[q];
         if (int_at(b->lc, i) < 0) continue;
@@ -323,6 +329,33 @@ static int add_tree(build_t *b, const json_t *tree, size_t ti, char *errstr, siz
         ts->child[2 * k] = b->newid[int_at(b->lc, i)];
         ts->child[2 * k + 1] = b->newid[int_at(b->rc, i)];
     }
+}
+
+static int add_tree(build_t *b, const json_t *tree, size_t ti, char *errstr, size_t errstr_size) {
+    ds_treeshap_t *ts = b->ts;
+    size_t n;
+    const json_t *st;
+    int rc = read_arrays(b, tree, ti, &n, &st, errstr, errstr_size);
+    if (rc == 0) rc = check_nodes(b, n, st, ti, errstr, errstr_size);
+    if (rc) return rc;
+    uint32_t *queue = ds_malloc(n * sizeof *queue);
+    b->newid = ds_malloc(n * sizeof *b->newid);
+    b->n = n;
+    size_t tail = 0;
+    uint32_t ni = 0, nl = 0;
+    rc = number_nodes(b, ti, queue, &tail, &ni, &nl, errstr, errstr_size);
+    if (rc) goto done;
+    tree_t *t = &ts->trees[ti];
+    t->n_internal = ni;
+    t->n_leaves = nl;
+    t->node_off = b->node_off;
+    t->leaf_off = b->leaf_off;
+    b->n_internal = ni;
+    b->leaf_next = 0;
+    b->expected = 0;
+    rc = walk(b, 0, 0, 0, errstr, errstr_size);
+    if (rc) goto done;
+    store_splits(b, queue, tail);
     ts->bias += b->expected;
     b->node_off += ni;
     b->leaf_off += nl;
@@ -331,7 +364,6 @@ static int add_tree(build_t *b, const json_t *tree, size_t ti, char *errstr, siz
     if (nl > ts->max_tree_leaves) ts->max_tree_leaves = nl;
 done:
     free(queue);
-    free(seen);
     free(b->newid);
     b->newid = NULL;
     return rc;
