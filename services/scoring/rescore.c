@@ -463,10 +463,49 @@ static void keep_freed_memory(void) {
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
 }
 
-int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv) {
-    keep_freed_memory();
-    rescore_opts_t o = {.chunk = RESCORE_DEFAULT_CHUNK, .workers = RESCORE_DEFAULT_WORKERS, .publish = true,
-                        .snapshot = true};
+/* A phase of the command returns RESCORE_GO_ON to let the next one run, or
+ * the exit status to stop with (its message printed). */
+#define RESCORE_GO_ON (-1)
+#define rescore_fail(...) (fprintf(stderr, "dealscore-scoring rescore: " __VA_ARGS__), 1)
+
+/* One run of the command, what each phase leaves for the next ones. */
+typedef struct {
+    const ds_config_t *cfg;
+    rescore_opts_t o;
+    char err[1024];
+    ds_pg_t *pg; /* the main thread's session: paging, progress, the lock */
+    char org_id[37];
+    const char *scope; /* org_id, or NULL for every org */
+    long long run_id;
+    bool resumed;
+    long long scored; /* by the run, in this process and before */
+    long long total;
+    char asof_text[40];
+    pool_t pool;
+    int started; /* worker threads */
+    /* the walk */
+    char cur_org[37], cur_id[37]; /* the last opportunity handed out */
+    job_t *flight_head, *flight_tail;
+    int in_flight;
+    long long seq, done_here;
+    int64_t t0, last_progress;
+    double secs; /* of the walk, the workers joined */
+    bool end, failed, finished;
+    char fail_text[600];
+} rescore_t;
+
+static void rescore_init(rescore_t *rs, const ds_config_t *cfg) {
+    memset(rs, 0, sizeof *rs);
+    rs->cfg = cfg;
+    rs->o = (rescore_opts_t){.chunk = RESCORE_DEFAULT_CHUNK, .workers = RESCORE_DEFAULT_WORKERS, .publish = true,
+                             .snapshot = true};
+    rs->pool.cfg = cfg;
+    rs->pool.o = &rs->o;
+    pthread_mutex_init(&rs->pool.mu, NULL);
+    pthread_cond_init(&rs->pool.cond, NULL);
+}
+
+static int parse_options(rescore_t *rs, int argc, char **argv) {
     static const struct option opts[] = {{"org", required_argument, 0, 'o'},
                                          {"chunk", required_argument, 0, 'c'},
                                          {"workers", required_argument, 0, 'w'},
@@ -475,391 +514,446 @@ int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv) {
                                          {"no-snapshot", no_argument, 0, 'N'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
+    rescore_opts_t *o = &rs->o;
     optind = 1;
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
         case 'h': help(stdout); return 0;
-        case 'o': o.org = optarg; break;
+        case 'o': o->org = optarg; break;
         case 'c':
-            if (!parse_int(optarg, 1, RESCORE_MAX_CHUNK, &o.chunk))
+            if (!parse_int(optarg, 1, RESCORE_MAX_CHUNK, &o->chunk))
                 return usage_error("--chunk must be a number from 1 to %d", RESCORE_MAX_CHUNK);
             break;
         case 'w':
-            if (!parse_int(optarg, 1, RESCORE_MAX_WORKERS, &o.workers))
+            if (!parse_int(optarg, 1, RESCORE_MAX_WORKERS, &o->workers))
                 return usage_error("--workers must be a number from 1 to %d", RESCORE_MAX_WORKERS);
             break;
-        case 'r': o.restart = true; break;
-        case 'P': o.publish = false; break;
-        case 'N': o.snapshot = false; break;
+        case 'r': o->restart = true; break;
+        case 'P': o->publish = false; break;
+        case 'N': o->snapshot = false; break;
         case ':': return usage_error("%s needs a value", argv[optind - 1]);
         default: return usage_error("unknown option %s", argv[optind - 1]);
         }
     }
     if (optind < argc) return usage_error("unexpected argument \"%s\"", argv[optind]);
+    return RESCORE_GO_ON;
+}
 
+static void catch_signals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+}
 
-    int rc = 1;
-    char err[1024];
-    char org_id[37] = "";
-    ds_pg_t *pg = NULL;
+/* Connects, looks up --org and takes the scope's lock: one rescore per
+ * scope at a time (held by this session). */
+static int connect_and_lock(rescore_t *rs) {
     PGresult *r = NULL;
-    pool_t pool = {.cfg = cfg, .o = &o};
-    pthread_mutex_init(&pool.mu, NULL);
-    pthread_cond_init(&pool.cond, NULL);
-    /* At most workers + 1 chunks are in flight (below), so a push never waits. */
-    pool.queue = ds_queue_new((size_t)o.workers + 1);
-    int started = 0;
-    job_t *flight_head = NULL, *flight_tail = NULL;
-
-    if (ds_pg_new(&pg, cfg->database_url, "dealscore-scoring-rescore", err, sizeof err) != 0 ||
-        ds_pg_ensure(pg, 30000, (const volatile int *)&stop_requested, err, sizeof err) != 0) {
-        fprintf(stderr, "dealscore-scoring rescore: could not connect to Postgres: %s\n", err);
-        goto out;
-    }
-    if (o.org) {
-        const char *v[] = {o.org};
-        if (exec(pg, "select id::text from public.orgs where slug = $1", 1, v, &r, err, sizeof err) != 0) {
-            fprintf(stderr, "dealscore-scoring rescore: could not look up the org: %s\n", err);
-            goto out;
-        }
+    if (ds_pg_new(&rs->pg, rs->cfg->database_url, "dealscore-scoring-rescore", rs->err, sizeof rs->err) != 0 ||
+        ds_pg_ensure(rs->pg, 30000, (const volatile int *)&stop_requested, rs->err, sizeof rs->err) != 0)
+        return rescore_fail("could not connect to Postgres: %s\n", rs->err);
+    if (rs->o.org) {
+        const char *v[] = {rs->o.org};
+        if (exec(rs->pg, "select id::text from public.orgs where slug = $1", 1, v, &r, rs->err, sizeof rs->err) != 0)
+            return rescore_fail("could not look up the org: %s\n", rs->err);
         if (PQntuples(r) != 1) {
-            fprintf(stderr, "dealscore-scoring rescore: no org \"%s\"\n", o.org);
-            goto out;
+            PQclear(r);
+            return rescore_fail("no org \"%s\"\n", rs->o.org);
         }
-        snprintf(org_id, sizeof org_id, "%s", PQgetvalue(r, 0, 0));
+        snprintf(rs->org_id, sizeof rs->org_id, "%s", PQgetvalue(r, 0, 0));
         PQclear(r);
-        r = NULL;
+        rs->scope = rs->org_id;
     }
-    const char *scope = o.org ? org_id : NULL;
-
-    /* One rescore per scope at a time (held by this session). */
-    if (exec(pg, sql_lock, 1, &scope, &r, err, sizeof err) != 0) {
-        fprintf(stderr, "dealscore-scoring rescore: could not take the rescore lock: %s\n", err);
-        goto out;
-    }
+    if (exec(rs->pg, sql_lock, 1, &rs->scope, &r, rs->err, sizeof rs->err) != 0)
+        return rescore_fail("could not take the rescore lock: %s\n", rs->err);
     bool locked = PQgetvalue(r, 0, 0)[0] == 't';
     PQclear(r);
-    r = NULL;
-    if (!locked) {
-        fprintf(stderr, "dealscore-scoring rescore: another rescore of %s is running\n", o.org ? o.org : "every org");
-        goto out;
-    }
+    if (!locked) return rescore_fail("another rescore of %s is running\n", rs->o.org ? rs->o.org : "every org");
+    return RESCORE_GO_ON;
+}
 
-    /* Resume the latest unfinished run, or start one. */
+/* Abandons a run too old to resume (or every one, --restart) and reads
+ * the latest unfinished run of the scope: where it got to. */
+static int find_unfinished_run(rescore_t *rs) {
+    PGresult *r = NULL;
     char hours[16];
     snprintf(hours, sizeof hours, "%d", RESCORE_RESUME_HOURS);
-    const char *av[] = {scope, o.restart ? "true" : "false", hours};
-    if (exec(pg,
+    const char *av[] = {rs->scope, rs->o.restart ? "true" : "false", hours};
+    if (exec(rs->pg,
              "update dealscore.rescore_runs set finished_at = now(), updated_at = now(), status = 'abandoned'"
              " where org_id is not distinct from $1::uuid and finished_at is null"
              " and ($2::boolean or started_at <= now() - make_interval(hours => $3::int))",
-             3, av, NULL, err, sizeof err) != 0 ||
-        exec(pg,
+             3, av, NULL, rs->err, sizeof rs->err) != 0 ||
+        exec(rs->pg,
              "select id, (extract(epoch from as_of) * 1000000)::bigint, coalesce(last_org_id, org_id)::text,"
              " last_opportunity_id::text, scored,"
              " to_char(started_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
              " from dealscore.rescore_runs where org_id is not distinct from $1::uuid and finished_at is null"
              " order by started_at desc, id desc limit 1",
-             1, &scope, &r, err, sizeof err) != 0) {
-        fprintf(stderr, "dealscore-scoring rescore: could not read the runs: %s\n", err);
-        goto out;
-    }
-    long long run_id = 0, scored = 0;
-    char cur_org[37], cur_id[37];
-    snprintf(cur_org, sizeof cur_org, "%s", o.org ? org_id : ZERO_UUID);
-    snprintf(cur_id, sizeof cur_id, "%s", ZERO_UUID);
-    bool resumed = PQntuples(r) == 1;
-    if (resumed) {
-        run_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-        pool.as_of_us = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+             1, &rs->scope, &r, rs->err, sizeof rs->err) != 0)
+        return rescore_fail("could not read the runs: %s\n", rs->err);
+    snprintf(rs->cur_org, sizeof rs->cur_org, "%s", rs->o.org ? rs->org_id : ZERO_UUID);
+    snprintf(rs->cur_id, sizeof rs->cur_id, "%s", ZERO_UUID);
+    rs->resumed = PQntuples(r) == 1;
+    if (rs->resumed) {
+        rs->run_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        rs->pool.as_of_us = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
         if (!PQgetisnull(r, 0, 3)) {
-            if (!PQgetisnull(r, 0, 2)) snprintf(cur_org, sizeof cur_org, "%s", PQgetvalue(r, 0, 2));
-            snprintf(cur_id, sizeof cur_id, "%s", PQgetvalue(r, 0, 3));
+            if (!PQgetisnull(r, 0, 2)) snprintf(rs->cur_org, sizeof rs->cur_org, "%s", PQgetvalue(r, 0, 2));
+            snprintf(rs->cur_id, sizeof rs->cur_id, "%s", PQgetvalue(r, 0, 3));
         }
-        scored = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
-        fprintf(stderr, "rescore: resuming run %lld started %s after %lld opportunities\n", run_id,
-                PQgetvalue(r, 0, 5), scored);
+        rs->scored = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
+        fprintf(stderr, "rescore: resuming run %lld started %s after %lld opportunities\n", rs->run_id,
+                PQgetvalue(r, 0, 5), rs->scored);
     }
     PQclear(r);
-    r = NULL;
-    const char *cv[] = {cur_org, cur_id};
-    if (exec(pg,
-             o.org ? "select count(*) from public.opportunities where org_id = $1::uuid and outcome = 'open'"
-                     " and not placeholder and id > $2::uuid"
-                   : "select count(*) from public.opportunities where outcome = 'open' and not placeholder"
-                     " and (org_id, id) > ($1::uuid, $2::uuid)",
-             2, cv, &r, err, sizeof err) != 0) {
-        fprintf(stderr, "dealscore-scoring rescore: could not count open opportunities: %s\n", err);
-        goto out;
-    }
-    long long total = scored + strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    return RESCORE_GO_ON;
+}
+
+/* Counts what is left to score and, unless resuming, starts a run (its
+ * as_of is the database's now). */
+static int start_run(rescore_t *rs) {
+    PGresult *r = NULL;
+    const char *cv[] = {rs->cur_org, rs->cur_id};
+    if (exec(rs->pg,
+             rs->o.org ? "select count(*) from public.opportunities where org_id = $1::uuid and outcome = 'open'"
+                         " and not placeholder and id > $2::uuid"
+                       : "select count(*) from public.opportunities where outcome = 'open' and not placeholder"
+                         " and (org_id, id) > ($1::uuid, $2::uuid)",
+             2, cv, &r, rs->err, sizeof rs->err) != 0)
+        return rescore_fail("could not count open opportunities: %s\n", rs->err);
+    rs->total = rs->scored + strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
-    r = NULL;
-    if (!resumed) {
+    if (!rs->resumed) {
         char tot[32];
-        snprintf(tot, sizeof tot, "%lld", total);
-        const char *iv[] = {scope, tot};
-        if (exec(pg,
+        snprintf(tot, sizeof tot, "%lld", rs->total);
+        const char *iv[] = {rs->scope, tot};
+        if (exec(rs->pg,
                  "insert into dealscore.rescore_runs (org_id, total) values ($1::uuid, $2::bigint)"
                  " returning id, (extract(epoch from as_of) * 1000000)::bigint",
-                 2, iv, &r, err, sizeof err) != 0) {
-            fprintf(stderr, "dealscore-scoring rescore: could not start a run: %s\n", err);
-            goto out;
-        }
-        run_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-        pool.as_of_us = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+                 2, iv, &r, rs->err, sizeof rs->err) != 0)
+            return rescore_fail("could not start a run: %s\n", rs->err);
+        rs->run_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        rs->pool.as_of_us = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
         PQclear(r);
-        r = NULL;
     }
-    char asof_text[40];
-    ds_format_time_us(pool.as_of_us, asof_text, sizeof asof_text);
+    ds_format_time_us(rs->pool.as_of_us, rs->asof_text, sizeof rs->asof_text);
+    return RESCORE_GO_ON;
+}
 
-    if (o.publish) {
-        pool.topic = ds_config_topic(cfg, DS_TOPIC_PREDICTION_MADE);
-        const char *topics[] = {pool.topic};
-        if (ds_kafka_ensure_topics(cfg, topics, 1, cfg->topic_partitions, cfg->topic_replication, 10000, err,
-                                   sizeof err) != 0 ||
-            ds_producer_new(&pool.producer, cfg, err, sizeof err) != 0) {
-            ds_warn("rescore: Kafka is not usable (%s): prediction.made will not be published", err);
-            pool.producer = NULL;
-        } else {
-            ds_producer_set_delivery_cb(pool.producer, on_delivery, &pool);
-        }
+/* The producer of prediction.made (--no-publish: none); without Kafka the
+ * run goes on without events. */
+static void open_producer(rescore_t *rs) {
+    pool_t *pool = &rs->pool;
+    const ds_config_t *cfg = rs->cfg;
+    if (!rs->o.publish) return;
+    pool->topic = ds_config_topic(cfg, DS_TOPIC_PREDICTION_MADE);
+    const char *topics[] = {pool->topic};
+    if (ds_kafka_ensure_topics(cfg, topics, 1, cfg->topic_partitions, cfg->topic_replication, 10000, rs->err,
+                               sizeof rs->err) != 0 ||
+        ds_producer_new(&pool->producer, cfg, rs->err, sizeof rs->err) != 0) {
+        ds_warn("rescore: Kafka is not usable (%s): prediction.made will not be published", rs->err);
+        pool->producer = NULL;
+    } else {
+        ds_producer_set_delivery_cb(pool->producer, on_delivery, pool);
     }
+}
 
-    pool.n_workers = o.workers;
-    pool.workers = ds_calloc((size_t)o.workers, sizeof *pool.workers);
-    for (int i = 0; i < o.workers; i++) {
-        worker_t *wk = &pool.workers[i];
-        wk->pool = &pool;
-        if (ds_pg_new(&wk->pg, cfg->database_url, "dealscore-scoring-rescore", err, sizeof err) != 0) {
-            fprintf(stderr, "dealscore-scoring rescore: %s\n", err);
-            goto out;
-        }
+/* --workers threads, each with its own session, org cache and scorer,
+ * taking chunks from the pool's queue. */
+static int start_workers(rescore_t *rs) {
+    pool_t *pool = &rs->pool;
+    /* At most workers + 1 chunks are in flight (walk), so a push never waits. */
+    pool->queue = ds_queue_new((size_t)rs->o.workers + 1);
+    pool->n_workers = rs->o.workers;
+    pool->workers = ds_calloc((size_t)rs->o.workers, sizeof *pool->workers);
+    for (int i = 0; i < rs->o.workers; i++) {
+        worker_t *wk = &pool->workers[i];
+        wk->pool = pool;
+        if (ds_pg_new(&wk->pg, rs->cfg->database_url, "dealscore-scoring-rescore", rs->err, sizeof rs->err) != 0)
+            return rescore_fail("%s\n", rs->err);
         scorer_register(wk->pg);
         wk->orgs = ds_org_cache_new(3600 * 1000);
         wk->scorer = scorer_new(60000);
     }
-    for (int i = 0; i < o.workers; i++) {
-        if (pthread_create(&pool.workers[i].thread, NULL, worker_main, &pool.workers[i]) != 0)
+    for (int i = 0; i < rs->o.workers; i++) {
+        if (pthread_create(&pool->workers[i].thread, NULL, worker_main, &pool->workers[i]) != 0)
             ds_panic("could not start a rescore worker thread");
-        started++;
+        rs->started++;
     }
+    return RESCORE_GO_ON;
+}
 
-    fprintf(stderr, "rescore: run %lld, %s, as of %s: %lld open opportunities, %d workers, chunks of %d\n", run_id,
-            o.org ? o.org : "every org", asof_text, total, o.workers, o.chunk);
-    int64_t t0 = ds_mono_us(), last_progress = t0;
-    long long done_here = 0, seq = 0;
-    int in_flight = 0;
-    bool end = false, failed = false;
-    char fail_text[600] = "";
+/* Lets the workers finish the chunks they hold and joins them. */
+static void stop_workers(rescore_t *rs) {
+    pool_t *pool = &rs->pool;
+    ds_queue_shutdown(pool->queue);
+    for (int i = 0; i < rs->started; i++) pthread_join(pool->workers[i].thread, NULL);
+    rs->started = 0;
+}
+
+static void fail_once(rescore_t *rs, const char *fmt, const char *why) {
+    if (rs->failed) return;
+    rs->failed = true;
+    snprintf(rs->fail_text, sizeof rs->fail_text, fmt, why);
+}
+
+/* Records the chunks that are committed, in order: the run resumes after
+ * the last one whose predecessors are all committed too. A failed chunk
+ * fails the run. Prints the progress every 2 s. */
+static void record_progress(rescore_t *rs) {
+    pool_t *pool = &rs->pool;
+    long long advanced = 0;
+    bool moved = false;
+    char rec_org[37] = "", rec_id[37] = "";
+    pthread_mutex_lock(&pool->mu);
+    while (rs->flight_head && rs->flight_head->status == 1) {
+        job_t *j = rs->flight_head;
+        advanced += (long long)j->scored;
+        moved = true;
+        snprintf(rec_org, sizeof rec_org, "%s", j->last_org);
+        snprintf(rec_id, sizeof rec_id, "%s", j->last_id);
+        rs->flight_head = j->next_flight;
+        if (!rs->flight_head) rs->flight_tail = NULL;
+        rs->in_flight--;
+        free(j);
+    }
+    for (job_t *j = rs->flight_head; j; j = j->next_flight)
+        if (j->status < 0) fail_once(rs, "%s", j->errstr);
+    pthread_mutex_unlock(&pool->mu);
+    if (moved) {
+        rs->scored += advanced;
+        rs->done_here += advanced;
+        char id[32], sc[32];
+        snprintf(id, sizeof id, "%lld", rs->run_id);
+        snprintf(sc, sizeof sc, "%lld", rs->scored);
+        const char *v[] = {id, rec_org, rec_id, sc};
+        if (main_exec(rs->pg, rs->scope,
+                      "update dealscore.rescore_runs set last_org_id = $2::uuid, last_opportunity_id = $3::uuid,"
+                      " scored = $4::bigint, updated_at = now() where id = $1::bigint",
+                      4, v, NULL, rs->err, sizeof rs->err) != 0)
+            fail_once(rs, "could not record the progress: %.500s", rs->err);
+    }
+    int64_t now = ds_mono_us();
+    if (now - rs->last_progress >= RESCORE_PROGRESS_US) {
+        rs->last_progress = now;
+        fprintf(stderr, "rescore: %lld/%lld (%.0f/s)\n", rs->scored, rs->total,
+                (double)rs->done_here / ((double)(now - rs->t0) / 1e6));
+    }
+    if (pool->producer) ds_producer_poll(pool->producer, 0);
+}
+
+/* Hands out nothing more; chunks no worker has taken are dropped. */
+static void drop_queued(rescore_t *rs) {
+    pool_t *pool = &rs->pool;
+    void *q;
+    while (ds_queue_try_pop(pool->queue, &q, 1)) {
+        pthread_mutex_lock(&pool->mu);
+        ((job_t *)q)->status = 2;
+        pthread_mutex_unlock(&pool->mu);
+    }
+}
+
+/* Reads the next page of opportunities and queues it as a chunk; the end
+ * of the walk sets rs->end, a failure rs->failed. */
+static void queue_next_chunk(rescore_t *rs) {
+    pool_t *pool = &rs->pool;
+    PGresult *r = NULL;
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", rs->o.chunk);
+    const char *v[] = {rs->o.org ? rs->org_id : rs->cur_org, rs->cur_id, lim};
+    if (main_exec(rs->pg, rs->scope, rs->o.org ? sql_page_org : sql_page_all, 3, v, &r, rs->err, sizeof rs->err) !=
+        0) {
+        PQclear(r);
+        rs->failed = true;
+        snprintf(rs->fail_text, sizeof rs->fail_text, "could not read opportunities: %.500s", rs->err);
+        return;
+    }
+    size_t n = (size_t)PQntuples(r);
+    if (n == 0) {
+        rs->end = true;
+        PQclear(r);
+        return;
+    }
+    job_t *j = ds_calloc(1, sizeof *j);
+    j->seq = rs->seq++;
+    j->keys = r; /* now the job's */
+    j->n_keys = n;
+    snprintf(j->last_id, sizeof j->last_id, "%s", PQgetvalue(j->keys, (int)n - 1, 0));
+    snprintf(j->last_org, sizeof j->last_org, "%s", PQgetvalue(j->keys, (int)n - 1, 1));
+    snprintf(rs->cur_org, sizeof rs->cur_org, "%s", j->last_org);
+    snprintf(rs->cur_id, sizeof rs->cur_id, "%s", j->last_id);
+    pthread_mutex_lock(&pool->mu);
+    if (rs->flight_tail) rs->flight_tail->next_flight = j;
+    else rs->flight_head = j;
+    rs->flight_tail = j;
+    rs->in_flight++;
+    pthread_mutex_unlock(&pool->mu);
+    ds_queue_push(pool->queue, j);
+}
+
+/* Waits for a chunk to finish, waking every 200 ms for signals. Returns
+ * false when the walk is over: nothing is being scored and nothing is
+ * left to record or hand out. */
+static bool wait_for_chunk(rescore_t *rs, bool stopping) {
+    pool_t *pool = &rs->pool;
+    pthread_mutex_lock(&pool->mu);
+    bool busy = false;
+    for (job_t *j = rs->flight_head; j; j = j->next_flight) busy |= j->status == 0;
+    bool head_done = rs->flight_head && rs->flight_head->status == 1; /* record it first */
+    if (head_done || (!busy && (rs->end || stopping))) {
+        pthread_mutex_unlock(&pool->mu);
+        return head_done;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 200 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&pool->cond, &pool->mu, &ts);
+    pthread_mutex_unlock(&pool->mu);
+    return true;
+}
+
+/* Pages through the open opportunities, keeping up to workers + 1 chunks
+ * in flight, and records the progress, until the end, a failure or a
+ * signal; then stops the workers. */
+static int walk(rescore_t *rs) {
+    fprintf(stderr, "rescore: run %lld, %s, as of %s: %lld open opportunities, %d workers, chunks of %d\n",
+            rs->run_id, rs->o.org ? rs->o.org : "every org", rs->asof_text, rs->total, rs->o.workers, rs->o.chunk);
+    rs->t0 = rs->last_progress = ds_mono_us();
     for (;;) {
-        /* Record the chunks that are committed, in order: the run resumes
-         * after the last one whose predecessors are all committed too. */
-        long long advanced = 0;
-        bool moved = false, busy = false;
-        char rec_org[37] = "", rec_id[37] = "";
-        pthread_mutex_lock(&pool.mu);
-        while (flight_head && flight_head->status == 1) {
-            job_t *j = flight_head;
-            advanced += (long long)j->scored;
-            moved = true;
-            snprintf(rec_org, sizeof rec_org, "%s", j->last_org);
-            snprintf(rec_id, sizeof rec_id, "%s", j->last_id);
-            flight_head = j->next_flight;
-            if (!flight_head) flight_tail = NULL;
-            in_flight--;
-            free(j);
-        }
-        for (job_t *j = flight_head; j; j = j->next_flight) {
-            if (j->status < 0 && !failed) {
-                failed = true;
-                snprintf(fail_text, sizeof fail_text, "%s", j->errstr);
-            }
-            busy |= j->status == 0;
-        }
-        pthread_mutex_unlock(&pool.mu);
-        if (moved) {
-            scored += advanced;
-            done_here += advanced;
-            char id[32], sc[32];
-            snprintf(id, sizeof id, "%lld", run_id);
-            snprintf(sc, sizeof sc, "%lld", scored);
-            const char *v[] = {id, rec_org, rec_id, sc};
-            if (main_exec(pg, scope,
-                          "update dealscore.rescore_runs set last_org_id = $2::uuid, last_opportunity_id = $3::uuid,"
-                          " scored = $4::bigint, updated_at = now() where id = $1::bigint",
-                          4, v, NULL, err, sizeof err) != 0 &&
-                !failed) {
-                failed = true;
-                snprintf(fail_text, sizeof fail_text, "could not record the progress: %.500s", err);
-            }
-        }
-        int64_t now = ds_mono_us();
-        if (now - last_progress >= RESCORE_PROGRESS_US) {
-            last_progress = now;
-            fprintf(stderr, "rescore: %lld/%lld (%.0f/s)\n", scored, total,
-                    (double)done_here / ((double)(now - t0) / 1e6));
-        }
-        if (pool.producer) ds_producer_poll(pool.producer, 0);
-        bool stopping = failed || stop_requested;
+        record_progress(rs);
+        bool stopping = rs->failed || stop_requested;
         if (stopping) {
-            /* Hand out nothing more; chunks no worker has taken are dropped. */
-            void *q;
-            while (ds_queue_try_pop(pool.queue, &q, 1)) {
-                pthread_mutex_lock(&pool.mu);
-                ((job_t *)q)->status = 2;
-                pthread_mutex_unlock(&pool.mu);
-            }
-        } else if (!end && in_flight < o.workers + 1) {
-            char lim[16];
-            snprintf(lim, sizeof lim, "%d", o.chunk);
-            const char *v[] = {o.org ? org_id : cur_org, cur_id, lim};
-            if (main_exec(pg, scope, o.org ? sql_page_org : sql_page_all, 3, v, &r, err, sizeof err) != 0) {
-                failed = true;
-                snprintf(fail_text, sizeof fail_text, "could not read opportunities: %.500s", err);
-                continue;
-            }
-            size_t n = (size_t)PQntuples(r);
-            if (n == 0) {
-                end = true;
-                PQclear(r);
-                r = NULL;
-                continue;
-            }
-            job_t *j = ds_calloc(1, sizeof *j);
-            j->seq = seq++;
-            j->keys = r;
-            r = NULL;
-            j->n_keys = n;
-            snprintf(j->last_id, sizeof j->last_id, "%s", PQgetvalue(j->keys, (int)n - 1, 0));
-            snprintf(j->last_org, sizeof j->last_org, "%s", PQgetvalue(j->keys, (int)n - 1, 1));
-            snprintf(cur_org, sizeof cur_org, "%s", j->last_org);
-            snprintf(cur_id, sizeof cur_id, "%s", j->last_id);
-            pthread_mutex_lock(&pool.mu);
-            if (flight_tail) flight_tail->next_flight = j;
-            else flight_head = j;
-            flight_tail = j;
-            in_flight++;
-            pthread_mutex_unlock(&pool.mu);
-            ds_queue_push(pool.queue, j);
+            drop_queued(rs);
+        } else if (!rs->end && rs->in_flight < rs->o.workers + 1) {
+            queue_next_chunk(rs);
             continue;
         }
-        pthread_mutex_lock(&pool.mu);
-        busy = false;
-        for (job_t *j = flight_head; j; j = j->next_flight) busy |= j->status == 0;
-        if (!busy && (end || stopping)) {
-            pthread_mutex_unlock(&pool.mu);
-            if (flight_head && flight_head->status == 1) continue; /* record it first */
-            break;
-        }
-        if (flight_head && flight_head->status == 1) {
-            pthread_mutex_unlock(&pool.mu);
-            continue;
-        }
-        /* Wait for a chunk to finish, waking every 200 ms for signals. */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&pool.cond, &pool.mu, &ts);
-        pthread_mutex_unlock(&pool.mu);
+        if (!wait_for_chunk(rs, stopping)) break;
     }
-    bool finished = end && !failed && !stop_requested && !flight_head;
+    rs->finished = rs->end && !rs->failed && !stop_requested && !rs->flight_head;
+    stop_workers(rs);
+    rs->secs = (double)(ds_mono_us() - rs->t0) / 1e6;
+    return RESCORE_GO_ON;
+}
 
-    /* Stop the workers. */
-    ds_queue_shutdown(pool.queue);
-    for (int i = 0; i < started; i++) pthread_join(pool.workers[i].thread, NULL);
-    started = 0;
-
-    double secs = (double)(ds_mono_us() - t0) / 1e6;
-    if (finished) {
+/* Marks a finished run, reports a failure and flushes prediction.made. */
+static int close_run(rescore_t *rs) {
+    if (rs->finished) {
         char id[32];
-        snprintf(id, sizeof id, "%lld", run_id);
+        snprintf(id, sizeof id, "%lld", rs->run_id);
         const char *v[] = {id};
-        if (main_exec(pg, scope,
+        if (main_exec(rs->pg, rs->scope,
                       "update dealscore.rescore_runs set finished_at = now(), updated_at = now(), status = 'finished'"
                       " where id = $1::bigint",
-                      1, v, NULL, err, sizeof err) != 0) {
-            snprintf(fail_text, sizeof fail_text, "could not mark the run finished: %.500s", err);
-            finished = false;
-            failed = true;
+                      1, v, NULL, rs->err, sizeof rs->err) != 0) {
+            snprintf(rs->fail_text, sizeof rs->fail_text, "could not mark the run finished: %.500s", rs->err);
+            rs->finished = false;
+            rs->failed = true;
         }
     }
-    if (failed) fprintf(stderr, "dealscore-scoring rescore: %s\n", fail_text);
-    if (pool.producer && ds_producer_flush(pool.producer, 30000) != 0)
-        ds_warn("rescore: %d prediction.made messages still undelivered", ds_producer_pending(pool.producer));
+    if (rs->failed) fprintf(stderr, "dealscore-scoring rescore: %s\n", rs->fail_text);
+    ds_producer_t *producer = rs->pool.producer;
+    if (producer && ds_producer_flush(producer, 30000) != 0)
+        ds_warn("rescore: %d prediction.made messages still undelivered", ds_producer_pending(producer));
+    return RESCORE_GO_ON;
+}
 
+static void tally_add(tally_t *sum, const tally_t *t) {
+    sum->changed += t->changed;
+    sum->prior += t->prior;
+    sum->published += t->published;
+    sum->us_load += t->us_load;
+    sum->us_features += t->us_features;
+    sum->us_snapshot += t->us_snapshot;
+    sum->conflicts += t->conflicts;
+    sum->persist.us_score += t->persist.us_score;
+    sum->persist.us_previous += t->persist.us_previous;
+    sum->persist.us_json += t->persist.us_json;
+    sum->persist.us_write += t->persist.us_write;
+    for (int k = 0; k < t->n_versions; k++)
+        for (long long m = 0; m < t->version_n[k]; m++) count_version(sum, t->versions[k]);
+}
+
+/* The summary on stdout (the workers' times in the log); returns the exit
+ * status. */
+static int print_summary(const rescore_t *rs) {
+    const pool_t *pool = &rs->pool;
+    double secs = rs->secs;
     tally_t sum = {0};
-    for (int i = 0; i < pool.n_workers; i++) {
-        tally_t *t = &pool.workers[i].tally;
-        sum.changed += t->changed;
-        sum.prior += t->prior;
-        sum.published += t->published;
-        sum.us_load += t->us_load;
-        sum.us_features += t->us_features;
-        sum.us_snapshot += t->us_snapshot;
-        sum.conflicts += t->conflicts;
-        sum.persist.us_score += t->persist.us_score;
-        sum.persist.us_previous += t->persist.us_previous;
-        sum.persist.us_json += t->persist.us_json;
-        sum.persist.us_write += t->persist.us_write;
-        for (int k = 0; k < t->n_versions; k++)
-            for (long long m = 0; m < t->version_n[k]; m++) count_version(&sum, t->versions[k]);
-    }
-    printf("rescore: run %lld %s: %lld opportunities scored as of %s (%lld in this process, %.1f s, %.0f/s)\n", run_id,
-           finished ? "finished" : failed ? "failed" : "interrupted", scored, asof_text, done_here, secs,
-           secs > 0 ? (double)done_here / secs : 0.0);
+    for (int i = 0; i < pool->n_workers; i++) tally_add(&sum, &pool->workers[i].tally);
+    printf("rescore: run %lld %s: %lld opportunities scored as of %s (%lld in this process, %.1f s, %.0f/s)\n",
+           rs->run_id, rs->finished ? "finished" : rs->failed ? "failed" : "interrupted", rs->scored, rs->asof_text,
+           rs->done_here, secs, secs > 0 ? (double)rs->done_here / secs : 0.0);
     printf("rescore: %lld changed", sum.changed);
     if (sum.prior) printf(", %lld with the stage prior", sum.prior);
     for (int i = 0; i < sum.n_versions; i++) printf("%s%s %lld", i ? ", " : "; models: ", sum.versions[i], sum.version_n[i]);
     printf("\n");
-    if (o.publish)
-        printf("rescore: %lld prediction.made published%s%s\n", sum.published, pool.producer ? "" : " (Kafka unavailable)",
-               pool.delivery_failed ? ", some not delivered (see the log)" : "");
-    if (!finished) printf("rescore: the next run resumes after %lld opportunities\n", scored);
+    if (rs->o.publish)
+        printf("rescore: %lld prediction.made published%s%s\n", sum.published,
+               pool->producer ? "" : " (Kafka unavailable)",
+               pool->delivery_failed ? ", some not delivered (see the log)" : "");
+    if (!rs->finished) printf("rescore: the next run resumes after %lld opportunities\n", rs->scored);
     ds_info("rescore: worker seconds (summed): load %.2f, features %.2f, snapshots %.2f, scoring %.2f,"
             " previous %.2f, json %.2f, writing %.2f; %lld chunks written again over an earlier attempt's rows",
             (double)sum.us_load / 1e6, (double)sum.us_features / 1e6, (double)sum.us_snapshot / 1e6,
             (double)sum.persist.us_score / 1e6, (double)sum.persist.us_previous / 1e6,
             (double)sum.persist.us_json / 1e6, (double)sum.persist.us_write / 1e6, sum.conflicts);
     fflush(stdout);
-    rc = finished ? 0 : 1;
+    return rs->finished ? 0 : 1;
+}
 
-out:
-    PQclear(r);
-    if (started) {
-        ds_queue_shutdown(pool.queue);
-        for (int i = 0; i < started; i++) pthread_join(pool.workers[i].thread, NULL);
-    }
-    while (flight_head) {
-        job_t *j = flight_head;
-        flight_head = j->next_flight;
+static void rescore_close(rescore_t *rs) {
+    pool_t *pool = &rs->pool;
+    if (rs->started) stop_workers(rs);
+    while (rs->flight_head) {
+        job_t *j = rs->flight_head;
+        rs->flight_head = j->next_flight;
         PQclear(j->keys);
         free(j);
     }
-    ds_producer_destroy(pool.producer);
-    free(pool.topic);
-    for (int i = 0; pool.workers && i < pool.n_workers; i++) {
-        scorer_destroy(pool.workers[i].scorer);
-        ds_org_cache_destroy(pool.workers[i].orgs);
-        ds_pg_destroy(pool.workers[i].pg);
+    ds_producer_destroy(pool->producer);
+    free(pool->topic);
+    for (int i = 0; pool->workers && i < pool->n_workers; i++) {
+        scorer_destroy(pool->workers[i].scorer);
+        ds_org_cache_destroy(pool->workers[i].orgs);
+        ds_pg_destroy(pool->workers[i].pg);
     }
-    free(pool.workers);
-    ds_pg_destroy(pg);
-    ds_queue_destroy(pool.queue);
-    pthread_mutex_destroy(&pool.mu);
-    pthread_cond_destroy(&pool.cond);
+    free(pool->workers);
+    ds_pg_destroy(rs->pg);
+    ds_queue_destroy(pool->queue);
+    pthread_mutex_destroy(&pool->mu);
+    pthread_cond_destroy(&pool->cond);
+}
+
+int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv) {
+    keep_freed_memory();
+    rescore_t *rs = ds_malloc(sizeof *rs);
+    rescore_init(rs, cfg);
+    int rc = parse_options(rs, argc, argv);
+    if (rc == RESCORE_GO_ON) {
+        catch_signals();
+        rc = connect_and_lock(rs);
+    }
+    if (rc == RESCORE_GO_ON) rc = find_unfinished_run(rs);
+    if (rc == RESCORE_GO_ON) rc = start_run(rs);
+    if (rc == RESCORE_GO_ON) {
+        open_producer(rs);
+        rc = start_workers(rs);
+    }
+    if (rc == RESCORE_GO_ON) rc = walk(rs);
+    if (rc == RESCORE_GO_ON) rc = close_run(rs);
+    if (rc == RESCORE_GO_ON) rc = print_summary(rs);
+    rescore_close(rs);
+    free(rs);
     return rc;
 }
