@@ -373,23 +373,10 @@ static const char *param_str(const json_t *o, const char *key) {
     return json_string_value(json_object_get(o, key));
 }
 
-int ds_treeshap_new(const char *json, size_t len, int table_bits, ds_treeshap_t **out,
-                    char *errstr, size_t errstr_size) {
-    if (!out) return DS_EINVAL;
-    *out = NULL;
-    if (!json || !len || table_bits < 0 || table_bits > 20) {
-        ERR("missing model JSON or table bits outside 0 .. 20");
-        return DS_EINVAL;
-    }
-    json_error_t jerr;
-    json_t *root = json_loadb(json, len, 0, &jerr);
-    ds_treeshap_t *ts = NULL;
-    build_t b = {0};
-    int rc = DS_EINVAL;
-    if (!root) {
-        ERR("model is not JSON: %s", jerr.text);
-        goto fail;
-    }
+/* Checks that the model is one binary:logistic gbtree with one output and
+ * reads its base score, feature count and trees (in root). */
+static int read_learner(const json_t *root, double *base, long long *nf, const json_t **trees, char *errstr,
+                        size_t errstr_size) {
     const json_t *learner = json_object_get(root, "learner");
     const json_t *mp = json_object_get(learner, "learner_model_param");
     const json_t *gb = json_object_get(learner, "gradient_booster");
@@ -398,49 +385,54 @@ int ds_treeshap_new(const char *json, size_t len, int table_bits, ds_treeshap_t 
     const char *booster = param_str(gb, "name");
     if (!objective || strcmp(objective, "binary:logistic") != 0) {
         ERR("objective %s is not binary:logistic", objective ? objective : "(none)");
-        goto fail;
+        return DS_EINVAL;
     }
     if (!booster || strcmp(booster, "gbtree") != 0) {
         ERR("booster %s is not gbtree", booster ? booster : "(none)");
-        goto fail;
+        return DS_EINVAL;
     }
     const char *s_base = param_str(mp, "base_score"), *s_nf = param_str(mp, "num_feature");
     const char *s_class = param_str(mp, "num_class"), *s_target = param_str(mp, "num_target");
     char *end = NULL;
     /* XGBoost 2 writes a vector, "[5E-1]". */
     bool vec = s_base && *s_base == '[';
-    double base = s_base ? strtod(s_base + vec, &end) : NAN;
+    *base = s_base ? strtod(s_base + vec, &end) : NAN;
     if (vec && end && *end == ']') end++;
-    if (!s_base || *end || !(base > 0 && base < 1)) {
+    if (!s_base || *end || !(*base > 0 && *base < 1)) {
         ERR("base_score %s is not a probability", s_base ? s_base : "(none)");
-        goto fail;
+        return DS_EINVAL;
     }
-    long long nf = s_nf ? strtoll(s_nf, &end, 10) : -1;
-    if (!s_nf || *end || nf < 1 || nf > INT32_MAX) {
+    *nf = s_nf ? strtoll(s_nf, &end, 10) : -1;
+    if (!s_nf || *end || *nf < 1 || *nf > INT32_MAX) {
         ERR("num_feature %s is not a positive count", s_nf ? s_nf : "(none)");
-        goto fail;
+        return DS_EINVAL;
     }
     if ((s_class && strcmp(s_class, "0") != 0 && strcmp(s_class, "1") != 0) ||
         (s_target && strcmp(s_target, "1") != 0)) {
         ERR("model has several outputs (num_class %s, num_target %s)", s_class ? s_class : "-",
             s_target ? s_target : "-");
-        goto fail;
+        return DS_EINVAL;
     }
     const json_t *model = json_object_get(gb, "model");
-    const json_t *trees = json_object_get(model, "trees");
     const json_t *info = json_object_get(model, "tree_info");
-    if (!json_is_array(trees) || (info && json_array_size(info) != json_array_size(trees))) {
+    *trees = json_object_get(model, "trees");
+    if (!json_is_array(*trees) || (info && json_array_size(info) != json_array_size(*trees))) {
         ERR("model has no trees array");
-        goto fail;
+        return DS_EINVAL;
     }
     for (size_t i = 0; i < json_array_size(info); i++) {
         if (json_integer_value(json_array_get(info, i)) != 0) {
             ERR("tree %zu belongs to output %lld", i, json_integer_value(json_array_get(info, i)));
-            goto fail;
+            return DS_EINVAL;
         }
     }
+    return 0;
+}
 
-    ts = ds_calloc(1, sizeof *ts);
+/* An engine for the trees, its node arrays sized for every node of them
+ * (reachable nodes are at most that many). */
+static ds_treeshap_t *engine_new(const json_t *trees, long long nf, double base) {
+    ds_treeshap_t *ts = ds_calloc(1, sizeof *ts);
     ts->n_features = (size_t)nf;
     /* XGBoost's margin of base_score under the logistic link. */
     ts->base_margin = -log(1.0 / (double)(float)base - 1.0);
@@ -454,7 +446,6 @@ int ds_treeshap_new(const char *json, size_t len, int table_bits, ds_treeshap_t 
         const json_t *tree = json_array_get(trees, i);
         total += json_array_size(json_object_get(tree, "left_children"));
     }
-    /* Reachable nodes are at most every node of the arrays. */
     size_t cap = total ? total : 1;
     ts->feat = ds_malloc(cap * sizeof *ts->feat);
     ts->thr = ds_malloc(cap * sizeof *ts->thr);
@@ -465,13 +456,35 @@ int ds_treeshap_new(const char *json, size_t len, int table_bits, ds_treeshap_t 
     ts->nu = ds_malloc(cap * sizeof *ts->nu);
     ts->uoff = ds_malloc(cap * sizeof *ts->uoff);
     ts->toff = ds_malloc(cap * sizeof *ts->toff);
+    return ts;
+}
+
+int ds_treeshap_new(const char *json, size_t len, int table_bits, ds_treeshap_t **out,
+                    char *errstr, size_t errstr_size) {
+    if (!out) return DS_EINVAL;
+    *out = NULL;
+    if (!json || !len || table_bits < 0 || table_bits > 20) {
+        ERR("missing model JSON or table bits outside 0 .. 20");
+        return DS_EINVAL;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(json, len, 0, &jerr);
+    ds_treeshap_t *ts = NULL;
+    build_t b = {0};
+    if (!root) {
+        ERR("model is not JSON: %s", jerr.text);
+        goto fail;
+    }
+    double base;
+    long long nf;
+    const json_t *trees;
+    if (read_learner(root, &base, &nf, &trees, errstr, errstr_size) != 0) goto fail;
+    ts = engine_new(trees, nf, base);
     b.ts = ts;
     b.table_bits = table_bits;
     b.scratch = ds_malloc(((size_t)1 << table_bits) * sizeof *b.scratch);
-    for (size_t i = 0; i < ts->n_trees; i++) {
-        rc = add_tree(&b, json_array_get(trees, i), i, errstr, errstr_size);
-        if (rc) goto fail;
-    }
+    for (size_t i = 0; i < ts->n_trees; i++)
+        if (add_tree(&b, json_array_get(trees, i), i, errstr, errstr_size) != 0) goto fail;
     ts->stats.n_trees = ts->n_trees;
     if (ts->tables) /* give back what the doubling reserved */
         ts->tables = ds_realloc(ts->tables, ts->stats.table_bytes);
