@@ -88,16 +88,10 @@ static int set_param(BoosterHandle bst, const char *name, const char *value, cha
     return 0;
 }
 
-int ds_model_train(const ds_model_params_t *p, const float *x, size_t n_rows, size_t n_features,
-                   const char *const *names, const float *label, const float *weight,
-                   ds_model_t **out, char *errstr, size_t errstr_size) {
-    if (!p || !x || !names || !label || !out) {
-        ERR("missing parameters, matrix, names, labels or output");
-        return DS_EINVAL;
-    }
-    *out = NULL;
-    int rc = check_params(p, errstr, errstr_size);
-    if (rc) return rc;
+/* Checks the training input: names present and distinct, labels 0 or 1,
+ * weights finite, not negative and not all 0. */
+static int check_training_set(size_t n_rows, size_t n_features, const char *const *names, const float *label,
+                              const float *weight, char *errstr, size_t errstr_size) {
     if (n_rows == 0 || n_features == 0 || n_features > INT_MAX) {
         ERR("training needs at least one row and one feature (got %zu x %zu)", n_rows,
             n_features);
@@ -133,10 +127,61 @@ int ds_model_train(const ds_model_params_t *p, const float *x, size_t n_rows, si
         ERR("every weight is 0");
         return DS_EINVAL;
     }
+    return 0;
+}
+
+/* The booster's parameters: the objective, hist trees, and p's. */
+static int set_params(BoosterHandle bst, const ds_model_params_t *p, char *errstr, size_t errstr_size) {
+    char v[64];
+    if (set_param(bst, "objective", "binary:logistic", errstr, errstr_size) ||
+        set_param(bst, "tree_method", "hist", errstr, errstr_size))
+        return DS_EFATAL;
+    snprintf(v, sizeof v, "%d", p->max_depth);
+    if (set_param(bst, "max_depth", v, errstr, errstr_size)) return DS_EFATAL;
+    snprintf(v, sizeof v, "%.17g", p->eta);
+    if (set_param(bst, "eta", v, errstr, errstr_size)) return DS_EFATAL;
+    snprintf(v, sizeof v, "%.17g", p->min_child_weight);
+    if (set_param(bst, "min_child_weight", v, errstr, errstr_size)) return DS_EFATAL;
+    snprintf(v, sizeof v, "%.17g", p->subsample);
+    if (set_param(bst, "subsample", v, errstr, errstr_size)) return DS_EFATAL;
+    snprintf(v, sizeof v, "%d", p->seed);
+    if (set_param(bst, "seed", v, errstr, errstr_size)) return DS_EFATAL;
+    snprintf(v, sizeof v, "%d", p->nthread);
+    if (set_param(bst, "nthread", v, errstr, errstr_size)) return DS_EFATAL;
+    return 0;
+}
+
+/* The trained booster as a model loaded from its JSON: reloading drops the
+ * training state (gradients, histogram cuts, the DMatrix cache) and makes
+ * a fresh model behave exactly as a loaded one. */
+static int reload_trained(BoosterHandle bst, int nthread, ds_model_t **out, char *errstr, size_t errstr_size) {
+    bst_ulong len = 0;
+    const char *raw = NULL;
+    if (XGBoosterSaveModelToBuffer(bst, "{\"format\":\"json\"}", &len, &raw) != 0)
+        return xgb_fail(errstr, errstr_size, "could not serialize the trained model");
+    /* Copy before the next XGBoost call reuses the buffer. */
+    char *buf = ds_malloc((size_t)len + 1);
+    memcpy(buf, raw, (size_t)len);
+    buf[len] = '\0';
+    int rc = ds_model_load(buf, (size_t)len, nthread, out, errstr, errstr_size);
+    free(buf);
+    return rc == DS_EINVAL ? DS_EFATAL : rc;
+}
+
+int ds_model_train(const ds_model_params_t *p, const float *x, size_t n_rows, size_t n_features,
+                   const char *const *names, const float *label, const float *weight,
+                   ds_model_t **out, char *errstr, size_t errstr_size) {
+    if (!p || !x || !names || !label || !out) {
+        ERR("missing parameters, matrix, names, labels or output");
+        return DS_EINVAL;
+    }
+    *out = NULL;
+    int rc = check_params(p, errstr, errstr_size);
+    if (rc == 0) rc = check_training_set(n_rows, n_features, names, label, weight, errstr, errstr_size);
+    if (rc) return rc;
 
     DMatrixHandle dtrain = NULL;
     BoosterHandle bst = NULL;
-    char *buf = NULL;
     rc = DS_EFATAL;
     if (XGDMatrixCreateFromMat(x, (bst_ulong)n_rows, (bst_ulong)n_features, NAN, &dtrain) != 0) {
         xgb_fail(errstr, errstr_size, "could not build the training matrix");
@@ -153,22 +198,7 @@ int ds_model_train(const ds_model_params_t *p, const float *x, size_t n_rows, si
         xgb_fail(errstr, errstr_size, "could not create the booster");
         goto done;
     }
-    char v[64];
-    if (set_param(bst, "objective", "binary:logistic", errstr, errstr_size) ||
-        set_param(bst, "tree_method", "hist", errstr, errstr_size))
-        goto done;
-    snprintf(v, sizeof v, "%d", p->max_depth);
-    if (set_param(bst, "max_depth", v, errstr, errstr_size)) goto done;
-    snprintf(v, sizeof v, "%.17g", p->eta);
-    if (set_param(bst, "eta", v, errstr, errstr_size)) goto done;
-    snprintf(v, sizeof v, "%.17g", p->min_child_weight);
-    if (set_param(bst, "min_child_weight", v, errstr, errstr_size)) goto done;
-    snprintf(v, sizeof v, "%.17g", p->subsample);
-    if (set_param(bst, "subsample", v, errstr, errstr_size)) goto done;
-    snprintf(v, sizeof v, "%d", p->seed);
-    if (set_param(bst, "seed", v, errstr, errstr_size)) goto done;
-    snprintf(v, sizeof v, "%d", p->nthread);
-    if (set_param(bst, "nthread", v, errstr, errstr_size)) goto done;
+    if (set_params(bst, p, errstr, errstr_size)) goto done;
     for (int it = 0; it < p->n_trees; it++) {
         if (XGBoosterUpdateOneIter(bst, it, dtrain) != 0) {
             xgb_fail(errstr, errstr_size, "training failed");
@@ -182,23 +212,9 @@ int ds_model_train(const ds_model_params_t *p, const float *x, size_t n_rows, si
         xgb_fail(errstr, errstr_size, "could not store the feature names");
         goto done;
     }
-    bst_ulong len = 0;
-    const char *raw = NULL;
-    if (XGBoosterSaveModelToBuffer(bst, "{\"format\":\"json\"}", &len, &raw) != 0) {
-        xgb_fail(errstr, errstr_size, "could not serialize the trained model");
-        goto done;
-    }
-    /* Copy before the next XGBoost call reuses the buffer. */
-    buf = ds_malloc((size_t)len + 1);
-    memcpy(buf, raw, (size_t)len);
-    buf[len] = '\0';
-    /* Reloading drops the training state (gradients, histogram cuts, the
-     * DMatrix cache) and makes a fresh model behave exactly as a loaded one. */
-    rc = ds_model_load(buf, (size_t)len, p->nthread, out, errstr, errstr_size);
-    if (rc == DS_EINVAL) rc = DS_EFATAL;
+    rc = reload_trained(bst, p->nthread, out, errstr, errstr_size);
 
 done:
-    free(buf);
     if (bst) XGBoosterFree(bst);
     if (dtrain) XGDMatrixFree(dtrain);
     return rc;
