@@ -792,10 +792,91 @@ static int level_won(cohort_engine_t *e, kmap_t *cache, const cohort_attrs_t *a,
 
 /* Walks each open opportunity of v through the levels (cached rows first,
  * computing the missing ones) and writes the mappings that changed. */
+/* The cached won counts of the keys (what bench_lookup finds) into cache. */
+static int lookup_cached(cohort_engine_t *e, char **keys, size_t n, kmap_t *cache, char *err, size_t esz) {
+    char *arr = ds_pg_array_text((const char *const *)keys, n);
+    const char *vals[] = {e->org, arr};
+    PGresult *res = NULL;
+    int rc = run(e, "bench_lookup", 2, vals, &res, err, esz);
+    free(arr);
+    if (rc != 0) return rc;
+    for (int i = 0; i < PQntuples(res); i++) kmap_put(cache, PQgetvalue(res, i, 0), atoll(PQgetvalue(res, i, 1)));
+    PQclear(res);
+    return 0;
+}
+
+/* Chooses the level of o's cohort (keys: its key per level) and sets *level.
+ * *org_won is the org's won deals in the window, counted once when first
+ * needed (-1 before). */
+static int choose_level(cohort_engine_t *e, kmap_t *cache, const opp_t *o, char **keys, int64_t *org_won,
+                        cohort_stats_t *st, int *level, char *err, size_t esz) {
+    cohort_attrs_t a = opp_attrs(o);
+    cohort_band_t band;
+    cohort_band_of(&e->set, o->has_amount, o->amount, &band);
+    /* Every narrower cohort is a subset of the widest one (the same window
+     * and band, more attributes matched), and every cohort a subset of the
+     * org's won deals in the window. So when the widest is cached and has
+     * too few won deals, or the whole org has, none has enough: map to the
+     * widest without computing the others (a young org: one cohort query
+     * per band instead of four, and after the first deal of a band none).
+     * Otherwise walk from the most specific level. */
+    int64_t *widest = kmap_find(cache, keys[COHORT_INDUSTRY]);
+    int rc = 0;
+    if (!widest && *org_won < 0) {
+        char mo[16], lim[24];
+        snprintf(mo, sizeof mo, "%d", e->set.months);
+        snprintf(lim, sizeof lim, "%d", e->set.min_won);
+        const char *ov[] = {e->org, mo, lim};
+        PGresult *r = NULL;
+        rc = run(e, "bench_org_won", 3, ov, &r, err, esz);
+        if (rc != 0) return rc;
+        *org_won = atoll(PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
+    int l = COHORT_INDUSTRY;
+    int64_t w = 0;
+    if (widest && *widest < e->set.min_won) {
+        st->hits++;
+        metric_add(e->m.hits, 1);
+    } else if (!widest && *org_won < e->set.min_won) {
+        rc = level_won(e, cache, &a, COHORT_INDUSTRY, &band, keys[COHORT_INDUSTRY], &w, st, err, esz);
+    } else {
+        for (l = 0; l < COHORT_LEVELS; l++) {
+            rc = level_won(e, cache, &a, (cohort_level_t)l, &band, keys[l], &w, st, err, esz);
+            if (rc != 0 || w >= e->set.min_won) break;
+        }
+        if (l == COHORT_LEVELS) l = COHORT_INDUSTRY; /* nothing sufficient: the widest */
+    }
+    *level = l;
+    return rc;
+}
+
+/* Writes the n mappings (bench_map) and counts those that changed. */
+static int write_mappings(cohort_engine_t *e, const char **ids, const char **accs, const char **chosen,
+                          const char **lvls, size_t n, cohort_stats_t *st, char *err, size_t esz) {
+    char *a_ids = ds_pg_array_text(ids, n), *a_acc = ds_pg_array_text(accs, n);
+    char *a_key = ds_pg_array_text(chosen, n), *a_lvl = ds_pg_array_text(lvls, n);
+    const char *mv[] = {e->org, a_ids, a_acc, a_key, a_lvl};
+    PGresult *res = NULL;
+    int rc = run(e, "bench_map", 5, mv, &res, err, esz);
+    if (rc == 0) {
+        size_t changed = (size_t)atoll(PQcmdTuples(res));
+        st->mapped += changed;
+        metric_add(e->m.mapped, (double)changed);
+        PQclear(res);
+    }
+    free(a_ids);
+    free(a_acc);
+    free(a_key);
+    free(a_lvl);
+    return rc;
+}
+
 static int walk_and_map(cohort_engine_t *e, oppv_t *v, cohort_stats_t *st, char *err, size_t esz) {
     size_t nopen = 0;
     for (size_t i = 0; i < v->n; i++) nopen += needs_walk(&v->v[i]);
     if (nopen == 0) return 0;
+    /* Every level's key of every deal to walk. */
     char **keys = ds_calloc(nopen * COHORT_LEVELS, sizeof *keys);
     opp_t **opps = ds_calloc(nopen, sizeof *opps);
     size_t k = 0;
@@ -810,85 +891,22 @@ static int walk_and_map(cohort_engine_t *e, oppv_t *v, cohort_stats_t *st, char 
         opps[k++] = o;
     }
     kmap_t cache = {0};
-    char *arr = ds_pg_array_text((const char *const *)keys, nopen * COHORT_LEVELS);
-    const char *vals[] = {e->org, arr};
-    PGresult *res = NULL;
-    int rc = run(e, "bench_lookup", 2, vals, &res, err, esz);
-    free(arr);
-    if (rc == 0) {
-        for (int i = 0; i < PQntuples(res); i++)
-            kmap_put(&cache, PQgetvalue(res, i, 0), atoll(PQgetvalue(res, i, 1)));
-        PQclear(res);
-    }
+    int rc = lookup_cached(e, keys, nopen * COHORT_LEVELS, &cache, err, esz);
     int64_t org_won = -1; /* not counted yet */
     const char **ids = ds_calloc(nopen, sizeof *ids);
     const char **accs = ds_calloc(nopen, sizeof *accs);
     const char **chosen = ds_calloc(nopen, sizeof *chosen);
     const char **lvls = ds_calloc(nopen, sizeof *lvls);
     for (size_t j = 0; j < nopen && rc == 0; j++) {
-        opp_t *o = opps[j];
-        cohort_attrs_t a = opp_attrs(o);
-        cohort_band_t band;
-        cohort_band_of(&e->set, o->has_amount, o->amount, &band);
-        /* Every narrower cohort is a subset of the widest one (the same
-         * window and band, more attributes matched), and every cohort a
-         * subset of the org's won deals in the window. So when the widest
-         * is cached and has too few won deals, or the whole org has, none
-         * has enough: map to the widest without computing the others (a
-         * young org: one cohort query per band instead of four, and after
-         * the first deal of a band none). Otherwise walk from the most
-         * specific level. */
-        int64_t *widest = kmap_find(&cache, keys[j * COHORT_LEVELS + COHORT_INDUSTRY]);
-        if (!widest && org_won < 0) {
-            char mo[16], lim[24];
-            snprintf(mo, sizeof mo, "%d", e->set.months);
-            snprintf(lim, sizeof lim, "%d", e->set.min_won);
-            const char *ov[] = {e->org, mo, lim};
-            PGresult *r = NULL;
-            rc = run(e, "bench_org_won", 3, ov, &r, err, esz);
-            if (rc != 0) break;
-            org_won = atoll(PQgetvalue(r, 0, 0));
-            PQclear(r);
-        }
-        int l = COHORT_INDUSTRY;
-        int64_t w = 0;
-        if (widest && *widest < e->set.min_won) {
-            st->hits++;
-            metric_add(e->m.hits, 1);
-        } else if (!widest && org_won < e->set.min_won) {
-            rc = level_won(e, &cache, &a, COHORT_INDUSTRY, &band, keys[j * COHORT_LEVELS + COHORT_INDUSTRY], &w, st,
-                           err, esz);
-            if (rc != 0) break;
-        } else {
-            for (l = 0; l < COHORT_LEVELS; l++) {
-                rc = level_won(e, &cache, &a, (cohort_level_t)l, &band, keys[j * COHORT_LEVELS + (size_t)l], &w, st,
-                               err, esz);
-                if (rc != 0 || w >= e->set.min_won) break;
-            }
-            if (rc != 0) break;
-            if (l == COHORT_LEVELS) l = COHORT_INDUSTRY; /* nothing sufficient: the widest */
-        }
-        ids[j] = o->id;
-        accs[j] = o->account_id;
+        int l;
+        rc = choose_level(e, &cache, opps[j], &keys[j * COHORT_LEVELS], &org_won, st, &l, err, esz);
+        if (rc != 0) break;
+        ids[j] = opps[j]->id;
+        accs[j] = opps[j]->account_id;
         chosen[j] = keys[j * COHORT_LEVELS + (size_t)l];
         lvls[j] = level_names[l];
     }
-    if (rc == 0) {
-        char *a_ids = ds_pg_array_text(ids, nopen), *a_acc = ds_pg_array_text(accs, nopen);
-        char *a_key = ds_pg_array_text(chosen, nopen), *a_lvl = ds_pg_array_text(lvls, nopen);
-        const char *mv[] = {e->org, a_ids, a_acc, a_key, a_lvl};
-        rc = run(e, "bench_map", 5, mv, &res, err, esz);
-        if (rc == 0) {
-            size_t changed = (size_t)atoll(PQcmdTuples(res));
-            st->mapped += changed;
-            metric_add(e->m.mapped, (double)changed);
-            PQclear(res);
-        }
-        free(a_ids);
-        free(a_acc);
-        free(a_key);
-        free(a_lvl);
-    }
+    if (rc == 0) rc = write_mappings(e, ids, accs, chosen, lvls, nopen, st, err, esz);
     free(ids);
     free(accs);
     free(chosen);
