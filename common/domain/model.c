@@ -130,24 +130,30 @@ static int check_training_set(size_t n_rows, size_t n_features, const char *cons
     return 0;
 }
 
+static int set_int_param(BoosterHandle bst, const char *name, int value, char *errstr, size_t errstr_size) {
+    char v[32];
+    snprintf(v, sizeof v, "%d", value);
+    return set_param(bst, name, v, errstr, errstr_size);
+}
+
+/* Every digit a double has, so the booster trains on exactly p's value. */
+static int set_double_param(BoosterHandle bst, const char *name, double value, char *errstr, size_t errstr_size) {
+    char v[64];
+    snprintf(v, sizeof v, "%.17g", value);
+    return set_param(bst, name, v, errstr, errstr_size);
+}
+
 /* The booster's parameters: the objective, hist trees, and p's. */
 static int set_params(BoosterHandle bst, const ds_model_params_t *p, char *errstr, size_t errstr_size) {
-    char v[64];
     if (set_param(bst, "objective", "binary:logistic", errstr, errstr_size) ||
-        set_param(bst, "tree_method", "hist", errstr, errstr_size))
+        set_param(bst, "tree_method", "hist", errstr, errstr_size) ||
+        set_int_param(bst, "max_depth", p->max_depth, errstr, errstr_size) ||
+        set_double_param(bst, "eta", p->eta, errstr, errstr_size) ||
+        set_double_param(bst, "min_child_weight", p->min_child_weight, errstr, errstr_size) ||
+        set_double_param(bst, "subsample", p->subsample, errstr, errstr_size) ||
+        set_int_param(bst, "seed", p->seed, errstr, errstr_size) ||
+        set_int_param(bst, "nthread", p->nthread, errstr, errstr_size))
         return DS_EFATAL;
-    snprintf(v, sizeof v, "%d", p->max_depth);
-    if (set_param(bst, "max_depth", v, errstr, errstr_size)) return DS_EFATAL;
-    snprintf(v, sizeof v, "%.17g", p->eta);
-    if (set_param(bst, "eta", v, errstr, errstr_size)) return DS_EFATAL;
-    snprintf(v, sizeof v, "%.17g", p->min_child_weight);
-    if (set_param(bst, "min_child_weight", v, errstr, errstr_size)) return DS_EFATAL;
-    snprintf(v, sizeof v, "%.17g", p->subsample);
-    if (set_param(bst, "subsample", v, errstr, errstr_size)) return DS_EFATAL;
-    snprintf(v, sizeof v, "%d", p->seed);
-    if (set_param(bst, "seed", v, errstr, errstr_size)) return DS_EFATAL;
-    snprintf(v, sizeof v, "%d", p->nthread);
-    if (set_param(bst, "nthread", v, errstr, errstr_size)) return DS_EFATAL;
     return 0;
 }
 
