@@ -228,6 +228,10 @@ int ds_parse_time_us(const char *s, int64_t *us) {
 done:;
     int64_t secs = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se -
                    offset_s;
+    /* Years 0001 to 9999 only, after the offset too: Postgres has no year
+     * 0000, and every time is formatted with four digits. */
+    if (secs < days_from_civil(1, 1, 1) * 86400 || secs >= days_from_civil(10000, 1, 1) * 86400)
+        return DS_EINVAL;
     *us = secs * 1000000 + frac_us;
     return DS_OK;
 }

@@ -90,7 +90,8 @@ void ds_uuid_derived(const char *name, char out[37]);
 void ds_format_time_us(int64_t us, char *out, size_t outsz);
 /* Parses ISO 8601: "YYYY-MM-DD", or date-time with optional fraction and
  * "Z" or an offset ("+02:00", "+0200"); a date-time without a zone is
- * rejected. Returns 0 and sets *us, or DS_EINVAL. */
+ * rejected, and so is an instant outside the years 0001 to 9999 (UTC).
+ * Returns 0 and sets *us, or DS_EINVAL. */
 int ds_parse_time_us(const char *s, int64_t *us);
 /* Lowercase hex SHA-256 of buf into out (65 bytes). */
 void ds_sha256_hex(const void *buf, size_t len, char out[65]);

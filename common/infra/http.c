@@ -325,3 +325,64 @@ int ds_http_header(const h2o_req_t *req, const char *name, char *buf, size_t buf
     buf[n] = '\0';
     return (int)v->len;
 }
+
+int ds_http_media_type_is(const char *value, const char *type) {
+    if (!value) return 0;
+    size_t n = strlen(type);
+    while (*value == ' ' || *value == '\t') value++;
+    if (strncasecmp(value, type, n) != 0) return 0;
+    const char *p = value + n;
+    while (*p == ' ' || *p == '\t') p++;
+    return *p == '\0' || *p == ';';
+}
+
+static int hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Decodes s[0..n) into out (out may be NULL to only validate), writing at
+ * most outsz - 1 bytes. Returns the decoded length or -1 on a bad escape. */
+static ssize_t query_decode(const char *s, size_t n, char *out, size_t outsz) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%') {
+            int hi = i + 2 < n ? hexval(s[i + 1]) : -1, lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+            if (hi < 0 || lo < 0) return -1;
+            c = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (out && k + 1 < outsz) out[k] = c;
+        k++;
+    }
+    if (out && outsz) out[k < outsz ? k : outsz - 1] = '\0';
+    return (ssize_t)k;
+}
+
+int ds_http_query_param(const char *q, size_t len, const char *name, char *buf, size_t bufsz) {
+    size_t nlen = strlen(name);
+    int found = DS_ENOTFOUND;
+    size_t i = 0;
+    while (i < len) {
+        size_t end = i;
+        while (end < len && q[end] != '&') end++;
+        size_t eq = i;
+        while (eq < end && q[eq] != '=') eq++;
+        char key[64];
+        ssize_t klen = query_decode(q + i, eq - i, key, sizeof key);
+        ssize_t vlen = eq < end ? query_decode(q + eq + 1, end - eq - 1, NULL, 0) : 0;
+        if (klen < 0 || vlen < 0) return DS_EINVAL;
+        if ((size_t)klen == nlen && memcmp(key, name, nlen) == 0) {
+            if (found >= 0) return DS_EINVAL;
+            found = (int)(eq < end ? query_decode(q + eq + 1, end - eq - 1, buf, bufsz) : 0);
+            if (eq >= end && bufsz) buf[0] = '\0';
+        }
+        i = end + 1;
+    }
+    return found;
+}

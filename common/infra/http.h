@@ -86,4 +86,24 @@ int ds_http_method_is(const h2o_req_t *req, const char *m);
 /* Copies a request header value into buf; returns its length or -1 when absent. */
 int ds_http_header(const h2o_req_t *req, const char *name, char *buf, size_t bufsz);
 
+/* The longest Authorization header the services accept, in bytes (a session
+ * JWT is 1-2 KiB). A longer one is refused with 401, never cut. */
+#define DS_HTTP_AUTHORIZATION_MAX 8192
+/* The message of that 401. */
+#define DS_HTTP_AUTHORIZATION_TOO_LONG "the Authorization header is longer than 8192 bytes"
+
+/* Returns 1 when the Content-Type value names the media type type (such as
+ * "application/json"), in any case, alone or followed by parameters
+ * ("application/json; charset=utf-8"); 0 otherwise, and for NULL. So
+ * "application/jsonp" and "application/json x" are not application/json. */
+int ds_http_media_type_is(const char *value, const char *type);
+
+/* Finds the parameter name in the query string q[0..len) (without the '?';
+ * "a=1&b=2"), names and values percent-decoded, '+' a space. Copies the
+ * decoded value into buf (cut at bufsz - 1 and NUL-terminated) and returns
+ * its whole decoded length, which may hold NUL bytes; DS_ENOTFOUND when the
+ * parameter is absent, DS_EINVAL when the query has a malformed escape. A parameter
+ * given twice is DS_EINVAL too: which one counts would be a guess. */
+int ds_http_query_param(const char *q, size_t len, const char *name, char *buf, size_t bufsz);
+
 #endif
