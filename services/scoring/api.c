@@ -89,13 +89,23 @@ static int on_predict(void *ud, h2o_req_t *req) {
         ds_http_respond_error(req, 503, "shutting_down", "the service is stopping; retry");
         return 0;
     }
+    char buf[DS_HTTP_AUTHORIZATION_MAX + 1];
+    int alen = ds_http_header(req, "authorization", buf, sizeof buf);
+    if (alen > DS_HTTP_AUTHORIZATION_MAX) {
+        count(a, 401);
+        char wa[256];
+        ds_jwt_www_authenticate(DS_HTTP_AUTHORIZATION_TOO_LONG, wa, sizeof wa);
+        ds_http_add_header(req, "www-authenticate", wa);
+        ds_http_respond_error(req, 401, "invalid_token", DS_HTTP_AUTHORIZATION_TOO_LONG);
+        return 0;
+    }
     api_job_t *j = ds_calloc(1, sizeof *j);
-    char buf[8192];
-    if (ds_http_header(req, "authorization", buf, sizeof buf) >= 0) j->auth = ds_strdup(buf);
+    if (alen >= 0) j->auth = ds_strdup(buf);
     char tp[128];
     ds_event_traceparent_child(ds_http_header(req, "traceparent", tp, sizeof tp) >= 0 ? tp : NULL, j->traceparent);
     char ctype[128];
-    if (ds_http_header(req, "content-type", ctype, sizeof ctype) < 0 || strncasecmp(ctype, "application/json", 16) != 0)
+    int clen = ds_http_header(req, "content-type", ctype, sizeof ctype);
+    if (clen < 0 || clen >= (int)sizeof ctype || !ds_http_media_type_is(ctype, "application/json"))
         j->status = 415; /* decided after authentication, so 401 wins */
     j->body = ds_strndup(req->entity.base ? req->entity.base : "", req->entity.len);
     j->body_len = req->entity.len;
@@ -209,6 +219,14 @@ static void handle(api_thread_t *t, api_job_t *j) {
         ds_jwt_www_authenticate(err, j->www_auth, sizeof j->www_auth);
         return;
     }
+    if (!ds_uuid_valid(claims.sub)) {
+        /* Policies compare auth.uid(), a uuid, so a sub that is none is no
+         * user of ours (Supabase's are UUIDs). */
+        ds_jwt_claims_clear(&claims);
+        fail(j, 401, "invalid_token", "the token's sub is not a UUID");
+        ds_jwt_www_authenticate("the token's sub is not a UUID", j->www_auth, sizeof j->www_auth);
+        return;
+    }
     if (j->status == 415) {
         ds_jwt_claims_clear(&claims);
         fail(j, 415, "unsupported_media_type", "Content-Type must be application/json");
@@ -249,7 +267,9 @@ static void handle(api_thread_t *t, api_job_t *j) {
     if (vis < 0) {
         if (!ds_pg_is_connected(t->pg)) ds_pg_reset(t->pg);
         ds_warn("predict: visibility check failed: %s", err);
-        fail(j, vis == DS_ERETRY ? 503 : 500, vis == DS_ERETRY ? "database_unavailable" : "internal", err);
+        /* Never the database's words: they echo the caller's input. */
+        fail(j, vis == DS_ERETRY ? 503 : 500, vis == DS_ERETRY ? "database_unavailable" : "internal",
+             "could not check access to the opportunity");
         goto done;
     }
     if (vis == 0) {

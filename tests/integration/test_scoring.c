@@ -196,15 +196,20 @@ Test(scoring, hot_swap_to_a_new_model_and_refusal_of_an_unsupported_one) {
     ds_consumer_destroy(c);
 }
 
-static char *token(const char *org, const char *extra_claims, long exp_offset) {
-    char *claims = pgt_fmt("{\"sub\":\"7d8f0a1e-0000-4000-8000-000000000001\",\"role\":\"authenticated\","
+static char *token_sub(const char *sub, const char *org, const char *extra_claims, long exp_offset) {
+    char *claims = pgt_fmt("{\"sub\":\"%s\",\"role\":\"authenticated\","
                            "\"aud\":\"authenticated\",\"iat\":%ld,\"exp\":%ld,"
                            "\"app_metadata\":{\"org_id\":\"%s\"%s}}",
-                           (long)time(NULL) - 10, (long)time(NULL) + exp_offset, org, extra_claims ? extra_claims : "");
+                           sub, (long)time(NULL) - 10, (long)time(NULL) + exp_offset, org,
+                           extra_claims ? extra_claims : "");
     char *t = NULL;
     cr_assert_eq(ds_jwt_sign_hs256(SECRET, claims, &t), 0);
     free(claims);
     return t;
+}
+
+static char *token(const char *org, const char *extra_claims, long exp_offset) {
+    return token_sub("7d8f0a1e-0000-4000-8000-000000000001", org, extra_claims, exp_offset);
 }
 
 static httpc_resp_t predict(const char *jwt, const char *body) {
@@ -373,4 +378,60 @@ Test(scoring, a_features_ready_with_malformed_ids_goes_to_the_dlq) {
     ds_producer_destroy(p);
     ds_config_close(&cfg);
     free(topic);
+}
+
+/* Hostile but validly signed or oversized requests: each a clear 4xx, and
+ * no body ever carries the database's words. */
+Test(scoring, api_predict_refuses_hostile_requests_with_clear_errors) {
+    post_ok("/v1/opportunities", OPP_DEMO);
+    PGconn *db = pgt_connect_db(&S.db);
+    char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-1'");
+    char *body = pgt_fmt("{\"opportunity_id\":\"%s\"}", opp);
+    /* A sub that is no UUID, account-scoped: Postgres refused it in the
+     * membership check and the 500 echoed its error. */
+    const char *subs[] = {"not-a-uuid", "7d8f0a1e-0000-4000-8000-00000000000g", ""};
+    for (size_t i = 0; i < PGT_N(subs); i++) {
+        char *t = token_sub(subs[i], S.org_id, ",\"account_scoped\":true", 3600);
+        httpc_resp_t r = predict(t, body);
+        cr_expect_eq(r.status, 401, "sub '%s': %d %s", subs[i], r.status, r.body);
+        cr_expect(r.body && !strstr(r.body, "uuid:") && !strstr(r.body, "invalid input syntax"), "%s", r.body);
+        httpc_free(&r);
+        free(t);
+    }
+    char *t = token_sub("not-a-uuid", S.org_id, ",\"account_scoped\":true", 3600);
+    httpc_resp_t r = predict(t, body);
+    json_t *j = json_loads(r.body, 0, NULL);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "error")), "invalid_token", "%s", r.body);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "message")), "the token's sub is not a UUID", "%s", r.body);
+    json_decref(j);
+    httpc_free(&r);
+    free(t);
+    /* application/jsonp is not application/json (a prefix matched). */
+    char *ok = token(S.org_id, NULL, 3600);
+    char *hdr = pgt_fmt("Content-Type: application/jsonp\r\nAuthorization: Bearer %s\r\n", ok);
+    r = httpc_request(S.port, "POST", "/api/predict", hdr, body, strlen(body), 10000);
+    cr_expect_eq(r.status, 415, "%s", r.body);
+    httpc_free(&r);
+    free(hdr);
+    hdr = pgt_fmt("Content-Type: application/json; charset=utf-8\r\nAuthorization: Bearer %s\r\n", ok);
+    r = httpc_request(S.port, "POST", "/api/predict", hdr, body, strlen(body), 15000);
+    cr_expect_eq(r.status, 200, "%s", r.body);
+    httpc_free(&r);
+    free(hdr);
+    /* An Authorization header over the 8 KiB limit: a 401 that says so (it
+     * was cut and refused as "not three parts"). */
+    char *pad = malloc(9000);
+    memset(pad, 'A', 8999);
+    pad[8999] = '\0';
+    char *longtok = pgt_fmt("%s%s", ok, pad);
+    r = predict(longtok, body);
+    cr_expect_eq(r.status, 401, "%s", r.body);
+    cr_expect(r.body && strstr(r.body, "longer than 8192 bytes"), "%s", r.body);
+    httpc_free(&r);
+    free(longtok);
+    free(pad);
+    free(ok);
+    free(body);
+    free(opp);
+    PQfinish(db);
 }
