@@ -6,15 +6,13 @@
  * writer's connection is busy nearly all the time under load. */
 #include "ingest.h"
 
-#include <ctype.h>
-#include <openssl/crypto.h>
-#include <openssl/hmac.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "base/common.h"
 #include "base/log.h"
+#include "signature.h"
 #include "store.h"
 
 /* Requests waiting for the validator; past this the webhook answers 503
@@ -29,12 +27,14 @@ struct ingest_job_s {
     char *auth;        /* Authorization header, or NULL */
     char *sig;         /* x-dealscore-signature, or NULL */
     char *sig_ts;      /* x-dealscore-timestamp, or NULL */
+    char token_hash[65]; /* of the bearer token, "" without one */
     char traceparent[DS_TRACEPARENT_SIZE];
     int64_t received_mono_us;
 
     /* parsed by the validator */
     char org_id[37];
     json_t *stage_outcome;
+    char sig_hex[65]; /* the signature reserved for this request, or "" */
     record_t *recs;
     size_t nrecs;
     store_tag_t *tags;
@@ -102,19 +102,15 @@ static char *header_dup(h2o_req_t *req, const char *name) {
 
 static int on_webhook(void *ud, h2o_req_t *req) {
     ingest_t *in = ud;
-    /* path: /v1/<kind>[?query] */
-    const char *path = req->path_normalized.base;
-    size_t plen = req->path_normalized.len;
-    char kindname[32] = "";
-    if (plen > 4 && plen - 4 < sizeof kindname) {
-        memcpy(kindname, path + 4, plen - 4);
-        kindname[plen - 4] = '\0';
-        if (kindname[strlen(kindname) - 1] == '/') kindname[strlen(kindname) - 1] = '\0';
-    }
-    int kind = rec_kind_parse(kindname);
-    if (kind < 0) return -1;
+    rec_kind_t kind;
+    rec_profile_t profile;
+    bool has_query = req->query_at != SIZE_MAX;
+    int rrc = ingest_route(req->path_normalized.base, req->path_normalized.len,
+                           has_query ? req->path.base + req->query_at + 1 : NULL,
+                           has_query ? req->path.len - req->query_at - 1 : 0, &kind, &profile);
+    if (rrc == DS_ENOTFOUND) return -1;
     char route[48];
-    snprintf(route, sizeof route, "/v1/%s", kindname);
+    snprintf(route, sizeof route, "/v1/%s", rec_kind_plural(kind));
     if (!ds_http_method_is(req, "POST")) {
         count_request(in, route, 405);
         ds_http_add_header(req, "allow", "POST");
@@ -128,9 +124,8 @@ static int on_webhook(void *ud, h2o_req_t *req) {
         return 0;
     }
     char ctype[128];
-    if (ds_http_header(req, "content-type", ctype, sizeof ctype) < 0 ||
-        strncasecmp(ctype, "application/json", 16) != 0 ||
-        (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' ')) {
+    int clen = ds_http_header(req, "content-type", ctype, sizeof ctype);
+    if (clen < 0 || clen >= (int)sizeof ctype || !ds_http_media_type_is(ctype, "application/json")) {
         count_request(in, route, 415);
         ds_http_respond_error(req, 415, "unsupported_media_type",
                               "Content-Type must be application/json");
@@ -143,24 +138,25 @@ static int on_webhook(void *ud, h2o_req_t *req) {
         ds_http_respond_error(req, 413, "payload_too_large", msg);
         return 0;
     }
-    rec_profile_t profile = PROFILE_NATIVE;
-    if (req->query_at != SIZE_MAX) {
-        const char *q = req->path.base + req->query_at + 1;
-        size_t qlen = req->path.len - req->query_at - 1;
-        if (qlen >= 18 && memmem(q, qlen, "profile=salesforce", 18))
-            profile = PROFILE_SALESFORCE;
-        else if (qlen >= 8 && memmem(q, qlen, "profile=", 8) && !memmem(q, qlen, "profile=native", 14)) {
-            count_request(in, route, 400);
-            ds_http_respond_error(req, 400, "bad_profile", "profile must be native or salesforce");
-            return 0;
-        }
+    if (rrc != 0) {
+        count_request(in, route, 400);
+        ds_http_respond_error(req, 400, "bad_profile", "profile must be native or salesforce");
+        return 0;
+    }
+    char *auth = header_dup(req, "authorization");
+    if (auth && strlen(auth) > DS_HTTP_AUTHORIZATION_MAX) {
+        free(auth);
+        count_request(in, route, 401);
+        ds_http_add_header(req, "www-authenticate", "Bearer realm=\"dealscore\"");
+        ds_http_respond_error(req, 401, "unauthorized", DS_HTTP_AUTHORIZATION_TOO_LONG);
+        return 0;
     }
     ingest_job_t *j = ds_calloc(1, sizeof *j);
-    j->kind = (rec_kind_t)kind;
+    j->kind = kind;
     j->profile = profile;
     j->body = ds_strndup(req->entity.base ? req->entity.base : "", req->entity.len);
     j->body_len = req->entity.len;
-    j->auth = header_dup(req, "authorization");
+    j->auth = auth;
     j->sig = header_dup(req, "x-dealscore-signature");
     j->sig_ts = header_dup(req, "x-dealscore-timestamp");
     char *tp = header_dup(req, "traceparent");
@@ -195,137 +191,153 @@ static void finish_job(void *ud, void *job, h2o_req_t *req) {
 
 /* ---- validator and writer threads ---------------------------------------- */
 
+/* The tokens of one validator batch. They are read afresh for every batch
+ * (one query), so a revoke takes effect at once on every replica. */
 typedef struct {
     char hash[65];
     char org_id[37];
     bool revoked;
     char *hmac_secret;
     json_t *stage_outcome;
-    int64_t fetched_us;
 } token_entry_t;
 
-struct seen_sig_s {
-    char sig[65];
-    int64_t ts;
-};
-
-/* One thread's state: the validator uses pg for token lookups and keeps the
- * token cache; the writer uses pg for the group commits. */
+/* One thread's state: the validator uses pg for token lookups and the
+ * signature reservations; the writer uses pg for the group commits. */
 typedef struct {
     ingest_t *in;
     ds_pg_t *pg;
     token_entry_t *tokens;
     size_t ntokens, captokens;
     int64_t plans_at;
+    int64_t pruned_at;
 } writer_t;
 
-#define TOKEN_TTL_US (5 * 1000000LL)
-
-static void token_entry_clear(token_entry_t *t) {
-    free(t->hmac_secret);
-    json_decref(t->stage_outcome);
-    memset(t, 0, sizeof *t);
+static void tokens_clear(writer_t *v) {
+    for (size_t i = 0; i < v->ntokens; i++) {
+        free(v->tokens[i].hmac_secret);
+        json_decref(v->tokens[i].stage_outcome);
+    }
+    v->ntokens = 0;
 }
 
-/* Returns the cached or freshly read token, NULL when unknown; *err set to a
- * pg error class when the database could not be asked. */
-static token_entry_t *token_lookup(writer_t *w, const char *hash, int *err) {
-    int64_t now = ds_mono_us();
-    *err = 0;
-    for (size_t i = 0; i < w->ntokens; i++) {
-        if (strcmp(w->tokens[i].hash, hash) == 0) {
-            if (now - w->tokens[i].fetched_us < TOKEN_TTL_US) return w->tokens[i].org_id[0] ? &w->tokens[i] : NULL;
-            token_entry_clear(&w->tokens[i]);
-            w->tokens[i] = w->tokens[--w->ntokens];
-            break;
-        }
+/* The bearer token of an Authorization value, or NULL. */
+static const char *bearer_token(const char *a) {
+    if (!a || strncasecmp(a, "Bearer ", 7) != 0 || !a[7]) return NULL;
+    a += 7;
+    while (*a == ' ') a++;
+    return a;
+}
+
+/* Reads the tokens of jobs[0..n) into v->tokens and sets each job's
+ * token_hash. Returns 0, or a pg class when the database could not be
+ * asked. */
+static int tokens_fetch(writer_t *v, ingest_job_t **jobs, size_t n) {
+    tokens_clear(v);
+    ds_sb_t arr = {0};
+    ds_sb_puts(&arr, "{");
+    size_t nh = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *token = bearer_token(jobs[i]->auth);
+        if (!token) continue;
+        ingest_token_hash(token, jobs[i]->token_hash);
+        ds_sb_printf(&arr, "%s%s", nh++ ? "," : "", jobs[i]->token_hash);
     }
+    ds_sb_puts(&arr, "}");
     char errstr[256];
-    int rc = ds_pg_ensure(w->pg, 0, NULL, errstr, sizeof errstr);
+    int rc = nh ? ds_pg_ensure(v->pg, 0, NULL, errstr, sizeof errstr) : 0;
     PGresult *res = NULL;
-    const char *v[] = {hash};
-    if (rc == 0)
-        rc = ds_pg_exec_params(w->pg,
-                               "select t.org_id, t.revoked_at is not null, t.hmac_secret,"
+    const char *p[] = {arr.p};
+    if (nh && rc == 0)
+        rc = ds_pg_exec_params(v->pg,
+                               "select t.token_hash, t.org_id, t.revoked_at is not null, t.hmac_secret,"
                                " o.settings->'stage_outcome'"
                                " from public.ingest_tokens t join public.orgs o on o.id = t.org_id"
-                               " where t.token_hash = $1",
-                               1, v, NULL, NULL, &res, errstr, sizeof errstr);
+                               " where t.token_hash = any($1::text[])",
+                               1, p, NULL, NULL, &res, errstr, sizeof errstr);
+    free(arr.p);
     if (rc != 0) {
-        ds_warn("could not look up a token: %s", errstr);
-        if (rc == DS_ERETRY) ds_pg_reset(w->pg);
-        *err = rc;
-        return NULL;
+        ds_warn("could not look up tokens: %s", errstr);
+        if (rc == DS_ERETRY) ds_pg_reset(v->pg);
+        return rc;
     }
-    if (w->ntokens == w->captokens) {
-        /* Bounded cache: drop everything when full (tokens are few). */
-        if (w->captokens >= 4096) {
-            for (size_t i = 0; i < w->ntokens; i++) token_entry_clear(&w->tokens[i]);
-            w->ntokens = 0;
-        } else {
-            w->captokens = w->captokens ? w->captokens * 2 : 16;
-            w->tokens = ds_realloc(w->tokens, w->captokens * sizeof *w->tokens);
-        }
+    int rows = res ? PQntuples(res) : 0;
+    if ((size_t)rows > v->captokens) {
+        v->captokens = (size_t)rows;
+        v->tokens = ds_realloc(v->tokens, v->captokens * sizeof *v->tokens);
     }
-    token_entry_t *t = &w->tokens[w->ntokens++];
-    memset(t, 0, sizeof *t);
-    snprintf(t->hash, sizeof t->hash, "%s", hash);
-    t->fetched_us = now;
-    if (PQntuples(res) == 1) {
-        snprintf(t->org_id, sizeof t->org_id, "%s", PQgetvalue(res, 0, 0));
-        t->revoked = PQgetvalue(res, 0, 1)[0] == 't';
-        if (!PQgetisnull(res, 0, 2)) t->hmac_secret = ds_strdup(PQgetvalue(res, 0, 2));
-        if (!PQgetisnull(res, 0, 3)) t->stage_outcome = json_loads(PQgetvalue(res, 0, 3), 0, NULL);
+    for (int r = 0; r < rows; r++) {
+        token_entry_t *t = &v->tokens[v->ntokens++];
+        memset(t, 0, sizeof *t);
+        snprintf(t->hash, sizeof t->hash, "%s", PQgetvalue(res, r, 0));
+        snprintf(t->org_id, sizeof t->org_id, "%s", PQgetvalue(res, r, 1));
+        t->revoked = PQgetvalue(res, r, 2)[0] == 't';
+        if (!PQgetisnull(res, r, 3)) t->hmac_secret = ds_strdup(PQgetvalue(res, r, 3));
+        if (!PQgetisnull(res, r, 4)) t->stage_outcome = json_loads(PQgetvalue(res, r, 4), 0, NULL);
     }
     PQclear(res);
-    return t->org_id[0] ? t : NULL;
+    return 0;
 }
 
-static bool seen_signature(ingest_t *in, const char *sig, int64_t now_s, int window_s) {
-    size_t k = 0;
-    bool found = false;
-    pthread_mutex_lock(&in->seen_mu);
-    for (size_t i = 0; i < in->nseen; i++) {
-        if (now_s - in->seen[i].ts > window_s * 2) continue; /* expired: drop */
-        if (strcmp(in->seen[i].sig, sig) == 0) found = true;
-        in->seen[k++] = in->seen[i];
+static const token_entry_t *token_find(const writer_t *v, const char *hash) {
+    for (size_t i = 0; i < v->ntokens; i++)
+        if (strcmp(v->tokens[i].hash, hash) == 0) return &v->tokens[i];
+    return NULL;
+}
+
+/* Releases j's signature reservation, on pg when it can, else through the
+ * validator's next batch. */
+static void release_signature(ingest_t *in, ds_pg_t *pg, ingest_job_t *j) {
+    if (!j->sig_hex[0]) return;
+    char err[256];
+    if (ds_pg_is_connected(pg) && signature_release(pg, j->sig_hex, err, sizeof err) == 0) {
+        j->sig_hex[0] = '\0';
+        return;
     }
-    in->nseen = k;
-    pthread_mutex_unlock(&in->seen_mu);
-    return found;
-}
-
-static void remember_signature(ingest_t *in, const char *sig, int64_t ts) {
-    pthread_mutex_lock(&in->seen_mu);
-    if (in->nseen == in->capseen) {
-        in->capseen = in->capseen ? in->capseen * 2 : 64;
-        in->seen = ds_realloc(in->seen, in->capseen * sizeof *in->seen);
+    pthread_mutex_lock(&in->release_mu);
+    /* Bounded: a reservation expires after twice the replay window anyway. */
+    if (in->nreleases < 100000) {
+        if (in->nreleases == in->capreleases) {
+            in->capreleases = in->capreleases ? in->capreleases * 2 : 16;
+            in->releases = ds_realloc(in->releases, in->capreleases * sizeof *in->releases);
+        }
+        memcpy(in->releases[in->nreleases++], j->sig_hex, 65);
     }
-    snprintf(in->seen[in->nseen].sig, sizeof in->seen[0].sig, "%s", sig);
-    in->seen[in->nseen].ts = ts;
-    in->nseen++;
-    pthread_mutex_unlock(&in->seen_mu);
+    pthread_mutex_unlock(&in->release_mu);
+    j->sig_hex[0] = '\0';
 }
 
-/* Authenticates j; on failure sets its response and returns false. */
+/* Validator: releases what the writer could not, and now and then deletes
+ * expired reservations. */
+static void signatures_upkeep(writer_t *v) {
+    ingest_t *in = v->in;
+    char err[256];
+    pthread_mutex_lock(&in->release_mu);
+    size_t n = in->nreleases;
+    char(*rel)[65] = in->releases;
+    in->releases = NULL;
+    in->nreleases = in->capreleases = 0;
+    pthread_mutex_unlock(&in->release_mu);
+    for (size_t i = 0; i < n; i++) {
+        ingest_job_t tmp;
+        memcpy(tmp.sig_hex, rel[i], 65);
+        release_signature(in, v->pg, &tmp);
+    }
+    free(rel);
+    if (ds_mono_us() - v->pruned_at > 60 * 1000000LL && ds_pg_is_connected(v->pg)) {
+        if (signature_prune(v->pg, err, sizeof err) != 0) ds_warn("could not prune signatures: %s", err);
+        v->pruned_at = ds_mono_us();
+    }
+}
+
+/* Authenticates j against the batch's tokens; on failure sets its response
+ * and returns false. A signed request's signature is reserved here. */
 static bool authenticate(writer_t *w, ingest_job_t *j) {
-    const char *a = j->auth;
-    if (!a || strncasecmp(a, "Bearer ", 7) != 0 || !a[7]) {
+    if (!j->token_hash[0]) {
         job_fail(j, 401, "unauthorized", "missing Authorization: Bearer <token>");
         j->www_auth = true;
         return false;
     }
-    const char *token = a + 7;
-    while (*token == ' ') token++;
-    char hash[65];
-    ingest_token_hash(token, hash);
-    int err;
-    token_entry_t *t = token_lookup(w, hash, &err);
-    if (err) {
-        job_fail(j, 503, "database_unavailable", "could not check the token; retry");
-        j->retry_after = "1";
-        return false;
-    }
+    const token_entry_t *t = token_find(w, j->token_hash);
     if (!t) {
         job_fail(j, 401, "unauthorized", "unknown token");
         j->www_auth = true;
@@ -336,53 +348,38 @@ static bool authenticate(writer_t *w, ingest_job_t *j) {
         return false;
     }
     if (t->hmac_secret) {
-        if (!j->sig || !j->sig_ts) {
+        int window = w->in->cfg->hmac_window_s;
+        char hex[65];
+        switch (signature_check(t->hmac_secret, j->sig_ts, j->sig, j->body, j->body_len,
+                                ds_now_us() / 1000000, window, hex)) {
+        case SIG_MISSING:
             job_fail(j, 401, "signature_required",
                      "this token requires X-Dealscore-Timestamp and X-Dealscore-Signature");
             return false;
-        }
-        char *end;
-        long long ts = strtoll(j->sig_ts, &end, 10);
-        int64_t now_s = ds_now_us() / 1000000;
-        if (*end || end == j->sig_ts || llabs(now_s - ts) > w->in->cfg->hmac_window_s) {
+        case SIG_EXPIRED:
             job_fail(j, 401, "signature_expired",
                      "X-Dealscore-Timestamp is not a Unix time within the replay window");
             return false;
-        }
-        const char *given = j->sig;
-        if (strncasecmp(given, "sha256=", 7) == 0) given += 7;
-        unsigned char mac[32];
-        unsigned int maclen = 0;
-        size_t msglen = strlen(j->sig_ts) + 1 + j->body_len;
-        char *msg = ds_malloc(msglen);
-        memcpy(msg, j->sig_ts, strlen(j->sig_ts));
-        msg[strlen(j->sig_ts)] = '.';
-        memcpy(msg + strlen(j->sig_ts) + 1, j->body, j->body_len);
-        HMAC(EVP_sha256(), t->hmac_secret, (int)strlen(t->hmac_secret), (unsigned char *)msg, msglen,
-             mac, &maclen);
-        free(msg);
-        char hex[65];
-        static const char digits[] = "0123456789abcdef";
-        for (int i = 0; i < 32; i++) {
-            hex[2 * i] = digits[mac[i] >> 4];
-            hex[2 * i + 1] = digits[mac[i] & 15];
-        }
-        hex[64] = '\0';
-        char lower[65] = "";
-        size_t glen = strlen(given);
-        if (glen == 64)
-            for (size_t i = 0; i <= 64; i++) lower[i] = (char)tolower((unsigned char)given[i]);
-        /* Constant time: compare the full length whatever the input. */
-        if (glen != 64 || CRYPTO_memcmp(lower, hex, 64) != 0) {
+        case SIG_BAD:
             job_fail(j, 401, "bad_signature", "X-Dealscore-Signature does not match the body");
             return false;
+        case SIG_OK:
+            break;
         }
-        if (seen_signature(w->in, hex, now_s, w->in->cfg->hmac_window_s)) {
+        char err[256];
+        int rc = signature_reserve(w->pg, hex, 2 * window, err, sizeof err);
+        if (rc < 0) {
+            ds_warn("could not reserve a signature: %s", err);
+            if (!ds_pg_is_connected(w->pg)) ds_pg_reset(w->pg);
+            job_fail(j, 503, "database_unavailable", "could not check the signature; retry");
+            j->retry_after = "1";
+            return false;
+        }
+        if (rc == 0) {
             job_fail(j, 401, "replayed_signature", "this signed request was already accepted");
             return false;
         }
-        /* Remembered only once the request commits (finish_ok), so a retry
-         * of a request that failed can still get in. */
+        memcpy(j->sig_hex, hex, sizeof hex);
     }
     snprintf(j->org_id, sizeof j->org_id, "%s", t->org_id);
     j->stage_outcome = t->stage_outcome ? json_incref(t->stage_outcome) : NULL;
@@ -486,12 +483,21 @@ static void finish_ok(writer_t *w, ingest_job_t *j) {
     json_decref(j->resp);
     j->resp = json_pack("{s:i, s:i, s:i}", "accepted", (int)j->nrecs, "unchanged", c.unchanged,
                         "events", c.events);
-    if (j->sig && j->sig_ts) {
-        const char *given = strncasecmp(j->sig, "sha256=", 7) == 0 ? j->sig + 7 : j->sig;
-        char lower[65];
-        for (size_t i = 0; i <= 64; i++) lower[i] = (char)tolower((unsigned char)given[i]);
-        remember_signature(w->in, lower, ds_now_us() / 1000000);
-    }
+}
+
+/* The request's write failed for good: a 400 that says so without the
+ * database's words (they name constraints and echo values), and its
+ * signature released so that a corrected request can be signed again. */
+static void fail_rejected(writer_t *w, ingest_job_t *j, const char *err) {
+    ds_warn("a request was rejected by the database: %s", err);
+    job_fail(j, 400, "rejected_by_database", "the database refused the records; nothing was stored");
+    release_signature(w->in, w->pg, j);
+}
+
+static void fail_unavailable(writer_t *w, ingest_job_t *j) {
+    job_fail(j, 503, "database_unavailable", "Postgres is unreachable; retry");
+    j->retry_after = "1";
+    release_signature(w->in, w->pg, j);
 }
 
 /* Hands finished jobs back to the loop thread. */
@@ -512,20 +518,35 @@ static void screen(writer_t *v, ingest_job_t **jobs, size_t n) {
     ingest_t *in = v->in;
     size_t nok = 0, nbad = 0;
     ingest_job_t **ok = ds_calloc(n, sizeof *ok), **bad = ds_calloc(n, sizeof *bad);
+    signatures_upkeep(v);
+    bool db_down = tokens_fetch(v, jobs, n) != 0;
     for (size_t i = 0; i < n; i++) {
         ingest_job_t *j = jobs[i];
-        if (!authenticate(v, j) || !validate(v, j)) {
+        if (db_down && j->token_hash[0]) {
+            job_fail(j, 503, "database_unavailable", "could not check the token; retry");
+            j->retry_after = "1";
+            bad[nbad++] = j;
+            continue;
+        }
+        if (!authenticate(v, j)) {
+            bad[nbad++] = j;
+            continue;
+        }
+        if (!validate(v, j)) {
+            release_signature(in, v->pg, j);
             bad[nbad++] = j;
             continue;
         }
         if (atomic_load(&in->outbox_depth) >= in->cfg->outbox_max) {
             job_fail(j, 503, "outbox_full", "too many events wait for Kafka; retry later");
             j->retry_after = "5";
+            release_signature(in, v->pg, j);
             bad[nbad++] = j;
             continue;
         }
         ok[nok++] = j;
     }
+    tokens_clear(v);
     /* Waits while the writer is two groups behind. The ready queue shuts
      * down only after this thread ended, so the push cannot fail. */
     for (size_t i = 0; i < nok; i++) {
@@ -565,25 +586,19 @@ static void commit_jobs(writer_t *w, ingest_job_t **ok, size_t nok) {
             if (r == 0)
                 finish_ok(w, ok[i]);
             else if (r == DS_EFATAL)
-                job_fail(ok[i], 400, "rejected_by_database", err);
-            else {
-                job_fail(ok[i], 503, "database_unavailable", "Postgres is unreachable; retry");
-                ok[i]->retry_after = "1";
-            }
+                fail_rejected(w, ok[i], err);
+            else
+                fail_unavailable(w, ok[i]);
         }
     } else if (rc == 0) {
         for (size_t i = 0; i < nok; i++) finish_ok(w, ok[i]);
         atomic_store(&in->pg_down, 0);
     } else if (rc == DS_EFATAL) {
-        ds_warn("a request was rejected by the database: %s", err);
-        job_fail(ok[0], 400, "rejected_by_database", err);
+        fail_rejected(w, ok[0], err);
     } else {
         ds_warn("could not store records: %s", err);
         atomic_store(&in->pg_down, 1);
-        for (size_t i = 0; i < nok; i++) {
-            job_fail(ok[i], 503, "database_unavailable", "Postgres is unreachable; retry");
-            ok[i]->retry_after = "1";
-        }
+        for (size_t i = 0; i < nok; i++) fail_unavailable(w, ok[i]);
     }
     ingest_relay_kick(in);
     complete_jobs(in, ok, nok);
@@ -610,7 +625,7 @@ static void *validator_main(void *arg) {
     while ((n = take_jobs(in->queue, items, jobs, max))) screen(&v, jobs, n);
     free(items);
     free(jobs);
-    for (size_t i = 0; i < v.ntokens; i++) token_entry_clear(&v.tokens[i]);
+    tokens_clear(&v);
     free(v.tokens);
     ds_pg_destroy(v.pg);
     return NULL;
@@ -652,7 +667,7 @@ int ingest_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_siz
     /* Room for two groups: the validator checks the next one while the
      * writer commits, then waits. */
     in->ready = ds_queue_new(2 * (size_t)in->cfg->commit_batch);
-    pthread_mutex_init(&in->seen_mu, NULL);
+    pthread_mutex_init(&in->release_mu, NULL);
     pthread_mutex_init(&in->relay_mu, NULL);
     pthread_cond_init(&in->relay_cond, NULL);
     in->deferred = ds_http_deferred_new(&svc->loop, finish_job, in);
@@ -702,8 +717,8 @@ void ingest_fini(ds_service_t *svc, void *state) {
     ds_http_deferred_destroy(in->deferred);
     ds_queue_destroy(in->queue);
     ds_queue_destroy(in->ready);
-    pthread_mutex_destroy(&in->seen_mu);
-    free(in->seen);
+    pthread_mutex_destroy(&in->release_mu);
+    free(in->releases);
     pthread_mutex_destroy(&in->relay_mu);
     pthread_cond_destroy(&in->relay_cond);
     free(in);

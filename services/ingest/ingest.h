@@ -26,11 +26,11 @@ typedef struct {
     pthread_t validator, writer;
     bool validator_started, writer_started;
 
-    /* signatures of committed signed requests, for replay protection:
-     * checked by the validator, added by the writer */
-    pthread_mutex_t seen_mu;
-    struct seen_sig_s *seen;
-    size_t nseen, capseen;
+    /* reserved signatures whose release failed (Postgres unreachable): the
+     * validator releases them before its next batch; under release_mu */
+    pthread_mutex_t release_mu;
+    char (*releases)[65];
+    size_t nreleases, capreleases;
 
     /* relay */
     pthread_mutex_t relay_mu;
@@ -56,6 +56,14 @@ void ingest_relay_kick(ingest_t *in);
 /* Subcommands. */
 int ingest_cmd_token(const ds_config_t *cfg, int argc, char **argv);
 int ingest_cmd_import(const ds_config_t *cfg, int argc, char **argv);
+
+/* The webhook's target: the kind from path[0..plen) (decoded; exactly
+ * /v1/<kind>, one trailing '/' allowed) and the profile from the query
+ * string (without the '?'; NULL when there is none). Returns 0,
+ * DS_ENOTFOUND for a path that is no webhook, or DS_EINVAL for a profile
+ * other than native or salesforce. */
+int ingest_route(const char *path, size_t plen, const char *query, size_t qlen, rec_kind_t *kind,
+                 rec_profile_t *profile);
 
 /* Token hashing: hex SHA-256 of the token text. */
 void ingest_token_hash(const char *token, char out[65]);
