@@ -251,7 +251,7 @@ static int tokens_fetch(writer_t *v, ingest_job_t **jobs, size_t n) {
         rc = ds_pg_exec_params(v->pg,
                                "select t.token_hash, t.org_id, t.revoked_at is not null, t.hmac_secret,"
                                " o.settings->'stage_outcome'"
-                               " from public.ingest_tokens t join public.orgs o on o.id = t.org_id"
+                               " from dealscore_internal.ingest_tokens t join public.orgs o on o.id = t.org_id"
                                " where t.token_hash = any($1::text[])",
                                1, p, NULL, NULL, &res, errstr, sizeof errstr);
     free(arr.p);

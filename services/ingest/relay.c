@@ -130,7 +130,7 @@ static int delete_delivered(ingest_t *in, ds_pg_t *pg, const relay_msg_t *msgs, 
     if (ndel) {
         char *arr = ds_pg_array_text((const char *const *)ids, (size_t)ndel);
         const char *pv[] = {arr};
-        int rc = ds_pg_exec_params(pg, "delete from public.outbox where id = any($1::bigint[])", 1, pv, NULL,
+        int rc = ds_pg_exec_params(pg, "delete from dealscore_internal.outbox where id = any($1::bigint[])", 1, pv, NULL,
                                    NULL, NULL, err, sizeof err);
         free(arr);
         if (rc != 0) {
@@ -174,7 +174,7 @@ static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
                                " coalesce(traceparent, headers ->> 'traceparent', ''),"
                                " (extract(epoch from created_at) * 1000000)::int8,"
                                " coalesce(headers ->> 'event_id', ''), sent_at is not null"
-                               " from public.outbox order by id limit $1::int",
+                               " from dealscore_internal.outbox order by id limit $1::int",
                                1, v, NULL, NULL, &res, err, sizeof err);
     if (rc != 0) {
         ds_warn("relay could not read the outbox: %s", err);
@@ -213,7 +213,7 @@ static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
 static void refresh_depth(ingest_t *in, ds_pg_t *pg) {
     PGresult *res = NULL;
     char err[256];
-    if (ds_pg_exec(pg, "select count(*) from public.outbox", &res, err,
+    if (ds_pg_exec(pg, "select count(*) from dealscore_internal.outbox", &res, err,
                    sizeof err) == 0) {
         atomic_store(&in->outbox_depth, atol(PQgetvalue(res, 0, 0)));
         PQclear(res);

@@ -48,7 +48,7 @@ static const char *sql_account =
     "  on o.org_id = ch.org_id and o.account_id = ch.id"
     "  where o.outcome = 'open' and not o.placeholder),"
     " ev as ("
-    " insert into public.outbox (" OUTBOX_COLUMNS ")"
+    " insert into dealscore_internal.outbox (" OUTBOX_COLUMNS ")"
     " select org_id, opportunity_id, id, 'account_updated', "
     OUTBOX_EVENT("now_at", "source", "source_hash", "traceparent")
     " from fan order by fan.idx, fan.opportunity_id)"
@@ -122,7 +122,7 @@ static const char *sql_opportunity =
     " where f.changed and not (c.is_new and f.field = 'outcome' and c.outcome = 'open')"
     " order by c.idx, f.ord),"
     " ev as ("
-    " insert into public.outbox (" OUTBOX_COLUMNS ")"
+    " insert into dealscore_internal.outbox (" OUTBOX_COLUMNS ")"
     " select c.org_id, c.id, c.account_id,"
     "  case when c.fresh then 'opportunity_upserted'"
     "   when c.outcome is distinct from c.prev_outcome and c.outcome <> 'open' then 'outcome_set'"
@@ -166,7 +166,7 @@ static const char *sql_opportunity =
     "  from up join inp i on i.org_id = up.org_id and i.ext = up.external_id"                    \
     "  join opp p on p.org_id = i.org_id and p.external_id = i.opp_ext),"                        \
     " ev as ("                                                                                 \
-    " insert into public.outbox (" OUTBOX_COLUMNS ")" \
+    " insert into dealscore_internal.outbox (" OUTBOX_COLUMNS ")" \
     " select org_id, opportunity_id, account_id, '" kind "', "                                  \
     OUTBOX_EVENT("occurred", "source", "source_hash", "traceparent")                          \
     " from ch where ch.pub order by ch.idx)"                                                   \

@@ -73,7 +73,7 @@ int ingest_cmd_token(const ds_config_t *cfg, int argc, char **argv) {
         const char *v[] = {org_id, hash, name, hmac ? secret : NULL};
         PGresult *res = NULL;
         if (ds_pg_exec_params(pg,
-                              "insert into public.ingest_tokens (org_id, token_hash, name, hmac_secret)"
+                              "insert into dealscore_internal.ingest_tokens (org_id, token_hash, name, hmac_secret)"
                               " values ($1::uuid, $2, $3, $4) returning id",
                               4, v, NULL, NULL, &res, err, sizeof err) != 0) {
             fprintf(stderr, "dealscore-ingest token: could not create the token: %s\n", err);
@@ -89,7 +89,7 @@ int ingest_cmd_token(const ds_config_t *cfg, int argc, char **argv) {
         const char *v[] = {org_id, argv[optind]};
         PGresult *res = NULL;
         if (ds_pg_exec_params(pg,
-                              "update public.ingest_tokens set revoked_at = coalesce(revoked_at, now())"
+                              "update dealscore_internal.ingest_tokens set revoked_at = coalesce(revoked_at, now())"
                               " where org_id = $1::uuid and id::text = $2 returning id",
                               2, v, NULL, NULL, &res, err, sizeof err) != 0) {
             fprintf(stderr, "dealscore-ingest token: %s\n", err);
@@ -107,7 +107,7 @@ int ingest_cmd_token(const ds_config_t *cfg, int argc, char **argv) {
         PGresult *res = NULL;
         if (ds_pg_exec_params(pg,
                               "select id, coalesce(name, ''), created_at, coalesce(revoked_at::text, ''),"
-                              " hmac_secret is not null from public.ingest_tokens"
+                              " hmac_secret is not null from dealscore_internal.ingest_tokens"
                               " where org_id = $1::uuid order by created_at",
                               1, v, NULL, NULL, &res, err, sizeof err) != 0) {
             fprintf(stderr, "dealscore-ingest token: %s\n", err);

@@ -7,7 +7,7 @@
  * Threads: the main thread pages through the ids (keyset on (org_id, id)),
  * hands chunks to --workers worker threads (each with its own Postgres
  * session, org cache and scorer: loading, features, TreeSHAP and writing all
- * run in parallel), and records the progress in dealscore.rescore_runs once
+ * run in parallel), and records the progress in dealscore_internal.rescore_runs once
  * a chunk and every chunk before it are committed. An interrupted run
  * resumes after the last recorded opportunity; chunks that were committed
  * beyond it are scored again with the same as_of, which writes nothing new
@@ -585,7 +585,7 @@ static int find_unfinished_run(rescore_t *rs) {
     snprintf(hours, sizeof hours, "%d", RESCORE_RESUME_HOURS);
     const char *av[] = {rs->scope, rs->o.restart ? "true" : "false", hours};
     if (exec(rs->pg,
-             "update dealscore.rescore_runs set finished_at = now(), updated_at = now(), status = 'abandoned'"
+             "update dealscore_internal.rescore_runs set finished_at = now(), updated_at = now(), status = 'abandoned'"
              " where org_id is not distinct from $1::uuid and finished_at is null"
              " and ($2::boolean or started_at <= now() - make_interval(hours => $3::int))",
              3, av, NULL, rs->err, sizeof rs->err) != 0 ||
@@ -593,7 +593,7 @@ static int find_unfinished_run(rescore_t *rs) {
              "select id, (extract(epoch from as_of) * 1000000)::bigint, coalesce(last_org_id, org_id)::text,"
              " last_opportunity_id::text, scored,"
              " to_char(started_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-             " from dealscore.rescore_runs where org_id is not distinct from $1::uuid and finished_at is null"
+             " from dealscore_internal.rescore_runs where org_id is not distinct from $1::uuid and finished_at is null"
              " order by started_at desc, id desc limit 1",
              1, &rs->scope, &r, rs->err, sizeof rs->err) != 0)
         return rescore_fail("could not read the runs: %s\n", rs->err);
@@ -634,7 +634,7 @@ static int start_run(rescore_t *rs) {
         snprintf(tot, sizeof tot, "%lld", rs->total);
         const char *iv[] = {rs->scope, tot};
         if (exec(rs->pg,
-                 "insert into dealscore.rescore_runs (org_id, total) values ($1::uuid, $2::bigint)"
+                 "insert into dealscore_internal.rescore_runs (org_id, total) values ($1::uuid, $2::bigint)"
                  " returning id, (extract(epoch from as_of) * 1000000)::bigint",
                  2, iv, &r, rs->err, sizeof rs->err) != 0)
             return rescore_fail("could not start a run: %s\n", rs->err);
@@ -734,7 +734,7 @@ static void record_progress(rescore_t *rs) {
         snprintf(sc, sizeof sc, "%lld", rs->scored);
         const char *v[] = {id, rec_org, rec_id, sc};
         if (main_exec(rs->pg, rs->scope,
-                      "update dealscore.rescore_runs set last_org_id = $2::uuid, last_opportunity_id = $3::uuid,"
+                      "update dealscore_internal.rescore_runs set last_org_id = $2::uuid, last_opportunity_id = $3::uuid,"
                       " scored = $4::bigint, updated_at = now() where id = $1::bigint",
                       4, v, NULL, rs->err, sizeof rs->err) != 0)
             fail_once(rs, "could not record the progress: %.500s", rs->err);
@@ -853,7 +853,7 @@ static int close_run(rescore_t *rs) {
         snprintf(id, sizeof id, "%lld", rs->run_id);
         const char *v[] = {id};
         if (main_exec(rs->pg, rs->scope,
-                      "update dealscore.rescore_runs set finished_at = now(), updated_at = now(), status = 'finished'"
+                      "update dealscore_internal.rescore_runs set finished_at = now(), updated_at = now(), status = 'finished'"
                       " where id = $1::bigint",
                       1, v, NULL, rs->err, sizeof rs->err) != 0) {
             snprintf(rs->fail_text, sizeof rs->fail_text, "could not mark the run finished: %.500s", rs->err);

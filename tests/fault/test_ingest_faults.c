@@ -57,7 +57,7 @@ Test(ingest_faults, kafka_down_accepts_webhooks_and_publishes_all_when_back) {
         cr_assert_eq(post_status("/v1/opportunities", body, NULL, 0), 202, "request %d while Kafka is down", i);
         free(body);
     }
-    cr_expect_eq(dst_count(&T, "select count(*) from outbox"), N,
+    cr_expect_eq(dst_count(&T, "select count(*) from dealscore_internal.outbox"), N,
                  "every event waits in the outbox");
     httpc_resp_t rz = httpc_get(T.port, "/readyz");
     cr_expect_eq(rz.status, 503, "not ready without Kafka: %s", rz.body);
@@ -103,7 +103,7 @@ Test(ingest_faults, kafka_down_accepts_webhooks_and_publishes_all_when_back) {
     }
     cr_expect_eq(seen, 3);
     /* The outbox drains once the delivery reports came back. */
-    cr_expect_eq(dst_wait_count(&T, "select count(*) from outbox", 0, 20000), 0);
+    cr_expect_eq(dst_wait_count(&T, "select count(*) from dealscore_internal.outbox", 0, 20000), 0);
     ds_consumer_release(m, got);
     ds_consumer_close(c);
     ds_consumer_destroy(c);

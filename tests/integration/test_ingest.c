@@ -99,7 +99,7 @@ Test(ingest, webhook_stores_rows_and_publishes_keyed_event_with_headers) {
     dealscore__v1__opportunity_changed__free_unpacked(ev, NULL);
     /* The relay removes the row after the delivery report, which may come a
      * moment after a consumer already sees the event. */
-    cr_expect_eq(dst_wait_count(&T, "select count(*) from outbox", 0, 10000), 0,
+    cr_expect_eq(dst_wait_count(&T, "select count(*) from dealscore_internal.outbox", 0, 10000), 0,
                  "the outbox row is removed once published");
     ds_consumer_release(m, 1);
     ds_consumer_destroy(c);
@@ -144,7 +144,7 @@ Test(ingest, identical_resend_changes_nothing_and_publishes_nothing) {
                   "\"close_date\":\"2026-06-30\",\"changed_at\":\"2026-03-02T00:00:00Z\"}]",
                   1, 1, 0);
     cr_expect_eq(dst_count(&T, "select count(*) from opportunity_history"), hist);
-    cr_expect_eq(dst_count(&T, "select count(*) from outbox"), 1);
+    cr_expect_eq(dst_count(&T, "select count(*) from dealscore_internal.outbox"), 1);
     PGconn *db = pgt_connect_db(&T.db);
     char *again = pgt_valuef(db, "select ingested_at from opportunities where external_id = 'OPP-1'");
     cr_expect_str_eq(again, ingested, "the row was not rewritten");
@@ -183,7 +183,7 @@ Test(ingest, relay_handles_rows_of_the_previous_version) {
     PGconn *db = pgt_connect_db(&T.db);
     char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-1'");
     pgt_execf(db,
-              "insert into outbox (org_id, opportunity_id, kind, payload, headers, key, sent_at) values"
+              "insert into dealscore_internal.outbox (org_id, opportunity_id, kind, payload, headers, key, sent_at) values"
               " ('%s', '%s', 'stage_changed', '', '{\"event_id\": \"e0000000-0000-4000-8000-000000000001\","
               "   \"occurred_at\": \"2026-03-04T10:00:00+00:00\", \"source\": \"webhook\"}', '%s', now()),"
               " ('%s', '%s', 'interaction_added', '', '{\"event_id\": \"e0000000-0000-4000-8000-000000000002\","
@@ -207,7 +207,7 @@ Test(ingest, relay_handles_rows_of_the_previous_version) {
     dealscore__v1__opportunity_changed__free_unpacked(old, NULL);
     dealscore__v1__opportunity_changed__free_unpacked(now, NULL);
     ds_consumer_release(m, 2);
-    cr_expect_eq(dst_wait_count(&T, "select count(*) from outbox", 0, 10000), 0,
+    cr_expect_eq(dst_wait_count(&T, "select count(*) from dealscore_internal.outbox", 0, 10000), 0,
                  "every row, the sent old one too, is gone from the outbox");
     free(opp);
     PQfinish(db);
@@ -263,7 +263,7 @@ Test(ingest, account_change_fans_out_to_open_opportunities) {
                  1);
     expect_accept("/v1/accounts", "{\"external_id\":\"ACC-9\",\"name\":\"Initech\",\"industry\":\"software\"}",
                   1, 0, 2);
-    cr_expect_eq(dst_count(&T, "select count(*) from outbox where kind = 'account_updated'"), 2);
+    cr_expect_eq(dst_count(&T, "select count(*) from dealscore_internal.outbox where kind = 'account_updated'"), 2);
     cr_expect_eq(dst_count(&T, "select count(*) from accounts where external_id = 'ACC-9' and not placeholder"
                                " and name = 'Initech'"),
                  1);
@@ -293,7 +293,7 @@ static void expect_error(const bad_case_t *bc, const httpc_resp_t *r) {
 
 Test(ingest, each_bad_input_gets_its_status_and_body_and_changes_nothing) {
     expect_accept("/v1/opportunities", OPP1, 1, 0, 1);
-    const char *tables[] = {"accounts", "opportunities", "opportunity_history", "interactions", "transcripts", "outbox"};
+    const char *tables[] = {"accounts", "opportunities", "opportunity_history", "interactions", "transcripts", "dealscore_internal.outbox"};
     long long before[6];
     for (int i = 0; i < 6; i++) {
         char *q = pgt_fmt("select count(*) from %s", tables[i]);
@@ -420,7 +420,7 @@ Test(ingest, revoked_token_is_forbidden) {
         httpc_free(&r);
     }
     PGconn *db = pgt_connect_db(&T.db);
-    pgt_exec(db, "update ingest_tokens set revoked_at = now()");
+    pgt_exec(db, "update dealscore_internal.ingest_tokens set revoked_at = now()");
     PQfinish(db);
     for (int i = 0; i < 2; i++) {
         httpc_resp_t r = dst_post(replicas[i], "/v1/accounts", body, NULL, NULL);
@@ -595,7 +595,7 @@ Test(ingest, repeated_ids_in_one_request_apply_in_order) {
         cr_expect_str_eq(PQgetvalue(h, i, 0), want[i], "history row %d", i);
     PQclear(h);
     /* The events of one deal are in the outbox in the order of its changes. */
-    PGresult *e = pgt_query(db, "select x.kind from outbox x join opportunities o on o.id = x.opportunity_id"
+    PGresult *e = pgt_query(db, "select x.kind from dealscore_internal.outbox x join opportunities o on o.id = x.opportunity_id"
                                 " where o.external_id = 'OPP-R' order by x.id");
     static const char *const kinds[] = {"opportunity_upserted", "stage_changed", "outcome_set"};
     cr_assert_eq(PQntuples(e), 3);

@@ -266,7 +266,7 @@ Test(realtime, predictions_stream_with_org_id_in_every_change) {
                    " values ('" ORG_A "', '" OPP_A1 "', '" ACC_A1 "', now(), 'stage-prior', 0.25,"
                    " '[{\"name\": \"stage_index\", \"contribution\": -0.4}]')");
     /* Not in the publication: must never reach Realtime. */
-    pgt_exec(conn, "insert into outbox (org_id, opportunity_id, kind)"
+    pgt_exec(conn, "insert into dealscore_internal.outbox (org_id, opportunity_id, kind)"
                    " values ('" ORG_A "', '" OPP_A1 "', 'opportunity.changed')");
     pgt_exec(conn, "update predictions set previous_proba = proba_close, proba_close = 0.6,"
                    " updated_at = now() where opportunity_id = '" OPP_A1 "'");

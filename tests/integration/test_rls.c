@@ -50,9 +50,9 @@ static const char FIXTURE[] =
     " select org, opp, now(), 'stage-prior', 0.3 from fx;"
     "insert into opportunity_benchmarks (org_id, opportunity_id, account_id, cohort_key,"
     " match_level) select org, opp, acc, 'software|x', 'full' from fx;"
-    "insert into outbox (org_id, opportunity_id, account_id, kind)"
+    "insert into dealscore_internal.outbox (org_id, opportunity_id, account_id, kind)"
     " select org, opp, acc, 'opportunity.changed' from fx;"
-    "insert into outbox (org_id, opportunity_id, account_id, kind)"
+    "insert into dealscore_internal.outbox (org_id, opportunity_id, account_id, kind)"
     " select org, null, acc, 'account.updated' from fx;"
     "insert into account_members (org_id, account_id, user_id) values"
     " ('" ORG_A "', '" ACC_A1 "', '" USER_U "'), ('" ORG_A "', '" ACC_A2 "', '" USER_V "'),"
@@ -61,7 +61,7 @@ static const char FIXTURE[] =
     " select distinct org, 'software|x', now(), 'full', 10 from fx;"
     "insert into models (org_id, version, feature_names, status)"
     " select distinct org, 'v1', '{days_open}'::text[], 'active' from fx;"
-    "insert into ingest_tokens (org_id, token_hash, name)"
+    "insert into dealscore_internal.ingest_tokens (org_id, token_hash, name)"
     " select distinct org, 'hash-' || org, 'n8n' from fx;"
     "insert into meddicc_lexicon (org_id, element, phrase)"
     " select distinct org, 'champion', 'our internal friend' from fx;"
@@ -72,6 +72,11 @@ static const char FIXTURE[] =
  * be put in one of the two lists. */
 static const char *const ORG_WIDE_VISIBLE[] = {"benchmarks_cached", "models", "meddicc_lexicon"};
 static const char *const ORG_WIDE_HIDDEN[] = {"ingest_tokens"};
+
+/* What only the workers use: no API role may read or write any of it. */
+static const char *const INTERNAL[] = {"dealscore_internal.outbox", "dealscore_internal.ingest_tokens",
+                                       "dealscore_internal.rescore_runs",
+                                       "dealscore_internal.ingest_signatures"};
 
 static pgt_db_t db;
 static PGconn *conn;
@@ -104,7 +109,8 @@ static void setup(void) {
               " order by 1");
     ntables = PQntuples(r);
     cr_assert_leq(ntables, 64, "too many tenant tables for the test");
-    cr_assert_geq(ntables, 15, "expected at least 15 tenant tables, found %d", ntables);
+    /* 15 until outbox and ingest_tokens left public for dealscore_internal. */
+    cr_assert_geq(ntables, 13, "expected at least 13 tenant tables, found %d", ntables);
     for (int i = 0; i < ntables; i++) {
         snprintf(tables[i].name, sizeof tables[i].name, "%s", PQgetvalue(r, i, 0));
         tables[i].has_account = PQgetvalue(r, i, 1)[0] == 't';
@@ -385,6 +391,32 @@ Test(rls, api_users_cannot_write) {
                 free(stmts[s]);
             }
         }
+    }
+    free(claims);
+}
+
+/* The outbox (event rows) and the ingest tokens were readable through
+ * Supabase's REST API; now neither API role can touch any internal table,
+ * whatever its claims. */
+Test(rls, internal_tables_are_out_of_reach_of_api_users) {
+    char *claims = claims_for(USER_U, ORG_A, false);
+    static const char *const roles[] = {"authenticated", "anon"};
+    for (size_t r = 0; r < PGT_N(roles); r++) {
+        for (size_t i = 0; i < PGT_N(INTERNAL); i++) {
+            cr_expect_gt(pgt_longf(conn, "select count(*) + 1 from %s", INTERNAL[i]), 0);
+            char *stmts[2] = {pgt_fmt("select count(*) from %s", INTERNAL[i]), pgt_fmt("delete from %s", INTERNAL[i])};
+            for (int s = 0; s < 2; s++) {
+                char *state = NULL;
+                as_user(roles[r], claims, stmts[s], &state);
+                cr_expect(state && strcmp(state, "42501") == 0, "%s: %s gave %s, not a privilege error", roles[r],
+                          stmts[s], state ? state : "no error");
+                free(state);
+                free(stmts[s]);
+            }
+        }
+        cr_expect_eq(pgt_longf(conn, "select has_schema_privilege('%s', 'dealscore_internal', 'usage')::int",
+                               roles[r]),
+                     0, "%s may use the schema dealscore_internal", roles[r]);
     }
     free(claims);
 }

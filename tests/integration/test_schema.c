@@ -205,10 +205,11 @@ Test(schema, tables_rls_and_privileges) {
     static const char *const tables[] = {
         "orgs", "accounts", "opportunities", "opportunity_history", "interactions",
         "transcripts", "features_snapshot", "predictions", "prediction_history",
-        "benchmarks_cached", "opportunity_benchmarks", "models", "outbox", "ingest_tokens",
-        "meddicc_lexicon", "account_members", "schema_migrations"};
+        "benchmarks_cached", "opportunity_benchmarks", "models", "dealscore_internal.outbox",
+        "dealscore_internal.ingest_tokens", "meddicc_lexicon", "account_members", "schema_migrations"};
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
-        char *t = pgt_valuef(c, "select to_regclass('public.%s')::text", tables[i]);
+        char *t = pgt_valuef(c, "select to_regclass('%s%s')::text", strchr(tables[i], '.') ? "" : "public.",
+                             tables[i]);
         cr_assert_not_null(t, "table %s is missing", tables[i]);
         free(t);
     }
@@ -222,7 +223,8 @@ Test(schema, tables_rls_and_privileges) {
                                " from pg_class c join pg_namespace n on n.oid = c.relnamespace"
                                " where n.nspname = 'public' and c.relkind in ('r', 'p')"
                                " order by 1");
-    cr_assert_geq(PQntuples(r), 17, "expected at least 17 tables in public");
+    /* 17 until outbox and ingest_tokens left public for dealscore_internal. */
+    cr_assert_geq(PQntuples(r), 15, "expected at least 15 tables in public");
     for (int i = 0; i < PQntuples(r); i++) {
         const char *name = PQgetvalue(r, i, 0);
         bool rls = PQgetvalue(r, i, 1)[0] == 't';
@@ -255,19 +257,16 @@ Test(schema, tables_rls_and_privileges) {
     cr_assert_eq(pgt_longf(c, "select count(*) from pg_policies where schemaname = 'public'"
                               " and cmd <> 'SELECT'"),
                  0, "a table has a write policy");
-    /* Token hashes and secrets are never readable by API users: only the
-     * descriptive columns of ingest_tokens are. */
+    /* Token hashes and secrets are never readable by API users; since the
+     * tokens left public (issue 20), no column of them is. */
     cr_assert_eq(pgt_longf(c, "select has_column_privilege('authenticated',"
-                              " 'public.ingest_tokens', 'token_hash', 'select')::int"),
+                              " 'dealscore_internal.ingest_tokens', 'token_hash', 'select')::int"),
                  0, "authenticated can read ingest_tokens.token_hash");
     char *cols = pgt_valuef(c, "select string_agg(attname, ',' order by attname)"
-                               " from pg_attribute where attrelid = 'public.ingest_tokens'::regclass"
+                               " from pg_attribute where attrelid = 'dealscore_internal.ingest_tokens'::regclass"
                                " and attnum > 0 and not attisdropped"
                                " and has_column_privilege('authenticated', attrelid, attnum, 'select')");
-    cr_assert_not_null(cols, "authenticated can read no column of ingest_tokens");
-    cr_assert_str_eq(cols, "created_at,id,name,org_id,revoked_at",
-                     "authenticated can read these ingest_tokens columns: %s", cols);
-    free(cols);
+    cr_assert_null(cols, "authenticated can read these ingest_tokens columns: %s", cols);
     /* The policy helpers: security definer, stable, fixed search_path. */
     r = pgt_query(c, "select p.proname, p.prosecdef, p.provolatile, p.proconfig::text"
                      " from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
@@ -414,12 +413,12 @@ Test(schema, deleting_an_org_removes_its_rows_and_events) {
     PGconn *c = pgt_connect_db(&db);
     insert_orgs_and_deals(c);
     pgt_execf(c,
-              "insert into outbox (org_id, opportunity_id, account_id, kind) values"
+              "insert into dealscore_internal.outbox (org_id, opportunity_id, account_id, kind) values"
               " ('%s', 'a0000000-0000-4000-8000-00000000a001', null, 'opportunity_upserted'),"
               " ('%s', 'a0000000-0000-4000-8000-00000000a001', null, 'stage_changed'),"
               " ('%s', 'b0000000-0000-4000-8000-00000000b001', null, 'opportunity_upserted')",
               ORG_A, ORG_A, ORG_B);
-    cr_assert_eq(pgt_longf(c, "select count(*) from outbox"), 3);
+    cr_assert_eq(pgt_longf(c, "select count(*) from dealscore_internal.outbox"), 3);
     pgt_execf(c,
               "insert into opportunity_history (org_id, opportunity_id, field, new_value, changed_at) values"
               " ('%s', 'a0000000-0000-4000-8000-00000000a001', 'stage', 'Prospecting', now()),"
@@ -430,9 +429,9 @@ Test(schema, deleting_an_org_removes_its_rows_and_events) {
                  "the deleted org's deal history stayed");
     cr_expect_eq(pgt_longf(c, "select count(*) from opportunity_history where org_id = '%s'", ORG_B), 1,
                  "the other org's deal history went too");
-    cr_expect_eq(pgt_longf(c, "select count(*) from outbox where org_id = '%s'", ORG_A), 0,
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.outbox where org_id = '%s'", ORG_A), 0,
                  "the deleted org's events stayed in the outbox");
-    cr_expect_eq(pgt_longf(c, "select count(*) from outbox where org_id = '%s'", ORG_B), 1,
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.outbox where org_id = '%s'", ORG_B), 1,
                  "the other org's event went too");
     cr_expect_eq(pgt_longf(c, "select count(*) from opportunities where org_id = '%s'", ORG_A), 0);
     cr_expect_eq(pgt_longf(c, "select count(*) from accounts where org_id = '%s'", ORG_B), 1);
@@ -546,23 +545,23 @@ Test(schema, outbox_upgrade_keeps_unsent_events_and_drops_sent_ones) {
               ORG_A, ORG_A);
 
     pgt_migrate_ok(&db);
-    cr_expect_eq(pgt_longf(c, "select count(*) from outbox"), 1, "the sent event was kept");
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.outbox"), 1, "the sent event was kept");
     char *row = pgt_valuef(c, "select kind || '|' || to_char(occurred_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI')"
                               " || '|' || source || '|' || source_hash || '|' || coalesce(traceparent, '-')"
-                              " from outbox");
+                              " from dealscore_internal.outbox");
     cr_expect_str_eq(row, "stage_changed|2026-03-01 09:00|webhook|abc|-");
     free(row);
     /* An ingest pod of the previous version, still running during a rolling
      * upgrade, writes as it did; a new one leaves the old columns alone. */
     pgt_execf(c,
-              "insert into outbox (org_id, opportunity_id, kind, payload, headers, key) values"
+              "insert into dealscore_internal.outbox (org_id, opportunity_id, kind, payload, headers, key) values"
               " ('%s', 'a0000000-0000-4000-8000-00000000a001', 'stage_changed', '', '{\"source\": \"webhook\"}',"
               "  'a0000000-0000-4000-8000-00000000a001')",
               ORG_A);
-    pgt_execf(c, "insert into outbox (org_id, opportunity_id, kind, source) values"
+    pgt_execf(c, "insert into dealscore_internal.outbox (org_id, opportunity_id, kind, source) values"
                  " ('%s', 'a0000000-0000-4000-8000-00000000a001', 'stage_changed', 'webhook')",
               ORG_A);
-    cr_expect_eq(pgt_longf(c, "select count(*) from outbox"), 3);
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.outbox"), 3);
     PQfinish(c);
     for (int i = 0; i < linked; i++) {
         char *dst = pgt_fmt("%s/%s", dir, names[i]);
@@ -625,5 +624,116 @@ Test(schema, deleting_an_opportunity_removes_its_history_and_derived_rows) {
     insert_derived_rows(c, ORG_A, a); /* as a worker racing the delete would */
     pgt_execf(c, "delete from orgs where id = '%s'", ORG_A);
     expect_derived_rows_gone(c, "org_id = '%s'", ORG_A, "deleted org");
+    PQfinish(c);
+}
+
+/* The customer's app objects' privileges, policies and public's default
+ * privileges, one line each, sorted. */
+static char *app_privileges(PGconn *c) {
+    return pgt_valuef(
+        c, "select string_agg(x, E'\\n' order by x) from ("
+           " select 'rel ' || c.relname || ' ' || a.grantor::regrole::text || ' ' || a.grantee::regrole::text"
+           "   || ' ' || a.privilege_type || ' ' || a.is_grantable::text"
+           " from pg_class c, aclexplode(coalesce(c.relacl, acldefault((case c.relkind when 'S' then 's'"
+           "   else 'r' end)::\"char\", c.relowner))) a"
+           " where c.relnamespace = 'public'::regnamespace and c.relname in ('todos', 'todos_id_seq', 'todo_counts')"
+           "   and a.grantee <> 0"
+           " union all"
+           " select 'pol ' || tablename || ' ' || policyname || ' ' || cmd || ' ' || roles::text || ' '"
+           "   || coalesce(qual, '') || ' ' || coalesce(with_check, '')"
+           " from pg_policies where schemaname = 'public' and tablename = 'todos'"
+           " union all"
+           " select 'rls ' || relrowsecurity::text from pg_class where oid = 'public.todos'::regclass"
+           " union all"
+           " select 'def ' || d.defaclobjtype::text || ' ' || d.defaclrole::regrole::text || ' '"
+           "   || a.grantee::regrole::text || ' ' || a.privilege_type || ' ' || a.is_grantable::text"
+           " from pg_default_acl d, aclexplode(d.defaclacl) a"
+           " where d.defaclnamespace = 'public'::regnamespace and a.grantee <> 0) t(x)");
+}
+
+/* A Supabase project that also hosts the customer's app: installing
+ * dealscore (twice) leaves the app's grants, policies and public's default
+ * privileges exactly as they were (20261126000300 revoked anon's and
+ * authenticated's grants on every table in public), keeps dealscore's
+ * internal tables out of the API roles' reach, and leaves every table and
+ * view a frontend reads readable under its RLS. */
+Test(schema, a_shared_supabase_project_keeps_the_apps_grants_and_policies) {
+    char dir[] = "/tmp/ds-migrate-shim-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir), "mkdtemp failed");
+    const char *shim_only[] = {"--shim", "--dir", dir, NULL};
+    pgt_proc_t p;
+    int rc = pgt_migrate(&p, &db, shim_only);
+    cr_assert_eq(rc, 0, "the shim alone: exit %d:\n%s", rc, p.out);
+    pgt_proc_close(&p);
+    rmdir(dir);
+
+    PGconn *c = pgt_connect_db(&db);
+    /* The app as Supabase sets it up: default privileges for the API roles,
+     * then its own narrower grants and policies. */
+    pgt_exec(c, "alter default privileges in schema public grant all on tables to anon, authenticated, service_role;"
+                "alter default privileges in schema public grant all on sequences to anon, authenticated,"
+                " service_role;"
+                "create table public.todos (id bigserial primary key, owner uuid not null, body text);"
+                "revoke all on public.todos from anon;"
+                "grant select on public.todos to anon;"
+                "revoke delete on public.todos from authenticated;"
+                "alter table public.todos enable row level security;"
+                "create policy todos_own on public.todos for all to authenticated"
+                " using (owner = auth.uid()) with check (owner = auth.uid());"
+                "create policy todos_read on public.todos for select to anon using (true);"
+                "create view public.todo_counts as select owner, count(*) from public.todos group by owner;"
+                "revoke all on public.todo_counts from anon;");
+    char *before = app_privileges(c);
+    cr_assert_not_null(before);
+    cr_assert(strstr(before, " authenticated SELECT") && strstr(before, "pol todos todos_own"),
+              "the fixture grants authenticated and has a policy: %s", before);
+
+    pgt_migrate_ok(&db);
+    pgt_migrate_ok(&db);
+    char *after = app_privileges(c);
+    cr_expect_str_eq(after, before, "the app's privileges changed:\n--- before\n%s\n--- after\n%s", before, after);
+
+    /* dealscore's internals: no API role can read them. */
+    static const char *const internal[] = {"dealscore_internal.outbox", "dealscore_internal.ingest_tokens",
+                                           "dealscore_internal.rescore_runs",
+                                           "dealscore_internal.ingest_signatures"};
+    for (size_t i = 0; i < PGT_N(internal); i++)
+        for (int r = 0; r < 2; r++)
+            cr_expect_eq(pgt_longf(c, "select has_table_privilege('%s', '%s', 'select')::int",
+                                   r ? "anon" : "authenticated", internal[i]),
+                         0, "%s can read %s", r ? "anon" : "authenticated", internal[i]);
+    cr_expect_null(pgt_valuef(c, "select string_agg(relname, ',') from pg_class"
+                                 " where relnamespace = 'public'::regnamespace"
+                                 " and relname in ('outbox', 'ingest_tokens')"),
+                   "internal tables left in public");
+
+    /* Every table and view of dealscore in public: authenticated reads its
+     * own org's rows through RLS, and only those. */
+    insert_orgs_and_deals(c);
+    PGresult *res = pgt_query(c, "select c.relname from pg_class c where c.relnamespace = 'public'::regnamespace"
+                                 " and c.relkind in ('r', 'p', 'v')"
+                                 " and c.relname not in ('todos', 'todo_counts', 'schema_migrations')"
+                                 " order by 1");
+    cr_assert_geq(PQntuples(res), 15, "dealscore's frontend tables and views");
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *rel = PQgetvalue(res, i, 0);
+        pgt_exec(c, "begin");
+        pgt_exec(c, "set local role authenticated");
+        pgt_execf(c, "select set_config('request.jwt.claims', '{\"sub\": \"c0000000-0000-4000-8000-000000000001\","
+                     " \"role\": \"authenticated\", \"app_metadata\": {\"org_id\": \"%s\"}}', true)",
+                  ORG_A);
+        char *sql = pgt_fmt("select count(*) from public.%s", rel);
+        char *state = pgt_try(c, sql);
+        cr_expect_null(state, "authenticated cannot read %s: %s", rel, state);
+        bool failed = state != NULL;
+        free(state);
+        free(sql);
+        if (!failed && (strcmp(rel, "opportunities") == 0 || strcmp(rel, "accounts") == 0 || strcmp(rel, "orgs") == 0))
+            cr_expect_eq(pgt_longf(c, "select count(*) from public.%s", rel), 1, "%s: only org A's row", rel);
+        pgt_exec(c, "rollback");
+    }
+    PQclear(res);
+    free(before);
+    free(after);
     PQfinish(c);
 }

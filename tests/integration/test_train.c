@@ -508,7 +508,7 @@ Test(rescore, scores_every_open_opportunity_with_the_active_model) {
     cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), open);
     cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot"), open);
     cr_expect_eq(pgt_longf(c, "select count(distinct as_of) from predictions"), 1);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where status = 'finished'"
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where status = 'finished'"
                               " and scored = %lld and total = %lld and finished_at is not null",
                               open, open),
                  1);
@@ -528,7 +528,7 @@ Test(rescore, scores_every_open_opportunity_with_the_active_model) {
     cr_expect_eq(pgt_longf(c, "select count(*) from predictions"), open);
     cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), 2 * open);
     cr_expect_eq(pgt_longf(c, "select count(*) from predictions where previous_proba is not null"), open);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where status = 'finished'"), 2);
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where status = 'finished'"), 2);
 
     /* Every org (one here), walking (org_id, id). */
     r = run(&t, "dealscore-scoring", "rescore", "--no-publish", "--no-snapshot", "--chunk", "7");
@@ -536,7 +536,7 @@ Test(rescore, scores_every_open_opportunity_with_the_active_model) {
     run_free(&r);
     cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), 3 * open);
     cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot"), 2 * open);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where org_id is null"
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where org_id is null"
                               " and status = 'finished' and scored = %lld",
                               open),
                  1);
@@ -560,12 +560,12 @@ Test(rescore, resumes_an_interrupted_run_after_its_last_opportunity) {
                             half - 1);
     /* A run interrupted an hour ago after the first half. */
     pgt_execf(c,
-              "insert into dealscore.rescore_runs (org_id, as_of, started_at, last_opportunity_id, scored, total)"
+              "insert into dealscore_internal.rescore_runs (org_id, as_of, started_at, last_opportunity_id, scored, total)"
               " values ('%s', now() - interval '1 hour', now() - interval '1 hour', '%s', %lld, %lld)",
               t.org_id, last, half, open);
     /* And an older one that is too old to resume. */
     pgt_execf(c,
-              "insert into dealscore.rescore_runs (org_id, as_of, started_at, scored)"
+              "insert into dealscore_internal.rescore_runs (org_id, as_of, started_at, scored)"
               " values ('%s', now() - interval '30 hours', now() - interval '30 hours', 5)",
               t.org_id);
 
@@ -577,14 +577,14 @@ Test(rescore, resumes_an_interrupted_run_after_its_last_opportunity) {
     cr_expect_eq(pgt_longf(c, "select count(*) from predictions"), open - half);
     cr_expect_eq(pgt_longf(c, "select count(*) from predictions where opportunity_id <= '%s'", last), 0);
     cr_expect_eq(pgt_longf(c, "select count(*) from predictions p where p.as_of = (select as_of from"
-                              " dealscore.rescore_runs where status = 'finished')"),
+                              " dealscore_internal.rescore_runs where status = 'finished')"),
                  open - half);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs"), 2, "the run was not resumed");
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where status = 'finished'"
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs"), 2, "the run was not resumed");
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where status = 'finished'"
                               " and scored = %lld",
                               open),
                  1);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where status = 'abandoned'"
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where status = 'abandoned'"
                               " and started_at < now() - interval '1 day'"),
                  1);
     /* Stage prior: the org has no model. */
@@ -592,7 +592,7 @@ Test(rescore, resumes_an_interrupted_run_after_its_last_opportunity) {
 
     /* --restart abandons an unfinished run and scores everything. */
     pgt_execf(c,
-              "insert into dealscore.rescore_runs (org_id, started_at, last_opportunity_id, scored)"
+              "insert into dealscore_internal.rescore_runs (org_id, started_at, last_opportunity_id, scored)"
               " values ('%s', now() - interval '5 minutes', '%s', %lld)",
               t.org_id, last, half);
     r = run(&t, "dealscore-scoring", "rescore", "--org", "acme", "--no-publish", "--restart");
@@ -600,17 +600,17 @@ Test(rescore, resumes_an_interrupted_run_after_its_last_opportunity) {
     cr_expect(strstr(r.err, "resuming") == NULL, "%s", r.err);
     run_free(&r);
     cr_expect_eq(pgt_longf(c, "select count(*) from predictions"), open);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where status = 'abandoned'"), 2);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where finished_at is null"), 0);
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where status = 'abandoned'"), 2);
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where finished_at is null"), 0);
 
     /* A run killed after committing chunks but before recording them: its
      * resumption scores them again with the same as_of, over rows that are
      * there already (the plain INSERTs fail, the chunk is redone with ON
      * CONFLICT DO NOTHING), and adds no row twice. */
-    char *asof = pgt_valuef(c, "select as_of::text from dealscore.rescore_runs where status = 'finished'"
+    char *asof = pgt_valuef(c, "select as_of::text from dealscore_internal.rescore_runs where status = 'finished'"
                                " order by started_at desc limit 1");
     pgt_execf(c,
-              "update dealscore.rescore_runs set finished_at = null, status = 'running', last_opportunity_id = '%s',"
+              "update dealscore_internal.rescore_runs set finished_at = null, status = 'running', last_opportunity_id = '%s',"
               " scored = %lld where as_of = '%s'",
               last, half, asof);
     long long hist = pgt_longf(c, "select count(*) from prediction_history");
@@ -626,7 +626,7 @@ Test(rescore, resumes_an_interrupted_run_after_its_last_opportunity) {
     cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), hist);
     cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot"), snaps);
     cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history where as_of = '%s'", asof), open);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore.rescore_runs where status = 'finished'"
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where status = 'finished'"
                               " and as_of = '%s' and scored = %lld",
                               asof, open),
                  1);

@@ -154,7 +154,7 @@ static PGresult *query(bench_t *b, const char *sql, int n, const char *const *v)
 }
 
 static long outbox_unsent(bench_t *b) {
-    PGresult *r = query(b, "select count(*) from public.outbox", 0, NULL);
+    PGresult *r = query(b, "select count(*) from dealscore_internal.outbox", 0, NULL);
     long n = r ? atol(PQgetvalue(r, 0, 0)) : -1;
     PQclear(r);
     return n;

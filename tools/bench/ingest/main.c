@@ -269,7 +269,7 @@ typedef struct {
  * writes); the counts stay in q for the message. */
 static bool db_quiet(void *ctx) {
     db_quiet_t *q = ctx;
-    q->unsent = count_of(q->b, "select count(*) from public.outbox");
+    q->unsent = count_of(q->b, "select count(*) from dealscore_internal.outbox");
     q->vacuums = count_of(q->b, "select count(*) from pg_stat_activity where backend_type = 'autovacuum worker'");
     return q->unsent == 0 && q->vacuums == 0;
 }
