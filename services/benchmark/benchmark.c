@@ -40,32 +40,15 @@ typedef struct {
 } refresh_ctx_t;
 
 
-typedef struct {
-    const char *org_id; /* borrowed from the decoded event */
-    const char *opp_id;
-    bool activity_only; /* every event of it in the batch: interaction or transcript added */
-} change_t;
-
 static int cmp_change(const void *a, const void *b) {
-    const change_t *x = a, *y = b;
+    const benchmark_change_t *x = a, *y = b;
     int c = strcasecmp(x->org_id, y->org_id);
     return c ? c : strcasecmp(x->opp_id, y->opp_id);
 }
 
-static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr,
-                   size_t errsz) {
-    bench_state_t *st = ud;
-    unsigned rb = ds_worker_rebalances(w);
-    if (rb != st->rebalances) {
-        /* Another consumer may have changed our deals meanwhile. */
-        cohort_engine_forget(st->eng);
-        st->rebalances = rb;
-    }
-    Dealscore__V1__OpportunityChanged **evs = ds_calloc(n, sizeof *evs);
-    change_t *ch = ds_calloc(n, sizeof *ch);
+size_t benchmark_decode(ds_worker_item_t *items, size_t n, Dealscore__V1__OpportunityChanged **evs,
+                        benchmark_change_t *ch) {
     size_t nch = 0;
-    int rc = DS_OK;
-
     for (size_t i = 0; i < n; i++) {
         items[i].status =
             ds_event_decode_opportunity_changed(items[i].msg, &evs[i], NULL, items[i].error, sizeof items[i].error);
@@ -78,7 +61,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
          * and mapped (cohort_apply_changes). */
         bool activity = evs[i]->kind == DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_INTERACTION_ADDED ||
                         evs[i]->kind == DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_TRANSCRIPT_ADDED;
-        ch[nch++] = (change_t){evs[i]->org_id, evs[i]->opportunity_id, activity};
+        ch[nch++] = (benchmark_change_t){evs[i]->org_id, evs[i]->opportunity_id, activity};
     }
     qsort(ch, nch, sizeof *ch, cmp_change);
     size_t uniq = 0;
@@ -88,7 +71,22 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
         else
             ch[uniq - 1].activity_only = ch[uniq - 1].activity_only && ch[i].activity_only;
     }
-    nch = uniq;
+    return uniq;
+}
+
+static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr,
+                   size_t errsz) {
+    bench_state_t *st = ud;
+    unsigned rb = ds_worker_rebalances(w);
+    if (rb != st->rebalances) {
+        /* Another consumer may have changed our deals meanwhile. */
+        cohort_engine_forget(st->eng);
+        st->rebalances = rb;
+    }
+    Dealscore__V1__OpportunityChanged **evs = ds_calloc(n, sizeof *evs);
+    benchmark_change_t *ch = ds_calloc(n, sizeof *ch);
+    int rc = DS_OK;
+    size_t nch = benchmark_decode(items, n, evs, ch);
     if (nch) ds_metric_set(st->m_coalesce, (double)n / (double)nch);
     if (nch == 0) goto out;
 

@@ -176,6 +176,7 @@ struct importer_s {
     const char *errors_path;
     uint64_t seed;
     bool stopped;          /* Postgres stayed unreachable: nothing more is stored */
+    bool check_only;       /* ingest_import_check: validate, store nothing */
     bool file_failed;      /* a file could not be imported at all */
     counts_t total;
 
@@ -447,7 +448,7 @@ static void give_up(file_t *f, const char *err) {
  * database rejects by storing them one by one, and keeps the others. */
 static void flush(file_t *f) {
     importer_t *im = f->im;
-    if (!f->nrecs || im->stopped) goto out;
+    if (!f->nrecs || im->stopped || im->check_only) goto out;
     char err[1024];
     chunk_t ck = {f, 0, f->nrecs, f->kind == REC_OPPORTUNITY};
     int rc = with_retry(im, store_step, &ck, err, sizeof err);
@@ -757,6 +758,21 @@ static void file_free(file_t *f) {
     for (size_t i = 0; f->colname && i < f->ncols; i++) free(f->colname[i]);
     free(f->colname);
     rec_problems_free(&f->problems);
+}
+
+void ingest_import_check(rec_kind_t kind, const char *buf, size_t len, FILE *errors, long *rows,
+                         long *rejected) {
+    importer_t im = {.batch = DEFAULT_BATCH, .check_only = true, .quiet = true, .errors = errors,
+                     .max_shown = DEFAULT_MAX_SHOWN};
+    file_t f = {.im = &im, .path = "-", .kind = kind};
+    *rows = *rejected = 0;
+    if (len == 0) return;
+    f.fp = fmemopen((void *)buf, len, "r");
+    if (!f.fp) ds_panic("could not open a memory stream");
+    import_file(&im, &f);
+    *rows = f.c.rows;
+    *rejected = f.c.rejected;
+    file_free(&f);
 }
 
 /* ---- command line ------------------------------------------------------- */

@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 
 #include "base/queue.h"
 #include "infra/pg.h"
@@ -64,6 +65,13 @@ int ingest_cmd_import(const ds_config_t *cfg, int argc, char **argv);
  * other than native or salesforce. */
 int ingest_route(const char *path, size_t plen, const char *query, size_t qlen, rec_kind_t *kind,
                  rec_profile_t *profile);
+
+/* Reads buf[0..len), a CSV file of kind, exactly as `import` does but
+ * storing nothing: every row is parsed and validated, problems go to
+ * errors as CSV lines (stderr when NULL), warnings to stderr. Sets *rows
+ * and *rejected. */
+void ingest_import_check(rec_kind_t kind, const char *buf, size_t len, FILE *errors, long *rows,
+                         long *rejected);
 
 /* Token hashing: hex SHA-256 of the token text. */
 void ingest_token_hash(const char *token, char out[65]);
