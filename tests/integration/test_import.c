@@ -132,7 +132,7 @@ static int count_problems(const char *text) {
 }
 
 static long long count(const char *table) {
-    return pgt_longf(conn, "select count(*) from public.%s", table);
+    return pgt_longf(conn, "select count(*) from %s%s", strchr(table, '.') ? "" : "public.", table);
 }
 
 #define expect_line(text, line)                                                                  \
@@ -157,8 +157,8 @@ Test(import, clean_files_give_exact_rows_and_history) {
     cr_expect_eq(count("transcripts"), 2);
     cr_expect_eq(count("opportunity_history"), 19);
     /* accounts came first (no deals to announce); every other row is one event */
-    cr_expect_eq(count("outbox"), 17);
-    cr_expect_eq(pgt_longf(conn, "select count(*) from public.outbox where source = 'csv'"),
+    cr_expect_eq(count("dealscore_internal.outbox"), 17);
+    cr_expect_eq(pgt_longf(conn, "select count(*) from dealscore_internal.outbox where source = 'csv'"),
                  17);
     cr_expect_eq(pgt_longf(conn, "select count(*) from public.opportunities where placeholder"), 0);
     cr_expect_eq(pgt_longf(conn, "select count(*) from public.accounts where placeholder"), 0);
@@ -208,7 +208,7 @@ Test(import, reimport_changes_nothing) {
     run_t r = import_all("clean");
     cr_assert_eq(r.rc, 0, "first import exit %d:\n%s%s", r.rc, r.out, r.err);
     run_free(&r);
-    long long hist = count("opportunity_history"), outbox = count("outbox");
+    long long hist = count("opportunity_history"), outbox = count("dealscore_internal.outbox");
     char *before = pgt_valuef(conn, "select string_agg(source_hash || ingested_at::text, ',' order by external_id)"
                                     " from public.opportunities");
 
@@ -217,7 +217,7 @@ Test(import, reimport_changes_nothing) {
     expect_prefix(r.out, "opportunities.csv: 9 rows: 9 imported (0 changed, 9 unchanged");
     expect_prefix(r.out, "imported 20 records (0 changed, 20 unchanged, 0 events), 0 rejected, in ");
     cr_expect_eq(count("opportunity_history"), hist);
-    cr_expect_eq(count("outbox"), outbox);
+    cr_expect_eq(count("dealscore_internal.outbox"), outbox);
     char *after = pgt_valuef(conn, "select string_agg(source_hash || ingested_at::text, ',' order by external_id)"
                                    " from public.opportunities");
     cr_expect_str_eq(after, before, "re-import rewrote opportunity rows");
@@ -274,7 +274,7 @@ Test(import, dirty_rows_are_reported_by_line_and_the_rest_imported) {
     cr_expect_eq(count("opportunities"), 2);
     cr_expect_eq(count("interactions"), 2);
     cr_expect_eq(count("transcripts"), 3);
-    cr_expect_eq(count("outbox"), 8);
+    cr_expect_eq(count("dealscore_internal.outbox"), 8);
     char *stage = pgt_valuef(conn, "select stage from public.opportunities where external_id = 'opp-1'");
     cr_expect_str_eq(stage, "qualification");
     free(stage);
@@ -567,7 +567,7 @@ Test(import, survives_losing_its_postgres_session) {
     /* Every row once, every event once: a retried chunk changes nothing. */
     cr_expect_eq(count("opportunities"), 100);
     cr_expect_eq(count("interactions"), 8000);
-    cr_expect_eq(count("outbox"), 8100);
+    cr_expect_eq(count("dealscore_internal.outbox"), 8100);
     free(out);
     free(err);
     free(bin);
