@@ -13,24 +13,19 @@
 #include "base/common.h"
 #include "base/log.h"
 #include "base/strindex.h"
+#include "base/ttlcache.h"
 
 #define US(col) "(extract(epoch from " col ") * 1000000)::bigint"
 
 /* ---- org cache ------------------------------------------------------------ */
 
 struct ds_org_cache_s {
-    ds_org_ctx_t **orgs;
-    size_t n, cap;
-    int ttl_ms;
+    ds_ttlcache_t *orgs; /* org id -> ds_org_ctx_t */
 };
 
-ds_org_cache_t *ds_org_cache_new(int ttl_ms) {
-    ds_org_cache_t *c = ds_calloc(1, sizeof *c);
-    c->ttl_ms = ttl_ms;
-    return c;
-}
-
-static void org_ctx_free(ds_org_ctx_t *o) {
+/* Frees a ds_org_ctx_t (the cache's free callback). */
+static void org_ctx_free(void *p) {
+    ds_org_ctx_t *o = p;
     if (!o) return;
     ds_winrate_ctx_destroy(o->winrate);
     if (o->lexicon_owned) ds_meddicc_lexicon_destroy((ds_meddicc_lexicon_t *)o->lexicon);
@@ -38,15 +33,17 @@ static void org_ctx_free(ds_org_ctx_t *o) {
     free(o);
 }
 
-void ds_org_cache_clear(ds_org_cache_t *c) {
-    for (size_t i = 0; i < c->n; i++) org_ctx_free(c->orgs[i]);
-    c->n = 0;
+ds_org_cache_t *ds_org_cache_new(int ttl_ms) {
+    ds_org_cache_t *c = ds_calloc(1, sizeof *c);
+    c->orgs = ds_ttlcache_new(ttl_ms, org_ctx_free);
+    return c;
 }
+
+void ds_org_cache_clear(ds_org_cache_t *c) { ds_ttlcache_clear(c->orgs); }
 
 void ds_org_cache_destroy(ds_org_cache_t *c) {
     if (!c) return;
-    ds_org_cache_clear(c);
-    free(c->orgs);
+    ds_ttlcache_destroy(c->orgs);
     free(c);
 }
 
@@ -178,33 +175,21 @@ static int load_org(ds_pg_t *pg, const char *org_id, ds_org_ctx_t **out, char *e
     o->stages = build_stages(order, outcomes);
     json_decref(order);
     json_decref(outcomes);
-    o->loaded_mono_us = ds_mono_us();
     *out = o;
     return DS_OK;
 }
 
 int ds_org_cache_get(ds_org_cache_t *c, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t **out,
                      char *errstr, size_t errstr_size) {
-    size_t i;
-    for (i = 0; i < c->n; i++)
-        if (strcmp(c->orgs[i]->org_id, org_id) == 0) break;
-    if (i < c->n && ds_mono_us() - c->orgs[i]->loaded_mono_us < (int64_t)c->ttl_ms * 1000) {
-        *out = c->orgs[i];
+    const ds_org_ctx_t *cached = ds_ttlcache_get(c->orgs, org_id, ds_mono_us());
+    if (cached) {
+        *out = cached;
         return DS_OK;
     }
     ds_org_ctx_t *o = NULL;
     int rc = load_org(pg, org_id, &o, errstr, errstr_size);
     if (rc != 0) return rc;
-    if (i < c->n) {
-        org_ctx_free(c->orgs[i]);
-        c->orgs[i] = o;
-    } else {
-        if (c->n == c->cap) {
-            c->cap = c->cap ? c->cap * 2 : 8;
-            c->orgs = ds_realloc(c->orgs, c->cap * sizeof *c->orgs);
-        }
-        c->orgs[c->n++] = o;
-    }
+    ds_ttlcache_put(c->orgs, org_id, o, ds_mono_us());
     *out = o;
     return DS_OK;
 }

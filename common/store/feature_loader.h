@@ -21,7 +21,6 @@ typedef struct {
     ds_winrate_ctx_t *winrate;
     const ds_meddicc_lexicon_t *lexicon; /* owned unless it is the default */
     ds_stage_list_t *stages;             /* the org's stage order merged with the default */
-    int64_t loaded_mono_us;
     bool lexicon_owned;
 } ds_org_ctx_t;
 

@@ -7,20 +7,15 @@
 
 #include "base/common.h"
 #include "base/log.h"
+#include "base/ttlcache.h"
 
 struct scorer_s {
-    scorer_org_t **orgs;
-    size_t n, cap;
-    int ttl_ms;
+    ds_ttlcache_t *orgs; /* org id -> scorer_org_t */
 };
 
-scorer_t *scorer_new(int ttl_ms) {
-    scorer_t *s = ds_calloc(1, sizeof *s);
-    s->ttl_ms = ttl_ms;
-    return s;
-}
-
-static void org_free(scorer_org_t *o) {
+/* Frees a scorer_org_t (the cache's free callback). */
+static void org_free(void *p) {
+    scorer_org_t *o = p;
     if (!o) return;
     ds_model_destroy(o->model);
     ds_calib_destroy(o->calib);
@@ -29,17 +24,19 @@ static void org_free(scorer_org_t *o) {
     free(o);
 }
 
+scorer_t *scorer_new(int ttl_ms) {
+    scorer_t *s = ds_calloc(1, sizeof *s);
+    s->orgs = ds_ttlcache_new(ttl_ms, org_free);
+    return s;
+}
+
 void scorer_destroy(scorer_t *s) {
     if (!s) return;
-    for (size_t i = 0; i < s->n; i++) org_free(s->orgs[i]);
-    free(s->orgs);
+    ds_ttlcache_destroy(s->orgs);
     free(s);
 }
 
-void scorer_invalidate(scorer_t *s, const char *org_id) {
-    for (size_t i = 0; i < s->n; i++)
-        if (!org_id || strcmp(s->orgs[i]->org_id, org_id) == 0) s->orgs[i]->loaded_mono_us = 0;
-}
+void scorer_invalidate(scorer_t *s, const char *org_id) { ds_ttlcache_invalidate(s->orgs, org_id); }
 
 void scorer_register(ds_pg_t *pg) {
     ds_pg_add_statement(pg, "ds_active_model",
@@ -152,39 +149,27 @@ static int load_org(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, co
         }
         snprintf(o->version, sizeof o->version, "%s", DS_STAGE_PRIOR_VERSION);
     }
-    o->loaded_mono_us = ds_mono_us();
     *out = o;
     return DS_OK;
 }
 
 int scorer_get(scorer_t *s, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org,
                const scorer_org_t **out, char *errstr, size_t errstr_size) {
-    size_t i;
-    for (i = 0; i < s->n; i++)
-        if (strcmp(s->orgs[i]->org_id, org_id) == 0) break;
     int64_t now = ds_mono_us();
-    if (i < s->n && s->orgs[i]->loaded_mono_us && now - s->orgs[i]->loaded_mono_us < (int64_t)s->ttl_ms * 1000) {
-        *out = s->orgs[i];
+    scorer_org_t *o = ds_ttlcache_get(s->orgs, org_id, now);
+    if (o) {
+        *out = o;
         return DS_OK;
     }
-    scorer_org_t *o = NULL;
-    int rc = load_org(pg, org_id, org, i < s->n ? s->orgs[i] : NULL, &o, errstr, errstr_size);
-    if (rc == 1) {
-        s->orgs[i]->loaded_mono_us = now;
-        *out = s->orgs[i];
+    scorer_org_t *old = ds_ttlcache_peek(s->orgs, org_id);
+    int rc = load_org(pg, org_id, org, old, &o, errstr, errstr_size);
+    if (rc == 1) { /* the same model, or a refused one: keep what the org had */
+        ds_ttlcache_put(s->orgs, org_id, old, now);
+        *out = old;
         return DS_OK;
     }
     if (rc != 0) return rc;
-    if (i < s->n) {
-        org_free(s->orgs[i]);
-        s->orgs[i] = o;
-    } else {
-        if (s->n == s->cap) {
-            s->cap = s->cap ? s->cap * 2 : 8;
-            s->orgs = ds_realloc(s->orgs, s->cap * sizeof *s->orgs);
-        }
-        s->orgs[s->n++] = o;
-    }
+    ds_ttlcache_put(s->orgs, org_id, o, ds_mono_us());
     *out = o;
     return DS_OK;
 }

@@ -22,7 +22,6 @@ typedef struct {
     int *map;               /* model column -> engine feature index */
     size_t nf;
     ds_stage_prior_t *prior;
-    int64_t loaded_mono_us;
 } scorer_org_t;
 
 typedef struct scorer_s scorer_t;
