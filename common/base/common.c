@@ -247,67 +247,6 @@ void ds_sha256_hex(const void *buf, size_t len, char out[65]) {
     out[64] = '\0';
 }
 
-/* ---- string buffer ------------------------------------------------------ */
-
-/* Makes room for n more bytes and the NUL. */
-static void sb_reserve(ds_sb_t *b, size_t n) {
-    if (b->len + n + 1 <= b->cap) return;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + n + 1) cap *= 2;
-    b->p = ds_realloc(b->p, cap);
-    b->cap = cap;
-}
-
-void ds_sb_put(ds_sb_t *b, const char *s, size_t n) {
-    sb_reserve(b, n);
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-void ds_sb_printf(ds_sb_t *b, const char *fmt, ...) {
-    /* Format straight into the free space; only when it is too small, grow
-     * and format once more. */
-    size_t room = b->cap - b->len;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(room ? b->p + b->len : NULL, room, fmt, ap);
-    va_end(ap);
-    if (n < 0) ds_panic("bad format string %s", fmt);
-    if ((size_t)n >= room) {
-        sb_reserve(b, (size_t)n);
-        va_start(ap, fmt);
-        vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-        va_end(ap);
-    }
-    b->len += (size_t)n;
-}
-
-void ds_sb_puts(ds_sb_t *b, const char *s) { ds_sb_put(b, s, strlen(s)); }
-
-char *ds_sb_take(ds_sb_t *b) {
-    char *s = b->p ? ds_realloc(b->p, b->len + 1) : ds_strdup("");
-    *b = (ds_sb_t){0};
-    return s;
-}
-
-void ds_sb_json_str(ds_sb_t *b, const char *s) {
-    ds_sb_put(b, "\"", 1);
-    const char *run = s;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        ds_sb_put(b, run, (size_t)(s - run));
-        char esc[8];
-        if (c == '"' || c == '\\') snprintf(esc, sizeof esc, "\\%c", c);
-        else snprintf(esc, sizeof esc, "\\u%04x", c);
-        ds_sb_puts(b, esc);
-        run = s + 1;
-    }
-    ds_sb_put(b, run, (size_t)(s - run));
-    ds_sb_put(b, "\"", 1);
-}
-
 bool ds_parse_long(const char *s, long min, long max, long *out) {
     char *end;
     errno = 0;

@@ -34,23 +34,6 @@ void *ds_realloc(void *ptr, size_t size);
 char *ds_strdup(const char *s);
 char *ds_strndup(const char *s, size_t n);
 
-/* A growing, always NUL-terminated string buffer; {0} is empty. The caller
- * frees p. */
-typedef struct {
-    char *p;
-    size_t len, cap;
-} ds_sb_t;
-void ds_sb_put(ds_sb_t *b, const char *s, size_t n);
-void ds_sb_puts(ds_sb_t *b, const char *s);
-/* printf at the end of b. */
-void ds_sb_printf(ds_sb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* s as a JSON string literal (quotes, backslash and control characters
- * escaped; other bytes as they are). */
-void ds_sb_json_str(ds_sb_t *b, const char *s);
-/* b's string, its memory cut to its length ("" for an empty b), for the
- * caller to free; b is empty after. The buffer starts at 4 kB, so a string
- * kept for long (a batch holds one per deal) is taken, not b.p. */
-char *ds_sb_take(ds_sb_t *b);
 /* printf into a new string; the caller frees it. */
 char *ds_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* s, a whole decimal number in [min, max], into *out; false (and *out

@@ -1,6 +1,7 @@
 /* The point-in-time feature engine (definitions and rules in features.h). */
 #include "domain/features.h"
 #include "base/common.h"
+#include "base/sb.h"
 
 #include <math.h>
 #include <stdio.h>

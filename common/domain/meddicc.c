@@ -3,6 +3,8 @@
  * are in meddicc.h). */
 #include "domain/meddicc.h"
 #include "base/common.h"
+#include "base/sb.h"
+#include "base/utf8.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -163,52 +165,8 @@ static inline bool ascii_space(uint8_t c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
-#define CP_INVALID 0xFFFFFFFFu
-
-/* Decodes one UTF-8 code point at s (n > 0 bytes available); sets *len.
- * Invalid or truncated sequences give CP_INVALID with length 1. */
-static uint32_t utf8_decode(const uint8_t *s, size_t n, size_t *len) {
-    uint8_t c = s[0];
-    uint32_t cp;
-    size_t need;
-    if (c < 0x80) {
-        *len = 1;
-        return c;
-    } else if (c >= 0xc2 && c <= 0xdf) {
-        need = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        need = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        need = 4;
-        cp = c & 0x07;
-    } else {
-        *len = 1;
-        return CP_INVALID;
-    }
-    if (n < need) {
-        *len = 1;
-        return CP_INVALID;
-    }
-    for (size_t i = 1; i < need; i++) {
-        if ((s[i] & 0xc0) != 0x80) {
-            *len = 1;
-            return CP_INVALID;
-        }
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((need == 3 && cp < 0x800) || (need == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff)) {
-        *len = 1;
-        return CP_INVALID;
-    }
-    *len = need;
-    return cp;
-}
-
 /* Decodes the code point that ends right before position i (i > 0); sets
- * *start to where it begins. A stray byte decodes as CP_INVALID. */
+ * *start to where it begins. A stray byte decodes as DS_UTF8_INVALID. */
 static uint32_t utf8_decode_prev_slow(const uint8_t *t, size_t i, size_t *start);
 
 static inline uint32_t utf8_decode_prev(const uint8_t *t, size_t i, size_t *start) {
@@ -223,10 +181,10 @@ static uint32_t utf8_decode_prev_slow(const uint8_t *t, size_t i, size_t *start)
     size_t s = i - 1;
     while (s > 0 && i - s < 4 && (t[s] & 0xc0) == 0x80) s--;
     size_t len;
-    uint32_t cp = utf8_decode(t + s, i - s, &len);
-    if (cp == CP_INVALID || s + len != i) {
+    uint32_t cp = ds_utf8_decode(t + s, i - s, &len);
+    if (cp == DS_UTF8_INVALID || s + len != i) {
         *start = i - 1;
-        return CP_INVALID;
+        return DS_UTF8_INVALID;
     }
     *start = s;
     return cp;
@@ -234,7 +192,7 @@ static uint32_t utf8_decode_prev_slow(const uint8_t *t, size_t i, size_t *start)
 
 static bool cp_is_word(uint32_t cp) {
     if (cp < 0x80) return ascii_word((uint8_t)cp);
-    if (cp == CP_INVALID) return false;
+    if (cp == DS_UTF8_INVALID) return false;
     if (cp >= 0x80 && cp <= 0xbf) return false; /* C1 controls, NBSP, Latin-1 punctuation */
     if (cp == 0xd7 || cp == 0xf7) return false; /* multiplication and division signs */
     if (cp >= 0x2000 && cp <= 0x206f) return false; /* general punctuation, spaces, quotes */
@@ -247,7 +205,7 @@ static bool cp_is_word(uint32_t cp) {
 static inline bool word_at(const uint8_t *t, size_t n, size_t i) {
     if (t[i] < 0x80) return ascii_word(t[i]);
     size_t len;
-    return cp_is_word(utf8_decode(t + i, n - i, &len));
+    return cp_is_word(ds_utf8_decode(t + i, n - i, &len));
 }
 
 /* ---- lexicon ------------------------------------------------------------ */
@@ -736,7 +694,7 @@ void ds_meddicc_scan(const ds_meddicc_lexicon_t *lex, const char *transcript_id,
             i++;
             continue;
         }
-        if (k == BC_HIGH && !cp_is_word(utf8_decode(t + i, len - i, &clen))) {
+        if (k == BC_HIGH && !cp_is_word(ds_utf8_decode(t + i, len - i, &clen))) {
             if (lex->bucket[t[i]] != lex->bucket[t[i] + 1] && pair_may_match(lex, t, len, i))
                 try_at(&sc, i);
             i += clen;
@@ -749,7 +707,7 @@ void ds_meddicc_scan(const ds_meddicc_lexicon_t *lex, const char *transcript_id,
         for (;;) {
             while (i < len && cls[t[i]] == BC_WORD) i++;
             if (i >= len || cls[t[i]] != BC_HIGH ||
-                !cp_is_word(utf8_decode(t + i, len - i, &clen)))
+                !cp_is_word(ds_utf8_decode(t + i, len - i, &clen)))
                 break;
             i += clen;
         }
@@ -760,80 +718,28 @@ void ds_meddicc_scan(const ds_meddicc_lexicon_t *lex, const char *transcript_id,
 
 /* ---- JSON ----------------------------------------------------------------- */
 
-static void sb_u64(ds_sb_t *sb, uint64_t v) {
-    char buf[24], *end = buf + sizeof buf, *p = end;
-    do {
-        *--p = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    ds_sb_put(sb, p, (size_t)(end - p));
-}
-
-/* A JSON string; invalid UTF-8 becomes U+FFFD (ds_sb_json_str would pass it
- * through), control characters \u00XX. */
-static void sb_json_str(ds_sb_t *sb, const char *s) {
-    static const char hex[] = "0123456789abcdef";
-    ds_sb_put(sb, "\"", 1);
-    const uint8_t *p = (const uint8_t *)s;
-    size_t n = strlen(s);
-    size_t i = 0;
-    while (i < n) {
-        /* Plain ASCII goes out in one piece. */
-        size_t j = i;
-        while (j < n && p[j] >= 0x20 && p[j] < 0x80 && p[j] != '"' && p[j] != '\\') j++;
-        if (j > i) {
-            ds_sb_put(sb, (const char *)p + i, j - i);
-            i = j;
-            continue;
-        }
-        uint8_t c = p[i];
-        if (c == '"' || c == '\\') {
-            char esc[2] = {'\\', (char)c};
-            ds_sb_put(sb, esc, 2);
-            i++;
-        } else if (c < 0x20) {
-            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            ds_sb_put(sb, esc, 6);
-            i++;
-        } else if (c < 0x80) {
-            ds_sb_put(sb, (const char *)p + i, 1);
-            i++;
-        } else {
-            size_t len;
-            if (utf8_decode(p + i, n - i, &len) == CP_INVALID) {
-                ds_sb_put(sb, "\xef\xbf\xbd", 3);
-                i++;
-            } else {
-                ds_sb_put(sb, (const char *)p + i, len);
-                i += len;
-            }
-        }
-    }
-    ds_sb_put(sb, "\"", 1);
-}
-
 char *ds_meddicc_result_to_json(const ds_meddicc_result_t *res) {
     ds_sb_t sb = {0};
     ds_sb_puts(&sb, "{");
     for (int el = 0; el < DS_MEDDICC_COUNT; el++) {
         if (el) ds_sb_puts(&sb, ",");
-        sb_json_str(&sb, element_names[el]);
+        ds_sb_json_str(&sb, element_names[el]);
         ds_sb_puts(&sb, res->present[el] ? ":{\"present\":true,\"matches\":"
                                       : ":{\"present\":false,\"matches\":");
-        sb_u64(&sb, res->n_matches[el]);
+        ds_sb_i64(&sb, res->n_matches[el]);
         ds_sb_puts(&sb, ",\"evidence\":[");
         for (uint32_t k = 0; k < res->n_evidence[el] && k < DS_MEDDICC_MAX_EVIDENCE; k++) {
             const ds_meddicc_evidence_t *ev = &res->evidence[el][k];
             if (k) ds_sb_puts(&sb, ",");
             ds_sb_puts(&sb, "{\"transcript_id\":");
-            if (ev->transcript_id) sb_json_str(&sb, ev->transcript_id);
+            if (ev->transcript_id) ds_sb_json_str(&sb, ev->transcript_id);
             else ds_sb_puts(&sb, "null");
             ds_sb_puts(&sb, ",\"start\":");
-            sb_u64(&sb, ev->start);
+            ds_sb_i64(&sb, ev->start);
             ds_sb_puts(&sb, ",\"end\":");
-            sb_u64(&sb, ev->end);
+            ds_sb_i64(&sb, ev->end);
             ds_sb_puts(&sb, ",\"phrase\":");
-            sb_json_str(&sb, ev->phrase ? ev->phrase : "");
+            ds_sb_json_str(&sb, ev->phrase ? ev->phrase : "");
             ds_sb_puts(&sb, "}");
         }
         ds_sb_puts(&sb, "]}");

@@ -12,6 +12,7 @@
 #include <xgboost/c_api.h>
 
 #include "base/common.h"
+#include "base/sb.h"
 #include "domain/features.h"
 #include "base/log.h"
 #include "base/strindex.h"

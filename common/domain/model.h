@@ -38,6 +38,7 @@
 #include <stddef.h>
 
 #include "base/common.h"
+#include "base/sb.h"
 
 /* ---- model ---------------------------------------------------------------- */
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "base/common.h"
+#include "base/sb.h"
 
 #define ERR(...)                                                                                  \
     do {                                                                                          \

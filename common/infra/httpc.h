@@ -28,6 +28,7 @@
 #include <stddef.h>
 
 #include "base/common.h"
+#include "base/sb.h"
 
 typedef struct ds_httpc_s ds_httpc_t;
 

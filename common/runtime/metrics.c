@@ -2,6 +2,7 @@
  * rendered grouped by name. */
 #include "runtime/metrics.h"
 #include "base/common.h"
+#include "base/sb.h"
 
 #include <math.h>
 #include <pthread.h>

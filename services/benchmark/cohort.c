@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/common.h"
+#include "base/sb.h"
 #include "base/log.h"
 #include "base/strindex.h"
 #include "base/uuidset.h"

@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "base/common.h"
+#include "base/sb.h"
 #include "base/log.h"
 #include "signature.h"
 #include "store.h"

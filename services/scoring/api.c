@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "base/common.h"
+#include "base/sb.h"
 #include "base/queue.h"
 #include "infra/jwt.h"
 #include "base/log.h"

@@ -5,6 +5,7 @@
 
 
 #include "base/common.h"
+#include "base/sb.h"
 #include "base/log.h"
 #include "infra/pgarray.h"
 #include "base/strindex.h"

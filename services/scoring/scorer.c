@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/common.h"
+#include "base/sb.h"
 #include "base/log.h"
 #include "base/ttlcache.h"
 

@@ -13,6 +13,7 @@
 #include <xgboost/c_api.h>
 
 #include "base/common.h"
+#include "base/sb.h"
 #include "domain/features.h"
 #include "domain/eval.h"
 #include "domain/model.h"

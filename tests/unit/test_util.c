@@ -90,45 +90,6 @@ Test(util, uuid_valid_and_derived) {
     cr_assert(strchr("89ab", a[19]) != NULL);
 }
 
-Test(util, sb_builds_json_string_literals) {
-    ds_sb_t b = {0};
-    ds_sb_puts(&b, "x=");
-    ds_sb_json_str(&b, "a\"b\\c\n\x01\xc3\xa9");
-    cr_expect_str_eq(b.p, "x=\"a\\\"b\\\\c\\u000a\\u0001\xc3\xa9\"");
-    cr_expect_eq(b.len, strlen(b.p));
-    free(b.p);
-}
-
-Test(util, sb_printf_appends_and_grows) {
-    ds_sb_t b = {0};
-    ds_sb_printf(&b, "%s=%d", "n", 42);
-    cr_expect_str_eq(b.p, "n=42");
-    cr_expect_eq(b.len, 4);
-    /* Pieces of every length from 0 to 299 bytes: some fit the free space
-     * exactly, some miss it by one, and the buffer grows past its first
-     * 4096 bytes several times. */
-    char digits[300];
-    for (int i = 0; i < 300; i++) digits[i] = (char)('0' + i % 10);
-    size_t want_len = 4 + 300 + 299 * 300 / 2;
-    char *want = ds_malloc(want_len + 1), *w = want;
-    memcpy(w, "n=42", 4);
-    w += 4;
-    for (int i = 0; i < 300; i++) {
-        ds_sb_printf(&b, "%.*s|", i, digits);
-        memcpy(w, digits, (size_t)i);
-        w += i;
-        *w++ = '|';
-    }
-    *w = '\0';
-    cr_expect_eq(b.len, want_len);
-    cr_expect_str_eq(b.p, want);
-    cr_expect_gt(b.cap, b.len);
-    ds_sb_printf(&b, "%s", "");
-    cr_expect_eq(b.len, want_len);
-    free(want);
-    free(b.p);
-}
-
 /* ds_fmt_g against snprintf's %.*g, byte for byte. */
 static void expect_fmt(double v, int prec) {
     char want[64], got[32];
@@ -166,27 +127,6 @@ Test(util, fmt_g_matches_snprintf) {
         double tie = ldexp((double)((x >> 20) % 100000) + 0.5, -(int)((x >> 40) % 12));
         expect_fmt(tie, 1 + (int)((x >> 50) % 6));
     }
-}
-
-/* A taken string keeps only its own length of memory, not the builder's
- * 4 kB (the benchmark worker held 80,000 cohort keys of 4 kB each: 330 MB
- * in one batch), and leaves the builder empty and reusable. */
-Test(util, sb_take_cuts_the_buffer_to_the_string) {
-    ds_sb_t b = {0};
-    ds_sb_printf(&b, "v1|ind=%s|m=%d", "Software", 12);
-    cr_assert_geq(b.cap, 4096);
-    char *s = ds_sb_take(&b);
-    cr_expect_str_eq(s, "v1|ind=Software|m=12");
-    cr_expect_lt(malloc_usable_size(s), 64);
-    cr_expect(b.p == NULL && b.len == 0 && b.cap == 0);
-    free(s);
-    s = ds_sb_take(&b);
-    cr_expect_str_eq(s, "", "an empty builder gives an empty string");
-    free(s);
-    ds_sb_puts(&b, "again");
-    s = ds_sb_take(&b);
-    cr_expect_str_eq(s, "again");
-    free(s);
 }
 
 /* The UUID set against a plain array, through random adds and removes over
