@@ -154,14 +154,26 @@ void ds_format_time_us(int64_t us, char *out, size_t outsz) {
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)frac);
 }
 
-/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar. */
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+/* Howard Hinnant's days_from_civil and civil_from_days. */
+int64_t ds_days_from_civil(int64_t y, unsigned m, unsigned d) {
     y -= m <= 2;
     const int64_t era = (y >= 0 ? y : y - 399) / 400;
     const unsigned yoe = (unsigned)(y - era * 400);
     const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
     const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     return era * 146097 + (int64_t)doe - 719468;
+}
+
+void ds_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d) {
+    days += 719468;
+    const int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    const unsigned doe = (unsigned)(days - era * 146097);
+    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
 }
 
 static int parse_digits(const char **p, int n, int *out) {
@@ -226,11 +238,11 @@ int ds_parse_time_us(const char *s, int64_t *us) {
     }
     if (*p != '\0') return DS_EINVAL;
 done:;
-    int64_t secs = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se -
+    int64_t secs = ds_days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se -
                    offset_s;
     /* Years 0001 to 9999 only, after the offset too: Postgres has no year
      * 0000, and every time is formatted with four digits. */
-    if (secs < days_from_civil(1, 1, 1) * 86400 || secs >= days_from_civil(10000, 1, 1) * 86400)
+    if (secs < ds_days_from_civil(1, 1, 1) * 86400 || secs >= ds_days_from_civil(10000, 1, 1) * 86400)
         return DS_EINVAL;
     *us = secs * 1000000 + frac_us;
     return DS_OK;

@@ -71,6 +71,10 @@ void ds_uuid_derived(const char *name, char out[37]);
 /* Formats microseconds since the epoch as RFC 3339 UTC with microseconds
  * ("2026-11-26T03:14:40.123456Z") into out (at least 32 bytes). */
 void ds_format_time_us(int64_t us, char *out, size_t outsz);
+/* Days from 1970-01-01 to y-m-d (m 1-12, d 1-31) in the proleptic
+ * Gregorian calendar, and the date of a day count; negative before 1970. */
+int64_t ds_days_from_civil(int64_t y, unsigned m, unsigned d);
+void ds_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d);
 /* Parses ISO 8601: "YYYY-MM-DD", or date-time with optional fraction and
  * "Z" or an offset ("+02:00", "+0200"); a date-time without a zone is
  * rejected, and so is an instant outside the years 0001 to 9999 (UTC).

@@ -183,3 +183,37 @@ Test(util, uuidset_matches_a_reference) {
     cr_expect_not(ds_uuidset_add(&s, "not a uuid"));
     cr_expect_eq(s.n, 0);
 }
+
+/* Day counts of the proleptic Gregorian calendar, both ways: known dates
+ * (leap days, before 1970, year 1 and 9999), then every day of 1600-2400. */
+Test(util, days_from_civil_and_back) {
+    const struct {
+        int64_t y;
+        unsigned m, d;
+        int64_t days;
+    } known[] = {{1970, 1, 1, 0},       {1969, 12, 31, -1},     {2000, 2, 29, 11016}, {2000, 3, 1, 11017},
+                 {2026, 11, 1, 20758}, {1, 1, 1, -719162}, {9999, 12, 31, 2932896}};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        cr_expect_eq(ds_days_from_civil(known[i].y, known[i].m, known[i].d), known[i].days, "case %zu", i);
+        int64_t y;
+        unsigned m, d;
+        ds_civil_from_days(known[i].days, &y, &m, &d);
+        cr_expect(y == known[i].y && m == known[i].m && d == known[i].d, "case %zu", i);
+    }
+    int64_t first = ds_days_from_civil(1600, 1, 1), last = ds_days_from_civil(2400, 12, 31);
+    cr_assert_eq(last - first + 1, 801 * 365 + 195, "801 years and their 195 leap days");
+    int64_t py = 1599;
+    unsigned pm = 12, pd = 31;
+    for (int64_t z = first; z <= last; z++) {
+        int64_t y;
+        unsigned m, d;
+        ds_civil_from_days(z, &y, &m, &d);
+        cr_assert_eq(ds_days_from_civil(y, m, d), z);
+        bool next_day = y == py && m == pm && d == pd + 1;
+        bool next_month = y == py && m == pm + 1 && d == 1;
+        bool next_year = y == py + 1 && m == 1 && d == 1 && pm == 12 && pd == 31;
+        cr_assert(next_day || next_month || next_year, "day %lld follows %lld-%u-%u", (long long)z,
+                  (long long)py, pm, pd);
+        py = y, pm = m, pd = d;
+    }
+}

@@ -21,23 +21,23 @@ static const char *const headers[SIM_F_COUNT] = {
 void sim_bufset_init(sim_bufset_t *bs)
 {
     for (int i = 0; i < SIM_F_COUNT; i++)
-        buf_init(&bs->b[i], 1 << 16);
+        bs->b[i] = (ds_sb_t){0};
     memset(&bs->st, 0, sizeof(bs->st));
 }
 
 void sim_bufset_close(sim_bufset_t *bs)
 {
     for (int i = 0; i < SIM_F_COUNT; i++)
-        buf_close(&bs->b[i]);
+        ds_sb_free(&bs->b[i]);
 }
 
 void sim_csv_headers(sim_bufset_t *bs)
 {
     for (int i = 0; i < SIM_F_COUNT; i++)
-        buf_puts(&bs->b[i], headers[i]);
+        ds_sb_puts(&bs->b[i], headers[i]);
 }
 
-static void csv_str(buf_t *b, const char *s)
+static void csv_str(ds_sb_t *b, const char *s)
 {
     buf_put_csv(b, s, strlen(s));
 }
@@ -45,54 +45,54 @@ static void csv_str(buf_t *b, const char *s)
 static void on_account(void *ud, const sim_account_t *a)
 {
     sim_bufset_t *bs = ud;
-    buf_t *b = &bs->b[SIM_F_ACCOUNTS];
+    ds_sb_t *b = &bs->b[SIM_F_ACCOUNTS];
     csv_str(b, a->external_id);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, a->name);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, a->industry);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, a->region);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, a->size_band);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     buf_put_time(b, a->created_at);
-    buf_putc(b, '\n');
+    ds_sb_putc(b, '\n');
     bs->st.rows[SIM_F_ACCOUNTS]++;
 }
 
 static void on_opp(void *ud, const sim_opp_row_t *o)
 {
     sim_bufset_t *bs = ud;
-    buf_t *b = &bs->b[SIM_F_OPPS];
+    ds_sb_t *b = &bs->b[SIM_F_OPPS];
     csv_str(b, o->external_id);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, o->account_external_id);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, o->owner_id);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, o->product_category);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, o->persona);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     buf_put_fixed(b, o->amount, 2);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, o->currency);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, o->stage);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     buf_put_time(b, o->created_at);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     if (o->close_date)
         buf_put_date(b, o->close_date);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     if (o->closed_at)
         buf_put_time(b, o->closed_at);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, o->outcome);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     buf_put_time(b, o->changed_at);
-    buf_putc(b, '\n');
+    ds_sb_putc(b, '\n');
     bs->st.rows[SIM_F_OPPS]++;
     if (o->outcome[0] == 'w')
         bs->st.won++;
@@ -103,56 +103,56 @@ static void on_opp(void *ud, const sim_opp_row_t *o)
 static void on_interaction(void *ud, const sim_interaction_t *it)
 {
     sim_bufset_t *bs = ud;
-    buf_t *b = &bs->b[SIM_F_INTERACTIONS];
+    ds_sb_t *b = &bs->b[SIM_F_INTERACTIONS];
     csv_str(b, it->external_id);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, it->opportunity_external_id);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, it->type);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, it->channel);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     buf_put_time(b, it->occurred_at);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     if (it->duration_min >= 0)
-        buf_put_i64(b, it->duration_min);
-    buf_putc(b, ',');
+        ds_sb_i64(b, it->duration_min);
+    ds_sb_putc(b, ',');
     csv_str(b, it->outcome);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, it->meta_json);
-    buf_putc(b, '\n');
+    ds_sb_putc(b, '\n');
     bs->st.rows[SIM_F_INTERACTIONS]++;
 }
 
 static void on_transcript(void *ud, const sim_transcript_t *tr)
 {
     sim_bufset_t *bs = ud;
-    buf_t *b = &bs->b[SIM_F_TRANSCRIPTS];
+    ds_sb_t *b = &bs->b[SIM_F_TRANSCRIPTS];
     csv_str(b, tr->external_id);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, tr->opportunity_external_id);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     buf_put_time(b, tr->occurred_at);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     buf_put_csv(b, tr->text, tr->text_len);
-    buf_putc(b, '\n');
+    ds_sb_putc(b, '\n');
     bs->st.rows[SIM_F_TRANSCRIPTS]++;
 }
 
 static void on_truth(void *ud, const sim_truth_t *t)
 {
     sim_bufset_t *bs = ud;
-    buf_t *b = &bs->b[SIM_F_TRUTH];
+    ds_sb_t *b = &bs->b[SIM_F_TRUTH];
     csv_str(b, t->opportunity_external_id);
-    buf_putc(b, ',');
-    buf_put_i64(b, t->checkpoint_day);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
+    ds_sb_i64(b, t->checkpoint_day);
+    ds_sb_putc(b, ',');
     buf_put_time(b, t->as_of);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     buf_put_fixed(b, t->true_proba, 6);
-    buf_putc(b, ',');
+    ds_sb_putc(b, ',');
     csv_str(b, t->outcome);
-    buf_putc(b, '\n');
+    ds_sb_putc(b, '\n');
     bs->st.rows[SIM_F_TRUTH]++;
 
     sim_stats_t *st = &bs->st;
@@ -208,7 +208,7 @@ int sim_bufset_flush(sim_bufset_t *bs, FILE *const files[SIM_F_COUNT], sim_stats
     for (int i = 0; i < SIM_F_COUNT; i++) {
         if (bs->b[i].len && fwrite(bs->b[i].p, 1, bs->b[i].len, files[i]) != bs->b[i].len)
             rc = -1;
-        bs->b[i].len = 0;
+        ds_sb_reset(&bs->b[i]);
     }
     if (total)
         sim_stats_add(total, &bs->st);

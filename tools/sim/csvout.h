@@ -26,7 +26,7 @@ typedef struct {
 } sim_stats_t;
 
 typedef struct {
-    buf_t b[SIM_F_COUNT];
+    ds_sb_t b[SIM_F_COUNT];
     sim_stats_t st;
 } sim_bufset_t;
 

@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/common.h"
 #include "buf.h"
 #include "run.h"
 
@@ -50,14 +51,13 @@ static int bad(const char *opt, const char *val, const char *want)
     return 2;
 }
 
-static int parse_long(const char *s, long lo, long hi, long *out)
+/* An ISO 8601 time (base's parser) in whole seconds, its fraction dropped. */
+static int parse_utc(const char *s, int64_t *t)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
+    int64_t us;
+    if (ds_parse_time_us(s, &us) != 0)
         return -1;
-    *out = v;
+    *t = us / 1000000 - (us % 1000000 < 0);
     return 0;
 }
 
@@ -123,11 +123,11 @@ int main(int argc, char **argv)
                 return bad(name, val, "an unsigned integer");
             so.seed = (uint64_t)v;
         } else if (!strcmp(name, "--opportunities")) {
-            if (parse_long(val, 1, 10000000, &lv))
+            if (!ds_parse_long(val, 1, 10000000, &lv))
                 return bad(name, val, "an integer from 1 to 10000000");
             so.opportunities = lv;
         } else if (!strcmp(name, "--days")) {
-            if (parse_long(val, 1, 3650, &lv))
+            if (!ds_parse_long(val, 1, 3650, &lv))
                 return bad(name, val, "an integer from 1 to 3650");
             so.days = (int)lv;
         } else if (!strcmp(name, "--now")) {
@@ -140,11 +140,11 @@ int main(int argc, char **argv)
                 return bad(name, val, "a directory");
             out = val;
         } else if (!strcmp(name, "--orgs")) {
-            if (parse_long(val, 1, 1000, &lv))
+            if (!ds_parse_long(val, 1, 1000, &lv))
                 return bad(name, val, "an integer from 1 to 1000");
             orgs = lv;
         } else if (!strcmp(name, "--threads")) {
-            if (parse_long(val, 1, 64, &lv))
+            if (!ds_parse_long(val, 1, 64, &lv))
                 return bad(name, val, "an integer from 1 to 64");
             threads = lv;
         } else if (!strcmp(name, "--stream")) {
@@ -157,10 +157,10 @@ int main(int argc, char **argv)
             if (parse_double(val, 0.001, 1e7, &rate))
                 return bad(name, val, "records per second, > 0");
         } else if (!strcmp(name, "--batch")) {
-            if (parse_long(val, 1, 10000, &batch))
+            if (!ds_parse_long(val, 1, 10000, &batch))
                 return bad(name, val, "an integer from 1 to 10000");
         } else if (!strcmp(name, "--concurrency")) {
-            if (parse_long(val, 1, 256, &conc))
+            if (!ds_parse_long(val, 1, 256, &conc))
                 return bad(name, val, "an integer from 1 to 256");
         } else if (!strcmp(name, "--duration")) {
             if (parse_double(val, 0.001, 1e7, &duration))

@@ -124,8 +124,8 @@ struct sim_s {
 };
 
 struct sim_scratch_s {
-    buf_t text;
-    buf_t meta;
+    ds_sb_t text;
+    ds_sb_t meta;
     double v[2][N_STAGE][N_M][N_K];
 };
 
@@ -253,8 +253,8 @@ void sim_emit_accounts(const sim_t *sim, const sim_sink_t *sink)
 sim_scratch_t *sim_scratch_new(void)
 {
     sim_scratch_t *sc = xcalloc(1, sizeof(*sc));
-    buf_init(&sc->text, 4096);
-    buf_init(&sc->meta, 512);
+    sc->text = (ds_sb_t){0};
+    sc->meta = (ds_sb_t){0};
     return sc;
 }
 
@@ -262,8 +262,8 @@ void sim_scratch_destroy(sim_scratch_t *sc)
 {
     if (!sc)
         return;
-    buf_close(&sc->text);
-    buf_close(&sc->meta);
+    ds_sb_free(&sc->text);
+    ds_sb_free(&sc->meta);
     free(sc);
 }
 
@@ -378,25 +378,25 @@ typedef struct {
 static void emit_interaction(emit_ctx_t *e, int s, int64_t t, unsigned mask, double q)
 {
     rng_t *rng = e->rng;
-    buf_t *meta = &e->sc->meta;
+    ds_sb_t *meta = &e->sc->meta;
     int type = rng_pick(rng, itype_w[s], N_IT);
     const char *channel = "email", *outcome = "sent";
     int dur = -1, call = 0;
-    meta->len = 0;
+    ds_sb_reset(meta);
     double engaged = 1.0 / (1.0 + exp(-(q + 0.3)));
     switch (type) {
     case IT_EMAIL: {
         int dir_in = rng_bernoulli(rng, 0.35);
         outcome = dir_in ? "received" : rng_bernoulli(rng, engaged) ? "replied" : "no_reply";
-        buf_puts(meta, dir_in ? "{\"direction\":\"inbound\"" : "{\"direction\":\"outbound\"");
-        buf_puts(meta, ",\"subject\":");
+        ds_sb_puts(meta, dir_in ? "{\"direction\":\"inbound\"" : "{\"direction\":\"outbound\"");
+        ds_sb_puts(meta, ",\"subject\":");
         static const char *const subj[] = {
             "Next steps", "Re: pricing, options", "Follow-up: \"quick question\"",
             "Intro", "Re: security review", "Proposal draft", "Agenda for Thursday",
         };
         const char *sj = APICK(rng, subj);
-        buf_put_json_str(meta, sj, strlen(sj));
-        buf_puts(meta, "}");
+        ds_sb_json_strn(meta, sj, strlen(sj), DS_SB_JSON_SHORT_ESCAPES);
+        ds_sb_puts(meta, "}");
         break;
     }
     case IT_PHONE: {
@@ -413,7 +413,7 @@ static void emit_interaction(emit_ctx_t *e, int s, int64_t t, unsigned mask, dou
             outcome = "no_answer";
             dur = 0;
         }
-        buf_puts(meta, "{\"direction\":\"outbound\"}");
+        ds_sb_puts(meta, "{\"direction\":\"outbound\"}");
         break;
     }
     case IT_MEETING:
@@ -432,25 +432,25 @@ static void emit_interaction(emit_ctx_t *e, int s, int64_t t, unsigned mask, dou
             outcome = "no_show";
             dur = 0;
         }
-        buf_puts(meta, "{\"attendees\":");
-        buf_put_i64(meta, rng_range(rng, 2, 8));
-        buf_puts(meta, ",\"recorded\":");
-        buf_puts(meta, call ? "true" : "false");
-        buf_puts(meta, "}");
+        ds_sb_puts(meta, "{\"attendees\":");
+        ds_sb_i64(meta, rng_range(rng, 2, 8));
+        ds_sb_puts(meta, ",\"recorded\":");
+        ds_sb_puts(meta, call ? "true" : "false");
+        ds_sb_puts(meta, "}");
         break;
     }
     default: /* IT_SUPPORT */
         channel = rng_bernoulli(rng, 0.6) ? "portal" : "email";
         outcome = rng_bernoulli(rng, 0.8) ? "resolved" : "open";
         dur = rng_range(rng, 5, 40);
-        buf_puts(meta, "{\"ticket\":\"SUP-");
-        buf_put_i64(meta, rng_range(rng, 1000, 99999));
-        buf_puts(meta, "\",\"priority\":\"");
-        buf_puts(meta, rng_bernoulli(rng, 0.8) ? "low" : "high");
-        buf_puts(meta, "\"}");
+        ds_sb_puts(meta, "{\"ticket\":\"SUP-");
+        ds_sb_i64(meta, rng_range(rng, 1000, 99999));
+        ds_sb_puts(meta, "\",\"priority\":\"");
+        ds_sb_puts(meta, rng_bernoulli(rng, 0.8) ? "low" : "high");
+        ds_sb_puts(meta, "\"}");
         break;
     }
-    buf_putc(meta, '\0');
+    ds_sb_putc(meta, '\0');
 
     char iid[48];
     fmt_id(iid, e->id_i, ++e->n_int, 3);
@@ -458,8 +458,8 @@ static void emit_interaction(emit_ctx_t *e, int s, int64_t t, unsigned mask, dou
     e->sink->interaction(e->sink->ud, &it);
 
     if (call && e->n_tr < MAX_TRANSCRIPTS && rng_bernoulli(rng, 0.35)) {
-        buf_t *text = &e->sc->text;
-        text->len = 0;
+        ds_sb_t *text = &e->sc->text;
+        ds_sb_reset(text);
         sim_transcript_text(rng, text, mask, 0.55, 0.25);
         char tid[48];
         fmt_id(tid, e->id_t, ++e->n_tr, 1);

@@ -28,7 +28,7 @@ static const char *const kind_path[K_COUNT] = {
 typedef struct {
     int kind;
     int nrec;
-    buf_t body; /* a JSON array */
+    ds_sb_t body; /* a JSON array */
 } batch_t;
 
 typedef struct {
@@ -38,7 +38,7 @@ typedef struct {
 
 /* One deal's records of each kind: JSON objects joined by ','. */
 typedef struct {
-    buf_t rec[K_COUNT];
+    ds_sb_t rec[K_COUNT];
     int n[K_COUNT];
 } pending_t;
 
@@ -84,46 +84,46 @@ static void sleep_until(double t)
 
 /* ---- JSON records ------------------------------------------------------- */
 
-static void js_key(buf_t *b, const char *k, int *first)
+static void js_key(ds_sb_t *b, const char *k, int *first)
 {
     if (!*first)
-        buf_putc(b, ',');
+        ds_sb_putc(b, ',');
     *first = 0;
-    buf_putc(b, '"');
-    buf_puts(b, k);
-    buf_put(b, "\":", 2);
+    ds_sb_putc(b, '"');
+    ds_sb_puts(b, k);
+    ds_sb_put(b, "\":", 2);
 }
 
-static void js_str(buf_t *b, const char *k, const char *v, int *first)
+static void js_str(ds_sb_t *b, const char *k, const char *v, int *first)
 {
     if (!v || !*v)
         return;
     js_key(b, k, first);
-    buf_put_json_str(b, v, strlen(v));
+    ds_sb_json_strn(b, v, strlen(v), DS_SB_JSON_SHORT_ESCAPES);
 }
 
-static void js_time(buf_t *b, const char *k, int64_t t, int *first)
+static void js_time(ds_sb_t *b, const char *k, int64_t t, int *first)
 {
     if (!t)
         return;
     js_key(b, k, first);
-    buf_putc(b, '"');
+    ds_sb_putc(b, '"');
     buf_put_time(b, t);
-    buf_putc(b, '"');
+    ds_sb_putc(b, '"');
 }
 
-static buf_t *rec_begin(pending_t *p, int kind)
+static ds_sb_t *rec_begin(pending_t *p, int kind)
 {
-    buf_t *b = &p->rec[kind];
+    ds_sb_t *b = &p->rec[kind];
     if (p->n[kind]++)
-        buf_putc(b, ',');
-    buf_putc(b, '{');
+        ds_sb_putc(b, ',');
+    ds_sb_putc(b, '{');
     return b;
 }
 
 static void on_account(void *ud, const sim_account_t *a)
 {
-    buf_t *b = rec_begin(ud, K_ACC);
+    ds_sb_t *b = rec_begin(ud, K_ACC);
     int f = 1;
     js_str(b, "external_id", a->external_id, &f);
     js_str(b, "name", a->name, &f);
@@ -131,12 +131,12 @@ static void on_account(void *ud, const sim_account_t *a)
     js_str(b, "region", a->region, &f);
     js_str(b, "size_band", a->size_band, &f);
     js_time(b, "created_at", a->created_at, &f);
-    buf_putc(b, '}');
+    ds_sb_putc(b, '}');
 }
 
 static void on_opp(void *ud, const sim_opp_row_t *o)
 {
-    buf_t *b = rec_begin(ud, K_OPP);
+    ds_sb_t *b = rec_begin(ud, K_OPP);
     int f = 1;
     js_str(b, "external_id", o->external_id, &f);
     js_str(b, "account_external_id", o->account_external_id, &f);
@@ -150,19 +150,19 @@ static void on_opp(void *ud, const sim_opp_row_t *o)
     js_time(b, "created_at", o->created_at, &f);
     if (o->close_date) {
         js_key(b, "close_date", &f);
-        buf_putc(b, '"');
+        ds_sb_putc(b, '"');
         buf_put_date(b, o->close_date);
-        buf_putc(b, '"');
+        ds_sb_putc(b, '"');
     }
     js_time(b, "closed_at", o->closed_at, &f);
     js_str(b, "outcome", o->outcome, &f);
     js_time(b, "changed_at", o->changed_at, &f);
-    buf_putc(b, '}');
+    ds_sb_putc(b, '}');
 }
 
 static void on_interaction(void *ud, const sim_interaction_t *it)
 {
-    buf_t *b = rec_begin(ud, K_INT);
+    ds_sb_t *b = rec_begin(ud, K_INT);
     int f = 1;
     js_str(b, "external_id", it->external_id, &f);
     js_str(b, "opportunity_external_id", it->opportunity_external_id, &f);
@@ -171,26 +171,26 @@ static void on_interaction(void *ud, const sim_interaction_t *it)
     js_time(b, "occurred_at", it->occurred_at, &f);
     if (it->duration_min >= 0) {
         js_key(b, "duration_min", &f);
-        buf_put_i64(b, it->duration_min);
+        ds_sb_i64(b, it->duration_min);
     }
     js_str(b, "outcome", it->outcome, &f);
     if (it->meta_json && *it->meta_json) {
         js_key(b, "meta", &f);
-        buf_puts(b, it->meta_json); /* already a JSON object */
+        ds_sb_puts(b, it->meta_json); /* already a JSON object */
     }
-    buf_putc(b, '}');
+    ds_sb_putc(b, '}');
 }
 
 static void on_transcript(void *ud, const sim_transcript_t *tr)
 {
-    buf_t *b = rec_begin(ud, K_TR);
+    ds_sb_t *b = rec_begin(ud, K_TR);
     int f = 1;
     js_str(b, "external_id", tr->external_id, &f);
     js_str(b, "opportunity_external_id", tr->opportunity_external_id, &f);
     js_time(b, "occurred_at", tr->occurred_at, &f);
     js_key(b, "text", &f);
-    buf_put_json_str(b, tr->text, tr->text_len);
-    buf_putc(b, '}');
+    ds_sb_json_strn(b, tr->text, tr->text_len, DS_SB_JSON_SHORT_ESCAPES);
+    ds_sb_putc(b, '}');
 }
 
 static void on_truth(void *ud, const sim_truth_t *t)
@@ -212,8 +212,8 @@ static batch_t *batch_new(batches_t *bs, int kind)
     batch_t *b = &bs->v[bs->n++];
     b->kind = kind;
     b->nrec = 0;
-    buf_init(&b->body, 4096);
-    buf_putc(&b->body, '[');
+    b->body = (ds_sb_t){0};
+    ds_sb_putc(&b->body, '[');
     return b;
 }
 
@@ -225,7 +225,7 @@ static batch_t *open_batch(batches_t *bs, long *open, int kind, int room, int ma
         batch_t *b = &bs->v[open[kind]];
         if (b->nrec + room <= max)
             return b;
-        buf_putc(&b->body, ']');
+        ds_sb_putc(&b->body, ']');
         open[kind] = -1;
     }
     batch_t *b = batch_new(bs, kind);
@@ -234,15 +234,15 @@ static batch_t *open_batch(batches_t *bs, long *open, int kind, int room, int ma
 }
 
 /* Moves a deal's pending records of one kind into the wave's batches. */
-static void add_records(batches_t *bs, long *open, int kind, const buf_t *rec, int n, int max)
+static void add_records(batches_t *bs, long *open, int kind, const ds_sb_t *rec, int n, int max)
 {
     if (n == 0)
         return;
     if (n <= max) {
         batch_t *b = open_batch(bs, open, kind, n, max);
         if (b->nrec)
-            buf_putc(&b->body, ',');
-        buf_put(&b->body, rec->p, rec->len);
+            ds_sb_putc(&b->body, ',');
+        ds_sb_put(&b->body, rec->p, rec->len);
         b->nrec += n;
         return;
     }
@@ -269,8 +269,8 @@ static void add_records(batches_t *bs, long *open, int kind, const buf_t *rec, i
         }
         batch_t *b = open_batch(bs, open, kind, 1, max);
         if (b->nrec)
-            buf_putc(&b->body, ',');
-        buf_put(&b->body, p, (size_t)(q - p));
+            ds_sb_putc(&b->body, ',');
+        ds_sb_put(&b->body, p, (size_t)(q - p));
         b->nrec++;
         p = q < end && *q == ',' ? q + 1 : q;
     }
@@ -419,18 +419,18 @@ static int stream_urls(stream_t *st, const char *url, char *errstr, size_t errst
     while (n && url[n - 1] == '/')
         n--;
     for (int k = 0; k < K_COUNT; k++) {
-        buf_t b;
-        buf_init(&b, n + 32);
-        buf_put(&b, url, n);
-        buf_puts(&b, kind_path[k]);
-        buf_putc(&b, '\0');
+        ds_sb_t b;
+        b = (ds_sb_t){0};
+        ds_sb_put(&b, url, n);
+        ds_sb_puts(&b, kind_path[k]);
+        ds_sb_putc(&b, '\0');
         st->url[k] = b.p;
     }
-    buf_t a;
-    buf_init(&a, 64);
-    buf_puts(&a, "Authorization: Bearer ");
-    buf_puts(&a, st->o->token);
-    buf_putc(&a, '\0');
+    ds_sb_t a;
+    a = (ds_sb_t){0};
+    ds_sb_puts(&a, "Authorization: Bearer ");
+    ds_sb_puts(&a, st->o->token);
+    ds_sb_putc(&a, '\0');
     st->auth = a.p;
     return 0;
 }
@@ -498,11 +498,11 @@ int sim_run_stream(const sim_stream_opts_t *o, char *errstr, size_t errstr_size)
      * refers to one. */
     pending_t accs;
     for (int k = 0; k < K_COUNT; k++)
-        buf_init(&accs.rec[k], 1 << 16);
+        accs.rec[k] = (ds_sb_t){0};
     memset(accs.n, 0, sizeof(accs.n));
     pending_t pd;
     for (int k = 0; k < K_COUNT; k++)
-        buf_init(&pd.rec[k], 1 << 14);
+        pd.rec[k] = (ds_sb_t){0};
     sim_sink_t sink = {&pd, on_account, on_opp, on_interaction, on_transcript, on_truth};
 
     st->t0 = mono_s();
@@ -514,7 +514,7 @@ int sim_run_stream(const sim_stream_opts_t *o, char *errstr, size_t errstr_size)
         long wave_recs = 0;
         while (i < o->sim.opportunities && wave_recs < wave_target) {
             for (int k = 0; k < K_COUNT; k++) {
-                pd.rec[k].len = 0;
+                ds_sb_reset(&pd.rec[k]);
                 pd.n[k] = 0;
             }
             sim_deal(sim, i++, &sink, sc);
@@ -526,7 +526,7 @@ int sim_run_stream(const sim_stream_opts_t *o, char *errstr, size_t errstr_size)
                 long ai = strtol(ap + 27, NULL, 10) - 1;
                 if (ai >= 0 && ai < nacc && !acc_sent[ai]) {
                     acc_sent[ai] = 1;
-                    accs.rec[K_ACC].len = 0;
+                    ds_sb_reset(&accs.rec[K_ACC]);
                     accs.n[K_ACC] = 0;
                     sim_sink_t as = {&accs, on_account, on_opp, on_interaction,
                                         on_transcript, on_truth};
@@ -542,12 +542,12 @@ int sim_run_stream(const sim_stream_opts_t *o, char *errstr, size_t errstr_size)
         }
         for (int k = 0; k < K_COUNT; k++)
             if (open[k] >= 0)
-                buf_putc(&bs.v[open[k]].body, ']');
+                ds_sb_putc(&bs.v[open[k]].body, ']');
         run_phase(st, &bs, K_ACC, K_ACC);
         run_phase(st, &bs, K_OPP, K_OPP);
         run_phase(st, &bs, K_INT, K_TR);
         for (size_t j = 0; j < bs.n; j++)
-            buf_close(&bs.v[j].body);
+            ds_sb_free(&bs.v[j].body);
         free(bs.v);
     }
     double elapsed = mono_s() - st->t0;
@@ -580,8 +580,8 @@ int sim_run_stream(const sim_stream_opts_t *o, char *errstr, size_t errstr_size)
     int rc = st->err_requests ? 1 : 0;
 
     for (int k = 0; k < K_COUNT; k++) {
-        buf_close(&pd.rec[k]);
-        buf_close(&accs.rec[k]);
+        ds_sb_free(&pd.rec[k]);
+        ds_sb_free(&accs.rec[k]);
     }
     free(acc_sent);
     sim_scratch_destroy(sc);

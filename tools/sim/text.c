@@ -3,6 +3,8 @@
  * {Q} a quarter, {D} a day of month, {Y} a city. */
 #include "text.h"
 
+#include <string.h>
+
 const char *const sim_element_names[SIM_EL_COUNT] = {
     "metrics", "economic_buyer", "decision_criteria", "decision_process",
     "paper_process", "identify_pain", "champion", "competition",
@@ -149,25 +151,32 @@ static const char *const cities[] = {
 #define PICK(rng, arr) (arr)[rng_below((rng), (uint32_t)ARRAY_LEN(arr))]
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-static void expand(rng_t *rng, buf_t *out, const char *t)
+static void expand(rng_t *rng, ds_sb_t *out, const char *t)
 {
-    for (const char *p = t; *p; p++) {
-        if (*p != '{' || !p[1] || p[2] != '}') {
-            buf_putc(out, *p);
+    for (const char *p = t; *p;) {
+        /* Text up to the next brace goes out in one piece. */
+        size_t n = strcspn(p, "{");
+        if (n) {
+            ds_sb_put(out, p, n);
+            p += n;
+            continue;
+        }
+        if (!p[1] || p[2] != '}') {
+            ds_sb_putc(out, *p++);
             continue;
         }
         switch (p[1]) {
-        case 'P': buf_puts(out, PICK(rng, people)); break;
-        case 'E': buf_puts(out, PICK(rng, execs)); break;
-        case 'C': buf_puts(out, PICK(rng, competitors)); break;
-        case 'S': buf_puts(out, PICK(rng, systems)); break;
-        case 'Y': buf_puts(out, PICK(rng, cities)); break;
-        case 'N': buf_put_i64(out, rng_range(rng, 2, 40)); break;
-        case 'Q': buf_put_i64(out, rng_range(rng, 1, 4)); break;
-        case 'D': buf_put_i64(out, rng_range(rng, 4, 28)); break;
-        default: buf_put(out, p, 3); break;
+        case 'P': ds_sb_puts(out, PICK(rng, people)); break;
+        case 'E': ds_sb_puts(out, PICK(rng, execs)); break;
+        case 'C': ds_sb_puts(out, PICK(rng, competitors)); break;
+        case 'S': ds_sb_puts(out, PICK(rng, systems)); break;
+        case 'Y': ds_sb_puts(out, PICK(rng, cities)); break;
+        case 'N': ds_sb_i64(out, rng_range(rng, 2, 40)); break;
+        case 'Q': ds_sb_i64(out, rng_range(rng, 1, 4)); break;
+        case 'D': ds_sb_i64(out, rng_range(rng, 4, 28)); break;
+        default: ds_sb_put(out, p, 3); break;
         }
-        p += 2;
+        p += 3;
     }
 }
 
@@ -177,7 +186,7 @@ typedef struct {
     int buyer;
 } sentence_t;
 
-unsigned sim_transcript_text(rng_t *rng, buf_t *out, unsigned covered,
+unsigned sim_transcript_text(rng_t *rng, ds_sb_t *out, unsigned covered,
                                 double p_pos, double p_neg)
 {
     sentence_t s[32];
@@ -216,12 +225,12 @@ unsigned sim_transcript_text(rng_t *rng, buf_t *out, unsigned covered,
     for (int i = 0; i < n; i++) {
         /* Consecutive sentences of one speaker share a line. */
         if (s[i].buyer == last) {
-            buf_putc(out, ' ');
+            ds_sb_putc(out, ' ');
         } else {
             if (i)
-                buf_putc(out, '\n');
-            buf_puts(out, s[i].buyer ? buyer : "Rep");
-            buf_put(out, ": ", 2);
+                ds_sb_putc(out, '\n');
+            ds_sb_puts(out, s[i].buyer ? buyer : "Rep");
+            ds_sb_put(out, ": ", 2);
             last = s[i].buyer;
         }
         expand(rng, out, s[i].tmpl);
