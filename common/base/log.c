@@ -1,6 +1,7 @@
 /* JSON-lines logger: {"ts":..,"svc":..,"level":..,"msg":..} on stderr. */
 #include "base/log.h"
 #include "base/common.h"
+#include "base/sb.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,25 +25,6 @@ int ds_log_level_parse(const char *s) {
     return -1;
 }
 
-/* Appends s to out as JSON string content, escaping as needed; truncates safely. */
-static size_t json_escape(char *out, size_t pos, size_t cap, const char *s) {
-    for (; *s && pos + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            out[pos++] = '\\';
-            out[pos++] = (char)c;
-        } else if (c == '\n') {
-            out[pos++] = '\\';
-            out[pos++] = 'n';
-        } else if (c < 0x20) {
-            pos += (size_t)snprintf(out + pos, cap - pos, "\\u%04x", c);
-        } else {
-            out[pos++] = (char)c;
-        }
-    }
-    return pos;
-}
-
 void ds__log(ds_log_level_t level, const char *fmt, ...) {
     static const char *names[] = {"debug", "info", "warn", "error"};
     char msg[2048];
@@ -52,14 +34,13 @@ void ds__log(ds_log_level_t level, const char *fmt, ...) {
     va_end(ap);
     char ts[40];
     ds_format_time_us(ds_now_us(), ts, sizeof ts);
-    char line[4600];
-    int n = snprintf(line, sizeof line, "{\"ts\":\"%s\",\"svc\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts,
-                     log_service, names[level < 0 || level > 3 ? 1 : level]);
-    size_t pos = json_escape(line, (size_t)n, sizeof line - 4, msg);
-    line[pos++] = '"';
-    line[pos++] = '}';
-    line[pos++] = '\n';
+    ds_sb_t line = {0};
+    ds_sb_printf(&line, "{\"ts\":\"%s\",\"svc\":\"%s\",\"level\":\"%s\",\"msg\":", ts, log_service,
+                 names[level < 0 || level > 3 ? 1 : level]);
+    ds_sb_json_strn(&line, msg, strlen(msg), DS_SB_JSON_SHORT_ESCAPES);
+    ds_sb_put(&line, "}\n", 2);
     /* One write() per line so concurrent threads never interleave. */
-    ssize_t w = write(STDERR_FILENO, line, pos);
+    ssize_t w = write(STDERR_FILENO, line.p, line.len);
     (void)w;
+    ds_sb_free(&line);
 }
