@@ -8,6 +8,7 @@
 #include <libpq-fe.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 
 typedef enum { T_STR, T_INT, T_LOGLEVEL, T_ADDR, T_BROKERS, T_PGURL } cfg_type_t;
@@ -35,6 +36,9 @@ static const cfg_entry_t entries[] = {
      "prefix for every topic name (several environments on one cluster)"},
     {"DEALSCORE_HTTP_ADDR", T_ADDR, ALL, 0, 0, NULL, OFF(http_addr),
      "HTTP listen address host:port (health, metrics, API)"},
+    {"DEALSCORE_METRICS_ADDR", T_ADDR, ALL, 0, 0, NULL, OFF(metrics_addr),
+     "listen address host:port of a separate listener for GET /metrics, which then leaves "
+     "DEALSCORE_HTTP_ADDR (unset: /metrics is served on DEALSCORE_HTTP_ADDR)"},
     {"DEALSCORE_LOG_LEVEL", T_LOGLEVEL, ALL, 0, 0, "info", OFF(log_level),
      "debug, info, warn or error"},
     {"DEALSCORE_TOPIC_PARTITIONS", T_INT, ALL, 1, 1024, "6", OFF(topic_partitions),
@@ -259,14 +263,18 @@ int ds_config_load(ds_config_t *cfg, ds_svc_kind_t svc, char **envp, char *errst
             *(int *)field = lv;
             break;
         }
-        case T_ADDR:
-            if (parse_addr(v, &cfg->http_host, &cfg->http_port)) {
+        case T_ADDR: {
+            if (!v) break;
+            bool metrics = e->off == OFF(metrics_addr);
+            if (parse_addr(v, metrics ? &cfg->metrics_host : &cfg->http_host,
+                           metrics ? &cfg->metrics_port : &cfg->http_port)) {
                 snprintf(errstr, errstr_size,
                          "%s: invalid address \"%s\" (host:port with port 1-65535)", e->env, v);
                 goto fail;
             }
             *(char **)field = ds_strdup(v);
             break;
+        }
         case T_BROKERS:
             if (check_brokers(v)) {
                 snprintf(errstr, errstr_size,
@@ -316,6 +324,8 @@ void ds_config_close(ds_config_t *cfg) {
     }
     free(cfg->http_host);
     cfg->http_host = NULL;
+    free(cfg->metrics_host);
+    cfg->metrics_host = NULL;
     free(cfg->group_id); /* also freed above when set from env; guarded below */
     cfg->group_id = NULL;
     for (size_t i = 0; i < cfg->kafka_props_count; i++) {

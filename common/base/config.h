@@ -31,6 +31,9 @@ typedef struct ds_config_s {
     char *http_addr;            /* DEALSCORE_HTTP_ADDR as given */
     char *http_host;            /* parsed from http_addr */
     int http_port;
+    char *metrics_addr;         /* DEALSCORE_METRICS_ADDR: /metrics on a listener of its own, or NULL */
+    char *metrics_host;         /* parsed from metrics_addr */
+    int metrics_port;
     int log_level;              /* DEALSCORE_LOG_LEVEL, a ds_log_level_t */
     int topic_partitions;       /* DEALSCORE_TOPIC_PARTITIONS */
     int topic_replication;      /* DEALSCORE_TOPIC_REPLICATION */

@@ -139,7 +139,7 @@ static void finish_close(ds_service_t *svc) {
     if (svc->closing) return;
     /* Let open HTTP connections finish their responses first; the deadline
      * timer forces the close if a client keeps one open. */
-    if (ds_http_connections(svc->http) > 0 && !svc->forced) {
+    if (ds_http_connections(svc->http) + ds_http_connections(svc->metrics_http) > 0 && !svc->forced) {
         if (!uv_is_active((uv_handle_t *)&svc->drain_timer))
             uv_timer_start(&svc->drain_timer, on_drain_timer, 5, 5);
         return;
@@ -149,6 +149,7 @@ static void finish_close(ds_service_t *svc) {
     uv_timer_stop(&svc->deadline_timer);
     /* h2o closes its own timers; walk the rest afterwards. */
     ds_http_close_context(svc->http);
+    ds_http_close_context(svc->metrics_http);
     uv_walk(&svc->loop, close_walk_cb, NULL);
 }
 
@@ -162,7 +163,8 @@ static void on_worker_done(ds_service_t *svc) {
 
 static void on_drain_timer(uv_timer_t *t) {
     ds_service_t *svc = t->data;
-    if (ds_http_connections(svc->http) == 0 && !svc->worker_started) finish_close(svc);
+    if (ds_http_connections(svc->http) + ds_http_connections(svc->metrics_http) == 0 && !svc->worker_started)
+        finish_close(svc);
 }
 
 static void on_deadline(uv_timer_t *t) {
@@ -177,6 +179,7 @@ static void begin_shutdown(ds_service_t *svc) {
     svc->shutdown_begun = true;
     ds_info("shutting down");
     ds_http_stop(svc->http);
+    ds_http_stop(svc->metrics_http);
     uv_timer_stop(&svc->probe_timer);
     uv_signal_stop(&svc->sigterm);
     uv_signal_stop(&svc->sigint);
@@ -286,13 +289,24 @@ int ds_service_main(int argc, char **argv, const ds_service_def_t *def) {
                             cfg.svc == DS_SVC_INGEST ? (size_t)cfg.max_body_bytes : 1 << 20);
     ds_http_route(svc->http, "/healthz", on_healthz, svc);
     ds_http_route(svc->http, "/readyz", on_readyz, svc);
-    ds_http_route(svc->http, "/metrics", on_metrics, svc);
+    /* Metrics on a listener of their own keep them off the public port (a
+     * NetworkPolicy can then open only that port to the scraper). */
+    if (cfg.metrics_addr) {
+        svc->metrics_http = ds_http_new(&svc->loop, cfg.metrics_host, cfg.metrics_port, 1 << 16);
+        ds_http_route(svc->metrics_http, "/metrics", on_metrics, svc);
+    } else {
+        ds_http_route(svc->http, "/metrics", on_metrics, svc);
+    }
     if (def->init && def->init(svc, &svc->state, err, sizeof err) != 0) {
         ds_error("could not start: %s", err);
         goto out;
     }
     if (ds_http_start(svc->http, err, sizeof err) != 0) {
         ds_error("%s (DEALSCORE_HTTP_ADDR)", err);
+        goto out;
+    }
+    if (svc->metrics_http && ds_http_start(svc->metrics_http, err, sizeof err) != 0) {
+        ds_error("%s (DEALSCORE_METRICS_ADDR)", err);
         goto out;
     }
     uv_signal_init(&svc->loop, &svc->sigterm);
@@ -315,6 +329,7 @@ int ds_service_main(int argc, char **argv, const ds_service_def_t *def) {
         svc->worker_started = true;
     }
     ds_info("listening on %s:%d", cfg.http_host, ds_http_port(svc->http));
+    if (svc->metrics_http) ds_info("metrics on %s:%d", cfg.metrics_host, ds_http_port(svc->metrics_http));
     uv_run(&svc->loop, UV_RUN_DEFAULT);
     rc = atomic_load(&svc->exit_code);
 out_loop:
@@ -334,9 +349,11 @@ out:
     }
     if (svc->probe_conn) PQfinish(svc->probe_conn);
     ds_http_close_context(svc->http);
+    ds_http_close_context(svc->metrics_http);
     uv_walk(&svc->loop, close_walk_cb, NULL);
     uv_run(&svc->loop, UV_RUN_DEFAULT);
     ds_http_destroy(svc->http);
+    ds_http_destroy(svc->metrics_http);
     if (uv_loop_close(&svc->loop) != 0) ds_warn("event loop closed with handles still open");
     ds_metrics_destroy(svc->metrics);
     ds_info("stopped (exit code %d)", rc);

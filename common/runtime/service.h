@@ -51,6 +51,7 @@ struct ds_service_s {
     const ds_service_def_t *def;
     uv_loop_t loop;
     ds_http_t *http;
+    ds_http_t *metrics_http;  /* DEALSCORE_METRICS_ADDR's listener, or NULL */
     ds_metrics_t *metrics;
     ds_producer_t *producer;  /* shared, thread-safe for sends */
     void *state;

@@ -21,7 +21,9 @@ typedef struct {
     char errlog[64];
 } running_t;
 
-static running_t start(const char *svc, const char *db_url) {
+/* Starts dealscore-<svc> on a free port with topics under prefix (NULL: one
+ * of its own) and one extra setting (may be NULL). */
+static running_t start_env(const char *svc, const char *db_url, const char *topic_prefix, const char *extra) {
     running_t r = {0};
     r.port = proc_free_port();
     snprintf(r.errlog, sizeof r.errlog, "/tmp/ds-svc-%s-%d.log", svc, r.port);
@@ -33,13 +35,16 @@ static running_t start(const char *svc, const char *db_url) {
     snprintf(addr, sizeof addr, "DEALSCORE_HTTP_ADDR=127.0.0.1:%d", r.port);
     snprintf(db, sizeof db, "DEALSCORE_DATABASE_URL=%s", db_url);
     snprintf(brokers, sizeof brokers, "DEALSCORE_KAFKA_BROKERS=%s", need_env("DEALSCORE_KAFKA_BROKERS"));
-    snprintf(prefix, sizeof prefix, "DEALSCORE_TOPIC_PREFIX=svctest%d.", r.port);
-    char *env[] = {addr, db, brokers, prefix, "DEALSCORE_TOPIC_PARTITIONS=1", NULL};
+    if (topic_prefix) snprintf(prefix, sizeof prefix, "DEALSCORE_TOPIC_PREFIX=%s", topic_prefix);
+    else snprintf(prefix, sizeof prefix, "DEALSCORE_TOPIC_PREFIX=svctest%d.", r.port);
+    char *env[] = {addr, db, brokers, prefix, "DEALSCORE_TOPIC_PARTITIONS=1", (char *)extra, NULL};
     r.pid = proc_spawn(argv, env, NULL, r.errlog);
     free(bin);
     free(binname);
     return r;
 }
+
+static running_t start(const char *svc, const char *db_url) { return start_env(svc, db_url, NULL, NULL); }
 
 /* Polls path until it answers want, or the deadline passes. */
 static int wait_status(int port, const char *path, int want, int timeout_ms) {
@@ -194,4 +199,58 @@ Test(services, not_ready_while_kafka_is_unreachable, .timeout = 60) {
     }
     cr_expect(pg_seen, "readyz should report postgres up and kafka down");
     stop_and_expect_clean_exit(&r);
+}
+
+/* DEALSCORE_METRICS_ADDR moves /metrics to a listener of its own (a port a
+ * NetworkPolicy opens to the scraper only): the public port no longer
+ * serves it, and only /metrics is served on the metrics port. */
+Test(services, metrics_on_a_listener_of_their_own, .timeout = 60) {
+    const char *db = need_env("DEALSCORE_DATABASE_URL");
+    for (size_t i = 0; i < 4; i++) {
+        int mport = proc_free_port();
+        char extra[64];
+        snprintf(extra, sizeof extra, "DEALSCORE_METRICS_ADDR=127.0.0.1:%d", mport);
+        running_t r = start_env(services[i], db, NULL, extra);
+        cr_expect_eq(wait_status(r.port, "/healthz", 200, 15000), 200, "%s /healthz", services[i]);
+        cr_expect_eq(wait_status(mport, "/metrics", 200, 15000), 200, "%s metrics port", services[i]);
+        httpc_resp_t m = httpc_get(mport, "/metrics");
+        cr_expect(m.body && strstr(m.body, "dealscore_up 1\n"), "%s /metrics: %s", services[i], m.body);
+        httpc_free(&m);
+        httpc_resp_t pub = httpc_get(r.port, "/metrics");
+        cr_expect_eq(pub.status, 404, "%s still serves /metrics on the public port", services[i]);
+        httpc_free(&pub);
+        httpc_resp_t other = httpc_get(mport, "/readyz");
+        cr_expect_eq(other.status, 404, "%s serves /readyz on the metrics port", services[i]);
+        httpc_free(&other);
+        stop_and_expect_clean_exit(&r);
+    }
+}
+
+/* /api/predict must stay in its Service through rebalances and when there
+ * are more scoring replicas than partitions: scoring's readiness does not
+ * need a partition. Two scoring processes share a one-partition topic, so
+ * one of them has no assignment; both must answer /readyz 200. */
+Test(services, scoring_is_ready_without_a_partition, .timeout = 90) {
+    const char *db = need_env("DEALSCORE_DATABASE_URL");
+    char prefix[48];
+    snprintf(prefix, sizeof prefix, "svcidle%d.", proc_free_port());
+    running_t a = start_env("scoring", db, prefix, NULL);
+    cr_assert_eq(wait_status(a.port, "/readyz", 200, 30000), 200, "the first scoring process never got ready");
+    running_t b = start_env("scoring", db, prefix, NULL);
+    long long deadline = proc_now_ms() + 30000;
+    int sa = -1, sb = -1;
+    while (proc_now_ms() < deadline) {
+        httpc_resp_t ra = httpc_get(a.port, "/readyz"), rb = httpc_get(b.port, "/readyz");
+        sa = ra.status;
+        sb = rb.status;
+        httpc_free(&ra);
+        httpc_free(&rb);
+        if (sa == 200 && sb == 200) break;
+        struct timespec ts = {0, 100 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    cr_expect(sa == 200 && sb == 200, "with one partition for two scoring processes /readyz answered %d and %d", sa,
+              sb);
+    stop_and_expect_clean_exit(&b);
+    stop_and_expect_clean_exit(&a);
 }
