@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/common.h"
 #include "base/log.h"
@@ -112,8 +113,10 @@ static void help(FILE *out) {
             "  --truth FILE             the simulator's truth.csv: also report the Bayes-optimal\n"
             "                           figures on the test rows it covers\n"
             "\n"
-            "Exit status: 0 trained and registered (active or candidate), 1 failure or too few\n"
-            "closed deals (nothing registered), 2 bad usage.\n",
+            "A run on the same inputs as a registered model (a retry) registers nothing again and\n"
+            "writes that model's report.\n"
+            "Exit status: 0 trained and registered (active or candidate) or registered already,\n"
+            "1 failure or too few closed deals (nothing registered), 2 bad usage.\n",
             DS_CALIB_ISOTONIC_MIN_ROWS);
 }
 
@@ -429,12 +432,29 @@ typedef struct {
     char *names_arr;
     char *calib_json;
     char *window_json;
+    const char *inputs_sha256; /* training_window's inputs_sha256 */
     json_t *metrics; /* "decision" is (re)set inside the transaction */
     /* results */
     bool activated;
+    bool already; /* an earlier run registered the same inputs as g->version */
     char final_reason[1024];
     char retired[64];
 } reg_t;
+
+/* The SHA-256 of what decides the model: every row's features, label,
+ * weight, checkpoint and part, the parameters, the checkpoints and the
+ * calibration method. Equal inputs train the same model. */
+static void inputs_sha256(const train_opts_t *o, const char *params_text, const deal_t *deals, const row_t *rows,
+                          const float *x, size_t nr, char out[65]) {
+    ds_sb_t b = {0};
+    ds_sb_printf(&b, "%s|%s|%d|", DS_FEATURE_VERSION, params_text, o->calib);
+    for (size_t i = 0; i < o->n_checkpoints; i++) ds_sb_printf(&b, "%d,", o->checkpoints[i]);
+    ds_sb_put(&b, (const char *)x, nr * DS_FEATURE_COUNT * sizeof *x);
+    for (size_t i = 0; i < nr; i++)
+        ds_sb_printf(&b, "|%d %d %.17g %.17g", deals[rows[i].deal].part, rows[i].day, rows[i].label, rows[i].weight);
+    ds_sha256_hex(b.p, b.len, out);
+    free(b.p);
+}
 
 static int register_tx(ds_pg_t *pg, void *ud, char *errstr, size_t errsz) {
     reg_t *g = ud;
@@ -445,6 +465,24 @@ static int register_tx(ds_pg_t *pg, void *ud, char *errstr, size_t errsz) {
     int rc = ds_pg_exec_params(pg, "select pg_advisory_xact_lock(hashtext('dealscore.models'), hashtext($1))", 1,
                                v1, NULL, NULL, NULL, errstr, errsz);
     if (rc != 0) return rc;
+    /* A retried run (a CronJob's next attempt after a failure past this
+     * point) trains on the same inputs: it finds its model and adds none. */
+    const char *vi[] = {g->org_id, g->inputs_sha256};
+    rc = ds_pg_exec_params(pg,
+                           "select version, status from public.models where org_id = $1::uuid"
+                           " and training_window->>'inputs_sha256' = $2 order by created_at limit 1",
+                           2, vi, NULL, NULL, &r, errstr, errsz);
+    if (rc != 0) return rc;
+    g->already = PQntuples(r) == 1;
+    if (g->already) {
+        snprintf(g->version, sizeof g->version, "%s", PQgetvalue(r, 0, 0));
+        g->activated = strcmp(PQgetvalue(r, 0, 1), "active") == 0;
+        snprintf(g->final_reason, sizeof g->final_reason,
+                 "an earlier run registered %s from the same inputs (now %s); nothing registered again", g->version,
+                 PQgetvalue(r, 0, 1));
+    }
+    PQclear(r);
+    if (g->already) return 0;
     rc = ds_pg_exec_params(pg, "select version from public.models where org_id = $1::uuid and status = 'active'", 1,
                            v1, NULL, NULL, &r, errstr, errsz);
     if (rc != 0) return rc;
@@ -707,6 +745,13 @@ static int parse_options(train_t *t, int argc, char **argv) {
             t->names[t->nf++] = ds_feature_name(i);
         }
     if (t->nf == 0) return usage_error("--exclude leaves no feature");
+    /* The report is written after the model is registered: a directory that
+     * cannot take it stops the run before anything is registered. */
+    if (mkdir_p(t->o.report_dir) != 0 || access(t->o.report_dir, W_OK) != 0) {
+        fprintf(stderr, "dealscore-scoring train: cannot write the report to %s: %s; nothing registered\n",
+                t->o.report_dir, strerror(errno));
+        return 1;
+    }
     return TRAIN_GO_ON;
 }
 
@@ -1128,7 +1173,7 @@ static json_t *model_metrics_json(const train_t *t) {
 }
 
 /* Registers the model in public.models (register_tx decides its status
- * and version). */
+ * and version, or finds it registered by an earlier run on the same inputs). */
 static int register_model(train_t *t) {
     if (ds_model_save(t->model, &t->artifact, &t->artifact_len, t->err, sizeof t->err) != 0)
         return train_fail("could not serialize the model: %s\n", t->err);
@@ -1150,6 +1195,10 @@ static int register_model(train_t *t) {
     g->artifact_len = t->artifact_len;
     g->names_arr = ds_pg_array_text(t->names, t->nf);
     g->calib_json = ds_calib_to_json(t->cal);
+    char inputs[65];
+    inputs_sha256(&t->o, t->params_text, t->deals, t->rows, t->x, t->nr, inputs);
+    json_object_set_new(window, "inputs_sha256", json_string(inputs));
+    g->inputs_sha256 = inputs;
     g->window_json = json_dumps(window, JSON_COMPACT);
     g->metrics = t->metrics;
     json_decref(window);
@@ -1282,8 +1331,11 @@ static int print_summary(const train_t *t) {
         print_metrics_line("stage prior", &t->b_prior);
     }
     if (t->g.retired[0]) printf("train: retired %s\n", t->g.retired);
-    printf("train: %s is %s\ntrain: why: %s\n", t->g.version, t->g.activated ? "now ACTIVE" : "a CANDIDATE",
-           t->g.final_reason);
+    if (t->g.already)
+        printf("train: %s was registered already\ntrain: why: %s\n", t->g.version, t->g.final_reason);
+    else
+        printf("train: %s is %s\ntrain: why: %s\n", t->g.version, t->g.activated ? "now ACTIVE" : "a CANDIDATE",
+               t->g.final_reason);
     if (t->report_ok) {
         printf("report: %s\nreport: %s\n", t->html_path, t->json_path);
     } else {

@@ -373,6 +373,72 @@ Test(train, better_model_retires_the_active_one) {
     dst_teardown(&t);
 }
 
+/* A CronJob retries a failed run: the retry trains on the same inputs and
+ * must find the model the first run registered, not add another. */
+Test(train, a_retry_on_the_same_inputs_registers_nothing_again) {
+    dst_t t;
+    setup_acme(&t);
+    char *reports = make_tmpdir("reports");
+    PGconn *c = pgt_connect_db(&t.db);
+    run_t r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports, "--trees", "20");
+    cr_assert_eq(r.rc, 0, "train exited %d:\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+    char *v1 = version_with(c, "active");
+    cr_assert_not_null(v1);
+
+    r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports, "--trees", "20");
+    cr_assert_eq(r.rc, 0, "the retry exited %d:\n%s%s", r.rc, r.out, r.err);
+    char *said = pgt_fmt("train: %s was registered already", v1);
+    cr_expect(strstr(r.out, said) != NULL, "%s", r.out);
+    run_free(&r);
+    cr_expect_eq(pgt_longf(c, "select count(*) from models"), 1, "the retry registered another model");
+    char *st = pgt_valuef(c, "select status from models where version = '%s'", v1);
+    cr_expect_str_eq(st, "active");
+    char *html = pgt_fmt("%s/model-%s.html", reports, v1);
+    cr_expect_eq(access(html, R_OK), 0, "no report %s", html);
+
+    /* Other inputs (here the parameters) are another model. */
+    r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports, "--trees", "21");
+    cr_assert_eq(r.rc, 0, "train exited %d:\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+    cr_expect_eq(pgt_longf(c, "select count(*) from models"), 2);
+
+    free(html);
+    free(st);
+    free(said);
+    free(v1);
+    PQfinish(c);
+    rm_rf(reports);
+    free(reports);
+    dst_teardown(&t);
+}
+
+/* A report directory that cannot be written (a read-only root file system
+ * in a pod) stops the run before it registers anything. */
+Test(train, an_unwritable_report_directory_registers_nothing) {
+    dst_t t;
+    setup_acme(&t);
+    char *dir = make_tmpdir("file");
+    char *file = pgt_fmt("%s/not-a-dir", dir);
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    char *reports = pgt_fmt("%s/reports", file);
+    PGconn *c = pgt_connect_db(&t.db);
+    run_t r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports);
+    cr_expect_eq(r.rc, 1, "train exited %d:\n%s%s", r.rc, r.out, r.err);
+    cr_expect(strstr(r.err, "cannot write the report to") != NULL && strstr(r.err, "nothing registered") != NULL,
+              "%s", r.err);
+    run_free(&r);
+    cr_expect_eq(pgt_longf(c, "select count(*) from models"), 0, "a model was registered without its report");
+    PQfinish(c);
+    free(reports);
+    free(file);
+    rm_rf(dir);
+    free(dir);
+    dst_teardown(&t);
+}
+
 Test(train, an_active_model_that_cannot_be_evaluated_is_reported_and_replaced) {
     dst_t t;
     setup_acme(&t);
