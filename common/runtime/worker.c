@@ -28,7 +28,7 @@ struct ds_worker_s {
     rd_kafka_topic_partition_list_t *committed;
     int64_t committed_mono_us;
     /* ds_worker_run's loop */
-    ds_metric_t *m_msgs, *m_dlq, *m_retry, *m_batch, *m_secs, *m_lag, *m_burst, *m_gathering;
+    ds_metric_t *m_msgs, *m_dlq, *m_retry, *m_batch, *m_secs, *m_lag, *m_burst, *m_gathering, *m_age;
     rd_kafka_message_t **msgs;
     ds_worker_item_t *items;
     size_t max, cap; /* a batch, a burst */
@@ -117,6 +117,15 @@ static void backoff(ds_worker_t *w, int ms) {
  * a restart, on an idle topic) has no position: its committed offset stands
  * in, else (a new group) its low watermark. Counting from the low watermark
  * alone reported a restarted idle worker as behind by the whole history. */
+static void observe_ages(ds_metric_t *m_age, rd_kafka_message_t **msgs, size_t n) {
+    int64_t now_ms = ds_now_us() / 1000;
+    for (size_t i = 0; i < n; i++) {
+        int64_t ts = rd_kafka_message_timestamp(msgs[i], NULL);
+        if (ts < 0) continue;
+        ds_metric_observe(m_age, ts < now_ms ? (double)(now_ms - ts) / 1000.0 : 0.0);
+    }
+}
+
 static void update_lag(ds_worker_t *w, ds_metric_t *lag, size_t in_hand) {
     rd_kafka_t *rk = ds_consumer_handle(w->consumer);
     rd_kafka_topic_partition_list_t *parts = NULL;
@@ -253,6 +262,13 @@ static void register_metrics(ds_worker_t *w) {
                                       (const double[]){1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}, 10);
     w->m_secs = ds_metrics_histogram(m, "worker_batch_seconds", "Time to process a batch", lab,
                                      ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
+    /* Publication (the producer's timestamp) to the batch being done, per
+     * message: the relay's outbox age plus feature's and scoring's ages is
+     * the end-to-end latency from a webhook to its prediction. */
+    static const double age_buckets[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+    w->m_age = ds_metrics_histogram(m, "worker_event_age_seconds",
+                                    "Seconds from a message's publication until its batch was done", lab,
+                                    age_buckets, DS_ARRAY_SIZE(age_buckets));
     w->m_lag = ds_metrics_gauge(
         m, "consumer_lag", "Messages behind the end of the assigned partitions, those in hand included", lab);
     w->m_burst = ds_metrics_counter(m, "worker_burst_batches_total",
@@ -433,6 +449,7 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
         int rc = process_batch(&w, n);
         if (rc == 0) {
             if (ds_consumer_store(w.consumer, w.msgs, (size_t)n) != 0) ds_warn("could not store offsets");
+            observe_ages(w.m_age, w.msgs, (size_t)n);
         } else if (rc != DS_ERETRY) {
             ds_error("%s worker stops: %s", def->name, w.err);
             ds_consumer_release(w.msgs, (size_t)n);

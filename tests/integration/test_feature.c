@@ -368,6 +368,11 @@ Test(feature, a_full_poll_gathers_the_burst_into_one_coalesced_batch) {
     cr_expect_eq(dst_metric(&T, "dealscore_worker_messages_total{worker=\"feature\"}"), (double)(R * D));
     cr_expect_eq(dst_metric(&T, "dealscore_worker_batch_size_count{worker=\"feature\"}"), 1.0);
     cr_expect_eq(dst_metric(&T, "dealscore_worker_burst_batches_total{worker=\"feature\"}"), 1.0);
+    /* Every message's age from publication to its stored batch is observed
+     * once (the end-to-end latency's part in this worker). */
+    dst_wait_metric(&T, "dealscore_worker_event_age_seconds_count{worker=\"feature\"}", (double)(R * D));
+    cr_expect_eq(dst_metric(&T, "dealscore_worker_event_age_seconds_count{worker=\"feature\"}"), (double)(R * D));
+    cr_expect_gt(dst_metric(&T, "dealscore_worker_event_age_seconds_sum{worker=\"feature\"}"), 0.0);
     cr_expect_eq(pgt_longf(b.db, "select count(*) from features_snapshot where org_id = '%s'", T.org_id), D);
     ds_consumer_destroy(c);
     backlog_free(&b);
