@@ -27,13 +27,15 @@ ds_missing_packages() {
   done
 }
 
+# ds_ensure_packages [PACKAGE...]: DS_PACKAGES, or the packages given.
 ds_ensure_packages() {
-  local missing sudo=()
+  local missing sudo=() want=("$@")
+  ((${#want[@]})) || want=("${DS_PACKAGES[@]}")
   if ! command -v dpkg-query >/dev/null 2>&1; then
     echo "packages: not a Debian system, not checking packages" >&2
     return 0
   fi
-  mapfile -t missing < <(ds_missing_packages "${DS_PACKAGES[@]}")
+  mapfile -t missing < <(ds_missing_packages "${want[@]}")
   ((${#missing[@]} == 0)) && return 0
   if [[ $(id -u) != 0 ]]; then
     command -v sudo >/dev/null 2>&1 || {
