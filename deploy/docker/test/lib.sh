@@ -10,15 +10,21 @@ fail() {
 }
 say() { printf '%s: %s\n' "${TEST_NAME:-deploy}" "$*"; }
 
-# wait_for SECONDS WHAT CMD...: runs CMD every second until it succeeds; fails
-# the test naming WHAT when SECONDS pass.
-wait_for() {
-  local secs=$1 what=$2 deadline=$((SECONDS + $1))
-  shift 2
+# wait_until SECONDS CMD...: runs CMD every second until it succeeds (0) or
+# SECONDS pass (1).
+wait_until() {
+  local deadline=$((SECONDS + $1))
+  shift
   until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || fail "$what: not within ${secs}s"
+    ((SECONDS < deadline)) || return 1
     sleep 1
   done
+}
+# wait_for SECONDS WHAT CMD...: wait_until, failing the test naming WHAT.
+wait_for() {
+  local secs=$1 what=$2
+  shift 2
+  wait_until "$secs" "$@" || fail "$what: not within ${secs}s"
 }
 
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
