@@ -93,8 +93,8 @@ void ds__panic(const char *file, int line, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"panic: %s\",\"file\":\"%s\",\"line\":%d}\n", msg,
-            file, line);
+    fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"panic: %s\",\"file\":\"%s\",\"line\":%d}\n", msg, file,
+            line);
     abort();
 }
 
@@ -111,9 +111,8 @@ int64_t ds_mono_us(void) {
 }
 
 static void format_uuid(const unsigned char *b, char out[37]) {
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }
 
 void ds_uuid4(char out[37]) {
@@ -150,8 +149,8 @@ void ds_format_time_us(int64_t us, char *out, size_t outsz) {
     time_t t = (time_t)secs;
     struct tm tm;
     gmtime_r(&t, &tm);
-    snprintf(out, outsz, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)frac);
+    snprintf(out, outsz, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+             tm.tm_hour, tm.tm_min, tm.tm_sec, (long)frac);
 }
 
 /* Howard Hinnant's days_from_civil and civil_from_days. */
@@ -238,8 +237,8 @@ int ds_parse_time_us(const char *s, int64_t *us) {
     }
     if (*p != '\0') return DS_EINVAL;
 done:;
-    int64_t secs = ds_days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se -
-                   offset_s;
+    int64_t secs =
+        ds_days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se - offset_s;
     /* Years 0001 to 9999 only, after the offset too: Postgres has no year
      * 0000, and every time is formatted with four digits. */
     if (secs < ds_days_from_civil(1, 1, 1) * 86400 || secs >= ds_days_from_civil(10000, 1, 1) * 86400)

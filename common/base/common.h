@@ -10,13 +10,13 @@
 /* Error codes: 0 is success, failures are negative. */
 typedef enum {
     DS_OK = 0,
-    DS_EINVAL = -1,     /* invalid argument or input */
+    DS_EINVAL = -1, /* invalid argument or input */
     DS_ENOMEM = -2,
-    DS_EIO = -3,        /* I/O or network failure */
+    DS_EIO = -3, /* I/O or network failure */
     DS_ETIMEDOUT = -4,
     DS_ENOTFOUND = -5,
-    DS_ERETRY = -6,     /* transient failure: retry later */
-    DS_EFATAL = -7,     /* permanent failure: do not retry */
+    DS_ERETRY = -6, /* transient failure: retry later */
+    DS_EFATAL = -7, /* permanent failure: do not retry */
     DS_ECONFLICT = -8,
     DS_EFULL = -9,      /* a bounded queue is full */
     DS_ESHUTDOWN = -10, /* the service is stopping */
@@ -45,13 +45,14 @@ bool ds_parse_long(const char *s, long min, long max, long *out);
  * snprintf). prec 1 to 17. Returns the length. */
 int ds_fmt_g(char out[32], double v, int prec);
 
-
 /* Aborts with file and line; use for broken invariants, never for bad input. */
 void ds__panic(const char *file, int line, const char *fmt, ...)
     __attribute__((noreturn, format(printf, 3, 4)));
 #define ds_panic(...) ds__panic(__FILE__, __LINE__, __VA_ARGS__)
-#define ds_assert(cond) \
-    do { if (!(cond)) ds__panic(__FILE__, __LINE__, "assertion failed: %s", #cond); } while (0)
+#define ds_assert(cond)                                                                                      \
+    do {                                                                                                     \
+        if (!(cond)) ds__panic(__FILE__, __LINE__, "assertion failed: %s", #cond);                           \
+    } while (0)
 
 #define DS_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -16,10 +16,10 @@ typedef enum { T_STR, T_INT, T_LOGLEVEL, T_ADDR, T_BROKERS, T_PGURL } cfg_type_t
 typedef struct {
     const char *env;
     cfg_type_t type;
-    unsigned svcs;      /* DS_SVC_* mask of services that read it */
-    long min, max;      /* for T_INT */
-    const char *def;    /* default as text; NULL = unset */
-    size_t off;         /* offsetof in ds_config_t */
+    unsigned svcs;   /* DS_SVC_* mask of services that read it */
+    long min, max;   /* for T_INT */
+    const char *def; /* default as text; NULL = unset */
+    size_t off;      /* offsetof in ds_config_t */
     const char *help;
 } cfg_entry_t;
 
@@ -39,8 +39,7 @@ static const cfg_entry_t entries[] = {
     {"DEALSCORE_METRICS_ADDR", T_ADDR, ALL, 0, 0, NULL, OFF(metrics_addr),
      "listen address host:port of a separate listener for GET /metrics, which then leaves "
      "DEALSCORE_HTTP_ADDR (unset: /metrics is served on DEALSCORE_HTTP_ADDR)"},
-    {"DEALSCORE_LOG_LEVEL", T_LOGLEVEL, ALL, 0, 0, "info", OFF(log_level),
-     "debug, info, warn or error"},
+    {"DEALSCORE_LOG_LEVEL", T_LOGLEVEL, ALL, 0, 0, "info", OFF(log_level), "debug, info, warn or error"},
     {"DEALSCORE_TOPIC_PARTITIONS", T_INT, ALL, 1, 1024, "6", OFF(topic_partitions),
      "partitions for topics this service creates"},
     {"DEALSCORE_TOPIC_REPLICATION", T_INT, ALL, 1, 16, "1", OFF(topic_replication),
@@ -218,8 +217,7 @@ static char *kafka_prop_name(const char *env_name) {
     return p;
 }
 
-int ds_config_load(ds_config_t *cfg, ds_svc_kind_t svc, char **envp, char *errstr,
-                   size_t errstr_size) {
+int ds_config_load(ds_config_t *cfg, ds_svc_kind_t svc, char **envp, char *errstr, size_t errstr_size) {
     memset(cfg, 0, sizeof *cfg);
     cfg->svc = svc;
     cfg->service_name = svc_name(svc);
@@ -238,16 +236,14 @@ int ds_config_load(ds_config_t *cfg, ds_svc_kind_t svc, char **envp, char *errst
         void *field = (char *)cfg + e->off;
         char why[256] = "";
         switch (e->type) {
-        case T_STR:
-            *(char **)field = v ? ds_strdup(v) : NULL;
-            break;
+        case T_STR: *(char **)field = v ? ds_strdup(v) : NULL; break;
         case T_INT: {
             char *end;
             errno = 0;
             long n = strtol(v, &end, 10);
             if (errno || end == v || *end || n < e->min || n > e->max) {
-                snprintf(errstr, errstr_size, "%s: invalid value \"%s\" (an integer from %ld to %ld)",
-                         e->env, v, e->min, e->max);
+                snprintf(errstr, errstr_size, "%s: invalid value \"%s\" (an integer from %ld to %ld)", e->env,
+                         v, e->min, e->max);
                 goto fail;
             }
             *(int *)field = (int)n;
@@ -256,8 +252,8 @@ int ds_config_load(ds_config_t *cfg, ds_svc_kind_t svc, char **envp, char *errst
         case T_LOGLEVEL: {
             int lv = ds_log_level_parse(v);
             if (lv < 0) {
-                snprintf(errstr, errstr_size,
-                         "%s: invalid value \"%s\" (one of debug, info, warn, error)", e->env, v);
+                snprintf(errstr, errstr_size, "%s: invalid value \"%s\" (one of debug, info, warn, error)",
+                         e->env, v);
                 goto fail;
             }
             *(int *)field = lv;
@@ -268,8 +264,8 @@ int ds_config_load(ds_config_t *cfg, ds_svc_kind_t svc, char **envp, char *errst
             bool metrics = e->off == OFF(metrics_addr);
             if (parse_addr(v, metrics ? &cfg->metrics_host : &cfg->http_host,
                            metrics ? &cfg->metrics_port : &cfg->http_port)) {
-                snprintf(errstr, errstr_size,
-                         "%s: invalid address \"%s\" (host:port with port 1-65535)", e->env, v);
+                snprintf(errstr, errstr_size, "%s: invalid address \"%s\" (host:port with port 1-65535)",
+                         e->env, v);
                 goto fail;
             }
             *(char **)field = ds_strdup(v);
@@ -277,8 +273,8 @@ int ds_config_load(ds_config_t *cfg, ds_svc_kind_t svc, char **envp, char *errst
         }
         case T_BROKERS:
             if (check_brokers(v)) {
-                snprintf(errstr, errstr_size,
-                         "%s: invalid broker list \"%s\" (host:port[,host:port...])", e->env, v);
+                snprintf(errstr, errstr_size, "%s: invalid broker list \"%s\" (host:port[,host:port...])",
+                         e->env, v);
                 goto fail;
             }
             *(char **)field = ds_strdup(v);
@@ -353,7 +349,7 @@ void ds_config_print_help(FILE *out, ds_svc_kind_t svc) {
                 def ? (*def ? def : "(empty)") : "(unset)");
     }
     fprintf(out, "  %-30s %s\n", "KAFKA_<PROPERTY>",
-                 "passed to librdkafka as <property> (KAFKA_SECURITY_PROTOCOL=SASL_SSL sets security.protocol)");
+            "passed to librdkafka as <property> (KAFKA_SECURITY_PROTOCOL=SASL_SSL sets security.protocol)");
 }
 
 char *ds_config_topic(const ds_config_t *cfg, const char *base) {

@@ -16,56 +16,56 @@ typedef enum {
 } ds_svc_kind_t;
 
 typedef struct {
-    char *key;   /* librdkafka property, e.g. "security.protocol" */
+    char *key; /* librdkafka property, e.g. "security.protocol" */
     char *value;
 } ds_kv_t;
 
 typedef struct ds_config_s {
     ds_svc_kind_t svc;
-    const char *service_name;   /* "ingest", "feature", ... */
+    const char *service_name; /* "ingest", "feature", ... */
 
     /* Common to every binary. */
-    char *database_url;         /* DEALSCORE_DATABASE_URL */
-    char *kafka_brokers;        /* DEALSCORE_KAFKA_BROKERS */
-    char *topic_prefix;         /* DEALSCORE_TOPIC_PREFIX ("" when unset) */
-    char *http_addr;            /* DEALSCORE_HTTP_ADDR as given */
-    char *http_host;            /* parsed from http_addr */
+    char *database_url;  /* DEALSCORE_DATABASE_URL */
+    char *kafka_brokers; /* DEALSCORE_KAFKA_BROKERS */
+    char *topic_prefix;  /* DEALSCORE_TOPIC_PREFIX ("" when unset) */
+    char *http_addr;     /* DEALSCORE_HTTP_ADDR as given */
+    char *http_host;     /* parsed from http_addr */
     int http_port;
-    char *metrics_addr;         /* DEALSCORE_METRICS_ADDR: /metrics on a listener of its own, or NULL */
-    char *metrics_host;         /* parsed from metrics_addr */
+    char *metrics_addr; /* DEALSCORE_METRICS_ADDR: /metrics on a listener of its own, or NULL */
+    char *metrics_host; /* parsed from metrics_addr */
     int metrics_port;
-    int log_level;              /* DEALSCORE_LOG_LEVEL, a ds_log_level_t */
-    int topic_partitions;       /* DEALSCORE_TOPIC_PARTITIONS */
-    int topic_replication;      /* DEALSCORE_TOPIC_REPLICATION */
-    char *group_id;             /* DEALSCORE_GROUP_ID, default "dealscore-<service>" */
-    int batch_size;             /* DEALSCORE_BATCH_SIZE: messages per consumer batch */
-    int batch_wait_ms;          /* DEALSCORE_BATCH_WAIT_MS */
-    int shutdown_timeout_ms;    /* DEALSCORE_SHUTDOWN_TIMEOUT_MS */
-    int burst_batch_size;       /* DEALSCORE_BURST_BATCH_SIZE: workers' batch after a full one */
-    int burst_wait_ms;          /* DEALSCORE_BURST_WAIT_MS */
-    int burst_flood_ms;         /* DEALSCORE_BURST_FLOOD_MS */
-    int burst_quiet_ms;         /* DEALSCORE_BURST_QUIET_MS */
+    int log_level;           /* DEALSCORE_LOG_LEVEL, a ds_log_level_t */
+    int topic_partitions;    /* DEALSCORE_TOPIC_PARTITIONS */
+    int topic_replication;   /* DEALSCORE_TOPIC_REPLICATION */
+    char *group_id;          /* DEALSCORE_GROUP_ID, default "dealscore-<service>" */
+    int batch_size;          /* DEALSCORE_BATCH_SIZE: messages per consumer batch */
+    int batch_wait_ms;       /* DEALSCORE_BATCH_WAIT_MS */
+    int shutdown_timeout_ms; /* DEALSCORE_SHUTDOWN_TIMEOUT_MS */
+    int burst_batch_size;    /* DEALSCORE_BURST_BATCH_SIZE: workers' batch after a full one */
+    int burst_wait_ms;       /* DEALSCORE_BURST_WAIT_MS */
+    int burst_flood_ms;      /* DEALSCORE_BURST_FLOOD_MS */
+    int burst_quiet_ms;      /* DEALSCORE_BURST_QUIET_MS */
 
     /* ingest */
-    int max_records;            /* DEALSCORE_MAX_RECORDS per webhook request */
-    int max_body_bytes;         /* DEALSCORE_MAX_BODY_BYTES */
-    int outbox_max;             /* DEALSCORE_OUTBOX_MAX: 503 above this many unsent rows */
-    int hmac_window_s;          /* DEALSCORE_HMAC_WINDOW_S */
-    int commit_batch;           /* DEALSCORE_COMMIT_BATCH: requests per group commit */
+    int max_records;    /* DEALSCORE_MAX_RECORDS per webhook request */
+    int max_body_bytes; /* DEALSCORE_MAX_BODY_BYTES */
+    int outbox_max;     /* DEALSCORE_OUTBOX_MAX: 503 above this many unsent rows */
+    int hmac_window_s;  /* DEALSCORE_HMAC_WINDOW_S */
+    int commit_batch;   /* DEALSCORE_COMMIT_BATCH: requests per group commit */
 
     /* feature */
-    int feature_chunk;          /* DEALSCORE_FEATURE_CHUNK: opportunities per load and INSERT */
+    int feature_chunk; /* DEALSCORE_FEATURE_CHUNK: opportunities per load and INSERT */
 
     /* scoring */
-    char *supabase_jwks;        /* SUPABASE_JWKS: file path or URL */
-    char *supabase_jwt_secret;  /* SUPABASE_JWT_SECRET: legacy HS256 secret */
-    int top_k;                  /* DEALSCORE_TOP_K */
-    int min_closed;             /* DEALSCORE_MIN_CLOSED: won and lost deals needed for a model */
+    char *supabase_jwks;       /* SUPABASE_JWKS: file path or URL */
+    char *supabase_jwt_secret; /* SUPABASE_JWT_SECRET: legacy HS256 secret */
+    int top_k;                 /* DEALSCORE_TOP_K */
+    int min_closed;            /* DEALSCORE_MIN_CLOSED: won and lost deals needed for a model */
 
     /* benchmark */
-    int bench_months;           /* DEALSCORE_BENCH_MONTHS */
-    int bench_min_won;          /* DEALSCORE_BENCH_MIN_WON */
-    int bench_refresh_s;        /* DEALSCORE_BENCH_REFRESH_S */
+    int bench_months;    /* DEALSCORE_BENCH_MONTHS */
+    int bench_min_won;   /* DEALSCORE_BENCH_MIN_WON */
+    int bench_refresh_s; /* DEALSCORE_BENCH_REFRESH_S */
 
     /* KAFKA_<PROPERTY> variables, passed to librdkafka as they are. */
     ds_kv_t *kafka_props;
@@ -76,8 +76,7 @@ typedef struct ds_config_s {
  * "NAME=value" strings, usually environ). Validates every value. Returns 0,
  * or DS_EINVAL with a one-line message naming the variable in errstr.
  * On success the caller releases the strings with ds_config_close(). */
-int ds_config_load(ds_config_t *cfg, ds_svc_kind_t svc, char **envp, char *errstr,
-                   size_t errstr_size);
+int ds_config_load(ds_config_t *cfg, ds_svc_kind_t svc, char **envp, char *errstr, size_t errstr_size);
 void ds_config_close(ds_config_t *cfg);
 
 /* Prints every variable that applies to svc, with its default and meaning. */

@@ -21,8 +21,10 @@ int ds_log_level_parse(const char *s);
 void ds__log(ds_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Checks the level before formatting anything. */
-#define ds_log(level, ...) \
-    do { if ((int)(level) >= ds__log_level) ds__log((level), __VA_ARGS__); } while (0)
+#define ds_log(level, ...)                                                                                   \
+    do {                                                                                                     \
+        if ((int)(level) >= ds__log_level) ds__log((level), __VA_ARGS__);                                    \
+    } while (0)
 #define ds_debug(...) ds_log(DS_LOG_DEBUG, __VA_ARGS__)
 #define ds_info(...) ds_log(DS_LOG_INFO, __VA_ARGS__)
 #define ds_warn(...) ds_log(DS_LOG_WARN, __VA_ARGS__)

@@ -16,8 +16,8 @@ typedef struct {
 static double weight_of(const double *weight, size_t i) { return weight ? weight[i] : 1.0; }
 
 /* Checks one row; returns NULL when valid or a static reason. */
-static const char *bad_row(const double *score, const double *label, const double *weight,
-                           size_t i, int need_prob) {
+static const char *bad_row(const double *score, const double *label, const double *weight, size_t i,
+                           int need_prob) {
     double s = score[i], y = label[i], w = weight_of(weight, i);
     if (!(y == 0.0 || y == 1.0)) return "label is not 0 or 1";
     if (!isfinite(w) || w < 0) return "weight is negative or not finite";
@@ -29,8 +29,7 @@ static const char *bad_row(const double *score, const double *label, const doubl
     return NULL;
 }
 
-static int valid(const double *score, const double *label, const double *weight, size_t n,
-                 int need_prob) {
+static int valid(const double *score, const double *label, const double *weight, size_t n, int need_prob) {
     if (n && (!score || !label)) return 0;
     for (size_t i = 0; i < n; i++)
         if (bad_row(score, label, weight, i, need_prob)) return 0;
@@ -44,8 +43,7 @@ static int cmp_row_asc(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static row_t *sorted_rows(const double *score, const double *label, const double *weight,
-                          size_t n) {
+static row_t *sorted_rows(const double *score, const double *label, const double *weight, size_t n) {
     row_t *rows = ds_malloc((n ? n : 1) * sizeof *rows);
     for (size_t i = 0; i < n; i++) rows[i] = (row_t){score[i], label[i], weight_of(weight, i)};
     qsort(rows, n, sizeof *rows, cmp_row_asc);
@@ -78,8 +76,7 @@ double ds_eval_roc_auc(const double *score, const double *label, const double *w
     return sum / (pos_total * neg_below);
 }
 
-double ds_eval_average_precision(const double *score, const double *label, const double *weight,
-                                 size_t n) {
+double ds_eval_average_precision(const double *score, const double *label, const double *weight, size_t n) {
     if (!n || !valid(score, label, weight, n, 0)) return NAN;
     row_t *rows = sorted_rows(score, label, weight, n);
     double pos_total = 0;
@@ -139,13 +136,13 @@ static size_t bin_of(double p, size_t n_bins) {
 }
 
 /* Accumulates bins without validating (callers did). */
-static void fill_bins(const double *p, const double *label, const double *weight, size_t n,
-                      size_t n_bins, ds_eval_bin_t *bins) {
+static void fill_bins(const double *p, const double *label, const double *weight, size_t n, size_t n_bins,
+                      ds_eval_bin_t *bins) {
     double *sum_p = ds_calloc(n_bins, sizeof *sum_p);
     double *sum_y = ds_calloc(n_bins, sizeof *sum_y);
     for (size_t b = 0; b < n_bins; b++)
-        bins[b] = (ds_eval_bin_t){(double)b / (double)n_bins, (double)(b + 1) / (double)n_bins,
-                                  NAN, NAN, 0, 0};
+        bins[b] =
+            (ds_eval_bin_t){(double)b / (double)n_bins, (double)(b + 1) / (double)n_bins, NAN, NAN, 0, 0};
     for (size_t i = 0; i < n; i++) {
         size_t b = bin_of(p[i], n_bins);
         double w = weight_of(weight, i);
@@ -177,8 +174,8 @@ double ds_eval_ece(const double *p, const double *label, const double *weight, s
     return ece;
 }
 
-int ds_eval_reliability(const double *p, const double *label, const double *weight, size_t n,
-                        size_t n_bins, ds_eval_bin_t *bins) {
+int ds_eval_reliability(const double *p, const double *label, const double *weight, size_t n, size_t n_bins,
+                        ds_eval_bin_t *bins) {
     if (!n_bins || !bins || !valid(p, label, weight, n, 1)) return DS_EINVAL;
     fill_bins(p, label, weight, n, n_bins, bins);
     return 0;
@@ -186,8 +183,7 @@ int ds_eval_reliability(const double *p, const double *label, const double *weig
 
 int ds_eval_roc_curve(const double *score, const double *label, const double *weight, size_t n,
                       size_t max_points, ds_roc_point_t *out, size_t *n_out) {
-    if (max_points < 2 || !out || !n_out || !n || !valid(score, label, weight, n, 0))
-        return DS_EINVAL;
+    if (max_points < 2 || !out || !n_out || !n || !valid(score, label, weight, n, 0)) return DS_EINVAL;
     row_t *rows = sorted_rows(score, label, weight, n);
     double pos_total = 0, neg_total = 0;
     for (size_t i = 0; i < n; i++) {

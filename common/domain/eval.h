@@ -68,8 +68,7 @@ double ds_eval_roc_auc(const double *score, const double *label, const double *w
 /* Average precision, the PR AUC as scikit-learn's average_precision_score
  * defines it: sum over thresholds (distinct scores, descending; tied rows
  * form one threshold) of (R_k - R_{k-1}) * P_k, without interpolation. */
-double ds_eval_average_precision(const double *score, const double *label, const double *weight,
-                                 size_t n);
+double ds_eval_average_precision(const double *score, const double *label, const double *weight, size_t n);
 
 /* Mean of -(y ln p + (1 - y) ln(1 - p)) with p clipped to
  * [DS_EVAL_LOG_LOSS_EPS, 1 - DS_EVAL_LOG_LOSS_EPS]. */
@@ -87,8 +86,8 @@ double ds_eval_ece(const double *p, const double *label, const double *weight, s
 /* Fills bins[0 .. n_bins-1] with the reliability diagram of n_bins
  * equal-width bins on [0, 1] (same binning rule as ds_eval_ece). Returns 0,
  * or DS_EINVAL for invalid input or n_bins == 0 (bins untouched). */
-int ds_eval_reliability(const double *p, const double *label, const double *weight, size_t n,
-                        size_t n_bins, ds_eval_bin_t *bins);
+int ds_eval_reliability(const double *p, const double *label, const double *weight, size_t n, size_t n_bins,
+                        ds_eval_bin_t *bins);
 
 /* The ROC curve: one point per distinct score (descending), starting at
  * (0, 0) and ending at (1, 1). When there are more than max_points points,

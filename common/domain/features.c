@@ -38,9 +38,7 @@ int ds_feature_index(const char *name) {
     return -1;
 }
 
-static inline char ascii_lower(char c) {
-    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-}
+static inline char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c; }
 
 static inline bool ascii_alnum(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
@@ -110,12 +108,10 @@ static const ds_stage_def_t default_stage_defs[] = {
     {"prospecting", 0}, {"qualification", 1}, {"discovery", 2},  {"demo", 3},
     {"proposal", 4},    {"negotiation", 5},   {"closed_won", 6}, {"closed_lost", 6},
 };
-static const struct ds_stage_list default_stages = {default_stage_defs,
-                                                    DS_ARRAY_SIZE(default_stage_defs), NULL};
+static const struct ds_stage_list default_stages = {default_stage_defs, DS_ARRAY_SIZE(default_stage_defs),
+                                                    NULL};
 
-const ds_stage_list_t *ds_stage_list_default(void) {
-    return &default_stages;
-}
+const ds_stage_list_t *ds_stage_list_default(void) { return &default_stages; }
 
 int ds_stage_list_new(const ds_stage_def_t *defs, size_t n, ds_stage_list_t **out, char *errstr,
                       size_t errstr_size) {
@@ -185,11 +181,11 @@ typedef struct {
 /* Deals grouped by key (account or owner), each group sorted by time, with
  * a running count of wins so "wins before t" is two lookups. */
 typedef struct {
-    const char **keys;    /* distinct ids, sorted */
-    uint32_t *key_start;  /* n_keys + 1 offsets into at/cum_wins */
+    const char **keys;   /* distinct ids, sorted */
+    uint32_t *key_start; /* n_keys + 1 offsets into at/cum_wins */
     size_t n_keys;
-    int64_t *at;          /* closed_at per deal */
-    uint32_t *cum_wins;   /* n + 1: wins among the deals [0, i) */
+    int64_t *at;        /* closed_at per deal */
+    uint32_t *cum_wins; /* n + 1: wins among the deals [0, i) */
     size_t n;
 } wr_index_t;
 
@@ -239,8 +235,10 @@ static void wr_index_free(wr_index_t *ix) {
 static size_t lower_bound_time(const int64_t *at, size_t lo, size_t hi, int64_t t) {
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (at[mid] < t) lo = mid + 1;
-        else hi = mid;
+        if (at[mid] < t)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo;
 }
@@ -259,14 +257,15 @@ static bool wr_index_count(const wr_index_t *ix, const char *key, int64_t t, uin
             *closed = (uint32_t)(k - s);
             return true;
         }
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return false;
 }
 
-int ds_winrate_ctx_new(const ds_closed_deal_t *deals, size_t n, double smoothing,
-                       ds_winrate_ctx_t **out) {
+int ds_winrate_ctx_new(const ds_closed_deal_t *deals, size_t n, double smoothing, ds_winrate_ctx_t **out) {
     if (!isfinite(smoothing) || smoothing < 0 || (n > 0 && !deals)) return DS_EINVAL;
     if (n > UINT32_MAX) return DS_EINVAL;
     size_t pool_size = 1, n_acc = 0, n_own = 0, n_org = 0;
@@ -334,8 +333,8 @@ void ds_winrate_org(const ds_winrate_ctx_t *wr, int64_t before_us, ds_winrate_t 
     out->rate = (out->wins + 1.0) / (out->closed + 2.0);
 }
 
-static int winrate_key(const ds_winrate_ctx_t *wr, const wr_index_t *ix, const char *id,
-                       int64_t before_us, ds_winrate_t *out) {
+static int winrate_key(const ds_winrate_ctx_t *wr, const wr_index_t *ix, const char *id, int64_t before_us,
+                       ds_winrate_t *out) {
     if (!id || !*id) return DS_EINVAL;
     ds_winrate_t org;
     ds_winrate_org(wr, before_us, &org);
@@ -343,8 +342,10 @@ static int winrate_key(const ds_winrate_ctx_t *wr, const wr_index_t *ix, const c
     (void)wr_index_count(ix, id, before_us, &wins, &closed);
     out->wins = wins;
     out->closed = closed;
-    if (closed == 0 && wr->m == 0) out->rate = org.rate;
-    else out->rate = (wins + wr->m * org.rate) / (closed + wr->m);
+    if (closed == 0 && wr->m == 0)
+        out->rate = org.rate;
+    else
+        out->rate = (wins + wr->m * org.rate) / (closed + wr->m);
     return DS_OK;
 }
 
@@ -353,8 +354,7 @@ int ds_winrate_account(const ds_winrate_ctx_t *wr, const char *account_id, int64
     return winrate_key(wr, &wr->account, account_id, before_us, out);
 }
 
-int ds_winrate_owner(const ds_winrate_ctx_t *wr, const char *owner_id, int64_t before_us,
-                     ds_winrate_t *out) {
+int ds_winrate_owner(const ds_winrate_ctx_t *wr, const char *owner_id, int64_t before_us, ds_winrate_t *out) {
     return winrate_key(wr, &wr->owner, owner_id, before_us, out);
 }
 
@@ -364,9 +364,7 @@ static int parse_hist_value(ds_hist_field_t field, const char *text, ds_hist_val
     *out = (ds_hist_value_t){NULL, NAN, DS_TIME_NONE};
     if (!text || !*text) return DS_OK;
     switch (field) {
-    case DS_HIST_STAGE:
-        out->stage = text;
-        return DS_OK;
+    case DS_HIST_STAGE: out->stage = text; return DS_OK;
     case DS_HIST_AMOUNT: {
         char *end;
         double v = strtod(text, &end);
@@ -375,22 +373,25 @@ static int parse_hist_value(ds_hist_field_t field, const char *text, ds_hist_val
         out->amount = v;
         return DS_OK;
     }
-    case DS_HIST_CLOSE_DATE:
-        return ds_parse_time_us(text, &out->close_date_us) == DS_OK ? DS_OK : DS_EINVAL;
-    default:
-        return DS_OK;
+    case DS_HIST_CLOSE_DATE: return ds_parse_time_us(text, &out->close_date_us) == DS_OK ? DS_OK : DS_EINVAL;
+    default: return DS_OK;
     }
 }
 
-int ds_opp_history_set(ds_opp_history_t *row, const char *field, const char *old_value,
-                       const char *new_value, int64_t changed_at_us) {
+int ds_opp_history_set(ds_opp_history_t *row, const char *field, const char *old_value, const char *new_value,
+                       int64_t changed_at_us) {
     if (!row || !field) return DS_EINVAL;
     ds_opp_history_t r = {.changed_at_us = changed_at_us};
-    if (strcmp(field, "stage") == 0) r.field = DS_HIST_STAGE;
-    else if (strcmp(field, "amount") == 0) r.field = DS_HIST_AMOUNT;
-    else if (strcmp(field, "close_date") == 0) r.field = DS_HIST_CLOSE_DATE;
-    else if (strcmp(field, "outcome") == 0) r.field = DS_HIST_IGNORED;
-    else return DS_EINVAL;
+    if (strcmp(field, "stage") == 0)
+        r.field = DS_HIST_STAGE;
+    else if (strcmp(field, "amount") == 0)
+        r.field = DS_HIST_AMOUNT;
+    else if (strcmp(field, "close_date") == 0)
+        r.field = DS_HIST_CLOSE_DATE;
+    else if (strcmp(field, "outcome") == 0)
+        r.field = DS_HIST_IGNORED;
+    else
+        return DS_EINVAL;
     if (parse_hist_value(r.field, old_value, &r.old_value) != DS_OK ||
         parse_hist_value(r.field, new_value, &r.new_value) != DS_OK)
         return DS_EINVAL;
@@ -532,8 +533,7 @@ static void temporal_features(const ds_opp_raw_t *raw, int64_t as_of, double *v)
                 pushes++;
             close = h->new_value.close_date_us;
             break;
-        default:
-            break;
+        default: break;
         }
     }
     if (keys != small) free(keys);
@@ -551,8 +551,7 @@ static void temporal_features(const ds_opp_raw_t *raw, int64_t as_of, double *v)
     v[DS_F_DAYS_OPEN] = created == DS_TIME_NONE ? NAN : days_between(as_of, created);
     v[DS_F_DAYS_TO_CLOSE] = close == DS_TIME_NONE ? NAN : days_between(close, as_of);
     v[DS_F_CLOSE_DATE_PUSHES] = pushes;
-    v[DS_F_DAYS_IN_STAGE] =
-        stage.known && entered != DS_TIME_NONE ? days_between(as_of, entered) : NAN;
+    v[DS_F_DAYS_IN_STAGE] = stage.known && entered != DS_TIME_NONE ? days_between(as_of, entered) : NAN;
     v[DS_F_STAGE_INDEX] = stage.idx >= 0 ? stage.idx : NAN;
     v[DS_F_STAGE_REGRESSIONS] = regressions;
     v[DS_F_AMOUNT_LOG] = isfinite(amount) && amount >= 0 ? log1p(amount) : NAN;
@@ -571,8 +570,10 @@ static void interaction_features(const ds_opp_raw_t *raw, int64_t as_of, double 
         if (t == DS_TIME_NONE || t > as_of) continue;
         int64_t age = as_of - t;
         bool in14 = age < d14, in30 = age < d30;
-        if (in14) n_last14++;
-        else if (age < d28) n_prior14++;
+        if (in14)
+            n_last14++;
+        else if (age < d28)
+            n_prior14++;
         if (t > last_any) last_any = t;
         if ((unsigned)it->type < 5) {
             uint32_t *c = counts[it->type];
@@ -582,22 +583,19 @@ static void interaction_features(const ds_opp_raw_t *raw, int64_t as_of, double 
         }
         if (it->type == DS_INTERACTION_MEETING) {
             if (t > last_meeting) last_meeting = t;
-            if (in30 && isfinite(it->duration_min) && it->duration_min > 0)
-                minutes30 += it->duration_min;
+            if (in30 && isfinite(it->duration_min) && it->duration_min > 0) minutes30 += it->duration_min;
         }
     }
     for (int ty = 0; ty < 5; ty++)
         for (int w = 0; w < 3; w++) v[DS_F_N_EMAIL_14D + ty * 3 + w] = counts[ty][w];
-    v[DS_F_DAYS_SINCE_LAST_INTERACTION] =
-        last_any == DS_TIME_NONE ? NAN : days_between(as_of, last_any);
-    v[DS_F_DAYS_SINCE_LAST_MEETING] =
-        last_meeting == DS_TIME_NONE ? NAN : days_between(as_of, last_meeting);
+    v[DS_F_DAYS_SINCE_LAST_INTERACTION] = last_any == DS_TIME_NONE ? NAN : days_between(as_of, last_any);
+    v[DS_F_DAYS_SINCE_LAST_MEETING] = last_meeting == DS_TIME_NONE ? NAN : days_between(as_of, last_meeting);
     v[DS_F_MEETING_MINUTES_30D] = minutes30;
     v[DS_F_VELOCITY_14D] = (n_last14 + 1.0) / (n_prior14 + 1.0);
 }
 
-static void firmographic_features(const ds_opp_raw_t *raw, int64_t as_of,
-                                  const ds_winrate_ctx_t *wr, double *v) {
+static void firmographic_features(const ds_opp_raw_t *raw, int64_t as_of, const ds_winrate_ctx_t *wr,
+                                  double *v) {
     v[DS_F_INDUSTRY_CODE] = ds_feature_category_code(raw->industry);
     v[DS_F_REGION_CODE] = ds_feature_category_code(raw->region);
     v[DS_F_SIZE_BAND_CODE] = ds_feature_category_code(raw->size_band);
@@ -632,12 +630,10 @@ static int tr_key_cmp(const tr_key_t *x, const tr_key_t *y) {
     return x->i < y->i ? -1 : (x->i > y->i);
 }
 
-static int tr_key_qcmp(const void *a, const void *b) {
-    return tr_key_cmp(a, b);
-}
+static int tr_key_qcmp(const void *a, const void *b) { return tr_key_cmp(a, b); }
 
-static void meddicc_features(const ds_opp_raw_t *raw, int64_t as_of,
-                             const ds_meddicc_lexicon_t *lex, ds_feature_vec_t *out) {
+static void meddicc_features(const ds_opp_raw_t *raw, int64_t as_of, const ds_meddicc_lexicon_t *lex,
+                             ds_feature_vec_t *out) {
     ds_meddicc_result_t *res = &out->meddicc;
     ds_meddicc_result_init(res);
     tr_key_t small[32];
@@ -680,8 +676,7 @@ _Static_assert(DS_F_MEDDICC_COMPETITION - DS_F_MEDDICC_METRICS == DS_MEDDICC_COU
 int ds_features_compute(const ds_opp_raw_t *raw, int64_t as_of_us, const ds_winrate_ctx_t *wr,
                         const ds_meddicc_lexicon_t *lex, ds_feature_vec_t *out) {
     if (!out) return DS_EINVAL;
-    if (!raw || (raw->n_history && !raw->history) ||
-        (raw->n_interactions && !raw->interactions) ||
+    if (!raw || (raw->n_history && !raw->history) || (raw->n_interactions && !raw->interactions) ||
         (raw->n_transcripts && !raw->transcripts)) {
         for (int i = 0; i < DS_FEATURE_COUNT; i++) out->values[i] = NAN;
         ds_meddicc_result_init(&out->meddicc);
@@ -783,8 +778,8 @@ char *ds_features_catalog_json(void) {
     ds_sb_puts(&sb, ",\"missing\":\"NaN in the vector, null in JSON\"");
     ds_sb_puts(&sb, ",\"categorical_encoding\":");
     ds_sb_json_str(&sb, "fnv1a64 of the value normalized (ASCII lowercase, trimmed, runs of "
-                     "whitespace, '_' or '-' as one space); code = top 24 bits as an integer in "
-                     "[0, 16777215]; unseen values get their own code; empty = null");
+                        "whitespace, '_' or '-' as one space); code = top 24 bits as an integer in "
+                        "[0, 16777215]; unseen values get their own code; empty = null");
     ds_sb_puts(&sb, ",\"win_rate_smoothing\":");
     format_number(DS_WINRATE_SMOOTHING, num);
     ds_sb_puts(&sb, num);

@@ -56,94 +56,89 @@
 /* The feature table: X(ID, name, family, unit, label, missing). The one
  * definition of every feature; the enum, the catalog JSON and the output
  * JSON are generated from it, in this order. */
-#define DS_FEATURES(X)                                                                            \
-    X(DAYS_OPEN, "days_open", "temporal", "days", "Days open",                                   \
-      "never (negative when as_of precedes created_at; NaN only without created_at)")             \
-    X(DAYS_TO_CLOSE, "days_to_close", "temporal", "days", "Days to expected close date",          \
-      "NaN when no close date is known at as_of; negative when overdue")                          \
-    X(CLOSE_DATE_PUSHES, "close_date_pushes", "temporal", "count", "Close date pushes",           \
-      "0 when the close date never moved later")                                                  \
-    X(DAYS_IN_STAGE, "days_in_stage", "temporal", "days", "Days in current stage",                \
-      "NaN when the stage or the time it was entered is unknown")                                 \
-    X(STAGE_INDEX, "stage_index", "temporal", "index", "Stage",                                   \
-      "NaN when the stage is unknown or not in the stage list")                                   \
-    X(STAGE_REGRESSIONS, "stage_regressions", "temporal", "count", "Stage regressions",           \
-      "0 when the stage never moved back")                                                        \
-    X(AMOUNT_LOG, "amount_log", "temporal", "log_currency", "Deal amount (log)",                  \
-      "NaN when no amount (>= 0) is known; value is ln(1 + amount)")                              \
-    X(AMOUNT_CHANGE_RATIO, "amount_change_ratio", "temporal", "ratio",                            \
-      "Amount vs first known amount",                                                             \
-      "NaN when either amount is unknown or the first is 0; 1 without amount history")                     \
-    X(N_EMAIL_14D, "n_email_14d", "interaction", "count", "Emails, last 14 days", "0 when none")  \
-    X(N_EMAIL_30D, "n_email_30d", "interaction", "count", "Emails, last 30 days", "0 when none")  \
-    X(N_EMAIL_ALL, "n_email_all", "interaction", "count", "Emails, all time", "0 when none")      \
-    X(N_PHONE_14D, "n_phone_14d", "interaction", "count", "Calls, last 14 days", "0 when none")   \
-    X(N_PHONE_30D, "n_phone_30d", "interaction", "count", "Calls, last 30 days", "0 when none")   \
-    X(N_PHONE_ALL, "n_phone_all", "interaction", "count", "Calls, all time", "0 when none")       \
-    X(N_MEETING_14D, "n_meeting_14d", "interaction", "count", "Meetings, last 14 days",           \
-      "0 when none")                                                                              \
-    X(N_MEETING_30D, "n_meeting_30d", "interaction", "count", "Meetings, last 30 days",           \
-      "0 when none")                                                                              \
-    X(N_MEETING_ALL, "n_meeting_all", "interaction", "count", "Meetings, all time", "0 when none") \
-    X(N_DEMO_14D, "n_demo_14d", "interaction", "count", "Demos, last 14 days", "0 when none")     \
-    X(N_DEMO_30D, "n_demo_30d", "interaction", "count", "Demos, last 30 days", "0 when none")     \
-    X(N_DEMO_ALL, "n_demo_all", "interaction", "count", "Demos, all time", "0 when none")         \
-    X(N_SUPPORT_14D, "n_support_14d", "interaction", "count", "Support contacts, last 14 days",   \
-      "0 when none")                                                                              \
-    X(N_SUPPORT_30D, "n_support_30d", "interaction", "count", "Support contacts, last 30 days",   \
-      "0 when none")                                                                              \
-    X(N_SUPPORT_ALL, "n_support_all", "interaction", "count", "Support contacts, all time",       \
-      "0 when none")                                                                              \
-    X(DAYS_SINCE_LAST_INTERACTION, "days_since_last_interaction", "interaction", "days",          \
-      "Days since last interaction", "NaN when there is no interaction at as_of")                 \
-    X(DAYS_SINCE_LAST_MEETING, "days_since_last_meeting", "interaction", "days",                  \
-      "Days since last meeting", "NaN when there is no meeting at as_of")                         \
-    X(MEETING_MINUTES_30D, "meeting_minutes_30d", "interaction", "minutes",                       \
-      "Meeting minutes, last 30 days", "0 when none; a meeting without a duration adds 0")        \
-    X(VELOCITY_14D, "velocity_14d", "interaction", "ratio",                                       \
-      "Interactions, last 14 days vs the 14 days before",                                         \
-      "never: (n in (as_of-14d, as_of] + 1) / (n in (as_of-28d, as_of-14d] + 1)")                 \
-    X(INDUSTRY_CODE, "industry_code", "firmographic", "code", "Industry", "NaN when empty")       \
-    X(REGION_CODE, "region_code", "firmographic", "code", "Region", "NaN when empty")             \
-    X(SIZE_BAND_CODE, "size_band_code", "firmographic", "code", "Company size", "NaN when empty")  \
-    X(PRODUCT_CATEGORY_CODE, "product_category_code", "firmographic", "code", "Product category", \
-      "NaN when empty")                                                                           \
-    X(PERSONA_CODE, "persona_code", "firmographic", "code", "Buyer persona", "NaN when empty")    \
-    X(ACCOUNT_WIN_RATE, "account_win_rate", "firmographic", "rate",                               \
-      "Account's prior win rate (smoothed)",                                                      \
-      "NaN without an account or win-rate data; the org rate when the account has no "            \
-      "closed deals")                                                                             \
-    X(OWNER_WIN_RATE, "owner_win_rate", "firmographic", "rate", "Owner's prior win rate (smoothed)", \
-      "NaN without an owner or win-rate data; the org rate when the owner has no closed deals")   \
-    X(ACCOUNT_CLOSED_DEALS, "account_closed_deals", "firmographic", "count",                      \
-      "Account's deals closed before", "NaN without an account or win-rate data")                 \
-    X(OWNER_CLOSED_DEALS, "owner_closed_deals", "firmographic", "count",                          \
-      "Owner's deals closed before", "NaN without an owner or win-rate data")                     \
-    X(MEDDICC_METRICS, "meddicc_metrics", "meddicc", "flag", "MEDDICC: metrics",                  \
-      "0 when not detected (also without transcripts)")                                           \
-    X(MEDDICC_ECONOMIC_BUYER, "meddicc_economic_buyer", "meddicc", "flag",                        \
-      "MEDDICC: economic buyer", "0 when not detected (also without transcripts)")                \
-    X(MEDDICC_DECISION_CRITERIA, "meddicc_decision_criteria", "meddicc", "flag",                  \
-      "MEDDICC: decision criteria", "0 when not detected (also without transcripts)")             \
-    X(MEDDICC_DECISION_PROCESS, "meddicc_decision_process", "meddicc", "flag",                    \
-      "MEDDICC: decision process", "0 when not detected (also without transcripts)")              \
-    X(MEDDICC_PAPER_PROCESS, "meddicc_paper_process", "meddicc", "flag",                          \
-      "MEDDICC: paper process", "0 when not detected (also without transcripts)")                 \
-    X(MEDDICC_IDENTIFY_PAIN, "meddicc_identify_pain", "meddicc", "flag", "MEDDICC: identified pain", \
-      "0 when not detected (also without transcripts)")                                           \
-    X(MEDDICC_CHAMPION, "meddicc_champion", "meddicc", "flag", "MEDDICC: champion",               \
-      "0 when not detected (also without transcripts)")                                           \
-    X(MEDDICC_COMPETITION, "meddicc_competition", "meddicc", "flag", "MEDDICC: competition",      \
-      "0 when not detected (also without transcripts)")                                           \
-    X(MEDDICC_COVERAGE, "meddicc_coverage", "meddicc", "count", "MEDDICC coverage (of 8)",        \
-      "0 when nothing is detected")                                                               \
+#define DS_FEATURES(X)                                                                                       \
+    X(DAYS_OPEN, "days_open", "temporal", "days", "Days open",                                               \
+      "never (negative when as_of precedes created_at; NaN only without created_at)")                        \
+    X(DAYS_TO_CLOSE, "days_to_close", "temporal", "days", "Days to expected close date",                     \
+      "NaN when no close date is known at as_of; negative when overdue")                                     \
+    X(CLOSE_DATE_PUSHES, "close_date_pushes", "temporal", "count", "Close date pushes",                      \
+      "0 when the close date never moved later")                                                             \
+    X(DAYS_IN_STAGE, "days_in_stage", "temporal", "days", "Days in current stage",                           \
+      "NaN when the stage or the time it was entered is unknown")                                            \
+    X(STAGE_INDEX, "stage_index", "temporal", "index", "Stage",                                              \
+      "NaN when the stage is unknown or not in the stage list")                                              \
+    X(STAGE_REGRESSIONS, "stage_regressions", "temporal", "count", "Stage regressions",                      \
+      "0 when the stage never moved back")                                                                   \
+    X(AMOUNT_LOG, "amount_log", "temporal", "log_currency", "Deal amount (log)",                             \
+      "NaN when no amount (>= 0) is known; value is ln(1 + amount)")                                         \
+    X(AMOUNT_CHANGE_RATIO, "amount_change_ratio", "temporal", "ratio", "Amount vs first known amount",       \
+      "NaN when either amount is unknown or the first is 0; 1 without amount history")                       \
+    X(N_EMAIL_14D, "n_email_14d", "interaction", "count", "Emails, last 14 days", "0 when none")             \
+    X(N_EMAIL_30D, "n_email_30d", "interaction", "count", "Emails, last 30 days", "0 when none")             \
+    X(N_EMAIL_ALL, "n_email_all", "interaction", "count", "Emails, all time", "0 when none")                 \
+    X(N_PHONE_14D, "n_phone_14d", "interaction", "count", "Calls, last 14 days", "0 when none")              \
+    X(N_PHONE_30D, "n_phone_30d", "interaction", "count", "Calls, last 30 days", "0 when none")              \
+    X(N_PHONE_ALL, "n_phone_all", "interaction", "count", "Calls, all time", "0 when none")                  \
+    X(N_MEETING_14D, "n_meeting_14d", "interaction", "count", "Meetings, last 14 days", "0 when none")       \
+    X(N_MEETING_30D, "n_meeting_30d", "interaction", "count", "Meetings, last 30 days", "0 when none")       \
+    X(N_MEETING_ALL, "n_meeting_all", "interaction", "count", "Meetings, all time", "0 when none")           \
+    X(N_DEMO_14D, "n_demo_14d", "interaction", "count", "Demos, last 14 days", "0 when none")                \
+    X(N_DEMO_30D, "n_demo_30d", "interaction", "count", "Demos, last 30 days", "0 when none")                \
+    X(N_DEMO_ALL, "n_demo_all", "interaction", "count", "Demos, all time", "0 when none")                    \
+    X(N_SUPPORT_14D, "n_support_14d", "interaction", "count", "Support contacts, last 14 days",              \
+      "0 when none")                                                                                         \
+    X(N_SUPPORT_30D, "n_support_30d", "interaction", "count", "Support contacts, last 30 days",              \
+      "0 when none")                                                                                         \
+    X(N_SUPPORT_ALL, "n_support_all", "interaction", "count", "Support contacts, all time", "0 when none")   \
+    X(DAYS_SINCE_LAST_INTERACTION, "days_since_last_interaction", "interaction", "days",                     \
+      "Days since last interaction", "NaN when there is no interaction at as_of")                            \
+    X(DAYS_SINCE_LAST_MEETING, "days_since_last_meeting", "interaction", "days", "Days since last meeting",  \
+      "NaN when there is no meeting at as_of")                                                               \
+    X(MEETING_MINUTES_30D, "meeting_minutes_30d", "interaction", "minutes", "Meeting minutes, last 30 days", \
+      "0 when none; a meeting without a duration adds 0")                                                    \
+    X(VELOCITY_14D, "velocity_14d", "interaction", "ratio",                                                  \
+      "Interactions, last 14 days vs the 14 days before",                                                    \
+      "never: (n in (as_of-14d, as_of] + 1) / (n in (as_of-28d, as_of-14d] + 1)")                            \
+    X(INDUSTRY_CODE, "industry_code", "firmographic", "code", "Industry", "NaN when empty")                  \
+    X(REGION_CODE, "region_code", "firmographic", "code", "Region", "NaN when empty")                        \
+    X(SIZE_BAND_CODE, "size_band_code", "firmographic", "code", "Company size", "NaN when empty")            \
+    X(PRODUCT_CATEGORY_CODE, "product_category_code", "firmographic", "code", "Product category",            \
+      "NaN when empty")                                                                                      \
+    X(PERSONA_CODE, "persona_code", "firmographic", "code", "Buyer persona", "NaN when empty")               \
+    X(ACCOUNT_WIN_RATE, "account_win_rate", "firmographic", "rate", "Account's prior win rate (smoothed)",   \
+      "NaN without an account or win-rate data; the org rate when the account has no "                       \
+      "closed deals")                                                                                        \
+    X(OWNER_WIN_RATE, "owner_win_rate", "firmographic", "rate", "Owner's prior win rate (smoothed)",         \
+      "NaN without an owner or win-rate data; the org rate when the owner has no closed deals")              \
+    X(ACCOUNT_CLOSED_DEALS, "account_closed_deals", "firmographic", "count",                                 \
+      "Account's deals closed before", "NaN without an account or win-rate data")                            \
+    X(OWNER_CLOSED_DEALS, "owner_closed_deals", "firmographic", "count", "Owner's deals closed before",      \
+      "NaN without an owner or win-rate data")                                                               \
+    X(MEDDICC_METRICS, "meddicc_metrics", "meddicc", "flag", "MEDDICC: metrics",                             \
+      "0 when not detected (also without transcripts)")                                                      \
+    X(MEDDICC_ECONOMIC_BUYER, "meddicc_economic_buyer", "meddicc", "flag", "MEDDICC: economic buyer",        \
+      "0 when not detected (also without transcripts)")                                                      \
+    X(MEDDICC_DECISION_CRITERIA, "meddicc_decision_criteria", "meddicc", "flag",                             \
+      "MEDDICC: decision criteria", "0 when not detected (also without transcripts)")                        \
+    X(MEDDICC_DECISION_PROCESS, "meddicc_decision_process", "meddicc", "flag", "MEDDICC: decision process",  \
+      "0 when not detected (also without transcripts)")                                                      \
+    X(MEDDICC_PAPER_PROCESS, "meddicc_paper_process", "meddicc", "flag", "MEDDICC: paper process",           \
+      "0 when not detected (also without transcripts)")                                                      \
+    X(MEDDICC_IDENTIFY_PAIN, "meddicc_identify_pain", "meddicc", "flag", "MEDDICC: identified pain",         \
+      "0 when not detected (also without transcripts)")                                                      \
+    X(MEDDICC_CHAMPION, "meddicc_champion", "meddicc", "flag", "MEDDICC: champion",                          \
+      "0 when not detected (also without transcripts)")                                                      \
+    X(MEDDICC_COMPETITION, "meddicc_competition", "meddicc", "flag", "MEDDICC: competition",                 \
+      "0 when not detected (also without transcripts)")                                                      \
+    X(MEDDICC_COVERAGE, "meddicc_coverage", "meddicc", "count", "MEDDICC coverage (of 8)",                   \
+      "0 when nothing is detected")                                                                          \
     X(N_TRANSCRIPTS, "n_transcripts", "meddicc", "count", "Call transcripts", "0 when none")
 
 typedef enum {
 #define DS__FEATURE_ENUM(id, name, family, unit, label, missing) DS_F_##id,
     DS_FEATURES(DS__FEATURE_ENUM)
 #undef DS__FEATURE_ENUM
-    DS_FEATURE_COUNT
+        DS_FEATURE_COUNT
 } ds_feature_id_t;
 
 /* Catalog lookups. Name and label are static strings; NULL out of range. */
@@ -205,8 +200,7 @@ typedef struct {
  * (wins + m * org_rate) / (closed + m); pass DS_WINRATE_SMOOTHING. Returns 0
  * and sets *out (free with ds_winrate_ctx_destroy), or DS_EINVAL when
  * smoothing is negative or not finite. */
-int ds_winrate_ctx_new(const ds_closed_deal_t *deals, size_t n, double smoothing,
-                       ds_winrate_ctx_t **out);
+int ds_winrate_ctx_new(const ds_closed_deal_t *deals, size_t n, double smoothing, ds_winrate_ctx_t **out);
 /* Does nothing with NULL. */
 void ds_winrate_ctx_destroy(ds_winrate_ctx_t *wr);
 /* The org's rate before t, Laplace-smoothed: (wins + 1) / (closed + 2). */
@@ -215,8 +209,7 @@ void ds_winrate_org(const ds_winrate_ctx_t *wr, int64_t before_us, ds_winrate_t 
  * gets the org rate. Returns 0, or DS_EINVAL for a NULL or empty id. */
 int ds_winrate_account(const ds_winrate_ctx_t *wr, const char *account_id, int64_t before_us,
                        ds_winrate_t *out);
-int ds_winrate_owner(const ds_winrate_ctx_t *wr, const char *owner_id, int64_t before_us,
-                     ds_winrate_t *out);
+int ds_winrate_owner(const ds_winrate_ctx_t *wr, const char *owner_id, int64_t before_us, ds_winrate_t *out);
 
 /* ---- raw input -------------------------------------------------------------- */
 
@@ -247,8 +240,8 @@ typedef struct {
  * (NULL or "" = none; stage borrowed, amount parsed as a number, close_date
  * as ISO 8601 via ds_parse_time_us). Returns 0, or DS_EINVAL for an unknown
  * field or an unparsable value (row untouched). */
-int ds_opp_history_set(ds_opp_history_t *row, const char *field, const char *old_value,
-                       const char *new_value, int64_t changed_at_us);
+int ds_opp_history_set(ds_opp_history_t *row, const char *field, const char *old_value, const char *new_value,
+                       int64_t changed_at_us);
 
 typedef enum {
     DS_INTERACTION_EMAIL = 0,

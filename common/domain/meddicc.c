@@ -130,30 +130,69 @@ static const struct {
     const char *word;
     uint8_t cls;
 } class_words[] = {
-    {"no", W_NO},          {"not", W_CUE},      {"never", W_CUE},     {"without", W_CUE},
-    {"lack", W_CUE},       {"lacks", W_CUE},    {"lacking", W_CUE},   {"nobody", W_CUE},
-    {"none", W_CUE},       {"haven't", W_CUE},  {"hasn't", W_CUE},    {"hadn't", W_CUE},
-    {"don't", W_CUE},      {"doesn't", W_CUE},  {"didn't", W_CUE},    {"isn't", W_CUE},
-    {"aren't", W_CUE},     {"wasn't", W_CUE},   {"weren't", W_CUE},   {"won't", W_CUE},
-    {"can't", W_CUE},      {"cannot", W_CUE},   {"couldn't", W_CUE},  {"wouldn't", W_CUE},
-    {"havent", W_CUE},     {"hasnt", W_CUE},    {"dont", W_CUE},      {"doesnt", W_CUE},
-    {"didnt", W_CUE},      {"isnt", W_CUE},     {"arent", W_CUE},     {"cant", W_CUE},
-    {"yet", W_YET},        {"one", W_ONE},      {"to", W_TO},         {"but", W_BREAK},
-    {"however", W_BREAK},  {"although", W_BREAK}, {"though", W_BREAK}, {"whereas", W_BREAK},
+    {"no", W_NO},      {"not", W_CUE},       {"never", W_CUE},      {"without", W_CUE},  {"lack", W_CUE},
+    {"lacks", W_CUE},  {"lacking", W_CUE},   {"nobody", W_CUE},     {"none", W_CUE},     {"haven't", W_CUE},
+    {"hasn't", W_CUE}, {"hadn't", W_CUE},    {"don't", W_CUE},      {"doesn't", W_CUE},  {"didn't", W_CUE},
+    {"isn't", W_CUE},  {"aren't", W_CUE},    {"wasn't", W_CUE},     {"weren't", W_CUE},  {"won't", W_CUE},
+    {"can't", W_CUE},  {"cannot", W_CUE},    {"couldn't", W_CUE},   {"wouldn't", W_CUE}, {"havent", W_CUE},
+    {"hasnt", W_CUE},  {"dont", W_CUE},      {"doesnt", W_CUE},     {"didnt", W_CUE},    {"isnt", W_CUE},
+    {"arent", W_CUE},  {"cant", W_CUE},      {"yet", W_YET},        {"one", W_ONE},      {"to", W_TO},
+    {"but", W_BREAK},  {"however", W_BREAK}, {"although", W_BREAK}, {"though", W_BREAK}, {"whereas", W_BREAK},
 };
 
 /* ---- character classes ------------------------------------------------- */
 
 static const uint8_t lower_tab[256] = {
-#define R16(b)                                                                               \
-    (b), (b) + 1, (b) + 2, (b) + 3, (b) + 4, (b) + 5, (b) + 6, (b) + 7, (b) + 8, (b) + 9, \
-        (b) + 10, (b) + 11, (b) + 12, (b) + 13, (b) + 14, (b) + 15
-    R16(0x00), R16(0x10), R16(0x20), R16(0x30),
+#define R16(b)                                                                                               \
+    (b), (b) + 1, (b) + 2, (b) + 3, (b) + 4, (b) + 5, (b) + 6, (b) + 7, (b) + 8, (b) + 9, (b) + 10,          \
+        (b) + 11, (b) + 12, (b) + 13, (b) + 14, (b) + 15
+    R16(0x00),
+    R16(0x10),
+    R16(0x20),
+    R16(0x30),
     /* 0x40-0x5f: '@', 'A'-'Z' lowercased, then "[\]^_" */
-    0x40, 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o',
-    'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 0x5b, 0x5c, 0x5d, 0x5e, 0x5f,
-    R16(0x60), R16(0x70), R16(0x80), R16(0x90), R16(0xa0), R16(0xb0), R16(0xc0), R16(0xd0),
-    R16(0xe0), R16(0xf0),
+    0x40,
+    'a',
+    'b',
+    'c',
+    'd',
+    'e',
+    'f',
+    'g',
+    'h',
+    'i',
+    'j',
+    'k',
+    'l',
+    'm',
+    'n',
+    'o',
+    'p',
+    'q',
+    'r',
+    's',
+    't',
+    'u',
+    'v',
+    'w',
+    'x',
+    'y',
+    'z',
+    0x5b,
+    0x5c,
+    0x5d,
+    0x5e,
+    0x5f,
+    R16(0x60),
+    R16(0x70),
+    R16(0x80),
+    R16(0x90),
+    R16(0xa0),
+    R16(0xb0),
+    R16(0xc0),
+    R16(0xd0),
+    R16(0xe0),
+    R16(0xf0),
 #undef R16
 };
 
@@ -193,8 +232,8 @@ static uint32_t utf8_decode_prev_slow(const uint8_t *t, size_t i, size_t *start)
 static bool cp_is_word(uint32_t cp) {
     if (cp < 0x80) return ascii_word((uint8_t)cp);
     if (cp == DS_UTF8_INVALID) return false;
-    if (cp >= 0x80 && cp <= 0xbf) return false; /* C1 controls, NBSP, Latin-1 punctuation */
-    if (cp == 0xd7 || cp == 0xf7) return false; /* multiplication and division signs */
+    if (cp >= 0x80 && cp <= 0xbf) return false;     /* C1 controls, NBSP, Latin-1 punctuation */
+    if (cp == 0xd7 || cp == 0xf7) return false;     /* multiplication and division signs */
     if (cp >= 0x2000 && cp <= 0x206f) return false; /* general punctuation, spaces, quotes */
     if (cp >= 0x3000 && cp <= 0x303f) return false; /* CJK punctuation */
     if (cp == 0xfeff) return false;
@@ -214,10 +253,10 @@ typedef struct {
     const char *text; /* normalized, NUL-terminated, in the lexicon's pool */
     uint16_t len;
     uint8_t element;
-    uint8_t second;  /* second byte as second_key() folds text, 0 for a 1-byte phrase */
-    bool last_word;  /* the last character is a word character */
-    bool plural_ok;  /* the last character is an ASCII letter: "s"/"es" may follow */
-    bool disabled;   /* only while compiling */
+    uint8_t second; /* second byte as second_key() folds text, 0 for a 1-byte phrase */
+    bool last_word; /* the last character is a word character */
+    bool plural_ok; /* the last character is an ASCII letter: "s"/"es" may follow */
+    bool disabled;  /* only while compiling */
 } phrase_t;
 
 /* Class words packed into 8 bytes, in an open-addressing table. */
@@ -251,10 +290,10 @@ enum {
 
 /* Byte classes for the scan loop. */
 enum {
-    BC_OTHER = 0,   /* ASCII non-word byte that starts no phrase */
-    BC_WORD = 1,    /* ASCII word byte */
-    BC_HIGH = 2,    /* >= 0x80: decode to classify */
-    BC_STARTS = 3,  /* ASCII non-word byte that starts some phrase */
+    BC_OTHER = 0,  /* ASCII non-word byte that starts no phrase */
+    BC_WORD = 1,   /* ASCII word byte */
+    BC_HIGH = 2,   /* >= 0x80: decode to classify */
+    BC_STARTS = 3, /* ASCII non-word byte that starts some phrase */
 };
 
 /* Up to 8 bytes of a word, the first in the lowest byte. */
@@ -316,9 +355,7 @@ static int phrase_key_cmp(const phrase_t *x, const phrase_t *y) {
     return strcmp(x->text, y->text);
 }
 
-static int phrase_cmp(const void *a, const void *b) {
-    return phrase_key_cmp(a, b);
-}
+static int phrase_cmp(const void *a, const void *b) { return phrase_key_cmp(a, b); }
 
 int ds_meddicc_lexicon_new(const ds_meddicc_phrase_t *rows, size_t n, ds_meddicc_lexicon_t **out,
                            char *errstr, size_t errstr_size) {
@@ -393,17 +430,27 @@ int ds_meddicc_lexicon_new(const ds_meddicc_phrase_t *rows, size_t n, ds_meddicc
     }
     for (unsigned c = 0; c < 256; c++) {
         uint8_t nc = NC_SEP;
-        if (c >= 0x80) nc = NC_HIGH;
-        else if (ascii_word((uint8_t)c)) nc = NC_WORD;
-        else if (c == '\'') nc = NC_APOS;
-        else if (c == '!' || c == '?' || c == ';' || c == '\n') nc = NC_END;
-        else if (c == '.') nc = NC_DOT;
-        else if (c == ',') nc = NC_COMMA;
+        if (c >= 0x80)
+            nc = NC_HIGH;
+        else if (ascii_word((uint8_t)c))
+            nc = NC_WORD;
+        else if (c == '\'')
+            nc = NC_APOS;
+        else if (c == '!' || c == '?' || c == ';' || c == '\n')
+            nc = NC_END;
+        else if (c == '.')
+            nc = NC_DOT;
+        else if (c == ',')
+            nc = NC_COMMA;
         lex->neg_cls[c] = nc;
         lex->second_tab[c] = second_key((uint8_t)c);
-        if (c >= 0x80) lex->byte_cls[c] = BC_HIGH;
-        else if (ascii_word((uint8_t)c)) lex->byte_cls[c] = BC_WORD;
-        else lex->byte_cls[c] = lex->bucket[lower_tab[c]] != lex->bucket[lower_tab[c] + 1] ? BC_STARTS : BC_OTHER;
+        if (c >= 0x80)
+            lex->byte_cls[c] = BC_HIGH;
+        else if (ascii_word((uint8_t)c))
+            lex->byte_cls[c] = BC_WORD;
+        else
+            lex->byte_cls[c] =
+                lex->bucket[lower_tab[c]] != lex->bucket[lower_tab[c] + 1] ? BC_STARTS : BC_OTHER;
     }
     for (size_t i = 0; i < DS_ARRAY_SIZE(class_words); i++) {
         size_t slot = word_slot(pack_word(class_words[i].word));
@@ -422,17 +469,15 @@ void ds_meddicc_lexicon_destroy(ds_meddicc_lexicon_t *lex) {
     free(lex);
 }
 
-size_t ds_meddicc_lexicon_size(const ds_meddicc_lexicon_t *lex) {
-    return lex->n;
-}
+size_t ds_meddicc_lexicon_size(const ds_meddicc_lexicon_t *lex) { return lex->n; }
 
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 static ds_meddicc_lexicon_t *default_lexicon; /* written once, then read-only */
 
 static void default_init(void) {
     char err[256];
-    if (ds_meddicc_lexicon_new(default_phrases, DS_ARRAY_SIZE(default_phrases), &default_lexicon,
-                               err, sizeof err) != DS_OK)
+    if (ds_meddicc_lexicon_new(default_phrases, DS_ARRAY_SIZE(default_phrases), &default_lexicon, err,
+                               sizeof err) != DS_OK)
         ds_panic("built-in MEDDICC lexicon is invalid: %s", err);
 }
 
@@ -443,9 +488,7 @@ const ds_meddicc_lexicon_t *ds_meddicc_lexicon_default(void) {
 
 /* ---- scanning ----------------------------------------------------------- */
 
-void ds_meddicc_result_init(ds_meddicc_result_t *res) {
-    memset(res, 0, sizeof *res);
-}
+void ds_meddicc_result_init(ds_meddicc_result_t *res) { memset(res, 0, sizeof *res); }
 
 /* Matches phrase ph at t[i..n); returns the end offset, or 0 for no match. */
 static size_t match_phrase(const phrase_t *ph, const uint8_t *t, size_t n, size_t i) {
@@ -596,8 +639,7 @@ static bool negated(const ds_meddicc_lexicon_t *lex, const uint8_t *t, size_t n,
             if (key) cls = classify(lex, key);
         }
         if (cls == W_BREAK) return false;
-        if (k <= DS_MEDDICC_NEGATION_WINDOW && !comma && (cls == W_CUE || cls == W_NO))
-            return true;
+        if (k <= DS_MEDDICC_NEGATION_WINDOW && !comma && (cls == W_CUE || cls == W_NO)) return true;
         /* Two-word cues: this word first, the one read before second. */
         if (k >= 1 && k - 1 <= DS_MEDDICC_NEGATION_WINDOW && !comma && !prev_comma &&
             ((cls == W_NO && prev_cls == W_ONE) || (cls == W_YET && prev_cls == W_TO)))
@@ -608,8 +650,8 @@ static bool negated(const ds_meddicc_lexicon_t *lex, const uint8_t *t, size_t n,
     return false;
 }
 
-static void add_evidence(ds_meddicc_result_t *res, int el, const char *tid, size_t start,
-                         size_t end, const char *phrase) {
+static void add_evidence(ds_meddicc_result_t *res, int el, const char *tid, size_t start, size_t end,
+                         const char *phrase) {
     res->present[el] = true;
     res->n_matches[el]++;
     if (res->n_evidence[el] < DS_MEDDICC_MAX_EVIDENCE) {
@@ -632,8 +674,7 @@ typedef struct {
 } scan_t;
 
 /* Whether some phrase may start with the two bytes at i. */
-static inline bool pair_may_match(const ds_meddicc_lexicon_t *lex, const uint8_t *t, size_t n,
-                                  size_t i) {
+static inline bool pair_may_match(const ds_meddicc_lexicon_t *lex, const uint8_t *t, size_t n, size_t i) {
     unsigned b1 = i + 1 < n ? lex->second_tab[t[i + 1]] : 0;
     unsigned bit = (unsigned)lower_tab[t[i]] << 8 | b1;
     return lex->pair[bit >> 6] & (1ULL << (bit & 63));
@@ -657,9 +698,9 @@ static void try_at(scan_t *sc, size_t i) {
         if (ph->last_word && e < sc->n && word_at(t, sc->n, e)) {
             /* Only a plural ending may follow: "competitors", "KPIs". */
             size_t e2 = 0;
-            if (ph->plural_ok && lower_tab[t[e]] == 's') e2 = e + 1;
-            else if (ph->plural_ok && lower_tab[t[e]] == 'e' && e + 1 < sc->n &&
-                     lower_tab[t[e + 1]] == 's')
+            if (ph->plural_ok && lower_tab[t[e]] == 's')
+                e2 = e + 1;
+            else if (ph->plural_ok && lower_tab[t[e]] == 'e' && e + 1 < sc->n && lower_tab[t[e + 1]] == 's')
                 e2 = e + 2;
             if (e2 == 0 || (e2 < sc->n && word_at(t, sc->n, e2))) continue;
             e = e2;
@@ -672,14 +713,13 @@ static void try_at(scan_t *sc, size_t i) {
     }
 }
 
-void ds_meddicc_scan(const ds_meddicc_lexicon_t *lex, const char *transcript_id, const char *text,
-                     size_t len, ds_meddicc_result_t *res) {
+void ds_meddicc_scan(const ds_meddicc_lexicon_t *lex, const char *transcript_id, const char *text, size_t len,
+                     ds_meddicc_result_t *res) {
     if (!text) len = 0;
     if (len > UINT32_MAX) len = UINT32_MAX;
     const uint8_t *t = (const uint8_t *)text;
     const uint8_t *cls = lex->byte_cls;
-    scan_t sc = {.lex = lex, .t = t, .n = len, .tid = transcript_id, .res = res,
-                 .sc = {0, SIZE_MAX, false}};
+    scan_t sc = {.lex = lex, .t = t, .n = len, .tid = transcript_id, .res = res, .sc = {0, SIZE_MAX, false}};
     size_t i = 0;
     while (i < len) {
         uint8_t k = cls[t[i]];
@@ -695,8 +735,7 @@ void ds_meddicc_scan(const ds_meddicc_lexicon_t *lex, const char *transcript_id,
             continue;
         }
         if (k == BC_HIGH && !cp_is_word(ds_utf8_decode(t + i, len - i, &clen))) {
-            if (lex->bucket[t[i]] != lex->bucket[t[i] + 1] && pair_may_match(lex, t, len, i))
-                try_at(&sc, i);
+            if (lex->bucket[t[i]] != lex->bucket[t[i] + 1] && pair_may_match(lex, t, len, i)) try_at(&sc, i);
             i += clen;
             continue;
         }
@@ -706,9 +745,7 @@ void ds_meddicc_scan(const ds_meddicc_lexicon_t *lex, const char *transcript_id,
         i += clen;
         for (;;) {
             while (i < len && cls[t[i]] == BC_WORD) i++;
-            if (i >= len || cls[t[i]] != BC_HIGH ||
-                !cp_is_word(ds_utf8_decode(t + i, len - i, &clen)))
-                break;
+            if (i >= len || cls[t[i]] != BC_HIGH || !cp_is_word(ds_utf8_decode(t + i, len - i, &clen))) break;
             i += clen;
         }
     }
@@ -724,16 +761,18 @@ char *ds_meddicc_result_to_json(const ds_meddicc_result_t *res) {
     for (int el = 0; el < DS_MEDDICC_COUNT; el++) {
         if (el) ds_sb_puts(&sb, ",");
         ds_sb_json_str(&sb, element_names[el]);
-        ds_sb_puts(&sb, res->present[el] ? ":{\"present\":true,\"matches\":"
-                                      : ":{\"present\":false,\"matches\":");
+        ds_sb_puts(&sb,
+                   res->present[el] ? ":{\"present\":true,\"matches\":" : ":{\"present\":false,\"matches\":");
         ds_sb_i64(&sb, res->n_matches[el]);
         ds_sb_puts(&sb, ",\"evidence\":[");
         for (uint32_t k = 0; k < res->n_evidence[el] && k < DS_MEDDICC_MAX_EVIDENCE; k++) {
             const ds_meddicc_evidence_t *ev = &res->evidence[el][k];
             if (k) ds_sb_puts(&sb, ",");
             ds_sb_puts(&sb, "{\"transcript_id\":");
-            if (ev->transcript_id) ds_sb_json_str(&sb, ev->transcript_id);
-            else ds_sb_puts(&sb, "null");
+            if (ev->transcript_id)
+                ds_sb_json_str(&sb, ev->transcript_id);
+            else
+                ds_sb_puts(&sb, "null");
             ds_sb_puts(&sb, ",\"start\":");
             ds_sb_i64(&sb, ev->start);
             ds_sb_puts(&sb, ",\"end\":");

@@ -130,8 +130,8 @@ void ds_meddicc_result_init(ds_meddicc_result_t *res);
  * what it finds to res, with transcript_id (borrowed, may be NULL) on each
  * evidence entry. Spans are byte offsets into text; texts longer than
  * UINT32_MAX bytes are scanned only up to there. Never fails. */
-void ds_meddicc_scan(const ds_meddicc_lexicon_t *lex, const char *transcript_id, const char *text,
-                     size_t len, ds_meddicc_result_t *res);
+void ds_meddicc_scan(const ds_meddicc_lexicon_t *lex, const char *transcript_id, const char *text, size_t len,
+                     ds_meddicc_result_t *res);
 
 /* Deterministic compact JSON: every element in enum order,
  *   {"metrics":{"present":false,"matches":0,"evidence":[]},...,

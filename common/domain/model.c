@@ -18,9 +18,9 @@
 #include "base/strindex.h"
 #include "domain/treeshap.h"
 
-#define ERR(...)                                                                                  \
-    do {                                                                                          \
-        if (errstr && errstr_size) snprintf(errstr, errstr_size, __VA_ARGS__);                    \
+#define ERR(...)                                                                                             \
+    do {                                                                                                     \
+        if (errstr && errstr_size) snprintf(errstr, errstr_size, __VA_ARGS__);                               \
     } while (0)
 
 static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
@@ -94,8 +94,7 @@ static int set_param(BoosterHandle bst, const char *name, const char *value, cha
 static int check_training_set(size_t n_rows, size_t n_features, const char *const *names, const float *label,
                               const float *weight, char *errstr, size_t errstr_size) {
     if (n_rows == 0 || n_features == 0 || n_features > INT_MAX) {
-        ERR("training needs at least one row and one feature (got %zu x %zu)", n_rows,
-            n_features);
+        ERR("training needs at least one row and one feature (got %zu x %zu)", n_rows, n_features);
         return DS_EINVAL;
     }
     for (size_t j = 0; j < n_features; j++) {
@@ -138,7 +137,8 @@ static int set_int_param(BoosterHandle bst, const char *name, int value, char *e
 }
 
 /* Every digit a double has, so the booster trains on exactly p's value. */
-static int set_double_param(BoosterHandle bst, const char *name, double value, char *errstr, size_t errstr_size) {
+static int set_double_param(BoosterHandle bst, const char *name, double value, char *errstr,
+                            size_t errstr_size) {
     char v[64];
     snprintf(v, sizeof v, "%.17g", value);
     return set_param(bst, name, v, errstr, errstr_size);
@@ -161,7 +161,8 @@ static int set_params(BoosterHandle bst, const ds_model_params_t *p, char *errst
 /* The trained booster as a model loaded from its JSON: reloading drops the
  * training state (gradients, histogram cuts, the DMatrix cache) and makes
  * a fresh model behave exactly as a loaded one. */
-static int reload_trained(BoosterHandle bst, int nthread, ds_model_t **out, char *errstr, size_t errstr_size) {
+static int reload_trained(BoosterHandle bst, int nthread, ds_model_t **out, char *errstr,
+                          size_t errstr_size) {
     bst_ulong len = 0;
     const char *raw = NULL;
     if (XGBoosterSaveModelToBuffer(bst, "{\"format\":\"json\"}", &len, &raw) != 0)
@@ -176,8 +177,8 @@ static int reload_trained(BoosterHandle bst, int nthread, ds_model_t **out, char
 }
 
 int ds_model_train(const ds_model_params_t *p, const float *x, size_t n_rows, size_t n_features,
-                   const char *const *names, const float *label, const float *weight,
-                   ds_model_t **out, char *errstr, size_t errstr_size) {
+                   const char *const *names, const float *label, const float *weight, ds_model_t **out,
+                   char *errstr, size_t errstr_size) {
     if (!p || !x || !names || !label || !out) {
         ERR("missing parameters, matrix, names, labels or output");
         return DS_EINVAL;
@@ -196,8 +197,8 @@ int ds_model_train(const ds_model_params_t *p, const float *x, size_t n_rows, si
     }
     if (XGDMatrixSetFloatInfo(dtrain, "label", label, (bst_ulong)n_rows) != 0 ||
         (weight && XGDMatrixSetFloatInfo(dtrain, "weight", weight, (bst_ulong)n_rows) != 0) ||
-        XGDMatrixSetStrFeatureInfo(dtrain, "feature_name", (const char **)names,
-                                   (bst_ulong)n_features) != 0) {
+        XGDMatrixSetStrFeatureInfo(dtrain, "feature_name", (const char **)names, (bst_ulong)n_features) !=
+            0) {
         xgb_fail(errstr, errstr_size, "could not set labels, weights or feature names");
         goto done;
     }
@@ -214,8 +215,7 @@ int ds_model_train(const ds_model_params_t *p, const float *x, size_t n_rows, si
     }
     /* The booster takes no names from the DMatrix by itself (the Python
      * package copies them too); they must be in the artifact. */
-    if (XGBoosterSetStrFeatureInfo(bst, "feature_name", (const char **)names,
-                                   (bst_ulong)n_features) != 0) {
+    if (XGBoosterSetStrFeatureInfo(bst, "feature_name", (const char **)names, (bst_ulong)n_features) != 0) {
         xgb_fail(errstr, errstr_size, "could not store the feature names");
         goto done;
     }
@@ -264,8 +264,7 @@ static void build_treeshap(ds_model_t *m) {
     const char *raw = NULL;
     char err[256] = "";
     if (XGBoosterSaveModelToBuffer(m->bst, "{\"format\":\"json\"}", &len, &raw) != 0) {
-        ds_warn("could not build the TreeSHAP engine, XGBoost explains scores: %s",
-                XGBGetLastError());
+        ds_warn("could not build the TreeSHAP engine, XGBoost explains scores: %s", XGBGetLastError());
         return;
     }
     if (ds_treeshap_new(raw, (size_t)len, DS_TREESHAP_TABLE_BITS, &m->ts, err, sizeof err) != 0) {
@@ -397,8 +396,8 @@ int ds_model_feature_map(const ds_model_t *m, const char *const *engine_names, s
 /* One prediction of the given XGBoost type on a fresh DMatrix (XGBoost
  * caches predictions per DMatrix, and a fresh one per call keeps threads
  * apart). Copies n_rows * cols values into out_f or out_d. */
-static int predict(const ds_model_t *m, const float *x, size_t n_rows, int type, size_t cols,
-                   float *out_f, double *out_d, char *errstr, size_t errstr_size) {
+static int predict(const ds_model_t *m, const float *x, size_t n_rows, int type, size_t cols, float *out_f,
+                   double *out_d, char *errstr, size_t errstr_size) {
     if (!m || !x || !n_rows || (!out_f && !out_d)) {
         ERR("missing model, rows or output");
         return DS_EINVAL;
@@ -436,13 +435,13 @@ done:
     return rc;
 }
 
-int ds_model_predict_margin_xgb(const ds_model_t *m, const float *x, size_t n_rows, double *out,
-                                char *errstr, size_t errstr_size) {
+int ds_model_predict_margin_xgb(const ds_model_t *m, const float *x, size_t n_rows, double *out, char *errstr,
+                                size_t errstr_size) {
     return predict(m, x, n_rows, 1, 1, NULL, out, errstr, errstr_size);
 }
 
-int ds_model_predict_margin(const ds_model_t *m, const float *x, size_t n_rows, double *out,
-                            char *errstr, size_t errstr_size) {
+int ds_model_predict_margin(const ds_model_t *m, const float *x, size_t n_rows, double *out, char *errstr,
+                            size_t errstr_size) {
     if (!m || !m->ts) return ds_model_predict_margin_xgb(m, x, n_rows, out, errstr, errstr_size);
     if (!x || !n_rows || !out) {
         ERR("missing model, rows or output");
@@ -452,22 +451,22 @@ int ds_model_predict_margin(const ds_model_t *m, const float *x, size_t n_rows, 
     return 0;
 }
 
-int ds_model_predict_proba(const ds_model_t *m, const float *x, size_t n_rows, double *out,
-                           char *errstr, size_t errstr_size) {
+int ds_model_predict_proba(const ds_model_t *m, const float *x, size_t n_rows, double *out, char *errstr,
+                           size_t errstr_size) {
     int rc = ds_model_predict_margin(m, x, n_rows, out, errstr, errstr_size);
     if (rc) return rc;
     for (size_t i = 0; i < n_rows; i++) out[i] = sigmoid(out[i]);
     return 0;
 }
 
-int ds_model_contribs_xgb(const ds_model_t *m, const float *x, size_t n_rows, float *out,
-                          char *errstr, size_t errstr_size) {
+int ds_model_contribs_xgb(const ds_model_t *m, const float *x, size_t n_rows, float *out, char *errstr,
+                          size_t errstr_size) {
     if (!m) return DS_EINVAL;
     return predict(m, x, n_rows, 2, m->n_features + 1, out, NULL, errstr, errstr_size);
 }
 
-int ds_model_contribs(const ds_model_t *m, const float *x, size_t n_rows, float *out,
-                      char *errstr, size_t errstr_size) {
+int ds_model_contribs(const ds_model_t *m, const float *x, size_t n_rows, float *out, char *errstr,
+                      size_t errstr_size) {
     if (!m || !m->ts) return ds_model_contribs_xgb(m, x, n_rows, out, errstr, errstr_size);
     if (!x || !n_rows || !out) {
         ERR("missing model, rows or output");
@@ -492,8 +491,8 @@ void ds_contribs_mean_abs(const float *contribs, size_t n_rows, size_t n_feature
 /* ---- calibration ---------------------------------------------------------- */
 
 /* Validates a calibration fold; counts weighted positives and negatives. */
-static int check_fold(const double *margin, const double *label, const double *weight, size_t n,
-                      double *pos, double *neg, char *errstr, size_t errstr_size) {
+static int check_fold(const double *margin, const double *label, const double *weight, size_t n, double *pos,
+                      double *neg, char *errstr, size_t errstr_size) {
     if (!margin || !label || n < 2) {
         ERR("calibration needs at least 2 rows");
         return DS_EINVAL;
@@ -528,8 +527,8 @@ static int check_fold(const double *margin, const double *label, const double *w
 /* ln(1 + e^f) without overflow. */
 static double log1pexp(double f) { return f > 0 ? f + log1p(exp(-f)) : log1p(exp(f)); }
 
-static double platt_loss(double a, double b, const double *margin, const double *t,
-                         const double *weight, size_t n) {
+static double platt_loss(double a, double b, const double *margin, const double *t, const double *weight,
+                         size_t n) {
     double loss = 0;
     for (size_t i = 0; i < n; i++) {
         double f = a * margin[i] + b, w = weight ? weight[i] : 1.0;
@@ -608,16 +607,15 @@ static double clip_prob(double p) {
     return fmin(fmax(p, DS_CALIB_ISOTONIC_EPS), 1.0 - DS_CALIB_ISOTONIC_EPS);
 }
 
-int ds_calib_fit_isotonic(const double *margin, const double *label, const double *weight,
-                          size_t n, ds_calib_t **out, char *errstr, size_t errstr_size) {
+int ds_calib_fit_isotonic(const double *margin, const double *label, const double *weight, size_t n,
+                          ds_calib_t **out, char *errstr, size_t errstr_size) {
     if (!out) return DS_EINVAL;
     *out = NULL;
     double pos, neg;
     int rc = check_fold(margin, label, weight, n, &pos, &neg, errstr, errstr_size);
     if (rc) return rc;
     xyw_t *pts = ds_malloc(n * sizeof *pts);
-    for (size_t i = 0; i < n; i++)
-        pts[i] = (xyw_t){sigmoid(margin[i]), label[i], weight ? weight[i] : 1.0};
+    for (size_t i = 0; i < n; i++) pts[i] = (xyw_t){sigmoid(margin[i]), label[i], weight ? weight[i] : 1.0};
     qsort(pts, n, sizeof *pts, cmp_xyw);
 
     /* Pool equal x (sum of w*y in .y, sum of w in .w), dropping weightless
@@ -668,8 +666,8 @@ int ds_calib_fit_isotonic(const double *margin, const double *label, const doubl
     return 0;
 }
 
-int ds_calib_fit(const double *margin, const double *label, const double *weight, size_t n,
-                 ds_calib_t **out, char *errstr, size_t errstr_size) {
+int ds_calib_fit(const double *margin, const double *label, const double *weight, size_t n, ds_calib_t **out,
+                 char *errstr, size_t errstr_size) {
     if (n >= DS_CALIB_ISOTONIC_MIN_ROWS)
         return ds_calib_fit_isotonic(margin, label, weight, n, out, errstr, errstr_size);
     return ds_calib_fit_platt(margin, label, weight, n, out, errstr, errstr_size);
@@ -819,9 +817,9 @@ static int cmp_abs_desc(const void *pa, const void *pb) {
     return (a->idx > b->idx) - (a->idx < b->idx);
 }
 
-int ds_drivers_top(const float *contribs, size_t n_features, const float *values,
-                   const char *const *names, const ds_calib_t *cal, size_t k, ds_driver_t *pos,
-                   size_t *n_pos, ds_driver_t *neg, size_t *n_neg) {
+int ds_drivers_top(const float *contribs, size_t n_features, const float *values, const char *const *names,
+                   const ds_calib_t *cal, size_t k, ds_driver_t *pos, size_t *n_pos, ds_driver_t *neg,
+                   size_t *n_neg) {
     if (!contribs || !names || !n_pos || !n_neg || (k && (!pos || !neg)) || n_features > INT_MAX)
         return DS_EINVAL;
     *n_pos = *n_neg = 0;
@@ -911,8 +909,8 @@ int ds_drivers_diff(const ds_named_contrib_t *prev, size_t n_prev, const ds_name
     }
     for (size_t j = 0; j < n_prev; j++)
         if (!matched[j])
-            all[m++] = (ds_contrib_change_t){prev[j].name, NULL, prev[j].contribution, NAN,
-                                             -prev[j].contribution};
+            all[m++] =
+                (ds_contrib_change_t){prev[j].name, NULL, prev[j].contribution, NAN, -prev[j].contribution};
     free(matched);
     /* Drop zero (and non-finite) changes, then rank; labels only for the
      * ones kept (a label is a lookup by name). */
@@ -987,7 +985,8 @@ static void sb_driver_list(ds_sb_t *b, const ds_driver_t *d, size_t n) {
     ds_sb_put(b, "]", 1);
 }
 
-void ds_drivers_write(ds_sb_t *b, const ds_driver_t *pos, size_t n_pos, const ds_driver_t *neg, size_t n_neg) {
+void ds_drivers_write(ds_sb_t *b, const ds_driver_t *pos, size_t n_pos, const ds_driver_t *neg,
+                      size_t n_neg) {
     ds_sb_puts(b, "{\"positive\":");
     sb_driver_list(b, pos, n_pos);
     ds_sb_puts(b, ",\"negative\":");
@@ -1028,7 +1027,10 @@ static int hex4(const char *p, unsigned *out) {
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
         char c = p[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
         if (d < 0) return -1;
         v = v * 16 + (unsigned)d;
     }
@@ -1085,7 +1087,8 @@ static char *parse_string(char **pp) {
             if (hex4(p, &u) != 0 || u == 0) return NULL;
             p += 4;
             if (u >= 0xd800 && u <= 0xdbff) {
-                if (p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) != 0 || lo < 0xdc00 || lo > 0xdfff) return NULL;
+                if (p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) != 0 || lo < 0xdc00 || lo > 0xdfff)
+                    return NULL;
                 p += 6;
                 u = 0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00);
             } else if (u >= 0xdc00 && u <= 0xdfff) {
@@ -1182,8 +1185,8 @@ fail:
 
 struct ds_stage_prior {
     double m, org_rate, n, wins;
-    size_t n_stages;        /* highest seen stage + 1 */
-    double *n_s, *wins_s;   /* weighted counts per stage */
+    size_t n_stages;      /* highest seen stage + 1 */
+    double *n_s, *wins_s; /* weighted counts per stage */
 };
 
 static ds_stage_prior_t *prior_new(double m, size_t n_stages) {
@@ -1195,8 +1198,8 @@ static ds_stage_prior_t *prior_new(double m, size_t n_stages) {
     return sp;
 }
 
-int ds_stage_prior_fit(const int *stage, const double *won, const double *weight, size_t n,
-                       double m, ds_stage_prior_t **out, char *errstr, size_t errstr_size) {
+int ds_stage_prior_fit(const int *stage, const double *won, const double *weight, size_t n, double m,
+                       ds_stage_prior_t **out, char *errstr, size_t errstr_size) {
     if (!out) return DS_EINVAL;
     *out = NULL;
     if (!stage || !won || n == 0) {
@@ -1276,8 +1279,7 @@ char *ds_stage_prior_to_json(const ds_stage_prior_t *sp) {
     return copy;
 }
 
-int ds_stage_prior_from_json(const char *text, ds_stage_prior_t **out, char *errstr,
-                             size_t errstr_size) {
+int ds_stage_prior_from_json(const char *text, ds_stage_prior_t **out, char *errstr, size_t errstr_size) {
     if (!text || !out) {
         ERR("missing stage prior JSON");
         return DS_EINVAL;
@@ -1309,13 +1311,11 @@ int ds_stage_prior_from_json(const char *text, ds_stage_prior_t **out, char *err
     json_t *e;
     json_array_foreach(stages, i, e) {
         json_t *js = json_object_get(e, "stage");
-        if (!json_is_integer(js) || json_integer_value(js) < 0 ||
-            json_integer_value(js) >= MAX_STAGES) {
+        if (!json_is_integer(js) || json_integer_value(js) < 0 || json_integer_value(js) >= MAX_STAGES) {
             ERR("stage prior entry %zu has no stage index in 0 .. %d", i, MAX_STAGES - 1);
             goto done;
         }
-        if ((size_t)json_integer_value(js) + 1 > n_stages)
-            n_stages = (size_t)json_integer_value(js) + 1;
+        if ((size_t)json_integer_value(js) + 1 > n_stages) n_stages = (size_t)json_integer_value(js) + 1;
     }
     sp = prior_new(m, n_stages);
     sp->org_rate = rate;

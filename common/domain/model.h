@@ -69,8 +69,8 @@ void ds_model_params_default(ds_model_params_t *p);
  * argument, named in errstr) or DS_EFATAL (XGBoost failed; its message is in
  * errstr). */
 int ds_model_train(const ds_model_params_t *p, const float *x, size_t n_rows, size_t n_features,
-                   const char *const *names, const float *label, const float *weight,
-                   ds_model_t **out, char *errstr, size_t errstr_size);
+                   const char *const *names, const float *label, const float *weight, ds_model_t **out,
+                   char *errstr, size_t errstr_size);
 
 /* Serializes the model as XGBoost JSON (XGBoosterSaveModelToBuffer with
  * {"format":"json"}): the file XGBoost's Python package loads as it is
@@ -115,18 +115,18 @@ int ds_model_feature_map(const ds_model_t *m, const char *const *engine_names, s
  * (ds_model_n_features columns) into out[n_rows]: the base margin plus the
  * leaf values, summed in double. Returns 0, or DS_EINVAL (NULL pointer,
  * n_rows 0) or DS_EFATAL (XGBoost's message in errstr). */
-int ds_model_predict_margin(const ds_model_t *m, const float *x, size_t n_rows, double *out,
-                            char *errstr, size_t errstr_size);
+int ds_model_predict_margin(const ds_model_t *m, const float *x, size_t n_rows, double *out, char *errstr,
+                            size_t errstr_size);
 
 /* The same margins from XGBoost itself (summed in float). Errors as
  * ds_model_predict_margin. */
-int ds_model_predict_margin_xgb(const ds_model_t *m, const float *x, size_t n_rows, double *out,
-                                char *errstr, size_t errstr_size);
+int ds_model_predict_margin_xgb(const ds_model_t *m, const float *x, size_t n_rows, double *out, char *errstr,
+                                size_t errstr_size);
 
 /* Uncalibrated probabilities 1 / (1 + exp(-margin)) into out[n_rows].
  * Errors as ds_model_predict_margin. */
-int ds_model_predict_proba(const ds_model_t *m, const float *x, size_t n_rows, double *out,
-                           char *errstr, size_t errstr_size);
+int ds_model_predict_proba(const ds_model_t *m, const float *x, size_t n_rows, double *out, char *errstr,
+                           size_t errstr_size);
 
 /* Exact (path-dependent) TreeSHAP contributions, XGBoost's prediction type
  * 2, into out[n_rows * (n_features + 1)]: row r's contribution of feature j
@@ -134,14 +134,14 @@ int ds_model_predict_proba(const ds_model_t *m, const float *x, size_t n_rows, d
  * n_features]; the row sums to its margin (within float rounding). Cost
  * grows with trees x leaves x depth per row (see treeshap.h and
  * tools/bench/model). Errors as ds_model_predict_margin. */
-int ds_model_contribs(const ds_model_t *m, const float *x, size_t n_rows, float *out,
-                      char *errstr, size_t errstr_size);
+int ds_model_contribs(const ds_model_t *m, const float *x, size_t n_rows, float *out, char *errstr,
+                      size_t errstr_size);
 
 /* The same contributions from XGBoost itself (XGBoosterPredictFromDMatrix,
  * type 2): the reference the tests and benchmarks compare with; trees x
  * leaves x depth^2 per row. Errors as ds_model_predict_margin. */
-int ds_model_contribs_xgb(const ds_model_t *m, const float *x, size_t n_rows, float *out,
-                          char *errstr, size_t errstr_size);
+int ds_model_contribs_xgb(const ds_model_t *m, const float *x, size_t n_rows, float *out, char *errstr,
+                          size_t errstr_size);
 
 /* True when margins and contributions come from our engine, false when
  * the model falls back to XGBoost. */
@@ -171,10 +171,10 @@ typedef enum {
  * ds_calib_destroy. */
 typedef struct {
     ds_calib_method_t method;
-    double a, b;  /* Platt */
-    size_t n;     /* isotonic breakpoints */
-    double *x;    /* raw probabilities sigmoid(margin), strictly increasing */
-    double *y;    /* calibrated probabilities at x, non-decreasing */
+    double a, b; /* Platt */
+    size_t n;    /* isotonic breakpoints */
+    double *x;   /* raw probabilities sigmoid(margin), strictly increasing */
+    double *y;   /* calibrated probabilities at x, non-decreasing */
 } ds_calib_t;
 
 /* Fits Platt scaling on held-out margins and labels (0/1; weight NULL = 1):
@@ -195,12 +195,12 @@ int ds_calib_fit_platt(const double *margin, const double *label, const double *
  * constant beyond the ends; values are clipped to [DS_CALIB_ISOTONIC_EPS,
  * 1 - DS_CALIB_ISOTONIC_EPS]. Returns 0 and sets *out, or DS_EINVAL as
  * ds_calib_fit_platt (no slope condition). */
-int ds_calib_fit_isotonic(const double *margin, const double *label, const double *weight,
-                          size_t n, ds_calib_t **out, char *errstr, size_t errstr_size);
+int ds_calib_fit_isotonic(const double *margin, const double *label, const double *weight, size_t n,
+                          ds_calib_t **out, char *errstr, size_t errstr_size);
 
 /* Isotonic when n >= DS_CALIB_ISOTONIC_MIN_ROWS, Platt otherwise. */
-int ds_calib_fit(const double *margin, const double *label, const double *weight, size_t n,
-                 ds_calib_t **out, char *errstr, size_t errstr_size);
+int ds_calib_fit(const double *margin, const double *label, const double *weight, size_t n, ds_calib_t **out,
+                 char *errstr, size_t errstr_size);
 
 /* The calibrated probability of a margin; with cal NULL, the plain sigmoid.
  * Non-decreasing in margin for every calibration this module builds or
@@ -238,12 +238,12 @@ void ds_calib_destroy(ds_calib_t *cal);
  * calibration is flat), and is exact for one driver taken alone; the pp of
  * several drivers need not add up, because P is not linear. */
 typedef struct {
-    int feature;          /* column in the model (index into the contribution row) */
-    const char *name;     /* the model's feature name (borrowed from names) */
-    const char *label;    /* the engine catalog's label, or the name when the engine lacks it */
-    double value;         /* the feature's value in the row; NaN when missing */
-    double contribution;  /* log-odds */
-    double pp;            /* percentage points, see above */
+    int feature;         /* column in the model (index into the contribution row) */
+    const char *name;    /* the model's feature name (borrowed from names) */
+    const char *label;   /* the engine catalog's label, or the name when the engine lacks it */
+    double value;        /* the feature's value in the row; NaN when missing */
+    double contribution; /* log-odds */
+    double pp;           /* percentage points, see above */
 } ds_driver_t;
 
 /* The top-k positive and top-k negative drivers of one row of
@@ -256,9 +256,9 @@ typedef struct {
  * are neither. pos and neg have room for k each; *n_pos and *n_neg get
  * their counts (<= k). Returns 0, or DS_EINVAL for a NULL required pointer
  * or a non-finite contribution. */
-int ds_drivers_top(const float *contribs, size_t n_features, const float *values,
-                   const char *const *names, const ds_calib_t *cal, size_t k, ds_driver_t *pos,
-                   size_t *n_pos, ds_driver_t *neg, size_t *n_neg);
+int ds_drivers_top(const float *contribs, size_t n_features, const float *values, const char *const *names,
+                   const ds_calib_t *cal, size_t k, ds_driver_t *pos, size_t *n_pos, ds_driver_t *neg,
+                   size_t *n_neg);
 
 /* A named contribution, as stored with a prediction. */
 typedef struct {
@@ -337,8 +337,8 @@ typedef struct ds_stage_prior ds_stage_prior_t;
  * DS_STAGE_PRIOR_SMOOTHING). Returns 0 and sets *out (free with
  * ds_stage_prior_destroy), or DS_EINVAL with errstr (no rows or zero total
  * weight, bad label or weight, m < 0 or not finite). */
-int ds_stage_prior_fit(const int *stage, const double *won, const double *weight, size_t n,
-                       double m, ds_stage_prior_t **out, char *errstr, size_t errstr_size);
+int ds_stage_prior_fit(const int *stage, const double *won, const double *weight, size_t n, double m,
+                       ds_stage_prior_t **out, char *errstr, size_t errstr_size);
 
 /* p(stage); the org rate for a stage never seen in training or negative.
  * Convert the engine's float stage_index with NaN -> -1. */
@@ -354,8 +354,7 @@ char *ds_stage_prior_to_json(const ds_stage_prior_t *sp);
 
 /* Parses ds_stage_prior_to_json's output (p is recomputed from n, wins, m
  * and org_rate). Returns 0 and sets *out, or DS_EINVAL with errstr. */
-int ds_stage_prior_from_json(const char *json, ds_stage_prior_t **out, char *errstr,
-                             size_t errstr_size);
+int ds_stage_prior_from_json(const char *json, ds_stage_prior_t **out, char *errstr, size_t errstr_size);
 
 /* Frees the prior; does nothing with NULL. */
 void ds_stage_prior_destroy(ds_stage_prior_t *sp);

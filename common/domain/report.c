@@ -12,9 +12,9 @@
 #include "base/common.h"
 #include "base/sb.h"
 
-#define ERR(...)                                                                                  \
-    do {                                                                                          \
-        if (errstr && errstr_size) snprintf(errstr, errstr_size, __VA_ARGS__);                    \
+#define ERR(...)                                                                                             \
+    do {                                                                                                     \
+        if (errstr && errstr_size) snprintf(errstr, errstr_size, __VA_ARGS__);                               \
     } while (0)
 
 /* ---- HTML text -------------------------------------------------------------- */
@@ -79,37 +79,38 @@ static double py(double v) { return TOP + (1 - v) * PLOT; }
 
 static void svg_axes(ds_sb_t *sb, const char *title, const char *xlabel, const char *ylabel) {
     ds_sb_printf(sb,
-              "<svg class=\"chart\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" "
-              "aria-label=\"",
-              LEFT + PLOT + 20, TOP + PLOT + 44, LEFT + PLOT + 20, TOP + PLOT + 44);
+                 "<svg class=\"chart\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" "
+                 "aria-label=\"",
+                 LEFT + PLOT + 20, TOP + PLOT + 44, LEFT + PLOT + 20, TOP + PLOT + 44);
     sb_esc(sb, title);
     ds_sb_puts(sb, "\">\n");
-    ds_sb_printf(sb, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#fff\" "
-                  "stroke=\"#888\"/>\n",
-              LEFT, TOP, PLOT, PLOT);
+    ds_sb_printf(sb,
+                 "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#fff\" "
+                 "stroke=\"#888\"/>\n",
+                 LEFT, TOP, PLOT, PLOT);
     for (int i = 0; i <= 5; i++) {
         double v = i / 5.0;
         ds_sb_printf(sb,
-                  "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#eee\"/>"
-                  "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#eee\"/>\n",
-                  px(v), TOP, px(v), TOP + PLOT, LEFT, py(v), LEFT + PLOT, py(v));
+                     "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#eee\"/>"
+                     "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#eee\"/>\n",
+                     px(v), TOP, px(v), TOP + PLOT, LEFT, py(v), LEFT + PLOT, py(v));
         ds_sb_printf(sb,
-                  "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">%.1f</text>"
-                  "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.1f</text>\n",
-                  px(v), TOP + PLOT + 15, v, LEFT - 6, py(v) + 4, v);
+                     "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">%.1f</text>"
+                     "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.1f</text>\n",
+                     px(v), TOP + PLOT + 15, v, LEFT - 6, py(v) + 4, v);
     }
     /* The diagonal: perfect calibration, or a random ranking. */
     ds_sb_printf(sb,
-              "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#999\" "
-              "stroke-dasharray=\"4 4\"/>\n",
-              px(0), py(0), px(1), py(1));
-    ds_sb_printf(sb, "<text x=\"%.1f\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">",
-              px(0.5), TOP + PLOT + 32);
+                 "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#999\" "
+                 "stroke-dasharray=\"4 4\"/>\n",
+                 px(0), py(0), px(1), py(1));
+    ds_sb_printf(sb, "<text x=\"%.1f\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">", px(0.5),
+                 TOP + PLOT + 32);
     sb_esc(sb, xlabel);
     ds_sb_printf(sb,
-              "</text>\n<text x=\"14\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\" "
-              "transform=\"rotate(-90 14 %.1f)\">",
-              py(0.5), py(0.5));
+                 "</text>\n<text x=\"14\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\" "
+                 "transform=\"rotate(-90 14 %.1f)\">",
+                 py(0.5), py(0.5));
     sb_esc(sb, ylabel);
     ds_sb_puts(sb, "</text>\n");
 }
@@ -118,19 +119,19 @@ static void svg_axes(ds_sb_t *sb, const char *title, const char *xlabel, const c
  * leave empty (top left for reliability, bottom right for ROC). */
 static void svg_legend_box(ds_sb_t *sb, double x, double y, size_t n) {
     ds_sb_printf(sb,
-              "<rect x=\"%.1f\" y=\"%.1f\" width=\"150\" height=\"%.1f\" fill=\"#fff\" "
-              "fill-opacity=\"0.9\" stroke=\"#ddd\"/>\n",
-              x, y, 8.0 + 16.0 * (double)n);
+                 "<rect x=\"%.1f\" y=\"%.1f\" width=\"150\" height=\"%.1f\" fill=\"#fff\" "
+                 "fill-opacity=\"0.9\" stroke=\"#ddd\"/>\n",
+                 x, y, 8.0 + 16.0 * (double)n);
 }
 
-static void svg_legend(ds_sb_t *sb, double x, double y, size_t slot, const char *color,
-                       const char *dash, const char *text) {
+static void svg_legend(ds_sb_t *sb, double x, double y, size_t slot, const char *color, const char *dash,
+                       const char *text) {
     double ly = y + 16.0 * (double)slot + 16;
     ds_sb_printf(sb,
-              "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
-              "stroke-width=\"2\"%s%s%s/>",
-              x + 8, ly - 4, x + 26, ly - 4, color, dash ? " stroke-dasharray=\"" : "",
-              dash ? dash : "", dash ? "\"" : "");
+                 "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+                 "stroke-width=\"2\"%s%s%s/>",
+                 x + 8, ly - 4, x + 26, ly - 4, color, dash ? " stroke-dasharray=\"" : "", dash ? dash : "",
+                 dash ? "\"" : "");
     ds_sb_printf(sb, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">", x + 32, ly);
     sb_esc(sb, text);
     ds_sb_puts(sb, "</text>\n");
@@ -144,16 +145,15 @@ static void svg_bins(ds_sb_t *sb, const ds_eval_bin_t *bins, size_t n, const cha
         ds_sb_printf(sb, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", color);
         for (size_t i = 0; i < n; i++)
             if (isfinite(bins[i].mean_predicted) && isfinite(bins[i].observed_rate))
-                ds_sb_printf(sb, "%.1f,%.1f ", px(bins[i].mean_predicted),
-                          py(bins[i].observed_rate));
+                ds_sb_printf(sb, "%.1f,%.1f ", px(bins[i].mean_predicted), py(bins[i].observed_rate));
         ds_sb_puts(sb, "\"/>\n");
     }
     for (size_t i = 0; i < n; i++) {
         if (!isfinite(bins[i].mean_predicted) || !isfinite(bins[i].observed_rate)) continue;
         ds_sb_printf(sb, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"><title>",
-                  px(bins[i].mean_predicted), py(bins[i].observed_rate), color);
+                     px(bins[i].mean_predicted), py(bins[i].observed_rate), color);
         ds_sb_printf(sb, "predicted %.3f, observed %.3f, %zu rows", bins[i].mean_predicted,
-                  bins[i].observed_rate, bins[i].count);
+                     bins[i].observed_rate, bins[i].count);
         ds_sb_puts(sb, "</title></circle>\n");
     }
 }
@@ -184,8 +184,7 @@ static void svg_roc(ds_sb_t *sb, const ds_report_t *r) {
     double lx = LEFT + PLOT - 158, ly = TOP + PLOT - 64;
     char text[64];
     svg_legend_box(sb, lx, ly, 3);
-    snprintf(text, sizeof text, isfinite(r->model.roc_auc) ? "Model (AUC %.3f)" : "Model",
-             r->model.roc_auc);
+    snprintf(text, sizeof text, isfinite(r->model.roc_auc) ? "Model (AUC %.3f)" : "Model", r->model.roc_auc);
     svg_legend(sb, lx, ly, 0, COLOR_MODEL, NULL, text);
     snprintf(text, sizeof text, isfinite(r->prior.roc_auc) ? "Stage prior (AUC %.3f)" : "Stage prior",
              r->prior.roc_auc);
@@ -202,27 +201,26 @@ static void svg_features(ds_sb_t *sb, const ds_report_feature_t *const *f, size_
         if (isfinite(f[i]->mean_abs_shap) && f[i]->mean_abs_shap > max) max = f[i]->mean_abs_shap;
     int height = (int)n * row_h + 30;
     ds_sb_printf(sb,
-              "<svg class=\"chart\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" "
-              "aria-label=\"Top features by mean |SHAP|\">\n",
-              width, height, width, height);
+                 "<svg class=\"chart\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" "
+                 "aria-label=\"Top features by mean |SHAP|\">\n",
+                 width, height, width, height);
     for (size_t i = 0; i < n; i++) {
         double v = isfinite(f[i]->mean_abs_shap) ? f[i]->mean_abs_shap : 0;
         double w = max > 0 ? v / max * bar_w : 0;
         int y = (int)i * row_h + 4;
-        ds_sb_printf(sb, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"end\">",
-                  label_w - 8, y + 14);
+        ds_sb_printf(sb, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"end\">", label_w - 8,
+                     y + 14);
         sb_esc(sb, f[i]->label ? f[i]->label : f[i]->name);
-        ds_sb_printf(sb,
-                  "</text><rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\"><title>",
-                  label_w, y + 2, w, row_h - 6, COLOR_MODEL);
+        ds_sb_printf(sb, "</text><rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\"><title>",
+                     label_w, y + 2, w, row_h - 6, COLOR_MODEL);
         sb_esc(sb, f[i]->name);
         ds_sb_printf(sb, "</title></rect><text x=\"%.1f\" y=\"%d\" font-size=\"11\">%.4f</text>\n",
-                  label_w + w + 6, y + 14, v);
+                     label_w + w + 6, y + 14, v);
     }
     ds_sb_printf(sb,
-              "<text x=\"%d\" y=\"%d\" font-size=\"11\" fill=\"#555\">mean |contribution|, "
-              "log-odds</text>\n</svg>\n",
-              label_w, (int)n * row_h + 22);
+                 "<text x=\"%d\" y=\"%d\" font-size=\"11\" fill=\"#555\">mean |contribution|, "
+                 "log-odds</text>\n</svg>\n",
+                 label_w, (int)n * row_h + 22);
 }
 
 /* ---- tables ------------------------------------------------------------------ */
@@ -268,7 +266,8 @@ static void overall_table(ds_sb_t *sb, const ds_report_t *r) {
         } else {
             /* The model is marked against the best of the others. */
             double other = p;
-            if (r->has_active && isfinite(a) && (!isfinite(other) || (rows[i].higher ? a > other : a < other)))
+            if (r->has_active && isfinite(a) &&
+                (!isfinite(other) || (rows[i].higher ? a > other : a < other)))
                 other = a;
             sb_cell(sb, m, other, rows[i].higher, rows[i].digits);
             sb_cell(sb, p, m, rows[i].higher, rows[i].digits);
@@ -287,10 +286,10 @@ static void breakdown_table(ds_sb_t *sb, const ds_report_table_t *t) {
     ds_sb_puts(sb, "</h2>\n<table><thead><tr><th rowspan=\"2\">");
     sb_esc(sb, t->key_header ? t->key_header : "Group");
     ds_sb_puts(sb, "</th><th rowspan=\"2\">Rows</th><th rowspan=\"2\">Win rate</th>"
-                "<th colspan=\"2\">ROC AUC</th><th colspan=\"2\">Log loss</th>"
-                "<th colspan=\"2\">Brier</th><th colspan=\"2\">ECE</th></tr>\n<tr>"
-                "<th>model</th><th>prior</th><th>model</th><th>prior</th>"
-                "<th>model</th><th>prior</th><th>model</th><th>prior</th></tr></thead><tbody>\n");
+                   "<th colspan=\"2\">ROC AUC</th><th colspan=\"2\">Log loss</th>"
+                   "<th colspan=\"2\">Brier</th><th colspan=\"2\">ECE</th></tr>\n<tr>"
+                   "<th>model</th><th>prior</th><th>model</th><th>prior</th>"
+                   "<th>model</th><th>prior</th><th>model</th><th>prior</th></tr></thead><tbody>\n");
     for (size_t i = 0; i < t->n_rows; i++) {
         const ds_report_row_t *row = &t->rows[i];
         ds_sb_puts(sb, "<tr><th>");
@@ -323,26 +322,25 @@ char *ds_report_html(const ds_report_t *r) {
     ds_sb_t sb = {0};
     const char *title = r->title ? r->title : "dealscore model report";
     ds_sb_puts(&sb, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-                 "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-                 "<title>");
+                    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+                    "<title>");
     sb_esc(&sb, title);
-    ds_sb_puts(&sb,
-            "</title>\n<style>\n"
-            "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;"
-            "max-width:1100px;padding:0 16px;color:#1f2328;line-height:1.4}\n"
-            "h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.2em;margin-top:28px}\n"
-            "dl{display:grid;grid-template-columns:max-content auto;gap:2px 16px;font-size:.9em}\n"
-            "dt{color:#59636e}dd{margin:0}\n"
-            "table{border-collapse:collapse;margin:8px 0;font-size:.9em}\n"
-            "th,td{border:1px solid #d1d9e0;padding:4px 10px;text-align:right}\n"
-            "th{background:#f6f8fa}tbody th{text-align:left;font-weight:normal}\n"
-            "td.best{font-weight:bold;background:#dafbe1}\n"
-            ".decision{padding:10px 14px;border-radius:6px;margin:16px 0}\n"
-            ".activate{background:#dafbe1;border:1px solid #4ac26b}\n"
-            ".keep{background:#fff8c5;border:1px solid #d4a72c}\n"
-            ".charts{display:flex;flex-wrap:wrap;gap:24px}\n"
-            ".chart{background:#fff}figure{margin:0}figcaption{font-weight:bold;margin:4px 0}\n"
-            "</style>\n</head>\n<body>\n<h1>");
+    ds_sb_puts(&sb, "</title>\n<style>\n"
+                    "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;"
+                    "max-width:1100px;padding:0 16px;color:#1f2328;line-height:1.4}\n"
+                    "h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.2em;margin-top:28px}\n"
+                    "dl{display:grid;grid-template-columns:max-content auto;gap:2px 16px;font-size:.9em}\n"
+                    "dt{color:#59636e}dd{margin:0}\n"
+                    "table{border-collapse:collapse;margin:8px 0;font-size:.9em}\n"
+                    "th,td{border:1px solid #d1d9e0;padding:4px 10px;text-align:right}\n"
+                    "th{background:#f6f8fa}tbody th{text-align:left;font-weight:normal}\n"
+                    "td.best{font-weight:bold;background:#dafbe1}\n"
+                    ".decision{padding:10px 14px;border-radius:6px;margin:16px 0}\n"
+                    ".activate{background:#dafbe1;border:1px solid #4ac26b}\n"
+                    ".keep{background:#fff8c5;border:1px solid #d4a72c}\n"
+                    ".charts{display:flex;flex-wrap:wrap;gap:24px}\n"
+                    ".chart{background:#fff}figure{margin:0}figcaption{font-weight:bold;margin:4px 0}\n"
+                    "</style>\n</head>\n<body>\n<h1>");
     sb_esc(&sb, title);
     ds_sb_puts(&sb, "</h1>\n<dl>\n");
     meta_item(&sb, "Model version", r->model_version);
@@ -353,12 +351,11 @@ char *ds_report_html(const ds_report_t *r) {
     meta_item(&sb, "Calibration", r->calibration);
     meta_item(&sb, "Training window", r->train_window);
     meta_item(&sb, "Test window", r->test_window);
-    ds_sb_printf(&sb, "<dt>Rows</dt><dd>%zu train, %zu calibration, %zu test</dd>\n</dl>\n",
-              r->n_train, r->n_calib, r->n_test);
+    ds_sb_printf(&sb, "<dt>Rows</dt><dd>%zu train, %zu calibration, %zu test</dd>\n</dl>\n", r->n_train,
+                 r->n_calib, r->n_test);
 
-    ds_sb_printf(&sb, "<div class=\"decision %s\"><strong>%s.</strong> ",
-              r->activate ? "activate" : "keep",
-              r->activate ? "Activate this model" : "Do not activate this model");
+    ds_sb_printf(&sb, "<div class=\"decision %s\"><strong>%s.</strong> ", r->activate ? "activate" : "keep",
+                 r->activate ? "Activate this model" : "Do not activate this model");
     sb_esc(&sb, r->decision_reason ? r->decision_reason : "");
     ds_sb_puts(&sb, "</div>\n");
 
@@ -404,8 +401,7 @@ static int write_file(const char *path, const char *text, char *errstr, size_t e
     return 0;
 }
 
-int ds_report_write_html(const char *path, const ds_report_t *r, char *errstr,
-                         size_t errstr_size) {
+int ds_report_write_html(const char *path, const ds_report_t *r, char *errstr, size_t errstr_size) {
     if (!path || !r) {
         ERR("missing path or report");
         return DS_EINVAL;
@@ -438,22 +434,19 @@ json_t *ds_report_json(const ds_report_t *r) {
     json_t *overall = json_object();
     json_object_set_new(overall, "model", ds_eval_metrics_json(&r->model));
     json_object_set_new(overall, "stage_prior", ds_eval_metrics_json(&r->prior));
-    json_object_set_new(overall, "active",
-                        r->has_active ? ds_eval_metrics_json(&r->active) : json_null());
+    json_object_set_new(overall, "active", r->has_active ? ds_eval_metrics_json(&r->active) : json_null());
     json_object_set_new(overall, "active_version",
                         r->has_active ? str_or_null(r->active_version) : json_null());
     json_object_set_new(o, "overall", overall);
 
     json_t *rel = json_object();
-    json_object_set_new(rel, "model",
-                        ds_eval_bins_json(r->model_bins, r->model_bins ? r->n_model_bins : 0));
+    json_object_set_new(rel, "model", ds_eval_bins_json(r->model_bins, r->model_bins ? r->n_model_bins : 0));
     json_object_set_new(rel, "stage_prior",
                         ds_eval_bins_json(r->prior_bins, r->prior_bins ? r->n_prior_bins : 0));
     json_object_set_new(o, "reliability", rel);
 
     json_t *roc = json_object();
-    json_object_set_new(roc, "model",
-                        ds_eval_roc_json(r->model_roc, r->model_roc ? r->n_model_roc : 0));
+    json_object_set_new(roc, "model", ds_eval_roc_json(r->model_roc, r->model_roc ? r->n_model_roc : 0));
     json_object_set_new(roc, "stage_prior",
                         ds_eval_roc_json(r->prior_roc, r->prior_roc ? r->n_prior_roc : 0));
     json_object_set_new(o, "roc", roc);
@@ -495,8 +488,7 @@ json_t *ds_report_json(const ds_report_t *r) {
     return o;
 }
 
-int ds_report_write_json(const char *path, const ds_report_t *r, char *errstr,
-                         size_t errstr_size) {
+int ds_report_write_json(const char *path, const ds_report_t *r, char *errstr, size_t errstr_size) {
     if (!path || !r) {
         ERR("missing path or report");
         return DS_EINVAL;

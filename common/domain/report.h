@@ -49,7 +49,7 @@ typedef struct {
 } ds_report_feature_t;
 
 typedef struct {
-    const char *title;           /* NULL: "dealscore model report" */
+    const char *title; /* NULL: "dealscore model report" */
     const char *model_version;
     const char *org;             /* slug */
     const char *generated_at;    /* RFC 3339 */
@@ -62,7 +62,7 @@ typedef struct {
 
     /* Overall, on the test window. */
     ds_eval_metrics_t model, prior;
-    bool has_active;             /* an active model was scored on the same window */
+    bool has_active; /* an active model was scored on the same window */
     const char *active_version;
     ds_eval_metrics_t active;
 
@@ -100,8 +100,7 @@ char *ds_report_html(const ds_report_t *r);
 /* Writes ds_report_html to path (created or truncated). Returns 0, or
  * DS_EINVAL (NULL argument) or DS_EIO with errstr naming the path and the
  * reason. */
-int ds_report_write_html(const char *path, const ds_report_t *r, char *errstr,
-                         size_t errstr_size);
+int ds_report_write_html(const char *path, const ds_report_t *r, char *errstr, size_t errstr_size);
 
 /* The same figures as JSON:
  * {"title","model_version","org","generated_at","feature_version","params",
@@ -118,7 +117,6 @@ json_t *ds_report_json(const ds_report_t *r);
 
 /* Writes ds_report_json to path, indented, reals with 10 significant
  * digits. Returns 0, or DS_EINVAL / DS_EIO as ds_report_write_html. */
-int ds_report_write_json(const char *path, const ds_report_t *r, char *errstr,
-                         size_t errstr_size);
+int ds_report_write_json(const char *path, const ds_report_t *r, char *errstr, size_t errstr_size);
 
 #endif

@@ -11,9 +11,9 @@
 
 #include "base/common.h"
 
-#define ERR(...)                                                                                  \
-    do {                                                                                          \
-        if (errstr && errstr_size) snprintf(errstr, errstr_size, __VA_ARGS__);                    \
+#define ERR(...)                                                                                             \
+    do {                                                                                                     \
+        if (errstr && errstr_size) snprintf(errstr, errstr_size, __VA_ARGS__);                               \
     } while (0)
 
 /* Rows processed together, tree by tree: one tree's nodes and tables stay
@@ -22,7 +22,7 @@
 /* Gauss-Legendre rules with 1 .. MAX_POINTS points; ceil(d / 2) points
  * integrate the degree d - 1 polynomials of a path of d features exactly. */
 #define MAX_POINTS ((DS_TREESHAP_MAX_DEPTH + 2) / 2)
-#define GL_INDEX(m) ((size_t)(m) * ((m) - 1) / 2)
+#define GL_INDEX(m) ((size_t)(m) * ((m)-1) / 2)
 /* A leaf whose table index means "computed per row". */
 #define NO_TABLE SIZE_MAX
 
@@ -43,16 +43,16 @@ struct ds_treeshap {
     int32_t *feat;
     float *thr;
     uint8_t *dleft;
-    uint8_t *pos; /* position of the node's feature among its path's distinct features */
+    uint8_t *pos;    /* position of the node's feature among its path's distinct features */
     uint32_t *child; /* left child 2 i, right child 2 i + 1 */
     /* Leaves, tree by tree, depth-first. */
     double *value;
-    uint8_t *nu;   /* distinct features on the path */
-    size_t *uoff;  /* first of them in the path arrays */
-    size_t *toff;  /* table offset, or NO_TABLE */
+    uint8_t *nu;  /* distinct features on the path */
+    size_t *uoff; /* first of them in the path arrays */
+    size_t *toff; /* table offset, or NO_TABLE */
     /* Path features of each leaf, by position. */
     int32_t *ufeat;
-    double *uz; /* z: product of the cover ratios of the path's splits on the feature */
+    double *uz;    /* z: product of the cover ratios of the path's splits on the feature */
     double *ucoef; /* table leaves: {-1, 1 / z - 1}, the factor of G when unsatisfied, satisfied */
     size_t n_path;
     double *tables;
@@ -226,8 +226,8 @@ static int read_arrays(build_t *b, const json_t *tree, size_t ti, size_t *n, con
     const json_t *cat = json_object_get(tree, "categories_nodes");
     *n = json_array_size(b->lc);
     if (*n == 0 || json_array_size(b->rc) != *n || json_array_size(b->si) != *n ||
-        json_array_size(b->sc) != *n || json_array_size(b->dl) != *n ||
-        json_array_size(b->hess) != *n || (*st && json_array_size(*st) != *n)) {
+        json_array_size(b->sc) != *n || json_array_size(b->dl) != *n || json_array_size(b->hess) != *n ||
+        (*st && json_array_size(*st) != *n)) {
         ERR("tree %zu: node arrays missing or of different lengths", ti);
         return DS_EINVAL;
     }
@@ -249,10 +249,8 @@ static int read_arrays(build_t *b, const json_t *tree, size_t ti, size_t *n, con
 static int check_nodes(build_t *b, size_t n, const json_t *st, size_t ti, char *errstr, size_t errstr_size) {
     for (size_t i = 0; i < n; i++) {
         long long l = int_at(b->lc, i), r = int_at(b->rc, i);
-        if (!json_is_integer(json_array_get(b->lc, i)) ||
-            !json_is_integer(json_array_get(b->rc, i)) ||
-            !json_is_number(json_array_get(b->sc, i)) ||
-            !json_is_number(json_array_get(b->hess, i))) {
+        if (!json_is_integer(json_array_get(b->lc, i)) || !json_is_integer(json_array_get(b->rc, i)) ||
+            !json_is_number(json_array_get(b->sc, i)) || !json_is_number(json_array_get(b->hess, i))) {
             ERR("tree %zu node %zu: malformed", ti, i);
             return DS_EINVAL;
         }
@@ -264,8 +262,7 @@ static int check_nodes(build_t *b, size_t n, const json_t *st, size_t ti, char *
             return DS_EINVAL;
         }
         if (!json_is_integer(json_array_get(b->si, i)) || f < 0 || (size_t)f >= b->ts->n_features) {
-            ERR("tree %zu node %zu: split feature %lld outside 0 .. %zu", ti, i, f,
-                b->ts->n_features - 1);
+            ERR("tree %zu node %zu: split feature %lld outside 0 .. %zu", ti, i, f, b->ts->n_features - 1);
             return DS_EINVAL;
         }
         if (!(h > 0) || !isfinite(h) || !(num_at(b->hess, (size_t)l) >= 0) ||
@@ -380,8 +377,7 @@ static int read_learner(const json_t *root, double *base, long long *nf, const j
     const json_t *learner = json_object_get(root, "learner");
     const json_t *mp = json_object_get(learner, "learner_model_param");
     const json_t *gb = json_object_get(learner, "gradient_booster");
-    const char *objective =
-        json_string_value(json_object_get(json_object_get(learner, "objective"), "name"));
+    const char *objective = json_string_value(json_object_get(json_object_get(learner, "objective"), "name"));
     const char *booster = param_str(gb, "name");
     if (!objective || strcmp(objective, "binary:logistic") != 0) {
         ERR("objective %s is not binary:logistic", objective ? objective : "(none)");
@@ -439,8 +435,7 @@ static ds_treeshap_t *engine_new(const json_t *trees, long long nf, double base)
     ts->bias = ts->base_margin;
     ts->n_trees = json_array_size(trees);
     ts->trees = ds_calloc(ts->n_trees ? ts->n_trees : 1, sizeof *ts->trees);
-    for (int m = 1; m <= MAX_POINTS; m++)
-        gauss_legendre(m, ts->gl_t + GL_INDEX(m), ts->gl_w + GL_INDEX(m));
+    for (int m = 1; m <= MAX_POINTS; m++) gauss_legendre(m, ts->gl_t + GL_INDEX(m), ts->gl_w + GL_INDEX(m));
     size_t total = 0;
     for (size_t i = 0; i < ts->n_trees; i++) {
         const json_t *tree = json_array_get(trees, i);
@@ -459,8 +454,8 @@ static ds_treeshap_t *engine_new(const json_t *trees, long long nf, double base)
     return ts;
 }
 
-int ds_treeshap_new(const char *json, size_t len, int table_bits, ds_treeshap_t **out,
-                    char *errstr, size_t errstr_size) {
+int ds_treeshap_new(const char *json, size_t len, int table_bits, ds_treeshap_t **out, char *errstr,
+                    size_t errstr_size) {
     if (!out) return DS_EINVAL;
     *out = NULL;
     if (!json || !len || table_bits < 0 || table_bits > 20) {
@@ -562,8 +557,7 @@ void ds_treeshap_margin(const ds_treeshap_t *ts, const float *x, size_t n_rows, 
  * with q_j = o_j t + (1 - t) z_j, by quadrature (prefix and suffix
  * products, no division). q, pre and acc have room for d + 1 doubles. */
 static void leaf_by_quadrature(const ds_treeshap_t *ts, double v, uint64_t set, const int32_t *f,
-                               const double *z, int d, double *ph, double *q, double *pre,
-                               double *acc) {
+                               const double *z, int d, double *ph, double *q, double *pre, double *acc) {
     int m = (d + 1) / 2;
     const double *gt = ts->gl_t + GL_INDEX(m), *gw = ts->gl_w + GL_INDEX(m);
     for (int j = 0; j < d; j++) acc[j] = 0;
@@ -588,8 +582,7 @@ void ds_treeshap_contribs(const ds_treeshap_t *ts, const float *x, size_t n_rows
     double *phi = ds_malloc(BLOCK_ROWS * stride * sizeof *phi);
     uint64_t *mask = ds_malloc((ts->max_tree_nodes ? ts->max_tree_nodes : 1) * sizeof *mask);
     /* The satisfied set of each table leaf for each row of the block. */
-    uint32_t *lset = ds_malloc((ts->max_tree_leaves ? ts->max_tree_leaves : 1) * BLOCK_ROWS *
-                               sizeof *lset);
+    uint32_t *lset = ds_malloc((ts->max_tree_leaves ? ts->max_tree_leaves : 1) * BLOCK_ROWS * sizeof *lset);
     size_t qn = (size_t)ts->max_nu + 1;
     double *q = ds_malloc(3 * qn * sizeof *q), *pre = q + qn, *acc = q + 2 * qn;
     for (size_t r0 = 0; r0 < n_rows; r0 += BLOCK_ROWS) {
@@ -623,8 +616,8 @@ void ds_treeshap_contribs(const ds_treeshap_t *ts, const float *x, size_t n_rows
                         lset[(size_t)l * BLOCK_ROWS + r] = (uint32_t)set;
                     } else if (d > 0) {
                         size_t u = ts->uoff[lo + l];
-                        leaf_by_quadrature(ts, ts->value[lo + l], set, ts->ufeat + u, ts->uz + u,
-                                           d, phi + r * stride, q, pre, acc);
+                        leaf_by_quadrature(ts, ts->value[lo + l], set, ts->ufeat + u, ts->uz + u, d,
+                                           phi + r * stride, q, pre, acc);
                     }
                 }
             }

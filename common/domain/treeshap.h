@@ -55,12 +55,12 @@ typedef struct ds_treeshap ds_treeshap_t;
 /* What a built engine holds (for benchmarks and tests). */
 typedef struct {
     size_t n_trees;
-    size_t n_nodes;        /* reachable nodes, all trees */
+    size_t n_nodes; /* reachable nodes, all trees */
     size_t n_leaves;
     size_t n_table_leaves; /* leaves with a precomputed table */
     size_t n_row_leaves;   /* leaves with path features, computed per row */
     size_t table_bytes;
-    int max_depth;         /* longest root-to-leaf path, in splits */
+    int max_depth; /* longest root-to-leaf path, in splits */
 } ds_treeshap_stats_t;
 
 /* Builds the engine from an XGBoost model's JSON json[0 .. len-1]
@@ -72,8 +72,8 @@ typedef struct {
  * categorical splits, vector leaves, several outputs), or inconsistent
  * trees (array lengths, child indexes, feature indexes, covers that are
  * not positive, paths deeper than DS_TREESHAP_MAX_DEPTH). */
-int ds_treeshap_new(const char *json, size_t len, int table_bits, ds_treeshap_t **out,
-                    char *errstr, size_t errstr_size);
+int ds_treeshap_new(const char *json, size_t len, int table_bits, ds_treeshap_t **out, char *errstr,
+                    size_t errstr_size);
 
 /* Frees the engine; does nothing with NULL. */
 void ds_treeshap_destroy(ds_treeshap_t *ts);

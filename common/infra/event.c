@@ -6,9 +6,11 @@
 #include "base/common.h"
 
 int ds_event_decode_opportunity_changed(const rd_kafka_message_t *m, Dealscore__V1__OpportunityChanged **out,
-                                        char traceparent[DS_TRACEPARENT_SIZE], char *errstr, size_t errstr_size) {
+                                        char traceparent[DS_TRACEPARENT_SIZE], char *errstr,
+                                        size_t errstr_size) {
     *out = NULL;
-    Dealscore__V1__OpportunityChanged *ev = dealscore__v1__opportunity_changed__unpack(NULL, m->len, m->payload);
+    Dealscore__V1__OpportunityChanged *ev =
+        dealscore__v1__opportunity_changed__unpack(NULL, m->len, m->payload);
     if (!ev) {
         snprintf(errstr, errstr_size, "payload is not a dealscore.v1.OpportunityChanged");
         return DS_EINVAL;

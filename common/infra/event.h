@@ -16,7 +16,8 @@
  * ds_event_opportunity_changed_free), or DS_EINVAL with *out NULL and the
  * reason in errstr, worded for a dead letter's dlq_error header. */
 int ds_event_decode_opportunity_changed(const rd_kafka_message_t *m, Dealscore__V1__OpportunityChanged **out,
-                                        char traceparent[DS_TRACEPARENT_SIZE], char *errstr, size_t errstr_size);
+                                        char traceparent[DS_TRACEPARENT_SIZE], char *errstr,
+                                        size_t errstr_size);
 
 /* Frees a decoded OpportunityChanged; NULL does nothing. */
 void ds_event_opportunity_changed_free(Dealscore__V1__OpportunityChanged *ev);

@@ -91,8 +91,7 @@ int ds_http_start(ds_http_t *h, char *errstr, size_t errstr_size) {
         r = uv_ip4_addr(strcmp(h->host, "localhost") == 0 ? "127.0.0.1" : h->host, h->port,
                         (struct sockaddr_in *)&ss);
     if (r != 0) {
-        snprintf(errstr, errstr_size, "invalid listen address %s:%d: %s", h->host, h->port,
-                 uv_strerror(r));
+        snprintf(errstr, errstr_size, "invalid listen address %s:%d: %s", h->host, h->port, uv_strerror(r));
         return DS_EINVAL;
     }
     h2o_context_init(&h->ctx, h->loop, &h->config);
@@ -104,8 +103,7 @@ int ds_http_start(ds_http_t *h, char *errstr, size_t errstr_size) {
     h->listening = 1;
     if ((r = uv_tcp_bind(&h->listener, (struct sockaddr *)&ss, 0)) != 0 ||
         (r = uv_listen((uv_stream_t *)&h->listener, 256, on_accept)) != 0) {
-        snprintf(errstr, errstr_size, "could not listen on %s:%d: %s", h->host, h->port,
-                 uv_strerror(r));
+        snprintf(errstr, errstr_size, "could not listen on %s:%d: %s", h->host, h->port, uv_strerror(r));
         return DS_EIO;
     }
     struct sockaddr_storage bound;
@@ -125,7 +123,8 @@ int ds_http_connections(const ds_http_t *h) { return h ? h->nconns : 0; }
 
 void ds_http_stop(ds_http_t *h) {
     if (!h) return;
-    if (h->listening && !uv_is_closing((uv_handle_t *)&h->listener)) uv_close((uv_handle_t *)&h->listener, NULL);
+    if (h->listening && !uv_is_closing((uv_handle_t *)&h->listener))
+        uv_close((uv_handle_t *)&h->listener, NULL);
     /* h2o_context_request_shutdown is not used: in libh2o 2.2 it arms a timer that
      * h2o_context_dispose then asserts on; connections close on their own. */
     (void)0;
@@ -182,8 +181,7 @@ static const char *reason(int status) {
     }
 }
 
-void ds_http_respond(h2o_req_t *req, int status, const char *content_type, const char *body,
-                     size_t len) {
+void ds_http_respond(h2o_req_t *req, int status, const char *content_type, const char *body, size_t len) {
     req->res.status = status;
     req->res.reason = reason(status);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,

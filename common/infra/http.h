@@ -38,8 +38,7 @@ void ds_http_close_context(ds_http_t *h);
 void ds_http_destroy(ds_http_t *h);
 
 /* Responses. body is copied into the request's pool. */
-void ds_http_respond(h2o_req_t *req, int status, const char *content_type, const char *body,
-                     size_t len);
+void ds_http_respond(h2o_req_t *req, int status, const char *content_type, const char *body, size_t len);
 /* Sends obj as JSON and drops one reference to it. */
 void ds_http_respond_json(h2o_req_t *req, int status, json_t *obj);
 /* {"error": code, "message": message} with the given status. */

@@ -34,9 +34,7 @@ struct ds_httpc_s {
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc;
 
-static void global_init(void) {
-    global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
+static void global_init(void) { global_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg) {
     ds_httpc_t *h = arg;
@@ -80,7 +78,7 @@ static CURLcode set_trust(CURL *e, const char *ca_file) {
 static CURLcode set_options(ds_httpc_t *h, const ds_httpc_opts_t *o) {
     CURL *e = h->easy;
     CURLcode rc = CURLE_OK;
-#define SET(opt, val) \
+#define SET(opt, val)                                                                                        \
     if (!rc) rc = curl_easy_setopt(e, opt, val)
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_ERRORBUFFER, h->errbuf);
@@ -88,8 +86,8 @@ static CURLcode set_options(ds_httpc_t *h, const ds_httpc_opts_t *o) {
     SET(CURLOPT_WRITEDATA, h);
     SET(CURLOPT_HEADERFUNCTION, on_header);
     SET(CURLOPT_HEADERDATA, h);
-    SET(CURLOPT_CONNECTTIMEOUT_MS, (long)(o->connect_timeout_ms ? o->connect_timeout_ms
-                                                                 : DEFAULT_CONNECT_TIMEOUT_MS));
+    SET(CURLOPT_CONNECTTIMEOUT_MS,
+        (long)(o->connect_timeout_ms ? o->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS));
     SET(CURLOPT_TIMEOUT_MS, (long)(o->timeout_ms ? o->timeout_ms : DEFAULT_TIMEOUT_MS));
     SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)h->max_body);
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
@@ -112,8 +110,7 @@ int ds_httpc_new(ds_httpc_t **hp, const ds_httpc_opts_t *opts, char *errstr, siz
     *hp = NULL;
     pthread_once(&global_once, global_init);
     if (global_rc != CURLE_OK) {
-        snprintf(errstr, errstr_size, "could not initialise libcurl: %s",
-                 curl_easy_strerror(global_rc));
+        snprintf(errstr, errstr_size, "could not initialise libcurl: %s", curl_easy_strerror(global_rc));
         return DS_EIO;
     }
     ds_httpc_t *h = ds_calloc(1, sizeof *h);
@@ -130,8 +127,7 @@ int ds_httpc_new(ds_httpc_t **hp, const ds_httpc_opts_t *opts, char *errstr, siz
     if (rc != CURLE_OK) {
         /* Strings are copied by curl_easy_setopt, so only an unsupported
          * option or a libcurl without TLS lands here. */
-        snprintf(errstr, errstr_size, "could not set up the HTTP client: %s",
-                 curl_easy_strerror(rc));
+        snprintf(errstr, errstr_size, "could not set up the HTTP client: %s", curl_easy_strerror(rc));
         goto fail;
     }
     *hp = h;
@@ -156,9 +152,7 @@ void ds_httpc_cancel(ds_httpc_t *h) {
     curl_multi_wakeup(h->multi);
 }
 
-int ds_httpc_socket(ds_httpc_t *h) {
-    return h->sock;
-}
+int ds_httpc_socket(ds_httpc_t *h) { return h->sock; }
 
 void ds_httpc_resp_clear(ds_httpc_resp_t *r) {
     if (!r) return;
@@ -288,8 +282,8 @@ static void resp_reset(ds_httpc_resp_t *r) {
     ds_sb_put(&r->body, "", 0);
 }
 
-int ds_httpc_request(ds_httpc_t *h, const ds_httpc_req_t *req, ds_httpc_resp_t *resp,
-                     char *errstr, size_t errstr_size) {
+int ds_httpc_request(ds_httpc_t *h, const ds_httpc_req_t *req, ds_httpc_resp_t *resp, char *errstr,
+                     size_t errstr_size) {
     resp_reset(resp);
     h->resp = resp;
     h->too_big = false;

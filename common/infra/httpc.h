@@ -88,8 +88,8 @@ void ds_httpc_destroy(ds_httpc_t *h);
  *   than opts.max_body;
  * - DS_ESHUTDOWN: ds_httpc_cancel was called;
  * - DS_EIO: anything else (resolving, connecting, TLS, the protocol). */
-int ds_httpc_request(ds_httpc_t *h, const ds_httpc_req_t *req, ds_httpc_resp_t *resp,
-                     char *errstr, size_t errstr_size);
+int ds_httpc_request(ds_httpc_t *h, const ds_httpc_req_t *req, ds_httpc_resp_t *resp, char *errstr,
+                     size_t errstr_size);
 /* Opens a connection to url's server (through the proxy when one is used)
  * and closes it, sending no request: a check that something listens.
  * Returns 0, or a DS_E* as ds_httpc_request does. */

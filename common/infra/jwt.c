@@ -31,10 +31,10 @@
 #include "base/log.h"
 #include "infra/httpc.h"
 
-#define REFRESH_US (600LL * 1000000)      /* periodic JWKS refetch */
-#define RETRY_MIN_US (30LL * 1000000)     /* first retry after a failed fetch */
-#define KID_REFETCH_US (30LL * 1000000)   /* unknown-kid refetch rate limit */
-#define FETCH_TIMEOUT_US (5LL * 1000000)  /* whole fetch: resolve, connect, TLS, read */
+#define REFRESH_US (600LL * 1000000)     /* periodic JWKS refetch */
+#define RETRY_MIN_US (30LL * 1000000)    /* first retry after a failed fetch */
+#define KID_REFETCH_US (30LL * 1000000)  /* unknown-kid refetch rate limit */
+#define FETCH_TIMEOUT_US (5LL * 1000000) /* whole fetch: resolve, connect, TLS, read */
 #define MAX_JWKS_BYTES (1024 * 1024)
 
 /* ------------------------------------------------------------ base64url -- */
@@ -221,8 +221,7 @@ static EVP_PKEY *ec_from_jwk(json_t *jwk, const char **why) {
     memcpy(pub + 1, x, 32);
     memcpy(pub + 33, y, 32);
     bld = OSSL_PARAM_BLD_new();
-    if (!bld ||
-        !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
+    if (!bld || !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
         !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof pub)) {
         *why = "could not build the key parameters";
         goto out;
@@ -296,15 +295,13 @@ static int jwk_load(json_t *jwk, jwk_t *k, const char **why) {
 
 /* Parses a JWKS ({"keys": [...]}) or a single JWK. Unusable keys are
  * skipped with a warning. Returns 0 and a new key set, or DS_EINVAL. */
-static int keyset_parse(const char *text, size_t len, keyset_t **out, char *errstr,
-                        size_t errstr_size) {
+static int keyset_parse(const char *text, size_t len, keyset_t **out, char *errstr, size_t errstr_size) {
     json_error_t jerr;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     json_t *keys;
     *out = NULL;
     if (!json_is_object(root)) {
-        snprintf(errstr, errstr_size, "JWKS is not a JSON object: %s",
-                 root ? "wrong type" : jerr.text);
+        snprintf(errstr, errstr_size, "JWKS is not a JSON object: %s", root ? "wrong type" : jerr.text);
         json_decref(root);
         return DS_EINVAL;
     }
@@ -403,9 +400,7 @@ size_t ds_jwt_verifier_key_count(ds_jwt_verifier_t *v) {
     return n;
 }
 
-bool ds_jwt_verifier_has_secret(const ds_jwt_verifier_t *v) {
-    return v->secret != NULL;
-}
+bool ds_jwt_verifier_has_secret(const ds_jwt_verifier_t *v) { return v->secret != NULL; }
 
 /* --------------------------------------------------------------- files -- */
 
@@ -420,14 +415,14 @@ static fsig_t fsig_of(const struct stat *st) {
 
 static bool fsig_eq(const fsig_t *a, const fsig_t *b) {
     if (a->missing || b->missing) return a->missing == b->missing;
-    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec &&
+           a->mtime.tv_nsec == b->mtime.tv_nsec;
 }
 
 /* Reads a whole regular file (at most MAX_JWKS_BYTES) and the stat() of its
  * content; *stable is false when it changed while being read. */
-static int read_jwks_file(const char *path, char **buf, size_t *len, fsig_t *sig, bool *stable,
-                          char *errstr, size_t errstr_size) {
+static int read_jwks_file(const char *path, char **buf, size_t *len, fsig_t *sig, bool *stable, char *errstr,
+                          size_t errstr_size) {
     struct stat st, st2;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     *buf = NULL;
@@ -437,8 +432,8 @@ static int read_jwks_file(const char *path, char **buf, size_t *len, fsig_t *sig
         return DS_EIO;
     }
     if (!S_ISREG(st.st_mode) || st.st_size > MAX_JWKS_BYTES) {
-        snprintf(errstr, errstr_size, "JWKS file %s is not a regular file of at most %d bytes",
-                 path, MAX_JWKS_BYTES);
+        snprintf(errstr, errstr_size, "JWKS file %s is not a regular file of at most %d bytes", path,
+                 MAX_JWKS_BYTES);
         close(fd);
         return DS_EINVAL;
     }
@@ -462,8 +457,7 @@ static int read_jwks_file(const char *path, char **buf, size_t *len, fsig_t *sig
         }
     }
     b[n] = '\0';
-    *stable = fstat(fd, &st2) == 0 && st2.st_size == st.st_size &&
-              st2.st_mtim.tv_sec == st.st_mtim.tv_sec &&
+    *stable = fstat(fd, &st2) == 0 && st2.st_size == st.st_size && st2.st_mtim.tv_sec == st.st_mtim.tv_sec &&
               st2.st_mtim.tv_nsec == st.st_mtim.tv_nsec && (off_t)n == st.st_size;
     close(fd);
     *sig = fsig_of(&st);
@@ -494,8 +488,7 @@ static void maybe_reload_file(ds_jwt_verifier_t *v) {
         fsig_t sig = now;
         bool stable = true;
         keyset_t *ks = NULL;
-        int rc = now.missing ? DS_EIO
-                             : read_jwks_file(v->path, &buf, &len, &sig, &stable, err, sizeof err);
+        int rc = now.missing ? DS_EIO : read_jwks_file(v->path, &buf, &len, &sig, &stable, err, sizeof err);
         if (now.missing) snprintf(err, sizeof err, "JWKS file %s is missing", v->path);
         if (rc == 0 && stable) rc = keyset_parse(buf, len, &ks, err, sizeof err);
         if (rc == 0 && !stable) {
@@ -625,8 +618,8 @@ static int url_source_init(ds_jwt_verifier_t *v, const char *url, char *errstr, 
     }
     bool v6 = strchr(u.host, ':') != NULL;
     v->url = ds_strdup(url);
-    v->origin = ds_asprintf("%s://%s%s%s:%d", u.tls ? "https" : "http", v6 ? "[" : "", u.host,
-                            v6 ? "]" : "", u.port);
+    v->origin =
+        ds_asprintf("%s://%s%s%s:%d", u.tls ? "https" : "http", v6 ? "[" : "", u.host, v6 ? "]" : "", u.port);
     if (!u.tls && strcmp(u.host, "127.0.0.1") != 0 && strcmp(u.host, "::1") != 0 &&
         strcasecmp(u.host, "localhost") != 0)
         ds_warn("JWKS URL uses plain http to %s: keys can be replaced in transit", u.host);
@@ -641,10 +634,11 @@ static int url_source_init(ds_jwt_verifier_t *v, const char *url, char *errstr, 
     return 0;
 }
 
-int ds_jwt_verifier_new(ds_jwt_verifier_t **vp, const char *jwks, const char *hs256_secret,
-                        char *errstr, size_t errstr_size) {
+int ds_jwt_verifier_new(ds_jwt_verifier_t **vp, const char *jwks, const char *hs256_secret, char *errstr,
+                        size_t errstr_size) {
     *vp = NULL;
-    if (jwks) while (isspace((unsigned char)*jwks)) jwks++;
+    if (jwks)
+        while (isspace((unsigned char)*jwks)) jwks++;
     if (jwks && !*jwks) jwks = NULL;
     if (hs256_secret && !*hs256_secret) hs256_secret = NULL;
     if (!jwks && !hs256_secret) {
@@ -652,8 +646,7 @@ int ds_jwt_verifier_new(ds_jwt_verifier_t **vp, const char *jwks, const char *hs
         return DS_EINVAL;
     }
     if (hs256_secret && strlen(hs256_secret) < DS_JWT_MIN_SECRET_LEN) {
-        snprintf(errstr, errstr_size, "the HS256 secret is shorter than %d bytes",
-                 DS_JWT_MIN_SECRET_LEN);
+        snprintf(errstr, errstr_size, "the HS256 secret is shorter than %d bytes", DS_JWT_MIN_SECRET_LEN);
         return DS_EINVAL;
     }
 
@@ -777,7 +770,6 @@ static int64_t json_seconds(const json_t *j) {
     return d > lim ? (int64_t)lim : d < -lim ? -(int64_t)lim : (int64_t)d;
 }
 
-
 static bool aud_ok(const json_t *aud) {
     if (json_is_string(aud)) return strcmp(json_string_value(aud), "authenticated") == 0;
     if (!json_is_array(aud)) return false;
@@ -844,8 +836,8 @@ static bool es256_to_der(const unsigned char *sig, unsigned char **der, int *der
     return *derlen > 0;
 }
 
-static bool pkey_verify(EVP_PKEY *pkey, const unsigned char *sig, size_t siglen,
-                        const char *input, size_t inlen) {
+static bool pkey_verify(EVP_PKEY *pkey, const unsigned char *sig, size_t siglen, const char *input,
+                        size_t inlen) {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     bool ok = md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pkey) == 1 &&
               EVP_DigestVerify(md, sig, siglen, (const unsigned char *)input, inlen) == 1;
@@ -887,7 +879,8 @@ static const char *decode_parts(jws_t *t, const char *token) {
     if (len > DS_JWT_MAX_TOKEN_LEN) return "malformed token: too long";
     const char *d1 = memchr(token, '.', len);
     const char *d2 = d1 ? memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - token)) : NULL;
-    if (!d1 || !d2 || memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - token))) return "malformed token: not three parts";
+    if (!d1 || !d2 || memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - token)))
+        return "malformed token: not three parts";
     if (ds_jwt_b64url_decode(token, (size_t)(d1 - token), &t->hdr, &t->hlen) != 0 ||
         ds_jwt_b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), &t->pay, &t->plen) != 0 ||
         ds_jwt_b64url_decode(d2 + 1, len - (size_t)(d2 + 1 - token), &t->sig, &t->slen) != 0)
@@ -899,18 +892,24 @@ static const char *decode_parts(jws_t *t, const char *token) {
 
 /* The header: which algorithm, which key. Returns NULL or the reason. */
 static const char *read_header(jws_t *t) {
-    t->h = memchr(t->hdr, 0, t->hlen) ? NULL : json_loadb((char *)t->hdr, t->hlen, JSON_REJECT_DUPLICATES, NULL);
+    t->h =
+        memchr(t->hdr, 0, t->hlen) ? NULL : json_loadb((char *)t->hdr, t->hlen, JSON_REJECT_DUPLICATES, NULL);
     if (!json_is_object(t->h)) return "malformed token: header is not a JSON object";
     const char *algs = json_string_value(json_object_get(t->h, "alg"));
     json_t *kidj = json_object_get(t->h, "kid"), *typ = json_object_get(t->h, "typ");
     if (!algs) return "malformed token: header has no alg";
     if (strcasecmp(algs, "none") == 0) return "alg none is not accepted";
-    if (strcmp(algs, "HS256") == 0) t->alg = ALG_HS256;
-    else if (strcmp(algs, "RS256") == 0) t->alg = ALG_RS256;
-    else if (strcmp(algs, "ES256") == 0) t->alg = ALG_ES256;
-    else return "unsupported alg";
+    if (strcmp(algs, "HS256") == 0)
+        t->alg = ALG_HS256;
+    else if (strcmp(algs, "RS256") == 0)
+        t->alg = ALG_RS256;
+    else if (strcmp(algs, "ES256") == 0)
+        t->alg = ALG_ES256;
+    else
+        return "unsupported alg";
     if (json_object_get(t->h, "crit")) return "crit header is not supported";
-    if (typ && (!json_is_string(typ) || strcasecmp(json_string_value(typ), "JWT") != 0)) return "typ is not JWT";
+    if (typ && (!json_is_string(typ) || strcasecmp(json_string_value(typ), "JWT") != 0))
+        return "typ is not JWT";
     if (kidj && !json_is_string(kidj)) return "malformed token: kid is not a string";
     t->algs = algs;
     t->kid = json_string_value(kidj);
@@ -972,7 +971,8 @@ static const char *verify_jwks(ds_jwt_verifier_t *v, jws_t *t) {
 
 /* The payload's claims into out (which takes the payload's text). */
 static const char *read_claims(jws_t *t, int64_t now_s, ds_jwt_claims_t *out) {
-    t->p = memchr(t->pay, 0, t->plen) ? NULL : json_loadb((char *)t->pay, t->plen, JSON_REJECT_DUPLICATES, NULL);
+    t->p =
+        memchr(t->pay, 0, t->plen) ? NULL : json_loadb((char *)t->pay, t->plen, JSON_REJECT_DUPLICATES, NULL);
     if (!json_is_object(t->p)) return "malformed token: payload is not a JSON object";
     const char *why = check_claims(t->p, now_s, out);
     if (why) return why;
@@ -982,8 +982,8 @@ static const char *read_claims(jws_t *t, int64_t now_s, ds_jwt_claims_t *out) {
     return NULL;
 }
 
-int ds_jwt_verify(ds_jwt_verifier_t *v, const char *token, int64_t now_s, ds_jwt_claims_t *out,
-                  char *errstr, size_t errstr_size) {
+int ds_jwt_verify(ds_jwt_verifier_t *v, const char *token, int64_t now_s, ds_jwt_claims_t *out, char *errstr,
+                  size_t errstr_size) {
     ds_assert(v);
     memset(out, 0, sizeof *out);
     jws_t t = {0};
@@ -1024,8 +1024,7 @@ void ds_jwt_www_authenticate(const char *reason, char *buf, size_t bufsz) {
         clean[i] = c == '"' || c == '\\' ? '\'' : c < 0x20 || c >= 0x7f ? ' ' : (char)c;
     }
     clean[i] = '\0';
-    snprintf(buf, bufsz,
-             "Bearer realm=\"dealscore\", error=\"invalid_token\", error_description=\"%s\"",
+    snprintf(buf, bufsz, "Bearer realm=\"dealscore\", error=\"invalid_token\", error_description=\"%s\"",
              clean);
 }
 
@@ -1062,8 +1061,7 @@ int ds_jwt_sign_hs256(const char *secret, const char *claims_json, char **out) {
     char *in = signing_input("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", claims_json);
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int maclen = 0;
-    if (!HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)in, strlen(in), mac,
-              &maclen)) {
+    if (!HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)in, strlen(in), mac, &maclen)) {
         free(in);
         return DS_EINVAL;
     }
@@ -1074,18 +1072,16 @@ int ds_jwt_sign_hs256(const char *secret, const char *claims_json, char **out) {
 static bool is_p256(EVP_PKEY *key) {
     char group[64];
     return EVP_PKEY_is_a(key, "EC") &&
-           EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
-                                          NULL) == 1 &&
+           EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group, NULL) == 1 &&
            strcmp(group, "prime256v1") == 0;
 }
 
-int ds_jwt_sign_with_key(EVP_PKEY *key, const char *alg, const char *kid,
-                         const char *claims_json, char **out) {
+int ds_jwt_sign_with_key(EVP_PKEY *key, const char *alg, const char *kid, const char *claims_json,
+                         char **out) {
     *out = NULL;
     if (!key || !alg || !claims_json || !is_json_object(claims_json)) return DS_EINVAL;
     bool es = strcmp(alg, "ES256") == 0;
-    if (es ? !is_p256(key) : strcmp(alg, "RS256") != 0 || !EVP_PKEY_is_a(key, "RSA"))
-        return DS_EINVAL;
+    if (es ? !is_p256(key) : strcmp(alg, "RS256") != 0 || !EVP_PKEY_is_a(key, "RSA")) return DS_EINVAL;
     json_t *hj = json_pack("{s:s, s:s}", "alg", alg, "typ", "JWT");
     if (kid) json_object_set_new(hj, "kid", json_string(kid));
     char *header = json_dumps(hj, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -1144,16 +1140,16 @@ int ds_jwt_public_jwk(EVP_PKEY *key, const char *kid, char **out) {
     if (!key) return DS_EINVAL;
     if (EVP_PKEY_is_a(key, "RSA")) {
         if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_N, &a) == 1 &&
-            EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_E, &b) == 1 &&
-            (sa = bn_b64url(a, 0)) && (sb = bn_b64url(b, 0)))
-            j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "kty", "RSA", "use", "sig", "alg", "RS256",
-                          "n", sa, "e", sb);
+            EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_E, &b) == 1 && (sa = bn_b64url(a, 0)) &&
+            (sb = bn_b64url(b, 0)))
+            j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "kty", "RSA", "use", "sig", "alg", "RS256", "n", sa,
+                          "e", sb);
     } else if (is_p256(key)) {
         if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_X, &a) == 1 &&
-            EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_Y, &b) == 1 &&
-            (sa = bn_b64url(a, 32)) && (sb = bn_b64url(b, 32)))
-            j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "kty", "EC", "use", "sig", "alg",
-                          "ES256", "crv", "P-256", "x", sa, "y", sb);
+            EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_Y, &b) == 1 && (sa = bn_b64url(a, 32)) &&
+            (sb = bn_b64url(b, 32)))
+            j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "kty", "EC", "use", "sig", "alg", "ES256", "crv",
+                          "P-256", "x", sa, "y", sb);
     }
     if (j && kid) json_object_set_new(j, "kid", json_string(kid));
     if (j) *out = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);

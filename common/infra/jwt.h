@@ -73,9 +73,9 @@ typedef struct ds_jwt_verifier_s ds_jwt_verifier_t;
 /* What a verified token says. All strings are owned by the struct and
  * freed by ds_jwt_claims_clear. */
 typedef struct {
-    char *sub;           /* the user id (auth.uid()); never NULL */
-    char *role;          /* always "authenticated" */
-    char *email;         /* NULL when absent, null or "" */
+    char *sub;   /* the user id (auth.uid()); never NULL */
+    char *role;  /* always "authenticated" */
+    char *email; /* NULL when absent, null or "" */
     /* app_metadata.org_id when it is a UUID string, else NULL (the same
      * rule as dealscore.current_org_id() in SQL: a NULL org sees no rows). */
     char *org_id;
@@ -86,12 +86,12 @@ typedef struct {
     /* is_anonymous: Supabase anonymous sign-ins also have role
      * "authenticated"; they carry no server-set app_metadata.org_id. */
     bool is_anonymous;
-    int64_t exp;         /* seconds since the epoch */
+    int64_t exp; /* seconds since the epoch */
     /* The payload exactly as signed (decoded JSON text, NUL-terminated).
      * Set it with set_config('request.jwt.claims', claims_json, true) so
      * RLS sees what Supabase's own API would show it. */
     char *claims_json;
-    char alg[8];         /* "HS256", "RS256" or "ES256" */
+    char alg[8]; /* "HS256", "RS256" or "ES256" */
 } ds_jwt_claims_t;
 
 /* Creates a verifier. jwks: NULL/"" (none), inline JSON, a file path or an
@@ -108,8 +108,8 @@ typedef struct {
  * Returns 0 and sets *v, or DS_EINVAL with the reason in errstr. The
  * secret is copied; nothing secret is written to errstr or the log. Free
  * with ds_jwt_verifier_destroy. */
-int ds_jwt_verifier_new(ds_jwt_verifier_t **v, const char *jwks, const char *hs256_secret,
-                        char *errstr, size_t errstr_size);
+int ds_jwt_verifier_new(ds_jwt_verifier_t **v, const char *jwks, const char *hs256_secret, char *errstr,
+                        size_t errstr_size);
 /* Stops the fetch thread (interrupting a fetch in progress) and frees
  * everything. NULL-safe. No ds_jwt_verify may be running. */
 void ds_jwt_verifier_destroy(ds_jwt_verifier_t *v);
@@ -124,8 +124,8 @@ bool ds_jwt_verifier_has_secret(const ds_jwt_verifier_t *v);
  * after), or DS_EAUTH with a short reason in errstr (a static phrase that
  * never contains token or key material, safe for logs and for
  * ds_jwt_www_authenticate); *out is then zeroed. Any thread. */
-int ds_jwt_verify(ds_jwt_verifier_t *v, const char *token, int64_t now_s, ds_jwt_claims_t *out,
-                  char *errstr, size_t errstr_size);
+int ds_jwt_verify(ds_jwt_verifier_t *v, const char *token, int64_t now_s, ds_jwt_claims_t *out, char *errstr,
+                  size_t errstr_size);
 /* Frees the claims' strings and zeroes the struct. NULL-safe. */
 void ds_jwt_claims_clear(ds_jwt_claims_t *c);
 
@@ -149,8 +149,8 @@ int ds_jwt_sign_hs256(const char *secret, const char *claims_json, char **out);
 /* Signs claims_json with a private key: alg "RS256" (RSA key) or "ES256"
  * (P-256 key; the signature is raw r||s as JWS requires); kid may be NULL.
  * Returns 0 and a new string in *out (caller frees), or DS_EINVAL. */
-int ds_jwt_sign_with_key(EVP_PKEY *key, const char *alg, const char *kid,
-                         const char *claims_json, char **out);
+int ds_jwt_sign_with_key(EVP_PKEY *key, const char *alg, const char *kid, const char *claims_json,
+                         char **out);
 /* The public JWK of key (RSA, or EC P-256) as a JSON object text with kty,
  * kid (when not NULL), use "sig", alg and the key fields. Returns 0 and a
  * new string in *out (caller frees), or DS_EINVAL. Wrap several in

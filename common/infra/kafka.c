@@ -70,8 +70,8 @@ static bool is_hex(const char *s, size_t n, bool nonzero) {
 
 bool ds_event_traceparent_valid(const char *s) {
     if (!s || strlen(s) != DS_TRACEPARENT_SIZE - 1) return false;
-    return memcmp(s, "00-", 3) == 0 && is_hex(s + 3, 32, true) && s[35] == '-' &&
-           is_hex(s + 36, 16, true) && s[52] == '-' && is_hex(s + 53, 2, false);
+    return memcmp(s, "00-", 3) == 0 && is_hex(s + 3, 32, true) && s[35] == '-' && is_hex(s + 36, 16, true) &&
+           s[52] == '-' && is_hex(s + 53, 2, false);
 }
 
 void ds_event_traceparent_child(const char *parent, char out[DS_TRACEPARENT_SIZE]) {
@@ -116,32 +116,24 @@ void ds__kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaqu
 
 int ds__kafka_errcode(rd_kafka_resp_err_t err) {
     switch (err) {
-    case RD_KAFKA_RESP_ERR_NO_ERROR:
-        return 0;
+    case RD_KAFKA_RESP_ERR_NO_ERROR: return 0;
     case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
     case RD_KAFKA_RESP_ERR__TIMED_OUT:
-    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
-        return DS_ETIMEDOUT;
-    case RD_KAFKA_RESP_ERR__FATAL:
-        return DS_EFATAL;
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT: return DS_ETIMEDOUT;
+    case RD_KAFKA_RESP_ERR__FATAL: return DS_EFATAL;
     case RD_KAFKA_RESP_ERR__PURGE_QUEUE:
     case RD_KAFKA_RESP_ERR__PURGE_INFLIGHT:
-    case RD_KAFKA_RESP_ERR__DESTROY:
-        return DS_ESHUTDOWN;
+    case RD_KAFKA_RESP_ERR__DESTROY: return DS_ESHUTDOWN;
     case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
     case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
     case RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED:
     case RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
     case RD_KAFKA_RESP_ERR__AUTHENTICATION:
-    case RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED:
-        return DS_EAUTH;
-    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
-        return DS_EFULL;
+    case RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED: return DS_EAUTH;
+    case RD_KAFKA_RESP_ERR__QUEUE_FULL: return DS_EFULL;
     case RD_KAFKA_RESP_ERR__INVALID_ARG:
-    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
-        return DS_EINVAL;
-    default:
-        return DS_EIO;
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE: return DS_EINVAL;
+    default: return DS_EIO;
     }
 }
 
@@ -153,12 +145,10 @@ static void env_name_of(const char *prop, char *out, size_t outsz) {
     if (pos < outsz) out[pos] = '\0';
 }
 
-static int set_pairs(rd_kafka_conf_t *conf, const char *const *pairs, char *errstr,
-                     size_t errstr_size) {
+static int set_pairs(rd_kafka_conf_t *conf, const char *const *pairs, char *errstr, size_t errstr_size) {
     char why[512];
     for (size_t i = 0; pairs && pairs[i]; i += 2) {
-        if (rd_kafka_conf_set(conf, pairs[i], pairs[i + 1], why, sizeof why) !=
-            RD_KAFKA_CONF_OK) {
+        if (rd_kafka_conf_set(conf, pairs[i], pairs[i + 1], why, sizeof why) != RD_KAFKA_CONF_OK) {
             snprintf(errstr, errstr_size, "could not set kafka property %s: %s", pairs[i], why);
             return DS_EINVAL;
         }
@@ -166,23 +156,25 @@ static int set_pairs(rd_kafka_conf_t *conf, const char *const *pairs, char *errs
     return 0;
 }
 
-int ds__kafka_conf_new(rd_kafka_conf_t **out, const ds_config_t *cfg,
-                       const char *const *defaults, const char *const *forced, char *errstr,
-                       size_t errstr_size) {
+int ds__kafka_conf_new(rd_kafka_conf_t **out, const ds_config_t *cfg, const char *const *defaults,
+                       const char *const *forced, char *errstr, size_t errstr_size) {
     char why[512];
     char client_id[128];
     int rc;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
 
     *out = NULL;
-    snprintf(client_id, sizeof client_id, "dealscore-%s",
-             cfg->service_name ? cfg->service_name : "client");
+    snprintf(client_id, sizeof client_id, "dealscore-%s", cfg->service_name ? cfg->service_name : "client");
     const char *const base[] = {
-        "bootstrap.servers", cfg->kafka_brokers ? cfg->kafka_brokers : "",
-        "client.id", client_id,
-        "socket.nagle.disable", "true",
+        "bootstrap.servers",
+        cfg->kafka_brokers ? cfg->kafka_brokers : "",
+        "client.id",
+        client_id,
+        "socket.nagle.disable",
+        "true",
         /* An idle connection closed by the broker is routine, not news. */
-        "log.connection.close", "false",
+        "log.connection.close",
+        "false",
         NULL,
     };
     if ((rc = set_pairs(conf, base, errstr, errstr_size)) != 0) goto fail;
@@ -208,8 +200,7 @@ fail:
     return rc;
 }
 
-int ds_kafka_conf_new(rd_kafka_conf_t **out, const ds_config_t *cfg, char *errstr,
-                      size_t errstr_size) {
+int ds_kafka_conf_new(rd_kafka_conf_t **out, const ds_config_t *cfg, char *errstr, size_t errstr_size) {
     return ds__kafka_conf_new(out, cfg, NULL, NULL, errstr, errstr_size);
 }
 
@@ -227,16 +218,14 @@ int ds_kafka_ping(rd_kafka_t *rk, int timeout_ms) {
     return 0;
 }
 
-int ds_kafka_header_get(const rd_kafka_message_t *m, const char *name, char *buf,
-                        size_t bufsz) {
+int ds_kafka_header_get(const rd_kafka_message_t *m, const char *name, char *buf, size_t bufsz) {
     rd_kafka_headers_t *hdrs = NULL;
     const void *val = NULL;
     size_t size = 0;
 
     if (bufsz > 0) buf[0] = '\0';
     if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) return DS_ENOTFOUND;
-    if (rd_kafka_header_get_last(hdrs, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return DS_ENOTFOUND;
+    if (rd_kafka_header_get_last(hdrs, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR) return DS_ENOTFOUND;
     if (!val) size = 0;
     if (bufsz == 0) return DS_EFULL;
     size_t n = size < bufsz - 1 ? size : bufsz - 1;
@@ -248,8 +237,8 @@ int ds_kafka_header_get(const rd_kafka_message_t *m, const char *name, char *buf
 /* ---- topic creation ----------------------------------------------------- */
 
 /* Waits until the metadata lists every topic with its partitions. */
-static int wait_topics(rd_kafka_t *rk, const char *const *topics, size_t n, int64_t deadline,
-                       char *errstr, size_t errstr_size) {
+static int wait_topics(rd_kafka_t *rk, const char *const *topics, size_t n, int64_t deadline, char *errstr,
+                       size_t errstr_size) {
     for (;;) {
         const struct rd_kafka_metadata *md = NULL;
         int64_t left = (deadline - ds_mono_us()) / 1000;
@@ -275,9 +264,8 @@ static int wait_topics(rd_kafka_t *rk, const char *const *topics, size_t n, int6
     return DS_ETIMEDOUT;
 }
 
-int ds_kafka_ensure_topics(const ds_config_t *cfg, const char *const *topics, size_t n,
-                           int partitions, int replication, int timeout_ms, char *errstr,
-                           size_t errstr_size) {
+int ds_kafka_ensure_topics(const ds_config_t *cfg, const char *const *topics, size_t n, int partitions,
+                           int replication, int timeout_ms, char *errstr, size_t errstr_size) {
     rd_kafka_conf_t *conf = NULL;
     rd_kafka_t *rk = NULL;
     rd_kafka_NewTopic_t **newt = NULL;
@@ -321,8 +309,7 @@ int ds_kafka_ensure_topics(const ds_config_t *cfg, const char *const *topics, si
         goto cleanup;
     }
     if (rd_kafka_event_error(ev)) {
-        snprintf(errstr, errstr_size, "could not create topics: %s",
-                 rd_kafka_event_error_string(ev));
+        snprintf(errstr, errstr_size, "could not create topics: %s", rd_kafka_event_error_string(ev));
         rc = ds__kafka_errcode(rd_kafka_event_error(ev));
         goto cleanup;
     }
@@ -335,8 +322,8 @@ int ds_kafka_ensure_topics(const ds_config_t *cfg, const char *const *topics, si
             ds_info("kafka topic %s created", rd_kafka_topic_result_name(res[i]));
         } else if (err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
             const char *msg = rd_kafka_topic_result_error_string(res[i]);
-            snprintf(errstr, errstr_size, "could not create topic %s: %s",
-                     rd_kafka_topic_result_name(res[i]), msg ? msg : rd_kafka_err2str(err));
+            snprintf(errstr, errstr_size, "could not create topic %s: %s", rd_kafka_topic_result_name(res[i]),
+                     msg ? msg : rd_kafka_err2str(err));
             rc = ds__kafka_errcode(err);
             goto cleanup;
         }

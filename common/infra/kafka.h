@@ -71,8 +71,7 @@ void ds_event_traceparent_child(const char *parent, char out[DS_TRACEPARENT_SIZE
  * override the defaults. Returns 0 and *out (the caller destroys it with
  * rd_kafka_conf_destroy or hands it to rd_kafka_new), or DS_EINVAL with
  * errstr naming the bad KAFKA_* variable and its property. */
-int ds_kafka_conf_new(rd_kafka_conf_t **out, const ds_config_t *cfg, char *errstr,
-                      size_t errstr_size);
+int ds_kafka_conf_new(rd_kafka_conf_t **out, const ds_config_t *cfg, char *errstr, size_t errstr_size);
 
 /* Readiness probe: a metadata request to any broker. Returns 0,
  * DS_ETIMEDOUT, or DS_EIO. Blocks at most timeout_ms. */
@@ -82,9 +81,8 @@ int ds_kafka_ping(rd_kafka_t *rk, int timeout_ms);
  * success) and waits, within timeout_ms, until the cluster's metadata shows
  * every topic. partitions or replication <= 0 mean the broker's default.
  * Returns 0, or DS_EIO/DS_ETIMEDOUT/DS_EINVAL with errstr. */
-int ds_kafka_ensure_topics(const ds_config_t *cfg, const char *const *topics, size_t n,
-                           int partitions, int replication, int timeout_ms, char *errstr,
-                           size_t errstr_size);
+int ds_kafka_ensure_topics(const ds_config_t *cfg, const char *const *topics, size_t n, int partitions,
+                           int replication, int timeout_ms, char *errstr, size_t errstr_size);
 
 /* Copies the last header called name into buf as a NUL-terminated string
  * (a header without a value gives ""). Returns 0, DS_ENOTFOUND, or DS_EFULL
@@ -119,8 +117,7 @@ typedef void (*ds_delivery_cb_t)(void *opaque, void *msg_opaque, int err, const 
 /* Creates an idempotent producer (enable.idempotence=true, acks=all, which
  * KAFKA_* cannot turn off) with linger.ms=20 by default. Returns 0 and *out,
  * or DS_EINVAL/DS_EIO with errstr. Free with ds_producer_destroy(). */
-int ds_producer_new(ds_producer_t **out, const ds_config_t *cfg, char *errstr,
-                    size_t errstr_size);
+int ds_producer_new(ds_producer_t **out, const ds_config_t *cfg, char *errstr, size_t errstr_size);
 
 /* Sets the delivery callback; without one, failures are logged. Call before
  * the first send. */
@@ -136,9 +133,8 @@ void ds_producer_set_full_timeout(ds_producer_t *p, int timeout_ms);
  * full timeout. Returns 0 (the delivery callback will run once for
  * msg_opaque), DS_EFULL, DS_EFATAL after a fatal producer error, DS_EINVAL
  * (bad meta), or DS_EIO; on failure the callback never runs for it. */
-int ds_producer_send(ds_producer_t *p, const char *topic, const void *key, size_t keylen,
-                     const void *payload, size_t len, const ds_event_meta_t *meta,
-                     void *msg_opaque);
+int ds_producer_send(ds_producer_t *p, const char *topic, const void *key, size_t keylen, const void *payload,
+                     size_t len, const ds_event_meta_t *meta, void *msg_opaque);
 
 /* Serves delivery reports and errors; waits at most timeout_ms. Returns the
  * number of events served. */
@@ -182,16 +178,14 @@ typedef struct ds_consumer_s ds_consumer_t;
  * every auto.commit.interval.ms and on ds_consumer_close(). Returns 0 and
  * *out, or DS_EINVAL/DS_EIO with errstr. Free with ds_consumer_destroy(). */
 int ds_consumer_new(ds_consumer_t **out, const ds_config_t *cfg, const char *group_id,
-                    const char *const *topics, size_t ntopics, char *errstr,
-                    size_t errstr_size);
+                    const char *const *topics, size_t ntopics, char *errstr, size_t errstr_size);
 
 /* Collects up to max messages, waiting at most wait_ms in total (0: only
  * what is ready), and returns their count (0..max). The caller owns the
  * messages and frees them with ds_consumer_release(). Consumer errors are
  * logged and skipped; returns DS_EFATAL (with nothing collected) after a
  * fatal error. */
-int ds_consumer_poll_batch(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t max,
-                           int wait_ms);
+int ds_consumer_poll_batch(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t max, int wait_ms);
 
 /* Stores, for each partition in msgs, the highest offset + 1, to be
  * committed. Call only after the batch's effects are durable (DB commit,

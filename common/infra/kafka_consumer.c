@@ -17,9 +17,9 @@
 
 struct ds_consumer_s {
     rd_kafka_t *rk;
-    atomic_int assigned; /* partitions assigned now; read by /readyz threads */
+    atomic_int assigned;    /* partitions assigned now; read by /readyz threads */
     atomic_uint rebalances; /* assignment changes seen (assign and revoke) */
-    bool paused;         /* pause_all in force: pause new assignments too */
+    bool paused;            /* pause_all in force: pause new assignments too */
     bool closed;
 };
 
@@ -30,9 +30,9 @@ static void format_parts(const rd_kafka_topic_partition_list_t *parts, char *buf
     for (int i = 0; i < parts->cnt && pos < bufsz; i++) {
         const rd_kafka_topic_partition_t *tp = &parts->elems[i];
         bool same = i > 0 && strcmp(parts->elems[i - 1].topic, tp->topic) == 0;
-        int w = same ? snprintf(buf + pos, bufsz - pos, ",%" PRId32, tp->partition)
-                     : snprintf(buf + pos, bufsz - pos, "%s%s[%" PRId32, i ? "] " : "",
-                                tp->topic, tp->partition);
+        int w =
+            same ? snprintf(buf + pos, bufsz - pos, ",%" PRId32, tp->partition)
+                 : snprintf(buf + pos, bufsz - pos, "%s%s[%" PRId32, i ? "] " : "", tp->topic, tp->partition);
         if (w < 0) break;
         pos += (size_t)w;
     }
@@ -51,8 +51,8 @@ static void update_assigned(ds_consumer_t *c) {
 }
 
 /* Runs inside rd_kafka_consumer_poll/close, on the caller's thread. */
-static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
+                         void *opaque) {
     ds_consumer_t *c = opaque;
     /* KAFKA_PARTITION_ASSIGNMENT_STRATEGY may select an eager assignor. */
     bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
@@ -102,25 +102,24 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 }
 
 int ds_consumer_new(ds_consumer_t **out, const ds_config_t *cfg, const char *group_id,
-                    const char *const *topics, size_t ntopics, char *errstr,
-                    size_t errstr_size) {
+                    const char *const *topics, size_t ntopics, char *errstr, size_t errstr_size) {
     /* fetch.wait.max.ms: how long the broker holds a fetch that finds no
      * data; data that arrives meanwhile answers it at once, so this costs
      * no latency. At 10 ms the idle consumers of the stack cost the broker
      * 15 % of a core, at 100 ms 7 %. */
     static const char *const defaults[] = {
-        "fetch.wait.max.ms", "100",
-        "partition.assignment.strategy", "cooperative-sticky",
-        "auto.offset.reset", "earliest",
+        "fetch.wait.max.ms",
+        "100",
+        "partition.assignment.strategy",
+        "cooperative-sticky",
+        "auto.offset.reset",
+        "earliest",
         NULL,
     };
     const char *gid = group_id ? group_id : cfg->group_id;
     /* At-least-once: only offsets the application stored are committed. */
     const char *const forced[] = {
-        "group.id", gid ? gid : "",
-        "enable.auto.offset.store", "false",
-        "enable.auto.commit", "true",
-        NULL,
+        "group.id", gid ? gid : "", "enable.auto.offset.store", "false", "enable.auto.commit", "true", NULL,
     };
     rd_kafka_conf_t *conf = NULL;
     rd_kafka_topic_partition_list_t *subs = NULL;
@@ -136,8 +135,7 @@ int ds_consumer_new(ds_consumer_t **out, const ds_config_t *cfg, const char *gro
     c = ds_calloc(1, sizeof *c);
     atomic_init(&c->assigned, 0);
     atomic_init(&c->rebalances, 0u);
-    if ((rc = ds__kafka_conf_new(&conf, cfg, defaults, forced, errstr, errstr_size)) != 0)
-        goto fail;
+    if ((rc = ds__kafka_conf_new(&conf, cfg, defaults, forced, errstr, errstr_size)) != 0) goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_error_cb(conf, ds__kafka_error_cb);
     rd_kafka_conf_set_opaque(conf, c);
@@ -157,8 +155,7 @@ int ds_consumer_new(ds_consumer_t **out, const ds_config_t *cfg, const char *gro
     rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, subs);
     rd_kafka_topic_partition_list_destroy(subs);
     if (err) {
-        snprintf(errstr, errstr_size, "could not subscribe to kafka topics: %s",
-                 rd_kafka_err2str(err));
+        snprintf(errstr, errstr_size, "could not subscribe to kafka topics: %s", rd_kafka_err2str(err));
         rc = ds__kafka_errcode(err);
         goto fail;
     }
@@ -175,8 +172,7 @@ fail:
     return rc;
 }
 
-int ds_consumer_poll_batch(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t max,
-                           int wait_ms) {
+int ds_consumer_poll_batch(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t max, int wait_ms) {
     int64_t deadline = ds_mono_us() + (int64_t)(wait_ms > 0 ? wait_ms : 0) * 1000;
     size_t n = 0;
 
@@ -203,8 +199,7 @@ int ds_consumer_poll_batch(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t m
             return DS_EFATAL;
         }
         if (err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            ds_warn("kafka consumer error: %s: %s", rd_kafka_err2name(err),
-                    rd_kafka_message_errstr(m));
+            ds_warn("kafka consumer error: %s: %s", rd_kafka_err2name(err), rd_kafka_message_errstr(m));
         rd_kafka_message_destroy(m);
         if (left == 0) break;
     }
@@ -219,10 +214,11 @@ int ds_consumer_store(ds_consumer_t *c, rd_kafka_message_t *const *msgs, size_t 
         const rd_kafka_message_t *m = msgs[i];
         if (!m || m->err || !m->rkt) continue;
         const char *topic = rd_kafka_topic_name(m->rkt);
-        rd_kafka_topic_partition_t *tp =
-            rd_kafka_topic_partition_list_find(offs, topic, m->partition);
-        if (!tp) tp = rd_kafka_topic_partition_list_add(offs, topic, m->partition);
-        else if (tp->offset >= m->offset + 1) continue;
+        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(offs, topic, m->partition);
+        if (!tp)
+            tp = rd_kafka_topic_partition_list_add(offs, topic, m->partition);
+        else if (tp->offset >= m->offset + 1)
+            continue;
         tp->offset = m->offset + 1; /* the next message to read */
     }
     if (offs->cnt == 0) goto cleanup;
@@ -233,16 +229,15 @@ int ds_consumer_store(ds_consumer_t *c, rd_kafka_message_t *const *msgs, size_t 
         if (!tp->err) continue;
         if (tp->err == RD_KAFKA_RESP_ERR__STATE || tp->err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
             /* Revoked since the poll: the new owner will redo these. */
-            ds_info("kafka offset for %s [%" PRId32 "] not stored: partition no longer assigned",
-                    tp->topic, tp->partition);
+            ds_info("kafka offset for %s [%" PRId32 "] not stored: partition no longer assigned", tp->topic,
+                    tp->partition);
         } else {
-            ds_warn("could not store kafka offset for %s [%" PRId32 "]: %s", tp->topic,
-                    tp->partition, rd_kafka_err2str(tp->err));
+            ds_warn("could not store kafka offset for %s [%" PRId32 "]: %s", tp->topic, tp->partition,
+                    rd_kafka_err2str(tp->err));
             rc = DS_EIO;
         }
     }
-    if (err && err != RD_KAFKA_RESP_ERR__STATE && err != RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION &&
-        rc == 0) {
+    if (err && err != RD_KAFKA_RESP_ERR__STATE && err != RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION && rc == 0) {
         ds_warn("could not store kafka offsets: %s", rd_kafka_err2str(err));
         rc = DS_EIO;
     }
@@ -273,35 +268,25 @@ static int pause_resume(ds_consumer_t *c, bool pause) {
     c->paused = pause;
     if ((err = rd_kafka_assignment(c->rk, &parts)) == RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (parts->cnt > 0)
-            err = pause ? rd_kafka_pause_partitions(c->rk, parts)
-                        : rd_kafka_resume_partitions(c->rk, parts);
+            err = pause ? rd_kafka_pause_partitions(c->rk, parts) : rd_kafka_resume_partitions(c->rk, parts);
         rd_kafka_topic_partition_list_destroy(parts);
     }
     if (err) {
-        ds_warn("could not %s kafka partitions: %s", pause ? "pause" : "resume",
-                rd_kafka_err2str(err));
+        ds_warn("could not %s kafka partitions: %s", pause ? "pause" : "resume", rd_kafka_err2str(err));
         return DS_EIO;
     }
     return 0;
 }
 
-int ds_consumer_pause_all(ds_consumer_t *c) {
-    return pause_resume(c, true);
-}
+int ds_consumer_pause_all(ds_consumer_t *c) { return pause_resume(c, true); }
 
-int ds_consumer_resume_all(ds_consumer_t *c) {
-    return pause_resume(c, false);
-}
+int ds_consumer_resume_all(ds_consumer_t *c) { return pause_resume(c, false); }
 
 unsigned ds_consumer_rebalances(const ds_consumer_t *c) { return atomic_load(&c->rebalances); }
 
-bool ds_consumer_assigned(const ds_consumer_t *c) {
-    return atomic_load(&c->assigned) > 0;
-}
+bool ds_consumer_assigned(const ds_consumer_t *c) { return atomic_load(&c->assigned) > 0; }
 
-rd_kafka_t *ds_consumer_handle(ds_consumer_t *c) {
-    return c->rk;
-}
+rd_kafka_t *ds_consumer_handle(ds_consumer_t *c) { return c->rk; }
 
 int ds_consumer_close(ds_consumer_t *c) {
     if (c->closed) return 0;

@@ -38,8 +38,7 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     }
 }
 
-int ds_producer_new(ds_producer_t **out, const ds_config_t *cfg, char *errstr,
-                    size_t errstr_size) {
+int ds_producer_new(ds_producer_t **out, const ds_config_t *cfg, char *errstr, size_t errstr_size) {
     static const char *const defaults[] = {
         /* Under a burst, 20 ms lets each produce request carry many
          * events (the relay's rounds and the workers' batches grow too):
@@ -48,14 +47,13 @@ int ds_producer_new(ds_producer_t **out, const ds_config_t *cfg, char *errstr,
          * price is ~85 ms of webhook-to-prediction latency at 50 changes/s
          * (bench-e2e p50 142 ms against 58 ms); KAFKA_LINGER_MS=2 buys it
          * back. */
-        "linger.ms", "20",
+        "linger.ms",
+        "20",
         NULL,
     };
     /* At-least-once without duplicates from retries: not for KAFKA_* to undo. */
     static const char *const forced[] = {
-        "enable.idempotence", "true",
-        "acks", "all",
-        NULL,
+        "enable.idempotence", "true", "acks", "all", NULL,
     };
     rd_kafka_conf_t *conf = NULL;
     ds_producer_t *p = ds_calloc(1, sizeof *p);
@@ -68,8 +66,7 @@ int ds_producer_new(ds_producer_t **out, const ds_config_t *cfg, char *errstr,
         cfg->shutdown_timeout_ms > 0 ? cfg->shutdown_timeout_ms : DEFAULT_SHUTDOWN_TIMEOUT_MS;
     p->source = ds_asprintf("/dealscore/%s", cfg->service_name ? cfg->service_name : "client");
 
-    if ((rc = ds__kafka_conf_new(&conf, cfg, defaults, forced, errstr, errstr_size)) != 0)
-        goto fail;
+    if ((rc = ds__kafka_conf_new(&conf, cfg, defaults, forced, errstr, errstr_size)) != 0) goto fail;
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
     rd_kafka_conf_set_error_cb(conf, ds__kafka_error_cb);
     rd_kafka_conf_set_opaque(conf, p);
@@ -101,18 +98,15 @@ void ds_producer_set_full_timeout(ds_producer_t *p, int timeout_ms) {
 
 /* Enqueues one message; takes ownership of hdrs in every case. Polls and
  * retries while the queue is full. Returns 0 or a DS_E* code. */
-static int produce(ds_producer_t *p, const char *topic, const void *key, size_t keylen,
-                   const void *payload, size_t len, rd_kafka_headers_t *hdrs, void *msg_opaque) {
+static int produce(ds_producer_t *p, const char *topic, const void *key, size_t keylen, const void *payload,
+                   size_t len, rd_kafka_headers_t *hdrs, void *msg_opaque) {
     int64_t deadline = ds_mono_us() + (int64_t)p->full_timeout_ms * 1000;
     rd_kafka_resp_err_t err;
 
     for (;;) {
-        err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                RD_KAFKA_V_KEY(key, keylen),
-                                RD_KAFKA_V_VALUE((void *)payload, len),
-                                RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(msg_opaque),
-                                RD_KAFKA_V_END);
+        err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)payload, len),
+                                RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return 0; /* hdrs now owned by the message */
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
         /* Delivery reports free room in the queue; serve them and retry. */
@@ -125,9 +119,8 @@ static int produce(ds_producer_t *p, const char *topic, const void *key, size_t 
     return ds__kafka_errcode(err);
 }
 
-int ds_producer_send(ds_producer_t *p, const char *topic, const void *key, size_t keylen,
-                     const void *payload, size_t len, const ds_event_meta_t *meta,
-                     void *msg_opaque) {
+int ds_producer_send(ds_producer_t *p, const char *topic, const void *key, size_t keylen, const void *payload,
+                     size_t len, const ds_event_meta_t *meta, void *msg_opaque) {
     char id[128], now[40], trace[DS_TRACEPARENT_SIZE];
 
     if (!meta || !meta->type || !meta->type[0] || !topic) return DS_EINVAL;
@@ -171,9 +164,8 @@ int ds_producer_send_dlq(ds_producer_t *p, const rd_kafka_message_t *m, const ch
 
     /* A message that fails again in a reprocessing of the DLQ keeps one set
      * of dlq_* headers, the newest. */
-    static const char *const names[] = {DS_HDR_DLQ_ERROR, DS_HDR_DLQ_TOPIC,
-                                        DS_HDR_DLQ_PARTITION, DS_HDR_DLQ_OFFSET,
-                                        DS_HDR_DLQ_TIME};
+    static const char *const names[] = {DS_HDR_DLQ_ERROR, DS_HDR_DLQ_TOPIC, DS_HDR_DLQ_PARTITION,
+                                        DS_HDR_DLQ_OFFSET, DS_HDR_DLQ_TIME};
     for (size_t i = 0; i < DS_ARRAY_SIZE(names); i++) rd_kafka_header_remove(hdrs, names[i]);
     rd_kafka_header_add(hdrs, DS_HDR_DLQ_ERROR, -1, error ? error : "", -1);
     rd_kafka_header_add(hdrs, DS_HDR_DLQ_TOPIC, -1, topic, -1);
@@ -188,15 +180,13 @@ int ds_producer_send_dlq(ds_producer_t *p, const rd_kafka_message_t *m, const ch
     int rc = produce(p, dlq, m->key, m->key_len, m->payload, m->len, hdrs, NULL);
     hdrs = NULL; /* now owned by the message, or destroyed */
     if (rc == 0)
-        ds_warn("kafka message %s [%" PRId32 "] at offset %" PRId64 " sent to %s: %s", topic,
-                m->partition, m->offset, dlq, error ? error : "");
+        ds_warn("kafka message %s [%" PRId32 "] at offset %" PRId64 " sent to %s: %s", topic, m->partition,
+                m->offset, dlq, error ? error : "");
     free(dlq);
     return rc;
 }
 
-int ds_producer_poll(ds_producer_t *p, int timeout_ms) {
-    return rd_kafka_poll(p->rk, timeout_ms);
-}
+int ds_producer_poll(ds_producer_t *p, int timeout_ms) { return rd_kafka_poll(p->rk, timeout_ms); }
 
 int ds_producer_flush(ds_producer_t *p, int timeout_ms) {
     return rd_kafka_flush(p->rk, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : DS_ETIMEDOUT;
@@ -207,24 +197,19 @@ int ds_producer_fatal(ds_producer_t *p, char *errstr, size_t errstr_size) {
     rd_kafka_resp_err_t err = rd_kafka_fatal_error(p->rk, why, sizeof why);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return 0;
     if (errstr && errstr_size)
-        snprintf(errstr, errstr_size, "kafka producer failed: %s: %s", rd_kafka_err2name(err),
-                 why);
+        snprintf(errstr, errstr_size, "kafka producer failed: %s: %s", rd_kafka_err2name(err), why);
     return DS_EFATAL;
 }
 
-int ds_producer_pending(ds_producer_t *p) {
-    return rd_kafka_outq_len(p->rk);
-}
+int ds_producer_pending(ds_producer_t *p) { return rd_kafka_outq_len(p->rk); }
 
-rd_kafka_t *ds_producer_handle(ds_producer_t *p) {
-    return p->rk;
-}
+rd_kafka_t *ds_producer_handle(ds_producer_t *p) { return p->rk; }
 
 void ds_producer_destroy(ds_producer_t *p) {
     if (!p) return;
     if (rd_kafka_flush(p->rk, p->shutdown_timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        ds_warn("kafka producer: %d messages not delivered in %d ms, dropping them",
-                rd_kafka_outq_len(p->rk), p->shutdown_timeout_ms);
+        ds_warn("kafka producer: %d messages not delivered in %d ms, dropping them", rd_kafka_outq_len(p->rk),
+                p->shutdown_timeout_ms);
         /* Purged messages still get their delivery report (DS_ESHUTDOWN), so
          * every sent message sees its callback exactly once. */
         rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);

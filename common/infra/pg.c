@@ -159,9 +159,8 @@ char *ds_pg_url_describe(const char *url) {
     const char *port = opt_val(opts, "port");
     const char *db = opt_val(opts, "dbname");
     if (!host) host = opt_val(opts, "hostaddr");
-    char *s = ds_asprintf("%s%s%s%s%s%s%s", user ? user : "", user ? "@" : "",
-                          host ? host : "(default host)", port ? ":" : "", port ? port : "",
-                          db ? "/" : "", db ? db : "");
+    char *s = ds_asprintf("%s%s%s%s%s%s%s", user ? user : "", user ? "@" : "", host ? host : "(default host)",
+                          port ? ":" : "", port ? port : "", db ? "/" : "", db ? db : "");
     PQconninfoFree(opts);
     return s;
 }
@@ -266,8 +265,8 @@ static void notice_receiver(void *arg, const PGresult *res) {
 /* One connection try with libpq's non-blocking API, so that *stop and the
  * deadline are honoured while the server does not answer (libpq ignores
  * connect_timeout in this mode). */
-static int connect_once(PGconn **out, const char *const *kw, const char *const *vals,
-                        int64_t deadline_us, const volatile int *stop, char *msg, size_t msg_size) {
+static int connect_once(PGconn **out, const char *const *kw, const char *const *vals, int64_t deadline_us,
+                        const volatile int *stop, char *msg, size_t msg_size) {
     PGconn *conn = PQconnectStartParams(kw, vals, 1);
     if (!conn) ds_panic("out of memory starting a postgres connection");
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
@@ -327,7 +326,7 @@ int ds_pg_connect_app(PGconn **out, const char *url, const char *app_name, int m
      * them. The keepalives find a dead peer within about a minute instead of
      * the kernel's two hours. */
     const char *kw[] = {"application_name", "keepalives_idle", "keepalives_interval",
-                        "keepalives_count", "dbname", NULL};
+                        "keepalives_count", "dbname",          NULL};
     const char *vals[] = {app_name ? app_name : DEFAULT_APP_NAME, "30", "10", "3", url, NULL};
 
     int64_t start = ds_mono_us();
@@ -347,10 +346,9 @@ int ds_pg_connect_app(PGconn **out, const char *url, const char *app_name, int m
         }
         ds_warn("could not connect to postgres at %s (try %d): %s", desc, attempt + 1, msg);
         int delay = ds_pg_backoff_ms(attempt, &seed);
-        if (max_wait_ms == 0 ||
-            (max_wait_ms > 0 && ds_mono_us() + (int64_t)delay * 1000 >= deadline)) {
-            seterr(errstr, errstr_size, "could not connect to postgres at %s after %d tries: %s",
-                   desc, attempt + 1, msg);
+        if (max_wait_ms == 0 || (max_wait_ms > 0 && ds_mono_us() + (int64_t)delay * 1000 >= deadline)) {
+            seterr(errstr, errstr_size, "could not connect to postgres at %s after %d tries: %s", desc,
+                   attempt + 1, msg);
             rc = DS_ERETRY;
             break;
         }
@@ -364,8 +362,8 @@ int ds_pg_connect_app(PGconn **out, const char *url, const char *app_name, int m
     return rc;
 }
 
-int ds_pg_connect(PGconn **out, const char *url, int max_wait_ms, const volatile int *stop,
-                  char *errstr, size_t errstr_size) {
+int ds_pg_connect(PGconn **out, const char *url, int max_wait_ms, const volatile int *stop, char *errstr,
+                  size_t errstr_size) {
     return ds_pg_connect_app(out, url, NULL, max_wait_ms, stop, errstr, errstr_size);
 }
 
@@ -394,19 +392,15 @@ int ds_pg_classify(const PGresult *res, const PGconn *conn) {
         case PGRES_COPY_BOTH:
         case PGRES_SINGLE_TUPLE:
         case PGRES_NONFATAL_ERROR:
-        case PGRES_PIPELINE_SYNC:
-            return DS_OK;
-        default:
-            break;
+        case PGRES_PIPELINE_SYNC: return DS_OK;
+        default: break;
         }
     }
     if (conn && PQstatus(conn) != CONNECTION_OK) return DS_ERETRY;
     if (!res) return DS_ERETRY;
     switch (PQresultStatus(res)) {
-    case PGRES_BAD_RESPONSE:
-        return DS_ERETRY;
-    case PGRES_PIPELINE_ABORTED:
-        return DS_EFATAL;
+    case PGRES_BAD_RESPONSE: return DS_ERETRY;
+    case PGRES_PIPELINE_ABORTED: return DS_EFATAL;
     default: {
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         return state ? ds_pg_classify_sqlstate(state) : DS_EFATAL;
@@ -478,8 +472,7 @@ struct ds_pg_s {
     bool sent; /* ds_pg_send_params sent a command whose result is unread */
 };
 
-int ds_pg_new(ds_pg_t **out, const char *url, const char *app_name, char *errstr,
-              size_t errstr_size) {
+int ds_pg_new(ds_pg_t **out, const char *url, const char *app_name, char *errstr, size_t errstr_size) {
     *out = NULL;
     int rc = ds_pg_url_check(url, errstr, errstr_size);
     if (rc != DS_OK) return rc;
@@ -531,16 +524,13 @@ int ds_pg_add_statement(ds_pg_t *pg, const char *name, const char *sql, int npar
         pg->stmts_cap = pg->stmts_cap ? pg->stmts_cap * 2 : 8;
         pg->stmts = ds_realloc(pg->stmts, pg->stmts_cap * sizeof *pg->stmts);
     }
-    pg->stmts[pg->nstmts++] =
-        (stmt_t){.name = ds_strdup(name), .sql = ds_strdup(sql), .nparams = nparams};
+    pg->stmts[pg->nstmts++] = (stmt_t){.name = ds_strdup(name), .sql = ds_strdup(sql), .nparams = nparams};
     return DS_OK;
 }
 
 PGconn *ds_pg_conn(const ds_pg_t *pg) { return pg ? pg->conn : NULL; }
 
-bool ds_pg_is_connected(const ds_pg_t *pg) {
-    return pg && pg->conn && PQstatus(pg->conn) == CONNECTION_OK;
-}
+bool ds_pg_is_connected(const ds_pg_t *pg) { return pg && pg->conn && PQstatus(pg->conn) == CONNECTION_OK; }
 
 uint64_t ds_pg_generation(const ds_pg_t *pg) { return pg->generation; }
 
@@ -553,12 +543,10 @@ static int prepare_pending(ds_pg_t *pg, char *errstr, size_t errstr_size) {
     for (size_t i = 0; i < pg->nstmts; i++) {
         stmt_t *st = &pg->stmts[i];
         if (st->prepared) continue;
-        PGresult *r = PQprepare(pg->conn, st->name, st->sql, st->nparams < 0 ? 0 : st->nparams,
-                                NULL);
+        PGresult *r = PQprepare(pg->conn, st->name, st->sql, st->nparams < 0 ? 0 : st->nparams, NULL);
         int rc = ds_pg_classify(r, pg->conn);
         const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-        if (rc != DS_OK && state && strcmp(state, "42P05") == 0 &&
-            PQstatus(pg->conn) == CONNECTION_OK)
+        if (rc != DS_OK && state && strcmp(state, "42P05") == 0 && PQstatus(pg->conn) == CONNECTION_OK)
             rc = DS_OK;
         if (rc != DS_OK) {
             char buf[512];
@@ -609,14 +597,11 @@ static int listen_pending(ds_pg_t *pg, char *errstr, size_t errstr_size) {
     return DS_OK;
 }
 
-int ds_pg_ensure(ds_pg_t *pg, int max_wait_ms, const volatile int *stop, char *errstr,
-                 size_t errstr_size) {
-    if (pg->conn &&
-        (PQstatus(pg->conn) != CONNECTION_OK || PQpipelineStatus(pg->conn) != PQ_PIPELINE_OFF))
+int ds_pg_ensure(ds_pg_t *pg, int max_wait_ms, const volatile int *stop, char *errstr, size_t errstr_size) {
+    if (pg->conn && (PQstatus(pg->conn) != CONNECTION_OK || PQpipelineStatus(pg->conn) != PQ_PIPELINE_OFF))
         ds_pg_reset(pg);
     if (!pg->conn) {
-        int rc = ds_pg_connect_app(&pg->conn, pg->url, pg->app_name, max_wait_ms, stop, errstr,
-                                   errstr_size);
+        int rc = ds_pg_connect_app(&pg->conn, pg->url, pg->app_name, max_wait_ms, stop, errstr, errstr_size);
         if (rc != DS_OK) return rc;
         pg->generation++;
         if (pg->generation > 1) {
@@ -654,8 +639,7 @@ static int check_usable(ds_pg_t *pg, char *errstr, size_t errstr_size) {
     return DS_OK;
 }
 
-static int take_result(ds_pg_t *pg, PGresult *r, PGresult **res, char *errstr,
-                       size_t errstr_size) {
+static int take_result(ds_pg_t *pg, PGresult *r, PGresult **res, char *errstr, size_t errstr_size) {
     int rc = ds_pg_classify(r, pg->conn);
     if (rc != DS_OK) {
         char buf[512];
@@ -727,8 +711,7 @@ int ds_pg_exec_prepared(ds_pg_t *pg, const char *name, int nparams, const char *
     if (rc != DS_OK) return rc;
     stmt_t *st = find_stmt(pg, name);
     if (st && st->nparams >= 0 && st->nparams != nparams) {
-        seterr(errstr, errstr_size, "statement %s takes %d parameters, not %d", name, st->nparams,
-               nparams);
+        seterr(errstr, errstr_size, "statement %s takes %d parameters, not %d", name, st->nparams, nparams);
         return DS_EINVAL;
     }
     if (st && !st->prepared) {
@@ -789,8 +772,8 @@ static int tx_attempt(ds_pg_t *pg, ds_pg_tx_fn fn, void *ud, char *errstr, size_
     return rc;
 }
 
-int ds_pg_tx_run(ds_pg_t *pg, ds_pg_tx_fn fn, void *ud, int max_attempts,
-                 const volatile int *stop, char *errstr, size_t errstr_size) {
+int ds_pg_tx_run(ds_pg_t *pg, ds_pg_tx_fn fn, void *ud, int max_attempts, const volatile int *stop,
+                 char *errstr, size_t errstr_size) {
     char local[512];
     if (!errstr || errstr_size == 0) {
         errstr = local;
@@ -899,8 +882,7 @@ void ds_pg_batch_end(ds_pg_batch_t *b) {
 }
 
 static int batch_add(ds_pg_batch_t *b, bool prepared, bool borrow, const char *text, int nparams,
-                     const char *const *values, const int *lengths, const int *formats,
-                     void *tag) {
+                     const char *const *values, const int *lengths, const int *formats, void *tag) {
     if (!text || nparams < 0 || (nparams > 0 && !values) || b->ran) return DS_EINVAL;
     if (b->n == b->cap) {
         b->cap = b->cap ? b->cap * 2 : 64;
@@ -939,9 +921,8 @@ static int batch_add(ds_pg_batch_t *b, bool prepared, bool borrow, const char *t
     return DS_OK;
 }
 
-int ds_pg_batch_add_prepared(ds_pg_batch_t *b, const char *name, int nparams,
-                             const char *const *values, const int *lengths, const int *formats,
-                             void *tag) {
+int ds_pg_batch_add_prepared(ds_pg_batch_t *b, const char *name, int nparams, const char *const *values,
+                             const int *lengths, const int *formats, void *tag) {
     const stmt_t *st = name ? find_stmt(b->pg, name) : NULL;
     if (st && st->nparams >= 0 && st->nparams != nparams) return DS_EINVAL;
     return batch_add(b, true, false, name, nparams, values, lengths, formats, tag);
@@ -952,9 +933,8 @@ int ds_pg_batch_add_params_ref(ds_pg_batch_t *b, const char *sql, int nparams, c
     return batch_add(b, false, true, sql, nparams, values, lengths, formats, tag);
 }
 
-int ds_pg_batch_add_params(ds_pg_batch_t *b, const char *sql, int nparams,
-                           const char *const *values, const int *lengths, const int *formats,
-                           void *tag) {
+int ds_pg_batch_add_params(ds_pg_batch_t *b, const char *sql, int nparams, const char *const *values,
+                           const int *lengths, const int *formats, void *tag) {
     return batch_add(b, false, false, sql, nparams, values, lengths, formats, tag);
 }
 
@@ -969,9 +949,9 @@ typedef struct {
     ds_pg_batch_cb cb;
     void *ud;
     bool cb_failed;
-    size_t sent;       /* statements handed to libpq */
-    size_t rd;         /* statements whose results are complete */
-    bool have;         /* the result of statement rd came, its NULL has not */
+    size_t sent; /* statements handed to libpq */
+    size_t rd;   /* statements whose results are complete */
+    bool have;   /* the result of statement rd came, its NULL has not */
     size_t syncs_sent;
     size_t syncs_read;
     int err; /* class of the first failure */
@@ -1011,8 +991,8 @@ static int drain(run_t *rs) {
         return -1;
     }
     for (;;) {
-        bool want_sync = !rs->have && rs->syncs_read < rs->syncs_sent &&
-                         rs->rd == sync_boundary(rs->b, rs->syncs_read);
+        bool want_sync =
+            !rs->have && rs->syncs_read < rs->syncs_sent && rs->rd == sync_boundary(rs->b, rs->syncs_read);
         if (!want_sync && rs->rd >= rs->sent) return 0;
         if (PQisBusy(conn)) return 0;
         PGresult *r = PQgetResult(conn);
@@ -1066,14 +1046,11 @@ static int drain(run_t *rs) {
 
 static int send_one(run_t *rs, const bstmt_t *s) {
     if (s->prepared)
-        return PQsendQueryPrepared(rs->conn, s->text, s->nparams, s->values, s->lengths,
-                                   s->formats, 0);
-    return PQsendQueryParams(rs->conn, s->text, s->nparams, NULL, s->values, s->lengths,
-                             s->formats, 0);
+        return PQsendQueryPrepared(rs->conn, s->text, s->nparams, s->values, s->lengths, s->formats, 0);
+    return PQsendQueryParams(rs->conn, s->text, s->nparams, NULL, s->values, s->lengths, s->formats, 0);
 }
 
-int ds_pg_batch_run(ds_pg_batch_t *b, ds_pg_batch_cb cb, void *ud, char *errstr,
-                    size_t errstr_size) {
+int ds_pg_batch_run(ds_pg_batch_t *b, ds_pg_batch_cb cb, void *ud, char *errstr, size_t errstr_size) {
     ds_pg_t *pg = b->pg;
     b->sqlstate[0] = '\0';
     if (b->ran) {
@@ -1085,8 +1062,7 @@ int ds_pg_batch_run(ds_pg_batch_t *b, ds_pg_batch_cb cb, void *ud, char *errstr,
     if (rc == DS_OK) rc = prepare_pending(pg, errstr, errstr_size);
     if (rc != DS_OK || b->n == 0) return rc;
 
-    run_t rs = {.b = b, .conn = pg->conn, .cb = cb, .ud = ud, .errstr = errstr,
-                .errstr_size = errstr_size};
+    run_t rs = {.b = b, .conn = pg->conn, .cb = cb, .ud = ud, .errstr = errstr, .errstr_size = errstr_size};
     PGconn *conn = pg->conn;
     bool owns_tx = PQtransactionStatus(conn) == PQTRANS_IDLE;
     if (!PQenterPipelineMode(conn) || PQsetnonblocking(conn, 1) != 0) {
@@ -1120,8 +1096,7 @@ int ds_pg_batch_run(ds_pg_batch_t *b, ds_pg_batch_cb cb, void *ud, char *errstr,
             }
         }
         if (drain(&rs) < 0) goto out;
-        if (rs.sent == b->n && !want_write && rs.rd == b->n && rs.syncs_read == rs.syncs_sent)
-            break;
+        if (rs.sent == b->n && !want_write && rs.rd == b->n && rs.syncs_read == rs.syncs_sent) break;
         if (!want_write && rs.sent < b->n) continue;
         /* Wait for results and, while libpq still holds unsent data, for
          * room to send it: reading while flushing is what keeps a full send
@@ -1147,8 +1122,7 @@ out:
         /* Never leave a broken connection in pipeline mode behind. */
         ds_pg_reset(pg);
     } else if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF && !PQexitPipelineMode(conn)) {
-        ds_warn("could not leave pipeline mode, dropping the connection: %s",
-                PQerrorMessage(conn));
+        ds_warn("could not leave pipeline mode, dropping the connection: %s", PQerrorMessage(conn));
         ds_pg_reset(pg);
     } else {
         PQsetnonblocking(conn, 0);

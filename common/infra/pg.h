@@ -40,7 +40,7 @@
  * tables have no foreign key to opportunities (its row lock per row made
  * multixacts of three workers' checks; migration 20261127000300), so a deal
  * deleted meanwhile gets no row this way. id and org are SQL expressions. */
-#define DS_SQL_WHERE_DEAL_EXISTS(id, org) \
+#define DS_SQL_WHERE_DEAL_EXISTS(id, org)                                                                    \
     " where exists (select 1 from public.opportunities o where o.id = " id " and o.org_id = " org ")"
 
 /* ---- URLs and connecting ------------------------------------------------ */
@@ -82,8 +82,8 @@ int ds_pg_backoff_ms(int attempt, uint64_t *seed);
 int ds_pg_connect_app(PGconn **out, const char *url, const char *app_name, int max_wait_ms,
                       const volatile int *stop, char *errstr, size_t errstr_size);
 /* ds_pg_connect_app with application_name "dealscore". */
-int ds_pg_connect(PGconn **out, const char *url, int max_wait_ms, const volatile int *stop,
-                  char *errstr, size_t errstr_size);
+int ds_pg_connect(PGconn **out, const char *url, int max_wait_ms, const volatile int *stop, char *errstr,
+                  size_t errstr_size);
 
 /* ---- Error classes ------------------------------------------------------ */
 
@@ -121,8 +121,7 @@ typedef struct ds_pg_s ds_pg_t;
  * application_name app_name (NULL: "dealscore"). It does not connect yet:
  * call ds_pg_ensure. Returns 0 and *out (free with ds_pg_destroy), or
  * DS_EINVAL with the reason in errstr. */
-int ds_pg_new(ds_pg_t **out, const char *url, const char *app_name, char *errstr,
-              size_t errstr_size);
+int ds_pg_new(ds_pg_t **out, const char *url, const char *app_name, char *errstr, size_t errstr_size);
 /* Closes the connection and frees the session; NULL does nothing. */
 void ds_pg_destroy(ds_pg_t *pg);
 
@@ -139,8 +138,7 @@ int ds_pg_add_statement(ds_pg_t *pg, const char *name, const char *sql, int npar
  * or the codes of ds_pg_connect, or DS_ERETRY/DS_EFATAL if a statement does
  * not prepare (errstr names it). A healthy connection is kept even while
  * *stop is set, so the last batch of a stopping service can still commit. */
-int ds_pg_ensure(ds_pg_t *pg, int max_wait_ms, const volatile int *stop, char *errstr,
-                 size_t errstr_size);
+int ds_pg_ensure(ds_pg_t *pg, int max_wait_ms, const volatile int *stop, char *errstr, size_t errstr_size);
 
 /* Drops the connection (after a DS_ERETRY on a bad connection, or to force
  * a fresh one); the next ds_pg_ensure reconnects and re-prepares. */
@@ -208,8 +206,8 @@ typedef int (*ds_pg_tx_fn)(ds_pg_t *pg, void *ud, char *errstr, size_t errstr_si
  * never interrupts an attempt in progress.
  * A connection lost during COMMIT leaves the outcome unknown and is retried:
  * the statements in fn must be idempotent (DESIGN.md, "Delivery"). */
-int ds_pg_tx_run(ds_pg_t *pg, ds_pg_tx_fn fn, void *ud, int max_attempts,
-                 const volatile int *stop, char *errstr, size_t errstr_size);
+int ds_pg_tx_run(ds_pg_t *pg, ds_pg_tx_fn fn, void *ud, int max_attempts, const volatile int *stop,
+                 char *errstr, size_t errstr_size);
 
 /* ---- Pipelined batches -------------------------------------------------- */
 
@@ -233,13 +231,11 @@ void ds_pg_batch_set_sync_every(ds_pg_batch_t *b, int n);
  * formats may be NULL; values[i] NULL is SQL NULL; binary parameters need
  * formats[i] = 1 and lengths[i]). Everything is copied. Returns 0, or
  * DS_EINVAL if name is registered on the session with another nparams. */
-int ds_pg_batch_add_prepared(ds_pg_batch_t *b, const char *name, int nparams,
-                             const char *const *values, const int *lengths, const int *formats,
-                             void *tag);
+int ds_pg_batch_add_prepared(ds_pg_batch_t *b, const char *name, int nparams, const char *const *values,
+                             const int *lengths, const int *formats, void *tag);
 /* Queues sql (one statement) with parameters, as PQsendQueryParams. */
-int ds_pg_batch_add_params(ds_pg_batch_t *b, const char *sql, int nparams,
-                           const char *const *values, const int *lengths, const int *formats,
-                           void *tag);
+int ds_pg_batch_add_params(ds_pg_batch_t *b, const char *sql, int nparams, const char *const *values,
+                           const int *lengths, const int *formats, void *tag);
 /* ds_pg_batch_add_params without copying the values (the SQL, lengths and
  * formats are still copied): the caller keeps every values[i] alive and
  * unchanged until ds_pg_batch_run returns. For parameters of megabytes (a
@@ -265,8 +261,7 @@ size_t ds_pg_batch_count(const ds_pg_batch_t *b);
  * <error text>" in errstr, N counting from 0, and its SQLSTATE from
  * ds_pg_batch_sqlstate. Without a healthy connection: DS_ERETRY, cb never
  * called. */
-int ds_pg_batch_run(ds_pg_batch_t *b, ds_pg_batch_cb cb, void *ud, char *errstr,
-                    size_t errstr_size);
+int ds_pg_batch_run(ds_pg_batch_t *b, ds_pg_batch_cb cb, void *ud, char *errstr, size_t errstr_size);
 /* SQLSTATE of the first failed statement of the run, or "" if none. */
 const char *ds_pg_batch_sqlstate(const ds_pg_batch_t *b);
 /* Frees the batch; NULL does nothing. */

@@ -37,8 +37,8 @@ void ds_pgarray_begin(ds_pgarray_t *a, uint32_t elem_oid) {
     a->n = 0;
     a->has_null = false;
     reserve(a, 20);
-    put32(a->p, 1);      /* dimensions */
-    put32(a->p + 4, 0);  /* has NULLs: ds_pgarray_finish */
+    put32(a->p, 1);     /* dimensions */
+    put32(a->p + 4, 0); /* has NULLs: ds_pgarray_finish */
     put32(a->p + 8, elem_oid);
     put32(a->p + 12, 0); /* element count: ds_pgarray_finish */
     put32(a->p + 16, 1); /* lower bound */

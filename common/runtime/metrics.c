@@ -58,8 +58,8 @@ void ds_metrics_destroy(ds_metrics_t *m) {
     free(m);
 }
 
-static ds_metric_t *get(ds_metrics_t *m, mtype_t type, const char *name, const char *help,
-                        const char *labels, const double *buckets, size_t nb) {
+static ds_metric_t *get(ds_metrics_t *m, mtype_t type, const char *name, const char *help, const char *labels,
+                        const double *buckets, size_t nb) {
     const char *lab = labels ? labels : "";
     pthread_mutex_lock(&m->mu);
     for (size_t i = 0; i < m->n; i++) {
@@ -91,18 +91,16 @@ static ds_metric_t *get(ds_metrics_t *m, mtype_t type, const char *name, const c
     return x;
 }
 
-ds_metric_t *ds_metrics_counter(ds_metrics_t *m, const char *name, const char *help,
-                                const char *labels) {
+ds_metric_t *ds_metrics_counter(ds_metrics_t *m, const char *name, const char *help, const char *labels) {
     return get(m, M_COUNTER, name, help, labels, NULL, 0);
 }
 
-ds_metric_t *ds_metrics_gauge(ds_metrics_t *m, const char *name, const char *help,
-                              const char *labels) {
+ds_metric_t *ds_metrics_gauge(ds_metrics_t *m, const char *name, const char *help, const char *labels) {
     return get(m, M_GAUGE, name, help, labels, NULL, 0);
 }
 
-ds_metric_t *ds_metrics_histogram(ds_metrics_t *m, const char *name, const char *help,
-                                  const char *labels, const double *buckets, size_t nbuckets) {
+ds_metric_t *ds_metrics_histogram(ds_metrics_t *m, const char *name, const char *help, const char *labels,
+                                  const double *buckets, size_t nbuckets) {
     return get(m, M_HISTOGRAM, name, help, labels, buckets, nbuckets);
 }
 
@@ -165,7 +163,7 @@ char *ds_metrics_render(ds_metrics_t *m) {
         if (done[i]) continue;
         ds_metric_t *head = m->items[i];
         ds_sb_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", head->name, head->help, head->name,
-                  tnames[head->type]);
+                     tnames[head->type]);
         for (size_t j = i; j < m->n; j++) {
             ds_metric_t *x = m->items[j];
             if (done[j] || strcmp(x->name, head->name) != 0) continue;

@@ -16,13 +16,11 @@ void ds_metrics_destroy(ds_metrics_t *m);
 /* Returns the metric named name with the given labels (a Prometheus label
  * list without braces such as `status="202"`, or NULL), registering it on
  * first use. The registry owns it; the pointer stays valid until destroy. */
-ds_metric_t *ds_metrics_counter(ds_metrics_t *m, const char *name, const char *help,
-                                const char *labels);
-ds_metric_t *ds_metrics_gauge(ds_metrics_t *m, const char *name, const char *help,
-                              const char *labels);
+ds_metric_t *ds_metrics_counter(ds_metrics_t *m, const char *name, const char *help, const char *labels);
+ds_metric_t *ds_metrics_gauge(ds_metrics_t *m, const char *name, const char *help, const char *labels);
 /* buckets: ascending upper bounds (the +Inf bucket is implicit). */
-ds_metric_t *ds_metrics_histogram(ds_metrics_t *m, const char *name, const char *help,
-                                  const char *labels, const double *buckets, size_t nbuckets);
+ds_metric_t *ds_metrics_histogram(ds_metrics_t *m, const char *name, const char *help, const char *labels,
+                                  const double *buckets, size_t nbuckets);
 
 void ds_metric_add(ds_metric_t *metric, double v);
 void ds_metric_set(ds_metric_t *metric, double v);

@@ -108,9 +108,9 @@ static int on_healthz(void *ud, h2o_req_t *req) {
 static int on_readyz(void *ud, h2o_req_t *req) {
     ds_service_t *svc = ud;
     bool ready = ds_service_ready(svc);
-    json_t *body = json_pack("{s:s, s:b, s:b, s:b}", "status", ready ? "ready" : "not ready",
-                             "postgres", atomic_load(&svc->pg_ok) != 0, "kafka",
-                             atomic_load(&svc->kafka_ok) != 0, "stopping", ds_service_stopping(svc));
+    json_t *body = json_pack("{s:s, s:b, s:b, s:b}", "status", ready ? "ready" : "not ready", "postgres",
+                             atomic_load(&svc->pg_ok) != 0, "kafka", atomic_load(&svc->kafka_ok) != 0,
+                             "stopping", ds_service_stopping(svc));
     if (svc->def->needs_consumer)
         json_object_set_new(body, "consumer_assigned", json_boolean(atomic_load(&svc->consumer_ok)));
     if (!ready) ds_http_add_header(req, "retry-after", "1");
@@ -232,8 +232,7 @@ static void on_async(uv_async_t *a) {
 
 static void print_help(const ds_service_def_t *def, const char *prog) {
     printf("%s: %s\n\nUsage:\n  %s                 run the service\n", prog, def->summary, prog);
-    for (size_t i = 0; i < def->nsubcommands; i++)
-        printf("  %s %s\n", prog, def->subcommands[i].usage);
+    for (size_t i = 0; i < def->nsubcommands; i++) printf("  %s %s\n", prog, def->subcommands[i].usage);
     printf("  %s --help          this text\n\n", prog);
     printf("HTTP: GET /healthz (alive), GET /readyz (Postgres and Kafka reachable%s), GET /metrics "
            "(Prometheus).\n\n",

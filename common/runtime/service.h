@@ -18,15 +18,15 @@
 typedef struct ds_service_s ds_service_t;
 
 typedef struct {
-    const char *name;        /* "import", "token", ... */
-    const char *usage;       /* one line for --help */
+    const char *name;  /* "import", "token", ... */
+    const char *usage; /* one line for --help */
     /* Runs the subcommand with argv[0] = name; returns the exit code. */
     int (*run)(const ds_config_t *cfg, int argc, char **argv);
 } ds_subcommand_t;
 
 typedef struct {
     ds_svc_kind_t kind;
-    const char *summary;     /* one line for --help */
+    const char *summary; /* one line for --help */
     /* Topic base names this service makes sure exist at start. */
     const char *const *topics;
     size_t ntopics;
@@ -51,9 +51,9 @@ struct ds_service_s {
     const ds_service_def_t *def;
     uv_loop_t loop;
     ds_http_t *http;
-    ds_http_t *metrics_http;  /* DEALSCORE_METRICS_ADDR's listener, or NULL */
+    ds_http_t *metrics_http; /* DEALSCORE_METRICS_ADDR's listener, or NULL */
     ds_metrics_t *metrics;
-    ds_producer_t *producer;  /* shared, thread-safe for sends */
+    ds_producer_t *producer; /* shared, thread-safe for sends */
     void *state;
 
     atomic_int stopping;

@@ -39,7 +39,9 @@ struct ds_worker_s {
 
 ds_service_t *ds_worker_service(ds_worker_t *w) { return w->svc; }
 
-unsigned ds_worker_rebalances(ds_worker_t *w) { return w->consumer ? ds_consumer_rebalances(w->consumer) : 0; }
+unsigned ds_worker_rebalances(ds_worker_t *w) {
+    return w->consumer ? ds_consumer_rebalances(w->consumer) : 0;
+}
 
 const char *ds_worker_topic(ds_worker_t *w, const char *base) {
     for (size_t i = 0; i < w->ntopic_names; i++)
@@ -68,8 +70,8 @@ static void on_delivery(void *opaque, void *msg_opaque, int err, const char *err
     }
 }
 
-int ds_worker_produce(ds_worker_t *w, const char *topic, const void *key, size_t keylen,
-                      const void *payload, size_t len, const ds_event_meta_t *meta) {
+int ds_worker_produce(ds_worker_t *w, const char *topic, const void *key, size_t keylen, const void *payload,
+                      size_t len, const ds_event_meta_t *meta) {
     int rc = ds_producer_send(w->svc->producer, topic, key, keylen, payload, len, meta, &w->dl);
     if (rc == 0) w->dl.sent++;
     return rc;
@@ -80,9 +82,11 @@ static void await_deliveries(ds_worker_t *w) {
     int64_t stop_deadline = 0;
     while (w->dl.acked + w->dl.failed < w->dl.sent) {
         if (ds_service_stopping(w->svc)) {
-            if (!stop_deadline) stop_deadline = ds_mono_us() + (int64_t)w->svc->cfg->shutdown_timeout_ms * 500;
+            if (!stop_deadline)
+                stop_deadline = ds_mono_us() + (int64_t)w->svc->cfg->shutdown_timeout_ms * 500;
             if (ds_mono_us() > stop_deadline) {
-                ds_warn("stopping before %d downstream messages were acknowledged; their batch will be redelivered",
+                ds_warn("stopping before %d downstream messages were acknowledged; their batch will be "
+                        "redelivered",
                         w->dl.sent - w->dl.acked - w->dl.failed);
                 w->dl.failed += w->dl.sent - w->dl.acked - w->dl.failed;
                 return;
@@ -141,7 +145,8 @@ static void update_lag(ds_worker_t *w, ds_metric_t *lag, size_t in_hand) {
             missing = true;
     }
     int64_t since = ds_mono_us() - w->committed_mono_us;
-    if (q->cnt && (!w->committed_mono_us || since > (missing ? COMMITTED_MISSING_US : COMMITTED_REFRESH_US))) {
+    if (q->cnt &&
+        (!w->committed_mono_us || since > (missing ? COMMITTED_MISSING_US : COMMITTED_REFRESH_US))) {
         w->committed_mono_us = ds_mono_us();
         if (rd_kafka_committed(rk, q, COMMITTED_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR) {
             if (w->committed) rd_kafka_topic_partition_list_destroy(w->committed);
@@ -158,8 +163,8 @@ static void update_lag(ds_worker_t *w, ds_metric_t *lag, size_t in_hand) {
             continue;
         int64_t pos = parts->elems[i].offset;
         if (pos < 0 && w->committed) {
-            rd_kafka_topic_partition_t *c =
-                rd_kafka_topic_partition_list_find(w->committed, parts->elems[i].topic, parts->elems[i].partition);
+            rd_kafka_topic_partition_t *c = rd_kafka_topic_partition_list_find(
+                w->committed, parts->elems[i].topic, parts->elems[i].partition);
             if (c && c->err == RD_KAFKA_RESP_ERR_NO_ERROR) pos = c->offset;
         }
         if (pos < lo) pos = lo;
@@ -234,7 +239,8 @@ static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, i
         }
         int64_t until = win_end < deadline ? win_end : deadline;
         int64_t window = (until - now + 999) / 1000;
-        int got = ds_consumer_poll_batch(w->consumer, msgs + n, cap - n, window < slice ? (int)window : slice);
+        int got =
+            ds_consumer_poll_batch(w->consumer, msgs + n, cap - n, window < slice ? (int)window : slice);
         if (got == DS_EFATAL) {
             ds_consumer_release(msgs, n);
             ds_metric_set(gathering, 0);
@@ -247,7 +253,8 @@ static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, i
         }
     }
     ds_metric_set(gathering, 0);
-    ds_info("burst: %zu more messages gathered in %lld ms (%s)", n, (long long)((ds_mono_us() - t0) / 1000), end);
+    ds_info("burst: %zu more messages gathered in %lld ms (%s)", n, (long long)((ds_mono_us() - t0) / 1000),
+            end);
     return (int)n;
 }
 
@@ -257,7 +264,8 @@ static void register_metrics(ds_worker_t *w) {
     snprintf(lab, sizeof lab, "worker=\"%s\"", w->def->name);
     w->m_msgs = ds_metrics_counter(m, "worker_messages_total", "Messages consumed", lab);
     w->m_dlq = ds_metrics_counter(m, "worker_dead_letters_total", "Messages sent to the DLQ", lab);
-    w->m_retry = ds_metrics_counter(m, "worker_batch_retries_total", "Batches retried after a transient failure", lab);
+    w->m_retry =
+        ds_metrics_counter(m, "worker_batch_retries_total", "Batches retried after a transient failure", lab);
     w->m_batch = ds_metrics_histogram(m, "worker_batch_size", "Messages per batch", lab,
                                       (const double[]){1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}, 10);
     w->m_secs = ds_metrics_histogram(m, "worker_batch_seconds", "Time to process a batch", lab,
@@ -273,8 +281,8 @@ static void register_metrics(ds_worker_t *w) {
         m, "consumer_lag", "Messages behind the end of the assigned partitions, those in hand included", lab);
     w->m_burst = ds_metrics_counter(m, "worker_burst_batches_total",
                                     "Batches gathered as a burst (after a full batch)", lab);
-    w->m_gathering = ds_metrics_gauge(m, "worker_burst_gathering",
-                                      "Messages held by the burst being gathered now", lab);
+    w->m_gathering =
+        ds_metrics_gauge(m, "worker_burst_gathering", "Messages held by the burst being gathered now", lab);
 }
 
 /* Subscribing to a topic that does not exist yet would leave the consumer
@@ -292,8 +300,8 @@ static void subscribe(ds_worker_t *w, const char **topics) {
         all[2 * i + 1] = dlqs[i];
     }
     while (!ds_service_stopping(svc) &&
-           ds_kafka_ensure_topics(svc->cfg, all, nt * 2, svc->cfg->topic_partitions, svc->cfg->topic_replication,
-                                  5000, w->err, sizeof w->err) != 0) {
+           ds_kafka_ensure_topics(svc->cfg, all, nt * 2, svc->cfg->topic_partitions,
+                                  svc->cfg->topic_replication, 5000, w->err, sizeof w->err) != 0) {
         ds_warn("could not make sure the topics exist: %s", w->err);
         backoff(w, 1000);
     }

@@ -23,8 +23,8 @@ typedef struct {
 } ds_worker_item_t;
 
 typedef struct {
-    const char *name;            /* for logs and metric labels: "feature" */
-    const char *const *topics;   /* base names to consume (the prefix is added) */
+    const char *name;          /* for logs and metric labels: "feature" */
+    const char *const *topics; /* base names to consume (the prefix is added) */
     size_t ntopics;
     /* Handles a batch. Returns 0 when every item is handled (each item's
      * status says ok or dead letter); DS_ERETRY to have the whole batch
@@ -45,8 +45,8 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def);
  * offsets are stored only after every such message is acknowledged (a
  * failed delivery makes the batch retry). Arguments as ds_producer_send.
  * Returns 0 or its error. */
-int ds_worker_produce(ds_worker_t *w, const char *topic, const void *key, size_t keylen,
-                      const void *payload, size_t len, const ds_event_meta_t *meta);
+int ds_worker_produce(ds_worker_t *w, const char *topic, const void *key, size_t keylen, const void *payload,
+                      size_t len, const ds_event_meta_t *meta);
 
 ds_service_t *ds_worker_service(ds_worker_t *w);
 /* ds_consumer_rebalances of the worker's consumer: a process that remembers

@@ -52,7 +52,7 @@ static int64_t col_i64(const PGresult *r, int row, int col, int64_t none) {
     return strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
-static const char *const default_stages[] = {"prospecting", "qualification", "discovery", "demo",
+static const char *const default_stages[] = {"prospecting", "qualification", "discovery",  "demo",
                                              "proposal",    "negotiation",   "closed_won", "closed_lost"};
 static const int default_stage_index[] = {0, 1, 2, 3, 4, 5, 6, 6};
 
@@ -110,12 +110,13 @@ static ds_stage_list_t *build_stages(json_t *order, json_t *outcomes) {
 static int load_org(ds_pg_t *pg, const char *org_id, ds_org_ctx_t **out, char *errstr, size_t errsz) {
     const char *v[] = {org_id};
     PGresult *r = NULL;
-    int rc = ds_pg_exec_params(pg,
-                               "select coalesce(account_id::text, ''), coalesce(owner_id, ''), " US("closed_at")
-                               ", outcome = 'won' from public.opportunities"
-                               " where org_id = $1::uuid and outcome <> 'open' and closed_at is not null"
-                               " and not placeholder",
-                               1, v, NULL, NULL, &r, errstr, errsz);
+    int rc = ds_pg_exec_params(
+        pg,
+        "select coalesce(account_id::text, ''), coalesce(owner_id, ''), " US(
+            "closed_at") ", outcome = 'won' from public.opportunities"
+                         " where org_id = $1::uuid and outcome <> 'open' and closed_at is not null"
+                         " and not placeholder",
+        1, v, NULL, NULL, &r, errstr, errsz);
     if (rc != 0) return rc;
     ds_org_ctx_t *o = ds_calloc(1, sizeof *o);
     snprintf(o->org_id, sizeof o->org_id, "%s", org_id);
@@ -131,10 +132,11 @@ static int load_org(ds_pg_t *pg, const char *org_id, ds_org_ctx_t **out, char *e
     free(deals);
     PQclear(r);
 
-    rc = ds_pg_exec_params(pg,
-                           "select element, phrase, weight = 0 from public.meddicc_lexicon"
-                           " where org_id is null or org_id = $1::uuid order by org_id nulls first, element, phrase",
-                           1, v, NULL, NULL, &r, errstr, errsz);
+    rc = ds_pg_exec_params(
+        pg,
+        "select element, phrase, weight = 0 from public.meddicc_lexicon"
+        " where org_id is null or org_id = $1::uuid order by org_id nulls first, element, phrase",
+        1, v, NULL, NULL, &r, errstr, errsz);
     if (rc != 0) {
         org_ctx_free(o);
         return rc;
@@ -160,8 +162,9 @@ static int load_org(ds_pg_t *pg, const char *org_id, ds_org_ctx_t **out, char *e
     }
     PQclear(r);
 
-    rc = ds_pg_exec_params(pg, "select settings->'stage_order', settings->'stage_outcome' from public.orgs where id = $1::uuid",
-                           1, v, NULL, NULL, &r, errstr, errsz);
+    rc = ds_pg_exec_params(
+        pg, "select settings->'stage_order', settings->'stage_outcome' from public.orgs where id = $1::uuid",
+        1, v, NULL, NULL, &r, errstr, errsz);
     if (rc != 0) {
         org_ctx_free(o);
         return rc;
@@ -210,8 +213,8 @@ struct ds_opp_batch_s {
     ds_interaction_t *inter;
     ds_transcript_t *trans;
     ds_strindex_t index; /* opportunity id -> its place in opps; keys NULL until built */
-    size_t nids; /* distinct ids asked for */
-    bool sent;   /* ds_opp_batch_send done, ds_opp_batch_recv not yet */
+    size_t nids;         /* distinct ids asked for */
+    bool sent;           /* ds_opp_batch_send done, ds_opp_batch_recv not yet */
 };
 
 int ds_opp_batch_find(const ds_opp_batch_t *b, const char *opp_id) {
@@ -340,7 +343,8 @@ static const char *const load_sql[4] = {
     " where h.opportunity_id = k.id) h where h.f is not null",
     "select k.n, i.t, i.o, i.d"
     " from unnest($1::uuid[]) with ordinality as k(id, n)"
-    " cross join lateral (select array_agg(type) t, array_agg(occurred_at) o, array_agg(duration_min::float8) d"
+    " cross join lateral (select array_agg(type) t, array_agg(occurred_at) o, "
+    "array_agg(duration_min::float8) d"
     " from public.interactions i where i.opportunity_id = k.id) i where i.t is not null",
     "select k.n, t.id::text, t.occurred_at, t.text"
     " from unnest($1::uuid[]) with ordinality as k(id, n)"
@@ -348,13 +352,14 @@ static const char *const load_sql[4] = {
     " where t.opportunity_id = k.id offset 0) t",
 };
 
-static const unsigned load_types0[] = {PG_OID_INT8, PG_OID_TEXT,  PG_OID_TEXT,  PG_OID_TEXT,       PG_OID_TEXT,
-                                       PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_TEXT, PG_OID_FLOAT8, PG_OID_DATE,
-                                       PG_OID_TEXT, PG_OID_TEXT,  PG_OID_TEXT,  PG_OID_TEXT,       PG_OID_TEXT,
-                                       PG_OID_BOOL, PG_OID_TEXT,  PG_OID_TIMESTAMPTZ};
-static const unsigned load_types1[] = {PG_OID_INT8, PG_OID_TEXT_ARRAY, PG_OID_TEXT_ARRAY, PG_OID_TEXT_ARRAY,
-                                       PG_OID_TIMESTAMPTZ_ARRAY, PG_OID_INT8_ARRAY};
-static const unsigned load_types2[] = {PG_OID_INT8, PG_OID_TEXT_ARRAY, PG_OID_TIMESTAMPTZ_ARRAY, PG_OID_FLOAT8_ARRAY};
+static const unsigned load_types0[] = {
+    PG_OID_INT8,        PG_OID_TEXT, PG_OID_TEXT,   PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT,
+    PG_OID_TIMESTAMPTZ, PG_OID_TEXT, PG_OID_FLOAT8, PG_OID_DATE, PG_OID_TEXT, PG_OID_TEXT,
+    PG_OID_TEXT,        PG_OID_TEXT, PG_OID_TEXT,   PG_OID_BOOL, PG_OID_TEXT, PG_OID_TIMESTAMPTZ};
+static const unsigned load_types1[] = {PG_OID_INT8,       PG_OID_TEXT_ARRAY,        PG_OID_TEXT_ARRAY,
+                                       PG_OID_TEXT_ARRAY, PG_OID_TIMESTAMPTZ_ARRAY, PG_OID_INT8_ARRAY};
+static const unsigned load_types2[] = {PG_OID_INT8, PG_OID_TEXT_ARRAY, PG_OID_TIMESTAMPTZ_ARRAY,
+                                       PG_OID_FLOAT8_ARRAY};
 static const unsigned load_types3[] = {PG_OID_INT8, PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_TEXT};
 
 /* ---- binary arrays: a one-dimensional array column as (pointer, length)
@@ -512,7 +517,8 @@ int ds_opp_batch_send(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_
     char *arr = distinct_ids(opp_ids, n, &b->nids);
     const char *v[] = {arr};
     bool ok = PQenterPipelineMode(conn) && PQsetnonblocking(conn, 1) == 0;
-    for (int q = 0; q < 4 && ok; q++) ok = PQsendQueryParams(conn, load_sql[q], 1, NULL, v, NULL, NULL, 1) == 1;
+    for (int q = 0; q < 4 && ok; q++)
+        ok = PQsendQueryParams(conn, load_sql[q], 1, NULL, v, NULL, NULL, 1) == 1;
     ok = ok && PQpipelineSync(conn) == 1;
     free(arr);
     /* Non-blocking until everything is written, reading whatever the server
@@ -589,7 +595,8 @@ int ds_opp_batch_recv(ds_pg_t *pg, ds_opp_batch_t *b, char *errstr, size_t errst
     if (!clean) {
         if (rc == DS_OK) {
             char buf[512];
-            snprintf(errstr, errstr_size, "loader queries: %s", ds_pg_error_text(NULL, conn, buf, sizeof buf));
+            snprintf(errstr, errstr_size, "loader queries: %s",
+                     ds_pg_error_text(NULL, conn, buf, sizeof buf));
             rc = DS_ERETRY;
         }
         ds_pg_reset(pg);
@@ -598,8 +605,8 @@ int ds_opp_batch_recv(ds_pg_t *pg, ds_opp_batch_t *b, char *errstr, size_t errst
     return build_batch(b, errstr, errstr_size);
 }
 
-int ds_opp_batch_load(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_batch_t **out,
-                      char *errstr, size_t errstr_size) {
+int ds_opp_batch_load(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_batch_t **out, char *errstr,
+                      size_t errstr_size) {
     ds_opp_batch_t *b = NULL;
     int rc = ds_opp_batch_send(pg, opp_ids, n, &b, errstr, errstr_size);
     if (rc == DS_OK) rc = ds_opp_batch_recv(pg, b, errstr, errstr_size);
@@ -642,7 +649,9 @@ static int build_batch(ds_opp_batch_t *b, char *errstr, size_t errsz) {
         e->raw.size_band = bin_str(r, row, 14);
         e->placeholder = bin_bool(r, row, 15);
         const char *oc = PQgetvalue(r, row, 16);
-        e->raw.outcome = !strcmp(oc, "won") ? DS_OUTCOME_WON : !strcmp(oc, "lost") ? DS_OUTCOME_LOST : DS_OUTCOME_OPEN;
+        e->raw.outcome = !strcmp(oc, "won")    ? DS_OUTCOME_WON
+                         : !strcmp(oc, "lost") ? DS_OUTCOME_LOST
+                                               : DS_OUTCOME_OPEN;
         e->raw.closed_at_us = bin_ts(r, row, 17);
         ds_strindex_add(&b->index, e->raw.opportunity_id, (int)b->n);
         pos_entry[pos - 1] = (int)b->n;
@@ -663,9 +672,11 @@ static int build_batch(ds_opp_batch_t *b, char *errstr, size_t errsz) {
     for (int row = 0; row < PQntuples(r) && rc == DS_OK; row++) {
         int k = row_entry(r, row, pos_entry, nids);
         if (k < 0) continue;
-        static const uint32_t oids[5] = {PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_INT8};
+        static const uint32_t oids[5] = {PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TIMESTAMPTZ,
+                                         PG_OID_INT8};
         for (int c = 0; c < 5 && rc == DS_OK; c++)
-            if (arr_parse(r, row, c + 1, oids[c], &a[c]) != 0 || a[c].n != a[0].n || at0 + a[c].n > total) rc = DS_EFATAL;
+            if (arr_parse(r, row, c + 1, oids[c], &a[c]) != 0 || a[c].n != a[0].n || at0 + a[c].n > total)
+                rc = DS_EFATAL;
         if (rc != DS_OK) break;
         for (int c = 0; c < 3; c++) arr_terminate(&a[c]);
         ds_opp_raw_t *raw = &b->opps[k].raw;
@@ -706,7 +717,8 @@ static int build_batch(ds_opp_batch_t *b, char *errstr, size_t errsz) {
         if (k < 0) continue;
         static const uint32_t oids[3] = {PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_FLOAT8};
         for (int c = 0; c < 3 && rc == DS_OK; c++)
-            if (arr_parse(r, row, c + 1, oids[c], &a[c]) != 0 || a[c].n != a[0].n || at0 + a[c].n > total) rc = DS_EFATAL;
+            if (arr_parse(r, row, c + 1, oids[c], &a[c]) != 0 || a[c].n != a[0].n || at0 + a[c].n > total)
+                rc = DS_EFATAL;
         if (rc != DS_OK) break;
         arr_terminate(&a[0]);
         ds_opp_raw_t *raw = &b->opps[k].raw;
@@ -722,7 +734,8 @@ static int build_batch(ds_opp_batch_t *b, char *errstr, size_t errsz) {
     }
     for (int c = 0; c < 5; c++) free(a[c].e);
     if (rc != DS_OK) {
-        snprintf(errstr, errsz, "loader: a malformed array in the %s result", r == b->res[1] ? "history" : "interactions");
+        snprintf(errstr, errsz, "loader: a malformed array in the %s result",
+                 r == b->res[1] ? "history" : "interactions");
         free(first);
         free(count);
         free(pos_entry);

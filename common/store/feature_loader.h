@@ -47,8 +47,8 @@ typedef struct ds_opp_batch_s ds_opp_batch_t;
  * skipped) with their account, history, interactions and transcripts, in four
  * queries sent together. Returns 0 and *out (free with ds_opp_batch_destroy), or a pg error
  * class with errstr. */
-int ds_opp_batch_load(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_batch_t **out,
-                      char *errstr, size_t errstr_size);
+int ds_opp_batch_load(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_batch_t **out, char *errstr,
+                      size_t errstr_size);
 /* ds_opp_batch_load in two halves, so the caller can work while Postgres
  * answers: send writes the four queries (pipeline mode) and returns *out,
  * whose results recv then reads. Nothing else may run on pg in between
@@ -56,8 +56,8 @@ int ds_opp_batch_load(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_
  * connection if its state is unknown (ds_pg_ensure reconnects) and returns
  * a pg error class with errstr; after a failed recv the caller still
  * destroys the batch. */
-int ds_opp_batch_send(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_batch_t **out,
-                      char *errstr, size_t errstr_size);
+int ds_opp_batch_send(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_batch_t **out, char *errstr,
+                      size_t errstr_size);
 int ds_opp_batch_recv(ds_pg_t *pg, ds_opp_batch_t *b, char *errstr, size_t errstr_size);
 size_t ds_opp_batch_count(const ds_opp_batch_t *b);
 /* The i-th loaded opportunity; raw->stages is NULL (set it from the org). */

@@ -39,7 +39,6 @@ typedef struct {
     ds_metric_t *m_rounds, *m_round_s, *m_sweeps;
 } refresh_ctx_t;
 
-
 static int cmp_change(const void *a, const void *b) {
     const benchmark_change_t *x = a, *y = b;
     int c = strcasecmp(x->org_id, y->org_id);
@@ -50,8 +49,8 @@ size_t benchmark_decode(ds_worker_item_t *items, size_t n, Dealscore__V1__Opport
                         benchmark_change_t *ch) {
     size_t nch = 0;
     for (size_t i = 0; i < n; i++) {
-        items[i].status =
-            ds_event_decode_opportunity_changed(items[i].msg, &evs[i], NULL, items[i].error, sizeof items[i].error);
+        items[i].status = ds_event_decode_opportunity_changed(items[i].msg, &evs[i], NULL, items[i].error,
+                                                              sizeof items[i].error);
         if (items[i].status != 0) continue;
         /* Every kind can change what the benchmark needs (attributes,
          * outcome, the account's industry or region, interactions of a
@@ -74,8 +73,7 @@ size_t benchmark_decode(ds_worker_item_t *items, size_t n, Dealscore__V1__Opport
     return uniq;
 }
 
-static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr,
-                   size_t errsz) {
+static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr, size_t errsz) {
     bench_state_t *st = ud;
     unsigned rb = ds_worker_rebalances(w);
     if (rb != st->rebalances) {
@@ -124,9 +122,10 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
             ds_metric_add(st->m_skipped, (double)stats.skipped);
             ds_metric_add(st->m_activity, (double)(stats.activity + stats.settled));
             ds_metric_add(st->m_settled, (double)stats.settled);
-            ds_debug("org %s: %zu changes, %zu computed (%zu hits, %zu misses), %zu refreshed, %zu mapped, %zu unmapped",
-                     ch[i].org_id, k, stats.computed, stats.hits, stats.misses, stats.refreshed,
-                     stats.mapped, stats.unmapped);
+            ds_debug("org %s: %zu changes, %zu computed (%zu hits, %zu misses), %zu refreshed, %zu mapped, "
+                     "%zu unmapped",
+                     ch[i].org_id, k, stats.computed, stats.hits, stats.misses, stats.refreshed, stats.mapped,
+                     stats.unmapped);
         }
         i = j;
     }
@@ -134,8 +133,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
     free(ids);
     free(activity);
 out:
-    for (size_t i = 0; i < n; i++)
-        ds_event_opportunity_changed_free(evs[i]);
+    for (size_t i = 0; i < n; i++) ds_event_opportunity_changed_free(evs[i]);
     free(evs);
     free(ch);
     return rc;
@@ -218,11 +216,12 @@ void benchmark_worker(ds_service_t *svc, void *state) {
     const ds_config_t *cfg = svc->cfg;
     ds_metrics_t *m = svc->metrics;
     refresh_ctx_t rctx = {.svc = svc};
-    rctx.defaults = (cohort_settings_t){.months = cfg->bench_months, .min_won = cfg->bench_min_won, .band = 0.2};
+    rctx.defaults =
+        (cohort_settings_t){.months = cfg->bench_months, .min_won = cfg->bench_min_won, .band = 0.2};
     cohort_metrics_register(m, &rctx.cm);
     rctx.m_rounds = ds_metrics_counter(m, "benchmark_refresh_rounds_total", "Periodic refresh rounds", NULL);
-    rctx.m_round_s = ds_metrics_histogram(m, "benchmark_refresh_round_seconds", "Time of one refresh round", NULL,
-                                          ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
+    rctx.m_round_s = ds_metrics_histogram(m, "benchmark_refresh_round_seconds", "Time of one refresh round",
+                                          NULL, ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
     rctx.m_sweeps = ds_metrics_counter(m, "benchmark_sweeps_total",
                                        "Completed sweeps for open opportunities without a mapping", NULL);
 
@@ -231,21 +230,27 @@ void benchmark_worker(ds_service_t *svc, void *state) {
     if (ds_pg_new(&st.pg, cfg->database_url, "dealscore-benchmark", err, sizeof err) != 0)
         ds_panic("database url rejected after validation: %s", err);
     st.eng = cohort_engine_new(st.pg, &rctx.defaults, &rctx.cm);
-    st.m_coalesce = ds_metrics_gauge(m, "benchmark_coalescing_ratio", "Events per opportunity in the last batch", NULL);
-    st.m_skipped = ds_metrics_counter(m, "benchmark_skipped_total",
-                                      "Changes of unknown or placeholder opportunities or unknown orgs", NULL);
-    st.m_activity = ds_metrics_counter(m, "benchmark_activity_only_total",
-                                       "Open, mapped opportunities whose changes in a batch were only interactions or"
-                                       " transcripts: their mapping stands, no walk",
-                                       NULL);
-    st.m_settled = ds_metrics_counter(m, "benchmark_settled_total",
-                                      "Activity-only changes of open deals this worker had mapped: handled without a"
-                                      " transaction (counted in activity_only_total too)",
-                                      NULL);
-    st.m_settled_n = ds_metrics_gauge(m, "benchmark_settled_deals",
-                                      "Open, mapped deals the worker remembers (forgotten on a rebalance)", NULL);
-    st.m_fatal = ds_metrics_counter(m, "benchmark_failed_orgs_total",
-                                    "Org groups of a batch dead-lettered after a permanent database error", NULL);
+    st.m_coalesce =
+        ds_metrics_gauge(m, "benchmark_coalescing_ratio", "Events per opportunity in the last batch", NULL);
+    st.m_skipped =
+        ds_metrics_counter(m, "benchmark_skipped_total",
+                           "Changes of unknown or placeholder opportunities or unknown orgs", NULL);
+    st.m_activity =
+        ds_metrics_counter(m, "benchmark_activity_only_total",
+                           "Open, mapped opportunities whose changes in a batch were only interactions or"
+                           " transcripts: their mapping stands, no walk",
+                           NULL);
+    st.m_settled =
+        ds_metrics_counter(m, "benchmark_settled_total",
+                           "Activity-only changes of open deals this worker had mapped: handled without a"
+                           " transaction (counted in activity_only_total too)",
+                           NULL);
+    st.m_settled_n =
+        ds_metrics_gauge(m, "benchmark_settled_deals",
+                         "Open, mapped deals the worker remembers (forgotten on a rebalance)", NULL);
+    st.m_fatal =
+        ds_metrics_counter(m, "benchmark_failed_orgs_total",
+                           "Org groups of a batch dead-lettered after a permanent database error", NULL);
 
     pthread_t refresher;
     bool refreshing = false;
@@ -256,7 +261,8 @@ void benchmark_worker(ds_service_t *svc, void *state) {
             ds_error("could not start the periodic benchmark refresh thread");
     }
     static const char *const topics[] = {DS_TOPIC_OPPORTUNITY_CHANGED};
-    ds_worker_def_t def = {.name = "benchmark", .topics = topics, .ntopics = 1, .process = process, .ud = &st};
+    ds_worker_def_t def = {
+        .name = "benchmark", .topics = topics, .ntopics = 1, .process = process, .ud = &st};
     ds_worker_run(svc, &def);
     if (refreshing) pthread_join(refresher, NULL);
     cohort_engine_destroy(st.eng);

@@ -14,11 +14,11 @@
 #include "base/strindex.h"
 #include "base/uuidset.h"
 
-static const char *const level_names[COHORT_LEVELS] = {"full", "industry_product_region",
-                                                       "industry_product", "industry"};
-static const char *const level_matched[COHORT_LEVELS] = {
-    "{industry,product_category,region,persona}", "{industry,product_category,region}",
-    "{industry,product_category}", "{industry}"};
+static const char *const level_names[COHORT_LEVELS] = {"full", "industry_product_region", "industry_product",
+                                                       "industry"};
+static const char *const level_matched[COHORT_LEVELS] = {"{industry,product_category,region,persona}",
+                                                         "{industry,product_category,region}",
+                                                         "{industry,product_category}", "{industry}"};
 
 const char *cohort_level_name(cohort_level_t level) {
     return level >= 0 && level < COHORT_LEVELS ? level_names[level] : "?";
@@ -123,8 +123,7 @@ void cohort_band_of(const cohort_settings_t *s, bool has_amount, double amount, 
     band_cell(s, k, out);
 }
 
-size_t cohort_bands_containing(const cohort_settings_t *s, double amount, cohort_band_t *out,
-                               size_t max) {
+size_t cohort_bands_containing(const cohort_settings_t *s, double amount, cohort_band_t *out, size_t max) {
     size_t n = 0;
     if (isfinite(amount) && amount >= 0) {
         double b = s->band, g = grid_ratio(s);
@@ -161,8 +160,7 @@ static void put_value(ds_sb_t *b, const char *v) {
     }
 }
 
-char *cohort_key(const cohort_attrs_t *a, cohort_level_t level, const cohort_band_t *band,
-                 int months) {
+char *cohort_key(const cohort_attrs_t *a, cohort_level_t level, const cohort_band_t *band, int months) {
     ds_sb_t b = {0};
     ds_sb_puts(&b, "v1|ind=");
     put_value(&b, a->industry);
@@ -314,7 +312,8 @@ char *cohort_query_sql(cohort_level_t level, unsigned null_mask) {
     ds_sb_puts(&b, sql_cohort_head);
     ds_sb_puts(&b, null_mask & 1 ? " and a.industry is null" : " and a.industry = $4::text");
     if (level <= COHORT_INDUSTRY_PRODUCT)
-        ds_sb_puts(&b, null_mask & 2 ? " and o.product_category is null" : " and o.product_category = $5::text");
+        ds_sb_puts(&b,
+                   null_mask & 2 ? " and o.product_category is null" : " and o.product_category = $5::text");
     if (level <= COHORT_INDUSTRY_PRODUCT_REGION)
         ds_sb_puts(&b, null_mask & 4 ? " and a.region is null" : " and a.region = $6::text");
     if (level == COHORT_FULL)
@@ -332,14 +331,13 @@ static const char *const sql_lock =
     " set_config('plan_cache_mode', 'force_custom_plan', true)";
 
 /* The org's settings, each NULL unless it is a JSON number. */
-static const char *const sql_settings =
-    "select case when jsonb_typeof(s -> 'benchmark_months') = 'number'"
-    "  then (s ->> 'benchmark_months')::float8 end,"
-    " case when jsonb_typeof(s -> 'benchmark_min_cohort') = 'number'"
-    "  then (s ->> 'benchmark_min_cohort')::float8 end,"
-    " case when jsonb_typeof(s -> 'benchmark_amount_band') = 'number'"
-    "  then (s ->> 'benchmark_amount_band')::float8 end"
-    " from (select settings as s from public.orgs where id = $1::uuid) x";
+static const char *const sql_settings = "select case when jsonb_typeof(s -> 'benchmark_months') = 'number'"
+                                        "  then (s ->> 'benchmark_months')::float8 end,"
+                                        " case when jsonb_typeof(s -> 'benchmark_min_cohort') = 'number'"
+                                        "  then (s ->> 'benchmark_min_cohort')::float8 end,"
+                                        " case when jsonb_typeof(s -> 'benchmark_amount_band') = 'number'"
+                                        "  then (s ->> 'benchmark_amount_band')::float8 end"
+                                        " from (select settings as s from public.orgs where id = $1::uuid) x";
 
 /* Opportunities with what the cohort needs. reopened: the outcome went back
  * to open at some point, so the deal may still sit in cached cohorts. */
@@ -357,7 +355,8 @@ static const char *const sql_load =
 /* Won deals of the org in the window, counted up to $3: every cohort is a
  * subset of these (cohort_query_sql adds conditions, never removes one). */
 static const char *const sql_org_won =
-    "select count(*) from (select 1 from public.opportunities o where o.org_id = $1::uuid and o.outcome = 'won'"
+    "select count(*) from (select 1 from public.opportunities o where o.org_id = $1::uuid and o.outcome = "
+    "'won'"
     " and o.closed_at >= (date_trunc('day', now() at time zone 'UTC') - make_interval(months => $2::int))"
     " at time zone 'UTC' limit $3::int) x";
 
@@ -365,37 +364,35 @@ static const char *const sql_lookup =
     "select cohort_key, won_count from public.benchmarks_cached"
     " where org_id = $1::uuid and cohort_key = any($2::text[]) and won_count is not null";
 
-#define ROW_COLS                                                                                \
-    "cohort_key, level, industry, product_category, region, persona, amount_lo::text,"         \
+#define ROW_COLS                                                                                             \
+    "cohort_key, level, industry, product_category, region, persona, amount_lo::text,"                       \
     " amount_hi::text, won_count, window_months, (metrics ->> 'min_won')"
 
 static const char *const sql_rows = "select " ROW_COLS " from public.benchmarks_cached"
                                     " where org_id = $1::uuid and cohort_key = any($2::text[])";
 
-static const char *const sql_stale =
-    "select org_id::text, " ROW_COLS " from public.benchmarks_cached"
-    " where refreshed_at < now() - make_interval(secs => $1::int)"
-    " order by refreshed_at limit $2::int";
+static const char *const sql_stale = "select org_id::text, " ROW_COLS " from public.benchmarks_cached"
+                                     " where refreshed_at < now() - make_interval(secs => $1::int)"
+                                     " order by refreshed_at limit $2::int";
 
-static const char *const sql_mapped_to =
-    "select opportunity_id::text from public.opportunity_benchmarks"
-    " where org_id = $1::uuid and cohort_key = any($2::text[])";
+static const char *const sql_mapped_to = "select opportunity_id::text from public.opportunity_benchmarks"
+                                         " where org_id = $1::uuid and cohort_key = any($2::text[])";
 
 static const char *const sql_map =
     "insert into public.opportunity_benchmarks as ob (org_id, opportunity_id, account_id,"
     " cohort_key, match_level)"
     " select $1::uuid, x.id, x.acc, x.key, x.lvl"
-    " from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[]) as x(id, acc, key, lvl)"
-    DS_SQL_WHERE_DEAL_EXISTS("x.id", "$1::uuid")
-    " on conflict (opportunity_id) do update set org_id = excluded.org_id,"
-    "  account_id = excluded.account_id, cohort_key = excluded.cohort_key,"
-    "  match_level = excluded.match_level, updated_at = now()"
-    " where (ob.org_id, ob.account_id, ob.cohort_key, ob.match_level) is distinct from"
-    "  (excluded.org_id, excluded.account_id, excluded.cohort_key, excluded.match_level)";
+    " from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[]) as x(id, acc, key, "
+    "lvl)" DS_SQL_WHERE_DEAL_EXISTS(
+        "x.id",
+        "$1::uuid") " on conflict (opportunity_id) do update set org_id = excluded.org_id,"
+                    "  account_id = excluded.account_id, cohort_key = excluded.cohort_key,"
+                    "  match_level = excluded.match_level, updated_at = now()"
+                    " where (ob.org_id, ob.account_id, ob.cohort_key, ob.match_level) is distinct from"
+                    "  (excluded.org_id, excluded.account_id, excluded.cohort_key, excluded.match_level)";
 
-static const char *const sql_unmap =
-    "delete from public.opportunity_benchmarks where org_id = $1::uuid"
-    " and opportunity_id = any($2::uuid[])";
+static const char *const sql_unmap = "delete from public.opportunity_benchmarks where org_id = $1::uuid"
+                                     " and opportunity_id = any($2::uuid[])";
 
 static const char *const sql_drop_row =
     "delete from public.benchmarks_cached where org_id = $1::uuid and cohort_key = $2::text";
@@ -626,8 +623,7 @@ static int begin_org(cohort_engine_t *e, const char *org_id, bool *found, char *
     *found = PQntuples(res) == 1;
     e->set = e->defaults;
     if (*found) {
-        if (!PQgetisnull(res, 0, 0))
-            e->set.months = (int)clampd(floor(atof(PQgetvalue(res, 0, 0))), 1, 120);
+        if (!PQgetisnull(res, 0, 0)) e->set.months = (int)clampd(floor(atof(PQgetvalue(res, 0, 0))), 1, 120);
         if (!PQgetisnull(res, 0, 1))
             e->set.min_won = (int)clampd(floor(atof(PQgetvalue(res, 0, 1))), 1, 1000000);
         if (!PQgetisnull(res, 0, 2)) e->set.band = clampd(atof(PQgetvalue(res, 0, 2)), 0.01, 0.9);
@@ -642,8 +638,8 @@ static int commit(cohort_engine_t *e, char *err, size_t esz) {
 
 /* Runs the cohort query. *prev is the won count before (-1 for a new row). */
 static int compute(cohort_engine_t *e, const cohort_attrs_t *a, cohort_level_t level,
-                   const cohort_band_t *band, const char *key, int64_t *won, int64_t *closed,
-                   int64_t *prev, char *err, size_t esz) {
+                   const cohort_band_t *band, const char *key, int64_t *won, int64_t *closed, int64_t *prev,
+                   char *err, size_t esz) {
     const char *ind = a->industry;
     const char *prod = level <= COHORT_INDUSTRY_PRODUCT ? a->product : NULL;
     const char *reg = level <= COHORT_INDUSTRY_PRODUCT_REGION ? a->region : NULL;
@@ -663,8 +659,19 @@ static int compute(cohort_engine_t *e, const cohort_attrs_t *a, cohort_level_t l
     snprintf(lvl, sizeof lvl, "%d", (int)level);
     snprintf(months, sizeof months, "%d", e->set.months);
     snprintf(minw, sizeof minw, "%d", e->set.min_won);
-    const char *v[13] = {e->org, key,      lvl,      ind,  prod, reg, per, band->lo, band->hi,
-                         months, level_names[level], level_matched[level], minw};
+    const char *v[13] = {e->org,
+                         key,
+                         lvl,
+                         ind,
+                         prod,
+                         reg,
+                         per,
+                         band->lo,
+                         band->hi,
+                         months,
+                         level_names[level],
+                         level_matched[level],
+                         minw};
     PGresult *res = NULL;
     int64_t t0 = ds_mono_us();
     int rc = run(e, name, 13, v, &res, err, esz);
@@ -680,8 +687,7 @@ static int compute(cohort_engine_t *e, const cohort_attrs_t *a, cohort_level_t l
 }
 
 /* Loads opportunities of the org by id into v (appending). */
-static int load_opps(cohort_engine_t *e, const char *const *ids, size_t n, oppv_t *v, char *err,
-                     size_t esz) {
+static int load_opps(cohort_engine_t *e, const char *const *ids, size_t n, oppv_t *v, char *err, size_t esz) {
     if (n == 0) return 0;
     char *arr = ds_pg_array_text(ids, n);
     const char *vals[] = {e->org, arr};
@@ -722,8 +728,8 @@ static bool oppv_has(const oppv_t *v, const char *id) {
 
 /* Recomputes the given rows (which must carry a definition). Keys of rows
  * whose sufficiency changed are added to flipped. */
-static int recompute_rows(cohort_engine_t *e, row_t *rows, size_t n, strv_t *flipped,
-                          cohort_stats_t *st, char *err, size_t esz) {
+static int recompute_rows(cohort_engine_t *e, row_t *rows, size_t n, strv_t *flipped, cohort_stats_t *st,
+                          char *err, size_t esz) {
     for (size_t i = 0; i < n; i++) {
         row_t *r = &rows[i];
         if (r->level < 0 || r->level >= COHORT_LEVELS) continue; /* not ours: no definition */
@@ -768,7 +774,9 @@ static bool needs_walk(const opp_t *o) {
     return o->open && !o->placeholder && !(o->activity_only && o->mapped_key && !o->reopened);
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
 
 /* The won count of one level of a walk: the batch's cached rows, else the
  * cohort query (whose row is cached then). */
@@ -801,7 +809,8 @@ static int lookup_cached(cohort_engine_t *e, char **keys, size_t n, kmap_t *cach
     int rc = run(e, "bench_lookup", 2, vals, &res, err, esz);
     free(arr);
     if (rc != 0) return rc;
-    for (int i = 0; i < PQntuples(res); i++) kmap_put(cache, PQgetvalue(res, i, 0), atoll(PQgetvalue(res, i, 1)));
+    for (int i = 0; i < PQntuples(res); i++)
+        kmap_put(cache, PQgetvalue(res, i, 0), atoll(PQgetvalue(res, i, 1)));
     PQclear(res);
     return 0;
 }
@@ -1099,8 +1108,8 @@ int cohort_apply_changes(cohort_engine_t *e, const char *org_id, const char *con
 }
 
 /* Refreshes the stale rows of one org (rows[0..n) all of e->org). */
-static int refresh_org_locked(cohort_engine_t *e, row_t *rows, size_t n, cohort_stats_t *st,
-                              char *err, size_t esz) {
+static int refresh_org_locked(cohort_engine_t *e, row_t *rows, size_t n, cohort_stats_t *st, char *err,
+                              size_t esz) {
     strv_t flipped = {0};
     oppv_t v = {0};
     int rc = 0;
@@ -1146,8 +1155,8 @@ static int cmp_org_rows(const void *a, const void *b) {
     return strcmp(*x, *y);
 }
 
-int cohort_refresh_stale(cohort_engine_t *e, int refresh_s, int limit, int *done,
-                         cohort_stats_t *stats, char *errstr, size_t errstr_size) {
+int cohort_refresh_stale(cohort_engine_t *e, int refresh_s, int limit, int *done, cohort_stats_t *stats,
+                         char *errstr, size_t errstr_size) {
     cohort_stats_t local = {0};
     cohort_stats_t *st = stats ? stats : &local;
     *done = 0;
@@ -1199,8 +1208,8 @@ int cohort_refresh_stale(cohort_engine_t *e, int refresh_s, int limit, int *done
     return rc;
 }
 
-int cohort_sweep_step(cohort_engine_t *e, char cursor[37], int chunk, bool *finished,
-                      cohort_stats_t *stats, char *errstr, size_t errstr_size) {
+int cohort_sweep_step(cohort_engine_t *e, char cursor[37], int chunk, bool *finished, cohort_stats_t *stats,
+                      char *errstr, size_t errstr_size) {
     char lim[16];
     snprintf(lim, sizeof lim, "%d", chunk);
     const char *vals[] = {cursor[0] ? cursor : "00000000-0000-0000-0000-000000000000", lim};
@@ -1216,7 +1225,8 @@ int cohort_sweep_step(cohort_engine_t *e, char cursor[37], int chunk, bool *fini
     need_t *need = ds_calloc(nr ? (size_t)nr : 1, sizeof *need);
     size_t nn = 0;
     for (int i = 0; i < nr; i++)
-        if (PQgetvalue(res, i, 2)[0] == 't') need[nn++] = (need_t){PQgetvalue(res, i, 1), PQgetvalue(res, i, 0)};
+        if (PQgetvalue(res, i, 2)[0] == 't')
+            need[nn++] = (need_t){PQgetvalue(res, i, 1), PQgetvalue(res, i, 0)};
     const char **ids = ds_calloc(nn ? nn : 1, sizeof *ids);
     bool *taken = ds_calloc(nn ? nn : 1, sizeof *taken);
     for (size_t i = 0; i < nn && rc == 0; i++) {

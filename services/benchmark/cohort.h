@@ -64,9 +64,9 @@ typedef enum {
 } cohort_level_t;
 
 typedef struct {
-    int months;   /* window in months, 1..120 */
-    int min_won;  /* won deals a level needs */
-    double band;  /* relative amount band, 0.01..0.9 */
+    int months;  /* window in months, 1..120 */
+    int min_won; /* won deals a level needs */
+    double band; /* relative amount band, 0.01..0.9 */
 } cohort_settings_t;
 
 typedef struct {
@@ -79,9 +79,9 @@ typedef struct {
 } cohort_attrs_t;
 
 typedef struct {
-    int64_t cell;  /* grid cell; -1 below 1; INT64_MIN for "any" */
-    char lo[40];   /* numeric text */
-    char hi[40];   /* numeric text, "Infinity" for "any" */
+    int64_t cell;   /* grid cell; -1 below 1; INT64_MIN for "any" */
+    char lo[40];    /* numeric text */
+    char hi[40];    /* numeric text, "Infinity" for "any" */
     char label[96]; /* "[7704.50,12134.58)" or "any" */
 } cohort_band_t;
 
@@ -94,8 +94,7 @@ const char *cohort_level_name(cohort_level_t level);
 void cohort_band_of(const cohort_settings_t *s, bool has_amount, double amount, cohort_band_t *out);
 /* Every band whose range contains amount, plus "any": the cells a closed
  * deal belongs to. Returns how many were written (at most max). */
-size_t cohort_bands_containing(const cohort_settings_t *s, double amount, cohort_band_t *out,
-                               size_t max);
+size_t cohort_bands_containing(const cohort_settings_t *s, double amount, cohort_band_t *out, size_t max);
 
 /* The canonical key; the caller frees it. */
 char *cohort_key(const cohort_attrs_t *a, cohort_level_t level, const cohort_band_t *b, int months);
@@ -163,22 +162,21 @@ size_t cohort_engine_settled(const cohort_engine_t *e);
  * refreshed for refresh_s seconds (oldest first; drops rows no mapping can
  * use) and remaps the opportunities whose level changes. *done is the number
  * of rows handled. Returns as cohort_apply. */
-int cohort_refresh_stale(cohort_engine_t *e, int refresh_s, int limit, int *done,
-                         cohort_stats_t *stats, char *errstr, size_t errstr_size);
+int cohort_refresh_stale(cohort_engine_t *e, int refresh_s, int limit, int *done, cohort_stats_t *stats,
+                         char *errstr, size_t errstr_size);
 
 /* One step of the sweep that maps open opportunities that have no mapping
  * (and drops mappings of closed ones): looks at up to chunk opportunities
  * with id > cursor (a UUID text, "" to start) and advances cursor (37 bytes);
  * *finished is set when the sweep reached the end (cursor is then ""). */
-int cohort_sweep_step(cohort_engine_t *e, char cursor[37], int chunk, bool *finished,
-                      cohort_stats_t *stats, char *errstr, size_t errstr_size);
+int cohort_sweep_step(cohort_engine_t *e, char cursor[37], int chunk, bool *finished, cohort_stats_t *stats,
+                      char *errstr, size_t errstr_size);
 
 /* Computes and caches one cohort outside any walk (benchmarks, tests): the
  * cohort of attrs at level in the org's settings. Runs in its own
  * transaction. *won and *closed may be NULL. */
 int cohort_compute_one(cohort_engine_t *e, const char *org_id, const cohort_attrs_t *attrs,
-                       cohort_level_t level, int64_t *won, int64_t *closed, char *errstr,
-                       size_t errstr_size);
+                       cohort_level_t level, int64_t *won, int64_t *closed, char *errstr, size_t errstr_size);
 
 /* Microseconds the last cohort query took (the statement alone, without
  * the transaction around it), 0 before the first. */

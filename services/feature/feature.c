@@ -31,14 +31,12 @@ typedef struct {
 } feature_state_t;
 
 typedef struct {
-    const char *opp_id;   /* borrowed from the decoded event */
+    const char *opp_id; /* borrowed from the decoded event */
     const char *org_id;
     const char *event_id; /* the last event of this opportunity in the batch */
     int64_t as_of_us;
     char traceparent[DS_TRACEPARENT_SIZE];
 } change_t;
-
-
 
 /* One statement for the whole batch: the columns as binary arrays (uuid[],
  * timestamptz[], json[]), so the server validates each snapshot's JSON once
@@ -49,10 +47,10 @@ static const char *sql_snapshot =
     "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version, features, meddicc)"
     " select u.org_id, u.opportunity_id, u.as_of, $6, u.features, u.meddicc"
     " from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::json[], $5::json[])"
-    " as u(org_id, opportunity_id, as_of, features, meddicc)"
-    DS_SQL_WHERE_DEAL_EXISTS("u.opportunity_id", "u.org_id")
-    " on conflict (opportunity_id, as_of, feature_version) do update"
-    " set features = excluded.features, meddicc = excluded.meddicc, computed_at = now()";
+    " as u(org_id, opportunity_id, as_of, features, meddicc)" DS_SQL_WHERE_DEAL_EXISTS(
+        "u.opportunity_id",
+        "u.org_id") " on conflict (opportunity_id, as_of, feature_version) do update"
+                    " set features = excluded.features, meddicc = excluded.meddicc, computed_at = now()";
 
 /* A computed opportunity: its change and its packed features.ready. */
 typedef struct {
@@ -61,7 +59,6 @@ typedef struct {
     uint8_t *buf;
     size_t len;
 } computed_t;
-
 
 /* Packs the features.ready of change c into out (event id derived from the
  * change, so a replay produces the same event). */
@@ -219,7 +216,8 @@ static int load_chunk(pipeline_t *p, size_t c0, size_t cn, ds_opp_batch_t **out,
 
 /* Computes the features of the chunk's changes into the snapshot columns
  * and their features.ready into out; returns the rows. */
-static size_t compute_chunk(pipeline_t *p, ds_opp_batch_t *b, size_t c0, size_t cn, computed_t *out, size_t *nout) {
+static size_t compute_chunk(pipeline_t *p, ds_opp_batch_t *b, size_t c0, size_t cn, computed_t *out,
+                            size_t *nout) {
     feature_state_t *st = p->st;
     const change_t *ch = p->ch;
     ds_pgarray_t *a = p->a;
@@ -299,8 +297,8 @@ static int finish_writes(pipeline_t *p, char *errstr, size_t errsz) {
     return rc;
 }
 
-static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch, computed_t *out, size_t *nout,
-                             char *errstr, size_t errsz) {
+static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch, computed_t *out,
+                             size_t *nout, char *errstr, size_t errsz) {
     pipeline_t p;
     pipeline_init(&p, st, ch, nch);
     int64_t ts = ds_mono_us();
@@ -339,8 +337,7 @@ static int compute_and_write(feature_state_t *st, const change_t *ch, size_t nch
     return DS_OK;
 }
 
-static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr,
-                   size_t errsz) {
+static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr, size_t errsz) {
     feature_state_t *st = ud;
     Dealscore__V1__OpportunityChanged **evs = ds_calloc(n, sizeof *evs);
     change_t *ch = ds_calloc(n, sizeof *ch);
@@ -354,10 +351,11 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
     /* Decode and coalesce: later messages of the same deal win. */
     for (size_t i = 0; i < n; i++) {
         char tp[DS_TRACEPARENT_SIZE];
-        items[i].status =
-            ds_event_decode_opportunity_changed(items[i].msg, &evs[i], tp, items[i].error, sizeof items[i].error);
+        items[i].status = ds_event_decode_opportunity_changed(items[i].msg, &evs[i], tp, items[i].error,
+                                                              sizeof items[i].error);
         if (items[i].status != 0) continue;
-        int64_t at = evs[i]->occurred_at_us > 0 && evs[i]->occurred_at_us < now ? evs[i]->occurred_at_us : now;
+        int64_t at =
+            evs[i]->occurred_at_us > 0 && evs[i]->occurred_at_us < now ? evs[i]->occurred_at_us : now;
         size_t k = (size_t)ds_strindex_add(&byopp, evs[i]->opportunity_id, (int)nch);
         if (k == nch) {
             nch++;
@@ -401,8 +399,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
 out:
     for (size_t j = 0; j < nout; j++) free(out[j].buf);
     free(out);
-    for (size_t i = 0; i < n; i++)
-        ds_event_opportunity_changed_free(evs[i]);
+    for (size_t i = 0; i < n; i++) ds_event_opportunity_changed_free(evs[i]);
     free(evs);
     free(ch);
     return rc;
@@ -418,16 +415,22 @@ void feature_worker(ds_service_t *svc, void *state) {
         ds_panic("database url rejected after validation: %s", err);
     st.orgs = ds_org_cache_new(60000);
     ds_metrics_t *m = svc->metrics;
-    st.m_coalesce = ds_metrics_gauge(m, "feature_coalescing_ratio", "Events per opportunity in the last batch", NULL);
-    st.m_compute = ds_metrics_histogram(m, "feature_compute_seconds", "Feature computation time per opportunity", NULL,
-                                        (const double[]){1e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2}, 9);
-    st.m_phase_load = ds_metrics_counter(m, "feature_phase_seconds_total", "Time spent per phase", "phase=\"load\"");
-    st.m_phase_compute = ds_metrics_counter(m, "feature_phase_seconds_total", "Time spent per phase", "phase=\"compute\"");
-    st.m_phase_write = ds_metrics_counter(m, "feature_phase_seconds_total", "Time spent per phase", "phase=\"write\"");
+    st.m_coalesce =
+        ds_metrics_gauge(m, "feature_coalescing_ratio", "Events per opportunity in the last batch", NULL);
+    st.m_compute =
+        ds_metrics_histogram(m, "feature_compute_seconds", "Feature computation time per opportunity", NULL,
+                             (const double[]){1e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2}, 9);
+    st.m_phase_load =
+        ds_metrics_counter(m, "feature_phase_seconds_total", "Time spent per phase", "phase=\"load\"");
+    st.m_phase_compute =
+        ds_metrics_counter(m, "feature_phase_seconds_total", "Time spent per phase", "phase=\"compute\"");
+    st.m_phase_write =
+        ds_metrics_counter(m, "feature_phase_seconds_total", "Time spent per phase", "phase=\"write\"");
     st.m_phase_produce =
         ds_metrics_counter(m, "feature_phase_seconds_total", "Time spent per phase", "phase=\"produce\"");
-    st.m_skipped = ds_metrics_counter(m, "feature_skipped_total",
-                                      "Changes of unknown or placeholder opportunities (nothing to compute)", NULL);
+    st.m_skipped =
+        ds_metrics_counter(m, "feature_skipped_total",
+                           "Changes of unknown or placeholder opportunities (nothing to compute)", NULL);
     st.m_snapshots = ds_metrics_counter(m, "feature_snapshots_total", "Feature snapshots written", NULL);
     static const char *const topics[] = {DS_TOPIC_OPPORTUNITY_CHANGED};
     ds_worker_def_t def = {.name = "feature", .topics = topics, .ntopics = 1, .process = process, .ud = &st};

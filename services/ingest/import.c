@@ -43,29 +43,34 @@
 
 /* ---- fields and aliases ------------------------------------------------- */
 
-static const char *const fields_account[] = {"external_id", "name",       "industry",
-                                             "region",      "size_band", "created_at", NULL};
-static const char *const fields_opportunity[] = {
-    "external_id", "account_external_id", "owner_id",   "product_category", "persona",
-    "amount",      "currency",            "stage",      "created_at",       "close_date",
-    "closed_at",   "outcome",             "changed_at", NULL};
-static const char *const fields_interaction[] = {
-    "external_id", "opportunity_external_id", "type",    "channel", "occurred_at",
-    "duration_min", "outcome",                "meta_json", NULL};
-static const char *const fields_transcript[] = {"external_id", "opportunity_external_id",
-                                                "occurred_at", "text", NULL};
-static const char *const *const kind_fields[REC_KIND_COUNT] = {
-    fields_account, fields_opportunity, fields_interaction, fields_transcript};
+static const char *const fields_account[] = {"external_id", "name",       "industry", "region",
+                                             "size_band",   "created_at", NULL};
+static const char *const fields_opportunity[] = {"external_id", "account_external_id",
+                                                 "owner_id",    "product_category",
+                                                 "persona",     "amount",
+                                                 "currency",    "stage",
+                                                 "created_at",  "close_date",
+                                                 "closed_at",   "outcome",
+                                                 "changed_at",  NULL};
+static const char *const fields_interaction[] = {"external_id", "opportunity_external_id",
+                                                 "type",        "channel",
+                                                 "occurred_at", "duration_min",
+                                                 "outcome",     "meta_json",
+                                                 NULL};
+static const char *const fields_transcript[] = {"external_id", "opportunity_external_id", "occurred_at",
+                                                "text", NULL};
+static const char *const *const kind_fields[REC_KIND_COUNT] = {fields_account, fields_opportunity,
+                                                               fields_interaction, fields_transcript};
 
 /* The fields record_parse requires (DESIGN.md, "Records"). */
 static const char *const req_account[] = {"external_id", "name", NULL};
 static const char *const req_opportunity[] = {"external_id", "stage", "created_at", NULL};
-static const char *const req_interaction[] = {"external_id", "opportunity_external_id", "type",
-                                              "occurred_at", NULL};
-static const char *const req_transcript[] = {"external_id", "opportunity_external_id",
-                                             "occurred_at", "text", NULL};
-static const char *const *const kind_required[REC_KIND_COUNT] = {
-    req_account, req_opportunity, req_interaction, req_transcript};
+static const char *const req_interaction[] = {"external_id", "opportunity_external_id", "type", "occurred_at",
+                                              NULL};
+static const char *const req_transcript[] = {"external_id", "opportunity_external_id", "occurred_at", "text",
+                                             NULL};
+static const char *const *const kind_required[REC_KIND_COUNT] = {req_account, req_opportunity,
+                                                                 req_interaction, req_transcript};
 
 /* Built-in aliases; kind -1 applies to every file whose kind has the target
  * field. Kind-specific entries come first so that "account_id" in
@@ -127,11 +132,11 @@ typedef struct {
     FILE *fp;
 
     struct csv_parser csv;
-    long line;       /* physical line of the next byte fed to libcsv */
-    long row_line;   /* first line of the row being parsed */
+    long line;     /* physical line of the next byte fed to libcsv */
+    long row_line; /* first line of the row being parsed */
     bool row_open;
-    bool skip_line;  /* after a parse error: drop the rest of the line */
-    bool done;       /* abandoned (bad header, runaway row) or stopped */
+    bool skip_line; /* after a parse error: drop the rest of the line */
+    bool done;      /* abandoned (bad header, runaway row) or stopped */
 
     /* the row being parsed: fields back to back, NUL-terminated */
     char *rowbuf;
@@ -142,8 +147,8 @@ typedef struct {
     /* header */
     bool have_header;
     size_t ncols;
-    int *colmap;     /* column -> index in kind_fields, or -1 */
-    char **colname;  /* column name as written (trimmed) */
+    int *colmap;    /* column -> index in kind_fields, or -1 */
+    char **colname; /* column name as written (trimmed) */
 
     /* the chunk of valid records waiting to be stored */
     record_t *recs;
@@ -161,7 +166,7 @@ typedef struct {
 
 struct importer_s {
     const ds_config_t *cfg;
-    const char *org;       /* --org */
+    const char *org; /* --org */
     file_t files[REC_KIND_COUNT];
     ds_pg_t *pg;
     char org_id[37];
@@ -172,12 +177,12 @@ struct importer_s {
     int retry_for_s;
     bool quiet;
     long max_shown, shown, hidden;
-    FILE *errors;          /* --errors FILE, or NULL for stderr lines */
+    FILE *errors; /* --errors FILE, or NULL for stderr lines */
     const char *errors_path;
     uint64_t seed;
-    bool stopped;          /* Postgres stayed unreachable: nothing more is stored */
-    bool check_only;       /* ingest_import_check: validate, store nothing */
-    bool file_failed;      /* a file could not be imported at all */
+    bool stopped;     /* Postgres stayed unreachable: nothing more is stored */
+    bool check_only;  /* ingest_import_check: validate, store nothing */
+    bool file_failed; /* a file could not be imported at all */
     counts_t total;
 
     /* scratch for storing a chunk */
@@ -235,8 +240,7 @@ static void report(file_t *f, long line, const char *field, const char *fmt, ...
     fprintf(stderr, "%s:%ld: %s: %s\n", f->path, line, field, msg);
 }
 
-static void warn_line(const file_t *f, long line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void warn_line(const file_t *f, long line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void warn_line(const file_t *f, long line, const char *fmt, ...) {
     char msg[512];
     va_list ap;
@@ -298,7 +302,7 @@ static int cmp_str_ptr(const void *a, const void *b) {
 
 typedef struct {
     file_t *f;
-    size_t from, n;    /* range of f->recs */
+    size_t from, n; /* range of f->recs */
     bool check_stale;
 } chunk_t;
 
@@ -309,8 +313,8 @@ typedef struct {
  * re-importing it must not replay old states over the current one, which
  * would add history rows and events for changes that are already there. */
 typedef struct {
-    const char *id;  /* first member: compared by cmp_str_ptr */
-    int64_t us;      /* newest change applied so far, INT64_MIN: none */
+    const char *id; /* first member: compared by cmp_str_ptr */
+    int64_t us;     /* newest change applied so far, INT64_MIN: none */
 } newest_t;
 
 static int mark_stale(importer_t *im, chunk_t *ck, char *errstr, size_t errstr_size) {
@@ -336,14 +340,13 @@ static int mark_stale(importer_t *im, chunk_t *ck, char *errstr, size_t errstr_s
     char *arr = ds_pg_array_text(ids, nnw);
     const char *v[] = {im->org_id, arr};
     PGresult *res = NULL;
-    int rc = ds_pg_exec_params(
-        im->pg,
-        "select o.external_id, (extract(epoch from max(h.changed_at)) * 1000000)::int8"
-        " from public.opportunities o join public.opportunity_history h"
-        "  on h.org_id = o.org_id and h.opportunity_id = o.id"
-        " where o.org_id = $1::uuid and o.external_id = any($2::text[])"
-        " group by o.external_id",
-        2, v, NULL, NULL, &res, errstr, errstr_size);
+    int rc = ds_pg_exec_params(im->pg,
+                               "select o.external_id, (extract(epoch from max(h.changed_at)) * 1000000)::int8"
+                               " from public.opportunities o join public.opportunity_history h"
+                               "  on h.org_id = o.org_id and h.opportunity_id = o.id"
+                               " where o.org_id = $1::uuid and o.external_id = any($2::text[])"
+                               " group by o.external_id",
+                               2, v, NULL, NULL, &res, errstr, errstr_size);
     free(arr);
     if (rc != DS_OK) {
         free(nw);
@@ -514,8 +517,8 @@ static void on_header(file_t *f) {
         } else {
             for (size_t j = 0; j < i; j++) {
                 if (f->colmap[j] == fi) {
-                    warn_line(f, line, "column \"%s\" is %s, like column \"%s\"; ignored",
-                              f->colname[i], kind_fields[f->kind][fi], f->colname[j]);
+                    warn_line(f, line, "column \"%s\" is %s, like column \"%s\"; ignored", f->colname[i],
+                              kind_fields[f->kind][fi], f->colname[j]);
                     fi = -1;
                     break;
                 }
@@ -686,9 +689,10 @@ static void feed(file_t *f, const char *buf, size_t len) {
         }
         size_t used = csv_parse(&f->csv, buf + off, seg, on_field, on_row, f);
         if (used < seg && !f->done) {
-            bad_csv(f, csv_error(&f->csv) == CSV_EPARSE
-                           ? "a quote inside an unquoted field, or text after a closing quote"
-                           : csv_strerror(csv_error(&f->csv)),
+            bad_csv(f,
+                    csv_error(&f->csv) == CSV_EPARSE
+                        ? "a quote inside an unquoted field, or text after a closing quote"
+                        : csv_strerror(csv_error(&f->csv)),
                     false);
             parser_restart(f);
             if (!nl) f->skip_line = true;
@@ -762,7 +766,10 @@ static void file_free(file_t *f) {
 
 void ingest_import_check(rec_kind_t kind, const char *buf, size_t len, FILE *errors, long *rows,
                          long *rejected) {
-    importer_t im = {.batch = DEFAULT_BATCH, .check_only = true, .quiet = true, .errors = errors,
+    importer_t im = {.batch = DEFAULT_BATCH,
+                     .check_only = true,
+                     .quiet = true,
+                     .errors = errors,
                      .max_shown = DEFAULT_MAX_SHOWN};
     file_t f = {.im = &im, .path = "-", .kind = kind};
     *rows = *rejected = 0;
@@ -901,7 +908,8 @@ static int parse_options(importer_t *im, int argc, char **argv) {
             break;
         case 'e': im->errors_path = optarg; break;
         case 'm':
-            if (!ds_parse_long(optarg, -1, 1L << 30, &v)) return usage_error("--max-errors must be a number >= -1");
+            if (!ds_parse_long(optarg, -1, 1L << 30, &v))
+                return usage_error("--max-errors must be a number >= -1");
             im->max_shown = v;
             break;
         case 'b':
@@ -976,8 +984,8 @@ static int connect_to_org(importer_t *im) {
     int r = store_org_by_slug(im->pg, im->org, false, im->org_id, err, sizeof err);
     if (r == DS_ENOTFOUND) {
         fprintf(stderr,
-                "dealscore-ingest import: %s (create it with: dealscore-ingest token create --org %s)\n",
-                err, im->org);
+                "dealscore-ingest import: %s (create it with: dealscore-ingest token create --org %s)\n", err,
+                im->org);
         return 2;
     } else if (r != DS_OK) {
         fprintf(stderr, "dealscore-ingest import: could not look up the org: %s\n", err);
@@ -1002,8 +1010,8 @@ static void print_file_summary(const file_t *f) {
     printf("%s: %ld rows: %ld imported (%ld changed, %ld unchanged", f->path, f->c.rows,
            f->c.changed + f->c.unchanged, f->c.changed, f->c.unchanged);
     if (f->c.stale) printf(" of which %ld older than applied changes", f->c.stale);
-    printf(", %ld events), %ld rejected, in %.2f s (%.0f rows/s)\n", f->c.events, f->c.rejected,
-           secs, secs > 0 ? (double)f->c.rows / secs : 0.0);
+    printf(", %ld events), %ld rejected, in %.2f s (%.0f rows/s)\n", f->c.events, f->c.rejected, secs,
+           secs > 0 ? (double)f->c.rows / secs : 0.0);
     fflush(stdout);
 }
 

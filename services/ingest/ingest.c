@@ -25,9 +25,9 @@ struct ingest_job_s {
     rec_profile_t profile;
     char *body;
     size_t body_len;
-    char *auth;        /* Authorization header, or NULL */
-    char *sig;         /* x-dealscore-signature, or NULL */
-    char *sig_ts;      /* x-dealscore-timestamp, or NULL */
+    char *auth;          /* Authorization header, or NULL */
+    char *sig;           /* x-dealscore-signature, or NULL */
+    char *sig_ts;        /* x-dealscore-timestamp, or NULL */
     char token_hash[65]; /* of the bearer token, "" without one */
     char traceparent[DS_TRACEPARENT_SIZE];
     int64_t received_mono_us;
@@ -65,8 +65,7 @@ static void count_records(ingest_t *in, rec_kind_t kind, const char *result, dou
     char labels[96];
     snprintf(labels, sizeof labels, "kind=\"%s\",result=\"%s\"", rec_kind_plural(kind), result);
     ds_metric_add(ds_metrics_counter(in->svc->metrics, "ingest_records_total",
-                                     "Records by kind and outcome (changed, unchanged, rejected)",
-                                     labels),
+                                     "Records by kind and outcome (changed, unchanged, rejected)", labels),
                   n);
 }
 
@@ -128,8 +127,7 @@ static int on_webhook(void *ud, h2o_req_t *req) {
     int clen = ds_http_header(req, "content-type", ctype, sizeof ctype);
     if (clen < 0 || clen >= (int)sizeof ctype || !ds_http_media_type_is(ctype, "application/json")) {
         count_request(in, route, 415);
-        ds_http_respond_error(req, 415, "unsupported_media_type",
-                              "Content-Type must be application/json");
+        ds_http_respond_error(req, 415, "unsupported_media_type", "Content-Type must be application/json");
         return 0;
     }
     if (req->entity.len > (size_t)in->cfg->max_body_bytes) {
@@ -249,12 +247,13 @@ static int tokens_fetch(writer_t *v, ingest_job_t **jobs, size_t n) {
     PGresult *res = NULL;
     const char *p[] = {arr.p};
     if (nh && rc == 0)
-        rc = ds_pg_exec_params(v->pg,
-                               "select t.token_hash, t.org_id, t.revoked_at is not null, t.hmac_secret,"
-                               " o.settings->'stage_outcome'"
-                               " from dealscore_internal.ingest_tokens t join public.orgs o on o.id = t.org_id"
-                               " where t.token_hash = any($1::text[])",
-                               1, p, NULL, NULL, &res, errstr, sizeof errstr);
+        rc =
+            ds_pg_exec_params(v->pg,
+                              "select t.token_hash, t.org_id, t.revoked_at is not null, t.hmac_secret,"
+                              " o.settings->'stage_outcome'"
+                              " from dealscore_internal.ingest_tokens t join public.orgs o on o.id = t.org_id"
+                              " where t.token_hash = any($1::text[])",
+                              1, p, NULL, NULL, &res, errstr, sizeof errstr);
     free(arr.p);
     if (rc != 0) {
         ds_warn("could not look up tokens: %s", errstr);
@@ -364,8 +363,7 @@ static bool authenticate(writer_t *w, ingest_job_t *j) {
         case SIG_BAD:
             job_fail(j, 401, "bad_signature", "X-Dealscore-Signature does not match the body");
             return false;
-        case SIG_OK:
-            break;
+        case SIG_OK: break;
         }
         char err[256];
         int rc = signature_reserve(w->pg, hex, 2 * window, err, sizeof err);
@@ -393,12 +391,12 @@ static bool validate(writer_t *w, ingest_job_t *j) {
     json_t *doc = json_loadb(j->body, j->body_len, 0, &jerr);
     if (!doc) {
         char msg[256];
-        snprintf(msg, sizeof msg, "body is not valid JSON: %s (line %d, column %d)", jerr.text,
-                 jerr.line, jerr.column);
+        snprintf(msg, sizeof msg, "body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
+                 jerr.column);
         json_decref(j->resp);
         j->status = 400;
-        j->resp = json_pack("{s:s, s:s, s:[{s:i, s:s, s:s}]}", "error", "invalid_json", "message",
-                            msg, "errors", "index", -1, "field", "", "problem", msg);
+        j->resp = json_pack("{s:s, s:s, s:[{s:i, s:s, s:s}]}", "error", "invalid_json", "message", msg,
+                            "errors", "index", -1, "field", "", "problem", msg);
         return false;
     }
     size_t n = json_is_array(doc) ? json_array_size(doc) : 1;
@@ -431,9 +429,9 @@ static bool validate(writer_t *w, ingest_job_t *j) {
         count_records(w->in, j->kind, "rejected", (double)(n - j->nrecs));
         json_decref(j->resp);
         j->status = 400;
-        j->resp = json_pack("{s:s, s:s, s:o}", "error", "invalid_records", "message",
-                            "some records are invalid; nothing was stored", "errors",
-                            rec_problems_json(&probs));
+        j->resp =
+            json_pack("{s:s, s:s, s:o}", "error", "invalid_records", "message",
+                      "some records are invalid; nothing was stored", "errors", rec_problems_json(&probs));
         rec_problems_free(&probs);
         return false;
     }
@@ -460,9 +458,8 @@ static int run_group(writer_t *w, ingest_job_t **jobs, size_t n, char *errstr, s
     int64_t now = ds_now_us();
     store_set_t *set = store_set_new();
     for (size_t i = 0; i < n; i++) {
-        store_ctx_t ctx = {jobs[i]->org_id,
-                              jobs[i]->profile == PROFILE_SALESFORCE ? "salesforce" : "webhook",
-                              jobs[i]->traceparent, jobs[i]->stage_outcome, now};
+        store_ctx_t ctx = {jobs[i]->org_id, jobs[i]->profile == PROFILE_SALESFORCE ? "salesforce" : "webhook",
+                           jobs[i]->traceparent, jobs[i]->stage_outcome, now};
         store_set_add(set, &ctx, jobs[i]->recs, jobs[i]->nrecs, jobs[i]->tags);
     }
     rc = store_set_queue(set, b);
@@ -482,8 +479,8 @@ static void finish_ok(writer_t *w, ingest_job_t *j) {
     atomic_fetch_add(&w->in->outbox_depth, c.events);
     j->status = 202;
     json_decref(j->resp);
-    j->resp = json_pack("{s:i, s:i, s:i}", "accepted", (int)j->nrecs, "unchanged", c.unchanged,
-                        "events", c.events);
+    j->resp =
+        json_pack("{s:i, s:i, s:i}", "accepted", (int)j->nrecs, "unchanged", c.unchanged, "events", c.events);
 }
 
 /* The request's write failed for good: a 400 that says so without the
@@ -563,8 +560,8 @@ static void screen(writer_t *v, ingest_job_t **jobs, size_t n) {
 static void commit_jobs(writer_t *w, ingest_job_t **ok, size_t nok) {
     ingest_t *in = w->in;
     ds_metric_observe(ds_metrics_histogram(in->svc->metrics, "ingest_group_commit_requests",
-                                           "Webhook requests per group-committed transaction",
-                                           NULL, (const double[]){1, 2, 4, 8, 16, 32, 64, 128}, 8),
+                                           "Webhook requests per group-committed transaction", NULL,
+                                           (const double[]){1, 2, 4, 8, 16, 32, 64, 128}, 8),
                       (double)nok);
     char err[512];
     int64_t t0 = ds_mono_us();

@@ -40,7 +40,7 @@ typedef struct {
     pthread_t relay;
     bool relay_started;
     atomic_long outbox_depth;
-    atomic_int pg_down;       /* writer saw Postgres unreachable */
+    atomic_int pg_down; /* writer saw Postgres unreachable */
 
     sf_fields_t sf;
     int relay_batch;

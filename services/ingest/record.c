@@ -53,10 +53,24 @@ json_t *rec_problems_json(const rec_problems_t *p) {
 }
 
 void record_clear(record_t *r) {
-    char **strs[] = {&r->external_id, &r->name, &r->industry, &r->region, &r->size_band,
-                     &r->account_external_id, &r->owner_id, &r->product_category, &r->persona,
-                     &r->currency, &r->stage, &r->outcome, &r->opportunity_external_id, &r->type,
-                     &r->channel, &r->result, &r->meta_json, &r->text};
+    char **strs[] = {&r->external_id,
+                     &r->name,
+                     &r->industry,
+                     &r->region,
+                     &r->size_band,
+                     &r->account_external_id,
+                     &r->owner_id,
+                     &r->product_category,
+                     &r->persona,
+                     &r->currency,
+                     &r->stage,
+                     &r->outcome,
+                     &r->opportunity_external_id,
+                     &r->type,
+                     &r->channel,
+                     &r->result,
+                     &r->meta_json,
+                     &r->text};
     for (size_t i = 0; i < DS_ARRAY_SIZE(strs); i++) {
         free(*strs[i]);
         *strs[i] = NULL;
@@ -255,8 +269,8 @@ static char *read_meta(reader_t *rd) {
 static const char *const outcomes[] = {"open", "won", "lost"};
 static const char *const types[] = {"email", "phone", "meeting", "demo", "support"};
 
-int record_parse(rec_kind_t kind, const json_t *obj, int index, bool strings_ok,
-                    record_t *rec, rec_problems_t *problems) {
+int record_parse(rec_kind_t kind, const json_t *obj, int index, bool strings_ok, record_t *rec,
+                 rec_problems_t *problems) {
     memset(rec, 0, sizeof *rec);
     rec->kind = kind;
     reader_t rd = {obj, index, strings_ok, problems, 0};
@@ -301,8 +315,7 @@ int record_parse(rec_kind_t kind, const json_t *obj, int index, bool strings_ok,
         read_time(&rd, "occurred_at", true, &rec->occurred_at_us);
         rec->text = read_str(&rd, "text", true, 1 << 20);
         break;
-    default:
-        ds_panic("bad record kind %d", kind);
+    default: ds_panic("bad record kind %d", kind);
     }
     if (rd.nprob) {
         record_clear(rec);
@@ -419,7 +432,8 @@ json_t *record_from_salesforce(rec_kind_t kind, const json_t *sf, const sf_field
         copy(out, "region", sf, f && f->region_field ? f->region_field : "BillingCountry");
         copy(out, "created_at", sf, "CreatedDate");
         json_t *emp = json_object_get(sf, "NumberOfEmployees");
-        if (json_is_number(emp)) json_object_set_new(out, "size_band", json_string(size_band_for(json_number_value(emp))));
+        if (json_is_number(emp))
+            json_object_set_new(out, "size_band", json_string(size_band_for(json_number_value(emp))));
         break;
     }
     case REC_OPPORTUNITY: {
@@ -456,13 +470,20 @@ json_t *record_from_salesforce(rec_kind_t kind, const json_t *sf, const sf_field
         json_t *t = json_object_get(sf, "Type");
         json_t *attrs = json_object_get(sf, "attributes");
         json_t *atype = attrs ? json_object_get(attrs, "type") : NULL;
-        const char *s = json_is_string(sub) ? json_string_value(sub) : json_is_string(t) ? json_string_value(t) : "";
+        const char *s = json_is_string(sub) ? json_string_value(sub)
+                        : json_is_string(t) ? json_string_value(t)
+                                            : "";
         if (json_is_string(atype) && strcmp(json_string_value(atype), "Event") == 0) type = "meeting";
-        if (!strcasecmp(s, "Call")) type = "phone";
-        else if (!strcasecmp(s, "Email")) type = "email";
-        else if (!strcasecmp(s, "Meeting")) type = "meeting";
-        else if (!strcasecmp(s, "Demo")) type = "demo";
-        else if (!strcasecmp(s, "Support")) type = "support";
+        if (!strcasecmp(s, "Call"))
+            type = "phone";
+        else if (!strcasecmp(s, "Email"))
+            type = "email";
+        else if (!strcasecmp(s, "Meeting"))
+            type = "meeting";
+        else if (!strcasecmp(s, "Demo"))
+            type = "demo";
+        else if (!strcasecmp(s, "Support"))
+            type = "support";
         json_object_set_new(out, "type", json_string(type));
         json_t *when = json_object_get(sf, "StartDateTime");
         if (!when || json_is_null(when)) when = json_object_get(sf, "ActivityDateTime");
@@ -484,8 +505,7 @@ json_t *record_from_salesforce(rec_kind_t kind, const json_t *sf, const sf_field
         copy(out, "occurred_at", sf, "CreatedDate");
         copy(out, "text", sf, "Body");
         break;
-    default:
-        break;
+    default: break;
     }
     return out;
 }

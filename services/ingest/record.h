@@ -11,13 +11,7 @@
 
 #include <jansson.h>
 
-typedef enum {
-    REC_ACCOUNT = 0,
-    REC_OPPORTUNITY,
-    REC_INTERACTION,
-    REC_TRANSCRIPT,
-    REC_KIND_COUNT
-} rec_kind_t;
+typedef enum { REC_ACCOUNT = 0, REC_OPPORTUNITY, REC_INTERACTION, REC_TRANSCRIPT, REC_KIND_COUNT } rec_kind_t;
 
 /* "accounts", "opportunities", "interactions", "transcripts". */
 const char *rec_kind_plural(rec_kind_t kind);
@@ -31,29 +25,29 @@ typedef struct {
     char *name, *industry, *region, *size_band;
     /* opportunity */
     char *account_external_id, *owner_id, *product_category, *persona, *currency, *stage;
-    char *outcome;            /* open, won, lost, or NULL (derive from the stage) */
+    char *outcome; /* open, won, lost, or NULL (derive from the stage) */
     double amount;
     bool has_amount;
-    char close_date[11];      /* YYYY-MM-DD or "" */
-    int64_t closed_at_us;     /* 0 = absent (also for created_at etc.) */
+    char close_date[11];  /* YYYY-MM-DD or "" */
+    int64_t closed_at_us; /* 0 = absent (also for created_at etc.) */
     int64_t changed_at_us;
     /* account and opportunity */
     int64_t created_at_us;
     /* interaction and transcript */
     char *opportunity_external_id;
-    char *type;               /* email, phone, meeting, demo, support */
-    char *channel, *result;   /* result = the interaction's "outcome" field */
+    char *type;             /* email, phone, meeting, demo, support */
+    char *channel, *result; /* result = the interaction's "outcome" field */
     int64_t occurred_at_us;
     double duration_min;
     bool has_duration;
-    char *meta_json;          /* compact JSON object text, or NULL */
+    char *meta_json; /* compact JSON object text, or NULL */
     char *text;
     /* canonical form */
     char source_hash[65];
 } record_t;
 
 typedef struct {
-    int index;        /* record index in the request, or CSV line number */
+    int index; /* record index in the request, or CSV line number */
     char field[48];
     char problem[160];
 } rec_problem_t;
@@ -61,7 +55,7 @@ typedef struct {
 typedef struct {
     rec_problem_t *items;
     size_t n, cap;
-    size_t max;       /* stop collecting after this many (0 = 1000) */
+    size_t max; /* stop collecting after this many (0 = 1000) */
 } rec_problems_t;
 
 void rec_problems_add(rec_problems_t *p, int index, const char *field, const char *fmt, ...)
@@ -77,17 +71,17 @@ typedef enum {
 
 /* Salesforce field names that vary between orgs. */
 typedef struct {
-    const char *product_field;  /* default "Product_Category__c" */
-    const char *persona_field;  /* default "Persona__c" */
-    const char *region_field;   /* default "BillingCountry" */
+    const char *product_field; /* default "Product_Category__c" */
+    const char *persona_field; /* default "Persona__c" */
+    const char *region_field;  /* default "BillingCountry" */
 } sf_fields_t;
 
 /* Parses one record of kind from obj. With strings_ok, numbers may be given
  * as strings (CSV). Appends every problem found to problems (with index) and
  * returns how many were added; on 0 rec is filled (free with
  * record_clear) and its source_hash is set. */
-int record_parse(rec_kind_t kind, const json_t *obj, int index, bool strings_ok,
-                    record_t *rec, rec_problems_t *problems);
+int record_parse(rec_kind_t kind, const json_t *obj, int index, bool strings_ok, record_t *rec,
+                 rec_problems_t *problems);
 
 /* Maps a raw Salesforce record (Opportunity, Account, Task or Event) onto
  * the native field names. Returns a new object (caller decrefs). */

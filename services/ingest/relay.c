@@ -50,7 +50,8 @@ static void on_delivery(void *opaque, void *msg_opaque, int err, const char *err
 }
 
 static Dealscore__V1__ChangeKind kind_of(const char *k) {
-    if (!strcmp(k, "opportunity_upserted")) return DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_OPPORTUNITY_UPSERTED;
+    if (!strcmp(k, "opportunity_upserted"))
+        return DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_OPPORTUNITY_UPSERTED;
     if (!strcmp(k, "stage_changed")) return DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_STAGE_CHANGED;
     if (!strcmp(k, "outcome_set")) return DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_OUTCOME_SET;
     if (!strcmp(k, "interaction_added")) return DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_INTERACTION_ADDED;
@@ -93,8 +94,8 @@ static int send_row(ingest_t *in, const char *topic, PGresult *res, int i, relay
                             .type = DS_CE_TYPE_OPPORTUNITY_CHANGED,
                             .time_us = ev.occurred_at_us,
                             .traceparent = tp[0] ? tp : NULL};
-    int rc = ds_producer_send(in->svc->producer, topic, ev.opportunity_id, strlen(ev.opportunity_id), buf, len,
-                              &meta, msg);
+    int rc = ds_producer_send(in->svc->producer, topic, ev.opportunity_id, strlen(ev.opportunity_id), buf,
+                              len, &meta, msg);
     free(buf);
     return rc;
 }
@@ -130,8 +131,8 @@ static int delete_delivered(ingest_t *in, ds_pg_t *pg, const relay_msg_t *msgs, 
     if (ndel) {
         char *arr = ds_pg_array_text((const char *const *)ids, (size_t)ndel);
         const char *pv[] = {arr};
-        int rc = ds_pg_exec_params(pg, "delete from dealscore_internal.outbox where id = any($1::bigint[])", 1, pv, NULL,
-                                   NULL, NULL, err, sizeof err);
+        int rc = ds_pg_exec_params(pg, "delete from dealscore_internal.outbox where id = any($1::bigint[])",
+                                   1, pv, NULL, NULL, NULL, err, sizeof err);
         free(arr);
         if (rc != 0) {
             /* Published but not removed: they will be published again (at-least-once). */
@@ -213,8 +214,7 @@ static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic) {
 static void refresh_depth(ingest_t *in, ds_pg_t *pg) {
     PGresult *res = NULL;
     char err[256];
-    if (ds_pg_exec(pg, "select count(*) from dealscore_internal.outbox", &res, err,
-                   sizeof err) == 0) {
+    if (ds_pg_exec(pg, "select count(*) from dealscore_internal.outbox", &res, err, sizeof err) == 0) {
         atomic_store(&in->outbox_depth, atol(PQgetvalue(res, 0, 0)));
         PQclear(res);
     }
@@ -265,9 +265,9 @@ void *ingest_relay_main(void *arg) {
             last_depth = ds_mono_us();
         }
         int n = relay_once(in, pg, topic);
-        ds_metric_set(ds_metrics_gauge(in->svc->metrics, "outbox_depth",
-                                       "Outbox rows not yet published", NULL),
-                      (double)atomic_load(&in->outbox_depth));
+        ds_metric_set(
+            ds_metrics_gauge(in->svc->metrics, "outbox_depth", "Outbox rows not yet published", NULL),
+            (double)atomic_load(&in->outbox_depth));
         if (n == DS_ERETRY) {
             ds_pg_reset(pg);
             locked = false;

@@ -81,8 +81,8 @@ int signature_reserve(ds_pg_t *pg, const char *hex, int ttl_s, char *errstr, siz
 
 int signature_release(ds_pg_t *pg, const char *hex, char *errstr, size_t errstr_size) {
     const char *v[] = {hex};
-    return ds_pg_exec_params(pg, "delete from dealscore_internal.ingest_signatures where signature = $1", 1, v,
-                             NULL, NULL, NULL, errstr, errstr_size);
+    return ds_pg_exec_params(pg, "delete from dealscore_internal.ingest_signatures where signature = $1", 1,
+                             v, NULL, NULL, NULL, errstr, errstr_size);
 }
 
 int signature_prune(ds_pg_t *pg, char *errstr, size_t errstr_size) {

@@ -14,7 +14,8 @@
 
 /* The columns of an outbox row after its ids and kind; the relay derives the
  * event id from the row. */
-#define OUTBOX_COLUMNS "org_id, opportunity_id, account_id, kind, occurred_at, source, source_hash, traceparent"
+#define OUTBOX_COLUMNS                                                                                       \
+    "org_id, opportunity_id, account_id, kind, occurred_at, source, source_hash, traceparent"
 #define OUTBOX_EVENT(occurred, source, hash, tp) occurred ", " source ", " hash ", " tp
 
 /* Every statement takes the records of one kind as parallel arrays (one
@@ -49,10 +50,10 @@ static const char *sql_account =
     "  where o.outcome = 'open' and not o.placeholder),"
     " ev as ("
     " insert into dealscore_internal.outbox (" OUTBOX_COLUMNS ")"
-    " select org_id, opportunity_id, id, 'account_updated', "
-    OUTBOX_EVENT("now_at", "source", "source_hash", "traceparent")
-    " from fan order by fan.idx, fan.opportunity_id)"
-    " select ch.idx, (select count(*) from fan where fan.idx = ch.idx)::int from ch";
+    " select org_id, opportunity_id, id, 'account_updated', " OUTBOX_EVENT(
+        "now_at", "source", "source_hash",
+        "traceparent") " from fan order by fan.idx, fan.opportunity_id)"
+                       " select ch.idx, (select count(*) from fan where fan.idx = ch.idx)::int from ch";
 
 static const char *sql_opportunity =
     "with inp as (select * from unnest($1::int[], $2::uuid[], $3::text[], $4::text[], $5::text[],"
@@ -127,50 +128,48 @@ static const char *sql_opportunity =
     "  case when c.fresh then 'opportunity_upserted'"
     "   when c.outcome is distinct from c.prev_outcome and c.outcome <> 'open' then 'outcome_set'"
     "   when c.stage is distinct from c.prev_stage then 'stage_changed'"
-    "   else 'opportunity_upserted' end, "
-    OUTBOX_EVENT("coalesce(c.changed_at, c.now_at)", "c.source", "c.source_hash", "c.traceparent")
-    " from ch c order by c.idx)"
-    " select idx, 1 from ch";
+    "   else 'opportunity_upserted' end, " OUTBOX_EVENT("coalesce(c.changed_at, c.now_at)", "c.source",
+                                                        "c.source_hash",
+                                                        "c.traceparent") " from ch c order by c.idx)"
+                                                                         " select idx, 1 from ch";
 
 /* Interactions and transcripts share the shape: a placeholder opportunity
  * when the parent is not known yet, the upsert, an event unless the parent is
  * still a placeholder (its own arrival publishes then). */
-#define CHILD_SQL(table, unnest, cols, vals, sets, kind, occurred)                                 \
-    "with inp as (select * from unnest($1::int[], $2::uuid[], $3::text[], $4::text[], " unnest   \
-    ")),"                                                                                      \
-    " keys as (select distinct org_id, opp_ext from inp),"                                      \
-    " found as (select o.id, o.org_id, o.external_id, o.account_id, o.placeholder"              \
-    "  from public.opportunities o join keys k on o.org_id = k.org_id"                          \
-    "  and o.external_id = k.opp_ext),"                                                        \
-    " ins_opp as ("                                                                            \
-    " insert into public.opportunities (org_id, external_id, placeholder)"                       \
-    " select k.org_id, k.opp_ext, true from keys k where not exists (select 1 from found f"     \
-    "  where f.org_id = k.org_id and f.external_id = k.opp_ext)"                                \
-    " on conflict (org_id, external_id) do nothing"                                            \
-    " returning id, org_id, external_id, account_id, placeholder),"                            \
-    " opp as (select id, org_id, external_id, account_id, placeholder from found"               \
-    "  union all select id, org_id, external_id, account_id, placeholder from ins_opp),"        \
-    " up as ("                                                                                 \
-    " insert into public." table " as t (org_id, external_id, opportunity_id,"                   \
-    "  opportunity_external_id, " cols ", source_hash)"                                         \
-    " select i.org_id, i.ext, p.id, i.opp_ext, " vals ", i.source_hash"                         \
-    " from inp i left join opp p on p.org_id = i.org_id and p.external_id = i.opp_ext"           \
-    " order by i.idx"                                                                          \
-    " on conflict (org_id, external_id) do update set opportunity_id = excluded.opportunity_id," \
-    "  opportunity_external_id = excluded.opportunity_external_id, " sets ","                   \
-    "  source_hash = excluded.source_hash, ingested_at = now()"                                 \
-    " where t.source_hash is distinct from excluded.source_hash"                                \
-    " returning t.org_id, t.external_id, t.opportunity_id),"                                    \
-    " ch as (select i.idx, i.org_id, i." occurred " as occurred, i.source, i.source_hash,"       \
-    "  i.traceparent, up.opportunity_id, p.account_id, not p.placeholder as pub"                 \
-    "  from up join inp i on i.org_id = up.org_id and i.ext = up.external_id"                    \
-    "  join opp p on p.org_id = i.org_id and p.external_id = i.opp_ext),"                        \
-    " ev as ("                                                                                 \
-    " insert into dealscore_internal.outbox (" OUTBOX_COLUMNS ")" \
-    " select org_id, opportunity_id, account_id, '" kind "', "                                  \
-    OUTBOX_EVENT("occurred", "source", "source_hash", "traceparent")                          \
-    " from ch where ch.pub order by ch.idx)"                                                   \
-    " select idx, pub::int from ch"
+#define CHILD_SQL(table, unnest, cols, vals, sets, kind, occurred)                                           \
+    "with inp as (select * from unnest($1::int[], $2::uuid[], $3::text[], $4::text[], " unnest ")),"         \
+    " keys as (select distinct org_id, opp_ext from inp),"                                                   \
+    " found as (select o.id, o.org_id, o.external_id, o.account_id, o.placeholder"                           \
+    "  from public.opportunities o join keys k on o.org_id = k.org_id"                                       \
+    "  and o.external_id = k.opp_ext),"                                                                      \
+    " ins_opp as ("                                                                                          \
+    " insert into public.opportunities (org_id, external_id, placeholder)"                                   \
+    " select k.org_id, k.opp_ext, true from keys k where not exists (select 1 from found f"                  \
+    "  where f.org_id = k.org_id and f.external_id = k.opp_ext)"                                             \
+    " on conflict (org_id, external_id) do nothing"                                                          \
+    " returning id, org_id, external_id, account_id, placeholder),"                                          \
+    " opp as (select id, org_id, external_id, account_id, placeholder from found"                            \
+    "  union all select id, org_id, external_id, account_id, placeholder from ins_opp),"                     \
+    " up as ("                                                                                               \
+    " insert into public." table " as t (org_id, external_id, opportunity_id,"                               \
+    "  opportunity_external_id, " cols ", source_hash)"                                                      \
+    " select i.org_id, i.ext, p.id, i.opp_ext, " vals ", i.source_hash"                                      \
+    " from inp i left join opp p on p.org_id = i.org_id and p.external_id = i.opp_ext"                       \
+    " order by i.idx"                                                                                        \
+    " on conflict (org_id, external_id) do update set opportunity_id = excluded.opportunity_id,"             \
+    "  opportunity_external_id = excluded.opportunity_external_id, " sets ","                                \
+    "  source_hash = excluded.source_hash, ingested_at = now()"                                              \
+    " where t.source_hash is distinct from excluded.source_hash"                                             \
+    " returning t.org_id, t.external_id, t.opportunity_id),"                                                 \
+    " ch as (select i.idx, i.org_id, i." occurred " as occurred, i.source, i.source_hash,"                   \
+    "  i.traceparent, up.opportunity_id, p.account_id, not p.placeholder as pub"                             \
+    "  from up join inp i on i.org_id = up.org_id and i.ext = up.external_id"                                \
+    "  join opp p on p.org_id = i.org_id and p.external_id = i.opp_ext),"                                    \
+    " ev as ("                                                                                               \
+    " insert into dealscore_internal.outbox (" OUTBOX_COLUMNS ")"                                            \
+    " select org_id, opportunity_id, account_id, '" kind "', " OUTBOX_EVENT(                                 \
+        "occurred", "source", "source_hash", "traceparent") " from ch where ch.pub order by ch.idx)"         \
+                                                            " select idx, pub::int from ch"
 
 static const char *sql_interaction =
     CHILD_SQL("interactions",
@@ -189,8 +188,7 @@ static const char *sql_transcript =
               "$5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[])"
               " as i(idx, org_id, ext, opp_ext, occurred_at, text, source_hash, source, traceparent",
               "occurred_at, text", "i.occurred_at, i.text",
-              "occurred_at = excluded.occurred_at, text = excluded.text", "transcript_added",
-              "occurred_at");
+              "occurred_at = excluded.occurred_at, text = excluded.text", "transcript_added", "occurred_at");
 
 #define NPARAMS_ACCOUNT 12
 #define NPARAMS_OPPORTUNITY 19
@@ -219,9 +217,9 @@ void store_register(ds_pg_t *pg) {
 typedef struct {
     const record_t *rec;
     store_tag_t *tag;
-    size_t part;   /* index into the set's contexts */
-    size_t seq;    /* position in the set: the order records apply in */
-    int round;     /* how many earlier records of the set have the same key */
+    size_t part; /* index into the set's contexts */
+    size_t seq;  /* position in the set: the order records apply in */
+    int round;   /* how many earlier records of the set have the same key */
 } item_t;
 
 /* The records of one statement, for the batch callback: idx -> tag. */
@@ -253,8 +251,8 @@ void store_set_destroy(store_set_t *s) {
     free(s);
 }
 
-void store_set_add(store_set_t *s, const store_ctx_t *ctx, const record_t *recs,
-                      size_t n, store_tag_t *tags) {
+void store_set_add(store_set_t *s, const store_ctx_t *ctx, const record_t *recs, size_t n,
+                   store_tag_t *tags) {
     if (s->nctxs == s->capctxs) {
         s->capctxs = s->capctxs ? s->capctxs * 2 : 8;
         s->ctxs = ds_realloc(s->ctxs, s->capctxs * sizeof *s->ctxs);
@@ -313,8 +311,7 @@ static const char *integer(scratch_t *s, long v) {
 
 /* Queues one statement for the records its[0..n) (all of one kind, no key
  * twice). */
-static int queue_stmt(store_set_t *s, ds_pg_batch_t *b, rec_kind_t kind, item_t **its,
-                      size_t n) {
+static int queue_stmt(store_set_t *s, ds_pg_batch_t *b, rec_kind_t kind, item_t **its, size_t n) {
     const int np = stmts[kind].nparams;
     const char **cols = ds_calloc((size_t)np * n, sizeof *cols); /* cols[p * n + i] */
     scratch_t sc = {ds_calloc(n * 6, sizeof *sc.buf), 0, n * 6};
@@ -331,44 +328,63 @@ static int queue_stmt(store_set_t *s, ds_pg_batch_t *b, rec_kind_t kind, item_t 
         COL(2) = r->external_id;
         switch (kind) {
         case REC_ACCOUNT: {
-            const char *v[] = {r->name, r->industry, r->region, r->size_band,
-                               ts(&sc, r->created_at_us), r->source_hash, ctx->source,
-                               ctx->traceparent, ts(&sc, ctx->now_us)};
+            const char *v[] = {
+                r->name,        r->industry, r->region,        r->size_band,        ts(&sc, r->created_at_us),
+                r->source_hash, ctx->source, ctx->traceparent, ts(&sc, ctx->now_us)};
             for (int p = 0; p < 9; p++) COL(3 + p) = v[p];
             break;
         }
         case REC_OPPORTUNITY: {
-            const char *outcome = r->outcome ? r->outcome
-                                             : record_stage_outcome(r->stage, ctx->stage_outcome);
+            const char *outcome =
+                r->outcome ? r->outcome : record_stage_outcome(r->stage, ctx->stage_outcome);
             int64_t closed = r->closed_at_us;
             /* A closed deal without a close time closed when the change was made. */
             if (!closed && strcmp(outcome, "open") != 0)
                 closed = r->changed_at_us ? r->changed_at_us : ctx->now_us;
-            const char *v[] = {r->account_external_id, r->owner_id, r->product_category,
-                               r->persona, num(&sc, r->has_amount, r->amount), r->currency,
-                               r->stage, ts(&sc, r->created_at_us),
-                               r->close_date[0] ? r->close_date : NULL, ts(&sc, closed), outcome,
-                               r->source_hash, ctx->source, ctx->traceparent,
-                               ts(&sc, r->changed_at_us), ts(&sc, ctx->now_us)};
+            const char *v[] = {r->account_external_id,
+                               r->owner_id,
+                               r->product_category,
+                               r->persona,
+                               num(&sc, r->has_amount, r->amount),
+                               r->currency,
+                               r->stage,
+                               ts(&sc, r->created_at_us),
+                               r->close_date[0] ? r->close_date : NULL,
+                               ts(&sc, closed),
+                               outcome,
+                               r->source_hash,
+                               ctx->source,
+                               ctx->traceparent,
+                               ts(&sc, r->changed_at_us),
+                               ts(&sc, ctx->now_us)};
             for (int p = 0; p < 16; p++) COL(3 + p) = v[p];
             break;
         }
         case REC_INTERACTION: {
-            const char *v[] = {r->opportunity_external_id, r->type, r->channel,
-                               ts(&sc, r->occurred_at_us), num(&sc, r->has_duration, r->duration_min),
-                               r->result, r->meta_json, r->source_hash, ctx->source,
+            const char *v[] = {r->opportunity_external_id,
+                               r->type,
+                               r->channel,
+                               ts(&sc, r->occurred_at_us),
+                               num(&sc, r->has_duration, r->duration_min),
+                               r->result,
+                               r->meta_json,
+                               r->source_hash,
+                               ctx->source,
                                ctx->traceparent};
             for (int p = 0; p < 10; p++) COL(3 + p) = v[p];
             break;
         }
         case REC_TRANSCRIPT: {
-            const char *v[] = {r->opportunity_external_id, ts(&sc, r->occurred_at_us), r->text,
-                               r->source_hash, ctx->source, ctx->traceparent};
+            const char *v[] = {r->opportunity_external_id,
+                               ts(&sc, r->occurred_at_us),
+                               r->text,
+                               r->source_hash,
+                               ctx->source,
+                               ctx->traceparent};
             for (int p = 0; p < 6; p++) COL(3 + p) = v[p];
             break;
         }
-        default:
-            ds_panic("record kind %d", (int)kind);
+        default: ds_panic("record kind %d", (int)kind);
         }
     }
 #undef COL
@@ -379,8 +395,7 @@ static int queue_stmt(store_set_t *s, ds_pg_batch_t *b, rec_kind_t kind, item_t 
         s->stmts = ds_realloc(s->stmts, s->capstmts * sizeof *s->stmts);
     }
     s->stmts[s->nstmts++] = st; /* now owned by the set */
-    int rc = ds_pg_batch_add_prepared(b, stmts[kind].name, np, (const char *const *)arrays, NULL,
-                                      NULL, st);
+    int rc = ds_pg_batch_add_prepared(b, stmts[kind].name, np, (const char *const *)arrays, NULL, NULL, st);
     for (int p = 0; p < np; p++) free(arrays[p]);
     free(sc.buf);
     free(cols);
@@ -416,8 +431,7 @@ int store_set_queue(store_set_t *s, ds_pg_batch_t *b) {
         for (int r = 0; r < rounds && rc == DS_OK; r++) {
             size_t m = 0;
             for (size_t i = 0; i < s->n; i++)
-                if (s->items[i].rec->kind == (rec_kind_t)k && s->items[i].round == r)
-                    its[m++] = &s->items[i];
+                if (s->items[i].rec->kind == (rec_kind_t)k && s->items[i].round == r) its[m++] = &s->items[i];
             if (m) rc = queue_stmt(s, b, (rec_kind_t)k, its, m);
         }
     }
@@ -451,7 +465,7 @@ void store_collect(const store_tag_t *tags, size_t n, store_counts_t *c) {
 }
 
 int store_org_by_slug(ds_pg_t *pg, const char *slug, bool create, char org_id[37], char *errstr,
-                         size_t errstr_size) {
+                      size_t errstr_size) {
     PGresult *res = NULL;
     const char *v[] = {slug};
     int rc;
@@ -462,8 +476,8 @@ int store_org_by_slug(ds_pg_t *pg, const char *slug, bool create, char org_id[37
                                " select id from ins union all select id from public.orgs where slug = $1",
                                1, v, NULL, NULL, &res, errstr, errstr_size);
     else
-        rc = ds_pg_exec_params(pg, "select id from public.orgs where slug = $1", 1, v, NULL, NULL,
-                               &res, errstr, errstr_size);
+        rc = ds_pg_exec_params(pg, "select id from public.orgs where slug = $1", 1, v, NULL, NULL, &res,
+                               errstr, errstr_size);
     if (rc != 0) return rc;
     if (PQntuples(res) < 1) {
         PQclear(res);
@@ -479,12 +493,11 @@ json_t *store_org_stage_outcome(ds_pg_t *pg, const char *org_id) {
     PGresult *res = NULL;
     char err[256];
     const char *v[] = {org_id};
-    if (ds_pg_exec_params(pg, "select settings->'stage_outcome' from public.orgs where id = $1::uuid",
-                          1, v, NULL, NULL, &res, err, sizeof err) != 0)
+    if (ds_pg_exec_params(pg, "select settings->'stage_outcome' from public.orgs where id = $1::uuid", 1, v,
+                          NULL, NULL, &res, err, sizeof err) != 0)
         return NULL;
     json_t *m = NULL;
-    if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
-        m = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+    if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) m = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
     PQclear(res);
     return m;
 }

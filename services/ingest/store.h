@@ -14,17 +14,17 @@
 void store_register(ds_pg_t *pg);
 
 typedef struct {
-    int changed;    /* records that inserted or changed a row */
-    int unchanged;  /* records equal to what was stored (same source_hash) */
-    int events;     /* outbox rows written */
+    int changed;   /* records that inserted or changed a row */
+    int unchanged; /* records equal to what was stored (same source_hash) */
+    int events;    /* outbox rows written */
 } store_counts_t;
 
 typedef struct {
     const char *org_id;
-    const char *source;       /* "webhook", "csv", "salesforce" */
-    const char *traceparent;  /* carried to the events; NULL: none */
+    const char *source;          /* "webhook", "csv", "salesforce" */
+    const char *traceparent;     /* carried to the events; NULL: none */
     const json_t *stage_outcome; /* the org's stage -> outcome map, may be NULL */
-    int64_t now_us;           /* ingest time, for changes without changed_at */
+    int64_t now_us;              /* ingest time, for changes without changed_at */
 } store_ctx_t;
 
 /* What one record's upsert did, filled in by the batch callback. */
@@ -45,8 +45,7 @@ store_set_t *store_set_new(void);
 /* Adds recs[0..n) under ctx (copied; the strings it points to, recs and
  * tags must live until the batch ran). tags must have room for n entries;
  * they are zeroed here. */
-void store_set_add(store_set_t *s, const store_ctx_t *ctx, const record_t *recs,
-                      size_t n, store_tag_t *tags);
+void store_set_add(store_set_t *s, const store_ctx_t *ctx, const record_t *recs, size_t n, store_tag_t *tags);
 /* Queues the set's statements on b. Returns 0, or DS_EINVAL for a record
  * of no known kind. After ds_pg_batch_run (with store_batch_cb),
  * store_collect adds up what happened. */
@@ -61,8 +60,8 @@ void store_collect(const store_tag_t *tags, size_t n, store_counts_t *counts);
 
 /* Looks up an org by slug; creates it when create is true. Returns 0 with
  * the id in org_id (37 bytes), DS_ENOTFOUND, or a pg error class. */
-int store_org_by_slug(ds_pg_t *pg, const char *slug, bool create, char org_id[37],
-                         char *errstr, size_t errstr_size);
+int store_org_by_slug(ds_pg_t *pg, const char *slug, bool create, char org_id[37], char *errstr,
+                      size_t errstr_size);
 /* Reads the org's settings.stage_outcome map (a new reference, or NULL). */
 json_t *store_org_stage_outcome(ds_pg_t *pg, const char *org_id);
 

@@ -21,10 +21,9 @@ static void random_hex(char *out, size_t nbytes) {
 }
 
 static int usage(void) {
-    fprintf(stderr,
-            "usage: dealscore-ingest token create --org SLUG [--name NAME] [--hmac]\n"
-            "       dealscore-ingest token revoke --org SLUG TOKEN_ID\n"
-            "       dealscore-ingest token list --org SLUG\n");
+    fprintf(stderr, "usage: dealscore-ingest token create --org SLUG [--name NAME] [--hmac]\n"
+                    "       dealscore-ingest token revoke --org SLUG TOKEN_ID\n"
+                    "       dealscore-ingest token list --org SLUG\n");
     return 2;
 }
 
@@ -40,10 +39,14 @@ int ingest_cmd_token(const ds_config_t *cfg, int argc, char **argv) {
     optind = 2;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (c == 'o') org = optarg;
-        else if (c == 'n') name = optarg;
-        else if (c == 'h') hmac = true;
-        else return usage();
+        if (c == 'o')
+            org = optarg;
+        else if (c == 'n')
+            name = optarg;
+        else if (c == 'h')
+            hmac = true;
+        else
+            return usage();
     }
     if (!org) {
         fprintf(stderr, "dealscore-ingest token: --org is required\n");
@@ -72,10 +75,11 @@ int ingest_cmd_token(const ds_config_t *cfg, int argc, char **argv) {
         if (hmac) random_hex(secret, 32);
         const char *v[] = {org_id, hash, name, hmac ? secret : NULL};
         PGresult *res = NULL;
-        if (ds_pg_exec_params(pg,
-                              "insert into dealscore_internal.ingest_tokens (org_id, token_hash, name, hmac_secret)"
-                              " values ($1::uuid, $2, $3, $4) returning id",
-                              4, v, NULL, NULL, &res, err, sizeof err) != 0) {
+        if (ds_pg_exec_params(
+                pg,
+                "insert into dealscore_internal.ingest_tokens (org_id, token_hash, name, hmac_secret)"
+                " values ($1::uuid, $2, $3, $4) returning id",
+                4, v, NULL, NULL, &res, err, sizeof err) != 0) {
             fprintf(stderr, "dealscore-ingest token: could not create the token: %s\n", err);
             goto out;
         }
@@ -88,10 +92,11 @@ int ingest_cmd_token(const ds_config_t *cfg, int argc, char **argv) {
         if (optind >= argc) return usage();
         const char *v[] = {org_id, argv[optind]};
         PGresult *res = NULL;
-        if (ds_pg_exec_params(pg,
-                              "update dealscore_internal.ingest_tokens set revoked_at = coalesce(revoked_at, now())"
-                              " where org_id = $1::uuid and id::text = $2 returning id",
-                              2, v, NULL, NULL, &res, err, sizeof err) != 0) {
+        if (ds_pg_exec_params(
+                pg,
+                "update dealscore_internal.ingest_tokens set revoked_at = coalesce(revoked_at, now())"
+                " where org_id = $1::uuid and id::text = $2 returning id",
+                2, v, NULL, NULL, &res, err, sizeof err) != 0) {
             fprintf(stderr, "dealscore-ingest token: %s\n", err);
             goto out;
         }

@@ -67,12 +67,15 @@ static void fail(api_job_t *j, int status, const char *code, const char *msg) {
 static void count(api_t *a, int status) {
     char lab[64];
     snprintf(lab, sizeof lab, "route=\"/api/predict\",status=\"%d\"", status);
-    ds_metric_add(ds_metrics_counter(a->svc->metrics, "http_requests_total", "API requests by route and status", lab), 1);
+    ds_metric_add(
+        ds_metrics_counter(a->svc->metrics, "http_requests_total", "API requests by route and status", lab),
+        1);
 }
 
 static int on_predict(void *ud, h2o_req_t *req) {
     api_t *a = ud;
-    if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/api/predict"))) return -1;
+    if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/api/predict")))
+        return -1;
     if (!ds_http_method_is(req, "POST")) {
         count(a, 405);
         ds_http_add_header(req, "allow", "POST");
@@ -103,7 +106,8 @@ static int on_predict(void *ud, h2o_req_t *req) {
     api_job_t *j = ds_calloc(1, sizeof *j);
     if (alen >= 0) j->auth = ds_strdup(buf);
     char tp[128];
-    ds_event_traceparent_child(ds_http_header(req, "traceparent", tp, sizeof tp) >= 0 ? tp : NULL, j->traceparent);
+    ds_event_traceparent_child(ds_http_header(req, "traceparent", tp, sizeof tp) >= 0 ? tp : NULL,
+                               j->traceparent);
     char ctype[128];
     int clen = ds_http_header(req, "content-type", ctype, sizeof ctype);
     if (clen < 0 || clen >= (int)sizeof ctype || !ds_http_media_type_is(ctype, "application/json"))
@@ -118,7 +122,6 @@ static int on_predict(void *ud, h2o_req_t *req) {
     }
     return 0;
 }
-
 
 /* Answers a finished job (req NULL: its client is gone) and frees it. */
 static void finish(void *ud, void *job, h2o_req_t *req) {
@@ -146,7 +149,6 @@ typedef struct {
     uint64_t generation;
 } api_thread_t;
 
-
 static void on_notify(void *ud, const char *channel, const char *payload, int pid) {
     (void)channel;
     (void)pid;
@@ -170,9 +172,10 @@ static int on_visible_row(void *ud, void *tag, const PGresult *res, int err) {
     snprintf(v->account_id, sizeof v->account_id, "%s", PQgetvalue(res, 0, 1));
     if (!PQgetisnull(res, 0, 2)) {
         json_t *metrics = json_loads(PQgetvalue(res, 0, 5), 0, NULL);
-        v->benchmark = json_pack("{s:s, s:s, s:i, s:o, s:s}", "cohort_key", PQgetvalue(res, 0, 2), "match_level",
-                                 PQgetvalue(res, 0, 3), "cohort_size", atoi(PQgetvalue(res, 0, 4)), "metrics",
-                                 metrics ? metrics : json_object(), "as_of", PQgetvalue(res, 0, 6));
+        v->benchmark =
+            json_pack("{s:s, s:s, s:i, s:o, s:s}", "cohort_key", PQgetvalue(res, 0, 2), "match_level",
+                      PQgetvalue(res, 0, 3), "cohort_size", atoi(PQgetvalue(res, 0, 4)), "metrics",
+                      metrics ? metrics : json_object(), "as_of", PQgetvalue(res, 0, 6));
     }
     return 0;
 }
@@ -181,8 +184,8 @@ static int on_visible_row(void *ud, void *tag, const PGresult *res, int err) {
  * authenticated with the caller's claims, is the opportunity visible, and
  * what is its peer benchmark? Returns 1 visible, 0 not (missing and hidden
  * look the same), or a negative pg class. */
-static int visible(api_thread_t *t, const ds_jwt_claims_t *c, const char *opp, api_visible_t *out, char *errstr,
-                   size_t errsz) {
+static int visible(api_thread_t *t, const ds_jwt_claims_t *c, const char *opp, api_visible_t *out,
+                   char *errstr, size_t errsz) {
     static int row_tag;
     ds_pg_batch_t *b = NULL;
     int rc = ds_pg_batch_begin(t->pg, &b);
@@ -300,8 +303,12 @@ static void handle(api_thread_t *t, api_job_t *j) {
     ds_format_time_us(now, asof, sizeof asof);
     const char *sv[] = {org_id, opp, asof, DS_FEATURE_VERSION, fjson, mjson};
     rc = ds_pg_exec_prepared(t->pg, "ds_api_snapshot", 6, sv, NULL, NULL, NULL, err, sizeof err);
-    scoring_item_t it = {.org_id = org_id, .opp_id = opp, .account_id = account_id[0] ? account_id : NULL,
-                         .as_of_us = now, .traceparent = j->traceparent, .values = vec.values,
+    scoring_item_t it = {.org_id = org_id,
+                         .opp_id = opp,
+                         .account_id = account_id[0] ? account_id : NULL,
+                         .as_of_us = now,
+                         .traceparent = j->traceparent,
+                         .values = vec.values,
                          .meddicc_json = mjson};
     if (rc == 0) rc = scoring_persist(t->pg, t->orgs, t->scorer, a->svc->cfg->top_k, &it, 1, err, sizeof err);
     if (rc != 0) {
@@ -315,8 +322,11 @@ static void handle(api_thread_t *t, api_job_t *j) {
         char eid[37];
         scoring_event(&it, &buf, &len, eid);
         char *topic = ds_config_topic(a->svc->cfg, DS_TOPIC_PREDICTION_MADE);
-        ds_event_meta_t meta = {.id = eid, .source = "/dealscore/scoring/api", .type = DS_CE_TYPE_PREDICTION_MADE,
-                                .time_us = now, .traceparent = j->traceparent};
+        ds_event_meta_t meta = {.id = eid,
+                                .source = "/dealscore/scoring/api",
+                                .type = DS_CE_TYPE_PREDICTION_MADE,
+                                .time_us = now,
+                                .traceparent = j->traceparent};
         if (ds_producer_send(a->svc->producer, topic, opp, strlen(opp), buf, len, &meta, NULL) != 0)
             ds_warn("predict: prediction.made for %s was not queued (the row is stored)", opp);
         free(topic);
@@ -330,14 +340,16 @@ static void handle(api_thread_t *t, api_job_t *j) {
         ds_drivers_diff_write(&js, it.changes, it.n_changes);
         json_t *moved = json_loadb(js.p, js.len, 0, NULL);
         free(js.p);
-        json_t *change = json_pack("{s:o, s:o}", "previous_proba", isnan(it.previous) ? json_null() : json_real(it.previous),
-                                   "drivers", moved ? moved : json_array());
+        json_t *change = json_pack("{s:o, s:o}", "previous_proba",
+                                   isnan(it.previous) ? json_null() : json_real(it.previous), "drivers",
+                                   moved ? moved : json_array());
         j->status = 200;
         json_decref(j->resp);
-        j->resp = json_pack("{s:s, s:f, s:s, s:s, s:b, s:o, s:o, s:o, s:o}", "opportunity_id", opp, "proba_close",
-                            it.score.proba, "model_version", it.version, "as_of", asof, "is_prior", it.score.is_prior,
-                            "drivers", drivers ? drivers : json_object(), "change", change, "meddicc", meddicc ? meddicc : json_object(),
-                            "benchmark", v.benchmark ? json_incref(v.benchmark) : json_null());
+        j->resp = json_pack("{s:s, s:f, s:s, s:s, s:b, s:o, s:o, s:o, s:o}", "opportunity_id", opp,
+                            "proba_close", it.score.proba, "model_version", it.version, "as_of", asof,
+                            "is_prior", it.score.is_prior, "drivers", drivers ? drivers : json_object(),
+                            "change", change, "meddicc", meddicc ? meddicc : json_object(), "benchmark",
+                            v.benchmark ? json_incref(v.benchmark) : json_null());
     }
     scoring_item_clear(&it);
     free(fjson);
@@ -359,20 +371,22 @@ static void *api_main(void *arg) {
     scorer_register(t.pg);
     /* Prepared once per connection: with RLS, planning the visibility read
      * cost about as much as running it. */
-    ds_pg_add_statement(t.pg, "ds_api_visible",
-                        "select o.org_id, coalesce(o.account_id::text, ''), b.cohort_key, b.match_level,"
-                        " c.cohort_size, c.metrics::text, c.as_of"
-                        " from public.opportunities o"
-                        " left join public.opportunity_benchmarks b on b.opportunity_id = o.id"
-                        " left join public.benchmarks_cached c on c.org_id = b.org_id and c.cohort_key = b.cohort_key"
-                        " where o.id = $1::uuid and not o.placeholder",
-                        1);
-    ds_pg_add_statement(t.pg, "ds_api_snapshot",
-                        "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version,"
-                        " features, meddicc) select $1::uuid, $2::uuid, $3::timestamptz, $4, $5::json, $6::json"
-                        DS_SQL_WHERE_DEAL_EXISTS("$2::uuid", "$1::uuid")
-                        " on conflict (opportunity_id, as_of, feature_version) do nothing",
-                        6);
+    ds_pg_add_statement(
+        t.pg, "ds_api_visible",
+        "select o.org_id, coalesce(o.account_id::text, ''), b.cohort_key, b.match_level,"
+        " c.cohort_size, c.metrics::text, c.as_of"
+        " from public.opportunities o"
+        " left join public.opportunity_benchmarks b on b.opportunity_id = o.id"
+        " left join public.benchmarks_cached c on c.org_id = b.org_id and c.cohort_key = b.cohort_key"
+        " where o.id = $1::uuid and not o.placeholder",
+        1);
+    ds_pg_add_statement(
+        t.pg, "ds_api_snapshot",
+        "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version,"
+        " features, meddicc) select $1::uuid, $2::uuid, $3::timestamptz, $4, $5::json, "
+        "$6::json" DS_SQL_WHERE_DEAL_EXISTS(
+            "$2::uuid", "$1::uuid") " on conflict (opportunity_id, as_of, feature_version) do nothing",
+        6);
     t.orgs = ds_org_cache_new(60000);
     t.scorer = scorer_new(60000);
     void *item;
@@ -391,8 +405,10 @@ int scoring_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_si
     api_t *a = ds_calloc(1, sizeof *a);
     a->svc = svc;
     const ds_config_t *cfg = svc->cfg;
-    if ((cfg->supabase_jwks && *cfg->supabase_jwks) || (cfg->supabase_jwt_secret && *cfg->supabase_jwt_secret)) {
-        if (ds_jwt_verifier_new(&a->jwt, cfg->supabase_jwks, cfg->supabase_jwt_secret, errstr, errstr_size) != 0) {
+    if ((cfg->supabase_jwks && *cfg->supabase_jwks) ||
+        (cfg->supabase_jwt_secret && *cfg->supabase_jwt_secret)) {
+        if (ds_jwt_verifier_new(&a->jwt, cfg->supabase_jwks, cfg->supabase_jwt_secret, errstr, errstr_size) !=
+            0) {
             free(a);
             return DS_EINVAL;
         }
@@ -401,11 +417,12 @@ int scoring_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_si
     }
     a->queue = ds_queue_new(API_QUEUE_MAX);
     a->deferred = ds_http_deferred_new(&svc->loop, finish, a);
-    a->m_latency = ds_metrics_histogram(svc->metrics, "api_predict_seconds", "POST /api/predict latency", NULL,
-                                        ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
+    a->m_latency = ds_metrics_histogram(svc->metrics, "api_predict_seconds", "POST /api/predict latency",
+                                        NULL, ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
     ds_http_route(svc->http, "/api/predict", on_predict, a);
     for (int i = 0; i < API_THREADS; i++) {
-        if (pthread_create(&a->threads[i], NULL, api_main, a) != 0) ds_panic("could not start the API threads");
+        if (pthread_create(&a->threads[i], NULL, api_main, a) != 0)
+            ds_panic("could not start the API threads");
         a->started++;
     }
     *state = a;

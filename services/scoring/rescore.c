@@ -180,12 +180,14 @@ static int chunk_build(worker_t *wk, job_t *job, chunk_t *c, char *errstr, size_
     return 0;
 }
 
-#define SQL_SNAPSHOT                                                                                        \
-    "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version, features, meddicc)" \
+#define SQL_SNAPSHOT                                                                                         \
+    "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version, features, "       \
+    "meddicc)"                                                                                               \
     " select x.o, x.i, $5::timestamptz, $6, x.f, x.m"                                                        \
-    " from unnest($1::uuid[], $2::uuid[], $3::json[], $4::json[]) as x(o, i, f, m)"                              \
-    DS_SQL_WHERE_DEAL_EXISTS("x.i", "x.o")
-static const char *sql_snapshot = SQL_SNAPSHOT " on conflict (opportunity_id, as_of, feature_version) do nothing";
+    " from unnest($1::uuid[], $2::uuid[], $3::json[], $4::json[]) as x(o, i, f, "                            \
+    "m)" DS_SQL_WHERE_DEAL_EXISTS("x.i", "x.o")
+static const char *sql_snapshot =
+    SQL_SNAPSHOT " on conflict (opportunity_id, as_of, feature_version) do nothing";
 static const char *sql_snapshot_plain = SQL_SNAPSHOT;
 
 /* The feature vectors of the chunk as one statement over binary arrays
@@ -249,9 +251,12 @@ static void publish(worker_t *wk, const chunk_t *c) {
         size_t len = 0;
         char eid[37];
         scoring_event(it, &buf, &len, eid);
-        ds_event_meta_t meta = {.id = eid, .source = "/dealscore/scoring/rescore", .type = DS_CE_TYPE_PREDICTION_MADE,
+        ds_event_meta_t meta = {.id = eid,
+                                .source = "/dealscore/scoring/rescore",
+                                .type = DS_CE_TYPE_PREDICTION_MADE,
                                 .time_us = it->as_of_us};
-        if (ds_producer_send(p->producer, p->topic, it->opp_id, strlen(it->opp_id), buf, len, &meta, NULL) == 0)
+        if (ds_producer_send(p->producer, p->topic, it->opp_id, strlen(it->opp_id), buf, len, &meta, NULL) ==
+            0)
             wk->tally.published++;
         free(buf);
     }
@@ -273,9 +278,9 @@ static void backoff(int attempt, uint64_t *seed) {
  * - random_page_cost 1.1 (cached or SSD data): at ~2 % of an org per chunk
  *   the default 4 made the loader's "= any($1)" reads full scans of
  *   interactions and history (~5x the time of the index scans). */
-static const char *sql_session =
-    "select set_config('synchronous_commit', 'off', false), set_config('max_parallel_workers_per_gather', '0', false),"
-    " set_config('random_page_cost', '1.1', false)";
+static const char *sql_session = "select set_config('synchronous_commit', 'off', false), "
+                                 "set_config('max_parallel_workers_per_gather', '0', false),"
+                                 " set_config('random_page_cost', '1.1', false)";
 
 /* Does one job, retrying the whole chunk while the database is away.
  * Returns 0 or the error class of the last attempt (errstr). */
@@ -318,8 +323,8 @@ static int do_job(worker_t *wk, job_t *job, char *errstr, size_t errsz) {
                                              .first = p->o->snapshot ? &snap.stmt : NULL,
                                              .plain = plain,
                                              .conflict = &conflict};
-                rc = scoring_persist_opts(wk->pg, wk->orgs, wk->scorer, p->cfg->top_k, c.items, c.n, &po, errstr,
-                                          errsz);
+                rc = scoring_persist_opts(wk->pg, wk->orgs, wk->scorer, p->cfg->top_k, c.items, c.n, &po,
+                                          errstr, errsz);
                 if (!conflict) break;
                 for (size_t i = 0; i < c.n; i++) scoring_item_clear(&c.items[i]);
                 wk->tally.conflicts++;
@@ -359,7 +364,8 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-static void on_delivery(void *opaque, void *msg_opaque, int err, const char *errmsg, const rd_kafka_message_t *m) {
+static void on_delivery(void *opaque, void *msg_opaque, int err, const char *errmsg,
+                        const rd_kafka_message_t *m) {
     (void)msg_opaque;
     (void)m;
     pool_t *p = opaque;
@@ -399,11 +405,13 @@ static bool parse_int(const char *s, long min, long max, int *out) {
     return true;
 }
 
-static int exec(ds_pg_t *pg, const char *sql, int n, const char *const *v, PGresult **r, char *err, size_t errsz) {
+static int exec(ds_pg_t *pg, const char *sql, int n, const char *const *v, PGresult **r, char *err,
+                size_t errsz) {
     return ds_pg_exec_params(pg, sql, n, v, NULL, NULL, r, err, errsz);
 }
 
-static const char *sql_lock = "select pg_try_advisory_lock(hashtext('dealscore.rescore'), hashtext(coalesce($1, '*')))";
+static const char *sql_lock =
+    "select pg_try_advisory_lock(hashtext('dealscore.rescore'), hashtext(coalesce($1, '*')))";
 
 /* Ordered by the uuid columns (o.id, not the text output column "id"), so
  * that each page is a short walk of opportunities_open_rescore_idx rather
@@ -418,8 +426,8 @@ static const char *sql_page_all =
     " order by o.org_id, o.id limit $3::int";
 
 /* The main thread's session with retries (paging and progress). */
-static int main_exec(ds_pg_t *pg, const char *scope, const char *sql, int n, const char *const *v, PGresult **r,
-                     char *err, size_t errsz) {
+static int main_exec(ds_pg_t *pg, const char *scope, const char *sql, int n, const char *const *v,
+                     PGresult **r, char *err, size_t errsz) {
     uint64_t seed = (uint64_t)ds_now_us();
     uint64_t gen = ds_pg_generation(pg);
     int rc = DS_ERETRY;
@@ -497,7 +505,9 @@ typedef struct {
 static void rescore_init(rescore_t *rs, const ds_config_t *cfg) {
     memset(rs, 0, sizeof *rs);
     rs->cfg = cfg;
-    rs->o = (rescore_opts_t){.chunk = RESCORE_DEFAULT_CHUNK, .workers = RESCORE_DEFAULT_WORKERS, .publish = true,
+    rs->o = (rescore_opts_t){.chunk = RESCORE_DEFAULT_CHUNK,
+                             .workers = RESCORE_DEFAULT_WORKERS,
+                             .publish = true,
                              .snapshot = true};
     rs->pool.cfg = cfg;
     rs->pool.o = &rs->o;
@@ -506,14 +516,11 @@ static void rescore_init(rescore_t *rs, const ds_config_t *cfg) {
 }
 
 static int parse_options(rescore_t *rs, int argc, char **argv) {
-    static const struct option opts[] = {{"org", required_argument, 0, 'o'},
-                                         {"chunk", required_argument, 0, 'c'},
-                                         {"workers", required_argument, 0, 'w'},
-                                         {"restart", no_argument, 0, 'r'},
-                                         {"no-publish", no_argument, 0, 'P'},
-                                         {"no-snapshot", no_argument, 0, 'N'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"org", required_argument, 0, 'o'},     {"chunk", required_argument, 0, 'c'},
+        {"workers", required_argument, 0, 'w'}, {"restart", no_argument, 0, 'r'},
+        {"no-publish", no_argument, 0, 'P'},    {"no-snapshot", no_argument, 0, 'N'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     rescore_opts_t *o = &rs->o;
     optind = 1;
     opterr = 0;
@@ -554,12 +561,14 @@ static void catch_signals(void) {
  * scope at a time (held by this session). */
 static int connect_and_lock(rescore_t *rs) {
     PGresult *r = NULL;
-    if (ds_pg_new(&rs->pg, rs->cfg->database_url, "dealscore-scoring-rescore", rs->err, sizeof rs->err) != 0 ||
+    if (ds_pg_new(&rs->pg, rs->cfg->database_url, "dealscore-scoring-rescore", rs->err, sizeof rs->err) !=
+            0 ||
         ds_pg_ensure(rs->pg, 30000, (const volatile int *)&stop_requested, rs->err, sizeof rs->err) != 0)
         return rescore_fail("could not connect to Postgres: %s\n", rs->err);
     if (rs->o.org) {
         const char *v[] = {rs->o.org};
-        if (exec(rs->pg, "select id::text from public.orgs where slug = $1", 1, v, &r, rs->err, sizeof rs->err) != 0)
+        if (exec(rs->pg, "select id::text from public.orgs where slug = $1", 1, v, &r, rs->err,
+                 sizeof rs->err) != 0)
             return rescore_fail("could not look up the org: %s\n", rs->err);
         if (PQntuples(r) != 1) {
             PQclear(r);
@@ -573,7 +582,8 @@ static int connect_and_lock(rescore_t *rs) {
         return rescore_fail("could not take the rescore lock: %s\n", rs->err);
     bool locked = PQgetvalue(r, 0, 0)[0] == 't';
     PQclear(r);
-    if (!locked) return rescore_fail("another rescore of %s is running\n", rs->o.org ? rs->o.org : "every org");
+    if (!locked)
+        return rescore_fail("another rescore of %s is running\n", rs->o.org ? rs->o.org : "every org");
     return RESCORE_GO_ON;
 }
 
@@ -585,7 +595,8 @@ static int find_unfinished_run(rescore_t *rs) {
     snprintf(hours, sizeof hours, "%d", RESCORE_RESUME_HOURS);
     const char *av[] = {rs->scope, rs->o.restart ? "true" : "false", hours};
     if (exec(rs->pg,
-             "update dealscore_internal.rescore_runs set finished_at = now(), updated_at = now(), status = 'abandoned'"
+             "update dealscore_internal.rescore_runs set finished_at = now(), updated_at = now(), status = "
+             "'abandoned'"
              " where org_id is not distinct from $1::uuid and finished_at is null"
              " and ($2::boolean or started_at <= now() - make_interval(hours => $3::int))",
              3, av, NULL, rs->err, sizeof rs->err) != 0 ||
@@ -593,7 +604,8 @@ static int find_unfinished_run(rescore_t *rs) {
              "select id, (extract(epoch from as_of) * 1000000)::bigint, coalesce(last_org_id, org_id)::text,"
              " last_opportunity_id::text, scored,"
              " to_char(started_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-             " from dealscore_internal.rescore_runs where org_id is not distinct from $1::uuid and finished_at is null"
+             " from dealscore_internal.rescore_runs where org_id is not distinct from $1::uuid and "
+             "finished_at is null"
              " order by started_at desc, id desc limit 1",
              1, &rs->scope, &r, rs->err, sizeof rs->err) != 0)
         return rescore_fail("could not read the runs: %s\n", rs->err);
@@ -621,10 +633,11 @@ static int start_run(rescore_t *rs) {
     PGresult *r = NULL;
     const char *cv[] = {rs->cur_org, rs->cur_id};
     if (exec(rs->pg,
-             rs->o.org ? "select count(*) from public.opportunities where org_id = $1::uuid and outcome = 'open'"
-                         " and not placeholder and id > $2::uuid"
-                       : "select count(*) from public.opportunities where outcome = 'open' and not placeholder"
-                         " and (org_id, id) > ($1::uuid, $2::uuid)",
+             rs->o.org
+                 ? "select count(*) from public.opportunities where org_id = $1::uuid and outcome = 'open'"
+                   " and not placeholder and id > $2::uuid"
+                 : "select count(*) from public.opportunities where outcome = 'open' and not placeholder"
+                   " and (org_id, id) > ($1::uuid, $2::uuid)",
              2, cv, &r, rs->err, sizeof rs->err) != 0)
         return rescore_fail("could not count open opportunities: %s\n", rs->err);
     rs->total = rs->scored + strtoll(PQgetvalue(r, 0, 0), NULL, 10);
@@ -675,7 +688,8 @@ static int start_workers(rescore_t *rs) {
     for (int i = 0; i < rs->o.workers; i++) {
         worker_t *wk = &pool->workers[i];
         wk->pool = pool;
-        if (ds_pg_new(&wk->pg, rs->cfg->database_url, "dealscore-scoring-rescore", rs->err, sizeof rs->err) != 0)
+        if (ds_pg_new(&wk->pg, rs->cfg->database_url, "dealscore-scoring-rescore", rs->err, sizeof rs->err) !=
+            0)
             return rescore_fail("%s\n", rs->err);
         scorer_register(wk->pg);
         wk->orgs = ds_org_cache_new(3600 * 1000);
@@ -734,7 +748,8 @@ static void record_progress(rescore_t *rs) {
         snprintf(sc, sizeof sc, "%lld", rs->scored);
         const char *v[] = {id, rec_org, rec_id, sc};
         if (main_exec(rs->pg, rs->scope,
-                      "update dealscore_internal.rescore_runs set last_org_id = $2::uuid, last_opportunity_id = $3::uuid,"
+                      "update dealscore_internal.rescore_runs set last_org_id = $2::uuid, "
+                      "last_opportunity_id = $3::uuid,"
                       " scored = $4::bigint, updated_at = now() where id = $1::bigint",
                       4, v, NULL, rs->err, sizeof rs->err) != 0)
             fail_once(rs, "could not record the progress: %.500s", rs->err);
@@ -767,8 +782,8 @@ static void queue_next_chunk(rescore_t *rs) {
     char lim[16];
     snprintf(lim, sizeof lim, "%d", rs->o.chunk);
     const char *v[] = {rs->o.org ? rs->org_id : rs->cur_org, rs->cur_id, lim};
-    if (main_exec(rs->pg, rs->scope, rs->o.org ? sql_page_org : sql_page_all, 3, v, &r, rs->err, sizeof rs->err) !=
-        0) {
+    if (main_exec(rs->pg, rs->scope, rs->o.org ? sql_page_org : sql_page_all, 3, v, &r, rs->err,
+                  sizeof rs->err) != 0) {
         PQclear(r);
         rs->failed = true;
         snprintf(rs->fail_text, sizeof rs->fail_text, "could not read opportunities: %.500s", rs->err);
@@ -789,8 +804,10 @@ static void queue_next_chunk(rescore_t *rs) {
     snprintf(rs->cur_org, sizeof rs->cur_org, "%s", j->last_org);
     snprintf(rs->cur_id, sizeof rs->cur_id, "%s", j->last_id);
     pthread_mutex_lock(&pool->mu);
-    if (rs->flight_tail) rs->flight_tail->next_flight = j;
-    else rs->flight_head = j;
+    if (rs->flight_tail)
+        rs->flight_tail->next_flight = j;
+    else
+        rs->flight_head = j;
     rs->flight_tail = j;
     rs->in_flight++;
     pthread_mutex_unlock(&pool->mu);
@@ -827,7 +844,8 @@ static bool wait_for_chunk(rescore_t *rs, bool stopping) {
  * signal; then stops the workers. */
 static int walk(rescore_t *rs) {
     fprintf(stderr, "rescore: run %lld, %s, as of %s: %lld open opportunities, %d workers, chunks of %d\n",
-            rs->run_id, rs->o.org ? rs->o.org : "every org", rs->asof_text, rs->total, rs->o.workers, rs->o.chunk);
+            rs->run_id, rs->o.org ? rs->o.org : "every org", rs->asof_text, rs->total, rs->o.workers,
+            rs->o.chunk);
     rs->t0 = rs->last_progress = ds_mono_us();
     for (;;) {
         record_progress(rs);
@@ -853,7 +871,8 @@ static int close_run(rescore_t *rs) {
         snprintf(id, sizeof id, "%lld", rs->run_id);
         const char *v[] = {id};
         if (main_exec(rs->pg, rs->scope,
-                      "update dealscore_internal.rescore_runs set finished_at = now(), updated_at = now(), status = 'finished'"
+                      "update dealscore_internal.rescore_runs set finished_at = now(), updated_at = now(), "
+                      "status = 'finished'"
                       " where id = $1::bigint",
                       1, v, NULL, rs->err, sizeof rs->err) != 0) {
             snprintf(rs->fail_text, sizeof rs->fail_text, "could not mark the run finished: %.500s", rs->err);
@@ -891,23 +910,29 @@ static int print_summary(const rescore_t *rs) {
     double secs = rs->secs;
     tally_t sum = {0};
     for (int i = 0; i < pool->n_workers; i++) tally_add(&sum, &pool->workers[i].tally);
-    printf("rescore: run %lld %s: %lld opportunities scored as of %s (%lld in this process, %.1f s, %.0f/s)\n",
-           rs->run_id, rs->finished ? "finished" : rs->failed ? "failed" : "interrupted", rs->scored, rs->asof_text,
-           rs->done_here, secs, secs > 0 ? (double)rs->done_here / secs : 0.0);
+    printf(
+        "rescore: run %lld %s: %lld opportunities scored as of %s (%lld in this process, %.1f s, %.0f/s)\n",
+        rs->run_id,
+        rs->finished ? "finished"
+        : rs->failed ? "failed"
+                     : "interrupted",
+        rs->scored, rs->asof_text, rs->done_here, secs, secs > 0 ? (double)rs->done_here / secs : 0.0);
     printf("rescore: %lld changed", sum.changed);
     if (sum.prior) printf(", %lld with the stage prior", sum.prior);
-    for (int i = 0; i < sum.n_versions; i++) printf("%s%s %lld", i ? ", " : "; models: ", sum.versions[i], sum.version_n[i]);
+    for (int i = 0; i < sum.n_versions; i++)
+        printf("%s%s %lld", i ? ", " : "; models: ", sum.versions[i], sum.version_n[i]);
     printf("\n");
     if (rs->o.publish)
         printf("rescore: %lld prediction.made published%s%s\n", sum.published,
                pool->producer ? "" : " (Kafka unavailable)",
                pool->delivery_failed ? ", some not delivered (see the log)" : "");
     if (!rs->finished) printf("rescore: the next run resumes after %lld opportunities\n", rs->scored);
-    ds_info("rescore: worker seconds (summed): load %.2f, features %.2f, snapshots %.2f, scoring %.2f,"
-            " previous %.2f, json %.2f, writing %.2f; %lld chunks written again over an earlier attempt's rows",
-            (double)sum.us_load / 1e6, (double)sum.us_features / 1e6, (double)sum.us_snapshot / 1e6,
-            (double)sum.persist.us_score / 1e6, (double)sum.persist.us_previous / 1e6,
-            (double)sum.persist.us_json / 1e6, (double)sum.persist.us_write / 1e6, sum.conflicts);
+    ds_info(
+        "rescore: worker seconds (summed): load %.2f, features %.2f, snapshots %.2f, scoring %.2f,"
+        " previous %.2f, json %.2f, writing %.2f; %lld chunks written again over an earlier attempt's rows",
+        (double)sum.us_load / 1e6, (double)sum.us_features / 1e6, (double)sum.us_snapshot / 1e6,
+        (double)sum.persist.us_score / 1e6, (double)sum.persist.us_previous / 1e6,
+        (double)sum.persist.us_json / 1e6, (double)sum.persist.us_write / 1e6, sum.conflicts);
     fflush(stdout);
     return rs->finished ? 0 : 1;
 }

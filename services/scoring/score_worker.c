@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 #include "base/common.h"
 #include "base/sb.h"
 #include "base/log.h"
@@ -27,32 +26,38 @@ static const char *sql_previous =
 /* One statement per table for the whole batch, the columns as binary
  * arrays (pgbin.h): the server parses each JSON value once and nothing
  * around it. */
-#define SQL_HISTORY                                                                                            \
-    "insert into public.prediction_history (org_id, opportunity_id, as_of, model_version, proba_close, contributions)" \
-    " select org_id, opportunity_id, as_of, model_version, proba_close, contributions"                          \
-    " from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::float8[], $6::json[])"            \
-    "  as x(org_id, opportunity_id, as_of, model_version, proba_close, contributions)"                          \
-    DS_SQL_WHERE_DEAL_EXISTS("x.opportunity_id", "x.org_id")
+#define SQL_HISTORY                                                                                          \
+    "insert into public.prediction_history (org_id, opportunity_id, as_of, model_version, proba_close, "     \
+    "contributions)"                                                                                         \
+    " select org_id, opportunity_id, as_of, model_version, proba_close, contributions"                       \
+    " from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::float8[], $6::json[])"          \
+    "  as x(org_id, opportunity_id, as_of, model_version, proba_close, "                                     \
+    "contributions)" DS_SQL_WHERE_DEAL_EXISTS("x.opportunity_id", "x.org_id")
 static const char *sql_history = SQL_HISTORY " on conflict (opportunity_id, as_of, model_version) do nothing";
 /* Without the speculative insertion of ON CONFLICT (an index probe and one
  * more WAL record per row): for rows that cannot exist yet. */
 static const char *sql_history_plain = SQL_HISTORY;
 
 static const char *sql_prediction =
-    "insert into public.predictions as p (org_id, opportunity_id, account_id, as_of, model_version, proba_close,"
+    "insert into public.predictions as p (org_id, opportunity_id, account_id, as_of, model_version, "
+    "proba_close,"
     " previous_proba, top_features, change, meddicc, is_prior, updated_at)"
     " select org_id, opportunity_id, account_id, as_of, model_version, proba_close, previous_proba,"
     "  top_features, change, meddicc, is_prior, now()"
-    " from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[], $6::float8[], $7::float8[],"
+    " from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[], $6::float8[], "
+    "$7::float8[],"
     "  $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::bool[])"
-    "  as x(org_id, opportunity_id, account_id, as_of, model_version, proba_close, previous_proba, top_features,"
-    "  change, meddicc, is_prior)"
-    DS_SQL_WHERE_DEAL_EXISTS("x.opportunity_id", "x.org_id")
-    " on conflict (opportunity_id) do update set account_id = excluded.account_id, as_of = excluded.as_of,"
-    " model_version = excluded.model_version, proba_close = excluded.proba_close,"
-    " previous_proba = excluded.previous_proba, top_features = excluded.top_features,"
-    " change = excluded.change, meddicc = excluded.meddicc, is_prior = excluded.is_prior, updated_at = now()"
-    " where p.as_of <= excluded.as_of";
+    "  as x(org_id, opportunity_id, account_id, as_of, model_version, proba_close, previous_proba, "
+    "top_features,"
+    "  change, meddicc, is_prior)" DS_SQL_WHERE_DEAL_EXISTS(
+        "x.opportunity_id",
+        "x.org_id") " on conflict (opportunity_id) do update set account_id = excluded.account_id, as_of = "
+                    "excluded.as_of,"
+                    " model_version = excluded.model_version, proba_close = excluded.proba_close,"
+                    " previous_proba = excluded.previous_proba, top_features = excluded.top_features,"
+                    " change = excluded.change, meddicc = excluded.meddicc, is_prior = excluded.is_prior, "
+                    "updated_at = now()"
+                    " where p.as_of <= excluded.as_of";
 
 #define HISTORY_COLS 6
 #define PREDICTION_COLS 11
@@ -126,8 +131,8 @@ static int score_by_org(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int
 /* Previous scores: the latest history row that is not this very score (a
  * replay must find the same previous score as the first time), and the
  * changes of the contributions since. Sets *t_read when the rows are read. */
-static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n, int64_t *t_read, char *errstr,
-                         size_t errsz) {
+static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n, int64_t *t_read,
+                         char *errstr, size_t errsz) {
     const char **ids = ds_calloc(n, sizeof *ids);
     for (size_t i = 0; i < n; i++) ids[i] = items[i].opp_id;
     char *arr = ds_pg_array_text(ids, n);
@@ -146,7 +151,8 @@ static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n
         long long place = strtoll(PQgetvalue(r, row, 0), NULL, 10) - 1;
         if (place < 0 || (size_t)place >= n || done[place]) continue;
         scoring_item_t *it = &items[place];
-        if (strtoll(PQgetvalue(r, row, 3), NULL, 10) == it->as_of_us && strcmp(PQgetvalue(r, row, 4), it->version) == 0)
+        if (strtoll(PQgetvalue(r, row, 3), NULL, 10) == it->as_of_us &&
+            strcmp(PQgetvalue(r, row, 4), it->version) == 0)
             continue;
         done[place] = true;
         it->previous = strtod(PQgetvalue(r, row, 1), NULL);
@@ -161,11 +167,11 @@ static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n
  * item (the caller frees them with ds_pgarray_free). */
 static void build_rows(const scoring_item_t *items, size_t n, ds_pgarray_t h[HISTORY_COLS],
                        ds_pgarray_t pr[PREDICTION_COLS]) {
-    static const uint32_t h_oids[HISTORY_COLS] = {DS_OID_UUID, DS_OID_UUID, DS_OID_TIMESTAMPTZ,
+    static const uint32_t h_oids[HISTORY_COLS] = {DS_OID_UUID, DS_OID_UUID,   DS_OID_TIMESTAMPTZ,
                                                   DS_OID_TEXT, DS_OID_FLOAT8, DS_OID_JSON};
-    static const uint32_t p_oids[PREDICTION_COLS] = {DS_OID_UUID,   DS_OID_UUID,  DS_OID_UUID,  DS_OID_TIMESTAMPTZ,
-                                                     DS_OID_TEXT,   DS_OID_FLOAT8, DS_OID_FLOAT8, DS_OID_JSONB,
-                                                     DS_OID_JSONB,  DS_OID_JSONB, DS_OID_BOOL};
+    static const uint32_t p_oids[PREDICTION_COLS] = {
+        DS_OID_UUID,   DS_OID_UUID,  DS_OID_UUID,  DS_OID_TIMESTAMPTZ, DS_OID_TEXT, DS_OID_FLOAT8,
+        DS_OID_FLOAT8, DS_OID_JSONB, DS_OID_JSONB, DS_OID_JSONB,       DS_OID_BOOL};
     for (int c = 0; c < HISTORY_COLS; c++) ds_pgarray_begin(&h[c], h_oids[c]);
     for (int c = 0; c < PREDICTION_COLS; c++) ds_pgarray_begin(&pr[c], p_oids[c]);
     ds_sb_t js = {0};
@@ -183,13 +189,17 @@ static void build_rows(const scoring_item_t *items, size_t n, ds_pgarray_t h[HIS
 
         ds_pgarray_uuid(&pr[0], it->org_id);
         ds_pgarray_uuid(&pr[1], it->opp_id);
-        if (it->account_id) ds_pgarray_uuid(&pr[2], it->account_id);
-        else ds_pgarray_null(&pr[2]);
+        if (it->account_id)
+            ds_pgarray_uuid(&pr[2], it->account_id);
+        else
+            ds_pgarray_null(&pr[2]);
         ds_pgarray_timestamptz(&pr[3], it->as_of_us);
         ds_pgarray_text(&pr[4], it->version, vlen);
         ds_pgarray_float8(&pr[5], it->score.proba);
-        if (isnan(it->previous)) ds_pgarray_null(&pr[6]);
-        else ds_pgarray_float8(&pr[6], it->previous);
+        if (isnan(it->previous))
+            ds_pgarray_null(&pr[6]);
+        else
+            ds_pgarray_float8(&pr[6], it->previous);
         js.len = 0;
         score_drivers_write(&js, &it->score);
         ds_pgarray_jsonb(&pr[7], js.p, js.len);
@@ -227,8 +237,9 @@ static int write_rows(ds_pg_t *pg, const scoring_persist_opts_t *o, ds_pgarray_t
     return rc;
 }
 
-int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
-                         size_t n, const scoring_persist_opts_t *o, char *errstr, size_t errsz) {
+int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k,
+                         scoring_item_t *items, size_t n, const scoring_persist_opts_t *o, char *errstr,
+                         size_t errsz) {
     static const scoring_persist_opts_t none = {0};
     if (!o) o = &none;
     if (o->conflict) *o->conflict = false;
@@ -255,10 +266,10 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
     return rc;
 }
 
-
 void scoring_event(const scoring_item_t *it, uint8_t **buf, size_t *len, char event_id[37]) {
     char seed[200];
-    snprintf(seed, sizeof seed, "prediction.made:%s:%lld:%s", it->opp_id, (long long)it->as_of_us, it->version);
+    snprintf(seed, sizeof seed, "prediction.made:%s:%lld:%s", it->opp_id, (long long)it->as_of_us,
+             it->version);
     ds_uuid_derived(seed, event_id);
     Dealscore__V1__PredictionMade pm = DEALSCORE__V1__PREDICTION_MADE__INIT;
     pm.event_id = event_id;
@@ -352,7 +363,8 @@ static void batch_close(score_batch_t *sb) {
 static void decode_and_coalesce(score_batch_t *sb, ds_worker_item_t *items) {
     for (size_t i = 0; i < sb->n; i++) {
         rd_kafka_message_t *m = items[i].msg;
-        Dealscore__V1__FeaturesReady *ev = sb->evs[i] = dealscore__v1__features_ready__unpack(NULL, m->len, m->payload);
+        Dealscore__V1__FeaturesReady *ev = sb->evs[i] =
+            dealscore__v1__features_ready__unpack(NULL, m->len, m->payload);
         if (!ev || !ds_uuid_valid(ev->opportunity_id) || !ds_uuid_valid(ev->org_id)) {
             items[i].status = DS_EINVAL;
             snprintf(items[i].error, sizeof items[i].error,
@@ -387,7 +399,7 @@ static int attach_accounts(worker_state_t *st, score_batch_t *sb, char *errstr, 
     size_t nit = sb->nit;
     scoring_item_t *its = sb->its;
     const char **ids = ds_calloc(nit, sizeof *ids), **ats = ds_calloc(nit, sizeof *ats);
-    char (*atbuf)[40] = ds_calloc(nit, sizeof *atbuf);
+    char(*atbuf)[40] = ds_calloc(nit, sizeof *atbuf);
     for (size_t k = 0; k < nit; k++) {
         ids[k] = its[k].opp_id;
         ds_format_time_us(its[k].as_of_us, atbuf[k], sizeof atbuf[k]);
@@ -437,8 +449,11 @@ static int publish_predictions(ds_worker_t *w, const score_batch_t *sb, char *er
         size_t len = 0;
         char eid[37];
         scoring_event(it, &buf, &len, eid);
-        ds_event_meta_t meta = {.id = eid, .source = "/dealscore/scoring", .type = DS_CE_TYPE_PREDICTION_MADE,
-                                .time_us = it->as_of_us, .traceparent = it->traceparent};
+        ds_event_meta_t meta = {.id = eid,
+                                .source = "/dealscore/scoring",
+                                .type = DS_CE_TYPE_PREDICTION_MADE,
+                                .time_us = it->as_of_us,
+                                .traceparent = it->traceparent};
         int rc = ds_worker_produce(w, topic, it->opp_id, strlen(it->opp_id), buf, len, &meta);
         free(buf);
         if (rc != 0) {
@@ -470,7 +485,8 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
     }
     if (sb.nit) {
         int64_t t0 = ds_mono_us();
-        rc = scoring_persist(st->pg, st->orgs, st->scorer, st->svc->cfg->top_k, sb.its, sb.nit, errstr, errsz);
+        rc =
+            scoring_persist(st->pg, st->orgs, st->scorer, st->svc->cfg->top_k, sb.its, sb.nit, errstr, errsz);
         ds_metric_observe(st->m_score_secs, (double)(ds_mono_us() - t0) / 1e6);
         if (rc != 0) {
             if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
@@ -497,9 +513,11 @@ void scoring_worker(ds_service_t *svc, void *state) {
     scorer_register(st.pg);
     st.orgs = ds_org_cache_new(60000);
     st.scorer = scorer_new(60000);
-    st.m_predictions = ds_metrics_counter(svc->metrics, "predictions_total", "Predictions written", "path=\"worker\"");
-    st.m_score_secs = ds_metrics_histogram(svc->metrics, "scoring_batch_seconds", "Scoring and persisting one batch",
-                                           NULL, ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
+    st.m_predictions =
+        ds_metrics_counter(svc->metrics, "predictions_total", "Predictions written", "path=\"worker\"");
+    st.m_score_secs =
+        ds_metrics_histogram(svc->metrics, "scoring_batch_seconds", "Scoring and persisting one batch", NULL,
+                             ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
     static const char *const topics[] = {DS_TOPIC_FEATURES_READY};
     ds_worker_def_t def = {.name = "scoring", .topics = topics, .ntopics = 1, .process = process, .ud = &st};
     ds_worker_run(svc, &def);

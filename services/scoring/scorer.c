@@ -44,13 +44,14 @@ void scorer_register(ds_pg_t *pg) {
                         "select version, artifact, calibration::text from public.models"
                         " where org_id = $1::uuid and status = 'active'",
                         1);
-    ds_pg_add_statement(pg, "ds_stage_reached",
-                        "select h.new_value, bool_or(o.outcome = 'won')"
-                        " from public.opportunity_history h join public.opportunities o on o.id = h.opportunity_id"
-                        " where o.org_id = $1::uuid and o.outcome <> 'open' and h.field = 'stage'"
-                        " and h.new_value is not null"
-                        " group by h.opportunity_id, h.new_value",
-                        1);
+    ds_pg_add_statement(
+        pg, "ds_stage_reached",
+        "select h.new_value, bool_or(o.outcome = 'won')"
+        " from public.opportunity_history h join public.opportunities o on o.id = h.opportunity_id"
+        " where o.org_id = $1::uuid and o.outcome <> 'open' and h.field = 'stage'"
+        " and h.new_value is not null"
+        " group by h.opportunity_id, h.new_value",
+        1);
 }
 
 /* The cold-start prior: for every closed deal and every stage it reached,
@@ -119,7 +120,8 @@ static int load_org(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, co
             map = ds_calloc(ds_model_n_features(m), sizeof *map);
             ok = ds_model_feature_map(m, names, DS_FEATURE_COUNT, map, err, sizeof err) == 0;
         }
-        if (ok && !PQgetisnull(r, 0, 2)) ok = ds_calib_from_json(PQgetvalue(r, 0, 2), &cal, err, sizeof err) == 0;
+        if (ok && !PQgetisnull(r, 0, 2))
+            ok = ds_calib_from_json(PQgetvalue(r, 0, 2), &cal, err, sizeof err) == 0;
         if (bytes) PQfreemem(bytes);
         if (!ok) {
             ds_error("refusing model %s of org %s: %s; keeping %s", version, org_id, err,
@@ -182,7 +184,9 @@ void score_clear(score_t *s) {
     memset(s, 0, sizeof *s);
 }
 
-void score_drivers_write(ds_sb_t *b, const score_t *s) { ds_drivers_write(b, s->pos, s->n_pos, s->neg, s->n_neg); }
+void score_drivers_write(ds_sb_t *b, const score_t *s) {
+    ds_drivers_write(b, s->pos, s->n_pos, s->neg, s->n_neg);
+}
 
 static double logit(double p) {
     if (p < 1e-6) p = 1e-6;
@@ -222,8 +226,8 @@ static void score_prior(const scorer_org_t *o, const double *values, score_t *ou
     }
 }
 
-int scorer_score(const scorer_org_t *o, const double *values, size_t n, int top_k, score_t *out,
-                 char *errstr, size_t errstr_size) {
+int scorer_score(const scorer_org_t *o, const double *values, size_t n, int top_k, score_t *out, char *errstr,
+                 size_t errstr_size) {
     memset(out, 0, n * sizeof *out);
     if (!o->model) {
         for (size_t r = 0; r < n; r++) score_prior(o, values + r * DS_FEATURE_COUNT, &out[r]);
@@ -267,8 +271,8 @@ int scorer_score(const scorer_org_t *o, const double *values, size_t n, int top_
     return DS_OK;
 }
 
-void scorer_change_named(const ds_named_contrib_t *prev, size_t n_prev, const ds_named_contrib_t *cur, size_t n_cur,
-                         int top_k, ds_contrib_change_t **out, size_t *n_out) {
+void scorer_change_named(const ds_named_contrib_t *prev, size_t n_prev, const ds_named_contrib_t *cur,
+                         size_t n_cur, int top_k, ds_contrib_change_t **out, size_t *n_out) {
     ds_contrib_change_t *ch = ds_calloc((size_t)top_k + 1, sizeof *ch);
     size_t n = 0, kept = 0;
     if (ds_drivers_diff(prev, n_prev, cur, n_cur, (size_t)top_k, ch, &n) == 0) {

@@ -16,10 +16,10 @@
 
 typedef struct {
     char org_id[37];
-    char version[64];       /* model version, or "stage-prior" */
-    ds_model_t *model;      /* NULL: stage prior */
+    char version[64];  /* model version, or "stage-prior" */
+    ds_model_t *model; /* NULL: stage prior */
     ds_calib_t *calib;
-    int *map;               /* model column -> engine feature index */
+    int *map; /* model column -> engine feature index */
     size_t nf;
     ds_stage_prior_t *prior;
 } scorer_org_t;
@@ -55,8 +55,8 @@ typedef struct {
 /* Scores rows of engine feature values (n rows of DS_FEATURE_COUNT doubles)
  * into out[n]. top_k drivers each way. Returns 0 or DS_EFATAL with errstr.
  * Free each result with score_clear. */
-int scorer_score(const scorer_org_t *o, const double *values, size_t n, int top_k, score_t *out,
-                 char *errstr, size_t errstr_size);
+int scorer_score(const scorer_org_t *o, const double *values, size_t n, int top_k, score_t *out, char *errstr,
+                 size_t errstr_size);
 void score_clear(score_t *s);
 /* Appends {"positive":[..],"negative":[..]} to b (ds_drivers_write). */
 void score_drivers_write(ds_sb_t *b, const score_t *s);
@@ -65,8 +65,8 @@ void score_drivers_write(ds_sb_t *b, const score_t *s);
  * score's named contributions and the current ones, top k by |change|
  * (changes below the stored precision left out), into *out (a new array,
  * NULL when nothing moved; free() it) and *n. */
-void scorer_change_named(const ds_named_contrib_t *prev, size_t n_prev, const ds_named_contrib_t *cur, size_t n_cur,
-                         int top_k, ds_contrib_change_t **out, size_t *n);
+void scorer_change_named(const ds_named_contrib_t *prev, size_t n_prev, const ds_named_contrib_t *cur,
+                         size_t n_cur, int top_k, ds_contrib_change_t **out, size_t *n);
 
 /* Registers the statements scorer_get uses on pg. */
 void scorer_register(ds_pg_t *pg);

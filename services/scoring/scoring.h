@@ -14,15 +14,15 @@
 typedef struct {
     const char *org_id;
     const char *opp_id;
-    const char *account_id;     /* may be NULL */
+    const char *account_id; /* may be NULL */
     int64_t as_of_us;
-    const char *causation_id;   /* the FeaturesReady event, or NULL */
-    const char *traceparent;    /* may be NULL */
-    const double *values;       /* DS_FEATURE_COUNT engine values */
-    const char *meddicc_json;   /* features_snapshot.meddicc, may be NULL */
+    const char *causation_id; /* the FeaturesReady event, or NULL */
+    const char *traceparent;  /* may be NULL */
+    const double *values;     /* DS_FEATURE_COUNT engine values */
+    const char *meddicc_json; /* features_snapshot.meddicc, may be NULL */
     /* filled by scoring_persist */
     score_t score;
-    double previous;            /* NaN without a previous prediction */
+    double previous; /* NaN without a previous prediction */
     /* "Why did it move" (scorer_change_named; none without a previous
      * score); names may point into prev_text, which the item owns. */
     ds_contrib_change_t *changes;
@@ -35,8 +35,8 @@ typedef struct {
  * reads their previous predictions, and writes prediction_history and
  * predictions in one transaction. Returns 0 or a pg class (DS_ERETRY for a
  * database that is away). */
-int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k,
-                    scoring_item_t *items, size_t n, char *errstr, size_t errstr_size);
+int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
+                    size_t n, char *errstr, size_t errstr_size);
 /* Where scoring_persist_stats spent its time, added to (microseconds):
  * scoring (TreeSHAP, drivers), reading the previous scores, building the
  * statements' JSON, and the history + predictions transaction. */
@@ -51,7 +51,7 @@ typedef struct {
     const int *lengths, *formats;
 } scoring_stmt_t;
 typedef struct {
-    scoring_stats_t *stats;     /* timings added here, or NULL */
+    scoring_stats_t *stats;      /* timings added here, or NULL */
     const scoring_stmt_t *first; /* run inside the write transaction before the history insert, or NULL */
     /* The history rows as a plain INSERT instead of ON CONFLICT DO NOTHING:
      * cheaper for rows that cannot exist yet (a rescore's chunk scored for
@@ -62,8 +62,9 @@ typedef struct {
     bool *conflict;
 } scoring_persist_opts_t;
 /* scoring_persist with options (o may be NULL). */
-int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
-                         size_t n, const scoring_persist_opts_t *o, char *errstr, size_t errstr_size);
+int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k,
+                         scoring_item_t *items, size_t n, const scoring_persist_opts_t *o, char *errstr,
+                         size_t errstr_size);
 void scoring_item_clear(scoring_item_t *it);
 /* Packs the PredictionMade event of a persisted item (caller frees *buf). */
 void scoring_event(const scoring_item_t *it, uint8_t **buf, size_t *len, char event_id[37]);

@@ -120,7 +120,6 @@ static void help(FILE *out) {
             DS_CALIB_ISOTONIC_MIN_ROWS);
 }
 
-
 static bool parse_double(const char *s, double *out) {
     char *end;
     errno = 0;
@@ -224,8 +223,9 @@ static int cmp_seg(const void *a, const void *b) {
 
 /* Groups the test rows by a deal attribute (industry or region) and
  * evaluates model and prior per group, largest groups first. */
-static size_t segments(const deal_t *deals, const row_t *rows, const size_t *test, size_t nt, const double *pm,
-                       const double *pp, const double *y, const double *w, bool industry, seg_t **out) {
+static size_t segments(const deal_t *deals, const row_t *rows, const size_t *test, size_t nt,
+                       const double *pm, const double *pp, const double *y, const double *w, bool industry,
+                       seg_t **out) {
     seg_t *segs = NULL;
     size_t ns = 0, cap = 0;
     size_t *idx = ds_malloc((nt + 1) * sizeof *idx);
@@ -292,8 +292,8 @@ static int cmp_truth_key(const void *a, const void *b) {
  * outcome) and sets truth[i] for every test row with a matching line (NaN
  * for the others). Returns the number matched, or -1 when the file cannot be
  * read. */
-static long read_truth(const char *path, const deal_t *deals, const row_t *rows, const size_t *test, size_t nt,
-                       double *truth) {
+static long read_truth(const char *path, const deal_t *deals, const row_t *rows, const size_t *test,
+                       size_t nt, double *truth) {
     FILE *f = fopen(path, "r");
     if (!f) {
         fprintf(stderr, "dealscore-scoring train: cannot read %s: %s\n", path, strerror(errno));
@@ -351,8 +351,8 @@ static long read_truth(const char *path, const deal_t *deals, const row_t *rows,
 /* Scores the test rows (x: engine values, DS_FEATURE_COUNT per row) with the
  * org's active model. Returns 1 and fills p (calibrated), 0 without an
  * active model, or -1 when it exists but cannot be evaluated (why). */
-static int score_active(ds_pg_t *pg, const char *org_id, const float *x, size_t nt, double *p, char version[64],
-                        char *why, size_t whysz) {
+static int score_active(ds_pg_t *pg, const char *org_id, const float *x, size_t nt, double *p,
+                        char version[64], char *why, size_t whysz) {
     const char *v[] = {org_id};
     PGresult *r = NULL;
     char err[512];
@@ -376,7 +376,8 @@ static int score_active(ds_pg_t *pg, const char *org_id, const float *x, size_t 
     float *xm = NULL;
     double *margin = NULL;
     size_t blen = 0;
-    unsigned char *bytes = PQgetisnull(r, 0, 1) ? NULL : PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 1), &blen);
+    unsigned char *bytes =
+        PQgetisnull(r, 0, 1) ? NULL : PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 1), &blen);
     if (!bytes || !blen) {
         snprintf(why, whysz, "it has no artifact");
         goto out;
@@ -433,7 +434,7 @@ typedef struct {
     char *calib_json;
     char *window_json;
     const char *inputs_sha256; /* training_window's inputs_sha256 */
-    json_t *metrics; /* "decision" is (re)set inside the transaction */
+    json_t *metrics;           /* "decision" is (re)set inside the transaction */
     /* results */
     bool activated;
     bool already; /* an earlier run registered the same inputs as g->version */
@@ -444,14 +445,15 @@ typedef struct {
 /* The SHA-256 of what decides the model: every row's features, label,
  * weight, checkpoint and part, the parameters, the checkpoints and the
  * calibration method. Equal inputs train the same model. */
-static void inputs_sha256(const train_opts_t *o, const char *params_text, const deal_t *deals, const row_t *rows,
-                          const float *x, size_t nr, char out[65]) {
+static void inputs_sha256(const train_opts_t *o, const char *params_text, const deal_t *deals,
+                          const row_t *rows, const float *x, size_t nr, char out[65]) {
     ds_sb_t b = {0};
     ds_sb_printf(&b, "%s|%s|%d|", DS_FEATURE_VERSION, params_text, o->calib);
     for (size_t i = 0; i < o->n_checkpoints; i++) ds_sb_printf(&b, "%d,", o->checkpoints[i]);
     ds_sb_put(&b, (const char *)x, nr * DS_FEATURE_COUNT * sizeof *x);
     for (size_t i = 0; i < nr; i++)
-        ds_sb_printf(&b, "|%d %d %.17g %.17g", deals[rows[i].deal].part, rows[i].day, rows[i].label, rows[i].weight);
+        ds_sb_printf(&b, "|%d %d %.17g %.17g", deals[rows[i].deal].part, rows[i].day, rows[i].label,
+                     rows[i].weight);
     ds_sha256_hex(b.p, b.len, out);
     free(b.p);
 }
@@ -462,8 +464,8 @@ static int register_tx(ds_pg_t *pg, void *ud, char *errstr, size_t errsz) {
     const char *v1[] = {g->org_id};
     /* One registration per org at a time: the active model cannot change
      * between the check below and the insert. */
-    int rc = ds_pg_exec_params(pg, "select pg_advisory_xact_lock(hashtext('dealscore.models'), hashtext($1))", 1,
-                               v1, NULL, NULL, NULL, errstr, errsz);
+    int rc = ds_pg_exec_params(pg, "select pg_advisory_xact_lock(hashtext('dealscore.models'), hashtext($1))",
+                               1, v1, NULL, NULL, NULL, errstr, errsz);
     if (rc != 0) return rc;
     /* A retried run (a CronJob's next attempt after a failure past this
      * point) trains on the same inputs: it finds its model and adds none. */
@@ -478,13 +480,14 @@ static int register_tx(ds_pg_t *pg, void *ud, char *errstr, size_t errsz) {
         snprintf(g->version, sizeof g->version, "%s", PQgetvalue(r, 0, 0));
         g->activated = strcmp(PQgetvalue(r, 0, 1), "active") == 0;
         snprintf(g->final_reason, sizeof g->final_reason,
-                 "an earlier run registered %s from the same inputs (now %s); nothing registered again", g->version,
-                 PQgetvalue(r, 0, 1));
+                 "an earlier run registered %s from the same inputs (now %s); nothing registered again",
+                 g->version, PQgetvalue(r, 0, 1));
     }
     PQclear(r);
     if (g->already) return 0;
-    rc = ds_pg_exec_params(pg, "select version from public.models where org_id = $1::uuid and status = 'active'", 1,
-                           v1, NULL, NULL, &r, errstr, errsz);
+    rc = ds_pg_exec_params(pg,
+                           "select version from public.models where org_id = $1::uuid and status = 'active'",
+                           1, v1, NULL, NULL, &r, errstr, errsz);
     if (rc != 0) return rc;
     char current[64] = "";
     if (PQntuples(r) == 1) snprintf(current, sizeof current, "%s", PQgetvalue(r, 0, 0));
@@ -496,14 +499,15 @@ static int register_tx(ds_pg_t *pg, void *ud, char *errstr, size_t errsz) {
         snprintf(g->final_reason, sizeof g->final_reason,
                  "the active model changed during training (now %s, compared with %s); it stays a candidate: "
                  "train again to compare with the new one",
-                 current[0] ? current : DS_STAGE_PRIOR_VERSION, g->incumbent[0] ? g->incumbent : DS_STAGE_PRIOR_VERSION);
+                 current[0] ? current : DS_STAGE_PRIOR_VERSION,
+                 g->incumbent[0] ? g->incumbent : DS_STAGE_PRIOR_VERSION);
     }
     /* A version taken in the same second gets a suffix. */
     snprintf(g->version, sizeof g->version, "%s", g->base_version);
     for (int k = 2;; k++) {
         const char *v2[] = {g->org_id, g->version};
-        rc = ds_pg_exec_params(pg, "select 1 from public.models where org_id = $1::uuid and version = $2", 2, v2,
-                               NULL, NULL, &r, errstr, errsz);
+        rc = ds_pg_exec_params(pg, "select 1 from public.models where org_id = $1::uuid and version = $2", 2,
+                               v2, NULL, NULL, &r, errstr, errsz);
         if (rc != 0) return rc;
         int n = PQntuples(r);
         PQclear(r);
@@ -521,11 +525,11 @@ static int register_tx(ds_pg_t *pg, void *ud, char *errstr, size_t errsz) {
     }
     json_object_set_new(g->metrics, "decision",
                         json_pack("{s:b, s:s, s:s, s:s}", "activate", g->activated, "status",
-                                  g->activated ? "active" : "candidate", "reason", g->final_reason, "compared_with",
-                                  g->incumbent[0] ? g->incumbent : DS_STAGE_PRIOR_VERSION));
+                                  g->activated ? "active" : "candidate", "reason", g->final_reason,
+                                  "compared_with", g->incumbent[0] ? g->incumbent : DS_STAGE_PRIOR_VERSION));
     char *metrics = json_dumps(g->metrics, JSON_COMPACT | JSON_REAL_PRECISION(10));
-    const char *v3[] = {g->org_id, g->version, g->names_arr, g->artifact, g->calib_json, g->window_json, metrics,
-                        g->activated ? "active" : "candidate"};
+    const char *v3[] = {g->org_id,     g->version,     g->names_arr, g->artifact,
+                        g->calib_json, g->window_json, metrics,      g->activated ? "active" : "candidate"};
     int lens[8] = {0, 0, 0, (int)g->artifact_len, 0, 0, 0, 0};
     int fmts[8] = {0, 0, 0, 1, 0, 0, 0, 0};
     rc = ds_pg_exec_params(pg,
@@ -546,7 +550,8 @@ static int cmp_desc_importance(const void *a, const void *b) {
 }
 
 static void print_metrics_line(const char *label, const ds_eval_metrics_t *m) {
-    printf("  %-34s %8.4f %8.4f %9.4f %8.4f %8.4f\n", label, m->roc_auc, m->pr_auc, m->log_loss, m->brier, m->ece);
+    printf("  %-34s %8.4f %8.4f %9.4f %8.4f %8.4f\n", label, m->roc_auc, m->pr_auc, m->log_loss, m->brier,
+           m->ece);
 }
 
 static int mkdir_p(const char *dir) {
@@ -663,7 +668,8 @@ static int apply_option(train_t *t, int c, char **argv, const char **exclude) {
                                TRAIN_MAX_CHECKPOINTS);
         break;
     case 't':
-        if (!ds_parse_long(optarg, 1, 100000, &lv)) return usage_error("--trees must be a number from 1 to 100000");
+        if (!ds_parse_long(optarg, 1, 100000, &lv))
+            return usage_error("--trees must be a number from 1 to 100000");
         o->params.n_trees = (int)lv;
         break;
     case 'd':
@@ -679,7 +685,8 @@ static int apply_option(train_t *t, int c, char **argv, const char **exclude) {
         o->params.min_child_weight = dv;
         break;
     case 's':
-        if (!parse_double(optarg, &dv) || !(dv > 0 && dv <= 1)) return usage_error("--subsample must be in (0, 1]");
+        if (!parse_double(optarg, &dv) || !(dv > 0 && dv <= 1))
+            return usage_error("--subsample must be in (0, 1]");
         o->params.subsample = dv;
         break;
     case 'S':
@@ -687,17 +694,23 @@ static int apply_option(train_t *t, int c, char **argv, const char **exclude) {
         o->params.seed = (int)lv;
         break;
     case 'j':
-        if (!ds_parse_long(optarg, 1, 256, &lv)) return usage_error("--threads must be a number from 1 to 256");
+        if (!ds_parse_long(optarg, 1, 256, &lv))
+            return usage_error("--threads must be a number from 1 to 256");
         o->params.nthread = (int)lv;
         break;
     case 'C':
-        if (strcmp(optarg, "auto") == 0) o->calib = 0;
-        else if (strcmp(optarg, "isotonic") == 0) o->calib = DS_CALIB_ISOTONIC;
-        else if (strcmp(optarg, "platt") == 0) o->calib = DS_CALIB_PLATT;
-        else return usage_error("--calibration must be auto, isotonic or platt");
+        if (strcmp(optarg, "auto") == 0)
+            o->calib = 0;
+        else if (strcmp(optarg, "isotonic") == 0)
+            o->calib = DS_CALIB_ISOTONIC;
+        else if (strcmp(optarg, "platt") == 0)
+            o->calib = DS_CALIB_PLATT;
+        else
+            return usage_error("--calibration must be auto, isotonic or platt");
         break;
     case 'm':
-        if (!ds_parse_long(optarg, 1, 1000000, &lv)) return usage_error("--min-closed must be a number from 1 to 1000000");
+        if (!ds_parse_long(optarg, 1, 1000000, &lv))
+            return usage_error("--min-closed must be a number from 1 to 1000000");
         o->min_closed = (int)lv;
         break;
     case 'r': o->report_dir = optarg; break;
@@ -762,8 +775,8 @@ static int connect_to_org(train_t *t) {
         return train_fail("could not connect to Postgres: %s\n", t->err);
     const char *sv[] = {t->o.org};
     PGresult *r = NULL;
-    if (ds_pg_exec_params(t->pg, "select id::text from public.orgs where slug = $1", 1, sv, NULL, NULL, &r, t->err,
-                          sizeof t->err) != 0)
+    if (ds_pg_exec_params(t->pg, "select id::text from public.orgs where slug = $1", 1, sv, NULL, NULL, &r,
+                          t->err, sizeof t->err) != 0)
         return train_fail("could not look up the org: %s\n", t->err);
     if (PQntuples(r) != 1) {
         PQclear(r);
@@ -778,12 +791,13 @@ static int connect_to_org(train_t *t) {
 static int load_closed_deals(train_t *t) {
     const char *ov[] = {t->org_id};
     PGresult *r = NULL;
-    if (ds_pg_exec_params(t->pg,
-                          "select id::text, outcome = 'won', (extract(epoch from closed_at) * 1000000)::bigint"
-                          " from public.opportunities where org_id = $1::uuid and outcome in ('won', 'lost')"
-                          " and closed_at is not null and created_at is not null and not placeholder"
-                          " order by closed_at, id",
-                          1, ov, NULL, NULL, &r, t->err, sizeof t->err) != 0)
+    if (ds_pg_exec_params(
+            t->pg,
+            "select id::text, outcome = 'won', (extract(epoch from closed_at) * 1000000)::bigint"
+            " from public.opportunities where org_id = $1::uuid and outcome in ('won', 'lost')"
+            " and closed_at is not null and created_at is not null and not placeholder"
+            " order by closed_at, id",
+            1, ov, NULL, NULL, &r, t->err, sizeof t->err) != 0)
         return train_fail("could not read closed deals: %s\n", t->err);
     t->nd = (size_t)PQntuples(r);
     t->deals = ds_calloc(t->nd + 1, sizeof *t->deals);
@@ -797,10 +811,11 @@ static int load_closed_deals(train_t *t) {
     PQclear(r);
     t->n_lost = t->nd - t->n_won;
     if (t->n_won < (size_t)t->o.min_closed || t->n_lost < (size_t)t->o.min_closed)
-        return train_fail("org %s has %zu won and %zu lost closed deals; a model needs at least %d "
-                          "of each (DEALSCORE_MIN_CLOSED): the org keeps scoring with the stage prior, nothing "
-                          "registered\n",
-                          t->o.org, t->n_won, t->n_lost, t->o.min_closed);
+        return train_fail(
+            "org %s has %zu won and %zu lost closed deals; a model needs at least %d "
+            "of each (DEALSCORE_MIN_CLOSED): the org keeps scoring with the stage prior, nothing "
+            "registered\n",
+            t->o.org, t->n_won, t->n_lost, t->o.min_closed);
     return TRAIN_GO_ON;
 }
 
@@ -830,7 +845,8 @@ static void add_deal_rows(train_t *t, size_t di, ds_opp_raw_t *raw, const ds_org
         double si = vec.values[DS_F_STAGE_INDEX];
         row->stage = isnan(si) ? -1 : (int)si;
         row->label = d->won ? 1.0 : 0.0;
-        for (int f = 0; f < DS_FEATURE_COUNT; f++) t->x[t->nr * DS_FEATURE_COUNT + (size_t)f] = (float)vec.values[f];
+        for (int f = 0; f < DS_FEATURE_COUNT; f++)
+            t->x[t->nr * DS_FEATURE_COUNT + (size_t)f] = (float)vec.values[f];
         t->nr++;
     }
     d->n_rows = (int)(t->nr - first);
@@ -893,8 +909,10 @@ static int split_by_close_date(train_t *t) {
     for (size_t i = 0; i < t->nr; i++) {
         int p = t->deals[t->rows[i].deal].part;
         t->part_rows[p][t->part_n[p]++] = i;
-        if (t->rows[i].label > 0) part_pos[p] += 1;
-        else part_neg[p] += 1;
+        if (t->rows[i].label > 0)
+            part_pos[p] += 1;
+        else
+            part_neg[p] += 1;
     }
     for (int p = 0; p < PART_COUNT; p++) {
         if (part_pos[p] < 1 || part_neg[p] < 1)
@@ -931,7 +949,8 @@ static int calibrate(train_t *t) {
     size_t nca = t->part_n[PART_CALIB];
     const size_t *calib = t->part_rows[PART_CALIB];
     float *xc = gather(t->x, calib, nca, t->cols, t->nf);
-    double *mc = ds_malloc(nca * sizeof *mc), *yc = ds_malloc(nca * sizeof *yc), *wc = ds_malloc(nca * sizeof *wc);
+    double *mc = ds_malloc(nca * sizeof *mc), *yc = ds_malloc(nca * sizeof *yc),
+           *wc = ds_malloc(nca * sizeof *wc);
     for (size_t i = 0; i < nca; i++) {
         yc[i] = t->rows[calib[i]].label;
         wc[i] = t->rows[calib[i]].weight;
@@ -940,9 +959,12 @@ static int calibrate(train_t *t) {
     size_t errsz = sizeof t->err;
     int crc = ds_model_predict_margin(t->model, xc, nca, mc, err, errsz);
     if (crc == 0) {
-        if (t->o.calib == DS_CALIB_PLATT) crc = ds_calib_fit_platt(mc, yc, wc, nca, &t->cal, err, errsz);
-        else if (t->o.calib == DS_CALIB_ISOTONIC) crc = ds_calib_fit_isotonic(mc, yc, wc, nca, &t->cal, err, errsz);
-        else crc = ds_calib_fit(mc, yc, wc, nca, &t->cal, err, errsz);
+        if (t->o.calib == DS_CALIB_PLATT)
+            crc = ds_calib_fit_platt(mc, yc, wc, nca, &t->cal, err, errsz);
+        else if (t->o.calib == DS_CALIB_ISOTONIC)
+            crc = ds_calib_fit_isotonic(mc, yc, wc, nca, &t->cal, err, errsz);
+        else
+            crc = ds_calib_fit(mc, yc, wc, nca, &t->cal, err, errsz);
     }
     free(xc);
     free(mc);
@@ -983,7 +1005,8 @@ static int evaluate(train_t *t) {
     t->p_active = ds_malloc(nt * sizeof *t->p_active);
     for (size_t i = 0; i < nt; i++) {
         const row_t *row = &t->rows[test[i]];
-        memcpy(t->x_test + i * DS_FEATURE_COUNT, t->x + test[i] * DS_FEATURE_COUNT, DS_FEATURE_COUNT * sizeof *t->x_test);
+        memcpy(t->x_test + i * DS_FEATURE_COUNT, t->x + test[i] * DS_FEATURE_COUNT,
+               DS_FEATURE_COUNT * sizeof *t->x_test);
         t->y_test[i] = row->label;
         t->w_test[i] = row->weight;
         t->p_prior[i] = ds_stage_prior_predict(t->prior, row->stage);
@@ -1000,7 +1023,8 @@ static int evaluate(train_t *t) {
         return train_fail("could not evaluate: %s\n", t->err);
     t->act = score_active(t->pg, t->org_id, t->x_test, nt, t->p_active, t->active_version, t->active_why,
                           sizeof t->active_why);
-    if (t->act == 1 && ds_eval_metrics(t->p_active, t->y_test, t->w_test, nt, &t->m_active, t->err, sizeof t->err) != 0) {
+    if (t->act == 1 &&
+        ds_eval_metrics(t->p_active, t->y_test, t->w_test, nt, &t->m_active, t->err, sizeof t->err) != 0) {
         t->act = -1;
         snprintf(t->active_why, sizeof t->active_why, "%.500s", t->err);
     }
@@ -1014,9 +1038,10 @@ static void decide(train_t *t) {
     if (t->act == 1) {
         t->activate = mm->log_loss < t->m_active.log_loss;
         snprintf(t->reason, sizeof t->reason,
-                 t->activate ? "its log loss %.4f beats the active model %s's %.4f on the same test window (%zu rows)"
-                             : "its log loss %.4f does not beat the active model %s's %.4f on the same test window "
-                               "(%zu rows): it stays a candidate",
+                 t->activate
+                     ? "its log loss %.4f beats the active model %s's %.4f on the same test window (%zu rows)"
+                     : "its log loss %.4f does not beat the active model %s's %.4f on the same test window "
+                       "(%zu rows): it stays a candidate",
                  mm->log_loss, t->active_version, t->m_active.log_loss, t->nt);
         return;
     }
@@ -1028,9 +1053,10 @@ static void decide(train_t *t) {
     else
         snprintf(pre, sizeof pre, "no active model: ");
     snprintf(t->reason, sizeof t->reason,
-             t->activate ? "%sits log loss %.4f beats the stage prior's %.4f on the test window (%zu rows)"
-                         : "%sits log loss %.4f does not beat the stage prior's %.4f on the test window (%zu rows): "
-                           "it stays a candidate",
+             t->activate
+                 ? "%sits log loss %.4f beats the stage prior's %.4f on the test window (%zu rows)"
+                 : "%sits log loss %.4f does not beat the stage prior's %.4f on the test window (%zu rows): "
+                   "it stays a candidate",
              pre, mm->log_loss, t->m_prior.log_loss, t->nt);
 }
 
@@ -1066,8 +1092,10 @@ static void evaluate_segments(train_t *t) {
         eval_subset(t->p_prior, t->y_test, NULL, idx, n, &s->prior);
     }
     free(idx);
-    t->n_ind = segments(t->deals, t->rows, t->test, t->nt, t->p_model, t->p_prior, t->y_test, t->w_test, true, &t->ind);
-    t->n_reg = segments(t->deals, t->rows, t->test, t->nt, t->p_model, t->p_prior, t->y_test, t->w_test, false, &t->reg);
+    t->n_ind = segments(t->deals, t->rows, t->test, t->nt, t->p_model, t->p_prior, t->y_test, t->w_test, true,
+                        &t->ind);
+    t->n_reg = segments(t->deals, t->rows, t->test, t->nt, t->p_model, t->p_prior, t->y_test, t->w_test,
+                        false, &t->reg);
 }
 
 /* Bayes-optimal figures from the simulator's truth (--truth). */
@@ -1100,15 +1128,17 @@ static int compare_with_truth(train_t *t) {
 /* The models.training_window document: dates, sizes and the split. */
 static json_t *training_window_json(const train_t *t) {
     const size_t *pd = t->part_deals;
-    json_t *window = json_pack("{s:s, s:s, s:I, s:I, s:[], s:s, s:{}}", "from", t->dates[PART_TRAIN][0], "to",
-                               t->dates[PART_TEST][1], "n_deals", (json_int_t)(pd[0] + pd[1] + pd[2]), "n_rows",
-                               (json_int_t)t->nr, "checkpoints", "weight", "1 / checkpoints of the deal", "split");
+    json_t *window =
+        json_pack("{s:s, s:s, s:I, s:I, s:[], s:s, s:{}}", "from", t->dates[PART_TRAIN][0], "to",
+                  t->dates[PART_TEST][1], "n_deals", (json_int_t)(pd[0] + pd[1] + pd[2]), "n_rows",
+                  (json_int_t)t->nr, "checkpoints", "weight", "1 / checkpoints of the deal", "split");
     for (size_t ci = 0; ci < t->o.n_checkpoints; ci++)
         json_array_append_new(json_object_get(window, "checkpoints"), json_integer(t->o.checkpoints[ci]));
     for (int p = 0; p < PART_COUNT; p++)
         json_object_set_new(json_object_get(window, "split"), part_names[p],
                             json_pack("{s:s, s:s, s:I, s:I}", "closed_from", t->dates[p][0], "closed_to",
-                                      t->dates[p][1], "deals", (json_int_t)pd[p], "rows", (json_int_t)t->part_n[p]));
+                                      t->dates[p][1], "deals", (json_int_t)pd[p], "rows",
+                                      (json_int_t)t->part_n[p]));
     json_object_set_new(window, "closed_deals",
                         json_pack("{s:I, s:I}", "won", (json_int_t)t->n_won, "lost", (json_int_t)t->n_lost));
     return window;
@@ -1119,12 +1149,14 @@ static void describe_params(train_t *t) {
     const ds_model_params_t *mp = &t->o.params;
     char *params_text = t->params_text;
     size_t size = sizeof t->params_text;
-    int pn = snprintf(params_text, size,
-                      "%d trees, depth %d, eta %g, min_child_weight %g, subsample %g, seed %d; %zu features",
-                      mp->n_trees, mp->max_depth, mp->eta, mp->min_child_weight, mp->subsample, mp->seed, t->nf);
+    int pn =
+        snprintf(params_text, size,
+                 "%d trees, depth %d, eta %g, min_child_weight %g, subsample %g, seed %d; %zu features",
+                 mp->n_trees, mp->max_depth, mp->eta, mp->min_child_weight, mp->subsample, mp->seed, t->nf);
     for (int i = 0, k = 0; i < DS_FEATURE_COUNT && pn > 0 && (size_t)pn < size; i++)
         if (t->o.excluded[i])
-            pn += snprintf(params_text + pn, size - (size_t)pn, "%s%s", k++ ? ", " : " (without ", ds_feature_name(i));
+            pn += snprintf(params_text + pn, size - (size_t)pn, "%s%s", k++ ? ", " : " (without ",
+                           ds_feature_name(i));
     if (t->nf < DS_FEATURE_COUNT && pn > 0 && (size_t)pn + 1 < size) strcat(params_text, ")");
     snprintf(t->calib_text, sizeof t->calib_text, "%s on %zu rows", ds_calib_method_name(t->cal->method),
              t->part_n[PART_CALIB]);
@@ -1137,17 +1169,21 @@ static json_t *model_metrics_json(const train_t *t) {
     json_t *metrics = json_object();
     json_object_set_new(metrics, "feature_version", json_string(DS_FEATURE_VERSION));
     json_object_set_new(metrics, "params",
-                        json_pack("{s:i, s:i, s:f, s:f, s:f, s:i, s:s}", "trees", mp->n_trees, "depth", mp->max_depth,
-                                  "eta", mp->eta, "min_child_weight", mp->min_child_weight, "subsample",
-                                  mp->subsample, "seed", mp->seed, "objective", "binary:logistic"));
+                        json_pack("{s:i, s:i, s:f, s:f, s:f, s:i, s:s}", "trees", mp->n_trees, "depth",
+                                  mp->max_depth, "eta", mp->eta, "min_child_weight", mp->min_child_weight,
+                                  "subsample", mp->subsample, "seed", mp->seed, "objective",
+                                  "binary:logistic"));
     json_t *ex = json_array();
     for (int i = 0; i < DS_FEATURE_COUNT; i++)
         if (t->o.excluded[i]) json_array_append_new(ex, json_string(ds_feature_name(i)));
-    json_object_set_new(metrics, "features", json_pack("{s:I, s:o}", "count", (json_int_t)t->nf, "excluded", ex));
-    json_object_set_new(metrics, "calibration",
-                        json_pack("{s:s, s:I}", "method", ds_calib_method_name(t->cal->method), "rows", (json_int_t)nca));
-    json_object_set_new(metrics, "rows", json_pack("{s:I, s:I, s:I}", "train", (json_int_t)t->part_n[PART_TRAIN],
-                                                   "calibration", (json_int_t)nca, "test", (json_int_t)t->nt));
+    json_object_set_new(metrics, "features",
+                        json_pack("{s:I, s:o}", "count", (json_int_t)t->nf, "excluded", ex));
+    json_object_set_new(
+        metrics, "calibration",
+        json_pack("{s:s, s:I}", "method", ds_calib_method_name(t->cal->method), "rows", (json_int_t)nca));
+    json_object_set_new(metrics, "rows",
+                        json_pack("{s:I, s:I, s:I}", "train", (json_int_t)t->part_n[PART_TRAIN],
+                                  "calibration", (json_int_t)nca, "test", (json_int_t)t->nt));
     json_object_set_new(metrics, "test",
                         json_pack("{s:o, s:o, s:o, s:o}", "model", metrics_json(&t->m_model), "stage_prior",
                                   metrics_json(&t->m_prior), "active",
@@ -1235,8 +1271,9 @@ static void write_report(train_t *t) {
     char generated[40];
     ds_format_time_us(ds_now_us(), generated, sizeof generated);
     char train_window[160], test_window[160];
-    snprintf(train_window, sizeof train_window, "closed %s .. %s (%zu deals; calibration %s .. %s, %zu deals)",
-             t->dates[PART_TRAIN][0], t->dates[PART_TRAIN][1], t->part_deals[PART_TRAIN], t->dates[PART_CALIB][0],
+    snprintf(train_window, sizeof train_window,
+             "closed %s .. %s (%zu deals; calibration %s .. %s, %zu deals)", t->dates[PART_TRAIN][0],
+             t->dates[PART_TRAIN][1], t->part_deals[PART_TRAIN], t->dates[PART_CALIB][0],
              t->dates[PART_CALIB][1], t->part_deals[PART_CALIB]);
     snprintf(test_window, sizeof test_window, "closed %s .. %s (%zu deals)", t->dates[PART_TEST][0],
              t->dates[PART_TEST][1], t->part_deals[PART_TEST]);
@@ -1254,10 +1291,14 @@ static void write_report(train_t *t) {
     for (int k = 0; k < 3; k++) {
         trows[k] = ds_calloc(tn[k] + 1, sizeof *trows[k]);
         for (size_t i = 0; i < tn[k]; i++)
-            trows[k][i] = (ds_report_row_t){.key = tsrc[k][i].key, .model = tsrc[k][i].model, .prior = tsrc[k][i].prior};
+            trows[k][i] = (ds_report_row_t){
+                .key = tsrc[k][i].key, .model = tsrc[k][i].model, .prior = tsrc[k][i].prior};
     }
     ds_report_table_t tables[3] = {
-        {.title = "Per checkpoint (rows count equally)", .key_header = "Checkpoint", .rows = trows[0], .n_rows = tn[0]},
+        {.title = "Per checkpoint (rows count equally)",
+         .key_header = "Checkpoint",
+         .rows = trows[0],
+         .n_rows = tn[0]},
         {.title = "Per industry", .key_header = "Industry", .rows = trows[1], .n_rows = tn[1]},
         {.title = "Per region", .key_header = "Region", .rows = trows[2], .n_rows = tn[2]},
     };
@@ -1294,7 +1335,8 @@ static void write_report(train_t *t) {
     t->html_path = ds_asprintf("%s/model-%s.html", t->o.report_dir, t->g.version);
     t->json_path = ds_asprintf("%s/model-%s.json", t->o.report_dir, t->g.version);
     t->report_ok = mkdir_p(t->o.report_dir) == 0;
-    if (!t->report_ok) snprintf(t->err, sizeof t->err, "cannot create %s: %s", t->o.report_dir, strerror(errno));
+    if (!t->report_ok)
+        snprintf(t->err, sizeof t->err, "cannot create %s: %s", t->o.report_dir, strerror(errno));
     if (t->report_ok) t->report_ok = ds_report_write_html(t->html_path, &rep, t->err, sizeof t->err) == 0;
     if (t->report_ok) t->report_ok = write_report_json(t, &rep);
     for (int k = 0; k < 3; k++) free(trows[k]);
@@ -1305,13 +1347,13 @@ static void write_report(train_t *t) {
 /* The summary on stdout; returns the exit status (1 when the report could
  * not be written). */
 static int print_summary(const train_t *t) {
-    printf("train: org %s: %zu closed deals (%zu won, %zu lost), %zu checkpoint rows at days", t->o.org, t->nd,
-           t->n_won, t->n_lost, t->nr);
+    printf("train: org %s: %zu closed deals (%zu won, %zu lost), %zu checkpoint rows at days", t->o.org,
+           t->nd, t->n_won, t->n_lost, t->nr);
     for (size_t ci = 0; ci < t->o.n_checkpoints; ci++) printf("%s%d", ci ? "," : " ", t->o.checkpoints[ci]);
     printf("\n");
     for (int p = 0; p < PART_COUNT; p++)
-        printf("train: %-11s closed %s .. %s: %zu deals, %zu rows\n", part_names[p], t->dates[p][0], t->dates[p][1],
-               t->part_deals[p], t->part_n[p]);
+        printf("train: %-11s closed %s .. %s: %zu deals, %zu rows\n", part_names[p], t->dates[p][0],
+               t->dates[p][1], t->part_deals[p], t->part_n[p]);
     printf("train: %s; %s calibration on %zu rows; features %.2f s, training %.2f s\n", t->params_text,
            ds_calib_method_name(t->cal->method), t->part_n[PART_CALIB], t->feat_secs, t->train_secs);
     printf("train: test window, %zu rows (weighted: each deal counts once):\n", t->nt);
@@ -1334,12 +1376,13 @@ static int print_summary(const train_t *t) {
     if (t->g.already)
         printf("train: %s was registered already\ntrain: why: %s\n", t->g.version, t->g.final_reason);
     else
-        printf("train: %s is %s\ntrain: why: %s\n", t->g.version, t->g.activated ? "now ACTIVE" : "a CANDIDATE",
-               t->g.final_reason);
+        printf("train: %s is %s\ntrain: why: %s\n", t->g.version,
+               t->g.activated ? "now ACTIVE" : "a CANDIDATE", t->g.final_reason);
     if (t->report_ok) {
         printf("report: %s\nreport: %s\n", t->html_path, t->json_path);
     } else {
-        fprintf(stderr, "dealscore-scoring train: the model is registered but the report was not written: %s\n",
+        fprintf(stderr,
+                "dealscore-scoring train: the model is registered but the report was not written: %s\n",
                 t->err);
     }
     printf("train: done in %.1f s\n", (double)(ds_mono_us() - t->t_start) / 1e6);

@@ -54,7 +54,8 @@ Test(ingest_faults, kafka_down_accepts_webhooks_and_publishes_all_when_back) {
                            : pgt_fmt("{\"external_id\":\"OPP-%d\",\"stage\":\"discovery\","
                                      "\"created_at\":\"2026-01-01T00:00:00Z\"}",
                                      i);
-        cr_assert_eq(post_status("/v1/opportunities", body, NULL, 0), 202, "request %d while Kafka is down", i);
+        cr_assert_eq(post_status("/v1/opportunities", body, NULL, 0), 202, "request %d while Kafka is down",
+                     i);
         free(body);
     }
     cr_expect_eq(dst_count(&T, "select count(*) from dealscore_internal.outbox"), N,

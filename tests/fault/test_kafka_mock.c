@@ -47,16 +47,14 @@ static void load_cfg(const char *const *extra) {
     char brokers[512], err[512];
     char *envp[16];
     size_t n = 0;
-    snprintf(brokers, sizeof brokers, "DEALSCORE_KAFKA_BROKERS=%s",
-             rd_kafka_mock_cluster_bootstraps(mc));
+    snprintf(brokers, sizeof brokers, "DEALSCORE_KAFKA_BROKERS=%s", rd_kafka_mock_cluster_bootstraps(mc));
     envp[n++] = brokers;
     /* The mock coordinator waits up to session.timeout.ms - 1 s before it
      * completes a rebalance after a member left; keep that short. */
     envp[n++] = "KAFKA_SESSION_TIMEOUT_MS=3000";
     envp[n++] = "KAFKA_HEARTBEAT_INTERVAL_MS=500";
     if (getenv("DS_TEST_DEBUG")) envp[n++] = "KAFKA_DEBUG=cgrp,consumer,protocol";
-    for (size_t i = 0; extra && extra[i] && n + 1 < DS_ARRAY_SIZE(envp); i++)
-        envp[n++] = (char *)extra[i];
+    for (size_t i = 0; extra && extra[i] && n + 1 < DS_ARRAY_SIZE(envp); i++) envp[n++] = (char *)extra[i];
     envp[n] = NULL;
     cr_assert_eq(ds_config_load(&cfg, DS_SVC_FEATURE, envp, err, sizeof err), 0, "%s", err);
     cfg_loaded = true;
@@ -114,8 +112,7 @@ Test(kafka, retriable_produce_errors_deliver_exactly_once) {
     ds_producer_t *p = new_producer();
 
     /* The first three produce requests fail with a retriable error. */
-    rd_kafka_mock_push_request_errors(mc, API_PRODUCE, 3,
-                                      RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+    rd_kafka_mock_push_request_errors(mc, API_PRODUCE, 3, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
                                       RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
                                       RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
     slot_t slots[5] = {0};
@@ -202,8 +199,7 @@ Test(kafka, stored_offsets_are_committed_on_close) {
     char err[512];
     rd_kafka_message_t *msgs[10] = {0};
     ds_consumer_t *c = NULL;
-    cr_assert_eq(ds_consumer_new(&c, &cfg, "store-group", topics, 1, err, sizeof err), 0, "%s",
-                 err);
+    cr_assert_eq(ds_consumer_new(&c, &cfg, "store-group", topics, 1, err, sizeof err), 0, "%s", err);
     cr_assert_not(ds_consumer_assigned(c));
     size_t n = kt_consume_n(c, msgs, 4, 30000);
     cr_assert_eq(n, 4);
@@ -218,8 +214,7 @@ Test(kafka, stored_offsets_are_committed_on_close) {
     ds_consumer_destroy(c);
 
     /* A new member of the same group resumes after the stored offset. */
-    cr_assert_eq(ds_consumer_new(&c, &cfg, "store-group", topics, 1, err, sizeof err), 0, "%s",
-                 err);
+    cr_assert_eq(ds_consumer_new(&c, &cfg, "store-group", topics, 1, err, sizeof err), 0, "%s", err);
     n = kt_consume_n(c, msgs, 6, 30000);
     cr_assert_eq(n, 6);
     for (size_t i = 0; i < n; i++) {
@@ -247,15 +242,13 @@ Test(kafka, unstored_batch_is_redelivered) {
     char err[512];
     rd_kafka_message_t *msgs[3] = {0};
     ds_consumer_t *c = NULL;
-    cr_assert_eq(ds_consumer_new(&c, &cfg, "redeliver-group", topics, 1, err, sizeof err), 0,
-                 "%s", err);
+    cr_assert_eq(ds_consumer_new(&c, &cfg, "redeliver-group", topics, 1, err, sizeof err), 0, "%s", err);
     cr_assert_eq(kt_consume_n(c, msgs, 3, 30000), 3);
     /* The "database commit" failed: nothing stored. */
     ds_consumer_release(msgs, 3);
     ds_consumer_destroy(c);
 
-    cr_assert_eq(ds_consumer_new(&c, &cfg, "redeliver-group", topics, 1, err, sizeof err), 0,
-                 "%s", err);
+    cr_assert_eq(ds_consumer_new(&c, &cfg, "redeliver-group", topics, 1, err, sizeof err), 0, "%s", err);
     cr_assert_eq(kt_consume_n(c, msgs, 1, 30000), 1);
     cr_assert_eq(msgs[0]->offset, 0);
     ds_consumer_release(msgs, 1);
@@ -276,8 +269,7 @@ Test(kafka, pause_all_stops_fetching_until_resume) {
     char err[512];
     rd_kafka_message_t *msgs[4] = {0};
     ds_consumer_t *c = NULL;
-    cr_assert_eq(ds_consumer_new(&c, &cfg, "pause-group", topics, 1, err, sizeof err), 0, "%s",
-                 err);
+    cr_assert_eq(ds_consumer_new(&c, &cfg, "pause-group", topics, 1, err, sizeof err), 0, "%s", err);
     cr_assert_eq(kt_consume_n(c, msgs, 1, 30000), 1);
     ds_consumer_release(msgs, 1);
 
@@ -316,8 +308,7 @@ Test(kafka, headers_and_dlq_round_trip) {
     char err[512], buf[128];
     rd_kafka_message_t *msgs[1] = {0};
     ds_consumer_t *c = NULL;
-    cr_assert_eq(ds_consumer_new(&c, &cfg, "dlq-group", src_topics, 1, err, sizeof err), 0,
-                 "%s", err);
+    cr_assert_eq(ds_consumer_new(&c, &cfg, "dlq-group", src_topics, 1, err, sizeof err), 0, "%s", err);
     cr_assert_eq(kt_consume_n(c, msgs, 1, 30000), 1);
     cr_assert_eq(ds_kafka_header_get(msgs[0], DS_HDR_CE_ID, buf, sizeof buf), 0);
     cr_assert_str_eq(buf, meta.id);
@@ -338,8 +329,7 @@ Test(kafka, headers_and_dlq_round_trip) {
     cr_assert_eq(null_slot.calls, 1);
     cr_assert_eq(null_slot.err, 0, "%s", null_slot.errmsg);
 
-    cr_assert_eq(ds_consumer_new(&c, &cfg, "dlq-reader", dlq_topics, 1, err, sizeof err), 0,
-                 "%s", err);
+    cr_assert_eq(ds_consumer_new(&c, &cfg, "dlq-reader", dlq_topics, 1, err, sizeof err), 0, "%s", err);
     cr_assert_eq(kt_consume_n(c, msgs, 1, 30000), 1);
     cr_assert_eq(msgs[0]->key_len, 5);
     cr_assert(memcmp(msgs[0]->key, "opp-1", 5) == 0);

@@ -72,8 +72,10 @@ Test(worker_faults, postgres_outage_delays_but_loses_nothing) {
     bool retried = false;
     while (!retried && proc_now_ms() < deadline) {
         httpc_resp_t m = httpc_get(T.port, "/metrics");
-        char *line = m.body ? strstr(m.body, "dealscore_worker_batch_retries_total{worker=\"feature\"} ") : NULL;
-        retried = line && atof(line + strlen("dealscore_worker_batch_retries_total{worker=\"feature\"} ")) >= 2;
+        char *line =
+            m.body ? strstr(m.body, "dealscore_worker_batch_retries_total{worker=\"feature\"} ") : NULL;
+        retried =
+            line && atof(line + strlen("dealscore_worker_batch_retries_total{worker=\"feature\"} ")) >= 2;
         httpc_free(&m);
         struct timespec ts = {0, 100 * 1000000};
         nanosleep(&ts, NULL); /* polling interval */

@@ -13,7 +13,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     if (!devnull) devnull = fopen("/dev/null", "w");
     long rows, rejected;
-    ingest_import_check((rec_kind_t)(data[0] & 3), (const char *)data + 1, size - 1, devnull, &rows, &rejected);
+    ingest_import_check((rec_kind_t)(data[0] & 3), (const char *)data + 1, size - 1, devnull, &rows,
+                        &rejected);
     if (rejected > rows) __builtin_trap();
     return 0;
 }

@@ -23,7 +23,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     EVP_PKEY *ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
     char *j1 = NULL, *j2 = NULL;
-    if (!ec || !rsa || ds_jwt_public_jwk(ec, "ec1", &j1) != 0 || ds_jwt_public_jwk(rsa, "rsa1", &j2) != 0) abort();
+    if (!ec || !rsa || ds_jwt_public_jwk(ec, "ec1", &j1) != 0 || ds_jwt_public_jwk(rsa, "rsa1", &j2) != 0)
+        abort();
     char *jwks = ds_asprintf("{\"keys\": [%s, %s]}", j1, j2);
     char err[256];
     if (ds_jwt_verifier_new(&verifier, jwks, SECRET, err, sizeof err) != 0) abort();

@@ -25,7 +25,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         json_t *mapped = salesforce ? record_from_salesforce(kind, obj, &sf) : NULL;
         record_t rec;
         memset(&rec, 0, sizeof rec);
-        if (record_parse(kind, salesforce ? mapped : obj, (int)i, false, &rec, &probs) == 0) record_clear(&rec);
+        if (record_parse(kind, salesforce ? mapped : obj, (int)i, false, &rec, &probs) == 0)
+            record_clear(&rec);
         json_decref(mapped);
     }
     json_decref(rec_problems_json(&probs));

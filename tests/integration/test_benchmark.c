@@ -25,11 +25,11 @@
 #define ACC3 "a0000000-0000-4000-8000-0000000000c3" /* retail, emea */
 #define ACC_B "b0000000-0000-4000-8000-0000000000c1"
 #define OPP(n) "a0000000-0000-4000-8000-000000000" #n
-#define T_ID OPP(100)    /* the open opportunity benchmarked */
-#define T_NEAR OPP(101)  /* open, 10050: same amount cell as T */
+#define T_ID OPP(100)   /* the open opportunity benchmarked */
+#define T_NEAR OPP(101) /* open, 10050: same amount cell as T */
 #define W1 OPP(201)
-#define O1 OPP(301)      /* open, 11000, same attributes: closes won later */
-#define Y_OPEN OPP(401)  /* open, in ACC2 (for the account-scoped user) */
+#define O1 OPP(301)     /* open, 11000, same attributes: closes won later */
+#define Y_OPEN OPP(401) /* open, in ACC2 (for the account-scoped user) */
 #define OPP_B "b0000000-0000-4000-8000-000000000100"
 #define USER_U "c0000000-0000-4000-8000-000000000001" /* member of ACC1 */
 
@@ -81,8 +81,7 @@ static void start(int refresh_s) {
 
 /* Produces an OpportunityChanged (event_id fixed so a replay is the same
  * message) and waits for the broker's acknowledgement. */
-static void publish(const char *event_id, const char *org, const char *opp,
-                    Dealscore__V1__ChangeKind kind) {
+static void publish(const char *event_id, const char *org, const char *opp, Dealscore__V1__ChangeKind kind) {
     Dealscore__V1__OpportunityChanged ev = DEALSCORE__V1__OPPORTUNITY_CHANGED__INIT;
     ev.event_id = (char *)event_id;
     ev.org_id = (char *)org;
@@ -119,7 +118,8 @@ static void wait_value(const char *want, const char *fmt, ...) {
         if (got && strcmp(got, want) == 0) break;
         if (proc_now_ms() > deadline) {
             char *log = proc_slurp(T.log);
-            cr_fatal("waited 30 s for %s, last %s, from: %s\nservice log:\n%s", want, got ? got : "null", sql, log);
+            cr_fatal("waited 30 s for %s, last %s, from: %s\nservice log:\n%s", want, got ? got : "null", sql,
+                     log);
         }
         struct timespec ts = {0, 20 * 1000000};
         nanosleep(&ts, NULL); /* polling interval */
@@ -164,6 +164,7 @@ static double metric(const char *name) { return dst_metric(&T, name); }
  *   O1   11000     open                             no (open)
  *
  * since = midnight UTC today minus 12 months. */
+/* clang-format off */
 static void fixture_org_a(void) {
     pgt_exec(db,
              "create temp table fx_t as select now() as now,"
@@ -380,6 +381,7 @@ static void fixture_relax(void) {
 }
 
 #define AMT "amt=[7703.32,12132.74)|m=12"
+/* clang-format on */
 
 static void publish_targets(void) {
     publish("e0000000-0000-4000-8000-000000000601", ORG_A, OPP(601), UPSERTED);
@@ -390,8 +392,10 @@ static void publish_targets(void) {
 }
 
 static void expect_mapping(const char *opp, const char *key, const char *level) {
-    char *got = pgt_valuef(db, "select cohort_key || ' ' || match_level from opportunity_benchmarks"
-                               " where opportunity_id = '%s'", opp);
+    char *got = pgt_valuef(db,
+                           "select cohort_key || ' ' || match_level from opportunity_benchmarks"
+                           " where opportunity_id = '%s'",
+                           opp);
     char *want = pgt_fmt("%s %s", key, level);
     cr_expect_str_eq(got ? got : "(none)", want, "mapping of %s", opp);
     free(got);
@@ -413,7 +417,8 @@ Test(benchmark, relaxation_order_and_match_level) {
 
     expect_mapping(OPP(602), "v1|ind=software|prod=security|" AMT, "industry_product");
     expect_row("v1|ind=software|prod=security|" AMT, "won_count", "2");
-    expect_row("v1|ind=software|prod=security|" AMT, "metrics->'matched'", "[\"industry\", \"product_category\"]");
+    expect_row("v1|ind=software|prod=security|" AMT, "metrics->'matched'",
+               "[\"industry\", \"product_category\"]");
 
     expect_mapping(OPP(603), "v1|ind=software|" AMT, "industry");
     expect_row("v1|ind=software|" AMT, "won_count", "5");
@@ -432,8 +437,9 @@ Test(benchmark, relaxation_order_and_match_level) {
      * narrower one can be (they are subsets): mapped there, no cohort query. */
     double computed = metric("dealscore_benchmark_cohorts_computed_total");
     pgt_exec(db, "insert into opportunities (id, org_id, external_id, account_id, product_category, persona,"
-                 " amount, stage, created_at, outcome) values ('" OPP(606) "', '" ORG_A "', 'T6', '" ACC3 "',"
-                 " 'analytics', 'cto', 10000, 'Proposal', now() - interval '40 days', 'open')");
+                 " amount, stage, created_at, outcome) values ('" OPP(
+                     606) "', '" ORG_A "', 'T6', '" ACC3 "',"
+                          " 'analytics', 'cto', 10000, 'Proposal', now() - interval '40 days', 'open')");
     publish("e0000000-0000-4000-8000-000000000606", ORG_A, OPP(606), UPSERTED);
     wait_value("1", "select count(*) from opportunity_benchmarks where opportunity_id = '" OPP(606) "'");
     expect_mapping(OPP(606), "v1|ind=retail|" AMT, "industry");
@@ -473,8 +479,9 @@ Test(benchmark, activity_of_a_mapped_open_deal_keeps_its_mapping) {
     /* An open deal the worker never saw, without a mapping, is mapped on an
      * interaction too. */
     pgt_exec(db, "insert into opportunities (id, org_id, external_id, account_id, product_category, persona,"
-                 " amount, stage, created_at, outcome) values ('" OPP(605) "', '" ORG_A "', 'T5', '" ACC3 "',"
-                 " 'services', 'cfo', 10000, 'Proposal', now() - interval '40 days', 'open')");
+                 " amount, stage, created_at, outcome) values ('" OPP(
+                     605) "', '" ORG_A "', 'T5', '" ACC3 "',"
+                          " 'services', 'cfo', 10000, 'Proposal', now() - interval '40 days', 'open')");
     publish("e0000000-0000-4000-8000-000000000703", ORG_A, OPP(605), INTERACTION);
     wait_value("1", "select count(*) from opportunity_benchmarks where opportunity_id = '" OPP(605) "'");
     expect_mapping(OPP(605), "v1|ind=retail|" AMT, "industry");
@@ -486,7 +493,9 @@ Test(benchmark, activity_of_a_mapped_open_deal_keeps_its_mapping) {
     pgt_exec(db, "delete from opportunity_benchmarks where opportunity_id = '" OPP(604) "'");
     publish("e0000000-0000-4000-8000-000000000704", ORG_A, OPP(604), INTERACTION);
     dst_wait_metric(&T, "dealscore_benchmark_settled_total", 2);
-    cr_expect_eq(dst_count(&T, "select count(*) from opportunity_benchmarks where opportunity_id = '" OPP(604) "'"), 0);
+    cr_expect_eq(
+        dst_count(&T, "select count(*) from opportunity_benchmarks where opportunity_id = '" OPP(604) "'"),
+        0);
     dst_stop(&T);
     start(0);
     publish("e0000000-0000-4000-8000-000000000705", ORG_A, OPP(604), INTERACTION);
@@ -499,21 +508,22 @@ Test(benchmark, activity_of_a_mapped_open_deal_keeps_its_mapping) {
  * be sufficient, so each deal maps to its widest cohort, computed once per
  * band, and the narrower ones are not computed at all. */
 Test(benchmark, young_org_maps_to_the_widest_cohort_with_one_query_per_band) {
-    pgt_exec(db, "insert into orgs (id, slug, name) values ('" ORG_B "', 'org-b', 'Org B');"
-                 "insert into accounts (id, org_id, external_id, name, industry, region) values"
-                 " ('" ACC_B "', '" ORG_B "', 'acc-1', 'B 1', 'software', 'emea');"
-                 "insert into opportunities (id, org_id, external_id, account_id, product_category, persona,"
-                 " amount, stage, created_at, outcome) values"
-                 " ('b0000000-0000-4000-8000-000000000101', '" ORG_B "', 'Y1', '" ACC_B "', 'analytics', 'cfo',"
-                 "  10000, 'Proposal', now() - interval '10 days', 'open'),"
-                 " ('b0000000-0000-4000-8000-000000000102', '" ORG_B "', 'Y2', '" ACC_B "', 'security', 'cto',"
-                 "  10050, 'Proposal', now() - interval '10 days', 'open'),"
-                 " ('b0000000-0000-4000-8000-000000000103', '" ORG_B "', 'Y3', '" ACC_B "', 'analytics', 'cfo',"
-                 "  500000, 'Proposal', now() - interval '10 days', 'open'),"
-                 /* lost deals count toward the cohort's size, not its won deals */
-                 " (gen_random_uuid(), '" ORG_B "', 'L1', '" ACC_B "', 'analytics', 'cfo', 10000, 'Closed Lost',"
-                 "  now() - interval '10 days', 'lost');"
-                 "update opportunities set closed_at = now() - interval '1 day' where external_id = 'L1'");
+    pgt_exec(db,
+             "insert into orgs (id, slug, name) values ('" ORG_B "', 'org-b', 'Org B');"
+             "insert into accounts (id, org_id, external_id, name, industry, region) values"
+             " ('" ACC_B "', '" ORG_B "', 'acc-1', 'B 1', 'software', 'emea');"
+             "insert into opportunities (id, org_id, external_id, account_id, product_category, persona,"
+             " amount, stage, created_at, outcome) values"
+             " ('b0000000-0000-4000-8000-000000000101', '" ORG_B "', 'Y1', '" ACC_B "', 'analytics', 'cfo',"
+             "  10000, 'Proposal', now() - interval '10 days', 'open'),"
+             " ('b0000000-0000-4000-8000-000000000102', '" ORG_B "', 'Y2', '" ACC_B "', 'security', 'cto',"
+             "  10050, 'Proposal', now() - interval '10 days', 'open'),"
+             " ('b0000000-0000-4000-8000-000000000103', '" ORG_B "', 'Y3', '" ACC_B "', 'analytics', 'cfo',"
+             "  500000, 'Proposal', now() - interval '10 days', 'open'),"
+             /* lost deals count toward the cohort's size, not its won deals */
+             " (gen_random_uuid(), '" ORG_B "', 'L1', '" ACC_B "', 'analytics', 'cfo', 10000, 'Closed Lost',"
+             "  now() - interval '10 days', 'lost');"
+             "update opportunities set closed_at = now() - interval '1 day' where external_id = 'L1'");
     start(0);
     publish("e0000000-0000-4000-8000-000000000801", ORG_B, "b0000000-0000-4000-8000-000000000101", UPSERTED);
     publish("e0000000-0000-4000-8000-000000000802", ORG_B, "b0000000-0000-4000-8000-000000000102", UPSERTED);
@@ -521,7 +531,8 @@ Test(benchmark, young_org_maps_to_the_widest_cohort_with_one_query_per_band) {
     wait_value("3", "select count(*) from opportunity_benchmarks");
     expect_mapping("b0000000-0000-4000-8000-000000000101", "v1|ind=software|" AMT, "industry");
     expect_mapping("b0000000-0000-4000-8000-000000000102", "v1|ind=software|" AMT, "industry");
-    cr_expect_eq(pgt_longf(db, "select count(*) from opportunity_benchmarks where match_level = 'industry'"), 3);
+    cr_expect_eq(pgt_longf(db, "select count(*) from opportunity_benchmarks where match_level = 'industry'"),
+                 3);
     cr_expect_eq(pgt_longf(db, "select count(*) from benchmarks_cached"), 2, "one widest cohort per band");
     cr_expect_eq(pgt_longf(db, "select count(*) from benchmarks_cached where level = 3"), 2);
     expect_row("v1|ind=software|" AMT, "won_count", "0");
@@ -540,12 +551,16 @@ Test(benchmark, won_deal_updates_cached_cohort) {
     wait_value("2", "select count(*) from opportunity_benchmarks");
     expect_row(KEY_T, "won_count", "5");
     char *as_of = row_value(KEY_T, "as_of");
-    char *ob = pgt_valuef(db, "select updated_at::text from opportunity_benchmarks where opportunity_id = '" T_ID "'");
+    char *ob = pgt_valuef(
+        db, "select updated_at::text from opportunity_benchmarks where opportunity_id = '" T_ID "'");
 
-    pgt_exec(db, "update opportunities set outcome = 'won', stage = 'Closed Won', closed_at = now() - interval '1 hour'"
-                 " where id = '" O1 "';"
-                 "insert into opportunity_history (org_id, opportunity_id, field, old_value, new_value, changed_at)"
-                 " values ('" ORG_A "', '" O1 "', 'outcome', 'open', 'won', now() - interval '1 hour');");
+    pgt_exec(
+        db,
+        "update opportunities set outcome = 'won', stage = 'Closed Won', closed_at = now() - interval '1 "
+        "hour'"
+        " where id = '" O1 "';"
+        "insert into opportunity_history (org_id, opportunity_id, field, old_value, new_value, changed_at)"
+        " values ('" ORG_A "', '" O1 "', 'outcome', 'open', 'won', now() - interval '1 hour');");
     publish("e0000000-0000-4000-8000-000000000004", ORG_A, O1, OUTCOME_SET);
     wait_value("6", "select won_count::text from benchmarks_cached where cohort_key = '" KEY_T "'");
     expect_row(KEY_T, "cohort_size", "7");
@@ -554,12 +569,15 @@ Test(benchmark, won_deal_updates_cached_cohort) {
      * median at position 2.5 = 10500. */
     expect_row(KEY_T, "(metrics->'amount'->>'median')::numeric", "10500.00");
     char *as_of2 = row_value(KEY_T, "as_of");
-    cr_expect_eq(pgt_longf(db, "select count(*) from benchmarks_cached where cohort_key = '" KEY_T "'"
-                               " and as_of > '%s'", as_of),
+    cr_expect_eq(pgt_longf(db,
+                           "select count(*) from benchmarks_cached where cohort_key = '" KEY_T "'"
+                           " and as_of > '%s'",
+                           as_of),
                  1, "as_of did not move: %s -> %s", as_of, as_of2);
-    cr_expect_eq(pgt_longf(db, "select count(*) from opportunity_benchmarks where opportunity_id = '" O1 "'"), 0,
-                 "the closed deal keeps its mapping");
-    char *ob2 = pgt_valuef(db, "select updated_at::text from opportunity_benchmarks where opportunity_id = '" T_ID "'");
+    cr_expect_eq(pgt_longf(db, "select count(*) from opportunity_benchmarks where opportunity_id = '" O1 "'"),
+                 0, "the closed deal keeps its mapping");
+    char *ob2 = pgt_valuef(
+        db, "select updated_at::text from opportunity_benchmarks where opportunity_id = '" T_ID "'");
     cr_expect_str_eq(ob2, ob, "T's mapping was rewritten although its cohort key did not change");
     free(as_of);
     free(as_of2);
@@ -574,11 +592,13 @@ Test(benchmark, closing_deals_remaps_when_cohort_becomes_sufficient) {
     start(0);
     publish_targets();
     expect_mapping(OPP(604), "v1|ind=retail|" AMT, "industry");
-    pgt_exec(db, "update opportunities set outcome = 'won', stage = 'Closed Won', closed_at = now() - interval '1 hour'"
+    pgt_exec(db, "update opportunities set outcome = 'won', stage = 'Closed Won', closed_at = now() - "
+                 "interval '1 hour'"
                  " where external_id in ('R1', 'R2');");
     publish("e0000000-0000-4000-8000-000000000511", ORG_A, OPP(511), OUTCOME_SET);
     publish("e0000000-0000-4000-8000-000000000512", ORG_A, OPP(512), OUTCOME_SET);
-    wait_value("full", "select match_level from opportunity_benchmarks where opportunity_id = '" OPP(604) "'");
+    wait_value("full",
+               "select match_level from opportunity_benchmarks where opportunity_id = '" OPP(604) "'");
     expect_mapping(OPP(604), "v1|ind=retail|prod=services|reg=emea|per=cfo|" AMT, "full");
     expect_row("v1|ind=retail|prod=services|reg=emea|per=cfo|" AMT, "won_count", "2");
     expect_row("v1|ind=retail|" AMT, "won_count", "2");
@@ -589,11 +609,13 @@ Test(benchmark, closing_deals_remaps_when_cohort_becomes_sufficient) {
 }
 
 static char *snapshot(void) {
-    return pgt_valuef(db, "select coalesce(string_agg(x, E'\\n' order by x), '') from ("
-                          " select concat_ws(' ', cohort_key, as_of, match_level, cohort_size, won_count, metrics::text) x"
-                          "  from benchmarks_cached"
-                          " union all select concat_ws(' ', opportunity_id, account_id, cohort_key, match_level, updated_at)"
-                          "  from opportunity_benchmarks) s");
+    return pgt_valuef(
+        db,
+        "select coalesce(string_agg(x, E'\\n' order by x), '') from ("
+        " select concat_ws(' ', cohort_key, as_of, match_level, cohort_size, won_count, metrics::text) x"
+        "  from benchmarks_cached"
+        " union all select concat_ws(' ', opportunity_id, account_id, cohort_key, match_level, updated_at)"
+        "  from opportunity_benchmarks) s");
 }
 
 /* Reprocessing the same events leaves every row as it was (only
@@ -635,7 +657,8 @@ static long long as_user(const char *claims, const char *sql) {
     pgt_exec(db, "begin");
     pgt_exec(db, "set local role authenticated");
     const char *params[1] = {claims};
-    PGresult *r = PQexecParams(db, "select set_config('request.jwt.claims', $1, true)", 1, NULL, params, NULL, NULL, 0);
+    PGresult *r =
+        PQexecParams(db, "select set_config('request.jwt.claims', $1, true)", 1, NULL, params, NULL, NULL, 0);
     cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
     PQclear(r);
     long long n = pgt_longf(db, "%s", sql);
@@ -644,37 +667,41 @@ static long long as_user(const char *claims, const char *sql) {
 }
 
 static char *claims_for(const char *user, const char *org, bool scoped) {
-    return pgt_fmt("{\"sub\": \"%s\", \"role\": \"authenticated\", \"app_metadata\": {\"org_id\": \"%s\"%s}}", user,
-                   org, scoped ? ", \"account_scoped\": true" : "");
+    return pgt_fmt("{\"sub\": \"%s\", \"role\": \"authenticated\", \"app_metadata\": {\"org_id\": \"%s\"%s}}",
+                   user, org, scoped ? ", \"account_scoped\": true" : "");
 }
 
 Test(benchmark, rls_hides_other_orgs_benchmarks) {
     fixture_org_a();
     /* Org B's one won deal is enough for its cohorts (min 1), so its walk
      * computes T's key too. */
-    pgt_exec(db, "insert into orgs (id, slug, name, settings) values ('" ORG_B "', 'org-b', 'Org B',"
-                 " '{\"benchmark_min_cohort\": 1}');"
-                 "insert into accounts (id, org_id, external_id, name, industry, region) values"
-                 " ('" ACC_B "', '" ORG_B "', 'acc-1', 'B 1', 'software', 'emea');"
-                 "insert into opportunities (id, org_id, external_id, account_id, product_category, persona,"
-                 " amount, stage, created_at, closed_at, outcome) values"
-                 " ('" OPP_B "', '" ORG_B "', 'T', '" ACC_B "', 'analytics', 'cfo', 10000, 'Proposal',"
-                 "  now() - interval '10 days', null, 'open'),"
-                 " (gen_random_uuid(), '" ORG_B "', 'W', '" ACC_B "', 'analytics', 'cfo', 10000, 'Closed Won',"
-                 "  now() - interval '10 days', now() - interval '1 day', 'won');"
-                 "insert into account_members (org_id, account_id, user_id) values"
-                 " ('" ORG_A "', '" ACC1 "', '" USER_U "');");
+    pgt_exec(db,
+             "insert into orgs (id, slug, name, settings) values ('" ORG_B "', 'org-b', 'Org B',"
+             " '{\"benchmark_min_cohort\": 1}');"
+             "insert into accounts (id, org_id, external_id, name, industry, region) values"
+             " ('" ACC_B "', '" ORG_B "', 'acc-1', 'B 1', 'software', 'emea');"
+             "insert into opportunities (id, org_id, external_id, account_id, product_category, persona,"
+             " amount, stage, created_at, closed_at, outcome) values"
+             " ('" OPP_B "', '" ORG_B "', 'T', '" ACC_B "', 'analytics', 'cfo', 10000, 'Proposal',"
+             "  now() - interval '10 days', null, 'open'),"
+             " (gen_random_uuid(), '" ORG_B "', 'W', '" ACC_B "', 'analytics', 'cfo', 10000, 'Closed Won',"
+             "  now() - interval '10 days', now() - interval '1 day', 'won');"
+             "insert into account_members (org_id, account_id, user_id) values"
+             " ('" ORG_A "', '" ACC1 "', '" USER_U "');");
     start(0);
     publish("e0000000-0000-4000-8000-000000000001", ORG_A, T_ID, UPSERTED);
     publish("e0000000-0000-4000-8000-000000000006", ORG_A, Y_OPEN, UPSERTED);
     publish("e0000000-0000-4000-8000-000000000007", ORG_B, OPP_B, UPSERTED);
     wait_value("3", "select count(*) from opportunity_benchmarks");
     /* Both orgs have a row under the same key: the key is per org. */
-    cr_assert_eq(pgt_longf(db, "select count(distinct org_id) from benchmarks_cached where cohort_key = '" KEY_T "'"), 2);
+    cr_assert_eq(
+        pgt_longf(db, "select count(distinct org_id) from benchmarks_cached where cohort_key = '" KEY_T "'"),
+        2);
 
     char *a = claims_for(USER_U, ORG_A, false);
     cr_expect_eq(as_user(a, "select count(*) from opportunity_benchmark_summaries"), 2);
-    cr_expect_eq(as_user(a, "select count(*) from opportunity_benchmark_summaries where org_id = '" ORG_B "'"), 0);
+    cr_expect_eq(
+        as_user(a, "select count(*) from opportunity_benchmark_summaries where org_id = '" ORG_B "'"), 0);
     cr_expect_eq(as_user(a, "select count(*) from opportunity_benchmarks where org_id = '" ORG_B "'"), 0);
     cr_expect_eq(as_user(a, "select count(*) from benchmarks_cached where org_id = '" ORG_B "'"), 0);
     cr_expect_eq(as_user(a, "select count(*) from benchmarks_cached"),
@@ -693,14 +720,16 @@ Test(benchmark, rls_hides_other_orgs_benchmarks) {
      * opportunity only, and the org-wide cohort rows. */
     char *u = claims_for(USER_U, ORG_A, true);
     cr_expect_eq(as_user(u, "select count(*) from opportunity_benchmark_summaries"), 1);
-    cr_expect_eq(as_user(u, "select count(*) from opportunity_benchmark_summaries where opportunity_id = '" T_ID "'"),
-                 1);
+    cr_expect_eq(
+        as_user(u, "select count(*) from opportunity_benchmark_summaries where opportunity_id = '" T_ID "'"),
+        1);
     cr_expect_eq(as_user(u, "select count(*) from benchmarks_cached where org_id = '" ORG_B "'"), 0);
     free(u);
 
     char *b = claims_for(USER_U, ORG_B, false);
     cr_expect_eq(as_user(b, "select count(*) from opportunity_benchmark_summaries"), 1);
-    cr_expect_eq(as_user(b, "select count(*) from opportunity_benchmark_summaries where org_id = '" ORG_A "'"), 0);
+    cr_expect_eq(
+        as_user(b, "select count(*) from opportunity_benchmark_summaries where org_id = '" ORG_A "'"), 0);
     cr_expect_eq(as_user(b, "select count(*) from benchmarks_cached where org_id = '" ORG_A "'"), 0);
     free(b);
 

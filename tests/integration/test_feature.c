@@ -40,14 +40,16 @@ Test(feature, webhook_change_yields_features_ready) {
     dst_start(&I, "ingest");
     ds_consumer_t *c = dst_consumer(&T, "features.ready");
     ds_consumer_t *oc = dst_consumer(&T, "opportunity.changed");
-    httpc_resp_t r = dst_post(&I, "/v1/opportunities",
-                              "{\"external_id\":\"OPP-1\",\"stage\":\"proposal\",\"created_at\":\"2026-03-01T00:00:00Z\","
-                              "\"amount\":999,\"changed_at\":\"2026-03-11T00:00:00Z\",\"close_date\":\"2026-03-31\"}",
-                              NULL, NULL);
+    httpc_resp_t r =
+        dst_post(&I, "/v1/opportunities",
+                 "{\"external_id\":\"OPP-1\",\"stage\":\"proposal\",\"created_at\":\"2026-03-01T00:00:00Z\","
+                 "\"amount\":999,\"changed_at\":\"2026-03-11T00:00:00Z\",\"close_date\":\"2026-03-31\"}",
+                 NULL, NULL);
     cr_assert_eq(r.status, 202, "%s", r.body);
     httpc_free(&r);
     r = dst_post(&I, "/v1/transcripts",
-                 "{\"external_id\":\"TR-1\",\"opportunity_external_id\":\"OPP-1\",\"occurred_at\":\"2026-03-12T00:00:00Z\","
+                 "{\"external_id\":\"TR-1\",\"opportunity_external_id\":\"OPP-1\",\"occurred_at\":\"2026-03-"
+                 "12T00:00:00Z\","
                  "\"text\":\"Dana is our champion. We have not found the economic buyer.\"}",
                  NULL, NULL);
     cr_assert_eq(r.status, 202, "%s", r.body);
@@ -87,7 +89,8 @@ Test(feature, webhook_change_yields_features_ready) {
         ds_consumer_release(m, 1);
         if (strcmp(last->causation_id, ev2) == 0) break;
     }
-    cr_assert(last && strcmp(last->causation_id, ev2) == 0, "a features.ready caused by the transcript event");
+    cr_assert(last && strcmp(last->causation_id, ev2) == 0,
+              "a features.ready caused by the transcript event");
     cr_expect_str_eq(last->opportunity_id, opp);
     cr_expect_str_eq(last->org_id, T.org_id);
     cr_expect_str_eq(last->feature_version, DS_FEATURE_VERSION);
@@ -102,12 +105,13 @@ Test(feature, webhook_change_yields_features_ready) {
     cr_expect_eq(last->meddicc->coverage, 1);
     dealscore__v1__features_ready__free_unpacked(last, NULL);
     /* The snapshot row holds the same values and the evidence span. */
-    cr_expect_eq(pgt_longf(db, "select count(*) from features_snapshot where opportunity_id = '%s'"
-                               " and as_of = '2026-03-12T00:00:00Z' and (features->>'stage_index')::int = 4"
-                               " and meddicc->'champion'->'evidence'->0->>'start' = '12'"
-                               " and meddicc->'champion'->'evidence'->0->>'end' = '20'"
-                               " and meddicc->'champion'->'evidence'->0->>'transcript_id' is not null",
-                               opp),
+    cr_expect_eq(pgt_longf(db,
+                           "select count(*) from features_snapshot where opportunity_id = '%s'"
+                           " and as_of = '2026-03-12T00:00:00Z' and (features->>'stage_index')::int = 4"
+                           " and meddicc->'champion'->'evidence'->0->>'start' = '12'"
+                           " and meddicc->'champion'->'evidence'->0->>'end' = '20'"
+                           " and meddicc->'champion'->'evidence'->0->>'transcript_id' is not null",
+                           opp),
                  1);
     free(opp);
     PQfinish(db);
@@ -151,11 +155,13 @@ Test(feature, replayed_event_gives_the_same_snapshot_and_no_duplicate) {
     produce_change(p, topic, eid, T.org_id, opp, 1770000000LL * 1000000);
     rd_kafka_message_t *m[2];
     dst_consume(c, m, 1, 30000);
-    char *features1 = pgt_valuef(db, "select features::text from features_snapshot where opportunity_id = '%s'", opp);
+    char *features1 =
+        pgt_valuef(db, "select features::text from features_snapshot where opportunity_id = '%s'", opp);
     produce_change(p, topic, eid, T.org_id, opp, 1770000000LL * 1000000);
     dst_consume(c, m + 1, 1, 30000);
     cr_expect_eq(pgt_longf(db, "select count(*) from features_snapshot where opportunity_id = '%s'", opp), 1);
-    char *features2 = pgt_valuef(db, "select features::text from features_snapshot where opportunity_id = '%s'", opp);
+    char *features2 =
+        pgt_valuef(db, "select features::text from features_snapshot where opportunity_id = '%s'", opp);
     cr_expect_str_eq(features2, features1);
     /* The re-published features.ready is the same event (same id). */
     char id1[64], id2[64];
@@ -256,7 +262,8 @@ Test(feature, chunked_batch_writes_every_snapshot_in_one_transaction) {
     }
     pgt_execf(db,
               "insert into interactions (org_id, opportunity_id, opportunity_external_id, external_id, type,"
-              " occurred_at, duration_min) values ('%s', '%s', 'OPP-C5', 'I-1', 'meeting', '2026-01-20T00:00:00Z', 45)",
+              " occurred_at, duration_min) values ('%s', '%s', 'OPP-C5', 'I-1', 'meeting', "
+              "'2026-01-20T00:00:00Z', 45)",
               T.org_id, opps[5]);
     ds_consumer_t *c = dst_consumer(&T, "features.ready");
     dst_start(&T, "feature");
@@ -264,7 +271,8 @@ Test(feature, chunked_batch_writes_every_snapshot_in_one_transaction) {
     for (int got = 0; got < N; got++) {
         rd_kafka_message_t *m[1];
         dst_consume(c, m, 1, 30000);
-        Dealscore__V1__FeaturesReady *fr = dealscore__v1__features_ready__unpack(NULL, m[0]->len, m[0]->payload);
+        Dealscore__V1__FeaturesReady *fr =
+            dealscore__v1__features_ready__unpack(NULL, m[0]->len, m[0]->payload);
         cr_assert(fr);
         for (int i = 0; i < N; i++)
             if (strcmp(fr->opportunity_id, opps[i]) == 0) {
@@ -278,14 +286,16 @@ Test(feature, chunked_batch_writes_every_snapshot_in_one_transaction) {
     for (int i = 0; i < N; i++) cr_expect_eq(seen[i], 1, "one features.ready for OPP-C%d", i);
     cr_expect_eq(pgt_longf(db, "select count(*) from features_snapshot where org_id = '%s'", T.org_id), N);
     /* computed_at is the transaction's start: one value for the whole batch. */
-    cr_expect_eq(pgt_longf(db, "select count(distinct computed_at) from features_snapshot where org_id = '%s'",
+    cr_expect_eq(pgt_longf(db,
+                           "select count(distinct computed_at) from features_snapshot where org_id = '%s'",
                            T.org_id),
                  1);
-    cr_expect_eq(pgt_longf(db,
-                           "select count(*) from features_snapshot where opportunity_id = '%s'"
-                           " and (features->>'n_meeting_all')::int = 1 and (features->>'stage_index')::int = 3",
-                           opps[5]),
-                 1);
+    cr_expect_eq(
+        pgt_longf(db,
+                  "select count(*) from features_snapshot where opportunity_id = '%s'"
+                  " and (features->>'n_meeting_all')::int = 1 and (features->>'stage_index')::int = 3",
+                  opps[5]),
+        1);
     for (int i = 0; i < N; i++) free(opps[i]);
     ds_consumer_destroy(c);
     ds_producer_destroy(p);
@@ -354,12 +364,14 @@ Test(feature, a_full_poll_gathers_the_burst_into_one_coalesced_batch) {
     for (int got = 0; got < D; got++) {
         rd_kafka_message_t *m[1];
         dst_consume(c, m, 1, 30000);
-        Dealscore__V1__FeaturesReady *fr = dealscore__v1__features_ready__unpack(NULL, m[0]->len, m[0]->payload);
+        Dealscore__V1__FeaturesReady *fr =
+            dealscore__v1__features_ready__unpack(NULL, m[0]->len, m[0]->payload);
         cr_assert(fr);
         for (int i = 0; i < D; i++)
             if (strcmp(fr->opportunity_id, b.opps[i]) == 0) {
                 seen[i]++;
-                cr_expect_eq(fr->as_of_us, BACKLOG_BASE + (R - 1) * D + i, "OPP-B%d as of its latest change", i);
+                cr_expect_eq(fr->as_of_us, BACKLOG_BASE + (R - 1) * D + i, "OPP-B%d as of its latest change",
+                             i);
             }
         dealscore__v1__features_ready__free_unpacked(fr, NULL);
         ds_consumer_release(m, 1);
@@ -371,7 +383,8 @@ Test(feature, a_full_poll_gathers_the_burst_into_one_coalesced_batch) {
     /* Every message's age from publication to its stored batch is observed
      * once (the end-to-end latency's part in this worker). */
     dst_wait_metric(&T, "dealscore_worker_event_age_seconds_count{worker=\"feature\"}", (double)(R * D));
-    cr_expect_eq(dst_metric(&T, "dealscore_worker_event_age_seconds_count{worker=\"feature\"}"), (double)(R * D));
+    cr_expect_eq(dst_metric(&T, "dealscore_worker_event_age_seconds_count{worker=\"feature\"}"),
+                 (double)(R * D));
     cr_expect_gt(dst_metric(&T, "dealscore_worker_event_age_seconds_sum{worker=\"feature\"}"), 0.0);
     cr_expect_eq(pgt_longf(b.db, "select count(*) from features_snapshot where org_id = '%s'", T.org_id), D);
     ds_consumer_destroy(c);
@@ -418,14 +431,16 @@ Test(feature, a_burst_ends_when_the_input_slows_to_a_trickle) {
         int got = ds_consumer_poll_batch(c, m, 16, 150); /* the flow's pace */
         cr_assert_geq(got, 0, "polling features.ready failed");
         for (int k = 0; k < got; k++) {
-            Dealscore__V1__FeaturesReady *fr = dealscore__v1__features_ready__unpack(NULL, m[k]->len, m[k]->payload);
+            Dealscore__V1__FeaturesReady *fr =
+                dealscore__v1__features_ready__unpack(NULL, m[k]->len, m[k]->payload);
             cr_assert(fr);
             if (strcmp(fr->opportunity_id, flow) == 0) computed = true;
             dealscore__v1__features_ready__free_unpacked(fr, NULL);
         }
         ds_consumer_release(m, (size_t)got);
     }
-    cr_assert(computed, "no change of the flow was computed in 30 s (%d sent): the burst waited for its cap", sent);
+    cr_assert(computed, "no change of the flow was computed in 30 s (%d sent): the burst waited for its cap",
+              sent);
     cr_expect_geq(dst_metric(&T, "dealscore_worker_burst_batches_total{worker=\"feature\"}"), 1.0,
                   "the backlog was gathered as a burst");
     free(flow);
@@ -453,7 +468,8 @@ Test(feature, a_restarted_idle_worker_reports_no_lag) {
     int readings = 0;
     for (long long until = proc_now_ms() + 3000; proc_now_ms() < until; readings++) {
         v = dst_metric(&T, lag);
-        cr_assert_eq(v, 0, "a restarted idle worker reports lag %g (the topic holds %d consumed messages)", v, R * D);
+        cr_assert_eq(v, 0, "a restarted idle worker reports lag %g (the topic holds %d consumed messages)", v,
+                     R * D);
         struct timespec ts = {0, 50 * 1000000};
         nanosleep(&ts, NULL); /* polling interval */
     }
@@ -511,10 +527,11 @@ Test(feature, sigterm_ends_a_gathering_burst_and_finishes_its_batch) {
 Test(feature, loader_pipeline_reports_errors_and_stays_usable) {
     PGconn *db = pgt_connect_db(&T.db);
     char *opp = insert_opportunity(db, "OPP-L");
-    pgt_execf(db,
-              "insert into interactions (org_id, opportunity_id, opportunity_external_id, external_id, type,"
-              " occurred_at, duration_min) values ('%s', '%s', 'OPP-L', 'I-L', 'demo', '2026-01-05T00:00:00Z', 30)",
-              T.org_id, opp);
+    pgt_execf(
+        db,
+        "insert into interactions (org_id, opportunity_id, opportunity_external_id, external_id, type,"
+        " occurred_at, duration_min) values ('%s', '%s', 'OPP-L', 'I-L', 'demo', '2026-01-05T00:00:00Z', 30)",
+        T.org_id, opp);
     ds_pg_t *pg = NULL;
     char err[512];
     cr_assert_eq(ds_pg_new(&pg, T.db.conninfo, "test", err, sizeof err), 0, "%s", err);
@@ -556,7 +573,8 @@ Test(feature, loader_pipeline_reports_errors_and_stays_usable) {
               " ('%s', '%s', 'OPP-M', 'I-M3', 'support', '2026-01-04T00:00:00Z', 0)",
               T.org_id, opp2, T.org_id, opp2, T.org_id, opp2);
     pgt_execf(db,
-              "insert into opportunity_history (org_id, opportunity_id, field, old_value, new_value, changed_at) values"
+              "insert into opportunity_history (org_id, opportunity_id, field, old_value, new_value, "
+              "changed_at) values"
               " ('%s', '%s', 'amount', '100', '200', '2026-01-03T00:00:00Z'),"
               " ('%s', '%s', 'stage', 'prospecting', 'discovery', '2026-01-02T00:00:00Z'),"
               " ('%s', '%s', 'stage', 'discovery', 'demo', '2026-01-03T00:00:00Z'),"
@@ -576,15 +594,18 @@ Test(feature, loader_pipeline_reports_errors_and_stays_usable) {
     double minutes = 0;
     int nulls = 0, types = 0;
     for (size_t k = 0; k < 3; k++) {
-        if (isnan(m->interactions[k].duration_min)) nulls++;
-        else minutes += m->interactions[k].duration_min;
+        if (isnan(m->interactions[k].duration_min))
+            nulls++;
+        else
+            minutes += m->interactions[k].duration_min;
         types |= 1 << m->interactions[k].type;
         if (m->interactions[k].type == DS_INTERACTION_MEETING)
             cr_expect_eq(m->interactions[k].occurred_at_us, 1767441600LL * 1000000); /* 2026-01-03T12:00Z */
     }
     cr_expect_eq(nulls, 1);
     cr_expect_eq(minutes, 45.5);
-    cr_expect_eq(types, 1 << DS_INTERACTION_EMAIL | 1 << DS_INTERACTION_MEETING | 1 << DS_INTERACTION_SUPPORT);
+    cr_expect_eq(types,
+                 1 << DS_INTERACTION_EMAIL | 1 << DS_INTERACTION_MEETING | 1 << DS_INTERACTION_SUPPORT);
     cr_assert_eq(m->n_history, 4);
     cr_expect_eq(m->history[0].field, DS_HIST_CLOSE_DATE);
     cr_expect_eq(m->history[0].old_value.close_date_us, DS_TIME_NONE);

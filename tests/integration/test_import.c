@@ -103,9 +103,9 @@ static run_t run_import_env(const char *dir, char *const *extra_env, ...) {
 
 static run_t import_all(const char *set) {
     char *dir = pgt_fmt("%s/%s", FIXTURES, set);
-    run_t r = run_import(dir, "--org", "acme", "--transcripts", "transcripts.csv", "--interactions",
-                         "interactions.csv", "--opportunities", "opportunities.csv", "--accounts",
-                         "accounts.csv");
+    run_t r =
+        run_import(dir, "--org", "acme", "--transcripts", "transcripts.csv", "--interactions",
+                   "interactions.csv", "--opportunities", "opportunities.csv", "--accounts", "accounts.csv");
     free(dir);
     return r;
 }
@@ -135,19 +135,21 @@ static long long count(const char *table) {
     return pgt_longf(conn, "select count(*) from %s%s", strchr(table, '.') ? "" : "public.", table);
 }
 
-#define expect_line(text, line)                                                                  \
+#define expect_line(text, line)                                                                              \
     cr_expect(pgt_has_line((text), (line)), "missing line \"%s\" in:\n%s", (line), (text))
-#define expect_prefix(text, prefix)                                                              \
-    cr_expect(has_prefix_line((text), (prefix)), "no line starting \"%s\" in:\n%s", (prefix),   \
-              (text))
+#define expect_prefix(text, prefix)                                                                          \
+    cr_expect(has_prefix_line((text), (prefix)), "no line starting \"%s\" in:\n%s", (prefix), (text))
 
 Test(import, clean_files_give_exact_rows_and_history) {
     run_t r = import_all("clean");
     cr_assert_eq(r.rc, 0, "exit %d\nstdout:\n%s\nstderr:\n%s", r.rc, r.out, r.err);
     expect_prefix(r.out, "accounts.csv: 3 rows: 3 imported (3 changed, 0 unchanged, 0 events), 0 rejected");
-    expect_prefix(r.out, "opportunities.csv: 9 rows: 9 imported (9 changed, 0 unchanged, 9 events), 0 rejected");
-    expect_prefix(r.out, "interactions.csv: 6 rows: 6 imported (6 changed, 0 unchanged, 6 events), 0 rejected");
-    expect_prefix(r.out, "transcripts.csv: 2 rows: 2 imported (2 changed, 0 unchanged, 2 events), 0 rejected");
+    expect_prefix(r.out,
+                  "opportunities.csv: 9 rows: 9 imported (9 changed, 0 unchanged, 9 events), 0 rejected");
+    expect_prefix(r.out,
+                  "interactions.csv: 6 rows: 6 imported (6 changed, 0 unchanged, 6 events), 0 rejected");
+    expect_prefix(r.out,
+                  "transcripts.csv: 2 rows: 2 imported (2 changed, 0 unchanged, 2 events), 0 rejected");
     expect_prefix(r.out, "imported 20 records (20 changed, 0 unchanged, 17 events), 0 rejected, in ");
     cr_expect_eq(count_problems(r.err), 0, "unexpected problems:\n%s", r.err);
 
@@ -158,8 +160,7 @@ Test(import, clean_files_give_exact_rows_and_history) {
     cr_expect_eq(count("opportunity_history"), 19);
     /* accounts came first (no deals to announce); every other row is one event */
     cr_expect_eq(count("dealscore_internal.outbox"), 17);
-    cr_expect_eq(pgt_longf(conn, "select count(*) from dealscore_internal.outbox where source = 'csv'"),
-                 17);
+    cr_expect_eq(pgt_longf(conn, "select count(*) from dealscore_internal.outbox where source = 'csv'"), 17);
     cr_expect_eq(pgt_longf(conn, "select count(*) from public.opportunities where placeholder"), 0);
     cr_expect_eq(pgt_longf(conn, "select count(*) from public.accounts where placeholder"), 0);
 
@@ -186,9 +187,10 @@ Test(import, clean_files_give_exact_rows_and_history) {
     PQclear(h);
 
     /* The final state is the last change row. */
-    char *st = pgt_valuef(conn, "select stage || '|' || outcome || '|' || amount::text || '|' ||"
-                                " close_date::text || '|' || a.name from public.opportunities o"
-                                " join public.accounts a on a.id = o.account_id where o.external_id = 'opp-1'");
+    char *st =
+        pgt_valuef(conn, "select stage || '|' || outcome || '|' || amount::text || '|' ||"
+                         " close_date::text || '|' || a.name from public.opportunities o"
+                         " join public.accounts a on a.id = o.account_id where o.external_id = 'opp-1'");
     cr_expect_str_eq(st, "closed_won|won|12000|2025-04-15|Acme, Inc.");
     free(st);
     /* Quoted fields: doubled quotes, commas and embedded newlines survive. */
@@ -198,7 +200,8 @@ Test(import, clean_files_give_exact_rows_and_history) {
     char *text = pgt_valuef(conn, "select text from public.transcripts where external_id = 'opp-1-t2'");
     cr_expect_str_eq(text, "Rep: Here is the demo.\nMaria: \"This is exactly what we need,\" said our CFO.");
     free(text);
-    char *meta = pgt_valuef(conn, "select meta->>'subject' from public.interactions where external_id = 'opp-1-i1'");
+    char *meta =
+        pgt_valuef(conn, "select meta->>'subject' from public.interactions where external_id = 'opp-1-i1'");
     cr_expect_str_eq(meta, "Intro, pricing");
     free(meta);
     run_free(&r);
@@ -209,8 +212,9 @@ Test(import, reimport_changes_nothing) {
     cr_assert_eq(r.rc, 0, "first import exit %d:\n%s%s", r.rc, r.out, r.err);
     run_free(&r);
     long long hist = count("opportunity_history"), outbox = count("dealscore_internal.outbox");
-    char *before = pgt_valuef(conn, "select string_agg(source_hash || ingested_at::text, ',' order by external_id)"
-                                    " from public.opportunities");
+    char *before =
+        pgt_valuef(conn, "select string_agg(source_hash || ingested_at::text, ',' order by external_id)"
+                         " from public.opportunities");
 
     r = import_all("clean");
     cr_assert_eq(r.rc, 0, "second import exit %d:\n%s%s", r.rc, r.out, r.err);
@@ -218,8 +222,9 @@ Test(import, reimport_changes_nothing) {
     expect_prefix(r.out, "imported 20 records (0 changed, 20 unchanged, 0 events), 0 rejected, in ");
     cr_expect_eq(count("opportunity_history"), hist);
     cr_expect_eq(count("dealscore_internal.outbox"), outbox);
-    char *after = pgt_valuef(conn, "select string_agg(source_hash || ingested_at::text, ',' order by external_id)"
-                                   " from public.opportunities");
+    char *after =
+        pgt_valuef(conn, "select string_agg(source_hash || ingested_at::text, ',' order by external_id)"
+                         " from public.opportunities");
     cr_expect_str_eq(after, before, "re-import rewrote opportunity rows");
     free(before);
     free(after);
@@ -231,15 +236,15 @@ Test(import, dirty_rows_are_reported_by_line_and_the_rest_imported) {
     cr_assert_eq(r.rc, 1, "exit %d\nstdout:\n%s\nstderr:\n%s", r.rc, r.out, r.err);
     /* One line per problem, FILE:LINE where the record starts (header = 1). */
     static const char *const want[] = {
-        "accounts.csv:3: external_id: ",      /* blank key */
-        "accounts.csv:4: created_at: ",       /* month 13 */
+        "accounts.csv:3: external_id: ", /* blank key */
+        "accounts.csv:4: created_at: ",  /* month 13 */
         "accounts.csv:7: record: has 7 fields but the header has 6",
-        "opportunities.csv:3: amount: ",      /* negative */
-        "opportunities.csv:4: outcome: ",     /* unknown enum */
-        "opportunities.csv:5: created_at: ",  /* "yesterday" */
-        "opportunities.csv:5: close_date: ",  /* February 30 */
-        "opportunities.csv:7: stage: ",       /* blank required */
-        "opportunities.csv:7: amount: ",      /* not a number */
+        "opportunities.csv:3: amount: ",     /* negative */
+        "opportunities.csv:4: outcome: ",    /* unknown enum */
+        "opportunities.csv:5: created_at: ", /* "yesterday" */
+        "opportunities.csv:5: close_date: ", /* February 30 */
+        "opportunities.csv:7: stage: ",      /* blank required */
+        "opportunities.csv:7: amount: ",     /* not a number */
         /* year 0000: Postgres refused it and the import echoed its error
          * (rejected_by_database) until the date parser refused it (issue 20) */
         "opportunities.csv:8: created_at: ",
@@ -262,9 +267,12 @@ Test(import, dirty_rows_are_reported_by_line_and_the_rest_imported) {
     expect_line(r.err, "opportunities.csv:3: amount: must be >= 0");
 
     expect_prefix(r.out, "accounts.csv: 6 rows: 3 imported (2 changed, 1 unchanged, 0 events), 3 rejected");
-    expect_prefix(r.out, "opportunities.csv: 8 rows: 3 imported (3 changed, 0 unchanged, 3 events), 5 rejected");
-    expect_prefix(r.out, "interactions.csv: 5 rows: 3 imported (2 changed, 1 unchanged, 2 events), 2 rejected");
-    expect_prefix(r.out, "transcripts.csv: 8 rows: 3 imported (3 changed, 0 unchanged, 3 events), 5 rejected");
+    expect_prefix(r.out,
+                  "opportunities.csv: 8 rows: 3 imported (3 changed, 0 unchanged, 3 events), 5 rejected");
+    expect_prefix(r.out,
+                  "interactions.csv: 5 rows: 3 imported (2 changed, 1 unchanged, 2 events), 2 rejected");
+    expect_prefix(r.out,
+                  "transcripts.csv: 8 rows: 3 imported (3 changed, 0 unchanged, 3 events), 5 rejected");
     expect_prefix(r.out, "imported 12 records (10 changed, 2 unchanged, 8 events), 15 rejected, in ");
 
     /* acc-1, acc-3 and the placeholder for acc-2 that opp-7 names */
@@ -281,7 +289,8 @@ Test(import, dirty_rows_are_reported_by_line_and_the_rest_imported) {
     char *t1 = pgt_valuef(conn, "select text from public.transcripts where external_id = 'opp-1-t1'");
     cr_expect_str_eq(t1, "Rep: Thanks, everyone.\nMaria: We need \"real\" numbers,\nby Friday.");
     free(t1);
-    cr_expect_eq(pgt_longf(conn, "select count(*) from public.transcripts where external_id = 'opp-1-t7'"), 1);
+    cr_expect_eq(pgt_longf(conn, "select count(*) from public.transcripts where external_id = 'opp-1-t7'"),
+                 1);
     run_free(&r);
 }
 
@@ -321,10 +330,11 @@ Test(import, aliases_map_columns_and_unknown_columns_warn) {
     /* " Id " and "Account_ID" through the built-in aliases, "Deal Stage"
      * through --alias, "Rep" through the environment; CRLF line ends. */
     char *env[] = {"DEALSCORE_CSV_ALIASES=rep=owner_id, crm_x = persona", NULL};
-    run_t r = run_import_env(dir, env, "--org", "acme", "--alias", "Deal Stage=stage",
-                             "--opportunities", "opportunities.csv", NULL);
+    run_t r = run_import_env(dir, env, "--org", "acme", "--alias", "Deal Stage=stage", "--opportunities",
+                             "opportunities.csv", NULL);
     cr_assert_eq(r.rc, 0, "exit %d:\n%s%s", r.rc, r.out, r.err);
-    expect_line(r.err, "opportunities.csv:1: warning: column \"Notes\" is not a field of opportunities; ignored");
+    expect_line(r.err,
+                "opportunities.csv:1: warning: column \"Notes\" is not a field of opportunities; ignored");
     cr_expect_eq(pgt_count_lines(r.err, "opportunities.csv:1: warning:"), 1, "%s", r.err);
     char *row = pgt_valuef(conn, "select string_agg(external_id || '|' || account_external_id || '|' ||"
                                  " stage || '|' || amount::text || '|' || owner_id, ',' order by external_id)"
@@ -337,7 +347,9 @@ Test(import, aliases_map_columns_and_unknown_columns_warn) {
     r = run_import_env(dir, env, "--org", "acme", "--opportunities", "opportunities.csv", NULL);
     cr_expect_eq(r.rc, 2, "exit %d:\n%s%s", r.rc, r.out, r.err);
     expect_prefix(r.err, "opportunities.csv:1: stage: required column is missing");
-    expect_line(r.err, "opportunities.csv:1: warning: column \"Deal Stage\" is not a field of opportunities; ignored");
+    expect_line(
+        r.err,
+        "opportunities.csv:1: warning: column \"Deal Stage\" is not a field of opportunities; ignored");
     run_free(&r);
 
     /* A bad alias is a usage error. */
@@ -365,8 +377,9 @@ Test(import, change_rows_older_than_applied_ones_are_skipped) {
     char *st = pgt_valuef(conn, "select stage from public.opportunities where external_id = 'opp-x'");
     cr_expect_str_eq(st, "demo");
     free(st);
-    char *h = pgt_valuef(conn, "select string_agg(field || ':' || coalesce(old_value, '-') || '>' || new_value,"
-                               " ',' order by changed_at, id) from public.opportunity_history");
+    char *h =
+        pgt_valuef(conn, "select string_agg(field || ':' || coalesce(old_value, '-') || '>' || new_value,"
+                         " ',' order by changed_at, id) from public.opportunity_history");
     cr_expect_str_eq(h, "stage:->prospecting,amount:->100,stage:prospecting>demo");
     free(h);
     run_free(&r);
@@ -387,14 +400,16 @@ Test(import, bom_duplicate_columns_and_bad_bytes) {
     FILE *f = fopen(path, "w");
     cr_assert(f != NULL);
     /* A UTF-8 byte order mark, a second id column, Latin-1 bytes, a NUL. */
-    fprintf(f, "\xEF\xBB\xBF" "External_ID,name,id\n"
+    fprintf(f, "\xEF\xBB\xBF"
+               "External_ID,name,id\n"
                "acc-1,Caf\xC3\xA9 Ltd,x\n"
                "acc-2,Caf\xE9 Ltd,y\n");
     fwrite("acc-3,A\0B,z\n", 1, 12, f);
     fclose(f);
     run_t r = run_import(tmpdir, "--org", "acme", "--accounts", "accounts.csv");
     cr_assert_eq(r.rc, 1, "exit %d:\n%s%s", r.rc, r.out, r.err);
-    expect_line(r.err, "accounts.csv:1: warning: column \"id\" is external_id, like column \"External_ID\"; ignored");
+    expect_line(
+        r.err, "accounts.csv:1: warning: column \"id\" is external_id, like column \"External_ID\"; ignored");
     expect_line(r.err, "accounts.csv:3: name: is not valid UTF-8");
     expect_line(r.err, "accounts.csv:4: name: contains a NUL byte");
     char *name = pgt_valuef(conn, "select name from public.accounts where external_id = 'acc-1'");
@@ -413,7 +428,8 @@ Test(import, parents_may_arrive_after_children) {
     expect_prefix(r.out, "imported 6 records (6 changed, 0 unchanged, 0 events), 0 rejected");
     cr_expect_eq(pgt_longf(conn, "select count(*) from public.opportunities where placeholder"), 3);
     run_free(&r);
-    r = run_import(dir, "--org", "acme", "--opportunities", "opportunities.csv", "--accounts", "accounts.csv");
+    r = run_import(dir, "--org", "acme", "--opportunities", "opportunities.csv", "--accounts",
+                   "accounts.csv");
     cr_assert_eq(r.rc, 0, "exit %d:\n%s%s", r.rc, r.out, r.err);
     cr_expect_eq(pgt_longf(conn, "select count(*) from public.opportunities where placeholder"), 0);
     cr_expect_eq(pgt_longf(conn, "select count(*) from public.interactions i join public.opportunities o"
@@ -481,8 +497,9 @@ static char *write_accounts(const char *name, long n) {
     cr_assert(f != NULL);
     fprintf(f, "external_id,name,industry,region,size_band,created_at,comment\n");
     for (long i = 0; i < n; i++)
-        fprintf(f, "acc-%07ld,%s,software,na,smb,2025-01-01T00:00:00Z,\"a note, quoted\nover two lines "
-                   "with some padding to make the file larger than the read block\"\n",
+        fprintf(f,
+                "acc-%07ld,%s,software,na,smb,2025-01-01T00:00:00Z,\"a note, quoted\nover two lines "
+                "with some padding to make the file larger than the read block\"\n",
                 i, i % 100 == 0 ? "\"Name, Inc.\"" : "");
     fclose(f);
     return path;
@@ -495,21 +512,22 @@ Test(import, memory_stays_flat_on_large_files) {
     /* Under ASan, freed memory sits in a quarantine that would look like
      * growth; a plain build ignores the variable. */
     const char *asan = getenv("ASAN_OPTIONS");
-    char *asan_env = pgt_fmt("ASAN_OPTIONS=%s%squarantine_size_mb=0", asan ? asan : "",
-                             asan && *asan ? ":" : "");
+    char *asan_env =
+        pgt_fmt("ASAN_OPTIONS=%s%squarantine_size_mb=0", asan ? asan : "", asan && *asan ? ":" : "");
     char *env[] = {env_url, asan_env, NULL};
     long rss_small, rss_large;
-    char *a1[] = {bin, "import", "--org", "acme", "--quiet", "--errors", "/dev/null", "--accounts", small, NULL};
+    char *a1[] = {bin,        "import",    "--org",      "acme", "--quiet",
+                  "--errors", "/dev/null", "--accounts", small,  NULL};
     int rc = run_rss(a1, env, &rss_small);
     cr_assert_eq(rc, 1, "small import exit %d", rc);
-    char *a2[] = {bin, "import", "--org", "acme", "--quiet", "--errors", "/dev/null", "--accounts", large, NULL};
+    char *a2[] = {bin,        "import",    "--org",      "acme", "--quiet",
+                  "--errors", "/dev/null", "--accounts", large,  NULL};
     rc = run_rss(a2, env, &rss_large);
     cr_assert_eq(rc, 1, "large import exit %d", rc);
     cr_expect_eq(count("accounts"), 2000);
     cr_log_info("peak RSS: %ld KiB for 20000 rows, %ld KiB for 200000 rows", rss_small, rss_large);
     /* Ten times the rows (about 30 MB of CSV), the same memory. */
-    cr_expect(rss_large < rss_small + 4096, "peak RSS grew from %ld KiB to %ld KiB", rss_small,
-              rss_large);
+    cr_expect(rss_large < rss_small + 4096, "peak RSS grew from %ld KiB to %ld KiB", rss_small, rss_large);
     free(asan_env);
     free(bin);
     free(small);
@@ -536,8 +554,8 @@ Test(import, survives_losing_its_postgres_session) {
     char *errp = pgt_fmt("%s/stderr", tmpdir), *outp = pgt_fmt("%s/stdout", tmpdir);
     write_deals(opp, ints, 100, 80);
     char *bin = proc_bin("dealscore-ingest");
-    char *argv[] = {bin, "import", "--org", "acme", "--batch", "20", "--opportunities", opp,
-                    "--interactions", ints, NULL};
+    char *argv[] = {bin, "import",         "--org", "acme", "--batch", "20", "--opportunities",
+                    opp, "--interactions", ints,    NULL};
     char *env[] = {env_url, NULL};
     pid_t pid = proc_spawn(argv, env, outp, errp);
 
@@ -549,7 +567,8 @@ Test(import, survives_losing_its_postgres_session) {
             killed = pgt_longf(conn, "select count(*) from (select pg_terminate_backend(pid) from"
                                      " pg_stat_activity where application_name = 'dealscore-ingest-import'"
                                      " and datname = current_database()) t") > 0;
-        if (waitpid(pid, NULL, WNOHANG) == pid) cr_fatal("the import finished before it could be interrupted");
+        if (waitpid(pid, NULL, WNOHANG) == pid)
+            cr_fatal("the import finished before it could be interrupted");
         struct timespec ts = {0, 2 * 1000000};
         nanosleep(&ts, NULL); /* polling interval */
     }

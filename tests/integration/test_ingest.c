@@ -59,15 +59,18 @@ Test(ingest, webhook_stores_rows_and_publishes_keyed_event_with_headers) {
     PGconn *db = pgt_connect_db(&T.db);
     cr_assert_eq(pgt_longf(db, "select count(*) from opportunities where external_id = 'OPP-1'"
                                " and stage = 'discovery' and amount = 12000 and outcome = 'open'"
-                               " and close_date = '2026-06-30' and not placeholder"), 1);
+                               " and close_date = '2026-06-30' and not placeholder"),
+                 1);
     /* The account it references exists as a placeholder until it arrives. */
-    cr_assert_eq(pgt_longf(db, "select count(*) from accounts where external_id = 'ACC-1' and placeholder"), 1);
+    cr_assert_eq(pgt_longf(db, "select count(*) from accounts where external_id = 'ACC-1' and placeholder"),
+                 1);
     cr_assert_eq(pgt_longf(db, "select count(*) from opportunity_history h join opportunities o"
                                " on o.id = h.opportunity_id where o.external_id = 'OPP-1'"
                                " and h.changed_at = '2026-03-01T09:00:00Z'"
                                " and ((field = 'stage' and new_value = 'discovery')"
                                " or (field = 'amount' and new_value = '12000')"
-                               " or (field = 'close_date' and new_value = '2026-06-30'))"), 3);
+                               " or (field = 'close_date' and new_value = '2026-06-30'))"),
+                 3);
     char *opp_id = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-1'");
     char *src_hash = pgt_valuef(db, "select source_hash from opportunities where external_id = 'OPP-1'");
     rd_kafka_message_t *m[1];
@@ -120,8 +123,7 @@ Test(ingest, traceparent_is_carried_from_the_webhook) {
     dst_consume(c, m, 1, 15000);
     char h[128];
     cr_assert_eq(ds_kafka_header_get(m[0], "traceparent", h, sizeof h), 0);
-    cr_expect(strncmp(h, "00-0af7651916cd43dd8448eb211c80319c-", 36) == 0,
-              "same trace id expected: %s", h);
+    cr_expect(strncmp(h, "00-0af7651916cd43dd8448eb211c80319c-", 36) == 0, "same trace id expected: %s", h);
     ds_consumer_release(m, 1);
     ds_consumer_destroy(c);
 }
@@ -182,20 +184,25 @@ Test(ingest, relay_handles_rows_of_the_previous_version) {
     ds_consumer_release(m, 1);
     PGconn *db = pgt_connect_db(&T.db);
     char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-1'");
-    pgt_execf(db,
-              "insert into dealscore_internal.outbox (org_id, opportunity_id, kind, payload, headers, key, sent_at) values"
-              " ('%s', '%s', 'stage_changed', '', '{\"event_id\": \"e0000000-0000-4000-8000-000000000001\","
-              "   \"occurred_at\": \"2026-03-04T10:00:00+00:00\", \"source\": \"webhook\"}', '%s', now()),"
-              " ('%s', '%s', 'interaction_added', '', '{\"event_id\": \"e0000000-0000-4000-8000-000000000002\","
-              "   \"occurred_at\": \"2026-03-05T10:00:00+00:00\", \"source\": \"csv\","
-              "   \"source_hash\": \"h2\", \"traceparent\": null}', '%s', null)",
-              T.org_id, opp, opp, T.org_id, opp, opp);
+    pgt_execf(
+        db,
+        "insert into dealscore_internal.outbox (org_id, opportunity_id, kind, payload, headers, key, "
+        "sent_at) values"
+        " ('%s', '%s', 'stage_changed', '', '{\"event_id\": \"e0000000-0000-4000-8000-000000000001\","
+        "   \"occurred_at\": \"2026-03-04T10:00:00+00:00\", \"source\": \"webhook\"}', '%s', now()),"
+        " ('%s', '%s', 'interaction_added', '', '{\"event_id\": \"e0000000-0000-4000-8000-000000000002\","
+        "   \"occurred_at\": \"2026-03-05T10:00:00+00:00\", \"source\": \"csv\","
+        "   \"source_hash\": \"h2\", \"traceparent\": null}', '%s', null)",
+        T.org_id, opp, opp, T.org_id, opp, opp);
     expect_accept("/v1/opportunities", OPP1_PROPOSAL, 1, 0, 1);
     dst_consume(c, m, 2, 15000);
-    Dealscore__V1__OpportunityChanged *old = dealscore__v1__opportunity_changed__unpack(NULL, m[0]->len, m[0]->payload);
-    Dealscore__V1__OpportunityChanged *now = dealscore__v1__opportunity_changed__unpack(NULL, m[1]->len, m[1]->payload);
+    Dealscore__V1__OpportunityChanged *old =
+        dealscore__v1__opportunity_changed__unpack(NULL, m[0]->len, m[0]->payload);
+    Dealscore__V1__OpportunityChanged *now =
+        dealscore__v1__opportunity_changed__unpack(NULL, m[1]->len, m[1]->payload);
     cr_assert(old && now);
-    cr_expect_str_eq(old->event_id, "e0000000-0000-4000-8000-000000000002", "the unsent old row, not the sent one");
+    cr_expect_str_eq(old->event_id, "e0000000-0000-4000-8000-000000000002",
+                     "the unsent old row, not the sent one");
     cr_expect_eq(old->kind, DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_INTERACTION_ADDED);
     cr_expect_eq(old->occurred_at_us, 1772704800LL * 1000000); /* 2026-03-05T10:00:00Z */
     cr_expect_str_eq(old->source, "csv");
@@ -224,17 +231,20 @@ Test(ingest, out_of_order_interaction_is_kept_until_its_opportunity_arrives) {
                   "{\"external_id\":\"TR-1\",\"opportunity_external_id\":\"OPP-1\","
                   "\"occurred_at\":\"2026-03-05T16:00:00Z\",\"text\":\"Our champion, Dana, is pushing.\"}",
                   1, 0, 0);
-    cr_expect_eq(dst_count(&T, "select count(*) from opportunities where external_id = 'OPP-1' and placeholder"), 1);
+    cr_expect_eq(
+        dst_count(&T, "select count(*) from opportunities where external_id = 'OPP-1' and placeholder"), 1);
     expect_accept("/v1/opportunities", OPP1, 1, 0, 1);
     /* One opportunity row, the interaction and transcript attached to it. */
     cr_expect_eq(dst_count(&T, "select count(*) from opportunities where external_id = 'OPP-1'"), 1);
-    cr_expect_eq(dst_count(&T, "select count(*) from interactions i join opportunities o on o.id = i.opportunity_id"
-                               " where o.external_id = 'OPP-1' and not o.placeholder and i.duration_min = 45"
-                               " and i.meta = '{\"attendees\": 3}'::jsonb"),
-                 1);
-    cr_expect_eq(dst_count(&T, "select count(*) from transcripts t join opportunities o on o.id = t.opportunity_id"
-                               " where o.external_id = 'OPP-1'"),
-                 1);
+    cr_expect_eq(
+        dst_count(&T, "select count(*) from interactions i join opportunities o on o.id = i.opportunity_id"
+                      " where o.external_id = 'OPP-1' and not o.placeholder and i.duration_min = 45"
+                      " and i.meta = '{\"attendees\": 3}'::jsonb"),
+        1);
+    cr_expect_eq(
+        dst_count(&T, "select count(*) from transcripts t join opportunities o on o.id = t.opportunity_id"
+                      " where o.external_id = 'OPP-1'"),
+        1);
     rd_kafka_message_t *m[1];
     dst_consume(c, m, 1, 15000);
     ds_consumer_release(m, 1);
@@ -254,16 +264,21 @@ Test(ingest, out_of_order_interaction_is_kept_until_its_opportunity_arrives) {
 
 Test(ingest, account_change_fans_out_to_open_opportunities) {
     expect_accept("/v1/opportunities",
-                  "[{\"external_id\":\"O-A\",\"account_external_id\":\"ACC-9\",\"stage\":\"demo\",\"created_at\":\"2026-01-01T00:00:00Z\"},"
-                  "{\"external_id\":\"O-B\",\"account_external_id\":\"ACC-9\",\"stage\":\"proposal\",\"created_at\":\"2026-01-01T00:00:00Z\"},"
-                  "{\"external_id\":\"O-C\",\"account_external_id\":\"ACC-9\",\"stage\":\"Closed Lost\",\"created_at\":\"2026-01-01T00:00:00Z\"}]",
+                  "[{\"external_id\":\"O-A\",\"account_external_id\":\"ACC-9\",\"stage\":\"demo\",\"created_"
+                  "at\":\"2026-01-01T00:00:00Z\"},"
+                  "{\"external_id\":\"O-B\",\"account_external_id\":\"ACC-9\",\"stage\":\"proposal\","
+                  "\"created_at\":\"2026-01-01T00:00:00Z\"},"
+                  "{\"external_id\":\"O-C\",\"account_external_id\":\"ACC-9\",\"stage\":\"Closed "
+                  "Lost\",\"created_at\":\"2026-01-01T00:00:00Z\"}]",
                   3, 0, 3);
-    cr_expect_eq(dst_count(&T, "select count(*) from opportunities where external_id = 'O-C' and outcome = 'lost'"
-                               " and closed_at is not null"),
+    cr_expect_eq(dst_count(&T,
+                           "select count(*) from opportunities where external_id = 'O-C' and outcome = 'lost'"
+                           " and closed_at is not null"),
                  1);
-    expect_accept("/v1/accounts", "{\"external_id\":\"ACC-9\",\"name\":\"Initech\",\"industry\":\"software\"}",
-                  1, 0, 2);
-    cr_expect_eq(dst_count(&T, "select count(*) from dealscore_internal.outbox where kind = 'account_updated'"), 2);
+    expect_accept("/v1/accounts",
+                  "{\"external_id\":\"ACC-9\",\"name\":\"Initech\",\"industry\":\"software\"}", 1, 0, 2);
+    cr_expect_eq(
+        dst_count(&T, "select count(*) from dealscore_internal.outbox where kind = 'account_updated'"), 2);
     cr_expect_eq(dst_count(&T, "select count(*) from accounts where external_id = 'ACC-9' and not placeholder"
                                " and name = 'Initech'"),
                  1);
@@ -283,17 +298,21 @@ static void expect_error(const bad_case_t *bc, const httpc_resp_t *r) {
     json_t *j = body_json(r);
     if (bc->field) {
         json_t *e0 = json_array_get(json_object_get(j, "errors"), 0);
-        cr_expect_str_eq(json_string_value(json_object_get(e0, "field")), bc->field, "%s: %s", bc->what, r->body);
-        cr_expect_str_eq(json_string_value(json_object_get(e0, "problem")), bc->problem, "%s: %s", bc->what, r->body);
+        cr_expect_str_eq(json_string_value(json_object_get(e0, "field")), bc->field, "%s: %s", bc->what,
+                         r->body);
+        cr_expect_str_eq(json_string_value(json_object_get(e0, "problem")), bc->problem, "%s: %s", bc->what,
+                         r->body);
     } else {
-        cr_expect_str_eq(json_string_value(json_object_get(j, "error")), bc->problem, "%s: %s", bc->what, r->body);
+        cr_expect_str_eq(json_string_value(json_object_get(j, "error")), bc->problem, "%s: %s", bc->what,
+                         r->body);
     }
     json_decref(j);
 }
 
 Test(ingest, each_bad_input_gets_its_status_and_body_and_changes_nothing) {
     expect_accept("/v1/opportunities", OPP1, 1, 0, 1);
-    const char *tables[] = {"accounts", "opportunities", "opportunity_history", "interactions", "transcripts", "dealscore_internal.outbox"};
+    const char *tables[] = {"accounts",     "opportunities", "opportunity_history",
+                            "interactions", "transcripts",   "dealscore_internal.outbox"};
     long long before[6];
     for (int i = 0; i < 6; i++) {
         char *q = pgt_fmt("select count(*) from %s", tables[i]);
@@ -303,20 +322,24 @@ Test(ingest, each_bad_input_gets_its_status_and_body_and_changes_nothing) {
     bad_case_t cases[] = {
         {"bad json", "/v1/opportunities", "{\"external_id\": ", 400, "", NULL},
         {"wrong type", "/v1/opportunities",
-         "{\"external_id\":\"X\",\"stage\":\"demo\",\"created_at\":\"2026-01-01T00:00:00Z\",\"amount\":\"lots\"}",
+         "{\"external_id\":\"X\",\"stage\":\"demo\",\"created_at\":\"2026-01-01T00:00:00Z\",\"amount\":"
+         "\"lots\"}",
          400, "amount", "must be a number"},
-        {"missing field", "/v1/opportunities", "{\"external_id\":\"X\",\"created_at\":\"2026-01-01T00:00:00Z\"}",
-         400, "stage", "is required"},
+        {"missing field", "/v1/opportunities",
+         "{\"external_id\":\"X\",\"created_at\":\"2026-01-01T00:00:00Z\"}", 400, "stage", "is required"},
         {"unknown enum", "/v1/interactions",
-         "{\"external_id\":\"I\",\"opportunity_external_id\":\"OPP-1\",\"type\":\"fax\",\"occurred_at\":\"2026-01-01T00:00:00Z\"}",
+         "{\"external_id\":\"I\",\"opportunity_external_id\":\"OPP-1\",\"type\":\"fax\",\"occurred_at\":"
+         "\"2026-01-01T00:00:00Z\"}",
          400, "type", "must be one of email, phone, meeting, demo, support"},
         {"negative amount", "/v1/opportunities",
          "{\"external_id\":\"X\",\"stage\":\"demo\",\"created_at\":\"2026-01-01T00:00:00Z\",\"amount\":-5}",
          400, "amount", "must be >= 0"},
-        {"bad date", "/v1/opportunities", "{\"external_id\":\"X\",\"stage\":\"demo\",\"created_at\":\"2026-02-30T00:00:00Z\"}",
-         400, "created_at", "must be an ISO 8601 timestamp with a zone (e.g. 2026-01-31T12:00:00Z)"},
-        {"no zone", "/v1/opportunities", "{\"external_id\":\"X\",\"stage\":\"demo\",\"created_at\":\"2026-01-01T00:00:00\"}",
-         400, "created_at", "must be an ISO 8601 timestamp with a zone (e.g. 2026-01-31T12:00:00Z)"},
+        {"bad date", "/v1/opportunities",
+         "{\"external_id\":\"X\",\"stage\":\"demo\",\"created_at\":\"2026-02-30T00:00:00Z\"}", 400,
+         "created_at", "must be an ISO 8601 timestamp with a zone (e.g. 2026-01-31T12:00:00Z)"},
+        {"no zone", "/v1/opportunities",
+         "{\"external_id\":\"X\",\"stage\":\"demo\",\"created_at\":\"2026-01-01T00:00:00\"}", 400,
+         "created_at", "must be an ISO 8601 timestamp with a zone (e.g. 2026-01-31T12:00:00Z)"},
         {"not an object", "/v1/accounts", "[42]", 400, "", "record must be a JSON object"},
         {"empty array", "/v1/accounts", "[]", 400, NULL, "empty"},
     };
@@ -357,7 +380,8 @@ Test(ingest, each_bad_input_gets_its_status_and_body_and_changes_nothing) {
     r = httpc_get(T.port, "/v1/accounts");
     cr_expect_eq(r.status, 405, "%s", r.body);
     httpc_free(&r);
-    r = dst_post(&T, "/v1/accounts", "{\"external_id\":\"Z\",\"name\":\"z\"}", "Bearer dsi_not_a_token", NULL);
+    r = dst_post(&T, "/v1/accounts", "{\"external_id\":\"Z\",\"name\":\"z\"}", "Bearer dsi_not_a_token",
+                 NULL);
     cr_expect_eq(r.status, 401, "%s", r.body);
     char wa[128];
     cr_expect(httpc_header(&r, "www-authenticate", wa, sizeof wa) != NULL, "401 carries WWW-Authenticate");
@@ -521,24 +545,29 @@ Test(ingest, salesforce_profile_maps_records) {
                   "\"CloseDate\":\"2026-05-31\",\"CreatedDate\":\"2026-01-15T10:00:00.000+0000\","
                   "\"IsClosed\":true,\"IsWon\":true,\"Product_Category__c\":\"platform\"}]",
                   1, 0, 1);
-    cr_expect_eq(dst_count(&T, "select count(*) from opportunities where external_id = '006A' and outcome = 'won'"
-                               " and stage = 'Closed Won' and amount = 50000 and owner_id = '005X'"
-                               " and product_category = 'platform' and close_date = '2026-05-31'"
-                               " and closed_at = '2026-05-31T00:00:00Z'"),
+    cr_expect_eq(dst_count(&T,
+                           "select count(*) from opportunities where external_id = '006A' and outcome = 'won'"
+                           " and stage = 'Closed Won' and amount = 50000 and owner_id = '005X'"
+                           " and product_category = 'platform' and close_date = '2026-05-31'"
+                           " and closed_at = '2026-05-31T00:00:00Z'"),
                  1);
     expect_accept("/v1/accounts?profile=salesforce",
                   "{\"Id\":\"001A\",\"Name\":\"Globex\",\"Industry\":\"Energy\",\"BillingCountry\":\"DE\","
                   "\"NumberOfEmployees\":1200}",
                   1, 0, 0);
-    cr_expect_eq(dst_count(&T, "select count(*) from accounts where external_id = '001A' and industry = 'Energy'"
-                               " and region = 'DE' and size_band = 'large'"),
+    cr_expect_eq(dst_count(&T,
+                           "select count(*) from accounts where external_id = '001A' and industry = 'Energy'"
+                           " and region = 'DE' and size_band = 'large'"),
                  1);
-    expect_accept("/v1/interactions?profile=salesforce",
-                  "{\"attributes\":{\"type\":\"Task\"},\"Id\":\"00T1\",\"WhatId\":\"006A\",\"TaskSubtype\":\"Call\","
-                  "\"CreatedDate\":\"2026-02-01T10:00:00.000+0000\",\"CallDurationInSeconds\":600,\"Subject\":\"Intro\"}",
-                  1, 0, 1);
-    cr_expect_eq(dst_count(&T, "select count(*) from interactions where external_id = '00T1' and type = 'phone'"
-                               " and duration_min = 10 and meta->>'subject' = 'Intro'"),
+    expect_accept(
+        "/v1/interactions?profile=salesforce",
+        "{\"attributes\":{\"type\":\"Task\"},\"Id\":\"00T1\",\"WhatId\":\"006A\",\"TaskSubtype\":\"Call\","
+        "\"CreatedDate\":\"2026-02-01T10:00:00.000+0000\",\"CallDurationInSeconds\":600,\"Subject\":"
+        "\"Intro\"}",
+        1, 0, 1);
+    cr_expect_eq(dst_count(&T,
+                           "select count(*) from interactions where external_id = '00T1' and type = 'phone'"
+                           " and duration_min = 10 and meta->>'subject' = 'Intro'"),
                  1);
 }
 
@@ -552,16 +581,24 @@ Test(ingest, an_older_change_arriving_late_does_not_overwrite_a_newer_one) {
                   "{\"external_id\":\"OPP-L\",\"stage\":\"demo\",\"created_at\":\"2026-03-01T00:00:00Z\","
                   "\"changed_at\":\"2026-03-15T00:00:00Z\"}",
                   1, 1, 0);
-    cr_expect_eq(dst_count(&T, "select count(*) from opportunities where external_id = 'OPP-L' and stage = 'proposal'"
-                               " and changed_at = '2026-04-01T00:00:00Z'"),
-                 1);
-    cr_expect_eq(dst_count(&T, "select count(*) from opportunity_history where field = 'stage' and new_value = 'demo'"), 0);
+    cr_expect_eq(
+        dst_count(&T, "select count(*) from opportunities where external_id = 'OPP-L' and stage = 'proposal'"
+                      " and changed_at = '2026-04-01T00:00:00Z'"),
+        1);
+    cr_expect_eq(
+        dst_count(&T,
+                  "select count(*) from opportunity_history where field = 'stage' and new_value = 'demo'"),
+        0);
     /* A newer change still applies. */
-    expect_accept("/v1/opportunities",
-                  "{\"external_id\":\"OPP-L\",\"stage\":\"negotiation\",\"created_at\":\"2026-03-01T00:00:00Z\","
-                  "\"changed_at\":\"2026-04-02T00:00:00Z\"}",
-                  1, 0, 1);
-    cr_expect_eq(dst_count(&T, "select count(*) from opportunities where external_id = 'OPP-L' and stage = 'negotiation'"), 1);
+    expect_accept(
+        "/v1/opportunities",
+        "{\"external_id\":\"OPP-L\",\"stage\":\"negotiation\",\"created_at\":\"2026-03-01T00:00:00Z\","
+        "\"changed_at\":\"2026-04-02T00:00:00Z\"}",
+        1, 0, 1);
+    cr_expect_eq(
+        dst_count(&T,
+                  "select count(*) from opportunities where external_id = 'OPP-L' and stage = 'negotiation'"),
+        1);
 }
 
 Test(ingest, repeated_ids_in_one_request_apply_in_order) {
@@ -587,7 +624,7 @@ Test(ingest, repeated_ids_in_one_request_apply_in_order) {
             " from opportunity_history h join opportunities o on o.id = h.opportunity_id"
             " where o.external_id = 'OPP-R' order by h.id");
     static const char *const want[] = {
-        "stage|-|discovery|03-01", "amount|-|100|03-01",     "stage|discovery|demo|03-02",
+        "stage|-|discovery|03-01",     "amount|-|100|03-01",   "stage|discovery|demo|03-02",
         "stage|demo|Closed Won|03-03", "amount|100|150|03-03", "outcome|open|won|03-03",
     };
     cr_assert_eq(PQntuples(h), (int)PGT_N(want), "OPP-R has %d history rows", PQntuples(h));
@@ -595,8 +632,9 @@ Test(ingest, repeated_ids_in_one_request_apply_in_order) {
         cr_expect_str_eq(PQgetvalue(h, i, 0), want[i], "history row %d", i);
     PQclear(h);
     /* The events of one deal are in the outbox in the order of its changes. */
-    PGresult *e = pgt_query(db, "select x.kind from dealscore_internal.outbox x join opportunities o on o.id = x.opportunity_id"
-                                " where o.external_id = 'OPP-R' order by x.id");
+    PGresult *e = pgt_query(
+        db, "select x.kind from dealscore_internal.outbox x join opportunities o on o.id = x.opportunity_id"
+            " where o.external_id = 'OPP-R' order by x.id");
     static const char *const kinds[] = {"opportunity_upserted", "stage_changed", "outcome_set"};
     cr_assert_eq(PQntuples(e), 3);
     for (int i = 0; i < 3; i++) cr_expect_str_eq(PQgetvalue(e, i, 0), kinds[i], "event %d", i);
@@ -648,7 +686,8 @@ Test(ingest, a_group_commit_rolled_back_by_a_deadlock_runs_again) {
         nanosleep(&ts, NULL); /* polling interval */
     }
     cr_assert_eq(waiting, 1, "the webhook's transaction never waited for DL-X");
-    cr_assert_eq(PQsendQuery(other, "update opportunities set owner_id = 'other' where external_id = 'DL-Y'"), 1);
+    cr_assert_eq(PQsendQuery(other, "update opportunities set owner_id = 'other' where external_id = 'DL-Y'"),
+                 1);
     PGresult *r;
     while ((r = PQgetResult(other))) {
         cr_expect_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(r));
@@ -660,9 +699,11 @@ Test(ingest, a_group_commit_rolled_back_by_a_deadlock_runs_again) {
     httpc_free(&a.resp);
     /* The webhook's change came after the other session's. */
     cr_expect_eq(pgt_longf(watch, "select count(*) from opportunities where external_id = 'DL-X'"
-                                  " and stage = 'demo' and amount = 11 and owner_id is null"), 1);
+                                  " and stage = 'demo' and amount = 11 and owner_id is null"),
+                 1);
     cr_expect_eq(pgt_longf(watch, "select count(*) from opportunities where external_id = 'DL-Y'"
-                                  " and stage = 'demo' and amount = 21 and owner_id is null"), 1);
+                                  " and stage = 'demo' and amount = 21 and owner_id is null"),
+                 1);
     PQfinish(other);
     PQfinish(watch);
 }
@@ -672,7 +713,8 @@ Test(ingest, a_group_commit_rolled_back_by_a_deadlock_runs_again) {
 Test(ingest, signature_headers_with_a_plain_token_are_ignored) {
     const char *hdr = "X-Dealscore-Timestamp: 1\r\nX-Dealscore-Signature: x\r\n";
     for (int i = 0; i < 2; i++) {
-        httpc_resp_t r = dst_post(&T, "/v1/accounts", "{\"external_id\":\"P1\",\"name\":\"Plain\"}", NULL, hdr);
+        httpc_resp_t r =
+            dst_post(&T, "/v1/accounts", "{\"external_id\":\"P1\",\"name\":\"Plain\"}", NULL, hdr);
         cr_expect_eq(r.status, 202, "try %d: %d %s", i, r.status, r.body);
         httpc_free(&r);
     }
@@ -781,11 +823,12 @@ Test(ingest, a_refused_write_hides_the_database_error_and_releases_the_signature
 /* Year 0000 passed the date parser and Postgres refused it, its error text
  * in the 400. */
 Test(ingest, year_zero_is_an_invalid_record) {
-    httpc_resp_t r = dst_post(&T, "/v1/opportunities",
-                              "{\"external_id\":\"Y0\",\"stage\":\"demo\",\"created_at\":\"0000-01-01T00:00:00Z\"}",
-                              NULL, NULL);
-    bad_case_t bc = {"year 0000", "/v1/opportunities", NULL, 400, "created_at",
-                     "must be an ISO 8601 timestamp with a zone (e.g. 2026-01-31T12:00:00Z)"};
+    httpc_resp_t r = dst_post(
+        &T, "/v1/opportunities",
+        "{\"external_id\":\"Y0\",\"stage\":\"demo\",\"created_at\":\"0000-01-01T00:00:00Z\"}", NULL, NULL);
+    bad_case_t bc = {"year 0000",  "/v1/opportunities",
+                     NULL,         400,
+                     "created_at", "must be an ISO 8601 timestamp with a zone (e.g. 2026-01-31T12:00:00Z)"};
     expect_error(&bc, &r);
     httpc_free(&r);
 }
@@ -822,10 +865,11 @@ Test(ingest, webhook_paths_and_the_profile_parameter_are_exact) {
     }
     /* xprofile is not profile: the native record is read as native. */
     expect_accept("/v1/accounts?xprofile=salesforce", body, 1, 0, 0);
-    expect_accept("/v1/accounts?profile=native&x=1", "{\"external_id\":\"Q2\",\"name\":\"Query 2\"}", 1, 0, 0);
+    expect_accept("/v1/accounts?profile=native&x=1", "{\"external_id\":\"Q2\",\"name\":\"Query 2\"}", 1, 0,
+                  0);
     cr_expect_eq(dst_count(&T, "select count(*) from accounts where name like 'Query%'"), 2);
-    httpc_resp_t r = httpc_request(T.port, "POST", "/v1/accounts", "Content-Type: application/jsonp\r\n", body,
-                                   strlen(body), 5000);
+    httpc_resp_t r = httpc_request(T.port, "POST", "/v1/accounts", "Content-Type: application/jsonp\r\n",
+                                   body, strlen(body), 5000);
     cr_expect_eq(r.status, 415, "%s", r.body);
     httpc_free(&r);
 }

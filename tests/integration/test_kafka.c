@@ -39,9 +39,7 @@ static void teardown(void) {
 TestSuite(kafka, .init = setup, .fini = teardown, .timeout = 120);
 
 /* A topic named for this test; the caller frees it. */
-static char *topic_name(const char *base) {
-    return ds_asprintf("%s%s", prefix, base);
-}
+static char *topic_name(const char *base) { return ds_asprintf("%s%s", prefix, base); }
 
 static void ensure(const char *const *topics, size_t n, int partitions) {
     char err[512];
@@ -167,11 +165,15 @@ Test(kafka, opportunity_changed_round_trips_byte_identical) {
     cr_assert(memcmp(m->payload, payload, len) == 0, "payload bytes differ");
     char at_text[40];
     ds_format_time_us(at, at_text, sizeof at_text);
-    const char *names[] = {DS_HDR_CE_SPECVERSION, DS_HDR_CE_ID,   DS_HDR_CE_SOURCE,
-                           DS_HDR_CE_TYPE,        DS_HDR_CE_TIME, DS_HDR_CONTENT_TYPE,
-                           DS_HDR_TRACEPARENT};
-    const char *values[] = {"1.0", ev.event_id, "/dealscore/ingest", DS_CE_TYPE_OPPORTUNITY_CHANGED,
-                            at_text, "application/protobuf", trace};
+    const char *names[] = {DS_HDR_CE_SPECVERSION, DS_HDR_CE_ID,        DS_HDR_CE_SOURCE,  DS_HDR_CE_TYPE,
+                           DS_HDR_CE_TIME,        DS_HDR_CONTENT_TYPE, DS_HDR_TRACEPARENT};
+    const char *values[] = {"1.0",
+                            ev.event_id,
+                            "/dealscore/ingest",
+                            DS_CE_TYPE_OPPORTUNITY_CHANGED,
+                            at_text,
+                            "application/protobuf",
+                            trace};
     assert_headers_exactly(m, names, values, DS_ARRAY_SIZE(names));
 
     Dealscore__V1__OpportunityChanged *back =

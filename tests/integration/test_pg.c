@@ -40,8 +40,8 @@ static void teardown(void) {
 TestSuite(pg, .init = setup, .fini = teardown, .timeout = 120);
 
 #define INS_SQL "insert into items (id, v) values ($1::int, $2::text)"
-#define UPSERT_SQL                                                                              \
-    "insert into items (id, v) values ($1::int, $2::text) "                                    \
+#define UPSERT_SQL                                                                                           \
+    "insert into items (id, v) values ($1::int, $2::text) "                                                  \
     "on conflict (id) do update set v = excluded.v returning (xmax = 0) as inserted"
 
 /* A session on the test database, connected. */
@@ -200,9 +200,8 @@ Test(pg, connect_sets_application_name_unless_the_url_does) {
     char err[512] = "";
     PGconn *c = NULL;
     cr_assert_eq(ds_pg_connect(&c, db.conninfo, 5000, NULL, err, sizeof err), DS_OK, "%s", err);
-    char *app = pgt_valuef(admin,
-                           "select application_name from pg_stat_activity where pid = %d",
-                           PQbackendPID(c));
+    char *app =
+        pgt_valuef(admin, "select application_name from pg_stat_activity where pid = %d", PQbackendPID(c));
     cr_expect_str_eq(app, "dealscore");
     free(app);
     PQfinish(c);
@@ -210,8 +209,7 @@ Test(pg, connect_sets_application_name_unless_the_url_does) {
     const char *keys[] = {"application_name"};
     const char *vals[] = {"from-url"};
     char *url = ds_pg_url_with(db.conninfo, keys, vals, 1, err, sizeof err);
-    cr_assert_eq(ds_pg_connect_app(&c, url, "ignored", 5000, NULL, err, sizeof err), DS_OK, "%s",
-                 err);
+    cr_assert_eq(ds_pg_connect_app(&c, url, "ignored", 5000, NULL, err, sizeof err), DS_OK, "%s", err);
     cr_expect_str_eq(PQparameterStatus(c, "application_name"), "from-url");
     PQfinish(c);
     free(url);
@@ -243,17 +241,14 @@ Test(pg, classify_real_server_errors) {
     cr_expect_eq(ds_pg_exec(pg, "selec 1", NULL, err, sizeof err), DS_EFATAL);
     cr_expect(strstr(err, "42601") != NULL, "%s", err);
     const char *v[] = {"1", NULL};
-    cr_expect_eq(ds_pg_exec_prepared(pg, "ins", 2, v, NULL, NULL, NULL, err, sizeof err),
-                 DS_EFATAL);
+    cr_expect_eq(ds_pg_exec_prepared(pg, "ins", 2, v, NULL, NULL, NULL, err, sizeof err), DS_EFATAL);
     cr_expect(strstr(err, "23502") != NULL, "%s", err);
-    cr_expect_eq(ds_pg_exec_prepared(pg, "ins", 1, v, NULL, NULL, NULL, err, sizeof err),
-                 DS_EINVAL);
+    cr_expect_eq(ds_pg_exec_prepared(pg, "ins", 1, v, NULL, NULL, NULL, err, sizeof err), DS_EINVAL);
 
     /* A lock held elsewhere: 55P03 lock_not_available is transient. */
     pgt_exec(admin, "begin; lock table items in access exclusive mode");
     cr_assert_eq(ds_pg_exec(pg, "begin", NULL, err, sizeof err), DS_OK, "%s", err);
-    cr_expect_eq(ds_pg_exec(pg, "lock table items in access share mode nowait", NULL, err,
-                            sizeof err),
+    cr_expect_eq(ds_pg_exec(pg, "lock table items in access share mode nowait", NULL, err, sizeof err),
                  DS_ERETRY);
     cr_expect(strstr(err, "55P03") != NULL, "%s", err);
     cr_expect_eq(ds_pg_exec(pg, "rollback", NULL, err, sizeof err), DS_OK, "%s", err);
@@ -273,8 +268,7 @@ Test(pg, prepared_statements_survive_reconnect) {
     cr_assert_eq(ds_pg_add_statement(pg, "plus1", "select $1::int + 1", 1), DS_OK);
     const char *v[] = {"41"};
     PGresult *r = NULL;
-    cr_assert_eq(ds_pg_exec_prepared(pg, "plus1", 1, v, NULL, NULL, &r, err, sizeof err), DS_OK,
-                 "%s", err);
+    cr_assert_eq(ds_pg_exec_prepared(pg, "plus1", 1, v, NULL, NULL, &r, err, sizeof err), DS_OK, "%s", err);
     cr_expect_str_eq(PQgetvalue(r, 0, 0), "42");
     PQclear(r);
 
@@ -288,14 +282,12 @@ Test(pg, prepared_statements_survive_reconnect) {
     ds_pg_reset(pg);
     cr_assert_eq(ds_pg_ensure(pg, 10000, NULL, err, sizeof err), DS_OK, "%s", err);
     cr_expect_eq(ds_pg_generation(pg), 2);
-    cr_assert_eq(ds_pg_exec(pg,
-                            "select string_agg(name, ',' order by name) from pg_prepared_statements",
-                            &r, err, sizeof err),
+    cr_assert_eq(ds_pg_exec(pg, "select string_agg(name, ',' order by name) from pg_prepared_statements", &r,
+                            err, sizeof err),
                  DS_OK, "%s", err);
     cr_expect_str_eq(PQgetvalue(r, 0, 0), "ins,plus1,upsert");
     PQclear(r);
-    cr_assert_eq(ds_pg_exec_prepared(pg, "plus1", 1, v, NULL, NULL, &r, err, sizeof err), DS_OK,
-                 "%s", err);
+    cr_assert_eq(ds_pg_exec_prepared(pg, "plus1", 1, v, NULL, NULL, &r, err, sizeof err), DS_OK, "%s", err);
     cr_expect_str_eq(PQgetvalue(r, 0, 0), "42");
     PQclear(r);
     ds_pg_destroy(pg);
@@ -400,8 +392,7 @@ static int tx_upsert(ds_pg_t *pg, void *arg, char *errstr, size_t sz) {
         snprintf(id, sizeof id, "%d", i);
         snprintf(v, sizeof v, "item %d %s", i, u->suffix);
         const char *vals[] = {id, v};
-        cr_assert_eq(ds_pg_batch_add_prepared(b, "upsert", 2, vals, NULL, NULL, (void *)(intptr_t)i),
-                     DS_OK);
+        cr_assert_eq(ds_pg_batch_add_prepared(b, "upsert", 2, vals, NULL, NULL, (void *)(intptr_t)i), DS_OK);
     }
     int rc = ds_pg_batch_run(b, up_cb, u, errstr, sz);
     ds_pg_batch_end(b);
@@ -418,8 +409,7 @@ Test(pg, batch_of_10000_upserts_lands_exactly) {
     cr_expect_eq(u.inserted, 10000);
     cr_expect_eq(u.updated, 0);
     cr_expect_eq(count_items(), 10000);
-    cr_expect_eq(pgt_longf(admin, "select count(*) from items where v = 'item ' || id || ' a'"),
-                 10000);
+    cr_expect_eq(pgt_longf(admin, "select count(*) from items where v = 'item ' || id || ' a'"), 10000);
 
     /* The same keys again: every row updated, none added. */
     u.suffix = "b";
@@ -529,8 +519,7 @@ Test(pg, batch_inside_tx_run_is_atomic) {
     ds_pg_t *pg = session();
     char err[512] = "";
     int attempts = 0;
-    cr_expect_eq(ds_pg_tx_run(pg, tx_batch_with_bad_row, &attempts, 5, NULL, err, sizeof err),
-                 DS_EFATAL);
+    cr_expect_eq(ds_pg_tx_run(pg, tx_batch_with_bad_row, &attempts, 5, NULL, err, sizeof err), DS_EFATAL);
     cr_expect_eq(attempts, 1);
     cr_expect(strstr(err, "statement 1234: ") != NULL, "%s", err);
     cr_expect(strstr(err, "23502") != NULL, "%s", err);
@@ -568,8 +557,8 @@ Test(pg, batch_with_big_rows_does_not_deadlock) {
         char id[16];
         snprintf(id, sizeof id, "%d", i);
         const char *vals[] = {id, big};
-        ds_pg_batch_add_params(b, "insert into items (id, v) values ($1::int, $2::text) returning v",
-                               2, vals, NULL, NULL, NULL);
+        ds_pg_batch_add_params(b, "insert into items (id, v) values ($1::int, $2::text) returning v", 2, vals,
+                               NULL, NULL, NULL);
     }
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
     free(big);
@@ -595,8 +584,8 @@ Test(pg, batch_callback_failure_is_reported) {
     ds_pg_batch_t *b = NULL;
     ds_pg_batch_begin(pg, &b);
     ds_pg_batch_set_sync_every(b, 1);
-    for (int i = 0; i < 10; i++) ds_pg_batch_add_params(b, "select 1", 0, NULL, NULL, NULL,
-                                                        (void *)(intptr_t)i);
+    for (int i = 0; i < 10; i++)
+        ds_pg_batch_add_params(b, "select 1", 0, NULL, NULL, NULL, (void *)(intptr_t)i);
     int calls = 0;
     cr_expect_eq(ds_pg_batch_run(b, stop_at_3, &calls, err, sizeof err), DS_ECONFLICT);
     cr_expect_eq(calls, 4, "no calls after the callback failed");
@@ -628,9 +617,9 @@ Test(pg, batch_reports_lost_connection_as_retry) {
 Test(pg, array_literal_roundtrips_through_unnest) {
     ds_pg_t *pg = session();
     char err[512] = "";
-    const char *vals[] = {"plain", "say \"hi\"", "back\\slash", "a,b",   "{braces}", NULL,
-                          "",      "NULL",       " padded ",    "\\\"", "ünïcödé",  "tab\tnew\nline",
-                          "'single'", "}{", "\\N"};
+    const char *vals[] = {"plain",    "say \"hi\"", "back\\slash", "a,b",  "{braces}", NULL,
+                          "",         "NULL",       " padded ",    "\\\"", "ünïcödé",  "tab\tnew\nline",
+                          "'single'", "}{",         "\\N"};
     size_t n = DS_ARRAY_SIZE(vals);
     char *lit = ds_pg_array_text(vals, n);
     const char *params[] = {lit};
@@ -686,8 +675,8 @@ Test(pg, binary_arrays_roundtrip_through_unnest) {
     char err[512] = "";
     enum { COLS = 6, ROWS = 3 };
     ds_pgarray_t a[COLS] = {{0}};
-    static const uint32_t oids[COLS] = {DS_OID_UUID,   DS_OID_TIMESTAMPTZ, DS_OID_FLOAT8,
-                                        DS_OID_BOOL,   DS_OID_TEXT,        DS_OID_JSONB};
+    static const uint32_t oids[COLS] = {DS_OID_UUID, DS_OID_TIMESTAMPTZ, DS_OID_FLOAT8,
+                                        DS_OID_BOOL, DS_OID_TEXT,        DS_OID_JSONB};
     for (int c = 0; c < COLS; c++) ds_pgarray_begin(&a[c], oids[c]);
     /* Row 1: ordinary values; row 2: extremes; row 3: NULLs where a column allows. */
     ds_pgarray_uuid(&a[0], "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d");
@@ -719,13 +708,14 @@ Test(pg, binary_arrays_roundtrip_through_unnest) {
         fmts[c] = 1;
     }
     PGresult *r = NULL;
-    cr_assert_eq(ds_pg_exec_params(pg,
-                                   "select u::text, to_char(t at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'),"
-                                   " f = 0.1::float8, f = -1::float8 / 3, b::text, x, j::text, i"
-                                   " from unnest($1::uuid[], $2::timestamptz[], $3::float8[], $4::bool[],"
-                                   " $5::text[], $6::jsonb[]) with ordinality as z(u, t, f, b, x, j, i) order by i",
-                                   COLS, v, lens, fmts, &r, err, sizeof err),
-                 DS_OK, "%s", err);
+    cr_assert_eq(
+        ds_pg_exec_params(pg,
+                          "select u::text, to_char(t at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'),"
+                          " f = 0.1::float8, f = -1::float8 / 3, b::text, x, j::text, i"
+                          " from unnest($1::uuid[], $2::timestamptz[], $3::float8[], $4::bool[],"
+                          " $5::text[], $6::jsonb[]) with ordinality as z(u, t, f, b, x, j, i) order by i",
+                          COLS, v, lens, fmts, &r, err, sizeof err),
+        DS_OK, "%s", err);
     for (int c = 0; c < COLS; c++) ds_pgarray_free(&a[c]);
     cr_assert_eq(PQntuples(r), ROWS);
     cr_expect_str_eq(PQgetvalue(r, 0, 0), "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d");
@@ -764,8 +754,9 @@ Test(pg, binary_arrays_roundtrip_through_unnest) {
 Test(pg, batch_by_reference_sends_the_callers_arrays) {
     ds_pg_t *pg = session();
     char err[512] = "";
-    cr_assert_eq(ds_pg_exec(pg, "create table bt (id uuid primary key, d json, note text)", NULL, err, sizeof err),
-                 DS_OK, "%s", err);
+    cr_assert_eq(
+        ds_pg_exec(pg, "create table bt (id uuid primary key, d json, note text)", NULL, err, sizeof err),
+        DS_OK, "%s", err);
     enum { ROWS = 3000 };
     ds_pgarray_t a[2] = {{0}};
     ds_pgarray_begin(&a[0], DS_OID_UUID);
@@ -775,8 +766,10 @@ Test(pg, batch_by_reference_sends_the_callers_arrays) {
         snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", i + 1);
         int n = snprintf(doc, sizeof doc, "{\"z\":%d,  \"a\":[1,2.50]}", i);
         ds_pgarray_uuid(&a[0], id);
-        if (i == 7) ds_pgarray_null(&a[1]);
-        else ds_pgarray_json(&a[1], doc, (size_t)n);
+        if (i == 7)
+            ds_pgarray_null(&a[1]);
+        else
+            ds_pgarray_json(&a[1], doc, (size_t)n);
     }
     for (int c = 0; c < 2; c++) ds_pgarray_finish(&a[c]);
     const char *v[3] = {a[0].p, a[1].p, NULL};
@@ -784,8 +777,9 @@ Test(pg, batch_by_reference_sends_the_callers_arrays) {
     ds_pg_batch_t *b = NULL;
     ds_pg_batch_begin(pg, &b);
     cr_assert_eq(ds_pg_batch_add_sql(b, "BEGIN", NULL), DS_OK);
-    cr_assert_eq(ds_pg_batch_add_params_ref(b, "insert into bt (id, d, note) select x.i, x.d, $3"
-                                               " from unnest($1::uuid[], $2::json[]) as x(i, d)",
+    cr_assert_eq(ds_pg_batch_add_params_ref(b,
+                                            "insert into bt (id, d, note) select x.i, x.d, $3"
+                                            " from unnest($1::uuid[], $2::json[]) as x(i, d)",
                                             3, v, lens, fmts, NULL),
                  DS_OK);
     cr_assert_eq(ds_pg_batch_add_sql(b, "COMMIT", NULL), DS_OK);
@@ -816,8 +810,9 @@ Test(pg, batch_by_reference_sends_the_callers_arrays) {
     int bl[3] = {(int)bad[0].len, (int)bad[1].len, 1};
     ds_pg_batch_begin(pg, &b);
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
-    ds_pg_batch_add_params_ref(b, "insert into bt (id, d, note) select x.i, x.d, $3"
-                                  " from unnest($1::uuid[], $2::json[]) as x(i, d)",
+    ds_pg_batch_add_params_ref(b,
+                               "insert into bt (id, d, note) select x.i, x.d, $3"
+                               " from unnest($1::uuid[], $2::json[]) as x(i, d)",
                                3, bv, bl, fmts, NULL);
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
     cr_expect_eq(ds_pg_batch_run(b, NULL, NULL, err, sizeof err), DS_EFATAL);

@@ -73,8 +73,8 @@ typedef struct {
 } rel_t;
 
 typedef struct {
-    int n;                   /* -1: no tuple */
-    char *vals[MAX_COLS];    /* NULL for SQL NULL or unchanged TOAST */
+    int n;                /* -1: no tuple */
+    char *vals[MAX_COLS]; /* NULL for SQL NULL or unchanged TOAST */
 } tuple_t;
 
 typedef struct {
@@ -244,8 +244,7 @@ static int wait_change(stream_t *s, char kind, const char *table, int from, int 
     for (;;) {
         for (int i = from; i < s->nchanges; i++) {
             const rel_t *rel = rel_of(s, s->changes[i].oid);
-            if (s->changes[i].kind == kind && strcmp(rel->ns, "public") == 0 &&
-                strcmp(rel->name, table) == 0)
+            if (s->changes[i].kind == kind && strcmp(rel->ns, "public") == 0 && strcmp(rel->name, table) == 0)
                 return i;
         }
         if (pgt_now_ms() > deadline) return -1;
@@ -286,7 +285,8 @@ Test(realtime, predictions_stream_with_org_id_in_every_change) {
     int upd = wait_change(&s, 'U', "predictions", ins + 1, 10000);
     cr_assert_geq(upd, 0, "no update on predictions came through in 10 s");
     /* The identity did not change: no old tuple, the new row says it all. */
-    cr_assert_eq(s.changes[upd].old_kind, 0, "the update carries an old tuple ('%c')", s.changes[upd].old_kind);
+    cr_assert_eq(s.changes[upd].old_kind, 0, "the update carries an old tuple ('%c')",
+                 s.changes[upd].old_kind);
     cr_assert_str_eq(col(rel, &s.changes[upd].new, "org_id"), ORG_A, "the updated row lacks org_id");
     cr_assert_str_eq(col(rel, &s.changes[upd].new, "opportunity_id"), OPP_A1);
     cr_assert_str_eq(col(rel, &s.changes[upd].new, "proba_close"), "0.6");
@@ -294,16 +294,17 @@ Test(realtime, predictions_stream_with_org_id_in_every_change) {
 
     int del = wait_change(&s, 'D', "predictions", upd + 1, 10000);
     cr_assert_geq(del, 0, "no delete on predictions came through in 10 s");
-    cr_assert_eq(s.changes[del].old_kind, 'K', "the delete carries no identity ('%c')", s.changes[del].old_kind);
-    cr_assert_str_eq(col(rel, &s.changes[del].old, "org_id"), ORG_A, "the identity of the delete lacks org_id");
+    cr_assert_eq(s.changes[del].old_kind, 'K', "the delete carries no identity ('%c')",
+                 s.changes[del].old_kind);
+    cr_assert_str_eq(col(rel, &s.changes[del].old, "org_id"), ORG_A,
+                     "the identity of the delete lacks org_id");
     cr_assert_str_eq(col(rel, &s.changes[del].old, "opportunity_id"), OPP_A1,
                      "the identity of the delete lacks opportunity_id");
 
     /* The outbox insert committed before the update, so the stream has
      * passed it: it must not be there. */
     for (int i = 0; i < s.nrels; i++)
-        cr_assert(strcmp(s.rels[i].name, "outbox") != 0,
-                  "outbox is streamed through supabase_realtime");
+        cr_assert(strcmp(s.rels[i].name, "outbox") != 0, "outbox is streamed through supabase_realtime");
     for (int i = 0; i < s.nchanges; i++)
         cr_assert_str_eq(rel_of(&s, s.changes[i].oid)->name, "predictions",
                          "a table other than predictions is streamed");
@@ -318,12 +319,13 @@ Test(realtime, publication_has_predictions_and_no_internal_tables) {
     cr_assert_eq(pgt_longf(conn, "select count(*) from pg_publication"
                                  " where pubname = 'supabase_realtime' and puballtables"),
                  0, "supabase_realtime publishes all tables");
-    static const char *const internal[] = {"outbox", "ingest_tokens", "models",
-                                           "schema_migrations", "account_members"};
+    static const char *const internal[] = {"outbox", "ingest_tokens", "models", "schema_migrations",
+                                           "account_members"};
     for (size_t i = 0; i < PGT_N(internal); i++)
-        cr_assert_eq(pgt_longf(conn, "select count(*) from pg_publication_tables"
-                                     " where pubname = 'supabase_realtime'"
-                                     " and tablename = '%s'",
+        cr_assert_eq(pgt_longf(conn,
+                               "select count(*) from pg_publication_tables"
+                               " where pubname = 'supabase_realtime'"
+                               " and tablename = '%s'",
                                internal[i]),
                      0, "%s is in supabase_realtime", internal[i]);
     /* Realtime filters each change through RLS: the table must have it. */

@@ -96,17 +96,16 @@ static void setup(void) {
     conn = pgt_connect_db(&db);
     pgt_exec(conn, FIXTURE);
 
-    PGresult *r = pgt_query(
-        conn, "select c.relname,"
-              "  exists (select 1 from pg_attribute a where a.attrelid = c.oid"
-              "          and a.attname = 'account_id' and not a.attisdropped),"
-              "  exists (select 1 from pg_attribute a where a.attrelid = c.oid"
-              "          and a.attname = 'opportunity_id' and not a.attisdropped)"
-              " from pg_class c join pg_namespace n on n.oid = c.relnamespace"
-              " where n.nspname = 'public' and c.relkind in ('r', 'p')"
-              "   and exists (select 1 from pg_attribute a where a.attrelid = c.oid"
-              "               and a.attname = 'org_id' and not a.attisdropped)"
-              " order by 1");
+    PGresult *r = pgt_query(conn, "select c.relname,"
+                                  "  exists (select 1 from pg_attribute a where a.attrelid = c.oid"
+                                  "          and a.attname = 'account_id' and not a.attisdropped),"
+                                  "  exists (select 1 from pg_attribute a where a.attrelid = c.oid"
+                                  "          and a.attname = 'opportunity_id' and not a.attisdropped)"
+                                  " from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+                                  " where n.nspname = 'public' and c.relkind in ('r', 'p')"
+                                  "   and exists (select 1 from pg_attribute a where a.attrelid = c.oid"
+                                  "               and a.attname = 'org_id' and not a.attisdropped)"
+                                  " order by 1");
     ntables = PQntuples(r);
     cr_assert_leq(ntables, 64, "too many tenant tables for the test");
     /* 15 until outbox and ingest_tokens left public for dealscore_internal. */
@@ -121,10 +120,10 @@ static void setup(void) {
     /* The fixture must cover every tenant table, for both orgs. */
     for (int i = 0; i < ntables; i++) {
         const char *t = tables[i].name;
-        cr_assert_gt(pgt_longf(conn, "select count(*) from public.%s where org_id = '" ORG_A "'", t),
-                     0, "the fixture has no rows of org A in %s: add them to FIXTURE", t);
-        cr_assert_gt(pgt_longf(conn, "select count(*) from public.%s where org_id = '" ORG_B "'", t),
-                     0, "the fixture has no rows of org B in %s: add them to FIXTURE", t);
+        cr_assert_gt(pgt_longf(conn, "select count(*) from public.%s where org_id = '" ORG_A "'", t), 0,
+                     "the fixture has no rows of org A in %s: add them to FIXTURE", t);
+        cr_assert_gt(pgt_longf(conn, "select count(*) from public.%s where org_id = '" ORG_B "'", t), 0,
+                     "the fixture has no rows of org B in %s: add them to FIXTURE", t);
     }
 }
 
@@ -140,13 +139,12 @@ TestSuite(rls, .init = setup, .fini = teardown, .timeout = 240);
  * rolled back. Returns the first value of the result as a number, or the
  * number of rows a write affected; on error returns -1 and, if sqlstate is
  * not NULL, stores the SQLSTATE (caller frees). */
-static long long as_user(const char *role, const char *claims, const char *sql,
-                         char **sqlstate) {
+static long long as_user(const char *role, const char *claims, const char *sql, char **sqlstate) {
     pgt_exec(conn, "begin");
     pgt_execf(conn, "set local role %s", role);
     const char *params[1] = {claims};
-    PGresult *r = PQexecParams(conn, "select set_config('request.jwt.claims', $1, true)", 1, NULL,
-                               params, NULL, NULL, 0);
+    PGresult *r = PQexecParams(conn, "select set_config('request.jwt.claims', $1, true)", 1, NULL, params,
+                               NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         cr_fatal("could not set the jwt claims: %s", PQresultErrorMessage(r));
     PQclear(r);
@@ -164,8 +162,7 @@ static long long as_user(const char *role, const char *claims, const char *sql,
         const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
         *sqlstate = pgt_fmt("%s", s ? s : "?????");
     } else {
-        cr_fatal("query as %s failed: %s\nquery: %s\nclaims: %s", role, PQresultErrorMessage(r),
-                 sql, claims);
+        cr_fatal("query as %s failed: %s\nquery: %s\nclaims: %s", role, PQresultErrorMessage(r), sql, claims);
     }
     PQclear(r);
     pgt_exec(conn, "rollback");
@@ -219,8 +216,7 @@ Test(rls, user_sees_all_of_own_org_and_nothing_of_another) {
         const char *t = tables[i].name;
         cr_expect_eq(user_count(claims, t, "org_id = '" ORG_A "'"), 0,
                      "a user of org B sees rows of org A in %s", t);
-        cr_expect_eq(user_count(claims, t, "org_id = '" ORG_B "'"),
-                     su_count(t, "org_id = '" ORG_B "'"),
+        cr_expect_eq(user_count(claims, t, "org_id = '" ORG_B "'"), su_count(t, "org_id = '" ORG_B "'"),
                      "a user of org B does not see all of org B's rows in %s", t);
     }
     cr_expect_eq(user_count(claims, "orgs", "id = '" ORG_B "'"), 1);
@@ -231,8 +227,7 @@ Test(rls, user_sees_all_of_own_org_and_nothing_of_another) {
 /* Rows of org A an account-scoped member of account A1 may see; NULL when the
  * table's rows are all hidden from account-scoped users. */
 static char *scoped_visible_cond(const table_t *t) {
-    if (strcmp(t->name, "accounts") == 0)
-        return pgt_fmt("org_id = '" ORG_A "' and id = '" ACC_A1 "'");
+    if (strcmp(t->name, "accounts") == 0) return pgt_fmt("org_id = '" ORG_A "' and id = '" ACC_A1 "'");
     if (t->has_opportunity && t->has_account)
         return pgt_fmt("org_id = '" ORG_A "' and (opportunity_id = '" OPP_A1 "'"
                        " or (opportunity_id is null and account_id = '" ACC_A1 "'))");
@@ -256,8 +251,7 @@ Test(rls, account_scoped_user_sees_only_member_accounts) {
         if (cond && (t->has_account || t->has_opportunity || !strcmp(t->name, "accounts")))
             cr_assert_gt(want, 0, "the fixture has no rows of account A1 in %s", t->name);
         long long got = user_count(claims, t->name, "true");
-        cr_expect_eq(got, want, "an account-scoped user sees %lld rows of %s, want %lld", got,
-                     t->name, want);
+        cr_expect_eq(got, want, "an account-scoped user sees %lld rows of %s, want %lld", got, t->name, want);
         if (cond)
             cr_expect_eq(user_count(claims, t->name, cond), want,
                          "an account-scoped user does not see its member rows of %s", t->name);
@@ -302,11 +296,10 @@ Test(rls, account_scoped_user_without_membership_sees_no_deals) {
         char *claims = claims_for(users[u][0], users[u][1], true);
         for (int i = 0; i < ntables; i++) {
             const table_t *t = &tables[i];
-            if (!t->has_account && !t->has_opportunity && strcmp(t->name, "accounts") != 0)
-                continue;
+            if (!t->has_account && !t->has_opportunity && strcmp(t->name, "accounts") != 0) continue;
             cr_expect_eq(user_count(claims, t->name, "true"), 0,
-                         "an account-scoped user with no membership in %s sees rows of %s",
-                         users[u][1], t->name);
+                         "an account-scoped user with no membership in %s sees rows of %s", users[u][1],
+                         t->name);
         }
         free(claims);
     }
@@ -345,8 +338,7 @@ Test(rls, user_without_a_valid_org_sees_nothing) {
         for (int i = 0; i < ntables; i++)
             cr_expect_eq(user_count(claims[c], tables[i].name, "org_id is not null"), 0,
                          "claims %s see rows of %s", claims[c], tables[i].name);
-        cr_expect_eq(user_count(claims[c], "orgs", "true"), 0, "claims %s see an org",
-                     claims[c]);
+        cr_expect_eq(user_count(claims[c], "orgs", "true"), 0, "claims %s see an org", claims[c]);
     }
 }
 
@@ -359,8 +351,8 @@ Test(rls, anon_sees_nothing) {
         char *state = NULL;
         long long n = as_user("anon", claims, sql, &state);
         if (state)
-            cr_expect_str_eq(state, "42501", "anon reading %s failed with %s, not a privilege error",
-                             t, state);
+            cr_expect_str_eq(state, "42501", "anon reading %s failed with %s, not a privilege error", t,
+                             state);
         else
             cr_expect_eq(n, 0, "anon sees %lld rows of %s", n, t);
         free(state);
@@ -376,8 +368,7 @@ Test(rls, api_users_cannot_write) {
             const char *t = i < 0 ? "orgs" : tables[i].name;
             char *stmts[3] = {
                 pgt_fmt("insert into public.%s select * from public.%s", t, t),
-                pgt_fmt("update public.%s set %s = %s", t, i < 0 ? "id" : "org_id",
-                        i < 0 ? "id" : "org_id"),
+                pgt_fmt("update public.%s set %s = %s", t, i < 0 ? "id" : "org_id", i < 0 ? "id" : "org_id"),
                 pgt_fmt("delete from public.%s", t),
             };
             for (int s = 0; s < 3; s++) {
@@ -385,8 +376,8 @@ Test(rls, api_users_cannot_write) {
                 long long n = as_user(roles[r], claims, stmts[s], &state);
                 cr_expect(state || n == 0, "%s changed %lld rows: %s", roles[r], n, stmts[s]);
                 if (state)
-                    cr_expect_str_eq(state, "42501", "%s: %s failed with %s, not a privilege error",
-                                     roles[r], stmts[s], state);
+                    cr_expect_str_eq(state, "42501", "%s: %s failed with %s, not a privilege error", roles[r],
+                                     stmts[s], state);
                 free(state);
                 free(stmts[s]);
             }
@@ -404,12 +395,13 @@ Test(rls, internal_tables_are_out_of_reach_of_api_users) {
     for (size_t r = 0; r < PGT_N(roles); r++) {
         for (size_t i = 0; i < PGT_N(INTERNAL); i++) {
             cr_expect_gt(pgt_longf(conn, "select count(*) + 1 from %s", INTERNAL[i]), 0);
-            char *stmts[2] = {pgt_fmt("select count(*) from %s", INTERNAL[i]), pgt_fmt("delete from %s", INTERNAL[i])};
+            char *stmts[2] = {pgt_fmt("select count(*) from %s", INTERNAL[i]),
+                              pgt_fmt("delete from %s", INTERNAL[i])};
             for (int s = 0; s < 2; s++) {
                 char *state = NULL;
                 as_user(roles[r], claims, stmts[s], &state);
-                cr_expect(state && strcmp(state, "42501") == 0, "%s: %s gave %s, not a privilege error", roles[r],
-                          stmts[s], state ? state : "no error");
+                cr_expect(state && strcmp(state, "42501") == 0, "%s: %s gave %s, not a privilege error",
+                          roles[r], stmts[s], state ? state : "no error");
                 free(state);
                 free(stmts[s]);
             }

@@ -8,13 +8,9 @@
 
 static pgt_db_t db;
 
-static void setup(void) {
-    pgt_db_create(&db);
-}
+static void setup(void) { pgt_db_create(&db); }
 
-static void teardown(void) {
-    pgt_db_drop(&db);
-}
+static void teardown(void) { pgt_db_drop(&db); }
 
 TestSuite(schema, .init = setup, .fini = teardown, .timeout = 240);
 
@@ -61,16 +57,15 @@ Test(schema, migrate_twice_applies_everything_once) {
         char version[15];
         memcpy(version, files[i], 14);
         version[14] = '\0';
-        cr_assert_eq(pgt_longf(c, "select count(*) from public.schema_migrations where version = '%s'",
-                               version),
-                     1, "migration %s is not recorded", files[i]);
+        cr_assert_eq(
+            pgt_longf(c, "select count(*) from public.schema_migrations where version = '%s'", version), 1,
+            "migration %s is not recorded", files[i]);
     }
     char *applied_at = pgt_valuef(c, "select max(applied_at)::text from public.schema_migrations");
 
     rc = pgt_migrate(&p, &db, NULL);
     cr_assert_eq(rc, 0, "second migrate exited with %d:\n%s", rc, p.out);
-    cr_assert_eq(pgt_count_lines(p.out, "applied 2"), 0, "second run applied something:\n%s",
-                 p.out);
+    cr_assert_eq(pgt_count_lines(p.out, "applied 2"), 0, "second run applied something:\n%s", p.out);
     cr_assert(pgt_has_line(p.out, "nothing to apply"), "second run did not say so:\n%s", p.out);
     pgt_proc_close(&p);
 
@@ -97,8 +92,7 @@ Test(schema, concurrent_runs_apply_each_file_once) {
     for (int i = 0; i < nfiles; i++) {
         char *line = pgt_fmt("applied %s", files[i]);
         int times = pgt_has_line(a.out, line) + pgt_has_line(b.out, line);
-        cr_assert_eq(times, 1, "%s was applied %d times:\n--- a\n%s--- b\n%s", files[i], times,
-                     a.out, b.out);
+        cr_assert_eq(times, 1, "%s was applied %d times:\n--- a\n%s--- b\n%s", files[i], times, a.out, b.out);
         free(line);
     }
     pgt_proc_close(&a);
@@ -202,11 +196,23 @@ Test(schema, tables_rls_and_privileges) {
     pgt_migrate_ok(&db);
     PGconn *c = pgt_connect_db(&db);
 
-    static const char *const tables[] = {
-        "orgs", "accounts", "opportunities", "opportunity_history", "interactions",
-        "transcripts", "features_snapshot", "predictions", "prediction_history",
-        "benchmarks_cached", "opportunity_benchmarks", "models", "dealscore_internal.outbox",
-        "dealscore_internal.ingest_tokens", "meddicc_lexicon", "account_members", "schema_migrations"};
+    static const char *const tables[] = {"orgs",
+                                         "accounts",
+                                         "opportunities",
+                                         "opportunity_history",
+                                         "interactions",
+                                         "transcripts",
+                                         "features_snapshot",
+                                         "predictions",
+                                         "prediction_history",
+                                         "benchmarks_cached",
+                                         "opportunity_benchmarks",
+                                         "models",
+                                         "dealscore_internal.outbox",
+                                         "dealscore_internal.ingest_tokens",
+                                         "meddicc_lexicon",
+                                         "account_members",
+                                         "schema_migrations"};
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
         char *t = pgt_valuef(c, "select to_regclass('%s%s')::text", strchr(tables[i], '.') ? "" : "public.",
                              tables[i]);
@@ -262,10 +268,11 @@ Test(schema, tables_rls_and_privileges) {
     cr_assert_eq(pgt_longf(c, "select has_column_privilege('authenticated',"
                               " 'dealscore_internal.ingest_tokens', 'token_hash', 'select')::int"),
                  0, "authenticated can read ingest_tokens.token_hash");
-    char *cols = pgt_valuef(c, "select string_agg(attname, ',' order by attname)"
-                               " from pg_attribute where attrelid = 'dealscore_internal.ingest_tokens'::regclass"
-                               " and attnum > 0 and not attisdropped"
-                               " and has_column_privilege('authenticated', attrelid, attnum, 'select')");
+    char *cols =
+        pgt_valuef(c, "select string_agg(attname, ',' order by attname)"
+                      " from pg_attribute where attrelid = 'dealscore_internal.ingest_tokens'::regclass"
+                      " and attnum > 0 and not attisdropped"
+                      " and has_column_privilege('authenticated', attrelid, attnum, 'select')");
     cr_assert_null(cols, "authenticated can read these ingest_tokens columns: %s", cols);
     /* The policy helpers: security definer, stable, fixed search_path. */
     r = pgt_query(c, "select p.proname, p.prosecdef, p.provolatile, p.proconfig::text"
@@ -273,17 +280,16 @@ Test(schema, tables_rls_and_privileges) {
                      " where n.nspname = 'dealscore' order by 1");
     cr_assert_geq(PQntuples(r), 4, "the policy helper functions are missing");
     for (int i = 0; i < PQntuples(r); i++) {
-        cr_expect_eq(PQgetvalue(r, i, 1)[0], 't', "%s is not security definer",
-                     PQgetvalue(r, i, 0));
+        cr_expect_eq(PQgetvalue(r, i, 1)[0], 't', "%s is not security definer", PQgetvalue(r, i, 0));
         cr_expect_eq(PQgetvalue(r, i, 2)[0], 's', "%s is not stable", PQgetvalue(r, i, 0));
-        cr_expect_not_null(strstr(PQgetvalue(r, i, 3), "search_path"),
-                           "%s has no fixed search_path", PQgetvalue(r, i, 0));
+        cr_expect_not_null(strstr(PQgetvalue(r, i, 3), "search_path"), "%s has no fixed search_path",
+                           PQgetvalue(r, i, 0));
     }
     PQclear(r);
 
     /* service_role bypasses RLS (the workers' role on the shim). */
-    cr_assert_eq(pgt_longf(c, "select rolbypassrls::int from pg_roles where rolname = 'service_role'"),
-                 1, "service_role does not bypass row level security");
+    cr_assert_eq(pgt_longf(c, "select rolbypassrls::int from pg_roles where rolname = 'service_role'"), 1,
+                 "service_role does not bypass row level security");
     cr_assert_eq(pgt_longf(c, "select has_table_privilege('service_role', 'public.predictions',"
                               " 'select,insert,update,delete')::int"),
                  1, "service_role cannot write predictions");
@@ -294,8 +300,7 @@ static const char *const ORG_A = "a0000000-0000-4000-8000-000000000001";
 static const char *const ORG_B = "b0000000-0000-4000-8000-000000000001";
 
 static void insert_orgs_and_deals(PGconn *c) {
-    pgt_execf(c, "insert into orgs (id, slug) values ('%s', 'org-a'), ('%s', 'org-b')", ORG_A,
-              ORG_B);
+    pgt_execf(c, "insert into orgs (id, slug) values ('%s', 'org-a'), ('%s', 'org-b')", ORG_A, ORG_B);
     pgt_execf(c,
               "insert into accounts (id, org_id, external_id, name) values"
               " ('a0000000-0000-4000-8000-0000000000a1', '%s', 'acc-1', 'Acme'),"
@@ -330,8 +335,7 @@ Test(schema, constraints_keep_the_data_consistent) {
                     "update opportunities set outcome = 'maybe'"
                     " where external_id = 'opp-1'",
                     "23514", "outcome must be open, won or lost");
-    expect_sqlstate(c,
-                    "update opportunities set amount = -1 where external_id = 'opp-1'", "23514",
+    expect_sqlstate(c, "update opportunities set amount = -1 where external_id = 'opp-1'", "23514",
                     "amount must not be negative");
     expect_sqlstate(c,
                     "insert into opportunities (org_id, external_id) values"
@@ -441,10 +445,9 @@ Test(schema, deleting_an_org_removes_its_rows_and_events) {
 Test(schema, default_lexicon_covers_every_meddicc_element) {
     pgt_migrate_ok(&db);
     PGconn *c = pgt_connect_db(&db);
-    static const char *const elements[] = {"metrics",          "economic_buyer",
-                                           "decision_criteria", "decision_process",
-                                           "paper_process",     "identify_pain",
-                                           "champion",          "competition"};
+    static const char *const elements[] = {"metrics",          "economic_buyer", "decision_criteria",
+                                           "decision_process", "paper_process",  "identify_pain",
+                                           "champion",         "competition"};
     for (size_t i = 0; i < sizeof elements / sizeof elements[0]; i++) {
         long long n = pgt_longf(c,
                                 "select count(*) from meddicc_lexicon where org_id is null"
@@ -538,28 +541,33 @@ Test(schema, outbox_upgrade_keeps_unsent_events_and_drops_sent_ones) {
               " ('%s', 'a0000000-0000-4000-8000-00000000a001', 'stage_changed', '',"
               "  '{\"event_id\": \"e0000000-0000-4000-8000-000000000001\","
               "    \"occurred_at\": \"2026-03-01T09:00:00+00:00\", \"source\": \"webhook\","
-              "    \"source_hash\": \"abc\", \"traceparent\": null}', 'a0000000-0000-4000-8000-00000000a001', null),"
+              "    \"source_hash\": \"abc\", \"traceparent\": null}', "
+              "'a0000000-0000-4000-8000-00000000a001', null),"
               " ('%s', 'a0000000-0000-4000-8000-00000000a001', 'opportunity_upserted', '',"
               "  '{\"occurred_at\": \"2026-02-01T09:00:00+00:00\", \"source\": \"csv\"}',"
               "  'a0000000-0000-4000-8000-00000000a001', now())",
               ORG_A, ORG_A);
 
     pgt_migrate_ok(&db);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.outbox"), 1, "the sent event was kept");
-    char *row = pgt_valuef(c, "select kind || '|' || to_char(occurred_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI')"
-                              " || '|' || source || '|' || source_hash || '|' || coalesce(traceparent, '-')"
-                              " from dealscore_internal.outbox");
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.outbox"), 1,
+                 "the sent event was kept");
+    char *row =
+        pgt_valuef(c, "select kind || '|' || to_char(occurred_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI')"
+                      " || '|' || source || '|' || source_hash || '|' || coalesce(traceparent, '-')"
+                      " from dealscore_internal.outbox");
     cr_expect_str_eq(row, "stage_changed|2026-03-01 09:00|webhook|abc|-");
     free(row);
     /* An ingest pod of the previous version, still running during a rolling
      * upgrade, writes as it did; a new one leaves the old columns alone. */
+    pgt_execf(
+        c,
+        "insert into dealscore_internal.outbox (org_id, opportunity_id, kind, payload, headers, key) values"
+        " ('%s', 'a0000000-0000-4000-8000-00000000a001', 'stage_changed', '', '{\"source\": \"webhook\"}',"
+        "  'a0000000-0000-4000-8000-00000000a001')",
+        ORG_A);
     pgt_execf(c,
-              "insert into dealscore_internal.outbox (org_id, opportunity_id, kind, payload, headers, key) values"
-              " ('%s', 'a0000000-0000-4000-8000-00000000a001', 'stage_changed', '', '{\"source\": \"webhook\"}',"
-              "  'a0000000-0000-4000-8000-00000000a001')",
-              ORG_A);
-    pgt_execf(c, "insert into dealscore_internal.outbox (org_id, opportunity_id, kind, source) values"
-                 " ('%s', 'a0000000-0000-4000-8000-00000000a001', 'stage_changed', 'webhook')",
+              "insert into dealscore_internal.outbox (org_id, opportunity_id, kind, source) values"
+              " ('%s', 'a0000000-0000-4000-8000-00000000a001', 'stage_changed', 'webhook')",
               ORG_A);
     cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.outbox"), 3);
     PQfinish(c);
@@ -578,7 +586,8 @@ static const char *const derived_tables[] = {"opportunity_history", "features_sn
 
 static void insert_derived_rows(PGconn *c, const char *org, const char *opp) {
     static const char *const values[] = {
-        "(org_id, opportunity_id, field, new_value, changed_at) values ('%s', '%s', 'stage', 'Prospecting', now())",
+        "(org_id, opportunity_id, field, new_value, changed_at) values ('%s', '%s', 'stage', 'Prospecting', "
+        "now())",
         "(org_id, opportunity_id, as_of, feature_version, features) values ('%s', '%s', now(), 'v1', '{}')",
         "(org_id, opportunity_id, as_of, model_version, proba_close) values ('%s', '%s', now(), 'm1', 0.5)",
         "(org_id, opportunity_id, as_of, model_version, proba_close) values ('%s', '%s', now(), 'm1', 0.5)",
@@ -598,8 +607,8 @@ static void expect_derived_rows_gone(PGconn *c, const char *where_fmt, const cha
         snprintf(where, sizeof where, where_fmt, arg);
         cr_expect_eq(pgt_longf(c, "select count(*) from %s where %s", derived_tables[t], where), 0,
                      "the %s's %s rows stayed", what, derived_tables[t]);
-        cr_expect_eq(pgt_longf(c, "select count(*) from %s", derived_tables[t]), 1, "another %s's %s rows went too",
-                     what, derived_tables[t]);
+        cr_expect_eq(pgt_longf(c, "select count(*) from %s", derived_tables[t]), 1,
+                     "another %s's %s rows went too", what, derived_tables[t]);
     }
 }
 
@@ -614,10 +623,11 @@ Test(schema, deleting_an_opportunity_removes_its_history_and_derived_rows) {
     const char *a = "a0000000-0000-4000-8000-00000000a001", *b = "b0000000-0000-4000-8000-00000000b001";
     insert_derived_rows(c, ORG_A, a);
     insert_derived_rows(c, ORG_B, b);
-    cr_expect_eq(pgt_longf(c, "select count(*) from pg_constraint where contype = 'f'"
-                              " and confrelid = 'public.opportunities'::regclass and conrelid = any(array["
-                              "'opportunity_history', 'features_snapshot', 'predictions', 'prediction_history',"
-                              " 'opportunity_benchmarks']::regclass[])"),
+    cr_expect_eq(pgt_longf(c,
+                           "select count(*) from pg_constraint where contype = 'f'"
+                           " and confrelid = 'public.opportunities'::regclass and conrelid = any(array["
+                           "'opportunity_history', 'features_snapshot', 'predictions', 'prediction_history',"
+                           " 'opportunity_benchmarks']::regclass[])"),
                  0, "no foreign key locks the deal for each derived row");
     pgt_execf(c, "delete from opportunities where id = '%s'", a);
     expect_derived_rows_gone(c, "opportunity_id = '%s'", a, "deleted deal");
@@ -636,7 +646,8 @@ static char *app_privileges(PGconn *c) {
            "   || ' ' || a.privilege_type || ' ' || a.is_grantable::text"
            " from pg_class c, aclexplode(coalesce(c.relacl, acldefault((case c.relkind when 'S' then 's'"
            "   else 'r' end)::\"char\", c.relowner))) a"
-           " where c.relnamespace = 'public'::regnamespace and c.relname in ('todos', 'todos_id_seq', 'todo_counts')"
+           " where c.relnamespace = 'public'::regnamespace and c.relname in ('todos', 'todos_id_seq', "
+           "'todo_counts')"
            "   and a.grantee <> 0"
            " union all"
            " select 'pol ' || tablename || ' ' || policyname || ' ' || cmd || ' ' || roles::text || ' '"
@@ -670,19 +681,21 @@ Test(schema, a_shared_supabase_project_keeps_the_apps_grants_and_policies) {
     PGconn *c = pgt_connect_db(&db);
     /* The app as Supabase sets it up: default privileges for the API roles,
      * then its own narrower grants and policies. */
-    pgt_exec(c, "alter default privileges in schema public grant all on tables to anon, authenticated, service_role;"
-                "alter default privileges in schema public grant all on sequences to anon, authenticated,"
-                " service_role;"
-                "create table public.todos (id bigserial primary key, owner uuid not null, body text);"
-                "revoke all on public.todos from anon;"
-                "grant select on public.todos to anon;"
-                "revoke delete on public.todos from authenticated;"
-                "alter table public.todos enable row level security;"
-                "create policy todos_own on public.todos for all to authenticated"
-                " using (owner = auth.uid()) with check (owner = auth.uid());"
-                "create policy todos_read on public.todos for select to anon using (true);"
-                "create view public.todo_counts as select owner, count(*) from public.todos group by owner;"
-                "revoke all on public.todo_counts from anon;");
+    pgt_exec(
+        c,
+        "alter default privileges in schema public grant all on tables to anon, authenticated, service_role;"
+        "alter default privileges in schema public grant all on sequences to anon, authenticated,"
+        " service_role;"
+        "create table public.todos (id bigserial primary key, owner uuid not null, body text);"
+        "revoke all on public.todos from anon;"
+        "grant select on public.todos to anon;"
+        "revoke delete on public.todos from authenticated;"
+        "alter table public.todos enable row level security;"
+        "create policy todos_own on public.todos for all to authenticated"
+        " using (owner = auth.uid()) with check (owner = auth.uid());"
+        "create policy todos_read on public.todos for select to anon using (true);"
+        "create view public.todo_counts as select owner, count(*) from public.todos group by owner;"
+        "revoke all on public.todo_counts from anon;");
     char *before = app_privileges(c);
     cr_assert_not_null(before);
     cr_assert(strstr(before, " authenticated SELECT") && strstr(before, "pol todos todos_own"),
@@ -691,7 +704,8 @@ Test(schema, a_shared_supabase_project_keeps_the_apps_grants_and_policies) {
     pgt_migrate_ok(&db);
     pgt_migrate_ok(&db);
     char *after = app_privileges(c);
-    cr_expect_str_eq(after, before, "the app's privileges changed:\n--- before\n%s\n--- after\n%s", before, after);
+    cr_expect_str_eq(after, before, "the app's privileges changed:\n--- before\n%s\n--- after\n%s", before,
+                     after);
 
     /* dealscore's internals: no API role can read them. */
     static const char *const internal[] = {"dealscore_internal.outbox", "dealscore_internal.ingest_tokens",
@@ -710,25 +724,29 @@ Test(schema, a_shared_supabase_project_keeps_the_apps_grants_and_policies) {
     /* Every table and view of dealscore in public: authenticated reads its
      * own org's rows through RLS, and only those. */
     insert_orgs_and_deals(c);
-    PGresult *res = pgt_query(c, "select c.relname from pg_class c where c.relnamespace = 'public'::regnamespace"
-                                 " and c.relkind in ('r', 'p', 'v')"
-                                 " and c.relname not in ('todos', 'todo_counts', 'schema_migrations')"
-                                 " order by 1");
+    PGresult *res =
+        pgt_query(c, "select c.relname from pg_class c where c.relnamespace = 'public'::regnamespace"
+                     " and c.relkind in ('r', 'p', 'v')"
+                     " and c.relname not in ('todos', 'todo_counts', 'schema_migrations')"
+                     " order by 1");
     cr_assert_geq(PQntuples(res), 15, "dealscore's frontend tables and views");
     for (int i = 0; i < PQntuples(res); i++) {
         const char *rel = PQgetvalue(res, i, 0);
         pgt_exec(c, "begin");
         pgt_exec(c, "set local role authenticated");
-        pgt_execf(c, "select set_config('request.jwt.claims', '{\"sub\": \"c0000000-0000-4000-8000-000000000001\","
-                     " \"role\": \"authenticated\", \"app_metadata\": {\"org_id\": \"%s\"}}', true)",
-                  ORG_A);
+        pgt_execf(
+            c,
+            "select set_config('request.jwt.claims', '{\"sub\": \"c0000000-0000-4000-8000-000000000001\","
+            " \"role\": \"authenticated\", \"app_metadata\": {\"org_id\": \"%s\"}}', true)",
+            ORG_A);
         char *sql = pgt_fmt("select count(*) from public.%s", rel);
         char *state = pgt_try(c, sql);
         cr_expect_null(state, "authenticated cannot read %s: %s", rel, state);
         bool failed = state != NULL;
         free(state);
         free(sql);
-        if (!failed && (strcmp(rel, "opportunities") == 0 || strcmp(rel, "accounts") == 0 || strcmp(rel, "orgs") == 0))
+        if (!failed &&
+            (strcmp(rel, "opportunities") == 0 || strcmp(rel, "accounts") == 0 || strcmp(rel, "orgs") == 0))
             cr_expect_eq(pgt_longf(c, "select count(*) from public.%s", rel), 1, "%s: only org A's row", rel);
         pgt_exec(c, "rollback");
     }

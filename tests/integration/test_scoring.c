@@ -25,17 +25,21 @@ static void setup(void) {
     free(dst_token(&S, "acme", NULL));
     /* History for the stage prior: 3 deals reached demo (2 won), 2 reached proposal (2 won). */
     PGconn *db = pgt_connect_db(&S.db);
-    const char *deals[][3] = {{"H1", "won", "demo"}, {"H2", "won", "demo"}, {"H3", "lost", "demo"},
-                              {"H4", "won", "proposal"}, {"H5", "won", "proposal"}};
+    const char *deals[][3] = {{"H1", "won", "demo"},
+                              {"H2", "won", "demo"},
+                              {"H3", "lost", "demo"},
+                              {"H4", "won", "proposal"},
+                              {"H5", "won", "proposal"}};
     for (int i = 0; i < 5; i++) {
         pgt_execf(db,
                   "insert into opportunities (org_id, external_id, stage, created_at, outcome, closed_at)"
                   " values ('%s', '%s', 'closed_%s', '2025-01-01Z', '%s', '2025-06-01Z')",
                   S.org_id, deals[i][0], deals[i][1], deals[i][1]);
-        pgt_execf(db,
-                  "insert into opportunity_history (org_id, opportunity_id, field, new_value, changed_at)"
-                  " select org_id, id, 'stage', '%s', '2025-02-01Z' from opportunities where external_id = '%s'",
-                  deals[i][2], deals[i][0]);
+        pgt_execf(
+            db,
+            "insert into opportunity_history (org_id, opportunity_id, field, new_value, changed_at)"
+            " select org_id, id, 'stage', '%s', '2025-02-01Z' from opportunities where external_id = '%s'",
+            deals[i][2], deals[i][0]);
     }
     PQfinish(db);
     dst_start(&S, "scoring");
@@ -65,7 +69,8 @@ static Dealscore__V1__PredictionMade *await_prediction(ds_consumer_t *c, const c
     while (proc_now_ms() < deadline) {
         rd_kafka_message_t *m[1];
         dst_consume(c, m, 1, 30000);
-        Dealscore__V1__PredictionMade *pm = dealscore__v1__prediction_made__unpack(NULL, m[0]->len, m[0]->payload);
+        Dealscore__V1__PredictionMade *pm =
+            dealscore__v1__prediction_made__unpack(NULL, m[0]->len, m[0]->payload);
         ds_consumer_release(m, 1);
         cr_assert(pm, "prediction.made decodes");
         if (strcmp(pm->opportunity_id, opp) == 0 && pm->as_of_us == at_us) return pm;
@@ -94,25 +99,34 @@ Test(scoring, cold_start_scores_with_the_stage_prior_and_keeps_the_previous_scor
      * (4 wins + 1 pseudo) / (5 deals + 2 pseudo) = 5/7; demo: 2 of 3. */
     double org = 5.0 / 7.0;
     double p_demo = (2 + 10 * org) / (3 + 10);
-    cr_expect(fabs(pm->proba_close - p_demo) < 1e-9, "demo prior %.12f, expected %.12f", pm->proba_close, p_demo);
+    cr_expect(fabs(pm->proba_close - p_demo) < 1e-9, "demo prior %.12f, expected %.12f", pm->proba_close,
+              p_demo);
     double first = pm->proba_close;
     dealscore__v1__prediction_made__free_unpacked(pm, NULL);
-    cr_expect_eq(pgt_longf(db, "select count(*) from predictions where opportunity_id = '%s' and is_prior"
-                               " and model_version = 'stage-prior' and previous_proba is null", opp), 1);
+    cr_expect_eq(pgt_longf(db,
+                           "select count(*) from predictions where opportunity_id = '%s' and is_prior"
+                           " and model_version = 'stage-prior' and previous_proba is null",
+                           opp),
+                 1);
 
     post_ok("/v1/opportunities", OPP_PROPOSAL);
     pm = await_prediction(c, opp, 1773014400LL * 1000000); /* 2026-03-09 */
     double p_prop = (2 + 10 * org) / (2 + 10);
-    cr_expect(fabs(pm->proba_close - p_prop) < 1e-9, "proposal prior %.12f, expected %.12f", pm->proba_close, p_prop);
+    cr_expect(fabs(pm->proba_close - p_prop) < 1e-9, "proposal prior %.12f, expected %.12f", pm->proba_close,
+              p_prop);
     cr_expect(pm->has_previous);
     cr_expect(fabs(pm->previous_proba - first) < 1e-12);
     dealscore__v1__prediction_made__free_unpacked(pm, NULL);
     char *prev = pgt_valuef(db, "select previous_proba from predictions where opportunity_id = '%s'", opp);
     cr_expect(fabs(strtod(prev, NULL) - first) < 1e-12, "predictions.previous_proba %s", prev);
-    cr_expect_eq(pgt_longf(db, "select count(*) from prediction_history where opportunity_id = '%s'", opp), 2);
+    cr_expect_eq(pgt_longf(db, "select count(*) from prediction_history where opportunity_id = '%s'", opp),
+                 2);
     /* The change names the stage as what moved the score. */
-    cr_expect_eq(pgt_longf(db, "select count(*) from predictions where opportunity_id = '%s'"
-                               " and change->0->>'feature' = 'stage_index'", opp), 1);
+    cr_expect_eq(pgt_longf(db,
+                           "select count(*) from predictions where opportunity_id = '%s'"
+                           " and change->0->>'feature' = 'stage_index'",
+                           opp),
+                 1);
     free(prev);
     free(opp);
     PQfinish(db);
@@ -166,12 +180,16 @@ Test(scoring, hot_swap_to_a_new_model_and_refusal_of_an_unsupported_one) {
     register_model(db, "m-test-1", NULL);
     post_ok("/v1/opportunities", OPP_PROPOSAL);
     pm = await_prediction(c, opp, 1773014400LL * 1000000);
-    cr_expect_str_eq(pm->model_version, "m-test-1", "the worker swapped to the activated model without a restart");
+    cr_expect_str_eq(pm->model_version, "m-test-1",
+                     "the worker swapped to the activated model without a restart");
     cr_expect(pm->n_top_drivers > 0, "a trained model explains its score");
     dealscore__v1__prediction_made__free_unpacked(pm, NULL);
     /* TreeSHAP: the stored contributions add up to the margin of the score. */
-    char *sum = pgt_valuef(db, "select sum(value::float8) from prediction_history h, json_each_text(h.contributions)"
-                               " where h.opportunity_id = '%s' and h.model_version = 'm-test-1'", opp);
+    char *sum =
+        pgt_valuef(db,
+                   "select sum(value::float8) from prediction_history h, json_each_text(h.contributions)"
+                   " where h.opportunity_id = '%s' and h.model_version = 'm-test-1'",
+                   opp);
     char *proba = pgt_valuef(db, "select proba_close from predictions where opportunity_id = '%s'", opp);
     double margin = strtod(sum, NULL), p = strtod(proba, NULL);
     cr_expect(fabs(1.0 / (1.0 + exp(-margin)) - p) < 1e-5, "sigmoid(sum of contributions) %.8f vs proba %.8f",
@@ -243,10 +261,15 @@ Test(scoring, api_predict_scores_visible_opportunities_and_hides_the_rest) {
     json_decref(j);
     httpc_free(&r);
     /* Once the benchmark worker has placed it in a cohort, the body carries it. */
-    pgt_execf(db, "insert into benchmarks_cached (org_id, cohort_key, as_of, match_level, cohort_size, metrics)"
-                  " values ('%s', 'v1|test', '2026-11-01T00:00:00Z', 'full', 12, '{\"win_rate\": 0.25}')", S.org_id);
-    pgt_execf(db, "insert into opportunity_benchmarks (org_id, opportunity_id, account_id, cohort_key, match_level)"
-                  " values ('%s', '%s', '%s', 'v1|test', 'industry')", S.org_id, opp, acc);
+    pgt_execf(db,
+              "insert into benchmarks_cached (org_id, cohort_key, as_of, match_level, cohort_size, metrics)"
+              " values ('%s', 'v1|test', '2026-11-01T00:00:00Z', 'full', 12, '{\"win_rate\": 0.25}')",
+              S.org_id);
+    pgt_execf(
+        db,
+        "insert into opportunity_benchmarks (org_id, opportunity_id, account_id, cohort_key, match_level)"
+        " values ('%s', '%s', '%s', 'v1|test', 'industry')",
+        S.org_id, opp, acc);
     r = predict(ok, body);
     cr_assert_eq(r.status, 200, "%s", r.body);
     j = json_loads(r.body, 0, NULL);
@@ -254,11 +277,13 @@ Test(scoring, api_predict_scores_visible_opportunities_and_hides_the_rest) {
     cr_expect_str_eq(json_string_value(json_object_get(bm, "cohort_key")), "v1|test", "%s", r.body);
     cr_expect_str_eq(json_string_value(json_object_get(bm, "match_level")), "industry", "%s", r.body);
     cr_expect_eq(json_integer_value(json_object_get(bm, "cohort_size")), 12, "%s", r.body);
-    cr_expect_eq(json_real_value(json_object_get(json_object_get(bm, "metrics"), "win_rate")), 0.25, "%s", r.body);
+    cr_expect_eq(json_real_value(json_object_get(json_object_get(bm, "metrics"), "win_rate")), 0.25, "%s",
+                 r.body);
     json_decref(j);
     httpc_free(&r);
     /* It persisted like the worker. */
-    cr_expect_geq(pgt_longf(db, "select count(*) from prediction_history where opportunity_id = '%s'", opp), 1);
+    cr_expect_geq(pgt_longf(db, "select count(*) from prediction_history where opportunity_id = '%s'", opp),
+                  1);
 
     /* Another org's user: 404, exactly like a missing opportunity. */
     char *other = token("3f1c2b8e-1111-4a2b-9c3d-5e6f7a8b9c0d", NULL, 3600);
@@ -275,8 +300,10 @@ Test(scoring, api_predict_scores_visible_opportunities_and_hides_the_rest) {
     r = predict(scoped, body);
     cr_expect_eq(r.status, 404, "not a member yet: %s", r.body);
     httpc_free(&r);
-    pgt_execf(db, "insert into account_members (org_id, account_id, user_id) values ('%s', '%s',"
-                  " '7d8f0a1e-0000-4000-8000-000000000001')", S.org_id, acc);
+    pgt_execf(db,
+              "insert into account_members (org_id, account_id, user_id) values ('%s', '%s',"
+              " '7d8f0a1e-0000-4000-8000-000000000001')",
+              S.org_id, acc);
     r = predict(scoped, body);
     cr_expect_eq(r.status, 200, "member: %s", r.body);
     httpc_free(&r);
@@ -294,8 +321,10 @@ Test(scoring, api_predict_scores_visible_opportunities_and_hides_the_rest) {
     /* Tampered payload: another org spliced into a valid token. */
     char *tampered = strdup(ok);
     char *dot1 = strchr(tampered, '.'), *dot2 = strchr(dot1 + 1, '.');
-    char *fake_claims = pgt_fmt("{\"sub\":\"x\",\"role\":\"authenticated\",\"aud\":\"authenticated\",\"exp\":%ld,"
-                                "\"app_metadata\":{\"org_id\":\"%s\"}}", (long)time(NULL) + 3600, S.org_id);
+    char *fake_claims =
+        pgt_fmt("{\"sub\":\"x\",\"role\":\"authenticated\",\"aud\":\"authenticated\",\"exp\":%ld,"
+                "\"app_metadata\":{\"org_id\":\"%s\"}}",
+                (long)time(NULL) + 3600, S.org_id);
     char *fake_b64 = ds_jwt_b64url_encode(fake_claims, strlen(fake_claims));
     char *forged = pgt_fmt("%.*s.%s%s", (int)(dot1 - tampered), tampered, fake_b64, dot2);
     r = predict(forged, body);
@@ -394,7 +423,8 @@ Test(scoring, api_predict_refuses_hostile_requests_with_clear_errors) {
         char *t = token_sub(subs[i], S.org_id, ",\"account_scoped\":true", 3600);
         httpc_resp_t r = predict(t, body);
         cr_expect_eq(r.status, 401, "sub '%s': %d %s", subs[i], r.status, r.body);
-        cr_expect(r.body && !strstr(r.body, "uuid:") && !strstr(r.body, "invalid input syntax"), "%s", r.body);
+        cr_expect(r.body && !strstr(r.body, "uuid:") && !strstr(r.body, "invalid input syntax"), "%s",
+                  r.body);
         httpc_free(&r);
         free(t);
     }
@@ -402,7 +432,8 @@ Test(scoring, api_predict_refuses_hostile_requests_with_clear_errors) {
     httpc_resp_t r = predict(t, body);
     json_t *j = json_loads(r.body, 0, NULL);
     cr_expect_str_eq(json_string_value(json_object_get(j, "error")), "invalid_token", "%s", r.body);
-    cr_expect_str_eq(json_string_value(json_object_get(j, "message")), "the token's sub is not a UUID", "%s", r.body);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "message")), "the token's sub is not a UUID", "%s",
+                     r.body);
     json_decref(j);
     httpc_free(&r);
     free(t);

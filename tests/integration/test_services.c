@@ -35,8 +35,10 @@ static running_t start_env(const char *svc, const char *db_url, const char *topi
     snprintf(addr, sizeof addr, "DEALSCORE_HTTP_ADDR=127.0.0.1:%d", r.port);
     snprintf(db, sizeof db, "DEALSCORE_DATABASE_URL=%s", db_url);
     snprintf(brokers, sizeof brokers, "DEALSCORE_KAFKA_BROKERS=%s", need_env("DEALSCORE_KAFKA_BROKERS"));
-    if (topic_prefix) snprintf(prefix, sizeof prefix, "DEALSCORE_TOPIC_PREFIX=%s", topic_prefix);
-    else snprintf(prefix, sizeof prefix, "DEALSCORE_TOPIC_PREFIX=svctest%d.", r.port);
+    if (topic_prefix)
+        snprintf(prefix, sizeof prefix, "DEALSCORE_TOPIC_PREFIX=%s", topic_prefix);
+    else
+        snprintf(prefix, sizeof prefix, "DEALSCORE_TOPIC_PREFIX=svctest%d.", r.port);
     char *env[] = {addr, db, brokers, prefix, "DEALSCORE_TOPIC_PARTITIONS=1", (char *)extra, NULL};
     r.pid = proc_spawn(argv, env, NULL, r.errlog);
     free(bin);
@@ -87,9 +89,13 @@ Test(services, help_lists_every_setting) {
         char *out = NULL, *err = NULL;
         int rc = proc_run(argv, NULL, &out, &err, 10000);
         cr_assert_eq(rc, 0, "%s --help exited %d: %s", services[i], rc, err);
-        const char *vars[] = {"DEALSCORE_DATABASE_URL", "DEALSCORE_KAFKA_BROKERS",
-                              "DEALSCORE_TOPIC_PREFIX", "DEALSCORE_HTTP_ADDR",
-                              "DEALSCORE_LOG_LEVEL", "KAFKA_<PROPERTY>", "/readyz"};
+        const char *vars[] = {"DEALSCORE_DATABASE_URL",
+                              "DEALSCORE_KAFKA_BROKERS",
+                              "DEALSCORE_TOPIC_PREFIX",
+                              "DEALSCORE_HTTP_ADDR",
+                              "DEALSCORE_LOG_LEVEL",
+                              "KAFKA_<PROPERTY>",
+                              "/readyz"};
         for (size_t v = 0; v < sizeof vars / sizeof vars[0]; v++)
             cr_assert(strstr(out, vars[v]), "%s --help lacks %s:\n%s", services[i], vars[v], out);
         if (strcmp(services[i], "scoring") == 0) {
@@ -123,8 +129,8 @@ Test(services, bad_settings_exit_nonzero_naming_the_variable) {
             char *out = NULL, *err = NULL;
             int rc = proc_run(argv, env, &out, &err, 10000);
             cr_assert_eq(rc, 2, "%s with %s exited %d", services[i], cases[c].setting, rc);
-            cr_assert(strstr(err, cases[c].var), "%s: message should name %s: %s", services[i],
-                      cases[c].var, err);
+            cr_assert(strstr(err, cases[c].var), "%s: message should name %s: %s", services[i], cases[c].var,
+                      err);
             cr_assert_eq(strchr(err, '\n'), err + strlen(err) - 1, "one line expected: %s", err);
             free(out);
             free(err);
@@ -235,7 +241,8 @@ Test(services, scoring_is_ready_without_a_partition, .timeout = 90) {
     char prefix[48];
     snprintf(prefix, sizeof prefix, "svcidle%d.", proc_free_port());
     running_t a = start_env("scoring", db, prefix, NULL);
-    cr_assert_eq(wait_status(a.port, "/readyz", 200, 30000), 200, "the first scoring process never got ready");
+    cr_assert_eq(wait_status(a.port, "/readyz", 200, 30000), 200,
+                 "the first scoring process never got ready");
     running_t b = start_env("scoring", db, prefix, NULL);
     long long deadline = proc_now_ms() + 30000;
     int sa = -1, sb = -1;
@@ -249,8 +256,8 @@ Test(services, scoring_is_ready_without_a_partition, .timeout = 90) {
         struct timespec ts = {0, 100 * 1000000};
         nanosleep(&ts, NULL); /* polling interval */
     }
-    cr_expect(sa == 200 && sb == 200, "with one partition for two scoring processes /readyz answered %d and %d", sa,
-              sb);
+    cr_expect(sa == 200 && sb == 200,
+              "with one partition for two scoring processes /readyz answered %d and %d", sa, sb);
     stop_and_expect_clean_exit(&b);
     stop_and_expect_clean_exit(&a);
 }

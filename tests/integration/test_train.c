@@ -32,8 +32,10 @@ static void rm_rf(const char *dir) {
         if (e->d_name[0] == '.') continue;
         char *p = pgt_fmt("%s/%s", dir, e->d_name);
         struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) rm_rf(p);
-        else unlink(p);
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            rm_rf(p);
+        else
+            unlink(p);
         free(p);
     }
     if (d) closedir(d);
@@ -100,8 +102,8 @@ static char *simulate(const char *opportunities) {
 static void import_sim(dst_t *t, const char *slug, const char *dir) {
     char *acc = pgt_fmt("%s/accounts.csv", dir), *opp = pgt_fmt("%s/opportunities.csv", dir),
          *inter = pgt_fmt("%s/interactions.csv", dir), *tr = pgt_fmt("%s/transcripts.csv", dir);
-    run_t r = run(t, "dealscore-ingest", "import", "--quiet", "--org", slug, "--accounts", acc, "--opportunities", opp,
-                  "--interactions", inter, "--transcripts", tr);
+    run_t r = run(t, "dealscore-ingest", "import", "--quiet", "--org", slug, "--accounts", acc,
+                  "--opportunities", opp, "--interactions", inter, "--transcripts", tr);
     /* 1: a few rows the importer reports (the simulator writes none today). */
     if (r.rc != 0 && r.rc != 1) cr_fatal("import exited %d:\n%s%s", r.rc, r.out, r.err);
     run_free(&r);
@@ -116,8 +118,8 @@ static void setup_from_template(dst_t *t, const char *tmpl) {
     memset(t, 0, sizeof *t);
     unsigned char rnd[6];
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) cr_fatal("getrandom failed");
-    snprintf(t->db.name, sizeof t->db.name, "ds_test_%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3],
-             rnd[4], rnd[5]);
+    snprintf(t->db.name, sizeof t->db.name, "ds_test_%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
+             rnd[3], rnd[4], rnd[5]);
     PGconn *admin = pgt_connect(pgt_admin_url());
     pgt_execf(admin, "create database %s template %s", t->db.name, tmpl);
     PQfinish(admin);
@@ -205,10 +207,11 @@ static char *read_file(const char *path) {
 
 /* The version of the newest model with the given status, or NULL. */
 static char *version_with(PGconn *c, const char *status) {
-    return pgt_valuef(c,
-                      "select (select version from models where status = '%s' order by created_at desc, version desc"
-                      " limit 1)",
-                      status);
+    return pgt_valuef(
+        c,
+        "select (select version from models where status = '%s' order by created_at desc, version desc"
+        " limit 1)",
+        status);
 }
 
 /* ---- train ------------------------------------------------------------------ */
@@ -257,8 +260,8 @@ Test(train, beats_stage_prior_and_activates_then_a_worse_model_stays_candidate) 
     json_t *m = json_of(c, "select metrics::text from models where version = '%s'", v1);
     double auc = num(m, "test.model.roc_auc"), auc_prior = num(m, "test.stage_prior.roc_auc");
     double ll = num(m, "test.model.log_loss"), ll_prior = num(m, "test.stage_prior.log_loss");
-    cr_log_info("test window: model AUC %.4f log loss %.4f, stage prior AUC %.4f log loss %.4f", auc, ll, auc_prior,
-                ll_prior);
+    cr_log_info("test window: model AUC %.4f log loss %.4f, stage prior AUC %.4f log loss %.4f", auc, ll,
+                auc_prior, ll_prior);
     cr_expect_gt(auc, auc_prior, "model AUC %.4f vs stage prior %.4f", auc, auc_prior);
     cr_expect_lt(ll, ll_prior, "model log loss %.4f vs stage prior %.4f", ll, ll_prior);
     cr_expect_eq(num(m, "test.model.n"), num(m, "test.stage_prior.n"));
@@ -272,7 +275,8 @@ Test(train, beats_stage_prior_and_activates_then_a_worse_model_stays_candidate) 
     json_decref(m);
 
     /* The report: a self-contained page and the same figures as JSON. */
-    char *html_path = pgt_fmt("%s/model-%s.html", reports, v1), *json_path = pgt_fmt("%s/model-%s.json", reports, v1);
+    char *html_path = pgt_fmt("%s/model-%s.html", reports, v1),
+         *json_path = pgt_fmt("%s/model-%s.json", reports, v1);
     char *html = read_file(html_path);
     cr_expect(strstr(html, "<svg") != NULL, "the report draws no SVG");
     cr_expect(strstr(html, "<script") == NULL && strstr(html, "src=\"http") == NULL &&
@@ -294,7 +298,8 @@ Test(train, beats_stage_prior_and_activates_then_a_worse_model_stays_candidate) 
     run_free(&r);
 
     /* A deliberately worse model (one stump) stays a candidate, with why. */
-    r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports, "--trees", "1", "--depth", "1");
+    r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports, "--trees", "1", "--depth",
+            "1");
     cr_assert_eq(r.rc, 0, "train exited %d:\n%s%s", r.rc, r.out, r.err);
     cr_expect(strstr(r.out, "a CANDIDATE") != NULL, "%s", r.out);
     cr_expect_eq(pgt_longf(c, "select count(*) from models"), 2);
@@ -347,7 +352,8 @@ Test(train, better_model_retires_the_active_one) {
     PQfreemem(n);
 
     /* Shallow trees generalize better on 800 training deals. */
-    r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports, "--trees", "30", "--depth", "2");
+    r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports, "--trees", "30",
+            "--depth", "2");
     cr_assert_eq(r.rc, 0, "train exited %d:\n%s%s", r.rc, r.out, r.err);
     cr_expect(strstr(r.out, "now ACTIVE") != NULL && strstr(r.out, "retired") != NULL, "%s", r.out);
     run_free(&r);
@@ -427,7 +433,8 @@ Test(train, an_unwritable_report_directory_registers_nothing) {
     PGconn *c = pgt_connect_db(&t.db);
     run_t r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports);
     cr_expect_eq(r.rc, 1, "train exited %d:\n%s%s", r.rc, r.out, r.err);
-    cr_expect(strstr(r.err, "cannot write the report to") != NULL && strstr(r.err, "nothing registered") != NULL,
+    cr_expect(strstr(r.err, "cannot write the report to") != NULL &&
+                  strstr(r.err, "nothing registered") != NULL,
               "%s", r.err);
     run_free(&r);
     cr_expect_eq(pgt_longf(c, "select count(*) from models"), 0, "a model was registered without its report");
@@ -446,10 +453,11 @@ Test(train, an_active_model_that_cannot_be_evaluated_is_reported_and_replaced) {
     PGconn *c = pgt_connect_db(&t.db);
     /* An active model whose artifact does not load (the scorer refuses it
      * too, so the org really scores with the stage prior). */
-    pgt_execf(c,
-              "insert into models (org_id, version, feature_names, artifact, status)"
-              " values ('%s', 'm-broken', '{days_open}', convert_to('{\"not\": \"a model\"}', 'UTF8'), 'active')",
-              t.org_id);
+    pgt_execf(
+        c,
+        "insert into models (org_id, version, feature_names, artifact, status)"
+        " values ('%s', 'm-broken', '{days_open}', convert_to('{\"not\": \"a model\"}', 'UTF8'), 'active')",
+        t.org_id);
     run_t r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports);
     cr_assert_eq(r.rc, 0, "train exited %d:\n%s%s", r.rc, r.out, r.err);
     run_free(&r);
@@ -460,7 +468,8 @@ Test(train, an_active_model_that_cannot_be_evaluated_is_reported_and_replaced) {
     cr_expect_str_eq(old, "retired");
     json_t *m = json_of(c, "select metrics::text from models where version = '%s'", v);
     const char *why = json_string_value(json_object_get(json_object_get(m, "decision"), "reason"));
-    cr_expect(why && strstr(why, "m-broken could not be evaluated") && strstr(why, "stage prior"), "reason: %s", why);
+    cr_expect(why && strstr(why, "m-broken could not be evaluated") && strstr(why, "stage prior"),
+              "reason: %s", why);
     cr_expect(json_is_string(json_object_get(m, "active_error")));
     cr_expect(json_is_null(json_object_get(json_object_get(m, "test"), "active")));
     json_decref(m);
@@ -498,12 +507,14 @@ Test(train, refuses_an_org_with_too_few_closed_deals) {
     cr_expect_eq(pgt_longf(c, "select count(*) from models"), 0);
 
     /* Rescore still works: every open deal gets the stage prior. */
-    long long open = pgt_longf(c, "select count(*) from opportunities where outcome = 'open' and not placeholder");
+    long long open =
+        pgt_longf(c, "select count(*) from opportunities where outcome = 'open' and not placeholder");
     r = run(&t, "dealscore-scoring", "rescore", "--org", "tiny", "--no-publish");
     cr_expect_eq(r.rc, 0, "rescore exited %d:\n%s%s", r.rc, r.out, r.err);
     run_free(&r);
-    cr_expect_eq(pgt_longf(c, "select count(*) from predictions where model_version = 'stage-prior' and is_prior"),
-                 open);
+    cr_expect_eq(
+        pgt_longf(c, "select count(*) from predictions where model_version = 'stage-prior' and is_prior"),
+        open);
 
     PQfinish(c);
     rm_rf(reports);
@@ -525,7 +536,8 @@ Test(train, usage_errors) {
         {"rescore", "extra", NULL, NULL},
     };
     for (size_t i = 0; i < PGT_N(cases); i++) {
-        run_t r = run_env(&t, NULL, "dealscore-scoring", cases[i][0], cases[i][1], cases[i][2], cases[i][3], NULL);
+        run_t r =
+            run_env(&t, NULL, "dealscore-scoring", cases[i][0], cases[i][1], cases[i][2], cases[i][3], NULL);
         cr_expect_eq(r.rc, 2, "case %zu exited %d: %s", i, r.rc, r.err);
         run_free(&r);
     }
@@ -533,7 +545,8 @@ Test(train, usage_errors) {
     cr_expect_eq(r.rc, 2);
     cr_expect(strstr(r.err, "--checkpoints") != NULL, "%s", r.err);
     run_free(&r);
-    r = run_env(&t, NULL, "dealscore-scoring", "train", "--org", "acme", "--exclude", "no_such_feature", NULL);
+    r = run_env(&t, NULL, "dealscore-scoring", "train", "--org", "acme", "--exclude", "no_such_feature",
+                NULL);
     cr_expect_eq(r.rc, 2);
     run_free(&r);
     for (size_t i = 0; i < t.nenv; i++) free(t.env[i]);
@@ -553,7 +566,8 @@ Test(rescore, scores_every_open_opportunity_with_the_active_model) {
     PGconn *c = pgt_connect_db(&t.db);
     char *version = version_with(c, "active");
     cr_assert_not_null(version);
-    long long open = pgt_longf(c, "select count(*) from opportunities where outcome = 'open' and not placeholder");
+    long long open =
+        pgt_longf(c, "select count(*) from opportunities where outcome = 'open' and not placeholder");
     cr_assert_gt(open, 100);
     ds_consumer_t *cons = dst_consumer(&t, DS_TOPIC_PREDICTION_MADE);
 
@@ -565,18 +579,21 @@ Test(rescore, scores_every_open_opportunity_with_the_active_model) {
     cr_expect(strstr(r.out, "finished") != NULL, "%s", r.out);
     run_free(&r);
     cr_expect_eq(pgt_longf(c, "select count(*) from predictions"), open);
-    cr_expect_eq(pgt_longf(c, "select count(*) from predictions p join opportunities o on o.id = p.opportunity_id"
-                              " where o.outcome = 'open' and p.model_version = '%s' and not p.is_prior"
-                              " and jsonb_array_length(p.top_features -> 'positive') +"
-                              " jsonb_array_length(p.top_features -> 'negative') > 0",
-                              version),
-                 open);
+    cr_expect_eq(
+        pgt_longf(c,
+                  "select count(*) from predictions p join opportunities o on o.id = p.opportunity_id"
+                  " where o.outcome = 'open' and p.model_version = '%s' and not p.is_prior"
+                  " and jsonb_array_length(p.top_features -> 'positive') +"
+                  " jsonb_array_length(p.top_features -> 'negative') > 0",
+                  version),
+        open);
     cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), open);
     cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot"), open);
     cr_expect_eq(pgt_longf(c, "select count(distinct as_of) from predictions"), 1);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where status = 'finished'"
-                              " and scored = %lld and total = %lld and finished_at is not null",
-                              open, open),
+    cr_expect_eq(pgt_longf(c,
+                           "select count(*) from dealscore_internal.rescore_runs where status = 'finished'"
+                           " and scored = %lld and total = %lld and finished_at is not null",
+                           open, open),
                  1);
     /* Every first score is news: one prediction.made each. */
     rd_kafka_message_t **msgs = calloc((size_t)open, sizeof *msgs);
@@ -594,7 +611,8 @@ Test(rescore, scores_every_open_opportunity_with_the_active_model) {
     cr_expect_eq(pgt_longf(c, "select count(*) from predictions"), open);
     cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), 2 * open);
     cr_expect_eq(pgt_longf(c, "select count(*) from predictions where previous_proba is not null"), open);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where status = 'finished'"), 2);
+    cr_expect_eq(
+        pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where status = 'finished'"), 2);
 
     /* Every org (one here), walking (org_id, id). */
     r = run(&t, "dealscore-scoring", "rescore", "--no-publish", "--no-snapshot", "--chunk", "7");
@@ -602,9 +620,10 @@ Test(rescore, scores_every_open_opportunity_with_the_active_model) {
     run_free(&r);
     cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), 3 * open);
     cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot"), 2 * open);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where org_id is null"
-                              " and status = 'finished' and scored = %lld",
-                              open),
+    cr_expect_eq(pgt_longf(c,
+                           "select count(*) from dealscore_internal.rescore_runs where org_id is null"
+                           " and status = 'finished' and scored = %lld",
+                           open),
                  1);
 
     free(version);
@@ -618,7 +637,8 @@ Test(rescore, resumes_an_interrupted_run_after_its_last_opportunity) {
     dst_t t;
     setup_acme(&t);
     PGconn *c = pgt_connect_db(&t.db);
-    long long open = pgt_longf(c, "select count(*) from opportunities where outcome = 'open' and not placeholder");
+    long long open =
+        pgt_longf(c, "select count(*) from opportunities where outcome = 'open' and not placeholder");
     long long half = open / 2;
     char *last = pgt_valuef(c,
                             "select id from opportunities where outcome = 'open' and not placeholder"
@@ -626,7 +646,8 @@ Test(rescore, resumes_an_interrupted_run_after_its_last_opportunity) {
                             half - 1);
     /* A run interrupted an hour ago after the first half. */
     pgt_execf(c,
-              "insert into dealscore_internal.rescore_runs (org_id, as_of, started_at, last_opportunity_id, scored, total)"
+              "insert into dealscore_internal.rescore_runs (org_id, as_of, started_at, last_opportunity_id, "
+              "scored, total)"
               " values ('%s', now() - interval '1 hour', now() - interval '1 hour', '%s', %lld, %lld)",
               t.org_id, last, half, open);
     /* And an older one that is too old to resume. */
@@ -645,13 +666,16 @@ Test(rescore, resumes_an_interrupted_run_after_its_last_opportunity) {
     cr_expect_eq(pgt_longf(c, "select count(*) from predictions p where p.as_of = (select as_of from"
                               " dealscore_internal.rescore_runs where status = 'finished')"),
                  open - half);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs"), 2, "the run was not resumed");
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where status = 'finished'"
-                              " and scored = %lld",
-                              open),
+    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs"), 2,
+                 "the run was not resumed");
+    cr_expect_eq(pgt_longf(c,
+                           "select count(*) from dealscore_internal.rescore_runs where status = 'finished'"
+                           " and scored = %lld",
+                           open),
                  1);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where status = 'abandoned'"
-                              " and started_at < now() - interval '1 day'"),
+    cr_expect_eq(pgt_longf(c,
+                           "select count(*) from dealscore_internal.rescore_runs where status = 'abandoned'"
+                           " and started_at < now() - interval '1 day'"),
                  1);
     /* Stage prior: the org has no model. */
     cr_expect_eq(pgt_longf(c, "select count(*) from predictions where not is_prior"), 0);
@@ -666,17 +690,21 @@ Test(rescore, resumes_an_interrupted_run_after_its_last_opportunity) {
     cr_expect(strstr(r.err, "resuming") == NULL, "%s", r.err);
     run_free(&r);
     cr_expect_eq(pgt_longf(c, "select count(*) from predictions"), open);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where status = 'abandoned'"), 2);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where finished_at is null"), 0);
+    cr_expect_eq(
+        pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where status = 'abandoned'"), 2);
+    cr_expect_eq(
+        pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where finished_at is null"), 0);
 
     /* A run killed after committing chunks but before recording them: its
      * resumption scores them again with the same as_of, over rows that are
      * there already (the plain INSERTs fail, the chunk is redone with ON
      * CONFLICT DO NOTHING), and adds no row twice. */
-    char *asof = pgt_valuef(c, "select as_of::text from dealscore_internal.rescore_runs where status = 'finished'"
-                               " order by started_at desc limit 1");
+    char *asof =
+        pgt_valuef(c, "select as_of::text from dealscore_internal.rescore_runs where status = 'finished'"
+                      " order by started_at desc limit 1");
     pgt_execf(c,
-              "update dealscore_internal.rescore_runs set finished_at = null, status = 'running', last_opportunity_id = '%s',"
+              "update dealscore_internal.rescore_runs set finished_at = null, status = 'running', "
+              "last_opportunity_id = '%s',"
               " scored = %lld where as_of = '%s'",
               last, half, asof);
     long long hist = pgt_longf(c, "select count(*) from prediction_history");
@@ -692,9 +720,10 @@ Test(rescore, resumes_an_interrupted_run_after_its_last_opportunity) {
     cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), hist);
     cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot"), snaps);
     cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history where as_of = '%s'", asof), open);
-    cr_expect_eq(pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where status = 'finished'"
-                              " and as_of = '%s' and scored = %lld",
-                              asof, open),
+    cr_expect_eq(pgt_longf(c,
+                           "select count(*) from dealscore_internal.rescore_runs where status = 'finished'"
+                           " and as_of = '%s' and scored = %lld",
+                           asof, open),
                  1);
     free(asof);
 

@@ -16,15 +16,15 @@
 
 typedef struct {
     pgt_db_t db;
-    char prefix[48];      /* topic prefix unique to this test */
+    char prefix[48]; /* topic prefix unique to this test */
     int port;
     pid_t pid;
     char log[96];
     char token[96];
     char org_id[40];
-    char *env[16];        /* environment given to the service */
+    char *env[16]; /* environment given to the service */
     size_t nenv;
-    ds_config_t cfgs[8];  /* configs of consumers made by dst_consumer */
+    ds_config_t cfgs[8]; /* configs of consumers made by dst_consumer */
     int ncfgs;
 } dst_t;
 
@@ -209,8 +209,8 @@ static inline void dst_teardown(dst_t *t) {
 static inline httpc_resp_t dst_post(dst_t *t, const char *path, const char *body, const char *auth,
                                     const char *extra_headers) {
     char *bearer = pgt_fmt("Bearer %s", t->token);
-    char *hdr = pgt_fmt("Content-Type: application/json\r\nAuthorization: %s\r\n%s",
-                        auth ? auth : bearer, extra_headers ? extra_headers : "");
+    char *hdr = pgt_fmt("Content-Type: application/json\r\nAuthorization: %s\r\n%s", auth ? auth : bearer,
+                        extra_headers ? extra_headers : "");
     httpc_resp_t r = httpc_request(t->port, "POST", path, hdr, body, strlen(body), 10000);
     free(hdr);
     free(bearer);
@@ -245,8 +245,7 @@ static inline ds_consumer_t *dst_consumer(dst_t *t, const char *base) {
 }
 
 /* Collects exactly n messages within timeout_ms (fails the test otherwise). */
-static inline void dst_consume(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t n,
-                               int timeout_ms) {
+static inline void dst_consume(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t n, int timeout_ms) {
     size_t got = 0;
     long long deadline = proc_now_ms() + timeout_ms;
     while (got < n && proc_now_ms() < deadline) {

@@ -11,9 +11,9 @@
 #include "infra/httpc.h"
 
 typedef struct {
-    int status;        /* -1 when the request failed (no connection, timeout) */
-    char *headers;     /* the status line and header lines, each ending in "\r\n" */
-    char *body;        /* NUL-terminated */
+    int status;    /* -1 when the request failed (no connection, timeout) */
+    char *headers; /* the status line and header lines, each ending in "\r\n" */
+    char *body;    /* NUL-terminated */
     size_t body_len;
 } httpc_resp_t;
 
@@ -26,8 +26,8 @@ static inline void httpc_free(httpc_resp_t *r) {
 /* Sends method path with optional extra header lines ("Name: v\r\n...") and
  * body to 127.0.0.1:port; waits at most timeout_ms for the whole response. */
 static inline httpc_resp_t httpc_request(int port, const char *method, const char *path,
-                                         const char *extra_headers, const char *body,
-                                         size_t body_len, int timeout_ms) {
+                                         const char *extra_headers, const char *body, size_t body_len,
+                                         int timeout_ms) {
     httpc_resp_t r = {-1, NULL, NULL, 0};
     char *lines = ds_strdup(extra_headers ? extra_headers : "");
     const char *headers[32];
@@ -45,8 +45,8 @@ static inline httpc_resp_t httpc_request(int port, const char *method, const cha
     headers[n] = NULL;
     char *url = ds_asprintf("http://127.0.0.1:%d%s", port, path);
     ds_httpc_opts_t o = {.timeout_ms = timeout_ms, .proxy = ""};
-    ds_httpc_req_t req = {.method = method, .url = url, .headers = headers, .body = body,
-                          .body_len = body_len};
+    ds_httpc_req_t req = {
+        .method = method, .url = url, .headers = headers, .body = body, .body_len = body_len};
     ds_httpc_resp_t resp = {0};
     ds_httpc_t *h = NULL;
     char err[256];
@@ -69,8 +69,7 @@ static inline httpc_resp_t httpc_get(int port, const char *path) {
 }
 
 /* Returns the value of a header (case-insensitive) copied into buf, or NULL. */
-static inline const char *httpc_header(const httpc_resp_t *r, const char *name, char *buf,
-                                       size_t bufsz) {
+static inline const char *httpc_header(const httpc_resp_t *r, const char *name, char *buf, size_t bufsz) {
     if (!r->headers) return NULL;
     ds_httpc_resp_t v = {.headers = {.p = r->headers, .len = strlen(r->headers)}};
     return ds_httpc_header(&v, name, buf, bufsz);

@@ -11,8 +11,7 @@
 /* Polls until want messages arrived or timeout_ms passed; returns the count
  * (fewer than want is not a failure: tests use it to see nothing more
  * comes). A poll error fails the test. */
-static inline size_t kt_consume_n(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t want,
-                                  int timeout_ms) {
+static inline size_t kt_consume_n(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t want, int timeout_ms) {
     int64_t deadline = ds_mono_us() + (int64_t)timeout_ms * 1000;
     size_t n = 0;
     while (n < want && ds_mono_us() < deadline) {

@@ -40,8 +40,8 @@
 #define PGT_MIGRATE_TIMEOUT_MS 120000
 
 typedef struct {
-    char name[64];   /* ds_test_<hex> */
-    char *conninfo;  /* key=value conninfo of the test database */
+    char name[64];  /* ds_test_<hex> */
+    char *conninfo; /* key=value conninfo of the test database */
     bool created;
 } pgt_db_t;
 
@@ -124,9 +124,7 @@ static inline PGconn *pgt_connect(const char *conninfo) {
     return c;
 }
 
-static inline PGconn *pgt_connect_db(const pgt_db_t *db) {
-    return pgt_connect(db->conninfo);
-}
+static inline PGconn *pgt_connect_db(const pgt_db_t *db) { return pgt_connect(db->conninfo); }
 
 /* Runs sql (one or more statements); fails the test unless it succeeds.
  * Returns the last result; the caller PQclear()s it. */
@@ -141,12 +139,9 @@ static inline PGresult *pgt_query(PGconn *c, const char *sql) {
     return r;
 }
 
-static inline void pgt_exec(PGconn *c, const char *sql) {
-    PQclear(pgt_query(c, sql));
-}
+static inline void pgt_exec(PGconn *c, const char *sql) { PQclear(pgt_query(c, sql)); }
 
-static inline __attribute__((format(printf, 2, 3))) void pgt_execf(PGconn *c, const char *fmt,
-                                                                   ...) {
+static inline __attribute__((format(printf, 2, 3))) void pgt_execf(PGconn *c, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     char *sql = pgt_vfmt(fmt, ap);
@@ -157,8 +152,7 @@ static inline __attribute__((format(printf, 2, 3))) void pgt_execf(PGconn *c, co
 
 /* Runs a query returning one value; returns it as a new string (NULL for SQL
  * NULL). Fails the test on error or when there is not exactly one value. */
-static inline __attribute__((format(printf, 2, 3))) char *pgt_valuef(PGconn *c, const char *fmt,
-                                                                     ...) {
+static inline __attribute__((format(printf, 2, 3))) char *pgt_valuef(PGconn *c, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     char *sql = pgt_vfmt(fmt, ap);
@@ -176,8 +170,7 @@ static inline __attribute__((format(printf, 2, 3))) char *pgt_valuef(PGconn *c, 
 }
 
 /* Like pgt_valuef, for an integer value (SQL NULL fails the test). */
-static inline __attribute__((format(printf, 2, 3))) long long pgt_longf(PGconn *c,
-                                                                        const char *fmt, ...) {
+static inline __attribute__((format(printf, 2, 3))) long long pgt_longf(PGconn *c, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     char *sql = pgt_vfmt(fmt, ap);
@@ -209,8 +202,8 @@ static inline void pgt_db_create(pgt_db_t *db) {
     unsigned char rnd[6];
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) cr_fatal("getrandom failed");
     memset(db, 0, sizeof *db);
-    snprintf(db->name, sizeof db->name, "ds_test_%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
-             rnd[3], rnd[4], rnd[5]);
+    snprintf(db->name, sizeof db->name, "ds_test_%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3],
+             rnd[4], rnd[5]);
     PGconn *admin = pgt_connect(pgt_admin_url());
     pgt_execf(admin, "create database %s", db->name);
     PQfinish(admin);
@@ -229,8 +222,7 @@ static inline void pgt_db_drop(pgt_db_t *db) {
             char *sql = pgt_fmt("drop database if exists %s with (force)", db->name);
             PGresult *r = PQexec(admin, sql);
             if (PQresultStatus(r) != PGRES_COMMAND_OK)
-                fprintf(stderr, "could not drop test database %s: %s", db->name,
-                        PQresultErrorMessage(r));
+                fprintf(stderr, "could not drop test database %s: %s", db->name, PQresultErrorMessage(r));
             PQclear(r);
             free(sql);
         }
@@ -251,8 +243,7 @@ typedef struct {
 
 /* Starts argv[0] with argv; env_unset lists variables removed in the child
  * (NULL-terminated, may be NULL). Fails the test if it cannot start. */
-static inline void pgt_proc_start(pgt_proc_t *p, char *const argv[],
-                                  const char *const *env_unset) {
+static inline void pgt_proc_start(pgt_proc_t *p, char *const argv[], const char *const *env_unset) {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) cr_fatal("pipe failed: %s", strerror(errno));
     memset(p, 0, sizeof *p);
@@ -286,8 +277,7 @@ static inline int pgt_proc_wait(pgt_proc_t *p, int timeout_ms) {
             waitpid(p->pid, NULL, 0);
             close(p->fd);
             p->out[p->len] = '\0';
-            cr_fatal("child process did not finish within %d ms; output so far:\n%s",
-                     timeout_ms, p->out);
+            cr_fatal("child process did not finish within %d ms; output so far:\n%s", timeout_ms, p->out);
         }
         struct pollfd pfd = {.fd = p->fd, .events = POLLIN};
         int n = poll(&pfd, 1, (int)left);
@@ -319,10 +309,9 @@ static inline void pgt_proc_close(pgt_proc_t *p) {
 /* Starts sql/migrate on db with extra arguments (NULL-terminated list, may be
  * NULL), in the default shim mode (DEALSCORE_APPLY_SHIM and
  * DEALSCORE_MIGRATIONS_DIR are removed from its environment). */
-static inline void pgt_migrate_start(pgt_proc_t *p, const pgt_db_t *db,
-                                     const char *const *extra) {
-    static const char *const unset[] = {"DEALSCORE_APPLY_SHIM", "DEALSCORE_MIGRATIONS_DIR",
-                                        "PGOPTIONS", NULL};
+static inline void pgt_migrate_start(pgt_proc_t *p, const pgt_db_t *db, const char *const *extra) {
+    static const char *const unset[] = {"DEALSCORE_APPLY_SHIM", "DEALSCORE_MIGRATIONS_DIR", "PGOPTIONS",
+                                        NULL};
     const char *argv[16];
     size_t n = 0;
     argv[n++] = DS_SOURCE_DIR "/sql/migrate";

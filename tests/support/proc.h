@@ -87,8 +87,7 @@ static inline char *proc_slurp(const char *path) {
 
 /* Runs argv to completion with env, capturing stdout and stderr; returns the
  * exit status as proc_wait, or -1 after timeout_ms (the child is killed). */
-static inline int proc_run(char *const argv[], char *const env[], char **out, char **err,
-                           int timeout_ms) {
+static inline int proc_run(char *const argv[], char *const env[], char **out, char **err, int timeout_ms) {
     char outp[] = "/tmp/ds-proc-out-XXXXXX", errp[] = "/tmp/ds-proc-err-XXXXXX";
     close(mkstemp(outp));
     close(mkstemp(errp));

@@ -67,7 +67,8 @@ static inline void *tcpproxy_main(void *arg) {
         if (poll(pf, (nfds_t)n, 200) < 0) continue;
         if (pf[1].revents) {
             char b[16];
-            if (read(p->wake[0], b, sizeof b) < 0) {}
+            if (read(p->wake[0], b, sizeof b) < 0) {
+            }
         }
         if (!atomic_load(&p->up)) tcpproxy_drop_all(p);
         if (pf[0].revents) {
@@ -139,12 +140,14 @@ static inline int tcpproxy_start(tcpproxy_t *p, const char *host, const char *po
 /* Cuts (up = 0) or restores (up = 1) the connection to upstream. */
 static inline void tcpproxy_set_up(tcpproxy_t *p, int up) {
     atomic_store(&p->up, up);
-    if (write(p->wake[1], "x", 1) < 0) {}
+    if (write(p->wake[1], "x", 1) < 0) {
+    }
 }
 
 static inline void tcpproxy_stop(tcpproxy_t *p) {
     atomic_store(&p->quit, 1);
-    if (write(p->wake[1], "x", 1) < 0) {}
+    if (write(p->wake[1], "x", 1) < 0) {
+    }
     pthread_join(p->thread, NULL);
     close(p->lfd);
     close(p->wake[0]);

@@ -77,11 +77,11 @@ static void server_stop(server_t *s) {
     close(s->lfd);
 }
 
-#define METRICS_PAGE                                                                               \
-    "# TYPE dealscore_consumer_lag gauge\n"                                                        \
-    "dealscore_consumer_lag{topic=\"a\",partition=\"0\"} 3\n"                                      \
-    "dealscore_consumer_lag{topic=\"b\",partition=\"1\"} 4.5\n"                                    \
-    "dealscore_consumer_lag_seconds 100\n"                                                         \
+#define METRICS_PAGE                                                                                         \
+    "# TYPE dealscore_consumer_lag gauge\n"                                                                  \
+    "dealscore_consumer_lag{topic=\"a\",partition=\"0\"} 3\n"                                                \
+    "dealscore_consumer_lag{topic=\"b\",partition=\"1\"} 4.5\n"                                              \
+    "dealscore_consumer_lag_seconds 100\n"                                                                   \
     "dealscore_other 7\n"
 
 Test(bench, conn_gets_and_posts_on_one_connection) {
@@ -100,8 +100,9 @@ Test(bench, conn_gets_and_posts_on_one_connection) {
     server_stop(&s);
     cr_assert_eq(s.conns, 1, "keep-alive: one connection for both requests");
     cr_assert_str_eq(s.reqs[0], "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-    cr_assert_str_eq(s.reqs[1], "POST /v1/opportunities HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer tok\r\n"
-                                "Content-Type: application/json\r\nContent-Length: 5\r\n\r\n[1,2]");
+    cr_assert_str_eq(s.reqs[1],
+                     "POST /v1/opportunities HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer tok\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 5\r\n\r\n[1,2]");
 }
 
 Test(bench, conn_reconnects_when_the_server_closed_it) {
@@ -122,7 +123,8 @@ Test(bench, conn_reconnects_when_the_server_closed_it) {
 /* A server answering METRICS_PAGE twice, one request a connection; resp
  * (512 bytes) holds the response meanwhile, url (64) gets its base URL. */
 static void metrics_server(server_t *s, char *resp, char *url) {
-    snprintf(resp, 512, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(METRICS_PAGE), METRICS_PAGE);
+    snprintf(resp, 512, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(METRICS_PAGE),
+             METRICS_PAGE);
     server_start(s, resp, 1, 2);
     snprintf(url, 64, "http://localhost:%d/", s->port);
 }

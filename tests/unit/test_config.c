@@ -44,7 +44,7 @@ Test(config, defaults_per_service) {
 
 Test(config, reads_values_and_topic_prefix) {
     char *env[] = {"DEALSCORE_TOPIC_PREFIX=staging.", "DEALSCORE_HTTP_ADDR=:9999",
-                   "DEALSCORE_LOG_LEVEL=debug", "DEALSCORE_BATCH_SIZE=42",
+                   "DEALSCORE_LOG_LEVEL=debug",       "DEALSCORE_BATCH_SIZE=42",
                    "DEALSCORE_KAFKA_BROKERS=a:1,b:2", NULL};
     ds_config_t cfg;
     char err[256];

@@ -97,8 +97,7 @@ static void fixture_init(fixture_t *f) {
     add_close(f, t0 + 60 * DAY, t0 + 75 * DAY, t0 + 15 * DAY); /* a push */
     add_close(f, t0 + 75 * DAY, t0 + 70 * DAY, t0 + 28 * DAY); /* pulled in: no push */
     add_close(f, t0 + 70 * DAY, t0 + 90 * DAY, t0 + 50 * DAY); /* a push after as_of */
-    cr_assert_eq(ds_opp_history_set(&f->hist[f->n_hist++], "outcome", "open", "won", t0 + 50 * DAY),
-                 DS_OK);
+    cr_assert_eq(ds_opp_history_set(&f->hist[f->n_hist++], "outcome", "open", "won", t0 + 50 * DAY), DS_OK);
 
     /* Ages at as_of in days after each. */
     add_inter(f, DS_INTERACTION_EMAIL, t0 + 40 * DAY, NAN);            /* 0.5 */
@@ -127,7 +126,7 @@ static void fixture_init(fixture_t *f) {
     add_deal(f, "A2", "O1", t0 - 30 * DAY, true);
     add_deal(f, "A2", "O2", t0 - 20 * DAY, false);
     add_deal(f, "A3", "O1", t0 - 10 * DAY, false);
-    add_deal(f, "A1", "O1", f->as_of, true);        /* at as_of: not before it */
+    add_deal(f, "A1", "O1", f->as_of, true);       /* at as_of: not before it */
     add_deal(f, "A1", "O1", t0 + 45 * DAY, false); /* after as_of */
 }
 
@@ -226,11 +225,11 @@ Test(features, firmographic_family_hand_computed) {
     ds_feature_vec_t v;
     compute(&f, f.as_of, &v);
     /* FNV-1a 64 of the normalized value, top 24 bits (computed offline). */
-    cr_assert_eq(val(&v, "industry_code"), 9124623);        /* "financial services" */
-    cr_assert_eq(val(&v, "region_code"), 8825501);          /* "emea" */
-    cr_assert_eq(val(&v, "size_band_code"), 3906510);       /* "mid market" */
+    cr_assert_eq(val(&v, "industry_code"), 9124623);         /* "financial services" */
+    cr_assert_eq(val(&v, "region_code"), 8825501);           /* "emea" */
+    cr_assert_eq(val(&v, "size_band_code"), 3906510);        /* "mid market" */
     cr_assert_eq(val(&v, "product_category_code"), 5215397); /* "software" */
-    cr_assert_eq(val(&v, "persona_code"), 16115216);        /* "cfo" */
+    cr_assert_eq(val(&v, "persona_code"), 16115216);         /* "cfo" */
     /* Closed strictly before as_of: six deals, wins on days -100, 10, -30:
      * org rate (3 + 1) / (6 + 2) = 0.5. A1: won -100, lost -50, won 10 ->
      * (2 + 5 * 0.5) / (3 + 5) = 0.5625. O1: won -100, won 10, won -30,
@@ -322,9 +321,7 @@ static void future_stage_change(fixture_t *f) {
     add_stage(f, "negotiation", "closed_won", f->as_of + 1);
     add_stage(f, "closed_won", "discovery", f->as_of + DAY); /* even a regression */
 }
-static void future_amount_change(fixture_t *f) {
-    add_amount(f, 99999, 1, f->as_of + 1);
-}
+static void future_amount_change(fixture_t *f) { add_amount(f, 99999, 1, f->as_of + 1); }
 static void future_close_date_change(fixture_t *f) {
     add_close(f, f->t0 + 90 * DAY, f->t0 + 400 * DAY, f->as_of + 1);
 }
@@ -405,7 +402,7 @@ Test(features, time_travel_through_the_history) {
     cr_assert_eq(val(&v, "account_closed_deals"), 3); /* days -100, -50, 10 */
     /* Day 60: every later change is in force. */
     compute(&f, f.t0 + 60 * DAY, &v);
-    cr_assert_eq(val(&v, "stage_index"), 5);      /* negotiation since day 50 */
+    cr_assert_eq(val(&v, "stage_index"), 5); /* negotiation since day 50 */
     cr_assert_eq(val(&v, "days_in_stage"), 10);
     cr_assert_eq(val(&v, "close_date_pushes"), 2); /* 60 -> 75, 70 -> 90 */
     cr_assert_eq(val(&v, "amount_change_ratio"), 9.9999);
@@ -583,8 +580,7 @@ Test(features, custom_stage_list) {
 }
 
 Test(features, unseen_categories_get_valid_codes) {
-    static const char *const values[] = {"Quantum Basket Weaving", "x", "Ünïcode Großhandel",
-                                         "a\"b\\c", "9"};
+    static const char *const values[] = {"Quantum Basket Weaving", "x", "Ünïcode Großhandel", "a\"b\\c", "9"};
     for (size_t i = 0; i < DS_ARRAY_SIZE(values); i++) {
         double c = ds_feature_category_code(values[i]);
         cr_assert(isfinite(c), "%s", values[i]);
@@ -643,7 +639,7 @@ Test(features, history_rows_from_text) {
 
 Test(features, winrate_smoothing_and_strict_before) {
     const ds_closed_deal_t deals[] = {
-        {"A", "O", 100, true}, {"A", "O", 200, false}, {"B", NULL, 200, true},
+        {"A", "O", 100, true}, {"A", "O", 200, false},         {"B", NULL, 200, true},
         {"", "O", 300, true},  {"A", "O", DS_TIME_NONE, true}, /* ignored */
     };
     ds_winrate_ctx_t *wr = NULL;
@@ -756,11 +752,11 @@ Test(features, json_parses_and_is_deterministic) {
     f.raw.region = NULL; /* a null in the output */
     ds_feature_vec_t v;
     compute(&f, f.as_of, &v);
-    v.values[DS_F_MEETING_MINUTES_30D] = 0.1;  /* shortest round trip: "0.1" */
-    v.values[DS_F_VELOCITY_14D] = -0.0;        /* "0" */
-    v.values[DS_F_STAGE_REGRESSIONS] = -3.25;  /* "-3.25" */
-    v.values[DS_F_N_DEMO_ALL] = 1e20;          /* "1e+20" */
-    v.values[DS_F_N_DEMO_30D] = 1.0 / 3.0;     /* 16-17 digits, read back exactly below */
+    v.values[DS_F_MEETING_MINUTES_30D] = 0.1; /* shortest round trip: "0.1" */
+    v.values[DS_F_VELOCITY_14D] = -0.0;       /* "0" */
+    v.values[DS_F_STAGE_REGRESSIONS] = -3.25; /* "-3.25" */
+    v.values[DS_F_N_DEMO_ALL] = 1e20;         /* "1e+20" */
+    v.values[DS_F_N_DEMO_30D] = 1.0 / 3.0;    /* 16-17 digits, read back exactly below */
     char *a = ds_features_to_json(&v), *b = ds_features_to_json(&v);
     cr_assert_str_eq(a, b);
     const char *prefix = "{\"days_open\":40.5,\"days_to_close\":29.5,\"close_date_pushes\":1,";

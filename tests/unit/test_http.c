@@ -23,7 +23,7 @@ static struct {
     ds_http_deferred_t *deferred;
     ds_queue_t *work; /* jobs for the worker thread */
     pthread_t worker, client;
-    uv_async_t stop;  /* the client thread is done */
+    uv_async_t stop; /* the client thread is done */
     int port, finished, finished_without_req, deferred_count;
     httpc_resp_t resp[3];
 } t;

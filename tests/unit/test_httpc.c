@@ -423,8 +423,9 @@ Test(httpc, uses_the_proxy_from_the_environment_unless_told_not_to) {
 Test(httpc, url_parse_takes_http_and_https_urls_only) {
     ds_httpc_url_t u;
     char err[256];
-    cr_assert_eq(ds_httpc_url_parse("https://project.supabase.co/auth/v1/.well-known/jwks.json", &u,
-                                    err, sizeof err), 0, "%s", err);
+    cr_assert_eq(
+        ds_httpc_url_parse("https://project.supabase.co/auth/v1/.well-known/jwks.json", &u, err, sizeof err),
+        0, "%s", err);
     cr_assert(u.tls);
     cr_assert_str_eq(u.host, "project.supabase.co");
     cr_assert_eq(u.port, 443);
@@ -435,9 +436,9 @@ Test(httpc, url_parse_takes_http_and_https_urls_only) {
     cr_assert_eq(ds_httpc_url_parse("HTTP://LOCALHOST", &u, err, sizeof err), 0, "%s", err);
     cr_assert_eq(u.port, 80);
 
-    const char *bad[] = {"ftp://example.com/x", "example.com/x", "http://", "http://user@host/x",
-                         "http://user:pw@host/x", "https://host:99999/x", "https://host:0/x",
-                         "http://ho st/x"};
+    const char *bad[] = {"ftp://example.com/x", "example.com/x",         "http://",
+                         "http://user@host/x",  "http://user:pw@host/x", "https://host:99999/x",
+                         "https://host:0/x",    "http://ho st/x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = '\0';
         cr_assert_eq(ds_httpc_url_parse(bad[i], &u, err, sizeof err), DS_EINVAL, "%s", bad[i]);

@@ -176,10 +176,9 @@ static json_t *base_claims(void) {
                      " s:{s:s, s:s, s:b}, s:{}}",
                      "iss", "http://127.0.0.1:54321/auth/v1", "aud", "authenticated", "exp",
                      (json_int_t)(NOW + 3600), "iat", (json_int_t)(NOW - 10), "sub", SUB, "email",
-                     "ana@example.com", "phone", "", "role", "authenticated", "aal", "aal1",
-                     "session_id", "3a1c2f40-1111-4222-8333-944455556666", "is_anonymous", 0,
-                     "app_metadata", "provider", "email", "org_id", ORG, "account_scoped", 0,
-                     "user_metadata");
+                     "ana@example.com", "phone", "", "role", "authenticated", "aal", "aal1", "session_id",
+                     "3a1c2f40-1111-4222-8333-944455556666", "is_anonymous", 0, "app_metadata", "provider",
+                     "email", "org_id", ORG, "account_scoped", 0, "user_metadata");
 }
 
 static char *dump(json_t *c) {
@@ -200,9 +199,7 @@ static char *tok_key(EVP_PKEY *k, const char *alg, const char *kid, json_t *c) {
     return keep(t);
 }
 
-static char *b64(const void *p, size_t n) {
-    return keep(ds_jwt_b64url_encode(p, n));
-}
+static char *b64(const void *p, size_t n) { return keep(ds_jwt_b64url_encode(p, n)); }
 
 /* header.payload.signature from raw parts (sig may be NULL: empty). */
 static char *craft(const char *header, const char *payload, const void *sig, size_t siglen) {
@@ -212,8 +209,7 @@ static char *craft(const char *header, const char *payload, const void *sig, siz
 
 /* header.payload signed with HMAC-SHA256 under key. */
 static char *craft_hs(const char *header, const char *payload, const void *key, size_t keylen) {
-    char *in = keep(
-        ds_asprintf("%s.%s", b64(header, strlen(header)), b64(payload, strlen(payload))));
+    char *in = keep(ds_asprintf("%s.%s", b64(header, strlen(header)), b64(payload, strlen(payload))));
     unsigned char mac[32];
     unsigned int maclen = 0;
     cr_assert(HMAC(EVP_sha256(), key, (int)keylen, (unsigned char *)in, strlen(in), mac, &maclen));
@@ -367,8 +363,7 @@ Test(jwt, accepts_a_token_without_kid_when_there_is_one_key) {
 Test(jwt, rejects_alg_none_without_signature) {
     ds_jwt_verifier_t *v = verifier(jwks_of(1, rsa, "rsa-1"), SECRET);
     char *payload = dump(base_claims());
-    refuses(v, craft("{\"alg\":\"none\",\"typ\":\"JWT\"}", payload, NULL, 0),
-            "alg none is not accepted");
+    refuses(v, craft("{\"alg\":\"none\",\"typ\":\"JWT\"}", payload, NULL, 0), "alg none is not accepted");
     refuses(v, craft("{\"alg\":\"NoNe\"}", payload, NULL, 0), "alg none is not accepted");
 }
 
@@ -378,15 +373,13 @@ Test(jwt, rejects_alg_none_with_signature) {
     char *h, *p, *s;
     split(tok_hs(base_claims()), &h, &p, &s);
     const char *none = "{\"alg\":\"none\",\"typ\":\"JWT\"}";
-    refuses(v, keep(ds_asprintf("%s.%s.%s", b64(none, strlen(none)), p, s)),
-            "alg none is not accepted");
+    refuses(v, keep(ds_asprintf("%s.%s.%s", b64(none, strlen(none)), p, s)), "alg none is not accepted");
 }
 
 Test(jwt, rejects_hs256_signed_with_the_rsa_public_key_when_only_jwks) {
     ds_jwt_verifier_t *v = verifier(jwks_of(1, rsa, "rsa-1"), NULL);
     char *pem = pubkey_pem(rsa), *payload = dump(base_claims());
-    refuses(v, craft_hs("{\"alg\":\"HS256\",\"typ\":\"JWT\",\"kid\":\"rsa-1\"}", payload, pem,
-                        strlen(pem)),
+    refuses(v, craft_hs("{\"alg\":\"HS256\",\"typ\":\"JWT\",\"kid\":\"rsa-1\"}", payload, pem, strlen(pem)),
             "HS256 is not accepted: no shared secret configured");
     refuses(v, craft_hs("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", payload, pem, strlen(pem)),
             "HS256 is not accepted: no shared secret configured");
@@ -396,12 +389,10 @@ Test(jwt, rejects_hs256_signed_with_the_rsa_public_key_when_both_configured) {
     ds_jwt_verifier_t *v = verifier(jwks_of(1, rsa, "rsa-1"), SECRET);
     char *pem = pubkey_pem(rsa), *payload = dump(base_claims());
     /* Naming the RSA key: caught as a mismatch before any HMAC. */
-    refuses(v, craft_hs("{\"alg\":\"HS256\",\"typ\":\"JWT\",\"kid\":\"rsa-1\"}", payload, pem,
-                        strlen(pem)),
+    refuses(v, craft_hs("{\"alg\":\"HS256\",\"typ\":\"JWT\",\"kid\":\"rsa-1\"}", payload, pem, strlen(pem)),
             "alg does not match the key type");
     /* Without a kid: HMAC with the configured secret, which does not match. */
-    refuses(v, craft_hs("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", payload, pem, strlen(pem)),
-            "bad signature");
+    refuses(v, craft_hs("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", payload, pem, strlen(pem)), "bad signature");
 }
 
 Test(jwt, rejects_rs256_with_no_jwks_configured) {
@@ -436,14 +427,12 @@ Test(jwt, rejects_crit_and_foreign_typ_headers) {
     ds_jwt_verifier_t *v = verifier(NULL, SECRET);
     char *payload = dump(base_claims());
     refuses(v,
-            craft_hs("{\"alg\":\"HS256\",\"crit\":[\"b64\"],\"b64\":false}", payload, SECRET,
-                     strlen(SECRET)),
+            craft_hs("{\"alg\":\"HS256\",\"crit\":[\"b64\"],\"b64\":false}", payload, SECRET, strlen(SECRET)),
             "crit header is not supported");
     refuses(v, craft_hs("{\"alg\":\"HS256\",\"typ\":\"at+jwt\"}", payload, SECRET, strlen(SECRET)),
             "typ is not JWT");
     ds_jwt_claims_t cl;
-    accepts(v, craft_hs("{\"alg\":\"HS256\",\"typ\":\"jwt\"}", payload, SECRET, strlen(SECRET)),
-            &cl);
+    accepts(v, craft_hs("{\"alg\":\"HS256\",\"typ\":\"jwt\"}", payload, SECRET, strlen(SECRET)), &cl);
     ds_jwt_claims_clear(&cl);
 }
 
@@ -455,8 +444,7 @@ Test(jwt, ignores_a_key_embedded_in_the_header) {
     /* The attacker's own key, offered in the header under the real kid. */
     char *header = keep(ds_asprintf("{\"alg\":\"RS256\",\"kid\":\"rsa-1\",\"jwk\":%s}", jwk));
     char *payload = dump(base_claims());
-    char *in = keep(
-        ds_asprintf("%s.%s", b64(header, strlen(header)), b64(payload, strlen(payload))));
+    char *in = keep(ds_asprintf("%s.%s", b64(header, strlen(header)), b64(payload, strlen(payload))));
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     unsigned char sig[512];
     size_t siglen = sizeof sig;
@@ -495,8 +483,7 @@ Test(jwt, rejects_tampered_payload) {
     for (size_t i = 0; i < 3; i++) {
         char *h, *p, *s;
         split(toks[i], &h, &p, &s);
-        refuses(v, keep(ds_asprintf("%s.%s.%s", h, b64(forged, strlen(forged)), s)),
-                "bad signature");
+        refuses(v, keep(ds_asprintf("%s.%s.%s", h, b64(forged, strlen(forged)), s)), "bad signature");
     }
 }
 
@@ -546,8 +533,7 @@ Test(jwt, rejects_es256_signature_in_der_form) {
     ECDSA_SIG_set0(es, BN_bin2bn(raw, 32, NULL), BN_bin2bn(raw + 32, 32, NULL));
     int derlen = i2d_ECDSA_SIG(es, &der);
     cr_assert_gt(derlen, 0);
-    refuses(v, keep(ds_asprintf("%s.%s.%s", h, p, b64(der, (size_t)derlen))),
-            "bad signature encoding");
+    refuses(v, keep(ds_asprintf("%s.%s.%s", h, p, b64(der, (size_t)derlen))), "bad signature encoding");
     OPENSSL_free(der);
     ECDSA_SIG_free(es);
     free(raw);
@@ -568,8 +554,10 @@ Test(jwt, rejects_duplicate_claim_names) {
 
 static char *with_claim(const char *name, json_t *value) {
     json_t *c = base_claims();
-    if (value) json_object_set_new(c, name, value);
-    else json_object_del(c, name);
+    if (value)
+        json_object_set_new(c, name, value);
+    else
+        json_object_del(c, name);
     return tok_hs(c);
 }
 
@@ -613,8 +601,7 @@ Test(jwt, rejects_iat_in_the_future) {
 Test(jwt, rejects_wrong_aud) {
     ds_jwt_verifier_t *v = verifier(NULL, SECRET);
     refuses(v, with_claim("aud", json_string("anon")), "aud is not authenticated");
-    refuses(v, with_claim("aud", json_pack("[s, s]", "anon", "service")),
-            "aud is not authenticated");
+    refuses(v, with_claim("aud", json_pack("[s, s]", "anon", "service")), "aud is not authenticated");
     refuses(v, with_claim("aud", json_array()), "aud is not authenticated");
     refuses(v, with_claim("aud", NULL), "aud is not authenticated");
 }
@@ -652,8 +639,7 @@ Test(jwt, rejects_header_not_json) {
             "malformed token: header is not a JSON object");
     refuses(v, craft_hs("[\"HS256\"]", payload, SECRET, strlen(SECRET)),
             "malformed token: header is not a JSON object");
-    refuses(v, craft_hs("", payload, SECRET, strlen(SECRET)),
-            "malformed token: header is not a JSON object");
+    refuses(v, craft_hs("", payload, SECRET, strlen(SECRET)), "malformed token: header is not a JSON object");
 }
 
 Test(jwt, rejects_payload_not_json_even_when_signed) {
@@ -700,17 +686,14 @@ Test(jwt, refuses_bad_configuration) {
     cr_assert_eq(ds_jwt_verifier_new(&v, "", "", err, sizeof err), DS_EINVAL);
     cr_assert_eq(ds_jwt_verifier_new(&v, NULL, "short", err, sizeof err), DS_EINVAL);
     cr_assert(strstr(err, "shorter than 32 bytes") && !strstr(err, "short\""), "%s", err);
-    cr_assert_eq(ds_jwt_verifier_new(&v, "/nonexistent/jwks.json", NULL, err, sizeof err),
-                 DS_EINVAL);
+    cr_assert_eq(ds_jwt_verifier_new(&v, "/nonexistent/jwks.json", NULL, err, sizeof err), DS_EINVAL);
     cr_assert(strstr(err, "/nonexistent/jwks.json"), "%s", err);
     cr_assert_eq(ds_jwt_verifier_new(&v, "{\"keys\": 3}", NULL, err, sizeof err), DS_EINVAL);
     cr_assert_eq(ds_jwt_verifier_new(&v, "{not json", NULL, err, sizeof err), DS_EINVAL);
-    cr_assert_eq(ds_jwt_verifier_new(&v, "ftp://example.com/jwks", NULL, err, sizeof err),
-                 DS_EINVAL, "a path is fine but ftp:// is not a file either");
-    cr_assert_eq(ds_jwt_verifier_new(&v, "http://user@host/jwks", NULL, err, sizeof err),
-                 DS_EINVAL);
-    cr_assert_eq(ds_jwt_verifier_new(&v, "https://host:99999/jwks", NULL, err, sizeof err),
-                 DS_EINVAL);
+    cr_assert_eq(ds_jwt_verifier_new(&v, "ftp://example.com/jwks", NULL, err, sizeof err), DS_EINVAL,
+                 "a path is fine but ftp:// is not a file either");
+    cr_assert_eq(ds_jwt_verifier_new(&v, "http://user@host/jwks", NULL, err, sizeof err), DS_EINVAL);
+    cr_assert_eq(ds_jwt_verifier_new(&v, "https://host:99999/jwks", NULL, err, sizeof err), DS_EINVAL);
     cr_assert_null(v);
     ds_jwt_verifier_destroy(NULL);
 }
@@ -733,13 +716,13 @@ Test(jwt, skips_unusable_jwks_entries) {
     free(y);
     char *bad_ec_s = keep(json_dumps(bad_ec, JSON_COMPACT));
     json_decref(bad_ec);
-    char *jwks = keep(ds_asprintf(
-        "{\"keys\":[%s,%s,"
-        "{\"kty\":\"oct\",\"kid\":\"hmac\",\"k\":\"c2VjcmV0\"},"
-        "{\"kty\":\"RSA\",\"kid\":\"enc\",\"use\":\"enc\",\"n\":\"AQAB\",\"e\":\"AQAB\"},"
-        "{\"kty\":\"EC\",\"kid\":\"p384\",\"crv\":\"P-384\",\"x\":\"AA\",\"y\":\"AA\"},"
-        "%s,%s]}",
-        small_jwk, bad_ec_s, rsa_jwk, ec_jwk));
+    char *jwks =
+        keep(ds_asprintf("{\"keys\":[%s,%s,"
+                         "{\"kty\":\"oct\",\"kid\":\"hmac\",\"k\":\"c2VjcmV0\"},"
+                         "{\"kty\":\"RSA\",\"kid\":\"enc\",\"use\":\"enc\",\"n\":\"AQAB\",\"e\":\"AQAB\"},"
+                         "{\"kty\":\"EC\",\"kid\":\"p384\",\"crv\":\"P-384\",\"x\":\"AA\",\"y\":\"AA\"},"
+                         "%s,%s]}",
+                         small_jwk, bad_ec_s, rsa_jwk, ec_jwk));
     ds_jwt_verifier_t *v = verifier(jwks, SECRET);
     cr_assert_eq(ds_jwt_verifier_key_count(v), 2);
     refuses(v, tok_key(small, "RS256", "small", base_claims()), "unknown kid");
@@ -877,15 +860,15 @@ static void serve_one(server_t *s, int fd) {
         resp = ds_asprintf("HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
                            "Transfer-Encoding: chunked\r\n\r\n"
                            "%zx\r\n%.*s\r\n%zx;ext=1\r\n%s\r\n0\r\n\r\n",
-                           s->status, half, (int)half, s->body, strlen(s->body) - half,
-                           s->body + half);
+                           s->status, half, (int)half, s->body, strlen(s->body) - half, s->body + half);
     } else {
         resp = ds_asprintf("HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
                            "Content-Length: %zu\r\n\r\n%s",
                            s->status, strlen(s->body), s->body);
     }
     pthread_mutex_unlock(&s->mu);
-    if (ssl) SSL_write(ssl, resp, (int)strlen(resp));
+    if (ssl)
+        SSL_write(ssl, resp, (int)strlen(resp));
     else if (send(fd, resp, strlen(resp), MSG_NOSIGNAL) < 0) {
         /* the client went away */
     }
@@ -1053,8 +1036,7 @@ static SSL_CTX *tls_server(const char *san, const char *cert_path) {
     X509_gmtime_adj(X509_getm_notBefore(x), -3600);
     X509_gmtime_adj(X509_getm_notAfter(x), 3600);
     X509_NAME *name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"jwks test", -1,
-                               -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"jwks test", -1, -1, 0);
     X509_set_issuer_name(x, name);
     X509_set_pubkey(x, k);
     X509V3_CTX ctx;
@@ -1151,8 +1133,7 @@ Test(jwt, base64url_round_trip_and_strictness) {
     const char *bad[] = {"A", "AB==", "A+/B", "AB C", "AB", "ABC"};
     /* "AB" and "ABC" carry nonzero unused bits; "AA" and "AAE" do not. */
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        cr_assert_eq(ds_jwt_b64url_decode(bad[i], strlen(bad[i]), &d, &dl), DS_EINVAL, "%s",
-                     bad[i]);
+        cr_assert_eq(ds_jwt_b64url_decode(bad[i], strlen(bad[i]), &d, &dl), DS_EINVAL, "%s", bad[i]);
     cr_assert_eq(ds_jwt_b64url_decode("AA", 2, &d, &dl), 0);
     free(d);
     cr_assert_eq(ds_jwt_b64url_decode("AAE", 3, &d, &dl), 0);

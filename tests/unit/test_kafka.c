@@ -23,9 +23,7 @@ static void teardown(void) {
     cfg_loaded = false;
 }
 
-static void setup(void) {
-    ds_log_init("test", DS_LOG_WARN);
-}
+static void setup(void) { ds_log_init("test", DS_LOG_WARN); }
 
 static void conf_get(rd_kafka_conf_t *conf, const char *name, char *buf, size_t bufsz) {
     size_t sz = bufsz;
@@ -85,8 +83,7 @@ Test(kafka, conf_names_unknown_property) {
 }
 
 Test(kafka, conf_names_bad_value_without_printing_it) {
-    char *envp[] = {"DEALSCORE_KAFKA_BROKERS=127.0.0.1:1", "KAFKA_SOCKET_NAGLE_DISABLE=maybe",
-                    NULL};
+    char *envp[] = {"DEALSCORE_KAFKA_BROKERS=127.0.0.1:1", "KAFKA_SOCKET_NAGLE_DISABLE=maybe", NULL};
     load(envp);
     rd_kafka_conf_t *conf = NULL;
     char err[512] = "";
@@ -108,8 +105,7 @@ Test(kafka, producer_new_reports_bad_property) {
 Test(kafka, producer_cannot_turn_off_idempotence) {
     /* The forced settings are applied after KAFKA_*, so at-least-once
      * without duplicates cannot be configured away. */
-    char *envp[] = {"DEALSCORE_KAFKA_BROKERS=127.0.0.1:1", "KAFKA_ENABLE_IDEMPOTENCE=false",
-                    NULL};
+    char *envp[] = {"DEALSCORE_KAFKA_BROKERS=127.0.0.1:1", "KAFKA_ENABLE_IDEMPOTENCE=false", NULL};
     load(envp);
     ds_producer_t *p = NULL;
     char err[512] = "", buf[64];

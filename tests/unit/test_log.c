@@ -41,9 +41,10 @@ Test(log, one_escaped_json_line_per_event_at_or_above_the_level) {
     *second++ = '\0';
     cr_assert_eq(strncmp(out, "{\"ts\":\"", 7), 0, "%s", out);
     cr_expect_eq(out[7 + 26], 'Z', "%s", out);
-    cr_expect_str_eq(out + 7 + 27,
-                     "\",\"svc\":\"svc-x\",\"level\":\"warn\",\"msg\":\"quote \\\" backslash \\\\ line\\nbreak tab\\t"
-                     " bell\\u0007 \xc3\xa9\xef\xbf\xbd\"}");
+    cr_expect_str_eq(
+        out + 7 + 27,
+        "\",\"svc\":\"svc-x\",\"level\":\"warn\",\"msg\":\"quote \\\" backslash \\\\ line\\nbreak tab\\t"
+        " bell\\u0007 \xc3\xa9\xef\xbf\xbd\"}");
     cr_assert_eq(strncmp(second, "{\"ts\":\"", 7), 0);
     cr_expect_str_eq(second + 7 + 27, "\",\"svc\":\"svc-x\",\"level\":\"error\",\"msg\":\"second\"}\n",
                      "the last line, and nothing for the info below the level");

@@ -25,8 +25,8 @@ static const ds_meddicc_phrase_t test_rows[] = {
 static ds_meddicc_lexicon_t *test_lexicon(void) {
     ds_meddicc_lexicon_t *lex = NULL;
     char err[128];
-    cr_assert_eq(ds_meddicc_lexicon_new(test_rows, DS_ARRAY_SIZE(test_rows), &lex, err, sizeof err),
-                 DS_OK, "%s", err);
+    cr_assert_eq(ds_meddicc_lexicon_new(test_rows, DS_ARRAY_SIZE(test_rows), &lex, err, sizeof err), DS_OK,
+                 "%s", err);
     return lex;
 }
 
@@ -63,8 +63,7 @@ Test(meddicc, default_lexicon_matches_migration) {
         char el[64], phrase[256];
         double weight;
         const char *p = strstr(line, "(null, '");
-        if (!p || sscanf(p, "(null, '%63[^']', '%255[^']', %lf)", el, phrase, &weight) != 3)
-            continue;
+        if (!p || sscanf(p, "(null, '%63[^']', '%255[^']', %lf)", el, phrase, &weight) != 3) continue;
         cr_assert_gt(weight, 0, "default row %s/%s has weight 0", el, phrase);
         cr_assert_lt(n_sql, n_def, "the migration has more rows than the built-in list");
         cr_expect_str_eq(def[n_sql].element, el, "row %zu", n_sql + 1);
@@ -113,7 +112,7 @@ Test(meddicc, negation_cues_cancel_the_match) {
         "It hasn't got budget.",
         "NOT A CHAMPION.",
         "we didn't get budget",
-        "They said 'no' to the budget.",        /* a quoted cue */
+        "They said 'no' to the budget.", /* a quoted cue */
         "We don\xe2\x80\x99t have a champion.",
     };
     for (size_t i = 0; i < DS_ARRAY_SIZE(negated); i++) {
@@ -144,7 +143,7 @@ Test(meddicc, negation_stops_at_sentence_and_clause_boundaries) {
     static const char *const counted[] = {
         "Our champion, Dana, is pushing.",
         "No. Dana is our champion.",
-        "No, Dana is our champion.",             /* interjection: no scope */
+        "No, Dana is our champion.", /* interjection: no scope */
         "We had no budget; our champion found some.",
         "Not yet! The champion is Dana.",
         "There is no budget, but Dana is a champion.",
@@ -184,12 +183,13 @@ Test(meddicc, word_boundaries) {
     const ds_meddicc_lexicon_t *lex = ds_meddicc_lexicon_default();
     static const char *const not_matched[] = {
         "We watched the championship together.",
-        "That was a heroic effort.",          /* "roi" inside a word */
-        "Contractual details later.",        /* "contract" */
-        "The config key is pre_champion.",  /* '_' is a word character */
+        "That was a heroic effort.",       /* "roi" inside a word */
+        "Contractual details later.",      /* "contract" */
+        "The config key is pre_champion.", /* '_' is a word character */
         "Unchampioned ideas.",
-        "\xc3\xa9" "champion stuff.",           /* a letter before: "échampion" */
-        "The championess arrived.",           /* "es" + more letters is no plural */
+        "\xc3\xa9"
+        "champion stuff.",          /* a letter before: "échampion" */
+        "The championess arrived.", /* "es" + more letters is no plural */
         "Our champions_ group.",
     };
     for (size_t i = 0; i < DS_ARRAY_SIZE(not_matched); i++) {
@@ -198,9 +198,10 @@ Test(meddicc, word_boundaries) {
     }
     static const char *const matched[] = {
         "The champion's view.",
-        "The champion\xe2\x80\x99s view.",   /* U+2019 after the phrase */
+        "The champion\xe2\x80\x99s view.", /* U+2019 after the phrase */
         "A champion-led rollout.",
-        "\xe2\x80\x9c" "champion\xe2\x80\x9d", /* curly quotes around it */
+        "\xe2\x80\x9c"
+        "champion\xe2\x80\x9d", /* curly quotes around it */
         "(champion)",
         "champion",
         "Two champions.",
@@ -304,7 +305,8 @@ Test(meddicc, spans_are_bytes_of_the_original_text) {
     cr_assert_eq(r.evidence[DS_MEDDICC_CHAMPION][0].start, 16);
     cr_assert_eq(r.evidence[DS_MEDDICC_CHAMPION][0].end, 24);
     /* Invalid UTF-8 around a phrase is just a non-word byte. */
-    r = scan(lex, "\xff" "champion\xfe");
+    r = scan(lex, "\xff"
+                  "champion\xfe");
     cr_assert_eq(r.evidence[DS_MEDDICC_CHAMPION][0].start, 1);
     cr_assert_eq(r.evidence[DS_MEDDICC_CHAMPION][0].end, 9);
     /* Only len bytes are read: a phrase cut by the length does not match. */
@@ -331,8 +333,7 @@ Test(meddicc, overlapping_phrases_count_once) {
 
 Test(meddicc, evidence_capped_matches_counted) {
     const ds_meddicc_lexicon_t *lex = ds_meddicc_lexicon_default();
-    ds_meddicc_result_t r =
-        scan(lex, "champion. champion. champion. champion. champion. champion.");
+    ds_meddicc_result_t r = scan(lex, "champion. champion. champion. champion. champion. champion.");
     cr_assert_eq(r.n_matches[DS_MEDDICC_CHAMPION], 6);
     cr_assert_eq(r.n_evidence[DS_MEDDICC_CHAMPION], DS_MEDDICC_MAX_EVIDENCE);
     /* The earliest are kept: 0, 10, 20, 30. */
@@ -434,8 +435,9 @@ Test(meddicc, json_parses_and_is_deterministic) {
 /* Random bytes, cut UTF-8 and phrase pieces in buffers of exactly len bytes
  * (no NUL after them), so a sanitizer build catches any read past the end. */
 Test(meddicc, arbitrary_bytes_are_safe) {
-    static const char *const pieces[] = {"champion", " ", "no ", "\xe2\x80", "\xe2\x80\x99", "-",
-                                         "s", ".", "?", "\n", "KPI", "sign", "'", "\xc3", ","};
+    static const char *const pieces[] = {"champion", " ",    "no ", "\xe2\x80", "\xe2\x80\x99",
+                                         "-",        "s",    ".",   "?",        "\n",
+                                         "KPI",      "sign", "'",   "\xc3",     ","};
     const ds_meddicc_lexicon_t *lex = ds_meddicc_lexicon_default();
     uint64_t x = 88172645463325252ULL;
     for (int round = 0; round < 3000; round++) {

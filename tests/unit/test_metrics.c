@@ -26,7 +26,8 @@ Test(metrics, renders_counters_gauges_histograms) {
     cr_assert(strstr(t, "dealscore_latency_seconds_bucket{le=\"+Inf\"} 3\n"), "%s", t);
     cr_assert(strstr(t, "dealscore_latency_seconds_count 3\n"), "%s", t);
     /* One HELP/TYPE block per name. */
-    cr_assert_eq(strstr(strstr(t, "# TYPE dealscore_requests_total") + 1, "# TYPE dealscore_requests_total"), NULL);
+    cr_assert_eq(strstr(strstr(t, "# TYPE dealscore_requests_total") + 1, "# TYPE dealscore_requests_total"),
+                 NULL);
     free(t);
     ds_metrics_destroy(m);
 }

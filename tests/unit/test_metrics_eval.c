@@ -9,7 +9,8 @@
 #include "domain/eval.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
-#define NEAR(x, y) cr_assert(fabs((x) - (y)) < 1e-12, "%s = %.17g, expected %.17g", #x, (double)(x), (double)(y))
+#define NEAR(x, y)                                                                                           \
+    cr_assert(fabs((x) - (y)) < 1e-12, "%s = %.17g, expected %.17g", #x, (double)(x), (double)(y))
 
 Test(metrics_eval, roc_auc_hand_computed) {
     double s[] = {0.1, 0.4, 0.35, 0.8}, y[] = {0, 0, 1, 1};
@@ -139,8 +140,7 @@ Test(metrics_eval, roc_curve_points) {
     size_t n = 0;
     cr_assert_eq(ds_eval_roc_curve(s, y, NULL, 4, 8, pts, &n), 0);
     cr_assert_eq(n, 5);
-    double want[5][3] = {{0, 0, INFINITY}, {0, 0.5, 0.8}, {0.5, 0.5, 0.4}, {0.5, 1, 0.35},
-                         {1, 1, 0.1}};
+    double want[5][3] = {{0, 0, INFINITY}, {0, 0.5, 0.8}, {0.5, 0.5, 0.4}, {0.5, 1, 0.35}, {1, 1, 0.1}};
     for (size_t i = 0; i < 5; i++) {
         NEAR(pts[i].fpr, want[i][0]);
         NEAR(pts[i].tpr, want[i][1]);
@@ -148,8 +148,7 @@ Test(metrics_eval, roc_curve_points) {
     }
     /* The trapezoids under the points give the AUC back. */
     double auc = 0;
-    for (size_t i = 1; i < n; i++)
-        auc += (pts[i].fpr - pts[i - 1].fpr) * (pts[i].tpr + pts[i - 1].tpr) / 2;
+    for (size_t i = 1; i < n; i++) auc += (pts[i].fpr - pts[i - 1].fpr) * (pts[i].tpr + pts[i - 1].tpr) / 2;
     NEAR(auc, 0.75);
     double one[] = {1, 1, 1, 1};
     cr_assert_eq(ds_eval_roc_curve(s, one, NULL, 4, 8, pts, &n), DS_EINVAL);

@@ -91,8 +91,7 @@ Test(model, treeshap_sums_to_margin, .init = setup, .fini = teardown) {
     for (size_t i = 0; i < NROWS; i++) {
         double sum = 0;
         for (int j = 0; j <= NF; j++) sum += c[i * (NF + 1) + j];
-        cr_assert(fabs(sum - margin[i]) < 1e-5, "row %zu: sum %.9g vs margin %.9g", i, sum,
-                  margin[i]);
+        cr_assert(fabs(sum - margin[i]) < 1e-5, "row %zu: sum %.9g vs margin %.9g", i, sum, margin[i]);
     }
     /* The model learned something: y depends on features 0 and 1. */
     double *proba = malloc(NROWS * sizeof *proba), *yd = malloc(NROWS * sizeof *yd);
@@ -211,12 +210,11 @@ Test(model, saved_json_has_learner_and_feature_names, .init = setup, .fini = tea
     cr_assert(json_is_object(learner));
     json_t *names = json_object_get(learner, "feature_names");
     cr_assert_eq(json_array_size(names), NF);
-    for (int j = 0; j < NF; j++)
-        cr_assert_str_eq(json_string_value(json_array_get(names, j)), NAMES[j]);
+    for (int j = 0; j < NF; j++) cr_assert_str_eq(json_string_value(json_array_get(names, j)), NAMES[j]);
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(learner, "objective"), "name")),
                      "binary:logistic");
-    json_t *trees = json_object_get(
-        json_object_get(json_object_get(learner, "gradient_booster"), "model"), "trees");
+    json_t *trees =
+        json_object_get(json_object_get(json_object_get(learner, "gradient_booster"), "model"), "trees");
     cr_assert_eq(json_array_size(trees), 40);
     json_decref(root);
     free(buf);
@@ -244,8 +242,7 @@ Test(model, feature_map_by_name, .init = setup, .fini = teardown) {
     for (int i = 0; i < DS_FEATURE_COUNT; i++) engine[i] = ds_feature_name(i);
     int map[NF];
     char err[256] = "";
-    cr_assert_eq(ds_model_feature_map(fx->m, engine, DS_FEATURE_COUNT, map, err, sizeof err), 0,
-                 "%s", err);
+    cr_assert_eq(ds_model_feature_map(fx->m, engine, DS_FEATURE_COUNT, map, err, sizeof err), 0, "%s", err);
     for (int j = 0; j < NF; j++) cr_assert_eq(map[j], ds_feature_index(NAMES[j]));
 
     /* An engine that lacks one of the model's features: refused, named. */
@@ -257,8 +254,7 @@ Test(model, feature_map_by_name, .init = setup, .fini = teardown) {
 Test(model, feature_map_refuses_unknown_feature) {
     float *x = malloc(400 * NF * sizeof *x), *y = malloc(400 * sizeof *y);
     make_data(400, 3, x, y);
-    const char *names[NF] = {"days_open", "crystal_ball_score", "stage_index", "amount_log",
-                             "n_transcripts"};
+    const char *names[NF] = {"days_open", "crystal_ball_score", "stage_index", "amount_log", "n_transcripts"};
     ds_model_params_t p;
     ds_model_params_default(&p);
     p.n_trees = 5;
@@ -502,8 +498,7 @@ Test(model, isotonic_pav_hand_computed) {
     cr_assert_eq(ds_calib_fit_isotonic(m, y, NULL, 5, &cal, err, sizeof err), 0, "%s", err);
     cr_assert_eq(cal->n, 5);
     double wx[] = {sigm(-2), sigm(-1), sigm(0), sigm(1), sigm(2)};
-    double wy[] = {DS_CALIB_ISOTONIC_EPS, 0.5, 0.5, 1 - DS_CALIB_ISOTONIC_EPS,
-                   1 - DS_CALIB_ISOTONIC_EPS};
+    double wy[] = {DS_CALIB_ISOTONIC_EPS, 0.5, 0.5, 1 - DS_CALIB_ISOTONIC_EPS, 1 - DS_CALIB_ISOTONIC_EPS};
     for (int i = 0; i < 5; i++) {
         cr_assert(fabs(cal->x[i] - wx[i]) < 1e-15);
         cr_assert(fabs(cal->y[i] - wy[i]) < 1e-15, "y[%d] = %g", i, cal->y[i]);
@@ -560,13 +555,12 @@ Test(model, calib_json_rejects_bad_input) {
         "{\"method\":\"isotonic\",\"x\":[0.1,0.2],\"y\":[0.3,1.2]}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        cr_assert_eq(ds_calib_from_json(bad[i], &cal, err, sizeof err), DS_EINVAL, "accepted %s",
-                     bad[i]);
+        cr_assert_eq(ds_calib_from_json(bad[i], &cal, err, sizeof err), DS_EINVAL, "accepted %s", bad[i]);
         cr_assert(cal == NULL);
     }
-    cr_assert_eq(ds_calib_from_json("{\"method\":\"isotonic\",\"x\":[0.5],\"y\":[0.25]}", &cal,
-                                    err, sizeof err),
-                 0, "%s", err);
+    cr_assert_eq(
+        ds_calib_from_json("{\"method\":\"isotonic\",\"x\":[0.5],\"y\":[0.25]}", &cal, err, sizeof err), 0,
+        "%s", err);
     cr_assert(ds_calib_apply(cal, -3) == 0.25 && ds_calib_apply(cal, 3) == 0.25);
     ds_calib_destroy(cal);
     cr_assert(ds_calib_apply(NULL, 0) == 0.5);
@@ -575,8 +569,8 @@ Test(model, calib_json_rejects_bad_input) {
 /* ---- drivers ----------------------------------------------------------------- */
 
 Test(model, drivers_sorted_k_each_way_ties_by_index) {
-    const char *names[] = {"days_open", "stage_index", "n_meeting_30d", "amount_log",
-                           "meddicc_champion", "unknown_x"};
+    const char *names[] = {"days_open",  "stage_index",      "n_meeting_30d",
+                           "amount_log", "meddicc_champion", "unknown_x"};
     /* Ties: 0 and 2 at +0.5. Margin: 0.5 - 0.25 + 0.5 + 0 - 0.75 + 0.125 + bias 0.375 = 0.5. */
     float c[] = {0.5f, -0.25f, 0.5f, 0.0f, -0.75f, 0.125f, 0.375f};
     float v[] = {12, 3, NAN, 9.5f, 1, 7};
@@ -620,16 +614,18 @@ Test(model, drivers_sorted_k_each_way_ties_by_index) {
     ds_drivers_write(&b2, pos, np, neg, nn);
     char *s1 = b1.p, *s2 = b2.p;
     cr_assert_str_eq(s1, s2);
-    cr_assert(strncmp(s1, "{\"positive\":[{\"feature\":\"days_open\",\"label\":\"Days open\","
-                          "\"index\":0,\"value\":12,\"contribution\":0.5,\"pp\":",
+    cr_assert(strncmp(s1,
+                      "{\"positive\":[{\"feature\":\"days_open\",\"label\":\"Days open\","
+                      "\"index\":0,\"value\":12,\"contribution\":0.5,\"pp\":",
                       88) == 0,
               "%s", s1);
     json_t *j = json_loads(s1, 0, NULL);
     cr_assert_not_null(j, "%s", s1);
     json_t *second = json_array_get(json_object_get(j, "positive"), 1);
     cr_assert(json_is_null(json_object_get(second, "value")));
-    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(j, "negative"), 0), "feature")),
-                     "meddicc_champion");
+    cr_assert_str_eq(
+        json_string_value(json_object_get(json_array_get(json_object_get(j, "negative"), 0), "feature")),
+        "meddicc_champion");
     free(s1);
     free(s2);
     json_decref(j);
@@ -646,8 +642,7 @@ Test(model, drivers_from_model_rows, .init = setup, .fini = teardown) {
     for (int r = 0; r < 10; r++) {
         ds_driver_t pos[3], neg[3];
         size_t np, nn;
-        cr_assert_eq(ds_drivers_top(c + r * (NF + 1), NF, fx->x + r * NF, names, NULL, 3, pos, &np,
-                                    neg, &nn),
+        cr_assert_eq(ds_drivers_top(c + r * (NF + 1), NF, fx->x + r * NF, names, NULL, 3, pos, &np, neg, &nn),
                      0);
         for (size_t i = 0; i < np; i++) {
             cr_assert(pos[i].contribution > 0 && pos[i].pp > 0);
@@ -662,10 +657,8 @@ Test(model, drivers_from_model_rows, .init = setup, .fini = teardown) {
 
 Test(model, move_diff_hand_made) {
     /* Exactly representable values, so the tie below is exact. */
-    ds_named_contrib_t prev[] = {{"amount_log", 0.25},
-                                 {"stage_index", -0.125},
-                                 {"days_open", 0.5},
-                                 {DS_CONTRIB_BIAS_NAME, 0.125}};
+    ds_named_contrib_t prev[] = {
+        {"amount_log", 0.25}, {"stage_index", -0.125}, {"days_open", 0.5}, {DS_CONTRIB_BIAS_NAME, 0.125}};
     ds_named_contrib_t cur[] = {{"amount_log", 0.75},
                                 {"stage_index", -0.125},
                                 {"n_meeting_30d", -0.625},
@@ -828,9 +821,22 @@ Test(model, contribs_parse_reads_jsonb_text_and_refuses_the_rest) {
     cr_assert_eq(n, 0);
     free(nc);
 
-    const char *bad[] = {"", "[]", "{\"a\":1", "{\"a\":1,}", "{\"a\":{}}", "{\"a\":null}", "{\"a\":-inf}",
-                         "{\"a\":0x10}", "{\"a\":1.}", "{\"a\":01}", "{\"a\":1} x", "{\"a\\u0000\":1}",
-                         "{\"\\udc00\":1}", "{\"a\\q\":1}", "{\"a\tb\":1}", "{a:1}"};
+    const char *bad[] = {"",
+                         "[]",
+                         "{\"a\":1",
+                         "{\"a\":1,}",
+                         "{\"a\":{}}",
+                         "{\"a\":null}",
+                         "{\"a\":-inf}",
+                         "{\"a\":0x10}",
+                         "{\"a\":1.}",
+                         "{\"a\":01}",
+                         "{\"a\":1} x",
+                         "{\"a\\u0000\":1}",
+                         "{\"\\udc00\":1}",
+                         "{\"a\\q\":1}",
+                         "{\"a\tb\":1}",
+                         "{a:1}"};
     for (size_t i = 0; i < DS_ARRAY_SIZE(bad); i++) {
         char *t = ds_strdup(bad[i]);
         nc = (ds_named_contrib_t *)1;
@@ -863,8 +869,7 @@ Test(model, stage_prior_hand_computed) {
     json_decref(j);
     ds_stage_prior_t *back = NULL;
     cr_assert_eq(ds_stage_prior_from_json(js, &back, err, sizeof err), 0, "%s", err);
-    for (int s = -1; s < 5; s++)
-        cr_assert(ds_stage_prior_predict(back, s) == ds_stage_prior_predict(sp, s));
+    for (int s = -1; s < 5; s++) cr_assert(ds_stage_prior_predict(back, s) == ds_stage_prior_predict(sp, s));
     free(js);
     ds_stage_prior_destroy(back);
     ds_stage_prior_destroy(sp);
@@ -934,8 +939,7 @@ Test(model, report_html_and_json, .init = setup, .fini = teardown) {
     ds_contribs_mean_abs(c, n, NF, mean_abs);
     ds_report_feature_t feats[NF];
     for (int j = 0; j < NF; j++)
-        feats[j] = (ds_report_feature_t){NAMES[j], ds_feature_label(ds_feature_index(NAMES[j])),
-                                         mean_abs[j]};
+        feats[j] = (ds_report_feature_t){NAMES[j], ds_feature_label(ds_feature_index(NAMES[j])), mean_abs[j]};
     r.features = feats;
     r.n_features = NF;
     ds_report_row_t rows[2] = {{"day 30", r.model, r.prior}, {"day 60", r.model, r.prior}};
@@ -984,7 +988,8 @@ Test(model, report_html_and_json, .init = setup, .fini = teardown) {
     const char *top = json_string_value(json_object_get(f0, "name"));
     cr_assert(strcmp(top, "days_open") == 0 || strcmp(top, "stage_index") == 0, "top %s", top);
     cr_assert_eq(json_array_size(json_object_get(json_object_get(j, "roc"), "model")), r.n_model_roc);
-    cr_assert_eq(json_array_size(json_object_get(json_array_get(json_object_get(j, "tables"), 0), "rows")), 2);
+    cr_assert_eq(json_array_size(json_object_get(json_array_get(json_object_get(j, "tables"), 0), "rows")),
+                 2);
     json_decref(j);
     free(js);
     free(html);

@@ -21,8 +21,7 @@ Test(pg, classify_sqlstate_retryable) {
                            "40P01", "53000", "53100", "53200", "53300", "53400", "57P01",
                            "57P02", "57P03", "55P03", "58000", "58030", "58P01"};
     for (size_t i = 0; i < DS_ARRAY_SIZE(codes); i++)
-        cr_expect_eq(ds_pg_classify_sqlstate(codes[i]), DS_ERETRY, "%s should be retryable",
-                     codes[i]);
+        cr_expect_eq(ds_pg_classify_sqlstate(codes[i]), DS_ERETRY, "%s should be retryable", codes[i]);
 }
 
 Test(pg, classify_sqlstate_fatal) {
@@ -30,8 +29,7 @@ Test(pg, classify_sqlstate_fatal) {
                            "42601", "42P01", "42501", "42703", "25P02", "40002", "40003",
                            "55000", "55006", "57014", "57000", "XX000", "0A000", "P0001"};
     for (size_t i = 0; i < DS_ARRAY_SIZE(codes); i++)
-        cr_expect_eq(ds_pg_classify_sqlstate(codes[i]), DS_EFATAL, "%s should be fatal",
-                     codes[i]);
+        cr_expect_eq(ds_pg_classify_sqlstate(codes[i]), DS_EFATAL, "%s should be fatal", codes[i]);
 }
 
 Test(pg, classify_sqlstate_success_and_malformed) {
@@ -50,17 +48,19 @@ Test(pg, classify_results_by_status) {
         ExecStatusType st;
         int want;
     } cases[] = {
-        {PGRES_COMMAND_OK, DS_OK},        {PGRES_TUPLES_OK, DS_OK},
-        {PGRES_EMPTY_QUERY, DS_OK},       {PGRES_PIPELINE_SYNC, DS_OK},
-        {PGRES_BAD_RESPONSE, DS_ERETRY},  {PGRES_PIPELINE_ABORTED, DS_EFATAL},
+        {PGRES_COMMAND_OK, DS_OK},
+        {PGRES_TUPLES_OK, DS_OK},
+        {PGRES_EMPTY_QUERY, DS_OK},
+        {PGRES_PIPELINE_SYNC, DS_OK},
+        {PGRES_BAD_RESPONSE, DS_ERETRY},
+        {PGRES_PIPELINE_ABORTED, DS_EFATAL},
         /* An error libpq made up itself has no SQLSTATE. */
         {PGRES_FATAL_ERROR, DS_EFATAL},
     };
     for (size_t i = 0; i < DS_ARRAY_SIZE(cases); i++) {
         PGresult *r = PQmakeEmptyPGresult(NULL, cases[i].st);
         cr_assert_not_null(r);
-        cr_expect_eq(ds_pg_classify(r, NULL), cases[i].want, "status %s",
-                     PQresStatus(cases[i].st));
+        cr_expect_eq(ds_pg_classify(r, NULL), cases[i].want, "status %s", PQresStatus(cases[i].st));
         PQclear(r);
     }
     /* No result at all: the connection is unusable. */
@@ -99,9 +99,8 @@ Test(pg, error_text_without_anything) {
 }
 
 Test(pg, array_text_quotes_and_escapes) {
-    const char *vals[] = {"plain",   "say \"hi\"", "back\\slash", "a,b",  "{braces}",
-                          NULL,      "",           "NULL",         " x ", "\\\"",
-                          "ünïcödé", "new\nline"};
+    const char *vals[] = {"plain", "say \"hi\"", "back\\slash", "a,b",  "{braces}", NULL,
+                          "",      "NULL",       " x ",         "\\\"", "ünïcödé",  "new\nline"};
     char *s = ds_pg_array_text(vals, DS_ARRAY_SIZE(vals));
     cr_expect_str_eq(s, "{\"plain\",\"say \\\"hi\\\"\",\"back\\\\slash\",\"a,b\",\"{braces}\","
                         "NULL,\"\",\"NULL\",\" x \",\"\\\\\\\"\",\"ünïcödé\",\"new\nline\"}");
@@ -129,8 +128,7 @@ Test(pg, backoff_doubles_to_five_seconds_with_jitter) {
             int cap = 100 << a;
             if (cap > 5000) cap = 5000;
             int d = ds_pg_backoff_ms(a, &seed);
-            cr_assert(d >= cap / 2 && d <= cap, "attempt %d: %d not in [%d, %d]", a, d, cap / 2,
-                      cap);
+            cr_assert(d >= cap / 2 && d <= cap, "attempt %d: %d not in [%d, %d]", a, d, cap / 2, cap);
         }
     }
     /* Huge and negative attempts stay in range. */
@@ -154,21 +152,19 @@ Test(pg, backoff_is_deterministic_per_seed) {
 
 Test(pg, url_check_accepts_uris_and_conninfo) {
     char err[256] = "";
-    cr_expect_eq(ds_pg_url_check("postgresql://postgres@127.0.0.1:5432/postgres", err, sizeof err),
+    cr_expect_eq(ds_pg_url_check("postgresql://postgres@127.0.0.1:5432/postgres", err, sizeof err), DS_OK,
+                 "%s", err);
+    cr_expect_eq(ds_pg_url_check("postgres://u:p@h/db?sslmode=disable&connect_timeout=3", err, sizeof err),
                  DS_OK, "%s", err);
-    cr_expect_eq(ds_pg_url_check("postgres://u:p@h/db?sslmode=disable&connect_timeout=3", err,
-                                 sizeof err),
-                 DS_OK, "%s", err);
-    cr_expect_eq(ds_pg_url_check("host=localhost port=5432 dbname=x user=y", err, sizeof err),
-                 DS_OK, "%s", err);
+    cr_expect_eq(ds_pg_url_check("host=localhost port=5432 dbname=x user=y", err, sizeof err), DS_OK, "%s",
+                 err);
 }
 
 Test(pg, url_check_rejects_garbage_without_leaking_the_password) {
     char err[256] = "";
     cr_expect_eq(ds_pg_url_check("not a url", err, sizeof err), DS_EINVAL);
     cr_expect(strstr(err, "invalid database url") != NULL, "%s", err);
-    cr_expect_eq(ds_pg_url_check("postgresql://u:pw@h/db?nosuchparam=1", err, sizeof err),
-                 DS_EINVAL);
+    cr_expect_eq(ds_pg_url_check("postgresql://u:pw@h/db?nosuchparam=1", err, sizeof err), DS_EINVAL);
     cr_expect(strstr(err, "nosuchparam") != NULL, "%s", err);
     /* libpq quotes the bad token, which here is the password. */
     cr_expect_eq(ds_pg_url_check("postgresql://u:%zzs3cret@h/db", err, sizeof err), DS_EINVAL);
@@ -270,8 +266,7 @@ Test(pg, session_without_connection) {
     char err[256] = "";
     cr_expect_eq(ds_pg_new(&pg, "not a url", NULL, err, sizeof err), DS_EINVAL);
     cr_expect_null(pg);
-    cr_assert_eq(ds_pg_new(&pg, "postgresql://postgres@127.0.0.1:1/x", "t", err, sizeof err),
-                 DS_OK);
+    cr_assert_eq(ds_pg_new(&pg, "postgresql://postgres@127.0.0.1:1/x", "t", err, sizeof err), DS_OK);
     cr_expect_not(ds_pg_is_connected(pg));
     cr_expect_eq(ds_pg_socket(pg), -1);
     cr_expect_eq(ds_pg_generation(pg), 0);

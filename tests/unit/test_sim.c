@@ -22,43 +22,37 @@
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static char *tmpdir_new(void)
-{
+static char *tmpdir_new(void) {
     char *d = strdup("/tmp/ds-test-sim-XXXXXX");
     cr_assert_not_null(mkdtemp(d));
     return d;
 }
 
-static void rm_rf(const char *d)
-{
+static void rm_rf(const char *d) {
     char cmd[512];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
-    if (system(cmd) != 0)
-        cr_log_warn("could not remove %s", d);
+    if (system(cmd) != 0) cr_log_warn("could not remove %s", d);
 }
 
 /* Runs the simulator with args; returns its exit status. stderr goes to
  * errfile when given. */
-static int run_sim(const char *args, const char *errfile)
-{
+static int run_sim(const char *args, const char *errfile) {
     char cmd[2048];
     snprintf(cmd, sizeof(cmd), "%s %s >/dev/null 2>%s", SIM, args, errfile ? errfile : "/dev/null");
     int st = system(cmd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static char *gen(uint64_t seed, int n, const char *extra)
-{
+static char *gen(uint64_t seed, int n, const char *extra) {
     char *d = tmpdir_new();
     char args[1024];
-    snprintf(args, sizeof(args), "--seed %llu --opportunities %d --out %s %s",
-             (unsigned long long)seed, n, d, extra ? extra : "");
+    snprintf(args, sizeof(args), "--seed %llu --opportunities %d --out %s %s", (unsigned long long)seed, n, d,
+             extra ? extra : "");
     cr_assert_eq(run_sim(args, NULL), 0, "dealscore-sim %s failed", args);
     return d;
 }
 
-static char *slurp(const char *dir, const char *name, size_t *len)
-{
+static char *slurp(const char *dir, const char *name, size_t *len) {
     char path[512];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     FILE *f = fopen(path, "rb");
@@ -70,8 +64,7 @@ static char *slurp(const char *dir, const char *name, size_t *len)
     cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
     buf[n] = '\0';
     fclose(f);
-    if (len)
-        *len = (size_t)n;
+    if (len) *len = (size_t)n;
     return buf;
 }
 
@@ -86,19 +79,16 @@ typedef struct {
     int n;
 } table_t;
 
-static void table_free(table_t *t)
-{
+static void table_free(table_t *t) {
     for (int i = 0; i < t->n; i++) {
-        for (int j = 0; j < t->rows[i].n; j++)
-            free(t->rows[i].f[j]);
+        for (int j = 0; j < t->rows[i].n; j++) free(t->rows[i].f[j]);
         free(t->rows[i].f);
     }
     free(t->rows);
 }
 
 /* Returns 0, or -1 with the byte offset of the error in *where. */
-static int csv_parse(const char *s, size_t len, table_t *t, size_t *where)
-{
+static int csv_parse(const char *s, size_t len, table_t *t, size_t *where) {
     size_t cap = 1024, i = 0;
     t->rows = malloc(cap * sizeof(row_t));
     t->n = 0;
@@ -119,16 +109,14 @@ static int csv_parse(const char *s, size_t len, table_t *t, size_t *where)
                     if (s[i] == '"') {
                         if (i + 1 < len && s[i + 1] == '"') {
                             i += 2;
-                            if (bl + 1 >= bcap)
-                                b = realloc(b, bcap *= 2);
+                            if (bl + 1 >= bcap) b = realloc(b, bcap *= 2);
                             b[bl++] = '"';
                             continue;
                         }
                         i++;
                         break;
                     }
-                    if (bl + 1 >= bcap)
-                        b = realloc(b, bcap *= 2);
+                    if (bl + 1 >= bcap) b = realloc(b, bcap *= 2);
                     b[bl++] = s[i++];
                 }
                 if (i < len && s[i] != ',' && s[i] != '\n' && s[i] != '\r') {
@@ -143,34 +131,28 @@ static int csv_parse(const char *s, size_t len, table_t *t, size_t *where)
                         free(b);
                         return -1; /* quote inside an unquoted field */
                     }
-                    if (bl + 1 >= bcap)
-                        b = realloc(b, bcap *= 2);
+                    if (bl + 1 >= bcap) b = realloc(b, bcap *= 2);
                     b[bl++] = s[i++];
                 }
             }
             b[bl] = '\0';
-            if (row.n == fcap)
-                row.f = realloc(row.f, (size_t)(fcap = fcap ? fcap * 2 : 16) * sizeof(char *));
+            if (row.n == fcap) row.f = realloc(row.f, (size_t)(fcap = fcap ? fcap * 2 : 16) * sizeof(char *));
             row.f[row.n++] = b;
             if (i < len && s[i] == ',') {
                 i++;
                 continue;
             }
-            if (i < len && s[i] == '\r')
-                i++;
-            if (i < len && s[i] == '\n')
-                i++;
+            if (i < len && s[i] == '\r') i++;
+            if (i < len && s[i] == '\n') i++;
             break;
         }
-        if (t->n == (int)cap)
-            t->rows = realloc(t->rows, (cap *= 2) * sizeof(row_t));
+        if (t->n == (int)cap) t->rows = realloc(t->rows, (cap *= 2) * sizeof(row_t));
         t->rows[t->n++] = row;
     }
     return 0;
 }
 
-static void load(const char *dir, const char *name, table_t *t)
-{
+static void load(const char *dir, const char *name, table_t *t) {
     size_t len, where = 0;
     char *s = slurp(dir, name, &len);
     cr_assert(len > 0 && s[len - 1] == '\n', "%s does not end with a newline", name);
@@ -178,29 +160,26 @@ static void load(const char *dir, const char *name, table_t *t)
     free(s);
 }
 
-static int col(const table_t *t, const char *name)
-{
+static int col(const table_t *t, const char *name) {
     for (int j = 0; j < t->rows[0].n; j++)
-        if (!strcmp(t->rows[0].f[j], name))
-            return j;
+        if (!strcmp(t->rows[0].f[j], name)) return j;
     cr_assert_fail("no column %s", name);
     return -1;
 }
 
-static int64_t parse_ts(const char *s)
-{
+static int64_t parse_ts(const char *s) {
     struct tm tm = {0};
     int n = 0;
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 || n != 20 || s[20])
+    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+               &tm.tm_sec, &n) != 6 ||
+        n != 20 || s[20])
         cr_assert_fail("bad timestamp '%s'", s);
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
     return (int64_t)timegm(&tm);
 }
 
-static int is_date(const char *s)
-{
+static int is_date(const char *s) {
     int y, m, d, n = 0;
     return sscanf(s, "%4d-%2d-%2d%n", &y, &m, &d, &n) == 3 && n == 10 && !s[10];
 }
@@ -212,8 +191,7 @@ typedef struct {
     char outcome[8];
 } deal_t;
 
-static deal_t *deals_of(const table_t *o, int *ndeals)
-{
+static deal_t *deals_of(const table_t *o, int *ndeals) {
     deal_t *d = calloc((size_t)o->n, sizeof(deal_t));
     int n = 0, cid = col(o, "external_id"), cout = col(o, "outcome");
     int ccre = col(o, "created_at"), cclo = col(o, "closed_at");
@@ -231,13 +209,11 @@ static deal_t *deals_of(const table_t *o, int *ndeals)
     return d;
 }
 
-static int cmp_deal(const void *a, const void *b)
-{
+static int cmp_deal(const void *a, const void *b) {
     return strcmp(((const deal_t *)a)->id, ((const deal_t *)b)->id);
 }
 
-static const deal_t *find_deal(const deal_t *d, int n, const char *id)
-{
+static const deal_t *find_deal(const deal_t *d, int n, const char *id) {
     deal_t key;
     snprintf(key.id, sizeof(key.id), "%s", id);
     return bsearch(&key, d, (size_t)n, sizeof(deal_t), cmp_deal);
@@ -249,8 +225,7 @@ static const char *const files[] = {
 
 /* ---- tests ------------------------------------------------------------ */
 
-Test(sim, same_seed_gives_identical_files)
-{
+Test(sim, same_seed_gives_identical_files) {
     char *a = gen(7, 700, "--threads 1");
     char *b = gen(7, 700, "--threads 3");
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
@@ -266,8 +241,7 @@ Test(sim, same_seed_gives_identical_files)
     free(b);
 }
 
-Test(sim, different_seed_gives_different_files)
-{
+Test(sim, different_seed_gives_different_files) {
     char *a = gen(7, 300, NULL);
     char *b = gen(8, 300, NULL);
     size_t la, lb;
@@ -281,8 +255,7 @@ Test(sim, different_seed_gives_different_files)
     free(b);
 }
 
-Test(sim, every_csv_parses_with_the_design_header)
-{
+Test(sim, every_csv_parses_with_the_design_header) {
     static const char *const headers[] = {
         "external_id,name,industry,region,size_band,created_at",
         "external_id,account_external_id,owner_id,product_category,persona,amount,currency,"
@@ -300,17 +273,15 @@ Test(sim, every_csv_parses_with_the_design_header)
         cr_assert(t.n > 1, "%s has no data rows", files[i]);
         char hdr[512] = "";
         for (int j = 0; j < t.rows[0].n; j++) {
-            if (j)
-                strcat(hdr, ",");
+            if (j) strcat(hdr, ",");
             strcat(hdr, t.rows[0].f[j]);
         }
         cr_expect_str_eq(hdr, headers[i], "%s header", files[i]);
         for (int r = 1; r < t.n; r++) {
-            cr_assert_eq(t.rows[r].n, t.rows[0].n, "%s row %d has %d fields, want %d", files[i],
-                         r, t.rows[r].n, t.rows[0].n);
+            cr_assert_eq(t.rows[r].n, t.rows[0].n, "%s row %d has %d fields, want %d", files[i], r,
+                         t.rows[r].n, t.rows[0].n);
             for (int j = 0; j < t.rows[r].n; j++)
-                if (strpbrk(t.rows[r].f[j], ",\"\n"))
-                    quoted_seen++;
+                if (strpbrk(t.rows[r].f[j], ",\"\n")) quoted_seen++;
         }
         table_free(&t);
     }
@@ -319,8 +290,7 @@ Test(sim, every_csv_parses_with_the_design_header)
     free(d);
 }
 
-Test(sim, opportunity_history_is_a_consistent_crm_log)
-{
+Test(sim, opportunity_history_is_a_consistent_crm_log) {
     char *d = gen(11, 800, NULL);
     table_t o;
     load(d, "opportunities.csv", &o);
@@ -347,8 +317,7 @@ Test(sim, opportunity_history_is_a_consistent_crm_log)
             multi++;
             cr_assert(ch >= prev_t, "%s: changed_at goes back in time", f[cid]);
             cr_assert(!prev_closed, "%s: a row after the close", f[cid]);
-            if (strcmp(prev_cd, f[ccd]) != 0)
-                pushes++;
+            if (strcmp(prev_cd, f[ccd]) != 0) pushes++;
         }
         if (is_closed) {
             closed++;
@@ -372,8 +341,7 @@ Test(sim, opportunity_history_is_a_consistent_crm_log)
     free(d);
 }
 
-Test(sim, interactions_and_transcripts_fall_within_the_deal_life)
-{
+Test(sim, interactions_and_transcripts_fall_within_the_deal_life) {
     char *d = gen(5, 800, NULL);
     table_t o, it, tr;
     load(d, "opportunities.csv", &o);
@@ -396,12 +364,10 @@ Test(sim, interactions_and_transcripts_fall_within_the_deal_life)
             int64_t at = parse_ts(f[cocc]);
             cr_assert(at >= dl->created, "%s before its deal was created", f[0]);
             cr_assert(at <= now, "%s after --now", f[0]);
-            if (dl->closed)
-                cr_assert(at <= dl->closed, "%s after its deal closed", f[0]);
+            if (dl->closed) cr_assert(at <= dl->closed, "%s after its deal closed", f[0]);
             if (w == 0) {
                 int ok = 0;
-                for (int k = 0; k < 5; k++)
-                    ok |= !strcmp(f[ctype], types[k]);
+                for (int k = 0; k < 5; k++) ok |= !strcmp(f[ctype], types[k]);
                 cr_assert(ok, "unknown interaction type %s", f[ctype]);
                 cr_assert(f[cmeta][0] == '{', "meta_json is not an object: %s", f[cmeta]);
             }
@@ -418,8 +384,7 @@ Test(sim, interactions_and_transcripts_fall_within_the_deal_life)
     free(d);
 }
 
-Test(sim, truth_rows_only_at_checkpoints_before_the_close)
-{
+Test(sim, truth_rows_only_at_checkpoints_before_the_close) {
     char *d = gen(9, 800, NULL);
     table_t o, t;
     load(d, "opportunities.csv", &o);
@@ -453,8 +418,7 @@ Test(sim, truth_rows_only_at_checkpoints_before_the_close)
     free(d);
 }
 
-Test(sim, outcomes_agree_with_the_truth)
-{
+Test(sim, outcomes_agree_with_the_truth) {
     char *d = gen(13, 3000, NULL);
     table_t o, t;
     load(d, "opportunities.csv", &o);
@@ -474,8 +438,7 @@ Test(sim, outcomes_agree_with_the_truth)
     for (int i = 1; i < t.n; i++) {
         char **f = t.rows[i].f;
         int last = i + 1 == t.n || strcmp(t.rows[i + 1].f[0], f[0]) != 0;
-        if (!last)
-            continue;
+        if (!last) continue;
         if (!strcmp(f[4], "won")) {
             sw += atof(f[3]);
             nw++;
@@ -497,15 +460,14 @@ Test(sim, outcomes_agree_with_the_truth)
     for (int i = 1; i < t.n; i++) {
         char **f = t.rows[i].f;
         const deal_t *dl = find_deal(deals, n, f[0]);
-        if (dl->created >= cutoff || !strcmp(f[4], "open"))
-            continue;
+        if (dl->created >= cutoff || !strcmp(f[4], "open")) continue;
         sp += atof(f[3]);
         wins += !strcmp(f[4], "won");
         rows++;
     }
     cr_assert(rows > 1000);
-    cr_expect(fabs(sp / rows - (double)wins / rows) < 0.04, "mean truth %.3f vs win rate %.3f",
-              sp / rows, (double)wins / rows);
+    cr_expect(fabs(sp / rows - (double)wins / rows) < 0.04, "mean truth %.3f vs win rate %.3f", sp / rows,
+              (double)wins / rows);
     free(deals);
     table_free(&o);
     table_free(&t);
@@ -513,26 +475,22 @@ Test(sim, outcomes_agree_with_the_truth)
     free(d);
 }
 
-Test(sim, transcripts_carry_positive_and_negated_meddicc_cues)
-{
+Test(sim, transcripts_carry_positive_and_negated_meddicc_cues) {
     char *d = gen(17, 800, NULL);
     table_t t;
     load(d, "transcripts.csv", &t);
     static const char *const negated[] = {
-        "haven't identified a champion yet", "no budget yet", "don't know who signs off",
-        "haven't talked to procurement", "no business case yet", "no timeline for a decision",
+        "haven't identified a champion yet", "no budget yet",        "don't know who signs off",
+        "haven't talked to procurement",     "no business case yet", "no timeline for a decision",
     };
     int neg = 0, champion = 0, multiline = 0;
     int ctext = col(&t, "text");
     for (int i = 1; i < t.n; i++) {
         const char *x = t.rows[i].f[ctext];
         for (size_t k = 0; k < sizeof(negated) / sizeof(negated[0]); k++)
-            if (strcasestr(x, negated[k]))
-                neg++;
-        if (strstr(x, "is our champion") || strstr(x, "internal advocate"))
-            champion++;
-        if (strchr(x, '\n'))
-            multiline++;
+            if (strcasestr(x, negated[k])) neg++;
+        if (strstr(x, "is our champion") || strstr(x, "internal advocate")) champion++;
+        if (strchr(x, '\n')) multiline++;
     }
     cr_expect(neg > 10, "only %d negated MEDDICC sentences", neg);
     cr_expect(champion > 5, "only %d champion mentions", champion);
@@ -542,8 +500,7 @@ Test(sim, transcripts_carry_positive_and_negated_meddicc_cues)
     free(d);
 }
 
-Test(sim, orgs_get_their_own_directories)
-{
+Test(sim, orgs_get_their_own_directories) {
     char *d = gen(21, 200, "--orgs 2");
     size_t l1, l2;
     char *a = slurp(d, "org1/opportunities.csv", &l1);
@@ -555,8 +512,7 @@ Test(sim, orgs_get_their_own_directories)
     free(d);
 }
 
-Test(sim, bad_usage_exits_2_with_one_line_naming_the_option)
-{
+Test(sim, bad_usage_exits_2_with_one_line_naming_the_option) {
     char *d = tmpdir_new();
     char err[512], args[1024];
     snprintf(err, sizeof(err), "%s/err.txt", d);
@@ -574,8 +530,8 @@ Test(sim, bad_usage_exits_2_with_one_line_naming_the_option)
         snprintf(args, sizeof(args), "%s", cases[i].args);
         cr_expect_eq(run_sim(args, err), 2, "'%s' should exit 2", args);
         char *msg = slurp(d, "err.txt", NULL);
-        cr_expect(strstr(msg, cases[i].needle) != NULL, "'%s': message '%s' lacks %s", args,
-                  msg, cases[i].needle);
+        cr_expect(strstr(msg, cases[i].needle) != NULL, "'%s': message '%s' lacks %s", args, msg,
+                  cases[i].needle);
         char *nl = strchr(msg, '\n');
         cr_expect(nl && nl[1] == '\0', "'%s': message is not one line: %s", args, msg);
         free(msg);
@@ -600,25 +556,25 @@ typedef struct {
     int fd;
 } conn_arg_t;
 
-static void *serve_conn(void *arg)
-{
+static void *serve_conn(void *arg) {
     conn_arg_t *ca = arg;
     listener_t *l = ca->l;
     int fd = ca->fd;
     free(ca);
     static const char *const paths[4] = {
-        "/v1/accounts", "/v1/opportunities", "/v1/interactions", "/v1/transcripts",
+        "/v1/accounts",
+        "/v1/opportunities",
+        "/v1/interactions",
+        "/v1/transcripts",
     };
     size_t cap = 1 << 20, len = 0;
     char *buf = malloc(cap);
     for (;;) {
         char *hend;
         while (!(len > 0 && (hend = memmem(buf, len, "\r\n\r\n", 4)))) {
-            if (len + 4096 > cap)
-                buf = realloc(buf, cap *= 2);
+            if (len + 4096 > cap) buf = realloc(buf, cap *= 2);
             ssize_t r = recv(fd, buf + len, cap - len, 0);
-            if (r <= 0)
-                goto done;
+            if (r <= 0) goto done;
             len += (size_t)r;
         }
         size_t hl = (size_t)(hend - buf) + 4;
@@ -626,19 +582,16 @@ static void *serve_conn(void *arg)
         char *cl = strcasestr(buf, "content-length:");
         size_t blen = cl ? (size_t)strtol(cl + 15, NULL, 10) : 0;
         while (len < hl + blen) {
-            if (hl + blen > cap)
-                buf = realloc(buf, cap = hl + blen + 4096);
+            if (hl + blen > cap) buf = realloc(buf, cap = hl + blen + 4096);
             ssize_t r = recv(fd, buf + len, cap - len, 0);
-            if (r <= 0)
-                goto done;
+            if (r <= 0) goto done;
             len += (size_t)r;
         }
         int path = -1;
         for (int i = 0; i < 4; i++) {
             char want[64];
             snprintf(want, sizeof(want), "POST %s HTTP/1.1\r\n", paths[i]);
-            if (!strncmp(buf, want, strlen(want)))
-                path = i;
+            if (!strncmp(buf, want, strlen(want))) path = i;
         }
         int auth = strstr(buf, "\r\nAuthorization: Bearer s3cret\r\n") != NULL;
         json_error_t jerr;
@@ -648,10 +601,8 @@ static void *serve_conn(void *arg)
         size_t idx;
         json_t *rec;
         json_array_foreach(body, idx, rec) {
-            if (!json_is_object(rec) || !json_is_string(json_object_get(rec, "external_id")))
-                ok_body = 0;
-            if (json_is_object(json_object_get(rec, "meta")))
-                metas++;
+            if (!json_is_object(rec) || !json_is_string(json_object_get(rec, "external_id"))) ok_body = 0;
+            if (json_is_object(json_object_get(rec, "meta"))) metas++;
             nrec++;
         }
         json_decref(body);
@@ -661,12 +612,10 @@ static void *serve_conn(void *arg)
         l->bad_body += !ok_body || path < 0;
         l->records += nrec;
         l->meta_objects += metas;
-        if (path >= 0)
-            l->by_path[path]++;
+        if (path >= 0) l->by_path[path]++;
         pthread_mutex_unlock(&l->mu);
         static const char resp[] = "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n";
-        if (send(fd, resp, sizeof(resp) - 1, MSG_NOSIGNAL) < 0)
-            break;
+        if (send(fd, resp, sizeof(resp) - 1, MSG_NOSIGNAL) < 0) break;
         memmove(buf, buf + hl + blen, len - hl - blen);
         len -= hl + blen;
     }
@@ -676,13 +625,11 @@ done:
     return NULL;
 }
 
-static void *accept_loop(void *arg)
-{
+static void *accept_loop(void *arg) {
     listener_t *l = arg;
     for (;;) {
         int fd = accept(l->lfd, NULL, NULL);
-        if (fd < 0)
-            return NULL;
+        if (fd < 0) return NULL;
         conn_arg_t *ca = malloc(sizeof(*ca));
         ca->l = l;
         ca->fd = fd;
@@ -692,8 +639,7 @@ static void *accept_loop(void *arg)
     }
 }
 
-static void stream_run(int batch)
-{
+static void stream_run(int batch) {
     static listener_t l;
     pthread_mutex_init(&l.mu, NULL);
     l.lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -716,27 +662,19 @@ static void stream_run(int batch)
     cr_expect_eq(l.bad_auth, 0);
     cr_expect_eq(l.bad_body, 0, "%d requests with a bad path or body", l.bad_body);
     cr_expect(l.by_path[0] > 0 && l.by_path[1] > 0 && l.by_path[2] > 0 && l.by_path[3] > 0,
-              "requests by path %d %d %d %d", l.by_path[0], l.by_path[1], l.by_path[2],
-              l.by_path[3]);
+              "requests by path %d %d %d %d", l.by_path[0], l.by_path[1], l.by_path[2], l.by_path[3]);
     cr_expect(l.meta_objects > 0, "interactions carry no meta object");
     pthread_mutex_unlock(&l.mu);
     close(l.lfd);
 }
 
-Test(sim, stream_posts_json_arrays_to_the_webhooks)
-{
-    stream_run(25);
-}
+Test(sim, stream_posts_json_arrays_to_the_webhooks) { stream_run(25); }
 
 /* Regression: a batch smaller than a deal's records split it across many
  * requests, and the batch list moved under a pointer to its open batch. */
-Test(sim, stream_splits_deals_larger_than_a_batch)
-{
-    stream_run(3);
-}
+Test(sim, stream_splits_deals_larger_than_a_batch) { stream_run(3); }
 
-Test(sim, stream_reports_an_unreachable_server)
-{
+Test(sim, stream_reports_an_unreachable_server) {
     char *d = tmpdir_new();
     char err[512];
     snprintf(err, sizeof(err), "%s/err.txt", d);

@@ -40,8 +40,8 @@ static void make_data(size_t n, size_t nf, double nan_rate, uint64_t seed, float
             float f = row[(size_t)k % nf];
             v[k] = isnan(f) ? 0.5 : f;
         }
-        double z = sin(2 * v[0]) + (v[1] > 4 ? 1.0 : -0.5) * (v[2] > 0.5 ? 1.5 : -0.7) -
-                   0.6 * v[0] * v[3] + 0.1 * (v[1] - 5);
+        double z = sin(2 * v[0]) + (v[1] > 4 ? 1.0 : -0.5) * (v[2] > 0.5 ? 1.5 : -0.7) - 0.6 * v[0] * v[3] +
+                   0.1 * (v[1] - 5);
         if (nf > 5 && !isnan(row[5])) z += 0.4 * row[5];
         y[i] = rng_u(&r) < 1 / (1 + exp(-z)) ? 1.0f : 0.0f;
     }
@@ -69,8 +69,7 @@ typedef struct {
 
 /* Trains through XGBoost's C API and returns the model's JSON (caller
  * frees), feature names included so ds_model_load takes it. */
-static char *train_json(const train_t *t, const float *x, const float *y, size_t n, size_t nf,
-                        size_t *len) {
+static char *train_json(const train_t *t, const float *x, const float *y, size_t n, size_t nf, size_t *len) {
     DMatrixHandle dm;
     BoosterHandle bst;
     cr_assert_eq(XGDMatrixCreateFromMat(x, n, nf, NAN, &dm), 0);
@@ -109,16 +108,15 @@ static char *train_json(const train_t *t, const float *x, const float *y, size_t
  * n_thr splits of the model, a random row put exactly on the split's
  * threshold and one just below it. Returns the row count; *out is freed by
  * the caller. */
-static size_t make_eval_rows(const char *json, size_t nf, size_t n_random, size_t n_thr,
-                             uint64_t seed, float **out) {
+static size_t make_eval_rows(const char *json, size_t nf, size_t n_random, size_t n_thr, uint64_t seed,
+                             float **out) {
     float *x = malloc((n_random + 2 * n_thr) * nf * sizeof *x), *y = malloc(n_random * sizeof *y);
     make_data(n_random, nf, 0.15, seed, x, y);
     free(y);
     json_t *root = json_loads(json, 0, NULL);
     cr_assert(root);
     json_t *trees = json_object_get(
-        json_object_get(json_object_get(json_object_get(root, "learner"), "gradient_booster"),
-                        "model"),
+        json_object_get(json_object_get(json_object_get(root, "learner"), "gradient_booster"), "model"),
         "trees");
     size_t n = n_random, ti;
     json_t *tree;
@@ -127,8 +125,8 @@ static size_t make_eval_rows(const char *json, size_t nf, size_t n_random, size_
         for (size_t i = 0; i < json_array_size(lc) && n + 2 <= n_random + 2 * n_thr; i++) {
             if (json_integer_value(json_array_get(lc, i)) < 0) continue;
             size_t f = (size_t)json_integer_value(json_array_get(json_object_get(tree, "split_indices"), i));
-            float thr = (float)json_number_value(
-                json_array_get(json_object_get(tree, "split_conditions"), i));
+            float thr =
+                (float)json_number_value(json_array_get(json_object_get(tree, "split_conditions"), i));
             for (int k = 0; k < 2; k++) {
                 float *row = x + n * nf;
                 memcpy(row, x + ((n * 7919) % n_random) * nf, nf * sizeof *row);
@@ -153,8 +151,8 @@ static void track(double *worst, double d) {
 /* Our engine (through the model layer, and directly with table_bits) against
  * XGBoost on rows x: every contribution within TOL of XGBoost's, the bias
  * included, and each row's contributions summing to the margin. */
-static worst_t check_against_xgboost(const char *json, size_t len, const float *x, size_t n,
-                                     size_t nf, int table_bits) {
+static worst_t check_against_xgboost(const char *json, size_t len, const float *x, size_t n, size_t nf,
+                                     int table_bits) {
     ds_model_t *m = NULL;
     char err[512] = "";
     cr_assert_eq(ds_model_load(json, len, 1, &m, err, sizeof err), 0, "%s", err);
@@ -179,18 +177,16 @@ static worst_t check_against_xgboost(const char *json, size_t len, const float *
             track(&w.contrib, fabs(a - b));
             track(&w.contrib, fabs(a - c));
             cr_assert(fabs(a - b) <= TOL && fabs(a - c) <= TOL,
-                      "row %zu column %zu: XGBoost %.9g, ours %.9g, table_bits %d %.9g", r, j, a,
-                      b, table_bits, c);
+                      "row %zu column %zu: XGBoost %.9g, ours %.9g, table_bits %d %.9g", r, j, a, b,
+                      table_bits, c);
             sum += b;
         }
         track(&w.margin_ours, fabs(mo[r] - mx[r]));
         track(&w.sum, fabs(sum - mo[r]));
         track(&w.margin_xgb, fabs(sum - mx[r]));
-        cr_assert(fabs(mo[r] - mx[r]) <= TOL, "row %zu: margin %.9g, XGBoost's %.9g", r, mo[r],
-                  mx[r]);
+        cr_assert(fabs(mo[r] - mx[r]) <= TOL, "row %zu: margin %.9g, XGBoost's %.9g", r, mo[r], mx[r]);
         cr_assert(fabs(sum - mo[r]) <= TOL && fabs(sum - mx[r]) <= TOL,
-                  "row %zu: contributions sum to %.9g, margin %.9g (XGBoost %.9g)", r, sum, mo[r],
-                  mx[r]);
+                  "row %zu: contributions sum to %.9g, margin %.9g (XGBoost %.9g)", r, sum, mo[r], mx[r]);
     }
     ds_treeshap_destroy(ts);
     ds_model_destroy(m);
@@ -223,8 +219,7 @@ static char *run_case(const train_t *t, size_t nf, uint64_t seed) {
     cr_assert(with_nan > n / 4, "too few rows with missing values: %zu of %zu", with_nan, n);
     ds_treeshap_t *ts = NULL;
     char err[256];
-    cr_assert_eq(ds_treeshap_new(json, len, DS_TREESHAP_TABLE_BITS, &ts, err, sizeof err), 0, "%s",
-                 err);
+    cr_assert_eq(ds_treeshap_new(json, len, DS_TREESHAP_TABLE_BITS, &ts, err, sizeof err), 0, "%s", err);
     ds_treeshap_stats_t st;
     ds_treeshap_stats(ts, &st);
     ds_treeshap_destroy(ts);
@@ -234,8 +229,8 @@ static char *run_case(const train_t *t, size_t nf, uint64_t seed) {
     cr_log_info("%d trees depth %d (%s, max path %d, %zu leaves, %zu tabled), %zu features, "
                 "base_score %g, %zu rows: max |ours - XGBoost| %.2g (per-row path %.2g), margin "
                 "%.2g, |sum - margin| %.2g",
-                t->trees, t->depth, t->tree_method, st.max_depth, st.n_leaves, st.n_table_leaves,
-                nf, t->base_score, n, a.contrib, b.contrib, a.margin_ours, a.sum);
+                t->trees, t->depth, t->tree_method, st.max_depth, st.n_leaves, st.n_table_leaves, nf,
+                t->base_score, n, a.contrib, b.contrib, a.margin_ours, a.sum);
     free(ev);
     free(x);
     free(y);
@@ -245,8 +240,8 @@ static char *run_case(const train_t *t, size_t nf, uint64_t seed) {
 Test(treeshap, depth4_matches_xgboost) {
     size_t nfs[] = {3, 8, 30};
     for (size_t i = 0; i < DS_ARRAY_SIZE(nfs); i++) {
-        train_t t = {.depth = 4, .trees = 60, .base_score = 0.3, .tree_method = "hist",
-                     .min_child_weight = 1};
+        train_t t = {
+            .depth = 4, .trees = 60, .base_score = 0.3, .tree_method = "hist", .min_child_weight = 1};
         free(run_case(&t, nfs[i], 100 + i));
     }
 }
@@ -254,8 +249,8 @@ Test(treeshap, depth4_matches_xgboost) {
 Test(treeshap, depth6_matches_xgboost) {
     size_t nfs[] = {3, 8, 30};
     for (size_t i = 0; i < DS_ARRAY_SIZE(nfs); i++) {
-        train_t t = {.depth = 6, .trees = 80, .base_score = 0.72, .tree_method = "hist",
-                     .min_child_weight = 0.5};
+        train_t t = {
+            .depth = 6, .trees = 80, .base_score = 0.72, .tree_method = "hist", .min_child_weight = 0.5};
         free(run_case(&t, nfs[i], 200 + i));
     }
 }
@@ -264,20 +259,23 @@ Test(treeshap, exact_splits_match_xgboost) {
     /* tree_method exact splits halfway between data values; small covers
      * with min_child_weight 0; gamma makes the pruner delete nodes, which
      * stay in the arrays, unreachable. */
-    train_t t = {.depth = 6, .trees = 40, .base_score = 0.2, .tree_method = "exact",
-                 .min_child_weight = 0, .gamma = 0.5};
+    train_t t = {.depth = 6,
+                 .trees = 40,
+                 .base_score = 0.2,
+                 .tree_method = "exact",
+                 .min_child_weight = 0,
+                 .gamma = 0.5};
     char *json = run_case(&t, 8, 300);
     json_t *root = json_loads(json, 0, NULL);
     json_t *trees = json_object_get(
-        json_object_get(json_object_get(json_object_get(root, "learner"), "gradient_booster"),
-                        "model"),
+        json_object_get(json_object_get(json_object_get(root, "learner"), "gradient_booster"), "model"),
         "trees");
     long deleted = 0;
     size_t ti;
     json_t *tree;
     json_array_foreach(trees, ti, tree) {
-        deleted += atol(json_string_value(
-            json_object_get(json_object_get(tree, "tree_param"), "num_deleted")));
+        deleted +=
+            atol(json_string_value(json_object_get(json_object_get(tree, "tree_param"), "num_deleted")));
     }
     cr_assert(deleted > 0, "no tree has deleted nodes");
     cr_log_info("%ld deleted nodes", deleted);
@@ -288,8 +286,7 @@ Test(treeshap, exact_splits_match_xgboost) {
 Test(treeshap, deep_trees_match_xgboost) {
     /* Depth 10 paths: some leaves beyond the default table size go per
      * row even with tables on. */
-    train_t t = {.depth = 12, .trees = 15, .base_score = 0.55, .tree_method = "hist",
-                 .min_child_weight = 0};
+    train_t t = {.depth = 12, .trees = 15, .base_score = 0.55, .tree_method = "hist", .min_child_weight = 0};
     free(run_case(&t, 30, 400));
 }
 
@@ -297,14 +294,12 @@ Test(treeshap, single_row_equals_batch) {
     size_t nf = 8, n_train = 1000;
     float *x = malloc(n_train * nf * sizeof *x), *y = malloc(n_train * sizeof *y);
     make_data(n_train, nf, 0.15, 5, x, y);
-    train_t t = {.depth = 6, .trees = 30, .base_score = 0.4, .tree_method = "hist",
-                 .min_child_weight = 1};
+    train_t t = {.depth = 6, .trees = 30, .base_score = 0.4, .tree_method = "hist", .min_child_weight = 1};
     size_t len;
     char *json = train_json(&t, x, y, n_train, nf, &len);
     ds_treeshap_t *ts = NULL;
     char err[256];
-    cr_assert_eq(ds_treeshap_new(json, len, DS_TREESHAP_TABLE_BITS, &ts, err, sizeof err), 0, "%s",
-                 err);
+    cr_assert_eq(ds_treeshap_new(json, len, DS_TREESHAP_TABLE_BITS, &ts, err, sizeof err), 0, "%s", err);
     size_t n = 100, stride = nf + 1;
     float *batch = malloc(n * stride * sizeof *batch), one[9];
     double *margin = malloc(n * sizeof *margin), m1;
@@ -339,15 +334,14 @@ static char *model_json(const char *trees, int nf, const char *base_score) {
 Test(treeshap, stump_hand_computed) {
     /* x0 < 1 (missing: right) -> 0.5 with cover 3, else -1 with cover 1.
      * E = (3 * 0.5 - 1) / 4 = 0.125; phi_0 = f(x) - E. */
-    const char *tree =
-        "{\"left_children\":[1,-1,-1],\"right_children\":[2,-1,-1],\"split_indices\":[0,0,0],"
-        "\"split_conditions\":[1.0,0.5,-1.0],\"default_left\":[0,0,0],"
-        "\"sum_hessian\":[4.0,3.0,1.0]}";
+    const char *tree = "{\"left_children\":[1,-1,-1],\"right_children\":[2,-1,-1],\"split_indices\":[0,0,0],"
+                       "\"split_conditions\":[1.0,0.5,-1.0],\"default_left\":[0,0,0],"
+                       "\"sum_hessian\":[4.0,3.0,1.0]}";
     char *json = model_json(tree, 2, "5E-1");
     ds_treeshap_t *ts = NULL;
     char err[256];
-    cr_assert_eq(ds_treeshap_new(json, strlen(json), DS_TREESHAP_TABLE_BITS, &ts, err, sizeof err),
-                 0, "%s", err);
+    cr_assert_eq(ds_treeshap_new(json, strlen(json), DS_TREESHAP_TABLE_BITS, &ts, err, sizeof err), 0, "%s",
+                 err);
     cr_assert_float_eq(ds_treeshap_bias(ts), 0.125, 1e-12);
     float x[4 * 2] = {0.5f, 7, 1.0f, 7, NAN, NAN, 0.99999994f, 0};
     float c[4 * 3];
@@ -365,8 +359,8 @@ Test(treeshap, stump_hand_computed) {
     free(json);
     /* XGBoost 2 writes base_score as a vector. */
     json = model_json(tree, 2, "[5E-1]");
-    cr_assert_eq(ds_treeshap_new(json, strlen(json), DS_TREESHAP_TABLE_BITS, &ts, err, sizeof err),
-                 0, "%s", err);
+    cr_assert_eq(ds_treeshap_new(json, strlen(json), DS_TREESHAP_TABLE_BITS, &ts, err, sizeof err), 0, "%s",
+                 err);
     cr_assert_float_eq(ds_treeshap_bias(ts), 0.125, 1e-12);
     ds_treeshap_destroy(ts);
     free(json);
@@ -375,9 +369,8 @@ Test(treeshap, stump_hand_computed) {
 /* Shapley values by brute force over coalitions, for the path-dependent
  * game v(S) = sum over leaves of value * prod over the path's splits of
  * (feature in S ? [row goes that way] : cover ratio). */
-static double game(const int *lc, const int *rc, const int *fi, const float *thr,
-                   const int *dl, const double *hess, const float *val, int node,
-                   const float *x, unsigned S) {
+static double game(const int *lc, const int *rc, const int *fi, const float *thr, const int *dl,
+                   const double *hess, const float *val, int node, const float *x, unsigned S) {
     if (lc[node] < 0) return val[node];
     int f = fi[node];
     if (S & (1u << f)) {
@@ -404,12 +397,11 @@ Test(treeshap, repeated_features_and_zero_cover_match_brute_force) {
     const int nf = 3;
     char tree[2048];
     size_t off = 0;
-#define ARR(name, fmt, a)                                                                         \
-    do {                                                                                          \
-        off += (size_t)snprintf(tree + off, sizeof tree - off, "\"%s\":[", name);                 \
-        for (int i = 0; i < 9; i++)                                                               \
-            off += (size_t)snprintf(tree + off, sizeof tree - off, fmt "%s", a[i],                \
-                                    i < 8 ? "," : "],");                                          \
+#define ARR(name, fmt, a)                                                                                    \
+    do {                                                                                                     \
+        off += (size_t)snprintf(tree + off, sizeof tree - off, "\"%s\":[", name);                            \
+        for (int i = 0; i < 9; i++)                                                                          \
+            off += (size_t)snprintf(tree + off, sizeof tree - off, fmt "%s", a[i], i < 8 ? "," : "],");      \
     } while (0)
     off += (size_t)snprintf(tree + off, sizeof tree - off, "{");
     ARR("left_children", "%d", lc);
@@ -424,9 +416,9 @@ Test(treeshap, repeated_features_and_zero_cover_match_brute_force) {
     ds_treeshap_t *ts[2] = {NULL, NULL};
     char err[256];
     for (int k = 0; k < 2; k++)
-        cr_assert_eq(ds_treeshap_new(json, strlen(json), k ? 0 : DS_TREESHAP_TABLE_BITS, &ts[k],
-                                     err, sizeof err),
-                     0, "%s", err);
+        cr_assert_eq(
+            ds_treeshap_new(json, strlen(json), k ? 0 : DS_TREESHAP_TABLE_BITS, &ts[k], err, sizeof err), 0,
+            "%s", err);
     ds_treeshap_stats_t st;
     ds_treeshap_stats(ts[0], &st);
     cr_assert_eq(st.n_leaves, 5);
@@ -461,8 +453,8 @@ Test(treeshap, repeated_features_and_zero_cover_match_brute_force) {
             cr_assert_float_eq(mg, base + full, 1e-9);
             cr_assert_float_eq(c[3], base + e, 1e-6);
             for (int i = 0; i < nf; i++)
-                cr_assert_float_eq(c[i], want[i], 1e-6, "x (%g, %g, %g) feature %d: %.9g vs %.9g",
-                                   x[0], x[1], x[2], i, c[i], want[i]);
+                cr_assert_float_eq(c[i], want[i], 1e-6, "x (%g, %g, %g) feature %d: %.9g vs %.9g", x[0], x[1],
+                                   x[2], i, c[i], want[i]);
         }
     }
     ds_treeshap_destroy(ts[0]);
@@ -475,18 +467,16 @@ Test(treeshap, refuses_what_it_cannot_explain) {
     ds_treeshap_t *ts = NULL;
     cr_assert_eq(ds_treeshap_new("{", 1, 10, &ts, err, sizeof err), DS_EINVAL);
     cr_assert(ts == NULL && err[0]);
-    const char *stump =
-        "{\"left_children\":[1,-1,-1],\"right_children\":[2,-1,-1],\"split_indices\":[5,0,0],"
-        "\"split_conditions\":[1.0,0.5,-1.0],\"default_left\":[0,0,0],"
-        "\"sum_hessian\":[4.0,3.0,1.0]}";
+    const char *stump = "{\"left_children\":[1,-1,-1],\"right_children\":[2,-1,-1],\"split_indices\":[5,0,0],"
+                        "\"split_conditions\":[1.0,0.5,-1.0],\"default_left\":[0,0,0],"
+                        "\"sum_hessian\":[4.0,3.0,1.0]}";
     char *json = model_json(stump, 2, "5E-1");
     cr_assert_eq(ds_treeshap_new(json, strlen(json), 10, &ts, err, sizeof err), DS_EINVAL);
     cr_assert(strstr(err, "split feature 5"), "%s", err);
     free(json);
-    const char *cycle =
-        "{\"left_children\":[1,2,-1],\"right_children\":[2,2,-1],\"split_indices\":[0,0,0],"
-        "\"split_conditions\":[1.0,0.5,-1.0],\"default_left\":[0,0,0],"
-        "\"sum_hessian\":[4.0,3.0,1.0]}";
+    const char *cycle = "{\"left_children\":[1,2,-1],\"right_children\":[2,2,-1],\"split_indices\":[0,0,0],"
+                        "\"split_conditions\":[1.0,0.5,-1.0],\"default_left\":[0,0,0],"
+                        "\"sum_hessian\":[4.0,3.0,1.0]}";
     json = model_json(cycle, 2, "5E-1");
     cr_assert_eq(ds_treeshap_new(json, strlen(json), 10, &ts, err, sizeof err), DS_EINVAL);
     free(json);
@@ -496,8 +486,12 @@ Test(treeshap, refuses_what_it_cannot_explain) {
     size_t nf = 4, n = 300;
     float *x = malloc(n * nf * sizeof *x), *y = malloc(n * sizeof *y);
     make_data(n, nf, 0.1, 9, x, y);
-    train_t t = {.depth = 3, .trees = 5, .base_score = 0.5, .tree_method = "hist",
-                 .booster = "dart", .min_child_weight = 1};
+    train_t t = {.depth = 3,
+                 .trees = 5,
+                 .base_score = 0.5,
+                 .tree_method = "hist",
+                 .booster = "dart",
+                 .min_child_weight = 1};
     size_t len;
     json = train_json(&t, x, y, n, nf, &len);
     cr_assert_eq(ds_treeshap_new(json, len, 10, &ts, err, sizeof err), DS_EINVAL);

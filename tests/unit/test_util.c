@@ -24,8 +24,14 @@ Test(util, parses_iso8601_with_zone) {
 
 Test(util, rejects_bad_times) {
     int64_t us;
-    const char *bad[] = {"2026-11-26T03:14:40", "2026-13-01", "2025-02-29", "2026-11-26T25:00:00Z",
-                         "yesterday", "", "2026-11-26Z", "2026-11-26T03:14:40Zjunk",
+    const char *bad[] = {"2026-11-26T03:14:40",
+                         "2026-13-01",
+                         "2025-02-29",
+                         "2026-11-26T25:00:00Z",
+                         "yesterday",
+                         "",
+                         "2026-11-26Z",
+                         "2026-11-26T03:14:40Zjunk",
                          "2026-11-26T03:14:40.Z"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert_eq(ds_parse_time_us(bad[i], &us), DS_EINVAL, "accepted %s", bad[i]);
@@ -100,11 +106,34 @@ static void expect_fmt(double v, int prec) {
 }
 
 Test(util, fmt_g_matches_snprintf) {
-    static const double fixed[] = {0.0,       -0.0,     1.0,        -1.0,       0.5,       0.1,
-                                   1e-5,      1e-4,     9.9999999995e-5, 99999.99999, 123456789.0,
-                                   1234567890.0, 1e15,  9.999999999e14, 1e-14,  1e-15,    0.30000000000000004,
-                                   2.5,       3.5,      1.0 / 3.0,  2.0 / 3.0, 1e21,      -7.25e-9,
-                                   INFINITY,  -INFINITY, NAN,       5e-324,    1.7976931348623157e308};
+    static const double fixed[] = {0.0,
+                                   -0.0,
+                                   1.0,
+                                   -1.0,
+                                   0.5,
+                                   0.1,
+                                   1e-5,
+                                   1e-4,
+                                   9.9999999995e-5,
+                                   99999.99999,
+                                   123456789.0,
+                                   1234567890.0,
+                                   1e15,
+                                   9.999999999e14,
+                                   1e-14,
+                                   1e-15,
+                                   0.30000000000000004,
+                                   2.5,
+                                   3.5,
+                                   1.0 / 3.0,
+                                   2.0 / 3.0,
+                                   1e21,
+                                   -7.25e-9,
+                                   INFINITY,
+                                   -INFINITY,
+                                   NAN,
+                                   5e-324,
+                                   1.7976931348623157e308};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         for (int prec = 1; prec <= 17; prec++) expect_fmt(fixed[i], prec);
     /* Random doubles and floats (the contributions) over the exponents a
@@ -115,7 +144,7 @@ Test(util, fmt_g_matches_snprintf) {
         x ^= x >> 7;
         x ^= x << 17;
         double mant = (double)(x >> 11) / 9007199254740992.0; /* [0, 1) */
-        int e = (int)(x % 70) - 50;                          /* 2^-50 .. 2^19 */
+        int e = (int)(x % 70) - 50;                           /* 2^-50 .. 2^19 */
         double v = ldexp(mant + 0.5, e) * ((x >> 7) & 1 ? -1 : 1);
         expect_fmt(v, 17);
         expect_fmt(v, 9);
@@ -160,12 +189,14 @@ Test(util, uuidset_matches_a_reference) {
         }
         if (op % 1000 == 0 || op == OPS - 1) {
             cr_assert_eq(s.n, n);
-            for (int j = 0; j < KEYS; j++) cr_assert_eq(ds_uuidset_has(&s, ids[j]), in[j], "op %d key %d", op, j);
+            for (int j = 0; j < KEYS; j++)
+                cr_assert_eq(ds_uuidset_has(&s, ids[j]), in[j], "op %d key %d", op, j);
         }
     }
     /* Upper case is the same UUID. */
     char up[37];
-    for (int i = 0; i < 37; i++) up[i] = (char)(ids[0][i] >= 'a' && ids[0][i] <= 'f' ? ids[0][i] - 32 : ids[0][i]);
+    for (int i = 0; i < 37; i++)
+        up[i] = (char)(ids[0][i] >= 'a' && ids[0][i] <= 'f' ? ids[0][i] - 32 : ids[0][i]);
     cr_expect_eq(ds_uuidset_has(&s, up), in[0]);
     ds_uuidset_clear(&s);
     cr_expect_eq(s.n, 0);
@@ -191,7 +222,7 @@ Test(util, days_from_civil_and_back) {
         int64_t y;
         unsigned m, d;
         int64_t days;
-    } known[] = {{1970, 1, 1, 0},       {1969, 12, 31, -1},     {2000, 2, 29, 11016}, {2000, 3, 1, 11017},
+    } known[] = {{1970, 1, 1, 0},      {1969, 12, 31, -1}, {2000, 2, 29, 11016},   {2000, 3, 1, 11017},
                  {2026, 11, 1, 20758}, {1, 1, 1, -719162}, {9999, 12, 31, 2932896}};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
         cr_expect_eq(ds_days_from_civil(known[i].y, known[i].m, known[i].d), known[i].days, "case %zu", i);

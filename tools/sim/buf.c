@@ -5,13 +5,10 @@
 
 #include "base/common.h"
 
-void buf_put_fixed(ds_sb_t *b, double v, int decimals)
-{
+void buf_put_fixed(ds_sb_t *b, double v, int decimals) {
     static const double pow10[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
-    if (decimals < 0)
-        decimals = 0;
-    if (decimals > 9)
-        decimals = 9;
+    if (decimals < 0) decimals = 0;
+    if (decimals > 9) decimals = 9;
     if (v < 0) {
         ds_sb_putc(b, '-');
         v = -v;
@@ -31,20 +28,17 @@ void buf_put_fixed(ds_sb_t *b, double v, int decimals)
     }
 }
 
-static void put2(char *p, unsigned v)
-{
+static void put2(char *p, unsigned v) {
     p[0] = (char)('0' + v / 10);
     p[1] = (char)('0' + v % 10);
 }
 
-static int64_t floordiv(int64_t a, int64_t b)
-{
+static int64_t floordiv(int64_t a, int64_t b) {
     int64_t q = a / b;
     return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
 
-static void fmt_date(char *p, int64_t t)
-{
+static void fmt_date(char *p, int64_t t) {
     int64_t y;
     unsigned m, d;
     ds_civil_from_days(floordiv(t, 86400), &y, &m, &d);
@@ -58,16 +52,14 @@ static void fmt_date(char *p, int64_t t)
     put2(p + 8, d);
 }
 
-void buf_put_date(ds_sb_t *b, int64_t t)
-{
+void buf_put_date(ds_sb_t *b, int64_t t) {
     ds_sb_reserve(b, 10);
     fmt_date(b->p + b->len, t);
     b->len += 10;
     b->p[b->len] = '\0';
 }
 
-void buf_put_time(ds_sb_t *b, int64_t t)
-{
+void buf_put_time(ds_sb_t *b, int64_t t) {
     ds_sb_reserve(b, 20);
     char *p = b->p + b->len;
     fmt_date(p, t);
@@ -83,8 +75,7 @@ void buf_put_time(ds_sb_t *b, int64_t t)
     b->len += 20;
 }
 
-void buf_put_csv(ds_sb_t *b, const char *s, size_t n)
-{
+void buf_put_csv(ds_sb_t *b, const char *s, size_t n) {
     int quote = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -102,8 +93,7 @@ void buf_put_csv(ds_sb_t *b, const char *s, size_t n)
     char *p = b->p + b->len;
     *p++ = '"';
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '"')
-            *p++ = '"';
+        if (s[i] == '"') *p++ = '"';
         *p++ = s[i];
     }
     *p++ = '"';

@@ -18,32 +18,22 @@ static const char *const headers[SIM_F_COUNT] = {
     "opportunity_external_id,checkpoint_day,as_of,true_proba,outcome\n",
 };
 
-void sim_bufset_init(sim_bufset_t *bs)
-{
-    for (int i = 0; i < SIM_F_COUNT; i++)
-        bs->b[i] = (ds_sb_t){0};
+void sim_bufset_init(sim_bufset_t *bs) {
+    for (int i = 0; i < SIM_F_COUNT; i++) bs->b[i] = (ds_sb_t){0};
     memset(&bs->st, 0, sizeof(bs->st));
 }
 
-void sim_bufset_close(sim_bufset_t *bs)
-{
-    for (int i = 0; i < SIM_F_COUNT; i++)
-        ds_sb_free(&bs->b[i]);
+void sim_bufset_close(sim_bufset_t *bs) {
+    for (int i = 0; i < SIM_F_COUNT; i++) ds_sb_free(&bs->b[i]);
 }
 
-void sim_csv_headers(sim_bufset_t *bs)
-{
-    for (int i = 0; i < SIM_F_COUNT; i++)
-        ds_sb_puts(&bs->b[i], headers[i]);
+void sim_csv_headers(sim_bufset_t *bs) {
+    for (int i = 0; i < SIM_F_COUNT; i++) ds_sb_puts(&bs->b[i], headers[i]);
 }
 
-static void csv_str(ds_sb_t *b, const char *s)
-{
-    buf_put_csv(b, s, strlen(s));
-}
+static void csv_str(ds_sb_t *b, const char *s) { buf_put_csv(b, s, strlen(s)); }
 
-static void on_account(void *ud, const sim_account_t *a)
-{
+static void on_account(void *ud, const sim_account_t *a) {
     sim_bufset_t *bs = ud;
     ds_sb_t *b = &bs->b[SIM_F_ACCOUNTS];
     csv_str(b, a->external_id);
@@ -61,8 +51,7 @@ static void on_account(void *ud, const sim_account_t *a)
     bs->st.rows[SIM_F_ACCOUNTS]++;
 }
 
-static void on_opp(void *ud, const sim_opp_row_t *o)
-{
+static void on_opp(void *ud, const sim_opp_row_t *o) {
     sim_bufset_t *bs = ud;
     ds_sb_t *b = &bs->b[SIM_F_OPPS];
     csv_str(b, o->external_id);
@@ -83,11 +72,9 @@ static void on_opp(void *ud, const sim_opp_row_t *o)
     ds_sb_putc(b, ',');
     buf_put_time(b, o->created_at);
     ds_sb_putc(b, ',');
-    if (o->close_date)
-        buf_put_date(b, o->close_date);
+    if (o->close_date) buf_put_date(b, o->close_date);
     ds_sb_putc(b, ',');
-    if (o->closed_at)
-        buf_put_time(b, o->closed_at);
+    if (o->closed_at) buf_put_time(b, o->closed_at);
     ds_sb_putc(b, ',');
     csv_str(b, o->outcome);
     ds_sb_putc(b, ',');
@@ -100,8 +87,7 @@ static void on_opp(void *ud, const sim_opp_row_t *o)
         bs->st.lost++;
 }
 
-static void on_interaction(void *ud, const sim_interaction_t *it)
-{
+static void on_interaction(void *ud, const sim_interaction_t *it) {
     sim_bufset_t *bs = ud;
     ds_sb_t *b = &bs->b[SIM_F_INTERACTIONS];
     csv_str(b, it->external_id);
@@ -114,8 +100,7 @@ static void on_interaction(void *ud, const sim_interaction_t *it)
     ds_sb_putc(b, ',');
     buf_put_time(b, it->occurred_at);
     ds_sb_putc(b, ',');
-    if (it->duration_min >= 0)
-        ds_sb_i64(b, it->duration_min);
+    if (it->duration_min >= 0) ds_sb_i64(b, it->duration_min);
     ds_sb_putc(b, ',');
     csv_str(b, it->outcome);
     ds_sb_putc(b, ',');
@@ -124,8 +109,7 @@ static void on_interaction(void *ud, const sim_interaction_t *it)
     bs->st.rows[SIM_F_INTERACTIONS]++;
 }
 
-static void on_transcript(void *ud, const sim_transcript_t *tr)
-{
+static void on_transcript(void *ud, const sim_transcript_t *tr) {
     sim_bufset_t *bs = ud;
     ds_sb_t *b = &bs->b[SIM_F_TRANSCRIPTS];
     csv_str(b, tr->external_id);
@@ -139,8 +123,7 @@ static void on_transcript(void *ud, const sim_transcript_t *tr)
     bs->st.rows[SIM_F_TRANSCRIPTS]++;
 }
 
-static void on_truth(void *ud, const sim_truth_t *t)
-{
+static void on_truth(void *ud, const sim_truth_t *t) {
     sim_bufset_t *bs = ud;
     ds_sb_t *b = &bs->b[SIM_F_TRUTH];
     csv_str(b, t->opportunity_external_id);
@@ -158,10 +141,8 @@ static void on_truth(void *ud, const sim_truth_t *t)
     sim_stats_t *st = &bs->st;
     double p = t->true_proba;
     int bin = (int)(p * SIM_AUC_BINS);
-    if (bin >= SIM_AUC_BINS)
-        bin = SIM_AUC_BINS - 1;
-    if (bin < 0)
-        bin = 0;
+    if (bin >= SIM_AUC_BINS) bin = SIM_AUC_BINS - 1;
+    if (bin < 0) bin = 0;
     double pc = p < 1e-9 ? 1e-9 : p > 1 - 1e-9 ? 1 - 1e-9 : p;
     if (t->outcome[0] == 'w') {
         st->truth_won++;
@@ -178,16 +159,13 @@ static void on_truth(void *ud, const sim_truth_t *t)
     }
 }
 
-sim_sink_t sim_csv_sink(sim_bufset_t *bs)
-{
+sim_sink_t sim_csv_sink(sim_bufset_t *bs) {
     sim_sink_t s = {bs, on_account, on_opp, on_interaction, on_transcript, on_truth};
     return s;
 }
 
-void sim_stats_add(sim_stats_t *into, const sim_stats_t *from)
-{
-    for (int i = 0; i < SIM_F_COUNT; i++)
-        into->rows[i] += from->rows[i];
+void sim_stats_add(sim_stats_t *into, const sim_stats_t *from) {
+    for (int i = 0; i < SIM_F_COUNT; i++) into->rows[i] += from->rows[i];
     into->won += from->won;
     into->lost += from->lost;
     into->truth_won += from->truth_won;
@@ -202,22 +180,18 @@ void sim_stats_add(sim_stats_t *into, const sim_stats_t *from)
     }
 }
 
-int sim_bufset_flush(sim_bufset_t *bs, FILE *const files[SIM_F_COUNT], sim_stats_t *total)
-{
+int sim_bufset_flush(sim_bufset_t *bs, FILE *const files[SIM_F_COUNT], sim_stats_t *total) {
     int rc = 0;
     for (int i = 0; i < SIM_F_COUNT; i++) {
-        if (bs->b[i].len && fwrite(bs->b[i].p, 1, bs->b[i].len, files[i]) != bs->b[i].len)
-            rc = -1;
+        if (bs->b[i].len && fwrite(bs->b[i].p, 1, bs->b[i].len, files[i]) != bs->b[i].len) rc = -1;
         ds_sb_reset(&bs->b[i]);
     }
-    if (total)
-        sim_stats_add(total, &bs->st);
+    if (total) sim_stats_add(total, &bs->st);
     memset(&bs->st, 0, sizeof(bs->st));
     return rc;
 }
 
-double sim_stats_auc(const sim_stats_t *st)
-{
+double sim_stats_auc(const sim_stats_t *st) {
     /* Pairs (won, lost) ordered right count 1, ties within a bin 1/2. */
     double lost_below = 0, num = 0;
     for (int i = 0; i < SIM_AUC_BINS; i++) {

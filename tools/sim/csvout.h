@@ -18,7 +18,7 @@ extern const char *const sim_file_names[SIM_F_COUNT];
 
 typedef struct {
     uint64_t rows[SIM_F_COUNT];
-    uint64_t won, lost;           /* closed deals */
+    uint64_t won, lost;             /* closed deals */
     uint64_t truth_won, truth_lost; /* truth rows of closed deals */
     double sum_p_won, sum_p_lost;
     double brier, logloss;
@@ -38,8 +38,7 @@ sim_sink_t sim_csv_sink(sim_bufset_t *bs);
 void sim_csv_headers(sim_bufset_t *bs);
 /* Writes every buffer to its file, adds the statistics into total and
  * empties bs. Returns 0, or -1 if a write failed (errno set). */
-int sim_bufset_flush(sim_bufset_t *bs, FILE *const files[SIM_F_COUNT],
-                        sim_stats_t *total);
+int sim_bufset_flush(sim_bufset_t *bs, FILE *const files[SIM_F_COUNT], sim_stats_t *total);
 void sim_stats_add(sim_stats_t *into, const sim_stats_t *from);
 /* ROC AUC of the truth rows of closed deals (the Bayes-optimal AUC). */
 double sim_stats_auc(const sim_stats_t *st);

@@ -45,45 +45,37 @@ static const char usage[] =
     "\n"
     "Exit status: 0 ok, 1 failure, 2 bad usage.\n";
 
-static int bad(const char *opt, const char *val, const char *want)
-{
+static int bad(const char *opt, const char *val, const char *want) {
     fprintf(stderr, "dealscore-sim: invalid value for %s: '%s' (%s)\n", opt, val, want);
     return 2;
 }
 
 /* An ISO 8601 time (base's parser) in whole seconds, its fraction dropped. */
-static int parse_utc(const char *s, int64_t *t)
-{
+static int parse_utc(const char *s, int64_t *t) {
     int64_t us;
-    if (ds_parse_time_us(s, &us) != 0)
-        return -1;
+    if (ds_parse_time_us(s, &us) != 0) return -1;
     *t = us / 1000000 - (us % 1000000 < 0);
     return 0;
 }
 
-static int parse_double(const char *s, double lo, double hi, double *out)
-{
+static int parse_double(const char *s, double lo, double hi, double *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi))
-        return -1;
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) return -1;
     *out = v;
     return 0;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     sim_opts_t so = {.seed = 1, .opportunities = 1000, .days = 730};
     parse_utc("2026-11-01T00:00:00Z", &so.now);
     const char *out = NULL, *url = NULL, *token = NULL;
     long orgs = 1, threads = sysconf(_SC_NPROCESSORS_ONLN);
     double rate = 100, duration = 10;
     long batch = 50, conc = 4;
-    if (threads < 1)
-        threads = 1;
-    if (threads > 64)
-        threads = 64;
+    if (threads < 1) threads = 1;
+    if (threads > 64) threads = 64;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -101,8 +93,7 @@ int main(int argc, char **argv)
         const char *eq = strchr(a, '=');
         if (eq) {
             size_t n = (size_t)(eq - a);
-            if (n >= sizeof(name))
-                n = sizeof(name) - 1;
+            if (n >= sizeof(name)) n = sizeof(name) - 1;
             memcpy(name, a, n);
             name[n] = '\0';
             val = eq + 1;
@@ -119,16 +110,13 @@ int main(int argc, char **argv)
             char *end;
             errno = 0;
             unsigned long long v = strtoull(val, &end, 10);
-            if (errno || end == val || *end || val[0] == '-')
-                return bad(name, val, "an unsigned integer");
+            if (errno || end == val || *end || val[0] == '-') return bad(name, val, "an unsigned integer");
             so.seed = (uint64_t)v;
         } else if (!strcmp(name, "--opportunities")) {
-            if (!ds_parse_long(val, 1, 10000000, &lv))
-                return bad(name, val, "an integer from 1 to 10000000");
+            if (!ds_parse_long(val, 1, 10000000, &lv)) return bad(name, val, "an integer from 1 to 10000000");
             so.opportunities = lv;
         } else if (!strcmp(name, "--days")) {
-            if (!ds_parse_long(val, 1, 3650, &lv))
-                return bad(name, val, "an integer from 1 to 3650");
+            if (!ds_parse_long(val, 1, 3650, &lv)) return bad(name, val, "an integer from 1 to 3650");
             so.days = (int)lv;
         } else if (!strcmp(name, "--now")) {
             if (!strcmp(val, "now"))
@@ -136,35 +124,27 @@ int main(int argc, char **argv)
             else if (parse_utc(val, &so.now))
                 return bad(name, val, "YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or now");
         } else if (!strcmp(name, "--out")) {
-            if (!*val)
-                return bad(name, val, "a directory");
+            if (!*val) return bad(name, val, "a directory");
             out = val;
         } else if (!strcmp(name, "--orgs")) {
-            if (!ds_parse_long(val, 1, 1000, &lv))
-                return bad(name, val, "an integer from 1 to 1000");
+            if (!ds_parse_long(val, 1, 1000, &lv)) return bad(name, val, "an integer from 1 to 1000");
             orgs = lv;
         } else if (!strcmp(name, "--threads")) {
-            if (!ds_parse_long(val, 1, 64, &lv))
-                return bad(name, val, "an integer from 1 to 64");
+            if (!ds_parse_long(val, 1, 64, &lv)) return bad(name, val, "an integer from 1 to 64");
             threads = lv;
         } else if (!strcmp(name, "--stream")) {
-            if (strncmp(val, "http://", 7) != 0 || !val[7])
-                return bad(name, val, "an http:// URL");
+            if (strncmp(val, "http://", 7) != 0 || !val[7]) return bad(name, val, "an http:// URL");
             url = val;
         } else if (!strcmp(name, "--token")) {
             token = val;
         } else if (!strcmp(name, "--rate")) {
-            if (parse_double(val, 0.001, 1e7, &rate))
-                return bad(name, val, "records per second, > 0");
+            if (parse_double(val, 0.001, 1e7, &rate)) return bad(name, val, "records per second, > 0");
         } else if (!strcmp(name, "--batch")) {
-            if (!ds_parse_long(val, 1, 10000, &batch))
-                return bad(name, val, "an integer from 1 to 10000");
+            if (!ds_parse_long(val, 1, 10000, &batch)) return bad(name, val, "an integer from 1 to 10000");
         } else if (!strcmp(name, "--concurrency")) {
-            if (!ds_parse_long(val, 1, 256, &conc))
-                return bad(name, val, "an integer from 1 to 256");
+            if (!ds_parse_long(val, 1, 256, &conc)) return bad(name, val, "an integer from 1 to 256");
         } else if (!strcmp(name, "--duration")) {
-            if (parse_double(val, 0.001, 1e7, &duration))
-                return bad(name, val, "seconds, > 0");
+            if (parse_double(val, 0.001, 1e7, &duration)) return bad(name, val, "seconds, > 0");
         } else {
             fprintf(stderr, "dealscore-sim: unknown option %s (see --help)\n", name);
             return 2;
@@ -177,8 +157,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "dealscore-sim: --out and --stream cannot be combined\n");
             return 2;
         }
-        if (!token || !*token)
-            token = getenv("DEALSCORE_INGEST_TOKEN");
+        if (!token || !*token) token = getenv("DEALSCORE_INGEST_TOKEN");
         if (!token || !*token) {
             fprintf(stderr, "dealscore-sim: --stream needs --token (or DEALSCORE_INGEST_TOKEN)\n");
             return 2;

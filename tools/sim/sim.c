@@ -23,8 +23,8 @@
 #define MAX_TRANSCRIPTS 4
 
 static const char *const industries[N_IND] = {
-    "software", "financial_services", "healthcare", "manufacturing",
-    "retail", "education", "public_sector", "media",
+    "software", "financial_services", "healthcare",    "manufacturing",
+    "retail",   "education",          "public_sector", "media",
 };
 static const double industry_w[N_IND] = {0.20, 0.15, 0.12, 0.15, 0.12, 0.08, 0.08, 0.10};
 static const char *const regions[N_REG] = {"na", "emea", "apac", "latam"};
@@ -41,8 +41,8 @@ static const char *const personas[N_PERS] = {
 };
 static const double persona_w[N_PERS] = {0.22, 0.15, 0.15, 0.22, 0.18, 0.08};
 static const char *const stages[N_STAGE + 2] = {
-    "prospecting", "qualification", "discovery", "demo", "proposal", "negotiation",
-    "closed_won", "closed_lost",
+    "prospecting", "qualification", "discovery",  "demo",
+    "proposal",    "negotiation",   "closed_won", "closed_lost",
 };
 
 /* Account fit of a product in an industry (log-odds and quality shift). */
@@ -93,9 +93,8 @@ static const int checkpoints[N_CP] = {7, 14, 30, 60, 90, 180};
 enum { IT_EMAIL, IT_PHONE, IT_MEETING, IT_DEMO, IT_SUPPORT, N_IT };
 static const char *const itypes[N_IT] = {"email", "phone", "meeting", "demo", "support"};
 static const double itype_w[N_STAGE][N_IT] = {
-    {0.60, 0.30, 0.10, 0.00, 0.00}, {0.50, 0.25, 0.22, 0.03, 0.00},
-    {0.40, 0.20, 0.35, 0.05, 0.00}, {0.35, 0.15, 0.25, 0.22, 0.03},
-    {0.45, 0.20, 0.25, 0.05, 0.05}, {0.50, 0.25, 0.20, 0.00, 0.05},
+    {0.60, 0.30, 0.10, 0.00, 0.00}, {0.50, 0.25, 0.22, 0.03, 0.00}, {0.40, 0.20, 0.35, 0.05, 0.00},
+    {0.35, 0.15, 0.25, 0.22, 0.03}, {0.45, 0.20, 0.25, 0.05, 0.05}, {0.50, 0.25, 0.20, 0.00, 0.05},
 };
 
 typedef struct {
@@ -139,31 +138,26 @@ typedef struct {
     double close, regress, advance, discover, stale;
 } rates_t;
 
-static void *xcalloc(size_t n, size_t sz)
-{
+static void *xcalloc(size_t n, size_t sz) {
     void *p = calloc(n ? n : 1, sz);
-    if (!p)
-        abort();
+    if (!p) abort();
     return p;
 }
 
-static double clampd(double x, double lo, double hi)
-{
-    return x < lo ? lo : x > hi ? hi : x;
-}
+static double clampd(double x, double lo, double hi) { return x < lo ? lo : x > hi ? hi : x; }
 
 static const char *const name_a[] = {
-    "North", "Blue", "Silver", "Iron", "Bright", "Cedar", "Summit", "Harbor", "Nova",
-    "Atlas", "Orion", "Maple", "Granite", "Vertex", "Crest", "Lumen", "Pioneer", "Delta",
-    "Aurora", "Falcon", "Sterling", "Evergreen", "Quantum", "Redwood",
+    "North",   "Blue",  "Silver", "Iron",   "Bright",   "Cedar",     "Summit",  "Harbor",
+    "Nova",    "Atlas", "Orion",  "Maple",  "Granite",  "Vertex",    "Crest",   "Lumen",
+    "Pioneer", "Delta", "Aurora", "Falcon", "Sterling", "Evergreen", "Quantum", "Redwood",
 };
 static const char *const name_b[] = {
-    "wind", "peak", "field", "stone", "bridge", "line", "point", "gate", "works", "wave",
-    "path", "light", "ridge", "core", "",
+    "wind",  "peak", "field", "stone", "bridge", "line", "point", "gate",
+    "works", "wave", "path",  "light", "ridge",  "core", "",
 };
 static const char *const name_c[] = {
-    " Systems", " Analytics", " Health", " Logistics", " Capital", " Foods", " Labs",
-    " Media", " Industries", " Partners", " Retail", " Energy", " Learning", "",
+    " Systems", " Analytics",  " Health",   " Logistics", " Capital", " Foods",    " Labs",
+    " Media",   " Industries", " Partners", " Retail",    " Energy",  " Learning", "",
 };
 static const char *const name_d[] = {
     ", Inc.", " GmbH", " Ltd", " LLC", " & Co.", ", S.A.", " Group", " Pty Ltd", "", "",
@@ -171,8 +165,7 @@ static const char *const name_d[] = {
 #define ALEN(a) (sizeof(a) / sizeof((a)[0]))
 #define APICK(rng, a) (a)[rng_below((rng), (uint32_t)ALEN(a))]
 
-sim_t *sim_new(const sim_opts_t *opts, int org)
-{
+sim_t *sim_new(const sim_opts_t *opts, int org) {
     sim_t *sim = xcalloc(1, sizeof(*sim));
     sim->opts = *opts;
     sim->stream = rng_mix(opts->seed, (uint64_t)org);
@@ -204,14 +197,13 @@ sim_t *sim_new(const sim_opts_t *opts, int org)
         a->owner = (int)rng_below(&rng, (uint32_t)sim->nown);
         a->propensity = 0.4 * rng_normal(&rng);
         a->created = t_first + (int64_t)(((double)i + rng_uniform(&rng)) / (double)sim->nacc * span);
-        if (i == 0)
-            a->created = t_first;
+        if (i == 0) a->created = t_first;
         if (rng_bernoulli(&rng, 0.005))
             snprintf(a->name, sizeof(a->name), "The \"%s%s\" Company", APICK(&rng, name_a),
                      APICK(&rng, name_b));
         else
-            snprintf(a->name, sizeof(a->name), "%s%s%s%s", APICK(&rng, name_a),
-                     APICK(&rng, name_b), APICK(&rng, name_c), APICK(&rng, name_d));
+            snprintf(a->name, sizeof(a->name), "%s%s%s%s", APICK(&rng, name_a), APICK(&rng, name_b),
+                     APICK(&rng, name_c), APICK(&rng, name_d));
     }
 
     for (int r = 0; r < 2; r++)
@@ -222,46 +214,35 @@ sim_t *sim_new(const sim_opts_t *opts, int org)
     return sim;
 }
 
-void sim_destroy(sim_t *sim)
-{
-    if (!sim)
-        return;
+void sim_destroy(sim_t *sim) {
+    if (!sim) return;
     free(sim->acc);
     free(sim->own);
     free(sim);
 }
 
-long sim_account_count(const sim_t *sim)
-{
-    return sim->nacc;
-}
+long sim_account_count(const sim_t *sim) { return sim->nacc; }
 
-void sim_emit_account(const sim_t *sim, long i, const sim_sink_t *sink)
-{
+void sim_emit_account(const sim_t *sim, long i, const sim_sink_t *sink) {
     const account_t *a = &sim->acc[i];
-    sim_account_t rec = {a->id, a->name, industries[a->industry], regions[a->region],
-                            sizes[a->size], a->created};
+    sim_account_t rec = {a->id,          a->name,   industries[a->industry], regions[a->region],
+                         sizes[a->size], a->created};
     sink->account(sink->ud, &rec);
 }
 
-void sim_emit_accounts(const sim_t *sim, const sim_sink_t *sink)
-{
-    for (long i = 0; i < sim->nacc; i++)
-        sim_emit_account(sim, i, sink);
+void sim_emit_accounts(const sim_t *sim, const sim_sink_t *sink) {
+    for (long i = 0; i < sim->nacc; i++) sim_emit_account(sim, i, sink);
 }
 
-sim_scratch_t *sim_scratch_new(void)
-{
+sim_scratch_t *sim_scratch_new(void) {
     sim_scratch_t *sc = xcalloc(1, sizeof(*sc));
     sc->text = (ds_sb_t){0};
     sc->meta = (ds_sb_t){0};
     return sc;
 }
 
-void sim_scratch_destroy(sim_scratch_t *sc)
-{
-    if (!sc)
-        return;
+void sim_scratch_destroy(sim_scratch_t *sc) {
+    if (!sc) return;
     ds_sb_free(&sc->text);
     ds_sb_free(&sc->meta);
     free(sc);
@@ -269,13 +250,12 @@ void sim_scratch_destroy(sim_scratch_t *sc)
 
 /* The chain's daily event probabilities in state (r, s, m, k). At most one
  * event happens per day; the rest is "nothing happens". */
-static void chain_rates(const deal_t *d, int r, int s, int m, int k, rates_t *p)
-{
+static void chain_rates(const deal_t *d, int r, int s, int m, int k, rates_t *p) {
     p->close = close_tab[s] * d->pace * (1.0 + 0.5 * k);
     p->regress = (r == 0 && s >= 2) ? P_REGRESS : 0.0;
     p->advance = adv_tab[s] * d->pace * d->a_adv * (0.4 + 0.15 * m) * pow_adv_k[k];
-    p->discover = (SIM_EL_COUNT - m) * P_DISCOVER * d->pace * d->a_disc *
-                  (0.5 + 0.25 * (s < 4 ? s : 4)) * pow_disc_k[k];
+    p->discover = (SIM_EL_COUNT - m) * P_DISCOVER * d->pace * d->a_disc * (0.5 + 0.25 * (s < 4 ? s : 4)) *
+                  pow_disc_k[k];
     p->stale = k < N_K - 1 ? P_STALE : 0.0;
     double tot = p->close + p->regress + p->advance + p->discover + p->stale;
     if (tot > 0.9) {
@@ -292,8 +272,7 @@ static void chain_rates(const deal_t *d, int r, int s, int m, int k, rates_t *p)
 /* P(win | state) for every state of the deal's chain, exactly: the chain only
  * moves "up" in (regressed, stage, meddicc, staleness) apart from one
  * regression, so one backward pass solves it (self-loops divide out). */
-static void value_table(const sim_t *sim, const deal_t *d, double v[2][N_STAGE][N_M][N_K])
-{
+static void value_table(const sim_t *sim, const deal_t *d, double v[2][N_STAGE][N_M][N_K]) {
     for (int r = 1; r >= 0; r--)
         for (int s = N_STAGE - 1; s >= 0; s--)
             for (int m = N_M - 1; m >= 0; m--)
@@ -301,29 +280,20 @@ static void value_table(const sim_t *sim, const deal_t *d, double v[2][N_STAGE][
                     rates_t p;
                     chain_rates(d, r, s, m, k, &p);
                     double num = p.close / (1.0 + d->emc * sim->g[r][s][m][k]);
-                    if (p.regress > 0)
-                        num += p.regress * v[1][s - 1][m][k];
-                    if (p.advance > 0)
-                        num += p.advance * v[r][s + 1][m][0];
-                    if (p.discover > 0)
-                        num += p.discover * v[r][s][m + 1][k];
-                    if (p.stale > 0)
-                        num += p.stale * v[r][s][m][k + 1];
-                    v[r][s][m][k] =
-                        num / (p.close + p.regress + p.advance + p.discover + p.stale);
+                    if (p.regress > 0) num += p.regress * v[1][s - 1][m][k];
+                    if (p.advance > 0) num += p.advance * v[r][s + 1][m][0];
+                    if (p.discover > 0) num += p.discover * v[r][s][m + 1][k];
+                    if (p.stale > 0) num += p.stale * v[r][s][m][k + 1];
+                    v[r][s][m][k] = num / (p.close + p.regress + p.advance + p.discover + p.stale);
                 }
 }
 
-static double round100(double x)
-{
+static double round100(double x) {
     double r = round(x / 100.0) * 100.0;
     return r < 500 ? 500 : r;
 }
 
-static int64_t day_of(int64_t t)
-{
-    return t >= 0 ? t / DAY : (t - DAY + 1) / DAY;
-}
+static int64_t day_of(int64_t t) { return t >= 0 ? t / DAY : (t - DAY + 1) / DAY; }
 
 /* A change of the CRM record within one day. */
 typedef struct {
@@ -333,15 +303,13 @@ typedef struct {
     int64_t close_day; /* < 0: unchanged */
 } change_t;
 
-static void emit_row(const sim_sink_t *sink, sim_opp_row_t *row, int64_t t)
-{
+static void emit_row(const sim_sink_t *sink, sim_opp_row_t *row, int64_t t) {
     row->changed_at = t;
     sink->opp(sink->ud, row);
 }
 
 /* prefix + v zero-padded to width digits (more if needed); out holds 48. */
-static void fmt_id(char *out, const char *prefix, long v, int width)
-{
+static void fmt_id(char *out, const char *prefix, long v, int width) {
     char tmp[24];
     int n = 0;
     do {
@@ -351,15 +319,12 @@ static void fmt_id(char *out, const char *prefix, long v, int width)
     size_t pl = strlen(prefix);
     memcpy(out, prefix, pl);
     char *p = out + pl;
-    for (int i = n; i < width; i++)
-        *p++ = '0';
-    while (n)
-        *p++ = tmp[--n];
+    for (int i = n; i < width; i++) *p++ = '0';
+    while (n) *p++ = tmp[--n];
     *p = '\0';
 }
 
-static int cmp_i64(const void *a, const void *b)
-{
+static int cmp_i64(const void *a, const void *b) {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
 }
@@ -375,8 +340,7 @@ typedef struct {
 
 /* One interaction at time t in stage s; may also record a call transcript
  * mentioning the MEDDICC elements in mask. */
-static void emit_interaction(emit_ctx_t *e, int s, int64_t t, unsigned mask, double q)
-{
+static void emit_interaction(emit_ctx_t *e, int s, int64_t t, unsigned mask, double q) {
     rng_t *rng = e->rng;
     ds_sb_t *meta = &e->sc->meta;
     int type = rng_pick(rng, itype_w[s], N_IT);
@@ -391,8 +355,8 @@ static void emit_interaction(emit_ctx_t *e, int s, int64_t t, unsigned mask, dou
         ds_sb_puts(meta, dir_in ? "{\"direction\":\"inbound\"" : "{\"direction\":\"outbound\"");
         ds_sb_puts(meta, ",\"subject\":");
         static const char *const subj[] = {
-            "Next steps", "Re: pricing, options", "Follow-up: \"quick question\"",
-            "Intro", "Re: security review", "Proposal draft", "Agenda for Thursday",
+            "Next steps",          "Re: pricing, options", "Follow-up: \"quick question\"", "Intro",
+            "Re: security review", "Proposal draft",       "Agenda for Thursday",
         };
         const char *sj = APICK(rng, subj);
         ds_sb_json_strn(meta, sj, strlen(sj), DS_SB_JSON_SHORT_ESCAPES);
@@ -468,16 +432,13 @@ static void emit_interaction(emit_ctx_t *e, int s, int64_t t, unsigned mask, dou
     }
 }
 
-static int pick_element(rng_t *rng, unsigned mask)
-{
+static int pick_element(rng_t *rng, unsigned mask) {
     double w[SIM_EL_COUNT];
-    for (int i = 0; i < SIM_EL_COUNT; i++)
-        w[i] = (mask & (1u << i)) ? 0.0 : disc_w[i];
+    for (int i = 0; i < SIM_EL_COUNT; i++) w[i] = (mask & (1u << i)) ? 0.0 : disc_w[i];
     return rng_pick(rng, w, SIM_EL_COUNT);
 }
 
-void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *sc)
-{
+void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *sc) {
     rng_t rng;
     rng_seed(&rng, rng_mix(rng_mix(sim->stream, 1), (uint64_t)i));
     char opp_id[32];
@@ -487,8 +448,8 @@ void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *s
      * creation order; its account is one created before that day. */
     const int64_t now = sim->opts.now;
     double span = (double)sim->opts.days * DAY;
-    int64_t tslot = sim->start + (int64_t)(((double)i + rng_uniform(&rng)) /
-                                           (double)sim->opts.opportunities * span);
+    int64_t tslot =
+        sim->start + (int64_t)(((double)i + rng_uniform(&rng)) / (double)sim->opts.opportunities * span);
     int64_t day0 = day_of(tslot) * DAY;
     long lo = 0, hi = sim->nacc; /* first account created at or after day0 */
     while (lo < hi) {
@@ -501,11 +462,9 @@ void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *s
     long navail = lo > 0 ? lo : 1;
     const account_t *acc = &sim->acc[rng_below(&rng, (uint32_t)navail)];
     int64_t t0 = day0 + region_hour[acc->region] * 3600 + (int64_t)rng_below(&rng, 8 * 3600);
-    if (t0 > now - 60)
-        t0 = now - 60;
-    const owner_t *own = rng_bernoulli(&rng, 0.8)
-                             ? &sim->own[acc->owner]
-                             : &sim->own[rng_below(&rng, (uint32_t)sim->nown)];
+    if (t0 > now - 60) t0 = now - 60;
+    const owner_t *own =
+        rng_bernoulli(&rng, 0.8) ? &sim->own[acc->owner] : &sim->own[rng_below(&rng, (uint32_t)sim->nown)];
     int prod = rng_pick(&rng, product_w, N_PROD);
     int pers = rng_pick(&rng, persona_w, N_PERS);
 
@@ -517,8 +476,8 @@ void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *s
     double fit = fit_tab[acc->industry][prod];
     deal_t d;
     d.q = own->skill + fit + acc->propensity + 0.6 * u - 0.3 * amt_ratio;
-    d.c = B0 + B_SKILL * own->skill + B_FIT * fit + B_ACC * acc->propensity +
-          B_AMT * amt_ratio + B_U * u + SIGMA_EPS * eps;
+    d.c = B0 + B_SKILL * own->skill + B_FIT * fit + B_ACC * acc->propensity + B_AMT * amt_ratio + B_U * u +
+          SIGMA_EPS * eps;
     d.emc = exp(-d.c);
     d.pace = pace_tab[acc->size];
     d.a_adv = clampd(exp(0.5 * d.q), 0.2, 5.0);
@@ -534,12 +493,21 @@ void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *s
         m = 1;
     }
     static const double cycle_days[N_SIZE] = {40, 75, 120};
-    int64_t close_day = day_of(t0) + (int64_t)llround(cycle_days[acc->size] *
-                                                      exp(0.3 * rng_normal(&rng)));
+    int64_t close_day = day_of(t0) + (int64_t)llround(cycle_days[acc->size] * exp(0.3 * rng_normal(&rng)));
 
-    sim_opp_row_t row = {opp_id, acc->id, own->id, products[prod], personas[pers],
-                            round100(amount_usd * fx), fx == 1.0 ? "USD" : "EUR",
-                            stages[s], t0, close_day * DAY, 0, "open", t0};
+    sim_opp_row_t row = {opp_id,
+                         acc->id,
+                         own->id,
+                         products[prod],
+                         personas[pers],
+                         round100(amount_usd * fx),
+                         fx == 1.0 ? "USD" : "EUR",
+                         stages[s],
+                         t0,
+                         close_day * DAY,
+                         0,
+                         "open",
+                         t0};
     emit_row(sink, &row, t0);
 
     emit_ctx_t e = {sink, sc, &rng, opp_id, "", "", 0, 0};
@@ -557,8 +525,7 @@ void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *s
 
     for (int day = 1;; day++) {
         int64_t ds = t0 + (int64_t)(day - 1) * DAY;
-        if (ds + DAY > now)
-            break; /* only whole days in the past are simulated */
+        if (ds + DAY > now) break; /* only whole days in the past are simulated */
         int64_t today = day_of(ds);
 
         /* The chain's event of the day, from the state at its start. */
@@ -583,21 +550,17 @@ void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *s
         else if ((x -= p.stale) < 0)
             ev = EV_STALE;
         unsigned new_mask = mask;
-        if (ev == EV_DISCOVER)
-            new_mask |= 1u << pick_element(&rng, mask);
+        if (ev == EV_DISCOVER) new_mask |= 1u << pick_element(&rng, mask);
 
         /* Interactions of the day (weekends are quiet), before the close. */
         int wd = (int)((today % 7 + 7 + 4) % 7); /* 0 = Sunday */
         int nint = rng_poisson_l(&rng, (wd == 0 || wd == 6) ? el_weekend : el_weekday);
         if (nint > 0) {
             int64_t ts[32];
-            if (nint > 32)
-                nint = 32;
+            if (nint > 32) nint = 32;
             int64_t lim = ev == EV_CLOSE ? ev_t - ds : WORK_SECS;
-            if (lim < 1)
-                lim = 1;
-            for (int j = 0; j < nint; j++)
-                ts[j] = ds + (int64_t)rng_below(&rng, (uint32_t)lim);
+            if (lim < 1) lim = 1;
+            for (int j = 0; j < nint; j++) ts[j] = ds + (int64_t)rng_below(&rng, (uint32_t)lim);
             qsort(ts, (size_t)nint, sizeof(ts[0]), cmp_i64);
             for (int j = 0; j < nint; j++)
                 emit_interaction(&e, s, ts[j], ts[j] >= ev_t ? new_mask : mask, d.q);
@@ -633,8 +596,7 @@ void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *s
             ch[nch++] = c;
         }
         if (today > close_day) {
-            change_t c = {ds + (int64_t)rng_below(&rng, WORK_SECS), -1, -1,
-                          today + rng_range(&rng, 14, 45)};
+            change_t c = {ds + (int64_t)rng_below(&rng, WORK_SECS), -1, -1, today + rng_range(&rng, 14, 45)};
             ch[nch++] = c;
         } else if (close_day - today <= 3 && s < 4 && rng_bernoulli(&rng, 0.1)) {
             change_t c = {ds + (int64_t)rng_below(&rng, WORK_SECS), -1, -1,
@@ -653,10 +615,8 @@ void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *s
                 ch[b - 1] = tmp;
             }
         for (int a = 0; a < nch; a++) {
-            if (ch[a].stage >= 0)
-                row.stage = stages[ch[a].stage];
-            if (ch[a].amount >= 0)
-                row.amount = ch[a].amount;
+            if (ch[a].stage >= 0) row.stage = stages[ch[a].stage];
+            if (ch[a].amount >= 0) row.amount = ch[a].amount;
             if (ch[a].close_day >= 0) {
                 close_day = ch[a].close_day;
                 row.close_date = close_day * DAY;
@@ -665,14 +625,22 @@ void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *s
         }
 
         switch (ev) {
-        case EV_REGRESS: r = 1; s--; break;
-        case EV_ADVANCE: s++; k = 0; break;
-        case EV_DISCOVER: m++; mask = new_mask; break;
+        case EV_REGRESS:
+            r = 1;
+            s--;
+            break;
+        case EV_ADVANCE:
+            s++;
+            k = 0;
+            break;
+        case EV_DISCOVER:
+            m++;
+            mask = new_mask;
+            break;
         case EV_STALE: k++; break;
         default: break;
         }
-        if (ev != EV_NONE)
-            dirty = 1;
+        if (ev != EV_NONE) dirty = 1;
 
         if (ncp < N_CP && day == checkpoints[ncp]) {
             if (!v_ready) {

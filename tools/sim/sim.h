@@ -105,7 +105,6 @@ void sim_scratch_destroy(sim_scratch_t *scratch);
 
 /* Simulates deal i (0 <= i < opportunities) and emits its records. Reads
  * sim only, so several threads may call it at once with their own scratch. */
-void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink,
-                 sim_scratch_t *scratch);
+void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *scratch);
 
 #endif

@@ -6,97 +6,78 @@
 #include <string.h>
 
 const char *const sim_element_names[SIM_EL_COUNT] = {
-    "metrics", "economic_buyer", "decision_criteria", "decision_process",
-    "paper_process", "identify_pain", "champion", "competition",
+    "metrics",       "economic_buyer", "decision_criteria", "decision_process",
+    "paper_process", "identify_pain",  "champion",          "competition",
 };
 
 #define NPOS 6
 #define NNEG 4
 
 static const char *const pos_cues[SIM_EL_COUNT][NPOS] = {
-    { "We need to cut onboarding time by {N}% this year.",
-      "If this saves us {N} hours a week, the ROI is obvious.",
-      "Our main KPI is reducing churn by {N}% over the next year.",
-      "The business case has to show payback within {N} months.",
-      "Leadership wants a {N}% improvement in forecast accuracy; those are the success metrics.",
-      "Our KPIs for this: {N}% more pipeline coverage by Q{Q}." },
-    { "{P}, our {E}, owns the budget for this.",
-      "The final sign-off is with our {E}.",
-      "{P} controls the budget and has approved the spend in principle.",
-      "Our {E} is the economic buyer, and joined the last call.",
-      "Budget is approved: {N}0k is set aside for this in Q{Q}.",
-      "The {E} signs anything above {N}0k, and {P} already said yes to the budget." },
-    { "Our evaluation criteria are security, ease of use and the {S} integration.",
-      "Integration with {S} is top of our requirements, a deal breaker if it's missing.",
-      "We score vendors against a requirements checklist of {N} items.",
-      "SSO, audit logs, and data residency are must-haves for us.",
-      "The decision criteria weigh total cost of ownership the most.",
-      "Our selection criteria put the {S} connector first, then reporting." },
-    { "The next steps are a technical review, then the steering committee on the {D}th.",
-      "Our approval process goes through IT, then finance, then the {E}.",
-      "We decide as a committee, and {P} runs the decision process.",
-      "After the pilot we present to the steering committee for approval.",
-      "The decision will be made by the end of Q{Q}; {P} owns the timeline.",
-      "The buying committee meets on the {D}th to decide." },
-    { "Legal will need to review the MSA before we sign.",
-      "Procurement needs a security questionnaire and vendor onboarding forms.",
-      "Send over the order form and we'll route it through procurement.",
-      "Our legal team already has your redlines on the contract.",
-      "Contracts above {N}0k need a second signature from finance, procurement knows the drill.",
-      "The paperwork goes to procurement first, then legal for the DPA." },
-    { "Our biggest challenge is that reps spend {N} hours a week on manual reporting.",
-      "We're struggling with deals slipping every quarter.",
-      "The pain point is that nobody trusts the forecast.",
-      "The problem is we lost {N} renewals last quarter because we saw the risk too late.",
-      "Honestly, the current process is broken, and everyone knows it.",
-      "The real problem is that our data lives in {N} different spreadsheets." },
-    { "{P} is our champion here and is pushing for this internally.",
-      "I'll champion this with the leadership team.",
-      "{P} is in our corner and has been selling internally for months.",
-      "You have a strong internal advocate in {P}.",
-      "{P} set up the meeting with the {E} on our behalf.",
-      "{P} is our internal sponsor and will present it to the {E}." },
-    { "We're also looking at other vendors, {C} mainly.",
-      "Your competitor {C} came in about {N}% cheaper, to be honest.",
-      "We had a demo from {C} last week.",
-      "Our incumbent is {C}, and their subscription renews in {N} months.",
-      "Compared to the competition, {C} mostly, your reporting looks stronger.",
-      "Our shortlist is you and {C}, it's between the two of you." },
+    {"We need to cut onboarding time by {N}% this year.",
+     "If this saves us {N} hours a week, the ROI is obvious.",
+     "Our main KPI is reducing churn by {N}% over the next year.",
+     "The business case has to show payback within {N} months.",
+     "Leadership wants a {N}% improvement in forecast accuracy; those are the success metrics.",
+     "Our KPIs for this: {N}% more pipeline coverage by Q{Q}."},
+    {"{P}, our {E}, owns the budget for this.", "The final sign-off is with our {E}.",
+     "{P} controls the budget and has approved the spend in principle.",
+     "Our {E} is the economic buyer, and joined the last call.",
+     "Budget is approved: {N}0k is set aside for this in Q{Q}.",
+     "The {E} signs anything above {N}0k, and {P} already said yes to the budget."},
+    {"Our evaluation criteria are security, ease of use and the {S} integration.",
+     "Integration with {S} is top of our requirements, a deal breaker if it's missing.",
+     "We score vendors against a requirements checklist of {N} items.",
+     "SSO, audit logs, and data residency are must-haves for us.",
+     "The decision criteria weigh total cost of ownership the most.",
+     "Our selection criteria put the {S} connector first, then reporting."},
+    {"The next steps are a technical review, then the steering committee on the {D}th.",
+     "Our approval process goes through IT, then finance, then the {E}.",
+     "We decide as a committee, and {P} runs the decision process.",
+     "After the pilot we present to the steering committee for approval.",
+     "The decision will be made by the end of Q{Q}; {P} owns the timeline.",
+     "The buying committee meets on the {D}th to decide."},
+    {"Legal will need to review the MSA before we sign.",
+     "Procurement needs a security questionnaire and vendor onboarding forms.",
+     "Send over the order form and we'll route it through procurement.",
+     "Our legal team already has your redlines on the contract.",
+     "Contracts above {N}0k need a second signature from finance, procurement knows the drill.",
+     "The paperwork goes to procurement first, then legal for the DPA."},
+    {"Our biggest challenge is that reps spend {N} hours a week on manual reporting.",
+     "We're struggling with deals slipping every quarter.",
+     "The pain point is that nobody trusts the forecast.",
+     "The problem is we lost {N} renewals last quarter because we saw the risk too late.",
+     "Honestly, the current process is broken, and everyone knows it.",
+     "The real problem is that our data lives in {N} different spreadsheets."},
+    {"{P} is our champion here and is pushing for this internally.",
+     "I'll champion this with the leadership team.",
+     "{P} is in our corner and has been selling internally for months.",
+     "You have a strong internal advocate in {P}.", "{P} set up the meeting with the {E} on our behalf.",
+     "{P} is our internal sponsor and will present it to the {E}."},
+    {"We're also looking at other vendors, {C} mainly.",
+     "Your competitor {C} came in about {N}% cheaper, to be honest.", "We had a demo from {C} last week.",
+     "Our incumbent is {C}, and their subscription renews in {N} months.",
+     "Compared to the competition, {C} mostly, your reporting looks stronger.",
+     "Our shortlist is you and {C}, it's between the two of you."},
 };
 
 static const char *const neg_cues[SIM_EL_COUNT][NNEG] = {
-    { "We haven't put numbers on the impact yet.",
-      "Honestly, we don't have any success metrics defined.",
-      "There's no business case yet.",
-      "We haven't quantified what this would save us." },
-    { "We don't know who signs off on this yet.",
-      "There's no budget yet.",
-      "No budget has been allocated for this.",
-      "We haven't met the economic buyer." },
-    { "We haven't defined our evaluation criteria yet.",
-      "There's no requirements list at this point.",
-      "We're not sure what matters most in the decision.",
-      "No formal criteria yet, we're just looking." },
-    { "We don't know what the approval process looks like yet.",
-      "There's no timeline for a decision.",
-      "Nobody has mapped out the decision process.",
-      "I'm not sure who else needs to approve this." },
-    { "We haven't talked to procurement yet.",
-      "Legal hasn't been involved at all.",
-      "No idea what the contract process is on their side.",
-      "We haven't started any paperwork." },
-    { "There's no real pain right now, things work okay.",
-      "We're not sure this is a priority problem.",
-      "Nothing is really broken today.",
-      "It's not urgent, more of a wish-list item." },
-    { "We haven't identified a champion yet.",
-      "Nobody internally is driving this.",
-      "There's no internal sponsor for this.",
-      "We don't have anyone pushing for it on their side." },
-    { "We don't know who else they're talking to.",
-      "They haven't said whether other vendors are involved.",
-      "Not sure if they're looking at anyone else.",
-      "No idea about competitors at this point." },
+    {"We haven't put numbers on the impact yet.", "Honestly, we don't have any success metrics defined.",
+     "There's no business case yet.", "We haven't quantified what this would save us."},
+    {"We don't know who signs off on this yet.", "There's no budget yet.",
+     "No budget has been allocated for this.", "We haven't met the economic buyer."},
+    {"We haven't defined our evaluation criteria yet.", "There's no requirements list at this point.",
+     "We're not sure what matters most in the decision.", "No formal criteria yet, we're just looking."},
+    {"We don't know what the approval process looks like yet.", "There's no timeline for a decision.",
+     "Nobody has mapped out the decision process.", "I'm not sure who else needs to approve this."},
+    {"We haven't talked to procurement yet.", "Legal hasn't been involved at all.",
+     "No idea what the contract process is on their side.", "We haven't started any paperwork."},
+    {"There's no real pain right now, things work okay.", "We're not sure this is a priority problem.",
+     "Nothing is really broken today.", "It's not urgent, more of a wish-list item."},
+    {"We haven't identified a champion yet.", "Nobody internally is driving this.",
+     "There's no internal sponsor for this.", "We don't have anyone pushing for it on their side."},
+    {"We don't know who else they're talking to.", "They haven't said whether other vendors are involved.",
+     "Not sure if they're looking at anyone else.", "No idea about competitors at this point."},
 };
 
 static const char *const noise[] = {
@@ -132,8 +113,8 @@ static const char *const noise[] = {
 };
 
 static const char *const people[] = {
-    "Maria", "James", "Priya", "Chen", "Fatima", "Lukas", "Sofia", "Ahmed", "Emma",
-    "Diego", "Aiko", "Olivia", "Noah", "Ingrid", "Kwame", "Elena", "Tom", "Hannah",
+    "Maria", "James", "Priya",  "Chen", "Fatima", "Lukas", "Sofia", "Ahmed", "Emma",
+    "Diego", "Aiko",  "Olivia", "Noah", "Ingrid", "Kwame", "Elena", "Tom",   "Hannah",
 };
 static const char *const execs[] = {
     "CFO", "COO", "CIO", "CRO", "VP of Sales", "Head of RevOps", "CEO",
@@ -151,8 +132,7 @@ static const char *const cities[] = {
 #define PICK(rng, arr) (arr)[rng_below((rng), (uint32_t)ARRAY_LEN(arr))]
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-static void expand(rng_t *rng, ds_sb_t *out, const char *t)
-{
+static void expand(rng_t *rng, ds_sb_t *out, const char *t) {
     for (const char *p = t; *p;) {
         /* Text up to the next brace goes out in one piece. */
         size_t n = strcspn(p, "{");
@@ -186,9 +166,7 @@ typedef struct {
     int buyer;
 } sentence_t;
 
-unsigned sim_transcript_text(rng_t *rng, ds_sb_t *out, unsigned covered,
-                                double p_pos, double p_neg)
-{
+unsigned sim_transcript_text(rng_t *rng, ds_sb_t *out, unsigned covered, double p_pos, double p_neg) {
     sentence_t s[32];
     int n = 0;
     unsigned mentioned = 0;
@@ -207,8 +185,7 @@ unsigned sim_transcript_text(rng_t *rng, ds_sb_t *out, unsigned covered,
     uint32_t used = 0;
     for (int i = 0; i < nnoise; i++) {
         uint32_t j;
-        do
-            j = rng_below(rng, (uint32_t)ARRAY_LEN(noise));
+        do j = rng_below(rng, (uint32_t)ARRAY_LEN(noise));
         while (used & (1u << j));
         used |= 1u << j;
         s[n++] = (sentence_t){noise[j], (int)rng_below(rng, 2)};
@@ -227,8 +204,7 @@ unsigned sim_transcript_text(rng_t *rng, ds_sb_t *out, unsigned covered,
         if (s[i].buyer == last) {
             ds_sb_putc(out, ' ');
         } else {
-            if (i)
-                ds_sb_putc(out, '\n');
+            if (i) ds_sb_putc(out, '\n');
             ds_sb_puts(out, s[i].buyer ? buyer : "Rep");
             ds_sb_put(out, ": ", 2);
             last = s[i].buyer;

@@ -28,7 +28,6 @@ extern const char *const sim_element_names[SIM_EL_COUNT];
  * p_pos is the chance a covered element is mentioned, p_neg the chance an
  * uncovered one gets a negated mention. Returns the mask of elements given a
  * positive mention. */
-unsigned sim_transcript_text(rng_t *rng, ds_sb_t *out, unsigned covered,
-                                double p_pos, double p_neg);
+unsigned sim_transcript_text(rng_t *rng, ds_sb_t *out, unsigned covered, double p_pos, double p_neg);
 
 #endif

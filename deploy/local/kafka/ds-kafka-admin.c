@@ -20,11 +20,17 @@
 #include <time.h>
 
 static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    (void)rk; (void)level; (void)fac; (void)buf;
+    (void)rk;
+    (void)level;
+    (void)fac;
+    (void)buf;
 }
 
 static void quiet_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
-    (void)rk; (void)err; (void)reason; (void)opaque;
+    (void)rk;
+    (void)err;
+    (void)reason;
+    (void)opaque;
 }
 
 static long long now_ms(void) {
@@ -66,13 +72,17 @@ static int cmd_wait(const char *brokers, long timeout_ms) {
         if (last == RD_KAFKA_RESP_ERR_NO_ERROR) {
             int ok = md->broker_cnt > 0;
             rd_kafka_metadata_destroy(md);
-            if (ok) { rc = 0; break; }
+            if (ok) {
+                rc = 0;
+                break;
+            }
         }
         struct timespec ts = {0, 100 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    if (rc) fprintf(stderr, "ds-kafka-admin: no metadata from %s within %ld ms (%s)\n", brokers,
-                    timeout_ms, rd_kafka_err2str(last));
+    if (rc)
+        fprintf(stderr, "ds-kafka-admin: no metadata from %s within %ld ms (%s)\n", brokers, timeout_ms,
+                rd_kafka_err2str(last));
     rd_kafka_destroy(rk);
     return rc;
 }
@@ -144,7 +154,8 @@ static int cmd_list(const char *brokers) {
         return 1;
     }
     for (int i = 0; i < md->topic_cnt; i++)
-        if (md->topics[i].topic[0] != '_') printf("%s %d\n", md->topics[i].topic, md->topics[i].partition_cnt);
+        if (md->topics[i].topic[0] != '_')
+            printf("%s %d\n", md->topics[i].topic, md->topics[i].partition_cnt);
     rd_kafka_metadata_destroy(md);
     rd_kafka_destroy(rk);
     return 0;
@@ -155,9 +166,8 @@ int main(int argc, char **argv) {
     if (argc >= 6 && strcmp(argv[1], "create") == 0)
         return cmd_create(argv[2], atoi(argv[3]), atoi(argv[4]), argv + 5, argc - 5);
     if (argc == 3 && strcmp(argv[1], "list") == 0) return cmd_list(argv[2]);
-    fprintf(stderr,
-            "usage: ds-kafka-admin wait BROKERS TIMEOUT_MS\n"
-            "       ds-kafka-admin create BROKERS PARTITIONS RF TOPIC...\n"
-            "       ds-kafka-admin list BROKERS\n");
+    fprintf(stderr, "usage: ds-kafka-admin wait BROKERS TIMEOUT_MS\n"
+                    "       ds-kafka-admin create BROKERS PARTITIONS RF TOPIC...\n"
+                    "       ds-kafka-admin list BROKERS\n");
     return 2;
 }

@@ -54,7 +54,8 @@ static const char *const gen_sql[] = {
     "  x.created, (x.created + x.cycle)::date,"
     "  case when oc.outcome <> 'open' then x.created + x.cycle end, oc.outcome, 'bench'"
     " from (select g, 1 + abs(hashint4(g)) % (select count(*) from bench_acc) as rn,"
-    "  case when r1 < 0.35 then 'core_platform' when r1 < 0.55 then 'analytics' when r1 < 0.75 then 'security'"
+    "  case when r1 < 0.35 then 'core_platform' when r1 < 0.55 then 'analytics' when r1 < 0.75 then "
+    "'security'"
     "   when r1 < 0.90 then 'integrations' else 'services' end as prod,"
     "  case when r1 < 0.35 then 1.0 when r1 < 0.55 then 0.7 when r1 < 0.75 then 0.9 when r1 < 0.90 then 0.5"
     "   else 0.4 end as pf,"
@@ -100,9 +101,12 @@ static const char *const gen_sql[] = {
 };
 
 static const char *const vacuum_sql[] = {
-    "vacuum analyze public.accounts",          "vacuum analyze public.opportunities",
-    "vacuum analyze public.opportunity_history", "vacuum analyze public.interactions",
-    "vacuum analyze public.features_snapshot",  "vacuum analyze public.benchmarks_cached",
+    "vacuum analyze public.accounts",
+    "vacuum analyze public.opportunities",
+    "vacuum analyze public.opportunity_history",
+    "vacuum analyze public.interactions",
+    "vacuum analyze public.features_snapshot",
+    "vacuum analyze public.benchmarks_cached",
     "vacuum analyze public.opportunity_benchmarks",
 };
 
@@ -117,8 +121,9 @@ typedef struct {
 } opts_t;
 
 static int usage(void) {
-    fprintf(stderr, "usage: dealscore-bench-cohort generate --org SLUG --opportunities N [--db URL]\n"
-                    "       dealscore-bench-cohort run --org SLUG [--samples N] [--map N] [--explain] [--db URL]\n");
+    fprintf(stderr,
+            "usage: dealscore-bench-cohort generate --org SLUG --opportunities N [--db URL]\n"
+            "       dealscore-bench-cohort run --org SLUG [--samples N] [--map N] [--explain] [--db URL]\n");
     return 2;
 }
 
@@ -161,7 +166,8 @@ static int generate(PGconn *c, const opts_t *o) {
              " from public.opportunities where org_id = $1::uuid",
              1, p);
     printf("org %s (%s): %s accounts, %s opportunities (%s open, %s won, %s lost)\n", o->org, org_id,
-           PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3), PQgetvalue(r, 0, 4));
+           PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3),
+           PQgetvalue(r, 0, 4));
     PQclear(r);
     return 0;
 }
@@ -218,8 +224,10 @@ static void explain(PGconn *c, const char *org_id, const sample_t *s) {
     unsigned mask = (s->ind ? 0u : 1u) | (s->prod ? 0u : 2u) | (s->reg ? 0u : 4u) | (s->per ? 0u : 8u);
     char *sql = cohort_query_sql(COHORT_FULL, mask);
     char *ex = ds_asprintf("explain (analyze, buffers) %s", sql);
-    const char *v[13] = {org_id, key, "0", s->ind, s->prod, s->reg, s->per, band.lo, band.hi, "12", "full",
-                         "{industry,product_category,region,persona}", "10"};
+    const char *v[13] = {org_id,  key,    "0",    s->ind,
+                         s->prod, s->reg, s->per, band.lo,
+                         band.hi, "12",   "full", "{industry,product_category,region,persona}",
+                         "10"};
     printf("\nEXPLAIN (ANALYZE, BUFFERS) of the full-level cohort query, key %s:\n\n", key);
     PQclear(must(c, "begin", 0, NULL));
     PGresult *r = must(c, ex, 13, v);
@@ -242,8 +250,10 @@ static int find_org(PGconn *c, const char *slug, char org_id[40]) {
     snprintf(org_id, 40, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
     const char *p[] = {org_id};
-    r = must(c, "select count(*), count(*) filter (where outcome = 'open') from public.opportunities where org_id = $1", 1,
-             p);
+    r = must(c,
+             "select count(*), count(*) filter (where outcome = 'open') from public.opportunities where "
+             "org_id = $1",
+             1, p);
     printf("org %s: %s opportunities, %s open\n", slug, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
     PQclear(r);
     return 0;
@@ -294,10 +304,11 @@ static int measure_mapping(PGconn *c, cohort_engine_t *e, const char *org_id, in
     char nm[16], err[512];
     snprintf(nm, sizeof nm, "%d", n);
     const char *pm[] = {org_id, nm};
-    PGresult *r = must(c,
-                       "select id::text from public.opportunities where org_id = $1::uuid and outcome = 'open'"
-                       " order by id limit $2::int",
-                       2, pm);
+    PGresult *r =
+        must(c,
+             "select id::text from public.opportunities where org_id = $1::uuid and outcome = 'open'"
+             " order by id limit $2::int",
+             2, pm);
     int m = PQntuples(r);
     const char **ids = ds_calloc((size_t)m + 1, sizeof *ids);
     for (int i = 0; i < m; i++) ids[i] = PQgetvalue(r, i, 0);
@@ -389,13 +400,20 @@ int main(int argc, char **argv) {
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--org") && val) o.org = argv[++i];
-        else if (!strcmp(a, "--db") && val) o.db = argv[++i];
-        else if (!strcmp(a, "--opportunities") && val) o.opportunities = atol(argv[++i]);
-        else if (!strcmp(a, "--samples") && val) o.samples = atoi(argv[++i]);
-        else if (!strcmp(a, "--map") && val) o.map = atoi(argv[++i]);
-        else if (!strcmp(a, "--explain")) o.explain = true;
-        else return usage();
+        if (!strcmp(a, "--org") && val)
+            o.org = argv[++i];
+        else if (!strcmp(a, "--db") && val)
+            o.db = argv[++i];
+        else if (!strcmp(a, "--opportunities") && val)
+            o.opportunities = atol(argv[++i]);
+        else if (!strcmp(a, "--samples") && val)
+            o.samples = atoi(argv[++i]);
+        else if (!strcmp(a, "--map") && val)
+            o.map = atoi(argv[++i]);
+        else if (!strcmp(a, "--explain"))
+            o.explain = true;
+        else
+            return usage();
     }
     if (!o.org || !o.db || !*o.db) return usage();
     ds_log_init("bench-cohort", DS_LOG_WARN);

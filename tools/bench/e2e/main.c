@@ -37,9 +37,9 @@ extern char **environ;
 enum { ST_CHANGED = 0, ST_FEATURES, ST_PREDICTION, ST_N };
 
 typedef struct {
-    int opp;              /* index into opps */
-    int64_t as_of_us;     /* changed_at we sent = the as_of of the covering events */
-    int64_t accepted_us;  /* monotonic time of the 202 */
+    int opp;             /* index into opps */
+    int64_t as_of_us;    /* changed_at we sent = the as_of of the covering events */
+    int64_t accepted_us; /* monotonic time of the 202 */
     int64_t done_us[ST_N];
     int status;
 } change_t;
@@ -47,8 +47,8 @@ typedef struct {
 typedef struct {
     char ext[48];
     char id[37];
-    char *fields;  /* --existing: the deal's other fields as JSON members, or NULL */
-    int stage0;    /* --existing: index of its current stage */
+    char *fields; /* --existing: the deal's other fields as JSON members, or NULL */
+    int stage0;   /* --existing: index of its current stage */
     int moves;
     /* pending changes of this opportunity, in as_of order (indexes) */
     int *pend;
@@ -73,7 +73,8 @@ typedef struct {
     atomic_int stop;
 } run_t;
 
-static const char *stages[] = {"prospecting", "qualification", "discovery", "demo", "proposal", "negotiation"};
+static const char *stages[] = {"prospecting", "qualification", "discovery",
+                               "demo",        "proposal",      "negotiation"};
 
 static void *sender(void *arg) {
     run_t *r = arg;
@@ -105,8 +106,9 @@ static void *sender(void *arg) {
         int st = (o->stage0 + k) % 10;
         st = st < 6 ? st : 10 - st;
         if (o->fields) {
-            n = snprintf(body, sizeof body, "{\"external_id\":\"%s\",\"stage\":\"%s\",%s,\"changed_at\":\"%s\"}",
-                         o->ext, stages[st], o->fields, at);
+            n = snprintf(body, sizeof body,
+                         "{\"external_id\":\"%s\",\"stage\":\"%s\",%s,\"changed_at\":\"%s\"}", o->ext,
+                         stages[st], o->fields, at);
         } else {
             n = snprintf(body, sizeof body,
                          "{\"external_id\":\"%s\",\"stage\":\"%s\",\"created_at\":\"2026-01-01T00:00:00Z\","
@@ -165,16 +167,22 @@ static void *watch(void *arg) {
             rd_kafka_message_t *m = msgs[i];
             const char *t = rd_kafka_topic_name(m->rkt);
             if (!strcmp(t, w->topic[ST_CHANGED])) {
-                Dealscore__V1__OpportunityChanged *e = dealscore__v1__opportunity_changed__unpack(NULL, m->len, m->payload);
-                if (e) cover(w, ST_CHANGED, e->opportunity_id, strlen(e->opportunity_id), e->occurred_at_us, now);
+                Dealscore__V1__OpportunityChanged *e =
+                    dealscore__v1__opportunity_changed__unpack(NULL, m->len, m->payload);
+                if (e)
+                    cover(w, ST_CHANGED, e->opportunity_id, strlen(e->opportunity_id), e->occurred_at_us,
+                          now);
                 dealscore__v1__opportunity_changed__free_unpacked(e, NULL);
             } else if (!strcmp(t, w->topic[ST_FEATURES])) {
-                Dealscore__V1__FeaturesReady *e = dealscore__v1__features_ready__unpack(NULL, m->len, m->payload);
+                Dealscore__V1__FeaturesReady *e =
+                    dealscore__v1__features_ready__unpack(NULL, m->len, m->payload);
                 if (e) cover(w, ST_FEATURES, e->opportunity_id, strlen(e->opportunity_id), e->as_of_us, now);
                 dealscore__v1__features_ready__free_unpacked(e, NULL);
             } else {
-                Dealscore__V1__PredictionMade *e = dealscore__v1__prediction_made__unpack(NULL, m->len, m->payload);
-                if (e) cover(w, ST_PREDICTION, e->opportunity_id, strlen(e->opportunity_id), e->as_of_us, now);
+                Dealscore__V1__PredictionMade *e =
+                    dealscore__v1__prediction_made__unpack(NULL, m->len, m->payload);
+                if (e)
+                    cover(w, ST_PREDICTION, e->opportunity_id, strlen(e->opportunity_id), e->as_of_us, now);
                 dealscore__v1__prediction_made__free_unpacked(e, NULL);
             }
         }
@@ -184,15 +192,16 @@ static void *watch(void *arg) {
 }
 
 static void usage(void) {
-    fprintf(stderr,
-            "usage: dealscore-bench-e2e --token TOKEN [--url URL] [--rates R1,R2,...] [--seconds S]\n"
-            "       [--opportunities N] [--threads T] [--drain S] [--existing]\n"
-            "--existing moves up to N open deals of the token's org one stage at a time instead of\n"
-            "creating N new ones.\n"
-            "Settings from the environment as the services (DEALSCORE_DATABASE_URL, DEALSCORE_KAFKA_BROKERS,\n"
-            "DEALSCORE_TOPIC_PREFIX); --url defaults to $DEALSCORE_INGEST_URL. Before the first rate it waits\n"
-            "until the workers at DEALSCORE_FEATURE_URL, DEALSCORE_SCORING_URL and DEALSCORE_BENCHMARK_URL\n"
-            "(those set) report no consumer lag.\n");
+    fprintf(
+        stderr,
+        "usage: dealscore-bench-e2e --token TOKEN [--url URL] [--rates R1,R2,...] [--seconds S]\n"
+        "       [--opportunities N] [--threads T] [--drain S] [--existing]\n"
+        "--existing moves up to N open deals of the token's org one stage at a time instead of\n"
+        "creating N new ones.\n"
+        "Settings from the environment as the services (DEALSCORE_DATABASE_URL, DEALSCORE_KAFKA_BROKERS,\n"
+        "DEALSCORE_TOPIC_PREFIX); --url defaults to $DEALSCORE_INGEST_URL. Before the first rate it waits\n"
+        "until the workers at DEALSCORE_FEATURE_URL, DEALSCORE_SCORING_URL and DEALSCORE_BENCHMARK_URL\n"
+        "(those set) report no consumer lag.\n");
 }
 
 /* A phase returns GO_ON to let the next one run, or the exit status. */
@@ -217,10 +226,11 @@ typedef struct {
 } bench_t;
 
 static int parse_options(bench_t *b, int argc, char **argv) {
-    static const struct option opts[] = {{"token", 1, 0, 't'}, {"url", 1, 0, 'u'}, {"rates", 1, 0, 'r'},
-                                         {"seconds", 1, 0, 's'}, {"opportunities", 1, 0, 'o'},
-                                         {"threads", 1, 0, 'n'}, {"drain", 1, 0, 'd'}, {"help", 0, 0, 'h'}, {"existing", 0, 0, 'e'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {{"token", 1, 0, 't'},         {"url", 1, 0, 'u'},
+                                         {"rates", 1, 0, 'r'},         {"seconds", 1, 0, 's'},
+                                         {"opportunities", 1, 0, 'o'}, {"threads", 1, 0, 'n'},
+                                         {"drain", 1, 0, 'd'},         {"help", 0, 0, 'h'},
+                                         {"existing", 0, 0, 'e'},      {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -319,11 +329,12 @@ static int post_new_opps(bench_t *b) {
         size_t len = 0;
         body[len++] = '[';
         for (size_t k = i; k < r->nopps && k < i + 500; k++)
-            len += (size_t)snprintf(body + len, cap - len,
-                                    "%s{\"external_id\":\"%s\",\"stage\":\"prospecting\",\"created_at\":"
-                                    "\"2026-01-01T00:00:00Z\",\"amount\":5000,\"account_external_id\":\"bench-acc-%zu\","
-                                    "\"changed_at\":\"2026-01-01T00:00:00Z\"}",
-                                    k > i ? "," : "", r->opps[k].ext, k % 50);
+            len += (size_t)snprintf(
+                body + len, cap - len,
+                "%s{\"external_id\":\"%s\",\"stage\":\"prospecting\",\"created_at\":"
+                "\"2026-01-01T00:00:00Z\",\"amount\":5000,\"account_external_id\":\"bench-acc-%zu\","
+                "\"changed_at\":\"2026-01-01T00:00:00Z\"}",
+                k > i ? "," : "", r->opps[k].ext, k % 50);
         body[len++] = ']';
         int st = perf_conn_request(&cn, "/v1/opportunities", b->token, body, len);
         if (st != 202) {
@@ -346,8 +357,8 @@ static int create_opps(bench_t *b) {
     char like[64];
     snprintf(like, sizeof like, "bench-%s-%%", b->runid);
     const char *pv[] = {like};
-    PGresult *res = PQexecParams(b->db, "select external_id, id from opportunities where external_id like $1", 1,
-                                 NULL, pv, NULL, NULL, 0);
+    PGresult *res = PQexecParams(b->db, "select external_id, id from opportunities where external_id like $1",
+                                 1, NULL, pv, NULL, NULL, 0);
     for (int i = 0; i < PQntuples(res); i++) {
         size_t k = strtoul(strrchr(PQgetvalue(res, i, 0), '-') + 1, NULL, 10);
         if (k < r->nopps) snprintf(r->opps[k].id, sizeof r->opps[k].id, "%s", PQgetvalue(res, i, 1));
@@ -356,10 +367,11 @@ static int create_opps(bench_t *b) {
     int64_t t0 = ds_mono_us();
     long scored = 0;
     while (ds_mono_us() - t0 < (int64_t)(b->drain * 1e6) + 60000000) {
-        res = PQexecParams(b->db,
-                           "select count(*) from predictions p join opportunities o on o.id = p.opportunity_id"
-                           " where o.external_id like $1",
-                           1, NULL, pv, NULL, NULL, 0);
+        res =
+            PQexecParams(b->db,
+                         "select count(*) from predictions p join opportunities o on o.id = p.opportunity_id"
+                         " where o.external_id like $1",
+                         1, NULL, pv, NULL, NULL, 0);
         scored = PQresultStatus(res) == PGRES_TUPLES_OK ? atol(PQgetvalue(res, 0, 0)) : -1;
         PQclear(res);
         if (scored < 0 || scored >= (long)r->nopps) break;
@@ -379,7 +391,8 @@ static int prepare_opps(bench_t *b) {
     r->nopps = (size_t)b->nopps;
     r->opps = ds_calloc(r->nopps, sizeof *r->opps);
     snprintf(b->runid, sizeof b->runid, "%08x", (unsigned)(ds_now_us() & 0xffffffff));
-    for (size_t i = 0; i < r->nopps; i++) snprintf(r->opps[i].ext, sizeof r->opps[i].ext, "bench-%s-%zu", b->runid, i);
+    for (size_t i = 0; i < r->nopps; i++)
+        snprintf(r->opps[i].ext, sizeof r->opps[i].ext, "bench-%s-%zu", b->runid, i);
     return b->existing ? load_existing_opps(b) : create_opps(b);
 }
 
@@ -397,7 +410,8 @@ static void wait_for_quiet_workers(const bench_t *b) {
     int64_t t0 = ds_mono_us();
     double lag = 0;
     if (perf_wait_quiet(set, nset, b->drain + 60, NULL, NULL, &lag))
-        printf("dealscore-bench-e2e: the workers had no backlog after %.1f s\n", (double)(ds_mono_us() - t0) / 1e6);
+        printf("dealscore-bench-e2e: the workers had no backlog after %.1f s\n",
+               (double)(ds_mono_us() - t0) / 1e6);
     else
         printf("dealscore-bench-e2e: the workers still lag %.0f messages after %.0f s; going on\n", lag,
                (double)(ds_mono_us() - t0) / 1e6);
@@ -492,10 +506,12 @@ static bool measure_rate(bench_t *b, double rate) {
     for (int s = 0; s < ST_N; s++) qsort(st[s], ns[s], sizeof(int64_t), perf_cmp_i64);
     long backlog = ok - (long)nl;
     printf("%8.0f %8zu %8zu %7ld | %9.1f %9.1f %9.1f | %9.1f %9.1f %9.1f %9.1f | %ld%s\n", achieved, n, nl,
-           atomic_load(&r->errors), perf_pct_ms(lat, nl, 50), perf_pct_ms(lat, nl, 95), perf_pct_ms(lat, nl, 99),
-           perf_pct_ms(st[ST_CHANGED], ns[ST_CHANGED], 50), perf_pct_ms(st[ST_FEATURES], ns[ST_FEATURES], 50),
-           perf_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 50), perf_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 99),
-           backlog, achieved < rate * 0.9 ? " (sender could not keep the rate)" : "");
+           atomic_load(&r->errors), perf_pct_ms(lat, nl, 50), perf_pct_ms(lat, nl, 95),
+           perf_pct_ms(lat, nl, 99), perf_pct_ms(st[ST_CHANGED], ns[ST_CHANGED], 50),
+           perf_pct_ms(st[ST_FEATURES], ns[ST_FEATURES], 50),
+           perf_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 50),
+           perf_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 99), backlog,
+           achieved < rate * 0.9 ? " (sender could not keep the rate)" : "");
     fflush(stdout);
     free(lat);
     for (int s = 0; s < ST_N; s++) free(st[s]);
@@ -504,10 +520,10 @@ static bool measure_rate(bench_t *b, double rate) {
 
 /* The table, one row per rate of --rates, and the highest rate passed. */
 static int measure_rates(bench_t *b) {
-    printf("dealscore-bench-e2e: %zu opportunities, %d sender threads, %.0f s per rate, drain %.0f s\n", b->r.nopps,
-           b->nthreads, b->seconds, b->drain);
-    printf("%8s %8s %8s %7s | %9s %9s %9s | %9s %9s %9s %9s | %s\n", "rate/s", "sent", "done", "errors", "p50 ms",
-           "p95 ms", "p99 ms", "relay p50", "feat p50", "pred p50", "pred p99", "backlog");
+    printf("dealscore-bench-e2e: %zu opportunities, %d sender threads, %.0f s per rate, drain %.0f s\n",
+           b->r.nopps, b->nthreads, b->seconds, b->drain);
+    printf("%8s %8s %8s %7s | %9s %9s %9s | %9s %9s %9s %9s | %s\n", "rate/s", "sent", "done", "errors",
+           "p50 ms", "p95 ms", "p99 ms", "relay p50", "feat p50", "pred p50", "pred p99", "backlog");
     double best = 0;
     char *rates = ds_strdup(b->rates), *rest = rates, *tok;
     while ((tok = strsep(&rest, ",")) != NULL) {

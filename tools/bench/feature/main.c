@@ -65,7 +65,8 @@ static int free_port(void) {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof sa;
     int port = -1;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
         port = ntohs(sa.sin_port);
     close(fd);
     return port;
@@ -184,24 +185,25 @@ static void settle(bench_t *b) {
         fprintf(stderr, PROG ": outbox %s and the stack's workers idle after %.1f s\n",
                 unsent == 0 ? "drained" : "not relayed (no relay running?)", s);
     else
-        fprintf(stderr, PROG ": still %ld unsent outbox rows and worker lag %.0f after %.0f s; going on\n", unsent,
-                lag, s);
+        fprintf(stderr, PROG ": still %ld unsent outbox rows and worker lag %.0f after %.0f s; going on\n",
+                unsent, lag, s);
 }
 
 /* Finds the org, or fills it: dealscore-sim, token create, import. */
 static int prepare_org(bench_t *b) {
     const char *v[] = {b->slug};
-    PGresult *r = query(b,
-                        "select o.id::text, (select count(*) from public.opportunities p where p.org_id = o.id"
-                        " and not p.placeholder) from public.orgs o where o.slug = $1",
-                        1, v);
+    PGresult *r =
+        query(b,
+              "select o.id::text, (select count(*) from public.opportunities p where p.org_id = o.id"
+              " and not p.placeholder) from public.orgs o where o.slug = $1",
+              1, v);
     if (!r) return -1;
     long have = PQntuples(r) ? atol(PQgetvalue(r, 0, 1)) : -1;
     if (have > 0) {
         snprintf(b->org_id, sizeof b->org_id, "%s", PQgetvalue(r, 0, 0));
         PQclear(r);
-        printf("org %s: reusing its %ld opportunities (import skipped; --fresh imports into a new org)\n", b->slug,
-               have);
+        printf("org %s: reusing its %ld opportunities (import skipped; --fresh imports into a new org)\n",
+               b->slug, have);
         return 0;
     }
     PQclear(r);
@@ -237,8 +239,9 @@ static int prepare_org(bench_t *b) {
     snprintf(out, sizeof out, "%s/import.out", b->work_dir);
     snprintf(err, sizeof err, "%s/import.err", b->work_dir);
     fprintf(stderr, PROG ": importing into org %s (slow: ~25 rows per opportunity)\n", b->slug);
-    char *imp_argv[] = {exe, "import", "--org", b->slug, "--accounts", f[0], "--opportunities", f[1],
-                        "--interactions", f[2], "--transcripts", f[3], "--quiet", NULL};
+    char *imp_argv[] = {
+        exe,  "import",         "--org", b->slug,         "--accounts", f[0],      "--opportunities",
+        f[1], "--interactions", f[2],    "--transcripts", f[3],         "--quiet", NULL};
     t0 = ds_mono_us();
     rc = run_cmd(imp_argv, out, err);
     double imp_s = (double)(ds_mono_us() - t0) / 1e6;
@@ -289,9 +292,11 @@ static int load_ids(bench_t *b) {
               " (select count(*) from public.opportunity_history where org_id = $1::uuid)",
               1, v);
     if (r) {
-        printf("org %s: %zu opportunities, %s interactions (%.1f per opportunity), %s transcripts, %s history rows\n",
-               b->slug, b->nids, PQgetvalue(r, 0, 0), b->nids ? atof(PQgetvalue(r, 0, 0)) / (double)b->nids : 0.0,
-               PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+        printf("org %s: %zu opportunities, %s interactions (%.1f per opportunity), %s transcripts, %s "
+               "history rows\n",
+               b->slug, b->nids, PQgetvalue(r, 0, 0),
+               b->nids ? atof(PQgetvalue(r, 0, 0)) / (double)b->nids : 0.0, PQgetvalue(r, 0, 1),
+               PQgetvalue(r, 0, 2));
         PQclear(r);
     }
     return b->nids ? 0 : -1;
@@ -301,7 +306,8 @@ typedef struct {
     atomic_long ok, failed;
 } dr_t;
 
-static void on_delivery(void *opaque, void *msg_opaque, int err, const char *errmsg, const rd_kafka_message_t *m) {
+static void on_delivery(void *opaque, void *msg_opaque, int err, const char *errmsg,
+                        const rd_kafka_message_t *m) {
     (void)msg_opaque;
     (void)m;
     dr_t *dr = opaque;
@@ -363,7 +369,9 @@ static int fill_topic(bench_t *b, const ds_config_t *cfg, int64_t as_of_us, doub
         size_t len = dealscore__v1__opportunity_changed__get_packed_size(&ev);
         ds_assert(len <= sizeof buf);
         dealscore__v1__opportunity_changed__pack(&ev, buf);
-        ds_event_meta_t meta = {.id = eid, .type = DS_CE_TYPE_OPPORTUNITY_CHANGED, .time_us = as_of_us,
+        ds_event_meta_t meta = {.id = eid,
+                                .type = DS_CE_TYPE_OPPORTUNITY_CHANGED,
+                                .time_us = as_of_us,
                                 .source = "/dealscore/bench-feature"};
         int r = ds_producer_send(p, topic, b->opp_ids[i], strlen(b->opp_ids[i]), buf, len, &meta, NULL);
         if (r != 0) {
@@ -486,8 +494,8 @@ static int run_trial(bench_t *b, int batch_size, int rep, trial_t *t) {
     int rc = -1;
     pid_t pid = -1;
     perf_conn_t c = {.fd = -1};
-    fprintf(stderr, PROG ": batch %d, rep %d: filling %sopportunity.changed with %zu events\n", batch_size, rep,
-            prefix, b->nids);
+    fprintf(stderr, PROG ": batch %d, rep %d: filling %sopportunity.changed with %zu events\n", batch_size,
+            rep, prefix, b->nids);
     if (fill_topic(b, &cfg, as_of, &t->produce_s) != 0) goto out;
 
     int port = free_port();
@@ -503,7 +511,8 @@ static int run_trial(bench_t *b, int batch_size, int rep, trial_t *t) {
     char *mine[] = {ds_asprintf("DEALSCORE_TOPIC_PREFIX=%s", prefix),
                     ds_asprintf("DEALSCORE_GROUP_ID=bench-feature-%s", prefix),
                     ds_asprintf("DEALSCORE_BATCH_SIZE=%d", batch_size),
-                    ds_asprintf("DEALSCORE_HTTP_ADDR=127.0.0.1:%d", port), ds_strdup("DEALSCORE_LOG_LEVEL=warn")};
+                    ds_asprintf("DEALSCORE_HTTP_ADDR=127.0.0.1:%d", port),
+                    ds_strdup("DEALSCORE_LOG_LEVEL=warn")};
     char **envp = perf_environ_with((const char *const *)mine, DS_ARRAY_SIZE(mine));
     char *argv[] = {exe, NULL};
     int64_t t_spawn = ds_mono_us(), t_ready = 0, t_done = 0;
@@ -527,8 +536,8 @@ static int run_trial(bench_t *b, int batch_size, int rep, trial_t *t) {
     if (!t_ready) t_ready = t_spawn;
     if (!t_done) {
         t_done = ds_mono_us();
-        fprintf(stderr, PROG ": batch %d, rep %d: timed out after %.0f s with %ld of %ld snapshots\n", batch_size,
-                rep, b->timeout_s, t->snapshots, target);
+        fprintf(stderr, PROG ": batch %d, rep %d: timed out after %.0f s with %ld of %ld snapshots\n",
+                batch_size, rep, b->timeout_s, t->snapshots, target);
     }
     /* The snapshot counter moves when a batch's transaction commits; the
      * batch's time is recorded after its features.ready are delivered. */
@@ -541,13 +550,16 @@ static int run_trial(bench_t *b, int batch_size, int rep, trial_t *t) {
     pid = -1;
 
     const char *v[] = {b->org_id, as_of_s};
-    PGresult *r = query(b, "select count(*) from public.features_snapshot where org_id = $1::uuid and as_of = $2::timestamptz",
-                        2, v);
+    PGresult *r = query(
+        b,
+        "select count(*) from public.features_snapshot where org_id = $1::uuid and as_of = $2::timestamptz",
+        2, v);
     t->db_rows = r ? atol(PQgetvalue(r, 0, 0)) : -1;
     PQclear(r);
     if (!b->keep) {
-        PQclear(query(b, "delete from public.features_snapshot where org_id = $1::uuid and as_of = $2::timestamptz", 2,
-                      v));
+        PQclear(query(
+            b, "delete from public.features_snapshot where org_id = $1::uuid and as_of = $2::timestamptz", 2,
+            v));
         delete_topics(&cfg);
     }
     rc = 0;
@@ -599,7 +611,8 @@ static void usage(FILE *out) {
 }
 
 static void remove_work_dir(bench_t *b) {
-    static const char *const files[] = {"sim.out", "sim.err", "token.out", "token.err", "import.out", "import.err"};
+    static const char *const files[] = {"sim.out",   "sim.err",    "token.out",
+                                        "token.err", "import.out", "import.err"};
     char path[PATH_MAX + 64];
     for (size_t i = 0; i < DS_ARRAY_SIZE(files); i++) {
         snprintf(path, sizeof path, "%s/%s", b->work_dir, files[i]);
@@ -637,14 +650,27 @@ static const char *apply_option(prog_t *p, int c) {
     bench_t *b = &p->b;
     long v;
     switch (c) {
-    case 'o': if (!ds_parse_long(optarg, 1, 10000000, &b->nopps)) return "--opportunities must be 1 to 10000000"; break;
-    case 'e': if (!ds_parse_long(optarg, 0, LONG_MAX, &b->seed)) return "--seed must be a number >= 0"; break;
+    case 'o':
+        if (!ds_parse_long(optarg, 1, 10000000, &b->nopps)) return "--opportunities must be 1 to 10000000";
+        break;
+    case 'e':
+        if (!ds_parse_long(optarg, 0, LONG_MAX, &b->seed)) return "--seed must be a number >= 0";
+        break;
     case 'g': p->org = optarg; break;
     case 'f': b->fresh = true; break;
     case 'b': p->sizes = optarg; break;
-    case 'n': if (!ds_parse_long(optarg, 1, 100, &v)) return "--repeat must be 1 to 100"; b->repeat = (int)v; break;
-    case 't': if (!ds_parse_long(optarg, 1, 86400, &v)) return "--timeout must be 1 to 86400 seconds"; b->timeout_s = (double)v; break;
-    case 'S': if (!ds_parse_long(optarg, 0, 86400, &v)) return "--settle must be 0 to 86400 seconds"; b->settle_s = (double)v; break;
+    case 'n':
+        if (!ds_parse_long(optarg, 1, 100, &v)) return "--repeat must be 1 to 100";
+        b->repeat = (int)v;
+        break;
+    case 't':
+        if (!ds_parse_long(optarg, 1, 86400, &v)) return "--timeout must be 1 to 86400 seconds";
+        b->timeout_s = (double)v;
+        break;
+    case 'S':
+        if (!ds_parse_long(optarg, 0, 86400, &v)) return "--settle must be 0 to 86400 seconds";
+        b->settle_s = (double)v;
+        break;
     case 'B': p->bin_dir = optarg; break;
     case 'w': p->work_dir = optarg; break;
     case 'k': b->keep = true; break;
@@ -653,11 +679,19 @@ static const char *apply_option(prog_t *p, int c) {
 }
 
 static int parse_options(prog_t *p, int argc, char **argv) {
-    static const struct option opts[] = {
-        {"opportunities", 1, 0, 'o'}, {"seed", 1, 0, 'e'},    {"org", 1, 0, 'g'},      {"fresh", 0, 0, 'f'},
-        {"batch-sizes", 1, 0, 'b'},   {"repeat", 1, 0, 'n'},  {"timeout", 1, 0, 't'},  {"settle", 1, 0, 'S'},
-        {"bin-dir", 1, 0, 'B'},       {"work-dir", 1, 0, 'w'}, {"keep", 0, 0, 'k'},    {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"opportunities", 1, 0, 'o'},
+                                         {"seed", 1, 0, 'e'},
+                                         {"org", 1, 0, 'g'},
+                                         {"fresh", 0, 0, 'f'},
+                                         {"batch-sizes", 1, 0, 'b'},
+                                         {"repeat", 1, 0, 'n'},
+                                         {"timeout", 1, 0, 't'},
+                                         {"settle", 1, 0, 'S'},
+                                         {"bin-dir", 1, 0, 'B'},
+                                         {"work-dir", 1, 0, 'w'},
+                                         {"keep", 0, 0, 'k'},
+                                         {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
     bench_t *b = &p->b;
     int c;
     opterr = 0;
@@ -681,7 +715,8 @@ static int parse_options(prog_t *p, int argc, char **argv) {
         char *end;
         long n = strtol(s, &end, 10);
         if (end == s || n < 1 || n > 100000 || (*end && *end != ',') || b->nbatch_sizes == MAX_BATCH_SIZES) {
-            fprintf(stderr, PROG ": --batch-sizes must be up to %d numbers from 1 to 100000, comma-separated\n",
+            fprintf(stderr,
+                    PROG ": --batch-sizes must be up to %d numbers from 1 to 100000, comma-separated\n",
                     MAX_BATCH_SIZES);
             return 2;
         }
@@ -705,7 +740,8 @@ static int check_settings(prog_t *p) {
         char exe[PATH_MAX + 32];
         snprintf(exe, sizeof exe, "%s/%s", b->bin_dir, needed[i]);
         if (access(exe, X_OK) != 0) {
-            fprintf(stderr, PROG ": %s is not an executable (build it, or give --bin-dir / DEALSCORE_BIN_DIR)\n",
+            fprintf(stderr,
+                    PROG ": %s is not an executable (build it, or give --bin-dir / DEALSCORE_BIN_DIR)\n",
                     exe);
             return 2;
         }
@@ -788,7 +824,8 @@ static double trial_metric(const trial_t *t, int m) {
     case M_LOAD: return share(t->load, t);
     case M_COMPUTE: return share(t->compute, t);
     case M_WRITE: return share(t->write, t);
-    case M_OTHER: return 100.0 - share(t->load, t) - share(t->compute, t) - share(t->write, t) - share(t->produce, t);
+    case M_OTHER:
+        return 100.0 - share(t->load, t) - share(t->compute, t) - share(t->write, t) - share(t->produce, t);
     case M_MEAN_BATCH: return t->batches > 0 ? t->batch_msgs / t->batches : 0;
     case M_PRODUCE: return share(t->produce, t);
     default: return t->batch_secs > 0 ? (double)t->snapshots / t->batch_secs : NAN;
@@ -796,11 +833,12 @@ static double trial_metric(const trial_t *t, int m) {
 }
 
 static void print_trial(const trial_t *t) {
-    printf("%6d %4d %7ld %7.2fs %7.2fs %7.2fs %9.0f %5.1f%% %7.1f%% %5.1f%% %7.1f%% %5.1f%% %10.1f %11.0f%s\n",
-           t->batch_size, t->rep, t->snapshots, t->produce_s, t->startup_s, t->secs, trial_metric(t, M_RATE),
-           trial_metric(t, M_LOAD), trial_metric(t, M_COMPUTE), trial_metric(t, M_WRITE), trial_metric(t, M_PRODUCE),
-           trial_metric(t, M_OTHER), trial_metric(t, M_MEAN_BATCH), trial_metric(t, M_BUSY_RATE),
-           t->timed_out ? "  TIMED OUT" : "");
+    printf(
+        "%6d %4d %7ld %7.2fs %7.2fs %7.2fs %9.0f %5.1f%% %7.1f%% %5.1f%% %7.1f%% %5.1f%% %10.1f %11.0f%s\n",
+        t->batch_size, t->rep, t->snapshots, t->produce_s, t->startup_s, t->secs, trial_metric(t, M_RATE),
+        trial_metric(t, M_LOAD), trial_metric(t, M_COMPUTE), trial_metric(t, M_WRITE),
+        trial_metric(t, M_PRODUCE), trial_metric(t, M_OTHER), trial_metric(t, M_MEAN_BATCH),
+        trial_metric(t, M_BUSY_RATE), t->timed_out ? "  TIMED OUT" : "");
     if (t->db_rows != t->snapshots || t->skipped || t->dead_letters)
         printf("       note: %ld snapshot rows in the database, %ld skipped, %ld dead letters\n", t->db_rows,
                t->skipped, t->dead_letters);
@@ -811,7 +849,8 @@ static int run_trials(prog_t *p) {
     bench_t *b = &p->b;
     p->trials = ds_calloc((size_t)(b->nbatch_sizes * b->repeat), sizeof *p->trials);
     printf("\n%6s %4s %7s %8s %8s %8s %9s %6s %8s %6s %8s %6s %10s %11s\n", "batch", "rep", "opps", "fill",
-           "startup", "seconds", "opps/s", "load", "compute", "write", "produce", "other", "mean batch", "busy opps/s");
+           "startup", "seconds", "opps/s", "load", "compute", "write", "produce", "other", "mean batch",
+           "busy opps/s");
     for (int r = 1; r <= b->repeat && !interrupted; r++) {
         /* Alternate the batch sizes within a repetition, so slow drifts of the
          * shared machine's load hit each size alike. */
@@ -835,10 +874,11 @@ static int print_medians(prog_t *p) {
     const bench_t *b = &p->b;
     char la1[64];
     perf_loadavg(la1, sizeof la1);
-    printf("\nmedians of %d trial%s per batch size (%zu opportunities; load average at start %s, at end %s; %ld CPUs):\n",
+    printf("\nmedians of %d trial%s per batch size (%zu opportunities; load average at start %s, at end %s; "
+           "%ld CPUs):\n",
            b->repeat, b->repeat > 1 ? "s" : "", b->nids, p->la0, la1, p->ncpu);
-    printf("%6s %9s %9s %6s %8s %6s %8s %6s %10s %11s\n", "batch", "opps/s", "seconds", "load", "compute", "write",
-           "produce", "other", "mean batch", "busy opps/s");
+    printf("%6s %9s %9s %6s %8s %6s %8s %6s %10s %11s\n", "batch", "opps/s", "seconds", "load", "compute",
+           "write", "produce", "other", "mean batch", "busy opps/s");
     double best = 0;
     int best_size = 0;
     double *x = ds_calloc((size_t)b->repeat, sizeof *x);
@@ -851,12 +891,13 @@ static int print_medians(prog_t *p) {
             m[f] = perf_median(x, n);
         }
         printf("%6d %9.0f %8.2fs %5.1f%% %7.1f%% %5.1f%% %7.1f%% %5.1f%% %10.1f %11.0f\n", b->batch_sizes[i],
-               m[M_RATE], m[M_SECS], m[M_LOAD], m[M_COMPUTE], m[M_WRITE], m[M_PRODUCE], m[M_OTHER], m[M_MEAN_BATCH],
-               m[M_BUSY_RATE]);
+               m[M_RATE], m[M_SECS], m[M_LOAD], m[M_COMPUTE], m[M_WRITE], m[M_PRODUCE], m[M_OTHER],
+               m[M_MEAN_BATCH], m[M_BUSY_RATE]);
         if (m[M_RATE] > best) best = m[M_RATE], best_size = b->batch_sizes[i];
     }
     free(x);
-    printf("\ntarget: >= 5,000 opportunities/s on 2 cores: best median %.0f opportunities/s (batch %d) on %ld CPUs: %s\n",
+    printf("\ntarget: >= 5,000 opportunities/s on 2 cores: best median %.0f opportunities/s (batch %d) on "
+           "%ld CPUs: %s\n",
            best, best_size, p->ncpu, best >= 5000 ? "met" : "NOT met");
     return GO_ON;
 }

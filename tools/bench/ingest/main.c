@@ -60,7 +60,8 @@ static int64_t rnd_range(uint64_t *s, int64_t lo, int64_t hi) {
 
 /* ---- the data ----------------------------------------------------------------- */
 
-static const char *const stages[] = {"prospecting", "qualification", "discovery", "demo", "proposal", "negotiation"};
+static const char *const stages[] = {"prospecting", "qualification", "discovery",
+                                     "demo",        "proposal",      "negotiation"};
 static const char *const products[] = {"core_platform", "analytics", "security", "integrations", "services"};
 static const char *const personas[] = {"it_director", "cto", "cfo", "vp_sales", "operations", "procurement"};
 
@@ -117,12 +118,13 @@ static void dataset_generate(dataset_t *d, size_t nopps, size_t nints, uint64_t 
         o->product = products[rnd(&seed) % DS_ARRAY_SIZE(products)];
         o->persona = personas[rnd(&seed) % DS_ARRAY_SIZE(personas)];
         o->currency = "USD";
-        int n = snprintf(buf, sizeof buf,
-                         "{\"external_id\":\"%s\",\"stage\":\"%s\",\"created_at\":\"%s\",\"changed_at\":\"%s\","
-                         "\"owner_id\":\"%s\",\"product_category\":\"%s\",\"persona\":\"%s\",\"amount\":%s,"
-                         "\"currency\":\"%s\",\"close_date\":\"%s\"}",
-                         o->ext, o->stage, o->created, o->created, o->owner, o->product, o->persona, o->amount,
-                         o->currency, o->close_date);
+        int n =
+            snprintf(buf, sizeof buf,
+                     "{\"external_id\":\"%s\",\"stage\":\"%s\",\"created_at\":\"%s\",\"changed_at\":\"%s\","
+                     "\"owner_id\":\"%s\",\"product_category\":\"%s\",\"persona\":\"%s\",\"amount\":%s,"
+                     "\"currency\":\"%s\",\"close_date\":\"%s\"}",
+                     o->ext, o->stage, o->created, o->created, o->owner, o->product, o->persona, o->amount,
+                     o->currency, o->close_date);
         o->json = ds_strndup(buf, (size_t)n);
         o->json_len = (size_t)n;
     }
@@ -131,7 +133,8 @@ static void dataset_generate(dataset_t *d, size_t nopps, size_t nints, uint64_t 
         it->opp = (size_t)(rnd(&seed) % nopps);
         const opp_rec_t *o = &d->opps[it->opp];
         snprintf(it->ext, sizeof it->ext, "%s-i%zu", o->ext, j);
-        ds_format_time_us(created[it->opp] + rnd_range(&seed, 0, 60 * day), it->occurred, sizeof it->occurred);
+        ds_format_time_us(created[it->opp] + rnd_range(&seed, 0, 60 * day), it->occurred,
+                          sizeof it->occurred);
         unsigned r = (unsigned)(rnd(&seed) % 100);
         bool out = rnd(&seed) % 2;
         if (r < 45) {
@@ -146,8 +149,10 @@ static void dataset_generate(dataset_t *d, size_t nopps, size_t nints, uint64_t 
             it->type = "support", it->channel = "portal", it->outcome = out ? "resolved" : "open";
         }
         it->has_duration = strcmp(it->type, "email") != 0;
-        if (it->has_duration) snprintf(it->duration, sizeof it->duration, "%lld", (long long)rnd_range(&seed, 5, 90));
-        snprintf(it->meta, sizeof it->meta, "{\"direction\":\"%s\",\"subject\":\"Touch %zu\",\"attendees\":%lld}",
+        if (it->has_duration)
+            snprintf(it->duration, sizeof it->duration, "%lld", (long long)rnd_range(&seed, 5, 90));
+        snprintf(it->meta, sizeof it->meta,
+                 "{\"direction\":\"%s\",\"subject\":\"Touch %zu\",\"attendees\":%lld}",
                  out ? "outbound" : "inbound", j, (long long)rnd_range(&seed, 1, 6));
         int n = snprintf(buf, sizeof buf,
                          "{\"external_id\":\"%s\",\"opportunity_external_id\":\"%s\",\"type\":\"%s\","
@@ -219,7 +224,8 @@ static int org_create(bench_t *b, const char *slug, char *token, size_t tokensz,
         return -1;
     }
     const char *v[] = {slug};
-    PGresult *res = PQexecParams(b->db, "select id::text from public.orgs where slug = $1", 1, NULL, v, NULL, NULL, 0);
+    PGresult *res =
+        PQexecParams(b->db, "select id::text from public.orgs where slug = $1", 1, NULL, v, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         fprintf(stderr, PROG ": org %s not found after token create: %s", slug, PQerrorMessage(b->db));
         PQclear(res);
@@ -233,10 +239,11 @@ static int org_create(bench_t *b, const char *slug, char *token, size_t tokensz,
 /* Rows the org holds: real opportunities and interactions. */
 static void org_counts(bench_t *b, const char *org_id, long *opps, long *ints) {
     const char *v[] = {org_id};
-    PGresult *res = PQexecParams(b->db,
-                                 "select (select count(*) from public.opportunities where org_id = $1::uuid"
-                                 " and not placeholder), (select count(*) from public.interactions where org_id = $1::uuid)",
-                                 1, NULL, v, NULL, NULL, 0);
+    PGresult *res = PQexecParams(
+        b->db,
+        "select (select count(*) from public.opportunities where org_id = $1::uuid"
+        " and not placeholder), (select count(*) from public.interactions where org_id = $1::uuid)",
+        1, NULL, v, NULL, NULL, 0);
     *opps = *ints = -1;
     if (PQresultStatus(res) == PGRES_TUPLES_OK) {
         *opps = atol(PQgetvalue(res, 0, 0));
@@ -270,7 +277,8 @@ typedef struct {
 static bool db_quiet(void *ctx) {
     db_quiet_t *q = ctx;
     q->unsent = count_of(q->b, "select count(*) from dealscore_internal.outbox");
-    q->vacuums = count_of(q->b, "select count(*) from pg_stat_activity where backend_type = 'autovacuum worker'");
+    q->vacuums =
+        count_of(q->b, "select count(*) from pg_stat_activity where backend_type = 'autovacuum worker'");
     return q->unsent == 0 && q->vacuums == 0;
 }
 
@@ -279,7 +287,8 @@ static void settle(bench_t *b, const char *after) {
     int64_t t0 = ds_mono_us();
     db_quiet_t q = {b, 0, 0};
     double lag = 0;
-    bool quiet = perf_wait_quiet(b->worker_urls, DS_ARRAY_SIZE(b->worker_urls), b->settle_s, db_quiet, &q, &lag);
+    bool quiet =
+        perf_wait_quiet(b->worker_urls, DS_ARRAY_SIZE(b->worker_urls), b->settle_s, db_quiet, &q, &lag);
     double s = (double)(ds_mono_us() - t0) / 1e6;
     int64_t t1 = ds_mono_us();
     sync();
@@ -290,10 +299,12 @@ static void settle(bench_t *b, const char *after) {
                      " dirty pages written in %.1f s\n",
                 after, s, sync_s);
     else
-        fprintf(stderr,
-                PROG ": after %s: still %ld unsent outbox rows, worker lag %.0f, %ld autovacuum workers after %.0f s;"
-                     " going on\n",
-                after, q.unsent, lag, q.vacuums, s);
+        fprintf(
+            stderr,
+            PROG
+            ": after %s: still %ld unsent outbox rows, worker lag %.0f, %ld autovacuum workers after %.0f s;"
+            " going on\n",
+            after, q.unsent, lag, q.vacuums, s);
 }
 
 /* ---- webhooks ------------------------------------------------------------------ */
@@ -331,7 +342,7 @@ static int post_job(wave_t *w, perf_conn_t *c, const job_t *j) {
         if ((st != 503 && st != -1) || ds_mono_us() - t0 > 60 * 1000000LL) break;
         atomic_fetch_add(&w->retries, 1);
         sleep_us(st == 503 && c->retry_after > 0 ? (c->retry_after > 1 ? 1000000 : c->retry_after * 1000000LL)
-                                                  : 50000);
+                                                 : 50000);
     }
     if (atomic_fetch_add(&w->shown, 1) == 0)
         fprintf(stderr, PROG ": POST %s gave HTTP %d: %.*s\n", j->path, st, (int)(c->body ? c->body_len : 0),
@@ -356,8 +367,8 @@ static void *batch_worker(void *arg) {
 }
 
 /* Builds JSON array bodies of up to per records of one kind. */
-static job_t *make_batches(const char *path, char *const *jsons, const size_t *lens, size_t n, int per, size_t *njobs,
-                           char ***bufs) {
+static job_t *make_batches(const char *path, char *const *jsons, const size_t *lens, size_t n, int per,
+                           size_t *njobs, char ***bufs) {
     size_t nj = (n + (size_t)per - 1) / (size_t)per;
     job_t *jobs = ds_calloc(nj ? nj : 1, sizeof *jobs);
     *bufs = ds_calloc(nj ? nj : 1, sizeof **bufs);
@@ -468,7 +479,8 @@ static int phase_single(bench_t *b, int rep, result_t *res) {
     if (n > total) n = total;
     if (n < 1) n = 1;
     /* Interactions grouped by opportunity (counting sort). */
-    size_t *start = ds_calloc(d->nopps + 1, sizeof *start), *order = ds_calloc(d->nints ? d->nints : 1, sizeof *order);
+    size_t *start = ds_calloc(d->nopps + 1, sizeof *start),
+           *order = ds_calloc(d->nints ? d->nints : 1, sizeof *order);
     for (size_t j = 0; j < d->nints; j++) start[d->ints[j].opp + 1]++;
     for (size_t i = 0; i < d->nopps; i++) start[i + 1] += start[i];
     size_t *fill = ds_calloc(d->nopps, sizeof *fill);
@@ -525,11 +537,12 @@ static int write_csv(bench_t *b) {
         fprintf(stderr, PROG ": cannot write %s: %s\n", path, strerror(errno));
         return -1;
     }
-    fprintf(f, "external_id,stage,created_at,changed_at,owner_id,product_category,persona,amount,currency,close_date\n");
+    fprintf(f, "external_id,stage,created_at,changed_at,owner_id,product_category,persona,amount,currency,"
+               "close_date\n");
     for (size_t i = 0; i < b->data.nopps; i++) {
         const opp_rec_t *o = &b->data.opps[i];
-        fprintf(f, "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", o->ext, o->stage, o->created, o->created, o->owner, o->product,
-                o->persona, o->amount, o->currency, o->close_date);
+        fprintf(f, "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", o->ext, o->stage, o->created, o->created, o->owner,
+                o->product, o->persona, o->amount, o->currency, o->close_date);
     }
     if (fclose(f) != 0) return -1;
     snprintf(path, sizeof path, "%s/interactions.csv", b->work_dir);
@@ -538,11 +551,12 @@ static int write_csv(bench_t *b) {
         fprintf(stderr, PROG ": cannot write %s: %s\n", path, strerror(errno));
         return -1;
     }
-    fprintf(f, "external_id,opportunity_external_id,type,channel,occurred_at,duration_min,outcome,meta_json\n");
+    fprintf(f,
+            "external_id,opportunity_external_id,type,channel,occurred_at,duration_min,outcome,meta_json\n");
     for (size_t j = 0; j < b->data.nints; j++) {
         const int_rec_t *it = &b->data.ints[j];
-        fprintf(f, "%s,%s,%s,%s,%s,%s,%s,\"", it->ext, b->data.opps[it->opp].ext, it->type, it->channel, it->occurred,
-                it->has_duration ? it->duration : "", it->outcome);
+        fprintf(f, "%s,%s,%s,%s,%s,%s,%s,\"", it->ext, b->data.opps[it->opp].ext, it->type, it->channel,
+                it->occurred, it->has_duration ? it->duration : "", it->outcome);
         for (const char *p = it->meta; *p; p++) {
             if (*p == '"') fputc('"', f);
             fputc(*p, f);
@@ -564,7 +578,8 @@ static int phase_csv(bench_t *b, int rep, result_t *res, char *summary, size_t s
     snprintf(ints, sizeof ints, "%s/interactions.csv", b->work_dir);
     snprintf(out, sizeof out, "%s/import.out", b->work_dir);
     snprintf(err, sizeof err, "%s/import.err", b->work_dir);
-    char *argv[] = {exe, "import", "--org", slug, "--opportunities", opps, "--interactions", ints, "--quiet", NULL};
+    char *argv[] = {exe,  "import",         "--org", slug,      "--opportunities",
+                    opps, "--interactions", ints,    "--quiet", NULL};
     int64_t t0 = ds_mono_us();
     int rc = run_cmd(argv, out, err);
     res->secs = (double)(ds_mono_us() - t0) / 1e6;
@@ -597,15 +612,16 @@ static int exec_chunk(PGconn *db, const char *sql, int nparams, const char *cons
 
 /* "insert ... values (<row 1>), (<row 2>) ..." where each row is fmt with
  * its parameters numbered from 2 ($1 is the org id). */
-static char *build_insert(const char *head, const char *const *casts, int ncols, const char *consts, size_t rows,
-                          const char *tail) {
+static char *build_insert(const char *head, const char *const *casts, int ncols, const char *consts,
+                          size_t rows, const char *tail) {
     size_t cap = strlen(head) + strlen(tail) + rows * (size_t)(ncols * 24 + 64) + 64, len = 0;
     char *sql = ds_malloc(cap);
     len += (size_t)snprintf(sql + len, cap - len, "%s", head);
     int p = 2;
     for (size_t r = 0; r < rows; r++) {
         len += (size_t)snprintf(sql + len, cap - len, "%s($1::uuid", r ? "," : "");
-        for (int c = 0; c < ncols; c++) len += (size_t)snprintf(sql + len, cap - len, ",$%d%s", p++, casts[c]);
+        for (int c = 0; c < ncols; c++)
+            len += (size_t)snprintf(sql + len, cap - len, ",$%d%s", p++, casts[c]);
         len += (size_t)snprintf(sql + len, cap - len, "%s)", consts);
     }
     snprintf(sql + len, cap - len, "%s", tail);
@@ -621,12 +637,14 @@ static int phase_ceiling(bench_t *b, int rep, result_t *res) {
     snprintf(slug, sizeof slug, "bi-%s-r%d-ceiling", b->runid, rep);
     if (org_create(b, slug, token, sizeof token, org_id) != 0) return -1;
     dataset_t *d = &b->data;
-    static const char *const ocasts[] = {"", "", "", "", "::numeric", "", "", "::timestamptz", "::date", "",
-                                         "::timestamptz"};
-    static const char *const icasts[] = {"", "::uuid", "", "", "", "::timestamptz", "::numeric", "", "::jsonb", ""};
-    const char *ohead = "insert into public.opportunities as o (org_id, external_id, owner_id, product_category,"
-                        " persona, amount, currency, stage, created_at, close_date, source_hash, changed_at,"
-                        " outcome, placeholder) values ";
+    static const char *const ocasts[] = {
+        "", "", "", "", "::numeric", "", "", "::timestamptz", "::date", "", "::timestamptz"};
+    static const char *const icasts[] = {"",          "::uuid", "",        "", "", "::timestamptz",
+                                         "::numeric", "",       "::jsonb", ""};
+    const char *ohead =
+        "insert into public.opportunities as o (org_id, external_id, owner_id, product_category,"
+        " persona, amount, currency, stage, created_at, close_date, source_hash, changed_at,"
+        " outcome, placeholder) values ";
     const char *otail = " on conflict (org_id, external_id) do update set owner_id = excluded.owner_id,"
                         " product_category = excluded.product_category, persona = excluded.persona,"
                         " amount = excluded.amount, currency = excluded.currency, stage = excluded.stage,"
@@ -637,11 +655,12 @@ static int phase_ceiling(bench_t *b, int rep, result_t *res) {
     const char *ihead = "insert into public.interactions as t (org_id, external_id, opportunity_id,"
                         " opportunity_external_id, type, channel, occurred_at, duration_min, outcome, meta,"
                         " source_hash) values ";
-    const char *itail = " on conflict (org_id, external_id) do update set opportunity_id = excluded.opportunity_id,"
-                        " opportunity_external_id = excluded.opportunity_external_id, type = excluded.type,"
-                        " channel = excluded.channel, occurred_at = excluded.occurred_at,"
-                        " duration_min = excluded.duration_min, outcome = excluded.outcome, meta = excluded.meta,"
-                        " source_hash = excluded.source_hash, ingested_at = now()";
+    const char *itail =
+        " on conflict (org_id, external_id) do update set opportunity_id = excluded.opportunity_id,"
+        " opportunity_external_id = excluded.opportunity_external_id, type = excluded.type,"
+        " channel = excluded.channel, occurred_at = excluded.occurred_at,"
+        " duration_min = excluded.duration_min, outcome = excluded.outcome, meta = excluded.meta,"
+        " source_hash = excluded.source_hash, ingested_at = now()";
     char(*opp_ids)[37] = ds_calloc(d->nopps, sizeof *opp_ids);
     char(*hash)[65] = ds_calloc(CEILING_ROWS, sizeof *hash);
     const char **vals = ds_calloc(1 + CEILING_ROWS * 11, sizeof *vals);
@@ -655,12 +674,13 @@ static int phase_ceiling(bench_t *b, int rep, result_t *res) {
         for (size_t i = 0; i < n; i++) {
             const opp_rec_t *o = &d->opps[lo + i];
             ds_sha256_hex(o->json, o->json_len, hash[i]);
-            const char *row[] = {o->ext,     o->owner,   o->product, o->persona,    o->amount, o->currency,
-                                 o->stage,   o->created, o->close_date, hash[i], o->created};
+            const char *row[] = {o->ext,   o->owner,   o->product,    o->persona, o->amount, o->currency,
+                                 o->stage, o->created, o->close_date, hash[i],    o->created};
             memcpy(&vals[p], row, sizeof row);
             p += 11;
         }
-        char *sql = n == CEILING_ROWS ? sql_full_o : build_insert(ohead, ocasts, 11, ",'open',false", n, otail);
+        char *sql =
+            n == CEILING_ROWS ? sql_full_o : build_insert(ohead, ocasts, 11, ",'open',false", n, otail);
         PGresult *r = NULL;
         rc = exec_chunk(b->db, sql, (int)p, vals, &r);
         if (sql != sql_full_o) free(sql);
@@ -677,9 +697,16 @@ static int phase_ceiling(bench_t *b, int rep, result_t *res) {
         for (size_t i = 0; i < n; i++) {
             const int_rec_t *it = &d->ints[lo + i];
             ds_sha256_hex(it->json, it->json_len, hash[i]);
-            const char *row[] = {it->ext,      opp_ids[it->opp], d->opps[it->opp].ext,
-                                 it->type,     it->channel,      it->occurred,
-                                 it->has_duration ? it->duration : NULL, it->outcome, it->meta, hash[i]};
+            const char *row[] = {it->ext,
+                                 opp_ids[it->opp],
+                                 d->opps[it->opp].ext,
+                                 it->type,
+                                 it->channel,
+                                 it->occurred,
+                                 it->has_duration ? it->duration : NULL,
+                                 it->outcome,
+                                 it->meta,
+                                 hash[i]};
             memcpy(&vals[p], row, sizeof row);
             p += 10;
         }
@@ -753,8 +780,8 @@ static void usage(FILE *out) {
 }
 
 static void remove_work_dir(bench_t *b) {
-    static const char *const files[] = {"opportunities.csv", "interactions.csv", "import.out", "import.err",
-                                        "token.out", "token.err"};
+    static const char *const files[] = {"opportunities.csv", "interactions.csv", "import.out",
+                                        "import.err",        "token.out",        "token.err"};
     char path[PATH_MAX + 32];
     for (size_t i = 0; i < DS_ARRAY_SIZE(files); i++) {
         snprintf(path, sizeof path, "%s/%s", b->work_dir, files[i]);
@@ -786,17 +813,44 @@ static const char *apply_option(prog_t *p, int c) {
     bench_t *b = &p->b;
     long v;
     switch (c) {
-    case 'o': if (!ds_parse_long(optarg, 1, 100000000, &p->nopps)) return "--opportunities must be 1 to 100000000"; break;
-    case 'i': if (!ds_parse_long(optarg, 0, 1000000000, &p->nints)) return "--interactions must be 0 to 1000000000"; break;
-    case 'b': if (!ds_parse_long(optarg, 1, 100000, &v)) return "--batch must be 1 to 100000"; b->batch = (int)v; break;
-    case 'c': if (!ds_parse_long(optarg, 1, 1024, &v)) return "--concurrency must be 1 to 1024"; b->concurrency = (int)v; break;
-    case 'r': if (!perf_parse_double(optarg, 1, 100000, &b->rate)) return "--rate must be 1 to 100000"; break;
-    case 's': if (!perf_parse_double(optarg, 0.1, 3600, &b->seconds)) return "--seconds must be 0.1 to 3600"; break;
-    case 'T': if (!ds_parse_long(optarg, 1, 1024, &v)) return "--single-threads must be 1 to 1024"; b->single_threads = (int)v; break;
-    case 'n': if (!ds_parse_long(optarg, 1, 100, &v)) return "--repeat must be 1 to 100"; b->repeat = (int)v; break;
-    case 'W': if (!ds_parse_long(optarg, 0, 100, &v)) return "--warmup must be 0 to 100"; b->warmup = (int)v; break;
-    case 'S': if (!perf_parse_double(optarg, 0, 86400, &b->settle_s)) return "--settle must be 0 to 86400 seconds"; break;
-    case 'e': if (!ds_parse_long(optarg, 0, LONG_MAX, &p->seed)) return "--seed must be a number >= 0"; break;
+    case 'o':
+        if (!ds_parse_long(optarg, 1, 100000000, &p->nopps)) return "--opportunities must be 1 to 100000000";
+        break;
+    case 'i':
+        if (!ds_parse_long(optarg, 0, 1000000000, &p->nints)) return "--interactions must be 0 to 1000000000";
+        break;
+    case 'b':
+        if (!ds_parse_long(optarg, 1, 100000, &v)) return "--batch must be 1 to 100000";
+        b->batch = (int)v;
+        break;
+    case 'c':
+        if (!ds_parse_long(optarg, 1, 1024, &v)) return "--concurrency must be 1 to 1024";
+        b->concurrency = (int)v;
+        break;
+    case 'r':
+        if (!perf_parse_double(optarg, 1, 100000, &b->rate)) return "--rate must be 1 to 100000";
+        break;
+    case 's':
+        if (!perf_parse_double(optarg, 0.1, 3600, &b->seconds)) return "--seconds must be 0.1 to 3600";
+        break;
+    case 'T':
+        if (!ds_parse_long(optarg, 1, 1024, &v)) return "--single-threads must be 1 to 1024";
+        b->single_threads = (int)v;
+        break;
+    case 'n':
+        if (!ds_parse_long(optarg, 1, 100, &v)) return "--repeat must be 1 to 100";
+        b->repeat = (int)v;
+        break;
+    case 'W':
+        if (!ds_parse_long(optarg, 0, 100, &v)) return "--warmup must be 0 to 100";
+        b->warmup = (int)v;
+        break;
+    case 'S':
+        if (!perf_parse_double(optarg, 0, 86400, &b->settle_s)) return "--settle must be 0 to 86400 seconds";
+        break;
+    case 'e':
+        if (!ds_parse_long(optarg, 0, LONG_MAX, &p->seed)) return "--seed must be a number >= 0";
+        break;
     case 'u': p->url = optarg; break;
     case 'B': p->bin_dir = optarg; break;
     case 'w': p->work_dir = optarg; break;
@@ -813,14 +867,23 @@ static const char *apply_option(prog_t *p, int c) {
 }
 
 static int parse_options(prog_t *p, int argc, char **argv) {
-    static const struct option opts[] = {
-        {"opportunities", 1, 0, 'o'}, {"interactions", 1, 0, 'i'}, {"batch", 1, 0, 'b'},
-        {"concurrency", 1, 0, 'c'},   {"rate", 1, 0, 'r'},         {"seconds", 1, 0, 's'},
-        {"single-threads", 1, 0, 'T'}, {"repeat", 1, 0, 'n'},      {"phases", 1, 0, 'p'},
-        {"settle", 1, 0, 'S'},        {"seed", 1, 0, 'e'},         {"url", 1, 0, 'u'},
-        {"bin-dir", 1, 0, 'B'},       {"work-dir", 1, 0, 'w'},     {"help", 0, 0, 'h'},
-        {"warmup", 1, 0, 'W'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"opportunities", 1, 0, 'o'},
+                                         {"interactions", 1, 0, 'i'},
+                                         {"batch", 1, 0, 'b'},
+                                         {"concurrency", 1, 0, 'c'},
+                                         {"rate", 1, 0, 'r'},
+                                         {"seconds", 1, 0, 's'},
+                                         {"single-threads", 1, 0, 'T'},
+                                         {"repeat", 1, 0, 'n'},
+                                         {"phases", 1, 0, 'p'},
+                                         {"settle", 1, 0, 'S'},
+                                         {"seed", 1, 0, 'e'},
+                                         {"url", 1, 0, 'u'},
+                                         {"bin-dir", 1, 0, 'B'},
+                                         {"work-dir", 1, 0, 'w'},
+                                         {"help", 0, 0, 'h'},
+                                         {"warmup", 1, 0, 'W'},
+                                         {0, 0, 0, 0}};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -859,7 +922,8 @@ static int check_settings(prog_t *p) {
     char exe[PATH_MAX + 32];
     snprintf(exe, sizeof exe, "%s/dealscore-ingest", b->bin_dir);
     if (access(exe, X_OK) != 0) {
-        fprintf(stderr, PROG ": %s is not an executable (build it, or give --bin-dir / DEALSCORE_BIN_DIR)\n", exe);
+        fprintf(stderr, PROG ": %s is not an executable (build it, or give --bin-dir / DEALSCORE_BIN_DIR)\n",
+                exe);
         return 2;
     }
     char err[512];
@@ -887,12 +951,13 @@ static int connect_stack(prog_t *p) {
     int st = perf_conn_request(&probe, "/readyz", NULL, NULL, 0);
     perf_conn_close(&probe);
     if (st != 200) {
-        fprintf(stderr, PROG ": ingest at %s is not ready (GET /readyz: %d); start the stack first\n", p->url, st);
+        fprintf(stderr, PROG ": ingest at %s is not ready (GET /readyz: %d); start the stack first\n", p->url,
+                st);
         return 1;
     }
     char err[512];
-    if (perf_work_dir(p->work_dir, "dealscore-bench-ingest", b->work_dir, sizeof b->work_dir, &b->own_work_dir, err,
-                      sizeof err) != 0) {
+    if (perf_work_dir(p->work_dir, "dealscore-bench-ingest", b->work_dir, sizeof b->work_dir,
+                      &b->own_work_dir, err, sizeof err) != 0) {
         fprintf(stderr, PROG ": %s\n", err);
         return 1;
     }
@@ -927,10 +992,11 @@ static int warm_up(prog_t *p) {
         fprintf(stderr, PROG ": warm-up %d: webhooks, arrays of %d over %d connections\n", k + 1, b->batch,
                 b->concurrency);
         if (phase_batch(b, -k, &w) != 0) return 1;
-        printf("warm-up %d (not counted): webhook arrays of %d, %d conns: %ld records in %.2f s, %.0f records/s,"
-               " 503/retries %ld, errors %ld\n",
-               k + 1, b->batch, b->concurrency, w.records, w.secs, w.secs > 0 ? (double)w.records / w.secs : 0,
-               w.retries, w.errors);
+        printf(
+            "warm-up %d (not counted): webhook arrays of %d, %d conns: %ld records in %.2f s, %.0f records/s,"
+            " 503/retries %ld, errors %ld\n",
+            k + 1, b->batch, b->concurrency, w.records, w.secs, w.secs > 0 ? (double)w.records / w.secs : 0,
+            w.retries, w.errors);
         fflush(stdout);
     }
     return GO_ON;
@@ -949,12 +1015,14 @@ static int run_repetition(prog_t *p, int rep, result_t *r) {
     }
     if (b->do_batch) {
         settle(b, "the previous phase");
-        fprintf(stderr, PROG ": rep %d: webhooks, arrays of %d over %d connections\n", rep, b->batch, b->concurrency);
+        fprintf(stderr, PROG ": rep %d: webhooks, arrays of %d over %d connections\n", rep, b->batch,
+                b->concurrency);
         if (phase_batch(b, rep, &r[P_BATCH]) != 0) return 1;
     }
     if (b->do_single) {
         settle(b, "the batched webhooks");
-        fprintf(stderr, PROG ": rep %d: webhooks, single records at %.0f/s for %.0f s\n", rep, b->rate, b->seconds);
+        fprintf(stderr, PROG ": rep %d: webhooks, single records at %.0f/s for %.0f s\n", rep, b->rate,
+                b->seconds);
         if (phase_single(b, rep, &r[P_SINGLE]) != 0) return 1;
     }
     if (b->do_csv) {
@@ -968,25 +1036,32 @@ static int run_repetition(prog_t *p, int rep, result_t *r) {
 /* The table of one repetition: a row per phase run. */
 static void print_repetition(const bench_t *b, int rep, const result_t *r) {
     printf("repetition %d:\n", rep);
-    printf("  %-34s %9s %9s %11s %10s   %s\n", "path", "records", "seconds", "records/s", "vs ceiling", "notes");
-    double crate = b->do_ceiling && r[P_CEILING].secs > 0 ? (double)r[P_CEILING].records / r[P_CEILING].secs : 0;
+    printf("  %-34s %9s %9s %11s %10s   %s\n", "path", "records", "seconds", "records/s", "vs ceiling",
+           "notes");
+    double crate =
+        b->do_ceiling && r[P_CEILING].secs > 0 ? (double)r[P_CEILING].records / r[P_CEILING].secs : 0;
     bool on[P_N] = {b->do_ceiling, b->do_batch, b->do_single, b->do_csv};
     char note[256], label[64];
     for (int p = 0; p < P_N; p++) {
         const result_t *x = &r[p];
         if (!on[p]) continue;
         switch (p) {
-        case P_CEILING: snprintf(label, sizeof label, "ceiling: INSERT..ON CONFLICT x%d", CEILING_ROWS); break;
-        case P_BATCH: snprintf(label, sizeof label, "webhook arrays of %d, %d conns", b->batch, b->concurrency); break;
+        case P_CEILING:
+            snprintf(label, sizeof label, "ceiling: INSERT..ON CONFLICT x%d", CEILING_ROWS);
+            break;
+        case P_BATCH:
+            snprintf(label, sizeof label, "webhook arrays of %d, %d conns", b->batch, b->concurrency);
+            break;
         case P_SINGLE: snprintf(label, sizeof label, "webhook single records @%.0f/s", b->rate); break;
         default: snprintf(label, sizeof label, "csv import"); break;
         }
         int n = snprintf(note, sizeof note, "db rows %ld+%ld", x->db_opps, x->db_ints);
         if (p == P_BATCH || p == P_SINGLE)
-            n += snprintf(note + n, sizeof note - (size_t)n, ", 503/retries %ld, errors %ld", x->retries, x->errors);
+            n += snprintf(note + n, sizeof note - (size_t)n, ", 503/retries %ld, errors %ld", x->retries,
+                          x->errors);
         if (p == P_SINGLE)
-            snprintf(note + n, sizeof note - (size_t)n, ", p50 %.1f p95 %.1f p99 %.1f max %.1f ms", x->p50, x->p95,
-                     x->p99, x->max);
+            snprintf(note + n, sizeof note - (size_t)n, ", p50 %.1f p95 %.1f p99 %.1f max %.1f ms", x->p50,
+                     x->p95, x->p99, x->max);
         if (p == P_CSV && x->errors) snprintf(note + n, sizeof note - (size_t)n, ", import FAILED");
         print_row(label, x, crate, note);
     }
@@ -1005,7 +1080,8 @@ static int run_repetitions(prog_t *p) {
 /* The median over the repetitions of the single-record phase's double at
  * offset off of result_t. */
 static double single_median(const prog_t *p, size_t off, double *tmp) {
-    for (int k = 0; k < p->b.repeat; k++) tmp[k] = *(const double *)((const char *)&p->res[k][P_SINGLE] + off);
+    for (int k = 0; k < p->b.repeat; k++)
+        tmp[k] = *(const double *)((const char *)&p->res[k][P_SINGLE] + off);
     return perf_median(tmp, (size_t)p->b.repeat);
 }
 
@@ -1013,7 +1089,8 @@ static double single_median(const prog_t *p, size_t off, double *tmp) {
 static int print_medians(prog_t *p) {
     const bench_t *b = &p->b;
     double med_rate[P_N] = {0}, med_secs[P_N] = {0};
-    double *tmp = ds_calloc((size_t)b->repeat, sizeof *tmp), *tmp2 = ds_calloc((size_t)b->repeat, sizeof *tmp2);
+    double *tmp = ds_calloc((size_t)b->repeat, sizeof *tmp),
+           *tmp2 = ds_calloc((size_t)b->repeat, sizeof *tmp2);
     for (int ph = 0; ph < P_N; ph++) {
         for (int k = 0; k < b->repeat; k++) {
             const result_t *x = &p->res[k][ph];
@@ -1023,7 +1100,8 @@ static int print_medians(prog_t *p) {
         med_rate[ph] = perf_median(tmp, (size_t)b->repeat);
         med_secs[ph] = perf_median(tmp2, (size_t)b->repeat);
     }
-    double p50 = single_median(p, offsetof(result_t, p50), tmp), p95 = single_median(p, offsetof(result_t, p95), tmp),
+    double p50 = single_median(p, offsetof(result_t, p50), tmp),
+           p95 = single_median(p, offsetof(result_t, p95), tmp),
            p99 = single_median(p, offsetof(result_t, p99), tmp),
            due99 = single_median(p, offsetof(result_t, due_p99), tmp),
            ach = single_median(p, offsetof(result_t, achieved), tmp);
@@ -1037,24 +1115,29 @@ static int print_medians(prog_t *p) {
     bool on[P_N] = {b->do_ceiling, b->do_batch, b->do_single, b->do_csv};
     for (int ph = 0; ph < P_N; ph++) {
         if (!on[ph]) continue;
-        double ratio = b->do_ceiling && med_rate[P_CEILING] > 0 ? 100.0 * med_rate[ph] / med_rate[P_CEILING] : NAN;
-        printf("  %-34s %9ld %9.2f %11.0f %9.1f%%\n", labels[ph], p->res[0][ph].records, med_secs[ph], med_rate[ph],
-               ratio);
+        double ratio =
+            b->do_ceiling && med_rate[P_CEILING] > 0 ? 100.0 * med_rate[ph] / med_rate[P_CEILING] : NAN;
+        printf("  %-34s %9ld %9.2f %11.0f %9.1f%%\n", labels[ph], p->res[0][ph].records, med_secs[ph],
+               med_rate[ph], ratio);
     }
     printf("\n");
     if (b->do_batch && b->do_ceiling) {
         double ratio = 100.0 * med_rate[P_BATCH] / med_rate[P_CEILING];
-        printf("target: batched webhooks >= 50%% of the ceiling: %.1f%% (%.0f vs %.0f records/s): %s\n", ratio,
-               med_rate[P_BATCH], med_rate[P_CEILING], ratio >= 50 ? "met" : "NOT met");
+        printf("target: batched webhooks >= 50%% of the ceiling: %.1f%% (%.0f vs %.0f records/s): %s\n",
+               ratio, med_rate[P_BATCH], med_rate[P_CEILING], ratio >= 50 ? "met" : "NOT met");
     }
     if (b->do_single)
-        printf("target: single-record POSTs p99 < 10 ms at 500 req/s: p50 %.1f, p95 %.1f, p99 %.1f ms (p99 from the "
+        printf("target: single-record POSTs p99 < 10 ms at 500 req/s: p50 %.1f, p95 %.1f, p99 %.1f ms (p99 "
+               "from the "
                "scheduled send %.1f ms) at %.0f req/s achieved (--rate %.0f): %s\n",
                p50, p95, p99, due99, ach, b->rate,
-               b->rate < 500 ? (p99 < 10 ? "met below the target rate only" : "NOT met, even below the target rate")
-               : p99 < 10 && ach >= 0.95 * 500 ? "met" : "NOT met");
+               b->rate < 500
+                   ? (p99 < 10 ? "met below the target rate only" : "NOT met, even below the target rate")
+               : p99 < 10 && ach >= 0.95 * 500 ? "met"
+                                               : "NOT met");
     if (b->do_single && ach < 0.95 * b->rate)
-        printf("note: the single-record senders could not keep %.0f req/s (each of the %d threads waits for its\n"
+        printf("note: the single-record senders could not keep %.0f req/s (each of the %d threads waits for "
+               "its\n"
                "  response): the service's latency times the rate exceeded the threads; the p99 from the\n"
                "  scheduled send shows the backlog that built up\n",
                b->rate, b->single_threads);
@@ -1085,8 +1168,17 @@ static void prog_close(prog_t *p) {
 }
 
 int main(int argc, char **argv) {
-    prog_t p = {.b = {.concurrency = 4, .batch = 100, .single_threads = 64, .repeat = 1, .warmup = 1, .rate = 500,
-                      .seconds = 10, .settle_s = 300, .do_ceiling = true, .do_batch = true, .do_single = true,
+    prog_t p = {.b = {.concurrency = 4,
+                      .batch = 100,
+                      .single_threads = 64,
+                      .repeat = 1,
+                      .warmup = 1,
+                      .rate = 500,
+                      .seconds = 10,
+                      .settle_s = 300,
+                      .do_ceiling = true,
+                      .do_batch = true,
+                      .do_single = true,
                       .do_csv = true},
                 .nopps = 20000,
                 .nints = 100000,

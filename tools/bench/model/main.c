@@ -127,8 +127,7 @@ static cost_t measure(const ds_model_t *m, int kind, const float *x, size_t n, d
 }
 
 static void print_rate(const char *what, size_t n, cost_t c) {
-    printf("%-34s %10.0f rows/CPU-s  (%10.0f rows/s wall)\n", what, (double)n / c.cpu,
-           (double)n / c.wall);
+    printf("%-34s %10.0f rows/CPU-s  (%10.0f rows/s wall)\n", what, (double)n / c.cpu, (double)n / c.wall);
 }
 
 /* Trains n_trees of depth on the training rows and returns the model as
@@ -151,8 +150,8 @@ static ds_model_t *train(int n_trees, int depth, const float *xtr, const float *
     ds_model_t *m1 = reload(trained, 1);
     ds_model_destroy(trained);
     if (!ds_model_has_treeshap(m1)) die("load", "the TreeSHAP engine refused the model");
-    printf("\n== %d trees, depth %d (%d features; trained on %zu rows in %.1f s, 2 threads)\n",
-           n_trees, depth, NF, n_train, train_s);
+    printf("\n== %d trees, depth %d (%d features; trained on %zu rows in %.1f s, 2 threads)\n", n_trees,
+           depth, NF, n_train, train_s);
     return m1;
 }
 
@@ -165,15 +164,14 @@ static void print_engine(const ds_model_t *m1) {
     if (ds_model_save(m1, &json, &len, err, sizeof err) != 0) die("save", err);
     ds_treeshap_t *ts = NULL;
     int64_t c0 = cpu_us();
-    if (ds_treeshap_new(json, len, DS_TREESHAP_TABLE_BITS, &ts, err, sizeof err) != 0)
-        die("engine", err);
+    if (ds_treeshap_new(json, len, DS_TREESHAP_TABLE_BITS, &ts, err, sizeof err) != 0) die("engine", err);
     double build_s = (double)(cpu_us() - c0) / 1e6;
     ds_treeshap_stats_t st;
     ds_treeshap_stats(ts, &st);
     printf("engine: %zu leaves (%zu with tables, %zu per row), longest path %d, tables %.1f MiB, "
            "built in %.0f ms CPU\n",
-           st.n_leaves, st.n_table_leaves, st.n_row_leaves, st.max_depth,
-           (double)st.table_bytes / 1048576.0, build_s * 1e3);
+           st.n_leaves, st.n_table_leaves, st.n_row_leaves, st.max_depth, (double)st.table_bytes / 1048576.0,
+           build_s * 1e3);
     ds_treeshap_destroy(ts);
     free(json);
 }
@@ -232,8 +230,8 @@ static void measure_one_row(const ds_model_t *m1, const float *x, size_t n, size
     double margin[1];
     float contribs[NF + 1];
     int64_t *lat = ds_malloc(n_single * sizeof *lat), *cpu = ds_malloc(n_single * sizeof *cpu);
-    static const char *const kinds[] = {"margin, XGBoost", "margin, ours",
-                                        "contributions, XGBoost", "contributions, ours"};
+    static const char *const kinds[] = {"margin, XGBoost", "margin, ours", "contributions, XGBoost",
+                                        "contributions, ours"};
     for (int kind = 0; kind < 4; kind++) {
         for (size_t i = 0; i < n_single; i++) {
             const float *row = x + (i % n) * NF;
@@ -259,8 +257,8 @@ static void measure_one_row(const ds_model_t *m1, const float *x, size_t n, size
     free(lat);
 }
 
-static void bench(int n_trees, int depth, const float *xtr, const float *ytr, size_t n_train,
-                  const float *x, size_t n, size_t n_single) {
+static void bench(int n_trees, int depth, const float *xtr, const float *ytr, size_t n_train, const float *x,
+                  size_t n, size_t n_single) {
     ds_model_t *m1 = train(n_trees, depth, xtr, ytr, n_train);
     print_engine(m1);
     cost_t cx, co = measure_batches(m1, x, n, &cx);
@@ -278,9 +276,12 @@ int main(int argc, char **argv) {
     size_t n = 10000, n_train = 20000, n_single = 2000;
     for (int i = 1; i < argc; i++) {
         size_t *target = NULL;
-        if (strcmp(argv[i], "--rows") == 0) target = &n;
-        else if (strcmp(argv[i], "--train-rows") == 0) target = &n_train;
-        else if (strcmp(argv[i], "--single") == 0) target = &n_single;
+        if (strcmp(argv[i], "--rows") == 0)
+            target = &n;
+        else if (strcmp(argv[i], "--train-rows") == 0)
+            target = &n_train;
+        else if (strcmp(argv[i], "--single") == 0)
+            target = &n_single;
         if (!target || i + 1 >= argc || atol(argv[i + 1]) <= 0) {
             fprintf(stderr, "usage: dealscore-bench-model [--rows N] [--train-rows N] [--single N]\n");
             return 2;
@@ -291,8 +292,8 @@ int main(int argc, char **argv) {
     float *x = ds_malloc(n * NF * sizeof *x), *y = ds_malloc(n * sizeof *y);
     make_rows(n_train, xtr, ytr);
     make_rows(n, x, y);
-    printf("dealscore-bench-model: %zu evaluation rows, %d features, one-row figures over %zu calls\n",
-           n, NF, n_single);
+    printf("dealscore-bench-model: %zu evaluation rows, %d features, one-row figures over %zu calls\n", n, NF,
+           n_single);
     bench(100, 4, xtr, ytr, n_train, x, n, n_single);
     bench(200, 6, xtr, ytr, n_train, x, n, n_single);
     free(xtr);

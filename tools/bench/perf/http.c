@@ -37,8 +37,7 @@ static int conn_client(perf_conn_t *c) {
     return ds_httpc_new(&c->http, &o, err, sizeof err) == 0 ? 0 : -1;
 }
 
-int perf_conn_request(perf_conn_t *c, const char *path, const char *auth, const char *body,
-                          size_t len) {
+int perf_conn_request(perf_conn_t *c, const char *path, const char *auth, const char *body, size_t len) {
     char host[160], err[256], ra[16];
     c->body = NULL;
     c->body_len = 0;
@@ -56,8 +55,8 @@ int perf_conn_request(perf_conn_t *c, const char *path, const char *auth, const 
     ds_sb_printf(&c->auth, "Authorization: Bearer %s", auth ? auth : "");
     const char *get_hdrs[] = {host, "Accept:", NULL};
     const char *post_hdrs[] = {host, c->auth.p, "Content-Type: application/json", "Accept:", NULL};
-    ds_httpc_req_t req = {.url = c->url.p, .headers = body ? post_hdrs : get_hdrs, .body = body,
-                          .body_len = body ? len : 0};
+    ds_httpc_req_t req = {
+        .url = c->url.p, .headers = body ? post_hdrs : get_hdrs, .body = body, .body_len = body ? len : 0};
     if (ds_httpc_request(c->http, &req, &c->resp, err, sizeof err) != 0) {
         c->fd = -1;
         return -1;
@@ -95,8 +94,8 @@ double perf_metric_sum(const char *page, size_t len, const char *name, const cha
     return sum;
 }
 
-bool perf_wait_quiet(const char *const *urls, size_t n, double timeout_s, bool (*also)(void *ctx),
-                         void *ctx, double *lag) {
+bool perf_wait_quiet(const char *const *urls, size_t n, double timeout_s, bool (*also)(void *ctx), void *ctx,
+                     double *lag) {
     int64_t t0 = ds_mono_us();
     int quiet = 0;
     for (;;) {

@@ -36,8 +36,7 @@ typedef struct {
  * whole response. A send that fails on a reused connection is tried once
  * more on a new one. Returns the HTTP status, or -1 when the connection
  * failed. */
-int perf_conn_request(perf_conn_t *c, const char *path, const char *auth, const char *body,
-                          size_t len);
+int perf_conn_request(perf_conn_t *c, const char *path, const char *auth, const char *body, size_t len);
 /* Closes the connection and frees the client; c can be used again. */
 void perf_conn_close(perf_conn_t *c);
 
@@ -58,8 +57,8 @@ double perf_workers_lag(const char *const *urls, size_t n);
  * holds, twice in a row one second apart (the workers refresh their lag
  * gauge once a second), or timeout_s has passed. True when quiet; *lag (if
  * not NULL) gets the last lag read. */
-bool perf_wait_quiet(const char *const *urls, size_t n, double timeout_s, bool (*also)(void *ctx),
-                         void *ctx, double *lag);
+bool perf_wait_quiet(const char *const *urls, size_t n, double timeout_s, bool (*also)(void *ctx), void *ctx,
+                     double *lag);
 
 /* ---- figures (bench_stats.c) ------------------------------------------------- */
 
@@ -83,14 +82,14 @@ void perf_loadavg(char *out, size_t n);
  * out_path and err_path (created or truncated; NULL: inherited). Returns the
  * pid, or -1 with errstr set (it is "" otherwise). */
 pid_t perf_spawn(char *const argv[], char *const envp[], const char *out_path, const char *err_path,
-                     char *errstr, size_t errstr_size);
+                 char *errstr, size_t errstr_size);
 /* Waits for pid; returns its exit status, or -1 if it was killed. */
 int perf_wait_exit(pid_t pid);
 /* perf_spawn with this process's environment, then perf_wait_exit:
  * -1 with errstr set when it could not start, -1 with errstr "" when it
  * was killed. */
 int perf_run_cmd(char *const argv[], const char *out_path, const char *err_path, char *errstr,
-                     size_t errstr_size);
+                 size_t errstr_size);
 
 /* Runs fn(arg) on n threads and joins them. */
 void perf_run_threads(int n, void *(*fn)(void *), void *arg);
@@ -106,7 +105,7 @@ int perf_self_dir(char *out, size_t n);
  * is NULL, a new "/tmp/<name>-XXXXXX" (*made set). Returns 0, or -1 with
  * errstr set. */
 int perf_work_dir(const char *given, const char *name, char *out, size_t n, bool *made, char *errstr,
-                      size_t errstr_size);
+                  size_t errstr_size);
 
 /* ---- options and environment (bench_opts.c) ---------------------------------- */
 

@@ -18,7 +18,7 @@
 extern char **environ;
 
 pid_t perf_spawn(char *const argv[], char *const envp[], const char *out_path, const char *err_path,
-                     char *errstr, size_t errstr_size) {
+                 char *errstr, size_t errstr_size) {
     if (errstr_size) errstr[0] = '\0';
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -42,7 +42,7 @@ int perf_wait_exit(pid_t pid) {
 }
 
 int perf_run_cmd(char *const argv[], const char *out_path, const char *err_path, char *errstr,
-                     size_t errstr_size) {
+                 size_t errstr_size) {
     pid_t pid = perf_spawn(argv, environ, out_path, err_path, errstr, errstr_size);
     return pid < 0 ? -1 : perf_wait_exit(pid);
 }
@@ -84,7 +84,7 @@ int perf_self_dir(char *out, size_t n) {
 }
 
 int perf_work_dir(const char *given, const char *name, char *out, size_t n, bool *made, char *errstr,
-                      size_t errstr_size) {
+                  size_t errstr_size) {
     *made = false;
     if (given) {
         snprintf(out, n, "%s", given);

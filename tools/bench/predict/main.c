@@ -61,8 +61,12 @@ int main(int argc, char **argv) {
     const char *db_url = getenv("DEALSCORE_DATABASE_URL"), *secret = getenv("SUPABASE_JWT_SECRET");
     double seconds = 10;
     int threads = 32;
-    static const struct option opts[] = {{"org", 1, 0, 'o'}, {"rates", 1, 0, 'r'}, {"seconds", 1, 0, 's'},
-                                         {"threads", 1, 0, 't'}, {"url", 1, 0, 'u'}, {"help", 0, 0, 'h'},
+    static const struct option opts[] = {{"org", 1, 0, 'o'},
+                                         {"rates", 1, 0, 'r'},
+                                         {"seconds", 1, 0, 's'},
+                                         {"threads", 1, 0, 't'},
+                                         {"url", 1, 0, 'u'},
+                                         {"help", 0, 0, 'h'},
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -73,9 +77,11 @@ int main(int argc, char **argv) {
         case 't': threads = atoi(optarg); break;
         case 'u': url = optarg; break;
         default:
-            fprintf(stderr, "usage: dealscore-bench-predict --org SLUG [--rates R1,R2] [--seconds S] [--threads T]"
-                            " [--url URL]\n(DEALSCORE_DATABASE_URL, DEALSCORE_SCORING_URL and SUPABASE_JWT_SECRET from"
-                            " the environment: eval \"$(deploy/local/stack env)\")\n");
+            fprintf(
+                stderr,
+                "usage: dealscore-bench-predict --org SLUG [--rates R1,R2] [--seconds S] [--threads T]"
+                " [--url URL]\n(DEALSCORE_DATABASE_URL, DEALSCORE_SCORING_URL and SUPABASE_JWT_SECRET from"
+                " the environment: eval \"$(deploy/local/stack env)\")\n");
             return c == 'h' ? 0 : 2;
         }
     }
@@ -96,15 +102,17 @@ int main(int argc, char **argv) {
                                  " where g.slug = $1 and o.outcome = 'open' and not o.placeholder limit 2000",
                                  1, NULL, v, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) == 0) {
-        fprintf(stderr, "dealscore-bench-predict: no open opportunities in org %s: %s", org, PQerrorMessage(db));
+        fprintf(stderr, "dealscore-bench-predict: no open opportunities in org %s: %s", org,
+                PQerrorMessage(db));
         return 1;
     }
     r.nopps = (size_t)PQntuples(res);
     r.opps = ds_calloc(r.nopps, sizeof *r.opps);
     for (size_t i = 0; i < r.nopps; i++) r.opps[i] = ds_strdup(PQgetvalue(res, (int)i, 0));
-    char *claims = ds_asprintf("{\"sub\":\"00000000-0000-4000-8000-00000000be1c\",\"role\":\"authenticated\","
-                               "\"aud\":\"authenticated\",\"iat\":%ld,\"exp\":%ld,\"app_metadata\":{\"org_id\":\"%s\"}}",
-                               (long)time(NULL) - 5, (long)time(NULL) + 3600, PQgetvalue(res, 0, 1));
+    char *claims =
+        ds_asprintf("{\"sub\":\"00000000-0000-4000-8000-00000000be1c\",\"role\":\"authenticated\","
+                    "\"aud\":\"authenticated\",\"iat\":%ld,\"exp\":%ld,\"app_metadata\":{\"org_id\":\"%s\"}}",
+                    (long)time(NULL) - 5, (long)time(NULL) + 3600, PQgetvalue(res, 0, 1));
     PQclear(res);
     PQfinish(db);
     char *jwt = NULL;
@@ -113,9 +121,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     r.jwt = jwt;
-    printf("dealscore-bench-predict: %zu open opportunities, %d client threads, %.0f s per rate\n", r.nopps, threads,
-           seconds);
-    printf("%8s %8s %7s | %8s %8s %8s %8s\n", "rate/s", "sent", "non-200", "p50 ms", "p95 ms", "p99 ms", "max ms");
+    printf("dealscore-bench-predict: %zu open opportunities, %d client threads, %.0f s per rate\n", r.nopps,
+           threads, seconds);
+    printf("%8s %8s %7s | %8s %8s %8s %8s\n", "rate/s", "sent", "non-200", "p50 ms", "p95 ms", "p99 ms",
+           "max ms");
     char *rates = ds_strdup(rates_s), *rest = rates, *tok;
     while ((tok = strsep(&rest, ",")) != NULL) {
         r.rate = atof(tok);
@@ -130,9 +139,9 @@ int main(int argc, char **argv) {
         size_t bad = 0;
         for (size_t i = 0; i < r.n; i++) bad += r.status[i] != 200;
         qsort(r.lat, r.n, sizeof *r.lat, perf_cmp_i64);
-        printf("%8.0f %8zu %7zu | %8.1f %8.1f %8.1f %8.1f%s\n", achieved, r.n, bad, perf_pct_ms(r.lat, r.n, 50),
-               perf_pct_ms(r.lat, r.n, 95), perf_pct_ms(r.lat, r.n, 99), (double)r.lat[r.n - 1] / 1000.0,
-               achieved < r.rate * 0.9 ? "  (could not keep the rate)" : "");
+        printf("%8.0f %8zu %7zu | %8.1f %8.1f %8.1f %8.1f%s\n", achieved, r.n, bad,
+               perf_pct_ms(r.lat, r.n, 50), perf_pct_ms(r.lat, r.n, 95), perf_pct_ms(r.lat, r.n, 99),
+               (double)r.lat[r.n - 1] / 1000.0, achieved < r.rate * 0.9 ? "  (could not keep the rate)" : "");
         fflush(stdout);
         free(r.lat);
         free(r.status);
