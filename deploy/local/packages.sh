@@ -9,7 +9,7 @@ DS_PACKAGES=(
   librdkafka-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev libh2o-dev
   libjansson-dev libcurl4-openssl-dev libssl-dev libxgboost-dev libcriterion-dev
   libcsv-dev libpq-dev
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format
   postgresql postgresql-contrib
   default-jre-headless maven curl
 )
