@@ -438,18 +438,13 @@ static int pick_element(rng_t *rng, unsigned mask) {
     return rng_pick(rng, w, SIM_EL_COUNT);
 }
 
-void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *sc) {
-    rng_t rng;
-    rng_seed(&rng, rng_mix(rng_mix(sim->stream, 1), (uint64_t)i));
-    char opp_id[32];
-    fmt_id(opp_id, "opp-", i + 1, 7);
-
-    /* Creation: deal i gets its own slot of the window, so deals come out in
-     * creation order; its account is one created before that day. */
-    const int64_t now = sim->opts.now;
+/* Creation: deal i gets its own slot of the window, so deals come out in
+ * creation order; its account is one created before that day. Returns the
+ * account and sets *t0, the creation time. */
+static const account_t *place_deal(const sim_t *sim, long i, rng_t *rng, int64_t *t0) {
     double span = (double)sim->opts.days * DAY;
     int64_t tslot =
-        sim->start + (int64_t)(((double)i + rng_uniform(&rng)) / (double)sim->opts.opportunities * span);
+        sim->start + (int64_t)(((double)i + rng_uniform(rng)) / (double)sim->opts.opportunities * span);
     int64_t day0 = day_of(tslot) * DAY;
     long lo = 0, hi = sim->nacc; /* first account created at or after day0 */
     while (lo < hi) {
@@ -460,29 +455,96 @@ void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *s
             hi = mid;
     }
     long navail = lo > 0 ? lo : 1;
-    const account_t *acc = &sim->acc[rng_below(&rng, (uint32_t)navail)];
-    int64_t t0 = day0 + region_hour[acc->region] * 3600 + (int64_t)rng_below(&rng, 8 * 3600);
-    if (t0 > now - 60) t0 = now - 60;
+    const account_t *acc = &sim->acc[rng_below(rng, (uint32_t)navail)];
+    *t0 = day0 + region_hour[acc->region] * 3600 + (int64_t)rng_below(rng, 8 * 3600);
+    if (*t0 > sim->opts.now - 60) *t0 = sim->opts.now - 60;
+    return acc;
+}
+
+/* The deal's latents and the constant part of its log-odds into *d; returns
+ * its amount in USD. */
+static double draw_latents(const account_t *acc, const owner_t *own, int prod, rng_t *rng, deal_t *d) {
+    double typical = typical_size[acc->size] * typical_prod[prod];
+    double amount_usd = round100(typical * exp(0.55 * rng_normal(rng)));
+    double amt_ratio = log(amount_usd / typical);
+    double u = rng_normal(rng), eps = rng_normal(rng);
+    double fit = fit_tab[acc->industry][prod];
+    d->q = own->skill + fit + acc->propensity + 0.6 * u - 0.3 * amt_ratio;
+    d->c = B0 + B_SKILL * own->skill + B_FIT * fit + B_ACC * acc->propensity + B_AMT * amt_ratio + B_U * u +
+           SIGMA_EPS * eps;
+    d->emc = exp(-d->c);
+    d->pace = pace_tab[acc->size];
+    d->a_adv = clampd(exp(0.5 * d->q), 0.2, 5.0);
+    d->a_disc = clampd(exp(0.6 * d->q), 0.2, 5.0);
+    d->a_eng = clampd(exp(0.4 * d->q), 0.2, 5.0);
+    return amount_usd;
+}
+
+/* The CRM changes of day ds, emitted in time order: the chain's stage change
+ * (move +1 or -1 from stage s at ev_t, 0 for none), a close-date push when
+ * the date has passed (or is about to), a stray amount edit. */
+static void emit_crm_changes(const sim_sink_t *sink, rng_t *rng, sim_opp_row_t *row, int move, int64_t ev_t,
+                             int64_t ds, int s, int64_t *close_day) {
+    int64_t today = day_of(ds);
+    change_t ch[3];
+    int nch = 0;
+    if (move != 0) {
+        int ns = s + move;
+        change_t c = {ev_t, ns, -1, -1};
+        if (move > 0 && ns == 4 && rng_bernoulli(rng, 0.35))
+            c.amount = round100(row->amount * exp(0.15 * rng_normal(rng)));
+        if (move > 0 && ns == 5) {
+            if (rng_bernoulli(rng, 0.4))
+                c.amount = round100(row->amount * (1.0 - 0.03 - 0.12 * rng_uniform(rng)));
+            if (*close_day - today > 45 && rng_bernoulli(rng, 0.5))
+                c.close_day = today + rng_range(rng, 10, 30);
+        }
+        ch[nch++] = c;
+    }
+    if (today > *close_day) {
+        change_t c = {ds + (int64_t)rng_below(rng, WORK_SECS), -1, -1, today + rng_range(rng, 14, 45)};
+        ch[nch++] = c;
+    } else if (*close_day - today <= 3 && s < 4 && rng_bernoulli(rng, 0.1)) {
+        change_t c = {ds + (int64_t)rng_below(rng, WORK_SECS), -1, -1, *close_day + rng_range(rng, 14, 30)};
+        ch[nch++] = c;
+    }
+    if (rng_bernoulli(rng, 0.002)) {
+        change_t c = {ds + (int64_t)rng_below(rng, WORK_SECS), -1,
+                      round100(row->amount * exp(0.1 * rng_normal(rng))), -1};
+        ch[nch++] = c;
+    }
+    for (int a = 1; a < nch; a++) /* insertion sort by time: at most 3 */
+        for (int b = a; b > 0 && ch[b].t < ch[b - 1].t; b--) {
+            change_t tmp = ch[b];
+            ch[b] = ch[b - 1];
+            ch[b - 1] = tmp;
+        }
+    for (int a = 0; a < nch; a++) {
+        if (ch[a].stage >= 0) row->stage = stages[ch[a].stage];
+        if (ch[a].amount >= 0) row->amount = ch[a].amount;
+        if (ch[a].close_day >= 0) {
+            *close_day = ch[a].close_day;
+            row->close_date = *close_day * DAY;
+        }
+        emit_row(sink, row, ch[a].t);
+    }
+}
+
+void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *sc) {
+    rng_t rng;
+    rng_seed(&rng, rng_mix(rng_mix(sim->stream, 1), (uint64_t)i));
+    char opp_id[32];
+    fmt_id(opp_id, "opp-", i + 1, 7);
+
+    const int64_t now = sim->opts.now;
+    int64_t t0;
+    const account_t *acc = place_deal(sim, i, &rng, &t0);
     const owner_t *own =
         rng_bernoulli(&rng, 0.8) ? &sim->own[acc->owner] : &sim->own[rng_below(&rng, (uint32_t)sim->nown)];
     int prod = rng_pick(&rng, product_w, N_PROD);
     int pers = rng_pick(&rng, persona_w, N_PERS);
-
-    /* Latents and the constant part of the log-odds. */
-    double typical = typical_size[acc->size] * typical_prod[prod];
-    double amount_usd = round100(typical * exp(0.55 * rng_normal(&rng)));
-    double amt_ratio = log(amount_usd / typical);
-    double u = rng_normal(&rng), eps = rng_normal(&rng);
-    double fit = fit_tab[acc->industry][prod];
     deal_t d;
-    d.q = own->skill + fit + acc->propensity + 0.6 * u - 0.3 * amt_ratio;
-    d.c = B0 + B_SKILL * own->skill + B_FIT * fit + B_ACC * acc->propensity + B_AMT * amt_ratio + B_U * u +
-          SIGMA_EPS * eps;
-    d.emc = exp(-d.c);
-    d.pace = pace_tab[acc->size];
-    d.a_adv = clampd(exp(0.5 * d.q), 0.2, 5.0);
-    d.a_disc = clampd(exp(0.6 * d.q), 0.2, 5.0);
-    d.a_eng = clampd(exp(0.4 * d.q), 0.2, 5.0);
+    double amount_usd = draw_latents(acc, own, prod, &rng, &d);
     double fx = acc->region == 1 ? 0.92 : 1.0;
 
     /* Initial state. */
@@ -578,51 +640,11 @@ void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *s
             break;
         }
 
-        /* CRM changes of the day: the chain's stage change, a close-date push
-         * when the date has passed (or is about to), a stray amount edit. */
-        change_t ch[3];
-        int nch = 0;
-        if (ev == EV_REGRESS || ev == EV_ADVANCE) {
-            int ns = ev == EV_ADVANCE ? s + 1 : s - 1;
-            change_t c = {ev_t, ns, -1, -1};
-            if (ev == EV_ADVANCE && ns == 4 && rng_bernoulli(&rng, 0.35))
-                c.amount = round100(row.amount * exp(0.15 * rng_normal(&rng)));
-            if (ev == EV_ADVANCE && ns == 5) {
-                if (rng_bernoulli(&rng, 0.4))
-                    c.amount = round100(row.amount * (1.0 - 0.03 - 0.12 * rng_uniform(&rng)));
-                if (close_day - today > 45 && rng_bernoulli(&rng, 0.5))
-                    c.close_day = today + rng_range(&rng, 10, 30);
-            }
-            ch[nch++] = c;
-        }
-        if (today > close_day) {
-            change_t c = {ds + (int64_t)rng_below(&rng, WORK_SECS), -1, -1, today + rng_range(&rng, 14, 45)};
-            ch[nch++] = c;
-        } else if (close_day - today <= 3 && s < 4 && rng_bernoulli(&rng, 0.1)) {
-            change_t c = {ds + (int64_t)rng_below(&rng, WORK_SECS), -1, -1,
-                          close_day + rng_range(&rng, 14, 30)};
-            ch[nch++] = c;
-        }
-        if (rng_bernoulli(&rng, 0.002)) {
-            change_t c = {ds + (int64_t)rng_below(&rng, WORK_SECS), -1,
-                          round100(row.amount * exp(0.1 * rng_normal(&rng))), -1};
-            ch[nch++] = c;
-        }
-        for (int a = 1; a < nch; a++) /* insertion sort by time: at most 3 */
-            for (int b = a; b > 0 && ch[b].t < ch[b - 1].t; b--) {
-                change_t tmp = ch[b];
-                ch[b] = ch[b - 1];
-                ch[b - 1] = tmp;
-            }
-        for (int a = 0; a < nch; a++) {
-            if (ch[a].stage >= 0) row.stage = stages[ch[a].stage];
-            if (ch[a].amount >= 0) row.amount = ch[a].amount;
-            if (ch[a].close_day >= 0) {
-                close_day = ch[a].close_day;
-                row.close_date = close_day * DAY;
-            }
-            emit_row(sink, &row, ch[a].t);
-        }
+        emit_crm_changes(sink, &rng, &row,
+                         ev == EV_ADVANCE   ? 1
+                         : ev == EV_REGRESS ? -1
+                                            : 0,
+                         ev_t, ds, s, &close_day);
 
         switch (ev) {
         case EV_REGRESS:
