@@ -293,7 +293,7 @@ static int load_existing_opps(bench_t *b) {
         " 'account_external_id', o.account_external_id, 'owner_id', o.owner_id, 'product_category',"
         " o.product_category, 'persona', o.persona, 'amount', o.amount, 'currency', o.currency,"
         " 'close_date', o.close_date)::text"
-        " from opportunities o join ingest_tokens t on t.org_id = o.org_id"
+        " from opportunities o join dealscore_internal.ingest_tokens t on t.org_id = o.org_id"
         " where t.token_hash = $1 and o.outcome = 'open' and not o.placeholder"
         " order by o.created_at desc limit $2::int",
         2, NULL, qv, NULL, NULL, 0);
