@@ -809,7 +809,8 @@ typedef struct {
 } prog_t;
 
 /* Applies one option; returns the complaint about its value, or NULL. */
-static const char *apply_option(prog_t *p, int c) {
+static const char *apply_option(void *ctx, int c) {
+    prog_t *p = ctx;
     bench_t *b = &p->b;
     long v;
     switch (c) {
@@ -884,25 +885,7 @@ static int parse_options(prog_t *p, int argc, char **argv) {
                                          {"help", 0, 0, 'h'},
                                          {"warmup", 1, 0, 'W'},
                                          {0, 0, 0, 0}};
-    int c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'h': usage(stdout); return 0;
-        case ':': fprintf(stderr, PROG ": %s needs a value (see --help)\n", argv[optind - 1]); return 2;
-        case '?': fprintf(stderr, PROG ": unknown option %s (see --help)\n", argv[optind - 1]); return 2;
-        }
-        const char *bad = apply_option(p, c);
-        if (bad) {
-            fprintf(stderr, PROG ": %s\n", bad);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, PROG ": unexpected argument \"%s\" (see --help)\n", argv[optind]);
-        return 2;
-    }
-    return GO_ON;
+    return perf_parse_options(argc, argv, opts, PROG, usage, apply_option, p);
 }
 
 /* The ingest URL, dealscore-ingest and the services' settings. */

@@ -2,6 +2,8 @@
 #include "perf.h"
 
 #include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,4 +41,27 @@ char **perf_environ_with(const char *const *assignments, size_t n) {
      * that is what execve and ds_config_load take. */
     for (size_t j = 0; j < n; j++) envp[k++] = (char *)assignments[j];
     return envp;
+}
+
+int perf_parse_options(int argc, char **argv, const struct option *opts, const char *prog,
+                       void (*usage)(FILE *out), const char *(*apply)(void *ctx, int c), void *ctx) {
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h': usage(stdout); return 0;
+        case ':': fprintf(stderr, "%s: %s needs a value (see --help)\n", prog, argv[optind - 1]); return 2;
+        case '?': fprintf(stderr, "%s: unknown option %s (see --help)\n", prog, argv[optind - 1]); return 2;
+        }
+        const char *bad = apply(ctx, c);
+        if (bad) {
+            fprintf(stderr, "%s: %s\n", prog, bad);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "%s: unexpected argument \"%s\" (see --help)\n", prog, argv[optind]);
+        return 2;
+    }
+    return -1;
 }

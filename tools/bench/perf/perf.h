@@ -5,7 +5,9 @@
 #ifndef PERF_H
 #define PERF_H
 
+#include <getopt.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -108,6 +110,15 @@ int perf_work_dir(const char *given, const char *name, char *out, size_t n, bool
                   size_t errstr_size);
 
 /* ---- options and environment (bench_opts.c) ---------------------------------- */
+
+/* Parses argv's long options (opts, getopt_long with no short ones): --help
+ * ('h') prints usage(stdout); every other option goes to apply(ctx, c, optarg
+ * in the global), which returns NULL or a complaint about the value. Returns
+ * -1 when every option was taken, else the exit status: 0 after --help, 2
+ * after a line on stderr, starting "prog: ", for a missing value, an unknown
+ * option, a complaint or a stray argument. */
+int perf_parse_options(int argc, char **argv, const struct option *opts, const char *prog,
+                       void (*usage)(FILE *out), const char *(*apply)(void *ctx, int c), void *ctx);
 
 /* A number as strtod reads it, in [lo, hi], into *out; false, *out
  * untouched, for anything else (whole numbers: ds_parse_long, common.h). */
