@@ -697,6 +697,17 @@ const char *ds_calib_method_name(ds_calib_method_t method) {
     return method == DS_CALIB_PLATT ? "platt" : method == DS_CALIB_ISOTONIC ? "isotonic" : "none";
 }
 
+/* o as compact JSON in a string of ours (ds_malloc'd: the caller frees it);
+ * o is released. */
+static char *take_compact_json(json_t *o) {
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    ds_assert(s);
+    char *copy = ds_strdup(s);
+    free(s);
+    return copy;
+}
+
 char *ds_calib_to_json(const ds_calib_t *cal) {
     json_t *o = json_object();
     json_object_set_new(o, "method", json_string(ds_calib_method_name(cal->method)));
@@ -713,12 +724,7 @@ char *ds_calib_to_json(const ds_calib_t *cal) {
         json_object_set_new(o, "y", y);
     }
     /* jansson prints reals with 17 significant digits: exact round trip. */
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    ds_assert(s);
-    char *copy = ds_strdup(s);
-    free(s);
-    return copy;
+    return take_compact_json(o);
 }
 
 int ds_calib_from_json(const char *text, ds_calib_t **out, char *errstr, size_t errstr_size) {
@@ -1271,12 +1277,7 @@ char *ds_stage_prior_to_json(const ds_stage_prior_t *sp) {
         json_array_append_new(stages, e);
     }
     json_object_set_new(o, "stages", stages);
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    ds_assert(s);
-    char *copy = ds_strdup(s);
-    free(s);
-    return copy;
+    return take_compact_json(o);
 }
 
 int ds_stage_prior_from_json(const char *text, ds_stage_prior_t **out, char *errstr, size_t errstr_size) {
