@@ -139,7 +139,9 @@ static int on_webhook(void *ud, h2o_req_t *req) {
     }
     if (rrc != 0) {
         count_request(in, route, 400);
-        ds_http_respond_error(req, 400, "bad_profile", "profile must be native or salesforce");
+        ds_http_respond_json(req, 400,
+                             json_pack("{s:s, s:s, s:s}", "error", "bad_profile", "message",
+                                       "profile must be native, salesforce or hubspot", "field", "profile"));
         return 0;
     }
     char *auth = header_dup(req, "authorization");
@@ -421,6 +423,7 @@ static bool validate(writer_t *w, ingest_job_t *j) {
         json_t *obj = json_is_array(doc) ? json_array_get(doc, i) : doc;
         json_t *mapped = NULL;
         if (j->profile == PROFILE_SALESFORCE) obj = mapped = record_from_salesforce(j->kind, obj, &w->in->sf);
+        if (j->profile == PROFILE_HUBSPOT) obj = mapped = record_from_hubspot(j->kind, obj, &w->in->hs);
         if (record_parse(j->kind, obj, (int)i, false, &j->recs[j->nrecs], &probs) == 0) j->nrecs++;
         json_decref(mapped);
     }
@@ -437,6 +440,9 @@ static bool validate(writer_t *w, ingest_job_t *j) {
     }
     return true;
 }
+
+/* The source of a profile's records, carried to their events. */
+static const char *const profile_source[] = {"webhook", "salesforce", "hubspot"};
 
 /* Runs the upserts of jobs[0..n) in one transaction. Returns 0 or the
  * class of the failure with errstr. */
@@ -458,8 +464,8 @@ static int run_group(writer_t *w, ingest_job_t **jobs, size_t n, char *errstr, s
     int64_t now = ds_now_us();
     store_set_t *set = store_set_new();
     for (size_t i = 0; i < n; i++) {
-        store_ctx_t ctx = {jobs[i]->org_id, jobs[i]->profile == PROFILE_SALESFORCE ? "salesforce" : "webhook",
-                           jobs[i]->traceparent, jobs[i]->stage_outcome, now};
+        store_ctx_t ctx = {jobs[i]->org_id, profile_source[jobs[i]->profile], jobs[i]->traceparent,
+                           jobs[i]->stage_outcome, now};
         store_set_add(set, &ctx, jobs[i]->recs, jobs[i]->nrecs, jobs[i]->tags);
     }
     rc = store_set_queue(set, b);
@@ -656,11 +662,8 @@ int ingest_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_siz
     in->svc = svc;
     in->cfg = svc->cfg;
     in->relay_batch = 1000;
-    const char *pf = getenv("DEALSCORE_SF_PRODUCT_FIELD"), *pe = getenv("DEALSCORE_SF_PERSONA_FIELD"),
-               *rf = getenv("DEALSCORE_SF_REGION_FIELD");
-    in->sf.product_field = pf && *pf ? pf : NULL;
-    in->sf.persona_field = pe && *pe ? pe : NULL;
-    in->sf.region_field = rf && *rf ? rf : NULL;
+    in->sf = (sf_fields_t){in->cfg->sf_product_field, in->cfg->sf_persona_field, in->cfg->sf_region_field};
+    in->hs = (hs_fields_t){in->cfg->hs_product_field, in->cfg->hs_persona_field, in->cfg->hs_region_field};
     in->queue = ds_queue_new(INGEST_QUEUE_MAX);
     /* Room for two groups: the validator checks the next one while the
      * writer commits, then waits. */

@@ -43,6 +43,7 @@ typedef struct {
     atomic_int pg_down; /* writer saw Postgres unreachable */
 
     sf_fields_t sf;
+    hs_fields_t hs;
     int relay_batch;
 } ingest_t;
 
@@ -62,7 +63,7 @@ int ingest_cmd_import(const ds_config_t *cfg, int argc, char **argv);
  * /v1/<kind>, one trailing '/' allowed) and the profile from the query
  * string (without the '?'; NULL when there is none). Returns 0,
  * DS_ENOTFOUND for a path that is no webhook, or DS_EINVAL for a profile
- * other than native or salesforce. */
+ * other than native, salesforce or hubspot. */
 int ingest_route(const char *path, size_t plen, const char *query, size_t qlen, rec_kind_t *kind,
                  rec_profile_t *profile);
 

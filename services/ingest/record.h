@@ -1,6 +1,6 @@
 /* CRM records as ingest accepts them (DESIGN.md, "Records"): parsing and
  * validation from JSON objects (webhooks) or string fields (CSV), the
- * Salesforce field-mapping profile, and the canonical form whose SHA-256 is
+ * Salesforce and HubSpot field-mapping profiles, and the canonical form whose SHA-256 is
  * the record's source_hash. Pure functions: no I/O. */
 #ifndef DS_INGEST_RECORD_H
 #define DS_INGEST_RECORD_H
@@ -67,6 +67,7 @@ json_t *rec_problems_json(const rec_problems_t *p);
 typedef enum {
     PROFILE_NATIVE = 0,
     PROFILE_SALESFORCE,
+    PROFILE_HUBSPOT,
 } rec_profile_t;
 
 /* Salesforce field names that vary between orgs. */
@@ -75,6 +76,13 @@ typedef struct {
     const char *persona_field; /* default "Persona__c" */
     const char *region_field;  /* default "BillingCountry" */
 } sf_fields_t;
+
+/* HubSpot property names that vary between portals. */
+typedef struct {
+    const char *product_field; /* deal property, default "pipeline" */
+    const char *persona_field; /* deal property, default none */
+    const char *region_field;  /* company property, default "country" */
+} hs_fields_t;
 
 /* Parses one record of kind from obj. With strings_ok, numbers may be given
  * as strings (CSV). Appends every problem found to problems (with index) and
@@ -86,6 +94,12 @@ int record_parse(rec_kind_t kind, const json_t *obj, int index, bool strings_ok,
 /* Maps a raw Salesforce record (Opportunity, Account, Task or Event) onto
  * the native field names. Returns a new object (caller decrefs). */
 json_t *record_from_salesforce(rec_kind_t kind, const json_t *sf, const sf_fields_t *f);
+
+/* Maps a HubSpot object as n8n's HubSpot node returns it (a deal, a
+ * company, or an engagement for interactions and transcripts; legacy and
+ * CRM v3 shapes) onto the native field names (hubspot.c). Returns a new
+ * object (caller decrefs). */
+json_t *record_from_hubspot(rec_kind_t kind, const json_t *hs, const hs_fields_t *f);
 
 /* The canonical JSON text of rec (sorted keys, normalized values, no
  * changed_at): equal records give equal text. Caller frees. */

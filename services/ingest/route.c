@@ -29,5 +29,9 @@ int ingest_route(const char *path, size_t plen, const char *query, size_t qlen, 
         *profile = PROFILE_SALESFORCE;
         return 0;
     }
+    if (vlen == 7 && memcmp(v, "hubspot", 7) == 0) {
+        *profile = PROFILE_HUBSPOT;
+        return 0;
+    }
     return DS_EINVAL;
 }

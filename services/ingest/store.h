@@ -21,7 +21,7 @@ typedef struct {
 
 typedef struct {
     const char *org_id;
-    const char *source;          /* "webhook", "csv", "salesforce" */
+    const char *source;          /* "webhook", "csv", "salesforce", "hubspot" */
     const char *traceparent;     /* carried to the events; NULL: none */
     const json_t *stage_outcome; /* the org's stage -> outcome map, may be NULL */
     int64_t now_us;              /* ingest time, for changes without changed_at */

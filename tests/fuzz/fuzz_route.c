@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     rec_kind_t kind;
     rec_profile_t profile;
     int rc = ingest_route(path, plen, q ? query : NULL, qlen, &kind, &profile);
-    if (rc == 0 && (kind >= REC_KIND_COUNT || profile > PROFILE_SALESFORCE)) __builtin_trap();
+    if (rc == 0 && (kind >= REC_KIND_COUNT || profile > PROFILE_HUBSPOT)) __builtin_trap();
     char v[16];
     int n = ds_http_query_param(query ? query : in, query ? qlen : size, "profile", v, sizeof v);
     if (n >= 0 && strlen(v) > (size_t)n) __builtin_trap();

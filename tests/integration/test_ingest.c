@@ -571,6 +571,91 @@ Test(ingest, salesforce_profile_maps_records) {
                  1);
 }
 
+/* A fixture of tests/fixtures/hubspot as JSON text (caller frees); with
+ * i >= 0 only its item i. */
+static char *hubspot_fixture(const char *name, int i) {
+    char *path = pgt_fmt("%s/tests/fixtures/hubspot/%s", DS_SOURCE_DIR, name);
+    json_error_t err;
+    json_t *doc = json_load_file(path, 0, &err);
+    cr_assert(doc, "%s: %s", path, err.text);
+    free(path);
+    char *text = json_dumps(i >= 0 ? json_array_get(doc, (size_t)i) : doc, JSON_COMPACT);
+    json_decref(doc);
+    return text;
+}
+
+/* Records as n8n's HubSpot node returns them, posted as they are. */
+Test(ingest, hubspot_profile_maps_deals_companies_and_engagements) {
+    ds_consumer_t *c = dst_consumer(&T, "opportunity.changed");
+    char *deals = hubspot_fixture("deals.json", -1), *companies = hubspot_fixture("companies.json", -1);
+    expect_accept("/v1/opportunities?profile=hubspot", deals, 2, 0, 2);
+    expect_accept("/v1/accounts?profile=hubspot", companies, 1, 0, 1);
+    for (int i = 0; i < 3; i++) {
+        char *e = hubspot_fixture("engagements.json", i);
+        expect_accept("/v1/interactions?profile=hubspot", e, 1, 0, 1);
+        free(e);
+    }
+    char *note = hubspot_fixture("engagements.json", 3);
+    expect_accept("/v1/transcripts?profile=hubspot", note, 1, 0, 1);
+    PGconn *db = pgt_connect_db(&T.db);
+    cr_expect_eq(pgt_longf(db,
+                           "select count(*) from opportunities where external_id = '1237891'"
+                           " and stage = 'presentationscheduled' and amount = 60000 and currency = 'EUR'"
+                           " and owner_id = '66' and product_category = 'default' and persona is null"
+                           " and close_date = '2026-06-30' and outcome = 'open' and closed_at is null"
+                           " and created_at = '2026-03-01T09:00:00Z' and account_external_id = '184896670'"
+                           " and account_id = (select id from accounts where external_id = '184896670')"
+                           " and not placeholder"),
+                 1);
+    cr_expect_eq(pgt_longf(db, "select count(*) from opportunities where external_id = '1237999'"
+                               " and stage = 'closedwon' and amount = 15000.5 and outcome = 'won'"
+                               " and close_date = '2026-05-15' and closed_at = '2026-05-15T14:30:00Z'"
+                               " and created_at = '2026-01-10T08:00:00Z' and account_id is null"),
+                 1);
+    cr_expect_eq(pgt_longf(db, "select count(*) from opportunity_history h join opportunities o"
+                               " on o.id = h.opportunity_id where o.external_id = '1237891'"
+                               " and h.field = 'stage' and h.new_value = 'presentationscheduled'"
+                               " and h.changed_at = '2026-04-01T08:00:00Z'"),
+                 1);
+    cr_expect_eq(pgt_longf(db, "select count(*) from accounts where external_id = '184896670'"
+                               " and name = 'Globex' and industry = 'UTILITIES' and region = 'Germany'"
+                               " and size_band = 'large' and not placeholder"),
+                 1);
+    PGresult *r =
+        pgt_query(db, "select i.external_id || '|' || i.type || '|' || coalesce(i.duration_min::text, '-')"
+                      " || '|' || coalesce(i.outcome, '-') || '|' || i.meta::text || '|'"
+                      " || to_char(i.occurred_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI')"
+                      " from interactions i join opportunities o on o.id = i.opportunity_id"
+                      " where o.external_id = '1237891' order by i.external_id");
+    static const char *const want[] = {
+        "4401|phone|25|COMPLETED|{\"hubspot_type\": \"CALL\"}|2026-02-10 15:00",
+        "4402|meeting|45|COMPLETED|{\"subject\": \"Platform demo\", \"hubspot_type\": "
+        "\"MEETING\"}|2026-02-12 10:00",
+        "4403|email|-|-|{\"subject\": \"Proposal\", \"hubspot_type\": \"EMAIL\"}|2026-02-11 09:00",
+    };
+    cr_assert_eq(PQntuples(r), 3);
+    for (int i = 0; i < 3; i++) cr_expect_str_eq(PQgetvalue(r, i, 0), want[i], "interaction %d", i);
+    PQclear(r);
+    cr_expect_eq(pgt_longf(db, "select count(*) from transcripts where external_id = '4404'"
+                               " and text = E'Decision criteria: SOC 2 & SSO.\\nPaper process via legal.'"
+                               " and occurred_at = '2026-02-11T09:00:00Z'"),
+                 1);
+    /* The events say where the records came from. */
+    rd_kafka_message_t *m[1];
+    dst_consume(c, m, 1, 15000);
+    Dealscore__V1__OpportunityChanged *ev =
+        dealscore__v1__opportunity_changed__unpack(NULL, m[0]->len, m[0]->payload);
+    cr_assert(ev);
+    cr_expect_str_eq(ev->source, "hubspot");
+    dealscore__v1__opportunity_changed__free_unpacked(ev, NULL);
+    ds_consumer_release(m, 1);
+    ds_consumer_destroy(c);
+    PQfinish(db);
+    free(deals);
+    free(companies);
+    free(note);
+}
+
 Test(ingest, an_older_change_arriving_late_does_not_overwrite_a_newer_one) {
     expect_accept("/v1/opportunities",
                   "{\"external_id\":\"OPP-L\",\"stage\":\"proposal\",\"created_at\":\"2026-03-01T00:00:00Z\","
@@ -856,11 +941,16 @@ Test(ingest, webhook_paths_and_the_profile_parameter_are_exact) {
         httpc_free(&r);
     }
     const char *bad[] = {"/v1/accounts?profile=salesforce%00", "/v1/accounts?profile=salesforcex",
-                         "/v1/accounts?profile=%zz"};
+                         "/v1/accounts?profile=%zz", "/v1/accounts?profile=pipedrive"};
     for (size_t i = 0; i < PGT_N(bad); i++) {
         httpc_resp_t r = dst_post(&T, bad[i], body, NULL, NULL);
         cr_expect_eq(r.status, 400, "%s: %d %s", bad[i], r.status, r.body);
-        cr_expect(r.body && strstr(r.body, "bad_profile"), "%s", r.body);
+        json_t *j = body_json(&r);
+        cr_expect_str_eq(json_string_value(json_object_get(j, "error")), "bad_profile", "%s", r.body);
+        cr_expect_str_eq(json_string_value(json_object_get(j, "message")),
+                         "profile must be native, salesforce or hubspot", "%s", r.body);
+        cr_expect_str_eq(json_string_value(json_object_get(j, "field")), "profile", "%s", r.body);
+        json_decref(j);
         httpc_free(&r);
     }
     /* xprofile is not profile: the native record is read as native. */

@@ -77,6 +77,10 @@ Test(request, webhook_routes_are_exact_paths) {
     cr_expect_eq(route("/v1/opportunities", 17, "profile=salesforce", &k, &p), 0);
     cr_expect_eq(k, REC_OPPORTUNITY);
     cr_expect_eq(p, PROFILE_SALESFORCE);
+    cr_expect_eq(route("/v1/interactions", 16, "profile=hubspot", &k, &p), 0);
+    cr_expect_eq(k, REC_INTERACTION);
+    cr_expect_eq(p, PROFILE_HUBSPOT);
+    cr_expect_eq(route("/v1/opportunities", 17, "profile=HubSpot", &k, &p), DS_EINVAL);
     cr_expect_eq(route("/v1/opportunities", 17, "profile=native", &k, &p), 0);
     cr_expect_eq(p, PROFILE_NATIVE);
     cr_expect_eq(route("/v1/opportunities", 17, "xprofile=salesforce", &k, &p), 0);
