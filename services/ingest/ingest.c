@@ -23,6 +23,7 @@
 struct ingest_job_s {
     rec_kind_t kind;
     rec_profile_t profile;
+    bool partial; /* ?partial=true */
     char *body;
     size_t body_len;
     char *auth;          /* Authorization header, or NULL */
@@ -39,6 +40,11 @@ struct ingest_job_s {
     record_t *recs;
     size_t nrecs;
     store_tag_t *tags;
+    /* partial mode: the records in the request, each stored record's index
+     * in it (rec_index[0..nrecs)), and the problems of the others */
+    size_t nsent;
+    int *rec_index;
+    rec_problems_t probs;
 
     /* result */
     int status;
@@ -81,6 +87,8 @@ static void job_free(ingest_job_t *j) {
     for (size_t i = 0; i < j->nrecs; i++) record_clear(&j->recs[i]);
     free(j->recs);
     free(j->tags);
+    free(j->rec_index);
+    rec_problems_free(&j->probs);
     free(j);
 }
 
@@ -102,15 +110,15 @@ static char *header_dup(h2o_req_t *req, const char *name) {
 
 static int on_webhook(void *ud, h2o_req_t *req) {
     ingest_t *in = ud;
-    rec_kind_t kind;
-    rec_profile_t profile;
+    ingest_target_t target;
+    const char *bad_param = NULL;
     bool has_query = req->query_at != SIZE_MAX;
     int rrc = ingest_route(req->path_normalized.base, req->path_normalized.len,
                            has_query ? req->path.base + req->query_at + 1 : NULL,
-                           has_query ? req->path.len - req->query_at - 1 : 0, &kind, &profile);
+                           has_query ? req->path.len - req->query_at - 1 : 0, &target, &bad_param);
     if (rrc == DS_ENOTFOUND) return -1;
     char route[48];
-    snprintf(route, sizeof route, "/v1/%s", rec_kind_plural(kind));
+    snprintf(route, sizeof route, "/v1/%s", rec_kind_plural(target.kind));
     if (!ds_http_method_is(req, "POST")) {
         count_request(in, route, 405);
         ds_http_add_header(req, "allow", "POST");
@@ -139,9 +147,13 @@ static int on_webhook(void *ud, h2o_req_t *req) {
     }
     if (rrc != 0) {
         count_request(in, route, 400);
+        bool profile = strcmp(bad_param, "profile") == 0;
         ds_http_respond_json(req, 400,
-                             json_pack("{s:s, s:s, s:s}", "error", "bad_profile", "message",
-                                       "profile must be native, salesforce or hubspot", "field", "profile"));
+                             json_pack("{s:s, s:s, s:s}", "error", profile ? "bad_profile" : "bad_partial",
+                                       "message",
+                                       profile ? "profile must be native, salesforce or hubspot"
+                                               : "partial must be true or false",
+                                       "field", bad_param));
         return 0;
     }
     char *auth = header_dup(req, "authorization");
@@ -153,8 +165,9 @@ static int on_webhook(void *ud, h2o_req_t *req) {
         return 0;
     }
     ingest_job_t *j = ds_calloc(1, sizeof *j);
-    j->kind = kind;
-    j->profile = profile;
+    j->kind = target.kind;
+    j->profile = target.profile;
+    j->partial = target.partial;
     j->body = ds_strndup(req->entity.base ? req->entity.base : "", req->entity.len);
     j->body_len = req->entity.len;
     j->auth = auth;
@@ -416,29 +429,70 @@ static bool validate(writer_t *w, ingest_job_t *j) {
         j->resp = json_pack("{s:s, s:s}", "error", "too_many_records", "message", msg);
         return false;
     }
-    rec_problems_t probs = {0};
     j->recs = ds_calloc(n, sizeof *j->recs);
     j->tags = ds_calloc(n, sizeof *j->tags);
+    j->rec_index = ds_calloc(n, sizeof *j->rec_index);
+    j->nsent = n;
     for (size_t i = 0; i < n; i++) {
         json_t *obj = json_is_array(doc) ? json_array_get(doc, i) : doc;
         json_t *mapped = NULL;
         if (j->profile == PROFILE_SALESFORCE) obj = mapped = record_from_salesforce(j->kind, obj, &w->in->sf);
         if (j->profile == PROFILE_HUBSPOT) obj = mapped = record_from_hubspot(j->kind, obj, &w->in->hs);
-        if (record_parse(j->kind, obj, (int)i, false, &j->recs[j->nrecs], &probs) == 0) j->nrecs++;
+        if (record_parse(j->kind, obj, (int)i, false, &j->recs[j->nrecs], &j->probs) == 0)
+            j->rec_index[j->nrecs++] = (int)i;
         json_decref(mapped);
     }
     json_decref(doc);
-    if (probs.n) {
-        count_records(w->in, j->kind, "rejected", (double)(n - j->nrecs));
+    count_records(w->in, j->kind, "rejected", (double)(n - j->nrecs));
+    /* In partial mode the valid records go on, the others are reported
+     * with the answer. */
+    if (j->nrecs < n && !j->partial) {
         json_decref(j->resp);
         j->status = 400;
         j->resp =
             json_pack("{s:s, s:s, s:o}", "error", "invalid_records", "message",
-                      "some records are invalid; nothing was stored", "errors", rec_problems_json(&probs));
-        rec_problems_free(&probs);
+                      "some records are invalid; nothing was stored", "errors", rec_problems_json(&j->probs));
         return false;
     }
     return true;
+}
+
+/* A rejected record's result in partial mode: its problems from
+ * probs[*p..] (ordered by index), as one sentence and as a list. */
+static json_t *rejected_result(const rec_problems_t *probs, size_t *p, int index) {
+    ds_sb_t text = {0};
+    json_t *errors = json_array();
+    for (; *p < probs->n && probs->items[*p].index <= index; (*p)++) {
+        const rec_problem_t *it = &probs->items[*p];
+        if (it->index < index) continue;
+        ds_sb_printf(&text, "%s%s%s%s", text.len ? "; " : "", it->field, it->field[0] ? " " : "",
+                     it->problem);
+        json_array_append_new(errors, json_pack("{s:s, s:s}", "field", it->field, "problem", it->problem));
+    }
+    /* Past the problems' cap (1,000 per request) a record's own are not
+     * listed. */
+    json_t *r = json_pack("{s:i, s:s, s:s, s:o}", "index", index, "status", "rejected", "problem",
+                          text.len ? text.p : "invalid (its problems are past the first 1000 listed)",
+                          "errors", errors);
+    ds_sb_free(&text);
+    return r;
+}
+
+/* The answer of a partial request: every record's result in the order
+ * sent, stored ones as "stored" or "unchanged". */
+static json_t *partial_results(const ingest_job_t *j) {
+    json_t *results = json_array();
+    size_t k = 0, p = 0;
+    for (size_t i = 0; i < j->nsent; i++) {
+        if (k < j->nrecs && j->rec_index[k] == (int)i) {
+            json_array_append_new(results, json_pack("{s:i, s:s}", "index", (int)i, "status",
+                                                     j->tags[k].changed ? "stored" : "unchanged"));
+            k++;
+        } else {
+            json_array_append_new(results, rejected_result(&j->probs, &p, (int)i));
+        }
+    }
+    return results;
 }
 
 /* The source of a profile's records, carried to their events. */
@@ -483,8 +537,15 @@ static void finish_ok(writer_t *w, ingest_job_t *j) {
     count_records(w->in, j->kind, "changed", c.changed);
     count_records(w->in, j->kind, "unchanged", c.unchanged);
     atomic_fetch_add(&w->in->outbox_depth, c.events);
-    j->status = 202;
     json_decref(j->resp);
+    if (j->partial) {
+        j->status = 200;
+        j->resp = json_pack("{s:i, s:i, s:i, s:i, s:o}", "accepted", (int)j->nrecs, "rejected",
+                            (int)(j->nsent - j->nrecs), "unchanged", c.unchanged, "events", c.events,
+                            "results", partial_results(j));
+        return;
+    }
+    j->status = 202;
     j->resp =
         json_pack("{s:i, s:i, s:i}", "accepted", (int)j->nrecs, "unchanged", c.unchanged, "events", c.events);
 }

@@ -59,13 +59,21 @@ void ingest_relay_kick(ingest_t *in);
 int ingest_cmd_token(const ds_config_t *cfg, int argc, char **argv);
 int ingest_cmd_import(const ds_config_t *cfg, int argc, char **argv);
 
+/* A webhook request's target: /v1/<kind> and its query parameters. */
+typedef struct {
+    rec_kind_t kind;
+    rec_profile_t profile; /* ?profile=native|salesforce|hubspot */
+    bool partial;          /* ?partial=true: store the valid records of a batch */
+} ingest_target_t;
+
 /* The webhook's target: the kind from path[0..plen) (decoded; exactly
- * /v1/<kind>, one trailing '/' allowed) and the profile from the query
+ * /v1/<kind>, one trailing '/' allowed) and the parameters from the query
  * string (without the '?'; NULL when there is none). Returns 0,
- * DS_ENOTFOUND for a path that is no webhook, or DS_EINVAL for a profile
- * other than native, salesforce or hubspot. */
-int ingest_route(const char *path, size_t plen, const char *query, size_t qlen, rec_kind_t *kind,
-                 rec_profile_t *profile);
+ * DS_ENOTFOUND for a path that is no webhook, or DS_EINVAL with the
+ * parameter's name in *bad_param for a profile other than native,
+ * salesforce or hubspot, or a partial other than true or false. */
+int ingest_route(const char *path, size_t plen, const char *query, size_t qlen, ingest_target_t *t,
+                 const char **bad_param);
 
 /* Reads buf[0..len), a CSV file of kind, exactly as `import` does but
  * storing nothing: every row is parsed and validated, problems go to

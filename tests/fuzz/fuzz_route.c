@@ -1,5 +1,5 @@
 /* The request target and headers read before any handler logic: ingest's
- * route (/v1/<kind> on the decoded path, the profile query parameter), the
+ * route (/v1/<kind> on the decoded path, the profile and partial query parameters), the
  * query-string parser and the media-type check. The input is
  * "<decoded path>?<query>"; the whole input is also a Content-Type value. */
 #include <stdint.h>
@@ -27,10 +27,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         query = ds_malloc(qlen ? qlen : 1);
         memcpy(query, q + 1, qlen);
     }
-    rec_kind_t kind;
-    rec_profile_t profile;
-    int rc = ingest_route(path, plen, q ? query : NULL, qlen, &kind, &profile);
-    if (rc == 0 && (kind >= REC_KIND_COUNT || profile > PROFILE_HUBSPOT)) __builtin_trap();
+    ingest_target_t t;
+    const char *bad = NULL;
+    int rc = ingest_route(path, plen, q ? query : NULL, qlen, &t, &bad);
+    if (rc == 0 && (t.kind >= REC_KIND_COUNT || t.profile > PROFILE_HUBSPOT)) __builtin_trap();
+    if (rc == DS_EINVAL && (!bad || (strcmp(bad, "profile") != 0 && strcmp(bad, "partial") != 0)))
+        __builtin_trap();
     char v[16];
     int n = ds_http_query_param(query ? query : in, query ? qlen : size, "profile", v, sizeof v);
     if (n >= 0 && strlen(v) > (size_t)n) __builtin_trap();

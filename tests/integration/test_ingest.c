@@ -656,6 +656,114 @@ Test(ingest, hubspot_profile_maps_deals_companies_and_engagements) {
     free(note);
 }
 
+/* The batch of three of the partial tests: the middle record lacks its
+ * stage and has a negative amount. */
+static const char *PARTIAL_BATCH =
+    "[{\"external_id\":\"P-1\",\"stage\":\"discovery\",\"created_at\":\"2026-03-01T09:00:00Z\",\"amount\":10}"
+    ","
+    "{\"external_id\":\"P-2\",\"created_at\":\"2026-03-01T09:00:00Z\",\"amount\":-1},"
+    "{\"external_id\":\"P-3\",\"stage\":\"demo\",\"created_at\":\"2026-03-01T09:00:00Z\",\"amount\":30}]";
+
+static void expect_result(json_t *results, int i, const char *status, const char *problem) {
+    json_t *r = json_array_get(results, (size_t)i);
+    cr_expect_eq(json_integer_value(json_object_get(r, "index")), i);
+    cr_expect_str_eq(json_string_value(json_object_get(r, "status")), status, "result %d", i);
+    if (problem)
+        cr_expect_str_eq(json_string_value(json_object_get(r, "problem")), problem, "result %d", i);
+    else
+        cr_expect_null(json_object_get(r, "problem"), "result %d", i);
+}
+
+Test(ingest, partial_mode_stores_the_valid_records_and_answers_each) {
+    /* All or nothing by default: a 400 and no row. */
+    httpc_resp_t r = dst_post(&T, "/v1/opportunities", PARTIAL_BATCH, NULL, NULL);
+    cr_expect_eq(r.status, 400, "%s", r.body);
+    httpc_free(&r);
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunities"), 0);
+
+    r = dst_post(&T, "/v1/opportunities?partial=true", PARTIAL_BATCH, NULL, NULL);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    json_t *j = body_json(&r);
+    cr_expect_eq(json_integer_value(json_object_get(j, "accepted")), 2, "%s", r.body);
+    cr_expect_eq(json_integer_value(json_object_get(j, "rejected")), 1, "%s", r.body);
+    cr_expect_eq(json_integer_value(json_object_get(j, "unchanged")), 0, "%s", r.body);
+    cr_expect_eq(json_integer_value(json_object_get(j, "events")), 2, "%s", r.body);
+    json_t *results = json_object_get(j, "results");
+    cr_assert_eq(json_array_size(results), 3, "%s", r.body);
+    expect_result(results, 0, "stored", NULL);
+    expect_result(results, 1, "rejected", "stage is required; amount must be >= 0");
+    json_t *errs = json_object_get(json_array_get(results, 1), "errors");
+    cr_expect_eq(json_array_size(errs), 2, "%s", r.body);
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(errs, 0), "field")), "stage");
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(errs, 1), "field")), "amount");
+    expect_result(results, 2, "stored", NULL);
+    json_decref(j);
+    httpc_free(&r);
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunities"), 2);
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunities where (external_id, stage, amount) in"
+                               " (('P-1', 'discovery', 10), ('P-3', 'demo', 30))"),
+                 2);
+
+    /* Sent again: the stored ones are unchanged, the bad one still refused. */
+    r = dst_post(&T, "/v1/opportunities?partial=true", PARTIAL_BATCH, NULL, NULL);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    j = body_json(&r);
+    cr_expect_eq(json_integer_value(json_object_get(j, "unchanged")), 2, "%s", r.body);
+    cr_expect_eq(json_integer_value(json_object_get(j, "events")), 0, "%s", r.body);
+    expect_result(json_object_get(j, "results"), 0, "unchanged", NULL);
+    expect_result(json_object_get(j, "results"), 1, "rejected", "stage is required; amount must be >= 0");
+    json_decref(j);
+    httpc_free(&r);
+
+    /* n8n's HubSpot engagements as they come, a note among them. */
+    char *engagements = hubspot_fixture("engagements.json", -1);
+    r = dst_post(&T, "/v1/interactions?profile=hubspot&partial=true", engagements, NULL, NULL);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    j = body_json(&r);
+    cr_expect_eq(json_integer_value(json_object_get(j, "accepted")), 3, "%s", r.body);
+    expect_result(json_object_get(j, "results"), 3, "rejected",
+                  "type must be one of email, phone, meeting, demo, support");
+    json_decref(j);
+    httpc_free(&r);
+    free(engagements);
+    cr_expect_eq(dst_count(&T, "select count(*) from interactions"), 3);
+
+    /* Nothing valid: still an answer per record, and nothing stored. */
+    r = dst_post(&T, "/v1/accounts?partial=true", "[{\"name\":\"no id\"}]", NULL, NULL);
+    cr_expect_eq(r.status, 200, "%s", r.body);
+    j = body_json(&r);
+    cr_expect_eq(json_integer_value(json_object_get(j, "accepted")), 0, "%s", r.body);
+    expect_result(json_object_get(j, "results"), 0, "rejected", "external_id is required");
+    json_decref(j);
+    httpc_free(&r);
+    cr_expect_eq(dst_count(&T, "select count(*) from accounts where not placeholder"), 0);
+}
+
+Test(ingest, partial_mode_keeps_the_errors_of_the_request_itself) {
+    static const struct {
+        const char *path, *body;
+        int status;
+        const char *error;
+    } cases[] = {
+        {"/v1/opportunities?partial=yes", "{}", 400, "bad_partial"},
+        {"/v1/opportunities?partial=true", "[1,", 400, "invalid_json"},
+        {"/v1/opportunities?partial=true", "[]", 400, "empty"},
+    };
+    for (size_t i = 0; i < PGT_N(cases); i++) {
+        httpc_resp_t r = dst_post(&T, cases[i].path, cases[i].body, NULL, NULL);
+        cr_expect_eq(r.status, cases[i].status, "%s: %s", cases[i].path, r.body);
+        json_t *j = body_json(&r);
+        cr_expect_str_eq(json_string_value(json_object_get(j, "error")), cases[i].error, "%s", r.body);
+        if (i == 0) {
+            cr_expect_str_eq(json_string_value(json_object_get(j, "field")), "partial", "%s", r.body);
+            cr_expect_str_eq(json_string_value(json_object_get(j, "message")),
+                             "partial must be true or false");
+        }
+        json_decref(j);
+        httpc_free(&r);
+    }
+}
+
 Test(ingest, an_older_change_arriving_late_does_not_overwrite_a_newer_one) {
     expect_accept("/v1/opportunities",
                   "{\"external_id\":\"OPP-L\",\"stage\":\"proposal\",\"created_at\":\"2026-03-01T00:00:00Z\","

@@ -53,8 +53,15 @@ Test(request, query_parameters_are_whole_names_decoded) {
     cr_expect_str_eq(v, "abc");
 }
 
+static const char *bad_param;
+
 static int route(const char *path, size_t plen, const char *query, rec_kind_t *kind, rec_profile_t *profile) {
-    return ingest_route(path, plen, query, query ? strlen(query) : 0, kind, profile);
+    ingest_target_t t = {0};
+    bad_param = NULL;
+    int rc = ingest_route(path, plen, query, query ? strlen(query) : 0, &t, &bad_param);
+    *kind = t.kind;
+    *profile = t.profile;
+    return rc;
 }
 
 Test(request, webhook_routes_are_exact_paths) {
@@ -88,6 +95,29 @@ Test(request, webhook_routes_are_exact_paths) {
     cr_expect_eq(route("/v1/opportunities", 17, "profile=salesforcex", &k, &p), DS_EINVAL);
     cr_expect_eq(route("/v1/opportunities", 17, "profile=salesforce%00", &k, &p), DS_EINVAL);
     cr_expect_eq(route("/v1/opportunities", 17, "profile=", &k, &p), DS_EINVAL);
+    cr_expect_str_eq(bad_param, "profile");
+}
+
+Test(request, partial_is_true_or_false) {
+    ingest_target_t t;
+    const char *bad = NULL;
+    cr_expect_eq(ingest_route("/v1/accounts", 12, NULL, 0, &t, &bad), 0);
+    cr_expect(!t.partial, "all or nothing by default");
+    const char *q = "partial=true&profile=hubspot";
+    cr_expect_eq(ingest_route("/v1/accounts", 12, q, strlen(q), &t, &bad), 0);
+    cr_expect(t.partial);
+    cr_expect_eq(t.profile, PROFILE_HUBSPOT);
+    q = "partial=false";
+    cr_expect_eq(ingest_route("/v1/accounts", 12, q, strlen(q), &t, &bad), 0);
+    cr_expect(!t.partial);
+    const char *bad_values[] = {"partial=yes",  "partial=1",       "partial=",
+                                "partial=TRUE", "partial=true%00", "partial=true&partial=false"};
+    for (size_t i = 0; i < sizeof bad_values / sizeof bad_values[0]; i++) {
+        bad = NULL;
+        cr_expect_eq(ingest_route("/v1/accounts", 12, bad_values[i], strlen(bad_values[i]), &t, &bad),
+                     DS_EINVAL, "%s", bad_values[i]);
+        cr_expect(bad && strcmp(bad, "partial") == 0, "%s", bad_values[i]);
+    }
 }
 
 static void sign(const char *secret, const char *ts, const char *body, char hex[65]) {
