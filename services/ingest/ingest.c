@@ -20,6 +20,13 @@
  * (retry-after 1) instead of holding more bodies in memory. */
 #define INGEST_QUEUE_MAX 4096
 
+/* Seconds a signed request's reservation stays while the request is in
+ * flight: copies of it get 503 until it committed or failed, and once a
+ * holder that died (a crash between reservation and commit) has left it
+ * this long, a copy takes it over. Far above a group commit's time, deadlock
+ * retries included. */
+#define SIG_LEASE_S 60
+
 struct ingest_job_s {
     rec_kind_t kind;
     rec_profile_t profile;
@@ -51,6 +58,7 @@ struct ingest_job_s {
     json_t *resp;
     const char *retry_after;
     bool www_auth;
+    bool replayed; /* the answer is that of an earlier copy of this signed request */
 
     /* the request, answered by finish_job */
     ds_http_pending_t *pending;
@@ -196,6 +204,7 @@ static void finish_job(void *ud, void *job, h2o_req_t *req) {
     if (req) {
         if (j->retry_after) ds_http_add_header(req, "retry-after", j->retry_after);
         if (j->www_auth) ds_http_add_header(req, "www-authenticate", "Bearer realm=\"dealscore\"");
+        if (j->replayed) ds_http_add_header(req, "x-dealscore-replayed", "true");
         json_t *resp = j->resp;
         j->resp = NULL;
         ds_http_respond_json(req, j->status, resp ? resp : json_object());
@@ -344,6 +353,55 @@ static void signatures_upkeep(writer_t *v) {
     }
 }
 
+/* What identifies a signed request besides its signature: the token, the
+ * route, the parameters and the body. */
+static void request_digest(const ingest_job_t *j, char out[65]) {
+    ds_sb_t b = {0};
+    ds_sb_printf(&b, "%s\n%s\n%d\n%d\n", j->token_hash, rec_kind_plural(j->kind), (int)j->profile,
+                 (int)j->partial);
+    ds_sb_put(&b, j->body, j->body_len);
+    ds_sha256_hex(b.p, b.len, out);
+    ds_sb_free(&b);
+}
+
+/* Reserves the verified signature hex for j. Returns true when j holds it;
+ * else j's answer is set: that of the copy that committed (200 with its
+ * body), a 503 while a copy is in flight, a 401 for another request. */
+static bool reserve_signature(writer_t *w, ingest_job_t *j, const char hex[65]) {
+    char err[256], digest[65];
+    request_digest(j, digest);
+    sig_reservation_t res;
+    int rc = signature_reserve(w->pg, hex, digest, SIG_LEASE_S, &res, err, sizeof err);
+    if (rc < 0) {
+        ds_warn("could not reserve a signature: %s", err);
+        if (!ds_pg_is_connected(w->pg)) ds_pg_reset(w->pg);
+        job_fail(j, 503, "database_unavailable", "could not check the signature; retry");
+        j->retry_after = "1";
+        return false;
+    }
+    json_t *answer = res.state == SIG_ANSWERED ? json_loads(res.response, 0, NULL) : NULL;
+    free(res.response);
+    if (res.state == SIG_RESERVED) {
+        memcpy(j->sig_hex, hex, 65);
+        return true;
+    }
+    if (answer) {
+        json_decref(j->resp);
+        j->resp = answer;
+        j->status = 200;
+        j->replayed = true;
+        return false;
+    }
+    /* An answer that does not parse counts as none yet. */
+    if (res.state != SIG_OTHER) {
+        job_fail(j, 503, "in_progress", "a copy of this signed request is being processed; retry");
+        j->retry_after = "1";
+        return false;
+    }
+    job_fail(j, 401, "replayed_signature", "this signature was already used for another request");
+    return false;
+}
+
 /* Authenticates j against the batch's tokens; on failure sets its response
  * and returns false. A signed request's signature is reserved here. */
 static bool authenticate(writer_t *w, ingest_job_t *j) {
@@ -380,19 +438,7 @@ static bool authenticate(writer_t *w, ingest_job_t *j) {
             return false;
         case SIG_OK: break;
         }
-        char err[256];
-        int rc = signature_reserve(w->pg, hex, 2 * window, err, sizeof err);
-        if (rc < 0) {
-            ds_warn("could not reserve a signature: %s", err);
-            if (!ds_pg_is_connected(w->pg)) ds_pg_reset(w->pg);
-            job_fail(j, 503, "database_unavailable", "could not check the signature; retry");
-            j->retry_after = "1";
-            return false;
-        }
-        if (rc == 0) {
-            job_fail(j, 401, "replayed_signature", "this signed request was already accepted");
-            return false;
-        }
+        if (!reserve_signature(w, j, hex)) return false;
         memcpy(j->sig_hex, hex, sizeof hex);
     }
     snprintf(j->org_id, sizeof j->org_id, "%s", t->org_id);
@@ -495,6 +541,33 @@ static json_t *partial_results(const ingest_job_t *j) {
     return results;
 }
 
+static void set_answer(ingest_job_t *j);
+
+/* Ends the open transaction of run_group: records the answers of the
+ * signed requests of jobs[0..n) with their reservations, and commits.
+ * Rolls back on failure. Returns 0 or the class of the failure. */
+static int commit_answers(writer_t *w, ingest_job_t **jobs, size_t n, char *errstr, size_t errsz) {
+    ds_pg_batch_t *b = NULL;
+    int rc = ds_pg_batch_begin(w->pg, &b);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (!jobs[i]->sig_hex[0]) continue;
+        set_answer(jobs[i]);
+        char *text = json_dumps(jobs[i]->resp, JSON_COMPACT);
+        rc =
+            signature_answer_queue(b, jobs[i]->sig_hex, jobs[i]->status, text, 2 * w->in->cfg->hmac_window_s);
+        free(text);
+    }
+    if (rc == 0) ds_pg_batch_add_sql(b, "COMMIT", NULL);
+    if (rc == 0) rc = ds_pg_batch_run(b, NULL, NULL, errstr, errsz);
+    ds_pg_batch_end(b);
+    if (rc != 0 && ds_pg_is_connected(w->pg)) {
+        char err[256];
+        if (ds_pg_exec(w->pg, "ROLLBACK", NULL, err, sizeof err) != 0)
+            ds_warn("could not roll back: %s", err);
+    }
+    return rc;
+}
+
 /* The source of a profile's records, carried to their events. */
 static const char *const profile_source[] = {"webhook", "salesforce", "hubspot"};
 
@@ -523,20 +596,23 @@ static int run_group(writer_t *w, ingest_job_t **jobs, size_t n, char *errstr, s
         store_set_add(set, &ctx, jobs[i]->recs, jobs[i]->nrecs, jobs[i]->tags);
     }
     rc = store_set_queue(set, b);
-    ds_pg_batch_add_sql(b, "COMMIT", NULL);
+    bool answers = false;
+    for (size_t i = 0; i < n; i++) answers |= jobs[i]->sig_hex[0] != '\0';
+    /* A signed request's answer commits with its records, and depends on
+     * what the upserts did: then the transaction ends in a second batch. */
+    if (!answers) ds_pg_batch_add_sql(b, "COMMIT", NULL);
     if (rc == 0) rc = ds_pg_batch_run(b, store_batch_cb, NULL, errstr, errsz);
     ds_pg_batch_end(b);
     store_set_destroy(set);
+    if (rc == 0 && answers) rc = commit_answers(w, jobs, n, errstr, errsz);
     if (rc == DS_ERETRY && !ds_pg_is_connected(w->pg)) ds_pg_reset(w->pg);
     return rc;
 }
 
-static void finish_ok(writer_t *w, ingest_job_t *j) {
+/* Sets the answer of j, whose records were stored (tags filled). */
+static void set_answer(ingest_job_t *j) {
     store_counts_t c = {0, 0, 0};
     store_collect(j->tags, j->nrecs, &c);
-    count_records(w->in, j->kind, "changed", c.changed);
-    count_records(w->in, j->kind, "unchanged", c.unchanged);
-    atomic_fetch_add(&w->in->outbox_depth, c.events);
     json_decref(j->resp);
     if (j->partial) {
         j->status = 200;
@@ -548,6 +624,15 @@ static void finish_ok(writer_t *w, ingest_job_t *j) {
     j->status = 202;
     j->resp =
         json_pack("{s:i, s:i, s:i}", "accepted", (int)j->nrecs, "unchanged", c.unchanged, "events", c.events);
+}
+
+static void finish_ok(writer_t *w, ingest_job_t *j) {
+    store_counts_t c = {0, 0, 0};
+    store_collect(j->tags, j->nrecs, &c);
+    count_records(w->in, j->kind, "changed", c.changed);
+    count_records(w->in, j->kind, "unchanged", c.unchanged);
+    atomic_fetch_add(&w->in->outbox_depth, c.events);
+    set_answer(j);
 }
 
 /* The request's write failed for good: a 400 that says so without the

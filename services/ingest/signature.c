@@ -59,24 +59,71 @@ sig_verdict_t signature_check(const char *secret, const char *ts, const char *si
     return SIG_OK;
 }
 
-int signature_reserve(ds_pg_t *pg, const char *hex, int ttl_s, char *errstr, size_t errstr_size) {
-    char ttl[16];
-    snprintf(ttl, sizeof ttl, "%d", ttl_s);
-    const char *v[] = {hex, ttl};
+/* The holder of hex, when the insert found one. */
+static int reservation_read(ds_pg_t *pg, const char *hex, const char *request_sha256, sig_reservation_t *out,
+                            char *errstr, size_t errstr_size) {
+    const char *v[] = {hex};
+    PGresult *res = NULL;
+    int rc = ds_pg_exec_params(pg,
+                               "select request_sha256, status, response"
+                               " from dealscore_internal.ingest_signatures where signature = $1",
+                               1, v, NULL, NULL, &res, errstr, errstr_size);
+    if (rc != 0) return rc;
+    /* Released since the insert saw it: its holder failed, and a retry
+     * will get in. */
+    if (PQntuples(res) == 0)
+        out->state = SIG_IN_FLIGHT;
+    else if (PQgetisnull(res, 0, 0) || strcmp(PQgetvalue(res, 0, 0), request_sha256) != 0)
+        out->state = SIG_OTHER;
+    else if (PQgetisnull(res, 0, 1) || PQgetisnull(res, 0, 2))
+        out->state = SIG_IN_FLIGHT;
+    else {
+        out->state = SIG_ANSWERED;
+        out->status = atoi(PQgetvalue(res, 0, 1));
+        out->response = ds_strdup(PQgetvalue(res, 0, 2));
+    }
+    PQclear(res);
+    return 0;
+}
+
+int signature_reserve(ds_pg_t *pg, const char *hex, const char *request_sha256, int lease_s,
+                      sig_reservation_t *out, char *errstr, size_t errstr_size) {
+    memset(out, 0, sizeof *out);
+    char lease[16];
+    snprintf(lease, sizeof lease, "%d", lease_s);
+    const char *v[] = {hex, lease, request_sha256};
     PGresult *res = NULL;
     /* One statement: of concurrent inserts of one signature, one wins and
      * the others wait for it and then see it. An expired reservation of the
      * same value is taken over. */
     int rc = ds_pg_exec_params(pg,
-                               "insert into dealscore_internal.ingest_signatures as s (signature, expires_at)"
-                               " values ($1, now() + make_interval(secs => $2::int))"
-                               " on conflict (signature) do update set expires_at = excluded.expires_at"
+                               "insert into dealscore_internal.ingest_signatures as s"
+                               " (signature, expires_at, request_sha256)"
+                               " values ($1, now() + make_interval(secs => $2::int), $3)"
+                               " on conflict (signature) do update set expires_at = excluded.expires_at,"
+                               " request_sha256 = excluded.request_sha256, status = null, response = null"
                                " where s.expires_at < now() returning 1",
-                               2, v, NULL, NULL, &res, errstr, errstr_size);
+                               3, v, NULL, NULL, &res, errstr, errstr_size);
     if (rc != 0) return rc;
-    rc = PQntuples(res) == 1 ? 1 : 0;
+    bool reserved = PQntuples(res) == 1;
     PQclear(res);
-    return rc;
+    if (reserved) {
+        out->state = SIG_RESERVED;
+        return 0;
+    }
+    return reservation_read(pg, hex, request_sha256, out, errstr, errstr_size);
+}
+
+int signature_answer_queue(ds_pg_batch_t *b, const char *hex, int status, const char *response, int ttl_s) {
+    char st[16], ttl[16];
+    snprintf(st, sizeof st, "%d", status);
+    snprintf(ttl, sizeof ttl, "%d", ttl_s);
+    const char *v[] = {hex, st, response, ttl};
+    return ds_pg_batch_add_params(b,
+                                  "update dealscore_internal.ingest_signatures set status = $2::int,"
+                                  " response = $3, expires_at = now() + make_interval(secs => $4::int)"
+                                  " where signature = $1",
+                                  4, v, NULL, NULL, NULL);
 }
 
 int signature_release(ds_pg_t *pg, const char *hex, char *errstr, size_t errstr_size) {

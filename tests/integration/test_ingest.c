@@ -526,9 +526,10 @@ Test(ingest, signed_tokens_check_signature_window_and_replay) {
     r = dst_post(&T, "/v1/accounts", body, NULL, hdr);
     cr_expect_eq(r.status, 202, "signed: %s", r.body);
     httpc_free(&r);
+    /* A repeat is answered as the original was, and stores nothing again. */
     r = dst_post(&T, "/v1/accounts", body, NULL, hdr);
-    cr_expect_eq(r.status, 401, "replay: %s", r.body);
-    cr_expect(strstr(r.body, "replayed_signature"), "%s", r.body);
+    cr_expect_eq(r.status, 200, "replay: %s", r.body);
+    cr_expect_str_eq(r.body, "{\"accepted\":1,\"unchanged\":0,\"events\":0}\n");
     httpc_free(&r);
     free(hdr);
     free(sig);
@@ -929,12 +930,14 @@ static void *post_signed(void *p) {
     return NULL;
 }
 
-/* The same signed request 8 times at once: one 202, seven replays (the
- * signature was remembered only after the commit: 8 x 202). */
+/* The same signed request 8 times at once: stored once; each copy gets the
+ * 202, the original answer (200), or a 503 to retry while the first is in
+ * flight. A repeat afterwards gets the original answer. */
 Test(ingest, concurrent_copies_of_a_signed_request_get_in_once) {
     char secret[80];
     signing_token("signed-org", secret);
-    const char *body = "{\"external_id\":\"C1\",\"name\":\"Concurrent\"}";
+    const char *body =
+        "[{\"external_id\":\"C1\",\"name\":\"Concurrent\"},{\"external_id\":\"C2\",\"name\":\"Twice\"}]";
     char *hdr = signed_headers(secret, body);
     enum { N = 8 };
     pthread_barrier_t start;
@@ -945,19 +948,30 @@ Test(ingest, concurrent_copies_of_a_signed_request_get_in_once) {
         a[i] = (replay_arg_t){.t = &T, .body = body, .hdr = hdr, .start = &start};
         cr_assert_eq(pthread_create(&th[i], NULL, post_signed, &a[i]), 0);
     }
-    int accepted = 0, replayed = 0;
+    const char *original = "{\"accepted\":2,\"unchanged\":0,\"events\":0}\n";
+    int accepted = 0, answered = 0, retry = 0;
     for (int i = 0; i < N; i++) {
         pthread_join(th[i], NULL);
-        if (a[i].resp.status == 202) accepted++;
-        if (a[i].resp.status == 401 && a[i].resp.body && strstr(a[i].resp.body, "replayed_signature"))
-            replayed++;
-        httpc_free(&a[i].resp);
+        httpc_resp_t *r = &a[i].resp;
+        char ra[16] = "";
+        if (r->status == 202 && strcmp(r->body, original) == 0) accepted++;
+        if (r->status == 200 && strcmp(r->body, original) == 0) answered++;
+        if (r->status == 503 && strstr(r->body, "in_progress") &&
+            httpc_header(r, "retry-after", ra, sizeof ra) && strcmp(ra, "1") == 0)
+            retry++;
+        cr_expect(r->status == 202 || r->status == 200 || r->status == 503, "copy %d: %d %s", i, r->status,
+                  r->body);
+        httpc_free(r);
     }
     pthread_barrier_destroy(&start);
-    free(hdr);
     cr_expect_eq(accepted, 1);
-    cr_expect_eq(replayed, N - 1);
-    cr_expect_eq(dst_count(&T, "select count(*) from accounts where name = 'Concurrent'"), 1);
+    cr_expect_eq(accepted + answered + retry, N, "every copy is accepted, answered or told to retry");
+    cr_expect_eq(dst_count(&T, "select count(*) from accounts where name in ('Concurrent', 'Twice')"), 2);
+    httpc_resp_t r = dst_post(&T, "/v1/accounts", body, NULL, hdr);
+    cr_expect_eq(r.status, 200, "%s", r.body);
+    cr_expect_str_eq(r.body, original);
+    httpc_free(&r);
+    free(hdr);
 }
 
 static int post_status(dst_t *t, const char *body, const char *hdr, const char *want_in_body) {
@@ -968,8 +982,9 @@ static int post_status(dst_t *t, const char *body, const char *hdr, const char *
     return st;
 }
 
-/* Another replica, and ingest started again, know what was accepted. */
-Test(ingest, a_replayed_signature_is_refused_by_every_replica_and_after_a_restart) {
+/* Another replica, and ingest started again, know what was accepted and
+ * what was answered. */
+Test(ingest, a_repeated_signed_request_gets_its_answer_from_every_replica_and_after_a_restart) {
     char secret[80];
     signing_token("signed-org", secret);
     const char *body = "{\"external_id\":\"R1\",\"name\":\"Replicas\"}";
@@ -978,11 +993,12 @@ Test(ingest, a_replayed_signature_is_refused_by_every_replica_and_after_a_restar
     dst_clone(&B, &T);
     snprintf(B.token, sizeof B.token, "%s", T.token);
     dst_start(&B, "ingest");
-    cr_expect_eq(post_status(&T, body, hdr, NULL), 202);
-    cr_expect_eq(post_status(&B, body, hdr, "replayed_signature"), 401, "the other replica");
+    const char *original = "{\"accepted\":1,\"unchanged\":0,\"events\":0}";
+    cr_expect_eq(post_status(&T, body, hdr, original), 202);
+    cr_expect_eq(post_status(&B, body, hdr, original), 200, "the other replica");
     dst_stop(&T);
     dst_start(&T, "ingest");
-    cr_expect_eq(post_status(&T, body, hdr, "replayed_signature"), 401, "after a restart");
+    cr_expect_eq(post_status(&T, body, hdr, original), 200, "after a restart");
     dst_teardown(&B);
     free(hdr);
 }
@@ -1009,7 +1025,49 @@ Test(ingest, a_refused_write_hides_the_database_error_and_releases_the_signature
     pgt_exec(db, "alter table accounts drop constraint secret_rule_x9");
     PQfinish(db);
     cr_expect_eq(post_status(&T, body, hdr, NULL), 202, "the retry after the refusal");
-    cr_expect_eq(post_status(&T, body, hdr, "replayed_signature"), 401);
+    cr_expect_eq(post_status(&T, body, hdr, "\"accepted\":1"), 200, "a repeat of the accepted one");
+    free(hdr);
+}
+
+/* n8n sends a signed request again when its answer was lost: the repeat
+ * gets the original answer (partial results included), stores nothing
+ * again, and publishes nothing. The signature does not carry over to
+ * another body, route or token. */
+Test(ingest, a_repeat_of_a_committed_signed_request_gets_the_original_answer) {
+    char secret[80];
+    signing_token("signed-org", secret);
+    const char *body =
+        "[{\"external_id\":\"RP-1\",\"stage\":\"discovery\",\"created_at\":\"2026-03-01T09:00:00Z\"},"
+        "{\"external_id\":\"RP-2\",\"created_at\":\"2026-03-01T09:00:00Z\"}]";
+    char *hdr = signed_headers(secret, body);
+    httpc_resp_t first = dst_post(&T, "/v1/opportunities?partial=true", body, NULL, hdr);
+    cr_assert_eq(first.status, 200, "%s", first.body);
+    cr_expect(strstr(first.body, "\"problem\":\"stage is required\""), "%s", first.body);
+    cr_expect_eq(dst_wait_count(&T, "select count(*) from dealscore_internal.outbox", 0, 10000), 0);
+    for (int i = 0; i < 2; i++) {
+        httpc_resp_t r = dst_post(&T, "/v1/opportunities?partial=true", body, NULL, hdr);
+        cr_expect_eq(r.status, 200, "repeat %d: %s", i, r.body);
+        cr_expect_str_eq(r.body, first.body, "repeat %d", i);
+        char h[16] = "";
+        cr_expect(httpc_header(&r, "x-dealscore-replayed", h, sizeof h) && strcmp(h, "true") == 0);
+        httpc_free(&r);
+    }
+    httpc_free(&first);
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunities"), 1);
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunity_history"), 1);
+    cr_expect_eq(dst_count(&T, "select count(*) from dealscore_internal.outbox"), 0, "no event again");
+    /* Another body under the same signature, the same body elsewhere. */
+    const char *other =
+        "[{\"external_id\":\"RP-3\",\"stage\":\"demo\",\"created_at\":\"2026-03-01T09:00:00Z\"}]";
+    httpc_resp_t r = dst_post(&T, "/v1/opportunities?partial=true", other, NULL, hdr);
+    cr_expect_eq(r.status, 401, "%s", r.body);
+    cr_expect(strstr(r.body, "bad_signature"), "%s", r.body);
+    httpc_free(&r);
+    r = dst_post(&T, "/v1/opportunities", body, NULL, hdr);
+    cr_expect_eq(r.status, 401, "%s", r.body);
+    cr_expect(strstr(r.body, "\"replayed_signature\""), "%s", r.body);
+    httpc_free(&r);
+    cr_expect_eq(dst_count(&T, "select count(*) from opportunities"), 1);
     free(hdr);
 }
 
