@@ -2,9 +2,12 @@
  * Kafka is down and everything is published, in order, when it returns
  * (librdkafka's mock cluster stands in for a broker that can be stopped);
  * webhooks answer 503 with Retry-After while Postgres is unreachable (a
- * loopback proxy cuts the real server) and succeed again when it is back. */
+ * loopback proxy cuts the real server) and succeed again when it is back;
+ * a signed request retried through the outage goes in once. */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <openssl/hmac.h>
+#include <time.h>
 
 #include "dstest.h"
 #include <librdkafka/rdkafka_mock.h>
@@ -156,6 +159,62 @@ Test(ingest_faults, postgres_down_answers_503_with_retry_after_then_recovers) {
     }
     cr_expect_eq(st, 202);
     cr_expect_eq(dst_count(&T, "select count(*) from accounts where external_id in ('A1', 'A2')"), 2);
+    dst_stop(&T);
+    tcpproxy_stop(&px);
+}
+
+/* The headers of body signed now with secret (caller frees). */
+static char *signed_headers(const char *secret, const char *body) {
+    char ts[32];
+    snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
+    char *msg = pgt_fmt("%s.%s", ts, body);
+    unsigned char mac[32];
+    unsigned int len = 0;
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)msg, strlen(msg), mac, &len);
+    free(msg);
+    char hex[65];
+    for (int i = 0; i < 32; i++) sprintf(hex + 2 * i, "%02x", mac[i]);
+    return pgt_fmt("X-Dealscore-Timestamp: %s\r\nX-Dealscore-Signature: sha256=%s\r\n", ts, hex);
+}
+
+/* As n8n retries a signed request through an outage: 503s that store
+ * nothing, then the 202, and a copy sent after it (its answer lost) gets
+ * the same answer; the records are stored once. */
+Test(ingest_faults, a_signed_request_retried_through_a_postgres_outage_goes_in_once) {
+    tcpproxy_t px;
+    dst_db_through_proxy(&T, &px);
+    char *out = dst_token(&T, "acme", "--hmac");
+    char secret[80] = "";
+    char *sec = strstr(out, "signing secret ");
+    cr_assert(sec, "%s", out);
+    sscanf(sec + 15, "%79s", secret);
+    free(out);
+    dst_start(&T, "ingest");
+    const char *body =
+        "[{\"external_id\":\"S1\",\"name\":\"One\"},{\"external_id\":\"S2\",\"name\":\"Two\"}]";
+    char *hdr = signed_headers(secret, body);
+    tcpproxy_set_up(&px, 0);
+    httpc_resp_t r = dst_post(&T, "/v1/accounts", body, NULL, hdr);
+    cr_expect_eq(r.status, 503, "%s", r.body);
+    httpc_free(&r);
+    tcpproxy_set_up(&px, 1);
+    long long deadline = proc_now_ms() + 20000;
+    int st = 0;
+    while (proc_now_ms() < deadline) {
+        r = dst_post(&T, "/v1/accounts", body, NULL, hdr);
+        st = r.status;
+        httpc_free(&r);
+        if (st != 503) break;
+        struct timespec ts = {0, 200 * 1000000};
+        nanosleep(&ts, NULL); /* client retry interval */
+    }
+    cr_expect_eq(st, 202);
+    r = dst_post(&T, "/v1/accounts", body, NULL, hdr);
+    cr_expect_eq(r.status, 200, "%s", r.body);
+    cr_expect_str_eq(r.body, "{\"accepted\":2,\"unchanged\":0,\"events\":0}\n");
+    httpc_free(&r);
+    cr_expect_eq(dst_count(&T, "select count(*) from accounts where external_id in ('S1', 'S2')"), 2);
+    free(hdr);
     dst_stop(&T);
     tcpproxy_stop(&px);
 }
