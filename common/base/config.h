@@ -52,6 +52,7 @@ typedef struct ds_config_s {
     int outbox_max;     /* DEALSCORE_OUTBOX_MAX: 503 above this many unsent rows */
     int hmac_window_s;  /* DEALSCORE_HMAC_WINDOW_S */
     int commit_batch;   /* DEALSCORE_COMMIT_BATCH: requests per group commit */
+    char *csv_aliases;  /* DEALSCORE_CSV_ALIASES: import's column aliases */
     /* field names of the CRM profiles (DEALSCORE_SF_*_FIELD, DEALSCORE_HS_*_FIELD) */
     char *sf_product_field, *sf_persona_field, *sf_region_field;
     char *hs_product_field, *hs_persona_field, *hs_region_field;

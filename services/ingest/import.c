@@ -934,7 +934,7 @@ static int parse_options(importer_t *im, int argc, char **argv) {
 
 /* DEALSCORE_CSV_ALIASES, after --alias so that the option wins. */
 static int add_env_aliases(importer_t *im) {
-    const char *env_aliases = getenv("DEALSCORE_CSV_ALIASES");
+    const char *env_aliases = im->cfg->csv_aliases;
     if (!env_aliases) return IMPORT_GO_ON;
     for (const char *p = env_aliases; *p;) {
         size_t len = strcspn(p, ",");

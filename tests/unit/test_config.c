@@ -63,9 +63,33 @@ Test(config, empty_variable_is_unset) {
     char *env[] = {"DEALSCORE_HTTP_ADDR=", "DEALSCORE_BATCH_SIZE=", NULL};
     ds_config_t cfg;
     char err[256];
-    cr_assert_eq(load(&cfg, DS_SVC_INGEST, env, err, sizeof err), 0, "%s", err);
-    cr_assert_eq(cfg.http_port, 8080);
+    cr_assert_eq(load(&cfg, DS_SVC_FEATURE, env, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(cfg.http_port, 8082);
     cr_assert_eq(cfg.batch_size, 500);
+    ds_config_close(&cfg);
+}
+
+/* The CRM profiles' field names are settings (listed by --help) with the
+ * defaults of services/ingest/README.md. */
+Test(config, ingest_reads_the_profile_field_names) {
+    char *none[] = {NULL};
+    ds_config_t cfg;
+    char err[256];
+    cr_assert_eq(load(&cfg, DS_SVC_INGEST, none, err, sizeof err), 0, "%s", err);
+    cr_expect_str_eq(cfg.sf_product_field, "Product_Category__c");
+    cr_expect_str_eq(cfg.sf_persona_field, "Persona__c");
+    cr_expect_str_eq(cfg.sf_region_field, "BillingCountry");
+    cr_expect_str_eq(cfg.hs_product_field, "pipeline");
+    cr_expect_null(cfg.hs_persona_field);
+    cr_expect_str_eq(cfg.hs_region_field, "country");
+    cr_expect_null(cfg.csv_aliases);
+    ds_config_close(&cfg);
+    char *env[] = {"DEALSCORE_SF_PRODUCT_FIELD=Line__c", "DEALSCORE_HS_PERSONA_FIELD=buyer_role",
+                   "DEALSCORE_HS_REGION_FIELD=", NULL};
+    cr_assert_eq(load(&cfg, DS_SVC_INGEST, env, err, sizeof err), 0, "%s", err);
+    cr_expect_str_eq(cfg.sf_product_field, "Line__c");
+    cr_expect_str_eq(cfg.hs_persona_field, "buyer_role");
+    cr_expect_str_eq(cfg.hs_region_field, "country", "empty is unset");
     ds_config_close(&cfg);
 }
 
