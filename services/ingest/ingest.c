@@ -116,6 +116,16 @@ static char *header_dup(h2o_req_t *req, const char *name) {
     return ds_strndup(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
 }
 
+/* 400 for a query parameter of no known value, naming it. */
+static void respond_bad_param(h2o_req_t *req, const char *param) {
+    bool profile = strcmp(param, "profile") == 0;
+    ds_http_respond_json(
+        req, 400,
+        json_pack("{s:s, s:s, s:s}", "error", profile ? "bad_profile" : "bad_partial", "message",
+                  profile ? "profile must be native, salesforce or hubspot" : "partial must be true or false",
+                  "field", param));
+}
+
 static int on_webhook(void *ud, h2o_req_t *req) {
     ingest_t *in = ud;
     ingest_target_t target;
@@ -155,13 +165,7 @@ static int on_webhook(void *ud, h2o_req_t *req) {
     }
     if (rrc != 0) {
         count_request(in, route, 400);
-        bool profile = strcmp(bad_param, "profile") == 0;
-        ds_http_respond_json(req, 400,
-                             json_pack("{s:s, s:s, s:s}", "error", profile ? "bad_profile" : "bad_partial",
-                                       "message",
-                                       profile ? "profile must be native, salesforce or hubspot"
-                                               : "partial must be true or false",
-                                       "field", bad_param));
+        respond_bad_param(req, bad_param);
         return 0;
     }
     char *auth = header_dup(req, "authorization");
