@@ -9,6 +9,7 @@
 #include "infra/pgarray.h"
 #include "base/strindex.h"
 #include "dealscore/v1/events.pb-c.h"
+#include "deal_risks.h"
 #include "runtime/worker.h"
 #include "scoring.h"
 
@@ -214,9 +215,11 @@ static void build_rows(const scoring_item_t *items, size_t n, ds_pgarray_t h[HIS
     free(js.p);
 }
 
-/* One pipelined transaction: o->first, the history rows, the predictions. */
+/* One pipelined transaction: o->first, the history rows, the predictions,
+ * the deals' risks. */
 static int write_rows(ds_pg_t *pg, const scoring_persist_opts_t *o, ds_pgarray_t h[HISTORY_COLS],
-                      ds_pgarray_t pr[PREDICTION_COLS], char *errstr, size_t errsz) {
+                      ds_pgarray_t pr[PREDICTION_COLS], deal_risks_batch_t *risks, char *errstr,
+                      size_t errsz) {
     const char *hv[HISTORY_COLS], *pv[PREDICTION_COLS];
     int hl[HISTORY_COLS], pl[PREDICTION_COLS], hf[HISTORY_COLS], pf[PREDICTION_COLS];
     ds_pgarray_params(h, HISTORY_COLS, hv, hl, hf);
@@ -230,6 +233,7 @@ static int write_rows(ds_pg_t *pg, const scoring_persist_opts_t *o, ds_pgarray_t
     /* The arrays live until after the run: no copy of them. */
     ds_pg_batch_add_params_ref(b, o->plain ? sql_history_plain : sql_history, HISTORY_COLS, hv, hl, hf, NULL);
     ds_pg_batch_add_params_ref(b, sql_prediction, PREDICTION_COLS, pv, pl, pf, NULL);
+    deal_risks_add(risks, b);
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
     int rc = ds_pg_batch_run(b, NULL, NULL, errstr, errsz);
     if (rc != 0 && o->conflict && strcmp(ds_pg_batch_sqlstate(b), "23505") == 0) *o->conflict = true;
@@ -250,10 +254,17 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
     int64_t t1 = ds_mono_us(), t2 = 0;
     rc = load_previous(pg, top_k, items, n, &t2, errstr, errsz);
     if (rc != 0) return rc;
+    deal_risks_batch_t risks;
+    rc = deal_risks_build(pg, orgs, scorer, scorer_risks(scorer), items, n, &risks, errstr, errsz);
+    if (rc != 0) {
+        deal_risks_batch_free(&risks);
+        return rc;
+    }
     ds_pgarray_t h[HISTORY_COLS] = {{0}}, pr[PREDICTION_COLS] = {{0}};
     build_rows(items, n, h, pr);
     int64_t t3 = ds_mono_us();
-    rc = write_rows(pg, o, h, pr, errstr, errsz);
+    rc = write_rows(pg, o, h, pr, &risks, errstr, errsz);
+    deal_risks_batch_free(&risks);
     for (int c = 0; c < HISTORY_COLS; c++) ds_pgarray_free(&h[c]);
     for (int c = 0; c < PREDICTION_COLS; c++) ds_pgarray_free(&pr[c]);
     if (o->stats) {

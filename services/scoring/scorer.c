@@ -9,9 +9,11 @@
 #include "base/sb.h"
 #include "base/log.h"
 #include "base/ttlcache.h"
+#include "deal_risks.h"
 
 struct scorer_s {
-    ds_ttlcache_t *orgs; /* org id -> scorer_org_t */
+    ds_ttlcache_t *orgs;       /* org id -> scorer_org_t */
+    deal_risks_cache_t *risks; /* the orgs' risk rules and thresholds */
 };
 
 /* Frees a scorer_org_t (the cache's free callback). */
@@ -28,16 +30,20 @@ static void org_free(void *p) {
 scorer_t *scorer_new(int ttl_ms) {
     scorer_t *s = ds_calloc(1, sizeof *s);
     s->orgs = ds_ttlcache_new(ttl_ms, org_free);
+    s->risks = deal_risks_cache_new(DEAL_RISKS_TTL_MS);
     return s;
 }
 
 void scorer_destroy(scorer_t *s) {
     if (!s) return;
     ds_ttlcache_destroy(s->orgs);
+    deal_risks_cache_destroy(s->risks);
     free(s);
 }
 
 void scorer_invalidate(scorer_t *s, const char *org_id) { ds_ttlcache_invalidate(s->orgs, org_id); }
+
+deal_risks_cache_t *scorer_risks(scorer_t *s) { return s->risks; }
 
 void scorer_register(ds_pg_t *pg) {
     ds_pg_add_statement(pg, "ds_active_model",

@@ -581,8 +581,8 @@ Test(schema, outbox_upgrade_keeps_unsent_events_and_drops_sent_ones) {
 
 /* The tables that hold a deal's history and what the workers derived from
  * it, and a row of each for org and deal. */
-static const char *const derived_tables[] = {"opportunity_history", "features_snapshot", "predictions",
-                                             "prediction_history", "opportunity_benchmarks"};
+static const char *const derived_tables[] = {"opportunity_history", "features_snapshot",      "predictions",
+                                             "prediction_history",  "opportunity_benchmarks", "deal_risks"};
 
 static void insert_derived_rows(PGconn *c, const char *org, const char *opp) {
     static const char *const values[] = {
@@ -591,7 +591,8 @@ static void insert_derived_rows(PGconn *c, const char *org, const char *opp) {
         "(org_id, opportunity_id, as_of, feature_version, features) values ('%s', '%s', now(), 'v1', '{}')",
         "(org_id, opportunity_id, as_of, model_version, proba_close) values ('%s', '%s', now(), 'm1', 0.5)",
         "(org_id, opportunity_id, as_of, model_version, proba_close) values ('%s', '%s', now(), 'm1', 0.5)",
-        "(org_id, opportunity_id, cohort_key, match_level) values ('%s', '%s', 'k', 'industry')"};
+        "(org_id, opportunity_id, cohort_key, match_level) values ('%s', '%s', 'k', 'industry')",
+        "(org_id, opportunity_id, as_of, model_version, proba_close) values ('%s', '%s', now(), 'm1', 0.5)"};
     for (size_t t = 0; t < sizeof values / sizeof values[0]; t++) {
         char fmt[300];
         snprintf(fmt, sizeof fmt, "insert into %s %s", derived_tables[t], values[t]);

@@ -1,0 +1,381 @@
+/* Deal risks: the org's rules and learned thresholds, and each scored open
+ * deal's risks with what-ifs, as rows of public.deal_risks. */
+#include "deal_risks.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/common.h"
+#include "base/log.h"
+#include "base/sb.h"
+#include "base/strindex.h"
+#include "base/ttlcache.h"
+#include "domain/risks.h"
+
+struct deal_risks_cache_s {
+    ds_ttlcache_t *orgs; /* org id -> org_risks_t */
+};
+
+/* An org's configuration and the strings it points to. */
+typedef struct {
+    ds_risk_config_t cfg;
+    char *owned[2 * DS_RISK_RULE_COUNT + DS_RISK_MAX_STAGES];
+    size_t n_owned;
+} org_risks_t;
+
+static void org_risks_free(void *p) {
+    org_risks_t *o = p;
+    if (!o) return;
+    for (size_t i = 0; i < o->n_owned; i++) free(o->owned[i]);
+    free(o);
+}
+
+static const char *own(org_risks_t *o, const char *s) {
+    ds_assert(o->n_owned < DS_ARRAY_SIZE(o->owned));
+    char *copy = ds_strdup(s);
+    o->owned[o->n_owned++] = copy;
+    return copy;
+}
+
+deal_risks_cache_t *deal_risks_cache_new(int ttl_ms) {
+    deal_risks_cache_t *c = ds_calloc(1, sizeof *c);
+    c->orgs = ds_ttlcache_new(ttl_ms, org_risks_free);
+    return c;
+}
+
+void deal_risks_cache_destroy(deal_risks_cache_t *c) {
+    if (!c) return;
+    ds_ttlcache_destroy(c->orgs);
+    free(c);
+}
+
+/* ---- an org's rules and won deals --------------------------------------------- */
+
+static const char *sql_rules = "select rule, enabled, param, fallback, min_won_deals, action"
+                               " from public.risk_rules where org_id is null or org_id = $1::uuid"
+                               " order by org_id nulls first";
+
+/* Each stage visit of a won deal that ended: the stage and its days. */
+static const char *sql_visits =
+    "select v.new_value, extract(epoch from v.left_at - v.changed_at) / 86400 from ("
+    " select h.new_value, h.changed_at,"
+    "  lead(h.changed_at) over (partition by h.opportunity_id order by h.changed_at, h.id) as left_at"
+    " from public.opportunity_history h join public.opportunities o on o.id = h.opportunity_id"
+    " where o.org_id = $1::uuid and o.outcome = 'won' and not o.placeholder and h.field = 'stage'"
+    "  and h.new_value is not null) v"
+    " where v.left_at is not null";
+
+/* Each won deal's close-date pushes before it closed (the closing change
+ * sets the close date to the day it closed: not a push). */
+static const char *sql_pushes =
+    "select o.id::text, count(h.id) filter (where h.old_value is not null and h.new_value > h.old_value"
+    "  and h.changed_at < coalesce(o.closed_at, 'infinity'))"
+    " from public.opportunities o left join public.opportunity_history h"
+    "  on h.opportunity_id = o.id and h.field = 'close_date'"
+    " where o.org_id = $1::uuid and o.outcome = 'won' and not o.placeholder group by o.id";
+
+/* For each won deal and MEDDICC element in its latest snapshot, the stage
+ * the deal was in at the earliest transcript that evidences it. */
+static const char *sql_meddicc =
+    "with won as (select id from public.opportunities"
+    "  where org_id = $1::uuid and outcome = 'won' and not placeholder),"
+    " snap as (select distinct on (f.opportunity_id) f.opportunity_id, f.meddicc"
+    "  from public.features_snapshot f join won on won.id = f.opportunity_id"
+    "  where f.meddicc is not null order by f.opportunity_id, f.as_of desc),"
+    " ev as (select s.opportunity_id, e.key as element, min(t.occurred_at) as first_at"
+    "  from snap s cross join lateral json_each(s.meddicc) e"
+    "  cross join lateral json_array_elements(e.value -> 'evidence') x"
+    "  join public.transcripts t on t.opportunity_id = s.opportunity_id"
+    "   and t.id::text = x ->> 'transcript_id'"
+    "  where e.value ->> 'present' = 'true' group by 1, 2)"
+    " select ev.opportunity_id::text, ev.element, coalesce("
+    "  (select h.new_value from public.opportunity_history h where h.opportunity_id = ev.opportunity_id"
+    "   and h.field = 'stage' and h.changed_at <= ev.first_at order by h.changed_at desc, h.id desc limit 1),"
+    "  (select h.new_value from public.opportunity_history h where h.opportunity_id = ev.opportunity_id"
+    "   and h.field = 'stage' order by h.changed_at, h.id limit 1))"
+    " from ev";
+
+static void load_rules(org_risks_t *o, const PGresult *r, ds_risk_rule_t *rules) {
+    memcpy(rules, ds_risk_rules_default(), DS_RISK_RULE_COUNT * sizeof *rules);
+    /* Defaults first, then the org's rows, each replacing its rule. */
+    for (int i = 0; i < PQntuples(r); i++) {
+        int k = ds_risk_rule_parse(PQgetvalue(r, i, 0));
+        if (k < 0) continue;
+        rules[k].enabled = PQgetvalue(r, i, 1)[0] == 't';
+        rules[k].param = strtod(PQgetvalue(r, i, 2), NULL);
+        rules[k].fallback = strtod(PQgetvalue(r, i, 3), NULL);
+        rules[k].min_won_deals = (int)strtol(PQgetvalue(r, i, 4), NULL, 10);
+        rules[k].action = own(o, PQgetvalue(r, i, 5));
+    }
+}
+
+/* The stage index of a stage name, remembering the org's name for it. */
+static int stage_of(org_risks_t *o, const ds_org_ctx_t *oc, const char *name) {
+    int s = oc && oc->stages ? ds_stage_list_index(oc->stages, name) : -1;
+    if (s >= 0 && s < DS_RISK_MAX_STAGES && !o->cfg.stage_names[s] && o->n_owned < DS_ARRAY_SIZE(o->owned))
+        o->cfg.stage_names[s] = own(o, name);
+    return s;
+}
+
+/* Fits the thresholds from the three result sets of the won deals. */
+static void fit_won(org_risks_t *o, const ds_org_ctx_t *oc, const ds_risk_rule_t *rules, PGresult *visits,
+                    PGresult *pushes, PGresult *med) {
+    size_t nv = (size_t)PQntuples(visits), nw = (size_t)PQntuples(pushes);
+    int *vs = ds_calloc(nv + 1, sizeof *vs), *pu = ds_calloc(nw + 1, sizeof *pu);
+    double *vd = ds_calloc(nv + 1, sizeof *vd);
+    int *first = ds_malloc((nw + 1) * DS_MEDDICC_COUNT * sizeof *first);
+    const char *names[DS_RISK_MAX_STAGES] = {0};
+    for (size_t i = 0; i < nv; i++) {
+        vs[i] = stage_of(o, oc, PQgetvalue(visits, (int)i, 0));
+        vd[i] = strtod(PQgetvalue(visits, (int)i, 1), NULL);
+    }
+    ds_strindex_t byid;
+    ds_strindex_init(&byid, nw + 1);
+    for (size_t i = 0; i < nw; i++) {
+        ds_strindex_add(&byid, PQgetvalue(pushes, (int)i, 0), (int)i);
+        pu[i] = (int)strtol(PQgetvalue(pushes, (int)i, 1), NULL, 10);
+    }
+    for (size_t i = 0; i < nw * DS_MEDDICC_COUNT; i++) first[i] = -1;
+    for (int i = 0; i < PQntuples(med); i++) {
+        int d = ds_strindex_find(&byid, PQgetvalue(med, i, 0));
+        int el = ds_meddicc_element_parse(PQgetvalue(med, i, 1));
+        if (d < 0 || el < 0 || PQgetisnull(med, i, 2)) continue;
+        first[(size_t)d * DS_MEDDICC_COUNT + (size_t)el] = stage_of(o, oc, PQgetvalue(med, i, 2));
+    }
+    ds_risk_won_t won = {
+        .n_won = nw, .visit_stage = vs, .visit_days = vd, .n_visits = nv, .pushes = pu, .first_stage = first};
+    memcpy(names, o->cfg.stage_names, sizeof names);
+    ds_risk_config_fit(&o->cfg, rules, &won);
+    memcpy(o->cfg.stage_names, names, sizeof names);
+    ds_strindex_free(&byid);
+    free(vs);
+    free(vd);
+    free(pu);
+    free(first);
+}
+
+/* Stages the won deals did not name get the default stage names. */
+static void default_stage_names(org_risks_t *o) {
+    static const char *const names[] = {"prospecting", "qualification", "discovery",
+                                        "demo",        "proposal",      "negotiation"};
+    for (size_t s = 0; s < DS_ARRAY_SIZE(names); s++)
+        if (!o->cfg.stage_names[s]) o->cfg.stage_names[s] = names[s];
+}
+
+static int load_org(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *oc, org_risks_t **out, char *errstr,
+                    size_t errsz) {
+    const char *v[] = {org_id};
+    const char *sql[] = {sql_rules, sql_visits, sql_pushes, sql_meddicc};
+    PGresult *r[4] = {0};
+    int rc = DS_OK;
+    for (int q = 0; q < 4 && rc == 0; q++)
+        rc = ds_pg_exec_params(pg, sql[q], 1, v, NULL, NULL, &r[q], errstr, errsz);
+    if (rc == 0) {
+        org_risks_t *o = ds_calloc(1, sizeof *o);
+        ds_risk_rule_t rules[DS_RISK_RULE_COUNT];
+        load_rules(o, r[0], rules);
+        fit_won(o, oc, rules, r[1], r[2], r[3]);
+        default_stage_names(o);
+        ds_debug("org %s: risk thresholds from %zu won deals", org_id, o->cfg.n_won);
+        *out = o;
+    }
+    for (int q = 0; q < 4; q++) PQclear(r[q]);
+    return rc;
+}
+
+static int org_get(deal_risks_cache_t *c, ds_pg_t *pg, ds_org_cache_t *orgs, const char *org_id,
+                   const ds_risk_config_t **out, char *errstr, size_t errsz) {
+    org_risks_t *o = ds_ttlcache_get(c->orgs, org_id, ds_mono_us());
+    if (!o) {
+        const ds_org_ctx_t *oc = NULL;
+        int rc = ds_org_cache_get(orgs, pg, org_id, &oc, errstr, errsz);
+        if (rc == 0) rc = load_org(pg, org_id, oc, &o, errstr, errsz);
+        if (rc != 0) return rc;
+        ds_ttlcache_put(c->orgs, org_id, o, ds_mono_us());
+    }
+    *out = &o->cfg;
+    return DS_OK;
+}
+
+/* ---- the batch's deals ---------------------------------------------------------- */
+
+/* Whether each deal is open, and its buyer contacts: the distinct speaker
+ * labels of its transcripts other than the rep's ("Rep:"), and the distinct
+ * contacts named in its interactions' meta (contact_email, contact_id or
+ * contact), up to the score's as_of; NULL when it has none of either. */
+static const char *sql_context =
+    "select x.n, o.outcome = 'open' and not o.placeholder,"
+    " case when o.outcome = 'open' then (select nullif(count(distinct c.who), 0) from ("
+    "  select lower(btrim(m[1])) as who from public.transcripts t"
+    "  cross join lateral regexp_matches(t.text, '^[ \\t]*([^:\\n]{1,60}):', 'gn') m"
+    "  where t.opportunity_id = x.id and t.occurred_at <= x.at"
+    "  union all"
+    "  select lower(btrim(coalesce(i.meta ->> 'contact_email', i.meta ->> 'contact_id', i.meta ->> "
+    "'contact')))"
+    "  from public.interactions i where i.opportunity_id = x.id and i.occurred_at <= x.at) c"
+    "  where c.who is not null and c.who <> '' and c.who not in ('rep', 'sales rep')) end"
+    " from unnest($1::uuid[], $2::timestamptz[]) with ordinality as x(id, at, n)"
+    " join public.opportunities o on o.id = x.id";
+
+/* Per item: 1 open, 0 not open or gone; contacts[i] (-1 unknown). */
+static int load_context(ds_pg_t *pg, const scoring_item_t *items, size_t n, char *open, int *contacts,
+                        char *errstr, size_t errsz) {
+    ds_pgarray_t a[2] = {{0}};
+    ds_pgarray_begin(&a[0], DS_OID_UUID);
+    ds_pgarray_begin(&a[1], DS_OID_TIMESTAMPTZ);
+    for (size_t i = 0; i < n; i++) {
+        ds_pgarray_uuid(&a[0], items[i].opp_id);
+        ds_pgarray_timestamptz(&a[1], items[i].as_of_us);
+    }
+    const char *v[2];
+    int l[2], f[2];
+    ds_pgarray_params(a, 2, v, l, f);
+    PGresult *r = NULL;
+    int rc = ds_pg_exec_params(pg, sql_context, 2, v, l, f, &r, errstr, errsz);
+    ds_pgarray_free(&a[0]);
+    ds_pgarray_free(&a[1]);
+    if (rc != 0) return rc;
+    for (size_t i = 0; i < n; i++) {
+        open[i] = 0;
+        contacts[i] = -1;
+    }
+    for (int row = 0; row < PQntuples(r); row++) {
+        long long k = strtoll(PQgetvalue(r, row, 0), NULL, 10) - 1;
+        if (k < 0 || (size_t)k >= n) continue;
+        open[k] = PQgetvalue(r, row, 1)[0] == 't';
+        if (!PQgetisnull(r, row, 2)) contacts[k] = (int)strtol(PQgetvalue(r, row, 2), NULL, 10);
+    }
+    PQclear(r);
+    return DS_OK;
+}
+
+/* Each risk's what-if: the org's model and calibration on the resolved
+ * vector. The stage prior reads only the stage, which no resolution
+ * changes: its what-if is the score itself. */
+static int what_ifs(const scorer_org_t *so, const ds_risk_config_t *cfg, const scoring_item_t *it,
+                    ds_risk_t *risks, size_t nr, char *errstr, size_t errsz) {
+    double resolved[DS_FEATURE_COUNT];
+    float *x = so->model ? ds_malloc(nr * so->nf * sizeof *x) : NULL;
+    for (size_t k = 0; k < nr; k++) {
+        risks[k].what_if = it->score.proba;
+        if (!x) continue;
+        ds_risk_resolved(cfg, &risks[k], it->values, resolved);
+        for (size_t j = 0; j < so->nf; j++) x[k * so->nf + j] = (float)resolved[so->map[j]];
+    }
+    int rc = DS_OK;
+    if (x && nr) {
+        double *margin = ds_malloc(nr * sizeof *margin);
+        rc = ds_model_predict_margin(so->model, x, nr, margin, errstr, errsz);
+        for (size_t k = 0; rc == 0 && k < nr; k++) {
+            ds_risk_resolved(cfg, &risks[k], it->values, resolved);
+            /* A resolution no model feature sees keeps the score exactly. */
+            if (memcmp(resolved, it->values, sizeof resolved) != 0)
+                risks[k].what_if = ds_calib_apply(so->calib, margin[k]);
+        }
+        free(margin);
+    }
+    free(x);
+    return rc == 0 ? DS_OK : DS_EFATAL;
+}
+
+static void add_row(deal_risks_batch_t *b, const scoring_item_t *it, const ds_risk_t *risks, size_t nr,
+                    ds_sb_t *js) {
+    ds_pgarray_uuid(&b->cols[0], it->org_id);
+    ds_pgarray_uuid(&b->cols[1], it->opp_id);
+    if (it->account_id)
+        ds_pgarray_uuid(&b->cols[2], it->account_id);
+    else
+        ds_pgarray_null(&b->cols[2]);
+    ds_pgarray_timestamptz(&b->cols[3], it->as_of_us);
+    ds_pgarray_text(&b->cols[4], it->version, strlen(it->version));
+    ds_pgarray_float8(&b->cols[5], it->score.proba);
+    js->len = 0;
+    ds_risks_write(js, risks, nr, it->score.proba);
+    ds_pgarray_jsonb(&b->cols[6], js->p, js->len);
+    b->n_open++;
+}
+
+static void batch_begin(deal_risks_batch_t *b) {
+    static const uint32_t oids[DEAL_RISKS_COLS] = {
+        DS_OID_UUID, DS_OID_UUID, DS_OID_UUID, DS_OID_TIMESTAMPTZ, DS_OID_TEXT, DS_OID_FLOAT8, DS_OID_JSONB};
+    memset(b, 0, sizeof *b);
+    for (int c = 0; c < DEAL_RISKS_COLS; c++) ds_pgarray_begin(&b->cols[c], oids[c]);
+    ds_pgarray_begin(&b->closed, DS_OID_UUID);
+}
+
+/* The risks of one open deal into the batch. */
+static int deal_row(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, deal_risks_cache_t *cache,
+                    const scoring_item_t *it, int contacts, deal_risks_batch_t *out, ds_sb_t *js,
+                    char *errstr, size_t errsz) {
+    const ds_risk_config_t *cfg = NULL;
+    const ds_org_ctx_t *oc = NULL;
+    const scorer_org_t *so = NULL;
+    int rc = org_get(cache, pg, orgs, it->org_id, &cfg, errstr, errsz);
+    if (rc == 0) rc = ds_org_cache_get(orgs, pg, it->org_id, &oc, errstr, errsz);
+    if (rc == 0) rc = scorer_get(scorer, pg, it->org_id, oc, &so, errstr, errsz);
+    if (rc != 0) return rc;
+    ds_risk_t risks[DS_RISK_MAX];
+    size_t nr = ds_risks_eval(cfg, it->values, contacts, risks);
+    rc = what_ifs(so, cfg, it, risks, nr, errstr, errsz);
+    if (rc != 0) return rc;
+    ds_risks_rank(risks, nr);
+    add_row(out, it, risks, nr, js);
+    return DS_OK;
+}
+
+int deal_risks_build(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, deal_risks_cache_t *cache,
+                     const scoring_item_t *items, size_t n, deal_risks_batch_t *out, char *errstr,
+                     size_t errsz) {
+    batch_begin(out);
+    if (n == 0) return DS_OK;
+    char *open = ds_malloc(n);
+    int *contacts = ds_malloc(n * sizeof *contacts);
+    int rc = load_context(pg, items, n, open, contacts, errstr, errsz);
+    ds_sb_t js = {0};
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (!open[i]) {
+            ds_pgarray_uuid(&out->closed, items[i].opp_id);
+            out->n_closed++;
+            continue;
+        }
+        rc = deal_row(pg, orgs, scorer, cache, &items[i], contacts[i], out, &js, errstr, errsz);
+    }
+    free(js.p);
+    free(open);
+    free(contacts);
+    return rc;
+}
+
+static const char *sql_upsert =
+    "insert into public.deal_risks as d (org_id, opportunity_id, account_id, as_of, model_version,"
+    " proba_close, risks, updated_at)"
+    " select org_id, opportunity_id, account_id, as_of, model_version, proba_close, risks, now()"
+    " from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[], $6::float8[],"
+    "  $7::jsonb[]) as x(org_id, opportunity_id, account_id, as_of, model_version, proba_close, "
+    "risks)" DS_SQL_WHERE_DEAL_EXISTS("x.opportunity_id",
+                                      "x.org_id") " on conflict (opportunity_id) do update set account_id = "
+                                                  "excluded.account_id, as_of = excluded.as_of,"
+                                                  " model_version = excluded.model_version, proba_close = "
+                                                  "excluded.proba_close, risks = excluded.risks,"
+                                                  " updated_at = now() where d.as_of <= excluded.as_of";
+
+static const char *sql_forget = "delete from public.deal_risks where opportunity_id = any($1::uuid[])";
+
+void deal_risks_add(deal_risks_batch_t *b, ds_pg_batch_t *pb) {
+    if (b->n_open) {
+        ds_pgarray_params(b->cols, DEAL_RISKS_COLS, b->values, b->lengths, b->formats);
+        ds_pg_batch_add_params_ref(pb, sql_upsert, DEAL_RISKS_COLS, b->values, b->lengths, b->formats, NULL);
+    }
+    if (b->n_closed) {
+        ds_pgarray_params(&b->closed, 1, &b->closed_value, &b->closed_length, &b->closed_format);
+        ds_pg_batch_add_params_ref(pb, sql_forget, 1, &b->closed_value, &b->closed_length, &b->closed_format,
+                                   NULL);
+    }
+}
+
+void deal_risks_batch_free(deal_risks_batch_t *b) {
+    for (int c = 0; c < DEAL_RISKS_COLS; c++) ds_pgarray_free(&b->cols[c]);
+    ds_pgarray_free(&b->closed);
+    memset(b, 0, sizeof *b);
+}

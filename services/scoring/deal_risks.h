@@ -1,0 +1,48 @@
+/* The risks of scored deals (domain/risks.h) in public.deal_risks: per org,
+ * the rules (risk_rules, defaults and the org's rows) and the thresholds
+ * learned from its won deals, cached; per scored open deal, the risks with
+ * their what-if probabilities (the org's model on the resolved feature
+ * vector), ranked, written in the prediction's transaction. A deal that is
+ * no longer open loses its row. */
+#ifndef DS_DEAL_RISKS_H
+#define DS_DEAL_RISKS_H
+
+#include "infra/pg.h"
+#include "infra/pgarray.h"
+#include "scoring.h"
+
+/* An org's rules and thresholds are reloaded after this long. */
+#define DEAL_RISKS_TTL_MS (10 * 60 * 1000)
+
+typedef struct deal_risks_cache_s deal_risks_cache_t;
+
+deal_risks_cache_t *deal_risks_cache_new(int ttl_ms);
+/* Does nothing with NULL. */
+void deal_risks_cache_destroy(deal_risks_cache_t *c);
+
+#define DEAL_RISKS_COLS 7
+
+/* The statements' parameters for one batch of items. */
+typedef struct {
+    ds_pgarray_t cols[DEAL_RISKS_COLS]; /* the open deals' rows */
+    ds_pgarray_t closed;                /* ids of deals that are not open */
+    size_t n_open, n_closed;
+    const char *values[DEAL_RISKS_COLS];
+    int lengths[DEAL_RISKS_COLS], formats[DEAL_RISKS_COLS];
+    const char *closed_value;
+    int closed_length, closed_format;
+} deal_risks_batch_t;
+
+/* Reads whether each item's deal is open and its buyer contacts, evaluates
+ * the risks of the open ones (their orgs' scorers from scorer) and fills
+ * *out (free with deal_risks_batch_free, also after a failure). Items must
+ * be scored. Returns 0 or a pg error class with errstr. */
+int deal_risks_build(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, deal_risks_cache_t *cache,
+                     const scoring_item_t *items, size_t n, deal_risks_batch_t *out, char *errstr,
+                     size_t errstr_size);
+/* Adds the batch's upsert and delete to a write transaction (the arrays
+ * must outlive the run). */
+void deal_risks_add(deal_risks_batch_t *b, ds_pg_batch_t *pb);
+void deal_risks_batch_free(deal_risks_batch_t *b);
+
+#endif
