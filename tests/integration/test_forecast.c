@@ -1,0 +1,111 @@
+/* The forecast view under RLS, as Supabase applies it: per org, owner and
+ * close month or quarter, the open scored deals' count, amount, expected
+ * won amount and P10-P90 band (the normal approximation of
+ * domain/forecast.h, compared here with ds_forecast_normal on the same
+ * deals); another org's user reads none of it, anon nothing at all. */
+#include <criterion/criterion.h>
+#include <math.h>
+
+#include "pgtest.h"
+#include "domain/forecast.h"
+
+#define ORG_A "a0000000-0000-4000-8000-000000000001"
+#define ORG_B "b0000000-0000-4000-8000-000000000001"
+
+static pgt_db_t db;
+static PGconn *conn;
+
+/* Org A: ann's deals close in March (0.5 x 100, 0.2 x 200) and February
+ * (0.9 x 300); bob's in March (0.6 x 1000); a won deal and an open deal without a
+ * close date are left out. Org B: one March deal. */
+static const char FIXTURE[] =
+    "insert into orgs (id, slug, name) values ('" ORG_A "', 'org-a', 'A'), ('" ORG_B "', 'org-b', 'B');"
+    "create temp table fx (org uuid, ext text, owner text, amount numeric, close date, outcome text, p "
+    "float8);"
+    "insert into fx values"
+    " ('" ORG_A "', 'a1', 'ann', 100, '2027-03-05', 'open', 0.5),"
+    " ('" ORG_A "', 'a2', 'ann', 200, '2027-03-31', 'open', 0.2),"
+    " ('" ORG_A "', 'a3', 'ann', 300, '2027-02-01', 'open', 0.9),"
+    " ('" ORG_A "', 'a4', 'bob', 1000, '2027-03-15', 'open', 0.6),"
+    " ('" ORG_A "', 'a5', 'bob', 5000, '2027-03-15', 'won', 0.99),"
+    " ('" ORG_A "', 'a6', 'bob', 7000, null, 'open', 0.5),"
+    " ('" ORG_B "', 'b1', 'cy', 400, '2027-03-10', 'open', 0.3);"
+    "insert into opportunities (org_id, external_id, owner_id, stage, created_at, amount, close_date,"
+    " outcome, source_hash) select org, ext, owner, 'proposal', '2027-01-01Z', amount, close, outcome, 'h'"
+    " from fx;"
+    "insert into predictions (org_id, opportunity_id, as_of, model_version, proba_close)"
+    " select o.org_id, o.id, now(), 'm1', fx.p from fx join opportunities o on o.external_id = fx.ext;"
+    "drop table fx;";
+
+static void setup(void) {
+    pgt_db_create(&db);
+    pgt_migrate_ok(&db);
+    conn = pgt_connect_db(&db);
+    pgt_exec(conn, FIXTURE);
+}
+
+static void teardown(void) {
+    PQfinish(conn);
+    pgt_db_drop(&db);
+}
+
+TestSuite(forecast, .init = setup, .fini = teardown, .timeout = 120);
+
+static void begin_as(const char *role, const char *org) {
+    pgt_exec(conn, "begin");
+    pgt_execf(conn, "set local role %s", role);
+    pgt_execf(conn,
+              "select set_config('request.jwt.claims', '{\"sub\": \"c0000000-0000-4000-8000-000000000001\","
+              " \"role\": \"%s\", \"app_metadata\": {\"org_id\": \"%s\"}}', true)",
+              role, org);
+}
+
+/* One row of the view as "deals amount expected p10 p90", or NULL. */
+static char *row(const char *where) {
+    return pgt_valuef(conn,
+                      "select deals || ' ' || amount || ' ' || round(expected_won::numeric, 6) || ' '"
+                      " || round(won_p10::numeric, 6) || ' ' || round(won_p90::numeric, 6)"
+                      " from forecast where %s",
+                      where);
+}
+
+static void expect_row(const char *where, const double *p, const double *a, size_t n) {
+    ds_forecast_t f;
+    ds_forecast_normal(p, a, n, &f);
+    char *want = pgt_fmt("%zu %g %.6f %.6f %.6f", n, f.amount, f.expected, f.p10, f.p90);
+    char *got = row(where);
+    cr_expect_str_eq(got ? got : "(none)", want, "%s", where);
+    free(got);
+    free(want);
+}
+
+Test(forecast, per_owner_month_and_quarter_for_the_users_org) {
+    begin_as("authenticated", ORG_A);
+    cr_expect_eq(pgt_longf(conn, "select count(*) from forecast where org_id <> '" ORG_A "'"), 0);
+    const double p_ann_mar[] = {0.5, 0.2}, a_ann_mar[] = {100, 200};
+    expect_row("owner_id = 'ann' and period = 'month' and period_start = '2027-03-01'", p_ann_mar, a_ann_mar,
+               2);
+    const double p_ann_q[] = {0.5, 0.2, 0.9}, a_ann_q[] = {100, 200, 300};
+    expect_row("owner_id = 'ann' and period = 'quarter' and period_start = '2027-01-01'", p_ann_q, a_ann_q,
+               3);
+    const double p_mar[] = {0.5, 0.2, 0.6}, a_mar[] = {100, 200, 1000};
+    expect_row("all_owners and period = 'month' and period_start = '2027-03-01'", p_mar, a_mar, 3);
+    const double p_q1[] = {0.5, 0.2, 0.9, 0.6}, a_q1[] = {100, 200, 300, 1000};
+    expect_row("all_owners and period = 'quarter' and period_start = '2027-01-01'", p_q1, a_q1, 4);
+    /* Months: ann February and March, bob March, and the org's two. */
+    cr_expect_eq(pgt_longf(conn, "select count(*) from forecast where period = 'month'"), 5);
+    pgt_exec(conn, "rollback");
+}
+
+Test(forecast, another_orgs_user_and_anon_see_none_of_it) {
+    begin_as("authenticated", ORG_B);
+    cr_expect_eq(pgt_longf(conn, "select count(*) from forecast where org_id = '" ORG_A "'"), 0);
+    cr_expect_eq(pgt_longf(conn, "select count(*) from forecast where period = 'month'"), 2,
+                 "org B's own month: cy's row and the org's");
+    pgt_exec(conn, "rollback");
+    begin_as("anon", ORG_A);
+    char *state = pgt_try(conn, "select count(*) from forecast");
+    cr_expect_str_eq(state ? state : "(read)", "42501", "anon reads the forecast");
+    free(state);
+    pgt_exec(conn, "rollback");
+}
