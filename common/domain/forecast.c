@@ -83,3 +83,16 @@ double ds_forecast_coverage(const ds_forecast_month_t *m, size_t n) {
     for (size_t i = 0; i < n; i++) in += m[i].inside;
     return (double)in / (double)n;
 }
+
+double ds_forecast_approx_error(const ds_forecast_month_t *m, size_t n) {
+    double sum = 0;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        double width = m[i].exact.p90 - m[i].exact.p10;
+        if (!(width > 0)) continue;
+        sum +=
+            (fabs(m[i].normal.p10 - m[i].exact.p10) + fabs(m[i].normal.p90 - m[i].exact.p90)) / (2 * width);
+        k++;
+    }
+    return k ? sum / (double)k : NAN;
+}

@@ -36,7 +36,7 @@ void ds_forecast_normal(const double *p, const double *amount, size_t n, ds_fore
 /* One month of a backtest: the forecast made at its start for the deals
  * expected to close in it, and what they won. */
 typedef struct {
-    char month[8];       /* "2026-03" */
+    char month[16];      /* "2026-03" */
     ds_forecast_t exact; /* with buckets of amount / 2000 */
     ds_forecast_t normal;
     double actual;       /* won amount of those deals (their amount at the month's start) */
@@ -46,5 +46,9 @@ typedef struct {
 
 /* Share of months whose actual lies inside the band (NaN for n = 0). */
 double ds_forecast_coverage(const ds_forecast_month_t *m, size_t n);
+
+/* Mean |normal - exact| of P10 and P90 as a share of the exact band's
+ * width, over the months with a band (NaN for none). */
+double ds_forecast_approx_error(const ds_forecast_month_t *m, size_t n);
 
 #endif

@@ -223,6 +223,82 @@ static void svg_features(ds_sb_t *sb, const ds_report_feature_t *const *f, size_
                  label_w, (int)n * row_h + 22);
 }
 
+/* The backtest: per month the P10-P90 band (bar), the expected won
+ * amount (tick) and the actual (dot: green inside the band, red outside). */
+static void svg_backtest(ds_sb_t *sb, const ds_forecast_month_t *m, size_t n) {
+    const double w = 640, h = 260, left = 70, top = 16, plot_w = w - left - 16, plot_h = h - top - 40;
+    double max = 0;
+    for (size_t i = 0; i < n; i++) max = fmax(max, fmax(m[i].exact.p90, m[i].actual));
+    if (!(max > 0)) max = 1;
+    double slot = plot_w / (double)n;
+    ds_sb_printf(sb,
+                 "<svg class=\"chart\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
+                 "aria-label=\"Forecast backtest\">\n<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" "
+                 "height=\"%.0f\" fill=\"#fff\" stroke=\"#888\"/>\n",
+                 w, h, w, h, left, top, plot_w, plot_h);
+    for (int g = 0; g <= 4; g++) {
+        double y = top + plot_h * (1 - g / 4.0);
+        ds_sb_printf(sb,
+                     "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#eee\"/>"
+                     "<text x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.0f</text>\n",
+                     left, y, left + plot_w, y, left - 6, y + 4, max * g / 4.0);
+    }
+    for (size_t i = 0; i < n; i++) {
+        double cx = left + slot * ((double)i + 0.5);
+        double y10 = top + plot_h * (1 - m[i].exact.p10 / max),
+               y90 = top + plot_h * (1 - m[i].exact.p90 / max);
+        double ye = top + plot_h * (1 - m[i].exact.expected / max),
+               ya = top + plot_h * (1 - m[i].actual / max);
+        ds_sb_printf(
+            sb,
+            "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\" "
+            "fill-opacity=\"0.25\"/><line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+            "stroke-width=\"2\"/><circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"><title>",
+            cx - slot * 0.3, y90, slot * 0.6, fmax(y10 - y90, 1), COLOR_MODEL, cx - slot * 0.3, ye,
+            cx + slot * 0.3, ye, COLOR_MODEL, cx, ya, m[i].inside ? "#1a7f37" : "#cf222e");
+        sb_esc(sb, m[i].month);
+        ds_sb_printf(sb, ": expected %.0f, band %.0f-%.0f, actual %.0f</title></circle>\n",
+                     m[i].exact.expected, m[i].exact.p10, m[i].exact.p90, m[i].actual);
+        if (n <= 12 || i % ((n + 11) / 12) == 0) {
+            ds_sb_printf(sb, "<text x=\"%.1f\" y=\"%.0f\" font-size=\"10\" text-anchor=\"middle\">", cx,
+                         top + plot_h + 14);
+            sb_esc(sb, m[i].month);
+            ds_sb_puts(sb, "</text>\n");
+        }
+    }
+    ds_sb_printf(sb,
+                 "<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\" fill=\"#555\">bar: P10-P90 of the won amount; "
+                 "tick: expected; dot: actual (green inside, red outside)</text>\n</svg>\n",
+                 left, h - 8);
+}
+
+static void backtest_section(ds_sb_t *sb, const ds_report_t *r) {
+    const ds_forecast_month_t *m = r->backtest;
+    size_t n = r->n_backtest;
+    size_t in = 0;
+    for (size_t i = 0; i < n; i++) in += m[i].inside;
+    ds_sb_printf(
+        sb,
+        "<h2>Forecast backtest (test window)</h2>\n<p>At each month's start, the open deals whose "
+        "close date fell in the month, scored on their features of that moment: the band holds what "
+        "they won in %zu of %zu months (%.0f %%). The normal approximation the forecast view uses is "
+        "off the exact P10/P90 by %.1f %% of the band's width on average.</p>\n",
+        in, n, 100 * ds_forecast_coverage(m, n), 100 * ds_forecast_approx_error(m, n));
+    svg_backtest(sb, m, n);
+    ds_sb_puts(sb, "<table>\n<thead><tr><th>Month</th><th>Deals</th><th>Amount</th><th>Expected</th>"
+                   "<th>P10</th><th>P90</th><th>Actual</th><th>Inside</th></tr></thead>\n<tbody>\n");
+    for (size_t i = 0; i < n; i++) {
+        ds_sb_puts(sb, "<tr><th>");
+        sb_esc(sb, m[i].month);
+        ds_sb_printf(sb,
+                     "</th><td>%zu</td><td>%.0f</td><td>%.0f</td><td>%.0f</td><td>%.0f</td><td>%.0f</td>"
+                     "<td>%s</td></tr>\n",
+                     m[i].exact.n, m[i].exact.amount, m[i].exact.expected, m[i].exact.p10, m[i].exact.p90,
+                     m[i].actual, m[i].inside ? "yes" : "no");
+    }
+    ds_sb_puts(sb, "</tbody>\n</table>\n");
+}
+
 /* ---- tables ------------------------------------------------------------------ */
 
 /* The better of two figures gets class "best": higher for AUC, lower for
@@ -377,6 +453,7 @@ char *ds_report_html(const ds_report_t *r) {
     free(feat);
 
     for (size_t i = 0; i < r->n_tables; i++) breakdown_table(&sb, &r->tables[i]);
+    if (r->backtest && r->n_backtest) backtest_section(&sb, r);
     ds_sb_puts(&sb, "</body>\n</html>\n");
     return sb.p;
 }
@@ -415,6 +492,25 @@ int ds_report_write_html(const char *path, const ds_report_t *r, char *errstr, s
 /* ---- JSON ------------------------------------------------------------------- */
 
 static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
+
+static json_t *backtest_json(const ds_report_t *r) {
+    json_t *months = json_array();
+    for (size_t i = 0; i < r->n_backtest; i++) {
+        const ds_forecast_month_t *m = &r->backtest[i];
+        json_array_append_new(
+            months, json_pack("{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b}", "month", m->month, "deals",
+                              (json_int_t)m->exact.n, "amount", ds_eval_json_number(m->exact.amount),
+                              "expected", ds_eval_json_number(m->exact.expected), "p10",
+                              ds_eval_json_number(m->exact.p10), "p90", ds_eval_json_number(m->exact.p90),
+                              "normal_p10", ds_eval_json_number(m->normal.p10), "normal_p90",
+                              ds_eval_json_number(m->normal.p90), "actual", ds_eval_json_number(m->actual),
+                              "won_in_month", ds_eval_json_number(m->won_in_month), "inside", m->inside));
+    }
+    return json_pack("{s:o,s:o,s:o}", "coverage",
+                     ds_eval_json_number(ds_forecast_coverage(r->backtest, r->n_backtest)), "approx_error",
+                     ds_eval_json_number(ds_forecast_approx_error(r->backtest, r->n_backtest)), "months",
+                     months);
+}
 
 json_t *ds_report_json(const ds_report_t *r) {
     json_t *o = json_object();
@@ -485,6 +581,7 @@ json_t *ds_report_json(const ds_report_t *r) {
     json_object_set_new(decision, "activate", json_boolean(r->activate));
     json_object_set_new(decision, "reason", str_or_null(r->decision_reason));
     json_object_set_new(o, "decision", decision);
+    if (r->backtest && r->n_backtest) json_object_set_new(o, "forecast_backtest", backtest_json(r));
     return o;
 }
 

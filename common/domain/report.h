@@ -22,6 +22,7 @@
 #include <stddef.h>
 
 #include "domain/eval.h"
+#include "domain/forecast.h"
 
 /* The feature chart shows at most this many features (the JSON has all). */
 #define DS_REPORT_TOP_FEATURES 20
@@ -87,6 +88,11 @@ typedef struct {
     const ds_report_table_t *tables;
     size_t n_tables;
 
+    /* The forecast backtest with this model on the test window's months
+     * (oldest first; none: the section is left out). */
+    const ds_forecast_month_t *backtest;
+    size_t n_backtest;
+
     /* Whether the new model becomes active, and why in one or two
      * sentences ("beats the active model's log loss on the same window"). */
     bool activate;
@@ -111,7 +117,9 @@ int ds_report_write_html(const char *path, const ds_report_t *r, char *errstr, s
  *  "roc":{"model":[points],"stage_prior":[points]},
  *  "features":[{"name","label","mean_abs_shap"}] (sorted as charted, all),
  *  "tables":[{"title","key","rows":[{"key","model":M,"stage_prior":M}]}],
- *  "decision":{"activate":bool,"reason"}}
+ *  "decision":{"activate":bool,"reason"},
+ *  "forecast_backtest":{"coverage","approx_error","months":[{"month","deals","amount",
+ *    "expected","p10","p90","normal_p10","normal_p90","actual","won_in_month","inside"}]}}
  * with M as ds_eval_metrics_json. New reference; never NULL. */
 json_t *ds_report_json(const ds_report_t *r);
 

@@ -9,6 +9,9 @@ static const ds_subcommand_t subcommands[] = {
      scoring_cmd_train},
     {"rescore", "rescore [--org SLUG]         re-score every open opportunity (nightly CronJob)",
      scoring_cmd_rescore},
+    {"forecast-backtest",
+     "forecast-backtest --org SLUG [--months N]   replay past months' forecasts against what was won",
+     scoring_cmd_forecast_backtest},
 };
 
 static const ds_service_def_t def = {

@@ -80,5 +80,6 @@ int scoring_usage_error(const char *cmd, const char *fmt, ...) __attribute__((fo
 
 int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv);
 int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv);
+int scoring_cmd_forecast_backtest(const ds_config_t *cfg, int argc, char **argv);
 
 #endif

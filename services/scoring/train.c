@@ -20,6 +20,7 @@
 #include "domain/eval.h"
 #include "domain/model.h"
 #include "domain/report.h"
+#include "backtest.h"
 #include "scoring.h"
 
 #define TRAIN_MAX_CHECKPOINTS 32
@@ -634,6 +635,10 @@ typedef struct {
     reg_t g;
     char *html_path, *json_path;
     bool report_ok;
+
+    /* the forecast backtest on the held-out months, for the report */
+    ds_forecast_month_t *bt;
+    size_t n_bt;
 } train_t;
 
 static void train_init(train_t *t, const ds_config_t *cfg) {
@@ -1330,6 +1335,8 @@ static void write_report(train_t *t) {
                        .n_features = t->nf,
                        .tables = tables,
                        .n_tables = 3,
+                       .backtest = t->bt,
+                       .n_backtest = t->n_bt,
                        .activate = t->g.activated,
                        .decision_reason = t->g.final_reason};
     t->html_path = ds_asprintf("%s/model-%s.html", t->o.report_dir, t->g.version);
@@ -1342,6 +1349,28 @@ static void write_report(train_t *t) {
     for (int k = 0; k < 3; k++) free(trows[k]);
     free(roc_m);
     free(roc_p);
+}
+
+/* The forecast backtest of the new model over the months from the first
+ * close of the calibration fold on, whose deals the trees were not trained
+ * on, up to the months that ended BACKTEST_SETTLE_DAYS ago. A failure
+ * leaves the report without it. */
+static void backtest_held_out(train_t *t) {
+    int64_t from = INT64_MAX;
+    for (size_t i = 0; i < t->nd; i++)
+        if (t->deals[i].part != PART_TRAIN && t->deals[i].closed_at_us < from)
+            from = t->deals[i].closed_at_us;
+    const ds_org_ctx_t *oc = NULL;
+    backtest_model_t bm = {.model = t->model, .calib = t->cal, .cols = t->cols, .nf = t->nf};
+    /* A month starting before this ended BACKTEST_SETTLE_DAYS ago. */
+    int64_t to = ds_now_us() - (BACKTEST_SETTLE_DAYS + 31) * DS_US_PER_DAY;
+    if (from == INT64_MAX || ds_org_cache_get(t->orgs, t->pg, t->org_id, &oc, t->err, sizeof t->err) != 0 ||
+        forecast_backtest(t->pg, t->org_id, oc, &bm, from, to, &t->bt, &t->n_bt, t->err, sizeof t->err) != 0)
+        fprintf(stderr, "train: no forecast backtest: %s\n", t->err);
+    else if (t->n_bt)
+        printf(
+            "train: forecast backtest on %zu held-out months: the P10-P90 band holds the actual in %.0f %%\n",
+            t->n_bt, 100 * ds_forecast_coverage(t->bt, t->n_bt));
 }
 
 /* The summary on stdout; returns the exit status (1 when the report could
@@ -1396,6 +1425,7 @@ static void free_segs(seg_t *segs, size_t n) {
 }
 
 static void train_close(train_t *t) {
+    free(t->bt);
     free(t->html_path);
     free(t->json_path);
     free(t->g.names_arr);
@@ -1455,6 +1485,7 @@ int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv) {
     }
     if (rc == TRAIN_GO_ON) rc = register_model(t);
     if (rc == TRAIN_GO_ON) {
+        backtest_held_out(t);
         write_report(t);
         rc = print_summary(t);
     }

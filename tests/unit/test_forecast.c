@@ -2,10 +2,15 @@
  * cases and against enumeration, the normal approximation, coverage. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
 
 #include "base/common.h"
 #include "domain/forecast.h"
+#include "domain/report.h"
 
 /* p = 0.5, 0.2, 0.9 on 100, 200, 300: S is 0 (0.04), 100 (0.04), 200
  * (0.01), 300 (0.01 + 0.36), 400 (0.36), 500 (0.09), 600 (0.09); the CDF
@@ -98,4 +103,39 @@ Test(forecast, coverage_counts_months_inside) {
     ds_forecast_month_t m[4] = {{.inside = true}, {.inside = false}, {.inside = true}, {.inside = true}};
     cr_assert_float_eq(ds_forecast_coverage(m, 4), 0.75, 1e-12);
     cr_assert(isnan(ds_forecast_coverage(m, 0)));
+}
+
+/* The model report's backtest section: chart, table, coverage, JSON. */
+Test(forecast, report_carries_the_backtest) {
+    ds_forecast_month_t m[2] = {0};
+    snprintf(m[0].month, sizeof m[0].month, "2026-01");
+    snprintf(m[1].month, sizeof m[1].month, "2026-02");
+    ds_forecast_exact(P3, A3, 3, 1, &m[0].exact);
+    ds_forecast_normal(P3, A3, 3, &m[0].normal);
+    m[1] = (ds_forecast_month_t){.exact = m[0].exact, .normal = m[0].normal};
+    snprintf(m[1].month, sizeof m[1].month, "2026-02");
+    m[0].actual = 400;
+    m[0].inside = true;
+    m[1].actual = 100;
+    ds_report_t r = {.backtest = m, .n_backtest = 2};
+    char *html = ds_report_html(&r);
+    cr_assert_not_null(strstr(html, "they won in 1 of 2 months (50 %)"), "%s", html);
+    cr_assert_not_null(strstr(html, "aria-label=\"Forecast backtest\""));
+    cr_assert_not_null(strstr(html,
+                              "<tr><th>2026-02</th><td>3</td><td>600</td><td>360</td><td>300</td><td>500</td>"
+                              "<td>100</td><td>no</td></tr>"));
+    free(html);
+    json_t *j = ds_report_json(&r);
+    json_t *bt = json_object_get(j, "forecast_backtest");
+    cr_assert_float_eq(json_number_value(json_object_get(bt, "coverage")), 0.5, 1e-12);
+    json_t *m0 = json_array_get(json_object_get(bt, "months"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(m0, "month")), "2026-01");
+    cr_assert_float_eq(json_number_value(json_object_get(m0, "p90")), 500, 1e-12);
+    cr_assert(json_is_true(json_object_get(m0, "inside")));
+    json_decref(j);
+    /* Without months the section is left out. */
+    r.n_backtest = 0;
+    html = ds_report_html(&r);
+    cr_assert_null(strstr(html, "Forecast backtest"));
+    free(html);
 }

@@ -1,0 +1,297 @@
+/* The forecast backtest over point-in-time features. */
+#include "backtest.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/common.h"
+#include "scoring.h"
+
+#define BACKTEST_LOAD_BATCH 1000
+/* The exact band's amount buckets: the month's amount / this. */
+#define BACKTEST_BUCKETS 2000.0
+
+/* One deal in one month's forecast. */
+typedef struct {
+    size_t month;
+    double amount, p;
+    float *x; /* the model's columns, or NULL */
+    int stage;
+    bool won, won_in_month;
+} bt_row_t;
+
+typedef struct {
+    const backtest_model_t *m;
+    int64_t *starts; /* month starts, and one past the last */
+    size_t nm;
+    bt_row_t *rows;
+    size_t nr, cap;
+} bt_t;
+
+static int64_t month_start(int64_t us, int add) {
+    int64_t y;
+    unsigned mo, d;
+    ds_civil_from_days(us >= 0 ? us / DS_US_PER_DAY : -((-us + DS_US_PER_DAY - 1) / DS_US_PER_DAY), &y, &mo,
+                       &d);
+    int64_t m0 = y * 12 + (int64_t)mo - 1 + add;
+    return ds_days_from_civil(m0 / 12, (unsigned)(m0 % 12) + 1, 1) * DS_US_PER_DAY;
+}
+
+/* The deals open at some month start of the range. */
+static const char *sql_deals =
+    "select id::text, outcome, coalesce((extract(epoch from closed_at) * 1000000)::bigint, 0)"
+    " from public.opportunities where org_id = $1::uuid and not placeholder"
+    " and created_at < to_timestamp($3::float8 / 1000000)"
+    " and (closed_at is null or closed_at > to_timestamp($2::float8 / 1000000))"
+    " order by id";
+
+/* Adds the deal's rows: at each month start while it is open, when its
+ * close date as known then falls in the month (an overdue close date is
+ * no forecast for the month). */
+static void add_deal(bt_t *bt, ds_opp_raw_t *raw, const ds_org_ctx_t *oc, const char *outcome,
+                     int64_t closed_us) {
+    raw->stages = oc->stages;
+    bool resolved = strcmp(outcome, "open") != 0, won = strcmp(outcome, "won") == 0;
+    for (size_t k = 0; k < bt->nm; k++) {
+        int64_t t = bt->starts[k], end = bt->starts[k + 1];
+        if (raw->created_at_us > t || (resolved && closed_us <= t)) continue;
+        ds_feature_vec_t vec;
+        if (ds_features_compute(raw, t, oc->winrate, oc->lexicon, &vec) != 0) continue;
+        double dtc = vec.values[DS_F_DAYS_TO_CLOSE], al = vec.values[DS_F_AMOUNT_LOG];
+        double close_at = (double)t + dtc * (double)DS_US_PER_DAY;
+        if (!isfinite(dtc) || !isfinite(al) || close_at < (double)t || close_at >= (double)end) continue;
+        if (bt->nr == bt->cap) {
+            bt->cap = bt->cap ? bt->cap * 2 : 1024;
+            bt->rows = ds_realloc(bt->rows, bt->cap * sizeof *bt->rows);
+        }
+        bt_row_t *r = &bt->rows[bt->nr++];
+        memset(r, 0, sizeof *r);
+        r->month = k;
+        r->amount = expm1(al);
+        r->won = won;
+        r->won_in_month = won && closed_us < end;
+        double si = vec.values[DS_F_STAGE_INDEX];
+        r->stage = isnan(si) ? -1 : (int)si;
+        if (bt->m->model) {
+            r->x = ds_malloc(bt->m->nf * sizeof *r->x);
+            for (size_t j = 0; j < bt->m->nf; j++) r->x[j] = (float)vec.values[bt->m->cols[j]];
+        }
+    }
+}
+
+static int load_rows(bt_t *bt, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *oc, char *errstr,
+                     size_t errsz) {
+    char from[32], to[32];
+    snprintf(from, sizeof from, "%lld", (long long)bt->starts[0]);
+    snprintf(to, sizeof to, "%lld", (long long)bt->starts[bt->nm]);
+    const char *v[] = {org_id, from, to};
+    PGresult *r = NULL;
+    int rc = ds_pg_exec_params(pg, sql_deals, 3, v, NULL, NULL, &r, errstr, errsz);
+    size_t nd = rc == 0 ? (size_t)PQntuples(r) : 0;
+    for (size_t b = 0; rc == 0 && b < nd; b += BACKTEST_LOAD_BATCH) {
+        size_t m = nd - b < BACKTEST_LOAD_BATCH ? nd - b : BACKTEST_LOAD_BATCH;
+        const char **ids = ds_calloc(m, sizeof *ids);
+        for (size_t k = 0; k < m; k++) ids[k] = PQgetvalue(r, (int)(b + k), 0);
+        ds_opp_batch_t *batch = NULL;
+        rc = ds_opp_batch_load(pg, ids, m, &batch, errstr, errsz);
+        for (size_t k = 0; rc == 0 && k < m; k++) {
+            int bi = ds_opp_batch_find(batch, ids[k]);
+            if (bi < 0) continue;
+            add_deal(bt, ds_opp_batch_raw(batch, (size_t)bi), oc, PQgetvalue(r, (int)(b + k), 1),
+                     strtoll(PQgetvalue(r, (int)(b + k), 2), NULL, 10));
+        }
+        ds_opp_batch_destroy(batch);
+        free(ids);
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* Every row's probability, in one model call. */
+static int score_rows(bt_t *bt, char *errstr, size_t errsz) {
+    const backtest_model_t *m = bt->m;
+    if (!m->model) {
+        for (size_t i = 0; i < bt->nr; i++)
+            bt->rows[i].p = ds_stage_prior_predict(m->prior, bt->rows[i].stage);
+        return DS_OK;
+    }
+    if (bt->nr == 0) return DS_OK;
+    float *x = ds_malloc(bt->nr * m->nf * sizeof *x);
+    double *margin = ds_malloc(bt->nr * sizeof *margin);
+    for (size_t i = 0; i < bt->nr; i++) memcpy(x + i * m->nf, bt->rows[i].x, m->nf * sizeof *x);
+    int rc = ds_model_predict_margin(m->model, x, bt->nr, margin, errstr, errsz);
+    for (size_t i = 0; rc == 0 && i < bt->nr; i++) bt->rows[i].p = ds_calib_apply(m->calib, margin[i]);
+    free(x);
+    free(margin);
+    return rc == 0 ? DS_OK : DS_EFATAL;
+}
+
+/* The months with deals; a deal still open counts as not won. */
+static size_t aggregate(bt_t *bt, ds_forecast_month_t *out) {
+    size_t n_out = 0;
+    double *p = ds_malloc((bt->nr + 1) * sizeof *p), *a = ds_malloc((bt->nr + 1) * sizeof *a);
+    for (size_t k = 0; k < bt->nm; k++) {
+        ds_forecast_month_t *fm = &out[n_out];
+        memset(fm, 0, sizeof *fm);
+        size_t n = 0;
+        for (size_t i = 0; i < bt->nr; i++) {
+            const bt_row_t *r = &bt->rows[i];
+            if (r->month != k) continue;
+            p[n] = r->p;
+            a[n++] = r->amount;
+            if (r->won) fm->actual += r->amount;
+            if (r->won_in_month) fm->won_in_month += r->amount;
+        }
+        ds_forecast_normal(p, a, n, &fm->normal);
+        if (n == 0 || !(fm->normal.amount > 0)) continue;
+        if (ds_forecast_exact(p, a, n, fm->normal.amount / BACKTEST_BUCKETS, &fm->exact) != 0) continue;
+        int64_t y;
+        unsigned mo, d;
+        ds_civil_from_days(bt->starts[k] / DS_US_PER_DAY, &y, &mo, &d);
+        snprintf(fm->month, sizeof fm->month, "%04d-%02u", (int)(y % 10000), mo % 100);
+        fm->inside = fm->exact.p10 <= fm->actual && fm->actual <= fm->exact.p90;
+        n_out++;
+    }
+    free(p);
+    free(a);
+    return n_out;
+}
+
+int forecast_backtest(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *oc, const backtest_model_t *m,
+                      int64_t from_us, int64_t to_us, ds_forecast_month_t **out, size_t *n, char *errstr,
+                      size_t errsz) {
+    *out = NULL;
+    *n = 0;
+    bt_t bt = {.m = m};
+    int64_t first = month_start(from_us, from_us == month_start(from_us, 0) ? 0 : 1);
+    for (int64_t t = first; t < to_us; t = month_start(t, 1)) bt.nm++;
+    if (bt.nm == 0) return DS_OK;
+    bt.starts = ds_malloc((bt.nm + 1) * sizeof *bt.starts);
+    bt.starts[0] = first;
+    for (size_t k = 1; k <= bt.nm; k++) bt.starts[k] = month_start(bt.starts[k - 1], 1);
+    int rc = load_rows(&bt, pg, org_id, oc, errstr, errsz);
+    if (rc == 0) rc = score_rows(&bt, errstr, errsz);
+    if (rc == 0) {
+        *out = ds_calloc(bt.nm, sizeof **out);
+        *n = aggregate(&bt, *out);
+    }
+    for (size_t i = 0; i < bt.nr; i++) free(bt.rows[i].x);
+    free(bt.rows);
+    free(bt.starts);
+    return rc;
+}
+
+void forecast_backtest_print(FILE *f, const ds_forecast_month_t *m, size_t n) {
+    fprintf(f, "%-7s %6s %13s %13s %13s %13s %13s %6s %13s\n", "month", "deals", "amount", "expected", "p10",
+            "p90", "actual", "inside", "won_in_month");
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%-7s %6zu %13.0f %13.0f %13.0f %13.0f %13.0f %6s %13.0f\n", m[i].month, m[i].exact.n,
+                m[i].exact.amount, m[i].exact.expected, m[i].exact.p10, m[i].exact.p90, m[i].actual,
+                m[i].inside ? "yes" : "no", m[i].won_in_month);
+    size_t in = 0;
+    for (size_t i = 0; i < n; i++) in += m[i].inside;
+    fprintf(f,
+            "band P10-P90 holds the actual in %zu of %zu months (%.1f %%); the normal approximation's "
+            "P10/P90 are off the exact ones by %.1f %% of the band's width on average\n",
+            in, n, 100 * ds_forecast_coverage(m, n), 100 * ds_forecast_approx_error(m, n));
+}
+
+/* ---- dealscore-scoring forecast-backtest ---------------------------------------- */
+
+static void help(FILE *out) {
+    fprintf(out,
+            "usage: dealscore-scoring forecast-backtest --org SLUG [--months N]\n"
+            "\n"
+            "Replays N months (default 24) that ended at least %d days ago with its active model (or the\n"
+            "stage prior): at each month's start, the deals open then whose close date as known\n"
+            "then falls in the month, scored on their features as of that moment; the\n"
+            "expected won amount and the exact P10-P90 band against what those deals won\n"
+            "(actual; won_in_month: the part that closed won within the month; a deal still\n"
+            "open counts as not won). Months before the model's test window replay deals it\n"
+            "was trained on; train's report shows the backtest on the test window only.\n"
+            "\n"
+            "  --org SLUG     the org (required)\n"
+            "  --months N     months to replay (1-240)\n"
+            "\n"
+            "Exit status: 0 done, 1 failure, 2 bad usage.\n",
+            BACKTEST_SETTLE_DAYS);
+}
+
+static int run_backtest(const ds_config_t *cfg, const char *org, int months) {
+    char err[1024], org_id[37];
+    ds_pg_t *pg = NULL;
+    PGresult *r = NULL;
+    const char *v[] = {org};
+    if (ds_pg_new(&pg, cfg->database_url, "dealscore-scoring-backtest", err, sizeof err) != 0 ||
+        ds_pg_ensure(pg, 30000, NULL, err, sizeof err) != 0 ||
+        ds_pg_exec_params(pg, "select id::text from public.orgs where slug = $1", 1, v, NULL, NULL, &r, err,
+                          sizeof err) != 0) {
+        fprintf(stderr, "dealscore-scoring forecast-backtest: could not read the org: %s\n", err);
+        ds_pg_destroy(pg);
+        return 1;
+    }
+    if (PQntuples(r) != 1) {
+        fprintf(stderr, "dealscore-scoring forecast-backtest: no org \"%s\"\n", org);
+        PQclear(r);
+        ds_pg_destroy(pg);
+        return 1;
+    }
+    snprintf(org_id, sizeof org_id, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    ds_org_cache_t *orgs = ds_org_cache_new(3600 * 1000);
+    scorer_t *scorer = scorer_new(3600 * 1000);
+    scorer_register(pg);
+    const ds_org_ctx_t *oc = NULL;
+    const scorer_org_t *so = NULL;
+    ds_forecast_month_t *m = NULL;
+    size_t n = 0;
+    int rc = ds_org_cache_get(orgs, pg, org_id, &oc, err, sizeof err);
+    if (rc == 0) rc = scorer_get(scorer, pg, org_id, oc, &so, err, sizeof err);
+    if (rc == 0) {
+        backtest_model_t bm = {
+            .model = so->model, .calib = so->calib, .cols = so->map, .nf = so->nf, .prior = so->prior};
+        int64_t to = month_start(ds_now_us() - BACKTEST_SETTLE_DAYS * DS_US_PER_DAY, 0);
+        rc = forecast_backtest(pg, org_id, oc, &bm, month_start(to, -months), to, &m, &n, err, sizeof err);
+        if (rc == 0) {
+            printf("forecast backtest of org %s with %s\n", org, so->version);
+            forecast_backtest_print(stdout, m, n);
+        }
+    }
+    if (rc != 0) fprintf(stderr, "dealscore-scoring forecast-backtest: %s\n", err);
+    free(m);
+    scorer_destroy(scorer);
+    ds_org_cache_destroy(orgs);
+    ds_pg_destroy(pg);
+    return rc == 0 ? 0 : 1;
+}
+
+int scoring_cmd_forecast_backtest(const ds_config_t *cfg, int argc, char **argv) {
+    static const struct option opts[] = {{"org", required_argument, 0, 'o'},
+                                         {"months", required_argument, 0, 'm'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *org = NULL;
+    long months = 24;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        if (c == 'h') {
+            help(stdout);
+            return 0;
+        }
+        if (c == 'o')
+            org = optarg;
+        else if (c == 'm' && !ds_parse_long(optarg, 1, 240, &months))
+            return scoring_usage_error("forecast-backtest", "--months must be 1-240, not \"%s\"", optarg);
+        else if (c != 'm')
+            return scoring_usage_error("forecast-backtest", "unknown or incomplete option \"%s\"",
+                                       argv[optind - 1]);
+    }
+    if (!org || !*org) return scoring_usage_error("forecast-backtest", "--org is required");
+    if (optind < argc)
+        return scoring_usage_error("forecast-backtest", "unexpected argument \"%s\"", argv[optind]);
+    return run_backtest(cfg, org, (int)months);
+}

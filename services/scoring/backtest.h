@@ -1,0 +1,41 @@
+/* The forecast backtest: for each past month, the forecast made at its
+ * start (the deals open then whose close date, as known then, falls in the
+ * month, scored on their point-in-time features) against what
+ * those deals won. Run by `dealscore-scoring forecast-backtest` with the
+ * active model, and by train with the new model on its test window, for
+ * the model report. */
+#ifndef DS_BACKTEST_H
+#define DS_BACKTEST_H
+
+#include <stdio.h>
+
+#include "domain/forecast.h"
+#include "domain/model.h"
+#include "store/feature_loader.h"
+
+/* Months replayed end at least this long ago, so that their deals'
+ * outcomes are known; a deal still open counts as not won. */
+#define BACKTEST_SETTLE_DAYS 90
+
+/* What scores a feature vector: a model (cols[j] is the engine feature of
+ * its column j) with its calibration, or else the stage prior. */
+typedef struct {
+    const ds_model_t *model;
+    const ds_calib_t *calib;
+    const int *cols;
+    size_t nf;
+    const ds_stage_prior_t *prior;
+} backtest_model_t;
+
+/* The months whose start lies in [from_us, to_us) and that have forecast
+ * deals (a deal still open counts as not won), oldest first, into *out (free()) and *n. Returns 0 or a
+ * pg error class / DS_EFATAL with errstr. */
+int forecast_backtest(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *oc, const backtest_model_t *m,
+                      int64_t from_us, int64_t to_us, ds_forecast_month_t **out, size_t *n, char *errstr,
+                      size_t errstr_size);
+
+/* A table of the months, the coverage and the normal approximation's gap
+ * to the exact band, on f. */
+void forecast_backtest_print(FILE *f, const ds_forecast_month_t *m, size_t n);
+
+#endif
