@@ -83,6 +83,17 @@ static void count_records(ingest_t *in, rec_kind_t kind, const char *result, dou
                   n);
 }
 
+/* A signed request whose signature was already reserved, by what it got. */
+static void count_repeat(ingest_t *in, const char *result) {
+    char labels[64];
+    snprintf(labels, sizeof labels, "result=\"%s\"", result);
+    ds_metric_add(ds_metrics_counter(in->svc->metrics, "ingest_signed_repeats_total",
+                                     "Signed requests whose signature was reserved already, by answer"
+                                     " (answered: the original answer; in_progress: 503; refused: 401)",
+                                     labels),
+                  1);
+}
+
 /* ---- jobs --------------------------------------------------------------- */
 
 static void job_free(ingest_job_t *j) {
@@ -394,14 +405,17 @@ static bool reserve_signature(writer_t *w, ingest_job_t *j, const char hex[65]) 
         j->resp = answer;
         j->status = 200;
         j->replayed = true;
+        count_repeat(w->in, "answered");
         return false;
     }
     /* An answer that does not parse counts as none yet. */
     if (res.state != SIG_OTHER) {
         job_fail(j, 503, "in_progress", "a copy of this signed request is being processed; retry");
         j->retry_after = "1";
+        count_repeat(w->in, "in_progress");
         return false;
     }
+    count_repeat(w->in, "refused");
     job_fail(j, 401, "replayed_signature", "this signature was already used for another request");
     return false;
 }

@@ -1056,6 +1056,7 @@ Test(ingest, a_repeat_of_a_committed_signed_request_gets_the_original_answer) {
         httpc_free(&r);
     }
     httpc_free(&first);
+    cr_expect_eq(dst_metric(&T, "dealscore_ingest_signed_repeats_total{result=\"answered\"}"), 2);
     cr_expect_eq(dst_count(&T, "select count(*) from opportunities"), 1);
     cr_expect_eq(dst_count(&T, "select count(*) from opportunity_history"), 1);
     cr_expect_eq(dst_count(&T, "select count(*) from dealscore_internal.outbox"), 0, "no event again");
@@ -1070,6 +1071,7 @@ Test(ingest, a_repeat_of_a_committed_signed_request_gets_the_original_answer) {
     cr_expect_eq(r.status, 401, "%s", r.body);
     cr_expect(strstr(r.body, "\"replayed_signature\""), "%s", r.body);
     httpc_free(&r);
+    cr_expect_eq(dst_metric(&T, "dealscore_ingest_signed_repeats_total{result=\"refused\"}"), 1);
     cr_expect_eq(dst_count(&T, "select count(*) from opportunities"), 1);
     free(hdr);
 }
