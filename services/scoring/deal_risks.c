@@ -75,14 +75,15 @@ static const char *sql_pushes =
     "  on h.opportunity_id = o.id and h.field = 'close_date'"
     " where o.org_id = $1::uuid and o.outcome = 'won' and not o.placeholder group by o.id";
 
-/* For each won deal and MEDDICC element in its latest snapshot, the stage
- * the deal was in at the earliest transcript that evidences it. */
+/* For each won deal and MEDDICC element, the stage the deal was in at the
+ * earliest transcript that evidences it in any of its snapshots (the one of
+ * the latest as_of may predate the transcripts: an import computes a deal's
+ * closing change before its transcripts arrive). */
 static const char *sql_meddicc =
     "with won as (select id from public.opportunities"
     "  where org_id = $1::uuid and outcome = 'won' and not placeholder),"
-    " snap as (select distinct on (f.opportunity_id) f.opportunity_id, f.meddicc"
-    "  from public.features_snapshot f join won on won.id = f.opportunity_id"
-    "  where f.meddicc is not null order by f.opportunity_id, f.as_of desc),"
+    " snap as (select f.opportunity_id, f.meddicc"
+    "  from public.features_snapshot f join won on won.id = f.opportunity_id where f.meddicc is not null),"
     " ev as (select s.opportunity_id, e.key as element, min(t.occurred_at) as first_at"
     "  from snap s cross join lateral json_each(s.meddicc) e"
     "  cross join lateral json_array_elements(e.value -> 'evidence') x"
