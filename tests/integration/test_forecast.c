@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "pgtest.h"
+#include "proc.h"
 #include "domain/forecast.h"
 
 #define ORG_A "a0000000-0000-4000-8000-000000000001"
@@ -108,4 +109,62 @@ Test(forecast, another_orgs_user_and_anon_see_none_of_it) {
     cr_expect_str_eq(state ? state : "(read)", "42501", "anon reads the forecast");
     free(state);
     pgt_exec(conn, "rollback");
+}
+
+/* forecast-backtest on two deals of org A open on 2026-03-01 with March
+ * close dates: 100 won on 03-20, 300 lost on 03-28. March's forecast holds
+ * both (400), and they won 100, all within the month. */
+Test(forecast, backtest_replays_a_month_against_what_it_won) {
+    pgt_exec(
+        conn,
+        "insert into opportunities (org_id, external_id, owner_id, stage, created_at, amount, close_date,"
+        " outcome, closed_at, source_hash) values"
+        " ('" ORG_A
+        "', 'bt1', 'ann', 'closed_won', '2026-02-01Z', 100, '2026-03-20', 'won', '2026-03-20Z', 'h'),"
+        " ('" ORG_A
+        "', 'bt2', 'ann', 'closed_lost', '2026-02-01Z', 300, '2026-03-28', 'lost', '2026-03-28Z', 'h');"
+        "insert into opportunity_history (org_id, opportunity_id, field, old_value, new_value, changed_at)"
+        " select o.org_id, o.id, f.field, f.old, f.new, f.at::timestamptz from opportunities o"
+        " cross join lateral (values ('stage', null, 'proposal', '2026-02-01Z'),"
+        "  ('amount', null, o.amount::text, '2026-02-01Z'),"
+        "  ('close_date', null, case o.external_id when 'bt1' then '2026-03-15' else '2026-03-25' end,"
+        "   '2026-02-01Z'),"
+        "  ('close_date', case o.external_id when 'bt1' then '2026-03-15' else '2026-03-25' end,"
+        "   o.close_date::text, o.closed_at::text),"
+        "  ('stage', 'proposal', o.stage, o.closed_at::text)) as f(field, old, new, at)"
+        " where o.external_id in ('bt1', 'bt2')");
+    char *bin = proc_bin("dealscore-scoring");
+    char *env0 = pgt_fmt("DEALSCORE_DATABASE_URL=%s", db.conninfo);
+    char *argv[] = {bin, "forecast-backtest", "--org", "org-a", "--months", "240", NULL};
+    char *envp[] = {env0, NULL};
+    char *out = NULL, *err = NULL;
+    int rc = proc_run(argv, envp, &out, &err, 60000);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, err);
+    char *line = strstr(out, "\n2026-03 ");
+    cr_assert_not_null(line, "no March row: %s", out);
+    char month[16], inside[8];
+    size_t deals;
+    double amount, expected, p10, p90, actual, won_in_month;
+    cr_assert_eq(sscanf(line + 1, "%15s %zu %lf %lf %lf %lf %lf %7s %lf", month, &deals, &amount, &expected,
+                        &p10, &p90, &actual, inside, &won_in_month),
+                 9, "%s", out);
+    cr_expect_eq(deals, 2);
+    cr_expect_eq(amount, 400);
+    cr_expect_eq(actual, 100);
+    cr_expect_eq(won_in_month, 100);
+    cr_expect(expected > 0 && expected < 400 && p10 <= expected && expected <= p90, "%s", out);
+    cr_expect_str_eq(inside, p10 <= 100 && 100 <= p90 ? "yes" : "no");
+    cr_expect_not_null(strstr(out, "band P10-P90 holds the actual in"), "%s", out);
+    cr_expect_null(strstr(out, "\n2026-02 "), "February had no deal closing in it: %s", out);
+    free(out);
+    free(err);
+    /* Bad usage: exit 2, naming the option. */
+    char *bad[] = {bin, "forecast-backtest", "--org", "org-a", "--months", "0", NULL};
+    rc = proc_run(bad, envp, &out, &err, 60000);
+    cr_expect_eq(rc, 2);
+    cr_expect_not_null(strstr(err, "--months must be 1-240"), "%s", err);
+    free(out);
+    free(err);
+    free(env0);
+    free(bin);
 }
