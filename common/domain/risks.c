@@ -207,7 +207,8 @@ static void eval_engagement(const ds_risk_config_t *cfg, const double *v, ds_ris
     double before = round((recent + 1) / vel - 1);
     ds_risk_t *r = add(cfg, out, n, DS_RISK_ENGAGEMENT_DOWN, -1);
     snprintf(r->evidence, sizeof r->evidence,
-             "%.0f interactions in the last 14 days against %.0f in the 14 days before", recent, before);
+             "%.0f interaction%s in the last 14 days against %.0f in the 14 days before", recent,
+             recent == 1 ? "" : "s", before);
 }
 
 static void eval_contacts(const ds_risk_config_t *cfg, int si, int n_contacts, ds_risk_t *out, size_t *n) {

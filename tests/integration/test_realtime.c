@@ -311,7 +311,7 @@ Test(realtime, predictions_stream_with_org_id_in_every_change) {
     stream_free(&s);
 }
 
-Test(realtime, publication_has_predictions_and_no_internal_tables) {
+Test(realtime, publication_has_predictions_and_deal_risks_and_no_internal_tables) {
     cr_assert_eq(pgt_longf(conn, "select count(*) from pg_publication_tables"
                                  " where pubname = 'supabase_realtime'"
                                  " and schemaname = 'public' and tablename = 'predictions'"),
@@ -328,6 +328,19 @@ Test(realtime, publication_has_predictions_and_no_internal_tables) {
                                " and tablename = '%s'",
                                internal[i]),
                      0, "%s is in supabase_realtime", internal[i]);
+    /* Each open deal's risks stream the same way, with org_id in every change. */
+    cr_assert_eq(pgt_longf(conn, "select count(*) from pg_publication_tables"
+                                 " where pubname = 'supabase_realtime'"
+                                 " and schemaname = 'public' and tablename = 'deal_risks'"),
+                 1, "deal_risks is not in supabase_realtime");
+    cr_assert_eq(pgt_longf(conn,
+                           "select count(*) from pg_index i join pg_attribute a on a.attrelid = i.indrelid"
+                           " and a.attnum = any (i.indkey) where i.indrelid = 'public.deal_risks'::regclass"
+                           " and i.indisreplident and a.attname = 'org_id'"),
+                 1, "deal_risks' replica identity lacks org_id");
+    cr_assert_eq(pgt_longf(conn, "select relrowsecurity::int from pg_class"
+                                 " where oid = 'public.deal_risks'::regclass"),
+                 1, "deal_risks has no row level security");
     /* Realtime filters each change through RLS: the table must have it. */
     cr_assert_eq(pgt_longf(conn, "select relrowsecurity::int from pg_class"
                                  " where oid = 'public.predictions'::regclass"),

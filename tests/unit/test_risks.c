@@ -186,7 +186,7 @@ Test(risks, engagement_down_and_restored) {
     ds_risk_t r[DS_RISK_MAX];
     cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 1);
     cr_assert_eq(r[0].rule, DS_RISK_ENGAGEMENT_DOWN);
-    cr_assert_str_eq(r[0].evidence, "1 interactions in the last 14 days against 5 in the 14 days before");
+    cr_assert_str_eq(r[0].evidence, "1 interaction in the last 14 days against 5 in the 14 days before");
     double out[DS_FEATURE_COUNT];
     ds_risk_resolved(&cfg, &r[0], v, out);
     cr_assert_eq(out[DS_F_N_EMAIL_14D], 3);
