@@ -1013,6 +1013,17 @@ void ds_drivers_diff_write(ds_sb_t *b, const ds_contrib_change_t *c, size_t n) {
     ds_sb_put(b, "]", 1);
 }
 
+void ds_score_change_write(ds_sb_t *b, double previous_proba, double proba, const ds_contrib_change_t *c,
+                           size_t n) {
+    ds_sb_puts(b, "{\"previous_proba\":");
+    sb_double(b, previous_proba);
+    ds_sb_puts(b, ",\"delta\":");
+    sb_double(b, proba - previous_proba);
+    ds_sb_puts(b, ",\"drivers\":");
+    ds_drivers_diff_write(b, c, n);
+    ds_sb_put(b, "}", 1);
+}
+
 void ds_contribs_write(ds_sb_t *b, const ds_named_contrib_t *c, size_t n) {
     ds_sb_put(b, "{", 1);
     for (size_t i = 0; i < n; i++) {

@@ -307,6 +307,15 @@ void ds_drivers_write(ds_sb_t *b, const ds_driver_t *pos, size_t n_pos, const ds
  * "change":..}, ...] to b, in the order given. */
 void ds_drivers_diff_write(ds_sb_t *b, const ds_contrib_change_t *changes, size_t n);
 
+/* Appends a score's change, the one shape predictions.change,
+ * prediction_history.change and /api/predict's "change" have (and
+ * prediction.made's PredictionChange carries field for field):
+ * {"previous_proba":p|null,"delta":proba-p|null,"drivers":[..]}, drivers as
+ * ds_drivers_diff_write writes them. previous_proba NaN: no previous score
+ * (null, null, and the drivers given, normally none). */
+void ds_score_change_write(ds_sb_t *b, double previous_proba, double proba,
+                           const ds_contrib_change_t *changes, size_t n);
+
 /* Appends {"<name>":contribution, ...} to b in the order given: a score's
  * contributions by feature name, "_bias" (DS_CONTRIB_BIAS_NAME) last as
  * the scorer has them, stored as the next score's "previous". */

@@ -337,19 +337,17 @@ static void handle(api_thread_t *t, api_job_t *j) {
         score_drivers_write(&js, &it.score);
         json_t *drivers = json_loadb(js.p, js.len, 0, NULL);
         js.len = 0;
-        ds_drivers_diff_write(&js, it.changes, it.n_changes);
-        json_t *moved = json_loadb(js.p, js.len, 0, NULL);
+        ds_score_change_write(&js, it.previous, it.score.proba, it.changes, it.n_changes);
+        json_t *change = json_loadb(js.p, js.len, 0, NULL);
         free(js.p);
-        json_t *change = json_pack("{s:o, s:o}", "previous_proba",
-                                   isnan(it.previous) ? json_null() : json_real(it.previous), "drivers",
-                                   moved ? moved : json_array());
         j->status = 200;
         json_decref(j->resp);
-        j->resp = json_pack("{s:s, s:f, s:s, s:s, s:b, s:o, s:o, s:o, s:o}", "opportunity_id", opp,
-                            "proba_close", it.score.proba, "model_version", it.version, "as_of", asof,
-                            "is_prior", it.score.is_prior, "drivers", drivers ? drivers : json_object(),
-                            "change", change, "meddicc", meddicc ? meddicc : json_object(), "benchmark",
-                            v.benchmark ? json_incref(v.benchmark) : json_null());
+        j->resp =
+            json_pack("{s:s, s:f, s:s, s:s, s:b, s:o, s:o, s:o, s:o}", "opportunity_id", opp, "proba_close",
+                      it.score.proba, "model_version", it.version, "as_of", asof, "is_prior",
+                      it.score.is_prior, "drivers", drivers ? drivers : json_object(), "change",
+                      change ? change : json_object(), "meddicc", meddicc ? meddicc : json_object(),
+                      "benchmark", v.benchmark ? json_incref(v.benchmark) : json_null());
     }
     scoring_item_clear(&it);
     free(fjson);

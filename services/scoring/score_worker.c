@@ -29,11 +29,12 @@ static const char *sql_previous =
  * around it. */
 #define SQL_HISTORY                                                                                          \
     "insert into public.prediction_history (org_id, opportunity_id, as_of, model_version, proba_close, "     \
-    "contributions)"                                                                                         \
-    " select org_id, opportunity_id, as_of, model_version, proba_close, contributions"                       \
-    " from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::float8[], $6::json[])"          \
+    "contributions, change)"                                                                                 \
+    " select org_id, opportunity_id, as_of, model_version, proba_close, contributions, change"               \
+    " from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::float8[], $6::json[], "         \
+    "$7::json[])"                                                                                            \
     "  as x(org_id, opportunity_id, as_of, model_version, proba_close, "                                     \
-    "contributions)" DS_SQL_WHERE_DEAL_EXISTS("x.opportunity_id", "x.org_id")
+    "contributions, change)" DS_SQL_WHERE_DEAL_EXISTS("x.opportunity_id", "x.org_id")
 static const char *sql_history = SQL_HISTORY " on conflict (opportunity_id, as_of, model_version) do nothing";
 /* Without the speculative insertion of ON CONFLICT (an index probe and one
  * more WAL record per row): for rows that cannot exist yet. */
@@ -60,7 +61,7 @@ static const char *sql_prediction =
                     "updated_at = now()"
                     " where p.as_of <= excluded.as_of";
 
-#define HISTORY_COLS 6
+#define HISTORY_COLS 7
 #define PREDICTION_COLS 11
 
 void scoring_item_clear(scoring_item_t *it) {
@@ -168,14 +169,14 @@ static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n
  * item (the caller frees them with ds_pgarray_free). */
 static void build_rows(const scoring_item_t *items, size_t n, ds_pgarray_t h[HISTORY_COLS],
                        ds_pgarray_t pr[PREDICTION_COLS]) {
-    static const uint32_t h_oids[HISTORY_COLS] = {DS_OID_UUID, DS_OID_UUID,   DS_OID_TIMESTAMPTZ,
-                                                  DS_OID_TEXT, DS_OID_FLOAT8, DS_OID_JSON};
+    static const uint32_t h_oids[HISTORY_COLS] = {DS_OID_UUID,   DS_OID_UUID, DS_OID_TIMESTAMPTZ, DS_OID_TEXT,
+                                                  DS_OID_FLOAT8, DS_OID_JSON, DS_OID_JSON};
     static const uint32_t p_oids[PREDICTION_COLS] = {
         DS_OID_UUID,   DS_OID_UUID,  DS_OID_UUID,  DS_OID_TIMESTAMPTZ, DS_OID_TEXT, DS_OID_FLOAT8,
         DS_OID_FLOAT8, DS_OID_JSONB, DS_OID_JSONB, DS_OID_JSONB,       DS_OID_BOOL};
     for (int c = 0; c < HISTORY_COLS; c++) ds_pgarray_begin(&h[c], h_oids[c]);
     for (int c = 0; c < PREDICTION_COLS; c++) ds_pgarray_begin(&pr[c], p_oids[c]);
-    ds_sb_t js = {0};
+    ds_sb_t js = {0}, change = {0};
     for (size_t i = 0; i < n; i++) {
         const scoring_item_t *it = &items[i];
         size_t vlen = strlen(it->version);
@@ -187,6 +188,10 @@ static void build_rows(const scoring_item_t *items, size_t n, ds_pgarray_t h[HIS
         js.len = 0;
         ds_contribs_write(&js, it->score.contribs, it->score.n_contribs);
         ds_pgarray_json(&h[5], js.p, js.len);
+        /* The same change document in the history and the latest row. */
+        change.len = 0;
+        ds_score_change_write(&change, it->previous, it->score.proba, it->changes, it->n_changes);
+        ds_pgarray_json(&h[6], change.p, change.len);
 
         ds_pgarray_uuid(&pr[0], it->org_id);
         ds_pgarray_uuid(&pr[1], it->opp_id);
@@ -204,15 +209,14 @@ static void build_rows(const scoring_item_t *items, size_t n, ds_pgarray_t h[HIS
         js.len = 0;
         score_drivers_write(&js, &it->score);
         ds_pgarray_jsonb(&pr[7], js.p, js.len);
-        js.len = 0;
-        ds_drivers_diff_write(&js, it->changes, it->n_changes);
-        ds_pgarray_jsonb(&pr[8], js.p, js.len);
+        ds_pgarray_jsonb(&pr[8], change.p, change.len);
         /* The MEDDICC evidence is JSON text already (the engine's or the
          * stored snapshot's). */
         ds_pgarray_jsonb(&pr[9], it->meddicc_json, it->meddicc_json ? strlen(it->meddicc_json) : 0);
         ds_pgarray_bool(&pr[10], it->score.is_prior);
     }
     free(js.p);
+    free(change.p);
 }
 
 /* One pipelined transaction: o->first, the history rows, the predictions,
@@ -277,6 +281,30 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
     return rc;
 }
 
+#define EVENT_MAX_CHANGES 64
+
+/* The event's change, field for field as ds_score_change_write writes it
+ * (moved and mp: room for EVENT_MAX_CHANGES, borrowed by change). */
+static void event_change(const scoring_item_t *it, Dealscore__V1__PredictionChange *change,
+                         Dealscore__V1__DriverChange *moved, Dealscore__V1__DriverChange **mp) {
+    change->has_previous = !isnan(it->previous);
+    change->previous_proba = it->previous;
+    change->delta = it->score.proba - it->previous;
+    size_t nc = it->n_changes < EVENT_MAX_CHANGES ? it->n_changes : EVENT_MAX_CHANGES;
+    for (size_t i = 0; i < nc; i++) {
+        const ds_contrib_change_t *c = &it->changes[i];
+        dealscore__v1__driver_change__init(&moved[i]);
+        moved[i].feature = (char *)c->name;
+        moved[i].label = (char *)(c->label ? c->label : c->name);
+        moved[i].previous = c->previous;
+        moved[i].current = c->current;
+        moved[i].change = c->change;
+        mp[i] = &moved[i];
+    }
+    change->n_drivers = nc;
+    change->drivers = mp;
+}
+
 void scoring_event(const scoring_item_t *it, uint8_t **buf, size_t *len, char event_id[37]) {
     char seed[200];
     snprintf(seed, sizeof seed, "prediction.made:%s:%lld:%s", it->opp_id, (long long)it->as_of_us,
@@ -310,6 +338,11 @@ void scoring_event(const scoring_item_t *it, uint8_t **buf, size_t *len, char ev
     }
     pm.n_top_drivers = nd;
     pm.top_drivers = dp;
+    Dealscore__V1__PredictionChange change = DEALSCORE__V1__PREDICTION_CHANGE__INIT;
+    Dealscore__V1__DriverChange moved[EVENT_MAX_CHANGES];
+    Dealscore__V1__DriverChange *mp[EVENT_MAX_CHANGES];
+    event_change(it, &change, moved, mp);
+    pm.change = &change;
     *len = dealscore__v1__prediction_made__get_packed_size(&pm);
     *buf = ds_malloc(*len ? *len : 1);
     dealscore__v1__prediction_made__pack(&pm, *buf);

@@ -756,3 +756,63 @@ Test(schema, a_shared_supabase_project_keeps_the_apps_grants_and_policies) {
     free(after);
     PQfinish(c);
 }
+
+/* The migration to one change shape wraps a predictions row's old drivers
+ * array in {"previous_proba", "delta", "drivers"}, gives a first score
+ * nulls and no drivers, and copies the latest score's document into its
+ * history row (older history rows keep null). */
+Test(schema, change_shape_migration_wraps_stored_changes) {
+    const char *shape = "20261206002200_prediction_change_shape.sql";
+    char dir[] = "/tmp/ds-migrate-shape-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir), "mkdtemp failed");
+    char files[64][128];
+    int nfiles = migration_files(files, 64);
+    for (int i = 0; i < nfiles && strcmp(files[i], shape) < 0; i++) {
+        char *from = pgt_fmt("%s/sql/migrations/%s", DS_SOURCE_DIR, files[i]);
+        char *to = pgt_fmt("%s/%s", dir, files[i]);
+        cr_assert_eq(symlink(from, to), 0, "symlink %s", to);
+        free(from);
+        free(to);
+    }
+    const char *before[] = {"--shim", "--dir", dir, NULL};
+    pgt_proc_t p;
+    cr_assert_eq(pgt_migrate(&p, &db, before), 0, "%s", p.out);
+    pgt_proc_close(&p);
+    PGconn *c = pgt_connect_db(&db);
+    /* clang-format off */
+    pgt_exec(c,
+        "insert into orgs (id, slug, name) values ('11111111-1111-4111-8111-111111111111', 'o', 'O');"
+        "insert into opportunities (id, org_id, external_id, stage, created_at) values"
+        " ('22222222-2222-4222-8222-222222222221', '11111111-1111-4111-8111-111111111111', 'A', 'demo', '2026-01-01Z'),"
+        " ('22222222-2222-4222-8222-222222222222', '11111111-1111-4111-8111-111111111111', 'B', 'demo', '2026-01-01Z');"
+        "insert into predictions (org_id, opportunity_id, as_of, model_version, proba_close, previous_proba, change)"
+        " values ('11111111-1111-4111-8111-111111111111', '22222222-2222-4222-8222-222222222221', '2026-02-01Z', 'v1',"
+        "  0.75, 0.5, '[{\"feature\": \"stage_index\", \"label\": \"Stage\", \"previous\": 0.25, \"current\": 1.25, \"change\": 1}]'),"
+        " ('11111111-1111-4111-8111-111111111111', '22222222-2222-4222-8222-222222222222', '2026-02-01Z', 'v1',"
+        "  0.25, null, '[]');"
+        "insert into prediction_history (org_id, opportunity_id, as_of, model_version, proba_close) values"
+        " ('11111111-1111-4111-8111-111111111111', '22222222-2222-4222-8222-222222222221', '2026-01-15Z', 'v1', 0.5),"
+        " ('11111111-1111-4111-8111-111111111111', '22222222-2222-4222-8222-222222222221', '2026-02-01Z', 'v1', 0.75);");
+    /* clang-format on */
+    const char *all[] = {"--shim", NULL};
+    cr_assert_eq(pgt_migrate(&p, &db, all), 0, "%s", p.out);
+    pgt_proc_close(&p);
+    char *a = pgt_valuef(c, "select change::text from predictions where opportunity_id ="
+                            " '22222222-2222-4222-8222-222222222221'");
+    cr_expect_str_eq(
+        a, "{\"delta\": 0.25, \"drivers\": [{\"label\": \"Stage\", \"change\": 1, \"current\": 1.25,"
+           " \"feature\": \"stage_index\", \"previous\": 0.25}], \"previous_proba\": 0.5}");
+    char *b = pgt_valuef(c, "select change::text from predictions where opportunity_id ="
+                            " '22222222-2222-4222-8222-222222222222'");
+    cr_expect_str_eq(b, "{\"delta\": null, \"drivers\": [], \"previous_proba\": null}");
+    char *h =
+        pgt_valuef(c, "select coalesce(string_agg(coalesce(change::text, 'null'), ' | ' order by as_of), '')"
+                      " from prediction_history");
+    char *want = pgt_fmt("null | %s", a);
+    cr_expect_str_eq(h, want, "the latest history row has the predictions row's document");
+    free(want);
+    free(h);
+    free(b);
+    free(a);
+    PQfinish(c);
+}

@@ -80,6 +80,62 @@ static Dealscore__V1__PredictionMade *await_prediction(ds_consumer_t *c, const c
     return NULL;
 }
 
+/* A JSON document SQL gives (numbers as reals, so 1 and 1.0 compare equal). */
+static json_t *json_of_sql(PGconn *db, const char *sql) {
+    char *text = pgt_valuef(db, "%s", sql);
+    json_t *j = json_loads(text, JSON_DECODE_INT_AS_REAL, NULL);
+    cr_assert(j, "not JSON: %s", text);
+    free(text);
+    return j;
+}
+
+static json_t *json_real_or_null(double v) { return isnan(v) ? json_null() : json_real(v); }
+
+/* prediction.made's change as the JSON document it mirrors. */
+static json_t *json_of_event_change(const Dealscore__V1__PredictionChange *c) {
+    cr_assert(c, "prediction.made carries a change");
+    json_t *drivers = json_array();
+    for (size_t i = 0; i < c->n_drivers; i++) {
+        const Dealscore__V1__DriverChange *d = c->drivers[i];
+        json_array_append_new(drivers,
+                              json_pack("{s:s, s:s, s:o, s:o, s:f}", "feature", d->feature, "label", d->label,
+                                        "previous", json_real_or_null(d->previous), "current",
+                                        json_real_or_null(d->current), "change", d->change));
+    }
+    return json_pack("{s:o, s:o, s:o}", "previous_proba",
+                     c->has_previous ? json_real(c->previous_proba) : json_null(), "delta",
+                     c->has_previous ? json_real(c->delta) : json_null(), "drivers", drivers);
+}
+
+/* One shape for a score's change: the predictions row, the history row of
+ * that score (as_of_sql, an SQL timestamptz) and the event carry the same
+ * document. */
+static void expect_one_change_shape(PGconn *db, const Dealscore__V1__PredictionMade *pm, const char *opp,
+                                    const char *as_of_sql) {
+    char *q = pgt_fmt("select change::text from predictions where opportunity_id = '%s'", opp);
+    json_t *row = json_of_sql(db, q);
+    free(q);
+    q = pgt_fmt("select change::text from prediction_history where opportunity_id = '%s' and as_of = %s", opp,
+                as_of_sql);
+    json_t *hist = json_of_sql(db, q);
+    free(q);
+    json_t *ev = json_of_event_change(pm->change);
+    char *a = json_dumps(row, JSON_SORT_KEYS), *b = json_dumps(hist, JSON_SORT_KEYS),
+         *c = json_dumps(ev, JSON_SORT_KEYS);
+    cr_expect(json_equal(row, hist), "predictions %s, prediction_history %s", a, b);
+    cr_expect(json_equal(row, ev), "predictions %s, prediction.made %s", a, c);
+    if (pm->has_previous)
+        cr_expect(fabs(json_real_value(json_object_get(row, "delta")) -
+                       (pm->proba_close - pm->previous_proba)) < 1e-15,
+                  "%s", a);
+    free(a);
+    free(b);
+    free(c);
+    json_decref(row);
+    json_decref(hist);
+    json_decref(ev);
+}
+
 static const char *OPP_DEMO =
     "{\"external_id\":\"OPP-1\",\"stage\":\"demo\",\"created_at\":\"2026-03-01T00:00:00Z\","
     "\"changed_at\":\"2026-03-02T00:00:00Z\",\"account_external_id\":\"ACC-1\"}";
@@ -102,7 +158,13 @@ Test(scoring, cold_start_scores_with_the_stage_prior_and_keeps_the_previous_scor
     cr_expect(fabs(pm->proba_close - p_demo) < 1e-9, "demo prior %.12f, expected %.12f", pm->proba_close,
               p_demo);
     double first = pm->proba_close;
+    expect_one_change_shape(db, pm, opp, "'2026-03-02Z'");
     dealscore__v1__prediction_made__free_unpacked(pm, NULL);
+    cr_expect_eq(pgt_longf(db,
+                           "select count(*) from predictions where opportunity_id = '%s' and change ="
+                           " '{\"previous_proba\": null, \"delta\": null, \"drivers\": []}'::jsonb",
+                           opp),
+                 1, "a first score has nothing that moved it");
     cr_expect_eq(pgt_longf(db,
                            "select count(*) from predictions where opportunity_id = '%s' and is_prior"
                            " and model_version = 'stage-prior' and previous_proba is null",
@@ -116,7 +178,6 @@ Test(scoring, cold_start_scores_with_the_stage_prior_and_keeps_the_previous_scor
               p_prop);
     cr_expect(pm->has_previous);
     cr_expect(fabs(pm->previous_proba - first) < 1e-12);
-    dealscore__v1__prediction_made__free_unpacked(pm, NULL);
     char *prev = pgt_valuef(db, "select previous_proba from predictions where opportunity_id = '%s'", opp);
     cr_expect(fabs(strtod(prev, NULL) - first) < 1e-12, "predictions.previous_proba %s", prev);
     cr_expect_eq(pgt_longf(db, "select count(*) from prediction_history where opportunity_id = '%s'", opp),
@@ -124,9 +185,11 @@ Test(scoring, cold_start_scores_with_the_stage_prior_and_keeps_the_previous_scor
     /* The change names the stage as what moved the score. */
     cr_expect_eq(pgt_longf(db,
                            "select count(*) from predictions where opportunity_id = '%s'"
-                           " and change->0->>'feature' = 'stage_index'",
+                           " and change->'drivers'->0->>'feature' = 'stage_index'",
                            opp),
                  1);
+    expect_one_change_shape(db, pm, opp, "'2026-03-09Z'");
+    dealscore__v1__prediction_made__free_unpacked(pm, NULL);
     free(prev);
     free(opp);
     PQfinish(db);
@@ -256,7 +319,23 @@ Test(scoring, api_predict_scores_visible_opportunities_and_hides_the_rest) {
     cr_expect(p > 0 && p < 1);
     cr_expect(json_is_object(json_object_get(json_object_get(j, "meddicc"), "champion")));
     cr_expect(json_is_array(json_object_get(json_object_get(j, "drivers"), "positive")));
-    cr_expect(json_object_get(json_object_get(j, "change"), "previous_proba") != NULL);
+    /* Its change is the document stored in predictions and the history. */
+    char *q = pgt_fmt("select change::text from predictions where opportunity_id = '%s'", opp);
+    json_t *row = json_of_sql(db, q);
+    free(q);
+    q = pgt_fmt("select change::text from prediction_history where opportunity_id = '%s' and as_of = '%s'",
+                opp, json_string_value(json_object_get(j, "as_of")));
+    json_t *hist = json_of_sql(db, q);
+    free(q);
+    char *change_text = json_dumps(json_object_get(j, "change"), 0);
+    json_t *api_change = json_loads(change_text, JSON_DECODE_INT_AS_REAL, NULL);
+    free(change_text);
+    cr_expect(json_equal(api_change, row), "%s", r.body);
+    cr_expect(json_equal(api_change, hist), "%s", r.body);
+    cr_expect(json_is_array(json_object_get(api_change, "drivers")), "%s", r.body);
+    json_decref(api_change);
+    json_decref(row);
+    json_decref(hist);
     cr_expect(json_is_null(json_object_get(j, "benchmark")), "no cohort yet: benchmark is null");
     json_decref(j);
     httpc_free(&r);

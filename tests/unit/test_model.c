@@ -697,6 +697,17 @@ Test(model, move_diff_hand_made) {
                         "{\"feature\":\"amount_log\",\"label\":\"Deal amount (log)\","
                         "\"previous\":0.25,\"current\":0.75,\"change\":0.5}]");
     free(s);
+    /* The score's change: the probabilities around the same list. */
+    sb = (ds_sb_t){0};
+    ds_score_change_write(&sb, 0.25, 0.375, out, 1);
+    cr_assert_str_eq(sb.p,
+                     "{\"previous_proba\":0.25,\"delta\":0.125,\"drivers\":[{\"feature\":\"n_meeting_30d\","
+                     "\"label\":\"Meetings, last 30 days\",\"previous\":null,\"current\":-0.625,"
+                     "\"change\":-0.625}]}");
+    sb.len = 0;
+    ds_score_change_write(&sb, NAN, 0.375, NULL, 0);
+    cr_assert_str_eq(sb.p, "{\"previous_proba\":null,\"delta\":null,\"drivers\":[]}");
+    free(sb.p);
 
     ds_named_contrib_t dup[] = {{"a", 1}, {"a", 2}};
     cr_assert_eq(ds_drivers_diff(dup, 2, cur, 4, 2, out, &n), DS_EINVAL);
