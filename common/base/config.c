@@ -10,8 +10,9 @@
 #include <stdlib.h>
 #include <stdbool.h>
 #include <string.h>
+#include <strings.h>
 
-typedef enum { T_STR, T_INT, T_LOGLEVEL, T_ADDR, T_BROKERS, T_PGURL } cfg_type_t;
+typedef enum { T_STR, T_INT, T_LOGLEVEL, T_ADDR, T_BROKERS, T_PGURL, T_ORIGINS } cfg_type_t;
 
 typedef struct {
     const char *env;
@@ -97,6 +98,9 @@ static const cfg_entry_t entries[] = {
      "legacy HS256 JWT secret (optional)"},
     {"DEALSCORE_TOP_K", T_INT, DS_SVC_SCORING, 1, 100, "5", OFF(top_k),
      "drivers reported each way (positive, negative)"},
+    {"DEALSCORE_CORS_ORIGINS", T_ORIGINS, DS_SVC_SCORING, 0, 0, NULL, OFF(cors_origins),
+     "origins of browser apps that may call POST /api/predict, comma-separated scheme://host[:port] "
+     "(unset: none; CORS)"},
     {"DEALSCORE_MIN_CLOSED", T_INT, DS_SVC_SCORING, 1, 1000000, "40", OFF(min_closed),
      "won and lost deals each needed before a trained model replaces the stage prior"},
     {"DEALSCORE_BENCH_MONTHS", T_INT, DS_SVC_BENCHMARK, 1, 120, "12", OFF(bench_months),
@@ -188,6 +192,46 @@ static int check_brokers(const char *s) {
     }
     free(copy);
     return n == 0 ? -1 : rc;
+}
+
+/* One origin as a browser sends it: http or https, a host (a name, an IPv4
+ * address or a bracketed IPv6 one), an optional port; no path, no '*'. */
+static int check_origin(const char *o, size_t len) {
+    size_t skip = len >= 8 && strncasecmp(o, "https://", 8) == 0  ? 8
+                  : len >= 7 && strncasecmp(o, "http://", 7) == 0 ? 7
+                                                                  : 0;
+    if (!skip || skip == len) return -1;
+    size_t i = skip;
+    if (o[i] == '[') {
+        while (i < len && o[i] != ']') i++;
+        if (i == len) return -1;
+        i++;
+    } else {
+        while (i < len && (isalnum((unsigned char)o[i]) || o[i] == '.' || o[i] == '-')) i++;
+        if (i == skip) return -1;
+    }
+    if (i == len) return 0;
+    if (o[i++] != ':' || i == len || len - i > 5) return -1;
+    for (; i < len; i++)
+        if (!isdigit((unsigned char)o[i])) return -1;
+    return 0;
+}
+
+/* A comma-separated list of origins (spaces around commas allowed); the
+ * first bad one into bad. */
+static int check_origins(const char *s, char *bad, size_t badsz) {
+    for (const char *p = s; *p;) {
+        while (*p == ' ') p++;
+        size_t len = strcspn(p, ", ");
+        if (check_origin(p, len)) {
+            snprintf(bad, badsz, "%.*s", (int)len, p);
+            return -1;
+        }
+        p += len;
+        while (*p == ' ') p++;
+        if (*p == ',') p++;
+    }
+    return 0;
 }
 
 static int check_pgurl(const char *s, char *why, size_t whysz) {
@@ -301,6 +345,15 @@ int ds_config_load(ds_config_t *cfg, ds_svc_kind_t svc, char **envp, char *errst
             }
             *(char **)field = ds_strdup(v);
             break;
+        case T_ORIGINS:
+            if (v && check_origins(v, why, sizeof why)) {
+                snprintf(errstr, errstr_size,
+                         "%s: \"%s\" is not an origin (scheme://host[:port], comma-separated, no path or *)",
+                         e->env, why);
+                goto fail;
+            }
+            *(char **)field = v ? ds_strdup(v) : NULL;
+            break;
         }
     }
     for (char **e = envp; e && *e; e++) {
@@ -327,7 +380,8 @@ void ds_config_close(ds_config_t *cfg) {
     if (!cfg) return;
     for (size_t i = 0; i < DS_ARRAY_SIZE(entries); i++) {
         const cfg_entry_t *e = &entries[i];
-        if (e->type == T_STR || e->type == T_ADDR || e->type == T_BROKERS || e->type == T_PGURL) {
+        if (e->type == T_STR || e->type == T_ADDR || e->type == T_BROKERS || e->type == T_PGURL ||
+            e->type == T_ORIGINS) {
             char **field = (char **)((char *)cfg + e->off);
             free(*field);
             *field = NULL;

@@ -65,6 +65,7 @@ typedef struct ds_config_s {
     char *supabase_jwt_secret; /* SUPABASE_JWT_SECRET: legacy HS256 secret */
     int top_k;                 /* DEALSCORE_TOP_K */
     int min_closed;            /* DEALSCORE_MIN_CLOSED: won and lost deals needed for a model */
+    char *cors_origins;        /* DEALSCORE_CORS_ORIGINS: origins of browser apps, comma-separated */
 
     /* benchmark */
     int bench_months;    /* DEALSCORE_BENCH_MONTHS */

@@ -184,8 +184,9 @@ static const char *reason(int status) {
 void ds_http_respond(h2o_req_t *req, int status, const char *content_type, const char *body, size_t len) {
     req->res.status = status;
     req->res.reason = reason(status);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
-                   strlen(content_type));
+    if (content_type)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
+                       strlen(content_type));
     static h2o_generator_t generator = {NULL, NULL};
     h2o_iovec_t buf = h2o_strdup(&req->pool, body, len);
     req->res.content_length = len;
@@ -383,4 +384,70 @@ int ds_http_query_param(const char *q, size_t len, const char *name, char *buf, 
         i = end + 1;
     }
     return found;
+}
+
+/* ---- CORS ---------------------------------------------------------------- */
+
+struct ds_http_cors_s {
+    char **origins;
+    size_t n;
+    char *methods, *headers, max_age[16];
+};
+
+ds_http_cors_t *ds_http_cors_new(const char *origins, const char *methods, const char *headers,
+                                 int max_age_s) {
+    ds_http_cors_t *c = ds_calloc(1, sizeof *c);
+    c->methods = ds_strdup(methods);
+    c->headers = ds_strdup(headers);
+    snprintf(c->max_age, sizeof c->max_age, "%d", max_age_s);
+    for (const char *p = origins ? origins : ""; *p;) {
+        while (*p == ' ' || *p == ',') p++;
+        size_t len = strcspn(p, ", ");
+        if (len == 0) break;
+        c->origins = ds_realloc(c->origins, (c->n + 1) * sizeof *c->origins);
+        c->origins[c->n++] = ds_strndup(p, len);
+        p += len;
+    }
+    return c;
+}
+
+void ds_http_cors_destroy(ds_http_cors_t *c) {
+    if (!c) return;
+    for (size_t i = 0; i < c->n; i++) free(c->origins[i]);
+    free(c->origins);
+    free(c->methods);
+    free(c->headers);
+    free(c);
+}
+
+/* The request's Origin when it is listed (into buf), else NULL. */
+static const char *cors_listed_origin(const ds_http_cors_t *c, const h2o_req_t *req, char *buf,
+                                      size_t bufsz) {
+    int len = ds_http_header(req, "origin", buf, bufsz);
+    if (len < 0 || (size_t)len >= bufsz) return NULL;
+    for (size_t i = 0; i < c->n; i++)
+        if (strcasecmp(c->origins[i], buf) == 0) return buf;
+    return NULL;
+}
+
+int ds_http_cors(const ds_http_cors_t *c, h2o_req_t *req) {
+    if (!c || c->n == 0) return 0;
+    char buf[512], ignored[8];
+    const char *origin = cors_listed_origin(c, req, buf, sizeof buf);
+    ds_http_add_header(req, "vary", "Origin");
+    int preflight = ds_http_method_is(req, "OPTIONS") &&
+                    ds_http_header(req, "origin", ignored, sizeof ignored) >= 0 &&
+                    ds_http_header(req, "access-control-request-method", ignored, sizeof ignored) >= 0;
+    if (preflight && !origin) {
+        ds_http_respond_error(req, 403, "origin_not_allowed",
+                              "this origin may not call the API from a browser (DEALSCORE_CORS_ORIGINS)");
+        return 1;
+    }
+    if (origin) ds_http_add_header(req, "access-control-allow-origin", origin);
+    if (!preflight) return 0;
+    ds_http_add_header(req, "access-control-allow-methods", c->methods);
+    ds_http_add_header(req, "access-control-allow-headers", c->headers);
+    ds_http_add_header(req, "access-control-max-age", c->max_age);
+    ds_http_respond(req, 204, NULL, "", 0);
+    return 1;
 }

@@ -37,7 +37,8 @@ void ds_http_close_context(ds_http_t *h);
 /* Frees the server; call after the loop has run its close callbacks. NULL-safe. */
 void ds_http_destroy(ds_http_t *h);
 
-/* Responses. body is copied into the request's pool. */
+/* Responses. body is copied into the request's pool; content_type NULL
+ * sends none (204). */
 void ds_http_respond(h2o_req_t *req, int status, const char *content_type, const char *body, size_t len);
 /* Sends obj as JSON and drops one reference to it. */
 void ds_http_respond_json(h2o_req_t *req, int status, json_t *obj);
@@ -79,6 +80,31 @@ void ds_http_deferred_flush(ds_http_deferred_t *d);
  * jobs done but not finished, then frees d. Jobs never marked done are not
  * seen. NULL does nothing. */
 void ds_http_deferred_destroy(ds_http_deferred_t *d);
+
+/* ---- CORS ------------------------------------------------------------------
+ * Cross-origin calls from browser apps on a list of origins (exact match of
+ * scheme://host[:port], case-insensitive). A route that takes them calls
+ * ds_http_cors first in its handler. */
+
+typedef struct ds_http_cors_s ds_http_cors_t;
+
+/* origins: comma-separated, spaces around commas ignored (as
+ * DEALSCORE_CORS_ORIGINS, which the config checks); NULL or empty: none.
+ * methods and headers: what a preflight allows ("POST", "Authorization,
+ * Content-Type"); max_age_s: how long a browser may keep a preflight's
+ * answer. Free with ds_http_cors_destroy (NULL-safe). */
+ds_http_cors_t *ds_http_cors_new(const char *origins, const char *methods, const char *headers,
+                                 int max_age_s);
+void ds_http_cors_destroy(ds_http_cors_t *c);
+/* A preflight (OPTIONS with Origin and Access-Control-Request-Method) is
+ * answered here and 1 returned: 204 with Access-Control-Allow-Origin (the
+ * origin), -Allow-Methods, -Allow-Headers, -Max-Age for a listed origin;
+ * 403 {"error":"origin_not_allowed",...} with no Access-Control-* header
+ * otherwise. Any other request gets Access-Control-Allow-Origin for a listed
+ * Origin (nothing for another) and 0 is returned: the handler goes on. With
+ * any origin listed, every answer carries Vary: Origin, so that no cache
+ * serves one origin's answer to another. */
+int ds_http_cors(const ds_http_cors_t *c, h2o_req_t *req);
 
 /* Returns true when the request's method is m ("GET", "POST", ...). */
 int ds_http_method_is(const h2o_req_t *req, const char *m);

@@ -22,6 +22,7 @@ Test(config, defaults_per_service) {
     cr_assert_str_eq(cfg.group_id, "dealscore-scoring");
     cr_assert_eq(cfg.top_k, 5);
     cr_assert_eq(cfg.min_closed, 40);
+    cr_assert_null(cfg.cors_origins, "no browser origin unless listed");
     ds_config_close(&cfg);
 
     cr_assert_eq(load(&cfg, DS_SVC_INGEST, env, err, sizeof err), 0, "%s", err);
@@ -160,4 +161,29 @@ Test(config, kubernetes_service_links_are_not_kafka_properties) {
     cr_assert_eq(cfg.kafka_props_count, 1);
     cr_assert_str_eq(cfg.kafka_props[0].key, "client.rack");
     ds_config_close(&cfg);
+}
+
+Test(config, cors_origins_are_checked) {
+    ds_config_t cfg;
+    char err[256];
+    char *ok[] = {"DEALSCORE_CORS_ORIGINS=https://app.example.com, http://localhost:3000,http://[::1]:8080",
+                  NULL};
+    cr_assert_eq(load(&cfg, DS_SVC_SCORING, ok, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(cfg.cors_origins, "https://app.example.com, http://localhost:3000,http://[::1]:8080");
+    ds_config_close(&cfg);
+    const char *bad[][2] = {{"*", "*"},
+                            {"https://app.example.com/", "https://app.example.com/"},
+                            {"app.example.com", "app.example.com"},
+                            {"https://a.example.com,,https://b.example.com", ""},
+                            {"http://localhost:3000, ftp://x", "ftp://x"},
+                            {"http://localhost:123456", "http://localhost:123456"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *var = ds_asprintf("DEALSCORE_CORS_ORIGINS=%s", bad[i][0]);
+        char *env[] = {var, NULL};
+        cr_expect_eq(load(&cfg, DS_SVC_SCORING, env, err, sizeof err), DS_EINVAL, "%s accepted", bad[i][0]);
+        char *want = ds_asprintf("DEALSCORE_CORS_ORIGINS: \"%s\" is not an origin", bad[i][1]);
+        cr_expect(strncmp(err, want, strlen(want)) == 0, "%s: %s", bad[i][0], err);
+        free(want);
+        free(var);
+    }
 }

@@ -25,7 +25,8 @@ static struct {
     pthread_t worker, client;
     uv_async_t stop; /* the client thread is done */
     int port, finished, finished_without_req, deferred_count;
-    httpc_resp_t resp[3];
+    httpc_resp_t resp[8];
+    ds_http_cors_t *cors, *no_cors;
 } t;
 
 static void finish(void *ud, void *job, h2o_req_t *req) {
@@ -61,6 +62,21 @@ static int on_work(void *ud, h2o_req_t *req) {
     return 0;
 }
 
+/* A route open to two origins, and one with CORS configured with none. */
+static int on_cors(void *ud, h2o_req_t *req) {
+    (void)ud;
+    if (ds_http_cors(t.cors, req)) return 0;
+    ds_http_respond(req, 200, "text/plain", "ok", 2);
+    return 0;
+}
+
+static int on_closed(void *ud, h2o_req_t *req) {
+    (void)ud;
+    if (ds_http_cors(t.no_cors, req)) return 0;
+    ds_http_respond(req, 200, "text/plain", "ok", 2);
+    return 0;
+}
+
 static void close_cb(uv_handle_t *h, void *arg) {
     (void)arg;
     if (!uv_is_closing(h)) uv_close(h, NULL);
@@ -80,9 +96,14 @@ static void setup(void) {
     cr_assert_eq(uv_loop_init(&t.loop), 0);
     t.http = ds_http_new(&t.loop, "127.0.0.1", 0, 1 << 16);
     ds_http_route(t.http, "/work", on_work, NULL);
+    ds_http_route(t.http, "/cors", on_cors, NULL);
+    ds_http_route(t.http, "/closed", on_closed, NULL);
     cr_assert_eq(ds_http_start(t.http, err, sizeof err), 0, "%s", err);
     t.port = ds_http_port(t.http);
     t.deferred = ds_http_deferred_new(&t.loop, finish, &t);
+    t.cors = ds_http_cors_new(" https://app.example.com, http://localhost:3000", "POST",
+                              "Authorization, Content-Type", 600);
+    t.no_cors = ds_http_cors_new(NULL, "POST", "Authorization, Content-Type", 600);
     t.work = ds_queue_new(16);
     uv_async_init(&t.loop, &t.stop, on_stop);
     pthread_create(&t.worker, NULL, worker, NULL);
@@ -99,6 +120,8 @@ static void run_and_close(void) {
     ds_http_destroy(t.http);
     cr_assert_eq(uv_loop_close(&t.loop), 0);
     ds_queue_destroy(t.work);
+    ds_http_cors_destroy(t.cors);
+    ds_http_cors_destroy(t.no_cors);
 }
 
 static void *three_requests(void *arg) {
@@ -180,4 +203,67 @@ Test(http, jobs_done_when_the_loop_closed_finish_without_their_request, .init = 
     /* The request going away later touches nothing that was freed. */
     h2o_mem_clear_pool(&req.pool);
     ds_http_deferred_destroy(NULL);
+}
+
+/* ---- CORS ---- */
+
+#define PREFLIGHT                                                                                            \
+    "Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization,content-type\r\n"
+
+static void *cors_requests(void *arg) {
+    (void)arg;
+    t.resp[0] = httpc_request(t.port, "OPTIONS", "/cors", "Origin: http://localhost:3000\r\n" PREFLIGHT, NULL,
+                              0, 5000);
+    t.resp[1] = httpc_request(t.port, "OPTIONS", "/cors", "Origin: https://evil.example.com\r\n" PREFLIGHT,
+                              NULL, 0, 5000);
+    t.resp[2] = httpc_request(t.port, "POST", "/cors", "Origin: https://APP.example.com\r\n", "{}", 2, 5000);
+    t.resp[3] = httpc_request(t.port, "POST", "/cors", "Origin: http://localhost:3001\r\n", "{}", 2, 5000);
+    t.resp[4] = httpc_request(t.port, "POST", "/cors", NULL, "{}", 2, 5000);
+    t.resp[5] = httpc_request(t.port, "OPTIONS", "/closed", "Origin: http://localhost:3000\r\n" PREFLIGHT,
+                              NULL, 0, 5000);
+    t.resp[6] = httpc_request(t.port, "POST", "/closed", "Origin: http://localhost:3000\r\n", "{}", 2, 5000);
+    uv_async_send(&t.stop);
+    return NULL;
+}
+
+static const char *header(int i, const char *name) {
+    static char buf[8][256];
+    return httpc_header(&t.resp[i], name, buf[i], sizeof buf[i]);
+}
+
+static int has_cors_headers(int i) { return strcasestr(t.resp[i].headers, "\naccess-control-") != NULL; }
+
+Test(http, cors_answers_listed_origins_only, .init = setup) {
+    pthread_create(&t.client, NULL, cors_requests, NULL);
+    run_and_close();
+    /* A listed origin's preflight: 204 and exactly what it may send. */
+    cr_assert_eq(t.resp[0].status, 204, "%s", t.resp[0].headers);
+    cr_expect_str_eq(header(0, "access-control-allow-origin"), "http://localhost:3000");
+    cr_expect_str_eq(header(0, "access-control-allow-methods"), "POST");
+    cr_expect_str_eq(header(0, "access-control-allow-headers"), "Authorization, Content-Type");
+    cr_expect_str_eq(header(0, "access-control-max-age"), "600");
+    cr_expect_str_eq(header(0, "vary"), "Origin");
+    cr_expect_eq(t.resp[0].body_len, 0);
+    /* Another origin's preflight: refused, not one Access-Control-* header. */
+    cr_assert_eq(t.resp[1].status, 403, "%s", t.resp[1].headers);
+    cr_expect(!has_cors_headers(1), "%s", t.resp[1].headers);
+    cr_expect(strstr(t.resp[1].body, "\"error\":\"origin_not_allowed\""), "%s", t.resp[1].body);
+    cr_expect_str_eq(header(1, "vary"), "Origin");
+    /* The actual request of a listed origin (origins compare case-insensitively). */
+    cr_assert_eq(t.resp[2].status, 200);
+    cr_expect_str_eq(header(2, "access-control-allow-origin"), "https://APP.example.com");
+    cr_expect_str_eq(header(2, "vary"), "Origin");
+    cr_expect(!header(2, "access-control-allow-methods"), "%s", t.resp[2].headers);
+    /* Another origin, and no origin: answered, without a grant. */
+    cr_assert_eq(t.resp[3].status, 200);
+    cr_expect(!has_cors_headers(3), "%s", t.resp[3].headers);
+    cr_expect_str_eq(header(3, "vary"), "Origin");
+    cr_assert_eq(t.resp[4].status, 200);
+    cr_expect(!has_cors_headers(4), "%s", t.resp[4].headers);
+    /* No origin listed: CORS stays out of it altogether. */
+    cr_expect_eq(t.resp[5].status, 200, "the handler answers the OPTIONS itself");
+    cr_expect(!has_cors_headers(5), "%s", t.resp[5].headers);
+    cr_expect(!header(5, "vary"), "%s", t.resp[5].headers);
+    cr_expect(!has_cors_headers(6), "%s", t.resp[6].headers);
+    for (int i = 0; i < 7; i++) httpc_free(&t.resp[i]);
 }
