@@ -4,6 +4,7 @@
  * scores, persists like the worker and answers with the score, its drivers,
  * what moved it, the MEDDICC coverage and the peer benchmark. The HTTP loop
  * only hands requests to the API thread, which does the blocking work. */
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,7 @@ typedef struct {
     pthread_t threads[API_THREADS];
     int started;
     ds_jwt_verifier_t *jwt;
+    ds_http_cors_t *cors;
     ds_metric_t *m_latency;
 } api_t;
 
@@ -76,6 +78,10 @@ static int on_predict(void *ud, h2o_req_t *req) {
     api_t *a = ud;
     if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/api/predict")))
         return -1;
+    if (ds_http_cors(a->cors, req)) {
+        count(a, req->res.status);
+        return 0;
+    }
     if (!ds_http_method_is(req, "POST")) {
         count(a, 405);
         ds_http_add_header(req, "allow", "POST");
@@ -160,7 +166,7 @@ static void on_notify(void *ud, const char *channel, const char *payload, int pi
  * peer benchmark (json null when it has none yet). */
 typedef struct {
     int found;
-    char org_id[37], account_id[37];
+    char opp_id[37], org_id[37], account_id[37];
     json_t *benchmark;
 } api_visible_t;
 
@@ -168,6 +174,7 @@ static int on_visible_row(void *ud, void *tag, const PGresult *res, int err) {
     api_visible_t *v = ud;
     if (!tag || err != 0 || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) return 0;
     v->found = 1;
+    snprintf(v->opp_id, sizeof v->opp_id, "%s", PQgetvalue(res, 0, 7));
     snprintf(v->org_id, sizeof v->org_id, "%s", PQgetvalue(res, 0, 0));
     snprintf(v->account_id, sizeof v->account_id, "%s", PQgetvalue(res, 0, 1));
     if (!PQgetisnull(res, 0, 2)) {
@@ -181,11 +188,12 @@ static int on_visible_row(void *ud, void *tag, const PGresult *res, int err) {
 }
 
 /* The RLS check and the benchmark read, in one round trip: as role
- * authenticated with the caller's claims, is the opportunity visible, and
- * what is its peer benchmark? Returns 1 visible, 0 not (missing and hidden
- * look the same), or a negative pg class. */
-static int visible(api_thread_t *t, const ds_jwt_claims_t *c, const char *opp, api_visible_t *out,
-                   char *errstr, size_t errsz) {
+ * authenticated with the caller's claims, is the opportunity (key: its id,
+ * or its CRM id when by_external) visible, and what is its peer benchmark?
+ * Returns 1 visible, 0 not (missing and hidden look the same), or a
+ * negative pg class. */
+static int visible(api_thread_t *t, const ds_jwt_claims_t *c, const char *key, bool by_external,
+                   api_visible_t *out, char *errstr, size_t errsz) {
     static int row_tag;
     ds_pg_batch_t *b = NULL;
     int rc = ds_pg_batch_begin(t->pg, &b);
@@ -194,8 +202,9 @@ static int visible(api_thread_t *t, const ds_jwt_claims_t *c, const char *opp, a
     ds_pg_batch_add_sql(b, "SET LOCAL ROLE authenticated", NULL);
     const char *v1[] = {c->claims_json};
     ds_pg_batch_add_params(b, "select set_config('request.jwt.claims', $1, true)", 1, v1, NULL, NULL, NULL);
-    const char *v2[] = {opp};
-    ds_pg_batch_add_prepared(b, "ds_api_visible", 1, v2, NULL, NULL, &row_tag);
+    const char *v2[] = {key};
+    ds_pg_batch_add_prepared(b, by_external ? "ds_api_visible_external" : "ds_api_visible", 1, v2, NULL, NULL,
+                             &row_tag);
     ds_pg_batch_add_sql(b, "ROLLBACK", NULL);
     rc = ds_pg_batch_run(b, on_visible_row, out, errstr, errsz);
     ds_pg_batch_end(b);
@@ -205,6 +214,72 @@ static int visible(api_thread_t *t, const ds_jwt_claims_t *c, const char *opp, a
         return rc;
     }
     return out->found;
+}
+
+/* The longest CRM id ingest stores (services/ingest/record.c). */
+#define API_EXTERNAL_ID_MAX 255
+
+/* 400 naming the field, as ingest names a record's: {"error":
+ * "invalid_request", "message", "errors": [{"field", "problem"}]}. */
+static void fail_field(api_job_t *j, const char *field, const char *problem) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s %s", field, problem);
+    j->status = 400;
+    json_decref(j->resp);
+    j->resp = json_pack("{s:s, s:s, s:[{s:s, s:s}]}", "error", "invalid_request", "message", msg, "errors",
+                        "field", field, "problem", problem);
+}
+
+/* A CRM id as ingest stores it: a string (or an integer, as its text),
+ * spaces around it trimmed. Returns 0, or sets the 400 on j. */
+static int read_external_id(api_job_t *j, const json_t *ext, char *key, size_t keysz) {
+    char num[32];
+    const char *s = json_is_string(ext) ? json_string_value(ext) : NULL;
+    if (json_is_integer(ext)) {
+        snprintf(num, sizeof num, "%lld", (long long)json_integer_value(ext));
+        s = num;
+    }
+    if (!s) {
+        fail_field(j, "external_id", "must be a string");
+        return -1;
+    }
+    while (isspace((unsigned char)*s)) s++;
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1])) n--;
+    if (n == 0 || n >= keysz) {
+        fail_field(j, "external_id", n == 0 ? "is required" : "is longer than 255 characters");
+        return -1;
+    }
+    snprintf(key, keysz, "%.*s", (int)n, s);
+    return 0;
+}
+
+/* The deal the body names: {"opportunity_id": "<uuid>"} or
+ * {"external_id": "<CRM id>"}, exactly one (null counts as absent). Fills
+ * key and *by_external; returns 0, or sets the 400 on j. */
+static int read_target(api_job_t *j, char *key, size_t keysz, bool *by_external) {
+    json_t *body = json_loadb(j->body, j->body_len, 0, NULL);
+    json_t *id = json_object_get(body, "opportunity_id"), *ext = json_object_get(body, "external_id");
+    if (json_is_null(id)) id = NULL;
+    if (json_is_null(ext)) ext = NULL;
+    int rc = -1;
+    if (!body || !json_is_object(body))
+        fail(j, 400, "invalid_json",
+             "the body must be a JSON object {\"opportunity_id\": \"<uuid>\"} or {\"external_id\": \"<CRM "
+             "id>\"}");
+    else if (id && ext)
+        fail_field(j, "external_id", "cannot be given with opportunity_id (give one of them)");
+    else if (!id && !ext)
+        fail_field(j, "opportunity_id", "is required (or external_id)");
+    else if (id && (!json_is_string(id) || !ds_uuid_valid(json_string_value(id))))
+        fail_field(j, "opportunity_id", "must be a UUID");
+    else if (id)
+        rc = snprintf(key, keysz, "%s", json_string_value(id)) < 0;
+    else
+        rc = read_external_id(j, ext, key, keysz);
+    *by_external = ext != NULL;
+    json_decref(body);
+    return rc;
 }
 
 static void handle(api_thread_t *t, api_job_t *j) {
@@ -237,21 +312,9 @@ static void handle(api_thread_t *t, api_job_t *j) {
         return;
     }
     api_visible_t v = {0};
-    json_error_t jerr;
-    json_t *body = json_loadb(j->body, j->body_len, 0, &jerr);
-    const char *opp = body ? json_string_value(json_object_get(body, "opportunity_id")) : NULL;
-    if (!body || !json_is_object(body)) {
-        fail(j, 400, "invalid_json", "the body must be a JSON object {\"opportunity_id\": \"<uuid>\"}");
-        goto done;
-    }
-    if (!opp || !ds_uuid_valid(opp)) {
-        j->status = 400;
-        json_decref(j->resp);
-        j->resp = json_pack("{s:s, s:s, s:[{s:s, s:s}]}", "error", "invalid_request", "message",
-                            "opportunity_id must be a UUID", "errors", "field", "opportunity_id", "problem",
-                            opp ? "must be a UUID" : "is required");
-        goto done;
-    }
+    char key[API_EXTERNAL_ID_MAX + 1];
+    bool by_external = false;
+    if (read_target(j, key, sizeof key, &by_external) != 0) goto done;
     if (ds_pg_ensure(t->pg, 1000, NULL, err, sizeof err) != 0) {
         fail(j, 503, "database_unavailable", "Postgres is unreachable; retry");
         goto done;
@@ -266,7 +329,7 @@ static void handle(api_thread_t *t, api_job_t *j) {
         ds_pg_exec(t->pg, "set synchronous_commit to off", NULL, err, sizeof err);
     }
     ds_pg_notifies(t->pg, on_notify, t);
-    int vis = visible(t, &claims, opp, &v, err, sizeof err);
+    int vis = visible(t, &claims, key, by_external, &v, err, sizeof err);
     const char *org_id = v.org_id, *account_id = v.account_id;
     if (vis < 0) {
         if (!ds_pg_is_connected(t->pg)) ds_pg_reset(t->pg);
@@ -282,6 +345,7 @@ static void handle(api_thread_t *t, api_job_t *j) {
         goto done;
     }
     /* Features now, through the same loader and engine as the worker. */
+    const char *opp = v.opp_id;
     const char *ids[] = {opp};
     ds_opp_batch_t *b = NULL;
     const ds_org_ctx_t *oc = NULL;
@@ -355,7 +419,6 @@ static void handle(api_thread_t *t, api_job_t *j) {
     ds_opp_batch_destroy(b);
 done:
     json_decref(v.benchmark);
-    json_decref(body);
     ds_jwt_claims_clear(&claims);
 }
 
@@ -369,15 +432,20 @@ static void *api_main(void *arg) {
     scorer_register(t.pg);
     /* Prepared once per connection: with RLS, planning the visibility read
      * cost about as much as running it. */
-    ds_pg_add_statement(
-        t.pg, "ds_api_visible",
-        "select o.org_id, coalesce(o.account_id::text, ''), b.cohort_key, b.match_level,"
-        " c.cohort_size, c.metrics::text, c.as_of"
-        " from public.opportunities o"
-        " left join public.opportunity_benchmarks b on b.opportunity_id = o.id"
-        " left join public.benchmarks_cached c on c.org_id = b.org_id and c.cohort_key = b.cohort_key"
-        " where o.id = $1::uuid and not o.placeholder",
-        1);
+#define API_VISIBLE_SQL                                                                                      \
+    "select o.org_id, coalesce(o.account_id::text, ''), b.cohort_key, b.match_level,"                        \
+    " c.cohort_size, c.metrics::text, c.as_of, o.id"                                                         \
+    " from public.opportunities o"                                                                           \
+    " left join public.opportunity_benchmarks b on b.opportunity_id = o.id"                                  \
+    " left join public.benchmarks_cached c on c.org_id = b.org_id and c.cohort_key = b.cohort_key"
+    ds_pg_add_statement(t.pg, "ds_api_visible",
+                        API_VISIBLE_SQL " where o.id = $1::uuid and not o.placeholder", 1);
+    /* By CRM id: unique per org, and the caller's org is the JWT's (RLS
+     * would hide the others; naming it uses the (org_id, external_id) index). */
+    ds_pg_add_statement(t.pg, "ds_api_visible_external",
+                        API_VISIBLE_SQL " where o.org_id = (select dealscore.current_org_id())"
+                                        " and o.external_id = $1 and not o.placeholder",
+                        1);
     ds_pg_add_statement(
         t.pg, "ds_api_snapshot",
         "insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version,"
@@ -413,6 +481,8 @@ int scoring_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_si
     } else {
         ds_warn("neither SUPABASE_JWKS nor SUPABASE_JWT_SECRET is set: /api/predict answers 401 to everyone");
     }
+    /* Browsers keep a preflight's answer this long (Chromium caps it at 2 h). */
+    a->cors = ds_http_cors_new(cfg->cors_origins, "POST", "Authorization, Content-Type", 600);
     a->queue = ds_queue_new(API_QUEUE_MAX);
     a->deferred = ds_http_deferred_new(&svc->loop, finish, a);
     a->m_latency = ds_metrics_histogram(svc->metrics, "api_predict_seconds", "POST /api/predict latency",
@@ -442,6 +512,7 @@ void scoring_fini(ds_service_t *svc, void *state) {
     if (a->started) scoring_stopping(svc, a);
     ds_http_deferred_destroy(a->deferred);
     ds_jwt_verifier_destroy(a->jwt);
+    ds_http_cors_destroy(a->cors);
     ds_queue_destroy(a->queue);
     free(a);
 }

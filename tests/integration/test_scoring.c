@@ -22,6 +22,7 @@ static dst_t I; /* ingest */
 static void setup(void) {
     dst_setup(&S);
     dst_env_add(&S, "SUPABASE_JWT_SECRET=%s", SECRET);
+    dst_env_add(&S, "DEALSCORE_CORS_ORIGINS=%s", "https://app.example.com, http://127.0.0.1:3000");
     free(dst_token(&S, "acme", NULL));
     /* History for the stage prior: 3 deals reached demo (2 won), 2 reached proposal (2 won). */
     PGconn *db = pgt_connect_db(&S.db);
@@ -387,6 +388,42 @@ Test(scoring, api_predict_scores_visible_opportunities_and_hides_the_rest) {
     cr_expect_eq(r.status, 200, "member: %s", r.body);
     httpc_free(&r);
 
+    /* By the CRM's id: the same deal, under the same rules. */
+    r = predict(ok, "{\"external_id\":\" OPP-1 \"}");
+    cr_expect_eq(r.status, 200, "%s", r.body);
+    j = json_loads(r.body, 0, NULL);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "opportunity_id")), opp, "%s", r.body);
+    json_decref(j);
+    httpc_free(&r);
+    r1 = predict(other, "{\"external_id\":\"OPP-1\"}");
+    r2 = predict(ok, "{\"external_id\":\"OPP-404\"}");
+    cr_expect_eq(r1.status, 404, "another org's deal by external id: %s", r1.body);
+    cr_expect_eq(r2.status, 404, "%s", r2.body);
+    cr_expect_str_eq(r1.body, r2.body, "cross-org and missing look the same");
+    httpc_free(&r1);
+    httpc_free(&r2);
+    char *both = pgt_fmt("{\"opportunity_id\":\"%s\",\"external_id\":\"OPP-1\"}", opp);
+    const char *bad[][2] = {
+        {both,
+         "{\"error\":\"invalid_request\",\"message\":\"external_id cannot be given with opportunity_id "
+         "(give one of them)\",\"errors\":[{\"field\":\"external_id\",\"problem\":\"cannot be given with "
+         "opportunity_id (give one of them)\"}]}\n"},
+        {"{}", "{\"error\":\"invalid_request\",\"message\":\"opportunity_id is required (or external_id)\","
+               "\"errors\":[{\"field\":\"opportunity_id\",\"problem\":\"is required (or external_id)\"}]}\n"},
+        {"{\"external_id\":[1]}",
+         "{\"error\":\"invalid_request\",\"message\":\"external_id must be a string\","
+         "\"errors\":[{\"field\":\"external_id\",\"problem\":\"must be a string\"}]}\n"},
+        {"{\"external_id\":\"  \"}",
+         "{\"error\":\"invalid_request\",\"message\":\"external_id is required\","
+         "\"errors\":[{\"field\":\"external_id\",\"problem\":\"is required\"}]}\n"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = predict(ok, bad[i][0]);
+        cr_expect_eq(r.status, 400, "%s: %s", bad[i][0], r.body);
+        cr_expect_str_eq(r.body, bad[i][1], "%s", bad[i][0]);
+        httpc_free(&r);
+    }
+    free(both);
+
     /* Errors. */
     r = predict(NULL, body);
     cr_expect_eq(r.status, 401);
@@ -544,4 +581,46 @@ Test(scoring, api_predict_refuses_hostile_requests_with_clear_errors) {
     free(body);
     free(opp);
     PQfinish(db);
+}
+
+/* A browser app on a listed origin may call /api/predict (preflight, then
+ * the call with its grant); another origin's preflight is refused. */
+Test(scoring, api_predict_answers_browsers_of_listed_origins_only) {
+    httpc_resp_t r = httpc_request(S.port, "OPTIONS", "/api/predict",
+                                   "Origin: http://127.0.0.1:3000\r\nAccess-Control-Request-Method: POST\r\n"
+                                   "Access-Control-Request-Headers: authorization,content-type\r\n",
+                                   NULL, 0, 10000);
+    char v[5][128];
+    cr_assert_eq(r.status, 204, "%s", r.headers);
+    cr_expect_str_eq(httpc_header(&r, "access-control-allow-origin", v[0], 128), "http://127.0.0.1:3000");
+    cr_expect_str_eq(httpc_header(&r, "access-control-allow-methods", v[1], 128), "POST");
+    cr_expect_str_eq(httpc_header(&r, "access-control-allow-headers", v[2], 128),
+                     "Authorization, Content-Type");
+    cr_expect_str_eq(httpc_header(&r, "access-control-max-age", v[3], 128), "600");
+    cr_expect_str_eq(httpc_header(&r, "vary", v[4], 128), "Origin");
+    httpc_free(&r);
+
+    char *ok = token(S.org_id, NULL, 3600);
+    char *hdr = pgt_fmt("Origin: http://127.0.0.1:3000\r\nContent-Type: application/json\r\n"
+                        "Authorization: Bearer %s\r\n",
+                        ok);
+    const char *missing = "{\"opportunity_id\":\"00000000-0000-4000-8000-000000000000\"}";
+    r = httpc_request(S.port, "POST", "/api/predict", hdr, missing, strlen(missing), 10000);
+    cr_expect_eq(r.status, 404, "%s", r.body);
+    cr_expect_str_eq(httpc_header(&r, "access-control-allow-origin", v[0], 128), "http://127.0.0.1:3000",
+                     "errors carry the grant too: the page can read them");
+    cr_expect_str_eq(httpc_header(&r, "vary", v[4], 128), "Origin");
+    httpc_free(&r);
+
+    r = httpc_request(S.port, "OPTIONS", "/api/predict",
+                      "Origin: http://127.0.0.1:3001\r\nAccess-Control-Request-Method: POST\r\n", NULL, 0,
+                      10000);
+    cr_expect_eq(r.status, 403, "%s", r.headers);
+    cr_expect(!strcasestr(r.headers, "\naccess-control-"), "%s", r.headers);
+    cr_expect_str_eq(
+        r.body, "{\"error\":\"origin_not_allowed\",\"message\":\"this origin may not call the API from a "
+                "browser (DEALSCORE_CORS_ORIGINS)\"}\n");
+    httpc_free(&r);
+    free(hdr);
+    free(ok);
 }
