@@ -28,6 +28,12 @@ struct ds_http_s {
     int nconns;
 };
 
+typedef struct {
+    h2o_handler_t super;
+    const char *path, *content_type, *body;
+    size_t len;
+} document_handler_t;
+
 /* Each accepted connection remembers its server so closing can count down. */
 typedef struct {
     uv_tcp_t tcp;
@@ -37,6 +43,18 @@ typedef struct {
 static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     route_handler_t *rh = (route_handler_t *)self;
     return rh->fn(rh->ud, req);
+}
+
+static int on_document(h2o_handler_t *self, h2o_req_t *req) {
+    document_handler_t *d = (document_handler_t *)self;
+    if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, d->path, strlen(d->path))) return -1;
+    if (!ds_http_method_is(req, "GET") && !ds_http_method_is(req, "HEAD")) {
+        ds_http_add_header(req, "allow", "GET, HEAD");
+        ds_http_respond_error(req, 405, "method_not_allowed", "use GET");
+        return 0;
+    }
+    ds_http_respond(req, 200, d->content_type, d->body, d->len);
+    return 0;
 }
 
 ds_http_t *ds_http_new(uv_loop_t *loop, const char *host, int port, size_t max_body) {
@@ -384,6 +402,17 @@ int ds_http_query_param(const char *q, size_t len, const char *name, char *buf, 
         i = end + 1;
     }
     return found;
+}
+
+void ds_http_route_document(ds_http_t *h, const char *path, const char *content_type, const char *body,
+                            size_t len) {
+    h2o_pathconf_t *pc = h2o_config_register_path(h->hostconf, path, 0);
+    document_handler_t *d = (document_handler_t *)h2o_create_handler(pc, sizeof *d);
+    d->super.on_req = on_document;
+    d->path = path;
+    d->content_type = content_type;
+    d->body = body;
+    d->len = len;
 }
 
 /* ---- CORS ---------------------------------------------------------------- */

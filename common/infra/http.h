@@ -23,6 +23,11 @@ typedef int (*ds_http_handler_fn)(void *ud, h2o_req_t *req);
 ds_http_t *ds_http_new(uv_loop_t *loop, const char *host, int port, size_t max_body);
 /* Registers a handler for a path prefix; call before ds_http_start. */
 void ds_http_route(ds_http_t *h, const char *path, ds_http_handler_fn fn, void *ud);
+/* Serves the fixed document body[0..len) (not copied: it must outlive the
+ * server) at exactly path to GET and HEAD (405 to other methods), e.g. an
+ * API description embedded at build time. Call before ds_http_start. */
+void ds_http_route_document(ds_http_t *h, const char *path, const char *content_type, const char *body,
+                            size_t len);
 /* Binds and listens. Returns 0, or DS_EIO with the reason in errstr. */
 int ds_http_start(ds_http_t *h, char *errstr, size_t errstr_size);
 /* The port actually bound (useful with port 0 in tests). */

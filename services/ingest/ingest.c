@@ -4,6 +4,7 @@
  * per transaction. Both hand responses back to the loop. The validator
  * parses the next requests while the writer's transaction runs, so the
  * writer's connection is busy nearly all the time under load. */
+#include "openapi.h"
 #include "ingest.h"
 
 #include <stdlib.h>
@@ -837,6 +838,8 @@ int ingest_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_siz
     pthread_cond_init(&in->relay_cond, NULL);
     in->deferred = ds_http_deferred_new(&svc->loop, finish_job, in);
     ds_http_route(svc->http, "/v1/", on_webhook, in);
+    ds_http_route_document(svc->http, "/openapi.json", "application/json", ds_openapi_json,
+                           ds_openapi_json_len);
     ds_metrics_gauge(svc->metrics, "outbox_depth", "Outbox rows not yet published", NULL);
     if (pthread_create(&in->writer, NULL, writer_main, in) != 0) ds_panic("could not start the writer");
     in->writer_started = true;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "openapi.h"
 #include "base/common.h"
 #include "base/sb.h"
 #include "base/queue.h"
@@ -434,7 +435,8 @@ static void *api_main(void *arg) {
      * cost about as much as running it. */
 #define API_VISIBLE_SQL                                                                                      \
     "select o.org_id, coalesce(o.account_id::text, ''), b.cohort_key, b.match_level,"                        \
-    " c.cohort_size, c.metrics::text, c.as_of, o.id"                                                         \
+    " c.cohort_size, c.metrics::text,"                                                                       \
+    " to_char(c.as_of at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), o.id"                        \
     " from public.opportunities o"                                                                           \
     " left join public.opportunity_benchmarks b on b.opportunity_id = o.id"                                  \
     " left join public.benchmarks_cached c on c.org_id = b.org_id and c.cohort_key = b.cohort_key"
@@ -488,6 +490,8 @@ int scoring_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_si
     a->m_latency = ds_metrics_histogram(svc->metrics, "api_predict_seconds", "POST /api/predict latency",
                                         NULL, ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
     ds_http_route(svc->http, "/api/predict", on_predict, a);
+    ds_http_route_document(svc->http, "/openapi.json", "application/json", ds_openapi_json,
+                           ds_openapi_json_len);
     for (int i = 0; i < API_THREADS; i++) {
         if (pthread_create(&a->threads[i], NULL, api_main, a) != 0)
             ds_panic("could not start the API threads");
