@@ -762,7 +762,7 @@ Test(schema, a_shared_supabase_project_keeps_the_apps_grants_and_policies) {
  * nulls and no drivers, and copies the latest score's document into its
  * history row (older history rows keep null). */
 Test(schema, change_shape_migration_wraps_stored_changes) {
-    const char *shape = "20261206002200_prediction_change_shape.sql";
+    const char *shape = "20261206004200_prediction_change_shape.sql";
     char dir[] = "/tmp/ds-migrate-shape-XXXXXX";
     cr_assert_not_null(mkdtemp(dir), "mkdtemp failed");
     char files[64][128];
