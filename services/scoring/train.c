@@ -112,7 +112,9 @@ static void help(FILE *out) {
             "                           (default " TRAIN_DEFAULT_EXCLUDE "; \"\" keeps all)\n"
             "  --report DIR             where model-<version>.html and .json go (default ./reports)\n"
             "  --truth FILE             the simulator's truth.csv: also report the Bayes-optimal\n"
-            "                           figures on the test rows it covers\n"
+            "                           figures on the test rows it covers, and the oracle's\n"
+            "                           (oracle_proba: the state and the deal's constants without\n"
+            "                           its noise terms u and eps)\n"
             "\n"
             "A run on the same inputs as a registered model (a retry) registers nothing again and\n"
             "writes that model's report.\n"
@@ -290,11 +292,12 @@ static int cmp_truth_key(const void *a, const void *b) {
 }
 
 /* Reads truth.csv (opportunity_external_id,checkpoint_day,as_of,true_proba,
- * outcome) and sets truth[i] for every test row with a matching line (NaN
- * for the others). Returns the number matched, or -1 when the file cannot be
- * read. */
+ * outcome[,oracle_proba]) and sets truth[i] (and oracle[i]) for every test
+ * row with a matching line (NaN for the others, and oracle NaN in a file
+ * without the column). Returns the number matched, or -1 when the file
+ * cannot be read. */
 static long read_truth(const char *path, const deal_t *deals, const row_t *rows, const size_t *test,
-                       size_t nt, double *truth) {
+                       size_t nt, double *truth, double *oracle) {
     FILE *f = fopen(path, "r");
     if (!f) {
         fprintf(stderr, "dealscore-scoring train: cannot read %s: %s\n", path, strerror(errno));
@@ -303,7 +306,7 @@ static long read_truth(const char *path, const deal_t *deals, const row_t *rows,
     truth_key_t *keys = ds_calloc(nt + 1, sizeof *keys);
     size_t nk = 0;
     for (size_t i = 0; i < nt; i++) {
-        truth[i] = NAN;
+        truth[i] = oracle[i] = NAN;
         const deal_t *d = &deals[rows[test[i]].deal];
         if (!d->external_id) continue;
         keys[nk].key = ds_asprintf("%s\x1f%d", d->external_id, rows[test[i]].day);
@@ -318,10 +321,10 @@ static long read_truth(const char *path, const deal_t *deals, const row_t *rows,
             header = false;
             if (strncmp(line, "opportunity_external_id", 23) == 0) continue;
         }
-        char *fields[5] = {0};
+        char *fields[6] = {0};
         char *p = line;
         int nf = 0;
-        while (nf < 5) {
+        while (nf < 6) {
             fields[nf++] = p;
             char *c = strchr(p, ',');
             if (!c) break;
@@ -339,6 +342,8 @@ static long read_truth(const char *path, const deal_t *deals, const row_t *rows,
         if (hit && end != fields[3] && v >= 0 && v <= 1) {
             if (isnan(truth[hit->test_row])) matched++;
             truth[hit->test_row] = v;
+            double o = nf == 6 ? strtod(fields[5], &end) : NAN;
+            if (nf == 6 && end != fields[5] && o >= 0 && o <= 1) oracle[hit->test_row] = o;
         }
     }
     fclose(f);
@@ -623,8 +628,10 @@ typedef struct {
     size_t n_cps, n_ind, n_reg;
     double *truth;
     long n_truth;
-    ds_eval_metrics_t b_truth, b_model, b_prior;
-    json_t *bayes; /* NULL without --truth */
+    double *oracle;
+    ds_eval_metrics_t b_truth, b_oracle, b_model, b_prior;
+    bool has_oracle; /* every matched row has an oracle_proba */
+    json_t *bayes;   /* NULL without --truth */
 
     /* registration and the report */
     char *artifact;
@@ -1108,13 +1115,21 @@ static int compare_with_truth(train_t *t) {
     if (!t->o.truth_path) return TRAIN_GO_ON;
     size_t nt = t->nt;
     t->truth = ds_malloc((nt + 1) * sizeof *t->truth);
-    t->n_truth = read_truth(t->o.truth_path, t->deals, t->rows, t->test, nt, t->truth);
+    t->oracle = ds_malloc((nt + 1) * sizeof *t->oracle);
+    t->n_truth = read_truth(t->o.truth_path, t->deals, t->rows, t->test, nt, t->truth, t->oracle);
     if (t->n_truth < 0) return 1;
     size_t *idx = ds_malloc((nt + 1) * sizeof *idx);
     size_t n = 0;
+    t->has_oracle = true;
     for (size_t i = 0; i < nt; i++)
-        if (!isnan(t->truth[i])) idx[n++] = i;
+        if (!isnan(t->truth[i])) {
+            idx[n++] = i;
+            if (isnan(t->oracle[i])) t->has_oracle = false;
+        }
+    t->has_oracle = t->has_oracle && n > 0;
     ds_eval_metrics_clear(&t->b_truth);
+    ds_eval_metrics_clear(&t->b_oracle);
+    if (t->has_oracle) eval_subset(t->oracle, t->y_test, t->w_test, idx, n, &t->b_oracle);
     ds_eval_metrics_clear(&t->b_model);
     ds_eval_metrics_clear(&t->b_prior);
     if (n) {
@@ -1127,6 +1142,7 @@ static int compare_with_truth(train_t *t) {
                          (json_int_t)t->n_truth, "test_rows", (json_int_t)nt, "bayes_optimal",
                          metrics_json(&t->b_truth), "model", metrics_json(&t->b_model), "stage_prior",
                          metrics_json(&t->b_prior));
+    if (t->has_oracle) json_object_set_new(t->bayes, "oracle", metrics_json(&t->b_oracle));
     return TRAIN_GO_ON;
 }
 
@@ -1398,6 +1414,7 @@ static int print_summary(const train_t *t) {
     if (t->bayes) {
         printf("train: on the %ld test rows with a truth row (%s):\n", t->n_truth, t->o.truth_path);
         print_metrics_line("Bayes-optimal (simulator truth)", &t->b_truth);
+        if (t->has_oracle) print_metrics_line("oracle without u and eps", &t->b_oracle);
         print_metrics_line("model", &t->b_model);
         print_metrics_line("stage prior", &t->b_prior);
     }
@@ -1435,6 +1452,7 @@ static void train_close(train_t *t) {
     free(t->artifact);
     json_decref(t->bayes);
     free(t->truth);
+    free(t->oracle);
     free_segs(t->cps, t->n_cps);
     free_segs(t->ind, t->n_ind);
     free_segs(t->reg, t->n_reg);

@@ -263,7 +263,7 @@ Test(sim, every_csv_parses_with_the_design_header) {
         "external_id,opportunity_external_id,type,channel,occurred_at,duration_min,outcome,"
         "meta_json",
         "external_id,opportunity_external_id,occurred_at,text",
-        "opportunity_external_id,checkpoint_day,as_of,true_proba,outcome",
+        "opportunity_external_id,checkpoint_day,as_of,true_proba,outcome,oracle_proba",
     };
     char *d = gen(3, 800, NULL);
     int quoted_seen = 0;
@@ -470,6 +470,60 @@ Test(sim, outcomes_agree_with_the_truth) {
               (double)wins / rows);
     free(deals);
     table_free(&o);
+    table_free(&t);
+    rm_rf(d);
+    free(d);
+}
+
+typedef struct {
+    double p;
+    int won;
+} scored_t;
+
+static int cmp_scored(const void *a, const void *b) {
+    double x = ((const scored_t *)a)->p, y = ((const scored_t *)b)->p;
+    return (x > y) - (x < y);
+}
+
+/* ROC AUC by ranks (ties share their mean rank). */
+static double auc_of(scored_t *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_scored);
+    double rank_sum = 0;
+    int npos = 0;
+    for (int i = 0; i < n;) {
+        int j = i;
+        while (j < n && v[j].p == v[i].p) j++;
+        for (int k = i; k < j; k++)
+            if (v[k].won) rank_sum += (i + j + 1) / 2.0, npos++;
+        i = j;
+    }
+    return (rank_sum - npos * (npos + 1) / 2.0) / ((double)npos * (n - npos));
+}
+
+Test(sim, oracle_without_the_noise_terms_ranks_between_chance_and_the_truth) {
+    char *d = gen(13, 3000, NULL);
+    table_t t;
+    load(d, "truth.csv", &t);
+    scored_t *truth = calloc((size_t)t.n, sizeof *truth), *oracle = calloc((size_t)t.n, sizeof *oracle);
+    int n = 0;
+    double gap = 0;
+    for (int i = 1; i < t.n; i++) {
+        char **f = t.rows[i].f;
+        if (!strcmp(f[4], "open")) continue;
+        double pt = atof(f[3]), po = atof(f[5]);
+        cr_assert(po > 0 && po < 1, "oracle_proba %s", f[5]);
+        gap += fabs(pt - po);
+        int won = !strcmp(f[4], "won");
+        truth[n] = (scored_t){pt, won};
+        oracle[n++] = (scored_t){po, won};
+    }
+    cr_assert(n > 1000);
+    double auc_truth = auc_of(truth, n), auc_oracle = auc_of(oracle, n);
+    cr_expect(auc_oracle > 0.70 && auc_oracle < auc_truth - 0.02, "oracle AUC %.3f, truth AUC %.3f",
+              auc_oracle, auc_truth);
+    cr_expect(gap / n > 0.02, "oracle within %.4f of the truth on average", gap / n);
+    free(truth);
+    free(oracle);
     table_free(&t);
     rm_rf(d);
     free(d);

@@ -15,7 +15,7 @@ static const char *const headers[SIM_F_COUNT] = {
     "external_id,opportunity_external_id,type,channel,occurred_at,duration_min,outcome,"
     "meta_json\n",
     "external_id,opportunity_external_id,occurred_at,text\n",
-    "opportunity_external_id,checkpoint_day,as_of,true_proba,outcome\n",
+    "opportunity_external_id,checkpoint_day,as_of,true_proba,outcome,oracle_proba\n",
 };
 
 void sim_bufset_init(sim_bufset_t *bs) {
@@ -135,6 +135,8 @@ static void on_truth(void *ud, const sim_truth_t *t) {
     buf_put_fixed(b, t->true_proba, 6);
     ds_sb_putc(b, ',');
     csv_str(b, t->outcome);
+    ds_sb_putc(b, ',');
+    buf_put_fixed(b, t->oracle_proba, 6);
     ds_sb_putc(b, '\n');
     bs->st.rows[SIM_F_TRUTH]++;
 

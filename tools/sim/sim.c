@@ -122,16 +122,49 @@ struct sim_s {
     double g[2][N_STAGE][N_M][N_K];
 };
 
+/* Gauss-Hermite rules for a standard normal (probabilists' nodes, weights
+ * summing to 1): the oracle integrates u over 12 nodes and eps over 10. */
+#define N_GH_U 12
+#define N_GH_EPS 10
+static const double gh_u_x[N_GH_U] = {
+    -5.500901704467748,  -4.2718258479322815,  -3.2237098287700974, -2.259464451000799,
+    -1.3403751971516167, -0.44440300194413895, 0.44440300194413895, 1.3403751971516167,
+    2.259464451000799,   3.2237098287700974,   4.2718258479322815,  5.500901704467748,
+};
+static const double gh_u_w[N_GH_U] = {
+    1.4999271676371623e-07, 4.837184922590644e-05, 0.0022033806875332,    0.029116687912364173,
+    0.14696704804532995,    0.32166436151282995,   0.32166436151282995,   0.14696704804532995,
+    0.029116687912364173,   0.0022033806875332,    4.837184922590644e-05, 1.4999271676371623e-07,
+};
+static const double gh_eps_x[N_GH_EPS] = {
+    -4.859462828332312,  -3.581823483551927, -2.4843258416389546, -1.4659890943911582, -0.48493570751549764,
+    0.48493570751549764, 1.4659890943911582, 2.4843258416389546,  3.581823483551927,   4.859462828332312,
+};
+static const double gh_eps_w[N_GH_EPS] = {
+    4.3106526307183114e-06, 0.0007580709343122171,  0.01911158050077027, 0.13548370298026777,
+    0.34464233493201896,    0.34464233493201896,    0.13548370298026777, 0.01911158050077027,
+    0.0007580709343122171,  4.3106526307183114e-06,
+};
+
+typedef struct {
+    double t[2][N_STAGE][N_M][N_K];
+} value_tab_t;
+
 struct sim_scratch_s {
     ds_sb_t text;
     ds_sb_t meta;
-    double v[2][N_STAGE][N_M][N_K];
+    value_tab_t v;
+    value_tab_t win; /* the oracle's P(won | close in a state) */
+    value_tab_t vo;  /* the oracle's P(won | state) */
+    value_tab_t vu;  /* one node of its integral over u */
 };
 
-/* A deal's constants: the parts of the chain that do not change. */
+/* A deal's constants: the parts of the chain that do not change. q_known and
+ * c_known are q and c without the hidden noise terms u and eps. */
 typedef struct {
     double q, c, emc; /* quality, constant log-odds, exp(-c) */
     double pace, a_adv, a_disc, a_eng;
+    double q_known, c_known;
 } deal_t;
 
 typedef struct {
@@ -269,23 +302,67 @@ static void chain_rates(const deal_t *d, int r, int s, int m, int k, rates_t *p)
     }
 }
 
-/* P(win | state) for every state of the deal's chain, exactly: the chain only
- * moves "up" in (regressed, stage, meddicc, staleness) apart from one
- * regression, so one backward pass solves it (self-loops divide out). */
-static void value_table(const sim_t *sim, const deal_t *d, double v[2][N_STAGE][N_M][N_K]) {
+/* P(win | state) for every state of the deal's chain, exactly, given
+ * win[state], the probability of a win when the deal closes in that state:
+ * the chain only moves "up" in (regressed, stage, meddicc, staleness) apart
+ * from one regression, so one backward pass solves it (self-loops divide
+ * out). */
+static void value_table_given(const deal_t *d, const value_tab_t *win_tab, value_tab_t *v_tab) {
+    const double(*win)[N_STAGE][N_M][N_K] = win_tab->t;
+    double(*v)[N_STAGE][N_M][N_K] = v_tab->t;
     for (int r = 1; r >= 0; r--)
         for (int s = N_STAGE - 1; s >= 0; s--)
             for (int m = N_M - 1; m >= 0; m--)
                 for (int k = N_K - 1; k >= 0; k--) {
                     rates_t p;
                     chain_rates(d, r, s, m, k, &p);
-                    double num = p.close / (1.0 + d->emc * sim->g[r][s][m][k]);
+                    double num = p.close * win[r][s][m][k];
                     if (p.regress > 0) num += p.regress * v[1][s - 1][m][k];
                     if (p.advance > 0) num += p.advance * v[r][s + 1][m][0];
                     if (p.discover > 0) num += p.discover * v[r][s][m + 1][k];
                     if (p.stale > 0) num += p.stale * v[r][s][m][k + 1];
                     v[r][s][m][k] = num / (p.close + p.regress + p.advance + p.discover + p.stale);
                 }
+}
+
+/* The truth: P(win | state, every constant of the deal). */
+static void value_table(const sim_t *sim, const deal_t *d, sim_scratch_t *sc) {
+    double *win = &sc->win.t[0][0][0][0];
+    const double *g = &sim->g[0][0][0][0];
+    for (size_t i = 0; i < sizeof(sc->win.t) / sizeof(double); i++) win[i] = 1.0 / (1.0 + d->emc * g[i]);
+    value_table_given(d, &sc->win, &sc->v);
+}
+
+static void set_rates_of_quality(deal_t *d, double q) {
+    d->q = q;
+    d->a_adv = clampd(exp(0.5 * q), 0.2, 5.0);
+    d->a_disc = clampd(exp(0.6 * q), 0.2, 5.0);
+    d->a_eng = clampd(exp(0.4 * q), 0.2, 5.0);
+}
+
+/* The oracle: P(win | state, the deal's constants but u and eps), the truth
+ * integrated over u ~ N(0,1) and eps ~ N(0,1) by Gauss-Hermite quadrature.
+ * u moves both the rates (through q) and the log-odds; eps only the log-odds,
+ * and the value is linear in win[], so eps is integrated inside win[]. */
+static void oracle_table(const sim_t *sim, const deal_t *known, sim_scratch_t *sc) {
+    double *vo = &sc->vo.t[0][0][0][0], *vu = &sc->vu.t[0][0][0][0], *win = &sc->win.t[0][0][0][0];
+    const double *g = &sim->g[0][0][0][0];
+    const size_t n = sizeof(sc->vo.t) / sizeof(double);
+    double e_eps[N_GH_EPS];
+    for (int e = 0; e < N_GH_EPS; e++) e_eps[e] = exp(-SIGMA_EPS * gh_eps_x[e]);
+    for (size_t i = 0; i < n; i++) vo[i] = 0.0;
+    for (int j = 0; j < N_GH_U; j++) {
+        deal_t d = *known;
+        set_rates_of_quality(&d, known->q_known + 0.6 * gh_u_x[j]);
+        double emc_u = exp(-(known->c_known + B_U * gh_u_x[j]));
+        for (size_t i = 0; i < n; i++) {
+            double acc = 0.0;
+            for (int e = 0; e < N_GH_EPS; e++) acc += gh_eps_w[e] / (1.0 + emc_u * g[i] * e_eps[e]);
+            win[i] = acc;
+        }
+        value_table_given(&d, &sc->win, &sc->vu);
+        for (size_t i = 0; i < n; i++) vo[i] += gh_u_w[j] * vu[i];
+    }
 }
 
 static double round100(double x) {
@@ -469,14 +546,13 @@ static double draw_latents(const account_t *acc, const owner_t *own, int prod, r
     double amt_ratio = log(amount_usd / typical);
     double u = rng_normal(rng), eps = rng_normal(rng);
     double fit = fit_tab[acc->industry][prod];
-    d->q = own->skill + fit + acc->propensity + 0.6 * u - 0.3 * amt_ratio;
-    d->c = B0 + B_SKILL * own->skill + B_FIT * fit + B_ACC * acc->propensity + B_AMT * amt_ratio + B_U * u +
-           SIGMA_EPS * eps;
+    d->q_known = own->skill + fit + acc->propensity - 0.3 * amt_ratio;
+    d->c_known = B0 + B_SKILL * own->skill + B_FIT * fit + B_ACC * acc->propensity + B_AMT * amt_ratio;
+    d->c = d->c_known + B_U * u + SIGMA_EPS * eps;
     d->emc = exp(-d->c);
     d->pace = pace_tab[acc->size];
-    d->a_adv = clampd(exp(0.5 * d->q), 0.2, 5.0);
-    d->a_disc = clampd(exp(0.6 * d->q), 0.2, 5.0);
-    d->a_eng = clampd(exp(0.4 * d->q), 0.2, 5.0);
+    /* The truth's q in its original order of operations (byte-identical output). */
+    set_rates_of_quality(d, own->skill + fit + acc->propensity + 0.6 * u - 0.3 * amt_ratio);
     return amount_usd;
 }
 
@@ -577,7 +653,7 @@ void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *s
     snprintf(e.id_t, sizeof(e.id_t), "%s-t", opp_id);
     int cp_day[N_CP], ncp = 0;
     int64_t cp_asof[N_CP];
-    double cp_p[N_CP];
+    double cp_p[N_CP], cp_oracle[N_CP];
     int v_ready = 0;
     const char *final = "open";
     /* Rates depend on the state only: recomputed when it changes. */
@@ -666,18 +742,20 @@ void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *s
 
         if (ncp < N_CP && day == checkpoints[ncp]) {
             if (!v_ready) {
-                value_table(sim, &d, sc->v);
+                value_table(sim, &d, sc);
+                oracle_table(sim, &d, sc);
                 v_ready = 1;
             }
             cp_day[ncp] = day;
             cp_asof[ncp] = t0 + (int64_t)day * DAY;
-            cp_p[ncp] = sc->v[r][s][m][k];
+            cp_p[ncp] = sc->v.t[r][s][m][k];
+            cp_oracle[ncp] = sc->vo.t[r][s][m][k];
             ncp++;
         }
     }
 
     for (int j = 0; j < ncp; j++) {
-        sim_truth_t t = {opp_id, cp_day[j], cp_asof[j], cp_p[j], final};
+        sim_truth_t t = {opp_id, cp_day[j], cp_asof[j], cp_p[j], cp_oracle[j], final};
         sink->truth(sink->ud, &t);
     }
 }

@@ -68,7 +68,8 @@ typedef struct {
     const char *opportunity_external_id;
     int checkpoint_day;
     int64_t as_of;
-    double true_proba;
+    double true_proba;   /* given the state and every constant of the deal */
+    double oracle_proba; /* the same without u and eps, integrated over their priors */
     const char *outcome; /* open, won, lost: the deal's final state */
 } sim_truth_t;
 
