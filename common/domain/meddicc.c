@@ -57,7 +57,6 @@ static const ds_meddicc_phrase_t default_phrases[] = {
     {"economic_buyer", "budget holder", false},
     {"economic_buyer", "sign off", false},
     {"economic_buyer", "final approval", false},
-    {"economic_buyer", "cfo", false},
     {"economic_buyer", "vp of finance", false},
     {"economic_buyer", "approve the spend", false},
     {"decision_criteria", "decision criteria", false},
@@ -108,6 +107,72 @@ static const ds_meddicc_phrase_t default_phrases[] = {
     {"competition", "build it ourselves", false},
     {"competition", "in-house solution", false},
     {"competition", "compared to", false},
+    /* 20261206005500_meddicc_lexicon_more.sql: paraphrases measured on
+     * tests/fixtures/meddicc (services/scoring/README.md). */
+    {"metrics", "payback", false},
+    {"metrics", "success metrics", false},
+    {"metrics", "success for us", false},
+    {"metrics", "pays for itself", false},
+    {"metrics", "improvement in", false},
+    {"metrics", "our target is", false},
+    {"metrics", "we measure", false},
+    {"metrics", "lift in", false},
+    {"metrics", "cut onboarding", false},
+    {"economic_buyer", "controls the budget", false},
+    {"economic_buyer", "holds the budget", false},
+    {"economic_buyer", "budget owner", false},
+    {"economic_buyer", "budget is approved", false},
+    {"economic_buyer", "set aside for", false},
+    {"economic_buyer", "earmarked", false},
+    {"economic_buyer", "signs the check", false},
+    {"economic_buyer", "final say", false},
+    {"economic_buyer", "approved the spend", false},
+    {"economic_buyer", "signs anything", false},
+    {"decision_criteria", "criteria", false},
+    {"decision_criteria", "requirement", false},
+    {"decision_criteria", "non negotiable", false},
+    {"decision_criteria", "deal breaker", false},
+    {"decision_criteria", "matters most", false},
+    {"decision_process", "approval process", false},
+    {"decision_process", "approval chain", false},
+    {"decision_process", "decision by", false},
+    {"decision_process", "decision will be made", false},
+    {"decision_process", "next step", false},
+    {"decision_process", "committee", false},
+    {"decision_process", "need to approve", false},
+    {"decision_process", "rfp", false},
+    {"paper_process", "master services agreement", false},
+    {"paper_process", "dpa", false},
+    {"paper_process", "order form", false},
+    {"paper_process", "paperwork", false},
+    {"paper_process", "security questionnaire", false},
+    {"paper_process", "supplier portal", false},
+    {"paper_process", "countersign", false},
+    {"identify_pain", "the problem is", false},
+    {"identify_pain", "the real problem", false},
+    {"identify_pain", "is broken", false},
+    {"identify_pain", "headache", false},
+    {"identify_pain", "waste hours", false},
+    {"identify_pain", "deals slipping", false},
+    {"identify_pain", "slipped", false},
+    {"identify_pain", "killing us", false},
+    {"identify_pain", "keep losing", false},
+    {"identify_pain", "missed our number", false},
+    {"champion", "championing", false},
+    {"champion", "advocate", false},
+    {"champion", "in our corner", false},
+    {"champion", "internal sponsor", false},
+    {"champion", "selling internally", false},
+    {"champion", "pushing for", false},
+    {"champion", "pushing hard", false},
+    {"champion", "make the case", false},
+    {"champion", "going to bat", false},
+    {"champion", "on our behalf", false},
+    {"competition", "shortlist", false},
+    {"competition", "demo from", false},
+    {"competition", "pitched us", false},
+    {"competition", "in parallel", false},
+    {"competition", "in house tool", false},
 };
 
 const ds_meddicc_phrase_t *ds_meddicc_default_phrases(size_t *n) {
@@ -116,7 +181,7 @@ const ds_meddicc_phrase_t *ds_meddicc_default_phrases(size_t *n) {
 }
 
 const char DS_MEDDICC_NEGATION_CUES[] =
-    "no, not, never, without, lack, lacks, lacking, nobody, none, no one, yet to, have not, "
+    "no, not, never, without, lack, lacks, lacking, nobody, none, nothing, no one, yet to, have not, "
     "has not, haven't, hasn't, hadn't, don't, doesn't, didn't, isn't, aren't, wasn't, weren't, "
     "won't, can't, cannot, couldn't, wouldn't, havent, hasnt, dont, doesnt, didnt, isnt, arent, "
     "cant";
@@ -130,14 +195,17 @@ static const struct {
     const char *word;
     uint8_t cls;
 } class_words[] = {
-    {"no", W_NO},      {"not", W_CUE},       {"never", W_CUE},      {"without", W_CUE},  {"lack", W_CUE},
-    {"lacks", W_CUE},  {"lacking", W_CUE},   {"nobody", W_CUE},     {"none", W_CUE},     {"haven't", W_CUE},
-    {"hasn't", W_CUE}, {"hadn't", W_CUE},    {"don't", W_CUE},      {"doesn't", W_CUE},  {"didn't", W_CUE},
-    {"isn't", W_CUE},  {"aren't", W_CUE},    {"wasn't", W_CUE},     {"weren't", W_CUE},  {"won't", W_CUE},
-    {"can't", W_CUE},  {"cannot", W_CUE},    {"couldn't", W_CUE},   {"wouldn't", W_CUE}, {"havent", W_CUE},
-    {"hasnt", W_CUE},  {"dont", W_CUE},      {"doesnt", W_CUE},     {"didnt", W_CUE},    {"isnt", W_CUE},
-    {"arent", W_CUE},  {"cant", W_CUE},      {"yet", W_YET},        {"one", W_ONE},      {"to", W_TO},
-    {"but", W_BREAK},  {"however", W_BREAK}, {"although", W_BREAK}, {"though", W_BREAK}, {"whereas", W_BREAK},
+    {"no", W_NO},         {"not", W_CUE},       {"never", W_CUE},      {"without", W_CUE},
+    {"lack", W_CUE},      {"lacks", W_CUE},     {"lacking", W_CUE},    {"nobody", W_CUE},
+    {"none", W_CUE},      {"nothing", W_CUE},   {"haven't", W_CUE},    {"hasn't", W_CUE},
+    {"hadn't", W_CUE},    {"don't", W_CUE},     {"doesn't", W_CUE},    {"didn't", W_CUE},
+    {"isn't", W_CUE},     {"aren't", W_CUE},    {"wasn't", W_CUE},     {"weren't", W_CUE},
+    {"won't", W_CUE},     {"can't", W_CUE},     {"cannot", W_CUE},     {"couldn't", W_CUE},
+    {"wouldn't", W_CUE},  {"havent", W_CUE},    {"hasnt", W_CUE},      {"dont", W_CUE},
+    {"doesnt", W_CUE},    {"didnt", W_CUE},     {"isnt", W_CUE},       {"arent", W_CUE},
+    {"cant", W_CUE},      {"yet", W_YET},       {"one", W_ONE},        {"to", W_TO},
+    {"but", W_BREAK},     {"however", W_BREAK}, {"although", W_BREAK}, {"though", W_BREAK},
+    {"whereas", W_BREAK},
 };
 
 /* ---- character classes ------------------------------------------------- */

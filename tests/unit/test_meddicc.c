@@ -47,32 +47,60 @@ Test(meddicc, element_names_round_trip) {
     cr_assert_null(ds_meddicc_element_name(DS_MEDDICC_COUNT));
 }
 
-/* Reads "(null, 'element', 'phrase', weight)" rows from the default-lexicon
- * migration, the set ds_meddicc_default_phrases must equal. */
+/* Reads the default-lexicon migrations in order: "(null, 'element',
+ * 'phrase', weight)" rows add a phrase, "('element', 'phrase')" rows of a
+ * delete statement remove one. What remains is the set, in order, that
+ * ds_meddicc_default_phrases must equal. */
+typedef struct {
+    char element[64], phrase[256];
+} sql_phrase_t;
+
+static size_t read_lexicon_migration(const char *path, sql_phrase_t *rows, size_t n, size_t cap) {
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    char line[512];
+    bool deleting = false;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "delete from", 11) == 0) deleting = true;
+        if (strncmp(line, "insert into", 11) == 0) deleting = false;
+        sql_phrase_t r;
+        double weight;
+        const char *p = strstr(line, "(null, '");
+        if (!deleting && p &&
+            sscanf(p, "(null, '%63[^']', '%255[^']', %lf)", r.element, r.phrase, &weight) == 3) {
+            cr_assert_gt(weight, 0, "default row %s/%s has weight 0", r.element, r.phrase);
+            cr_assert_lt(n, cap);
+            rows[n++] = r;
+        } else if (deleting && (p = strstr(line, "('")) &&
+                   sscanf(p, "('%63[^']', '%255[^']')", r.element, r.phrase) == 2) {
+            size_t k = 0;
+            while (k < n && (strcmp(rows[k].element, r.element) || strcmp(rows[k].phrase, r.phrase))) k++;
+            cr_assert_lt(k, n, "%s deletes %s/%s, which no earlier migration adds", path, r.element,
+                         r.phrase);
+            memmove(&rows[k], &rows[k + 1], (n - k - 1) * sizeof *rows);
+            n--;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
 Test(meddicc, default_lexicon_matches_migration) {
     glob_t g;
     cr_assert_eq(glob(DS_SOURCE_DIR "/sql/migrations/*meddicc*lexicon*.sql", 0, NULL, &g), 0,
                  "no default lexicon migration found");
-    FILE *f = fopen(g.gl_pathv[0], "r");
-    cr_assert_not_null(f);
-    size_t n_def;
+    size_t n_def, n_sql = 0;
     const ds_meddicc_phrase_t *def = ds_meddicc_default_phrases(&n_def);
-    char line[512];
-    size_t n_sql = 0;
-    while (fgets(line, sizeof line, f)) {
-        char el[64], phrase[256];
-        double weight;
-        const char *p = strstr(line, "(null, '");
-        if (!p || sscanf(p, "(null, '%63[^']', '%255[^']', %lf)", el, phrase, &weight) != 3) continue;
-        cr_assert_gt(weight, 0, "default row %s/%s has weight 0", el, phrase);
-        cr_assert_lt(n_sql, n_def, "the migration has more rows than the built-in list");
-        cr_expect_str_eq(def[n_sql].element, el, "row %zu", n_sql + 1);
-        cr_expect_str_eq(def[n_sql].phrase, phrase, "row %zu", n_sql + 1);
-        n_sql++;
-    }
-    fclose(f);
+    sql_phrase_t *rows = calloc(n_def + 64, sizeof *rows);
+    for (size_t i = 0; i < g.gl_pathc; i++)
+        n_sql = read_lexicon_migration(g.gl_pathv[i], rows, n_sql, n_def + 64);
     globfree(&g);
-    cr_assert_eq(n_sql, n_def, "migration has %zu rows, built-in list %zu", n_sql, n_def);
+    cr_assert_eq(n_sql, n_def, "migrations leave %zu rows, built-in list %zu", n_sql, n_def);
+    for (size_t i = 0; i < n_sql; i++) {
+        cr_expect_str_eq(def[i].element, rows[i].element, "row %zu", i + 1);
+        cr_expect_str_eq(def[i].phrase, rows[i].phrase, "row %zu", i + 1);
+    }
+    free(rows);
     /* Every default phrase is distinct after normalization. */
     cr_assert_eq(ds_meddicc_lexicon_size(ds_meddicc_lexicon_default()), n_def);
 }
@@ -215,15 +243,15 @@ Test(meddicc, word_boundaries) {
 
 Test(meddicc, case_whitespace_and_hyphens) {
     const ds_meddicc_lexicon_t *lex = ds_meddicc_lexicon_default();
-    /* "ECONOMIC BUYER" [0, 14); "Maria (" is 7 bytes after ": ", so CFO at
-     * 16 + 7 = [23, 26). */
-    ds_meddicc_result_t r = scan(lex, "ECONOMIC BUYER: Maria (CFO).");
+    /* "ECONOMIC BUYER" [0, 14); "Maria (" is 7 bytes after ": ", so "Budget
+     * Holder" at 16 + 7 = [23, 36). */
+    ds_meddicc_result_t r = scan(lex, "ECONOMIC BUYER: Maria (Budget Holder).");
     cr_assert_eq(r.n_matches[DS_MEDDICC_ECONOMIC_BUYER], 2);
     cr_assert_eq(r.evidence[DS_MEDDICC_ECONOMIC_BUYER][0].start, 0);
     cr_assert_eq(r.evidence[DS_MEDDICC_ECONOMIC_BUYER][0].end, 14);
     cr_assert_str_eq(r.evidence[DS_MEDDICC_ECONOMIC_BUYER][0].phrase, "economic buyer");
     cr_assert_eq(r.evidence[DS_MEDDICC_ECONOMIC_BUYER][1].start, 23);
-    cr_assert_eq(r.evidence[DS_MEDDICC_ECONOMIC_BUYER][1].end, 26);
+    cr_assert_eq(r.evidence[DS_MEDDICC_ECONOMIC_BUYER][1].end, 36);
     /* A line break inside a phrase, and a hyphen for its space. */
     r = scan(lex, "Our economic\n   buyer wants Sign-off by Friday.");
     cr_assert_eq(r.n_matches[DS_MEDDICC_ECONOMIC_BUYER], 2);
@@ -270,8 +298,9 @@ Test(meddicc, plurals_match_with_the_ending_in_the_span) {
 
 Test(meddicc, multi_element_sentence) {
     const ds_meddicc_lexicon_t *lex = ds_meddicc_lexicon_default();
-    const char *text = "Dana, our champion, says the CFO owns the budget, legal review starts after "
-                       "the pilot, and the manual process is a bottleneck against the incumbent.";
+    const char *text =
+        "Dana, our champion, says the budget holder owns the budget, legal review starts after "
+        "the pilot, and the manual process is a bottleneck against the incumbent.";
     ds_meddicc_result_t r = scan(lex, text);
     cr_assert(r.present[DS_MEDDICC_CHAMPION]);
     cr_assert(r.present[DS_MEDDICC_ECONOMIC_BUYER]);
@@ -282,7 +311,7 @@ Test(meddicc, multi_element_sentence) {
     cr_assert_not(r.present[DS_MEDDICC_METRICS]);
     cr_assert_not(r.present[DS_MEDDICC_DECISION_CRITERIA]);
     cr_assert_eq(r.coverage, 6);
-    cr_assert_eq(r.n_matches[DS_MEDDICC_ECONOMIC_BUYER], 2); /* cfo, owns the budget */
+    cr_assert_eq(r.n_matches[DS_MEDDICC_ECONOMIC_BUYER], 2); /* budget holder, owns the budget */
     cr_assert_eq(r.n_matches[DS_MEDDICC_IDENTIFY_PAIN], 2);  /* manual process, bottleneck */
     /* Every evidence span points at its phrase in the text. */
     for (int el = 0; el < DS_MEDDICC_COUNT; el++) {
