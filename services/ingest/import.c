@@ -51,7 +51,8 @@ static const char *const fields_opportunity[] = {"external_id", "account_externa
                                                  "currency",    "stage",
                                                  "created_at",  "close_date",
                                                  "closed_at",   "outcome",
-                                                 "changed_at",  NULL};
+                                                 "changed_at",  "stage_probability",
+                                                 NULL};
 static const char *const fields_interaction[] = {"external_id", "opportunity_external_id",
                                                  "type",        "channel",
                                                  "occurred_at", "duration_min",

@@ -219,6 +219,18 @@ static bool read_date(reader_t *rd, const char *field, char out[11]) {
     return true;
 }
 
+/* A probability in [0, 1] (the CRM's own stage probability). */
+static bool read_probability(reader_t *rd, const char *field, double *out) {
+    double p;
+    if (!read_num(rd, field, false, 0, &p)) return false;
+    if (p > 1) {
+        problem(rd, field, "must be between 0 and 1 (a share, not a percentage)");
+        return false;
+    }
+    *out = p;
+    return true;
+}
+
 static char *read_enum(reader_t *rd, const char *field, bool required, const char *const *allowed,
                        size_t nallowed) {
     char *s = read_str(rd, field, required, 64);
@@ -296,6 +308,7 @@ int record_parse(rec_kind_t kind, const json_t *obj, int index, bool strings_ok,
         rec->persona = read_str(&rd, "persona", false, 255);
         rec->has_amount = read_num(&rd, "amount", false, 0, &rec->amount);
         rec->currency = read_str(&rd, "currency", false, 16);
+        rec->has_stage_probability = read_probability(&rd, "stage_probability", &rec->stage_probability);
         read_date(&rd, "close_date", rec->close_date);
         read_time(&rd, "closed_at", false, &rec->closed_at_us);
         rec->outcome = read_enum(&rd, "outcome", false, outcomes, 3);
@@ -364,6 +377,7 @@ char *record_canonical(const record_t *r) {
     set_str(o, "stage", r->stage);
     set_str(o, "outcome", r->outcome);
     set_num(o, "amount", r->has_amount, r->amount);
+    set_num(o, "stage_probability", r->has_stage_probability, r->stage_probability);
     if (r->close_date[0]) set_str(o, "close_date", r->close_date);
     set_time(o, "closed_at", r->closed_at_us);
     set_time(o, "created_at", r->created_at_us);
@@ -441,6 +455,12 @@ json_t *record_from_salesforce(rec_kind_t kind, const json_t *sf, const sf_field
         copy(out, "owner_id", sf, "OwnerId");
         copy(out, "stage", sf, "StageName");
         copy(out, "amount", sf, "Amount");
+        /* Salesforce's Probability is a percentage. */
+        json_t *prob = json_object_get(sf, "Probability");
+        if (json_is_number(prob))
+            json_object_set_new(out, "stage_probability", json_real(json_number_value(prob) / 100.0));
+        else if (prob && !json_is_null(prob))
+            json_object_set(out, "stage_probability", prob);
         copy(out, "close_date", sf, "CloseDate");
         copy(out, "created_at", sf, "CreatedDate");
         copy(out, "currency", sf, "CurrencyIsoCode");

@@ -28,6 +28,8 @@ typedef struct {
     char *outcome; /* open, won, lost, or NULL (derive from the stage) */
     double amount;
     bool has_amount;
+    double stage_probability; /* the CRM's probability of the stage, 0 .. 1 */
+    bool has_stage_probability;
     char close_date[11];  /* YYYY-MM-DD or "" */
     int64_t closed_at_us; /* 0 = absent (also for created_at etc.) */
     int64_t changed_at_us;
@@ -92,7 +94,8 @@ int record_parse(rec_kind_t kind, const json_t *obj, int index, bool strings_ok,
                  rec_problems_t *problems);
 
 /* Maps a raw Salesforce record (Opportunity, Account, Task or Event) onto
- * the native field names. Returns a new object (caller decrefs). */
+ * the native field names (Probability, 0 .. 100, becomes stage_probability,
+ * 0 .. 1). Returns a new object (caller decrefs). */
 json_t *record_from_salesforce(rec_kind_t kind, const json_t *sf, const sf_fields_t *f);
 
 /* Maps a HubSpot object as n8n's HubSpot node returns it (a deal, a

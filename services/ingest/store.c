@@ -59,10 +59,10 @@ static const char *sql_opportunity =
     "with inp as (select * from unnest($1::int[], $2::uuid[], $3::text[], $4::text[], $5::text[],"
     "  $6::text[], $7::text[], $8::numeric[], $9::text[], $10::text[], $11::timestamptz[],"
     "  $12::date[], $13::timestamptz[], $14::text[], $15::text[], $16::text[], $17::text[],"
-    "  $18::timestamptz[], $19::timestamptz[])"
+    "  $18::timestamptz[], $19::timestamptz[], $20::float8[])"
     "  as i(idx, org_id, ext, acct_ext, owner_id, product_category, persona, amount, currency,"
     "   stage, created_at, close_date, closed_at, outcome, source_hash, source, traceparent,"
-    "   changed_at, now_at)),"
+    "   changed_at, now_at, stage_probability)),"
     " keys as (select distinct org_id, acct_ext from inp where acct_ext is not null),"
     " found as (select a.id, a.org_id, a.external_id from public.accounts a"
     "  join keys k on a.org_id = k.org_id and a.external_id = k.acct_ext),"
@@ -81,10 +81,10 @@ static const char *sql_opportunity =
     " up as ("
     " insert into public.opportunities as o (org_id, external_id, account_id, account_external_id,"
     "  owner_id, product_category, persona, amount, currency, stage, created_at, close_date,"
-    "  closed_at, outcome, placeholder, source_hash, changed_at)"
+    "  closed_at, outcome, placeholder, source_hash, changed_at, stage_probability)"
     " select i.org_id, i.ext, acct.id, i.acct_ext, i.owner_id, i.product_category, i.persona,"
     "  i.amount, i.currency, i.stage, i.created_at, i.close_date, i.closed_at, i.outcome, false,"
-    "  i.source_hash, i.changed_at"
+    "  i.source_hash, i.changed_at, i.stage_probability"
     " from inp i left join acct on acct.org_id = i.org_id and acct.external_id = i.acct_ext"
     " order by i.idx"
     " on conflict (org_id, external_id) do update set account_id = excluded.account_id,"
@@ -93,7 +93,8 @@ static const char *sql_opportunity =
     "  amount = excluded.amount, currency = excluded.currency, stage = excluded.stage,"
     "  created_at = excluded.created_at, close_date = excluded.close_date,"
     "  closed_at = excluded.closed_at, outcome = excluded.outcome, placeholder = false,"
-    "  source_hash = excluded.source_hash, ingested_at = now(), changed_at = excluded.changed_at"
+    "  source_hash = excluded.source_hash, ingested_at = now(), changed_at = excluded.changed_at,"
+    "  stage_probability = excluded.stage_probability"
     " where o.source_hash is distinct from excluded.source_hash"
     /* A change the CRM dated before the one the row holds arrived late: keep
      * the newer state. Undated changes always apply (nothing to compare). */
@@ -191,10 +192,10 @@ static const char *sql_transcript =
               "occurred_at = excluded.occurred_at, text = excluded.text", "transcript_added", "occurred_at");
 
 #define NPARAMS_ACCOUNT 12
-#define NPARAMS_OPPORTUNITY 19
+#define NPARAMS_OPPORTUNITY 20
 #define NPARAMS_INTERACTION 13
 #define NPARAMS_TRANSCRIPT 9
-#define NPARAMS_MAX 19
+#define NPARAMS_MAX 20
 
 static const struct {
     const char *name;
@@ -314,7 +315,7 @@ static const char *integer(scratch_t *s, long v) {
 static int queue_stmt(store_set_t *s, ds_pg_batch_t *b, rec_kind_t kind, item_t **its, size_t n) {
     const int np = stmts[kind].nparams;
     const char **cols = ds_calloc((size_t)np * n, sizeof *cols); /* cols[p * n + i] */
-    scratch_t sc = {ds_calloc(n * 6, sizeof *sc.buf), 0, n * 6};
+    scratch_t sc = {ds_calloc(n * 7, sizeof *sc.buf), 0, n * 7};
     stmt_t *st = ds_calloc(1, sizeof *st);
     st->tags = ds_calloc(n, sizeof *st->tags);
     st->n = n;
@@ -356,8 +357,9 @@ static int queue_stmt(store_set_t *s, ds_pg_batch_t *b, rec_kind_t kind, item_t 
                                ctx->source,
                                ctx->traceparent,
                                ts(&sc, r->changed_at_us),
-                               ts(&sc, ctx->now_us)};
-            for (int p = 0; p < 16; p++) COL(3 + p) = v[p];
+                               ts(&sc, ctx->now_us),
+                               num(&sc, r->has_stage_probability, r->stage_probability)};
+            for (int p = 0; p < 17; p++) COL(3 + p) = v[p];
             break;
         }
         case REC_INTERACTION: {

@@ -359,6 +359,20 @@ Test(import, aliases_map_columns_and_unknown_columns_warn) {
     free(dir);
 }
 
+Test(import, stage_probability_column_is_the_crms_share) {
+    char *dir = pgt_fmt("%s/probability", FIXTURES);
+    run_t r = run_import(dir, "--org", "acme", "--opportunities", "opportunities.csv");
+    cr_expect_eq(r.rc, 1, "exit %d:\n%s%s", r.rc, r.out, r.err);
+    expect_prefix(r.err, "opportunities.csv:4: stage_probability: must be between 0 and 1");
+    char *row =
+        pgt_valuef(conn, "select string_agg(external_id || '|' || coalesce(stage_probability::text, '-'),"
+                         " ',' order by external_id) from public.opportunities");
+    cr_expect_str_eq(row, "opp-p1|0.2,opp-p2|-");
+    free(row);
+    run_free(&r);
+    free(dir);
+}
+
 Test(import, change_rows_older_than_applied_ones_are_skipped) {
     char *path = pgt_fmt("%s/opportunities.csv", tmpdir);
     FILE *f = fopen(path, "w");
