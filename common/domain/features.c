@@ -170,6 +170,25 @@ int ds_stage_list_index(const ds_stage_list_t *stages, const char *stage) {
     return stage_index_norm(stages, norm);
 }
 
+int ds_stage_list_max_index(const ds_stage_list_t *stages) {
+    int max = 0;
+    for (size_t i = 0; stages && i < stages->n; i++)
+        if (stages->defs[i].index > max) max = stages->defs[i].index;
+    return max;
+}
+
+const char *ds_stage_list_name(const ds_stage_list_t *stages, int index) {
+    for (size_t i = 0; stages && i < stages->n; i++)
+        if (stages->defs[i].index == index) return stages->defs[i].name;
+    return NULL;
+}
+
+const char *ds_stage_list_at(const ds_stage_list_t *stages, size_t i, int *index) {
+    if (!stages || i >= stages->n) return NULL;
+    *index = stages->defs[i].index;
+    return stages->defs[i].name;
+}
+
 /* ---- prior win rates ----------------------------------------------------------- */
 
 typedef struct {
@@ -415,6 +434,7 @@ void ds_opp_raw_init(ds_opp_raw_t *raw) {
     raw->changed_at_us = DS_TIME_NONE;
     raw->outcome = DS_OUTCOME_OPEN;
     raw->closed_at_us = DS_TIME_NONE;
+    raw->stage_probability = NAN;
 }
 
 /* ---- the engine ------------------------------------------------------------------ */

@@ -176,6 +176,15 @@ const ds_stage_list_t *ds_stage_list_default(void);
 void ds_stage_list_destroy(ds_stage_list_t *stages);
 /* The stage's index ("Closed Won" finds closed_won), or -1 when unknown. */
 int ds_stage_list_index(const ds_stage_list_t *stages, const char *stage);
+/* The highest index of the list, which the closed stages share: the open
+ * stages are 0 .. this - 1 (6 for the default list; 0 for NULL). */
+int ds_stage_list_max_index(const ds_stage_list_t *stages);
+/* The normalized name of the first stage with that index ("proposal"), or
+ * NULL when none has it. */
+const char *ds_stage_list_name(const ds_stage_list_t *stages, int index);
+/* The i-th stage of the list in its order: its normalized name, and its
+ * index in *index; NULL past the end. */
+const char *ds_stage_list_at(const ds_stage_list_t *stages, size_t i, int *index);
 
 /* ---- prior win rates ------------------------------------------------------ */
 
@@ -291,13 +300,17 @@ typedef struct {
     size_t n_interactions;
     const ds_transcript_t *transcripts;
     size_t n_transcripts;
-    /* Never read by ds_features_compute: labels for the trainer. */
+    /* Never read by ds_features_compute: labels for the trainer, and what
+     * the scorer's prior chain and the reasons' texts take beside the
+     * features. */
     ds_outcome_t outcome;
     int64_t closed_at_us;
+    double stage_probability; /* the CRM's, in [0, 1]; NaN when none */
+    const char *currency;     /* ISO code as the CRM sent it; NULL when none */
 } ds_opp_raw_t;
 
-/* Initializes raw to "nothing known": NULL strings, empty arrays, NaN amount,
- * DS_TIME_NONE times, outcome open. */
+/* Initializes raw to "nothing known": NULL strings, empty arrays, NaN amount
+ * and stage probability, DS_TIME_NONE times, outcome open. */
 void ds_opp_raw_init(ds_opp_raw_t *raw);
 
 /* ---- output ----------------------------------------------------------------- */

@@ -1271,6 +1271,11 @@ double ds_stage_prior_predict(const ds_stage_prior_t *sp, int stage) {
 
 double ds_stage_prior_org_rate(const ds_stage_prior_t *sp) { return sp->org_rate; }
 
+double ds_stage_prior_count(const ds_stage_prior_t *sp, int stage) {
+    if (stage < 0 || (size_t)stage >= sp->n_stages) return 0;
+    return sp->n_s[stage];
+}
+
 char *ds_stage_prior_to_json(const ds_stage_prior_t *sp) {
     json_t *o = json_object(), *stages = json_array();
     json_object_set_new(o, "version", json_string(DS_STAGE_PRIOR_VERSION));

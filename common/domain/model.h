@@ -356,6 +356,10 @@ double ds_stage_prior_predict(const ds_stage_prior_t *sp, int stage);
 /* The weighted org win rate. */
 double ds_stage_prior_org_rate(const ds_stage_prior_t *sp);
 
+/* The stage's weighted count of rows (0 for a stage never seen or
+ * negative). */
+double ds_stage_prior_count(const ds_stage_prior_t *sp, int stage);
+
 /* {"version":"stage-prior","m":..,"org_rate":..,"n":..,"stages":[{"stage":0,
  * "n":..,"wins":..,"p":..},...]} with stages ascending, numbers at full
  * precision. Returns a string the caller frees with free(); never NULL. */

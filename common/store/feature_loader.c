@@ -332,7 +332,7 @@ static int check_types(const PGresult *r, const unsigned *oids, int n, int q, ch
 static const char *const load_sql[4] = {
     "select k.n, o.id::text, o.org_id::text, o.external_id, o.account_id::text, o.owner_id, o.created_at,"
     " o.stage, o.amount::float8, o.close_date, o.product_category, o.persona, a.industry, a.region,"
-    " a.size_band, o.placeholder, o.outcome, o.closed_at"
+    " a.size_band, o.placeholder, o.outcome, o.closed_at, o.stage_probability, o.currency"
     " from unnest($1::uuid[]) with ordinality as k(id, n)"
     " cross join lateral (select * from public.opportunities o where o.id = k.id offset 0) o"
     " left join lateral (select * from public.accounts a where a.id = o.account_id offset 0) a on true",
@@ -352,10 +352,11 @@ static const char *const load_sql[4] = {
     " where t.opportunity_id = k.id offset 0) t",
 };
 
-static const unsigned load_types0[] = {
-    PG_OID_INT8,        PG_OID_TEXT, PG_OID_TEXT,   PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT,
-    PG_OID_TIMESTAMPTZ, PG_OID_TEXT, PG_OID_FLOAT8, PG_OID_DATE, PG_OID_TEXT, PG_OID_TEXT,
-    PG_OID_TEXT,        PG_OID_TEXT, PG_OID_TEXT,   PG_OID_BOOL, PG_OID_TEXT, PG_OID_TIMESTAMPTZ};
+static const unsigned load_types0[] = {PG_OID_INT8,   PG_OID_TEXT,        PG_OID_TEXT,        PG_OID_TEXT,
+                                       PG_OID_TEXT,   PG_OID_TEXT,        PG_OID_TIMESTAMPTZ, PG_OID_TEXT,
+                                       PG_OID_FLOAT8, PG_OID_DATE,        PG_OID_TEXT,        PG_OID_TEXT,
+                                       PG_OID_TEXT,   PG_OID_TEXT,        PG_OID_TEXT,        PG_OID_BOOL,
+                                       PG_OID_TEXT,   PG_OID_TIMESTAMPTZ, PG_OID_FLOAT8,      PG_OID_TEXT};
 static const unsigned load_types1[] = {PG_OID_INT8,       PG_OID_TEXT_ARRAY,        PG_OID_TEXT_ARRAY,
                                        PG_OID_TEXT_ARRAY, PG_OID_TIMESTAMPTZ_ARRAY, PG_OID_INT8_ARRAY};
 static const unsigned load_types2[] = {PG_OID_INT8, PG_OID_TEXT_ARRAY, PG_OID_TIMESTAMPTZ_ARRAY,
@@ -653,6 +654,8 @@ static int build_batch(ds_opp_batch_t *b, char *errstr, size_t errsz) {
                          : !strcmp(oc, "lost") ? DS_OUTCOME_LOST
                                                : DS_OUTCOME_OPEN;
         e->raw.closed_at_us = bin_ts(r, row, 17);
+        e->raw.stage_probability = bin_f8(r, row, 18);
+        e->raw.currency = bin_str(r, row, 19);
         ds_strindex_add(&b->index, e->raw.opportunity_id, (int)b->n);
         pos_entry[pos - 1] = (int)b->n;
         b->n++;

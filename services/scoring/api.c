@@ -375,6 +375,7 @@ static void handle(api_thread_t *t, api_job_t *j) {
                          .traceparent = j->traceparent,
                          .values = vec.values,
                          .meddicc_json = mjson};
+    scoring_item_from_raw(&it, raw);
     if (rc == 0) rc = scoring_persist(t->pg, t->orgs, t->scorer, a->svc->cfg->top_k, &it, 1, err, sizeof err);
     if (rc != 0) {
         if (!ds_pg_is_connected(t->pg)) ds_pg_reset(t->pg);
@@ -456,7 +457,7 @@ static void *api_main(void *arg) {
             "$2::uuid", "$1::uuid") " on conflict (opportunity_id, as_of, feature_version) do nothing",
         6);
     t.orgs = ds_org_cache_new(60000);
-    t.scorer = scorer_new(60000);
+    t.scorer = scorer_new(60000, a->svc->cfg->prior_min_closed);
     void *item;
     while (ds_queue_pop(a->queue, &item, 1)) {
         api_job_t *j = item;

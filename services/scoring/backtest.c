@@ -113,8 +113,13 @@ static int load_rows(bt_t *bt, ds_pg_t *pg, const char *org_id, const ds_org_ctx
 static int score_rows(bt_t *bt, char *errstr, size_t errsz) {
     const backtest_model_t *m = bt->m;
     if (!m->model) {
-        for (size_t i = 0; i < bt->nr; i++)
-            bt->rows[i].p = ds_stage_prior_predict(m->prior, bt->rows[i].stage);
+        for (size_t i = 0; i < bt->nr; i++) {
+            int stage = bt->rows[i].stage;
+            ds_prior_input_t in = {stage < 0 ? NAN : stage, NAN, DS_OUTCOME_OPEN};
+            ds_prior_score_t ps;
+            ds_prior_score(&m->prior, &in, &ps);
+            bt->rows[i].p = ps.p;
+        }
         return DS_OK;
     }
     if (bt->nr == 0) return DS_OK;
@@ -204,8 +209,8 @@ static void help(FILE *out) {
     fprintf(out,
             "usage: dealscore-scoring forecast-backtest --org SLUG [--months N]\n"
             "\n"
-            "Replays N months (default 24) that ended at least %d days ago with its active model (or the\n"
-            "stage prior): at each month's start, the deals open then whose close date as known\n"
+            "Replays N months (default 24) that ended at least %d days ago with its active model (or its\n"
+            "cold-start prior): at each month's start, the deals open then whose close date as known\n"
             "then falls in the month, scored on their features as of that moment; the\n"
             "expected won amount and the exact P10-P90 band against what those deals won\n"
             "(actual; won_in_month: the part that closed won within the month; a deal still\n"
@@ -241,7 +246,7 @@ static int run_backtest(const ds_config_t *cfg, const char *org, int months) {
     snprintf(org_id, sizeof org_id, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
     ds_org_cache_t *orgs = ds_org_cache_new(3600 * 1000);
-    scorer_t *scorer = scorer_new(3600 * 1000);
+    scorer_t *scorer = scorer_new(3600 * 1000, cfg->prior_min_closed);
     scorer_register(pg);
     const ds_org_ctx_t *oc = NULL;
     const scorer_org_t *so = NULL;
@@ -251,7 +256,11 @@ static int run_backtest(const ds_config_t *cfg, const char *org, int months) {
     if (rc == 0) rc = scorer_get(scorer, pg, org_id, oc, &so, err, sizeof err);
     if (rc == 0) {
         backtest_model_t bm = {
-            .model = so->model, .calib = so->calib, .cols = so->map, .nf = so->nf, .prior = so->prior};
+            .model = so->model,
+            .calib = so->calib,
+            .cols = so->map,
+            .nf = so->nf,
+            .prior = {so->has_history ? &so->history : NULL, so->history_rate, &so->ladder}};
         int64_t to = month_start(ds_now_us() - BACKTEST_SETTLE_DAYS * DS_US_PER_DAY, 0);
         rc = forecast_backtest(pg, org_id, oc, &bm, month_start(to, -months), to, &m, &n, err, sizeof err);
         if (rc == 0) {

@@ -11,6 +11,7 @@
 
 #include "domain/forecast.h"
 #include "domain/model.h"
+#include "domain/prior.h"
 #include "store/feature_loader.h"
 
 /* Months replayed end at least this long ago, so that their deals'
@@ -18,13 +19,15 @@
 #define BACKTEST_SETTLE_DAYS 90
 
 /* What scores a feature vector: a model (cols[j] is the engine feature of
- * its column j) with its calibration, or else the stage prior. */
+ * its column j) with its calibration, or else the org's cold-start prior
+ * chain (domain/prior.h; a past moment's CRM probability is not known, so
+ * its history or its ladder). */
 typedef struct {
     const ds_model_t *model;
     const ds_calib_t *calib;
     const int *cols;
     size_t nf;
-    const ds_stage_prior_t *prior;
+    ds_prior_chain_t prior;
 } backtest_model_t;
 
 /* The months whose start lies in [from_us, to_us) and that have forecast

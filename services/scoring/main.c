@@ -12,6 +12,10 @@ static const ds_subcommand_t subcommands[] = {
     {"forecast-backtest",
      "forecast-backtest --org SLUG [--months N]   replay past months' forecasts against what was won",
      scoring_cmd_forecast_backtest},
+    {"ladder",
+     "ladder set|show|clear --org SLUG [--stage NAME=P ... | --csv FILE]   the org's cold-start "
+     "stage ladder",
+     scoring_cmd_ladder},
 };
 
 static const ds_service_def_t def = {

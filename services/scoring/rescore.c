@@ -61,7 +61,7 @@ typedef struct {
 /* What a worker did, summed over the workers at the end. */
 typedef struct {
     long long changed;   /* first score, or the probability moved */
-    long long prior;     /* scored with the stage prior */
+    long long prior;     /* scored with a cold-start prior */
     long long published; /* prediction.made queued */
     char versions[RESCORE_MAX_VERSIONS][64];
     long long version_n[RESCORE_MAX_VERSIONS];
@@ -174,6 +174,7 @@ static int chunk_build(worker_t *wk, job_t *job, chunk_t *c, char *errstr, size_
         it->as_of_us = p->as_of_us;
         it->values = vals;
         it->meddicc_json = c->mjson[c->n];
+        scoring_item_from_raw(it, raw);
         c->n++;
     }
     wk->tally.us_features += ds_mono_us() - t1;
@@ -381,7 +382,7 @@ static void help(FILE *out) {
             "usage: dealscore-scoring rescore [--org SLUG] [options]\n"
             "\n"
             "Re-scores every open opportunity (of one org, or of every org) with the org's\n"
-            "active model or the stage prior, through the same feature engine and scorer as\n"
+            "active model or its cold-start prior, through the same feature engine and scorer as\n"
             "the worker, all as of the run's start. Resumes the latest unfinished run of the\n"
             "same scope started within %d hours. SIGTERM or SIGINT stops after the chunks in\n"
             "hand; the next run resumes there.\n"
@@ -693,7 +694,7 @@ static int start_workers(rescore_t *rs) {
             return rescore_fail("%s\n", rs->err);
         scorer_register(wk->pg);
         wk->orgs = ds_org_cache_new(3600 * 1000);
-        wk->scorer = scorer_new(60000);
+        wk->scorer = scorer_new(60000, rs->cfg->prior_min_closed);
     }
     for (int i = 0; i < rs->o.workers; i++) {
         if (pthread_create(&pool->workers[i].thread, NULL, worker_main, &pool->workers[i]) != 0)
@@ -918,7 +919,7 @@ static int print_summary(const rescore_t *rs) {
                      : "interrupted",
         rs->scored, rs->asof_text, rs->done_here, secs, secs > 0 ? (double)rs->done_here / secs : 0.0);
     printf("rescore: %lld changed", sum.changed);
-    if (sum.prior) printf(", %lld with the stage prior", sum.prior);
+    if (sum.prior) printf(", %lld with a cold-start prior", sum.prior);
     for (int i = 0; i < sum.n_versions; i++)
         printf("%s%s %lld", i ? ", " : "; models: ", sum.versions[i], sum.version_n[i]);
     printf("\n");

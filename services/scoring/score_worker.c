@@ -73,6 +73,12 @@ void scoring_item_clear(scoring_item_t *it) {
     it->prev_text = NULL;
 }
 
+void scoring_item_from_raw(scoring_item_t *it, const ds_opp_raw_t *raw) {
+    it->has_crm = raw->stage_probability >= 0 && raw->stage_probability <= 1;
+    it->crm_probability = raw->stage_probability;
+    it->outcome = raw->outcome;
+}
+
 static int cmp_org(const void *a, const void *b) {
     const scoring_item_t *const *x = a, *const *y = b;
     return strcmp((*x)->org_id, (*y)->org_id);
@@ -115,15 +121,21 @@ static int score_by_org(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int
         size_t m = j - i;
         double *vals = ds_malloc(m * DS_FEATURE_COUNT * sizeof *vals);
         score_t *sc = ds_calloc(m, sizeof *sc);
-        for (size_t k = 0; k < m; k++)
-            memcpy(vals + k * DS_FEATURE_COUNT, order[i + k]->values, DS_FEATURE_COUNT * sizeof *vals);
-        rc = scorer_score(so, vals, m, top_k, sc, errstr, errsz);
+        score_input_t *in = ds_calloc(m, sizeof *in);
+        for (size_t k = 0; k < m; k++) {
+            const scoring_item_t *it = order[i + k];
+            memcpy(vals + k * DS_FEATURE_COUNT, it->values, DS_FEATURE_COUNT * sizeof *vals);
+            in[k] = (score_input_t){it->has_crm ? it->crm_probability : NAN, it->outcome};
+        }
+        rc = scorer_score(so, vals, in, m, top_k, sc, errstr, errsz);
         for (size_t k = 0; k < m; k++) {
             order[i + k]->score = sc[k];
-            snprintf(order[i + k]->version, sizeof order[i + k]->version, "%s", so->version);
+            snprintf(order[i + k]->version, sizeof order[i + k]->version, "%s",
+                     sc[k].version ? sc[k].version : so->version);
         }
         free(vals);
         free(sc);
+        free(in);
         i = j;
     }
     free(order);
@@ -437,7 +449,14 @@ static void decode_and_coalesce(score_batch_t *sb, ds_worker_item_t *items) {
     }
 }
 
-/* Account ids and the MEDDICC evidence of the scored snapshots; items of
+static ds_outcome_t outcome_parse(const char *s) {
+    return strcmp(s, "won") == 0    ? DS_OUTCOME_WON
+           : strcmp(s, "lost") == 0 ? DS_OUTCOME_LOST
+                                    : DS_OUTCOME_OPEN;
+}
+
+/* Account ids, the MEDDICC evidence of the scored snapshots and what the
+ * prior chain needs (the CRM's stage probability, the outcome); items of
  * opportunities that no longer exist are dropped. */
 static int attach_accounts(worker_state_t *st, score_batch_t *sb, char *errstr, size_t errsz) {
     size_t nit = sb->nit;
@@ -452,7 +471,8 @@ static int attach_accounts(worker_state_t *st, score_batch_t *sb, char *errstr, 
     char *a1 = ds_pg_array_text(ids, nit), *a2 = ds_pg_array_text(ats, nit);
     const char *v[] = {a1, a2, DS_FEATURE_VERSION};
     int rc = ds_pg_exec_params(st->pg,
-                               "select u.id::text, o.account_id, f.meddicc::text"
+                               "select u.id::text, o.account_id, f.meddicc::text, o.stage_probability,"
+                               " o.outcome"
                                " from unnest($1::uuid[], $2::timestamptz[]) as u(id, at)"
                                " join public.opportunities o on o.id = u.id"
                                " left join public.features_snapshot f on f.opportunity_id = u.id"
@@ -477,6 +497,9 @@ static int attach_accounts(worker_state_t *st, score_batch_t *sb, char *errstr, 
         if (row < 0) continue;
         its[k].account_id = PQgetisnull(r, row, 1) ? NULL : PQgetvalue(r, row, 1);
         its[k].meddicc_json = PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2);
+        its[k].has_crm = !PQgetisnull(r, row, 3);
+        its[k].crm_probability = its[k].has_crm ? strtod(PQgetvalue(r, row, 3), NULL) : NAN;
+        its[k].outcome = outcome_parse(PQgetvalue(r, row, 4));
         its[kept++] = its[k];
     }
     free(rowof);
@@ -556,7 +579,7 @@ void scoring_worker(ds_service_t *svc, void *state) {
     ds_pg_listen(st.pg, "dealscore_models", err, sizeof err);
     scorer_register(st.pg);
     st.orgs = ds_org_cache_new(60000);
-    st.scorer = scorer_new(60000);
+    st.scorer = scorer_new(60000, svc->cfg->prior_min_closed);
     st.m_predictions =
         ds_metrics_counter(svc->metrics, "predictions_total", "Predictions written", "path=\"worker\"");
     st.m_score_secs =

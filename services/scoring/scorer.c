@@ -14,6 +14,7 @@
 struct scorer_s {
     ds_ttlcache_t *orgs;       /* org id -> scorer_org_t */
     deal_risks_cache_t *risks; /* the orgs' risk rules and thresholds */
+    int prior_min_closed;
 };
 
 /* Frees a scorer_org_t (the cache's free callback). */
@@ -22,15 +23,15 @@ static void org_free(void *p) {
     if (!o) return;
     ds_model_destroy(o->model);
     ds_calib_destroy(o->calib);
-    ds_stage_prior_destroy(o->prior);
     free(o->map);
     free(o);
 }
 
-scorer_t *scorer_new(int ttl_ms) {
+scorer_t *scorer_new(int ttl_ms, int prior_min_closed) {
     scorer_t *s = ds_calloc(1, sizeof *s);
     s->orgs = ds_ttlcache_new(ttl_ms, org_free);
     s->risks = deal_risks_cache_new(DEAL_RISKS_TTL_MS);
+    s->prior_min_closed = prior_min_closed;
     return s;
 }
 
@@ -52,22 +53,23 @@ void scorer_register(ds_pg_t *pg) {
                         1);
     ds_pg_add_statement(
         pg, "ds_stage_reached",
-        "select h.new_value, bool_or(o.outcome = 'won')"
+        "select h.new_value, bool_or(o.outcome = 'won'), h.opportunity_id"
         " from public.opportunity_history h join public.opportunities o on o.id = h.opportunity_id"
         " where o.org_id = $1::uuid and o.outcome <> 'open' and h.field = 'stage'"
         " and h.new_value is not null"
-        " group by h.opportunity_id, h.new_value",
+        " group by h.opportunity_id, h.new_value order by h.opportunity_id",
         1);
+    ds_pg_add_statement(
+        pg, "ds_stage_ladder",
+        "select stage, probability from dealscore_internal.stage_ladders where org_id = $1::uuid", 1);
 }
 
-/* The cold-start prior: for every closed deal and every stage it reached,
- * (stage, won); p(stage) smoothed toward the org's win rate. */
-static int load_prior(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, ds_stage_prior_t **out,
-                      char *errstr, size_t errsz) {
-    const char *v[] = {org_id};
-    PGresult *r = NULL;
-    int rc = ds_pg_exec_prepared(pg, "ds_stage_reached", 1, v, NULL, NULL, &r, errstr, errsz);
-    if (rc != 0) return rc;
+/* The stage win rates of an org's closed deals: for every closed deal and
+ * every stage it reached, (stage, won); p(stage) smoothed toward the org's
+ * win rate (ds_stage_prior_fit). Sets *closed, *won_deals to the numbers
+ * of closed and won deals. */
+static ds_stage_prior_t *fit_history(const char *org_id, const ds_org_ctx_t *org, PGresult *r, int *closed,
+                                     int *won_deals) {
     int n = PQntuples(r);
     int *stage = ds_calloc((size_t)n + 2, sizeof *stage);
     double *won = ds_calloc((size_t)n + 2, sizeof *won);
@@ -77,13 +79,16 @@ static int load_prior(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, 
     won[0] = 1;
     won[1] = 0;
     size_t k = 2;
+    *closed = *won_deals = 0;
     for (int i = 0; i < n; i++) {
-        int idx = org && org->stages ? ds_stage_list_index(org->stages, PQgetvalue(r, i, 0)) : -1;
-        stage[k] = idx;
+        stage[k] = org && org->stages ? ds_stage_list_index(org->stages, PQgetvalue(r, i, 0)) : -1;
         won[k] = PQgetvalue(r, i, 1)[0] == 't' ? 1.0 : 0.0;
+        if (i == 0 || strcmp(PQgetvalue(r, i, 2), PQgetvalue(r, i - 1, 2)) != 0) {
+            (*closed)++;
+            *won_deals += won[k] == 1.0;
+        }
         k++;
     }
-    PQclear(r);
     ds_stage_prior_t *sp = NULL;
     char err[256];
     if (ds_stage_prior_fit(stage, won, NULL, k, DS_STAGE_PRIOR_SMOOTHING, &sp, err, sizeof err) != 0) {
@@ -93,12 +98,65 @@ static int load_prior(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, 
     }
     free(stage);
     free(won);
-    *out = sp;
+    return sp;
+}
+
+/* The org's ladder rows mapped onto its stage order (ds_ladder_set); a
+ * stage the order no longer has, or a ladder that no longer rises, is
+ * logged and the default ladder stands in. */
+static void set_ladder(const char *org_id, const ds_stage_list_t *stages, size_t n_open, PGresult *r,
+                       ds_ladder_t *out) {
+    int n = PQntuples(r);
+    ds_ladder_rung_t *rungs = ds_calloc((size_t)n + 1, sizeof *rungs);
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        int idx = ds_stage_list_index(stages, PQgetvalue(r, i, 0));
+        if (idx < 0 || (size_t)idx >= n_open) {
+            ds_warn("org %s: ladder stage '%s' is not an open stage of the org; ignored", org_id,
+                    PQgetvalue(r, i, 0));
+            continue;
+        }
+        rungs[k++] = (ds_ladder_rung_t){idx, strtod(PQgetvalue(r, i, 1), NULL)};
+    }
+    char err[256];
+    ds_ladder_default(n_open, out);
+    if (k && ds_ladder_set(rungs, k, n_open, out, err, sizeof err) != 0) {
+        ds_warn("org %s: the stage ladder is unusable (%s); using the default", org_id, err);
+        ds_ladder_default(n_open, out);
+    }
+    free(rungs);
+}
+
+/* The cold-start chain: the org's stage win rates once it has min_closed
+ * closed deals with wins and losses among them, and its ladder. */
+static int load_prior(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, int min_closed,
+                      scorer_org_t *o, char *errstr, size_t errsz) {
+    const char *v[] = {org_id};
+    PGresult *r = NULL;
+    int rc = ds_pg_exec_prepared(pg, "ds_stage_reached", 1, v, NULL, NULL, &r, errstr, errsz);
+    if (rc != 0) return rc;
+    const ds_stage_list_t *stages = org && org->stages ? org->stages : ds_stage_list_default();
+    size_t n_open = (size_t)ds_stage_list_max_index(stages);
+    int closed = 0, won = 0;
+    ds_stage_prior_t *sp = fit_history(org_id, org, r, &closed, &won);
+    PQclear(r);
+    o->has_history = closed >= min_closed && won > 0 && won < closed;
+    if (o->has_history) {
+        ds_ladder_from_stage_prior(sp, n_open, &o->history);
+        o->history_rate = ds_stage_prior_org_rate(sp);
+    }
+    ds_stage_prior_destroy(sp);
+    rc = ds_pg_exec_prepared(pg, "ds_stage_ladder", 1, v, NULL, NULL, &r, errstr, errsz);
+    if (rc != 0) return rc;
+    set_ladder(org_id, stages, n_open, r, &o->ladder);
+    PQclear(r);
+    ds_info("org %s scores with its prior: %s (%d closed deals)", org_id,
+            o->has_history ? DS_PRIOR_VERSION_HISTORY : "CRM probability, else ladder", closed);
     return DS_OK;
 }
 
-static int load_org(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, const scorer_org_t *old,
-                    scorer_org_t **out, char *errstr, size_t errsz) {
+static int load_org(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, int min_closed,
+                    const scorer_org_t *old, scorer_org_t **out, char *errstr, size_t errsz) {
     const char *v[] = {org_id};
     PGresult *r = NULL;
     int rc = ds_pg_exec_prepared(pg, "ds_active_model", 1, v, NULL, NULL, &r, errstr, errsz);
@@ -131,7 +189,7 @@ static int load_org(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, co
         if (bytes) PQfreemem(bytes);
         if (!ok) {
             ds_error("refusing model %s of org %s: %s; keeping %s", version, org_id, err,
-                     old ? old->version : DS_STAGE_PRIOR_VERSION);
+                     old ? old->version : "the prior");
             ds_model_destroy(m);
             free(map);
             ds_calib_destroy(cal);
@@ -151,12 +209,12 @@ static int load_org(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, co
         return 1;
     }
     if (!o->model) {
-        rc = load_prior(pg, org_id, org, &o->prior, errstr, errsz);
+        rc = load_prior(pg, org_id, org, min_closed, o, errstr, errsz);
         if (rc != 0) {
             free(o);
             return rc;
         }
-        snprintf(o->version, sizeof o->version, "%s", DS_STAGE_PRIOR_VERSION);
+        snprintf(o->version, sizeof o->version, "prior");
     }
     *out = o;
     return DS_OK;
@@ -171,7 +229,7 @@ int scorer_get(scorer_t *s, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t 
         return DS_OK;
     }
     scorer_org_t *old = ds_ttlcache_peek(s->orgs, org_id);
-    int rc = load_org(pg, org_id, org, old, &o, errstr, errstr_size);
+    int rc = load_org(pg, org_id, org, s->prior_min_closed, old, &o, errstr, errstr_size);
     if (rc == 1) { /* the same model, or a refused one: keep what the org had */
         ds_ttlcache_put(s->orgs, org_id, old, now);
         *out = old;
@@ -200,27 +258,32 @@ static double logit(double p) {
     return log(p / (1 - p));
 }
 
-/* The stage prior's explanation: the bias is the org's log-odds and the
- * stage moves it to p(stage). */
-static void score_prior(const scorer_org_t *o, const double *values, score_t *out) {
-    double si = values[DS_F_STAGE_INDEX];
-    int stage = isnan(si) ? -1 : (int)si;
-    double p = ds_stage_prior_predict(o->prior, stage);
-    double bias = logit(ds_stage_prior_org_rate(o->prior));
-    double c = logit(p) - bias;
-    out->proba = p;
-    out->margin = logit(p);
+/* A prior's explanation: the bias is the source's baseline (the org's win
+ * rate, or the ladder's mean rung) and the stage (or the CRM's probability)
+ * moves it to the prior. */
+static void score_prior(const scorer_org_t *o, const double *values, const score_input_t *in, score_t *out) {
+    ds_prior_chain_t chain = {o->has_history ? &o->history : NULL, o->history_rate, &o->ladder};
+    ds_prior_input_t pin = {values[DS_F_STAGE_INDEX], in ? in->crm_probability : NAN,
+                            in ? in->outcome : DS_OUTCOME_OPEN};
+    ds_prior_score_t ps;
+    ds_prior_score(&chain, &pin, &ps);
+    bool crm = ps.source == DS_PRIOR_CRM;
+    const char *name = crm ? DS_PRIOR_CRM_FEATURE : ds_feature_name(DS_F_STAGE_INDEX);
+    double bias = logit(ps.baseline), c = logit(ps.p) - bias;
+    out->proba = ps.p;
+    out->margin = logit(ps.p);
     out->is_prior = true;
+    out->version = ds_prior_version(ps.source);
     out->contribs = ds_malloc(2 * sizeof *out->contribs);
-    out->contribs[0] = (ds_named_contrib_t){ds_feature_name(DS_F_STAGE_INDEX), c};
+    out->contribs[0] = (ds_named_contrib_t){name, c};
     out->contribs[1] = (ds_named_contrib_t){DS_CONTRIB_BIAS_NAME, bias};
     out->n_contribs = 2;
-    ds_driver_t d = {.feature = DS_F_STAGE_INDEX,
-                     .name = ds_feature_name(DS_F_STAGE_INDEX),
-                     .label = ds_feature_label(DS_F_STAGE_INDEX),
-                     .value = si,
+    ds_driver_t d = {.feature = crm ? -1 : DS_F_STAGE_INDEX,
+                     .name = name,
+                     .label = crm ? "CRM stage probability" : ds_feature_label(DS_F_STAGE_INDEX),
+                     .value = crm ? pin.crm_probability : pin.stage_index,
                      .contribution = c,
-                     .pp = 100.0 * (p - ds_stage_prior_org_rate(o->prior))};
+                     .pp = 100.0 * (ps.p - ps.baseline)};
     if (c > 0) {
         out->pos = ds_malloc(sizeof *out->pos);
         out->pos[0] = d;
@@ -232,11 +295,12 @@ static void score_prior(const scorer_org_t *o, const double *values, score_t *ou
     }
 }
 
-int scorer_score(const scorer_org_t *o, const double *values, size_t n, int top_k, score_t *out, char *errstr,
-                 size_t errstr_size) {
+int scorer_score(const scorer_org_t *o, const double *values, const score_input_t *in, size_t n, int top_k,
+                 score_t *out, char *errstr, size_t errstr_size) {
     memset(out, 0, n * sizeof *out);
     if (!o->model) {
-        for (size_t r = 0; r < n; r++) score_prior(o, values + r * DS_FEATURE_COUNT, &out[r]);
+        for (size_t r = 0; r < n; r++)
+            score_prior(o, values + r * DS_FEATURE_COUNT, in ? &in[r] : NULL, &out[r]);
         return DS_OK;
     }
     size_t nf = o->nf;

@@ -1,8 +1,9 @@
-/* The scorer: each org's active model (or the stage prior while the org has
- * none), loaded from the models table and cached; scoring one feature vector
- * into a calibrated probability, exact TreeSHAP drivers and the named
- * contributions stored for the next "why did it move". Used by the worker,
- * /api/predict and rescore, so they can never disagree. */
+/* The scorer: each org's active model (or, while the org has none, its
+ * cold-start prior chain: domain/prior.h), loaded from the models table and
+ * cached; scoring one feature vector into a calibrated probability, exact
+ * TreeSHAP drivers and the named contributions stored for the next "why did
+ * it move". Used by the worker, /api/predict and rescore, so they can never
+ * disagree. */
 #ifndef DS_SCORER_H
 #define DS_SCORER_H
 
@@ -12,21 +13,28 @@
 #include "store/feature_loader.h"
 #include "domain/features.h"
 #include "domain/model.h"
+#include "domain/prior.h"
 #include "infra/pg.h"
 
 typedef struct {
     char org_id[37];
-    char version[64];  /* model version, or "stage-prior" */
-    ds_model_t *model; /* NULL: stage prior */
+    char version[64];  /* model version, or "prior" (each score names its source) */
+    ds_model_t *model; /* NULL: the prior chain */
     ds_calib_t *calib;
     int *map; /* model column -> engine feature index */
     size_t nf;
-    ds_stage_prior_t *prior;
+    /* The prior chain: the org's stage win rates (has_history: enough
+     * closed deals), and its ladder (set, or the default). */
+    bool has_history;
+    double history_rate;
+    ds_ladder_t history, ladder;
 } scorer_org_t;
 
 typedef struct scorer_s scorer_t;
 
-scorer_t *scorer_new(int ttl_ms);
+/* prior_min_closed: closed deals an org needs before its own stage win
+ * rates are its prior (DEALSCORE_PRIOR_MIN_CLOSED). */
+scorer_t *scorer_new(int ttl_ms, int prior_min_closed);
 void scorer_destroy(scorer_t *s);
 /* The org's scorer, loaded when missing, stale or invalidated. A model the
  * engine cannot supply features for is refused with a log line; the org
@@ -38,10 +46,17 @@ void scorer_invalidate(scorer_t *s, const char *org_id);
 /* The orgs' risk rules and thresholds (deal_risks.h), kept with the scorer. */
 struct deal_risks_cache_s *scorer_risks(scorer_t *s);
 
+/* What the prior chain needs of a deal beyond its features. */
+typedef struct {
+    double crm_probability; /* opportunities.stage_probability; NaN when none */
+    ds_outcome_t outcome;
+} score_input_t;
+
 typedef struct {
     double proba;
     double margin;
     bool is_prior;
+    const char *version; /* a prior's source ("prior:ladder" ...); NULL: the org's model */
     /* The top drivers each way (ds_drivers_top's order); names and labels
      * borrowed like contribs'. score_drivers_write gives them as JSON. */
     ds_driver_t *pos, *neg;
@@ -55,10 +70,11 @@ typedef struct {
 } score_t;
 
 /* Scores rows of engine feature values (n rows of DS_FEATURE_COUNT doubles)
- * into out[n]. top_k drivers each way. Returns 0 or DS_EFATAL with errstr.
- * Free each result with score_clear. */
-int scorer_score(const scorer_org_t *o, const double *values, size_t n, int top_k, score_t *out, char *errstr,
-                 size_t errstr_size);
+ * into out[n]; in[n] gives each deal's CRM probability and outcome for the
+ * prior chain (NULL: none, open). top_k drivers each way. Returns 0 or
+ * DS_EFATAL with errstr. Free each result with score_clear. */
+int scorer_score(const scorer_org_t *o, const double *values, const score_input_t *in, size_t n, int top_k,
+                 score_t *out, char *errstr, size_t errstr_size);
 void score_clear(score_t *s);
 /* Appends {"positive":[..],"negative":[..]} to b (ds_drivers_write). */
 void score_drivers_write(ds_sb_t *b, const score_t *s);

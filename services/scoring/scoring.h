@@ -20,6 +20,11 @@ typedef struct {
     const char *traceparent;  /* may be NULL */
     const double *values;     /* DS_FEATURE_COUNT engine values */
     const char *meddicc_json; /* features_snapshot.meddicc, may be NULL */
+    /* For the prior chain: the CRM's stage probability (when has_crm) and
+     * the deal's outcome (zeroed: none, open). */
+    bool has_crm;
+    double crm_probability;
+    ds_outcome_t outcome;
     /* filled by scoring_persist */
     score_t score;
     double previous; /* NaN without a previous prediction */
@@ -66,6 +71,9 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
                          scoring_item_t *items, size_t n, const scoring_persist_opts_t *o, char *errstr,
                          size_t errstr_size);
 void scoring_item_clear(scoring_item_t *it);
+/* Takes what the prior chain needs beyond the features from the deal's raw
+ * rows (the loader's): the CRM's stage probability and the outcome. */
+void scoring_item_from_raw(scoring_item_t *it, const ds_opp_raw_t *raw);
 /* Packs the PredictionMade event of a persisted item (caller frees *buf). */
 void scoring_event(const scoring_item_t *it, uint8_t **buf, size_t *len, char event_id[37]);
 
@@ -81,5 +89,6 @@ int scoring_usage_error(const char *cmd, const char *fmt, ...) __attribute__((fo
 int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv);
 int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv);
 int scoring_cmd_forecast_backtest(const ds_config_t *cfg, int argc, char **argv);
+int scoring_cmd_ladder(const ds_config_t *cfg, int argc, char **argv);
 
 #endif

@@ -1,5 +1,5 @@
-/* Scoring through the real Kafka and Postgres: cold start with the stage
- * prior, previous_proba from the earlier score, hot swap to a newly
+/* Scoring through the real Kafka and Postgres: cold start with the org's
+ * stage win rates (prior:history), previous_proba from the earlier score, hot swap to a newly
  * activated model (and refusal of one whose features the engine cannot
  * supply), and POST /api/predict: JWT checks, RLS (cross-org and
  * cross-account answer 404), errors. */
@@ -23,6 +23,8 @@ static void setup(void) {
     dst_setup(&S);
     dst_env_add(&S, "SUPABASE_JWT_SECRET=%s", SECRET);
     dst_env_add(&S, "DEALSCORE_CORS_ORIGINS=%s", "https://app.example.com, http://127.0.0.1:3000");
+    /* Five closed deals are enough history here (the default wants 20). */
+    dst_env_add(&S, "DEALSCORE_PRIOR_MIN_CLOSED=5");
     free(dst_token(&S, "acme", NULL));
     /* History for the stage prior: 3 deals reached demo (2 won), 2 reached proposal (2 won). */
     PGconn *db = pgt_connect_db(&S.db);
@@ -150,10 +152,11 @@ Test(scoring, cold_start_scores_with_the_stage_prior_and_keeps_the_previous_scor
     PGconn *db = pgt_connect_db(&S.db);
     char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-1'");
     Dealscore__V1__PredictionMade *pm = await_prediction(c, opp, 1772409600LL * 1000000); /* 2026-03-02 */
-    cr_expect_str_eq(pm->model_version, "stage-prior");
+    cr_expect_str_eq(pm->model_version, "prior:history");
     cr_expect(!pm->has_previous);
     /* Smoothed: (wins_s + m * org) / (n_s + m) with m = 10 and the org rate
-     * (4 wins + 1 pseudo) / (5 deals + 2 pseudo) = 5/7; demo: 2 of 3. */
+     * (4 wins + 1 pseudo) / (5 deals + 2 pseudo) = 5/7; demo: 2 of 3 (the
+     * rates rise from demo to proposal: nothing to pool). */
     double org = 5.0 / 7.0;
     double p_demo = (2 + 10 * org) / (3 + 10);
     cr_expect(fabs(pm->proba_close - p_demo) < 1e-9, "demo prior %.12f, expected %.12f", pm->proba_close,
@@ -168,7 +171,7 @@ Test(scoring, cold_start_scores_with_the_stage_prior_and_keeps_the_previous_scor
                  1, "a first score has nothing that moved it");
     cr_expect_eq(pgt_longf(db,
                            "select count(*) from predictions where opportunity_id = '%s' and is_prior"
-                           " and model_version = 'stage-prior' and previous_proba is null",
+                           " and model_version = 'prior:history' and previous_proba is null",
                            opp),
                  1);
 
@@ -238,7 +241,7 @@ Test(scoring, hot_swap_to_a_new_model_and_refusal_of_an_unsupported_one) {
     PGconn *db = pgt_connect_db(&S.db);
     char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-1'");
     Dealscore__V1__PredictionMade *pm = await_prediction(c, opp, 1772409600LL * 1000000);
-    cr_expect_str_eq(pm->model_version, "stage-prior");
+    cr_expect_str_eq(pm->model_version, "prior:history");
     dealscore__v1__prediction_made__free_unpacked(pm, NULL);
 
     register_model(db, "m-test-1", NULL);
@@ -315,7 +318,7 @@ Test(scoring, api_predict_scores_visible_opportunities_and_hides_the_rest) {
     json_t *j = json_loads(r.body, 0, NULL);
     cr_assert(j);
     cr_expect_str_eq(json_string_value(json_object_get(j, "opportunity_id")), opp);
-    cr_expect_str_eq(json_string_value(json_object_get(j, "model_version")), "stage-prior");
+    cr_expect_str_eq(json_string_value(json_object_get(j, "model_version")), "prior:history");
     double p = json_real_value(json_object_get(j, "proba_close"));
     cr_expect(p > 0 && p < 1);
     cr_expect(json_is_object(json_object_get(json_object_get(j, "meddicc"), "champion")));

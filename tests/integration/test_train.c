@@ -506,14 +506,16 @@ Test(train, refuses_an_org_with_too_few_closed_deals) {
     run_free(&r);
     cr_expect_eq(pgt_longf(c, "select count(*) from models"), 0);
 
-    /* Rescore still works: every open deal gets the stage prior. */
+    /* Rescore still works: every open deal gets the org's stage win rates
+     * (more than DEALSCORE_PRIOR_MIN_CLOSED closed deals, won and lost). */
+    cr_expect_gt(pgt_longf(c, "select count(*) from opportunities where outcome <> 'open'"), 20);
     long long open =
         pgt_longf(c, "select count(*) from opportunities where outcome = 'open' and not placeholder");
     r = run(&t, "dealscore-scoring", "rescore", "--org", "tiny", "--no-publish");
     cr_expect_eq(r.rc, 0, "rescore exited %d:\n%s%s", r.rc, r.out, r.err);
     run_free(&r);
     cr_expect_eq(
-        pgt_longf(c, "select count(*) from predictions where model_version = 'stage-prior' and is_prior"),
+        pgt_longf(c, "select count(*) from predictions where model_version = 'prior:history' and is_prior"),
         open);
 
     PQfinish(c);
