@@ -134,11 +134,11 @@ static const char *deal_outcome(const json_t *hs) {
     return NULL;
 }
 
-/* dealname and hs_deal_stage_probability (HubSpot's own 0..1 probability
- * of the stage) are not read: the native opportunity has no field for
- * either. */
+/* dealname is not read: the native opportunity has no name. */
 static void map_deal(json_t *out, const json_t *hs, const hs_fields_t *f) {
     set_prop(out, "stage", hs, "dealstage");
+    /* HubSpot's own probability of the stage, a share like the native field. */
+    set_number(out, "stage_probability", prop(hs, "hs_deal_stage_probability"));
     set_prop(out, "owner_id", hs, "hubspot_owner_id");
     set_prop(out, "currency", hs, "deal_currency_code");
     set_prop(out, "product_category", hs, f && f->product_field ? f->product_field : "pipeline");

@@ -608,13 +608,15 @@ Test(ingest, hubspot_profile_maps_deals_companies_and_engagements) {
                            " and owner_id = '66' and product_category = 'default' and persona is null"
                            " and close_date = '2026-06-30' and outcome = 'open' and closed_at is null"
                            " and created_at = '2026-03-01T09:00:00Z' and account_external_id = '184896670'"
+                           " and stage_probability = 0.6"
                            " and account_id = (select id from accounts where external_id = '184896670')"
                            " and not placeholder"),
                  1);
     cr_expect_eq(pgt_longf(db, "select count(*) from opportunities where external_id = '1237999'"
                                " and stage = 'closedwon' and amount = 15000.5 and outcome = 'won'"
                                " and close_date = '2026-05-15' and closed_at = '2026-05-15T14:30:00Z'"
-                               " and created_at = '2026-01-10T08:00:00Z' and account_id is null"),
+                               " and created_at = '2026-01-10T08:00:00Z' and account_id is null"
+                               " and stage_probability = 1"),
                  1);
     cr_expect_eq(pgt_longf(db, "select count(*) from opportunity_history h join opportunities o"
                                " on o.id = h.opportunity_id where o.external_id = '1237891'"
