@@ -279,8 +279,9 @@ static void backtest_section(ds_sb_t *sb, const ds_report_t *r) {
     for (size_t i = 0; i < n; i++) in += m[i].inside;
     ds_sb_printf(
         sb,
-        "<h2>Forecast backtest (test window)</h2>\n<p>At each month's start, the open deals whose "
-        "close date fell in the month, scored on their features of that moment: the band holds what "
+        "<h2>Forecast backtest (held-out months)</h2>\n<p>At the start of each month after the "
+        "training fold, the open deals whose close date fell in the month, scored on their features "
+        "of that moment: the band holds what "
         "they won in %zu of %zu months (%.0f %%). The normal approximation the forecast view uses is "
         "off the exact P10/P90 by %.1f %% of the band's width on average.</p>\n",
         in, n, 100 * ds_forecast_coverage(m, n), 100 * ds_forecast_approx_error(m, n));

@@ -215,7 +215,7 @@ static void help(FILE *out) {
             "expected won amount and the exact P10-P90 band against what those deals won\n"
             "(actual; won_in_month: the part that closed won within the month; a deal still\n"
             "open counts as not won). Months before the model's test window replay deals it\n"
-            "was trained on; train's report shows the backtest on the test window only.\n"
+            "was trained on; train's report shows the months after its training fold.\n"
             "\n"
             "  --org SLUG     the org (required)\n"
             "  --months N     months to replay (1-240)\n"
