@@ -232,6 +232,12 @@ size_t ds_risks_eval(const ds_risk_config_t *cfg, const double *values, int n_co
     return n;
 }
 
+bool ds_risk_needs_contacts(const ds_risk_config_t *cfg, const double *values) {
+    const ds_risk_rule_t *rule = &cfg->rules[DS_RISK_SINGLE_CONTACT];
+    double sv = values[DS_F_STAGE_INDEX];
+    return rule->enabled && isfinite(sv) && sv >= rule->fallback;
+}
+
 /* ---- what-if ---------------------------------------------------------------- */
 
 /* The last 14 days brought back to the level of the days before: each

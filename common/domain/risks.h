@@ -106,6 +106,10 @@ typedef struct {
  * most DS_RISK_MAX into out. Returns the count. */
 size_t ds_risks_eval(const ds_risk_config_t *cfg, const double *values, int n_contacts, ds_risk_t *out);
 
+/* Whether single_contact could fire on the deal (enabled, and the deal at
+ * or past its stage): only then does the caller need its contacts. */
+bool ds_risk_needs_contacts(const ds_risk_config_t *cfg, const double *values);
+
 /* The feature vector with the risk resolved: out = values with a MEDDICC
  * element detected (and coverage + 1), days in stage at the won deals'
  * median (or the threshold), no pushes, the last 14 days' interactions

@@ -195,3 +195,39 @@ Test(risks, a_deal_without_a_champion_stalled_in_proposal) {
     free(opp);
     PQfinish(db);
 }
+
+/* One buyer contact: the speakers other than "Rep" of the deal's
+ * transcripts are its contacts; a single one is a risk no model feature
+ * describes, so its what-if is the score itself. */
+Test(risks, a_deal_with_one_buyer_contact) {
+    PGconn *db = pgt_connect_db(&S.db);
+    post_ok("/v1/opportunities",
+            "[{\"external_id\":\"OPP-S\",\"stage\":\"discovery\",\"created_at\":\"2026-09-01T00:00:00Z\","
+            "\"changed_at\":\"2026-09-01T00:00:00Z\",\"amount\":20000},"
+            "{\"external_id\":\"OPP-S\",\"stage\":\"proposal\",\"created_at\":\"2026-09-01T00:00:00Z\","
+            "\"changed_at\":\"2026-10-20T00:00:00Z\",\"amount\":20000}]");
+    post_ok(
+        "/v1/transcripts",
+        "{\"external_id\":\"T-S\",\"opportunity_external_id\":\"OPP-S\","
+        "\"occurred_at\":\"2026-10-21T10:00:00Z\",\"text\":\"Rep: Thanks for joining.\\nMaria: Our pain "
+        "point is the month end close. The ROI has to be clear. I am the budget holder. Our decision "
+        "criteria are written down. The decision process ends in procurement. We are also evaluating other "
+        "vendors. I will be your internal advocate.\\nRep: Great.\"}");
+    char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-S'");
+    json_t *risks = await_risks(db, opp, "2026-10-21T10:00:00Z");
+    char *dump = json_dumps(risks, 0);
+    cr_assert_eq(json_array_size(risks), 1, "one risk: %s", dump);
+    json_t *r = json_array_get(risks, 0);
+    cr_expect_str_eq(json_string_value(json_object_get(r, "rule")), "single_contact", "%s", dump);
+    cr_expect_str_eq(json_string_value(json_object_get(r, "evidence")),
+                     "1 buyer contact engaged so far, in proposal");
+    char *pt = pgt_valuef(
+        db, "select round(proba_close::numeric, 4) from deal_risks where opportunity_id = '%s'", opp);
+    cr_expect_eq(json_number_value(json_object_get(r, "what_if")), strtod(pt, NULL), "%s vs %s", dump, pt);
+    cr_expect_eq(json_number_value(json_object_get(r, "gain")), 0, "%s", dump);
+    free(pt);
+    free(dump);
+    json_decref(risks);
+    free(opp);
+    PQfinish(db);
+}

@@ -213,8 +213,13 @@ Test(risks, single_contact_from_its_stage_on) {
     double out[DS_FEATURE_COUNT];
     ds_risk_resolved(&cfg, &r[0], v, out);
     cr_assert_eq(memcmp(out, v, sizeof v), 0, "no feature describes contacts");
+    cr_assert(ds_risk_needs_contacts(&cfg, v));
     v[DS_F_STAGE_INDEX] = 1; /* before discovery one contact is normal */
     cr_assert_eq(ds_risks_eval(&cfg, v, 1, r), 0);
+    cr_assert(!ds_risk_needs_contacts(&cfg, v), "the contacts are not read where the rule cannot fire");
+    cfg.rules[DS_RISK_SINGLE_CONTACT].enabled = false;
+    v[DS_F_STAGE_INDEX] = 4;
+    cr_assert(!ds_risk_needs_contacts(&cfg, v));
 }
 
 Test(risks, disabled_rule_and_unknown_stage) {
