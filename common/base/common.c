@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
@@ -254,6 +255,24 @@ void ds_sha256_hex(const void *buf, size_t len, char out[65]) {
     for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
         out[2 * i] = hex[md[i] >> 4];
         out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[64] = '\0';
+}
+
+void ds_signature_hex(const char *secret, const char *ts, const void *body, size_t body_len, char out[65]) {
+    size_t tslen = strlen(ts), msglen = tslen + 1 + body_len;
+    char *msg = ds_malloc(msglen);
+    memcpy(msg, ts, tslen);
+    msg[tslen] = '.';
+    if (body_len) memcpy(msg + tslen + 1, body, body_len);
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)msg, msglen, mac, &maclen);
+    free(msg);
+    static const char hex[] = "0123456789abcdef";
+    for (unsigned i = 0; i < 32; i++) {
+        out[2 * i] = hex[mac[i] >> 4];
+        out[2 * i + 1] = hex[mac[i] & 15];
     }
     out[64] = '\0';
 }

@@ -83,5 +83,10 @@ void ds_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d);
 int ds_parse_time_us(const char *s, int64_t *us);
 /* Lowercase hex SHA-256 of buf into out (65 bytes). */
 void ds_sha256_hex(const void *buf, size_t len, char out[65]);
+/* Lowercase hex HMAC-SHA256, keyed with secret, of "<ts>.<body>" into out
+ * (65 bytes): the X-Dealscore-Signature of a request, the same for signed
+ * webhooks into ingest and for the events dealscore-notify sends out, so
+ * one verifier serves both directions. */
+void ds_signature_hex(const char *secret, const char *ts, const void *body, size_t body_len, char out[65]);
 
 #endif

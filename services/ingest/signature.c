@@ -4,7 +4,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <openssl/crypto.h>
-#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,22 +31,8 @@ sig_verdict_t signature_check(const char *secret, const char *ts, const char *si
     int64_t t;
     if (parse_unix_time(ts, &t) != 0 || t < now_s - window_s || t > now_s + window_s) return SIG_EXPIRED;
     const char *given = strncasecmp(sig, "sha256=", 7) == 0 ? sig + 7 : sig;
-    size_t tslen = strlen(ts), msglen = tslen + 1 + body_len;
-    char *msg = ds_malloc(msglen);
-    memcpy(msg, ts, tslen);
-    msg[tslen] = '.';
-    if (body_len) memcpy(msg + tslen + 1, body, body_len);
-    unsigned char mac[32];
-    unsigned int maclen = 0;
-    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)msg, msglen, mac, &maclen);
-    free(msg);
     char want[65];
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        want[2 * i] = digits[mac[i] >> 4];
-        want[2 * i + 1] = digits[mac[i] & 15];
-    }
-    want[64] = '\0';
+    ds_signature_hex(secret, ts, body, body_len, want);
     /* Only a value of exactly 64 characters is read; the comparison takes
      * the same time whatever its content. */
     char lower[65] = "";
