@@ -26,7 +26,7 @@ typedef struct {
 
 #define OFF(f) offsetof(ds_config_t, f)
 #define ALL DS_SVC_ALL
-#define WORKERS (DS_SVC_FEATURE | DS_SVC_SCORING | DS_SVC_BENCHMARK)
+#define WORKERS (DS_SVC_FEATURE | DS_SVC_SCORING | DS_SVC_BENCHMARK | DS_SVC_NOTIFY)
 
 static const cfg_entry_t entries[] = {
     {"DEALSCORE_DATABASE_URL", T_PGURL, ALL, 0, 0, "postgresql://postgres@127.0.0.1:5432/dealscore",
@@ -112,6 +112,23 @@ static const cfg_entry_t entries[] = {
      "won deals a cohort needs before attributes are relaxed"},
     {"DEALSCORE_BENCH_REFRESH_S", T_INT, DS_SVC_BENCHMARK, 0, 86400 * 7, "3600", OFF(bench_refresh_s),
      "periodic refresh of cached cohorts, seconds (0 = off)"},
+    {"DEALSCORE_NOTIFY_MAX_ATTEMPTS", T_INT, DS_SVC_NOTIFY, 1, 1000, "15", OFF(notify_max_attempts),
+     "tries of one event delivery before it is marked failed (a failed delivery can be replayed)"},
+    {"DEALSCORE_NOTIFY_RETRY_BASE_MS", T_INT, DS_SVC_NOTIFY, 1, 3600000, "1000", OFF(notify_retry_base_ms),
+     "wait before the second try, milliseconds; it doubles with each try (half of it random jitter)"},
+    {"DEALSCORE_NOTIFY_RETRY_MAX_MS", T_INT, DS_SVC_NOTIFY, 1, 86400000, "900000", OFF(notify_retry_max_ms),
+     "longest wait between two tries, milliseconds"},
+    {"DEALSCORE_NOTIFY_TIMEOUT_MS", T_INT, DS_SVC_NOTIFY, 100, 600000, "10000", OFF(notify_timeout_ms),
+     "time allowed for one POST to a subscriber, connect to last byte, milliseconds (past it: a failed try)"},
+    {"DEALSCORE_NOTIFY_CONCURRENCY", T_INT, DS_SVC_NOTIFY, 1, 256, "4", OFF(notify_concurrency),
+     "deliveries in flight at once (one thread, HTTP client and Postgres connection each)"},
+    {"DEALSCORE_NOTIFY_POLL_MS", T_INT, DS_SVC_NOTIFY, 10, 600000, "1000", OFF(notify_poll_ms),
+     "how often idle delivery threads look for due retries and replays, milliseconds (new events "
+     "wake them at once)"},
+    {"DEALSCORE_NOTIFY_RETAIN_DAYS", T_INT, DS_SVC_NOTIFY, 1, 3650, "14", OFF(notify_retain_days),
+     "delivered events are deleted after this many days (failed ones stay until replayed)"},
+    {"DEALSCORE_NOTIFY_SOURCE", T_STR, DS_SVC_NOTIFY, 0, 0, "/dealscore", OFF(notify_source),
+     "the CloudEvents source attribute of the events sent"},
 };
 
 static const char *svc_name(ds_svc_kind_t svc) {
@@ -120,6 +137,7 @@ static const char *svc_name(ds_svc_kind_t svc) {
     case DS_SVC_FEATURE: return "feature";
     case DS_SVC_SCORING: return "scoring";
     case DS_SVC_BENCHMARK: return "benchmark";
+    case DS_SVC_NOTIFY: return "notify";
     default: return "dealscore";
     }
 }
@@ -130,6 +148,7 @@ static const char *default_http_addr(ds_svc_kind_t svc) {
     case DS_SVC_SCORING: return "127.0.0.1:8081";
     case DS_SVC_FEATURE: return "127.0.0.1:8082";
     case DS_SVC_BENCHMARK: return "127.0.0.1:8083";
+    case DS_SVC_NOTIFY: return "127.0.0.1:8084";
     default: return "127.0.0.1:8080";
     }
 }

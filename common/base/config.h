@@ -12,7 +12,8 @@ typedef enum {
     DS_SVC_FEATURE = 1 << 1,
     DS_SVC_SCORING = 1 << 2,
     DS_SVC_BENCHMARK = 1 << 3,
-    DS_SVC_ALL = 0xf,
+    DS_SVC_NOTIFY = 1 << 4,
+    DS_SVC_ALL = 0x1f,
 } ds_svc_kind_t;
 
 typedef struct {
@@ -72,6 +73,16 @@ typedef struct ds_config_s {
     int bench_months;    /* DEALSCORE_BENCH_MONTHS */
     int bench_min_won;   /* DEALSCORE_BENCH_MIN_WON */
     int bench_refresh_s; /* DEALSCORE_BENCH_REFRESH_S */
+
+    /* notify */
+    int notify_max_attempts;  /* DEALSCORE_NOTIFY_MAX_ATTEMPTS: tries before a delivery fails */
+    int notify_retry_base_ms; /* DEALSCORE_NOTIFY_RETRY_BASE_MS: wait after the first failure */
+    int notify_retry_max_ms;  /* DEALSCORE_NOTIFY_RETRY_MAX_MS: the longest wait between tries */
+    int notify_timeout_ms;    /* DEALSCORE_NOTIFY_TIMEOUT_MS: one POST, connect to last byte */
+    int notify_concurrency;   /* DEALSCORE_NOTIFY_CONCURRENCY: deliveries in flight */
+    int notify_poll_ms;       /* DEALSCORE_NOTIFY_POLL_MS: how often due retries are looked for */
+    int notify_retain_days;   /* DEALSCORE_NOTIFY_RETAIN_DAYS: delivered rows kept */
+    char *notify_source;      /* DEALSCORE_NOTIFY_SOURCE: the CloudEvents source */
 
     /* KAFKA_<PROPERTY> variables, passed to librdkafka as they are. */
     ds_kv_t *kafka_props;
