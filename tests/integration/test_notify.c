@@ -384,3 +384,100 @@ Test(notify, a_failed_delivery_is_listed_and_replayed_with_the_same_id) {
     json_decref(ev);
     free(id);
 }
+
+Test(notify, a_receiver_that_does_not_answer_in_time_gets_the_event_again) {
+    sub_t s = add_subscription("acme", "/slow", "0");
+    RV.delay_ms = 1500; /* past DEALSCORE_NOTIFY_TIMEOUT_MS=1000 */
+    dst_start(&T, "notify");
+    produce(org_acme, OPP_A, "e0000000-0000-4000-8000-000000000006", 0.3, 0.2);
+    flush();
+    cr_assert_eq(receiver_wait(&RV, 1, 20000), 1);
+    RV.delay_ms = 0;
+    cr_assert_eq(receiver_wait(&RV, 2, 20000), 2);
+    json_t *first = verified(0, s.secret, NULL), *second = verified(1, s.secret, NULL);
+    cr_assert_str_eq(jstr(first, "id"), jstr(second, "id"));
+    cr_assert_eq(dst_wait_count(&T,
+                                "select count(*) from dealscore_internal.notify_deliveries"
+                                " where status = 'delivered' and attempts = 2",
+                                1, 10000),
+                 1);
+    dst_wait_metric(&T, "dealscore_notify_delivered_total", 1);
+    cr_assert_eq(dst_metric(&T, "dealscore_notify_attempts_total{class=\"timeout\"}"), 1);
+    json_decref(first);
+    json_decref(second);
+}
+
+Test(notify, a_410_gone_deactivates_the_subscription_and_fails_its_deliveries) {
+    receiver_set_default(&RV, 410);
+    sub_t s = add_subscription("acme", "/gone", "0");
+    dst_start(&T, "notify");
+    produce(org_acme, OPP_A, "e0000000-0000-4000-8000-000000000007", 0.3, 0.2);
+    produce(org_acme, OPP_A, "e0000000-0000-4000-8000-000000000008", 0.5, 0.3);
+    flush();
+    cr_assert_eq(dst_wait_count(&T,
+                                "select count(*) from dealscore_internal.notify_deliveries"
+                                " where status = 'failed'",
+                                2, 20000),
+                 2);
+    char *q = pgt_fmt("select count(*) from dealscore_internal.notify_subscriptions"
+                      " where id = '%s' and not active",
+                      s.id);
+    cr_assert_eq(dst_count(&T, q), 1);
+    free(q);
+    /* Tried at most once each: a 410 is not retried. */
+    cr_assert_eq(
+        dst_count(&T, "select count(*) from dealscore_internal.notify_deliveries where attempts > 1"), 0);
+    cr_assert_leq(receiver_count(&RV), 2);
+    char *out = NULL, *err = NULL;
+    cr_assert_eq(cli(&out, &err, "subscription", "list", "--org", "acme", NULL, NULL, NULL, NULL), 0);
+    cr_assert_null(strstr(out, s.id), "%s", out);
+    free(out);
+    free(err);
+}
+
+Test(notify, a_payload_that_is_no_prediction_goes_to_the_dead_letters) {
+    add_subscription("acme", "/h", "0");
+    dst_start(&T, "notify");
+    ds_consumer_t *dlq = dst_consumer(&T, DS_TOPIC_PREDICTION_MADE DS_TOPIC_DLQ_SUFFIX);
+    const uint8_t garbage[] = {0xff, 0xff, 0xff, 0x01};
+    ds_event_meta_t meta = {.type = DS_CE_TYPE_PREDICTION_MADE};
+    cr_assert_eq(ds_producer_send(prod, topic, "k", 1, garbage, sizeof garbage, &meta, NULL), 0);
+    produce(org_acme, OPP_A, "e0000000-0000-4000-8000-000000000009", 0.3, 0.2);
+    flush();
+    rd_kafka_message_t *m[1];
+    dst_consume(dlq, m, 1, 20000);
+    cr_assert_eq(m[0]->len, sizeof garbage);
+    cr_assert_eq(memcmp(m[0]->payload, garbage, sizeof garbage), 0);
+    rd_kafka_message_destroy(m[0]);
+    cr_assert_eq(receiver_wait(&RV, 1, 20000), 1, "the good event after it is delivered");
+    ds_consumer_destroy(dlq);
+}
+
+Test(notify, removing_a_subscription_fails_its_pending_deliveries) {
+    receiver_set_default(&RV, 500);
+    sub_t s = add_subscription("acme", "/h", "0");
+    dst_env_add(&T, "DEALSCORE_NOTIFY_RETRY_BASE_MS=60000"); /* the retry stays pending */
+    dst_env_add(&T, "DEALSCORE_NOTIFY_RETRY_MAX_MS=60000");
+    dst_start(&T, "notify");
+    produce(org_acme, OPP_A, "e0000000-0000-4000-8000-000000000010", 0.3, 0.2);
+    flush();
+    cr_assert_eq(dst_wait_count(&T,
+                                "select count(*) from dealscore_internal.notify_deliveries"
+                                " where status = 'pending' and attempts = 1 and last_status = 500",
+                                1, 20000),
+                 1);
+    char *out = NULL, *err = NULL;
+    cr_assert_eq(cli(&out, &err, "subscription", "remove", s.id, NULL, NULL, NULL, NULL, NULL), 0, "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(dst_count(&T, "select count(*) from dealscore_internal.notify_deliveries"
+                               " where status = 'failed' and last_error = 'subscription removed'"),
+                 1);
+    /* A delivery of a removed subscription is not replayed. */
+    char *id = pgt_valuef(db, "select id from dealscore_internal.notify_deliveries");
+    cr_assert_eq(cli(&out, &err, "deliveries", "replay", id, NULL, NULL, NULL, NULL, NULL), 1);
+    cr_assert(strstr(err, "of an active subscription"), "%s", err);
+    free(out);
+    free(err);
+    free(id);
+}
