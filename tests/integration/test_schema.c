@@ -709,9 +709,12 @@ Test(schema, a_shared_supabase_project_keeps_the_apps_grants_and_policies) {
                      after);
 
     /* dealscore's internals: no API role can read them. */
-    static const char *const internal[] = {"dealscore_internal.outbox", "dealscore_internal.ingest_tokens",
+    static const char *const internal[] = {"dealscore_internal.outbox",
+                                           "dealscore_internal.ingest_tokens",
                                            "dealscore_internal.rescore_runs",
-                                           "dealscore_internal.ingest_signatures"};
+                                           "dealscore_internal.ingest_signatures",
+                                           "dealscore_internal.notify_subscriptions",
+                                           "dealscore_internal.notify_deliveries"};
     for (size_t i = 0; i < PGT_N(internal); i++)
         for (int r = 0; r < 2; r++)
             cr_expect_eq(pgt_longf(c, "select has_table_privilege('%s', '%s', 'select')::int",
