@@ -16,6 +16,9 @@ static const ds_subcommand_t subcommands[] = {
      "ladder set|show|clear --org SLUG [--stage NAME=P ... | --csv FILE]   the org's cold-start "
      "stage ladder",
      scoring_cmd_ladder},
+    {"lexicon",
+     "lexicon import --org SLUG FILE.csv   the org's own MEDDICC phrases (element,phrase[,weight])",
+     scoring_cmd_lexicon},
 };
 
 static const ds_service_def_t def = {

@@ -90,5 +90,7 @@ int scoring_cmd_train(const ds_config_t *cfg, int argc, char **argv);
 int scoring_cmd_rescore(const ds_config_t *cfg, int argc, char **argv);
 int scoring_cmd_forecast_backtest(const ds_config_t *cfg, int argc, char **argv);
 int scoring_cmd_ladder(const ds_config_t *cfg, int argc, char **argv);
+/* lexicon import --org SLUG FILE.csv: the org's MEDDICC phrases (lexicon.c). */
+int scoring_cmd_lexicon(const ds_config_t *cfg, int argc, char **argv);
 
 #endif
