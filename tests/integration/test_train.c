@@ -231,6 +231,7 @@ Test(train, beats_stage_prior_and_activates_then_a_worse_model_stays_candidate) 
     cr_assert_eq(r.rc, 0, "train exited %d:\n%s%s", r.rc, r.out, r.err);
     cr_expect(strstr(r.out, "now ACTIVE") != NULL, "%s", r.out);
     cr_expect(strstr(r.out, "Bayes-optimal") != NULL, "no Bayes comparison:\n%s", r.out);
+    cr_expect(strstr(r.out, "oracle without u and eps") != NULL, "no oracle line:\n%s", r.out);
 
     PGconn *c = pgt_connect_db(&t.db);
     cr_assert_eq(pgt_longf(c, "select count(*) from models"), 1);
@@ -272,6 +273,9 @@ Test(train, beats_stage_prior_and_activates_then_a_worse_model_stays_candidate) 
     /* The simulator's truth: the Bayes-optimal ceiling is above the model. */
     cr_expect_gt(num(m, "bayes.matched_rows"), 0);
     cr_expect_gt(num(m, "bayes.bayes_optimal.roc_auc"), auc);
+    /* The oracle without u and eps: between the stage prior and the Bayes figure. */
+    cr_expect_lt(num(m, "bayes.oracle.roc_auc"), num(m, "bayes.bayes_optimal.roc_auc"));
+    cr_expect_gt(num(m, "bayes.oracle.roc_auc"), num(m, "bayes.stage_prior.roc_auc"));
     json_decref(m);
 
     /* The report: a self-contained page and the same figures as JSON. */
