@@ -6,6 +6,7 @@
 
 #include "base/common.h"
 #include "domain/features.h"
+#include "domain/model.h"
 #include "notify.h"
 
 /* v in the fewest significant digits (15 to 17) that read back as v;
@@ -60,6 +61,30 @@ static void put_drivers(ds_sb_t *b, const Dealscore__V1__PredictionMade *pm, boo
     ds_sb_putc(b, ']');
 }
 
+/* The score's change since the previous one (TreeSHAP contributions that
+ * moved most), in the shape of predictions.change; null when the event
+ * carries none. */
+static void put_change(ds_sb_t *b, const Dealscore__V1__PredictionMade *pm) {
+    const Dealscore__V1__PredictionChange *c = pm->change;
+    if (!c) {
+        ds_sb_puts(b, "null");
+        return;
+    }
+    ds_contrib_change_t *moved = ds_calloc(c->n_drivers ? c->n_drivers : 1, sizeof *moved);
+    for (size_t i = 0; i < c->n_drivers; i++) {
+        const Dealscore__V1__DriverChange *d = c->drivers[i];
+        moved[i] = (ds_contrib_change_t){
+            .name = d->feature,
+            .label = d->label && *d->label ? d->label : d->feature,
+            .previous = d->previous,
+            .current = d->current,
+            .change = d->change,
+        };
+    }
+    ds_score_change_write(b, c->has_previous ? c->previous_proba : NAN, pm->proba_close, moved, c->n_drivers);
+    free(moved);
+}
+
 static void put_data(ds_sb_t *b, const Dealscore__V1__PredictionMade *pm, const notify_event_ctx_t *ctx) {
     ds_sb_puts(b, "{\"org_id\":");
     ds_sb_json_str(b, pm->org_id);
@@ -86,7 +111,9 @@ static void put_data(ds_sb_t *b, const Dealscore__V1__PredictionMade *pm, const 
     put_drivers(b, pm, true);
     ds_sb_puts(b, ",\"negative\":");
     put_drivers(b, pm, false);
-    ds_sb_puts(b, "}}");
+    ds_sb_puts(b, "},\"change\":");
+    put_change(b, pm);
+    ds_sb_putc(b, '}');
 }
 
 void notify_event_write(ds_sb_t *b, const Dealscore__V1__PredictionMade *pm, const notify_event_ctx_t *ctx) {

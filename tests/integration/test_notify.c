@@ -114,6 +114,22 @@ static void produce(const char *org, const char *opp, const char *event_id, doub
     pm.previous_proba = prev;
     pm.n_top_drivers = 2;
     pm.top_drivers = drivers;
+    Dealscore__V1__PredictionChange change = DEALSCORE__V1__PREDICTION_CHANGE__INIT;
+    Dealscore__V1__DriverChange moved = DEALSCORE__V1__DRIVER_CHANGE__INIT;
+    Dealscore__V1__DriverChange *movedp[] = {&moved};
+    if (!isnan(prev)) {
+        moved.feature = "stage_index";
+        moved.label = "Stage";
+        moved.previous = 0.125;
+        moved.current = 0.25;
+        moved.change = 0.125;
+        change.has_previous = true;
+        change.previous_proba = prev;
+        change.delta = proba - prev;
+        change.drivers = movedp;
+        change.n_drivers = 1;
+        pm.change = &change;
+    }
     uint8_t buf[1024];
     size_t len = dealscore__v1__prediction_made__pack(&pm, buf);
     ds_event_meta_t meta = {.id = event_id, .type = DS_CE_TYPE_PREDICTION_MADE};
@@ -157,7 +173,7 @@ static const char *jstr(json_t *o, const char *key) {
 Test(notify, a_delivered_event_is_the_signed_cloudevent_of_the_prediction) {
     sub_t s = add_subscription("acme", "/hooks/acme", "0.05");
     dst_start(&T, "notify");
-    produce(org_acme, OPP_A, "e0000000-0000-4000-8000-000000000001", 0.74, 0.61);
+    produce(org_acme, OPP_A, "e0000000-0000-4000-8000-000000000001", 0.75, 0.625);
     flush();
     cr_assert_eq(receiver_wait(&RV, 1, 20000), 1);
     recv_req_t r;
@@ -170,12 +186,14 @@ Test(notify, a_delivered_event_is_the_signed_cloudevent_of_the_prediction) {
         "{\"specversion\":\"1.0\",\"type\":\"com.dealscore.score.changed\",\"source\":\"/dealscore\","
         "\"id\":\"%s\",\"time\":\"%s\",\"subject\":\"" OPP_A "\",\"datacontenttype\":\"application/json\","
         "\"data\":{\"org_id\":\"%s\",\"opportunity_id\":\"" OPP_A "\",\"external_id\":\"006A\","
-        "\"probability\":0.74,\"previous_probability\":0.61,\"model_version\":\"m7\","
+        "\"probability\":0.75,\"previous_probability\":0.625,\"model_version\":\"m7\","
         "\"as_of\":\"2026-11-30T00:53:20.000000Z\",\"scored_at\":\"%s\","
         "\"prediction_event_id\":\"e0000000-0000-4000-8000-000000000001\",\"drivers\":{\"positive\":["
         "{\"feature\":\"stage_index\",\"label\":\"Stage\",\"value\":3,\"contribution\":0.25}],\"negative\":["
         "{\"feature\":\"days_in_stage\",\"label\":\"Days in current stage\",\"value\":12,"
-        "\"contribution\":-0.5}]}}}",
+        "\"contribution\":-0.5}]},\"change\":{\"previous_proba\":0.625,\"delta\":0.125,\"drivers\":["
+        "{\"feature\":\"stage_index\",\"label\":\"Stage\",\"previous\":0.125,\"current\":0.25,\"change\":0."
+        "125}]}}}",
         id, time_s, org_acme, time_s);
     cr_assert_str_eq(r.body, want);
     int64_t t_us;

@@ -38,7 +38,7 @@ Test(notify, an_event_without_previous_score_external_id_or_drivers_has_nulls_an
                      "\"previous_probability\":null,\"model_version\":\"stage-prior\",\"as_of\":"
                      "\"2026-11-30T00:53:20.123456Z\",\"scored_at\":\"2026-11-30T00:53:21.000000Z\","
                      "\"prediction_event_id\":\"e0000000-0000-4000-8000-000000000001\",\"drivers\":"
-                     "{\"positive\":[],\"negative\":[]}}}");
+                     "{\"positive\":[],\"negative\":[]},\"change\":null}}");
     ds_sb_free(&b);
 }
 
@@ -64,6 +64,33 @@ Test(notify, drivers_keep_their_names_values_and_labels_and_strings_are_escaped)
                      "\"value\":null,\"contribution\":0.125}],\"negative\":[{\"feature\":"
                      "\"not_a \\\"feature\\\"\",\"label\":\"not_a \\\"feature\\\"\",\"value\":-2.5,"
                      "\"contribution\":-1e-09}]}"),
+              "%s", b.p);
+    ds_sb_free(&b);
+}
+
+Test(notify, the_change_since_the_previous_score_is_shaped_as_predictions_change) {
+    Dealscore__V1__PredictionMade pm = prediction(0.5, 0.25);
+    Dealscore__V1__PredictionChange change = DEALSCORE__V1__PREDICTION_CHANGE__INIT;
+    Dealscore__V1__DriverChange moved = DEALSCORE__V1__DRIVER_CHANGE__INIT;
+    moved.feature = "days_in_stage";
+    moved.label = "Days in current stage";
+    moved.previous = 0.125;
+    moved.current = -0.375;
+    moved.change = -0.5;
+    Dealscore__V1__DriverChange *movedp[] = {&moved};
+    change.has_previous = true;
+    change.previous_proba = 0.25;
+    change.delta = 0.25;
+    change.drivers = movedp;
+    change.n_drivers = 1;
+    pm.change = &change;
+    notify_event_ctx_t ctx = {.id = "x", .source = "s", .scored_at_us = 0};
+    ds_sb_t b = {0};
+    notify_event_write(&b, &pm, &ctx);
+    cr_assert(strstr(b.p,
+                     "\"negative\":[]},\"change\":{\"previous_proba\":0.25,\"delta\":0.25,\"drivers\":["
+                     "{\"feature\":\"days_in_stage\",\"label\":\"Days in current stage\",\"previous\":0.125,"
+                     "\"current\":-0.375,\"change\":-0.5}]}}}"),
               "%s", b.p);
     ds_sb_free(&b);
 }
