@@ -910,13 +910,19 @@ int ds_drivers_diff(const ds_named_contrib_t *prev, size_t n_prev, const ds_name
                 break;
             }
         }
-        all[m++] = (ds_contrib_change_t){cur[i].name, NULL, before, cur[i].contribution,
-                                         cur[i].contribution - (isnan(before) ? 0 : before)};
+        all[m++] = (ds_contrib_change_t){.name = cur[i].name,
+                                         .value = NAN,
+                                         .previous = before,
+                                         .current = cur[i].contribution,
+                                         .change = cur[i].contribution - (isnan(before) ? 0 : before)};
     }
     for (size_t j = 0; j < n_prev; j++)
         if (!matched[j])
-            all[m++] =
-                (ds_contrib_change_t){prev[j].name, NULL, prev[j].contribution, NAN, -prev[j].contribution};
+            all[m++] = (ds_contrib_change_t){.name = prev[j].name,
+                                             .value = NAN,
+                                             .previous = prev[j].contribution,
+                                             .current = NAN,
+                                             .change = -prev[j].contribution};
     free(matched);
     /* Drop zero (and non-finite) changes, then rank; labels only for the
      * ones kept (a label is a lookup by name). */
@@ -960,12 +966,16 @@ static void sb_real(ds_sb_t *b, double v) {
 }
 
 /* The start of a driver or change object: {"feature":name,"label":label,
- * the label falling back to the name. */
-static void sb_feature_open(ds_sb_t *b, const char *name, const char *label) {
+ * the label falling back to the name, then "display" when there is one. */
+static void sb_feature_open(ds_sb_t *b, const char *name, const char *label, const char *display) {
     ds_sb_puts(b, "{\"feature\":");
     ds_sb_json_str(b, name);
     ds_sb_puts(b, ",\"label\":");
     ds_sb_json_str(b, label ? label : name);
+    if (display) {
+        ds_sb_puts(b, ",\"display\":");
+        ds_sb_json_str(b, display);
+    }
 }
 
 /* ,"key":v with v as sb_real writes it. */
@@ -981,7 +991,7 @@ static void sb_driver_list(ds_sb_t *b, const ds_driver_t *d, size_t n) {
     for (size_t i = 0; i < n; i++) {
         char num[32];
         if (i) ds_sb_put(b, ",", 1);
-        sb_feature_open(b, d[i].name, d[i].label);
+        sb_feature_open(b, d[i].name, d[i].label, d[i].display);
         ds_sb_put(b, num, (size_t)snprintf(num, sizeof num, ",\"index\":%d", d[i].feature));
         sb_field(b, "value", d[i].value);
         sb_field(b, "contribution", d[i].contribution);
@@ -1004,7 +1014,8 @@ void ds_drivers_diff_write(ds_sb_t *b, const ds_contrib_change_t *c, size_t n) {
     ds_sb_put(b, "[", 1);
     for (size_t i = 0; i < n; i++) {
         if (i) ds_sb_put(b, ",", 1);
-        sb_feature_open(b, c[i].name, c[i].label);
+        sb_feature_open(b, c[i].name, c[i].label, c[i].display);
+        if (c[i].display) sb_field(b, "value", c[i].value);
         sb_field(b, "previous", c[i].previous);
         sb_field(b, "current", c[i].current);
         sb_field(b, "change", c[i].change);

@@ -240,7 +240,9 @@ void ds_calib_destroy(ds_calib_t *cal);
 typedef struct {
     int feature;         /* column in the model (index into the contribution row) */
     const char *name;    /* the model's feature name (borrowed from names) */
-    const char *label;   /* the engine catalog's label, or the name when the engine lacks it */
+    const char *label;   /* the engine catalog's label, or the name when the engine lacks it; a
+                          * caller may point it at a reason's label (domain/reasons.h) */
+    const char *display; /* the value in words (a reason's display), or NULL */
     double value;        /* the feature's value in the row; NaN when missing */
     double contribution; /* log-odds */
     double pp;           /* percentage points, see above */
@@ -268,11 +270,13 @@ typedef struct {
 
 /* One feature's change of contribution between two scores. */
 typedef struct {
-    const char *name;  /* borrowed from the inputs */
-    const char *label; /* as ds_driver_t's; "Model baseline" for DS_CONTRIB_BIAS_NAME */
-    double previous;   /* NaN when the previous score had no such feature */
-    double current;    /* NaN when the current score has no such feature */
-    double change;     /* current - previous, a missing side counting as 0 */
+    const char *name;    /* borrowed from the inputs */
+    const char *label;   /* as ds_driver_t's; "Model baseline" for DS_CONTRIB_BIAS_NAME */
+    const char *display; /* as ds_driver_t's; NULL from ds_drivers_diff */
+    double value;        /* the feature's current value; NaN from ds_drivers_diff */
+    double previous;     /* NaN when the previous score had no such feature */
+    double current;      /* NaN when the current score has no such feature */
+    double change;       /* current - previous, a missing side counting as 0 */
 } ds_contrib_change_t;
 
 /* "Why did the score move": the per-feature change of contribution from
@@ -299,12 +303,14 @@ int ds_drivers_diff(const ds_named_contrib_t *prev, size_t n_prev, const ds_name
  * null. */
 
 /* Appends {"positive":[D,..],"negative":[D,..]} to b, D = {"feature":name,
- * "label":label (the name without one),"index":..,"value":..|null,
- * "contribution":..,"pp":..}, in the order given. */
+ * "label":label (the name without one),"display":..(only with one),
+ * "index":..,"value":..|null,"contribution":..,"pp":..}, in the order
+ * given. */
 void ds_drivers_write(ds_sb_t *b, const ds_driver_t *pos, size_t n_pos, const ds_driver_t *neg, size_t n_neg);
 
-/* Appends [{"feature":name,"label":..,"previous":..|null,"current":..|null,
- * "change":..}, ...] to b, in the order given. */
+/* Appends [{"feature":name,"label":..,"display":..,"value":..|null,
+ * "previous":..|null,"current":..|null,"change":..}, ...] to b, in the
+ * order given ("display" and "value" only on entries with a display). */
 void ds_drivers_diff_write(ds_sb_t *b, const ds_contrib_change_t *changes, size_t n);
 
 /* Appends a score's change, the one shape predictions.change,

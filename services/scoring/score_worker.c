@@ -68,6 +68,8 @@ void scoring_item_clear(scoring_item_t *it) {
     score_clear(&it->score);
     free(it->changes);
     free(it->prev_text);
+    free(it->reasons);
+    it->reasons = NULL;
     it->changes = NULL;
     it->n_changes = 0;
     it->prev_text = NULL;
@@ -77,6 +79,59 @@ void scoring_item_from_raw(scoring_item_t *it, const ds_opp_raw_t *raw) {
     it->has_crm = raw->stage_probability >= 0 && raw->stage_probability <= 1;
     it->crm_probability = raw->stage_probability;
     it->outcome = raw->outcome;
+    it->currency = raw->currency;
+    it->stage = raw->stage;
+    it->industry = raw->industry;
+    it->region = raw->region;
+    it->size_band = raw->size_band;
+    it->product_category = raw->product_category;
+    it->persona = raw->persona;
+}
+
+/* The drivers and changes of a scored item in words: a reason per entry,
+ * its label and display pointed at from the entry; a change's value is
+ * the feature's current value. */
+static void explain(scoring_item_t *it, const ds_stage_list_t *stages) {
+    ds_reason_ctx_t ctx;
+    ds_reason_ctx_init(&ctx);
+    ctx.values = it->values;
+    ctx.stages = stages;
+    ctx.currency = it->currency;
+    ctx.stage = it->stage;
+    ctx.industry = it->industry;
+    ctx.region = it->region;
+    ctx.size_band = it->size_band;
+    ctx.product_category = it->product_category;
+    ctx.persona = it->persona;
+    ctx.crm_probability = it->has_crm ? it->crm_probability : NAN;
+    if (it->has_cohort) {
+        ctx.amount_p25 = it->cohort_amount[0];
+        ctx.amount_median = it->cohort_amount[1];
+        ctx.amount_p75 = it->cohort_amount[2];
+    }
+    score_t *sc = &it->score;
+    size_t n = sc->n_pos + sc->n_neg + it->n_changes, k = 0;
+    it->reasons = ds_malloc((n ? n : 1) * sizeof *it->reasons);
+    ds_driver_t *sides[2] = {sc->pos, sc->neg};
+    size_t counts[2] = {sc->n_pos, sc->n_neg};
+    for (int side = 0; side < 2; side++) {
+        for (size_t i = 0; i < counts[side]; i++, k++) {
+            ds_driver_t *d = &sides[side][i];
+            ds_reason(d->name, d->value, &ctx, &it->reasons[k]);
+            d->label = it->reasons[k].label;
+            d->display = it->reasons[k].display;
+        }
+    }
+    for (size_t i = 0; i < it->n_changes; i++, k++) {
+        ds_contrib_change_t *c = &it->changes[i];
+        int f = ds_feature_index(c->name);
+        c->value = f >= 0                                       ? it->values[f]
+                   : strcmp(c->name, DS_PRIOR_CRM_FEATURE) == 0 ? ctx.crm_probability
+                                                                : NAN;
+        ds_reason(c->name, c->value, &ctx, &it->reasons[k]);
+        c->label = it->reasons[k].label;
+        c->display = it->reasons[k].display;
+    }
 }
 
 static int cmp_org(const void *a, const void *b) {
@@ -130,6 +185,7 @@ static int score_by_org(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int
         rc = scorer_score(so, vals, in, m, top_k, sc, errstr, errsz);
         for (size_t k = 0; k < m; k++) {
             order[i + k]->score = sc[k];
+            order[i + k]->stages = oc->stages;
             snprintf(order[i + k]->version, sizeof order[i + k]->version, "%s",
                      sc[k].version ? sc[k].version : so->version);
         }
@@ -270,6 +326,7 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
     int64_t t1 = ds_mono_us(), t2 = 0;
     rc = load_previous(pg, top_k, items, n, &t2, errstr, errsz);
     if (rc != 0) return rc;
+    for (size_t i = 0; i < n; i++) explain(&items[i], items[i].stages);
     deal_risks_batch_t risks;
     rc = deal_risks_build(pg, orgs, scorer, scorer_risks(scorer), items, n, &risks, errstr, errsz);
     if (rc != 0) {
@@ -311,6 +368,8 @@ static void event_change(const scoring_item_t *it, Dealscore__V1__PredictionChan
         moved[i].previous = c->previous;
         moved[i].current = c->current;
         moved[i].change = c->change;
+        moved[i].display = (char *)(c->display ? c->display : "");
+        moved[i].value = c->value;
         mp[i] = &moved[i];
     }
     change->n_drivers = nc;
@@ -455,6 +514,24 @@ static ds_outcome_t outcome_parse(const char *s) {
                                     : DS_OUTCOME_OPEN;
 }
 
+static const char *col_or_null(const PGresult *r, int row, int col) {
+    return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
+/* Columns 5 .. 14 of attach_accounts' read: what the reasons' texts use. */
+static void attach_reason_inputs(scoring_item_t *it, const PGresult *r, int row) {
+    it->currency = col_or_null(r, row, 5);
+    it->stage = col_or_null(r, row, 6);
+    it->industry = col_or_null(r, row, 7);
+    it->region = col_or_null(r, row, 8);
+    it->size_band = col_or_null(r, row, 9);
+    it->product_category = col_or_null(r, row, 10);
+    it->persona = col_or_null(r, row, 11);
+    it->has_cohort = !PQgetisnull(r, row, 12) && !PQgetisnull(r, row, 13) && !PQgetisnull(r, row, 14);
+    for (int q = 0; q < 3 && it->has_cohort; q++)
+        it->cohort_amount[q] = strtod(PQgetvalue(r, row, 12 + q), NULL);
+}
+
 /* Account ids, the MEDDICC evidence of the scored snapshots and what the
  * prior chain needs (the CRM's stage probability, the outcome); items of
  * opportunities that no longer exist are dropped. */
@@ -472,9 +549,15 @@ static int attach_accounts(worker_state_t *st, score_batch_t *sb, char *errstr, 
     const char *v[] = {a1, a2, DS_FEATURE_VERSION};
     int rc = ds_pg_exec_params(st->pg,
                                "select u.id::text, o.account_id, f.meddicc::text, o.stage_probability,"
-                               " o.outcome"
+                               " o.outcome, o.currency, o.stage, a.industry, a.region, a.size_band,"
+                               " o.product_category, o.persona, bc.metrics->'amount'->>'p25',"
+                               " bc.metrics->'amount'->>'median', bc.metrics->'amount'->>'p75'"
                                " from unnest($1::uuid[], $2::timestamptz[]) as u(id, at)"
                                " join public.opportunities o on o.id = u.id"
+                               " left join public.accounts a on a.id = o.account_id"
+                               " left join public.opportunity_benchmarks ob on ob.opportunity_id = u.id"
+                               " left join public.benchmarks_cached bc on bc.org_id = ob.org_id"
+                               " and bc.cohort_key = ob.cohort_key"
                                " left join public.features_snapshot f on f.opportunity_id = u.id"
                                " and f.as_of = u.at and f.feature_version = $3",
                                3, v, NULL, NULL, &sb->r, errstr, errsz);
@@ -500,6 +583,7 @@ static int attach_accounts(worker_state_t *st, score_batch_t *sb, char *errstr, 
         its[k].has_crm = !PQgetisnull(r, row, 3);
         its[k].crm_probability = its[k].has_crm ? strtod(PQgetvalue(r, row, 3), NULL) : NAN;
         its[k].outcome = outcome_parse(PQgetvalue(r, row, 4));
+        attach_reason_inputs(&its[k], r, row);
         its[kept++] = its[k];
     }
     free(rowof);

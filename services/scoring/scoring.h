@@ -8,6 +8,7 @@
 #include "store/feature_loader.h"
 #include "infra/pg.h"
 #include "runtime/service.h"
+#include "domain/reasons.h"
 #include "scorer.h"
 
 /* One opportunity to persist and publish. */
@@ -25,6 +26,12 @@ typedef struct {
     bool has_crm;
     double crm_probability;
     ds_outcome_t outcome;
+    /* For the reasons' texts (domain/reasons.h), each NULL when unknown:
+     * the deal as the CRM sent it, and the amount quartiles (p25, median,
+     * p75) of similar won deals when has_cohort. */
+    const char *currency, *stage, *industry, *region, *size_band, *product_category, *persona;
+    bool has_cohort;
+    double cohort_amount[3];
     /* filled by scoring_persist */
     score_t score;
     double previous; /* NaN without a previous prediction */
@@ -34,6 +41,9 @@ typedef struct {
     size_t n_changes;
     char *prev_text;
     char version[64];
+    /* The drivers' and changes' labels and display values point here. */
+    ds_reason_t *reasons;
+    const ds_stage_list_t *stages; /* the org's, while scoring_persist runs */
 } scoring_item_t;
 
 /* Scores items[0..n) of one or more orgs (scorer and org caches given),
@@ -71,8 +81,9 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
                          scoring_item_t *items, size_t n, const scoring_persist_opts_t *o, char *errstr,
                          size_t errstr_size);
 void scoring_item_clear(scoring_item_t *it);
-/* Takes what the prior chain needs beyond the features from the deal's raw
- * rows (the loader's): the CRM's stage probability and the outcome. */
+/* Takes what the prior chain and the reasons' texts need beyond the
+ * features from the deal's raw rows (the loader's): the CRM's stage
+ * probability, the outcome, the currency, stage and firmographics. */
 void scoring_item_from_raw(scoring_item_t *it, const ds_opp_raw_t *raw);
 /* Packs the PredictionMade event of a persisted item (caller frees *buf). */
 void scoring_event(const scoring_item_t *it, uint8_t **buf, size_t *len, char event_id[37]);

@@ -100,10 +100,15 @@ static json_t *json_of_event_change(const Dealscore__V1__PredictionChange *c) {
     json_t *drivers = json_array();
     for (size_t i = 0; i < c->n_drivers; i++) {
         const Dealscore__V1__DriverChange *d = c->drivers[i];
-        json_array_append_new(drivers,
-                              json_pack("{s:s, s:s, s:o, s:o, s:f}", "feature", d->feature, "label", d->label,
-                                        "previous", json_real_or_null(d->previous), "current",
-                                        json_real_or_null(d->current), "change", d->change));
+        json_t *e = json_pack("{s:s, s:s, s:o, s:o, s:f}", "feature", d->feature, "label", d->label,
+                              "previous", json_real_or_null(d->previous), "current",
+                              json_real_or_null(d->current), "change", d->change);
+        /* The words and the raw value beside them, as the JSON has them. */
+        if (d->display[0]) {
+            json_object_set_new(e, "display", json_string(d->display));
+            json_object_set_new(e, "value", json_real_or_null(d->value));
+        }
+        json_array_append_new(drivers, e);
     }
     return json_pack("{s:o, s:o, s:o}", "previous_proba",
                      c->has_previous ? json_real(c->previous_proba) : json_null(), "delta",
@@ -626,4 +631,87 @@ Test(scoring, api_predict_answers_browsers_of_listed_origins_only) {
     httpc_free(&r);
     free(hdr);
     free(ok);
+}
+
+/* Every entry of a drivers list or of a change's drivers carries "label"
+ * and "display" beside its raw "value"; returns the display of feature
+ * (NULL when the list lacks it). */
+static const char *expect_words(json_t *list, const char *feature, const char *where) {
+    const char *found = NULL;
+    size_t i;
+    json_t *d;
+    json_array_foreach(list, i, d) {
+        const char *f = json_string_value(json_object_get(d, "feature"));
+        cr_expect(json_is_string(json_object_get(d, "label")), "%s: %s has a label", where, f);
+        cr_expect(json_is_string(json_object_get(d, "display")), "%s: %s has a display", where, f);
+        cr_expect(json_object_get(d, "value") != NULL, "%s: %s keeps its raw value", where, f);
+        if (f && strcmp(f, feature) == 0) found = json_string_value(json_object_get(d, "display"));
+    }
+    return found;
+}
+
+Test(scoring, drivers_and_what_moved_read_in_words) {
+    PGconn *db = pgt_connect_db(&S.db);
+    register_model(db, "m-words", NULL);
+    ds_consumer_t *c = dst_consumer(&S, "prediction.made");
+    post_ok("/v1/opportunities",
+            "{\"external_id\":\"OPP-W\",\"stage\":\"demo\",\"created_at\":\"2026-03-01T00:00:00Z\","
+            "\"changed_at\":\"2026-03-02T00:00:00Z\",\"amount\":285000,\"currency\":\"USD\"}");
+    char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-W'");
+    dealscore__v1__prediction_made__free_unpacked(await_prediction(c, opp, 1772409600LL * 1000000), NULL);
+    post_ok("/v1/opportunities",
+            "{\"external_id\":\"OPP-W\",\"stage\":\"proposal\",\"created_at\":\"2026-03-01T00:00:00Z\","
+            "\"changed_at\":\"2026-03-09T00:00:00Z\",\"amount\":285000,\"currency\":\"USD\"}");
+    dealscore__v1__prediction_made__free_unpacked(await_prediction(c, opp, 1773014400LL * 1000000), NULL);
+
+    /* The stored row: drivers and what moved the score, in words. */
+    char *q = pgt_fmt("select json_build_object('drivers', top_features, 'change', change)"
+                      " from predictions where opportunity_id = '%s'",
+                      opp);
+    json_t *row = json_of_sql(db, q);
+    free(q);
+    json_t *drivers = json_object_get(row, "drivers"), *all = json_array();
+    json_array_extend(all, json_object_get(drivers, "positive"));
+    json_array_extend(all, json_object_get(drivers, "negative"));
+    cr_expect_gt(json_array_size(all), 0, "the model explains its score");
+    const char *stage = expect_words(all, "stage_index", "predictions drivers");
+    cr_expect(stage && strcmp(stage, "proposal since today") == 0, "stage: %s", stage ? stage : "(none)");
+    const char *amount = expect_words(all, "amount_log", "predictions drivers");
+    if (amount) cr_expect_str_eq(amount, "$285,000");
+    const char *open = expect_words(all, "days_open", "predictions drivers");
+    if (open) cr_expect_str_eq(open, "8 days");
+    json_t *moved = json_object_get(json_object_get(row, "change"), "drivers");
+    stage = expect_words(moved, "stage_index", "predictions change");
+    cr_expect(stage && strcmp(stage, "proposal since today") == 0, "moved: %s", stage ? stage : "(none)");
+    /* prediction_history keeps the same change. */
+    q = pgt_fmt("select change::text from prediction_history where opportunity_id = '%s'"
+                " order by as_of desc limit 1",
+                opp);
+    json_t *hist = json_of_sql(db, q);
+    free(q);
+    expect_words(json_object_get(hist, "drivers"), "stage_index", "prediction_history change");
+
+    /* /api/predict answers with the same words. */
+    char *body = pgt_fmt("{\"opportunity_id\":\"%s\"}", opp), *jwt = token(S.org_id, NULL, 3600);
+    httpc_resp_t r = predict(jwt, body);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    json_t *j = json_loads(r.body, 0, NULL);
+    json_t *api = json_array();
+    json_array_extend(api, json_object_get(json_object_get(j, "drivers"), "positive"));
+    json_array_extend(api, json_object_get(json_object_get(j, "drivers"), "negative"));
+    amount = expect_words(api, "amount_log", "/api/predict drivers");
+    if (amount) cr_expect_str_eq(amount, "$285,000");
+    expect_words(json_object_get(json_object_get(j, "change"), "drivers"), "stage_index",
+                 "/api/predict change");
+    json_decref(j);
+    httpc_free(&r);
+    json_decref(api);
+    json_decref(hist);
+    json_decref(all);
+    json_decref(row);
+    free(body);
+    free(jwt);
+    free(opp);
+    PQfinish(db);
+    ds_consumer_destroy(c);
 }

@@ -1016,3 +1016,31 @@ Test(model, report_html_and_json, .init = setup, .fini = teardown) {
     free(y);
     free(c);
 }
+
+Test(model, drivers_and_changes_carry_their_words_beside_the_value) {
+    ds_driver_t d = {.feature = 6,
+                     .name = "amount_log",
+                     .label = "Amount",
+                     .display = "$285,000 (above 75 % of similar won deals)",
+                     .value = 12.5,
+                     .contribution = 0.5,
+                     .pp = 12.5};
+    ds_sb_t sb = {0};
+    ds_drivers_write(&sb, &d, 1, NULL, 0);
+    cr_assert_str_eq(sb.p, "{\"positive\":[{\"feature\":\"amount_log\",\"label\":\"Amount\","
+                           "\"display\":\"$285,000 (above 75 % of similar won deals)\",\"index\":6,"
+                           "\"value\":12.5,\"contribution\":0.5,\"pp\":12.5}],\"negative\":[]}");
+    ds_contrib_change_t c = {.name = "days_since_last_meeting",
+                             .label = "Last meeting",
+                             .display = "12 days ago",
+                             .value = 12,
+                             .previous = NAN,
+                             .current = -0.25,
+                             .change = -0.25};
+    sb.len = 0;
+    ds_drivers_diff_write(&sb, &c, 1);
+    cr_assert_str_eq(sb.p, "[{\"feature\":\"days_since_last_meeting\",\"label\":\"Last meeting\","
+                           "\"display\":\"12 days ago\",\"value\":12,\"previous\":null,\"current\":-0.25,"
+                           "\"change\":-0.25}]");
+    free(sb.p);
+}
