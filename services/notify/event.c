@@ -76,6 +76,8 @@ static void put_change(ds_sb_t *b, const Dealscore__V1__PredictionMade *pm) {
         moved[i] = (ds_contrib_change_t){
             .name = d->feature,
             .label = d->label && *d->label ? d->label : d->feature,
+            .display = d->display && *d->display ? d->display : NULL,
+            .value = d->value,
             .previous = d->previous,
             .current = d->current,
             .change = d->change,

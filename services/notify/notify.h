@@ -35,7 +35,8 @@ typedef struct {
  * "model_version","as_of","scored_at","prediction_event_id","drivers":
  * {"positive":[{"feature","label","value","contribution"}],"negative":[..]},
  * "change":{"previous_proba","delta","drivers":[{"feature","label",
- * "previous","current","change"}]} as predictions.change has it, or null}}
+ * "display","value","previous","current","change"}]} as predictions.change
+ * has it (display and value when the event has words), or null}}
  * with time = scored_at. Numbers in the shortest form that reads back
  * exactly; NaN, a missing previous probability or external id as null. */
 void notify_event_write(ds_sb_t *b, const Dealscore__V1__PredictionMade *pm, const notify_event_ctx_t *ctx);

@@ -92,6 +92,16 @@ Test(notify, the_change_since_the_previous_score_is_shaped_as_predictions_change
                      "{\"feature\":\"days_in_stage\",\"label\":\"Days in current stage\",\"previous\":0.125,"
                      "\"current\":-0.375,\"change\":-0.5}]}}}"),
               "%s", b.p);
+    /* With its words, as predictions.change has them. */
+    moved.label = "Time in stage";
+    moved.display = "41 days";
+    moved.value = 41;
+    b.len = 0;
+    notify_event_write(&b, &pm, &ctx);
+    cr_assert(strstr(b.p, "\"drivers\":[{\"feature\":\"days_in_stage\",\"label\":\"Time in stage\","
+                          "\"display\":\"41 days\",\"value\":41,\"previous\":0.125,\"current\":-0.375,"
+                          "\"change\":-0.5}]}}}"),
+              "%s", b.p);
     ds_sb_free(&b);
 }
 
