@@ -38,6 +38,8 @@
 #define RESCORE_RESUME_HOURS 24
 #define RESCORE_PROGRESS_US 2000000
 #define RESCORE_MAX_VERSIONS 8
+#define RESCORE_DEFAULT_MIN_CHANGE 0.005
+#define RESCORE_MIN_CHANGE_ENV "DEALSCORE_RESCORE_MIN_CHANGE"
 #define ZERO_UUID "00000000-0000-0000-0000-000000000000"
 
 /* Set by SIGTERM/SIGINT: stop after the chunks in hand. sig_atomic_t is an
@@ -56,11 +58,14 @@ typedef struct {
     bool restart;
     bool publish;
     bool snapshot;
+    double min_change; /* a score is written when it moved by more (or its drivers changed) */
 } rescore_opts_t;
 
 /* What a worker did, summed over the workers at the end. */
 typedef struct {
-    long long changed;   /* first score, or the probability moved */
+    long long changed; /* first score, or the probability moved */
+    long long
+        written; /* rows written: first score, other model, moved by more than min_change, other drivers */
     long long prior;     /* scored with a cold-start prior */
     long long published; /* prediction.made queued */
     char versions[RESCORE_MAX_VERSIONS][64];
@@ -238,15 +243,16 @@ static void count_version(tally_t *t, const char *version) {
     }
 }
 
-/* Events for the scores that moved: best effort, the rows are what counts. */
+/* Events for the scores written: best effort, the rows are what counts. */
 static void publish(worker_t *wk, const chunk_t *c) {
     pool_t *p = wk->pool;
     for (size_t i = 0; i < c->n; i++) {
         const scoring_item_t *it = &c->items[i];
         count_version(&wk->tally, it->version);
         if (it->score.is_prior) wk->tally.prior++;
-        if (!isnan(it->previous) && fabs(it->score.proba - it->previous) <= 1e-12) continue;
-        wk->tally.changed++;
+        if (isnan(it->previous) || fabs(it->score.proba - it->previous) > 1e-12) wk->tally.changed++;
+        if (it->unchanged) continue;
+        wk->tally.written++;
         if (!p->producer) continue;
         uint8_t *buf = NULL;
         size_t len = 0;
@@ -323,7 +329,9 @@ static int do_job(worker_t *wk, job_t *job, char *errstr, size_t errsz) {
                 scoring_persist_opts_t po = {.stats = &wk->tally.persist,
                                              .first = p->o->snapshot ? &snap.stmt : NULL,
                                              .plain = plain,
-                                             .conflict = &conflict};
+                                             .conflict = &conflict,
+                                             .only_moved = true,
+                                             .min_change = p->o->min_change};
                 rc = scoring_persist_opts(wk->pg, wk->orgs, wk->scorer, p->cfg->top_k, c.items, c.n, &po,
                                           errstr, errsz);
                 if (!conflict) break;
@@ -393,16 +401,30 @@ static void help(FILE *out) {
             "  --restart      abandon an unfinished run and start over\n"
             "  --no-publish   do not publish prediction.made for the scores that moved\n"
             "  --no-snapshot  do not store the feature vectors in features_snapshot\n"
+            "  --min-change P write a score (predictions and prediction_history rows, and its\n"
+            "                 prediction.made) only when it is a first score, of another model,\n"
+            "                 moved by more than P from the previous one, or its top drivers\n"
+            "                 changed; 0 to 1 (default %s, else %g)\n"
             "\n"
             "Progress goes to stderr every 2 s, the summary to stdout.\n"
             "Exit status: 0 finished, 1 failed or interrupted (resumable), 2 bad usage.\n",
-            RESCORE_RESUME_HOURS, RESCORE_DEFAULT_CHUNK, RESCORE_DEFAULT_WORKERS);
+            RESCORE_RESUME_HOURS, RESCORE_DEFAULT_CHUNK, RESCORE_DEFAULT_WORKERS, RESCORE_MIN_CHANGE_ENV,
+            RESCORE_DEFAULT_MIN_CHANGE);
 }
 
 static bool parse_int(const char *s, long min, long max, int *out) {
     long v;
     if (!ds_parse_long(s, min, max, &v)) return false;
     *out = (int)v;
+    return true;
+}
+
+static bool parse_proba(const char *s, double *out) {
+    char *end = NULL;
+    errno = 0;
+    double v = s && *s ? strtod(s, &end) : NAN;
+    if (errno || !end || *end || !(v >= 0 && v <= 1)) return false;
+    *out = v;
     return true;
 }
 
@@ -509,7 +531,8 @@ static void rescore_init(rescore_t *rs, const ds_config_t *cfg) {
     rs->o = (rescore_opts_t){.chunk = RESCORE_DEFAULT_CHUNK,
                              .workers = RESCORE_DEFAULT_WORKERS,
                              .publish = true,
-                             .snapshot = true};
+                             .snapshot = true,
+                             .min_change = RESCORE_DEFAULT_MIN_CHANGE};
     rs->pool.cfg = cfg;
     rs->pool.o = &rs->o;
     pthread_mutex_init(&rs->pool.mu, NULL);
@@ -517,12 +540,19 @@ static void rescore_init(rescore_t *rs, const ds_config_t *cfg) {
 }
 
 static int parse_options(rescore_t *rs, int argc, char **argv) {
-    static const struct option opts[] = {
-        {"org", required_argument, 0, 'o'},     {"chunk", required_argument, 0, 'c'},
-        {"workers", required_argument, 0, 'w'}, {"restart", no_argument, 0, 'r'},
-        {"no-publish", no_argument, 0, 'P'},    {"no-snapshot", no_argument, 0, 'N'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    static const struct option opts[] = {{"org", required_argument, 0, 'o'},
+                                         {"chunk", required_argument, 0, 'c'},
+                                         {"workers", required_argument, 0, 'w'},
+                                         {"restart", no_argument, 0, 'r'},
+                                         {"no-publish", no_argument, 0, 'P'},
+                                         {"no-snapshot", no_argument, 0, 'N'},
+                                         {"min-change", required_argument, 0, 'm'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     rescore_opts_t *o = &rs->o;
+    const char *env_min = getenv(RESCORE_MIN_CHANGE_ENV);
+    if (env_min && !parse_proba(env_min, &o->min_change))
+        return usage_error("%s must be a number from 0 to 1", RESCORE_MIN_CHANGE_ENV);
     optind = 1;
     opterr = 0;
     int c;
@@ -541,6 +571,10 @@ static int parse_options(rescore_t *rs, int argc, char **argv) {
         case 'r': o->restart = true; break;
         case 'P': o->publish = false; break;
         case 'N': o->snapshot = false; break;
+        case 'm':
+            if (!parse_proba(optarg, &o->min_change))
+                return usage_error("--min-change must be a number from 0 to 1");
+            break;
         case ':': return usage_error("%s needs a value", argv[optind - 1]);
         default: return usage_error("unknown option %s", argv[optind - 1]);
         }
@@ -890,6 +924,7 @@ static int close_run(rescore_t *rs) {
 
 static void tally_add(tally_t *sum, const tally_t *t) {
     sum->changed += t->changed;
+    sum->written += t->written;
     sum->prior += t->prior;
     sum->published += t->published;
     sum->us_load += t->us_load;
@@ -918,7 +953,8 @@ static int print_summary(const rescore_t *rs) {
         : rs->failed ? "failed"
                      : "interrupted",
         rs->scored, rs->asof_text, rs->done_here, secs, secs > 0 ? (double)rs->done_here / secs : 0.0);
-    printf("rescore: %lld changed", sum.changed);
+    printf("rescore: %lld changed, %lld written (moved by more than %g, other drivers or model, or first)",
+           sum.changed, sum.written, rs->o.min_change);
     if (sum.prior) printf(", %lld with a cold-start prior", sum.prior);
     for (int i = 0; i < sum.n_versions; i++)
         printf("%s%s %lld", i ? ", " : "; models: ", sum.versions[i], sum.version_n[i]);

@@ -139,18 +139,63 @@ static int cmp_org(const void *a, const void *b) {
     return strcmp((*x)->org_id, (*y)->org_id);
 }
 
+static bool on_side(const ds_named_contrib_t *c, bool neg) {
+    if (strcmp(c->name, DS_CONTRIB_BIAS_NAME) == 0) return false;
+    return neg ? c->contribution < 0 : c->contribution > 0;
+}
+
+/* Whether name is among the k largest contributions of its side in prev
+ * (as ds_drivers_top picks the drivers). */
+static bool among_top(const ds_named_contrib_t *prev, size_t np, const char *name, bool neg, size_t k) {
+    const ds_named_contrib_t *own = NULL;
+    for (size_t j = 0; j < np && !own; j++)
+        if (strcmp(prev[j].name, name) == 0) own = &prev[j];
+    if (!own || !on_side(own, neg)) return false;
+    size_t larger = 0;
+    for (size_t j = 0; j < np; j++)
+        if (on_side(&prev[j], neg) && fabs(prev[j].contribution) > fabs(own->contribution)) larger++;
+    return larger < k;
+}
+
+/* Whether the top drivers of cur, each way, name other features than the
+ * previous contributions' top k (their order does not count). */
+static bool drivers_differ(const ds_named_contrib_t *prev, size_t np, const score_t *cur, int top_k) {
+    size_t k = top_k > 0 ? (size_t)top_k : 0;
+    for (int neg = 0; neg < 2; neg++) {
+        const ds_driver_t *side = neg ? cur->neg : cur->pos;
+        size_t n = neg ? cur->n_neg : cur->n_pos, had = 0;
+        for (size_t j = 0; j < np; j++) had += on_side(&prev[j], neg);
+        if ((had < k ? had : k) != n) return true;
+        for (size_t i = 0; i < n; i++)
+            if (!among_top(prev, np, side[i].name, neg, k)) return true;
+    }
+    return false;
+}
+
 /* "Why did it move" from the previous score's stored contributions (text,
  * may be NULL) to the current ones, into it->changes (names point into
- * it->prev_text, kept with the item). */
+ * it->prev_text, kept with the item), and whether the top drivers changed. */
 static void change_from_text(scoring_item_t *it, const char *prev_text, int top_k) {
     const score_t *cur = &it->score;
+    it->drivers_changed = true;
     if (!prev_text || !cur->contribs) return;
     it->prev_text = ds_strdup(prev_text);
     ds_named_contrib_t *p = NULL;
     size_t np = 0;
-    if (ds_contribs_parse(it->prev_text, &p, &np) == 0)
+    if (ds_contribs_parse(it->prev_text, &p, &np) == 0) {
         scorer_change_named(p, np, cur->contribs, cur->n_contribs, top_k, &it->changes, &it->n_changes);
+        it->drivers_changed = drivers_differ(p, np, cur, top_k);
+    }
     free(p);
+}
+
+/* only_moved: marks the scores that did not move (see scoring_persist_opts_t). */
+static void mark_unchanged(scoring_item_t *items, size_t n, double min_change) {
+    for (size_t i = 0; i < n; i++) {
+        scoring_item_t *it = &items[i];
+        it->unchanged = !isnan(it->previous) && strcmp(it->prev_version, it->version) == 0 &&
+                        fabs(it->score.proba - it->previous) <= min_change && !it->drivers_changed;
+    }
 }
 
 int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
@@ -213,7 +258,11 @@ static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n
     free(arr);
     if (rc != 0) return rc;
     *t_read = ds_mono_us();
-    for (size_t i = 0; i < n; i++) items[i].previous = NAN;
+    for (size_t i = 0; i < n; i++) {
+        items[i].previous = NAN;
+        items[i].prev_version[0] = '\0';
+        items[i].unchanged = false;
+    }
     /* Rows come by place in $1, latest first: the first row of a place that
      * is not this very score is the previous one. */
     bool *done = ds_calloc(n, sizeof *done);
@@ -226,6 +275,7 @@ static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n
             continue;
         done[place] = true;
         it->previous = strtod(PQgetvalue(r, row, 1), NULL);
+        snprintf(it->prev_version, sizeof it->prev_version, "%s", PQgetvalue(r, row, 4));
         change_from_text(it, PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2), top_k);
     }
     free(done); /* without a previous score there is nothing to explain: no changes */
@@ -234,7 +284,7 @@ static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n
 }
 
 /* The columns of the history and predictions statements, one element per
- * item (the caller frees them with ds_pgarray_free). */
+ * item that is not unchanged (the caller frees them with ds_pgarray_free). */
 static void build_rows(const scoring_item_t *items, size_t n, ds_pgarray_t h[HISTORY_COLS],
                        ds_pgarray_t pr[PREDICTION_COLS]) {
     static const uint32_t h_oids[HISTORY_COLS] = {DS_OID_UUID,   DS_OID_UUID, DS_OID_TIMESTAMPTZ, DS_OID_TEXT,
@@ -247,6 +297,7 @@ static void build_rows(const scoring_item_t *items, size_t n, ds_pgarray_t h[HIS
     ds_sb_t js = {0}, change = {0};
     for (size_t i = 0; i < n; i++) {
         const scoring_item_t *it = &items[i];
+        if (it->unchanged) continue;
         size_t vlen = strlen(it->version);
         ds_pgarray_uuid(&h[0], it->org_id);
         ds_pgarray_uuid(&h[1], it->opp_id);
@@ -327,6 +378,7 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
     rc = load_previous(pg, top_k, items, n, &t2, errstr, errsz);
     if (rc != 0) return rc;
     for (size_t i = 0; i < n; i++) explain(&items[i], items[i].stages);
+    if (o->only_moved) mark_unchanged(items, n, o->min_change);
     deal_risks_batch_t risks;
     rc = deal_risks_build(pg, orgs, scorer, scorer_risks(scorer), items, n, &risks, errstr, errsz);
     if (rc != 0) {

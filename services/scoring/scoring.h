@@ -44,6 +44,9 @@ typedef struct {
     /* The drivers' and changes' labels and display values point here. */
     ds_reason_t *reasons;
     const ds_stage_list_t *stages; /* the org's, while scoring_persist runs */
+    char prev_version[64];         /* the previous score's model version, "" without one */
+    bool drivers_changed;          /* the top drivers name other features than the previous score's */
+    bool unchanged;                /* only_moved and nothing moved: no row was written */
 } scoring_item_t;
 
 /* Scores items[0..n) of one or more orgs (scorer and org caches given),
@@ -75,6 +78,12 @@ typedef struct {
      * the caller does the chunk again without plain. */
     bool plain;
     bool *conflict;
+    /* Writes only the scores that moved (a rescore): a first score, another
+     * model version, a probability that moved by more than min_change from
+     * the previous score, or other top drivers. The rest are marked
+     * unchanged and write no history or predictions row. */
+    bool only_moved;
+    double min_change;
 } scoring_persist_opts_t;
 /* scoring_persist with options (o may be NULL). */
 int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k,

@@ -608,15 +608,16 @@ Test(rescore, scores_every_open_opportunity_with_the_active_model) {
     free(msgs);
     ds_consumer_destroy(cons);
 
-    /* Right after: a new run (the last one finished), new as_of, one more
-     * history row per opportunity, still one prediction each. */
+    /* Right after: a new run (the last one finished), new as_of; every
+     * score moved by at most the default DEALSCORE_RESCORE_MIN_CHANGE with
+     * the same drivers, so no row is written; still one prediction each. */
     r = run(&t, "dealscore-scoring", "rescore", "--org", "acme", "--no-publish");
     cr_assert_eq(r.rc, 0, "rescore exited %d:\n%s%s", r.rc, r.out, r.err);
     cr_expect(strstr(r.out, "resuming") == NULL);
     run_free(&r);
     cr_expect_eq(pgt_longf(c, "select count(*) from predictions"), open);
-    cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), 2 * open);
-    cr_expect_eq(pgt_longf(c, "select count(*) from predictions where previous_proba is not null"), open);
+    cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), open);
+    cr_expect_eq(pgt_longf(c, "select count(*) from predictions where previous_proba is not null"), 0);
     cr_expect_eq(
         pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where status = 'finished'"), 2);
 
@@ -624,7 +625,7 @@ Test(rescore, scores_every_open_opportunity_with_the_active_model) {
     r = run(&t, "dealscore-scoring", "rescore", "--no-publish", "--no-snapshot", "--chunk", "7");
     cr_assert_eq(r.rc, 0, "rescore exited %d:\n%s%s", r.rc, r.out, r.err);
     run_free(&r);
-    cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), 3 * open);
+    cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), open);
     cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot"), 2 * open);
     cr_expect_eq(pgt_longf(c,
                            "select count(*) from dealscore_internal.rescore_runs where org_id is null"
@@ -636,6 +637,80 @@ Test(rescore, scores_every_open_opportunity_with_the_active_model) {
     PQfinish(c);
     rm_rf(reports);
     free(reports);
+    dst_teardown(&t);
+}
+
+/* Runs rescore on acme and returns how many scores it wrote (its summary). */
+static long long rescore_written(dst_t *t, const char *extra) {
+    run_t r = run_env(t, extra, "dealscore-scoring", "rescore", "--org", "acme", "--no-publish",
+                      "--no-snapshot", NULL);
+    cr_assert_eq(r.rc, 0, "rescore exited %d:\n%s%s", r.rc, r.out, r.err);
+    const char *p = strstr(r.out, " changed, ");
+    cr_assert(p, "%s", r.out);
+    long long written = strtoll(p + strlen(" changed, "), NULL, 10);
+    run_free(&r);
+    return written;
+}
+
+/* Deals of the org's latest history rows, picked by place in id order. */
+#define LATEST_OF(from, count)                                                                               \
+    " where id in (select distinct on (opportunity_id) id from prediction_history"                           \
+    " where opportunity_id in (select id from opportunities where outcome = 'open' and not placeholder"      \
+    " order by id offset " from " limit " count ") order by opportunity_id, as_of desc)"
+
+/* A nightly rescore writes only the scores that moved: with the same model
+ * and features nothing is rewritten; a probability that moved by more than
+ * DEALSCORE_RESCORE_MIN_CHANGE, other top drivers or another model version
+ * are, and only those. */
+Test(rescore, writes_only_the_scores_that_moved) {
+    dst_t t;
+    setup_acme(&t);
+    char *reports = make_tmpdir("reports");
+    run_t r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports);
+    cr_assert_eq(r.rc, 0, "train exited %d:\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+    rm_rf(reports);
+    free(reports);
+    PGconn *c = pgt_connect_db(&t.db);
+    long long open =
+        pgt_longf(c, "select count(*) from opportunities where outcome = 'open' and not placeholder");
+    cr_assert_eq(rescore_written(&t, NULL), open, "every first score is written");
+    char *first = pgt_valuef(c, "select max(updated_at)::text from predictions");
+
+    cr_expect_eq(rescore_written(&t, NULL), 0, "the same model and features rewrite nothing");
+    cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), open);
+    cr_expect_eq(pgt_longf(c, "select count(*) from predictions where updated_at > '%s'", first), 0);
+
+    /* The previous scores as if they had been otherwise: 5 by 0.02 (moved),
+     * 5 by 0.002 (within 0.005), 3 with another top driver, 4 of another
+     * model version. */
+    pgt_execf(c, "update prediction_history set proba_close = case when proba_close > 0.5 then"
+                 " proba_close - 0.02 else proba_close + 0.02 end" LATEST_OF("0", "5"));
+    pgt_execf(c, "update prediction_history set proba_close = case when proba_close > 0.5 then"
+                 " proba_close - 0.002 else proba_close + 0.002 end" LATEST_OF("5", "5"));
+    pgt_execf(
+        c, "update prediction_history h set contributions = jsonb_set(h.contributions::jsonb, array[f.name],"
+           " to_jsonb(-(h.contributions ->> f.name)::float8))::json"
+           " from (select opportunity_id, top_features -> 'positive' -> 0 ->> 'feature' as name"
+           " from predictions) f where f.opportunity_id = h.opportunity_id and h.id in"
+           " (select id from prediction_history" LATEST_OF("10", "3") ")");
+    pgt_execf(c, "update prediction_history set model_version = 'an-older-model'" LATEST_OF("13", "4"));
+    long long moved = rescore_written(&t, NULL);
+    cr_expect_eq(moved, 5 + 3 + 4, "%lld written", moved);
+    cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), open + 12);
+    cr_expect_eq(pgt_longf(c, "select count(*) from predictions where updated_at > '%s'", first), 12);
+
+    /* A threshold above the moves leaves the probabilities alone; 0 writes
+     * every score that moved at all. */
+    pgt_execf(c, "update prediction_history set proba_close = case when proba_close > 0.5 then"
+                 " proba_close - 0.02 else proba_close + 0.02 end" LATEST_OF("0", "5"));
+    cr_expect_eq(rescore_written(&t, "DEALSCORE_RESCORE_MIN_CHANGE=0.05"), 0);
+    run_t bad = run_env(&t, "DEALSCORE_RESCORE_MIN_CHANGE=lots", "dealscore-scoring", "rescore", NULL);
+    cr_expect_eq(bad.rc, 2);
+    cr_expect(strstr(bad.err, "DEALSCORE_RESCORE_MIN_CHANGE"), "%s", bad.err);
+    run_free(&bad);
+    free(first);
+    PQfinish(c);
     dst_teardown(&t);
 }
 
@@ -725,7 +800,9 @@ Test(rescore, resumes_an_interrupted_run_after_its_last_opportunity) {
     run_free(&r);
     cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), hist);
     cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot"), snaps);
-    cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history where as_of = '%s'", asof), open);
+    /* Every deal was scored as of the run (its snapshot); the history has
+     * only the scores that moved then. */
+    cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot where as_of = '%s'", asof), open);
     cr_expect_eq(pgt_longf(c,
                            "select count(*) from dealscore_internal.rescore_runs where status = 'finished'"
                            " and as_of = '%s' and scored = %lld",
