@@ -24,6 +24,7 @@ static struct {
     ds_queue_t *work; /* jobs for the worker thread */
     pthread_t worker, client;
     uv_async_t stop; /* the client thread is done */
+    uv_timer_t idle; /* polls for the last connection to close */
     int port, finished, finished_without_req, deferred_count;
     httpc_resp_t resp[8];
     ds_http_cors_t *cors, *no_cors;
@@ -82,11 +83,21 @@ static void close_cb(uv_handle_t *h, void *arg) {
     if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
+/* Closes the context once the server's last connection is gone: the client
+ * has read its last answer, but the server may not have seen the close yet,
+ * and a context closed under an open connection is left to the process. */
+static void close_when_idle(uv_timer_t *timer) {
+    if (ds_http_connections(t.http) > 0) return;
+    uv_timer_stop(timer);
+    ds_http_close_context(t.http);
+    uv_walk(&t.loop, close_cb, NULL);
+}
+
 static void on_stop(uv_async_t *a) {
     (void)a;
     ds_http_stop(t.http);
-    ds_http_close_context(t.http);
-    uv_walk(&t.loop, close_cb, NULL);
+    uv_timer_init(&t.loop, &t.idle);
+    uv_timer_start(&t.idle, close_when_idle, 0, 1);
 }
 
 static void setup(void) {
