@@ -25,6 +25,7 @@ static void setup(void) {
     dst_setup(&S);
     dst_env_add(&S, "SUPABASE_JWT_SECRET=%s", SECRET);
     dst_env_add(&S, "DEALSCORE_CORS_ORIGINS=http://127.0.0.1:%d", allowed_port);
+    dst_env_add(&S, "DEALSCORE_PRIOR_MIN_CLOSED=5"); /* the org's own stage rates from its 5 closed deals */
     free(dst_token(&S, "acme", NULL));
     /* Closed deals for the stage prior: demo 2 of 3 won, proposal 2 of 2. */
     PGconn *db = pgt_connect_db(&S.db);

@@ -61,7 +61,7 @@ async function listed(browser) {
   expect(shown.proba === percent(body.proba_close), `shown ${shown.proba}, /api/predict ${body.proba_close}`);
   expect(shown.probaValue === String(body.proba_close), `data-value ${shown.probaValue}, /api/predict ${body.proba_close}`);
   const top = topDriver(body.drivers);
-  expect(top && shown.top === top.feature && shown.topText.includes(top.label), `top driver shown ${shown.topText}, /api/predict ${JSON.stringify(top)}`);
+  expect(top && shown.top === top.feature && shown.topText.includes(`${top.label}: ${top.display}`), `top driver shown ${shown.topText}, /api/predict ${JSON.stringify(top)}`);
   expect(String(body.change.delta) === String(shown.delta), `delta shown ${shown.delta}, /api/predict ${body.change.delta}`);
   expect(JSON.stringify(shown.moved) === JSON.stringify(body.change.drivers.map((d) => d.feature)), `moved ${shown.moved}`);
   for (const [k, e] of Object.entries(body.meddicc))
