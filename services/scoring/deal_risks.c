@@ -371,7 +371,11 @@ static const char *sql_upsert =
                                                   "excluded.account_id, as_of = excluded.as_of,"
                                                   " model_version = excluded.model_version, proba_close = "
                                                   "excluded.proba_close, risks = excluded.risks,"
-                                                  " updated_at = now() where d.as_of <= excluded.as_of";
+                                                  " updated_at = now() where d.as_of <= excluded.as_of"
+                                                  " and (d.account_id, d.model_version, d.proba_close,"
+                                                  " d.risks) is distinct from (excluded.account_id,"
+                                                  " excluded.model_version, excluded.proba_close,"
+                                                  " excluded.risks)";
 
 static const char *sql_forget = "delete from public.deal_risks where opportunity_id = any($1::uuid[])";
 

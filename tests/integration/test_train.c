@@ -680,6 +680,10 @@ Test(rescore, writes_only_the_scores_that_moved) {
     cr_expect_eq(rescore_written(&t, NULL), 0, "the same model and features rewrite nothing");
     cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), open);
     cr_expect_eq(pgt_longf(c, "select count(*) from predictions where updated_at > '%s'", first), 0);
+    /* Nor the deals' risks: Realtime subscribers get no row for a night
+     * in which nothing about a deal changed. */
+    cr_expect_eq(pgt_longf(c, "select count(*) from deal_risks"), open);
+    cr_expect_eq(pgt_longf(c, "select count(*) from deal_risks where updated_at > '%s'", first), 0);
 
     /* The previous scores as if they had been otherwise: 5 by 0.02 (moved),
      * 5 by 0.002 (within 0.005), 3 with another top driver, 4 of another
