@@ -28,24 +28,12 @@ static void setup(void) {
     dst_env_add(&S, "DEALSCORE_PRIOR_MIN_CLOSED=5"); /* the org's own stage rates from its 5 closed deals */
     free(dst_token(&S, "acme", NULL));
     /* Closed deals for the stage prior: demo 2 of 3 won, proposal 2 of 2. */
-    PGconn *db = pgt_connect_db(&S.db);
-    const char *deals[][3] = {{"H1", "won", "discovery"},
-                              {"H2", "lost", "discovery"},
-                              {"H3", "lost", "discovery"},
-                              {"H4", "won", "proposal"},
-                              {"H5", "won", "proposal"}};
-    for (int i = 0; i < 5; i++) {
-        pgt_execf(db,
-                  "insert into opportunities (org_id, external_id, stage, created_at, outcome, closed_at)"
-                  " values ('%s', '%s', 'closed_%s', '2025-01-01Z', '%s', '2025-06-01Z')",
-                  S.org_id, deals[i][0], deals[i][1], deals[i][1]);
-        pgt_execf(
-            db,
-            "insert into opportunity_history (org_id, opportunity_id, field, new_value, changed_at)"
-            " select org_id, id, 'stage', '%s', '2025-02-01Z' from opportunities where external_id = '%s'",
-            deals[i][2], deals[i][0]);
-    }
-    PQfinish(db);
+    static const char *const deals[][3] = {{"H1", "won", "discovery"},
+                                           {"H2", "lost", "discovery"},
+                                           {"H3", "lost", "discovery"},
+                                           {"H4", "won", "proposal"},
+                                           {"H5", "won", "proposal"}};
+    dst_seed_closed_deals(&S, deals, 5);
     dst_start(&S, "scoring");
     dst_clone(&I, &S);
     dst_start(&I, "ingest");
@@ -58,11 +46,7 @@ static void teardown(void) {
 
 TestSuite(browser, .init = setup, .fini = teardown, .timeout = 240);
 
-static void post_ok(const char *path, const char *body) {
-    httpc_resp_t r = dst_post(&I, path, body, NULL, NULL);
-    cr_assert_eq(r.status, 202, "%s: %s", path, r.body);
-    httpc_free(&r);
-}
+static void post_ok(const char *path, const char *body) { dst_post_accepted(&I, path, body); }
 
 static char *session_jwt(void) {
     char *claims =

@@ -16,26 +16,14 @@ static dst_t I; /* ingest */
 static void setup(void) {
     dst_setup(&S);
     free(dst_token(&S, "newco", NULL));
-    dst_start(&S, "scoring");
-    dst_clone(&F, &S);
-    dst_start(&F, "feature");
-    dst_clone(&I, &S);
-    dst_start(&I, "ingest");
+    dst_start_pipeline(&S, &F, &I);
 }
 
-static void teardown(void) {
-    dst_teardown(&I);
-    dst_teardown(&F);
-    dst_teardown(&S);
-}
+static void teardown(void) { dst_teardown_pipeline(&S, &F, &I); }
 
 TestSuite(priors, .init = setup, .fini = teardown, .timeout = 280);
 
-static void post_ok(const char *path, const char *body) {
-    httpc_resp_t r = dst_post(&I, path, body, NULL, NULL);
-    cr_assert_eq(r.status, 202, "%s: %s", path, r.body);
-    httpc_free(&r);
-}
+static void post_ok(const char *path, const char *body) { dst_post_accepted(&I, path, body); }
 
 /* The prediction of the deal once it has the version (polled with a
  * deadline); its probability. */

@@ -27,44 +27,20 @@ static void setup(void) {
     dst_env_add(&S, "DEALSCORE_PRIOR_MIN_CLOSED=5");
     free(dst_token(&S, "acme", NULL));
     /* History for the stage prior: 3 deals reached demo (2 won), 2 reached proposal (2 won). */
-    PGconn *db = pgt_connect_db(&S.db);
-    const char *deals[][3] = {{"H1", "won", "demo"},
-                              {"H2", "won", "demo"},
-                              {"H3", "lost", "demo"},
-                              {"H4", "won", "proposal"},
-                              {"H5", "won", "proposal"}};
-    for (int i = 0; i < 5; i++) {
-        pgt_execf(db,
-                  "insert into opportunities (org_id, external_id, stage, created_at, outcome, closed_at)"
-                  " values ('%s', '%s', 'closed_%s', '2025-01-01Z', '%s', '2025-06-01Z')",
-                  S.org_id, deals[i][0], deals[i][1], deals[i][1]);
-        pgt_execf(
-            db,
-            "insert into opportunity_history (org_id, opportunity_id, field, new_value, changed_at)"
-            " select org_id, id, 'stage', '%s', '2025-02-01Z' from opportunities where external_id = '%s'",
-            deals[i][2], deals[i][0]);
-    }
-    PQfinish(db);
-    dst_start(&S, "scoring");
-    dst_clone(&F, &S);
-    dst_start(&F, "feature");
-    dst_clone(&I, &S);
-    dst_start(&I, "ingest");
+    static const char *const deals[][3] = {{"H1", "won", "demo"},
+                                           {"H2", "won", "demo"},
+                                           {"H3", "lost", "demo"},
+                                           {"H4", "won", "proposal"},
+                                           {"H5", "won", "proposal"}};
+    dst_seed_closed_deals(&S, deals, 5);
+    dst_start_pipeline(&S, &F, &I);
 }
 
-static void teardown(void) {
-    dst_teardown(&I);
-    dst_teardown(&F);
-    dst_teardown(&S);
-}
+static void teardown(void) { dst_teardown_pipeline(&S, &F, &I); }
 
 TestSuite(scoring, .init = setup, .fini = teardown, .timeout = 180);
 
-static void post_ok(const char *path, const char *body) {
-    httpc_resp_t r = dst_post(&I, path, body, NULL, NULL);
-    cr_assert_eq(r.status, 202, "%s: %s", path, r.body);
-    httpc_free(&r);
-}
+static void post_ok(const char *path, const char *body) { dst_post_accepted(&I, path, body); }
 
 /* Consumes prediction.made until one for opp with as_of at_us arrives. */
 static Dealscore__V1__PredictionMade *await_prediction(ds_consumer_t *c, const char *opp, int64_t at_us) {

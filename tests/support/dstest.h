@@ -308,4 +308,45 @@ static inline long long dst_wait_count(dst_t *t, const char *sql, long long want
     return n;
 }
 
+/* POSTs body to the ingest t with the test's token and asserts its 202. */
+static inline void dst_post_accepted(dst_t *t, const char *path, const char *body) {
+    httpc_resp_t r = dst_post(t, path, body, NULL, NULL);
+    cr_assert_eq(r.status, 202, "%s: %s", path, r.body);
+    httpc_free(&r);
+}
+
+/* Closed deals of t's org as history for the stage prior: each row is
+ * {external id, "won" or "lost", the stage it reached}. */
+static inline void dst_seed_closed_deals(dst_t *t, const char *const deals[][3], int n) {
+    PGconn *db = pgt_connect_db(&t->db);
+    for (int i = 0; i < n; i++) {
+        pgt_execf(db,
+                  "insert into opportunities (org_id, external_id, stage, created_at, outcome, closed_at)"
+                  " values ('%s', '%s', 'closed_%s', '2025-01-01Z', '%s', '2025-06-01Z')",
+                  t->org_id, deals[i][0], deals[i][1], deals[i][1]);
+        pgt_execf(
+            db,
+            "insert into opportunity_history (org_id, opportunity_id, field, new_value, changed_at)"
+            " select org_id, id, 'stage', '%s', '2025-02-01Z' from opportunities where external_id = '%s'",
+            deals[i][2], deals[i][0]);
+    }
+    PQfinish(db);
+}
+
+/* The scoring pipeline on s's database and topics: s (set up and given its
+ * org by the caller) runs scoring, f the feature worker and i ingest. */
+static inline void dst_start_pipeline(dst_t *s, dst_t *f, dst_t *i) {
+    dst_start(s, "scoring");
+    dst_clone(f, s);
+    dst_start(f, "feature");
+    dst_clone(i, s);
+    dst_start(i, "ingest");
+}
+
+static inline void dst_teardown_pipeline(dst_t *s, dst_t *f, dst_t *i) {
+    dst_teardown(i);
+    dst_teardown(f);
+    dst_teardown(s);
+}
+
 #endif
