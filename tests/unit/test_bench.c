@@ -319,3 +319,55 @@ Test(bench, run_threads_joins_every_thread) {
     perf_run_threads(5, count_up, &n);
     cr_assert_eq(n, 5);
 }
+
+Test(bench, step_by_is_a_factor_or_an_increment) {
+    double factor = 0, add = 0;
+    cr_assert(perf_parse_step_by("1.5", &factor, &add));
+    cr_assert_float_eq(factor, 1.5, 1e-9);
+    cr_assert_float_eq(add, 0, 1e-9);
+    cr_assert_float_eq(perf_step_next(1000, factor, add), 1500, 1e-9);
+    cr_assert(perf_parse_step_by("+250", &factor, &add));
+    cr_assert_float_eq(factor, 1, 1e-9);
+    cr_assert_float_eq(add, 250, 1e-9);
+    cr_assert_float_eq(perf_step_next(1000, factor, add), 1250, 1e-9);
+    cr_assert_not(perf_parse_step_by("1", &factor, &add));
+    cr_assert_not(perf_parse_step_by("+0", &factor, &add));
+    cr_assert_not(perf_parse_step_by("x2", &factor, &add));
+    cr_assert_not(perf_parse_step_by(NULL, &factor, &add));
+}
+
+/* A step at rate r with every change scored, p99 p99 ms, and the backlog
+ * going from b0 to b1. */
+static perf_step_t step(double r, double p99, long b0, long b1) {
+    return (perf_step_t){.rate = r,
+                         .achieved = r,
+                         .sent = (long)r * 60,
+                         .done = (long)r * 60,
+                         .p50_ms = p99 / 2,
+                         .p99_ms = p99,
+                         .backlog_start = b0,
+                         .backlog_end = b1};
+}
+
+Test(bench, steps_stop_at_the_first_step_that_is_not_sustained) {
+    perf_step_t s[] = {step(500, 200, 80, 90), step(1000, 400, 300, 700), step(2000, 999, 500, 400),
+                       step(4000, 1000, 900, 900), step(8000, 300, 0, 0)};
+    /* 1000/s: the backlog grew by 400, under half a second of arrivals (500). */
+    cr_assert_eq(perf_steps_highest(s, 5), 2);
+    cr_assert_eq(perf_steps_highest(s, 2), 1);
+    cr_assert_eq(perf_steps_highest(s, 0), -1);
+
+    perf_step_t grew[] = {step(500, 200, 0, 10), step(1000, 300, 100, 601)};
+    cr_assert(perf_step_backlog_grew(&grew[1]));
+    cr_assert_eq(perf_steps_highest(grew, 2), 0);
+
+    perf_step_t lost = step(500, 200, 0, 0);
+    lost.done--;
+    cr_assert_eq(perf_steps_highest(&lost, 1), -1);
+    perf_step_t refused = step(500, 200, 0, 0);
+    refused.errors = 1;
+    cr_assert_not(perf_step_sustained(&refused));
+    perf_step_t slow_sender = step(500, 200, 0, 0);
+    slow_sender.achieved = 440;
+    cr_assert_not(perf_step_sustained(&slow_sender));
+}

@@ -9,6 +9,9 @@
  *   eval "$(deploy/local/stack env)"
  *   build/bin/dealscore-bench-e2e --token TOKEN [--rates 100,500,1000] [--seconds 10]
  *       [--opportunities 2000] [--threads 8] [--drain 10]
+ *       [--batch 1] [--step-from R0 [--step-by F|+N] [--step-seconds 60] [--max-rate R]]
+ * The step mode raises the rate until p99 reaches 1 s or the backlog grows
+ * and prints the highest sustained rate (perf_steps_highest, perf.h).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -76,50 +79,73 @@ typedef struct {
 static const char *stages[] = {"prospecting", "qualification", "discovery",
                                "demo",        "proposal",      "negotiation"};
 
+/* Writes change i as one webhook record into out (cap bytes); returns its
+ * length. The change happens now (never in the future: the workers take
+ * min(change time, now) as the as_of). */
+static size_t format_change(run_t *r, size_t i, char *out, size_t cap) {
+    change_t *ch = &r->ch[i];
+    opp_t *o = &r->opps[ch->opp];
+    __atomic_store_n(&ch->as_of_us, ds_now_us(), __ATOMIC_RELEASE);
+    char at[40];
+    ds_format_time_us(ch->as_of_us, at, sizeof at);
+    /* Every change moves the deal one stage on (and back from the last
+     * open one), so no change repeats the deal's previous record: a
+     * repeat would be a no-op for ingest, with no event to wait for. */
+    int k = __atomic_add_fetch(&o->moves, 1, __ATOMIC_RELAXED);
+    int st = (o->stage0 + k) % 10;
+    st = st < 6 ? st : 10 - st;
+    int n;
+    if (o->fields)
+        n = snprintf(out, cap, "{\"external_id\":\"%s\",\"stage\":\"%s\",%s,\"changed_at\":\"%s\"}", o->ext,
+                     stages[st], o->fields, at);
+    else
+        n = snprintf(out, cap,
+                     "{\"external_id\":\"%s\",\"stage\":\"%s\",\"created_at\":\"2026-01-01T00:00:00Z\","
+                     "\"amount\":%zu,\"account_external_id\":\"bench-acc-%d\",\"changed_at\":\"%s\"}",
+                     o->ext, stages[st], 1000 + (i % 997) * 10, ch->opp % 50, at);
+    return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
+/* Sends changes from..to-1 in one request (an array when --batch > 1) and
+ * notes the 202 of each. */
+static void send_changes(run_t *r, perf_conn_t *c, size_t from, size_t to, char *body, size_t cap) {
+    size_t len = 0;
+    if (r->batch > 1) body[len++] = '[';
+    for (size_t i = from; i < to; i++) {
+        if (i > from) body[len++] = ',';
+        len += format_change(r, i, body + len, cap - len - 1);
+    }
+    if (r->batch > 1) body[len++] = ']';
+    int status = perf_conn_request(c, "/v1/opportunities", r->token, body, len);
+    int64_t accepted = ds_mono_us();
+    for (size_t i = from; i < to; i++) {
+        r->ch[i].accepted_us = accepted;
+        r->ch[i].status = status;
+    }
+    if (status != 202) atomic_fetch_add(&r->errors, (long)(to - from));
+}
+
 static void *sender(void *arg) {
     run_t *r = arg;
     perf_conn_t c = {.fd = -1, .port = r->port};
     snprintf(c.host, sizeof c.host, "%s", r->host);
-    char body[1024];
+    size_t batch = (size_t)r->batch, cap = batch * 1024 + 2;
+    char *body = ds_malloc(cap);
     for (;;) {
-        size_t i = atomic_fetch_add(&r->next, 1);
+        size_t i = atomic_fetch_add(&r->next, batch);
         if (i >= r->nch || atomic_load(&r->stop)) break;
-        /* Open loop: change i is due at start + i / rate. */
-        int64_t due = r->start_mono + (int64_t)((double)i * 1e6 / r->rate);
+        size_t to = i + batch < r->nch ? i + batch : r->nch;
+        /* Open loop: change i is due at start + i / rate; a batch goes
+         * when its last change is due. */
+        int64_t due = r->start_mono + (int64_t)((double)(to - 1) * 1e6 / r->rate);
         int64_t now = ds_mono_us();
         if (due > now) {
             struct timespec ts = {(due - now) / 1000000, ((due - now) % 1000000) * 1000};
             nanosleep(&ts, NULL);
         }
-        change_t *ch = &r->ch[i];
-        opp_t *o = &r->opps[ch->opp];
-        /* The change happens now (never in the future: the workers take
-         * min(change time, now) as the as_of). */
-        __atomic_store_n(&ch->as_of_us, ds_now_us(), __ATOMIC_RELEASE);
-        char at[40];
-        ds_format_time_us(ch->as_of_us, at, sizeof at);
-        int n;
-        /* Every change moves the deal one stage on (and back from the last
-         * open one), so no change repeats the deal's previous record: a
-         * repeat would be a no-op for ingest, with no event to wait for. */
-        int k = __atomic_add_fetch(&o->moves, 1, __ATOMIC_RELAXED);
-        int st = (o->stage0 + k) % 10;
-        st = st < 6 ? st : 10 - st;
-        if (o->fields) {
-            n = snprintf(body, sizeof body,
-                         "{\"external_id\":\"%s\",\"stage\":\"%s\",%s,\"changed_at\":\"%s\"}", o->ext,
-                         stages[st], o->fields, at);
-        } else {
-            n = snprintf(body, sizeof body,
-                         "{\"external_id\":\"%s\",\"stage\":\"%s\",\"created_at\":\"2026-01-01T00:00:00Z\","
-                         "\"amount\":%zu,\"account_external_id\":\"bench-acc-%d\",\"changed_at\":\"%s\"}",
-                         o->ext, stages[st], 1000 + (i % 997) * 10, ch->opp % 50, at);
-        }
-        int status = perf_conn_request(&c, "/v1/opportunities", r->token, body, (size_t)n);
-        ch->accepted_us = ds_mono_us();
-        ch->status = status;
-        if (status != 202) atomic_fetch_add(&r->errors, 1);
+        send_changes(r, &c, i, to, body, cap);
     }
+    free(body);
     perf_conn_close(&c);
     return NULL;
 }
@@ -196,6 +222,15 @@ static void usage(void) {
         stderr,
         "usage: dealscore-bench-e2e --token TOKEN [--url URL] [--rates R1,R2,...] [--seconds S]\n"
         "       [--opportunities N] [--threads T] [--drain S] [--existing]\n"
+        "       [--batch B] [--step-from R0 [--step-by F|+N] [--step-seconds S] [--max-rate R]]\n"
+        "--batch sends B changes (1-1000, at most N; 1) of distinct deals per request, as a JSON array, "
+        "when\n"
+        "the last one is due; latencies count from that request's 202.\n"
+        "--step-from replaces --rates: steps of --step-seconds (60) from R0 changes/s, each rate F times\n"
+        "(1.5) or N more than the last, up to --max-rate (100000); it stops at the first step with p99 of\n"
+        "1 s or more, a change not scored within --drain, or a backlog (changes accepted, not yet scored)\n"
+        "that grew by more than half a second of arrivals between 1 s into the step and its end, and\n"
+        "prints the highest sustained rate.\n"
         "--existing moves up to N open deals of the token's org one stage at a time instead of\n"
         "creating N new ones.\n"
         "Settings from the environment as the services (DEALSCORE_DATABASE_URL, DEALSCORE_KAFKA_BROKERS,\n"
@@ -213,6 +248,8 @@ typedef struct {
     double seconds, drain;
     int nopps, nthreads;
     bool existing;
+    /* step mode (--step-from > 0) */
+    double step_from, step_factor, step_add, step_seconds, max_rate;
     char host[128];
     int port;
     ds_config_t cfg;
@@ -226,11 +263,12 @@ typedef struct {
 } bench_t;
 
 static int parse_options(bench_t *b, int argc, char **argv) {
-    static const struct option opts[] = {{"token", 1, 0, 't'},         {"url", 1, 0, 'u'},
-                                         {"rates", 1, 0, 'r'},         {"seconds", 1, 0, 's'},
-                                         {"opportunities", 1, 0, 'o'}, {"threads", 1, 0, 'n'},
-                                         {"drain", 1, 0, 'd'},         {"help", 0, 0, 'h'},
-                                         {"existing", 0, 0, 'e'},      {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"token", 1, 0, 't'},     {"url", 1, 0, 'u'},           {"rates", 1, 0, 'r'},
+        {"seconds", 1, 0, 's'},   {"opportunities", 1, 0, 'o'}, {"threads", 1, 0, 'n'},
+        {"drain", 1, 0, 'd'},     {"help", 0, 0, 'h'},          {"existing", 0, 0, 'e'},
+        {"step-from", 1, 0, 'F'}, {"step-by", 1, 0, 'B'},       {"step-seconds", 1, 0, 'S'},
+        {"max-rate", 1, 0, 'M'},  {"batch", 1, 0, 'b'},         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -242,11 +280,23 @@ static int parse_options(bench_t *b, int argc, char **argv) {
         case 'n': b->nthreads = atoi(optarg); break;
         case 'd': b->drain = atof(optarg); break;
         case 'e': b->existing = true; break;
+        case 'F': b->step_from = atof(optarg); break;
+        case 'B':
+            if (!perf_parse_step_by(optarg, &b->step_factor, &b->step_add)) {
+                fprintf(stderr, "dealscore-bench-e2e: --step-by must be a factor above 1 or +N\n");
+                return 2;
+            }
+            break;
+        case 'S': b->step_seconds = atof(optarg); break;
+        case 'M': b->max_rate = atof(optarg); break;
+        case 'b': b->r.batch = atoi(optarg); break;
         case 'h': usage(); return 0;
         default: usage(); return 2;
         }
     }
-    if (!b->token || !b->url || b->nopps < 1 || b->nthreads < 1 || b->seconds <= 0) {
+    if (!b->token || !b->url || b->nopps < 1 || b->nthreads < 1 || b->seconds <= 0 || b->step_from < 0 ||
+        b->step_seconds < 1 || b->max_rate <= 0 || b->r.batch < 1 || b->r.batch > 1000 ||
+        b->r.batch > b->nopps) {
         usage();
         return 2;
     }
@@ -467,21 +517,30 @@ static void plan_changes(bench_t *b, size_t n, double rate) {
     pthread_mutex_unlock(&r->mu);
 }
 
+/* Sends n changes at rate and waits up to --drain for their predictions;
+ * returns the monotonic time when the last one was sent. */
+static int64_t send_and_drain(bench_t *b, double rate, size_t n) {
+    run_t *r = &b->r;
+    plan_changes(b, n, rate);
+    perf_run_threads(b->nthreads, sender, r);
+    int64_t sent_end = ds_mono_us();
+    long ok = (long)n - atomic_load(&r->errors);
+    while (atomic_load(&b->w.covered) < ok && ds_mono_us() - sent_end < (int64_t)(b->drain * 1e6)) {
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    return sent_end;
+}
+
 /* Sends one rate's changes, waits up to --drain for their predictions and
  * prints the table row; returns true when every change was scored at the
  * rate asked. */
 static bool measure_rate(bench_t *b, double rate) {
     run_t *r = &b->r;
     size_t n = (size_t)(rate * b->seconds);
-    plan_changes(b, n, rate);
-    perf_run_threads(b->nthreads, sender, r);
-    int64_t sent_end = ds_mono_us();
+    int64_t sent_end = send_and_drain(b, rate, n);
     double achieved = (double)n / ((double)(sent_end - r->start_mono) / 1e6);
     long ok = (long)n - atomic_load(&r->errors);
-    while (atomic_load(&b->w.covered) < ok && ds_mono_us() - sent_end < (int64_t)(b->drain * 1e6)) {
-        struct timespec ts = {0, 20000000};
-        nanosleep(&ts, NULL);
-    }
     pthread_mutex_lock(&r->mu);
     int64_t *lat = ds_calloc(n + 1, sizeof *lat), *st[ST_N];
     size_t nl = 0, ns[ST_N] = {0};
@@ -536,6 +595,83 @@ static int measure_rates(bench_t *b) {
     return 0;
 }
 
+/* ---- step mode: the highest sustained rate ------------------------------------ */
+
+/* Changes accepted by t (monotonic) whose prediction had not come by t. */
+static long backlog_at(const run_t *r, int64_t t) {
+    long n = 0;
+    for (size_t i = 0; i < r->nch; i++) {
+        const change_t *ch = &r->ch[i];
+        if (ch->status != 202 || ch->accepted_us > t) continue;
+        if (!ch->done_us[ST_PREDICTION] || ch->done_us[ST_PREDICTION] > t) n++;
+    }
+    return n;
+}
+
+/* The step's end-to-end percentiles and its backlog one second after its
+ * first change (the pipeline filled) and when its last change was sent. */
+static void step_figures(bench_t *b, int64_t sent_end, perf_step_t *s) {
+    run_t *r = &b->r;
+    pthread_mutex_lock(&r->mu);
+    int64_t *lat = ds_calloc(r->nch + 1, sizeof *lat);
+    size_t nl = 0;
+    for (size_t i = 0; i < r->nch; i++) {
+        if (r->ch[i].status != 202 || !r->ch[i].done_us[ST_PREDICTION]) continue;
+        int64_t d = r->ch[i].done_us[ST_PREDICTION] - r->ch[i].accepted_us;
+        lat[nl++] = d > 0 ? d : 0;
+    }
+    int64_t warm = r->start_mono + 1000000;
+    s->backlog_start = backlog_at(r, warm < sent_end ? warm : r->start_mono);
+    s->backlog_end = backlog_at(r, sent_end);
+    b->w.r = NULL;
+    pthread_mutex_unlock(&r->mu);
+    qsort(lat, nl, sizeof *lat, perf_cmp_i64);
+    s->done = (long)nl;
+    s->p50_ms = perf_pct_ms(lat, nl, 50);
+    s->p99_ms = perf_pct_ms(lat, nl, 99);
+    free(lat);
+}
+
+/* Runs one step of --step-seconds at rate and prints its row. */
+static perf_step_t measure_step(bench_t *b, double rate) {
+    run_t *r = &b->r;
+    perf_step_t s = {.rate = rate, .sent = (long)(rate * b->step_seconds)};
+    int64_t sent_end = send_and_drain(b, rate, (size_t)s.sent);
+    s.achieved = (double)s.sent / ((double)(sent_end - r->start_mono) / 1e6);
+    s.errors = atomic_load(&r->errors);
+    step_figures(b, sent_end, &s);
+    char load[64];
+    perf_loadavg(load, sizeof load);
+    printf("%8.0f %8.0f %8ld %8ld %7ld | %9.1f %9.1f | %8ld %8ld %-5s | %-3s | %s\n", s.rate, s.achieved,
+           s.sent, s.done, s.errors, s.p50_ms, s.p99_ms, s.backlog_start, s.backlog_end,
+           perf_step_backlog_grew(&s) ? "grew" : "flat", perf_step_sustained(&s) ? "yes" : "no", load);
+    fflush(stdout);
+    return s;
+}
+
+/* Raises the rate from --step-from by --step-by until a step is not
+ * sustained or --max-rate is passed, and prints the highest sustained one. */
+static int measure_steps(bench_t *b) {
+    printf("dealscore-bench-e2e: %zu opportunities, %d sender threads, %.0f s per step, drain %.0f s\n",
+           b->r.nopps, b->nthreads, b->step_seconds, b->drain);
+    printf("%8s %8s %8s %8s %7s | %9s %9s | %8s %8s %-5s | %-3s | %s\n", "rate/s", "sent/s", "sent", "done",
+           "errors", "p50 ms", "p99 ms", "backlog0", "backlog1", "lag", "ok", "load average");
+    perf_step_t steps[64];
+    size_t n = 0;
+    for (double rate = b->step_from; rate <= b->max_rate && n < 64;
+         rate = perf_step_next(rate, b->step_factor, b->step_add)) {
+        steps[n] = measure_step(b, rate);
+        if (!perf_step_sustained(&steps[n++])) break;
+    }
+    long best = perf_steps_highest(steps, n);
+    if (best < 0)
+        printf("highest sustained rate: none (%.0f changes/s was not sustained)\n", b->step_from);
+    else
+        printf("highest sustained rate: %.0f changes/s (p99 %.0f ms)%s\n", steps[best].rate,
+               steps[best].p99_ms, (size_t)best + 1 == n ? "; every step up to --max-rate sustained" : "");
+    return 0;
+}
+
 static void bench_close(bench_t *b) {
     if (b->watching) {
         atomic_store(&b->w.stop, 1);
@@ -561,7 +697,11 @@ int main(int argc, char **argv) {
                  .seconds = 10,
                  .drain = 10,
                  .nopps = 2000,
-                 .nthreads = 32};
+                 .nthreads = 32,
+                 .step_factor = 1.5,
+                 .step_seconds = 60,
+                 .max_rate = 100000,
+                 .r.batch = 1};
     pthread_mutex_init(&b.r.mu, NULL);
     int rc = parse_options(&b, argc, argv);
     if (rc == GO_ON) rc = connect_db(&b);
@@ -570,7 +710,7 @@ int main(int argc, char **argv) {
         wait_for_quiet_workers(&b);
         rc = start_watcher(&b);
     }
-    if (rc == GO_ON) rc = measure_rates(&b);
+    if (rc == GO_ON) rc = b.step_from > 0 ? measure_steps(&b) : measure_rates(&b);
     bench_close(&b);
     return rc;
 }

@@ -129,4 +129,37 @@ bool perf_parse_double(const char *s, double lo, double hi, double *out);
  * with free(); the strings stay borrowed from environ and assignments. */
 char **perf_environ_with(const char *const *assignments, size_t n);
 
+/* ---- step mode of a sustained-throughput run (steps.c) ------------------------ */
+
+/* A step is sustained when its p99 stays under this, */
+#define PERF_STEP_MAX_P99_MS 1000.0
+/* and its backlog (changes accepted but not yet scored) grows by at most
+ * this many seconds of arrivals between the step's start and end. */
+#define PERF_STEP_BACKLOG_SLACK_S 0.5
+
+/* One step's figures. */
+typedef struct {
+    double rate;     /* changes/s asked */
+    double achieved; /* changes/s sent */
+    long sent, done, errors;
+    double p50_ms, p99_ms; /* end to end, over the changes done */
+    long backlog_start, backlog_end;
+} perf_step_t;
+
+/* "F" (a factor, 1.01-1000) or "+N" (an increment, >= 1) into *factor and
+ * *add (the other one 1 or 0). False, nothing set, for anything else. */
+bool perf_parse_step_by(const char *s, double *factor, double *add);
+/* The rate of the step after one at rate. */
+double perf_step_next(double rate, double factor, double add);
+/* True when the step's backlog grew by more than PERF_STEP_BACKLOG_SLACK_S
+ * seconds of its rate (at least one change). */
+bool perf_step_backlog_grew(const perf_step_t *s);
+/* True when every change was sent at 90 % of the rate or more, accepted
+ * and scored, with p99 under PERF_STEP_MAX_P99_MS and no growing backlog. */
+bool perf_step_sustained(const perf_step_t *s);
+/* The index of the last step of the sustained run that starts the list
+ * (the run stops at the first step that is not), or -1 when the first one
+ * is not. */
+long perf_steps_highest(const perf_step_t *steps, size_t n);
+
 #endif
