@@ -188,19 +188,6 @@ static int on_visible_row(void *ud, void *tag, const PGresult *res, int err) {
     return 0;
 }
 
-/* The amount quartiles of similar won deals from the peer benchmark, for
- * the amount's reason. */
-static void cohort_amounts(scoring_item_t *it, const json_t *benchmark) {
-    json_t *amount = json_object_get(json_object_get(benchmark, "metrics"), "amount");
-    static const char *const keys[3] = {"p25", "median", "p75"};
-    it->has_cohort = json_is_object(amount);
-    for (int q = 0; q < 3 && it->has_cohort; q++) {
-        json_t *x = json_object_get(amount, keys[q]);
-        it->has_cohort = json_is_number(x);
-        it->cohort_amount[q] = json_number_value(x);
-    }
-}
-
 /* The RLS check and the benchmark read, in one round trip: as role
  * authenticated with the caller's claims, is the opportunity (key: its id,
  * or its CRM id when by_external) visible, and what is its peer benchmark?
@@ -389,7 +376,6 @@ static void handle(api_thread_t *t, api_job_t *j) {
                          .values = vec.values,
                          .meddicc_json = mjson};
     scoring_item_from_raw(&it, raw);
-    cohort_amounts(&it, v.benchmark);
     if (rc == 0) rc = scoring_persist(t->pg, t->orgs, t->scorer, a->svc->cfg->top_k, &it, 1, err, sizeof err);
     if (rc != 0) {
         if (!ds_pg_is_connected(t->pg)) ds_pg_reset(t->pg);

@@ -15,14 +15,23 @@
 
 /* The two latest history rows of each opportunity, through the unique
  * index (opportunity_id, as_of, model_version) scanned backwards (a replay
- * must skip its own row); n is the opportunity's place in $1, from 1. */
+ * must skip its own row), and the amount quartiles (p25, median, p75) of
+ * its benchmark cohort's won deals, for the amount's reason; n is the
+ * opportunity's place in $1, from 1. An opportunity without history has
+ * one row with a null score. Every scoring path (worker, rescore,
+ * /api/predict) gets the cohort here, so their texts cannot differ. */
 static const char *sql_previous =
     "select x.n, h.proba_close, h.contributions::text,"
-    " (extract(epoch from h.as_of) * 1000000)::bigint, h.model_version"
-    " from unnest($1::uuid[]) with ordinality as x(id, n) cross join lateral ("
+    " (extract(epoch from h.as_of) * 1000000)::bigint, h.model_version, c.p25, c.median, c.p75"
+    " from unnest($1::uuid[]) with ordinality as x(id, n) left join lateral ("
     "  select proba_close, contributions, as_of, model_version from public.prediction_history"
-    "  where opportunity_id = x.id order by as_of desc, model_version desc limit 2) h"
-    " order by x.n, h.as_of desc, h.model_version desc";
+    "  where opportunity_id = x.id order by as_of desc, model_version desc limit 2) h on true"
+    " left join lateral (select (bc.metrics -> 'amount' ->> 'p25')::float8 as p25,"
+    "  (bc.metrics -> 'amount' ->> 'median')::float8 as median, (bc.metrics -> 'amount' ->> 'p75')::float8 "
+    "as p75"
+    "  from public.opportunity_benchmarks ob join public.benchmarks_cached bc"
+    "  on bc.org_id = ob.org_id and bc.cohort_key = ob.cohort_key where ob.opportunity_id = x.id) c on true"
+    " order by x.n, h.as_of desc nulls last, h.model_version desc";
 
 /* One statement per table for the whole batch, the columns as binary
  * arrays (pgbin.h): the server parses each JSON value once and nothing
@@ -243,6 +252,13 @@ static int score_by_org(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int
     return rc;
 }
 
+/* The cohort's amount quartiles of a row of sql_previous (columns 5 .. 7). */
+static void cohort_from_row(scoring_item_t *it, const PGresult *r, int row) {
+    it->has_cohort = !PQgetisnull(r, row, 5) && !PQgetisnull(r, row, 6) && !PQgetisnull(r, row, 7);
+    for (int q = 0; q < 3 && it->has_cohort; q++)
+        it->cohort_amount[q] = strtod(PQgetvalue(r, row, 5 + q), NULL);
+}
+
 /* Previous scores: the latest history row that is not this very score (a
  * replay must find the same previous score as the first time), and the
  * changes of the contributions since. Sets *t_read when the rows are read. */
@@ -260,6 +276,7 @@ static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n
     *t_read = ds_mono_us();
     for (size_t i = 0; i < n; i++) {
         items[i].previous = NAN;
+        items[i].has_cohort = false;
         items[i].prev_version[0] = '\0';
         items[i].unchanged = false;
     }
@@ -268,8 +285,10 @@ static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n
     bool *done = ds_calloc(n, sizeof *done);
     for (int row = 0; row < PQntuples(r); row++) {
         long long place = strtoll(PQgetvalue(r, row, 0), NULL, 10) - 1;
-        if (place < 0 || (size_t)place >= n || done[place]) continue;
+        if (place < 0 || (size_t)place >= n) continue;
         scoring_item_t *it = &items[place];
+        cohort_from_row(it, r, row);
+        if (done[place] || PQgetisnull(r, row, 1)) continue;
         if (strtoll(PQgetvalue(r, row, 3), NULL, 10) == it->as_of_us &&
             strcmp(PQgetvalue(r, row, 4), it->version) == 0)
             continue;
@@ -570,7 +589,7 @@ static const char *col_or_null(const PGresult *r, int row, int col) {
     return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
 }
 
-/* Columns 5 .. 14 of attach_accounts' read: what the reasons' texts use. */
+/* Columns 5 .. 11 of attach_accounts' read: what the reasons' texts use. */
 static void attach_reason_inputs(scoring_item_t *it, const PGresult *r, int row) {
     it->currency = col_or_null(r, row, 5);
     it->stage = col_or_null(r, row, 6);
@@ -579,9 +598,6 @@ static void attach_reason_inputs(scoring_item_t *it, const PGresult *r, int row)
     it->size_band = col_or_null(r, row, 9);
     it->product_category = col_or_null(r, row, 10);
     it->persona = col_or_null(r, row, 11);
-    it->has_cohort = !PQgetisnull(r, row, 12) && !PQgetisnull(r, row, 13) && !PQgetisnull(r, row, 14);
-    for (int q = 0; q < 3 && it->has_cohort; q++)
-        it->cohort_amount[q] = strtod(PQgetvalue(r, row, 12 + q), NULL);
 }
 
 /* Account ids, the MEDDICC evidence of the scored snapshots and what the
@@ -602,14 +618,10 @@ static int attach_accounts(worker_state_t *st, score_batch_t *sb, char *errstr, 
     int rc = ds_pg_exec_params(st->pg,
                                "select u.id::text, o.account_id, f.meddicc::text, o.stage_probability,"
                                " o.outcome, o.currency, o.stage, a.industry, a.region, a.size_band,"
-                               " o.product_category, o.persona, bc.metrics->'amount'->>'p25',"
-                               " bc.metrics->'amount'->>'median', bc.metrics->'amount'->>'p75'"
+                               " o.product_category, o.persona"
                                " from unnest($1::uuid[], $2::timestamptz[]) as u(id, at)"
                                " join public.opportunities o on o.id = u.id"
                                " left join public.accounts a on a.id = o.account_id"
-                               " left join public.opportunity_benchmarks ob on ob.opportunity_id = u.id"
-                               " left join public.benchmarks_cached bc on bc.org_id = ob.org_id"
-                               " and bc.cohort_key = ob.cohort_key"
                                " left join public.features_snapshot f on f.opportunity_id = u.id"
                                " and f.as_of = u.at and f.feature_version = $3",
                                3, v, NULL, NULL, &sb->r, errstr, errsz);

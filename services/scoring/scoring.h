@@ -27,13 +27,14 @@ typedef struct {
     double crm_probability;
     ds_outcome_t outcome;
     /* For the reasons' texts (domain/reasons.h), each NULL when unknown:
-     * the deal as the CRM sent it, and the amount quartiles (p25, median,
-     * p75) of similar won deals when has_cohort. */
+     * the deal as the CRM sent it. */
     const char *currency, *stage, *industry, *region, *size_band, *product_category, *persona;
-    bool has_cohort;
-    double cohort_amount[3];
     /* filled by scoring_persist */
     score_t score;
+    /* The amount quartiles (p25, median, p75) of the won deals of the
+     * deal's benchmark cohort, when has_cohort (for the amount's reason). */
+    bool has_cohort;
+    double cohort_amount[3];
     double previous; /* NaN without a previous prediction */
     /* "Why did it move" (scorer_change_named; none without a previous
      * score); names may point into prev_text, which the item owns. */

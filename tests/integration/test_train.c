@@ -4,8 +4,8 @@
  * active, a worse one stays a candidate with the reason, a better one
  * retires the active one, too few closed deals refuse to train; rescore
  * scores every open opportunity with the active model, runs again as a new
- * run, resumes an interrupted run after its last opportunity, and --restart
- * abandons it.
+ * run, resumes an interrupted run after its last opportunity, --restart
+ * abandons it, and it reads each amount against the deal's cohort.
  *
  * The org is simulated and imported once per run of this executable into a
  * template database; every test gets a fresh copy of it (CREATE DATABASE ...
@@ -637,6 +637,49 @@ Test(rescore, scores_every_open_opportunity_with_the_active_model) {
     PQfinish(c);
     rm_rf(reports);
     free(reports);
+    dst_teardown(&t);
+}
+
+/* The amount drivers of predictions, with the amount's words against the
+ * quartiles 10,000 / 30,000 / 90,000 of the cohort the test gives every
+ * open deal. */
+#define AMOUNT_DRIVERS                                                                                       \
+    " from predictions p join opportunities o on o.id = p.opportunity_id cross join lateral"                 \
+    " jsonb_array_elements((p.top_features -> 'positive') || (p.top_features -> 'negative')) d"              \
+    " cross join lateral (select '(' || case when o.amount > 90000 then 'above 75 %%'"                       \
+    " when o.amount > 30000 then 'above half' when o.amount >= 10000 then 'below half'"                      \
+    " else 'below 75 %%' end || ' of similar won deals)' as w) x where d ->> 'feature' = 'amount_log'"
+
+/* A rescore reads each amount against its benchmark cohort, as the worker
+ * and /api/predict do (they share scoring_persist's read of it). */
+Test(rescore, reads_each_amount_against_its_cohort) {
+    dst_t t;
+    setup_acme(&t);
+    char *reports = make_tmpdir("reports");
+    run_t r = run(&t, "dealscore-scoring", "train", "--org", "acme", "--report", reports);
+    cr_assert_eq(r.rc, 0, "train exited %d:\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+    rm_rf(reports);
+    free(reports);
+    PGconn *c = pgt_connect_db(&t.db);
+    pgt_execf(c,
+              "insert into benchmarks_cached (org_id, cohort_key, as_of, match_level, cohort_size, metrics)"
+              " values ('%s', 'all', now(), 'org', 200,"
+              " '{\"amount\": {\"p25\": 10000, \"median\": 30000, \"p75\": 90000}}')",
+              t.org_id);
+    pgt_exec(
+        c, "insert into opportunity_benchmarks (org_id, opportunity_id, account_id, cohort_key, match_level)"
+           " select org_id, id, account_id, 'all', 'org' from opportunities"
+           " where outcome = 'open' and not placeholder");
+    r = run(&t, "dealscore-scoring", "rescore", "--org", "acme", "--no-publish", "--no-snapshot");
+    cr_assert_eq(r.rc, 0, "rescore exited %d:\n%s%s", r.rc, r.out, r.err);
+    run_free(&r);
+    long long drivers = pgt_longf(c, "select count(*)" AMOUNT_DRIVERS);
+    cr_assert_gt(drivers, 10, "the model's amount is among the drivers of some deals");
+    cr_expect_eq(
+        pgt_longf(c, "select count(*)" AMOUNT_DRIVERS " and right(d ->> 'display', length(x.w)) = x.w"),
+        drivers, "e.g. %s", pgt_valuef(c, "select d ->> 'display'" AMOUNT_DRIVERS " limit 1"));
+    PQfinish(c);
     dst_teardown(&t);
 }
 
