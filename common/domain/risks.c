@@ -50,24 +50,38 @@ static double median(double *v, size_t n) {
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+/* Won deals recorded (a call transcript) by stage s, and those of them
+ * with element el by then; first_call NULL: all recorded from stage 0. */
+static void meddicc_by_stage(const ds_risk_won_t *won, int el, size_t recorded[DS_RISK_MAX_STAGES],
+                             size_t with[DS_RISK_MAX_STAGES]) {
+    memset(recorded, 0, DS_RISK_MAX_STAGES * sizeof *recorded);
+    memset(with, 0, DS_RISK_MAX_STAGES * sizeof *with);
+    for (size_t d = 0; d < won->n_won; d++) {
+        int call = won->first_call ? won->first_call[d] : 0;
+        int s = won->first_stage[d * DS_MEDDICC_COUNT + el];
+        if (call >= 0 && call < DS_RISK_MAX_STAGES) recorded[call]++;
+        if (s >= 0 && s < DS_RISK_MAX_STAGES) with[s]++;
+    }
+    for (int s = 1; s < DS_RISK_MAX_STAGES; s++) {
+        recorded[s] += recorded[s - 1];
+        with[s] += with[s - 1];
+    }
+}
+
 static void fit_meddicc(ds_risk_config_t *cfg, const ds_risk_won_t *won) {
     const ds_risk_rule_t *r = &cfg->rules[DS_RISK_MEDDICC_MISSING];
-    bool learn = won && won->first_stage && won->n_won >= (size_t)r->min_won_deals && won->n_won > 0;
+    size_t min = r->min_won_deals > 0 ? (size_t)r->min_won_deals : 1;
+    size_t recorded[DS_RISK_MAX_STAGES], with[DS_RISK_MAX_STAGES];
     for (int el = 0; el < DS_MEDDICC_COUNT; el++) {
         cfg->meddicc_stage[el] = (int)r->fallback;
         cfg->meddicc_share[el] = NAN;
-        if (!learn) continue;
-        size_t by[DS_RISK_MAX_STAGES] = {0};
-        for (size_t d = 0; d < won->n_won; d++) {
-            int s = won->first_stage[d * DS_MEDDICC_COUNT + el];
-            if (s >= 0 && s < DS_RISK_MAX_STAGES) by[s]++;
-        }
+        if (!won || !won->first_stage) continue;
+        meddicc_by_stage(won, el, recorded, with);
+        if (recorded[DS_RISK_MAX_STAGES - 1] < min) continue;
         cfg->meddicc_stage[el] = INT_MAX;
-        size_t cum = 0;
         for (int s = 0; s < DS_RISK_MAX_STAGES; s++) {
-            cum += by[s];
-            double share = (double)cum / (double)won->n_won;
-            if (share >= r->param) {
+            double share = recorded[s] ? (double)with[s] / (double)recorded[s] : 0;
+            if (recorded[s] >= min && share >= r->param) {
                 cfg->meddicc_stage[el] = s;
                 cfg->meddicc_share[el] = share;
                 break;
@@ -153,14 +167,17 @@ static void eval_meddicc(const ds_risk_config_t *cfg, const double *v, int si, d
         if (v[DS_F_MEDDICC_METRICS + el] == 1 || expected == INT_MAX || si < expected) continue;
         ds_risk_t *r = add(cfg, out, n, DS_RISK_MEDDICC_MISSING, el);
         const char *now = stage_name(cfg, si, b1), *by = stage_name(cfg, expected, b2);
+        double calls = v[DS_F_N_TRANSCRIPTS];
         if (isnan(cfg->meddicc_share[el]))
             snprintf(r->evidence, sizeof r->evidence,
-                     "No %s identified yet in %s; expected from %s on (default: too few won deals)",
-                     element_nouns[el], now, by);
+                     "No %s identified yet in %s (%.0f recorded call%s); expected from %s on (default: too "
+                     "few won deals)",
+                     element_nouns[el], now, calls, calls == 1 ? "" : "s", by);
         else
             snprintf(r->evidence, sizeof r->evidence,
-                     "No %s identified yet in %s; %.0f %% of won deals had it by %s", element_nouns[el], now,
-                     100 * cfg->meddicc_share[el], by);
+                     "No %s identified yet in %s (%.0f recorded call%s); %.0f %% of won deals with a "
+                     "recorded call had it by %s",
+                     element_nouns[el], now, calls, calls == 1 ? "" : "s", 100 * cfg->meddicc_share[el], by);
     }
 }
 
@@ -224,7 +241,9 @@ size_t ds_risks_eval(const ds_risk_config_t *cfg, const double *values, int n_co
     size_t n = 0;
     double sv = values[DS_F_STAGE_INDEX];
     int si = isfinite(sv) && sv >= 0 && sv < DS_RISK_MAX_STAGES ? (int)sv : -1;
-    if (si >= 0 && cfg->rules[DS_RISK_MEDDICC_MISSING].enabled) eval_meddicc(cfg, values, si, out, &n);
+    /* No call transcript, no evidence either way of the deal's elements. */
+    if (si >= 0 && cfg->rules[DS_RISK_MEDDICC_MISSING].enabled && values[DS_F_N_TRANSCRIPTS] > 0)
+        eval_meddicc(cfg, values, si, out, &n);
     if (si >= 0 && cfg->rules[DS_RISK_STALLED].enabled) eval_stall(cfg, values, si, out, &n);
     if (cfg->rules[DS_RISK_CLOSE_DATE_PUSHED].enabled) eval_pushes(cfg, values, out, &n);
     if (cfg->rules[DS_RISK_ENGAGEMENT_DOWN].enabled) eval_engagement(cfg, values, out, &n);

@@ -10,9 +10,9 @@
  *
  * | rule              | param                                   | fallback (too few won deals)  |
  * |-------------------|-----------------------------------------|-------------------------------|
- * | meddicc_missing   | share of won deals that have an element  | stage index from which every  |
- * |                   | by a stage for it to be expected there   | element is expected (3, demo) |
- * |                   | (0.5)                                    |                               |
+ * | meddicc_missing   | share of won deals with a recorded call  | stage index from which every  |
+ * |                   | by a stage that have an element by then, | element is expected (3, demo) |
+ * |                   | for it to be expected there (0.5)        |                               |
  * | stalled           | multiple of the won deals' median days   | days in stage (30)            |
  * |                   | in the deal's stage (1.0)                |                               |
  * | close_date_pushed | quantile of won deals' pushes; flagged   | pushes (2)                    |
@@ -22,6 +22,10 @@
  *
  * Learned thresholds need min_won_deals won deals (20 by default) with the
  * data in question; else the fallback applies, and the evidence says which.
+ * MEDDICC elements are known only from call transcripts: the shares count
+ * the won deals that had a recorded call by the stage (a deal never
+ * recorded says nothing of its elements), and a deal without a transcript
+ * is not flagged.
  * Pure code: no I/O, no global mutable state. */
 #ifndef DEALSCORE_RISKS_H
 #define DEALSCORE_RISKS_H
@@ -73,13 +77,17 @@ typedef struct {
     /* Per won deal (n_won rows of DS_MEDDICC_COUNT): the stage index it
      * was in when the element was first detected, -1 never. NULL: unknown. */
     const int *first_stage;
+    /* Per won deal (n_won values): the stage index it was in at its first
+     * call transcript, -1 none. NULL: every won deal counts as recorded
+     * from the first stage on. */
+    const int *first_call;
 } ds_risk_won_t;
 
 /* The thresholds in force for one org, and where each came from. */
 typedef struct {
     ds_risk_rule_t rules[DS_RISK_RULE_COUNT];
     int meddicc_stage[DS_MEDDICC_COUNT];     /* expected from this stage index; INT_MAX never */
-    double meddicc_share[DS_MEDDICC_COUNT];  /* share of won deals with it by then; NaN: fallback */
+    double meddicc_share[DS_MEDDICC_COUNT];  /* share of recorded won deals with it by then; NaN: fallback */
     double stall_days[DS_RISK_MAX_STAGES];   /* flagged beyond; NaN: the fallback days */
     double stall_median[DS_RISK_MAX_STAGES]; /* won deals' median; NaN: not learned */
     double max_pushes;                       /* flagged when pushes > this */

@@ -75,27 +75,20 @@ static const char *sql_pushes =
     "  on h.opportunity_id = o.id and h.field = 'close_date'"
     " where o.org_id = $1::uuid and o.outcome = 'won' and not o.placeholder group by o.id";
 
-/* For each won deal and MEDDICC element, the stage the deal was in at the
- * earliest transcript that evidences it in any of its snapshots (the one of
- * the latest as_of may predate the transcripts: an import computes a deal's
- * closing change before its transcripts arrive). */
-static const char *sql_meddicc =
-    "with won as (select id from public.opportunities"
-    "  where org_id = $1::uuid and outcome = 'won' and not placeholder),"
-    " snap as (select f.opportunity_id, f.meddicc"
-    "  from public.features_snapshot f join won on won.id = f.opportunity_id where f.meddicc is not null),"
-    " ev as (select s.opportunity_id, e.key as element, min(t.occurred_at) as first_at"
-    "  from snap s cross join lateral json_each(s.meddicc) e"
-    "  cross join lateral json_array_elements(e.value -> 'evidence') x"
-    "  join public.transcripts t on t.opportunity_id = s.opportunity_id"
-    "   and t.id::text = x ->> 'transcript_id'"
-    "  where e.value ->> 'present' = 'true' group by 1, 2)"
-    " select ev.opportunity_id::text, ev.element, coalesce("
-    "  (select h.new_value from public.opportunity_history h where h.opportunity_id = ev.opportunity_id"
-    "   and h.field = 'stage' and h.changed_at <= ev.first_at order by h.changed_at desc, h.id desc limit 1),"
-    "  (select h.new_value from public.opportunity_history h where h.opportunity_id = ev.opportunity_id"
+/* Each call transcript of the won deals, in time order, with the stage the
+ * deal was in then (its first stage for a call before any stage change):
+ * scanned with the org's lexicon, they give the stage of each deal's first
+ * call and of the first evidence of each element. */
+static const char *sql_calls =
+    "select t.opportunity_id::text, t.text, coalesce("
+    "  (select h.new_value from public.opportunity_history h where h.opportunity_id = t.opportunity_id"
+    "   and h.field = 'stage' and h.changed_at <= t.occurred_at order by h.changed_at desc, h.id desc limit "
+    "1),"
+    "  (select h.new_value from public.opportunity_history h where h.opportunity_id = t.opportunity_id"
     "   and h.field = 'stage' order by h.changed_at, h.id limit 1))"
-    " from ev";
+    " from public.transcripts t join public.opportunities o on o.id = t.opportunity_id"
+    " where o.org_id = $1::uuid and o.outcome = 'won' and not o.placeholder"
+    " order by t.occurred_at, t.id";
 
 static void load_rules(org_risks_t *o, const PGresult *r, ds_risk_rule_t *rules) {
     memcpy(rules, ds_risk_rules_default(), DS_RISK_RULE_COUNT * sizeof *rules);
@@ -120,12 +113,34 @@ static int stage_of(org_risks_t *o, const ds_org_ctx_t *oc, const char *name) {
 }
 
 /* Fits the thresholds from the three result sets of the won deals. */
+/* The stage of each won deal's first call (first_call) and first evidence
+ * of each element (first), -1 none, from sql_calls' rows in time order. */
+static void scan_calls(org_risks_t *o, const ds_org_ctx_t *oc, const PGresult *calls, ds_strindex_t *byid,
+                       size_t nw, int *first, int *first_call) {
+    const ds_meddicc_lexicon_t *lex = oc && oc->lexicon ? oc->lexicon : ds_meddicc_lexicon_default();
+    for (size_t i = 0; i < nw * DS_MEDDICC_COUNT; i++) first[i] = -1;
+    for (size_t i = 0; i < nw; i++) first_call[i] = -1;
+    for (int i = 0; i < PQntuples(calls); i++) {
+        int d = ds_strindex_find(byid, PQgetvalue(calls, i, 0));
+        if (d < 0 || PQgetisnull(calls, i, 2)) continue;
+        int s = stage_of(o, oc, PQgetvalue(calls, i, 2));
+        if (first_call[d] < 0) first_call[d] = s;
+        ds_meddicc_result_t res;
+        ds_meddicc_result_init(&res);
+        ds_meddicc_scan(lex, NULL, PQgetvalue(calls, i, 1), (size_t)PQgetlength(calls, i, 1), &res);
+        for (int el = 0; el < DS_MEDDICC_COUNT; el++)
+            if (res.present[el] && first[(size_t)d * DS_MEDDICC_COUNT + (size_t)el] < 0)
+                first[(size_t)d * DS_MEDDICC_COUNT + (size_t)el] = s;
+    }
+}
+
 static void fit_won(org_risks_t *o, const ds_org_ctx_t *oc, const ds_risk_rule_t *rules, PGresult *visits,
-                    PGresult *pushes, PGresult *med) {
+                    PGresult *pushes, PGresult *calls) {
     size_t nv = (size_t)PQntuples(visits), nw = (size_t)PQntuples(pushes);
     int *vs = ds_calloc(nv + 1, sizeof *vs), *pu = ds_calloc(nw + 1, sizeof *pu);
     double *vd = ds_calloc(nv + 1, sizeof *vd);
     int *first = ds_malloc((nw + 1) * DS_MEDDICC_COUNT * sizeof *first);
+    int *first_call = ds_malloc((nw + 1) * sizeof *first_call);
     const char *names[DS_RISK_MAX_STAGES] = {0};
     for (size_t i = 0; i < nv; i++) {
         vs[i] = stage_of(o, oc, PQgetvalue(visits, (int)i, 0));
@@ -137,15 +152,14 @@ static void fit_won(org_risks_t *o, const ds_org_ctx_t *oc, const ds_risk_rule_t
         ds_strindex_add(&byid, PQgetvalue(pushes, (int)i, 0), (int)i);
         pu[i] = (int)strtol(PQgetvalue(pushes, (int)i, 1), NULL, 10);
     }
-    for (size_t i = 0; i < nw * DS_MEDDICC_COUNT; i++) first[i] = -1;
-    for (int i = 0; i < PQntuples(med); i++) {
-        int d = ds_strindex_find(&byid, PQgetvalue(med, i, 0));
-        int el = ds_meddicc_element_parse(PQgetvalue(med, i, 1));
-        if (d < 0 || el < 0 || PQgetisnull(med, i, 2)) continue;
-        first[(size_t)d * DS_MEDDICC_COUNT + (size_t)el] = stage_of(o, oc, PQgetvalue(med, i, 2));
-    }
-    ds_risk_won_t won = {
-        .n_won = nw, .visit_stage = vs, .visit_days = vd, .n_visits = nv, .pushes = pu, .first_stage = first};
+    scan_calls(o, oc, calls, &byid, nw, first, first_call);
+    ds_risk_won_t won = {.n_won = nw,
+                         .visit_stage = vs,
+                         .visit_days = vd,
+                         .n_visits = nv,
+                         .pushes = pu,
+                         .first_stage = first,
+                         .first_call = first_call};
     memcpy(names, o->cfg.stage_names, sizeof names);
     ds_risk_config_fit(&o->cfg, rules, &won);
     memcpy(o->cfg.stage_names, names, sizeof names);
@@ -154,6 +168,7 @@ static void fit_won(org_risks_t *o, const ds_org_ctx_t *oc, const ds_risk_rule_t
     free(vd);
     free(pu);
     free(first);
+    free(first_call);
 }
 
 /* Stages the won deals did not name get the default stage names. */
@@ -167,7 +182,7 @@ static void default_stage_names(org_risks_t *o) {
 static int load_org(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *oc, org_risks_t **out, char *errstr,
                     size_t errsz) {
     const char *v[] = {org_id};
-    const char *sql[] = {sql_rules, sql_visits, sql_pushes, sql_meddicc};
+    const char *sql[] = {sql_rules, sql_visits, sql_pushes, sql_calls};
     PGresult *r[4] = {0};
     int rc = DS_OK;
     for (int q = 0; q < 4 && rc == 0; q++)

@@ -150,7 +150,8 @@ Test(risks, a_deal_without_a_champion_stalled_in_proposal) {
     cr_expect_str_eq(json_string_value(json_object_get(champ, "element")), "champion", "%s", dump);
     cr_expect_str_eq(
         json_string_value(json_object_get(champ, "evidence")),
-        "No champion identified yet in proposal; expected from demo on (default: too few won deals)");
+        "No champion identified yet in proposal (1 recorded call); expected from demo on (default: too few "
+        "won deals)");
     cr_expect_str_eq(json_string_value(json_object_get(champ, "action")),
                      "Establish the champion with the buyer before the deal moves on");
     cr_expect_str_eq(json_string_value(json_object_get(stall, "rule")), "stalled", "%s", dump);

@@ -12,11 +12,13 @@
 #include "base/common.h"
 #include "domain/risks.h"
 
-/* An open deal in stage 4 with every MEDDICC element, 10 days in stage, no
- * pushes and steady engagement: no rule fires on it. */
+/* An open deal in stage 4 with two recorded calls that found every MEDDICC
+ * element, 10 days in stage, no pushes and steady engagement: no rule
+ * fires on it. */
 static void healthy(double *v) {
     for (int f = 0; f < DS_FEATURE_COUNT; f++) v[f] = 0;
     v[DS_F_STAGE_INDEX] = 4;
+    v[DS_F_N_TRANSCRIPTS] = 2;
     v[DS_F_DAYS_IN_STAGE] = 10;
     v[DS_F_VELOCITY_14D] = 1;
     for (int el = 0; el < DS_MEDDICC_COUNT; el++) v[DS_F_MEDDICC_METRICS + el] = 1;
@@ -51,11 +53,17 @@ Test(risks, missing_champion_past_the_default_stage) {
     cr_assert_eq(r[0].element, DS_MEDDICC_CHAMPION);
     cr_assert_str_eq(
         r[0].evidence,
-        "No champion identified yet in proposal; expected from demo on (default: too few won deals)");
+        "No champion identified yet in proposal (2 recorded calls); expected from demo on (default: too few "
+        "won deals)");
     cr_assert_str_eq(r[0].action, "Establish the champion with the buyer before the deal moves on");
-    /* Before the expected stage it is not a risk. */
+    /* Before the expected stage it is not a risk; nor is it without a
+     * recorded call, which alone could show the element. */
     v[DS_F_STAGE_INDEX] = 2;
     cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 0);
+    v[DS_F_STAGE_INDEX] = 4;
+    v[DS_F_N_TRANSCRIPTS] = 0;
+    cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 0);
+    v[DS_F_N_TRANSCRIPTS] = 2;
     double out[DS_FEATURE_COUNT];
     v[DS_F_STAGE_INDEX] = 4;
     ds_risks_eval(&cfg, v, -1, r);
@@ -96,9 +104,44 @@ Test(risks, meddicc_stage_learned_from_won_deals) {
     ds_risk_t r[DS_RISK_MAX];
     cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 1);
     cr_assert_str_eq(r[0].evidence,
-                     "No champion identified yet in stage 2; 50 % of won deals had it by stage 2");
+                     "No champion identified yet in stage 2 (2 recorded calls); 50 % of won deals with a "
+                     "recorded call had it by stage 2");
     /* Nine won deals are too few for min_won_deals 10: the fallback (3). */
     won.n_won = 9;
+    ds_risk_config_fit(&cfg, rules, &won);
+    cr_assert_eq(cfg.meddicc_stage[DS_MEDDICC_CHAMPION], 3);
+    cr_assert(isnan(cfg.meddicc_share[DS_MEDDICC_CHAMPION]));
+}
+
+/* Won deals never recorded say nothing of their elements: of 40 won deals
+ * only 20 had a call, 12 of them (60 %) showing the champion by stage 2
+ * (first calls: 10 in stage 1, 10 in stage 2). Against all 40 (30 %) the
+ * element would never be expected. */
+Test(risks, meddicc_shares_count_the_won_deals_with_a_recorded_call) {
+    enum { N = 40 };
+    ds_risk_rule_t rules[DS_RISK_RULE_COUNT];
+    memcpy(rules, ds_risk_rules_default(), sizeof rules);
+    int first[N * DS_MEDDICC_COUNT], call[N];
+    for (int d = 0; d < N; d++) {
+        call[d] = d < 10 ? 1 : d < 20 ? 2 : -1;
+        for (int el = 0; el < DS_MEDDICC_COUNT; el++) first[d * DS_MEDDICC_COUNT + el] = -1;
+        /* The champion: 4 deals in stage 1, 8 more in stage 2, all recorded. */
+        if (d < 4) first[d * DS_MEDDICC_COUNT + DS_MEDDICC_CHAMPION] = 1;
+        if (d >= 10 && d < 18) first[d * DS_MEDDICC_COUNT + DS_MEDDICC_CHAMPION] = 2;
+    }
+    ds_risk_won_t won = {.n_won = N, .first_stage = first, .first_call = call};
+    ds_risk_config_t cfg;
+    ds_risk_config_fit(&cfg, rules, &won);
+    /* Stage 1: 4 of 10 recorded (too few: 20 needed); stage 2: 12 of 20. */
+    cr_assert_eq(cfg.meddicc_stage[DS_MEDDICC_CHAMPION], 2);
+    cr_assert_float_eq(cfg.meddicc_share[DS_MEDDICC_CHAMPION], 0.6, 1e-12);
+    cr_assert_eq(cfg.meddicc_stage[DS_MEDDICC_METRICS], INT_MAX);
+    won.first_call = NULL;
+    ds_risk_config_fit(&cfg, rules, &won);
+    cr_assert_eq(cfg.meddicc_stage[DS_MEDDICC_CHAMPION], INT_MAX, "12 of 40 is not half");
+    /* Fewer than 20 recorded won deals: the fallback stage. */
+    for (int d = 10; d < 20; d++) call[d] = -1;
+    won.first_call = call;
     ds_risk_config_fit(&cfg, rules, &won);
     cr_assert_eq(cfg.meddicc_stage[DS_MEDDICC_CHAMPION], 3);
     cr_assert(isnan(cfg.meddicc_share[DS_MEDDICC_CHAMPION]));
@@ -262,7 +305,8 @@ Test(risks, ranked_by_what_if_and_written_as_json) {
         "next "
         "stage\",\"what_if\":0.4200,\"gain\":0.1700},"
         "{\"rule\":\"meddicc_missing\",\"element\":\"champion\",\"evidence\":\"No champion identified yet in "
-        "stage 4; expected from stage 3 on (default: too few won deals)\",\"action\":\"Establish the "
+        "stage 4 (2 recorded calls); expected from stage 3 on (default: too few won "
+        "deals)\",\"action\":\"Establish the "
         "champion "
         "with the buyer before the deal moves on\",\"what_if\":0.3000,\"gain\":0.0500}]");
     free(b.p);
