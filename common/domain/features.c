@@ -3,6 +3,7 @@
 #include "base/common.h"
 #include "base/sb.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -689,6 +690,66 @@ static void meddicc_features(const ds_opp_raw_t *raw, int64_t as_of, const ds_me
     v[DS_F_N_TRANSCRIPTS] = (double)n;
 }
 
+/* Buyer contacts, told apart by name (ASCII case-insensitive, spaces and
+ * tabs trimmed); past CONTACTS_MAX the count stops growing. */
+#define CONTACTS_MAX 64
+
+typedef struct {
+    const char *name[CONTACTS_MAX];
+    size_t len[CONTACTS_MAX];
+    size_t n;
+} contact_set_t;
+
+static bool same_name(const char *a, const char *b, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x != y && !(x < 128 && y < 128 && tolower(x) == tolower(y))) return false;
+    }
+    return true;
+}
+
+static void contact_add(contact_set_t *set, const char *p, size_t len) {
+    while (len && (*p == ' ' || *p == '\t')) p++, len--;
+    while (len && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+    /* The seller's side speaks as the rep. */
+    if (len == 0 || set->n == CONTACTS_MAX || (len == 3 && same_name(p, "rep", 3)) ||
+        (len == 9 && same_name(p, "sales rep", 9)))
+        return;
+    for (size_t i = 0; i < set->n; i++)
+        if (set->len[i] == len && same_name(set->name[i], p, len)) return;
+    set->name[set->n] = p;
+    set->len[set->n++] = len;
+}
+
+/* The speakers of a transcript: each line's text before its first ':',
+ * when that is 1 to 60 bytes ("Maria: ...", "Rep: ..."). */
+static void transcript_speakers(const ds_transcript_t *tr, contact_set_t *set) {
+    const char *p = tr->text, *end = p ? p + tr->text_len : NULL;
+    while (p && p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol) eol = end;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon && colon > p && colon - p <= 60) contact_add(set, p, (size_t)(colon - p));
+        p = eol + 1;
+    }
+}
+
+/* The buyer contacts engaged by as_of: the transcripts' speakers and the
+ * contacts the interactions name. */
+static void contact_features(const ds_opp_raw_t *raw, int64_t as_of, double *v) {
+    contact_set_t set = {.n = 0};
+    for (size_t i = 0; i < raw->n_transcripts; i++) {
+        const ds_transcript_t *tr = &raw->transcripts[i];
+        if (tr->occurred_at_us != DS_TIME_NONE && tr->occurred_at_us <= as_of) transcript_speakers(tr, &set);
+    }
+    for (size_t i = 0; i < raw->n_interactions; i++) {
+        const ds_interaction_t *it = &raw->interactions[i];
+        if (it->contact && it->occurred_at_us != DS_TIME_NONE && it->occurred_at_us <= as_of)
+            contact_add(&set, it->contact, strlen(it->contact));
+    }
+    v[DS_F_BUYER_CONTACTS] = (double)set.n;
+}
+
 _Static_assert(DS_F_N_SUPPORT_ALL - DS_F_N_EMAIL_14D == 14, "interaction counts are 5 types x 3");
 _Static_assert(DS_F_MEDDICC_COMPETITION - DS_F_MEDDICC_METRICS == DS_MEDDICC_COUNT - 1,
                "one MEDDICC flag per element, in element order");
@@ -708,6 +769,7 @@ int ds_features_compute(const ds_opp_raw_t *raw, int64_t as_of_us, const ds_winr
     interaction_features(raw, as_of_us, v);
     firmographic_features(raw, as_of_us, wr, v);
     meddicc_features(raw, as_of_us, lex, out);
+    contact_features(raw, as_of_us, v);
     return DS_OK;
 }
 

@@ -44,7 +44,7 @@
 #include "domain/meddicc.h"
 
 /* Bump whenever a definition below changes (name, meaning, encoding). */
-#define DS_FEATURE_VERSION "fv1"
+#define DS_FEATURE_VERSION "fv2"
 
 /* "No time": an unknown or cleared timestamp. */
 #define DS_TIME_NONE INT64_MIN
@@ -132,7 +132,9 @@
       "0 when not detected (also without transcripts)")                                                      \
     X(MEDDICC_COVERAGE, "meddicc_coverage", "meddicc", "count", "MEDDICC coverage (of 8)",                   \
       "0 when nothing is detected")                                                                          \
-    X(N_TRANSCRIPTS, "n_transcripts", "meddicc", "count", "Call transcripts", "0 when none")
+    X(N_TRANSCRIPTS, "n_transcripts", "meddicc", "count", "Call transcripts", "0 when none")                 \
+    X(BUYER_CONTACTS, "buyer_contacts", "interaction", "count", "Buyer contacts engaged",                    \
+      "0 when none is known (no transcript speaker but the rep, no interaction naming a contact)")
 
 typedef enum {
 #define DS__FEATURE_ENUM(id, name, family, unit, label, missing) DS_F_##id,
@@ -269,6 +271,8 @@ typedef struct {
     ds_interaction_type_t type;
     int64_t occurred_at_us;
     double duration_min; /* NaN when unknown */
+    const char
+        *contact; /* the buyer contact it names (meta contact_email, contact_id or contact); NULL none */
 } ds_interaction_t;
 
 typedef struct {

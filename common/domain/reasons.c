@@ -327,6 +327,14 @@ void ds_reason(const char *name, double value, const ds_reason_ctx_t *ctx, ds_re
     else if (id == DS_F_MEDDICC_COVERAGE) {
         set_label(out, "MEDDICC coverage");
         SAY("%lld of 8 elements", isnan(value) ? 0LL : llround(value));
+    } else if (id == DS_F_BUYER_CONTACTS) {
+        set_label(out, "Buyer contacts engaged");
+        if (isnan(value) || llround(value) == 0)
+            SAY("none known");
+        else if (llround(value) == 1)
+            SAY("only one so far");
+        else
+            say_count(out, "", value, "person", "people", "");
     } else {
         set_label(out, "Call transcripts");
         if (isnan(value) || llround(value) == 0)

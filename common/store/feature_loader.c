@@ -341,10 +341,11 @@ static const char *const load_sql[4] = {
     " cross join lateral (select array_agg(field) f, array_agg(old_value) o, array_agg(new_value) v,"
     " array_agg(changed_at) c, array_agg(id) i from public.opportunity_history h"
     " where h.opportunity_id = k.id) h where h.f is not null",
-    "select k.n, i.t, i.o, i.d"
+    "select k.n, i.t, i.o, i.d, i.c"
     " from unnest($1::uuid[]) with ordinality as k(id, n)"
     " cross join lateral (select array_agg(type) t, array_agg(occurred_at) o, "
-    "array_agg(duration_min::float8) d"
+    "array_agg(duration_min::float8) d,"
+    " array_agg(coalesce(meta ->> 'contact_email', meta ->> 'contact_id', meta ->> 'contact')) c"
     " from public.interactions i where i.opportunity_id = k.id) i where i.t is not null",
     "select k.n, t.id::text, t.occurred_at, t.text"
     " from unnest($1::uuid[]) with ordinality as k(id, n)"
@@ -360,7 +361,7 @@ static const unsigned load_types0[] = {PG_OID_INT8,   PG_OID_TEXT,        PG_OID
 static const unsigned load_types1[] = {PG_OID_INT8,       PG_OID_TEXT_ARRAY,        PG_OID_TEXT_ARRAY,
                                        PG_OID_TEXT_ARRAY, PG_OID_TIMESTAMPTZ_ARRAY, PG_OID_INT8_ARRAY};
 static const unsigned load_types2[] = {PG_OID_INT8, PG_OID_TEXT_ARRAY, PG_OID_TIMESTAMPTZ_ARRAY,
-                                       PG_OID_FLOAT8_ARRAY};
+                                       PG_OID_FLOAT8_ARRAY, PG_OID_TEXT_ARRAY};
 static const unsigned load_types3[] = {PG_OID_INT8, PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_TEXT};
 
 /* ---- binary arrays: a one-dimensional array column as (pointer, length)
@@ -718,18 +719,20 @@ static int build_batch(ds_opp_batch_t *b, char *errstr, size_t errsz) {
     for (int row = 0; row < PQntuples(r) && rc == DS_OK; row++) {
         int k = row_entry(r, row, pos_entry, nids);
         if (k < 0) continue;
-        static const uint32_t oids[3] = {PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_FLOAT8};
-        for (int c = 0; c < 3 && rc == DS_OK; c++)
+        static const uint32_t oids[4] = {PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_FLOAT8, PG_OID_TEXT};
+        for (int c = 0; c < 4 && rc == DS_OK; c++)
             if (arr_parse(r, row, c + 1, oids[c], &a[c]) != 0 || a[c].n != a[0].n || at0 + a[c].n > total)
                 rc = DS_EFATAL;
         if (rc != DS_OK) break;
         arr_terminate(&a[0]);
+        arr_terminate(&a[3]);
         ds_opp_raw_t *raw = &b->opps[k].raw;
         for (size_t j = 0; j < a[0].n; j++) {
             ds_interaction_t *it = &b->inter[at0 + j];
             it->type = ds_interaction_type_parse(a[0].e[j].p);
             it->occurred_at_us = arr_ts(&a[1].e[j]);
             it->duration_min = arr_f8(&a[2].e[j]);
+            it->contact = a[3].e[j].p;
         }
         raw->interactions = a[0].n ? &b->inter[at0] : NULL;
         raw->n_interactions = a[0].n;

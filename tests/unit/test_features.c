@@ -697,6 +697,32 @@ Test(features, invalid_input) {
     cr_assert_eq(v.values[DS_F_MEDDICC_COVERAGE], 0);
 }
 
+/* Buyer contacts: the transcripts' speakers but the rep (a line's text
+ * before ':' of 1 to 60 bytes, case and spaces aside) and the contacts the
+ * interactions name, up to as_of. */
+Test(features, buyer_contacts_hand_computed) {
+    fixture_t f;
+    fixture_init(&f);
+    ds_feature_vec_t v;
+    compute(&f, f.as_of, &v);
+    cr_assert_eq(val(&v, "buyer_contacts"), 0, "no speaker, no named contact");
+    fixture_init(&f);
+    add_tr(&f, "s1", f.t0 + 5 * DAY,
+           "Rep: Hello.\nMaria: Our pain is the close.\n  maria : Still me.\nSALES REP: Noted.\n"
+           "Tom: Security signs off.\nThe agenda: pricing, then scope.");
+    add_tr(&f, "s2", f.t0 + 50 * DAY, "Priya: I joined after as_of."); /* later */
+    add_tr(&f, "s3", f.t0 + 6 * DAY,
+           "A line with no colon at all\n"
+           "This speaker label is far too long to be a name, over sixty bytes: no.");
+    f.inter[f.n_inter++] = (ds_interaction_t){DS_INTERACTION_EMAIL, f.t0 + 7 * DAY, NAN, "TOM"};
+    f.inter[f.n_inter++] =
+        (ds_interaction_t){DS_INTERACTION_MEETING, f.t0 + 8 * DAY, 30, "dana@buyer.example"};
+    f.inter[f.n_inter++] = (ds_interaction_t){DS_INTERACTION_PHONE, f.t0 + 45 * DAY, 5, "lee@buyer.example"};
+    compute(&f, f.as_of, &v);
+    /* maria, tom, "the agenda" (a label is what it looks like), dana. */
+    cr_assert_eq(val(&v, "buyer_contacts"), 4);
+}
+
 /* ---- catalog and JSON ----------------------------------------------------------- */
 
 Test(features, catalog_lists_every_feature) {
@@ -707,7 +733,7 @@ Test(features, catalog_lists_every_feature) {
     json_t *root = json_loads(js, 0, &jerr);
     cr_assert_not_null(root, "%s", jerr.text);
     cr_assert_str_eq(json_string_value(json_object_get(root, "version")), DS_FEATURE_VERSION);
-    cr_assert_str_eq(DS_FEATURE_VERSION, "fv1");
+    cr_assert_str_eq(DS_FEATURE_VERSION, "fv2");
     cr_assert_eq(json_integer_value(json_object_get(root, "count")), DS_FEATURE_COUNT);
     json_t *stages = json_object_get(root, "default_stage_order");
     cr_assert_eq(json_integer_value(json_object_get(stages, "closed_lost")), 6);
@@ -735,7 +761,7 @@ Test(features, catalog_lists_every_feature) {
         cr_assert_gt(strlen(json_string_value(json_object_get(f, "missing"))), 0);
     }
     cr_assert_eq(per_family[0], 8);
-    cr_assert_eq(per_family[1], 19);
+    cr_assert_eq(per_family[1], 20);
     cr_assert_eq(per_family[2], 9);
     cr_assert_eq(per_family[3], 10);
     cr_assert_eq(ds_feature_index("no_such_feature"), -1);

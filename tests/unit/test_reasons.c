@@ -139,6 +139,9 @@ Test(reasons, meddicc_and_transcripts) {
     EXPECT("meddicc_coverage", 5, NULL, "MEDDICC coverage", "5 of 8 elements");
     EXPECT("n_transcripts", 3, NULL, "Call transcripts", "3 transcripts");
     EXPECT("n_transcripts", 0, NULL, "Call transcripts", "none");
+    EXPECT("buyer_contacts", 0, NULL, "Buyer contacts engaged", "none known");
+    EXPECT("buyer_contacts", 1, NULL, "Buyer contacts engaged", "only one so far");
+    EXPECT("buyer_contacts", 3, NULL, "Buyer contacts engaged", "3 people");
 }
 
 Test(reasons, prior_and_unknown_names) {
