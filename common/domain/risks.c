@@ -228,16 +228,18 @@ static void eval_engagement(const ds_risk_config_t *cfg, const double *v, ds_ris
              recent == 1 ? "" : "s", before);
 }
 
-static void eval_contacts(const ds_risk_config_t *cfg, int si, int n_contacts, ds_risk_t *out, size_t *n) {
+static void eval_contacts(const ds_risk_config_t *cfg, const double *v, int si, ds_risk_t *out, size_t *n) {
     const ds_risk_rule_t *rule = &cfg->rules[DS_RISK_SINGLE_CONTACT];
-    if (n_contacts < 0 || (double)n_contacts > rule->param || si < (int)rule->fallback) return;
+    double contacts = v[DS_F_BUYER_CONTACTS];
+    /* None known (no speaker, no named contact) says nothing. */
+    if (!(contacts >= 1) || contacts > rule->param || si < (int)rule->fallback) return;
     char b[24];
     ds_risk_t *r = add(cfg, out, n, DS_RISK_SINGLE_CONTACT, -1);
-    snprintf(r->evidence, sizeof r->evidence, "%d buyer contact%s engaged so far, in %s", n_contacts,
-             n_contacts == 1 ? "" : "s", stage_name(cfg, si, b));
+    snprintf(r->evidence, sizeof r->evidence, "%.0f buyer contact%s engaged so far, in %s", contacts,
+             contacts == 1 ? "" : "s", stage_name(cfg, si, b));
 }
 
-size_t ds_risks_eval(const ds_risk_config_t *cfg, const double *values, int n_contacts, ds_risk_t *out) {
+size_t ds_risks_eval(const ds_risk_config_t *cfg, const double *values, ds_risk_t *out) {
     size_t n = 0;
     double sv = values[DS_F_STAGE_INDEX];
     int si = isfinite(sv) && sv >= 0 && sv < DS_RISK_MAX_STAGES ? (int)sv : -1;
@@ -247,14 +249,8 @@ size_t ds_risks_eval(const ds_risk_config_t *cfg, const double *values, int n_co
     if (si >= 0 && cfg->rules[DS_RISK_STALLED].enabled) eval_stall(cfg, values, si, out, &n);
     if (cfg->rules[DS_RISK_CLOSE_DATE_PUSHED].enabled) eval_pushes(cfg, values, out, &n);
     if (cfg->rules[DS_RISK_ENGAGEMENT_DOWN].enabled) eval_engagement(cfg, values, out, &n);
-    if (si >= 0 && cfg->rules[DS_RISK_SINGLE_CONTACT].enabled) eval_contacts(cfg, si, n_contacts, out, &n);
+    if (si >= 0 && cfg->rules[DS_RISK_SINGLE_CONTACT].enabled) eval_contacts(cfg, values, si, out, &n);
     return n;
-}
-
-bool ds_risk_needs_contacts(const ds_risk_config_t *cfg, const double *values) {
-    const ds_risk_rule_t *rule = &cfg->rules[DS_RISK_SINGLE_CONTACT];
-    double sv = values[DS_F_STAGE_INDEX];
-    return rule->enabled && isfinite(sv) && sv >= rule->fallback;
 }
 
 /* ---- what-if ---------------------------------------------------------------- */
@@ -292,6 +288,9 @@ void ds_risk_resolved(const ds_risk_config_t *cfg, const ds_risk_t *risk, const 
         break;
     case DS_RISK_CLOSE_DATE_PUSHED: out[DS_F_CLOSE_DATE_PUSHES] = 0; break;
     case DS_RISK_ENGAGEMENT_DOWN: restore_engagement(out); break;
+    case DS_RISK_SINGLE_CONTACT:
+        out[DS_F_BUYER_CONTACTS] = floor(cfg->rules[DS_RISK_SINGLE_CONTACT].param) + 1;
+        break;
     default: break;
     }
 }

@@ -18,7 +18,8 @@
  * | close_date_pushed | quantile of won deals' pushes; flagged   | pushes (2)                    |
  * |                   | above it, at least 1 (0.8)               |                               |
  * | engagement_down   | velocity_14d below this (0.5)            | (not learned)                 |
- * | single_contact    | at most this many contacts engaged (1)   | from this stage index on (2)  |
+ * | single_contact    | at most this many buyer contacts engaged | from this stage index on (2)  |
+ * |                   | (buyer_contacts, 1; 0 is none known)     |                               |
  *
  * Learned thresholds need min_won_deals won deals (20 by default) with the
  * data in question; else the fallback applies, and the evidence says which.
@@ -109,20 +110,15 @@ typedef struct {
     double what_if;   /* filled by the caller: the probability if resolved */
 } ds_risk_t;
 
-/* The deal's risks given its engine feature values and the number of
- * buyer contacts engaged (-1 unknown: single_contact does not fire), at
- * most DS_RISK_MAX into out. Returns the count. */
-size_t ds_risks_eval(const ds_risk_config_t *cfg, const double *values, int n_contacts, ds_risk_t *out);
-
-/* Whether single_contact could fire on the deal (enabled, and the deal at
- * or past its stage): only then does the caller need its contacts. */
-bool ds_risk_needs_contacts(const ds_risk_config_t *cfg, const double *values);
+/* The deal's risks given its engine feature values, at most DS_RISK_MAX
+ * into out. Returns the count. */
+size_t ds_risks_eval(const ds_risk_config_t *cfg, const double *values, ds_risk_t *out);
 
 /* The feature vector with the risk resolved: out = values with a MEDDICC
  * element detected (and coverage + 1), days in stage at the won deals'
  * median (or the threshold), no pushes, the last 14 days' interactions
- * back at the level of the days before, ... (both DS_FEATURE_COUNT). A
- * risk no feature describes (single_contact) leaves out = values. */
+ * back at the level of the days before, one buyer contact more than the
+ * rule allows (both DS_FEATURE_COUNT). */
 void ds_risk_resolved(const ds_risk_config_t *cfg, const ds_risk_t *risk, const double *values, double *out);
 
 /* Sorts risks by what_if - proba, largest first (ties: rule order). */

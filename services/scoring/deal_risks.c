@@ -216,56 +216,29 @@ static int org_get(deal_risks_cache_t *c, ds_pg_t *pg, ds_org_cache_t *orgs, con
 
 /* ---- the batch's deals ---------------------------------------------------------- */
 
-/* Whether each deal is open, and its buyer contacts where $3 asks for them
- * (the rule could fire at the deal's stage): the distinct speaker labels of
- * its transcripts other than the rep's (what precedes the first ':' of a
- * line, within 60 bytes: 5 times faster than a regular expression),
- * and the distinct contacts named in its interactions' meta (contact_email,
- * contact_id or contact; the partial index interactions_contact_idx holds
- * only those rows), up to the score's as_of; NULL when it has none. */
-static const char *sql_context =
-    "select x.n, o.outcome = 'open' and not o.placeholder,"
-    " case when o.outcome = 'open' and x.need then (select nullif(count(distinct c.who), 0) from ("
-    "  select lower(btrim(split_part(l, ':', 1))) as who from public.transcripts t"
-    "  cross join lateral string_to_table(t.text, E'\\n') l"
-    "  where t.opportunity_id = x.id and t.occurred_at <= x.at and position(':' in l) between 2 and 61"
-    "  union all"
-    "  select lower(btrim(coalesce(i.meta ->> 'contact_email', i.meta ->> 'contact_id', i.meta ->> "
-    "'contact')))"
-    "  from public.interactions i where i.opportunity_id = x.id and i.occurred_at <= x.at"
-    "  and i.meta ?| array['contact_email', 'contact_id', 'contact']) c"
-    "  where c.who is not null and c.who <> '' and c.who not in ('rep', 'sales rep')) end"
-    " from unnest($1::uuid[], $2::timestamptz[], $3::bool[]) with ordinality as x(id, at, need, n)"
-    " join public.opportunities o on o.id = x.id";
+/* Whether each deal is open (its buyer contacts are a feature,
+ * buyer_contacts). */
+static const char *sql_context = "select x.n, o.outcome = 'open' and not o.placeholder"
+                                 " from unnest($1::uuid[]) with ordinality as x(id, n)"
+                                 " join public.opportunities o on o.id = x.id";
 
-/* Per item: 1 open, 0 not open or gone; contacts[i] (-1 unknown). */
-static int load_context(ds_pg_t *pg, const scoring_item_t *items, size_t n, const char *need, char *open,
-                        int *contacts, char *errstr, size_t errsz) {
-    ds_pgarray_t a[3] = {{0}};
-    ds_pgarray_begin(&a[0], DS_OID_UUID);
-    ds_pgarray_begin(&a[1], DS_OID_TIMESTAMPTZ);
-    ds_pgarray_begin(&a[2], DS_OID_BOOL);
-    for (size_t i = 0; i < n; i++) {
-        ds_pgarray_uuid(&a[0], items[i].opp_id);
-        ds_pgarray_timestamptz(&a[1], items[i].as_of_us);
-        ds_pgarray_bool(&a[2], need[i]);
-    }
-    const char *v[3];
-    int l[3], f[3];
-    ds_pgarray_params(a, 3, v, l, f);
+/* Per item: 1 open, 0 not open or gone. */
+static int load_context(ds_pg_t *pg, const scoring_item_t *items, size_t n, char *open, char *errstr,
+                        size_t errsz) {
+    ds_pgarray_t a = {0};
+    ds_pgarray_begin(&a, DS_OID_UUID);
+    for (size_t i = 0; i < n; i++) ds_pgarray_uuid(&a, items[i].opp_id);
+    const char *v[1];
+    int l[1], f[1];
+    ds_pgarray_params(&a, 1, v, l, f);
     PGresult *r = NULL;
-    int rc = ds_pg_exec_params(pg, sql_context, 3, v, l, f, &r, errstr, errsz);
-    for (int c = 0; c < 3; c++) ds_pgarray_free(&a[c]);
+    int rc = ds_pg_exec_params(pg, sql_context, 1, v, l, f, &r, errstr, errsz);
+    ds_pgarray_free(&a);
     if (rc != 0) return rc;
-    for (size_t i = 0; i < n; i++) {
-        open[i] = 0;
-        contacts[i] = -1;
-    }
+    memset(open, 0, n);
     for (int row = 0; row < PQntuples(r); row++) {
         long long k = strtoll(PQgetvalue(r, row, 0), NULL, 10) - 1;
-        if (k < 0 || (size_t)k >= n) continue;
-        open[k] = PQgetvalue(r, row, 1)[0] == 't';
-        if (!PQgetisnull(r, row, 2)) contacts[k] = (int)strtol(PQgetvalue(r, row, 2), NULL, 10);
+        if (k >= 0 && (size_t)k < n) open[k] = PQgetvalue(r, row, 1)[0] == 't';
     }
     PQclear(r);
     return DS_OK;
@@ -327,8 +300,8 @@ static void batch_begin(deal_risks_batch_t *b) {
 
 /* The risks of one open deal into the batch. */
 static int deal_row(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, deal_risks_cache_t *cache,
-                    const scoring_item_t *it, int contacts, deal_risks_batch_t *out, ds_sb_t *js,
-                    char *errstr, size_t errsz) {
+                    const scoring_item_t *it, deal_risks_batch_t *out, ds_sb_t *js, char *errstr,
+                    size_t errsz) {
     const ds_risk_config_t *cfg = NULL;
     const ds_org_ctx_t *oc = NULL;
     const scorer_org_t *so = NULL;
@@ -337,7 +310,7 @@ static int deal_row(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, deal_ri
     if (rc == 0) rc = scorer_get(scorer, pg, it->org_id, oc, &so, errstr, errsz);
     if (rc != 0) return rc;
     ds_risk_t risks[DS_RISK_MAX];
-    size_t nr = ds_risks_eval(cfg, it->values, contacts, risks);
+    size_t nr = ds_risks_eval(cfg, it->values, risks);
     rc = what_ifs(so, cfg, it, risks, nr, errstr, errsz);
     if (rc != 0) return rc;
     ds_risks_rank(risks, nr);
@@ -350,15 +323,8 @@ int deal_risks_build(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, deal_r
                      size_t errsz) {
     batch_begin(out);
     if (n == 0) return DS_OK;
-    char *open = ds_malloc(n), *need = ds_malloc(n);
-    int *contacts = ds_malloc(n * sizeof *contacts);
-    int rc = DS_OK;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        const ds_risk_config_t *cfg = NULL;
-        rc = org_get(cache, pg, orgs, items[i].org_id, &cfg, errstr, errsz);
-        need[i] = rc == 0 && ds_risk_needs_contacts(cfg, items[i].values);
-    }
-    if (rc == 0) rc = load_context(pg, items, n, need, open, contacts, errstr, errsz);
+    char *open = ds_malloc(n);
+    int rc = load_context(pg, items, n, open, errstr, errsz);
     ds_sb_t js = {0};
     for (size_t i = 0; rc == 0 && i < n; i++) {
         if (!open[i]) {
@@ -366,12 +332,10 @@ int deal_risks_build(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, deal_r
             out->n_closed++;
             continue;
         }
-        rc = deal_row(pg, orgs, scorer, cache, &items[i], contacts[i], out, &js, errstr, errsz);
+        rc = deal_row(pg, orgs, scorer, cache, &items[i], out, &js, errstr, errsz);
     }
     free(js.p);
     free(open);
-    free(need);
-    free(contacts);
     return rc;
 }
 

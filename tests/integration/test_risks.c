@@ -2,7 +2,8 @@
  * in its stage, gets exactly those two risks in deal_risks, each with a
  * what-if above its score equal to the model's probability on the
  * resolved features, ranked by gain; a user of another org reads none of
- * them under RLS; a deal that closes loses its row. */
+ * them under RLS; a deal that closes loses its row; a deal with one buyer
+ * contact gets the model's probability with a second one as its what-if. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <math.h>
@@ -17,17 +18,20 @@ static dst_t I; /* ingest */
 
 enum { NF = 3 };
 static const char *const model_names[NF] = {"stage_index", "days_in_stage", "meddicc_champion"};
+static const char *const contact_names[NF] = {"stage_index", "days_in_stage", "buyer_contacts"};
 
-/* A model where a champion and a fresh stage (<= 30 days) raise the odds. */
-static ds_model_t *train_model(void) {
+/* A model over names where the third feature above low (a champion past
+ * 0, or a second buyer contact past 1) and a fresh stage (<= 30 days)
+ * raise the odds. */
+static ds_model_t *train_model(const char *const names[NF], int low) {
     enum { N = 600 };
     float x[N * NF], y[N];
     for (int i = 0; i < N; i++) {
-        int days = i % 61, champ = (i / 61) % 2;
+        int days = i % 61, up = (i / 61) % 2;
         x[i * NF] = (float)(i % 6);
         x[i * NF + 1] = (float)days;
-        x[i * NF + 2] = (float)champ;
-        int score = champ * 2 + (days <= 30);
+        x[i * NF + 2] = (float)(low + up);
+        int score = up * 2 + (days <= 30);
         y[i] = score == 3   ? (i % 7 != 0)
                : score == 2 ? (i % 2 == 0)
                : score == 1 ? (i % 3 == 0)
@@ -40,11 +44,11 @@ static ds_model_t *train_model(void) {
     p.nthread = 1;
     ds_model_t *m = NULL;
     char err[256];
-    cr_assert_eq(ds_model_train(&p, x, N, NF, model_names, y, NULL, &m, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(ds_model_train(&p, x, N, NF, names, y, NULL, &m, err, sizeof err), 0, "%s", err);
     return m;
 }
 
-static void register_model(PGconn *db, ds_model_t *m) {
+static void register_model(PGconn *db, ds_model_t *m, const char *const names[NF]) {
     char *buf = NULL, err[256];
     size_t len = 0, elen = 0;
     cr_assert_eq(ds_model_save(m, &buf, &len, err, sizeof err), 0, "%s", err);
@@ -52,13 +56,13 @@ static void register_model(PGconn *db, ds_model_t *m) {
     pgt_execf(db,
               "insert into models (org_id, version, feature_names, artifact, status)"
               " values ('%s', 'm-risks', array['%s','%s','%s'], '%s'::bytea, 'active')",
-              S.org_id, model_names[0], model_names[1], model_names[2], esc);
+              S.org_id, names[0], names[1], names[2], esc);
     PQfreemem(esc);
     free(buf);
 }
 
-static double model_proba(ds_model_t *m, double stage, double days, double champ) {
-    float x[NF] = {(float)stage, (float)days, (float)champ};
+static double model_proba(ds_model_t *m, double stage, double days, double third) {
+    float x[NF] = {(float)stage, (float)days, (float)third};
     double margin = 0;
     char err[256];
     cr_assert_eq(ds_model_predict_margin(m, x, 1, &margin, err, sizeof err), 0, "%s", err);
@@ -120,8 +124,8 @@ static long long as_user(PGconn *db, const char *org, const char *sql) {
 
 Test(risks, a_deal_without_a_champion_stalled_in_proposal) {
     PGconn *db = pgt_connect_db(&S.db);
-    ds_model_t *m = train_model();
-    register_model(db, m);
+    ds_model_t *m = train_model(model_names, 0);
+    register_model(db, m, model_names);
     post_ok("/v1/opportunities",
             "[{\"external_id\":\"OPP-R\",\"stage\":\"discovery\",\"created_at\":\"2026-09-01T00:00:00Z\","
             "\"changed_at\":\"2026-09-01T00:00:00Z\",\"amount\":50000},"
@@ -186,10 +190,12 @@ Test(risks, a_deal_without_a_champion_stalled_in_proposal) {
 }
 
 /* One buyer contact: the speakers other than "Rep" of the deal's
- * transcripts are its contacts; a single one is a risk no model feature
- * describes, so its what-if is the score itself. */
+ * transcripts are its contacts (buyer_contacts); the what-if is the
+ * model's probability with a second one engaged. */
 Test(risks, a_deal_with_one_buyer_contact) {
     PGconn *db = pgt_connect_db(&S.db);
+    ds_model_t *m = train_model(contact_names, 1);
+    register_model(db, m, contact_names);
     post_ok("/v1/opportunities",
             "[{\"external_id\":\"OPP-S\",\"stage\":\"discovery\",\"created_at\":\"2026-09-01T00:00:00Z\","
             "\"changed_at\":\"2026-09-01T00:00:00Z\",\"amount\":20000},"
@@ -210,13 +216,18 @@ Test(risks, a_deal_with_one_buyer_contact) {
     cr_expect_str_eq(json_string_value(json_object_get(r, "rule")), "single_contact", "%s", dump);
     cr_expect_str_eq(json_string_value(json_object_get(r, "evidence")),
                      "1 buyer contact engaged so far, in proposal");
-    char *pt = pgt_valuef(
-        db, "select round(proba_close::numeric, 4) from deal_risks where opportunity_id = '%s'", opp);
-    cr_expect_eq(json_number_value(json_object_get(r, "what_if")), strtod(pt, NULL), "%s vs %s", dump, pt);
-    cr_expect_eq(json_number_value(json_object_get(r, "gain")), 0, "%s", dump);
+    /* As of the transcript: 1.416667 days in proposal (entered 10-20). */
+    double p = model_proba(m, 4, 1.416667, 1), want = model_proba(m, 4, 1.416667, 2);
+    cr_assert_gt(want, p + 0.01, "the model rewards a second contact");
+    char *pt = pgt_valuef(db, "select proba_close from deal_risks where opportunity_id = '%s'", opp);
+    cr_expect(fabs(strtod(pt, NULL) - p) < 1e-6, "score %s, the model says %.8f", pt, p);
+    double w = json_number_value(json_object_get(r, "what_if"));
+    cr_expect(fabs(w - want) < 6e-5, "what-if %.4f, the model says %.6f: %s", w, want, dump);
+    cr_expect(fabs(json_number_value(json_object_get(r, "gain")) - (want - p)) < 1e-4, "%s", dump);
     free(pt);
     free(dump);
     json_decref(risks);
+    ds_model_destroy(m);
     free(opp);
     PQfinish(db);
 }

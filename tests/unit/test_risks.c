@@ -13,12 +13,13 @@
 #include "domain/risks.h"
 
 /* An open deal in stage 4 with two recorded calls that found every MEDDICC
- * element, 10 days in stage, no pushes and steady engagement: no rule
+ * element and three buyer contacts, 10 days in stage, no pushes and steady engagement: no rule
  * fires on it. */
 static void healthy(double *v) {
     for (int f = 0; f < DS_FEATURE_COUNT; f++) v[f] = 0;
     v[DS_F_STAGE_INDEX] = 4;
     v[DS_F_N_TRANSCRIPTS] = 2;
+    v[DS_F_BUYER_CONTACTS] = 3;
     v[DS_F_DAYS_IN_STAGE] = 10;
     v[DS_F_VELOCITY_14D] = 1;
     for (int el = 0; el < DS_MEDDICC_COUNT; el++) v[DS_F_MEDDICC_METRICS + el] = 1;
@@ -36,7 +37,7 @@ Test(risks, a_healthy_deal_has_none) {
     healthy(v);
     ds_risk_config_t cfg = defaults();
     ds_risk_t r[DS_RISK_MAX];
-    cr_assert_eq(ds_risks_eval(&cfg, v, 3, r), 0);
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 0);
 }
 
 Test(risks, missing_champion_past_the_default_stage) {
@@ -48,7 +49,7 @@ Test(risks, missing_champion_past_the_default_stage) {
     cfg.stage_names[3] = "demo";
     cfg.stage_names[4] = "proposal";
     ds_risk_t r[DS_RISK_MAX];
-    cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 1);
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 1);
     cr_assert_eq(r[0].rule, DS_RISK_MEDDICC_MISSING);
     cr_assert_eq(r[0].element, DS_MEDDICC_CHAMPION);
     cr_assert_str_eq(
@@ -59,14 +60,14 @@ Test(risks, missing_champion_past_the_default_stage) {
     /* Before the expected stage it is not a risk; nor is it without a
      * recorded call, which alone could show the element. */
     v[DS_F_STAGE_INDEX] = 2;
-    cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 0);
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 0);
     v[DS_F_STAGE_INDEX] = 4;
     v[DS_F_N_TRANSCRIPTS] = 0;
-    cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 0);
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 0);
     v[DS_F_N_TRANSCRIPTS] = 2;
     double out[DS_FEATURE_COUNT];
     v[DS_F_STAGE_INDEX] = 4;
-    ds_risks_eval(&cfg, v, -1, r);
+    ds_risks_eval(&cfg, v, r);
     ds_risk_resolved(&cfg, &r[0], v, out);
     cr_assert_eq(out[DS_F_MEDDICC_CHAMPION], 1);
     cr_assert_eq(out[DS_F_MEDDICC_COVERAGE], 8);
@@ -102,7 +103,7 @@ Test(risks, meddicc_stage_learned_from_won_deals) {
     v[DS_F_MEDDICC_CHAMPION] = 0;
     v[DS_F_MEDDICC_ECONOMIC_BUYER] = 0;
     ds_risk_t r[DS_RISK_MAX];
-    cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 1);
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 1);
     cr_assert_str_eq(r[0].evidence,
                      "No champion identified yet in stage 2 (2 recorded calls); 50 % of won deals with a "
                      "recorded call had it by stage 2");
@@ -166,9 +167,9 @@ Test(risks, stalled_against_the_won_deals_median) {
     healthy(v);
     v[DS_F_DAYS_IN_STAGE] = 12; /* at the median: not stalled */
     ds_risk_t r[DS_RISK_MAX];
-    cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 0);
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 0);
     v[DS_F_DAYS_IN_STAGE] = 41.5;
-    cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 1);
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 1);
     cr_assert_eq(r[0].rule, DS_RISK_STALLED);
     cr_assert_str_eq(r[0].evidence, "41 days in proposal; won deals' median there is 12 days");
     double out[DS_FEATURE_COUNT];
@@ -177,9 +178,9 @@ Test(risks, stalled_against_the_won_deals_median) {
     /* Stage 3 has too few visits: the 30-day fallback. */
     v[DS_F_STAGE_INDEX] = 3;
     v[DS_F_DAYS_IN_STAGE] = 30;
-    cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 0);
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 0);
     v[DS_F_DAYS_IN_STAGE] = 31;
-    cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 1);
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 1);
     cr_assert_str_eq(r[0].evidence, "31 days in stage 3; over the 30-day default (too few won deals)");
     ds_risk_resolved(&cfg, &r[0], v, out);
     cr_assert_eq(out[DS_F_DAYS_IN_STAGE], 30);
@@ -191,9 +192,9 @@ Test(risks, close_date_pushes_default_and_learned) {
     healthy(v);
     v[DS_F_CLOSE_DATE_PUSHES] = 1;
     ds_risk_t r[DS_RISK_MAX];
-    cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 0);
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 0);
     v[DS_F_CLOSE_DATE_PUSHES] = 2;
-    cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 1);
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 1);
     cr_assert_str_eq(r[0].evidence, "Close date pushed 2 times (flagged from 2)");
     double out[DS_FEATURE_COUNT];
     ds_risk_resolved(&cfg, &r[0], v, out);
@@ -208,9 +209,9 @@ Test(risks, close_date_pushes_default_and_learned) {
     ds_risk_won_t won = {.n_won = 5, .pushes = pushes};
     ds_risk_config_fit(&cfg, rules, &won);
     cr_assert_eq(cfg.max_pushes, 2);
-    cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 0);
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 0);
     v[DS_F_CLOSE_DATE_PUSHES] = 3;
-    cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 1);
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 1);
     cr_assert_str_eq(r[0].evidence, "Close date pushed 3 times; 80 % of won deals had at most 2");
 }
 
@@ -227,7 +228,7 @@ Test(risks, engagement_down_and_restored) {
     v[DS_F_N_PHONE_ALL] = 2;
     v[DS_F_VELOCITY_14D] = 2.0 / 6.0;
     ds_risk_t r[DS_RISK_MAX];
-    cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 1);
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 1);
     cr_assert_eq(r[0].rule, DS_RISK_ENGAGEMENT_DOWN);
     cr_assert_str_eq(r[0].evidence, "1 interaction in the last 14 days against 5 in the 14 days before");
     double out[DS_FEATURE_COUNT];
@@ -241,7 +242,7 @@ Test(risks, engagement_down_and_restored) {
     cr_assert_eq(out[DS_F_VELOCITY_14D], 1);
     /* Exactly 0.5 is not below the threshold. */
     v[DS_F_VELOCITY_14D] = 0.5;
-    cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 0);
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 0);
 }
 
 Test(risks, single_contact_from_its_stage_on) {
@@ -249,20 +250,28 @@ Test(risks, single_contact_from_its_stage_on) {
     double v[DS_FEATURE_COUNT];
     healthy(v);
     ds_risk_t r[DS_RISK_MAX];
-    cr_assert_eq(ds_risks_eval(&cfg, v, 2, r), 0);
-    cr_assert_eq(ds_risks_eval(&cfg, v, -1, r), 0, "unknown contacts flag nothing");
-    cr_assert_eq(ds_risks_eval(&cfg, v, 1, r), 1);
+    v[DS_F_BUYER_CONTACTS] = 2;
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 0);
+    v[DS_F_BUYER_CONTACTS] = 0;
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 0, "no known contact flags nothing");
+    v[DS_F_BUYER_CONTACTS] = 1;
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 1);
     cr_assert_str_eq(r[0].evidence, "1 buyer contact engaged so far, in stage 4");
+    /* Resolved: a second contact engaged, nothing else changed. */
     double out[DS_FEATURE_COUNT];
     ds_risk_resolved(&cfg, &r[0], v, out);
-    cr_assert_eq(memcmp(out, v, sizeof v), 0, "no feature describes contacts");
-    cr_assert(ds_risk_needs_contacts(&cfg, v));
+    cr_assert_eq(out[DS_F_BUYER_CONTACTS], 2);
+    for (int f = 0; f < DS_FEATURE_COUNT; f++)
+        if (f != DS_F_BUYER_CONTACTS) cr_assert_eq(out[f], v[f], "feature %d", f);
     v[DS_F_STAGE_INDEX] = 1; /* before discovery one contact is normal */
-    cr_assert_eq(ds_risks_eval(&cfg, v, 1, r), 0);
-    cr_assert(!ds_risk_needs_contacts(&cfg, v), "the contacts are not read where the rule cannot fire");
-    cfg.rules[DS_RISK_SINGLE_CONTACT].enabled = false;
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 0);
+    /* An org that tolerates two contacts wants a third. */
     v[DS_F_STAGE_INDEX] = 4;
-    cr_assert(!ds_risk_needs_contacts(&cfg, v));
+    v[DS_F_BUYER_CONTACTS] = 2;
+    cfg.rules[DS_RISK_SINGLE_CONTACT].param = 2;
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 1);
+    ds_risk_resolved(&cfg, &r[0], v, out);
+    cr_assert_eq(out[DS_F_BUYER_CONTACTS], 3);
 }
 
 Test(risks, disabled_rule_and_unknown_stage) {
@@ -278,7 +287,7 @@ Test(risks, disabled_rule_and_unknown_stage) {
     v[DS_F_MEDDICC_CHAMPION] = 0;
     v[DS_F_DAYS_IN_STAGE] = 100;
     ds_risk_t r[DS_RISK_MAX];
-    cr_assert_eq(ds_risks_eval(&cfg, v, 1, r), 0, "stage rules need a stage; pushes are off");
+    cr_assert_eq(ds_risks_eval(&cfg, v, r), 0, "stage rules need a stage; pushes are off");
 }
 
 Test(risks, ranked_by_what_if_and_written_as_json) {
@@ -288,7 +297,7 @@ Test(risks, ranked_by_what_if_and_written_as_json) {
     v[DS_F_MEDDICC_CHAMPION] = 0;
     v[DS_F_DAYS_IN_STAGE] = 45;
     ds_risk_t r[DS_RISK_MAX];
-    size_t n = ds_risks_eval(&cfg, v, -1, r);
+    size_t n = ds_risks_eval(&cfg, v, r);
     cr_assert_eq(n, 2);
     r[0].what_if = 0.30; /* champion */
     r[1].what_if = 0.42; /* stall */
