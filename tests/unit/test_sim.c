@@ -554,6 +554,47 @@ Test(sim, transcripts_carry_positive_and_negated_meddicc_cues) {
     free(d);
 }
 
+/* A deal's calls are with its own buying committee: at most 5 people, one
+ * at first and more as the economic buyer, champion, decision process and
+ * paperwork come in, so deals with several calls differ in how many
+ * people they engaged. */
+Test(sim, calls_are_with_the_deals_own_few_buyer_contacts) {
+    char *d = gen(17, 800, NULL);
+    table_t t;
+    load(d, "transcripts.csv", &t);
+    int copp = col(&t, "opportunity_external_id"), ctext = col(&t, "text");
+    enum { MAXN = 8 };
+    int single = 0, several = 0, deals = 0, most = 0;
+    for (int i = 1; i < t.n;) {
+        const char *opp = t.rows[i].f[copp];
+        char names[MAXN * 4][32];
+        int n = 0, calls = 0;
+        for (; i < t.n && strcmp(t.rows[i].f[copp], opp) == 0; i++, calls++) {
+            for (const char *x = t.rows[i].f[ctext]; x && *x;) {
+                const char *colon = strchr(x, ':'), *eol = strchr(x, '\n');
+                if (colon && (!eol || colon < eol) && strncmp(x, "Rep:", 4) != 0) {
+                    char who[32];
+                    snprintf(who, sizeof who, "%.*s", (int)(colon - x), x);
+                    int seen = 0;
+                    for (int k = 0; k < n; k++) seen |= strcmp(names[k], who) == 0;
+                    if (!seen && n < MAXN * 4) snprintf(names[n++], sizeof names[0], "%s", who);
+                }
+                x = eol ? eol + 1 : NULL;
+            }
+        }
+        deals++;
+        if (n > most) most = n;
+        if (calls >= 3 && n == 1) single++;
+        if (calls >= 3 && n >= 2) several++;
+    }
+    cr_expect_leq(most, 5, "a committee has 5 people");
+    cr_expect_gt(single, 20, "%d of %d deals with 3 calls or more had one contact on all", single, deals);
+    cr_expect_gt(several, 20, "%d of %d deals with 3 calls or more had several contacts", several, deals);
+    table_free(&t);
+    rm_rf(d);
+    free(d);
+}
+
 Test(sim, orgs_get_their_own_directories) {
     char *d = gen(21, 200, "--orgs 2");
     size_t l1, l2;

@@ -413,6 +413,7 @@ typedef struct {
     const char *opp_id;
     char id_i[40], id_t[40]; /* "<opp>-i", "<opp>-t" */
     int n_int, n_tr;
+    const char *committee[SIM_COMMITTEE]; /* the buyer's people on its calls */
 } emit_ctx_t;
 
 /* One interaction at time t in stage s; may also record a call transcript
@@ -501,7 +502,7 @@ static void emit_interaction(emit_ctx_t *e, int s, int64_t t, unsigned mask, dou
     if (call && e->n_tr < MAX_TRANSCRIPTS && rng_bernoulli(rng, 0.35)) {
         ds_sb_t *text = &e->sc->text;
         ds_sb_reset(text);
-        sim_transcript_text(rng, text, mask, 0.55, 0.25);
+        sim_transcript_text(rng, text, mask, 0.55, 0.25, e->committee, q);
         char tid[48];
         fmt_id(tid, e->id_t, ++e->n_tr, 1);
         sim_transcript_t tr = {tid, e->opp_id, t + 60, text->p, text->len};
@@ -648,7 +649,8 @@ void sim_deal(const sim_t *sim, long i, const sim_sink_t *sink, sim_scratch_t *s
                          t0};
     emit_row(sink, &row, t0);
 
-    emit_ctx_t e = {sink, sc, &rng, opp_id, "", "", 0, 0};
+    emit_ctx_t e = {sink, sc, &rng, opp_id, "", "", 0, 0, {0}};
+    sim_committee(opp_id, e.committee);
     snprintf(e.id_i, sizeof(e.id_i), "%s-i", opp_id);
     snprintf(e.id_t, sizeof(e.id_t), "%s-t", opp_id);
     int cp_day[N_CP], ncp = 0;

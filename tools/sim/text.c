@@ -166,7 +166,26 @@ typedef struct {
     int buyer;
 } sentence_t;
 
-unsigned sim_transcript_text(rng_t *rng, ds_sb_t *out, unsigned covered, double p_pos, double p_neg) {
+void sim_committee(const char *opp_id, const char *out[SIM_COMMITTEE]) {
+    /* FNV-1a of the id; a stride coprime with the 18 names keeps them distinct. */
+    static const uint32_t strides[] = {1, 5, 7, 11, 13, 17};
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *p = opp_id; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    uint32_t n = (uint32_t)ARRAY_LEN(people), start = (uint32_t)(h % n);
+    uint32_t stride = strides[(h >> 32) % ARRAY_LEN(strides)];
+    for (uint32_t j = 0; j < SIM_COMMITTEE; j++) out[j] = people[(start + j * stride) % n];
+}
+
+int sim_engaged(unsigned covered, double q) {
+    static const int roles[] = {SIM_EL_ECONOMIC_BUYER, SIM_EL_CHAMPION, SIM_EL_DECISION_PROCESS,
+                                SIM_EL_PAPER_PROCESS};
+    int n = q > 0 ? 2 : 1;
+    for (size_t i = 0; i < ARRAY_LEN(roles); i++) n += (covered >> roles[i]) & 1u;
+    return n < SIM_COMMITTEE ? n : SIM_COMMITTEE;
+}
+
+unsigned sim_transcript_text(rng_t *rng, ds_sb_t *out, unsigned covered, double p_pos, double p_neg,
+                             const char *const committee[SIM_COMMITTEE], double q) {
     sentence_t s[32];
     int n = 0;
     unsigned mentioned = 0;
@@ -197,7 +216,9 @@ unsigned sim_transcript_text(rng_t *rng, ds_sb_t *out, unsigned covered, double 
         s[i] = s[j];
         s[j] = t;
     }
-    const char *buyer = PICK(rng, people);
+    /* One draw, as a pick among all names took: the rest of the stream is
+     * the same whatever the committee. */
+    const char *buyer = committee[rng_below(rng, (uint32_t)sim_engaged(covered, q))];
     int last = -1;
     for (int i = 0; i < n; i++) {
         /* Consecutive sentences of one speaker share a line. */
