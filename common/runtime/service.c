@@ -340,6 +340,15 @@ out_loop:
         if (rc == 0) rc = 1;
     }
 out:
+    /* After a startup that failed past init (a taken port), the service's
+     * threads still run until told to stop, and its handles (the deferred
+     * answers' async) are still in the loop: close them before its fini
+     * frees them. */
+    atomic_store(&svc->stopping, 1);
+    ds_http_close_context(svc->http);
+    ds_http_close_context(svc->metrics_http);
+    uv_walk(&svc->loop, close_walk_cb, NULL);
+    uv_run(&svc->loop, UV_RUN_DEFAULT);
     if (def->fini) def->fini(svc, svc->state);
     if (svc->producer) {
         if (ds_producer_flush(svc->producer, cfg.shutdown_timeout_ms) != 0)
@@ -347,10 +356,6 @@ out:
         ds_producer_destroy(svc->producer);
     }
     if (svc->probe_conn) PQfinish(svc->probe_conn);
-    ds_http_close_context(svc->http);
-    ds_http_close_context(svc->metrics_http);
-    uv_walk(&svc->loop, close_walk_cb, NULL);
-    uv_run(&svc->loop, UV_RUN_DEFAULT);
     ds_http_destroy(svc->http);
     ds_http_destroy(svc->metrics_http);
     if (uv_loop_close(&svc->loop) != 0) ds_warn("event loop closed with handles still open");

@@ -21,11 +21,12 @@ typedef struct {
     char errlog[64];
 } running_t;
 
-/* Starts dealscore-<svc> on a free port with topics under prefix (NULL: one
- * of its own) and one extra setting (may be NULL). */
-static running_t start_env(const char *svc, const char *db_url, const char *topic_prefix, const char *extra) {
+/* Starts dealscore-<svc> on port with topics under prefix (NULL: one of its
+ * own) and one extra setting (may be NULL). */
+static running_t start_on(const char *svc, const char *db_url, const char *topic_prefix, const char *extra,
+                          int port) {
     running_t r = {0};
-    r.port = proc_free_port();
+    r.port = port;
     snprintf(r.errlog, sizeof r.errlog, "/tmp/ds-svc-%s-%d.log", svc, r.port);
     char *bin = NULL, *binname = NULL;
     if (asprintf(&binname, "dealscore-%s", svc) < 0) abort();
@@ -44,6 +45,10 @@ static running_t start_env(const char *svc, const char *db_url, const char *topi
     free(bin);
     free(binname);
     return r;
+}
+
+static running_t start_env(const char *svc, const char *db_url, const char *topic_prefix, const char *extra) {
+    return start_on(svc, db_url, topic_prefix, extra, proc_free_port());
 }
 
 static running_t start(const char *svc, const char *db_url) { return start_env(svc, db_url, NULL, NULL); }
@@ -205,6 +210,30 @@ Test(services, not_ready_while_kafka_is_unreachable, .timeout = 60) {
     }
     cr_expect(pg_seen, "readyz should report postgres up and kafka down");
     stop_and_expect_clean_exit(&r);
+}
+
+/* A port another process listens on: the service says which setting and
+ * exits 1 (a replica started beside another on the same port must not
+ * crash). */
+Test(services, a_taken_port_exits_1_naming_the_setting, .timeout = 120) {
+    const char *db = need_env("DEALSCORE_DATABASE_URL");
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(listen(fd, 1), 0);
+    socklen_t len = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    for (size_t i = 0; i < 4; i++) {
+        running_t r = start_on(services[i], db, NULL, NULL, ntohs(sa.sin_port));
+        int rc = proc_wait(r.pid, 60000);
+        char *log = proc_slurp(r.errlog);
+        cr_expect_eq(rc, 1, "%s exited %d on a taken port; log:\n%s", services[i], rc, log);
+        cr_expect(strstr(log, "address already in use (DEALSCORE_HTTP_ADDR)") != NULL, "%s", log);
+        cr_expect(strstr(log, "\"msg\":\"stopped (exit code 1)\"") != NULL, "%s", log);
+        free(log);
+        unlink(r.errlog);
+    }
+    close(fd);
 }
 
 /* DEALSCORE_METRICS_ADDR moves /metrics to a listener of its own (a port a
