@@ -281,7 +281,8 @@ static void backtest_section(ds_sb_t *sb, const ds_report_t *r) {
         sb,
         "<h2>Forecast backtest (held-out months)</h2>\n<p>At the start of each month after the "
         "training fold, the open deals whose close date fell in the month, scored on their features "
-        "of that moment: the band holds what "
+        "of that moment, each with its probability of winning within the month (its win probability "
+        "times its stage's in-month rate, learnt from the months before): the band holds what "
         "they won in %zu of %zu months (%.0f %%). The normal approximation the forecast view uses is "
         "off the exact P10/P90 by %.1f %% of the band's width on average.</p>\n",
         in, n, 100 * ds_forecast_coverage(m, n), 100 * ds_forecast_approx_error(m, n));
@@ -505,7 +506,7 @@ static json_t *backtest_json(const ds_report_t *r) {
                               ds_eval_json_number(m->exact.p10), "p90", ds_eval_json_number(m->exact.p90),
                               "normal_p10", ds_eval_json_number(m->normal.p10), "normal_p90",
                               ds_eval_json_number(m->normal.p90), "actual", ds_eval_json_number(m->actual),
-                              "won_in_month", ds_eval_json_number(m->won_in_month), "inside", m->inside));
+                              "won_later", ds_eval_json_number(m->won_later), "inside", m->inside));
     }
     return json_pack("{s:o,s:o,s:o}", "coverage",
                      ds_eval_json_number(ds_forecast_coverage(r->backtest, r->n_backtest)), "approx_error",

@@ -119,7 +119,7 @@ int ds_report_write_html(const char *path, const ds_report_t *r, char *errstr, s
  *  "tables":[{"title","key","rows":[{"key","model":M,"stage_prior":M}]}],
  *  "decision":{"activate":bool,"reason"},
  *  "forecast_backtest":{"coverage","approx_error","months":[{"month","deals","amount",
- *    "expected","p10","p90","normal_p10","normal_p90","actual","won_in_month","inside"}]}}
+ *    "expected","p10","p90","normal_p10","normal_p90","actual","won_later","inside"}]}}
  * with M as ds_eval_metrics_json. New reference; never NULL. */
 json_t *ds_report_json(const ds_report_t *r);
 

@@ -7,11 +7,14 @@
 #include <string.h>
 
 #include "base/common.h"
+#include "base/sb.h"
 #include "scoring.h"
 
 #define BACKTEST_LOAD_BATCH 1000
 /* The exact band's amount buckets: the month's amount / this. */
 #define BACKTEST_BUCKETS 2000.0
+/* Stages with their own in-month rate: indexes 0 .. this - 1. */
+#define BACKTEST_RATE_STAGES 16
 
 /* One deal in one month's forecast. */
 typedef struct {
@@ -19,13 +22,14 @@ typedef struct {
     double amount, p;
     float *x; /* the model's columns, or NULL */
     int stage;
-    bool won, won_in_month;
+    bool won_in_month, won_later;
 } bt_row_t;
 
 typedef struct {
     const backtest_model_t *m;
     int64_t *starts; /* month starts, and one past the last */
     size_t nm;
+    size_t first; /* the first replayed month; those before feed the rates only */
     bt_row_t *rows;
     size_t nr, cap;
 } bt_t;
@@ -70,8 +74,8 @@ static void add_deal(bt_t *bt, ds_opp_raw_t *raw, const ds_org_ctx_t *oc, const 
         memset(r, 0, sizeof *r);
         r->month = k;
         r->amount = expm1(al);
-        r->won = won;
         r->won_in_month = won && closed_us < end;
+        r->won_later = won && closed_us >= end;
         double si = vec.values[DS_F_STAGE_INDEX];
         r->stage = isnan(si) ? -1 : (int)si;
         if (bt->m->model) {
@@ -133,46 +137,157 @@ static int score_rows(bt_t *bt, char *errstr, size_t errsz) {
     return rc == 0 ? DS_OK : DS_EFATAL;
 }
 
-/* The months with deals; a deal still open counts as not won. */
-static size_t aggregate(bt_t *bt, ds_forecast_month_t *out) {
-    size_t n_out = 0;
-    double *p = ds_malloc((bt->nr + 1) * sizeof *p), *a = ds_malloc((bt->nr + 1) * sizeof *a);
-    for (size_t k = 0; k < bt->nm; k++) {
-        ds_forecast_month_t *fm = &out[n_out];
-        memset(fm, 0, sizeof *fm);
-        size_t n = 0;
-        for (size_t i = 0; i < bt->nr; i++) {
-            const bt_row_t *r = &bt->rows[i];
-            if (r->month != k) continue;
-            p[n] = r->p;
-            a[n++] = r->amount;
-            if (r->won) fm->actual += r->amount;
-            if (r->won_in_month) fm->won_in_month += r->amount;
-        }
-        ds_forecast_normal(p, a, n, &fm->normal);
-        if (n == 0 || !(fm->normal.amount > 0)) continue;
-        if (ds_forecast_exact(p, a, n, fm->normal.amount / BACKTEST_BUCKETS, &fm->exact) != 0) continue;
-        int64_t y;
-        unsigned mo, d;
-        ds_civil_from_days(bt->starts[k] / DS_US_PER_DAY, &y, &mo, &d);
-        snprintf(fm->month, sizeof fm->month, "%04d-%02u", (int)(y % 10000), mo % 100);
-        fm->inside = fm->exact.p10 <= fm->actual && fm->actual <= fm->exact.p90;
-        n_out++;
+/* The in-month rates from the rows of months before k. */
+typedef struct {
+    ds_forecast_tally_t stage[BACKTEST_RATE_STAGES], org;
+    double stage_rate[BACKTEST_RATE_STAGES], org_rate;
+} bt_rates_t;
+
+static void rates_before(const bt_t *bt, size_t k, bt_rates_t *rt) {
+    memset(rt, 0, sizeof *rt);
+    for (size_t i = 0; i < bt->nr; i++) {
+        const bt_row_t *r = &bt->rows[i];
+        if (r->month >= k) continue;
+        ds_forecast_tally_add(&rt->org, r->p, r->amount, r->won_in_month);
+        if (r->stage >= 0 && r->stage < BACKTEST_RATE_STAGES)
+            ds_forecast_tally_add(&rt->stage[r->stage], r->p, r->amount, r->won_in_month);
     }
-    free(p);
+    rt->org_rate = ds_forecast_rate(&rt->org, 1);
+    for (size_t s = 0; s < BACKTEST_RATE_STAGES; s++)
+        rt->stage_rate[s] = ds_forecast_rate(&rt->stage[s], rt->org_rate);
+}
+
+/* Month k's deals: q (with rates), amounts and what they won, into fm's
+ * actual and won_later; returns how many. q and a hold a row each. */
+static size_t month_deals(const bt_t *bt, size_t k, const bt_rates_t *rt, double *q, double *a,
+                          ds_forecast_month_t *fm) {
+    size_t n = 0;
+    for (size_t i = 0; i < bt->nr; i++) {
+        const bt_row_t *r = &bt->rows[i];
+        if (r->month != k) continue;
+        bool own = r->stage >= 0 && r->stage < BACKTEST_RATE_STAGES;
+        q[n] = ds_forecast_in_month(r->p, own ? rt->stage_rate[r->stage] : rt->org_rate);
+        a[n++] = r->amount;
+        if (r->won_in_month) fm->actual += r->amount;
+        if (r->won_later) fm->won_later += r->amount;
+    }
+    return n;
+}
+
+/* The month-level variance of the months before k under rt. */
+static double shock_before(const bt_t *bt, size_t k, const bt_rates_t *rt, double *q, double *a) {
+    double *e = ds_malloc((k + 1) * sizeof *e), *v = ds_malloc((k + 1) * sizeof *v),
+           *won = ds_malloc((k + 1) * sizeof *won);
+    size_t nm = 0;
+    for (size_t j = 0; j < k; j++) {
+        ds_forecast_month_t fm = {0};
+        size_t n = month_deals(bt, j, rt, q, a, &fm);
+        if (n == 0) continue;
+        ds_forecast_normal(q, a, n, 0, &fm.normal);
+        e[nm] = fm.normal.expected;
+        v[nm] = fm.normal.var;
+        won[nm++] = fm.actual;
+    }
+    double shock = ds_forecast_shock_var(e, v, won, nm);
+    free(e);
+    free(v);
+    free(won);
+    return shock;
+}
+
+/* Month k's forecast, with the rates and the month-level variance of the
+ * months before it, into *fm; false when it has no deal. q and a hold a
+ * row each. */
+static bool forecast_month(const bt_t *bt, size_t k, double *q, double *a, ds_forecast_month_t *fm) {
+    bt_rates_t rt;
+    rates_before(bt, k, &rt);
+    double shock = shock_before(bt, k, &rt, q, a);
+    memset(fm, 0, sizeof *fm);
+    if (!(rt.org.deals > 0)) return false; /* no past forecast deal to learn the rates from */
+    fm->shock_var = shock;
+    size_t n = month_deals(bt, k, &rt, q, a, fm);
+    ds_forecast_normal(q, a, n, shock, &fm->normal);
+    if (n == 0 || !(fm->normal.amount > 0)) return false;
+    if (ds_forecast_exact(q, a, n, fm->normal.amount / BACKTEST_BUCKETS, shock, &fm->exact) != 0)
+        return false;
+    int64_t y;
+    unsigned mo, d;
+    ds_civil_from_days(bt->starts[k] / DS_US_PER_DAY, &y, &mo, &d);
+    snprintf(fm->month, sizeof fm->month, "%04d-%02u", (int)(y % 10000), mo % 100);
+    fm->inside = fm->exact.p10 <= fm->actual && fm->actual <= fm->exact.p90;
+    return true;
+}
+
+/* Stores the in-month rates and the month-level variance of every loaded
+ * month into forecast_rates, which the view forecast applies: the org's
+ * (stage '', with the variance) and each stage name of the org's list with
+ * its index's rate. */
+static const char *sql_store_rates =
+    "with r as (select * from unnest($2::text[], $3::float8[], $4::float8[], $5::float8[], $6::float8[])"
+    "  as r(stage, deals, expected, won, rate)),"
+    " up as (insert into public.forecast_rates (org_id, stage, deals, expected, won, rate, shock_var)"
+    "  select $1::uuid, stage, deals, expected, won, rate, case stage when '' then $7::float8 else 0 end"
+    "  from r on conflict (org_id, stage) do update set deals = excluded.deals,"
+    "  expected = excluded.expected, won = excluded.won, rate = excluded.rate,"
+    "  shock_var = excluded.shock_var, updated_at = now() returning stage)"
+    " delete from public.forecast_rates where org_id = $1::uuid and stage <> all ($2::text[])";
+
+static void rate_element(ds_sb_t *arr, const char *name, const ds_forecast_tally_t *t, double rate) {
+    bool first = arr[0].len == 0;
+    ds_sb_printf(&arr[0], "%s\"%s\"", first ? "{" : ",", name);
+    ds_sb_printf(&arr[1], "%s%.17g", first ? "{" : ",", t->deals);
+    ds_sb_printf(&arr[2], "%s%.17g", first ? "{" : ",", t->expected);
+    ds_sb_printf(&arr[3], "%s%.17g", first ? "{" : ",", t->won);
+    ds_sb_printf(&arr[4], "%s%.17g", first ? "{" : ",", rate);
+}
+
+static int store_rates(const bt_t *bt, ds_pg_t *pg, const char *org_id, const ds_stage_list_t *stages,
+                       char *errstr, size_t errsz) {
+    bt_rates_t rt;
+    rates_before(bt, bt->nm, &rt);
+    double *q = ds_malloc((bt->nr + 1) * sizeof *q), *a = ds_malloc((bt->nr + 1) * sizeof *a);
+    char shock[32];
+    snprintf(shock, sizeof shock, "%.17g", shock_before(bt, bt->nm, &rt, q, a));
+    free(q);
+    free(a);
+    ds_sb_t arr[5] = {0};
+    rate_element(arr, "", &rt.org, rt.org_rate);
+    int index;
+    const char *name;
+    for (size_t i = 0; (name = ds_stage_list_at(stages ? stages : ds_stage_list_default(), i, &index)); i++)
+        if (index < BACKTEST_RATE_STAGES && rt.stage[index].deals > 0)
+            rate_element(arr, name, &rt.stage[index], rt.stage_rate[index]);
+    for (int k = 0; k < 5; k++) ds_sb_putc(&arr[k], '}');
+    const char *v[] = {org_id, arr[0].p, arr[1].p, arr[2].p, arr[3].p, arr[4].p, shock};
+    PGresult *r = NULL;
+    int rc = ds_pg_exec_params(pg, sql_store_rates, 7, v, NULL, NULL, &r, errstr, errsz);
+    PQclear(r);
+    for (int k = 0; k < 5; k++) free(arr[k].p);
+    return rc;
+}
+
+/* The replayed months with deals. */
+static size_t aggregate(const bt_t *bt, ds_forecast_month_t *out) {
+    size_t n_out = 0;
+    double *q = ds_malloc((bt->nr + 1) * sizeof *q), *a = ds_malloc((bt->nr + 1) * sizeof *a);
+    for (size_t k = bt->first; k < bt->nm; k++) n_out += forecast_month(bt, k, q, a, &out[n_out]);
+    free(q);
     free(a);
     return n_out;
 }
 
 int forecast_backtest(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *oc, const backtest_model_t *m,
-                      int64_t from_us, int64_t to_us, ds_forecast_month_t **out, size_t *n, char *errstr,
-                      size_t errsz) {
+                      int64_t from_us, int64_t to_us, bool store, ds_forecast_month_t **out, size_t *n,
+                      char *errstr, size_t errsz) {
     *out = NULL;
     *n = 0;
     bt_t bt = {.m = m};
     int64_t first = month_start(from_us, from_us == month_start(from_us, 0) ? 0 : 1);
     for (int64_t t = first; t < to_us; t = month_start(t, 1)) bt.nm++;
     if (bt.nm == 0) return DS_OK;
+    bt.first = BACKTEST_HISTORY_MONTHS;
+    bt.nm += bt.first;
+    first = month_start(first, -BACKTEST_HISTORY_MONTHS);
     bt.starts = ds_malloc((bt.nm + 1) * sizeof *bt.starts);
     bt.starts[0] = first;
     for (size_t k = 1; k <= bt.nm; k++) bt.starts[k] = month_start(bt.starts[k - 1], 1);
@@ -182,6 +297,7 @@ int forecast_backtest(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *oc, c
         *out = ds_calloc(bt.nm, sizeof **out);
         *n = aggregate(&bt, *out);
     }
+    if (rc == 0 && store) rc = store_rates(&bt, pg, org_id, oc->stages, errstr, errsz);
     for (size_t i = 0; i < bt.nr; i++) free(bt.rows[i].x);
     free(bt.rows);
     free(bt.starts);
@@ -190,17 +306,19 @@ int forecast_backtest(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *oc, c
 
 void forecast_backtest_print(FILE *f, const ds_forecast_month_t *m, size_t n) {
     fprintf(f, "%-7s %6s %13s %13s %13s %13s %13s %6s %13s\n", "month", "deals", "amount", "expected", "p10",
-            "p90", "actual", "inside", "won_in_month");
+            "p90", "actual", "inside", "won_later");
     for (size_t i = 0; i < n; i++)
         fprintf(f, "%-7s %6zu %13.0f %13.0f %13.0f %13.0f %13.0f %6s %13.0f\n", m[i].month, m[i].exact.n,
                 m[i].exact.amount, m[i].exact.expected, m[i].exact.p10, m[i].exact.p90, m[i].actual,
-                m[i].inside ? "yes" : "no", m[i].won_in_month);
+                m[i].inside ? "yes" : "no", m[i].won_later);
     size_t in = 0;
     for (size_t i = 0; i < n; i++) in += m[i].inside;
     fprintf(f,
             "band P10-P90 holds the actual in %zu of %zu months (%.1f %%); the normal approximation's "
-            "P10/P90 are off the exact ones by %.1f %% of the band's width on average\n",
-            in, n, 100 * ds_forecast_coverage(m, n), 100 * ds_forecast_approx_error(m, n));
+            "P10/P90 are off the exact ones by %.1f %% of the band's width on average; month-level "
+            "variance %.4f\n",
+            in, n, 100 * ds_forecast_coverage(m, n), 100 * ds_forecast_approx_error(m, n),
+            n ? m[n - 1].shock_var : 0.0);
 }
 
 /* ---- dealscore-scoring forecast-backtest ---------------------------------------- */
@@ -211,17 +329,22 @@ static void help(FILE *out) {
             "\n"
             "Replays N months (default 24) that ended at least %d days ago with its active model (or its\n"
             "cold-start prior): at each month's start, the deals open then whose close date as known\n"
-            "then falls in the month, scored on their features as of that moment; the\n"
-            "expected won amount and the exact P10-P90 band against what those deals won\n"
-            "(actual; won_in_month: the part that closed won within the month; a deal still\n"
-            "open counts as not won). Months before the model's test window replay deals it\n"
-            "was trained on; train's report shows the months after its training fold.\n"
+            "then falls in the month, scored on their features as of that moment. Each wins\n"
+            "within the month with q = p x the in-month rate of its stage, learnt from the\n"
+            "forecast deals of the months before (from %d months before the first replayed\n"
+            "one; a month with none before it is not replayed); the expected won amount and\n"
+            "the exact P10-P90 band (with the month-level variance of the months before)\n"
+            "against what those deals won within the month (actual; won_later: what they won\n"
+            "after it). Then stores the rates and the variance of all those months in\n"
+            "forecast_rates, which the view forecast applies to today's open deals. Months\n"
+            "before the model's test window replay deals it was trained on; train's report\n"
+            "shows the months after its training fold.\n"
             "\n"
             "  --org SLUG     the org (required)\n"
             "  --months N     months to replay (1-240)\n"
             "\n"
             "Exit status: 0 done, 1 failure, 2 bad usage.\n",
-            BACKTEST_SETTLE_DAYS);
+            BACKTEST_SETTLE_DAYS, BACKTEST_HISTORY_MONTHS);
 }
 
 static int run_backtest(const ds_config_t *cfg, const char *org, int months) {
@@ -262,7 +385,8 @@ static int run_backtest(const ds_config_t *cfg, const char *org, int months) {
             .nf = so->nf,
             .prior = {so->has_history ? &so->history : NULL, so->history_rate, &so->ladder}};
         int64_t to = month_start(ds_now_us() - BACKTEST_SETTLE_DAYS * DS_US_PER_DAY, 0);
-        rc = forecast_backtest(pg, org_id, oc, &bm, month_start(to, -months), to, &m, &n, err, sizeof err);
+        rc = forecast_backtest(pg, org_id, oc, &bm, month_start(to, -months), to, true, &m, &n, err,
+                               sizeof err);
         if (rc == 0) {
             printf("forecast backtest of org %s with %s\n", org, so->version);
             forecast_backtest_print(stdout, m, n);

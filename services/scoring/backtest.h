@@ -17,6 +17,9 @@
 /* Months replayed end at least this long ago, so that their deals'
  * outcomes are known; a deal still open counts as not won. */
 #define BACKTEST_SETTLE_DAYS 90
+/* Months before the first replayed one whose deals only feed the in-month
+ * rates (domain/forecast.h). */
+#define BACKTEST_HISTORY_MONTHS 12
 
 /* What scores a feature vector: a model (cols[j] is the engine feature of
  * its column j) with its calibration, or else the org's cold-start prior
@@ -31,11 +34,15 @@ typedef struct {
 } backtest_model_t;
 
 /* The months whose start lies in [from_us, to_us) and that have forecast
- * deals (a deal still open counts as not won), oldest first, into *out (free()) and *n. Returns 0 or a
- * pg error class / DS_EFATAL with errstr. */
+ * deals, oldest first, into *out (free()) and *n. Each month's deals win
+ * within it with q = p * rate (domain/forecast.h), the rates from the
+ * forecast deals of the months before it, from BACKTEST_HISTORY_MONTHS
+ * before from_us on. store: also write the rates of all those months into
+ * forecast_rates, for the view forecast. Returns 0 or a pg error class /
+ * DS_EFATAL with errstr. */
 int forecast_backtest(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *oc, const backtest_model_t *m,
-                      int64_t from_us, int64_t to_us, ds_forecast_month_t **out, size_t *n, char *errstr,
-                      size_t errstr_size);
+                      int64_t from_us, int64_t to_us, bool store, ds_forecast_month_t **out, size_t *n,
+                      char *errstr, size_t errstr_size);
 
 /* A table of the months, the coverage and the normal approximation's gap
  * to the exact band, on f. */

@@ -1381,7 +1381,8 @@ static void backtest_held_out(train_t *t) {
     /* A month starting before this ended BACKTEST_SETTLE_DAYS ago. */
     int64_t to = ds_now_us() - (BACKTEST_SETTLE_DAYS + 31) * DS_US_PER_DAY;
     if (from == INT64_MAX || ds_org_cache_get(t->orgs, t->pg, t->org_id, &oc, t->err, sizeof t->err) != 0 ||
-        forecast_backtest(t->pg, t->org_id, oc, &bm, from, to, &t->bt, &t->n_bt, t->err, sizeof t->err) != 0)
+        forecast_backtest(t->pg, t->org_id, oc, &bm, from, to, false, &t->bt, &t->n_bt, t->err,
+                          sizeof t->err) != 0)
         fprintf(stderr, "train: no forecast backtest: %s\n", t->err);
     else if (t->n_bt)
         printf(

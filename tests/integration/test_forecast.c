@@ -1,8 +1,10 @@
 /* The forecast view under RLS, as Supabase applies it: per org, owner and
  * close month or quarter, the open scored deals' count, amount, expected
- * won amount and P10-P90 band (the normal approximation of
- * domain/forecast.h, compared here with ds_forecast_normal on the same
- * deals); another org's user reads none of it, anon nothing at all. */
+ * won amount and P10-P90 band of what they win within their close month
+ * (q = p * the org's in-month rate of the deal's stage; the normal
+ * approximation of domain/forecast.h, compared here with
+ * ds_forecast_normal on the same q); another org's user reads none of it
+ * nor its rates, anon nothing at all. */
 #include <criterion/criterion.h>
 #include <math.h>
 
@@ -13,30 +15,39 @@
 #define ORG_A "a0000000-0000-4000-8000-000000000001"
 #define ORG_B "b0000000-0000-4000-8000-000000000001"
 
+#define ORG_SHOCK 0.01
+
 static pgt_db_t db;
 static PGconn *conn;
 
 /* Org A: ann's deals close in March (0.5 x 100, 0.2 x 200) and February
- * (0.9 x 300); bob's in March (0.6 x 1000); a won deal and an open deal without a
- * close date are left out. Org B: one March deal. */
+ * (0.9 x 300), in stage "Proposal" whose in-month rate is 0.5: q = 0.25,
+ * 0.1, 0.45; bob's in March (0.6 x 1000) in "negotiation", which has no
+ * rate of its own: the org's, 0.8, q = 0.48; a won deal and an open deal
+ * without a close date are left out; the org's month-level variance is
+ * 0.01. Org B: one March deal (0.3 x 400) at its org's rate 0.9: q = 0.27,
+ * no month-level variance. */
 static const char FIXTURE[] =
     "insert into orgs (id, slug, name) values ('" ORG_A "', 'org-a', 'A'), ('" ORG_B "', 'org-b', 'B');"
-    "create temp table fx (org uuid, ext text, owner text, amount numeric, close date, outcome text, p "
-    "float8);"
+    "create temp table fx (org uuid, ext text, owner text, stage text, amount numeric, close date,"
+    " outcome text, p float8);"
     "insert into fx values"
-    " ('" ORG_A "', 'a1', 'ann', 100, '2027-03-05', 'open', 0.5),"
-    " ('" ORG_A "', 'a2', 'ann', 200, '2027-03-31', 'open', 0.2),"
-    " ('" ORG_A "', 'a3', 'ann', 300, '2027-02-01', 'open', 0.9),"
-    " ('" ORG_A "', 'a4', 'bob', 1000, '2027-03-15', 'open', 0.6),"
-    " ('" ORG_A "', 'a5', 'bob', 5000, '2027-03-15', 'won', 0.99),"
-    " ('" ORG_A "', 'a6', 'bob', 7000, null, 'open', 0.5),"
-    " ('" ORG_B "', 'b1', 'cy', 400, '2027-03-10', 'open', 0.3);"
+    " ('" ORG_A "', 'a1', 'ann', 'Proposal', 100, '2027-03-05', 'open', 0.5),"
+    " ('" ORG_A "', 'a2', 'ann', 'Proposal', 200, '2027-03-31', 'open', 0.2),"
+    " ('" ORG_A "', 'a3', 'ann', 'Proposal', 300, '2027-02-01', 'open', 0.9),"
+    " ('" ORG_A "', 'a4', 'bob', 'negotiation', 1000, '2027-03-15', 'open', 0.6),"
+    " ('" ORG_A "', 'a5', 'bob', 'proposal', 5000, '2027-03-15', 'won', 0.99),"
+    " ('" ORG_A "', 'a6', 'bob', 'proposal', 7000, null, 'open', 0.5),"
+    " ('" ORG_B "', 'b1', 'cy', 'proposal', 400, '2027-03-10', 'open', 0.3);"
     "insert into opportunities (org_id, external_id, owner_id, stage, created_at, amount, close_date,"
-    " outcome, source_hash) select org, ext, owner, 'proposal', '2027-01-01Z', amount, close, outcome, 'h'"
+    " outcome, source_hash) select org, ext, owner, stage, '2027-01-01Z', amount, close, outcome, 'h'"
     " from fx;"
     "insert into predictions (org_id, opportunity_id, as_of, model_version, proba_close)"
     " select o.org_id, o.id, now(), 'm1', fx.p from fx join opportunities o on o.external_id = fx.ext;"
-    "drop table fx;";
+    "drop table fx;"
+    "insert into forecast_rates (org_id, stage, deals, expected, won, rate, shock_var) values"
+    " ('" ORG_A "', '', 20, 2000, 1500, 0.8, 0.01), ('" ORG_A "', 'proposal', 10, 1000, 500, 0.5, 0),"
+    " ('" ORG_B "', '', 5, 500, 400, 0.9, 0);";
 
 static void setup(void) {
     pgt_db_create(&db);
@@ -70,9 +81,9 @@ static char *row(const char *where) {
                       where);
 }
 
-static void expect_row(const char *where, const double *p, const double *a, size_t n) {
+static void expect_row(const char *where, const double *p, const double *a, size_t n, double shock_var) {
     ds_forecast_t f;
-    ds_forecast_normal(p, a, n, &f);
+    ds_forecast_normal(p, a, n, shock_var, &f);
     char *want = pgt_fmt("%zu %g %.6f %.6f %.6f", n, f.amount, f.expected, f.p10, f.p90);
     char *got = row(where);
     cr_expect_str_eq(got ? got : "(none)", want, "%s", where);
@@ -83,16 +94,21 @@ static void expect_row(const char *where, const double *p, const double *a, size
 Test(forecast, per_owner_month_and_quarter_for_the_users_org) {
     begin_as("authenticated", ORG_A);
     cr_expect_eq(pgt_longf(conn, "select count(*) from forecast where org_id <> '" ORG_A "'"), 0);
-    const double p_ann_mar[] = {0.5, 0.2}, a_ann_mar[] = {100, 200};
-    expect_row("owner_id = 'ann' and period = 'month' and period_start = '2027-03-01'", p_ann_mar, a_ann_mar,
-               2);
-    const double p_ann_q[] = {0.5, 0.2, 0.9}, a_ann_q[] = {100, 200, 300};
-    expect_row("owner_id = 'ann' and period = 'quarter' and period_start = '2027-01-01'", p_ann_q, a_ann_q,
-               3);
-    const double p_mar[] = {0.5, 0.2, 0.6}, a_mar[] = {100, 200, 1000};
-    expect_row("all_owners and period = 'month' and period_start = '2027-03-01'", p_mar, a_mar, 3);
-    const double p_q1[] = {0.5, 0.2, 0.9, 0.6}, a_q1[] = {100, 200, 300, 1000};
-    expect_row("all_owners and period = 'quarter' and period_start = '2027-01-01'", p_q1, a_q1, 4);
+    const double q_ann_mar[] = {0.25, 0.1}, a_ann_mar[] = {100, 200};
+    expect_row("owner_id = 'ann' and period = 'month' and period_start = '2027-03-01'", q_ann_mar, a_ann_mar,
+               2, ORG_SHOCK);
+    /* Ann's quarter: the three deals of the hand-computed exact band in
+     * tests/unit/test_forecast.c (a_month_whose_deals_slip), expected 180. */
+    const double q_ann_q[] = {0.25, 0.1, 0.45}, a_ann_q[] = {100, 200, 300};
+    expect_row("owner_id = 'ann' and period = 'quarter' and period_start = '2027-01-01'", q_ann_q, a_ann_q, 3,
+               ORG_SHOCK);
+    cr_expect_eq(pgt_longf(conn, "select round(expected_won)::int from forecast where owner_id = 'ann'"
+                                 " and period = 'quarter'"),
+                 180);
+    const double q_mar[] = {0.25, 0.1, 0.48}, a_mar[] = {100, 200, 1000};
+    expect_row("all_owners and period = 'month' and period_start = '2027-03-01'", q_mar, a_mar, 3, ORG_SHOCK);
+    const double q_q1[] = {0.25, 0.1, 0.45, 0.48}, a_q1[] = {100, 200, 300, 1000};
+    expect_row("all_owners and period = 'quarter' and period_start = '2027-01-01'", q_q1, a_q1, 4, ORG_SHOCK);
     /* Months: ann February and March, bob March, and the org's two. */
     cr_expect_eq(pgt_longf(conn, "select count(*) from forecast where period = 'month'"), 5);
     pgt_exec(conn, "rollback");
@@ -103,6 +119,9 @@ Test(forecast, another_orgs_user_and_anon_see_none_of_it) {
     cr_expect_eq(pgt_longf(conn, "select count(*) from forecast where org_id = '" ORG_A "'"), 0);
     cr_expect_eq(pgt_longf(conn, "select count(*) from forecast where period = 'month'"), 2,
                  "org B's own month: cy's row and the org's");
+    const double q_b[] = {0.27}, a_b[] = {400};
+    expect_row("all_owners and period = 'month'", q_b, a_b, 1, 0);
+    cr_expect_eq(pgt_longf(conn, "select count(*) from forecast_rates"), 1, "org B's own rate only");
     pgt_exec(conn, "rollback");
     begin_as("anon", ORG_A);
     char *state = pgt_try(conn, "select count(*) from forecast");
@@ -111,28 +130,38 @@ Test(forecast, another_orgs_user_and_anon_see_none_of_it) {
     pgt_exec(conn, "rollback");
 }
 
-/* forecast-backtest on two deals of org A open on 2026-03-01 with March
- * close dates: 100 won on 03-20, 300 lost on 03-28. March's forecast holds
- * both (400), and they won 100, all within the month. */
+/* forecast-backtest on org A's deals: one of 200 forecast for February
+ * (close date 02-20 on 02-01) that won on 02-10, and three open on
+ * 2026-03-01 with March close dates: 100 won on 03-20, 300 lost on 03-28,
+ * 50 won on 04-10 (its close date moved then, so it is no April forecast
+ * either). February has no month before it with forecast deals and is not
+ * replayed; March's forecast holds the three (450), with rates learnt from
+ * February; they won 100 within the month and 50 after it. The command
+ * stores the rates of all the months in place of the fixture's: 300 won
+ * within their month, in stage proposal. */
 Test(forecast, backtest_replays_a_month_against_what_it_won) {
     pgt_exec(
         conn,
         "insert into opportunities (org_id, external_id, owner_id, stage, created_at, amount, close_date,"
         " outcome, closed_at, source_hash) values"
         " ('" ORG_A
+        "', 'bt0', 'ann', 'closed_won', '2026-01-15Z', 200, '2026-02-10', 'won', '2026-02-10Z', 'h'),"
+        " ('" ORG_A
         "', 'bt1', 'ann', 'closed_won', '2026-02-01Z', 100, '2026-03-20', 'won', '2026-03-20Z', 'h'),"
         " ('" ORG_A
-        "', 'bt2', 'ann', 'closed_lost', '2026-02-01Z', 300, '2026-03-28', 'lost', '2026-03-28Z', 'h');"
+        "', 'bt2', 'ann', 'closed_lost', '2026-02-01Z', 300, '2026-03-28', 'lost', '2026-03-28Z', 'h'),"
+        " ('" ORG_A
+        "', 'bt3', 'ann', 'closed_won', '2026-02-01Z', 50, '2026-04-10', 'won', '2026-04-10Z', 'h');"
         "insert into opportunity_history (org_id, opportunity_id, field, old_value, new_value, changed_at)"
         " select o.org_id, o.id, f.field, f.old, f.new, f.at::timestamptz from opportunities o"
-        " cross join lateral (values ('stage', null, 'proposal', '2026-02-01Z'),"
-        "  ('amount', null, o.amount::text, '2026-02-01Z'),"
-        "  ('close_date', null, case o.external_id when 'bt1' then '2026-03-15' else '2026-03-25' end,"
-        "   '2026-02-01Z'),"
-        "  ('close_date', case o.external_id when 'bt1' then '2026-03-15' else '2026-03-25' end,"
-        "   o.close_date::text, o.closed_at::text),"
+        " cross join lateral (select o.created_at::text as at0, case o.external_id when 'bt0' then"
+        "  '2026-02-20' when 'bt1' then '2026-03-15' else '2026-03-25' end as close0) c"
+        " cross join lateral (values ('stage', null, 'proposal', c.at0), ('amount', null, o.amount::text, "
+        "c.at0),"
+        "  ('close_date', null, c.close0, c.at0),"
+        "  ('close_date', c.close0, o.close_date::text, o.closed_at::text),"
         "  ('stage', 'proposal', o.stage, o.closed_at::text)) as f(field, old, new, at)"
-        " where o.external_id in ('bt1', 'bt2')");
+        " where o.external_id in ('bt0', 'bt1', 'bt2', 'bt3')");
     char *bin = proc_bin("dealscore-scoring");
     char *env0 = pgt_fmt("DEALSCORE_DATABASE_URL=%s", db.conninfo);
     char *argv[] = {bin, "forecast-backtest", "--org", "org-a", "--months", "240", NULL};
@@ -144,18 +173,37 @@ Test(forecast, backtest_replays_a_month_against_what_it_won) {
     cr_assert_not_null(line, "no March row: %s", out);
     char month[16], inside[8];
     size_t deals;
-    double amount, expected, p10, p90, actual, won_in_month;
+    double amount, expected, p10, p90, actual, won_later;
     cr_assert_eq(sscanf(line + 1, "%15s %zu %lf %lf %lf %lf %lf %7s %lf", month, &deals, &amount, &expected,
-                        &p10, &p90, &actual, inside, &won_in_month),
+                        &p10, &p90, &actual, inside, &won_later),
                  9, "%s", out);
-    cr_expect_eq(deals, 2);
-    cr_expect_eq(amount, 400);
+    cr_expect_eq(deals, 3);
+    cr_expect_eq(amount, 450);
     cr_expect_eq(actual, 100);
-    cr_expect_eq(won_in_month, 100);
-    cr_expect(expected > 0 && expected < 400 && p10 <= expected && expected <= p90, "%s", out);
+    cr_expect_eq(won_later, 50);
+    cr_expect(expected > 0 && expected < 450 && p10 <= expected && expected <= p90, "%s", out);
+    cr_expect_null(strstr(out, "\n2026-04 "), "April had no deal whose close date was in it: %s", out);
+    /* The stored rates: (won + 5 m prior) / (expected + 5 m), m = expected /
+     * deals, the org's ('')
+     * with prior 1, and the stage index of proposal's with the org's rate
+     * as prior, under each name of the org's list with that index
+     * (Salesforce's "Id. Decision Makers" shares it); the fixture's rows
+     * are replaced. */
+    char *rates = pgt_valuef(
+        conn,
+        "select string_agg(format('%%s %%s %%s', stage, won,"
+        " round((rate - (won + 5 * expected / deals * prior) / (expected + 5 * expected / deals))::numeric,"
+        " 12)), ', '"
+        " order by stage) from (select *, case stage when '' then 1 else"
+        " (select rate from forecast_rates where org_id = '" ORG_A
+        "' and stage = '') end as prior from forecast_rates where org_id = '" ORG_A "') r");
+    cr_expect_str_eq(
+        rates ? rates : "(none)",
+        " 300 0.000000000000, id_decision_makers 300 0.000000000000, proposal 300 0.000000000000");
+    free(rates);
     cr_expect_str_eq(inside, p10 <= 100 && 100 <= p90 ? "yes" : "no");
     cr_expect_not_null(strstr(out, "band P10-P90 holds the actual in"), "%s", out);
-    cr_expect_null(strstr(out, "\n2026-02 "), "February had no deal closing in it: %s", out);
+    cr_expect_null(strstr(out, "\n2026-02 "), "February had no month before it to learn from: %s", out);
     free(out);
     free(err);
     /* Bad usage: exit 2, naming the option. */

@@ -69,13 +69,15 @@ static const char FIXTURE[] =
     " select org, opp, acc, now(), 'stage-prior', 0.3, '[{\"rule\": \"stalled\"}]' from fx;"
     "insert into risk_rules (org_id, rule, param, fallback, action)"
     " select distinct org, 'stalled', 1.5, 45, 'Call the buyer' from fx;"
+    "insert into forecast_rates (org_id, stage, deals, expected, won, rate)"
+    " select distinct org, '', 10, 1000, 500, 0.5 from fx;"
     "drop table fx;";
 
 /* Tables without an account or opportunity that account-scoped users still
  * see (org-wide data), and those they never see. A new org-wide table must
  * be put in one of the two lists. */
-static const char *const ORG_WIDE_VISIBLE[] = {"benchmarks_cached", "models", "meddicc_lexicon",
-                                               "risk_rules"};
+static const char *const ORG_WIDE_VISIBLE[] = {"benchmarks_cached", "models", "meddicc_lexicon", "risk_rules",
+                                               "forecast_rates"};
 static const char *const ORG_WIDE_HIDDEN[] = {"ingest_tokens"};
 
 /* What only the workers use: no API role may read or write any of it. */

@@ -19,21 +19,21 @@ static const double P3[] = {0.5, 0.2, 0.9}, A3[] = {100, 200, 300};
 
 Test(forecast, three_deals_exact) {
     ds_forecast_t f;
-    cr_assert_eq(ds_forecast_exact(P3, A3, 3, 1, &f), 0);
+    cr_assert_eq(ds_forecast_exact(P3, A3, 3, 1, 0, &f), 0);
     cr_assert_eq(f.n, 3);
     cr_assert_float_eq(f.amount, 600, 1e-9);
     cr_assert_float_eq(f.expected, 360, 1e-9);
     cr_assert_eq(f.p10, 300);
     cr_assert_eq(f.p90, 500);
     /* Buckets of 100 give the same band. */
-    cr_assert_eq(ds_forecast_exact(P3, A3, 3, 100, &f), 0);
+    cr_assert_eq(ds_forecast_exact(P3, A3, 3, 100, 0, &f), 0);
     cr_assert_eq(f.p10, 300);
     cr_assert_eq(f.p90, 500);
 }
 
 Test(forecast, three_deals_normal) {
     ds_forecast_t f;
-    ds_forecast_normal(P3, A3, 3, &f);
+    ds_forecast_normal(P3, A3, 3, 0, &f);
     /* var = .25 * 100^2 + .16 * 200^2 + .09 * 300^2 = 17000. */
     double sd = sqrt(17000.0);
     cr_assert_float_eq(f.expected, 360, 1e-9);
@@ -45,12 +45,12 @@ Test(forecast, three_deals_normal) {
 Test(forecast, normal_band_is_clipped_to_what_can_be_won) {
     const double p[] = {0.05}, a[] = {1000};
     ds_forecast_t f;
-    ds_forecast_normal(p, a, 1, &f);
+    ds_forecast_normal(p, a, 1, 0, &f);
     cr_assert_eq(f.p10, 0);
     double up = 50 + DS_FORECAST_Z90 * sqrt(0.05 * 0.95) * 1000;
     cr_assert_float_eq(f.p90, up, 1e-9);
     const double p2[] = {0.99}, a2[] = {1000};
-    ds_forecast_normal(p2, a2, 1, &f);
+    ds_forecast_normal(p2, a2, 1, 0, &f);
     cr_assert_eq(f.p90, 1000);
 }
 
@@ -87,16 +87,100 @@ Test(forecast, exact_matches_enumeration) {
         want[k] = best;
     }
     ds_forecast_t f;
-    cr_assert_eq(ds_forecast_exact(p, a, N, 1000, &f), 0);
+    cr_assert_eq(ds_forecast_exact(p, a, N, 1000, 0, &f), 0);
     cr_assert_eq(f.p10, want[0], "p10 %g, enumeration %g", f.p10, want[0]);
     cr_assert_eq(f.p90, want[1], "p90 %g, enumeration %g", f.p90, want[1]);
 }
 
 Test(forecast, rejects_bad_buckets) {
     ds_forecast_t f;
-    cr_assert_eq(ds_forecast_exact(P3, A3, 3, 0, &f), DS_EINVAL);
+    cr_assert_eq(ds_forecast_exact(P3, A3, 3, 0, 0, &f), DS_EINVAL);
     const double big[] = {1e12};
-    cr_assert_eq(ds_forecast_exact(P3, big, 1, 1, &f), DS_EINVAL);
+    cr_assert_eq(ds_forecast_exact(P3, big, 1, 1, 0, &f), DS_EINVAL);
+}
+
+/* Six past forecast deals of 100 with p 1, 1.5 (counts as 1), 1, 1, 1
+ * and a NaN p (0) on 300: expected 500 (5 deals of mean size 100); two
+ * won 200 within their close month. The org's rate is (200 + 5 * 100 * 1)
+ * / (500 + 5 * 100) = 0.7. A stage with two deals of 200 at p 0.5 (one
+ * deal of 200 expected), one won: (200 + 5 * 200 * 0.7) / (200 + 5 * 200)
+ * = 0.75. */
+Test(forecast, in_month_rate_shrinks_toward_the_orgs) {
+    const double p[] = {1, 1.5, 1, 1, 1, NAN}, a[] = {100, 100, 100, 100, 100, 300};
+    const bool won[] = {true, false, true, false, false, false};
+    ds_forecast_tally_t org = {0}, stage = {0};
+    for (size_t i = 0; i < 6; i++) ds_forecast_tally_add(&org, p[i], a[i], won[i]);
+    cr_assert_float_eq(org.deals, 5, 1e-12);
+    cr_assert_float_eq(org.expected, 500, 1e-12);
+    cr_assert_float_eq(org.won, 200, 1e-12);
+    double org_rate = ds_forecast_rate(&org, 1);
+    cr_assert_float_eq(org_rate, 0.7, 1e-12);
+    ds_forecast_tally_add(&stage, 0.5, 200, true);
+    ds_forecast_tally_add(&stage, 0.5, 200, false);
+    cr_assert_float_eq(ds_forecast_rate(&stage, org_rate), 0.75, 1e-12);
+    /* No history: the rate is the prior, and q = p. */
+    ds_forecast_tally_t none = {0};
+    cr_assert_float_eq(ds_forecast_rate(&none, 1), 1, 1e-12);
+    cr_assert_float_eq(ds_forecast_in_month(0.6, 0.5), 0.3, 1e-12);
+    cr_assert_float_eq(ds_forecast_in_month(0.9, 1.5), 1, 1e-12);
+    cr_assert_float_eq(ds_forecast_in_month(NAN, 0.5), 0, 1e-12);
+}
+
+/* Two past months: expected 100 and 200 with Poisson-binomial variances
+ * 100 and 400, actuals 110 and 170: ((10^2 - 100) + (30^2 - 400)) /
+ * (100^2 + 200^2) = 500 / 50000 = 0.01. */
+Test(forecast, month_level_variance_by_moments) {
+    const double e[] = {100, 200}, v[] = {100, 400}, won[] = {110, 170};
+    cr_assert_float_eq(ds_forecast_shock_var(e, v, won, 2), 0.01, 1e-12);
+    const double close[] = {100, 200};
+    cr_assert_eq(ds_forecast_shock_var(e, v, close, 2), 0, "less spread than the Poisson-binomial: 0");
+    const double far[] = {1000, 2000};
+    cr_assert_float_eq(ds_forecast_shock_var(e, v, far, 2), DS_FORECAST_SHOCK_MAX, 1e-12);
+    cr_assert_eq(ds_forecast_shock_var(e, v, won, 0), 0);
+}
+
+/* Three deals of 100 at q 0.18. Alone: S = 0 (0.551368), 100 (0.363096),
+ * so P(S <= 100) = 0.914464 and P90 = 100. With a month-level variance
+ * of 1/3, theta is 0 (1/6), 1 (2/3) or 2 (1/6, q 0.36: P(S <= 100) =
+ * 0.262144 + 0.442368): P(S <= 100) = 1/6 + 2/3 0.914464 + 1/6 0.704512
+ * = 0.893728, so P90 = 200; P(S = 0) = 0.577936 keeps P10 at 0. */
+Test(forecast, a_shared_error_widens_the_exact_band) {
+    const double q[] = {0.18, 0.18, 0.18}, a[] = {100, 100, 100};
+    ds_forecast_t f;
+    cr_assert_eq(ds_forecast_exact(q, a, 3, 1, 0, &f), 0);
+    cr_assert_eq(f.p10, 0);
+    cr_assert_eq(f.p90, 100);
+    cr_assert_eq(ds_forecast_exact(q, a, 3, 1, 1.0 / 3, &f), 0);
+    cr_assert_float_eq(f.expected, 54, 1e-9);
+    cr_assert_eq(f.p10, 0);
+    cr_assert_eq(f.p90, 200);
+    cr_assert_eq(ds_forecast_exact(q, a, 3, 1, 5, &f), 0);
+    cr_assert_eq(f.p90, 200, "clipped to 1/3");
+}
+
+/* P3 with a month-level variance of 0.01: sd^2 = (0.5 - 0.25 x 1.01) 100^2
+ * + (0.2 - 0.04 x 1.01) 200^2 + (0.9 - 0.81 x 1.01) 300^2 + 0.01 x 360^2
+ * = 2475 + 6384 + 7371 + 1296 = 17526. */
+Test(forecast, a_shared_error_widens_the_normal_band) {
+    ds_forecast_t f;
+    ds_forecast_normal(P3, A3, 3, 0.01, &f);
+    cr_assert_float_eq(f.var, 17000, 1e-9);
+    cr_assert_float_eq(f.p10, 360 - DS_FORECAST_Z90 * sqrt(17526.0), 1e-9);
+    cr_assert_float_eq(f.p90, 360 + DS_FORECAST_Z90 * sqrt(17526.0), 1e-9);
+}
+
+/* P3's deals at an in-month rate of 0.5: q = 0.25, 0.1, 0.45 on 100, 200,
+ * 300. S is 0 (0.37125), 100 (0.12375), 200 (0.04125), 300 (0.01375 +
+ * 0.30375), 400 (0.10125), 500 (0.03375), 600 (0.01125); the CDF passes
+ * 0.1 at 0 and 0.9 at 400 (0.955); expected 25 + 20 + 135 = 180. */
+Test(forecast, a_month_whose_deals_slip) {
+    double q[3];
+    for (size_t i = 0; i < 3; i++) q[i] = ds_forecast_in_month(P3[i], 0.5);
+    ds_forecast_t f;
+    cr_assert_eq(ds_forecast_exact(q, A3, 3, 1, 0, &f), 0);
+    cr_assert_float_eq(f.expected, 180, 1e-9);
+    cr_assert_eq(f.p10, 0);
+    cr_assert_eq(f.p90, 400);
 }
 
 Test(forecast, coverage_counts_months_inside) {
@@ -110,8 +194,8 @@ Test(forecast, report_carries_the_backtest) {
     ds_forecast_month_t m[2] = {0};
     snprintf(m[0].month, sizeof m[0].month, "2026-01");
     snprintf(m[1].month, sizeof m[1].month, "2026-02");
-    ds_forecast_exact(P3, A3, 3, 1, &m[0].exact);
-    ds_forecast_normal(P3, A3, 3, &m[0].normal);
+    ds_forecast_exact(P3, A3, 3, 1, 0, &m[0].exact);
+    ds_forecast_normal(P3, A3, 3, 0, &m[0].normal);
     m[1] = (ds_forecast_month_t){.exact = m[0].exact, .normal = m[0].normal};
     snprintf(m[1].month, sizeof m[1].month, "2026-02");
     m[0].actual = 400;
