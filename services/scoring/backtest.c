@@ -15,10 +15,15 @@
 #define BACKTEST_BUCKETS 2000.0
 /* Stages with their own in-month rate: indexes 0 .. this - 1. */
 #define BACKTEST_RATE_STAGES 16
+/* Close months 0 .. this - 1 months ahead of the month start have rates of
+ * their own (DS_FORECAST_AHEAD: the view's months further out take the
+ * last). */
+#define BACKTEST_AHEAD DS_FORECAST_AHEAD
 
 /* One deal in one month's forecast. */
 typedef struct {
-    size_t month;
+    size_t month; /* the month at whose start it was forecast */
+    size_t ahead; /* its close month: month + ahead */
     double amount, p;
     float *x; /* the model's columns, or NULL */
     int stage;
@@ -52,20 +57,25 @@ static const char *sql_deals =
     " order by id";
 
 /* Adds the deal's rows: at each month start while it is open, when its
- * close date as known then falls in the month (an overdue close date is
- * no forecast for the month). */
+ * close date as known then falls in the month or one of the
+ * BACKTEST_AHEAD - 1 after it within the range (an overdue close date is
+ * no forecast). */
 static void add_deal(bt_t *bt, ds_opp_raw_t *raw, const ds_org_ctx_t *oc, const char *outcome,
                      int64_t closed_us) {
     raw->stages = oc->stages;
     bool resolved = strcmp(outcome, "open") != 0, won = strcmp(outcome, "won") == 0;
     for (size_t k = 0; k < bt->nm; k++) {
-        int64_t t = bt->starts[k], end = bt->starts[k + 1];
+        int64_t t = bt->starts[k];
         if (raw->created_at_us > t || (resolved && closed_us <= t)) continue;
         ds_feature_vec_t vec;
         if (ds_features_compute(raw, t, oc->winrate, oc->lexicon, &vec) != 0) continue;
         double dtc = vec.values[DS_F_DAYS_TO_CLOSE], al = vec.values[DS_F_AMOUNT_LOG];
         double close_at = (double)t + dtc * (double)DS_US_PER_DAY;
-        if (!isfinite(dtc) || !isfinite(al) || close_at < (double)t || close_at >= (double)end) continue;
+        size_t c = k;
+        while (c < bt->nm && c < k + BACKTEST_AHEAD && close_at >= (double)bt->starts[c + 1]) c++;
+        if (!isfinite(dtc) || !isfinite(al) || close_at < (double)t || c == bt->nm || c == k + BACKTEST_AHEAD)
+            continue;
+        int64_t begin = bt->starts[c], end = bt->starts[c + 1];
         if (bt->nr == bt->cap) {
             bt->cap = bt->cap ? bt->cap * 2 : 1024;
             bt->rows = ds_realloc(bt->rows, bt->cap * sizeof *bt->rows);
@@ -73,8 +83,9 @@ static void add_deal(bt_t *bt, ds_opp_raw_t *raw, const ds_org_ctx_t *oc, const 
         bt_row_t *r = &bt->rows[bt->nr++];
         memset(r, 0, sizeof *r);
         r->month = k;
+        r->ahead = c - k;
         r->amount = expm1(al);
-        r->won_in_month = won && closed_us < end;
+        r->won_in_month = won && closed_us >= begin && closed_us < end;
         r->won_later = won && closed_us >= end;
         double si = vec.values[DS_F_STAGE_INDEX];
         r->stage = isnan(si) ? -1 : (int)si;
@@ -137,24 +148,29 @@ static int score_rows(bt_t *bt, char *errstr, size_t errsz) {
     return rc == 0 ? DS_OK : DS_EFATAL;
 }
 
-/* The in-month rates from the rows of months before k. */
+/* The in-month rates from the rows whose close month ended before month k
+ * started, per months ahead: the org's (shrunk toward 1 at 0 months ahead,
+ * toward the rate one month nearer after) and each stage's (toward the
+ * org's). */
 typedef struct {
-    ds_forecast_tally_t stage[BACKTEST_RATE_STAGES], org;
-    double stage_rate[BACKTEST_RATE_STAGES], org_rate;
+    ds_forecast_tally_t stage[BACKTEST_AHEAD][BACKTEST_RATE_STAGES], org[BACKTEST_AHEAD];
+    double stage_rate[BACKTEST_AHEAD][BACKTEST_RATE_STAGES], org_rate[BACKTEST_AHEAD];
 } bt_rates_t;
 
 static void rates_before(const bt_t *bt, size_t k, bt_rates_t *rt) {
     memset(rt, 0, sizeof *rt);
     for (size_t i = 0; i < bt->nr; i++) {
         const bt_row_t *r = &bt->rows[i];
-        if (r->month >= k) continue;
-        ds_forecast_tally_add(&rt->org, r->p, r->amount, r->won_in_month);
+        if (r->month + r->ahead >= k) continue;
+        ds_forecast_tally_add(&rt->org[r->ahead], r->p, r->amount, r->won_in_month);
         if (r->stage >= 0 && r->stage < BACKTEST_RATE_STAGES)
-            ds_forecast_tally_add(&rt->stage[r->stage], r->p, r->amount, r->won_in_month);
+            ds_forecast_tally_add(&rt->stage[r->ahead][r->stage], r->p, r->amount, r->won_in_month);
     }
-    rt->org_rate = ds_forecast_rate(&rt->org, 1);
-    for (size_t s = 0; s < BACKTEST_RATE_STAGES; s++)
-        rt->stage_rate[s] = ds_forecast_rate(&rt->stage[s], rt->org_rate);
+    for (size_t h = 0; h < BACKTEST_AHEAD; h++) {
+        rt->org_rate[h] = ds_forecast_rate(&rt->org[h], h ? rt->org_rate[h - 1] : 1);
+        for (size_t s = 0; s < BACKTEST_RATE_STAGES; s++)
+            rt->stage_rate[h][s] = ds_forecast_rate(&rt->stage[h][s], rt->org_rate[h]);
+    }
 }
 
 /* Month k's deals: q (with rates), amounts and what they won, into fm's
@@ -164,9 +180,9 @@ static size_t month_deals(const bt_t *bt, size_t k, const bt_rates_t *rt, double
     size_t n = 0;
     for (size_t i = 0; i < bt->nr; i++) {
         const bt_row_t *r = &bt->rows[i];
-        if (r->month != k) continue;
+        if (r->month != k || r->ahead != 0) continue;
         bool own = r->stage >= 0 && r->stage < BACKTEST_RATE_STAGES;
-        q[n] = ds_forecast_in_month(r->p, own ? rt->stage_rate[r->stage] : rt->org_rate);
+        q[n] = ds_forecast_in_month(r->p, own ? rt->stage_rate[0][r->stage] : rt->org_rate[0]);
         a[n++] = r->amount;
         if (r->won_in_month) fm->actual += r->amount;
         if (r->won_later) fm->won_later += r->amount;
@@ -203,7 +219,7 @@ static bool forecast_month(const bt_t *bt, size_t k, double *q, double *a, ds_fo
     rates_before(bt, k, &rt);
     double shock = shock_before(bt, k, &rt, q, a);
     memset(fm, 0, sizeof *fm);
-    if (!(rt.org.deals > 0)) return false; /* no past forecast deal to learn the rates from */
+    if (!(rt.org[0].deals > 0)) return false; /* no past forecast deal to learn the rates from */
     fm->shock_var = shock;
     size_t n = month_deals(bt, k, &rt, q, a, fm);
     ds_forecast_normal(q, a, n, shock, &fm->normal);
@@ -223,22 +239,26 @@ static bool forecast_month(const bt_t *bt, size_t k, double *q, double *a, ds_fo
  * (stage '', with the variance) and each stage name of the org's list with
  * its index's rate. */
 static const char *sql_store_rates =
-    "with r as (select * from unnest($2::text[], $3::float8[], $4::float8[], $5::float8[], $6::float8[])"
-    "  as r(stage, deals, expected, won, rate)),"
-    " up as (insert into public.forecast_rates (org_id, stage, deals, expected, won, rate, shock_var)"
-    "  select $1::uuid, stage, deals, expected, won, rate, case stage when '' then $7::float8 else 0 end"
-    "  from r on conflict (org_id, stage) do update set deals = excluded.deals,"
+    "with r as (select * from unnest($2::int[], $3::text[], $4::float8[], $5::float8[], $6::float8[],"
+    "  $7::float8[]) as r(months_ahead, stage, deals, expected, won, rate)),"
+    " up as (insert into public.forecast_rates (org_id, months_ahead, stage, deals, expected, won, rate,"
+    "  shock_var) select $1::uuid, months_ahead, stage, deals, expected, won, rate,"
+    "  case stage when '' then $8::float8 else 0 end from r"
+    "  on conflict (org_id, months_ahead, stage) do update set deals = excluded.deals,"
     "  expected = excluded.expected, won = excluded.won, rate = excluded.rate,"
-    "  shock_var = excluded.shock_var, updated_at = now() returning stage)"
-    " delete from public.forecast_rates where org_id = $1::uuid and stage <> all ($2::text[])";
+    "  shock_var = excluded.shock_var, updated_at = now() returning 1)"
+    " delete from public.forecast_rates f where org_id = $1::uuid and not exists"
+    "  (select 1 from r where r.months_ahead = f.months_ahead and r.stage = f.stage)";
 
-static void rate_element(ds_sb_t *arr, const char *name, const ds_forecast_tally_t *t, double rate) {
-    bool first = arr[0].len == 0;
-    ds_sb_printf(&arr[0], "%s\"%s\"", first ? "{" : ",", name);
-    ds_sb_printf(&arr[1], "%s%.17g", first ? "{" : ",", t->deals);
-    ds_sb_printf(&arr[2], "%s%.17g", first ? "{" : ",", t->expected);
-    ds_sb_printf(&arr[3], "%s%.17g", first ? "{" : ",", t->won);
-    ds_sb_printf(&arr[4], "%s%.17g", first ? "{" : ",", rate);
+static void rate_element(ds_sb_t *arr, size_t ahead, const char *name, const ds_forecast_tally_t *t,
+                         double rate) {
+    const char *sep = arr[0].len == 0 ? "{" : ",";
+    ds_sb_printf(&arr[0], "%s%zu", sep, ahead);
+    ds_sb_printf(&arr[1], "%s\"%s\"", sep, name);
+    ds_sb_printf(&arr[2], "%s%.17g", sep, t->deals);
+    ds_sb_printf(&arr[3], "%s%.17g", sep, t->expected);
+    ds_sb_printf(&arr[4], "%s%.17g", sep, t->won);
+    ds_sb_printf(&arr[5], "%s%.17g", sep, rate);
 }
 
 static int store_rates(const bt_t *bt, ds_pg_t *pg, const char *org_id, const ds_stage_list_t *stages,
@@ -250,19 +270,22 @@ static int store_rates(const bt_t *bt, ds_pg_t *pg, const char *org_id, const ds
     snprintf(shock, sizeof shock, "%.17g", shock_before(bt, bt->nm, &rt, q, a));
     free(q);
     free(a);
-    ds_sb_t arr[5] = {0};
-    rate_element(arr, "", &rt.org, rt.org_rate);
-    int index;
-    const char *name;
-    for (size_t i = 0; (name = ds_stage_list_at(stages ? stages : ds_stage_list_default(), i, &index)); i++)
-        if (index < BACKTEST_RATE_STAGES && rt.stage[index].deals > 0)
-            rate_element(arr, name, &rt.stage[index], rt.stage_rate[index]);
-    for (int k = 0; k < 5; k++) ds_sb_putc(&arr[k], '}');
-    const char *v[] = {org_id, arr[0].p, arr[1].p, arr[2].p, arr[3].p, arr[4].p, shock};
+    ds_sb_t arr[6] = {0};
+    for (size_t h = 0; h < BACKTEST_AHEAD; h++) {
+        rate_element(arr, h, "", &rt.org[h], rt.org_rate[h]);
+        int index;
+        const char *name;
+        for (size_t i = 0; (name = ds_stage_list_at(stages ? stages : ds_stage_list_default(), i, &index));
+             i++)
+            if (index < BACKTEST_RATE_STAGES && rt.stage[h][index].deals > 0)
+                rate_element(arr, h, name, &rt.stage[h][index], rt.stage_rate[h][index]);
+    }
+    for (int k = 0; k < 6; k++) ds_sb_putc(&arr[k], '}');
+    const char *v[] = {org_id, arr[0].p, arr[1].p, arr[2].p, arr[3].p, arr[4].p, arr[5].p, shock};
     PGresult *r = NULL;
-    int rc = ds_pg_exec_params(pg, sql_store_rates, 7, v, NULL, NULL, &r, errstr, errsz);
+    int rc = ds_pg_exec_params(pg, sql_store_rates, 8, v, NULL, NULL, &r, errstr, errsz);
     PQclear(r);
-    for (int k = 0; k < 5; k++) free(arr[k].p);
+    for (int k = 0; k < 6; k++) free(arr[k].p);
     return rc;
 }
 

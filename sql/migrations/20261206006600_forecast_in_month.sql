@@ -6,10 +6,13 @@
 -- unit of their expected amount (expected = sum p amount, won = the amount
 -- won within the month, deals = sum p), shrunk toward the org's rate
 -- (stage '') by 5 expected wins of the mean size expected / deals, the
--- org's toward 1. `dealscore-scoring forecast-backtest`
+-- org's toward 1; per months_ahead 0-3, the close month's distance from
+-- the month of the forecast (further out: 3), as a deal whose close date
+-- is months away is less likely to win in that very month.
+-- `dealscore-scoring forecast-backtest`
 -- computes them with its replay and stores them here; a stage without a
--- row takes the org's rate, an org without rows 1 (q = p).
--- shock_var (on the org's row; 0 on the others): the variance of a factor
+-- row takes the org's rate of its months ahead, an org without rows 1 (q = p).
+-- shock_var (on the org's rows; 0 on the others): the variance of a factor
 -- theta (mean 1) the month's deals share, theta q their probabilities,
 -- estimated from past months by moments (domain/forecast.h): the model's
 -- and the rates' month-to-month error, which the plain Poisson-binomial
@@ -18,15 +21,16 @@
 -- letters lowered, every run of other ASCII characters one '_', none at
 -- either end), so the view matches opportunities.stage the same way.
 create table public.forecast_rates (
-    org_id      uuid not null references public.orgs (id) on delete cascade,
-    stage       text not null,
-    deals       double precision not null check (deals >= 0),
-    expected    double precision not null check (expected >= 0),
-    won         double precision not null check (won >= 0),
-    rate        double precision not null check (rate >= 0),
-    shock_var   double precision not null default 0 check (shock_var >= 0),
-    updated_at  timestamptz not null default now(),
-    primary key (org_id, stage)
+    org_id       uuid not null references public.orgs (id) on delete cascade,
+    months_ahead smallint not null check (months_ahead between 0 and 3),
+    stage        text not null,
+    deals        double precision not null check (deals >= 0),
+    expected     double precision not null check (expected >= 0),
+    won          double precision not null check (won >= 0),
+    rate         double precision not null check (rate >= 0),
+    shock_var    double precision not null default 0 check (shock_var >= 0),
+    updated_at   timestamptz not null default now(),
+    primary key (org_id, months_ahead, stage)
 );
 
 revoke all on public.forecast_rates from anon, authenticated;
@@ -43,18 +47,25 @@ create policy forecast_rates_select on public.forecast_rates
 -- (`forecast-backtest` prints its gap to the exact band). A quarter's row
 -- treats theta as shared by its three months, which widens its band.
 create or replace view public.forecast with (security_invoker = true) as
-with d as (
+with o as (
+    select o.*, least(3, greatest(0, (extract(year from o.close_date) * 12 + extract(month from o.close_date))
+                                     - (extract(year from now()) * 12 + extract(month from now()))))::smallint
+               as months_ahead
+    from public.opportunities o
+    where o.outcome = 'open' and not o.placeholder and o.close_date is not null
+), d as (
     select o.org_id, o.owner_id, o.close_date, coalesce(o.amount, 0)::double precision as amount,
            least(1, greatest(0, p.proba_close) * coalesce(rs.rate, ro.rate, 1)) as q,
            least(coalesce(ro.shock_var, 0), 1.0 / 3) as shock_var
-    from public.opportunities o
+    from o
     join public.predictions p on p.opportunity_id = o.id and p.org_id = o.org_id
-    left join public.forecast_rates ro on ro.org_id = o.org_id and ro.stage = ''
-    left join public.forecast_rates rs on rs.org_id = o.org_id and rs.stage <> ''
+    left join public.forecast_rates ro on ro.org_id = o.org_id and ro.months_ahead = o.months_ahead
+        and ro.stage = ''
+    left join public.forecast_rates rs on rs.org_id = o.org_id and rs.months_ahead = o.months_ahead
+        and rs.stage <> ''
         and rs.stage = trim(both '_' from regexp_replace(
                 translate(o.stage, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'),
                 '[^a-z0-9\u0080-\U0010FFFF]+', '_', 'g'))
-    where o.outcome = 'open' and not o.placeholder and o.close_date is not null
 )
 select d.org_id,
        case when grouping(d.owner_id) = 1 then null else d.owner_id end as owner_id,

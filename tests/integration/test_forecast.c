@@ -25,8 +25,10 @@ static PGconn *conn;
  * 0.1, 0.45; bob's in March (0.6 x 1000) in "negotiation", which has no
  * rate of its own: the org's, 0.8, q = 0.48; a won deal and an open deal
  * without a close date are left out; the org's month-level variance is
- * 0.01. Org B: one March deal (0.3 x 400) at its org's rate 0.9: q = 0.27,
- * no month-level variance. */
+ * 0.01; its rates are the same at 0 to 3 months ahead. Org B: one deal
+ * (0.3 x 400) whose close date is in next month, 1 month ahead, where its
+ * org's rate is 0.5 (0.9 in this month): q = 0.15, no month-level
+ * variance. */
 static const char FIXTURE[] =
     "insert into orgs (id, slug, name) values ('" ORG_A "', 'org-a', 'A'), ('" ORG_B "', 'org-b', 'B');"
     "create temp table fx (org uuid, ext text, owner text, stage text, amount numeric, close date,"
@@ -38,16 +40,20 @@ static const char FIXTURE[] =
     " ('" ORG_A "', 'a4', 'bob', 'negotiation', 1000, '2027-03-15', 'open', 0.6),"
     " ('" ORG_A "', 'a5', 'bob', 'proposal', 5000, '2027-03-15', 'won', 0.99),"
     " ('" ORG_A "', 'a6', 'bob', 'proposal', 7000, null, 'open', 0.5),"
-    " ('" ORG_B "', 'b1', 'cy', 'proposal', 400, '2027-03-10', 'open', 0.3);"
+    " ('" ORG_B "', 'b1', 'cy', 'proposal', 400, date_trunc('month', now()) + interval '1 month 9 days',"
+    "  'open', 0.3);"
     "insert into opportunities (org_id, external_id, owner_id, stage, created_at, amount, close_date,"
     " outcome, source_hash) select org, ext, owner, stage, '2027-01-01Z', amount, close, outcome, 'h'"
     " from fx;"
     "insert into predictions (org_id, opportunity_id, as_of, model_version, proba_close)"
     " select o.org_id, o.id, now(), 'm1', fx.p from fx join opportunities o on o.external_id = fx.ext;"
     "drop table fx;"
-    "insert into forecast_rates (org_id, stage, deals, expected, won, rate, shock_var) values"
-    " ('" ORG_A "', '', 20, 2000, 1500, 0.8, 0.01), ('" ORG_A "', 'proposal', 10, 1000, 500, 0.5, 0),"
-    " ('" ORG_B "', '', 5, 500, 400, 0.9, 0);";
+    "insert into forecast_rates (org_id, months_ahead, stage, deals, expected, won, rate, shock_var)"
+    " select v.org::uuid, h, v.stage, 10, 1000, 500, v.rate, v.shock from (values ('" ORG_A
+    "', '', 0.8, 0.01),"
+    " ('" ORG_A "', 'proposal', 0.5, 0)) v(org, stage, rate, shock) cross join generate_series(0, 3) h;"
+    "insert into forecast_rates (org_id, months_ahead, stage, deals, expected, won, rate) values"
+    " ('" ORG_B "', 0, '', 5, 500, 400, 0.9), ('" ORG_B "', 1, '', 5, 500, 250, 0.5);";
 
 static void setup(void) {
     pgt_db_create(&db);
@@ -119,9 +125,9 @@ Test(forecast, another_orgs_user_and_anon_see_none_of_it) {
     cr_expect_eq(pgt_longf(conn, "select count(*) from forecast where org_id = '" ORG_A "'"), 0);
     cr_expect_eq(pgt_longf(conn, "select count(*) from forecast where period = 'month'"), 2,
                  "org B's own month: cy's row and the org's");
-    const double q_b[] = {0.27}, a_b[] = {400};
+    const double q_b[] = {0.15}, a_b[] = {400};
     expect_row("all_owners and period = 'month'", q_b, a_b, 1, 0);
-    cr_expect_eq(pgt_longf(conn, "select count(*) from forecast_rates"), 1, "org B's own rate only");
+    cr_expect_eq(pgt_longf(conn, "select count(*) from forecast_rates"), 2, "org B's own rates only");
     pgt_exec(conn, "rollback");
     begin_as("anon", ORG_A);
     char *state = pgt_try(conn, "select count(*) from forecast");
@@ -138,7 +144,10 @@ Test(forecast, another_orgs_user_and_anon_see_none_of_it) {
  * replayed; March's forecast holds the three (450), with rates learnt from
  * February; they won 100 within the month and 50 after it. The command
  * stores the rates of all the months in place of the fixture's: 300 won
- * within their month, in stage proposal. */
+ * within their close month at 0 months ahead (bt0 in February, bt1 in
+ * March), 100 at 1 month ahead (bt1, forecast on 02-01 for March), all in
+ * stage proposal; at 2 and 3 months ahead the org's rows have no deals
+ * and the rate a month nearer. */
 Test(forecast, backtest_replays_a_month_against_what_it_won) {
     pgt_exec(
         conn,
@@ -184,22 +193,26 @@ Test(forecast, backtest_replays_a_month_against_what_it_won) {
     cr_expect(expected > 0 && expected < 450 && p10 <= expected && expected <= p90, "%s", out);
     cr_expect_null(strstr(out, "\n2026-04 "), "April had no deal whose close date was in it: %s", out);
     /* The stored rates: (won + 5 m prior) / (expected + 5 m), m = expected /
-     * deals, the org's ('')
-     * with prior 1, and the stage index of proposal's with the org's rate
-     * as prior, under each name of the org's list with that index
+     * deals; the org's ('') with prior 1 at 0 months ahead and the org's
+     * rate a month nearer after; the stage index of proposal with the org's
+     * rate as prior, under each name of the org's list with that index
      * (Salesforce's "Id. Decision Makers" shares it); the fixture's rows
      * are replaced. */
     char *rates = pgt_valuef(
         conn,
-        "select string_agg(format('%%s %%s %%s', stage, won,"
-        " round((rate - (won + 5 * expected / deals * prior) / (expected + 5 * expected / deals))::numeric,"
-        " 12)), ', '"
-        " order by stage) from (select *, case stage when '' then 1 else"
-        " (select rate from forecast_rates where org_id = '" ORG_A
-        "' and stage = '') end as prior from forecast_rates where org_id = '" ORG_A "') r");
-    cr_expect_str_eq(
-        rates ? rates : "(none)",
-        " 300 0.000000000000, id_decision_makers 300 0.000000000000, proposal 300 0.000000000000");
+        "select string_agg(format('%%s %%s %%s %%s', months_ahead, stage, round(won)::bigint,"
+        " round((rate - case deals when 0 then prior"
+        " else (won + 5 * expected / deals * prior) / (expected + 5 * expected / deals) end)::numeric, 12)),"
+        " ', ' order by months_ahead, stage) from (select f.*, case when stage <> '' then (select rate from"
+        " forecast_rates g where g.org_id = f.org_id and g.months_ahead = f.months_ahead and g.stage = '')"
+        " when months_ahead = 0 then 1 else (select rate from forecast_rates g where g.org_id = f.org_id"
+        " and g.months_ahead = f.months_ahead - 1 and g.stage = '') end as prior"
+        " from forecast_rates f where org_id = '" ORG_A "') r");
+    cr_expect_str_eq(rates ? rates : "(none)",
+                     "0  300 0.000000000000, 0 id_decision_makers 300 0.000000000000,"
+                     " 0 proposal 300 0.000000000000, 1  100 0.000000000000,"
+                     " 1 id_decision_makers 100 0.000000000000, 1 proposal 100 0.000000000000,"
+                     " 2  0 0.000000000000, 3  0 0.000000000000");
     free(rates);
     cr_expect_str_eq(inside, p10 <= 100 && 100 <= p90 ? "yes" : "no");
     cr_expect_not_null(strstr(out, "band P10-P90 holds the actual in"), "%s", out);

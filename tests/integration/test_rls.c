@@ -69,8 +69,8 @@ static const char FIXTURE[] =
     " select org, opp, acc, now(), 'stage-prior', 0.3, '[{\"rule\": \"stalled\"}]' from fx;"
     "insert into risk_rules (org_id, rule, param, fallback, action)"
     " select distinct org, 'stalled', 1.5, 45, 'Call the buyer' from fx;"
-    "insert into forecast_rates (org_id, stage, deals, expected, won, rate)"
-    " select distinct org, '', 10, 1000, 500, 0.5 from fx;"
+    "insert into forecast_rates (org_id, months_ahead, stage, deals, expected, won, rate)"
+    " select distinct org, 0, '', 10, 1000, 500, 0.5 from fx;"
     "drop table fx;";
 
 /* Tables without an account or opportunity that account-scoped users still
