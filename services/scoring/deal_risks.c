@@ -50,6 +50,10 @@ void deal_risks_cache_destroy(deal_risks_cache_t *c) {
     free(c);
 }
 
+void deal_risks_cache_invalidate(deal_risks_cache_t *c, const char *org_id) {
+    ds_ttlcache_invalidate(c->orgs, org_id);
+}
+
 /* ---- an org's rules and won deals --------------------------------------------- */
 
 static const char *sql_rules = "select rule, enabled, param, fallback, min_won_deals, action"

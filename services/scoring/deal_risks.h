@@ -19,6 +19,9 @@ typedef struct deal_risks_cache_s deal_risks_cache_t;
 deal_risks_cache_t *deal_risks_cache_new(int ttl_ms);
 /* Does nothing with NULL. */
 void deal_risks_cache_destroy(deal_risks_cache_t *c);
+/* Forgets an org's rules and thresholds (NULL: every org's): the next
+ * score reloads them, with the won deals and rules of then. */
+void deal_risks_cache_invalidate(deal_risks_cache_t *c, const char *org_id);
 
 #define DEAL_RISKS_COLS 7
 

@@ -42,7 +42,11 @@ void scorer_destroy(scorer_t *s) {
     free(s);
 }
 
-void scorer_invalidate(scorer_t *s, const char *org_id) { ds_ttlcache_invalidate(s->orgs, org_id); }
+void scorer_invalidate(scorer_t *s, const char *org_id) {
+    ds_ttlcache_invalidate(s->orgs, org_id);
+    /* A new model was trained on newer won deals: so are the thresholds. */
+    deal_risks_cache_invalidate(s->risks, org_id);
+}
 
 deal_risks_cache_t *scorer_risks(scorer_t *s) { return s->risks; }
 

@@ -41,7 +41,8 @@ void scorer_destroy(scorer_t *s);
  * keeps what it had (or the stage prior). Returns 0 or a pg error class. */
 int scorer_get(scorer_t *s, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org,
                const scorer_org_t **out, char *errstr, size_t errstr_size);
-/* Forgets the org (after NOTIFY dealscore_models); NULL forgets every org. */
+/* Forgets the org's model and risk thresholds (after NOTIFY
+ * dealscore_models); NULL forgets every org's. */
 void scorer_invalidate(scorer_t *s, const char *org_id);
 /* The orgs' risk rules and thresholds (deal_risks.h), kept with the scorer. */
 struct deal_risks_cache_s *scorer_risks(scorer_t *s);

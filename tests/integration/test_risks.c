@@ -2,7 +2,8 @@
  * in its stage, gets exactly those two risks in deal_risks, each with a
  * what-if above its score equal to the model's probability on the
  * resolved features, ranked by gain; a user of another org reads none of
- * them under RLS; a deal that closes loses its row; a deal with one buyer
+ * them under RLS; an org's own rule applies with its next model; a deal
+ * that closes loses its row; a deal with one buyer
  * contact gets the model's probability with a second one as its what-if. */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -172,6 +173,27 @@ Test(risks, a_deal_without_a_champion_stalled_in_proposal) {
     cr_expect_eq(as_user(db, S.org_id, sql), 1);
     cr_expect_eq(as_user(db, "3f1c2b8e-1111-4a2b-9c3d-5e6f7a8b9c0d", "select count(*) from deal_risks"), 0);
     free(sql);
+
+    /* The org's own rule (the champion expected from negotiation on) and a
+     * new active model: the worker reloads the org's risk thresholds with
+     * its model, so the next score follows the rule at once. */
+    pgt_execf(db,
+              "insert into risk_rules (org_id, rule, param, fallback, action)"
+              " values ('%s', 'meddicc_missing', 0.5, 5, 'Establish the {element}')",
+              S.org_id);
+    pgt_execf(db, "update models set status = 'retired', version = 'm-risks-0' where org_id = '%s'",
+              S.org_id);
+    register_model(db, m, model_names);
+    post_ok("/v1/interactions",
+            "{\"external_id\":\"I-R\",\"opportunity_external_id\":\"OPP-R\",\"type\":\"email\","
+            "\"occurred_at\":\"2026-10-22T10:00:00Z\"}");
+    json_t *later = await_risks(db, opp, "2026-10-22T10:00:00Z");
+    char *ldump = json_dumps(later, 0);
+    cr_expect_eq(json_array_size(later), 1, "only the stall: %s", ldump);
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(later, 0), "rule")), "stalled", "%s",
+                     ldump);
+    free(ldump);
+    json_decref(later);
 
     /* Won: the deal is no longer open and its risks go. */
     post_ok(
