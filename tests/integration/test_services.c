@@ -225,7 +225,11 @@ Test(services, a_taken_port_exits_1_naming_the_setting, .timeout = 120) {
     getsockname(fd, (struct sockaddr *)&sa, &len);
     for (size_t i = 0; i < 4; i++) {
         running_t r = start_on(services[i], db, NULL, NULL, ntohs(sa.sin_port));
-        int rc = proc_wait(r.pid, 60000);
+        int rc = proc_wait(r.pid, 25000);
+        if (rc < 0) { /* still running: it hung */
+            kill(r.pid, SIGKILL);
+            proc_wait(r.pid, 5000);
+        }
         char *log = proc_slurp(r.errlog);
         cr_expect_eq(rc, 1, "%s exited %d on a taken port; log:\n%s", services[i], rc, log);
         cr_expect(strstr(log, "address already in use (DEALSCORE_HTTP_ADDR)") != NULL, "%s", log);
