@@ -99,6 +99,16 @@ static void on_probe_timer(uv_timer_t *t) {
 
 /* ---- built-in routes ---------------------------------------------------- */
 
+/* The most of a request body the HTTP server reads. Ingest reads up to twice
+ * its DEALSCORE_MAX_BODY_BYTES so that a body somewhat over the limit is read
+ * whole and answered with its JSON 413: past h2o's own limit, h2o answers a
+ * plain-text 413 and closes the connection while the client is still
+ * sending, and the client's kernel may drop that answer on the reset. */
+static size_t http_read_limit(const ds_config_t *cfg) {
+    if (cfg->svc != DS_SVC_INGEST) return 1 << 20;
+    return 2 * (size_t)cfg->max_body_bytes;
+}
+
 static int on_healthz(void *ud, h2o_req_t *req) {
     (void)ud;
     ds_http_respond_json(req, 200, json_pack("{s:s}", "status", "ok"));
@@ -284,8 +294,7 @@ int ds_service_main(int argc, char **argv, const ds_service_def_t *def) {
         ds_error("could not create kafka producer: %s", err);
         goto out;
     }
-    svc->http = ds_http_new(&svc->loop, cfg.http_host, cfg.http_port,
-                            cfg.svc == DS_SVC_INGEST ? (size_t)cfg.max_body_bytes : 1 << 20);
+    svc->http = ds_http_new(&svc->loop, cfg.http_host, cfg.http_port, http_read_limit(&cfg));
     ds_http_route(svc->http, "/healthz", on_healthz, svc);
     ds_http_route(svc->http, "/readyz", on_readyz, svc);
     /* Metrics on a listener of their own keep them off the public port (a

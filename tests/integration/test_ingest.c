@@ -404,6 +404,7 @@ Test(ingest, each_bad_input_gets_its_status_and_body_and_changes_nothing) {
     huge[big] = '\0';
     r = dst_post(&T, "/v1/accounts", huge, NULL, NULL);
     cr_expect_eq(r.status, 413, "oversized body: %d", r.status);
+    cr_expect(r.body && strstr(r.body, "payload_too_large"), "413 body names the problem: %s", r.body);
     httpc_free(&r);
     free(huge);
 
