@@ -1369,7 +1369,9 @@ static void write_report(train_t *t) {
 
 /* The forecast backtest of the new model over the months from the first
  * close of the calibration fold on, whose deals the trees were not trained
- * on, up to the months that ended BACKTEST_SETTLE_DAYS ago. A failure
+ * on, up to the months that ended BACKTEST_SETTLE_DAYS ago. When the model
+ * was activated, the replay's in-month rates replace the org's in
+ * forecast_rates (they are relative to the active model's p). A failure
  * leaves the report without it. */
 static void backtest_held_out(train_t *t) {
     int64_t from = INT64_MAX;
@@ -1381,7 +1383,7 @@ static void backtest_held_out(train_t *t) {
     /* A month starting before this ended BACKTEST_SETTLE_DAYS ago. */
     int64_t to = ds_now_us() - (BACKTEST_SETTLE_DAYS + 31) * DS_US_PER_DAY;
     if (from == INT64_MAX || ds_org_cache_get(t->orgs, t->pg, t->org_id, &oc, t->err, sizeof t->err) != 0 ||
-        forecast_backtest(t->pg, t->org_id, oc, &bm, from, to, false, &t->bt, &t->n_bt, t->err,
+        forecast_backtest(t->pg, t->org_id, oc, &bm, from, to, t->g.activated, &t->bt, &t->n_bt, t->err,
                           sizeof t->err) != 0)
         fprintf(stderr, "train: no forecast backtest: %s\n", t->err);
     else if (t->n_bt)

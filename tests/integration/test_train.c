@@ -259,6 +259,11 @@ Test(train, beats_stage_prior_and_activates_then_a_worse_model_stays_candidate) 
     cr_expect(num(win, "split.train.deals") > num(win, "split.test.deals"));
     json_decref(win);
 
+    /* Activated, its replay's in-month rates are what the view forecast
+     * applies: the org's at 0 to 3 months ahead. */
+    cr_expect_eq(pgt_longf(c, "select count(*) from forecast_rates where stage = ''"), 4);
+    char *rates_at = pgt_valuef(c, "select max(updated_at)::text from forecast_rates");
+
     /* The model beats the stage prior on the same test rows. */
     json_t *m = json_of(c, "select metrics::text from models where version = '%s'", v1);
     double auc = num(m, "test.model.roc_auc"), auc_prior = num(m, "test.stage_prior.roc_auc");
@@ -312,6 +317,11 @@ Test(train, beats_stage_prior_and_activates_then_a_worse_model_stays_candidate) 
     cr_expect_eq(pgt_longf(c, "select count(*) from models where status = 'active'"), 1);
     char *still = version_with(c, "active");
     cr_expect_str_eq(still, v1, "the active model changed to %s", still);
+    char *rates_now = pgt_valuef(c, "select max(updated_at)::text from forecast_rates");
+    cr_expect_str_eq(rates_now ? rates_now : "(none)", rates_at ? rates_at : "(none)",
+                     "a candidate rewrote the active model's rates");
+    free(rates_now);
+    free(rates_at);
     char *v2 = version_with(c, "candidate");
     cr_assert_not_null(v2);
     cr_expect_str_neq(v2, v1);
