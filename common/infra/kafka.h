@@ -193,6 +193,9 @@ int ds_consumer_poll_batch(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t m
  * skipped (their messages will be redelivered elsewhere). Returns 0 or
  * DS_EIO. */
 int ds_consumer_store(ds_consumer_t *c, rd_kafka_message_t *const *msgs, size_t n);
+/* The same for offs: per partition, the next offset to read (offs's
+ * per-partition errors are set). */
+int ds_consumer_store_offsets(ds_consumer_t *c, rd_kafka_topic_partition_list_t *offs);
 
 /* Commits the stored offsets now, synchronously. Returns 0 (also when there
  * was nothing to commit) or DS_EIO. */

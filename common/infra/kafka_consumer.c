@@ -208,8 +208,6 @@ int ds_consumer_poll_batch(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t m
 
 int ds_consumer_store(ds_consumer_t *c, rd_kafka_message_t *const *msgs, size_t n) {
     rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new((int)(n ? n : 1));
-    int rc = 0;
-
     for (size_t i = 0; i < n; i++) {
         const rd_kafka_message_t *m = msgs[i];
         if (!m || m->err || !m->rkt) continue;
@@ -221,8 +219,14 @@ int ds_consumer_store(ds_consumer_t *c, rd_kafka_message_t *const *msgs, size_t 
             continue;
         tp->offset = m->offset + 1; /* the next message to read */
     }
-    if (offs->cnt == 0) goto cleanup;
+    int rc = ds_consumer_store_offsets(c, offs);
+    rd_kafka_topic_partition_list_destroy(offs);
+    return rc;
+}
 
+int ds_consumer_store_offsets(ds_consumer_t *c, rd_kafka_topic_partition_list_t *offs) {
+    int rc = 0;
+    if (offs->cnt == 0) return 0;
     rd_kafka_resp_err_t err = rd_kafka_offsets_store(c->rk, offs);
     for (int i = 0; i < offs->cnt; i++) {
         const rd_kafka_topic_partition_t *tp = &offs->elems[i];
@@ -241,9 +245,6 @@ int ds_consumer_store(ds_consumer_t *c, rd_kafka_message_t *const *msgs, size_t 
         ds_warn("could not store kafka offsets: %s", rd_kafka_err2str(err));
         rc = DS_EIO;
     }
-
-cleanup:
-    rd_kafka_topic_partition_list_destroy(offs);
     return rc;
 }
 
