@@ -52,8 +52,11 @@ static const cfg_entry_t entries[] = {
     {"DEALSCORE_BATCH_WAIT_MS", T_INT, WORKERS, 0, 60000, "20", OFF(batch_wait_ms),
      "longest wait to fill a batch, milliseconds"},
     {"DEALSCORE_BURST_BATCH_SIZE", T_INT, WORKERS, 1, 1000000, "100000", OFF(burst_batch_size),
-     "after a full batch, most messages gathered into the next one (coalesced per deal); "
+     "most messages a burst batch holds, one per deal (a burst: see DEALSCORE_BURST_BACKLOG_MS); "
      "at most DEALSCORE_BATCH_SIZE turns bursts off"},
+    {"DEALSCORE_BURST_BACKLOG_MS", T_INT, WORKERS, 0, 600000, "1000", OFF(burst_backlog_ms),
+     "a full batch starts a burst only when the backlog behind it (the consumer lag) would take "
+     "longer than this to clear at the worker's measured rate, net of the arrivals, milliseconds"},
     {"DEALSCORE_BURST_WAIT_MS", T_INT, WORKERS, 0, 60000, "1000", OFF(burst_wait_ms),
      "longest time a burst batch gathers, milliseconds, unless the input floods"},
     {"DEALSCORE_BURST_FLOOD_MS", T_INT, WORKERS, 0, 600000, "10000", OFF(burst_flood_ms),

@@ -42,7 +42,8 @@ typedef struct ds_config_s {
     int batch_size;          /* DEALSCORE_BATCH_SIZE: messages per consumer batch */
     int batch_wait_ms;       /* DEALSCORE_BATCH_WAIT_MS */
     int shutdown_timeout_ms; /* DEALSCORE_SHUTDOWN_TIMEOUT_MS */
-    int burst_batch_size;    /* DEALSCORE_BURST_BATCH_SIZE: workers' batch after a full one */
+    int burst_batch_size;    /* DEALSCORE_BURST_BATCH_SIZE: most a burst batch holds */
+    int burst_backlog_ms;    /* DEALSCORE_BURST_BACKLOG_MS */
     int burst_wait_ms;       /* DEALSCORE_BURST_WAIT_MS */
     int burst_flood_ms;      /* DEALSCORE_BURST_FLOOD_MS */
     int burst_quiet_ms;      /* DEALSCORE_BURST_QUIET_MS */

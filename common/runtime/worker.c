@@ -8,6 +8,8 @@
 #include "base/common.h"
 #include "base/log.h"
 #include "infra/pg.h"
+#include "runtime/batch.h"
+#include "runtime/burst.h"
 
 typedef struct {
     int sent;
@@ -30,6 +32,8 @@ struct ds_worker_s {
     /* ds_worker_run's loop */
     ds_metric_t *m_msgs, *m_dlq, *m_retry, *m_batch, *m_secs, *m_lag, *m_burst, *m_gathering, *m_age;
     rd_kafka_message_t **msgs;
+    ds_batch_t batch; /* what msgs holds */
+    ds_burst_rates_t rates;
     ds_worker_item_t *items;
     size_t max, cap; /* a batch, a burst */
     uint64_t seed;
@@ -114,26 +118,29 @@ static void backoff(ds_worker_t *w, int ms) {
 #define COMMITTED_REFRESH_US 10000000
 #define COMMITTED_TIMEOUT_MS 200
 
-/* Messages behind the end of the assigned partitions: the messages in hand
- * (consumed, about to be processed: a burst can take seconds), plus the high
- * watermark minus the position, the offset after the last message consumed. A
- * partition the worker has consumed nothing from since its assignment (after
- * a restart, on an idle topic) has no position: its committed offset stands
- * in, else (a new group) its low watermark. Counting from the low watermark
- * alone reported a restarted idle worker as behind by the whole history. */
-static void observe_ages(ds_metric_t *m_age, rd_kafka_message_t **msgs, size_t n) {
+/* Every message's age from publication until its batch was done. */
+static void observe_ages(ds_metric_t *m_age, const ds_batch_t *b) {
     int64_t now_ms = ds_now_us() / 1000;
-    for (size_t i = 0; i < n; i++) {
-        int64_t ts = rd_kafka_message_timestamp(msgs[i], NULL);
+    for (size_t i = 0; i < b->taken; i++) {
+        int64_t ts = b->stamps[i];
         if (ts < 0) continue;
         ds_metric_observe(m_age, ts < now_ms ? (double)(now_ms - ts) / 1000.0 : 0.0);
     }
 }
 
-static void update_lag(ds_worker_t *w, ds_metric_t *lag, size_t in_hand) {
+/* Messages behind the end of the assigned partitions: the high watermark
+ * minus the position, the offset after the last message consumed, or -1
+ * when the assignment is unknown (the lag gauge adds the messages in hand,
+ * consumed and about to be processed: a burst can take seconds). A
+ * partition the worker has consumed nothing from since its assignment
+ * (after a restart, on an idle topic) has no position: its committed offset
+ * stands in, else (a new group) its low watermark. Counting from the low
+ * watermark alone reported a restarted idle worker as behind by the whole
+ * history. Feeds the arrival rate with the sum of the high watermarks. */
+static int64_t measure_behind(ds_worker_t *w) {
     rd_kafka_t *rk = ds_consumer_handle(w->consumer);
     rd_kafka_topic_partition_list_t *parts = NULL;
-    if (rd_kafka_assignment(rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || !parts) return;
+    if (rd_kafka_assignment(rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || !parts) return -1;
     rd_kafka_position(rk, parts);
     rd_kafka_topic_partition_list_t *q = rd_kafka_topic_partition_list_new(parts->cnt);
     bool missing = false;
@@ -155,12 +162,16 @@ static void update_lag(ds_worker_t *w, ds_metric_t *lag, size_t in_hand) {
         }
     }
     if (q) rd_kafka_topic_partition_list_destroy(q);
-    int64_t total = (int64_t)in_hand;
+    int64_t total = 0, ends = 0;
+    int known = 0;
     for (int i = 0; i < parts->cnt; i++) {
         int64_t lo = 0, hi = 0;
         if (rd_kafka_get_watermark_offsets(rk, parts->elems[i].topic, parts->elems[i].partition, &lo, &hi) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR)
+                RD_KAFKA_RESP_ERR_NO_ERROR ||
+            hi < 0)
             continue;
+        ends += hi;
+        known++;
         int64_t pos = parts->elems[i].offset;
         if (pos < 0 && w->committed) {
             rd_kafka_topic_partition_t *c = rd_kafka_topic_partition_list_find(
@@ -171,32 +182,69 @@ static void update_lag(ds_worker_t *w, ds_metric_t *lag, size_t in_hand) {
         if (hi > pos) total += hi - pos;
     }
     rd_kafka_topic_partition_list_destroy(parts);
-    ds_metric_set(lag, (double)total);
+    ds_burst_rates_arrived(&w->rates, ds_mono_us(), ends, known);
+    return total;
 }
 
-/* A burst: a poll that comes back full means the input arrives faster than
- * plain batches let through (a bulk import, a backlog after a restart).
- * Then the batch goes on gathering, up to cap more messages, until a window
- * of quiet_ms brings fewer than trickle messages (the input paused, or
- * slowed to a trickle: the backlog is drained and what comes now is the
- * ordinary flow, which must not wait for the cap), cap is reached, wait_ms
- * have passed or the service stops (checked every 100 ms at most, whatever
- * the settings). Past wait_ms, a flood (every window brings at least flood
- * messages: the input outruns any worker, as in a bulk import) keeps it
- * gathering up to flood_ms in all; a lesser flow ends it at the next
- * window's end (at once, when the last window that ended was no flood; a
- * first window longer than wait_ms is waited out, to judge it). One
- * big batch coalesces the burst's repeated deals into one computation each,
- * and leaves the cores to the writers of the burst while it lasts.
- * gathering shows the count meanwhile, and the lag gauge counts it with the
- * held messages already in hand, once a second. Returns the count gathered,
- * or DS_EFATAL (those released). */
-static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, int wait_ms, int flood_ms,
-                        int quiet_ms, size_t trickle, size_t flood, ds_metric_t *gathering, ds_metric_t *lag,
-                        size_t held) {
-    int64_t t0 = ds_mono_us(), firm = t0 + (int64_t)wait_ms * 1000, win_start = t0, lag_at = t0;
-    int64_t deadline = flood_ms > wait_ms ? t0 + (int64_t)flood_ms * 1000 : firm;
-    size_t n = 0, win_n = 0;
+static void update_lag(ds_worker_t *w, ds_metric_t *lag, size_t in_hand) {
+    int64_t behind = measure_behind(w);
+    if (behind >= 0) ds_metric_set(lag, (double)(behind + (int64_t)in_hand));
+}
+
+/* Whether a backlog of behind + in_hand messages warrants a burst now
+ * (runtime/burst.h). */
+static bool burst_warranted(ds_worker_t *w, int64_t behind, size_t in_hand) {
+    ds_burst_load_t load = {.backlog = behind + (int64_t)in_hand,
+                            .batch = w->max,
+                            .arrival_per_s = w->rates.arrival_per_s,
+                            .service_per_s = ds_burst_service_rate(&w->rates),
+                            .clear_ms = w->svc->cfg->burst_backlog_ms};
+    return ds_burst_warranted(&load);
+}
+
+/* Takes msgs[0..n) (in w->msgs, at or after the batch's end) into the
+ * batch, one message per deal in a burst, and releases the messages that
+ * makes redundant. */
+static void take(ds_worker_t *w, rd_kafka_message_t **msgs, size_t n, bool burst) {
+    const ds_worker_def_t *def = w->def;
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_message_t *m = msgs[i];
+        char key[DS_WORKER_KEY_SIZE];
+        int64_t rank = 0;
+        bool keyed = burst && def->coalesce && def->coalesce(def->ud, m, key, sizeof key, &rank) == 0;
+        rd_kafka_message_t *spare =
+            ds_batch_take(&w->batch, m, rd_kafka_topic_name(m->rkt), rd_kafka_message_timestamp(m, NULL),
+                          keyed ? key : NULL, rank);
+        if (spare) rd_kafka_message_destroy(spare);
+    }
+}
+
+/* A burst: a backlog more than the worker clears in a short time
+ * (burst_warranted: a bulk import, a backlog after a restart), gathered
+ * into one batch that holds one message per deal (take). It goes on
+ * gathering, up to cap messages held, until at the end of a window of
+ * quiet_ms the rest of the backlog no longer warrants a burst (drained: what
+ * comes now is the ordinary flow, which must not wait) or that window
+ * brought fewer than trickle messages (the input paused or slowed to a
+ * trickle), cap is reached, wait_ms have passed or the service stops
+ * (checked every 100 ms at most, whatever the settings). Past wait_ms, a
+ * flood (every window brings at least flood messages: the input outruns any
+ * worker, as in a bulk import) keeps it gathering up to flood_ms in all; a
+ * lesser flow ends it at the next window's end (at once, when the last
+ * window that ended was no flood; a first window longer than wait_ms is
+ * waited out, to judge it). One big batch computes each deal of the burst
+ * once, and leaves the cores to the writers of the burst while it lasts.
+ * gathering shows the messages gathered meanwhile, and the lag gauge counts
+ * them with those taken before, once a second. Returns 0 or DS_EFATAL
+ * (nothing held then). */
+static int gather_burst(ds_worker_t *w, size_t trickle, size_t flood) {
+    const ds_config_t *cfg = w->svc->cfg;
+    int quiet_ms = cfg->burst_quiet_ms;
+    int64_t t0 = ds_mono_us(), firm = t0 + (int64_t)cfg->burst_wait_ms * 1000, win_start = t0, lag_at = t0;
+    int64_t deadline =
+        cfg->burst_flood_ms > cfg->burst_wait_ms ? t0 + (int64_t)cfg->burst_flood_ms * 1000 : firm;
+    ds_batch_t *b = &w->batch;
+    size_t first = b->taken, win_n = 0;
     bool windows = false, flooding = false; /* a window has ended; the last one to end was a flood */
     /* Short polls: a poll waits out its whole window, so the stop is seen
      * within 100 ms and the window's end at most a quarter of quiet_ms late. */
@@ -205,7 +253,7 @@ static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, i
     const char *end = "the service is stopping";
     while (!ds_service_stopping(w->svc)) {
         int64_t now = ds_mono_us();
-        if (n >= cap) {
+        if (b->n >= w->cap) {
             end = "the batch is full";
             break;
         }
@@ -218,13 +266,17 @@ static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, i
             break;
         }
         if (now - lag_at >= 1000000) {
-            update_lag(w, lag, held + n);
+            update_lag(w, w->m_lag, b->taken);
             lag_at = now;
         }
         int64_t win_end = win_start + (int64_t)quiet_ms * 1000;
         if (now >= win_end) {
             if (win_n < trickle) {
                 end = win_n ? "the input slowed to a trickle" : "the input paused";
+                break;
+            }
+            if (!burst_warranted(w, measure_behind(w), 0)) {
+                end = "the backlog is drained";
                 break;
             }
             if (now >= firm && win_n < flood) {
@@ -239,23 +291,25 @@ static int gather_burst(ds_worker_t *w, rd_kafka_message_t **msgs, size_t cap, i
         }
         int64_t until = win_end < deadline ? win_end : deadline;
         int64_t window = (until - now + 999) / 1000;
+        rd_kafka_message_t **room = w->msgs + b->n;
         int got =
-            ds_consumer_poll_batch(w->consumer, msgs + n, cap - n, window < slice ? (int)window : slice);
+            ds_consumer_poll_batch(w->consumer, room, w->cap - b->n, window < slice ? (int)window : slice);
         if (got == DS_EFATAL) {
-            ds_consumer_release(msgs, n);
-            ds_metric_set(gathering, 0);
+            ds_consumer_release(w->msgs, b->n);
+            ds_batch_reset(b);
+            ds_metric_set(w->m_gathering, 0);
             return DS_EFATAL;
         }
         if (got > 0) {
-            n += (size_t)got;
+            take(w, room, (size_t)got, true);
             win_n += (size_t)got;
-            ds_metric_set(gathering, (double)n);
+            ds_metric_set(w->m_gathering, (double)(b->taken - first));
         }
     }
-    ds_metric_set(gathering, 0);
-    ds_info("burst: %zu more messages gathered in %lld ms (%s)", n, (long long)((ds_mono_us() - t0) / 1000),
-            end);
-    return (int)n;
+    ds_metric_set(w->m_gathering, 0);
+    ds_info("burst: %zu more messages gathered in %lld ms (%s), %zu messages held for %zu taken",
+            b->taken - first, (long long)((ds_mono_us() - t0) / 1000), end, b->n, b->taken);
+    return 0;
 }
 
 static void register_metrics(ds_worker_t *w) {
@@ -279,10 +333,11 @@ static void register_metrics(ds_worker_t *w) {
                                     age_buckets, DS_ARRAY_SIZE(age_buckets));
     w->m_lag = ds_metrics_gauge(
         m, "consumer_lag", "Messages behind the end of the assigned partitions, those in hand included", lab);
-    w->m_burst = ds_metrics_counter(m, "worker_burst_batches_total",
-                                    "Batches gathered as a burst (after a full batch)", lab);
-    w->m_gathering =
-        ds_metrics_gauge(m, "worker_burst_gathering", "Messages held by the burst being gathered now", lab);
+    w->m_burst =
+        ds_metrics_counter(m, "worker_burst_batches_total",
+                           "Batches gathered as a burst (a backlog the worker would not clear soon)", lab);
+    w->m_gathering = ds_metrics_gauge(m, "worker_burst_gathering",
+                                      "Messages gathered so far by the burst being gathered now", lab);
 }
 
 /* Subscribing to a topic that does not exist yet would leave the consumer
@@ -315,31 +370,38 @@ static void subscribe(ds_worker_t *w, const char **topics) {
     }
 }
 
-/* Polls a batch into w->msgs and, when it comes back full, gathers a burst
- * behind it. Returns the count, 0, or DS_EFATAL (nothing held). */
+/* Polls a batch into w->batch and, when it comes back full and the backlog
+ * behind it warrants one, gathers a burst. Returns the count held, 0, or
+ * DS_EFATAL (nothing held). */
 static int poll_batch(ds_worker_t *w) {
     const ds_config_t *cfg = w->svc->cfg;
     size_t max = w->max;
+    ds_batch_reset(&w->batch);
     int n = ds_consumer_poll_batch(w->consumer, w->msgs, max, cfg->batch_wait_ms);
-    if (n > 0 && (size_t)n == max && w->cap > max) {
+    bool burst = n > 0 && (size_t)n == max && w->cap > max;
+    if (burst) {
+        int64_t behind = measure_behind(w);
+        burst = burst_warranted(w, behind, (size_t)n);
+        if (burst)
+            ds_info("burst: %lld messages behind, %.0f/s arriving, %.0f/s served: gathering",
+                    (long long)behind, w->rates.arrival_per_s, ds_burst_service_rate(&w->rates));
+    }
+    if (n > 0) take(w, w->msgs, (size_t)n, burst);
+    if (burst) {
         /* A tenth of a batch per quiet window: with the defaults, the
          * burst ends when the input falls under 500 messages/s; a whole
          * batch per window (5,000/s) is a flood. */
         size_t trickle = max / 10 > 1 ? max / 10 : 1;
-        int more = gather_burst(w, w->msgs + n, w->cap - max, cfg->burst_wait_ms, cfg->burst_flood_ms,
-                                cfg->burst_quiet_ms, trickle, max, w->m_gathering, w->m_lag, (size_t)n);
-        if (more == DS_EFATAL) {
-            ds_consumer_release(w->msgs, (size_t)n);
+        if (gather_burst(w, trickle, max) == DS_EFATAL)
             n = DS_EFATAL;
-        } else {
-            n += more;
+        else
             ds_metric_add(w->m_burst, 1);
-        }
     }
+    if (n > 0) n = (int)w->batch.n;
     ds_service_set_consumer_ready(w->svc, ds_consumer_assigned(w->consumer));
     /* A burst is counted at once: its processing can take seconds. */
-    if (ds_mono_us() - w->last_lag > 1000000 || (n > 0 && (size_t)n > max)) {
-        update_lag(w, w->m_lag, n > 0 ? (size_t)n : 0);
+    if (ds_mono_us() - w->last_lag > 1000000 || (n > 0 && w->batch.taken > max)) {
+        update_lag(w, w->m_lag, n > 0 ? w->batch.taken : 0);
         w->last_lag = ds_mono_us();
     }
     return n;
@@ -407,12 +469,37 @@ static int process_batch(ds_worker_t *w, int n) {
         attempt++;
         ds_warn("batch of %d messages failed (attempt %d), retrying in %d ms: %s", n, attempt, delay, w->err);
         backoff(w, delay);
-        update_lag(w, w->m_lag, (size_t)n); /* the batch is still to do */
+        update_lag(w, w->m_lag, w->batch.taken); /* the batch is still to do */
         w->last_lag = ds_mono_us();
         if (ds_service_stopping(w->svc)) break;
     }
     if (paused) ds_consumer_resume_all(w->consumer);
     return rc;
+}
+
+/* Processes the n messages poll_batch held, stores the batch's offsets
+ * once it is done (those of the messages it released included) and
+ * releases what it held. Returns 0, or the error that stops the worker. */
+static int handle_batch(ds_worker_t *w, size_t n) {
+    int64_t t0 = ds_mono_us();
+    size_t taken = w->batch.taken;
+    ds_metric_add(w->m_msgs, (double)taken);
+    ds_metric_observe(w->m_batch, (double)taken);
+    int rc = process_batch(w, (int)n);
+    if (rc == 0) {
+        rd_kafka_topic_partition_list_t *offs = ds_batch_offsets(&w->batch);
+        if (ds_consumer_store_offsets(w->consumer, offs) != 0) ds_warn("could not store offsets");
+        rd_kafka_topic_partition_list_destroy(offs);
+        observe_ages(w->m_age, &w->batch);
+    }
+    /* On DS_ERETRY here the service is stopping: nothing stored, the
+     * batch is redelivered to whoever consumes next. */
+    ds_consumer_release(w->msgs, n);
+    ds_batch_reset(&w->batch);
+    double secs = (double)(ds_mono_us() - t0) / 1e6;
+    ds_metric_observe(w->m_secs, secs);
+    if (rc == 0) ds_burst_rates_served(&w->rates, taken, secs);
+    return rc == 0 || rc == DS_ERETRY ? 0 : rc;
 }
 
 static void worker_close(ds_worker_t *w) {
@@ -423,6 +510,7 @@ static void worker_close(ds_worker_t *w) {
     }
     if (w->committed) rd_kafka_topic_partition_list_destroy(w->committed);
     ds_producer_flush(w->svc->producer, 2000);
+    ds_batch_close(&w->batch);
     free(w->msgs);
     free(w->items);
     for (size_t i = 0; i < w->ntopic_names; i++) {
@@ -441,6 +529,8 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
     w.max = (size_t)svc->cfg->batch_size;
     w.cap = svc->cfg->burst_batch_size > svc->cfg->batch_size ? (size_t)svc->cfg->burst_batch_size : w.max;
     w.msgs = ds_calloc(w.cap, sizeof *w.msgs);
+    ds_batch_init(&w.batch, w.msgs, w.cap);
+    ds_burst_rates_init(&w.rates);
     w.items = ds_calloc(w.cap, sizeof *w.items);
     w.seed = (uint64_t)ds_now_us();
     while (w.consumer && !ds_service_stopping(svc)) {
@@ -451,23 +541,11 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
             break;
         }
         if (n <= 0) continue;
-        int64_t t0 = ds_mono_us();
-        ds_metric_add(w.m_msgs, n);
-        ds_metric_observe(w.m_batch, n);
-        int rc = process_batch(&w, n);
-        if (rc == 0) {
-            if (ds_consumer_store(w.consumer, w.msgs, (size_t)n) != 0) ds_warn("could not store offsets");
-            observe_ages(w.m_age, w.msgs, (size_t)n);
-        } else if (rc != DS_ERETRY) {
+        if (handle_batch(&w, (size_t)n) != 0) {
             ds_error("%s worker stops: %s", def->name, w.err);
-            ds_consumer_release(w.msgs, (size_t)n);
             ds_service_request_stop(svc, 1);
             break;
         }
-        /* On DS_ERETRY here the service is stopping: nothing stored, the
-         * batch is redelivered to whoever consumes next. */
-        ds_consumer_release(w.msgs, (size_t)n);
-        ds_metric_observe(w.m_secs, (double)(ds_mono_us() - t0) / 1e6);
     }
     worker_close(&w);
     free(topics);

@@ -7,6 +7,7 @@
 #define DEALSCORE_WORKER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "infra/kafka.h"
 #include "runtime/service.h"
@@ -35,7 +36,18 @@ typedef struct {
     int (*process)(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr,
                    size_t errstr_size);
     void *ud;
+    /* Optional: lets a burst hold one message per deal (runtime/batch.h).
+     * Writes m's coalescing key (its deal) into key and returns 0 with
+     * *rank: of two messages of one key the burst keeps the one of higher
+     * rank (the newer on a tie) and releases the other, so everything
+     * process needs of a deal must be in the message of highest rank.
+     * Nonzero: m is held as it is (process judges it, e.g. dead-letters
+     * it). NULL: a burst holds every message. */
+    int (*coalesce)(void *ud, const rd_kafka_message_t *m, char *key, size_t keysz, int64_t *rank);
 } ds_worker_def_t;
+
+/* Room for a coalescing key: a deal's ids with a separator. */
+#define DS_WORKER_KEY_SIZE 96
 
 /* Consumes until the service stops. Returns after the consumer has closed
  * (offsets committed, group left). */

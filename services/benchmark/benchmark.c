@@ -6,6 +6,7 @@
  * sweeps for open opportunities that have no mapping yet. */
 #include "benchmark.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,24 @@ size_t benchmark_decode(ds_worker_item_t *items, size_t n, Dealscore__V1__Opport
             ch[uniq - 1].activity_only = ch[uniq - 1].activity_only && ch[i].activity_only;
     }
     return uniq;
+}
+
+/* A burst holds one change per deal: the work reads the deal's current rows,
+ * and of its changes only whether every one was activity counts
+ * (benchmark_decode), so a change of another kind outranks activity. */
+static int coalesce(void *ud, const rd_kafka_message_t *m, char *key, size_t keysz, int64_t *rank) {
+    (void)ud;
+    Dealscore__V1__OpportunityChanged *ev = NULL;
+    char err[64];
+    if (ds_event_decode_opportunity_changed(m, &ev, NULL, err, sizeof err) != 0) return DS_EINVAL;
+    *rank = ev->kind == DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_INTERACTION_ADDED ||
+                    ev->kind == DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_TRANSCRIPT_ADDED
+                ? 0
+                : 1;
+    int len = snprintf(key, keysz, "%s/%s", ev->org_id, ev->opportunity_id);
+    for (char *c = key; len > 0 && (size_t)len < keysz && *c; c++) *c = (char)tolower((unsigned char)*c);
+    ds_event_opportunity_changed_free(ev);
+    return len > 0 && (size_t)len < keysz ? 0 : DS_EINVAL;
 }
 
 static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr, size_t errsz) {
@@ -261,8 +280,12 @@ void benchmark_worker(ds_service_t *svc, void *state) {
             ds_error("could not start the periodic benchmark refresh thread");
     }
     static const char *const topics[] = {DS_TOPIC_OPPORTUNITY_CHANGED};
-    ds_worker_def_t def = {
-        .name = "benchmark", .topics = topics, .ntopics = 1, .process = process, .ud = &st};
+    ds_worker_def_t def = {.name = "benchmark",
+                           .topics = topics,
+                           .ntopics = 1,
+                           .process = process,
+                           .ud = &st,
+                           .coalesce = coalesce};
     ds_worker_run(svc, &def);
     if (refreshing) pthread_join(refresher, NULL);
     cohort_engine_destroy(st.eng);

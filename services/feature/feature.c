@@ -405,6 +405,21 @@ out:
     return rc;
 }
 
+/* A burst holds, per deal, the change with the latest occurred_at (none
+ * counts as now, as in process; the newer on a tie): process computes a
+ * deal as of its latest change from the deal's rows in Postgres, so that
+ * message is all it needs of the deal's changes. */
+static int coalesce(void *ud, const rd_kafka_message_t *m, char *key, size_t keysz, int64_t *rank) {
+    (void)ud;
+    Dealscore__V1__OpportunityChanged *ev = NULL;
+    char err[64];
+    if (ds_event_decode_opportunity_changed(m, &ev, NULL, err, sizeof err) != 0) return DS_EINVAL;
+    *rank = ev->occurred_at_us > 0 ? ev->occurred_at_us : INT64_MAX;
+    int len = snprintf(key, keysz, "%s", ev->opportunity_id);
+    ds_event_opportunity_changed_free(ev);
+    return len > 0 && (size_t)len < keysz ? 0 : DS_EINVAL;
+}
+
 void feature_worker(ds_service_t *svc, void *state) {
     (void)state;
     feature_state_t st = {.svc = svc};
@@ -433,7 +448,12 @@ void feature_worker(ds_service_t *svc, void *state) {
                            "Changes of unknown or placeholder opportunities (nothing to compute)", NULL);
     st.m_snapshots = ds_metrics_counter(m, "feature_snapshots_total", "Feature snapshots written", NULL);
     static const char *const topics[] = {DS_TOPIC_OPPORTUNITY_CHANGED};
-    ds_worker_def_t def = {.name = "feature", .topics = topics, .ntopics = 1, .process = process, .ud = &st};
+    ds_worker_def_t def = {.name = "feature",
+                           .topics = topics,
+                           .ntopics = 1,
+                           .process = process,
+                           .ud = &st,
+                           .coalesce = coalesce};
     ds_worker_run(svc, &def);
     ds_org_cache_destroy(st.orgs);
     ds_pg_destroy(st.pgw);

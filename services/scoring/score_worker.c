@@ -718,6 +718,20 @@ out:
     return rc;
 }
 
+/* A burst holds, per deal, the features with the latest as_of (the newer
+ * on a tie), as decode_and_coalesce keeps: the message carries them all. */
+static int coalesce(void *ud, const rd_kafka_message_t *m, char *key, size_t keysz, int64_t *rank) {
+    (void)ud;
+    Dealscore__V1__FeaturesReady *ev = dealscore__v1__features_ready__unpack(NULL, m->len, m->payload);
+    int rc = ev && ds_uuid_valid(ev->opportunity_id) && ds_uuid_valid(ev->org_id) ? 0 : DS_EINVAL;
+    if (rc == 0) {
+        *rank = ev->as_of_us;
+        snprintf(key, keysz, "%s", ev->opportunity_id);
+    }
+    if (ev) dealscore__v1__features_ready__free_unpacked(ev, NULL);
+    return rc;
+}
+
 void scoring_worker(ds_service_t *svc, void *state) {
     (void)state;
     worker_state_t st = {.svc = svc};
@@ -734,7 +748,12 @@ void scoring_worker(ds_service_t *svc, void *state) {
         ds_metrics_histogram(svc->metrics, "scoring_batch_seconds", "Scoring and persisting one batch", NULL,
                              ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
     static const char *const topics[] = {DS_TOPIC_FEATURES_READY};
-    ds_worker_def_t def = {.name = "scoring", .topics = topics, .ntopics = 1, .process = process, .ud = &st};
+    ds_worker_def_t def = {.name = "scoring",
+                           .topics = topics,
+                           .ntopics = 1,
+                           .process = process,
+                           .ud = &st,
+                           .coalesce = coalesce};
     ds_worker_run(svc, &def);
     scorer_destroy(st.scorer);
     ds_org_cache_destroy(st.orgs);

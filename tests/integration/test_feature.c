@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
 
 #include "dstest.h"
 #include "store/feature_loader.h"
@@ -446,6 +447,66 @@ Test(feature, a_burst_ends_when_the_input_slows_to_a_trickle) {
     free(flow);
     ds_consumer_destroy(c);
     backlog_free(&b);
+}
+
+/* Bursts are for backlogs, not for an ordinary flow that fills a poll:
+ * pairs of changes, each pair a full poll (DEALSCORE_BATCH_SIZE=2) with
+ * nothing behind it, are computed as they come, one batch each and no
+ * burst. A backlog that builds while the worker is frozen (SIGSTOP), 100
+ * changes behind a full poll, is gathered as a burst (the clearing time
+ * allowed is 1 ms here, so that any backlog of more than a batch is one),
+ * and each deal ends as of its latest change. */
+Test(feature, an_ordinary_flow_is_not_gathered_but_a_backlog_is) {
+    enum { PAIRS = 5, BACKLOG = 100 };
+    dst_stop(&T);
+    dst_env_set(&T, "DEALSCORE_BATCH_SIZE", "2");
+    dst_env_set(&T, "DEALSCORE_BATCH_WAIT_MS", "5000");
+    dst_env_set(&T, "DEALSCORE_BURST_BACKLOG_MS", "1");
+    PGconn *db = pgt_connect_db(&T.db);
+    char *opps[2] = {insert_opportunity(db, "OPP-O0"), insert_opportunity(db, "OPP-O1")};
+    ds_config_t cfg;
+    ds_producer_t *p = dst_producer(&T, &cfg);
+    char *topic = pgt_fmt("%sopportunity.changed", T.prefix);
+    ds_consumer_t *c = dst_consumer(&T, "features.ready");
+    dst_start(&T, "feature");
+    int sent = 0;
+    for (int r = 0; r < PAIRS; r++) {
+        for (int i = 0; i < 2; i++, sent++) {
+            char eid[40];
+            snprintf(eid, sizeof eid, "4c1d4a52-9d55-4c38-b2c1-43a1c1f0%04d", sent);
+            produce_change(p, topic, eid, T.org_id, opps[i], BACKLOG_BASE + sent);
+        }
+        rd_kafka_message_t *m[2];
+        dst_consume(c, m, 2, 30000);
+        ds_consumer_release(m, 2);
+    }
+    cr_expect_eq(dst_metric(&T, "dealscore_worker_batch_size_count{worker=\"feature\"}"), (double)PAIRS);
+    cr_expect_eq(dst_metric(&T, "dealscore_worker_burst_batches_total{worker=\"feature\"}"), 0.0,
+                 "full polls of an ordinary flow are no burst");
+    kill(T.pid, SIGSTOP);
+    for (int k = 0; k < BACKLOG; k++, sent++) {
+        char eid[40];
+        snprintf(eid, sizeof eid, "4c1d4a52-9d55-4c38-b2c1-43a1c1f0%04d", sent);
+        produce_change(p, topic, eid, T.org_id, opps[k % 2], BACKLOG_BASE + sent);
+    }
+    kill(T.pid, SIGCONT);
+    dst_wait_metric(&T, "dealscore_worker_messages_total{worker=\"feature\"}", (double)sent);
+    cr_expect_geq(dst_metric(&T, "dealscore_worker_burst_batches_total{worker=\"feature\"}"), 1.0,
+                  "the backlog is gathered");
+    for (int i = 0; i < 2; i++) {
+        char sql[300];
+        snprintf(sql, sizeof sql,
+                 "select count(*) from features_snapshot where opportunity_id = '%s'"
+                 " and as_of = to_timestamp(%lld / 1e6)",
+                 opps[i], BACKLOG_BASE + sent - 2 + i);
+        cr_expect_eq(dst_wait_count(&T, sql, 1, 10000), 1, "OPP-O%d as of its latest change", i);
+    }
+    for (int i = 0; i < 2; i++) free(opps[i]);
+    ds_consumer_destroy(c);
+    ds_producer_destroy(p);
+    ds_config_close(&cfg);
+    free(topic);
+    PQfinish(db);
 }
 
 /* The lag gauge counts what is not consumed yet. A worker restarted on a
