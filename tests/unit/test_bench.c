@@ -371,3 +371,23 @@ Test(bench, steps_stop_at_the_first_step_that_is_not_sustained) {
     slow_sender.achieved = 440;
     cr_assert_not(perf_step_sustained(&slow_sender));
 }
+
+/* The memory figures come from /proc: this process's resident size grows
+ * by the 32 MB it touches, and its peak is never under it; a process that
+ * does not exist gives -1 and NaN. */
+Test(bench, proc_memory_reads_the_resident_size_and_its_peak) {
+    double rss0, peak0, rss1, peak1;
+    cr_assert_eq(perf_proc_memory(getpid(), &rss0, &peak0), 0);
+    cr_expect_gt(rss0, 0.0);
+    cr_expect_geq(peak0, rss0);
+    size_t n = 32u << 20;
+    char *block = malloc(n);
+    cr_assert_not_null(block);
+    memset(block, 1, n);
+    cr_assert_eq(perf_proc_memory(getpid(), &rss1, &peak1), 0);
+    cr_expect_geq(rss1, rss0 + 31.0, "%.1f MB resident after %.1f MB + 32", rss1, rss0);
+    cr_expect_geq(peak1, rss1);
+    free(block);
+    cr_expect_eq(perf_proc_memory(999999999, &rss1, &peak1), -1);
+    cr_expect(isnan(rss1) && isnan(peak1));
+}

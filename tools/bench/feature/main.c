@@ -6,6 +6,9 @@
  * given DEALSCORE_BATCH_SIZE) and measures the time until every opportunity
  * has its features_snapshot row, and, from the worker's /metrics, the share
  * of time in loading, computing and writing and the mean batch size.
+ * With --changes K the topic holds K events per opportunity (a burst the
+ * worker coalesces), and --worker benchmark or scoring measures that worker
+ * instead. Each trial also reads the worker's memory (VmRSS, VmHWM).
  * A measurement program, not a test: it prints figures and asserts nothing.
  *
  *   eval "$(deploy/local/stack env)"
@@ -37,6 +40,7 @@
 #include "infra/kafka.h"
 #include "base/log.h"
 #include "dealscore/v1/events.pb-c.h"
+#include "domain/features.h"
 
 extern char **environ;
 
@@ -92,7 +96,7 @@ static void stop_child(pid_t pid, int timeout_s) {
         if (r == pid || (r < 0 && errno != EINTR)) return;
         sleep_us(50000);
     }
-    fprintf(stderr, PROG ": the feature worker did not stop within %d s; killing it\n", timeout_s);
+    fprintf(stderr, PROG ": the worker did not stop within %d s; killing it\n", timeout_s);
     kill(pid, SIGKILL);
     perf_wait_exit(pid);
 }
@@ -125,7 +129,8 @@ typedef struct {
     char runid[16];
     char slug[80];
     char org_id[37];
-    long nopps, seed;
+    long nopps, seed, changes;
+    const char *worker; /* the measured worker: feature, benchmark or scoring */
     int repeat, batch_sizes[MAX_BATCH_SIZES], nbatch_sizes;
     double settle_s, timeout_s;
     bool fresh;
@@ -140,6 +145,8 @@ typedef struct {
     int batch_size, rep;
     bool done, timed_out;
     long snapshots, skipped, db_rows, dead_letters;
+    double messages;
+    double rss_ready, rss_end, rss_peak; /* the worker's VmRSS when ready and at the end, its VmHWM, MB */
     double produce_s, startup_s, secs, secs_from_start;
     double load, compute, write, produce, batch_secs, batches, batch_msgs, batches_timed;
 } trial_t;
@@ -328,21 +335,66 @@ static int trial_config(ds_config_t *cfg, const char *prefix, char *err, size_t 
     return rc;
 }
 
-/* Produces one OpportunityChanged per opportunity (occurred at as_of_us) to
- * the prefix's opportunity.changed. Returns 0 or -1. */
+/* The input topic of the measured worker, and its output topic (NULL: none). */
+static const char *input_topic(const bench_t *b) {
+    return strcmp(b->worker, "scoring") == 0 ? DS_TOPIC_FEATURES_READY : DS_TOPIC_OPPORTUNITY_CHANGED;
+}
+
+static const char *output_topic(const bench_t *b) {
+    return strcmp(b->worker, "feature") == 0   ? DS_TOPIC_FEATURES_READY
+           : strcmp(b->worker, "scoring") == 0 ? DS_TOPIC_PREDICTION_MADE
+                                               : NULL;
+}
+
+/* Packs the measured worker's input event for opportunity i at at_us into
+ * buf: an OpportunityChanged, or for scoring a FeaturesReady with no
+ * features (the deal scores from its org's model or prior). */
+static size_t pack_event(const bench_t *b, size_t i, int64_t at_us, char *eid, uint8_t *buf, size_t size) {
+    size_t len;
+    if (strcmp(b->worker, "scoring") == 0) {
+        Dealscore__V1__FeaturesReady ev = DEALSCORE__V1__FEATURES_READY__INIT;
+        ev.event_id = eid;
+        ev.causation_id = eid;
+        ev.org_id = (char *)b->org_id;
+        ev.opportunity_id = (char *)b->opp_ids[i];
+        ev.as_of_us = at_us;
+        ev.feature_version = DS_FEATURE_VERSION;
+        len = dealscore__v1__features_ready__get_packed_size(&ev);
+        ds_assert(len <= size);
+        return dealscore__v1__features_ready__pack(&ev, buf);
+    }
+    Dealscore__V1__OpportunityChanged ev = DEALSCORE__V1__OPPORTUNITY_CHANGED__INIT;
+    ev.event_id = eid;
+    ev.org_id = (char *)b->org_id;
+    ev.opportunity_id = (char *)b->opp_ids[i];
+    ev.account_id = (char *)b->acc_ids[i];
+    ev.kind = DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_RESCORE_REQUESTED;
+    ev.occurred_at_us = at_us;
+    ev.source = "bench";
+    ev.source_hash = "";
+    len = dealscore__v1__opportunity_changed__get_packed_size(&ev);
+    ds_assert(len <= size);
+    return dealscore__v1__opportunity_changed__pack(&ev, buf);
+}
+
+/* Produces --changes input events per opportunity to the prefix's input
+ * topic, round by round (every opportunity's first change, then every
+ * second one ...), round k occurring k - changes + 1 microseconds before
+ * as_of_us (the last at as_of_us). Returns 0 or -1. */
 static int fill_topic(bench_t *b, const ds_config_t *cfg, int64_t as_of_us, double *secs) {
     char err[512];
-    char *topic = ds_config_topic(cfg, DS_TOPIC_OPPORTUNITY_CHANGED);
-    /* features.ready too, as in a running system: left to the broker's
+    char *topic = ds_config_topic(cfg, input_topic(b));
+    /* The output topic too, as in a running system: left to the broker's
      * auto-creation on the first produce, it holds up the worker's first
      * batch for ~0.5 s (creation, leader election, metadata refresh). */
-    char *ready = ds_config_topic(cfg, DS_TOPIC_FEATURES_READY);
+    char *ready = ds_config_topic(cfg, output_topic(b) ? output_topic(b) : input_topic(b));
     const char *topics[] = {topic, ready};
+    size_t ntopics = output_topic(b) ? 2 : 1;
     int rc = -1;
     ds_producer_t *p = NULL;
     dr_t dr = {0};
-    if (ds_kafka_ensure_topics(cfg, topics, 2, cfg->topic_partitions, cfg->topic_replication, 15000, err,
-                               sizeof err) != 0) {
+    if (ds_kafka_ensure_topics(cfg, topics, ntopics, cfg->topic_partitions, cfg->topic_replication, 15000,
+                               err, sizeof err) != 0) {
         fprintf(stderr, PROG ": could not create topics %s and %s: %s\n", topic, ready, err);
         goto out;
     }
@@ -354,31 +406,23 @@ static int fill_topic(bench_t *b, const ds_config_t *cfg, int64_t as_of_us, doub
     ds_producer_set_full_timeout(p, 60000);
     int64_t t0 = ds_mono_us();
     uint8_t buf[512];
-    for (size_t i = 0; i < b->nids; i++) {
+    for (size_t j = 0; j < b->nids * (size_t)b->changes; j++) {
+        size_t i = j % b->nids;
+        int64_t at_us = as_of_us - (b->changes - 1 - (long)(j / b->nids));
         char eid[37];
         ds_uuid4(eid);
-        Dealscore__V1__OpportunityChanged ev = DEALSCORE__V1__OPPORTUNITY_CHANGED__INIT;
-        ev.event_id = eid;
-        ev.org_id = b->org_id;
-        ev.opportunity_id = b->opp_ids[i];
-        ev.account_id = b->acc_ids[i];
-        ev.kind = DEALSCORE__V1__CHANGE_KIND__CHANGE_KIND_RESCORE_REQUESTED;
-        ev.occurred_at_us = as_of_us;
-        ev.source = "bench";
-        ev.source_hash = "";
-        size_t len = dealscore__v1__opportunity_changed__get_packed_size(&ev);
-        ds_assert(len <= sizeof buf);
-        dealscore__v1__opportunity_changed__pack(&ev, buf);
+        size_t len = pack_event(b, i, at_us, eid, buf, sizeof buf);
         ds_event_meta_t meta = {.id = eid,
-                                .type = DS_CE_TYPE_OPPORTUNITY_CHANGED,
-                                .time_us = as_of_us,
+                                .type = strcmp(b->worker, "scoring") == 0 ? DS_CE_TYPE_FEATURES_READY
+                                                                          : DS_CE_TYPE_OPPORTUNITY_CHANGED,
+                                .time_us = at_us,
                                 .source = "/dealscore/bench-feature"};
         int r = ds_producer_send(p, topic, b->opp_ids[i], strlen(b->opp_ids[i]), buf, len, &meta, NULL);
         if (r != 0) {
             fprintf(stderr, PROG ": could not produce to %s: %s\n", topic, ds_strerror(r));
             goto out;
         }
-        if (i % 1000 == 999) ds_producer_poll(p, 0);
+        if (j % 1000 == 999) ds_producer_poll(p, 0);
     }
     if (ds_producer_flush(p, 60000) != 0) {
         fprintf(stderr, PROG ": the events were not all delivered within 60 s\n");
@@ -395,7 +439,8 @@ out:
 
 /* Deletes the trial's topics (the Kafka admin API); failures only warn. */
 static void delete_topics(const ds_config_t *cfg) {
-    static const char *const bases[] = {DS_TOPIC_OPPORTUNITY_CHANGED, DS_TOPIC_FEATURES_READY};
+    static const char *const bases[] = {DS_TOPIC_OPPORTUNITY_CHANGED, DS_TOPIC_FEATURES_READY,
+                                        DS_TOPIC_PREDICTION_MADE};
     char err[512];
     rd_kafka_conf_t *conf = NULL;
     if (ds_kafka_conf_new(&conf, cfg, err, sizeof err) != 0) return;
@@ -405,31 +450,40 @@ static void delete_topics(const ds_config_t *cfg) {
         return;
     }
     conf = NULL; /* now owned by rk */
-    char *names[4];
-    rd_kafka_DeleteTopic_t *del[4];
-    for (int i = 0; i < 2; i++) {
+    char *names[6];
+    rd_kafka_DeleteTopic_t *del[6];
+    for (int i = 0; i < 3; i++) {
         names[2 * i] = ds_config_topic(cfg, bases[i]);
         names[2 * i + 1] = ds_asprintf("%s%s", names[2 * i], DS_TOPIC_DLQ_SUFFIX);
     }
-    for (int i = 0; i < 4; i++) del[i] = rd_kafka_DeleteTopic_new(names[i]);
+    for (int i = 0; i < 6; i++) del[i] = rd_kafka_DeleteTopic_new(names[i]);
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_DeleteTopics(rk, del, 4, NULL, q);
+    rd_kafka_DeleteTopics(rk, del, 6, NULL, q);
     rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
     if (!ev)
         fprintf(stderr, PROG ": deleting the trial's topics timed out\n");
     else
         rd_kafka_event_destroy(ev);
     rd_kafka_queue_destroy(q);
-    rd_kafka_DeleteTopic_destroy_array(del, 4);
-    for (int i = 0; i < 4; i++) free(names[i]);
+    rd_kafka_DeleteTopic_destroy_array(del, 6);
+    for (int i = 0; i < 6; i++) free(names[i]);
     rd_kafka_destroy(rk);
 }
 
-static int scrape(perf_conn_t *c, trial_t *t) {
+/* Reads the worker's /metrics into t. The deals done (t->snapshots) are the
+ * feature worker's snapshots, the scoring worker's predictions, or the
+ * benchmark worker's events / --changes. */
+static int scrape(const bench_t *b, perf_conn_t *c, trial_t *t) {
     if (perf_conn_request(c, "/metrics", NULL, NULL, 0) != 200) return -1;
     const char *p = c->body;
     size_t n = c->body_len;
-    t->snapshots = (long)perf_metric_sum(p, n, "dealscore_feature_snapshots_total", NULL);
+    t->messages = perf_metric_sum(p, n, "dealscore_worker_messages_total", NULL);
+    if (strcmp(b->worker, "feature") == 0)
+        t->snapshots = (long)perf_metric_sum(p, n, "dealscore_feature_snapshots_total", NULL);
+    else if (strcmp(b->worker, "scoring") == 0)
+        t->snapshots = (long)perf_metric_sum(p, n, "dealscore_predictions_total", "path=\"worker\"");
+    else
+        t->snapshots = (long)(t->messages / (double)b->changes);
     t->skipped = (long)perf_metric_sum(p, n, "dealscore_feature_skipped_total", NULL);
     t->dead_letters = (long)perf_metric_sum(p, n, "dealscore_worker_dead_letters_total", NULL);
     t->load = perf_metric_sum(p, n, "dealscore_feature_phase_seconds_total", "phase=\"load\"");
@@ -444,9 +498,11 @@ static int scrape(perf_conn_t *c, trial_t *t) {
 }
 
 /* Watches the worker until it is ready (Postgres and Kafka reachable and
- * partitions assigned: from then on it only consumes), then until every
- * opportunity has its snapshot, up to --timeout or an interruption; sets
- * *t_ready and *t_done when reached. Returns -1 when the worker exited. */
+ * partitions assigned: from then on it only consumes; its VmRSS then is
+ * rss_ready), then until it has consumed every event, finished every batch
+ * and every opportunity has its snapshot (its prediction, for scoring), up
+ * to --timeout or an interruption; sets *t_ready and *t_done when reached.
+ * Returns -1 when the worker exited. */
 static int watch_worker(bench_t *b, pid_t pid, perf_conn_t *c, const char *logp, trial_t *t, int64_t t_spawn,
                         int64_t *t_ready, int64_t *t_done) {
     long target = (long)b->nids;
@@ -454,16 +510,21 @@ static int watch_worker(bench_t *b, pid_t pid, perf_conn_t *c, const char *logp,
     while (!interrupted && ds_mono_us() < deadline) {
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
-            fprintf(stderr, PROG ": the feature worker exited early; its log (%s):\n", logp);
+            fprintf(stderr, PROG ": the %s worker exited early; its log (%s):\n", b->worker, logp);
             print_file_tail(logp, 20);
             return -1;
         }
         if (!*t_ready) {
-            if (perf_conn_request(c, "/readyz", NULL, NULL, 0) == 200) *t_ready = ds_mono_us();
+            if (perf_conn_request(c, "/readyz", NULL, NULL, 0) == 200) {
+                *t_ready = ds_mono_us();
+                double peak;
+                perf_proc_memory(pid, &t->rss_ready, &peak);
+            }
             sleep_us(10000);
             continue;
         }
-        if (scrape(c, t) == 0 && t->snapshots + t->skipped >= target) {
+        if (scrape(b, c, t) == 0 && t->snapshots + t->skipped >= target &&
+            t->messages >= (double)target * (double)b->changes && t->batches_timed >= t->batches) {
             *t_done = ds_mono_us();
             break;
         }
@@ -495,7 +556,7 @@ static int run_trial(bench_t *b, int batch_size, int rep, trial_t *t) {
     pid_t pid = -1;
     perf_conn_t c = {.fd = -1};
     fprintf(stderr, PROG ": batch %d, rep %d: filling %sopportunity.changed with %zu events\n", batch_size,
-            rep, prefix, b->nids);
+            rep, prefix, b->nids * (size_t)b->changes);
     if (fill_topic(b, &cfg, as_of, &t->produce_s) != 0) goto out;
 
     int port = free_port();
@@ -506,10 +567,10 @@ static int run_trial(bench_t *b, int batch_size, int rep, trial_t *t) {
     snprintf(c.host, sizeof c.host, "127.0.0.1");
     c.port = port;
     char exe[PATH_MAX + 32], logp[PATH_MAX + 64];
-    snprintf(exe, sizeof exe, "%s/dealscore-feature", b->bin_dir);
-    snprintf(logp, sizeof logp, "%s/feature-b%d-r%d.log", b->work_dir, batch_size, rep);
+    snprintf(exe, sizeof exe, "%s/dealscore-%s", b->bin_dir, b->worker);
+    snprintf(logp, sizeof logp, "%s/%s-b%d-r%d.log", b->work_dir, b->worker, batch_size, rep);
     char *mine[] = {ds_asprintf("DEALSCORE_TOPIC_PREFIX=%s", prefix),
-                    ds_asprintf("DEALSCORE_GROUP_ID=bench-feature-%s", prefix),
+                    ds_asprintf("DEALSCORE_GROUP_ID=bench-%s-%s", b->worker, prefix),
                     ds_asprintf("DEALSCORE_BATCH_SIZE=%d", batch_size),
                     ds_asprintf("DEALSCORE_HTTP_ADDR=127.0.0.1:%d", port),
                     ds_strdup("DEALSCORE_LOG_LEVEL=warn")};
@@ -541,7 +602,8 @@ static int run_trial(bench_t *b, int batch_size, int rep, trial_t *t) {
     }
     /* The snapshot counter moves when a batch's transaction commits; the
      * batch's time is recorded after its features.ready are delivered. */
-    for (int i = 0; i < 100 && scrape(&c, t) == 0 && t->batches_timed < t->batches; i++) sleep_us(50000);
+    for (int i = 0; i < 100 && scrape(b, &c, t) == 0 && t->batches_timed < t->batches; i++) sleep_us(50000);
+    perf_proc_memory(pid, &t->rss_end, &t->rss_peak);
     t->startup_s = (double)(t_ready - t_spawn) / 1e6;
     t->secs = (double)(t_done - t_ready) / 1e6;
     t->secs_from_start = (double)(t_done - t_spawn) / 1e6;
@@ -554,12 +616,14 @@ static int run_trial(bench_t *b, int batch_size, int rep, trial_t *t) {
         b,
         "select count(*) from public.features_snapshot where org_id = $1::uuid and as_of = $2::timestamptz",
         2, v);
-    t->db_rows = r ? atol(PQgetvalue(r, 0, 0)) : -1;
+    t->db_rows = strcmp(b->worker, "feature") != 0 ? t->snapshots : r ? atol(PQgetvalue(r, 0, 0)) : -1;
     PQclear(r);
     if (!b->keep) {
-        PQclear(query(
-            b, "delete from public.features_snapshot where org_id = $1::uuid and as_of = $2::timestamptz", 2,
-            v));
+        /* The earlier changes' snapshots too (up to 1,000 changes: 1 ms). */
+        PQclear(query(b,
+                      "delete from public.features_snapshot where org_id = $1::uuid"
+                      " and as_of between $2::timestamptz - interval '1 ms' and $2::timestamptz",
+                      2, v));
         delete_topics(&cfg);
     }
     rc = 0;
@@ -582,13 +646,19 @@ static void usage(FILE *out) {
             "per opportunity to a fresh topic prefix with no worker reading it, then starts\n"
             "dealscore-feature on that prefix (fresh group, DEALSCORE_BATCH_SIZE as given) and times\n"
             "how long until every opportunity has its features_snapshot row. Reports opportunities/s,\n"
-            "the share of the worker's batch time in loading, computing and writing, and the mean\n"
-            "batch size (from the worker's /metrics).\n"
+            "the share of the worker's batch time in loading, computing and writing, the mean\n"
+            "batch size (from the worker's /metrics) and its memory (VmRSS, VmHWM).\n"
             "\n"
             "Options:\n"
             "  --opportunities N   opportunities to simulate and import (default 10000; the import\n"
             "                      writes ~25 rows per opportunity and takes minutes at 10000)\n"
             "  --seed N            simulator seed (default 1)\n"
+            "  --changes K         events per opportunity in the topic, the last one latest\n"
+            "                      (default 1; 2000 opportunities x 50: a 100,000-message burst\n"
+            "                      over 2,000 deals)\n"
+            "  --worker NAME       the worker measured: feature (default), benchmark (same input)\n"
+            "                      or scoring (fed FeaturesReady events with no features); opps/s\n"
+            "                      then counts predictions, or events / --changes for benchmark\n"
             "  --org SLUG          the org (default bf-<N>-s<seed>); reused when it holds opportunities\n"
             "  --fresh             import into a new org (slug with a run id) even if one exists\n"
             "  --batch-sizes LIST  DEALSCORE_BATCH_SIZE values to try (default 500,2000)\n"
@@ -596,7 +666,7 @@ static void usage(FILE *out) {
             "  --timeout S         give up on a trial after S seconds (default 600)\n"
             "  --settle S          wait up to S s after the import for the outbox to drain and the\n"
             "                      stack's workers to go idle (default 600; 0: do not wait)\n"
-            "  --bin-dir DIR       where dealscore-sim, -ingest and -feature are (default\n"
+            "  --bin-dir DIR       where dealscore-sim, -ingest and the worker are (default\n"
             "                      $DEALSCORE_BIN_DIR, else this program's directory)\n"
             "  --work-dir DIR      simulator files and worker logs (default a new /tmp directory)\n"
             "  --keep              keep the work directory, the trial topics and the snapshot rows\n"
@@ -620,7 +690,7 @@ static void remove_work_dir(bench_t *b) {
     }
     for (int i = 0; i < b->nbatch_sizes; i++)
         for (int r = 1; r <= b->repeat; r++) {
-            snprintf(path, sizeof path, "%s/feature-b%d-r%d.log", b->work_dir, b->batch_sizes[i], r);
+            snprintf(path, sizeof path, "%s/%s-b%d-r%d.log", b->work_dir, b->worker, b->batch_sizes[i], r);
             unlink(path);
         }
     rmdir(b->work_dir);
@@ -657,6 +727,15 @@ static const char *apply_option(void *ctx, int c) {
     case 'e':
         if (!ds_parse_long(optarg, 0, LONG_MAX, &b->seed)) return "--seed must be a number >= 0";
         break;
+    case 'c':
+        if (!ds_parse_long(optarg, 1, 1000, &b->changes)) return "--changes must be 1 to 1000";
+        break;
+    case 'W':
+        if (strcmp(optarg, "feature") != 0 && strcmp(optarg, "benchmark") != 0 &&
+            strcmp(optarg, "scoring") != 0)
+            return "--worker must be feature, benchmark or scoring";
+        b->worker = optarg;
+        break;
     case 'g': p->org = optarg; break;
     case 'f': b->fresh = true; break;
     case 'b': p->sizes = optarg; break;
@@ -680,19 +759,12 @@ static const char *apply_option(void *ctx, int c) {
 }
 
 static int parse_options(prog_t *p, int argc, char **argv) {
-    static const struct option opts[] = {{"opportunities", 1, 0, 'o'},
-                                         {"seed", 1, 0, 'e'},
-                                         {"org", 1, 0, 'g'},
-                                         {"fresh", 0, 0, 'f'},
-                                         {"batch-sizes", 1, 0, 'b'},
-                                         {"repeat", 1, 0, 'n'},
-                                         {"timeout", 1, 0, 't'},
-                                         {"settle", 1, 0, 'S'},
-                                         {"bin-dir", 1, 0, 'B'},
-                                         {"work-dir", 1, 0, 'w'},
-                                         {"keep", 0, 0, 'k'},
-                                         {"help", 0, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"opportunities", 1, 0, 'o'}, {"seed", 1, 0, 'e'},    {"changes", 1, 0, 'c'},
+        {"worker", 1, 0, 'W'},        {"org", 1, 0, 'g'},     {"fresh", 0, 0, 'f'},
+        {"batch-sizes", 1, 0, 'b'},   {"repeat", 1, 0, 'n'},  {"timeout", 1, 0, 't'},
+        {"settle", 1, 0, 'S'},        {"bin-dir", 1, 0, 'B'}, {"work-dir", 1, 0, 'w'},
+        {"keep", 0, 0, 'k'},          {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
     bench_t *b = &p->b;
     int rc = perf_parse_options(argc, argv, opts, PROG, usage, apply_option, p);
     if (rc != GO_ON) return rc;
@@ -720,10 +792,10 @@ static int check_settings(prog_t *p) {
         fprintf(stderr, PROG ": cannot find my own directory; give --bin-dir\n");
         return 2;
     }
-    static const char *const needed[] = {"dealscore-sim", "dealscore-ingest", "dealscore-feature"};
+    const char *needed[] = {"sim", "ingest", b->worker};
     for (size_t i = 0; i < DS_ARRAY_SIZE(needed); i++) {
         char exe[PATH_MAX + 32];
-        snprintf(exe, sizeof exe, "%s/%s", b->bin_dir, needed[i]);
+        snprintf(exe, sizeof exe, "%s/dealscore-%s", b->bin_dir, needed[i]);
         if (access(exe, X_OK) != 0) {
             fprintf(stderr,
                     PROG ": %s is not an executable (build it, or give --bin-dir / DEALSCORE_BIN_DIR)\n",
@@ -800,7 +872,21 @@ static int prepare(prog_t *p) {
 }
 
 /* The figures of a trial that the tables show. */
-enum { M_RATE, M_SECS, M_LOAD, M_COMPUTE, M_WRITE, M_OTHER, M_MEAN_BATCH, M_BUSY_RATE, M_PRODUCE, M_N };
+enum {
+    M_RATE,
+    M_SECS,
+    M_LOAD,
+    M_COMPUTE,
+    M_WRITE,
+    M_OTHER,
+    M_MEAN_BATCH,
+    M_BUSY_RATE,
+    M_PRODUCE,
+    M_RSS_READY,
+    M_RSS_END,
+    M_RSS_PEAK,
+    M_N
+};
 
 static double trial_metric(const trial_t *t, int m) {
     switch (m) {
@@ -813,17 +899,21 @@ static double trial_metric(const trial_t *t, int m) {
         return 100.0 - share(t->load, t) - share(t->compute, t) - share(t->write, t) - share(t->produce, t);
     case M_MEAN_BATCH: return t->batches > 0 ? t->batch_msgs / t->batches : 0;
     case M_PRODUCE: return share(t->produce, t);
+    case M_RSS_READY: return t->rss_ready;
+    case M_RSS_END: return t->rss_end;
+    case M_RSS_PEAK: return t->rss_peak;
     default: return t->batch_secs > 0 ? (double)t->snapshots / t->batch_secs : NAN;
     }
 }
 
 static void print_trial(const trial_t *t) {
-    printf(
-        "%6d %4d %7ld %7.2fs %7.2fs %7.2fs %9.0f %5.1f%% %7.1f%% %5.1f%% %7.1f%% %5.1f%% %10.1f %11.0f%s\n",
-        t->batch_size, t->rep, t->snapshots, t->produce_s, t->startup_s, t->secs, trial_metric(t, M_RATE),
-        trial_metric(t, M_LOAD), trial_metric(t, M_COMPUTE), trial_metric(t, M_WRITE),
-        trial_metric(t, M_PRODUCE), trial_metric(t, M_OTHER), trial_metric(t, M_MEAN_BATCH),
-        trial_metric(t, M_BUSY_RATE), t->timed_out ? "  TIMED OUT" : "");
+    printf("%6d %4d %7ld %7.2fs %7.2fs %7.2fs %9.0f %5.1f%% %7.1f%% %5.1f%% %7.1f%% %5.1f%% %10.1f %11.0f "
+           "%5.0f/%4.0f/%4.0f%s\n",
+           t->batch_size, t->rep, t->snapshots, t->produce_s, t->startup_s, t->secs, trial_metric(t, M_RATE),
+           trial_metric(t, M_LOAD), trial_metric(t, M_COMPUTE), trial_metric(t, M_WRITE),
+           trial_metric(t, M_PRODUCE), trial_metric(t, M_OTHER), trial_metric(t, M_MEAN_BATCH),
+           trial_metric(t, M_BUSY_RATE), t->rss_ready, t->rss_end, t->rss_peak,
+           t->timed_out ? "  TIMED OUT" : "");
     if (t->db_rows != t->snapshots || t->skipped || t->dead_letters)
         printf("       note: %ld snapshot rows in the database, %ld skipped, %ld dead letters\n", t->db_rows,
                t->skipped, t->dead_letters);
@@ -833,9 +923,9 @@ static void print_trial(const trial_t *t) {
 static int run_trials(prog_t *p) {
     bench_t *b = &p->b;
     p->trials = ds_calloc((size_t)(b->nbatch_sizes * b->repeat), sizeof *p->trials);
-    printf("\n%6s %4s %7s %8s %8s %8s %9s %6s %8s %6s %8s %6s %10s %11s\n", "batch", "rep", "opps", "fill",
-           "startup", "seconds", "opps/s", "load", "compute", "write", "produce", "other", "mean batch",
-           "busy opps/s");
+    printf("\n%6s %4s %7s %8s %8s %8s %9s %6s %8s %6s %8s %6s %10s %11s %15s\n", "batch", "rep", "opps",
+           "fill", "startup", "seconds", "opps/s", "load", "compute", "write", "produce", "other",
+           "mean batch", "busy opps/s", "MB ready/end/pk");
     for (int r = 1; r <= b->repeat && !interrupted; r++) {
         /* Alternate the batch sizes within a repetition, so slow drifts of the
          * shared machine's load hit each size alike. */
@@ -862,8 +952,8 @@ static int print_medians(prog_t *p) {
     printf("\nmedians of %d trial%s per batch size (%zu opportunities; load average at start %s, at end %s; "
            "%ld CPUs):\n",
            b->repeat, b->repeat > 1 ? "s" : "", b->nids, p->la0, la1, p->ncpu);
-    printf("%6s %9s %9s %6s %8s %6s %8s %6s %10s %11s\n", "batch", "opps/s", "seconds", "load", "compute",
-           "write", "produce", "other", "mean batch", "busy opps/s");
+    printf("%6s %9s %9s %6s %8s %6s %8s %6s %10s %11s %15s\n", "batch", "opps/s", "seconds", "load",
+           "compute", "write", "produce", "other", "mean batch", "busy opps/s", "MB ready/end/pk");
     double best = 0;
     int best_size = 0;
     double *x = ds_calloc((size_t)b->repeat, sizeof *x);
@@ -875,9 +965,9 @@ static int print_medians(prog_t *p) {
                 if (p->trials[k].batch_size == b->batch_sizes[i]) x[n++] = trial_metric(&p->trials[k], f);
             m[f] = perf_median(x, n);
         }
-        printf("%6d %9.0f %8.2fs %5.1f%% %7.1f%% %5.1f%% %7.1f%% %5.1f%% %10.1f %11.0f\n", b->batch_sizes[i],
-               m[M_RATE], m[M_SECS], m[M_LOAD], m[M_COMPUTE], m[M_WRITE], m[M_PRODUCE], m[M_OTHER],
-               m[M_MEAN_BATCH], m[M_BUSY_RATE]);
+        printf("%6d %9.0f %8.2fs %5.1f%% %7.1f%% %5.1f%% %7.1f%% %5.1f%% %10.1f %11.0f %5.0f/%4.0f/%4.0f\n",
+               b->batch_sizes[i], m[M_RATE], m[M_SECS], m[M_LOAD], m[M_COMPUTE], m[M_WRITE], m[M_PRODUCE],
+               m[M_OTHER], m[M_MEAN_BATCH], m[M_BUSY_RATE], m[M_RSS_READY], m[M_RSS_END], m[M_RSS_PEAK]);
         if (m[M_RATE] > best) best = m[M_RATE], best_size = b->batch_sizes[i];
     }
     free(x);
@@ -899,8 +989,11 @@ static int print_notes(void) {
            "  events to the input topic (before the worker starts). busy opps/s =\n"
            "  opportunities / batch time (the rate without idle polling; it also counts publishing the\n"
            "  last batch's features.ready after its snapshots committed, so with one or two batches it\n"
-           "  can come out below opps/s). One event per opportunity, so nothing coalesces. The stack's\n"
-           "  Postgres and Kafka (and whatever else runs) share the CPUs.\n");
+           "  can come out below opps/s). With --changes 1, one event per opportunity, so nothing\n"
+           "  coalesces. MB ready/end/pk = the worker's VmRSS when it was ready (before its first\n"
+           "  batch), VmRSS once every event was processed, and VmHWM, its peak resident size\n"
+           "  (/proc/<pid>/status). The stack's Postgres and Kafka (and whatever else runs) share the\n"
+           "  CPUs.\n");
     return 0;
 }
 
@@ -915,7 +1008,13 @@ static void prog_close(prog_t *p) {
 }
 
 int main(int argc, char **argv) {
-    prog_t p = {.b = {.nopps = 10000, .seed = 1, .repeat = 3, .settle_s = 600, .timeout_s = 600},
+    prog_t p = {.b = {.nopps = 10000,
+                      .seed = 1,
+                      .changes = 1,
+                      .worker = "feature",
+                      .repeat = 3,
+                      .settle_s = 600,
+                      .timeout_s = 600},
                 .bin_dir = getenv("DEALSCORE_BIN_DIR"),
                 .sizes = "500,2000"};
     int rc = parse_options(&p, argc, argv);

@@ -100,6 +100,11 @@ void perf_run_threads(int n, void *(*fn)(void *), void *arg);
  * bytes), or "". */
 void perf_last_line(const char *path, char *out, size_t n);
 
+/* Memory of process pid from /proc/<pid>/status, in MB: VmRSS (resident
+ * now) and VmHWM (the peak resident since it started). Returns 0, or -1
+ * (both NaN) when the process or the lines are missing. */
+int perf_proc_memory(pid_t pid, double *rss_mb, double *peak_mb);
+
 /* The directory of this program's executable. Returns 0, or -1. */
 int perf_self_dir(char *out, size_t n);
 

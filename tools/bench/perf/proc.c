@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -69,6 +70,21 @@ void perf_last_line(const char *path, char *out, size_t n) {
         }
     }
     fclose(f);
+}
+
+int perf_proc_memory(pid_t pid, double *rss_mb, double *peak_mb) {
+    *rss_mb = *peak_mb = NAN;
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long kb;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) *rss_mb = (double)kb / 1024.0;
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) *peak_mb = (double)kb / 1024.0;
+    }
+    fclose(f);
+    return isnan(*rss_mb) || isnan(*peak_mb) ? -1 : 0;
 }
 
 int perf_self_dir(char *out, size_t n) {
