@@ -64,8 +64,9 @@ static const cfg_entry_t entries[] = {
      "DEALSCORE_BURST_QUIET_MS brings at least DEALSCORE_BATCH_SIZE messages), milliseconds; "
      "at most DEALSCORE_BURST_WAIT_MS: no longer than that"},
     {"DEALSCORE_BURST_QUIET_MS", T_INT, WORKERS, 1, 60000, "100", OFF(burst_quiet_ms),
-     "a burst batch is complete when a window this long brought fewer than a tenth of "
-     "DEALSCORE_BATCH_SIZE messages (the input paused or slowed to a trickle), milliseconds"},
+     "a burst batch is complete when, at the end of a window this long, the backlog is drained "
+     "or the window brought fewer than a tenth of DEALSCORE_BATCH_SIZE messages (the input "
+     "paused or slowed to a trickle), milliseconds"},
     {"DEALSCORE_SHUTDOWN_TIMEOUT_MS", T_INT, ALL, 100, 600000, "4000", OFF(shutdown_timeout_ms),
      "time allowed to finish in-flight work on SIGTERM, milliseconds"},
     {"DEALSCORE_MAX_RECORDS", T_INT, DS_SVC_INGEST, 1, 1000000, "1000", OFF(max_records),
