@@ -196,6 +196,7 @@ typedef struct {
     const char *id; /* in the context's pool */
     int64_t at;
     bool won;
+    double log_amount; /* NaN when the amount is unknown or not > 0 */
 } wr_entry_t;
 
 /* Deals grouped by key (account or owner), each group sorted by time, with
@@ -204,14 +205,16 @@ typedef struct {
     const char **keys;   /* distinct ids, sorted */
     uint32_t *key_start; /* n_keys + 1 offsets into at/cum_wins */
     size_t n_keys;
-    int64_t *at;        /* closed_at per deal */
-    uint32_t *cum_wins; /* n + 1: wins among the deals [0, i) */
+    int64_t *at;            /* closed_at per deal */
+    uint32_t *cum_wins;     /* n + 1: wins among the deals [0, i) */
+    double *cum_log_amount; /* n + 1: sum of the known ln(amount) among [0, i) */
+    uint32_t *cum_amounts;  /* n + 1: deals with a known amount among [0, i) */
     size_t n;
 } wr_index_t;
 
 struct ds_winrate_ctx {
     double m;
-    wr_index_t org, account, owner;
+    wr_index_t org, account, owner, segment, cohort;
     char *pool;
 };
 
@@ -229,10 +232,14 @@ static void wr_index_build(wr_index_t *ix, wr_entry_t *e, size_t n) {
     ix->n = n;
     ix->at = ds_malloc(n * sizeof *ix->at);
     ix->cum_wins = ds_malloc((n + 1) * sizeof *ix->cum_wins);
+    ix->cum_log_amount = ds_malloc((n + 1) * sizeof *ix->cum_log_amount);
+    ix->cum_amounts = ds_malloc((n + 1) * sizeof *ix->cum_amounts);
     ix->keys = ds_malloc(n * sizeof *ix->keys);
     ix->key_start = ds_malloc((n + 1) * sizeof *ix->key_start);
     ix->n_keys = 0;
     ix->cum_wins[0] = 0;
+    ix->cum_log_amount[0] = 0;
+    ix->cum_amounts[0] = 0;
     for (size_t i = 0; i < n; i++) {
         if (i == 0 || strcmp(e[i].id, e[i - 1].id) != 0) {
             ix->keys[ix->n_keys] = e[i].id;
@@ -240,6 +247,9 @@ static void wr_index_build(wr_index_t *ix, wr_entry_t *e, size_t n) {
         }
         ix->at[i] = e[i].at;
         ix->cum_wins[i + 1] = ix->cum_wins[i] + e[i].won;
+        bool known = !isnan(e[i].log_amount);
+        ix->cum_log_amount[i + 1] = ix->cum_log_amount[i] + (known ? e[i].log_amount : 0);
+        ix->cum_amounts[i + 1] = ix->cum_amounts[i] + known;
     }
     ix->key_start[ix->n_keys] = (uint32_t)n;
 }
@@ -249,6 +259,8 @@ static void wr_index_free(wr_index_t *ix) {
     free(ix->key_start);
     free(ix->at);
     free(ix->cum_wins);
+    free(ix->cum_log_amount);
+    free(ix->cum_amounts);
 }
 
 /* First index in [lo, hi) with at[i] >= t. */
@@ -263,18 +275,16 @@ static size_t lower_bound_time(const int64_t *at, size_t lo, size_t hi, int64_t 
     return lo;
 }
 
-/* Wins and closed deals of key before t; false when the key is unknown. */
-static bool wr_index_count(const wr_index_t *ix, const char *key, int64_t t, uint32_t *wins,
-                           uint32_t *closed) {
+/* The deals of key closed before t: entries [*from, *to) of the index;
+ * false when the key is unknown. */
+static bool wr_index_range(const wr_index_t *ix, const char *key, int64_t t, size_t *from, size_t *to) {
     size_t lo = 0, hi = ix->n_keys;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         int c = strcmp(ix->keys[mid], key);
         if (c == 0) {
-            size_t s = ix->key_start[mid], e = ix->key_start[mid + 1];
-            size_t k = lower_bound_time(ix->at, s, e, t);
-            *wins = ix->cum_wins[k] - ix->cum_wins[s];
-            *closed = (uint32_t)(k - s);
+            *from = ix->key_start[mid];
+            *to = lower_bound_time(ix->at, *from, ix->key_start[mid + 1], t);
             return true;
         }
         if (c < 0)
@@ -285,54 +295,84 @@ static bool wr_index_count(const wr_index_t *ix, const char *key, int64_t t, uin
     return false;
 }
 
+/* Wins and closed deals of key before t; false when the key is unknown. */
+static bool wr_index_count(const wr_index_t *ix, const char *key, int64_t t, uint32_t *wins,
+                           uint32_t *closed) {
+    size_t s, k;
+    if (!wr_index_range(ix, key, t, &s, &k)) return false;
+    *wins = ix->cum_wins[k] - ix->cum_wins[s];
+    *closed = (uint32_t)(k - s);
+    return true;
+}
+
+/* "a\x1fb" into buf (size pairs_len(a, b)); false when a or b is NULL or empty. */
+#define PAIR_SEP '\x1f'
+static size_t pair_len(const char *a, const char *b) {
+    return a && *a && b && *b ? strlen(a) + strlen(b) + 2 : 0;
+}
+
+static char *pair_put(char *out, const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    memcpy(out, a, la);
+    out[la] = PAIR_SEP;
+    memcpy(out + la + 1, b, lb + 1);
+    return out + la + lb + 2;
+}
+
+/* Copies id into the pool at *pp and adds its entry; nothing for an empty id. */
+static void wr_add(wr_entry_t *e, size_t *ne, char **pp, const char *id, const ds_closed_deal_t *d,
+                   double log_amount) {
+    if (!id || !*id) return;
+    size_t len = strlen(id) + 1;
+    memcpy(*pp, id, len);
+    e[(*ne)++] = (wr_entry_t){*pp, d->closed_at_us, d->won, log_amount};
+    *pp += len;
+}
+
+/* Adds the entry keyed by the pair (a, b); nothing when either is empty. */
+static void wr_add_pair(wr_entry_t *e, size_t *ne, char **pp, const char *a, const char *b,
+                        const ds_closed_deal_t *d, double log_amount) {
+    if (!pair_len(a, b)) return;
+    char *key = *pp;
+    *pp = pair_put(key, a, b);
+    e[(*ne)++] = (wr_entry_t){key, d->closed_at_us, d->won, log_amount};
+}
+
 int ds_winrate_ctx_new(const ds_closed_deal_t *deals, size_t n, double smoothing, ds_winrate_ctx_t **out) {
     if (!isfinite(smoothing) || smoothing < 0 || (n > 0 && !deals)) return DS_EINVAL;
     if (n > UINT32_MAX) return DS_EINVAL;
-    size_t pool_size = 1, n_acc = 0, n_own = 0, n_org = 0;
+    size_t pool_size = 1, n_org = 0;
     for (size_t i = 0; i < n; i++) {
-        if (deals[i].closed_at_us == DS_TIME_NONE) continue;
+        const ds_closed_deal_t *d = &deals[i];
+        if (d->closed_at_us == DS_TIME_NONE) continue;
         n_org++;
-        if (deals[i].account_id && *deals[i].account_id) {
-            pool_size += strlen(deals[i].account_id) + 1;
-            n_acc++;
-        }
-        if (deals[i].owner_id && *deals[i].owner_id) {
-            pool_size += strlen(deals[i].owner_id) + 1;
-            n_own++;
-        }
+        if (d->account_id) pool_size += strlen(d->account_id) + 1;
+        if (d->owner_id) pool_size += strlen(d->owner_id) + 1;
+        pool_size += pair_len(d->industry, d->product_category) + pair_len(d->size_band, d->product_category);
     }
     ds_winrate_ctx_t *wr = ds_calloc(1, sizeof *wr);
     wr->m = smoothing;
     wr->pool = ds_malloc(pool_size);
-    wr_entry_t *org = ds_malloc(n_org * sizeof *org);
-    wr_entry_t *acc = ds_malloc(n_acc * sizeof *acc);
-    wr_entry_t *own = ds_malloc(n_own * sizeof *own);
+    wr_entry_t *e[5];
+    size_t ne[5] = {0};
+    for (int k = 0; k < 5; k++) e[k] = ds_malloc((n_org + 1) * sizeof *e[k]);
     char *pp = wr->pool;
     *pp++ = '\0'; /* the org index uses "" as its one key */
-    size_t io = 0, ia = 0, iw = 0;
     for (size_t i = 0; i < n; i++) {
         const ds_closed_deal_t *d = &deals[i];
         if (d->closed_at_us == DS_TIME_NONE) continue;
-        org[io++] = (wr_entry_t){wr->pool, d->closed_at_us, d->won};
-        if (d->account_id && *d->account_id) {
-            size_t len = strlen(d->account_id) + 1;
-            memcpy(pp, d->account_id, len);
-            acc[ia++] = (wr_entry_t){pp, d->closed_at_us, d->won};
-            pp += len;
-        }
-        if (d->owner_id && *d->owner_id) {
-            size_t len = strlen(d->owner_id) + 1;
-            memcpy(pp, d->owner_id, len);
-            own[iw++] = (wr_entry_t){pp, d->closed_at_us, d->won};
-            pp += len;
-        }
+        double la = isfinite(d->amount) && d->amount > 0 ? log(d->amount) : NAN;
+        e[0][ne[0]++] = (wr_entry_t){wr->pool, d->closed_at_us, d->won, la};
+        wr_add(e[1], &ne[1], &pp, d->account_id, d, la);
+        wr_add(e[2], &ne[2], &pp, d->owner_id, d, la);
+        wr_add_pair(e[3], &ne[3], &pp, d->industry, d->product_category, d, la);
+        wr_add_pair(e[4], &ne[4], &pp, d->size_band, d->product_category, d, la);
     }
-    wr_index_build(&wr->org, org, n_org);
-    wr_index_build(&wr->account, acc, n_acc);
-    wr_index_build(&wr->owner, own, n_own);
-    free(org);
-    free(acc);
-    free(own);
+    wr_index_t *ix[5] = {&wr->org, &wr->account, &wr->owner, &wr->segment, &wr->cohort};
+    for (int k = 0; k < 5; k++) {
+        wr_index_build(ix[k], e[k], ne[k]);
+        free(e[k]);
+    }
     *out = wr;
     return DS_OK;
 }
@@ -342,6 +382,8 @@ void ds_winrate_ctx_destroy(ds_winrate_ctx_t *wr) {
     wr_index_free(&wr->org);
     wr_index_free(&wr->account);
     wr_index_free(&wr->owner);
+    wr_index_free(&wr->segment);
+    wr_index_free(&wr->cohort);
     free(wr->pool);
     free(wr);
 }
@@ -376,6 +418,32 @@ int ds_winrate_account(const ds_winrate_ctx_t *wr, const char *account_id, int64
 
 int ds_winrate_owner(const ds_winrate_ctx_t *wr, const char *owner_id, int64_t before_us, ds_winrate_t *out) {
     return winrate_key(wr, &wr->owner, owner_id, before_us, out);
+}
+
+int ds_winrate_segment(const ds_winrate_ctx_t *wr, const char *industry, const char *product_category,
+                       int64_t before_us, ds_winrate_t *out) {
+    size_t len = pair_len(industry, product_category);
+    if (!len) return DS_EINVAL;
+    char small[256], *key = len <= sizeof small ? small : ds_malloc(len);
+    pair_put(key, industry, product_category);
+    int rc = winrate_key(wr, &wr->segment, key, before_us, out);
+    if (key != small) free(key);
+    return rc;
+}
+
+int ds_amount_cohort(const ds_winrate_ctx_t *wr, const char *size_band, const char *product_category,
+                     int64_t before_us, double *mean_log, uint32_t *n) {
+    size_t len = pair_len(size_band, product_category);
+    if (!len) return DS_EINVAL;
+    char small[256], *key = len <= sizeof small ? small : ds_malloc(len);
+    pair_put(key, size_band, product_category);
+    size_t from = 0, to = 0;
+    const wr_index_t *ix = &wr->cohort;
+    (void)wr_index_range(ix, key, before_us, &from, &to);
+    if (key != small) free(key);
+    *n = ix->cum_amounts[to] - ix->cum_amounts[from];
+    *mean_log = *n ? (ix->cum_log_amount[to] - ix->cum_log_amount[from]) / *n : NAN;
+    return DS_OK;
 }
 
 /* ---- raw input helpers ----------------------------------------------------------- */
@@ -417,6 +485,26 @@ int ds_opp_history_set(ds_opp_history_t *row, const char *field, const char *old
         return DS_EINVAL;
     *row = r;
     return DS_OK;
+}
+
+ds_interaction_answer_t ds_interaction_answer_parse(const char *outcome) {
+    static const char *const yes[] = {"replied", "answered", "connected", "held", "completed"};
+    static const char *const no[] = {"no_reply",  "unanswered", "no_answer",
+                                     "voicemail", "no_show",    "bounced"};
+    char norm[16];
+    size_t n = 0;
+    if (!outcome) return DS_ANSWER_NONE;
+    for (; outcome[n] && n < sizeof norm - 1; n++) {
+        char c = ascii_lower(outcome[n]);
+        norm[n] = c == ' ' || c == '-' ? '_' : c;
+    }
+    if (outcome[n]) return DS_ANSWER_NONE; /* longer than any known outcome */
+    norm[n] = '\0';
+    for (size_t i = 0; i < DS_ARRAY_SIZE(yes); i++)
+        if (!strcmp(norm, yes[i])) return DS_ANSWER_YES;
+    for (size_t i = 0; i < DS_ARRAY_SIZE(no); i++)
+        if (!strcmp(norm, no[i])) return DS_ANSWER_NO;
+    return DS_ANSWER_NONE;
 }
 
 ds_interaction_type_t ds_interaction_type_parse(const char *type) {
@@ -499,7 +587,9 @@ static bool stage_same(const stage_val_t *a, const stage_val_t *b) {
     return a->known == b->known && strcmp(a->norm, b->norm) == 0;
 }
 
-static void temporal_features(const ds_opp_raw_t *raw, int64_t as_of, double *v) {
+/* Sets the temporal features and *amount_now, the amount in force at as_of
+ * (NaN when unknown). */
+static void temporal_features(const ds_opp_raw_t *raw, int64_t as_of, double *v, double *amount_now) {
     const ds_stage_list_t *stages = raw->stages ? raw->stages : ds_stage_list_default();
     const int64_t created = raw->created_at_us;
 
@@ -577,12 +667,13 @@ static void temporal_features(const ds_opp_raw_t *raw, int64_t as_of, double *v)
     v[DS_F_STAGE_REGRESSIONS] = regressions;
     v[DS_F_AMOUNT_LOG] = isfinite(amount) && amount >= 0 ? log1p(amount) : NAN;
     v[DS_F_AMOUNT_CHANGE_RATIO] = isfinite(amount) && base > 0 ? amount / base : NAN;
+    *amount_now = amount;
 }
 
 static void interaction_features(const ds_opp_raw_t *raw, int64_t as_of, double *v) {
     const int64_t d14 = 14 * DS_US_PER_DAY, d30 = 30 * DS_US_PER_DAY, d28 = 28 * DS_US_PER_DAY;
     uint32_t counts[5][3] = {{0}};
-    uint32_t n_last14 = 0, n_prior14 = 0;
+    uint32_t n_last14 = 0, n_prior14 = 0, emails_answered = 0, emails_asked = 0;
     int64_t last_any = DS_TIME_NONE, last_meeting = DS_TIME_NONE;
     double minutes30 = 0;
     for (size_t i = 0; i < raw->n_interactions; i++) {
@@ -602,6 +693,10 @@ static void interaction_features(const ds_opp_raw_t *raw, int64_t as_of, double 
             c[1] += in30;
             c[2]++;
         }
+        if (it->type == DS_INTERACTION_EMAIL && it->answer != DS_ANSWER_NONE) {
+            emails_asked++;
+            emails_answered += it->answer == DS_ANSWER_YES;
+        }
         if (it->type == DS_INTERACTION_MEETING) {
             if (t > last_meeting) last_meeting = t;
             if (in30 && isfinite(it->duration_min) && it->duration_min > 0) minutes30 += it->duration_min;
@@ -613,10 +708,11 @@ static void interaction_features(const ds_opp_raw_t *raw, int64_t as_of, double 
     v[DS_F_DAYS_SINCE_LAST_MEETING] = last_meeting == DS_TIME_NONE ? NAN : days_between(as_of, last_meeting);
     v[DS_F_MEETING_MINUTES_30D] = minutes30;
     v[DS_F_VELOCITY_14D] = (n_last14 + 1.0) / (n_prior14 + 1.0);
+    v[DS_F_EMAIL_REPLY_RATE] = (emails_answered + 1.0) / (emails_asked + 2.0);
 }
 
 static void firmographic_features(const ds_opp_raw_t *raw, int64_t as_of, const ds_winrate_ctx_t *wr,
-                                  double *v) {
+                                  double amount_now, double *v) {
     v[DS_F_INDUSTRY_CODE] = ds_feature_category_code(raw->industry);
     v[DS_F_REGION_CODE] = ds_feature_category_code(raw->region);
     v[DS_F_SIZE_BAND_CODE] = ds_feature_category_code(raw->size_band);
@@ -624,8 +720,16 @@ static void firmographic_features(const ds_opp_raw_t *raw, int64_t as_of, const 
     v[DS_F_PERSONA_CODE] = ds_feature_category_code(raw->persona);
     v[DS_F_ACCOUNT_WIN_RATE] = v[DS_F_ACCOUNT_CLOSED_DEALS] = NAN;
     v[DS_F_OWNER_WIN_RATE] = v[DS_F_OWNER_CLOSED_DEALS] = NAN;
+    v[DS_F_SEGMENT_WIN_RATE] = v[DS_F_AMOUNT_VS_COHORT] = NAN;
     if (!wr) return;
     ds_winrate_t r;
+    if (ds_winrate_segment(wr, raw->industry, raw->product_category, as_of, &r) == DS_OK)
+        v[DS_F_SEGMENT_WIN_RATE] = r.rate;
+    double mean_log;
+    uint32_t n;
+    if (isfinite(amount_now) && amount_now > 0 &&
+        ds_amount_cohort(wr, raw->size_band, raw->product_category, as_of, &mean_log, &n) == DS_OK && n > 0)
+        v[DS_F_AMOUNT_VS_COHORT] = log(amount_now) - mean_log;
     if (ds_winrate_account(wr, raw->account_id, as_of, &r) == DS_OK) {
         v[DS_F_ACCOUNT_WIN_RATE] = r.rate;
         v[DS_F_ACCOUNT_CLOSED_DEALS] = r.closed;
@@ -765,9 +869,10 @@ int ds_features_compute(const ds_opp_raw_t *raw, int64_t as_of_us, const ds_winr
     }
     if (!lex) lex = ds_meddicc_lexicon_default();
     double *v = out->values;
-    temporal_features(raw, as_of_us, v);
+    double amount_now;
+    temporal_features(raw, as_of_us, v, &amount_now);
     interaction_features(raw, as_of_us, v);
-    firmographic_features(raw, as_of_us, wr, v);
+    firmographic_features(raw, as_of_us, wr, amount_now, v);
     meddicc_features(raw, as_of_us, lex, out);
     contact_features(raw, as_of_us, v);
     return DS_OK;

@@ -44,7 +44,7 @@
 #include "domain/meddicc.h"
 
 /* Bump whenever a definition below changes (name, meaning, encoding). */
-#define DS_FEATURE_VERSION "fv2"
+#define DS_FEATURE_VERSION "fv3"
 
 /* "No time": an unknown or cleared timestamp. */
 #define DS_TIME_NONE INT64_MIN
@@ -134,7 +134,16 @@
       "0 when nothing is detected")                                                                          \
     X(N_TRANSCRIPTS, "n_transcripts", "meddicc", "count", "Call transcripts", "0 when none")                 \
     X(BUYER_CONTACTS, "buyer_contacts", "interaction", "count", "Buyer contacts engaged",                    \
-      "0 when none is known (no transcript speaker but the rep, no interaction naming a contact)")
+      "0 when none is known (no transcript speaker but the rep, no interaction naming a contact)")           \
+    X(EMAIL_REPLY_RATE, "email_reply_rate", "interaction", "rate", "Email reply rate",                       \
+      "never: (emails answered + 1) / (emails answered or unanswered + 2); 0.5 without any")                 \
+    X(SEGMENT_WIN_RATE, "segment_win_rate", "firmographic", "rate",                                          \
+      "Win rate of the industry and product (smoothed)",                                                     \
+      "NaN without industry, product or win-rate data; the org rate when the pair has no closed deals")      \
+    X(AMOUNT_VS_COHORT, "amount_vs_cohort", "firmographic", "log_ratio",                                     \
+      "Amount vs the size band and product's closed deals",                                                  \
+      "NaN without a positive amount, size band, product or a closed deal of that pair: "                    \
+      "ln(amount) - the mean ln(amount) of the pair's deals closed before")
 
 typedef enum {
 #define DS__FEATURE_ENUM(id, name, family, unit, label, missing) DS_F_##id,
@@ -195,6 +204,10 @@ typedef struct {
     const char *owner_id;   /* NULL or "" when none */
     int64_t closed_at_us;
     bool won;
+    /* For the segment's win rate and the cohort's amount; NULL or "" (NaN)
+     * when none. */
+    const char *industry, *product_category, *size_band;
+    double amount;
 } ds_closed_deal_t;
 
 /* An org's closed deals, sorted for "rate before t" lookups in O(log n).
@@ -221,6 +234,17 @@ void ds_winrate_org(const ds_winrate_ctx_t *wr, int64_t before_us, ds_winrate_t 
 int ds_winrate_account(const ds_winrate_ctx_t *wr, const char *account_id, int64_t before_us,
                        ds_winrate_t *out);
 int ds_winrate_owner(const ds_winrate_ctx_t *wr, const char *owner_id, int64_t before_us, ds_winrate_t *out);
+/* The segment's (deals of that industry and product category) smoothed rate
+ * before t, the org rate without closed deals. Returns 0, or DS_EINVAL when
+ * either is NULL or empty. */
+int ds_winrate_segment(const ds_winrate_ctx_t *wr, const char *industry, const char *product_category,
+                       int64_t before_us, ds_winrate_t *out);
+/* The mean ln(amount) of the cohort's (that size band and product category)
+ * deals closed before t with an amount > 0, into *mean_log, and their number
+ * into *n (0 and NaN when none). Returns 0, or DS_EINVAL when either is NULL
+ * or empty. */
+int ds_amount_cohort(const ds_winrate_ctx_t *wr, const char *size_band, const char *product_category,
+                     int64_t before_us, double *mean_log, uint32_t *n);
 
 /* ---- raw input -------------------------------------------------------------- */
 
@@ -267,12 +291,25 @@ typedef enum {
  * anything else is DS_INTERACTION_OTHER. */
 ds_interaction_type_t ds_interaction_type_parse(const char *type);
 
+/* Whether the buyer answered: the interaction's outcome text, read by
+ * ds_interaction_answer_parse. */
+typedef enum {
+    DS_ANSWER_NONE = 0, /* not a question to the buyer, or not known ("sent", "received") */
+    DS_ANSWER_YES,      /* "replied", "answered", "connected", "held", "completed" */
+    DS_ANSWER_NO,       /* "no_reply", "unanswered", "no_answer", "voicemail", "no_show", "bounced" */
+} ds_interaction_answer_t;
+
+/* Case-insensitive, ' ' and '-' read as '_'; NULL or anything else is
+ * DS_ANSWER_NONE. */
+ds_interaction_answer_t ds_interaction_answer_parse(const char *outcome);
+
 typedef struct {
     ds_interaction_type_t type;
     int64_t occurred_at_us;
     double duration_min; /* NaN when unknown */
     const char
         *contact; /* the buyer contact it names (meta contact_email, contact_id or contact); NULL none */
+    ds_interaction_answer_t answer;
 } ds_interaction_t;
 
 typedef struct {

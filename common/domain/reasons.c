@@ -222,6 +222,42 @@ static void say_firmographic(ds_reason_t *out, int id, double v, const ds_reason
     }
 }
 
+/* "enterprise analytics deals" as the CRM named the pair, else "deals of
+ * its <kind> and product". */
+static void cohort_words(const char *a, const char *b, const char *kind, char *buf, size_t size) {
+    if (a && *a && b && *b)
+        snprintf(buf, size, "%s %s deals", a, b);
+    else
+        snprintf(buf, size, "deals of its %s and product", kind);
+}
+
+/* The features that set a deal beside its peers: the industry and
+ * product's win rate, the amount against the size band and product's
+ * typical one. */
+static void say_peers(ds_reason_t *out, int id, double v, const ds_reason_ctx_t *ctx) {
+    char who[96];
+    if (id == DS_F_SEGMENT_WIN_RATE) {
+        set_label(out, "Win rate of similar deals");
+        cohort_words(ctx->industry, ctx->product_category, "industry", who, sizeof who);
+        if (isnan(v))
+            SAY("no history");
+        else
+            SAY("%.0f %% of %s", v * 100, who);
+        return;
+    }
+    set_label(out, "Amount against similar deals");
+    cohort_words(ctx->size_band, ctx->product_category, "size", who, sizeof who);
+    double ratio = exp(v);
+    if (isnan(v))
+        SAY("no similar deals closed yet");
+    else if (fabs(ratio - 1) < 0.05)
+        SAY("about the usual amount of %s", who);
+    else if (ratio >= 2)
+        SAY("%.1f times the usual amount of %s", ratio, who);
+    else
+        SAY("%.0f %% %s the usual amount of %s", fabs(ratio - 1) * 100, ratio > 1 ? "above" : "below", who);
+}
+
 static void say_temporal(ds_reason_t *out, int id, double v, const ds_reason_ctx_t *ctx) {
     switch (id) {
     case DS_F_DAYS_OPEN:
@@ -324,7 +360,12 @@ void ds_reason(const char *name, double value, const ds_reason_ctx_t *ctx, ds_re
         say_firmographic(out, id, value, ctx);
     else if (id <= DS_F_MEDDICC_COMPETITION)
         say_meddicc(out, id, value);
-    else if (id == DS_F_MEDDICC_COVERAGE) {
+    else if (id == DS_F_SEGMENT_WIN_RATE || id == DS_F_AMOUNT_VS_COHORT)
+        say_peers(out, id, value, ctx);
+    else if (id == DS_F_EMAIL_REPLY_RATE) {
+        set_label(out, "Email replies");
+        SAY("%.0f %% of emails answered", isnan(value) ? 50.0 : value * 100);
+    } else if (id == DS_F_MEDDICC_COVERAGE) {
         set_label(out, "MEDDICC coverage");
         SAY("%lld of 8 elements", isnan(value) ? 0LL : llround(value));
     } else if (id == DS_F_BUYER_CONTACTS) {

@@ -112,10 +112,12 @@ static int load_org(ds_pg_t *pg, const char *org_id, ds_org_ctx_t **out, char *e
     PGresult *r = NULL;
     int rc = ds_pg_exec_params(
         pg,
-        "select coalesce(account_id::text, ''), coalesce(owner_id, ''), " US(
-            "closed_at") ", outcome = 'won' from public.opportunities"
-                         " where org_id = $1::uuid and outcome <> 'open' and closed_at is not null"
-                         " and not placeholder",
+        "select coalesce(o.account_id::text, ''), coalesce(o.owner_id, ''), " US(
+            "o.closed_at") ", o.outcome = 'won', coalesce(a.industry, ''), coalesce(o.product_category, ''),"
+                           " coalesce(a.size_band, ''), o.amount::float8"
+                           " from public.opportunities o left join public.accounts a on a.id = o.account_id"
+                           " where o.org_id = $1::uuid and o.outcome <> 'open' and o.closed_at is not null"
+                           " and not o.placeholder",
         1, v, NULL, NULL, &r, errstr, errsz);
     if (rc != 0) return rc;
     ds_org_ctx_t *o = ds_calloc(1, sizeof *o);
@@ -127,6 +129,10 @@ static int load_org(ds_pg_t *pg, const char *org_id, ds_org_ctx_t **out, char *e
         deals[i].owner_id = PQgetvalue(r, i, 1);
         deals[i].closed_at_us = col_i64(r, i, 2, DS_TIME_NONE);
         deals[i].won = PQgetvalue(r, i, 3)[0] == 't';
+        deals[i].industry = PQgetvalue(r, i, 4);
+        deals[i].product_category = PQgetvalue(r, i, 5);
+        deals[i].size_band = PQgetvalue(r, i, 6);
+        deals[i].amount = PQgetisnull(r, i, 7) ? NAN : strtod(PQgetvalue(r, i, 7), NULL);
     }
     ds_winrate_ctx_new(deals, (size_t)nd, DS_WINRATE_SMOOTHING, &o->winrate);
     free(deals);
@@ -341,11 +347,12 @@ static const char *const load_sql[4] = {
     " cross join lateral (select array_agg(field) f, array_agg(old_value) o, array_agg(new_value) v,"
     " array_agg(changed_at) c, array_agg(id) i from public.opportunity_history h"
     " where h.opportunity_id = k.id) h where h.f is not null",
-    "select k.n, i.t, i.o, i.d, i.c"
+    "select k.n, i.t, i.o, i.d, i.c, i.r"
     " from unnest($1::uuid[]) with ordinality as k(id, n)"
     " cross join lateral (select array_agg(type) t, array_agg(occurred_at) o, "
     "array_agg(duration_min::float8) d,"
-    " array_agg(coalesce(meta ->> 'contact_email', meta ->> 'contact_id', meta ->> 'contact')) c"
+    " array_agg(coalesce(meta ->> 'contact_email', meta ->> 'contact_id', meta ->> 'contact')) c,"
+    " array_agg(outcome) r"
     " from public.interactions i where i.opportunity_id = k.id) i where i.t is not null",
     "select k.n, t.id::text, t.occurred_at, t.text"
     " from unnest($1::uuid[]) with ordinality as k(id, n)"
@@ -360,8 +367,8 @@ static const unsigned load_types0[] = {PG_OID_INT8,   PG_OID_TEXT,        PG_OID
                                        PG_OID_TEXT,   PG_OID_TIMESTAMPTZ, PG_OID_FLOAT8,      PG_OID_TEXT};
 static const unsigned load_types1[] = {PG_OID_INT8,       PG_OID_TEXT_ARRAY,        PG_OID_TEXT_ARRAY,
                                        PG_OID_TEXT_ARRAY, PG_OID_TIMESTAMPTZ_ARRAY, PG_OID_INT8_ARRAY};
-static const unsigned load_types2[] = {PG_OID_INT8, PG_OID_TEXT_ARRAY, PG_OID_TIMESTAMPTZ_ARRAY,
-                                       PG_OID_FLOAT8_ARRAY, PG_OID_TEXT_ARRAY};
+static const unsigned load_types2[] = {PG_OID_INT8,         PG_OID_TEXT_ARRAY, PG_OID_TIMESTAMPTZ_ARRAY,
+                                       PG_OID_FLOAT8_ARRAY, PG_OID_TEXT_ARRAY, PG_OID_TEXT_ARRAY};
 static const unsigned load_types3[] = {PG_OID_INT8, PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_TEXT};
 
 /* ---- binary arrays: a one-dimensional array column as (pointer, length)
@@ -719,13 +726,15 @@ static int build_batch(ds_opp_batch_t *b, char *errstr, size_t errsz) {
     for (int row = 0; row < PQntuples(r) && rc == DS_OK; row++) {
         int k = row_entry(r, row, pos_entry, nids);
         if (k < 0) continue;
-        static const uint32_t oids[4] = {PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_FLOAT8, PG_OID_TEXT};
-        for (int c = 0; c < 4 && rc == DS_OK; c++)
+        static const uint32_t oids[5] = {PG_OID_TEXT, PG_OID_TIMESTAMPTZ, PG_OID_FLOAT8, PG_OID_TEXT,
+                                         PG_OID_TEXT};
+        for (int c = 0; c < 5 && rc == DS_OK; c++)
             if (arr_parse(r, row, c + 1, oids[c], &a[c]) != 0 || a[c].n != a[0].n || at0 + a[c].n > total)
                 rc = DS_EFATAL;
         if (rc != DS_OK) break;
         arr_terminate(&a[0]);
         arr_terminate(&a[3]);
+        arr_terminate(&a[4]);
         ds_opp_raw_t *raw = &b->opps[k].raw;
         for (size_t j = 0; j < a[0].n; j++) {
             ds_interaction_t *it = &b->inter[at0 + j];
@@ -733,6 +742,7 @@ static int build_batch(ds_opp_batch_t *b, char *errstr, size_t errsz) {
             it->occurred_at_us = arr_ts(&a[1].e[j]);
             it->duration_min = arr_f8(&a[2].e[j]);
             it->contact = a[3].e[j].p;
+            it->answer = ds_interaction_answer_parse(a[4].e[j].p);
         }
         raw->interactions = a[0].n ? &b->inter[at0] : NULL;
         raw->n_interactions = a[0].n;

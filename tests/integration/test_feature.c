@@ -588,11 +588,12 @@ Test(feature, sigterm_ends_a_gathering_burst_and_finishes_its_batch) {
 Test(feature, loader_pipeline_reports_errors_and_stays_usable) {
     PGconn *db = pgt_connect_db(&T.db);
     char *opp = insert_opportunity(db, "OPP-L");
-    pgt_execf(
-        db,
-        "insert into interactions (org_id, opportunity_id, opportunity_external_id, external_id, type,"
-        " occurred_at, duration_min) values ('%s', '%s', 'OPP-L', 'I-L', 'demo', '2026-01-05T00:00:00Z', 30)",
-        T.org_id, opp);
+    pgt_execf(db,
+              "insert into interactions (org_id, opportunity_id, opportunity_external_id, external_id, type,"
+              " occurred_at, duration_min, outcome) values ('%s', '%s', 'OPP-L', 'I-L', 'demo', "
+              "'2026-01-05T00:00:00Z',"
+              " 30, 'held')",
+              T.org_id, opp);
     ds_pg_t *pg = NULL;
     char err[512];
     cr_assert_eq(ds_pg_new(&pg, T.db.conninfo, "test", err, sizeof err), 0, "%s", err);
@@ -615,6 +616,7 @@ Test(feature, loader_pipeline_reports_errors_and_stays_usable) {
     cr_expect_eq(raw->interactions[0].type, DS_INTERACTION_DEMO);
     cr_expect_eq(raw->interactions[0].occurred_at_us, 1767571200LL * 1000000); /* 2026-01-05 */
     cr_expect_eq(raw->interactions[0].duration_min, 30.0);
+    cr_expect_eq(raw->interactions[0].answer, DS_ANSWER_YES); /* outcome "held" */
     cr_expect_eq(raw->created_at_us, 1767225600LL * 1000000); /* 2026-01-01 */
     cr_expect_eq(raw->amount, 5000.0);
     cr_expect_str_eq(raw->stage, "demo");

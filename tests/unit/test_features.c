@@ -637,6 +637,91 @@ Test(features, history_rows_from_text) {
     cr_assert_eq(ds_interaction_type_parse(NULL), DS_INTERACTION_OTHER);
 }
 
+/* The buyer's answers: emails answered against emails left unanswered;
+ * other types and emails that ask nothing (inbound, sent) do not count. */
+Test(features, email_reply_rate_hand_computed) {
+    fixture_t f;
+    fixture_init(&f);
+    ds_feature_vec_t v;
+    compute(&f, f.as_of, &v);
+    cr_assert_eq(val(&v, "email_reply_rate"), 0.5); /* no answers known: (0 + 1) / (0 + 2) */
+    f.inter[0].answer = DS_ANSWER_YES;              /* email, 0.5 days before as_of */
+    f.inter[1].answer = DS_ANSWER_NO;               /* email, 10.5 */
+    f.inter[2].answer = DS_ANSWER_YES;              /* email, 20.5 */
+    f.inter[4].answer = DS_ANSWER_NO;               /* a call: not an email */
+    f.inter[13].answer = DS_ANSWER_NO;              /* an email after as_of */
+    compute(&f, f.as_of, &v);
+    cr_assert_eq(val(&v, "email_reply_rate"), 0.6); /* (2 + 1) / (3 + 2) */
+    compute(&f, f.t0 + 15 * DAY, &v);               /* only the email of day 5, which asked nothing */
+    cr_assert_eq(val(&v, "email_reply_rate"), 0.5);
+
+    cr_assert_eq(ds_interaction_answer_parse("replied"), DS_ANSWER_YES);
+    cr_assert_eq(ds_interaction_answer_parse("Connected"), DS_ANSWER_YES);
+    cr_assert_eq(ds_interaction_answer_parse("held"), DS_ANSWER_YES);
+    cr_assert_eq(ds_interaction_answer_parse("no_reply"), DS_ANSWER_NO);
+    cr_assert_eq(ds_interaction_answer_parse("No Reply"), DS_ANSWER_NO);
+    cr_assert_eq(ds_interaction_answer_parse("no-show"), DS_ANSWER_NO);
+    cr_assert_eq(ds_interaction_answer_parse("voicemail"), DS_ANSWER_NO);
+    cr_assert_eq(ds_interaction_answer_parse("sent"), DS_ANSWER_NONE);
+    cr_assert_eq(ds_interaction_answer_parse("received"), DS_ANSWER_NONE);
+    cr_assert_eq(ds_interaction_answer_parse("replied to everyone"), DS_ANSWER_NONE);
+    cr_assert_eq(ds_interaction_answer_parse(""), DS_ANSWER_NONE);
+    cr_assert_eq(ds_interaction_answer_parse(NULL), DS_ANSWER_NONE);
+}
+
+/* The deal beside its peers, from deals closed strictly before as_of: the
+ * industry and product's smoothed win rate, and ln(amount) against the
+ * mean ln(amount) of the size band and product's deals. */
+Test(features, peers_hand_computed) {
+    fixture_t f;
+    fixture_init(&f); /* Financial Services, Software, Mid-Market; 15,000 at as_of */
+    f.n_deals = 0;
+    const char *fs = "Financial Services", *sw = "Software", *mm = "Mid-Market";
+    f.deals[f.n_deals++] = (ds_closed_deal_t){"A1", "O1", f.t0 - 100 * DAY, true, fs, sw, mm, 20000};
+    f.deals[f.n_deals++] =
+        (ds_closed_deal_t){"A2", "O2", f.t0 - 50 * DAY, false, fs, sw, "Enterprise", 80000};
+    f.deals[f.n_deals++] = (ds_closed_deal_t){"A3", "O1", f.t0 + 30 * DAY, false, "Retail", sw, mm, 5000};
+    f.deals[f.n_deals++] = (ds_closed_deal_t){"A4", "O2", f.t0 + 35 * DAY, true, fs, sw, mm, 0};
+    f.deals[f.n_deals++] = (ds_closed_deal_t){"A5", "O1", f.as_of, true, fs, sw, mm, 1e6}; /* at as_of */
+    ds_feature_vec_t v;
+    compute(&f, f.as_of, &v);
+    /* Segment: 2 wins of 3 (A1, A2, A4); org: 2 of 4, (2 + 1) / (4 + 2) = 0.5;
+     * (2 + 5 * 0.5) / (3 + 5) = 0.5625. */
+    cr_assert_eq(val(&v, "segment_win_rate"), 0.5625);
+    /* Cohort: A1 and A3 (A4 has no amount > 0): mean ln = ln(10,000). */
+    cr_assert_float_eq(val(&v, "amount_vs_cohort"), log(1.5), 1e-12);
+    compute(&f, f.t0 + 26 * DAY, &v); /* 15,000; A1 alone in the cohort, A1 and A2 in the segment */
+    cr_assert_float_eq(val(&v, "amount_vs_cohort"), log(15000.0 / 20000.0), 1e-12);
+    /* org (1 + 1) / (2 + 2) = 0.5; (1 + 2.5) / (2 + 5) = 0.5 */
+    cr_assert_eq(val(&v, "segment_win_rate"), 0.5);
+    compute(&f, f.t0 - 200 * DAY, &v); /* nothing closed yet */
+    cr_assert(isnan(val(&v, "amount_vs_cohort")));
+    cr_assert_eq(val(&v, "segment_win_rate"), 0.5);
+    f.raw.size_band = "";
+    f.raw.industry = NULL;
+    compute(&f, f.as_of, &v);
+    cr_assert(isnan(val(&v, "amount_vs_cohort")));
+    cr_assert(isnan(val(&v, "segment_win_rate")));
+
+    ds_winrate_ctx_t *wr = NULL;
+    cr_assert_eq(ds_winrate_ctx_new(f.deals, f.n_deals, DS_WINRATE_SMOOTHING, &wr), DS_OK);
+    double mean_log;
+    uint32_t n;
+    cr_assert_eq(ds_amount_cohort(wr, mm, sw, f.as_of + 1, &mean_log, &n), DS_OK);
+    cr_assert_eq(n, 3); /* A1, A3, A5 */
+    cr_assert_float_eq(mean_log, (log(20000.0) + log(5000.0) + log(1e6)) / 3, 1e-12);
+    cr_assert_eq(ds_amount_cohort(wr, "Enterprise", "Services", f.as_of, &mean_log, &n), DS_OK);
+    cr_assert_eq(n, 0);
+    cr_assert(isnan(mean_log));
+    cr_assert_eq(ds_amount_cohort(wr, "", sw, f.as_of, &mean_log, &n), DS_EINVAL);
+    ds_winrate_t r;
+    cr_assert_eq(ds_winrate_segment(wr, fs, NULL, f.as_of, &r), DS_EINVAL);
+    cr_assert_eq(ds_winrate_segment(wr, "Retail", sw, f.as_of, &r), DS_OK);
+    cr_assert_eq(r.closed, 1);
+    cr_assert_eq(r.wins, 0);
+    ds_winrate_ctx_destroy(wr);
+}
+
 Test(features, winrate_smoothing_and_strict_before) {
     const ds_closed_deal_t deals[] = {
         {"A", "O", 100, true}, {"A", "O", 200, false},         {"B", NULL, 200, true},
@@ -733,7 +818,7 @@ Test(features, catalog_lists_every_feature) {
     json_t *root = json_loads(js, 0, &jerr);
     cr_assert_not_null(root, "%s", jerr.text);
     cr_assert_str_eq(json_string_value(json_object_get(root, "version")), DS_FEATURE_VERSION);
-    cr_assert_str_eq(DS_FEATURE_VERSION, "fv2");
+    cr_assert_str_eq(DS_FEATURE_VERSION, "fv3");
     cr_assert_eq(json_integer_value(json_object_get(root, "count")), DS_FEATURE_COUNT);
     json_t *stages = json_object_get(root, "default_stage_order");
     cr_assert_eq(json_integer_value(json_object_get(stages, "closed_lost")), 6);
@@ -761,8 +846,8 @@ Test(features, catalog_lists_every_feature) {
         cr_assert_gt(strlen(json_string_value(json_object_get(f, "missing"))), 0);
     }
     cr_assert_eq(per_family[0], 8);
-    cr_assert_eq(per_family[1], 20);
-    cr_assert_eq(per_family[2], 9);
+    cr_assert_eq(per_family[1], 21);
+    cr_assert_eq(per_family[2], 11);
     cr_assert_eq(per_family[3], 10);
     cr_assert_eq(ds_feature_index("no_such_feature"), -1);
     cr_assert_eq(ds_feature_index(NULL), -1);

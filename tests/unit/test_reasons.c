@@ -151,6 +151,28 @@ Test(reasons, prior_and_unknown_names) {
     EXPECT("favourite_colour", NAN, NULL, "favourite_colour", "unknown");
 }
 
+Test(reasons, peers_and_replies) {
+    ds_reason_ctx_t c;
+    ds_reason_ctx_init(&c);
+    EXPECT("segment_win_rate", 0.344, &c, "Win rate of similar deals",
+           "34 % of deals of its industry and product");
+    EXPECT("amount_vs_cohort", log(1.35), &c, "Amount against similar deals",
+           "35 % above the usual amount of deals of its size and product");
+    c.industry = "Software";
+    c.size_band = "enterprise";
+    c.product_category = "analytics";
+    EXPECT("segment_win_rate", 0.344, &c, "Win rate of similar deals", "34 % of Software analytics deals");
+    EXPECT("segment_win_rate", NAN, &c, "Win rate of similar deals", "no history");
+    EXPECT("amount_vs_cohort", log(0.6), &c, "Amount against similar deals",
+           "40 % below the usual amount of enterprise analytics deals");
+    EXPECT("amount_vs_cohort", log(1.02), &c, "Amount against similar deals",
+           "about the usual amount of enterprise analytics deals");
+    EXPECT("amount_vs_cohort", log(2.5), &c, "Amount against similar deals",
+           "2.5 times the usual amount of enterprise analytics deals");
+    EXPECT("amount_vs_cohort", NAN, &c, "Amount against similar deals", "no similar deals closed yet");
+    EXPECT("email_reply_rate", 0.6, NULL, "Email replies", "60 % of emails answered");
+}
+
 Test(reasons, every_engine_feature_has_a_label_and_a_display) {
     for (int i = 0; i < DS_FEATURE_COUNT; i++) {
         ds_reason(ds_feature_name(i), 1, NULL, &r);
