@@ -460,7 +460,10 @@ Test(feature, an_ordinary_flow_is_not_gathered_but_a_backlog_is) {
     enum { PAIRS = 5, BACKLOG = 100 };
     dst_stop(&T);
     dst_env_set(&T, "DEALSCORE_BATCH_SIZE", "2");
-    dst_env_set(&T, "DEALSCORE_BATCH_WAIT_MS", "5000");
+    /* Long enough for a pair to fill a poll; short enough for the worker
+     * to leave its group within dst_stop's 5 s (a poll waits out its wait):
+     * killed, it would hold the next test's group join for its session. */
+    dst_env_set(&T, "DEALSCORE_BATCH_WAIT_MS", "1000");
     dst_env_set(&T, "DEALSCORE_BURST_BACKLOG_MS", "1");
     PGconn *db = pgt_connect_db(&T.db);
     char *opps[2] = {insert_opportunity(db, "OPP-O0"), insert_opportunity(db, "OPP-O1")};
