@@ -141,9 +141,11 @@ static void template_name(char out[64], pid_t runner) { snprintf(out, 64, "ds_tr
 static void setup_acme(dst_t *t) {
     char tmpl[64];
     template_name(tmpl, getppid());
-    PGconn *admin = pgt_connect(pgt_admin_url());
-    long long exists = pgt_longf(admin, "select count(*) from pg_database where datname = '%s'", tmpl);
-    PQfinish(admin);
+    /* Criterion runs tests in parallel: the first to take the lock builds the
+     * template while the others wait for it. */
+    PGconn *lock = pgt_connect(pgt_admin_url());
+    pgt_execf(lock, "select pg_advisory_lock(hashtext('%s'))", tmpl);
+    long long exists = pgt_longf(lock, "select count(*) from pg_database where datname = '%s'", tmpl);
     if (!exists) {
         /* Build it in a database of its own, then copy that as the template. */
         dst_t b;
@@ -155,11 +157,10 @@ static void setup_acme(dst_t *t) {
         cr_log_info("simulated org imported in %.1f s", (double)(proc_now_ms() - t0) / 1000.0);
         rm_rf(dir);
         free(dir);
-        admin = pgt_connect(pgt_admin_url());
-        pgt_execf(admin, "create database %s template %s", tmpl, b.db.name);
-        PQfinish(admin);
+        pgt_execf(lock, "create database %s template %s", tmpl, b.db.name);
         dst_teardown(&b);
     }
+    PQfinish(lock); /* ends the session and with it the lock */
     setup_from_template(t, tmpl);
 }
 
