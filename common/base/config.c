@@ -49,8 +49,8 @@ static const cfg_entry_t entries[] = {
      "Kafka consumer group (default dealscore-<service>)"},
     {"DEALSCORE_BATCH_SIZE", T_INT, WORKERS, 1, 100000, "500", OFF(batch_size),
      "most messages or records handled in one batch"},
-    {"DEALSCORE_BATCH_WAIT_MS", T_INT, WORKERS, 0, 60000, "20", OFF(batch_wait_ms),
-     "longest wait to fill a batch, milliseconds"},
+    {"DEALSCORE_BATCH_WAIT_MS", T_INT, WORKERS, 0, 60000, "0", OFF(batch_wait_ms),
+     "longest wait for more messages after a batch's first, milliseconds (0: what is ready then)"},
     {"DEALSCORE_BURST_BATCH_SIZE", T_INT, WORKERS, 1, 1000000, "100000", OFF(burst_batch_size),
      "most messages a burst batch holds, one per deal (a burst: see DEALSCORE_BURST_BACKLOG_MS); "
      "at most DEALSCORE_BATCH_SIZE turns bursts off"},

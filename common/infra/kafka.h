@@ -140,8 +140,9 @@ int ds_producer_send(ds_producer_t *p, const char *topic, const void *key, size_
  * number of events served. */
 int ds_producer_poll(ds_producer_t *p, int timeout_ms);
 
-/* Waits until every message is delivered or failed, serving callbacks.
- * Returns 0 or DS_ETIMEDOUT. */
+/* Sends what is queued at once, without waiting out linger.ms, and waits
+ * until every message is delivered or failed, serving callbacks. Returns 0
+ * or DS_ETIMEDOUT. */
 int ds_producer_flush(ds_producer_t *p, int timeout_ms);
 
 /* Returns 0, or DS_EFATAL with the reason in errstr once librdkafka raised
@@ -186,6 +187,13 @@ int ds_consumer_new(ds_consumer_t **out, const ds_config_t *cfg, const char *gro
  * logged and skipped; returns DS_EFATAL (with nothing collected) after a
  * fatal error. */
 int ds_consumer_poll_batch(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t max, int wait_ms);
+
+/* Waits up to idle_ms for a first message, then collects up to max in all
+ * for at most fill_ms more (0: only what is ready then). Under load, what
+ * arrived while the last batch was processed is ready at once, so batches
+ * grow with the rate and a lone message never waits for others. Returns as
+ * ds_consumer_poll_batch. */
+int ds_consumer_poll_ready(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t max, int idle_ms, int fill_ms);
 
 /* Stores, for each partition in msgs, the highest offset + 1, to be
  * committed. Call only after the batch's effects are durable (DB commit,

@@ -206,6 +206,18 @@ int ds_consumer_poll_batch(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t m
     return (int)n;
 }
 
+int ds_consumer_poll_ready(ds_consumer_t *c, rd_kafka_message_t **msgs, size_t max, int idle_ms,
+                           int fill_ms) {
+    int n = ds_consumer_poll_batch(c, msgs, max ? 1 : 0, idle_ms);
+    if (n <= 0 || max == 1) return n;
+    int more = ds_consumer_poll_batch(c, msgs + 1, max - 1, fill_ms);
+    if (more == DS_EFATAL) {
+        ds_consumer_release(msgs, 1);
+        return DS_EFATAL;
+    }
+    return 1 + more;
+}
+
 int ds_consumer_store(ds_consumer_t *c, rd_kafka_message_t *const *msgs, size_t n) {
     rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new((int)(n ? n : 1));
     for (size_t i = 0; i < n; i++) {

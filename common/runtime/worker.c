@@ -81,7 +81,10 @@ int ds_worker_produce(ds_worker_t *w, const char *topic, const void *key, size_t
     return rc;
 }
 
-/* Waits until every message of the batch is acknowledged or failed. */
+/* Waits until every message of the batch is acknowledged or failed. A
+ * flush sends the batch at once: it is all produced, so waiting out
+ * linger.ms would add its whole length to every hop and batch nothing
+ * more. */
 static void await_deliveries(ds_worker_t *w) {
     int64_t stop_deadline = 0;
     while (w->dl.acked + w->dl.failed < w->dl.sent) {
@@ -96,7 +99,7 @@ static void await_deliveries(ds_worker_t *w) {
                 return;
             }
         }
-        ds_producer_poll(w->svc->producer, 50);
+        ds_producer_flush(w->svc->producer, 50);
     }
 }
 
@@ -370,6 +373,10 @@ static void subscribe(ds_worker_t *w, const char **topics) {
     }
 }
 
+/* How long a poll waits for a first message: the loop comes round this
+ * often while the input is idle (for the stop and the lag gauge). */
+#define IDLE_POLL_MS 100
+
 /* Polls a batch into w->batch and, when it comes back full and the backlog
  * behind it warrants one, gathers a burst. Returns the count held, 0, or
  * DS_EFATAL (nothing held). */
@@ -377,7 +384,7 @@ static int poll_batch(ds_worker_t *w) {
     const ds_config_t *cfg = w->svc->cfg;
     size_t max = w->max;
     ds_batch_reset(&w->batch);
-    int n = ds_consumer_poll_batch(w->consumer, w->msgs, max, cfg->batch_wait_ms);
+    int n = ds_consumer_poll_ready(w->consumer, w->msgs, max, IDLE_POLL_MS, cfg->batch_wait_ms);
     bool burst = n > 0 && (size_t)n == max && w->cap > max;
     if (burst) {
         int64_t behind = measure_behind(w);

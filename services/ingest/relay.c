@@ -101,9 +101,10 @@ static int send_row(ingest_t *in, const char *topic, PGresult *res, int i, relay
 }
 
 /* Waits for every delivery report: the rows are removed only when Kafka
- * has them. While Kafka is down this waits (librdkafka keeps retrying
- * until message.timeout.ms); on shutdown it gives up after a bounded
- * flush. */
+ * has them. The flush sends the round at once rather than after
+ * linger.ms: the round is all enqueued, nothing more would join it. While
+ * Kafka is down this waits (librdkafka keeps retrying until
+ * message.timeout.ms); on shutdown it gives up after a bounded flush. */
 static void await_deliveries(ingest_t *in, const relay_msg_t *msgs, int sent) {
     int64_t stop_deadline = 0;
     for (;;) {
@@ -114,7 +115,7 @@ static void await_deliveries(ingest_t *in, const relay_msg_t *msgs, int sent) {
             if (!stop_deadline) stop_deadline = ds_mono_us() + 2000000;
             if (ds_mono_us() > stop_deadline) break;
         }
-        ds_producer_poll(in->svc->producer, 100);
+        ds_producer_flush(in->svc->producer, 100);
     }
 }
 
