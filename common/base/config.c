@@ -73,6 +73,9 @@ static const cfg_entry_t entries[] = {
      "most records in one webhook request"},
     {"DEALSCORE_MAX_BODY_BYTES", T_INT, DS_SVC_INGEST, 1024, 1 << 30, "8388608", OFF(max_body_bytes),
      "largest webhook body accepted, bytes (413 above)"},
+    {"DEALSCORE_RELAY_POLL_MS", T_INT, DS_SVC_INGEST, 10, 3600000, "200", OFF(relay_poll_ms),
+     "how often the outbox relay looks for rows while nothing wakes it, milliseconds (a commit of "
+     "this process or a notification on dealscore_outbox wakes it at once)"},
     {"DEALSCORE_OUTBOX_MAX", T_INT, DS_SVC_INGEST, 1, INT_MAX, "1000000", OFF(outbox_max),
      "unsent outbox rows above which webhooks answer 503"},
     {"DEALSCORE_HMAC_WINDOW_S", T_INT, DS_SVC_INGEST, 1, 86400, "300", OFF(hmac_window_s),

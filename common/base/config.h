@@ -52,6 +52,7 @@ typedef struct ds_config_s {
     int max_records;    /* DEALSCORE_MAX_RECORDS per webhook request */
     int max_body_bytes; /* DEALSCORE_MAX_BODY_BYTES */
     int outbox_max;     /* DEALSCORE_OUTBOX_MAX: 503 above this many unsent rows */
+    int relay_poll_ms;  /* DEALSCORE_RELAY_POLL_MS: the relay's idle poll */
     int hmac_window_s;  /* DEALSCORE_HMAC_WINDOW_S */
     int commit_batch;   /* DEALSCORE_COMMIT_BATCH: requests per group commit */
     char *csv_aliases;  /* DEALSCORE_CSV_ALIASES: import's column aliases */

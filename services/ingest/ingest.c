@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "base/common.h"
 #include "base/sb.h"
@@ -834,8 +836,8 @@ int ingest_init(ds_service_t *svc, void **state, char *errstr, size_t errstr_siz
      * writer commits, then waits. */
     in->ready = ds_queue_new(2 * (size_t)in->cfg->commit_batch);
     pthread_mutex_init(&in->release_mu, NULL);
-    pthread_mutex_init(&in->relay_mu, NULL);
-    pthread_cond_init(&in->relay_cond, NULL);
+    in->relay_kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (in->relay_kick_fd < 0) ds_panic("could not create the relay's eventfd");
     in->deferred = ds_http_deferred_new(&svc->loop, finish_job, in);
     ds_http_route(svc->http, "/v1/", on_webhook, in);
     ds_http_route_document(svc->http, "/openapi.json", "application/json", ds_openapi_json,
@@ -887,7 +889,6 @@ void ingest_fini(ds_service_t *svc, void *state) {
     ds_queue_destroy(in->ready);
     pthread_mutex_destroy(&in->release_mu);
     free(in->releases);
-    pthread_mutex_destroy(&in->relay_mu);
-    pthread_cond_destroy(&in->relay_cond);
+    close(in->relay_kick_fd);
     free(in);
 }

@@ -34,9 +34,7 @@ typedef struct {
     size_t nreleases, capreleases;
 
     /* relay */
-    pthread_mutex_t relay_mu;
-    pthread_cond_t relay_cond;
-    bool relay_kick;
+    int relay_kick_fd; /* eventfd: a commit of this process wakes the relay */
     pthread_t relay;
     bool relay_started;
     atomic_long outbox_depth;

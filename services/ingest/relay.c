@@ -1,9 +1,14 @@
 /* Outbox relay: publishes unsent outbox rows as OpportunityChanged events
  * with the idempotent producer, in id order, and deletes them once Kafka
  * acknowledged them. One relay per database holds an advisory lock, so
- * several ingest replicas never publish the same rows at once. */
+ * several ingest replicas never publish the same rows at once. It wakes
+ * when this process commits rows (an eventfd) or another writer's rows are
+ * committed (LISTEN dealscore_outbox, notified by a trigger on the outbox),
+ * and looks every DEALSCORE_RELAY_POLL_MS besides. */
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/common.h"
 #include "base/log.h"
@@ -11,7 +16,7 @@
 #include "ingest.h"
 
 #define RELAY_LOCK_KEY "7315030190512280001"
-#define RELAY_IDLE_MS 200
+#define RELAY_CHANNEL "dealscore_outbox"
 
 typedef struct {
     long long id;
@@ -19,24 +24,23 @@ typedef struct {
 } relay_msg_t;
 
 void ingest_relay_kick(ingest_t *in) {
-    pthread_mutex_lock(&in->relay_mu);
-    in->relay_kick = true;
-    pthread_cond_signal(&in->relay_cond);
-    pthread_mutex_unlock(&in->relay_mu);
+    uint64_t one = 1;
+    /* Fails only when the counter is saturated: the relay is woken anyway. */
+    if (write(in->relay_kick_fd, &one, sizeof one) < 0) return;
 }
 
-static void wait_kick(ingest_t *in, int ms) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += (long)ms * 1000000L;
-    ts.tv_sec += ts.tv_nsec / 1000000000L;
-    ts.tv_nsec %= 1000000000L;
-    pthread_mutex_lock(&in->relay_mu);
-    while (!in->relay_kick && !ds_service_stopping(in->svc)) {
-        if (pthread_cond_timedwait(&in->relay_cond, &in->relay_mu, &ts) != 0) break;
-    }
-    in->relay_kick = false;
-    pthread_mutex_unlock(&in->relay_mu);
+/* Waits up to ms for a kick of this process or a notification on the
+ * relay's connection (pg, when connected), and takes both. */
+static void wait_kick(ingest_t *in, ds_pg_t *pg, int ms) {
+    if (ds_service_stopping(in->svc)) return;
+    int sock = ds_pg_is_connected(pg) ? ds_pg_socket(pg) : -1;
+    /* Notifications read along with the last query's results wait in libpq. */
+    if (sock >= 0 && ds_pg_notifies(pg, NULL, NULL) > 0) return;
+    struct pollfd fds[2] = {{.fd = in->relay_kick_fd, .events = POLLIN}, {.fd = sock, .events = POLLIN}};
+    if (poll(fds, sock >= 0 ? 2 : 1, ms) <= 0) return;
+    uint64_t count;
+    if (fds[0].revents & POLLIN && read(in->relay_kick_fd, &count, sizeof count) < 0) return;
+    if (sock >= 0 && fds[1].revents) ds_pg_notifies(pg, NULL, NULL);
 }
 
 static void on_delivery(void *opaque, void *msg_opaque, int err, const char *errmsg,
@@ -227,6 +231,8 @@ void *ingest_relay_main(void *arg) {
     char err[512];
     if (ds_pg_new(&pg, in->cfg->database_url, "dealscore-ingest-relay", err, sizeof err) != 0)
         ds_panic("database url rejected after validation: %s", err);
+    /* Registered now, LISTENed at every (re)connection. */
+    ds_pg_listen(pg, RELAY_CHANNEL, err, sizeof err);
     ds_producer_set_delivery_cb(in->svc->producer, on_delivery, in);
     char *topic = ds_config_topic(in->cfg, DS_TOPIC_OPPORTUNITY_CHANGED);
     bool locked = false;
@@ -237,7 +243,7 @@ void *ingest_relay_main(void *arg) {
         if (!ds_pg_is_connected(pg)) locked = false;
         if (ds_pg_ensure(pg, 0, NULL, err, sizeof err) != 0) {
             if (ds_service_stopping(in->svc)) break;
-            wait_kick(in, ds_pg_backoff_ms(attempt++ < 6 ? attempt : 6, &seed));
+            wait_kick(in, NULL, ds_pg_backoff_ms(attempt++ < 6 ? attempt : 6, &seed));
             continue;
         }
         attempt = 0;
@@ -256,7 +262,7 @@ void *ingest_relay_main(void *arg) {
             }
             if (!locked) {
                 if (ds_service_stopping(in->svc)) break;
-                wait_kick(in, 1000); /* another replica relays */
+                wait_kick(in, pg, 1000); /* another replica relays */
                 continue;
             }
             refresh_depth(in, pg);
@@ -278,7 +284,7 @@ void *ingest_relay_main(void *arg) {
             if (n <= 0) break;
             continue;
         }
-        if (n < in->relay_batch) wait_kick(in, RELAY_IDLE_MS);
+        if (n < in->relay_batch) wait_kick(in, pg, in->cfg->relay_poll_ms);
     }
     ds_producer_flush(in->svc->producer, 2000);
     free(topic);

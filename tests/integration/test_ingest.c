@@ -221,6 +221,42 @@ Test(ingest, relay_handles_rows_of_the_previous_version) {
     ds_consumer_destroy(c);
 }
 
+/* Rows another process commits (another ingest replica, whose relay does
+ * not hold the lock; a CSV import) wake the relay through the outbox's
+ * notification: with an idle poll of ten minutes, the row is published at
+ * once all the same. */
+Test(ingest, relay_wakes_for_rows_another_process_commits) {
+    dst_stop(&T);
+    dst_env_set(&T, "DEALSCORE_RELAY_POLL_MS", "600000");
+    dst_start(&T, "ingest");
+    ds_consumer_t *c = dst_consumer(&T, "opportunity.changed");
+    /* The relay's first rounds are done: it published this one and waits. */
+    expect_accept("/v1/opportunities", OPP1, 1, 0, 1);
+    rd_kafka_message_t *m[1];
+    dst_consume(c, m, 1, 15000);
+    ds_consumer_release(m, 1);
+    cr_assert_eq(dst_wait_count(&T, "select count(*) from dealscore_internal.outbox", 0, 10000), 0);
+    PGconn *db = pgt_connect_db(&T.db);
+    char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-1'");
+    pgt_execf(db,
+              "insert into dealscore_internal.outbox (org_id, opportunity_id, kind, payload, headers, key)"
+              " values ('%s', '%s', 'interaction_added', '', '{\"event_id\":"
+              " \"e0000000-0000-4000-8000-000000000003\", \"source\": \"csv\"}', '%s')",
+              T.org_id, opp, opp);
+    dst_consume(c, m, 1, 15000);
+    Dealscore__V1__OpportunityChanged *ev =
+        dealscore__v1__opportunity_changed__unpack(NULL, m[0]->len, m[0]->payload);
+    cr_assert(ev);
+    cr_expect_str_eq(ev->event_id, "e0000000-0000-4000-8000-000000000003");
+    cr_expect_str_eq(ev->opportunity_id, opp);
+    cr_expect_str_eq(ev->source, "csv");
+    dealscore__v1__opportunity_changed__free_unpacked(ev, NULL);
+    ds_consumer_release(m, 1);
+    free(opp);
+    PQfinish(db);
+    ds_consumer_destroy(c);
+}
+
 Test(ingest, out_of_order_interaction_is_kept_until_its_opportunity_arrives) {
     ds_consumer_t *c = dst_consumer(&T, "opportunity.changed");
     expect_accept("/v1/interactions",
