@@ -59,12 +59,19 @@ typedef struct {
     size_t first[ST_N]; /* first pending index not yet covered, per stage */
 } opp_t;
 
+/* An opportunity's id and its index in run_t.opps, sorted by id. */
+typedef struct {
+    char id[37];
+    int k;
+} opp_key_t;
+
 typedef struct {
     const char *host;
     int port;
     const char *token;
     opp_t *opps;
     size_t nopps;
+    opp_key_t *by_id;
     change_t *ch;
     size_t nch;
     atomic_size_t next;
@@ -159,10 +166,27 @@ typedef struct {
     atomic_long covered;
 } watcher_t;
 
+static int cmp_opp_key(const void *a, const void *b) {
+    return strcmp(((const opp_key_t *)a)->id, ((const opp_key_t *)b)->id);
+}
+
+/* Sorts the opportunities' ids for opp_find: a linear search per event
+ * cost the watcher more than the workers' hops at thousands a second. */
+static void index_opps(run_t *r) {
+    r->by_id = ds_calloc(r->nopps + 1, sizeof *r->by_id);
+    for (size_t i = 0; i < r->nopps; i++) {
+        snprintf(r->by_id[i].id, sizeof r->by_id[i].id, "%s", r->opps[i].id);
+        r->by_id[i].k = (int)i;
+    }
+    qsort(r->by_id, r->nopps, sizeof *r->by_id, cmp_opp_key);
+}
+
 static int opp_find(run_t *r, const char *id, size_t len) {
-    for (size_t i = 0; i < r->nopps; i++)
-        if (strlen(r->opps[i].id) == len && memcmp(r->opps[i].id, id, len) == 0) return (int)i;
-    return -1;
+    opp_key_t key = {.k = -1};
+    if (len >= sizeof key.id) return -1;
+    memcpy(key.id, id, len);
+    const opp_key_t *hit = bsearch(&key, r->by_id, r->nopps, sizeof *r->by_id, cmp_opp_key);
+    return hit ? hit->k : -1;
 }
 
 static void cover(watcher_t *w, int stage, const char *opp_id, size_t len, int64_t as_of, int64_t now) {
@@ -187,7 +211,9 @@ static void *watch(void *arg) {
     watcher_t *w = arg;
     rd_kafka_message_t *msgs[256];
     while (!atomic_load(&w->stop)) {
-        int n = ds_consumer_poll_batch(w->c, msgs, 256, 20);
+        /* What is ready, at once: waiting to fill a batch would add that
+         * wait to the times measured. */
+        int n = ds_consumer_poll_ready(w->c, msgs, 256, 100, 0);
         int64_t now = ds_mono_us();
         for (int i = 0; i < n; i++) {
             rd_kafka_message_t *m = msgs[i];
@@ -223,6 +249,7 @@ static void usage(void) {
         "usage: dealscore-bench-e2e --token TOKEN [--url URL] [--rates R1,R2,...] [--seconds S]\n"
         "       [--opportunities N] [--threads T] [--drain S] [--existing]\n"
         "       [--batch B] [--step-from R0 [--step-by F|+N] [--step-seconds S] [--max-rate R]]\n"
+        "       [--backlog N]\n"
         "--batch sends B changes (1-1000, at most N; 1) of distinct deals per request, as a JSON array, "
         "when\n"
         "the last one is due; latencies count from that request's 202.\n"
@@ -231,6 +258,10 @@ static void usage(void) {
         "1 s or more, a change not scored within --drain, or a backlog (changes accepted, not yet scored)\n"
         "that grew by more than half a second of arrivals between 1 s into the step and its end, and\n"
         "prints the highest sustained rate.\n"
+        "--backlog N replaces --rates: a bulk import. It sends N changes as fast as ingest takes them and\n"
+        "reports how fast the stack drained them (changes / (last prediction - first 202)).\n"
+        "Every mode prints, per row, the batches the workers gathered as a burst meanwhile (the sum of\n"
+        "their dealscore_worker_burst_batches_total): none is expected in an ordinary flow.\n"
         "--existing moves up to N open deals of the token's org one stage at a time instead of\n"
         "creating N new ones.\n"
         "Settings from the environment as the services (DEALSCORE_DATABASE_URL, DEALSCORE_KAFKA_BROKERS,\n"
@@ -250,6 +281,9 @@ typedef struct {
     bool existing;
     /* step mode (--step-from > 0) */
     double step_from, step_factor, step_add, step_seconds, max_rate;
+    long backlog;           /* --backlog N (> 0): the bulk mode */
+    const char *workers[3]; /* base URLs of the workers whose /metrics are read */
+    size_t nworkers;
     char host[128];
     int port;
     ds_config_t cfg;
@@ -263,12 +297,14 @@ typedef struct {
 } bench_t;
 
 static int parse_options(bench_t *b, int argc, char **argv) {
-    static const struct option opts[] = {
-        {"token", 1, 0, 't'},     {"url", 1, 0, 'u'},           {"rates", 1, 0, 'r'},
-        {"seconds", 1, 0, 's'},   {"opportunities", 1, 0, 'o'}, {"threads", 1, 0, 'n'},
-        {"drain", 1, 0, 'd'},     {"help", 0, 0, 'h'},          {"existing", 0, 0, 'e'},
-        {"step-from", 1, 0, 'F'}, {"step-by", 1, 0, 'B'},       {"step-seconds", 1, 0, 'S'},
-        {"max-rate", 1, 0, 'M'},  {"batch", 1, 0, 'b'},         {0, 0, 0, 0}};
+    static const struct option opts[] = {{"token", 1, 0, 't'},         {"url", 1, 0, 'u'},
+                                         {"rates", 1, 0, 'r'},         {"seconds", 1, 0, 's'},
+                                         {"opportunities", 1, 0, 'o'}, {"threads", 1, 0, 'n'},
+                                         {"drain", 1, 0, 'd'},         {"help", 0, 0, 'h'},
+                                         {"existing", 0, 0, 'e'},      {"step-from", 1, 0, 'F'},
+                                         {"step-by", 1, 0, 'B'},       {"step-seconds", 1, 0, 'S'},
+                                         {"max-rate", 1, 0, 'M'},      {"batch", 1, 0, 'b'},
+                                         {"backlog", 1, 0, 'K'},       {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -290,12 +326,13 @@ static int parse_options(bench_t *b, int argc, char **argv) {
         case 'S': b->step_seconds = atof(optarg); break;
         case 'M': b->max_rate = atof(optarg); break;
         case 'b': b->r.batch = atoi(optarg); break;
+        case 'K': b->backlog = atol(optarg); break;
         case 'h': usage(); return 0;
         default: usage(); return 2;
         }
     }
     if (!b->token || !b->url || b->nopps < 1 || b->nthreads < 1 || b->seconds <= 0 || b->step_from < 0 ||
-        b->step_seconds < 1 || b->max_rate <= 0 || b->r.batch < 1 || b->r.batch > 1000 ||
+        b->step_seconds < 1 || b->max_rate <= 0 || b->backlog < 0 || b->r.batch < 1 || b->r.batch > 1000 ||
         b->r.batch > b->nopps) {
         usage();
         return 2;
@@ -449,22 +486,25 @@ static int prepare_opps(bench_t *b) {
 /* Measure the ordinary flow, not the digestion of what came before (an
  * import, the creations above, a model's rescore): wait until the stack's
  * workers report no consumer lag, twice in a row. */
-static void wait_for_quiet_workers(const bench_t *b) {
+static void wait_for_quiet_workers(bench_t *b) {
     const char *urls[] = {getenv("DEALSCORE_FEATURE_URL"), getenv("DEALSCORE_SCORING_URL"),
                           getenv("DEALSCORE_BENCHMARK_URL")};
-    const char *set[3];
-    size_t nset = 0;
     for (size_t i = 0; i < 3; i++)
-        if (urls[i] && *urls[i]) set[nset++] = urls[i];
-    if (!nset) return;
+        if (urls[i] && *urls[i]) b->workers[b->nworkers++] = urls[i];
+    if (!b->nworkers) return;
     int64_t t0 = ds_mono_us();
     double lag = 0;
-    if (perf_wait_quiet(set, nset, b->drain + 60, NULL, NULL, &lag))
+    if (perf_wait_quiet(b->workers, b->nworkers, b->drain + 60, NULL, NULL, &lag))
         printf("dealscore-bench-e2e: the workers had no backlog after %.1f s\n",
                (double)(ds_mono_us() - t0) / 1e6);
     else
         printf("dealscore-bench-e2e: the workers still lag %.0f messages after %.0f s; going on\n", lag,
                (double)(ds_mono_us() - t0) / 1e6);
+}
+
+/* Batches the workers gathered as a burst so far. */
+static long burst_batches(const bench_t *b) {
+    return (long)perf_workers_metric(b->workers, b->nworkers, "dealscore_worker_burst_batches_total");
 }
 
 /* Starts the watcher thread on the three topics once its consumer has its
@@ -538,7 +578,9 @@ static int64_t send_and_drain(bench_t *b, double rate, size_t n) {
 static bool measure_rate(bench_t *b, double rate) {
     run_t *r = &b->r;
     size_t n = (size_t)(rate * b->seconds);
+    long bursts0 = burst_batches(b);
     int64_t sent_end = send_and_drain(b, rate, n);
+    long bursts = burst_batches(b) - bursts0;
     double achieved = (double)n / ((double)(sent_end - r->start_mono) / 1e6);
     long ok = (long)n - atomic_load(&r->errors);
     pthread_mutex_lock(&r->mu);
@@ -564,12 +606,12 @@ static bool measure_rate(bench_t *b, double rate) {
     qsort(lat, nl, sizeof *lat, perf_cmp_i64);
     for (int s = 0; s < ST_N; s++) qsort(st[s], ns[s], sizeof(int64_t), perf_cmp_i64);
     long backlog = ok - (long)nl;
-    printf("%8.0f %8zu %8zu %7ld | %9.1f %9.1f %9.1f | %9.1f %9.1f %9.1f %9.1f | %ld%s\n", achieved, n, nl,
-           atomic_load(&r->errors), perf_pct_ms(lat, nl, 50), perf_pct_ms(lat, nl, 95),
+    printf("%8.0f %8zu %8zu %7ld | %9.1f %9.1f %9.1f | %9.1f %9.1f %9.1f %9.1f | %6ld | %ld%s\n", achieved, n,
+           nl, atomic_load(&r->errors), perf_pct_ms(lat, nl, 50), perf_pct_ms(lat, nl, 95),
            perf_pct_ms(lat, nl, 99), perf_pct_ms(st[ST_CHANGED], ns[ST_CHANGED], 50),
            perf_pct_ms(st[ST_FEATURES], ns[ST_FEATURES], 50),
            perf_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 50),
-           perf_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 99), backlog,
+           perf_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 99), bursts, backlog,
            achieved < rate * 0.9 ? " (sender could not keep the rate)" : "");
     fflush(stdout);
     free(lat);
@@ -581,8 +623,9 @@ static bool measure_rate(bench_t *b, double rate) {
 static int measure_rates(bench_t *b) {
     printf("dealscore-bench-e2e: %zu opportunities, %d sender threads, %.0f s per rate, drain %.0f s\n",
            b->r.nopps, b->nthreads, b->seconds, b->drain);
-    printf("%8s %8s %8s %7s | %9s %9s %9s | %9s %9s %9s %9s | %s\n", "rate/s", "sent", "done", "errors",
-           "p50 ms", "p95 ms", "p99 ms", "relay p50", "feat p50", "pred p50", "pred p99", "backlog");
+    printf("%8s %8s %8s %7s | %9s %9s %9s | %9s %9s %9s %9s | %6s | %s\n", "rate/s", "sent", "done", "errors",
+           "p50 ms", "p95 ms", "p99 ms", "relay p50", "feat p50", "pred p50", "pred p99", "bursts",
+           "backlog");
     double best = 0;
     char *rates = ds_strdup(b->rates), *rest = rates, *tok;
     while ((tok = strsep(&rest, ",")) != NULL) {
@@ -636,15 +679,18 @@ static void step_figures(bench_t *b, int64_t sent_end, perf_step_t *s) {
 static perf_step_t measure_step(bench_t *b, double rate) {
     run_t *r = &b->r;
     perf_step_t s = {.rate = rate, .sent = (long)(rate * b->step_seconds)};
+    long bursts0 = burst_batches(b);
     int64_t sent_end = send_and_drain(b, rate, (size_t)s.sent);
+    long bursts = burst_batches(b) - bursts0;
     s.achieved = (double)s.sent / ((double)(sent_end - r->start_mono) / 1e6);
     s.errors = atomic_load(&r->errors);
     step_figures(b, sent_end, &s);
     char load[64];
     perf_loadavg(load, sizeof load);
-    printf("%8.0f %8.0f %8ld %8ld %7ld | %9.1f %9.1f | %8ld %8ld %-5s | %-3s | %s\n", s.rate, s.achieved,
-           s.sent, s.done, s.errors, s.p50_ms, s.p99_ms, s.backlog_start, s.backlog_end,
-           perf_step_backlog_grew(&s) ? "grew" : "flat", perf_step_sustained(&s) ? "yes" : "no", load);
+    printf("%8.0f %8.0f %8ld %8ld %7ld | %9.1f %9.1f | %8ld %8ld %-5s | %-3s | %6ld | %s\n", s.rate,
+           s.achieved, s.sent, s.done, s.errors, s.p50_ms, s.p99_ms, s.backlog_start, s.backlog_end,
+           perf_step_backlog_grew(&s) ? "grew" : "flat", perf_step_sustained(&s) ? "yes" : "no", bursts,
+           load);
     fflush(stdout);
     return s;
 }
@@ -654,8 +700,9 @@ static perf_step_t measure_step(bench_t *b, double rate) {
 static int measure_steps(bench_t *b) {
     printf("dealscore-bench-e2e: %zu opportunities, %d sender threads, %.0f s per step, drain %.0f s\n",
            b->r.nopps, b->nthreads, b->step_seconds, b->drain);
-    printf("%8s %8s %8s %8s %7s | %9s %9s | %8s %8s %-5s | %-3s | %s\n", "rate/s", "sent/s", "sent", "done",
-           "errors", "p50 ms", "p99 ms", "backlog0", "backlog1", "lag", "ok", "load average");
+    printf("%8s %8s %8s %8s %7s | %9s %9s | %8s %8s %-5s | %-3s | %6s | %s\n", "rate/s", "sent/s", "sent",
+           "done", "errors", "p50 ms", "p99 ms", "backlog0", "backlog1", "lag", "ok", "bursts",
+           "load average");
     perf_step_t steps[64];
     size_t n = 0;
     for (double rate = b->step_from; rate <= b->max_rate && n < 64;
@@ -672,6 +719,44 @@ static int measure_steps(bench_t *b) {
     return 0;
 }
 
+/* ---- bulk mode: a backlog and how fast it drains ------------------------------- */
+
+/* The last prediction's time of the changes accepted, 0 if none came. */
+static int64_t last_prediction(const run_t *r) {
+    int64_t last = 0;
+    for (size_t i = 0; i < r->nch; i++)
+        if (r->ch[i].status == 202 && r->ch[i].done_us[ST_PREDICTION] > last)
+            last = r->ch[i].done_us[ST_PREDICTION];
+    return last;
+}
+
+/* Sends --backlog changes as fast as ingest takes them (a bulk import: the
+ * workers see a flood, then nothing) and prints how fast they were scored. */
+static int measure_backlog(bench_t *b) {
+    run_t *r = &b->r;
+    size_t n = (size_t)b->backlog;
+    long bursts0 = burst_batches(b);
+    char load0[64], load1[64];
+    perf_loadavg(load0, sizeof load0);
+    int64_t sent_end = send_and_drain(b, 1e9, n);
+    long bursts = burst_batches(b) - bursts0;
+    perf_loadavg(load1, sizeof load1);
+    pthread_mutex_lock(&r->mu);
+    int64_t last = last_prediction(r);
+    long done = atomic_load(&b->w.covered), errors = atomic_load(&r->errors);
+    b->w.r = NULL;
+    pthread_mutex_unlock(&r->mu);
+    double send_s = (double)(sent_end - r->start_mono) / 1e6;
+    double drain_s = last ? (double)(last - r->start_mono) / 1e6 : 0;
+    printf("dealscore-bench-e2e: backlog of %zu changes over %zu opportunities, %d a request\n", n, r->nopps,
+           r->batch);
+    printf("sent in %.1f s (%.0f changes/s), %ld errors; %ld scored, the last %.1f s after the first was "
+           "sent: %.0f changes/s drained; %ld batches gathered as a burst; load average %s -> %s\n",
+           send_s, (double)n / send_s, errors, done, drain_s, drain_s > 0 ? (double)done / drain_s : 0.0,
+           bursts, load0, load1);
+    return done == (long)n - errors ? 0 : 1;
+}
+
 static void bench_close(bench_t *b) {
     if (b->watching) {
         atomic_store(&b->w.stop, 1);
@@ -685,6 +770,7 @@ static void bench_close(bench_t *b) {
         free(b->r.opps[i].fields);
     }
     free(b->r.opps);
+    free(b->r.by_id);
     free(b->r.ch);
     pthread_mutex_destroy(&b->r.mu);
     PQfinish(b->db);
@@ -710,7 +796,10 @@ int main(int argc, char **argv) {
         wait_for_quiet_workers(&b);
         rc = start_watcher(&b);
     }
-    if (rc == GO_ON) rc = b.step_from > 0 ? measure_steps(&b) : measure_rates(&b);
+    if (rc == GO_ON) {
+        index_opps(&b.r);
+        rc = b.backlog > 0 ? measure_backlog(&b) : b.step_from > 0 ? measure_steps(&b) : measure_rates(&b);
+    }
     bench_close(&b);
     return rc;
 }

@@ -110,14 +110,18 @@ bool perf_wait_quiet(const char *const *urls, size_t n, double timeout_s, bool (
     }
 }
 
-double perf_workers_lag(const char *const *urls, size_t n) {
-    double lag = 0;
+double perf_workers_metric(const char *const *urls, size_t n, const char *name) {
+    double sum = 0;
     for (size_t i = 0; i < n; i++) {
         perf_conn_t c = {.fd = -1};
         if (perf_parse_url(urls[i], c.host, sizeof c.host, &c.port) != 0) continue;
         if (perf_conn_request(&c, "/metrics", NULL, NULL, 0) == 200)
-            lag += perf_metric_sum(c.body, c.body_len, "dealscore_consumer_lag", NULL);
+            sum += perf_metric_sum(c.body, c.body_len, name, NULL);
         perf_conn_close(&c);
     }
-    return lag;
+    return sum;
+}
+
+double perf_workers_lag(const char *const *urls, size_t n) {
+    return perf_workers_metric(urls, n, "dealscore_consumer_lag");
 }

@@ -50,8 +50,12 @@ int perf_parse_url(const char *url, char *host, size_t hostsz, int *port);
  * contains label (NULL: every sample) in a Prometheus text page. */
 double perf_metric_sum(const char *page, size_t len, const char *name, const char *label);
 
-/* Sum of dealscore_consumer_lag over the workers at urls (base URLs, NULL
- * entries skipped) that answer GET /metrics. */
+/* Sum of metric name (e.g. dealscore_worker_burst_batches_total) over the
+ * workers at urls (base URLs, NULL entries skipped) that answer GET
+ * /metrics. */
+double perf_workers_metric(const char *const *urls, size_t n, const char *name);
+
+/* Sum of dealscore_consumer_lag over the workers at urls, as above. */
 double perf_workers_lag(const char *const *urls, size_t n);
 
 /* Waits until the stack is quiet: the workers at urls (NULL entries
