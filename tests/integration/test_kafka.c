@@ -383,3 +383,32 @@ Test(kafka, restart_resumes_after_last_stored_offset) {
     ds_producer_destroy(p);
     free(topic);
 }
+
+/* A worker's poll: the first message, then what follows, up to max and in
+ * partition order; nothing when the topic has no more. */
+Test(kafka, poll_ready_takes_up_to_max_in_order) {
+    char *topic = topic_name(DS_TOPIC_FEATURES_READY);
+    const char *topics[] = {topic};
+    ensure(topics, 1, 1);
+    ds_producer_t *p = new_producer();
+    slot_t slots[5] = {0};
+    const ds_event_meta_t meta = {.type = DS_CE_TYPE_FEATURES_READY};
+    for (int i = 0; i < 5; i++) {
+        char text[16];
+        snprintf(text, sizeof text, "f%d", i);
+        cr_assert_eq(ds_producer_send(p, topic, "k", 1, text, strlen(text), &meta, &slots[i]), 0);
+    }
+    cr_assert_eq(ds_producer_flush(p, 30000), 0);
+    char group[128];
+    snprintf(group, sizeof group, "%sready", prefix);
+    ds_consumer_t *c = new_consumer(group, topic);
+    rd_kafka_message_t *msgs[6] = {0};
+    cr_assert_eq(ds_consumer_poll_ready(c, msgs, 3, 60000, 60000), 3, "a full batch of three");
+    cr_assert_eq(ds_consumer_poll_ready(c, msgs + 3, 2, 60000, 60000), 2, "the other two");
+    for (int i = 0; i < 5; i++) cr_expect_eq(msgs[i]->offset, slots[i].offset, "message %d in order", i);
+    cr_assert_eq(ds_consumer_poll_ready(c, msgs + 5, 1, 500, 0), 0, "nothing more");
+    ds_consumer_release(msgs, 5);
+    ds_consumer_destroy(c);
+    ds_producer_destroy(p);
+    free(topic);
+}
