@@ -326,6 +326,9 @@ static void backlog_start(backlog_t *b, const char *batch_size, const char *quie
     dst_env_set(&T, "DEALSCORE_BATCH_SIZE", batch_size);
     dst_env_set(&T, "DEALSCORE_BURST_QUIET_MS", quiet_ms);
     dst_env_set(&T, "DEALSCORE_BURST_WAIT_MS", wait_ms);
+    /* The first poll fills its batch from the backlog: by default it takes
+     * only what the first fetch brought, which may be one partition's part. */
+    dst_env_set(&T, "DEALSCORE_BATCH_WAIT_MS", "1000");
     b->db = pgt_connect_db(&T.db);
     for (int i = 0; i < BACKLOG_DEALS; i++) {
         char ext[32];
