@@ -938,7 +938,9 @@ static int format_number(double v, char buf[40]) {
     return n;
 }
 
-char *ds_features_to_json(const ds_feature_vec_t *vec) {
+char *ds_features_to_json(const ds_feature_vec_t *vec) { return ds_features_values_to_json(vec->values); }
+
+char *ds_features_values_to_json(const double *values) {
     ds_sb_t sb = {0};
     char num[40];
     ds_sb_put(&sb, "{", 1);
@@ -947,7 +949,7 @@ char *ds_features_to_json(const ds_feature_vec_t *vec) {
         ds_sb_put(&sb, "\"", 1);
         ds_sb_puts(&sb, feature_defs[i].name);
         ds_sb_put(&sb, "\":", 2);
-        int n = format_number(vec->values[i], num);
+        int n = format_number(values[i], num);
         ds_sb_put(&sb, num, (size_t)n);
     }
     ds_sb_put(&sb, "}", 1);

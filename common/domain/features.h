@@ -376,5 +376,7 @@ int ds_features_compute(const ds_opp_raw_t *raw, int64_t as_of_us, const ds_winr
  * without a fraction). Deterministic. Returns a string the caller frees
  * with free(); never NULL. */
 char *ds_features_to_json(const ds_feature_vec_t *vec);
+/* The same document from the DS_FEATURE_COUNT values alone. */
+char *ds_features_values_to_json(const double *values);
 
 #endif

@@ -39,7 +39,8 @@ typedef struct {
 /* Reads whether each item's deal is open and its buyer contacts, evaluates
  * the risks of the open ones (their orgs' scorers from scorer) and fills
  * *out (free with deal_risks_batch_free, also after a failure). Items must
- * be scored. Returns 0 or a pg error class with errstr. */
+ * be scored; unchanged ones are left out (their deal keeps the row of its
+ * last written score). Returns 0 or a pg error class with errstr. */
 int deal_risks_build(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, deal_risks_cache_t *cache,
                      const scoring_item_t *items, size_t n, deal_risks_batch_t *out, char *errstr,
                      size_t errstr_size);

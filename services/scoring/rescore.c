@@ -122,18 +122,16 @@ typedef struct {
     scoring_item_t *items;
     size_t n;
     double *values;
-    char **fjson, **mjson;
+    char **mjson;
 } chunk_t;
 
 static void chunk_clear(chunk_t *c) {
     for (size_t i = 0; i < c->n; i++) {
         scoring_item_clear(&c->items[i]);
-        free(c->fjson[i]);
         free(c->mjson[i]);
     }
     free(c->items);
     free(c->values);
-    free(c->fjson);
     free(c->mjson);
     ds_opp_batch_destroy(c->batch);
     memset(c, 0, sizeof *c);
@@ -154,7 +152,6 @@ static int chunk_build(worker_t *wk, job_t *job, chunk_t *c, char *errstr, size_
     wk->tally.us_load += t1 - t0;
     c->items = ds_calloc(n, sizeof *c->items);
     c->values = ds_malloc(n * DS_FEATURE_COUNT * sizeof *c->values);
-    c->fjson = ds_calloc(n, sizeof *c->fjson);
     c->mjson = ds_calloc(n, sizeof *c->mjson);
     for (size_t i = 0; i < n; i++) {
         const char *id = PQgetvalue(job->keys, (int)i, 0), *org = PQgetvalue(job->keys, (int)i, 1);
@@ -169,7 +166,6 @@ static int chunk_build(worker_t *wk, job_t *job, chunk_t *c, char *errstr, size_
         ds_feature_vec_t vec;
         if (ds_features_compute(raw, p->as_of_us, oc->winrate, oc->lexicon, &vec) != 0) continue;
         memcpy(vals, vec.values, sizeof vec.values);
-        if (p->o->snapshot) c->fjson[c->n] = ds_features_to_json(&vec);
         /* The MEDDICC evidence borrows the batch's transcripts: serialize now. */
         c->mjson[c->n] = ds_meddicc_result_to_json(&vec.meddicc);
         scoring_item_t *it = &c->items[c->n];
@@ -196,10 +192,13 @@ static const char *sql_snapshot =
     SQL_SNAPSHOT " on conflict (opportunity_id, as_of, feature_version) do nothing";
 static const char *sql_snapshot_plain = SQL_SNAPSHOT;
 
-/* The feature vectors of the chunk as one statement over binary arrays
- * (pgbin.h), run in the chunk's write transaction (scoring_persist_opts),
- * with the chunk's predictions. */
+/* The feature vectors of the chunk's written scores as one statement over
+ * binary arrays (pgbin.h), built by scoring_persist_opts once it knows
+ * which scores are written (snapshot_first) and run in their write
+ * transaction: a score that is not written stores no snapshot either. */
 typedef struct {
+    worker_t *wk;
+    bool plain; /* sql_snapshot_plain, else sql_snapshot */
     ds_pgarray_t a[4];
     char asof[40];
     const char *v[6];
@@ -207,28 +206,35 @@ typedef struct {
     scoring_stmt_t stmt;
 } snapshot_stmt_t;
 
-static void snapshots_build(worker_t *wk, const chunk_t *c, snapshot_stmt_t *s) {
-    memset(s, 0, sizeof *s);
+static void snapshots_free(snapshot_stmt_t *s) {
+    for (int k = 0; k < 4; k++) ds_pgarray_free(&s->a[k]);
+}
+
+static const scoring_stmt_t *snapshot_first(void *ud, const scoring_item_t *items, size_t n) {
+    snapshot_stmt_t *s = ud;
+    int64_t t0 = ds_mono_us();
+    snapshots_free(s);
     ds_pgarray_t *a = s->a;
     ds_pgarray_begin(&a[0], DS_OID_UUID);
     ds_pgarray_begin(&a[1], DS_OID_UUID);
     ds_pgarray_begin(&a[2], DS_OID_JSON);
     ds_pgarray_begin(&a[3], DS_OID_JSON);
-    for (size_t i = 0; i < c->n; i++) {
-        ds_pgarray_uuid(&a[0], c->items[i].org_id);
-        ds_pgarray_uuid(&a[1], c->items[i].opp_id);
-        ds_pgarray_json(&a[2], c->fjson[i], strlen(c->fjson[i]));
-        ds_pgarray_json(&a[3], c->mjson[i], strlen(c->mjson[i]));
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].unchanged) continue;
+        ds_pgarray_uuid(&a[0], items[i].org_id);
+        ds_pgarray_uuid(&a[1], items[i].opp_id);
+        char *features = ds_features_values_to_json(items[i].values);
+        ds_pgarray_json(&a[2], features, strlen(features));
+        free(features);
+        ds_pgarray_json(&a[3], items[i].meddicc_json, strlen(items[i].meddicc_json));
     }
-    ds_format_time_us(wk->pool->as_of_us, s->asof, sizeof s->asof);
+    ds_format_time_us(s->wk->pool->as_of_us, s->asof, sizeof s->asof);
     s->v[4] = s->asof;
     s->v[5] = DS_FEATURE_VERSION;
     ds_pgarray_params(a, 4, s->v, s->lens, s->fmts);
-    s->stmt = (scoring_stmt_t){sql_snapshot_plain, 6, s->v, s->lens, s->fmts};
-}
-
-static void snapshots_free(snapshot_stmt_t *s) {
-    for (int k = 0; k < 4; k++) ds_pgarray_free(&s->a[k]);
+    s->stmt = (scoring_stmt_t){s->plain ? sql_snapshot_plain : sql_snapshot, 6, s->v, s->lens, s->fmts};
+    s->wk->tally.us_snapshot += ds_mono_us() - t0;
+    return a[0].n ? &s->stmt : NULL;
 }
 
 static void count_version(tally_t *t, const char *version) {
@@ -319,15 +325,13 @@ static int do_job(worker_t *wk, job_t *job, char *errstr, size_t errsz) {
             /* Plain INSERTs first: a chunk is new unless an interrupted run
              * committed it beyond its recorded progress; then (a unique
              * violation) the same chunk again with ON CONFLICT DO NOTHING. */
-            int64_t t0 = ds_mono_us();
-            snapshot_stmt_t snap = {0};
-            if (p->o->snapshot) snapshots_build(wk, &c, &snap);
-            wk->tally.us_snapshot += ds_mono_us() - t0;
+            snapshot_stmt_t snap = {.wk = wk};
             for (int pass = 0; pass < 2; pass++) {
                 bool plain = pass == 0, conflict = false;
-                snap.stmt.sql = plain ? sql_snapshot_plain : sql_snapshot;
+                snap.plain = plain;
                 scoring_persist_opts_t po = {.stats = &wk->tally.persist,
-                                             .first = p->o->snapshot ? &snap.stmt : NULL,
+                                             .first = p->o->snapshot ? snapshot_first : NULL,
+                                             .first_ud = &snap,
                                              .plain = plain,
                                              .conflict = &conflict,
                                              .only_moved = true,
@@ -338,7 +342,7 @@ static int do_job(worker_t *wk, job_t *job, char *errstr, size_t errsz) {
                 for (size_t i = 0; i < c.n; i++) scoring_item_clear(&c.items[i]);
                 wk->tally.conflicts++;
             }
-            if (p->o->snapshot) snapshots_free(&snap);
+            snapshots_free(&snap);
         }
         if (rc == 0) {
             publish(wk, &c);

@@ -13,25 +13,26 @@
 #include "runtime/worker.h"
 #include "scoring.h"
 
-/* The two latest history rows of each opportunity, through the unique
- * index (opportunity_id, as_of, model_version) scanned backwards (a replay
- * must skip its own row), and the amount quartiles (p25, median, p75) of
- * its benchmark cohort's won deals, for the amount's reason; n is the
- * opportunity's place in $1, from 1. An opportunity without history has
- * one row with a null score. Every scoring path (worker, rescore,
- * /api/predict) gets the cohort here, so their texts cannot differ. */
+/* The latest history row of each opportunity that is not this very score
+ * (as_of $2, model version $3: a replay must skip its own row), through the
+ * unique index (opportunity_id, as_of, model_version) scanned backwards,
+ * and the amount quartiles (p25, median, p75) of its benchmark cohort's won
+ * deals, for the amount's reason; n is the opportunity's place in $1, from
+ * 1. One row per opportunity, with a null score without history: reading
+ * the two latest rows and skipping in C sent twice the contributions
+ * documents. Every scoring path (worker, rescore, /api/predict) gets the
+ * cohort here, so their texts cannot differ. */
 static const char *sql_previous =
-    "select x.n, h.proba_close, h.contributions::text,"
-    " (extract(epoch from h.as_of) * 1000000)::bigint, h.model_version, c.p25, c.median, c.p75"
-    " from unnest($1::uuid[]) with ordinality as x(id, n) left join lateral ("
-    "  select proba_close, contributions, as_of, model_version from public.prediction_history"
-    "  where opportunity_id = x.id order by as_of desc, model_version desc limit 2) h on true"
+    "select x.n, h.proba_close, h.contributions::text, h.model_version, c.p25, c.median, c.p75"
+    " from unnest($1::uuid[], $2::timestamptz[], $3::text[]) with ordinality as x(id, at, v, n)"
+    " left join lateral (select proba_close, contributions, model_version from public.prediction_history"
+    "  where opportunity_id = x.id and (as_of, model_version) <> (x.at, x.v)"
+    "  order by as_of desc, model_version desc limit 1) h on true"
     " left join lateral (select (bc.metrics -> 'amount' ->> 'p25')::float8 as p25,"
     "  (bc.metrics -> 'amount' ->> 'median')::float8 as median, (bc.metrics -> 'amount' ->> 'p75')::float8 "
     "as p75"
     "  from public.opportunity_benchmarks ob join public.benchmarks_cached bc"
-    "  on bc.org_id = ob.org_id and bc.cohort_key = ob.cohort_key where ob.opportunity_id = x.id) c on true"
-    " order by x.n, h.as_of desc nulls last, h.model_version desc";
+    "  on bc.org_id = ob.org_id and bc.cohort_key = ob.cohort_key where ob.opportunity_id = x.id) c on true";
 
 /* One statement per table for the whole batch, the columns as binary
  * arrays (pgbin.h): the server parses each JSON value once and nothing
@@ -254,9 +255,9 @@ static int score_by_org(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int
 
 /* The cohort's amount quartiles of a row of sql_previous (columns 5 .. 7). */
 static void cohort_from_row(scoring_item_t *it, const PGresult *r, int row) {
-    it->has_cohort = !PQgetisnull(r, row, 5) && !PQgetisnull(r, row, 6) && !PQgetisnull(r, row, 7);
+    it->has_cohort = !PQgetisnull(r, row, 4) && !PQgetisnull(r, row, 5) && !PQgetisnull(r, row, 6);
     for (int q = 0; q < 3 && it->has_cohort; q++)
-        it->cohort_amount[q] = strtod(PQgetvalue(r, row, 5 + q), NULL);
+        it->cohort_amount[q] = strtod(PQgetvalue(r, row, 4 + q), NULL);
 }
 
 /* Previous scores: the latest history row that is not this very score (a
@@ -264,14 +265,21 @@ static void cohort_from_row(scoring_item_t *it, const PGresult *r, int row) {
  * changes of the contributions since. Sets *t_read when the rows are read. */
 static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n, int64_t *t_read,
                          char *errstr, size_t errsz) {
-    const char **ids = ds_calloc(n, sizeof *ids);
-    for (size_t i = 0; i < n; i++) ids[i] = items[i].opp_id;
-    char *arr = ds_pg_array_text(ids, n);
-    free(ids);
-    const char *pv[] = {arr};
+    ds_pgarray_t a[3] = {{0}};
+    ds_pgarray_begin(&a[0], DS_OID_UUID);
+    ds_pgarray_begin(&a[1], DS_OID_TIMESTAMPTZ);
+    ds_pgarray_begin(&a[2], DS_OID_TEXT);
+    for (size_t i = 0; i < n; i++) {
+        ds_pgarray_uuid(&a[0], items[i].opp_id);
+        ds_pgarray_timestamptz(&a[1], items[i].as_of_us);
+        ds_pgarray_text(&a[2], items[i].version, strlen(items[i].version));
+    }
+    const char *pv[3];
+    int pl[3], pf[3];
+    ds_pgarray_params(a, 3, pv, pl, pf);
     PGresult *r = NULL;
-    int rc = ds_pg_exec_params(pg, sql_previous, 1, pv, NULL, NULL, &r, errstr, errsz);
-    free(arr);
+    int rc = ds_pg_exec_params(pg, sql_previous, 3, pv, pl, pf, &r, errstr, errsz);
+    for (int c = 0; c < 3; c++) ds_pgarray_free(&a[c]);
     if (rc != 0) return rc;
     *t_read = ds_mono_us();
     for (size_t i = 0; i < n; i++) {
@@ -280,24 +288,17 @@ static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n
         items[i].prev_version[0] = '\0';
         items[i].unchanged = false;
     }
-    /* Rows come by place in $1, latest first: the first row of a place that
-     * is not this very score is the previous one. */
-    bool *done = ds_calloc(n, sizeof *done);
+    /* Without a previous score there is nothing to explain: no changes. */
     for (int row = 0; row < PQntuples(r); row++) {
         long long place = strtoll(PQgetvalue(r, row, 0), NULL, 10) - 1;
-        if (place < 0 || (size_t)place >= n) continue;
+        if (place < 0 || (size_t)place >= n || !isnan(items[place].previous)) continue;
         scoring_item_t *it = &items[place];
         cohort_from_row(it, r, row);
-        if (done[place] || PQgetisnull(r, row, 1)) continue;
-        if (strtoll(PQgetvalue(r, row, 3), NULL, 10) == it->as_of_us &&
-            strcmp(PQgetvalue(r, row, 4), it->version) == 0)
-            continue;
-        done[place] = true;
+        if (PQgetisnull(r, row, 1)) continue;
         it->previous = strtod(PQgetvalue(r, row, 1), NULL);
-        snprintf(it->prev_version, sizeof it->prev_version, "%s", PQgetvalue(r, row, 4));
+        snprintf(it->prev_version, sizeof it->prev_version, "%s", PQgetvalue(r, row, 3));
         change_from_text(it, PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2), top_k);
     }
-    free(done); /* without a previous score there is nothing to explain: no changes */
     PQclear(r);
     return DS_OK;
 }
@@ -357,11 +358,12 @@ static void build_rows(const scoring_item_t *items, size_t n, ds_pgarray_t h[HIS
     free(change.p);
 }
 
-/* One pipelined transaction: o->first, the history rows, the predictions,
- * the deals' risks. */
-static int write_rows(ds_pg_t *pg, const scoring_persist_opts_t *o, ds_pgarray_t h[HISTORY_COLS],
-                      ds_pgarray_t pr[PREDICTION_COLS], deal_risks_batch_t *risks, char *errstr,
-                      size_t errsz) {
+/* One pipelined transaction: first, the history rows, the predictions,
+ * the deals' risks; none when there is nothing to write. */
+static int write_rows(ds_pg_t *pg, const scoring_persist_opts_t *o, const scoring_stmt_t *first,
+                      ds_pgarray_t h[HISTORY_COLS], ds_pgarray_t pr[PREDICTION_COLS],
+                      deal_risks_batch_t *risks, char *errstr, size_t errsz) {
+    if (!first && h[0].n == 0 && risks->n_open == 0 && risks->n_closed == 0) return DS_OK;
     const char *hv[HISTORY_COLS], *pv[PREDICTION_COLS];
     int hl[HISTORY_COLS], pl[PREDICTION_COLS], hf[HISTORY_COLS], pf[PREDICTION_COLS];
     ds_pgarray_params(h, HISTORY_COLS, hv, hl, hf);
@@ -369,9 +371,9 @@ static int write_rows(ds_pg_t *pg, const scoring_persist_opts_t *o, ds_pgarray_t
     ds_pg_batch_t *b = NULL;
     ds_pg_batch_begin(pg, &b);
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
-    if (o->first)
-        ds_pg_batch_add_params_ref(b, o->first->sql, o->first->nparams, o->first->values, o->first->lengths,
-                                   o->first->formats, NULL);
+    if (first)
+        ds_pg_batch_add_params_ref(b, first->sql, first->nparams, first->values, first->lengths,
+                                   first->formats, NULL);
     /* The arrays live until after the run: no copy of them. */
     ds_pg_batch_add_params_ref(b, o->plain ? sql_history_plain : sql_history, HISTORY_COLS, hv, hl, hf, NULL);
     ds_pg_batch_add_params_ref(b, sql_prediction, PREDICTION_COLS, pv, pl, pf, NULL);
@@ -396,8 +398,10 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
     int64_t t1 = ds_mono_us(), t2 = 0;
     rc = load_previous(pg, top_k, items, n, &t2, errstr, errsz);
     if (rc != 0) return rc;
-    for (size_t i = 0; i < n; i++) explain(&items[i], items[i].stages);
     if (o->only_moved) mark_unchanged(items, n, o->min_change);
+    /* Words only for what is written or sent. */
+    for (size_t i = 0; i < n; i++)
+        if (!items[i].unchanged) explain(&items[i], items[i].stages);
     deal_risks_batch_t risks;
     rc = deal_risks_build(pg, orgs, scorer, scorer_risks(scorer), items, n, &risks, errstr, errsz);
     if (rc != 0) {
@@ -406,8 +410,9 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
     }
     ds_pgarray_t h[HISTORY_COLS] = {{0}}, pr[PREDICTION_COLS] = {{0}};
     build_rows(items, n, h, pr);
+    const scoring_stmt_t *first = o->first ? o->first(o->first_ud, items, n) : NULL;
     int64_t t3 = ds_mono_us();
-    rc = write_rows(pg, o, h, pr, &risks, errstr, errsz);
+    rc = write_rows(pg, o, first, h, pr, &risks, errstr, errsz);
     deal_risks_batch_free(&risks);
     for (int c = 0; c < HISTORY_COLS; c++) ds_pgarray_free(&h[c]);
     for (int c = 0; c < PREDICTION_COLS; c++) ds_pgarray_free(&pr[c]);

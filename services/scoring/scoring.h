@@ -47,7 +47,7 @@ typedef struct {
     const ds_stage_list_t *stages; /* the org's, while scoring_persist runs */
     char prev_version[64];         /* the previous score's model version, "" without one */
     bool drivers_changed;          /* the top drivers name other features than the previous score's */
-    bool unchanged;                /* only_moved and nothing moved: no row was written */
+    bool unchanged; /* only_moved and nothing moved: none of the deal's derived rows was written */
 } scoring_item_t;
 
 /* Scores items[0..n) of one or more orgs (scorer and org caches given),
@@ -69,9 +69,14 @@ typedef struct {
     const char *const *values;
     const int *lengths, *formats;
 } scoring_stmt_t;
+/* Builds a statement over the items that are written (it->unchanged is
+ * set by then), run inside the write transaction before the history
+ * insert; returns NULL for none. The statement lives until the next call. */
+typedef const scoring_stmt_t *(*scoring_first_fn)(void *ud, const scoring_item_t *items, size_t n);
 typedef struct {
-    scoring_stats_t *stats;      /* timings added here, or NULL */
-    const scoring_stmt_t *first; /* run inside the write transaction before the history insert, or NULL */
+    scoring_stats_t *stats; /* timings added here, or NULL */
+    scoring_first_fn first; /* or NULL */
+    void *first_ud;
     /* The history rows as a plain INSERT instead of ON CONFLICT DO NOTHING:
      * cheaper for rows that cannot exist yet (a rescore's chunk scored for
      * the first time). If one does exist the transaction fails and
@@ -82,7 +87,9 @@ typedef struct {
     /* Writes only the scores that moved (a rescore): a first score, another
      * model version, a probability that moved by more than min_change from
      * the previous score, or other top drivers. The rest are marked
-     * unchanged and write no history or predictions row. */
+     * unchanged: one rule for every row derived from a score, so they write
+     * no history, predictions or deal_risks row (nor first's row, nor an
+     * event: the caller skips them). Without it every score is written. */
     bool only_moved;
     double min_change;
 } scoring_persist_opts_t;

@@ -639,7 +639,9 @@ Test(rescore, scores_every_open_opportunity_with_the_active_model) {
     cr_assert_eq(r.rc, 0, "rescore exited %d:\n%s%s", r.rc, r.out, r.err);
     run_free(&r);
     cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), open);
-    cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot"), 2 * open);
+    /* A snapshot is stored with each written score only: the second run
+     * wrote none. */
+    cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot"), open);
     cr_expect_eq(pgt_longf(c,
                            "select count(*) from dealscore_internal.rescore_runs where org_id is null"
                            " and status = 'finished' and scored = %lld",
@@ -768,6 +770,11 @@ Test(rescore, writes_only_the_scores_that_moved) {
                  " proba_close - 0.02 else proba_close + 0.02 end" LATEST_OF("0", "5"));
     pgt_execf(c, "update prediction_history set proba_close = case when proba_close > 0.5 then"
                  " proba_close - 0.002 else proba_close + 0.002 end" LATEST_OF("5", "5"));
+    /* The risks rows of those 10 as written with the same earlier scores. */
+    pgt_execf(c, "update deal_risks d set proba_close = h.proba_close from (select opportunity_id,"
+                 " proba_close from prediction_history" LATEST_OF(
+                     "0", "10") ") h"
+                                " where h.opportunity_id = d.opportunity_id");
     pgt_execf(
         c, "update prediction_history h set contributions = jsonb_set(h.contributions::jsonb, array[f.name],"
            " to_jsonb(-(h.contributions ->> f.name)::float8))::json"
@@ -779,6 +786,10 @@ Test(rescore, writes_only_the_scores_that_moved) {
     cr_expect_eq(moved, 5 + 3 + 4, "%lld written", moved);
     cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), open + 12);
     cr_expect_eq(pgt_longf(c, "select count(*) from predictions where updated_at > '%s'", first), 12);
+    /* One rule for the deal's derived rows: the risks of the 5 that moved
+     * by 0.02 are written again, those of the 5 within 0.005 are not (their
+     * risks rows are those of their last written score). */
+    cr_expect_eq(pgt_longf(c, "select count(*) from deal_risks where updated_at > '%s'", first), 5);
 
     /* A threshold above the moves leaves the probabilities alone; 0 writes
      * every score that moved at all. */
@@ -856,33 +867,33 @@ Test(rescore, resumes_an_interrupted_run_after_its_last_opportunity) {
     cr_expect_eq(
         pgt_longf(c, "select count(*) from dealscore_internal.rescore_runs where finished_at is null"), 0);
 
-    /* A run killed after committing chunks but before recording them: its
+    /* A run killed after committing chunks but before recording any: its
      * resumption scores them again with the same as_of, over rows that are
-     * there already (the plain INSERTs fail, the chunk is redone with ON
-     * CONFLICT DO NOTHING), and adds no row twice. */
+     * there already. The chunks with a written score (the first half's first
+     * scores: the second half's scores did not move since the run an hour
+     * ago) fail their plain INSERTs and are redone with ON CONFLICT DO
+     * NOTHING; no row is added twice. */
     char *asof =
         pgt_valuef(c, "select as_of::text from dealscore_internal.rescore_runs where status = 'finished'"
                       " order by started_at desc limit 1");
     pgt_execf(c,
               "update dealscore_internal.rescore_runs set finished_at = null, status = 'running', "
-              "last_opportunity_id = '%s',"
-              " scored = %lld where as_of = '%s'",
-              last, half, asof);
+              "last_opportunity_id = null, scored = 0 where as_of = '%s'",
+              asof);
     long long hist = pgt_longf(c, "select count(*) from prediction_history");
     long long snaps = pgt_longf(c, "select count(*) from features_snapshot");
     r = run(&t, "dealscore-scoring", "rescore", "--org", "acme", "--no-publish", "--chunk", "40");
     cr_assert_eq(r.rc, 0, "rescore exited %d:\n%s%s", r.rc, r.out, r.err);
     cr_expect(strstr(r.err, "resuming") != NULL, "%s", r.err);
-    long long again = (open - half + 39) / 40;
+    long long again = (half + 39) / 40;
     char *want = pgt_fmt("; %lld chunks written again over an earlier attempt's rows", again);
     cr_expect(strstr(r.err, want) != NULL, "expected \"%s\" in:\n%s", want, r.err);
     free(want);
     run_free(&r);
     cr_expect_eq(pgt_longf(c, "select count(*) from prediction_history"), hist);
     cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot"), snaps);
-    /* Every deal was scored as of the run (its snapshot); the history has
-     * only the scores that moved then. */
-    cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot where as_of = '%s'", asof), open);
+    /* A snapshot with each written score: the first half's. */
+    cr_expect_eq(pgt_longf(c, "select count(*) from features_snapshot where as_of = '%s'", asof), half);
     cr_expect_eq(pgt_longf(c,
                            "select count(*) from dealscore_internal.rescore_runs where status = 'finished'"
                            " and as_of = '%s' and scored = %lld",
