@@ -253,7 +253,7 @@ static int score_by_org(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int
     return rc;
 }
 
-/* The cohort's amount quartiles of a row of sql_previous (columns 5 .. 7). */
+/* The cohort's amount quartiles of a row of sql_previous (columns 4 .. 6). */
 static void cohort_from_row(scoring_item_t *it, const PGresult *r, int row) {
     it->has_cohort = !PQgetisnull(r, row, 4) && !PQgetisnull(r, row, 5) && !PQgetisnull(r, row, 6);
     for (int q = 0; q < 3 && it->has_cohort; q++)
