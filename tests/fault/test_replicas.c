@@ -39,13 +39,7 @@ static void spawn_replica(dst_t *w, const char *svc) {
     dst_env_set(w, "DEALSCORE_GROUP_ID", group);
     free(group);
     dst_env_set(w, "KAFKA_SESSION_TIMEOUT_MS", "6000");
-    char *name = pgt_fmt("dealscore-%s", svc);
-    char *bin = proc_bin(name);
-    snprintf(w->log, sizeof w->log, "/tmp/ds-test-%s-%d.log", svc, w->port);
-    char *argv[] = {bin, NULL};
-    w->pid = proc_spawn(argv, w->env, NULL, w->log);
-    free(bin);
-    free(name);
+    dst_spawn(w, svc);
 }
 
 static void await_ready(dst_t *w) {

@@ -130,10 +130,9 @@ static inline char *dst_token(dst_t *t, const char *slug, const char *extra) {
     return out;
 }
 
-/* Starts dealscore-<svc> with the test environment and waits until path
- * ("/readyz", or "/healthz" for a service whose dependency is down on
- * purpose) answers 200. */
-static inline void dst_start_until(dst_t *t, const char *svc, const char *path) {
+/* Starts dealscore-<svc> with the test environment, its log in t->log,
+ * without waiting for it. */
+static inline void dst_spawn(dst_t *t, const char *svc) {
     char *name = pgt_fmt("dealscore-%s", svc);
     char *bin = proc_bin(name);
     snprintf(t->log, sizeof t->log, "/tmp/ds-test-%s-%d.log", svc, t->port);
@@ -141,6 +140,13 @@ static inline void dst_start_until(dst_t *t, const char *svc, const char *path) 
     t->pid = proc_spawn(argv, t->env, NULL, t->log);
     free(bin);
     free(name);
+}
+
+/* Starts dealscore-<svc> with the test environment and waits until path
+ * ("/readyz", or "/healthz" for a service whose dependency is down on
+ * purpose) answers 200. */
+static inline void dst_start_until(dst_t *t, const char *svc, const char *path) {
+    dst_spawn(t, svc);
     long long deadline = proc_now_ms() + 30000;
     while (proc_now_ms() < deadline) {
         httpc_resp_t r = httpc_get(t->port, path);
