@@ -547,6 +547,7 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
             ds_service_request_stop(svc, 1);
             break;
         }
+        if (n == 0 && def->idle) def->idle(def->ud);
         if (n <= 0) continue;
         if (handle_batch(&w, (size_t)n) != 0) {
             ds_error("%s worker stops: %s", def->name, w.err);

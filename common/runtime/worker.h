@@ -44,6 +44,10 @@ typedef struct {
      * Nonzero: m is held as it is (process judges it, e.g. dead-letters
      * it). NULL: a burst holds every message. */
     int (*coalesce)(void *ud, const rd_kafka_message_t *m, char *key, size_t keysz, int64_t *rank);
+    /* Optional: called after a poll that found nothing, so at least every
+     * 100 ms while the input is idle: for what must not wait for the next
+     * message (hearing the database's notifications). */
+    void (*idle)(void *ud);
 } ds_worker_def_t;
 
 /* Room for a coalescing key: a deal's ids with a separator. */

@@ -503,7 +503,7 @@ typedef struct {
     ds_org_cache_t *orgs;
     scorer_t *scorer;
     uint64_t generation;
-    ds_metric_t *m_predictions, *m_score_secs;
+    ds_metric_t *m_predictions, *m_score_secs, *m_model_changes;
 } worker_state_t;
 
 static void on_notify(void *ud, const char *channel, const char *payload, int pid) {
@@ -512,6 +512,14 @@ static void on_notify(void *ud, const char *channel, const char *payload, int pi
     worker_state_t *st = ud;
     ds_info("model change for org %s: reloading", payload);
     scorer_invalidate(st->scorer, payload && *payload ? payload : NULL);
+    ds_metric_add(st->m_model_changes, 1);
+}
+
+/* Between messages: a model activated while the input is quiet is heard
+ * now, not with the org's next change. */
+static void idle(void *ud) {
+    worker_state_t *st = ud;
+    if (ds_pg_is_connected(st->pg)) ds_pg_notifies(st->pg, on_notify, st);
 }
 
 /* One poll batch of features.ready: the events, and the items to score
@@ -752,13 +760,18 @@ void scoring_worker(ds_service_t *svc, void *state) {
     st.m_score_secs =
         ds_metrics_histogram(svc->metrics, "scoring_batch_seconds", "Scoring and persisting one batch", NULL,
                              ds_metrics_latency_buckets, ds_metrics_latency_nbuckets);
+    st.m_model_changes = ds_metrics_counter(svc->metrics, "model_changes_total",
+                                            "Active-model changes heard; the org's model and risk thresholds "
+                                            "reload at its next score",
+                                            NULL);
     static const char *const topics[] = {DS_TOPIC_FEATURES_READY};
     ds_worker_def_t def = {.name = "scoring",
                            .topics = topics,
                            .ntopics = 1,
                            .process = process,
                            .ud = &st,
-                           .coalesce = coalesce};
+                           .coalesce = coalesce,
+                           .idle = idle};
     ds_worker_run(svc, &def);
     scorer_destroy(st.scorer);
     ds_org_cache_destroy(st.orgs);

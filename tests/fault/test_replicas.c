@@ -115,6 +115,20 @@ static int assignments_logged(dst_t *ws) {
     return n;
 }
 
+/* The assignments logged by ws, once they exceed more_than or after 60 s:
+ * a joining replica's first assignment and the hand-on of a killed one's
+ * partitions (after the session timeout) can come after every change is
+ * scored. */
+static int await_assignments(dst_t *ws, int more_than) {
+    long long deadline = proc_now_ms() + 60000;
+    int n;
+    while ((n = assignments_logged(ws)) <= more_than && proc_now_ms() < deadline) {
+        struct timespec ts = {0, 100 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    return n;
+}
+
 Test(replicas, scale_out_and_in_while_changes_stream_in) {
     dst_start(&I, "ingest");
     for (int i = 0; i < 3; i++) {
@@ -165,7 +179,7 @@ Test(replicas, scale_out_and_in_while_changes_stream_in) {
     /* The groups did rebalance: beyond the first three replicas' first
      * assignments, at least the partitions of the replica stopped cleanly
      * were handed on. */
-    int fa = assignments_logged(F), sa = assignments_logged(S);
+    int fa = await_assignments(F, 3), sa = await_assignments(S, 3);
     cr_log_info("assignments: feature %d, scoring %d; history rows %lld", fa, sa,
                 dst_count(&I, "select count(*) from prediction_history"));
     cr_expect_gt(fa, 3, "feature partitions were assigned %d times", fa);

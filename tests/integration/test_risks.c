@@ -175,8 +175,10 @@ Test(risks, a_deal_without_a_champion_stalled_in_proposal) {
     free(sql);
 
     /* The org's own rule (the champion expected from negotiation on) and a
-     * new active model: the worker reloads the org's risk thresholds with
-     * its model, so the next score follows the rule at once. */
+     * new active model: the worker hears of the model while idle and
+     * reloads the org's risk thresholds with it, so the next score follows
+     * the rule. */
+    double heard = dst_metric(&S, "dealscore_model_changes_total");
     pgt_execf(db,
               "insert into risk_rules (org_id, rule, param, fallback, action)"
               " values ('%s', 'meddicc_missing', 0.5, 5, 'Establish the {element}')",
@@ -184,6 +186,7 @@ Test(risks, a_deal_without_a_champion_stalled_in_proposal) {
     pgt_execf(db, "update models set status = 'retired', version = 'm-risks-0' where org_id = '%s'",
               S.org_id);
     register_model(db, m, model_names);
+    dst_wait_metric(&S, "dealscore_model_changes_total", heard + 1);
     post_ok("/v1/interactions",
             "{\"external_id\":\"I-R\",\"opportunity_external_id\":\"OPP-R\",\"type\":\"email\","
             "\"occurred_at\":\"2026-10-22T10:00:00Z\"}");
