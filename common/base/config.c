@@ -67,6 +67,10 @@ static const cfg_entry_t entries[] = {
      "a burst batch is complete when, at the end of a window this long, the backlog is drained "
      "or the window brought fewer than a tenth of DEALSCORE_BATCH_SIZE messages (the input "
      "paused or slowed to a trickle), milliseconds"},
+    {"DEALSCORE_FLUSH_LINGER_MS", T_INT, ALL, 0, 1000, "5", OFF(flush_linger_ms),
+     "while this process produces at least one event per this many milliseconds, a batch's "
+     "flush to Kafka waits this long before sending (fewer, fuller produce requests; bigger "
+     "next batches); slower, it sends at once; 0: always at once"},
     {"DEALSCORE_SHUTDOWN_TIMEOUT_MS", T_INT, ALL, 100, 600000, "4000", OFF(shutdown_timeout_ms),
      "time allowed to finish in-flight work on SIGTERM, milliseconds"},
     {"DEALSCORE_MAX_RECORDS", T_INT, DS_SVC_INGEST, 1, 1000000, "1000", OFF(max_records),

@@ -47,6 +47,7 @@ typedef struct ds_config_s {
     int burst_wait_ms;       /* DEALSCORE_BURST_WAIT_MS */
     int burst_flood_ms;      /* DEALSCORE_BURST_FLOOD_MS */
     int burst_quiet_ms;      /* DEALSCORE_BURST_QUIET_MS */
+    int flush_linger_ms;     /* DEALSCORE_FLUSH_LINGER_MS */
 
     /* ingest */
     int max_records;    /* DEALSCORE_MAX_RECORDS per webhook request */

@@ -140,10 +140,18 @@ int ds_producer_send(ds_producer_t *p, const char *topic, const void *key, size_
  * number of events served. */
 int ds_producer_poll(ds_producer_t *p, int timeout_ms);
 
-/* Sends what is queued at once, without waiting out linger.ms, and waits
- * until every message is delivered or failed, serving callbacks. Returns 0
- * or DS_ETIMEDOUT. */
+/* Waits until every message is delivered or failed, serving callbacks,
+ * after sending what is queued: at once, without waiting out linger.ms,
+ * unless the process produces fast (ds_producer_flush_linger_ms: then it
+ * first waits DEALSCORE_FLUSH_LINGER_MS, within timeout_ms, so that its
+ * caller's next batch gathers more and each produce request, and each fetch
+ * it answers, carries more events). Returns 0 or DS_ETIMEDOUT. */
 int ds_producer_flush(ds_producer_t *p, int timeout_ms);
+
+/* How long a flush lingers, in ms: linger_ms when at the send rate
+ * (messages per second, measured over the last 200 ms or more of sends;
+ * < 0 unknown) at least one more message is due within linger_ms, else 0. */
+int ds_producer_flush_linger_ms(double sends_per_s, int linger_ms);
 
 /* Returns 0, or DS_EFATAL with the reason in errstr once librdkafka raised
  * a fatal error (RD_KAFKA_RESP_ERR__FATAL): the producer is unusable and the

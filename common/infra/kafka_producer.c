@@ -1,5 +1,7 @@
 /* The idempotent producer with CloudEvents headers (DESIGN.md, "Events"). */
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,8 @@
 #define DEFAULT_SHUTDOWN_TIMEOUT_MS 10000
 /* How long to poll between attempts while the local queue is full. */
 #define FULL_POLL_MS 50
+/* The send rate a flush reads is measured over at least this long. */
+#define RATE_WINDOW_US 200000
 
 struct ds_producer_s {
     rd_kafka_t *rk;
@@ -21,6 +25,13 @@ struct ds_producer_s {
     int full_timeout_ms;
     int shutdown_timeout_ms;
     char *source; /* default ce_source */
+    int flush_linger_ms;
+    atomic_llong sent; /* messages enqueued, by any thread */
+    /* The send rate, sampled by the flushes (of any thread). */
+    pthread_mutex_t rate_mu;
+    long long rate_sent;
+    int64_t rate_at_us; /* 0: no sample yet */
+    double sends_per_s; /* < 0 unknown */
 };
 
 /* Runs inside rd_kafka_poll/flush, on the caller's thread, once per message. */
@@ -65,6 +76,9 @@ int ds_producer_new(ds_producer_t **out, const ds_config_t *cfg, char *errstr, s
     p->shutdown_timeout_ms =
         cfg->shutdown_timeout_ms > 0 ? cfg->shutdown_timeout_ms : DEFAULT_SHUTDOWN_TIMEOUT_MS;
     p->source = ds_asprintf("/dealscore/%s", cfg->service_name ? cfg->service_name : "client");
+    p->flush_linger_ms = cfg->flush_linger_ms;
+    p->sends_per_s = -1;
+    pthread_mutex_init(&p->rate_mu, NULL);
 
     if ((rc = ds__kafka_conf_new(&conf, cfg, defaults, forced, errstr, errstr_size)) != 0) goto fail;
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
@@ -82,6 +96,7 @@ int ds_producer_new(ds_producer_t **out, const ds_config_t *cfg, char *errstr, s
 
 fail:
     if (conf) rd_kafka_conf_destroy(conf);
+    pthread_mutex_destroy(&p->rate_mu);
     free(p->source);
     free(p);
     return rc;
@@ -107,7 +122,10 @@ static int produce(ds_producer_t *p, const char *topic, const void *key, size_t 
         err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                 RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)payload, len),
                                 RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
-        if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return 0; /* hdrs now owned by the message */
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            atomic_fetch_add(&p->sent, 1);
+            return 0; /* hdrs now owned by the message */
+        }
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
         /* Delivery reports free room in the queue; serve them and retry. */
         int64_t left = (deadline - ds_mono_us()) / 1000;
@@ -188,8 +206,40 @@ int ds_producer_send_dlq(ds_producer_t *p, const rd_kafka_message_t *m, const ch
 
 int ds_producer_poll(ds_producer_t *p, int timeout_ms) { return rd_kafka_poll(p->rk, timeout_ms); }
 
+int ds_producer_flush_linger_ms(double sends_per_s, int linger_ms) {
+    if (linger_ms <= 0 || sends_per_s <= 0) return 0;
+    return sends_per_s * (double)linger_ms >= 1000.0 ? linger_ms : 0;
+}
+
+/* The messages enqueued per second between the last two samples at least
+ * RATE_WINDOW_US apart (< 0 before there are two). A flush after a pause
+ * samples the pause, so a burst's rate does not outlive it. */
+static double sample_rate(ds_producer_t *p, int64_t now_us) {
+    pthread_mutex_lock(&p->rate_mu);
+    long long sent = atomic_load(&p->sent);
+    int64_t dt = now_us - p->rate_at_us;
+    if (!p->rate_at_us || dt >= RATE_WINDOW_US) {
+        if (p->rate_at_us) p->sends_per_s = (double)(sent - p->rate_sent) * 1e6 / (double)dt;
+        p->rate_sent = sent;
+        p->rate_at_us = now_us;
+    }
+    double rate = p->sends_per_s;
+    pthread_mutex_unlock(&p->rate_mu);
+    return rate;
+}
+
+/* A batch flushed at once holds what its caller gathered since the last
+ * one; while the events come fast, the linger lets the next batch gather
+ * more, and the delivery reports that arrive meanwhile are served. */
 int ds_producer_flush(ds_producer_t *p, int timeout_ms) {
-    return rd_kafka_flush(p->rk, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : DS_ETIMEDOUT;
+    int64_t t0 = ds_mono_us();
+    int linger = ds_producer_flush_linger_ms(sample_rate(p, t0), p->flush_linger_ms);
+    if (linger > timeout_ms) linger = timeout_ms;
+    int64_t until = t0 + (int64_t)linger * 1000;
+    for (int64_t now = t0; now < until && rd_kafka_outq_len(p->rk) > 0; now = ds_mono_us())
+        rd_kafka_poll(p->rk, (int)((until - now + 999) / 1000));
+    int left = timeout_ms - (int)((ds_mono_us() - t0) / 1000);
+    return rd_kafka_flush(p->rk, left > 0 ? left : 0) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : DS_ETIMEDOUT;
 }
 
 int ds_producer_fatal(ds_producer_t *p, char *errstr, size_t errstr_size) {
@@ -216,6 +266,7 @@ void ds_producer_destroy(ds_producer_t *p) {
         rd_kafka_flush(p->rk, 1000);
     }
     rd_kafka_destroy(p->rk);
+    pthread_mutex_destroy(&p->rate_mu);
     free(p->source);
     free(p);
 }

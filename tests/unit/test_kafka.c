@@ -1,12 +1,16 @@
 /* The librdkafka wrapper without a broker: configuration, trace context,
- * headers. */
+ * headers, and the flush policy against librdkafka's in-process mock
+ * cluster. */
 #include <criterion/criterion.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/common.h"
 #include "base/config.h"
 #include "infra/kafka.h"
 #include "base/log.h"
+
+#include <librdkafka/rdkafka_mock.h> /* after rdkafka.h, which infra/kafka.h includes */
 
 static ds_config_t cfg;
 static bool cfg_loaded;
@@ -118,6 +122,65 @@ Test(kafka, producer_cannot_turn_off_idempotence) {
     cr_assert_eq(rd_kafka_conf_get(conf, "linger.ms", buf, &sz), RD_KAFKA_CONF_OK);
     cr_assert_str_eq(buf, "20");
     ds_producer_destroy(p);
+}
+
+Test(kafka, flush_lingers_only_while_events_come_fast) {
+    /* At least one more event due within the linger: 200/s and 5 ms. */
+    cr_assert_eq(ds_producer_flush_linger_ms(200, 5), 5);
+    cr_assert_eq(ds_producer_flush_linger_ms(5000, 5), 5);
+    cr_assert_eq(ds_producer_flush_linger_ms(199, 5), 0);
+    cr_assert_eq(ds_producer_flush_linger_ms(50, 20), 20);
+    cr_assert_eq(ds_producer_flush_linger_ms(49, 20), 0);
+    cr_assert_eq(ds_producer_flush_linger_ms(-1, 5), 0, "an unknown rate sends at once");
+    cr_assert_eq(ds_producer_flush_linger_ms(0, 5), 0);
+    cr_assert_eq(ds_producer_flush_linger_ms(100000, 0), 0, "0 turns the linger off");
+}
+
+static void nap_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Sends n events to topic and flushes; returns the flush's milliseconds. */
+static int64_t send_and_flush(ds_producer_t *p, const char *topic, int n) {
+    ds_event_meta_t meta = {.type = DS_CE_TYPE_OPPORTUNITY_CHANGED};
+    for (int i = 0; i < n; i++) cr_assert_eq(ds_producer_send(p, topic, "k", 1, "v", 1, &meta, NULL), 0);
+    int64_t t0 = ds_mono_us();
+    cr_assert_eq(ds_producer_flush(p, 10000), 0);
+    cr_assert_eq(ds_producer_pending(p), 0, "a flush returns once everything is delivered");
+    return (ds_mono_us() - t0) / 1000;
+}
+
+Test(kafka, flush_lingers_while_the_process_produces_fast) {
+    char err[512];
+    rd_kafka_conf_t *mconf = rd_kafka_conf_new();
+    cr_assert_eq(rd_kafka_conf_set(mconf, "log_level", "3", err, sizeof err), RD_KAFKA_CONF_OK);
+    rd_kafka_t *mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, mconf, err, sizeof err);
+    cr_assert_not_null(mock_rk, "%s", err);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(mock_rk, 1);
+    cr_assert_not_null(mc);
+    cr_assert_eq(rd_kafka_mock_topic_create(mc, "t", 1, 1), 0);
+    char brokers[256];
+    snprintf(brokers, sizeof brokers, "DEALSCORE_KAFKA_BROKERS=%s", rd_kafka_mock_cluster_bootstraps(mc));
+    /* A linger long enough to tell from a delivery on a loaded machine, and
+     * librdkafka's own linger longer still, so that only the flush's policy
+     * decides when the events go. Lingering needs 4 events a second. */
+    char *envp[] = {brokers, "DEALSCORE_FLUSH_LINGER_MS=250", "KAFKA_LINGER_MS=5000", NULL};
+    load(envp);
+    ds_producer_t *p = NULL;
+    cr_assert_eq(ds_producer_new(&p, &cfg, err, sizeof err), 0, "%s", err);
+    send_and_flush(p, "t", 1); /* connected, the producer id obtained, the first rate sample */
+    nap_ms(300);
+    /* 40 events over the last 300 ms: more than 4 a second. */
+    int64_t ms = send_and_flush(p, "t", 40);
+    cr_assert_geq(ms, 250, "a fast producer's flush lingers (took %lld ms)", (long long)ms);
+    nap_ms(1500);
+    /* 1 event in 1.5 s since the last sample: slow, sent at once. */
+    ms = send_and_flush(p, "t", 1);
+    cr_assert_lt(ms, 250, "a slow producer's flush sends at once (took %lld ms)", (long long)ms);
+    ds_producer_destroy(p);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(mock_rk);
 }
 
 Test(kafka, consumer_needs_topics) {
