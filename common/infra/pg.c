@@ -452,6 +452,8 @@ typedef struct {
     char *sql;
     int nparams;
     bool prepared; /* on the current connection */
+    bool on_use;   /* registered by ds_pg_prepared: prepared at its first use on a connection */
+    uint64_t hash; /* of sql */
 } stmt_t;
 
 typedef struct {
@@ -469,7 +471,9 @@ struct ds_pg_s {
     size_t nstmts, stmts_cap;
     chan_t *chans;
     size_t nchans, chans_cap;
-    bool sent; /* ds_pg_send_params sent a command whose result is unread */
+    bool sent;        /* ds_pg_send_params sent a command whose result is unread */
+    size_t nauto;     /* statements prepared on use registered */
+    PGresult *failed; /* the error ds_pg_send_params met before sending, for ds_pg_send_wait */
 };
 
 int ds_pg_new(ds_pg_t **out, const char *url, const char *app_name, char *errstr, size_t errstr_size) {
@@ -491,6 +495,8 @@ void ds_pg_reset(ds_pg_t *pg) {
         pg->conn = NULL;
     }
     pg->sent = false;
+    PQclear(pg->failed);
+    pg->failed = NULL;
     for (size_t i = 0; i < pg->nstmts; i++) pg->stmts[i].prepared = false;
     for (size_t i = 0; i < pg->nchans; i++) pg->chans[i].active = false;
 }
@@ -510,6 +516,13 @@ void ds_pg_destroy(ds_pg_t *pg) {
     free(pg);
 }
 
+/* FNV-1a. */
+static uint64_t text_hash(const char *s) {
+    uint64_t h = 14695981039346656037ULL;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
 static stmt_t *find_stmt(const ds_pg_t *pg, const char *name) {
     for (size_t i = 0; i < pg->nstmts; i++)
         if (strcmp(pg->stmts[i].name, name) == 0) return &pg->stmts[i];
@@ -524,8 +537,65 @@ int ds_pg_add_statement(ds_pg_t *pg, const char *name, const char *sql, int npar
         pg->stmts_cap = pg->stmts_cap ? pg->stmts_cap * 2 : 8;
         pg->stmts = ds_realloc(pg->stmts, pg->stmts_cap * sizeof *pg->stmts);
     }
-    pg->stmts[pg->nstmts++] = (stmt_t){.name = ds_strdup(name), .sql = ds_strdup(sql), .nparams = nparams};
+    pg->stmts[pg->nstmts++] =
+        (stmt_t){.name = ds_strdup(name), .sql = ds_strdup(sql), .nparams = nparams, .hash = text_hash(sql)};
     return DS_OK;
+}
+
+/* A statement run with parameters unnamed is parsed and planned at every
+ * run; the workers run the same few texts for every batch, and planning
+ * was about a sixth of their statements' time in Postgres (bench-e2e on the
+ * demo org, pg_stat_statements with track_planning). Prepared, a statement
+ * is planned once per connection (or, when Postgres finds a custom plan
+ * cheaper, as before). Every text with parameters run through a session is
+ * prepared on first use, up to AUTO_MAX texts a session: statements built
+ * at run time stay unnamed once that many are prepared. */
+#define AUTO_MAX 64
+
+/* The name of sql's statement prepared on the connection (preparing it
+ * now if needed), or NULL: run it unnamed. When the statement does not
+ * prepare, *failed (if failed is not NULL, else it is cleared) holds the
+ * error, the one running it would give: inside a transaction the failure
+ * aborted it, so running it unnamed would only say so. */
+static const char *prepare_on_use(ds_pg_t *pg, const char *sql, int nparams, PGresult **failed) {
+    if (!sql || nparams <= 0 || !pg->conn || PQstatus(pg->conn) != CONNECTION_OK ||
+        PQpipelineStatus(pg->conn) != PQ_PIPELINE_OFF || pg->sent)
+        return NULL;
+    uint64_t h = text_hash(sql);
+    stmt_t *st = NULL;
+    for (size_t i = 0; i < pg->nstmts && !st; i++)
+        if (pg->stmts[i].on_use && pg->stmts[i].hash == h && pg->stmts[i].nparams == nparams &&
+            strcmp(pg->stmts[i].sql, sql) == 0)
+            st = &pg->stmts[i];
+    if (!st) {
+        if (pg->nauto >= AUTO_MAX) return NULL;
+        char name[32];
+        snprintf(name, sizeof name, "ds_auto_%zu", pg->nauto++);
+        if (ds_pg_add_statement(pg, name, sql, nparams) != DS_OK) return NULL;
+        st = &pg->stmts[pg->nstmts - 1];
+        st->on_use = true;
+    }
+    if (!st->prepared) {
+        PGresult *r = PQprepare(pg->conn, st->name, st->sql, nparams, NULL);
+        const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK ||
+                  (state && strcmp(state, "42P05") == 0 && PQstatus(pg->conn) == CONNECTION_OK);
+        if (!ok) {
+            /* The next use tries again. */
+            if (failed)
+                *failed = r;
+            else
+                PQclear(r);
+            return NULL;
+        }
+        PQclear(r);
+        st->prepared = true;
+    }
+    return st->name;
+}
+
+const char *ds_pg_prepared(ds_pg_t *pg, const char *sql, int nparams) {
+    return prepare_on_use(pg, sql, nparams, NULL);
 }
 
 PGconn *ds_pg_conn(const ds_pg_t *pg) { return pg ? pg->conn : NULL; }
@@ -542,7 +612,7 @@ int ds_pg_socket(const ds_pg_t *pg) { return pg && pg->conn ? PQsocket(pg->conn)
 static int prepare_pending(ds_pg_t *pg, char *errstr, size_t errstr_size) {
     for (size_t i = 0; i < pg->nstmts; i++) {
         stmt_t *st = &pg->stmts[i];
-        if (st->prepared) continue;
+        if (st->prepared || st->on_use) continue;
         PGresult *r = PQprepare(pg->conn, st->name, st->sql, st->nparams < 0 ? 0 : st->nparams, NULL);
         int rc = ds_pg_classify(r, pg->conn);
         const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
@@ -667,7 +737,11 @@ int ds_pg_exec_params(ds_pg_t *pg, const char *sql, int nparams, const char *con
     if (res) *res = NULL;
     int rc = check_usable(pg, errstr, errstr_size);
     if (rc != DS_OK) return rc;
-    PGresult *r = PQexecParams(pg->conn, sql, nparams, NULL, values, lengths, formats, 0);
+    PGresult *r = NULL;
+    const char *name = prepare_on_use(pg, sql, nparams, &r);
+    if (!r)
+        r = name ? PQexecPrepared(pg->conn, name, nparams, values, lengths, formats, 0)
+                 : PQexecParams(pg->conn, sql, nparams, NULL, values, lengths, formats, 0);
     return take_result(pg, r, res, errstr, errstr_size);
 }
 
@@ -677,7 +751,15 @@ int ds_pg_send_params(ds_pg_t *pg, const char *sql, int nparams, const char *con
     if (rc != DS_OK) return rc;
     /* Blocking mode: returns once the whole command is written, and the
      * server reads all of it before it answers, so this cannot deadlock. */
-    if (!PQsendQueryParams(pg->conn, sql, nparams, NULL, values, lengths, formats, 0)) {
+    PGresult *failed = NULL;
+    const char *name = prepare_on_use(pg, sql, nparams, &failed);
+    if (failed) {
+        pg->failed = failed; /* what ds_pg_send_wait returns */
+        pg->sent = true;
+        return DS_OK;
+    }
+    if (!(name ? PQsendQueryPrepared(pg->conn, name, nparams, values, lengths, formats, 0)
+               : PQsendQueryParams(pg->conn, sql, nparams, NULL, values, lengths, formats, 0))) {
         char buf[512];
         seterr(errstr, errstr_size, "%s", ds_pg_error_text(NULL, pg->conn, buf, sizeof buf));
         return PQstatus(pg->conn) == CONNECTION_OK ? DS_EFATAL : DS_ERETRY;
@@ -693,6 +775,11 @@ int ds_pg_send_wait(ds_pg_t *pg, PGresult **res, char *errstr, size_t errstr_siz
         return DS_EINVAL;
     }
     pg->sent = false;
+    if (pg->failed) {
+        PGresult *failed = pg->failed;
+        pg->failed = NULL;
+        return take_result(pg, failed, res, errstr, errstr_size);
+    }
     if (!pg->conn) {
         seterr(errstr, errstr_size, "no connection to postgres");
         return DS_ERETRY;
@@ -1061,6 +1148,15 @@ int ds_pg_batch_run(ds_pg_batch_t *b, ds_pg_batch_cb cb, void *ud, char *errstr,
     int rc = check_usable(pg, errstr, errstr_size);
     if (rc == DS_OK) rc = prepare_pending(pg, errstr, errstr_size);
     if (rc != DS_OK || b->n == 0) return rc;
+    /* Outside a transaction only: a statement that does not prepare aborts
+     * nothing then, and the pipeline gives its error in its place. */
+    for (size_t i = 0; i < b->n && PQtransactionStatus(pg->conn) == PQTRANS_IDLE; i++) {
+        bstmt_t *s = &b->st[i];
+        const char *name = s->prepared ? NULL : ds_pg_prepared(pg, s->text, s->nparams);
+        if (!name) continue;
+        s->text = batch_strdup(b, name);
+        s->prepared = true;
+    }
 
     run_t rs = {.b = b, .conn = pg->conn, .cb = cb, .ud = ud, .errstr = errstr, .errstr_size = errstr_size};
     PGconn *conn = pg->conn;

@@ -181,6 +181,17 @@ int ds_pg_send_params(ds_pg_t *pg, const char *sql, int nparams, const char *con
  * PQclears it), or DS_ERETRY / DS_EFATAL with errstr. DS_EINVAL if nothing
  * was sent. */
 int ds_pg_send_wait(ds_pg_t *pg, PGresult **res, char *errstr, size_t errstr_size);
+/* The name under which a statement of sql's text (with nparams > 0
+ * parameters) is prepared on the current connection, preparing it now if it
+ * is not yet (once per connection), or NULL: send sql unnamed (no
+ * parameters, no usable connection, a session that has prepared 64 texts
+ * already, or a statement that did not prepare: call it outside a
+ * transaction, so that running it unnamed gives its error).
+ * ds_pg_exec_params, ds_pg_send_params and ds_pg_batch_run (outside a
+ * transaction) prepare every statement with parameters this way, and give
+ * a statement that does not prepare the error of its preparation (the same
+ * as of its run). The name belongs to the session. */
+const char *ds_pg_prepared(ds_pg_t *pg, const char *sql, int nparams);
 /* As ds_pg_exec_params for the statement name: a registered statement not
  * yet prepared on this connection is prepared first. */
 int ds_pg_exec_prepared(ds_pg_t *pg, const char *name, int nparams, const char *const *values,

@@ -525,9 +525,12 @@ int ds_opp_batch_send(ds_pg_t *pg, const char *const *opp_ids, size_t n, ds_opp_
     ds_opp_batch_t *b = ds_calloc(1, sizeof *b);
     char *arr = distinct_ids(opp_ids, n, &b->nids);
     const char *v[] = {arr};
+    const char *names[4]; /* prepared before the pipeline starts: planned once per connection */
+    for (int q = 0; q < 4; q++) names[q] = ds_pg_prepared(pg, load_sql[q], 1);
     bool ok = PQenterPipelineMode(conn) && PQsetnonblocking(conn, 1) == 0;
     for (int q = 0; q < 4 && ok; q++)
-        ok = PQsendQueryParams(conn, load_sql[q], 1, NULL, v, NULL, NULL, 1) == 1;
+        ok = (names[q] ? PQsendQueryPrepared(conn, names[q], 1, v, NULL, NULL, 1)
+                       : PQsendQueryParams(conn, load_sql[q], 1, NULL, v, NULL, NULL, 1)) == 1;
     ok = ok && PQpipelineSync(conn) == 1;
     free(arr);
     /* Non-blocking until everything is written, reading whatever the server

@@ -293,6 +293,87 @@ Test(pg, prepared_statements_survive_reconnect) {
     ds_pg_destroy(pg);
 }
 
+/* How many statements of the connection are prepared with this text. */
+static int prepared_count(ds_pg_t *pg, const char *text) {
+    char *sql = ds_asprintf("select count(*) from pg_prepared_statements where statement = '%s'", text);
+    PGresult *r = NULL;
+    char err[512] = "";
+    cr_assert_eq(ds_pg_exec(pg, sql, &r, err, sizeof err), DS_OK, "%s", err);
+    int n = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    free(sql);
+    return n;
+}
+
+#define TWICE_SQL "select $1::int * 2"
+
+Test(pg, statements_with_parameters_are_planned_once_per_connection) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    const char *v[] = {"21"};
+    PGresult *r = NULL;
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(ds_pg_exec_params(pg, TWICE_SQL, 1, v, NULL, NULL, &r, err, sizeof err), DS_OK, "%s",
+                     err);
+        cr_expect_str_eq(PQgetvalue(r, 0, 0), "42");
+        PQclear(r);
+    }
+    cr_assert_eq(ds_pg_send_params(pg, TWICE_SQL, 1, v, NULL, NULL, err, sizeof err), DS_OK, "%s", err);
+    cr_assert_eq(ds_pg_send_wait(pg, &r, err, sizeof err), DS_OK, "%s", err);
+    cr_expect_str_eq(PQgetvalue(r, 0, 0), "42");
+    PQclear(r);
+    ds_pg_batch_t *b = NULL;
+    cr_assert_eq(ds_pg_batch_begin(pg, &b), DS_OK);
+    cr_assert_eq(ds_pg_batch_add_params(b, TWICE_SQL, 1, v, NULL, NULL, NULL), DS_OK);
+    cr_assert_eq(ds_pg_batch_run(b, NULL, NULL, err, sizeof err), DS_OK, "%s", err);
+    ds_pg_batch_end(b);
+    cr_expect_eq(prepared_count(pg, TWICE_SQL), 1, "one statement for every way of running the text");
+
+    /* A new connection prepares it again at its first use. */
+    ds_pg_reset(pg);
+    cr_assert_eq(ds_pg_ensure(pg, 10000, NULL, err, sizeof err), DS_OK, "%s", err);
+    cr_expect_eq(prepared_count(pg, TWICE_SQL), 0);
+    cr_assert_eq(ds_pg_exec_params(pg, TWICE_SQL, 1, v, NULL, NULL, &r, err, sizeof err), DS_OK, "%s", err);
+    cr_expect_str_eq(PQgetvalue(r, 0, 0), "42");
+    PQclear(r);
+    cr_expect_eq(prepared_count(pg, TWICE_SQL), 1);
+    ds_pg_destroy(pg);
+}
+
+Test(pg, a_statement_that_does_not_prepare_gives_its_own_error) {
+    ds_pg_t *pg = session();
+    char err[512] = "";
+    const char *v[] = {"1"};
+    for (int i = 0; i < 2; i++) {
+        int rc = ds_pg_exec_params(pg, "select v from no_such_table where id = $1::int", 1, v, NULL, NULL,
+                                   NULL, err, sizeof err);
+        cr_expect_eq(rc, DS_EFATAL, "%s", ds_strerror(rc));
+        cr_expect(strstr(err, "relation \"no_such_table\" does not exist (SQLSTATE 42P01)"), "%s", err);
+    }
+    /* Inside a transaction too (a failed preparation aborts it: running the
+     * statement then would only say so), sent or run. */
+    cr_assert_eq(ds_pg_exec(pg, "begin", NULL, err, sizeof err), DS_OK, "%s", err);
+    cr_assert_eq(ds_pg_send_params(pg, "select v from no_such_table where id = $1::int", 1, v, NULL, NULL,
+                                   err, sizeof err),
+                 DS_OK, "%s", err);
+    cr_expect_eq(ds_pg_send_wait(pg, NULL, err, sizeof err), DS_EFATAL);
+    cr_expect(strstr(err, "(SQLSTATE 42P01)"), "%s", err);
+    cr_assert_eq(ds_pg_exec(pg, "rollback", NULL, err, sizeof err), DS_OK, "%s", err);
+    cr_assert_eq(ds_pg_exec(pg, "begin", NULL, err, sizeof err), DS_OK, "%s", err);
+    cr_expect_eq(ds_pg_exec_params(pg, "select v from no_such_table where id = $1::int", 1, v, NULL, NULL,
+                                   NULL, err, sizeof err),
+                 DS_EFATAL);
+    cr_expect(strstr(err, "(SQLSTATE 42P01)"), "%s", err);
+    cr_assert_eq(ds_pg_exec(pg, "rollback", NULL, err, sizeof err), DS_OK, "%s", err);
+    /* The session stays usable: nothing left to prepare at the next ensure. */
+    cr_assert_eq(ds_pg_ensure(pg, 10000, NULL, err, sizeof err), DS_OK, "%s", err);
+    PGresult *r = NULL;
+    cr_assert_eq(ds_pg_exec_params(pg, TWICE_SQL, 1, v, NULL, NULL, &r, err, sizeof err), DS_OK, "%s", err);
+    cr_expect_str_eq(PQgetvalue(r, 0, 0), "2");
+    PQclear(r);
+    ds_pg_destroy(pg);
+}
+
 typedef struct {
     int attempts;
     int first_rc;
