@@ -345,7 +345,8 @@ static const char *const sql_load =
     "select o.id::text, o.account_id::text, o.outcome, o.placeholder, a.industry,"
     " o.product_category, a.region, o.persona, o.amount::float8, ob.cohort_key,"
     " exists (select 1 from public.opportunity_history h where h.opportunity_id = o.id"
-    "  and h.field = 'outcome' and h.new_value = 'open')"
+    "  and h.field = 'outcome' and h.new_value = 'open'),"
+    " ob.match_level, ob.account_id::text, ob.org_id = o.org_id"
     " from public.opportunities o"
     " left join public.accounts a on a.org_id = o.org_id and a.id = o.account_id"
     " left join public.opportunity_benchmarks ob on ob.opportunity_id = o.id"
@@ -429,6 +430,10 @@ typedef struct {
     char *id, *account_id;
     char *industry, *product, *region, *persona;
     char *mapped_key;
+    /* The stored mapping's level and account, and whether it is of the
+     * deal's org (bench_map rewrites it unless all match the walk's). */
+    char *mapped_level, *mapped_account;
+    bool mapped_same_org;
     bool open, placeholder, reopened, has_amount;
     bool activity_only; /* only interactions or transcripts changed */
     double amount;
@@ -523,6 +528,8 @@ static void opp_free(opp_t *o) {
     free(o->region);
     free(o->persona);
     free(o->mapped_key);
+    free(o->mapped_level);
+    free(o->mapped_account);
 }
 
 static void oppv_free(oppv_t *v) {
@@ -715,6 +722,9 @@ static int load_opps(cohort_engine_t *e, const char *const *ids, size_t n, oppv_
         o->amount = o->has_amount ? strtod(PQgetvalue(res, i, 8), NULL) : 0;
         o->mapped_key = dup_or_null(res, i, 9);
         o->reopened = PQgetvalue(res, i, 10)[0] == 't';
+        o->mapped_level = dup_or_null(res, i, 11);
+        o->mapped_account = dup_or_null(res, i, 12);
+        o->mapped_same_org = PQgetvalue(res, i, 13)[0] == 't';
     }
     PQclear(res);
     return 0;
@@ -861,6 +871,15 @@ static int choose_level(cohort_engine_t *e, kmap_t *cache, const opp_t *o, char 
     return rc;
 }
 
+static bool same_or_null(const char *a, const char *b) { return a && b ? strcmp(a, b) == 0 : a == b; }
+
+/* Whether o's stored mapping is the one its walk chose: bench_map would
+ * change nothing, but lock the row and write WAL for the lock. */
+static bool mapping_unchanged(const opp_t *o, const char *key, const char *level) {
+    return o->mapped_key && o->mapped_same_org && strcmp(o->mapped_key, key) == 0 &&
+           same_or_null(o->mapped_level, level) && same_or_null(o->mapped_account, o->account_id);
+}
+
 /* Writes the n mappings (bench_map) and counts those that changed. */
 static int write_mappings(cohort_engine_t *e, const char **ids, const char **accs, const char **chosen,
                           const char **lvls, size_t n, cohort_stats_t *st, char *err, size_t esz) {
@@ -907,16 +926,19 @@ static int walk_and_map(cohort_engine_t *e, oppv_t *v, cohort_stats_t *st, char 
     const char **accs = ds_calloc(nopen, sizeof *accs);
     const char **chosen = ds_calloc(nopen, sizeof *chosen);
     const char **lvls = ds_calloc(nopen, sizeof *lvls);
+    size_t nmap = 0;
     for (size_t j = 0; j < nopen && rc == 0; j++) {
         int l;
         rc = choose_level(e, &cache, opps[j], &keys[j * COHORT_LEVELS], &org_won, st, &l, err, esz);
         if (rc != 0) break;
-        ids[j] = opps[j]->id;
-        accs[j] = opps[j]->account_id;
-        chosen[j] = keys[j * COHORT_LEVELS + (size_t)l];
-        lvls[j] = level_names[l];
+        const char *key = keys[j * COHORT_LEVELS + (size_t)l];
+        if (mapping_unchanged(opps[j], key, level_names[l])) continue;
+        ids[nmap] = opps[j]->id;
+        accs[nmap] = opps[j]->account_id;
+        chosen[nmap] = key;
+        lvls[nmap++] = level_names[l];
     }
-    if (rc == 0) rc = write_mappings(e, ids, accs, chosen, lvls, nopen, st, err, esz);
+    if (rc == 0 && nmap) rc = write_mappings(e, ids, accs, chosen, lvls, nmap, st, err, esz);
     free(ids);
     free(accs);
     free(chosen);

@@ -504,6 +504,25 @@ Test(benchmark, activity_of_a_mapped_open_deal_keeps_its_mapping) {
     cr_expect_eq(metric("dealscore_benchmark_settled_total"), 0);
 }
 
+/* A change that leaves a deal in its cohort writes nothing: its mapping
+ * row is neither updated nor locked (a lock is a WAL record too). */
+Test(benchmark, a_change_that_keeps_the_cohort_leaves_the_mapping_untouched) {
+    fixture_relax();
+    start(0);
+    publish_targets();
+    const char *batches = "dealscore_worker_batch_seconds_count{worker=\"benchmark\"}";
+    double before = metric(batches), written = metric("dealscore_benchmark_mappings_written_total");
+    pgt_exec(db, "update opportunities set stage = 'Negotiation' where id = '" OPP(601) "'");
+    publish("e0000000-0000-4000-8000-000000000711", ORG_A, OPP(601), UPSERTED);
+    dst_wait_metric(&T, batches, before + 1);
+    expect_mapping(OPP(601), "v1|ind=software|prod=analytics|reg=emea|" AMT, "industry_product_region");
+    cr_expect_eq(metric("dealscore_benchmark_mappings_written_total"), written);
+    char *xmax =
+        pgt_valuef(db, "select xmax::text from opportunity_benchmarks where opportunity_id = '%s'", OPP(601));
+    cr_expect_str_eq(xmax ? xmax : "(none)", "0", "the mapping row was locked or updated");
+    free(xmax);
+}
+
 /* An org without enough won deals in the window (none here): no cohort can
  * be sufficient, so each deal maps to its widest cohort, computed once per
  * band, and the narrower ones are not computed at all. */
