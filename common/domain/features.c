@@ -192,12 +192,39 @@ const char *ds_stage_list_at(const ds_stage_list_t *stages, size_t i, int *index
 
 /* ---- prior win rates ----------------------------------------------------------- */
 
+/* Monday-to-Friday (UTC) microseconds from 1970-01-01, a Thursday, to t
+ * (negative before it). */
+static double weekday_us_before(int64_t t) {
+    static const int prefix[8] = {0, 1, 2, 2, 2, 3, 4, 5}; /* Thu Fri Sat Sun Mon Tue Wed */
+    int64_t day = t >= 0 ? t / DS_US_PER_DAY : -((-t + DS_US_PER_DAY - 1) / DS_US_PER_DAY);
+    int64_t rem = t - day * DS_US_PER_DAY;
+    int64_t weeks = day >= 0 ? day / 7 : -((-day + 6) / 7);
+    int dow = (int)(day - weeks * 7); /* 0 = Thursday */
+    double full = (double)(weeks * 5 + prefix[dow]) * (double)DS_US_PER_DAY;
+    return full + (dow <= 1 || dow >= 4 ? (double)rem : 0.0);
+}
+
+/* Working days (Monday to Friday, UTC) between a and b, fractional. */
+static double workdays_between(int64_t a, int64_t b) {
+    if (b <= a) return 0.0;
+    return (weekday_us_before(b) - weekday_us_before(a)) / (double)DS_US_PER_DAY;
+}
+
 typedef struct {
     const char *id; /* in the context's pool */
     int64_t at;
     bool won;
     double log_amount; /* NaN when the amount is unknown or not > 0 */
+    bool active;       /* the activity below is known */
+    double workdays;   /* Monday to Friday between creation and close */
+    uint32_t interactions, answered, asked;
 } wr_entry_t;
+
+/* Running sums of the deals' activity (those with it) among [0, i). */
+typedef struct {
+    double workdays;
+    uint32_t deals, interactions, answered, asked;
+} wr_activity_t;
 
 /* Deals grouped by key (account or owner), each group sorted by time, with
  * a running count of wins so "wins before t" is two lookups. */
@@ -205,10 +232,11 @@ typedef struct {
     const char **keys;   /* distinct ids, sorted */
     uint32_t *key_start; /* n_keys + 1 offsets into at/cum_wins */
     size_t n_keys;
-    int64_t *at;            /* closed_at per deal */
-    uint32_t *cum_wins;     /* n + 1: wins among the deals [0, i) */
-    double *cum_log_amount; /* n + 1: sum of the known ln(amount) among [0, i) */
-    uint32_t *cum_amounts;  /* n + 1: deals with a known amount among [0, i) */
+    int64_t *at;                 /* closed_at per deal */
+    uint32_t *cum_wins;          /* n + 1: wins among the deals [0, i) */
+    double *cum_log_amount;      /* n + 1: sum of the known ln(amount) among [0, i) */
+    uint32_t *cum_amounts;       /* n + 1: deals with a known amount among [0, i) */
+    wr_activity_t *cum_activity; /* n + 1; NULL in the indexes that do not need it */
     size_t n;
 } wr_index_t;
 
@@ -227,13 +255,14 @@ static int entry_cmp(const void *a, const void *b) {
 }
 
 /* Builds an index from entries (sorted here, in place). */
-static void wr_index_build(wr_index_t *ix, wr_entry_t *e, size_t n) {
+static void wr_index_build(wr_index_t *ix, wr_entry_t *e, size_t n, bool with_activity) {
     qsort(e, n, sizeof *e, entry_cmp);
     ix->n = n;
     ix->at = ds_malloc(n * sizeof *ix->at);
     ix->cum_wins = ds_malloc((n + 1) * sizeof *ix->cum_wins);
     ix->cum_log_amount = ds_malloc((n + 1) * sizeof *ix->cum_log_amount);
     ix->cum_amounts = ds_malloc((n + 1) * sizeof *ix->cum_amounts);
+    ix->cum_activity = with_activity ? ds_calloc(n + 1, sizeof *ix->cum_activity) : NULL;
     ix->keys = ds_malloc(n * sizeof *ix->keys);
     ix->key_start = ds_malloc((n + 1) * sizeof *ix->key_start);
     ix->n_keys = 0;
@@ -250,6 +279,17 @@ static void wr_index_build(wr_index_t *ix, wr_entry_t *e, size_t n) {
         bool known = !isnan(e[i].log_amount);
         ix->cum_log_amount[i + 1] = ix->cum_log_amount[i] + (known ? e[i].log_amount : 0);
         ix->cum_amounts[i + 1] = ix->cum_amounts[i] + known;
+        if (ix->cum_activity) {
+            wr_activity_t *a = &ix->cum_activity[i + 1];
+            *a = ix->cum_activity[i];
+            if (e[i].active) {
+                a->deals++;
+                a->workdays += e[i].workdays;
+                a->interactions += e[i].interactions;
+                a->answered += e[i].answered;
+                a->asked += e[i].asked;
+            }
+        }
     }
     ix->key_start[ix->n_keys] = (uint32_t)n;
 }
@@ -261,6 +301,7 @@ static void wr_index_free(wr_index_t *ix) {
     free(ix->cum_wins);
     free(ix->cum_log_amount);
     free(ix->cum_amounts);
+    free(ix->cum_activity);
 }
 
 /* First index in [lo, hi) with at[i] >= t. */
@@ -319,13 +360,28 @@ static char *pair_put(char *out, const char *a, const char *b) {
     return out + la + lb + 2;
 }
 
+/* The entry of deal d under key. */
+static wr_entry_t wr_entry(const char *key, const ds_closed_deal_t *d, double log_amount) {
+    bool active = d->has_activity && d->created_at_us != DS_TIME_NONE && d->created_at_us <= d->closed_at_us;
+    if (!active) return (wr_entry_t){key, d->closed_at_us, d->won, log_amount, false, 0, 0, 0, 0};
+    return (wr_entry_t){key,
+                        d->closed_at_us,
+                        d->won,
+                        log_amount,
+                        true,
+                        workdays_between(d->created_at_us, d->closed_at_us),
+                        d->interactions,
+                        d->emails_answered,
+                        d->emails_asked};
+}
+
 /* Copies id into the pool at *pp and adds its entry; nothing for an empty id. */
 static void wr_add(wr_entry_t *e, size_t *ne, char **pp, const char *id, const ds_closed_deal_t *d,
                    double log_amount) {
     if (!id || !*id) return;
     size_t len = strlen(id) + 1;
     memcpy(*pp, id, len);
-    e[(*ne)++] = (wr_entry_t){*pp, d->closed_at_us, d->won, log_amount};
+    e[(*ne)++] = wr_entry(*pp, d, log_amount);
     *pp += len;
 }
 
@@ -335,7 +391,7 @@ static void wr_add_pair(wr_entry_t *e, size_t *ne, char **pp, const char *a, con
     if (!pair_len(a, b)) return;
     char *key = *pp;
     *pp = pair_put(key, a, b);
-    e[(*ne)++] = (wr_entry_t){key, d->closed_at_us, d->won, log_amount};
+    e[(*ne)++] = wr_entry(key, d, log_amount);
 }
 
 int ds_winrate_ctx_new(const ds_closed_deal_t *deals, size_t n, double smoothing, ds_winrate_ctx_t **out) {
@@ -362,7 +418,7 @@ int ds_winrate_ctx_new(const ds_closed_deal_t *deals, size_t n, double smoothing
         const ds_closed_deal_t *d = &deals[i];
         if (d->closed_at_us == DS_TIME_NONE) continue;
         double la = isfinite(d->amount) && d->amount > 0 ? log(d->amount) : NAN;
-        e[0][ne[0]++] = (wr_entry_t){wr->pool, d->closed_at_us, d->won, la};
+        e[0][ne[0]++] = wr_entry(wr->pool, d, la);
         wr_add(e[1], &ne[1], &pp, d->account_id, d, la);
         wr_add(e[2], &ne[2], &pp, d->owner_id, d, la);
         wr_add_pair(e[3], &ne[3], &pp, d->industry, d->product_category, d, la);
@@ -370,7 +426,7 @@ int ds_winrate_ctx_new(const ds_closed_deal_t *deals, size_t n, double smoothing
     }
     wr_index_t *ix[5] = {&wr->org, &wr->account, &wr->owner, &wr->segment, &wr->cohort};
     for (int k = 0; k < 5; k++) {
-        wr_index_build(ix[k], e[k], ne[k]);
+        wr_index_build(ix[k], e[k], ne[k], k < 3); /* org, account, owner: engagement */
         free(e[k]);
     }
     *out = wr;
@@ -444,6 +500,46 @@ int ds_amount_cohort(const ds_winrate_ctx_t *wr, const char *size_band, const ch
     *n = ix->cum_amounts[to] - ix->cum_amounts[from];
     *mean_log = *n ? (ix->cum_log_amount[to] - ix->cum_log_amount[from]) / *n : NAN;
     return DS_OK;
+}
+
+static void engagement_sums(const wr_index_t *ix, size_t from, size_t to, ds_engagement_t *out) {
+    const wr_activity_t *a = &ix->cum_activity[from], *b = &ix->cum_activity[to];
+    out->deals = b->deals - a->deals;
+    out->workdays = b->workdays - a->workdays;
+    out->interactions = b->interactions - a->interactions;
+    out->answered = b->answered - a->answered;
+    out->asked = b->asked - a->asked;
+}
+
+void ds_engagement_org(const ds_winrate_ctx_t *wr, int64_t before_us, ds_engagement_t *out) {
+    engagement_sums(&wr->org, 0, lower_bound_time(wr->org.at, 0, wr->org.n, before_us), out);
+    out->activity_rate = (out->interactions + 1.0) / (out->workdays + 1.0);
+    out->reply_rate = (out->answered + 1.0) / (out->asked + 2.0);
+}
+
+static int engagement_key(const ds_winrate_ctx_t *wr, const wr_index_t *ix, const char *id, int64_t before_us,
+                          ds_engagement_t *out) {
+    if (!id || !*id) return DS_EINVAL;
+    ds_engagement_t org;
+    ds_engagement_org(wr, before_us, &org);
+    size_t from = 0, to = 0;
+    (void)wr_index_range(ix, id, before_us, &from, &to);
+    engagement_sums(ix, from, to, out);
+    out->activity_rate = (out->interactions + DS_ENGAGEMENT_WORKDAYS * org.activity_rate) /
+                         (out->workdays + DS_ENGAGEMENT_WORKDAYS);
+    out->reply_rate =
+        (out->answered + DS_ENGAGEMENT_EMAILS * org.reply_rate) / (out->asked + DS_ENGAGEMENT_EMAILS);
+    return DS_OK;
+}
+
+int ds_engagement_account(const ds_winrate_ctx_t *wr, const char *account_id, int64_t before_us,
+                          ds_engagement_t *out) {
+    return engagement_key(wr, &wr->account, account_id, before_us, out);
+}
+
+int ds_engagement_owner(const ds_winrate_ctx_t *wr, const char *owner_id, int64_t before_us,
+                        ds_engagement_t *out) {
+    return engagement_key(wr, &wr->owner, owner_id, before_us, out);
 }
 
 /* ---- raw input helpers ----------------------------------------------------------- */
@@ -721,6 +817,8 @@ static void firmographic_features(const ds_opp_raw_t *raw, int64_t as_of, const 
     v[DS_F_ACCOUNT_WIN_RATE] = v[DS_F_ACCOUNT_CLOSED_DEALS] = NAN;
     v[DS_F_OWNER_WIN_RATE] = v[DS_F_OWNER_CLOSED_DEALS] = NAN;
     v[DS_F_SEGMENT_WIN_RATE] = v[DS_F_AMOUNT_VS_COHORT] = NAN;
+    v[DS_F_ACCOUNT_REPLY_RATE] = NAN;
+    v[DS_F_OWNER_ACTIVITY_RATE] = v[DS_F_OWNER_REPLY_RATE] = NAN;
     if (!wr) return;
     ds_winrate_t r;
     if (ds_winrate_segment(wr, raw->industry, raw->product_category, as_of, &r) == DS_OK)
@@ -737,6 +835,13 @@ static void firmographic_features(const ds_opp_raw_t *raw, int64_t as_of, const 
     if (ds_winrate_owner(wr, raw->owner_id, as_of, &r) == DS_OK) {
         v[DS_F_OWNER_WIN_RATE] = r.rate;
         v[DS_F_OWNER_CLOSED_DEALS] = r.closed;
+    }
+    ds_engagement_t eg;
+    if (ds_engagement_account(wr, raw->account_id, as_of, &eg) == DS_OK)
+        v[DS_F_ACCOUNT_REPLY_RATE] = eg.reply_rate;
+    if (ds_engagement_owner(wr, raw->owner_id, as_of, &eg) == DS_OK) {
+        v[DS_F_OWNER_ACTIVITY_RATE] = eg.activity_rate;
+        v[DS_F_OWNER_REPLY_RATE] = eg.reply_rate;
     }
 }
 

@@ -18,7 +18,8 @@
  *   current value, but only when the row's changed_at is unknown or <= as_of.
  *   A stage in force since before the first recorded change counts as
  *   entered at created_at. Rows of other fields ("outcome") are ignored;
- * - account and owner win rates from deals closed strictly before as_of;
+ * - account and owner win rates, and their engagement (interactions per
+ *   working day, email reply rate), from deals closed strictly before as_of;
  * - the outcome and closed_at of the opportunity itself: never (they are in
  *   ds_opp_raw_t for the trainer's convenience and are not read).
  *
@@ -44,7 +45,7 @@
 #include "domain/meddicc.h"
 
 /* Bump whenever a definition below changes (name, meaning, encoding). */
-#define DS_FEATURE_VERSION "fv3"
+#define DS_FEATURE_VERSION "fv4"
 
 /* "No time": an unknown or cleared timestamp. */
 #define DS_TIME_NONE INT64_MIN
@@ -143,7 +144,15 @@
     X(AMOUNT_VS_COHORT, "amount_vs_cohort", "firmographic", "log_ratio",                                     \
       "Amount vs the size band and product's closed deals",                                                  \
       "NaN without a positive amount, size band, product or a closed deal of that pair: "                    \
-      "ln(amount) - the mean ln(amount) of the pair's deals closed before")
+      "ln(amount) - the mean ln(amount) of the pair's deals closed before")                                  \
+    X(ACCOUNT_REPLY_RATE, "account_reply_rate", "firmographic", "rate",                                      \
+      "Account's email reply rate (smoothed)",                                                               \
+      "NaN without an account or win-rate data; the org rate when the account has no closed deals")          \
+    X(OWNER_ACTIVITY_RATE, "owner_activity_rate", "firmographic", "rate",                                    \
+      "Owner's activity per working day (smoothed)",                                                         \
+      "NaN without an owner or win-rate data; the org rate when the owner has no closed deals")              \
+    X(OWNER_REPLY_RATE, "owner_reply_rate", "firmographic", "rate", "Owner's email reply rate (smoothed)",   \
+      "NaN without an owner or win-rate data; the org rate when the owner has no closed deals")
 
 typedef enum {
 #define DS__FEATURE_ENUM(id, name, family, unit, label, missing) DS_F_##id,
@@ -208,6 +217,13 @@ typedef struct {
      * when none. */
     const char *industry, *product_category, *size_band;
     double amount;
+    /* The deal's activity, for the account's and owner's engagement; only
+     * read when has_activity: its interactions, its emails the buyer
+     * answered and those answered or not (ds_interaction_answer_parse), and
+     * its creation (the working days it was open run to closed_at). */
+    bool has_activity;
+    int64_t created_at_us;
+    uint32_t interactions, emails_answered, emails_asked;
 } ds_closed_deal_t;
 
 /* An org's closed deals, sorted for "rate before t" lookups in O(log n).
@@ -245,6 +261,32 @@ int ds_winrate_segment(const ds_winrate_ctx_t *wr, const char *industry, const c
  * or empty. */
 int ds_amount_cohort(const ds_winrate_ctx_t *wr, const char *size_band, const char *product_category,
                      int64_t before_us, double *mean_log, uint32_t *n);
+
+/* Engagement smoothing: an account's or owner's activity rate is
+ * (interactions + m_w * org rate) / (working days + m_w), its reply rate
+ * (answered + m_e * org rate) / (asked + m_e). */
+#define DS_ENGAGEMENT_WORKDAYS 20.0
+#define DS_ENGAGEMENT_EMAILS 10.0
+
+typedef struct {
+    uint32_t deals;           /* closed strictly before the time asked, with activity */
+    double workdays;          /* Monday to Friday (UTC) between their creation and close */
+    uint32_t interactions;    /* theirs */
+    uint32_t answered, asked; /* their emails */
+    double activity_rate;     /* interactions per working day, smoothed toward the org */
+    double reply_rate;        /* answered / asked, smoothed toward the org */
+} ds_engagement_t;
+
+/* The org's engagement before t: rates (interactions + 1) / (working days +
+ * 1) and (answered + 1) / (asked + 2). */
+void ds_engagement_org(const ds_winrate_ctx_t *wr, int64_t before_us, ds_engagement_t *out);
+/* The account's (owner's) engagement before t, smoothed toward the org's;
+ * an id without closed deals gets the org rates. Returns 0, or DS_EINVAL for
+ * a NULL or empty id. */
+int ds_engagement_account(const ds_winrate_ctx_t *wr, const char *account_id, int64_t before_us,
+                          ds_engagement_t *out);
+int ds_engagement_owner(const ds_winrate_ctx_t *wr, const char *owner_id, int64_t before_us,
+                        ds_engagement_t *out);
 
 /* ---- raw input -------------------------------------------------------------- */
 

@@ -258,6 +258,24 @@ static void say_peers(ds_reason_t *out, int id, double v, const ds_reason_ctx_t 
         SAY("%.0f %% %s the usual amount of %s", fabs(ratio - 1) * 100, ratio > 1 ? "above" : "below", who);
 }
 
+/* The engagement of the account's or owner's deals closed before: email
+ * replies and interactions per working day. */
+static void say_engagement(ds_reason_t *out, int id, double v) {
+    if (id == DS_F_OWNER_ACTIVITY_RATE) {
+        set_label(out, "Owner's activity");
+        if (isnan(v))
+            SAY("no history");
+        else
+            SAY("%.1f interactions a working day on earlier deals", v);
+        return;
+    }
+    set_label(out, id == DS_F_ACCOUNT_REPLY_RATE ? "Account's email replies" : "Owner's email replies");
+    if (isnan(v))
+        SAY("no history");
+    else
+        SAY("%.0f %% of emails answered on earlier deals", v * 100);
+}
+
 static void say_temporal(ds_reason_t *out, int id, double v, const ds_reason_ctx_t *ctx) {
     switch (id) {
     case DS_F_DAYS_OPEN:
@@ -362,6 +380,8 @@ void ds_reason(const char *name, double value, const ds_reason_ctx_t *ctx, ds_re
         say_meddicc(out, id, value);
     else if (id == DS_F_SEGMENT_WIN_RATE || id == DS_F_AMOUNT_VS_COHORT)
         say_peers(out, id, value, ctx);
+    else if (id == DS_F_ACCOUNT_REPLY_RATE || id == DS_F_OWNER_ACTIVITY_RATE || id == DS_F_OWNER_REPLY_RATE)
+        say_engagement(out, id, value);
     else if (id == DS_F_EMAIL_REPLY_RATE) {
         set_label(out, "Email replies");
         SAY("%.0f %% of emails answered", isnan(value) ? 50.0 : value * 100);

@@ -107,19 +107,55 @@ static ds_stage_list_t *build_stages(json_t *order, json_t *outcomes) {
     return all;
 }
 
+/* A closed, non-placeholder deal (opportunities o). */
+#define CLOSED_DEAL "o.outcome <> 'open' and o.closed_at is not null and not o.placeholder"
+
+/* The org's closed deals in id order (the id last), and their interactions
+ * counted by type and outcome in the same order. */
+#define CLOSED_AT_US US("o.closed_at")
+#define CREATED_AT_US US("o.created_at")
+static const char closed_deals_sql[] =
+    "select coalesce(o.account_id::text, ''), coalesce(o.owner_id, ''), " CLOSED_AT_US ","
+    " o.outcome = 'won', coalesce(a.industry, ''), coalesce(o.product_category, ''),"
+    " coalesce(a.size_band, ''), o.amount::float8, " CREATED_AT_US ", o.id::text"
+    " from public.opportunities o left join public.accounts a on a.id = o.account_id"
+    " where o.org_id = $1::uuid and " CLOSED_DEAL " order by o.id";
+static const char closed_activity_sql[] =
+    "select i.opportunity_id::text, i.type, coalesce(i.outcome, ''), count(*)"
+    " from public.interactions i join public.opportunities o on o.id = i.opportunity_id"
+    " where i.org_id = $1::uuid and o.org_id = $1::uuid and " CLOSED_DEAL
+    " group by i.opportunity_id, 2, 3 order by i.opportunity_id";
+
+/* Folds the interaction counts (opportunity id, type, outcome, count; in
+ * id order like the deals' rows, id in column 9) into the deals. */
+static void add_closed_activity(ds_closed_deal_t *deals, PGresult *r, PGresult *act) {
+    int nd = PQntuples(r), na = PQntuples(act), d = 0;
+    for (int i = 0; i < na; i++) {
+        const char *id = PQgetvalue(act, i, 0);
+        while (d < nd && strcmp(PQgetvalue(r, d, 9), id) < 0) d++;
+        if (d == nd) break;
+        if (strcmp(PQgetvalue(r, d, 9), id) != 0) continue;
+        uint32_t n = (uint32_t)strtoul(PQgetvalue(act, i, 3), NULL, 10);
+        deals[d].interactions += n;
+        if (ds_interaction_type_parse(PQgetvalue(act, i, 1)) != DS_INTERACTION_EMAIL) continue;
+        ds_interaction_answer_t ans = ds_interaction_answer_parse(PQgetvalue(act, i, 2));
+        if (ans == DS_ANSWER_NONE) continue;
+        deals[d].emails_asked += n;
+        deals[d].emails_answered += ans == DS_ANSWER_YES ? n : 0;
+    }
+}
+
 static int load_org(ds_pg_t *pg, const char *org_id, ds_org_ctx_t **out, char *errstr, size_t errsz) {
     const char *v[] = {org_id};
     PGresult *r = NULL;
-    int rc = ds_pg_exec_params(
-        pg,
-        "select coalesce(o.account_id::text, ''), coalesce(o.owner_id, ''), " US(
-            "o.closed_at") ", o.outcome = 'won', coalesce(a.industry, ''), coalesce(o.product_category, ''),"
-                           " coalesce(a.size_band, ''), o.amount::float8"
-                           " from public.opportunities o left join public.accounts a on a.id = o.account_id"
-                           " where o.org_id = $1::uuid and o.outcome <> 'open' and o.closed_at is not null"
-                           " and not o.placeholder",
-        1, v, NULL, NULL, &r, errstr, errsz);
+    int rc = ds_pg_exec_params(pg, closed_deals_sql, 1, v, NULL, NULL, &r, errstr, errsz);
     if (rc != 0) return rc;
+    PGresult *act = NULL;
+    rc = ds_pg_exec_params(pg, closed_activity_sql, 1, v, NULL, NULL, &act, errstr, errsz);
+    if (rc != 0) {
+        PQclear(r);
+        return rc;
+    }
     ds_org_ctx_t *o = ds_calloc(1, sizeof *o);
     snprintf(o->org_id, sizeof o->org_id, "%s", org_id);
     int nd = PQntuples(r);
@@ -133,7 +169,11 @@ static int load_org(ds_pg_t *pg, const char *org_id, ds_org_ctx_t **out, char *e
         deals[i].product_category = PQgetvalue(r, i, 5);
         deals[i].size_band = PQgetvalue(r, i, 6);
         deals[i].amount = PQgetisnull(r, i, 7) ? NAN : strtod(PQgetvalue(r, i, 7), NULL);
+        deals[i].created_at_us = col_i64(r, i, 8, DS_TIME_NONE);
+        deals[i].has_activity = true;
     }
+    add_closed_activity(deals, r, act);
+    PQclear(act);
     ds_winrate_ctx_new(deals, (size_t)nd, DS_WINRATE_SMOOTHING, &o->winrate);
     free(deals);
     PQclear(r);

@@ -588,6 +588,47 @@ Test(feature, sigterm_ends_a_gathering_burst_and_finishes_its_batch) {
     PQfinish(db);
 }
 
+/* The org context reads each closed deal's activity for its owner's and
+ * account's engagement: interactions, and emails answered of those
+ * answered or not, over the working days from creation to close. */
+Test(feature, org_context_reads_the_engagement_of_closed_deals) {
+    PGconn *db = pgt_connect_db(&T.db);
+    pgt_execf(
+        db,
+        "insert into opportunities (org_id, external_id, owner_id, stage, created_at, closed_at, outcome)"
+        " values ('%s', 'OPP-E', 'owner-e', 'closed_lost', '2026-01-01T00:00:00Z',"
+        " '2026-01-08T00:00:00Z', 'lost')",
+        T.org_id);
+    char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-E'");
+    pgt_execf(db,
+              "insert into interactions (org_id, opportunity_id, opportunity_external_id, external_id, type,"
+              " occurred_at, outcome) values"
+              " ('%s', '%s', 'OPP-E', 'I-E1', 'email', '2026-01-02T10:00:00Z', 'replied'),"
+              " ('%s', '%s', 'OPP-E', 'I-E2', 'email', '2026-01-05T10:00:00Z', 'No Reply'),"
+              " ('%s', '%s', 'OPP-E', 'I-E3', 'email', '2026-01-06T10:00:00Z', 'sent'),"
+              " ('%s', '%s', 'OPP-E', 'I-E4', 'phone', '2026-01-07T10:00:00Z', 'connected')",
+              T.org_id, opp, T.org_id, opp, T.org_id, opp, T.org_id, opp);
+    ds_pg_t *pg = NULL;
+    char err[512];
+    cr_assert_eq(ds_pg_new(&pg, T.db.conninfo, "test", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(ds_pg_ensure(pg, 5000, NULL, err, sizeof err), 0, "%s", err);
+    ds_org_cache_t *cache = ds_org_cache_new(0);
+    const ds_org_ctx_t *ctx = NULL;
+    cr_assert_eq(ds_org_cache_get(cache, pg, T.org_id, &ctx, err, sizeof err), 0, "%s", err);
+    ds_engagement_t e;
+    int64_t after = 1768000000LL * 1000000; /* 2026-01-09 */
+    cr_assert_eq(ds_engagement_owner(ctx->winrate, "owner-e", after, &e), DS_OK);
+    cr_expect_eq(e.deals, 1);
+    cr_expect_eq(e.workdays, 5.0); /* Thursday to Thursday */
+    cr_expect_eq(e.interactions, 4);
+    cr_expect_eq(e.answered, 1);
+    cr_expect_eq(e.asked, 2);
+    ds_org_cache_destroy(cache);
+    ds_pg_destroy(pg);
+    free(opp);
+    PQfinish(db);
+}
+
 /* The loader sends its four queries in one pipeline: a failing query is
  * reported with its class and leaves the connection usable; duplicate ids
  * load once; a send followed by a recv is the same as a load. */

@@ -242,7 +242,7 @@ Test(train, beats_stage_prior_and_activates_then_a_worse_model_stays_candidate) 
     cr_expect(strncmp(v1, "m20", 3) == 0 && strlen(v1) >= 17, "version %s", v1);
     /* Feature names in order, the engine's (the trainer leaves out the two
      * closed-deal counts by default). */
-    cr_expect_eq(pgt_longf(c, "select array_length(feature_names, 1) from models"), 48);
+    cr_expect_eq(pgt_longf(c, "select array_length(feature_names, 1) from models"), 51);
     cr_expect_eq(pgt_longf(c, "select (feature_names[1] = 'days_open')::int from models"), 1);
     cr_expect_eq(pgt_longf(c, "select (feature_names[45] = 'buyer_contacts')::int from models"), 1);
     cr_expect_eq(pgt_longf(c, "select ('owner_closed_deals' <> all (feature_names))::int from models"), 1);
@@ -250,7 +250,7 @@ Test(train, beats_stage_prior_and_activates_then_a_worse_model_stays_candidate) 
     json_t *art = json_of(c, "select convert_from(artifact, 'UTF8') from models where version = '%s'", v1);
     cr_expect(json_is_object(json_object_get(art, "learner")), "the artifact has no \"learner\"");
     json_t *fn = json_object_get(json_object_get(art, "learner"), "feature_names");
-    cr_expect_eq(json_array_size(fn), 48);
+    cr_expect_eq(json_array_size(fn), 51);
     json_decref(art);
     json_t *cal = json_of(c, "select calibration::text from models where version = '%s'", v1);
     cr_expect(json_is_string(json_object_get(cal, "method")));

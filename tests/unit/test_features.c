@@ -722,6 +722,71 @@ Test(features, peers_hand_computed) {
     ds_winrate_ctx_destroy(wr);
 }
 
+/* The account's and owner's engagement, from their deals closed strictly
+ * before as_of: working days Monday to Friday (UTC) between creation and
+ * close, interactions, emails answered of those answered or not. */
+Test(features, engagement_hand_computed) {
+    fixture_t f;
+    fixture_init(&f); /* account A1, owner O1; t0 = 2026-01-01, a Thursday */
+    const int64_t t0 = f.t0;
+    f.n_deals = 0;
+    /* Thursday to the next Thursday: Thu, Fri, Mon, Tue, Wed = 5 days. */
+    f.deals[f.n_deals++] =
+        (ds_closed_deal_t){"A1", "O1", t0 + 7 * DAY, true, NULL, NULL, NULL, NAN, true, t0, 10, 3, 4};
+    /* Friday 00:00 to Sunday 12:00: the Friday, 1 day. */
+    f.deals[f.n_deals++] = (ds_closed_deal_t){
+        "A1", "O2", t0 + 10 * DAY + 12 * HOUR, false, NULL, NULL, NULL, NAN, true, t0 + 8 * DAY, 4, 0, 2};
+    /* Friday 12:00 to Monday 06:00: 0.5 + 0.25 days. */
+    f.deals[f.n_deals++] = (ds_closed_deal_t){"A2", "O1", t0 + 4 * DAY + 6 * HOUR, false, NULL, NULL, NULL,
+                                              NAN,  true, t0 + DAY + 12 * HOUR,    3,     1,    1};
+    /* Closed after as_of, and one without activity: neither counts. */
+    f.deals[f.n_deals++] =
+        (ds_closed_deal_t){"A1", "O1", t0 + 41 * DAY, true, NULL, NULL, NULL, NAN, true, t0, 100, 50, 50};
+    f.deals[f.n_deals++] = (ds_closed_deal_t){"A1", "O1", t0 + 2 * DAY, false};
+    ds_feature_vec_t v;
+    compute(&f, f.as_of, &v);
+    /* Org: 6.75 working days, 17 interactions, 4 of 7 emails answered:
+     * (17 + 1) / (6.75 + 1) = 18 / 7.75 and (4 + 1) / (7 + 2) = 5 / 9.
+     * O1: 5.75 days, 13 interactions, 4 of 5 answered. A1: 3 of 6. */
+    const double org_activity = 18 / 7.75, org_reply = 5.0 / 9.0;
+    cr_assert_float_eq(val(&v, "owner_activity_rate"), (13 + 20 * org_activity) / (5.75 + 20), 1e-12);
+    cr_assert_float_eq(val(&v, "owner_reply_rate"), (4 + 10 * org_reply) / (5 + 10.0), 1e-12);
+    cr_assert_float_eq(val(&v, "account_reply_rate"), (3 + 10 * org_reply) / (6 + 10.0), 1e-12);
+
+    ds_winrate_ctx_t *wr = NULL;
+    cr_assert_eq(ds_winrate_ctx_new(f.deals, f.n_deals, DS_WINRATE_SMOOTHING, &wr), DS_OK);
+    ds_engagement_t e;
+    ds_engagement_org(wr, f.as_of, &e);
+    cr_assert_eq(e.deals, 3);
+    cr_assert_float_eq(e.workdays, 6.75, 1e-12);
+    cr_assert_eq(e.interactions, 17);
+    cr_assert_eq(e.answered, 4);
+    cr_assert_eq(e.asked, 7);
+    cr_assert_eq(ds_engagement_owner(wr, "O1", f.as_of, &e), DS_OK);
+    cr_assert_eq(e.deals, 2);
+    cr_assert_float_eq(e.workdays, 5.75, 1e-12);
+    /* Strictly before: at t0 + 7 days the first deal has not closed yet. */
+    cr_assert_eq(ds_engagement_owner(wr, "O1", t0 + 7 * DAY, &e), DS_OK);
+    cr_assert_eq(e.deals, 1);
+    cr_assert_eq(e.interactions, 3);
+    /* An owner without closed deals gets the org's rates. */
+    cr_assert_eq(ds_engagement_owner(wr, "O-new", f.as_of, &e), DS_OK);
+    cr_assert_eq(e.deals, 0);
+    cr_assert_float_eq(e.activity_rate, org_activity, 1e-12);
+    cr_assert_float_eq(e.reply_rate, org_reply, 1e-12);
+    cr_assert_eq(ds_engagement_account(wr, "", f.as_of, &e), DS_EINVAL);
+    cr_assert_eq(ds_engagement_owner(wr, NULL, f.as_of, &e), DS_EINVAL);
+    ds_winrate_ctx_destroy(wr);
+
+    /* No account, no context: missing. */
+    f.raw.account_id = NULL;
+    compute(&f, f.as_of, &v);
+    cr_assert(isnan(val(&v, "account_reply_rate")));
+    cr_assert_eq(ds_features_compute(&f.raw, f.as_of, NULL, NULL, &v), DS_OK);
+    cr_assert(isnan(val(&v, "owner_activity_rate")));
+    cr_assert(isnan(val(&v, "owner_reply_rate")));
+}
+
 Test(features, winrate_smoothing_and_strict_before) {
     const ds_closed_deal_t deals[] = {
         {"A", "O", 100, true}, {"A", "O", 200, false},         {"B", NULL, 200, true},
@@ -818,7 +883,7 @@ Test(features, catalog_lists_every_feature) {
     json_t *root = json_loads(js, 0, &jerr);
     cr_assert_not_null(root, "%s", jerr.text);
     cr_assert_str_eq(json_string_value(json_object_get(root, "version")), DS_FEATURE_VERSION);
-    cr_assert_str_eq(DS_FEATURE_VERSION, "fv3");
+    cr_assert_str_eq(DS_FEATURE_VERSION, "fv4");
     cr_assert_eq(json_integer_value(json_object_get(root, "count")), DS_FEATURE_COUNT);
     json_t *stages = json_object_get(root, "default_stage_order");
     cr_assert_eq(json_integer_value(json_object_get(stages, "closed_lost")), 6);
@@ -847,7 +912,7 @@ Test(features, catalog_lists_every_feature) {
     }
     cr_assert_eq(per_family[0], 8);
     cr_assert_eq(per_family[1], 21);
-    cr_assert_eq(per_family[2], 11);
+    cr_assert_eq(per_family[2], 14);
     cr_assert_eq(per_family[3], 10);
     cr_assert_eq(ds_feature_index("no_such_feature"), -1);
     cr_assert_eq(ds_feature_index(NULL), -1);

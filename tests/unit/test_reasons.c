@@ -173,6 +173,18 @@ Test(reasons, peers_and_replies) {
     EXPECT("email_reply_rate", 0.6, NULL, "Email replies", "60 % of emails answered");
 }
 
+Test(reasons, engagement_of_earlier_deals) {
+    EXPECT("account_reply_rate", 0.554, NULL, "Account's email replies",
+           "55 % of emails answered on earlier deals");
+    EXPECT("account_reply_rate", NAN, NULL, "Account's email replies", "no history");
+    EXPECT("owner_reply_rate", 0.48, NULL, "Owner's email replies",
+           "48 % of emails answered on earlier deals");
+    EXPECT("owner_reply_rate", NAN, NULL, "Owner's email replies", "no history");
+    EXPECT("owner_activity_rate", 0.8125, NULL, "Owner's activity",
+           "0.8 interactions a working day on earlier deals");
+    EXPECT("owner_activity_rate", NAN, NULL, "Owner's activity", "no history");
+}
+
 Test(reasons, every_engine_feature_has_a_label_and_a_display) {
     for (int i = 0; i < DS_FEATURE_COUNT; i++) {
         ds_reason(ds_feature_name(i), 1, NULL, &r);
