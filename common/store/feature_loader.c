@@ -374,7 +374,9 @@ static int check_types(const PGresult *r, const unsigned *oids, int n, int q, ch
  * the index as OFFSET 0 does): a 1M-deal rescore reads ~20M child rows,
  * and a row costs the server and libpq more than an array element. The
  * arrays of one row list the same rows in the same order (one aggregation
- * over one scan). A deal without rows has no row. */
+ * over one scan). A deal without rows has no row. Both reads are
+ * index-only scans (covering indexes; the interaction's contact is a
+ * column Postgres generates from its meta). */
 static const char *const load_sql[4] = {
     "select k.n, o.id::text, o.org_id::text, o.external_id, o.account_id::text, o.owner_id, o.created_at,"
     " o.stage, o.amount::float8, o.close_date, o.product_category, o.persona, a.industry, a.region,"
@@ -391,7 +393,7 @@ static const char *const load_sql[4] = {
     " from unnest($1::uuid[]) with ordinality as k(id, n)"
     " cross join lateral (select array_agg(type) t, array_agg(occurred_at) o, "
     "array_agg(duration_min::float8) d,"
-    " array_agg(coalesce(meta ->> 'contact_email', meta ->> 'contact_id', meta ->> 'contact')) c,"
+    " array_agg(contact) c,"
     " array_agg(outcome) r"
     " from public.interactions i where i.opportunity_id = k.id) i where i.t is not null",
     "select k.n, t.id::text, t.occurred_at, t.text"

@@ -736,3 +736,50 @@ Test(feature, loader_pipeline_reports_errors_and_stays_usable) {
     free(opp);
     PQfinish(db);
 }
+
+/* The contact an interaction names (meta contact_email, else contact_id,
+ * else contact) reaches the engine through the interactions' contact
+ * column, which Postgres keeps in step with meta, also when meta changes. */
+Test(feature, loader_reads_the_contact_each_interaction_names) {
+    PGconn *db = pgt_connect_db(&T.db);
+    char *opp = insert_opportunity(db, "OPP-K");
+    pgt_execf(db,
+              "insert into interactions (org_id, opportunity_id, opportunity_external_id, external_id, type,"
+              " occurred_at, meta) values"
+              " ('%s', '%s', 'OPP-K', 'I-K1', 'email', '2026-01-02T00:00:00Z',"
+              "  '{\"contact_email\": \"ana@acme.test\", \"contact_id\": \"c-9\"}'),"
+              " ('%s', '%s', 'OPP-K', 'I-K2', 'email', '2026-01-03T00:00:00Z', '{\"contact_id\": \"c-7\"}'),"
+              " ('%s', '%s', 'OPP-K', 'I-K3', 'phone', '2026-01-04T00:00:00Z', '{\"contact\": \"Bo\"}'),"
+              " ('%s', '%s', 'OPP-K', 'I-K4', 'phone', '2026-01-05T00:00:00Z', '{\"subject\": \"Hi\"}')",
+              T.org_id, opp, T.org_id, opp, T.org_id, opp, T.org_id, opp);
+    ds_pg_t *pg = NULL;
+    char err[512];
+    cr_assert_eq(ds_pg_new(&pg, T.db.conninfo, "test", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(ds_pg_ensure(pg, 5000, NULL, err, sizeof err), 0, "%s", err);
+    const char *ids[] = {opp};
+    const char *want[] = {"ana@acme.test", "c-7", "Bo", NULL};
+    for (int round = 0; round < 2; round++) {
+        ds_opp_batch_t *b = NULL;
+        cr_assert_eq(ds_opp_batch_load(pg, ids, 1, &b, err, sizeof err), 0, "%s", err);
+        const ds_opp_raw_t *raw = ds_opp_batch_raw(b, 0);
+        cr_assert_eq(raw->n_interactions, 4);
+        for (size_t k = 0; k < 4; k++) {
+            /* 2026-01-02 + k days */
+            size_t day = (size_t)((raw->interactions[k].occurred_at_us / 1000000 - 1767312000LL) / 86400);
+            cr_assert_lt(day, 4);
+            const char *c = raw->interactions[k].contact;
+            if (want[day])
+                cr_expect(c && strcmp(c, want[day]) == 0, "interaction %zu names %s, not %s", day, want[day],
+                          c ? c : "(none)");
+            else
+                cr_expect_null(c, "interaction %zu names no contact, not %s", day, c);
+        }
+        ds_opp_batch_destroy(b);
+        /* A changed meta changes the contact. */
+        pgt_execf(db, "update interactions set meta = '{\"contact\": \"Cy\"}' where external_id = 'I-K4'");
+        want[3] = "Cy";
+    }
+    ds_pg_destroy(pg);
+    free(opp);
+    PQfinish(db);
+}

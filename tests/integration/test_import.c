@@ -204,6 +204,11 @@ Test(import, clean_files_give_exact_rows_and_history) {
         pgt_valuef(conn, "select meta->>'subject' from public.interactions where external_id = 'opp-1-i1'");
     cr_expect_str_eq(meta, "Intro, pricing");
     free(meta);
+    /* The buyer contact the meta names, in the column the feature loader reads. */
+    char *contacts = pgt_valuef(conn, "select string_agg(external_id || '=' || coalesce(contact, '-'), ','"
+                                      " order by external_id) from public.interactions");
+    cr_expect_str_eq(contacts, "opp-1-i1=-,opp-1-i2=-,opp-1-i3=-,opp-2-i1=-,opp-2-i2=c-42,opp-3-i1=-");
+    free(contacts);
     run_free(&r);
 }
 

@@ -261,7 +261,8 @@ Test(ingest, out_of_order_interaction_is_kept_until_its_opportunity_arrives) {
     ds_consumer_t *c = dst_consumer(&T, "opportunity.changed");
     expect_accept("/v1/interactions",
                   "{\"external_id\":\"INT-1\",\"opportunity_external_id\":\"OPP-1\",\"type\":\"meeting\","
-                  "\"occurred_at\":\"2026-03-05T15:00:00Z\",\"duration_min\":45,\"meta\":{\"attendees\":3}}",
+                  "\"occurred_at\":\"2026-03-05T15:00:00Z\",\"duration_min\":45,"
+                  "\"meta\":{\"attendees\":3,\"contact_email\":\"dana@acme.test\"}}",
                   1, 0, 0);
     expect_accept("/v1/transcripts",
                   "{\"external_id\":\"TR-1\",\"opportunity_external_id\":\"OPP-1\","
@@ -275,7 +276,8 @@ Test(ingest, out_of_order_interaction_is_kept_until_its_opportunity_arrives) {
     cr_expect_eq(
         dst_count(&T, "select count(*) from interactions i join opportunities o on o.id = i.opportunity_id"
                       " where o.external_id = 'OPP-1' and not o.placeholder and i.duration_min = 45"
-                      " and i.meta = '{\"attendees\": 3}'::jsonb"),
+                      " and i.meta = '{\"attendees\": 3, \"contact_email\": \"dana@acme.test\"}'::jsonb"
+                      " and i.contact = 'dana@acme.test'"),
         1);
     cr_expect_eq(
         dst_count(&T, "select count(*) from transcripts t join opportunities o on o.id = t.opportunity_id"

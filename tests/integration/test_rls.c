@@ -373,9 +373,12 @@ Test(rls, api_users_cannot_write) {
     for (size_t r = 0; r < PGT_N(roles); r++) {
         for (int i = -1; i < ntables; i++) {
             const char *t = i < 0 ? "orgs" : tables[i].name;
+            /* One column a table of rows has (a generated column, e.g.
+             * interactions.contact, refuses select * before any privilege). */
+            const char *col = i < 0 ? "id" : "org_id";
             char *stmts[3] = {
-                pgt_fmt("insert into public.%s select * from public.%s", t, t),
-                pgt_fmt("update public.%s set %s = %s", t, i < 0 ? "id" : "org_id", i < 0 ? "id" : "org_id"),
+                pgt_fmt("insert into public.%s (%s) select %s from public.%s", t, col, col, t),
+                pgt_fmt("update public.%s set %s = %s", t, col, col),
                 pgt_fmt("delete from public.%s", t),
             };
             for (int s = 0; s < 3; s++) {
