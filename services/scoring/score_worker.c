@@ -78,11 +78,14 @@ void scoring_item_clear(scoring_item_t *it) {
     score_clear(&it->score);
     free(it->changes);
     free(it->prev_text);
+    free(it->prev_contribs);
     free(it->reasons);
     it->reasons = NULL;
     it->changes = NULL;
     it->n_changes = 0;
     it->prev_text = NULL;
+    it->prev_contribs = NULL;
+    it->n_prev_contribs = 0;
 }
 
 void scoring_item_from_raw(scoring_item_t *it, const ds_opp_raw_t *raw) {
@@ -150,21 +153,45 @@ static int cmp_org(const void *a, const void *b) {
 }
 
 static bool on_side(const ds_named_contrib_t *c, bool neg) {
-    if (strcmp(c->name, DS_CONTRIB_BIAS_NAME) == 0) return false;
+    if (c->name[0] == '_' && strcmp(c->name, DS_CONTRIB_BIAS_NAME) == 0) return false;
     return neg ? c->contribution < 0 : c->contribution > 0;
 }
 
-/* Whether name is among the k largest contributions of its side in prev
- * (as ds_drivers_top picks the drivers). */
-static bool among_top(const ds_named_contrib_t *prev, size_t np, const char *name, bool neg, size_t k) {
-    const ds_named_contrib_t *own = NULL;
-    for (size_t j = 0; j < np && !own; j++)
-        if (strcmp(prev[j].name, name) == 0) own = &prev[j];
-    if (!own || !on_side(own, neg)) return false;
-    size_t larger = 0;
+/* The k-th largest |contribution| of one side of prev (0 when the side has
+ * fewer than k: all of them are among its top k), and the side's count in
+ * *had. A contribution is among the side's k largest (fewer than k larger
+ * ones, as ds_drivers_top picks the drivers) exactly when it is at least
+ * that large. */
+static double side_kth(const ds_named_contrib_t *prev, size_t np, bool neg, size_t k, size_t *had) {
+    *had = 0;
+    if (k == 0) return 0;
+    double small[16], *top = k <= DS_ARRAY_SIZE(small) ? small : ds_malloc(k * sizeof *top);
+    size_t n = 0;
+    for (size_t j = 0; j < np; j++) {
+        if (!on_side(&prev[j], neg)) continue;
+        ++*had;
+        double a = fabs(prev[j].contribution);
+        if (n == k && a <= top[k - 1]) continue;
+        size_t at = n < k ? n++ : k - 1;
+        while (at > 0 && top[at - 1] < a) {
+            top[at] = top[at - 1];
+            at--;
+        }
+        top[at] = a;
+    }
+    double kth = n == k ? top[k - 1] : 0;
+    if (top != small) free(top);
+    return kth;
+}
+
+/* prev's entry of a driver: at the driver's column first (the same model
+ * writes its contributions in column order), else by name. */
+static const ds_named_contrib_t *prev_entry(const ds_named_contrib_t *prev, size_t np, const ds_driver_t *d) {
+    size_t at = d->feature >= 0 ? (size_t)d->feature : np;
+    if (at < np && strcmp(prev[at].name, d->name) == 0) return &prev[at];
     for (size_t j = 0; j < np; j++)
-        if (on_side(&prev[j], neg) && fabs(prev[j].contribution) > fabs(own->contribution)) larger++;
-    return larger < k;
+        if (strcmp(prev[j].name, d->name) == 0) return &prev[j];
+    return NULL;
 }
 
 /* Whether the top drivers of cur, each way, name other features than the
@@ -174,29 +201,35 @@ static bool drivers_differ(const ds_named_contrib_t *prev, size_t np, const scor
     for (int neg = 0; neg < 2; neg++) {
         const ds_driver_t *side = neg ? cur->neg : cur->pos;
         size_t n = neg ? cur->n_neg : cur->n_pos, had = 0;
-        for (size_t j = 0; j < np; j++) had += on_side(&prev[j], neg);
+        double kth = side_kth(prev, np, neg, k, &had);
         if ((had < k ? had : k) != n) return true;
-        for (size_t i = 0; i < n; i++)
-            if (!among_top(prev, np, side[i].name, neg, k)) return true;
+        for (size_t i = 0; i < n; i++) {
+            const ds_named_contrib_t *own = prev_entry(prev, np, &side[i]);
+            if (!own || !on_side(own, neg) || fabs(own->contribution) < kth) return true;
+        }
     }
     return false;
 }
 
-/* "Why did it move" from the previous score's stored contributions (text,
- * may be NULL) to the current ones, into it->changes (names point into
- * it->prev_text, kept with the item), and whether the top drivers changed. */
-static void change_from_text(scoring_item_t *it, const char *prev_text, int top_k) {
+/* The previous score's stored contributions (text, may be NULL), kept
+ * with the item (names point into it->prev_text), and whether the top
+ * drivers changed since. */
+static void previous_from_text(scoring_item_t *it, const char *prev_text, int top_k) {
     const score_t *cur = &it->score;
     it->drivers_changed = true;
     if (!prev_text || !cur->contribs) return;
     it->prev_text = ds_strdup(prev_text);
-    ds_named_contrib_t *p = NULL;
-    size_t np = 0;
-    if (ds_contribs_parse(it->prev_text, &p, &np) == 0) {
-        scorer_change_named(p, np, cur->contribs, cur->n_contribs, top_k, &it->changes, &it->n_changes);
-        it->drivers_changed = drivers_differ(p, np, cur, top_k);
-    }
-    free(p);
+    if (ds_contribs_parse(it->prev_text, &it->prev_contribs, &it->n_prev_contribs) == 0)
+        it->drivers_changed = drivers_differ(it->prev_contribs, it->n_prev_contribs, cur, top_k);
+}
+
+/* "Why did it move": from the previous contributions to the current ones,
+ * into it->changes. Only for what is written or sent: a nightly rescore
+ * writes a few percent of its scores. */
+static void changes_from_previous(scoring_item_t *it, int top_k) {
+    if (!it->prev_contribs) return;
+    scorer_change_named(it->prev_contribs, it->n_prev_contribs, it->score.contribs, it->score.n_contribs,
+                        top_k, &it->changes, &it->n_changes);
 }
 
 /* only_moved: marks the scores that did not move (see scoring_persist_opts_t). */
@@ -261,8 +294,9 @@ static void cohort_from_row(scoring_item_t *it, const PGresult *r, int row) {
 }
 
 /* Previous scores: the latest history row that is not this very score (a
- * replay must find the same previous score as the first time), and the
- * changes of the contributions since. Sets *t_read when the rows are read. */
+ * replay must find the same previous score as the first time), its
+ * contributions and whether the drivers changed since. Sets *t_read when
+ * the rows are read. */
 static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n, int64_t *t_read,
                          char *errstr, size_t errsz) {
     ds_pgarray_t a[3] = {{0}};
@@ -297,7 +331,7 @@ static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n
         if (PQgetisnull(r, row, 1)) continue;
         it->previous = strtod(PQgetvalue(r, row, 1), NULL);
         snprintf(it->prev_version, sizeof it->prev_version, "%s", PQgetvalue(r, row, 3));
-        change_from_text(it, PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2), top_k);
+        previous_from_text(it, PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2), top_k);
     }
     PQclear(r);
     return DS_OK;
@@ -399,9 +433,12 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
     rc = load_previous(pg, top_k, items, n, &t2, errstr, errsz);
     if (rc != 0) return rc;
     if (o->only_moved) mark_unchanged(items, n, o->min_change);
-    /* Words only for what is written or sent. */
-    for (size_t i = 0; i < n; i++)
-        if (!items[i].unchanged) explain(&items[i], items[i].stages);
+    /* Changes and words only for what is written or sent. */
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].unchanged) continue;
+        changes_from_previous(&items[i], top_k);
+        explain(&items[i], items[i].stages);
+    }
     deal_risks_batch_t risks;
     rc = deal_risks_build(pg, orgs, scorer, scorer_risks(scorer), items, n, &risks, errstr, errsz);
     if (rc != 0) {

@@ -37,10 +37,15 @@ typedef struct {
     double cohort_amount[3];
     double previous; /* NaN without a previous prediction */
     /* "Why did it move" (scorer_change_named; none without a previous
-     * score); names may point into prev_text, which the item owns. */
+     * score, nor for an unchanged item); names may point into prev_text,
+     * which the item owns. */
     ds_contrib_change_t *changes;
     size_t n_changes;
     char *prev_text;
+    /* The previous score's contributions (names in prev_text), read for
+     * every item, turned into changes only for the items written. */
+    ds_named_contrib_t *prev_contribs;
+    size_t n_prev_contribs;
     char version[64];
     /* The drivers' and changes' labels and display values point here. */
     ds_reason_t *reasons;
