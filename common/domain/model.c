@@ -1135,28 +1135,60 @@ static char *parse_string(char **pp) {
 
 /* Reads a JSON number at *pp (the grammar of RFC 8259, nothing strtod
  * would take beyond it: no inf, nan or hex). */
+/* Appends the digits at *p to *m (counting them in *nd, at most 19 kept
+ * exactly; more set *nd past 19), moves *p past them and returns how many. */
+static int take_digits(char **p, uint64_t *m, int *nd) {
+    int n = 0;
+    for (; **p >= '0' && **p <= '9'; (*p)++, n++) {
+        if (*nd == 0 && **p == '0') continue; /* leading zeros are not significant */
+        if (++*nd <= 19) *m = *m * 10 + (uint64_t)(**p - '0');
+    }
+    return n;
+}
+
+/* A JSON number. The stored contributions have at most 17 significant
+ * digits and small exponents: such a number is its digits as an integer
+ * m <= 2^53 times or over a power of ten <= 1e22, both exact doubles, and
+ * one IEEE multiplication or division rounds it exactly as strtod does
+ * (Clinger's fast path); anything else goes to strtod. */
 static int parse_number(char **pp, double *out) {
+    static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                   1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
     char *p = *pp, *s = p;
-    if (*p == '-') p++;
+    bool neg = *p == '-';
+    if (neg) p++;
+    uint64_t m = 0;
+    int nd = 0, exp10 = 0;
     if (*p == '0') {
         p++;
     } else if (*p >= '1' && *p <= '9') {
-        while (*p >= '0' && *p <= '9') p++;
+        take_digits(&p, &m, &nd);
     } else {
         return -1;
     }
     if (*p == '.') {
         p++;
         if (!(*p >= '0' && *p <= '9')) return -1;
-        while (*p >= '0' && *p <= '9') p++;
+        exp10 -= take_digits(&p, &m, &nd);
     }
+    bool exact = nd <= 19;
     if (*p == 'e' || *p == 'E') {
         p++;
+        bool eneg = *p == '-';
         if (*p == '+' || *p == '-') p++;
         if (!(*p >= '0' && *p <= '9')) return -1;
-        while (*p >= '0' && *p <= '9') p++;
+        int e = 0;
+        for (; *p >= '0' && *p <= '9'; p++)
+            if (e < 10000) e = e * 10 + (*p - '0');
+        exp10 += eneg ? -e : e;
     }
-    *out = strtod(s, NULL);
+    if (exact && m <= (UINT64_C(1) << 53) && exp10 >= -22 && exp10 <= 22) {
+        double v = (double)m;
+        v = exp10 < 0 ? v / pow10[-exp10] : v * pow10[exp10];
+        *out = neg ? -v : v;
+    } else {
+        *out = strtod(s, NULL);
+    }
     *pp = p;
     return 0;
 }

@@ -814,6 +814,57 @@ Test(model, contribs_round_trip_every_name_and_float_exactly) {
     free(nb.p);
 }
 
+/* The reader's numbers are strtod's to the bit, for what the writer prints
+ * (9 and 17 significant digits) and for forms it never prints. */
+Test(model, contribs_parse_numbers_are_strtods) {
+    static const char *const fixed[] = {"0",
+                                        "-0",
+                                        "0.5",
+                                        "-1",
+                                        "1E2",
+                                        "2.5e-3",
+                                        "123456789",
+                                        "0.000123",
+                                        "1.50",
+                                        "9007199254740993",
+                                        "1e22",
+                                        "1e23",
+                                        "1.5e-22",
+                                        "4.9e-324",
+                                        "1.7976931348623157e308",
+                                        "1e-400",
+                                        "0.1",
+                                        "3.4028235e+38",
+                                        "100000000000000000000001",
+                                        "0.30000000000000004",
+                                        "1.0000000000000000000000000001"};
+    uint64_t state = 88172645463325252ULL;
+    for (int i = 0; i < 200000 + (int)DS_ARRAY_SIZE(fixed); i++) {
+        char num[64];
+        if (i < (int)DS_ARRAY_SIZE(fixed)) {
+            snprintf(num, sizeof num, "%s", fixed[i]);
+        } else {
+            state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+            double d;
+            uint64_t bits = state;
+            memcpy(&d, &bits, sizeof d);
+            if (!isfinite(d)) continue;
+            if (i % 3 == 0)
+                d = (double)(float)(ldexp((double)(state >> 11), -53) * 8 - 4); /* a contribution */
+            snprintf(num, sizeof num, i % 2 ? "%.9g" : "%.17g", d);
+        }
+        char doc[96];
+        snprintf(doc, sizeof doc, "{\"x\":%s}", num);
+        ds_named_contrib_t *nc = NULL;
+        size_t n = 0;
+        cr_assert_eq(ds_contribs_parse(doc, &nc, &n), 0, "%s", num);
+        double want = strtod(num, NULL);
+        cr_assert(memcmp(&nc[0].contribution, &want, sizeof want) == 0, "%s: %.17g, strtod %.17g", num,
+                  nc[0].contribution, want);
+        free(nc);
+    }
+}
+
 Test(model, contribs_parse_reads_jsonb_text_and_refuses_the_rest) {
     /* As Postgres prints a jsonb object back, with \u escapes (a surrogate
      * pair among them) as any JSON writer may use. */
