@@ -111,7 +111,12 @@ static ds_stage_list_t *build_stages(json_t *order, json_t *outcomes) {
 #define CLOSED_DEAL "o.outcome <> 'open' and o.closed_at is not null and not o.placeholder"
 
 /* The org's closed deals in id order (the id last), and their interactions
- * counted by type and outcome in the same order. */
+ * counted by type and outcome in the same order. The counts walk the
+ * closed deals and reach each one's interactions through the
+ * opportunity_id index (LATERAL ... OFFSET 0, as the loader's reads): a
+ * join on the org's interactions let the planner, with statistics from
+ * before an import, loop over all of them once per closed deal (8.9 s on
+ * the demo's 1,330 closed deals, against 44 ms this way). */
 #define CLOSED_AT_US US("o.closed_at")
 #define CREATED_AT_US US("o.created_at")
 static const char closed_deals_sql[] =
@@ -121,10 +126,10 @@ static const char closed_deals_sql[] =
     " from public.opportunities o left join public.accounts a on a.id = o.account_id"
     " where o.org_id = $1::uuid and " CLOSED_DEAL " order by o.id";
 static const char closed_activity_sql[] =
-    "select i.opportunity_id::text, i.type, coalesce(i.outcome, ''), count(*)"
-    " from public.interactions i join public.opportunities o on o.id = i.opportunity_id"
-    " where i.org_id = $1::uuid and o.org_id = $1::uuid and " CLOSED_DEAL
-    " group by i.opportunity_id, 2, 3 order by i.opportunity_id";
+    "select o.id::text, i.type, coalesce(i.outcome, ''), count(*)"
+    " from public.opportunities o cross join lateral (select type, outcome from public.interactions i"
+    " where i.opportunity_id = o.id offset 0) i"
+    " where o.org_id = $1::uuid and " CLOSED_DEAL " group by o.id, 2, 3 order by o.id";
 
 /* Folds the interaction counts (opportunity id, type, outcome, count; in
  * id order like the deals' rows, id in column 9) into the deals. */
