@@ -542,6 +542,23 @@ int ds_pg_add_statement(ds_pg_t *pg, const char *name, const char *sql, int npar
     return DS_OK;
 }
 
+/* Prepares st on the connection; true when it is prepared there. A
+ * statement of that name already there (42P05: the caller prepared it by
+ * hand) counts as prepared. Otherwise *failed holds the result (NULL when
+ * libpq gave none), for the caller to clear. */
+static bool prepare_stmt(ds_pg_t *pg, stmt_t *st, PGresult **failed) {
+    PGresult *r = PQprepare(pg->conn, st->name, st->sql, st->nparams < 0 ? 0 : st->nparams, NULL);
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (PQresultStatus(r) == PGRES_COMMAND_OK ||
+        (state && strcmp(state, "42P05") == 0 && PQstatus(pg->conn) == CONNECTION_OK)) {
+        PQclear(r);
+        st->prepared = true;
+        return true;
+    }
+    *failed = r;
+    return false;
+}
+
 /* A statement run with parameters unnamed is parsed and planned at every
  * run; the workers run the same few texts for every batch, and planning
  * was about a sixth of their statements' time in Postgres (bench-e2e on the
@@ -575,21 +592,14 @@ static const char *prepare_on_use(ds_pg_t *pg, const char *sql, int nparams, PGr
         st = &pg->stmts[pg->nstmts - 1];
         st->on_use = true;
     }
-    if (!st->prepared) {
-        PGresult *r = PQprepare(pg->conn, st->name, st->sql, nparams, NULL);
-        const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK ||
-                  (state && strcmp(state, "42P05") == 0 && PQstatus(pg->conn) == CONNECTION_OK);
-        if (!ok) {
-            /* The next use tries again. */
-            if (failed)
-                *failed = r;
-            else
-                PQclear(r);
-            return NULL;
-        }
-        PQclear(r);
-        st->prepared = true;
+    PGresult *r = NULL;
+    if (!st->prepared && !prepare_stmt(pg, st, &r)) {
+        /* The next use tries again. */
+        if (failed)
+            *failed = r;
+        else
+            PQclear(r);
+        return NULL;
     }
     return st->name;
 }
@@ -606,27 +616,21 @@ uint64_t ds_pg_generation(const ds_pg_t *pg) { return pg->generation; }
 
 int ds_pg_socket(const ds_pg_t *pg) { return pg && pg->conn ? PQsocket(pg->conn) : -1; }
 
-/* Prepares the registered statements the connection does not have yet.
- * A name that already exists there (42P05: the caller prepared it by hand)
- * counts as prepared. */
+/* Prepares the registered statements the connection does not have yet
+ * (those prepared on use wait for their use). */
 static int prepare_pending(ds_pg_t *pg, char *errstr, size_t errstr_size) {
     for (size_t i = 0; i < pg->nstmts; i++) {
         stmt_t *st = &pg->stmts[i];
         if (st->prepared || st->on_use) continue;
-        PGresult *r = PQprepare(pg->conn, st->name, st->sql, st->nparams < 0 ? 0 : st->nparams, NULL);
-        int rc = ds_pg_classify(r, pg->conn);
-        const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-        if (rc != DS_OK && state && strcmp(state, "42P05") == 0 && PQstatus(pg->conn) == CONNECTION_OK)
-            rc = DS_OK;
-        if (rc != DS_OK) {
+        PGresult *r = NULL;
+        if (!prepare_stmt(pg, st, &r)) {
+            int rc = ds_pg_classify(r, pg->conn);
             char buf[512];
             seterr(errstr, errstr_size, "could not prepare statement %s: %s", st->name,
                    ds_pg_error_text(r, pg->conn, buf, sizeof buf));
             PQclear(r);
             return rc;
         }
-        PQclear(r);
-        st->prepared = true;
     }
     return DS_OK;
 }
