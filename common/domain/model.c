@@ -1133,8 +1133,6 @@ static char *parse_string(char **pp) {
     return start;
 }
 
-/* Reads a JSON number at *pp (the grammar of RFC 8259, nothing strtod
- * would take beyond it: no inf, nan or hex). */
 /* Appends the digits at *p to *m (counting them in *nd, at most 19 kept
  * exactly; more set *nd past 19), moves *p past them and returns how many. */
 static int take_digits(char **p, uint64_t *m, int *nd) {
@@ -1146,11 +1144,12 @@ static int take_digits(char **p, uint64_t *m, int *nd) {
     return n;
 }
 
-/* A JSON number. The stored contributions have at most 17 significant
- * digits and small exponents: such a number is its digits as an integer
- * m <= 2^53 times or over a power of ten <= 1e22, both exact doubles, and
- * one IEEE multiplication or division rounds it exactly as strtod does
- * (Clinger's fast path); anything else goes to strtod. */
+/* Reads a JSON number at *pp (the grammar of RFC 8259, nothing strtod
+ * would take beyond it: no inf, nan or hex). The stored contributions have
+ * at most 17 significant digits and small exponents: such a number is its
+ * digits as an integer m <= 2^53 times or over a power of ten <= 1e22, both
+ * exact doubles, and one IEEE multiplication or division rounds it exactly
+ * as strtod does (Clinger's fast path); anything else goes to strtod. */
 static int parse_number(char **pp, double *out) {
     static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
                                    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
