@@ -6,9 +6,11 @@
 #include <openssl/hmac.h>
 #include <pthread.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dstest.h"
 #include "dealscore/v1/events.pb-c.h"
+#include "ingest/relay_cursor.h"
 
 static dst_t T;
 
@@ -50,6 +52,13 @@ static const char *OPP1_PROPOSAL =
     "\"created_at\":\"2026-03-01T09:00:00Z\",\"amount\":12000,\"owner_id\":\"u7\","
     "\"product_category\":\"analytics\",\"persona\":\"cfo\",\"close_date\":\"2026-06-30\","
     "\"changed_at\":\"2026-04-01T00:00:00Z\"}";
+
+/* OPP-1 moved to negotiation, dated 2026-04-15. */
+static const char *OPP1_NEGOTIATION =
+    "{\"external_id\":\"OPP-1\",\"account_external_id\":\"ACC-1\",\"stage\":\"negotiation\","
+    "\"created_at\":\"2026-03-01T09:00:00Z\",\"amount\":12000,\"owner_id\":\"u7\","
+    "\"product_category\":\"analytics\",\"persona\":\"cfo\",\"close_date\":\"2026-06-30\","
+    "\"changed_at\":\"2026-04-15T00:00:00Z\"}";
 
 Test(ingest, webhook_stores_rows_and_publishes_keyed_event_with_headers) {
     ds_consumer_t *c = dst_consumer(&T, "opportunity.changed");
@@ -254,6 +263,57 @@ Test(ingest, relay_wakes_for_rows_another_process_commits) {
     ds_consumer_release(m, 1);
     free(opp);
     PQfinish(db);
+    ds_consumer_destroy(c);
+}
+
+/* The source of the one event in c, which the test frees. */
+static char *consume_source(ds_consumer_t *c) {
+    rd_kafka_message_t *m[1];
+    dst_consume(c, m, 1, 15000);
+    Dealscore__V1__OpportunityChanged *ev =
+        dealscore__v1__opportunity_changed__unpack(NULL, m[0]->len, m[0]->payload);
+    cr_assert(ev);
+    char *source = strdup(ev->source);
+    dealscore__v1__opportunity_changed__free_unpacked(ev, NULL);
+    ds_consumer_release(m, 1);
+    return source;
+}
+
+/* A writer that took its outbox id before the webhooks' rows but commits
+ * after them (another replica, an import) leaves its row below those the
+ * relay published and removed. The relay reads above what it published
+ * (services/ingest/relay_cursor.h) and, the gap held open longer than
+ * RELAY_CURSOR_GAP_US, passes over it: the row is published all the same
+ * once it commits. */
+Test(ingest, relay_publishes_a_row_committed_below_those_it_published) {
+    ds_consumer_t *c = dst_consumer(&T, "opportunity.changed");
+    expect_accept("/v1/opportunities", OPP1, 1, 0, 1);
+    free(consume_source(c));
+    PGconn *late = pgt_connect_db(&T.db);
+    char *opp = pgt_valuef(late, "select id from opportunities where external_id = 'OPP-1'");
+    pgt_execf(late, "begin");
+    pgt_execf(late,
+              "insert into dealscore_internal.outbox (org_id, opportunity_id, kind, occurred_at, source)"
+              " values ('%s', '%s', 'interaction_added', now(), 'late')",
+              T.org_id, opp);
+    expect_accept("/v1/opportunities", OPP1_PROPOSAL, 1, 0, 1);
+    char *source = consume_source(c);
+    cr_expect_str_eq(source, "webhook");
+    free(source);
+    /* The scenario, not a wait for something: the gap must be older than
+     * RELAY_CURSOR_GAP_US when the relay reads past it again. */
+    usleep(RELAY_CURSOR_GAP_US * 3 / 2);
+    expect_accept("/v1/opportunities", OPP1_NEGOTIATION, 1, 0, 1);
+    source = consume_source(c);
+    cr_expect_str_eq(source, "webhook");
+    free(source);
+    pgt_execf(late, "commit");
+    source = consume_source(c);
+    cr_expect_str_eq(source, "late");
+    free(source);
+    cr_expect_eq(dst_wait_count(&T, "select count(*) from dealscore_internal.outbox", 0, 10000), 0);
+    free(opp);
+    PQfinish(late);
     ds_consumer_destroy(c);
 }
 

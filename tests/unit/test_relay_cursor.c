@@ -1,0 +1,50 @@
+/* The outbox relay's read position (services/ingest/relay_cursor.h): the
+ * floor moves over ids read without a gap, waits at a gap, passes over one
+ * that stays open and then has the relay read below it from time to time. */
+#include <criterion/criterion.h>
+
+#include "ingest/relay_cursor.h"
+
+#define S 1000000 /* a second, in µs */
+
+static const bool all[] = {true, true, true, true};
+
+Test(relay_cursor, moves_over_ids_read_without_a_gap) {
+    relay_cursor_t cur = {.floor = 10};
+    relay_cursor_advance(&cur, (const long long[]){11, 12, 13}, all, 3, 5 * S);
+    cr_expect_eq(cur.floor, 13);
+    cr_expect_eq(cur.gap_since_us, 0);
+    cr_expect(!relay_cursor_rescan_due(&cur, 100 * S), "no gap passed over, nothing to rescan");
+}
+
+Test(relay_cursor, stops_at_a_row_not_published) {
+    relay_cursor_t cur = {.floor = 10};
+    relay_cursor_advance(&cur, (const long long[]){11, 12, 13}, (const bool[]){true, false, true}, 3, 5 * S);
+    cr_expect_eq(cur.floor, 11, "row 12 is read again");
+    cr_expect_eq(cur.gap_since_us, 0);
+}
+
+Test(relay_cursor, waits_at_a_gap_that_closes) {
+    relay_cursor_t cur = {.floor = 10};
+    /* Row 11's transaction has not committed yet. */
+    relay_cursor_advance(&cur, (const long long[]){12, 13}, all, 2, 5 * S);
+    cr_expect_eq(cur.floor, 10);
+    relay_cursor_advance(&cur, (const long long[]){14}, all, 1, 5 * S + RELAY_CURSOR_GAP_US / 2);
+    cr_expect_eq(cur.floor, 10, "the gap is younger than RELAY_CURSOR_GAP_US");
+    /* It commits: rows 12 to 14 were published and removed meanwhile. */
+    relay_cursor_advance(&cur, (const long long[]){11, 15}, all, 2, 5 * S + RELAY_CURSOR_GAP_US * 2);
+    cr_expect_eq(cur.floor, 11);
+    cr_expect(!cur.passed_gap);
+}
+
+Test(relay_cursor, passes_over_a_gap_that_stays_open_and_rescans_below) {
+    relay_cursor_t cur = {.floor = 10};
+    relay_cursor_advance(&cur, (const long long[]){12, 13}, all, 2, 5 * S);
+    relay_cursor_advance(&cur, (const long long[]){14, 15, 16}, (const bool[]){true, true, false}, 3,
+                         5 * S + RELAY_CURSOR_GAP_US);
+    cr_expect_eq(cur.floor, 15, "over the gap, up to the row not published");
+    cr_expect(cur.passed_gap);
+    cr_expect(relay_cursor_rescan_due(&cur, 7 * S), "row 11 may still commit");
+    cr_expect(!relay_cursor_rescan_due(&cur, 7 * S + RELAY_CURSOR_RESCAN_US / 2));
+    cr_expect(relay_cursor_rescan_due(&cur, 7 * S + RELAY_CURSOR_RESCAN_US));
+}
