@@ -584,18 +584,20 @@ static bool measure_rate(bench_t *b, double rate) {
     double achieved = (double)n / ((double)(sent_end - r->start_mono) / 1e6);
     long ok = (long)n - atomic_load(&r->errors);
     pthread_mutex_lock(&r->mu);
-    int64_t *lat = ds_calloc(n + 1, sizeof *lat), *st[ST_N];
-    size_t nl = 0, ns[ST_N] = {0};
-    for (int s = 0; s < ST_N; s++) st[s] = ds_calloc(n + 1, sizeof(int64_t));
+    int64_t *lat = ds_calloc(n + 1, sizeof *lat), *hop[ST_N];
+    size_t nl = 0, nh[ST_N] = {0};
+    for (int s = 0; s < ST_N; s++) hop[s] = ds_calloc(n + 1, sizeof(int64_t));
     for (size_t i = 0; i < n; i++) {
         if (r->ch[i].status != 202) continue;
-        /* An event can be read a moment before the sender thread noted
-         * its 202: count that as no delay. */
-        for (int s = 0; s < ST_N; s++)
-            if (r->ch[i].done_us[s]) {
-                int64_t d = r->ch[i].done_us[s] - r->ch[i].accepted_us;
-                st[s][ns[s]++] = d > 0 ? d : 0;
-            }
+        /* Each hop from the stage before it (the first from the 202), for
+         * changes seen at both ends. An event can be read a moment before
+         * the sender thread noted its 202: count that as no delay. */
+        for (int s = 0; s < ST_N; s++) {
+            int64_t from = s == 0 ? r->ch[i].accepted_us : r->ch[i].done_us[s - 1];
+            if (!r->ch[i].done_us[s] || !from) continue;
+            int64_t d = r->ch[i].done_us[s] - from;
+            hop[s][nh[s]++] = d > 0 ? d : 0;
+        }
         if (r->ch[i].done_us[ST_PREDICTION]) {
             int64_t d = r->ch[i].done_us[ST_PREDICTION] - r->ch[i].accepted_us;
             lat[nl++] = d > 0 ? d : 0;
@@ -604,18 +606,17 @@ static bool measure_rate(bench_t *b, double rate) {
     b->w.r = NULL;
     pthread_mutex_unlock(&r->mu);
     qsort(lat, nl, sizeof *lat, perf_cmp_i64);
-    for (int s = 0; s < ST_N; s++) qsort(st[s], ns[s], sizeof(int64_t), perf_cmp_i64);
+    for (int s = 0; s < ST_N; s++) qsort(hop[s], nh[s], sizeof(int64_t), perf_cmp_i64);
     long backlog = ok - (long)nl;
-    printf("%8.0f %8zu %8zu %7ld | %9.1f %9.1f %9.1f | %9.1f %9.1f %9.1f %9.1f | %6ld | %ld%s\n", achieved, n,
-           nl, atomic_load(&r->errors), perf_pct_ms(lat, nl, 50), perf_pct_ms(lat, nl, 95),
-           perf_pct_ms(lat, nl, 99), perf_pct_ms(st[ST_CHANGED], ns[ST_CHANGED], 50),
-           perf_pct_ms(st[ST_FEATURES], ns[ST_FEATURES], 50),
-           perf_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 50),
-           perf_pct_ms(st[ST_PREDICTION], ns[ST_PREDICTION], 99), bursts, backlog,
+    printf("%8.0f %8zu %8zu %7ld | %9.1f %9.1f %9.1f |", achieved, n, nl, atomic_load(&r->errors),
+           perf_pct_ms(lat, nl, 50), perf_pct_ms(lat, nl, 95), perf_pct_ms(lat, nl, 99));
+    for (int s = 0; s < ST_N; s++)
+        printf(" %6.1f %6.1f", perf_pct_ms(hop[s], nh[s], 50), perf_pct_ms(hop[s], nh[s], 99));
+    printf(" | %6ld | %ld%s\n", bursts, backlog,
            achieved < rate * 0.9 ? " (sender could not keep the rate)" : "");
     fflush(stdout);
     free(lat);
-    for (int s = 0; s < ST_N; s++) free(st[s]);
+    for (int s = 0; s < ST_N; s++) free(hop[s]);
     return backlog == 0 && atomic_load(&r->errors) == 0 && achieved >= rate * 0.9;
 }
 
@@ -623,8 +624,10 @@ static bool measure_rate(bench_t *b, double rate) {
 static int measure_rates(bench_t *b) {
     printf("dealscore-bench-e2e: %zu opportunities, %d sender threads, %.0f s per rate, drain %.0f s\n",
            b->r.nopps, b->nthreads, b->seconds, b->drain);
-    printf("%8s %8s %8s %7s | %9s %9s %9s | %9s %9s %9s %9s | %6s | %s\n", "rate/s", "sent", "done", "errors",
-           "p50 ms", "p95 ms", "p99 ms", "relay p50", "feat p50", "pred p50", "pred p99", "bursts",
+    printf("%8s %8s %8s %7s | %9s %9s %9s | %13s %13s %13s | %6s | %s\n", "", "", "", "", "", "", "", "relay",
+           "feature", "scoring", "", "");
+    printf("%8s %8s %8s %7s | %9s %9s %9s | %6s %6s %6s %6s %6s %6s | %6s | %s\n", "rate/s", "sent", "done",
+           "errors", "p50 ms", "p95 ms", "p99 ms", "p50", "p99", "p50", "p99", "p50", "p99", "bursts",
            "backlog");
     double best = 0;
     char *rates = ds_strdup(b->rates), *rest = rates, *tok;
