@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,8 +20,26 @@
 
 /* ---- org cache ------------------------------------------------------------ */
 
+/* An org to reload on the refresher's thread, then its reloaded context
+ * (NULL: the reload failed) until the org's next ds_org_cache_get. */
+typedef struct reload_s {
+    char org_id[37];
+    ds_org_ctx_t *ctx;
+    struct reload_s *next;
+} reload_t;
+
 struct ds_org_cache_s {
-    ds_ttlcache_t *orgs; /* org id -> ds_org_ctx_t */
+    ds_ttlcache_t *orgs; /* org id -> ds_org_ctx_t; the caller's thread only */
+    /* The refresher (ds_org_cache_new_refreshing); mu guards what follows it. */
+    bool refreshing;
+    pthread_t thread;
+    ds_pg_t *pg; /* the refresher's own connection */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    reload_t *asked;   /* orgs to reload, oldest first */
+    reload_t *loading; /* the org being reloaded */
+    reload_t *done;    /* reloads awaiting their org's next get */
+    bool stop;
 };
 
 /* Frees a ds_org_ctx_t (the cache's free callback). */
@@ -39,10 +58,38 @@ ds_org_cache_t *ds_org_cache_new(int ttl_ms) {
     return c;
 }
 
-void ds_org_cache_clear(ds_org_cache_t *c) { ds_ttlcache_clear(c->orgs); }
+static void reloads_free(reload_t *r) {
+    while (r) {
+        reload_t *next = r->next;
+        org_ctx_free(r->ctx);
+        free(r);
+        r = next;
+    }
+}
+
+void ds_org_cache_clear(ds_org_cache_t *c) {
+    ds_ttlcache_clear(c->orgs);
+    if (!c->refreshing) return;
+    pthread_mutex_lock(&c->mu);
+    reloads_free(c->done);
+    c->done = NULL;
+    pthread_mutex_unlock(&c->mu);
+}
 
 void ds_org_cache_destroy(ds_org_cache_t *c) {
     if (!c) return;
+    if (c->refreshing) {
+        pthread_mutex_lock(&c->mu);
+        c->stop = true;
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        pthread_join(c->thread, NULL);
+        reloads_free(c->asked);
+        reloads_free(c->done);
+        ds_pg_destroy(c->pg);
+        pthread_cond_destroy(&c->cv);
+        pthread_mutex_destroy(&c->mu);
+    }
     ds_ttlcache_destroy(c->orgs);
     free(c);
 }
@@ -233,11 +280,103 @@ static int load_org(ds_pg_t *pg, const char *org_id, ds_org_ctx_t **out, char *e
     return DS_OK;
 }
 
+/* ---- the refresher ---------------------------------------------------------- */
+
+/* Reloads the orgs asked for, one at a time, on its own connection. */
+static void *refresher_main(void *arg) {
+    ds_org_cache_t *c = arg;
+    char err[512];
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->stop && !c->asked) pthread_cond_wait(&c->cv, &c->mu);
+        if (c->stop) break;
+        reload_t *r = c->asked;
+        c->asked = r->next;
+        c->loading = r;
+        pthread_mutex_unlock(&c->mu);
+        int rc = ds_pg_ensure(c->pg, 0, NULL, err, sizeof err);
+        if (rc == 0) rc = load_org(c->pg, r->org_id, &r->ctx, err, sizeof err);
+        if (rc != 0) {
+            ds_warn("org %s: could not reload its context (keeping the one it has): %s", r->org_id, err);
+            if (!ds_pg_is_connected(c->pg)) ds_pg_reset(c->pg);
+        }
+        pthread_mutex_lock(&c->mu);
+        r->next = c->done;
+        c->done = r;
+        c->loading = NULL;
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+ds_org_cache_t *ds_org_cache_new_refreshing(int ttl_ms, const char *url) {
+    ds_org_cache_t *c = ds_org_cache_new(ttl_ms);
+    char err[256];
+    if (ds_pg_new(&c->pg, url, "dealscore-org-context", err, sizeof err) != 0)
+        ds_panic("database url rejected after validation: %s", err);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    c->refreshing = true;
+    if (pthread_create(&c->thread, NULL, refresher_main, c) != 0)
+        ds_panic("could not start the org refresher");
+    return c;
+}
+
+void ds_org_cache_await_refreshes(ds_org_cache_t *c) {
+    if (!c->refreshing) return;
+    pthread_mutex_lock(&c->mu);
+    while (c->asked || c->loading) pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static reload_t *find_reload(reload_t *r, const char *org_id) {
+    while (r && strcmp(r->org_id, org_id) != 0) r = r->next;
+    return r;
+}
+
+/* Asks the refresher for org_id unless it was asked already. */
+static void ask_reload(ds_org_cache_t *c, const char *org_id) {
+    pthread_mutex_lock(&c->mu);
+    if (!find_reload(c->asked, org_id) && !find_reload(c->loading, org_id) && !find_reload(c->done, org_id)) {
+        reload_t *r = ds_calloc(1, sizeof *r);
+        snprintf(r->org_id, sizeof r->org_id, "%s", org_id);
+        reload_t **tail = &c->asked;
+        while (*tail) tail = &(*tail)->next;
+        *tail = r;
+        pthread_cond_signal(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Puts org_id's reloaded context, if the refresher has one, into the cache
+ * (after a failed reload, the context it has, fresh for another ttl). */
+static void take_reload(ds_org_cache_t *c, const char *org_id, int64_t now_us) {
+    pthread_mutex_lock(&c->mu);
+    reload_t **p = &c->done;
+    while (*p && strcmp((*p)->org_id, org_id) != 0) p = &(*p)->next;
+    reload_t *r = *p;
+    if (r) *p = r->next;
+    pthread_mutex_unlock(&c->mu);
+    if (!r) return;
+    void *ctx = r->ctx ? r->ctx : ds_ttlcache_peek(c->orgs, org_id);
+    if (ctx) ds_ttlcache_put(c->orgs, org_id, ctx, now_us);
+    free(r);
+}
+
 int ds_org_cache_get(ds_org_cache_t *c, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t **out,
                      char *errstr, size_t errstr_size) {
-    const ds_org_ctx_t *cached = ds_ttlcache_get(c->orgs, org_id, ds_mono_us());
+    int64_t now = ds_mono_us();
+    if (c->refreshing) take_reload(c, org_id, now);
+    const ds_org_ctx_t *cached = ds_ttlcache_get(c->orgs, org_id, now);
     if (cached) {
         *out = cached;
+        return DS_OK;
+    }
+    const ds_org_ctx_t *stale = c->refreshing ? ds_ttlcache_peek(c->orgs, org_id) : NULL;
+    if (stale) {
+        ask_reload(c, org_id);
+        *out = stale;
         return DS_OK;
     }
     ds_org_ctx_t *o = NULL;

@@ -629,6 +629,39 @@ Test(feature, org_context_reads_the_engagement_of_closed_deals) {
     PQfinish(db);
 }
 
+/* A worker's cache reloads a stale org off the caller's path: the get that
+ * finds it stale returns the context it had at once, and once the reload is
+ * done the next get returns one that counts the deal closed meanwhile. */
+Test(feature, refreshing_org_cache_serves_the_stale_context_until_reloaded) {
+    PGconn *db = pgt_connect_db(&T.db);
+    const char *insert = "insert into opportunities (org_id, external_id, owner_id, stage, created_at,"
+                         " closed_at, outcome) values ('%s', '%s', 'owner-r', 'closed_lost',"
+                         " '2026-01-01T00:00:00Z', '2026-01-08T00:00:00Z', 'lost')";
+    pgt_execf(db, insert, T.org_id, "OPP-R1");
+    ds_pg_t *pg = NULL;
+    char err[512];
+    cr_assert_eq(ds_pg_new(&pg, T.db.conninfo, "test", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(ds_pg_ensure(pg, 5000, NULL, err, sizeof err), 0, "%s", err);
+    ds_org_cache_t *cache = ds_org_cache_new_refreshing(0, T.db.conninfo);
+    int64_t after = 1768000000LL * 1000000; /* 2026-01-09 */
+    const ds_org_ctx_t *first = NULL, *ctx = NULL;
+    ds_engagement_t e;
+    cr_assert_eq(ds_org_cache_get(cache, pg, T.org_id, &first, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(ds_engagement_owner(first->winrate, "owner-r", after, &e), DS_OK);
+    cr_expect_eq(e.deals, 1);
+
+    pgt_execf(db, insert, T.org_id, "OPP-R2");
+    cr_assert_eq(ds_org_cache_get(cache, pg, T.org_id, &ctx, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(ctx, first, "the stale context, not one loaded on the caller's connection");
+    ds_org_cache_await_refreshes(cache);
+    cr_assert_eq(ds_org_cache_get(cache, pg, T.org_id, &ctx, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(ds_engagement_owner(ctx->winrate, "owner-r", after, &e), DS_OK);
+    cr_expect_eq(e.deals, 2, "the deal closed meanwhile reaches the context");
+    ds_org_cache_destroy(cache);
+    ds_pg_destroy(pg);
+    PQfinish(db);
+}
+
 /* The loader sends its four queries in one pipeline: a failing query is
  * reported with its class and leaves the connection usable; duplicate ids
  * load once; a send followed by a recv is the same as a load. */
