@@ -29,8 +29,12 @@ typedef struct {
     double p10, p90; /* the band */
 } ds_forecast_t;
 
-/* The exact band: each amount rounded to the nearest multiple of bucket
- * (> 0; 1 keeps whole amounts exact), the distribution of S convolved
+/* The exact band: each amount in buckets (> 0; 1 keeps whole amounts
+ * exact), a = (u + f) bucket with 0 <= f < 1 winning u buckets with
+ * weight 1 - f and u + 1 with weight f, so the mean stays exact (rounded
+ * to the nearest bucket, deals under half a bucket would count for
+ * nothing: a 20,000-deal org's quarter, 2,000 deals in buckets of 1/2000
+ * of its amount, had its band 10 % low), the distribution of S convolved
  * deal by deal for each of theta's points 1 - sqrt(3 shock_var) (weight
  * 1/6), 1 (2/3), 1 + sqrt(3 shock_var) (1/6), theta p_i clipped to 1, and
  * mixed. NaN probabilities or amounts count as 0. Returns 0, or DS_EINVAL
@@ -43,6 +47,22 @@ int ds_forecast_exact(const double *p, const double *amount, size_t n, double bu
  * sd^2 = sum (p - p^2 (1 + shock_var)) a^2 + shock_var mean^2. */
 void ds_forecast_normal(const double *p, const double *amount, size_t n, double shock_var,
                         ds_forecast_t *out);
+
+/* A quarter's forecast: its deals in groups (group[i] < n_groups, the
+ * close month's index in the quarter), each group with a theta of its own
+ * (variance shock_var[g], that of its months ahead), the thetas
+ * independent, as each month's variance is estimated from that month's
+ * own errors and nothing estimates a link between months (the backtest's
+ * quarters: 32 of 40 actuals inside the band, mean squared standardized
+ * error 0.96; services/scoring/README.md). The exact band convolves the
+ * groups' distributions (each as ds_forecast_exact's); the normal one
+ * sums the groups' variances:
+ *   sd^2 = sum_g [sum_{i in g} (p - p^2 (1 + s_g)) a^2 + s_g mean_g^2].
+ * One group is ds_forecast_exact / ds_forecast_normal. */
+int ds_forecast_exact_groups(const double *p, const double *amount, const size_t *group, size_t n,
+                             const double *shock_var, size_t n_groups, double bucket, ds_forecast_t *out);
+void ds_forecast_normal_groups(const double *p, const double *amount, const size_t *group, size_t n,
+                               const double *shock_var, size_t n_groups, ds_forecast_t *out);
 
 /* shock_var clipped to [0, DS_FORECAST_SHOCK_MAX] (NaN: 0). */
 double ds_forecast_shock_clip(double shock_var);
@@ -91,16 +111,23 @@ double ds_forecast_rate(const ds_forecast_tally_t *t, double prior);
 /* q = p * rate clipped to [0, 1] (NaN p: 0). */
 double ds_forecast_in_month(double p, double rate);
 
-/* One month of a backtest: the forecast made at its start for the deals
- * expected to close in it (their probabilities of winning within it), and
- * what they won within it. */
+/* What a backtest row judges: the forecast made at a month's start for
+ * its close month 0 .. DS_FORECAST_AHEAD - 1 months ahead (the view's
+ * month rows), or for the quarter starting then (its quarter rows). */
+#define DS_FORECAST_QUARTER DS_FORECAST_AHEAD
+#define DS_FORECAST_HORIZONS (DS_FORECAST_AHEAD + 1)
+
+/* One period of a backtest: the forecast made at a month's start for the
+ * deals expected to close in the period (their probabilities of winning
+ * within their close month), and what they won within it. */
 typedef struct {
-    char month[16];      /* "2026-03" */
+    char month[16];      /* the period judged: "2026-03", or "2026-Q1" */
+    int horizon;         /* months ahead 0 .. DS_FORECAST_AHEAD - 1, or DS_FORECAST_QUARTER */
     ds_forecast_t exact; /* with buckets of amount / 2000 */
     ds_forecast_t normal;
-    double actual;    /* amount of those deals that closed won within the month (their amount at its start) */
+    double actual;    /* amount of those deals won within their close month (amount at the forecast) */
     double won_later; /* amount of those deals that closed won after it */
-    double shock_var; /* the month-level variance the band was made with */
+    double shock_var; /* the month-level variance the band was made with (a quarter: its first month's) */
     bool inside;      /* exact.p10 <= actual <= exact.p90 */
 } ds_forecast_month_t;
 
@@ -110,5 +137,22 @@ double ds_forecast_coverage(const ds_forecast_month_t *m, size_t n);
 /* Mean |normal - exact| of P10 and P90 as a share of the exact band's
  * width, over the months with a band (NaN for none). */
 double ds_forecast_approx_error(const ds_forecast_month_t *m, size_t n);
+
+/* The rows of m (sorted by horizon) with this horizon: the first into
+ * *first (NULL for none), returns how many. */
+size_t ds_forecast_horizon(const ds_forecast_month_t *m, size_t n, int horizon,
+                           const ds_forecast_month_t **first);
+
+/* One horizon's figures: periods judged, inside the band, mean expected
+ * and mean actual (NaN without periods). */
+typedef struct {
+    size_t periods, inside;
+    double expected, actual;
+} ds_forecast_judged_t;
+
+void ds_forecast_judge(const ds_forecast_month_t *m, size_t n, ds_forecast_judged_t *out);
+
+/* "0 months ahead" ... "3 months ahead", "quarter" ("" out of range). */
+const char *ds_forecast_horizon_name(int horizon);
 
 #endif

@@ -272,9 +272,27 @@ static void svg_backtest(ds_sb_t *sb, const ds_forecast_month_t *m, size_t n) {
                  left, h - 8);
 }
 
+/* Per horizon: the periods judged, the share inside the band, the mean
+ * expected and actual amounts. */
+static void horizon_table(ds_sb_t *sb, const ds_report_t *r) {
+    ds_sb_puts(sb, "<table>\n<thead><tr><th>Forecast made</th><th>Periods</th><th>Inside P10-P90</th>"
+                   "<th>Mean expected</th><th>Mean actual</th></tr></thead>\n<tbody>\n");
+    for (int h = 0; h < DS_FORECAST_HORIZONS; h++) {
+        const ds_forecast_month_t *hm;
+        size_t nh = ds_forecast_horizon(r->backtest, r->n_backtest, h, &hm);
+        ds_forecast_judged_t j;
+        ds_forecast_judge(hm, nh, &j);
+        if (nh == 0) continue;
+        ds_sb_printf(sb, "<tr><th>%s</th><td>%zu</td><td>%zu (%.0f %%)</td><td>%.0f</td><td>%.0f</td></tr>\n",
+                     ds_forecast_horizon_name(h), j.periods, j.inside, 100 * ds_forecast_coverage(hm, nh),
+                     j.expected, j.actual);
+    }
+    ds_sb_puts(sb, "</tbody>\n</table>\n");
+}
+
 static void backtest_section(ds_sb_t *sb, const ds_report_t *r) {
-    const ds_forecast_month_t *m = r->backtest;
-    size_t n = r->n_backtest;
+    const ds_forecast_month_t *m;
+    size_t n = ds_forecast_horizon(r->backtest, r->n_backtest, 0, &m);
     size_t in = 0;
     for (size_t i = 0; i < n; i++) in += m[i].inside;
     ds_sb_printf(
@@ -286,6 +304,9 @@ static void backtest_section(ds_sb_t *sb, const ds_report_t *r) {
         "they won in %zu of %zu months (%.0f %%). The normal approximation the forecast view uses is "
         "off the exact P10/P90 by %.1f %% of the band's width on average.</p>\n",
         in, n, 100 * ds_forecast_coverage(m, n), 100 * ds_forecast_approx_error(m, n));
+    ds_sb_puts(sb, "<p>The same replay judges the forecasts made 1 to 3 months before the close month, with "
+                   "the rates learnt by then, and each quarter's forecast made at its start:</p>\n");
+    horizon_table(sb, r);
     svg_backtest(sb, m, n);
     ds_sb_puts(sb, "<table>\n<thead><tr><th>Month</th><th>Deals</th><th>Amount</th><th>Expected</th>"
                    "<th>P10</th><th>P90</th><th>Actual</th><th>Inside</th></tr></thead>\n<tbody>\n");
@@ -495,10 +516,29 @@ int ds_report_write_html(const char *path, const ds_report_t *r, char *errstr, s
 
 static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
 
+static json_t *horizons_json(const ds_report_t *r) {
+    json_t *a = json_array();
+    for (int h = 0; h < DS_FORECAST_HORIZONS; h++) {
+        const ds_forecast_month_t *hm;
+        size_t nh = ds_forecast_horizon(r->backtest, r->n_backtest, h, &hm);
+        ds_forecast_judged_t j;
+        ds_forecast_judge(hm, nh, &j);
+        json_array_append_new(
+            a, json_pack("{s:s,s:I,s:I,s:o,s:o,s:o,s:o}", "horizon", ds_forecast_horizon_name(h), "periods",
+                         (json_int_t)j.periods, "inside", (json_int_t)j.inside, "coverage",
+                         ds_eval_json_number(ds_forecast_coverage(hm, nh)), "mean_expected",
+                         ds_eval_json_number(j.expected), "mean_actual", ds_eval_json_number(j.actual),
+                         "approx_error", ds_eval_json_number(ds_forecast_approx_error(hm, nh))));
+    }
+    return a;
+}
+
 static json_t *backtest_json(const ds_report_t *r) {
     json_t *months = json_array();
-    for (size_t i = 0; i < r->n_backtest; i++) {
-        const ds_forecast_month_t *m = &r->backtest[i];
+    const ds_forecast_month_t *m0;
+    size_t n0 = ds_forecast_horizon(r->backtest, r->n_backtest, 0, &m0);
+    for (size_t i = 0; i < n0; i++) {
+        const ds_forecast_month_t *m = &m0[i];
         json_array_append_new(
             months, json_pack("{s:s,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b}", "month", m->month, "deals",
                               (json_int_t)m->exact.n, "amount", ds_eval_json_number(m->exact.amount),
@@ -508,10 +548,9 @@ static json_t *backtest_json(const ds_report_t *r) {
                               ds_eval_json_number(m->normal.p90), "actual", ds_eval_json_number(m->actual),
                               "won_later", ds_eval_json_number(m->won_later), "inside", m->inside));
     }
-    return json_pack("{s:o,s:o,s:o}", "coverage",
-                     ds_eval_json_number(ds_forecast_coverage(r->backtest, r->n_backtest)), "approx_error",
-                     ds_eval_json_number(ds_forecast_approx_error(r->backtest, r->n_backtest)), "months",
-                     months);
+    return json_pack("{s:o,s:o,s:o,s:o}", "coverage", ds_eval_json_number(ds_forecast_coverage(m0, n0)),
+                     "approx_error", ds_eval_json_number(ds_forecast_approx_error(m0, n0)), "months", months,
+                     "horizons", horizons_json(r));
 }
 
 json_t *ds_report_json(const ds_report_t *r) {

@@ -89,7 +89,9 @@ typedef struct {
     size_t n_tables;
 
     /* The forecast backtest with this model on the test window's months
-     * (oldest first; none: the section is left out). */
+     * (by horizon, then oldest first, as forecast_backtest gives them;
+     * none: the section is left out). The chart and the month table show
+     * the months forecast at their start (0 months ahead). */
     const ds_forecast_month_t *backtest;
     size_t n_backtest;
 
@@ -119,7 +121,10 @@ int ds_report_write_html(const char *path, const ds_report_t *r, char *errstr, s
  *  "tables":[{"title","key","rows":[{"key","model":M,"stage_prior":M}]}],
  *  "decision":{"activate":bool,"reason"},
  *  "forecast_backtest":{"coverage","approx_error","months":[{"month","deals","amount",
- *    "expected","p10","p90","normal_p10","normal_p90","actual","won_later","inside"}]}}
+ *    "expected","p10","p90","normal_p10","normal_p90","actual","won_later","inside"}],
+ *    "horizons":[{"horizon","periods","inside","coverage","mean_expected","mean_actual",
+ *    "approx_error"}]} (coverage, approx_error and months: 0 months ahead; horizons: each of
+ *    ds_forecast_horizon_name's five, in order)}
  * with M as ds_eval_metrics_json. New reference; never NULL. */
 json_t *ds_report_json(const ds_report_t *r);
 

@@ -37,6 +37,8 @@ typedef struct {
     size_t first; /* the first replayed month; those before feed the rates only */
     bt_row_t *rows;
     size_t nr, cap;
+    size_t *cell; /* rows sorted by (month, ahead): cell k * BACKTEST_AHEAD + h starts at
+                   * rows[cell[...]], ends at the next cell's start */
 } bt_t;
 
 static int64_t month_start(int64_t us, int add) {
@@ -173,31 +175,52 @@ static void rates_before(const bt_t *bt, size_t k, bt_rates_t *rt) {
     }
 }
 
-/* Month k's deals: q (with rates), amounts and what they won, into fm's
- * actual and won_later; returns how many. q and a hold a row each. */
-static size_t month_deals(const bt_t *bt, size_t k, const bt_rates_t *rt, double *q, double *a,
-                          ds_forecast_month_t *fm) {
-    size_t n = 0;
-    for (size_t i = 0; i < bt->nr; i++) {
+static int row_order(const void *x, const void *y) {
+    const bt_row_t *a = x, *b = y;
+    size_t ka = a->month * BACKTEST_AHEAD + a->ahead, kb = b->month * BACKTEST_AHEAD + b->ahead;
+    return ka < kb ? -1 : ka > kb;
+}
+
+/* Sorts the rows by (month, ahead) and indexes the cells. */
+static void index_rows(bt_t *bt) {
+    qsort(bt->rows, bt->nr, sizeof *bt->rows, row_order);
+    size_t nc = bt->nm * BACKTEST_AHEAD;
+    bt->cell = ds_malloc((nc + 1) * sizeof *bt->cell);
+    for (size_t c = 0, i = 0; c <= nc; c++) {
+        while (i < bt->nr && bt->rows[i].month * BACKTEST_AHEAD + bt->rows[i].ahead < c) i++;
+        bt->cell[c] = i;
+    }
+}
+
+/* The deals forecast at month k's start for h months ahead (from *n on):
+ * q (with the rates of h), amounts, their group g, and what they won into
+ * fm's actual and won_later; returns the new *n. q, a and g hold a row
+ * each. */
+static size_t cell_deals(const bt_t *bt, size_t k, size_t h, const bt_rates_t *rt, size_t g, size_t n,
+                         double *q, double *a, size_t *group, ds_forecast_month_t *fm) {
+    size_t c = k * BACKTEST_AHEAD + h;
+    for (size_t i = bt->cell[c]; i < bt->cell[c + 1]; i++) {
         const bt_row_t *r = &bt->rows[i];
-        if (r->month != k || r->ahead != 0) continue;
         bool own = r->stage >= 0 && r->stage < BACKTEST_RATE_STAGES;
-        q[n] = ds_forecast_in_month(r->p, own ? rt->stage_rate[0][r->stage] : rt->org_rate[0]);
-        a[n++] = r->amount;
+        q[n] = ds_forecast_in_month(r->p, own ? rt->stage_rate[h][r->stage] : rt->org_rate[h]);
+        a[n] = r->amount;
+        group[n++] = g;
         if (r->won_in_month) fm->actual += r->amount;
         if (r->won_later) fm->won_later += r->amount;
     }
     return n;
 }
 
-/* The month-level variance of the months before k under rt. */
-static double shock_before(const bt_t *bt, size_t k, const bt_rates_t *rt, double *q, double *a) {
+/* The month-level variance at h months ahead of the forecasts whose close
+ * month ended before month k started, under rt. */
+static double shock_before(const bt_t *bt, size_t k, size_t h, const bt_rates_t *rt, double *q, double *a,
+                           size_t *group) {
     double *e = ds_malloc((k + 1) * sizeof *e), *v = ds_malloc((k + 1) * sizeof *v),
            *won = ds_malloc((k + 1) * sizeof *won);
     size_t nm = 0;
-    for (size_t j = 0; j < k; j++) {
+    for (size_t j = 0; j + h < k; j++) {
         ds_forecast_month_t fm = {0};
-        size_t n = month_deals(bt, j, rt, q, a, &fm);
+        size_t n = cell_deals(bt, j, h, rt, 0, 0, q, a, group, &fm);
         if (n == 0) continue;
         ds_forecast_normal(q, a, n, 0, &fm.normal);
         e[nm] = fm.normal.expected;
@@ -211,25 +234,62 @@ static double shock_before(const bt_t *bt, size_t k, const bt_rates_t *rt, doubl
     return shock;
 }
 
-/* Month k's forecast, with the rates and the month-level variance of the
- * months before it, into *fm; false when it has no deal. q and a hold a
- * row each. */
-static bool forecast_month(const bt_t *bt, size_t k, double *q, double *a, ds_forecast_month_t *fm) {
+/* The forecasts made at month k's start, with the rates and the
+ * month-level variances learnt before it: q, a and group hold a row each,
+ * shock the variance per months ahead. */
+typedef struct {
     bt_rates_t rt;
-    rates_before(bt, k, &rt);
-    double shock = shock_before(bt, k, &rt, q, a);
-    memset(fm, 0, sizeof *fm);
-    if (!(rt.org[0].deals > 0)) return false; /* no past forecast deal to learn the rates from */
-    fm->shock_var = shock;
-    size_t n = month_deals(bt, k, &rt, q, a, fm);
-    ds_forecast_normal(q, a, n, shock, &fm->normal);
-    if (n == 0 || !(fm->normal.amount > 0)) return false;
-    if (ds_forecast_exact(q, a, n, fm->normal.amount / BACKTEST_BUCKETS, shock, &fm->exact) != 0)
-        return false;
+    double shock[BACKTEST_AHEAD];
+    double *q, *a;
+    size_t *group;
+} bt_at_t;
+
+static void at_month(const bt_t *bt, size_t k, bt_at_t *at) {
+    rates_before(bt, k, &at->rt);
+    for (size_t h = 0; h < BACKTEST_AHEAD; h++)
+        at->shock[h] = shock_before(bt, k, h, &at->rt, at->q, at->a, at->group);
+}
+
+static void period_name(const bt_t *bt, size_t k, int horizon, char *name, size_t size) {
     int64_t y;
     unsigned mo, d;
-    ds_civil_from_days(bt->starts[k] / DS_US_PER_DAY, &y, &mo, &d);
-    snprintf(fm->month, sizeof fm->month, "%04d-%02u", (int)(y % 10000), mo % 100);
+    size_t c = horizon == DS_FORECAST_QUARTER ? k : k + (size_t)horizon;
+    ds_civil_from_days(bt->starts[c] / DS_US_PER_DAY, &y, &mo, &d);
+    if (horizon == DS_FORECAST_QUARTER)
+        snprintf(name, size, "%04d-Q%u", (int)(y % 10000), (mo + 2) / 3 % 10);
+    else
+        snprintf(name, size, "%04d-%02u", (int)(y % 10000), mo % 100);
+}
+
+/* The forecast made at month k's start for horizon (a close month h
+ * months ahead, or the quarter starting at k: its three months, each with
+ * its own theta) into *fm; false when there is none: no deal, no past
+ * forecast at that distance to learn the rates from, or k starts no
+ * quarter whose three months are loaded. */
+static bool forecast_period(const bt_t *bt, size_t k, int horizon, const bt_at_t *at,
+                            ds_forecast_month_t *fm) {
+    memset(fm, 0, sizeof *fm);
+    fm->horizon = horizon;
+    bool quarter = horizon == DS_FORECAST_QUARTER;
+    size_t h0 = quarter ? 0 : (size_t)horizon, h1 = quarter ? 3 : h0 + 1, n = 0;
+    if (quarter) {
+        int64_t y;
+        unsigned mo, d;
+        ds_civil_from_days(bt->starts[k] / DS_US_PER_DAY, &y, &mo, &d);
+        if (mo % 3 != 1 || k + 3 > bt->nm) return false;
+    }
+    for (size_t h = h0; h < h1; h++) {
+        if (!(at->rt.org[h].deals > 0)) return false;
+        n = cell_deals(bt, k, h, &at->rt, h - h0, n, at->q, at->a, at->group, fm);
+    }
+    fm->shock_var = at->shock[h0];
+    size_t ng = h1 - h0;
+    ds_forecast_normal_groups(at->q, at->a, at->group, n, at->shock + h0, ng, &fm->normal);
+    if (n == 0 || !(fm->normal.amount > 0) ||
+        ds_forecast_exact_groups(at->q, at->a, at->group, n, at->shock + h0, ng,
+                                 fm->normal.amount / BACKTEST_BUCKETS, &fm->exact) != 0)
+        return false;
+    period_name(bt, k, horizon, fm->month, sizeof fm->month);
     fm->inside = fm->exact.p10 <= fm->actual && fm->actual <= fm->exact.p90;
     return true;
 }
@@ -243,7 +303,7 @@ static const char *sql_store_rates =
     "  $7::float8[]) as r(months_ahead, stage, deals, expected, won, rate)),"
     " up as (insert into public.forecast_rates (org_id, months_ahead, stage, deals, expected, won, rate,"
     "  shock_var) select $1::uuid, months_ahead, stage, deals, expected, won, rate,"
-    "  case stage when '' then $8::float8 else 0 end from r"
+    "  case stage when '' then ($8::float8[])[months_ahead + 1] else 0 end from r"
     "  on conflict (org_id, months_ahead, stage) do update set deals = excluded.deals,"
     "  expected = excluded.expected, won = excluded.won, rate = excluded.rate,"
     "  shock_var = excluded.shock_var, updated_at = now() returning 1)"
@@ -263,39 +323,51 @@ static void rate_element(ds_sb_t *arr, size_t ahead, const char *name, const ds_
 
 static int store_rates(const bt_t *bt, ds_pg_t *pg, const char *org_id, const ds_stage_list_t *stages,
                        char *errstr, size_t errsz) {
-    bt_rates_t rt;
-    rates_before(bt, bt->nm, &rt);
-    double *q = ds_malloc((bt->nr + 1) * sizeof *q), *a = ds_malloc((bt->nr + 1) * sizeof *a);
-    char shock[32];
-    snprintf(shock, sizeof shock, "%.17g", shock_before(bt, bt->nm, &rt, q, a));
-    free(q);
-    free(a);
-    ds_sb_t arr[6] = {0};
+    bt_at_t at = {.q = ds_malloc((bt->nr + 1) * sizeof *at.q),
+                  .a = ds_malloc((bt->nr + 1) * sizeof *at.a),
+                  .group = ds_malloc((bt->nr + 1) * sizeof *at.group)};
+    at_month(bt, bt->nm, &at);
+    const bt_rates_t *rt = &at.rt;
+    ds_sb_t arr[7] = {0};
     for (size_t h = 0; h < BACKTEST_AHEAD; h++) {
-        rate_element(arr, h, "", &rt.org[h], rt.org_rate[h]);
+        ds_sb_printf(&arr[6], "%s%.17g", h ? "," : "{", at.shock[h]);
+        rate_element(arr, h, "", &rt->org[h], rt->org_rate[h]);
         int index;
         const char *name;
         for (size_t i = 0; (name = ds_stage_list_at(stages ? stages : ds_stage_list_default(), i, &index));
              i++)
-            if (index < BACKTEST_RATE_STAGES && rt.stage[h][index].deals > 0)
-                rate_element(arr, h, name, &rt.stage[h][index], rt.stage_rate[h][index]);
+            if (index < BACKTEST_RATE_STAGES && rt->stage[h][index].deals > 0)
+                rate_element(arr, h, name, &rt->stage[h][index], rt->stage_rate[h][index]);
     }
-    for (int k = 0; k < 6; k++) ds_sb_putc(&arr[k], '}');
-    const char *v[] = {org_id, arr[0].p, arr[1].p, arr[2].p, arr[3].p, arr[4].p, arr[5].p, shock};
+    for (int k = 0; k < 7; k++) ds_sb_putc(&arr[k], '}');
+    const char *v[] = {org_id, arr[0].p, arr[1].p, arr[2].p, arr[3].p, arr[4].p, arr[5].p, arr[6].p};
     PGresult *r = NULL;
     int rc = ds_pg_exec_params(pg, sql_store_rates, 8, v, NULL, NULL, &r, errstr, errsz);
     PQclear(r);
-    for (int k = 0; k < 6; k++) free(arr[k].p);
+    for (int k = 0; k < 7; k++) free(arr[k].p);
+    free(at.q);
+    free(at.a);
+    free(at.group);
     return rc;
 }
 
-/* The replayed months with deals. */
+/* The replayed periods with deals, by horizon, then month; out holds
+ * nm * DS_FORECAST_HORIZONS. */
 static size_t aggregate(const bt_t *bt, ds_forecast_month_t *out) {
-    size_t n_out = 0;
+    size_t n_out = 0, nk = bt->nm - bt->first;
+    bt_at_t *at = ds_calloc(nk, sizeof *at);
     double *q = ds_malloc((bt->nr + 1) * sizeof *q), *a = ds_malloc((bt->nr + 1) * sizeof *a);
-    for (size_t k = bt->first; k < bt->nm; k++) n_out += forecast_month(bt, k, q, a, &out[n_out]);
+    size_t *group = ds_malloc((bt->nr + 1) * sizeof *group);
+    for (size_t k = 0; k < nk; k++) {
+        at[k] = (bt_at_t){.q = q, .a = a, .group = group};
+        at_month(bt, bt->first + k, &at[k]);
+    }
+    for (int h = 0; h < DS_FORECAST_HORIZONS; h++)
+        for (size_t k = 0; k < nk; k++) n_out += forecast_period(bt, bt->first + k, h, &at[k], &out[n_out]);
     free(q);
     free(a);
+    free(group);
+    free(at);
     return n_out;
 }
 
@@ -317,31 +389,56 @@ int forecast_backtest(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *oc, c
     int rc = load_rows(&bt, pg, org_id, oc, errstr, errsz);
     if (rc == 0) rc = score_rows(&bt, errstr, errsz);
     if (rc == 0) {
-        *out = ds_calloc(bt.nm, sizeof **out);
+        index_rows(&bt);
+        *out = ds_calloc(bt.nm * DS_FORECAST_HORIZONS, sizeof **out);
         *n = aggregate(&bt, *out);
     }
     if (rc == 0 && store) rc = store_rates(&bt, pg, org_id, oc->stages, errstr, errsz);
     for (size_t i = 0; i < bt.nr; i++) free(bt.rows[i].x);
     free(bt.rows);
+    free(bt.cell);
     free(bt.starts);
     return rc;
 }
 
-void forecast_backtest_print(FILE *f, const ds_forecast_month_t *m, size_t n) {
+static void print_periods(FILE *f, const ds_forecast_month_t *m, size_t n) {
     fprintf(f, "%-7s %6s %13s %13s %13s %13s %13s %6s %13s\n", "month", "deals", "amount", "expected", "p10",
             "p90", "actual", "inside", "won_later");
     for (size_t i = 0; i < n; i++)
         fprintf(f, "%-7s %6zu %13.0f %13.0f %13.0f %13.0f %13.0f %6s %13.0f\n", m[i].month, m[i].exact.n,
                 m[i].exact.amount, m[i].exact.expected, m[i].exact.p10, m[i].exact.p90, m[i].actual,
                 m[i].inside ? "yes" : "no", m[i].won_later);
+}
+
+void forecast_backtest_print(FILE *f, const ds_forecast_month_t *m, size_t n) {
+    const ds_forecast_month_t *h0, *hq;
+    size_t n0 = ds_forecast_horizon(m, n, 0, &h0), nq = ds_forecast_horizon(m, n, DS_FORECAST_QUARTER, &hq);
+    print_periods(f, h0, n0);
     size_t in = 0;
-    for (size_t i = 0; i < n; i++) in += m[i].inside;
+    for (size_t i = 0; i < n0; i++) in += h0[i].inside;
     fprintf(f,
             "band P10-P90 holds the actual in %zu of %zu months (%.1f %%); the normal approximation's "
             "P10/P90 are off the exact ones by %.1f %% of the band's width on average; month-level "
             "variance %.4f\n",
-            in, n, 100 * ds_forecast_coverage(m, n), 100 * ds_forecast_approx_error(m, n),
-            n ? m[n - 1].shock_var : 0.0);
+            in, n0, 100 * ds_forecast_coverage(h0, n0), 100 * ds_forecast_approx_error(h0, n0),
+            n0 ? h0[n0 - 1].shock_var : 0.0);
+    if (nq) {
+        fprintf(
+            f,
+            "\nquarters, forecast at their start (each month with its months-ahead rates and variance):\n");
+        print_periods(f, hq, nq);
+    }
+    fprintf(f, "\n%-15s %7s %7s %9s %13s %13s %13s %9s\n", "forecast", "periods", "inside", "coverage",
+            "mean expected", "mean actual", "normal error", "variance");
+    for (int h = 0; h < DS_FORECAST_HORIZONS; h++) {
+        const ds_forecast_month_t *hm;
+        size_t nh = ds_forecast_horizon(m, n, h, &hm);
+        ds_forecast_judged_t j;
+        ds_forecast_judge(hm, nh, &j);
+        fprintf(f, "%-15s %7zu %7zu %7.1f %% %13.0f %13.0f %11.1f %% %9.4f\n", ds_forecast_horizon_name(h),
+                j.periods, j.inside, 100 * ds_forecast_coverage(hm, nh), j.expected, j.actual,
+                100 * ds_forecast_approx_error(hm, nh), nh ? hm[nh - 1].shock_var : 0.0);
+    }
 }
 
 /* ---- dealscore-scoring forecast-backtest ---------------------------------------- */

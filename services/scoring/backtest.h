@@ -44,8 +44,10 @@ int forecast_backtest(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *oc, c
                       int64_t from_us, int64_t to_us, bool store, ds_forecast_month_t **out, size_t *n,
                       char *errstr, size_t errstr_size);
 
-/* A table of the months, the coverage and the normal approximation's gap
- * to the exact band, on f. */
+/* On f: a table of the months forecast at their start (0 months ahead),
+ * their coverage and the normal approximation's gap to the exact band;
+ * a table of the quarters; then per horizon the periods judged, the share
+ * inside the band, the mean expected and actual amounts. */
 void forecast_backtest_print(FILE *f, const ds_forecast_month_t *m, size_t n);
 
 #endif

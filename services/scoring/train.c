@@ -1386,10 +1386,13 @@ static void backtest_held_out(train_t *t) {
         forecast_backtest(t->pg, t->org_id, oc, &bm, from, to, t->g.activated, &t->bt, &t->n_bt, t->err,
                           sizeof t->err) != 0)
         fprintf(stderr, "train: no forecast backtest: %s\n", t->err);
-    else if (t->n_bt)
+    else if (t->n_bt) {
+        const ds_forecast_month_t *m0;
+        size_t n0 = ds_forecast_horizon(t->bt, t->n_bt, 0, &m0);
         printf(
             "train: forecast backtest on %zu held-out months: the P10-P90 band holds the actual in %.0f %%\n",
-            t->n_bt, 100 * ds_forecast_coverage(t->bt, t->n_bt));
+            n0, 100 * ds_forecast_coverage(m0, n0));
+    }
 }
 
 /* The summary on stdout; returns the exit status (1 when the report could

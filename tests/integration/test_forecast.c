@@ -3,8 +3,9 @@
  * won amount and P10-P90 band of what they win within their close month
  * (q = p * the org's in-month rate of the deal's stage; the normal
  * approximation of domain/forecast.h, compared here with
- * ds_forecast_normal on the same q); another org's user reads none of it
- * nor its rates, anon nothing at all. */
+ * ds_forecast_normal_groups on the same q, a quarter's months each with
+ * a theta of its own); another org's user reads none of it nor its
+ * rates, anon nothing at all. */
 #include <criterion/criterion.h>
 #include <math.h>
 
@@ -22,8 +23,9 @@ static PGconn *conn;
 
 /* Org A: ann's deals close in March (0.5 x 100, 0.2 x 200) and February
  * (0.9 x 300), in stage "Proposal" whose in-month rate is 0.5: q = 0.25,
- * 0.1, 0.45; bob's in March (0.6 x 1000) in "negotiation", which has no
- * rate of its own: the org's, 0.8, q = 0.48; a won deal and an open deal
+ * 0.1, 0.45; bob's in March (0.6 x 1000), February (0.9 x 2000) and
+ * January (0.5 x 1000) in "negotiation", which has no rate of its own:
+ * the org's, 0.8, q = 0.48, 0.72 and 0.4; a won deal and an open deal
  * without a close date are left out; the org's month-level variance is
  * 0.01; its rates are the same at 0 to 3 months ahead. Org B: one deal
  * (0.3 x 400) whose close date is in next month, 1 month ahead, where its
@@ -38,6 +40,8 @@ static const char FIXTURE[] =
     " ('" ORG_A "', 'a2', 'ann', 'Proposal', 200, '2027-03-31', 'open', 0.2),"
     " ('" ORG_A "', 'a3', 'ann', 'Proposal', 300, '2027-02-01', 'open', 0.9),"
     " ('" ORG_A "', 'a4', 'bob', 'negotiation', 1000, '2027-03-15', 'open', 0.6),"
+    " ('" ORG_A "', 'a7', 'bob', 'negotiation', 2000, '2027-02-10', 'open', 0.9),"
+    " ('" ORG_A "', 'a8', 'bob', 'negotiation', 1000, '2027-01-20', 'open', 0.5),"
     " ('" ORG_A "', 'a5', 'bob', 'proposal', 5000, '2027-03-15', 'won', 0.99),"
     " ('" ORG_A "', 'a6', 'bob', 'proposal', 7000, null, 'open', 0.5),"
     " ('" ORG_B "', 'b1', 'cy', 'proposal', 400, date_trunc('month', now()) + interval '1 month 9 days',"
@@ -87,9 +91,14 @@ static char *row(const char *where) {
                       where);
 }
 
-static void expect_row(const char *where, const double *p, const double *a, size_t n, double shock_var) {
+/* The row's figures as ds_forecast_normal_groups computes them, the deal
+ * i in group[i] (its close month's index in the quarter; NULL: one),
+ * every group with the month-level variance shock_var. */
+static void expect_row(const char *where, const double *p, const double *a, const size_t *group, size_t n,
+                       double shock_var) {
     ds_forecast_t f;
-    ds_forecast_normal(p, a, n, shock_var, &f);
+    const double shock[3] = {shock_var, shock_var, shock_var};
+    ds_forecast_normal_groups(p, a, group, n, shock, 3, &f);
     char *want = pgt_fmt("%zu %g %.6f %.6f %.6f", n, f.amount, f.expected, f.p10, f.p90);
     char *got = row(where);
     cr_expect_str_eq(got ? got : "(none)", want, "%s", where);
@@ -102,21 +111,36 @@ Test(forecast, per_owner_month_and_quarter_for_the_users_org) {
     cr_expect_eq(pgt_longf(conn, "select count(*) from forecast where org_id <> '" ORG_A "'"), 0);
     const double q_ann_mar[] = {0.25, 0.1}, a_ann_mar[] = {100, 200};
     expect_row("owner_id = 'ann' and period = 'month' and period_start = '2027-03-01'", q_ann_mar, a_ann_mar,
-               2, ORG_SHOCK);
+               NULL, 2, ORG_SHOCK);
     /* Ann's quarter: the three deals of the hand-computed exact band in
-     * tests/unit/test_forecast.c (a_month_whose_deals_slip), expected 180. */
+     * tests/unit/test_forecast.c (a_month_whose_deals_slip), expected 180,
+     * March's two and February's one. */
     const double q_ann_q[] = {0.25, 0.1, 0.45}, a_ann_q[] = {100, 200, 300};
-    expect_row("owner_id = 'ann' and period = 'quarter' and period_start = '2027-01-01'", q_ann_q, a_ann_q, 3,
-               ORG_SHOCK);
+    const size_t g_ann_q[] = {0, 0, 1};
+    expect_row("owner_id = 'ann' and period = 'quarter' and period_start = '2027-01-01'", q_ann_q, a_ann_q,
+               g_ann_q, 3, ORG_SHOCK);
     cr_expect_eq(pgt_longf(conn, "select round(expected_won)::int from forecast where owner_id = 'ann'"
                                  " and period = 'quarter'"),
                  180);
+    /* Bob's quarter by hand: January (q 0.4 on 1000), February (0.72 on
+     * 2000) and March (0.48 on 1000), each month's variance sum (q - q^2
+     * (1 + s)) a^2 + s mean^2 with s = 0.01: 238,400 + 1,600, 785,664 +
+     * 20,736 and 247,296 + 2,304, 1,296,000 in all; 2320 -+
+     * 1.2815515655446004 x sqrt(1,296,000). One theta shared by the
+     * quarter would give 1,325,184. */
+    char *bob_q = row("owner_id = 'bob' and period = 'quarter' and period_start = '2027-01-01'");
+    cr_expect_str_eq(bob_q ? bob_q : "(none)", "3 4000 2320.000000 861.056121 3778.943879");
+    free(bob_q);
     const double q_mar[] = {0.25, 0.1, 0.48}, a_mar[] = {100, 200, 1000};
-    expect_row("all_owners and period = 'month' and period_start = '2027-03-01'", q_mar, a_mar, 3, ORG_SHOCK);
-    const double q_q1[] = {0.25, 0.1, 0.45, 0.48}, a_q1[] = {100, 200, 300, 1000};
-    expect_row("all_owners and period = 'quarter' and period_start = '2027-01-01'", q_q1, a_q1, 4, ORG_SHOCK);
-    /* Months: ann February and March, bob March, and the org's two. */
-    cr_expect_eq(pgt_longf(conn, "select count(*) from forecast where period = 'month'"), 5);
+    expect_row("all_owners and period = 'month' and period_start = '2027-03-01'", q_mar, a_mar, NULL, 3,
+               ORG_SHOCK);
+    const double q_q1[] = {0.25, 0.1, 0.45, 0.48, 0.72, 0.4}, a_q1[] = {100, 200, 300, 1000, 2000, 1000};
+    const size_t g_q1[] = {0, 0, 1, 0, 1, 2};
+    expect_row("all_owners and period = 'quarter' and period_start = '2027-01-01'", q_q1, a_q1, g_q1, 6,
+               ORG_SHOCK);
+    /* Months: ann February and March, bob January to March, and the
+     * org's three. */
+    cr_expect_eq(pgt_longf(conn, "select count(*) from forecast where period = 'month'"), 8);
     pgt_exec(conn, "rollback");
 }
 
@@ -126,7 +150,7 @@ Test(forecast, another_orgs_user_and_anon_see_none_of_it) {
     cr_expect_eq(pgt_longf(conn, "select count(*) from forecast where period = 'month'"), 2,
                  "org B's own month: cy's row and the org's");
     const double q_b[] = {0.15}, a_b[] = {400};
-    expect_row("all_owners and period = 'month'", q_b, a_b, 1, 0);
+    expect_row("all_owners and period = 'month'", q_b, a_b, NULL, 1, 0);
     cr_expect_eq(pgt_longf(conn, "select count(*) from forecast_rates"), 2, "org B's own rates only");
     pgt_exec(conn, "rollback");
     begin_as("anon", ORG_A);
@@ -216,6 +240,10 @@ Test(forecast, backtest_replays_a_month_against_what_it_won) {
     free(rates);
     cr_expect_str_eq(inside, p10 <= 100 && 100 <= p90 ? "yes" : "no");
     cr_expect_not_null(strstr(out, "band P10-P90 holds the actual in"), "%s", out);
+    /* The horizons' summary: the March forecast made on 02-01 (bt1, 1 month
+     * ahead) has no earlier 1-month-ahead forecast to learn its rate from. */
+    cr_expect_not_null(strstr(out, "\n0 months ahead        1       "), "%s", out);
+    cr_expect_not_null(strstr(out, "\n1 month ahead         0       0"), "%s", out);
     cr_expect_null(strstr(out, "\n2026-02 "), "February had no month before it to learn from: %s", out);
     free(out);
     free(err);

@@ -183,6 +183,103 @@ Test(forecast, a_month_whose_deals_slip) {
     cr_assert_eq(f.p90, 400);
 }
 
+/* A quarter of three deals over two months, each month's theta on its
+ * 3-point law with variance 1/3 (0, 1, 2 with weights 1/6, 2/3, 1/6).
+ * The first month has q 1/4 on 100: 0 (3/4), 100 (1/4). The second has
+ * q 1/2 on 100 twice: 0 (1/6 + 2/3 x 1/4 = 1/3), 100 (2/3 x 1/2 = 1/3),
+ * 200 (2/3 x 1/4 + 1/6 = 1/3). Independent months: 0 (1/4), 100 (1/3),
+ * 200 (1/3), 300 (1/12); the CDF passes 0.1 at 0 and 0.9 at 200 (11/12).
+ * One theta shared by the quarter: P(S <= 200) = 1/6 + 2/3 x 15/16 + 1/6
+ * x 1/2 = 7/8, so P90 = 300. */
+static const double QQ[] = {0.25, 0.5, 0.5}, QA[] = {100, 100, 100};
+static const size_t QG[] = {0, 1, 1};
+
+Test(forecast, a_quarters_months_have_thetas_of_their_own) {
+    const double shock[] = {1.0 / 3, 1.0 / 3};
+    ds_forecast_t f;
+    cr_assert_eq(ds_forecast_exact_groups(QQ, QA, QG, 3, shock, 2, 1, &f), 0);
+    cr_assert_float_eq(f.expected, 125, 1e-9);
+    cr_assert_eq(f.p10, 0);
+    cr_assert_eq(f.p90, 200);
+    cr_assert_eq(ds_forecast_exact_groups(QQ, QA, QG, 3, shock, 2, 100, &f), 0);
+    cr_assert_eq(f.p90, 200, "buckets of 100");
+    cr_assert_eq(ds_forecast_exact(QQ, QA, 3, 1, 1.0 / 3, &f), 0);
+    cr_assert_eq(f.p90, 300, "one theta shared by the quarter");
+    /* Without a month-level variance the groups change nothing: the plain
+     * Poisson-binomial, 0 (3/16), 100 (7/16), 200 (5/16), 300 (1/16). */
+    const double none[] = {0, 0};
+    cr_assert_eq(ds_forecast_exact_groups(QQ, QA, QG, 3, none, 2, 1, &f), 0);
+    cr_assert_eq(f.p10, 0);
+    cr_assert_eq(f.p90, 200);
+    const size_t bad[] = {0, 2, 1};
+    cr_assert_eq(ds_forecast_exact_groups(QQ, QA, bad, 3, shock, 2, 1, &f), DS_EINVAL);
+}
+
+/* The same quarter's normal band: each month's variance sum (q - q^2 (1 +
+ * s)) a^2 + s mean^2 with s = 1/3: (1/4 - 1/12) 100^2 + 25^2 / 3 = 1875,
+ * 2 (1/2 - 1/3) 100^2 + 100^2 / 3 = 20000 / 3; the quarter's 25625 / 3.
+ * One shared theta: 5000 + 125^2 / 3 = 30625 / 3. */
+Test(forecast, a_quarters_normal_band_sums_its_months) {
+    const double shock[] = {1.0 / 3, 1.0 / 3};
+    ds_forecast_t f;
+    ds_forecast_normal_groups(QQ, QA, QG, 3, shock, 2, &f);
+    cr_assert_float_eq(f.expected, 125, 1e-9);
+    cr_assert_float_eq(f.p10, 125 - DS_FORECAST_Z90 * sqrt(25625.0 / 3), 1e-9);
+    cr_assert_float_eq(f.p90, 125 + DS_FORECAST_Z90 * sqrt(25625.0 / 3), 1e-9);
+    cr_assert_float_eq(f.p90, 243.443, 1e-3);
+    ds_forecast_normal(QQ, QA, 3, 1.0 / 3, &f);
+    cr_assert_float_eq(f.p90, 125 + DS_FORECAST_Z90 * sqrt(30625.0 / 3), 1e-9);
+}
+
+/* Ten deals of 40 at p 0.5 in buckets of 100: each won deal adds a bucket
+ * with weight 0.4, none with 0.6, so S / 100 is Binomial(10, 0.2): P(0) =
+ * 0.107 >= 0.1, P(S <= 300) = 0.879, P(S <= 400) = 0.967; the mean stays
+ * 200 where rounding each deal to the nearest bucket made S = 0. Buckets
+ * of 1: 40 x Binomial(10, 0.5), P(<= 2 wins) = 0.055, P(<= 3) = 0.172,
+ * P(<= 6) = 0.828, P(<= 7) = 0.945. */
+Test(forecast, small_deals_keep_their_weight_in_coarse_buckets) {
+    double p[10], a[10];
+    for (int i = 0; i < 10; i++) p[i] = 0.5, a[i] = 40;
+    ds_forecast_t f;
+    cr_assert_eq(ds_forecast_exact(p, a, 10, 100, 0, &f), 0);
+    cr_assert_float_eq(f.expected, 200, 1e-9);
+    cr_assert_eq(f.p10, 0);
+    cr_assert_eq(f.p90, 400);
+    cr_assert_eq(ds_forecast_exact(p, a, 10, 1, 0, &f), 0);
+    cr_assert_eq(f.p10, 120);
+    cr_assert_eq(f.p90, 280);
+}
+
+/* Backtest rows sorted by horizon: each horizon's slice and its figures. */
+Test(forecast, judges_each_horizon) {
+    ds_forecast_month_t m[4] = {
+        {.horizon = 0, .inside = true, .exact = {.expected = 100}, .actual = 90},
+        {.horizon = 0, .inside = false, .exact = {.expected = 300}, .actual = 10},
+        {.horizon = 2, .inside = true, .exact = {.expected = 50}, .actual = 40},
+        {.horizon = DS_FORECAST_QUARTER, .inside = true, .exact = {.expected = 500}, .actual = 600},
+    };
+    const ds_forecast_month_t *first;
+    cr_assert_eq(ds_forecast_horizon(m, 4, 0, &first), 2);
+    cr_assert_eq(first, &m[0]);
+    ds_forecast_judged_t j;
+    ds_forecast_judge(first, 2, &j);
+    cr_assert_eq(j.periods, 2);
+    cr_assert_eq(j.inside, 1);
+    cr_assert_float_eq(j.expected, 200, 1e-12);
+    cr_assert_float_eq(j.actual, 50, 1e-12);
+    cr_assert_eq(ds_forecast_horizon(m, 4, 1, &first), 0);
+    cr_assert_null(first);
+    ds_forecast_judge(first, 0, &j);
+    cr_assert_eq(j.periods, 0);
+    cr_assert(isnan(j.expected));
+    cr_assert_eq(ds_forecast_horizon(m, 4, DS_FORECAST_QUARTER, &first), 1);
+    cr_assert_eq(first, &m[3]);
+    cr_assert_str_eq(ds_forecast_horizon_name(1), "1 month ahead");
+    cr_assert_str_eq(ds_forecast_horizon_name(3), "3 months ahead");
+    cr_assert_str_eq(ds_forecast_horizon_name(DS_FORECAST_QUARTER), "quarter");
+    cr_assert_str_eq(ds_forecast_horizon_name(7), "");
+}
+
 Test(forecast, coverage_counts_months_inside) {
     ds_forecast_month_t m[4] = {{.inside = true}, {.inside = false}, {.inside = true}, {.inside = true}};
     cr_assert_float_eq(ds_forecast_coverage(m, 4), 0.75, 1e-12);
@@ -191,7 +288,7 @@ Test(forecast, coverage_counts_months_inside) {
 
 /* The model report's backtest section: chart, table, coverage, JSON. */
 Test(forecast, report_carries_the_backtest) {
-    ds_forecast_month_t m[2] = {0};
+    ds_forecast_month_t m[3] = {0};
     snprintf(m[0].month, sizeof m[0].month, "2026-01");
     snprintf(m[1].month, sizeof m[1].month, "2026-02");
     ds_forecast_exact(P3, A3, 3, 1, 0, &m[0].exact);
@@ -201,8 +298,17 @@ Test(forecast, report_carries_the_backtest) {
     m[0].actual = 400;
     m[0].inside = true;
     m[1].actual = 100;
-    ds_report_t r = {.backtest = m, .n_backtest = 2};
+    m[2] = (ds_forecast_month_t){
+        .horizon = DS_FORECAST_QUARTER, .exact = m[0].exact, .actual = 400, .inside = true};
+    snprintf(m[2].month, sizeof m[2].month, "2026-Q1");
+    ds_report_t r = {.backtest = m, .n_backtest = 3};
     char *html = ds_report_html(&r);
+    cr_assert_not_null(strstr(html, "<tr><th>0 months ahead</th><td>2</td><td>1 (50 %)</td><td>360</td>"
+                                    "<td>250</td></tr>"),
+                       "%s", html);
+    cr_assert_not_null(strstr(html, "<tr><th>quarter</th><td>1</td><td>1 (100 %)</td><td>360</td>"
+                                    "<td>400</td></tr>"));
+    cr_assert_null(strstr(html, "2026-Q1"), "the chart and the month table show 0 months ahead");
     cr_assert_not_null(strstr(html, "they won in 1 of 2 months (50 %)"), "%s", html);
     cr_assert_not_null(strstr(html, "aria-label=\"Forecast backtest\""));
     cr_assert_not_null(strstr(html,
@@ -216,6 +322,14 @@ Test(forecast, report_carries_the_backtest) {
     cr_assert_str_eq(json_string_value(json_object_get(m0, "month")), "2026-01");
     cr_assert_float_eq(json_number_value(json_object_get(m0, "p90")), 500, 1e-12);
     cr_assert(json_is_true(json_object_get(m0, "inside")));
+    cr_assert_eq(json_array_size(json_object_get(bt, "months")), 2);
+    json_t *hs = json_object_get(bt, "horizons");
+    cr_assert_eq(json_array_size(hs), DS_FORECAST_HORIZONS);
+    json_t *hq = json_array_get(hs, DS_FORECAST_QUARTER);
+    cr_assert_str_eq(json_string_value(json_object_get(hq, "horizon")), "quarter");
+    cr_assert_eq(json_integer_value(json_object_get(hq, "periods")), 1);
+    cr_assert_float_eq(json_number_value(json_object_get(hq, "mean_actual")), 400, 1e-12);
+    cr_assert_eq(json_integer_value(json_object_get(json_array_get(hs, 1), "periods")), 0);
     json_decref(j);
     /* Without months the section is left out. */
     r.n_backtest = 0;
