@@ -53,8 +53,8 @@ void ds_forecast_normal(const double *p, const double *amount, size_t n, double 
  * (variance shock_var[g], that of its months ahead), the thetas
  * independent, as each month's variance is estimated from that month's
  * own errors and nothing estimates a link between months (the backtest's
- * quarters: 32 of 40 actuals inside the band, mean squared standardized
- * error 0.96; services/scoring/README.md). The exact band convolves the
+ * quarters: 38 of 50 actuals inside the band, mean squared standardized
+ * error 0.98; services/scoring/README.md). The exact band convolves the
  * groups' distributions (each as ds_forecast_exact's); the normal one
  * sums the groups' variances:
  *   sd^2 = sum_g [sum_{i in g} (p - p^2 (1 + s_g)) a^2 + s_g mean_g^2].
