@@ -236,7 +236,9 @@ unsigned ds_consumer_rebalances(const ds_consumer_t *c);
 rd_kafka_t *ds_consumer_handle(ds_consumer_t *c);
 
 /* Commits the stored offsets and leaves the group. Release every message
- * first. Idempotent. Returns 0 or DS_EIO. */
+ * first. A member that joined the group but has not had its first
+ * assignment yet waits for it first (up to 10 s: librdkafka 2.0 aborts when
+ * such a member is destroyed). Idempotent. Returns 0 or DS_EIO. */
 int ds_consumer_close(ds_consumer_t *c);
 
 /* Closes (if not done yet) and destroys. NULL is a no-op. */

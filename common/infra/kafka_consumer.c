@@ -301,9 +301,36 @@ bool ds_consumer_assigned(const ds_consumer_t *c) { return atomic_load(&c->assig
 
 rd_kafka_t *ds_consumer_handle(ds_consumer_t *c) { return c->rk; }
 
+/* librdkafka before 2.2.1 (Debian 12 has 2.0.2) aborts in rd_kafka_destroy
+ * when a cooperative-sticky member is closed after its JoinGroup and before
+ * its first SyncGroup answer ("assignor_state", librdkafka issue 4312): a
+ * worker stopped while it joins the group. The first answer always runs
+ * rebalance_cb, with an empty assignment too, so a member that has joined
+ * and seen no rebalance polls until it does, for at most JOIN_WAIT_US. What
+ * it polls meanwhile is dropped unstored, so it is delivered again. */
+#define JOIN_WAIT_US (10 * 1000000LL)
+
+static bool joined(ds_consumer_t *c) {
+    char *member = rd_kafka_memberid(c->rk);
+    bool yes = member && member[0];
+    rd_kafka_mem_free(c->rk, member);
+    return yes;
+}
+
+static void await_first_rebalance(ds_consumer_t *c) {
+    if (atomic_load(&c->rebalances) > 0 || !joined(c)) return;
+    ds_info("waiting for the kafka group's first assignment before closing");
+    int64_t deadline = ds_mono_us() + JOIN_WAIT_US;
+    while (atomic_load(&c->rebalances) == 0 && ds_mono_us() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 100);
+        if (m) rd_kafka_message_destroy(m);
+    }
+}
+
 int ds_consumer_close(ds_consumer_t *c) {
     if (c->closed) return 0;
     c->closed = true;
+    await_first_rebalance(c);
     /* Revokes the assignment through rebalance_cb; with enable.auto.commit
      * librdkafka commits the stored offsets of the revoked partitions first. */
     rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);

@@ -183,6 +183,50 @@ Test(kafka, flush_lingers_while_the_process_produces_fast) {
     rd_kafka_destroy(mock_rk);
 }
 
+/* librdkafka 2.0 (Debian 12) aborts in rd_kafka_destroy when a
+ * cooperative-sticky member is closed after its JoinGroup and before its
+ * first SyncGroup answer (assertion "assignor_state", librdkafka issue
+ * 4312, fixed in 2.2.1): a worker stopped while it joins the group. The
+ * mock broker holds the SyncGroup answer for 3 s to open that window. */
+enum { KAFKA_API_SYNC_GROUP = 14 }; /* the protocol's ApiKey */
+Test(kafka, a_consumer_closed_while_it_joins_the_group_exits_cleanly, .timeout = 60) {
+    char err[512];
+    rd_kafka_conf_t *mconf = rd_kafka_conf_new();
+    cr_assert_eq(rd_kafka_conf_set(mconf, "log_level", "3", err, sizeof err), RD_KAFKA_CONF_OK);
+    rd_kafka_t *mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, mconf, err, sizeof err);
+    cr_assert_not_null(mock_rk, "%s", err);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(mock_rk, 1);
+    cr_assert_not_null(mc);
+    cr_assert_eq(rd_kafka_mock_topic_create(mc, "t", 1, 1), 0);
+    cr_assert_eq(rd_kafka_mock_broker_push_request_error_rtts(mc, 1, KAFKA_API_SYNC_GROUP, 1,
+                                                              RD_KAFKA_RESP_ERR_NO_ERROR, 3000),
+                 0);
+    char brokers[256];
+    snprintf(brokers, sizeof brokers, "DEALSCORE_KAFKA_BROKERS=%s", rd_kafka_mock_cluster_bootstraps(mc));
+    char *envp[] = {brokers, NULL};
+    load(envp);
+    ds_consumer_t *c = NULL;
+    const char *topics[] = {"t"};
+    cr_assert_eq(ds_consumer_new(&c, &cfg, "joining", topics, 1, err, sizeof err), 0, "%s", err);
+    rd_kafka_message_t *msgs[4];
+    int64_t deadline = ds_mono_us() + 20 * 1000000LL;
+    char *member = NULL;
+    while (ds_mono_us() < deadline) {
+        int n = ds_consumer_poll_batch(c, msgs, 4, 50);
+        if (n > 0) ds_consumer_release(msgs, (size_t)n);
+        member = rd_kafka_memberid(ds_consumer_handle(c));
+        if (member && member[0]) break;
+        rd_kafka_mem_free(NULL, member);
+        member = NULL;
+    }
+    cr_assert(member && member[0], "the consumer never joined the group");
+    rd_kafka_mem_free(NULL, member);
+    cr_assert_eq(ds_consumer_rebalances(c), 0u, "the SyncGroup answer is still held back");
+    ds_consumer_destroy(c); /* aborts the test process without the fix */
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(mock_rk);
+}
+
 Test(kafka, consumer_needs_topics) {
     char *envp[] = {"DEALSCORE_KAFKA_BROKERS=127.0.0.1:1", NULL};
     load(envp);
