@@ -15,6 +15,7 @@ struct scorer_s {
     ds_ttlcache_t *orgs;       /* org id -> scorer_org_t */
     deal_risks_cache_t *risks; /* the orgs' risk rules and thresholds */
     int prior_min_closed;
+    scorer_stats_t stats;
 };
 
 /* Frees a scorer_org_t (the cache's free callback). */
@@ -50,7 +51,13 @@ void scorer_invalidate(scorer_t *s, const char *org_id) {
 
 deal_risks_cache_t *scorer_risks(scorer_t *s) { return s->risks; }
 
+scorer_stats_t scorer_stats(const scorer_t *s) { return s->stats; }
+
 void scorer_register(ds_pg_t *pg) {
+    ds_pg_add_statement(pg, "ds_active_version",
+                        "select version, artifact is not null from public.models"
+                        " where org_id = $1::uuid and status = 'active'",
+                        1);
     ds_pg_add_statement(pg, "ds_active_model",
                         "select version, artifact, calibration::text from public.models"
                         " where org_id = $1::uuid and status = 'active'",
@@ -159,22 +166,17 @@ static int load_prior(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, 
     return DS_OK;
 }
 
-static int load_org(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, int min_closed,
-                    const scorer_org_t *old, scorer_org_t **out, char *errstr, size_t errsz) {
+/* The active model's artifact and calibration into o (o->model stays NULL
+ * without one, or when the model is refused). */
+static int load_model(scorer_t *s, ds_pg_t *pg, const char *org_id, const scorer_org_t *old, scorer_org_t *o,
+                      char *errstr, size_t errsz) {
     const char *v[] = {org_id};
     PGresult *r = NULL;
     int rc = ds_pg_exec_prepared(pg, "ds_active_model", 1, v, NULL, NULL, &r, errstr, errsz);
     if (rc != 0) return rc;
-    scorer_org_t *o = ds_calloc(1, sizeof *o);
-    snprintf(o->org_id, sizeof o->org_id, "%s", org_id);
     if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 1)) {
         const char *version = PQgetvalue(r, 0, 0);
-        if (old && old->model && strcmp(old->version, version) == 0) {
-            /* Same model as before: nothing to reload. */
-            PQclear(r);
-            free(o);
-            return 1;
-        }
+        s->stats.model_reads++;
         size_t blen = 0;
         unsigned char *bytes = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 1), &blen);
         char err[512];
@@ -207,13 +209,47 @@ static int load_org(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, in
         }
     }
     PQclear(r);
+    return DS_OK;
+}
+
+/* Whether the org's active model is the one old scores with, by its
+ * version alone: the artifact (hundreds of kB) is read only when it is not. */
+static int same_model(ds_pg_t *pg, const char *org_id, const scorer_org_t *old, bool *same, char *errstr,
+                      size_t errsz) {
+    *same = false;
+    if (!old || !old->model) return DS_OK;
+    const char *v[] = {org_id};
+    PGresult *r = NULL;
+    int rc = ds_pg_exec_prepared(pg, "ds_active_version", 1, v, NULL, NULL, &r, errstr, errsz);
+    if (rc != 0) return rc;
+    *same =
+        PQntuples(r) == 1 && PQgetvalue(r, 0, 1)[0] == 't' && strcmp(PQgetvalue(r, 0, 0), old->version) == 0;
+    PQclear(r);
+    return DS_OK;
+}
+
+/* The org's scorer into *out; 1 when old stays (the same model, or a
+ * refused one), else 0 or a pg error class. */
+static int load_org(scorer_t *s, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org,
+                    const scorer_org_t *old, scorer_org_t **out, char *errstr, size_t errsz) {
+    bool same = false;
+    int rc = same_model(pg, org_id, old, &same, errstr, errsz);
+    if (rc != 0) return rc;
+    if (same) return 1;
+    scorer_org_t *o = ds_calloc(1, sizeof *o);
+    snprintf(o->org_id, sizeof o->org_id, "%s", org_id);
+    rc = load_model(s, pg, org_id, old, o, errstr, errsz);
+    if (rc != 0) {
+        free(o);
+        return rc;
+    }
     if (!o->model && old && old->model) {
         /* A refused model keeps the previous one. */
         free(o);
         return 1;
     }
     if (!o->model) {
-        rc = load_prior(pg, org_id, org, min_closed, o, errstr, errsz);
+        rc = load_prior(pg, org_id, org, s->prior_min_closed, o, errstr, errsz);
         if (rc != 0) {
             free(o);
             return rc;
@@ -233,7 +269,7 @@ int scorer_get(scorer_t *s, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t 
         return DS_OK;
     }
     scorer_org_t *old = ds_ttlcache_peek(s->orgs, org_id);
-    int rc = load_org(pg, org_id, org, s->prior_min_closed, old, &o, errstr, errstr_size);
+    int rc = load_org(s, pg, org_id, org, old, &o, errstr, errstr_size);
     if (rc == 1) { /* the same model, or a refused one: keep what the org had */
         ds_ttlcache_put(s->orgs, org_id, old, now);
         *out = old;

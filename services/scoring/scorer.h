@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "store/feature_loader.h"
 #include "domain/features.h"
@@ -44,6 +45,13 @@ int scorer_get(scorer_t *s, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t 
 /* Forgets the org's model and risk thresholds (after NOTIFY
  * dealscore_models); NULL forgets every org's. */
 void scorer_invalidate(scorer_t *s, const char *org_id);
+/* What scorer_get read since scorer_new: model_reads counts the reads of
+ * an active model's artifact (a stale org whose model version is unchanged
+ * reads none). */
+typedef struct {
+    uint64_t model_reads;
+} scorer_stats_t;
+scorer_stats_t scorer_stats(const scorer_t *s);
 /* The orgs' risk rules and thresholds (deal_risks.h), kept with the scorer. */
 struct deal_risks_cache_s *scorer_risks(scorer_t *s);
 

@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include "dstest.h"
+#include "scoring/scorer.h"
 #include "domain/features.h"
 #include "infra/jwt.h"
 #include "domain/model.h"
@@ -260,6 +261,46 @@ Test(scoring, hot_swap_to_a_new_model_and_refusal_of_an_unsupported_one) {
     free(opp);
     PQfinish(db);
     ds_consumer_destroy(c);
+}
+
+/* A connection for calling the scorer directly, its statements registered. */
+static ds_pg_t *scorer_pg(void) {
+    ds_pg_t *pg = NULL;
+    char err[512];
+    cr_assert_eq(ds_pg_new(&pg, S.db.conninfo, "test", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(ds_pg_ensure(pg, 5000, NULL, err, sizeof err), 0, "%s", err);
+    scorer_register(pg);
+    return pg;
+}
+
+static const scorer_org_t *scorer_org(scorer_t *s, ds_pg_t *pg) {
+    const scorer_org_t *so = NULL;
+    char err[512];
+    cr_assert_eq(scorer_get(s, pg, S.org_id, NULL, &so, err, sizeof err), 0, "%s", err);
+    return so;
+}
+
+/* A stale org whose active model is unchanged keeps it without reading its
+ * artifact again; a newly activated model is read and scores. */
+Test(scoring, a_stale_org_rereads_its_model_only_when_another_is_active) {
+    PGconn *db = pgt_connect_db(&S.db);
+    register_model(db, "m-read-1", NULL);
+    ds_pg_t *pg = scorer_pg();
+    scorer_t *s = scorer_new(0, 5); /* every get finds the org stale */
+    const scorer_org_t *first = scorer_org(s, pg);
+    cr_expect_str_eq(first->version, "m-read-1");
+    cr_expect_eq(scorer_stats(s).model_reads, 1);
+
+    const scorer_org_t *again = scorer_org(s, pg);
+    cr_expect_eq(again, first, "the same model stays");
+    cr_expect_eq(scorer_stats(s).model_reads, 1, "its artifact is not read again");
+
+    register_model(db, "m-read-2", NULL);
+    cr_expect_str_eq(scorer_org(s, pg)->version, "m-read-2");
+    cr_expect_eq(scorer_stats(s).model_reads, 2);
+    scorer_destroy(s);
+    ds_pg_destroy(pg);
+    PQfinish(db);
 }
 
 static char *token_sub(const char *sub, const char *org, const char *extra_claims, long exp_offset) {
