@@ -25,6 +25,7 @@ static void org_free(void *p) {
     ds_model_destroy(o->model);
     ds_calib_destroy(o->calib);
     free(o->map);
+    free(o->prior_key);
     free(o);
 }
 
@@ -70,6 +71,11 @@ void scorer_register(ds_pg_t *pg) {
         " and h.new_value is not null"
         " group by h.opportunity_id, h.new_value order by h.opportunity_id",
         1);
+    ds_pg_add_statement(pg, "ds_closed_deals_key",
+                        "select count(*), count(*) filter (where outcome = 'won'),"
+                        " coalesce(sum(extract(epoch from closed_at)), 0)"
+                        " from public.opportunities where org_id = $1::uuid and outcome <> 'open'",
+                        1);
     ds_pg_add_statement(
         pg, "ds_stage_ladder",
         "select stage, probability from dealscore_internal.stage_ladders where org_id = $1::uuid", 1);
@@ -138,31 +144,71 @@ static void set_ladder(const char *org_id, const ds_stage_list_t *stages, size_t
     free(rungs);
 }
 
-/* The cold-start chain: the org's stage win rates once it has min_closed
- * closed deals with wins and losses among them, and its ladder. */
-static int load_prior(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, int min_closed,
-                      scorer_org_t *o, char *errstr, size_t errsz) {
+/* What an org's stage prior is fitted on, as text into *out: its closed
+ * deals (their number, the won ones, the sum of their closing times; read
+ * from the closed-deal index alone) and the stage order they are counted
+ * in. A deal that closes, reopens or changes outcome changes it. */
+static int prior_key(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, char **out, char *errstr,
+                     size_t errsz) {
+    const char *v[] = {org_id};
+    PGresult *r = NULL;
+    int rc = ds_pg_exec_prepared(pg, "ds_closed_deals_key", 1, v, NULL, NULL, &r, errstr, errsz);
+    if (rc != 0) return rc;
+    ds_sb_t b = {0};
+    ds_sb_printf(&b, "%s/%s/%s", PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+    PQclear(r);
+    const char *name;
+    int index = 0;
+    for (size_t i = 0; org && org->stages && (name = ds_stage_list_at(org->stages, i, &index)); i++)
+        ds_sb_printf(&b, "|%s=%d", name, index);
+    *out = ds_sb_take(&b);
+    return DS_OK;
+}
+
+/* The org's stage win rates once it has min_closed closed deals with wins
+ * and losses among them. */
+static int fit_prior(scorer_t *s, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org, size_t n_open,
+                     scorer_org_t *o, char *errstr, size_t errsz) {
     const char *v[] = {org_id};
     PGresult *r = NULL;
     int rc = ds_pg_exec_prepared(pg, "ds_stage_reached", 1, v, NULL, NULL, &r, errstr, errsz);
     if (rc != 0) return rc;
-    const ds_stage_list_t *stages = org && org->stages ? org->stages : ds_stage_list_default();
-    size_t n_open = (size_t)ds_stage_list_max_index(stages);
+    s->stats.prior_fits++;
     int closed = 0, won = 0;
     ds_stage_prior_t *sp = fit_history(org_id, org, r, &closed, &won);
     PQclear(r);
-    o->has_history = closed >= min_closed && won > 0 && won < closed;
+    o->has_history = closed >= s->prior_min_closed && won > 0 && won < closed;
     if (o->has_history) {
         ds_ladder_from_stage_prior(sp, n_open, &o->history);
         o->history_rate = ds_stage_prior_org_rate(sp);
     }
     ds_stage_prior_destroy(sp);
+    ds_info("org %s scores with its prior: %s (%d closed deals)", org_id,
+            o->has_history ? DS_PRIOR_VERSION_HISTORY : "CRM probability, else ladder", closed);
+    return DS_OK;
+}
+
+/* The cold-start chain: the org's stage win rates, kept from old's prior
+ * while its closed deals are the same (prior_key), and its ladder. */
+static int load_prior(scorer_t *s, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *org,
+                      const scorer_org_t *old, scorer_org_t *o, char *errstr, size_t errsz) {
+    const ds_stage_list_t *stages = org && org->stages ? org->stages : ds_stage_list_default();
+    size_t n_open = (size_t)ds_stage_list_max_index(stages);
+    int rc = prior_key(pg, org_id, org, &o->prior_key, errstr, errsz);
+    if (rc != 0) return rc;
+    if (old && !old->model && old->prior_key && strcmp(old->prior_key, o->prior_key) == 0) {
+        o->has_history = old->has_history;
+        o->history = old->history;
+        o->history_rate = old->history_rate;
+    } else if ((rc = fit_prior(s, pg, org_id, org, n_open, o, errstr, errsz)) != 0) {
+        return rc;
+    }
+    const char *v[] = {org_id};
+    PGresult *r = NULL;
     rc = ds_pg_exec_prepared(pg, "ds_stage_ladder", 1, v, NULL, NULL, &r, errstr, errsz);
     if (rc != 0) return rc;
     set_ladder(org_id, stages, n_open, r, &o->ladder);
     PQclear(r);
-    ds_info("org %s scores with its prior: %s (%d closed deals)", org_id,
-            o->has_history ? DS_PRIOR_VERSION_HISTORY : "CRM probability, else ladder", closed);
     return DS_OK;
 }
 
@@ -249,9 +295,9 @@ static int load_org(scorer_t *s, ds_pg_t *pg, const char *org_id, const ds_org_c
         return 1;
     }
     if (!o->model) {
-        rc = load_prior(pg, org_id, org, s->prior_min_closed, o, errstr, errsz);
+        rc = load_prior(s, pg, org_id, org, old, o, errstr, errsz);
         if (rc != 0) {
-            free(o);
+            org_free(o);
             return rc;
         }
         snprintf(o->version, sizeof o->version, "prior");

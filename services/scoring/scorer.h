@@ -29,6 +29,7 @@ typedef struct {
     bool has_history;
     double history_rate;
     ds_ladder_t history, ladder;
+    char *prior_key; /* what the stage win rates were fitted on (scorer.c's prior_key) */
 } scorer_org_t;
 
 typedef struct scorer_s scorer_t;
@@ -47,9 +48,11 @@ int scorer_get(scorer_t *s, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t 
 void scorer_invalidate(scorer_t *s, const char *org_id);
 /* What scorer_get read since scorer_new: model_reads counts the reads of
  * an active model's artifact (a stale org whose model version is unchanged
- * reads none). */
+ * reads none), prior_fits the fits of an org's stage win rates from its
+ * closed deals' history (a stale org whose closed deals are unchanged
+ * fits none). */
 typedef struct {
-    uint64_t model_reads;
+    uint64_t model_reads, prior_fits;
 } scorer_stats_t;
 scorer_stats_t scorer_stats(const scorer_t *s);
 /* The orgs' risk rules and thresholds (deal_risks.h), kept with the scorer. */

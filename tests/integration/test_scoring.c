@@ -303,6 +303,26 @@ Test(scoring, a_stale_org_rereads_its_model_only_when_another_is_active) {
     PQfinish(db);
 }
 
+/* A stale org without a model keeps its stage win rates while its closed
+ * deals are the same; a deal closed meanwhile refits them. */
+Test(scoring, a_stale_org_refits_its_prior_only_when_a_deal_closed) {
+    ds_pg_t *pg = scorer_pg();
+    scorer_t *s = scorer_new(0, 5); /* every get finds the org stale */
+    const scorer_org_t *first = scorer_org(s, pg);
+    cr_assert(first->has_history, "five closed deals, four won");
+    double rate = first->history_rate;
+    cr_expect_eq(scorer_org(s, pg)->history_rate, rate);
+    cr_expect_eq(scorer_stats(s).prior_fits, 1, "the same closed deals are not fitted again");
+
+    static const char *const lost[][3] = {{"H6", "lost", "proposal"}};
+    dst_seed_closed_deals(&S, lost, 1);
+    const scorer_org_t *refit = scorer_org(s, pg);
+    cr_expect_eq(scorer_stats(s).prior_fits, 2);
+    cr_expect_lt(refit->history_rate, rate, "the lost deal lowers the org's win rate");
+    scorer_destroy(s);
+    ds_pg_destroy(pg);
+}
+
 static char *token_sub(const char *sub, const char *org, const char *extra_claims, long exp_offset) {
     char *claims = pgt_fmt("{\"sub\":\"%s\",\"role\":\"authenticated\","
                            "\"aud\":\"authenticated\",\"iat\":%ld,\"exp\":%ld,"
