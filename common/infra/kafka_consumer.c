@@ -302,23 +302,23 @@ bool ds_consumer_assigned(const ds_consumer_t *c) { return atomic_load(&c->assig
 rd_kafka_t *ds_consumer_handle(ds_consumer_t *c) { return c->rk; }
 
 /* librdkafka before 2.2.1 (Debian 12 has 2.0.2) aborts in rd_kafka_destroy
- * when a cooperative-sticky member is closed after its JoinGroup and before
- * its first SyncGroup answer ("assignor_state", librdkafka issue 4312): a
- * worker stopped while it joins the group. The first answer always runs
- * rebalance_cb, with an empty assignment too, so a member that has joined
- * and seen no rebalance polls until it does, for at most JOIN_WAIT_US. What
- * it polls meanwhile is dropped unstored, so it is delivered again. */
+ * when a cooperative-sticky member is closed after its JoinGroup answer
+ * (which chooses the assignor: the rebalance protocol is no longer "NONE")
+ * and before its first SyncGroup answer ("assignor_state", librdkafka
+ * issue 4312): a worker stopped while it joins the group. The first
+ * SyncGroup answer always runs rebalance_cb, with an empty assignment too,
+ * so a member in that window polls until it does, for at most
+ * JOIN_WAIT_US. What it polls meanwhile is dropped unstored, so it is
+ * delivered again. */
 #define JOIN_WAIT_US (10 * 1000000LL)
 
-static bool joined(ds_consumer_t *c) {
-    char *member = rd_kafka_memberid(c->rk);
-    bool yes = member && member[0];
-    rd_kafka_mem_free(c->rk, member);
-    return yes;
+static bool assignor_chosen(ds_consumer_t *c) {
+    const char *protocol = rd_kafka_rebalance_protocol(c->rk);
+    return protocol && strcmp(protocol, "NONE") != 0;
 }
 
 static void await_first_rebalance(ds_consumer_t *c) {
-    if (atomic_load(&c->rebalances) > 0 || !joined(c)) return;
+    if (atomic_load(&c->rebalances) > 0 || !assignor_chosen(c)) return;
     ds_info("waiting for the kafka group's first assignment before closing");
     int64_t deadline = ds_mono_us() + JOIN_WAIT_US;
     while (atomic_load(&c->rebalances) == 0 && ds_mono_us() < deadline) {
