@@ -145,6 +145,15 @@ static char *insert_opportunity(PGconn *db, const char *ext) {
     return pgt_valuef(db, "select id from opportunities where external_id = '%s'", ext);
 }
 
+/* A connection to the worker's database for the store's own calls. */
+static ds_pg_t *connect_store(void) {
+    ds_pg_t *pg = NULL;
+    char err[512];
+    cr_assert_eq(ds_pg_new(&pg, T.db.conninfo, "test", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(ds_pg_ensure(pg, 5000, NULL, err, sizeof err), 0, "%s", err);
+    return pg;
+}
+
 Test(feature, replayed_event_gives_the_same_snapshot_and_no_duplicate) {
     PGconn *db = pgt_connect_db(&T.db);
     char *opp = insert_opportunity(db, "OPP-R");
@@ -608,10 +617,8 @@ Test(feature, org_context_reads_the_engagement_of_closed_deals) {
               " ('%s', '%s', 'OPP-E', 'I-E3', 'email', '2026-01-06T10:00:00Z', 'sent'),"
               " ('%s', '%s', 'OPP-E', 'I-E4', 'phone', '2026-01-07T10:00:00Z', 'connected')",
               T.org_id, opp, T.org_id, opp, T.org_id, opp, T.org_id, opp);
-    ds_pg_t *pg = NULL;
+    ds_pg_t *pg = connect_store();
     char err[512];
-    cr_assert_eq(ds_pg_new(&pg, T.db.conninfo, "test", err, sizeof err), 0, "%s", err);
-    cr_assert_eq(ds_pg_ensure(pg, 5000, NULL, err, sizeof err), 0, "%s", err);
     ds_org_cache_t *cache = ds_org_cache_new(0);
     const ds_org_ctx_t *ctx = NULL;
     cr_assert_eq(ds_org_cache_get(cache, pg, T.org_id, &ctx, err, sizeof err), 0, "%s", err);
@@ -638,10 +645,8 @@ Test(feature, refreshing_org_cache_serves_the_stale_context_until_reloaded) {
                          " closed_at, outcome) values ('%s', '%s', 'owner-r', 'closed_lost',"
                          " '2026-01-01T00:00:00Z', '2026-01-08T00:00:00Z', 'lost')";
     pgt_execf(db, insert, T.org_id, "OPP-R1");
-    ds_pg_t *pg = NULL;
+    ds_pg_t *pg = connect_store();
     char err[512];
-    cr_assert_eq(ds_pg_new(&pg, T.db.conninfo, "test", err, sizeof err), 0, "%s", err);
-    cr_assert_eq(ds_pg_ensure(pg, 5000, NULL, err, sizeof err), 0, "%s", err);
     ds_org_cache_t *cache = ds_org_cache_new_refreshing(0, T.db.conninfo);
     int64_t after = 1768000000LL * 1000000; /* 2026-01-09 */
     const ds_org_ctx_t *first = NULL, *ctx = NULL;
@@ -674,10 +679,8 @@ Test(feature, loader_pipeline_reports_errors_and_stays_usable) {
               "'2026-01-05T00:00:00Z',"
               " 30, 'held')",
               T.org_id, opp);
-    ds_pg_t *pg = NULL;
+    ds_pg_t *pg = connect_store();
     char err[512];
-    cr_assert_eq(ds_pg_new(&pg, T.db.conninfo, "test", err, sizeof err), 0, "%s", err);
-    cr_assert_eq(ds_pg_ensure(pg, 5000, NULL, err, sizeof err), 0, "%s", err);
     ds_opp_batch_t *b = NULL;
     const char *bad[] = {"not-a-uuid"};
     cr_expect_eq(ds_opp_batch_load(pg, bad, 1, &b, err, sizeof err), DS_EFATAL);
@@ -785,10 +788,8 @@ Test(feature, loader_reads_the_contact_each_interaction_names) {
               " ('%s', '%s', 'OPP-K', 'I-K3', 'phone', '2026-01-04T00:00:00Z', '{\"contact\": \"Bo\"}'),"
               " ('%s', '%s', 'OPP-K', 'I-K4', 'phone', '2026-01-05T00:00:00Z', '{\"subject\": \"Hi\"}')",
               T.org_id, opp, T.org_id, opp, T.org_id, opp, T.org_id, opp);
-    ds_pg_t *pg = NULL;
+    ds_pg_t *pg = connect_store();
     char err[512];
-    cr_assert_eq(ds_pg_new(&pg, T.db.conninfo, "test", err, sizeof err), 0, "%s", err);
-    cr_assert_eq(ds_pg_ensure(pg, 5000, NULL, err, sizeof err), 0, "%s", err);
     const char *ids[] = {opp};
     const char *want[] = {"ana@acme.test", "c-7", "Bo", NULL};
     for (int round = 0; round < 2; round++) {
