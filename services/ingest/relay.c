@@ -160,24 +160,26 @@ static int delete_delivered(ingest_t *in, ds_pg_t *pg, const relay_msg_t *msgs, 
     return result;
 }
 
-/* Moves the cursor over the n rows of a read above its floor. */
-static void advance_cursor(relay_cursor_t *cur, const relay_msg_t *msgs, int n) {
+/* Moves the cursor over the n rows of a read above its floor, whose
+ * snapshot had xmax. */
+static void advance_cursor(relay_cursor_t *cur, const relay_msg_t *msgs, int n, long long xmax) {
     long long *ids = ds_calloc((size_t)n, sizeof *ids);
     bool *published = ds_calloc((size_t)n, sizeof *published);
     for (int i = 0; i < n; i++) {
         ids[i] = msgs[i].id;
         published[i] = msgs[i].state == 1;
     }
-    relay_cursor_advance(cur, ids, published, n, ds_mono_us());
+    relay_cursor_advance(cur, ids, published, n, ds_mono_us(), xmax);
     free(ids);
     free(published);
 }
 
 /* Publishes one batch of the unsent rows with ids in [lo, hi], and moves
- * cur (when not NULL) over them. Returns the number published, 0 when
- * there was nothing to do, or a negative DS_E code. */
+ * cur (when not NULL) over them; *drained (when not NULL) says whether it
+ * read fewer rows than a batch and published them all. Returns the number
+ * published, 0 when there was nothing to do, or a negative DS_E code. */
 static int relay_range(ingest_t *in, ds_pg_t *pg, const char *topic, long long lo, long long hi,
-                       relay_cursor_t *cur) {
+                       relay_cursor_t *cur, bool *drained) {
     char err[512];
     PGresult *res = NULL;
     char lim[16], los[24], his[24];
@@ -198,7 +200,8 @@ static int relay_range(ingest_t *in, ds_pg_t *pg, const char *topic, long long l
                                " coalesce(source_hash, headers ->> 'source_hash', ''),"
                                " coalesce(traceparent, headers ->> 'traceparent', ''),"
                                " (extract(epoch from created_at) * 1000000)::int8,"
-                               " coalesce(headers ->> 'event_id', ''), sent_at is not null"
+                               " coalesce(headers ->> 'event_id', ''), sent_at is not null,"
+                               " pg_snapshot_xmax(pg_current_snapshot())::text::int8"
                                " from dealscore_internal.outbox where id between $2::int8 and $3::int8"
                                " order by id limit $1::int",
                                3, v, NULL, NULL, &res, err, sizeof err);
@@ -207,6 +210,7 @@ static int relay_range(ingest_t *in, ds_pg_t *pg, const char *topic, long long l
         return rc;
     }
     int n = PQntuples(res);
+    if (drained) *drained = n == 0;
     if (n == 0) {
         PQclear(res);
         return 0;
@@ -214,6 +218,7 @@ static int relay_range(ingest_t *in, ds_pg_t *pg, const char *topic, long long l
     relay_msg_t *msgs = ds_calloc((size_t)n, sizeof *msgs);
     int sent = 0;
     int64_t oldest_us = atoll(PQgetvalue(res, 0, 9));
+    long long xmax = atoll(PQgetvalue(res, 0, 12));
     for (int i = 0; i < n; i++) {
         msgs[i].id = atoll(PQgetvalue(res, i, 0));
         if (PQgetvalue(res, i, 11)[0] == 't') {
@@ -232,9 +237,44 @@ static int relay_range(ingest_t *in, ds_pg_t *pg, const char *topic, long long l
     PQclear(res);
     await_deliveries(in, msgs, sent);
     int result = delete_delivered(in, pg, msgs, sent, oldest_us);
-    if (result >= 0 && cur) advance_cursor(cur, msgs, n);
+    if (result >= 0 && cur) advance_cursor(cur, msgs, n, xmax);
+    if (drained) *drained = n < in->relay_batch && result == n;
     free(msgs);
     return result;
+}
+
+/* The oldest transaction still running (a snapshot's xmin) in *xmin. */
+static int snapshot_xmin(ds_pg_t *pg, long long *xmin) {
+    char err[512];
+    PGresult *res = NULL;
+    int rc =
+        ds_pg_exec(pg, "select pg_snapshot_xmin(pg_current_snapshot())::text::int8", &res, err, sizeof err);
+    if (rc != 0) {
+        ds_warn("relay could not read the snapshot xmin: %s", err);
+        return rc;
+    }
+    *xmin = atoll(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return DS_OK;
+}
+
+/* Publishes one batch of the rows below the cursor's floor, and ends
+ * these reads when no row can appear there any more (relay_cursor.h).
+ * The xmin is read first, so the read sees every row committed by the
+ * transactions that had ended by then. */
+static int relay_below(ingest_t *in, ds_pg_t *pg, const char *topic, relay_cursor_t *cur) {
+    long long xmin = 0;
+    int rc = snapshot_xmin(pg, &xmin);
+    if (rc != 0) return rc;
+    bool drained = false;
+    int below = relay_range(in, pg, topic, LLONG_MIN, cur->floor, NULL, &drained);
+    if (below < 0) return below;
+    ds_metric_add(ds_metrics_counter(in->svc->metrics, "relay_rescans_total",
+                                     "Outbox reads below the floor, for rows committed in a gap passed over",
+                                     NULL),
+                  1);
+    relay_cursor_rescanned(cur, xmin, drained);
+    return below;
 }
 
 /* Publishes one batch of unsent rows above the cursor's floor, and those
@@ -243,10 +283,13 @@ static int relay_range(ingest_t *in, ds_pg_t *pg, const char *topic, long long l
 static int relay_once(ingest_t *in, ds_pg_t *pg, const char *topic, relay_cursor_t *cur) {
     int below = 0;
     if (relay_cursor_rescan_due(cur, ds_mono_us())) {
-        below = relay_range(in, pg, topic, LLONG_MIN, cur->floor, NULL);
+        below = relay_below(in, pg, topic, cur);
         if (below < 0) return below;
     }
-    int above = relay_range(in, pg, topic, cur->floor + 1, LLONG_MAX, cur);
+    int above = relay_range(in, pg, topic, cur->floor + 1, LLONG_MAX, cur, NULL);
+    ds_metric_set(ds_metrics_gauge(in->svc->metrics, "relay_rescanning",
+                                   "1 while rows may still commit below the relay's floor, else 0", NULL),
+                  cur->passed_gap ? 1 : 0);
     return above < 0 ? above : below + above;
 }
 

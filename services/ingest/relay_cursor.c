@@ -7,8 +7,12 @@ bool relay_cursor_rescan_due(relay_cursor_t *cur, int64_t now_us) {
     return true;
 }
 
+void relay_cursor_rescanned(relay_cursor_t *cur, long long xmin, bool drained) {
+    if (drained && xmin >= cur->gap_xmax) cur->passed_gap = false;
+}
+
 void relay_cursor_advance(relay_cursor_t *cur, const long long *ids, const bool *published, int n,
-                          int64_t now_us) {
+                          int64_t now_us, long long snapshot_xmax) {
     /* Over the ids that follow the floor without a gap, published. */
     int i = 0;
     while (i < n && published[i] && ids[i] == cur->floor + 1) cur->floor = ids[i++];
@@ -26,5 +30,6 @@ void relay_cursor_advance(relay_cursor_t *cur, const long long *ids, const bool 
     /* The gap stayed open: pass over it, up to the first row not published. */
     while (i < n && published[i]) cur->floor = ids[i++];
     cur->passed_gap = true;
+    if (snapshot_xmax > cur->gap_xmax) cur->gap_xmax = snapshot_xmax;
     cur->gap_since_us = 0;
 }

@@ -279,17 +279,13 @@ static char *consume_source(ds_consumer_t *c) {
     return source;
 }
 
-/* A writer that took its outbox id before the webhooks' rows but commits
- * after them (another replica, an import) leaves its row below those the
- * relay published and removed. The relay reads above what it published
- * (services/ingest/relay_cursor.h) and, the gap held open longer than
- * RELAY_CURSOR_GAP_US, passes over it: the row is published all the same
- * once it commits. */
-Test(ingest, relay_publishes_a_row_committed_below_those_it_published) {
-    ds_consumer_t *c = dst_consumer(&T, "opportunity.changed");
+/* Has the relay pass over a gap that late holds open: late inserts an
+ * outbox row and keeps its transaction open while the webhooks' rows after
+ * it are published, the gap older than RELAY_CURSOR_GAP_US when the relay
+ * reads past it again. Returns OPP-1's id, which the test frees. */
+static char *pass_over_a_gap(ds_consumer_t *c, PGconn *late) {
     expect_accept("/v1/opportunities", OPP1, 1, 0, 1);
     free(consume_source(c));
-    PGconn *late = pgt_connect_db(&T.db);
     char *opp = pgt_valuef(late, "select id from opportunities where external_id = 'OPP-1'");
     pgt_execf(late, "begin");
     pgt_execf(late,
@@ -307,11 +303,44 @@ Test(ingest, relay_publishes_a_row_committed_below_those_it_published) {
     source = consume_source(c);
     cr_expect_str_eq(source, "webhook");
     free(source);
+    return opp;
+}
+
+/* A writer that took its outbox id before the webhooks' rows but commits
+ * after them (another replica, an import) leaves its row below those the
+ * relay published and removed. The relay reads above what it published
+ * (services/ingest/relay_cursor.h) and, the gap held open longer than
+ * RELAY_CURSOR_GAP_US, passes over it: the row is published all the same
+ * once it commits. */
+Test(ingest, relay_publishes_a_row_committed_below_those_it_published) {
+    ds_consumer_t *c = dst_consumer(&T, "opportunity.changed");
+    PGconn *late = pgt_connect_db(&T.db);
+    char *opp = pass_over_a_gap(c, late);
     pgt_execf(late, "commit");
-    source = consume_source(c);
+    char *source = consume_source(c);
     cr_expect_str_eq(source, "late");
     free(source);
     cr_expect_eq(dst_wait_count(&T, "select count(*) from dealscore_internal.outbox", 0, 10000), 0);
+    free(opp);
+    PQfinish(late);
+    ds_consumer_destroy(c);
+}
+
+/* The relay reads below its floor while the transaction that held the gap
+ * open runs, and stops once it ended and its row was published: nothing
+ * can commit there any more (relay_cursor.h). */
+Test(ingest, relay_stops_reading_below_its_floor_once_the_gap_cannot_fill) {
+    ds_consumer_t *c = dst_consumer(&T, "opportunity.changed");
+    PGconn *late = pgt_connect_db(&T.db);
+    char *opp = pass_over_a_gap(c, late);
+    dst_wait_metric(&T, "dealscore_relay_rescans_total", 1);
+    cr_expect_eq(dst_metric(&T, "dealscore_relay_rescanning"), 1, "late's row may still commit");
+    pgt_execf(late, "commit");
+    char *source = consume_source(c);
+    cr_expect_str_eq(source, "late");
+    free(source);
+    cr_expect_eq(dst_wait_metric_eq(&T, "dealscore_relay_rescanning", 0, 10000), 0,
+                 "the relay still reads below its floor");
     free(opp);
     PQfinish(late);
     ds_consumer_destroy(c);
