@@ -30,7 +30,7 @@ ds_ttlcache_t *ds_ttlcache_new(int ttl_ms, ds_ttlcache_free_fn free_value) {
 
 void ds_ttlcache_clear(ds_ttlcache_t *c) {
     for (size_t i = 0; i < c->n; i++) {
-        if (c->free_value) c->free_value(c->v[i].value);
+        if (c->free_value && c->v[i].value) c->free_value(c->v[i].value);
         free(c->v[i].key);
     }
     c->n = 0;
@@ -69,12 +69,19 @@ void ds_ttlcache_put(ds_ttlcache_t *c, const char *key, void *value, int64_t now
         e = &c->v[c->n];
         *e = (entry_t){.key = ds_strdup(key)};
         ds_strindex_add(&c->index, e->key, (int)c->n++);
-    } else if (e->value != value && c->free_value) {
+    } else if (e->value != value && e->value && c->free_value) {
         c->free_value(e->value);
     }
     e->value = value;
     e->put_us = now_us;
     e->stale = false;
+}
+
+void ds_ttlcache_forget(ds_ttlcache_t *c, const char *key) {
+    entry_t *e = find(c, key);
+    if (!e) return;
+    if (e->value && c->free_value) c->free_value(e->value);
+    e->value = NULL;
 }
 
 void ds_ttlcache_invalidate(ds_ttlcache_t *c, const char *key) {

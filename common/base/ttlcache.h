@@ -25,6 +25,8 @@ void *ds_ttlcache_peek(const ds_ttlcache_t *c, const char *key);
 /* Makes value key's value, fresh from now_us; the previous one is freed
  * unless it is value itself (a refresh that keeps it). */
 void ds_ttlcache_put(ds_ttlcache_t *c, const char *key, void *value, int64_t now_us);
+/* Frees key's value: get and peek give NULL until the next put. */
+void ds_ttlcache_forget(ds_ttlcache_t *c, const char *key);
 /* Makes key's value stale (NULL: every value); peek still gives it. */
 void ds_ttlcache_invalidate(ds_ttlcache_t *c, const char *key);
 /* Frees every value: the cache is empty after. */

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,37 +13,17 @@
 #include "base/common.h"
 #include "base/log.h"
 #include "base/strindex.h"
-#include "base/ttlcache.h"
+#include "store/refresh_cache.h"
 
 #define US(col) "(extract(epoch from " col ") * 1000000)::bigint"
 
 /* ---- org cache ------------------------------------------------------------ */
 
-/* An org to reload on the refresher's thread, then its reloaded context
- * (NULL: the reload failed) until the org's next ds_org_cache_get. */
-typedef struct reload_s {
-    char org_id[37];
-    ds_org_ctx_t *ctx;
-    struct reload_s *next;
-} reload_t;
-
 struct ds_org_cache_s {
-    ds_ttlcache_t *orgs; /* org id -> ds_org_ctx_t; the caller's thread only */
-    /* The refresher (ds_org_cache_new_refreshing); mu guards what follows it. */
-    bool refreshing;
-    pthread_t thread;
-    ds_pg_t *pg; /* the refresher's own connection */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    reload_t *asked;   /* orgs to reload, oldest first */
-    reload_t *loading; /* the org being reloaded */
-    reload_t *done;    /* reloads awaiting their org's next get */
-    bool stop;
+    ds_refresh_cache_t *orgs; /* org id -> ds_org_ctx_t */
 };
 
-/* Frees a ds_org_ctx_t (the cache's free callback). */
-static void org_ctx_free(void *p) {
-    ds_org_ctx_t *o = p;
+void ds_org_ctx_destroy(ds_org_ctx_t *o) {
     if (!o) return;
     ds_winrate_ctx_destroy(o->winrate);
     if (o->lexicon_owned) ds_meddicc_lexicon_destroy((ds_meddicc_lexicon_t *)o->lexicon);
@@ -52,46 +31,53 @@ static void org_ctx_free(void *p) {
     free(o);
 }
 
+/* The cache's free callback. */
+static void org_ctx_free(void *p) { ds_org_ctx_destroy(p); }
+
+/* The cache's load callback: the whole context. */
+static int org_ctx_load(ds_pg_t *pg, const char *org_id, void *ud, void **out, char *errstr, size_t errsz) {
+    (void)ud;
+    ds_org_ctx_t *o = NULL;
+    int rc = ds_org_ctx_load(pg, org_id, true, &o, errstr, errsz);
+    *out = o;
+    return rc;
+}
+
+static ds_refresh_def_t org_cache_def(int ttl_ms) {
+    return (ds_refresh_def_t){
+        .ttl_ms = ttl_ms, .load = org_ctx_load, .free_value = org_ctx_free, .what = "context"};
+}
+
 ds_org_cache_t *ds_org_cache_new(int ttl_ms) {
     ds_org_cache_t *c = ds_calloc(1, sizeof *c);
-    c->orgs = ds_ttlcache_new(ttl_ms, org_ctx_free);
+    ds_refresh_def_t def = org_cache_def(ttl_ms);
+    c->orgs = ds_refresh_cache_new(&def);
     return c;
 }
 
-static void reloads_free(reload_t *r) {
-    while (r) {
-        reload_t *next = r->next;
-        org_ctx_free(r->ctx);
-        free(r);
-        r = next;
-    }
+ds_org_cache_t *ds_org_cache_new_refreshing(int ttl_ms, const char *url) {
+    ds_org_cache_t *c = ds_calloc(1, sizeof *c);
+    ds_refresh_def_t def = org_cache_def(ttl_ms);
+    c->orgs = ds_refresh_cache_new_refreshing(&def, url, "dealscore-org-context");
+    return c;
 }
 
-void ds_org_cache_clear(ds_org_cache_t *c) {
-    ds_ttlcache_clear(c->orgs);
-    if (!c->refreshing) return;
-    pthread_mutex_lock(&c->mu);
-    reloads_free(c->done);
-    c->done = NULL;
-    pthread_mutex_unlock(&c->mu);
-}
+void ds_org_cache_clear(ds_org_cache_t *c) { ds_refresh_cache_invalidate(c->orgs, NULL); }
+
+void ds_org_cache_await_refreshes(ds_org_cache_t *c) { ds_refresh_cache_await_refreshes(c->orgs); }
 
 void ds_org_cache_destroy(ds_org_cache_t *c) {
     if (!c) return;
-    if (c->refreshing) {
-        pthread_mutex_lock(&c->mu);
-        c->stop = true;
-        pthread_cond_broadcast(&c->cv);
-        pthread_mutex_unlock(&c->mu);
-        pthread_join(c->thread, NULL);
-        reloads_free(c->asked);
-        reloads_free(c->done);
-        ds_pg_destroy(c->pg);
-        pthread_cond_destroy(&c->cv);
-        pthread_mutex_destroy(&c->mu);
-    }
-    ds_ttlcache_destroy(c->orgs);
+    ds_refresh_cache_destroy(c->orgs);
     free(c);
+}
+
+int ds_org_cache_get(ds_org_cache_t *c, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t **out,
+                     char *errstr, size_t errstr_size) {
+    void *o = NULL;
+    int rc = ds_refresh_cache_get(c->orgs, pg, org_id, &o, errstr, errstr_size);
+    if (rc == 0) *out = o;
+    return rc;
 }
 
 static int64_t col_i64(const PGresult *r, int row, int col, int64_t none) {
@@ -197,7 +183,8 @@ static void add_closed_activity(ds_closed_deal_t *deals, PGresult *r, PGresult *
     }
 }
 
-static int load_org(ds_pg_t *pg, const char *org_id, ds_org_ctx_t **out, char *errstr, size_t errsz) {
+/* The org's closed deals into o->winrate. */
+static int load_closed(ds_pg_t *pg, const char *org_id, ds_org_ctx_t *o, char *errstr, size_t errsz) {
     const char *v[] = {org_id};
     PGresult *r = NULL;
     int rc = ds_pg_exec_params(pg, closed_deals_sql, 1, v, NULL, NULL, &r, errstr, errsz);
@@ -208,8 +195,6 @@ static int load_org(ds_pg_t *pg, const char *org_id, ds_org_ctx_t **out, char *e
         PQclear(r);
         return rc;
     }
-    ds_org_ctx_t *o = ds_calloc(1, sizeof *o);
-    snprintf(o->org_id, sizeof o->org_id, "%s", org_id);
     int nd = PQntuples(r);
     ds_closed_deal_t *deals = ds_calloc((size_t)nd + 1, sizeof *deals);
     for (int i = 0; i < nd; i++) {
@@ -229,16 +214,19 @@ static int load_org(ds_pg_t *pg, const char *org_id, ds_org_ctx_t **out, char *e
     ds_winrate_ctx_new(deals, (size_t)nd, DS_WINRATE_SMOOTHING, &o->winrate);
     free(deals);
     PQclear(r);
+    return DS_OK;
+}
 
-    rc = ds_pg_exec_params(
+/* The org's MEDDICC lexicon into o (the default when it has no rows). */
+static int load_lexicon(ds_pg_t *pg, const char *org_id, ds_org_ctx_t *o, char *errstr, size_t errsz) {
+    const char *v[] = {org_id};
+    PGresult *r = NULL;
+    int rc = ds_pg_exec_params(
         pg,
         "select element, phrase, weight = 0 from public.meddicc_lexicon"
         " where org_id is null or org_id = $1::uuid order by org_id nulls first, element, phrase",
         1, v, NULL, NULL, &r, errstr, errsz);
-    if (rc != 0) {
-        org_ctx_free(o);
-        return rc;
-    }
+    if (rc != 0) return rc;
     int nl = PQntuples(r);
     o->lexicon = ds_meddicc_lexicon_default();
     if (nl > 0) {
@@ -259,14 +247,17 @@ static int load_org(ds_pg_t *pg, const char *org_id, ds_org_ctx_t **out, char *e
         free(rows);
     }
     PQclear(r);
+    return DS_OK;
+}
 
-    rc = ds_pg_exec_params(
+/* The org's stage order into o->stages. */
+static int load_stages(ds_pg_t *pg, const char *org_id, ds_org_ctx_t *o, char *errstr, size_t errsz) {
+    const char *v[] = {org_id};
+    PGresult *r = NULL;
+    int rc = ds_pg_exec_params(
         pg, "select settings->'stage_order', settings->'stage_outcome' from public.orgs where id = $1::uuid",
         1, v, NULL, NULL, &r, errstr, errsz);
-    if (rc != 0) {
-        org_ctx_free(o);
-        return rc;
-    }
+    if (rc != 0) return rc;
     json_t *order = NULL, *outcomes = NULL;
     if (PQntuples(r) == 1) {
         if (!PQgetisnull(r, 0, 0)) order = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
@@ -276,113 +267,20 @@ static int load_org(ds_pg_t *pg, const char *org_id, ds_org_ctx_t **out, char *e
     o->stages = build_stages(order, outcomes);
     json_decref(order);
     json_decref(outcomes);
-    *out = o;
     return DS_OK;
 }
 
-/* ---- the refresher ---------------------------------------------------------- */
-
-/* Reloads the orgs asked for, one at a time, on its own connection. */
-static void *refresher_main(void *arg) {
-    ds_org_cache_t *c = arg;
-    char err[512];
-    pthread_mutex_lock(&c->mu);
-    for (;;) {
-        while (!c->stop && !c->asked) pthread_cond_wait(&c->cv, &c->mu);
-        if (c->stop) break;
-        reload_t *r = c->asked;
-        c->asked = r->next;
-        c->loading = r;
-        pthread_mutex_unlock(&c->mu);
-        int rc = ds_pg_ensure(c->pg, 0, NULL, err, sizeof err);
-        if (rc == 0) rc = load_org(c->pg, r->org_id, &r->ctx, err, sizeof err);
-        if (rc != 0) {
-            ds_warn("org %s: could not reload its context (keeping the one it has): %s", r->org_id, err);
-            if (!ds_pg_is_connected(c->pg)) ds_pg_reset(c->pg);
-        }
-        pthread_mutex_lock(&c->mu);
-        r->next = c->done;
-        c->done = r;
-        c->loading = NULL;
-        pthread_cond_broadcast(&c->cv);
+int ds_org_ctx_load(ds_pg_t *pg, const char *org_id, bool with_closed, ds_org_ctx_t **out, char *errstr,
+                    size_t errstr_size) {
+    ds_org_ctx_t *o = ds_calloc(1, sizeof *o);
+    snprintf(o->org_id, sizeof o->org_id, "%s", org_id);
+    int rc = with_closed ? load_closed(pg, org_id, o, errstr, errstr_size) : DS_OK;
+    if (rc == 0) rc = load_lexicon(pg, org_id, o, errstr, errstr_size);
+    if (rc == 0) rc = load_stages(pg, org_id, o, errstr, errstr_size);
+    if (rc != 0) {
+        ds_org_ctx_destroy(o);
+        return rc;
     }
-    pthread_mutex_unlock(&c->mu);
-    return NULL;
-}
-
-ds_org_cache_t *ds_org_cache_new_refreshing(int ttl_ms, const char *url) {
-    ds_org_cache_t *c = ds_org_cache_new(ttl_ms);
-    char err[256];
-    if (ds_pg_new(&c->pg, url, "dealscore-org-context", err, sizeof err) != 0)
-        ds_panic("database url rejected after validation: %s", err);
-    pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
-    c->refreshing = true;
-    if (pthread_create(&c->thread, NULL, refresher_main, c) != 0)
-        ds_panic("could not start the org refresher");
-    return c;
-}
-
-void ds_org_cache_await_refreshes(ds_org_cache_t *c) {
-    if (!c->refreshing) return;
-    pthread_mutex_lock(&c->mu);
-    while (c->asked || c->loading) pthread_cond_wait(&c->cv, &c->mu);
-    pthread_mutex_unlock(&c->mu);
-}
-
-static reload_t *find_reload(reload_t *r, const char *org_id) {
-    while (r && strcmp(r->org_id, org_id) != 0) r = r->next;
-    return r;
-}
-
-/* Asks the refresher for org_id unless it was asked already. */
-static void ask_reload(ds_org_cache_t *c, const char *org_id) {
-    pthread_mutex_lock(&c->mu);
-    if (!find_reload(c->asked, org_id) && !find_reload(c->loading, org_id) && !find_reload(c->done, org_id)) {
-        reload_t *r = ds_calloc(1, sizeof *r);
-        snprintf(r->org_id, sizeof r->org_id, "%s", org_id);
-        reload_t **tail = &c->asked;
-        while (*tail) tail = &(*tail)->next;
-        *tail = r;
-        pthread_cond_signal(&c->cv);
-    }
-    pthread_mutex_unlock(&c->mu);
-}
-
-/* Puts org_id's reloaded context, if the refresher has one, into the cache
- * (after a failed reload, the context it has, fresh for another ttl). */
-static void take_reload(ds_org_cache_t *c, const char *org_id, int64_t now_us) {
-    pthread_mutex_lock(&c->mu);
-    reload_t **p = &c->done;
-    while (*p && strcmp((*p)->org_id, org_id) != 0) p = &(*p)->next;
-    reload_t *r = *p;
-    if (r) *p = r->next;
-    pthread_mutex_unlock(&c->mu);
-    if (!r) return;
-    void *ctx = r->ctx ? r->ctx : ds_ttlcache_peek(c->orgs, org_id);
-    if (ctx) ds_ttlcache_put(c->orgs, org_id, ctx, now_us);
-    free(r);
-}
-
-int ds_org_cache_get(ds_org_cache_t *c, ds_pg_t *pg, const char *org_id, const ds_org_ctx_t **out,
-                     char *errstr, size_t errstr_size) {
-    int64_t now = ds_mono_us();
-    if (c->refreshing) take_reload(c, org_id, now);
-    const ds_org_ctx_t *cached = ds_ttlcache_get(c->orgs, org_id, now);
-    if (cached) {
-        *out = cached;
-        return DS_OK;
-    }
-    const ds_org_ctx_t *stale = c->refreshing ? ds_ttlcache_peek(c->orgs, org_id) : NULL;
-    if (stale) {
-        ask_reload(c, org_id);
-        *out = stale;
-        return DS_OK;
-    }
-    ds_org_ctx_t *o = NULL;
-    int rc = load_org(pg, org_id, &o, errstr, errstr_size);
-    if (rc != 0) return rc;
-    ds_ttlcache_put(c->orgs, org_id, o, ds_mono_us());
     *out = o;
     return DS_OK;
 }

@@ -24,6 +24,15 @@ typedef struct {
     bool lexicon_owned;
 } ds_org_ctx_t;
 
+/* Loads org_id's context on pg, uncached: with its closed deals when
+ * with_closed, else winrate is NULL (the lexicon and stage order alone, a
+ * few rows). Returns 0 and *out (free with ds_org_ctx_destroy), or a pg
+ * error class (DS_ERETRY, DS_EFATAL) with errstr. */
+int ds_org_ctx_load(ds_pg_t *pg, const char *org_id, bool with_closed, ds_org_ctx_t **out, char *errstr,
+                    size_t errstr_size);
+/* Does nothing with NULL. */
+void ds_org_ctx_destroy(ds_org_ctx_t *o);
+
 typedef struct ds_org_cache_s ds_org_cache_t;
 
 /* A cache of org contexts refreshed after ttl_ms (closed deals change as
@@ -32,11 +41,12 @@ typedef struct ds_org_cache_s ds_org_cache_t;
 ds_org_cache_t *ds_org_cache_new(int ttl_ms);
 void ds_org_cache_destroy(ds_org_cache_t *c);
 /* A cache that reloads a stale org on a thread of its own, with its own
- * connection to url, and serves the stale context until the reload is done:
- * the caller's loop never waits for a reload, whose closed-deal counts grow
- * with the org (44 ms for the demo's 1,331 closed deals). Only a missing org
- * is loaded on the caller's connection. A failed reload keeps the context
- * the org has for another ttl_ms. For the workers. */
+ * connection to url, and serves the stale context until the reload is done
+ * (refresh_cache.h): the caller's loop never waits for a reload, whose
+ * closed-deal counts grow with the org (44 ms for the demo's 1,331 closed
+ * deals). Only a missing org is loaded on the caller's connection. A
+ * failed reload keeps the context the org has for another ttl_ms. For the
+ * workers. */
 ds_org_cache_t *ds_org_cache_new_refreshing(int ttl_ms, const char *url);
 /* Returns the org's context in *out (valid until the next call for the
  * same org or destroy), loading it when missing or stale (a refreshing

@@ -90,3 +90,24 @@ Test(ttlcache, many_orgs) {
     cr_expect_eq(ds_ttlcache_get(c, keys[N - 1], 1000), &v[N - 1], "put at 299 us: fresh at 1000");
     ds_ttlcache_destroy(c);
 }
+
+/* A forgotten key's value is freed at once and neither get nor peek gives
+ * it; the next put stores a value again, and clear frees only that one. */
+Test(ttlcache, forget_frees_the_value_and_hides_the_key) {
+    static int vals[] = {1, 2};
+    nfreed = 0;
+    ds_ttlcache_t *c = ds_ttlcache_new(60000, record_free);
+    ds_ttlcache_put(c, "org-a", &vals[0], 0);
+    ds_ttlcache_forget(c, "org-a");
+    ds_ttlcache_forget(c, "org-unknown");
+    cr_expect_eq(nfreed, 1);
+    cr_expect_eq(freed[0], 1);
+    cr_expect_null(ds_ttlcache_get(c, "org-a", 1));
+    cr_expect_null(ds_ttlcache_peek(c, "org-a"));
+    ds_ttlcache_put(c, "org-a", &vals[1], 2);
+    cr_expect_eq(nfreed, 1, "no value to free under the forgotten key");
+    cr_expect_eq(ds_ttlcache_get(c, "org-a", 2), &vals[1]);
+    ds_ttlcache_destroy(c);
+    cr_expect_eq(nfreed, 2);
+    cr_expect_eq(freed[1], 2);
+}
