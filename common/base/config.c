@@ -117,6 +117,9 @@ static const cfg_entry_t entries[] = {
     {"DEALSCORE_PRIOR_MIN_CLOSED", T_INT, DS_SVC_SCORING, 1, 1000000, "20", OFF(prior_min_closed),
      "closed deals (won and lost among them) before an org without a model scores with its own stage win "
      "rates (prior:history) rather than the CRM's probability or the stage ladder"},
+    {"DEALSCORE_RISK_TTL_S", T_INT, DS_SVC_SCORING, 1, 86400, "600", OFF(risk_ttl_s),
+     "seconds the scoring worker keeps an org's risk rules and won-deal thresholds before reloading them "
+     "(off its loop, scoring with the old ones meanwhile)"},
     {"DEALSCORE_BENCH_MONTHS", T_INT, DS_SVC_BENCHMARK, 1, 120, "12", OFF(bench_months),
      "cohort window: deals closed in the last N months"},
     {"DEALSCORE_BENCH_MIN_WON", T_INT, DS_SVC_BENCHMARK, 1, 100000, "10", OFF(bench_min_won),

@@ -71,6 +71,7 @@ typedef struct ds_config_s {
     int min_closed;            /* DEALSCORE_MIN_CLOSED: won and lost deals needed for a model */
     char *cors_origins;        /* DEALSCORE_CORS_ORIGINS: origins of browser apps, comma-separated */
     int prior_min_closed;      /* DEALSCORE_PRIOR_MIN_CLOSED: closed deals for prior:history */
+    int risk_ttl_s;            /* DEALSCORE_RISK_TTL_S: risk thresholds reloaded after */
 
     /* benchmark */
     int bench_months;    /* DEALSCORE_BENCH_MONTHS */

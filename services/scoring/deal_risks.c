@@ -10,11 +10,11 @@
 #include "base/log.h"
 #include "base/sb.h"
 #include "base/strindex.h"
-#include "base/ttlcache.h"
 #include "domain/risks.h"
+#include "store/refresh_cache.h"
 
 struct deal_risks_cache_s {
-    ds_ttlcache_t *orgs; /* org id -> org_risks_t */
+    ds_refresh_cache_t *orgs; /* org id -> org_risks_t */
 };
 
 /* An org's configuration and the strings it points to. */
@@ -36,22 +36,6 @@ static const char *own(org_risks_t *o, const char *s) {
     char *copy = ds_strdup(s);
     o->owned[o->n_owned++] = copy;
     return copy;
-}
-
-deal_risks_cache_t *deal_risks_cache_new(int ttl_ms) {
-    deal_risks_cache_t *c = ds_calloc(1, sizeof *c);
-    c->orgs = ds_ttlcache_new(ttl_ms, org_risks_free);
-    return c;
-}
-
-void deal_risks_cache_destroy(deal_risks_cache_t *c) {
-    if (!c) return;
-    ds_ttlcache_destroy(c->orgs);
-    free(c);
-}
-
-void deal_risks_cache_invalidate(deal_risks_cache_t *c, const char *org_id) {
-    ds_ttlcache_invalidate(c->orgs, org_id);
 }
 
 /* ---- an org's rules and won deals --------------------------------------------- */
@@ -204,18 +188,47 @@ static int load_org(ds_pg_t *pg, const char *org_id, const ds_org_ctx_t *oc, org
     return rc;
 }
 
-static int org_get(deal_risks_cache_t *c, ds_pg_t *pg, ds_org_cache_t *orgs, const char *org_id,
-                   const ds_risk_config_t **out, char *errstr, size_t errsz) {
-    org_risks_t *o = ds_ttlcache_get(c->orgs, org_id, ds_mono_us());
-    if (!o) {
-        const ds_org_ctx_t *oc = NULL;
-        int rc = ds_org_cache_get(orgs, pg, org_id, &oc, errstr, errsz);
-        if (rc == 0) rc = load_org(pg, org_id, oc, &o, errstr, errsz);
-        if (rc != 0) return rc;
-        ds_ttlcache_put(c->orgs, org_id, o, ds_mono_us());
-    }
-    *out = &o->cfg;
-    return DS_OK;
+/* The cache's load callback: the org's stage order and lexicon (its own
+ * copy: this may run on the refresher's thread, away from the worker's
+ * org cache), then its rules and won deals. */
+static int org_risks_load(ds_pg_t *pg, const char *org_id, void *ud, void **out, char *errstr, size_t errsz) {
+    (void)ud;
+    ds_org_ctx_t *oc = NULL;
+    org_risks_t *o = NULL;
+    int rc = ds_org_ctx_load(pg, org_id, false, &oc, errstr, errsz);
+    if (rc == 0) rc = load_org(pg, org_id, oc, &o, errstr, errsz);
+    ds_org_ctx_destroy(oc);
+    *out = o;
+    return rc;
+}
+
+deal_risks_cache_t *deal_risks_cache_new(int ttl_ms, const char *refresh_url) {
+    deal_risks_cache_t *c = ds_calloc(1, sizeof *c);
+    ds_refresh_def_t def = {
+        .ttl_ms = ttl_ms, .load = org_risks_load, .free_value = org_risks_free, .what = "risk thresholds"};
+    c->orgs = refresh_url ? ds_refresh_cache_new_refreshing(&def, refresh_url, "dealscore-risk-thresholds")
+                          : ds_refresh_cache_new(&def);
+    return c;
+}
+
+void deal_risks_cache_destroy(deal_risks_cache_t *c) {
+    if (!c) return;
+    ds_refresh_cache_destroy(c->orgs);
+    free(c);
+}
+
+void deal_risks_cache_invalidate(deal_risks_cache_t *c, const char *org_id) {
+    ds_refresh_cache_invalidate(c->orgs, org_id);
+}
+
+void deal_risks_cache_await_refreshes(deal_risks_cache_t *c) { ds_refresh_cache_await_refreshes(c->orgs); }
+
+int deal_risks_config(deal_risks_cache_t *c, ds_pg_t *pg, const char *org_id, const ds_risk_config_t **out,
+                      char *errstr, size_t errstr_size) {
+    void *o = NULL;
+    int rc = ds_refresh_cache_get(c->orgs, pg, org_id, &o, errstr, errstr_size);
+    if (rc == 0) *out = &((org_risks_t *)o)->cfg;
+    return rc;
 }
 
 /* ---- the batch's deals ---------------------------------------------------------- */
@@ -318,7 +331,7 @@ static int deal_row(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, deal_ri
     const ds_risk_config_t *cfg = NULL;
     const ds_org_ctx_t *oc = NULL;
     const scorer_org_t *so = NULL;
-    int rc = org_get(cache, pg, orgs, it->org_id, &cfg, errstr, errsz);
+    int rc = deal_risks_config(cache, pg, it->org_id, &cfg, errstr, errsz);
     if (rc == 0) rc = ds_org_cache_get(orgs, pg, it->org_id, &oc, errstr, errsz);
     if (rc == 0) rc = scorer_get(scorer, pg, it->org_id, oc, &so, errstr, errsz);
     if (rc != 0) return rc;

@@ -7,21 +7,39 @@
 #ifndef DS_DEAL_RISKS_H
 #define DS_DEAL_RISKS_H
 
+#include "domain/risks.h"
 #include "infra/pg.h"
 #include "infra/pgarray.h"
 #include "scoring.h"
 
-/* An org's rules and thresholds are reloaded after this long. */
+/* An org's rules and thresholds are reloaded after this long
+ * (the worker's: DEALSCORE_RISK_TTL_S). */
 #define DEAL_RISKS_TTL_MS (10 * 60 * 1000)
 
 typedef struct deal_risks_cache_s deal_risks_cache_t;
 
-deal_risks_cache_t *deal_risks_cache_new(int ttl_ms);
+/* A cache of the orgs' rules and thresholds, reloaded ttl_ms after they
+ * were loaded. With refresh_url, a stale org is reloaded on a thread and
+ * connection (to refresh_url) of its own while its scores go on with the
+ * stale thresholds (common/store/refresh_cache.h): the reload reads every
+ * won deal's stage visits, pushes and calls and scans their transcripts
+ * (about 300 ms on an org of 6,000 deals), which on the worker's loop held
+ * every batch of the org behind it. Without, on the caller's connection.
+ * Free with deal_risks_cache_destroy. */
+deal_risks_cache_t *deal_risks_cache_new(int ttl_ms, const char *refresh_url);
 /* Does nothing with NULL. */
 void deal_risks_cache_destroy(deal_risks_cache_t *c);
-/* Forgets an org's rules and thresholds (NULL: every org's): the next
- * score reloads them, with the won deals and rules of then. */
+/* Forgets an org's rules and thresholds (NULL: every org's), and any reload
+ * of them under way: the next score reloads them on its own connection,
+ * with the won deals and rules of then. */
 void deal_risks_cache_invalidate(deal_risks_cache_t *c, const char *org_id);
+/* The org's rules and thresholds in *out (valid until the next call for
+ * the org, invalidate or destroy), loaded on pg when missing (and when
+ * stale, without refresh_url). Returns 0 or a pg error class with errstr. */
+int deal_risks_config(deal_risks_cache_t *c, ds_pg_t *pg, const char *org_id, const ds_risk_config_t **out,
+                      char *errstr, size_t errstr_size);
+/* Waits until the reloads asked for so far are done. */
+void deal_risks_cache_await_refreshes(deal_risks_cache_t *c);
 
 #define DEAL_RISKS_COLS 7
 

@@ -791,7 +791,8 @@ void scoring_worker(ds_service_t *svc, void *state) {
     ds_pg_listen(st.pg, "dealscore_models", err, sizeof err);
     scorer_register(st.pg);
     st.orgs = ds_org_cache_new_refreshing(60000, svc->cfg->database_url);
-    st.scorer = scorer_new(60000, svc->cfg->prior_min_closed);
+    st.scorer = scorer_new_refreshing(60000, svc->cfg->prior_min_closed, svc->cfg->risk_ttl_s * 1000,
+                                      svc->cfg->database_url);
     st.m_predictions =
         ds_metrics_counter(svc->metrics, "predictions_total", "Predictions written", "path=\"worker\"");
     st.m_score_secs =

@@ -29,12 +29,20 @@ static void org_free(void *p) {
     free(o);
 }
 
-scorer_t *scorer_new(int ttl_ms, int prior_min_closed) {
+static scorer_t *scorer_with(int ttl_ms, int prior_min_closed, deal_risks_cache_t *risks) {
     scorer_t *s = ds_calloc(1, sizeof *s);
     s->orgs = ds_ttlcache_new(ttl_ms, org_free);
-    s->risks = deal_risks_cache_new(DEAL_RISKS_TTL_MS);
+    s->risks = risks;
     s->prior_min_closed = prior_min_closed;
     return s;
+}
+
+scorer_t *scorer_new(int ttl_ms, int prior_min_closed) {
+    return scorer_with(ttl_ms, prior_min_closed, deal_risks_cache_new(DEAL_RISKS_TTL_MS, NULL));
+}
+
+scorer_t *scorer_new_refreshing(int ttl_ms, int prior_min_closed, int risks_ttl_ms, const char *url) {
+    return scorer_with(ttl_ms, prior_min_closed, deal_risks_cache_new(risks_ttl_ms, url));
 }
 
 void scorer_destroy(scorer_t *s) {

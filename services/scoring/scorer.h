@@ -37,6 +37,10 @@ typedef struct scorer_s scorer_t;
 /* prior_min_closed: closed deals an org needs before its own stage win
  * rates are its prior (DEALSCORE_PRIOR_MIN_CLOSED). */
 scorer_t *scorer_new(int ttl_ms, int prior_min_closed);
+/* A scorer whose risk rules and thresholds are reloaded risks_ttl_ms after
+ * they were loaded, off the caller's loop on a connection to url
+ * (deal_risks_cache_new). For the worker. */
+scorer_t *scorer_new_refreshing(int ttl_ms, int prior_min_closed, int risks_ttl_ms, const char *url);
 void scorer_destroy(scorer_t *s);
 /* The org's scorer, loaded when missing, stale or invalidated. A model the
  * engine cannot supply features for is refused with a log line; the org

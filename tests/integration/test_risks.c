@@ -4,7 +4,8 @@
  * resolved features, ranked by gain; a user of another org reads none of
  * them under RLS; an org's own rule applies with its next model; a deal
  * that closes loses its row; a deal with one buyer
- * contact gets the model's probability with a second one as its what-if. */
+ * contact gets the model's probability with a second one as its what-if;
+ * the worker's cache of an org's thresholds reloads them off its loop. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <math.h>
@@ -12,6 +13,7 @@
 #include "dstest.h"
 #include "domain/features.h"
 #include "domain/model.h"
+#include "scoring/deal_risks.h"
 
 static dst_t S; /* scoring */
 static dst_t F; /* feature */
@@ -254,5 +256,87 @@ Test(risks, a_deal_with_one_buyer_contact) {
     json_decref(risks);
     ds_model_destroy(m);
     free(opp);
+    PQfinish(db);
+}
+
+static ds_pg_t *connect_store(void) {
+    ds_pg_t *pg = NULL;
+    char err[512];
+    cr_assert_eq(ds_pg_new(&pg, S.db.conninfo, "test", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(ds_pg_ensure(pg, 5000, NULL, err, sizeof err), 0, "%s", err);
+    return pg;
+}
+
+/* The org's own stalled rule, with param (and the default's fallback). */
+static void set_stalled_param(PGconn *db, double param) {
+    pgt_execf(
+        db,
+        "insert into risk_rules (org_id, rule, param, fallback, action) values ('%s', 'stalled', %g, 30,"
+        " 'Agree a next step') on conflict (org_id, rule) do update set param = excluded.param",
+        S.org_id, param);
+}
+
+static double stalled_param(deal_risks_cache_t *cache, ds_pg_t *pg, const ds_risk_config_t **cfg) {
+    char err[512];
+    cr_assert_eq(deal_risks_config(cache, pg, S.org_id, cfg, err, sizeof err), 0, "%s", err);
+    return (*cfg)->rules[DS_RISK_STALLED].param;
+}
+
+/* The worker's cache reloads a stale org's thresholds off the caller's
+ * path: the score that finds them stale gets the ones it had at once, and
+ * once the reload is done the next one gets the rule changed meanwhile. */
+Test(risks, refreshing_thresholds_serve_the_stale_ones_until_reloaded) {
+    PGconn *db = pgt_connect_db(&S.db);
+    ds_pg_t *pg = connect_store();
+    deal_risks_cache_t *cache = deal_risks_cache_new(0, S.db.conninfo); /* every get finds them stale */
+    const ds_risk_config_t *first = NULL, *cfg = NULL;
+    set_stalled_param(db, 1.25);
+    cr_expect_eq(stalled_param(cache, pg, &first), 1.25, "a missing org loads at once");
+    set_stalled_param(db, 1.5);
+    cr_expect_eq(stalled_param(cache, pg, &cfg), 1.25);
+    cr_expect_eq(cfg, first, "the stale thresholds, not ones loaded on the caller's connection");
+    deal_risks_cache_await_refreshes(cache);
+    cr_expect_eq(stalled_param(cache, pg, &cfg), 1.5, "the rule changed meanwhile reaches the thresholds");
+    deal_risks_cache_destroy(cache);
+    ds_pg_destroy(pg);
+    PQfinish(db);
+}
+
+/* Waits until a backend of application_name waits for a lock. */
+static void await_lock_wait(PGconn *db, const char *app) {
+    long long deadline = proc_now_ms() + 10000;
+    while (pgt_longf(db,
+                     "select count(*) from pg_stat_activity where application_name = '%s'"
+                     " and wait_event_type = 'Lock'",
+                     app) == 0) {
+        cr_assert_lt(proc_now_ms(), deadline, "%s never waited for the lock", app);
+        struct timespec ts = {0, 10 * 1000000};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+}
+
+/* An org invalidated (its model changed) loads its thresholds again on the
+ * caller's connection, with the rules of then: a reload under way, which
+ * read the rules before they changed, is not kept. */
+Test(risks, invalidated_thresholds_load_again_and_drop_a_reload_under_way) {
+    PGconn *db = pgt_connect_db(&S.db), *locker = pgt_connect_db(&S.db);
+    ds_pg_t *pg = connect_store();
+    deal_risks_cache_t *cache = deal_risks_cache_new(0, S.db.conninfo);
+    const ds_risk_config_t *cfg = NULL;
+    set_stalled_param(db, 1.25);
+    cr_expect_eq(stalled_param(cache, pg, &cfg), 1.25);
+    /* The reload reads the rules, then waits for the won deals' history. */
+    pgt_execf(locker, "begin");
+    pgt_execf(locker, "lock table opportunity_history in access exclusive mode");
+    cr_expect_eq(stalled_param(cache, pg, &cfg), 1.25);
+    await_lock_wait(db, "dealscore-risk-thresholds");
+    set_stalled_param(db, 1.5);
+    deal_risks_cache_invalidate(cache, S.org_id);
+    pgt_execf(locker, "commit");
+    deal_risks_cache_await_refreshes(cache);
+    cr_expect_eq(stalled_param(cache, pg, &cfg), 1.5, "the reload that read 1.25 was kept");
+    deal_risks_cache_destroy(cache);
+    ds_pg_destroy(pg);
+    PQfinish(locker);
     PQfinish(db);
 }
