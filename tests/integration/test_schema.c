@@ -663,6 +663,36 @@ static char *app_privileges(PGconn *c) {
            " where d.defaclnamespace = 'public'::regnamespace and a.grantee <> 0) t(x)");
 }
 
+/* The rows appended at every change (a deal's history, its feature
+ * snapshots and its scores) are read by deal, never by id: each row writes
+ * no index entry for its id alone. Deleting a deal still works with the
+ * tables in a publication (their replica identity is the whole row). */
+Test(schema, appended_rows_index_no_id_and_deleting_a_deal_replicates) {
+    pgt_migrate_ok(&db);
+    PGconn *c = pgt_connect_db(&db);
+    static const char *const appended[] = {"opportunity_history", "features_snapshot", "prediction_history"};
+    for (size_t t = 0; t < PGT_N(appended); t++)
+        cr_expect_eq(
+            pgt_longf(c,
+                      "select count(*) from pg_index i join pg_attribute a on a.attrelid = i.indrelid"
+                      " and a.attnum = i.indkey[0] where i.indrelid = 'public.%s'::regclass"
+                      " and i.indnatts = 1 and a.attname = 'id'",
+                      appended[t]),
+            0, "%s writes an index entry per row for its id", appended[t]);
+    insert_orgs_and_deals(c);
+    const char *a = "a0000000-0000-4000-8000-00000000a001";
+    insert_derived_rows(c, ORG_A, a);
+    insert_derived_rows(c, ORG_B, "b0000000-0000-4000-8000-00000000b001");
+    pgt_exec(c, "create publication appended_rows for table opportunity_history, features_snapshot,"
+                " prediction_history");
+    char *err = pgt_try(c, "delete from opportunities where id = 'a0000000-0000-4000-8000-00000000a001'");
+    cr_expect_null(err, "deleting a deal failed with %s", err ? err : "");
+    free(err);
+    expect_derived_rows_gone(c, "opportunity_id = '%s'", a, "deleted deal");
+    pgt_exec(c, "drop publication appended_rows");
+    PQfinish(c);
+}
+
 /* A Supabase project that also hosts the customer's app: installing
  * dealscore (twice) leaves the app's grants, policies and public's default
  * privileges exactly as they were (20261126000300 revoked anon's and
