@@ -693,6 +693,35 @@ Test(schema, appended_rows_index_no_id_and_deleting_a_deal_replicates) {
     PQfinish(c);
 }
 
+/* A change of a deal's stage (no indexed column) keeps the new version on
+ * the deal's page, a HOT update that writes no index entry, even where the
+ * deals were stored one after the other: each page keeps room for it. */
+Test(schema, a_stage_change_of_densely_stored_deals_is_hot) {
+    pgt_migrate_ok(&db);
+    PGconn *c = pgt_connect_db(&db);
+    insert_orgs_and_deals(c);
+    pgt_execf(c,
+              "insert into opportunities (org_id, external_id, account_id, stage, created_at, amount,"
+              " source_hash, changed_at)"
+              " select '%s', 'dense-' || g, 'a0000000-0000-4000-8000-0000000000a1', 'discovery', now(),"
+              " 1000 + g, md5(g::text), now() from generate_series(1, 300) g",
+              ORG_A);
+    /* One deal of each page but the last (which may have room anyway). */
+    pgt_exec(c, "create temp table moved as select id from (select distinct on ((ctid::text::point)[0]) id,"
+                " (ctid::text::point)[0] as page from opportunities where external_id like 'dense-%'"
+                " order by (ctid::text::point)[0]) p"
+                " where page < (select max((ctid::text::point)[0]) from opportunities)");
+    long long pages = pgt_longf(c, "select count(*) from moved");
+    cr_assert_geq(pages, 2, "the deals fill %lld pages: too few to tell", pages + 1);
+    pgt_exec(c, "begin");
+    pgt_exec(c, "update opportunities o set stage = 'negotiation', source_hash = md5(o.id::text),"
+                " changed_at = now(), ingested_at = now() from moved m where o.id = m.id");
+    cr_expect_eq(pgt_longf(c, "select pg_stat_get_xact_tuples_hot_updated('public.opportunities'::regclass)"),
+                 pages, "not every stage change of the %lld full pages was HOT", pages);
+    pgt_exec(c, "commit");
+    PQfinish(c);
+}
+
 /* A Supabase project that also hosts the customer's app: installing
  * dealscore (twice) leaves the app's grants, policies and public's default
  * privileges exactly as they were (20261126000300 revoked anon's and
