@@ -233,43 +233,6 @@ int deal_risks_config(deal_risks_cache_t *c, ds_pg_t *pg, const char *org_id, co
 
 /* ---- the batch's deals ---------------------------------------------------------- */
 
-/* Whether each deal is open (its buyer contacts are a feature,
- * buyer_contacts). */
-static const char *sql_context = "select x.n, o.outcome = 'open' and not o.placeholder"
-                                 " from unnest($1::uuid[]) with ordinality as x(id, n)"
-                                 " join public.opportunities o on o.id = x.id";
-
-/* Per item that is not unchanged: 1 open, 0 not open or gone. */
-static int load_context(ds_pg_t *pg, const scoring_item_t *items, size_t n, char *open, char *errstr,
-                        size_t errsz) {
-    ds_pgarray_t a = {0};
-    ds_pgarray_begin(&a, DS_OID_UUID);
-    size_t *sent = ds_malloc((n ? n : 1) * sizeof *sent), ns = 0; /* place in $1 -> item */
-    for (size_t i = 0; i < n; i++) {
-        open[i] = 0;
-        if (items[i].unchanged) continue;
-        sent[ns++] = i;
-        ds_pgarray_uuid(&a, items[i].opp_id);
-    }
-    const char *v[1];
-    int l[1], f[1];
-    ds_pgarray_params(&a, 1, v, l, f);
-    PGresult *r = NULL;
-    int rc = ds_pg_exec_params(pg, sql_context, 1, v, l, f, &r, errstr, errsz);
-    ds_pgarray_free(&a);
-    if (rc != 0) {
-        free(sent);
-        return rc;
-    }
-    for (int row = 0; row < PQntuples(r); row++) {
-        long long place = strtoll(PQgetvalue(r, row, 0), NULL, 10) - 1;
-        if (place >= 0 && (size_t)place < ns) open[sent[place]] = PQgetvalue(r, row, 1)[0] == 't';
-    }
-    free(sent);
-    PQclear(r);
-    return DS_OK;
-}
-
 /* Each risk's what-if: the org's model and calibration on the resolved
  * vector. The stage prior reads only the stage, which no resolution
  * changes: its what-if is the score itself. */
@@ -351,12 +314,14 @@ int deal_risks_build(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, deal_r
     size_t written = 0;
     for (size_t i = 0; i < n; i++) written += !items[i].unchanged;
     if (written == 0) return DS_OK;
-    char *open = ds_malloc(n);
-    int rc = load_context(pg, items, n, open, errstr, errsz);
+    int rc = DS_OK;
     ds_sb_t js = {0};
     for (size_t i = 0; rc == 0 && i < n; i++) {
         if (items[i].unchanged) continue; /* its row stays that of its last written score */
-        if (!open[i]) {
+        /* The outcome every scoring path read with the deal (no path scores
+         * a placeholder); a deal deleted since gets no row (the upsert's
+         * check). */
+        if (items[i].outcome != DS_OUTCOME_OPEN) {
             ds_pgarray_uuid(&out->closed, items[i].opp_id);
             out->n_closed++;
             continue;
@@ -364,7 +329,6 @@ int deal_risks_build(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, deal_r
         rc = deal_row(pg, orgs, scorer, cache, &items[i], out, &js, errstr, errsz);
     }
     free(js.p);
-    free(open);
     return rc;
 }
 

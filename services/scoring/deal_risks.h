@@ -54,8 +54,8 @@ typedef struct {
     int closed_length, closed_format;
 } deal_risks_batch_t;
 
-/* Reads whether each item's deal is open and its buyer contacts, evaluates
- * the risks of the open ones (their orgs' scorers from scorer) and fills
+/* Evaluates the risks of the items whose deal is open (their outcome, as
+ * read with the deal; their orgs' scorers from scorer) and fills
  * *out (free with deal_risks_batch_free, also after a failure). Items must
  * be scored; unchanged ones are left out (their deal keeps the row of its
  * last written score). Returns 0 or a pg error class with errstr. */

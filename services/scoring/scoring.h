@@ -22,7 +22,8 @@ typedef struct {
     const double *values;     /* DS_FEATURE_COUNT engine values */
     const char *meddicc_json; /* features_snapshot.meddicc, may be NULL */
     /* For the prior chain: the CRM's stage probability (when has_crm) and
-     * the deal's outcome (zeroed: none, open). */
+     * the deal's outcome (zeroed: none, open), which also says whether the
+     * deal has risks (deal_risks.h). */
     bool has_crm;
     double crm_probability;
     ds_outcome_t outcome;
