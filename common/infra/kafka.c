@@ -237,26 +237,30 @@ int ds_kafka_header_get(const rd_kafka_message_t *m, const char *name, char *buf
 /* ---- topic creation ----------------------------------------------------- */
 
 /* Waits until the metadata lists every topic with its partitions. */
+/* How many of the topics the cluster's metadata shows, with partitions. */
+static size_t count_visible(rd_kafka_t *rk, const char *const *topics, size_t n, int timeout_ms) {
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR) return 0;
+    size_t found = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (int t = 0; t < md->topic_cnt; t++) {
+            const struct rd_kafka_metadata_topic *mt = &md->topics[t];
+            if (strcmp(mt->topic, topics[i]) == 0 && !mt->err && mt->partition_cnt > 0) {
+                found++;
+                break;
+            }
+        }
+    }
+    rd_kafka_metadata_destroy(md);
+    return found;
+}
+
 static int wait_topics(rd_kafka_t *rk, const char *const *topics, size_t n, int64_t deadline, char *errstr,
                        size_t errstr_size) {
     for (;;) {
-        const struct rd_kafka_metadata *md = NULL;
         int64_t left = (deadline - ds_mono_us()) / 1000;
         if (left <= 0) break;
-        size_t found = 0;
-        if (rd_kafka_metadata(rk, 1, NULL, &md, (int)left) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            for (size_t i = 0; i < n; i++) {
-                for (int t = 0; t < md->topic_cnt; t++) {
-                    const struct rd_kafka_metadata_topic *mt = &md->topics[t];
-                    if (strcmp(mt->topic, topics[i]) == 0 && !mt->err && mt->partition_cnt > 0) {
-                        found++;
-                        break;
-                    }
-                }
-            }
-            rd_kafka_metadata_destroy(md);
-        }
-        if (found == n) return 0;
+        if (count_visible(rk, topics, n, (int)left) == n) return 0;
         /* Metadata propagates within milliseconds on a healthy cluster. */
         rd_kafka_poll(rk, 50);
     }
@@ -286,6 +290,12 @@ int ds_kafka_ensure_topics(const ds_config_t *cfg, const char *const *topics, si
         goto cleanup;
     }
     conf = NULL; /* now owned by rk */
+    /* Nothing to create: no admin request, which a principal without the
+     * CreateTopics permission could not make. */
+    if (count_visible(rk, topics, n, timeout_ms) == n) {
+        rc = 0;
+        goto cleanup;
+    }
 
     newt = ds_calloc(n, sizeof *newt);
     for (size_t i = 0; i < n; i++) {

@@ -6,8 +6,9 @@
  * Threads: ds_producer_send, ds_producer_send_dlq, ds_producer_pending and
  * ds_kafka_ping may be called from any thread. The delivery callback runs
  * inside whichever call serves the producer's queue (ds_producer_poll,
- * _flush, _destroy, and ds_producer_send while the queue is full), so with
- * senders on several threads it must be thread-safe. A ds_consumer_t is
+ * _flush, _drain, _destroy, and ds_producer_send while the queue is full),
+ * or on the producer's sender thread once ds_producer_send_soon was called,
+ * so it must be thread-safe. A ds_consumer_t is
  * driven from one thread; its rebalance handling runs inside
  * ds_consumer_poll_batch and _close. ds_consumer_assigned() may be read from
  * any thread. librdkafka's own log lines go through ds_log from any thread. */
@@ -78,7 +79,8 @@ int ds_kafka_conf_new(rd_kafka_conf_t **out, const ds_config_t *cfg, char *errst
 int ds_kafka_ping(rd_kafka_t *rk, int timeout_ms);
 
 /* Creates the topics that do not exist yet (an existing topic counts as
- * success) and waits, within timeout_ms, until the cluster's metadata shows
+ * success; when the metadata shows every one, nothing is asked of the
+ * cluster's controller) and waits, within timeout_ms, until the cluster's metadata shows
  * every topic. partitions or replication <= 0 mean the broker's default.
  * Returns 0, or DS_EIO/DS_ETIMEDOUT/DS_EINVAL with errstr. */
 int ds_kafka_ensure_topics(const ds_config_t *cfg, const char *const *topics, size_t n, int partitions,
@@ -148,6 +150,12 @@ int ds_producer_poll(ds_producer_t *p, int timeout_ms);
  * it answers, carries more events). Returns 0 or DS_ETIMEDOUT. */
 int ds_producer_flush(ds_producer_t *p, int timeout_ms);
 
+/* Has everything queued sent now, as ds_producer_flush would, by a thread
+ * of the producer's own, and returns at once: the caller goes on while the
+ * deliveries come in. Their callbacks then run on that thread, or on any
+ * thread that polls or flushes meanwhile. */
+void ds_producer_send_soon(ds_producer_t *p);
+
 /* How long a flush lingers, in ms: linger_ms when at the send rate
  * (messages per second, measured over the last 200 ms or more of sends;
  * < 0 unknown) at least one more message is due within linger_ms, else 0. */
@@ -160,6 +168,11 @@ int ds_producer_fatal(ds_producer_t *p, char *errstr, size_t errstr_size);
 
 /* Messages waiting for delivery (queued or in flight). */
 int ds_producer_pending(ds_producer_t *p);
+
+/* Flushes for at most timeout_ms; what is still undelivered then is purged,
+ * and its delivery callbacks (DS_ESHUTDOWN) have run when this returns, so
+ * none runs later for the callers' msg_opaque. Returns the number dropped. */
+int ds_producer_drain(ds_producer_t *p, int timeout_ms);
 
 /* The underlying handle, owned by p (e.g. for ds_kafka_ping). */
 rd_kafka_t *ds_producer_handle(ds_producer_t *p);

@@ -32,6 +32,13 @@ struct ds_producer_s {
     long long rate_sent;
     int64_t rate_at_us; /* 0: no sample yet */
     double sends_per_s; /* < 0 unknown */
+    /* The sender (ds_producer_send_soon): a thread that flushes on request,
+     * started by the first request; send_mu guards what follows it. */
+    pthread_t sender;
+    pthread_mutex_t send_mu;
+    pthread_cond_t send_cv;
+    bool sender_started, send_requested;
+    atomic_bool sender_stopping;
 };
 
 /* Runs inside rd_kafka_poll/flush, on the caller's thread, once per message. */
@@ -79,6 +86,8 @@ int ds_producer_new(ds_producer_t **out, const ds_config_t *cfg, char *errstr, s
     p->flush_linger_ms = cfg->flush_linger_ms;
     p->sends_per_s = -1;
     pthread_mutex_init(&p->rate_mu, NULL);
+    pthread_mutex_init(&p->send_mu, NULL);
+    pthread_cond_init(&p->send_cv, NULL);
 
     if ((rc = ds__kafka_conf_new(&conf, cfg, defaults, forced, errstr, errstr_size)) != 0) goto fail;
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
@@ -97,6 +106,8 @@ int ds_producer_new(ds_producer_t **out, const ds_config_t *cfg, char *errstr, s
 fail:
     if (conf) rd_kafka_conf_destroy(conf);
     pthread_mutex_destroy(&p->rate_mu);
+    pthread_mutex_destroy(&p->send_mu);
+    pthread_cond_destroy(&p->send_cv);
     free(p->source);
     free(p);
     return rc;
@@ -242,6 +253,45 @@ int ds_producer_flush(ds_producer_t *p, int timeout_ms) {
     return rd_kafka_flush(p->rk, left > 0 ? left : 0) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : DS_ETIMEDOUT;
 }
 
+/* How long one flush of the sender waits at most: also how soon it sees
+ * the producer being destroyed. */
+#define SENDER_FLUSH_MS 100
+
+/* Flushes whenever asked, until everything queued is delivered or failed
+ * (retried every SENDER_FLUSH_MS while the broker is away), so what its
+ * callers produced goes out without their waiting for it. */
+static void *sender_main(void *arg) {
+    ds_producer_t *p = arg;
+    pthread_mutex_lock(&p->send_mu);
+    for (;;) {
+        while (!p->send_requested && !p->sender_stopping) pthread_cond_wait(&p->send_cv, &p->send_mu);
+        if (p->sender_stopping) break;
+        p->send_requested = false;
+        pthread_mutex_unlock(&p->send_mu);
+        while (ds_producer_flush(p, SENDER_FLUSH_MS) != 0 && !p->sender_stopping) continue;
+        pthread_mutex_lock(&p->send_mu);
+    }
+    pthread_mutex_unlock(&p->send_mu);
+    return NULL;
+}
+
+void ds_producer_send_soon(ds_producer_t *p) {
+    pthread_mutex_lock(&p->send_mu);
+    if (!p->sender_started && pthread_create(&p->sender, NULL, sender_main, p) == 0) p->sender_started = true;
+    p->send_requested = true;
+    pthread_cond_signal(&p->send_cv);
+    pthread_mutex_unlock(&p->send_mu);
+}
+
+static void stop_sender(ds_producer_t *p) {
+    pthread_mutex_lock(&p->send_mu);
+    p->sender_stopping = true;
+    pthread_cond_signal(&p->send_cv);
+    bool started = p->sender_started;
+    pthread_mutex_unlock(&p->send_mu);
+    if (started) pthread_join(p->sender, NULL);
+}
+
 int ds_producer_fatal(ds_producer_t *p, char *errstr, size_t errstr_size) {
     char why[512];
     rd_kafka_resp_err_t err = rd_kafka_fatal_error(p->rk, why, sizeof why);
@@ -255,18 +305,25 @@ int ds_producer_pending(ds_producer_t *p) { return rd_kafka_outq_len(p->rk); }
 
 rd_kafka_t *ds_producer_handle(ds_producer_t *p) { return p->rk; }
 
+int ds_producer_drain(ds_producer_t *p, int timeout_ms) {
+    if (rd_kafka_flush(p->rk, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR) return 0;
+    int dropped = rd_kafka_outq_len(p->rk);
+    ds_warn("kafka producer: %d messages not delivered in %d ms, dropping them", dropped, timeout_ms);
+    /* Purged messages still get their delivery report (DS_ESHUTDOWN), so
+     * every sent message sees its callback exactly once. */
+    rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_flush(p->rk, 1000);
+    return dropped;
+}
+
 void ds_producer_destroy(ds_producer_t *p) {
     if (!p) return;
-    if (rd_kafka_flush(p->rk, p->shutdown_timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        ds_warn("kafka producer: %d messages not delivered in %d ms, dropping them", rd_kafka_outq_len(p->rk),
-                p->shutdown_timeout_ms);
-        /* Purged messages still get their delivery report (DS_ESHUTDOWN), so
-         * every sent message sees its callback exactly once. */
-        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-        rd_kafka_flush(p->rk, 1000);
-    }
+    stop_sender(p);
+    ds_producer_drain(p, p->shutdown_timeout_ms);
     rd_kafka_destroy(p->rk);
     pthread_mutex_destroy(&p->rate_mu);
+    pthread_mutex_destroy(&p->send_mu);
+    pthread_cond_destroy(&p->send_cv);
     free(p->source);
     free(p);
 }

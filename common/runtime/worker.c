@@ -1,6 +1,7 @@
 /* The shared consumer loop of the Kafka workers. */
 #include "runtime/worker.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -11,17 +12,30 @@
 #include "runtime/batch.h"
 #include "runtime/burst.h"
 
+/* The downstream messages of a batch: acked and failed are counted by the
+ * delivery callbacks, on the producer's sender thread or the worker's. */
 typedef struct {
     int sent;
-    int acked;
-    int failed;
+    atomic_int acked;
+    atomic_int failed;
 } deliveries_t;
+
+/* A batch and what became of it. The worker has two: while one batch's
+ * downstream messages are being delivered (pending), the next is polled and
+ * processed (cur); the pending batch's offsets are stored before cur's. */
+typedef struct {
+    rd_kafka_message_t **msgs;
+    ds_batch_t batch; /* what msgs holds */
+    ds_worker_item_t *items;
+    deliveries_t dl;
+    size_t n;      /* messages held for process */
+    double busy_s; /* seconds spent processing it and waiting for it */
+} slot_t;
 
 struct ds_worker_s {
     ds_service_t *svc;
     const ds_worker_def_t *def;
     ds_consumer_t *consumer;
-    deliveries_t dl;
     char *topic_names[16];
     char *topic_bases[16];
     size_t ntopic_names;
@@ -31,10 +45,10 @@ struct ds_worker_s {
     int64_t committed_mono_us;
     /* ds_worker_run's loop */
     ds_metric_t *m_msgs, *m_dlq, *m_retry, *m_batch, *m_secs, *m_lag, *m_burst, *m_gathering, *m_age;
-    rd_kafka_message_t **msgs;
-    ds_batch_t batch; /* what msgs holds */
+    slot_t slots[2];
+    slot_t *cur;     /* being polled and processed */
+    slot_t *pending; /* processed, its downstream messages in flight; or NULL */
     ds_burst_rates_t rates;
-    ds_worker_item_t *items;
     size_t max, cap; /* a batch, a burst */
     uint64_t seed;
     int64_t last_lag;
@@ -67,39 +81,44 @@ static void on_delivery(void *opaque, void *msg_opaque, int err, const char *err
         return;
     }
     if (err) {
-        d->failed++;
+        atomic_fetch_add(&d->failed, 1);
         ds_warn("downstream message not delivered: %s", errmsg);
     } else {
-        d->acked++;
+        atomic_fetch_add(&d->acked, 1);
     }
 }
 
 int ds_worker_produce(ds_worker_t *w, const char *topic, const void *key, size_t keylen, const void *payload,
                       size_t len, const ds_event_meta_t *meta) {
-    int rc = ds_producer_send(w->svc->producer, topic, key, keylen, payload, len, meta, &w->dl);
-    if (rc == 0) w->dl.sent++;
+    deliveries_t *dl = &w->cur->dl;
+    int rc = ds_producer_send(w->svc->producer, topic, key, keylen, payload, len, meta, dl);
+    if (rc == 0) dl->sent++;
     return rc;
 }
 
-/* Waits until every message of the batch is acknowledged or failed. A
- * flush sends the batch at once: it is all produced, so waiting out
- * linger.ms would add its whole length to every hop and batch nothing
- * more. */
-static void await_deliveries(ds_worker_t *w) {
+static int undelivered(deliveries_t *dl) {
+    return dl->sent - atomic_load(&dl->acked) - atomic_load(&dl->failed);
+}
+
+/* Waits until every downstream message of the batch is acknowledged or
+ * failed. The producer's sender sent them when the batch was processed
+ * (ds_producer_send_soon); the flush serves their callbacks meanwhile. */
+static void await_deliveries(ds_worker_t *w, deliveries_t *dl) {
     int64_t stop_deadline = 0;
-    while (w->dl.acked + w->dl.failed < w->dl.sent) {
+    while (undelivered(dl) > 0) {
         if (ds_service_stopping(w->svc)) {
             if (!stop_deadline)
                 stop_deadline = ds_mono_us() + (int64_t)w->svc->cfg->shutdown_timeout_ms * 500;
             if (ds_mono_us() > stop_deadline) {
                 ds_warn("stopping before %d downstream messages were acknowledged; their batch will be "
                         "redelivered",
-                        w->dl.sent - w->dl.acked - w->dl.failed);
-                w->dl.failed += w->dl.sent - w->dl.acked - w->dl.failed;
+                        undelivered(dl));
+                atomic_fetch_add(&dl->failed, undelivered(dl));
                 return;
             }
         }
-        ds_producer_flush(w->svc->producer, 50);
+        /* Not a flush: that would wait for the next batch's messages too. */
+        ds_producer_poll(w->svc->producer, 1);
     }
 }
 
@@ -209,15 +228,15 @@ static bool burst_warranted(ds_worker_t *w, int64_t behind, size_t in_hand) {
  * batch, one message per deal in a burst, and releases the messages that
  * makes redundant. */
 static void take(ds_worker_t *w, rd_kafka_message_t **msgs, size_t n, bool burst) {
+    ds_batch_t *b = &w->cur->batch;
     const ds_worker_def_t *def = w->def;
     for (size_t i = 0; i < n; i++) {
         rd_kafka_message_t *m = msgs[i];
         char key[DS_WORKER_KEY_SIZE];
         int64_t rank = 0;
         bool keyed = burst && def->coalesce && def->coalesce(def->ud, m, key, sizeof key, &rank) == 0;
-        rd_kafka_message_t *spare =
-            ds_batch_take(&w->batch, m, rd_kafka_topic_name(m->rkt), rd_kafka_message_timestamp(m, NULL),
-                          keyed ? key : NULL, rank);
+        rd_kafka_message_t *spare = ds_batch_take(
+            b, m, rd_kafka_topic_name(m->rkt), rd_kafka_message_timestamp(m, NULL), keyed ? key : NULL, rank);
         if (spare) rd_kafka_message_destroy(spare);
     }
 }
@@ -246,7 +265,7 @@ static int gather_burst(ds_worker_t *w, size_t trickle, size_t flood) {
     int64_t t0 = ds_mono_us(), firm = t0 + (int64_t)cfg->burst_wait_ms * 1000, win_start = t0, lag_at = t0;
     int64_t deadline =
         cfg->burst_flood_ms > cfg->burst_wait_ms ? t0 + (int64_t)cfg->burst_flood_ms * 1000 : firm;
-    ds_batch_t *b = &w->batch;
+    ds_batch_t *b = &w->cur->batch;
     size_t first = b->taken, win_n = 0;
     bool windows = false, flooding = false; /* a window has ended; the last one to end was a flood */
     /* Short polls: a poll waits out its whole window, so the stop is seen
@@ -294,11 +313,11 @@ static int gather_burst(ds_worker_t *w, size_t trickle, size_t flood) {
         }
         int64_t until = win_end < deadline ? win_end : deadline;
         int64_t window = (until - now + 999) / 1000;
-        rd_kafka_message_t **room = w->msgs + b->n;
+        rd_kafka_message_t **room = w->cur->msgs + b->n;
         int got =
             ds_consumer_poll_batch(w->consumer, room, w->cap - b->n, window < slice ? (int)window : slice);
         if (got == DS_EFATAL) {
-            ds_consumer_release(w->msgs, b->n);
+            ds_consumer_release(w->cur->msgs, b->n);
             ds_batch_reset(b);
             ds_metric_set(w->m_gathering, 0);
             return DS_EFATAL;
@@ -377,14 +396,16 @@ static void subscribe(ds_worker_t *w, const char **topics) {
  * often while the input is idle (for the stop and the lag gauge). */
 #define IDLE_POLL_MS 100
 
-/* Polls a batch into w->batch and, when it comes back full and the backlog
- * behind it warrants one, gathers a burst. Returns the count held, 0, or
- * DS_EFATAL (nothing held). */
-static int poll_batch(ds_worker_t *w) {
+/* Polls a batch into the current slot, waiting up to idle_ms for a first
+ * message, and, when it comes back full and the backlog behind it warrants
+ * one, gathers a burst. Returns the count held, 0, or DS_EFATAL (nothing
+ * held). */
+static int poll_batch(ds_worker_t *w, int idle_ms) {
     const ds_config_t *cfg = w->svc->cfg;
     size_t max = w->max;
-    ds_batch_reset(&w->batch);
-    int n = ds_consumer_poll_ready(w->consumer, w->msgs, max, IDLE_POLL_MS, cfg->batch_wait_ms);
+    ds_batch_t *b = &w->cur->batch;
+    ds_batch_reset(b);
+    int n = ds_consumer_poll_ready(w->consumer, w->cur->msgs, max, idle_ms, cfg->batch_wait_ms);
     bool burst = n > 0 && (size_t)n == max && w->cap > max;
     if (burst) {
         int64_t behind = measure_behind(w);
@@ -393,7 +414,7 @@ static int poll_batch(ds_worker_t *w) {
             ds_info("burst: %lld messages behind, %.0f/s arriving, %.0f/s served: gathering",
                     (long long)behind, w->rates.arrival_per_s, ds_burst_service_rate(&w->rates));
     }
-    if (n > 0) take(w, w->msgs, (size_t)n, burst);
+    if (n > 0) take(w, w->cur->msgs, (size_t)n, burst);
     if (burst) {
         /* A tenth of a batch per quiet window: with the defaults, the
          * burst ends when the input falls under 500 messages/s; a whole
@@ -404,67 +425,95 @@ static int poll_batch(ds_worker_t *w) {
         else
             ds_metric_add(w->m_burst, 1);
     }
-    if (n > 0) n = (int)w->batch.n;
+    if (n > 0) n = (int)b->n;
     ds_service_set_consumer_ready(w->svc, ds_consumer_assigned(w->consumer));
     /* A burst is counted at once: its processing can take seconds. */
-    if (ds_mono_us() - w->last_lag > 1000000 || (n > 0 && w->batch.taken > max)) {
-        update_lag(w, w->m_lag, n > 0 ? w->batch.taken : 0);
+    if (ds_mono_us() - w->last_lag > 1000000 || (n > 0 && b->taken > max)) {
+        size_t in_flight = w->pending ? w->pending->batch.taken : 0;
+        update_lag(w, w->m_lag, (n > 0 ? b->taken : 0) + in_flight);
         w->last_lag = ds_mono_us();
     }
+    w->cur->n = n > 0 ? (size_t)n : 0;
     return n;
 }
 
 /* Sends the messages the process callback refused to the dead-letter
- * topic and waits for the batch's downstream deliveries. Returns 0, or
- * DS_ERETRY (why in w->err) when any of them did not land. */
-static int send_dead_letters(ds_worker_t *w, int n) {
-    rd_kafka_message_t **msgs = w->msgs;
+ * topic. Returns 0, or DS_ERETRY (why in w->err). */
+static int send_dead_letters(ds_worker_t *w, slot_t *s) {
     int rc = 0;
-    for (int i = 0; i < n; i++) {
-        if (w->items[i].status == 0) continue;
-        ds_warn("message %s[%d]@%lld goes to the dead-letter topic: %s", rd_kafka_topic_name(msgs[i]->rkt),
-                msgs[i]->partition, (long long)msgs[i]->offset, w->items[i].error);
-        int r = ds_producer_send_dlq(w->svc->producer, msgs[i], w->items[i].error);
+    for (size_t i = 0; i < s->n; i++) {
+        ds_worker_item_t *it = &s->items[i];
+        if (it->status == 0) continue;
+        rd_kafka_message_t *m = it->msg;
+        ds_warn("message %s[%d]@%lld goes to the dead-letter topic: %s", rd_kafka_topic_name(m->rkt),
+                m->partition, (long long)m->offset, it->error);
+        int r = ds_producer_send_dlq(w->svc->producer, m, it->error);
         if (r == 0) {
-            /* Counted like a downstream message: awaited below. */
             ds_metric_add(w->m_dlq, 1);
         } else {
             ds_warn("could not produce to the dead-letter topic: %s", ds_strerror(r));
+            snprintf(w->err, sizeof w->err, "could not produce to the dead-letter topic: %s", ds_strerror(r));
             rc = DS_ERETRY;
         }
-    }
-    await_deliveries(w);
-    /* Dead letters carry no batch opaque: flush to know they landed. */
-    bool any_dlq = false;
-    for (int i = 0; i < n; i++) any_dlq |= w->items[i].status != 0;
-    if (any_dlq && rc == 0 && ds_producer_flush(w->svc->producer, 10000) != 0) {
-        rc = DS_ERETRY;
-        snprintf(w->err, sizeof w->err, "dead letters were not acknowledged");
-    }
-    if (w->dl.failed) {
-        rc = DS_ERETRY;
-        snprintf(w->err, sizeof w->err, "%d downstream messages were not delivered", w->dl.failed);
     }
     return rc;
 }
 
-/* Processes the batch of n messages, pausing the consumer and backing off
- * while it fails with DS_ERETRY, until it succeeds, fails for good or the
+/* Runs the process callback once over the slot's messages and produces
+ * their dead letters: their downstream messages are then on their way.
+ * Returns 0, DS_ERETRY or the error that stops the worker (why in w->err). */
+static int run_slot(ds_worker_t *w, slot_t *s) {
+    int64_t t0 = ds_mono_us();
+    for (size_t i = 0; i < s->n; i++) {
+        s->items[i].msg = s->msgs[i];
+        s->items[i].status = 0;
+        s->items[i].error[0] = '\0';
+    }
+    s->dl.sent = 0;
+    atomic_store(&s->dl.acked, 0);
+    atomic_store(&s->dl.failed, 0);
+    w->err[0] = '\0';
+    slot_t *was = w->cur;
+    w->cur = s; /* where ds_worker_produce counts */
+    int rc = w->def->process(w, w->def->ud, s->items, s->n, w->err, sizeof w->err);
+    w->cur = was;
+    if (rc == 0) rc = send_dead_letters(w, s);
+    if (ds_producer_pending(w->svc->producer) > 0) ds_producer_send_soon(w->svc->producer);
+    s->busy_s += (double)(ds_mono_us() - t0) / 1e6;
+    return rc;
+}
+
+/* Waits for the slot's downstream messages. Returns 0, or DS_ERETRY (why
+ * in w->err) when any of them did not land. */
+static int await_slot(ds_worker_t *w, slot_t *s) {
+    int64_t t0 = ds_mono_us();
+    await_deliveries(w, &s->dl);
+    int rc = 0;
+    bool any_dlq = false;
+    for (size_t i = 0; i < s->n; i++) any_dlq |= s->items[i].status != 0;
+    /* Dead letters carry no batch opaque: flush to know they landed. */
+    if (any_dlq && ds_producer_flush(w->svc->producer, 10000) != 0) {
+        rc = DS_ERETRY;
+        snprintf(w->err, sizeof w->err, "dead letters were not acknowledged");
+    }
+    int failed = atomic_load(&s->dl.failed);
+    if (failed) {
+        rc = DS_ERETRY;
+        snprintf(w->err, sizeof w->err, "%d downstream messages were not delivered", failed);
+    }
+    s->busy_s += (double)(ds_mono_us() - t0) / 1e6;
+    return rc;
+}
+
+/* Takes a slot from the result rc of its first run to the end: waits for
+ * its deliveries and, while it fails with DS_ERETRY, pauses the consumer,
+ * backs off and runs it again, until it succeeds, fails for good or the
  * service stops. Returns the last result. */
-static int process_batch(ds_worker_t *w, int n) {
+static int settle_slot(ds_worker_t *w, slot_t *s, int rc) {
     int attempt = 0;
     bool paused = false;
-    int rc;
     for (;;) {
-        for (int i = 0; i < n; i++) {
-            w->items[i].msg = w->msgs[i];
-            w->items[i].status = 0;
-            w->items[i].error[0] = '\0';
-        }
-        memset(&w->dl, 0, sizeof w->dl);
-        w->err[0] = '\0';
-        rc = w->def->process(w, w->def->ud, w->items, (size_t)n, w->err, sizeof w->err);
-        if (rc == 0) rc = send_dead_letters(w, n);
+        if (rc == 0) rc = await_slot(w, s);
         if (rc != DS_ERETRY) break;
         ds_metric_add(w->m_retry, 1);
         if (ds_service_stopping(w->svc)) break;
@@ -474,39 +523,82 @@ static int process_batch(ds_worker_t *w, int n) {
         }
         int delay = ds_pg_backoff_ms(attempt < 6 ? attempt : 6, &w->seed);
         attempt++;
-        ds_warn("batch of %d messages failed (attempt %d), retrying in %d ms: %s", n, attempt, delay, w->err);
+        ds_warn("batch of %zu messages failed (attempt %d), retrying in %d ms: %s", s->n, attempt, delay,
+                w->err);
         backoff(w, delay);
-        update_lag(w, w->m_lag, w->batch.taken); /* the batch is still to do */
+        update_lag(w, w->m_lag, s->batch.taken); /* the batch is still to do */
         w->last_lag = ds_mono_us();
         if (ds_service_stopping(w->svc)) break;
+        rc = run_slot(w, s);
     }
     if (paused) ds_consumer_resume_all(w->consumer);
     return rc;
 }
 
-/* Processes the n messages poll_batch held, stores the batch's offsets
- * once it is done (those of the messages it released included) and
- * releases what it held. Returns 0, or the error that stops the worker. */
-static int handle_batch(ds_worker_t *w, size_t n) {
-    int64_t t0 = ds_mono_us();
-    size_t taken = w->batch.taken;
+/* Stores a settled slot's offsets (those of the messages it released
+ * included) when rc is 0, and frees it. Returns 0, or the error that stops
+ * the worker. */
+static int complete_slot(ds_worker_t *w, slot_t *s, int rc) {
+    size_t taken = s->batch.taken;
     ds_metric_add(w->m_msgs, (double)taken);
     ds_metric_observe(w->m_batch, (double)taken);
-    int rc = process_batch(w, (int)n);
     if (rc == 0) {
-        rd_kafka_topic_partition_list_t *offs = ds_batch_offsets(&w->batch);
+        rd_kafka_topic_partition_list_t *offs = ds_batch_offsets(&s->batch);
         if (ds_consumer_store_offsets(w->consumer, offs) != 0) ds_warn("could not store offsets");
         rd_kafka_topic_partition_list_destroy(offs);
-        observe_ages(w->m_age, &w->batch);
+        observe_ages(w->m_age, &s->batch);
     }
     /* On DS_ERETRY here the service is stopping: nothing stored, the
      * batch is redelivered to whoever consumes next. */
-    ds_consumer_release(w->msgs, n);
-    ds_batch_reset(&w->batch);
-    double secs = (double)(ds_mono_us() - t0) / 1e6;
-    ds_metric_observe(w->m_secs, secs);
-    if (rc == 0) ds_burst_rates_served(&w->rates, taken, secs);
+    ds_consumer_release(s->msgs, s->n);
+    ds_batch_reset(&s->batch);
+    ds_metric_observe(w->m_secs, s->busy_s);
+    if (rc == 0) ds_burst_rates_served(&w->rates, taken, s->busy_s);
+    s->n = 0;
+    s->busy_s = 0;
     return rc == 0 || rc == DS_ERETRY ? 0 : rc;
+}
+
+/* Settles and completes the pending slot, if any. Returns 0 or the error
+ * that stops the worker. */
+static int finish_pending(ds_worker_t *w) {
+    slot_t *s = w->pending;
+    if (!s) return 0;
+    w->pending = NULL;
+    return complete_slot(w, s, settle_slot(w, s, 0));
+}
+
+/* Processes the batch poll_batch held in the current slot. Its downstream
+ * messages are left in flight (the slot becomes pending) while the loop
+ * polls and processes the next batch; the batch pending before is
+ * completed first, so offsets are stored in order. A batch that fails is
+ * settled at once. Returns 0 or the error that stops the worker. */
+static int handle_batch(ds_worker_t *w) {
+    slot_t *s = w->cur;
+    int rc = run_slot(w, s);
+    int prc = finish_pending(w);
+    if (prc != 0) {
+        rc = complete_slot(w, s, settle_slot(w, s, rc));
+        return prc;
+    }
+    w->cur = s == &w->slots[0] ? &w->slots[1] : &w->slots[0];
+    if (rc == 0) {
+        w->pending = s;
+        return 0;
+    }
+    return complete_slot(w, s, settle_slot(w, s, rc));
+}
+
+static void slot_init(slot_t *s, size_t cap) {
+    s->msgs = ds_calloc(cap, sizeof *s->msgs);
+    ds_batch_init(&s->batch, s->msgs, cap);
+    s->items = ds_calloc(cap, sizeof *s->items);
+}
+
+static void slot_free(slot_t *s) {
+    ds_batch_close(&s->batch);
+    free(s->msgs);
+    free(s->items);
 }
 
 static void worker_close(ds_worker_t *w) {
@@ -516,10 +608,9 @@ static void worker_close(ds_worker_t *w) {
         ds_consumer_destroy(w->consumer);
     }
     if (w->committed) rd_kafka_topic_partition_list_destroy(w->committed);
-    ds_producer_flush(w->svc->producer, 2000);
-    ds_batch_close(&w->batch);
-    free(w->msgs);
-    free(w->items);
+    /* No delivery callback may run for the slots once they are freed. */
+    ds_producer_drain(w->svc->producer, 2000);
+    for (size_t i = 0; i < DS_ARRAY_SIZE(w->slots); i++) slot_free(&w->slots[i]);
     for (size_t i = 0; i < w->ntopic_names; i++) {
         free(w->topic_names[i]);
         free(w->topic_bases[i]);
@@ -535,25 +626,31 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
     subscribe(&w, topics);
     w.max = (size_t)svc->cfg->batch_size;
     w.cap = svc->cfg->burst_batch_size > svc->cfg->batch_size ? (size_t)svc->cfg->burst_batch_size : w.max;
-    w.msgs = ds_calloc(w.cap, sizeof *w.msgs);
-    ds_batch_init(&w.batch, w.msgs, w.cap);
+    for (size_t i = 0; i < DS_ARRAY_SIZE(w.slots); i++) slot_init(&w.slots[i], w.cap);
+    w.cur = &w.slots[0];
     ds_burst_rates_init(&w.rates);
-    w.items = ds_calloc(w.cap, sizeof *w.items);
     w.seed = (uint64_t)ds_now_us();
+    int rc = 0;
     while (w.consumer && !ds_service_stopping(svc)) {
-        int n = poll_batch(&w);
+        /* With a batch in flight, take only what is there already. */
+        int n = poll_batch(&w, w.pending ? 0 : IDLE_POLL_MS);
         if (n == DS_EFATAL) {
             ds_error("fatal kafka consumer error; stopping");
             ds_service_request_stop(svc, 1);
             break;
         }
-        if (n == 0 && def->idle) def->idle(def->ud);
-        if (n <= 0) continue;
-        if (handle_batch(&w, (size_t)n) != 0) {
-            ds_error("%s worker stops: %s", def->name, w.err);
-            ds_service_request_stop(svc, 1);
-            break;
-        }
+        if (n == 0 && w.pending)
+            rc = finish_pending(&w);
+        else if (n == 0 && def->idle)
+            def->idle(def->ud);
+        else if (n > 0)
+            rc = handle_batch(&w);
+        if (rc != 0) break;
+    }
+    if (rc == 0) rc = finish_pending(&w);
+    if (rc != 0) {
+        ds_error("%s worker stops: %s", def->name, w.err);
+        ds_service_request_stop(svc, 1);
     }
     worker_close(&w);
     free(topics);

@@ -1,0 +1,156 @@
+/* The workers' shared loop (runtime/worker.h) against librdkafka's
+ * in-process mock cluster: what it does while a batch's downstream events
+ * are still being delivered. */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/common.h"
+#include "base/config.h"
+#include "base/log.h"
+#include "infra/kafka.h"
+#include "runtime/metrics.h"
+#include "runtime/service.h"
+#include "runtime/worker.h"
+
+#include <librdkafka/rdkafka_mock.h> /* after rdkafka.h, which infra/kafka.h includes */
+
+enum { KAFKA_API_PRODUCE = 0 }; /* the protocol's ApiKey */
+#define INPUT_MESSAGES 3
+#define GROUP "dealscore-feature" /* the worker's default group */
+
+static rd_kafka_t *mock_rk;
+static rd_kafka_mock_cluster_t *mc;
+static ds_config_t cfg;
+static ds_service_t svc;
+
+/* What the process callback saw. */
+typedef struct {
+    atomic_int batches;
+    /* Downstream events not yet acknowledged when each batch began. */
+    int undelivered_at[INPUT_MESSAGES + 1];
+} probe_t;
+
+static void setup(void) {
+    char err[512];
+    ds_log_init("test", DS_LOG_WARN);
+    rd_kafka_conf_t *mconf = rd_kafka_conf_new();
+    cr_assert_eq(rd_kafka_conf_set(mconf, "log_level", "3", err, sizeof err), RD_KAFKA_CONF_OK);
+    mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, mconf, err, sizeof err);
+    cr_assert_not_null(mock_rk, "%s", err);
+    mc = rd_kafka_mock_cluster_new(mock_rk, 1);
+    cr_assert_not_null(mc);
+    const char *topics[] = {"in", "in.dlq", "out"};
+    for (size_t i = 0; i < DS_ARRAY_SIZE(topics); i++)
+        cr_assert_eq(rd_kafka_mock_topic_create(mc, topics[i], 1, 1), 0);
+    char brokers[256];
+    snprintf(brokers, sizeof brokers, "DEALSCORE_KAFKA_BROKERS=%s", rd_kafka_mock_cluster_bootstraps(mc));
+    /* One message a batch and no bursts, so that each input message is a batch
+     * of its own. */
+    char *envp[] = {brokers, "DEALSCORE_BATCH_SIZE=1", "DEALSCORE_BURST_BATCH_SIZE=1", NULL};
+    cr_assert_eq(ds_config_load(&cfg, DS_SVC_FEATURE, envp, err, sizeof err), 0, "%s", err);
+    svc.cfg = &cfg;
+    svc.metrics = ds_metrics_new();
+    cr_assert_eq(ds_producer_new(&svc.producer, &cfg, err, sizeof err), 0, "%s", err);
+}
+
+static void teardown(void) {
+    ds_producer_destroy(svc.producer);
+    ds_metrics_destroy(svc.metrics);
+    ds_config_close(&cfg);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(mock_rk);
+}
+
+TestSuite(worker, .init = setup, .fini = teardown, .timeout = 60);
+
+/* Sends count messages to "in" and waits until they are acknowledged. */
+static void send_input(int count) {
+    for (int i = 0; i < count; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "deal-%d", i);
+        ds_event_meta_t meta = {.type = "test.input"};
+        cr_assert_eq(ds_producer_send(svc.producer, "in", key, strlen(key), "x", 1, &meta, NULL), 0);
+    }
+    cr_assert_eq(ds_producer_flush(svc.producer, 10000), 0);
+}
+
+/* Produces one "out" event per message, noting first how many of the
+ * events of earlier batches were still undelivered. */
+static int forward(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr,
+                   size_t errstr_size) {
+    (void)errstr;
+    (void)errstr_size;
+    probe_t *p = ud;
+    int batch = atomic_load(&p->batches);
+    if (batch < INPUT_MESSAGES + 1) p->undelivered_at[batch] = ds_producer_pending(svc.producer);
+    for (size_t i = 0; i < n; i++) {
+        const rd_kafka_message_t *m = items[i].msg;
+        ds_event_meta_t meta = {.type = "test.output"};
+        int rc = ds_worker_produce(w, ds_worker_topic(w, "out"), m->key, m->key_len, "y", 1, &meta);
+        if (rc != 0) return rc;
+    }
+    atomic_fetch_add(&p->batches, 1);
+    return 0;
+}
+
+static void *run_worker(void *arg) {
+    static const char *const topics[] = {"in"};
+    ds_worker_def_t def = {.name = "test", .topics = topics, .ntopics = 1, .process = forward, .ud = arg};
+    ds_worker_run(&svc, &def);
+    return NULL;
+}
+
+/* The offset the worker's group committed on "in" partition 0. */
+static int64_t committed_offset(void) {
+    char err[512];
+    ds_consumer_t *c = NULL;
+    const char *topics[] = {"in"};
+    cr_assert_eq(ds_consumer_new(&c, &cfg, GROUP, topics, 1, err, sizeof err), 0, "%s", err);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(parts, "in", 0);
+    cr_assert_eq(rd_kafka_committed(ds_consumer_handle(c), parts, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    int64_t offset = parts->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(parts);
+    ds_consumer_destroy(c);
+    return offset;
+}
+
+static int64_t end_offset(const char *topic) {
+    int64_t lo = 0, hi = 0;
+    cr_assert_eq(
+        rd_kafka_query_watermark_offsets(ds_producer_handle(svc.producer), topic, 0, &lo, &hi, 10000),
+        RD_KAFKA_RESP_ERR_NO_ERROR);
+    return hi;
+}
+
+/* The mock broker holds the answer to the worker's first produce request
+ * for 5 s: the batches behind the first are processed meanwhile, and every
+ * offset is still committed only once its batch's event is in. */
+Test(worker, processes_the_next_batch_while_the_last_ones_events_are_delivered) {
+    send_input(INPUT_MESSAGES);
+    cr_assert_eq(rd_kafka_mock_broker_push_request_error_rtts(mc, 1, KAFKA_API_PRODUCE, 1,
+                                                              RD_KAFKA_RESP_ERR_NO_ERROR, 5000),
+                 0);
+    probe_t probe = {0};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, run_worker, &probe), 0);
+    int64_t deadline = ds_mono_us() + 30 * 1000000LL;
+    while (atomic_load(&probe.batches) < INPUT_MESSAGES && ds_mono_us() < deadline) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert_eq(atomic_load(&probe.batches), INPUT_MESSAGES, "every input message was processed");
+    cr_assert_eq(probe.undelivered_at[0], 0);
+    cr_assert_geq(probe.undelivered_at[1], 1, "the second batch began while the first one's event was held");
+    while (end_offset("out") < INPUT_MESSAGES && ds_mono_us() < deadline) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&svc.stopping, 1);
+    pthread_join(th, NULL);
+    cr_assert_eq(end_offset("out"), INPUT_MESSAGES, "one event per input message, none lost or doubled");
+    cr_assert_eq(committed_offset(), INPUT_MESSAGES, "the offsets of every batch were committed on close");
+}
