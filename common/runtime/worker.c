@@ -44,7 +44,7 @@ struct ds_worker_s {
     rd_kafka_topic_partition_list_t *committed;
     int64_t committed_mono_us;
     /* ds_worker_run's loop */
-    ds_metric_t *m_msgs, *m_dlq, *m_retry, *m_batch, *m_secs, *m_lag, *m_burst, *m_gathering, *m_age;
+    ds_metric_t *m_msgs, *m_dlq, *m_retry, *m_batch, *m_secs, *m_lag, *m_burst, *m_gathering, *m_age, *m_await;
     slot_t slots[2];
     slot_t *cur;     /* being polled and processed */
     slot_t *pending; /* processed, its downstream messages in flight; or NULL */
@@ -353,6 +353,8 @@ static void register_metrics(ds_worker_t *w) {
     w->m_age = ds_metrics_histogram(m, "worker_event_age_seconds",
                                     "Seconds from a message's publication until its batch was done", lab,
                                     age_buckets, DS_ARRAY_SIZE(age_buckets));
+    w->m_await = ds_metrics_counter(m, "worker_delivery_wait_seconds_total",
+                                    "Seconds the loop waited for downstream acknowledgements", lab);
     w->m_lag = ds_metrics_gauge(
         m, "consumer_lag", "Messages behind the end of the assigned partitions, those in hand included", lab);
     w->m_burst =
@@ -501,7 +503,9 @@ static int await_slot(ds_worker_t *w, slot_t *s) {
         rc = DS_ERETRY;
         snprintf(w->err, sizeof w->err, "%d downstream messages were not delivered", failed);
     }
-    s->busy_s += (double)(ds_mono_us() - t0) / 1e6;
+    double waited = (double)(ds_mono_us() - t0) / 1e6;
+    ds_metric_add(w->m_await, waited);
+    s->busy_s += waited;
     return rc;
 }
 
