@@ -44,7 +44,8 @@ struct ds_worker_s {
     rd_kafka_topic_partition_list_t *committed;
     int64_t committed_mono_us;
     /* ds_worker_run's loop */
-    ds_metric_t *m_msgs, *m_dlq, *m_retry, *m_batch, *m_secs, *m_lag, *m_burst, *m_gathering, *m_age, *m_await;
+    ds_metric_t *m_msgs, *m_dlq, *m_retry, *m_batch, *m_secs, *m_lag, *m_burst, *m_gathering, *m_age,
+        *m_await;
     slot_t slots[2];
     slot_t *cur;     /* being polled and processed */
     slot_t *pending; /* processed, its downstream messages in flight; or NULL */
