@@ -16,39 +16,27 @@
 /* Kafka protocol ApiKeys (rdkafka_protocol.h is not installed). */
 #define API_PRODUCE 0
 
-static rd_kafka_t *mock_rk;
-static rd_kafka_mock_cluster_t *mc;
+static kt_mock_t mock;
 static ds_config_t cfg;
 static bool cfg_loaded;
 
 static void setup(void) {
-    char err[512];
     ds_log_init("test", getenv("DS_TEST_DEBUG") ? DS_LOG_DEBUG : DS_LOG_WARN);
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    /* This handle only hosts the mock cluster; it connects nowhere. */
-    cr_assert_eq(rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err), RD_KAFKA_CONF_OK);
-    mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    cr_assert_not_null(mock_rk, "%s", err);
-    mc = rd_kafka_mock_cluster_new(mock_rk, 1);
-    cr_assert_not_null(mc);
+    kt_mock_start(&mock);
 }
 
 static void teardown(void) {
     if (cfg_loaded) ds_config_close(&cfg);
     cfg_loaded = false;
-    if (mc) rd_kafka_mock_cluster_destroy(mc);
-    mc = NULL;
-    if (mock_rk) rd_kafka_destroy(mock_rk);
-    mock_rk = NULL;
+    kt_mock_stop(&mock);
 }
 
 /* Loads a config pointing at the mock cluster, plus extra variables. */
 static void load_cfg(const char *const *extra) {
-    char brokers[512], err[512];
+    char err[512];
     char *envp[16];
     size_t n = 0;
-    snprintf(brokers, sizeof brokers, "DEALSCORE_KAFKA_BROKERS=%s", rd_kafka_mock_cluster_bootstraps(mc));
-    envp[n++] = brokers;
+    envp[n++] = mock.brokers;
     /* The mock coordinator waits up to session.timeout.ms - 1 s before it
      * completes a rebalance after a member left; keep that short. */
     envp[n++] = "KAFKA_SESSION_TIMEOUT_MS=3000";
@@ -107,12 +95,12 @@ TestSuite(kafka, .init = setup, .fini = teardown, .timeout = 60);
 
 Test(kafka, retriable_produce_errors_deliver_exactly_once) {
     const char *topic = "retry.topic";
-    cr_assert_eq(rd_kafka_mock_topic_create(mc, topic, 1, 1), 0);
+    cr_assert_eq(rd_kafka_mock_topic_create(mock.mc, topic, 1, 1), 0);
     load_cfg(NULL);
     ds_producer_t *p = new_producer();
 
     /* The first three produce requests fail with a retriable error. */
-    rd_kafka_mock_push_request_errors(mc, API_PRODUCE, 3, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+    rd_kafka_mock_push_request_errors(mock.mc, API_PRODUCE, 3, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
                                       RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
                                       RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
     slot_t slots[5] = {0};
@@ -137,7 +125,7 @@ Test(kafka, retriable_produce_errors_deliver_exactly_once) {
 /* Produces one message while the broker answers with err; returns its
  * delivery report. */
 static slot_t produce_against(ds_producer_t *p, const char *topic, rd_kafka_resp_err_t err) {
-    rd_kafka_mock_push_request_errors(mc, API_PRODUCE, 1, err);
+    rd_kafka_mock_push_request_errors(mock.mc, API_PRODUCE, 1, err);
     slot_t bad = {0};
     cr_assert_eq(send_text(p, topic, "refused", &bad), 0);
     cr_assert_eq(ds_producer_flush(p, 20000), 0);
@@ -150,7 +138,7 @@ static slot_t produce_against(ds_producer_t *p, const char *topic, rd_kafka_resp
 
 Test(kafka, permanent_produce_error_reaches_delivery_cb) {
     const char *topic = "invalid.topic";
-    cr_assert_eq(rd_kafka_mock_topic_create(mc, topic, 1, 1), 0);
+    cr_assert_eq(rd_kafka_mock_topic_create(mock.mc, topic, 1, 1), 0);
     load_cfg(NULL);
     ds_producer_t *p = new_producer();
 
@@ -172,7 +160,7 @@ Test(kafka, permanent_produce_error_reaches_delivery_cb) {
 
 Test(kafka, authorization_error_reaches_delivery_cb) {
     const char *topic = "denied.topic";
-    cr_assert_eq(rd_kafka_mock_topic_create(mc, topic, 1, 1), 0);
+    cr_assert_eq(rd_kafka_mock_topic_create(mock.mc, topic, 1, 1), 0);
     load_cfg(NULL);
     ds_producer_t *p = new_producer();
     slot_t bad = produce_against(p, topic, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
@@ -184,7 +172,7 @@ Test(kafka, authorization_error_reaches_delivery_cb) {
 Test(kafka, stored_offsets_are_committed_on_close) {
     const char *topic = "store.topic";
     const char *topics[] = {topic};
-    cr_assert_eq(rd_kafka_mock_topic_create(mc, topic, 1, 1), 0);
+    cr_assert_eq(rd_kafka_mock_topic_create(mock.mc, topic, 1, 1), 0);
     load_cfg(NULL);
     ds_producer_t *p = new_producer();
     slot_t slots[10] = {0};
@@ -232,7 +220,7 @@ Test(kafka, stored_offsets_are_committed_on_close) {
 Test(kafka, unstored_batch_is_redelivered) {
     const char *topic = "redeliver.topic";
     const char *topics[] = {topic};
-    cr_assert_eq(rd_kafka_mock_topic_create(mc, topic, 1, 1), 0);
+    cr_assert_eq(rd_kafka_mock_topic_create(mock.mc, topic, 1, 1), 0);
     load_cfg(NULL);
     ds_producer_t *p = new_producer();
     slot_t slots[3] = {0};
@@ -259,7 +247,7 @@ Test(kafka, unstored_batch_is_redelivered) {
 Test(kafka, pause_all_stops_fetching_until_resume) {
     const char *topic = "pause.topic";
     const char *topics[] = {topic};
-    cr_assert_eq(rd_kafka_mock_topic_create(mc, topic, 2, 1), 0);
+    cr_assert_eq(rd_kafka_mock_topic_create(mock.mc, topic, 2, 1), 0);
     load_cfg(NULL);
     ds_producer_t *p = new_producer();
     slot_t s1 = {0}, s2 = {0};
@@ -292,8 +280,8 @@ Test(kafka, headers_and_dlq_round_trip) {
     const char *topic = "dlq.src";
     const char *dlq_topics[] = {"dlq.src.dlq"};
     const char *src_topics[] = {topic};
-    cr_assert_eq(rd_kafka_mock_topic_create(mc, topic, 1, 1), 0);
-    cr_assert_eq(rd_kafka_mock_topic_create(mc, "dlq.src.dlq", 1, 1), 0);
+    cr_assert_eq(rd_kafka_mock_topic_create(mock.mc, topic, 1, 1), 0);
+    cr_assert_eq(rd_kafka_mock_topic_create(mock.mc, "dlq.src.dlq", 1, 1), 0);
     load_cfg(NULL);
     ds_producer_t *p = new_producer();
     const ds_event_meta_t meta = {
@@ -351,8 +339,8 @@ Test(kafka, ping_fails_when_the_broker_is_down) {
     load_cfg(NULL);
     ds_producer_t *p = new_producer();
     cr_assert_eq(ds_kafka_ping(ds_producer_handle(p), 5000), 0);
-    cr_assert_eq(rd_kafka_mock_broker_set_down(mc, 1), 0);
+    cr_assert_eq(rd_kafka_mock_broker_set_down(mock.mc, 1), 0);
     cr_assert_neq(ds_kafka_ping(ds_producer_handle(p), 1000), 0);
-    cr_assert_eq(rd_kafka_mock_broker_set_up(mc, 1), 0);
+    cr_assert_eq(rd_kafka_mock_broker_set_up(mock.mc, 1), 0);
     ds_producer_destroy(p);
 }

@@ -5,8 +5,40 @@
 
 #include <criterion/criterion.h>
 
+#include <stdio.h>
+
 #include "base/common.h"
 #include "infra/kafka.h"
+
+#include <librdkafka/rdkafka_mock.h> /* after rdkafka.h, which infra/kafka.h includes */
+
+/* librdkafka's in-process mock cluster of one broker, hosted by a handle
+ * that connects nowhere; brokers holds "DEALSCORE_KAFKA_BROKERS=<its
+ * address>" for a test's environment. */
+typedef struct {
+    rd_kafka_t *rk;
+    rd_kafka_mock_cluster_t *mc;
+    char brokers[256];
+} kt_mock_t;
+
+static inline void kt_mock_start(kt_mock_t *m) {
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    cr_assert_eq(rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err), RD_KAFKA_CONF_OK);
+    m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    cr_assert_not_null(m->rk, "%s", err);
+    m->mc = rd_kafka_mock_cluster_new(m->rk, 1);
+    cr_assert_not_null(m->mc);
+    snprintf(m->brokers, sizeof m->brokers, "DEALSCORE_KAFKA_BROKERS=%s",
+             rd_kafka_mock_cluster_bootstraps(m->mc));
+}
+
+static inline void kt_mock_stop(kt_mock_t *m) {
+    if (m->mc) rd_kafka_mock_cluster_destroy(m->mc);
+    if (m->rk) rd_kafka_destroy(m->rk);
+    m->mc = NULL;
+    m->rk = NULL;
+}
 
 /* Polls until want messages arrived or timeout_ms passed; returns the count
  * (fewer than want is not a failure: tests use it to see nothing more

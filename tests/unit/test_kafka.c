@@ -9,8 +9,7 @@
 #include "base/config.h"
 #include "infra/kafka.h"
 #include "base/log.h"
-
-#include <librdkafka/rdkafka_mock.h> /* after rdkafka.h, which infra/kafka.h includes */
+#include "kafkatest.h"
 
 static ds_config_t cfg;
 static bool cfg_loaded;
@@ -151,35 +150,15 @@ static int64_t send_and_flush(ds_producer_t *p, const char *topic, int n) {
     return (ds_mono_us() - t0) / 1000;
 }
 
-/* librdkafka's in-process mock cluster of one broker with topic "t" (one
- * partition); brokers gets "DEALSCORE_KAFKA_BROKERS=<its address>". */
-typedef struct {
-    rd_kafka_t *rk;
-    rd_kafka_mock_cluster_t *mc;
-    char brokers[256];
-} mock_t;
-
-static void mock_start(mock_t *m) {
-    char err[512];
-    rd_kafka_conf_t *mconf = rd_kafka_conf_new();
-    cr_assert_eq(rd_kafka_conf_set(mconf, "log_level", "3", err, sizeof err), RD_KAFKA_CONF_OK);
-    m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, mconf, err, sizeof err);
-    cr_assert_not_null(m->rk, "%s", err);
-    m->mc = rd_kafka_mock_cluster_new(m->rk, 1);
-    cr_assert_not_null(m->mc);
+/* The mock cluster with topic "t" (one partition). */
+static void mock_start(kt_mock_t *m) {
+    kt_mock_start(m);
     cr_assert_eq(rd_kafka_mock_topic_create(m->mc, "t", 1, 1), 0);
-    snprintf(m->brokers, sizeof m->brokers, "DEALSCORE_KAFKA_BROKERS=%s",
-             rd_kafka_mock_cluster_bootstraps(m->mc));
-}
-
-static void mock_stop(mock_t *m) {
-    rd_kafka_mock_cluster_destroy(m->mc);
-    rd_kafka_destroy(m->rk);
 }
 
 Test(kafka, flush_lingers_while_the_process_produces_fast) {
     char err[512];
-    mock_t m;
+    kt_mock_t m;
     mock_start(&m);
     /* A linger long enough to tell from a delivery on a loaded machine, and
      * librdkafka's own linger longer still, so that only the flush's policy
@@ -198,7 +177,7 @@ Test(kafka, flush_lingers_while_the_process_produces_fast) {
     ms = send_and_flush(p, "t", 1);
     cr_assert_lt(ms, 250, "a slow producer's flush sends at once (took %lld ms)", (long long)ms);
     ds_producer_destroy(p);
-    mock_stop(&m);
+    kt_mock_stop(&m);
 }
 
 /* librdkafka 2.0 (Debian 12) aborts in rd_kafka_destroy when a
@@ -209,7 +188,7 @@ Test(kafka, flush_lingers_while_the_process_produces_fast) {
 enum { KAFKA_API_SYNC_GROUP = 14 }; /* the protocol's ApiKey */
 Test(kafka, a_consumer_closed_while_it_joins_the_group_exits_cleanly, .timeout = 60) {
     char err[512];
-    mock_t m;
+    kt_mock_t m;
     mock_start(&m);
     cr_assert_eq(rd_kafka_mock_broker_push_request_error_rtts(m.mc, 1, KAFKA_API_SYNC_GROUP, 1,
                                                               RD_KAFKA_RESP_ERR_NO_ERROR, 3000),
@@ -234,7 +213,7 @@ Test(kafka, a_consumer_closed_while_it_joins_the_group_exits_cleanly, .timeout =
     rd_kafka_mem_free(NULL, member);
     cr_assert_eq(ds_consumer_rebalances(c), 0u, "the SyncGroup answer is still held back");
     ds_consumer_destroy(c); /* aborts the test process without the fix */
-    mock_stop(&m);
+    kt_mock_stop(&m);
 }
 
 Test(kafka, consumer_needs_topics) {

@@ -14,15 +14,13 @@
 #include "runtime/metrics.h"
 #include "runtime/service.h"
 #include "runtime/worker.h"
-
-#include <librdkafka/rdkafka_mock.h> /* after rdkafka.h, which infra/kafka.h includes */
+#include "kafkatest.h"
 
 enum { KAFKA_API_PRODUCE = 0 }; /* the protocol's ApiKey */
 #define INPUT_MESSAGES 3
 #define GROUP "dealscore-feature" /* the worker's default group */
 
-static rd_kafka_t *mock_rk;
-static rd_kafka_mock_cluster_t *mc;
+static kt_mock_t mock;
 static ds_config_t cfg;
 static ds_service_t svc;
 
@@ -36,20 +34,13 @@ typedef struct {
 static void setup(void) {
     char err[512];
     ds_log_init("test", DS_LOG_WARN);
-    rd_kafka_conf_t *mconf = rd_kafka_conf_new();
-    cr_assert_eq(rd_kafka_conf_set(mconf, "log_level", "3", err, sizeof err), RD_KAFKA_CONF_OK);
-    mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, mconf, err, sizeof err);
-    cr_assert_not_null(mock_rk, "%s", err);
-    mc = rd_kafka_mock_cluster_new(mock_rk, 1);
-    cr_assert_not_null(mc);
+    kt_mock_start(&mock);
     const char *topics[] = {"in", "in.dlq", "out"};
     for (size_t i = 0; i < DS_ARRAY_SIZE(topics); i++)
-        cr_assert_eq(rd_kafka_mock_topic_create(mc, topics[i], 1, 1), 0);
-    char brokers[256];
-    snprintf(brokers, sizeof brokers, "DEALSCORE_KAFKA_BROKERS=%s", rd_kafka_mock_cluster_bootstraps(mc));
+        cr_assert_eq(rd_kafka_mock_topic_create(mock.mc, topics[i], 1, 1), 0);
     /* One message a batch and no bursts, so that each input message is a batch
      * of its own. */
-    char *envp[] = {brokers, "DEALSCORE_BATCH_SIZE=1", "DEALSCORE_BURST_BATCH_SIZE=1", NULL};
+    char *envp[] = {mock.brokers, "DEALSCORE_BATCH_SIZE=1", "DEALSCORE_BURST_BATCH_SIZE=1", NULL};
     cr_assert_eq(ds_config_load(&cfg, DS_SVC_FEATURE, envp, err, sizeof err), 0, "%s", err);
     svc.cfg = &cfg;
     svc.metrics = ds_metrics_new();
@@ -60,8 +51,7 @@ static void teardown(void) {
     ds_producer_destroy(svc.producer);
     ds_metrics_destroy(svc.metrics);
     ds_config_close(&cfg);
-    rd_kafka_mock_cluster_destroy(mc);
-    rd_kafka_destroy(mock_rk);
+    kt_mock_stop(&mock);
 }
 
 TestSuite(worker, .init = setup, .fini = teardown, .timeout = 60);
@@ -131,7 +121,7 @@ static int64_t end_offset(const char *topic) {
  * offset is still committed only once its batch's event is in. */
 Test(worker, processes_the_next_batch_while_the_last_ones_events_are_delivered) {
     send_input(INPUT_MESSAGES);
-    cr_assert_eq(rd_kafka_mock_broker_push_request_error_rtts(mc, 1, KAFKA_API_PRODUCE, 1,
+    cr_assert_eq(rd_kafka_mock_broker_push_request_error_rtts(mock.mc, 1, KAFKA_API_PRODUCE, 1,
                                                               RD_KAFKA_RESP_ERR_NO_ERROR, 5000),
                  0);
     probe_t probe = {0};
