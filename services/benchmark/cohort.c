@@ -322,13 +322,23 @@ char *cohort_query_sql(cohort_level_t level, unsigned null_mask) {
     return b.p;
 }
 
-/* The org lock, and custom plans for the rest of the transaction: a generic
- * plan of the cohort query cannot see how many accounts share the industry
- * and region, and probes accounts once per candidate deal (at 1M deals per
- * org: 20-80 ms) where the custom plan hash-joins (8-12 ms + 3 ms planning). */
+/* The org lock, and generic plans until the first cohort query: the
+ * statements of every transaction look their rows up by key (sql_load),
+ * so one cached plan serves every org, where planning them anew cost more
+ * than running them. */
 static const char *const sql_lock =
     "select pg_advisory_xact_lock(hashtextextended('dealscore.benchmark:' || $1::text, 0)),"
-    " set_config('plan_cache_mode', 'force_custom_plan', true)";
+    " set_config('plan_cache_mode', 'force_generic_plan', true)";
+
+/* Custom plans for the rest of the transaction, set before its first cohort
+ * query (or org count): a generic plan of the cohort query cannot see how
+ * many accounts share the industry and region, and probes accounts once per
+ * candidate deal (at 1M deals per org: 20-80 ms) where the custom plan
+ * hash-joins (8-12 ms + 3 ms planning). Only then: the statements of every
+ * transaction (bench_load, bench_map, bench_lookup, bench_settings) keep
+ * their cached generic plans, as custom ones cost more to plan than to run
+ * (bench_load: about 1.9 ms of planning per batch at load 15). */
+static const char *const sql_custom_plans = "select set_config('plan_cache_mode', 'force_custom_plan', true)";
 
 /* The org's settings, each NULL unless it is a JSON number. */
 static const char *const sql_settings = "select case when jsonb_typeof(s -> 'benchmark_months') = 'number'"
@@ -340,17 +350,23 @@ static const char *const sql_settings = "select case when jsonb_typeof(s -> 'ben
                                         " from (select settings as s from public.orgs where id = $1::uuid) x";
 
 /* Opportunities with what the cohort needs. reopened: the outcome went back
- * to open at some point, so the deal may still sit in cached cohorts. */
+ * to open at some point, so the deal may still sit in cached cohorts. Each
+ * row is looked up by its key (OFFSET 0 keeps the lateral subqueries apart,
+ * so no plan can scan the org's deals instead: a generic plan did, 1,350
+ * buffers a call against 90, for an org its statistics had not seen). */
 static const char *const sql_load =
     "select o.id::text, o.account_id::text, o.outcome, o.placeholder, a.industry,"
     " o.product_category, a.region, o.persona, o.amount::float8, ob.cohort_key,"
     " exists (select 1 from public.opportunity_history h where h.opportunity_id = o.id"
     "  and h.field = 'outcome' and h.new_value = 'open'),"
     " ob.match_level, ob.account_id::text, ob.org_id = o.org_id"
-    " from public.opportunities o"
-    " left join public.accounts a on a.org_id = o.org_id and a.id = o.account_id"
-    " left join public.opportunity_benchmarks ob on ob.opportunity_id = o.id"
-    " where o.org_id = $1::uuid and o.id = any($2::uuid[])"
+    " from (select distinct unnest($2::uuid[]) as id) k"
+    " cross join lateral (select * from public.opportunities o"
+    "  where o.id = k.id and o.org_id = $1::uuid offset 0) o"
+    " left join lateral (select * from public.accounts a"
+    "  where a.id = o.account_id offset 0) a on a.org_id = o.org_id"
+    " left join lateral (select * from public.opportunity_benchmarks ob"
+    "  where ob.opportunity_id = o.id offset 0) ob on true"
     " order by o.id";
 
 /* Won deals of the org in the window, counted up to $3: every cohort is a
@@ -379,18 +395,21 @@ static const char *const sql_stale = "select org_id::text, " ROW_COLS " from pub
 static const char *const sql_mapped_to = "select opportunity_id::text from public.opportunity_benchmarks"
                                          " where org_id = $1::uuid and cohort_key = any($2::text[])";
 
+/* Maps the deals that still exist in the org (each looked up by its key,
+ * as sql_load does). */
 static const char *const sql_map =
     "insert into public.opportunity_benchmarks as ob (org_id, opportunity_id, account_id,"
     " cohort_key, match_level)"
     " select $1::uuid, x.id, x.acc, x.key, x.lvl"
     " from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[]) as x(id, acc, key, "
-    "lvl)" DS_SQL_WHERE_DEAL_EXISTS(
-        "x.id",
-        "$1::uuid") " on conflict (opportunity_id) do update set org_id = excluded.org_id,"
-                    "  account_id = excluded.account_id, cohort_key = excluded.cohort_key,"
-                    "  match_level = excluded.match_level, updated_at = now()"
-                    " where (ob.org_id, ob.account_id, ob.cohort_key, ob.match_level) is distinct from"
-                    "  (excluded.org_id, excluded.account_id, excluded.cohort_key, excluded.match_level)";
+    "lvl)"
+    " cross join lateral (select 1 from public.opportunities o"
+    "  where o.id = x.id and o.org_id = $1::uuid offset 0) d"
+    " on conflict (opportunity_id) do update set org_id = excluded.org_id,"
+    "  account_id = excluded.account_id, cohort_key = excluded.cohort_key,"
+    "  match_level = excluded.match_level, updated_at = now()"
+    " where (ob.org_id, ob.account_id, ob.cohort_key, ob.match_level) is distinct from"
+    "  (excluded.org_id, excluded.account_id, excluded.cohort_key, excluded.match_level)";
 
 static const char *const sql_unmap = "delete from public.opportunity_benchmarks where org_id = $1::uuid"
                                      " and opportunity_id = any($2::uuid[])";
@@ -421,6 +440,7 @@ struct cohort_engine_s {
     /* The transaction in progress. */
     char org[37];
     cohort_settings_t set;
+    bool custom_plans; /* bench_custom_plans ran in this transaction */
     /* Open, never reopened deals that a committed cohort_apply_changes left
      * mapped. */
     ds_uuidset_t settled;
@@ -485,6 +505,7 @@ cohort_engine_t *cohort_engine_new(ds_pg_t *pg, const cohort_settings_t *default
     e->defaults = *defaults;
     if (metrics) e->m = *metrics;
     ds_pg_add_statement(pg, "bench_lock", sql_lock, 1);
+    ds_pg_add_statement(pg, "bench_custom_plans", sql_custom_plans, 0);
     ds_pg_add_statement(pg, "bench_settings", sql_settings, 1);
     ds_pg_add_statement(pg, "bench_load", sql_load, 2);
     ds_pg_add_statement(pg, "bench_lookup", sql_lookup, 2);
@@ -621,6 +642,7 @@ static int begin_org(cohort_engine_t *e, const char *org_id, bool *found, char *
     int rc = ds_pg_exec(e->pg, "BEGIN", NULL, err, esz);
     if (rc != 0) return rc;
     snprintf(e->org, sizeof e->org, "%s", org_id);
+    e->custom_plans = false;
     const char *v[] = {org_id};
     rc = run(e, "bench_lock", 1, v, NULL, err, esz);
     if (rc != 0) return rc;
@@ -641,6 +663,14 @@ static int begin_org(cohort_engine_t *e, const char *org_id, bool *found, char *
 
 static int commit(cohort_engine_t *e, char *err, size_t esz) {
     return ds_pg_exec(e->pg, "COMMIT", NULL, err, esz);
+}
+
+/* Switches the transaction to custom plans, once. */
+static int use_custom_plans(cohort_engine_t *e, char *err, size_t esz) {
+    if (e->custom_plans) return 0;
+    int rc = run(e, "bench_custom_plans", 0, NULL, NULL, err, esz);
+    if (rc == 0) e->custom_plans = true;
+    return rc;
 }
 
 /* Runs the cohort query. *prev is the won count before (-1 for a new row). */
@@ -679,9 +709,11 @@ static int compute(cohort_engine_t *e, const cohort_attrs_t *a, cohort_level_t l
                          level_names[level],
                          level_matched[level],
                          minw};
+    int rc = use_custom_plans(e, err, esz);
+    if (rc != 0) return rc;
     PGresult *res = NULL;
     int64_t t0 = ds_mono_us();
-    int rc = run(e, name, 13, v, &res, err, esz);
+    rc = run(e, name, 13, v, &res, err, esz);
     e->last_query_us = ds_mono_us() - t0;
     if (e->m.query_s) ds_metric_observe(e->m.query_s, (double)e->last_query_us / 1e6);
     if (rc != 0) return rc;
@@ -848,7 +880,8 @@ static int choose_level(cohort_engine_t *e, kmap_t *cache, const opp_t *o, char 
         snprintf(lim, sizeof lim, "%d", e->set.min_won);
         const char *ov[] = {e->org, mo, lim};
         PGresult *r = NULL;
-        rc = run(e, "bench_org_won", 3, ov, &r, err, esz);
+        rc = use_custom_plans(e, err, esz);
+        if (rc == 0) rc = run(e, "bench_org_won", 3, ov, &r, err, esz);
         if (rc != 0) return rc;
         *org_won = atoll(PQgetvalue(r, 0, 0));
         PQclear(r);

@@ -16,6 +16,8 @@
 #include <criterion/criterion.h>
 
 #include "dstest.h"
+#include "benchmark/cohort.h"
+#include "infra/pg.h"
 #include "dealscore/v1/events.pb-c.h"
 
 #define ORG_A "a0000000-0000-4000-8000-00000000000a"
@@ -521,6 +523,37 @@ Test(benchmark, a_change_that_keeps_the_cohort_leaves_the_mapping_untouched) {
         pgt_valuef(db, "select xmax::text from opportunity_benchmarks where opportunity_id = '%s'", OPP(601));
     cr_expect_str_eq(xmax ? xmax : "(none)", "0", "the mapping row was locked or updated");
     free(xmax);
+}
+
+/* A transaction that runs no cohort query keeps the generic plans Postgres
+ * caches for its statements: only a cohort query (or the org count) turns
+ * the transaction to custom plans, which cost more to plan than the other
+ * statements cost to run. */
+Test(benchmark, a_transaction_without_cohort_queries_keeps_generic_plans) {
+    fixture_relax();
+    char err[256];
+    ds_pg_t *pg = NULL;
+    cr_assert_eq(ds_pg_new(&pg, T.db.conninfo, "test-benchmark", err, sizeof err), 0, "%s", err);
+    cr_assert_eq(ds_pg_ensure(pg, 5000, NULL, err, sizeof err), 0, "%s", err);
+    cohort_engine_t *eng =
+        cohort_engine_new(pg, &(cohort_settings_t){.months = 12, .min_won = 2, .band = 0.2}, NULL);
+    const char *ids[] = {OPP(601)};
+    /* The first computes the cohorts, the others find them cached. */
+    for (int i = 0; i < 8; i++) {
+        cohort_stats_t st = {0};
+        cr_assert_eq(cohort_apply(eng, ORG_A, ids, 1, &st, err, sizeof err), 0, "%s", err);
+        if (i > 0) cr_assert_eq(st.computed, 0);
+    }
+    expect_mapping(OPP(601), "v1|ind=software|prod=analytics|reg=emea|" AMT, "industry_product_region");
+    PGresult *res = NULL;
+    cr_assert_eq(ds_pg_exec(pg, "select generic_plans from pg_prepared_statements where name = 'bench_load'",
+                            &res, err, sizeof err),
+                 0, "%s", err);
+    cr_assert_eq(PQntuples(res), 1);
+    cr_expect_gt(atoi(PQgetvalue(res, 0, 0)), 0, "bench_load was planned anew for every transaction");
+    PQclear(res);
+    cohort_engine_destroy(eng);
+    ds_pg_destroy(pg);
 }
 
 /* An org without enough won deals in the window (none here): no cohort can
