@@ -319,7 +319,7 @@ int deal_risks_build(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, deal_r
     for (size_t i = 0; rc == 0 && i < n; i++) {
         if (items[i].unchanged) continue; /* its row stays that of its last written score */
         /* The outcome every scoring path read with the deal (no path scores
-         * a placeholder); a deal deleted since gets no row (the upsert's
+         * a placeholder); a deal deleted since gets no row (the write's
          * check). */
         if (items[i].outcome != DS_OUTCOME_OPEN) {
             ds_pgarray_uuid(&out->closed, items[i].opp_id);
@@ -332,35 +332,17 @@ int deal_risks_build(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, deal_r
     return rc;
 }
 
-static const char *sql_upsert =
-    "insert into public.deal_risks as d (org_id, opportunity_id, account_id, as_of, model_version,"
-    " proba_close, risks, updated_at)"
-    " select org_id, opportunity_id, account_id, as_of, model_version, proba_close, risks, now()"
-    " from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[], $6::float8[],"
-    "  $7::jsonb[]) as x(org_id, opportunity_id, account_id, as_of, model_version, proba_close, "
-    "risks)" DS_SQL_WHERE_DEAL_EXISTS("x.opportunity_id",
-                                      "x.org_id") " on conflict (opportunity_id) do update set account_id = "
-                                                  "excluded.account_id, as_of = excluded.as_of,"
-                                                  " model_version = excluded.model_version, proba_close = "
-                                                  "excluded.proba_close, risks = excluded.risks,"
-                                                  " updated_at = now() where d.as_of <= excluded.as_of"
-                                                  " and (d.account_id, d.model_version, d.proba_close,"
-                                                  " d.risks) is distinct from (excluded.account_id,"
-                                                  " excluded.model_version, excluded.proba_close,"
-                                                  " excluded.risks)";
-
 static const char *sql_forget = "delete from public.deal_risks where opportunity_id = any($1::uuid[])";
 
-void deal_risks_add(deal_risks_batch_t *b, ds_pg_batch_t *pb) {
-    if (b->n_open) {
-        ds_pgarray_params(b->cols, DEAL_RISKS_COLS, b->values, b->lengths, b->formats);
-        ds_pg_batch_add_params_ref(pb, sql_upsert, DEAL_RISKS_COLS, b->values, b->lengths, b->formats, NULL);
-    }
-    if (b->n_closed) {
-        ds_pgarray_params(&b->closed, 1, &b->closed_value, &b->closed_length, &b->closed_format);
-        ds_pg_batch_add_params_ref(pb, sql_forget, 1, &b->closed_value, &b->closed_length, &b->closed_format,
-                                   NULL);
-    }
+void deal_risks_params(deal_risks_batch_t *b, const char **values, int *lengths, int *formats) {
+    ds_pgarray_params(b->cols, DEAL_RISKS_COLS, values, lengths, formats);
+}
+
+void deal_risks_add_forget(deal_risks_batch_t *b, ds_pg_batch_t *pb) {
+    if (!b->n_closed) return;
+    ds_pgarray_params(&b->closed, 1, &b->closed_value, &b->closed_length, &b->closed_format);
+    ds_pg_batch_add_params_ref(pb, sql_forget, 1, &b->closed_value, &b->closed_length, &b->closed_format,
+                               NULL);
 }
 
 void deal_risks_batch_free(deal_risks_batch_t *b) {

@@ -43,13 +43,30 @@ void deal_risks_cache_await_refreshes(deal_risks_cache_t *c);
 
 #define DEAL_RISKS_COLS 7
 
+/* The upsert of the open deals' rows, as a data-modifying statement of the
+ * scores' write (score_worker.c): its parameters are $13 .. $19 (the
+ * columns of deal_risks_params), and it writes only the deals named in the
+ * relation ok (a column opportunity_id), those the write found to exist, so
+ * that each row's deal is looked up once per transaction, not once per
+ * table. A row is rewritten only when something in it changed. */
+#define DEAL_RISKS_SQL_UPSERT_OF(ok)                                                                         \
+    "insert into public.deal_risks as d (org_id, opportunity_id, account_id, as_of, model_version,"          \
+    " proba_close, risks, updated_at)"                                                                       \
+    " select org_id, opportunity_id, account_id, as_of, model_version, proba_close, risks, now()"            \
+    " from unnest($13::uuid[], $14::uuid[], $15::uuid[], $16::timestamptz[], $17::text[], $18::float8[],"    \
+    "  $19::jsonb[]) as k(org_id, opportunity_id, account_id, as_of, model_version, proba_close, risks)"     \
+    " where k.opportunity_id in (select opportunity_id from " ok ")"                                         \
+    " on conflict (opportunity_id) do update set account_id = excluded.account_id, as_of = excluded.as_of,"  \
+    " model_version = excluded.model_version, proba_close = excluded.proba_close, risks = excluded.risks,"   \
+    " updated_at = now() where d.as_of <= excluded.as_of"                                                    \
+    " and (d.account_id, d.model_version, d.proba_close, d.risks) is distinct from (excluded.account_id,"    \
+    " excluded.model_version, excluded.proba_close, excluded.risks)"
+
 /* The statements' parameters for one batch of items. */
 typedef struct {
-    ds_pgarray_t cols[DEAL_RISKS_COLS]; /* the open deals' rows */
+    ds_pgarray_t cols[DEAL_RISKS_COLS]; /* the open deals' rows (none: empty arrays) */
     ds_pgarray_t closed;                /* ids of deals that are not open */
     size_t n_open, n_closed;
-    const char *values[DEAL_RISKS_COLS];
-    int lengths[DEAL_RISKS_COLS], formats[DEAL_RISKS_COLS];
     const char *closed_value;
     int closed_length, closed_format;
 } deal_risks_batch_t;
@@ -62,9 +79,12 @@ typedef struct {
 int deal_risks_build(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, deal_risks_cache_t *cache,
                      const scoring_item_t *items, size_t n, deal_risks_batch_t *out, char *errstr,
                      size_t errstr_size);
-/* Adds the batch's upsert and delete to a write transaction (the arrays
- * must outlive the run). */
-void deal_risks_add(deal_risks_batch_t *b, ds_pg_batch_t *pb);
+/* Fills the DEAL_RISKS_COLS parameters of DEAL_RISKS_SQL_UPSERT_OF (the
+ * arrays must outlive the run). */
+void deal_risks_params(deal_risks_batch_t *b, const char **values, int *lengths, int *formats);
+/* Adds the delete of the rows of deals no longer open to a write
+ * transaction, when there are any (the array must outlive the run). */
+void deal_risks_add_forget(deal_risks_batch_t *b, ds_pg_batch_t *pb);
 void deal_risks_batch_free(deal_risks_batch_t *b);
 
 #endif

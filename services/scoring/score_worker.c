@@ -34,45 +34,50 @@ static const char *sql_previous =
     "  from public.opportunity_benchmarks ob join public.benchmarks_cached bc"
     "  on bc.org_id = ob.org_id and bc.cohort_key = ob.cohort_key where ob.opportunity_id = x.id) c on true";
 
-/* One statement per table for the whole batch, the columns as binary
- * arrays (pgbin.h): the server parses each JSON value once and nothing
- * around it. */
-#define SQL_HISTORY                                                                                          \
-    "insert into public.prediction_history (org_id, opportunity_id, as_of, model_version, proba_close, "     \
-    "contributions, change)"                                                                                 \
-    " select org_id, opportunity_id, as_of, model_version, proba_close, contributions, change"               \
-    " from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::float8[], $6::json[], "         \
-    "$7::json[])"                                                                                            \
-    "  as x(org_id, opportunity_id, as_of, model_version, proba_close, "                                     \
-    "contributions, change)" DS_SQL_WHERE_DEAL_EXISTS("x.opportunity_id", "x.org_id")
-static const char *sql_history = SQL_HISTORY " on conflict (opportunity_id, as_of, model_version) do nothing";
+/* One statement for the whole batch and the three tables, the columns as
+ * binary arrays (pgbin.h): the server parses each JSON value once and
+ * nothing around it. x holds the rows whose deal exists, looked up once
+ * (the history, predictions and deal_risks rows of a score are written
+ * together or not at all); the data-modifying parts see the same snapshot.
+ * $1 .. $7 are the history's columns, $8 .. $12 what predictions adds (its
+ * change document is the history's), $13 .. $19 deal_risks'. */
+#define SQL_ROWS                                                                                             \
+    "with x as (select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::float8[],"   \
+    "  $6::json[], $7::json[], $8::uuid[], $9::float8[], $10::jsonb[], $11::jsonb[], $12::bool[])"           \
+    "  as x(org_id, opportunity_id, as_of, model_version, proba_close, contributions, change, account_id,"   \
+    "  previous_proba, top_features, meddicc, is_prior)" DS_SQL_WHERE_DEAL_EXISTS(                           \
+        "x.opportunity_id",                                                                                  \
+        "x.org_id") "),"                                                                                     \
+                    " r as (" DEAL_RISKS_SQL_UPSERT_OF(                                                      \
+                        "x") "),"                                                                            \
+                             " p as (insert into public.predictions as p (org_id, opportunity_id, "          \
+                             "account_id, as_of, model_version,"                                             \
+                             "  proba_close, previous_proba, top_features, change, meddicc, is_prior, "      \
+                             "updated_at)"                                                                   \
+                             "  select org_id, opportunity_id, account_id, as_of, model_version, "           \
+                             "proba_close, previous_proba,"                                                  \
+                             "  top_features, change::jsonb, meddicc, is_prior, now() from x"                \
+                             "  on conflict (opportunity_id) do update set account_id = "                    \
+                             "excluded.account_id,"                                                          \
+                             "  as_of = excluded.as_of, model_version = excluded.model_version, "            \
+                             "proba_close = excluded.proba_close,"                                           \
+                             "  previous_proba = excluded.previous_proba, top_features = "                   \
+                             "excluded.top_features,"                                                        \
+                             "  change = excluded.change, meddicc = excluded.meddicc, is_prior = "           \
+                             "excluded.is_prior,"                                                            \
+                             "  updated_at = now() where p.as_of <= excluded.as_of)"                         \
+                             " insert into public.prediction_history (org_id, opportunity_id, as_of, "       \
+                             "model_version, proba_close,"                                                   \
+                             "  contributions, change)"                                                      \
+                             " select org_id, opportunity_id, as_of, model_version, proba_close, "           \
+                             "contributions, change from x"
+static const char *sql_rows = SQL_ROWS " on conflict (opportunity_id, as_of, model_version) do nothing";
 /* Without the speculative insertion of ON CONFLICT (an index probe and one
- * more WAL record per row): for rows that cannot exist yet. */
-static const char *sql_history_plain = SQL_HISTORY;
+ * more WAL record per row): for history rows that cannot exist yet. */
+static const char *sql_rows_plain = SQL_ROWS;
 
-static const char *sql_prediction =
-    "insert into public.predictions as p (org_id, opportunity_id, account_id, as_of, model_version, "
-    "proba_close,"
-    " previous_proba, top_features, change, meddicc, is_prior, updated_at)"
-    " select org_id, opportunity_id, account_id, as_of, model_version, proba_close, previous_proba,"
-    "  top_features, change, meddicc, is_prior, now()"
-    " from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::text[], $6::float8[], "
-    "$7::float8[],"
-    "  $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::bool[])"
-    "  as x(org_id, opportunity_id, account_id, as_of, model_version, proba_close, previous_proba, "
-    "top_features,"
-    "  change, meddicc, is_prior)" DS_SQL_WHERE_DEAL_EXISTS(
-        "x.opportunity_id",
-        "x.org_id") " on conflict (opportunity_id) do update set account_id = excluded.account_id, as_of = "
-                    "excluded.as_of,"
-                    " model_version = excluded.model_version, proba_close = excluded.proba_close,"
-                    " previous_proba = excluded.previous_proba, top_features = excluded.top_features,"
-                    " change = excluded.change, meddicc = excluded.meddicc, is_prior = excluded.is_prior, "
-                    "updated_at = now()"
-                    " where p.as_of <= excluded.as_of";
-
-#define HISTORY_COLS 7
-#define PREDICTION_COLS 11
+#define SCORE_COLS 12 /* $1 .. $12 of sql_rows */
+#define ROWS_PARAMS (SCORE_COLS + DEAL_RISKS_COLS)
 
 void scoring_item_clear(scoring_item_t *it) {
     score_clear(&it->score);
@@ -337,71 +342,57 @@ static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n
     return DS_OK;
 }
 
-/* The columns of the history and predictions statements, one element per
- * item that is not unchanged (the caller frees them with ds_pgarray_free). */
-static void build_rows(const scoring_item_t *items, size_t n, ds_pgarray_t h[HISTORY_COLS],
-                       ds_pgarray_t pr[PREDICTION_COLS]) {
-    static const uint32_t h_oids[HISTORY_COLS] = {DS_OID_UUID,   DS_OID_UUID, DS_OID_TIMESTAMPTZ, DS_OID_TEXT,
-                                                  DS_OID_FLOAT8, DS_OID_JSON, DS_OID_JSON};
-    static const uint32_t p_oids[PREDICTION_COLS] = {
-        DS_OID_UUID,   DS_OID_UUID,  DS_OID_UUID,  DS_OID_TIMESTAMPTZ, DS_OID_TEXT, DS_OID_FLOAT8,
-        DS_OID_FLOAT8, DS_OID_JSONB, DS_OID_JSONB, DS_OID_JSONB,       DS_OID_BOOL};
-    for (int c = 0; c < HISTORY_COLS; c++) ds_pgarray_begin(&h[c], h_oids[c]);
-    for (int c = 0; c < PREDICTION_COLS; c++) ds_pgarray_begin(&pr[c], p_oids[c]);
-    ds_sb_t js = {0}, change = {0};
+/* The columns $1 .. $12 of sql_rows, one element per item that is not
+ * unchanged (the caller frees them with ds_pgarray_free). */
+static void build_rows(const scoring_item_t *items, size_t n, ds_pgarray_t c[SCORE_COLS]) {
+    static const uint32_t oids[SCORE_COLS] = {DS_OID_UUID,   DS_OID_UUID,  DS_OID_TIMESTAMPTZ, DS_OID_TEXT,
+                                              DS_OID_FLOAT8, DS_OID_JSON,  DS_OID_JSON,        DS_OID_UUID,
+                                              DS_OID_FLOAT8, DS_OID_JSONB, DS_OID_JSONB,       DS_OID_BOOL};
+    for (int k = 0; k < SCORE_COLS; k++) ds_pgarray_begin(&c[k], oids[k]);
+    ds_sb_t js = {0};
     for (size_t i = 0; i < n; i++) {
         const scoring_item_t *it = &items[i];
         if (it->unchanged) continue;
-        size_t vlen = strlen(it->version);
-        ds_pgarray_uuid(&h[0], it->org_id);
-        ds_pgarray_uuid(&h[1], it->opp_id);
-        ds_pgarray_timestamptz(&h[2], it->as_of_us);
-        ds_pgarray_text(&h[3], it->version, vlen);
-        ds_pgarray_float8(&h[4], it->score.proba);
+        ds_pgarray_uuid(&c[0], it->org_id);
+        ds_pgarray_uuid(&c[1], it->opp_id);
+        ds_pgarray_timestamptz(&c[2], it->as_of_us);
+        ds_pgarray_text(&c[3], it->version, strlen(it->version));
+        ds_pgarray_float8(&c[4], it->score.proba);
         js.len = 0;
         ds_contribs_write(&js, it->score.contribs, it->score.n_contribs);
-        ds_pgarray_json(&h[5], js.p, js.len);
+        ds_pgarray_json(&c[5], js.p, js.len);
         /* The same change document in the history and the latest row. */
-        change.len = 0;
-        ds_score_change_write(&change, it->previous, it->score.proba, it->changes, it->n_changes);
-        ds_pgarray_json(&h[6], change.p, change.len);
-
-        ds_pgarray_uuid(&pr[0], it->org_id);
-        ds_pgarray_uuid(&pr[1], it->opp_id);
+        js.len = 0;
+        ds_score_change_write(&js, it->previous, it->score.proba, it->changes, it->n_changes);
+        ds_pgarray_json(&c[6], js.p, js.len);
         if (it->account_id)
-            ds_pgarray_uuid(&pr[2], it->account_id);
+            ds_pgarray_uuid(&c[7], it->account_id);
         else
-            ds_pgarray_null(&pr[2]);
-        ds_pgarray_timestamptz(&pr[3], it->as_of_us);
-        ds_pgarray_text(&pr[4], it->version, vlen);
-        ds_pgarray_float8(&pr[5], it->score.proba);
+            ds_pgarray_null(&c[7]);
         if (isnan(it->previous))
-            ds_pgarray_null(&pr[6]);
+            ds_pgarray_null(&c[8]);
         else
-            ds_pgarray_float8(&pr[6], it->previous);
+            ds_pgarray_float8(&c[8], it->previous);
         js.len = 0;
         score_drivers_write(&js, &it->score);
-        ds_pgarray_jsonb(&pr[7], js.p, js.len);
-        ds_pgarray_jsonb(&pr[8], change.p, change.len);
+        ds_pgarray_jsonb(&c[9], js.p, js.len);
         /* The MEDDICC evidence is JSON text already (the engine's or the
          * stored snapshot's). */
-        ds_pgarray_jsonb(&pr[9], it->meddicc_json, it->meddicc_json ? strlen(it->meddicc_json) : 0);
-        ds_pgarray_bool(&pr[10], it->score.is_prior);
+        ds_pgarray_jsonb(&c[10], it->meddicc_json, it->meddicc_json ? strlen(it->meddicc_json) : 0);
+        ds_pgarray_bool(&c[11], it->score.is_prior);
     }
     free(js.p);
-    free(change.p);
 }
 
-/* One pipelined transaction: first, the history rows, the predictions,
- * the deals' risks; none when there is nothing to write. */
+/* One pipelined transaction: first, the scores' rows of the three tables,
+ * the risks of deals no longer open; none when there is nothing to write. */
 static int write_rows(ds_pg_t *pg, const scoring_persist_opts_t *o, const scoring_stmt_t *first,
-                      ds_pgarray_t h[HISTORY_COLS], ds_pgarray_t pr[PREDICTION_COLS],
-                      deal_risks_batch_t *risks, char *errstr, size_t errsz) {
-    if (!first && h[0].n == 0 && risks->n_open == 0 && risks->n_closed == 0) return DS_OK;
-    const char *hv[HISTORY_COLS], *pv[PREDICTION_COLS];
-    int hl[HISTORY_COLS], pl[PREDICTION_COLS], hf[HISTORY_COLS], pf[PREDICTION_COLS];
-    ds_pgarray_params(h, HISTORY_COLS, hv, hl, hf);
-    ds_pgarray_params(pr, PREDICTION_COLS, pv, pl, pf);
+                      ds_pgarray_t c[SCORE_COLS], deal_risks_batch_t *risks, char *errstr, size_t errsz) {
+    if (!first && c[0].n == 0) return DS_OK;
+    const char *v[ROWS_PARAMS];
+    int l[ROWS_PARAMS], f[ROWS_PARAMS];
+    ds_pgarray_params(c, SCORE_COLS, v, l, f);
+    deal_risks_params(risks, v + SCORE_COLS, l + SCORE_COLS, f + SCORE_COLS);
     ds_pg_batch_t *b = NULL;
     ds_pg_batch_begin(pg, &b);
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
@@ -409,9 +400,9 @@ static int write_rows(ds_pg_t *pg, const scoring_persist_opts_t *o, const scorin
         ds_pg_batch_add_params_ref(b, first->sql, first->nparams, first->values, first->lengths,
                                    first->formats, NULL);
     /* The arrays live until after the run: no copy of them. */
-    ds_pg_batch_add_params_ref(b, o->plain ? sql_history_plain : sql_history, HISTORY_COLS, hv, hl, hf, NULL);
-    ds_pg_batch_add_params_ref(b, sql_prediction, PREDICTION_COLS, pv, pl, pf, NULL);
-    deal_risks_add(risks, b);
+    if (c[0].n)
+        ds_pg_batch_add_params_ref(b, o->plain ? sql_rows_plain : sql_rows, ROWS_PARAMS, v, l, f, NULL);
+    deal_risks_add_forget(risks, b);
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
     int rc = ds_pg_batch_run(b, NULL, NULL, errstr, errsz);
     if (rc != 0 && o->conflict && strcmp(ds_pg_batch_sqlstate(b), "23505") == 0) *o->conflict = true;
@@ -445,14 +436,13 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
         deal_risks_batch_free(&risks);
         return rc;
     }
-    ds_pgarray_t h[HISTORY_COLS] = {{0}}, pr[PREDICTION_COLS] = {{0}};
-    build_rows(items, n, h, pr);
+    ds_pgarray_t cols[SCORE_COLS] = {{0}};
+    build_rows(items, n, cols);
     const scoring_stmt_t *first = o->first ? o->first(o->first_ud, items, n) : NULL;
     int64_t t3 = ds_mono_us();
-    rc = write_rows(pg, o, first, h, pr, &risks, errstr, errsz);
+    rc = write_rows(pg, o, first, cols, &risks, errstr, errsz);
     deal_risks_batch_free(&risks);
-    for (int c = 0; c < HISTORY_COLS; c++) ds_pgarray_free(&h[c]);
-    for (int c = 0; c < PREDICTION_COLS; c++) ds_pgarray_free(&pr[c]);
+    for (int c = 0; c < SCORE_COLS; c++) ds_pgarray_free(&cols[c]);
     if (o->stats) {
         int64_t t4 = ds_mono_us();
         o->stats->us_score += t1 - t0;
