@@ -719,6 +719,24 @@ static int publish_predictions(ds_worker_t *w, const score_batch_t *sb, char *er
     return DS_OK;
 }
 
+/* Scores and writes the batch. The history rows go in with a plain
+ * INSERT: a score's row exists already only when its features.ready is
+ * replayed, and ON CONFLICT would insert every row speculatively (a WAL
+ * record more per row) for that. A replayed batch fails with a unique
+ * violation and is scored again with ON CONFLICT DO NOTHING. */
+static int persist_batch(worker_state_t *st, score_batch_t *sb, char *errstr, size_t errsz) {
+    int rc = DS_OK;
+    for (int pass = 0; pass < 2; pass++) {
+        bool conflict = false;
+        scoring_persist_opts_t o = {.plain = pass == 0, .conflict = &conflict};
+        rc = scoring_persist_opts(st->pg, st->orgs, st->scorer, st->svc->cfg->top_k, sb->its, sb->nit, &o,
+                                  errstr, errsz);
+        if (!conflict) break;
+        for (size_t k = 0; k < sb->nit; k++) scoring_item_clear(&sb->its[k]);
+    }
+    return rc;
+}
+
 static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr, size_t errsz) {
     worker_state_t *st = ud;
     int rc = ds_pg_ensure(st->pg, 2000, NULL, errstr, errsz);
@@ -740,8 +758,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
     }
     if (sb.nit) {
         int64_t t0 = ds_mono_us();
-        rc =
-            scoring_persist(st->pg, st->orgs, st->scorer, st->svc->cfg->top_k, sb.its, sb.nit, errstr, errsz);
+        rc = persist_batch(st, &sb, errstr, errsz);
         ds_metric_observe(st->m_score_secs, (double)(ds_mono_us() - t0) / 1e6);
         if (rc != 0) {
             if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);

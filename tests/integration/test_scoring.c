@@ -182,6 +182,55 @@ Test(scoring, cold_start_scores_with_the_stage_prior_and_keeps_the_previous_scor
     ds_consumer_destroy(c);
 }
 
+#define LATEST_SCORE                                                                                         \
+    "select (as_of, model_version, proba_close, previous_proba, top_features, change)::text"                 \
+    " from predictions where opportunity_id = '%s'"
+
+/* A replayed features.ready (the scoring worker stopped after its commit,
+ * before its offsets) scores the same as_of again: its history row exists,
+ * so the batch's plain insert fails and the batch is written again with
+ * ON CONFLICT DO NOTHING. One history row, the latest score as it was, and
+ * the same prediction.made again (same event id). */
+Test(scoring, a_replayed_features_ready_writes_no_second_row_and_is_published_again) {
+    ds_consumer_t *cf = dst_consumer(&S, "features.ready");
+    ds_consumer_t *cp = dst_consumer(&S, "prediction.made");
+    post_ok("/v1/opportunities", OPP_DEMO);
+    PGconn *db = pgt_connect_db(&S.db);
+    char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-1'");
+    int64_t at = 1772409600LL * 1000000; /* 2026-03-02 */
+    rd_kafka_message_t *fr[1];
+    dst_consume(cf, fr, 1, 30000);
+    Dealscore__V1__PredictionMade *pm = await_prediction(cp, opp, at);
+    char *row = pgt_valuef(db, LATEST_SCORE, opp);
+    char headers_id[64];
+    cr_assert_eq(ds_kafka_header_get(fr[0], "ce_id", headers_id, sizeof headers_id), 0);
+    ds_config_t cfg;
+    ds_producer_t *p = dst_producer(&S, &cfg);
+    char *topic = pgt_fmt("%sfeatures.ready", S.prefix);
+    ds_event_meta_t meta = {.id = headers_id, .type = DS_CE_TYPE_FEATURES_READY, .time_us = at};
+    cr_assert_eq(ds_producer_send(p, topic, opp, strlen(opp), fr[0]->payload, fr[0]->len, &meta, NULL), 0);
+    cr_assert_eq(ds_producer_flush(p, 10000), 0);
+    Dealscore__V1__PredictionMade *again = await_prediction(cp, opp, at);
+    cr_expect_str_eq(again->event_id, pm->event_id);
+    cr_expect_eq(again->proba_close, pm->proba_close);
+    cr_expect_eq(pgt_longf(db, "select count(*) from prediction_history where opportunity_id = '%s'", opp),
+                 1);
+    char *row2 = pgt_valuef(db, LATEST_SCORE, opp);
+    cr_expect_str_eq(row2, row);
+    dealscore__v1__prediction_made__free_unpacked(pm, NULL);
+    dealscore__v1__prediction_made__free_unpacked(again, NULL);
+    ds_consumer_release(fr, 1);
+    ds_producer_destroy(p);
+    ds_config_close(&cfg);
+    free(topic);
+    free(row);
+    free(row2);
+    free(opp);
+    PQfinish(db);
+    ds_consumer_destroy(cf);
+    ds_consumer_destroy(cp);
+}
+
 /* Registers a model trained on synthetic rows with the engine's names (the
  * first one takes stage_index as its signal), active unless told. */
 static void register_model(PGconn *db, const char *version, const char *bad_feature) {
