@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "loopback.h"
@@ -390,4 +391,57 @@ Test(bench, proc_memory_reads_the_resident_size_and_its_peak) {
     free(block);
     cr_expect_eq(perf_proc_memory(999999999, &rss1, &peak1), -1);
     cr_expect(isnan(rss1) && isnan(peak1));
+}
+
+/* The CPU line finds each part by the port it listens on: this process
+ * while it listens on an ephemeral port, nobody for the port of a
+ * connection or once the socket is closed. */
+Test(bench, port_pid_finds_the_process_listening_on_a_port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    int port = ntohs(a.sin_port);
+    cr_expect_eq(perf_port_pid(port), -1, "a bound socket that does not listen is nobody's server");
+    cr_assert_eq(listen(fd, 1), 0);
+    cr_expect_eq(perf_port_pid(port), getpid());
+    /* A connection's own port is not a server's. */
+    int client = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in c = {0};
+    socklen_t clen = sizeof c;
+    cr_assert_eq(connect(client, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(getsockname(client, (struct sockaddr *)&c, &clen), 0);
+    cr_expect_eq(perf_port_pid(ntohs(c.sin_port)), -1);
+    close(client);
+    close(fd);
+    cr_expect_eq(perf_port_pid(port), -1);
+}
+
+/* Burns CPU until this process has used at least s seconds of it. */
+static void burn_cpu(double s) {
+    volatile unsigned long x = 0;
+    while (perf_self_cpu_s() < s)
+        for (int i = 0; i < 100000; i++) x += (unsigned long)i;
+}
+
+/* Postgres's CPU is its postmaster's tree: the CPU of a child that ran and
+ * was reaped counts in the parent's tree, not in the parent's own; a
+ * process that has gone gives NaN. */
+Test(bench, tree_cpu_counts_the_reaped_children) {
+    double own0 = perf_proc_cpu_s(getpid()), tree0 = perf_tree_cpu_s(getpid());
+    cr_assert(!isnan(own0) && !isnan(tree0));
+    pid_t child = fork();
+    cr_assert_geq(child, 0);
+    if (child == 0) {
+        burn_cpu(0.3);
+        _exit(0);
+    }
+    int st;
+    cr_assert_eq(waitpid(child, &st, 0), child);
+    double own1 = perf_proc_cpu_s(getpid()), tree1 = perf_tree_cpu_s(getpid());
+    cr_expect_geq(tree1 - tree0, 0.29, "tree grew %.3f s", tree1 - tree0);
+    cr_expect_lt(own1 - own0, 0.2, "own grew %.3f s", own1 - own0);
+    cr_expect(isnan(perf_proc_cpu_s(child)));
 }

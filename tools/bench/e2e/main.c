@@ -261,7 +261,10 @@ static void usage(void) {
         "--backlog N replaces --rates: a bulk import. It sends N changes as fast as ingest takes them and\n"
         "reports how fast the stack drained them (changes / (last prediction - first 202)).\n"
         "Every mode prints, per row, the batches the workers gathered as a burst meanwhile (the sum of\n"
-        "their dealscore_worker_burst_batches_total): none is expected in an ordinary flow.\n"
+        "their dealscore_worker_burst_batches_total): none is expected in an ordinary flow; and the CPU\n"
+        "per change, from the row's first change to its drain, of the stack's processes that run on this\n"
+        "machine (the broker, Postgres and each of its backends by application_name, the workers, each\n"
+        "found by the port it listens on) and of this program.\n"
         "--existing moves up to N open deals of the token's org one stage at a time instead of\n"
         "creating N new ones.\n"
         "Settings from the environment as the services (DEALSCORE_DATABASE_URL, DEALSCORE_KAFKA_BROKERS,\n"
@@ -269,6 +272,19 @@ static void usage(void) {
         "until the workers at DEALSCORE_FEATURE_URL, DEALSCORE_SCORING_URL and DEALSCORE_BENCHMARK_URL\n"
         "(those set) report no consumer lag.\n");
 }
+
+/* Postgres's client backends by application name (pg_stat_activity) with
+ * their CPU: noted at a row's start, printed per change at its end. */
+typedef struct {
+    int pid;
+    char app[64];
+    double start_s;
+} backend_t;
+
+typedef struct {
+    backend_t *v;
+    size_t n;
+} backends_t;
 
 /* A phase returns GO_ON to let the next one run, or the exit status. */
 #define GO_ON (-1)
@@ -290,6 +306,9 @@ typedef struct {
     bool cfg_loaded;
     char runid[9];
     PGconn *db;
+    perf_cpu_t cpu;      /* the stack's processes on this machine */
+    bool local_db;       /* Postgres runs here: its backends are counted */
+    backends_t pg_start; /* its backends at the start of a row */
     run_t r;
     watcher_t w;
     pthread_t watch_thread;
@@ -344,6 +363,90 @@ static int parse_options(bench_t *b, int argc, char **argv) {
     return GO_ON;
 }
 
+/* The stack's processes that run on this machine, for the CPU line of each
+ * row: the broker (the first of DEALSCORE_KAFKA_BROKERS), Postgres with
+ * its backends, and the workers, each by the port it listens on. */
+static void find_stack_processes(bench_t *b) {
+    const char *broker = b->cfg.kafka_brokers, *colon = broker ? strchr(broker, ':') : NULL;
+    if (colon) perf_cpu_add(&b->cpu, "kafka", atoi(colon + 1), false);
+    const char *host = PQhost(b->db);
+    b->local_db = !host || !*host || host[0] == '/' || strncmp(host, "127.", 4) == 0 ||
+                  strcmp(host, "localhost") == 0 || strcmp(host, "::1") == 0;
+    if (b->local_db) perf_cpu_add(&b->cpu, "postgres", atoi(PQport(b->db)), true);
+    perf_cpu_add_url(&b->cpu, "ingest", b->url);
+    perf_cpu_add_url(&b->cpu, "feature", getenv("DEALSCORE_FEATURE_URL"));
+    perf_cpu_add_url(&b->cpu, "scoring", getenv("DEALSCORE_SCORING_URL"));
+    perf_cpu_add_url(&b->cpu, "benchmark", getenv("DEALSCORE_BENCHMARK_URL"));
+    perf_cpu_add_url(&b->cpu, "notify", getenv("DEALSCORE_NOTIFY_URL"));
+}
+
+static backends_t backends_now(PGconn *db) {
+    backends_t bs = {0};
+    PGresult *res = PQexec(db, "select pid, application_name from pg_stat_activity"
+                               " where backend_type = 'client backend' and pid <> pg_backend_pid()");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0) {
+        bs.v = ds_calloc((size_t)PQntuples(res), sizeof *bs.v);
+        for (int i = 0; i < PQntuples(res); i++) {
+            backend_t *e = &bs.v[bs.n++];
+            e->pid = atoi(PQgetvalue(res, i, 0));
+            snprintf(e->app, sizeof e->app, "%s", PQgetvalue(res, i, 1));
+            e->start_s = perf_proc_cpu_s(e->pid);
+        }
+    }
+    PQclear(res);
+    return bs;
+}
+
+static int cmp_backend_cpu(const void *x, const void *y) {
+    double a = ((const backend_t *)x)->start_s, b = ((const backend_t *)y)->start_s;
+    return (a < b) - (a > b);
+}
+
+/* One line: the CPU per change since start of the backends now alive, by
+ * application name, largest first (a backend that started meanwhile counts
+ * whole; one that ended is in the postgres total only). */
+static void print_backends(PGconn *db, backends_t *start, double changes) {
+    backends_t end = backends_now(db);
+    backend_t *apps = ds_calloc(end.n + 1, sizeof *apps); /* start_s: CPU used */
+    size_t napps = 0;
+    for (size_t i = 0; i < end.n; i++) {
+        double before = 0;
+        for (size_t j = 0; j < start->n; j++)
+            if (start->v[j].pid == end.v[i].pid && !isnan(start->v[j].start_s)) before = start->v[j].start_s;
+        double used = isnan(end.v[i].start_s) ? 0 : end.v[i].start_s - before;
+        size_t k = 0;
+        while (k < napps && strcmp(apps[k].app, end.v[i].app) != 0) k++;
+        if (k == napps) snprintf(apps[napps++].app, sizeof apps->app, "%s", end.v[i].app);
+        apps[k].start_s += used;
+    }
+    qsort(apps, napps, sizeof *apps, cmp_backend_cpu);
+    printf("  of which Postgres backends by application_name, µs per change:");
+    double rest = 0;
+    for (size_t k = 0; k < napps; k++) {
+        double us = apps[k].start_s * 1e6 / changes;
+        if (us >= 5 && apps[k].app[0])
+            printf(" %s %.0f,", apps[k].app, us);
+        else
+            rest += us;
+    }
+    printf(" others %.0f\n", rest);
+    free(apps);
+    free(end.v);
+    free(start->v);
+    *start = (backends_t){0};
+}
+
+static void cpu_start(bench_t *b) {
+    perf_cpu_start(&b->cpu);
+    if (b->local_db) b->pg_start = backends_now(b->db);
+}
+
+/* Prints the CPU lines of a row of changes. */
+static void cpu_print(bench_t *b, double changes) {
+    perf_cpu_print(&b->cpu, stdout, changes);
+    if (b->local_db && changes > 0) print_backends(b->db, &b->pg_start, changes);
+}
+
 /* The services' settings, and the database. */
 static int connect_db(bench_t *b) {
     char err[512];
@@ -363,6 +466,7 @@ static int connect_db(bench_t *b) {
         fprintf(stderr, "dealscore-bench-e2e: %s", PQerrorMessage(b->db));
         return 1;
     }
+    find_stack_processes(b);
     return GO_ON;
 }
 
@@ -579,6 +683,7 @@ static bool measure_rate(bench_t *b, double rate) {
     run_t *r = &b->r;
     size_t n = (size_t)(rate * b->seconds);
     long bursts0 = burst_batches(b);
+    cpu_start(b);
     int64_t sent_end = send_and_drain(b, rate, n);
     long bursts = burst_batches(b) - bursts0;
     double achieved = (double)n / ((double)(sent_end - r->start_mono) / 1e6);
@@ -614,6 +719,7 @@ static bool measure_rate(bench_t *b, double rate) {
         printf(" %6.1f %6.1f", perf_pct_ms(hop[s], nh[s], 50), perf_pct_ms(hop[s], nh[s], 99));
     printf(" | %6ld | %ld%s\n", bursts, backlog,
            achieved < rate * 0.9 ? " (sender could not keep the rate)" : "");
+    cpu_print(b, (double)ok);
     fflush(stdout);
     free(lat);
     for (int s = 0; s < ST_N; s++) free(hop[s]);
@@ -683,6 +789,7 @@ static perf_step_t measure_step(bench_t *b, double rate) {
     run_t *r = &b->r;
     perf_step_t s = {.rate = rate, .sent = (long)(rate * b->step_seconds)};
     long bursts0 = burst_batches(b);
+    cpu_start(b);
     int64_t sent_end = send_and_drain(b, rate, (size_t)s.sent);
     long bursts = burst_batches(b) - bursts0;
     s.achieved = (double)s.sent / ((double)(sent_end - r->start_mono) / 1e6);
@@ -694,6 +801,7 @@ static perf_step_t measure_step(bench_t *b, double rate) {
            s.achieved, s.sent, s.done, s.errors, s.p50_ms, s.p99_ms, s.backlog_start, s.backlog_end,
            perf_step_backlog_grew(&s) ? "grew" : "flat", perf_step_sustained(&s) ? "yes" : "no", bursts,
            load);
+    cpu_print(b, (double)(s.sent - s.errors));
     fflush(stdout);
     return s;
 }
@@ -741,6 +849,7 @@ static int measure_backlog(bench_t *b) {
     long bursts0 = burst_batches(b);
     char load0[64], load1[64];
     perf_loadavg(load0, sizeof load0);
+    cpu_start(b);
     int64_t sent_end = send_and_drain(b, 1e9, n);
     long bursts = burst_batches(b) - bursts0;
     perf_loadavg(load1, sizeof load1);
@@ -757,6 +866,7 @@ static int measure_backlog(bench_t *b) {
            "sent: %.0f changes/s drained; %ld batches gathered as a burst; load average %s -> %s\n",
            send_s, (double)n / send_s, errors, done, drain_s, drain_s > 0 ? (double)done / drain_s : 0.0,
            bursts, load0, load1);
+    cpu_print(b, (double)(n - (size_t)errors));
     return done == (long)n - errors ? 0 : 1;
 }
 

@@ -118,6 +118,49 @@ int perf_self_dir(char *out, size_t n);
 int perf_work_dir(const char *given, const char *name, char *out, size_t n, bool *made, char *errstr,
                   size_t errstr_size);
 
+/* ---- CPU of the stack's processes (cpu.c) ------------------------------------ */
+
+/* The process on this machine that listens on TCP port (IPv4 or IPv6),
+ * found through /proc/net/tcp and each process's open sockets; -1 when
+ * none is found (not listening, another machine, another user's process). */
+pid_t perf_port_pid(int port);
+/* utime + stime of process pid in seconds; NaN once it has gone. */
+double perf_proc_cpu_s(pid_t pid);
+/* A server and its children, as Postgres's: pid's own CPU and that of its
+ * reaped children (cutime, cstime) plus that of its live children. */
+double perf_tree_cpu_s(pid_t pid);
+/* This process's CPU (getrusage). */
+double perf_self_cpu_s(void);
+
+#define PERF_CPU_MAX_PARTS 8
+
+typedef struct {
+    char name[32];
+    pid_t pid;
+    bool tree; /* count its children too */
+    double start_s;
+} perf_cpu_part_t;
+
+/* CPU per change of the stack's parts that run on this machine, each
+ * found by the port it listens on, and of this program. */
+typedef struct {
+    perf_cpu_part_t part[PERF_CPU_MAX_PARTS];
+    size_t n;
+    double self_start_s;
+} perf_cpu_t;
+
+/* Adds the process listening on port as part name (tree: with its
+ * children); nothing when no process is found, the port is 0 or the
+ * process is in the account already. */
+void perf_cpu_add(perf_cpu_t *a, const char *name, int port, bool tree);
+/* perf_cpu_add for the port of a base URL (NULL or unparsable: nothing). */
+void perf_cpu_add_url(perf_cpu_t *a, const char *name, const char *url);
+/* Notes every part's CPU (and this program's) now. */
+void perf_cpu_start(perf_cpu_t *a);
+/* Prints one line: each part's CPU since perf_cpu_start in µs per change,
+ * this program's and the total. */
+void perf_cpu_print(const perf_cpu_t *a, FILE *out, double changes);
+
 /* ---- options and environment (bench_opts.c) ---------------------------------- */
 
 /* Parses argv's long options (opts, getopt_long with no short ones): --help
