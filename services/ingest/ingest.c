@@ -232,8 +232,7 @@ static void finish_job(void *ud, void *job, h2o_req_t *req) {
 
 /* ---- validator and writer threads ---------------------------------------- */
 
-/* The tokens of one validator batch. They are read afresh for every batch
- * (one query), so a revoke takes effect at once on every replica. */
+/* A token as the validator last read it. */
 typedef struct {
     char hash[65];
     char org_id[37];
@@ -242,16 +241,35 @@ typedef struct {
     json_t *stage_outcome;
 } token_entry_t;
 
+/* Tokens the validator keeps at most; past this it forgets them all. */
+#define TOKENS_MAX 10000
+
 /* One thread's state: the validator uses pg for token lookups and the
  * signature reservations; the writer uses pg for the group commits. */
 typedef struct {
     ingest_t *in;
     ds_pg_t *pg;
+    /* validator: the tokens read, valid while the auth generation is
+     * tokens_gen (-1: none read) */
     token_entry_t *tokens;
     size_t ntokens, captokens;
+    long long tokens_gen;
     int64_t plans_at;
     int64_t pruned_at;
 } writer_t;
+
+/* The auth generation (dealscore_internal.ingest_auth_generation) moves
+ * with every change of a token or of an org's settings. A batch whose
+ * tokens are all known reads only it; otherwise one statement reads the
+ * batch's tokens with it, from the same snapshot. */
+static const char *SQL_AUTH_GENERATION = "select n from dealscore_internal.ingest_auth_generation where id";
+static const char *SQL_AUTH_TOKENS =
+    "select g.n, t.token_hash, t.org_id, t.revoked_at is not null, t.hmac_secret,"
+    " o.settings->'stage_outcome'"
+    " from dealscore_internal.ingest_auth_generation g"
+    " left join (dealscore_internal.ingest_tokens t join public.orgs o on o.id = t.org_id)"
+    " on t.token_hash = any($1::text[])"
+    " where g.id";
 
 static void tokens_clear(writer_t *v) {
     for (size_t i = 0; i < v->ntokens; i++) {
@@ -259,6 +277,7 @@ static void tokens_clear(writer_t *v) {
         json_decref(v->tokens[i].stage_outcome);
     }
     v->ntokens = 0;
+    v->tokens_gen = -1;
 }
 
 /* The bearer token of an Authorization value, or NULL. */
@@ -269,61 +288,103 @@ static const char *bearer_token(const char *a) {
     return a;
 }
 
-/* Reads the tokens of jobs[0..n) into v->tokens and sets each job's
- * token_hash. Returns 0, or a pg class when the database could not be
- * asked. */
-static int tokens_fetch(writer_t *v, ingest_job_t **jobs, size_t n) {
-    tokens_clear(v);
-    ds_sb_t arr = {0};
-    ds_sb_puts(&arr, "{");
-    size_t nh = 0;
-    for (size_t i = 0; i < n; i++) {
-        const char *token = bearer_token(jobs[i]->auth);
-        if (!token) continue;
-        ingest_token_hash(token, jobs[i]->token_hash);
-        ds_sb_printf(&arr, "%s%s", nh++ ? "," : "", jobs[i]->token_hash);
-    }
-    ds_sb_puts(&arr, "}");
-    char errstr[256];
-    int rc = nh ? ds_pg_ensure(v->pg, 0, NULL, errstr, sizeof errstr) : 0;
+static const token_entry_t *token_find(const writer_t *v, const char *hash) {
+    for (size_t i = 0; i < v->ntokens; i++)
+        if (strcmp(v->tokens[i].hash, hash) == 0) return &v->tokens[i];
+    return NULL;
+}
+
+/* 0 when res, a read of the auth generation, has its row; else DS_EFATAL
+ * with errstr (the migration inserts the one row, nothing deletes it). */
+static int generation_row(const PGresult *res, char *errstr, size_t errsz) {
+    if (PQntuples(res) > 0) return 0;
+    snprintf(errstr, errsz, "dealscore_internal.ingest_auth_generation has no row");
+    return DS_EFATAL;
+}
+
+/* Reads the auth generation into *gen. Returns 0 or a pg class. */
+static int auth_generation(writer_t *v, long long *gen, char *errstr, size_t errsz) {
     PGresult *res = NULL;
-    const char *p[] = {arr.p};
-    if (nh && rc == 0)
-        rc =
-            ds_pg_exec_params(v->pg,
-                              "select t.token_hash, t.org_id, t.revoked_at is not null, t.hmac_secret,"
-                              " o.settings->'stage_outcome'"
-                              " from dealscore_internal.ingest_tokens t join public.orgs o on o.id = t.org_id"
-                              " where t.token_hash = any($1::text[])",
-                              1, p, NULL, NULL, &res, errstr, sizeof errstr);
-    free(arr.p);
+    int rc = ds_pg_exec_prepared(v->pg, "ds_auth_generation", 0, NULL, NULL, NULL, &res, errstr, errsz);
+    if (rc != 0) return rc;
+    rc = generation_row(res, errstr, errsz);
+    if (rc == 0) *gen = atoll(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return rc;
+}
+
+/* Reads the tokens of hashes (a text[] literal) and the generation they
+ * belong to into v->tokens, forgetting the tokens of an older generation.
+ * Returns 0 or a pg class. */
+static int tokens_read(writer_t *v, const char *hashes, char *errstr, size_t errsz) {
+    PGresult *res = NULL;
+    const char *p[] = {hashes};
+    int rc = ds_pg_exec_prepared(v->pg, "ds_auth_tokens", 1, p, NULL, NULL, &res, errstr, errsz);
+    if (rc != 0) return rc;
+    rc = generation_row(res, errstr, errsz);
     if (rc != 0) {
-        ds_warn("could not look up tokens: %s", errstr);
-        if (rc == DS_ERETRY) ds_pg_reset(v->pg);
+        PQclear(res);
         return rc;
     }
-    int rows = res ? PQntuples(res) : 0;
-    if ((size_t)rows > v->captokens) {
-        v->captokens = (size_t)rows;
+    ds_metric_add(ds_metrics_counter(v->in->svc->metrics, "ingest_token_lookups_total",
+                                     "Webhook token lookups in Postgres (tokens read before are not"
+                                     " looked up again while no token or org setting changed)",
+                                     NULL),
+                  1);
+    int rows = PQntuples(res);
+    long long gen = atoll(PQgetvalue(res, 0, 0));
+    if (gen != v->tokens_gen || v->ntokens + (size_t)rows > TOKENS_MAX) tokens_clear(v);
+    v->tokens_gen = gen;
+    if (v->ntokens + (size_t)rows > v->captokens) {
+        v->captokens = v->ntokens + (size_t)rows;
         v->tokens = ds_realloc(v->tokens, v->captokens * sizeof *v->tokens);
     }
     for (int r = 0; r < rows; r++) {
+        if (PQgetisnull(res, r, 1) || token_find(v, PQgetvalue(res, r, 1))) continue;
         token_entry_t *t = &v->tokens[v->ntokens++];
         memset(t, 0, sizeof *t);
-        snprintf(t->hash, sizeof t->hash, "%s", PQgetvalue(res, r, 0));
-        snprintf(t->org_id, sizeof t->org_id, "%s", PQgetvalue(res, r, 1));
-        t->revoked = PQgetvalue(res, r, 2)[0] == 't';
-        if (!PQgetisnull(res, r, 3)) t->hmac_secret = ds_strdup(PQgetvalue(res, r, 3));
-        if (!PQgetisnull(res, r, 4)) t->stage_outcome = json_loads(PQgetvalue(res, r, 4), 0, NULL);
+        snprintf(t->hash, sizeof t->hash, "%s", PQgetvalue(res, r, 1));
+        snprintf(t->org_id, sizeof t->org_id, "%s", PQgetvalue(res, r, 2));
+        t->revoked = PQgetvalue(res, r, 3)[0] == 't';
+        if (!PQgetisnull(res, r, 4)) t->hmac_secret = ds_strdup(PQgetvalue(res, r, 4));
+        if (!PQgetisnull(res, r, 5)) t->stage_outcome = json_loads(PQgetvalue(res, r, 5), 0, NULL);
     }
     PQclear(res);
     return 0;
 }
 
-static const token_entry_t *token_find(const writer_t *v, const char *hash) {
-    for (size_t i = 0; i < v->ntokens; i++)
-        if (strcmp(v->tokens[i].hash, hash) == 0) return &v->tokens[i];
-    return NULL;
+/* Makes v->tokens hold the current state of the tokens of jobs[0..n) and
+ * sets each job's token_hash: one statement, none without a token. Returns
+ * 0, or a pg class when the database could not be asked. */
+static int tokens_fetch(writer_t *v, ingest_job_t **jobs, size_t n) {
+    ds_sb_t arr = {0};
+    ds_sb_puts(&arr, "{");
+    size_t nh = 0;
+    bool all_known = true;
+    for (size_t i = 0; i < n; i++) {
+        const char *token = bearer_token(jobs[i]->auth);
+        if (!token) continue;
+        ingest_token_hash(token, jobs[i]->token_hash);
+        ds_sb_printf(&arr, "%s%s", nh++ ? "," : "", jobs[i]->token_hash);
+        all_known &= token_find(v, jobs[i]->token_hash) != NULL;
+    }
+    ds_sb_puts(&arr, "}");
+    char errstr[256];
+    int rc = nh ? ds_pg_ensure(v->pg, 0, NULL, errstr, sizeof errstr) : 0;
+    if (nh && rc == 0 && all_known) {
+        long long gen = -1;
+        rc = auth_generation(v, &gen, errstr, sizeof errstr);
+        all_known = rc == 0 && gen == v->tokens_gen;
+    }
+    if (nh && rc == 0 && !all_known) rc = tokens_read(v, arr.p, errstr, sizeof errstr);
+    free(arr.p);
+    if (rc != 0) {
+        ds_warn("could not look up tokens: %s", errstr);
+        if (rc == DS_ERETRY) ds_pg_reset(v->pg);
+        tokens_clear(v);
+        return rc;
+    }
+    return 0;
 }
 
 /* Releases j's signature reservation, on pg when it can, else through the
@@ -717,7 +778,6 @@ static void screen(writer_t *v, ingest_job_t **jobs, size_t n) {
         }
         ok[nok++] = j;
     }
-    tokens_clear(v);
     /* Waits while the writer is two groups behind. The ready queue shuts
      * down only after this thread ended, so the push cannot fail. */
     for (size_t i = 0; i < nok; i++) {
@@ -785,10 +845,12 @@ static size_t take_jobs(ds_queue_t *q, void **items, ingest_job_t **jobs, size_t
 
 static void *validator_main(void *arg) {
     ingest_t *in = arg;
-    writer_t v = {.in = in};
+    writer_t v = {.in = in, .tokens_gen = -1};
     char err[256];
     if (ds_pg_new(&v.pg, in->cfg->database_url, "dealscore-ingest-auth", err, sizeof err) != 0)
         ds_panic("database url rejected after validation: %s", err);
+    ds_pg_add_statement(v.pg, "ds_auth_generation", SQL_AUTH_GENERATION, 0);
+    ds_pg_add_statement(v.pg, "ds_auth_tokens", SQL_AUTH_TOKENS, 1);
     size_t max = (size_t)in->cfg->commit_batch;
     ingest_job_t **jobs = ds_calloc(max, sizeof *jobs);
     void **items = ds_calloc(max, sizeof *items);

@@ -562,7 +562,7 @@ Test(ingest, too_many_records_is_rejected) {
 }
 
 /* A revoke takes effect at once, on every replica, though both have just
- * used the token (a cache kept it working for 5 s). */
+ * used the token and keep what they read of it. */
 Test(ingest, revoked_token_is_forbidden) {
     dst_t B;
     dst_clone(&B, &T);
@@ -584,6 +584,42 @@ Test(ingest, revoked_token_is_forbidden) {
         httpc_free(&r);
     }
     dst_teardown(&B);
+}
+
+/* The token is read from Postgres once, then kept until a token or an
+ * org's settings change: a new stage -> outcome map applies to the next
+ * request, and so does a revoke made with `token revoke`. */
+Test(ingest, token_is_read_again_only_after_a_change) {
+    const char *lookups = "dealscore_ingest_token_lookups_total";
+    const char *acct = "{\"external_id\":\"A\",\"name\":\"a\"}";
+    for (int i = 0; i < 3; i++) expect_accept("/v1/accounts", acct, 1, i > 0, 0);
+    cr_expect_eq(dst_metric(&T, lookups), 1);
+    PGconn *db = pgt_connect_db(&T.db);
+    pgt_exec(db, "update orgs set settings = jsonb_set(settings, '{stage_outcome}',"
+                 " coalesce(settings->'stage_outcome', '{}') || '{\"signed\": \"won\"}')");
+    expect_accept("/v1/opportunities",
+                  "{\"external_id\":\"S-1\",\"stage\":\"signed\",\"created_at\":\"2026-03-01T09:00:00Z\"}", 1,
+                  0, 1);
+    cr_expect_eq(
+        pgt_longf(db, "select count(*) from opportunities where external_id = 'S-1' and outcome = 'won'"), 1);
+    cr_expect_eq(dst_metric(&T, lookups), 2);
+    expect_accept("/v1/accounts", acct, 1, 1, 0);
+    cr_expect_eq(dst_metric(&T, lookups), 2);
+    char *id = pgt_valuef(db, "select id from dealscore_internal.ingest_tokens");
+    char *bin = proc_bin("dealscore-ingest");
+    char *argv[] = {bin, "token", "revoke", "--org", "acme", id, NULL};
+    char *out = NULL, *err = NULL;
+    cr_assert_eq(proc_run(argv, T.env, &out, &err, 30000), 0, "%s", err);
+    free(out);
+    free(err);
+    free(bin);
+    httpc_resp_t r = dst_post(&T, "/v1/accounts", acct, NULL, NULL);
+    cr_expect_eq(r.status, 403, "%s", r.body);
+    cr_expect(r.body && strstr(r.body, "token revoked"), "%s", r.body);
+    httpc_free(&r);
+    cr_expect_eq(dst_metric(&T, lookups), 3);
+    free(id);
+    PQfinish(db);
 }
 
 static char *sign(const char *secret, const char *ts, const char *body) {
