@@ -43,24 +43,36 @@ void deal_risks_cache_await_refreshes(deal_risks_cache_t *c);
 
 #define DEAL_RISKS_COLS 7
 
-/* The upsert of the open deals' rows, as a data-modifying statement of the
- * scores' write (score_worker.c): its parameters are $13 .. $19 (the
- * columns of deal_risks_params), and it writes only the deals named in the
- * relation ok (a column opportunity_id), those the write found to exist, so
- * that each row's deal is looked up once per transaction, not once per
- * table. A row is rewritten only when something in it changed. */
-#define DEAL_RISKS_SQL_UPSERT_OF(ok)                                                                         \
-    "insert into public.deal_risks as d (org_id, opportunity_id, account_id, as_of, model_version,"          \
-    " proba_close, risks, updated_at)"                                                                       \
-    " select org_id, opportunity_id, account_id, as_of, model_version, proba_close, risks, now()"            \
-    " from unnest($13::uuid[], $14::uuid[], $15::uuid[], $16::timestamptz[], $17::text[], $18::float8[],"    \
-    "  $19::jsonb[]) as k(org_id, opportunity_id, account_id, as_of, model_version, proba_close, risks)"     \
-    " where k.opportunity_id in (select opportunity_id from " ok ")"                                         \
-    " on conflict (opportunity_id) do update set account_id = excluded.account_id, as_of = excluded.as_of,"  \
-    " model_version = excluded.model_version, proba_close = excluded.proba_close, risks = excluded.risks,"   \
-    " updated_at = now() where d.as_of <= excluded.as_of"                                                    \
-    " and (d.account_id, d.model_version, d.proba_close, d.risks) is distinct from (excluded.account_id,"    \
-    " excluded.model_version, excluded.proba_close, excluded.risks)"
+/* The open deals' rows of a scores' write (score_worker.c), as the CTEs
+ * rk, ru and ri of its statement: the parameters are $13 .. $19 (the
+ * columns of deal_risks_params), and only the deals named in the relation
+ * ok (a column opportunity_id) are written, those the write found to
+ * exist, so that each deal is looked up once per transaction. A row is
+ * updated only when something in it changed, with an UPDATE: ON CONFLICT
+ * DO UPDATE locks the row first, a WAL record of its own. A deal without a
+ * row gets one (ON CONFLICT there for a first score written meanwhile). */
+#define DEAL_RISKS_SET(src)                                                                                  \
+    "account_id = " src ".account_id, as_of = " src ".as_of, model_version = " src ".model_version,"         \
+    " proba_close = " src ".proba_close, risks = " src ".risks, updated_at = now()"
+#define DEAL_RISKS_MOVED(src)                                                                                \
+    "d.as_of <= " src ".as_of and (d.account_id, d.model_version, d.proba_close, d.risks)"                   \
+    " is distinct from (" src ".account_id, " src ".model_version, " src ".proba_close, " src ".risks)"
+#define DEAL_RISKS_SET_K DEAL_RISKS_SET("k")
+#define DEAL_RISKS_MOVED_K DEAL_RISKS_MOVED("k")
+#define DEAL_RISKS_SET_EXCLUDED DEAL_RISKS_SET("excluded")
+#define DEAL_RISKS_MOVED_EXCLUDED DEAL_RISKS_MOVED("excluded")
+#define DEAL_RISKS_SQL_WRITE_OF(ok)                                                                          \
+    "rk as (select * from unnest($13::uuid[], $14::uuid[], $15::uuid[], $16::timestamptz[], $17::text[],"    \
+    "  $18::float8[], $19::jsonb[]) as k(org_id, opportunity_id, account_id, as_of, model_version,"          \
+    "  proba_close, risks) where k.opportunity_id in (select opportunity_id from " ok ")),"                  \
+    " ru as (update public.deal_risks d set " DEAL_RISKS_SET_K " from rk k"                                  \
+    "  where d.opportunity_id = k.opportunity_id and " DEAL_RISKS_MOVED_K "),"                               \
+    " ri as (insert into public.deal_risks as d (org_id, opportunity_id, account_id, as_of, model_version,"  \
+    "  proba_close, risks, updated_at)"                                                                      \
+    "  select org_id, opportunity_id, account_id, as_of, model_version, proba_close, risks, now() from rk k" \
+    "  where not exists (select from public.deal_risks e where e.opportunity_id = k.opportunity_id)"         \
+    "  on conflict (opportunity_id) do update set " DEAL_RISKS_SET_EXCLUDED                                  \
+    "  where " DEAL_RISKS_MOVED_EXCLUDED ")"
 
 /* The statements' parameters for one batch of items. */
 typedef struct {
@@ -79,7 +91,7 @@ typedef struct {
 int deal_risks_build(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, deal_risks_cache_t *cache,
                      const scoring_item_t *items, size_t n, deal_risks_batch_t *out, char *errstr,
                      size_t errstr_size);
-/* Fills the DEAL_RISKS_COLS parameters of DEAL_RISKS_SQL_UPSERT_OF (the
+/* Fills the DEAL_RISKS_COLS parameters of DEAL_RISKS_SQL_WRITE_OF (the
  * arrays must outlive the run). */
 void deal_risks_params(deal_risks_batch_t *b, const char **values, int *lengths, int *formats);
 /* Adds the delete of the rows of deals no longer open to a write

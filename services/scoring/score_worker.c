@@ -40,37 +40,36 @@ static const char *sql_previous =
  * (the history, predictions and deal_risks rows of a score are written
  * together or not at all); the data-modifying parts see the same snapshot.
  * $1 .. $7 are the history's columns, $8 .. $12 what predictions adds (its
- * change document is the history's), $13 .. $19 deal_risks'. */
+ * change document is the history's), $13 .. $19 deal_risks'. A deal's
+ * predictions row moves forward in as_of only, with an UPDATE: ON
+ * CONFLICT DO UPDATE locks the row first, a WAL record of its own. A deal
+ * without a row gets one (ON CONFLICT there for a first score written
+ * meanwhile). */
+#define SQL_ROWS_DEAL_EXISTS DS_SQL_WHERE_DEAL_EXISTS("x.opportunity_id", "x.org_id")
+#define SQL_ROWS_RISKS DEAL_RISKS_SQL_WRITE_OF("x")
 #define SQL_ROWS                                                                                             \
-    "with x as (select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::float8[],"   \
-    "  $6::json[], $7::json[], $8::uuid[], $9::float8[], $10::jsonb[], $11::jsonb[], $12::bool[])"           \
+    "with x as (select x.*, x.change::jsonb as change_b"                                                     \
+    "  from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::float8[], $6::json[],"         \
+    "  $7::json[], $8::uuid[], $9::float8[], $10::jsonb[], $11::jsonb[], $12::bool[])"                       \
     "  as x(org_id, opportunity_id, as_of, model_version, proba_close, contributions, change, account_id,"   \
-    "  previous_proba, top_features, meddicc, is_prior)" DS_SQL_WHERE_DEAL_EXISTS(                           \
-        "x.opportunity_id",                                                                                  \
-        "x.org_id") "),"                                                                                     \
-                    " r as (" DEAL_RISKS_SQL_UPSERT_OF(                                                      \
-                        "x") "),"                                                                            \
-                             " p as (insert into public.predictions as p (org_id, opportunity_id, "          \
-                             "account_id, as_of, model_version,"                                             \
-                             "  proba_close, previous_proba, top_features, change, meddicc, is_prior, "      \
-                             "updated_at)"                                                                   \
-                             "  select org_id, opportunity_id, account_id, as_of, model_version, "           \
-                             "proba_close, previous_proba,"                                                  \
-                             "  top_features, change::jsonb, meddicc, is_prior, now() from x"                \
-                             "  on conflict (opportunity_id) do update set account_id = "                    \
-                             "excluded.account_id,"                                                          \
-                             "  as_of = excluded.as_of, model_version = excluded.model_version, "            \
-                             "proba_close = excluded.proba_close,"                                           \
-                             "  previous_proba = excluded.previous_proba, top_features = "                   \
-                             "excluded.top_features,"                                                        \
-                             "  change = excluded.change, meddicc = excluded.meddicc, is_prior = "           \
-                             "excluded.is_prior,"                                                            \
-                             "  updated_at = now() where p.as_of <= excluded.as_of)"                         \
-                             " insert into public.prediction_history (org_id, opportunity_id, as_of, "       \
-                             "model_version, proba_close,"                                                   \
-                             "  contributions, change)"                                                      \
-                             " select org_id, opportunity_id, as_of, model_version, proba_close, "           \
-                             "contributions, change from x"
+    "  previous_proba, top_features, meddicc, is_prior)" SQL_ROWS_DEAL_EXISTS "), " SQL_ROWS_RISKS ","       \
+    " pu as (update public.predictions p set account_id = x.account_id, as_of = x.as_of,"                    \
+    "  model_version = x.model_version, proba_close = x.proba_close, previous_proba = x.previous_proba,"     \
+    "  top_features = x.top_features, change = x.change_b, meddicc = x.meddicc, is_prior = x.is_prior,"      \
+    "  updated_at = now() from x where p.opportunity_id = x.opportunity_id and p.as_of <= x.as_of),"         \
+    " pi as (insert into public.predictions as p (org_id, opportunity_id, account_id, as_of, model_version," \
+    "  proba_close, previous_proba, top_features, change, meddicc, is_prior, updated_at)"                    \
+    "  select org_id, opportunity_id, account_id, as_of, model_version, proba_close, previous_proba,"        \
+    "  top_features, change_b, meddicc, is_prior, now() from x"                                              \
+    "  where not exists (select from public.predictions e where e.opportunity_id = x.opportunity_id)"        \
+    "  on conflict (opportunity_id) do update set account_id = excluded.account_id,"                         \
+    "  as_of = excluded.as_of, model_version = excluded.model_version, proba_close = excluded.proba_close,"  \
+    "  previous_proba = excluded.previous_proba, top_features = excluded.top_features,"                      \
+    "  change = excluded.change, meddicc = excluded.meddicc, is_prior = excluded.is_prior,"                  \
+    "  updated_at = now() where p.as_of <= excluded.as_of)"                                                  \
+    " insert into public.prediction_history (org_id, opportunity_id, as_of, model_version, proba_close,"     \
+    "  contributions, change)"                                                                               \
+    " select org_id, opportunity_id, as_of, model_version, proba_close, contributions, change from x"
 static const char *sql_rows = SQL_ROWS " on conflict (opportunity_id, as_of, model_version) do nothing";
 /* Without the speculative insertion of ON CONFLICT (an index probe and one
  * more WAL record per row): for history rows that cannot exist yet. */
