@@ -49,8 +49,9 @@ void deal_risks_cache_await_refreshes(deal_risks_cache_t *c);
  * ok (a column opportunity_id) are written, those the write found to
  * exist, so that each deal is looked up once per transaction. A row is
  * updated only when something in it changed, with an UPDATE: ON CONFLICT
- * DO UPDATE locks the row first, a WAL record of its own. A deal without a
- * row gets one (ON CONFLICT there for a first score written meanwhile). */
+ * DO UPDATE locks the row first, a WAL record of its own. The others are
+ * inserted with ON CONFLICT: a deal without a row gets one, and a row that
+ * did not change is only locked, as ON CONFLICT does. */
 #define DEAL_RISKS_SET(src)                                                                                  \
     "account_id = " src ".account_id, as_of = " src ".as_of, model_version = " src ".model_version,"         \
     " proba_close = " src ".proba_close, risks = " src ".risks, updated_at = now()"
@@ -66,11 +67,11 @@ void deal_risks_cache_await_refreshes(deal_risks_cache_t *c);
     "  $18::float8[], $19::jsonb[]) as k(org_id, opportunity_id, account_id, as_of, model_version,"          \
     "  proba_close, risks) where k.opportunity_id in (select opportunity_id from " ok ")),"                  \
     " ru as (update public.deal_risks d set " DEAL_RISKS_SET_K " from rk k"                                  \
-    "  where d.opportunity_id = k.opportunity_id and " DEAL_RISKS_MOVED_K "),"                               \
+    "  where d.opportunity_id = k.opportunity_id and " DEAL_RISKS_MOVED_K " returning d.opportunity_id),"    \
     " ri as (insert into public.deal_risks as d (org_id, opportunity_id, account_id, as_of, model_version,"  \
     "  proba_close, risks, updated_at)"                                                                      \
     "  select org_id, opportunity_id, account_id, as_of, model_version, proba_close, risks, now() from rk k" \
-    "  where not exists (select from public.deal_risks e where e.opportunity_id = k.opportunity_id)"         \
+    "  where not exists (select from ru where ru.opportunity_id = k.opportunity_id)"                         \
     "  on conflict (opportunity_id) do update set " DEAL_RISKS_SET_EXCLUDED                                  \
     "  where " DEAL_RISKS_MOVED_EXCLUDED ")"
 

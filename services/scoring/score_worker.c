@@ -42,9 +42,9 @@ static const char *sql_previous =
  * $1 .. $7 are the history's columns, $8 .. $12 what predictions adds (its
  * change document is the history's), $13 .. $19 deal_risks'. A deal's
  * predictions row moves forward in as_of only, with an UPDATE: ON
- * CONFLICT DO UPDATE locks the row first, a WAL record of its own. A deal
- * without a row gets one (ON CONFLICT there for a first score written
- * meanwhile). */
+ * CONFLICT DO UPDATE locks the row first, a WAL record of its own. The
+ * other rows are inserted with ON CONFLICT: a deal without a row gets one,
+ * and a row newer than the score is only locked. */
 #define SQL_ROWS_DEAL_EXISTS DS_SQL_WHERE_DEAL_EXISTS("x.opportunity_id", "x.org_id")
 #define SQL_ROWS_RISKS DEAL_RISKS_SQL_WRITE_OF("x")
 #define SQL_ROWS                                                                                             \
@@ -56,12 +56,13 @@ static const char *sql_previous =
     " pu as (update public.predictions p set account_id = x.account_id, as_of = x.as_of,"                    \
     "  model_version = x.model_version, proba_close = x.proba_close, previous_proba = x.previous_proba,"     \
     "  top_features = x.top_features, change = x.change_b, meddicc = x.meddicc, is_prior = x.is_prior,"      \
-    "  updated_at = now() from x where p.opportunity_id = x.opportunity_id and p.as_of <= x.as_of),"         \
+    "  updated_at = now() from x where p.opportunity_id = x.opportunity_id and p.as_of <= x.as_of"           \
+    "  returning p.opportunity_id),"                                                                         \
     " pi as (insert into public.predictions as p (org_id, opportunity_id, account_id, as_of, model_version," \
     "  proba_close, previous_proba, top_features, change, meddicc, is_prior, updated_at)"                    \
     "  select org_id, opportunity_id, account_id, as_of, model_version, proba_close, previous_proba,"        \
     "  top_features, change_b, meddicc, is_prior, now() from x"                                              \
-    "  where not exists (select from public.predictions e where e.opportunity_id = x.opportunity_id)"        \
+    "  where not exists (select from pu where pu.opportunity_id = x.opportunity_id)"                         \
     "  on conflict (opportunity_id) do update set account_id = excluded.account_id,"                         \
     "  as_of = excluded.as_of, model_version = excluded.model_version, proba_close = excluded.proba_close,"  \
     "  previous_proba = excluded.previous_proba, top_features = excluded.top_features,"                      \
