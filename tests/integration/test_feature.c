@@ -390,6 +390,9 @@ Test(feature, a_full_poll_gathers_the_burst_into_one_coalesced_batch) {
         ds_consumer_release(m, 1);
     }
     for (int i = 0; i < D; i++) cr_expect_eq(seen[i], 1, "one features.ready for OPP-B%d", i);
+    /* The worker counts a batch once its events are acknowledged, which
+     * can be after this consumer has read them. */
+    dst_wait_metric(&T, "dealscore_worker_batch_size_count{worker=\"feature\"}", 1.0);
     cr_expect_eq(dst_metric(&T, "dealscore_worker_messages_total{worker=\"feature\"}"), (double)(R * D));
     cr_expect_eq(dst_metric(&T, "dealscore_worker_batch_size_count{worker=\"feature\"}"), 1.0);
     cr_expect_eq(dst_metric(&T, "dealscore_worker_burst_batches_total{worker=\"feature\"}"), 1.0);
@@ -415,7 +418,8 @@ Test(feature, a_flood_keeps_the_burst_gathering_past_its_wait) {
     backlog_start(&b, "1", "500", "0", "OPP-F", "9d2e4a52-9d55-4c38-b2c1-43a1c1f0");
     dst_env_set(&T, "DEALSCORE_BURST_FLOOD_MS", "20000");
     dst_start(&T, "feature");
-    dst_wait_metric(&T, "dealscore_worker_messages_total{worker=\"feature\"}", (double)(R * D));
+    dst_wait_metric(&T, "dealscore_worker_batch_size_count{worker=\"feature\"}", 1.0);
+    cr_expect_eq(dst_metric(&T, "dealscore_worker_messages_total{worker=\"feature\"}"), (double)(R * D));
     char sql[200];
     snprintf(sql, sizeof sql, "select count(*) from features_snapshot where org_id = '%s'", T.org_id);
     cr_assert_eq(dst_wait_count(&T, sql, D, 10000), D, "one snapshot per deal");
@@ -495,6 +499,9 @@ Test(feature, an_ordinary_flow_is_not_gathered_but_a_backlog_is) {
         dst_consume(c, m, 2, 30000);
         ds_consumer_release(m, 2);
     }
+    /* Counted once the events are acknowledged: maybe after they were read. */
+    dst_wait_metric(&T, "dealscore_worker_batch_size_count{worker=\"feature\"}", (double)PAIRS);
+    cr_expect_eq(dst_metric(&T, "dealscore_worker_messages_total{worker=\"feature\"}"), (double)sent);
     cr_expect_eq(dst_metric(&T, "dealscore_worker_batch_size_count{worker=\"feature\"}"), (double)PAIRS);
     cr_expect_eq(dst_metric(&T, "dealscore_worker_burst_batches_total{worker=\"feature\"}"), 0.0,
                  "full polls of an ordinary flow are no burst");
