@@ -396,15 +396,22 @@ static const char *const sql_mapped_to = "select opportunity_id::text from publi
                                          " where org_id = $1::uuid and cohort_key = any($2::text[])";
 
 /* Maps the deals that still exist in the org (each looked up by its key,
- * as sql_load does). */
+ * as sql_load does). A mapping that moved is updated with an UPDATE: ON
+ * CONFLICT DO UPDATE locks the row first, a WAL record of its own. The
+ * others are inserted with ON CONFLICT: a deal without a mapping gets one,
+ * and one that did not move is only locked. */
 static const char *const sql_map =
-    "insert into public.opportunity_benchmarks as ob (org_id, opportunity_id, account_id,"
+    "with x as (select x.* from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[])"
+    " as x(id, acc, key, lvl) cross join lateral (select 1 from public.opportunities o"
+    "  where o.id = x.id and o.org_id = $1::uuid offset 0) d),"
+    " moved as (update public.opportunity_benchmarks ob set org_id = $1::uuid, account_id = x.acc,"
+    "  cohort_key = x.key, match_level = x.lvl, updated_at = now() from x where ob.opportunity_id = x.id"
+    "  and (ob.org_id, ob.account_id, ob.cohort_key, ob.match_level) is distinct from"
+    "  ($1::uuid, x.acc, x.key, x.lvl) returning ob.opportunity_id)"
+    " insert into public.opportunity_benchmarks as ob (org_id, opportunity_id, account_id,"
     " cohort_key, match_level)"
-    " select $1::uuid, x.id, x.acc, x.key, x.lvl"
-    " from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[]) as x(id, acc, key, "
-    "lvl)"
-    " cross join lateral (select 1 from public.opportunities o"
-    "  where o.id = x.id and o.org_id = $1::uuid offset 0) d"
+    " select $1::uuid, x.id, x.acc, x.key, x.lvl from x"
+    " where not exists (select from moved m where m.opportunity_id = x.id)"
     " on conflict (opportunity_id) do update set org_id = excluded.org_id,"
     "  account_id = excluded.account_id, cohort_key = excluded.cohort_key,"
     "  match_level = excluded.match_level, updated_at = now()"
