@@ -47,22 +47,17 @@ typedef struct {
  * ON CONFLICT's speculative insertion, which costs a WAL record more per
  * row; a row another transaction inserts meanwhile fails the batch, which
  * is retried. */
-#define SQL_SNAPSHOT                                                                                         \
-    "with u as (select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::json[], $5::json[])"     \
-    " as u(org_id, opportunity_id, as_of, features, meddicc)" DS_SQL_WHERE_DEAL_EXISTS(                      \
-        "u.opportunity_id",                                                                                  \
-        "u.org_id") "),"                                                                                     \
-                    " replayed as (update public.features_snapshot f set features = u.features, meddicc = "  \
-                    "u.meddicc,"                                                                             \
-                    " computed_at = now() from u where f.opportunity_id = u.opportunity_id and f.as_of = "   \
-                    "u.as_of"                                                                                \
-                    " and f.feature_version = $6 returning f.opportunity_id, f.as_of)"                       \
-                    " insert into public.features_snapshot (org_id, opportunity_id, as_of, "                 \
-                    "feature_version, features,"                                                             \
-                    " meddicc) select u.org_id, u.opportunity_id, u.as_of, $6, u.features, u.meddicc from u" \
-                    " where not exists (select from replayed r where r.opportunity_id = u.opportunity_id"    \
-                    " and r.as_of = u.as_of)"
-static const char *sql_snapshot = SQL_SNAPSHOT;
+#define SNAPSHOT_DEAL_EXISTS DS_SQL_WHERE_DEAL_EXISTS("u.opportunity_id", "u.org_id")
+static const char *sql_snapshot =
+    "with u as (select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::json[], $5::json[])"
+    " as u(org_id, opportunity_id, as_of, features, meddicc)" SNAPSHOT_DEAL_EXISTS "),"
+    " replayed as (update public.features_snapshot f set features = u.features, meddicc = u.meddicc,"
+    " computed_at = now() from u where f.opportunity_id = u.opportunity_id and f.as_of = u.as_of"
+    " and f.feature_version = $6 returning f.opportunity_id, f.as_of)"
+    " insert into public.features_snapshot (org_id, opportunity_id, as_of, feature_version, features,"
+    " meddicc) select u.org_id, u.opportunity_id, u.as_of, $6, u.features, u.meddicc from u"
+    " where not exists (select from replayed r where r.opportunity_id = u.opportunity_id"
+    " and r.as_of = u.as_of)";
 
 /* A computed opportunity: its change and its packed features.ready. */
 typedef struct {
