@@ -397,17 +397,23 @@ static backends_t backends_now(PGconn *db) {
     return bs;
 }
 
-static int cmp_backend_cpu(const void *x, const void *y) {
-    double a = ((const backend_t *)x)->start_s, b = ((const backend_t *)y)->start_s;
+/* What the live backends of one application_name used over a row. */
+typedef struct {
+    char app[64];
+    double used_s;
+} app_cpu_t;
+
+static int cmp_app_cpu(const void *x, const void *y) {
+    double a = ((const app_cpu_t *)x)->used_s, b = ((const app_cpu_t *)y)->used_s;
     return (a < b) - (a > b);
 }
 
 /* One line: the CPU per change since start of the backends now alive, by
  * application name, largest first (a backend that started meanwhile counts
  * whole; one that ended is in the postgres total only). */
-static void print_backends(PGconn *db, backends_t *start, double changes) {
+static void print_backends(PGconn *db, const backends_t *start, double changes) {
     backends_t end = backends_now(db);
-    backend_t *apps = ds_calloc(end.n + 1, sizeof *apps); /* start_s: CPU used */
+    app_cpu_t *apps = ds_calloc(end.n + 1, sizeof *apps);
     size_t napps = 0;
     for (size_t i = 0; i < end.n; i++) {
         double before = 0;
@@ -417,13 +423,13 @@ static void print_backends(PGconn *db, backends_t *start, double changes) {
         size_t k = 0;
         while (k < napps && strcmp(apps[k].app, end.v[i].app) != 0) k++;
         if (k == napps) snprintf(apps[napps++].app, sizeof apps->app, "%s", end.v[i].app);
-        apps[k].start_s += used;
+        apps[k].used_s += used;
     }
-    qsort(apps, napps, sizeof *apps, cmp_backend_cpu);
+    qsort(apps, napps, sizeof *apps, cmp_app_cpu);
     printf("  of which Postgres backends by application_name, µs per change:");
     double rest = 0;
     for (size_t k = 0; k < napps; k++) {
-        double us = apps[k].start_s * 1e6 / changes;
+        double us = apps[k].used_s * 1e6 / changes;
         if (us >= 5 && apps[k].app[0])
             printf(" %s %.0f,", apps[k].app, us);
         else
@@ -432,8 +438,6 @@ static void print_backends(PGconn *db, backends_t *start, double changes) {
     printf(" others %.0f\n", rest);
     free(apps);
     free(end.v);
-    free(start->v);
-    *start = (backends_t){0};
 }
 
 static void cpu_start(bench_t *b) {
@@ -445,6 +449,8 @@ static void cpu_start(bench_t *b) {
 static void cpu_print(bench_t *b, double changes) {
     perf_cpu_print(&b->cpu, stdout, changes);
     if (b->local_db && changes > 0) print_backends(b->db, &b->pg_start, changes);
+    free(b->pg_start.v);
+    b->pg_start = (backends_t){0};
 }
 
 /* The services' settings, and the database. */
