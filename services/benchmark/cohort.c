@@ -377,23 +377,32 @@ static const char *const sql_org_won =
     " and o.closed_at >= (date_trunc('day', now() at time zone 'UTC') - make_interval(months => $2::int))"
     " at time zone 'UTC' limit $3::int) x";
 
-static const char *const sql_lookup =
-    "select cohort_key, won_count from public.benchmarks_cached"
-    " where org_id = $1::uuid and cohort_key = any($2::text[]) and won_count is not null";
+/* The statements that read rows of an org by a list of cohort keys probe
+ * the index once per distinct key (COHORT_KEYS_PROBE). The form "cohort_key
+ * = any($2)" let a generic plan made while the table was small keep reading
+ * every row of the org and testing it against the list (an import: 1,400
+ * rows, 954 buffers a call against 60), until the table was next analyzed.
+ * alias is the table's; the rest of its conditions follow. */
+#define COHORT_KEYS_PROBE(table, alias)                                                                      \
+    " from (select distinct unnest($2::text[]) as key) k cross join lateral (select * from " table " " alias \
+    " where " alias ".org_id = $1::uuid and " alias ".cohort_key = k.key"
+
+static const char *const sql_lookup = "select b.cohort_key, b.won_count" COHORT_KEYS_PROBE(
+    "public.benchmarks_cached", "b") " and b.won_count is not null offset 0) b";
 
 #define ROW_COLS                                                                                             \
     "cohort_key, level, industry, product_category, region, persona, amount_lo::text,"                       \
     " amount_hi::text, won_count, window_months, (metrics ->> 'min_won')"
 
-static const char *const sql_rows = "select " ROW_COLS " from public.benchmarks_cached"
-                                    " where org_id = $1::uuid and cohort_key = any($2::text[])";
+static const char *const sql_rows =
+    "select " ROW_COLS COHORT_KEYS_PROBE("public.benchmarks_cached", "b") " offset 0) b";
 
 static const char *const sql_stale = "select org_id::text, " ROW_COLS " from public.benchmarks_cached"
                                      " where refreshed_at < now() - make_interval(secs => $1::int)"
                                      " order by refreshed_at limit $2::int";
 
-static const char *const sql_mapped_to = "select opportunity_id::text from public.opportunity_benchmarks"
-                                         " where org_id = $1::uuid and cohort_key = any($2::text[])";
+static const char *const sql_mapped_to =
+    "select ob.opportunity_id::text" COHORT_KEYS_PROBE("public.opportunity_benchmarks", "ob") " offset 0) ob";
 
 /* Maps the deals that still exist in the org (each looked up by its key,
  * as sql_load does). A mapping that moved is updated with an UPDATE: ON
@@ -432,8 +441,6 @@ static const char *const sql_sweep =
     " left join public.opportunity_benchmarks ob on ob.opportunity_id = o.id"
     " order by o.id";
 
-/* ---- the engine --------------------------------------------------------------- */
-
 /* ---- the engine ------------------------------------------------------------ */
 
 #define SETTLED_MAX ((size_t)1 << 19) /* deals; 16 MB of slots at most */
@@ -448,6 +455,11 @@ struct cohort_engine_s {
     char org[37];
     cohort_settings_t set;
     bool custom_plans; /* bench_custom_plans ran in this transaction */
+    /* The transaction's writes whose results only count (bench_map,
+     * bench_unmap): sent with its COMMIT, in one round trip; NULL for none.
+     * Their counts go to tail_st. */
+    ds_pg_batch_t *tail;
+    cohort_stats_t *tail_st;
     /* Open, never reopened deals that a committed cohort_apply_changes left
      * mapped. */
     ds_uuidset_t settled;
@@ -633,9 +645,39 @@ static void parse_rows(const PGresult *res, int col0, row_t **out, size_t *n) {
     *n = (size_t)nr;
 }
 
+/* Appends the deals of a bench_load result to v. */
+static void parse_opps(const PGresult *res, oppv_t *v) {
+    int nr = PQntuples(res);
+    for (int i = 0; i < nr; i++) {
+        if (v->n == v->cap) {
+            v->cap = v->cap ? v->cap * 2 : 16;
+            v->v = ds_realloc(v->v, v->cap * sizeof *v->v);
+        }
+        opp_t *o = &v->v[v->n++];
+        memset(o, 0, sizeof *o);
+        o->id = ds_strdup(PQgetvalue(res, i, 0));
+        o->account_id = dup_or_null(res, i, 1);
+        o->open = strcmp(PQgetvalue(res, i, 2), "open") == 0;
+        o->placeholder = PQgetvalue(res, i, 3)[0] == 't';
+        o->industry = dup_or_null(res, i, 4);
+        o->product = dup_or_null(res, i, 5);
+        o->region = dup_or_null(res, i, 6);
+        o->persona = dup_or_null(res, i, 7);
+        o->has_amount = !PQgetisnull(res, i, 8);
+        o->amount = o->has_amount ? strtod(PQgetvalue(res, i, 8), NULL) : 0;
+        o->mapped_key = dup_or_null(res, i, 9);
+        o->reopened = PQgetvalue(res, i, 10)[0] == 't';
+        o->mapped_level = dup_or_null(res, i, 11);
+        o->mapped_account = dup_or_null(res, i, 12);
+        o->mapped_same_org = PQgetvalue(res, i, 13)[0] == 't';
+    }
+}
+
 /* ---- transactions -------------------------------------------------------------- */
 
 static void rollback(cohort_engine_t *e) {
+    ds_pg_batch_end(e->tail);
+    e->tail = NULL;
     if (!ds_pg_is_connected(e->pg)) return;
     char err[128];
     if (ds_pg_exec(e->pg, "ROLLBACK", NULL, err, sizeof err) != 0) ds_pg_reset(e->pg);
@@ -643,33 +685,86 @@ static void rollback(cohort_engine_t *e) {
 
 static double clampd(double v, double lo, double hi) { return v < lo ? lo : v > hi ? hi : v; }
 
-/* BEGIN, the org lock, the org's settings. *found is false for an unknown
- * org (the transaction is open either way). */
-static int begin_org(cohort_engine_t *e, const char *org_id, bool *found, char *err, size_t esz) {
-    int rc = ds_pg_exec(e->pg, "BEGIN", NULL, err, esz);
-    if (rc != 0) return rc;
-    snprintf(e->org, sizeof e->org, "%s", org_id);
-    e->custom_plans = false;
-    const char *v[] = {org_id};
-    rc = run(e, "bench_lock", 1, v, NULL, err, esz);
-    if (rc != 0) return rc;
-    PGresult *res = NULL;
-    rc = run(e, "bench_settings", 1, v, &res, err, esz);
-    if (rc != 0) return rc;
-    *found = PQntuples(res) == 1;
-    e->set = e->defaults;
-    if (*found) {
-        if (!PQgetisnull(res, 0, 0)) e->set.months = (int)clampd(floor(atof(PQgetvalue(res, 0, 0))), 1, 120);
+/* The results begin_org reads: the settings' row and the loaded deals. */
+typedef enum { BEGIN_SETTINGS = 1, BEGIN_LOAD } begin_tag_t;
+typedef struct {
+    cohort_engine_t *e;
+    bool *found;
+    oppv_t *v;
+} begin_ctx_t;
+
+static int on_begin_result(void *ud, void *tag, const PGresult *res, int err) {
+    begin_ctx_t *c = ud;
+    cohort_settings_t *set = &c->e->set;
+    if (err != 0) return 0; /* the run fails with it */
+    if ((intptr_t)tag == BEGIN_LOAD) {
+        parse_opps(res, c->v);
+    } else if ((intptr_t)tag == BEGIN_SETTINGS && PQntuples(res) == 1) {
+        *c->found = true;
+        if (!PQgetisnull(res, 0, 0)) set->months = (int)clampd(floor(atof(PQgetvalue(res, 0, 0))), 1, 120);
         if (!PQgetisnull(res, 0, 1))
-            e->set.min_won = (int)clampd(floor(atof(PQgetvalue(res, 0, 1))), 1, 1000000);
-        if (!PQgetisnull(res, 0, 2)) e->set.band = clampd(atof(PQgetvalue(res, 0, 2)), 0.01, 0.9);
+            set->min_won = (int)clampd(floor(atof(PQgetvalue(res, 0, 1))), 1, 1000000);
+        if (!PQgetisnull(res, 0, 2)) set->band = clampd(atof(PQgetvalue(res, 0, 2)), 0.01, 0.9);
     }
-    PQclear(res);
     return 0;
 }
 
+/* BEGIN, the org lock, the org's settings and, when n > 0, the deals ids
+ * (bench_load, appended to v) in one round trip: the statements run one
+ * after the other, so the load reads what the lock holder before us
+ * committed. *found is false for an unknown org (the transaction is open
+ * either way, unless a statement failed). */
+static int begin_org(cohort_engine_t *e, const char *org_id, const char *const *ids, size_t n, oppv_t *v,
+                     bool *found, char *err, size_t esz) {
+    snprintf(e->org, sizeof e->org, "%s", org_id);
+    e->custom_plans = false;
+    e->set = e->defaults;
+    *found = false;
+    const char *vals[] = {org_id, NULL};
+    ds_pg_batch_t *b = NULL;
+    ds_pg_batch_begin(e->pg, &b);
+    ds_pg_batch_add_sql(b, "BEGIN", NULL);
+    ds_pg_batch_add_prepared(b, "bench_lock", 1, vals, NULL, NULL, NULL);
+    ds_pg_batch_add_prepared(b, "bench_settings", 1, vals, NULL, NULL, (void *)(intptr_t)BEGIN_SETTINGS);
+    if (n > 0) {
+        char *arr = ds_pg_array_text(ids, n);
+        vals[1] = arr;
+        ds_pg_batch_add_prepared(b, "bench_load", 2, vals, NULL, NULL, (void *)(intptr_t)BEGIN_LOAD);
+        free(arr); /* copied by the batch */
+    }
+    begin_ctx_t ctx = {e, found, v};
+    int rc = ds_pg_batch_run(b, on_begin_result, &ctx, err, esz);
+    ds_pg_batch_end(b);
+    return rc;
+}
+
+/* Queues a write of the transaction, sent with its COMMIT; its row count
+ * is added to *count (st->mapped or st->unmapped). */
+static void queue_tail(cohort_engine_t *e, const char *name, int n, const char *const *vals,
+                       cohort_stats_t *st, size_t *count) {
+    if (!e->tail) ds_pg_batch_begin(e->pg, &e->tail);
+    e->tail_st = st;
+    ds_pg_batch_add_prepared(e->tail, name, n, vals, NULL, NULL, count);
+}
+
+static int on_tail_result(void *ud, void *tag, const PGresult *res, int err) {
+    cohort_engine_t *e = ud;
+    if (err != 0 || !tag) return 0;
+    size_t rows = (size_t)atoll(PQcmdTuples((PGresult *)res));
+    *(size_t *)tag += rows;
+    if (tag == &e->tail_st->mapped) metric_add(e->m.mapped, (double)rows);
+    return 0;
+}
+
+/* COMMIT, after the queued writes (queue_tail), in one round trip. */
 static int commit(cohort_engine_t *e, char *err, size_t esz) {
-    return ds_pg_exec(e->pg, "COMMIT", NULL, err, esz);
+    if (!e->tail) return ds_pg_exec(e->pg, "COMMIT", NULL, err, esz);
+    ds_pg_batch_t *b = e->tail;
+    e->tail = NULL;
+    ds_pg_batch_add_sql(b, "COMMIT", NULL);
+    int rc = ds_pg_batch_run(b, on_tail_result, e, err, esz);
+    ds_pg_batch_end(b);
+    return rc;
 }
 
 /* Switches the transaction to custom plans, once. */
@@ -741,30 +836,7 @@ static int load_opps(cohort_engine_t *e, const char *const *ids, size_t n, oppv_
     int rc = run(e, "bench_load", 2, vals, &res, err, esz);
     free(arr);
     if (rc != 0) return rc;
-    int nr = PQntuples(res);
-    for (int i = 0; i < nr; i++) {
-        if (v->n == v->cap) {
-            v->cap = v->cap ? v->cap * 2 : 16;
-            v->v = ds_realloc(v->v, v->cap * sizeof *v->v);
-        }
-        opp_t *o = &v->v[v->n++];
-        memset(o, 0, sizeof *o);
-        o->id = ds_strdup(PQgetvalue(res, i, 0));
-        o->account_id = dup_or_null(res, i, 1);
-        o->open = strcmp(PQgetvalue(res, i, 2), "open") == 0;
-        o->placeholder = PQgetvalue(res, i, 3)[0] == 't';
-        o->industry = dup_or_null(res, i, 4);
-        o->product = dup_or_null(res, i, 5);
-        o->region = dup_or_null(res, i, 6);
-        o->persona = dup_or_null(res, i, 7);
-        o->has_amount = !PQgetisnull(res, i, 8);
-        o->amount = o->has_amount ? strtod(PQgetvalue(res, i, 8), NULL) : 0;
-        o->mapped_key = dup_or_null(res, i, 9);
-        o->reopened = PQgetvalue(res, i, 10)[0] == 't';
-        o->mapped_level = dup_or_null(res, i, 11);
-        o->mapped_account = dup_or_null(res, i, 12);
-        o->mapped_same_org = PQgetvalue(res, i, 13)[0] == 't';
-    }
+    parse_opps(res, v);
     PQclear(res);
     return 0;
 }
@@ -920,25 +992,18 @@ static bool mapping_unchanged(const opp_t *o, const char *key, const char *level
            same_or_null(o->mapped_level, level) && same_or_null(o->mapped_account, o->account_id);
 }
 
-/* Writes the n mappings (bench_map) and counts those that changed. */
-static int write_mappings(cohort_engine_t *e, const char **ids, const char **accs, const char **chosen,
-                          const char **lvls, size_t n, cohort_stats_t *st, char *err, size_t esz) {
+/* Queues the n mappings (bench_map) for the COMMIT, which counts those
+ * that changed: nothing the transaction does after the walk reads them. */
+static void write_mappings(cohort_engine_t *e, const char **ids, const char **accs, const char **chosen,
+                           const char **lvls, size_t n, cohort_stats_t *st) {
     char *a_ids = ds_pg_array_text(ids, n), *a_acc = ds_pg_array_text(accs, n);
     char *a_key = ds_pg_array_text(chosen, n), *a_lvl = ds_pg_array_text(lvls, n);
     const char *mv[] = {e->org, a_ids, a_acc, a_key, a_lvl};
-    PGresult *res = NULL;
-    int rc = run(e, "bench_map", 5, mv, &res, err, esz);
-    if (rc == 0) {
-        size_t changed = (size_t)atoll(PQcmdTuples(res));
-        st->mapped += changed;
-        metric_add(e->m.mapped, (double)changed);
-        PQclear(res);
-    }
+    queue_tail(e, "bench_map", 5, mv, st, &st->mapped);
     free(a_ids);
     free(a_acc);
     free(a_key);
     free(a_lvl);
-    return rc;
 }
 
 static int walk_and_map(cohort_engine_t *e, oppv_t *v, cohort_stats_t *st, char *err, size_t esz) {
@@ -978,7 +1043,7 @@ static int walk_and_map(cohort_engine_t *e, oppv_t *v, cohort_stats_t *st, char 
         chosen[nmap] = key;
         lvls[nmap++] = level_names[l];
     }
-    if (rc == 0 && nmap) rc = write_mappings(e, ids, accs, chosen, lvls, nmap, st, err, esz);
+    if (rc == 0 && nmap) write_mappings(e, ids, accs, chosen, lvls, nmap, st);
     free(ids);
     free(accs);
     free(chosen);
@@ -1026,17 +1091,17 @@ static int add_affected(cohort_engine_t *e, const strv_t *flipped, oppv_t *v, ch
     return rc;
 }
 
-/* The work of cohort_apply inside its transaction. */
-/* With activity_only, the open, never reopened deals of the batch (mapped
- * once this commits) go to *settling. */
-static int apply_locked(cohort_engine_t *e, const char *const *ids, const bool *activity_only, size_t n,
-                        strv_t *settling, cohort_stats_t *st, char *err, size_t esz) {
-    oppv_t v = {0};
+/* The work of cohort_apply inside its transaction, on the deals of ids that
+ * begin_org loaded into v (the walk may add deals to it). With
+ * activity_only, the open, never reopened deals of the batch (mapped once
+ * this commits) go to *settling. */
+static int apply_locked(cohort_engine_t *e, oppv_t *vp, const char *const *ids, const bool *activity_only,
+                        size_t n, strv_t *settling, cohort_stats_t *st, char *err, size_t esz) {
+    oppv_t v = *vp;
     strv_t containing = {0}, flipped = {0}, unmap = {0};
     row_t *rows = NULL;
     size_t nrows = 0;
-    int rc = load_opps(e, ids, n, &v, err, esz);
-    if (rc != 0) goto out;
+    int rc = 0;
     st->skipped += n - v.n;
     size_t nbatch = v.n;
     if (activity_only) {
@@ -1092,14 +1157,11 @@ static int apply_locked(cohort_engine_t *e, const char *const *ids, const bool *
     rc = walk_and_map(e, &v, st, err, esz);
     if (rc != 0) goto out;
     if (unmap.n) {
+        /* With the COMMIT: nothing after it reads the mappings. */
         char *arr = ds_pg_array_text((const char *const *)unmap.v, unmap.n);
         const char *vals[] = {e->org, arr};
-        PGresult *res = NULL;
-        rc = run(e, "bench_unmap", 2, vals, &res, err, esz);
+        queue_tail(e, "bench_unmap", 2, vals, st, &st->unmapped);
         free(arr);
-        if (rc != 0) goto out;
-        st->unmapped += (size_t)atoll(PQcmdTuples(res));
-        PQclear(res);
     }
 out:
     for (size_t i = 0; i < nrows; i++) row_free(&rows[i]);
@@ -1107,7 +1169,7 @@ out:
     strv_free(&containing);
     strv_free(&flipped);
     strv_free(&unmap);
-    oppv_free(&v);
+    *vp = v;
     return rc;
 }
 
@@ -1147,13 +1209,15 @@ int cohort_apply_changes(cohort_engine_t *e, const char *org_id, const char *con
     int rc = 0;
     if (n > 0) {
         bool found = false;
-        rc = begin_org(e, org_id, &found, errstr, errstr_size);
+        oppv_t v = {0};
+        rc = begin_org(e, org_id, ids, n, &v, &found, errstr, errstr_size);
         if (rc == 0) {
             if (found)
-                rc = apply_locked(e, ids, activity_only, n, &settling, st, errstr, errstr_size);
+                rc = apply_locked(e, &v, ids, activity_only, n, &settling, st, errstr, errstr_size);
             else
                 st->skipped += n;
         }
+        oppv_free(&v);
         if (rc == 0) rc = commit(e, errstr, errstr_size);
         if (rc != 0) rollback(e);
         if (rc == 0)
@@ -1251,7 +1315,7 @@ int cohort_refresh_stale(cohort_engine_t *e, int refresh_s, int limit, int *done
         row_t *group = ds_calloc(j - i, sizeof *group);
         for (size_t k = i; k < j; k++) group[k - i] = rows[idx[k]];
         bool found = false;
-        rc = begin_org(e, orgs[idx[i]], &found, errstr, errstr_size);
+        rc = begin_org(e, orgs[idx[i]], NULL, 0, NULL, &found, errstr, errstr_size);
         if (rc == 0) rc = refresh_org_locked(e, group, j - i, st, errstr, errstr_size);
         if (rc == 0) rc = commit(e, errstr, errstr_size);
         if (rc != 0) rollback(e);
@@ -1318,7 +1382,7 @@ int cohort_compute_one(cohort_engine_t *e, const char *org_id, const cohort_attr
                        cohort_level_t level, int64_t *won, int64_t *closed, char *errstr,
                        size_t errstr_size) {
     bool found = false;
-    int rc = begin_org(e, org_id, &found, errstr, errstr_size);
+    int rc = begin_org(e, org_id, NULL, 0, NULL, &found, errstr, errstr_size);
     if (rc == 0 && !found) {
         snprintf(errstr, errstr_size, "no org %s", org_id);
         rc = DS_EINVAL;
