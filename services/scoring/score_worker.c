@@ -13,26 +13,39 @@
 #include "runtime/worker.h"
 #include "scoring.h"
 
-/* The latest history row of each opportunity that is not this very score
- * (as_of $2, model version $3: a replay must skip its own row), through the
- * unique index (opportunity_id, as_of, model_version) scanned backwards,
- * and the amount quartiles (p25, median, p75) of its benchmark cohort's won
- * deals, for the amount's reason; n is the opportunity's place in $1, from
- * 1. One row per opportunity, with a null score without history: reading
- * the two latest rows and skipping in C sent twice the contributions
- * documents. Every scoring path (worker, rescore, /api/predict) gets the
- * cohort here, so their texts cannot differ. */
-static const char *sql_previous =
-    "select x.n, h.proba_close, h.contributions::text, h.model_version, c.p25, c.median, c.p75"
-    " from unnest($1::uuid[], $2::timestamptz[], $3::text[]) with ordinality as x(id, at, v, n)"
-    " left join lateral (select proba_close, contributions, model_version from public.prediction_history"
-    "  where opportunity_id = x.id and (as_of, model_version) <> (x.at, x.v)"
-    "  order by as_of desc, model_version desc limit 1) h on true"
-    " left join lateral (select (bc.metrics -> 'amount' ->> 'p25')::float8 as p25,"
-    "  (bc.metrics -> 'amount' ->> 'median')::float8 as median, (bc.metrics -> 'amount' ->> 'p75')::float8 "
-    "as p75"
-    "  from public.opportunity_benchmarks ob join public.benchmarks_cached bc"
-    "  on bc.org_id = ob.org_id and bc.cohort_key = ob.cohort_key where ob.opportunity_id = x.id) c on true";
+/* What a score needs of a deal's history, for x(id, at): the latest
+ * history row (h) through the unique index (opportunity_id, as_of,
+ * model_version) scanned backwards and, only when that one is as of this
+ * score (a replay, or another model's score of the same features), the row
+ * before it (h2); and the amount quartiles (p25, median, p75) of its
+ * benchmark cohort's won deals, for the amount's reason. The score's model
+ * version, which says whether h is this very score, is known only once
+ * the deal is scored (history_pick), so the worker reads all this with the
+ * deal, before scoring it, in one statement. Every scoring path (worker,
+ * rescore, /api/predict) gets the cohort here, so their texts cannot
+ * differ. HISTORY_COLS are the columns history_take reads. */
+#define HISTORY_COLS                                                                                         \
+    " h.proba_close, h.contributions::text, h.model_version, h.as_of = x.at,"                                \
+    " h2.proba_close, h2.contributions::text, h2.model_version, c.p25, c.median, c.p75"
+#define HISTORY_JOINS                                                                                        \
+    " left join lateral (select as_of, proba_close, contributions, model_version"                            \
+    "  from public.prediction_history where opportunity_id = x.id"                                           \
+    "  order by as_of desc, model_version desc limit 1) h on true"                                           \
+    " left join lateral (select proba_close, contributions, model_version from public.prediction_history"    \
+    "  where opportunity_id = x.id and h.as_of = x.at"                                                       \
+    "  order by as_of desc, model_version desc offset 1 limit 1) h2 on true"                                 \
+    " left join lateral (select (bc.metrics -> 'amount' ->> 'p25')::float8 as p25,"                          \
+    "  (bc.metrics -> 'amount' ->> 'median')::float8 as median,"                                             \
+    "  (bc.metrics -> 'amount' ->> 'p75')::float8 as p75"                                                    \
+    "  from public.opportunity_benchmarks ob join public.benchmarks_cached bc"                               \
+    "  on bc.org_id = ob.org_id and bc.cohort_key = ob.cohort_key where ob.opportunity_id = x.id) c on true"
+#define HISTORY_NCOLS 10
+
+/* The history of each opportunity of $1 as of $2 (HISTORY_COLS from column
+ * 1); n is its place in $1, from 1. */
+static const char *sql_history =
+    "select x.n," HISTORY_COLS
+    " from unnest($1::uuid[], $2::timestamptz[]) with ordinality as x(id, at, n)" HISTORY_JOINS;
 
 /* One statement for the whole batch and the three tables, the columns as
  * binary arrays (pgbin.h): the server parses each JSON value once and
@@ -291,55 +304,66 @@ static int score_by_org(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int
     return rc;
 }
 
-/* The cohort's amount quartiles of a row of sql_previous (columns 4 .. 6). */
-static void cohort_from_row(scoring_item_t *it, const PGresult *r, int row) {
-    it->has_cohort = !PQgetisnull(r, row, 4) && !PQgetisnull(r, row, 5) && !PQgetisnull(r, row, 6);
-    for (int q = 0; q < 3 && it->has_cohort; q++)
-        it->cohort_amount[q] = strtod(PQgetvalue(r, row, 4 + q), NULL);
+static const char *col_or_null(const PGresult *r, int row, int col) {
+    return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
 }
 
-/* Previous scores: the latest history row that is not this very score (a
- * replay must find the same previous score as the first time), its
- * contributions and whether the drivers changed since. Sets *t_read when
- * the rows are read. */
-static int load_previous(ds_pg_t *pg, int top_k, scoring_item_t *items, size_t n, int64_t *t_read,
-                         char *errstr, size_t errsz) {
-    ds_pgarray_t a[3] = {{0}};
+/* The HISTORY_COLS of a row, from column col0, into the item (pointing
+ * into r). */
+static void history_take(scoring_item_t *it, const PGresult *r, int row, int col0) {
+    for (int k = 0; k < 2; k++) {
+        int c = col0 + 4 * k; /* h at col0, h2 at col0 + 4 */
+        it->history[k] = (scoring_history_row_t){col_or_null(r, row, c), col_or_null(r, row, c + 1),
+                                                 col_or_null(r, row, c + 2)};
+    }
+    it->history_at_as_of = !PQgetisnull(r, row, col0 + 3) && PQgetvalue(r, row, col0 + 3)[0] == 't';
+    const int q0 = col0 + 7;
+    it->has_cohort = !PQgetisnull(r, row, q0) && !PQgetisnull(r, row, q0 + 1) && !PQgetisnull(r, row, q0 + 2);
+    for (int q = 0; q < 3 && it->has_cohort; q++)
+        it->cohort_amount[q] = strtod(PQgetvalue(r, row, q0 + q), NULL);
+}
+
+/* The history rows and cohort of every item (sql_history, history_take):
+ * *r holds them until the caller PQclears it. */
+static int load_history(ds_pg_t *pg, scoring_item_t *items, size_t n, PGresult **r, char *errstr,
+                        size_t errsz) {
+    ds_pgarray_t a[2] = {{0}};
     ds_pgarray_begin(&a[0], DS_OID_UUID);
     ds_pgarray_begin(&a[1], DS_OID_TIMESTAMPTZ);
-    ds_pgarray_begin(&a[2], DS_OID_TEXT);
     for (size_t i = 0; i < n; i++) {
         ds_pgarray_uuid(&a[0], items[i].opp_id);
         ds_pgarray_timestamptz(&a[1], items[i].as_of_us);
-        ds_pgarray_text(&a[2], items[i].version, strlen(items[i].version));
-    }
-    const char *pv[3];
-    int pl[3], pf[3];
-    ds_pgarray_params(a, 3, pv, pl, pf);
-    PGresult *r = NULL;
-    int rc = ds_pg_exec_params(pg, sql_previous, 3, pv, pl, pf, &r, errstr, errsz);
-    for (int c = 0; c < 3; c++) ds_pgarray_free(&a[c]);
-    if (rc != 0) return rc;
-    *t_read = ds_mono_us();
-    for (size_t i = 0; i < n; i++) {
-        items[i].previous = NAN;
+        memset(items[i].history, 0, sizeof items[i].history);
+        items[i].history_at_as_of = false;
         items[i].has_cohort = false;
-        items[i].prev_version[0] = '\0';
-        items[i].unchanged = false;
     }
-    /* Without a previous score there is nothing to explain: no changes. */
-    for (int row = 0; row < PQntuples(r); row++) {
-        long long place = strtoll(PQgetvalue(r, row, 0), NULL, 10) - 1;
-        if (place < 0 || (size_t)place >= n || !isnan(items[place].previous)) continue;
-        scoring_item_t *it = &items[place];
-        cohort_from_row(it, r, row);
-        if (PQgetisnull(r, row, 1)) continue;
-        it->previous = strtod(PQgetvalue(r, row, 1), NULL);
-        snprintf(it->prev_version, sizeof it->prev_version, "%s", PQgetvalue(r, row, 3));
-        previous_from_text(it, PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2), top_k);
+    const char *pv[2];
+    int pl[2], pf[2];
+    ds_pgarray_params(a, 2, pv, pl, pf);
+    int rc = ds_pg_exec_params(pg, sql_history, 2, pv, pl, pf, r, errstr, errsz);
+    for (int c = 0; c < 2; c++) ds_pgarray_free(&a[c]);
+    if (rc != 0) return rc;
+    for (int row = 0; row < PQntuples(*r); row++) {
+        long long place = strtoll(PQgetvalue(*r, row, 0), NULL, 10) - 1;
+        if (place >= 0 && (size_t)place < n) history_take(&items[place], *r, row, 1);
     }
-    PQclear(r);
     return DS_OK;
+}
+
+/* The previous score of a scored item: the latest history row that is not
+ * this very score (a replay must find the same previous score as the first
+ * time), its contributions and whether the drivers changed since. Without
+ * one there is nothing to explain: no changes. */
+static void history_pick(scoring_item_t *it, int top_k) {
+    it->previous = NAN;
+    it->prev_version[0] = '\0';
+    it->unchanged = false;
+    const scoring_history_row_t *h = &it->history[0];
+    if (h->proba && it->history_at_as_of && h->version && strcmp(h->version, it->version) == 0) h++;
+    if (!h->proba) return;
+    it->previous = strtod(h->proba, NULL);
+    snprintf(it->prev_version, sizeof it->prev_version, "%s", h->version ? h->version : "");
+    previous_from_text(it, h->contributions, top_k);
 }
 
 /* The columns $1 .. $12 of sql_rows, one element per item that is not
@@ -420,9 +444,17 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
     int64_t t0 = ds_mono_us();
     int rc = score_by_org(pg, orgs, scorer, top_k, items, n, errstr, errsz);
     if (rc != 0) return rc;
-    int64_t t1 = ds_mono_us(), t2 = 0;
-    rc = load_previous(pg, top_k, items, n, &t2, errstr, errsz);
+    int64_t t1 = ds_mono_us();
+    PGresult *history = NULL;
+    if (!o->history_read) rc = load_history(pg, items, n, &history, errstr, errsz);
     if (rc != 0) return rc;
+    for (size_t i = 0; i < n; i++) {
+        history_pick(&items[i], top_k);
+        /* history_pick kept what it needs; the rows go with the result. */
+        if (history) memset(items[i].history, 0, sizeof items[i].history);
+    }
+    PQclear(history);
+    int64_t t2 = ds_mono_us();
     if (o->only_moved) mark_unchanged(items, n, o->min_change);
     /* Changes and words only for what is written or sent. */
     for (size_t i = 0; i < n; i++) {
@@ -559,7 +591,7 @@ typedef struct {
     double *vals;
     char (*tps)[DS_TRACEPARENT_SIZE];
     ds_strindex_t byopp; /* opportunity id -> its place in its */
-    PGresult *r;         /* account ids and MEDDICC evidence; its point into it */
+    PGresult *r;         /* the deals and their history (sql_deals); its point into it */
 } score_batch_t;
 
 static void batch_init(score_batch_t *sb, size_t n) {
@@ -625,12 +657,29 @@ static ds_outcome_t outcome_parse(const char *s) {
                                     : DS_OUTCOME_OPEN;
 }
 
-static const char *col_or_null(const PGresult *r, int row, int col) {
-    return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
-}
+/* The deals of the items as of their features (x(id, at, n): n is the
+ * item's place, from 1), with the history HISTORY_JOINS reads, in one
+ * statement: columns 1 .. 11 are the deal's (attach_deal), then
+ * HISTORY_COLS. */
+static const char *sql_deals =
+    "select x.n, o.account_id, f.meddicc::text, o.stage_probability, o.outcome, o.currency, o.stage,"
+    " a.industry, a.region, a.size_band, o.product_category, o.persona," HISTORY_COLS
+    " from unnest($1::uuid[], $2::timestamptz[]) with ordinality as x(id, at, n)"
+    " join public.opportunities o on o.id = x.id"
+    " left join public.accounts a on a.id = o.account_id"
+    " left join public.features_snapshot f on f.opportunity_id = x.id"
+    " and f.as_of = x.at and f.feature_version = $3::text" HISTORY_JOINS;
+#define DEALS_HISTORY_COL 12
 
-/* Columns 5 .. 11 of attach_accounts' read: what the reasons' texts use. */
-static void attach_reason_inputs(scoring_item_t *it, const PGresult *r, int row) {
+/* Columns 1 .. 11 of sql_deals: the account id, the MEDDICC evidence of
+ * the scored snapshot, what the prior chain needs (the CRM's stage
+ * probability, the outcome) and what the reasons' texts use. */
+static void attach_deal(scoring_item_t *it, const PGresult *r, int row) {
+    it->account_id = col_or_null(r, row, 1);
+    it->meddicc_json = col_or_null(r, row, 2);
+    it->has_crm = !PQgetisnull(r, row, 3);
+    it->crm_probability = it->has_crm ? strtod(PQgetvalue(r, row, 3), NULL) : NAN;
+    it->outcome = outcome_parse(PQgetvalue(r, row, 4));
     it->currency = col_or_null(r, row, 5);
     it->stage = col_or_null(r, row, 6);
     it->industry = col_or_null(r, row, 7);
@@ -640,54 +689,41 @@ static void attach_reason_inputs(scoring_item_t *it, const PGresult *r, int row)
     it->persona = col_or_null(r, row, 11);
 }
 
-/* Account ids, the MEDDICC evidence of the scored snapshots and what the
- * prior chain needs (the CRM's stage probability, the outcome); items of
- * opportunities that no longer exist are dropped. */
-static int attach_accounts(worker_state_t *st, score_batch_t *sb, char *errstr, size_t errsz) {
+/* Reads the deals of the items with their history (sql_deals, kept in
+ * sb->r, which the items point into); items of opportunities that no
+ * longer exist are dropped. */
+static int attach_deals(worker_state_t *st, score_batch_t *sb, char *errstr, size_t errsz) {
     size_t nit = sb->nit;
     scoring_item_t *its = sb->its;
-    const char **ids = ds_calloc(nit, sizeof *ids), **ats = ds_calloc(nit, sizeof *ats);
-    char(*atbuf)[40] = ds_calloc(nit, sizeof *atbuf);
+    ds_pgarray_t a[3] = {{0}};
+    ds_pgarray_begin(&a[0], DS_OID_UUID);
+    ds_pgarray_begin(&a[1], DS_OID_TIMESTAMPTZ);
     for (size_t k = 0; k < nit; k++) {
-        ids[k] = its[k].opp_id;
-        ds_format_time_us(its[k].as_of_us, atbuf[k], sizeof atbuf[k]);
-        ats[k] = atbuf[k];
+        ds_pgarray_uuid(&a[0], its[k].opp_id);
+        ds_pgarray_timestamptz(&a[1], its[k].as_of_us);
     }
-    char *a1 = ds_pg_array_text(ids, nit), *a2 = ds_pg_array_text(ats, nit);
-    const char *v[] = {a1, a2, DS_FEATURE_VERSION};
-    int rc = ds_pg_exec_params(st->pg,
-                               "select u.id::text, o.account_id, f.meddicc::text, o.stage_probability,"
-                               " o.outcome, o.currency, o.stage, a.industry, a.region, a.size_band,"
-                               " o.product_category, o.persona"
-                               " from unnest($1::uuid[], $2::timestamptz[]) as u(id, at)"
-                               " join public.opportunities o on o.id = u.id"
-                               " left join public.accounts a on a.id = o.account_id"
-                               " left join public.features_snapshot f on f.opportunity_id = u.id"
-                               " and f.as_of = u.at and f.feature_version = $3",
-                               3, v, NULL, NULL, &sb->r, errstr, errsz);
-    free(a1);
-    free(a2);
-    free(ids);
-    free(ats);
-    free(atbuf);
+    const char *pv[3];
+    int pl[3], pf[3];
+    ds_pgarray_params(a, 2, pv, pl, pf);
+    pv[2] = DS_FEATURE_VERSION;
+    pl[2] = 0;
+    pf[2] = 0;
+    int rc = ds_pg_exec_params(st->pg, sql_deals, 3, pv, pl, pf, &sb->r, errstr, errsz);
+    for (int c = 0; c < 2; c++) ds_pgarray_free(&a[c]);
     if (rc != 0) return rc;
     PGresult *r = sb->r;
     int *rowof = ds_malloc(nit * sizeof *rowof);
     for (size_t k = 0; k < nit; k++) rowof[k] = -1;
     for (int row = 0; row < PQntuples(r); row++) {
-        int k = ds_strindex_find(&sb->byopp, PQgetvalue(r, row, 0));
-        if (k >= 0 && rowof[k] < 0) rowof[k] = row;
+        long long k = strtoll(PQgetvalue(r, row, 0), NULL, 10) - 1;
+        if (k >= 0 && (size_t)k < nit && rowof[k] < 0) rowof[k] = row;
     }
     size_t kept = 0;
     for (size_t k = 0; k < nit; k++) {
         int row = rowof[k];
         if (row < 0) continue;
-        its[k].account_id = PQgetisnull(r, row, 1) ? NULL : PQgetvalue(r, row, 1);
-        its[k].meddicc_json = PQgetisnull(r, row, 2) ? NULL : PQgetvalue(r, row, 2);
-        its[k].has_crm = !PQgetisnull(r, row, 3);
-        its[k].crm_probability = its[k].has_crm ? strtod(PQgetvalue(r, row, 3), NULL) : NAN;
-        its[k].outcome = outcome_parse(PQgetvalue(r, row, 4));
-        attach_reason_inputs(&its[k], r, row);
+        attach_deal(&its[k], r, row);
+        history_take(&its[k], r, row, DEALS_HISTORY_COL);
         its[kept++] = its[k];
     }
     free(rowof);
@@ -728,7 +764,7 @@ static int persist_batch(worker_state_t *st, score_batch_t *sb, char *errstr, si
     int rc = DS_OK;
     for (int pass = 0; pass < 2; pass++) {
         bool conflict = false;
-        scoring_persist_opts_t o = {.plain = pass == 0, .conflict = &conflict};
+        scoring_persist_opts_t o = {.plain = pass == 0, .conflict = &conflict, .history_read = true};
         rc = scoring_persist_opts(st->pg, st->orgs, st->scorer, st->svc->cfg->top_k, sb->its, sb->nit, &o,
                                   errstr, errsz);
         if (!conflict) break;
@@ -751,7 +787,7 @@ static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, 
     score_batch_t sb;
     batch_init(&sb, n);
     decode_and_coalesce(&sb, items);
-    if (sb.nit && attach_accounts(st, &sb, errstr, errsz) != 0) {
+    if (sb.nit && attach_deals(st, &sb, errstr, errsz) != 0) {
         if (!ds_pg_is_connected(st->pg)) ds_pg_reset(st->pg);
         rc = DS_ERETRY;
         goto out;

@@ -11,6 +11,11 @@
 #include "domain/reasons.h"
 #include "scorer.h"
 
+/* A prediction_history row as read (text values, NULL proba for none). */
+typedef struct {
+    const char *proba, *contributions, *version;
+} scoring_history_row_t;
+
 /* One opportunity to persist and publish. */
 typedef struct {
     const char *org_id;
@@ -30,10 +35,19 @@ typedef struct {
     /* For the reasons' texts (domain/reasons.h), each NULL when unknown:
      * the deal as the CRM sent it. */
     const char *currency, *stage, *industry, *region, *size_band, *product_category, *persona;
+    /* The deal's two latest history rows, newest first, and whether the
+     * newest is as of this score: the previous score is the newest unless
+     * that is this very score (a replay), then the one before. Read with
+     * the deal when the caller does (scoring_persist_opts_t.history_read),
+     * else by scoring_persist; they point into a result that lives until it
+     * returns. */
+    scoring_history_row_t history[2];
+    bool history_at_as_of;
     /* filled by scoring_persist */
     score_t score;
     /* The amount quartiles (p25, median, p75) of the won deals of the
-     * deal's benchmark cohort, when has_cohort (for the amount's reason). */
+     * deal's benchmark cohort, when has_cohort (for the amount's reason);
+     * read with the history rows. */
     bool has_cohort;
     double cohort_amount[3];
     double previous; /* NaN without a previous prediction */
@@ -98,6 +112,9 @@ typedef struct {
      * event: the caller skips them). Without it every score is written. */
     bool only_moved;
     double min_change;
+    /* The items carry their history rows and cohort already (the worker
+     * reads them with the deals): no read of them. */
+    bool history_read;
 } scoring_persist_opts_t;
 /* scoring_persist with options (o may be NULL). */
 int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k,

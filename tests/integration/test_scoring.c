@@ -231,6 +231,79 @@ Test(scoring, a_replayed_features_ready_writes_no_second_row_and_is_published_ag
     ds_consumer_destroy(cp);
 }
 
+/* Consumes features.ready until the one of opp as of at_us arrives; the
+ * caller releases it. */
+static rd_kafka_message_t *await_features(ds_consumer_t *c, const char *opp, int64_t at_us) {
+    long long deadline = proc_now_ms() + 30000;
+    while (proc_now_ms() < deadline) {
+        rd_kafka_message_t *m[1];
+        dst_consume(c, m, 1, 30000);
+        Dealscore__V1__FeaturesReady *ev =
+            dealscore__v1__features_ready__unpack(NULL, m[0]->len, m[0]->payload);
+        cr_assert(ev, "features.ready decodes");
+        bool match = strcmp(ev->opportunity_id, opp) == 0 && ev->as_of_us == at_us;
+        dealscore__v1__features_ready__free_unpacked(ev, NULL);
+        if (match) return m[0];
+        ds_consumer_release(m, 1);
+    }
+    cr_fatal("no features.ready for %s", opp);
+    return NULL;
+}
+
+/* Sends a features.ready message again, as a redelivery would. */
+static void replay_features_ready(const rd_kafka_message_t *fr, const char *opp, int64_t at) {
+    char id[64];
+    cr_assert_eq(ds_kafka_header_get(fr, "ce_id", id, sizeof id), 0);
+    ds_config_t cfg;
+    ds_producer_t *p = dst_producer(&S, &cfg);
+    char *topic = pgt_fmt("%sfeatures.ready", S.prefix);
+    ds_event_meta_t meta = {.id = id, .type = DS_CE_TYPE_FEATURES_READY, .time_us = at};
+    cr_assert_eq(ds_producer_send(p, topic, opp, strlen(opp), fr->payload, fr->len, &meta, NULL), 0);
+    cr_assert_eq(ds_producer_flush(p, 10000), 0);
+    ds_producer_destroy(p);
+    ds_config_close(&cfg);
+    free(topic);
+}
+
+/* A replay of a deal's second score: its own history row is the latest, so
+ * the previous score is the row before it (the worker reads that one only
+ * then), the same as when it was first scored. */
+Test(scoring, a_replayed_second_score_keeps_the_first_as_its_previous) {
+    ds_consumer_t *cf = dst_consumer(&S, "features.ready");
+    ds_consumer_t *cp = dst_consumer(&S, "prediction.made");
+    post_ok("/v1/opportunities", OPP_DEMO);
+    PGconn *db = pgt_connect_db(&S.db);
+    char *opp = pgt_valuef(db, "select id from opportunities where external_id = 'OPP-1'");
+    int64_t at1 = 1772409600LL * 1000000, at2 = 1773014400LL * 1000000; /* 2026-03-02, 2026-03-09 */
+    Dealscore__V1__PredictionMade *first = await_prediction(cp, opp, at1);
+    post_ok("/v1/opportunities", OPP_PROPOSAL);
+    Dealscore__V1__PredictionMade *second = await_prediction(cp, opp, at2);
+    cr_assert(second->has_previous);
+    cr_expect_eq(second->previous_proba, first->proba_close);
+    rd_kafka_message_t *fr[1] = {await_features(cf, opp, at2)};
+    char *row = pgt_valuef(db, LATEST_SCORE, opp);
+    replay_features_ready(fr[0], opp, at2);
+    Dealscore__V1__PredictionMade *again = await_prediction(cp, opp, at2);
+    cr_expect_str_eq(again->event_id, second->event_id);
+    cr_expect(again->has_previous, "the replay found no previous score");
+    cr_expect_eq(again->previous_proba, first->proba_close);
+    cr_expect_eq(again->change->n_drivers, second->change->n_drivers);
+    char *row2 = pgt_valuef(db, LATEST_SCORE, opp);
+    cr_expect_str_eq(row2, row);
+    cr_expect_eq(pgt_longf(db, "select count(*) from prediction_history where opportunity_id = '%s'", opp),
+                 2);
+    dealscore__v1__prediction_made__free_unpacked(first, NULL);
+    dealscore__v1__prediction_made__free_unpacked(second, NULL);
+    dealscore__v1__prediction_made__free_unpacked(again, NULL);
+    ds_consumer_release(fr, 1);
+    free(row);
+    free(row2);
+    free(opp);
+    PQfinish(db);
+    ds_consumer_destroy(cf);
+    ds_consumer_destroy(cp);
+}
+
 /* Registers a model trained on synthetic rows with the engine's names (the
  * first one takes stage_index as its signal), active unless told. */
 static void register_model(PGconn *db, const char *version, const char *bad_feature) {
