@@ -266,7 +266,8 @@ static size_t compute_chunk(pipeline_t *p, ds_opp_batch_t *b, size_t c0, size_t 
 }
 
 /* Collects the previous chunk's INSERT (it has had the load and compute of
- * this one to run) and sends this one's, in the batch's transaction. */
+ * this one to run) and sends this one's, in the batch's transaction when
+ * the batch has more than one chunk. */
 static int write_chunk(pipeline_t *p, size_t rows, char *errstr, size_t errsz) {
     ds_pg_t *pgw = p->st->pgw;
     int rc;
@@ -276,7 +277,9 @@ static int write_chunk(pipeline_t *p, size_t rows, char *errstr, size_t errsz) {
         if (rc != 0) return rc;
     }
     if (!rows) return DS_OK;
-    if (!p->in_tx) {
+    /* A batch of one chunk is one INSERT, atomic by itself: without BEGIN
+     * and COMMIT it costs one round trip to Postgres instead of three. */
+    if (!p->in_tx && p->nch > p->chunk) {
         rc = ds_pg_exec(pgw, "begin", NULL, errstr, errsz);
         if (rc != 0) return rc;
         p->in_tx = true;
@@ -291,7 +294,7 @@ static int write_chunk(pipeline_t *p, size_t rows, char *errstr, size_t errsz) {
     return DS_OK;
 }
 
-/* Waits for the last INSERT and commits. */
+/* Waits for the last INSERT and commits the batch's transaction, if any. */
 static int finish_writes(pipeline_t *p, char *errstr, size_t errsz) {
     int64_t t3 = ds_mono_us();
     int rc = DS_OK;
