@@ -157,7 +157,8 @@ static void *sender(void *arg) {
     return NULL;
 }
 
-/* Consumes the three topics and marks changes covered. */
+/* Consumes prediction.made (and with --hops the topics before it) and marks
+ * changes covered. */
 typedef struct {
     ds_consumer_t *c;
     run_t *r;
@@ -247,7 +248,7 @@ static void usage(void) {
     fprintf(
         stderr,
         "usage: dealscore-bench-e2e --token TOKEN [--url URL] [--rates R1,R2,...] [--seconds S]\n"
-        "       [--opportunities N] [--threads T] [--drain S] [--existing]\n"
+        "       [--opportunities N] [--threads T] [--drain S] [--existing] [--hops]\n"
         "       [--batch B] [--step-from R0 [--step-by F|+N] [--step-seconds S] [--max-rate R]]\n"
         "       [--backlog N]\n"
         "--batch sends B changes (1-1000, at most N; 1) of distinct deals per request, as a JSON array, "
@@ -267,6 +268,9 @@ static void usage(void) {
         "found by the port it listens on) and of this program.\n"
         "--existing moves up to N open deals of the token's org one stage at a time instead of\n"
         "creating N new ones.\n"
+        "--hops also times each hop (relay, feature, scoring): the program then consumes\n"
+        "opportunity.changed and features.ready as well as prediction.made, which costs the broker a\n"
+        "fetch per produce of each; without it those columns show -.\n"
         "Settings from the environment as the services (DEALSCORE_DATABASE_URL, DEALSCORE_KAFKA_BROKERS,\n"
         "DEALSCORE_TOPIC_PREFIX); --url defaults to $DEALSCORE_INGEST_URL. Before the first rate it waits\n"
         "until the workers at DEALSCORE_FEATURE_URL, DEALSCORE_SCORING_URL and DEALSCORE_BENCHMARK_URL\n"
@@ -295,6 +299,7 @@ typedef struct {
     double seconds, drain;
     int nopps, nthreads;
     bool existing;
+    bool hops; /* --hops: the watcher consumes every topic of the path, not only the last */
     /* step mode (--step-from > 0) */
     double step_from, step_factor, step_add, step_seconds, max_rate;
     long backlog;           /* --backlog N (> 0): the bulk mode */
@@ -316,14 +321,23 @@ typedef struct {
 } bench_t;
 
 static int parse_options(bench_t *b, int argc, char **argv) {
-    static const struct option opts[] = {{"token", 1, 0, 't'},         {"url", 1, 0, 'u'},
-                                         {"rates", 1, 0, 'r'},         {"seconds", 1, 0, 's'},
-                                         {"opportunities", 1, 0, 'o'}, {"threads", 1, 0, 'n'},
-                                         {"drain", 1, 0, 'd'},         {"help", 0, 0, 'h'},
-                                         {"existing", 0, 0, 'e'},      {"step-from", 1, 0, 'F'},
-                                         {"step-by", 1, 0, 'B'},       {"step-seconds", 1, 0, 'S'},
-                                         {"max-rate", 1, 0, 'M'},      {"batch", 1, 0, 'b'},
-                                         {"backlog", 1, 0, 'K'},       {0, 0, 0, 0}};
+    static const struct option opts[] = {{"token", 1, 0, 't'},
+                                         {"url", 1, 0, 'u'},
+                                         {"rates", 1, 0, 'r'},
+                                         {"seconds", 1, 0, 's'},
+                                         {"opportunities", 1, 0, 'o'},
+                                         {"threads", 1, 0, 'n'},
+                                         {"drain", 1, 0, 'd'},
+                                         {"help", 0, 0, 'h'},
+                                         {"existing", 0, 0, 'e'},
+                                         {"step-from", 1, 0, 'F'},
+                                         {"step-by", 1, 0, 'B'},
+                                         {"step-seconds", 1, 0, 'S'},
+                                         {"max-rate", 1, 0, 'M'},
+                                         {"batch", 1, 0, 'b'},
+                                         {"backlog", 1, 0, 'K'},
+                                         {"hops", 0, 0, 'H'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -335,6 +349,7 @@ static int parse_options(bench_t *b, int argc, char **argv) {
         case 'n': b->nthreads = atoi(optarg); break;
         case 'd': b->drain = atof(optarg); break;
         case 'e': b->existing = true; break;
+        case 'H': b->hops = true; break;
         case 'F': b->step_from = atof(optarg); break;
         case 'B':
             if (!perf_parse_step_by(optarg, &b->step_factor, &b->step_add)) {
@@ -617,8 +632,9 @@ static long burst_batches(const bench_t *b) {
     return (long)perf_workers_metric(b->workers, b->nworkers, "dealscore_worker_burst_batches_total");
 }
 
-/* Starts the watcher thread on the three topics once its consumer has its
- * assignment, so that no event is missed. */
+/* Starts the watcher thread once its consumer has its assignment, so that
+ * no event is missed: on prediction.made, and with --hops on the two topics
+ * before it as well. */
 static int start_watcher(bench_t *b) {
     watcher_t *w = &b->w;
     char err[512];
@@ -627,7 +643,8 @@ static int start_watcher(bench_t *b) {
     w->topic[ST_PREDICTION] = ds_config_topic(&b->cfg, DS_TOPIC_PREDICTION_MADE);
     char group[64];
     snprintf(group, sizeof group, "bench-e2e-%s", b->runid);
-    if (ds_consumer_new(&w->c, &b->cfg, group, (const char *const *)w->topic, ST_N, err, sizeof err) != 0) {
+    const char *const *topics = (const char *const *)(b->hops ? w->topic : &w->topic[ST_PREDICTION]);
+    if (ds_consumer_new(&w->c, &b->cfg, group, topics, b->hops ? ST_N : 1, err, sizeof err) != 0) {
         fprintf(stderr, "dealscore-bench-e2e: %s\n", err);
         return 1;
     }
@@ -721,8 +738,12 @@ static bool measure_rate(bench_t *b, double rate) {
     long backlog = ok - (long)nl;
     printf("%8.0f %8zu %8zu %7ld | %9.1f %9.1f %9.1f |", achieved, n, nl, atomic_load(&r->errors),
            perf_pct_ms(lat, nl, 50), perf_pct_ms(lat, nl, 95), perf_pct_ms(lat, nl, 99));
-    for (int s = 0; s < ST_N; s++)
-        printf(" %6.1f %6.1f", perf_pct_ms(hop[s], nh[s], 50), perf_pct_ms(hop[s], nh[s], 99));
+    for (int s = 0; s < ST_N; s++) {
+        if (b->hops)
+            printf(" %6.1f %6.1f", perf_pct_ms(hop[s], nh[s], 50), perf_pct_ms(hop[s], nh[s], 99));
+        else
+            printf(" %6s %6s", "-", "-");
+    }
     printf(" | %6ld | %ld%s\n", bursts, backlog,
            achieved < rate * 0.9 ? " (sender could not keep the rate)" : "");
     cpu_print(b, (double)ok);
