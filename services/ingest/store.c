@@ -45,9 +45,9 @@ static const char *sql_account =
     " where a.source_hash is distinct from excluded.source_hash"
     " returning a.id, a.org_id, a.external_id),"
     " ch as (select i.*, up.id from up join inp i on i.org_id = up.org_id and i.ext = up.external_id),"
-    " fan as (select ch.*, o.id as opportunity_id from ch join public.opportunities o"
-    "  on o.org_id = ch.org_id and o.account_id = ch.id"
-    "  where o.outcome = 'open' and not o.placeholder),"
+    " fan as (select ch.*, o.id as opportunity_id from ch cross join lateral (select o.id"
+    "  from public.opportunities o where o.org_id = ch.org_id and o.account_id = ch.id"
+    "  and o.outcome = 'open' and not o.placeholder offset 0) o),"
     " ev as ("
     " insert into dealscore_internal.outbox (" OUTBOX_COLUMNS ")"
     " select org_id, opportunity_id, id, 'account_updated', " OUTBOX_EVENT(
@@ -55,6 +55,9 @@ static const char *sql_account =
         "traceparent") " from fan order by fan.idx, fan.opportunity_id)"
                        " select ch.idx, (select count(*) from fan where fan.idx = ch.idx)::int from ch";
 
+/* Parents and existing rows are looked up key by key (OFFSET 0 keeps each
+ * lateral subquery apart), so that no plan scans a table: a generic plan
+ * took the unnest for 10 rows and hash-joined all of the accounts. */
 static const char *sql_opportunity =
     "with inp as (select * from unnest($1::int[], $2::uuid[], $3::text[], $4::text[], $5::text[],"
     "  $6::text[], $7::text[], $8::numeric[], $9::text[], $10::text[], $11::timestamptz[],"
@@ -64,8 +67,9 @@ static const char *sql_opportunity =
     "   stage, created_at, close_date, closed_at, outcome, source_hash, source, traceparent,"
     "   changed_at, now_at, stage_probability)),"
     " keys as (select distinct org_id, acct_ext from inp where acct_ext is not null),"
-    " found as (select a.id, a.org_id, a.external_id from public.accounts a"
-    "  join keys k on a.org_id = k.org_id and a.external_id = k.acct_ext),"
+    " found as (select a.id, k.org_id, k.acct_ext as external_id from keys k cross join lateral"
+    "  (select a.id from public.accounts a where a.org_id = k.org_id and a.external_id = k.acct_ext"
+    "  offset 0) a),"
     /* Only the accounts not found: a conflict check costs as much as the
      * lookup. */
     " ins_acct as ("
@@ -75,9 +79,9 @@ static const char *sql_opportunity =
     " on conflict (org_id, external_id) do nothing returning id, org_id, external_id),"
     " acct as (select id, org_id, external_id from found"
     "  union all select id, org_id, external_id from ins_acct),"
-    " prev as (select o.org_id, o.external_id, o.id, o.stage, o.amount, o.close_date, o.outcome,"
-    "  o.placeholder from public.opportunities o"
-    "  join inp i on o.org_id = i.org_id and o.external_id = i.ext),"
+    " prev as (select i.org_id, i.ext as external_id, o.* from inp i cross join lateral (select o.id,"
+    "  o.stage, o.amount, o.close_date, o.outcome, o.placeholder from public.opportunities o"
+    "  where o.org_id = i.org_id and o.external_id = i.ext offset 0) o),"
     " up as ("
     " insert into public.opportunities as o (org_id, external_id, account_id, account_external_id,"
     "  owner_id, product_category, persona, amount, currency, stage, created_at, close_date,"
@@ -140,9 +144,9 @@ static const char *sql_opportunity =
 #define CHILD_SQL(table, unnest, cols, vals, sets, kind, occurred)                                           \
     "with inp as (select * from unnest($1::int[], $2::uuid[], $3::text[], $4::text[], " unnest ")),"         \
     " keys as (select distinct org_id, opp_ext from inp),"                                                   \
-    " found as (select o.id, o.org_id, o.external_id, o.account_id, o.placeholder"                           \
-    "  from public.opportunities o join keys k on o.org_id = k.org_id"                                       \
-    "  and o.external_id = k.opp_ext),"                                                                      \
+    " found as (select o.id, k.org_id, k.opp_ext as external_id, o.account_id, o.placeholder"                \
+    "  from keys k cross join lateral (select o.id, o.account_id, o.placeholder from public.opportunities o" \
+    "  where o.org_id = k.org_id and o.external_id = k.opp_ext offset 0) o),"                                \
     " ins_opp as ("                                                                                          \
     " insert into public.opportunities (org_id, external_id, placeholder)"                                   \
     " select k.org_id, k.opp_ext, true from keys k where not exists (select 1 from found f"                  \
