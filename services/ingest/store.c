@@ -55,88 +55,108 @@ static const char *sql_account =
         "traceparent") " from fan order by fan.idx, fan.opportunity_id)"
                        " select ch.idx, (select count(*) from fan where fan.idx = ch.idx)::int from ch";
 
+/* The columns a record sets on its opportunity row, from the relation src
+ * (the input or excluded), and when it may: a change of content that the
+ * CRM did not date before the one the row holds (a change that arrived
+ * late keeps the newer state; undated changes always apply, there is
+ * nothing to compare). */
+#define OPP_SET(src)                                                                                         \
+    "account_id = " src ".account_id, account_external_id = " src ".account_external_id,"                    \
+    " owner_id = " src ".owner_id, product_category = " src ".product_category,"                             \
+    " persona = " src ".persona, amount = " src ".amount, currency = " src ".currency,"                      \
+    " stage = " src ".stage, created_at = " src ".created_at, close_date = " src ".close_date,"              \
+    " closed_at = " src ".closed_at, outcome = " src ".outcome, placeholder = false,"                        \
+    " source_hash = " src ".source_hash, ingested_at = now(), changed_at = " src ".changed_at,"              \
+    " stage_probability = " src ".stage_probability"
+#define OPP_APPLIES(src)                                                                                     \
+    "o.source_hash is distinct from " src ".source_hash and (o.placeholder or o.changed_at is null"          \
+    " or " src ".changed_at is null or " src ".changed_at >= o.changed_at)"
+#define OPP_SET_S OPP_SET("s")
+#define OPP_APPLIES_S OPP_APPLIES("s")
+#define OPP_SET_EXCLUDED OPP_SET("excluded")
+#define OPP_APPLIES_EXCLUDED OPP_APPLIES("excluded")
+
 /* Parents and existing rows are looked up key by key (OFFSET 0 keeps each
  * lateral subquery apart), so that no plan scans a table: a generic plan
- * took the unnest for 10 rows and hash-joined all of the accounts. */
-static const char *sql_opportunity =
-    "with inp as (select * from unnest($1::int[], $2::uuid[], $3::text[], $4::text[], $5::text[],"
-    "  $6::text[], $7::text[], $8::numeric[], $9::text[], $10::text[], $11::timestamptz[],"
-    "  $12::date[], $13::timestamptz[], $14::text[], $15::text[], $16::text[], $17::text[],"
-    "  $18::timestamptz[], $19::timestamptz[], $20::float8[])"
-    "  as i(idx, org_id, ext, acct_ext, owner_id, product_category, persona, amount, currency,"
-    "   stage, created_at, close_date, closed_at, outcome, source_hash, source, traceparent,"
-    "   changed_at, now_at, stage_probability)),"
-    " keys as (select distinct org_id, acct_ext from inp where acct_ext is not null),"
-    " found as (select a.id, k.org_id, k.acct_ext as external_id from keys k cross join lateral"
-    "  (select a.id from public.accounts a where a.org_id = k.org_id and a.external_id = k.acct_ext"
-    "  offset 0) a),"
-    /* Only the accounts not found: a conflict check costs as much as the
-     * lookup. */
-    " ins_acct as ("
-    " insert into public.accounts (org_id, external_id, placeholder)"
-    " select k.org_id, k.acct_ext, true from keys k where not exists (select 1 from found f"
-    "  where f.org_id = k.org_id and f.external_id = k.acct_ext)"
-    " on conflict (org_id, external_id) do nothing returning id, org_id, external_id),"
-    " acct as (select id, org_id, external_id from found"
-    "  union all select id, org_id, external_id from ins_acct),"
-    " prev as (select i.org_id, i.ext as external_id, o.* from inp i cross join lateral (select o.id,"
-    "  o.stage, o.amount, o.close_date, o.outcome, o.placeholder from public.opportunities o"
-    "  where o.org_id = i.org_id and o.external_id = i.ext offset 0) o),"
-    " up as ("
-    " insert into public.opportunities as o (org_id, external_id, account_id, account_external_id,"
-    "  owner_id, product_category, persona, amount, currency, stage, created_at, close_date,"
-    "  closed_at, outcome, placeholder, source_hash, changed_at, stage_probability)"
-    " select i.org_id, i.ext, acct.id, i.acct_ext, i.owner_id, i.product_category, i.persona,"
-    "  i.amount, i.currency, i.stage, i.created_at, i.close_date, i.closed_at, i.outcome, false,"
-    "  i.source_hash, i.changed_at, i.stage_probability"
-    " from inp i left join acct on acct.org_id = i.org_id and acct.external_id = i.acct_ext"
-    " order by i.idx"
-    " on conflict (org_id, external_id) do update set account_id = excluded.account_id,"
-    "  account_external_id = excluded.account_external_id, owner_id = excluded.owner_id,"
-    "  product_category = excluded.product_category, persona = excluded.persona,"
-    "  amount = excluded.amount, currency = excluded.currency, stage = excluded.stage,"
-    "  created_at = excluded.created_at, close_date = excluded.close_date,"
-    "  closed_at = excluded.closed_at, outcome = excluded.outcome, placeholder = false,"
-    "  source_hash = excluded.source_hash, ingested_at = now(), changed_at = excluded.changed_at,"
-    "  stage_probability = excluded.stage_probability"
-    " where o.source_hash is distinct from excluded.source_hash"
-    /* A change the CRM dated before the one the row holds arrived late: keep
-     * the newer state. Undated changes always apply (nothing to compare). */
-    "  and (o.placeholder or o.changed_at is null or excluded.changed_at is null"
-    "   or excluded.changed_at >= o.changed_at)"
-    " returning o.id, o.org_id, o.external_id, o.account_id, o.stage, o.amount, o.close_date,"
-    "  o.outcome),"
-    " ch as (select i.idx, i.org_id, i.created_at, i.changed_at, i.now_at, i.source, i.source_hash,"
-    "  i.traceparent, up.id, up.account_id, up.stage, up.amount, up.close_date, up.outcome,"
-    "  p.id is null or p.placeholder as fresh, p.stage as prev_stage, p.amount as prev_amount,"
-    "  p.close_date as prev_close_date, p.outcome as prev_outcome, p.id is null as is_new"
-    "  from up join inp i on i.org_id = up.org_id and i.ext = up.external_id"
-    "  left join prev p on p.org_id = up.org_id and p.external_id = up.external_id),"
-    " hist as ("
-    " insert into public.opportunity_history (org_id, opportunity_id, field, old_value, new_value,"
-    "  changed_at)"
-    " select c.org_id, c.id, f.field, f.old_value, f.new_value,"
-    "  case when c.fresh then coalesce(c.changed_at, c.created_at)"
-    "  else coalesce(c.changed_at, c.now_at) end"
-    " from ch c cross join lateral (values"
-    "  (1, 'stage', c.prev_stage, c.stage, c.prev_stage is distinct from c.stage),"
-    "  (2, 'amount', c.prev_amount::text, c.amount::text, c.prev_amount is distinct from c.amount),"
-    "  (3, 'close_date', c.prev_close_date::text, c.close_date::text,"
-    "   c.prev_close_date is distinct from c.close_date),"
-    "  (4, 'outcome', c.prev_outcome, c.outcome, c.prev_outcome is distinct from c.outcome)"
-    " ) as f(ord, field, old_value, new_value, changed)"
-    " where f.changed and not (c.is_new and f.field = 'outcome' and c.outcome = 'open')"
-    " order by c.idx, f.ord),"
-    " ev as ("
-    " insert into dealscore_internal.outbox (" OUTBOX_COLUMNS ")"
-    " select c.org_id, c.id, c.account_id,"
-    "  case when c.fresh then 'opportunity_upserted'"
-    "   when c.outcome is distinct from c.prev_outcome and c.outcome <> 'open' then 'outcome_set'"
-    "   when c.stage is distinct from c.prev_stage then 'stage_changed'"
-    "   else 'opportunity_upserted' end, " OUTBOX_EVENT("coalesce(c.changed_at, c.now_at)", "c.source",
-                                                        "c.source_hash",
-                                                        "c.traceparent") " from ch c order by c.idx)"
-                                                                         " select idx, 1 from ch";
+ * took the unnest for 10 rows and hash-joined all of the accounts. Only
+ * the accounts not found are inserted: a conflict check costs as much as
+ * the lookup. A known deal's change is an UPDATE: ON CONFLICT DO UPDATE
+ * probes the key again and locks the row first, a WAL record of its own.
+ * The records of deals not found are inserted with ON CONFLICT, for a deal
+ * that a concurrent writer inserts meanwhile (it is then updated as ON
+ * CONFLICT does, and counts as new: the snapshot did not see it). */
+#define SQL_OPPORTUNITY                                                                                      \
+    "with inp as (select * from unnest($1::int[], $2::uuid[], $3::text[], $4::text[], $5::text[],"           \
+    "  $6::text[], $7::text[], $8::numeric[], $9::text[], $10::text[], $11::timestamptz[],"                  \
+    "  $12::date[], $13::timestamptz[], $14::text[], $15::text[], $16::text[], $17::text[],"                 \
+    "  $18::timestamptz[], $19::timestamptz[], $20::float8[])"                                               \
+    "  as i(idx, org_id, external_id, account_external_id, owner_id, product_category, persona, amount,"     \
+    "   currency, stage, created_at, close_date, closed_at, outcome, source_hash, source, traceparent,"      \
+    "   changed_at, now_at, stage_probability)),"                                                            \
+    " keys as (select distinct org_id, account_external_id as ext from inp"                                  \
+    "  where account_external_id is not null),"                                                              \
+    " found as (select a.id, k.org_id, k.ext from keys k cross join lateral (select a.id"                    \
+    "  from public.accounts a where a.org_id = k.org_id and a.external_id = k.ext offset 0) a),"             \
+    " ins_acct as ("                                                                                         \
+    " insert into public.accounts (org_id, external_id, placeholder)"                                        \
+    " select k.org_id, k.ext, true from keys k where not exists (select 1 from found f"                      \
+    "  where f.org_id = k.org_id and f.ext = k.ext)"                                                         \
+    " on conflict (org_id, external_id) do nothing returning id, org_id, external_id as ext),"               \
+    " acct as (select id, org_id, ext from found union all select id, org_id, ext from ins_acct),"           \
+    " src as (select i.*, a.id as account_id from inp i"                                                     \
+    "  left join acct a on a.org_id = i.org_id and a.ext = i.account_external_id),"                          \
+    " prev as (select i.idx, p.* from inp i cross join lateral (select o.id, o.stage, o.amount,"             \
+    "  o.close_date, o.outcome, o.placeholder from public.opportunities o"                                   \
+    "  where o.org_id = i.org_id and o.external_id = i.external_id offset 0) p),"                            \
+    " upd as ("                                                                                              \
+    " update public.opportunities o set " OPP_SET_S " from prev p join src s on s.idx = p.idx"               \
+    " where o.id = p.id and " OPP_APPLIES_S                                                                  \
+    " returning s.idx, o.id, o.account_id, o.stage, o.amount, o.close_date, o.outcome),"                     \
+    " ins as ("                                                                                              \
+    " insert into public.opportunities as o (org_id, external_id, account_id, account_external_id,"          \
+    "  owner_id, product_category, persona, amount, currency, stage, created_at, close_date,"                \
+    "  closed_at, outcome, placeholder, source_hash, changed_at, stage_probability)"                         \
+    " select s.org_id, s.external_id, s.account_id, s.account_external_id, s.owner_id,"                      \
+    "  s.product_category, s.persona, s.amount, s.currency, s.stage, s.created_at, s.close_date,"            \
+    "  s.closed_at, s.outcome, false, s.source_hash, s.changed_at, s.stage_probability"                      \
+    " from src s where not exists (select from prev p where p.idx = s.idx) order by s.idx"                   \
+    " on conflict (org_id, external_id) do update set " OPP_SET_EXCLUDED " where " OPP_APPLIES_EXCLUDED      \
+    " returning o.id, o.org_id, o.external_id, o.account_id, o.stage, o.amount, o.close_date,"               \
+    "  o.outcome),"                                                                                          \
+    " up as (select idx, id, account_id, stage, amount, close_date, outcome from upd"                        \
+    "  union all select i.idx, x.id, x.account_id, x.stage, x.amount, x.close_date, x.outcome"               \
+    "  from ins x join inp i on i.org_id = x.org_id and i.external_id = x.external_id),"                     \
+    " ch as (select i.idx, i.org_id, i.created_at, i.changed_at, i.now_at, i.source, i.source_hash,"         \
+    "  i.traceparent, up.id, up.account_id, up.stage, up.amount, up.close_date, up.outcome,"                 \
+    "  p.id is null or p.placeholder as fresh, p.stage as prev_stage, p.amount as prev_amount,"              \
+    "  p.close_date as prev_close_date, p.outcome as prev_outcome, p.id is null as is_new"                   \
+    "  from up join inp i on i.idx = up.idx left join prev p on p.idx = up.idx),"                            \
+    " hist as ("                                                                                             \
+    " insert into public.opportunity_history (org_id, opportunity_id, field, old_value, new_value,"          \
+    "  changed_at)"                                                                                          \
+    " select c.org_id, c.id, f.field, f.old_value, f.new_value,"                                             \
+    "  case when c.fresh then coalesce(c.changed_at, c.created_at)"                                          \
+    "  else coalesce(c.changed_at, c.now_at) end"                                                            \
+    " from ch c cross join lateral (values"                                                                  \
+    "  (1, 'stage', c.prev_stage, c.stage, c.prev_stage is distinct from c.stage),"                          \
+    "  (2, 'amount', c.prev_amount::text, c.amount::text, c.prev_amount is distinct from c.amount),"         \
+    "  (3, 'close_date', c.prev_close_date::text, c.close_date::text,"                                       \
+    "   c.prev_close_date is distinct from c.close_date),"                                                   \
+    "  (4, 'outcome', c.prev_outcome, c.outcome, c.prev_outcome is distinct from c.outcome)"                 \
+    " ) as f(ord, field, old_value, new_value, changed)"                                                     \
+    " where f.changed and not (c.is_new and f.field = 'outcome' and c.outcome = 'open')"                     \
+    " order by c.idx, f.ord),"                                                                               \
+    " ev as ("                                                                                               \
+    " insert into dealscore_internal.outbox (" OUTBOX_COLUMNS ")"                                            \
+    " select c.org_id, c.id, c.account_id,"                                                                  \
+    "  case when c.fresh then 'opportunity_upserted'"                                                        \
+    "   when c.outcome is distinct from c.prev_outcome and c.outcome <> 'open' then 'outcome_set'"           \
+    "   when c.stage is distinct from c.prev_stage then 'stage_changed'"                                     \
+    "   else 'opportunity_upserted' end, " OPP_EVENT " from ch c order by c.idx)"                            \
+    " select idx, 1 from ch"
+#define OPP_EVENT                                                                                            \
+    OUTBOX_EVENT("coalesce(c.changed_at, c.now_at)", "c.source", "c.source_hash", "c.traceparent")
+static const char *sql_opportunity = SQL_OPPORTUNITY;
 
 /* Interactions and transcripts share the shape: a placeholder opportunity
  * when the parent is not known yet, the upsert, an event unless the parent is

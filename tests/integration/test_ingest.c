@@ -1016,6 +1016,21 @@ static void *post_opportunities(void *p) {
     return NULL;
 }
 
+/* How many of ingest's writer sessions wait for a lock, once one does or
+ * 20 s passed. */
+static long long webhook_lock_waits(PGconn *watch) {
+    long long waiting = 0;
+    long long deadline = proc_now_ms() + 20000;
+    while (proc_now_ms() < deadline &&
+           (waiting = pgt_longf(watch, "select count(*) from pg_stat_activity"
+                                       " where application_name = 'dealscore-ingest'"
+                                       " and wait_event_type = 'Lock'")) == 0) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL); /* polling interval */
+    }
+    return waiting;
+}
+
 /* Another session holds DL-X and then asks for DL-Y, which the webhook's
  * transaction holds while it waits for DL-X: a deadlock. The other session
  * waits 30 s before it checks for one, so Postgres rolls the webhook's
@@ -1039,16 +1054,7 @@ Test(ingest, a_group_commit_rolled_back_by_a_deadlock_runs_again) {
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, post_opportunities, &a), 0);
     /* Until the webhook's transaction holds DL-Y and waits for DL-X. */
-    long long waiting = 0;
-    long long deadline = proc_now_ms() + 20000;
-    while (proc_now_ms() < deadline &&
-           (waiting = pgt_longf(watch, "select count(*) from pg_stat_activity"
-                                       " where application_name = 'dealscore-ingest'"
-                                       " and wait_event_type = 'Lock'")) == 0) {
-        struct timespec ts = {0, 20 * 1000000L};
-        nanosleep(&ts, NULL); /* polling interval */
-    }
-    cr_assert_eq(waiting, 1, "the webhook's transaction never waited for DL-X");
+    cr_assert_eq(webhook_lock_waits(watch), 1, "the webhook's transaction never waited for DL-X");
     cr_assert_eq(PQsendQuery(other, "update opportunities set owner_id = 'other' where external_id = 'DL-Y'"),
                  1);
     PGresult *r;
@@ -1069,6 +1075,103 @@ Test(ingest, a_group_commit_rolled_back_by_a_deadlock_runs_again) {
                  1);
     PQfinish(other);
     PQfinish(watch);
+}
+
+/* The history rows of the deal ext as field|old|new|MM-DD, in id order. */
+static void expect_history(PGconn *db, const char *ext, const char *const *want, int n) {
+    const char *v[] = {ext};
+    PGresult *h = PQexecParams(
+        db,
+        "select h.field || '|' || coalesce(h.old_value, '-') || '|' || coalesce(h.new_value, '-')"
+        " || '|' || to_char(h.changed_at at time zone 'UTC', 'MM-DD')"
+        " from opportunity_history h join opportunities o on o.id = h.opportunity_id"
+        " where o.external_id = $1 order by h.id",
+        1, NULL, v, NULL, NULL, 0);
+    cr_assert_eq(PQresultStatus(h), PGRES_TUPLES_OK, "%s", PQresultErrorMessage(h));
+    cr_assert_eq(PQntuples(h), n, "%s has %d history rows", ext, PQntuples(h));
+    for (int i = 0; i < n; i++) cr_expect_str_eq(PQgetvalue(h, i, 0), want[i], "%s history row %d", ext, i);
+    PQclear(h);
+}
+
+/* The kinds of the outbox rows of the deal ext, comma-separated in id
+ * order (the caller frees). */
+static char *outbox_kinds(PGconn *db, const char *ext) {
+    const char *v[] = {ext};
+    PGresult *e =
+        PQexecParams(db,
+                     "select coalesce(string_agg(x.kind, ',' order by x.id), '')"
+                     " from dealscore_internal.outbox x join opportunities o on o.id = x.opportunity_id"
+                     " where o.external_id = $1",
+                     1, NULL, v, NULL, NULL, 0);
+    cr_assert_eq(PQresultStatus(e), PGRES_TUPLES_OK, "%s", PQresultErrorMessage(e));
+    char *kinds = ds_strdup(PQgetvalue(e, 0, 0));
+    PQclear(e);
+    return kinds;
+}
+
+/* Another writer (a replica, an import) creates the same new deal while
+ * the webhook's transaction runs: the webhook waits for it, then applies
+ * its record over the other's as the deal's first state. */
+Test(ingest, a_deal_created_meanwhile_by_another_writer_takes_the_webhooks_record) {
+    PGconn *other = pgt_connect_db(&T.db), *watch = pgt_connect_db(&T.db);
+    pgt_exec(other, "begin");
+    pgt_exec(other,
+             "insert into opportunities (org_id, external_id, stage, amount, created_at)"
+             " select id, 'OPP-C', 'discovery', 10, '2026-03-01T00:00:00Z' from orgs where slug = 'acme'");
+    post_arg_t a = {.body =
+                        "{\"external_id\":\"OPP-C\",\"stage\":\"demo\",\"amount\":20,"
+                        "\"created_at\":\"2026-03-01T00:00:00Z\",\"changed_at\":\"2026-03-02T00:00:00Z\"}"};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, post_opportunities, &a), 0);
+    cr_assert_eq(webhook_lock_waits(watch), 1, "the webhook's transaction never waited for the other insert");
+    pgt_exec(other, "commit");
+    pthread_join(th, NULL);
+    cr_assert_eq(a.resp.status, 202, "%d %s", a.resp.status, a.resp.body);
+    json_t *j = body_json(&a.resp);
+    cr_expect_eq(json_integer_value(json_object_get(j, "accepted")), 1, "%s", a.resp.body);
+    cr_expect_eq(json_integer_value(json_object_get(j, "unchanged")), 0, "%s", a.resp.body);
+    cr_expect_eq(json_integer_value(json_object_get(j, "events")), 1, "%s", a.resp.body);
+    json_decref(j);
+    httpc_free(&a.resp);
+    cr_expect_eq(pgt_longf(watch, "select count(*) from opportunities where external_id = 'OPP-C'"
+                                  " and stage = 'demo' and amount = 20 and not placeholder"),
+                 1);
+    static const char *const want[] = {"stage|-|demo|03-02", "amount|-|20|03-02"};
+    expect_history(watch, "OPP-C", want, PGT_N(want));
+    char *kinds = outbox_kinds(watch, "OPP-C");
+    cr_expect_str_eq(kinds, "opportunity_upserted");
+    free(kinds);
+    PQfinish(other);
+    PQfinish(watch);
+}
+
+/* A deal first named by an interaction is a placeholder; its own record
+ * makes it real and publishes it as a new deal, its history dated by the
+ * record. A later change of it is an ordinary change. */
+Test(ingest, a_placeholder_made_real_by_its_record_is_published_as_new) {
+    expect_accept("/v1/interactions",
+                  "{\"external_id\":\"INT-P\",\"opportunity_external_id\":\"OPP-P\",\"type\":\"meeting\","
+                  "\"occurred_at\":\"2026-03-05T15:00:00Z\"}",
+                  1, 0, 0);
+    expect_accept("/v1/opportunities",
+                  "{\"external_id\":\"OPP-P\",\"stage\":\"demo\",\"amount\":500,"
+                  "\"created_at\":\"2026-03-01T00:00:00Z\",\"changed_at\":\"2026-03-10T00:00:00Z\"}",
+                  1, 0, 1);
+    expect_accept("/v1/opportunities",
+                  "{\"external_id\":\"OPP-P\",\"stage\":\"Closed Lost\",\"amount\":500,"
+                  "\"created_at\":\"2026-03-01T00:00:00Z\",\"changed_at\":\"2026-03-12T00:00:00Z\"}",
+                  1, 0, 1);
+    PGconn *db = pgt_connect_db(&T.db);
+    cr_expect_eq(pgt_longf(db, "select count(*) from opportunities where external_id = 'OPP-P'"
+                               " and not placeholder and outcome = 'lost'"),
+                 1);
+    static const char *const want[] = {"stage|-|demo|03-10", "amount|-|500|03-10",
+                                       "stage|demo|Closed Lost|03-12", "outcome|open|lost|03-12"};
+    expect_history(db, "OPP-P", want, PGT_N(want));
+    char *kinds = outbox_kinds(db, "OPP-P");
+    cr_expect_str_eq(kinds, "opportunity_upserted,outcome_set");
+    free(kinds);
+    PQfinish(db);
 }
 
 /* Signature headers sent with a token that has no secret are not read (a
