@@ -255,6 +255,8 @@ typedef struct {
     size_t ntokens, captokens;
     long long tokens_gen;
     int64_t plans_at;
+    /* writer: the connection (ds_pg_generation) set to generic plans */
+    uint64_t generic_gen;
     int64_t pruned_at;
 } writer_t;
 
@@ -669,6 +671,12 @@ static int run_group(writer_t *w, ingest_job_t **jobs, size_t n, char *errstr, s
         ds_pg_batch_add_sql(b, "DISCARD PLANS", NULL);
         w->plans_at = ds_mono_us();
     }
+    /* Generic plans on every connection: the upserts look each row up
+     * through its key, whatever the number of records, and Postgres, left
+     * to choose, planned them afresh on every call when each had one
+     * record (about 1 ms each). */
+    uint64_t gen = ds_pg_generation(w->pg);
+    if (w->generic_gen != gen) ds_pg_batch_add_sql(b, "SET plan_cache_mode = force_generic_plan", NULL);
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
     int64_t now = ds_now_us();
     store_set_t *set = store_set_new();
@@ -688,6 +696,7 @@ static int run_group(writer_t *w, ingest_job_t **jobs, size_t n, char *errstr, s
     store_set_destroy(set);
     if (rc == 0 && answers) rc = commit_answers(w, jobs, n, errstr, errsz);
     if (rc == DS_ERETRY && !ds_pg_is_connected(w->pg)) ds_pg_reset(w->pg);
+    if (rc == 0) w->generic_gen = gen; /* a rollback also undoes the SET */
     return rc;
 }
 
