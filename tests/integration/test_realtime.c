@@ -15,7 +15,7 @@
 
 static pgt_db_t db;
 static PGconn *conn;
-static char slot[64];
+static char slot[sizeof db.name + 3]; /* the database's name and "_rt" */
 
 static void setup(void) {
     PGconn *admin = pgt_connect(pgt_admin_url());
