@@ -322,32 +322,33 @@ char *cohort_query_sql(cohort_level_t level, unsigned null_mask) {
     return b.p;
 }
 
-/* The org lock, and generic plans until the first cohort query: the
- * statements of every transaction look their rows up by key (sql_load),
- * so one cached plan serves every org, where planning them anew cost more
- * than running them. */
+/* The org lock, generic plans until the first cohort query, and the org's
+ * settings. Generic plans: the statements of every transaction look their
+ * rows up by key (sql_load), so one cached plan serves every org, where
+ * planning them anew cost more than running them. The settings (months,
+ * min_won, band), each NULL unless it is a JSON number, and found: the org
+ * exists; one row either way, so the lock is always taken. */
 static const char *const sql_lock =
     "select pg_advisory_xact_lock(hashtextextended('dealscore.benchmark:' || $1::text, 0)),"
-    " set_config('plan_cache_mode', 'force_generic_plan', true)";
+    " set_config('plan_cache_mode', 'force_generic_plan', true), s.months, s.min_won, s.band, s.found"
+    " from (values (1)) v left join lateral (select true as found,"
+    "  case when jsonb_typeof(o.settings -> 'benchmark_months') = 'number'"
+    "   then (o.settings ->> 'benchmark_months')::float8 end as months,"
+    "  case when jsonb_typeof(o.settings -> 'benchmark_min_cohort') = 'number'"
+    "   then (o.settings ->> 'benchmark_min_cohort')::float8 end as min_won,"
+    "  case when jsonb_typeof(o.settings -> 'benchmark_amount_band') = 'number'"
+    "   then (o.settings ->> 'benchmark_amount_band')::float8 end as band"
+    "  from public.orgs o where o.id = $1::uuid) s on true";
 
 /* Custom plans for the rest of the transaction, set before its first cohort
  * query (or org count): a generic plan of the cohort query cannot see how
  * many accounts share the industry and region, and probes accounts once per
  * candidate deal (at 1M deals per org: 20-80 ms) where the custom plan
  * hash-joins (8-12 ms + 3 ms planning). Only then: the statements of every
- * transaction (bench_load, bench_map, bench_lookup, bench_settings) keep
+ * transaction (bench_lock, bench_load, bench_map, bench_lookup) keep
  * their cached generic plans, as custom ones cost more to plan than to run
  * (bench_load: about 1.9 ms of planning per batch at load 15). */
 static const char *const sql_custom_plans = "select set_config('plan_cache_mode', 'force_custom_plan', true)";
-
-/* The org's settings, each NULL unless it is a JSON number. */
-static const char *const sql_settings = "select case when jsonb_typeof(s -> 'benchmark_months') = 'number'"
-                                        "  then (s ->> 'benchmark_months')::float8 end,"
-                                        " case when jsonb_typeof(s -> 'benchmark_min_cohort') = 'number'"
-                                        "  then (s ->> 'benchmark_min_cohort')::float8 end,"
-                                        " case when jsonb_typeof(s -> 'benchmark_amount_band') = 'number'"
-                                        "  then (s ->> 'benchmark_amount_band')::float8 end"
-                                        " from (select settings as s from public.orgs where id = $1::uuid) x";
 
 /* Opportunities with what the cohort needs. reopened: the outcome went back
  * to open at some point, so the deal may still sit in cached cohorts. Each
@@ -525,7 +526,6 @@ cohort_engine_t *cohort_engine_new(ds_pg_t *pg, const cohort_settings_t *default
     if (metrics) e->m = *metrics;
     ds_pg_add_statement(pg, "bench_lock", sql_lock, 1);
     ds_pg_add_statement(pg, "bench_custom_plans", sql_custom_plans, 0);
-    ds_pg_add_statement(pg, "bench_settings", sql_settings, 1);
     ds_pg_add_statement(pg, "bench_load", sql_load, 2);
     ds_pg_add_statement(pg, "bench_lookup", sql_lookup, 2);
     ds_pg_add_statement(pg, "bench_org_won", sql_org_won, 3);
@@ -685,8 +685,9 @@ static void rollback(cohort_engine_t *e) {
 
 static double clampd(double v, double lo, double hi) { return v < lo ? lo : v > hi ? hi : v; }
 
-/* The results begin_org reads: the settings' row and the loaded deals. */
-typedef enum { BEGIN_SETTINGS = 1, BEGIN_LOAD } begin_tag_t;
+/* The results begin_org reads: the lock's row (the settings) and the
+ * loaded deals. */
+typedef enum { BEGIN_LOCK = 1, BEGIN_LOAD } begin_tag_t;
 typedef struct {
     cohort_engine_t *e;
     bool *found;
@@ -699,18 +700,18 @@ static int on_begin_result(void *ud, void *tag, const PGresult *res, int err) {
     if (err != 0) return 0; /* the run fails with it */
     if ((intptr_t)tag == BEGIN_LOAD) {
         parse_opps(res, c->v);
-    } else if ((intptr_t)tag == BEGIN_SETTINGS && PQntuples(res) == 1) {
+    } else if ((intptr_t)tag == BEGIN_LOCK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 5)) {
         *c->found = true;
-        if (!PQgetisnull(res, 0, 0)) set->months = (int)clampd(floor(atof(PQgetvalue(res, 0, 0))), 1, 120);
-        if (!PQgetisnull(res, 0, 1))
-            set->min_won = (int)clampd(floor(atof(PQgetvalue(res, 0, 1))), 1, 1000000);
-        if (!PQgetisnull(res, 0, 2)) set->band = clampd(atof(PQgetvalue(res, 0, 2)), 0.01, 0.9);
+        if (!PQgetisnull(res, 0, 2)) set->months = (int)clampd(floor(atof(PQgetvalue(res, 0, 2))), 1, 120);
+        if (!PQgetisnull(res, 0, 3))
+            set->min_won = (int)clampd(floor(atof(PQgetvalue(res, 0, 3))), 1, 1000000);
+        if (!PQgetisnull(res, 0, 4)) set->band = clampd(atof(PQgetvalue(res, 0, 4)), 0.01, 0.9);
     }
     return 0;
 }
 
-/* BEGIN, the org lock, the org's settings and, when n > 0, the deals ids
- * (bench_load, appended to v) in one round trip: the statements run one
+/* BEGIN, the org lock and its settings (one statement) and, when n > 0,
+ * the deals ids (bench_load, appended to v) in one round trip: they run one
  * after the other, so the load reads what the lock holder before us
  * committed. *found is false for an unknown org (the transaction is open
  * either way, unless a statement failed). */
@@ -724,8 +725,7 @@ static int begin_org(cohort_engine_t *e, const char *org_id, const char *const *
     ds_pg_batch_t *b = NULL;
     ds_pg_batch_begin(e->pg, &b);
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
-    ds_pg_batch_add_prepared(b, "bench_lock", 1, vals, NULL, NULL, NULL);
-    ds_pg_batch_add_prepared(b, "bench_settings", 1, vals, NULL, NULL, (void *)(intptr_t)BEGIN_SETTINGS);
+    ds_pg_batch_add_prepared(b, "bench_lock", 1, vals, NULL, NULL, (void *)(intptr_t)BEGIN_LOCK);
     if (n > 0) {
         char *arr = ds_pg_array_text(ids, n);
         vals[1] = arr;
