@@ -30,15 +30,20 @@ static json_t *body_json(const httpc_resp_t *r) {
     return j;
 }
 
+/* A 202 to a request on path, with these counts; frees the response. */
+static void expect_accepted(const char *path, httpc_resp_t *r, int accepted, int unchanged, int events) {
+    cr_assert_eq(r->status, 202, "%s -> %d %s", path, r->status, r->body);
+    json_t *j = body_json(r);
+    cr_expect_eq(json_integer_value(json_object_get(j, "accepted")), accepted, "%s", r->body);
+    cr_expect_eq(json_integer_value(json_object_get(j, "unchanged")), unchanged, "%s", r->body);
+    cr_expect_eq(json_integer_value(json_object_get(j, "events")), events, "%s", r->body);
+    json_decref(j);
+    httpc_free(r);
+}
+
 static void expect_accept(const char *path, const char *body, int accepted, int unchanged, int events) {
     httpc_resp_t r = dst_post(&T, path, body, NULL, NULL);
-    cr_assert_eq(r.status, 202, "%s -> %d %s", path, r.status, r.body);
-    json_t *j = body_json(&r);
-    cr_expect_eq(json_integer_value(json_object_get(j, "accepted")), accepted, "%s", r.body);
-    cr_expect_eq(json_integer_value(json_object_get(j, "unchanged")), unchanged, "%s", r.body);
-    cr_expect_eq(json_integer_value(json_object_get(j, "events")), events, "%s", r.body);
-    json_decref(j);
-    httpc_free(&r);
+    expect_accepted(path, &r, accepted, unchanged, events);
 }
 
 static const char *OPP1 =
@@ -1126,13 +1131,7 @@ Test(ingest, a_deal_created_meanwhile_by_another_writer_takes_the_webhooks_recor
     cr_assert_eq(webhook_lock_waits(watch), 1, "the webhook's transaction never waited for the other insert");
     pgt_exec(other, "commit");
     pthread_join(th, NULL);
-    cr_assert_eq(a.resp.status, 202, "%d %s", a.resp.status, a.resp.body);
-    json_t *j = body_json(&a.resp);
-    cr_expect_eq(json_integer_value(json_object_get(j, "accepted")), 1, "%s", a.resp.body);
-    cr_expect_eq(json_integer_value(json_object_get(j, "unchanged")), 0, "%s", a.resp.body);
-    cr_expect_eq(json_integer_value(json_object_get(j, "events")), 1, "%s", a.resp.body);
-    json_decref(j);
-    httpc_free(&a.resp);
+    expect_accepted("/v1/opportunities", &a.resp, 1, 0, 1);
     cr_expect_eq(pgt_longf(watch, "select count(*) from opportunities where external_id = 'OPP-C'"
                                   " and stage = 'demo' and amount = 20 and not placeholder"),
                  1);
