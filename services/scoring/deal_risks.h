@@ -71,7 +71,7 @@ void deal_risks_cache_await_refreshes(deal_risks_cache_t *c);
     " ri as (insert into public.deal_risks as d (org_id, opportunity_id, account_id, as_of, model_version,"  \
     "  proba_close, risks, updated_at)"                                                                      \
     "  select org_id, opportunity_id, account_id, as_of, model_version, proba_close, risks, now() from rk k" \
-    "  where not exists (select from ru where ru.opportunity_id = k.opportunity_id)"                         \
+    "  where k.opportunity_id not in (select opportunity_id from ru)"                                        \
     "  on conflict (opportunity_id) do update set " DEAL_RISKS_SET_EXCLUDED                                  \
     "  where " DEAL_RISKS_MOVED_EXCLUDED ")"
 

@@ -57,7 +57,13 @@ static const char *sql_history =
  * predictions row moves forward in as_of only, with an UPDATE: ON
  * CONFLICT DO UPDATE locks the row first, a WAL record of its own. The
  * other rows are inserted with ON CONFLICT: a deal without a row gets one,
- * and a row newer than the score is only locked. */
+ * and a row newer than the score is only locked. Those other rows are the
+ * batch's deals NOT IN what the UPDATE returned, a subplan Postgres hashes
+ * whatever its estimates: with NOT EXISTS, the generic plan of a
+ * long-lived session (which expects a batch of one row) joined them in a
+ * nested loop, comparing every deal of the batch with every updated one,
+ * and a backlog's batch of 20,000 took 24 s instead of 1 (the same in
+ * deal_risks.h; test_scoring.c, a_large_batch_is_written_...). */
 #define SQL_ROWS_DEAL_EXISTS DS_SQL_WHERE_DEAL_EXISTS("x.opportunity_id", "x.org_id")
 #define SQL_ROWS_RISKS DEAL_RISKS_SQL_WRITE_OF("x")
 #define SQL_ROWS                                                                                             \
@@ -75,7 +81,7 @@ static const char *sql_history =
     "  proba_close, previous_proba, top_features, change, meddicc, is_prior, updated_at)"                    \
     "  select org_id, opportunity_id, account_id, as_of, model_version, proba_close, previous_proba,"        \
     "  top_features, change_b, meddicc, is_prior, now() from x"                                              \
-    "  where not exists (select from pu where pu.opportunity_id = x.opportunity_id)"                         \
+    "  where x.opportunity_id not in (select opportunity_id from pu)"                                        \
     "  on conflict (opportunity_id) do update set account_id = excluded.account_id,"                         \
     "  as_of = excluded.as_of, model_version = excluded.model_version, proba_close = excluded.proba_close,"  \
     "  previous_proba = excluded.previous_proba, top_features = excluded.top_features,"                      \

@@ -380,4 +380,58 @@ static inline PGnotify *pgt_wait_notify(PGconn *c, int timeout_ms) {
     }
 }
 
+/* ---- the work of a session's statements ---------------------------------
+ *
+ * pgt_plans_watch makes the server send c, as a notice, the executed plan of
+ * every statement c runs from then on (auto_explain, JSON, with row
+ * counts), under generic plans as a long-lived worker session gets them.
+ * pgt_plans_join_filter_max then gives the largest "Rows Removed by Join
+ * Filter" of any node: the row pairs a join compared and threw away. A
+ * batch joined to itself through a nested loop makes that grow with the
+ * square of the batch; hashed joins keep it near zero. */
+typedef struct {
+    char *text; /* the notices, concatenated */
+    size_t len;
+} pgt_plans_t;
+
+static inline void pgt_plans_keep(void *arg, const PGresult *r) {
+    pgt_plans_t *p = arg;
+    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    if (!msg) return;
+    size_t n = strlen(msg);
+    p->text = realloc(p->text, p->len + n + 2);
+    memcpy(p->text + p->len, msg, n);
+    p->len += n;
+    p->text[p->len++] = '\n';
+    p->text[p->len] = '\0';
+}
+
+static inline void pgt_plans_watch(PGconn *c, pgt_plans_t *p) {
+    memset(p, 0, sizeof *p);
+    pgt_exec(c, "load 'auto_explain'");
+    pgt_exec(c, "set auto_explain.log_min_duration = 0");
+    pgt_exec(c, "set auto_explain.log_analyze = on");
+    pgt_exec(c, "set auto_explain.log_timing = off");
+    pgt_exec(c, "set auto_explain.log_format = 'json'");
+    pgt_exec(c, "set auto_explain.log_level = 'notice'");
+    pgt_exec(c, "set plan_cache_mode = force_generic_plan");
+    PQsetNoticeReceiver(c, pgt_plans_keep, p);
+}
+
+static inline long long pgt_plans_join_filter_max(const pgt_plans_t *p) {
+    static const char key[] = "\"Rows Removed by Join Filter\":";
+    long long max = 0;
+    for (const char *s = p->text; s && (s = strstr(s, key)); s += sizeof key - 1) {
+        long long v = strtoll(s + sizeof key - 1, NULL, 10);
+        if (v > max) max = v;
+    }
+    return max;
+}
+
+static inline int pgt_plans_count(const pgt_plans_t *p) {
+    int n = 0;
+    for (const char *s = p->text; s && (s = strstr(s, "\"Plan\":")); s++) n++;
+    return n;
+}
+
 #endif
