@@ -2,9 +2,11 @@
 #include "domain/features.h"
 #include "base/common.h"
 #include "base/sb.h"
+#include "base/strindex.h"
 
 #include <ctype.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,11 +34,21 @@ const char *ds_feature_label(int id) {
     return feature_defs[id].label;
 }
 
+/* Name -> id, built once: the scoring worker looks up every feature of
+ * every event and of every previous score by name (a linear search was
+ * 9 % of its CPU). Read-only once built, so shared by every thread. */
+static ds_strindex_t feature_ids;
+static pthread_once_t feature_ids_once = PTHREAD_ONCE_INIT;
+
+static void feature_ids_build(void) {
+    ds_strindex_init(&feature_ids, DS_FEATURE_COUNT);
+    for (int i = 0; i < DS_FEATURE_COUNT; i++) ds_strindex_add(&feature_ids, feature_defs[i].name, i);
+}
+
 int ds_feature_index(const char *name) {
     if (!name) return -1;
-    for (int i = 0; i < DS_FEATURE_COUNT; i++)
-        if (strcmp(feature_defs[i].name, name) == 0) return i;
-    return -1;
+    pthread_once(&feature_ids_once, feature_ids_build);
+    return ds_strindex_find(&feature_ids, name);
 }
 
 static inline char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c; }
