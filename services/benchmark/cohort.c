@@ -197,11 +197,11 @@ static const char *const sql_cohort_head =
     " prev as (select b.won_count from public.benchmarks_cached b"
     "  where b.org_id = $1::uuid and b.cohort_key = $2::text),"
     " c as materialized ("
-    " select o.id, o.outcome, o.amount, o.created_at, o.closed_at"
+    " select o.id, o.outcome, o.closed_amount as amount, o.created_at, o.closed_at"
     " from public.opportunities o"
     " left join public.accounts a on a.org_id = o.org_id and a.id = o.account_id"
     " where o.org_id = $1::uuid and o.outcome in ('won', 'lost')"
-    " and o.amount >= $8::numeric and o.amount < $9::numeric"
+    " and o.closed_amount >= $8::numeric and o.closed_amount < $9::numeric"
     " and o.closed_at >= (select since from p)";
 
 static const char *const sql_cohort_tail =

@@ -409,6 +409,39 @@ Test(schema, constraints_keep_the_data_consistent) {
     PQfinish(c);
 }
 
+/* The HOT updates of opp-1 of ORG_A that the update set made: the
+ * backend's count, not flushed yet, before and after it. */
+static long long hot_updates_of(PGconn *c, const char *set) {
+    static const char count[] = "select pg_stat_get_xact_tuples_hot_updated('opportunities'::regclass)";
+    pgt_exec(c, "begin");
+    long long before = pgt_longf(c, count);
+    pgt_execf(c, "update opportunities set %s where id = 'a0000000-0000-4000-8000-00000000a001'", set);
+    long long hot = pgt_longf(c, count) - before;
+    pgt_exec(c, "commit");
+    return hot;
+}
+
+/* An open deal's amount edit leaves every index alone (a HOT update: no
+ * index names the amount of an open deal), and a closed deal's amount is
+ * in the cohort indexes, which find it by its new value. */
+Test(schema, an_open_deals_amount_edit_is_a_hot_update) {
+    pgt_migrate_ok(&db);
+    PGconn *c = pgt_connect_db(&db);
+    insert_orgs_and_deals(c);
+    cr_expect_eq(hot_updates_of(c, "amount = 25000"), 1, "the open deal's amount edit");
+    cr_expect_eq(hot_updates_of(c, "amount = 26000, outcome = 'won', closed_at = now()"), 0,
+                 "closing the deal moves it into the cohort indexes");
+    cr_expect_eq(hot_updates_of(c, "amount = 27000"), 0, "a closed deal's amount is indexed");
+    pgt_exec(c, "set enable_seqscan = off");
+    cr_expect_eq(
+        pgt_longf(c,
+                  "select count(*) from opportunities where org_id = '%s' and outcome in ('won', 'lost')"
+                  " and closed_amount >= 27000 and closed_amount < 27001",
+                  ORG_A),
+        1);
+    PQfinish(c);
+}
+
 /* Deleting an org takes its raw rows, its deals' history and its outbox
  * events with it (neither the outbox nor the history has a foreign key:
  * triggers do that), and leaves the other org's alone. */
