@@ -51,8 +51,8 @@ void deal_risks_cache_await_refreshes(deal_risks_cache_t *c);
  * updated only when something in it changed, with an UPDATE: ON CONFLICT
  * DO UPDATE locks the row first, a WAL record of its own. The others are
  * inserted with ON CONFLICT: a deal without a row gets one, and a row that
- * did not change is only locked, as ON CONFLICT does. The others are found
- * with NOT IN, a hashed subplan (why: SQL_ROWS in score_worker.c). */
+ * did not change is only locked, as ON CONFLICT does. They are found with
+ * NOT IN, a hashed subplan (why: SQL_ROWS in score_worker.c). */
 #define DEAL_RISKS_SET(src)                                                                                  \
     "account_id = " src ".account_id, as_of = " src ".as_of, model_version = " src ".model_version,"         \
     " proba_close = " src ".proba_close, risks = " src ".risks, updated_at = now()"

@@ -403,8 +403,8 @@ static const scorer_org_t *scorer_org(scorer_t *s, ds_pg_t *pg) {
     return so;
 }
 
-/* Scores n open deals of the org (created here, external ids "L<i>") as of
- * at_us in one scoring_persist call on pg. */
+/* Scores the n deals ids of the org as of at_us in one scoring_persist
+ * call on pg. */
 static void persist_many(ds_pg_t *pg, char **ids, size_t n, int64_t at_us) {
     static double values[DS_FEATURE_COUNT];
     ds_org_cache_t *orgs = ds_org_cache_new(60000);
