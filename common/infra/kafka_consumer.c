@@ -301,16 +301,22 @@ bool ds_consumer_assigned(const ds_consumer_t *c) { return atomic_load(&c->assig
 
 rd_kafka_t *ds_consumer_handle(ds_consumer_t *c) { return c->rk; }
 
-/* librdkafka before 2.2.1 (Debian 12 has 2.0.2) aborts in rd_kafka_destroy
+/* librdkafka before 2.3.0 (Debian 12 has 2.0.2) aborts in rd_kafka_destroy
  * when a cooperative-sticky member is closed after its JoinGroup answer
- * (which chooses the assignor: the rebalance protocol is no longer "NONE")
- * and before its first SyncGroup answer ("assignor_state", librdkafka
- * issue 4312): a worker stopped while it joins the group. The first
- * SyncGroup answer always runs rebalance_cb, with an empty assignment too,
- * so a member in that window polls until it does, for at most
- * JOIN_WAIT_US. What it polls meanwhile is dropped unstored, so it is
- * delivered again. */
+ * (which chooses the assignor) and before its first SyncGroup answer (which
+ * creates the assignor's state: "assignor_state", librdkafka issue 4312): a
+ * worker stopped while it joins the group.
+ *
+ * The first SyncGroup answer always runs rebalance_cb, with an empty
+ * assignment too. So a member whose JoinGroup was answered polls, before it
+ * closes, until rebalance_cb ran, for at most JOIN_WAIT_US; what it polls
+ * meanwhile is dropped unstored, so it is delivered again. A member that
+ * still has no assignment once closed is not destroyed: its JoinGroup
+ * answer may have come after that check, and librdkafka no longer tells
+ * after the close. */
 #define JOIN_WAIT_US (10 * 1000000LL)
+
+static bool never_assigned(const ds_consumer_t *c) { return atomic_load(&c->rebalances) == 0; }
 
 static bool assignor_chosen(ds_consumer_t *c) {
     const char *protocol = rd_kafka_rebalance_protocol(c->rk);
@@ -318,10 +324,10 @@ static bool assignor_chosen(ds_consumer_t *c) {
 }
 
 static void await_first_rebalance(ds_consumer_t *c) {
-    if (atomic_load(&c->rebalances) > 0 || !assignor_chosen(c)) return;
+    if (!never_assigned(c) || !assignor_chosen(c)) return;
     ds_info("waiting for the kafka group's first assignment before closing");
     int64_t deadline = ds_mono_us() + JOIN_WAIT_US;
-    while (atomic_load(&c->rebalances) == 0 && ds_mono_us() < deadline) {
+    while (never_assigned(c) && ds_mono_us() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 100);
         if (m) rd_kafka_message_destroy(m);
     }
@@ -342,9 +348,23 @@ int ds_consumer_close(ds_consumer_t *c) {
     return 0;
 }
 
+/* Closed handles never assigned, kept reachable (for LeakSanitizer) until
+ * the process exits; past the array's end their threads' stacks hold them. */
+static rd_kafka_t *never_assigned_handles[16];
+static atomic_size_t never_assigned_count;
+
+static void keep_until_exit(rd_kafka_t *rk) {
+    size_t i = atomic_fetch_add(&never_assigned_count, 1);
+    if (i < DS_ARRAY_SIZE(never_assigned_handles)) never_assigned_handles[i] = rk;
+    ds_info("kafka consumer closed before its first assignment: its handle is left to the process exit");
+}
+
 void ds_consumer_destroy(ds_consumer_t *c) {
     if (!c) return;
     ds_consumer_close(c);
-    rd_kafka_destroy(c->rk);
+    if (never_assigned(c))
+        keep_until_exit(c->rk);
+    else
+        rd_kafka_destroy(c->rk);
     free(c);
 }

@@ -15,6 +15,7 @@
 
 /* Kafka protocol ApiKeys (rdkafka_protocol.h is not installed). */
 #define API_PRODUCE 0
+#define API_SYNC_GROUP 14
 
 static kt_mock_t mock;
 static ds_config_t cfg;
@@ -343,4 +344,39 @@ Test(kafka, ping_fails_when_the_broker_is_down) {
     cr_assert_neq(ds_kafka_ping(ds_producer_handle(p), 1000), 0);
     cr_assert_eq(rd_kafka_mock_broker_set_up(mock.mc, 1), 0);
     ds_producer_destroy(p);
+}
+
+/* Polls until the group's JoinGroup answer chose the assignor. */
+static void await_assignor_chosen(ds_consumer_t *c) {
+    rd_kafka_message_t *msgs[1];
+    int64_t deadline = ds_mono_us() + 10 * 1000000LL;
+    const char *protocol = rd_kafka_rebalance_protocol(ds_consumer_handle(c));
+    while (strcmp(protocol, "COOPERATIVE") != 0 && ds_mono_us() < deadline) {
+        cr_assert_eq(ds_consumer_poll_batch(c, msgs, 1, 50), 0);
+        protocol = rd_kafka_rebalance_protocol(ds_consumer_handle(c));
+    }
+    cr_assert_str_eq(protocol, "COOPERATIVE");
+}
+
+/* A worker stopped while it joins the group: librdkafka 2.0.2 aborts in
+ * rd_kafka_destroy when the JoinGroup answer came and the SyncGroup answer
+ * did not (issue 4312). Here no SyncGroup succeeds before the consumer's
+ * wait for it ends. */
+Test(kafka, a_member_stopped_before_its_first_assignment_exits_cleanly) {
+    const char *topic = "join.topic";
+    const char *topics[] = {topic};
+    cr_assert_eq(rd_kafka_mock_topic_create(mock.mc, topic, 1, 1), 0);
+    /* 12 s of failed SyncGroups: each one makes the member join again. */
+    for (int i = 0; i < 120; i++)
+        cr_assert_eq(rd_kafka_mock_broker_push_request_error_rtts(
+                         mock.mc, 1, API_SYNC_GROUP, 1, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS, 100),
+                     0);
+    load_cfg(NULL);
+    char err[512];
+    ds_consumer_t *c = NULL;
+    cr_assert_eq(ds_consumer_new(&c, &cfg, "join-group", topics, 1, err, sizeof err), 0, "%s", err);
+    await_assignor_chosen(c);
+    cr_assert_eq(ds_consumer_rebalances(c), 0u);
+    /* Returns: the member left the group, its handle is kept until exit. */
+    ds_consumer_destroy(c);
 }
