@@ -254,7 +254,9 @@ rd_kafka_t *ds_consumer_handle(ds_consumer_t *c);
  * such a member is destroyed). Idempotent. Returns 0 or DS_EIO. */
 int ds_consumer_close(ds_consumer_t *c);
 
-/* Closes (if not done yet) and destroys. NULL is a no-op. */
+/* Closes (if not done yet) and destroys. A consumer never assigned (no
+ * rebalance seen) is closed but its librdkafka handle is left to the
+ * process exit, for the same librdkafka abort. NULL is a no-op. */
 void ds_consumer_destroy(ds_consumer_t *c);
 
 #endif
