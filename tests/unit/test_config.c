@@ -1,5 +1,7 @@
 /* Settings from the environment: defaults, validation, KAFKA_* passthrough. */
 #include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/config.h"
@@ -37,11 +39,35 @@ Test(config, defaults_per_service) {
     cr_assert_eq(cfg.burst_wait_ms, 1000);
     cr_assert_eq(cfg.burst_flood_ms, 10000);
     cr_assert_eq(cfg.burst_quiet_ms, 100);
+    cr_assert_eq(cfg.batch_wait_ms, 0, "a worker on the prediction's path waits for nothing");
     ds_config_close(&cfg);
     cr_assert_eq(load(&cfg, DS_SVC_BENCHMARK, env, err, sizeof err), 0, "%s", err);
     cr_assert_eq(cfg.http_port, 8083);
     cr_assert_eq(cfg.bench_months, 12);
+    cr_assert_eq(cfg.batch_wait_ms, 20, "the benchmark worker gathers its batches");
     ds_config_close(&cfg);
+}
+
+/* A service's own default gives way to the variable, 0 included, and
+ * --help prints the service's default. */
+Test(config, the_benchmark_workers_batch_wait_can_be_set) {
+    char *env[] = {"DEALSCORE_BATCH_WAIT_MS=0", NULL};
+    ds_config_t cfg;
+    char err[256];
+    cr_assert_eq(load(&cfg, DS_SVC_BENCHMARK, env, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(cfg.batch_wait_ms, 0);
+    ds_config_close(&cfg);
+    char *help = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&help, &len);
+    ds_config_print_help(out, DS_SVC_BENCHMARK);
+    fclose(out);
+    const char *at = strstr(help, "DEALSCORE_BATCH_WAIT_MS");
+    cr_assert_not_null(at);
+    const char *def = strstr(at, "default: ");
+    cr_assert_not_null(def);
+    cr_expect_eq(strncmp(def, "default: 20\n", 12), 0, "%.20s", def);
+    free(help);
 }
 
 Test(config, reads_values_and_topic_prefix) {
