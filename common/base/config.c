@@ -19,7 +19,7 @@ typedef struct {
     cfg_type_t type;
     unsigned svcs;   /* DS_SVC_* mask of services that read it */
     long min, max;   /* for T_INT */
-    const char *def; /* default as text; NULL = unset */
+    const char *def; /* default as text; NULL = unset, or per service (svc_defaults) */
     size_t off;      /* offsetof in ds_config_t */
     const char *help;
 } cfg_entry_t;
@@ -49,7 +49,7 @@ static const cfg_entry_t entries[] = {
      "Kafka consumer group (default dealscore-<service>)"},
     {"DEALSCORE_BATCH_SIZE", T_INT, WORKERS, 1, 100000, "500", OFF(batch_size),
      "most messages or records handled in one batch"},
-    {"DEALSCORE_BATCH_WAIT_MS", T_INT, WORKERS, 0, 60000, "0", OFF(batch_wait_ms),
+    {"DEALSCORE_BATCH_WAIT_MS", T_INT, WORKERS, 0, 60000, NULL, OFF(batch_wait_ms),
      "longest wait for more messages after a batch's first, milliseconds (0: what is ready then; "
      "the benchmark worker, off the path to a prediction, waits 20 by default)"},
     {"DEALSCORE_BURST_BATCH_SIZE", T_INT, WORKERS, 1, 1000000, "100000", OFF(burst_batch_size),
@@ -146,39 +146,37 @@ static const cfg_entry_t entries[] = {
      "the CloudEvents source attribute of the events sent"},
 };
 
-static const char *svc_name(ds_svc_kind_t svc) {
-    switch (svc) {
-    case DS_SVC_INGEST: return "ingest";
-    case DS_SVC_FEATURE: return "feature";
-    case DS_SVC_SCORING: return "scoring";
-    case DS_SVC_BENCHMARK: return "benchmark";
-    case DS_SVC_NOTIFY: return "notify";
-    default: return "dealscore";
-    }
-}
+/* What differs by service: its name, its consumer group, its listener,
+ * its batch wait. The benchmark worker is off the path from a change to
+ * its prediction: waiting 20 ms for more of a batch costs no one's
+ * latency, and each batch is a transaction of three round trips and an
+ * org lock. Its backend used 64-67 us per change against 233-242 at 500
+ * changes/s one per request, and 23-26 against 37 batched
+ * (tools/bench/e2e/README.md). */
+typedef struct {
+    ds_svc_kind_t svc;
+    const char *name, *group_id, *http_addr, *batch_wait_ms;
+} svc_defaults_t;
 
-static const char *default_http_addr(ds_svc_kind_t svc) {
-    switch (svc) {
-    case DS_SVC_INGEST: return "127.0.0.1:8080";
-    case DS_SVC_SCORING: return "127.0.0.1:8081";
-    case DS_SVC_FEATURE: return "127.0.0.1:8082";
-    case DS_SVC_BENCHMARK: return "127.0.0.1:8083";
-    case DS_SVC_NOTIFY: return "127.0.0.1:8084";
-    default: return "127.0.0.1:8080";
-    }
+static const svc_defaults_t *svc_defaults(ds_svc_kind_t svc) {
+    static const svc_defaults_t known[] = {
+        {DS_SVC_INGEST, "ingest", "dealscore-ingest", "127.0.0.1:8080", "0"},
+        {DS_SVC_SCORING, "scoring", "dealscore-scoring", "127.0.0.1:8081", "0"},
+        {DS_SVC_FEATURE, "feature", "dealscore-feature", "127.0.0.1:8082", "0"},
+        {DS_SVC_BENCHMARK, "benchmark", "dealscore-benchmark", "127.0.0.1:8083", "20"},
+        {DS_SVC_NOTIFY, "notify", "dealscore-notify", "127.0.0.1:8084", "0"},
+    };
+    static const svc_defaults_t other = {0, "dealscore", "dealscore-dealscore", "127.0.0.1:8080", "0"};
+    for (size_t i = 0; i < DS_ARRAY_SIZE(known); i++)
+        if (known[i].svc == svc) return &known[i];
+    return &other;
 }
-
-/* The benchmark worker is off the path from a change to its prediction:
- * waiting 20 ms for more of a batch costs no one's latency, and each batch
- * is a transaction of three round trips and an org lock. Its backend used
- * 64-67 us per change against 233-242 at 500 changes/s one per request,
- * and 23-26 against 37 batched (tools/bench/e2e/README.md). */
-static const char *default_batch_wait_ms(ds_svc_kind_t svc) { return svc == DS_SVC_BENCHMARK ? "20" : "0"; }
 
 /* e's default for svc (NULL: unset). */
 static const char *entry_default(const cfg_entry_t *e, ds_svc_kind_t svc) {
-    if (e->off == OFF(http_addr)) return default_http_addr(svc);
-    if (e->off == OFF(batch_wait_ms)) return default_batch_wait_ms(svc);
+    if (e->off == OFF(http_addr)) return svc_defaults(svc)->http_addr;
+    if (e->off == OFF(group_id)) return svc_defaults(svc)->group_id;
+    if (e->off == OFF(batch_wait_ms)) return svc_defaults(svc)->batch_wait_ms;
     return e->def;
 }
 
@@ -330,17 +328,13 @@ static char *kafka_prop_name(const char *env_name) {
 int ds_config_load(ds_config_t *cfg, ds_svc_kind_t svc, char **envp, char *errstr, size_t errstr_size) {
     memset(cfg, 0, sizeof *cfg);
     cfg->svc = svc;
-    cfg->service_name = svc_name(svc);
+    cfg->service_name = svc_defaults(svc)->name;
     for (size_t i = 0; i < DS_ARRAY_SIZE(entries); i++) {
         const cfg_entry_t *e = &entries[i];
         if (!(e->svcs & (unsigned)svc)) continue;
         const char *v = env_lookup(envp, e->env);
         if (v && !*v) v = NULL; /* an empty variable is unset */
         const char *def = entry_default(e, svc);
-        if (e->off == OFF(group_id) && !v) {
-            cfg->group_id = ds_asprintf("dealscore-%s", cfg->service_name);
-            continue;
-        }
         if (!v) v = def;
         void *field = (char *)cfg + e->off;
         char why[256] = "";
@@ -441,8 +435,6 @@ void ds_config_close(ds_config_t *cfg) {
     cfg->http_host = NULL;
     free(cfg->metrics_host);
     cfg->metrics_host = NULL;
-    free(cfg->group_id); /* also freed above when set from env; guarded below */
-    cfg->group_id = NULL;
     for (size_t i = 0; i < cfg->kafka_props_count; i++) {
         free(cfg->kafka_props[i].key);
         free(cfg->kafka_props[i].value);
@@ -458,11 +450,6 @@ void ds_config_print_help(FILE *out, ds_svc_kind_t svc) {
         const cfg_entry_t *e = &entries[i];
         if (!(e->svcs & (unsigned)svc)) continue;
         const char *def = entry_default(e, svc);
-        char buf[64];
-        if (e->off == OFF(group_id)) {
-            snprintf(buf, sizeof buf, "dealscore-%s", svc_name(svc));
-            def = buf;
-        }
         fprintf(out, "  %-30s %s\n  %-30s default: %s\n", e->env, e->help, "",
                 def ? (*def ? def : "(empty)") : "(unset)");
     }

@@ -48,6 +48,25 @@ Test(config, defaults_per_service) {
     ds_config_close(&cfg);
 }
 
+/* The default --help prints for the variable name (the rest of its
+ * "default: " line; the caller frees it). */
+static char *help_default(ds_svc_kind_t svc, const char *name) {
+    char *help = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&help, &len);
+    ds_config_print_help(out, svc);
+    fclose(out);
+    const char *at = strstr(help, name);
+    const char *def = at ? strstr(at, "default: ") : NULL;
+    char *value = NULL;
+    if (def) {
+        def += strlen("default: ");
+        value = ds_strndup(def, strcspn(def, "\n"));
+    }
+    free(help);
+    return value;
+}
+
 /* A service's own default gives way to the variable, 0 included, and
  * --help prints the service's default. */
 Test(config, the_benchmark_workers_batch_wait_can_be_set) {
@@ -57,17 +76,28 @@ Test(config, the_benchmark_workers_batch_wait_can_be_set) {
     cr_assert_eq(load(&cfg, DS_SVC_BENCHMARK, env, err, sizeof err), 0, "%s", err);
     cr_expect_eq(cfg.batch_wait_ms, 0);
     ds_config_close(&cfg);
-    char *help = NULL;
-    size_t len = 0;
-    FILE *out = open_memstream(&help, &len);
-    ds_config_print_help(out, DS_SVC_BENCHMARK);
-    fclose(out);
-    const char *at = strstr(help, "DEALSCORE_BATCH_WAIT_MS");
-    cr_assert_not_null(at);
-    const char *def = strstr(at, "default: ");
+    char *def = help_default(DS_SVC_BENCHMARK, "DEALSCORE_BATCH_WAIT_MS");
     cr_assert_not_null(def);
-    cr_expect_eq(strncmp(def, "default: 20\n", 12), 0, "%.20s", def);
-    free(help);
+    cr_expect_str_eq(def, "20");
+    free(def);
+}
+
+/* Each worker has its own consumer group unless the variable names one;
+ * --help prints the worker's own. */
+Test(config, the_consumer_group_is_the_services_own) {
+    char *none[] = {NULL}, *named[] = {"DEALSCORE_GROUP_ID=team-a", NULL};
+    ds_config_t cfg;
+    char err[256];
+    cr_assert_eq(load(&cfg, DS_SVC_FEATURE, none, err, sizeof err), 0, "%s", err);
+    cr_expect_str_eq(cfg.group_id, "dealscore-feature");
+    ds_config_close(&cfg);
+    cr_assert_eq(load(&cfg, DS_SVC_BENCHMARK, named, err, sizeof err), 0, "%s", err);
+    cr_expect_str_eq(cfg.group_id, "team-a");
+    ds_config_close(&cfg);
+    char *def = help_default(DS_SVC_NOTIFY, "DEALSCORE_GROUP_ID");
+    cr_assert_not_null(def);
+    cr_expect_str_eq(def, "dealscore-notify");
+    free(def);
 }
 
 Test(config, reads_values_and_topic_prefix) {
