@@ -51,7 +51,7 @@ static const cfg_entry_t entries[] = {
      "most messages or records handled in one batch"},
     {"DEALSCORE_BATCH_WAIT_MS", T_INT, WORKERS, 0, 60000, NULL, OFF(batch_wait_ms),
      "longest wait for more messages after a batch's first, milliseconds (0: what is ready then; "
-     "the benchmark worker, off the path to a prediction, waits 20 by default)"},
+     "the benchmark and notify workers, off the path to a prediction, wait 20 by default)"},
     {"DEALSCORE_BURST_BATCH_SIZE", T_INT, WORKERS, 1, 1000000, "100000", OFF(burst_batch_size),
      "most messages a burst batch holds, one per deal (a burst: see DEALSCORE_BURST_BACKLOG_MS); "
      "at most DEALSCORE_BATCH_SIZE turns bursts off"},
@@ -147,11 +147,11 @@ static const cfg_entry_t entries[] = {
 };
 
 /* What differs by service: its name, its consumer group, its listener,
- * its batch wait. The benchmark worker is off the path from a change to
- * its prediction: waiting 20 ms for more of a batch costs no one's
- * latency, and each batch is a transaction of three round trips and an
- * org lock. Its backend used 64-67 us per change against 233-242 at 500
- * changes/s one per request, and 23-26 against 37 batched
+ * its batch wait. The benchmark and notify workers are off the path from
+ * a change to its prediction: waiting 20 ms for more of a batch costs no
+ * one's latency, and each batch costs them statements of its own. At 500
+ * changes/s one per request, the benchmark worker's backend used 64-67 us
+ * per change against 233-242, notify's 9 against 39
  * (tools/bench/e2e/README.md). */
 typedef struct {
     ds_svc_kind_t svc;
@@ -164,7 +164,7 @@ static const svc_defaults_t *svc_defaults(ds_svc_kind_t svc) {
         {DS_SVC_SCORING, "scoring", "dealscore-scoring", "127.0.0.1:8081", "0"},
         {DS_SVC_FEATURE, "feature", "dealscore-feature", "127.0.0.1:8082", "0"},
         {DS_SVC_BENCHMARK, "benchmark", "dealscore-benchmark", "127.0.0.1:8083", "20"},
-        {DS_SVC_NOTIFY, "notify", "dealscore-notify", "127.0.0.1:8084", "0"},
+        {DS_SVC_NOTIFY, "notify", "dealscore-notify", "127.0.0.1:8084", "20"},
     };
     static const svc_defaults_t other = {0, "dealscore", "dealscore-dealscore", "127.0.0.1:8080", "0"};
     for (size_t i = 0; i < DS_ARRAY_SIZE(known); i++)

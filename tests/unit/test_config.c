@@ -46,6 +46,9 @@ Test(config, defaults_per_service) {
     cr_assert_eq(cfg.bench_months, 12);
     cr_assert_eq(cfg.batch_wait_ms, 20, "the benchmark worker gathers its batches");
     ds_config_close(&cfg);
+    cr_assert_eq(load(&cfg, DS_SVC_NOTIFY, env, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(cfg.batch_wait_ms, 20, "the notify worker gathers its batches");
+    ds_config_close(&cfg);
 }
 
 /* The default --help prints for the variable name (the rest of its
