@@ -290,12 +290,14 @@ typedef struct {
     size_t n;
 } backends_t;
 
-/* The WAL the whole cluster has written (pg_stat_wal): bytes, records
- * and full-page images. */
+/* What Postgres has done, counted where it does not depend on the load:
+ * the WAL the whole cluster has written (pg_stat_wal: bytes, records,
+ * full-page images) and the buffers the database's sessions touched
+ * (pg_stat_database: hits and reads). */
 typedef struct {
-    double bytes, records, fpi;
+    double wal_bytes, wal_records, wal_fpi, buffers;
     bool ok;
-} wal_t;
+} pg_work_t;
 
 /* A phase returns GO_ON to let the next one run, or the exit status. */
 #define GO_ON (-1)
@@ -318,10 +320,10 @@ typedef struct {
     bool cfg_loaded;
     char runid[9];
     PGconn *db;
-    perf_cpu_t cpu;      /* the stack's processes on this machine */
-    bool local_db;       /* Postgres runs here: its backends are counted */
-    backends_t pg_start; /* its backends at the start of a row */
-    wal_t wal_start;     /* the cluster's WAL at the start of a row */
+    perf_cpu_t cpu;          /* the stack's processes on this machine */
+    bool local_db;           /* Postgres runs here: its backends are counted */
+    backends_t pg_start;     /* its backends at the start of a row */
+    pg_work_t pg_work_start; /* what Postgres had done at the start of a row */
     run_t r;
     watcher_t w;
     pthread_t watch_thread;
@@ -463,34 +465,37 @@ static void print_backends(PGconn *db, const backends_t *start, double changes) 
     free(end.v);
 }
 
-static wal_t wal_now(PGconn *db) {
-    wal_t w = {0};
-    PGresult *res = PQexec(db, "select wal_bytes, wal_records, wal_fpi from pg_stat_wal");
+static pg_work_t pg_work_now(PGconn *db) {
+    pg_work_t w = {0};
+    PGresult *res =
+        PQexec(db, "select w.wal_bytes, w.wal_records, w.wal_fpi, d.blks_hit + d.blks_read"
+                   " from pg_stat_wal w, pg_stat_database d where d.datname = current_database()");
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-        w.bytes = atof(PQgetvalue(res, 0, 0));
-        w.records = atof(PQgetvalue(res, 0, 1));
-        w.fpi = atof(PQgetvalue(res, 0, 2));
+        w.wal_bytes = atof(PQgetvalue(res, 0, 0));
+        w.wal_records = atof(PQgetvalue(res, 0, 1));
+        w.wal_fpi = atof(PQgetvalue(res, 0, 2));
+        w.buffers = atof(PQgetvalue(res, 0, 3));
         w.ok = true;
     }
     PQclear(res);
     return w;
 }
 
-/* One line: the WAL written per change since start, by every session of
- * the cluster (the workers, autovacuum, anyone else). Unlike CPU time it
- * does not depend on the machine's load: what a change of the stored
- * documents or indexes saves shows here in one run. */
-static void print_wal(PGconn *db, const wal_t *start, double changes) {
-    wal_t end = wal_now(db);
+/* One line: what Postgres did per change since start, for every session
+ * (the workers, autovacuum, anyone else). Unlike CPU time it does not
+ * depend on the machine's load: what a change of the stored documents,
+ * an index or a plan saves shows here in one run. */
+static void print_pg_work(PGconn *db, const pg_work_t *start, double changes) {
+    pg_work_t end = pg_work_now(db);
     if (!start->ok || !end.ok) return;
-    printf("  WAL per change: %.0f bytes in %.1f records, %.3f full-page images\n",
-           (end.bytes - start->bytes) / changes, (end.records - start->records) / changes,
-           (end.fpi - start->fpi) / changes);
+    printf("  Postgres per change: %.0f bytes of WAL in %.1f records (%.3f full-page images), %.1f buffers\n",
+           (end.wal_bytes - start->wal_bytes) / changes, (end.wal_records - start->wal_records) / changes,
+           (end.wal_fpi - start->wal_fpi) / changes, (end.buffers - start->buffers) / changes);
 }
 
 static void cpu_start(bench_t *b) {
     perf_cpu_start(&b->cpu);
-    b->wal_start = wal_now(b->db);
+    b->pg_work_start = pg_work_now(b->db);
     if (b->local_db) b->pg_start = backends_now(b->db);
 }
 
@@ -498,7 +503,7 @@ static void cpu_start(bench_t *b) {
 static void cpu_print(bench_t *b, double changes) {
     perf_cpu_print(&b->cpu, stdout, changes);
     if (b->local_db && changes > 0) print_backends(b->db, &b->pg_start, changes);
-    if (changes > 0) print_wal(b->db, &b->wal_start, changes);
+    if (changes > 0) print_pg_work(b->db, &b->pg_work_start, changes);
     free(b->pg_start.v);
     b->pg_start = (backends_t){0};
 }
