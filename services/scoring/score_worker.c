@@ -414,30 +414,79 @@ static void build_rows(const scoring_item_t *items, size_t n, ds_pgarray_t c[SCO
     free(js.p);
 }
 
-/* One pipelined transaction: first, the scores' rows of the three tables,
- * the risks of deals no longer open; none when there is nothing to write. */
-static int write_rows(ds_pg_t *pg, const scoring_persist_opts_t *o, const scoring_stmt_t *first,
-                      ds_pgarray_t c[SCORE_COLS], deal_risks_batch_t *risks, char *errstr, size_t errsz) {
-    if (!first && c[0].n == 0) return DS_OK;
+/* The rows statement's slices: at most WRITE_CHUNK scores each. The
+ * statement materializes its rows (x) with their documents, about 6 KB a
+ * score; past work_mem (4 MB by default) Postgres spills them to a
+ * temporary file and reads them back for every part of the statement. A
+ * burst's batch of 15,000 scores in one statement spilled 30 MB a batch
+ * and cost the scoring backend 300 µs a change against 131 with batches
+ * of 500 (tools/bench/e2e/README.md). */
+#define WRITE_CHUNK 256
+
+/* One slice: its parameters, which must live until the pipeline has run. */
+typedef struct {
+    ds_pgarray_t cols[SCORE_COLS];
+    deal_risks_batch_t risks;
     const char *v[ROWS_PARAMS];
     int l[ROWS_PARAMS], f[ROWS_PARAMS];
-    ds_pgarray_params(c, SCORE_COLS, v, l, f);
-    deal_risks_params(risks, v + SCORE_COLS, l + SCORE_COLS, f + SCORE_COLS);
+} write_chunk_t;
+
+/* One pipelined transaction: first, each chunk's rows of the three tables
+ * and the risks of its deals no longer open; none when there is nothing to
+ * write. */
+static int write_rows(ds_pg_t *pg, const scoring_persist_opts_t *o, const scoring_stmt_t *first,
+                      write_chunk_t *chunks, size_t nchunks, char *errstr, size_t errsz) {
+    bool any = first != NULL;
+    for (size_t k = 0; k < nchunks; k++) any = any || chunks[k].cols[0].n;
+    if (!any) return DS_OK;
     ds_pg_batch_t *b = NULL;
     ds_pg_batch_begin(pg, &b);
     ds_pg_batch_add_sql(b, "BEGIN", NULL);
     if (first)
         ds_pg_batch_add_params_ref(b, first->sql, first->nparams, first->values, first->lengths,
                                    first->formats, NULL);
-    /* The arrays live until after the run: no copy of them. */
-    if (c[0].n)
-        ds_pg_batch_add_params_ref(b, o->plain ? sql_rows_plain : sql_rows, ROWS_PARAMS, v, l, f, NULL);
-    deal_risks_add_forget(risks, b);
+    for (size_t k = 0; k < nchunks; k++) {
+        write_chunk_t *c = &chunks[k];
+        if (c->cols[0].n) {
+            ds_pgarray_params(c->cols, SCORE_COLS, c->v, c->l, c->f);
+            deal_risks_params(&c->risks, c->v + SCORE_COLS, c->l + SCORE_COLS, c->f + SCORE_COLS);
+            ds_pg_batch_add_params_ref(b, o->plain ? sql_rows_plain : sql_rows, ROWS_PARAMS, c->v, c->l, c->f,
+                                       NULL);
+        }
+        deal_risks_add_forget(&c->risks, b);
+    }
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
     int rc = ds_pg_batch_run(b, NULL, NULL, errstr, errsz);
     if (rc != 0 && o->conflict && strcmp(ds_pg_batch_sqlstate(b), "23505") == 0) *o->conflict = true;
     ds_pg_batch_end(b);
     return rc;
+}
+
+/* The items' rows in chunks of WRITE_CHUNK (*out, *nout; free with
+ * free_chunks, also after a failure). */
+static int build_chunks(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, const scoring_item_t *items,
+                        size_t n, write_chunk_t **out, size_t *nout, char *errstr, size_t errsz) {
+    size_t nchunks = (n + WRITE_CHUNK - 1) / WRITE_CHUNK;
+    write_chunk_t *chunks = ds_calloc(nchunks ? nchunks : 1, sizeof *chunks);
+    *out = chunks;
+    *nout = 0;
+    for (size_t k = 0; k < nchunks; k++) {
+        size_t at = k * WRITE_CHUNK, m = n - at < WRITE_CHUNK ? n - at : WRITE_CHUNK;
+        *nout = k + 1;
+        int rc = deal_risks_build(pg, orgs, scorer, scorer_risks(scorer), items + at, m, &chunks[k].risks,
+                                  errstr, errsz);
+        if (rc != 0) return rc;
+        build_rows(items + at, m, chunks[k].cols);
+    }
+    return DS_OK;
+}
+
+static void free_chunks(write_chunk_t *chunks, size_t n) {
+    for (size_t k = 0; k < n; k++) {
+        deal_risks_batch_free(&chunks[k].risks);
+        for (int c = 0; c < SCORE_COLS; c++) ds_pgarray_free(&chunks[k].cols[c]);
+    }
+    free(chunks);
 }
 
 int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k,
@@ -468,19 +517,17 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
         changes_from_previous(&items[i], top_k);
         explain(&items[i], items[i].stages);
     }
-    deal_risks_batch_t risks;
-    rc = deal_risks_build(pg, orgs, scorer, scorer_risks(scorer), items, n, &risks, errstr, errsz);
+    write_chunk_t *chunks;
+    size_t nchunks;
+    rc = build_chunks(pg, orgs, scorer, items, n, &chunks, &nchunks, errstr, errsz);
     if (rc != 0) {
-        deal_risks_batch_free(&risks);
+        free_chunks(chunks, nchunks);
         return rc;
     }
-    ds_pgarray_t cols[SCORE_COLS] = {{0}};
-    build_rows(items, n, cols);
     const scoring_stmt_t *first = o->first ? o->first(o->first_ud, items, n) : NULL;
     int64_t t3 = ds_mono_us();
-    rc = write_rows(pg, o, first, cols, &risks, errstr, errsz);
-    deal_risks_batch_free(&risks);
-    for (int c = 0; c < SCORE_COLS; c++) ds_pgarray_free(&cols[c]);
+    rc = write_rows(pg, o, first, chunks, nchunks, errstr, errsz);
+    free_chunks(chunks, nchunks);
     if (o->stats) {
         int64_t t4 = ds_mono_us();
         o->stats->us_score += t1 - t0;

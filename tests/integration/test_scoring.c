@@ -421,6 +421,22 @@ static void persist_many(ds_pg_t *pg, char **ids, size_t n, int64_t at_us) {
     ds_org_cache_destroy(orgs);
 }
 
+/* n new deals of the org, external ids prefix1 .. prefixN; their ids in
+ * ids (pointing into the result, which the caller clears). */
+static PGresult *insert_deals(PGconn *db, const char *prefix, int n, char **ids) {
+    pgt_execf(db,
+              "insert into opportunities (org_id, external_id, stage, created_at)"
+              " select '%s', '%s' || g, 'demo', '2026-01-01Z' from generate_series(1, %d) g",
+              S.org_id, prefix, n);
+    char *sql =
+        pgt_fmt("select id::text from opportunities where external_id like '%s%%' order by id", prefix);
+    PGresult *r = pgt_query(db, sql);
+    free(sql);
+    cr_assert_eq(PQntuples(r), n);
+    for (int i = 0; i < n; i++) ids[i] = PQgetvalue(r, i, 0);
+    return r;
+}
+
 /* A batch's write joins the batch to what it updated by hashing, never
  * row by row: a worker that fell behind gathers thousands of scores into
  * one batch, and comparing every score with every other made a batch of
@@ -431,14 +447,8 @@ static void persist_many(ds_pg_t *pg, char **ids, size_t n, int64_t at_us) {
 Test(scoring, a_large_batch_is_written_with_work_linear_in_its_size) {
     enum { N = 1500 };
     PGconn *db = pgt_connect_db(&S.db);
-    pgt_execf(db,
-              "insert into opportunities (org_id, external_id, stage, created_at)"
-              " select '%s', 'L' || g, 'demo', '2026-01-01Z' from generate_series(1, %d) g",
-              S.org_id, N);
-    PGresult *r = pgt_query(db, "select id::text from opportunities where external_id like 'L%' order by id");
-    cr_assert_eq(PQntuples(r), N);
     char *ids[N];
-    for (int i = 0; i < N; i++) ids[i] = PQgetvalue(r, i, 0);
+    PGresult *r = insert_deals(db, "L", N, ids);
     ds_pg_t *pg = scorer_pg();
     persist_many(pg, ids, N, 1780000000000000LL); /* every deal's first score: inserted */
     cr_assert_eq(
@@ -457,6 +467,34 @@ Test(scoring, a_large_batch_is_written_with_work_linear_in_its_size) {
     long long thrown = pgt_plans_join_filter_max(&plans);
     cr_expect_lt(thrown, N, "a join compared %lld row pairs for a batch of %d", thrown, N);
     free(plans.text);
+    ds_pg_destroy(pg);
+    PQclear(r);
+    PQfinish(db);
+}
+
+/* A burst's batch is written without a temporary file: the write
+ * materializes its rows with their documents, and thousands of them in one
+ * statement went past work_mem, to a file written and read back for each
+ * part of the statement (WRITE_CHUNK in score_worker.c). temp_file_limit
+ * makes a spill an error. */
+Test(scoring, a_bursts_batch_is_written_without_a_temporary_file) {
+    enum { N = 3000 };
+    PGconn *db = pgt_connect_db(&S.db);
+    char *ids[N];
+    PGresult *r = insert_deals(db, "T", N, ids);
+    ds_pg_t *pg = scorer_pg();
+    /* This test's scores carry smaller documents than a trained model's
+     * (about 6 KB a score): work_mem shrinks with them, from 4 MB. */
+    pgt_exec(ds_pg_conn(pg), "set work_mem = '1MB'; set temp_file_limit = '64kB'");
+    persist_many(pg, ids, N, 1780000000000000LL);
+    persist_many(pg, ids, N, 1780000060000000LL);
+    cr_expect_eq(
+        pgt_longf(db, "select count(*) from predictions p join opportunities o on o.id = p.opportunity_id"
+                      " where o.external_id like 'T%%' and p.as_of = to_timestamp(1780000060)"),
+        N);
+    cr_expect_eq(pgt_longf(db, "select count(*) from prediction_history h join opportunities o"
+                               " on o.id = h.opportunity_id where o.external_id like 'T%%'"),
+                 2 * N, "both scores of every deal are in the history");
     ds_pg_destroy(pg);
     PQclear(r);
     PQfinish(db);
