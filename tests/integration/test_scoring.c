@@ -437,6 +437,15 @@ static PGresult *insert_deals(PGconn *db, const char *prefix, int n, char **ids)
     return r;
 }
 
+/* The predictions of the deals of external id prefix% as of at_s (epoch
+ * seconds). */
+static long long predictions_as_of(PGconn *db, const char *prefix, long long at_s) {
+    return pgt_longf(db,
+                     "select count(*) from predictions p join opportunities o on o.id = p.opportunity_id"
+                     " where o.external_id like '%s%%' and p.as_of = to_timestamp(%lld)",
+                     prefix, at_s);
+}
+
 /* A batch's write joins the batch to what it updated by hashing, never
  * row by row: a worker that fell behind gathers thousands of scores into
  * one batch, and comparing every score with every other made a batch of
@@ -451,19 +460,13 @@ Test(scoring, a_large_batch_is_written_with_work_linear_in_its_size) {
     PGresult *r = insert_deals(db, "L", N, ids);
     ds_pg_t *pg = scorer_pg();
     persist_many(pg, ids, N, 1780000000000000LL); /* every deal's first score: inserted */
-    cr_assert_eq(
-        pgt_longf(db, "select count(*) from predictions p join opportunities o on o.id = p.opportunity_id"
-                      " where o.external_id like 'L%%'"),
-        N);
+    cr_assert_eq(predictions_as_of(db, "L", 1780000000), N);
 
     pgt_plans_t plans;
     pgt_plans_watch(ds_pg_conn(pg), &plans);
     persist_many(pg, ids, N, 1780000060000000LL); /* a minute later: every row updated */
     cr_assert_gt(pgt_plans_count(&plans), 0, "auto_explain reported the plans");
-    cr_expect_eq(
-        pgt_longf(db, "select count(*) from predictions p join opportunities o on o.id = p.opportunity_id"
-                      " where o.external_id like 'L%%' and p.as_of = to_timestamp(1780000060)"),
-        N, "every prediction moved to the new score");
+    cr_expect_eq(predictions_as_of(db, "L", 1780000060), N, "every prediction moved to the new score");
     long long thrown = pgt_plans_join_filter_max(&plans);
     cr_expect_lt(thrown, N, "a join compared %lld row pairs for a batch of %d", thrown, N);
     free(plans.text);
@@ -488,10 +491,7 @@ Test(scoring, a_bursts_batch_is_written_without_a_temporary_file) {
     pgt_exec(ds_pg_conn(pg), "set work_mem = '1MB'; set temp_file_limit = '64kB'");
     persist_many(pg, ids, N, 1780000000000000LL);
     persist_many(pg, ids, N, 1780000060000000LL);
-    cr_expect_eq(
-        pgt_longf(db, "select count(*) from predictions p join opportunities o on o.id = p.opportunity_id"
-                      " where o.external_id like 'T%%' and p.as_of = to_timestamp(1780000060)"),
-        N);
+    cr_expect_eq(predictions_as_of(db, "T", 1780000060), N);
     cr_expect_eq(pgt_longf(db, "select count(*) from prediction_history h join opportunities o"
                                " on o.id = h.opportunity_id where o.external_id like 'T%%'"),
                  2 * N, "both scores of every deal are in the history");
