@@ -34,30 +34,34 @@ void ds_org_ctx_destroy(ds_org_ctx_t *o) {
 /* The cache's free callback. */
 static void org_ctx_free(void *p) { ds_org_ctx_destroy(p); }
 
-/* The cache's load callback: the whole context. */
+/* The cache's load callback: the context, with its closed deals when ud is
+ * non-NULL. */
 static int org_ctx_load(ds_pg_t *pg, const char *org_id, void *ud, void **out, char *errstr, size_t errsz) {
-    (void)ud;
     ds_org_ctx_t *o = NULL;
-    int rc = ds_org_ctx_load(pg, org_id, true, &o, errstr, errsz);
+    int rc = ds_org_ctx_load(pg, org_id, ud != NULL, &o, errstr, errsz);
     *out = o;
     return rc;
 }
 
-static ds_refresh_def_t org_cache_def(int ttl_ms) {
-    return (ds_refresh_def_t){
-        .ttl_ms = ttl_ms, .load = org_ctx_load, .free_value = org_ctx_free, .what = "context"};
+static ds_refresh_def_t org_cache_def(int ttl_ms, bool with_closed) {
+    static char closed; /* its address says "with closed deals" */
+    return (ds_refresh_def_t){.ttl_ms = ttl_ms,
+                              .load = org_ctx_load,
+                              .free_value = org_ctx_free,
+                              .ud = with_closed ? &closed : NULL,
+                              .what = "context"};
 }
 
 ds_org_cache_t *ds_org_cache_new(int ttl_ms) {
     ds_org_cache_t *c = ds_calloc(1, sizeof *c);
-    ds_refresh_def_t def = org_cache_def(ttl_ms);
+    ds_refresh_def_t def = org_cache_def(ttl_ms, true);
     c->orgs = ds_refresh_cache_new(&def);
     return c;
 }
 
-ds_org_cache_t *ds_org_cache_new_refreshing(int ttl_ms, const char *url) {
+ds_org_cache_t *ds_org_cache_new_refreshing(int ttl_ms, const char *url, bool with_closed) {
     ds_org_cache_t *c = ds_calloc(1, sizeof *c);
-    ds_refresh_def_t def = org_cache_def(ttl_ms);
+    ds_refresh_def_t def = org_cache_def(ttl_ms, with_closed);
     c->orgs = ds_refresh_cache_new_refreshing(&def, url, "dealscore-org-context");
     return c;
 }

@@ -45,9 +45,11 @@ void ds_org_cache_destroy(ds_org_cache_t *c);
  * (refresh_cache.h): the caller's loop never waits for a reload, whose
  * closed-deal counts grow with the org (44 ms for the demo's 1,331 closed
  * deals). Only a missing org is loaded on the caller's connection. A
- * failed reload keeps the context the org has for another ttl_ms. For the
+ * failed reload keeps the context the org has for another ttl_ms. Without
+ * with_closed, a context has no closed deals (winrate NULL), as
+ * ds_org_ctx_load: for a worker that computes no features. For the
  * workers. */
-ds_org_cache_t *ds_org_cache_new_refreshing(int ttl_ms, const char *url);
+ds_org_cache_t *ds_org_cache_new_refreshing(int ttl_ms, const char *url, bool with_closed);
 /* Returns the org's context in *out (valid until the next call for the
  * same org or destroy), loading it when missing or stale (a refreshing
  * cache: when missing). Returns 0 or a pg error class (DS_ERETRY, DS_EFATAL)

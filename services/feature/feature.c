@@ -438,7 +438,7 @@ void feature_worker(ds_service_t *svc, void *state) {
         ds_panic("database url rejected after validation: %s", err);
     if (ds_pg_new(&st.pgw, svc->cfg->database_url, "dealscore-feature", err, sizeof err) != 0)
         ds_panic("database url rejected after validation: %s", err);
-    st.orgs = ds_org_cache_new_refreshing(60000, svc->cfg->database_url);
+    st.orgs = ds_org_cache_new_refreshing(60000, svc->cfg->database_url, true);
     ds_metrics_t *m = svc->metrics;
     st.m_coalesce =
         ds_metrics_gauge(m, "feature_coalescing_ratio", "Events per opportunity in the last batch", NULL);

@@ -886,7 +886,10 @@ void scoring_worker(ds_service_t *svc, void *state) {
         ds_panic("database url rejected after validation: %s", err);
     ds_pg_listen(st.pg, "dealscore_models", err, sizeof err);
     scorer_register(st.pg);
-    st.orgs = ds_org_cache_new_refreshing(60000, svc->cfg->database_url);
+    /* The stage order only: the features come computed, so the closed
+     * deals' win rates and engagement, most of a context's reload, would
+     * be read every minute for nothing. */
+    st.orgs = ds_org_cache_new_refreshing(60000, svc->cfg->database_url, false);
     st.scorer = scorer_new_refreshing(60000, svc->cfg->prior_min_closed, svc->cfg->risk_ttl_s * 1000,
                                       svc->cfg->database_url);
     st.m_predictions =

@@ -654,7 +654,7 @@ Test(feature, refreshing_org_cache_serves_the_stale_context_until_reloaded) {
     pgt_execf(db, insert, T.org_id, "OPP-R1");
     ds_pg_t *pg = connect_store();
     char err[512];
-    ds_org_cache_t *cache = ds_org_cache_new_refreshing(0, T.db.conninfo);
+    ds_org_cache_t *cache = ds_org_cache_new_refreshing(0, T.db.conninfo, true);
     int64_t after = 1768000000LL * 1000000; /* 2026-01-09 */
     const ds_org_ctx_t *first = NULL, *ctx = NULL;
     ds_engagement_t e;
@@ -669,6 +669,32 @@ Test(feature, refreshing_org_cache_serves_the_stale_context_until_reloaded) {
     cr_assert_eq(ds_org_cache_get(cache, pg, T.org_id, &ctx, err, sizeof err), 0, "%s", err);
     cr_assert_eq(ds_engagement_owner(ctx->winrate, "owner-r", after, &e), DS_OK);
     cr_expect_eq(e.deals, 2, "the deal closed meanwhile reaches the context");
+    ds_org_cache_destroy(cache);
+    ds_pg_destroy(pg);
+    PQfinish(db);
+}
+
+/* The scoring worker's cache holds no closed deals: the stage order and
+ * the lexicon alone, reloaded as the feature worker's is. */
+Test(feature, a_cache_without_closed_deals_holds_the_stages_alone) {
+    PGconn *db = pgt_connect_db(&T.db);
+    pgt_execf(
+        db,
+        "insert into opportunities (org_id, external_id, owner_id, stage, created_at, closed_at, outcome)"
+        " values ('%s', 'OPP-C', 'owner-c', 'closed_won', '2026-01-01T00:00:00Z',"
+        " '2026-01-08T00:00:00Z', 'won')",
+        T.org_id);
+    ds_pg_t *pg = connect_store();
+    char err[512];
+    ds_org_cache_t *cache = ds_org_cache_new_refreshing(0, T.db.conninfo, false);
+    const ds_org_ctx_t *ctx = NULL;
+    cr_assert_eq(ds_org_cache_get(cache, pg, T.org_id, &ctx, err, sizeof err), 0, "%s", err);
+    cr_expect_null(ctx->winrate, "no closed deals were read");
+    cr_assert_not_null(ctx->stages);
+    cr_expect_eq(ds_stage_list_index(ctx->stages, "proposal"), 4, "the stage order is there");
+    ds_org_cache_await_refreshes(cache);
+    cr_assert_eq(ds_org_cache_get(cache, pg, T.org_id, &ctx, err, sizeof err), 0, "%s", err);
+    cr_expect_null(ctx->winrate, "nor by a reload");
     ds_org_cache_destroy(cache);
     ds_pg_destroy(pg);
     PQfinish(db);
