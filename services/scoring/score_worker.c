@@ -419,8 +419,8 @@ static void build_rows(const scoring_item_t *items, size_t n, ds_pgarray_t c[SCO
  * score; past work_mem (4 MB by default) Postgres spills them to a
  * temporary file and reads them back for every part of the statement. A
  * burst's batch of 15,000 scores in one statement spilled 30 MB a batch
- * and cost the scoring backend 300 µs a change against 131 with batches
- * of 500 (tools/bench/e2e/README.md). */
+ * and cost the scoring backend 300 µs a change against 131 in slices
+ * (services/scoring/README.md, "The worker's write"). */
 #define WRITE_CHUNK 256
 
 /* One slice: its parameters, which must live until the pipeline has run. */
