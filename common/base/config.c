@@ -47,8 +47,8 @@ static const cfg_entry_t entries[] = {
      "replication factor for topics this service creates"},
     {"DEALSCORE_GROUP_ID", T_STR, WORKERS, 0, 0, NULL, OFF(group_id),
      "Kafka consumer group (default dealscore-<service>)"},
-    {"DEALSCORE_BATCH_SIZE", T_INT, WORKERS, 1, 100000, "500", OFF(batch_size),
-     "most messages or records handled in one batch"},
+    {"DEALSCORE_BATCH_SIZE", T_INT, WORKERS, 1, 100000, NULL, OFF(batch_size),
+     "most messages handled in one batch"},
     {"DEALSCORE_BATCH_WAIT_MS", T_INT, WORKERS, 0, 60000, NULL, OFF(batch_wait_ms),
      "longest wait for more messages after a batch's first, milliseconds (0: what is ready then; "
      "the benchmark and notify workers, off the path to a prediction, wait 20 by default)"},
@@ -147,26 +147,30 @@ static const cfg_entry_t entries[] = {
 };
 
 /* What differs by service: its name, its consumer group, its listener,
- * its batch wait. The benchmark and notify workers are off the path from
- * a change to its prediction: waiting 20 ms for more of a batch costs no
- * one's latency, and each batch costs them statements of its own. At 500
- * changes/s one per request, the benchmark worker's backend used 64-67 us
- * per change against 233-242, notify's 9 against 39
- * (tools/bench/e2e/README.md). */
+ * its batch wait and size. The benchmark and notify workers are off the
+ * path from a change to its prediction: waiting 20 ms for more of a batch
+ * costs no one's latency, and each batch costs them statements of its
+ * own. At 500 changes/s one per request, the benchmark worker's backend
+ * used 64-67 us per change against 233-242, notify's 9 against 39
+ * (tools/bench/e2e/README.md). The scoring worker reads, scores and
+ * writes each batch in turn and is the first to fall behind: with
+ * batches of 500, at 5,000 changes/s its polls came back full and it
+ * gathered bursts that held p99 over a second; with 2,000 it kept up
+ * without a burst ("The scoring worker's batch" there). */
 typedef struct {
     ds_svc_kind_t svc;
-    const char *name, *group_id, *http_addr, *batch_wait_ms;
+    const char *name, *group_id, *http_addr, *batch_wait_ms, *batch_size;
 } svc_defaults_t;
 
 static const svc_defaults_t *svc_defaults(ds_svc_kind_t svc) {
     static const svc_defaults_t known[] = {
-        {DS_SVC_INGEST, "ingest", "dealscore-ingest", "127.0.0.1:8080", "0"},
-        {DS_SVC_SCORING, "scoring", "dealscore-scoring", "127.0.0.1:8081", "0"},
-        {DS_SVC_FEATURE, "feature", "dealscore-feature", "127.0.0.1:8082", "0"},
-        {DS_SVC_BENCHMARK, "benchmark", "dealscore-benchmark", "127.0.0.1:8083", "20"},
-        {DS_SVC_NOTIFY, "notify", "dealscore-notify", "127.0.0.1:8084", "20"},
+        {DS_SVC_INGEST, "ingest", "dealscore-ingest", "127.0.0.1:8080", "0", "500"},
+        {DS_SVC_SCORING, "scoring", "dealscore-scoring", "127.0.0.1:8081", "0", "2000"},
+        {DS_SVC_FEATURE, "feature", "dealscore-feature", "127.0.0.1:8082", "0", "500"},
+        {DS_SVC_BENCHMARK, "benchmark", "dealscore-benchmark", "127.0.0.1:8083", "20", "500"},
+        {DS_SVC_NOTIFY, "notify", "dealscore-notify", "127.0.0.1:8084", "20", "500"},
     };
-    static const svc_defaults_t other = {0, "dealscore", "dealscore-dealscore", "127.0.0.1:8080", "0"};
+    static const svc_defaults_t other = {0, "dealscore", "dealscore-dealscore", "127.0.0.1:8080", "0", "500"};
     for (size_t i = 0; i < DS_ARRAY_SIZE(known); i++)
         if (known[i].svc == svc) return &known[i];
     return &other;
@@ -177,6 +181,7 @@ static const char *entry_default(const cfg_entry_t *e, ds_svc_kind_t svc) {
     if (e->off == OFF(http_addr)) return svc_defaults(svc)->http_addr;
     if (e->off == OFF(group_id)) return svc_defaults(svc)->group_id;
     if (e->off == OFF(batch_wait_ms)) return svc_defaults(svc)->batch_wait_ms;
+    if (e->off == OFF(batch_size)) return svc_defaults(svc)->batch_size;
     return e->def;
 }
 

@@ -419,9 +419,9 @@ static int poll_batch(ds_worker_t *w, int idle_ms) {
     }
     if (n > 0) take(w, w->cur->msgs, (size_t)n, burst);
     if (burst) {
-        /* A tenth of a batch per quiet window: with the defaults, the
-         * burst ends when the input falls under 500 messages/s; a whole
-         * batch per window (5,000/s) is a flood. */
+        /* A tenth of a batch per quiet window: with batches of 500 and
+         * the defaults, the burst ends when the input falls under 500
+         * messages/s; a whole batch per window (5,000/s) is a flood. */
         size_t trickle = max / 10 > 1 ? max / 10 : 1;
         if (gather_burst(w, trickle, max) == DS_EFATAL)
             n = DS_EFATAL;

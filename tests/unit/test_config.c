@@ -24,6 +24,7 @@ Test(config, defaults_per_service) {
     cr_assert_str_eq(cfg.group_id, "dealscore-scoring");
     cr_assert_eq(cfg.top_k, 5);
     cr_assert_eq(cfg.min_closed, 40);
+    cr_assert_eq(cfg.batch_size, 2000, "the scoring worker takes larger batches");
     cr_assert_null(cfg.cors_origins, "no browser origin unless listed");
     ds_config_close(&cfg);
 
@@ -83,6 +84,24 @@ Test(config, the_benchmark_workers_batch_wait_can_be_set) {
     cr_assert_not_null(def);
     cr_expect_str_eq(def, "20");
     free(def);
+}
+
+/* The scoring worker's batch size gives way to the variable, and --help
+ * prints each worker's own default. */
+Test(config, the_scoring_workers_batch_size_can_be_set) {
+    char *env[] = {"DEALSCORE_BATCH_SIZE=500", NULL};
+    ds_config_t cfg;
+    char err[256];
+    cr_assert_eq(load(&cfg, DS_SVC_SCORING, env, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(cfg.batch_size, 500);
+    ds_config_close(&cfg);
+    char *scoring = help_default(DS_SVC_SCORING, "DEALSCORE_BATCH_SIZE");
+    char *feature = help_default(DS_SVC_FEATURE, "DEALSCORE_BATCH_SIZE");
+    cr_assert(scoring && feature);
+    cr_expect_str_eq(scoring, "2000");
+    cr_expect_str_eq(feature, "500");
+    free(scoring);
+    free(feature);
 }
 
 /* Each worker has its own consumer group unless the variable names one;
