@@ -265,9 +265,33 @@ static void mark_unchanged(scoring_item_t *items, size_t n, double min_change) {
     }
 }
 
+/* Scores and writes the items, a second time after a unique violation.
+ * The history rows go in with a plain INSERT: a score's row exists
+ * already only when its features.ready is replayed, and ON CONFLICT would
+ * insert every row speculatively (a WAL record more per row) for that. A
+ * replay fails with a unique violation and is scored again with ON
+ * CONFLICT DO NOTHING. So is a deal's first score that met another
+ * writer's (the worker's, an API call's) in the realtime identity index
+ * of predictions or deal_risks: ON CONFLICT (opportunity_id) does not
+ * arbitrate that index, so Postgres raises the violation there instead of
+ * taking the conflict path, and the second pass finds the row and updates
+ * it (test_scoring.c, concurrent_first_scores_all_answer_200). */
+static int persist_settled(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k,
+                           scoring_item_t *items, size_t n, bool history_read, char *errstr, size_t errsz) {
+    int rc = DS_OK;
+    for (int pass = 0; pass < 2; pass++) {
+        bool conflict = false;
+        scoring_persist_opts_t o = {.plain = pass == 0, .conflict = &conflict, .history_read = history_read};
+        rc = scoring_persist_opts(pg, orgs, scorer, top_k, items, n, &o, errstr, errsz);
+        if (!conflict) break;
+        for (size_t k = 0; k < n; k++) scoring_item_clear(&items[k]);
+    }
+    return rc;
+}
+
 int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
                     size_t n, char *errstr, size_t errsz) {
-    return scoring_persist_opts(pg, orgs, scorer, top_k, items, n, NULL, errstr, errsz);
+    return persist_settled(pg, orgs, scorer, top_k, items, n, false, errstr, errsz);
 }
 
 /* Scores the items per org, one model call per org. */
@@ -808,22 +832,10 @@ static int publish_predictions(ds_worker_t *w, const score_batch_t *sb, char *er
     return DS_OK;
 }
 
-/* Scores and writes the batch. The history rows go in with a plain
- * INSERT: a score's row exists already only when its features.ready is
- * replayed, and ON CONFLICT would insert every row speculatively (a WAL
- * record more per row) for that. A replayed batch fails with a unique
- * violation and is scored again with ON CONFLICT DO NOTHING. */
+/* Scores and writes the batch, its history read with the deals. */
 static int persist_batch(worker_state_t *st, score_batch_t *sb, char *errstr, size_t errsz) {
-    int rc = DS_OK;
-    for (int pass = 0; pass < 2; pass++) {
-        bool conflict = false;
-        scoring_persist_opts_t o = {.plain = pass == 0, .conflict = &conflict, .history_read = true};
-        rc = scoring_persist_opts(st->pg, st->orgs, st->scorer, st->svc->cfg->top_k, sb->its, sb->nit, &o,
-                                  errstr, errsz);
-        if (!conflict) break;
-        for (size_t k = 0; k < sb->nit; k++) scoring_item_clear(&sb->its[k]);
-    }
-    return rc;
+    return persist_settled(st->pg, st->orgs, st->scorer, st->svc->cfg->top_k, sb->its, sb->nit, true, errstr,
+                           errsz);
 }
 
 static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr, size_t errsz) {

@@ -72,8 +72,9 @@ typedef struct {
 
 /* Scores items[0..n) of one or more orgs (scorer and org caches given),
  * reads their previous predictions, and writes prediction_history and
- * predictions in one transaction. Returns 0 or a pg class (DS_ERETRY for a
- * database that is away). */
+ * predictions in one transaction, once more after a unique violation (a
+ * replay, or a deal's first score racing another's). Returns 0 or a pg
+ * class (DS_ERETRY for a database that is away). */
 int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
                     size_t n, char *errstr, size_t errstr_size);
 /* Where scoring_persist_stats spent its time, added to (microseconds):

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 
 #include "dstest.h"
 #include "scoring/scorer.h"
@@ -565,6 +566,59 @@ static httpc_resp_t predict(const char *jwt, const char *body) {
     httpc_resp_t r = httpc_request(S.port, "POST", "/api/predict", hdr, body, strlen(body), 15000);
     free(hdr);
     return r;
+}
+
+/* One call of concurrent_first_scores_all_answer_200. */
+typedef struct {
+    const char *jwt, *body;
+    int status;
+} predict_call_t;
+
+static void *predict_call(void *arg) {
+    predict_call_t *c = arg;
+    httpc_resp_t r = predict(c->jwt, c->body);
+    c->status = r.status;
+    httpc_free(&r);
+    return NULL;
+}
+
+/* Calls that score a deal for the first time at once, one per API thread:
+ * their inserts of its predictions and deal_risks rows can meet in the
+ * realtime identity indexes, which ON CONFLICT (opportunity_id) does not
+ * arbitrate. Postgres then raises a unique violation, and the call that
+ * met it must score again rather than answer 500. */
+Test(scoring, concurrent_first_scores_all_answer_200) {
+    enum { DEALS = 40, CALLS = 4 };
+    PGconn *db = pgt_connect_db(&S.db);
+    char *ids[DEALS];
+    PGresult *r = insert_deals(db, "RACE-", DEALS, ids);
+    char *jwt = token(S.org_id, NULL, 3600);
+    int failed = 0, last = 200;
+    for (int d = 0; d < DEALS; d++) {
+        char *body = pgt_fmt("{\"opportunity_id\":\"%s\"}", ids[d]);
+        predict_call_t calls[CALLS];
+        pthread_t th[CALLS];
+        for (int c = 0; c < CALLS; c++) {
+            calls[c] = (predict_call_t){.jwt = jwt, .body = body};
+            cr_assert_eq(pthread_create(&th[c], NULL, predict_call, &calls[c]), 0);
+        }
+        for (int c = 0; c < CALLS; c++) {
+            pthread_join(th[c], NULL);
+            if (calls[c].status != 200) {
+                failed++;
+                last = calls[c].status;
+            }
+        }
+        free(body);
+    }
+    cr_expect_eq(failed, 0, "%d of %d calls failed (the last with %d)", failed, DEALS * CALLS, last);
+    char *n = pgt_valuef(db, "select count(*) from predictions where opportunity_id in"
+                             " (select id from opportunities where external_id like 'RACE-%%')");
+    cr_expect_str_eq(n, "40");
+    free(n);
+    free(jwt);
+    PQclear(r);
+    PQfinish(db);
 }
 
 Test(scoring, api_predict_scores_visible_opportunities_and_hides_the_rest) {
