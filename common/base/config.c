@@ -155,8 +155,8 @@ static const cfg_entry_t entries[] = {
  * (tools/bench/e2e/README.md). The scoring worker reads, scores and
  * writes each batch in turn and is the first to fall behind: with
  * batches of 500, at 5,000 changes/s its polls came back full and it
- * gathered bursts that held p99 over a second; with 2,000 it kept up
- * without a burst ("The scoring worker's batch" there). */
+ * gathered bursts that held p99 over a second; with 2,000 it gathered
+ * one or none ("The scoring worker's batch" there). */
 typedef struct {
     ds_svc_kind_t svc;
     const char *name, *group_id, *http_addr, *batch_wait_ms, *batch_size;
