@@ -198,7 +198,6 @@ static const char *sql_snapshot_plain = SQL_SNAPSHOT;
  * transaction: a score that is not written stores no snapshot either. */
 typedef struct {
     worker_t *wk;
-    bool plain; /* sql_snapshot_plain, else sql_snapshot */
     ds_pgarray_t a[4];
     char asof[40];
     const char *v[6];
@@ -210,7 +209,7 @@ static void snapshots_free(snapshot_stmt_t *s) {
     for (int k = 0; k < 4; k++) ds_pgarray_free(&s->a[k]);
 }
 
-static const scoring_stmt_t *snapshot_first(void *ud, const scoring_item_t *items, size_t n) {
+static const scoring_stmt_t *snapshot_first(void *ud, const scoring_item_t *items, size_t n, bool plain) {
     snapshot_stmt_t *s = ud;
     int64_t t0 = ds_mono_us();
     snapshots_free(s);
@@ -232,7 +231,7 @@ static const scoring_stmt_t *snapshot_first(void *ud, const scoring_item_t *item
     s->v[4] = s->asof;
     s->v[5] = DS_FEATURE_VERSION;
     ds_pgarray_params(a, 4, s->v, s->lens, s->fmts);
-    s->stmt = (scoring_stmt_t){s->plain ? sql_snapshot_plain : sql_snapshot, 6, s->v, s->lens, s->fmts};
+    s->stmt = (scoring_stmt_t){plain ? sql_snapshot_plain : sql_snapshot, 6, s->v, s->lens, s->fmts};
     s->wk->tally.us_snapshot += ds_mono_us() - t0;
     return a[0].n ? &s->stmt : NULL;
 }
@@ -322,26 +321,19 @@ static int do_job(worker_t *wk, job_t *job, char *errstr, size_t errsz) {
         chunk_t c = {0};
         rc = chunk_build(wk, job, &c, errstr, errsz);
         if (rc == 0 && c.n > 0) {
-            /* Plain INSERTs first: a chunk is new unless an interrupted run
-             * committed it beyond its recorded progress; then (a unique
-             * violation) the same chunk again with ON CONFLICT DO NOTHING. */
+            /* A chunk is new unless an interrupted run committed it beyond
+             * its recorded progress: then it is written a second time. */
             snapshot_stmt_t snap = {.wk = wk};
-            for (int pass = 0; pass < 2; pass++) {
-                bool plain = pass == 0, conflict = false;
-                snap.plain = plain;
-                scoring_persist_opts_t po = {.stats = &wk->tally.persist,
-                                             .first = p->o->snapshot ? snapshot_first : NULL,
-                                             .first_ud = &snap,
-                                             .plain = plain,
-                                             .conflict = &conflict,
-                                             .only_moved = true,
-                                             .min_change = p->o->min_change};
-                rc = scoring_persist_opts(wk->pg, wk->orgs, wk->scorer, p->cfg->top_k, c.items, c.n, &po,
-                                          errstr, errsz);
-                if (!conflict) break;
-                for (size_t i = 0; i < c.n; i++) scoring_item_clear(&c.items[i]);
-                wk->tally.conflicts++;
-            }
+            bool rewritten = false;
+            scoring_persist_opts_t po = {.stats = &wk->tally.persist,
+                                         .first = p->o->snapshot ? snapshot_first : NULL,
+                                         .first_ud = &snap,
+                                         .rewritten = &rewritten,
+                                         .only_moved = true,
+                                         .min_change = p->o->min_change};
+            rc = scoring_persist_opts(wk->pg, wk->orgs, wk->scorer, p->cfg->top_k, c.items, c.n, &po, errstr,
+                                      errsz);
+            if (rewritten) wk->tally.conflicts++;
             snapshots_free(&snap);
         }
         if (rc == 0) {

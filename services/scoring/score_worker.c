@@ -265,33 +265,9 @@ static void mark_unchanged(scoring_item_t *items, size_t n, double min_change) {
     }
 }
 
-/* Scores and writes the items, a second time after a unique violation.
- * The history rows go in with a plain INSERT: a score's row exists
- * already only when its features.ready is replayed, and ON CONFLICT would
- * insert every row speculatively (a WAL record more per row) for that. A
- * replay fails with a unique violation and is scored again with ON
- * CONFLICT DO NOTHING. So is a deal's first score that met another
- * writer's (the worker's, an API call's) in the realtime identity index
- * of predictions or deal_risks: ON CONFLICT (opportunity_id) does not
- * arbitrate that index, so Postgres raises the violation there instead of
- * taking the conflict path, and the second pass finds the row and updates
- * it (test_scoring.c, concurrent_first_scores_all_answer_200). */
-static int persist_settled(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k,
-                           scoring_item_t *items, size_t n, bool history_read, char *errstr, size_t errsz) {
-    int rc = DS_OK;
-    for (int pass = 0; pass < 2; pass++) {
-        bool conflict = false;
-        scoring_persist_opts_t o = {.plain = pass == 0, .conflict = &conflict, .history_read = history_read};
-        rc = scoring_persist_opts(pg, orgs, scorer, top_k, items, n, &o, errstr, errsz);
-        if (!conflict) break;
-        for (size_t k = 0; k < n; k++) scoring_item_clear(&items[k]);
-    }
-    return rc;
-}
-
 int scoring_persist(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
                     size_t n, char *errstr, size_t errsz) {
-    return persist_settled(pg, orgs, scorer, top_k, items, n, false, errstr, errsz);
+    return scoring_persist_opts(pg, orgs, scorer, top_k, items, n, NULL, errstr, errsz);
 }
 
 /* Scores the items per org, one model call per org. */
@@ -457,8 +433,9 @@ typedef struct {
 
 /* One pipelined transaction: first, each chunk's rows of the three tables
  * and the risks of its deals no longer open; none when there is nothing to
- * write. */
-static int write_rows(ds_pg_t *pg, const scoring_persist_opts_t *o, const scoring_stmt_t *first,
+ * write. The history rows with a plain INSERT when plain; *conflict is set
+ * on a unique violation. */
+static int write_rows(ds_pg_t *pg, bool plain, bool *conflict, const scoring_stmt_t *first,
                       write_chunk_t *chunks, size_t nchunks, char *errstr, size_t errsz) {
     bool any = first != NULL;
     for (size_t k = 0; k < nchunks; k++) any = any || chunks[k].cols[0].n;
@@ -474,14 +451,14 @@ static int write_rows(ds_pg_t *pg, const scoring_persist_opts_t *o, const scorin
         if (c->cols[0].n) {
             ds_pgarray_params(c->cols, SCORE_COLS, c->v, c->l, c->f);
             deal_risks_params(&c->risks, c->v + SCORE_COLS, c->l + SCORE_COLS, c->f + SCORE_COLS);
-            ds_pg_batch_add_params_ref(b, o->plain ? sql_rows_plain : sql_rows, ROWS_PARAMS, c->v, c->l, c->f,
+            ds_pg_batch_add_params_ref(b, plain ? sql_rows_plain : sql_rows, ROWS_PARAMS, c->v, c->l, c->f,
                                        NULL);
         }
         deal_risks_add_forget(&c->risks, b);
     }
     ds_pg_batch_add_sql(b, "COMMIT", NULL);
     int rc = ds_pg_batch_run(b, NULL, NULL, errstr, errsz);
-    if (rc != 0 && o->conflict && strcmp(ds_pg_batch_sqlstate(b), "23505") == 0) *o->conflict = true;
+    if (rc != 0 && strcmp(ds_pg_batch_sqlstate(b), "23505") == 0) *conflict = true;
     ds_pg_batch_end(b);
     return rc;
 }
@@ -513,13 +490,11 @@ static void free_chunks(write_chunk_t *chunks, size_t n) {
     free(chunks);
 }
 
-int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k,
-                         scoring_item_t *items, size_t n, const scoring_persist_opts_t *o, char *errstr,
-                         size_t errsz) {
-    static const scoring_persist_opts_t none = {0};
-    if (!o) o = &none;
-    if (o->conflict) *o->conflict = false;
-    if (n == 0) return DS_OK;
+/* One pass of scoring_persist_opts: the history rows plainly inserted when
+ * plain, *conflict set on a unique violation. */
+static int persist_once(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k, scoring_item_t *items,
+                        size_t n, const scoring_persist_opts_t *o, bool plain, bool *conflict, char *errstr,
+                        size_t errsz) {
     int64_t t0 = ds_mono_us();
     int rc = score_by_org(pg, orgs, scorer, top_k, items, n, errstr, errsz);
     if (rc != 0) return rc;
@@ -548,9 +523,9 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
         free_chunks(chunks, nchunks);
         return rc;
     }
-    const scoring_stmt_t *first = o->first ? o->first(o->first_ud, items, n) : NULL;
+    const scoring_stmt_t *first = o->first ? o->first(o->first_ud, items, n, plain) : NULL;
     int64_t t3 = ds_mono_us();
-    rc = write_rows(pg, o, first, chunks, nchunks, errstr, errsz);
+    rc = write_rows(pg, plain, conflict, first, chunks, nchunks, errstr, errsz);
     free_chunks(chunks, nchunks);
     if (o->stats) {
         int64_t t4 = ds_mono_us();
@@ -560,6 +535,33 @@ int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, in
         o->stats->us_write += t4 - t3;
     }
     return rc;
+}
+
+/* The history rows go in with a plain INSERT: a score's row exists
+ * already only when its features.ready is replayed (or an interrupted
+ * rescore committed its chunk), and ON CONFLICT would insert every row
+ * speculatively (a WAL record more per row) for that. A replay fails with
+ * a unique violation and is scored again with ON CONFLICT DO NOTHING. So
+ * is a deal's first score that met another writer's (the worker's, an API
+ * call's) in the realtime identity index of predictions or deal_risks: ON
+ * CONFLICT (opportunity_id) does not arbitrate that index, so Postgres
+ * raises the violation there instead of taking the conflict path, and the
+ * second pass finds the row and updates it (test_scoring.c,
+ * concurrent_first_scores_all_answer_200). */
+int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k,
+                         scoring_item_t *items, size_t n, const scoring_persist_opts_t *o, char *errstr,
+                         size_t errsz) {
+    static const scoring_persist_opts_t none = {0};
+    if (!o) o = &none;
+    if (o->rewritten) *o->rewritten = false;
+    if (n == 0) return DS_OK;
+    bool conflict = false;
+    int rc = persist_once(pg, orgs, scorer, top_k, items, n, o, true, &conflict, errstr, errsz);
+    if (!conflict) return rc;
+    if (o->rewritten) *o->rewritten = true;
+    for (size_t k = 0; k < n; k++) scoring_item_clear(&items[k]);
+    conflict = false;
+    return persist_once(pg, orgs, scorer, top_k, items, n, o, false, &conflict, errstr, errsz);
 }
 
 #define EVENT_MAX_CHANGES 64
@@ -834,8 +836,9 @@ static int publish_predictions(ds_worker_t *w, const score_batch_t *sb, char *er
 
 /* Scores and writes the batch, its history read with the deals. */
 static int persist_batch(worker_state_t *st, score_batch_t *sb, char *errstr, size_t errsz) {
-    return persist_settled(st->pg, st->orgs, st->scorer, st->svc->cfg->top_k, sb->its, sb->nit, true, errstr,
-                           errsz);
+    const scoring_persist_opts_t o = {.history_read = true};
+    return scoring_persist_opts(st->pg, st->orgs, st->scorer, st->svc->cfg->top_k, sb->its, sb->nit, &o,
+                                errstr, errsz);
 }
 
 static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr, size_t errsz) {

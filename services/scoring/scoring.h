@@ -92,19 +92,19 @@ typedef struct {
 } scoring_stmt_t;
 /* Builds a statement over the items that are written (it->unchanged is
  * set by then), run inside the write transaction before the history
- * insert; returns NULL for none. The statement lives until the next call. */
-typedef const scoring_stmt_t *(*scoring_first_fn)(void *ud, const scoring_item_t *items, size_t n);
+ * insert; returns NULL for none. The statement lives until the next call.
+ * plain: the first pass, whose rows cannot exist yet (no ON CONFLICT
+ * needed); a unique violation from it makes a second pass. */
+typedef const scoring_stmt_t *(*scoring_first_fn)(void *ud, const scoring_item_t *items, size_t n,
+                                                  bool plain);
 typedef struct {
     scoring_stats_t *stats; /* timings added here, or NULL */
     scoring_first_fn first; /* or NULL */
     void *first_ud;
-    /* The history rows as a plain INSERT instead of ON CONFLICT DO NOTHING:
-     * cheaper for rows that cannot exist yet (a rescore's chunk scored for
-     * the first time). If one does exist the transaction fails and
-     * *conflict is set (SQLSTATE 23505, from the history or from first):
-     * the caller does the chunk again without plain. */
-    bool plain;
-    bool *conflict;
+    /* Set when a unique violation made a second pass (a replay, a chunk an
+     * interrupted rescore committed, or two first scores of one deal at
+     * once), or NULL. */
+    bool *rewritten;
     /* Writes only the scores that moved (a rescore): a first score, another
      * model version, a probability that moved by more than min_change from
      * the previous score, or other top drivers. The rest are marked
@@ -117,7 +117,9 @@ typedef struct {
      * reads them with the deals): no read of them. */
     bool history_read;
 } scoring_persist_opts_t;
-/* scoring_persist with options (o may be NULL). */
+/* scoring_persist with options (o may be NULL). Both write the history
+ * rows with a plain INSERT first and, after a unique violation, score and
+ * write the items again with ON CONFLICT. */
 int scoring_persist_opts(ds_pg_t *pg, ds_org_cache_t *orgs, scorer_t *scorer, int top_k,
                          scoring_item_t *items, size_t n, const scoring_persist_opts_t *o, char *errstr,
                          size_t errstr_size);
