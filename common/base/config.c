@@ -55,6 +55,9 @@ static const cfg_entry_t entries[] = {
     {"DEALSCORE_BURST_BATCH_SIZE", T_INT, WORKERS, 1, 1000000, "100000", OFF(burst_batch_size),
      "most messages a burst batch holds, one per deal (a burst: see DEALSCORE_BURST_BACKLOG_MS); "
      "at most DEALSCORE_BATCH_SIZE turns bursts off"},
+    {"DEALSCORE_BURST_MAX_KB", T_INT, WORKERS, 1, 4194304, "32768", OFF(burst_max_kb),
+     "most kilobytes of messages (payloads and keys) a burst batch holds: a burst over many "
+     "distinct deals ends there, and its memory with it"},
     {"DEALSCORE_BURST_BACKLOG_MS", T_INT, WORKERS, 0, 600000, "1000", OFF(burst_backlog_ms),
      "a full batch starts a burst only when the backlog behind it (the consumer lag) would take "
      "longer than this to clear at the worker's measured rate, net of the arrivals, milliseconds"},

@@ -43,6 +43,7 @@ typedef struct ds_config_s {
     int batch_wait_ms;       /* DEALSCORE_BATCH_WAIT_MS */
     int shutdown_timeout_ms; /* DEALSCORE_SHUTDOWN_TIMEOUT_MS */
     int burst_batch_size;    /* DEALSCORE_BURST_BATCH_SIZE: most a burst batch holds */
+    int burst_max_kb;        /* DEALSCORE_BURST_MAX_KB: most message bytes a burst batch holds, in KB */
     int burst_backlog_ms;    /* DEALSCORE_BURST_BACKLOG_MS */
     int burst_wait_ms;       /* DEALSCORE_BURST_WAIT_MS */
     int burst_flood_ms;      /* DEALSCORE_BURST_FLOOD_MS */

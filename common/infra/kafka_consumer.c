@@ -114,6 +114,13 @@ int ds_consumer_new(ds_consumer_t **out, const ds_config_t *cfg, const char *gro
         "cooperative-sticky",
         "auto.offset.reset",
         "earliest",
+        /* The prefetch, held beside a burst being processed: librdkafka's
+         * default of 64 MB took a scoring worker's peak in a burst over
+         * 100,000 deals past 256 MB (common/runtime/README.md, "Memory,
+         * measured"). As much as DEALSCORE_BURST_MAX_KB's default, it
+         * still fills a burst from one fill of the queue. */
+        "queued.max.messages.kbytes",
+        "32768",
         NULL,
     };
     const char *gid = group_id ? group_id : cfg->group_id;

@@ -20,7 +20,7 @@ void ds_batch_reset(ds_batch_t *b) {
     }
     for (size_t i = 0; i < b->nmarks; i++) free(b->marks[i].topic);
     ds_strindex_free(&b->bykey);
-    b->n = b->taken = b->nmarks = 0;
+    b->n = b->taken = b->nmarks = b->bytes = 0;
 }
 
 void ds_batch_close(ds_batch_t *b) {
@@ -50,12 +50,15 @@ static void stamp(ds_batch_t *b, int64_t stamp_ms) {
     b->stamps[b->taken++] = stamp_ms;
 }
 
+static size_t message_bytes(const rd_kafka_message_t *m) { return m->len + m->key_len; }
+
 rd_kafka_message_t *ds_batch_take(ds_batch_t *b, rd_kafka_message_t *m, const char *topic, int64_t stamp_ms,
                                   const char *key, int64_t rank) {
     mark(b, topic, m->partition, m->offset);
     stamp(b, stamp_ms);
     int at = key ? ds_strindex_find(&b->bykey, key) : -1;
     if (at < 0) {
+        b->bytes += message_bytes(m);
         b->msgs[b->n] = m;
         b->ranks[b->n] = rank;
         if (key) {
@@ -67,6 +70,7 @@ rd_kafka_message_t *ds_batch_take(ds_batch_t *b, rd_kafka_message_t *m, const ch
     }
     if (rank < b->ranks[at]) return m;
     rd_kafka_message_t *old = b->msgs[at];
+    b->bytes = b->bytes - message_bytes(old) + message_bytes(m);
     b->msgs[at] = m;
     b->ranks[at] = rank;
     return old;

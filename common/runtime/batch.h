@@ -24,6 +24,7 @@ typedef struct {
     rd_kafka_message_t **msgs; /* held, for process: the caller's array */
     size_t n;
     size_t taken;   /* messages taken since the reset: held or handed back */
+    size_t bytes;   /* the held messages' payloads and keys */
     int64_t *ranks; /* per held message, when it has a key */
     char **keys;    /* per held message: its key (owned), or NULL */
     ds_strindex_t bykey;

@@ -97,6 +97,10 @@ int ds_worker_produce(ds_worker_t *w, const char *topic, const void *key, size_t
     return rc;
 }
 
+void ds_worker_send_produced(ds_worker_t *w) {
+    if (ds_producer_pending(w->svc->producer) > 0) ds_producer_send_soon(w->svc->producer);
+}
+
 static int undelivered(deliveries_t *dl) {
     return dl->sent - atomic_load(&dl->acked) - atomic_load(&dl->failed);
 }
@@ -245,11 +249,13 @@ static void take(ds_worker_t *w, rd_kafka_message_t **msgs, size_t n, bool burst
 /* A burst: a backlog more than the worker clears in a short time
  * (burst_warranted: a bulk import, a backlog after a restart), gathered
  * into one batch that holds one message per deal (take). It goes on
- * gathering, up to cap messages held, until at the end of a window of
+ * gathering, a batch at most per poll, until at the end of a window of
  * quiet_ms the rest of the backlog no longer warrants a burst (drained: what
  * comes now is the ordinary flow, which must not wait) or that window
  * brought fewer than trickle messages (the input paused or slowed to a
- * trickle), cap is reached, wait_ms have passed or the service stops
+ * trickle), it holds cap messages or DEALSCORE_BURST_MAX_KB of them (a
+ * backlog over more distinct deals than that becomes several bursts, each
+ * of bounded memory), wait_ms have passed or the service stops
  * (checked every 100 ms at most, whatever the settings). Past wait_ms, a
  * flood (every window brings at least flood messages: the input outruns any
  * worker, as in a bulk import) keeps it gathering up to flood_ms in all; a
@@ -267,7 +273,7 @@ static int gather_burst(ds_worker_t *w, size_t trickle, size_t flood) {
     int64_t deadline =
         cfg->burst_flood_ms > cfg->burst_wait_ms ? t0 + (int64_t)cfg->burst_flood_ms * 1000 : firm;
     ds_batch_t *b = &w->cur->batch;
-    size_t first = b->taken, win_n = 0;
+    size_t first = b->taken, win_n = 0, max_bytes = (size_t)cfg->burst_max_kb * 1024;
     bool windows = false, flooding = false; /* a window has ended; the last one to end was a flood */
     /* Short polls: a poll waits out its whole window, so the stop is seen
      * within 100 ms and the window's end at most a quarter of quiet_ms late. */
@@ -278,6 +284,10 @@ static int gather_burst(ds_worker_t *w, size_t trickle, size_t flood) {
         int64_t now = ds_mono_us();
         if (b->n >= w->cap) {
             end = "the batch is full";
+            break;
+        }
+        if (b->bytes >= max_bytes) {
+            end = "it holds DEALSCORE_BURST_MAX_KB of messages";
             break;
         }
         if (now >= deadline) {
@@ -315,8 +325,8 @@ static int gather_burst(ds_worker_t *w, size_t trickle, size_t flood) {
         int64_t until = win_end < deadline ? win_end : deadline;
         int64_t window = (until - now + 999) / 1000;
         rd_kafka_message_t **room = w->cur->msgs + b->n;
-        int got =
-            ds_consumer_poll_batch(w->consumer, room, w->cap - b->n, window < slice ? (int)window : slice);
+        size_t room_n = w->cap - b->n < w->max ? w->cap - b->n : w->max;
+        int got = ds_consumer_poll_batch(w->consumer, room, room_n, window < slice ? (int)window : slice);
         if (got == DS_EFATAL) {
             ds_consumer_release(w->cur->msgs, b->n);
             ds_batch_reset(b);
@@ -330,8 +340,8 @@ static int gather_burst(ds_worker_t *w, size_t trickle, size_t flood) {
         }
     }
     ds_metric_set(w->m_gathering, 0);
-    ds_info("burst: %zu more messages gathered in %lld ms (%s), %zu messages held for %zu taken",
-            b->taken - first, (long long)((ds_mono_us() - t0) / 1000), end, b->n, b->taken);
+    ds_info("burst: %zu more messages gathered in %lld ms (%s), %zu messages (%zu KB) held for %zu taken",
+            b->taken - first, (long long)((ds_mono_us() - t0) / 1000), end, b->n, b->bytes / 1024, b->taken);
     return 0;
 }
 
@@ -399,11 +409,15 @@ static void subscribe(ds_worker_t *w, const char **topics) {
  * often while the input is idle (for the stop and the lag gauge). */
 #define IDLE_POLL_MS 100
 
+static int finish_pending(ds_worker_t *w);
+
 /* Polls a batch into the current slot, waiting up to idle_ms for a first
  * message, and, when it comes back full and the backlog behind it warrants
- * one, gathers a burst. Returns the count held, 0, or DS_EFATAL (nothing
- * held). */
-static int poll_batch(ds_worker_t *w, int idle_ms) {
+ * one, gathers a burst, after completing the batch before it: that one's
+ * messages would otherwise be held beside the burst's until the burst is
+ * processed. Returns the count held, 0, or DS_EFATAL (nothing held); a
+ * failure to complete the batch before sets *stop_rc (nothing held). */
+static int poll_batch(ds_worker_t *w, int idle_ms, int *stop_rc) {
     const ds_config_t *cfg = w->svc->cfg;
     size_t max = w->max;
     ds_batch_t *b = &w->cur->batch;
@@ -418,6 +432,11 @@ static int poll_batch(ds_worker_t *w, int idle_ms) {
                     (long long)behind, w->rates.arrival_per_s, ds_burst_service_rate(&w->rates));
     }
     if (n > 0) take(w, w->cur->msgs, (size_t)n, burst);
+    if (burst && (*stop_rc = finish_pending(w)) != 0) {
+        ds_consumer_release(w->cur->msgs, b->n);
+        ds_batch_reset(b);
+        return 0;
+    }
     if (burst) {
         /* A tenth of a batch per quiet window: with batches of 500 and
          * the defaults, the burst ends when the input falls under 500
@@ -481,7 +500,7 @@ static int run_slot(ds_worker_t *w, slot_t *s) {
     int rc = w->def->process(w, w->def->ud, s->items, s->n, w->err, sizeof w->err);
     w->cur = was;
     if (rc == 0) rc = send_dead_letters(w, s);
-    if (ds_producer_pending(w->svc->producer) > 0) ds_producer_send_soon(w->svc->producer);
+    ds_worker_send_produced(w);
     s->busy_s += (double)(ds_mono_us() - t0) / 1e6;
     return rc;
 }
@@ -638,7 +657,8 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def) {
     int rc = 0;
     while (w.consumer && !ds_service_stopping(svc)) {
         /* With a batch in flight, take only what is there already. */
-        int n = poll_batch(&w, w.pending ? 0 : IDLE_POLL_MS);
+        int n = poll_batch(&w, w.pending ? 0 : IDLE_POLL_MS, &rc);
+        if (rc != 0) break;
         if (n == DS_EFATAL) {
             ds_error("fatal kafka consumer error; stopping");
             ds_service_request_stop(svc, 1);

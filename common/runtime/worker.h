@@ -64,6 +64,12 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def);
 int ds_worker_produce(ds_worker_t *w, const char *topic, const void *key, size_t keylen, const void *payload,
                       size_t len, const ds_event_meta_t *meta);
 
+/* Has the events the current batch produced so far sent now, and their
+ * acknowledgements served as they come, instead of at the batch's end: a
+ * process callback that works a big batch in slices calls it after each,
+ * so that the slices' events do not all wait in memory. */
+void ds_worker_send_produced(ds_worker_t *w);
+
 ds_service_t *ds_worker_service(ds_worker_t *w);
 /* ds_consumer_rebalances of the worker's consumer: a process that remembers
  * something about the keys it consumed forgets it when this moves (another

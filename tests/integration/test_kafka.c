@@ -174,6 +174,9 @@ Test(kafka, opportunity_changed_round_trips_byte_identical) {
                             at_text,
                             "application/protobuf",
                             trace};
+    /* A header read leaves every header readable again, as received. */
+    assert_header(m, DS_HDR_TRACEPARENT, trace);
+    assert_header(m, DS_HDR_CE_ID, ev.event_id);
     assert_headers_exactly(m, names, values, DS_ARRAY_SIZE(names));
 
     Dealscore__V1__OpportunityChanged *back =

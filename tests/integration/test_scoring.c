@@ -501,6 +501,52 @@ Test(scoring, a_bursts_batch_is_written_without_a_temporary_file) {
     PQfinish(db);
 }
 
+/* A burst over more deals than a batch is scored a batch at a time, so
+ * that the worker's memory is a batch's, not the burst's: 60 deals'
+ * features.ready wait in the topic, the worker (batches of 10) gathers them
+ * as one burst and scores, writes and publishes it in 6 slices of 10. Scored
+ * whole, it would have been one slice of 60 (tried). */
+Test(scoring, a_burst_is_scored_a_batch_at_a_time) {
+    enum { N = 60, B = 10 };
+    PGconn *db = pgt_connect_db(&S.db);
+    char *ids[N];
+    PGresult *r = insert_deals(db, "S", N, ids);
+    dst_stop(&S);
+    dst_env_set(&S, "DEALSCORE_BATCH_SIZE", "10");
+    /* The first poll fills its batch from the backlog, which starts the burst. */
+    dst_env_set(&S, "DEALSCORE_BATCH_WAIT_MS", "1000");
+    ds_config_t cfg;
+    ds_producer_t *p = dst_producer(&S, &cfg);
+    char *topic = pgt_fmt("%sfeatures.ready", S.prefix);
+    for (int i = 0; i < N; i++) {
+        char eid[40];
+        snprintf(eid, sizeof eid, "5c0f4a52-9d55-4c38-b2c1-43a1c1f0%04d", i);
+        Dealscore__V1__FeaturesReady ev = DEALSCORE__V1__FEATURES_READY__INIT;
+        ev.event_id = eid;
+        ev.org_id = S.org_id;
+        ev.opportunity_id = ids[i];
+        ev.as_of_us = 1780000000000000LL;
+        uint8_t buf[256];
+        size_t len = dealscore__v1__features_ready__pack(&ev, buf);
+        ds_event_meta_t meta = {.id = eid, .type = DS_CE_TYPE_FEATURES_READY, .time_us = ev.as_of_us};
+        cr_assert_eq(ds_producer_send(p, topic, ids[i], strlen(ids[i]), buf, len, &meta, NULL), 0);
+    }
+    cr_assert_eq(ds_producer_flush(p, 10000), 0);
+    dst_start(&S, "scoring");
+    dst_wait_metric(&S, "dealscore_worker_batch_size_count{worker=\"scoring\"}", 1.0);
+    cr_expect_eq(predictions_as_of(db, "S", 1780000000), N, "every deal scored");
+    cr_expect_eq(dst_metric(&S, "dealscore_worker_burst_batches_total{worker=\"scoring\"}"), 1.0);
+    cr_expect_eq(dst_metric(&S, "dealscore_worker_batch_size_count{worker=\"scoring\"}"), 1.0,
+                 "one batch: the burst");
+    cr_expect_eq(dst_metric(&S, "dealscore_scoring_batch_seconds_count"), (double)(N / B),
+                 "scored in slices");
+    ds_producer_destroy(p);
+    ds_config_close(&cfg);
+    free(topic);
+    PQclear(r);
+    PQfinish(db);
+}
+
 /* A stale org whose active model is unchanged keeps it without reading its
  * artifact again; a newly activated model is read and scores. */
 Test(scoring, a_stale_org_rereads_its_model_only_when_another_is_active) {

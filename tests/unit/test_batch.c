@@ -76,3 +76,27 @@ Test(batch, a_lower_rank_is_released_and_a_tie_goes_to_the_newer) {
     cr_expect_null(ds_batch_take(&b, &msgs[5], "t", -1, "a", 0), "a reset forgets the keys");
     ds_batch_close(&b);
 }
+
+/* The batch counts the bytes it holds (payload and key), so that a burst
+ * can end at DEALSCORE_BURST_MAX_KB: a message handed back takes its bytes
+ * with it, the one that replaces it brings its own, a reset forgets them. */
+Test(batch, it_counts_the_bytes_it_holds) {
+    make_messages();
+    for (int i = 0; i < 4; i++) {
+        msgs[i].len = (size_t)(100 * (i + 1));
+        msgs[i].key_len = 10;
+    }
+    rd_kafka_message_t *held[4];
+    ds_batch_t b;
+    ds_batch_init(&b, held, 4);
+    cr_expect_null(ds_batch_take(&b, &msgs[0], "t", -1, "a", 1));
+    cr_expect_null(ds_batch_take(&b, &msgs[1], "t", -1, "b", 1));
+    cr_expect_eq(b.bytes, 110 + 210);
+    cr_expect_eq(ds_batch_take(&b, &msgs[2], "t", -1, "a", 2), &msgs[0], "a's newer change replaces it");
+    cr_expect_eq(b.bytes, 310 + 210);
+    cr_expect_eq(ds_batch_take(&b, &msgs[3], "t", -1, "b", 0), &msgs[3], "an older state is handed back");
+    cr_expect_eq(b.bytes, 310 + 210);
+    ds_batch_reset(&b);
+    cr_expect_eq(b.bytes, 0);
+    ds_batch_close(&b);
+}

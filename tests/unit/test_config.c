@@ -36,6 +36,7 @@ Test(config, defaults_per_service) {
     cr_assert_eq(cfg.http_port, 8082);
     cr_assert_eq(cfg.batch_size, 500);
     cr_assert_eq(cfg.burst_batch_size, 100000);
+    cr_assert_eq(cfg.burst_max_kb, 32768);
     cr_assert_eq(cfg.burst_backlog_ms, 1000);
     cr_assert_eq(cfg.burst_wait_ms, 1000);
     cr_assert_eq(cfg.burst_flood_ms, 10000);

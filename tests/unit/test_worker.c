@@ -150,3 +150,84 @@ Test(worker, processes_the_next_batch_while_the_last_ones_events_are_delivered) 
     cr_assert_eq(end_offset("out"), INPUT_MESSAGES, "one event per input message, none lost or doubled");
     cr_assert_eq(committed_offset(), INPUT_MESSAGES, "the offsets of every batch were committed on close");
 }
+
+/* The sizes of the batches the process callback saw. */
+typedef struct {
+    atomic_int batches, messages;
+    int sizes[128];
+} sizes_t;
+
+static int record_size(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr,
+                       size_t errstr_size) {
+    (void)w;
+    (void)items;
+    (void)errstr;
+    (void)errstr_size;
+    sizes_t *s = ud;
+    int b = atomic_fetch_add(&s->batches, 1);
+    if (b < (int)DS_ARRAY_SIZE(s->sizes)) s->sizes[b] = (int)n;
+    atomic_fetch_add(&s->messages, (int)n);
+    return 0;
+}
+
+static int key_of(void *ud, const rd_kafka_message_t *m, char *key, size_t keysz, int64_t *rank) {
+    (void)ud;
+    snprintf(key, keysz, "%.*s", (int)m->key_len, (const char *)m->key);
+    *rank = m->offset;
+    return 0;
+}
+
+static void *run_sizing_worker(void *arg) {
+    static const char *const topics[] = {"in"};
+    ds_worker_def_t def = {.name = "test",
+                           .topics = topics,
+                           .ntopics = 1,
+                           .process = record_size,
+                           .ud = arg,
+                           .coalesce = key_of};
+    ds_worker_run(&svc, &def);
+    return NULL;
+}
+
+/* A burst over many distinct deals ends once it holds DEALSCORE_BURST_MAX_KB
+ * of messages (here 1 KB: 18 messages of 50 bytes and a 7-byte key), well
+ * before DEALSCORE_BURST_BATCH_SIZE: its memory is bounded by bytes. It
+ * gathers a batch (10) at most per poll, so it stops within a poll of the
+ * bound. Without the bound, the 100 messages waiting were one batch. */
+Test(worker, a_burst_ends_once_it_holds_its_bytes) {
+    char err[512];
+    ds_config_close(&cfg);
+    char *envp[] = {mock.brokers,
+                    "DEALSCORE_BATCH_SIZE=10",
+                    "DEALSCORE_BATCH_WAIT_MS=1000",
+                    "DEALSCORE_BURST_BATCH_SIZE=1000",
+                    "DEALSCORE_BURST_MAX_KB=1",
+                    NULL};
+    cr_assert_eq(ds_config_load(&cfg, DS_SVC_FEATURE, envp, err, sizeof err), 0, "%s", err);
+    enum { COUNT = 100 };
+    char payload[50];
+    memset(payload, 'x', sizeof payload);
+    for (int i = 0; i < COUNT; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "deal%03d", i);
+        ds_event_meta_t meta = {.type = "test.input"};
+        cr_assert_eq(
+            ds_producer_send(svc.producer, "in", key, strlen(key), payload, sizeof payload, &meta, NULL), 0);
+    }
+    cr_assert_eq(ds_producer_flush(svc.producer, 10000), 0);
+    sizes_t sizes = {0};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, run_sizing_worker, &sizes), 0);
+    int64_t deadline = ds_mono_us() + 30 * 1000000LL;
+    while (atomic_load(&sizes.messages) < COUNT && ds_mono_us() < deadline) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&svc.stopping, 1);
+    pthread_join(th, NULL);
+    cr_assert_eq(atomic_load(&sizes.messages), COUNT, "every message was processed once");
+    cr_expect_gt(sizes.sizes[0], 10, "the backlog started a burst");
+    for (int b = 0; b < atomic_load(&sizes.batches) && b < (int)DS_ARRAY_SIZE(sizes.sizes); b++)
+        cr_expect_leq(sizes.sizes[b], 27, "batch %d held %d messages: past 1 KB by more than a poll", b,
+                      sizes.sizes[b]);
+}

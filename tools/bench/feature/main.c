@@ -347,18 +347,29 @@ static const char *output_topic(const bench_t *b) {
 }
 
 /* Packs the measured worker's input event for opportunity i at at_us into
- * buf: an OpportunityChanged, or for scoring a FeaturesReady with no
- * features (the deal scores from its org's model or prior). */
+ * buf: an OpportunityChanged, or for scoring a FeaturesReady with every
+ * feature of the engine, as the feature worker sends it (the deal scores
+ * from its org's model or prior; the values are made up, the size is a
+ * real event's). */
 static size_t pack_event(const bench_t *b, size_t i, int64_t at_us, char *eid, uint8_t *buf, size_t size) {
     size_t len;
     if (strcmp(b->worker, "scoring") == 0) {
         Dealscore__V1__FeaturesReady ev = DEALSCORE__V1__FEATURES_READY__INIT;
+        Dealscore__V1__Feature feats[DS_FEATURE_COUNT], *fp[DS_FEATURE_COUNT];
+        for (int f = 0; f < DS_FEATURE_COUNT; f++) {
+            dealscore__v1__feature__init(&feats[f]);
+            feats[f].name = (char *)ds_feature_name(f);
+            feats[f].value = (double)((i * 31 + (size_t)f * 7) % 100) / 10.0;
+            fp[f] = &feats[f];
+        }
         ev.event_id = eid;
         ev.causation_id = eid;
         ev.org_id = (char *)b->org_id;
         ev.opportunity_id = (char *)b->opp_ids[i];
         ev.as_of_us = at_us;
         ev.feature_version = DS_FEATURE_VERSION;
+        ev.n_features = DS_FEATURE_COUNT;
+        ev.features = fp;
         len = dealscore__v1__features_ready__get_packed_size(&ev);
         ds_assert(len <= size);
         return dealscore__v1__features_ready__pack(&ev, buf);
@@ -405,7 +416,7 @@ static int fill_topic(bench_t *b, const ds_config_t *cfg, int64_t as_of_us, doub
     ds_producer_set_delivery_cb(p, on_delivery, &dr);
     ds_producer_set_full_timeout(p, 60000);
     int64_t t0 = ds_mono_us();
-    uint8_t buf[512];
+    uint8_t buf[4096];
     for (size_t j = 0; j < b->nids * (size_t)b->changes; j++) {
         size_t i = j % b->nids;
         int64_t at_us = as_of_us - (b->changes - 1 - (long)(j / b->nids));
@@ -657,7 +668,8 @@ static void usage(FILE *out) {
             "                      (default 1; 2000 opportunities x 50: a 100,000-message burst\n"
             "                      over 2,000 deals)\n"
             "  --worker NAME       the worker measured: feature (default), benchmark (same input)\n"
-            "                      or scoring (fed FeaturesReady events with no features); opps/s\n"
+            "                      or scoring (fed FeaturesReady events carrying every feature, values\n"
+            "                      made up); opps/s\n"
             "                      then counts predictions, or events / --changes for benchmark\n"
             "  --org SLUG          the org (default bf-<N>-s<seed>); reused when it holds opportunities\n"
             "  --fresh             import into a new org (slug with a run id) even if one exists\n"
