@@ -97,7 +97,9 @@ int ds_worker_produce(ds_worker_t *w, const char *topic, const void *key, size_t
     return rc;
 }
 
-void ds_worker_send_produced(ds_worker_t *w) {
+/* Has what was produced so far sent now, by the producer's sender thread,
+ * its acknowledgements served as they come (ds_producer_send_soon). */
+static void send_produced(ds_worker_t *w) {
     if (ds_producer_pending(w->svc->producer) > 0) ds_producer_send_soon(w->svc->producer);
 }
 
@@ -481,8 +483,15 @@ static int send_dead_letters(ds_worker_t *w, slot_t *s) {
     return rc;
 }
 
-/* Runs the process callback once over the slot's messages and produces
- * their dead letters: their downstream messages are then on their way.
+/* Runs the process callback over the slot's messages and produces their
+ * dead letters: their downstream messages are then on their way. A burst
+ * goes to the callback in slices of a batch (DEALSCORE_BATCH_SIZE; whole
+ * for a def with whole_bursts), each
+ * slice's events sent before the next is processed: a burst can hold tens
+ * of thousands of deals, and the memory of processing them (their rows,
+ * results and statements) is then a batch's, not the burst's. A slice that
+ * fails has the whole slot run again: the slices committed before it are
+ * replays then, which every worker's writes take as any redelivery.
  * Returns 0, DS_ERETRY or the error that stops the worker (why in w->err). */
 static int run_slot(ds_worker_t *w, slot_t *s) {
     int64_t t0 = ds_mono_us();
@@ -497,10 +506,16 @@ static int run_slot(ds_worker_t *w, slot_t *s) {
     w->err[0] = '\0';
     slot_t *was = w->cur;
     w->cur = s; /* where ds_worker_produce counts */
-    int rc = w->def->process(w, w->def->ud, s->items, s->n, w->err, sizeof w->err);
+    int rc = 0;
+    size_t slice = w->def->whole_bursts ? s->n : w->max;
+    for (size_t at = 0; at < s->n && rc == 0; at += slice) {
+        size_t n = s->n - at < slice ? s->n - at : slice;
+        rc = w->def->process(w, w->def->ud, s->items + at, n, w->err, sizeof w->err);
+        send_produced(w);
+    }
     w->cur = was;
     if (rc == 0) rc = send_dead_letters(w, s);
-    ds_worker_send_produced(w);
+    send_produced(w);
     s->busy_s += (double)(ds_mono_us() - t0) / 1e6;
     return rc;
 }

@@ -27,12 +27,15 @@ typedef struct {
     const char *name;          /* for logs and metric labels: "feature" */
     const char *const *topics; /* base names to consume (the prefix is added) */
     size_t ntopics;
-    /* Handles a batch. Returns 0 when every item is handled (each item's
-     * status says ok or dead letter); DS_ERETRY to have the whole batch
-     * retried after a backoff (nothing is stored; partitions are paused
-     * meanwhile), with the reason in errstr; any other code stops the
-     * worker (the service exits non-zero). Must be idempotent: a batch may
-     * be processed more than once. */
+    /* Handles a batch, at most DEALSCORE_BATCH_SIZE messages: a burst
+     * comes as several calls, one per slice of that size, unless
+     * whole_bursts. Returns 0 when
+     * every item is handled (each item's status says ok or dead letter);
+     * DS_ERETRY to have the whole batch retried after a backoff (nothing
+     * is stored; partitions are paused meanwhile), with the reason in
+     * errstr; any other code stops the worker (the service exits
+     * non-zero). Must be idempotent: a batch may be processed more than
+     * once. */
     int (*process)(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr,
                    size_t errstr_size);
     void *ud;
@@ -48,6 +51,10 @@ typedef struct {
      * 100 ms while the input is idle: for what must not wait for the next
      * message (hearing the database's notifications). */
     void (*idle)(void *ud);
+    /* A burst goes to process in one call: for a worker whose work is per
+     * org rather than per deal (the benchmark worker recomputes an org's
+     * cohorts once per call), slices would repeat that work per slice. */
+    bool whole_bursts;
 } ds_worker_def_t;
 
 /* Room for a coalescing key: a deal's ids with a separator. */
@@ -63,12 +70,6 @@ void ds_worker_run(ds_service_t *svc, const ds_worker_def_t *def);
  * Returns 0 or its error. */
 int ds_worker_produce(ds_worker_t *w, const char *topic, const void *key, size_t keylen, const void *payload,
                       size_t len, const ds_event_meta_t *meta);
-
-/* Has the events the current batch produced so far sent now, and their
- * acknowledgements served as they come, instead of at the batch's end: a
- * process callback that works a big batch in slices calls it after each,
- * so that the slices' events do not all wait in memory. */
-void ds_worker_send_produced(ds_worker_t *w);
 
 ds_service_t *ds_worker_service(ds_worker_t *w);
 /* ds_consumer_rebalances of the worker's consumer: a process that remembers

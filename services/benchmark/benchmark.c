@@ -285,7 +285,8 @@ void benchmark_worker(ds_service_t *svc, void *state) {
                            .ntopics = 1,
                            .process = process,
                            .ud = &st,
-                           .coalesce = coalesce};
+                           .coalesce = coalesce,
+                           .whole_bursts = true};
     ds_worker_run(svc, &def);
     if (refreshing) pthread_join(refresher, NULL);
     cohort_engine_destroy(st.eng);

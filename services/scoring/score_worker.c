@@ -841,11 +841,17 @@ static int persist_batch(worker_state_t *st, score_batch_t *sb, char *errstr, si
                                 errstr, errsz);
 }
 
-/* Scores, writes and publishes items[0..n): one transaction, whose rows
- * and statements are held until it commits. */
-static int process_slice(ds_worker_t *w, worker_state_t *st, ds_worker_item_t *items, size_t n, char *errstr,
-                         size_t errsz) {
-    int rc = DS_OK;
+static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr, size_t errsz) {
+    worker_state_t *st = ud;
+    int rc = ds_pg_ensure(st->pg, 2000, NULL, errstr, errsz);
+    if (rc != 0) return DS_ERETRY;
+    if (ds_pg_generation(st->pg) != st->generation) {
+        /* A new connection may have missed notifications. */
+        st->generation = ds_pg_generation(st->pg);
+        scorer_invalidate(st->scorer, NULL);
+    }
+    ds_pg_notifies(st->pg, on_notify, st);
+
     score_batch_t sb;
     batch_init(&sb, n);
     decode_and_coalesce(&sb, items);
@@ -870,31 +876,6 @@ static int process_slice(ds_worker_t *w, worker_state_t *st, ds_worker_item_t *i
     }
 out:
     batch_close(&sb);
-    return rc;
-}
-
-/* A burst holds one message per deal, and can hold tens of thousands of
- * deals: it is scored in slices of DEALSCORE_BATCH_SIZE messages, so that
- * the worker's memory is a batch's (the deals' rows, their scores and the
- * statements that write them), not the burst's, and each slice's events
- * are on their way while the next is scored. A slice that fails has the
- * whole batch run again: the slices committed before it are replays then,
- * which scoring_persist_opts settles. */
-static int process(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr, size_t errsz) {
-    worker_state_t *st = ud;
-    int rc = ds_pg_ensure(st->pg, 2000, NULL, errstr, errsz);
-    if (rc != 0) return DS_ERETRY;
-    if (ds_pg_generation(st->pg) != st->generation) {
-        /* A new connection may have missed notifications. */
-        st->generation = ds_pg_generation(st->pg);
-        scorer_invalidate(st->scorer, NULL);
-    }
-    ds_pg_notifies(st->pg, on_notify, st);
-    size_t slice = (size_t)st->svc->cfg->batch_size;
-    for (size_t at = 0; at < n && rc == DS_OK; at += slice) {
-        rc = process_slice(w, st, items + at, n - at < slice ? n - at : slice, errstr, errsz);
-        if (at + slice < n) ds_worker_send_produced(w);
-    }
     return rc;
 }
 

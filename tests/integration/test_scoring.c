@@ -504,8 +504,9 @@ Test(scoring, a_bursts_batch_is_written_without_a_temporary_file) {
 /* A burst over more deals than a batch is scored a batch at a time, so
  * that the worker's memory is a batch's, not the burst's: 60 deals'
  * features.ready wait in the topic, the worker (batches of 10) gathers them
- * as one burst and scores, writes and publishes it in 6 slices of 10. Scored
- * whole, it would have been one slice of 60 (tried). */
+ * as one burst and the worker loop hands it to the scoring in 6 slices of
+ * 10, each scored, written and published in turn. Scored whole, it was one
+ * slice of 60 (tried). */
 Test(scoring, a_burst_is_scored_a_batch_at_a_time) {
     enum { N = 60, B = 10 };
     PGconn *db = pgt_connect_db(&S.db);

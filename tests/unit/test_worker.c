@@ -151,10 +151,9 @@ Test(worker, processes_the_next_batch_while_the_last_ones_events_are_delivered) 
     cr_assert_eq(committed_offset(), INPUT_MESSAGES, "the offsets of every batch were committed on close");
 }
 
-/* The sizes of the batches the process callback saw. */
+/* The sizes of the process calls. */
 typedef struct {
-    atomic_int batches, messages;
-    int sizes[128];
+    atomic_int calls, messages, largest;
 } sizes_t;
 
 static int record_size(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr,
@@ -164,9 +163,9 @@ static int record_size(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t
     (void)errstr;
     (void)errstr_size;
     sizes_t *s = ud;
-    int b = atomic_fetch_add(&s->batches, 1);
-    if (b < (int)DS_ARRAY_SIZE(s->sizes)) s->sizes[b] = (int)n;
+    atomic_fetch_add(&s->calls, 1);
     atomic_fetch_add(&s->messages, (int)n);
+    if ((int)n > atomic_load(&s->largest)) atomic_store(&s->largest, (int)n);
     return 0;
 }
 
@@ -189,12 +188,22 @@ static void *run_sizing_worker(void *arg) {
     return NULL;
 }
 
+/* The value of the sample name{labels} in the service's metrics, or -1. */
+static double metric_value(const char *sample) {
+    char *text = ds_metrics_render(svc.metrics);
+    const char *at = strstr(text, sample);
+    double v = at ? strtod(at + strlen(sample), NULL) : -1;
+    free(text);
+    return v;
+}
+
 /* A burst over many distinct deals ends once it holds DEALSCORE_BURST_MAX_KB
  * of messages (here 1 KB: 18 messages of 50 bytes and a 7-byte key), well
  * before DEALSCORE_BURST_BATCH_SIZE: its memory is bounded by bytes. It
  * gathers a batch (10) at most per poll, so it stops within a poll of the
- * bound. Without the bound, the 100 messages waiting were one batch. */
-Test(worker, a_burst_ends_once_it_holds_its_bytes) {
+ * bound, and the process callback gets it in slices of a batch. Without the
+ * bound, the 100 messages waiting were one batch. */
+Test(worker, a_burst_ends_once_it_holds_its_bytes_and_is_processed_a_batch_at_a_time) {
     char err[512];
     ds_config_close(&cfg);
     char *envp[] = {mock.brokers,
@@ -226,8 +235,11 @@ Test(worker, a_burst_ends_once_it_holds_its_bytes) {
     atomic_store(&svc.stopping, 1);
     pthread_join(th, NULL);
     cr_assert_eq(atomic_load(&sizes.messages), COUNT, "every message was processed once");
-    cr_expect_gt(sizes.sizes[0], 10, "the backlog started a burst");
-    for (int b = 0; b < atomic_load(&sizes.batches) && b < (int)DS_ARRAY_SIZE(sizes.sizes); b++)
-        cr_expect_leq(sizes.sizes[b], 27, "batch %d held %d messages: past 1 KB by more than a poll", b,
-                      sizes.sizes[b]);
+    cr_expect_leq(atomic_load(&sizes.largest), 10, "the process callback got slices of a batch at most");
+    double batches = metric_value("dealscore_worker_batch_size_count{worker=\"test\"} ");
+    cr_expect_geq(metric_value("dealscore_worker_burst_batches_total{worker=\"test\"} "), 1.0,
+                  "the backlog started a burst");
+    cr_expect_geq(batches, 4.0, "bursts of 18 to 27 messages: at least 4 batches");
+    cr_expect_eq(metric_value("dealscore_worker_batch_size_bucket{worker=\"test\",le=\"50\"} "), batches,
+                 "no batch held more than 50 messages");
 }
