@@ -67,6 +67,15 @@ static void send_input(int count) {
     cr_assert_eq(ds_producer_flush(svc.producer, 10000), 0);
 }
 
+/* Waits up to 30 s until the worker's thread has counted want in *n. */
+static void await_count(atomic_int *n, int want) {
+    int64_t deadline = ds_mono_us() + 30 * 1000000LL;
+    while (atomic_load(n) < want && ds_mono_us() < deadline) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* Produces one "out" event per message, noting first how many of the
  * events of earlier batches were still undelivered. */
 static int forward(ds_worker_t *w, void *ud, ds_worker_item_t *items, size_t n, char *errstr,
@@ -133,11 +142,8 @@ Test(worker, processes_the_next_batch_while_the_last_ones_events_are_delivered) 
     probe_t probe = {0};
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, run_worker, &probe), 0);
+    await_count(&probe.batches, INPUT_MESSAGES);
     int64_t deadline = ds_mono_us() + 30 * 1000000LL;
-    while (atomic_load(&probe.batches) < INPUT_MESSAGES && ds_mono_us() < deadline) {
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
     cr_assert_eq(atomic_load(&probe.batches), INPUT_MESSAGES, "every input message was processed");
     cr_assert_eq(probe.undelivered_at[0], 0);
     cr_assert_geq(probe.undelivered_at[1], 1, "the second batch began while the first one's event was held");
@@ -227,11 +233,7 @@ Test(worker, a_burst_ends_once_it_holds_its_bytes_and_is_processed_a_batch_at_a_
     sizes_t sizes = {0};
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, run_sizing_worker, &sizes), 0);
-    int64_t deadline = ds_mono_us() + 30 * 1000000LL;
-    while (atomic_load(&sizes.messages) < COUNT && ds_mono_us() < deadline) {
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    await_count(&sizes.messages, COUNT);
     atomic_store(&svc.stopping, 1);
     pthread_join(th, NULL);
     cr_assert_eq(atomic_load(&sizes.messages), COUNT, "every message was processed once");
