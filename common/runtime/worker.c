@@ -486,10 +486,10 @@ static int send_dead_letters(ds_worker_t *w, slot_t *s) {
 /* Runs the process callback over the slot's messages and produces their
  * dead letters: their downstream messages are then on their way. A burst
  * goes to the callback in slices of a batch (DEALSCORE_BATCH_SIZE; whole
- * for a def with whole_bursts), each
- * slice's events sent before the next is processed: a burst can hold tens
- * of thousands of deals, and the memory of processing them (their rows,
- * results and statements) is then a batch's, not the burst's. A slice that
+ * for a def with whole_bursts), each slice's events sent before the next
+ * is processed: a burst can hold tens of thousands of deals, and the
+ * memory of processing them (their rows, results and statements) is then
+ * a batch's, not the burst's. A slice that
  * fails has the whole slot run again: the slices committed before it are
  * replays then, which every worker's writes take as any redelivery.
  * Returns 0, DS_ERETRY or the error that stops the worker (why in w->err). */
