@@ -261,15 +261,19 @@ static inline void dst_consume(ds_consumer_t *c, rd_kafka_message_t **msgs, size
     if (got != n) cr_fatal("consumed %zu of %zu messages within %d ms", got, n, timeout_ms);
 }
 
-/* A sample's value from the service's /metrics ("name" or "name{labels}"
- * exactly as printed), or -1 when it is not there. */
-static inline double dst_metric(dst_t *t, const char *name) {
-    httpc_resp_t r = httpc_get(t->port, "/metrics");
-    double v = -1;
+/* A sample's value in Prometheus text ("name" or "name{labels}" exactly
+ * as printed), or -1 when it is not there (or text is NULL). */
+static inline double dst_metric_in(const char *text, const char *name) {
     char pat[200];
     snprintf(pat, sizeof pat, "\n%s ", name);
-    const char *p = r.body ? strstr(r.body, pat) : NULL;
-    if (p) v = strtod(p + strlen(pat), NULL);
+    const char *p = text ? strstr(text, pat) : NULL;
+    return p ? strtod(p + strlen(pat), NULL) : -1;
+}
+
+/* A sample's value from the service's /metrics, as dst_metric_in. */
+static inline double dst_metric(dst_t *t, const char *name) {
+    httpc_resp_t r = httpc_get(t->port, "/metrics");
+    double v = dst_metric_in(r.body, name);
     httpc_free(&r);
     return v;
 }

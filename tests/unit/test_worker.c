@@ -14,6 +14,7 @@
 #include "runtime/metrics.h"
 #include "runtime/service.h"
 #include "runtime/worker.h"
+#include "dstest.h"
 #include "kafkatest.h"
 
 enum { KAFKA_API_PRODUCE = 0 }; /* the protocol's ApiKey */
@@ -197,8 +198,7 @@ static void *run_sizing_worker(void *arg) {
 /* The value of the sample name{labels} in the service's metrics, or -1. */
 static double metric_value(const char *sample) {
     char *text = ds_metrics_render(svc.metrics);
-    const char *at = strstr(text, sample);
-    double v = at ? strtod(at + strlen(sample), NULL) : -1;
+    double v = dst_metric_in(text, sample);
     free(text);
     return v;
 }
@@ -238,10 +238,10 @@ Test(worker, a_burst_ends_once_it_holds_its_bytes_and_is_processed_a_batch_at_a_
     pthread_join(th, NULL);
     cr_assert_eq(atomic_load(&sizes.messages), COUNT, "every message was processed once");
     cr_expect_leq(atomic_load(&sizes.largest), 10, "the process callback got slices of a batch at most");
-    double batches = metric_value("dealscore_worker_batch_size_count{worker=\"test\"} ");
-    cr_expect_geq(metric_value("dealscore_worker_burst_batches_total{worker=\"test\"} "), 1.0,
+    double batches = metric_value("dealscore_worker_batch_size_count{worker=\"test\"}");
+    cr_expect_geq(metric_value("dealscore_worker_burst_batches_total{worker=\"test\"}"), 1.0,
                   "the backlog started a burst");
     cr_expect_geq(batches, 4.0, "bursts of 18 to 27 messages: at least 4 batches");
-    cr_expect_eq(metric_value("dealscore_worker_batch_size_bucket{worker=\"test\",le=\"50\"} "), batches,
+    cr_expect_eq(metric_value("dealscore_worker_batch_size_bucket{worker=\"test\",le=\"50\"}"), batches,
                  "no batch held more than 50 messages");
 }
